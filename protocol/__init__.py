@@ -1,0 +1,9 @@
+"""Helpline wire protocol: sans-I/O messages, codec, limits and channel state.
+
+Nothing in this package opens a socket or touches asyncio, so every rule here can be
+tested (and fuzzed) without a network.
+"""
+
+from . import codec, control, errors, limits, messages, version
+
+__all__ = ["codec", "control", "errors", "limits", "messages", "version"]
