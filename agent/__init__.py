@@ -1,0 +1,3 @@
+"""Helpline device agent."""
+
+__version__ = "0.1.0"

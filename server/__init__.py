@@ -1,0 +1,2 @@
+"""Helpline relay server."""
+__version__ = "0.1.0"

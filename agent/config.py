@@ -1,0 +1,25 @@
+"""Agent configuration (``[agent]`` table of the TOML file, ``HELPLINE_*`` overrides)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class AgentConfig:
+    state_dir: Path = Path("/var/lib/helpline-agent")
+    log_format: str = "human"
+    log_level: str = "info"
+    #: Seconds between health samples.
+    health_interval_s: float = 60.0
+    #: A full inventory is sent at least this often, deltas in between.
+    full_inventory_interval_s: float = 86400.0
+    #: Seconds between inventory change checks.
+    inventory_interval_s: float = 3600.0
+    #: Outbox bound, in days of samples at the health interval.
+    outbox_max_days: float = 7.0
+    #: Reconnect backoff cap in seconds.
+    backoff_cap_s: float = 60.0
+    #: Local policy file owned by the device's admin (consent rules the server cannot override).
+    policy_file: Path | None = None

@@ -1,0 +1,234 @@
+"""The agent's control channel: connect out, say hello, stay alive, reconnect forever.
+
+The sans-I/O :class:`~protocol.control.ControlChannel` holds the protocol state; this
+module only feeds it frames, flushes what it wants to send, wakes it at its deadlines,
+and dispatches application messages through a table of handlers that feature modules
+(inventory, sessions, tasks) register.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from certs import tls
+from certs.pki import build_csr, generate_device_key, load_certificate, renewal_due, write_private_key
+from protocol import limits
+from protocol.control import CloseCode, ControlChannel
+from protocol.messages import CertRenewRequest, CertRenewResponse, Error, Hello, Message, Welcome
+from protocol.version import MAX_VERSION, MIN_VERSION
+
+from . import __version__
+from .backoff import full_jitter
+from .config import AgentConfig
+from .state import AgentState
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+Handler = Callable[["AgentClient", Any], Awaitable[None]]
+
+CAPABILITIES = ["inventory", "health", "session", "tasks"]
+
+
+class AgentRevoked(Exception):
+    """The server says this device is revoked; the agent must stop."""
+
+
+class AgentClient:
+    def __init__(self, state: AgentState, config: AgentConfig | None = None, *,
+                 wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.state = state
+        self.config = config or AgentConfig(state_dir=state.directory)
+        self.wall_clock = wall_clock
+        self.device_id = state.device_id
+        self.handlers: dict[type[Message], Handler] = {CertRenewResponse: _on_renewed}
+        self.on_ready: list[Callable[[AgentClient], Awaitable[None]]] = []
+        self.ready = asyncio.Event()
+        self.connections = 0
+        self.welcome: Welcome | None = None
+        self._ws: ClientConnection | None = None
+        self._channel: ControlChannel | None = None
+        self._send_lock = asyncio.Lock()
+        self._pending_key: Any = None
+        self._session_tasks: set[asyncio.Task[None]] = set()
+
+    def register(self, message_type: type[M], handler: Callable[[AgentClient, M], Awaitable[None]]) -> None:
+        self.handlers[message_type] = handler
+
+    # --- sending ----------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        """Send on the live channel; raises ConnectionError when there is none."""
+        channel, ws = self._channel, self._ws
+        if channel is None or ws is None or not self.ready.is_set():
+            raise ConnectionError("control channel is not connected")
+        channel.send(message, asyncio.get_running_loop().time())
+        await self._flush(channel, ws)
+
+    async def _flush(self, channel: ControlChannel, ws: ClientConnection) -> None:
+        async with self._send_lock:
+            for frame in channel.data_to_send():
+                await ws.send(frame)
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        """Run a task tied to the current connection (cancelled when it drops)."""
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._session_tasks.add(task)
+        task.add_done_callback(self._session_tasks.discard)
+
+    # --- connection loop --------------------------------------------------------------------
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return tls.agent_client_context(self.state.ca_path, self.state.cert_path, self.state.key_path)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Connect and reconnect until ``stop`` is set; raises :class:`AgentRevoked`."""
+        stop = stop or asyncio.Event()
+        attempt = 0
+        while not stop.is_set():
+            try:
+                if await self._connect_once(stop):
+                    attempt = 0
+                    continue  # clean reconnect (renewed certificate)
+            except AgentRevoked:
+                raise
+            except InvalidStatus as exc:
+                body = exc.response.body or b""
+                if exc.response.status_code == 403 and b"revoked" in body:
+                    raise AgentRevoked("the server refused this device: it has been revoked") from exc
+                log.warning("server refused the connection", extra={"status": exc.response.status_code,
+                                                                     "reason": body[:200].decode(errors="replace")})
+            except (OSError, TimeoutError, WebSocketException) as exc:
+                log.warning("control channel failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            attempt += 1
+            delay = full_jitter(attempt, cap=self.config.backoff_cap_s)
+            log.info("reconnecting", extra={"in_s": round(delay, 2), "attempt": attempt})
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except TimeoutError:
+                continue
+
+    async def _connect_once(self, stop: asyncio.Event) -> bool:
+        """One connection's life. True if it ended by our choice (reconnect at once)."""
+        loop = asyncio.get_running_loop()
+        url = self.state.agent_url
+        async with connect(url, ssl=self.ssl_context(), max_size=limits.MAX_CONTROL_MESSAGE_BYTES,
+                           compression=None, ping_interval=None, open_timeout=15, close_timeout=2) as ws:
+            channel = ControlChannel("agent", now=loop.time(), keepalive_s=20.0)
+            self._ws, self._channel = ws, channel
+            self.connections += 1
+            channel.send(Hello(min_version=MIN_VERSION, max_version=MAX_VERSION, agent_version=__version__,
+                               device_id=self.device_id, capabilities=CAPABILITIES), loop.time())
+            await self._flush(channel, ws)
+            stop_wait = asyncio.ensure_future(stop.wait())
+            try:
+                return await self._pump(ws, channel, stop_wait)
+            finally:
+                stop_wait.cancel()
+                self.ready.clear()
+                self._ws = self._channel = None
+                for task in list(self._session_tasks):
+                    task.cancel()
+
+    async def _pump(self, ws: ClientConnection, channel: ControlChannel, stop_wait: asyncio.Future[Any]) -> bool:
+        loop = asyncio.get_running_loop()
+        while True:
+            timeout = max(0.0, channel.next_deadline() - loop.time())
+            recv = asyncio.ensure_future(ws.recv())
+            done, _ = await asyncio.wait({recv, stop_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if stop_wait in done:
+                recv.cancel()
+                await ws.close(int(CloseCode.GOING_AWAY), "agent stopping")
+                return True
+            if recv not in done:
+                recv.cancel()
+                channel.tick(loop.time())
+            else:
+                try:
+                    data = recv.result()
+                except ConnectionClosed as exc:
+                    self._raise_if_revoked(exc)
+                    log.info("control channel closed by server",
+                             extra={"code": exc.rcvd.code if exc.rcvd else None,
+                                    "reason": exc.rcvd.reason if exc.rcvd else ""})
+                    return False
+                if isinstance(data, bytes):
+                    log.warning("ignored binary frame on control channel")
+                    continue
+                channel.receive(data, loop.time())
+                for event in channel.events_received():
+                    await self._dispatch(event)
+            await self._flush(channel, ws)
+            if channel.close_request is not None:
+                await ws.close(int(channel.close_request.code), channel.close_request.reason)
+                return channel.close_request.code == CloseCode.NORMAL
+
+    def _raise_if_revoked(self, exc: ConnectionClosed) -> None:
+        if exc.rcvd is not None and exc.rcvd.code == CloseCode.REVOKED:
+            raise AgentRevoked(f"the server closed the channel: {exc.rcvd.reason or 'device revoked'}") from exc
+
+    async def _dispatch(self, message: Message) -> None:
+        if isinstance(message, Welcome):
+            self.welcome = message
+            self.ready.set()
+            log.info("connected", extra={"device_id": self.device_id, "protocol": message.version})
+            await self._maybe_renew()
+            for hook in self.on_ready:
+                self.spawn(hook(self))
+            return
+        if isinstance(message, Error):
+            log.warning("server reported an error", extra={"code": message.code, "msg": message.message,
+                                                           "in_reply_to": message.in_reply_to})
+            if message.code == "revoked":
+                raise AgentRevoked(f"the server says: {message.message}")
+            return
+        handler = self.handlers.get(type(message))
+        if handler is None:
+            log.warning("no handler for message", extra={"type": message.type_name()})
+            if self._channel is not None:
+                self._channel.send(Error(code="unsupported", message=f"agent does not handle {message.type_name()}",
+                                         in_reply_to=message.id), asyncio.get_running_loop().time())
+            return
+        try:
+            await handler(self, message)
+        except Exception:
+            log.exception("handler failed", extra={"type": message.type_name()})
+
+    # --- certificate renewal ----------------------------------------------------------------
+
+    async def _maybe_renew(self) -> None:
+        cert = load_certificate(self.state.cert_path)
+        if self.welcome is not None and (self.welcome.cert_renew_due or renewal_due(cert, self.wall_clock())):
+            self._pending_key = generate_device_key()
+            csr = build_csr(self._pending_key).decode()
+            log.info("requesting certificate renewal", extra={"expires": cert.not_valid_after_utc.isoformat()})
+            assert self._channel is not None
+            self._channel.send(CertRenewRequest(csr=csr), asyncio.get_running_loop().time())
+
+
+async def _on_renewed(client: AgentClient, message: CertRenewResponse) -> None:
+    from cryptography import x509
+
+    if client._pending_key is None:
+        log.warning("unsolicited certificate renewal ignored")
+        return
+    cert = x509.load_pem_x509_certificate(message.certificate.encode())
+    state = client.state
+    key_tmp, cert_tmp = state.key_path.with_suffix(".new"), state.cert_path.with_suffix(".new")
+    write_private_key(key_tmp, client._pending_key)
+    cert_tmp.write_bytes(message.certificate.encode())
+    os.replace(key_tmp, state.key_path)
+    os.replace(cert_tmp, state.cert_path)
+    client._pending_key = None
+    log.info("certificate renewed; reconnecting with it", extra={"expires": cert.not_valid_after_utc.isoformat()})
+    if client._channel is not None:
+        client._channel.close(CloseCode.NORMAL, "certificate renewed")

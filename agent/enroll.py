@@ -1,0 +1,86 @@
+"""Enrollment: key generated here, CSR + one-time token sent, certificate stored.
+
+The org CA is fetched from the server and accepted only if its SHA-256 fingerprint matches
+the one given with the token; the enrollment request itself then runs over TLS verified
+against that CA. The private key never leaves the device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from certs import tls
+from certs.pinning import fetch_pinned_ca
+from certs.pki import build_csr, generate_device_key, write_private_key
+
+from .state import AgentState
+
+log = logging.getLogger(__name__)
+
+
+class EnrollmentFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{message} ({code})")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    device_id: str
+    group: str
+    agent_url: str
+
+
+def enroll(console_url: str, token: str, ca_sha256: str, state: AgentState, *, timeout: float = 20) -> EnrollResult:
+    """Enroll this device; blocking (run from the CLI or a thread)."""
+    console_url = console_url.rstrip("/")
+    state.ensure_dir()
+    ca_pem = fetch_pinned_ca(console_url, ca_sha256, timeout=timeout)
+    state.ca_path.write_bytes(ca_pem)
+    key = generate_device_key()
+    csr = build_csr(key).decode()
+    context = tls.agent_client_context(state.ca_path, None, None)
+    body = json.dumps({"token": token, "csr": csr}).encode()
+    request = urllib.request.Request(  # noqa: S310 - https only, checked below
+        f"{console_url}/api/v1/enroll", data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    if not request.full_url.startswith("https://"):
+        raise EnrollmentFailed("bad_url", "the server URL must start with https://")
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=timeout) as response:  # noqa: S310
+            answer = json.loads(response.read(64 * 1024))
+    except urllib.error.HTTPError as exc:
+        raise _error_from(exc) from exc
+    except (urllib.error.URLError, ssl.SSLError, OSError) as exc:
+        raise EnrollmentFailed("unreachable", f"cannot reach {console_url}: {exc}") from exc
+    cert_pem = answer["certificate"].encode()
+    x509.load_pem_x509_certificate(cert_pem)  # refuse to store garbage
+    write_private_key(state.key_path, key)
+    _write(state.cert_path, cert_pem)
+    state.save_info({"device_id": answer["device_id"], "group": answer["group"], "agent_url": answer["agent_url"],
+                     "console_url": console_url})
+    log.info("enrolled", extra={"device_id": answer["device_id"], "group": answer["group"]})
+    return EnrollResult(answer["device_id"], answer["group"], answer["agent_url"])
+
+
+def _error_from(exc: urllib.error.HTTPError) -> EnrollmentFailed:
+    try:
+        error = json.loads(exc.read(16 * 1024))["error"]
+        return EnrollmentFailed(str(error["code"]), str(error["message"]))
+    except (ValueError, KeyError, TypeError):
+        return EnrollmentFailed(f"http_{exc.code}", f"server refused enrollment with HTTP {exc.code}")
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

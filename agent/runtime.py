@@ -1,0 +1,43 @@
+"""Assemble the agent: control client plus feature modules (inventory, sessions, tasks)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+
+from .config import AgentConfig
+from .control_client import AgentClient, AgentRevoked
+from .state import AgentState
+
+log = logging.getLogger(__name__)
+
+#: Feature modules, each with ``setup(client: AgentClient) -> None``.
+FEATURES: list[str] = []
+
+EXIT_REVOKED = 3
+
+
+def build_client(state: AgentState, config: AgentConfig) -> AgentClient:
+    client = AgentClient(state, config)
+    for name in FEATURES:
+        importlib.import_module(name).setup(client)
+    return client
+
+
+async def run_agent(state: AgentState, config: AgentConfig) -> int:
+    client = build_client(state, config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await client.run(stop)
+    except AgentRevoked as exc:
+        log.error("device revoked; the agent stops", extra={"reason": str(exc)})
+        print(f"helpline: {exc}. Re-enroll this device to use it again.")
+        return EXIT_REVOKED
+    return 0

@@ -1,0 +1,58 @@
+"""The agent's state directory: its key, certificate, the pinned org CA and identity."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AgentState:
+    directory: Path
+
+    @property
+    def key_path(self) -> Path:
+        return self.directory / "device.key"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.directory / "device.pem"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.directory / "ca.pem"
+
+    @property
+    def info_path(self) -> Path:
+        return self.directory / "agent.json"
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.directory / "outbox.db"
+
+    def is_enrolled(self) -> bool:
+        return all(p.exists() for p in (self.key_path, self.cert_path, self.ca_path, self.info_path))
+
+    def ensure_dir(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.directory, 0o700)
+
+    def load_info(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.info_path.read_text())
+        return data
+
+    def save_info(self, info: dict[str, Any]) -> None:
+        tmp = self.info_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
+        os.replace(tmp, self.info_path)
+
+    @property
+    def device_id(self) -> str:
+        return str(self.load_info()["device_id"])
+
+    @property
+    def agent_url(self) -> str:
+        return str(self.load_info()["agent_url"])

@@ -1,0 +1,1 @@
+"""One module per ``helpline`` subcommand; each has ``register(subparsers)``."""

@@ -1,0 +1,41 @@
+"""``helpline admin audit verify|list``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from server import audit
+
+from .common import add_server_options, print_table, server_config, with_database
+
+
+def register_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("audit", help="inspect and verify the hash-chained audit log")
+    audit_sub = parser.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    verify = audit_sub.add_parser("verify", help="check every link of the chain; report the first broken one")
+    add_server_options(verify)
+    verify.set_defaults(handler=_verify)
+    listing = audit_sub.add_parser("list", help="show recent records")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--action", help="filter by action (wildcard *), e.g. 'session.*'")
+    add_server_options(listing)
+    listing.set_defaults(handler=_list)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    report = with_database(server_config(args), audit.verify_chain)
+    if report.ok:
+        print(f"audit log intact: {report.records} records")
+        return 0
+    print(f"audit log BROKEN at record {report.first_bad_seq}: {report.problem} "
+          f"({report.records} records verified before it)", file=sys.stderr)
+    return 1
+
+
+def _list(args: argparse.Namespace) -> int:
+    rows = with_database(server_config(args), lambda db: audit.recent(db, limit=args.limit, action=args.action))
+    print_table([{**r, "ts": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ts"]))} for r in rows],
+                ["seq", "ts", "actor", "action", "target", "details"])
+    return 0

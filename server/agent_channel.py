@@ -1,0 +1,195 @@
+"""The agent control channel endpoint: ``wss://…:8443/agent`` (mutual TLS).
+
+After the TLS handshake (client certificate from the org CA, checked by OpenSSL) the
+peer certificate is matched against the device registry: known device, not revoked,
+serial current. Then a sans-I/O :class:`~protocol.control.ControlChannel` drives the
+conversation; application messages are dispatched through a table of small handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aiohttp import WSMsgType, web
+from cryptography import x509
+
+from certs.pki import certificate_serial_hex, device_id_from_certificate
+from protocol import limits
+from protocol.control import CloseCode, ControlChannel
+from protocol.errors import UnsupportedVersion
+from protocol.messages import Error, Hello, Message, Welcome
+from protocol.version import negotiate
+
+from . import __version__, devices
+
+if TYPE_CHECKING:
+    from .app import HelplineServer
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+Handler = Callable[["AgentConnection", Any], Awaitable[None]]
+
+
+class AgentConnection:
+    """One live, authenticated control channel."""
+
+    def __init__(self, server: HelplineServer, ws: web.WebSocketResponse, device_id: str, group: str,
+                 certificate: x509.Certificate) -> None:
+        self.server = server
+        self.ws = ws
+        self.device_id = device_id
+        self.group = group
+        self.certificate = certificate
+        self.loop = asyncio.get_running_loop()
+        self.channel = ControlChannel("server", now=self.loop.time(), keepalive_s=server.config.keepalive_s)
+        self.hello: Hello | None = None
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, message: Message) -> None:
+        """Queue a message to the agent and flush it."""
+        self.channel.send(message, self.loop.time())
+        await self.flush()
+
+    async def flush(self) -> None:
+        async with self._send_lock:
+            for frame in self.channel.data_to_send():
+                await self.ws.send_str(frame)
+            request = self.channel.close_request
+        if request is not None and not self.ws.closed:
+            await self.ws.close(code=int(request.code), message=request.reason.encode()[:120])
+
+    async def close(self, code: CloseCode, reason: str) -> None:
+        if not self.ws.closed:
+            self.channel.reject(code, reason, self.loop.time())
+            await self.flush()
+
+    async def reply_error(self, code: str, message: str, in_reply_to: str | None) -> None:
+        await self.send(Error(code=code, message=message, in_reply_to=in_reply_to))
+
+
+class AgentHandlers:
+    """Message type → handler table. Feature modules register their handlers here."""
+
+    def __init__(self) -> None:
+        self._table: dict[type[Message], Handler] = {}
+
+    def register(self, message_type: type[M], handler: Callable[[AgentConnection, M], Awaitable[None]]) -> None:
+        if message_type in self._table:
+            raise ValueError(f"handler for {message_type.type_name()} already registered")
+        self._table[message_type] = handler
+
+    def get(self, message_type: type[Message]) -> Handler | None:
+        return self._table.get(message_type)
+
+
+def peer_certificate(request: web.Request) -> x509.Certificate | None:
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der) if der else None
+
+
+async def authenticate_device(server: HelplineServer, request: web.Request) -> tuple[str, dict[str, Any],
+                                                                                    x509.Certificate]:
+    """Return (device id, registry row, cert) or raise an HTTP 401/403 that says why."""
+    cert = peer_certificate(request)
+    if cert is None:
+        raise web.HTTPUnauthorized(text="client certificate required")
+    device_id = device_id_from_certificate(cert)
+    try:
+        row = await devices.check_presented_certificate(server.db, device_id, certificate_serial_hex(cert))
+    except devices.CertificateRejected as exc:
+        log.warning("agent refused", extra={"device_id": device_id, "reason": str(exc), "peer": request.remote})
+        raise web.HTTPForbidden(text=str(exc)) from exc
+    return device_id, row, cert
+
+
+async def control_channel(request: web.Request) -> web.StreamResponse:
+    server: HelplineServer = request.app[SERVER_KEY]
+    device_id, row, cert = await authenticate_device(server, request)
+    ws = web.WebSocketResponse(max_msg_size=limits.MAX_CONTROL_MESSAGE_BYTES, compress=False, autoping=True)
+    await ws.prepare(request)
+    conn = AgentConnection(server, ws, device_id, row["group_name"], cert)
+    try:
+        await _serve(server, conn)
+    finally:
+        if server.connections.get(device_id) is conn:
+            server.connections.remove(conn)
+            await devices.mark_offline(server.db, device_id)
+            log.info("agent offline", extra={"device_id": device_id})
+    return ws
+
+
+async def _serve(server: HelplineServer, conn: AgentConnection) -> None:
+    ws, channel, loop = conn.ws, conn.channel, conn.loop
+    while not ws.closed and channel.close_request is None:
+        timeout = max(0.0, channel.next_deadline() - loop.time())
+        try:
+            msg = await ws.receive(timeout=timeout)
+        except TimeoutError:
+            channel.tick(loop.time())
+            await conn.flush()
+            continue
+        if msg.type == WSMsgType.TEXT:
+            channel.receive(msg.data, loop.time())
+        elif msg.type == WSMsgType.BINARY:
+            await conn.reply_error("invalid", "binary frames are not allowed on the control channel", None)
+            continue
+        elif msg.type == WSMsgType.ERROR:
+            log.warning("control channel error", extra={"device_id": conn.device_id, "error": str(ws.exception())})
+            return
+        else:  # CLOSE, CLOSING, CLOSED
+            return
+        for event in channel.events_received():
+            await _dispatch(server, conn, event)
+        await conn.flush()
+    await conn.flush()
+
+
+async def _dispatch(server: HelplineServer, conn: AgentConnection, message: Message) -> None:
+    if isinstance(message, Hello):
+        await _accept_hello(server, conn, message)
+        return
+    handler = server.agent_handlers.get(type(message))
+    if handler is None:
+        await conn.reply_error("unsupported", f"the server does not handle {message.type_name()}", message.id)
+        return
+    try:
+        await handler(conn, message)
+    except Exception:
+        log.exception("handler failed", extra={"device_id": conn.device_id, "type": message.type_name()})
+        await conn.reply_error("internal", "the server could not process this message", message.id)
+
+
+async def _accept_hello(server: HelplineServer, conn: AgentConnection, hello: Hello) -> None:
+    now = conn.loop.time()
+    if hello.device_id != conn.device_id:
+        conn.channel.reject(CloseCode.UNAUTHORIZED, "device id does not match the certificate", now)
+        return
+    try:
+        version = negotiate(hello.min_version, hello.max_version)
+    except UnsupportedVersion as exc:
+        conn.channel.reject(CloseCode.PROTOCOL, exc.message, now)
+        return
+    conn.hello = hello
+    superseded = server.connections.add(conn)
+    if superseded is not None:
+        await superseded.close(CloseCode.SUPERSEDED, "a newer connection from this device replaced this one")
+    await devices.mark_online(server.db, conn.device_id, agent_version=hello.agent_version)
+    checksums = await server.inventory_checksums(conn.device_id)
+    conn.channel.send(
+        Welcome(version=version, server_version=__version__, keepalive_s=server.config.keepalive_s,
+                inventory_checksums=checksums),
+        now,
+    )
+    log.info("agent online", extra={"device_id": conn.device_id, "agent_version": hello.agent_version})
+    for hook in server.on_agent_ready:
+        await hook(conn)
+
+
+SERVER_KEY: web.AppKey[HelplineServer] = web.AppKey("helpline_server")

@@ -1,0 +1,154 @@
+"""The Helpline server: two TLS listeners in one asyncio process.
+
+* agent listener (``agent_port``, default 8443): mutual TLS, client certificate required,
+  control channels and session tunnels;
+* console listener (``console_port``, default 8444): server-authenticated TLS, enrollment,
+  REST API under ``/api/v1``, the technician console.
+
+Features (inventory, sessions, console, tasks …) plug in through :data:`FEATURES`: each
+module has ``setup(server)`` that adds routes, agent message handlers and background tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+
+from certs import tls
+from certs.pki import CertificateAuthority, PkiPaths
+from protocol.control import CloseCode
+
+from . import devices
+from .agent_channel import SERVER_KEY, AgentConnection, AgentHandlers, control_channel
+from .config import ServerConfig
+from .connections import ConnectionRegistry
+from .events import EventWatcher
+from .store import Database, open_database
+
+log = logging.getLogger(__name__)
+
+#: Feature modules, each with ``setup(server: HelplineServer) -> None``.
+FEATURES: list[str] = [
+    "server.enroll_api",
+    "server.renewal",
+]
+
+
+class HelplineServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.pki = PkiPaths.from_dir(config.pki_path)
+        self.ca = CertificateAuthority.load(config.pki_path)
+        self.db: Database = None  # type: ignore[assignment]  # set in start()
+        self.connections = ConnectionRegistry()
+        self.agent_handlers = AgentHandlers()
+        self.on_agent_ready: list[Callable[[AgentConnection], Awaitable[None]]] = []
+        self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self.inventory_checksums_provider: Callable[[str], Awaitable[dict[str, str] | None]] | None = None
+        self.agent_app = web.Application(client_max_size=64 * 1024)
+        self.console_app = web.Application(client_max_size=2 * 1024 * 1024)
+        for app in (self.agent_app, self.console_app):
+            app[SERVER_KEY] = self
+        self.agent_app.router.add_get("/agent", control_channel)
+        self.watcher: EventWatcher | None = None
+        self._runners: list[web.AppRunner] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.agent_port = config.agent_port
+        self.console_port = config.console_port
+        for name in FEATURES:
+            importlib.import_module(name).setup(self)
+
+    @property
+    def device_cert_lifetime(self) -> timedelta:
+        return timedelta(days=self.config.device_cert_days)
+
+    async def inventory_checksums(self, device_id: str) -> dict[str, str] | None:
+        if self.inventory_checksums_provider is None:
+            return None
+        return await self.inventory_checksums_provider(device_id)
+
+    async def start(self) -> None:
+        self.db = await open_database(self.config.db_url)
+        await devices.mark_all_offline(self.db)
+        self.watcher = EventWatcher(self.db)
+        await self.watcher.start_from_now()
+        self.watcher.on(devices.DEVICE_REVOKED, self._on_device_revoked)
+        self.background.append(self.watcher.run)
+        self.background.append(self._touch_last_seen)
+        agent_ssl = tls.agent_listener_context(self.pki.ca_pem, self.pki.server_pem, self.pki.server_key)
+        console_ssl = tls.console_listener_context(self.pki.server_pem, self.pki.server_key)
+        for app, port, ctx in ((self.agent_app, self.config.agent_port, agent_ssl),
+                               (self.console_app, self.config.console_port, console_ssl)):
+            runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2)
+            await runner.setup()
+            site = web.TCPSite(runner, self.config.host, port, ssl_context=ctx, backlog=4096, reuse_address=True)
+            await site.start()
+            self._runners.append(runner)
+        # Port 0 in tests: read back the ports the OS chose.
+        self.agent_port = self._bound_port(0) or self.config.agent_port
+        self.console_port = self._bound_port(1) or self.config.console_port
+        for factory in self.background:
+            self._tasks.append(asyncio.create_task(factory()))
+        log.info("server listening", extra={"agent_port": self.agent_port, "console_port": self.console_port,
+                                            "database": self.config.db_url.split(":", 1)[0]})
+
+    def _bound_port(self, index: int) -> int | None:
+        server = self._runners[index].server
+        sites = list(self._runners[index].sites)
+        if not sites or server is None:
+            return None
+        srv = getattr(sites[0], "_server", None)
+        if srv is None or not srv.sockets:
+            return None
+        port: int = srv.sockets[0].getsockname()[1]
+        return port
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.connections.close_all(CloseCode.GOING_AWAY, "server shutting down")
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        if self.db is not None:
+            await self.db.close()
+
+    async def _on_device_revoked(self, device_id: str, _payload: dict[str, Any]) -> None:
+        if await self.connections.close(device_id, CloseCode.REVOKED, "device revoked"):
+            log.warning("closed revoked device's connection", extra={"device_id": device_id})
+
+    async def _touch_last_seen(self) -> None:
+        while True:
+            await asyncio.sleep(30)
+            ids = self.connections.device_ids()
+            if ids:
+                try:
+                    await devices.touch(self.db, ids)
+                except Exception:
+                    log.exception("could not refresh last_seen")
+
+
+async def run_forever(config: ServerConfig) -> None:
+    server = HelplineServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await server.stop()

@@ -1,0 +1,38 @@
+"""Server configuration (``[server]`` table of the TOML file, ``HELPLINE_*`` overrides)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path = Path("/var/lib/helpline")
+    host: str = "0.0.0.0"  # noqa: S104 - a server listens on all interfaces by default
+    agent_port: int = 8443
+    console_port: int = 8444
+    #: ``sqlite:///PATH`` (default: ``helpline.db`` in data_dir) or ``postgresql://…``.
+    database_url: str = ""
+    #: Directory with ca.pem/ca.key/server.pem/server.key/grant.key (default: data_dir/pki).
+    pki_dir: Path | None = None
+    #: Public hostname the console and agents use; printed in enrollment lines.
+    public_host: str = "localhost"
+    log_format: str = "human"
+    log_level: str = "info"
+    keepalive_s: float = 20.0
+    device_cert_days: int = 30
+    #: Extra origins allowed to open console websockets (the console's own origin always is).
+    allowed_origins: list[str] = field(default_factory=list)
+
+    @property
+    def pki_path(self) -> Path:
+        return self.pki_dir or self.data_dir / "pki"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'helpline.db'}"
+
+    @property
+    def console_url(self) -> str:
+        return f"https://{self.public_host}:{self.console_port}"

@@ -1,0 +1,127 @@
+"""Device registry: identity, certificate serials, status and presence."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import audit, events
+from .store import Database, Row, Transaction
+
+DEVICE_REVOKED = "device.revoked"
+
+
+async def ensure_group(tx: Transaction | Database, name: str) -> None:
+    await tx.execute(
+        "INSERT INTO device_groups (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING", (name, time.time())
+    )
+
+
+async def register(
+    tx: Transaction, device_id: str, group: str, cert_serial: str, cert_not_after: float, hostname: str = ""
+) -> None:
+    await tx.execute(
+        "INSERT INTO devices (id, group_name, hostname, cert_serial, cert_not_after, enrolled_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (device_id, group, hostname, cert_serial, cert_not_after, time.time()),
+    )
+
+
+async def get(db: Database | Transaction, device_id: str) -> Row | None:
+    return await db.fetchone("SELECT * FROM devices WHERE id = ?", (device_id,))
+
+
+async def list_all(db: Database) -> list[Row]:
+    return await db.fetchall("SELECT * FROM devices ORDER BY group_name, hostname, id")
+
+
+def status_of(row: Row) -> str:
+    if row["status"] == "revoked":
+        return "revoked"
+    return "online" if row["online"] else "offline"
+
+
+async def mark_online(db: Database, device_id: str, *, agent_version: str) -> None:
+    await db.execute(
+        "UPDATE devices SET online = 1, last_seen = ?, agent_version = ? WHERE id = ?",
+        (time.time(), agent_version, device_id),
+    )
+
+
+async def touch(db: Database, device_ids: list[str]) -> None:
+    """Refresh last_seen for live connections (batched, called periodically)."""
+    now = time.time()
+    await db.executemany("UPDATE devices SET last_seen = ? WHERE id = ?", [(now, d) for d in device_ids])
+
+
+async def mark_offline(db: Database, device_id: str) -> None:
+    await db.execute("UPDATE devices SET online = 0, last_seen = ? WHERE id = ?", (time.time(), device_id))
+
+
+async def mark_all_offline(db: Database) -> None:
+    await db.execute("UPDATE devices SET online = 0 WHERE online = 1")
+
+
+async def set_hostname(db: Database | Transaction, device_id: str, hostname: str) -> None:
+    await db.execute("UPDATE devices SET hostname = ? WHERE id = ?", (hostname[:255], device_id))
+
+
+async def revoke(db: Database, device_id: str, *, actor: str) -> bool:
+    """Mark revoked, tell every server node (event) and audit. False if unknown or already revoked."""
+    async with db.transaction() as tx:
+        row = await get(tx, device_id)
+        if row is None or row["status"] == "revoked":
+            return False
+        await tx.execute(
+            "UPDATE devices SET status = 'revoked', revoked_at = ?, online = 0 WHERE id = ?", (time.time(), device_id)
+        )
+        await events.publish_in(tx, DEVICE_REVOKED, device_id)
+        await audit.append_in(tx, actor, "device.revoke", device_id, {"group": row["group_name"]})
+    return True
+
+
+async def set_pending_certificate(db: Database, device_id: str, serial: str, not_after: float) -> None:
+    await db.execute(
+        "UPDATE devices SET pending_cert_serial = ?, pending_cert_not_after = ? WHERE id = ?",
+        (serial, not_after, device_id),
+    )
+
+
+class CertificateRejected(Exception):
+    """The presented certificate is not the device's current one."""
+
+
+async def check_presented_certificate(db: Database, device_id: str, serial: str) -> Row:
+    """Accept the current serial, or the renewed one (which then replaces the old for good)."""
+    row = await get(db, device_id)
+    if row is None:
+        raise CertificateRejected("unknown device")
+    if row["status"] == "revoked":
+        raise CertificateRejected("device revoked")
+    if serial == row["cert_serial"]:
+        return row
+    if row["pending_cert_serial"] and serial == row["pending_cert_serial"]:
+        async with db.transaction() as tx:
+            await tx.execute(
+                "UPDATE devices SET cert_serial = pending_cert_serial, cert_not_after = pending_cert_not_after,"
+                " pending_cert_serial = NULL, pending_cert_not_after = NULL WHERE id = ?",
+                (device_id,),
+            )
+            await audit.append_in(tx, f"device:{device_id}", "device.cert.renewed", device_id,
+                                  {"old_serial": row["cert_serial"], "new_serial": serial})
+        fresh = await get(db, device_id)
+        assert fresh is not None
+        return fresh
+    raise CertificateRejected("certificate serial is not current (superseded or unknown)")
+
+
+def describe(row: Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "hostname": row["hostname"],
+        "group": row["group_name"],
+        "status": status_of(row),
+        "last_seen": row["last_seen"],
+        "cert_expires": row["cert_not_after"],
+        "agent_version": row["agent_version"],
+    }

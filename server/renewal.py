@@ -1,0 +1,45 @@
+"""Certificate renewal over the control channel.
+
+The agent generates a new key and sends a CSR at two-thirds of its certificate's life;
+the server signs it for the same device id and records the new serial as *pending*. The
+first handshake with the new certificate promotes it; from then on the old one is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certs.errors import CsrError
+from certs.pki import certificate_serial_hex
+from protocol.messages import CertRenewRequest, CertRenewResponse
+
+from . import audit, devices
+
+if TYPE_CHECKING:
+    from .agent_channel import AgentConnection
+    from .app import HelplineServer
+
+log = logging.getLogger(__name__)
+
+
+async def handle_renew(conn: AgentConnection, message: CertRenewRequest) -> None:
+    server = conn.server
+    try:
+        cert = server.ca.sign_device_csr(message.csr.encode(), conn.device_id, now=datetime.now(UTC),
+                                         lifetime=server.device_cert_lifetime)
+    except CsrError as exc:
+        await conn.reply_error("bad_csr", f"certificate request refused: {exc}", message.id)
+        return
+    serial = certificate_serial_hex(cert)
+    await devices.set_pending_certificate(server.db, conn.device_id, serial, cert.not_valid_after_utc.timestamp())
+    await audit.append(server.db, f"device:{conn.device_id}", "device.cert.issue", conn.device_id, {"serial": serial})
+    log.info("renewed device certificate", extra={"device_id": conn.device_id, "serial": serial})
+    await conn.send(CertRenewResponse(in_reply_to=message.id, certificate=cert.public_bytes(Encoding.PEM).decode()))
+
+
+def setup(server: HelplineServer) -> None:
+    server.agent_handlers.register(CertRenewRequest, handle_renew)

@@ -1,0 +1,67 @@
+"""PostgreSQL backend (asyncpg), selected by ``database_url = "postgresql://…"``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from typing import Any
+
+import asyncpg
+
+from .database import Params, Row, Transaction
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+@lru_cache(maxsize=1024)
+def to_pg(sql: str) -> str:
+    """Rewrite ``?`` placeholders to ``$1, $2…`` (our SQL never has ``?`` inside literals)."""
+    counter = iter(range(1, 10_000))
+    return _PLACEHOLDER.sub(lambda _m: f"${next(counter)}", sql)
+
+
+def _rowcount(status: str) -> int:
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+class _PgExecutor:
+    dialect = "postgresql"
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        return _rowcount(await self._conn.execute(to_pg(sql), *params))
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        await self._conn.executemany(to_pg(sql), [tuple(r) for r in rows])
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        row = await self._conn.fetchrow(to_pg(sql), *params)
+        return dict(row) if row is not None else None
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return [dict(r) for r in await self._conn.fetch(to_pg(sql), *params)]
+
+
+class PostgresDatabase(_PgExecutor):
+    def __init__(self, url: str, pool: Any) -> None:
+        super().__init__(pool)
+        self.url = url
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, url: str) -> PostgresDatabase:
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=10)
+        return cls(url, pool)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield _PgExecutor(conn)
+
+    async def close(self) -> None:
+        await self._pool.close()
