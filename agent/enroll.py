@@ -66,6 +66,7 @@ def enroll(console_url: str, token: str, ca_sha256: str, state: AgentState, *, t
     x509.load_pem_x509_certificate(cert_pem)  # refuse to store garbage
     write_private_key(state.key_path, key)
     _write(state.cert_path, cert_pem)
+    _write(state.grant_pub_path, answer["grant_public_key"].encode())
     state.save_info({"device_id": answer["device_id"], "group": answer["group"], "agent_url": answer["agent_url"],
                      "console_url": console_url})
     log.info("enrolled", extra={"device_id": answer["device_id"], "group": answer["group"]})

@@ -26,6 +26,11 @@ class AgentState:
         return self.directory / "ca.pem"
 
     @property
+    def grant_pub_path(self) -> Path:
+        """The org's Ed25519 grant-verification key (pinned at enrollment)."""
+        return self.directory / "grant.pub"
+
+    @property
     def info_path(self) -> Path:
         return self.directory / "agent.json"
 

@@ -27,6 +27,7 @@ from protocol.control import CloseCode
 
 from . import devices
 from .agent_channel import SERVER_KEY, AgentConnection, AgentHandlers, control_channel
+from .auth import middleware as auth_middleware
 from .config import ServerConfig
 from .connections import ConnectionRegistry
 from .events import EventWatcher
@@ -57,6 +58,7 @@ class HelplineServer:
         for app in (self.agent_app, self.console_app):
             app[SERVER_KEY] = self
         self.agent_app.router.add_get("/agent", control_channel)
+        auth_middleware.install(self.console_app)
         self.watcher: EventWatcher | None = None
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []

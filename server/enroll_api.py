@@ -51,6 +51,7 @@ async def post_enroll(request: web.Request) -> web.Response:
         "device_id": result.device_id,
         "group": result.group,
         "certificate": result.certificate_pem,
+        "grant_public_key": server.pki.grant_pub.read_text(),
         "agent_url": f"wss://{server.config.public_host}:{server.agent_port}/agent",
     })
 
