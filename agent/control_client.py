@@ -186,7 +186,7 @@ class AgentClient:
                 self.spawn(hook(self))
             return
         if isinstance(message, Error):
-            log.warning("server reported an error", extra={"code": message.code, "msg": message.message,
+            log.warning("server reported an error", extra={"code": message.code, "detail": message.message,
                                                            "in_reply_to": message.in_reply_to})
             if message.code == "revoked":
                 raise AgentRevoked(f"the server says: {message.message}")
@@ -223,7 +223,8 @@ async def _on_renewed(client: AgentClient, message: CertRenewResponse) -> None:
         return
     cert = x509.load_pem_x509_certificate(message.certificate.encode())
     state = client.state
-    key_tmp, cert_tmp = state.key_path.with_suffix(".new"), state.cert_path.with_suffix(".new")
+    key_tmp = state.key_path.with_name(state.key_path.name + ".new")
+    cert_tmp = state.cert_path.with_name(state.cert_path.name + ".new")
     write_private_key(key_tmp, client._pending_key)
     cert_tmp.write_bytes(message.certificate.encode())
     os.replace(key_tmp, state.key_path)

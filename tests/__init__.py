@@ -1,0 +1,1 @@
+"""Helpline test suite (a package so helpers import as tests.harness, tests.xvfb)."""
