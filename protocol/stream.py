@@ -1,0 +1,304 @@
+"""Session-tunnel wire format: binary screen updates and JSON text messages.
+
+Theory of operation
+-------------------
+A session tunnel is a websocket. The agent sends **binary** messages, each one
+rectangle of the screen (or a cursor shape), with a fixed 21-byte big-endian header::
+
+    magic/version  u8   0xA1 (high nibble 0xA = Helpline stream, low nibble = version 1)
+    kind           u8   Kind: UPDATE (lossy or lossless change), REFRESH (lossless
+                        refinement of a region sent lossy before), CURSOR_SHAPE
+    flags          u8   Flags: END_OF_FRAME marks the last rectangle of one update
+    monitor        u8   index of the monitor the rectangle belongs to
+    x, y, w, h     u16  rectangle in that monitor's pixel space (x+w, y+h <= 65535)
+    encoding       u8   Encoding: RAW (BGRA), JPEG, PNG, ZLIB (zlib of BGR24 rows)
+    sequence       u32  update number; every rectangle of one update shares it
+    length         u32  payload length, must equal the bytes that follow
+
+Every rectangle of one update carries the same sequence number; the viewer acks the
+sequence (``{"type": "ack", "seq": N}``) once it has drawn the rectangle flagged
+``END_OF_FRAME``. The agent keeps at most a few updates un-acked (flow control).
+
+**Text** messages are JSON objects with a ``type`` tag (see the Struct classes below);
+input travels viewer → agent, cursor/monitors/error/stats agent → viewer.
+
+Rules for this file: no sockets, no asyncio, no clocks. Decoding peer input never
+raises anything but :class:`StreamProtocolError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import msgspec
+
+from .errors import RemoteProtocolError
+
+MAGIC_VERSION = 0xA1
+HEADER = struct.Struct(">BBBBHHHHBII")
+HEADER_SIZE = HEADER.size
+
+#: Largest payload of one binary update (a 4K BGRA rectangle stays well below).
+MAX_PAYLOAD = 8 * 1024 * 1024
+#: Largest rectangle side.
+MAX_SIDE = 8192
+#: Largest coordinate (x+w, y+h) in a monitor's pixel space.
+MAX_COORD = 65535
+#: Largest text message on the tunnel.
+MAX_TEXT_BYTES = 64 * 1024
+#: Monitors listed in one ``monitors`` message.
+MAX_MONITORS = 16
+#: Characters in one ``input.text``.
+MAX_INPUT_TEXT = 256
+MAX_SEQ = 2**32 - 1
+
+
+class StreamProtocolError(RemoteProtocolError):
+    """Anything wrong with a tunnel message (binary or text). The only error decoders raise."""
+
+    code = "stream_invalid"
+
+
+class Kind(enum.IntEnum):
+    UPDATE = 1
+    REFRESH = 2
+    CURSOR_SHAPE = 3
+
+
+class Encoding(enum.IntEnum):
+    RAW = 0  # BGRA, 4 bytes per pixel, rows top-down
+    JPEG = 1
+    PNG = 2
+    ZLIB = 3  # zlib-compressed BGR24 rows
+
+
+class Flags(enum.IntFlag):
+    NONE = 0
+    END_OF_FRAME = 1
+
+
+_KNOWN_FLAGS = int(Flags.END_OF_FRAME)
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One decoded binary message: a rectangle and its encoded pixels."""
+
+    kind: Kind
+    monitor: int
+    x: int
+    y: int
+    w: int
+    h: int
+    encoding: Encoding
+    seq: int
+    payload: bytes
+    flags: Flags = Flags.NONE
+
+    @property
+    def end_of_frame(self) -> bool:
+        return bool(self.flags & Flags.END_OF_FRAME)
+
+
+def _check_update_fields(
+    kind: int, monitor: int, x: int, y: int, w: int, h: int, encoding: int, seq: int, flags: int, length: int
+) -> tuple[Kind, Encoding, Flags]:
+    try:
+        kind_v = Kind(kind)
+        encoding_v = Encoding(encoding)
+    except ValueError as exc:
+        raise StreamProtocolError(f"unknown kind {kind} or encoding {encoding}") from exc
+    if flags & ~_KNOWN_FLAGS:
+        raise StreamProtocolError(f"unknown flags {flags:#x}")
+    if not 0 <= monitor <= 255:
+        raise StreamProtocolError(f"monitor {monitor} out of range")
+    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
+        raise StreamProtocolError(f"rectangle {w}x{h} outside 1..{MAX_SIDE}")
+    if x < 0 or y < 0 or x + w > MAX_COORD or y + h > MAX_COORD:
+        raise StreamProtocolError(f"rectangle at {x},{y} size {w}x{h} exceeds {MAX_COORD}")
+    if not 0 <= seq <= MAX_SEQ:
+        raise StreamProtocolError(f"sequence {seq} out of range")
+    if length > MAX_PAYLOAD:
+        raise StreamProtocolError(f"payload of {length} bytes exceeds {MAX_PAYLOAD}")
+    if encoding_v is Encoding.RAW and length != w * h * 4:
+        raise StreamProtocolError(f"raw payload of {length} bytes for {w}x{h}")
+    return kind_v, encoding_v, Flags(flags)
+
+
+def pack_update(
+    *,
+    kind: Kind,
+    monitor: int,
+    x: int,
+    y: int,
+    w: int,
+    h: int,
+    encoding: Encoding,
+    seq: int,
+    payload: bytes,
+    flags: Flags = Flags.NONE,
+) -> bytes:
+    """Header + payload of one binary message; refuses what the peer would refuse."""
+    _check_update_fields(int(kind), monitor, x, y, w, h, int(encoding), seq, int(flags), len(payload))
+    header = HEADER.pack(MAGIC_VERSION, kind, flags, monitor, x, y, w, h, encoding, seq, len(payload))
+    return header + payload
+
+
+def unpack_update(data: bytes) -> Update:
+    """Parse one binary message from the peer."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise StreamProtocolError(f"binary message expected, got {type(data).__name__}")
+    if len(data) < HEADER_SIZE:
+        raise StreamProtocolError(f"binary message of {len(data)} bytes is shorter than the header")
+    magic, kind, flags, monitor, x, y, w, h, encoding, seq, length = HEADER.unpack_from(data)
+    if magic != MAGIC_VERSION:
+        raise StreamProtocolError(f"bad magic/version byte {magic:#x}")
+    kind_v, encoding_v, flags_v = _check_update_fields(kind, monitor, x, y, w, h, encoding, seq, flags, length)
+    if len(data) - HEADER_SIZE != length:
+        raise StreamProtocolError(f"payload length {length} but {len(data) - HEADER_SIZE} bytes follow")
+    return Update(kind_v, monitor, x, y, w, h, encoding_v, seq, bytes(data[HEADER_SIZE:]), flags_v)
+
+
+# --- text messages -----------------------------------------------------------------------
+
+Coord = Annotated[int, msgspec.Meta(ge=0, le=MAX_COORD)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+Wheel = Annotated[int, msgspec.Meta(ge=-100, le=100)]
+KeyCode = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9]+$")]
+ShortText = Annotated[str, msgspec.Meta(max_length=256)]
+LongText = Annotated[str, msgspec.Meta(max_length=2000)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Number = Annotated[float, msgspec.Meta(ge=0, le=1e12)]
+MonitorIndex = Annotated[int, msgspec.Meta(ge=0, le=MAX_MONITORS - 1)]
+
+
+class TextMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
+    """Base of every JSON message on the tunnel."""
+
+
+class Ack(TextMessage, frozen=True, tag="ack"):
+    """Viewer → agent: update ``seq`` has been drawn."""
+
+    seq: Seq
+
+
+class InputMouse(TextMessage, frozen=True, tag="input.mouse"):
+    """Viewer → agent: pointer event in the selected monitor's pixel space.
+
+    ``button`` follows ``MouseEvent.button`` (0 left, 1 middle, 2 right); ``dx``/``dy``
+    are wheel notches (positive dy scrolls down).
+    """
+
+    x: Coord
+    y: Coord
+    action: Literal["move", "down", "up", "wheel"] = "move"
+    button: Annotated[int, msgspec.Meta(ge=0, le=4)] = 0
+    buttons: Annotated[int, msgspec.Meta(ge=0, le=31)] | None = None
+    dx: Wheel = 0
+    dy: Wheel = 0
+
+
+class InputKey(TextMessage, frozen=True, tag="input.key"):
+    """Viewer → agent: a physical key (``KeyboardEvent.code``) pressed or released."""
+
+    code: KeyCode
+    action: Literal["down", "up"]
+
+
+class InputText(TextMessage, frozen=True, tag="input.text"):
+    """Viewer → agent: characters to type that have no key code (IME, paste)."""
+
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_INPUT_TEXT)]
+
+
+class Cursor(TextMessage, frozen=True, tag="cursor"):
+    """Agent → viewer: pointer position in the selected monitor's pixel space."""
+
+    x: Annotated[int, msgspec.Meta(ge=-MAX_COORD, le=MAX_COORD)]
+    y: Annotated[int, msgspec.Meta(ge=-MAX_COORD, le=MAX_COORD)]
+    visible: bool = True
+
+
+class MonitorInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Geometry of one monitor in the X screen (index 0 = all monitors, as mss counts)."""
+
+    x: Annotated[int, msgspec.Meta(ge=-MAX_COORD, le=MAX_COORD)]
+    y: Annotated[int, msgspec.Meta(ge=-MAX_COORD, le=MAX_COORD)]
+    w: Annotated[int, msgspec.Meta(ge=1, le=MAX_COORD)]
+    h: Annotated[int, msgspec.Meta(ge=1, le=MAX_COORD)]
+    primary: bool = False
+
+
+class Monitors(TextMessage, frozen=True, tag="monitors"):
+    """Agent → viewer: the monitor list and which one is streamed (sent before its frames)."""
+
+    monitors: Annotated[list[MonitorInfo], msgspec.Meta(min_length=1, max_length=MAX_MONITORS)]
+    selected: MonitorIndex
+
+
+class MonitorSelect(TextMessage, frozen=True, tag="monitor.select"):
+    """Viewer → agent: stream another monitor."""
+
+    index: MonitorIndex
+
+
+class Quality(TextMessage, frozen=True, tag="quality"):
+    """Viewer → agent: trade image quality for bandwidth."""
+
+    hint: Literal["auto", "low", "medium", "high"]
+
+
+class Error(TextMessage, frozen=True, tag="error"):
+    """Either way: something was refused (``code`` is machine-readable)."""
+
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    message: LongText = ""
+
+
+class Stats(TextMessage, frozen=True, tag="stats"):
+    """Agent → viewer: pipeline figures for the viewer's status line."""
+
+    updates: Count = 0
+    bytes: Count = 0
+    quality: Annotated[int, msgspec.Meta(ge=0, le=100)] = 0
+    in_flight: Count = 0
+    skipped: Count = 0
+    rtt_ms: Number = 0.0
+
+
+StreamMessage = (
+    Ack | InputMouse | InputKey | InputText | Cursor | Monitors | MonitorSelect | Quality | Error | Stats
+)
+InputMessage = InputMouse | InputKey | InputText
+
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[StreamMessage] = msgspec.json.Decoder(StreamMessage)
+
+
+def encode_text(message: StreamMessage) -> str:
+    """Serialize a text message to its JSON frame."""
+    return _encoder.encode(message).decode()
+
+
+def decode_text(data: str | bytes) -> StreamMessage:
+    """Parse and validate one text frame from the peer."""
+    if isinstance(data, str):
+        try:
+            raw = data.encode()
+        except UnicodeEncodeError as exc:  # lone surrogates
+            raise StreamProtocolError("text message is not valid UTF-8") from exc
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        raw = bytes(data)
+    else:
+        raise StreamProtocolError(f"text message expected, got {type(data).__name__}")
+    if len(raw) > MAX_TEXT_BYTES:
+        raise StreamProtocolError(f"text message of {len(raw)} bytes exceeds {MAX_TEXT_BYTES}")
+    try:
+        return _decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise StreamProtocolError(f"invalid message: {exc}") from exc
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError, ValueError) as exc:
+        raise StreamProtocolError(f"malformed message: {exc}") from exc
