@@ -1,0 +1,76 @@
+"""Screen capture: the ``ScreenGrabber`` seam and its mss implementation.
+
+Monitor indices follow mss: 0 is the bounding box of all monitors, 1..n each monitor.
+Frames are BGRA ``uint8`` arrays of shape (h, w, 4); a grabber is used from one thread
+at a time (the session's capture worker).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+log = logging.getLogger(__name__)
+
+Frame = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True, slots=True)
+class Monitor:
+    """A monitor's rectangle in X screen coordinates."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    primary: bool = False
+
+
+class ScreenGrabber(Protocol):
+    def monitors(self) -> list[Monitor]:
+        """All monitors, index 0 = the union of all (as mss counts)."""
+        ...
+
+    def grab(self, index: int) -> Frame:
+        """A fresh BGRA frame of monitor ``index``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class MssGrabber:
+    """mss (XShmGetImage when MIT-SHM works) on one X display."""
+
+    def __init__(self, display: str | None = None) -> None:
+        import mss
+
+        self._mss: Any = mss.MSS(display=display) if display else mss.MSS()
+        self._lock = threading.Lock()
+        try:
+            status = self._mss.performance_status
+            log.info("mss on %s: %s", display or "$DISPLAY", status() if callable(status) else status)
+        except AttributeError:
+            log.debug("mss has no performance_status")
+
+    def monitors(self) -> list[Monitor]:
+        with self._lock:
+            found = self._mss.monitors
+        return [
+            Monitor(int(m["left"]), int(m["top"]), int(m["width"]), int(m["height"]), bool(m.get("is_primary")))
+            for m in found
+        ]
+
+    def grab(self, index: int) -> Frame:
+        with self._lock:
+            shot = self._mss.grab(self._mss.monitors[index])
+        h, w = shot.height, shot.width
+        return np.frombuffer(shot.raw, dtype=np.uint8).reshape(h, w, 4)
+
+    def close(self) -> None:
+        with self._lock:
+            self._mss.close()

@@ -1,0 +1,159 @@
+"""Viewer-driven flow control, adaptive quality and adaptive capture rate (sans-I/O).
+
+Theory of operation
+-------------------
+The session asks :meth:`FlowControl.can_send` before capturing: at most
+``max_in_flight`` updates may be un-acked. While the viewer lags nothing is captured
+at all, and when an ack arrives the *newest* screen is compared against what was
+sent, so intermediate states are skipped, never queued. ``next_capture_at`` says when
+to look at the screen next: soon after input or while the screen changes, rarely when
+it is still. JPEG quality follows the measured ack round-trip and the byte rate.
+
+Rules for this file: no I/O, no clocks — time comes in as ``now``.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import Literal
+
+QualityHint = Literal["auto", "low", "medium", "high"]
+
+#: JPEG quality range per viewer hint.
+QUALITY_RANGE: dict[str, tuple[int, int]] = {
+    "auto": (20, 75),
+    "low": (15, 40),
+    "medium": (30, 65),
+    "high": (60, 90),
+}
+
+
+@dataclass
+class FlowSettings:
+    max_in_flight: int = 2
+    #: Capture interval right after input (typing latency).
+    input_interval_s: float = 0.004
+    #: How long after input to keep the input interval.
+    input_window_s: float = 0.25
+    #: Capture interval while the screen keeps changing.
+    active_interval_s: float = 0.012
+    #: How long after the last change the screen counts as changing.
+    active_window_s: float = 1.0
+    #: Capture interval of a still screen.
+    idle_interval_s: float = 0.15
+    #: Byte-rate budget for lossy updates; quality drops above it.
+    max_bytes_per_s: float = 2_000_000.0
+    #: Ack round-trip above which quality drops.
+    max_rtt_s: float = 0.25
+
+
+class FlowControl:
+    """In-flight window, ack bookkeeping, quality and capture pacing for one session."""
+
+    def __init__(self, now: float, settings: FlowSettings | None = None) -> None:
+        self.settings = settings or FlowSettings()
+        self._in_flight: dict[int, tuple[float, int]] = {}
+        self._next_seq = 1
+        self._last_capture = float("-inf")
+        self._last_input = float("-inf")
+        self._last_change = now
+        self._blocked_since: float | None = None
+        self._blocked_interval = self.settings.idle_interval_s
+        self._sent_window: collections.deque[tuple[float, int]] = collections.deque()
+        self._window_bytes = 0
+        self.hint: QualityHint = "auto"
+        self.quality = 60
+        self.rtt_s = 0.0
+        self.max_in_flight_seen = 0
+        self.skipped = 0
+        self.acked = 0
+
+    # --- outputs ------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def can_send(self) -> bool:
+        return len(self._in_flight) < self.settings.max_in_flight
+
+    def interval(self, now: float) -> float:
+        s = self.settings
+        if now - self._last_input < s.input_window_s:
+            return s.input_interval_s
+        if now - self._last_change < s.active_window_s:
+            return s.active_interval_s
+        return s.idle_interval_s
+
+    def next_capture_at(self, now: float) -> float | None:
+        """When to capture next; None while the in-flight window is full (wait for an ack)."""
+        if not self.can_send():
+            if self._blocked_since is None:
+                self._blocked_since = now
+                self._blocked_interval = self.interval(now)
+            return None
+        return self._last_capture + self.interval(now)
+
+    def byte_rate(self, now: float) -> float:
+        self._expire(now)
+        return self._window_bytes / 1.0
+
+    # --- inputs -------------------------------------------------------------------------
+
+    def on_input(self, now: float) -> None:
+        self._last_input = now
+
+    def on_captured(self, now: float, changed: bool) -> None:
+        self._last_capture = now
+        if changed:
+            self._last_change = now
+
+    @property
+    def next_seq(self) -> int:
+        """Sequence number for the next update (taken by :meth:`on_sent`)."""
+        return self._next_seq
+
+    def on_sent(self, seq: int, nbytes: int, now: float) -> None:
+        self._in_flight[seq] = (now, nbytes)
+        self._next_seq = 1 if seq >= 2**32 - 1 else seq + 1
+        self.max_in_flight_seen = max(self.max_in_flight_seen, len(self._in_flight))
+        self._sent_window.append((now, nbytes))
+        self._window_bytes += nbytes
+
+    def on_ack(self, seq: int, now: float) -> bool:
+        """Record an ack; False when ``seq`` is not in flight (stale or bogus)."""
+        entry = self._in_flight.pop(seq, None)
+        if entry is None:
+            return False
+        self.acked += 1
+        sent_at, _ = entry
+        rtt = now - sent_at
+        self.rtt_s = rtt if self.acked == 1 else 0.8 * self.rtt_s + 0.2 * rtt
+        if self._blocked_since is not None:
+            waited = now - self._blocked_since
+            self.skipped += int(waited / self._blocked_interval)
+            self._blocked_since = None
+        self._adapt_quality(now)
+        return True
+
+    def set_hint(self, hint: QualityHint) -> None:
+        self.hint = hint
+        low, high = QUALITY_RANGE[hint]
+        self.quality = min(max(self.quality, low), high)
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _expire(self, now: float) -> None:
+        while self._sent_window and now - self._sent_window[0][0] > 1.0:
+            _, nbytes = self._sent_window.popleft()
+            self._window_bytes -= nbytes
+
+    def _adapt_quality(self, now: float) -> None:
+        low, high = QUALITY_RANGE[self.hint]
+        rate = self.byte_rate(now)
+        budget = self.settings.max_bytes_per_s
+        if self.rtt_s > self.settings.max_rtt_s or rate > budget:
+            self.quality = max(low, self.quality - 5)
+        elif self.rtt_s < self.settings.max_rtt_s / 3 and rate < 0.6 * budget:
+            self.quality = min(high, self.quality + 1)

@@ -1,0 +1,339 @@
+"""Run one screen session over a tunnel: stream the screen, take the viewer's input.
+
+Three tasks share the tunnel: the *sender* (pace captures with :class:`FlowControl`,
+run capture+encode in a dedicated thread, send updates), the *receiver* (acks, input,
+monitor switch, quality hints; peer garbage is answered with an ``error`` message,
+never raised) and the *cursor* poller. The session ends when the tunnel closes, when
+``stop`` is set, or when the peer keeps sending garbage. The consent layer decides
+``mode``; in ``"view"`` mode input is refused and counted, never injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+from protocol import stream
+from protocol.stream import StreamProtocolError
+
+from ..input_injector import InputInjector, InputRefused, PynputInjector
+from .capture import Monitor, MssGrabber, ScreenGrabber
+from .flow import FlowControl, FlowSettings
+from .pipeline import ScreenPipeline, StepResult
+from .pointer import PointerSource, PynputPointer
+from .tunnel import Tunnel
+
+log = logging.getLogger(__name__)
+
+#: Invalid messages tolerated from the viewer before the session is closed.
+MAX_INVALID_MESSAGES = 1000
+#: Pointer polling period for cursor messages.
+CURSOR_PERIOD_S = 0.033
+#: Stats messages at most this often (and only alongside updates: an idle screen sends nothing).
+STATS_PERIOD_S = 2.0
+
+Mode = Literal["view", "control"]
+
+
+@dataclass
+class SessionStats:
+    """What a session did; returned by :func:`run_screen_session`."""
+
+    updates_sent: int = 0
+    messages_sent: int = 0
+    bytes_sent: int = 0
+    refreshes_sent: int = 0
+    acks: int = 0
+    injected_inputs: int = 0
+    refused_inputs: int = 0
+    invalid_messages: int = 0
+    max_in_flight: int = 0
+    skipped_frames: int = 0
+    quality: int = 0
+    monitor: int = 0
+    end_reason: str = ""
+
+
+class _Session:
+    def __init__(
+        self,
+        tunnel: Tunnel,
+        mode: Mode,
+        grabber: ScreenGrabber,
+        injector: InputInjector | None,
+        pointer: PointerSource | None,
+        clock: Callable[[], float],
+        settings: FlowSettings | None,
+        monitor: int | None,
+    ) -> None:
+        self.tunnel = tunnel
+        self.mode = mode
+        self.grabber = grabber
+        self.injector = injector
+        self.pointer = pointer
+        self.clock = clock
+        self.stats = SessionStats()
+        self.flow = FlowControl(clock(), settings)
+        self.monitors: list[Monitor] = grabber.monitors()
+        if monitor is None:
+            monitor = 1 if len(self.monitors) > 1 else 0
+        self.pipeline = ScreenPipeline(grabber, monitor)
+        self.pending_monitor: int | None = monitor
+        self.wake = asyncio.Event()
+        self.send_lock = asyncio.Lock()
+        self.capture_pool = ThreadPoolExecutor(1, thread_name_prefix="screen-capture")
+        self.input_pool = ThreadPoolExecutor(1, thread_name_prefix="screen-input")
+        self.last_stats = float("-inf")
+        self.handlers: dict[type, Callable[[stream.StreamMessage, float], object]] = {
+            stream.Ack: self._on_ack,
+            stream.InputMouse: self._on_input,
+            stream.InputKey: self._on_input,
+            stream.InputText: self._on_input,
+            stream.MonitorSelect: self._on_monitor_select,
+            stream.Quality: self._on_quality,
+            stream.Error: self._on_peer_error,
+        }
+
+    # --- sending ------------------------------------------------------------------------
+
+    async def send(self, data: str | bytes) -> None:
+        async with self.send_lock:
+            await self.tunnel.send(data)
+        self.stats.messages_sent += 1
+        self.stats.bytes_sent += len(data)
+
+    async def send_text(self, message: stream.StreamMessage) -> None:
+        await self.send(stream.encode_text(message))
+
+    async def send_error(self, code: str, message: str) -> None:
+        await self.send_text(stream.Error(code=code, message=message[:2000]))
+
+    async def _sleep_until(self, deadline: float | None) -> None:
+        """Wait for a wake-up (ack, input, monitor switch) or the deadline."""
+        timeout = None if deadline is None else max(0.0, deadline - self.clock())
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.wake.wait()
+        self.wake.clear()
+
+    async def sender(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.pending_monitor is not None:
+                await self._switch_monitor(self.pending_monitor)
+            now = self.clock()
+            at = self.flow.next_capture_at(now)
+            if at is None or at > now:
+                await self._sleep_until(at)
+                continue
+            seq = self.flow.next_seq
+            result: StepResult = await loop.run_in_executor(
+                self.capture_pool, self.pipeline.step, now, self.flow.quality, seq
+            )
+            self.flow.on_captured(now, result.changed)
+            update = result.update
+            if update is None:
+                continue
+            for message in update.messages:
+                await self.send(message)
+            sent_at = self.clock()
+            self.flow.on_sent(seq, update.nbytes, sent_at)
+            self.stats.updates_sent += 1
+            self.stats.refreshes_sent += update.refresh
+            self.stats.max_in_flight = self.flow.max_in_flight_seen
+            if sent_at - self.last_stats >= STATS_PERIOD_S:
+                self.last_stats = sent_at
+                await self.send_text(
+                    stream.Stats(
+                        updates=self.stats.updates_sent, bytes=self.stats.bytes_sent, quality=self.flow.quality,
+                        in_flight=self.flow.in_flight, skipped=self.flow.skipped, rtt_ms=self.flow.rtt_s * 1000,
+                    )
+                )
+
+    async def _switch_monitor(self, index: int) -> None:
+        self.pending_monitor = None
+        self.monitors = self.grabber.monitors()
+        if index >= len(self.monitors):
+            await self.send_error("bad_monitor", f"monitor {index} does not exist")
+            return
+        self.pipeline.reset(index)
+        self.stats.monitor = index
+        infos = [stream.MonitorInfo(m.x, m.y, m.w, m.h, m.primary) for m in self.monitors[: stream.MAX_MONITORS]]
+        await self.send_text(stream.Monitors(monitors=infos, selected=index))
+
+    async def cursor(self) -> None:
+        pointer = self.pointer
+        if pointer is None:
+            return
+        loop = asyncio.get_running_loop()
+        last: tuple[int, int, bool] | None = None
+        while True:
+            position = await loop.run_in_executor(self.input_pool, pointer.position)
+            if position is not None:
+                mon = self.monitors[self.pipeline.monitor]
+                x, y = position[0] - mon.x, position[1] - mon.y
+                state = (x, y, 0 <= x < mon.w and 0 <= y < mon.h)
+                if state != last:
+                    last = state
+                    await self.send_text(stream.Cursor(x=x, y=y, visible=state[2]))
+            await asyncio.sleep(CURSOR_PERIOD_S)
+
+    # --- receiving ----------------------------------------------------------------------
+
+    async def receiver(self) -> None:
+        while True:
+            data = await self.tunnel.recv()
+            now = self.clock()
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                await self._invalid("binary messages are agent → viewer only")
+                continue
+            try:
+                message = stream.decode_text(data)
+            except StreamProtocolError as exc:
+                await self._invalid(exc.message)
+                continue
+            handler = self.handlers.get(type(message))
+            if handler is None:
+                await self._invalid(f"{type(message).__name__} is not accepted from the viewer")
+                continue
+            outcome = handler(message, now)
+            if asyncio.iscoroutine(outcome):
+                await outcome
+
+    async def _invalid(self, reason: str) -> None:
+        self.stats.invalid_messages += 1
+        log.info("invalid message from viewer: %s", reason)
+        if self.stats.invalid_messages > MAX_INVALID_MESSAGES:
+            raise _PeerMisbehaving(f"more than {MAX_INVALID_MESSAGES} invalid messages")
+        await self.send_error(StreamProtocolError.code, reason)
+
+    def _on_ack(self, message: stream.StreamMessage, now: float) -> None:
+        assert isinstance(message, stream.Ack)
+        if self.flow.on_ack(message.seq, now):
+            self.stats.acks += 1
+            self.wake.set()
+
+    async def _on_input(self, message: stream.StreamMessage, now: float) -> None:
+        assert isinstance(message, (stream.InputMouse, stream.InputKey, stream.InputText))
+        if self.mode != "control" or self.injector is None:
+            self.stats.refused_inputs += 1
+            await self.send_error("view_only", "this session is view-only: input is not accepted")
+            return
+        monitor = self.monitors[self.pipeline.monitor]
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self.input_pool, self.injector.inject, message, monitor
+            )
+        except InputRefused as exc:
+            self.stats.refused_inputs += 1
+            await self.send_error("input_refused", str(exc))
+            return
+        self.stats.injected_inputs += 1
+        self.flow.on_input(self.clock())
+        self.wake.set()
+
+    def _on_monitor_select(self, message: stream.StreamMessage, now: float) -> None:
+        assert isinstance(message, stream.MonitorSelect)
+        self.pending_monitor = message.index
+        self.wake.set()
+
+    def _on_quality(self, message: stream.StreamMessage, now: float) -> None:
+        assert isinstance(message, stream.Quality)
+        self.flow.set_hint(message.hint)
+
+    def _on_peer_error(self, message: stream.StreamMessage, now: float) -> None:
+        assert isinstance(message, stream.Error)
+        log.info("viewer reported error %s: %s", message.code, message.message[:200])
+
+    def close(self) -> None:
+        if self.injector is not None:
+            try:
+                self.injector.release_all()
+            except Exception:
+                log.exception("releasing held keys failed")
+        self.capture_pool.shutdown(wait=True, cancel_futures=True)
+        self.input_pool.shutdown(wait=True, cancel_futures=True)
+        self.stats.max_in_flight = self.flow.max_in_flight_seen
+        self.stats.skipped_frames = self.flow.skipped
+        self.stats.quality = self.flow.quality
+
+
+class _PeerMisbehaving(Exception):
+    pass
+
+
+async def run_screen_session(
+    tunnel: Tunnel,
+    *,
+    mode: Mode,
+    display: str | None = None,
+    injector: InputInjector | None = None,
+    grabber: ScreenGrabber | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    stop: asyncio.Event | None = None,
+    pointer: PointerSource | None = None,
+    settings: FlowSettings | None = None,
+    monitor: int | None = None,
+) -> SessionStats:
+    """Stream ``display`` over ``tunnel`` until it closes or ``stop`` is set.
+
+    Real grabber/injector/pointer are created for ``display`` unless given (an injector
+    only in ``"control"`` mode; the pointer poller only with the real grabber).
+    """
+    if mode not in ("view", "control"):
+        raise ValueError(f"mode must be 'view' or 'control', not {mode!r}")
+    own_grabber, own_pointer, own_injector = grabber is None, False, False
+    if grabber is None:
+        grabber = MssGrabber(display)
+        if pointer is None:
+            pointer, own_pointer = PynputPointer(display), True
+    if mode == "control" and injector is None:
+        injector, own_injector = PynputInjector(display), True
+    session = _Session(tunnel, mode, grabber, injector if mode == "control" else None, pointer, clock, settings,
+                       monitor)
+    tasks: dict[asyncio.Task[object], str] = {
+        asyncio.create_task(session.sender(), name="screen-sender"): "sender",
+        asyncio.create_task(session.receiver(), name="screen-receiver"): "receiver",
+        asyncio.create_task(session.cursor(), name="screen-cursor"): "cursor",
+    }
+    if stop is not None:
+        tasks[asyncio.create_task(stop.wait(), name="screen-stop")] = "stop"
+    try:
+        while True:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finished = [t for t in done if not (tasks[t] == "cursor" and t.exception() is None)]
+            for task in done:
+                if tasks[task] == "cursor" and task.exception() is None:
+                    del tasks[task]  # no pointer source: nothing to poll
+            if finished:
+                break
+        task = finished[0]
+        exc = task.exception()
+        name = tasks[task]
+        if exc is None:
+            session.stats.end_reason = "stopped" if name == "stop" else f"{name} ended"
+        elif type(exc).__name__.startswith("ConnectionClosed"):
+            session.stats.end_reason = "tunnel closed"
+            log.info("screen session: tunnel closed (%s)", exc)
+        else:
+            session.stats.end_reason = f"{name} failed: {exc}"
+            log.warning("screen session ended: %s failed: %r", name, exc)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(session.close)
+        if own_grabber:
+            grabber.close()
+        if own_pointer and pointer is not None:
+            pointer.close()
+        if own_injector and injector is not None:
+            injector.close()
+    return session.stats

@@ -1,0 +1,228 @@
+"""Sans-I/O parts of the screen pipeline: tiles, encoders, flow control, pipeline and session with fakes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from agent.screen import FlowControl, FlowSettings, Monitor, run_screen_session
+from agent.screen.encoder import DecodeError, decode, encode_jpeg, encode_png, encode_zlib
+from agent.screen.pipeline import ScreenPipeline
+from agent.screen.tiles import Rect, dirty_tiles, merge_tiles
+from protocol import stream
+from protocol.stream import Encoding, Kind
+
+
+def frame(h: int = 200, w: int = 300, value: int = 0) -> np.ndarray:
+    return np.full((h, w, 4), value, dtype=np.uint8)
+
+
+def test_dirty_tiles_marks_only_changed_tiles_including_ragged_edges() -> None:
+    """One changed pixel dirties exactly its tile, also in the partial last row/column."""
+    a, b = frame(), frame()
+    b[199, 299, 1] = 9
+    b[10, 70, 0] = 1
+    mask = dirty_tiles(a, b)
+    assert mask.shape == (4, 5)
+    assert sorted(zip(*np.nonzero(mask))) == [(0, 1), (3, 4)]
+
+
+def test_merge_tiles_builds_rows_then_stacks_equal_runs() -> None:
+    """Adjacent dirty tiles merge into rectangles clipped to the frame."""
+    mask = np.zeros((4, 5), dtype=bool)
+    mask[0:2, 1:3] = True
+    mask[3, 4] = True
+    assert merge_tiles(mask, 300, 200) == [Rect(64, 0, 128, 128), Rect(256, 192, 44, 8)]
+
+
+def test_lossless_encoders_round_trip_exactly() -> None:
+    """PNG and zlib payloads decode to the exact BGR pixels; JPEG to the right shape."""
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
+    for encoding, payload in ((Encoding.PNG, encode_png(pixels)), (Encoding.ZLIB, encode_zlib(pixels))):
+        assert np.array_equal(decode(encoding, payload, 53, 37), pixels[:, :, :3])
+    assert decode(Encoding.JPEG, encode_jpeg(pixels, 70), 53, 37).shape == (37, 53, 3)
+    with pytest.raises(DecodeError):
+        decode(Encoding.PNG, encode_png(pixels), 52, 37)
+    with pytest.raises(DecodeError):
+        decode(Encoding.JPEG, b"garbage", 5, 5)
+
+
+def test_flow_allows_two_in_flight_and_unblocks_on_ack() -> None:
+    """A third update waits for an ack; acks of unknown sequences are ignored."""
+    flow = FlowControl(0.0)
+    assert flow.next_capture_at(0.0) is not None
+    flow.on_sent(flow.next_seq, 100, 0.0)
+    flow.on_sent(flow.next_seq, 100, 0.0)
+    assert flow.next_capture_at(0.01) is None and not flow.can_send()
+    assert not flow.on_ack(77, 0.02)
+    assert flow.on_ack(1, 0.5)
+    assert flow.can_send() and flow.skipped > 0 and flow.max_in_flight_seen == 2
+
+
+def test_capture_rate_is_fast_after_input_and_slow_when_still() -> None:
+    """Captures come every few ms after input or change, and rarely on a still screen."""
+    s = FlowSettings()
+    flow = FlowControl(0.0, s)
+    flow.on_captured(10.0, changed=False)
+    assert flow.interval(10.0) == s.idle_interval_s
+    flow.on_input(10.0)
+    assert flow.interval(10.01) == s.input_interval_s
+    flow.on_captured(10.5, changed=True)
+    assert flow.interval(10.6) == s.active_interval_s
+    assert flow.interval(20.0) == s.idle_interval_s
+
+
+def test_quality_drops_over_budget_and_follows_hints() -> None:
+    """Quality falls when the byte rate exceeds the budget, and stays within the hint's range."""
+    flow = FlowControl(0.0, FlowSettings(max_bytes_per_s=1000))
+    start = flow.quality
+    for i in range(5):
+        seq = flow.next_seq
+        flow.on_sent(seq, 10_000, i * 0.01)
+        flow.on_ack(seq, i * 0.01 + 0.005)
+    assert flow.quality < start
+    flow.set_hint("high")
+    assert flow.quality >= 60
+
+
+class FakeGrabber:
+    """A grabber returning whatever frame the test sets."""
+
+    def __init__(self, *frames: np.ndarray) -> None:
+        self.frames = list(frames)
+        self.current = 0
+        self.closed = False
+
+    def monitors(self) -> list[Monitor]:
+        return [Monitor(0, 0, f.shape[1], f.shape[0]) for f in self.frames[:1]] + [
+            Monitor(0, 0, f.shape[1], f.shape[0]) for f in self.frames
+        ]
+
+    def grab(self, index: int) -> np.ndarray:
+        return self.frames[max(index - 1, 0)].copy()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_pipeline_sends_full_then_diff_then_lossless_refresh() -> None:
+    """First step sends everything, a change sends its tile, and the lossy tile is refreshed after settling."""
+    rng = np.random.default_rng(5)
+    screen = rng.integers(0, 256, (128, 192, 4), dtype=np.uint8)
+    grabber = FakeGrabber(screen)
+    pipe = ScreenPipeline(grabber, 1, settle_s=0.3)
+    first = pipe.step(0.0, 60, 1).update
+    assert first is not None and first.lossy
+    assert pipe.step(0.1, 60, 2).update is None  # unchanged, not settled yet
+    screen[70:80, 70:80] = 255
+    second = pipe.step(0.2, 60, 2).update
+    assert second is not None
+    rects = [stream.unpack_update(m) for m in second.messages]
+    assert [(r.x, r.y, r.w, r.h) for r in rects] == [(64, 64, 64, 64)]
+    assert rects[-1].end_of_frame and all(r.seq == 2 for r in rects)
+    refresh = pipe.step(0.45, 60, 3).update  # tiles sent at t=0 settled; the t=0.2 tile has not
+    assert refresh is not None and refresh.refresh
+    refreshed = [stream.unpack_update(m) for m in refresh.messages]
+    assert all(r.kind is Kind.REFRESH and r.encoding is Encoding.PNG for r in refreshed)
+    assert (64, 64) not in [(r.x, r.y) for r in refreshed]
+
+
+class MemoryTunnel:
+    """In-memory tunnel: the test plays the viewer through two queues."""
+
+    def __init__(self) -> None:
+        self.to_agent: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self.from_agent: asyncio.Queue[str | bytes] = asyncio.Queue()
+
+    async def send(self, data: str | bytes) -> None:
+        await self.from_agent.put(data)
+
+    async def recv(self) -> str | bytes:
+        item = await self.to_agent.get()
+        if item is None:
+            raise ConnectionError("closed")
+        return item
+
+    async def next_text(self, kind: type) -> object:
+        async with asyncio.timeout(5):
+            while True:
+                data = await self.from_agent.get()
+                if isinstance(data, str):
+                    message = stream.decode_text(data)
+                    if isinstance(message, kind):
+                        return message
+
+
+class RecordingInjector:
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def inject(self, message: object, monitor: Monitor) -> None:
+        self.events.append(message)
+
+    def release_all(self) -> None:
+        self.events.append("released")
+
+    def close(self) -> None:
+        pass
+
+
+async def test_session_answers_garbage_with_errors_and_refuses_input_in_view_mode() -> None:
+    """Garbage, binary and input-in-view-mode get error replies; nothing reaches the injector."""
+    tunnel, injector = MemoryTunnel(), RecordingInjector()
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_screen_session(
+        tunnel, mode="view", grabber=FakeGrabber(frame()), injector=injector, stop=stop))  # type: ignore[arg-type]
+    monitors = await tunnel.next_text(stream.Monitors)
+    assert isinstance(monitors, stream.Monitors) and monitors.selected == 1
+    for bad in ("not json", b"\x00binary", '{"type": "cursor", "x": 1, "y": 1}'):
+        await tunnel.to_agent.put(bad)
+        error = await tunnel.next_text(stream.Error)
+        assert isinstance(error, stream.Error) and error.code == "stream_invalid"
+    await tunnel.to_agent.put(stream.encode_text(stream.InputKey(code="KeyA", action="down")))
+    error = await tunnel.next_text(stream.Error)
+    assert isinstance(error, stream.Error) and error.code == "view_only"
+    stop.set()
+    stats = await asyncio.wait_for(task, 5)
+    assert (stats.invalid_messages, stats.refused_inputs, stats.end_reason) == (3, 1, "stopped")
+    assert injector.events == []
+
+
+async def test_session_injects_in_control_mode_and_releases_at_end() -> None:
+    """Control mode passes input to the injector in order and releases held keys when the tunnel closes."""
+    tunnel, injector = MemoryTunnel(), RecordingInjector()
+    task = asyncio.create_task(run_screen_session(
+        tunnel, mode="control", grabber=FakeGrabber(frame()), injector=injector))  # type: ignore[arg-type]
+    await tunnel.next_text(stream.Monitors)
+    key = stream.InputKey(code="KeyA", action="down")
+    text = stream.InputText(text="hi")
+    await tunnel.to_agent.put(stream.encode_text(key))
+    await tunnel.to_agent.put(stream.encode_text(text))
+    await tunnel.to_agent.put(None)
+    stats = await asyncio.wait_for(task, 5)
+    assert injector.events == [key, text, "released"]
+    assert stats.injected_inputs == 2 and stats.end_reason.startswith("receiver failed")
+
+
+async def test_monitor_switch_changes_reported_geometry() -> None:
+    """Selecting another monitor announces its geometry and sends a full frame of it."""
+    tunnel = MemoryTunnel()
+    grabber = FakeGrabber(frame(64, 128, 10), frame(100, 50, 20))
+    task = asyncio.create_task(run_screen_session(tunnel, mode="view", grabber=grabber))  # type: ignore[arg-type]
+    first = await tunnel.next_text(stream.Monitors)
+    assert isinstance(first, stream.Monitors) and (first.monitors[1].w, first.monitors[1].h) == (128, 64)
+    await tunnel.to_agent.put(stream.encode_text(stream.MonitorSelect(index=2)))
+    second = await tunnel.next_text(stream.Monitors)
+    assert isinstance(second, stream.Monitors) and second.selected == 2
+    async with asyncio.timeout(5):
+        while True:
+            data = await tunnel.from_agent.get()
+            if isinstance(data, bytes) and (update := stream.unpack_update(data)).monitor == 2:
+                break
+    assert (update.w, update.h) == (50, 100)
+    await tunnel.to_agent.put(None)
+    await asyncio.wait_for(task, 5)
+    assert grabber.closed is False  # a grabber passed in belongs to the caller
