@@ -35,10 +35,25 @@ from .store import Database, open_database
 
 log = logging.getLogger(__name__)
 
+#: asyncio's TLS transport allocates a 256 KiB read buffer per connection; with thousands of
+#: idle agents that dominates memory. A TLS record is at most 16 KiB, so 32 KiB reads lose
+#: nothing (measured: ~313 → see benchmarks/connect_agents.py in the README).
+TLS_READ_BUFFER = 32 * 1024
+
+
+def _shrink_tls_buffers() -> None:
+    import asyncio.sslproto
+
+    if asyncio.sslproto.SSLProtocol.max_size > TLS_READ_BUFFER:
+        asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+
 #: Feature modules, each with ``setup(server: HelplineServer) -> None``.
 FEATURES: list[str] = [
     "server.enroll_api",
     "server.renewal",
+    "server.accounts",
+    "server.console_api",
+    "server.console_static",
 ]
 
 
@@ -77,6 +92,7 @@ class HelplineServer:
         return await self.inventory_checksums_provider(device_id)
 
     async def start(self) -> None:
+        _shrink_tls_buffers()
         self.db = await open_database(self.config.db_url)
         await devices.mark_all_offline(self.db)
         self.watcher = EventWatcher(self.db)

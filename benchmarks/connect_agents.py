@@ -1,0 +1,209 @@
+"""Connect N simulated agents (real mTLS websockets from one client process) to a real server.
+
+Usage: python benchmarks/connect_agents.py N [--hold SECONDS] [--concurrency C]
+
+Each simulated agent has its own device key and certificate issued by the org CA and is
+registered as enrolled; it opens ``wss://…/agent``, says hello, waits for welcome and then
+answers pings and pings when idle, like the real agent. The server runs as its own process
+(``helpline server``) so its RSS and CPU can be measured alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+from websockets.asyncio.client import ClientConnection, connect
+
+from certs import tls
+from certs.pki import (
+    CertificateAuthority,
+    build_csr,
+    certificate_serial_hex,
+    generate_device_key,
+    init_pki,
+    write_certificate,
+    write_private_key,
+)
+from server import devices
+from server.store import open_database
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def register_devices(data: Path, n: int) -> list[tuple[str, Path, Path]]:
+    ca = CertificateAuthority.load(data / "pki")
+    db = await open_database(f"sqlite:///{data / 'helpline.db'}")
+    out: list[tuple[str, Path, Path]] = []
+    certs_dir = data / "sim"
+    certs_dir.mkdir()
+    now = datetime.now(UTC)
+    async with db.transaction() as tx:
+        await devices.ensure_group(tx, "bench")
+        for i in range(n):
+            device_id = f"sim-{i:06d}"
+            key = generate_device_key()
+            cert = ca.sign_device_csr(build_csr(key), device_id, now=now)
+            key_path, cert_path = certs_dir / f"{device_id}.key", certs_dir / f"{device_id}.pem"
+            write_private_key(key_path, key)
+            write_certificate(cert_path, cert)
+            await devices.register(tx, device_id, "bench", certificate_serial_hex(cert),
+                                   cert.not_valid_after_utc.timestamp(), hostname=device_id)
+            out.append((device_id, cert_path, key_path))
+    await db.close()
+    return out
+
+
+class SimAgent:
+    def __init__(self, device_id: str, ctx: ssl.SSLContext) -> None:
+        self.device_id, self.ctx = device_id, ctx
+        self.ws: ClientConnection | None = None
+        self.pongs = 0
+
+    async def connect(self, url: str) -> None:
+        self.ws = await connect(url, ssl=self.ctx, compression=None, ping_interval=None, open_timeout=60)
+        await self.ws.send(json.dumps({"v": 1, "type": "hello", "id": "h", "min_version": 1, "max_version": 1,
+                                       "agent_version": "bench", "device_id": self.device_id}))
+        welcome = json.loads(await self.ws.recv())
+        if welcome.get("type") != "welcome":
+            raise RuntimeError(f"{self.device_id}: expected welcome, got {welcome}")
+
+    async def keepalive(self, until: float, interval: float) -> None:
+        assert self.ws is not None
+        n = 0
+        while time.monotonic() < until:
+            n += 1
+            await self.ws.send(json.dumps({"v": 1, "type": "ping", "id": f"p{n}"}))
+            while True:
+                msg = json.loads(await self.ws.recv())
+                if msg["type"] == "ping":
+                    await self.ws.send(json.dumps({"v": 1, "type": "pong", "id": f"r{n}", "in_reply_to": msg["id"]}))
+                elif msg["type"] == "pong":
+                    self.pongs += 1
+                    break
+            await asyncio.sleep(min(interval, max(0.0, until - time.monotonic())))
+
+
+async def run(n: int, hold: float, concurrency: int, keepalive: float) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * n + 1024)), hard))
+    data = Path(tempfile.mkdtemp(prefix="helpline-bench-"))
+    server_proc: subprocess.Popen[bytes] | None = None
+    try:
+        init_pki(data / "pki", ["localhost"])
+        agent_port, console_port = free_port(), free_port()
+        # Create the schema first so devices can be registered before the server starts.
+        db = await open_database(f"sqlite:///{data / 'helpline.db'}")
+        await db.close()
+        print(f"issuing {n} device certificates …", flush=True)
+        t0 = time.perf_counter()
+        sims = await register_devices(data, n)
+        print(f"  {time.perf_counter() - t0:.1f}s", flush=True)
+        env = dict(os.environ, HELPLINE_KEEPALIVE_S=str(keepalive))
+        server_proc = subprocess.Popen(
+            [sys.executable, "-m", "helpline", "server", "--data", str(data), "--host", "127.0.0.1",
+             "--agent-port", str(agent_port), "--console-port", str(console_port)],
+            stdout=subprocess.DEVNULL, stderr=(data / "server.log").open("wb"), env=env)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", agent_port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server_proc.poll() is not None:
+                    raise RuntimeError("server did not start") from None
+                await asyncio.sleep(0.1)
+        proc = psutil.Process(server_proc.pid)
+        rss_before = proc.memory_info().rss
+        cpu_before = proc.cpu_times()
+        url = f"wss://localhost:{agent_port}/agent"
+        agents = [SimAgent(d, tls.agent_client_context(data / "pki" / "ca.pem", c, k)) for d, c, k in sims]
+        sem = asyncio.Semaphore(concurrency)
+        connected = 0
+
+        async def one(agent: SimAgent) -> None:
+            nonlocal connected
+            async with sem:
+                await agent.connect(url)
+                connected += 1
+
+        print(f"connecting {n} agents (concurrency {concurrency}) …", flush=True)
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(one(a) for a in agents), return_exceptions=True)
+        connect_s = time.perf_counter() - t0
+        failures = [r for r in results if isinstance(r, Exception)]
+        cpu_connect = proc.cpu_times()
+        # "All online" as the server records it.
+        db = await open_database(f"sqlite:///{data / 'helpline.db'}")
+        while True:
+            row = await db.fetchone("SELECT COUNT(*) AS c FROM devices WHERE online = 1")
+            if row and row["c"] >= connected:
+                break
+            await asyncio.sleep(0.05)
+        all_online_s = time.perf_counter() - t0
+        rss_connected = proc.memory_info().rss
+        print(f"holding {connected} connections for {hold:.0f}s with keepalive every {keepalive:.0f}s …", flush=True)
+        until = time.monotonic() + hold
+        hold_cpu0, hold_t0 = proc.cpu_times(), time.perf_counter()
+        live = [a for a in agents if a.ws is not None]
+        await asyncio.gather(*(a.keepalive(until, keepalive) for a in live), return_exceptions=True)
+        hold_cpu1, hold_wall = proc.cpu_times(), time.perf_counter() - hold_t0
+        row = await db.fetchone("SELECT COUNT(*) AS c FROM devices WHERE online = 1")
+        still_online = row["c"] if row else 0
+        await db.close()
+        connect_cpu = (cpu_connect.user + cpu_connect.system) - (cpu_before.user + cpu_before.system)
+        hold_cpu = (hold_cpu1.user + hold_cpu1.system) - (hold_cpu0.user + hold_cpu0.system)
+        print()
+        print(f"agents                 {n} ({len(failures)} failed"
+              + (f": {type(failures[0]).__name__}: {failures[0]}" if failures else "") + ")")
+        print(f"connect rate           {connected / connect_s:.0f} connections/s (mTLS + hello/welcome)")
+        print(f"time to all online     {all_online_s:.2f} s")
+        print(f"server RSS             {rss_before / 2**20:.1f} MiB idle -> {rss_connected / 2**20:.1f} MiB "
+              f"connected = {(rss_connected - rss_before) / max(1, connected) / 1024:.1f} KiB per agent")
+        print(f"server CPU connecting  {connect_cpu:.2f} s CPU for {connected} handshakes "
+              f"({1000 * connect_cpu / max(1, connected):.2f} ms each)")
+        print(f"server CPU holding     {100 * hold_cpu / hold_wall:.1f} % of one core "
+              f"({sum(a.pongs for a in live)} keepalive round trips)")
+        print(f"still online at end    {still_online}")
+        for agent in live:
+            if agent.ws is not None:
+                await agent.ws.close()
+    finally:
+        if server_proc is not None:
+            server_proc.terminate()
+            try:
+                server_proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server_proc.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("n", type=int, nargs="?", default=2000)
+    parser.add_argument("--hold", type=float, default=30.0, help="seconds to keep all agents connected")
+    parser.add_argument("--concurrency", type=int, default=200, help="handshakes in flight")
+    parser.add_argument("--keepalive", type=float, default=10.0, help="keepalive interval (s)")
+    args = parser.parse_args()
+    asyncio.run(run(args.n, args.hold, args.concurrency, args.keepalive))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set up a development/test environment from a fresh clone: system packages (when root),
+# a virtualenv in .venv with Helpline and its test tools, and the console's vendored JS.
+# Idempotent: re-running only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SYSTEM_PACKAGES=(xvfb xdotool x11-utils chromium ffmpeg postgresql tk)
+# Node.js/npm only vendor the console's chart library; take Debian's when none is on PATH.
+command -v npm >/dev/null || SYSTEM_PACKAGES+=(nodejs npm)
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=()
+  for pkg in "${SYSTEM_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing system packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+else
+  echo "==> not root: skipping system packages (${SYSTEM_PACKAGES[*]}); install them yourself for the full test suite"
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating virtualenv .venv"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.helpline-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "==> installing Helpline and test tools into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e '.[test]'
+  touch "$stamp"
+fi
+
+if [ -x scripts/vendor-console.sh ]; then
+  scripts/vendor-console.sh
+fi
