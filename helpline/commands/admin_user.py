@@ -1,0 +1,210 @@
+"""``helpline admin user …`` and ``helpline admin group …`` — console accounts and rights.
+
+The first admin is created here (or by ``helpline demo``), never by a web setup page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import time
+
+from server.accounts import admin, users
+from server.accounts.users import AccountError
+from server.auth.rights import Right
+from server.store import Database
+
+from .common import add_server_options, parse_duration, print_table, server_config, with_database
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+def register_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    _register_user(sub)
+    _register_group(sub)
+
+def _register_user(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("user", help="console accounts: create, list, disable, reset, rights, tokens")
+    user_sub = parser.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+
+    create = user_sub.add_parser("create", help="create an account; prints its password (once) and TOTP secret",
+                                 description="Create a console account. The password is prompted for (leave "
+                                 "empty to generate one) or generated when stdin is not a terminal; the TOTP "
+                                 "secret and otpauth:// URI are printed for the user's authenticator app.")
+    create.add_argument("name")
+    create.add_argument("--role", required=True, choices=users.ROLES)
+    create.add_argument("--group", action="append", default=[], help="assign the role's rights on this device "
+                        "group (repeatable); admins hold every right on every group anyway")
+    create.add_argument("--generate-password", action="store_true", help="never prompt; generate the password")
+    add_server_options(create)
+    create.set_defaults(handler=_create)
+
+    listing = user_sub.add_parser("list", help="list accounts and their rights per group")
+    add_server_options(listing)
+    listing.set_defaults(handler=_list)
+
+    for action, help_text in (("disable", "disable an account; its sessions and websockets end at once"),
+                              ("enable", "re-enable a disabled account"),
+                              ("reset-password", "set a new generated password (shown once); ends sessions"),
+                              ("reset-totp", "forget the TOTP secret; the user enrolls a new one at next login"),
+                              ("unlock", "clear a lockout after repeated login failures")):
+        p = user_sub.add_parser(action, help=help_text)
+        p.add_argument("name")
+        add_server_options(p)
+        p.set_defaults(handler=_simple, user_action=action)
+
+    grant = user_sub.add_parser("grant", help="give a user rights on a device group",
+                                description=f"Rights: {', '.join(Right.names())}. Default: the role's rights.")
+    grant.add_argument("name")
+    grant.add_argument("--group", required=True, help="device group ('*' = all groups)")
+    grant.add_argument("--rights", help="comma-separated right names (default: the role's rights)")
+    add_server_options(grant)
+    grant.set_defaults(handler=_grant)
+
+    ungrant = user_sub.add_parser("ungrant", help="remove a user's rights on a device group")
+    ungrant.add_argument("name")
+    ungrant.add_argument("--group", required=True)
+    add_server_options(ungrant)
+    ungrant.set_defaults(handler=_ungrant)
+
+    token = user_sub.add_parser("token", help="create an API token (Authorization: Bearer) for scripts")
+    token.add_argument("name")
+    token.add_argument("--label", default="cli", help="what the token is for")
+    token.add_argument("--ttl", type=parse_duration, default=None, help="lifetime (e.g. 30d); default: no expiry")
+    add_server_options(token)
+    token.set_defaults(handler=_token)
+
+def _register_group(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("group", help="device groups")
+    group_sub = parser.add_subparsers(dest="group_command", metavar="ACTION", required=True)
+    create = group_sub.add_parser("create", help="create a device group")
+    create.add_argument("name")
+    add_server_options(create)
+    create.set_defaults(handler=_group_create)
+    listing = group_sub.add_parser("list", help="list device groups")
+    add_server_options(listing)
+    listing.set_defaults(handler=_group_list)
+
+def _fail(exc: AccountError) -> int:
+    print(f"helpline: {exc.message}", file=sys.stderr)
+    return 1
+
+def _ask_password(args: argparse.Namespace) -> str | None:
+    if args.generate_password or not sys.stdin.isatty():
+        return None
+    first = getpass.getpass("Password (empty = generate one): ")
+    if not first:
+        return None
+    if len(first) < 12:
+        raise AccountError("weak_password", "passwords must have at least 12 characters")
+    if getpass.getpass("Repeat password: ") != first:
+        raise AccountError("mismatch", "passwords differ")
+    return first
+
+def _create(args: argparse.Namespace) -> int:
+    config = server_config(args)
+    try:
+        chosen = _ask_password(args)
+
+        async def work(db: Database) -> admin.Credentials:
+            created = await admin.create_account(db, args.name, args.role, actor=_actor(), password=chosen)
+            for group in args.group:
+                await admin.assign_rights(db, created.user.id, group, None, actor=_actor())
+            return created
+
+        created = with_database(config, work)
+    except AccountError as exc:
+        return _fail(exc)
+    print(f"created {created.user.role} {created.user.username} ({created.user.id})")
+    if chosen is None:
+        print(f"  password     {created.password}    (shown once)")
+    print(f"  TOTP secret  {created.totp_secret}")
+    print(f"  TOTP URI     {created.totp_uri}")
+    print(f"  console      {config.console_url}")
+    return 0
+
+def _list(args: argparse.Namespace) -> int:
+    async def work(db: Database) -> list[dict[str, object]]:
+        rows: list[dict[str, object]] = []
+        for user in await users.list_users(db):
+            row = await users.get_row(db, user_id=user.id)
+            assert row is not None
+            rights = await users.rights_by_group(db, row)
+            info = user.as_json()
+            rows.append({**info, "rights": "; ".join(f"{g}: {','.join(r.as_names())}" for g, r in rights.items()),
+                         "last_login": time.strftime("%Y-%m-%d %H:%M", time.localtime(user.last_login))
+                         if user.last_login else "never"})
+        return rows
+
+    print_table(with_database(server_config(args), work),
+                ["username", "role", "disabled", "locked", "totp_enrolled", "last_login", "rights"])
+    return 0
+
+def _simple(args: argparse.Namespace) -> int:
+    action: str = args.user_action
+    config = server_config(args)
+    try:
+        if action in ("disable", "enable"):
+            user = with_database(config, lambda db: admin.set_disabled(db, args.name, action == "disable",
+                                                                       actor=_actor()))
+            print(f"{user.username} {'disabled' if user.disabled else 'enabled'}")
+        elif action == "reset-password":
+            password = with_database(config, lambda db: admin.reset_password(db, args.name, actor=_actor()))
+            print(f"new password for {args.name}: {password}    (shown once)")
+        elif action == "reset-totp":
+            with_database(config, lambda db: admin.reset_totp(db, args.name, actor=_actor()))
+            print(f"TOTP reset for {args.name}: they enroll a new authenticator (QR code) at their next login")
+        else:
+            with_database(config, lambda db: admin.unlock(db, args.name, actor=_actor()))
+            print(f"{args.name} unlocked")
+    except AccountError as exc:
+        return _fail(exc)
+    return 0
+
+def _grant(args: argparse.Namespace) -> int:
+    try:
+        rights = Right.parse(args.rights.split(",")) if args.rights else None
+        stored = with_database(server_config(args),
+                               lambda db: admin.assign_rights(db, args.name, args.group, rights, actor=_actor()))
+    except ValueError as exc:
+        print(f"helpline: {exc}", file=sys.stderr)
+        return 2
+    except AccountError as exc:
+        return _fail(exc)
+    print(f"{args.name} on {args.group}: {', '.join(stored.as_names()) or '(none)'}")
+    return 0
+
+def _ungrant(args: argparse.Namespace) -> int:
+    try:
+        removed = with_database(server_config(args),
+                                lambda db: admin.remove_rights(db, args.name, args.group, actor=_actor()))
+    except AccountError as exc:
+        return _fail(exc)
+    print(f"{args.name} on {args.group}: {'removed' if removed else 'had no rights there'}")
+    return 0
+
+def _token(args: argparse.Namespace) -> int:
+    try:
+        new = with_database(server_config(args),
+                            lambda db: admin.create_token(db, args.name, args.label, args.ttl, actor=_actor()))
+    except AccountError as exc:
+        return _fail(exc)
+    print(f"API token {new.id} for {args.name} (shown once; send as 'Authorization: Bearer …'):")
+    print(new.token)
+    return 0
+
+def _group_create(args: argparse.Namespace) -> int:
+    try:
+        with_database(server_config(args), lambda db: admin.create_group(db, args.name, actor=_actor()))
+    except AccountError as exc:
+        return _fail(exc)
+    print(f"group {args.name} ready")
+    return 0
+
+def _group_list(args: argparse.Namespace) -> int:
+    names = with_database(server_config(args), admin.list_groups)
+    print_table([{"group": n} for n in names], ["group"])
+    return 0
+

@@ -1,0 +1,120 @@
+"""Password + TOTP login with per-address rate limiting and per-user lockout, all audited.
+
+Outcomes are a small closed set (:class:`LoginOutcome`). A user without a TOTP secret
+(new, or after ``reset-totp``) gets a pending secret and its QR code once the password is
+right, and completes the login by sending a code from it — TOTP is required for everyone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import audit
+from ..store import Database
+from . import passwords, sessions, totp, users
+from .ratelimit import SlidingWindow
+
+MAX_FAILURES = 5
+LOCKOUT_S = 15 * 60
+
+
+@dataclass(frozen=True)
+class LoginOutcome:
+    status: int
+    code: str
+    message: str
+    session: sessions.NewSession | None = None
+    user: users.User | None = None
+    enrollment: dict[str, str] = field(default_factory=dict)
+    retry_after: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.session is not None
+
+
+class LoginService:
+    def __init__(self, db: Database, *, per_address: int = 10, window_s: float = 60.0) -> None:
+        self.db = db
+        self.limiter = SlidingWindow(per_address, window_s)
+
+    async def login(self, username: str, password: str, code: str | None, *, peer: str = "",
+                    user_agent: str = "") -> LoginOutcome:
+        if not self.limiter.allow(peer):
+            wait = self.limiter.retry_after(peer)
+            await audit.append(self.db, f"peer:{peer}", "auth.rate_limited", username[:64], {})
+            return LoginOutcome(429, "rate_limited", "too many login attempts; try again later", retry_after=wait)
+        now = time.time()
+        row = await users.get_row(self.db, username=username[:users.USERNAME_MAX])
+        if row is not None and row["locked_until"] and row["locked_until"] > now:
+            await audit.append(self.db, username[:64], "auth.login_refused", row["id"], {"reason": "locked",
+                                                                                        "peer": peer})
+            return LoginOutcome(423, "locked", "account locked after repeated failures; try again later",
+                                retry_after=row["locked_until"] - now)
+        good = await passwords.verify_password_async(password, row["password_hash"] if row else None)
+        if row is None or not good or row["disabled"]:
+            reason = "unknown_user" if row is None else "disabled" if good else "bad_password"
+            return await self._failure(row, username, peer, reason)
+        if row["totp_secret"] is None:
+            return await self._enrollment(row, code, peer, user_agent)
+        if not code:
+            return LoginOutcome(401, "totp_required", "enter the 6-digit code from your authenticator app")
+        if not await self._accept_code(row["id"], row["totp_secret"], code, row["totp_last_step"]):
+            return await self._failure(row, username, peer, "bad_totp")
+        return await self._success(row, peer, user_agent)
+
+    async def _accept_code(self, user_id: str, secret: str, code: str, last_step: int) -> bool:
+        step = totp.matching_step(secret, code, time.time(), last_step)
+        if step is None:
+            return False
+        # Compare-and-set: a concurrent login with the same code loses.
+        return await self.db.execute("UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?",
+                                     (step, user_id, step)) == 1
+
+    async def _enrollment(self, row: dict[str, Any], code: str | None, peer: str, user_agent: str) -> LoginOutcome:
+        pending = row["totp_pending"]
+        if pending and code:
+            step = totp.matching_step(pending, code, time.time(), 0)
+            if step is None:
+                return await self._failure(row, row["username"], peer, "bad_totp_enrollment")
+            async with self.db.transaction() as tx:
+                await users.set_totp_secret(tx, row["id"], pending)
+                await tx.execute("UPDATE users SET totp_last_step = ? WHERE id = ?", (step, row["id"]))
+                await audit.append_in(tx, row["username"], "user.totp_enrolled", row["id"], {"peer": peer})
+            return await self._success(row, peer, user_agent)
+        if not pending:
+            pending = totp.new_secret()
+            await self.db.execute("UPDATE users SET totp_pending = ? WHERE id = ?", (pending, row["id"]))
+        uri = totp.provisioning_uri(pending, row["username"])
+        return LoginOutcome(401, "totp_enrollment_required",
+                            "scan the QR code with an authenticator app, then enter its 6-digit code",
+                            enrollment={"secret": pending, "uri": uri, "qr_svg": totp.qr_svg(uri)})
+
+    async def _failure(self, row: dict[str, Any] | None, username: str, peer: str, reason: str) -> LoginOutcome:
+        details: dict[str, Any] = {"reason": reason, "peer": peer}
+        async with self.db.transaction() as tx:
+            if row is not None:
+                fresh = await tx.fetchone("SELECT failed_logins FROM users WHERE id = ?", (row["id"],))
+                failures = (fresh["failed_logins"] if fresh else 0) + 1
+                if failures >= MAX_FAILURES:
+                    await tx.execute("UPDATE users SET failed_logins = 0, locked_until = ? WHERE id = ?",
+                                     (time.time() + LOCKOUT_S, row["id"]))
+                    await audit.append_in(tx, username[:64], "auth.locked", row["id"],
+                                          {"failures": failures, "lockout_s": LOCKOUT_S, "peer": peer})
+                else:
+                    await tx.execute("UPDATE users SET failed_logins = ? WHERE id = ?", (failures, row["id"]))
+                details["failures"] = failures
+            await audit.append_in(tx, username[:64], "auth.login_failed", row["id"] if row else "", details)
+        return LoginOutcome(401, "invalid_credentials", "wrong username, password or code")
+
+    async def _success(self, row: dict[str, Any], peer: str, user_agent: str) -> LoginOutcome:
+        async with self.db.transaction() as tx:
+            await tx.execute("UPDATE users SET failed_logins = 0, locked_until = NULL, last_login = ? WHERE id = ?",
+                             (time.time(), row["id"]))
+            new = await sessions.create(tx, row["id"], peer=peer, user_agent=user_agent)
+            await audit.append_in(tx, row["username"], "auth.login", row["id"], {"session": new.id, "peer": peer})
+        fresh = await users.get_row(self.db, user_id=row["id"])
+        assert fresh is not None
+        return LoginOutcome(200, "ok", "logged in", session=new, user=users.User.from_row(fresh))

@@ -1,0 +1,72 @@
+"""API tokens for scripts (``Authorization: Bearer hl_…``), stored as SHA-256 only.
+
+Tokens are 256-bit random, so a fast hash is enough (no KDF needed); the plaintext is shown
+once at creation. A token acts as its user, with the user's current rights.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+from ..store import Database, Row, Transaction
+from .sessions import token_hash
+
+PREFIX = "hl_"
+
+
+@dataclass(frozen=True)
+class NewToken:
+    id: str
+    token: str
+    expires_at: float | None
+
+
+async def create(tx: Transaction, user_id: str, name: str, ttl_s: float | None) -> NewToken:
+    token_id = "t_" + secrets.token_hex(8)
+    token = PREFIX + secrets.token_urlsafe(32)
+    now = time.time()
+    expires = now + ttl_s if ttl_s else None
+    await tx.execute(
+        "INSERT INTO api_tokens (id, token_hash, user_id, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (token_id, token_hash(token), user_id, name[:100], now, expires),
+    )
+    return NewToken(token_id, token, expires)
+
+
+async def lookup(db: Database, token: str, now: float | None = None) -> Row | None:
+    """The token's user row (with ``token_id``) if the token is valid and the user enabled."""
+    if not token.startswith(PREFIX):
+        return None
+    now = time.time() if now is None else now
+    row = await db.fetchone(
+        "SELECT t.id AS token_id, t.expires_at, t.revoked_at, t.last_used, u.* FROM api_tokens t"
+        " JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
+        (token_hash(token),),
+    )
+    if row is None or row["disabled"] or row["revoked_at"] is not None:
+        return None
+    if row["expires_at"] is not None and row["expires_at"] <= now:
+        return None
+    if row["last_used"] is None or now - row["last_used"] > 60:
+        await db.execute("UPDATE api_tokens SET last_used = ? WHERE id = ?", (now, row["token_id"]))
+    return row
+
+
+async def revoke(tx: Transaction, token_id: str, user_id: str | None = None) -> bool:
+    sql, params = "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [time.time(), token_id]
+    if user_id is not None:
+        sql += " AND user_id = ?"
+        params.append(user_id)
+    return await tx.execute(sql, params) > 0
+
+
+async def list_for(db: Database, user_id: str | None = None) -> list[Row]:
+    sql = ("SELECT t.id, t.name, t.user_id, u.username, t.created_at, t.expires_at, t.last_used, t.revoked_at"
+           " FROM api_tokens t JOIN users u ON u.id = t.user_id")
+    params: list[object] = []
+    if user_id is not None:
+        sql += " WHERE t.user_id = ?"
+        params.append(user_id)
+    return await db.fetchall(sql + " ORDER BY t.created_at DESC", params)

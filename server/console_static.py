@@ -1,0 +1,67 @@
+"""Serve the technician console (``console/``) with a strict Content-Security-Policy.
+
+Every console-listener response — pages, static files, API answers, errors — gets the
+security headers (through ``on_response_prepare``, so even the auth middleware's 401s do).
+The CSP allows scripts and styles from our own origin only: no inline script, no inline
+``style`` attributes in markup, no ``eval``; the page cannot be framed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .app import HelplineServer
+
+CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
+
+
+def content_security_policy(host: str) -> str:
+    return "; ".join([
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: blob:",
+        f"connect-src 'self' wss://{host}",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ])
+
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+    "Strict-Transport-Security": "max-age=31536000",
+}
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Content-Security-Policy"] = content_security_policy(request.host)
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.path.startswith("/api/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    elif request.path.startswith("/static/"):
+        response.headers.setdefault("Cache-Control", "no-cache")
+
+
+async def index(_request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(CONSOLE_DIR / "index.html", headers={"Cache-Control": "no-store",
+                                                                 "Content-Type": "text/html; charset=utf-8"})
+
+
+def setup(server: HelplineServer) -> None:
+    app = server.console_app
+    app.on_response_prepare.append(add_security_headers)
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", CONSOLE_DIR / "static", follow_symlinks=False, append_version=False)
