@@ -10,7 +10,7 @@ import pytest
 from agent.screen import FlowControl, FlowSettings, Monitor, run_screen_session
 from agent.screen.encoder import DecodeError, decode, encode_jpeg, encode_png, encode_zlib
 from agent.screen.pipeline import ScreenPipeline
-from agent.screen.tiles import Rect, dirty_tiles, merge_tiles
+from agent.screen.tiles import Rect, dirty_tiles, fill_rows, merge_tiles
 from protocol import stream
 from protocol.stream import Encoding, Kind
 
@@ -35,6 +35,23 @@ def test_merge_tiles_builds_rows_then_stacks_equal_runs() -> None:
     mask[0:2, 1:3] = True
     mask[3, 4] = True
     assert merge_tiles(mask, 300, 200) == [Rect(64, 0, 128, 128), Rect(256, 192, 44, 8)]
+
+
+def test_scattered_changes_are_coalesced_into_few_jpeg_rects() -> None:
+    """Many scattered dirty tiles become one strip per tile row, sent as JPEG (motion, not typing)."""
+    rng = np.random.default_rng(9)
+    screen = rng.integers(0, 256, (256, 1024, 4), dtype=np.uint8)
+    pipe = ScreenPipeline(FakeGrabber(screen), 1)
+    assert pipe.step(0.0, 50, 1).update is not None
+    screen[0::128, 0::128] ^= 0xFF  # a checkerboard of 32 isolated tiles
+    screen[64::128, 64::128] ^= 0xFF
+    update = pipe.step(0.1, 50, 2).update
+    assert update is not None
+    rects = [stream.unpack_update(m) for m in update.messages]
+    assert len(rects) == 4 and all(r.encoding is Encoding.JPEG and r.w >= 960 for r in rects)
+    mask = np.zeros((2, 4), dtype=bool)
+    mask[0, [0, 2]] = True
+    assert fill_rows(mask).tolist() == [[True, True, True, False], [False, False, False, False]]
 
 
 def test_lossless_encoders_round_trip_exactly() -> None:

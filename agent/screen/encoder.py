@@ -29,7 +29,7 @@ def encode_jpeg(bgra: Pixels, quality: int) -> bytes:
     """JPEG (4:2:0) of a BGRA region; the X padding byte is ignored."""
     return bytes(
         simplejpeg.encode_jpeg(
-            np.ascontiguousarray(bgra), quality=quality, colorspace="BGRX", colorsubsampling="420", fastdct=True
+            bgra, quality=quality, colorspace="BGRX", colorsubsampling="420", fastdct=True
         )
     )
 

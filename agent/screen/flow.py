@@ -28,13 +28,18 @@ QUALITY_RANGE: dict[str, tuple[int, int]] = {
     "high": (60, 90),
 }
 
+#: Quality moves at most one step per this period.
+QUALITY_PERIOD_S = 0.25
+
 
 @dataclass
 class FlowSettings:
     max_in_flight: int = 2
-    #: Capture interval right after input (typing latency).
+    #: Capture interval right after input (typing latency) ...
     input_interval_s: float = 0.004
-    #: How long after input to keep the input interval.
+    #: ... for this long; most applications redraw within a few ms of the event.
+    input_burst_s: float = 0.04
+    #: After the burst, the active interval until this long after input.
     input_window_s: float = 0.25
     #: Capture interval while the screen keeps changing.
     active_interval_s: float = 0.012
@@ -62,6 +67,7 @@ class FlowControl:
         self._blocked_interval = self.settings.idle_interval_s
         self._sent_window: collections.deque[tuple[float, int]] = collections.deque()
         self._window_bytes = 0
+        self._quality_changed = float("-inf")
         self.hint: QualityHint = "auto"
         self.quality = 60
         self.rtt_s = 0.0
@@ -80,9 +86,10 @@ class FlowControl:
 
     def interval(self, now: float) -> float:
         s = self.settings
-        if now - self._last_input < s.input_window_s:
+        since_input = now - self._last_input
+        if since_input < s.input_burst_s:
             return s.input_interval_s
-        if now - self._last_change < s.active_window_s:
+        if since_input < s.input_window_s or now - self._last_change < s.active_window_s:
             return s.active_interval_s
         return s.idle_interval_s
 
@@ -150,10 +157,16 @@ class FlowControl:
             self._window_bytes -= nbytes
 
     def _adapt_quality(self, now: float) -> None:
+        # One step per period: the byte rate needs time to reflect the last change.
+        if now - self._quality_changed < QUALITY_PERIOD_S:
+            return
+        quality = self.quality
         low, high = QUALITY_RANGE[self.hint]
         rate = self.byte_rate(now)
         budget = self.settings.max_bytes_per_s
         if self.rtt_s > self.settings.max_rtt_s or rate > budget:
             self.quality = max(low, self.quality - 5)
-        elif self.rtt_s < self.settings.max_rtt_s / 3 and rate < 0.6 * budget:
-            self.quality = min(high, self.quality + 1)
+        elif self.rtt_s < self.settings.max_rtt_s / 3 and rate < 0.8 * budget:
+            self.quality = min(high, self.quality + 2)
+        if self.quality != quality:
+            self._quality_changed = now

@@ -19,12 +19,17 @@ from protocol.stream import Encoding, Flags, Kind, pack_update
 
 from .capture import Frame, Monitor, ScreenGrabber
 from .encoder import encode_jpeg, encode_png
-from .tiles import TILE, Rect, dirty_tiles, merge_tiles, tile_grid
+from .tiles import TILE, Rect, dirty_tiles, fill_rows, merge_tiles, tile_grid
 
 log = logging.getLogger(__name__)
 
-#: Rectangles up to this many pixels try lossless first (a few tiles of text).
+#: Rectangles up to this many pixels try lossless first (a few tiles of text) ...
 SMALL_AREA = 16 * TILE * TILE
+#: ... when the whole update is at most this many tiles (typing, not motion).
+SMALL_UPDATE_TILES = 24
+#: Above this many rectangles, fill each tile row between its outermost dirty tiles:
+#: fewer, larger JPEGs beat dozens of tiny ones (per-image overhead and CPU).
+MAX_RECTS = 8
 #: Lossless wins when it is at most this much larger than the JPEG (no refresh needed later).
 LOSSLESS_BIAS = 1.5
 #: Split rectangles above this many pixels into bands (bounded message size, earlier drawing).
@@ -50,6 +55,11 @@ class StepResult:
     grab_s: float = 0.0
     encode_s: float = 0.0
     dirty_rects: list[Rect] = field(default_factory=list)
+
+
+def _png_level(rect: Rect) -> int:
+    """Small regions compress hard (cheap, and typing bytes matter); big ones fast."""
+    return 6 if rect.area <= SMALL_AREA else 1
 
 
 def _bands(rect: Rect) -> list[Rect]:
@@ -102,20 +112,25 @@ class ScreenPipeline:
         messages: list[tuple[Kind, Rect, Encoding, bytes]] = []
         lossy_any = False
         rects = merge_tiles(dirty, w, h) if changed else []
+        if len(rects) > MAX_RECTS:
+            rects = merge_tiles(fill_rows(dirty), w, h)
+        try_lossless = int(dirty.sum()) <= SMALL_UPDATE_TILES
         for rect in rects:
             for band in _bands(rect):
                 region = current[band.y : band.y + band.h, band.x : band.x + band.w]
-                encoding, payload = self._encode_change(region, band, quality)
+                encoding, payload = self._encode_change(region, band, quality, try_lossless)
                 lossy = encoding is Encoding.JPEG
                 lossy_any |= lossy
-                self._sent[band.y : band.y + band.h, band.x : band.x + band.w] = region
                 self._mark(band, lossy, now)
                 messages.append((Kind.UPDATE, band, encoding, payload))
+        # Every dirty tile is being sent and every other tile already equals the screen,
+        # so the viewer's state is now exactly this capture (grabbers return fresh arrays).
+        self._sent = current
         refresh_rects = merge_tiles(settled, w, h) if settled.any() else []
         for rect in refresh_rects:
             for band in _bands(rect):
                 region = self._sent[band.y : band.y + band.h, band.x : band.x + band.w]
-                messages.append((Kind.REFRESH, band, Encoding.PNG, encode_png(region)))
+                messages.append((Kind.REFRESH, band, Encoding.PNG, encode_png(region, _png_level(band))))
                 self._mark(band, False, None)
         packed = [
             pack_update(
@@ -129,10 +144,12 @@ class ScreenPipeline:
         )
         return StepResult(update, changed, t1 - t0, time.perf_counter() - t1, rects)
 
-    def _encode_change(self, region: Frame, rect: Rect, quality: int) -> tuple[Encoding, bytes]:
+    def _encode_change(
+        self, region: Frame, rect: Rect, quality: int, try_lossless: bool
+    ) -> tuple[Encoding, bytes]:
         jpeg = encode_jpeg(region, quality)
-        if rect.area <= SMALL_AREA:
-            png = encode_png(region)
+        if try_lossless and rect.area <= SMALL_AREA:
+            png = encode_png(region, _png_level(rect))
             if len(png) <= len(jpeg) * LOSSLESS_BIAS:
                 return Encoding.PNG, png
         return Encoding.JPEG, jpeg

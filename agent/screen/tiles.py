@@ -82,6 +82,15 @@ def merge_tiles(mask: Mask, width: int, height: int, tile: int = TILE) -> list[R
     return rects
 
 
+def fill_rows(mask: Mask) -> Mask:
+    """Each tile row dirty from its first to its last dirty tile (coarser, fewer rectangles)."""
+    filled = np.zeros_like(mask)
+    for r in np.flatnonzero(mask.any(axis=1)):
+        cols = np.flatnonzero(mask[r])
+        filled[r, cols[0] : cols[-1] + 1] = True
+    return filled
+
+
 def mask_of(rect: Rect, shape: tuple[int, int], tile: int = TILE) -> Mask:
     """Tiles covered by a tile-aligned rectangle."""
     mask = np.zeros(shape, dtype=np.bool_)
