@@ -1,0 +1,42 @@
+"""Agent feature: maintenance tasks (``task.run`` / ``task.cancel`` / ``task.result.ack``)."""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING
+
+from protocol.tasks import TaskCancel, TaskResultAck, TaskRun
+
+from .service import TaskService
+
+if TYPE_CHECKING:
+    from agent.control_client import AgentClient
+
+_SERVICES: weakref.WeakKeyDictionary[AgentClient, TaskService] = weakref.WeakKeyDictionary()
+
+
+def service_of(client: AgentClient) -> TaskService:
+    """The task service of a client (tests use it to inject the clock and the command runner)."""
+    return _SERVICES[client]
+
+
+def setup(client: AgentClient) -> None:
+    service = TaskService(client)
+    _SERVICES[client] = service
+
+    async def on_run(_client: AgentClient, message: TaskRun) -> None:
+        await service.on_run(message)
+
+    async def on_ack(_client: AgentClient, message: TaskResultAck) -> None:
+        await service.on_ack(message)
+
+    async def on_cancel(_client: AgentClient, message: TaskCancel) -> None:
+        await service.on_cancel(message)
+
+    async def on_ready(_client: AgentClient) -> None:
+        await service.on_ready()
+
+    client.register(TaskRun, on_run)
+    client.register(TaskResultAck, on_ack)
+    client.register(TaskCancel, on_cancel)
+    client.on_ready.append(on_ready)

@@ -1,0 +1,212 @@
+"""The agent's task service: accept, check, wait for the window, run, persist, report.
+
+Runs live on the agent, not on the connection: a disconnect does not stop a running task,
+and its result waits in the ledger until the server acknowledges it. The clock and the
+device-local time are injected so tests can move through windows without waiting hours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+import psutil
+
+from agent.grants import GrantBook
+from protocol import codec
+from protocol.messages import Message
+from protocol.tasks import TaskCancel, TaskResult, TaskResultAck, TaskRun, TaskWaiting
+
+from .authorize import Verdict, decide
+from .catalog import CATALOG
+from .cleanup import DEFAULT_TARGETS
+from .commands import CommandRunner, ProcessRunner
+from .context import ActionContext, Outcome
+from .store import TaskLedger
+
+if TYPE_CHECKING:
+    from agent.control_client import AgentClient
+
+log = logging.getLogger(__name__)
+
+#: Extra seconds an action gets beyond its timeout before it is cancelled from outside.
+TIMEOUT_GRACE_S = 5.0
+
+
+def _logged_in_users() -> list[str]:
+    return [u.name for u in psutil.users()]
+
+
+def _local_now() -> datetime:
+    return datetime.now().astimezone()
+
+
+class TaskService:
+    def __init__(self, client: AgentClient) -> None:
+        self.client = client
+        self.runner: CommandRunner = ProcessRunner()
+        self.clock: Callable[[], float] = time.time
+        self.local: Callable[[], datetime] = _local_now
+        #: How often a waiting task re-checks its grant and window.
+        self.poll_s = 30.0
+        self.temp_targets: dict[str, list[Path]] = dict(DEFAULT_TARGETS)
+        self.logged_in_users: Callable[[], list[str]] = _logged_in_users
+        self.which: Callable[[str], str | None] = shutil.which
+        self._ledger: TaskLedger | None = None
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._cancel_reasons: dict[str, str] = {}
+        self._resumed = False
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def ledger(self) -> TaskLedger:
+        if self._ledger is None:
+            self._ledger = TaskLedger(self.client.state.directory / "tasks.db")
+        return self._ledger
+
+    def book(self) -> GrantBook:
+        """A fresh view of the grant book (pushes and revocations land in its file)."""
+        state = self.client.state
+        return GrantBook.for_state(state.directory, state.device_id, state.grant_pub_path)
+
+    def group(self) -> str:
+        return str(self.client.state.load_info().get("group", ""))
+
+    async def _send(self, message: Message) -> bool:
+        try:
+            await self.client.send(message)
+            return True
+        except ConnectionError:
+            log.info("offline; %s will be re-sent after reconnect", message.type_name())
+            return False
+
+    def active_runs(self) -> list[str]:
+        return list(self._active)
+
+    # --- message handlers -------------------------------------------------------------------
+
+    async def on_run(self, message: TaskRun) -> None:
+        known = await asyncio.to_thread(self.ledger.get, message.run_id)
+        if known is not None:
+            if known.result is not None:
+                await self._send(msgspec.json.decode(known.result, type=TaskResult))
+            return
+        await asyncio.to_thread(self.ledger.add, message.run_id, codec.encode(message), "waiting")
+        self._start(message)
+
+    async def on_ack(self, message: TaskResultAck) -> None:
+        await asyncio.to_thread(self.ledger.ack, message.run_id)
+
+    async def on_cancel(self, message: TaskCancel) -> None:
+        reason = message.reason or "cancelled by the server"
+        task = self._active.get(message.run_id)
+        if task is not None:
+            self._cancel_reasons[message.run_id] = reason
+            task.cancel()
+            return
+        known = await asyncio.to_thread(self.ledger.get, message.run_id)
+        if known is None or known.state != "done":
+            if known is None:
+                await asyncio.to_thread(self.ledger.add, message.run_id, "{}", "waiting")
+            await self._finish(message.run_id, Outcome("cancelled", reason=reason), None)
+
+    async def on_ready(self) -> None:
+        if not self._resumed:
+            self._resumed = True
+            await self._resume()
+        for _run_id, payload in await asyncio.to_thread(self.ledger.unacked_results):
+            result = msgspec.json.decode(payload, type=TaskResult)
+            if not await self._send(result):
+                return
+
+    async def _resume(self) -> None:
+        """After a restart: re-arm waiting runs; runs cut off mid-way are reported, not re-run."""
+        for row in await asyncio.to_thread(self.ledger.unfinished):
+            try:
+                message = msgspec.json.decode(row.message, type=TaskRun)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                await self._finish(row.run_id, Outcome("failed", reason=f"stored task unreadable: {exc}"), None)
+                continue
+            if row.state == "running":
+                await self._finish(row.run_id, Outcome(
+                    "failed", reason="the agent stopped while this task was running; its outcome is unknown"), None)
+            elif row.run_id not in self._active:
+                self._start(message)
+
+    # --- one run ----------------------------------------------------------------------------
+
+    def _start(self, message: TaskRun) -> None:
+        task = asyncio.get_running_loop().create_task(self._process(message), name=f"task-{message.run_id}")
+        self._active[message.run_id] = task
+        task.add_done_callback(lambda _t: self._active.pop(message.run_id, None))
+
+    def _decide(self, message: TaskRun) -> Verdict:
+        return decide(message, book=self.book(), group=self.group(), now=self.clock(), local=self.local())
+
+    async def _process(self, message: TaskRun) -> None:
+        started: float | None = None
+        try:
+            verdict = await asyncio.to_thread(self._decide, message)
+            waited = False
+            while verdict.kind == "wait":
+                if not waited:
+                    waited = True
+                    log.info("task waits for its grant window", extra={"run_id": message.run_id,
+                                                                        "reason": verdict.reason})
+                    await self._send(TaskWaiting(run_id=message.run_id, reason=verdict.reason[:256]))
+                await asyncio.sleep(self.poll_s)
+                verdict = await asyncio.to_thread(self._decide, message)
+            if verdict.kind == "refuse":
+                reason = f"refused while waiting for the window: {verdict.reason}" if waited else verdict.reason
+                log.warning("task refused", extra={"run_id": message.run_id, "action": message.action,
+                                                   "reason": reason})
+                await self._finish(message.run_id, Outcome("refused", reason=reason), None)
+                return
+            await asyncio.to_thread(self.ledger.set_state, message.run_id, "running")
+            started = self.clock()
+            outcome = await self._execute(message, verdict)
+        except asyncio.CancelledError:
+            if message.run_id not in self._cancel_reasons:
+                raise  # the agent is shutting down: the ledger still says waiting/running
+            reason = self._cancel_reasons.pop(message.run_id)
+            await self._finish(message.run_id, Outcome("cancelled", reason=reason), started)
+            return
+        except Exception as exc:
+            log.exception("task failed inside the agent", extra={"run_id": message.run_id})
+            outcome = Outcome("failed", reason=f"agent error: {type(exc).__name__}: {exc}")
+        await self._finish(message.run_id, outcome, started, cap=message.output_cap)
+
+    async def _execute(self, message: TaskRun, verdict: Verdict) -> Outcome:
+        spec = CATALOG[message.action]
+        ctx = ActionContext(run_id=message.run_id, runner=self.runner, state_dir=self.client.state.directory,
+                            timeout_s=message.timeout_s, output_cap=message.output_cap,
+                            temp_targets=self.temp_targets, logged_in_users=self.logged_in_users,
+                            which=self.which, clock=self.clock)
+        log.info("task starts", extra={"run_id": message.run_id, "action": message.action,
+                                       "grant_id": message.grant_id, "technician": message.technician})
+        try:
+            return await asyncio.wait_for(spec.run(verdict.params, ctx, message.script or ""),
+                                          timeout=message.timeout_s + TIMEOUT_GRACE_S)
+        except TimeoutError:
+            return Outcome("timed_out", reason=f"killed after {message.timeout_s:g} s")
+        except FileNotFoundError as exc:
+            return Outcome("failed", reason=f"program not found: {exc.filename or exc}")
+
+    async def _finish(self, run_id: str, outcome: Outcome, started: float | None, *, cap: int = 65536) -> None:
+        stdout, stderr = outcome.stdout, outcome.stderr
+        truncated = outcome.truncated or len(stdout) > cap or len(stderr) > cap
+        result = TaskResult(run_id=run_id, status=outcome.status,  # type: ignore[arg-type]
+                            exit_code=outcome.exit_code, stdout=stdout[:cap], stderr=stderr[:cap],
+                            truncated=truncated, started_at=started, ended_at=self.clock(),
+                            reason=outcome.reason[:4096], details=outcome.details)
+        await asyncio.to_thread(self.ledger.finish, run_id, codec.encode(result))
+        log.info("task finished", extra={"run_id": run_id, "status": outcome.status, "exit_code": outcome.exit_code})
+        await self._send(result)

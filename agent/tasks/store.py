@@ -1,0 +1,98 @@
+"""The task ledger and results outbox: one small SQLite file in the agent's state dir.
+
+Every run is recorded when it arrives; its result is written in the same row before it is
+sent and stays marked unacknowledged until the server's ``task.result.ack``, so a result
+survives disconnects, agent restarts and SIGKILL (SQLite WAL, synchronous=FULL). Kept apart
+from the health outbox on purpose.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Finished and acknowledged runs are remembered this long (so a re-sent task.run is not re-run).
+KEEP_DONE_S = 30 * 86400
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    run_id: str
+    message: str
+    state: str  # waiting | running | done
+    result: str | None
+    acked: bool
+
+
+class TaskLedger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, message TEXT NOT NULL, state TEXT NOT NULL,"
+            " result TEXT, acked INTEGER NOT NULL DEFAULT 0, received_at REAL NOT NULL, updated_at REAL NOT NULL)")
+        path.chmod(0o600)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _row(self, values: tuple[str, str, str, str | None, int]) -> LedgerRow:
+        return LedgerRow(values[0], values[1], values[2], values[3], bool(values[4]))
+
+    def get(self, run_id: str) -> LedgerRow | None:
+        with self._lock:
+            cur = self._db.execute("SELECT run_id, message, state, result, acked FROM runs WHERE run_id = ?",
+                                   (run_id,))
+            found = cur.fetchone()
+        return self._row(found) if found else None
+
+    def add(self, run_id: str, message: str, state: str) -> bool:
+        """Record a new run; False if it was already known."""
+        now = time.time()
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO runs (run_id, message, state, received_at, updated_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id) DO NOTHING", (run_id, message, state, now, now))
+            return cur.rowcount == 1
+
+    def set_state(self, run_id: str, state: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE runs SET state = ?, updated_at = ? WHERE run_id = ? AND state != 'done'",
+                             (state, time.time(), run_id))
+
+    def finish(self, run_id: str, result: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE runs SET state = 'done', result = ?, acked = 0, updated_at = ? WHERE run_id = ?",
+                             (result, time.time(), run_id))
+
+    def ack(self, run_id: str) -> bool:
+        with self._lock:
+            cur = self._db.execute("UPDATE runs SET acked = 1, updated_at = ? WHERE run_id = ? AND state = 'done'",
+                                   (time.time(), run_id))
+            return cur.rowcount == 1
+
+    def unacked_results(self) -> list[tuple[str, str]]:
+        with self._lock:
+            cur = self._db.execute("SELECT run_id, result FROM runs WHERE state = 'done' AND acked = 0"
+                                   " ORDER BY updated_at")
+            return [(r[0], r[1]) for r in cur.fetchall()]
+
+    def unfinished(self) -> list[LedgerRow]:
+        with self._lock:
+            cur = self._db.execute("SELECT run_id, message, state, result, acked FROM runs WHERE state != 'done'"
+                                   " ORDER BY received_at")
+            return [self._row(r) for r in cur.fetchall()]
+
+    def prune(self, now: float | None = None) -> int:
+        cutoff = (now or time.time()) - KEEP_DONE_S
+        with self._lock:
+            cur = self._db.execute("DELETE FROM runs WHERE state = 'done' AND acked = 1 AND updated_at < ?",
+                                   (cutoff,))
+            return cur.rowcount

@@ -1,0 +1,115 @@
+"""Maintenance-task messages and the signed-script rule (pure, no I/O).
+
+Flow: the server sends ``task.run``; the agent checks it (catalog, params, grant, window,
+script signature), runs it or refuses it, and answers ``task.result`` — repeated after
+reconnects until the server answers ``task.result.ack``. ``task.cancel`` stops a waiting or
+running task.
+
+A script runs only if the org's grant key signed :func:`script_signing_bytes` — the hash of
+the script *and* its parameters — so a compromised server cannot change either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+
+from . import limits
+from .grants import SignedGrant
+from .messages import Id, Message, ShortStr
+
+#: Largest script the agent accepts (bytes of UTF-8 text).
+MAX_SCRIPT_BYTES = 256 * 1024
+#: Largest output cap a task may ask for, per stream.
+MAX_OUTPUT_CAP = 512 * 1024
+DEFAULT_OUTPUT_CAP = 64 * 1024
+MAX_TIMEOUT_S = 24 * 3600
+DEFAULT_TIMEOUT_S = 1800
+
+#: The agent's built-in catalog (the agent is the authority; the server checks names early).
+ACTIONS: tuple[str, ...] = ("diagnostics", "restart_service", "clear_temp", "updates", "reboot", "script")
+
+ActionName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z_]+$")]
+Status = Literal["succeeded", "failed", "timed_out", "refused", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "timed_out", "refused", "cancelled"})
+Output = Annotated[str, msgspec.Meta(max_length=MAX_OUTPUT_CAP)]
+Script = Annotated[str, msgspec.Meta(max_length=MAX_SCRIPT_BYTES * 4)]  # the byte limit is checked by the agent
+Signature = Annotated[str, msgspec.Meta(max_length=200)]
+
+_SCRIPT_DOMAIN = b"helpline-script-v1\n"
+_params_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def canonical_params(params: dict[str, Any]) -> bytes:
+    """Sorted-key compact JSON of the parameters (what is signed)."""
+    return _params_encoder.encode(params)
+
+
+def script_sha256(script: str) -> str:
+    return hashlib.sha256(script.encode()).hexdigest()
+
+
+def script_signing_bytes(script: str, params: dict[str, Any]) -> bytes:
+    """The exact bytes the grant key signs for a script: domain, sha256(script), canonical params."""
+    return _SCRIPT_DOMAIN + script_sha256(script).encode() + b"\n" + canonical_params(params)
+
+
+class TaskRun(Message, frozen=True, tag="task.run"):
+    """Run one task on this device under a grant (the agent re-checks everything)."""
+
+    sender: ClassVar[str] = "server"
+    task_id: Id
+    run_id: Id
+    action: ActionName
+    grant_id: ShortStr
+    technician: ShortStr
+    params: Annotated[dict[str, Any], msgspec.Meta(max_length=limits.MAX_SMALL_LIST)] = {}
+    role: ShortStr = ""
+    #: The signed grant itself, when the server has it (the agent verifies it with its pinned key).
+    grant: SignedGrant | None = None
+    script: Script | None = None
+    script_signature: Signature | None = None
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)] = DEFAULT_TIMEOUT_S
+    output_cap: Annotated[int, msgspec.Meta(ge=0, le=MAX_OUTPUT_CAP)] = DEFAULT_OUTPUT_CAP
+
+
+class TaskResult(Message, frozen=True, tag="task.result"):
+    """Outcome of one run; re-sent until acknowledged."""
+
+    sender: ClassVar[str] = "agent"
+    run_id: Id
+    status: Status
+    ended_at: float
+    exit_code: int | None = None
+    stdout: Output = ""
+    stderr: Output = ""
+    truncated: bool = False
+    started_at: float | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=limits.MAX_TEXT)] = ""
+    #: Action-specific facts (bundle path and size, bytes freed, updates found).
+    details: Annotated[dict[str, Any], msgspec.Meta(max_length=limits.MAX_SMALL_LIST)] = {}
+
+
+class TaskResultAck(Message, frozen=True, tag="task.result.ack"):
+    """The server stored the result; the agent may forget it."""
+
+    sender: ClassVar[str] = "server"
+    run_id: Id
+
+
+class TaskCancel(Message, frozen=True, tag="task.cancel"):
+    """Stop a waiting or running task (its process tree is killed)."""
+
+    sender: ClassVar[str] = "server"
+    run_id: Id
+    reason: ShortStr = ""
+
+
+class TaskWaiting(Message, frozen=True, tag="task.waiting"):
+    """The agent accepted the task but holds it until the grant's window opens."""
+
+    sender: ClassVar[str] = "agent"
+    run_id: Id
+    reason: ShortStr

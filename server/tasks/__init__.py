@@ -1,0 +1,1 @@
+"""Maintenance tasks on the server: store, schedules (cron in device time), rollouts, API."""

@@ -1,0 +1,145 @@
+"""REST API for tasks: list/create, one task with its runs, per-device history, rollouts, cancel, approve.
+
+Every route checks RUN_TASKS on the device group concerned through ``require``; listings
+only show groups where the caller holds it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from aiohttp import web
+
+from protocol.grants import SignedGrant
+
+from .. import devices
+from ..agent_channel import SERVER_KEY
+from ..auth.middleware import principal_of, require
+from ..auth.rights import Right
+from ..http_util import json_error
+from . import store
+
+if TYPE_CHECKING:
+    from ..app import HelplineServer
+
+
+def approval_threshold(server: HelplineServer) -> int:
+    """Runs on more devices than this need a second admin (``task_approval_threshold`` in config)."""
+    return int(getattr(server.config, "task_approval_threshold", store.DEFAULT_APPROVAL_THRESHOLD))
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    server: HelplineServer = request.app[SERVER_KEY]
+    principal = principal_of(request)
+    groups = principal.groups_with(Right.RUN_TASKS)
+    if groups is not None and not groups:
+        require(request, Right.RUN_TASKS)
+    rows = await store.list_tasks(server.db, groups=groups)
+    return web.json_response({"tasks": [store.describe_task(r) for r in rows]})
+
+
+async def get_task(request: web.Request) -> web.Response:
+    server: HelplineServer = request.app[SERVER_KEY]
+    task = await store.get_task(server.db, request.match_info["task_id"])
+    if task is None:
+        return json_error(404, "not_found", "no such task")
+    require(request, Right.RUN_TASKS, task["group_name"])
+    runs = await store.runs_of_task(server.db, task["id"])
+    rollouts = await store.rollouts_of_task(server.db, task["id"])
+    return web.json_response({"task": store.describe_task(task), "runs": [store.describe_run(r) for r in runs],
+                              "rollouts": [r["id"] for r in rollouts]})
+
+
+async def device_tasks(request: web.Request) -> web.Response:
+    server: HelplineServer = request.app[SERVER_KEY]
+    device = await devices.get(server.db, request.match_info["device_id"])
+    if device is None:
+        return json_error(404, "not_found", "no such device")
+    require(request, Right.RUN_TASKS, device["group_name"])
+    runs = await store.runs_of_device(server.db, device["id"])
+    return web.json_response({"device_id": device["id"], "runs": [store.describe_run(r) for r in runs]})
+
+
+async def get_rollout(request: web.Request) -> web.Response:
+    server: HelplineServer = request.app[SERVER_KEY]
+    rollout = await store.get_rollout(server.db, request.match_info["rollout_id"])
+    if rollout is None:
+        return json_error(404, "not_found", "no such rollout")
+    task = await store.get_task(server.db, rollout["task_id"])
+    require(request, Right.RUN_TASKS, task["group_name"] if task else None)
+    runs = await server.db.fetchall("SELECT * FROM task_runs WHERE rollout_id = ? ORDER BY wave, id",
+                                    (rollout["id"],))
+    return web.json_response({"rollout": store.describe_rollout(rollout, runs)})
+
+
+def _spec(body: dict[str, Any], technician: str, role: str) -> store.TaskSpec:
+    grant = body.get("grant")
+    return store.TaskSpec(
+        action=str(body["action"]), grant_id=str(body["grant_id"]), technician=technician, role=role,
+        params=dict(body.get("params", {})), script=body.get("script"), script_signature=body.get("script_signature"),
+        device=body.get("device"), group=body.get("group"), cron=body.get("cron"), run_at=body.get("run_at"),
+        window_s=float(body.get("window_s", 3600)), jitter_s=float(body.get("jitter_s", 0)),
+        offline_policy=body.get("offline_policy", "next"), wave_percent=body.get("wave_percent"),
+        failure_threshold=float(body.get("failure_threshold", 0.2)), timeout_s=float(body.get("timeout_s", 1800)),
+        output_cap=int(body.get("output_cap", 65536)),
+        grant=msgspec.convert(grant, SignedGrant) if grant else None)
+
+
+async def create_task(request: web.Request) -> web.Response:
+    server: HelplineServer = request.app[SERVER_KEY]
+    principal = principal_of(request)
+    try:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise ValueError("body must be a JSON object")
+        spec = _spec(body, principal.username, principal.role)
+    except (ValueError, KeyError, TypeError, msgspec.ValidationError) as exc:
+        return json_error(400, "bad_request", f"invalid task request: {exc}")
+    group = spec.group
+    if spec.device is not None:
+        device = await devices.get(server.db, spec.device)
+        if device is None:
+            return json_error(404, "not_found", "no such device")
+        group = device["group_name"]
+    require(request, Right.RUN_TASKS, group)
+    try:
+        row = await store.create_task(server.db, spec, actor=principal.username,
+                                      approval_threshold=approval_threshold(server))
+    except store.TaskError as exc:
+        return json_error(400, exc.code, exc.message)
+    return web.json_response({"task": store.describe_task(row)}, status=201)
+
+
+async def cancel_task(request: web.Request) -> web.Response:
+    server: HelplineServer = request.app[SERVER_KEY]
+    task = await store.get_task(server.db, request.match_info["task_id"])
+    if task is None:
+        return json_error(404, "not_found", "no such task")
+    principal = require(request, Right.RUN_TASKS, task["group_name"])
+    cancelled = await store.cancel_task(server.db, task["id"], actor=principal.username)
+    return web.json_response({"task_id": task["id"], "runs_cancelled": cancelled})
+
+
+async def approve_task(request: web.Request) -> web.Response:
+    server: HelplineServer = request.app[SERVER_KEY]
+    task = await store.get_task(server.db, request.match_info["task_id"])
+    if task is None:
+        return json_error(404, "not_found", "no such task")
+    principal = require(request, Right.RUN_TASKS | Right.ADMINISTER, task["group_name"])
+    try:
+        row = await store.approve_task(server.db, task["id"], approver=principal.username)
+    except store.TaskError as exc:
+        return json_error(409, exc.code, exc.message)
+    return web.json_response({"task": store.describe_task(row)})
+
+
+def setup_routes(server: HelplineServer) -> None:
+    router = server.console_app.router
+    router.add_get("/api/v1/tasks", list_tasks)
+    router.add_post("/api/v1/tasks", create_task)
+    router.add_get("/api/v1/tasks/{task_id}", get_task)
+    router.add_post("/api/v1/tasks/{task_id}/cancel", cancel_task)
+    router.add_post("/api/v1/tasks/{task_id}/approve", approve_task)
+    router.add_get("/api/v1/devices/{device_id}/tasks", device_tasks)
+    router.add_get("/api/v1/rollouts/{rollout_id}", get_rollout)

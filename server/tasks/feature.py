@@ -1,0 +1,120 @@
+"""Server feature: maintenance tasks — agent handlers, the scheduler loop, the REST API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from protocol.tasks import TaskCancel, TaskResult, TaskResultAck, TaskWaiting
+
+from . import api, lifecycle
+from .store import TASK_CANCELLED, TASK_CHANGED, get_task, runs_of_task, task_run_message
+
+if TYPE_CHECKING:
+    from ..agent_channel import AgentConnection
+    from ..app import HelplineServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskScheduler:
+    """Delivers due runs to connected agents and moves runs through their lifecycle."""
+
+    server: HelplineServer
+    tick_s: float = 1.0
+    rng: random.Random = field(default_factory=random.Random)
+    clock: Any = time.time
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def deliver(self, conn: AgentConnection, *, resend: bool = False) -> int:
+        db, now, sent = self.server.db, self.clock(), 0
+        if resend:
+            for task, run in await lifecycle.delivered_runs(db, conn.device_id):
+                if task["status"] == "cancelled":
+                    await conn.send(TaskCancel(run_id=run["id"], reason="task cancelled"))
+                else:
+                    await conn.send(task_run_message(task, run))
+        for task, run in await lifecycle.due_runs(db, conn.device_id, now):
+            await conn.send(task_run_message(task, run))
+            await lifecycle.mark_sent(db, run["id"], now)
+            sent += 1
+        return sent
+
+    async def tick(self) -> None:
+        db, now = self.server.db, self.clock()
+        await lifecycle.fire_schedules(db, now, self.rng)
+        await lifecycle.expire_undelivered(db, now, self.rng)
+        await lifecycle.advance_rollouts(db, now)
+        for device_id in self.server.connections.device_ids():
+            conn = self.server.connections.get(device_id)
+            if conn is not None:
+                try:
+                    await self.deliver(conn)
+                except (ConnectionError, RuntimeError) as exc:
+                    log.warning("could not deliver tasks", extra={"device_id": device_id, "error": str(exc)})
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("task scheduler tick failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=self.tick_s)
+            self.wake.clear()
+
+
+_SCHEDULERS: weakref.WeakKeyDictionary[HelplineServer, TaskScheduler] = weakref.WeakKeyDictionary()
+
+
+def scheduler_of(server: HelplineServer) -> TaskScheduler:
+    return _SCHEDULERS[server]
+
+
+def setup(server: HelplineServer) -> None:
+    scheduler = TaskScheduler(server)
+    _SCHEDULERS[server] = scheduler
+
+    async def on_result(conn: AgentConnection, message: TaskResult) -> None:
+        run = await lifecycle.record_result(server.db, conn.device_id, message)
+        await conn.send(TaskResultAck(run_id=message.run_id))
+        if run is not None and run["rollout_id"]:
+            scheduler.wake.set()
+
+    async def on_waiting(conn: AgentConnection, message: TaskWaiting) -> None:
+        await lifecycle.mark_waiting(server.db, conn.device_id, message.run_id, message.reason)
+
+    async def on_ready(conn: AgentConnection) -> None:
+        await scheduler.deliver(conn, resend=True)
+
+    async def on_changed(_task_id: str, _payload: dict[str, Any]) -> None:
+        scheduler.wake.set()
+
+    async def on_cancelled(task_id: str, _payload: dict[str, Any]) -> None:
+        task = await get_task(server.db, task_id)
+        for run in await runs_of_task(server.db, task_id):
+            conn = server.connections.get(run["device_id"])
+            if run["status"] in ("sent", "waiting") and conn is not None:
+                await conn.send(TaskCancel(run_id=run["id"], reason=f"task {task_id} cancelled"))
+        log.info("task cancelled", extra={"task_id": task_id, "found": task is not None})
+
+    server.agent_handlers.register(TaskResult, on_result)
+    server.agent_handlers.register(TaskWaiting, on_waiting)
+    server.on_agent_ready.append(on_ready)
+    server.background.append(scheduler.run)
+    server.background.append(lambda: _subscribe(server, on_changed, on_cancelled))
+    api.setup_routes(server)
+
+
+async def _subscribe(server: HelplineServer, on_changed: Any, on_cancelled: Any) -> None:
+    """The event watcher exists only once the server started; hook in then."""
+    if server.watcher is not None:
+        server.watcher.on(TASK_CHANGED, on_changed)
+        server.watcher.on(TASK_CANCELLED, on_cancelled)
