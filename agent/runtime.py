@@ -15,7 +15,9 @@ from .state import AgentState
 log = logging.getLogger(__name__)
 
 #: Feature modules, each with ``setup(client: AgentClient) -> None``.
-FEATURES: list[str] = []
+FEATURES: list[str] = [
+    "agent.tasks.feature",
+]
 
 EXIT_REVOKED = 3
 

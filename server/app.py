@@ -51,6 +51,7 @@ def _shrink_tls_buffers() -> None:
 FEATURES: list[str] = [
     "server.enroll_api",
     "server.renewal",
+    "server.tasks.feature",
     "server.accounts",
     "server.console_api",
     "server.console_static",
