@@ -31,7 +31,7 @@ from .grants import SignedGrant
 from .messages import Id, Message, ShortStr
 
 Mode = Literal["view", "control"]
-AnsweredBy = Literal["user", "grant", "policy", "timeout"]
+AnsweredBy = Literal["user", "grant", "policy", "timeout", "unavailable"]
 EndedBy = Literal["technician", "user", "agent", "server"]
 
 #: How long the device user has to answer the consent prompt (the agent's policy may shorten it).

@@ -51,6 +51,8 @@ def _shrink_tls_buffers() -> None:
 FEATURES: list[str] = [
     "server.enroll_api",
     "server.renewal",
+    "server.sessions",
+    "server.grants",
     "server.tasks.feature",
     "server.accounts",
     "server.console_api",

@@ -1,0 +1,50 @@
+"""A scripted :class:`~agent.consent.ui.ConsentUI` for tests that do not exercise Tk."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from .ui import IndicatorInfo, Mode, PromptAnswer, PromptRequest
+
+
+class ScriptedIndicator:
+    def __init__(self, info: IndicatorInfo) -> None:
+        self.info = info
+        self.mode: Mode = info.mode
+        self.ended = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    def press_end(self) -> None:
+        """What the user's click on *End session* does."""
+        self.ended.set()
+
+    async def set_mode(self, mode: Mode) -> None:
+        self.mode = mode
+
+    async def close(self) -> None:
+        self.closed.set()
+
+
+class ScriptedConsentUI:
+    """Answers prompts from a queue of booleans (empty queue = the user never answers)."""
+
+    def __init__(self, answers: list[bool] | None = None) -> None:
+        self.answers: deque[bool] = deque(answers or [])
+        self.requests: list[PromptRequest] = []
+        self.indicators: list[ScriptedIndicator] = []
+        self.indicator_shown = asyncio.Event()
+
+    async def prompt(self, request: PromptRequest) -> PromptAnswer:
+        self.requests.append(request)
+        if not self.answers:
+            await asyncio.sleep(request.timeout_s)  # nobody answers: the prompt's own timeout
+            return PromptAnswer(False, "timeout", "no answer")
+        allowed = self.answers.popleft()
+        return PromptAnswer(allowed, "user", "allowed" if allowed else "denied by the user")
+
+    async def indicator(self, info: IndicatorInfo) -> ScriptedIndicator:
+        indicator = ScriptedIndicator(info)
+        self.indicators.append(indicator)
+        self.indicator_shown.set()
+        return indicator

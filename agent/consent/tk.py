@@ -1,0 +1,159 @@
+"""The real consent UI: each prompt/indicator is a Tk child process (see :mod:`.tk_app`).
+
+A child process per window keeps Tk off the agent's threads, survives a crash of the
+window, and lets the agent kill a prompt the moment its deadline passes. No display, or
+a display that refuses the connection, is a refusal with that reason — never an
+implicit Allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from .ui import ConsentUnavailable, IndicatorInfo, Mode, PromptAnswer, PromptRequest
+
+log = logging.getLogger(__name__)
+
+#: Grace on top of the prompt's own timeout before the child is killed and the answer is Deny.
+KILL_GRACE_S = 2.0
+START_TIMEOUT_S = 10.0
+
+
+class _Child:
+    """One Tk child process speaking JSON lines."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, kind: str, display: str, spec: dict[str, Any]) -> _Child:
+        env = {**os.environ, "DISPLAY": display}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent.consent.tk_app", kind,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            env=env,
+        )
+        child = cls(proc)
+        await child.write(spec)
+        return child
+
+    async def write(self, data: dict[str, Any]) -> None:
+        if self.proc.stdin is None or self.proc.stdin.is_closing():
+            return
+        self.proc.stdin.write((json.dumps(data) + "\n").encode())
+        try:
+            await self.proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            log.info("consent window already gone: %s", exc)
+
+    async def read_event(self) -> dict[str, Any] | None:
+        """Next JSON event from the child, or None at EOF."""
+        assert self.proc.stdout is not None
+        while True:
+            line = await self.proc.stdout.readline()
+            if not line:
+                return None
+            try:
+                event = json.loads(line)
+            except ValueError:
+                log.warning("consent window printed garbage: %r", line[:200])
+                continue
+            if isinstance(event, dict):
+                return event
+
+    async def stop(self) -> None:
+        """Close stdin, then terminate/kill by PID and reap."""
+        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 2.0)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                await self.proc.wait()
+
+
+class TkIndicator:
+    def __init__(self, child: _Child) -> None:
+        self._child = child
+        self.ended = asyncio.Event()
+        self._reader = asyncio.create_task(self._read(), name="consent-indicator")
+
+    async def _read(self) -> None:
+        while True:
+            event = await self._child.read_event()
+            if event is None:
+                if self._child.proc.returncode not in (None, 0, -15):
+                    log.warning("session indicator exited unexpectedly; ending the session")
+                # The indicator vanished (killed, crashed, window closed): the user must see
+                # a running session, so no indicator means no session.
+                self.ended.set()
+                return
+            if event.get("event") == "end":
+                self.ended.set()
+
+    async def set_mode(self, mode: Mode) -> None:
+        await self._child.write({"cmd": "mode", "mode": mode})
+
+    async def close(self) -> None:
+        await self._child.write({"cmd": "close"})
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        await self._child.stop()
+
+
+class TkConsentUI:
+    """Prompts and indicators on X display ``display`` (default ``$DISPLAY``)."""
+
+    def __init__(self, display: str | None = None) -> None:
+        self.display = display if display is not None else os.environ.get("DISPLAY")
+
+    async def prompt(self, request: PromptRequest) -> PromptAnswer:
+        if not self.display:
+            return PromptAnswer(False, "unavailable", "no display: nobody is logged in to ask")
+        child = await _Child.start("prompt", self.display, asdict(request))
+        try:
+            async with asyncio.timeout(request.timeout_s + START_TIMEOUT_S + KILL_GRACE_S):
+                while True:
+                    event = await child.read_event()
+                    if event is None:
+                        return PromptAnswer(False, "unavailable", "the consent prompt could not be shown")
+                    kind = event.get("event")
+                    if kind == "error":
+                        return PromptAnswer(False, "unavailable", str(event.get("message", "display unavailable")))
+                    if kind == "answer":
+                        allowed = event.get("allowed") is True
+                        if event.get("by") == "timeout":
+                            return PromptAnswer(False, "timeout", "no answer to the consent prompt")
+                        return PromptAnswer(allowed, "user", "allowed by the user" if allowed
+                                            else "denied by the user")
+        except TimeoutError:
+            return PromptAnswer(False, "timeout", "no answer to the consent prompt")
+        finally:
+            await child.stop()
+
+    async def indicator(self, info: IndicatorInfo) -> TkIndicator:
+        if not self.display:
+            raise ConsentUnavailable("no display to show the session indicator on")
+        child = await _Child.start("indicator", self.display, asdict(info))
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                event = await child.read_event()
+        except TimeoutError:
+            event = None
+        if event is None or event.get("event") != "ready":
+            await child.stop()
+            message = event.get("message") if event else "the session indicator did not start"
+            raise ConsentUnavailable(str(message))
+        return TkIndicator(child)

@@ -1,0 +1,66 @@
+"""The consent seam: what the session code needs from a prompt and an indicator.
+
+:class:`ConsentUI` has two verbs — ask the device user (:meth:`ConsentUI.prompt`) and
+show the running-session indicator (:meth:`ConsentUI.indicator`). The real one is
+:class:`agent.consent.tk.TkConsentUI` (a Tk subprocess per window); tests may swap in
+:class:`agent.consent.scripted.ScriptedConsentUI`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Mode = Literal["view", "control"]
+AnswerBy = Literal["user", "timeout", "unavailable"]
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    """What the user is asked: who, view or control, why, and how long they have."""
+
+    technician: str
+    mode: Mode
+    reason: str
+    timeout_s: float
+    #: Extra line, e.g. "control was asked for; this device's policy allows view only".
+    note: str = ""
+    #: True when asking again to upgrade a running session to control.
+    upgrade: bool = False
+
+
+@dataclass(frozen=True)
+class PromptAnswer:
+    allowed: bool
+    by: AnswerBy
+    reason: str
+
+
+@dataclass(frozen=True)
+class IndicatorInfo:
+    technician: str
+    mode: Mode
+    unattended: bool = False
+
+
+class Indicator(Protocol):
+    """A visible, always-on-top sign that a session runs; ``ended`` is set by its End button."""
+
+    ended: asyncio.Event
+
+    async def set_mode(self, mode: Mode) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class ConsentUI(Protocol):
+    async def prompt(self, request: PromptRequest) -> PromptAnswer:
+        """Ask the user; never raises: unavailability is an answer (a refusal with a reason)."""
+
+    async def indicator(self, info: IndicatorInfo) -> Indicator:
+        """Show the indicator; raises :class:`ConsentUnavailable` when it cannot be shown."""
+
+
+class ConsentUnavailable(Exception):
+    """No display to show the prompt/indicator on (nobody logged in, X not reachable)."""

@@ -1,0 +1,381 @@
+"""Remote sessions on the agent: consent or grant, then the tunnel, then the screen.
+
+The agent, not the server, decides. For each ``session.offer`` it applies, in order:
+the device admin's local policy (:mod:`agent.policy`), the grant (verified locally by
+:class:`~agent.grants.GrantBook`) when the offer is unattended, and the user's answer on
+the consent prompt. Only after an Allow does it open the tunnel
+``wss://…/agent/tunnel/{session_id}`` (mTLS with the device certificate plus the
+single-use tunnel token) and run the screen session in exactly the consented mode. While
+it runs, the indicator stays on screen; the session ends on *End session*, on the
+technician's or server's ``session.end``, when the tunnel closes, when its grant is
+revoked or its window/validity ends. Every end is reported with ``session.end``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from certs.grants import GrantSignatureError
+from protocol.grants import Grant
+from protocol.session import (
+    TUNNEL_TOKEN_HEADER,
+    AnsweredBy,
+    EndReason,
+    GrantPush,
+    GrantRevoke,
+    Mode,
+    SessionAnswer,
+    SessionEnd,
+    SessionMachine,
+    SessionMode,
+    SessionOffer,
+)
+from protocol.stream import MAX_PAYLOAD
+
+from .consent import ConsentUI, ConsentUnavailable, Indicator, IndicatorInfo, PromptRequest
+from .consent.tk import TkConsentUI
+from .control_client import AgentClient
+from .grants import GrantBook
+from .policy import LocalPolicy
+
+log = logging.getLogger(__name__)
+
+#: How long the agent waits for the tunnel websocket to open.
+TUNNEL_OPEN_TIMEOUT_S = 15.0
+
+
+@dataclass
+class Decision:
+    accepted: bool
+    by: AnsweredBy
+    reason: str
+    mode: Mode | None = None
+    grant: Grant | None = None
+
+
+@dataclass
+class RunningSession:
+    offer: SessionOffer
+    mode: Mode
+    grant: Grant | None
+    machine: SessionMachine
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    end_reason: str = ""
+    ended_by: str = ""
+    upgrade_to: Mode | None = None
+    end_reported: bool = False
+
+    def request_end(self, reason: str, by: str) -> None:
+        if not self.end_reason:
+            self.end_reason, self.ended_by = reason, by
+        self.wake.set()
+
+
+class AgentSessions:
+    """Per-agent session manager; its seams (UI, clocks, display, runner) are attributes tests may swap."""
+
+    def __init__(self, client: AgentClient) -> None:
+        self.client = client
+        self.display: str | None = os.environ.get("DISPLAY")
+        self.ui: ConsentUI | None = None
+        self.wall: Callable[[], float] = time.time
+        self.local_now: Callable[[], datetime] = datetime.now
+        self.screen_kwargs: dict[str, Any] = {}
+        self.running: dict[str, RunningSession] = {}
+        self.pending: dict[str, asyncio.Task[None]] = {}
+        #: Bytes the agent sent on each session's tunnel (tests check denied sessions send none).
+        self.tunnel_bytes: dict[str, int] = {}
+        self.finished: dict[str, str] = {}
+        self._refused: dict[str, int] = {}
+        self._book: GrantBook | None = None
+
+    # --- seams --------------------------------------------------------------------------
+
+    def consent_ui(self) -> ConsentUI:
+        return self.ui if self.ui is not None else TkConsentUI(self.display)
+
+    def policy(self) -> LocalPolicy:
+        return LocalPolicy.load(self.client.config.policy_file)
+
+    @property
+    def book(self) -> GrantBook:
+        if self._book is None:
+            state = self.client.state
+            self._book = GrantBook.for_state(state.directory, state.device_id, state.grant_pub_path)
+        return self._book
+
+    def group(self) -> str:
+        return str(self.client.state.load_info().get("group", ""))
+
+    # --- message handlers ---------------------------------------------------------------
+
+    async def on_offer(self, client: AgentClient, offer: SessionOffer) -> None:
+        if offer.session_id in self.pending or offer.session_id in self.running:
+            log.warning("duplicate session offer ignored", extra={"session_id": offer.session_id})
+            return
+        task = asyncio.ensure_future(self._handle_offer(offer))
+        self.pending[offer.session_id] = task
+        task.add_done_callback(lambda _t: self.pending.pop(offer.session_id, None))
+        client.spawn(task)
+
+    async def on_end(self, client: AgentClient, message: SessionEnd) -> None:
+        running = self.running.get(message.session_id)
+        if running is not None:
+            running.request_end(message.reason, message.by)
+            return
+        task = self.pending.get(message.session_id)
+        if task is not None:
+            log.info("session withdrawn before it started", extra={"session_id": message.session_id})
+            task.cancel()
+
+    async def on_mode(self, client: AgentClient, message: SessionMode) -> None:
+        running = self.running.get(message.session_id)
+        if running is None:
+            return
+        client.spawn(self._handle_upgrade(running, message))
+
+    async def on_grant_push(self, client: AgentClient, message: GrantPush) -> None:
+        for grant_id in message.revoked:
+            self.book.revoke(grant_id)
+        for signed in message.grants:
+            try:
+                grant = self.book.add(signed)
+            except GrantSignatureError as exc:
+                log.error("refused a pushed grant: %s", exc)
+                continue
+            log.info("grant stored", extra={"grant_id": grant.grant_id})
+        self._end_revoked()
+
+    async def on_grant_revoke(self, client: AgentClient, message: GrantRevoke) -> None:
+        self.book.revoke(message.grant_id)
+        log.info("grant revoked", extra={"grant_id": message.grant_id})
+        self._end_revoked()
+
+    def _end_revoked(self) -> None:
+        for running in self.running.values():
+            if running.grant is not None and running.grant.grant_id in self.book.revoked:
+                running.request_end(EndReason.GRANT_REVOKED.value, "server")
+
+    # --- decision -----------------------------------------------------------------------
+
+    async def decide(self, offer: SessionOffer, policy: LocalPolicy) -> Decision:
+        """Local policy first, then the grant (if unattended), then the user."""
+        if policy.broken:
+            return Decision(False, "policy", f"local policy unusable: {policy.broken}")
+        mode: Mode = offer.mode
+        note = ""
+        if mode == "control" and not policy.allow_control:
+            mode, note = "view", "Control was requested, but this device's policy allows viewing only."
+        grant: Grant | None = None
+        if offer.grant_id is not None:
+            if not policy.allow_unattended:
+                return Decision(False, "policy", "unattended access is forbidden by this device's policy")
+            match = self.book.match(mode, offer.technician_user, offer.technician_role, self.group(), self.wall(),
+                                    self.local_now(), grant_id=offer.grant_id)
+            if not match.decision.allowed:
+                return Decision(False, "grant", f"grant refused: {match.decision.reason}")
+            grant = match.grant
+            if not policy.require_prompt:
+                return Decision(True, "grant", match.decision.reason, mode, grant)
+        answer = await self.consent_ui().prompt(PromptRequest(
+            technician=offer.technician, mode=mode, reason=offer.reason, timeout_s=policy.prompt_timeout_s,
+            note=note))
+        if not answer.allowed:
+            return Decision(False, answer.by, answer.reason)
+        return Decision(True, "user", answer.reason, mode, grant)
+
+    async def _handle_offer(self, offer: SessionOffer) -> None:
+        policy = self.policy()
+        machine = SessionMachine(offer.session_id, offer.mode, created_at=self.wall(),
+                                 consent_timeout_s=policy.prompt_timeout_s)
+        machine.offer(self.wall())
+        try:
+            decision = await self.decide(offer, policy)
+        except Exception as exc:
+            log.exception("deciding on a session offer failed", extra={"session_id": offer.session_id})
+            decision = Decision(False, "policy", f"agent error: {type(exc).__name__}")
+        machine.answer(accepted=decision.accepted, mode_granted=decision.mode, by=decision.by, now=self.wall())
+        log.info("session answer", extra={"session_id": offer.session_id, "accepted": decision.accepted,
+                                          "by": decision.by, "reason": decision.reason})
+        await self.client.send(SessionAnswer(session_id=offer.session_id, accepted=decision.accepted,
+                                             mode_granted=decision.mode, by=decision.by,
+                                             reason=decision.reason[:256]))
+        if not decision.accepted or decision.mode is None:
+            self.finished[offer.session_id] = decision.reason
+            return
+        running = RunningSession(offer, decision.mode, decision.grant, machine)
+        self.running[offer.session_id] = running
+        try:
+            await self._stream(running)
+        finally:
+            self.running.pop(offer.session_id, None)
+            self.finished[offer.session_id] = running.end_reason
+            if not running.end_reported:
+                await self._report_end(running)
+
+    async def _report_end(self, running: RunningSession) -> None:
+        """Tell the server why (before the tunnel closes, so the reason is the user's, not "tunnel closed")."""
+        running.end_reported = True
+        session_id = running.offer.session_id
+        try:
+            await self.client.send(SessionEnd(session_id=session_id, reason=running.end_reason[:256],
+                                              by="user" if running.ended_by == "user" else "agent",
+                                              refused_inputs=self._refused.pop(session_id, 0),
+                                              bytes_sent=self.tunnel_bytes.get(session_id, 0)))
+        except ConnectionError as exc:
+            log.info("could not report the session end: %s", exc, extra={"session_id": session_id})
+
+    # --- streaming ----------------------------------------------------------------------
+
+    def tunnel_url(self, session_id: str) -> str:
+        parts = urlsplit(self.client.state.agent_url)
+        return urlunsplit((parts.scheme, parts.netloc, f"/agent/tunnel/{session_id}", "", ""))
+
+    async def _open_tunnel(self, offer: SessionOffer) -> ClientConnection:
+        return await connect(
+            self.tunnel_url(offer.session_id), ssl=self.client.ssl_context(),
+            additional_headers={TUNNEL_TOKEN_HEADER: offer.tunnel_token}, compression=None,
+            max_size=MAX_PAYLOAD + 64, open_timeout=TUNNEL_OPEN_TIMEOUT_S, close_timeout=1, ping_interval=20,
+        )
+
+    async def _show_indicator(self, running: RunningSession) -> Indicator | None:
+        info = IndicatorInfo(technician=running.offer.technician, mode=running.mode,
+                             unattended=running.grant is not None)
+        try:
+            return await self.consent_ui().indicator(info)
+        except ConsentUnavailable as exc:
+            if running.grant is None:
+                # Attended sessions must be visible: no indicator, no session.
+                running.request_end(f"session indicator unavailable: {exc}", "agent")
+            else:
+                log.info("no indicator for unattended session: %s", exc)
+            return None
+
+    async def _stream(self, running: RunningSession) -> None:
+        from .screen.session import run_screen_session
+
+        offer = running.offer
+        try:
+            ws = await self._open_tunnel(offer)
+        except Exception as exc:
+            log.warning("could not open the session tunnel", extra={"session_id": offer.session_id,
+                                                                   "error": f"{type(exc).__name__}: {exc}"})
+            running.request_end(f"tunnel could not be opened: {type(exc).__name__}", "agent")
+            return
+        counted = _CountingTunnel(ws)
+        running.machine.start(self.wall())
+        indicator = await self._show_indicator(running)
+        deadline = self._grant_deadline(running)
+        try:
+            while not running.end_reason:
+                inner_stop = asyncio.Event()
+                screen = asyncio.ensure_future(run_screen_session(
+                    counted, mode=running.mode, display=self.display, stop=inner_stop, **self.screen_kwargs))
+                waits: set[asyncio.Future[Any]] = {screen, asyncio.ensure_future(running.wake.wait())}
+                if indicator is not None:
+                    waits.add(asyncio.ensure_future(indicator.ended.wait()))
+                if deadline is not None:
+                    waits.add(asyncio.ensure_future(asyncio.sleep(max(0.0, deadline[0] - self.wall()))))
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waits - {screen}:
+                    waiter.cancel()
+                running.wake.clear()
+                if indicator is not None and indicator.ended.is_set():
+                    running.request_end(EndReason.USER.value, "user")
+                elif deadline is not None and self.wall() >= deadline[0]:
+                    running.request_end(deadline[1], "agent")
+                elif screen.done():
+                    running.request_end(EndReason.TUNNEL_CLOSED.value, "technician")
+                inner_stop.set()
+                stats = await screen
+                self._refused[offer.session_id] = self._refused.get(offer.session_id, 0) + stats.refused_inputs
+                if running.upgrade_to is not None and not running.end_reason:
+                    running.mode, running.upgrade_to = running.upgrade_to, None
+                    if indicator is not None:
+                        await indicator.set_mode(running.mode)
+        finally:
+            self.tunnel_bytes[offer.session_id] = counted.bytes_sent
+            if running.ended_by in ("user", "agent"):
+                await self._report_end(running)
+            await ws.close(1000, running.end_reason[:120] or "session ended")
+            running.machine.end(running.end_reason, running.ended_by, self.wall())
+            if indicator is not None:
+                await indicator.close()
+            log.info("session ended", extra={"session_id": offer.session_id, "reason": running.end_reason})
+
+    def _grant_deadline(self, running: RunningSession) -> tuple[float, str] | None:
+        grant = running.grant
+        if grant is None:
+            return None
+        now = self.wall()
+        end = GrantBook.ends_at(grant, now, self.local_now())
+        reason = EndReason.GRANT_EXPIRED.value if end >= grant.not_after else EndReason.GRANT_WINDOW.value
+        return end, reason
+
+    async def _handle_upgrade(self, running: RunningSession, message: SessionMode) -> None:
+        policy = self.policy()
+        accepted, reason = False, "already in this mode"
+        by: AnsweredBy = "policy"
+        if message.mode == running.mode:
+            accepted, by = True, "policy"
+        elif not policy.allow_control:
+            reason = "control is forbidden by this device's policy"
+        elif running.grant is not None and not policy.require_prompt:
+            match = self.book.match("control", running.offer.technician_user, running.offer.technician_role,
+                                    self.group(), self.wall(), self.local_now(), grant_id=running.grant.grant_id)
+            accepted, by, reason = match.decision.allowed, "grant", match.decision.reason
+        else:
+            answer = await self.consent_ui().prompt(PromptRequest(
+                technician=running.offer.technician, mode=message.mode, reason=message.reason,
+                timeout_s=policy.prompt_timeout_s, upgrade=True))
+            accepted, by, reason = answer.allowed, answer.by, answer.reason
+        if accepted and message.mode != running.mode and not running.end_reason:
+            running.upgrade_to = message.mode
+            running.wake.set()
+        await self.client.send(SessionAnswer(session_id=running.offer.session_id, accepted=accepted,
+                                             mode_granted=message.mode if accepted else running.mode,
+                                             by=by, reason=reason[:256]))
+
+
+class _CountingTunnel:
+    """The tunnel as the screen session sees it, counting every byte that leaves the agent."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.bytes_sent = 0
+
+    async def send(self, data: str | bytes, /) -> None:
+        self.bytes_sent += len(data)
+        await self.ws.send(data)
+
+    async def recv(self) -> str | bytes:
+        return await self.ws.recv()
+
+
+_managers: weakref.WeakKeyDictionary[AgentClient, AgentSessions] = weakref.WeakKeyDictionary()
+
+
+def manager_of(client: AgentClient) -> AgentSessions:
+    """The session manager :func:`setup` attached to ``client``."""
+    return _managers[client]
+
+
+def setup(client: AgentClient) -> None:
+    manager = AgentSessions(client)
+    _managers[client] = manager
+    client.register(SessionOffer, manager.on_offer)
+    client.register(SessionEnd, manager.on_end)
+    client.register(SessionMode, manager.on_mode)
+    client.register(GrantPush, manager.on_grant_push)
+    client.register(GrantRevoke, manager.on_grant_revoke)

@@ -1,0 +1,190 @@
+"""The relay: pairs a technician's stream websocket with the agent's tunnel and pipes both ways.
+
+Each side's handler runs :meth:`Relay.serve`: a reader that puts the side's messages in a
+bounded queue (a full queue makes the reader wait, which pushes back on that peer's TCP
+connection) and a writer that drains the other side's queue. Screen data is never decoded:
+messages are forwarded as opaque text/binary frames (text from the technician is only
+glanced at, to audit input attempts on view-only sessions). When either side ends, both
+are closed. Optionally every message is appended to a per-session recording file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import queue
+import struct
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Literal
+
+from aiohttp import WSMsgType, web
+
+from protocol.session import EndReason
+
+from .settings import SessionSettings
+
+log = logging.getLogger(__name__)
+
+Side = Literal["technician", "agent"]
+Item = tuple[bool, str | bytes] | None  # (is_binary, data); None = stop
+#: Recording record header: seconds since start, direction (0 agent→technician, 1 back), binary flag, length.
+RECORD_HEADER = struct.Struct(">dBBI")
+
+
+class Recorder:
+    """Appends messages to a file from a writer thread (never blocks the event loop on disk)."""
+
+    def __init__(self, path: Path, metadata: dict[str, object]) -> None:
+        self.path = path
+        self.metadata = metadata
+        self.started = time.monotonic()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=256)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name=f"recorder-{path.stem}", daemon=True)
+        self._thread.start()
+
+    def add(self, direction: int, binary: bool, data: str | bytes) -> None:
+        payload = data if isinstance(data, bytes) else data.encode()
+        header = RECORD_HEADER.pack(time.monotonic() - self.started, direction, int(binary), len(payload))
+        try:
+            self._queue.put_nowait(header + payload)
+        except queue.Full:
+            log.warning("recording %s falls behind; message dropped from the recording", self.path.name)
+
+    def _run(self) -> None:
+        with self.path.open("ab") as out:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                out.write(item)
+
+    async def close(self, extra: dict[str, object]) -> None:
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join, 5)
+        meta = {**self.metadata, **extra, "format": "hlrec1: >dBBI header (t, dir, binary, len) + payload"}
+        await asyncio.to_thread(self.path.with_suffix(".json").write_text, json.dumps(meta, indent=1))
+
+
+class Relay:
+    def __init__(self, session_id: str, settings: SessionSettings, *, view_only: Callable[[], bool],
+                 on_input_refused: Callable[[], None], on_end: Callable[[str, str], Awaitable[object]],
+                 recorder: Recorder | None = None) -> None:
+        self.session_id = session_id
+        self.settings = settings
+        self.view_only = view_only
+        self.on_input_refused = on_input_refused
+        self.on_end = on_end
+        self.recorder = recorder
+        self.recording_path = recorder.path if recorder else None
+        self.queues: dict[Side, asyncio.Queue[Item]] = {
+            "technician": asyncio.Queue(settings.relay_queue_messages),  # from the technician
+            "agent": asyncio.Queue(settings.relay_queue_messages),  # from the agent
+        }
+        self.sockets: dict[Side, web.WebSocketResponse] = {}
+        self.paired = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self.bytes_to_technician = 0
+        self.bytes_to_agent = 0
+
+    def attached(self, side: Side) -> bool:
+        return side in self.sockets
+
+    async def serve(self, side: Side, ws: web.WebSocketResponse) -> None:
+        """Pipe this side until either side ends; then close this side's websocket."""
+        self.sockets[side] = ws
+        if len(self.sockets) == 2:
+            self.paired.set()
+        other: Side = "agent" if side == "technician" else "technician"
+        tasks = {
+            asyncio.ensure_future(self._read(side, ws)): "read",
+            asyncio.ensure_future(self._write(ws, self.queues[other])): "write",
+            asyncio.ensure_future(self.closed.wait()): "closed",
+            asyncio.ensure_future(self._pair_deadline()): "unpaired",
+        }
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            what = {tasks[t] for t in done}
+            if "closed" not in what:
+                if "unpaired" in what:
+                    reason, by = "the other side never connected", "server"
+                elif side == "technician":
+                    reason, by = EndReason.TECHNICIAN_GONE.value, "technician"
+                else:
+                    reason, by = EndReason.TUNNEL_CLOSED.value, "agent"
+                await self.on_end(reason, by)
+                await self.close(reason)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await ws.close(code=1000, message=(self.close_reason or "session ended").encode()[:120])
+
+    async def _pair_deadline(self) -> None:
+        try:
+            await asyncio.wait_for(self.paired.wait(), self.settings.pair_timeout_s)
+        except TimeoutError:
+            return
+        await asyncio.Future()  # paired: never fires
+
+    async def _read(self, side: Side, ws: web.WebSocketResponse) -> None:
+        inbox = self.queues[side]
+        direction = 1 if side == "technician" else 0
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                data: str | bytes = msg.data
+                binary = True
+            elif msg.type == WSMsgType.TEXT:
+                data, binary = msg.data, False
+                if side == "technician" and self.view_only() and _is_input(msg.data):
+                    self.on_input_refused()
+            else:
+                return
+            if side == "agent":
+                self.bytes_to_technician += len(data)
+            else:
+                self.bytes_to_agent += len(data)
+            if self.recorder is not None:
+                self.recorder.add(direction, binary, data)
+            await inbox.put((binary, data))
+
+    @staticmethod
+    async def _write(ws: web.WebSocketResponse, outbox: asyncio.Queue[Item]) -> None:
+        while True:
+            item = await outbox.get()
+            if item is None:
+                return
+            binary, data = item
+            if binary:
+                assert isinstance(data, bytes)
+                await ws.send_bytes(data)
+            else:
+                assert isinstance(data, str)
+                await ws.send_str(data)
+
+    async def close(self, reason: str) -> None:
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.closed.set()
+        if self.recorder is not None:
+            await self.recorder.close({"ended_reason": reason, "bytes_to_technician": self.bytes_to_technician,
+                                       "bytes_to_agent": self.bytes_to_agent, "ended_at": time.time()})
+
+
+def _is_input(text: str) -> bool:
+    """Is this technician text message an input event? (A glance at its type; never screen data.)"""
+    if len(text) > 4096:
+        return False
+    try:
+        kind = json.loads(text).get("type", "")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(kind, str) and kind.startswith("input.")

@@ -1,0 +1,28 @@
+"""Session settings: read from the server config when it has them, else these defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class SessionSettings:
+    #: Record every tunnel stream to ``recordings_dir/{session_id}.hlrec`` (+ ``.json`` metadata).
+    record: bool = False
+    recordings_dir: Path = Path("recordings")
+    #: Messages buffered per direction in the relay before the reader waits (backpressure).
+    relay_queue_messages: int = 16
+    #: Largest tunnel message the relay accepts (a screen update is at most 8 MiB).
+    max_message_bytes: int = 8 * 1024 * 1024 + 64
+    #: A consented session's other side must arrive within this many seconds.
+    pair_timeout_s: float = 60.0
+
+    @classmethod
+    def from_config(cls, config: Any) -> SessionSettings:
+        data_dir = Path(getattr(config, "data_dir", "."))
+        return cls(
+            record=bool(getattr(config, "session_recording", False)),
+            recordings_dir=Path(getattr(config, "recordings_dir", None) or data_dir / "recordings"),
+        )

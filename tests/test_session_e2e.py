@@ -1,0 +1,154 @@
+"""Attended sessions end to end: real TLS, real Xvfb, the real Tk prompt clicked with xdotool."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from agent.config import AgentConfig
+from agent.consent.tk_app import ALLOW_BG, DENY_BG, END_BG, INDICATOR_TITLE, PROMPT_TITLE
+from agent.sessions import manager_of
+from server.sessions import SESSIONS
+from tests.harness import enroll_agent, running_agent, running_server, wait_until
+from tests.test_session_helpers import (
+    api,
+    audit_actions,
+    click_colour,
+    configure_agent,
+    install_test_auth,
+    viewer_for,
+    wait_for_audit,
+    wait_window,
+    write_policy,
+    xdotool,
+)
+from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
+
+
+def _config(tmp_path: Path, **policy: object) -> AgentConfig:
+    policy_file = write_policy(tmp_path / "policy.toml", **policy) if policy else None
+    return AgentConfig(state_dir=tmp_path / "agent", backoff_cap_s=1.0, policy_file=policy_file)
+
+
+async def _request(server, device_id: str, mode: str, user: str = "ann") -> str:  # type: ignore[no-untyped-def]
+    status, body = await api(server, "POST", f"/api/v1/devices/{device_id}/sessions", user,
+                             {"mode": mode, "reason": "printer setup"})
+    assert status == 201, body
+    assert body["state"] == "offered"
+    return str(body["session_id"])
+
+
+async def test_denied_consent_sends_no_screen_byte(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """The user clicks Deny: the session ends as denied and not one byte crosses the tunnel or reaches the viewer."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "agent", group="lab")
+        async with running_agent(state, _config(tmp_path), setup=configure_agent(xvfb.display)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _request(server, state.device_id, "control")
+            async with viewer_for(server, sid) as viewer:
+                await click_colour(xvfb.display, DENY_BG)
+                await asyncio.wait_for(viewer.closed.wait(), 10)
+            assert viewer.stats.bytes_received == 0 and viewer.stats.updates == 0
+            assert manager_of(agent.client).tunnel_bytes.get(sid, 0) == 0
+            status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
+            assert status == 200 and body["state"] == "ended" and body["answered_by"] == "user"
+            assert body["bytes_to_technician"] == 0 and body["started_at"] is None
+            actions = await audit_actions(server, state.device_id)
+            assert [
+                a for a in actions if a.startswith("session.")] == ["session.requested", "session.offered", "session.denied", "session.ended"]
+
+
+async def test_unanswered_prompt_times_out_to_deny(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """Nobody answers within the policy's 2 s: Deny by timeout, prompt gone, no screen byte sent."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "agent")
+        config = _config(tmp_path, prompt_timeout_s=2)
+        async with running_agent(state, config, setup=configure_agent(xvfb.display)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _request(server, state.device_id, "view")
+            async with viewer_for(server, sid) as viewer:
+                await wait_window(xvfb.display, PROMPT_TITLE)
+                started = time.monotonic()
+                await asyncio.wait_for(viewer.closed.wait(), 10)
+                assert time.monotonic() - started < 4.0
+            await wait_window(xvfb.display, PROMPT_TITLE, present=False)
+            assert viewer.stats.bytes_received == 0
+            assert manager_of(agent.client).tunnel_bytes.get(sid, 0) == 0
+            _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
+            assert body["answered_by"] == "timeout" and body["end_reason"] == "no answer to the consent prompt"
+            await wait_for_audit(server, "session.timed_out")
+
+
+async def test_view_only_session_refuses_input_and_audits_it(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """Allow on a view request: the screen streams, but a click from the viewer is refused, not injected, and audited."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "agent")
+        async with running_agent(state, _config(tmp_path), setup=configure_agent(xvfb.display)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _request(server, state.device_id, "view")
+            async with viewer_for(server, sid) as viewer:
+                await click_colour(xvfb.display, ALLOW_BG)
+                await viewer.wait_for_updates(1, 15)
+                before = xdotool(xvfb.display, "getmouselocation")
+                await viewer.click(7, 9)
+                await viewer.wait_for(lambda v: any(e.code == "view_only" for e in v.stats.errors), 10)
+                assert xdotool(xvfb.display, "getmouselocation") == before
+            await wait_for_audit(server, "session.input_refused")
+            await wait_until(lambda: sid not in server.console_app[SESSIONS].live, what="session ended")
+            _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
+            assert body["mode"] == "view" and body["bytes_to_technician"] > 0
+            assert body["end_reason"] == "technician disconnected"
+            await wait_until(lambda: agent.client and not manager_of(agent.client).running, what="agent side ended")
+
+
+async def test_end_session_on_indicator_closes_tunnel_within_a_second(tmp_path: Path,
+                                                                       xvfb: XvfbHandle) -> None:  # noqa: F811
+    """Clicking End session on the always-on-top indicator closes the technician's stream in under 1 s."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "agent")
+        async with running_agent(state, _config(tmp_path), setup=configure_agent(xvfb.display)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _request(server, state.device_id, "control")
+            async with viewer_for(server, sid) as viewer:
+                await click_colour(xvfb.display, ALLOW_BG)
+                await viewer.wait_for_updates(1, 15)
+                await wait_window(xvfb.display, INDICATOR_TITLE)
+                clicked = await click_colour(xvfb.display, END_BG)
+                await asyncio.wait_for(viewer.closed.wait(), 5)
+                elapsed = time.monotonic() - clicked
+            assert elapsed < 1.0, f"tunnel closed {elapsed:.2f}s after End session"
+            await wait_window(xvfb.display, INDICATOR_TITLE, present=False)
+            await wait_until(lambda: sid not in server.console_app[SESSIONS].live, what="session ended")
+            _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
+            assert body["end_reason"] == "device user ended the session" and body["ended_by"] == "user"
+            actions = await audit_actions(server, state.device_id)
+            assert "session.control_enabled" in actions and "session.started" in actions
+            print(f"End session → tunnel closed in {elapsed * 1000:.0f} ms")
+
+
+async def test_local_policy_forbidding_control_wins(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """The server asks for control; the device policy forbids it: the user is asked for view only and input is refused."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "agent")
+        config = _config(tmp_path, allow_control=False)
+        async with running_agent(state, config, setup=configure_agent(xvfb.display)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _request(server, state.device_id, "control")
+            async with viewer_for(server, sid) as viewer:
+                await click_colour(xvfb.display, ALLOW_BG)
+                await viewer.wait_for_updates(1, 15)
+                _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
+                assert body["requested_mode"] == "control" and body["mode"] == "view"
+                await viewer.press_key("KeyA")
+                await viewer.wait_for(lambda v: any(e.code == "view_only" for e in v.stats.errors), 10)
+                status, _ = await api(server, "POST", f"/api/v1/sessions/{sid}/mode", "ann", {"mode": "control"})
+                assert status == 202
+                await wait_for_audit(server, "session.mode_refused")
+            actions = await audit_actions(server, state.device_id)
+            assert "session.control_enabled" not in actions

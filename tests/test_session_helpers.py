@@ -1,0 +1,161 @@
+"""Shared helpers for session, relay and grant tests (plus checks of the helpers themselves).
+
+A test authenticator maps the ``X-Test-User`` header to a fixed principal; the console
+stream is opened with the reference :class:`~agent.viewer.Viewer` and a correct Origin.
+The Tk consent windows are answered like a user would: find the coloured button on the
+screen (mss) and click it (xdotool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import mss
+import numpy as np
+from aiohttp import web
+
+from agent.consent.ui import ConsentUI
+from agent.control_client import AgentClient
+from agent.sessions import manager_of
+from agent.viewer import Viewer
+from certs import tls
+from server import audit
+from server.app import HelplineServer
+from server.auth.middleware import AUTHENTICATORS
+from server.auth.rights import ANY_GROUP, ROLE_RIGHTS, Principal, Right
+from tests.harness import console_url, wait_until
+
+PRINCIPALS: dict[str, Principal] = {
+    "ann": Principal("u1", "ann", "technician", {ANY_GROUP: ROLE_RIGHTS["technician"]}),
+    "vic": Principal("u2", "vic", "viewer", {ANY_GROUP: Right.VIEW_INVENTORY | Right.REMOTE_VIEW}),
+    "bob": Principal("u3", "bob", "technician", {"other": ROLE_RIGHTS["technician"]}),
+    "root": Principal("u4", "root", "admin", {ANY_GROUP: ROLE_RIGHTS["admin"]}),
+    "eve": Principal("u5", "eve", "admin", {ANY_GROUP: ROLE_RIGHTS["admin"]}),
+}
+
+
+def install_test_auth(server: HelplineServer) -> None:
+    async def authenticate(request: web.Request) -> Principal | None:
+        return PRINCIPALS.get(request.headers.get("X-Test-User", ""))
+
+    server.console_app[AUTHENTICATORS].append(authenticate)
+
+
+async def api(server: HelplineServer, method: str, path: str, user: str, body: Any = None) -> tuple[int, Any]:
+    ctx = tls.agent_client_context(server.pki.ca_pem, None, None)
+    async with aiohttp.ClientSession() as http, http.request(
+        method, console_url(server) + path, json=body, ssl=ctx, headers={"X-Test-User": user}
+    ) as response:
+        return response.status, await response.json(content_type=None)
+
+
+def viewer_for(server: HelplineServer, session_id: str, user: str = "ann", origin: str | None = None) -> Viewer:
+    url = f"wss://localhost:{server.console_port}/api/v1/sessions/{session_id}/stream"
+    ctx = tls.agent_client_context(server.pki.ca_pem, None, None)
+    return Viewer(url, ssl_context=ctx, headers={"Origin": origin or console_url(server), "X-Test-User": user})
+
+
+def configure_agent(display: str | None, ui: ConsentUI | None = None,
+                    **screen: Any) -> Callable[[AgentClient], None]:
+    """A running_agent setup hook: sessions on ``display`` with the given consent UI (None = real Tk)."""
+
+    def setup(client: AgentClient) -> None:
+        manager = manager_of(client)
+        manager.display = display
+        manager.ui = ui
+        manager.screen_kwargs = dict(screen)
+
+    return setup
+
+
+def write_policy(path: Path, **values: Any) -> Path:
+    lines = [f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def audit_actions(server: HelplineServer, target: str | None = None) -> list[str]:
+    rows = await audit.recent(server.db, limit=500, target=target)
+    return [r["action"] for r in reversed(rows)]
+
+
+async def wait_for_audit(server: HelplineServer, action: str, timeout: float = 10.0) -> dict[str, Any]:
+    found: list[dict[str, Any]] = []
+
+    async def present() -> bool:
+        rows = await audit.recent(server.db, limit=50, action=action)
+        found[:] = rows
+        return bool(rows)
+
+    await wait_until(present, timeout=timeout, what=f"audit record {action}")
+    return found[0]
+
+
+# --- acting like the device user ---------------------------------------------------------
+
+
+def find_colour(display: str, colour: str) -> tuple[int, int] | None:
+    """Centre of the on-screen pixels of exactly ``colour`` (#rrggbb), or None."""
+    r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    with mss.MSS(display=display) as grabber:
+        shot = grabber.grab(grabber.monitors[0])
+    pixels = np.frombuffer(shot.raw, dtype=np.uint8).reshape(shot.height, shot.width, 4)
+    mask = (pixels[:, :, 2] == r) & (pixels[:, :, 1] == g) & (pixels[:, :, 0] == b)
+    ys, xs = np.nonzero(mask)
+    if len(xs) < 50:
+        return None
+    return int((xs.min() + xs.max()) // 2), int((ys.min() + ys.max()) // 2)
+
+
+def xdotool(display: str, *args: str) -> str:
+    result = subprocess.run(["xdotool", *args], env={**os.environ, "DISPLAY": display}, capture_output=True,
+                            timeout=10, check=True, text=True)
+    return result.stdout
+
+
+async def click_colour(display: str, colour: str, timeout: float = 10.0) -> float:
+    """Wait until a button of ``colour`` is on screen, click it; return the click's monotonic time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        spot = await asyncio.to_thread(find_colour, display, colour)
+        if spot is not None:
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {colour} button appeared on {display} within {timeout}s")
+        await asyncio.sleep(0.05)
+    clicked = time.monotonic()
+    await asyncio.to_thread(xdotool, display, "mousemove", "--sync", str(spot[0]), str(spot[1]), "click", "1")
+    return clicked
+
+
+async def wait_window(display: str, title: str, *, present: bool = True, timeout: float = 10.0) -> None:
+    def visible() -> bool:
+        result = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", title],
+                                env={**os.environ, "DISPLAY": display}, capture_output=True, timeout=10,
+                                check=False)
+        return (result.returncode == 0 and bool(result.stdout.strip())) == present
+
+    async def check() -> bool:
+        return await asyncio.to_thread(visible)
+
+    await wait_until(check, timeout=timeout, interval=0.05, what=f"window {title!r} present={present}")
+
+
+def test_find_colour_is_none_on_an_empty_screen(xvfb: Any) -> None:
+    """The button finder does not invent buttons on a black screen."""
+    assert find_colour(xvfb.display, "#1b7f3a") is None
+
+
+def test_policy_writer_round_trips(tmp_path: Path) -> None:
+    """write_policy produces a file LocalPolicy reads back."""
+    from agent.policy import LocalPolicy
+
+    policy = LocalPolicy.load(write_policy(tmp_path / "p.toml", allow_control=False, prompt_timeout_s=2))
+    assert not policy.allow_control and policy.prompt_timeout_s == 2 and not policy.broken
