@@ -18,10 +18,12 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -221,21 +223,25 @@ async def typing(url: str, cpu: CpuMeter, seconds: float, xvfb: XvfbHandle) -> R
 
 
 async def motion(url: str, cpu: CpuMeter, seconds: float, xvfb: XvfbHandle, name: str, vf: str) -> Result:
-    argv = ["ffplay", "-f", "lavfi", "-i", vf, "-fs", "-an", "-loglevel", "quiet", "-noborder",
+    argv = ["ffplay", "-f", "lavfi", "-i", vf, "-fs", "-an", "-loglevel", "error", "-stats", "-noborder",
             "-x", str(WIDTH), "-y", str(HEIGHT), "-left", "0", "-top", "0"]
-    with spawn(argv, env={**xvfb.env(), "SDL_AUDIODRIVER": "dummy"}, stdin=subprocess.DEVNULL) as player:
+    log = tempfile.NamedTemporaryFile(prefix="ffplay-", suffix=".log")  # noqa: SIM115 - closed below
+    with log, spawn(argv, env={**xvfb.env(), "SDL_AUDIODRIVER": "dummy"}, stdin=subprocess.DEVNULL,
+                    stderr=log) as player:
         async with connect(url) as viewer:
             await viewer.wait_for(lambda v: v.stats.updates >= 5, timeout=15)
             await asyncio.sleep(1.0)  # warm-up: quality adaptation settles
             rtts: list[float] = []
             cpu.start()
             t0 = time.monotonic()
+            drops0 = ffplay_drops(log.name)
             u0, b0 = viewer.stats.updates, viewer.stats.bytes_received
             while time.monotonic() - t0 < seconds:
                 await asyncio.sleep(0.5)
                 if viewer.agent_stats is not None:
                     rtts.append(viewer.agent_stats.rtt_ms)
             elapsed = time.monotonic() - t0
+            source_fps = 30 - (ffplay_drops(log.name) - drops0) / elapsed
             ups = (viewer.stats.updates - u0) / elapsed
             bps = (viewer.stats.bytes_received - b0) / elapsed
             agent_cpu = cpu.percent()
@@ -251,6 +257,7 @@ async def motion(url: str, cpu: CpuMeter, seconds: float, xvfb: XvfbHandle, name
             os.kill(player.pid, signal.SIGCONT)
             half = max(1, len(rtts) // 2)
             return Result(name, {
+                "source_fps": source_fps,
                 "updates_per_s": ups,
                 "bytes_per_s": bps,
                 "agent_cpu_pct": agent_cpu,
@@ -260,6 +267,13 @@ async def motion(url: str, cpu: CpuMeter, seconds: float, xvfb: XvfbHandle, name
                 "lossless_done_after_stop_ms": 1000 * (settled - stopped),
                 "exact_after_refresh": float(exact),
             })
+
+
+def ffplay_drops(path: str) -> int:
+    """Frames ffplay dropped so far (its -stats line: ``fd=N``), to tell a slow source from a slow agent."""
+    text = Path(path).read_bytes().decode(errors="replace")
+    found = re.findall(r"fd=\s*(\d+)", text)
+    return int(found[-1]) if found else 0
 
 
 def grab(display: str) -> np.ndarray:
