@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: How long the agent waits for the tunnel websocket to open.
 TUNNEL_OPEN_TIMEOUT_S = 15.0
+#: After reporting an end, how long the agent lets the server close the tunnel first.
+REPORT_GRACE_S = 0.5
 
 
 @dataclass
@@ -308,6 +310,11 @@ class AgentSessions:
             self.tunnel_bytes[offer.session_id] = counted.bytes_sent
             if running.ended_by in ("user", "agent"):
                 await self._report_end(running)
+                # Let the server close the tunnel in answer, so it records our reason, not "tunnel closed".
+                try:
+                    await asyncio.wait_for(ws.wait_closed(), REPORT_GRACE_S)
+                except TimeoutError:
+                    log.info("server did not close the tunnel after session.end; closing it")
             await ws.close(1000, running.end_reason[:120] or "session ended")
             running.machine.end(running.end_reason, running.ended_by, self.wall())
             if indicator is not None:

@@ -6,7 +6,7 @@ import argparse
 import importlib
 
 #: Modules with ``register_admin(subparsers)``; each adds one area (``admin token …``).
-ADMIN_COMMANDS = ["admin_token", "admin_device", "admin_audit", "admin_user"]
+ADMIN_COMMANDS = ["admin_token", "admin_device", "admin_audit", "admin_user", "admin_grant"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

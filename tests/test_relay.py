@@ -1,0 +1,133 @@
+"""The relay and tunnel: token rules, pairing, disconnects both ways, recording, access checks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from agent.consent.scripted import ScriptedConsentUI
+from agent.sessions import manager_of
+from certs import tls
+from protocol.session import TUNNEL_TOKEN_HEADER
+from server.sessions import SESSIONS
+from tests.harness import enroll_agent, running_agent, running_server, wait_until
+from tests.test_session_helpers import api, configure_agent, install_test_auth, viewer_for, wait_for_audit
+from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
+
+
+async def _streaming(server, state, agent, mode: str = "view"):  # type: ignore[no-untyped-def]
+    status, body = await api(server, "POST", f"/api/v1/devices/{state.device_id}/sessions", "ann", {"mode": mode})
+    assert status == 201, body
+    return body["session_id"]
+
+
+async def test_replayed_and_foreign_tunnel_tokens_are_refused(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """The token of a running session is refused for a second tunnel and for another device's certificate."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "a")
+        other = await enroll_agent(server, tmp_path / "b")
+        ui = ScriptedConsentUI([True])
+        async with running_agent(state, setup=configure_agent(xvfb.display, ui)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _streaming(server, state, agent)
+            async with viewer_for(server, sid) as viewer:
+                await viewer.wait_for_updates(1, 15)
+                token = manager_of(agent.client).running[sid].offer.tunnel_token
+                url = f"wss://localhost:{server.agent_port}/agent/tunnel/{sid}"
+                for who, code in ((other, "foreign_token"), (state, "token_used")):
+                    ctx = tls.agent_client_context(who.ca_path, who.cert_path, who.key_path)
+                    with pytest.raises(InvalidStatus) as refused:
+                        await connect(url, ssl=ctx, additional_headers={TUNNEL_TOKEN_HEADER: token})
+                    assert refused.value.response.status_code == 403
+                    assert json.loads(refused.value.response.body)["error"]["code"] == code
+                ctx = tls.agent_client_context(state.ca_path, state.cert_path, state.key_path)
+                with pytest.raises(InvalidStatus):
+                    await connect(url, ssl=ctx, additional_headers={TUNNEL_TOKEN_HEADER: "x" * 43})
+                assert not viewer.closed.is_set()
+            record = await wait_for_audit(server, "session.tunnel_refused")
+            assert record["target"] == sid
+
+
+async def test_technician_disconnect_ends_the_agent_side(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """Closing the viewer ends the agent's screen session and tunnel, and the session records why."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "a")
+        async with running_agent(state, setup=configure_agent(xvfb.display, ScriptedConsentUI([True]))) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _streaming(server, state, agent)
+            sessions = manager_of(agent.client)
+            async with viewer_for(server, sid) as viewer:
+                await viewer.wait_for_updates(1, 15)
+                assert sid in sessions.running
+                assert not viewer._ws.protocol.extensions  # no permessage-deflate on tunnels
+            await wait_until(lambda: sid not in sessions.running, timeout=5, what="agent side ended")
+            assert sessions.finished[sid] in ("technician disconnected", "tunnel closed")
+            _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
+            assert body["state"] == "ended" and body["end_reason"] == "technician disconnected"
+
+
+async def test_agent_disconnect_ends_the_technician_side(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """Stopping the agent mid-session closes the technician's stream."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "a")
+        async with running_agent(state, setup=configure_agent(xvfb.display, ScriptedConsentUI([True]))) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _streaming(server, state, agent)
+            async with viewer_for(server, sid) as viewer:
+                await viewer.wait_for_updates(1, 15)
+                await agent.stop()
+                await asyncio.wait_for(viewer.closed.wait(), 5)
+            await wait_until(lambda: sid not in server.console_app[SESSIONS].live, what="session ended on server")
+
+
+async def test_user_end_via_indicator_closes_technician_and_recording_is_written(
+        tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """The indicator's End closes the technician's stream; with recording on, the stream and metadata are on disk."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        manager = server.console_app[SESSIONS]
+        manager.settings.record = True
+        manager.settings.recordings_dir = tmp_path / "rec"
+        state = await enroll_agent(server, tmp_path / "a")
+        ui = ScriptedConsentUI([True])
+        async with running_agent(state, setup=configure_agent(xvfb.display, ui)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _streaming(server, state, agent, "control")
+            async with viewer_for(server, sid) as viewer:
+                await viewer.wait_for_updates(1, 15)
+                await asyncio.wait_for(ui.indicator_shown.wait(), 5)
+                ui.indicators[0].press_end()
+                await asyncio.wait_for(viewer.closed.wait(), 2)
+            await wait_until(lambda: (tmp_path / "rec" / f"{sid}.json").exists(), what="recording metadata")
+            meta = json.loads((tmp_path / "rec" / f"{sid}.json").read_text())
+            assert meta["session_id"] == sid and meta["ended_reason"] == "device user ended the session"
+            assert (tmp_path / "rec" / f"{sid}.hlrec").stat().st_size >= meta["bytes_to_technician"] > 0
+
+
+async def test_stream_access_rules(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """Bad Origin, another technician, a user without rights on the group, and viewers without control rights are refused."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "a", group="lab")
+        async with running_agent(state, setup=configure_agent(xvfb.display, ScriptedConsentUI([]))) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            path = f"/api/v1/devices/{state.device_id}/sessions"
+            assert (await api(server, "POST", path, "bob", {"mode": "view"}))[0] == 403
+            assert (await api(server, "POST", path, "vic", {"mode": "control"}))[0] == 403
+            assert (await api(server, "POST", path, "ann", {"mode": "spy"}))[0] == 400
+            sid = await _streaming(server, state, agent)
+            for user, origin in (("ann", "https://evil.example"), ("root", None), ("bob", None)):
+                with pytest.raises(InvalidStatus) as refused:
+                    await viewer_for(server, sid, user, origin).connect()
+                assert refused.value.response.status_code == 403
+            status, body = await api(server, "POST", f"/api/v1/sessions/{sid}/end", "ann")
+            assert status == 200 and body["state"] == "ended" and body["ended_by"] == "technician"
+            await wait_until(lambda: not manager_of(agent.client).pending, what="agent withdrew the prompt")
