@@ -1,0 +1,296 @@
+"""Agent feature: report inventory and health to the CMDB without losing anything.
+
+* On every connection: send the inventory — full when the server has none, when its
+  checksums differ from the ones it last acknowledged to us, when it asks, or daily;
+  otherwise only the changed sections — then drain the health outbox in batches of at
+  most 500, waiting for each ``health.ack`` before deleting anything.
+* Always (online or not): sample health every ``health_interval_s`` into the outbox.
+
+Collection and sampling run in threads so the event loop never blocks on psutil,
+subprocesses or disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from protocol import limits
+from protocol.messages import (
+    HealthAck,
+    HealthBatch,
+    HealthGap,
+    HealthSample,
+    InventoryAck,
+    InventoryReport,
+    InventoryRequest,
+    Message,
+)
+
+from .control_client import AgentClient
+from .outbox import Outbox, max_items_for
+
+log = logging.getLogger(__name__)
+
+HEALTH = "health"
+#: Seconds to wait for an ack before sending the same batch again (the server dedups).
+ACK_TIMEOUT_S = 30.0
+M = TypeVar("M", bound=Message)
+
+_reporters: weakref.WeakKeyDictionary[AgentClient, Reporter] = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class Acked:
+    """The checksums the server last acknowledged, and when it last got a full inventory."""
+
+    checksums: dict[str, str]
+    last_full: float
+
+
+class Reporter:
+    def __init__(self, client: AgentClient) -> None:
+        self.client = client
+        config = client.config
+        client.state.directory.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(client.state.outbox_path,
+                             max_items=max_items_for(config.outbox_max_days, config.health_interval_s))
+        self.acked_path: Path = client.state.directory / "inventory_acked.json"
+        self.batch_size = limits.MAX_HEALTH_BATCH
+        self.samples_taken = 0
+        self._sampler: Any = None
+        #: The inventory source (tests may swap it; default: every collector).
+        self.collect: Callable[[], dict[str, Any]] | None = None
+        self._new_sample = asyncio.Event()
+        self._waiters: dict[str, asyncio.Future[Message]] = {}
+        self._inventory_waiter: asyncio.Future[Message] | None = None
+        self._inventory_lock = asyncio.Lock()
+        self._force_full = False
+        self._sampling: asyncio.Task[None] | None = None
+        self._sampling_stopped = False
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start_sampling(self) -> None:
+        if not self._sampling_stopped and (self._sampling is None or self._sampling.done()):
+            self._sampling = asyncio.get_running_loop().create_task(self._sample_loop())
+
+    async def stop_sampling(self) -> None:
+        """Stop sampling for good (the outbox still drains)."""
+        self._sampling_stopped = True
+        if self._sampling is not None:
+            self._sampling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampling
+
+    async def stop(self) -> None:
+        await self.stop_sampling()
+        self.outbox.close()
+
+    # --- health -------------------------------------------------------------------------------
+
+    def _sample(self, now: float) -> dict[str, Any]:
+        if self._sampler is None:
+            from .health import HealthSampler
+
+            self._sampler = HealthSampler()
+        metrics: dict[str, Any] = self._sampler.sample(now)
+        return metrics
+
+    async def sample_once(self) -> int:
+        now = time.time()
+        metrics = await asyncio.to_thread(self._sample, now)
+        seq = await asyncio.to_thread(self.outbox.add, HEALTH, metrics, now)
+        self.samples_taken += 1
+        self._new_sample.set()
+        return seq
+
+    async def _sample_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.client.config.health_interval_s
+        next_at = loop.time()
+        while True:
+            try:
+                await self.sample_once()
+            except Exception:
+                log.exception("health sample failed")
+            next_at += interval
+            if next_at < loop.time():  # fell behind (suspend, slow disk): don't burst, skip ahead
+                next_at = loop.time() + interval
+            await asyncio.sleep(next_at - loop.time())
+
+    async def flush_health(self) -> None:
+        """Send the backlog oldest first, one batch in flight; forever (cancelled with the connection)."""
+        while True:
+            self._new_sample.clear()
+            items = await asyncio.to_thread(self.outbox.pending, HEALTH, self.batch_size)
+            gaps = (await asyncio.to_thread(self.outbox.gaps, HEALTH))[:limits.MAX_HEALTH_BATCH]
+            if not items and not gaps:
+                await self._new_sample.wait()
+                continue
+            batch = HealthBatch(samples=[HealthSample(seq=i.seq, ts=i.ts, metrics=i.body) for i in items],
+                                gaps=[HealthGap(from_seq=g.from_seq, to_seq=g.to_seq, dropped=g.dropped)
+                                      for g in gaps])
+            try:
+                ack = await self._request(batch, HealthAck)
+            except TimeoutError:
+                log.warning("no health.ack in time; sending the batch again", extra={"samples": len(items)})
+                continue
+            deleted = await asyncio.to_thread(self.outbox.ack, HEALTH, ack.up_to, gaps)
+            log.debug("health batch acknowledged", extra={"up_to": ack.up_to, "deleted": deleted})
+
+    async def _request(self, message: Message, reply: type[M]) -> M:
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._waiters[message.id] = future
+        try:
+            await self.client.send(message)
+            answer = await asyncio.wait_for(future, ACK_TIMEOUT_S)
+        finally:
+            self._waiters.pop(message.id, None)
+        assert isinstance(answer, reply)
+        return answer
+
+    def on_reply(self, in_reply_to: str, message: Message) -> None:
+        future = self._waiters.get(in_reply_to)
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    # --- inventory ----------------------------------------------------------------------------
+
+    def load_acked(self) -> Acked | None:
+        try:
+            data = json.loads(self.acked_path.read_text())
+            return Acked(dict(data["checksums"]), float(data["last_full"]))
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable %s: %s", self.acked_path, exc)
+            return None
+
+    def save_acked(self, acked: Acked) -> None:
+        tmp = self.acked_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"checksums": acked.checksums, "last_full": acked.last_full}))
+        os.replace(tmp, self.acked_path)
+
+    async def build_report(self, server_checksums: dict[str, str] | None, *, on_connect: bool
+                           ) -> InventoryReport | None:
+        """The report to send now, or None when nothing changed since the last ack (periodic checks)."""
+        from .inventory import collect_inventory, compute_delta, section_checksums
+
+        inventory = await asyncio.to_thread(self.collect or collect_inventory)
+        checksums = section_checksums(inventory)
+        acked = self.load_acked()
+        due = acked is None or time.time() - acked.last_full >= self.client.config.full_inventory_interval_s
+        mismatch = on_connect and (server_checksums is None or acked is None or server_checksums != acked.checksums)
+        if self._force_full or due or mismatch or acked is None:
+            return InventoryReport(full=True, sections=inventory, checksums=checksums)
+        delta = compute_delta(inventory, acked.checksums)
+        if not delta and not on_connect and checksums == acked.checksums:
+            return None
+        return InventoryReport(full=False, sections=delta, checksums=checksums)
+
+    async def send_inventory(self, server_checksums: dict[str, str] | None = None, *, on_connect: bool = False
+                             ) -> bool:
+        """Send full/delta inventory and wait for the ack; True when the server holds our current state."""
+        async with self._inventory_lock:
+            for _attempt in range(2):
+                report = await self.build_report(server_checksums, on_connect=on_connect)
+                if report is None:
+                    return True
+                loop = asyncio.get_running_loop()
+                self._inventory_waiter = loop.create_future()
+                self._waiters[report.id] = self._inventory_waiter
+                try:
+                    await self.client.send(report)
+                    answer = await asyncio.wait_for(self._inventory_waiter, ACK_TIMEOUT_S)
+                finally:
+                    self._waiters.pop(report.id, None)
+                    self._inventory_waiter = None
+                if isinstance(answer, InventoryAck):
+                    previous = self.load_acked()
+                    last_full = time.time() if report.full else (previous.last_full if previous else 0.0)
+                    self.save_acked(Acked(dict(answer.checksums), last_full))
+                    self._force_full = False
+                    log.info("inventory acknowledged", extra={"full": report.full, "sections": len(report.sections)})
+                    return True
+                log.info("server asked for a full inventory", extra={"reason": getattr(answer, "reason", "")})
+                self._force_full = True
+            return False
+
+    async def resend_inventory(self) -> None:
+        try:
+            await self.send_inventory()
+        except (TimeoutError, ConnectionError) as exc:
+            log.warning("requested inventory not delivered: %s", exc)
+
+    def on_inventory_request(self, message: InventoryRequest) -> bool:
+        """Route a request to the report in flight; False if none (caller sends a full one)."""
+        self._force_full = True
+        if self._inventory_waiter is not None and not self._inventory_waiter.done():
+            self._inventory_waiter.set_result(message)
+            return True
+        return False
+
+    async def inventory_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.client.config.inventory_interval_s)
+            try:
+                await self.send_inventory()
+            except (TimeoutError, ConnectionError) as exc:
+                log.warning("periodic inventory not delivered: %s", exc)
+
+    # --- connection ----------------------------------------------------------------------------
+
+    async def on_ready(self, client: AgentClient) -> None:
+        """Per connection: inventory first, then the periodic check and the health drain."""
+        self.start_sampling()
+        server_checksums = client.welcome.inventory_checksums if client.welcome else None
+        try:
+            await self.send_inventory(dict(server_checksums) if server_checksums is not None else None,
+                                      on_connect=True)
+        except TimeoutError:
+            log.warning("inventory not acknowledged in time; will retry on the next check")
+        client.spawn(self.inventory_loop())
+        await self.flush_health()
+
+
+def reporter_of(client: AgentClient) -> Reporter:
+    return _reporters[client]
+
+
+def setup(client: AgentClient) -> None:
+    reporter = Reporter(client)
+    _reporters[client] = reporter
+
+    async def on_inventory_ack(_client: AgentClient, msg: InventoryAck) -> None:
+        reporter.on_reply(msg.in_reply_to, msg)
+
+    async def on_health_ack(_client: AgentClient, msg: HealthAck) -> None:
+        reporter.on_reply(msg.in_reply_to, msg)
+
+    async def on_inventory_request(c: AgentClient, msg: InventoryRequest) -> None:
+        if not reporter.on_inventory_request(msg):
+            c.spawn(reporter.resend_inventory())
+
+    client.register(InventoryAck, on_inventory_ack)
+    client.register(HealthAck, on_health_ack)
+    client.register(InventoryRequest, on_inventory_request)
+    client.on_ready.append(reporter.on_ready)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return  # no loop yet: sampling starts with the first connection
+    reporter.start_sampling()
+    owner = asyncio.current_task()
+    if owner is not None:
+        # Sampling lives as long as whoever built the client (the agent's main task).
+        owner.add_done_callback(lambda _t: reporter._sampling.cancel() if reporter._sampling else None)

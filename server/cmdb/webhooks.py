@@ -1,0 +1,71 @@
+"""Alert webhook delivery: a durable queue in ``webhook_deliveries`` with retries and backoff.
+
+Rows are written in the alert's own transaction; this loop POSTs due rows and marks them
+delivered on a 2xx, otherwise schedules the next attempt with exponential backoff (full
+jitter, capped) until ``max_attempts``. Each POST carries ``X-Helpline-Delivery`` so a
+receiver can drop a repeat if our success bookkeeping is ever lost mid-flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+import aiohttp
+
+from server.store import Database
+
+from . import settings
+
+log = logging.getLogger(__name__)
+
+
+async def deliver_due(db: Database, session: aiohttp.ClientSession, now: float | None = None) -> int:
+    """Attempt every due delivery once; return how many succeeded."""
+    now = time.time() if now is None else now
+    hook = await settings.webhook(db)
+    rows = await db.fetchall("SELECT * FROM webhook_deliveries WHERE delivered_at IS NULL AND failed_at IS NULL"
+                             " AND next_attempt_at <= ? ORDER BY id LIMIT 100", (now,))
+    delivered = 0
+    for row in rows:
+        error = ""
+        try:
+            async with session.post(row["url"], data=row["payload"],
+                                    headers={"Content-Type": "application/json",
+                                             "X-Helpline-Delivery": str(row["id"])},
+                                    timeout=aiohttp.ClientTimeout(total=float(hook["timeout_s"]))) as resp:
+                if 200 <= resp.status < 300:
+                    await db.execute("UPDATE webhook_deliveries SET delivered_at = ?, attempts = attempts + 1"
+                                     " WHERE id = ?", (time.time(), row["id"]))
+                    delivered += 1
+                    continue
+                error = f"HTTP {resp.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        attempts = row["attempts"] + 1
+        if attempts >= int(hook["max_attempts"]):
+            log.error("webhook delivery abandoned", extra={"delivery": row["id"], "attempts": attempts,
+                                                           "error": error})
+            await db.execute("UPDATE webhook_deliveries SET attempts = ?, failed_at = ?, last_error = ? WHERE id = ?",
+                             (attempts, time.time(), error[:500], row["id"]))
+            continue
+        delay = random.uniform(0, min(float(hook["backoff_cap_s"]), float(hook["backoff_s"]) * 2 ** (attempts - 1)))
+        log.warning("webhook delivery failed; will retry", extra={"delivery": row["id"], "attempt": attempts,
+                                                                  "retry_in_s": round(delay, 2), "error": error})
+        await db.execute("UPDATE webhook_deliveries SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
+                         (attempts, time.time() + delay, error[:500], row["id"]))
+    return delivered
+
+
+async def run(db_getter: object, interval: float = 0.5) -> None:
+    """Background loop; ``db_getter()`` returns the server's database (set after start)."""
+    assert callable(db_getter)
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                await deliver_due(db_getter(), session)
+            except Exception:
+                log.exception("webhook delivery pass failed")
+            await asyncio.sleep(interval)
