@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 #: Feature modules, each with ``setup(client: AgentClient) -> None``.
 FEATURES: list[str] = [
     "agent.sessions",
+    "agent.reporting",
     "agent.tasks.feature",
 ]
 

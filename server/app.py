@@ -54,6 +54,7 @@ FEATURES: list[str] = [
     "server.sessions",
     "server.grants",
     "server.tasks.feature",
+    "server.cmdb",
     "server.accounts",
     "server.console_api",
     "server.console_static",
