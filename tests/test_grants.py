@@ -1,0 +1,195 @@
+"""Unattended access: the agent's grant book, refusals, four-eyes approval, CLI, revocation mid-session."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.consent.scripted import ScriptedConsentUI
+from agent.grants import GrantBook
+from agent.policy import LocalPolicy
+from agent.sessions import manager_of
+from certs.grants import load_grant_private_key, sign_grant
+from protocol.grants import Grant, Window
+from protocol.session import GrantPush, SessionOffer
+from server.sessions import SESSIONS
+from tests.harness import enroll_agent, running_agent, running_server, wait_until
+from tests.test_session_helpers import api, configure_agent, install_test_auth, viewer_for, wait_for_audit
+from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
+
+NOW = time.time()
+
+
+def _grant(grant_id: str, **changes: object) -> Grant:
+    fields: dict[str, object] = dict(grant_id=grant_id, groups=["lab"], technicians=["ann"], actions=["view"],
+                                     not_before=NOW - 60, not_after=NOW + 3600, issuer="root", issued_at=NOW)
+    fields.update(changes)
+    return Grant(**fields)  # type: ignore[arg-type]
+
+
+def _offer(grant_id: str | None) -> SessionOffer:
+    return SessionOffer(session_id="s-test", technician="ann", technician_user="ann", technician_role="technician",
+                        mode="view", tunnel_token="t" * 43, grant_id=grant_id)
+
+
+def test_grant_book_verifies_and_persists(tmp_path: Path) -> None:
+    """A forged grant is refused; a good one is stored, re-verified on load, and dropped when tampered with."""
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    book = GrantBook(tmp_path, "dev-1", key.public_key())
+    forged = sign_grant(other, _grant("forged-0001"))
+    try:
+        book.add(forged)
+        raise AssertionError("forged grant accepted")
+    except Exception as exc:  # GrantSignatureError
+        assert "signature" in str(exc)
+    book.add(sign_grant(key, _grant("good-00001")))
+    local = datetime.now()
+    assert book.check("view", "ann", "technician", "lab", NOW, local).allowed
+    assert not book.check("control", "ann", "technician", "lab", NOW, local).allowed
+    assert GrantBook(tmp_path, "dev-1", key.public_key()).check("view", "ann", "x", "lab", NOW, local).allowed
+    data = json.loads((tmp_path / "grants.json").read_text())
+    data["grants"][0]["document"] = data["grants"][0]["document"].replace('"ann"', '"eve"')
+    (tmp_path / "grants.json").write_text(json.dumps(data))
+    assert GrantBook(tmp_path, "dev-1", key.public_key()).grants() == []
+
+
+async def test_agent_refuses_bad_grants_itself(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """Without grant, forged, expired, out-of-window, revoked, or forbidden by local policy: the agent refuses."""
+    async with running_server(tmp_path / "srv") as server:
+        state = await enroll_agent(server, tmp_path / "a", group="lab")
+        key = load_grant_private_key(server.pki.grant_key)
+        now_local = datetime.now()
+        other_day = (now_local.weekday() + 3) % 7
+        grants = {
+            "forged-0001": sign_grant(Ed25519PrivateKey.generate(), _grant("forged-0001")),
+            "expired-001": sign_grant(key, _grant("expired-001", not_before=NOW - 7200, not_after=NOW - 3600)),
+            "window-0001": sign_grant(key, _grant("window-0001",
+                                                  windows=[Window(days=[other_day], start="00:00", end="00:00")])),
+            "revoked-001": sign_grant(key, _grant("revoked-001")),
+            "good-000001": sign_grant(key, _grant("good-000001")),
+        }
+        ui = ScriptedConsentUI([])
+        async with running_agent(state, setup=configure_agent(xvfb.display, ui)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sessions = manager_of(agent.client)
+            await sessions.on_grant_push(agent.client, GrantPush(grants=list(grants.values()),
+                                                                 revoked=["revoked-001"]))
+            policy = LocalPolicy()
+            expected = {
+                None: None,  # no grant: attended → prompt (nobody answers here; checked below)
+                "missing-001": "no valid grant",
+                "forged-0001": "no valid grant",
+                "expired-001": "expired",
+                "window-0001": "outside the grant's time windows",
+                "revoked-001": "revoked",
+            }
+            for grant_id, why in expected.items():
+                if grant_id is None:
+                    continue
+                decision = await sessions.decide(_offer(grant_id), policy)
+                assert not decision.accepted and decision.by == "grant" and why in decision.reason, decision
+            assert (await sessions.decide(_offer("good-000001"), policy)).accepted
+            strict = LocalPolicy(allow_unattended=False)
+            decision = await sessions.decide(_offer("good-000001"), strict)
+            assert not decision.accepted and decision.by == "policy"
+            assert ui.requests == []  # no grant path ever prompted
+
+
+async def test_unattended_session_ends_when_grant_is_revoked(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """A grant created through the API lets a session start without a prompt; revoking it ends the session."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "a", group="lab")
+        ui = ScriptedConsentUI([])
+        async with running_agent(state, setup=configure_agent(xvfb.display, ui)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            status, grant = await api(server, "POST", "/api/v1/grants", "root", {
+                "groups": ["lab"], "technicians": ["ann"], "actions": ["view"], "duration_s": 3600,
+                "reason": "night maintenance"})
+            assert status == 201 and grant["status"] == "active", grant
+            gid = grant["grant_id"]
+            sessions = manager_of(agent.client)
+            await wait_until(lambda: sessions.book.get(gid) is not None, what="grant pushed to the agent")
+            status, body = await api(server, "POST", f"/api/v1/devices/{state.device_id}/sessions", "ann",
+                                     {"mode": "view", "reason": "patch", "grant_id": gid})
+            assert status == 201, body
+            sid = body["session_id"]
+            async with viewer_for(server, sid) as viewer:
+                await viewer.wait_for_updates(1, 15)
+                assert ui.requests == []
+                status, _ = await api(server, "POST", f"/api/v1/grants/{gid}/revoke", "root")
+                assert status == 200
+                await asyncio.wait_for(viewer.closed.wait(), 5)
+            await wait_until(lambda: gid in sessions.book.revoked, what="revocation stored by the agent")
+            await wait_until(lambda: sid not in server.console_app[SESSIONS].live, what="session ended")
+            _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
+            assert body["end_reason"] == "grant revoked" and body["answered_by"] == "grant"
+            await wait_for_audit(server, "grant.revoke")
+            # The revoked grant can no longer be used.
+            status, body = await api(server, "POST", f"/api/v1/devices/{state.device_id}/sessions", "ann",
+                                     {"mode": "view", "grant_id": gid})
+            assert status == 409 and body["error"]["code"] == "grant_unusable"
+
+
+async def test_four_eyes_approval(tmp_path: Path) -> None:
+    """With four-eyes on, a grant stays pending and unsigned until another admin approves it."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        server.config.grant_four_eyes = True  # type: ignore[attr-defined]
+        status, grant = await api(server, "POST", "/api/v1/grants", "root", {
+            "groups": ["lab"], "roles": ["technician"], "actions": ["view", "control"], "duration_s": 600,
+            "windows": [{"days": [0, 1, 2, 3, 4], "start": "22:00", "end": "06:00"}]})
+        assert status == 201 and grant["status"] == "pending"
+        gid = grant["grant_id"]
+        assert (await api(server, "POST", f"/api/v1/grants/{gid}/approve", "root"))[0] == 403
+        assert (await api(server, "POST", f"/api/v1/grants/{gid}/approve", "ann"))[0] == 403  # no approve right
+        status, approved = await api(server, "POST", f"/api/v1/grants/{gid}/approve", "eve")
+        assert status == 200 and approved["status"] == "active" and approved["approver"] == "eve"
+        status, listing = await api(server, "GET", "/api/v1/grants?status=active", "ann")
+        assert status == 200 and [g["grant_id"] for g in listing["grants"]] == [gid]
+        assert (await api(server, "GET", "/api/v1/grants", "vic"))[0] == 403
+        await wait_for_audit(server, "grant.approve")
+
+
+async def test_cli_grant_changes_reach_the_agent(tmp_path: Path) -> None:
+    """``helpline admin grant create/revoke`` in another process reach a connected agent through the live server."""
+    async with running_server(tmp_path / "srv") as server:
+        state = await enroll_agent(server, tmp_path / "a", group="lab")
+        async with running_agent(state, setup=configure_agent(None, ScriptedConsentUI([]))) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sessions = manager_of(agent.client)
+
+            async def cli(*args: str) -> str:
+                env = {**os.environ, "HELPLINE_DATABASE_URL": server.config.db_url}
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "helpline", "admin", "grant", *args, "--data", str(server.config.data_dir),
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+                out, _ = await proc.communicate()
+                assert proc.returncode == 0, out.decode()
+                return out.decode()
+
+            out = await cli("create", "--group", "lab", "--technician", "ann", "--action", "view,control",
+                            "--window", "mon-sun 00:00-00:00", "--valid", "2h")
+            gid = out.split()[0]
+            await wait_until(lambda: sessions.book.get(gid) is not None, timeout=10, what="CLI grant pushed")
+            assert "active" in await cli("list")
+            await cli("revoke", gid)
+            await wait_until(lambda: gid in sessions.book.revoked, timeout=10, what="CLI revocation pushed")
+
+
+def test_grant_window_end_is_the_session_deadline() -> None:
+    """A session under a windowed grant must end when the window closes (or at not_after, if sooner)."""
+    local = datetime(2024, 1, 1, 23, 0)  # a Monday, 23:00
+    grant = _grant("window-0002", windows=[Window(days=[0], start="22:00", end="06:00")],
+                   not_after=NOW + 86400 * 3)
+    end = GrantBook.ends_at(grant, NOW, local)
+    assert abs(end - (NOW + timedelta(hours=7).total_seconds())) < 1
+    assert GrantBook.ends_at(_grant("short-0001", not_after=NOW + 60), NOW, local) == NOW + 60
