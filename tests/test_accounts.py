@@ -11,8 +11,7 @@ import pytest
 from aiohttp import web
 
 from server import audit
-from server.accounts import admin, live, passwords, sessions, totp
-from server.accounts import LOGIN_SERVICE
+from server.accounts import LOGIN_SERVICE, admin, live, passwords, sessions, totp
 from server.accounts.ratelimit import SlidingWindow
 from server.auth.middleware import require
 from server.auth.rights import Right

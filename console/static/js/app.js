@@ -1,0 +1,121 @@
+// The console shell: hash router, top navigation, keyboard shortcuts.
+import * as api from "./api.js";
+import { clear, h, toast } from "./dom.js";
+import { can, loadMe, session } from "./state.js";
+import * as login from "./pages/login.js";
+import * as devices from "./pages/devices.js";
+import * as device from "./pages/device.js";
+import * as viewer from "./pages/viewer.js";
+import * as alerts from "./pages/alerts.js";
+import * as grants from "./pages/grants.js";
+import * as auditPage from "./pages/audit.js";
+import * as users from "./pages/users.js";
+
+const ROUTES = [
+  [/^#\/login$/, login, false],
+  [/^#\/devices$/, devices, true],
+  [/^#\/devices\/([^/]+)$/, device, true],
+  [/^#\/sessions\/([^/]+)$/, viewer, true],
+  [/^#\/alerts$/, alerts, true],
+  [/^#\/grants$/, grants, true],
+  [/^#\/audit$/, auditPage, true],
+  [/^#\/users$/, users, true],
+];
+
+const NAV = [
+  ["#/devices", "Devices", () => true],
+  ["#/alerts", "Alerts", () => true],
+  ["#/grants", "Grants", () => can("manage_grants") || can("approve_grants")],
+  ["#/audit", "Audit log", () => session.me && session.me.is_admin],
+  ["#/users", "Users & groups", () => session.me && session.me.is_admin],
+];
+
+let current = null;  // the page module showing now (may have leave())
+const main = document.getElementById("main");
+
+function renderChrome() {
+  const top = document.getElementById("topbar");
+  top.hidden = !session.me;
+  if (!session.me) return;
+  const nav = clear(document.getElementById("nav"));
+  for (const [href, label, visible] of NAV) {
+    if (!visible()) continue;
+    const active = location.hash.startsWith(href);
+    nav.append(h("a", { href, class: active ? "active" : "", "aria-current": active ? "page" : undefined }, label));
+  }
+  const who = clear(document.getElementById("whoami"));
+  who.append(h("span", { class: "user" }, session.me.user.username),
+    h("span", { class: `role role-${session.me.user.role}` }, session.me.user.role),
+    h("button", { class: "link", type: "button", onclick: logout }, "Log out"),
+    h("button", { class: "link", type: "button", title: "Keyboard shortcuts (?)",
+      onclick: () => document.getElementById("help").showModal() }, "?"));
+}
+
+async function logout() {
+  try { await api.post("/api/v1/auth/logout"); } catch (err) { toast(err.message, "error"); }
+  session.me = null;
+  api.setCsrf(null);
+  location.hash = "#/login";
+}
+
+async function route() {
+  const hash = location.hash || "#/devices";
+  if (current && current.leave) current.leave();
+  current = null;
+  for (const [pattern, page, needsLogin] of ROUTES) {
+    const m = hash.match(pattern);
+    if (!m) continue;
+    if (needsLogin && !session.me) { location.hash = "#/login"; return; }
+    if (!needsLogin && session.me && page === login) { location.hash = "#/devices"; return; }
+    renderChrome();
+    clear(main);
+    current = page;
+    try {
+      await page.show(main, ...m.slice(1).map(decodeURIComponent));
+    } catch (err) {
+      main.append(h("div", { class: "notice notice-error", role: "alert" }, err.message || String(err)));
+    }
+    return;
+  }
+  location.hash = session.me ? "#/devices" : "#/login";
+}
+
+// --- keyboard shortcuts -------------------------------------------------------------------
+let pendingG = 0;
+const G_TARGETS = { d: "#/devices", a: "#/alerts", r: "#/grants", l: "#/audit", u: "#/users" };
+
+function typing(target) {
+  return target instanceof HTMLElement && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName)
+    || target.dataset.captureKeys === "1");
+}
+
+document.addEventListener("keydown", (ev) => {
+  if (ev.ctrlKey || ev.metaKey || ev.altKey || typing(ev.target)) return;
+  if (ev.key === "/") {
+    const search = document.querySelector("[data-search]");
+    if (search) { ev.preventDefault(); search.focus(); search.select(); }
+  } else if (ev.key === "?") {
+    document.getElementById("help").showModal();
+  } else if (ev.key === "g") {
+    pendingG = Date.now();
+  } else if (pendingG && Date.now() - pendingG < 1500 && G_TARGETS[ev.key]) {
+    location.hash = G_TARGETS[ev.key];
+    pendingG = 0;
+  } else if (current && current.key) {
+    current.key(ev);
+  }
+});
+
+api.onUnauthorized(() => {
+  if (session.me) toast("Your session ended. Please log in again.", "error");
+  session.me = null;
+  if (location.hash !== "#/login") location.hash = "#/login";
+});
+
+window.addEventListener("hashchange", route);
+window.addEventListener("helpline:login", () => { renderChrome(); location.hash = "#/devices"; });
+
+(async () => {
+  try { await loadMe(); } catch (err) { toast(err.message, "error"); }
+  await route();
+})();

@@ -1,0 +1,193 @@
+// Device page: identity, OS, hardware, disks, network, software, changes, health, alerts, sessions, grants.
+import * as api from "../api.js";
+import { lineChart } from "../charts.js";
+import { ago, badge, clear, errorBox, fmtTime, h, renderValue, text, toast, unavailable } from "../dom.js";
+import { can } from "../state.js";
+
+const TABS = [
+  ["overview", "Overview"], ["hardware", "Hardware"], ["software", "Software"], ["changes", "Changes"],
+  ["health", "Health"], ["alerts", "Alerts"], ["remote", "Sessions & grants"],
+];
+let device = null;
+let inventory = null;
+let panel = null;
+let tabButtons = {};
+
+export async function show(main, id) {
+  device = null;
+  inventory = null;
+  let dev;
+  try {
+    dev = await api.get(`/api/v1/devices/${encodeURIComponent(id)}`);
+  } catch (err) {
+    main.append(h("p", {}, h("a", { href: "#/devices" }, "← Devices")), err.status === 404 && err.code === "not_found"
+      && err.message !== "not available" ? errorBox(err) : unavailable("Device details", err));
+    return;
+  }
+  device = dev.device || dev;
+  const actions = h("div", { class: "actions", id: "device-actions" });
+  if (can("remote_view", device.group)) {
+    actions.append(h("button", { type: "button", class: "primary", id: "start-view", onclick: () => start("view") },
+      "View screen"));
+  }
+  if (can("remote_control", device.group)) {
+    actions.append(h("button", { type: "button", class: "danger", id: "start-control", onclick: () => start("control") },
+      "Control"));
+  }
+  if (!actions.childElementCount) actions.append(h("span", { class: "muted" }, "You may not open remote sessions here."));
+  const tabs = h("div", { class: "tabs", role: "tablist" });
+  tabButtons = {};
+  for (const [key, label] of TABS) {
+    tabButtons[key] = h("button", { type: "button", role: "tab", id: `tab-${key}`, onclick: () => openTab(key) }, label);
+    tabs.append(tabButtons[key]);
+  }
+  panel = h("div", { class: "tab-panel", role: "tabpanel", id: "device-panel" });
+  main.append(h("section", { class: "page" },
+    h("p", { class: "crumbs" }, h("a", { href: "#/devices" }, "← Devices")),
+    h("div", { class: "page-head" },
+      h("h1", { class: "hostname", id: "device-hostname" }, text(device.hostname || device.id)),
+      badge(device.status || "unknown"), actions),
+    h("dl", { class: "summary" },
+      h("dt", {}, "Device id"), h("dd", { class: "mono" }, text(device.id)),
+      h("dt", {}, "Group"), h("dd", {}, text(device.group)),
+      h("dt", {}, "OS"), h("dd", {}, text(device.os)),
+      h("dt", {}, "IP"), h("dd", { class: "mono" }, text(device.ip)),
+      h("dt", {}, "Last seen"), h("dd", {}, ago(device.last_seen))),
+    h("div", { class: "reason-form", id: "reason-form", hidden: true }),
+    tabs, panel));
+  await openTab("overview");
+}
+
+async function getInventory() {
+  if (inventory === null) inventory = await api.get(`/api/v1/devices/${encodeURIComponent(device.id)}/inventory`);
+  return inventory;
+}
+
+async function openTab(key) {
+  for (const [k, b] of Object.entries(tabButtons)) b.setAttribute("aria-selected", String(k === key));
+  clear(panel).append(h("p", { class: "muted" }, "Loading…"));
+  const content = h("div");
+  try {
+    await RENDER[key](content);
+  } catch (err) {
+    content.replaceChildren(unavailable(TABS.find(([k]) => k === key)[1], err));
+  }
+  clear(panel).append(content);
+}
+
+function sections(el, names) {
+  return getInventory().then((inv) => {
+    const s = inv.sections || {};
+    el.append(h("p", { class: "muted" }, `Inventory updated ${fmtTime(inv.updated_at)}`));
+    for (const [name, label] of names) {
+      el.append(h("section", { class: "card", id: `inv-${name}` }, h("h2", {}, label),
+        s[name] === undefined ? h("p", { class: "muted" }, "not reported") : renderValue(s[name])));
+    }
+  });
+}
+
+const RENDER = {
+  overview: (el) => sections(el, [["identity", "Identity"], ["os", "Operating system"], ["users", "Users"],
+    ["security", "Security"]]),
+  hardware: (el) => sections(el, [["cpu", "CPU"], ["memory", "Memory"], ["disks", "Disks"], ["network", "Network"],
+    ["battery", "Battery"], ["displays", "Displays"]]),
+  software: async (el) => {
+    const list = h("div", { id: "software-list" });
+    let timer = 0;
+    const load = async (q) => {
+      try {
+        const data = await api.get(`/api/v1/devices/${encodeURIComponent(device.id)}/software`, { q });
+        const items = data.items || data.software || [];
+        list.replaceChildren(h("p", { class: "muted" }, `${data.total ?? items.length} package(s)`), renderValue(items));
+      } catch (err) {
+        list.replaceChildren(unavailable("Software", err));
+      }
+    };
+    el.append(h("input", { type: "search", placeholder: "Search software…", "data-search": "1", id: "software-search",
+      "aria-label": "Search software", oninput: (ev) => { clearTimeout(timer); timer = setTimeout(() => load(ev.target.value), 200); } }), list);
+    await load("");
+  },
+  changes: async (el) => {
+    const data = await api.get(`/api/v1/devices/${encodeURIComponent(device.id)}/changes`);
+    el.append(renderValue(data.items || data.changes || []));
+  },
+  health: async (el) => {
+    const to = Date.now() / 1000;
+    const from = to - 24 * 3600;
+    const data = await api.get(`/api/v1/devices/${encodeURIComponent(device.id)}/health`, { from, to, step: 300 });
+    const points = data.points || data.series || data.items || (Array.isArray(data) ? data : []);
+    if (!points.length) { el.append(h("p", { class: "muted" }, "No health samples in the last 24 hours.")); return; }
+    const xs = points.map((p) => p.ts);
+    const pick = (k) => points.map((p) => (typeof p[k] === "number" ? p[k] : null));
+    const groups = {};
+    for (const k of Object.keys(points[0])) {
+      if (k === "ts" || k === "samples") continue;
+      const prefix = k.split("_")[0];
+      (groups[prefix] = groups[prefix] || []).push(k);
+    }
+    const titles = { cpu: ["CPU", "%"], mem: ["Memory", "%"], disk: ["Disk free (lowest)", "%"] };
+    const grid = h("div", { class: "charts" });
+    el.append(h("p", { class: "muted" }, "Last 24 hours, 5-minute steps"), grid);
+    for (const [prefix, keys] of Object.entries(groups)) {
+      const [title, unit] = titles[prefix] || [prefix, ""];
+      grid.append(await lineChart(title, xs, keys.map((k) => [k.replaceAll("_", " "), pick(k)]), { unit }));
+    }
+  },
+  alerts: async (el) => {
+    const data = await api.get("/api/v1/alerts", { device_id: device.id, device: device.id });
+    const items = (data.items || data.alerts || []).filter((a) => !a.device_id || a.device_id === device.id);
+    el.append(items.length ? h("table", { class: "grid" },
+      h("thead", {}, h("tr", {}, ["Severity", "Rule", "Status", "Message", "Opened"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, items.map((a) => h("tr", {}, h("td", {}, badge(a.severity || "info")), h("td", {}, text(a.rule)),
+        h("td", {}, badge(a.status || "open")), h("td", {}, text(a.message)), h("td", {}, fmtTime(a.opened_at))))))
+      : h("p", { class: "muted" }, "No alerts."));
+  },
+  remote: async (el) => {
+    const sessionsBox = h("section", { class: "card" }, h("h2", {}, "Remote sessions"));
+    const grantsBox = h("section", { class: "card" }, h("h2", {}, "Grants (unattended access)"));
+    el.append(sessionsBox, grantsBox);
+    try {
+      const data = await api.get(`/api/v1/devices/${encodeURIComponent(device.id)}/sessions`);
+      const items = data.sessions || data.items || [];
+      sessionsBox.append(items.length ? h("table", { class: "grid" },
+        h("thead", {}, h("tr", {}, ["Started", "Technician", "Asked", "Allowed", "State", "Answered by", "Reason", "End"].map((c) => h("th", {}, c)))),
+        h("tbody", {}, items.map((x) => h("tr", {},
+          h("td", {}, h("a", { href: `#/sessions/${encodeURIComponent(x.session_id)}` }, fmtTime(x.created_at))),
+          h("td", {}, text(x.technician)), h("td", {}, badge(x.requested_mode || "view")),
+          h("td", {}, x.mode && ["consented", "streaming", "ended"].includes(x.state) ? badge(x.mode) : "—"),
+          h("td", {}, badge(x.state)), h("td", {}, text(x.answered_by)), h("td", {}, text(x.reason)),
+          h("td", {}, text(x.end_reason))))))
+        : h("p", { class: "muted" }, "No sessions yet."));
+    } catch (err) { sessionsBox.append(unavailable("Session history", err)); }
+    try {
+      const data = await api.get("/api/v1/grants");
+      const mine = (data.grants || data.items || []).filter((g) => (g.devices || []).includes(device.id)
+        || (g.groups || []).includes(device.group));
+      grantsBox.append(mine.length ? renderValue(mine.map((g) => ({ grant_id: g.grant_id, status: g.status,
+        actions: (g.actions || []).join(", "), technicians: (g.technicians || []).join(", "),
+        not_after: g.not_after, reason: g.reason }))) : h("p", { class: "muted" }, "No grants cover this device."));
+    } catch (err) { grantsBox.append(unavailable("Grants", err)); }
+  },
+};
+
+function start(mode) {
+  const form = document.getElementById("reason-form");
+  const reason = h("input", { id: "session-reason", required: true, maxlength: "200",
+    placeholder: "Why? e.g. ticket #1234, printer setup", "aria-label": "Reason" });
+  form.replaceChildren(h("form", { class: "inline", onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      const res = await api.post(`/api/v1/devices/${encodeURIComponent(device.id)}/sessions`,
+        { mode, reason: reason.value });
+      location.hash = `#/sessions/${encodeURIComponent(res.session_id)}`;
+    } catch (err) {
+      toast(err.status === 404 ? "Remote sessions are not available on this server yet." : err.message, "error");
+    }
+  } }, h("label", { for: "session-reason" }, mode === "control" ? "Ask to control the screen — reason:" : "Ask to view the screen — reason:"),
+  reason, h("button", { type: "submit", class: mode === "control" ? "danger" : "primary", id: "session-confirm" },
+    "Ask the user"), h("button", { type: "button", onclick: () => { form.hidden = true; } }, "Cancel")));
+  form.hidden = false;
+  reason.focus();
+}
+
+export function leave() { panel = null; }

@@ -1,0 +1,267 @@
+// Remote session viewer: consent state, canvas, fit/1:1, monitor switch, input capture, fps/latency, end.
+// Binary updates: 21-byte big-endian header (protocol/stream.py) + JPEG/PNG/zlib(BGR24)/raw(BGRA) payload.
+import * as api from "../api.js";
+import { badge, h, toast } from "../dom.js";
+import { can } from "../state.js";
+
+const HEADER = 21;
+const KIND_CURSOR_SHAPE = 3;
+const ENC = { RAW: 0, JPEG: 1, PNG: 2, ZLIB: 3 };
+const STATE_TEXT = {
+  offered: ["waiting", "Waiting for the user to answer the consent prompt…"],
+  consented: ["consented", "The user consented. Connecting…"],
+  streaming: ["streaming", "Connected."],
+  denied: ["denied", "The user declined."],
+  timed_out: ["denied", "The user did not answer in time."],
+  ended: ["ended", "Session ended."],
+};
+
+let ctx = null;  // per-page state, reset on leave()
+
+export async function show(main, sessionId) {
+  const banner = h("div", { class: "consent consent-waiting", id: "consent-banner", role: "status" }, "Loading session…");
+  const canvas = h("canvas", { id: "screen", class: "screen fit", tabindex: "0", width: 16, height: 9,
+    "aria-label": "Remote screen", dataset: { captureKeys: "0" } });
+  const overlay = h("div", { class: "overlay", id: "viewer-stats" }, "—");
+  const monitors = h("select", { id: "monitor-select", "aria-label": "Monitor", disabled: true,
+    onchange: (ev) => send({ type: "monitor.select", index: Number(ev.target.value) }) });
+  const scaleBtn = h("button", { type: "button", id: "scale-toggle", onclick: toggleScale }, "1:1");
+  const controlBtn = h("button", { type: "button", id: "request-control", hidden: true, onclick: requestControl },
+    "Ask for control");
+  const endBtn = h("button", { type: "button", class: "danger", id: "end-session", onclick: end }, "End session");
+  main.append(h("section", { class: "page viewer-page" },
+    h("div", { class: "viewer-bar" }, h("a", { href: "#/devices" }, "← Devices"), banner, monitors, scaleBtn, controlBtn, endBtn),
+    h("div", { class: "screen-wrap" }, canvas, overlay)));
+  ctx = { sessionId, banner, controlBtn, canvas, overlay, monitors, scaleBtn, g: canvas.getContext("2d"), ws: null, poll: 0,
+    chain: Promise.resolve(), frames: [], bytes: 0, lastStats: null, mode: null, consented: null, state: null,
+    cursor: null, size: [0, 0], fit: true, closed: false };
+  bindInput(canvas);
+  await refreshState();
+  ctx.poll = setInterval(refreshState, 1000);
+  ctx.statsTimer = setInterval(drawStats, 500);
+}
+
+async function refreshState() {
+  if (!ctx) return;
+  let s;
+  try {
+    s = await api.get(`/api/v1/sessions/${encodeURIComponent(ctx.sessionId)}`);
+  } catch (err) {
+    setBanner("ended", err.status === 404 ? "Remote sessions are not available (or this session does not exist)."
+      : err.message);
+    clearInterval(ctx.poll);
+    return;
+  }
+  if (!ctx) return;
+  ctx.state = s.state;
+  ctx.mode = s.requested_mode || s.mode;
+  const live = s.state === "consented" || s.state === "streaming";
+  ctx.consented = live ? s.mode : null;
+  const [cls, msg] = STATE_TEXT[s.state] || ["waiting", `State: ${s.state}`];
+  const who = s.answered_by ? ` (answered by ${s.answered_by})` : "";
+  let detail = msg;
+  if (s.state === "offered") detail = `${msg} You asked to ${ctx.mode === "control" ? "CONTROL" : "VIEW"}.`;
+  if (live) {
+    detail = ctx.consented === "control" ? `User allowed CONTROL${who} — your mouse and keyboard reach the device.`
+      : `User allowed VIEW ONLY${who} — your input is not sent.`;
+    if (s.pending_mode) detail += ` Waiting for the user to allow ${s.pending_mode.toUpperCase()}…`;
+  }
+  if (s.state === "ended" && s.end_reason) detail = `Session ended: ${s.end_reason}${s.ended_by ? ` (by ${s.ended_by})` : ""}.`;
+  setBanner(ctx.consented === "control" ? "control" : cls, detail);
+  ctx.banner.dataset.state = s.state;
+  ctx.banner.dataset.mode = ctx.consented || "";
+  ctx.controlBtn.hidden = !(live && ctx.consented === "view" && !s.pending_mode && can("remote_control", s.group));
+  ctx.canvas.dataset.captureKeys = ctx.consented === "control" ? "1" : "0";
+  if (["consented", "streaming"].includes(s.state) && !ctx.ws) connect();
+  if (["denied", "timed_out", "ended"].includes(s.state)) {
+    clearInterval(ctx.poll);
+    if (ctx.ws) ctx.ws.close();
+  }
+}
+
+function setBanner(cls, message) {
+  ctx.banner.className = `consent consent-${cls}`;
+  ctx.banner.replaceChildren(badge(cls, cls.replace("_", " ")), " ", message);
+}
+
+function connect() {
+  const ws = new WebSocket(`wss://${location.host}/api/v1/sessions/${encodeURIComponent(ctx.sessionId)}/stream`);
+  ws.binaryType = "arraybuffer";
+  ctx.ws = ws;
+  ws.onmessage = (ev) => {
+    if (typeof ev.data === "string") onText(ev.data);
+    else ctx.chain = ctx.chain.then(() => onBinary(ev.data)).catch((err) => console.error("update failed", err));
+  };
+  ws.onclose = (ev) => {
+    if (!ctx || ctx.ws !== ws) return;
+    ctx.ws = null;
+    if (ev.code === 4401) setBanner("ended", "Your console session ended; log in again.");
+    else if (ctx.state !== "ended") refreshState();
+  };
+}
+
+function send(message) {
+  if (ctx && ctx.ws && ctx.ws.readyState === WebSocket.OPEN) ctx.ws.send(JSON.stringify(message));
+}
+
+function onText(data) {
+  let msg;
+  try { msg = JSON.parse(data); } catch { return; }
+  if (msg.type === "monitors") {
+    ctx.monitors.replaceChildren(...msg.monitors.map((m, i) => h("option", { value: i, selected: i === msg.selected },
+      i === 0 && msg.monitors.length > 1 ? `All monitors (${m.w}×${m.h})` : `Monitor ${i} (${m.w}×${m.h})${m.primary ? " primary" : ""}`)));
+    ctx.monitors.disabled = msg.monitors.length < 2;
+    const m = msg.monitors[msg.selected];
+    if (m) resize(m.w, m.h);
+  } else if (msg.type === "cursor") {
+    ctx.cursor = msg;
+  } else if (msg.type === "stats") {
+    ctx.lastStats = msg;
+  } else if (msg.type === "error") {
+    toast(`${msg.code}: ${msg.message || ""}`, "error");
+  }
+}
+
+function resize(w, h2) {
+  if (ctx.size[0] === w && ctx.size[1] === h2) return;
+  ctx.size = [w, h2];
+  ctx.canvas.width = w;
+  ctx.canvas.height = h2;
+}
+
+async function onBinary(buf) {
+  if (!ctx || buf.byteLength < HEADER) return;
+  const v = new DataView(buf);
+  if (v.getUint8(0) !== 0xa1) return;
+  const kind = v.getUint8(1), flags = v.getUint8(2);
+  const x = v.getUint16(4), y = v.getUint16(6), w = v.getUint16(8), hh = v.getUint16(10);
+  const enc = v.getUint8(12), seq = v.getUint32(13), len = v.getUint32(17);
+  if (len !== buf.byteLength - HEADER) return;
+  const payload = new Uint8Array(buf, HEADER, len);
+  ctx.bytes += buf.byteLength;
+  if (kind !== KIND_CURSOR_SHAPE) {
+    if (ctx.canvas.width < x + w || ctx.canvas.height < y + hh) resize(Math.max(ctx.canvas.width, x + w), Math.max(ctx.canvas.height, y + hh));
+    await draw(enc, payload, x, y, w, hh);
+  }
+  if (flags & 1) {
+    ctx.frames.push(performance.now());
+    send({ type: "ack", seq });
+  }
+}
+
+async function draw(enc, payload, x, y, w, hh) {
+  if (enc === ENC.JPEG || enc === ENC.PNG) {
+    const bitmap = await createImageBitmap(new Blob([payload], { type: enc === ENC.JPEG ? "image/jpeg" : "image/png" }));
+    ctx.g.drawImage(bitmap, x, y);
+    bitmap.close();
+    return;
+  }
+  let src = payload, stride = 4;
+  if (enc === ENC.ZLIB) {
+    const stream = new Blob([payload]).stream().pipeThrough(new DecompressionStream("deflate"));
+    src = new Uint8Array(await new Response(stream).arrayBuffer());
+    stride = 3;
+  }
+  const img = new ImageData(w, hh);
+  for (let i = 0, j = 0; i < w * hh; i++, j += stride) {  // BGR(A) → RGBA
+    img.data[i * 4] = src[j + 2];
+    img.data[i * 4 + 1] = src[j + 1];
+    img.data[i * 4 + 2] = src[j];
+    img.data[i * 4 + 3] = 255;
+  }
+  ctx.g.putImageData(img, x, y);
+}
+
+function drawStats() {
+  if (!ctx) return;
+  const now = performance.now();
+  ctx.frames = ctx.frames.filter((t) => now - t < 2000);
+  const fps = ctx.frames.length / 2;
+  const kbps = (ctx.bytes * 8) / 1000 / 0.5;
+  ctx.bytes = 0;
+  const s = ctx.lastStats;
+  ctx.overlay.textContent = `${fps.toFixed(1)} fps · ${kbps.toFixed(0)} kbit/s`
+    + (s ? ` · rtt ${Number(s.rtt_ms).toFixed(0)} ms · q ${s.quality} · in flight ${s.in_flight}` : "")
+    + ` · ${ctx.size[0]}×${ctx.size[1]}`;
+}
+
+function toggleScale() {
+  ctx.fit = !ctx.fit;
+  ctx.canvas.classList.toggle("fit", ctx.fit);
+  ctx.scaleBtn.textContent = ctx.fit ? "1:1" : "Fit";
+}
+
+function point(ev) {
+  const r = ctx.canvas.getBoundingClientRect();
+  const x = Math.round(((ev.clientX - r.left) / r.width) * ctx.canvas.width);
+  const y = Math.round(((ev.clientY - r.top) / r.height) * ctx.canvas.height);
+  return { x: Math.max(0, Math.min(ctx.canvas.width - 1, x)), y: Math.max(0, Math.min(ctx.canvas.height - 1, y)) };
+}
+
+function control() { return ctx && ctx.consented === "control" && ctx.ws; }
+
+function bindInput(canvas) {
+  let pendingMove = null;
+  canvas.addEventListener("mousemove", (ev) => {
+    if (!control()) return;
+    const first = pendingMove === null;
+    pendingMove = point(ev);
+    if (first) requestAnimationFrame(() => { if (pendingMove) send({ type: "input.mouse", action: "move", ...pendingMove }); pendingMove = null; });
+  });
+  canvas.addEventListener("mousedown", (ev) => {
+    canvas.focus();
+    if (!control()) return;
+    ev.preventDefault();
+    send({ type: "input.mouse", action: "move", ...point(ev) });
+    send({ type: "input.mouse", action: "down", button: ev.button, ...point(ev) });
+  });
+  canvas.addEventListener("mouseup", (ev) => {
+    if (!control()) return;
+    ev.preventDefault();
+    send({ type: "input.mouse", action: "up", button: ev.button, ...point(ev) });
+  });
+  canvas.addEventListener("contextmenu", (ev) => { if (control()) ev.preventDefault(); });
+  canvas.addEventListener("wheel", (ev) => {
+    if (!control()) return;
+    ev.preventDefault();
+    send({ type: "input.mouse", action: "wheel", dx: Math.sign(ev.deltaX), dy: Math.sign(ev.deltaY), ...point(ev) });
+  }, { passive: false });
+  for (const type of ["keydown", "keyup"]) {
+    canvas.addEventListener(type, (ev) => {
+      if (!control()) { if (ev.key === "f" && type === "keydown") toggleScale(); return; }
+      if (!/^[A-Za-z0-9]+$/.test(ev.code)) return;
+      ev.preventDefault();
+      ev.stopPropagation();
+      send({ type: "input.key", code: ev.code, action: type === "keydown" ? "down" : "up" });
+    });
+  }
+}
+
+async function requestControl() {
+  try {
+    await api.post(`/api/v1/sessions/${encodeURIComponent(ctx.sessionId)}/mode`, { mode: "control" });
+    toast("Asked the user to allow control.");
+    refreshState();
+  } catch (err) { toast(err.message, "error"); }
+}
+
+async function end() {
+  try {
+    await api.post(`/api/v1/sessions/${encodeURIComponent(ctx.sessionId)}/end`);
+    setBanner("ended", "Session ended.");
+  } catch (err) { toast(err.message, "error"); }
+  if (ctx.ws) ctx.ws.close();
+}
+
+export function key(ev) {
+  if (ev.key === "f") toggleScale();
+}
+
+export function leave() {
+  if (!ctx) return;
+  clearInterval(ctx.poll);
+  clearInterval(ctx.statsTimer);
+  if (ctx.ws) { const ws = ctx.ws; ctx.ws = null; ws.close(); }
+  ctx = null;
+}
+

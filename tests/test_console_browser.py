@@ -1,0 +1,163 @@
+"""The console in Debian's Chromium (Playwright): login, device list and page, XSS, CSP, rights, origin checks."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+from playwright.async_api import expect
+
+from tests.harness import console_url, enroll_agent, running_agent, running_server, wait_until
+from tests.test_accounts_support import client, login, make_user
+from tests.test_console_support import console_browser
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+async def _wait_inventory(server, device_id: str) -> None:  # type: ignore[no-untyped-def]
+    async def has_inventory() -> bool:
+        row = await server.db.fetchone("SELECT hostname FROM devices WHERE id = ?", (device_id,))
+        return bool(row and row["hostname"])
+
+    await wait_until(has_inventory, timeout=30, what="the agent's first inventory")
+
+
+async def test_login_device_list_and_device_page_show_the_real_agent(tmp_path: Path) -> None:
+    """Log in with password + TOTP; the enrolled agent is in the device list; its page shows its real inventory."""
+    async with running_server(tmp_path / "srv") as server:
+        admin = await make_user(server, "root", "admin")
+        state = await enroll_agent(server, tmp_path / "agent", group="lab")
+        async with running_agent(state) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            await _wait_inventory(server, state.device_id)
+            row = await server.db.fetchone("SELECT hostname FROM devices WHERE id = ?", (state.device_id,))
+            hostname = row["hostname"]
+            async with console_browser(server) as console:
+                page = console.page
+                await page.goto(console.base + "/")
+                await page.wait_for_selector("#login-submit")
+                await console.shot("login")
+                await console.login(admin)
+                link = page.locator("#device-rows a.hostname", has_text=hostname)
+                await link.wait_for(timeout=15_000)
+                await console.shot("devices")
+                await link.click()
+                await page.wait_for_selector("#inv-identity dl", timeout=15_000)
+                assert await page.text_content("#device-hostname") == hostname
+                identity = await page.text_content("#inv-identity")
+                assert hostname in identity and state.device_id in (await page.text_content(".summary"))
+                await console.shot("device")
+                await page.click("#tab-hardware")
+                await page.wait_for_selector("#inv-cpu", timeout=10_000)
+                await page.click("#tab-software")
+                await page.wait_for_selector("#software-list table, #software-list .notice", timeout=10_000)
+                assert console.csp_violations() == []
+                assert not [e for e in console.errors if e.startswith("pageerror")]
+
+
+async def test_hostile_hostname_renders_as_text_and_runs_nothing(tmp_path: Path) -> None:
+    """A hostname of '<img src=x onerror=alert(1)>' shows as literal text in list and page; no dialog, no img."""
+    async with running_server(tmp_path / "srv") as server:
+        admin = await make_user(server, "root", "admin")
+        state = await enroll_agent(server, tmp_path / "agent", group="lab")
+        await server.db.execute("UPDATE devices SET hostname = ? WHERE id = ?", (HOSTILE, state.device_id))
+        async with console_browser(server) as console:
+            page = console.page
+            await console.login(admin)
+            cell = page.locator("#device-rows a.hostname").first
+            await cell.wait_for(timeout=15_000)
+            assert await cell.text_content() == HOSTILE
+            await cell.click()
+            await page.wait_for_selector("#device-hostname")
+            assert await page.text_content("#device-hostname") == HOSTILE
+            assert await page.evaluate("document.querySelectorAll('img[src=x]').length") == 0
+            await page.wait_for_timeout(300)  # give a (wrongly) injected onerror handler the chance to fire
+            assert console.dialogs == []
+
+
+async def test_csp_blocks_injected_inline_script_and_headers_are_strict(tmp_path: Path) -> None:
+    """Responses carry a strict CSP (no inline script, no framing) and Chromium refuses an injected inline script."""
+    async with running_server(tmp_path / "srv") as server:
+        async with client(server) as http:
+            async with http.get("/") as resp:
+                csp = resp.headers["Content-Security-Policy"]
+                assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+                assert resp.headers["X-Content-Type-Options"] == "nosniff"
+                assert resp.headers["Referrer-Policy"] == "no-referrer"
+            async with http.get("/api/v1/auth/me") as resp:
+                assert resp.status == 401 and "default-src 'self'" in resp.headers["Content-Security-Policy"]
+            async with http.get("/static/../../server/app.py") as resp:
+                assert resp.status in (403, 404)
+        async with console_browser(server) as console:
+            page = console.page
+            await page.goto(console.base + "/")
+            await page.wait_for_selector("#login-submit")
+            ran = await page.evaluate("""() => { const s = document.createElement('script');
+                s.textContent = 'window.__pwned = 1'; document.body.append(s); return window.__pwned === 1; }""")
+            assert ran is False
+            assert console.csp_violations()
+
+
+async def test_foreign_origin_websocket_is_refused(tmp_path: Path) -> None:
+    """A session-stream websocket with a foreign Origin is refused (403) even with a valid login cookie."""
+    async with running_server(tmp_path / "srv") as server:
+        tech = await make_user(server, "tess", "technician", groups={"lab": None})
+        async with client(server) as http:
+            assert (await login(http, tech)).status == 200
+            url = f"wss://localhost:{server.console_port}/api/v1/sessions/nope/stream"
+            try:
+                await http.ws_connect(url, origin="https://evil.example")
+                raise AssertionError("foreign-origin websocket was accepted")
+            except aiohttp.WSServerHandshakeError as exc:
+                assert exc.status == 403
+            try:
+                await http.ws_connect(url, origin=console_url(server))
+                raise AssertionError("unknown session accepted")
+            except aiohttp.WSServerHandshakeError as exc:
+                assert exc.status == 404  # own origin passes the check and reaches the session lookup
+
+
+async def test_viewer_role_cannot_start_a_session(tmp_path: Path) -> None:
+    """A viewer-role account sees the device page without session buttons, and the API refuses it with 403."""
+    async with running_server(tmp_path / "srv") as server:
+        viewer = await make_user(server, "vera", "viewer", groups={"lab": None})
+        state = await enroll_agent(server, tmp_path / "agent", group="lab")
+        async with client(server) as http:
+            result = await login(http, viewer)
+            async with http.post(f"/api/v1/devices/{state.device_id}/sessions", json={"mode": "view", "reason": "x"},
+                                 headers={"X-CSRF-Token": result.csrf}) as resp:
+                assert resp.status == 403
+        async with console_browser(server) as console:
+            page = console.page
+            await console.login(viewer, code=viewer.code(1))
+            await page.goto(f"{console.base}/#/devices/{state.device_id}")
+            await page.wait_for_selector("#device-actions", timeout=15_000)
+            assert await page.locator("#start-view").count() == 0
+            assert await page.locator("#start-control").count() == 0
+            assert "may not open remote sessions" in (await page.text_content("#device-actions"))
+            await console.shot("device-viewer-role")
+
+
+async def test_lockout_shown_in_the_login_form(tmp_path: Path) -> None:
+    """After repeated wrong passwords in the form, even the right credentials are refused with a lockout message."""
+    async with running_server(tmp_path / "srv") as server:
+        acct = await make_user(server, "lou", "viewer")
+        async with console_browser(server) as console:
+            page = console.page
+            await page.goto(console.base + "/#/login")
+            await page.fill("#username", "lou")
+            for _ in range(5):
+                await page.fill("#password", "wrong-password")
+                await page.fill("#totp", "000000")
+                await page.click("#login-submit")
+                await expect(page.locator("#login-error")).to_have_text("wrong username, password or code")
+                await expect(page.locator("#login-submit")).to_be_enabled()
+                await page.evaluate("document.querySelector('#login-error').textContent = ''")
+            await page.fill("#password", acct.password)
+            await page.fill("#totp", acct.code())
+            await page.click("#login-submit")
+            await expect(page.locator("#login-error")).to_contain_text("locked")
+            assert await page.locator("#topbar[hidden]").count() == 1
+
+
