@@ -31,6 +31,7 @@ from server.app import HelplineServer
 from server.auth.middleware import AUTHENTICATORS
 from server.auth.rights import ANY_GROUP, ROLE_RIGHTS, Principal, Right
 from tests.harness import console_url, wait_until
+from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
 
 PRINCIPALS: dict[str, Principal] = {
     "ann": Principal("u1", "ann", "technician", {ANY_GROUP: ROLE_RIGHTS["technician"]}),
@@ -148,7 +149,7 @@ async def wait_window(display: str, title: str, *, present: bool = True, timeout
     await wait_until(check, timeout=timeout, interval=0.05, what=f"window {title!r} present={present}")
 
 
-def test_find_colour_is_none_on_an_empty_screen(xvfb: Any) -> None:
+def test_find_colour_is_none_on_an_empty_screen(xvfb: XvfbHandle) -> None:  # noqa: F811
     """The button finder does not invent buttons on a black screen."""
     assert find_colour(xvfb.display, "#1b7f3a") is None
 
