@@ -6,7 +6,8 @@ import argparse
 import importlib
 
 #: Modules with ``register_admin(subparsers)``; each adds one area (``admin token …``).
-ADMIN_COMMANDS = ["admin_token", "admin_device", "admin_audit", "admin_user", "admin_grant"]
+ADMIN_COMMANDS = ["admin_token", "admin_device", "admin_audit", "admin_user", "admin_grant",
+                  "admin_script", "admin_task"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,0 +1,172 @@
+"""``helpline admin task run|schedule|list|show|cancel|approve`` — maintenance tasks."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from protocol.tasks import ACTIONS
+from server.store import Database
+from server.tasks import store
+
+from .common import add_server_options, parse_duration, print_table, server_config, with_database
+
+
+def register_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("task", help="maintenance tasks: run, schedule, list, cancel")
+    task_sub = parser.add_subparsers(dest="task_command", metavar="ACTION", required=True)
+
+    run = task_sub.add_parser("run", help="run a task now (or once, at --at)",
+                              description="Run a built-in action or a signed script on a device or a group, under "
+                              "a grant that allows 'tasks'. The agent re-checks grant, window and signature.")
+    _task_options(run)
+    run.add_argument("--at", help="start time, ISO 8601 (default: now)")
+    run.set_defaults(handler=_run)
+
+    schedule = task_sub.add_parser("schedule", help="a recurring task (cron, in each device's local time)")
+    _task_options(schedule)
+    schedule.add_argument("--cron", required=True, help='five-field cron, e.g. "0 2 * * 1-5"')
+    schedule.set_defaults(handler=_run)
+
+    listing = task_sub.add_parser("list", help="list tasks")
+    add_server_options(listing)
+    listing.set_defaults(handler=_list)
+
+    show = task_sub.add_parser("show", help="a task and its runs (with output)")
+    show.add_argument("task_id")
+    show.add_argument("--output", action="store_true", help="print each run's stdout/stderr")
+    add_server_options(show)
+    show.set_defaults(handler=_show)
+
+    cancel = task_sub.add_parser("cancel", help="cancel a task (running runs are stopped by their agents)")
+    cancel.add_argument("task_id")
+    add_server_options(cancel)
+    cancel.set_defaults(handler=_cancel)
+
+    approve = task_sub.add_parser("approve", help="second-admin approval of a large run")
+    approve.add_argument("task_id")
+    add_server_options(approve)
+    approve.set_defaults(handler=_approve)
+
+
+def _task_options(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--device", help="target device id")
+    target.add_argument("--group", help="target device group")
+    parser.add_argument("--action", required=True, choices=ACTIONS)
+    parser.add_argument("--params", default=None, help="action parameters as JSON")
+    parser.add_argument("--script", type=Path, help="script file for --action script (needs FILE.sig)")
+    parser.add_argument("--grant", required=True, help="grant id that allows 'tasks' on the target")
+    parser.add_argument("--technician", default=None, help="name the grant lists (default: your login)")
+    parser.add_argument("--role", default="", help="role the grant lists")
+    parser.add_argument("--timeout", type=parse_duration, default=parse_duration("30m"))
+    parser.add_argument("--output-cap", type=int, default=65536, help="bytes of stdout/stderr kept (each)")
+    parser.add_argument("--window", type=parse_duration, default=parse_duration("1h"),
+                        help="how long after the start time a run may still begin (default 1h)")
+    parser.add_argument("--jitter", type=parse_duration, default=None, help="random start delay within the window")
+    parser.add_argument("--offline", choices=["next", "missed"], default="next",
+                        help="device offline during its window: run at the next one, or mark missed")
+    parser.add_argument("--wave-percent", type=int, default=None, help="roll out in waves of this %% of devices")
+    parser.add_argument("--failure-threshold", type=float, default=0.2,
+                        help="stop the rollout when this fraction of finished runs failed (default 0.2)")
+    add_server_options(parser)
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _script_and_params(args: argparse.Namespace) -> tuple[str | None, str | None, dict[str, Any]]:
+    params: dict[str, Any] = json.loads(args.params) if args.params else {}
+    if args.script is None:
+        return None, None, params
+    sig_path = args.script.with_name(args.script.name + ".sig")
+    if not sig_path.exists():
+        raise ValueError(f"{sig_path} not found: sign the script first with 'helpline admin script sign'")
+    signed = json.loads(sig_path.read_text())
+    if args.params and params != signed["params"]:
+        raise ValueError("--params differ from the parameters that were signed")
+    return args.script.read_text(), str(signed["signature"]), dict(signed["params"])
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = server_config(args)
+    try:
+        script, signature, params = _script_and_params(args)
+        run_at = datetime.fromisoformat(args.at).timestamp() if getattr(args, "at", None) else None
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"helpline: {exc}", file=sys.stderr)
+        return 1
+    spec = store.TaskSpec(
+        action=args.action, grant_id=args.grant, technician=args.technician or getpass.getuser(), role=args.role,
+        params=params, script=script, script_signature=signature, device=args.device, group=args.group,
+        cron=getattr(args, "cron", None), run_at=run_at, window_s=args.window,
+        jitter_s=args.jitter if args.jitter is not None else 0.0, offline_policy=args.offline,
+        wave_percent=args.wave_percent, failure_threshold=args.failure_threshold, timeout_s=args.timeout,
+        output_cap=args.output_cap)
+    threshold = int(getattr(config, "task_approval_threshold", store.DEFAULT_APPROVAL_THRESHOLD))
+    try:
+        row = with_database(config, lambda db: store.create_task(db, spec, actor=_actor(),
+                                                                 approval_threshold=threshold))
+    except store.TaskError as exc:
+        print(f"helpline: task refused: {exc.message} ({exc.code})", file=sys.stderr)
+        return 1
+    print(f"task {row['id']}: {row['action']} on {row['target_kind']} {row['target']} "
+          f"({row['device_count']} device(s)), status {row['status']}")
+    if row["status"] == "pending_approval":
+        print(f"more than {threshold} devices: another admin must run 'helpline admin task approve {row['id']}'")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    rows = with_database(server_config(args), lambda db: store.list_tasks(db))
+    print_table([{**store.describe_task(r), "created": _when(r["created_at"])} for r in rows],
+                ["id", "action", "target", "cron", "status", "devices", "created_by", "created"])
+    return 0
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else ""
+
+
+def _show(args: argparse.Namespace) -> int:
+    async def load(db: Database) -> tuple[Any, list[Any]]:
+        return await store.get_task(db, args.task_id), await store.runs_of_task(db, args.task_id)
+
+    task, runs = with_database(server_config(args), load)
+    if task is None:
+        print(f"helpline: no task {args.task_id}", file=sys.stderr)
+        return 1
+    print(json.dumps(store.describe_task(task), indent=1))
+    print_table([{**store.describe_run(r, output=False), "ended": _when(r["ended_at"])} for r in runs],
+                ["run_id", "device_id", "wave", "status", "exit_code", "ended", "reason"])
+    if args.output:
+        for run in runs:
+            print(f"--- {run['id']} ({run['device_id']}) stdout ---\n{run['stdout']}")
+            print(f"--- {run['id']} ({run['device_id']}) stderr ---\n{run['stderr']}")
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    try:
+        count = with_database(server_config(args), lambda db: store.cancel_task(db, args.task_id, actor=_actor()))
+    except store.TaskError as exc:
+        print(f"helpline: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"task {args.task_id} cancelled ({count} pending run(s) dropped; running ones are being stopped)")
+    return 0
+
+
+def _approve(args: argparse.Namespace) -> int:
+    try:
+        row = with_database(server_config(args), lambda db: store.approve_task(db, args.task_id, approver=_actor()))
+    except store.TaskError as exc:
+        print(f"helpline: {exc.message} ({exc.code})", file=sys.stderr)
+        return 1
+    print(f"task {row['id']} approved by {row['approved_by']}; {row['device_count']} device(s)")
+    return 0

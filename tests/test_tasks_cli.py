@@ -1,0 +1,105 @@
+"""`helpline admin script sign` and `helpline admin task …` against a running server and agent."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from certs import tls
+from protocol.grants import Grant
+from server.auth.middleware import AUTHENTICATORS
+from server.auth.rights import Principal, Right
+from server.grants import store as grant_store
+from server.tasks import store
+from server.tasks.feature import scheduler_of
+from tests.harness import console_url, enroll_agent, running_agent, running_server, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "helpline", "admin", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+
+
+async def test_cli_signs_runs_shows_and_api_lists_task(tmp_path: Path) -> None:
+    """Sign a script, run it on a device from the CLI, read its output via `task show` and the REST API."""
+    data = tmp_path / "srv"
+    async with running_server(data) as server:
+        scheduler_of(server).tick_s = 0.1
+        state = await enroll_agent(server, tmp_path / "agent", group="lab")
+        now = time.time()
+        grant_id = "g" + secrets.token_hex(6)
+        await grant_store.create(server.db, server.pki.grant_key, Grant(
+            grant_id=grant_id, devices=[state.device_id], technicians=["alice"], actions=["tasks"],
+            not_before=now - 60, not_after=now + 3600, issuer="test", issued_at=now), actor="admin", four_eyes=False)
+        script = tmp_path / "hello.sh"
+        script.write_text('echo "hello $1"\n')
+        signed = await asyncio.to_thread(_cli, "script", "sign", str(script), "--data", str(data), "--params",
+                                         '{"interpreter": "sh", "args": ["night"]}')
+        assert signed.returncode == 0, signed.stderr
+        assert Path(f"{script}.sig").exists()
+        async with running_agent(state):
+            ran = await asyncio.to_thread(_cli, "task", "run", "--data", str(data), "--device", state.device_id,
+                                          "--action", "script", "--script", str(script), "--grant", grant_id,
+                                          "--technician", "alice")
+            assert ran.returncode == 0, ran.stderr
+            task_id = ran.stdout.split()[1].rstrip(":")
+
+            async def done() -> bool:
+                runs = await store.runs_of_task(server.db, task_id)
+                return runs[0]["status"] == "succeeded"
+
+            await wait_until(done, timeout=20, what="CLI task ran")
+            shown = await asyncio.to_thread(_cli, "task", "show", task_id, "--output", "--data", str(data))
+            assert "hello night" in shown.stdout and "succeeded" in shown.stdout
+            listed = await asyncio.to_thread(_cli, "task", "list", "--data", str(data))
+            assert task_id in listed.stdout
+            tampered = tmp_path / "evil.sh"
+            tampered.write_text("rm -rf /\n")
+            Path(f"{tampered}.sig").write_text(Path(f"{script}.sig").read_text())
+            evil = await asyncio.to_thread(_cli, "task", "run", "--data", str(data), "--device", state.device_id,
+                                           "--action", "script", "--script", str(tampered), "--grant", grant_id,
+                                           "--technician", "alice")
+            evil_id = evil.stdout.split()[1].rstrip(":")
+
+            async def refused() -> bool:
+                runs = await store.runs_of_task(server.db, evil_id)
+                return runs[0]["status"] == "refused"
+
+            await wait_until(refused, timeout=20, what="tampered script refused")
+
+        async def as_header(request):
+            name = request.headers.get("X-Test-User")
+            if name == "tech":
+                return Principal("u1", "tech", "technician", {"lab": Right.RUN_TASKS})
+            if name == "other":
+                return Principal("u2", "other", "technician", {"elsewhere": Right.RUN_TASKS})
+            return None
+
+        server.console_app[AUTHENTICATORS].append(as_header)
+        ctx: ssl.SSLContext = tls.agent_client_context(server.pki.ca_pem, None, None)
+        async with aiohttp.ClientSession() as http:
+            base = console_url(server)
+            async with http.get(f"{base}/api/v1/tasks", ssl=ctx, headers={"X-Test-User": "tech"}) as resp:
+                assert resp.status == 200
+                assert {t["id"] for t in (await resp.json())["tasks"]} == {task_id, evil_id}
+            async with http.get(f"{base}/api/v1/devices/{state.device_id}/tasks", ssl=ctx,
+                                headers={"X-Test-User": "tech"}) as resp:
+                runs = (await resp.json())["runs"]
+                assert {r["status"] for r in runs} == {"succeeded", "refused"}
+                assert any(r["stdout"] == "hello night\n" for r in runs)
+            async with http.get(f"{base}/api/v1/devices/{state.device_id}/tasks", ssl=ctx,
+                                headers={"X-Test-User": "other"}) as resp:
+                assert resp.status == 403
+            async with http.get(f"{base}/api/v1/tasks", ssl=ctx, headers={"X-Test-User": "other"}) as resp:
+                assert (await resp.json())["tasks"] == []
+            async with http.get(f"{base}/api/v1/tasks", ssl=ctx) as resp:
+                assert resp.status == 401
