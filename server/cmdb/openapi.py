@@ -1,0 +1,148 @@
+"""The OpenAPI 3.1 document for the CMDB routes (served at /api/v1/openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server import __version__
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _param(name: str, where: str, schema: dict[str, Any], description: str, required: bool = False
+           ) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required or where == "path", "schema": schema,
+            "description": description}
+
+
+_DEVICE_ID = _param("device_id", "path", {"type": "string"}, "Device id (from its certificate).")
+_TIME = {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]}
+_NULLABLE_NUM = {"type": ["number", "null"]}
+
+
+def _ok(schema_ref: str, description: str) -> dict[str, Any]:
+    return {
+        "200": {"description": description,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}},
+        "400": {"description": "Invalid parameter", "content": {"application/json": {"schema": _ERROR}}},
+        "401": {"description": "Not authenticated", "content": {"application/json": {"schema": _ERROR}}},
+        "403": {"description": "Lacks view_inventory on the group",
+                "content": {"application/json": {"schema": _ERROR}}},
+        "404": {"description": "No such device", "content": {"application/json": {"schema": _ERROR}}},
+    }
+
+
+def _get(summary: str, ref: str, params: list[dict[str, Any]], description: str = "") -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "parameters": params, "responses": _ok(ref, summary),
+                          "security": [{"session": []}, {"token": []}]}
+    if description:
+        op["description"] = description
+    return {"get": op}
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["code", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+    "DeviceItem": {"type": "object", "required": ["id", "hostname", "group", "status", "last_seen", "os", "ip",
+                                                  "alerts_open"],
+                   "properties": {"id": {"type": "string"}, "hostname": {"type": "string"},
+                                  "group": {"type": "string"},
+                                  "status": {"type": "string", "enum": ["online", "offline", "revoked"]},
+                                  "last_seen": _NULLABLE_NUM, "os": {"type": "string"}, "ip": {"type": "string"},
+                                  "serial": {"type": "string"}, "alerts_open": {"type": "integer"}}},
+    "DevicePage": {"type": "object", "required": ["items", "total", "page", "per_page"],
+                   "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/DeviceItem"}},
+                                  "total": {"type": "integer"}, "page": {"type": "integer"},
+                                  "per_page": {"type": "integer"}}},
+    "Device": {"allOf": [{"$ref": "#/components/schemas/DeviceItem"}, {"type": "object", "properties": {
+        "agent_version": {"type": "string"}, "enrolled_at": {"type": "number"}, "model": {"type": "string"},
+        "last_inventory": _NULLABLE_NUM,
+        "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}}}}]},
+    "Inventory": {"type": "object", "required": ["device_id", "sections"], "properties": {
+        "device_id": {"type": "string"}, "updated_at": _NULLABLE_NUM,
+        "sections": {"type": "object", "description": "Section name → the agent's data for it.",
+                     "additionalProperties": True}}},
+    "Package": {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+                                                 "arch": {"type": "string"}, "source": {"type": "string"},
+                                                 "vendor": {"type": "string"}}},
+    "DeviceSoftware": {"type": "object", "required": ["device_id", "items", "total"], "properties": {
+        "device_id": {"type": "string"}, "total": {"type": "integer"},
+        "items": {"type": "array", "items": {"$ref": "#/components/schemas/Package"}}}},
+    "SoftwareHits": {"type": "object", "required": ["items", "total"], "properties": {
+        "total": {"type": "integer"},
+        "items": {"type": "array", "items": {"type": "object", "properties": {
+            "device_id": {"type": "string"}, "hostname": {"type": "string"}, "group": {"type": "string"},
+            "name": {"type": "string"}, "version": {"type": "string"}, "arch": {"type": "string"},
+            "source": {"type": "string"}}}}}},
+    "Changes": {"type": "object", "required": ["device_id", "items"], "properties": {
+        "device_id": {"type": "string"},
+        "items": {"type": "array", "items": {"type": "object", "properties": {
+            "ts": {"type": "number"}, "section": {"type": "string"}, "path": {"type": "string"},
+            "change": {"type": "string",
+                       "enum": ["added", "removed", "changed", "section_added", "section_removed"]},
+            "old": {"type": ["string", "null"]}, "new": {"type": ["string", "null"]}}}}}},
+    "Health": {"type": "object", "required": ["device_id", "from", "to", "step", "points"], "properties": {
+        "device_id": {"type": "string"}, "from": {"type": "number"}, "to": {"type": "number"},
+        "step": {"type": "number"},
+        "points": {"type": "array", "items": {"type": "object", "properties": {
+            "ts": {"type": "number"}, "samples": {"type": "integer"}, "cpu_avg": _NULLABLE_NUM,
+            "cpu_max": _NULLABLE_NUM, "mem_avg": _NULLABLE_NUM, "mem_max": _NULLABLE_NUM,
+            "disk_min_free": _NULLABLE_NUM}}}}},
+    "Alert": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "device_id": {"type": "string"}, "rule": {"type": "string"},
+        "subject": {"type": "string"}, "severity": {"type": "string", "enum": ["warning", "critical"]},
+        "status": {"type": "string", "enum": ["open", "resolved"]}, "message": {"type": "string"},
+        "opened_at": {"type": "number"}, "updated_at": {"type": "number"}, "resolved_at": _NULLABLE_NUM}},
+    "AlertList": {"type": "object", "required": ["items"], "properties": {
+        "items": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}}}},
+}
+
+
+def document() -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        "/api/v1/devices": _get("List devices", "DevicePage", [
+            _param("q", "query", {"type": "string"}, "Search hostname, id, IP or serial."),
+            _param("group", "query", {"type": "string"}, "Only this device group."),
+            _param("status", "query", {"type": "string", "enum": ["online", "offline", "revoked"]}, "Status."),
+            _param("alert", "query", {"type": "string", "enum": ["open"]}, "Only devices with open alerts."),
+            _param("sort", "query", {"type": "string", "enum": ["hostname", "last_seen", "status", "group"]},
+                   "Sort key."),
+            _param("order", "query", {"type": "string", "enum": ["asc", "desc"]}, "Sort order."),
+            _param("page", "query", {"type": "integer", "minimum": 1}, "Page, from 1."),
+            _param("per_page", "query", {"type": "integer", "minimum": 1, "maximum": 200}, "Items per page."),
+        ]),
+        "/api/v1/devices/{device_id}": _get("Device detail", "Device", [_DEVICE_ID]),
+        "/api/v1/devices/{device_id}/inventory": _get("Current inventory", "Inventory", [_DEVICE_ID]),
+        "/api/v1/devices/{device_id}/software": _get("Installed software", "DeviceSoftware", [
+            _DEVICE_ID, _param("q", "query", {"type": "string"}, "Substring of the package name.")]),
+        "/api/v1/devices/{device_id}/changes": _get("Change history", "Changes", [
+            _DEVICE_ID, _param("since", "query", _TIME, "Epoch seconds or ISO 8601."),
+            _param("section", "query", {"type": "string"}, "Only this inventory section.")]),
+        "/api/v1/devices/{device_id}/health": _get("Health time series", "Health", [
+            _DEVICE_ID, _param("from", "query", _TIME, "Start (default: 24 h before 'to')."),
+            _param("to", "query", _TIME, "End (default: now)."),
+            _param("step", "query", {"type": "number", "exclusiveMinimum": 0}, "Seconds per point (default 300).")],
+            "Raw samples for steps under 5 minutes within the last 7 days; 5-minute rollups otherwise."),
+        "/api/v1/software": _get("Fleet software search", "SoftwareHits", [
+            _param("name", "query", {"type": "string"}, "Exact package name.", required=True),
+            _param("version", "query", {"type": "string"}, "Exact version."),
+            _param("version_lt", "query", {"type": "string"}, "Older than this version (Debian ordering).")],
+            "Which devices have a package, e.g. name=openssl&version_lt=3.0.13."),
+        "/api/v1/alerts": _get("Alerts", "AlertList", [
+            _param("status", "query", {"type": "string", "enum": ["open", "resolved"]}, "Status."),
+            _param("device", "query", {"type": "string"}, "Only this device.")]),
+        "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [],
+                                         "responses": {"200": {"description": "OpenAPI 3.1 document",
+                                                               "content": {"application/json": {}}}}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Helpline CMDB API", "version": __version__,
+                 "description": "Devices, inventory, software, change history, health and alerts. Every route "
+                                "needs the view_inventory right on the device's group."},
+        "paths": paths,
+        "components": {"schemas": _SCHEMAS, "securitySchemes": {
+            "session": {"type": "apiKey", "in": "cookie", "name": "helpline_session"},
+            "token": {"type": "http", "scheme": "bearer"}}},
+    }
