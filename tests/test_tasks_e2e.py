@@ -207,3 +207,49 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+async def test_cancel_stops_a_running_script_and_its_tree(tmp_path: Path, pids_to_reap) -> None:
+    """Cancelling a task (as `helpline admin task cancel` does) kills the running script tree; status cancelled."""
+    async with running_server(tmp_path / "srv") as server:
+        state = await enroll_agent(server, tmp_path / "agent", group="lab")
+        scheduler_of(server).tick_s = 0.1
+        pid_file = tmp_path / "pids"
+        async with running_agent(state, setup=_fast):
+            script = 'sleep 300 &\necho "$$ $!" > "$1"\nwait\n'
+            params = {"interpreter": "sh", "args": [str(pid_file)]}
+            grant = grant_for(server, devices=[state.device_id])
+            task = await submit(server, grant, device=state.device_id, params=params, script=script,
+                                signature=sign_script(server, script, params), timeout_s=600)
+            await wait_until(lambda: pid_file.exists() and len(pid_file.read_text().split()) == 2, timeout=15,
+                             what="script running")
+            parent, child = (int(p) for p in pid_file.read_text().split())
+            pids_to_reap.extend([parent, child])
+            await store.cancel_task(server.db, task["id"], actor="admin2")
+            await wait_until(lambda: _is(server, task["id"], "cancelled"), timeout=15, what="cancelled result")
+            assert "cancelled" in (await run_of(server, task["id"]))["reason"]
+            await wait_until(lambda: not _alive(parent) and not _alive(child), timeout=5, what="tree gone")
+
+
+async def test_grant_revoked_on_the_agent_refuses_a_waiting_task(tmp_path: Path) -> None:
+    """A grant the agent learns is revoked (its grant book) refuses the task that was waiting under it."""
+    from agent.grants import GrantBook
+    from protocol.grants import parse_document
+
+    async with running_server(tmp_path / "srv") as server:
+        state = await enroll_agent(server, tmp_path / "agent", group="lab")
+        scheduler_of(server).tick_s = 0.1
+
+        def setup(client) -> None:
+            _fast(client)
+            service_of(client).local = lambda: datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
+
+        async with running_agent(state, setup=setup):
+            grant = grant_for(server, devices=[state.device_id],
+                              windows=[Window(days=[0], start="02:00", end="04:00")])
+            task = await submit(server, grant, device=state.device_id, action="reboot")
+            await wait_until(lambda: _is(server, task["id"], "waiting"), timeout=15, what="task waiting")
+            GrantBook.for_state(state.directory, state.device_id, state.grant_pub_path).revoke(
+                parse_document(grant.document).grant_id)
+            await wait_until(lambda: _is(server, task["id"], "refused"), timeout=15, what="refused after revoke")
+            assert "revoked" in (await run_of(server, task["id"]))["reason"]

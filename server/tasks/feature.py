@@ -52,7 +52,7 @@ class TaskScheduler:
         await lifecycle.fire_schedules(db, now, self.rng)
         await lifecycle.expire_undelivered(db, now, self.rng)
         await lifecycle.advance_rollouts(db, now)
-        for device_id in self.server.connections.device_ids():
+        for device_id in await lifecycle.due_device_ids(db, now):
             conn = self.server.connections.get(device_id)
             if conn is not None:
                 try:

@@ -30,6 +30,13 @@ async def due_runs(db: Database, device_id: str, now: float) -> list[tuple[Row, 
     return await _with_tasks(db, runs)
 
 
+async def due_device_ids(db: Database, now: float) -> set[str]:
+    """Devices with at least one run ready for delivery (one query for the whole fleet)."""
+    rows = await db.fetchall("SELECT DISTINCT device_id FROM task_runs WHERE status = 'queued' AND not_before <= ?",
+                             (now,))
+    return {r["device_id"] for r in rows}
+
+
 async def delivered_runs(db: Database, device_id: str) -> list[tuple[Row, Row]]:
     """Runs the agent got but has not answered (re-sent on reconnect; the agent de-duplicates)."""
     runs = await db.fetchall("SELECT * FROM task_runs WHERE device_id = ? AND status IN ('sent', 'waiting')"
