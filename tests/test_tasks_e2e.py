@@ -39,6 +39,10 @@ def pids_to_reap():
             os.kill(pid, signal.SIGKILL)
 
 
+#: Used where a broken check would otherwise run something: a dry run that touches nothing.
+HARMLESS = {"targets": ["tmp"], "dry_run": True}
+
+
 def _fast(client) -> None:
     service_of(client).poll_s = 0.05
 
@@ -106,10 +110,10 @@ async def test_bad_requests_and_bad_grants_are_refused_with_reasons(tmp_path: Pa
             cases = [
                 (await submit(server, ok, device=state.device_id, action="restart_service",
                               params={"name": "-bad;rm"}), "bad parameters"),
-                (await submit(server, expired, device=state.device_id, action="restart_service",
-                              params={"name": "cron"}), "expired"),
-                (await submit(server, view_only, device=state.device_id, action="restart_service",
-                              params={"name": "cron"}), "does not allow 'tasks'"),
+                (await submit(server, expired, device=state.device_id, action="clear_temp",
+                              params=HARMLESS), "expired"),
+                (await submit(server, view_only, device=state.device_id, action="clear_temp",
+                              params=HARMLESS), "does not allow 'tasks'"),
             ]
             for task, expected in cases:
                 await wait_until(lambda t=task: _final(server, t["id"]), timeout=15, what="refusal")
@@ -247,7 +251,8 @@ async def test_grant_revoked_on_the_agent_refuses_a_waiting_task(tmp_path: Path)
         async with running_agent(state, setup=setup):
             grant = grant_for(server, devices=[state.device_id],
                               windows=[Window(days=[0], start="02:00", end="04:00")])
-            task = await submit(server, grant, device=state.device_id, action="reboot")
+            task = await submit(server, grant, device=state.device_id, action="clear_temp",
+                                params={"targets": ["tmp"], "dry_run": True})
             await wait_until(lambda: _is(server, task["id"], "waiting"), timeout=15, what="task waiting")
             GrantBook.for_state(state.directory, state.device_id, state.grant_pub_path).revoke(
                 parse_document(grant.document).grant_id)
