@@ -122,6 +122,9 @@ class TaskService:
         if not self._resumed:
             self._resumed = True
             await self._resume()
+            pruned = await asyncio.to_thread(self.ledger.prune)
+            if pruned:
+                log.info("forgot %d old acknowledged task runs", pruned)
         for _run_id, payload in await asyncio.to_thread(self.ledger.unacked_results):
             result = msgspec.json.decode(payload, type=TaskResult)
             if not await self._send(result):
