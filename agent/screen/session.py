@@ -37,6 +37,10 @@ MAX_INVALID_MESSAGES = 1000
 CURSOR_PERIOD_S = 0.033
 #: Stats messages at most this often (and only alongside updates: an idle screen sends nothing).
 STATS_PERIOD_S = 2.0
+#: ``view_only`` error replies: a burst of this many, then at most one per second (every
+#: refusal is still counted); a viewer dragging the mouse must not make the agent flood it.
+VIEW_ONLY_ERROR_BURST = 5
+VIEW_ONLY_ERRORS_PER_S = 1.0
 
 Mode = Literal["view", "control"]
 
@@ -58,6 +62,22 @@ class SessionStats:
     quality: int = 0
     monitor: int = 0
     end_reason: str = ""
+
+
+class _ReplyBudget:
+    """Token bucket: ``burst`` replies at once, then ``rate`` per second."""
+
+    def __init__(self, burst: int, rate: float, now: float) -> None:
+        self.burst, self.rate = float(burst), rate
+        self.tokens, self.at = float(burst), now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
 
 class _Session:
@@ -90,6 +110,7 @@ class _Session:
         self.capture_pool = ThreadPoolExecutor(1, thread_name_prefix="screen-capture")
         self.input_pool = ThreadPoolExecutor(1, thread_name_prefix="screen-input")
         self.last_stats = float("-inf")
+        self.view_only_replies = _ReplyBudget(VIEW_ONLY_ERROR_BURST, VIEW_ONLY_ERRORS_PER_S, clock())
         self.handlers: dict[type, Callable[[stream.StreamMessage, float], object]] = {
             stream.Ack: self._on_ack,
             stream.InputMouse: self._on_input,
@@ -224,7 +245,8 @@ class _Session:
         assert isinstance(message, (stream.InputMouse, stream.InputKey, stream.InputText))
         if self.mode != "control" or self.injector is None:
             self.stats.refused_inputs += 1
-            await self.send_error("view_only", "this session is view-only: input is not accepted")
+            if self.view_only_replies.take(now):
+                await self.send_error("view_only", "this session is view-only: input is not accepted")
             return
         monitor = self.monitors[self.pipeline.monitor]
         try:
