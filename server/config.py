@@ -30,6 +30,8 @@ class ServerConfig:
     session_recording: bool = False
     #: Where recordings go (default: data_dir/recordings).
     recordings_dir: Path | None = None
+    #: Task runs targeting more devices than this need a second admin's approval.
+    task_approval_threshold: int = 25
 
     @property
     def pki_path(self) -> Path:
