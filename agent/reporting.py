@@ -57,6 +57,28 @@ class Acked:
     last_full: float
 
 
+def acked_path(state_dir: Path) -> Path:
+    return state_dir / "inventory_acked.json"
+
+
+def read_acked(path: Path) -> Acked | None:
+    """The persisted server acknowledgement, or None (never acked / unreadable: send a full one)."""
+    try:
+        data = json.loads(path.read_text())
+        return Acked(dict(data["checksums"]), float(data["last_full"]))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return None
+
+
+def write_acked(path: Path, acked: Acked) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"checksums": acked.checksums, "last_full": acked.last_full}))
+    os.replace(tmp, path)
+
+
 class Reporter:
     def __init__(self, client: AgentClient) -> None:
         self.client = client
@@ -64,7 +86,7 @@ class Reporter:
         client.state.directory.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(client.state.outbox_path,
                              max_items=max_items_for(config.outbox_max_days, config.health_interval_s))
-        self.acked_path: Path = client.state.directory / "inventory_acked.json"
+        self.acked_path: Path = acked_path(client.state.directory)
         self.batch_size = limits.MAX_HEALTH_BATCH
         self.samples_taken = 0
         self._sampler: Any = None
@@ -167,19 +189,10 @@ class Reporter:
     # --- inventory ----------------------------------------------------------------------------
 
     def load_acked(self) -> Acked | None:
-        try:
-            data = json.loads(self.acked_path.read_text())
-            return Acked(dict(data["checksums"]), float(data["last_full"]))
-        except FileNotFoundError:
-            return None
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring unreadable %s: %s", self.acked_path, exc)
-            return None
+        return read_acked(self.acked_path)
 
     def save_acked(self, acked: Acked) -> None:
-        tmp = self.acked_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"checksums": acked.checksums, "last_full": acked.last_full}))
-        os.replace(tmp, self.acked_path)
+        write_acked(self.acked_path, acked)
 
     async def build_report(self, server_checksums: dict[str, str] | None, *, on_connect: bool
                            ) -> InventoryReport | None:

@@ -7,7 +7,7 @@ import importlib
 
 #: Modules with ``register_admin(subparsers)``; each adds one area (``admin token …``).
 ADMIN_COMMANDS = ["admin_token", "admin_device", "admin_audit", "admin_user", "admin_grant",
-                  "admin_script", "admin_task"]
+                  "admin_script", "admin_task", "admin_export"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -13,7 +13,7 @@ from helpline.config import load_config
 from helpline.logs import setup_logging
 
 #: Extra ``helpline agent …`` actions, each a module with ``register_agent(subparsers)``.
-AGENT_COMMANDS: list[str] = []
+AGENT_COMMANDS: list[str] = ["agent_inventory"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
