@@ -48,7 +48,7 @@ export async function show(main, id) {
       h("h1", { class: "hostname", id: "device-hostname" }, text(device.hostname || device.id)),
       badge(device.status || "unknown"), actions),
     h("dl", { class: "summary" },
-      h("dt", {}, "Device id"), h("dd", { class: "mono" }, text(device.id)),
+      h("dt", {}, "Device id"), h("dd", { class: "mono", title: device.id }, text(device.id)),
       h("dt", {}, "Group"), h("dd", {}, text(device.group)),
       h("dt", {}, "OS"), h("dd", {}, text(device.os)),
       h("dt", {}, "IP"), h("dd", { class: "mono" }, text(device.ip)),
@@ -113,10 +113,10 @@ const RENDER = {
   },
   health: async (el) => {
     const to = Date.now() / 1000;
-    const from = to - 24 * 3600;
-    const data = await api.get(`/api/v1/devices/${encodeURIComponent(device.id)}/health`, { from, to, step: 300 });
+    const from = to - 6 * 3600;
+    const data = await api.get(`/api/v1/devices/${encodeURIComponent(device.id)}/health`, { from, to, step: 60 });
     const points = data.points || data.series || data.items || (Array.isArray(data) ? data : []);
-    if (!points.length) { el.append(h("p", { class: "muted" }, "No health samples in the last 24 hours.")); return; }
+    if (!points.length) { el.append(h("p", { class: "muted" }, "No health samples in the last 6 hours.")); return; }
     const xs = points.map((p) => p.ts);
     const pick = (k) => points.map((p) => (typeof p[k] === "number" ? p[k] : null));
     const groups = {};
@@ -127,7 +127,7 @@ const RENDER = {
     }
     const titles = { cpu: ["CPU", "%"], mem: ["Memory", "%"], disk: ["Disk free (lowest)", "%"] };
     const grid = h("div", { class: "charts" });
-    el.append(h("p", { class: "muted" }, "Last 24 hours, 5-minute steps"), grid);
+    el.append(h("p", { class: "muted" }, "Last 6 hours, 1-minute steps"), grid);
     for (const [prefix, keys] of Object.entries(groups)) {
       const [title, unit] = titles[prefix] || [prefix, ""];
       grid.append(await lineChart(title, xs, keys.map((k) => [k.replaceAll("_", " "), pick(k)]), { unit }));

@@ -1,0 +1,83 @@
+"""A full remote session from the console in Chromium against a real agent on Xvfb.
+
+The technician asks for control on the device page; the consent prompt appears on the
+device's display and is answered there with xdotool; the canvas then shows the device's
+screen, and a click on the canvas moves the device's pointer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+from pathlib import Path
+
+from playwright.async_api import expect
+
+from agent.config import AgentConfig
+from agent.consent.tk_app import ALLOW_BG
+from tests.harness import enroll_agent, running_agent, running_server, wait_until
+from tests.test_accounts_support import make_user
+from tests.test_console_support import console_browser
+from tests.test_session_helpers import click_colour, configure_agent, xdotool
+from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
+
+ROOT_COLOUR = (0x33, 0x66, 0x99)
+
+
+def _mouse(display: str) -> tuple[int, int]:
+    out = xdotool(display, "getmouselocation")
+    match = re.search(r"x:(\d+) y:(\d+)", out)
+    assert match, out
+    return int(match.group(1)), int(match.group(2))
+
+
+async def test_remote_control_session_from_the_console(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """Ask for control in the console, Allow on the device, see its screen on the canvas, click to move its pointer."""
+    subprocess.run(["xsetroot", "-display", xvfb.display, "-solid", "#" + bytes(ROOT_COLOUR).hex()], check=True,
+                   timeout=10)
+    async with running_server(tmp_path / "srv") as server:
+        tech = await make_user(server, "tess", "technician", groups={"lab": None})
+        state = await enroll_agent(server, tmp_path / "agent", group="lab")
+        config = AgentConfig(state_dir=state.directory, backoff_cap_s=1.0)
+        async with running_agent(state, config, setup=configure_agent(xvfb.display)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            async with console_browser(server) as console:
+                page = console.page
+                await console.login(tech)
+                await page.goto(f"{console.base}/#/devices/{state.device_id}")
+                await page.click("#start-control")
+                await page.fill("#session-reason", "ticket 42: printer setup")
+                await page.click("#session-confirm")
+                banner = page.locator("#consent-banner")
+                await expect(banner).to_have_attribute("data-state", "offered", timeout=10_000)
+                await expect(banner).to_contain_text("Waiting for the user")
+                await click_colour(xvfb.display, ALLOW_BG, timeout=15)
+                await expect(banner).to_have_attribute("data-mode", "control", timeout=15_000)
+                await expect(banner).to_contain_text("User allowed CONTROL")
+
+                async def canvas_shows_root() -> bool:
+                    pixel = await page.evaluate("""() => { const c = document.querySelector('#screen');
+                        if (c.width < 100) return null;
+                        return Array.from(c.getContext('2d').getImageData(5, c.height - 5, 1, 1).data); }""")
+                    return pixel is not None and all(abs(a - b) <= 12 for a, b in zip(pixel[:3], ROOT_COLOUR))
+
+                await wait_until(canvas_shows_root, timeout=15, what="the device's screen on the canvas")
+                assert await page.evaluate("[document.querySelector('#screen').width,"
+                                           " document.querySelector('#screen').height]") == [xvfb.width, xvfb.height]
+                box = await page.locator("#screen").bounding_box()
+                assert box is not None
+                await page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.5)
+                target = (round(xvfb.width * 0.25), round(xvfb.height * 0.5))
+
+                async def pointer_moved() -> bool:
+                    x, y = await asyncio.to_thread(_mouse, xvfb.display)
+                    return abs(x - target[0]) <= 3 and abs(y - target[1]) <= 3
+
+                await wait_until(pointer_moved, timeout=10, what=f"device pointer at {target}")
+                await expect(page.locator("#viewer-stats")).to_contain_text("fps · ")
+                await expect(page.locator("#viewer-stats")).to_contain_text(f"{xvfb.width}×{xvfb.height}")
+                await console.shot("viewer")
+                await page.click("#end-session")
+                await expect(banner).to_have_attribute("data-state", "ended", timeout=10_000)
+                assert console.csp_violations() == []
