@@ -294,3 +294,48 @@ async def test_non_admins_cannot_administer(tmp_path: Path, role: str) -> None:
                                        ("POST", f"/api/v1/users/{acct.user_id}/reset-totp", {})):
                 async with http.request(method, path, json=body, headers=headers) as resp:
                     assert resp.status == 403, (method, path)
+
+
+def test_admin_user_cli_create_list_grant_disable_reset_and_audit_verify(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI creates an account (password + TOTP URI shown), lists, grants, disables, resets; audit verify catches edits."""
+    import re
+    import sqlite3
+
+    from helpline.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    args = ["--data", str(data)]
+    assert main(["admin", "group", "create", "lab", *args]) == 0
+    assert main(["admin", "user", "create", "alice", "--role", "technician", "--group", "lab",
+                 "--generate-password", *args]) == 0
+    out = capsys.readouterr().out
+    password = re.search(r"password\s+(\S+)", out)
+    assert password and re.search(r"TOTP URI\s+otpauth://totp/Helpline:alice\?secret=", out)
+    assert main(["admin", "user", "grant", "alice", "--group", "lab", "--rights", "view_inventory,remote_view",
+                 *args]) == 0
+    assert main(["admin", "user", "list", *args]) == 0
+    listing = capsys.readouterr().out
+    assert "alice" in listing and "lab: view_inventory,remote_view" in listing
+    assert main(["admin", "user", "grant", "alice", "--group", "lab", "--rights", "fly", *args]) == 2
+    assert main(["admin", "user", "create", "alice", "--role", "viewer", "--generate-password", *args]) == 1
+    assert main(["admin", "user", "disable", "alice", *args]) == 0
+    assert main(["admin", "user", "reset-password", "alice", *args]) == 0
+    assert "shown once" in capsys.readouterr().out
+    assert main(["admin", "user", "reset-totp", "alice", *args]) == 0
+    assert main(["admin", "user", "token", "alice", "--ttl", "1d", *args]) == 0
+    assert re.search(r"^hl_\S{20,}$", capsys.readouterr().out, re.M)
+    db = sqlite3.connect(data / "helpline.db")
+    row = db.execute("SELECT disabled, totp_secret FROM users WHERE username = 'alice'").fetchone()
+    assert row == (1, None)
+    actions = [r[0] for r in db.execute("SELECT action FROM audit_log ORDER BY seq")]
+    assert {"user.create", "user.assign_rights", "user.disable", "user.reset_password", "user.reset_totp",
+            "token.create"} <= set(actions)
+    assert main(["admin", "audit", "verify", *args]) == 0
+    db.execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
+    db.commit()
+    db.close()
+    capsys.readouterr()
+    assert main(["admin", "audit", "verify", *args]) == 1
+    assert "BROKEN at record 2" in capsys.readouterr().err

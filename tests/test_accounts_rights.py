@@ -1,0 +1,79 @@
+"""Every Right, granted and refused, at the real API routes (API tokens of real accounts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from server.accounts import admin
+from server.auth.rights import ALL_RIGHTS, ANY_GROUP, Right
+from tests.harness import enroll_agent, running_server
+from tests.test_accounts_support import client, make_user
+
+
+async def _token(server, name: str, group: str, rights: Right) -> str:  # type: ignore[no-untyped-def]
+    await make_user(server, name, "technician")
+    if group not in (ANY_GROUP,):
+        await admin.create_group(server.db, group, actor="test")
+    await admin.assign_rights(server.db, name, group, rights, actor="test")
+    return (await admin.create_token(server.db, name, "rights test", 3600, actor="test")).token
+
+
+async def _call(server, token: str, method: str, path: str, body: Any = None) -> int:  # type: ignore[no-untyped-def]
+    async with client(server, Authorization=f"Bearer {token}") as http:
+        async with http.request(method, path, json=body) as resp:
+            return resp.status
+
+
+async def test_every_right_is_both_granted_and_refused(tmp_path: Path) -> None:
+    """For each right, an account holding it (on the device's group) passes its route; one holding all others gets 403."""
+    async with running_server(tmp_path / "srv") as server:
+        state = await enroll_agent(server, tmp_path / "agent", group="lab")
+        dev = state.device_id
+        root = await _token(server, "root", ANY_GROUP, ALL_RIGHTS)
+        grant_body = {"groups": ["lab"], "technicians": ["someone"], "actions": ["view"], "duration_s": 3600,
+                      "reason": "rights test"}
+        async with client(server, Authorization=f"Bearer {root}") as http:
+            async with http.post("/api/v1/grants", json=grant_body) as resp:
+                assert resp.status == 201, await resp.text()
+                grant_id = (await resp.json())["grant_id"]
+        view_control = Right.REMOTE_VIEW | Right.REMOTE_CONTROL
+        cases: list[tuple[Right, Right, str, str, str, Any]] = [
+            (Right.VIEW_INVENTORY, Right.VIEW_INVENTORY, "lab", "GET", f"/api/v1/devices/{dev}", None),
+            (Right.REMOTE_VIEW, Right.REMOTE_VIEW, "lab", "POST", f"/api/v1/devices/{dev}/sessions",
+             {"mode": "view", "reason": "t"}),
+            (Right.REMOTE_CONTROL, view_control, "lab", "POST", f"/api/v1/devices/{dev}/sessions",
+             {"mode": "control", "reason": "t"}),
+            (Right.RUN_TASKS, Right.RUN_TASKS, "lab", "GET", f"/api/v1/devices/{dev}/tasks", None),
+            (Right.MANAGE_GRANTS, Right.MANAGE_GRANTS, "lab", "POST", "/api/v1/grants", grant_body),
+            (Right.APPROVE_GRANTS, Right.APPROVE_GRANTS, "lab", "POST", f"/api/v1/grants/{grant_id}/approve", {}),
+            (Right.ADMINISTER, Right.ADMINISTER, ANY_GROUP, "GET", "/api/v1/users", None),
+        ]
+        results = {}
+        for right, needed, group, method, path, body in cases:
+            name = (right.name or "x").lower()
+            granted = await _token(server, f"has_{name}", group, needed)
+            refused = await _token(server, f"lacks_{name}", group, ALL_RIGHTS & ~right)
+            results[name] = (await _call(server, granted, method, path, body),
+                             await _call(server, refused, method, path, body))
+        for name, (with_right, without) in results.items():
+            assert with_right not in (401, 403), (name, with_right)
+            assert without == 403, (name, without)
+        assert results["view_inventory"][0] == 200 and results["run_tasks"][0] == 200
+        assert results["manage_grants"][0] == 201 and results["administer"][0] == 200
+
+
+async def test_rights_on_another_group_do_not_reach_this_device(tmp_path: Path) -> None:
+    """Full technician rights on group 'other' give nothing on a device in 'lab' (403 everywhere)."""
+    async with running_server(tmp_path / "srv") as server:
+        state = await enroll_agent(server, tmp_path / "agent", group="lab")
+        token = await _token(server, "bob", "other", ALL_RIGHTS)
+        for method, path, body in (("GET", f"/api/v1/devices/{state.device_id}", None),
+                                   ("GET", f"/api/v1/devices/{state.device_id}/inventory", None),
+                                   ("POST", f"/api/v1/devices/{state.device_id}/sessions", {"mode": "view"}),
+                                   ("GET", f"/api/v1/devices/{state.device_id}/tasks", None),
+                                   ("GET", "/api/v1/users", None)):
+            assert await _call(server, token, method, path, body) == 403, path
+        async with client(server, Authorization=f"Bearer {token}") as http:
+            async with http.get("/api/v1/devices") as resp:
+                assert resp.status == 200 and (await resp.json())["total"] == 0
