@@ -21,7 +21,7 @@ from server.enrollment import create_token
 from .common import with_database
 
 #: Extra demo steps (console admin account, virtual display …): callables run after the agent starts.
-DEMO_STEPS: list[str] = []
+DEMO_STEPS: list[str] = ["demo_console"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
