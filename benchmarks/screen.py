@@ -1,14 +1,24 @@
 """Screen-pipeline benchmark on a 1920x1080 Xvfb.
 
-Runs the agent side (``run_screen_session`` behind a direct ``websockets.serve``) in a
-subprocess so its CPU time is measured alone, connects the reference viewer, and plays
-four workloads: idle, typing (10 keys/s flipping a 64x64 probe), full-screen motion
-(ffplay testsrc2) and video-like motion (testsrc2 with a rotating hue). Every process
-started here is killed by PID at the end.
+Direct mode (default) runs the agent side (``run_screen_session`` behind a plain
+``websockets.serve``) in a subprocess so its CPU time is measured alone, connects the
+reference viewer, and plays four workloads: idle, typing (10 keys/s flipping a 64x64
+probe), full-screen motion (ffplay testsrc2) and video-like motion (testsrc2 with a
+rotating hue).
 
-    .venv/bin/python benchmarks/screen.py            # all workloads
+``--via-server`` takes the path a real overnight session takes: a real ``helpline server``
+and a real enrolled ``helpline agent run`` (both subprocesses), a technician account with
+an API token, and an unattended grant signed with the server's grant key for this device
+(``helpline admin grant create``); every workload is a fresh session
+(``POST /api/v1/devices/{id}/sessions`` with the grant) watched through the console
+stream URL. It reports agent and relay (server) CPU, and runs the typing workload on the
+direct path too, to give the latency the relay adds. Every process started here is
+killed by PID at the end.
+
+    .venv/bin/python benchmarks/screen.py            # all workloads, direct
     .venv/bin/python benchmarks/screen.py --only typing --seconds 5
-    .venv/bin/python benchmarks/screen.py --url wss://…/stream   # through a real server later
+    .venv/bin/python benchmarks/screen.py --via-server   # through the relay
+    .venv/bin/python benchmarks/screen.py --url wss://…/stream --agent-pid N   # an existing session
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +48,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
 from agent.viewer import Viewer  # noqa: E402
+from certs import tls  # noqa: E402
 from tests.xvfb import XvfbHandle, start_xvfb  # noqa: E402
 
 WIDTH, HEIGHT = 1920, 1080
@@ -96,8 +107,14 @@ async def agent_main(display: str, mode: str) -> None:
 
 
 def kill(proc: subprocess.Popen[Any]) -> None:
+    """Stop one child by PID: SIGTERM, then SIGKILL if it does not exit."""
     if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=5)
 
 
@@ -123,7 +140,7 @@ def read_line(proc: subprocess.Popen[str], predicate: Callable[[str], bool], tim
 
 
 class CpuMeter:
-    """CPU seconds of one process between start() and stop(), as % of one core."""
+    """CPU seconds of one process between start() and percent(), as % of one core."""
 
     def __init__(self, pid: int | None) -> None:
         self.proc = psutil.Process(pid) if pid else None
@@ -144,7 +161,42 @@ class CpuMeter:
         return 100 * (self._cpu() - self.c0) / (time.monotonic() - self.t0)
 
 
+class Meters:
+    """CPU meters of the measured processes (``agent``, and ``relay`` via the server)."""
+
+    def __init__(self, pids: Mapping[str, int | None]) -> None:
+        self.meters = {name: CpuMeter(pid) for name, pid in pids.items()}
+
+    def start(self) -> None:
+        for meter in self.meters.values():
+            meter.start()
+
+    def figures(self) -> dict[str, float]:
+        return {f"{name}_cpu_pct": meter.percent() for name, meter in self.meters.items()}
+
+
+def load_figures() -> dict[str, float]:
+    """Machine load when a figure is taken (other work on the box skews CPU and latency)."""
+    one, five, _ = os.getloadavg()
+    return {"load1": one, "load5": five}
+
+
+async def wait_cpu_quiet(pid: int, below_pct: float = 5.0, timeout: float = 60.0) -> None:
+    """Wait until ``pid`` uses under ``below_pct`` of a core for a second (the agent's first inventory is done)."""
+    meter = CpuMeter(pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        meter.start()
+        await asyncio.sleep(1.0)  # measuring interval, not synchronization
+        if meter.percent() < below_pct:
+            return
+    print(f"warning: process {pid} never went quiet", file=sys.stderr)
+
+
 # --- workloads --------------------------------------------------------------------------
+
+#: Opens one viewer on a fresh session (direct websocket or a relayed console stream).
+Connect = Callable[[], contextlib.AbstractAsyncContextManager[Viewer]]
 
 
 def received_more(before: int) -> Callable[[Viewer], bool]:
@@ -163,29 +215,23 @@ async def settle(viewer: Viewer, quiet_s: float = 0.6, timeout: float = 15) -> N
     raise TimeoutError("screen never settled")
 
 
-@contextlib.asynccontextmanager
-async def connect(url: str) -> AsyncIterator[Viewer]:
-    async with Viewer(url) as viewer:
-        yield viewer
-
-
-async def idle(url: str, cpu: CpuMeter, seconds: float) -> Result:
-    async with connect(url) as viewer:
+async def idle(connect: Connect, meters: Meters, seconds: float) -> Result:
+    async with connect() as viewer:
         await settle(viewer)
-        before = viewer.stats.bytes_received
-        cpu.start()
+        before, updates = viewer.stats.bytes_received, viewer.stats.updates
+        meters.start()
         t0 = time.monotonic()
         with contextlib.suppress(TimeoutError):
             await viewer.wait_for(lambda v: False, timeout=min(seconds, 3))
         elapsed = time.monotonic() - t0
         return Result("idle", {"bytes": viewer.stats.bytes_received - before, "seconds": elapsed,
-                               "agent_cpu_pct": cpu.percent()})
+                               "updates": viewer.stats.updates - updates, **meters.figures(), **load_figures()})
 
 
-async def typing(url: str, cpu: CpuMeter, seconds: float, xvfb: XvfbHandle) -> Result:
+async def typing(connect: Connect, meters: Meters, seconds: float, xvfb: XvfbHandle, name: str = "typing") -> Result:
     with spawn([sys.executable, "-c", TK_PROBE], env=xvfb.env(), stdout=subprocess.PIPE, text=True) as tk:
         read_line(tk, lambda line: line == "ready", 15)
-        async with connect(url) as viewer:
+        async with connect() as viewer:
             await settle(viewer)
             px, py, pw, ph = PROBE
             await viewer.send_mouse(px + 200, py + 100)  # pointer over the Tk window
@@ -196,7 +242,7 @@ async def typing(url: str, cpu: CpuMeter, seconds: float, xvfb: XvfbHandle) -> R
             white = False
             latencies: list[float] = []
             before = viewer.stats.bytes_received
-            cpu.start()
+            meters.start()
             t0 = time.monotonic()
             n = int(seconds * 10)
             for i in range(n):
@@ -212,27 +258,32 @@ async def typing(url: str, cpu: CpuMeter, seconds: float, xvfb: XvfbHandle) -> R
             elapsed = time.monotonic() - t0
             latencies.sort()
             q = statistics.quantiles(latencies, n=20)
-            return Result("typing", {
+            return Result(name, {
                 "keys": n,
                 "key_to_screen_p50_ms": 1000 * statistics.median(latencies),
                 "key_to_screen_p95_ms": 1000 * q[18],
                 "key_to_screen_max_ms": 1000 * latencies[-1],
                 "bytes_per_s": (viewer.stats.bytes_received - before) / elapsed,
-                "agent_cpu_pct": cpu.percent(),
+                **meters.figures(),
+                **load_figures(),
             })
 
 
-async def motion(url: str, cpu: CpuMeter, seconds: float, xvfb: XvfbHandle, name: str, vf: str) -> Result:
+async def motion(connect: Connect, meters: Meters, seconds: float, xvfb: XvfbHandle, name: str, vf: str) -> Result:
     argv = ["ffplay", "-f", "lavfi", "-i", vf, "-fs", "-an", "-loglevel", "error", "-stats", "-noborder",
             "-x", str(WIDTH), "-y", str(HEIGHT), "-left", "0", "-top", "0"]
     log = tempfile.NamedTemporaryFile(prefix="ffplay-", suffix=".log")  # noqa: SIM115 - closed below
-    with log, spawn(argv, env={**xvfb.env(), "SDL_AUDIODRIVER": "dummy"}, stdin=subprocess.DEVNULL,
-                    stderr=log) as player:
-        async with connect(url) as viewer:
-            await viewer.wait_for(lambda v: v.stats.updates >= 5, timeout=15)
+    # The session starts first, then the player: windows mapped at session start (the
+    # unattended-session indicator) end up below the full-screen player, as on a real desktop.
+    async with connect() as viewer:
+        await viewer.wait_for(lambda v: v.stats.updates >= 1, timeout=15)
+        with log, spawn(argv, env={**xvfb.env(), "SDL_AUDIODRIVER": "dummy"}, stdin=subprocess.DEVNULL,
+                        stderr=log) as player:
+            first = viewer.stats.updates
+            await viewer.wait_for(lambda v: v.stats.updates >= first + 5, timeout=15)
             await asyncio.sleep(1.0)  # warm-up: quality adaptation settles
             rtts: list[float] = []
-            cpu.start()
+            meters.start()
             t0 = time.monotonic()
             drops0 = ffplay_drops(log.name)
             u0, b0 = viewer.stats.updates, viewer.stats.bytes_received
@@ -244,7 +295,8 @@ async def motion(url: str, cpu: CpuMeter, seconds: float, xvfb: XvfbHandle, name
             source_fps = 30 - (ffplay_drops(log.name) - drops0) / elapsed
             ups = (viewer.stats.updates - u0) / elapsed
             bps = (viewer.stats.bytes_received - b0) / elapsed
-            agent_cpu = cpu.percent()
+            cpu = meters.figures()
+            load = load_figures()
             # Motion stops: freeze the player; the still frame must become exact (lossless).
             os.kill(player.pid, signal.SIGSTOP)
             stopped = time.monotonic()
@@ -260,12 +312,13 @@ async def motion(url: str, cpu: CpuMeter, seconds: float, xvfb: XvfbHandle, name
                 "source_fps": source_fps,
                 "updates_per_s": ups,
                 "bytes_per_s": bps,
-                "agent_cpu_pct": agent_cpu,
+                **cpu,
                 "ack_rtt_first_half_ms": statistics.mean(rtts[:half]) if rtts else float("nan"),
                 "ack_rtt_second_half_ms": statistics.mean(rtts[half:]) if rtts[half:] else float("nan"),
                 "jpeg_quality": float(viewer.agent_stats.quality if viewer.agent_stats else 0),
                 "lossless_done_after_stop_ms": 1000 * (settled - stopped),
                 "exact_after_refresh": float(exact),
+                **load,
             })
 
 
@@ -284,33 +337,187 @@ def grab(display: str) -> np.ndarray:
     return np.frombuffer(shot.raw, dtype=np.uint8).reshape(shot.height, shot.width, 4)[:, :, :3].copy()
 
 
+# --- the direct path --------------------------------------------------------------------
+
+
+def start_direct_agent(stack: contextlib.ExitStack, xvfb: XvfbHandle) -> tuple[str, int]:
+    """The benchmark's own agent subprocess (screen session behind a plain websocket): (url, pid)."""
+    agent = stack.enter_context(spawn(
+        [sys.executable, __file__, "--agent", "--display", xvfb.display],
+        env={**xvfb.env(), "PYTHONPATH": str(ROOT)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ))
+    port = json.loads(read_line(agent, lambda line: line.startswith('{"port"'), 20))["port"]
+    return f"ws://127.0.0.1:{port}/", agent.pid
+
+
+def direct_connect(url: str) -> Connect:
+    return lambda: Viewer(url)
+
+
+# --- the relayed path: real server + real agent processes --------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_file_text(path: Path, needle: str, proc: subprocess.Popen[Any], timeout: float) -> None:
+    """Poll a log file until ``needle`` appears (deadline; the process must stay alive)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.pid} exited ({proc.returncode}); see {path}")
+        if path.exists() and needle in path.read_text(errors="replace"):
+            return
+        time.sleep(0.1)  # polling interval
+    raise TimeoutError(f"{needle!r} not in {path} after {timeout}s")
+
+
+class ServerStack:
+    """``helpline server`` + enrolled ``helpline agent run`` + technician token + unattended grant."""
+
+    GROUP = "bench"
+    TECHNICIAN = "nightshift"
+
+    def __init__(self, workdir: Path, xvfb: XvfbHandle) -> None:
+        self.workdir = workdir
+        self.xvfb = xvfb
+        self.config = workdir / "helpline.toml"
+        self.pki = workdir / "data" / "pki"
+        self.agent_port, self.console_port = free_port(), free_port()
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), "HELPLINE_AGENT_PORT": str(self.agent_port),
+                    "HELPLINE_CONSOLE_PORT": str(self.console_port)}
+        self.server_pid = self.agent_pid = 0
+        self.device_id = self.grant_id = self.api_token = ""
+
+    def helpline(self, *args: str, env: Mapping[str, str] | None = None) -> str:
+        result = subprocess.run([sys.executable, "-m", "helpline", *args], capture_output=True, text=True,
+                                timeout=120, env=dict(env or self.env), cwd=ROOT, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"helpline {' '.join(args[:3])} failed ({result.returncode}): {result.stderr[-2000:]}")
+        return result.stdout
+
+    def _spawn(self, stack: contextlib.ExitStack, args: list[str], log: str, env: dict[str, str]
+               ) -> subprocess.Popen[bytes]:
+        with (self.workdir / log).open("ab") as out:
+            return stack.enter_context(spawn([sys.executable, "-m", "helpline", *args], env=env, stdout=out,
+                                             stderr=subprocess.STDOUT, cwd=ROOT))
+
+    def start(self, stack: contextlib.ExitStack) -> None:
+        cfg = ["--config", str(self.config)]
+        self.helpline("certs", "init", "--dir", str(self.pki), "--server-name", "localhost")
+        self.config.write_text(f'[server]\ndata_dir = "{self.workdir / "data"}"\nhost = "127.0.0.1"\n')
+        server = self._spawn(stack, ["server", *cfg], "server.log", self.env)
+        self.server_pid = server.pid
+        wait_for_file_text(self.workdir / "server.log", "server listening", server, 60)
+        # Enrollment, exactly as an admin and a device would do it.
+        words = self.helpline("admin", "token", "create", "--group", self.GROUP, *cfg).split()
+        url, token, fingerprint = words[3], words[4], words[6]
+        state = self.workdir / "agent"
+        self.helpline("agent", "enroll", url, token, "--ca-sha256", fingerprint, "--state", str(state))
+        self.device_id = json.loads((state / "agent.json").read_text())["device_id"]
+        # A technician with an API token, and a grant for this device signed with the server's grant key.
+        self.helpline("admin", "user", "create", self.TECHNICIAN, "--role", "technician", "--group", self.GROUP,
+                      "--generate-password", *cfg)
+        self.api_token = self.helpline("admin", "user", "token", self.TECHNICIAN, "--label", "benchmark",
+                                       *cfg).split()[-1]
+        self.grant_id = self.helpline(
+            "admin", "grant", "create", "--device", self.device_id, "--technician", self.TECHNICIAN,
+            "--action", "view,control", "--valid", "1d", "--reason", "overnight maintenance (benchmark)",
+            *cfg).split()[0]
+        agent = self._spawn(stack, ["agent", "run", "--state", str(state)], "agent.log",
+                            {**self.xvfb.env(), "PYTHONPATH": str(ROOT)})
+        self.agent_pid = agent.pid
+        wait_for_file_text(self.workdir / "agent.log", f"grant_id={self.grant_id}", agent, 60)
+
+    @property
+    def console(self) -> str:
+        return f"https://localhost:{self.console_port}"
+
+    def ssl_context(self) -> Any:
+        return tls.agent_client_context(self.pki / "ca.pem", None, None)
+
+    async def request_session(self) -> str:
+        import aiohttp
+
+        body = {"mode": "control", "reason": "benchmark", "grant_id": self.grant_id}
+        async with aiohttp.ClientSession() as http, http.post(
+            f"{self.console}/api/v1/devices/{self.device_id}/sessions", json=body, ssl=self.ssl_context(),
+            headers={"Authorization": f"Bearer {self.api_token}"},
+        ) as response:
+            answer = await response.json(content_type=None)
+            if response.status != 201:
+                raise RuntimeError(f"session refused: {response.status} {answer}")
+            return str(answer["stream_url"])
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Viewer]:
+        """A new unattended session and the reference viewer on its console stream."""
+        path = await self.request_session()
+        url = f"wss://localhost:{self.console_port}{path}"
+        headers = {"Authorization": f"Bearer {self.api_token}", "Origin": self.console}
+        async with Viewer(url, ssl_context=self.ssl_context(), headers=headers) as viewer:
+            yield viewer
+
+
+# --- running ----------------------------------------------------------------------------
+
+
+async def play(name: str, connect: Connect, meters: Meters, seconds: float, xvfb: XvfbHandle) -> Result:
+    if name == "idle":
+        return await idle(connect, meters, seconds)
+    if name == "typing":
+        return await typing(connect, meters, seconds, xvfb)
+    if name == "motion":
+        return await motion(connect, meters, seconds, xvfb, "motion", "testsrc2=size=1920x1080:rate=30")
+    if name == "video":
+        return await motion(connect, meters, seconds, xvfb, "video", "testsrc2=size=1920x1080:rate=30,hue=H=2*PI*t/10")
+    raise ValueError(name)
+
+
+def relay_added(via: Result, direct: Result) -> Result:
+    """The latency the relay adds: typing via server minus typing direct, same screen, same minute."""
+    figures = {f"added_{k}": via.figures[k] - direct.figures[k]
+               for k in ("key_to_screen_p50_ms", "key_to_screen_p95_ms")}
+    return Result("relay", figures)
+
+
 async def run(args: argparse.Namespace) -> list[Result]:
     xvfb = start_xvfb(WIDTH, HEIGHT)
     results: list[Result] = []
+    wanted = args.only or ["idle", "typing", "motion", "video"]
     try:
         with contextlib.ExitStack() as stack:
-            url, agent_pid = args.url, args.agent_pid
-            if url is None:
-                agent = stack.enter_context(spawn(
-                    [sys.executable, __file__, "--agent", "--display", xvfb.display],
-                    env={**xvfb.env(), "PYTHONPATH": str(ROOT)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                    text=True,
-                ))
-                port = json.loads(read_line(agent, lambda line: line.startswith('{"port"'), 20))["port"]
-                url, agent_pid = f"ws://127.0.0.1:{port}/", agent.pid
-            cpu = CpuMeter(agent_pid)
-            wanted = args.only or ["idle", "typing", "motion", "video"]
+            if args.via_server:
+                workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="helpline-bench-")))
+                served = ServerStack(workdir, xvfb)
+                served.start(stack)
+                print(f"server pid {served.server_pid}, agent pid {served.agent_pid}, device {served.device_id}, "
+                      f"grant {served.grant_id}", flush=True)
+                await wait_cpu_quiet(served.agent_pid)
+                meters = Meters({"agent": served.agent_pid, "relay": served.server_pid})
+                connect: Connect = served.session
+            else:
+                url, agent_pid = args.url, args.agent_pid
+                if url is None:
+                    url, agent_pid = start_direct_agent(stack, xvfb)
+                meters = Meters({"agent": agent_pid})
+                connect = direct_connect(url)
             for name in wanted:
-                if name == "idle":
-                    results.append(await idle(url, cpu, args.seconds))
-                elif name == "typing":
-                    results.append(await typing(url, cpu, args.seconds, xvfb))
-                elif name == "motion":
-                    results.append(await motion(url, cpu, args.seconds, xvfb, "motion",
-                                                "testsrc2=size=1920x1080:rate=30"))
-                elif name == "video":
-                    results.append(await motion(url, cpu, args.seconds, xvfb, "video",
-                                                "testsrc2=size=1920x1080:rate=30,hue=H=2*PI*t/10"))
+                results.append(await play(name, connect, meters, args.seconds, xvfb))
+                print(format_result(results[-1]), flush=True)
+            if args.via_server and "typing" in wanted:
+                url, agent_pid = start_direct_agent(stack, xvfb)
+                direct = await typing(direct_connect(url), Meters({"agent": agent_pid}), args.seconds, xvfb,
+                                      "typing_direct")
+                results.append(direct)
+                print(format_result(direct), flush=True)
+                via = next(r for r in results if r.name == "typing")
+                results.append(relay_added(via, direct))
                 print(format_result(results[-1]), flush=True)
     finally:
         xvfb.stop()
@@ -327,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agent", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--display", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="control", help=argparse.SUPPRESS)
+    parser.add_argument("--via-server", action="store_true",
+                        help="run a real helpline server + agent and stream through the relay (unattended grant)")
     parser.add_argument("--url", help="viewer URL of an already running session (default: start a local agent)")
     parser.add_argument("--agent-pid", type=int, help="PID whose CPU to measure when --url is given")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each workload (max 10)")
@@ -336,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.agent:
         asyncio.run(agent_main(args.display, args.mode))
         return 0
+    if args.via_server and args.url:
+        parser.error("--via-server starts its own server; do not give --url")
     args.seconds = min(args.seconds, 10.0)
     results = asyncio.run(run(args))
     if args.json:
