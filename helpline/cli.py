@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from helpline.config import ConfigError
 
 #: Modules under helpline.commands, in the order shown by ``--help``.
-COMMANDS = ["certs", "server", "agent", "admin", "demo"]
+COMMANDS = ["certs", "server", "agent", "admin", "demo", "viewer"]
 
 DESCRIPTION = """\
 Helpline: remote IT support with asset health for the CMDB.
