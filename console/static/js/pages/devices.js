@@ -46,7 +46,8 @@ export async function show(main) {
 function set(key, value) { query[key] = value; query.page = 1; load(); }
 
 function sortBy(key) {
-  query.order = query.sort === key && query.order === "asc" ? "desc" : "asc";
+  if (query.sort === key) query.order = query.order === "asc" ? "desc" : "asc";
+  else query.order = key === "last_seen" ? "desc" : "asc";  // newest first is what one wants
   query.sort = key;
   query.page = 1;
   const main = document.getElementById("main");

@@ -27,6 +27,7 @@ export async function show(main) {
         showEnrollment(enroll, err.body.enrollment);
         code.value = "";
         code.focus();
+        return;
       } else if (err.code === "totp_required") {
         code.focus();
       }

@@ -48,7 +48,7 @@ async function load(usersBox, groupsBox) {
   }
   const allRights = (session.me && session.me.all_rights) || [];
   clear(groupsBox).append(h("ul", { class: "plain" }, groups.items.map((g) => h("li", {}, text(g.name), h("span", { class: "muted" }, ` — ${g.devices} device(s)`)))));
-  clear(usersBox).append(h("table", { class: "grid users" },
+  clear(usersBox).append(h("div", { class: "table-wrap" }, h("table", { class: "grid users" },
     h("thead", {}, h("tr", {}, ["User", "Role", "State", "Last login", "Rights per group", ""].map((c) => h("th", {}, c)))),
     h("tbody", {}, users.items.map((u) => h("tr", { dataset: { user: u.username } },
       h("td", {}, text(u.username)), h("td", {}, badge(u.role)),
@@ -60,7 +60,7 @@ async function load(usersBox, groupsBox) {
         h("button", { type: "button", onclick: () => act(u, u.disabled ? "enable" : "disable", usersBox, groupsBox) }, u.disabled ? "Enable" : "Disable"),
         h("button", { type: "button", onclick: () => act(u, "reset-password", usersBox, groupsBox) }, "Reset password"),
         h("button", { type: "button", onclick: () => act(u, "reset-totp", usersBox, groupsBox) }, "Reset TOTP"),
-        u.locked ? h("button", { type: "button", onclick: () => act(u, "unlock", usersBox, groupsBox) }, "Unlock") : null))))));
+        u.locked ? h("button", { type: "button", onclick: () => act(u, "unlock", usersBox, groupsBox) }, "Unlock") : null)))))));
 }
 
 function rightsEditor(user, groups, allRights, reload) {
