@@ -23,3 +23,5 @@ class AgentConfig:
     backoff_cap_s: float = 60.0
     #: Local policy file owned by the device's admin (consent rules the server cannot override).
     policy_file: Path | None = None
+    #: X display the consent UI and screen sessions use (e.g. ":0"); None = the $DISPLAY the agent inherited.
+    display: str | None = None

@@ -8,7 +8,18 @@ the consent prompt. Only after an Allow does it open the tunnel
 single-use tunnel token) and run the screen session in exactly the consented mode. While
 it runs, the indicator stays on screen; the session ends on *End session*, on the
 technician's or server's ``session.end``, when the tunnel closes, when its grant is
-revoked or its window/validity ends. Every end is reported with ``session.end``.
+revoked or its window/validity ends (checked against the wall clock at least every
+``deadline_check_s``, so a suspend/resume or a clock change cannot stretch a grant).
+Every end is reported with ``session.end``.
+
+A running session belongs to the session manager, not to the control connection: the
+tunnel is its own mutually-authenticated websocket, and the server can end the session
+at any time by closing it. So a control-channel reconnect (certificate renewal, a
+network blip) does not end it; only a control channel that stays down longer than
+``reconnect_grace_s`` does (reason ``agent disconnected``).
+
+Attended sessions need somebody to ask: no display, or nobody logged in
+(:func:`logged_in_users`), is a refusal with that reason before any prompt.
 """
 
 from __future__ import annotations
@@ -24,10 +35,11 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
 from certs.grants import GrantSignatureError
-from protocol.grants import Grant
+from protocol.grants import Grant, in_window
 from protocol.session import (
     TUNNEL_TOKEN_HEADER,
     AnsweredBy,
@@ -55,6 +67,24 @@ log = logging.getLogger(__name__)
 TUNNEL_OPEN_TIMEOUT_S = 15.0
 #: After reporting an end, how long the agent lets the server close the tunnel first.
 REPORT_GRACE_S = 0.5
+#: Grant validity/window is re-checked against the wall clock at least this often.
+DEADLINE_CHECK_S = 1.0
+#: Running sessions survive a control-channel outage this long (then they end).
+RECONNECT_GRACE_S = 30.0
+#: Tests (and kiosks without utmp) may name the logged-in users: comma-separated, "" = nobody.
+USERS_ENV = "HELPLINE_LOGGED_IN_USERS"
+
+
+def logged_in_users() -> list[str]:
+    """Names of users with a login session (utmp via psutil), or the ``HELPLINE_LOGGED_IN_USERS`` override."""
+    override = os.environ.get(USERS_ENV)
+    if override is not None:
+        return [name.strip() for name in override.split(",") if name.strip()]
+    try:
+        return sorted({user.name for user in psutil.users()})
+    except OSError as exc:
+        log.warning("cannot list logged-in users; treating the device as unattended: %s", exc)
+        return []
 
 
 @dataclass
@@ -85,14 +115,19 @@ class RunningSession:
 
 
 class AgentSessions:
-    """Per-agent session manager; its seams (UI, clocks, display, runner) are attributes tests may swap."""
+    """Per-agent session manager; its seams (UI, clocks, display, users, runner) are attributes tests may swap."""
 
     def __init__(self, client: AgentClient) -> None:
         self.client = client
-        self.display: str | None = os.environ.get("DISPLAY")
+        self.display: str | None = client.config.display or os.environ.get("DISPLAY")
         self.ui: ConsentUI | None = None
         self.wall: Callable[[], float] = time.time
         self.local_now: Callable[[], datetime] = datetime.now
+        self.logged_in: Callable[[], list[str]] = logged_in_users
+        self.deadline_check_s = DEADLINE_CHECK_S
+        self.reconnect_grace_s = RECONNECT_GRACE_S
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._grace: asyncio.Task[None] | None = None
         self.screen_kwargs: dict[str, Any] = {}
         self.running: dict[str, RunningSession] = {}
         self.pending: dict[str, asyncio.Task[None]] = {}
@@ -119,6 +154,50 @@ class AgentSessions:
 
     def group(self) -> str:
         return str(self.client.state.load_info().get("group", ""))
+
+    def nobody_to_ask(self) -> str:
+        """Why no consent prompt can be shown here ("" when someone can be asked)."""
+        if not self.display:
+            return "no display to show the consent prompt on"
+        if not self.logged_in():
+            return "nobody is logged in to ask for consent"
+        return ""
+
+    def _own(self, coro: Any) -> asyncio.Task[None]:
+        """Run a task owned by the manager (it outlives control-channel reconnects)."""
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --- control channel presence -------------------------------------------------------
+
+    async def on_ready(self, client: AgentClient) -> None:
+        """Per connection: cancel a pending grace timer; when the connection drops, start one."""
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        try:
+            await asyncio.Future()  # lives exactly as long as this connection
+        finally:
+            if self.running:
+                log.info("control channel lost; running sessions continue on their tunnels",
+                         extra={"grace_s": self.reconnect_grace_s, "sessions": list(self.running)})
+                self._grace = self._own(self._grace_timer())
+
+    async def _grace_timer(self) -> None:
+        await asyncio.sleep(self.reconnect_grace_s)
+        if not self.client.ready.is_set():
+            for running in self.running.values():
+                running.request_end(EndReason.AGENT_GONE.value, "agent")
+
+    async def shutdown(self, reason: str = EndReason.AGENT_GONE.value) -> None:
+        """End every running session now (the agent is stopping) and wait until they are closed."""
+        for running in self.running.values():
+            running.request_end(reason, "agent")
+        for task in self.pending.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self.pending.values(), return_exceptions=True)
 
     # --- message handlers ---------------------------------------------------------------
 
@@ -190,6 +269,9 @@ class AgentSessions:
             grant = match.grant
             if not policy.require_prompt:
                 return Decision(True, "grant", match.decision.reason, mode, grant)
+        unavailable = self.nobody_to_ask()
+        if unavailable:
+            return Decision(False, "unavailable", unavailable)
         answer = await self.consent_ui().prompt(PromptRequest(
             technician=offer.technician, mode=mode, reason=offer.reason, timeout_s=policy.prompt_timeout_s,
             note=note))
@@ -218,15 +300,20 @@ class AgentSessions:
             return
         running = RunningSession(offer, decision.mode, decision.grant, machine)
         self.running[offer.session_id] = running
+        # From here on the session is the manager's, not the connection's (see the module docstring).
+        self._own(self._run(running))
+
+    async def _run(self, running: RunningSession) -> None:
+        session_id = running.offer.session_id
         try:
             await self._stream(running)
         finally:
-            self.running.pop(offer.session_id, None)
-            self.finished[offer.session_id] = running.end_reason
+            self.running.pop(session_id, None)
+            self.finished[session_id] = running.end_reason
             if not running.end_reported:
                 await self._report_end(running)
 
-    async def _report_end(self, running: RunningSession) -> None:
+    async def _report_end(self, running: RunningSession) -> bool:
         """Tell the server why (before the tunnel closes, so the reason is the user's, not "tunnel closed")."""
         running.end_reported = True
         session_id = running.offer.session_id
@@ -236,7 +323,10 @@ class AgentSessions:
                                               refused_inputs=self._refused.pop(session_id, 0),
                                               bytes_sent=self.tunnel_bytes.get(session_id, 0)))
         except ConnectionError as exc:
-            log.info("could not report the session end: %s", exc, extra={"session_id": session_id})
+            log.info("could not report the session end (control channel down); closing the tunnel says it: %s",
+                     exc, extra={"session_id": session_id})
+            return False
+        return True
 
     # --- streaming ----------------------------------------------------------------------
 
@@ -278,7 +368,7 @@ class AgentSessions:
         counted = _CountingTunnel(ws)
         running.machine.start(self.wall())
         indicator = await self._show_indicator(running)
-        deadline = self._grant_deadline(running)
+        grant_watch = self._own(self._watch_grant(running)) if running.grant is not None else None
         try:
             while not running.end_reason:
                 inner_stop = asyncio.Event()
@@ -287,16 +377,12 @@ class AgentSessions:
                 waits: set[asyncio.Future[Any]] = {screen, asyncio.ensure_future(running.wake.wait())}
                 if indicator is not None:
                     waits.add(asyncio.ensure_future(indicator.ended.wait()))
-                if deadline is not None:
-                    waits.add(asyncio.ensure_future(asyncio.sleep(max(0.0, deadline[0] - self.wall()))))
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in waits - {screen}:
                     waiter.cancel()
                 running.wake.clear()
                 if indicator is not None and indicator.ended.is_set():
                     running.request_end(EndReason.USER.value, "user")
-                elif deadline is not None and self.wall() >= deadline[0]:
-                    running.request_end(deadline[1], "agent")
                 elif screen.done():
                     running.request_end(EndReason.TUNNEL_CLOSED.value, "technician")
                 inner_stop.set()
@@ -307,9 +393,10 @@ class AgentSessions:
                     if indicator is not None:
                         await indicator.set_mode(running.mode)
         finally:
+            if grant_watch is not None:
+                grant_watch.cancel()
             self.tunnel_bytes[offer.session_id] = counted.bytes_sent
-            if running.ended_by in ("user", "agent"):
-                await self._report_end(running)
+            if running.ended_by in ("user", "agent") and await self._report_end(running):
                 # Let the server close the tunnel in answer, so it records our reason, not "tunnel closed".
                 try:
                     await asyncio.wait_for(ws.wait_closed(), REPORT_GRACE_S)
@@ -321,14 +408,29 @@ class AgentSessions:
                 await indicator.close()
             log.info("session ended", extra={"session_id": offer.session_id, "reason": running.end_reason})
 
-    def _grant_deadline(self, running: RunningSession) -> tuple[float, str] | None:
-        grant = running.grant
-        if grant is None:
-            return None
-        now = self.wall()
-        end = GrantBook.ends_at(grant, now, self.local_now())
-        reason = EndReason.GRANT_EXPIRED.value if end >= grant.not_after else EndReason.GRANT_WINDOW.value
-        return end, reason
+    def grant_over(self, grant: Grant) -> str:
+        """Why a session under ``grant`` must end now ("" while the grant still holds)."""
+        if grant.grant_id in self.book.revoked:
+            return EndReason.GRANT_REVOKED.value
+        if self.wall() >= grant.not_after:
+            return EndReason.GRANT_EXPIRED.value
+        if grant.windows and not any(in_window(w, self.local_now()) for w in grant.windows):
+            return EndReason.GRANT_WINDOW.value
+        return ""
+
+    async def _watch_grant(self, running: RunningSession) -> None:
+        """End the session when its grant expires or its window closes (wall clock, re-read every check)."""
+        assert running.grant is not None
+        while not running.end_reason:
+            reason = self.grant_over(running.grant)
+            if reason:
+                log.info("grant no longer holds; ending the session",
+                         extra={"session_id": running.offer.session_id, "reason": reason})
+                running.request_end(reason, "agent")
+                return
+            now = self.wall()
+            left = GrantBook.ends_at(running.grant, now, self.local_now()) - now
+            await asyncio.sleep(min(self.deadline_check_s, max(0.01, left)))
 
     async def _handle_upgrade(self, running: RunningSession, message: SessionMode) -> None:
         policy = self.policy()
@@ -342,6 +444,8 @@ class AgentSessions:
             match = self.book.match("control", running.offer.technician_user, running.offer.technician_role,
                                     self.group(), self.wall(), self.local_now(), grant_id=running.grant.grant_id)
             accepted, by, reason = match.decision.allowed, "grant", match.decision.reason
+        elif self.nobody_to_ask():
+            by, reason = "unavailable", self.nobody_to_ask()
         else:
             answer = await self.consent_ui().prompt(PromptRequest(
                 technician=running.offer.technician, mode=message.mode, reason=message.reason,
@@ -386,3 +490,4 @@ def setup(client: AgentClient) -> None:
     client.register(SessionMode, manager.on_mode)
     client.register(GrantPush, manager.on_grant_push)
     client.register(GrantRevoke, manager.on_grant_revoke)
+    client.on_ready.append(manager.on_ready)

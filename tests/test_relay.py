@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,19 @@ from websockets.exceptions import InvalidStatus
 from agent.consent.scripted import ScriptedConsentUI
 from agent.sessions import manager_of
 from certs import tls
+from protocol.control import CloseCode
 from protocol.session import TUNNEL_TOKEN_HEADER
+from server import devices
 from server.sessions import SESSIONS
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
-from tests.test_session_helpers import api, configure_agent, install_test_auth, viewer_for, wait_for_audit
+from tests.test_session_helpers import (
+    api,
+    configure_agent,
+    install_test_auth,
+    viewer_for,
+    wait_for_audit,
+    paint_root,
+)
 from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
 
 
@@ -73,8 +83,58 @@ async def test_technician_disconnect_ends_the_agent_side(tmp_path: Path, xvfb: X
             assert body["state"] == "ended" and body["end_reason"] == "technician disconnected"
 
 
-async def test_agent_disconnect_ends_the_technician_side(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
-    """Stopping the agent mid-session closes the technician's stream."""
+async def test_agent_gone_longer_than_the_grace_ends_the_technician_side(
+        tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """Stopping the agent mid-session: once its control channel has been gone for the grace, the stream closes."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "a")
+        setup = configure_agent(xvfb.display, ScriptedConsentUI([True]), reconnect_grace_s=1.0)
+        async with running_agent(state, setup=setup) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _streaming(server, state, agent)
+            sessions = manager_of(agent.client)
+            async with viewer_for(server, sid) as viewer:
+                await viewer.wait_for_updates(1, 15)
+                await agent.stop()
+                stopped = time.monotonic()
+                await asyncio.wait_for(viewer.closed.wait(), 5)
+                assert 0.9 <= time.monotonic() - stopped < 3.0
+            await wait_until(lambda: sid not in server.console_app[SESSIONS].live, what="session ended on server")
+            assert sessions.finished[sid] == "agent disconnected"
+            _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
+            assert body["end_reason"] == "tunnel closed" and body["ended_by"] == "agent"
+
+
+async def test_session_survives_a_control_channel_reconnect(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """The server drops the agent's control channel: the tunnel keeps streaming, and after the reconnect
+    the technician's end still reaches the agent over the new channel."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "a")
+        async with running_agent(state, setup=configure_agent(xvfb.display, ScriptedConsentUI([True]))) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _streaming(server, state, agent)
+            sessions = manager_of(agent.client)
+            async with viewer_for(server, sid) as viewer:
+                await viewer.wait_for_updates(1, 15)
+                assert await server.connections.close(state.device_id, CloseCode.GOING_AWAY, "test drop")
+                await wait_until(lambda: agent.client.connections == 2 and agent.client.ready.is_set(),
+                                 timeout=10, what="agent reconnected")
+                updates = viewer.stats.updates
+                await asyncio.to_thread(paint_root, xvfb.display, "#3050a0")
+                await viewer.wait_for(lambda v: v.stats.updates > updates, 10)
+                assert not viewer.closed.is_set() and sid in sessions.running
+                assert sid in server.console_app[SESSIONS].live
+                status, body = await api(server, "POST", f"/api/v1/sessions/{sid}/end", "ann")
+                assert status == 200 and body["end_reason"] == "technician ended the session"
+                await asyncio.wait_for(viewer.closed.wait(), 5)
+            await wait_until(lambda: sid not in sessions.running, what="agent side ended")
+            assert sessions.finished[sid] == "technician ended the session"
+
+
+async def test_revoking_the_device_ends_its_session(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """A device revoked mid-session loses the session at once (not only its control channel)."""
     async with running_server(tmp_path / "srv") as server:
         install_test_auth(server)
         state = await enroll_agent(server, tmp_path / "a")
@@ -83,9 +143,10 @@ async def test_agent_disconnect_ends_the_technician_side(tmp_path: Path, xvfb: X
             sid = await _streaming(server, state, agent)
             async with viewer_for(server, sid) as viewer:
                 await viewer.wait_for_updates(1, 15)
-                await agent.stop()
+                assert await devices.revoke(server.db, state.device_id, actor="test")
                 await asyncio.wait_for(viewer.closed.wait(), 5)
-            await wait_until(lambda: sid not in server.console_app[SESSIONS].live, what="session ended on server")
+            _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
+            assert body["end_reason"] == "device revoked" and body["ended_by"] == "server"
 
 
 async def test_user_end_via_indicator_closes_technician_and_recording_is_written(

@@ -63,15 +63,21 @@ def viewer_for(server: HelplineServer, session_id: str, user: str = "ann", origi
     return Viewer(url, ssl_context=ctx, headers={"Origin": origin or console_url(server), "X-Test-User": user})
 
 
-def configure_agent(display: str | None, ui: ConsentUI | None = None,
-                    **screen: Any) -> Callable[[AgentClient], None]:
-    """A running_agent setup hook: sessions on ``display`` with the given consent UI (None = real Tk)."""
+def configure_agent(display: str | None, ui: ConsentUI | None = None, *, users: tuple[str, ...] = ("tester",),
+                    reconnect_grace_s: float | None = None, **screen: Any) -> Callable[[AgentClient], None]:
+    """A running_agent setup hook: sessions on ``display`` with the given consent UI (None = real Tk).
+
+    ``users`` stands in for the logged-in users (Xvfb has no utmp login); ``()`` = nobody.
+    """
 
     def setup(client: AgentClient) -> None:
         manager = manager_of(client)
         manager.display = display
         manager.ui = ui
+        manager.logged_in = lambda: list(users)
         manager.screen_kwargs = dict(screen)
+        if reconnect_grace_s is not None:
+            manager.reconnect_grace_s = reconnect_grace_s
 
     return setup
 
@@ -119,6 +125,12 @@ def xdotool(display: str, *args: str) -> str:
     result = subprocess.run(["xdotool", *args], env={**os.environ, "DISPLAY": display}, capture_output=True,
                             timeout=10, check=True, text=True)
     return result.stdout
+
+
+def paint_root(display: str, colour: str) -> None:
+    """Paint the whole root window one colour: a screen change as large as it gets."""
+    subprocess.run(["xsetroot", "-solid", colour], env={**os.environ, "DISPLAY": display}, capture_output=True,
+                   timeout=10, check=True)
 
 
 async def click_colour(display: str, colour: str, timeout: float = 10.0) -> float:

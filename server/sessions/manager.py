@@ -34,7 +34,7 @@ from protocol.session import (
     SessionState,
 )
 
-from .. import audit
+from .. import audit, devices
 from ..grants import store as grant_store
 from .settings import SessionSettings
 
@@ -107,6 +107,7 @@ class SessionManager:
         async def register_watcher() -> None:
             assert server.watcher is not None
             server.watcher.on(grant_store.GRANT_CHANGED, self._on_grant_changed)
+            server.watcher.on(devices.DEVICE_REVOKED, self._on_device_revoked)
 
         server.background.append(register_watcher)
 
@@ -189,7 +190,8 @@ class SessionManager:
             await audit.append(self.db, actor, "session.consented", session.device_id,
                                {**details, "mode": machine.mode, "requested_mode": machine.requested_mode})
             if machine.mode == "control":
-                await audit.append(self.db, actor, "session.control_enabled", session.device_id, details)
+                await audit.append(self.db, actor, "session.control_enabled", session.device_id,
+                                   {**details, "consented_by": _consented_by(session, msg.by), "upgrade": False})
             await self._persist(session, answered=True)
             session.notify()
             return
@@ -204,7 +206,8 @@ class SessionManager:
         details = {"session_id": session.session_id, "by": msg.by, "reason": msg.reason}
         if msg.accepted and msg.mode_granted is not None and msg.mode_granted == machine.pending_mode:
             machine.mode_consented(msg.mode_granted, now)
-            await audit.append(self.db, actor, "session.control_enabled", session.device_id, details)
+            await audit.append(self.db, actor, "session.control_enabled", session.device_id,
+                               {**details, "consented_by": _consented_by(session, msg.by), "upgrade": True})
         else:
             machine.mode_refused(now)
             await audit.append(self.db, actor, "session.mode_refused", session.device_id, details)
@@ -374,6 +377,12 @@ class SessionManager:
             if session.grant_id == grant_id:
                 await self.end(session, EndReason.GRANT_REVOKED.value, "server")
 
+    async def _on_device_revoked(self, device_id: str, _payload: dict[str, Any]) -> None:
+        """A revoked device loses its sessions too (its control channel is closed elsewhere)."""
+        for session in list(self.live.values()):
+            if session.device_id == device_id:
+                await self.end(session, "device revoked", "server")
+
     async def _persist(self, session: LiveSession, *, answered: bool = False, started: bool = False,
                        ended: bool = False, relay: Relay | None = None) -> None:
         m, now = session.machine, time.time()
@@ -394,6 +403,15 @@ class SessionManager:
                        str(relay.recording_path) if relay.recording_path else None]
         params.append(session.session_id)
         await self.db.execute(f"UPDATE sessions SET {', '.join(sets)} WHERE id = ?", params)  # noqa: S608
+
+
+def _consented_by(session: LiveSession, by: str) -> str:
+    """Who agreed to control, for the audit record: the device user, a named grant, or the device policy."""
+    if by == "user":
+        return "device user"
+    if by == "grant":
+        return f"grant {session.grant_id}"
+    return by
 
 
 def _state_of(machine: SessionMachine) -> SessionState:
