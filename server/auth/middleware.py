@@ -17,7 +17,7 @@ from .rights import Principal, Right
 
 Authenticator = Callable[[web.Request], Awaitable[Principal | None]]
 
-PRINCIPAL_KEY = "helpline.principal"
+PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("helpline_principal", Principal)
 AUTHENTICATORS: web.AppKey[list[Authenticator]] = web.AppKey("helpline_authenticators", list)
 PUBLIC_PATHS: web.AppKey[set[str]] = web.AppKey("helpline_public_paths", set)
 PUBLIC_PREFIXES: web.AppKey[list[str]] = web.AppKey("helpline_public_prefixes", list)
