@@ -328,3 +328,11 @@ async def test_offline_and_reboot_and_battery_alerts(db: Database) -> None:
     await alerts.evaluate_fleet(db, time.time())
     assert await alerts.list_alerts(db, status="open") == []
     assert len(await alerts.list_alerts(db, status="resolved")) == 3
+
+
+def test_server_sections_match_agent_sections() -> None:
+    """The server accepts exactly the sections the agent collects."""
+    from agent.inventory import SECTIONS
+    from server.cmdb.sections import KNOWN_SECTIONS
+
+    assert tuple(KNOWN_SECTIONS) == tuple(SECTIONS)

@@ -1,0 +1,88 @@
+"""Agent footprint: full inventory collection time, delta size when nothing changed, and the
+idle RSS and CPU of a real ``helpline agent run`` subprocess at the default 60 s interval.
+
+Run: ``.venv/bin/python -m benchmarks.agent_footprint [--window 120]`` (targets: collection
+< 2 s, delta < 2 KB, RSS ≤ 40 MB, CPU ≤ 1 % of one core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.inventory import collect_inventory, compute_delta, section_checksums
+from protocol import codec
+from protocol.messages import InventoryReport
+from server.cmdb import inventory_store
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def bench_collection(runs: int = 3) -> tuple[list[float], int, int]:
+    times: list[float] = []
+    inventory: dict[str, object] = {}
+    for _ in range(runs):
+        start = time.perf_counter()
+        inventory = collect_inventory()
+        times.append(time.perf_counter() - start)
+    full = len(codec.encode(InventoryReport(full=True, sections=inventory, checksums=section_checksums(inventory))))
+    again = collect_inventory()
+    delta = compute_delta(again, section_checksums(inventory))
+    size = len(codec.encode(InventoryReport(full=False, sections=delta, checksums=section_checksums(again))))
+    return times, full, size
+
+
+async def bench_idle_agent(window: float) -> tuple[float, float]:
+    from tests.harness import enroll_agent, running_server, wait_until
+
+    with tempfile.TemporaryDirectory() as tmp:
+        async with running_server(Path(tmp) / "srv") as server:
+            state = await enroll_agent(server, Path(tmp) / "agent")
+            proc = subprocess.Popen([sys.executable, "-m", "helpline", "agent", "run", "--state", str(state.directory)],
+                                    cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                async def reported() -> bool:
+                    return await inventory_store.stored_checksums(server.db, state.device_id) is not None
+
+                await wait_until(reported, timeout=60, what="agent inventory stored")
+                await asyncio.sleep(5)  # let the first sample and inventory work finish before measuring idle
+                agent = psutil.Process(proc.pid)
+                before = agent.cpu_times()
+                t0 = time.monotonic()
+                rss: list[int] = []
+                while time.monotonic() - t0 < window:
+                    rss.append(agent.memory_info().rss)
+                    await asyncio.sleep(1)
+                after = agent.cpu_times()
+                cpu = (after.user + after.system - before.user - before.system) / (time.monotonic() - t0) * 100
+                return max(rss) / 2**20, cpu
+            finally:
+                proc.terminate()
+                proc.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--window", type=float, default=120.0, help="idle measurement window in seconds")
+    args = parser.parse_args()
+    times, full, delta = bench_collection()
+    print(f"full inventory collection: median {statistics.median(times):.2f} s, max {max(times):.2f} s "
+          f"({full:,} bytes on the wire)")
+    print(f"delta when nothing changed: {delta:,} bytes")
+    rss, cpu = asyncio.run(bench_idle_agent(args.window))
+    print(f"idle agent (real subprocess, 60 s health interval, {args.window:.0f} s window): "
+          f"RSS max {rss:.1f} MB, CPU {cpu:.2f} % of one core")
+
+
+if __name__ == "__main__":
+    main()
