@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import signal
 import socket
 import subprocess
@@ -20,7 +21,8 @@ from server.enrollment import create_token
 
 from .common import with_database
 
-#: Extra demo steps (console admin account, virtual display …): callables run after the agent starts.
+#: Extra demo steps: modules with an optional ``before_agent(data, children, step)`` (e.g. start a
+#: virtual display the agent inherits) and ``run(config, data, children, step)`` after it starts.
 DEMO_STEPS: list[str] = ["demo_console"]
 
 
@@ -83,10 +85,14 @@ def _demo(args: argparse.Namespace) -> int:
             created = with_database(config, lambda db: create_token(db, group="demo", ttl_s=600, uses=1,
                                                                     actor="demo"))
             enroll(config.console_url, created.token, ca.fingerprint_sha256, state)
+        steps = [importlib.import_module(f"helpline.commands.{name}") for name in DEMO_STEPS]
+        for module in steps:
+            if hasattr(module, "before_agent"):
+                module.before_agent(data, children, step)
         step(f"starting agent {state.device_id}; log in {logs}/agent.log")
         children.append(_spawn(["agent", "run", "--state", str(state.directory)], logs / "agent.log"))
-        for name in DEMO_STEPS:
-            __import__(f"helpline.commands.{name}", fromlist=["run"]).run(config, data, children, step)
+        for module in steps:
+            module.run(config, data, children, step)
         print()
         print("Helpline demo is running:")
         print(f"  console / API     {config.console_url}")

@@ -2,8 +2,7 @@
 
 Prints the console URL with one-time credentials (password, TOTP secret, otpauth URI and a
 terminal QR code). Without a display but with Xvfb installed, it starts ``Xvfb`` with a small
-sample window and gives the agent ``DISPLAY`` (restarting the agent the demo just spawned, as
-the agent reads its display from the environment at start).
+sample window before the agent starts, so the agent inherits ``DISPLAY``.
 """
 
 from __future__ import annotations
@@ -50,7 +49,6 @@ def run(config: ServerConfig, data: Path, children: list[subprocess.Popen[bytes]
     step(f"creating console account '{ADMIN_NAME}' (admin) with one-time credentials")
     password, secret = with_database(config, _admin_credentials)
     uri = totp.provisioning_uri(secret, ADMIN_NAME)
-    _maybe_virtual_display(data, children, step)
     print()
     print(f"Console:        {config.console_url}   (the browser will warn: the org CA is not in its trust store;")
     print(f"                import {config.pki_path / 'ca.pem'} or accept the warning for this demo)")
@@ -83,7 +81,8 @@ async def _admin_credentials(db: Database) -> tuple[str, str]:
     return password, secret
 
 
-def _maybe_virtual_display(data: Path, children: list[subprocess.Popen[bytes]], step: Callable[[str], None]) -> None:
+def before_agent(data: Path, children: list[subprocess.Popen[bytes]], step: Callable[[str], None]) -> None:
+    """Give the agent a display: start Xvfb with a sample window when the machine has none."""
     if os.environ.get("DISPLAY"):
         return
     xvfb = shutil.which("Xvfb")
@@ -101,7 +100,6 @@ def _maybe_virtual_display(data: Path, children: list[subprocess.Popen[bytes]], 
     os.environ["DISPLAY"] = display
     children.append(subprocess.Popen([sys.executable, "-c", SAMPLE_WINDOW], stdout=subprocess.DEVNULL,
                                      stderr=(logs / "sample-window.log").open("ab")))
-    _restart_agent_with_display(children, logs / "agent.log", step)
 
 
 def _free_display() -> str:
@@ -119,22 +117,4 @@ def _wait_socket(display: str) -> bool:
             return True
         time.sleep(0.05)  # polling a file with a deadline
     return False
-
-
-def _restart_agent_with_display(children: list[subprocess.Popen[bytes]], log_path: Path,
-                                step: Callable[[str], None]) -> None:
-    """The demo spawned the agent before this step ran; respawn it so it inherits DISPLAY."""
-    for index, child in enumerate(children):
-        argv = [str(a) for a in child.args] if isinstance(child.args, list) else []
-        if "agent" in argv and "run" in argv and child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(timeout=5)
-            children[index] = subprocess.Popen(argv, stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
-            step(f"restarted the agent on DISPLAY={os.environ['DISPLAY']}")
-            return
-
 
