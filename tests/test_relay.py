@@ -23,9 +23,9 @@ from tests.test_session_helpers import (
     api,
     configure_agent,
     install_test_auth,
+    paint_root,
     viewer_for,
     wait_for_audit,
-    paint_root,
 )
 from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from agent.config import AgentConfig
 from agent.consent.tk_app import ALLOW_BG, DENY_BG, END_BG, INDICATOR_TITLE, PROMPT_TITLE
-from agent.sessions import manager_of
+from agent.control_client import AgentClient
+from agent.sessions import USERS_ENV, logged_in_users, manager_of
 from server.sessions import SESSIONS
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.test_session_helpers import (
@@ -16,7 +20,9 @@ from tests.test_session_helpers import (
     audit_actions,
     click_colour,
     configure_agent,
+    find_colour,
     install_test_auth,
+    paint_root,
     viewer_for,
     wait_for_audit,
     wait_window,
@@ -152,3 +158,97 @@ async def test_local_policy_forbidding_control_wins(tmp_path: Path, xvfb: XvfbHa
                 await wait_for_audit(server, "session.mode_refused")
             actions = await audit_actions(server, state.device_id)
             assert "session.control_enabled" not in actions
+
+
+def _only_users(users: list[str]) -> Callable[[AgentClient], None]:
+    """A setup hook that leaves the display to AgentConfig/$DISPLAY and fakes only the logged-in users."""
+
+    def setup(client: AgentClient) -> None:
+        manager_of(client).logged_in = lambda: list(users)
+
+    return setup
+
+
+async def _denied_with(server, device_id: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    status, body = await api(server, "POST", f"/api/v1/devices/{device_id}/sessions", "ann", {"mode": "view"})
+    assert status == 201, body  # offered; the answer may already be in
+    sid = body["session_id"]
+    await wait_until(lambda: sid not in server.console_app[SESSIONS].live, what="session refused")
+    _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
+    assert body["state"] == "ended" and body["answered_by"] == "unavailable" and body["started_at"] is None
+    return dict(body)
+
+
+async def test_nobody_logged_in_denies_attended_sessions(tmp_path: Path, xvfb: XvfbHandle,  # noqa: F811
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A display (from AgentConfig.display, $DISPLAY unset) but no logged-in user: denied with that reason,
+    no prompt shown."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "agent")
+        config = AgentConfig(state_dir=tmp_path / "agent", backoff_cap_s=1.0, display=xvfb.display)
+        async with running_agent(state, config, setup=_only_users([])) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            assert manager_of(agent.client).display == xvfb.display
+            body = await _denied_with(server, state.device_id)
+            assert body["end_reason"] == "nobody is logged in to ask for consent"
+            assert find_colour(xvfb.display, ALLOW_BG) is None
+            await wait_for_audit(server, "session.denied")
+
+
+async def test_no_display_denies_attended_sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No display configured and no $DISPLAY: attended sessions are denied with that reason."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "agent")
+        async with running_agent(state, _config(tmp_path), setup=_only_users(["tester"])) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            assert manager_of(agent.client).display is None
+            body = await _denied_with(server, state.device_id)
+            assert body["end_reason"] == "no display to show the consent prompt on"
+
+
+def test_logged_in_users_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HELPLINE_LOGGED_IN_USERS replaces utmp: a list of names, or empty for nobody."""
+    monkeypatch.setenv(USERS_ENV, " alice, bob ,")
+    assert logged_in_users() == ["alice", "bob"]
+    monkeypatch.setenv(USERS_ENV, "")
+    assert logged_in_users() == []
+
+
+async def test_idle_session_ends_but_input_and_screen_changes_keep_it(tmp_path: Path,
+                                                                      xvfb: XvfbHandle) -> None:  # noqa: F811
+    """With a 1.5 s idle timeout, technician input and a changing screen keep the session alive; the ticking
+    indicator alone does not, and the session ends as idle (server-ended, audited, seen by the agent)."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        server.console_app[SESSIONS].settings.idle_timeout_s = 1.5
+        state = await enroll_agent(server, tmp_path / "agent")
+        async with running_agent(state, _config(tmp_path), setup=configure_agent(xvfb.display)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _request(server, state.device_id, "view")
+            async with viewer_for(server, sid) as viewer:
+                await click_colour(xvfb.display, ALLOW_BG)
+                await viewer.wait_for_updates(1, 15)
+                await wait_window(xvfb.display, INDICATOR_TITLE)
+                for step in range(8):  # 2 s of technician input (refused on a view session, still activity)
+                    await viewer.send_mouse(10 + step, 10)
+                    await asyncio.sleep(0.25)
+                assert not viewer.closed.is_set()
+                for step in range(8):  # 2 s of big screen changes on the device
+                    await asyncio.to_thread(paint_root, xvfb.display, ("#204080", "#802040")[step % 2])
+                    await asyncio.sleep(0.25)
+                assert not viewer.closed.is_set()
+                quiet = time.monotonic()
+                await asyncio.wait_for(viewer.closed.wait(), 6)
+                idle_for = time.monotonic() - quiet
+            assert 1.0 <= idle_for < 4.0, idle_for
+            await wait_until(lambda: sid not in manager_of(agent.client).running, what="agent side ended")
+            assert manager_of(agent.client).finished[sid] == "idle timeout"
+            _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
+            assert body["end_reason"] == "idle timeout" and body["ended_by"] == "server"
+            record = await wait_for_audit(server, "session.ended")
+            assert "idle timeout" in str(record["details"])
+            await wait_window(xvfb.display, INDICATOR_TITLE, present=False)

@@ -6,6 +6,12 @@ connection) and a writer that drains the other side's queue. Screen data is neve
 messages are forwarded as opaque text/binary frames (text from the technician is only
 glanced at, to audit input attempts on view-only sessions). When either side ends, both
 are closed. Optionally every message is appended to a per-session recording file.
+
+Idle sessions end: the relay notes the last *activity* — an ``input.*`` message from the
+technician, or a screen update from the agent that changed at least
+``idle_min_change_px`` pixels (summed over the rectangles of one update, read from the
+fixed binary header only) — and ends the session ``idle timeout`` after
+``idle_timeout_s`` without any.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Literal
 
 from aiohttp import WSMsgType, web
 
+from protocol import stream
 from protocol.session import EndReason
 
 from .settings import SessionSettings
@@ -34,6 +41,9 @@ Side = Literal["technician", "agent"]
 Item = tuple[bool, str | bytes] | None  # (is_binary, data); None = stop
 #: Recording record header: seconds since start, direction (0 agent→technician, 1 back), binary flag, length.
 RECORD_HEADER = struct.Struct(">dBBI")
+#: The parts of a screen update's header the idle check reads: kind, then w/h, then sequence.
+_KIND_AT, _SIZE, _SEQ = 1, struct.Struct(">HH"), struct.Struct(">I")
+_SIZE_AT, _SEQ_AT = 8, 13
 
 
 class Recorder:
@@ -74,8 +84,12 @@ class Recorder:
 class Relay:
     def __init__(self, session_id: str, settings: SessionSettings, *, view_only: Callable[[], bool],
                  on_input_refused: Callable[[], None], on_end: Callable[[str, str], Awaitable[object]],
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.session_id = session_id
+        self.clock = clock
+        self.last_activity = clock()
+        self._update_seq = -1
+        self._update_px = 0
         self.settings = settings
         self.view_only = view_only
         self.on_input_refused = on_input_refused
@@ -108,12 +122,18 @@ class Relay:
             asyncio.ensure_future(self.closed.wait()): "closed",
             asyncio.ensure_future(self._pair_deadline()): "unpaired",
         }
+        if side == "agent" and self.settings.idle_timeout_s > 0:
+            tasks[asyncio.ensure_future(self._idle_deadline())] = "idle"
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             what = {tasks[t] for t in done}
             if "closed" not in what:
                 if "unpaired" in what:
                     reason, by = "the other side never connected", "server"
+                elif "idle" in what:
+                    reason, by = EndReason.IDLE.value, "server"
+                    log.info("session idle; ending it", extra={"session_id": self.session_id,
+                                                               "idle_s": self.settings.idle_timeout_s})
                 elif side == "technician":
                     reason, by = EndReason.TECHNICIAN_GONE.value, "technician"
                 else:
@@ -134,6 +154,28 @@ class Relay:
             return
         await asyncio.Future()  # paired: never fires
 
+    async def _idle_deadline(self) -> None:
+        """Return once the paired session has seen no activity for ``idle_timeout_s``."""
+        await self.paired.wait()
+        self.last_activity = self.clock()
+        while True:
+            left = self.last_activity + self.settings.idle_timeout_s - self.clock()
+            if left <= 0:
+                return
+            await asyncio.sleep(left)
+
+    def _note_agent_binary(self, data: bytes) -> None:
+        """Count a screen update's changed pixels (header only); enough of them is activity."""
+        if len(data) < stream.HEADER_SIZE or data[_KIND_AT] != stream.Kind.UPDATE:
+            return  # refinements of already-sent regions and cursor shapes are not changes
+        (seq,) = _SEQ.unpack_from(data, _SEQ_AT)
+        w, h = _SIZE.unpack_from(data, _SIZE_AT)
+        if seq != self._update_seq:
+            self._update_seq, self._update_px = seq, 0
+        self._update_px += w * h
+        if self._update_px >= self.settings.idle_min_change_px:
+            self.last_activity = self.clock()
+
     async def _read(self, side: Side, ws: web.WebSocketResponse) -> None:
         inbox = self.queues[side]
         direction = 1 if side == "technician" else 0
@@ -141,10 +183,14 @@ class Relay:
             if msg.type == WSMsgType.BINARY:
                 data: str | bytes = msg.data
                 binary = True
+                if side == "agent":
+                    self._note_agent_binary(msg.data)
             elif msg.type == WSMsgType.TEXT:
                 data, binary = msg.data, False
-                if side == "technician" and self.view_only() and _is_input(msg.data):
-                    self.on_input_refused()
+                if side == "technician" and _is_input(msg.data):
+                    self.last_activity = self.clock()
+                    if self.view_only():
+                        self.on_input_refused()
             else:
                 return
             if side == "agent":

@@ -18,6 +18,12 @@ class SessionSettings:
     max_message_bytes: int = 8 * 1024 * 1024 + 64
     #: A consented session's other side must arrive within this many seconds.
     pair_timeout_s: float = 60.0
+    #: A streaming session with no technician input and no screen change for this long ends
+    #: (reason "idle timeout"); 0 turns it off. Config ``session_idle_timeout_s``.
+    idle_timeout_s: float = 900.0
+    #: Pixels one screen update must change to count as activity: a blinking caret, a ticking
+    #: clock or the session indicator's own timer must not keep an abandoned session alive.
+    idle_min_change_px: int = 64 * 64 * 6
 
     @classmethod
     def from_config(cls, config: Any) -> SessionSettings:
@@ -25,4 +31,5 @@ class SessionSettings:
         return cls(
             record=bool(getattr(config, "session_recording", False)),
             recordings_dir=Path(getattr(config, "recordings_dir", None) or data_dir / "recordings"),
+            idle_timeout_s=float(getattr(config, "session_idle_timeout_s", 900.0)),
         )
