@@ -14,6 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.consent.scripted import ScriptedConsentUI
+from agent.control_client import AgentClient
 from agent.grants import GrantBook
 from agent.policy import LocalPolicy
 from agent.sessions import manager_of
@@ -193,3 +194,64 @@ def test_grant_window_end_is_the_session_deadline() -> None:
     end = GrantBook.ends_at(grant, NOW, local)
     assert abs(end - (NOW + timedelta(hours=7).total_seconds())) < 1
     assert GrantBook.ends_at(_grant("short-0001", not_after=NOW + 60), NOW, local) == NOW + 60
+
+
+class FakeClock:
+    """The agent's wall clock and local time: real time plus a jump the test makes instead of waiting."""
+
+    def __init__(self, local: datetime) -> None:
+        self.start_wall, self.start_local, self.offset = time.time(), local, 0.0
+
+    def wall(self) -> float:
+        return time.time() + self.offset
+
+    def local(self) -> datetime:
+        return self.start_local + timedelta(seconds=time.time() - self.start_wall + self.offset)
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+async def test_agent_ends_session_at_window_close_and_at_expiry(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """Under a 21:00-22:00 grant the agent itself ends the session when its clock passes 22:00 ("grant window
+    ended"), and under a 1 h grant when its clock passes not_after ("grant expired"); not before."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "a", group="lab")
+        clock = FakeClock(datetime(2024, 1, 1, 21, 58, 30))  # a Monday
+
+        def setup(client: AgentClient) -> None:
+            configure_agent(xvfb.display, ScriptedConsentUI([]))(client)
+            sessions = manager_of(client)
+            sessions.wall, sessions.local_now, sessions.deadline_check_s = clock.wall, clock.local, 0.05
+
+        async with running_agent(state, setup=setup) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sessions = manager_of(agent.client)
+            cases = (({"windows": [{"days": [0], "start": "21:00", "end": "22:00"}]}, 90.0, "grant window ended"),
+                     ({}, 3600.0, "grant expired"))
+            for extra, advance, reason in cases:
+                clock.offset = 0.0
+                status, grant = await api(server, "POST", "/api/v1/grants", "root", {
+                    "groups": ["lab"], "technicians": ["ann"], "actions": ["view"], "duration_s": 3600, **extra})
+                assert status == 201, grant
+                gid = grant["grant_id"]
+                await wait_until(lambda gid=gid: sessions.book.get(gid) is not None, what="grant pushed")
+                status, body = await api(server, "POST", f"/api/v1/devices/{state.device_id}/sessions", "ann",
+                                         {"mode": "view", "grant_id": gid})
+                assert status == 201, body
+                sid = body["session_id"]
+                async with viewer_for(server, sid) as viewer:
+                    await viewer.wait_for_updates(1, 15)
+                    clock.advance(advance - 30)  # still inside: nothing happens
+                    await asyncio.sleep(0.3)  # several deadline checks (0.05 s) must pass without ending it
+                    assert not viewer.closed.is_set() and sid in sessions.running
+                    clock.advance(31)
+                    moved = time.monotonic()
+                    await asyncio.wait_for(viewer.closed.wait(), 5)
+                    assert time.monotonic() - moved < 1.0
+                await wait_until(lambda sid=sid: sid not in server.console_app[SESSIONS].live, what="ended on server")
+                await wait_until(lambda sid=sid: sid in sessions.finished, what="agent side ended")
+                assert sessions.finished[sid] == reason
+                _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
+                assert body["end_reason"] == reason and body["ended_by"] == "agent", body
