@@ -25,6 +25,7 @@ Attended sessions need somebody to ask: no display, or nobody logged in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -67,6 +68,8 @@ log = logging.getLogger(__name__)
 TUNNEL_OPEN_TIMEOUT_S = 15.0
 #: After reporting an end, how long the agent lets the server close the tunnel first.
 REPORT_GRACE_S = 0.5
+#: How long an accepted upgrade may take to restart the screen session in the new mode.
+MODE_SWITCH_TIMEOUT_S = 10.0
 #: Grant validity/window is re-checked against the wall clock at least this often.
 DEADLINE_CHECK_S = 1.0
 #: Running sessions survive a control-channel outage this long (then they end).
@@ -103,6 +106,8 @@ class RunningSession:
     grant: Grant | None
     machine: SessionMachine
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set each time the screen session restarts in a new mode (after an upgrade).
+    mode_applied: asyncio.Event = field(default_factory=asyncio.Event)
     end_reason: str = ""
     ended_by: str = ""
     upgrade_to: Mode | None = None
@@ -395,6 +400,7 @@ class AgentSessions:
                 self._refused[offer.session_id] = self._refused.get(offer.session_id, 0) + stats.refused_inputs
                 if running.upgrade_to is not None and not running.end_reason:
                     running.mode, running.upgrade_to = running.upgrade_to, None
+                    running.mode_applied.set()
                     if indicator is not None:
                         await indicator.set_mode(running.mode)
         finally:
@@ -457,8 +463,16 @@ class AgentSessions:
                 timeout_s=policy.prompt_timeout_s, upgrade=True))
             accepted, by, reason = answer.allowed, answer.by, answer.reason
         if accepted and message.mode != running.mode and not running.end_reason:
+            # Answer only once the screen session runs in the new mode, so the technician's first
+            # input after "control enabled" is injected, not refused by the old view-only session.
+            running.mode_applied.clear()
             running.upgrade_to = message.mode
             running.wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(running.mode_applied.wait(), MODE_SWITCH_TIMEOUT_S)
+            running.upgrade_to = None
+            if running.mode != message.mode:
+                accepted, reason = False, "the session ended before the new mode took effect"
         await self.client.send(SessionAnswer(session_id=running.offer.session_id, accepted=accepted,
                                              mode_granted=message.mode if accepted else running.mode,
                                              by=by, reason=reason[:256]))

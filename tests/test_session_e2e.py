@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -252,3 +256,82 @@ async def test_idle_session_ends_but_input_and_screen_changes_keep_it(tmp_path: 
             record = await wait_for_audit(server, "session.ended")
             assert "idle timeout" in str(record["details"])
             await wait_window(xvfb.display, INDICATOR_TITLE, present=False)
+
+
+TARGET_TITLE = "Helpline test target"
+TARGET_BG = "#2060c0"
+_TARGET_APP = """
+import sys, tkinter as tk
+root = tk.Tk(); root.title(sys.argv[2]); root.geometry("220x140+60+520")
+def clicked():
+    open(sys.argv[1], "w").write("clicked")
+tk.Button(root, text="target", bg=sys.argv[3], activebackground=sys.argv[3], command=clicked,
+          relief="flat", bd=0, highlightthickness=0).pack(fill="both", expand=True)
+root.mainloop()
+"""
+
+
+@pytest.fixture
+def tk_target(xvfb: XvfbHandle, tmp_path: Path) -> Iterator[Path]:  # noqa: F811
+    """A Tk window with one big button on the Xvfb display; the returned file appears when it is clicked."""
+    marker = tmp_path / "target-clicked"
+    proc = subprocess.Popen([sys.executable, "-c", _TARGET_APP, str(marker), TARGET_TITLE, TARGET_BG],
+                            env=xvfb.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield marker
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+def _pointer(display: str) -> tuple[int, int]:
+    fields = dict(part.split(":") for part in xdotool(display, "getmouselocation").split())
+    return int(fields["x"]), int(fields["y"])
+
+
+async def test_view_to_control_upgrade_asks_the_user_again(tmp_path: Path, xvfb: XvfbHandle,  # noqa: F811
+                                                           tk_target: Path) -> None:
+    """Upgrading a view session: the Tk prompt asks again; Deny keeps it view-only (input refused), Allow lets
+    the technician's pointer move and click a Tk button; session.control_enabled names the consenting user."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "agent")
+        async with running_agent(state, _config(tmp_path), setup=configure_agent(xvfb.display)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            await wait_window(xvfb.display, TARGET_TITLE)
+            sid = await _request(server, state.device_id, "view")
+            async with viewer_for(server, sid) as viewer:
+                await click_colour(xvfb.display, ALLOW_BG)
+                await viewer.wait_for_updates(1, 15)
+                target = find_colour(xvfb.display, TARGET_BG)
+                assert target is not None
+                path = f"/api/v1/sessions/{sid}/mode"
+                # 1. Deny: still view-only.
+                status, body = await api(server, "POST", path, "ann", {"mode": "control"})
+                assert status == 202 and body["pending_mode"] == "control" and body["mode"] == "view"
+                await wait_window(xvfb.display, PROMPT_TITLE)
+                await click_colour(xvfb.display, DENY_BG)
+                await wait_for_audit(server, "session.mode_refused")
+                _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
+                assert body["mode"] == "view" and body["pending_mode"] is None
+                before = _pointer(xvfb.display)
+                await viewer.click(*target)
+                await viewer.wait_for(lambda v: any(e.code == "view_only" for e in v.stats.errors), 10)
+                assert _pointer(xvfb.display) == before and not tk_target.exists()
+                # 2. Allow: control reaches the Tk button.
+                status, _body = await api(server, "POST", path, "ann", {"mode": "control"})
+                assert status == 202
+                await wait_window(xvfb.display, PROMPT_TITLE)
+                await click_colour(xvfb.display, ALLOW_BG)
+                record = await wait_for_audit(server, "session.control_enabled")
+                assert "device user" in str(record["details"]) and record["actor"] == f"device:{state.device_id}"
+                _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
+                assert body["mode"] == "control" and body["pending_mode"] is None
+                await viewer.send_mouse(target[0] - 30, target[1] - 20)
+                await wait_until(lambda: _pointer(xvfb.display) == (target[0] - 30, target[1] - 20),
+                                 what="pointer moved by the technician")
+                await viewer.click(*target)
+                await wait_until(tk_target.exists, what="Tk button clicked by the technician")
+            actions = await audit_actions(server, state.device_id)
+            assert actions.count("session.mode_requested") == 2
