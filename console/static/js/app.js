@@ -10,11 +10,20 @@ import * as alerts from "./pages/alerts.js";
 import * as grants from "./pages/grants.js";
 import * as auditPage from "./pages/audit.js";
 import * as users from "./pages/users.js";
+import * as tasks from "./pages/tasks.js";
+import * as task from "./pages/task.js";
+import * as player from "./pages/player.js";
+import * as account from "./pages/account.js";
 
 const ROUTES = [
   [/^#\/login$/, login, false],
   [/^#\/devices$/, devices, true],
   [/^#\/devices\/([^/]+)$/, device, true],
+  [/^#\/devices\/([^/]+)\/([a-z]+)$/, device, true],
+  [/^#\/tasks$/, tasks, true],
+  [/^#\/tasks\/([^/]+)$/, task, true],
+  [/^#\/recordings\/([^/]+)$/, player, true],
+  [/^#\/account$/, account, true],
   [/^#\/sessions\/([^/]+)$/, viewer, true],
   [/^#\/alerts$/, alerts, true],
   [/^#\/grants$/, grants, true],
@@ -25,6 +34,7 @@ const ROUTES = [
 const NAV = [
   ["#/devices", "Devices", () => true],
   ["#/alerts", "Alerts", () => true],
+  ["#/tasks", "Tasks", () => can("run_tasks")],
   ["#/grants", "Grants", () => can("manage_grants") || can("approve_grants")],
   ["#/audit", "Audit log", () => session.me && session.me.is_admin],
   ["#/users", "Users & groups", () => session.me && session.me.is_admin],
@@ -44,7 +54,8 @@ function renderChrome() {
     nav.append(h("a", { href, class: active ? "active" : "", "aria-current": active ? "page" : undefined }, label));
   }
   const who = clear(document.getElementById("whoami"));
-  who.append(h("span", { class: "user" }, session.me.user.username),
+  who.append(h("a", { class: "user", href: "#/account", id: "my-account", title: "My account: sessions and API tokens" },
+    session.me.user.username),
     h("span", { class: `role role-${session.me.user.role}` }, session.me.user.role),
     h("button", { class: "link", type: "button", onclick: logout }, "Log out"),
     h("button", { class: "link", type: "button", title: "Keyboard shortcuts (?)",
@@ -82,7 +93,7 @@ async function route() {
 
 // --- keyboard shortcuts -------------------------------------------------------------------
 let pendingG = 0;
-const G_TARGETS = { d: "#/devices", a: "#/alerts", r: "#/grants", l: "#/audit", u: "#/users" };
+const G_TARGETS = { d: "#/devices", a: "#/alerts", t: "#/tasks", r: "#/grants", l: "#/audit", u: "#/users", m: "#/account" };
 
 function typing(target) {
   return target instanceof HTMLElement && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName)

@@ -1,19 +1,31 @@
-// Device page: identity, OS, hardware, disks, network, software, changes, health, alerts, sessions, grants.
+// Device page: identity, OS, hardware, disks, network, software, changes, health, alerts, sessions
+// (with recordings), grants, tasks.
 import * as api from "../api.js";
 import { lineChart } from "../charts.js";
 import { ago, badge, clear, errorBox, fmtTime, h, renderValue, text, toast, unavailable } from "../dom.js";
 import { can } from "../state.js";
+import { duration, newTaskForm, runsTable } from "../tasks_ui.js";
 
 const TABS = [
   ["overview", "Overview"], ["hardware", "Hardware"], ["software", "Software"], ["changes", "Changes"],
-  ["health", "Health"], ["alerts", "Alerts"], ["remote", "Sessions & grants"],
+  ["health", "Health"], ["alerts", "Alerts"], ["remote", "Sessions & grants"], ["tasks", "Tasks"],
 ];
+
+/** Who agreed to a session, in words (session.answer `by`). */
+function consentBy(x) {
+  const by = x.answered_by;
+  if (!by) return x.state === "offered" ? "waiting for an answer" : "—";
+  const accepted = ["consented", "streaming", "ended"].includes(x.state) && x.started_at;
+  const who = { user: "device user", grant: `grant ${x.grant_id || ""}`.trim(), policy: "device policy",
+    timeout: "nobody (no answer)", unavailable: "nobody (no display)" }[by] || by;
+  return accepted ? who : `${who} — declined`;
+}
 let device = null;
 let inventory = null;
 let panel = null;
 let tabButtons = {};
 
-export async function show(main, id) {
+export async function show(main, id, tab) {
   device = null;
   inventory = null;
   let dev;
@@ -55,7 +67,7 @@ export async function show(main, id) {
       h("dt", {}, "Last seen"), h("dd", {}, ago(device.last_seen))),
     h("div", { class: "reason-form", id: "reason-form", hidden: true }),
     tabs, panel));
-  await openTab("overview");
+  await openTab(TABS.some(([k]) => k === tab) ? tab : "overview");
 }
 
 async function getInventory() {
@@ -149,14 +161,20 @@ const RENDER = {
     try {
       const data = await api.get(`/api/v1/devices/${encodeURIComponent(device.id)}/sessions`);
       const items = data.sessions || data.items || [];
-      sessionsBox.append(items.length ? h("table", { class: "grid" },
-        h("thead", {}, h("tr", {}, ["Started", "Technician", "Asked", "Allowed", "State", "Answered by", "Reason", "End"].map((c) => h("th", {}, c)))),
-        h("tbody", {}, items.map((x) => h("tr", {},
+      sessionsBox.append(items.length ? h("div", { class: "table-wrap" }, h("table", { class: "grid sessions" },
+        h("thead", {}, h("tr", {}, ["Asked", "By", "Asked for", "Consent by", "Mode", "State", "Duration", "Reason", "End", "Recording"]
+          .map((c) => h("th", {}, c)))),
+        h("tbody", {}, items.map((x) => h("tr", { dataset: { session: x.session_id } },
           h("td", {}, h("a", { href: `#/sessions/${encodeURIComponent(x.session_id)}` }, fmtTime(x.created_at))),
           h("td", {}, text(x.technician)), h("td", {}, badge(x.requested_mode || "view")),
-          h("td", {}, x.mode && ["consented", "streaming", "ended"].includes(x.state) ? badge(x.mode) : "—"),
-          h("td", {}, badge(x.state)), h("td", {}, text(x.answered_by)), h("td", {}, text(x.reason)),
-          h("td", {}, text(x.end_reason))))))
+          h("td", { class: "consent-by" }, consentBy(x)),
+          h("td", {}, x.mode && x.started_at ? badge(x.mode) : "—"),
+          h("td", {}, badge(x.state)),
+          h("td", {}, x.started_at ? (x.ended_at ? duration(x.started_at, x.ended_at) : "running") : "—"),
+          h("td", {}, text(x.reason)),
+          h("td", { class: "end-reason" }, x.end_reason ? `${x.end_reason}${x.ended_by ? ` (by ${x.ended_by})` : ""}` : "—"),
+          h("td", {}, x.recording ? h("a", { href: `#/recordings/${encodeURIComponent(x.session_id)}`, class: "play-recording" },
+            "▶ Play") : h("span", { class: "muted" }, "—")))))))
         : h("p", { class: "muted" }, "No sessions yet."));
     } catch (err) { sessionsBox.append(unavailable("Session history", err)); }
     try {
@@ -189,5 +207,23 @@ function start(mode) {
   form.hidden = false;
   reason.focus();
 }
+
+RENDER.tasks = async (el) => {
+  if (!can("run_tasks", device.group)) {
+    el.append(h("p", { class: "muted", id: "no-task-rights" }, "You may not see or run tasks on this device's group."));
+    return;
+  }
+  const list = h("div", { id: "device-task-runs" });
+  const reload = async () => {
+    const data = await api.get(`/api/v1/devices/${encodeURIComponent(device.id)}/tasks`);
+    list.replaceChildren(runsTable(data.runs || [], { device: false, task: true }));
+  };
+  const form = newTaskForm({ device: { id: device.id, group: device.group }, onCreated: () => reload().catch((err) => toast(err.message, "error")) });
+  el.append(h("div", { class: "toolbar" },
+    h("button", { type: "button", class: "primary", id: "new-task", onclick: () => { form.hidden = !form.hidden; } }, "New task"),
+    h("button", { type: "button", id: "refresh-tasks", onclick: () => reload().catch((err) => toast(err.message, "error")) }, "Refresh"),
+    h("a", { href: "#/tasks" }, "All tasks →")), form, h("section", { class: "card" }, h("h2", {}, "Task runs on this device"), list));
+  await reload();
+};
 
 export function leave() { panel = null; }

@@ -1,12 +1,9 @@
 // Remote session viewer: consent state, canvas, fit/1:1, monitor switch, input capture, fps/latency, end.
-// Binary updates: 21-byte big-endian header (protocol/stream.py) + JPEG/PNG/zlib(BGR24)/raw(BGRA) payload.
+// Screen updates are decoded by ../screen.js (shared with the recording player).
 import * as api from "../api.js";
 import { badge, h, toast } from "../dom.js";
+import { FLAG_END_OF_FRAME, KIND_CURSOR_SHAPE, drawRect, ensureSize, parseUpdate } from "../screen.js";
 import { can } from "../state.js";
-
-const HEADER = 21;
-const KIND_CURSOR_SHAPE = 3;
-const ENC = { RAW: 0, JPEG: 1, PNG: 2, ZLIB: 3 };
 const STATE_TEXT = {
   offered: ["waiting", "Waiting for the user to answer the consent prompt…"],
   consented: ["consented", "The user consented. Connecting…"],
@@ -130,46 +127,19 @@ function resize(w, h2) {
 }
 
 async function onBinary(buf) {
-  if (!ctx || buf.byteLength < HEADER) return;
-  const v = new DataView(buf);
-  if (v.getUint8(0) !== 0xa1) return;
-  const kind = v.getUint8(1), flags = v.getUint8(2);
-  const x = v.getUint16(4), y = v.getUint16(6), w = v.getUint16(8), hh = v.getUint16(10);
-  const enc = v.getUint8(12), seq = v.getUint32(13), len = v.getUint32(17);
-  if (len !== buf.byteLength - HEADER) return;
-  const payload = new Uint8Array(buf, HEADER, len);
+  if (!ctx) return;
+  const u = parseUpdate(buf);
+  if (!u) return;
   ctx.bytes += buf.byteLength;
-  if (kind !== KIND_CURSOR_SHAPE) {
-    if (ctx.canvas.width < x + w || ctx.canvas.height < y + hh) resize(Math.max(ctx.canvas.width, x + w), Math.max(ctx.canvas.height, y + hh));
-    await draw(enc, payload, x, y, w, hh);
+  if (u.kind !== KIND_CURSOR_SHAPE) {
+    ensureSize(ctx.canvas, u);
+    ctx.size = [ctx.canvas.width, ctx.canvas.height];
+    await drawRect(ctx.g, u);
   }
-  if (flags & 1) {
+  if (u.flags & FLAG_END_OF_FRAME) {
     ctx.frames.push(performance.now());
-    send({ type: "ack", seq });
+    send({ type: "ack", seq: u.seq });
   }
-}
-
-async function draw(enc, payload, x, y, w, hh) {
-  if (enc === ENC.JPEG || enc === ENC.PNG) {
-    const bitmap = await createImageBitmap(new Blob([payload], { type: enc === ENC.JPEG ? "image/jpeg" : "image/png" }));
-    ctx.g.drawImage(bitmap, x, y);
-    bitmap.close();
-    return;
-  }
-  let src = payload, stride = 4;
-  if (enc === ENC.ZLIB) {
-    const stream = new Blob([payload]).stream().pipeThrough(new DecompressionStream("deflate"));
-    src = new Uint8Array(await new Response(stream).arrayBuffer());
-    stride = 3;
-  }
-  const img = new ImageData(w, hh);
-  for (let i = 0, j = 0; i < w * hh; i++, j += stride) {  // BGR(A) → RGBA
-    img.data[i * 4] = src[j + 2];
-    img.data[i * 4 + 1] = src[j + 1];
-    img.data[i * 4 + 2] = src[j];
-    img.data[i * 4 + 3] = 255;
-  }
-  ctx.g.putImageData(img, x, y);
 }
 
 function drawStats() {

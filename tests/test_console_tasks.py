@@ -1,0 +1,148 @@
+"""Tasks in the console (Chromium): runs and output of a real agent on the device's Tasks tab, the task
+pages, creating a task from the form, rollout waves, and no task buttons without RUN_TASKS."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from playwright.async_api import expect
+
+from agent.tasks.feature import service_of
+from server import devices
+from server.auth.rights import Right
+from server.tasks import store
+from server.tasks.feature import scheduler_of
+from tests.harness import enroll_agent, running_agent, running_server, wait_until
+from tests.tasks_helpers import grant_for, submit
+from tests.test_accounts_support import client, login, make_user
+from tests.test_console_support import console_browser
+
+
+async def _final_runs(server, task_id: str) -> bool:  # type: ignore[no-untyped-def]
+    runs = await store.runs_of_task(server.db, task_id)
+    return bool(runs) and all(r["status"] in store.FINAL_STATUSES for r in runs)
+
+
+async def test_task_from_the_api_shows_runs_and_output_after_a_real_agent_ran_it(tmp_path: Path) -> None:
+    """A clear_temp task created through the API runs on a real agent; its state, exit code and stdout appear on
+    the device's Tasks tab, the Tasks list and the task page; a task made with the console form runs too."""
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    old = junk / "old.log"
+    old.write_bytes(b"x" * 1234)
+    os.utime(old, (time.time() - 3 * 86400,) * 2)
+
+    def setup(agent_client) -> None:  # type: ignore[no-untyped-def]
+        service = service_of(agent_client)
+        service.poll_s = 0.05
+        service.temp_targets = {"tmp": [junk]}
+
+    async with running_server(tmp_path / "srv") as server:
+        scheduler_of(server).tick_s = 0.1
+        tech = await make_user(server, "tina", "technician", groups={"lab": None})
+        state = await enroll_agent(server, tmp_path / "agent", group="lab")
+        async with running_agent(state, setup=setup) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            async with client(server) as http:
+                auth = await login(http, tech)
+                csrf = {"X-CSRF-Token": auth.csrf}
+                async with http.post("/api/v1/grants", headers=csrf, json={
+                        "devices": [state.device_id], "technicians": ["tina"], "actions": ["tasks"],
+                        "duration_s": 3600, "reason": "nightly clean-up"}) as resp:
+                    assert resp.status == 201, await resp.text()
+                    grant_id = (await resp.json())["grant_id"]
+                async with http.post("/api/v1/tasks", headers=csrf, json={
+                        "action": "clear_temp", "device": state.device_id, "grant_id": grant_id,
+                        "params": {"targets": ["tmp"], "older_than_days": 1}}) as resp:
+                    assert resp.status == 201, await resp.text()
+                    task_id = (await resp.json())["task"]["id"]
+            await wait_until(lambda: _final_runs(server, task_id), timeout=20, what="the agent's result")
+            assert not old.exists()
+
+            async with console_browser(server) as console:
+                page = console.page
+                await console.login(tech, code=tech.code(1))
+                await page.goto(f"{console.base}/#/devices/{state.device_id}/tasks")
+                row = page.locator("#device-task-runs tr[data-status=succeeded]")
+                await expect(row).to_have_count(1, timeout=15_000)
+                await expect(row.locator("td.exit-code")).to_have_text("0")
+                await row.locator("details.output summary").click()
+                await expect(row.locator("pre.stdout")).to_contain_text("tmp: 1 files, 1234 bytes, 0 errors")
+                await expect(row.locator("td.reason")).to_have_text("freed 1234 bytes")
+
+                # A second task from the console's own form (dry run: touches nothing).
+                await page.click("#new-task")
+                await page.select_option("#task-action", "clear_temp")
+                await page.check("#p-dry-run")
+                await page.fill("#task-grant", grant_id)
+                await page.click("#task-submit")
+                await expect(page.locator("#device-task-runs tr[data-run]")).to_have_count(2, timeout=10_000)
+                created = await server.db.fetchall("SELECT id, params FROM tasks WHERE id != ?", (task_id,))
+                assert len(created) == 1 and '"dry_run": true' in created[0]["params"]
+                await wait_until(lambda: _final_runs(server, created[0]["id"]), timeout=20, what="the form's task")
+                await page.click("#refresh-tasks")
+                await expect(page.locator("#device-task-runs tr[data-status=succeeded]")).to_have_count(2)
+
+                await page.goto(f"{console.base}/#/tasks")
+                await expect(page.locator(f"#task-rows tr[data-task={task_id}]")).to_contain_text("clear_temp")
+                await expect(page.locator(f"#task-rows tr[data-task={task_id}] td.next-run")).to_have_text("done")
+                await page.fill("#task-search", "nothing-matches-this")
+                await expect(page.locator("#task-rows")).to_contain_text("No task matches.")
+                await page.fill("#task-search", "")
+                await console.shot("tasks")
+                await page.click(f"#task-rows tr[data-task={task_id}] a")
+                await expect(page.locator("#task-runs tr[data-status=succeeded]")).to_have_count(1, timeout=10_000)
+                await page.locator("#task-runs details.output summary").click()
+                await expect(page.locator("#task-runs pre.stdout")).to_contain_text("1234 bytes")
+                await expect(page.locator("#task-cancel")).to_be_visible()
+                await console.shot("task-detail")
+                assert console.csp_violations() == []
+                assert not [e for e in console.errors if e.startswith("pageerror")]
+
+
+async def test_no_task_buttons_without_run_tasks_and_rollout_waves_are_shown(tmp_path: Path) -> None:
+    """A technician without RUN_TASKS sees no create button (and the API refuses); an admin sees a group
+    rollout's waves and can cancel it."""
+    async with running_server(tmp_path / "srv") as server:
+        nora = await make_user(server, "nora", "technician", groups={"lab": Right.VIEW_INVENTORY | Right.REMOTE_VIEW})
+        root = await make_user(server, "root", "admin")
+        state = await enroll_agent(server, tmp_path / "agent", group="lab")
+        now = time.time()
+        await server.db.executemany(
+            "INSERT INTO devices (id, group_name, hostname, cert_serial, cert_not_after, enrolled_at, last_seen, online)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(f"dev-{i}", "lab", f"ws-{i}", f"s{i}", now + 86400, now, now, False) for i in range(3)])
+        await devices.ensure_group(server.db, "lab")
+        grant = grant_for(server, groups=["lab"], technicians=["alice"])
+        task = await submit(server, grant, group="lab", action="clear_temp",
+                            params={"targets": ["tmp"], "dry_run": True}, wave_percent=25)
+        async with client(server) as http:
+            auth = await login(http, nora)
+            async with http.post("/api/v1/tasks", headers={"X-CSRF-Token": auth.csrf}, json={
+                    "action": "clear_temp", "device": state.device_id, "grant_id": "g-x",
+                    "params": {"targets": ["tmp"], "dry_run": True}}) as resp:
+                assert resp.status == 403
+        async with console_browser(server) as console:
+            page = console.page
+            await console.login(nora, code=nora.code(1))
+            await page.goto(f"{console.base}/#/devices/{state.device_id}/tasks")
+            await expect(page.locator("#no-task-rights")).to_be_visible(timeout=15_000)
+            assert await page.locator("#new-task").count() == 0
+            assert await page.locator("#nav a[href='#/tasks']").count() == 0
+            await page.goto(f"{console.base}/#/tasks")
+            await expect(page.locator("#no-task-rights")).to_be_visible()
+            assert await page.locator("#new-task, #task-submit").count() == 0
+
+            await console.context.clear_cookies()
+            await page.goto("about:blank")  # a fresh page: nothing of nora's login stays in memory
+            await console.login(root)
+            await page.goto(f"{console.base}/#/tasks/{task['id']}")
+            card = page.locator("section.rollout")
+            await expect(card).to_contain_text("1 of 4 released", timeout=15_000)
+            await expect(card).to_contain_text("stops above 20 %")
+            await expect(page.locator("#task-runs tr[data-run]")).to_have_count(4)
+            assert await page.locator("#new-task").count() == 0  # the form lives on the list and device pages
+            assert console.csp_violations() == []
