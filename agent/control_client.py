@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
 Handler = Callable[["AgentClient", Any], Awaitable[None]]
 
-CAPABILITIES = ["inventory", "health", "session", "tasks"]
+#: "health.seq": this agent understands ``welcome.health_seq`` (the server only sends it then).
+CAPABILITIES = ["inventory", "health", "health.seq", "session", "tasks"]
+Hook = Callable[["AgentClient"], Awaitable[None]]
 
 
 class AgentRevoked(Exception):
@@ -51,7 +53,12 @@ class AgentClient:
         self.wall_clock = wall_clock
         self.device_id = state.device_id
         self.handlers: dict[type[Message], Handler] = {CertRenewResponse: _on_renewed}
-        self.on_ready: list[Callable[[AgentClient], Awaitable[None]]] = []
+        self.on_ready: list[Hook] = []
+        #: Started once when :meth:`run` starts, online or not, and cancelled when it returns
+        #: (e.g. health sampling): the client owns them, so nothing outlives the agent.
+        self.background: list[Hook] = []
+        #: Awaited once when :meth:`run` returns, after the background tasks ended (close files).
+        self.on_stop: list[Hook] = []
         self.ready = asyncio.Event()
         self.connections = 0
         self.welcome: Welcome | None = None
@@ -91,8 +98,27 @@ class AgentClient:
         return tls.agent_client_context(self.state.ca_path, self.state.cert_path, self.state.key_path)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Connect and reconnect until ``stop`` is set; raises :class:`AgentRevoked`."""
+        """Connect and reconnect until ``stop`` is set; raises :class:`AgentRevoked`.
+
+        The :attr:`background` tasks run for as long as this does; :attr:`on_stop` hooks run at the end.
+        """
         stop = stop or asyncio.Event()
+        background = [asyncio.ensure_future(factory(self)) for factory in self.background]
+        try:
+            await self._reconnect_loop(stop)
+        finally:
+            for task in background:
+                task.cancel()
+            for result in await asyncio.gather(*background, return_exceptions=True):
+                if isinstance(result, Exception):
+                    log.error("background task failed", exc_info=result)
+            for hook in self.on_stop:
+                try:
+                    await hook(self)
+                except Exception:
+                    log.exception("stop hook failed")
+
+    async def _reconnect_loop(self, stop: asyncio.Event) -> None:
         attempt = 0
         while not stop.is_set():
             try:

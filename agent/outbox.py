@@ -8,6 +8,11 @@ server — data may be lost to the bound, but never silently.
 
 The methods are blocking (small local writes); the async agent calls them through
 ``asyncio.to_thread``. One lock serializes access from those threads.
+
+Seqs are per device on the server too. If this file is lost while the device keeps its
+identity, a fresh outbox would start again at 1 and the server would take the new samples
+for duplicates; :meth:`Outbox.renumber_above` moves everything above the server's highest
+seq (the agent calls it with ``welcome.health_seq`` before sending anything).
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class Outbox:
         self.path = path
         self.max_items = max_items
         self._lock = threading.Lock()
+        self._closed = False
         self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -68,8 +74,11 @@ class Outbox:
             self._conn.execute(statement)
 
     def close(self) -> None:
+        """Close the file; closing again does nothing."""
         with self._lock:
-            self._conn.close()
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
 
     def add(self, kind: str, body: dict[str, Any], ts: float) -> int:
         """Append one message; drop (and record) the oldest beyond the bound. Returns its seq."""
@@ -128,6 +137,30 @@ class Outbox:
         with self._lock:
             row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
         return int(row[0]) if row else 0
+
+    def renumber_above(self, floor: int) -> int:
+        """If ``floor`` (the server's highest stored seq) is above every seq this outbox ever issued,
+        shift every pending message and gap above it and continue numbering from there.
+
+        Returns the shift (0 when nothing had to move: the normal case, where the server can't be
+        ahead of us). Only a lost or replaced outbox file gets here, so everything it holds is newer
+        than what the server stores.
+        """
+        with self._lock, self._conn:
+            row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+            last = int(row[0]) if row else 0
+            if floor <= last:
+                return 0
+            shift = floor
+            # Two steps so no intermediate seq collides with an existing primary key.
+            self._conn.execute("UPDATE outbox SET seq = -(seq + ?)", (shift,))
+            self._conn.execute("UPDATE outbox SET seq = -seq")
+            self._conn.execute("UPDATE gaps SET from_seq = from_seq + ?, to_seq = to_seq + ?", (shift, shift))
+            if row is None:
+                self._conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (last + shift,))
+            else:
+                self._conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'outbox'", (last + shift,))
+            return shift
 
     def count(self, kind: str) -> int:
         with self._lock:

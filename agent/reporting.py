@@ -4,7 +4,11 @@
   checksums differ from the ones it last acknowledged to us, when it asks, or daily;
   otherwise only the changed sections — then drain the health outbox in batches of at
   most 500, waiting for each ``health.ack`` before deleting anything.
-* Always (online or not): sample health every ``health_interval_s`` into the outbox.
+* Always (online or not): sample health every ``health_interval_s`` into the outbox — a
+  background task the client owns (started by ``client.run``, ended when it returns).
+* If the server stores higher seqs than our outbox ever handed out (``welcome.health_seq``:
+  the outbox file was lost while the identity stayed), renumber above them before sending,
+  or the server would take new samples for duplicates.
 
 Collection and sampling run in threads so the event loop never blocks on psutil,
 subprocesses or disk.
@@ -23,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+import msgspec
 
 from protocol import limits
 from protocol.messages import (
@@ -97,14 +103,17 @@ class Reporter:
         self._inventory_waiter: asyncio.Future[Message] | None = None
         self._inventory_lock = asyncio.Lock()
         self._force_full = False
-        self._sampling: asyncio.Task[None] | None = None
+        self._sampling: asyncio.Future[None] | None = None
         self._sampling_stopped = False
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    def start_sampling(self) -> None:
-        if not self._sampling_stopped and (self._sampling is None or self._sampling.done()):
-            self._sampling = asyncio.get_running_loop().create_task(self._sample_loop())
+    async def sample_forever(self, _client: AgentClient) -> None:
+        """The client's background task: sample every interval until cancelled or :meth:`stop_sampling`."""
+        if self._sampling_stopped:
+            return
+        self._sampling = asyncio.ensure_future(self._sample_loop())
+        await self._sampling
 
     async def stop_sampling(self) -> None:
         """Stop sampling for good (the outbox still drains)."""
@@ -114,9 +123,10 @@ class Reporter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampling
 
-    async def stop(self) -> None:
+    async def stop(self, _client: AgentClient | None = None) -> None:
+        """Stop sampling and close the outbox (the client's stop hook; safe to call again)."""
         await self.stop_sampling()
-        self.outbox.close()
+        await asyncio.to_thread(self.outbox.close)
 
     # --- health -------------------------------------------------------------------------------
 
@@ -263,9 +273,19 @@ class Reporter:
 
     # --- connection ----------------------------------------------------------------------------
 
+    async def renumber_outbox(self, client: AgentClient) -> None:
+        """Number pending and future samples above the highest seq the server already stores."""
+        stored = client.welcome.health_seq if client.welcome is not None else msgspec.UNSET
+        if isinstance(stored, msgspec.UnsetType):
+            return  # a server without the field: nothing to compare against
+        shift = await asyncio.to_thread(self.outbox.renumber_above, stored)
+        if shift:
+            log.warning("server stores higher health seqs than this outbox ever issued (outbox lost?);"
+                        " renumbered", extra={"server_seq": stored, "shift": shift})
+
     async def on_ready(self, client: AgentClient) -> None:
-        """Per connection: inventory first, then the periodic check and the health drain."""
-        self.start_sampling()
+        """Per connection: renumber if needed, inventory, then the periodic check and the health drain."""
+        await self.renumber_outbox(client)
         server_checksums = client.welcome.inventory_checksums if client.welcome else None
         try:
             await self.send_inventory(dict(server_checksums) if server_checksums is not None else None,
@@ -298,12 +318,5 @@ def setup(client: AgentClient) -> None:
     client.register(HealthAck, on_health_ack)
     client.register(InventoryRequest, on_inventory_request)
     client.on_ready.append(reporter.on_ready)
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return  # no loop yet: sampling starts with the first connection
-    reporter.start_sampling()
-    owner = asyncio.current_task()
-    if owner is not None:
-        # Sampling lives as long as whoever built the client (the agent's main task).
-        owner.add_done_callback(lambda _t: reporter._sampling.cancel() if reporter._sampling else None)
+    client.background.append(reporter.sample_forever)
+    client.on_stop.append(reporter.stop)

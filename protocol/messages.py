@@ -68,6 +68,10 @@ class Welcome(Message, frozen=True, tag="welcome"):
     keepalive_s: Annotated[float, msgspec.Meta(gt=0, le=3600)]
     cert_renew_due: bool = False
     inventory_checksums: dict[SectionName, Checksum] | None = None
+    #: Highest health seq the server stores for this device; the agent numbers new samples above it
+    #: (its outbox may have been lost). Only sent to agents with the "health.seq" capability and
+    #: omitted from the wire when unset, so agents and servers without it still decode.
+    health_seq: Seq | msgspec.UnsetType = msgspec.UNSET
 
 
 class Ping(Message, frozen=True, tag="ping"):

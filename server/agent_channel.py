@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
 Handler = Callable[["AgentConnection", Any], Awaitable[None]]
+#: Adds fields to a device's ``welcome`` (called after hello, with the connection).
+WelcomeFields = Callable[["AgentConnection"], Awaitable[dict[str, Any]]]
 
 
 class AgentConnection:
@@ -76,11 +78,21 @@ class AgentHandlers:
 
     def __init__(self) -> None:
         self._table: dict[type[Message], Handler] = {}
+        #: Feature providers of extra ``welcome`` fields (e.g. the CMDB's highest stored health seq).
+        self.welcome_fields: list[WelcomeFields] = []
 
     def register(self, message_type: type[M], handler: Callable[[AgentConnection, M], Awaitable[None]]) -> None:
         if message_type in self._table:
             raise ValueError(f"handler for {message_type.type_name()} already registered")
         self._table[message_type] = handler
+
+    def replace(self, message_type: type[M], handler: Callable[[AgentConnection, M], Awaitable[None]]) -> Handler:
+        """Swap the handler of an already registered type and return the previous one (tests wrap it)."""
+        previous = self._table.get(message_type)
+        if previous is None:
+            raise KeyError(f"no handler registered for {message_type.type_name()}")
+        self._table[message_type] = handler
+        return previous
 
     def get(self, message_type: type[Message]) -> Handler | None:
         return self._table.get(message_type)
@@ -182,9 +194,12 @@ async def _accept_hello(server: HelplineServer, conn: AgentConnection, hello: He
         await superseded.close(CloseCode.SUPERSEDED, "a newer connection from this device replaced this one")
     await devices.mark_online(server.db, conn.device_id, agent_version=hello.agent_version)
     checksums = await server.inventory_checksums(conn.device_id)
+    extra: dict[str, Any] = {}
+    for provider in server.agent_handlers.welcome_fields:
+        extra.update(await provider(conn))
     conn.channel.send(
         Welcome(version=version, server_version=__version__, keepalive_s=server.config.keepalive_s,
-                inventory_checksums=checksums),
+                inventory_checksums=checksums, **extra),
         now,
     )
     log.info("agent online", extra={"device_id": conn.device_id, "agent_version": hello.agent_version})

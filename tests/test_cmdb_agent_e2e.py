@@ -160,7 +160,7 @@ async def test_server_restart_after_commit_before_ack(tmp_path: Path) -> None:
                     await health_store.ingest(tx, conn.device_id, msg.samples, msg.gaps, time.time())
                 committed.set()
 
-            server.agent_handlers._table[HealthBatch] = commit_without_ack
+            server.agent_handlers.replace(HealthBatch, commit_without_ack)
             await asyncio.wait_for(committed.wait(), 20)
             assert len(await _seqs(server, state)) == 500
         assert reporter.outbox.count("health") == len(produced)
@@ -225,7 +225,6 @@ async def test_agent_killed_with_sigkill_mid_send_loses_nothing(tmp_path: Path, 
     config_file.write_text("[agent]\nhealth_interval_s = 0.05\nbackoff_cap_s = 0.5\ninventory_interval_s = 3600\n")
     log = tmp_path / "agent.log"
     async with running_server(tmp_path / "srv", **ports) as server:
-        normal = server.agent_handlers._table[HealthBatch]
         hold = asyncio.Event()
         held = asyncio.Event()
 
@@ -237,7 +236,7 @@ async def test_agent_killed_with_sigkill_mid_send_loses_nothing(tmp_path: Path, 
                 return
             await normal(conn, msg)
 
-        server.agent_handlers._table[HealthBatch] = maybe_hold
+        normal = server.agent_handlers.replace(HealthBatch, maybe_hold)
         first = _start_agent(state, config_file, log)
         agent_processes.append(first)
         await wait_until(lambda: _count_at_least(server, state, 20), timeout=30, what="agent reporting")
@@ -263,3 +262,93 @@ async def test_agent_killed_with_sigkill_mid_send_loses_nothing(tmp_path: Path, 
 
 async def _covers(server: Any, state: AgentState, n: int) -> bool:
     return set(range(1, n + 1)) <= set(await _seqs(server, state))
+
+
+async def test_lost_outbox_numbers_new_samples_above_the_stored_ones(tmp_path: Path) -> None:
+    """The outbox file is deleted while the device keeps its identity: the restarted agent learns the
+    server's highest seq from welcome, numbers above it, and its new samples are stored, not dropped."""
+    state, ports = await enrolled(tmp_path)
+    cfg = config(state, health_interval_s=0.05)
+    async with running_server(tmp_path / "srv", **ports) as server:
+        async with reporting_agent(state, cfg, real_inventory) as (_client, reporter):
+            await wait_until(lambda: _count_at_least(server, state, 20), timeout=20, what="first samples stored")
+            await reporter.stop_sampling()
+            await wait_until(lambda: reporter.outbox.count("health") == 0, what="outbox drained")
+        before = await _seqs(server, state)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{state.outbox_path}{suffix}").unlink(missing_ok=True)
+        async with reporting_agent(state, cfg, real_inventory) as (_client, reporter):
+            await wait_until(lambda: _count_at_least(server, state, len(before) + 20), timeout=20,
+                             what="new samples stored after the outbox was lost")
+            await reporter.stop_sampling()
+            await wait_until(lambda: reporter.outbox.count("health") == 0, what="outbox drained")
+            last, taken = reporter.outbox.last_seq(), reporter.samples_taken
+        stored = await _seqs(server, state)
+        assert stored[:len(before)] == before
+        assert stored[len(before):] == list(range(before[-1] + 1, last + 1))
+        assert len(stored) - len(before) == taken  # every sample of the restarted agent, none taken for a dup
+
+
+async def test_welcome_health_seq_only_for_agents_that_understand_it(tmp_path: Path) -> None:
+    """welcome.health_seq carries the stored maximum to agents announcing "health.seq"; an older agent's
+    welcome has no such field on the wire (it would refuse an unknown one)."""
+    from protocol import codec
+    from protocol.messages import HealthSample, Hello, Welcome
+
+    async with running_server(tmp_path / "srv") as server:
+        state = await enroll_agent(server, tmp_path / "agent")
+        async with server.db.transaction() as tx:
+            await health_store.ingest(tx, state.device_id, [HealthSample(seq=41, ts=time.time(), metrics={})], [],
+                                      time.time())
+
+        class Conn:
+            device_id = state.device_id
+
+            def __init__(self, capabilities: list[str]) -> None:
+                self.hello = Hello(min_version=1, max_version=1, agent_version="t", device_id=state.device_id,
+                                   capabilities=capabilities)
+
+        async def welcome_for(capabilities: list[str]) -> str:
+            extra: dict[str, Any] = {}
+            for provider in server.agent_handlers.welcome_fields:
+                extra.update(await provider(Conn(capabilities)))  # type: ignore[arg-type]
+            return codec.encode(Welcome(version=1, server_version="t", keepalive_s=20, **extra))
+
+        new = await welcome_for(["inventory", "health", "health.seq"])
+        decoded = codec.decode(new)
+        assert isinstance(decoded, Welcome) and decoded.health_seq == 41
+        old = await welcome_for(["inventory", "health"])
+        assert "health_seq" not in old
+
+
+async def test_client_owns_background_tasks_and_stop_hooks(tmp_path: Path) -> None:
+    """client.background tasks start once with run() even offline and are cancelled when it returns;
+    on_stop hooks then run once, after them (the reporter's sampling loop and outbox close use this)."""
+    state, _ports = await enrolled(tmp_path)
+    events: list[str] = []
+    started = asyncio.Event()
+
+    async def background(_client: AgentClient) -> None:
+        events.append("started")
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            events.append("cancelled")
+
+    async def on_stop(_client: AgentClient) -> None:
+        events.append("stopped")
+
+    def setup(client: AgentClient) -> None:
+        client.background.append(background)
+        client.on_stop.append(on_stop)
+
+    async with running_agent(state, config(state, health_interval_s=0.05), setup=setup) as agent:
+        await asyncio.wait_for(started.wait(), 10)
+        reporter = reporter_of(agent.client)
+        await wait_until(lambda: reporter.samples_taken >= 3, what="sampling while offline")
+    assert events == ["started", "cancelled", "stopped"]
+    taken = reporter.samples_taken
+    with pytest.raises(sqlite3.ProgrammingError):
+        reporter.outbox.count("health")
+    assert reporter.samples_taken == taken

@@ -63,3 +63,27 @@ def test_bound_from_days_and_interval() -> None:
     """Seven days at 60 s is 10,080 samples; never less than one."""
     assert max_items_for(7, 60) == 10080
     assert max_items_for(0, 60) == 1
+
+
+def test_renumber_above_a_higher_server_seq_moves_pending_and_gaps(tmp_path: Path) -> None:
+    """A fresh outbox behind the server's highest seq shifts its items and gaps above it and keeps
+    numbering from there; an outbox at or ahead of the server is left alone."""
+    box = Outbox(tmp_path / "o.db", max_items=3)
+    for i in range(5):
+        box.add("health", {"i": i}, float(i))
+    assert box.renumber_above(5) == 0
+    assert box.renumber_above(100) == 100
+    assert [(i.seq, i.body["i"]) for i in box.pending("health", 10)] == [(103, 2), (104, 3), (105, 4)]
+    assert [(g.from_seq, g.to_seq, g.dropped) for g in box.gaps("health")] == [(101, 102, 2)]
+    assert box.add("health", {"i": 5}, 5.0) == 106
+    assert box.renumber_above(106) == 0
+    box.close()
+    box.close()  # closing twice is harmless
+
+
+def test_renumber_above_on_an_empty_outbox(tmp_path: Path) -> None:
+    """An outbox that never issued a seq starts right above the server's highest one."""
+    box = Outbox(tmp_path / "o.db", max_items=10)
+    assert box.renumber_above(41) == 41
+    assert box.add("health", {}, 1.0) == 42
+    box.close()

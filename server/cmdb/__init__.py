@@ -9,19 +9,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from protocol.messages import HealthBatch, InventoryReport
 
 from . import alerts, api, health_store, ingest, inventory_store, webhooks
 
 if TYPE_CHECKING:
+    from server.agent_channel import AgentConnection
     from server.app import HelplineServer
 
 log = logging.getLogger(__name__)
 
 #: Seconds between maintenance passes (retention, offline/reboot alerts).
 MAINTENANCE_INTERVAL_S = 60.0
+#: Agents that understand ``welcome.health_seq`` say so in their hello.
+HEALTH_SEQ_CAPABILITY = "health.seq"
 
 
 def setup(server: HelplineServer) -> None:
@@ -32,6 +35,13 @@ def setup(server: HelplineServer) -> None:
         return await inventory_store.stored_checksums(server.db, device_id)
 
     server.inventory_checksums_provider = checksums
+
+    async def welcome_fields(conn: AgentConnection) -> dict[str, Any]:
+        if conn.hello is None or HEALTH_SEQ_CAPABILITY not in conn.hello.capabilities:
+            return {}  # an older agent would refuse a field it doesn't know
+        return {"health_seq": await health_store.max_seq(server.db, conn.device_id)}
+
+    server.agent_handlers.welcome_fields.append(welcome_fields)
     api.register(server)
 
     async def maintenance() -> None:

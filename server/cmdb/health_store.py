@@ -158,6 +158,12 @@ async def apply_retention(db: Database, now: float) -> tuple[int, int]:
     return raw, rolled
 
 
+async def max_seq(db: Database, device_id: str) -> int:
+    """The highest seq stored for the device (samples and gaps; 0 if none): sent in ``welcome``."""
+    row = await db.fetchone("SELECT max_seq FROM health_state WHERE device_id = ?", (device_id,))
+    return max(0, int(row["max_seq"])) if row else 0
+
+
 async def seqs(db: Database, device_id: str) -> list[int]:
     rows = await db.fetchall("SELECT seq FROM health_samples WHERE device_id = ? ORDER BY seq", (device_id,))
     return [int(r["seq"]) for r in rows]
