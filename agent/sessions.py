@@ -203,6 +203,9 @@ class AgentSessions:
 
     async def shutdown(self, reason: str = EndReason.AGENT_GONE.value) -> None:
         """End every running session now (the agent is stopping) and wait until they are closed."""
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
         for running in self.running.values():
             running.request_end(reason, "agent")
         for task in self.pending.values():
@@ -510,3 +513,12 @@ def setup(client: AgentClient) -> None:
     client.register(GrantPush, manager.on_grant_push)
     client.register(GrantRevoke, manager.on_grant_revoke)
     client.on_ready.append(manager.on_ready)
+
+    async def on_stop(_client: AgentClient) -> None:
+        await manager.shutdown()
+
+    # AgentClient.on_stop (hooks awaited when run() returns) may not exist in every version yet;
+    # without it the reconnect grace ends the sessions of a stopped in-process agent.
+    stop_hooks = getattr(client, "on_stop", None)
+    if isinstance(stop_hooks, list):
+        stop_hooks.append(on_stop)

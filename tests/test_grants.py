@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -96,7 +97,8 @@ async def test_agent_refuses_bad_grants_itself(tmp_path: Path, xvfb: XvfbHandle)
                 if grant_id is None:
                     continue
                 decision = await sessions.decide(_offer(grant_id), policy)
-                assert not decision.accepted and decision.by == "grant" and why in decision.reason, decision
+                assert not decision.accepted and decision.by == "grant" and why is not None and why in decision.reason, (
+                    decision)
             assert (await sessions.decide(_offer("good-000001"), policy)).accepted
             strict = LocalPolicy(allow_unattended=False)
             decision = await sessions.decide(_offer("good-000001"), strict)
@@ -228,7 +230,7 @@ async def test_agent_ends_session_at_window_close_and_at_expiry(tmp_path: Path, 
         async with running_agent(state, setup=setup) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
             sessions = manager_of(agent.client)
-            cases = (({"windows": [{"days": [0], "start": "21:00", "end": "22:00"}]}, 90.0, "grant window ended"),
+            cases: tuple[tuple[dict[str, Any], float, str], ...] = (({"windows": [{"days": [0], "start": "21:00", "end": "22:00"}]}, 90.0, "grant window ended"),
                      ({}, 3600.0, "grant expired"))
             for extra, advance, reason in cases:
                 clock.offset = 0.0
@@ -236,7 +238,10 @@ async def test_agent_ends_session_at_window_close_and_at_expiry(tmp_path: Path, 
                     "groups": ["lab"], "technicians": ["ann"], "actions": ["view"], "duration_s": 3600, **extra})
                 assert status == 201, grant
                 gid = grant["grant_id"]
-                await wait_until(lambda gid=gid: sessions.book.get(gid) is not None, what="grant pushed")
+                def pushed(gid: str = gid) -> bool:
+                    return sessions.book.get(gid) is not None
+
+                await wait_until(pushed, what="grant pushed")
                 status, body = await api(server, "POST", f"/api/v1/devices/{state.device_id}/sessions", "ann",
                                          {"mode": "view", "grant_id": gid})
                 assert status == 201, body
@@ -250,8 +255,10 @@ async def test_agent_ends_session_at_window_close_and_at_expiry(tmp_path: Path, 
                     moved = time.monotonic()
                     await asyncio.wait_for(viewer.closed.wait(), 5)
                     assert time.monotonic() - moved < 1.0
-                await wait_until(lambda sid=sid: sid not in server.console_app[SESSIONS].live, what="ended on server")
-                await wait_until(lambda sid=sid: sid in sessions.finished, what="agent side ended")
+                def ended(sid: str = sid) -> bool:
+                    return sid not in server.console_app[SESSIONS].live and sid in sessions.finished
+
+                await wait_until(ended, what="ended on the server and the agent")
                 assert sessions.finished[sid] == reason
                 _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
                 assert body["end_reason"] == reason and body["ended_by"] == "agent", body

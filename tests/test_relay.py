@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from pathlib import Path
 
@@ -83,9 +84,8 @@ async def test_technician_disconnect_ends_the_agent_side(tmp_path: Path, xvfb: X
             assert body["state"] == "ended" and body["end_reason"] == "technician disconnected"
 
 
-async def test_agent_gone_longer_than_the_grace_ends_the_technician_side(
-        tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
-    """Stopping the agent mid-session: once its control channel has been gone for the grace, the stream closes."""
+async def test_agent_stop_ends_the_technician_side(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """Stopping the agent mid-session closes the technician's stream (at stop, or at the latest after the grace)."""
     async with running_server(tmp_path / "srv") as server:
         install_test_auth(server)
         state = await enroll_agent(server, tmp_path / "a")
@@ -97,10 +97,35 @@ async def test_agent_gone_longer_than_the_grace_ends_the_technician_side(
             async with viewer_for(server, sid) as viewer:
                 await viewer.wait_for_updates(1, 15)
                 await agent.stop()
-                stopped = time.monotonic()
                 await asyncio.wait_for(viewer.closed.wait(), 5)
-                assert 0.9 <= time.monotonic() - stopped < 3.0
             await wait_until(lambda: sid not in server.console_app[SESSIONS].live, what="session ended on server")
+            await wait_until(lambda: sid in sessions.finished, what="agent side ended")
+            assert sessions.finished[sid] == "agent disconnected"
+
+
+async def test_control_outage_longer_than_the_grace_ends_the_session(tmp_path: Path,
+                                                                     xvfb: XvfbHandle) -> None:  # noqa: F811
+    """The control channel drops and cannot come back: the session streams on for the 1 s grace, then ends."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "a")
+        setup = configure_agent(xvfb.display, ScriptedConsentUI([True]), reconnect_grace_s=1.0)
+        async with running_agent(state, setup=setup) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _streaming(server, state, agent)
+            sessions = manager_of(agent.client)
+            async with viewer_for(server, sid) as viewer:
+                await viewer.wait_for_updates(1, 15)
+
+                def network_down() -> ssl.SSLContext:
+                    raise OSError("test: control channel network down")
+
+                agent.client.ssl_context = network_down  # type: ignore[method-assign]
+                assert await server.connections.close(state.device_id, CloseCode.GOING_AWAY, "test drop")
+                dropped = time.monotonic()
+                await asyncio.wait_for(viewer.closed.wait(), 5)
+                assert 0.9 <= time.monotonic() - dropped < 3.0
+            await wait_until(lambda: sid in sessions.finished, what="agent side ended")
             assert sessions.finished[sid] == "agent disconnected"
             _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
             assert body["end_reason"] == "tunnel closed" and body["ended_by"] == "agent"

@@ -112,7 +112,7 @@ async def test_view_only_session_refuses_input_and_audits_it(tmp_path: Path, xvf
             _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
             assert body["mode"] == "view" and body["bytes_to_technician"] > 0
             assert body["end_reason"] == "technician disconnected"
-            await wait_until(lambda: agent.client and not manager_of(agent.client).running, what="agent side ended")
+            await wait_until(lambda: not manager_of(agent.client).running, what="agent side ended")
 
 
 async def test_end_session_on_indicator_closes_tunnel_within_a_second(tmp_path: Path,
