@@ -4,7 +4,7 @@
 // length) + payload. Only the agent's side is drawn; the technician's input is not replayed.
 import * as api from "../api.js";
 import { badge, errorBox, fmtBytes, fmtTime, h, text } from "../dom.js";
-import { KIND_CURSOR_SHAPE, drawRect, ensureSize, parseUpdate } from "../screen.js";
+import { FLAG_END_OF_FRAME, HEADER, KIND_CURSOR_SHAPE, drawRect, ensureSize, parseUpdate } from "../screen.js";
 import { duration } from "../tasks_ui.js";
 
 const RECORD_HEADER = 14;
@@ -21,7 +21,7 @@ export function parseRecording(buf) {
     if (start + len > buf.byteLength) break;  // a recording cut off mid-record (session still running)
     off = start + len;
     if (dir !== 0) continue;
-    if (binary) records.push({ t, data: buf.slice(start, start + len) });
+    if (binary) { if (len >= HEADER) records.push({ t, data: buf.slice(start, start + len) }); }
     else {
       try { records.push({ t, msg: JSON.parse(decoder.decode(new Uint8Array(buf, start, len))) }); } catch { /* not JSON: skip */ }
     }
@@ -36,7 +36,10 @@ export async function show(main, sessionId) {
     dataset: { frames: "0" } });
   const play = h("button", { type: "button", id: "player-play", class: "primary", disabled: true, onclick: toggle }, "▶ Play");
   const scrub = h("input", { type: "range", id: "player-scrub", min: "0", max: "0", step: "0.01", value: "0", disabled: true,
-    "aria-label": "Position", oninput: (ev) => seek(Number(ev.target.value)) });
+    "aria-label": "Position", oninput: (ev) => {
+      if (ctx && !ctx.playing) ctx.status.textContent = "Paused.";
+      seek(Number(ev.target.value));
+    } });
   const time = h("span", { id: "player-time", class: "mono" }, "0:00 / 0:00");
   const speed = h("select", { id: "player-speed", "aria-label": "Speed", onchange: (ev) => setSpeed(Number(ev.target.value)) },
     [1, 2, 4, 8].map((s) => h("option", { value: String(s) }, `${s}×`)));
@@ -73,8 +76,10 @@ export async function show(main, sessionId) {
   if (ctx !== mine) return;
   ctx.records = parseRecording(buf);
   if (!ctx.records.length) { status.textContent = "The recording holds no screen data."; return; }
-  ctx.t0 = ctx.records[0].t;
-  ctx.length = ctx.records[ctx.records.length - 1].t - ctx.t0;
+  // Position 0 = the first complete screen (its END_OF_FRAME rectangle), not a black canvas.
+  const first = ctx.records.find((r) => r.data && (new DataView(r.data).getUint8(2) & FLAG_END_OF_FRAME)) || ctx.records[0];
+  ctx.t0 = first.t;
+  ctx.length = Math.max(0, ctx.records[ctx.records.length - 1].t - ctx.t0);
   scrub.max = String(ctx.length);
   scrub.disabled = false;
   play.disabled = false;
@@ -84,7 +89,7 @@ export async function show(main, sessionId) {
 
 function clock(s) {
   const m = Math.floor(s / 60);
-  return `${m}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
+  return `${m}:${(s % 60).toFixed(1).padStart(4, "0")}`;
 }
 
 async function apply(rec) {
