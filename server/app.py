@@ -52,6 +52,7 @@ FEATURES: list[str] = [
     "server.enroll_api",
     "server.renewal",
     "server.sessions",
+    "server.sessions.recordings_api",
     "server.grants",
     "server.tasks.feature",
     "server.cmdb",
