@@ -517,8 +517,4 @@ def setup(client: AgentClient) -> None:
     async def on_stop(_client: AgentClient) -> None:
         await manager.shutdown()
 
-    # AgentClient.on_stop (hooks awaited when run() returns) may not exist in every version yet;
-    # without it the reconnect grace ends the sessions of a stopped in-process agent.
-    stop_hooks = getattr(client, "on_stop", None)
-    if isinstance(stop_hooks, list):
-        stop_hooks.append(on_stop)
+    client.on_stop.append(on_stop)  # the agent stops: its sessions end now, not after the grace
