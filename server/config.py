@@ -30,6 +30,8 @@ class ServerConfig:
     session_recording: bool = False
     #: Where recordings go (default: data_dir/recordings).
     recordings_dir: Path | None = None
+    #: A streaming session with no technician input and no real screen change this long ends (0 = never).
+    session_idle_timeout_s: float = 900.0
     #: Task runs targeting more devices than this need a second admin's approval.
     task_approval_threshold: int = 25
 
