@@ -67,7 +67,7 @@ async def api_server(tmp_path: Path) -> AsyncIterator[HelplineServer]:
                                                     for i in range(1, 6)], [], now)
         from server.cmdb import alerts
 
-        await alerts.evaluate_health(server.db, "dev-a", {"disks": {"/": 3.0}}, now)
+        await alerts.evaluate_health(server.db, "dev-a", [HealthSample(seq=5, ts=now, metrics={"disks": {"/": 3.0}})])
         yield server
 
 

@@ -1,5 +1,9 @@
 """Alert rules: evaluated on ingest (health, inventory) and periodically (offline agents).
 
+Duration rules (memory, CPU) walk the newly stored samples in their own time order, so a
+backlog delivered hours late still opens an alert for an episode inside it — and resolves it
+if the episode ended inside it too — with the samples' times, not the arrival time.
+
 At most one open alert per (device, rule, subject) — a partial unique index enforces it —
 so repeated evaluations update instead of duplicating; when the condition clears the alert
 is resolved automatically. Opening and resolving enqueue a webhook delivery in the same
@@ -11,8 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from protocol.messages import HealthSample
 from server.store import Database, Row, Transaction
 
 from . import settings
@@ -83,23 +90,70 @@ async def resolve(tx: Transaction, device_id: str, rule: str, subject: str | Non
     return len(rows)
 
 
-async def _streak_start(tx: Transaction, device_id: str, column: str, above: float, at: float) -> float | None:
-    """Start of the unbroken run of samples with ``column > above`` ending at ``at`` (None if the last isn't)."""
-    ok = await tx.fetchone(f"SELECT MAX(ts) AS t FROM health_samples WHERE device_id = ? AND ts <= ?"  # noqa: S608
-                           f" AND ({column} IS NULL OR {column} <= ?)", (device_id, at, above))
+async def _streak_start(tx: Transaction, device_id: str, column: str, above: float, before: float) -> float | None:
+    """Start of the unbroken run of stored samples with ``column > above`` that the last sample
+    strictly before ``before`` belongs to (None if that sample isn't above, or there is none)."""
+    ok = await tx.fetchone(f"SELECT MAX(ts) AS t FROM health_samples WHERE device_id = ? AND ts < ?"  # noqa: S608
+                           f" AND ({column} IS NULL OR {column} <= ?)", (device_id, before, above))
     last_ok = ok["t"] if ok and ok["t"] is not None else -1.0
-    first = await tx.fetchone("SELECT MIN(ts) AS t FROM health_samples WHERE device_id = ? AND ts > ? AND ts <= ?",
-                              (device_id, last_ok, at))
+    first = await tx.fetchone("SELECT MIN(ts) AS t FROM health_samples WHERE device_id = ? AND ts > ? AND ts < ?",
+                              (device_id, last_ok, before))
     return float(first["t"]) if first and first["t"] is not None else None
 
 
-async def evaluate_health(db: Database, device_id: str, metrics: dict[str, Any], ts: float) -> None:
-    """Check the disk, memory and CPU rules against the newest sample (``ts`` is its time)."""
+@dataclass(frozen=True)
+class Transition:
+    """What a duration rule did at one sample: opened (lasting ``duration_s`` by then) or resolved."""
+
+    kind: str
+    ts: float
+    duration_s: float = 0.0
+
+
+def duration_transitions(values: Sequence[tuple[float, float | None]], *, above: float, for_s: float,
+                         streak_start: float | None, is_open: bool) -> tuple[list[Transition], float | None]:
+    """Walk (ts, value) in time order: open once a run above ``above`` has lasted ``for_s``; resolve at
+    the first sample not above (a missing value breaks the run). Pure, so it is unit-tested alone.
+    Returns the transitions and the start of the run still going at the end (None if none)."""
+    events: list[Transition] = []
+    start = streak_start
+    for ts, value in values:
+        if value is not None and value > above:
+            start = ts if start is None else start
+            if not is_open and ts - start >= for_s:
+                events.append(Transition("open", ts, ts - start))
+                is_open = True
+        else:
+            start = None
+            if is_open:
+                events.append(Transition("resolve", ts))
+                is_open = False
+    return events, start
+
+
+async def _is_open(tx: Transaction, device_id: str, rule: str) -> bool:
+    row = await tx.fetchone("SELECT id FROM alerts WHERE device_id = ? AND rule = ? AND subject = '' AND"
+                            " status = 'open'", (device_id, rule))
+    return row is not None
+
+
+def _value(sample: HealthSample, key: str) -> float | None:
+    value = sample.metrics.get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+async def evaluate_health(db: Database, device_id: str, samples: Sequence[HealthSample]) -> None:
+    """Check the rules against newly stored samples: disk against the newest one; memory and CPU
+    over all of them in time order (a late backlog raises and resolves what happened inside it)."""
+    if not samples:
+        return
     rules = await settings.alert_rules(db)
+    ordered = sorted(samples, key=lambda s: s.ts)
+    newest = ordered[-1]
     now = time.time()
     async with db.transaction() as tx:
         disk = rules["disk_free"]
-        disks = metrics.get("disks") or {}
+        disks = newest.metrics.get("disks") or {}
         if disk["enabled"] and isinstance(disks, dict):
             low: set[str] = set()
             for mount, free in disks.items():
@@ -112,16 +166,25 @@ async def evaluate_health(db: Database, device_id: str, metrics: dict[str, Any],
                     await raise_alert(tx, device_id, "disk_free", mount, severity,
                                       f"{mount} has {free:.1f} % free", now)
             await resolve(tx, device_id, "disk_free", None, now, keep=low)
-        for rule, column, label in (("memory_high", "mem", "memory"), ("cpu_high", "cpu", "CPU")):
+        for rule, column, metric, label in (("memory_high", "mem", "mem_percent", "memory"),
+                                            ("cpu_high", "cpu", "cpu_percent", "CPU")):
             cfg = rules[rule]
             if not cfg["enabled"]:
                 continue
-            start = await _streak_start(tx, device_id, column, cfg["above"], ts)
-            if start is not None and ts - start >= cfg["for_s"]:
+            above, for_s = float(cfg["above"]), float(cfg["for_s"])
+            events, start = duration_transitions(
+                [(s.ts, _value(s, metric)) for s in ordered], above=above, for_s=for_s,
+                streak_start=await _streak_start(tx, device_id, column, above, ordered[0].ts),
+                is_open=await _is_open(tx, device_id, rule))
+            for event in events:
+                if event.kind == "open":
+                    await raise_alert(tx, device_id, rule, "", "warning",
+                                      f"{label} above {above:g} % for {event.duration_s:.0f} s", event.ts)
+                else:
+                    await resolve(tx, device_id, rule, "", event.ts)
+            if start is not None and newest.ts - start >= for_s:  # still going: say for how long
                 await raise_alert(tx, device_id, rule, "", "warning",
-                                  f"{label} above {cfg['above']:g} % for {ts - start:.0f} s", now)
-            elif start is None:
-                await resolve(tx, device_id, rule, "", now)
+                                  f"{label} above {above:g} % for {newest.ts - start:.0f} s", newest.ts)
 
 
 async def evaluate_inventory(tx: Transaction, device_id: str, now: float) -> None:

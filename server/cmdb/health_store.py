@@ -80,7 +80,8 @@ class IngestResult:
     up_to: int
     inserted: int
     duplicates: int
-    last: HealthSample | None
+    #: The samples actually stored by this batch (alerts are evaluated over these).
+    fresh: Sequence[HealthSample]
 
 
 async def ingest(tx: Transaction, device_id: str, samples: Sequence[HealthSample], gaps: Sequence[HealthGap],
@@ -114,7 +115,7 @@ async def ingest(tx: Transaction, device_id: str, samples: Sequence[HealthSample
                          (device_id, top, last_ts))
     # Ack exactly what this batch covered: never more than the agent sent us in it.
     batch_top = max([0, *(s.seq for s in samples), *(g.to_seq for g in gaps)])
-    return IngestResult(batch_top, len(fresh), len(samples) - len(fresh), samples[-1] if samples else None)
+    return IngestResult(batch_top, len(fresh), len(samples) - len(fresh), fresh)
 
 
 async def _add_rollups(tx: Transaction, device_id: str, samples: Sequence[HealthSample]) -> None:

@@ -61,8 +61,8 @@ async def on_health(conn: AgentConnection, msg: HealthBatch) -> None:
     if msg.gaps:
         log.warning("agent dropped health samples", extra={
             "device_id": conn.device_id, "dropped": sum(g.dropped for g in msg.gaps)})
-    if result.last is not None and result.inserted:
+    if result.fresh:
         try:
-            await alerts.evaluate_health(db, conn.device_id, result.last.metrics, result.last.ts)
+            await alerts.evaluate_health(db, conn.device_id, result.fresh)
         except Exception:
             log.exception("alert evaluation failed", extra={"device_id": conn.device_id})
