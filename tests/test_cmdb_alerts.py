@@ -4,6 +4,7 @@ resolves memory/CPU alerts at the right times (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, cast
 
 from protocol.messages import HealthBatch, HealthSample
 from server.cmdb import alerts
@@ -11,6 +12,14 @@ from server.cmdb.alerts import Transition, duration_transitions
 from server.cmdb.ingest import on_health
 from server.store import Database
 from tests.test_store_backends import FakeConn, add_device, db  # noqa: F401  (db: the two-backend fixture)
+
+if TYPE_CHECKING:
+    from server.agent_channel import AgentConnection
+
+
+def fake_conn(database: Database, device_id: str) -> AgentConnection:
+    """The store suite's stand-in connection, typed as the real one for the handlers."""
+    return cast("AgentConnection", FakeConn(database, device_id))
 
 
 def minutes(t0: float, seq0: int, cpu: list[float], *, key: str = "cpu_percent") -> list[HealthSample]:
@@ -37,7 +46,7 @@ async def test_backlog_with_a_finished_episode_opens_and_resolves_at_sample_time
     dev = await add_device(db)
     t0 = time.time() - 6 * 3600
     batch = minutes(t0, 1, [95.0] * 20 + [20.0] * 20)
-    await on_health(FakeConn(db, dev), HealthBatch(samples=batch))
+    await on_health(fake_conn(db, dev), HealthBatch(samples=batch))
     assert await alerts.list_alerts(db, status="open", device_id=dev) == []
     [alert] = await alerts.list_alerts(db, status="resolved", device_id=dev)
     assert alert["rule"] == "cpu_high"
@@ -48,7 +57,7 @@ async def test_backlog_split_across_batches_opens_when_the_run_is_long_enough(db
     """Memory > 90 % starts in one batch and continues in the next (each shorter than 10 min alone): the
     alert opens in the second, at the sample where the run reached 10 min; a later normal sample resolves it."""
     dev = await add_device(db)
-    conn = FakeConn(db, dev)
+    conn = fake_conn(db, dev)
     t0 = time.time() - 3 * 3600
     await on_health(conn, HealthBatch(samples=minutes(t0, 1, [50.0] * 3 + [96.0] * 6, key="mem_percent")))
     assert await alerts.list_alerts(db, device_id=dev) == []
@@ -64,7 +73,7 @@ async def test_backlog_split_across_batches_opens_when_the_run_is_long_enough(db
 async def test_duplicate_batch_does_not_reopen_a_resolved_alert(db: Database) -> None:  # noqa: F811
     """A batch sent again (ack lost) stores nothing and evaluates nothing: a resolved episode stays one alert."""
     dev = await add_device(db)
-    conn = FakeConn(db, dev)
+    conn = fake_conn(db, dev)
     batch = HealthBatch(samples=minutes(time.time() - 7200, 1, [99.0] * 16 + [10.0]))
     await on_health(conn, batch)
     await on_health(conn, batch)
