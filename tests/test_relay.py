@@ -217,3 +217,24 @@ async def test_stream_access_rules(tmp_path: Path, xvfb: XvfbHandle) -> None:  #
             status, body = await api(server, "POST", f"/api/v1/sessions/{sid}/end", "ann")
             assert status == 200 and body["state"] == "ended" and body["ended_by"] == "technician"
             await wait_until(lambda: not manager_of(agent.client).pending, what="agent withdrew the prompt")
+
+
+async def test_disabling_the_technician_closes_a_running_stream(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """Closing a user's live sockets (what disable/revoke does) ends their running session stream at once."""
+    from server.accounts.live import LIVE
+    from tests.test_session_helpers import PRINCIPALS
+
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "a")
+        async with running_agent(state, setup=configure_agent(xvfb.display, ScriptedConsentUI([True]))) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _streaming(server, state, agent)
+            async with viewer_for(server, sid) as viewer:
+                await viewer.wait_for_updates(1, 15)
+                closed = await server.console_app[LIVE].close_user(PRINCIPALS["ann"].user_id, "user disabled")
+                assert closed == 1
+                await wait_until(lambda: viewer._ws.close_code is not None, timeout=2, what="stream closed")
+            await wait_until(lambda: sid not in manager_of(agent.client).running, timeout=5, what="agent side ended")
+            _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
+            assert body["state"] == "ended"

@@ -21,6 +21,7 @@ from protocol import stream
 from protocol.session import EndReason
 
 from .. import devices
+from ..accounts import live as live_sockets
 from ..agent_channel import SERVER_KEY
 from ..auth.middleware import require
 from ..auth.origin import check_origin
@@ -163,7 +164,10 @@ async def technician_stream(request: web.Request) -> web.StreamResponse:
         return json_error(409, "busy", "a viewer is already attached to this session")
     ws = web.WebSocketResponse(compress=False, max_msg_size=stream.MAX_TEXT_BYTES, autoping=True)
     await ws.prepare(request)
-    await relay.serve("technician", ws)
+    # Registered with the accounts' live-socket registry: disabling the user or revoking their
+    # console session closes this stream (and so the session) at once.
+    async with live_sockets.track(request, ws):
+        await relay.serve("technician", ws)
     return ws
 
 
