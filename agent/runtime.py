@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import importlib
 import logging
-import signal
+
+from helpline.signals import stop_on_signals
 
 from .config import AgentConfig
 from .control_client import AgentClient, AgentRevoked
@@ -33,11 +32,7 @@ def build_client(state: AgentState, config: AgentConfig) -> AgentClient:
 
 async def run_agent(state: AgentState, config: AgentConfig) -> int:
     client = build_client(state, config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await client.run(stop)
     except AgentRevoked as exc:

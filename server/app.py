@@ -23,6 +23,7 @@ from aiohttp import web
 
 from certs import tls
 from certs.pki import CertificateAuthority, PkiPaths
+from helpline.signals import stop_on_signals
 from protocol.control import CloseCode
 
 from . import devices
@@ -163,13 +164,7 @@ class HelplineServer:
 async def run_forever(config: ServerConfig) -> None:
     server = HelplineServer(config)
     await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    import signal
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await stop.wait()
     finally:
