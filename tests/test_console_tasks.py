@@ -105,7 +105,7 @@ async def test_task_from_the_api_shows_runs_and_output_after_a_real_agent_ran_it
 
 async def test_no_task_buttons_without_run_tasks_and_rollout_waves_are_shown(tmp_path: Path) -> None:
     """A technician without RUN_TASKS sees no create button (and the API refuses); an admin sees a group
-    rollout's waves and can cancel it."""
+    rollout's waves, and approves a task waiting for a second admin."""
     async with running_server(tmp_path / "srv") as server:
         nora = await make_user(server, "nora", "technician", groups={"lab": Right.VIEW_INVENTORY | Right.REMOTE_VIEW})
         root = await make_user(server, "root", "admin")
@@ -119,6 +119,10 @@ async def test_no_task_buttons_without_run_tasks_and_rollout_waves_are_shown(tmp
         grant = grant_for(server, groups=["lab"], technicians=["alice"])
         task = await submit(server, grant, group="lab", action="clear_temp",
                             params={"targets": ["tmp"], "dry_run": True}, wave_percent=25)
+        big = await store.create_task(server.db, store.TaskSpec(
+            action="clear_temp", grant_id="g", technician="alice", params={"targets": ["tmp"], "dry_run": True},
+            group="lab", grant=grant), actor="admin1", approval_threshold=2)
+        assert big["status"] == "pending_approval"
         async with client(server) as http:
             auth = await login(http, nora)
             async with http.post("/api/v1/tasks", headers={"X-CSRF-Token": auth.csrf}, json={
@@ -145,4 +149,10 @@ async def test_no_task_buttons_without_run_tasks_and_rollout_waves_are_shown(tmp
             await expect(card).to_contain_text("stops above 20 %")
             await expect(page.locator("#task-runs tr[data-run]")).to_have_count(4)
             assert await page.locator("#new-task").count() == 0  # the form lives on the list and device pages
+            await page.goto(f"{console.base}/#/tasks/{big['id']}")
+            await expect(page.locator("#task-detail")).to_contain_text("second admin", timeout=15_000)
+            await page.click("#task-approve")
+            await expect(page.locator("#task-detail .page-head .badge")).to_have_text("active")
+            approved = await store.get_task(server.db, big["id"])
+            assert approved is not None and approved["approved_by"] == "root"
             assert console.csp_violations() == []

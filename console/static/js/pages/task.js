@@ -1,7 +1,7 @@
 // One task: definition, approve/cancel, its runs per device (state, exit code, output, timing) and rollout waves.
 import * as api from "../api.js";
 import { badge, clear, errorBox, fmtTime, h, renderValue, text, toast } from "../dom.js";
-import { can } from "../state.js";
+import { can, session } from "../state.js";
 import { OPEN_RUN, displayStatus, runsTable } from "../tasks_ui.js";
 
 let ctx = null;
@@ -35,7 +35,9 @@ async function refresh() {
 
 function render(task, runs, rollouts) {
   const actions = h("div", { class: "actions", id: "task-actions" });
-  if (task.status === "pending_approval" && can("administer", task.group) && can("run_tasks", task.group)) {
+  const me = session.me && session.me.user.username;
+  if (task.status === "pending_approval" && can("administer", task.group) && can("run_tasks", task.group)
+    && task.created_by !== me) {  // a second admin must approve; the server refuses the creator anyway
     actions.append(h("button", { type: "button", class: "primary", id: "task-approve", onclick: () => act(task, "approve") }, "Approve"));
   }
   if (task.status !== "cancelled" && can("run_tasks", task.group)) {
