@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,3 +17,12 @@ def pg_url() -> str:
             pytest.fail("HELPLINE_TEST_PG_URL is not set under CI: PostgreSQL tests cannot run")
         pytest.skip("HELPLINE_TEST_PG_URL not set")
     return url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_e2e_pg_schemas() -> Iterator[None]:
+    """With HELPLINE_TEST_STORE=postgresql, drop the per-data-dir schemas the harness made."""
+    yield
+    from tests import pg_store
+
+    pg_store.drop_all()

@@ -1,7 +1,8 @@
 """Shared helpers for end-to-end tests: a real server on loopback, real enrolled agents.
 
-Everything here is real: the org PKI, TLS 1.3 with client certificates, SQLite (or the
-PostgreSQL URL from HELPLINE_TEST_PG_URL), websockets. Servers run in the test's event loop.
+Everything here is real: the org PKI, TLS 1.3 with client certificates, SQLite (or, with
+``HELPLINE_TEST_STORE=postgresql``, a PostgreSQL schema per data dir at HELPLINE_TEST_PG_URL: see
+tests/pg_store.py), websockets. Servers run in the test's event loop.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from certs.pki import CertificateAuthority, init_pki
 from server.app import HelplineServer
 from server.config import ServerConfig
 from server.enrollment import create_token
+from tests import pg_store
 
 
 def make_pki(directory: Path) -> Path:
@@ -34,12 +36,16 @@ def server_config(data_dir: Path, **overrides: Any) -> ServerConfig:
     make_pki(data_dir / "pki")
     config = ServerConfig(data_dir=data_dir, host="127.0.0.1", agent_port=0, console_port=0,
                           public_host="localhost", keepalive_s=5.0)
-    return replace(config, **overrides)
+    config = replace(config, **overrides)
+    if pg_store.enabled() and "database_url" not in overrides:
+        config = replace(config, database_url=pg_store.url_for(data_dir))
+    return config
 
 
 @contextlib.asynccontextmanager
 async def running_server(data_dir: Path, **overrides: Any) -> AsyncIterator[HelplineServer]:
     server = HelplineServer(server_config(data_dir, **overrides))
+    await pg_store.ensure_schema(server.config.database_url)
     await server.start()
     try:
         yield server
