@@ -3,6 +3,11 @@ idle RSS and CPU of a real ``helpline agent run`` subprocess at the default 60 s
 
 Run: ``.venv/bin/python -m benchmarks.agent_footprint [--window 120]`` (targets: collection
 < 2 s, delta < 2 KB, RSS ≤ 40 MB, CPU ≤ 1 % of one core).
+
+The idle agent is measured twice: as installed (``python -m helpline agent run``, whose CLI
+imports every subcommand module — server, console, viewer — before parsing), and with the CLI
+loading only the ``agent`` subcommand, which is what the agent itself costs. ``--imports``
+prints the RSS after each import stage of the agent, in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -27,6 +32,33 @@ from server.cmdb import inventory_store
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: How the agent process is started: the installed CLI, or the CLI with only its agent subcommand.
+ENTRIES: dict[str, list[str]] = {
+    "helpline agent run": ["-m", "helpline"],
+    "agent subcommand only": ["-c", "import sys, helpline.cli as c; c.COMMANDS = ['agent']; sys.exit(c.main())"],
+}
+
+#: Import stages of the agent, in the order it loads them.
+STAGES = ["asyncio", "ssl", "sqlite3", "psutil", "msgspec", "cryptography.x509", "websockets.asyncio.client",
+          "protocol", "agent.control_client", "agent.sessions", "agent.reporting", "agent.tasks.feature",
+          "agent.runtime", "helpline.commands.agent", "helpline.cli"]
+
+_IMPORT_PROBE = """
+import importlib, sys, psutil
+rss = lambda: psutil.Process().memory_info().rss / 2**20
+print(f"{'interpreter':28} {rss():6.1f} MB")
+for name in sys.argv[1:]:
+    before = rss()
+    importlib.import_module(name)
+    print(f"{name:28} {rss():6.1f} MB  (+{rss() - before:.1f})")
+"""
+
+
+def import_breakdown() -> str:
+    done = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, *STAGES], cwd=REPO, capture_output=True, text=True,
+                          check=True)
+    return done.stdout
+
 
 def bench_collection(runs: int = 3) -> tuple[list[float], int, int]:
     times: list[float] = []
@@ -42,13 +74,13 @@ def bench_collection(runs: int = 3) -> tuple[list[float], int, int]:
     return times, full, size
 
 
-async def bench_idle_agent(window: float) -> tuple[float, float]:
+async def bench_idle_agent(window: float, entry: list[str]) -> tuple[float, float]:
     from tests.harness import enroll_agent, running_server, wait_until
 
     with tempfile.TemporaryDirectory() as tmp:
         async with running_server(Path(tmp) / "srv") as server:
             state = await enroll_agent(server, Path(tmp) / "agent")
-            proc = subprocess.Popen([sys.executable, "-m", "helpline", "agent", "run", "--state", str(state.directory)],
+            proc = subprocess.Popen([sys.executable, *entry, "agent", "run", "--state", str(state.directory)],
                                     cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 async def reported() -> bool:
@@ -74,14 +106,18 @@ async def bench_idle_agent(window: float) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--window", type=float, default=120.0, help="idle measurement window in seconds")
+    parser.add_argument("--imports", action="store_true", help="also print RSS after each import stage")
     args = parser.parse_args()
+    if args.imports:
+        print(import_breakdown())
     times, full, delta = bench_collection()
     print(f"full inventory collection: median {statistics.median(times):.2f} s, max {max(times):.2f} s "
           f"({full:,} bytes on the wire)")
     print(f"delta when nothing changed: {delta:,} bytes")
-    rss, cpu = asyncio.run(bench_idle_agent(args.window))
-    print(f"idle agent (real subprocess, 60 s health interval, {args.window:.0f} s window): "
-          f"RSS max {rss:.1f} MB, CPU {cpu:.2f} % of one core")
+    for label, entry in ENTRIES.items():
+        rss, cpu = asyncio.run(bench_idle_agent(args.window, entry))
+        print(f"idle agent, {label} (real subprocess, 60 s health interval, {args.window:.0f} s window): "
+              f"RSS max {rss:.1f} MB, CPU {cpu:.2f} % of one core")
 
 
 if __name__ == "__main__":
