@@ -20,7 +20,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from certs import tls
-from certs.pki import build_csr, generate_device_key, load_certificate, renewal_due, write_private_key
 from protocol import limits
 from protocol.control import CloseCode, ControlChannel
 from protocol.messages import CertRenewRequest, CertRenewResponse, Error, Hello, Message, Welcome
@@ -231,18 +230,37 @@ class AgentClient:
 
     # --- certificate renewal ----------------------------------------------------------------
 
+    def renewal_due(self) -> bool:
+        """Two-thirds of the certificate's life has passed (or the server asks for renewal)."""
+        if self.welcome is not None and self.welcome.cert_renew_due:
+            return True
+        validity = self.state.certificate_validity()
+        if validity is None:  # state written before validity was recorded: read the certificate once
+            from certs.pki import load_certificate
+
+            cert = load_certificate(self.state.cert_path)
+            validity = (cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())
+            self.state.record_certificate_validity(*validity)
+        not_before, not_after = validity
+        return self.wall_clock().timestamp() >= not_before + (not_after - not_before) * 2 / 3
+
     async def _maybe_renew(self) -> None:
-        cert = load_certificate(self.state.cert_path)
-        if self.welcome is not None and (self.welcome.cert_renew_due or renewal_due(cert, self.wall_clock())):
-            self._pending_key = generate_device_key()
-            csr = build_csr(self._pending_key).decode()
-            log.info("requesting certificate renewal", extra={"expires": cert.not_valid_after_utc.isoformat()})
-            assert self._channel is not None
-            self._channel.send(CertRenewRequest(csr=csr), asyncio.get_running_loop().time())
+        # cryptography is imported only here and on renewal: an idle agent never needs it.
+        if self.welcome is None or not self.renewal_due():
+            return
+        from certs.pki import build_csr, generate_device_key
+
+        self._pending_key = generate_device_key()
+        csr = build_csr(self._pending_key).decode()
+        log.info("requesting certificate renewal")
+        assert self._channel is not None
+        self._channel.send(CertRenewRequest(csr=csr), asyncio.get_running_loop().time())
 
 
 async def _on_renewed(client: AgentClient, message: CertRenewResponse) -> None:
     from cryptography import x509
+
+    from certs.pki import write_private_key
 
     if client._pending_key is None:
         log.warning("unsolicited certificate renewal ignored")
@@ -256,6 +274,7 @@ async def _on_renewed(client: AgentClient, message: CertRenewResponse) -> None:
     os.replace(key_tmp, state.key_path)
     os.replace(cert_tmp, state.cert_path)
     client._pending_key = None
+    state.record_certificate_validity(cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())
     log.info("certificate renewed; reconnecting with it", extra={"expires": cert.not_valid_after_utc.isoformat()})
     if client._channel is not None:
         client._channel.close(CloseCode.NORMAL, "certificate renewed")

@@ -63,12 +63,13 @@ def enroll(console_url: str, token: str, ca_sha256: str, state: AgentState, *, t
     except (urllib.error.URLError, ssl.SSLError, OSError) as exc:
         raise EnrollmentFailed("unreachable", f"cannot reach {console_url}: {exc}") from exc
     cert_pem = answer["certificate"].encode()
-    x509.load_pem_x509_certificate(cert_pem)  # refuse to store garbage
+    cert = x509.load_pem_x509_certificate(cert_pem)  # refuse to store garbage
     write_private_key(state.key_path, key)
     _write(state.cert_path, cert_pem)
     _write(state.grant_pub_path, answer["grant_public_key"].encode())
     state.save_info({"device_id": answer["device_id"], "group": answer["group"], "agent_url": answer["agent_url"],
-                     "console_url": console_url})
+                     "console_url": console_url, "cert_not_before": cert.not_valid_before_utc.timestamp(),
+                     "cert_not_after": cert.not_valid_after_utc.timestamp()})
     log.info("enrolled", extra={"device_id": answer["device_id"], "group": answer["group"]})
     return EnrollResult(answer["device_id"], answer["group"], answer["agent_url"])
 

@@ -15,15 +15,24 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from certs.errors import CertError
-from certs.grants import GrantSignatureError, load_grant_public_key, verify_grant
+from certs.errors import CertError, GrantSignatureError
 from protocol.grants import Action, Decision, Grant, SignedGrant, evaluate, window_end
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 log = logging.getLogger(__name__)
+
+
+def _verify(public_key: Ed25519PublicKey, signed: SignedGrant) -> Grant:
+    # Imported on first use: an idle agent without grants never loads cryptography.
+    from certs.grants import verify_grant
+
+    return verify_grant(public_key, signed)
 
 _signed_decoder = msgspec.json.Decoder(list[SignedGrant])
 
@@ -49,6 +58,8 @@ class GrantBook:
     @classmethod
     def for_state(cls, directory: Path, device_id: str, grant_pub_path: Path) -> GrantBook:
         """The book of an enrolled agent; without a pinned key every grant is refused."""
+        from certs.grants import load_grant_public_key
+
         key: Ed25519PublicKey | None = None
         try:
             key = load_grant_public_key(grant_pub_path.read_bytes())
@@ -62,7 +73,7 @@ class GrantBook:
         """Verify and store a pushed grant; raises GrantSignatureError for a forged/tampered one."""
         if self.public_key is None:
             raise GrantSignatureError("this agent has no pinned grant key")
-        grant = verify_grant(self.public_key, signed)
+        grant = _verify(self.public_key, signed)
         self._signed[grant.grant_id] = signed
         self._grants[grant.grant_id] = grant
         self._save()
@@ -135,7 +146,7 @@ class GrantBook:
             return
         for item in signed:
             try:
-                grant = verify_grant(self.public_key, item) if self.public_key is not None else None
+                grant = _verify(self.public_key, item) if self.public_key is not None else None
             except GrantSignatureError as exc:
                 log.error("stored grant failed verification and is dropped: %s", exc)
                 continue

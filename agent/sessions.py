@@ -39,7 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
-from certs.grants import GrantSignatureError
+from certs.errors import GrantSignatureError
 from protocol.grants import Grant, in_window
 from protocol.session import (
     TUNNEL_TOKEN_HEADER,

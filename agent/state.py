@@ -54,6 +54,17 @@ class AgentState:
         tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
         os.replace(tmp, self.info_path)
 
+    def certificate_validity(self) -> tuple[float, float] | None:
+        """(not_before, not_after) of the current certificate, as recorded when it was stored."""
+        info = self.load_info()
+        if "cert_not_before" in info and "cert_not_after" in info:
+            return float(info["cert_not_before"]), float(info["cert_not_after"])
+        return None
+
+    def record_certificate_validity(self, not_before: float, not_after: float) -> None:
+        """Remember the validity so the running agent can plan renewal without parsing X.509."""
+        self.save_info({**self.load_info(), "cert_not_before": not_before, "cert_not_after": not_after})
+
     @property
     def device_id(self) -> str:
         return str(self.load_info()["device_id"])

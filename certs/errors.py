@@ -20,6 +20,14 @@ class CertError(Exception):
     """Base class for every error raised by ``certs``."""
 
 
+class GrantSignatureError(CertError):
+    """A grant or signed script failed verification (forged, tampered, or malformed).
+
+    Defined here, not in :mod:`certs.grants`, so agents can catch it without importing
+    ``cryptography`` before they ever verify anything (it costs ~9 MB of idle RSS).
+    """
+
+
 class CsrError(CertError):
     """A certificate signing request was rejected; the message says why."""
 

@@ -17,11 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from protocol.grants import Grant, SignedGrant, canonical_bytes, parse_document
 
-from .errors import CertError
+from .errors import CertError, GrantSignatureError
 
-
-class GrantSignatureError(CertError):
-    """A grant or signed script failed verification (forged, tampered, or malformed)."""
+__all__ = ["GrantSignatureError", "sign_grant", "verify_grant"]
 
 
 def load_grant_private_key(path: Path) -> Ed25519PrivateKey:

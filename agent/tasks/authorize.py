@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.grants import GrantBook
-from certs.grants import GrantSignatureError, verify_bytes, verify_grant
+from certs.errors import GrantSignatureError
 from protocol.grants import Grant, evaluate
 from protocol.tasks import MAX_SCRIPT_BYTES, TaskRun, script_signing_bytes
 
 from .catalog import CATALOG, BadParams, parse_params
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 Kind = Literal["run", "wait", "refuse"]
 
@@ -58,6 +60,8 @@ def check_request(message: TaskRun, public_key: Ed25519PublicKey | None) -> Verd
         return _refuse("script is not signed; sign it with 'helpline admin script sign'")
     if public_key is None:
         return _refuse("this agent has no pinned grant key; cannot verify the script")
+    from certs.grants import verify_bytes  # first use only: keeps cryptography out of an idle agent
+
     try:
         verify_bytes(public_key, script_signing_bytes(message.script, message.params), message.script_signature)
     except GrantSignatureError:
@@ -71,6 +75,8 @@ def find_grant(message: TaskRun, book: GrantBook) -> Grant | str:
     if message.grant is not None:
         if book.public_key is None:
             return "this agent has no pinned grant key; cannot verify the grant"
+        from certs.grants import verify_grant
+
         try:
             grant = verify_grant(book.public_key, message.grant)
         except GrantSignatureError as exc:
