@@ -28,6 +28,9 @@ async def append_in(
     tx: Transaction, actor: str, action: str, target: str = "", details: dict[str, Any] | None = None
 ) -> int:
     """Append one record inside an open transaction; return its sequence number."""
+    # NUL (e.g. in a login name) as U+FFFD before hashing: PostgreSQL text cannot store it, and
+    # the hash must cover what is stored on either engine.
+    actor, action, target = (v.replace("\x00", "\ufffd") for v in (actor, action, target))
     if tx.dialect == "postgresql":
         await tx.execute("SELECT pg_advisory_xact_lock(4242)")
     head = await tx.fetchone("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
@@ -87,8 +90,8 @@ async def recent(db: Database, *, limit: int = 100, action: str | None = None, t
     where: list[str] = []
     params: list[Any] = []
     if action:
-        where.append("action LIKE ?")
-        params.append(action.replace("*", "%"))
+        where.append("LOWER(action) LIKE ?")  # case-blind on both engines (PostgreSQL's LIKE is not)
+        params.append(action.replace("*", "%").lower())
     if target:
         where.append("target = ?")
         params.append(target)

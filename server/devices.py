@@ -72,9 +72,10 @@ async def revoke(db: Database, device_id: str, *, actor: str) -> bool:
         row = await get(tx, device_id)
         if row is None or row["status"] == "revoked":
             return False
-        await tx.execute(
-            "UPDATE devices SET status = 'revoked', revoked_at = ?, online = 0 WHERE id = ?", (time.time(), device_id)
-        )
+        # Conditional: of concurrent revocations (PostgreSQL runs them at once) only one goes on.
+        if await tx.execute("UPDATE devices SET status = 'revoked', revoked_at = ?, online = 0 WHERE id = ?"
+                            " AND status <> 'revoked'", (time.time(), device_id)) != 1:
+            return False
         await events.publish_in(tx, DEVICE_REVOKED, device_id)
         await audit.append_in(tx, actor, "device.revoke", device_id, {"group": row["group_name"]})
     return True

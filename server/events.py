@@ -4,6 +4,11 @@ Admin commands run in their own process (``helpline admin device revoke``) while
 runs. They write an event row; every server node polls for new rows a few times a second
 and acts (close a revoked device's connection, a disabled user's websockets, push a grant
 revocation). Works the same on SQLite and on PostgreSQL shared by several nodes.
+
+On PostgreSQL, sequence numbers are taken when a row is inserted, not when its transaction
+commits: seq 11 can become visible before seq 10. A watcher that only asked for ``seq > last``
+would skip 10 for good, so the seqs it jumped over stay wanted for :data:`GAP_WAIT_S` (a
+rolled-back insert leaves a gap that never fills).
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[None]]
 
+#: How long a skipped seq is still looked for (longer than any transaction that publishes).
+GAP_WAIT_S = 30.0
+#: At most this many skipped seqs are tracked (the oldest are given up first).
+MAX_GAPS = 200
+
 
 async def publish_in(tx: Transaction, kind: str, subject: str, payload: dict[str, Any] | None = None) -> None:
     await tx.execute(
@@ -37,6 +47,8 @@ class EventWatcher:
         self._interval = interval
         self._handlers: dict[str, list[Handler]] = {}
         self._last_seq = 0
+        #: Seqs below ``_last_seq`` not seen yet (maybe uncommitted), with when they were noticed.
+        self._gaps: dict[int, float] = {}
 
     def on(self, kind: str, handler: Handler) -> None:
         self._handlers.setdefault(kind, []).append(handler)
@@ -46,17 +58,34 @@ class EventWatcher:
         self._last_seq = int(row["m"] or 0) if row else 0
 
     async def poll_once(self) -> int:
-        rows = await self._db.fetchall(
-            "SELECT seq, kind, subject, payload FROM events WHERE seq > ? ORDER BY seq LIMIT 500", (self._last_seq,)
-        )
+        self._forget_old_gaps()
+        wanted = sorted(self._gaps)
+        sql = "SELECT seq, kind, subject, payload FROM events WHERE seq > ?"
+        if wanted:
+            sql += f" OR seq IN ({', '.join('?' * len(wanted))})"
+        rows = await self._db.fetchall(sql + " ORDER BY seq LIMIT 500", (self._last_seq, *wanted))
         for row in rows:
-            self._last_seq = row["seq"]
+            seq = int(row["seq"])
+            if seq > self._last_seq:
+                noticed = time.monotonic()
+                for missing in range(max(self._last_seq + 1, seq - MAX_GAPS), seq):
+                    self._gaps[missing] = noticed
+                self._last_seq = seq
+            else:
+                self._gaps.pop(seq, None)
             for handler in self._handlers.get(row["kind"], []):
                 try:
                     await handler(row["subject"], json.loads(row["payload"]))
                 except Exception:
                     log.exception("event handler for %s %s failed", row["kind"], row["subject"])
         return len(rows)
+
+    def _forget_old_gaps(self) -> None:
+        deadline = time.monotonic() - GAP_WAIT_S
+        for seq in [s for s, noticed in self._gaps.items() if noticed < deadline]:
+            del self._gaps[seq]
+        for seq in sorted(self._gaps)[:-MAX_GAPS]:
+            del self._gaps[seq]
 
     async def run(self) -> None:
         while True:

@@ -48,7 +48,8 @@ async def running_server(data_dir: Path, **overrides: Any) -> AsyncIterator[Help
     await pg_store.ensure_schema(server.config.database_url)
     await server.start()
     try:
-        yield server
+        with pg_store.cli_env(server.config.database_url):
+            yield server
     finally:
         await server.stop()
 

@@ -4,17 +4,21 @@ Each server data dir gets its own schema at HELPLINE_TEST_PG_URL (asyncpg passes
 ``search_path`` query parameter as a server setting), so a test that restarts a server on the
 same data dir finds its data again, and tests never see each other's rows. Schemas are named
 ``hl_e2e_<pid>_<random>`` and dropped at session end (conftest.py); schemas left by a killed run
-(their pid no longer alive) are swept then too.
+(their pid no longer alive) are swept then too. While such a server runs, HELPLINE_DATABASE_URL
+points at its schema, so ``helpline admin …`` run by the test (in-process or as a subprocess)
+reaches the same database, as it would with that variable set in a deployment.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import secrets
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -67,6 +71,23 @@ async def ensure_schema(database_url: str) -> None:
     finally:
         await conn.close()
     _created.add(schema)
+
+
+@contextlib.contextmanager
+def cli_env(database_url: str) -> Iterator[None]:
+    """Set HELPLINE_DATABASE_URL to a harness schema's URL for the block (no-op for SQLite)."""
+    if _schema_of(database_url) is None:
+        yield
+        return
+    previous = os.environ.get("HELPLINE_DATABASE_URL")
+    os.environ["HELPLINE_DATABASE_URL"] = database_url
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("HELPLINE_DATABASE_URL", None)
+        else:
+            os.environ["HELPLINE_DATABASE_URL"] = previous
 
 
 def _pid_alive(pid: int) -> bool:

@@ -96,15 +96,16 @@ class LoginService:
         details: dict[str, Any] = {"reason": reason, "peer": peer}
         async with self.db.transaction() as tx:
             if row is not None:
+                # Increment in SQL first: on PostgreSQL concurrent failures then queue on the row lock
+                # instead of each reading the same count (a read-then-write would lose attempts).
+                await tx.execute("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = ?", (row["id"],))
                 fresh = await tx.fetchone("SELECT failed_logins FROM users WHERE id = ?", (row["id"],))
-                failures = (fresh["failed_logins"] if fresh else 0) + 1
+                failures = fresh["failed_logins"] if fresh else 1
                 if failures >= MAX_FAILURES:
                     await tx.execute("UPDATE users SET failed_logins = 0, locked_until = ? WHERE id = ?",
                                      (time.time() + LOCKOUT_S, row["id"]))
                     await audit.append_in(tx, username[:64], "auth.locked", row["id"],
                                           {"failures": failures, "lockout_s": LOCKOUT_S, "peer": peer})
-                else:
-                    await tx.execute("UPDATE users SET failed_logins = ? WHERE id = ?", (failures, row["id"]))
                 details["failures"] = failures
             await audit.append_in(tx, username[:64], "auth.login_failed", row["id"] if row else "", details)
         return LoginOutcome(401, "invalid_credentials", "wrong username, password or code")

@@ -37,8 +37,8 @@ async def list_audit(request: web.Request) -> web.StreamResponse:
             where.append(f"{column} = ?")
             params.append(q[key])
     if q.get("action"):
-        where.append("action LIKE ?")
-        params.append(q["action"].replace("%", "").replace("*", "%"))
+        where.append("LOWER(action) LIKE ?")  # case-blind on both engines (PostgreSQL's LIKE is not)
+        params.append(q["action"].replace("%", "").replace("*", "%").lower())
     if since is not None:
         where.append("ts >= ?")
         params.append(since)

@@ -131,10 +131,11 @@ async def revoke(db: Database, grant_id: str, *, actor: str) -> Row:
     if row["status"] == "revoked":
         return row
     async with db.transaction() as tx:
-        await tx.execute("UPDATE grants SET status = 'revoked', revoked_by = ?, revoked_at = ? WHERE grant_id = ?",
-                         (actor, time.time(), grant_id))
-        await audit.append_in(tx, actor, "grant.revoke", grant_id, {"previous_status": row["status"]})
-        await events.publish_in(tx, GRANT_CHANGED, grant_id, {"status": "revoked"})
+        # Conditional: of concurrent revocations (PostgreSQL runs them at once) one is audited.
+        if await tx.execute("UPDATE grants SET status = 'revoked', revoked_by = ?, revoked_at = ? WHERE grant_id = ?"
+                            " AND status <> 'revoked'", (actor, time.time(), grant_id)) == 1:
+            await audit.append_in(tx, actor, "grant.revoke", grant_id, {"previous_status": row["status"]})
+            await events.publish_in(tx, GRANT_CHANGED, grant_id, {"status": "revoked"})
     fresh = await get(db, grant_id)
     assert fresh is not None
     return fresh

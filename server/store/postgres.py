@@ -22,6 +22,15 @@ def to_pg(sql: str) -> str:
     return _PLACEHOLDER.sub(lambda _m: f"${next(counter)}", sql)
 
 
+def _text_safe(params: Params) -> tuple[Any, ...]:
+    """PostgreSQL text cannot hold NUL: store it as U+FFFD (SQLite keeps it), never fail the write.
+
+    Agent-supplied text (task output, hostnames) and login names may contain NUL; without this a
+    task result or a login attempt would fail with a database error on PostgreSQL only.
+    """
+    return tuple(p.replace("\x00", "\ufffd") if isinstance(p, str) and "\x00" in p else p for p in params)
+
+
 def _rowcount(status: str) -> int:
     tail = status.rsplit(" ", 1)[-1]
     return int(tail) if tail.isdigit() else 0
@@ -34,17 +43,17 @@ class _PgExecutor:
         self._conn = conn
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        return _rowcount(await self._conn.execute(to_pg(sql), *params))
+        return _rowcount(await self._conn.execute(to_pg(sql), *_text_safe(params)))
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        await self._conn.executemany(to_pg(sql), [tuple(r) for r in rows])
+        await self._conn.executemany(to_pg(sql), [_text_safe(r) for r in rows])
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        row = await self._conn.fetchrow(to_pg(sql), *params)
+        row = await self._conn.fetchrow(to_pg(sql), *_text_safe(params))
         return dict(row) if row is not None else None
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        return [dict(r) for r in await self._conn.fetch(to_pg(sql), *params)]
+        return [dict(r) for r in await self._conn.fetch(to_pg(sql), *_text_safe(params))]
 
 
 class PostgresDatabase(_PgExecutor):

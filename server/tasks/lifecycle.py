@@ -76,11 +76,14 @@ async def record_result(db: Database, device_id: str, result: TaskResult) -> Row
             return None
         if run["status"] in FINAL_STATUSES:
             return run  # already recorded (a repeat), or cancelled/missed before delivery
-        await tx.execute(
+        # Only a still-open run takes the result: a concurrent repeat (PostgreSQL) updates nothing.
+        if await tx.execute(
             "UPDATE task_runs SET status = ?, exit_code = ?, stdout = ?, stderr = ?, truncated = ?, started_at = ?,"
-            " ended_at = ?, reason = ?, details = ?, updated_at = ? WHERE id = ?",
+            " ended_at = ?, reason = ?, details = ?, updated_at = ? WHERE id = ? AND status IN"
+            " ('held', 'queued', 'sent', 'waiting')",
             (result.status, result.exit_code, result.stdout, result.stderr, int(result.truncated), result.started_at,
-             result.ended_at, result.reason, json.dumps(result.details, default=str), now, result.run_id))
+             result.ended_at, result.reason, json.dumps(result.details, default=str), now, result.run_id)) != 1:
+            return await tx.fetchone("SELECT * FROM task_runs WHERE id = ?", (result.run_id,))
         action = "task.refused" if result.status == "refused" else "task.result"
         await audit.append_in(tx, f"device:{device_id}", action, result.run_id, {
             "task_id": run["task_id"], "status": result.status, "exit_code": result.exit_code,
@@ -98,20 +101,28 @@ async def fire_schedules(db: Database, now: float, rng: random.Random) -> int:
             tz = await device_timezone(db, device["id"])
             if state is None:
                 first = next_occurrence(task["cron"], max(task["created_at"], task["run_at"] or 0.0), tz)
-                await db.execute("INSERT INTO task_schedule_state (task_id, device_id, next_due) VALUES (?, ?, ?)",
-                                 (task["id"], device["id"], first))
-                state = {"next_due": first}
+                # Several server nodes may share one PostgreSQL: the first insert wins, all use its row.
+                await db.execute("INSERT INTO task_schedule_state (task_id, device_id, next_due) VALUES (?, ?, ?)"
+                                 " ON CONFLICT (task_id, device_id) DO NOTHING", (task["id"], device["id"], first))
+                state = await db.fetchone("SELECT next_due FROM task_schedule_state WHERE task_id = ?"
+                                          " AND device_id = ?", (task["id"], device["id"]))
+                if state is None:
+                    continue
             if now < state["next_due"]:
                 continue
             async with db.transaction() as tx:
+                # Compare-and-set on next_due: a node that fires the same occurrence concurrently moves it
+                # first (row lock on PostgreSQL), and this one then queues nothing.
+                if await tx.execute("UPDATE task_schedule_state SET next_due = ? WHERE task_id = ? AND device_id = ?"
+                                    " AND next_due = ?", (next_occurrence(task["cron"], now, tz), task["id"],
+                                                          device["id"], state["next_due"])) != 1:
+                    continue
                 open_run = await tx.fetchone(
                     "SELECT id FROM task_runs WHERE task_id = ? AND device_id = ? AND status IN"
                     " ('held', 'queued', 'sent', 'waiting')", (task["id"], device["id"]))
                 if open_run is None:
                     await _insert_run(tx, task, device["id"], device["group_name"], state["next_due"], now, rng)
                     created += 1
-                await tx.execute("UPDATE task_schedule_state SET next_due = ? WHERE task_id = ? AND device_id = ?",
-                                 (next_occurrence(task["cron"], now, tz), task["id"], device["id"]))
     return created
 
 
@@ -125,17 +136,22 @@ async def expire_undelivered(db: Database, now: float, rng: random.Random) -> in
         if task is None:
             continue
         async with db.transaction() as tx:
+            # Each update holds only while the run is still queued: it may have been delivered since the
+            # query above, or handled by another node sharing the database.
             if task["offline_policy"] == "missed" or not task["cron"]:
-                await tx.execute("UPDATE task_runs SET status = 'missed', reason = ?, ended_at = ?, updated_at = ?"
-                                 " WHERE id = ? AND status = 'queued'",
-                                 ("device was offline during the task's window", now, now, run["id"]))
+                if await tx.execute("UPDATE task_runs SET status = 'missed', reason = ?, ended_at = ?, updated_at = ?"
+                                    " WHERE id = ? AND status = 'queued'",
+                                    ("device was offline during the task's window", now, now, run["id"])) != 1:
+                    continue
                 await audit.append_in(tx, "scheduler", "task.missed", run["id"], {"task_id": task["id"],
                                                                                    "device_id": run["device_id"]})
             else:
                 due = next_occurrence(task["cron"], now, await device_timezone(tx, run["device_id"]))
                 start = due + (rng.uniform(0, task["jitter_s"]) if task["jitter_s"] else 0.0)
-                await tx.execute("UPDATE task_runs SET due_at = ?, not_before = ?, deliver_by = ?, updated_at = ?"
-                                 " WHERE id = ?", (due, start, due + task["window_s"], now, run["id"]))
+                if await tx.execute("UPDATE task_runs SET due_at = ?, not_before = ?, deliver_by = ?, updated_at = ?"
+                                    " WHERE id = ? AND status = 'queued'",
+                                    (due, start, due + task["window_s"], now, run["id"])) != 1:
+                    continue
         changed += 1
     return changed
 
@@ -149,12 +165,17 @@ async def advance_rollouts(db: Database, now: float) -> list[str]:
         if any(r["status"] not in FINAL_STATUSES for r in released):
             continue
         rate = failure_rate(released)
+        # Every rollout update is conditional on the state read above: when another node sharing the
+        # database moved it on meanwhile, this one does nothing.
+        key = (rollout["id"], rollout["current_wave"])
         async with db.transaction() as tx:
             if rate > rollout["failure_threshold"]:
                 reason = (f"stopped after wave {rollout['current_wave'] + 1}: failure rate {rate:.0%} passed the"
                           f" threshold of {rollout['failure_threshold']:.0%}")
-                await tx.execute("UPDATE rollouts SET status = 'stopped', reason = ?, updated_at = ? WHERE id = ?",
-                                 (reason, now, rollout["id"]))
+                if await tx.execute("UPDATE rollouts SET status = 'stopped', reason = ?, updated_at = ? WHERE id = ?"
+                                    " AND status = 'running' AND current_wave = ?",
+                                    (reason, now, *key)) != 1:
+                    continue
                 await tx.execute("UPDATE task_runs SET status = 'cancelled', reason = ?, ended_at = ?, updated_at = ?"
                                  " WHERE rollout_id = ? AND status = 'held'", (f"rollout {reason}", now, now,
                                                                                 rollout["id"]))
@@ -163,14 +184,18 @@ async def advance_rollouts(db: Database, now: float) -> list[str]:
                                        "wave": rollout["current_wave"]})
                 stopped.append(rollout["id"])
             elif rollout["current_wave"] + 1 >= rollout["waves"]:
-                await tx.execute("UPDATE rollouts SET status = 'completed', updated_at = ? WHERE id = ?",
-                                 (now, rollout["id"]))
+                if await tx.execute("UPDATE rollouts SET status = 'completed', updated_at = ? WHERE id = ?"
+                                    " AND status = 'running' AND current_wave = ?",
+                                    (now, *key)) != 1:
+                    continue
                 await audit.append_in(tx, "scheduler", "rollout.complete", rollout["id"],
                                       {"task_id": rollout["task_id"], "failure_rate": rate})
             else:
                 wave = rollout["current_wave"] + 1
-                await tx.execute("UPDATE rollouts SET current_wave = ?, updated_at = ? WHERE id = ?",
-                                 (wave, now, rollout["id"]))
+                if await tx.execute("UPDATE rollouts SET current_wave = ?, updated_at = ? WHERE id = ?"
+                                    " AND status = 'running' AND current_wave = ?",
+                                    (wave, now, *key)) != 1:
+                    continue
                 await tx.execute("UPDATE task_runs SET status = 'queued', not_before = ?, updated_at = ?"
                                  " WHERE rollout_id = ? AND wave = ? AND status = 'held'",
                                  (now, now, rollout["id"], wave))

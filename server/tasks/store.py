@@ -231,8 +231,10 @@ async def approve_task(db: Database, task_id: str, *, approver: str, now: float 
             raise TaskError("not_pending", f"task {task_id} is {task['status']}, not waiting for approval")
         if approver == task["created_by"]:
             raise TaskError("same_admin", "a second admin must approve: the creator cannot approve their own task")
-        await tx.execute("UPDATE tasks SET status = 'active', approved_by = ?, updated_at = ? WHERE id = ?",
-                         (approver, now, task_id))
+        # Conditional: of two concurrent approvals (PostgreSQL runs both at once) only one materializes runs.
+        if await tx.execute("UPDATE tasks SET status = 'active', approved_by = ?, updated_at = ? WHERE id = ?"
+                            " AND status = 'pending_approval'", (approver, now, task_id)) != 1:
+            raise TaskError("not_pending", f"task {task_id} was approved or cancelled meanwhile")
         fresh = await get_task(tx, task_id)
         assert fresh is not None
         await _materialize(tx, fresh, await _targets(tx, task["target_kind"], task["target"]), now,
@@ -254,7 +256,9 @@ async def cancel_task(db: Database, task_id: str, *, actor: str, now: float | No
             raise TaskError("not_found", f"no task {task_id!r}")
         if task["status"] == "cancelled":
             return 0
-        await tx.execute("UPDATE tasks SET status = 'cancelled', updated_at = ? WHERE id = ?", (now, task_id))
+        if await tx.execute("UPDATE tasks SET status = 'cancelled', updated_at = ? WHERE id = ?"
+                            " AND status <> 'cancelled'", (now, task_id)) != 1:
+            return 0  # cancelled meanwhile by a concurrent request
         changed = await tx.execute(
             "UPDATE task_runs SET status = 'cancelled', reason = ?, ended_at = ?, updated_at = ?"
             " WHERE task_id = ? AND status IN ('held', 'queued')", (f"cancelled by {actor}", now, now, task_id))

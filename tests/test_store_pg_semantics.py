@@ -1,0 +1,187 @@
+"""Store behaviour that differs between SQLite and PostgreSQL unless the code takes care: events
+committed out of seq order, NUL in text, concurrent transactions (several server nodes on one
+PostgreSQL), LIKE case. Each test runs on both engines (PostgreSQL: a fresh schema per test)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from protocol.grants import SignedGrant
+from protocol.tasks import TaskResult
+from server import audit, devices, events
+from server.grants import store as grant_store
+from server.store import Database, open_database
+from server.tasks import lifecycle, store
+
+GRANT = SignedGrant(document='{"grant_id": "g1"}', signature="not-checked-by-the-store")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A freshly migrated database: a new SQLite file, or a new PostgreSQL schema per test."""
+    if request.param == "sqlite":
+        database = await open_database(f"sqlite:///{tmp_path / 'store.db'}")
+        yield database
+        await database.close()
+        return
+    url = request.getfixturevalue("pg_url")
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(url)
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in url else "?"
+    try:
+        database = await open_database(f"{url}{sep}search_path={schema}")
+        try:
+            # Open a few pool connections up front, so concurrent transactions really overlap
+            # (otherwise the first often finishes while the second is still connecting).
+            await asyncio.gather(*(database.fetchone("SELECT pg_sleep(0.05) AS x") for _ in range(4)))
+            yield database
+        finally:
+            await database.close()
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
+
+
+async def add_device(db: Database, device_id: str = "dev-1", group: str = "lab") -> str:
+    async with db.transaction() as tx:
+        await devices.ensure_group(tx, group)
+        await devices.register(tx, device_id, group, "serial-" + device_id, time.time() + 86400)
+    return device_id
+
+
+def spec(device: str, **extra: Any) -> store.TaskSpec:
+    return store.TaskSpec(action="script", grant_id="g1", technician="alice", script="echo hi", device=device,
+                          grant=GRANT, **extra)
+
+
+async def test_event_committed_after_a_later_seq_is_still_delivered(db: Database) -> None:
+    """An event whose transaction commits after a higher-numbered one was read is not skipped."""
+    if db.dialect == "sqlite":
+        pytest.skip("SQLite writers are serialized: seqs always commit in order")
+    watcher = events.EventWatcher(db)
+    seen: list[str] = []
+
+    async def record(subject: str, _payload: dict[str, Any]) -> None:
+        seen.append(subject)
+
+    watcher.on("probe", record)
+    await watcher.start_from_now()
+    slow = db.transaction()
+    tx = await slow.__aenter__()
+    try:
+        await events.publish_in(tx, "probe", "first")  # takes the lower seq, commits last
+        async with db.transaction() as fast:
+            await events.publish_in(fast, "probe", "second")
+        await watcher.poll_once()
+        assert seen == ["second"]
+    finally:
+        await slow.__aexit__(None, None, None)
+    await watcher.poll_once()
+    assert seen == ["second", "first"]
+    await watcher.poll_once()
+    assert seen == ["second", "first"]
+
+
+async def test_nul_in_text_is_stored_and_audit_chain_still_verifies(db: Database) -> None:
+    """Text with NUL (task output, login names) is stored on both engines; the audit chain still verifies."""
+    device = await add_device(db)
+    await devices.set_hostname(db, device, "pc\x00evil")
+    row = await devices.get(db, device)
+    assert row is not None and row["hostname"].startswith("pc") and row["hostname"].endswith("evil")
+    await audit.append(db, "bad\x00name", "auth.login_failed", "", {"peer": "x\x00y"})
+    assert (await audit.verify_chain(db)).ok
+    task = await store.create_task(db, spec(device), actor="admin1")
+    (run,) = await store.runs_of_task(db, task["id"])
+    stored = await lifecycle.record_result(db, device, TaskResult(
+        run_id=run["id"], status="succeeded", ended_at=time.time(), exit_code=0, stdout="a\x00b"))
+    assert stored is not None and stored["status"] == "succeeded" and len(stored["stdout"]) == 3
+
+
+async def test_concurrent_approvals_materialize_runs_once(db: Database) -> None:
+    """Two admins approving the same large task at once: one wins, the runs exist once."""
+    device = await add_device(db)
+    task = await store.create_task(db, spec(device), actor="admin1", approval_threshold=0)
+    assert task["status"] == "pending_approval"
+    results = await asyncio.gather(store.approve_task(db, task["id"], approver="admin2"),
+                                   store.approve_task(db, task["id"], approver="admin3"), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert len(errors) == 1 and isinstance(errors[0], store.TaskError) and errors[0].code == "not_pending"
+    assert len(await store.runs_of_task(db, task["id"])) == 1
+    approvals = await audit.recent(db, action="task.approve")
+    assert len(approvals) == 1
+
+
+async def test_concurrent_schedulers_fire_an_occurrence_once(db: Database) -> None:
+    """Two schedulers (server nodes sharing the database) firing the same cron occurrence queue one run."""
+    device = await add_device(db)
+    t0 = time.time()
+    task = await store.create_task(db, spec(device, cron="* * * * *"), actor="admin1", now=t0)
+    later = t0 + 3600
+    created = await asyncio.gather(lifecycle.fire_schedules(db, later, random.Random(1)),
+                                   lifecycle.fire_schedules(db, later, random.Random(2)))
+    assert sum(created) == 1
+    assert len(await store.runs_of_task(db, task["id"])) == 1
+
+
+async def test_a_result_delivered_twice_at_once_is_recorded_once(db: Database) -> None:
+    """The same result arriving twice concurrently is stored and audited once."""
+    device = await add_device(db)
+    task = await store.create_task(db, spec(device), actor="admin1")
+    (run,) = await store.runs_of_task(db, task["id"])
+    result = TaskResult(run_id=run["id"], status="failed", ended_at=time.time(), exit_code=3)
+    rows = await asyncio.gather(lifecycle.record_result(db, device, result),
+                                lifecycle.record_result(db, device, result))
+    assert all(r is not None and r["status"] == "failed" for r in rows)
+    assert len(await audit.recent(db, action="task.result")) == 1
+
+
+async def test_concurrent_revocations_are_audited_once(db: Database) -> None:
+    """Revoking a device or a grant twice at once: one revocation, one audit record, one event."""
+    device = await add_device(db)
+    revoked = await asyncio.gather(devices.revoke(db, device, actor="a"), devices.revoke(db, device, actor="b"))
+    assert sorted(revoked) == [False, True]
+    assert len(await audit.recent(db, action="device.revoke")) == 1
+    await grant_store.create(db, Path("/nonexistent"), _grant(device), actor="admin1", four_eyes=True)
+    await asyncio.gather(grant_store.revoke(db, "g1", actor="a"), grant_store.revoke(db, "g1", actor="b"))
+    assert len(await audit.recent(db, action="grant.revoke")) == 1
+
+
+def _grant(device: str) -> Any:
+    from protocol.grants import Grant
+
+    now = time.time()
+    return Grant(grant_id="g1", devices=[device], technicians=["alice"], actions=["tasks"], not_before=now - 60,
+                 not_after=now + 3600, issuer="test", issued_at=now)
+
+
+async def test_audit_action_filter_ignores_case(db: Database) -> None:
+    """The audit action filter matches regardless of case on both engines (PostgreSQL's LIKE does not)."""
+    await audit.append(db, "admin", "task.create", "t1")
+    await audit.append(db, "admin", "grant.create", "g1")
+    assert [r["target"] for r in await audit.recent(db, action="TASK.*")] == ["t1"]
+
+
+async def test_concurrent_login_failures_all_count(db: Database) -> None:
+    """Failed logins arriving at once each count: the fifth locks the account on both engines."""
+    from server.accounts import login, users
+
+    async with db.transaction() as tx:
+        await users.create_user(tx, "wes", "technician", "not-a-real-hash", None)
+    row = await users.get_row(db, username="wes")
+    assert row is not None
+    service = login.LoginService(db)
+    await asyncio.gather(*(service._failure(row, "wes", f"10.0.0.{i}", "bad_password")
+                           for i in range(login.MAX_FAILURES)))
+    fresh = await users.get_row(db, username="wes")
+    assert fresh is not None and fresh["locked_until"] is not None and fresh["failed_logins"] == 0
+    assert len(await audit.recent(db, action="auth.locked")) == 1
