@@ -8,6 +8,7 @@ devices. Agent-reported strings are returned as JSON data, never rendered here.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -60,10 +61,8 @@ def _time(request: web.Request, name: str, default: float | None) -> float | Non
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    try:
+    with contextlib.suppress(ValueError):  # not a number: try ISO 8601 next
         return float(raw)
-    except ValueError:
-        pass
     try:
         return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
     except ValueError as exc:
