@@ -36,7 +36,8 @@ async def list_tasks(request: web.Request) -> web.Response:
     if groups is not None and not groups:
         require(request, Right.RUN_TASKS)
     rows = await store.list_tasks(server.db, groups=groups)
-    return web.json_response({"tasks": [store.describe_task(r) for r in rows]})
+    summary = await store.schedule_summary(server.db, rows)
+    return web.json_response({"tasks": [store.describe_task(r, summary[r["id"]]) for r in rows]})
 
 
 async def get_task(request: web.Request) -> web.Response:
@@ -47,7 +48,9 @@ async def get_task(request: web.Request) -> web.Response:
     require(request, Right.RUN_TASKS, task["group_name"])
     runs = await store.runs_of_task(server.db, task["id"])
     rollouts = await store.rollouts_of_task(server.db, task["id"])
-    return web.json_response({"task": store.describe_task(task), "runs": [store.describe_run(r) for r in runs],
+    summary = await store.schedule_summary(server.db, [task])
+    return web.json_response({"task": store.describe_task(task, summary[task["id"]]),
+                              "runs": [store.describe_run(r) for r in runs],
                               "rollouts": [r["id"] for r in rollouts]})
 
 

@@ -302,8 +302,37 @@ async def rollouts_of_task(db: Executor, task_id: str) -> list[Row]:
     return await db.fetchall("SELECT * FROM rollouts WHERE task_id = ? ORDER BY created_at", (task_id,))
 
 
-def describe_task(row: Row) -> dict[str, Any]:
-    return {
+async def schedule_summary(db: Executor, tasks: list[Row]) -> dict[str, dict[str, Any]]:
+    """Per task id: ``next_due`` and ``run_counts`` (runs by status), in three queries for the list.
+
+    ``next_due`` is the earliest next occurrence across the devices of a recurring task (None until
+    the scheduler has first looked at it), or the earliest due time among a one-off task's open runs
+    (None once all finished). A cancelled task has none.
+    """
+    summary: dict[str, dict[str, Any]] = {t["id"]: {"next_due": None, "run_counts": {}} for t in tasks}
+    if not tasks:
+        return summary
+    ids = [t["id"] for t in tasks]
+    marks = ", ".join("?" * len(ids))
+    cron_ids = {t["id"] for t in tasks if t["cron"] and t["status"] == "active"}
+    once_ids = {t["id"] for t in tasks if not t["cron"] and t["status"] == "active"}
+    for row in await db.fetchall(f"SELECT task_id, MIN(next_due) AS due FROM task_schedule_state"  # noqa: S608
+                                 f" WHERE task_id IN ({marks}) GROUP BY task_id", ids):
+        if row["task_id"] in cron_ids:
+            summary[row["task_id"]]["next_due"] = row["due"]
+    for row in await db.fetchall(f"SELECT task_id, MIN(due_at) AS due FROM task_runs WHERE task_id IN ({marks})"  # noqa: S608
+                                 " AND status IN ('held', 'queued', 'sent', 'waiting') GROUP BY task_id", ids):
+        if row["task_id"] in once_ids:
+            summary[row["task_id"]]["next_due"] = row["due"]
+    for row in await db.fetchall(f"SELECT task_id, status, COUNT(*) AS n FROM task_runs"  # noqa: S608
+                                 f" WHERE task_id IN ({marks}) GROUP BY task_id, status", ids):
+        summary[row["task_id"]]["run_counts"][row["status"]] = int(row["n"])
+    return summary
+
+
+def describe_task(row: Row, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The task as the API shows it; ``summary`` (from :func:`schedule_summary`) adds next_due and run_counts."""
+    return {**(summary or {}),
         "id": row["id"], "action": row["action"], "params": json.loads(row["params"]),
         "script_sha256": _script_hash(row["script"]), "grant_id": row["grant_id"],
         "technician": row["technician"], "role": row["role"], "target": f"{row['target_kind']}:{row['target']}",

@@ -23,16 +23,24 @@ export function displayStatus(task, runs) {
   return task.status;
 }
 
-/** Where a task stands for the list: the next start of an open run, or why there is none. */
-export function nextRun(task, runs) {
+/** Runs of a task by status, from the list API's `run_counts`: total, still open, finished. */
+export function runTally(task) {
+  const counts = task.run_counts || {};
+  const total = Object.values(counts).reduce((a, b) => a + b, 0);
+  const open = OPEN_RUN.reduce((a, s) => a + (counts[s] || 0), 0);
+  return { total, open, done: total - open };
+}
+
+/** Where a task stands for the list, from the API's `next_due` (the next cron occurrence across
+ *  its devices, or a one-off task's earliest open run) and `run_counts`. */
+export function nextRun(task) {
   if (task.status === "cancelled") return "—";
   if (task.status === "pending_approval") return "after approval";
-  if (runs === undefined) return task.cron ? `cron ${task.cron}` : fmtTime(task.run_at || task.created_at);
-  if (runs.some((r) => r.status === "sent")) return "running now";
-  if (runs.some((r) => r.status === "waiting")) return "waiting for the grant window";
-  const due = runs.filter((r) => r.status === "queued" || r.status === "held").map((r) => Number(r.not_before || r.due_at));
-  if (due.length) return fmtTime(Math.min(...due));
-  return task.cron ? "at the next cron time (device-local)" : "done";
+  const counts = task.run_counts || {};
+  if (!task.cron && counts.sent) return "running now";
+  if (!task.cron && counts.waiting) return "waiting for the grant window";
+  if (task.next_due) return fmtTime(task.next_due);
+  return task.cron ? "not scheduled yet" : "done";
 }
 
 function output(run) {

@@ -2,17 +2,15 @@
 import * as api from "../api.js";
 import { badge, clear, fmtTime, h, text, unavailable } from "../dom.js";
 import { can } from "../state.js";
-import { OPEN_RUN, displayStatus, newTaskForm, nextRun } from "../tasks_ui.js";
+import { newTaskForm, nextRun, runTally } from "../tasks_ui.js";
 
 const filters = { q: "", status: "", kind: "" };
 let body = null;
 let tasks = [];
-let details = {};  // task id -> runs (fetched for active tasks, to tell the next run)
 let selected = -1;
 
 export async function show(main) {
   body = h("tbody", { id: "task-rows" });
-  details = {};
   const search = h("input", { type: "search", id: "task-search", "data-search": "1", value: filters.q,
     placeholder: "Filter by action, target, technician, id…  (/)", "aria-label": "Filter tasks",
     oninput: (ev) => { filters.q = ev.target.value.trim().toLowerCase(); render(); } });
@@ -45,20 +43,16 @@ async function load() {
   }
   tasks = data.tasks || [];
   render();
-  // The next run of an active task is in its runs: fetch those for the first few, four at a time.
-  const active = tasks.filter((t) => t.status === "active").slice(0, 40);
-  for (let i = 0; i < active.length; i += 4) {
-    await Promise.all(active.slice(i, i + 4).map(async (t) => {
-      try { details[t.id] = (await api.get(`/api/v1/tasks/${encodeURIComponent(t.id)}`)).runs || []; } catch { /* shown as unknown */ }
-    }));
-    if (!body) return;
-    render();
-  }
+}
+
+/** A one-off task whose runs all finished is "completed" (the server keeps it "active"). */
+function statusOf(t) {
+  const tally = runTally(t);
+  return t.status === "active" && !t.cron && tally.total && !tally.open ? "completed" : t.status;
 }
 
 function matches(t) {
-  if (filters.status && displayStatus(t, details[t.id]) !== filters.status
-    && !(filters.status === "active" && t.status === "active" && !details[t.id])) return false;
+  if (filters.status && statusOf(t) !== filters.status) return false;
   if (filters.kind === "cron" && !t.cron) return false;
   if (filters.kind === "once" && t.cron) return false;
   if (!filters.q) return true;
@@ -66,10 +60,9 @@ function matches(t) {
 }
 
 function progress(t) {
-  const runs = details[t.id];
-  if (!runs) return String(t.devices);
-  const done = runs.filter((r) => !OPEN_RUN.includes(r.status)).length;
-  return `${done}/${runs.length || t.devices} done`;
+  const tally = runTally(t);
+  if (!tally.total) return String(t.devices);
+  return `${tally.done}/${tally.total} done`;
 }
 
 function render() {
@@ -82,11 +75,11 @@ function render() {
   for (const t of shown) {
     const href = `#/tasks/${encodeURIComponent(t.id)}`;
     body.append(h("tr", { class: "clickable", dataset: { task: t.id }, onclick: () => { location.hash = href; } },
-      h("td", {}, badge(displayStatus(t, details[t.id]), displayStatus(t, details[t.id]).replace("_", " "))),
+      h("td", {}, badge(statusOf(t), statusOf(t).replace("_", " "))),
       h("td", {}, h("a", { href }, text(t.action))),
       h("td", { class: "mono" }, text(t.target)),
       h("td", {}, t.cron ? h("span", { class: "mono" }, `cron ${t.cron}`) : `once, ${t.run_at ? fmtTime(t.run_at) : "at once"}`),
-      h("td", { class: "next-run" }, nextRun(t, details[t.id])),
+      h("td", { class: "next-run", dataset: { nextDue: t.next_due ?? "" } }, nextRun(t)),
       h("td", {}, progress(t)),
       h("td", {}, text(t.technician)),
       h("td", {}, fmtTime(t.created_at))));
