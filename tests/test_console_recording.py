@@ -30,7 +30,7 @@ LATER_COLOUR = (0x8B, 0x2E, 0x57)
 
 
 def _near(pixel: list[int], colour: tuple[int, int, int]) -> bool:
-    return all(abs(a - b) <= 12 for a, b in zip(pixel[:3], colour))
+    return all(abs(int(a) - int(b)) <= 12 for a, b in zip(pixel[:3], colour))
 
 
 async def test_recorded_session_plays_back_onto_the_canvas(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
