@@ -7,13 +7,12 @@ the tests and the benchmark, and by ``helpline viewer URL`` (see :func:`main`).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -233,26 +232,3 @@ class Viewer:
         span = max(until - since, 1e-9)
         return len(picked) / span, sum(picked) / span
 
-
-async def main(argv: Sequence[str] | None = None) -> int:
-    """``helpline viewer URL``: connect, print rates every second until interrupted."""
-    parser = argparse.ArgumentParser(prog="helpline viewer", description="Reference session-tunnel viewer")
-    parser.add_argument("url", help="ws:// or wss:// URL of the session stream")
-    parser.add_argument("--cafile", help="CA bundle to verify a wss:// server")
-    parser.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = forever)")
-    parser.add_argument("--header", action="append", default=[], help="extra header NAME:VALUE")
-    args = parser.parse_args(argv)
-    context = ssl.create_default_context(cafile=args.cafile) if args.url.startswith("wss:") else None
-    headers = dict(h.split(":", 1) for h in args.header)
-    async with Viewer(args.url, ssl_context=context, headers=headers) as viewer:
-        start = viewer.clock()
-        while not viewer.closed.is_set():
-            last = viewer.clock()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(viewer.closed.wait(), 1.0)
-            ups, bps = viewer.rates(last)
-            size = "x".join(map(str, viewer.framebuffer.shape[1::-1]))
-            print(f"{size} monitor={viewer.selected} {ups:.1f} updates/s {bps / 1000:.1f} kB/s")
-            if args.seconds and viewer.clock() - start >= args.seconds:
-                break
-    return 0

@@ -243,3 +243,29 @@ async def test_monitor_switch_changes_reported_geometry() -> None:
     await tunnel.to_agent.put(None)
     await asyncio.wait_for(task, 5)
     assert grabber.closed is False  # a grabber passed in belongs to the caller
+
+
+async def test_view_only_replies_are_rate_limited_but_every_refusal_counts() -> None:
+    """A flood of input in view mode gets a burst of view_only errors, not one per message; all are counted."""
+    tunnel, injector = MemoryTunnel(), RecordingInjector()
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_screen_session(
+        tunnel, mode="view", grabber=FakeGrabber(frame()), injector=injector, stop=stop))  # type: ignore[arg-type]
+    await tunnel.next_text(stream.Monitors)
+    started = asyncio.get_running_loop().time()
+    for _ in range(50):
+        await tunnel.to_agent.put(stream.encode_text(stream.InputMouse(action="move", x=1, y=1)))
+    await tunnel.to_agent.put('{"type": "bogus"}')  # a marker: its error arrives after all 50 were handled
+    errors = 0
+    while True:
+        message = await tunnel.next_text(stream.Error)
+        assert isinstance(message, stream.Error)
+        if message.code == "stream_invalid":
+            break
+        errors += 1
+    elapsed = asyncio.get_running_loop().time() - started
+    stop.set()
+    stats = await asyncio.wait_for(task, 5)
+    assert stats.refused_inputs == 50 and injector.events == []
+    # A burst of 5 plus at most one more per second that passed.
+    assert 5 <= errors <= 5 + int(elapsed) + 1, (errors, elapsed)

@@ -136,11 +136,15 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
                 return
             if command.get("cmd") == "mode" and command.get("mode") in ("view", "control"):
                 state["mode"] = command["mode"]
-        elapsed = int(time.monotonic() - started)
+        # Elapsed time in whole minutes: a seconds counter would repaint the user's screen every
+        # second and so stream an update per second through an otherwise idle session.
+        minutes = int(time.monotonic() - started) // 60
         what = "controlling" if state["mode"] == "control" else "viewing"
         kind = " (unattended access)" if spec.get("unattended") else ""
-        text.configure(text=f"{spec['technician']} is {what} your screen{kind}\n"
-                            f"{elapsed // 60:02d}:{elapsed % 60:02d}")
+        since = "started less than a minute ago" if minutes == 0 else f"for {minutes} min"
+        label = f"{spec['technician']} is {what} your screen{kind}\n{since}"
+        if text.cget("text") != label:
+            text.configure(text=label)
         root.after(100, tick)
 
     tick()
