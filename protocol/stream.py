@@ -11,9 +11,17 @@ rectangle of the screen (or a cursor shape), with a fixed 21-byte big-endian hea
     flags          u8   Flags: END_OF_FRAME marks the last rectangle of one update
     monitor        u8   index of the monitor the rectangle belongs to
     x, y, w, h     u16  rectangle in that monitor's pixel space (x+w, y+h <= 65535)
-    encoding       u8   Encoding: RAW (BGRA), JPEG, PNG, ZLIB (zlib of BGR24 rows)
+    encoding       u8   Encoding: RAW (BGRA), JPEG, PNG, ZLIB (zlib of BGR24 rows),
+                        RGBA (cursor shapes only)
     sequence       u32  update number; every rectangle of one update shares it
     length         u32  payload length, must equal the bytes that follow
+
+A **cursor shape** (``kind = CURSOR_SHAPE``) reuses the header: ``w``/``h`` are the
+image size (at most :data:`MAX_CURSOR_SIDE`), ``x``/``y`` the hotspot inside it,
+``encoding`` is always RGBA (straight alpha, rows top-down, ``w*h*4`` bytes), ``flags``
+is NONE and ``sequence`` counts shapes (it is not an update: the viewer never acks it).
+The agent sends one whenever the pointer image changes, before the next ``cursor``
+position message; the viewer draws the newest shape at each position.
 
 Every rectangle of one update carries the same sequence number; the viewer acks the
 sequence (``{"type": "ack", "seq": N}``) once it has drawn the rectangle flagged
@@ -45,6 +53,8 @@ HEADER_SIZE = HEADER.size
 MAX_PAYLOAD = 8 * 1024 * 1024
 #: Largest rectangle side.
 MAX_SIDE = 8192
+#: Largest cursor shape side (64 KiB of RGBA at most).
+MAX_CURSOR_SIDE = 128
 #: Largest coordinate (x+w, y+h) in a monitor's pixel space.
 MAX_COORD = 65535
 #: Largest text message on the tunnel.
@@ -73,6 +83,7 @@ class Encoding(enum.IntEnum):
     JPEG = 1
     PNG = 2
     ZLIB = 3  # zlib-compressed BGR24 rows
+    RGBA = 4  # straight-alpha RGBA, 4 bytes per pixel, rows top-down (cursor shapes only)
 
 
 class Flags(enum.IntFlag):
@@ -123,8 +134,17 @@ def _check_update_fields(
         raise StreamProtocolError(f"sequence {seq} out of range")
     if length > MAX_PAYLOAD:
         raise StreamProtocolError(f"payload of {length} bytes exceeds {MAX_PAYLOAD}")
-    if encoding_v is Encoding.RAW and length != w * h * 4:
+    if encoding_v in (Encoding.RAW, Encoding.RGBA) and length != w * h * 4:
         raise StreamProtocolError(f"raw payload of {length} bytes for {w}x{h}")
+    if (kind_v is Kind.CURSOR_SHAPE) != (encoding_v is Encoding.RGBA):
+        raise StreamProtocolError("cursor shapes are RGBA and RGBA is for cursor shapes only")
+    if kind_v is Kind.CURSOR_SHAPE:
+        if w > MAX_CURSOR_SIDE or h > MAX_CURSOR_SIDE:
+            raise StreamProtocolError(f"cursor shape {w}x{h} exceeds {MAX_CURSOR_SIDE}x{MAX_CURSOR_SIDE}")
+        if x >= w or y >= h:
+            raise StreamProtocolError(f"cursor hotspot {x},{y} outside the {w}x{h} shape")
+        if flags:
+            raise StreamProtocolError("cursor shapes carry no flags")
     return kind_v, encoding_v, Flags(flags)
 
 
@@ -145,6 +165,14 @@ def pack_update(
     _check_update_fields(int(kind), monitor, x, y, w, h, int(encoding), seq, int(flags), len(payload))
     header = HEADER.pack(MAGIC_VERSION, kind, flags, monitor, x, y, w, h, encoding, seq, len(payload))
     return header + payload
+
+
+def pack_cursor_shape(*, w: int, h: int, hot_x: int, hot_y: int, rgba: bytes, seq: int, monitor: int = 0) -> bytes:
+    """A CURSOR_SHAPE message: ``w``x``h`` straight-alpha RGBA with the hotspot at (hot_x, hot_y)."""
+    return pack_update(
+        kind=Kind.CURSOR_SHAPE, monitor=monitor, x=hot_x, y=hot_y, w=w, h=h, encoding=Encoding.RGBA, seq=seq,
+        payload=rgba,
+    )
 
 
 def unpack_update(data: bytes) -> Update:

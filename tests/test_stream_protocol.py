@@ -19,6 +19,7 @@ from protocol.stream import (
     StreamProtocolError,
     decode_text,
     encode_text,
+    pack_cursor_shape,
     pack_update,
     unpack_update,
 )
@@ -211,7 +212,7 @@ def test_decode_structured_garbage_only_raises_protocol_error(kind: str, fields:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.sampled_from(list(Kind)), st.integers(0, 255), st.integers(0, 60000), st.integers(0, 60000),
+    st.sampled_from([Kind.UPDATE, Kind.REFRESH]), st.integers(0, 255), st.integers(0, 60000), st.integers(0, 60000),
     st.integers(1, 5000), st.integers(1, 5000), st.sampled_from([Encoding.JPEG, Encoding.PNG, Encoding.ZLIB]),
     st.integers(0, 2**32 - 1), st.binary(max_size=100), st.sampled_from(list(Flags)),
 )
@@ -239,3 +240,43 @@ def test_header_layout_is_big_endian() -> None:
     assert struct.unpack(">HHHH", data[4:12]) == (0x0102, 0x0304, 5, 6)
     assert data[12] == 1
     assert struct.unpack(">II", data[13:21]) == (0x0A0B0C0D, 2)
+
+
+def test_cursor_shape_round_trip() -> None:
+    """A cursor shape carries its size, hotspot and RGBA pixels through pack/unpack."""
+    rgba = bytes(range(256))[: 8 * 8 * 4 // 2] * 2
+    update = unpack_update(pack_cursor_shape(w=8, h=8, hot_x=3, hot_y=7, rgba=rgba, seq=4, monitor=1))
+    assert (update.kind, update.encoding, update.w, update.h, update.x, update.y) == (
+        Kind.CURSOR_SHAPE, Encoding.RGBA, 8, 8, 3, 7)
+    assert (update.payload, update.seq, update.monitor, update.end_of_frame) == (rgba, 4, 1, False)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "size"),
+    [
+        ({"kind": 3, "encoding": 1}, 3),  # cursor shape must be RGBA
+        ({"kind": 1, "encoding": 4, "length": 16}, 16),  # RGBA only for cursor shapes
+        ({"kind": 3, "encoding": 4, "length": 15}, 15),  # wrong RGBA length
+        ({"kind": 3, "encoding": 4, "w": 129, "h": 1, "length": 516}, 516),  # too wide
+        ({"kind": 3, "encoding": 4, "x": 2, "length": 16}, 16),  # hotspot outside
+        ({"kind": 3, "encoding": 4, "flags": 1, "length": 16}, 16),  # END_OF_FRAME on a shape
+    ],
+)
+def test_unpack_rejects_bad_cursor_shapes(overrides: dict[str, int], size: int) -> None:
+    """Cursor shapes outside the documented limits are refused with StreamProtocolError."""
+    with pytest.raises(StreamProtocolError):
+        unpack_update(_header(**overrides) + b"\0" * size)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 140), st.integers(1, 140), st.integers(0, 150), st.integers(0, 150), st.integers(0, 2**32 - 1))
+def test_cursor_shape_property(w: int, h: int, hot_x: int, hot_y: int, seq: int) -> None:
+    """A shape within 128x128 with its hotspot inside round-trips; anything else is refused at pack time."""
+    rgba = b"\x7f" * (w * h * 4)
+    try:
+        data = pack_cursor_shape(w=w, h=h, hot_x=hot_x, hot_y=hot_y, rgba=rgba, seq=seq)
+    except StreamProtocolError:
+        assert max(w, h) > stream.MAX_CURSOR_SIDE or hot_x >= w or hot_y >= h
+        return
+    update = unpack_update(data)
+    assert (update.w, update.h, update.x, update.y, update.payload, update.seq) == (w, h, hot_x, hot_y, rgba, seq)
