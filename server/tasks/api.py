@@ -35,9 +35,19 @@ async def list_tasks(request: web.Request) -> web.Response:
     groups = principal.groups_with(Right.RUN_TASKS)
     if groups is not None and not groups:
         require(request, Right.RUN_TASKS)
-    rows = await store.list_tasks(server.db, groups=groups)
+    try:
+        limit = int(request.query.get("limit", "200"))
+        cursor = request.query.get("before")
+        before = store.parse_cursor(cursor) if cursor else None
+    except ValueError:
+        return json_error(400, "bad_request", "limit must be an integer and before a cursor from 'next'")
+    if not 1 <= limit <= store.MAX_PAGE:
+        return json_error(400, "bad_request", f"limit must be within 1..{store.MAX_PAGE}")
+    rows = await store.list_tasks(server.db, groups=groups, limit=limit, before=before)
     summary = await store.schedule_summary(server.db, rows)
-    return web.json_response({"tasks": [store.describe_task(r, summary[r["id"]]) for r in rows]})
+    following = store.page_cursor(rows[-1]) if len(rows) == limit else None
+    return web.json_response({"tasks": [store.describe_task(r, summary[r["id"]]) for r in rows],
+                              "next": following})
 
 
 async def get_task(request: web.Request) -> web.Response:

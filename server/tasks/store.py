@@ -276,9 +276,45 @@ async def get_task(db: Executor, task_id: str) -> Row | None:
     return await db.fetchone("SELECT * FROM tasks WHERE id = ?", (task_id,))
 
 
-async def list_tasks(db: Executor, *, groups: set[str] | None = None, limit: int = 200) -> list[Row]:
-    rows = await db.fetchall("SELECT * FROM tasks ORDER BY created_at DESC LIMIT ?", (limit,))
-    return [r for r in rows if groups is None or r["group_name"] in groups]
+#: Most tasks one listing page returns.
+MAX_PAGE = 500
+
+
+async def list_tasks(db: Executor, *, groups: set[str] | None = None, limit: int = 200,
+                     before: tuple[float, str] | None = None) -> list[Row]:
+    """Newest tasks first, only in ``groups`` (None = all), filtered in SQL so a page is full.
+
+    Paging is by key: ``before`` is the (created_at, id) of the last row of the previous page
+    (see :func:`page_cursor`), so rows inserted meanwhile neither repeat nor vanish.
+    """
+    if groups is not None and not groups:
+        return []
+    where: list[str] = []
+    args: list[Any] = []
+    if groups is not None:
+        names = sorted(groups)
+        where.append(f"group_name IN ({', '.join('?' * len(names))})")
+        args.extend(names)
+    if before is not None:
+        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+        args.extend((before[0], before[0], before[1]))
+    # Only fixed fragments and placeholders are joined; every value is a bound parameter.
+    sql = "SELECT * FROM tasks" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608
+    args.append(max(1, min(limit, MAX_PAGE)))
+    return await db.fetchall(sql + " ORDER BY created_at DESC, id DESC LIMIT ?", tuple(args))
+
+
+def page_cursor(row: Row) -> str:
+    """Opaque cursor naming a row's place in the listing (``created_at`` round-trips via repr)."""
+    return f"{row['created_at']!r}~{row['id']}"
+
+
+def parse_cursor(text: str) -> tuple[float, str]:
+    """Inverse of :func:`page_cursor`; raises ValueError on anything else."""
+    stamp, sep, task_id = text.partition("~")
+    if not sep or not task_id:
+        raise ValueError("bad cursor")
+    return float(stamp), task_id
 
 
 async def runs_of_task(db: Executor, task_id: str) -> list[Row]:
