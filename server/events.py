@@ -54,8 +54,20 @@ class EventWatcher:
         self._handlers.setdefault(kind, []).append(handler)
 
     async def start_from_now(self) -> None:
-        row = await self._db.fetchone("SELECT MAX(seq) AS m FROM events")
-        self._last_seq = int(row["m"] or 0) if row else 0
+        """Skip what is already committed, but keep wanting seqs still in flight at start.
+
+        A transaction that took seq 10 may commit after seq 11 was already visible at start:
+        the last :data:`MAX_GAPS` seqs below the maximum that are not visible yet are tracked
+        as gaps for :data:`GAP_WAIT_S`, exactly as polling does. One statement reads both
+        the maximum and the visible seqs, so they come from the same snapshot.
+        """
+        rows = await self._db.fetchall(
+            "SELECT seq FROM events WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM events) - ?", (MAX_GAPS,))
+        visible = {int(r["seq"]) for r in rows}
+        self._last_seq = max(visible, default=0)
+        noticed = time.monotonic()
+        self._gaps = {seq: noticed for seq in range(max(1, self._last_seq - MAX_GAPS + 1), self._last_seq)
+                      if seq not in visible}
 
     async def poll_once(self) -> int:
         self._forget_old_gaps()

@@ -92,6 +92,39 @@ async def test_event_committed_after_a_later_seq_is_still_delivered(db: Database
     assert seen == ["second", "first"]
 
 
+async def test_event_uncommitted_at_watcher_start_is_still_delivered(db: Database) -> None:
+    """An event whose transaction was open when the watcher started (below the max seq) is delivered once
+    it commits; events committed before the start are not replayed."""
+    old_tx = db.transaction()
+    async with db.transaction() as tx:
+        await events.publish_in(tx, "probe", "before-start")
+    seen: list[str] = []
+
+    async def record(subject: str, _payload: dict[str, Any]) -> None:
+        seen.append(subject)
+
+    watcher = events.EventWatcher(db)
+    watcher.on("probe", record)
+    if db.dialect == "sqlite":
+        await watcher.start_from_now()
+        assert await watcher.poll_once() == 0 and seen == []
+        return
+    tx = await old_tx.__aenter__()
+    try:
+        await events.publish_in(tx, "probe", "in-flight")  # takes the lower seq, commits after the start
+        async with db.transaction() as fast:
+            await events.publish_in(fast, "probe", "committed-first")
+        await watcher.start_from_now()
+        await watcher.poll_once()
+        assert seen == []
+    finally:
+        await old_tx.__aexit__(None, None, None)
+    await watcher.poll_once()
+    assert seen == ["in-flight"]
+    await watcher.poll_once()
+    assert seen == ["in-flight"]
+
+
 async def test_nul_in_text_is_stored_and_audit_chain_still_verifies(db: Database) -> None:
     """Text with NUL (task output, login names) is stored on both engines; the audit chain still verifies."""
     device = await add_device(db)
