@@ -1,7 +1,10 @@
 """Reference viewer: the technician end of a session tunnel, in Python.
 
 Keeps a BGR framebuffer of the selected monitor, applies every update, and acks each
-update once its last rectangle is drawn (that ack is what paces the agent). Used by
+update once its last rectangle is drawn (that ack is what paces the agent). The pointer
+is kept apart from the framebuffer, as a browser draws it: the last ``cursor`` position
+and the last CURSOR_SHAPE (RGBA + hotspot; None until the agent sent one, meaning
+"draw a default arrow"). Used by
 the tests and the benchmark, and by ``helpline viewer URL`` (see :func:`main`).
 """
 
@@ -28,9 +31,22 @@ from .screen.encoder import DecodeError, decode
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class CursorShape:
+    """The pointer image the agent last sent: straight-alpha RGBA rows, hotspot inside."""
+
+    w: int
+    h: int
+    hot_x: int
+    hot_y: int
+    rgba: bytes
+    seq: int
+
+
 @dataclass
 class ViewerStats:
     updates: int = 0
+    cursor_shapes: int = 0
     rects: int = 0
     refreshes: int = 0
     bytes_received: int = 0
@@ -62,6 +78,7 @@ class Viewer:
         self.monitors: list[stream.MonitorInfo] = []
         self.selected: int | None = None
         self.cursor: stream.Cursor | None = None
+        self.cursor_shape: CursorShape | None = None
         self.agent_stats: stream.Stats | None = None
         self.stats = ViewerStats()
         self.last_seq: int | None = None
@@ -174,12 +191,21 @@ class Viewer:
 
     async def _on_binary(self, data: bytes, now: float) -> None:
         self.stats.bytes_received += len(data)
-        self._frame_bytes += len(data)
         try:
             update = stream.unpack_update(data)
-            if update.kind is not Kind.CURSOR_SHAPE and update.monitor == self.selected:
+        except StreamProtocolError as exc:
+            self.stats.bad_messages += 1
+            log.warning("viewer: bad update: %s", exc)
+            return
+        if update.kind is Kind.CURSOR_SHAPE:  # not part of any update: never acked
+            self.cursor_shape = CursorShape(update.w, update.h, update.x, update.y, update.payload, update.seq)
+            self.stats.cursor_shapes += 1
+            return
+        self._frame_bytes += len(data)
+        try:
+            if update.monitor == self.selected:
                 self._draw(update)
-        except (StreamProtocolError, DecodeError) as exc:
+        except DecodeError as exc:
             self.stats.bad_messages += 1
             log.warning("viewer: bad update: %s", exc)
             return

@@ -3,7 +3,8 @@
 Three tasks share the tunnel: the *sender* (pace captures with :class:`FlowControl`,
 run capture+encode in a dedicated thread, send updates), the *receiver* (acks, input,
 monitor switch, quality hints; peer garbage is answered with an ``error`` message,
-never raised) and the *cursor* poller. The session ends when the tunnel closes, when
+never raised) and the *cursor* poller (position, and the pointer image via XFixes when
+it changed — a binary CURSOR_SHAPE sent before the next position). The session ends when the tunnel closes, when
 ``stop`` is set, or when the peer keeps sending garbage. The consent layer decides
 ``mode``; in ``"view"`` mode input is refused and counted, never injected.
 """
@@ -24,6 +25,7 @@ from protocol.stream import StreamProtocolError
 
 from ..input_injector import InputInjector, InputRefused, PynputInjector
 from .capture import Monitor, MssGrabber, ScreenGrabber
+from .cursor_shape import CursorShapeSource, open_cursor_shapes
 from .flow import FlowControl, FlowSettings
 from .pipeline import ScreenPipeline, StepResult
 from .pointer import PointerSource, PynputPointer
@@ -59,6 +61,7 @@ class SessionStats:
     invalid_messages: int = 0
     max_in_flight: int = 0
     skipped_frames: int = 0
+    cursor_shapes_sent: int = 0
     quality: int = 0
     monitor: int = 0
     end_reason: str = ""
@@ -88,6 +91,7 @@ class _Session:
         grabber: ScreenGrabber,
         injector: InputInjector | None,
         pointer: PointerSource | None,
+        shapes: CursorShapeSource | None,
         clock: Callable[[], float],
         settings: FlowSettings | None,
         monitor: int | None,
@@ -97,6 +101,7 @@ class _Session:
         self.grabber = grabber
         self.injector = injector
         self.pointer = pointer
+        self.shapes = shapes
         self.clock = clock
         self.stats = SessionStats()
         self.flow = FlowControl(clock(), settings)
@@ -196,6 +201,14 @@ class _Session:
         loop = asyncio.get_running_loop()
         last: tuple[int, int, bool] | None = None
         while True:
+            if self.shapes is not None:
+                shape = await loop.run_in_executor(self.input_pool, self.shapes.changed_shape)
+                if shape is not None:
+                    await self.send(stream.pack_cursor_shape(
+                        w=shape.w, h=shape.h, hot_x=shape.hot_x, hot_y=shape.hot_y, rgba=shape.rgba,
+                        seq=self.stats.cursor_shapes_sent % (stream.MAX_SEQ + 1), monitor=self.pipeline.monitor,
+                    ))
+                    self.stats.cursor_shapes_sent += 1
             position = await loop.run_in_executor(self.input_pool, pointer.position)
             if position is not None:
                 mon = self.monitors[self.pipeline.monitor]
@@ -301,25 +314,30 @@ async def run_screen_session(
     clock: Callable[[], float] = time.monotonic,
     stop: asyncio.Event | None = None,
     pointer: PointerSource | None = None,
+    cursor_shapes: CursorShapeSource | None = None,
     settings: FlowSettings | None = None,
     monitor: int | None = None,
 ) -> SessionStats:
     """Stream ``display`` over ``tunnel`` until it closes or ``stop`` is set.
 
     Real grabber/injector/pointer are created for ``display`` unless given (an injector
-    only in ``"control"`` mode; the pointer poller only with the real grabber).
+    only in ``"control"`` mode; the pointer poller and the XFixes cursor shapes — where
+    available — only with the real grabber).
     """
     if mode not in ("view", "control"):
         raise ValueError(f"mode must be 'view' or 'control', not {mode!r}")
-    own_grabber, own_pointer, own_injector = grabber is None, False, False
+    own_grabber, own_pointer, own_injector, own_shapes = grabber is None, False, False, False
     if grabber is None:
         grabber = MssGrabber(display)
         if pointer is None:
             pointer, own_pointer = PynputPointer(display), True
+        if cursor_shapes is None:
+            cursor_shapes = open_cursor_shapes(display)
+            own_shapes = cursor_shapes is not None
     if mode == "control" and injector is None:
         injector, own_injector = PynputInjector(display), True
-    session = _Session(tunnel, mode, grabber, injector if mode == "control" else None, pointer, clock, settings,
-                       monitor)
+    session = _Session(tunnel, mode, grabber, injector if mode == "control" else None, pointer, cursor_shapes,
+                       clock, settings, monitor)
     tasks: dict[asyncio.Task[object], str] = {
         asyncio.create_task(session.sender(), name="screen-sender"): "sender",
         asyncio.create_task(session.receiver(), name="screen-receiver"): "receiver",
@@ -356,6 +374,8 @@ async def run_screen_session(
             grabber.close()
         if own_pointer and pointer is not None:
             pointer.close()
+        if own_shapes and cursor_shapes is not None:
+            cursor_shapes.close()
         if own_injector and injector is not None:
             injector.close()
     return session.stats
