@@ -6,7 +6,8 @@ export const HEADER = 21;
 export const MAGIC = 0xa1;
 export const KIND_CURSOR_SHAPE = 3;
 export const FLAG_END_OF_FRAME = 1;
-export const ENC = { RAW: 0, JPEG: 1, PNG: 2, ZLIB: 3 };
+export const ENC = { RAW: 0, JPEG: 1, PNG: 2, ZLIB: 3, RGBA: 4 };
+export const MAX_CURSOR_SIDE = 128;
 
 /** Parse one binary update; null when it is not a well-formed Helpline stream message. */
 export function parseUpdate(buf) {
@@ -57,4 +58,24 @@ export async function drawRect(g, u) {
     img.data[i * 4 + 3] = 255;
   }
   g.putImageData(img, x, y);
+}
+
+/** A CURSOR_SHAPE update as {w, h, hotX, hotY, image: ImageData}; null when malformed (header x/y = hotspot). */
+export function cursorShape(u) {
+  const { w, h, x, y, enc, payload } = u;
+  if (enc !== ENC.RGBA || w < 1 || h < 1 || w > MAX_CURSOR_SIDE || h > MAX_CURSOR_SIDE || x >= w || y >= h) return null;
+  if (payload.length !== w * h * 4) return null;
+  return { w, h, hotX: x, hotY: y, image: new ImageData(new Uint8ClampedArray(payload), w, h) };
+}
+
+/** The arrow drawn until (or unless) the device sends its real cursor: 12x19, hotspot at the tip. */
+export function defaultArrow() {
+  const c = new OffscreenCanvas(12, 19);
+  const g = c.getContext("2d");
+  g.beginPath();
+  g.moveTo(0.5, 0.5); g.lineTo(0.5, 16); g.lineTo(4.5, 12.5); g.lineTo(7.5, 18.5);
+  g.lineTo(9.5, 17.5); g.lineTo(6.5, 11.5); g.lineTo(11.5, 11.5); g.closePath();
+  g.fillStyle = "#fff"; g.fill();
+  g.strokeStyle = "#000"; g.stroke();
+  return { w: 12, h: 19, hotX: 0, hotY: 0, image: g.getImageData(0, 0, 12, 19) };
 }

@@ -1,8 +1,9 @@
 // Remote session viewer: consent state, canvas, fit/1:1, monitor switch, input capture, fps/latency, end.
+// The device's pointer is a small sprite canvas over the screen (its shape from CURSOR_SHAPE, else an arrow).
 // Screen updates are decoded by ../screen.js (shared with the recording player).
 import * as api from "../api.js";
 import { badge, h, toast } from "../dom.js";
-import { FLAG_END_OF_FRAME, KIND_CURSOR_SHAPE, drawRect, ensureSize, parseUpdate } from "../screen.js";
+import { FLAG_END_OF_FRAME, KIND_CURSOR_SHAPE, cursorShape, defaultArrow, drawRect, ensureSize, parseUpdate } from "../screen.js";
 import { can } from "../state.js";
 const STATE_TEXT = {
   offered: ["waiting", "Waiting for the user to answer the consent prompt…"],
@@ -20,6 +21,7 @@ export async function show(main, sessionId) {
   const canvas = h("canvas", { id: "screen", class: "screen fit", tabindex: "0", width: 16, height: 9,
     "aria-label": "Remote screen", dataset: { captureKeys: "0" } });
   const overlay = h("div", { class: "overlay", id: "viewer-stats" }, "—");
+  const sprite = h("canvas", { class: "remote-cursor", id: "remote-cursor", hidden: true, "aria-hidden": "true" });
   const monitors = h("select", { id: "monitor-select", "aria-label": "Monitor", disabled: true,
     onchange: (ev) => send({ type: "monitor.select", index: Number(ev.target.value) }) });
   const scaleBtn = h("button", { type: "button", id: "scale-toggle", onclick: toggleScale }, "1:1");
@@ -28,10 +30,13 @@ export async function show(main, sessionId) {
   const endBtn = h("button", { type: "button", class: "danger", id: "end-session", onclick: end }, "End session");
   main.append(h("section", { class: "page viewer-page" },
     h("div", { class: "viewer-bar" }, h("a", { href: "#/devices" }, "← Devices"), banner, monitors, scaleBtn, controlBtn, endBtn),
-    h("div", { class: "screen-wrap" }, canvas, overlay)));
+    h("div", { class: "screen-wrap" }, canvas, sprite, overlay)));
   ctx = { sessionId, banner, controlBtn, canvas, overlay, monitors, scaleBtn, g: canvas.getContext("2d"), ws: null, poll: 0,
     chain: Promise.resolve(), frames: [], bytes: 0, lastStats: null, mode: null, consented: null, state: null,
-    cursor: null, size: [0, 0], fit: true, closed: false };
+    cursor: null, size: [0, 0], fit: true, closed: false, sprite, shape: null, shapes: 0,
+    resizeObserver: new ResizeObserver(placeCursor) };
+  setShape(defaultArrow());
+  ctx.resizeObserver.observe(canvas);
   bindInput(canvas);
   await refreshState();
   ctx.poll = setInterval(refreshState, 1000);
@@ -112,6 +117,7 @@ function onText(data) {
     if (m) resize(m.w, m.h);
   } else if (msg.type === "cursor") {
     ctx.cursor = msg;
+    placeCursor();
   } else if (msg.type === "stats") {
     ctx.lastStats = msg;
   } else if (msg.type === "error") {
@@ -130,16 +136,45 @@ async function onBinary(buf) {
   if (!ctx) return;
   const u = parseUpdate(buf);
   if (!u) return;
-  ctx.bytes += buf.byteLength;
-  if (u.kind !== KIND_CURSOR_SHAPE) {
-    ensureSize(ctx.canvas, u);
-    ctx.size = [ctx.canvas.width, ctx.canvas.height];
-    await drawRect(ctx.g, u);
+  if (u.kind === KIND_CURSOR_SHAPE) {  // not part of an update: never acked
+    const shape = cursorShape(u);
+    if (shape) { ctx.shapes += 1; setShape(shape); }
+    return;
   }
+  ctx.bytes += buf.byteLength;
+  ensureSize(ctx.canvas, u);
+  ctx.size = [ctx.canvas.width, ctx.canvas.height];
+  await drawRect(ctx.g, u);
   if (u.flags & FLAG_END_OF_FRAME) {
     ctx.frames.push(performance.now());
     send({ type: "ack", seq: u.seq });
   }
+}
+
+function setShape(shape) {
+  const s = ctx.sprite;
+  s.width = shape.w;
+  s.height = shape.h;
+  s.getContext("2d").putImageData(shape.image, 0, 0);
+  s.dataset.shape = `${shape.w}x${shape.h}@${shape.hotX},${shape.hotY}`;
+  s.dataset.shapes = String(ctx.shapes);
+  ctx.shape = shape;
+  placeCursor();
+}
+
+/** Put the sprite's hotspot over the device pointer, scaled like the screen canvas. */
+function placeCursor() {
+  if (!ctx) return;
+  const c = ctx.cursor, s = ctx.sprite, shape = ctx.shape;
+  if (!c || !shape || !c.visible || !ctx.canvas.width) { s.hidden = true; return; }
+  const wrap = s.parentElement;
+  const r = ctx.canvas.getBoundingClientRect(), wr = wrap.getBoundingClientRect();
+  const scale = r.width / ctx.canvas.width;
+  s.style.left = `${r.left - wr.left - wrap.clientLeft + wrap.scrollLeft + (c.x - shape.hotX) * scale}px`;
+  s.style.top = `${r.top - wr.top - wrap.clientTop + wrap.scrollTop + (c.y - shape.hotY) * scale}px`;
+  s.style.width = `${shape.w * scale}px`;
+  s.style.height = `${shape.h * scale}px`;
+  s.hidden = false;
 }
 
 function drawStats() {
@@ -159,6 +194,7 @@ function toggleScale() {
   ctx.fit = !ctx.fit;
   ctx.canvas.classList.toggle("fit", ctx.fit);
   ctx.scaleBtn.textContent = ctx.fit ? "1:1" : "Fit";
+  placeCursor();
 }
 
 function point(ev) {
@@ -231,6 +267,7 @@ export function leave() {
   if (!ctx) return;
   clearInterval(ctx.poll);
   clearInterval(ctx.statsTimer);
+  ctx.resizeObserver.disconnect();
   if (ctx.ws) { const ws = ctx.ws; ctx.ws = null; ws.close(); }
   ctx = null;
 }
