@@ -113,3 +113,42 @@ class TaskWaiting(Message, frozen=True, tag="task.waiting"):
     sender: ClassVar[str] = "agent"
     run_id: Id
     reason: ShortStr
+
+
+# --- artifacts (the diagnostics bundle) travel to the server in bounded chunks -----------------
+
+#: Raw bytes per chunk (base64 makes the message about a third bigger).
+ARTIFACT_CHUNK_BYTES = 256 * 1024
+#: Base64 of one chunk, at most.
+_CHUNK_B64 = (ARTIFACT_CHUNK_BYTES + 2) // 3 * 4
+Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+
+
+class TaskArtifactBegin(Message, frozen=True, tag="task.artifact.begin"):
+    """The agent offers a run's artifact (or resumes it); the server answers where to continue."""
+
+    sender: ClassVar[str] = "agent"
+    run_id: Id
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    sha256: Sha256Hex
+    chunk_size: Annotated[int, msgspec.Meta(gt=0, le=ARTIFACT_CHUNK_BYTES)] = ARTIFACT_CHUNK_BYTES
+
+
+class TaskArtifactChunk(Message, frozen=True, tag="task.artifact.chunk"):
+    """One chunk; the next is sent only after its ack, so the channel stays free for other messages."""
+
+    sender: ClassVar[str] = "agent"
+    run_id: Id
+    index: Annotated[int, msgspec.Meta(ge=0)]
+    total: Annotated[int, msgspec.Meta(ge=1)]
+    data: Annotated[str, msgspec.Meta(max_length=_CHUNK_B64)]  # base64
+
+
+class TaskArtifactAck(Message, frozen=True, tag="task.artifact.ack"):
+    """Where the upload stands: send chunk ``next_index`` (continue), done (stored), or stop (refused)."""
+
+    sender: ClassVar[str] = "server"
+    run_id: Id
+    status: Literal["continue", "stored", "refused"]
+    next_index: Annotated[int, msgspec.Meta(ge=0)] = 0
+    reason: ShortStr = ""

@@ -41,6 +41,8 @@ class Outcome:
     truncated: bool = False
     reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    #: A file to upload to the server after the result (the diagnostics bundle).
+    artifact: Path | None = None
 
 
 def text(data: bytes) -> str:

@@ -89,4 +89,4 @@ async def diagnostics(params: DiagnosticsParams, ctx: ActionContext) -> Outcome:
     details = {"path": str(path), "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
                "files": sorted(files)}
     return Outcome("succeeded", 0, f"bundle {path} ({len(data)} bytes)\n" + "".join(n + "\n" for n in notes),
-                   reason=f"diagnostics bundle of {len(data)} bytes", details=details)
+                   reason=f"diagnostics bundle of {len(data)} bytes", details=details, artifact=path)

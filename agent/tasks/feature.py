@@ -5,7 +5,7 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING
 
-from protocol.tasks import TaskCancel, TaskResultAck, TaskRun
+from protocol.tasks import TaskArtifactAck, TaskCancel, TaskResultAck, TaskRun
 
 from .service import TaskService
 
@@ -30,6 +30,9 @@ def setup(client: AgentClient) -> None:
     async def on_ack(_client: AgentClient, message: TaskResultAck) -> None:
         await service.on_ack(message)
 
+    async def on_artifact_ack(_client: AgentClient, message: TaskArtifactAck) -> None:
+        await service.on_artifact_ack(message)
+
     async def on_cancel(_client: AgentClient, message: TaskCancel) -> None:
         await service.on_cancel(message)
 
@@ -39,4 +42,5 @@ def setup(client: AgentClient) -> None:
     client.register(TaskRun, on_run)
     client.register(TaskResultAck, on_ack)
     client.register(TaskCancel, on_cancel)
+    client.register(TaskArtifactAck, on_artifact_ack)
     client.on_ready.append(on_ready)

@@ -22,14 +22,15 @@ import psutil
 from agent.grants import GrantBook
 from protocol import codec
 from protocol.messages import Message
-from protocol.tasks import TaskCancel, TaskResult, TaskResultAck, TaskRun, TaskWaiting
+from protocol.tasks import TaskArtifactAck, TaskCancel, TaskResult, TaskResultAck, TaskRun, TaskWaiting
 
 from .authorize import Verdict, decide
 from .catalog import CATALOG
 from .cleanup import DEFAULT_TARGETS
 from .commands import CommandRunner, ProcessRunner
 from .context import ActionContext, Outcome
-from .store import TaskLedger
+from .store import PendingArtifact, TaskLedger
+from .upload import ArtifactUploader
 
 if TYPE_CHECKING:
     from agent.control_client import AgentClient
@@ -63,6 +64,7 @@ class TaskService:
         self._active: dict[str, asyncio.Task[None]] = {}
         self._cancel_reasons: dict[str, str] = {}
         self._resumed = False
+        self.uploader = ArtifactUploader(client, lambda: self.ledger)
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -105,6 +107,9 @@ class TaskService:
     async def on_ack(self, message: TaskResultAck) -> None:
         await asyncio.to_thread(self.ledger.ack, message.run_id)
 
+    async def on_artifact_ack(self, message: TaskArtifactAck) -> None:
+        await self.uploader.on_ack(message)
+
     async def on_cancel(self, message: TaskCancel) -> None:
         reason = message.reason or "cancelled by the server"
         task = self._active.get(message.run_id)
@@ -129,6 +134,7 @@ class TaskService:
             result = msgspec.json.decode(payload, type=TaskResult)
             if not await self._send(result):
                 return
+        await self.uploader.run()  # pending artifacts, then new ones as runs finish (until disconnect)
 
     async def _resume(self) -> None:
         """After a restart: re-arm waiting runs; runs cut off mid-way are reported, not re-run."""
@@ -210,6 +216,12 @@ class TaskService:
                             exit_code=outcome.exit_code, stdout=stdout[:cap], stderr=stderr[:cap],
                             truncated=truncated, started_at=started, ended_at=self.clock(),
                             reason=outcome.reason[:4096], details=outcome.details)
-        await asyncio.to_thread(self.ledger.finish, run_id, codec.encode(result))
+        artifact = None
+        if outcome.artifact is not None:
+            artifact = PendingArtifact(run_id, outcome.artifact, int(outcome.details["size"]),
+                                       str(outcome.details["sha256"]))
+        await asyncio.to_thread(self.ledger.finish, run_id, codec.encode(result), artifact)
         log.info("task finished", extra={"run_id": run_id, "status": outcome.status, "exit_code": outcome.exit_code})
         await self._send(result)
+        if artifact is not None:
+            self.uploader.wake.set()

@@ -19,6 +19,16 @@ KEEP_DONE_S = 30 * 86400
 
 
 @dataclass(frozen=True)
+class PendingArtifact:
+    """A file a run produced that still has to reach the server."""
+
+    run_id: str
+    path: Path
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class LedgerRow:
     run_id: str
     message: str
@@ -37,6 +47,10 @@ class TaskLedger:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, message TEXT NOT NULL, state TEXT NOT NULL,"
             " result TEXT, acked INTEGER NOT NULL DEFAULT 0, received_at REAL NOT NULL, updated_at REAL NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS artifacts (run_id TEXT PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL,"
+            " sha256 TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending', reason TEXT NOT NULL DEFAULT '',"
+            " updated_at REAL NOT NULL)")
         path.chmod(0o600)
 
     def close(self) -> None:
@@ -67,10 +81,39 @@ class TaskLedger:
             self._db.execute("UPDATE runs SET state = ?, updated_at = ? WHERE run_id = ? AND state != 'done'",
                              (state, time.time(), run_id))
 
-    def finish(self, run_id: str, result: str) -> None:
+    def finish(self, run_id: str, result: str, artifact: PendingArtifact | None = None) -> None:
+        """Store the result, and the artifact to upload with it, in one transaction."""
+        now = time.time()
         with self._lock:
-            self._db.execute("UPDATE runs SET state = 'done', result = ?, acked = 0, updated_at = ? WHERE run_id = ?",
-                             (result, time.time(), run_id))
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("UPDATE runs SET state = 'done', result = ?, acked = 0, updated_at = ?"
+                                 " WHERE run_id = ?", (result, now, run_id))
+                if artifact is not None:
+                    self._db.execute("INSERT INTO artifacts (run_id, path, size, sha256, updated_at)"
+                                     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
+                                     (run_id, str(artifact.path), artifact.size, artifact.sha256, now))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def pending_artifacts(self) -> list[PendingArtifact]:
+        with self._lock:
+            cur = self._db.execute("SELECT run_id, path, size, sha256 FROM artifacts WHERE state = 'pending'"
+                                   " ORDER BY updated_at")
+            return [PendingArtifact(r[0], Path(r[1]), r[2], r[3]) for r in cur.fetchall()]
+
+    def artifact_state(self, run_id: str) -> tuple[str, str] | None:
+        """(state, reason) of a run's artifact: pending, stored or refused."""
+        with self._lock:
+            found = self._db.execute("SELECT state, reason FROM artifacts WHERE run_id = ?", (run_id,)).fetchone()
+        return (found[0], found[1]) if found else None
+
+    def set_artifact_state(self, run_id: str, state: str, reason: str = "") -> None:
+        with self._lock:
+            self._db.execute("UPDATE artifacts SET state = ?, reason = ?, updated_at = ? WHERE run_id = ?",
+                             (state, reason, time.time(), run_id))
 
     def ack(self, run_id: str) -> bool:
         with self._lock:
@@ -95,4 +138,5 @@ class TaskLedger:
         with self._lock:
             cur = self._db.execute("DELETE FROM runs WHERE state = 'done' AND acked = 1 AND updated_at < ?",
                                    (cutoff,))
+            self._db.execute("DELETE FROM artifacts WHERE state != 'pending' AND updated_at < ?", (cutoff,))
             return cur.rowcount

@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from protocol.tasks import ACTIONS
+from server import audit
 from server.store import Database
 from server.tasks import store
+from server.tasks.artifacts import artifact_info, sha256_file, stored_path
 
 from .common import add_server_options, parse_duration, print_table, server_config, with_database
 
@@ -40,6 +43,9 @@ def register_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     show = task_sub.add_parser("show", help="a task and its runs (with output)")
     show.add_argument("task_id")
     show.add_argument("--output", action="store_true", help="print each run's stdout/stderr")
+    show.add_argument("--artifact-out", type=Path, metavar="FILE",
+                      help="save the run's stored artifact (diagnostics bundle) to FILE")
+    show.add_argument("--run", dest="run_id", help="which run's artifact (needed when several runs have one)")
     add_server_options(show)
     show.set_defaults(handler=_show)
 
@@ -149,6 +155,35 @@ def _show(args: argparse.Namespace) -> int:
         for run in runs:
             print(f"--- {run['id']} ({run['device_id']}) stdout ---\n{run['stdout']}")
             print(f"--- {run['id']} ({run['device_id']}) stderr ---\n{run['stderr']}")
+    if args.artifact_out is not None:
+        return _save_artifact(args, runs)
+    return 0
+
+
+def _save_artifact(args: argparse.Namespace, runs: list[Any]) -> int:
+    """Copy a run's stored bundle to FILE after checking its sha256; audited like an API download."""
+    with_artifact = [r for r in runs if artifact_info(r) is not None and (args.run_id in (None, r["id"]))]
+    if len(with_artifact) != 1:
+        which = ", ".join(r["id"] for r in with_artifact) or "none"
+        print(f"helpline: need exactly one run with a stored artifact (found: {which}); use --run RUN_ID",
+              file=sys.stderr)
+        return 1
+    run = with_artifact[0]
+    info = artifact_info(run) or {}
+    config = server_config(args)
+    source = stored_path(config.data_dir, run["id"])
+    try:
+        if sha256_file(source) != info.get("sha256"):
+            print(f"helpline: {source} does not match the recorded sha256; not copied", file=sys.stderr)
+            return 1
+        shutil.copyfile(source, args.artifact_out)
+    except OSError as exc:
+        print(f"helpline: cannot copy the artifact: {exc}", file=sys.stderr)
+        return 1
+    with_database(config, lambda db: audit.append(db, _actor(), "task.artifact.download", run["id"], {
+        "device_id": run["device_id"], "size": info.get("size"), "sha256": info.get("sha256"), "via": "cli"}))
+    print(f"artifact of run {run['id']} ({info.get('size')} bytes, sha256 {info.get('sha256')})"
+          f" saved to {args.artifact_out}")
     return 0
 
 

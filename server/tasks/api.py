@@ -13,12 +13,13 @@ from aiohttp import web
 
 from protocol.grants import SignedGrant
 
-from .. import devices
+from .. import audit, devices
 from ..agent_channel import SERVER_KEY
 from ..auth.middleware import principal_of, require
 from ..auth.rights import Right
 from ..http_util import json_error
 from . import store
+from .artifacts import ArtifactReceiver, artifact_info
 
 if TYPE_CHECKING:
     from ..app import HelplineServer
@@ -147,8 +148,31 @@ async def approve_task(request: web.Request) -> web.Response:
     return web.json_response({"task": store.describe_task(row)})
 
 
-def setup_routes(server: HelplineServer) -> None:
+def artifact_route(receiver: ArtifactReceiver) -> Any:
+    """``GET /api/v1/tasks/runs/{run_id}/artifact``: the run's stored bundle (RUN_TASKS, audited)."""
+
+    async def get_artifact(request: web.Request) -> web.StreamResponse:
+        server: HelplineServer = request.app[SERVER_KEY]
+        run = await store.get_run(server.db, request.match_info["run_id"])
+        if run is None:
+            return json_error(404, "not_found", "no such run")
+        principal = require(request, Right.RUN_TASKS, run["group_name"])
+        info = artifact_info(run)
+        path = receiver.path_of(run["id"]) if info is not None else None
+        if info is None or path is None or not path.exists():
+            return json_error(404, "no_artifact", "this run has no stored artifact")
+        await audit.append(server.db, principal.username, "task.artifact.download", run["id"],
+                           {"device_id": run["device_id"], "size": info.get("size"), "sha256": info.get("sha256")})
+        return web.FileResponse(path, headers={
+            "Content-Type": "application/gzip", "X-Content-SHA256": str(info.get("sha256", "")),
+            "Content-Disposition": f'attachment; filename="diagnostics-{run["id"]}.tar.gz"'})
+
+    return get_artifact
+
+
+def setup_routes(server: HelplineServer, receiver: ArtifactReceiver) -> None:
     router = server.console_app.router
+    router.add_get("/api/v1/tasks/runs/{run_id}/artifact", artifact_route(receiver))
     router.add_get("/api/v1/tasks", list_tasks)
     router.add_post("/api/v1/tasks", create_task)
     router.add_get("/api/v1/tasks/{task_id}", get_task)

@@ -11,9 +11,17 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from protocol.tasks import TaskCancel, TaskResult, TaskResultAck, TaskWaiting
+from protocol.tasks import (
+    TaskArtifactBegin,
+    TaskArtifactChunk,
+    TaskCancel,
+    TaskResult,
+    TaskResultAck,
+    TaskWaiting,
+)
 
 from . import api, lifecycle
+from .artifacts import DEFAULT_MAX_BYTES, ArtifactReceiver
 from .store import TASK_CANCELLED, TASK_CHANGED, get_task, runs_of_task, task_run_message
 
 if TYPE_CHECKING:
@@ -74,19 +82,36 @@ class TaskScheduler:
 _SCHEDULERS: weakref.WeakKeyDictionary[HelplineServer, TaskScheduler] = weakref.WeakKeyDictionary()
 
 
+_RECEIVERS: weakref.WeakKeyDictionary[HelplineServer, ArtifactReceiver] = weakref.WeakKeyDictionary()
+
+
 def scheduler_of(server: HelplineServer) -> TaskScheduler:
     return _SCHEDULERS[server]
+
+
+def artifacts_of(server: HelplineServer) -> ArtifactReceiver:
+    """Where run artifacts are received and stored (tests lower ``max_bytes``)."""
+    return _RECEIVERS[server]
 
 
 def setup(server: HelplineServer) -> None:
     scheduler = TaskScheduler(server)
     _SCHEDULERS[server] = scheduler
+    receiver = ArtifactReceiver(lambda: server.db, server.config.data_dir / "artifacts",
+                                int(getattr(server.config, "task_artifact_max_bytes", DEFAULT_MAX_BYTES)))
+    _RECEIVERS[server] = receiver
 
     async def on_result(conn: AgentConnection, message: TaskResult) -> None:
         run = await lifecycle.record_result(server.db, conn.device_id, message)
         await conn.send(TaskResultAck(run_id=message.run_id))
         if run is not None and run["rollout_id"]:
             scheduler.wake.set()
+
+    async def on_artifact_begin(conn: AgentConnection, message: TaskArtifactBegin) -> None:
+        await conn.send(await receiver.begin(conn.device_id, message))
+
+    async def on_artifact_chunk(conn: AgentConnection, message: TaskArtifactChunk) -> None:
+        await conn.send(await receiver.chunk(conn.device_id, message))
 
     async def on_waiting(conn: AgentConnection, message: TaskWaiting) -> None:
         await lifecycle.mark_waiting(server.db, conn.device_id, message.run_id, message.reason)
@@ -107,10 +132,12 @@ def setup(server: HelplineServer) -> None:
 
     server.agent_handlers.register(TaskResult, on_result)
     server.agent_handlers.register(TaskWaiting, on_waiting)
+    server.agent_handlers.register(TaskArtifactBegin, on_artifact_begin)
+    server.agent_handlers.register(TaskArtifactChunk, on_artifact_chunk)
     server.on_agent_ready.append(on_ready)
     server.background.append(scheduler.run)
     server.background.append(lambda: _subscribe(server, on_changed, on_cancelled))
-    api.setup_routes(server)
+    api.setup_routes(server, receiver)
 
 
 async def _subscribe(server: HelplineServer, on_changed: Any, on_cancelled: Any) -> None:

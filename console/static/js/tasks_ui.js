@@ -51,6 +51,15 @@ function output(run) {
     run.stderr ? [h("div", { class: "stream-label" }, "stderr"), h("pre", { class: "out stderr" }, run.stderr)] : null);
 }
 
+/** Download link for a run's stored diagnostics bundle (the server checks run-tasks and audits it). */
+function artifactLink(run) {
+  const art = run.details && run.details.artifact;
+  if (!art || !art.stored) return null;
+  return h("a", { class: "artifact-link", href: `/api/v1/tasks/runs/${encodeURIComponent(run.run_id)}/artifact`,
+    download: `diagnostics-${run.run_id}.tar.gz`, title: `sha256 ${art.sha256}` },
+    `Download bundle (${Math.max(1, Math.round(art.size / 1024))} KiB)`);
+}
+
 /** A table of runs; `columns` picks "device" (task pages) or "task" (device page). */
 export function runsTable(runs, { device = true, task = false } = {}) {
   if (!runs.length) return h("p", { class: "muted" }, "No runs yet.");
@@ -67,7 +76,7 @@ export function runsTable(runs, { device = true, task = false } = {}) {
       h("td", {}, fmtTime(r.started_at)),
       h("td", {}, duration(r.started_at, r.ended_at)),
       h("td", { class: "reason" }, text(r.reason)),
-      h("td", { class: "output-cell" }, output(r)))))));
+      h("td", { class: "output-cell" }, output(r), artifactLink(r)))))));
 }
 
 // --- new task form ---------------------------------------------------------------------------
