@@ -227,3 +227,37 @@ async def test_upload_cut_off_resumes_after_agent_restart(tmp_path: Path) -> Non
         assert info is not None
         stored_file = tmp_path / "srv" / "artifacts" / f"{run['id']}.tar.gz"
         assert hashlib.sha256(stored_file.read_bytes()).hexdigest() == info["sha256"]
+
+
+async def test_console_task_page_offers_the_bundle_for_download(tmp_path: Path) -> None:
+    """The task page (Chromium) shows a download link for the stored bundle; the file it saves matches the sha256."""
+    from tests.test_accounts_support import make_user
+    from tests.test_console_support import console_browser
+
+    async with running_server(tmp_path / "srv") as server:
+        scheduler_of(server).tick_s = 0.1
+        tech = await make_user(server, "tina", "technician", groups={"lab": None})
+        state = await enroll_agent(server, tmp_path / "agent", group="lab")
+        async with running_agent(state, setup=_small_chunks):
+            task = await submit(server, grant_for(server, devices=[state.device_id]), device=state.device_id,
+                                action="diagnostics", params={"log_lines": 0, "include_inventory": False})
+
+            async def stored() -> bool:
+                return artifact_info(await run_of(server, task["id"])) is not None
+
+            await wait_until(stored, timeout=30, what="artifact stored")
+        info = artifact_info(await run_of(server, task["id"]))
+        assert info is not None
+        async with console_browser(server) as console:
+            page = console.page
+            await console.login(tech, code=tech.code(1))
+            await page.goto(f"{console.base}/#/tasks/{task['id']}")
+            link = page.locator("a.artifact-link")
+            await link.wait_for(timeout=15_000)
+            async with page.expect_download() as waiting:
+                await link.click()
+            download = await waiting.value
+            saved = tmp_path / "saved.tar.gz"
+            await download.save_as(saved)
+        assert hashlib.sha256(saved.read_bytes()).hexdigest() == info["sha256"]
+        assert [r["actor"] for r in await audit.recent(server.db, action="task.artifact.download")] == ["tina"]

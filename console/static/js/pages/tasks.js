@@ -8,6 +8,8 @@ const filters = { q: "", status: "", kind: "" };
 let body = null;
 let tasks = [];
 let selected = -1;
+let nextCursor = null;
+let more = null;
 
 export async function show(main) {
   body = h("tbody", { id: "task-rows" });
@@ -31,17 +33,21 @@ export async function show(main) {
     h("div", { class: "toolbar" }, search, status, kind),
     h("div", { class: "table-wrap" }, h("table", { class: "grid tasks" },
       h("thead", {}, h("tr", {}, ["State", "Action", "Target", "Schedule", "Next run", "Devices", "Technician", "Created"]
-        .map((c) => h("th", {}, c)))), body))));
+        .map((c) => h("th", {}, c)))), body)),
+    more = h("button", { type: "button", id: "tasks-more", hidden: true, onclick: () => load(true) }, "Load older tasks")));
   await load();
 }
 
-async function load() {
+/** First page, or (older) the page after the last one shown; the server pages by cursor. */
+async function load(older = false) {
   let data;
-  try { data = await api.get("/api/v1/tasks"); } catch (err) {
+  try { data = await api.get("/api/v1/tasks", { before: older ? nextCursor : null }); } catch (err) {
     if (body) clear(body).append(h("tr", {}, h("td", { colspan: 8 }, unavailable("Tasks", err))));
     return;
   }
-  tasks = data.tasks || [];
+  tasks = older ? tasks.concat(data.tasks || []) : (data.tasks || []);
+  nextCursor = data.next || null;
+  if (more) more.hidden = !nextCursor;
   render();
 }
 
@@ -98,4 +104,4 @@ export function key(ev) {
   }
 }
 
-export function leave() { body = null; }
+export function leave() { body = null; more = null; nextCursor = null; }
