@@ -32,6 +32,8 @@ class ServerConfig:
     recordings_dir: Path | None = None
     #: A streaming session with no technician input and no real screen change this long ends (0 = never).
     session_idle_timeout_s: float = 900.0
+    #: Largest diagnostics bundle an agent may upload (bytes).
+    task_artifact_max_bytes: int = 50 * 1024 * 1024
     #: Task runs targeting more devices than this need a second admin's approval.
     task_approval_threshold: int = 25
 
