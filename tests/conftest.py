@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import asyncpg
 import pytest
+
+from server import devices
+from server.store import Database, open_database
 
 
 @pytest.fixture
@@ -26,3 +34,38 @@ def _drop_e2e_pg_schemas() -> Iterator[None]:
     from tests import pg_store
 
     pg_store.drop_all()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A freshly migrated database: a new SQLite file, or a new PostgreSQL schema per test."""
+    if request.param == "sqlite":
+        database = await open_database(f"sqlite:///{tmp_path / 'store.db'}")
+        yield database
+        await database.close()
+        return
+    url = request.getfixturevalue("pg_url")
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(url)
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in url else "?"
+    try:
+        database = await open_database(f"{url}{sep}search_path={schema}")
+        try:
+            # Open a few pool connections up front, so concurrent transactions really overlap
+            # (otherwise the first often finishes while the second is still connecting).
+            await asyncio.gather(*(database.fetchone("SELECT pg_sleep(0.05) AS x") for _ in range(4)))
+            yield database
+        finally:
+            await database.close()
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
+
+
+async def add_device(db: Database, device_id: str = "dev-1", group: str = "lab") -> str:
+    """Register a device directly in the store (for store-level tests)."""
+    async with db.transaction() as tx:
+        await devices.ensure_group(tx, group)
+        await devices.register(tx, device_id, group, "serial-" + device_id, time.time() + 86400)
+    return device_id

@@ -3,13 +3,9 @@ functions and the ingest handlers (bad input, duplicates) with a stand-in connec
 
 from __future__ import annotations
 
-import secrets
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from protocol.messages import (
@@ -27,38 +23,8 @@ from server import audit, devices
 from server.cmdb import alerts, health_store, ingest, inventory_store, settings
 from server.cmdb.sections import checksum
 from server.enrollment import create_token
-from server.store import Database, open_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """A freshly migrated database: a new SQLite file, or a new PostgreSQL schema per test."""
-    if request.param == "sqlite":
-        database = await open_database(f"sqlite:///{tmp_path / 'store.db'}")
-        yield database
-        await database.close()
-        return
-    url = request.getfixturevalue("pg_url")
-    schema = f"t_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(url)
-    await admin.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in url else "?"
-    try:
-        database = await open_database(f"{url}{sep}search_path={schema}")
-        try:
-            yield database
-        finally:
-            await database.close()
-    finally:
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
-
-
-async def add_device(db: Database, device_id: str = "dev-1", group: str = "lab") -> str:
-    async with db.transaction() as tx:
-        await devices.ensure_group(tx, group)
-        await devices.register(tx, device_id, group, "serial-" + device_id, time.time() + 86400)
-    return device_id
+from server.store import Database
+from tests.conftest import add_device
 
 
 class FakeServer:

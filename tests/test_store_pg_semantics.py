@@ -6,57 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import random
-import secrets
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from protocol.grants import SignedGrant
 from protocol.tasks import TaskResult
 from server import audit, devices, events
 from server.grants import store as grant_store
-from server.store import Database, open_database
+from server.store import Database
 from server.tasks import lifecycle, store
+from tests.conftest import add_device
 
 GRANT = SignedGrant(document='{"grant_id": "g1"}', signature="not-checked-by-the-store")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """A freshly migrated database: a new SQLite file, or a new PostgreSQL schema per test."""
-    if request.param == "sqlite":
-        database = await open_database(f"sqlite:///{tmp_path / 'store.db'}")
-        yield database
-        await database.close()
-        return
-    url = request.getfixturevalue("pg_url")
-    schema = f"t_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(url)
-    await admin.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in url else "?"
-    try:
-        database = await open_database(f"{url}{sep}search_path={schema}")
-        try:
-            # Open a few pool connections up front, so concurrent transactions really overlap
-            # (otherwise the first often finishes while the second is still connecting).
-            await asyncio.gather(*(database.fetchone("SELECT pg_sleep(0.05) AS x") for _ in range(4)))
-            yield database
-        finally:
-            await database.close()
-    finally:
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
-
-
-async def add_device(db: Database, device_id: str = "dev-1", group: str = "lab") -> str:
-    async with db.transaction() as tx:
-        await devices.ensure_group(tx, group)
-        await devices.register(tx, device_id, group, "serial-" + device_id, time.time() + 86400)
-    return device_id
 
 
 def spec(device: str, **extra: Any) -> store.TaskSpec:
