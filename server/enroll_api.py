@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -25,9 +26,19 @@ log = logging.getLogger(__name__)
 MAX_ENROLL_BODY = 16 * 1024
 
 
+@dataclass(frozen=True)
+class PublicPki:
+    """The public halves handed to enrolling agents, read once at start (no file I/O per request)."""
+
+    ca_pem: bytes
+    grant_pub: bytes
+
+
+PUBLIC_PKI: web.AppKey[PublicPki] = web.AppKey("helpline_public_pki", PublicPki)
+
+
 async def ca_pem(request: web.Request) -> web.Response:
-    server = request.app[SERVER_KEY]
-    return web.Response(body=server.pki.ca_pem.read_bytes(), content_type="application/x-pem-file")
+    return web.Response(body=request.app[PUBLIC_PKI].ca_pem, content_type="application/x-pem-file")
 
 
 async def post_enroll(request: web.Request) -> web.Response:
@@ -51,11 +62,12 @@ async def post_enroll(request: web.Request) -> web.Response:
         "device_id": result.device_id,
         "group": result.group,
         "certificate": result.certificate_pem,
-        "grant_public_key": server.pki.grant_pub.read_text(),
+        "grant_public_key": request.app[PUBLIC_PKI].grant_pub.decode(),
         "agent_url": f"wss://{server.config.public_host}:{server.agent_port}/agent",
     })
 
 
 def setup(server: HelplineServer) -> None:
+    server.console_app[PUBLIC_PKI] = PublicPki(server.pki.ca_pem.read_bytes(), server.pki.grant_pub.read_bytes())
     server.console_app.router.add_get("/api/v1/enroll/ca.pem", ca_pem)
     server.console_app.router.add_post("/api/v1/enroll", post_enroll)
