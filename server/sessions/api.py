@@ -5,10 +5,13 @@
 * ``GET  /api/v1/sessions/{session_id}`` → session
 * ``POST /api/v1/sessions/{session_id}/end`` → session (ended)
 * ``POST /api/v1/sessions/{session_id}/mode`` ``{mode}`` → 202 (the device user must consent)
+* ``PUT  /api/v1/sessions/{session_id}/notes`` ``{text}`` → ``{"session_id", "notes"}`` (the
+  session's technician or an admin; at most 8000 characters; audited ``session.notes.update``)
 * ``GET  /api/v1/sessions/{session_id}/stream`` → websocket (Origin checked), relayed to the agent
 
 REMOTE_VIEW on the device's group is needed for everything, REMOTE_CONTROL as well for
-control; only the technician who requested a session may attach to its stream.
+control; only the technician who requested a session may attach to its stream. Sessions
+carry ``notes`` (``{text, author, updated_at, revision}`` or null) in every listing.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ..auth.middleware import require
 from ..auth.origin import check_origin
 from ..auth.rights import Principal, Right
 from ..http_util import json_error
+from . import notes
 from .manager import SESSIONS, LiveSession, SessionManager, SessionRefused, describe_row
 
 if TYPE_CHECKING:
@@ -87,13 +91,13 @@ async def list_device_sessions(request: web.Request) -> web.Response:
         return json_error(404, "not_found", "no such device")
     require(request, Right.REMOTE_VIEW, device["group_name"])
     rows = await manager.db.fetchall(
-        "SELECT * FROM sessions WHERE device_id = ? ORDER BY created_at DESC LIMIT 200", (device["id"],))
+        f"{notes.SELECT_WITH_NOTES} WHERE s.device_id = ? ORDER BY s.created_at DESC LIMIT 200", (device["id"],))
     return web.json_response({"sessions": [_current(manager, r) for r in rows]})
 
 
 def _current(manager: SessionManager, row: dict[str, Any]) -> dict[str, Any]:
     live = manager.live.get(row["id"])
-    described = describe_row(row)
+    described = describe_row(row) | {"notes": notes.describe(row)}
     if live is not None:
         described |= {k: v for k, v in live.describe().items() if k in ("state", "mode", "pending_mode")}
     return described
@@ -102,7 +106,7 @@ def _current(manager: SessionManager, row: dict[str, Any]) -> dict[str, Any]:
 async def _session_with_rights(request: web.Request, right: Right = Right.REMOTE_VIEW
                                ) -> tuple[SessionManager, dict[str, Any], Principal]:
     manager = _manager(request)
-    row = await manager.db.fetchone("SELECT * FROM sessions WHERE id = ?", (request.match_info["session_id"],))
+    row = await manager.db.fetchone(f"{notes.SELECT_WITH_NOTES} WHERE s.id = ?", (request.match_info["session_id"],))
     if row is None:
         raise web.HTTPNotFound(text='{"error":{"code":"not_found","message":"no such session"}}',
                                content_type="application/json")
@@ -150,6 +154,21 @@ async def change_mode(request: web.Request) -> web.Response:
     return web.json_response(live.describe(), status=202)
 
 
+async def put_notes(request: web.Request) -> web.Response:
+    """PUT: replace the session's notes (its technician or an admin; while it runs or after)."""
+    manager, row, principal = await _session_with_rights(request)
+    if row["technician_user"] != principal.username and not principal.is_admin:
+        return json_error(403, "forbidden", "only the technician who ran the session (or an admin) may write its notes")
+    body = await _body(request)
+    text = body.get("text")
+    problem = notes.invalid_notes(text)
+    if problem is not None:
+        return json_error(400, "invalid", problem)
+    assert isinstance(text, str)
+    saved = await notes.save(manager.db, row, principal.username, text)
+    return web.json_response({"session_id": row["id"], "notes": saved})
+
+
 async def technician_stream(request: web.Request) -> web.StreamResponse:
     check_origin(request)
     manager, row, principal = await _session_with_rights(request)
@@ -178,4 +197,5 @@ def setup(server: HelplineServer) -> None:
     router.add_get("/api/v1/sessions/{session_id}", get_session)
     router.add_post("/api/v1/sessions/{session_id}/end", end_session)
     router.add_post("/api/v1/sessions/{session_id}/mode", change_mode)
+    router.add_put("/api/v1/sessions/{session_id}/notes", put_notes)
     router.add_get("/api/v1/sessions/{session_id}/stream", technician_stream)
