@@ -2,7 +2,8 @@
 
 The technician asks for control on the device page; the consent prompt appears on the
 device's display and is answered there with xdotool; the canvas then shows the device's
-screen, and a click on the canvas moves the device's pointer.
+screen, and a click on the canvas moves the device's pointer. The technician writes notes under
+the canvas while the session runs and after it ends; the device's session history shows them as text.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from agent.consent.tk_app import ALLOW_BG
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.test_accounts_support import make_user
 from tests.test_console_support import console_browser
-from tests.test_session_helpers import click_colour, configure_agent, xdotool
+from tests.test_session_helpers import click_colour, configure_agent, wait_for_audit, xdotool
 from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
 
 ROOT_COLOUR = (0x33, 0x66, 0x99)
+NOTES = "Printer queue cleared.\nTicket #1234 <script>window.__pwned = 1</script> <b>not bold</b>"
 
 
 def _mouse(display: str) -> tuple[int, int]:
@@ -78,6 +80,32 @@ async def test_remote_control_session_from_the_console(tmp_path: Path, xvfb: Xvf
                 await expect(page.locator("#viewer-stats")).to_contain_text("fps · ")
                 await expect(page.locator("#viewer-stats")).to_contain_text(f"{xvfb.width}×{xvfb.height}")
                 await console.shot("viewer")
+                session_id = page.url.rsplit("/", 1)[1]
+                notes = page.locator("#session-notes")
+                status = page.locator("#notes-status")
+                await expect(notes).to_be_editable()
+                await notes.fill(NOTES.split("\n")[0])
+                await notes.press("Tab")  # leaving the box saves
+                await expect(status).to_have_attribute("data-state", "saved", timeout=10_000)
                 await page.click("#end-session")
                 await expect(banner).to_have_attribute("data-state", "ended", timeout=10_000)
+                await notes.fill(NOTES)  # after the end, still editable; Ctrl+S saves
+                await expect(status).to_have_attribute("data-state", "dirty")
+                await notes.press("Control+s")
+                await expect(status).to_have_attribute("data-state", "saved", timeout=10_000)
+                await expect(status).to_contain_text("Saved")
+
+                await page.goto(f"{console.base}/#/devices/{state.device_id}/remote")
+                cell = page.locator(f"tr[data-session='{session_id}'] td.session-notes")
+                await expect(cell.locator("summary")).to_have_text("Printer queue cleared.…", timeout=15_000)
+                await cell.locator("summary").click()
+                shown = cell.locator("pre.notes-text")
+                await expect(shown).to_be_visible()
+                assert await shown.evaluate("e => e.textContent") == NOTES
+                assert await cell.locator("script, b").count() == 0
+                assert await page.evaluate("window.__pwned") is None
+                await expect(cell.locator(".notes-by")).to_contain_text("— tess,")
                 assert console.csp_violations() == []
+                assert not [e for e in console.errors if e.startswith("pageerror")]
+        record = await wait_for_audit(server, "session.notes.update")
+        assert record["actor"] == "tess" and session_id in record["details"]

@@ -1,9 +1,9 @@
 // Device page: identity, OS, hardware, disks, network, software, changes, health, alerts, sessions
-// (with recordings), grants, tasks.
+// (with recordings and the technician's notes), grants, tasks.
 import * as api from "../api.js";
 import { lineChart } from "../charts.js";
 import { ago, badge, clear, errorBox, fmtTime, h, renderValue, text, toast, unavailable } from "../dom.js";
-import { can } from "../state.js";
+import { can, session } from "../state.js";
 import { duration, newTaskForm, runsTable } from "../tasks_ui.js";
 
 const TABS = [
@@ -20,6 +20,20 @@ function consentBy(x) {
     timeout: "nobody (no answer)", unavailable: "nobody (no display)" }[by] || by;
   return accepted ? who : `${who} — declined`;
 }
+/** A session's notes, collapsed to their first line (text nodes only: notes are never markup). */
+function notesCell(x) {
+  const me = session.me || {};
+  const mine = (me.user && me.user.username === x.technician) || me.is_admin;
+  const edit = mine ? h("a", { href: `#/sessions/${encodeURIComponent(x.session_id)}`, class: "edit-notes" },
+    x.notes && x.notes.text ? "Edit" : "Add notes") : null;
+  if (!x.notes || !x.notes.text) return edit || h("span", { class: "muted" }, "—");
+  const first = x.notes.text.split("\n", 1)[0];
+  const summary = first.length > 60 || first.length < x.notes.text.length ? `${first.slice(0, 60)}…` : first;
+  return h("div", {}, h("details", { class: "output notes" }, h("summary", {}, summary),
+    h("pre", { class: "out notes-text" }, x.notes.text),
+    h("div", { class: "muted notes-by" }, `— ${x.notes.author}, ${fmtTime(x.notes.updated_at)}`)), edit);
+}
+
 let device = null;
 let inventory = null;
 let panel = null;
@@ -162,7 +176,8 @@ const RENDER = {
       const data = await api.get(`/api/v1/devices/${encodeURIComponent(device.id)}/sessions`);
       const items = data.sessions || data.items || [];
       sessionsBox.append(items.length ? h("div", { class: "table-wrap" }, h("table", { class: "grid sessions" },
-        h("thead", {}, h("tr", {}, ["Asked", "By", "Asked for", "Consent by", "Mode", "State", "Duration", "Reason", "End", "Recording"]
+        h("thead", {}, h("tr", {}, ["Asked", "By", "Asked for", "Consent by", "Mode", "State", "Duration", "Reason", "End", "Recording",
+          "Notes"]
           .map((c) => h("th", {}, c)))),
         h("tbody", {}, items.map((x) => h("tr", { dataset: { session: x.session_id } },
           h("td", {}, h("a", { href: `#/sessions/${encodeURIComponent(x.session_id)}` }, fmtTime(x.created_at))),
@@ -174,7 +189,8 @@ const RENDER = {
           h("td", {}, text(x.reason)),
           h("td", { class: "end-reason" }, x.end_reason ? `${x.end_reason}${x.ended_by ? ` (by ${x.ended_by})` : ""}` : "—"),
           h("td", {}, x.recording ? h("a", { href: `#/recordings/${encodeURIComponent(x.session_id)}`, class: "play-recording" },
-            "▶ Play") : h("span", { class: "muted" }, "—")))))))
+            "▶ Play") : h("span", { class: "muted" }, "—")),
+          h("td", { class: "session-notes" }, notesCell(x)))))))
         : h("p", { class: "muted" }, "No sessions yet."));
     } catch (err) { sessionsBox.append(unavailable("Session history", err)); }
     try {

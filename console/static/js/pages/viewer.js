@@ -1,10 +1,13 @@
 // Remote session viewer: consent state, canvas, fit/1:1, monitor switch, input capture, fps/latency, end.
 // The device's pointer is a small sprite canvas over the screen (its shape from CURSOR_SHAPE, else an arrow).
 // Screen updates are decoded by ../screen.js (shared with the recording player).
+// Under the screen: the session's notes (its technician or an admin may edit; saved on blur or Ctrl+S).
 import * as api from "../api.js";
-import { badge, h, toast } from "../dom.js";
+import { badge, fmtTime, h, toast } from "../dom.js";
 import { FLAG_END_OF_FRAME, KIND_CURSOR_SHAPE, cursorShape, defaultArrow, drawRect, ensureSize, parseUpdate } from "../screen.js";
-import { can } from "../state.js";
+import { can, session } from "../state.js";
+
+const MAX_NOTES = 8000;
 const STATE_TEXT = {
   offered: ["waiting", "Waiting for the user to answer the consent prompt…"],
   consented: ["consented", "The user consented. Connecting…"],
@@ -28,13 +31,16 @@ export async function show(main, sessionId) {
   const controlBtn = h("button", { type: "button", id: "request-control", hidden: true, onclick: requestControl },
     "Ask for control");
   const endBtn = h("button", { type: "button", class: "danger", id: "end-session", onclick: end }, "End session");
+  const notes = notesPanel(sessionId);
+  const notesBtn = h("button", { type: "button", id: "notes-jump", onclick: () => notes.area.focus() }, "Notes");
   main.append(h("section", { class: "page viewer-page" },
-    h("div", { class: "viewer-bar" }, h("a", { href: "#/devices" }, "← Devices"), banner, monitors, scaleBtn, controlBtn, endBtn),
-    h("div", { class: "screen-wrap" }, canvas, sprite, overlay)));
+    h("div", { class: "viewer-bar" }, h("a", { href: "#/devices" }, "← Devices"), banner, monitors, scaleBtn, controlBtn,
+      notesBtn, endBtn),
+    h("div", { class: "screen-wrap" }, canvas, sprite, overlay), notes.box));
   ctx = { sessionId, banner, controlBtn, canvas, overlay, monitors, scaleBtn, g: canvas.getContext("2d"), ws: null, poll: 0,
     chain: Promise.resolve(), frames: [], bytes: 0, lastStats: null, mode: null, consented: null, state: null,
     cursor: null, size: [0, 0], fit: true, closed: false, sprite, shape: null, shapes: 0,
-    resizeObserver: new ResizeObserver(placeCursor) };
+    resizeObserver: new ResizeObserver(placeCursor), notes };
   setShape(defaultArrow());
   ctx.resizeObserver.observe(canvas);
   bindInput(canvas);
@@ -55,6 +61,7 @@ async function refreshState() {
     return;
   }
   if (!ctx) return;
+  if (!ctx.notes.loaded) loadNotes(s);
   ctx.state = s.state;
   ctx.mode = s.requested_mode || s.mode;
   const live = s.state === "consented" || s.state === "streaming";
@@ -259,12 +266,83 @@ async function end() {
   if (ctx.ws) ctx.ws.close();
 }
 
+// --- notes -------------------------------------------------------------------------------
+
+function notesPanel(sessionId) {
+  const area = h("textarea", { id: "session-notes", rows: "5", maxlength: String(MAX_NOTES), disabled: true,
+    placeholder: "What you did, ticket number… (saved when you leave the box, or with Ctrl+S)",
+    "aria-label": "Session notes" });
+  Object.assign(area.style, { width: "100%", boxSizing: "border-box", font: "inherit" });
+  const status = h("span", { id: "notes-status", class: "muted", role: "status", dataset: { state: "loading" } }, "Loading…");
+  const count = h("span", { id: "notes-count", class: "muted" }, "");
+  const panel = { sessionId, area, status, count, saved: "", loaded: false, chain: Promise.resolve(), box: null };
+  panel.box = h("section", { class: "card", id: "notes-panel" },
+    h("h2", {}, h("label", { for: "session-notes" }, "Session notes")), area, h("div", {}, status, " ", count));
+  area.addEventListener("input", () => {
+    setNotesStatus(panel, area.value === panel.saved ? "saved" : "dirty",
+      area.value === panel.saved ? "Saved." : "Unsaved changes.");
+  });
+  area.addEventListener("blur", () => saveNotes(panel));
+  area.addEventListener("keydown", (ev) => {
+    if ((ev.ctrlKey || ev.metaKey) && ev.key.toLowerCase() === "s") {
+      ev.preventDefault();
+      saveNotes(panel, true);
+    }
+  });
+  return panel;
+}
+
+function setNotesStatus(panel, state, message) {
+  panel.status.dataset.state = state;
+  panel.status.textContent = message;
+  panel.count.textContent = `${panel.area.value.length} / ${MAX_NOTES}`;
+}
+
+/** Fill the box once from the session (later polls never overwrite what is being typed). */
+function loadNotes(s) {
+  const panel = ctx.notes;
+  panel.loaded = true;
+  const me = session.me || {};
+  const mine = (me.user && me.user.username === s.technician) || Boolean(me.is_admin);
+  panel.saved = (s.notes && s.notes.text) || "";
+  panel.area.value = panel.saved;
+  panel.area.disabled = false;
+  panel.area.readOnly = !mine;
+  if (!mine) setNotesStatus(panel, "readonly", "Only the session's technician or an admin may edit these notes.");
+  else if (s.notes) setNotesStatus(panel, "saved", `Saved by ${s.notes.author}, ${fmtTime(s.notes.updated_at)}.`);
+  else setNotesStatus(panel, "empty", "No notes yet.");
+}
+
+/** Save the notes if they changed (saves run one after another, so the last text written wins). */
+function saveNotes(panel, always = false) {
+  if (!panel.loaded || panel.area.readOnly) return panel.chain;
+  panel.chain = panel.chain.then(async () => {
+    const text = panel.area.value;
+    if (text === panel.saved) {
+      if (always) setNotesStatus(panel, "saved", "Saved.");
+      return;
+    }
+    setNotesStatus(panel, "saving", "Saving…");
+    try {
+      const res = await api.put(`/api/v1/sessions/${encodeURIComponent(panel.sessionId)}/notes`, { text });
+      panel.saved = res.notes.text;
+      setNotesStatus(panel, panel.area.value === panel.saved ? "saved" : "dirty",
+        panel.area.value === panel.saved ? `Saved ${fmtTime(res.notes.updated_at)}.` : "Unsaved changes.");
+    } catch (err) {
+      setNotesStatus(panel, "error", `Not saved: ${err.message}`);
+      toast(`Notes not saved: ${err.message}`, "error");
+    }
+  });
+  return panel.chain;
+}
+
 export function key(ev) {
   if (ev.key === "f") toggleScale();
 }
 
 export function leave() {
   if (!ctx) return;
+  saveNotes(ctx.notes);  // leaving the page with unsaved notes still saves them
   clearInterval(ctx.poll);
   clearInterval(ctx.statsTimer);
   ctx.resizeObserver.disconnect();
