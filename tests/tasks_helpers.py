@@ -8,14 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from certs.grants import load_grant_private_key, sign_bytes, sign_grant
-from protocol.grants import Grant, SignedGrant, Window
+from protocol.grants import Action, Grant, SignedGrant, Window
 from protocol.tasks import script_signing_bytes
 from server.app import HelplineServer
 from server.tasks import store
 
 
 def grant_for(server: HelplineServer, *, devices: Sequence[str] = (), groups: Sequence[str] = (),
-              actions: Sequence[str] = ("tasks",), windows: Sequence[Window] = (),
+              actions: Sequence[Action] = ("tasks",), windows: Sequence[Window] = (),
               not_before: float | None = None, not_after: float | None = None,
               technicians: Sequence[str] = ("alice",)) -> SignedGrant:
     now = time.time()

@@ -6,7 +6,8 @@ import time
 
 from server.store import Database
 from server.tasks import store
-from tests.test_store_pg_semantics import GRANT, add_device, db  # noqa: F401  (db is a fixture)
+from tests.conftest import add_device
+from tests.test_store_pg_semantics import GRANT
 
 
 async def _make(database: Database, device: str, count: int, start: float) -> list[str]:
@@ -19,7 +20,7 @@ async def _make(database: Database, device: str, count: int, start: float) -> li
     return ids
 
 
-async def test_foreign_tasks_outnumbering_own_do_not_hide_them(db: Database) -> None:  # noqa: F811
+async def test_foreign_tasks_outnumbering_own_do_not_hide_them(db: Database) -> None:
     """With more newer tasks in a foreign group than the page size, a technician still gets full pages of theirs."""
     own_device = await add_device(db, "dev-own", "lab")
     foreign_device = await add_device(db, "dev-far", "elsewhere")
@@ -37,7 +38,7 @@ async def test_foreign_tasks_outnumbering_own_do_not_hide_them(db: Database) -> 
     assert [r["id"] for r in everything] == (own + foreign)[::-1]
 
 
-async def test_cursor_with_equal_timestamps_neither_repeats_nor_skips(db: Database) -> None:  # noqa: F811
+async def test_cursor_with_equal_timestamps_neither_repeats_nor_skips(db: Database) -> None:
     """Tasks created in the same instant are split across pages by id without repeats or gaps."""
     device = await add_device(db, "dev-1", "lab")
     ids = set(await _make(db, device, 1, 5000.0))

@@ -1,4 +1,4 @@
-"""``helpline admin task run|schedule|list|show|cancel|approve`` — maintenance tasks."""
+"""``helpline admin task run|schedule|list|show|cancel|approve|resume`` — maintenance tasks."""
 
 from __future__ import annotations
 
@@ -58,6 +58,11 @@ def register_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     approve.add_argument("task_id")
     add_server_options(approve)
     approve.set_defaults(handler=_approve)
+
+    resume = task_sub.add_parser("resume", help="resume a schedule paused by a stopped occurrence")
+    resume.add_argument("task_id")
+    add_server_options(resume)
+    resume.set_defaults(handler=_resume)
 
 
 def _task_options(parser: argparse.ArgumentParser) -> None:
@@ -204,4 +209,14 @@ def _approve(args: argparse.Namespace) -> int:
         print(f"helpline: {exc.message} ({exc.code})", file=sys.stderr)
         return 1
     print(f"task {row['id']} approved by {row['approved_by']}; {row['device_count']} device(s)")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    try:
+        row = with_database(server_config(args), lambda db: store.resume_task(db, args.task_id, actor=_actor()))
+    except store.TaskError as exc:
+        print(f"helpline: {exc.message} ({exc.code})", file=sys.stderr)
+        return 1
+    print(f"task {row['id']} resumed: cron {row['cron']} fires again at each device's next occurrence")
     return 0

@@ -1,4 +1,4 @@
-"""REST API for tasks: list/create, one task with its runs, per-device history, rollouts, cancel, approve.
+"""REST API for tasks: list/create, one task with its runs, per-device history, rollouts, cancel, approve, resume.
 
 Every route checks RUN_TASKS on the device group concerned through ``require``; listings
 only show groups where the caller holds it.
@@ -148,6 +148,19 @@ async def approve_task(request: web.Request) -> web.Response:
     return web.json_response({"task": store.describe_task(row)})
 
 
+async def resume_task(request: web.Request) -> web.Response:
+    server: HelplineServer = request.app[SERVER_KEY]
+    task = await store.get_task(server.db, request.match_info["task_id"])
+    if task is None:
+        return json_error(404, "not_found", "no such task")
+    principal = require(request, Right.RUN_TASKS | Right.ADMINISTER, task["group_name"])
+    try:
+        row = await store.resume_task(server.db, task["id"], actor=principal.username)
+    except store.TaskError as exc:
+        return json_error(409, exc.code, exc.message)
+    return web.json_response({"task": store.describe_task(row)})
+
+
 def artifact_route(receiver: ArtifactReceiver) -> Any:
     """``GET /api/v1/tasks/runs/{run_id}/artifact``: the run's stored bundle (RUN_TASKS, audited)."""
 
@@ -178,5 +191,6 @@ def setup_routes(server: HelplineServer, receiver: ArtifactReceiver) -> None:
     router.add_get("/api/v1/tasks/{task_id}", get_task)
     router.add_post("/api/v1/tasks/{task_id}/cancel", cancel_task)
     router.add_post("/api/v1/tasks/{task_id}/approve", approve_task)
+    router.add_post("/api/v1/tasks/{task_id}/resume", resume_task)
     router.add_get("/api/v1/devices/{device_id}/tasks", device_tasks)
     router.add_get("/api/v1/rollouts/{rollout_id}", get_rollout)

@@ -2,7 +2,8 @@
 
 Run states: held (later wave / not released) → queued → sent → waiting (agent holds it for
 its grant window) → succeeded | failed | timed_out | refused | cancelled, or missed (the
-device was offline through its window and the task says ``missed``).
+device was offline through its window and the task says ``missed``), or skipped (a run of a
+recurring occurrence in waves not delivered within its window; not a failure).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from protocol.tasks import TaskResult
 from .. import audit
 from ..store import Database, Row
 from .cron import next_occurrence
+from .occurrences import fire_occurrence, in_waves, schedule_state
 from .store import FINAL_STATUSES, _insert_run, _targets, device_timezone, failure_rate, get_run, get_task
 
 log = logging.getLogger(__name__)
@@ -95,33 +97,28 @@ async def fire_schedules(db: Database, now: float, rng: random.Random) -> int:
     """Recurring tasks: per device, when its local-time occurrence has come, queue a run."""
     created = 0
     for task in await db.fetchall("SELECT * FROM tasks WHERE status = 'active' AND cron IS NOT NULL"):
+        if in_waves(task):
+            created += await fire_occurrence(db, task, now, rng)
+            continue
         for device in await _targets(db, task["target_kind"], task["target"]):
-            state = await db.fetchone("SELECT next_due FROM task_schedule_state WHERE task_id = ? AND device_id = ?",
-                                      (task["id"], device["id"]))
             tz = await device_timezone(db, device["id"])
-            if state is None:
-                first = next_occurrence(task["cron"], max(task["created_at"], task["run_at"] or 0.0), tz)
-                # Several server nodes may share one PostgreSQL: the first insert wins, all use its row.
-                await db.execute("INSERT INTO task_schedule_state (task_id, device_id, next_due) VALUES (?, ?, ?)"
-                                 " ON CONFLICT (task_id, device_id) DO NOTHING", (task["id"], device["id"], first))
-                state = await db.fetchone("SELECT next_due FROM task_schedule_state WHERE task_id = ?"
-                                          " AND device_id = ?", (task["id"], device["id"]))
-                if state is None:
-                    continue
-            if now < state["next_due"]:
+            next_due = await schedule_state(db, task, device["id"], tz)
+            if next_due is None:
+                continue
+            if now < next_due:
                 continue
             async with db.transaction() as tx:
                 # Compare-and-set on next_due: a node that fires the same occurrence concurrently moves it
                 # first (row lock on PostgreSQL), and this one then queues nothing.
                 if await tx.execute("UPDATE task_schedule_state SET next_due = ? WHERE task_id = ? AND device_id = ?"
                                     " AND next_due = ?", (next_occurrence(task["cron"], now, tz), task["id"],
-                                                          device["id"], state["next_due"])) != 1:
+                                                          device["id"], next_due)) != 1:
                     continue
                 open_run = await tx.fetchone(
                     "SELECT id FROM task_runs WHERE task_id = ? AND device_id = ? AND status IN"
                     " ('held', 'queued', 'sent', 'waiting')", (task["id"], device["id"]))
                 if open_run is None:
-                    await _insert_run(tx, task, device["id"], device["group_name"], state["next_due"], now, rng)
+                    await _insert_run(tx, task, device["id"], device["group_name"], next_due, now, rng)
                     created += 1
     return created
 
@@ -145,6 +142,16 @@ async def expire_undelivered(db: Database, now: float, rng: random.Random) -> in
                     continue
                 await audit.append_in(tx, "scheduler", "task.missed", run["id"], {"task_id": task["id"],
                                                                                    "device_id": run["device_id"]})
+            elif run["rollout_id"]:
+                # An occurrence rolling out in waves cannot wait a day for one device: this run ends
+                # (not counted as a failure) and the device takes part in the next occurrence.
+                if await tx.execute("UPDATE task_runs SET status = 'skipped', reason = ?, ended_at = ?, updated_at = ?"
+                                    " WHERE id = ? AND status = 'queued'",
+                                    ("not delivered within the window (device offline); it runs at the next"
+                                     " occurrence", now, now, run["id"])) != 1:
+                    continue
+                await audit.append_in(tx, "scheduler", "task.skipped", run["id"], {"task_id": task["id"],
+                                                                                    "device_id": run["device_id"]})
             else:
                 due = next_occurrence(task["cron"], now, await device_timezone(tx, run["device_id"]))
                 start = due + (rng.uniform(0, task["jitter_s"]) if task["jitter_s"] else 0.0)
@@ -182,6 +189,11 @@ async def advance_rollouts(db: Database, now: float) -> list[str]:
                 await audit.append_in(tx, "scheduler", "rollout.stop", rollout["id"],
                                       {"task_id": rollout["task_id"], "failure_rate": rate,
                                        "wave": rollout["current_wave"]})
+                # A recurring schedule stops firing too, until an admin resumes it.
+                if await tx.execute("UPDATE tasks SET status = 'paused', updated_at = ? WHERE id = ?"
+                                    " AND status = 'active' AND cron IS NOT NULL", (now, rollout["task_id"])) == 1:
+                    await audit.append_in(tx, "scheduler", "task.pause", rollout["task_id"],
+                                          {"rollout_id": rollout["id"], "reason": reason})
                 stopped.append(rollout["id"])
             elif rollout["current_wave"] + 1 >= rollout["waves"]:
                 if await tx.execute("UPDATE rollouts SET status = 'completed', updated_at = ? WHERE id = ?"
@@ -196,9 +208,10 @@ async def advance_rollouts(db: Database, now: float) -> list[str]:
                                     " AND status = 'running' AND current_wave = ?",
                                     (wave, now, *key)) != 1:
                     continue
-                await tx.execute("UPDATE task_runs SET status = 'queued', not_before = ?, updated_at = ?"
-                                 " WHERE rollout_id = ? AND wave = ? AND status = 'held'",
-                                 (now, now, rollout["id"], wave))
+                # A released run keeps its own start (device-local due + jitter) if that is still ahead.
+                await tx.execute("UPDATE task_runs SET status = 'queued', not_before = CASE WHEN not_before < ?"
+                                 " THEN ? ELSE not_before END, updated_at = ? WHERE rollout_id = ? AND wave = ?"
+                                 " AND status = 'held'", (now, now, now, rollout["id"], wave))
                 await audit.append_in(tx, "scheduler", "rollout.wave", rollout["id"],
                                       {"task_id": rollout["task_id"], "wave": wave, "failure_rate": rate})
     return stopped

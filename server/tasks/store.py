@@ -20,7 +20,7 @@ from protocol.tasks import ACTIONS, DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT_S, MAX_O
 
 from .. import audit, events
 from ..store import Database, Row, Transaction
-from .cron import Cron, CronError
+from .cron import Cron, CronError, next_occurrence
 
 #: Events for the live server(s): a task changed (wake the scheduler) or was cancelled.
 TASK_CHANGED = "task.changed"
@@ -28,7 +28,9 @@ TASK_CANCELLED = "task.cancelled"
 
 OPEN_STATUSES = ("held", "queued", "sent", "waiting")
 FAILURE_STATUSES = frozenset({"failed", "timed_out", "refused", "missed"})
-FINAL_STATUSES = frozenset({"succeeded", "failed", "timed_out", "refused", "cancelled", "missed"})
+FINAL_STATUSES = frozenset({"succeeded", "failed", "timed_out", "refused", "cancelled", "missed", "skipped"})
+#: Final statuses that count neither as success nor as failure in a rollout's failure rate.
+NEUTRAL_STATUSES = frozenset({"cancelled", "skipped"})
 DEFAULT_APPROVAL_THRESHOLD = 25
 
 Executor = Database | Transaction
@@ -216,7 +218,7 @@ async def _insert_run(tx: Transaction, task: Row, device_id: str, group: str, du
     return run_id
 
 
-# --- approval and cancel -------------------------------------------------------------------
+# --- approval, cancel, resume --------------------------------------------------------------
 
 
 async def approve_task(db: Database, task_id: str, *, approver: str, now: float | None = None,
@@ -267,6 +269,28 @@ async def cancel_task(db: Database, task_id: str, *, actor: str, now: float | No
         await audit.append_in(tx, actor, "task.cancel", task_id, {"runs_cancelled": changed})
         await events.publish_in(tx, TASK_CANCELLED, task_id)
     return changed
+
+
+async def resume_task(db: Database, task_id: str, *, actor: str, now: float | None = None) -> Row:
+    """Resume a schedule paused by a stopped occurrence; it fires next at each device's next occurrence."""
+    now = time.time() if now is None else now
+    async with db.transaction() as tx:
+        task = await get_task(tx, task_id)
+        if task is None:
+            raise TaskError("not_found", f"no task {task_id!r}")
+        if await tx.execute("UPDATE tasks SET status = 'active', updated_at = ? WHERE id = ? AND status = 'paused'",
+                            (now, task_id)) != 1:
+            raise TaskError("not_paused", f"task {task_id} is {task['status']}, not paused")
+        # Occurrences that fell due while paused are not caught up: each device starts afresh after now.
+        for state in await tx.fetchall("SELECT device_id FROM task_schedule_state WHERE task_id = ?", (task_id,)):
+            following = next_occurrence(task["cron"], now, await device_timezone(tx, state["device_id"]))
+            await tx.execute("UPDATE task_schedule_state SET next_due = ? WHERE task_id = ? AND device_id = ?",
+                             (following, task_id, state["device_id"]))
+        await audit.append_in(tx, actor, "task.resume", task_id, {"cron": task["cron"]})
+        await events.publish_in(tx, TASK_CHANGED, task_id)
+    result = await get_task(db, task_id)
+    assert result is not None
+    return result
 
 
 # --- queries -------------------------------------------------------------------------------
@@ -410,8 +434,8 @@ def describe_rollout(row: Row, runs: list[Row]) -> dict[str, Any]:
 
 
 def failure_rate(runs: list[Row]) -> float:
-    """Failures among finished runs (cancelled ones do not count either way)."""
-    finished = [r for r in runs if r["status"] in FINAL_STATUSES and r["status"] != "cancelled"]
+    """Failures among finished runs (cancelled and skipped ones do not count either way)."""
+    finished = [r for r in runs if r["status"] in FINAL_STATUSES and r["status"] not in NEUTRAL_STATUSES]
     if not finished:
         return 0.0
     return sum(1 for r in finished if r["status"] in FAILURE_STATUSES) / len(finished)
