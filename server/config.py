@@ -34,6 +34,8 @@ class ServerConfig:
     session_idle_timeout_s: float = 900.0
     #: Largest diagnostics bundle an agent may upload (bytes).
     task_artifact_max_bytes: int = 50 * 1024 * 1024
+    #: Stored diagnostics bundles are deleted this many days after upload (0 = keep forever).
+    task_artifact_retention_days: int = 30
     #: Task runs targeting more devices than this need a second admin's approval.
     task_approval_threshold: int = 25
 

@@ -28,9 +28,10 @@ from server.store import Database
 from server.tasks import store
 from server.tasks.artifacts import ArtifactReceiver, artifact_info
 from server.tasks.feature import scheduler_of
+from tests.conftest import add_device
 from tests.harness import console_url, enroll_agent, running_agent, running_server, wait_until
 from tests.tasks_helpers import grant_for, run_of, submit
-from tests.test_store_pg_semantics import GRANT, add_device, db  # noqa: F401  (db is a fixture)
+from tests.test_store_pg_semantics import GRANT
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,7 +127,7 @@ async def _send_all(receiver: ArtifactReceiver, run_id: str, payload: bytes, *, 
     return ack.status
 
 
-async def test_tampered_stream_is_refused_and_nothing_stored(db: Database, tmp_path: Path) -> None:  # noqa: F811
+async def test_tampered_stream_is_refused_and_nothing_stored(db: Database, tmp_path: Path) -> None:
     """Chunks that do not hash to the announced sha256 are refused, discarded and audited; the run stays bare."""
     run_id = await _diag_run(db)
     receiver = ArtifactReceiver(lambda: db, tmp_path / "artifacts")
@@ -139,7 +140,7 @@ async def test_tampered_stream_is_refused_and_nothing_stored(db: Database, tmp_p
     assert len(await audit.recent(db, action="task.artifact.refused")) == 1
 
 
-async def test_oversized_and_overlong_streams_are_refused(db: Database, tmp_path: Path) -> None:  # noqa: F811
+async def test_oversized_and_overlong_streams_are_refused(db: Database, tmp_path: Path) -> None:
     """An artifact over the cap is refused at begin; a chunk longer than announced is refused and discarded."""
     run_id = await _diag_run(db)
     receiver = ArtifactReceiver(lambda: db, tmp_path / "artifacts", max_bytes=5000)
@@ -158,7 +159,7 @@ async def test_oversized_and_overlong_streams_are_refused(db: Database, tmp_path
     assert run is not None and artifact_info(run) is None and list((tmp_path / "artifacts").iterdir()) == []
 
 
-async def test_upload_resumes_and_a_stored_artifact_is_never_replaced(db: Database, tmp_path: Path) -> None:  # noqa: F811
+async def test_upload_resumes_and_a_stored_artifact_is_never_replaced(db: Database, tmp_path: Path) -> None:
     """A new begin after a dropped connection resumes at the next chunk; once stored, another upload changes nothing;
     another device cannot upload for this run."""
     run_id = await _diag_run(db)

@@ -15,7 +15,7 @@ from protocol.tasks import ACTIONS
 from server import audit
 from server.store import Database
 from server.tasks import store
-from server.tasks.artifacts import artifact_info, sha256_file, stored_path
+from server.tasks.artifacts import artifact_info, expired_info, expired_message, sha256_file, stored_path
 
 from .common import add_server_options, parse_duration, print_table, server_config, with_database
 
@@ -168,6 +168,11 @@ def _show(args: argparse.Namespace) -> int:
 def _save_artifact(args: argparse.Namespace, runs: list[Any]) -> int:
     """Copy a run's stored bundle to FILE after checking its sha256; audited like an API download."""
     with_artifact = [r for r in runs if artifact_info(r) is not None and (args.run_id in (None, r["id"]))]
+    expired = [r for r in runs if expired_info(r) is not None and (args.run_id in (None, r["id"]))]
+    if not with_artifact and expired:
+        for run in expired:
+            print(f"helpline: {expired_message(run['id'], expired_info(run) or {})}", file=sys.stderr)
+        return 1
     if len(with_artifact) != 1:
         which = ", ".join(r["id"] for r in with_artifact) or "none"
         print(f"helpline: need exactly one run with a stored artifact (found: {which}); use --run RUN_ID",

@@ -19,7 +19,7 @@ from ..auth.middleware import principal_of, require
 from ..auth.rights import Right
 from ..http_util import json_error
 from . import store
-from .artifacts import ArtifactReceiver, artifact_info
+from .artifacts import ArtifactReceiver, artifact_info, expired_info, expired_message
 
 if TYPE_CHECKING:
     from ..app import HelplineServer
@@ -162,7 +162,7 @@ async def resume_task(request: web.Request) -> web.Response:
 
 
 def artifact_route(receiver: ArtifactReceiver) -> Any:
-    """``GET /api/v1/tasks/runs/{run_id}/artifact``: the run's stored bundle (RUN_TASKS, audited)."""
+    """``GET /api/v1/tasks/runs/{run_id}/artifact``: the run's stored bundle (RUN_TASKS, audited); 410 once expired."""
 
     async def get_artifact(request: web.Request) -> web.StreamResponse:
         server: HelplineServer = request.app[SERVER_KEY]
@@ -171,6 +171,9 @@ def artifact_route(receiver: ArtifactReceiver) -> Any:
             return json_error(404, "not_found", "no such run")
         principal = require(request, Right.RUN_TASKS, run["group_name"])
         info = artifact_info(run)
+        gone = expired_info(run)
+        if info is None and gone is not None:
+            return json_error(410, "artifact_expired", expired_message(run["id"], gone))
         path = receiver.path_of(run["id"]) if info is not None else None
         if info is None or path is None or not path.exists():
             return json_error(404, "no_artifact", "this run has no stored artifact")

@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,23 @@ def artifact_info(run: Row) -> dict[str, Any] | None:
         return None
     info = details.get("artifact") if isinstance(details, dict) else None
     return info if isinstance(info, dict) and info.get("stored") else None
+
+
+def expired_info(run: Row) -> dict[str, Any] | None:
+    """The record of an artifact deleted by the retention policy, if that is what the run has."""
+    try:
+        details = json.loads(run["details"] or "{}")
+    except ValueError:
+        return None
+    info = details.get("artifact") if isinstance(details, dict) else None
+    return info if isinstance(info, dict) and info.get("expired") else None
+
+
+def expired_message(run_id: str, info: dict[str, Any]) -> str:
+    """What a download of an expired artifact answers (API 410, CLI)."""
+    when = datetime.fromtimestamp(float(info.get("expired_at", 0)), UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"the diagnostics bundle of run {run_id} was deleted on {when} after the"
+            f" {info.get('retention_days', '?')}-day retention period; run the diagnostics task again")
 
 
 def stored_path(data_dir: Path, run_id: str) -> Path:
@@ -104,6 +122,9 @@ class ArtifactReceiver:
             return await self._refuse(device_id, msg.run_id, "no such run on this device", audit_it=False)
         if artifact_info(run) is not None and self.path_of(msg.run_id).exists():
             return TaskArtifactAck(run_id=msg.run_id, status="stored", reason="already stored")
+        if expired_info(run) is not None:
+            return await self._refuse(device_id, msg.run_id, "this run's artifact expired under the retention"
+                                      " policy", audit_it=False)
         if run["action"] not in ARTIFACT_ACTIONS:
             return await self._refuse(device_id, msg.run_id, f"action {run['action']!r} has no artifact")
         if msg.size > self.max_bytes:
@@ -190,6 +211,52 @@ class ArtifactReceiver:
         self._meta(run_id).unlink(missing_ok=True)
         log.info("artifact stored", extra={"device_id": device_id, "run_id": run_id, "size": size})
         return TaskArtifactAck(run_id=run_id, status="stored")
+
+    # --- retention ---------------------------------------------------------------------------
+
+    async def expire(self, retention_days: int, now: float) -> list[str]:
+        """Delete bundles stored more than ``retention_days`` ago (0 = keep forever); run ids expired.
+
+        The run keeps a record (``details.artifact.expired``, size, sha256, when) so a download
+        can say why it is gone; each deletion is audited ``task.artifact.expired``.
+        """
+        if retention_days <= 0:
+            return []
+        cutoff = now - retention_days * 86400
+        db = self.db_of()
+        # Pre-filter in SQL (details is JSON text written by _store); the exact test is artifact_info.
+        rows = await db.fetchall("SELECT id, device_id, details FROM task_runs WHERE details LIKE ?",
+                                 ('%"stored": true%',))
+        expired: list[str] = []
+        async with self._lock:
+            for run in rows:
+                info = artifact_info(run)
+                if info is None or float(info.get("stored_at", now)) >= cutoff:
+                    continue
+                if await self._expire_one(db, run, info, retention_days, now):
+                    expired.append(run["id"])
+        return expired
+
+    async def _expire_one(self, db: Database, run: Row, info: dict[str, Any], retention_days: int,
+                          now: float) -> bool:
+        details = json.loads(run["details"])
+        details["artifact"] = {"stored": False, "expired": True, "expired_at": now, "retention_days": retention_days,
+                               "size": info.get("size"), "sha256": info.get("sha256"),
+                               "stored_at": info.get("stored_at")}
+        async with db.transaction() as tx:
+            # Conditional on the details read: another node sharing the database may have expired it already.
+            if await tx.execute("UPDATE task_runs SET details = ?, updated_at = ? WHERE id = ? AND details = ?",
+                                (json.dumps(details), now, run["id"], run["details"])) != 1:
+                return False
+            await audit.append_in(tx, "scheduler", "task.artifact.expired", run["id"], {
+                "device_id": run["device_id"], "size": info.get("size"), "sha256": info.get("sha256"),
+                "stored_at": info.get("stored_at"), "retention_days": retention_days})
+        try:
+            await asyncio.to_thread(self.path_of(run["id"]).unlink, missing_ok=True)
+        except OSError as exc:
+            log.error("expired artifact not deleted", extra={"run_id": run["id"], "error": str(exc)})
+        log.info("artifact expired", extra={"run_id": run["id"], "retention_days": retention_days})
+        return True
 
     def _discard(self, run_id: str) -> None:
         self._part(run_id).unlink(missing_ok=True)

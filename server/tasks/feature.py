@@ -21,7 +21,7 @@ from protocol.tasks import (
 )
 
 from . import api, lifecycle
-from .artifacts import DEFAULT_MAX_BYTES, ArtifactReceiver
+from .artifacts import ArtifactReceiver
 from .store import TASK_CANCELLED, TASK_CHANGED, get_task, runs_of_task, task_run_message
 
 if TYPE_CHECKING:
@@ -40,6 +40,9 @@ class TaskScheduler:
     rng: random.Random = field(default_factory=random.Random)
     clock: Any = time.time
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: How often stored artifacts are checked against the retention period.
+    artifact_sweep_s: float = 3600.0
+    _last_sweep: float = float("-inf")
 
     async def deliver(self, conn: AgentConnection, *, resend: bool = False) -> int:
         db, now, sent = self.server.db, self.clock(), 0
@@ -60,6 +63,9 @@ class TaskScheduler:
         await lifecycle.fire_schedules(db, now, self.rng)
         await lifecycle.expire_undelivered(db, now, self.rng)
         await lifecycle.advance_rollouts(db, now)
+        if now - self._last_sweep >= self.artifact_sweep_s:
+            self._last_sweep = now
+            await artifacts_of(self.server).expire(self.server.config.task_artifact_retention_days, now)
         for device_id in await lifecycle.due_device_ids(db, now):
             conn = self.server.connections.get(device_id)
             if conn is not None:
@@ -98,7 +104,7 @@ def setup(server: HelplineServer) -> None:
     scheduler = TaskScheduler(server)
     _SCHEDULERS[server] = scheduler
     receiver = ArtifactReceiver(lambda: server.db, server.config.data_dir / "artifacts",
-                                int(getattr(server.config, "task_artifact_max_bytes", DEFAULT_MAX_BYTES)))
+                                server.config.task_artifact_max_bytes)
     _RECEIVERS[server] = receiver
 
     async def on_result(conn: AgentConnection, message: TaskResult) -> None:
