@@ -1,9 +1,11 @@
 """Tasks in the console (Chromium): runs and output of a real agent on the device's Tasks tab, the task
-pages, creating a task from the form, rollout waves, and no task buttons without RUN_TASKS."""
+pages, creating a task from the form, rollout waves, no task buttons without RUN_TASKS, Cancel only
+while something is left to stop, Resume of a paused schedule (admins), expired bundles."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ from server import devices
 from server.auth.rights import Right
 from server.tasks import store
 from server.tasks.feature import scheduler_of
+from tests.conftest import add_device
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.tasks_helpers import grant_for, submit
 from tests.test_accounts_support import client, login, make_user
@@ -97,7 +100,8 @@ async def test_task_from_the_api_shows_runs_and_output_after_a_real_agent_ran_it
                 await expect(page.locator("#task-runs tr[data-status=succeeded]")).to_have_count(1, timeout=10_000)
                 await page.locator("#task-runs details.output summary").click()
                 await expect(page.locator("#task-runs pre.stdout")).to_contain_text("1234 bytes")
-                await expect(page.locator("#task-cancel")).to_be_visible()
+                await expect(page.locator("#task-detail .page-head .badge")).to_have_text("completed")
+                assert await page.locator("#task-cancel").count() == 0  # nothing left to cancel
                 await console.shot("task-detail")
                 assert console.csp_violations() == []
                 assert not [e for e in console.errors if e.startswith("pageerror")]
@@ -156,3 +160,48 @@ async def test_no_task_buttons_without_run_tasks_and_rollout_waves_are_shown(tmp
             approved = await store.get_task(server.db, big["id"])
             assert approved is not None and approved["approved_by"] == "root"
             assert console.csp_violations() == []
+
+
+async def test_cancel_only_while_open_and_admins_resume_a_paused_schedule(tmp_path: Path) -> None:
+    """A finished one-off task shows no Cancel (and its expired bundle says so); a paused schedule shows why,
+    keeps Cancel, offers Resume only to an admin, and Resume makes it active again (audited)."""
+    async with running_server(tmp_path / "srv") as server:
+        tina = await make_user(server, "tina", "technician", groups={"lab": Right.RUN_TASKS | Right.VIEW_INVENTORY})
+        root = await make_user(server, "root", "admin")
+        device = await add_device(server.db, "dev-1", "lab")
+        grant = grant_for(server, groups=["lab"])
+        done = await submit(server, grant, device=device, action="diagnostics", params={"log_lines": 0})
+        expired = {"artifact": {"stored": False, "expired": True, "expired_at": time.time(), "retention_days": 30,
+                                "size": 2048, "sha256": "ab" * 32, "stored_at": time.time() - 31 * 86400}}
+        await server.db.execute("UPDATE task_runs SET status = 'succeeded', exit_code = 0, ended_at = ?, details = ?"
+                                " WHERE task_id = ?", (time.time(), json.dumps(expired), done["id"]))
+        nightly = await submit(server, grant, group="lab", action="updates", params={"mode": "apply"},
+                               cron="0 2 * * *", wave_percent=50)
+        await server.db.execute("UPDATE tasks SET status = 'paused' WHERE id = ?", (nightly["id"],))
+        async with console_browser(server) as console:
+            page = console.page
+            await console.login(tina, code=tina.code(1))
+            await page.goto(f"{console.base}/#/tasks/{done['id']}")
+            await expect(page.locator("#task-detail .page-head .badge")).to_have_text("completed", timeout=15_000)
+            assert await page.locator("#task-cancel").count() == 0
+            await expect(page.locator("#task-runs .artifact-expired")).to_contain_text("30-day retention")
+            assert await page.locator("#task-runs a.artifact-link").count() == 0
+            await page.goto(f"{console.base}/#/tasks/{nightly['id']}")
+            await expect(page.locator("#task-paused")).to_contain_text("failure rate passed the threshold",
+                                                                       timeout=15_000)
+            await expect(page.locator("#task-cancel")).to_be_visible()
+            assert await page.locator("#task-resume").count() == 0  # resuming needs ADMINISTER
+
+            await console.context.clear_cookies()
+            await page.goto("about:blank")
+            await console.login(root)
+            await page.goto(f"{console.base}/#/tasks/{nightly['id']}")
+            await page.locator("#task-resume").click(timeout=15_000)
+            await expect(page.locator("#task-detail .page-head .badge")).to_have_text("active")
+            assert await page.locator("#task-paused").count() == 0
+            row = await store.get_task(server.db, nightly["id"])
+            assert row is not None and row["status"] == "active"
+            resumed = await server.db.fetchall("SELECT actor FROM audit_log WHERE action = 'task.resume'")
+            assert [r["actor"] for r in resumed] == ["root"]
+            assert console.csp_violations() == []
+            assert not [e for e in console.errors if e.startswith("pageerror")]

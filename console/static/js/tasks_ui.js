@@ -36,6 +36,7 @@ export function runTally(task) {
 export function nextRun(task) {
   if (task.status === "cancelled") return "—";
   if (task.status === "pending_approval") return "after approval";
+  if (task.status === "paused") return "paused (an admin must resume)";
   const counts = task.run_counts || {};
   if (!task.cron && counts.sent) return "running now";
   if (!task.cron && counts.waiting) return "waiting for the grant window";
@@ -54,6 +55,10 @@ function output(run) {
 /** Download link for a run's stored diagnostics bundle (the server checks run-tasks and audits it). */
 function artifactLink(run) {
   const art = run.details && run.details.artifact;
+  if (art && art.expired) {
+    return h("span", { class: "artifact-expired muted", title: `sha256 ${art.sha256}` },
+      `Bundle deleted ${fmtTime(art.expired_at)} (${art.retention_days}-day retention)`);
+  }
   if (!art || !art.stored) return null;
   return h("a", { class: "artifact-link", href: `/api/v1/tasks/runs/${encodeURIComponent(run.run_id)}/artifact`,
     download: `diagnostics-${run.run_id}.tar.gz`, title: `sha256 ${art.sha256}` },

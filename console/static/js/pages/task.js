@@ -1,4 +1,4 @@
-// One task: definition, approve/cancel, its runs per device (state, exit code, output, timing) and rollout waves.
+// One task: definition, approve/resume/cancel, its runs per device (state, exit code, output, timing) and rollout waves.
 import * as api from "../api.js";
 import { badge, clear, errorBox, fmtTime, h, renderValue, text, toast } from "../dom.js";
 import { can, session } from "../state.js";
@@ -40,7 +40,10 @@ function render(task, runs, rollouts) {
     && task.created_by !== me) {  // a second admin must approve; the server refuses the creator anyway
     actions.append(h("button", { type: "button", class: "primary", id: "task-approve", onclick: () => act(task, "approve") }, "Approve"));
   }
-  if (task.status !== "cancelled" && can("run_tasks", task.group)) {
+  if (task.status === "paused" && can("administer", task.group) && can("run_tasks", task.group)) {
+    actions.append(h("button", { type: "button", class: "primary", id: "task-resume", onclick: () => act(task, "resume") }, "Resume"));
+  }
+  if (cancellable(task, runs) && can("run_tasks", task.group)) {
     actions.append(h("button", { type: "button", class: "danger", id: "task-cancel", onclick: () => act(task, "cancel") }, "Cancel task"));
   }
   const counts = {};
@@ -50,6 +53,9 @@ function render(task, runs, rollouts) {
       badge(displayStatus(task, runs), displayStatus(task, runs).replace("_", " ")), actions),
     task.status === "pending_approval" ? h("div", { class: "notice notice-muted", role: "note" },
       `This task targets ${task.devices} devices: a second admin (not ${task.created_by}) must approve it before anything runs.`) : null,
+    task.status === "paused" ? h("div", { class: "notice notice-muted", role: "note", id: "task-paused" },
+      "This schedule is paused: an occurrence's failure rate passed the threshold, so its remaining waves were stopped "
+      + "(see the rollout below). Nothing fires until an admin resumes it.") : null,
     h("dl", { class: "summary task-summary" },
       h("dt", {}, "Target"), h("dd", { class: "mono" }, text(task.target)),
       h("dt", {}, "Group"), h("dd", {}, text(task.group)),
@@ -65,6 +71,13 @@ function render(task, runs, rollouts) {
       task.script_sha256 ? h("p", { class: "muted" }, "Script SHA-256: ", h("code", {}, task.script_sha256)) : null),
     ...rollouts.map(rolloutCard),
     h("section", { class: "card", id: "task-runs" }, h("h2", {}, "Runs per device"), runsTable(runs))].filter(Boolean));
+}
+
+/** Something is left to stop: runs still open, a task awaiting approval, or a schedule that fires again. */
+function cancellable(task, runs) {
+  if (task.status === "cancelled") return false;
+  if (task.status === "pending_approval" || (task.cron && ["active", "paused"].includes(task.status))) return true;
+  return runs.some((r) => OPEN_RUN.includes(r.status));
 }
 
 function rolloutCard(r) {
@@ -87,7 +100,8 @@ async function act(task, action) {
   if (action === "cancel" && !confirm(`Cancel task ${task.id}? Runs not yet delivered are cancelled; running ones are stopped by the agent.`)) return;
   try {
     await api.post(`/api/v1/tasks/${encodeURIComponent(task.id)}/${action}`);
-    toast(action === "approve" ? "Task approved: runs start now." : "Task cancelled.");
+    toast({ approve: "Task approved: runs start now.", resume: "Schedule resumed: it fires at the next occurrence.",
+      cancel: "Task cancelled." }[action]);
   } catch (err) { toast(err.message, "error"); }
   await refresh();
 }

@@ -18,7 +18,7 @@ export async function show(main) {
     oninput: (ev) => { filters.q = ev.target.value.trim().toLowerCase(); render(); } });
   const status = h("select", { id: "task-filter-status", "aria-label": "Status", onchange: (ev) => { filters.status = ev.target.value; render(); } },
     [["", "Any status"], ["active", "active"], ["completed", "completed (one-off, all runs done)"],
-      ["pending_approval", "pending approval"], ["cancelled", "cancelled"]]
+      ["pending_approval", "pending approval"], ["paused", "paused (schedule stopped by a rollout)"], ["cancelled", "cancelled"]]
       .map(([v, l]) => h("option", { value: v, selected: v === filters.status }, l)));
   const kind = h("select", { id: "task-filter-kind", "aria-label": "Schedule", onchange: (ev) => { filters.kind = ev.target.value; render(); } },
     [["", "One-off and recurring"], ["once", "one-off"], ["cron", "recurring"]]
