@@ -22,7 +22,7 @@ from server.auth.rights import Right
 from server.http_util import json_error
 from server.store import Database, Row
 
-from . import alerts, health_store, inventory_store, openapi, versions
+from . import alerts, health_store, inventory_store, versions
 
 if TYPE_CHECKING:
     from server.app import HelplineServer
@@ -243,6 +243,8 @@ async def list_alerts(request: web.Request) -> web.Response:
 
 
 async def get_openapi(_request: web.Request) -> web.Response:
+    from server import openapi  # the whole API's document; imported late (it imports this package)
+
     return web.json_response(openapi.document())
 
 

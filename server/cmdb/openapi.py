@@ -1,10 +1,8 @@
-"""The OpenAPI 3.1 document for the CMDB routes (served at /api/v1/openapi.json)."""
+"""OpenAPI paths and schemas for the CMDB routes; merged into the whole document by :mod:`server.openapi`."""
 
 from __future__ import annotations
 
 from typing import Any
-
-from server import __version__
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -33,17 +31,14 @@ def _ok(schema_ref: str, description: str) -> dict[str, Any]:
 
 
 def _get(summary: str, ref: str, params: list[dict[str, Any]], description: str = "") -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "parameters": params, "responses": _ok(ref, summary),
+    text = "Requires right: `view_inventory` on the device's group." + (f"\n\n{description}" if description else "")
+    op: dict[str, Any] = {"summary": summary, "description": text, "x-helpline-right": "view_inventory",
+                          "parameters": params, "responses": _ok(ref, summary),
                           "security": [{"session": []}, {"token": []}]}
-    if description:
-        op["description"] = description
     return {"get": op}
 
 
-_SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["code", "message"],
-        "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+SCHEMAS: dict[str, Any] = {
     "DeviceItem": {"type": "object", "required": ["id", "hostname", "group", "status", "last_seen", "os", "ip",
                                                   "alerts_open"],
                    "properties": {"id": {"type": "string"}, "hostname": {"type": "string"},
@@ -99,8 +94,9 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
-def document() -> dict[str, Any]:
-    paths: dict[str, Any] = {
+def paths() -> dict[str, Any]:
+    """The CMDB paths (every one needs view_inventory)."""
+    return {
         "/api/v1/devices": _get("List devices", "DevicePage", [
             _param("q", "query", {"type": "string"}, "Search hostname, id, IP or serial."),
             _param("group", "query", {"type": "string"}, "Only this device group."),
@@ -132,17 +128,4 @@ def document() -> dict[str, Any]:
         "/api/v1/alerts": _get("Alerts", "AlertList", [
             _param("status", "query", {"type": "string", "enum": ["open", "resolved"]}, "Status."),
             _param("device", "query", {"type": "string"}, "Only this device.")]),
-        "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [],
-                                         "responses": {"200": {"description": "OpenAPI 3.1 document",
-                                                               "content": {"application/json": {}}}}}},
-    }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Helpline CMDB API", "version": __version__,
-                 "description": "Devices, inventory, software, change history, health and alerts. Every route "
-                                "needs the view_inventory right on the device's group."},
-        "paths": paths,
-        "components": {"schemas": _SCHEMAS, "securitySchemes": {
-            "session": {"type": "apiKey", "in": "cookie", "name": "helpline_session"},
-            "token": {"type": "http", "scheme": "bearer"}}},
     }
