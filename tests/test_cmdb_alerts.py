@@ -11,7 +11,8 @@ from server.cmdb import alerts
 from server.cmdb.alerts import Transition, duration_transitions
 from server.cmdb.ingest import on_health
 from server.store import Database
-from tests.test_store_backends import FakeConn, add_device, db  # noqa: F401  (db: the two-backend fixture)
+from tests.conftest import add_device
+from tests.test_store_backends import FakeConn
 
 if TYPE_CHECKING:
     from server.agent_channel import AgentConnection
@@ -40,7 +41,7 @@ def test_transitions_follow_sample_time() -> None:
     assert events == [Transition("resolve", 1000)]
 
 
-async def test_backlog_with_a_finished_episode_opens_and_resolves_at_sample_times(db: Database) -> None:  # noqa: F811
+async def test_backlog_with_a_finished_episode_opens_and_resolves_at_sample_times(db: Database) -> None:
     """A 40-minute backlog arrives hours late: CPU > 90 % for minutes 0–19, then normal. The alert is opened
     at minute 15 and resolved at minute 20 (sample times), though the newest sample is normal."""
     dev = await add_device(db)
@@ -53,7 +54,7 @@ async def test_backlog_with_a_finished_episode_opens_and_resolves_at_sample_time
     assert alert["opened_at"] == t0 + 15 * 60 and alert["resolved_at"] == t0 + 20 * 60
 
 
-async def test_backlog_split_across_batches_opens_when_the_run_is_long_enough(db: Database) -> None:  # noqa: F811
+async def test_backlog_split_across_batches_opens_when_the_run_is_long_enough(db: Database) -> None:
     """Memory > 90 % starts in one batch and continues in the next (each shorter than 10 min alone): the
     alert opens in the second, at the sample where the run reached 10 min; a later normal sample resolves it."""
     dev = await add_device(db)
@@ -70,7 +71,7 @@ async def test_backlog_split_across_batches_opens_when_the_run_is_long_enough(db
     assert resolved["id"] == alert["id"] and resolved["resolved_at"] == t0 + 15 * 60
 
 
-async def test_duplicate_batch_does_not_reopen_a_resolved_alert(db: Database) -> None:  # noqa: F811
+async def test_duplicate_batch_does_not_reopen_a_resolved_alert(db: Database) -> None:
     """A batch sent again (ack lost) stores nothing and evaluates nothing: a resolved episode stays one alert."""
     dev = await add_device(db)
     conn = fake_conn(db, dev)
