@@ -7,13 +7,14 @@ import getpass
 import json
 import shutil
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from protocol.tasks import ACTIONS
 from server import audit
-from server.store import Database
+from server.store import Database, Row
 from server.tasks import store
 from server.tasks.artifacts import artifact_info, expired_info, expired_message, sha256_file, stored_path
 
@@ -207,21 +208,26 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-def _approve(args: argparse.Namespace) -> int:
+def _change(args: argparse.Namespace, change: Callable[[Database], Awaitable[Row]]) -> Row | None:
+    """Run an approve/resume style change; print the refusal and return None when it is refused."""
     try:
-        row = with_database(server_config(args), lambda db: store.approve_task(db, args.task_id, approver=_actor()))
+        return with_database(server_config(args), change)
     except store.TaskError as exc:
         print(f"helpline: {exc.message} ({exc.code})", file=sys.stderr)
+        return None
+
+
+def _approve(args: argparse.Namespace) -> int:
+    row = _change(args, lambda db: store.approve_task(db, args.task_id, approver=_actor()))
+    if row is None:
         return 1
     print(f"task {row['id']} approved by {row['approved_by']}; {row['device_count']} device(s)")
     return 0
 
 
 def _resume(args: argparse.Namespace) -> int:
-    try:
-        row = with_database(server_config(args), lambda db: store.resume_task(db, args.task_id, actor=_actor()))
-    except store.TaskError as exc:
-        print(f"helpline: {exc.message} ({exc.code})", file=sys.stderr)
+    row = _change(args, lambda db: store.resume_task(db, args.task_id, actor=_actor()))
+    if row is None:
         return 1
     print(f"task {row['id']} resumed: cron {row['cron']} fires again at each device's next occurrence")
     return 0

@@ -6,6 +6,7 @@ only show groups where the caller holds it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -18,6 +19,7 @@ from ..agent_channel import SERVER_KEY
 from ..auth.middleware import principal_of, require
 from ..auth.rights import Right
 from ..http_util import json_error
+from ..store import Database, Row
 from . import store
 from .artifacts import ArtifactReceiver, artifact_info, expired_info, expired_message
 
@@ -135,30 +137,27 @@ async def cancel_task(request: web.Request) -> web.Response:
     return web.json_response({"task_id": task["id"], "runs_cancelled": cancelled})
 
 
-async def approve_task(request: web.Request) -> web.Response:
+async def _admin_change(request: web.Request,
+                        change: Callable[[Database, str, str], Awaitable[Row]]) -> web.Response:
+    """Approve/resume: a task state change that needs RUN_TASKS and ADMINISTER on its group."""
     server: HelplineServer = request.app[SERVER_KEY]
     task = await store.get_task(server.db, request.match_info["task_id"])
     if task is None:
         return json_error(404, "not_found", "no such task")
     principal = require(request, Right.RUN_TASKS | Right.ADMINISTER, task["group_name"])
     try:
-        row = await store.approve_task(server.db, task["id"], approver=principal.username)
+        row = await change(server.db, task["id"], principal.username)
     except store.TaskError as exc:
         return json_error(409, exc.code, exc.message)
     return web.json_response({"task": store.describe_task(row)})
+
+
+async def approve_task(request: web.Request) -> web.Response:
+    return await _admin_change(request, lambda db, task_id, who: store.approve_task(db, task_id, approver=who))
 
 
 async def resume_task(request: web.Request) -> web.Response:
-    server: HelplineServer = request.app[SERVER_KEY]
-    task = await store.get_task(server.db, request.match_info["task_id"])
-    if task is None:
-        return json_error(404, "not_found", "no such task")
-    principal = require(request, Right.RUN_TASKS | Right.ADMINISTER, task["group_name"])
-    try:
-        row = await store.resume_task(server.db, task["id"], actor=principal.username)
-    except store.TaskError as exc:
-        return json_error(409, exc.code, exc.message)
-    return web.json_response({"task": store.describe_task(row)})
+    return await _admin_change(request, lambda db, task_id, who: store.resume_task(db, task_id, actor=who))
 
 
 def artifact_route(receiver: ArtifactReceiver) -> Any:
