@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import resource
 import shutil
 import socket
@@ -43,9 +44,17 @@ from server.store import open_database
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free listening port below the ephemeral range (outgoing connections never hold it)."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 async def register_devices(data: Path, n: int) -> list[tuple[str, Path, Path]]:

@@ -28,8 +28,10 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -358,11 +360,17 @@ def direct_connect(url: str) -> Connect:
 
 
 def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free listening port below the ephemeral range (outgoing connections never hold it)."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def wait_for_file_text(path: Path, needle: str, proc: subprocess.Popen[Any], timeout: float) -> None:

@@ -24,6 +24,7 @@ from server.app import HelplineServer
 from server.config import ServerConfig
 from server.enrollment import create_token
 from tests import pg_store
+from tests.procs import free_port
 
 
 def make_pki(directory: Path) -> Path:
@@ -34,7 +35,8 @@ def make_pki(directory: Path) -> Path:
 
 def server_config(data_dir: Path, **overrides: Any) -> ServerConfig:
     make_pki(data_dir / "pki")
-    config = ServerConfig(data_dir=data_dir, host="127.0.0.1", agent_port=0, console_port=0,
+    # Ports below the ephemeral range, so a restart can bind the same port again safely.
+    config = ServerConfig(data_dir=data_dir, host="127.0.0.1", agent_port=free_port(), console_port=free_port(),
                           public_host="localhost", keepalive_s=5.0)
     config = replace(config, **overrides)
     if pg_store.enabled() and "database_url" not in overrides:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -11,11 +12,23 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+#: Listening ports for test servers come from below Linux's ephemeral range (32768–60999), so an
+#: outgoing connection can never be holding the port between choosing it and binding it.
+PORT_RANGE = (20000, 32000)
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.randint(*PORT_RANGE)
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORT_RANGE}")
 
 
 def helpline(*args: str, env: dict[str, str] | None = None, timeout: float = 60,

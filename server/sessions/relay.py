@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import queue
 import struct
 import threading
@@ -78,7 +79,7 @@ class Recorder:
         self._queue.put(None)
         await asyncio.to_thread(self._thread.join, 5)
         meta = {**self.metadata, **extra, "format": "hlrec1: >dBBI header (t, dir, binary, len) + payload"}
-        await asyncio.to_thread(self.path.with_suffix(".json").write_text, json.dumps(meta, indent=1))
+        await asyncio.to_thread(_write_atomically, self.path.with_suffix(".json"), json.dumps(meta, indent=1))
 
 
 class Relay:
@@ -234,3 +235,10 @@ def _is_input(text: str) -> bool:
     except (ValueError, AttributeError):
         return False
     return isinstance(kind, str) and kind.startswith("input.")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers (the recordings API) never see a half-written metadata file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
