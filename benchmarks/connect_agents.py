@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import resource
 import shutil
 import socket
@@ -39,22 +38,9 @@ from certs.pki import (
     write_certificate,
     write_private_key,
 )
+from helpline.ports import free_port
 from server import devices
 from server.store import open_database
-
-
-def free_port() -> int:
-    """A free listening port below the ephemeral range (outgoing connections never hold it)."""
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32000")
 
 
 async def register_devices(data: Path, n: int) -> list[tuple[str, Path, Path]]:

@@ -28,10 +28,8 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +39,8 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from helpline.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -357,20 +357,6 @@ def direct_connect(url: str) -> Connect:
 
 
 # --- the relayed path: real server + real agent processes --------------------------------
-
-
-def free_port() -> int:
-    """A free listening port below the ephemeral range (outgoing connections never hold it)."""
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32000")
 
 
 def wait_for_file_text(path: Path, needle: str, proc: subprocess.Popen[Any], timeout: float) -> None:

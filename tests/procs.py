@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -12,23 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-#: Listening ports for test servers come from below Linux's ephemeral range (32768–60999), so an
-#: outgoing connection can never be holding the port between choosing it and binding it.
-PORT_RANGE = (20000, 32000)
-
-
-def free_port() -> int:
-    """A port nothing listens on, outside the ephemeral range."""
-    for _ in range(200):
-        port = random.randint(*PORT_RANGE)
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORT_RANGE}")
+from helpline.ports import free_port as free_port  # re-exported for the tests
 
 
 def helpline(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
