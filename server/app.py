@@ -5,15 +5,15 @@
 * console listener (``console_port``, default 8444): server-authenticated TLS, enrollment,
   REST API under ``/api/v1``, the technician console.
 
-Features (inventory, sessions, console, tasks …) plug in through :data:`FEATURES`: each
-module has ``setup(server)`` that adds routes, agent message handlers and background tasks.
+Features (inventory, sessions, console, tasks …) are composed explicitly in
+:meth:`HelplineServer._compose`: each has ``setup(server)`` that declares its routes (with the
+right each needs, :mod:`server.api`), agent message handlers and background tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
@@ -23,11 +23,13 @@ from aiohttp import web
 
 from certs import tls
 from certs.pki import CertificateAuthority, PkiPaths
-from helpline.signals import stop_on_signals
+from common.signals import stop_on_signals
 from protocol.control import CloseCode
 
-from . import devices
+from . import api, devices
 from .agent_channel import SERVER_KEY, AgentConnection, AgentHandlers, control_channel
+from .api import context as api_context
+from .api.openapi import document_for
 from .auth import middleware as auth_middleware
 from .config import ServerConfig
 from .connections import ConnectionRegistry
@@ -48,21 +50,6 @@ def _shrink_tls_buffers() -> None:
     if asyncio.sslproto.SSLProtocol.max_size > TLS_READ_BUFFER:
         asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
-#: Feature modules, each with ``setup(server: HelplineServer) -> None``.
-FEATURES: list[str] = [
-    "server.enroll_api",
-    "server.renewal",
-    "server.sessions",
-    "server.sessions.recordings_api",
-    "server.grants",
-    "server.tasks.feature",
-    "server.cmdb",
-    "server.accounts",
-    "server.console_api",
-    "server.console_static",
-]
-
-
 class HelplineServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -78,15 +65,34 @@ class HelplineServer:
         self.console_app = web.Application(client_max_size=2 * 1024 * 1024)
         for app in (self.agent_app, self.console_app):
             app[SERVER_KEY] = self
-        self.agent_app.router.add_get("/agent", control_channel)
-        auth_middleware.install(self.console_app)
+        for app in (self.agent_app, self.console_app):
+            api.install(app)
+        auth_middleware.install(self.console_app)  # TRANSITION: until every area declares its routes
+        self.console_app[api_context.ORIGINS] = self._console_origins
+        api.add_routes(self.agent_app, [api.Route("GET", "/agent", control_channel, api.DEVICE_CERT,
+                                                  summary="Agent control channel (websocket, mTLS)")])
+        api.add_routes(self.console_app, [api.Route("GET", "/api/v1/openapi.json", openapi_document, api.PUBLIC,
+                                                    summary="This document", response=dict[str, Any])])
         self.watcher: EventWatcher | None = None
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.agent_port = config.agent_port
         self.console_port = config.console_port
-        for name in FEATURES:
-            importlib.import_module(name).setup(self)
+        self._compose()
+
+    def _compose(self) -> None:
+        """Every feature, in the order their routes and handlers are added."""
+        from . import accounts, cmdb, console_api, console_static, enroll_api, grants, renewal, sessions
+        from .sessions import recordings_api
+        from .tasks import feature as tasks
+
+        for feature in (enroll_api, renewal, sessions, recordings_api, grants, tasks, cmdb, accounts, console_api,
+                        console_static):
+            feature.setup(self)
+
+    def _console_origins(self, _request: web.Request) -> set[str]:
+        """Origins allowed to open console websockets besides the request's own host."""
+        return {f"https://{self.config.public_host}:{self.console_port}", *self.config.allowed_origins}
 
     @property
     def device_cert_lifetime(self) -> timedelta:
@@ -100,6 +106,8 @@ class HelplineServer:
     async def start(self) -> None:
         _shrink_tls_buffers()
         self.db = await open_database(self.config.db_url)
+        for app in (self.agent_app, self.console_app):
+            app[api_context.DB] = self.db
         await devices.mark_all_offline(self.db)
         self.watcher = EventWatcher(self.db)
         await self.watcher.start_from_now()
@@ -159,6 +167,11 @@ class HelplineServer:
                     await devices.touch(self.db, ids)
                 except Exception:
                     log.exception("could not refresh last_seen")
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document of the console API, built from the routes this server has."""
+    return web.json_response(document_for(request.app))
 
 
 async def run_forever(config: ServerConfig) -> None:

@@ -14,13 +14,14 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from ..agent_channel import SERVER_KEY
+from ..api.context import CSRF as CSRF_KEY  # re-exported
 from ..auth.middleware import is_public
 from ..auth.rights import Principal
 from ..http_util import json_error
 from ..store import Row
 from . import sessions, tokens, users
 
-CSRF_KEY: web.RequestKey[str] = web.RequestKey("helpline_csrf", str)
+__all__ = ["CSRF_KEY", "SAFE_METHODS", "bearer_authenticator", "cookie_authenticator", "csrf_protect"]
 SESSION_ROW_KEY: web.RequestKey[Row] = web.RequestKey("helpline_session_row", dict)
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -42,7 +42,7 @@ def setup(server: HelplineServer) -> None:
         return {"health_seq": await health_store.max_seq(server.db, conn.device_id)}
 
     server.agent_handlers.welcome_fields.append(welcome_fields)
-    api.register(server)
+    api.register(server.console_app)
 
     async def maintenance() -> None:
         while True:

@@ -1,72 +1,94 @@
 """REST API under /api/v1: devices, inventory, software, changes, health, alerts.
 
-Every route resolves the caller (auth middleware) and checks ``VIEW_INVENTORY`` on the
-device's group through :func:`require`; list routes filter in SQL to the groups the caller
-may see. Paging, filtering and sorting happen in SQL so the list stays fast at 10,000+
-devices. Agent-reported strings are returned as JSON data, never rendered here.
+Every route needs ``VIEW_INVENTORY``, declared in :data:`ROUTES`: on the device's group for
+routes naming a device, on at least one group for listings, which filter in SQL to the
+groups the caller may see. Paging, filtering and sorting happen in SQL so the list stays fast
+at 10,000+ devices. Agent-reported strings are returned as JSON data, never rendered here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 from aiohttp import web
 
-from server import devices
-from server.auth.middleware import PUBLIC_PATHS, require
+from server import api, devices
+from server.api import openapi as api_openapi
+from server.api import scopes
+from server.api.route import Handler
 from server.auth.rights import Right
-from server.http_util import json_error
-from server.store import Database, Row
+from server.errors import ApiError
+from server.store import Row
 
 from . import alerts, health_store, inventory_store, versions
-
-if TYPE_CHECKING:
-    from server.app import HelplineServer
-
-DB_KEY: web.AppKey[Callable[[], Database]] = web.AppKey("helpline_cmdb_db")
+from .openapi import SCHEMAS
 
 MAX_PER_PAGE = 200
 MAX_POINTS = 5000
 SORTS = {"hostname": "d.hostname", "last_seen": "COALESCE(d.last_seen, 0)", "group": "d.group_name",
          "status": "CASE WHEN d.status = 'revoked' THEN 2 WHEN d.online = 1 THEN 0 ELSE 1 END"}
 
-
-class BadRequest(Exception):
-    """A query parameter is invalid; becomes a 400 with the standard error body."""
-
-
-def _db(request: web.Request) -> Database:
-    return request.app[DB_KEY]()
+Text = Annotated[str, msgspec.Meta(max_length=256)]
+#: Epoch seconds or ISO 8601 (``2026-05-01T09:00:00Z``).
+Instant = Annotated[str, msgspec.Meta(max_length=64, description="Epoch seconds or ISO 8601.")]
 
 
-def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
+class DeviceListQuery(msgspec.Struct):
+    q: Annotated[Text, msgspec.Meta(description="Search hostname, id, IP or serial.")] = ""
+    group: Annotated[Text, msgspec.Meta(description="Only this device group.")] = ""
+    status: Literal["online", "offline", "revoked", None] = None
+    alert: Literal["open", None] = None
+    sort: Literal["hostname", "last_seen", "status", "group"] = "hostname"
+    order: Literal["asc", "desc"] = "asc"
+    page: Annotated[int, msgspec.Meta(ge=1, le=10**9)] = 1
+    per_page: Annotated[int, msgspec.Meta(ge=1, le=MAX_PER_PAGE)] = 50
+
+
+class SoftwareQuery(msgspec.Struct):
+    q: Annotated[Text, msgspec.Meta(description="Substring of the package name.")] = ""
+
+
+class ChangesQuery(msgspec.Struct):
+    since: Instant | None = None
+    section: Annotated[Text, msgspec.Meta(description="Only this inventory section.")] = ""
+
+
+class HealthQuery(msgspec.Struct, rename={"start": "from", "end": "to"}):
+    start: Instant | None = None
+    end: Instant | None = None
+    step: Annotated[float, msgspec.Meta(gt=0, le=10**7, description="Seconds per point (default 300).")] = 300.0
+
+
+class SoftwareSearchQuery(msgspec.Struct):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=256, description="Exact package name.")]
+    version: Text = ""
+    version_lt: Annotated[Text, msgspec.Meta(description="Older than this version (Debian ordering).")] = ""
+
+
+class AlertQuery(msgspec.Struct):
+    status: Literal["open", "resolved", None] = None
+    device: Annotated[Text, msgspec.Meta(description="Only this device.")] = ""
+
+
+def _time(name: str, raw: str | None, default: float) -> float:
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise BadRequest(f"{name} must be an integer") from exc
-    if not low <= value <= high:
-        raise BadRequest(f"{name} must be between {low} and {high}")
-    return value
-
-
-def _time(request: web.Request, name: str, default: float | None) -> float | None:
-    """Epoch seconds or ISO 8601 (``2026-05-01T09:00:00Z``)."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
+    value: float | None = None
     with contextlib.suppress(ValueError):  # not a number: try ISO 8601 next
-        return float(raw)
-    try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-    except ValueError as exc:
-        raise BadRequest(f"{name} must be epoch seconds or an ISO 8601 time") from exc
+        value = float(raw)
+    if value is None:
+        try:
+            value = datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+        except ValueError as exc:
+            raise ApiError.invalid(f"{name} must be epoch seconds or an ISO 8601 time") from exc
+    if not math.isfinite(value):
+        raise ApiError.invalid(f"{name} must be a finite number")
+    return value
 
 
 def _group_filter(groups: set[str] | None, column: str, where: list[str], params: list[Any]) -> bool:
@@ -93,194 +115,151 @@ _DEVICE_SELECT = ("SELECT d.id, d.hostname, d.group_name, d.status, d.online, d.
 
 
 async def list_devices(request: web.Request) -> web.Response:
-    q = request.query
-    group = q.get("group") or None
-    principal = require(request, Right.VIEW_INVENTORY, group)
-    page = _int(request, "page", 1, 1, 10**9)
-    per_page = _int(request, "per_page", 50, 1, MAX_PER_PAGE)
-    sort = q.get("sort", "hostname")
-    order = q.get("order", "asc")
-    if sort not in SORTS:
-        raise BadRequest(f"sort must be one of {', '.join(SORTS)}")
-    if order not in ("asc", "desc"):
-        raise BadRequest("order must be asc or desc")
+    """List devices"""
+    q = api.query(request, DeviceListQuery)
+    principal = api.principal(request)
     where: list[str] = []
     params: list[Any] = []
-    empty = {"items": [], "total": 0, "page": page, "per_page": per_page}
+    empty = {"items": [], "total": 0, "page": q.page, "per_page": q.per_page}
     if not _group_filter(principal.groups_with(Right.VIEW_INVENTORY), "d.group_name", where, params):
         return web.json_response(empty)
-    if group:
+    if q.group:
         where.append("d.group_name = ?")
-        params.append(group)
-    status = q.get("status")
-    if status == "online":
+        params.append(q.group)
+    if q.status == "online":
         where.append("d.status <> 'revoked' AND d.online = 1")
-    elif status == "offline":
+    elif q.status == "offline":
         where.append("d.status <> 'revoked' AND d.online = 0")
-    elif status == "revoked":
+    elif q.status == "revoked":
         where.append("d.status = 'revoked'")
-    elif status:
-        raise BadRequest("status must be online, offline or revoked")
-    alert = q.get("alert")
-    if alert == "open":
+    if q.alert == "open":
         where.append("c.alerts_open > 0")
-    elif alert:
-        raise BadRequest("alert must be 'open'")
-    if q.get("q"):
-        term = f"%{q['q'].lower()}%"
+    if q.q:
+        term = f"%{q.q.lower()}%"
         where.append("(LOWER(d.hostname) LIKE ? OR LOWER(d.id) LIKE ? OR c.ip LIKE ? OR LOWER(c.serial) LIKE ?)")
         params.extend([term, term, term, term])
     clause = (" WHERE " + " AND ".join(where)) if where else ""
-    db = _db(request)
+    db = api.db(request)
     count_sql = f"SELECT COUNT(*) AS n FROM devices d LEFT JOIN cmdb_devices c ON c.device_id = d.id{clause}"  # noqa: S608
     total_row = await db.fetchone(count_sql, params)
-    rows = await db.fetchall(f"{_DEVICE_SELECT}{clause} ORDER BY {SORTS[sort]} {order.upper()}, d.id"
-                             " LIMIT ? OFFSET ?", [*params, per_page, (page - 1) * per_page])
+    rows = await db.fetchall(f"{_DEVICE_SELECT}{clause} ORDER BY {SORTS[q.sort]} {q.order.upper()}, d.id"
+                             " LIMIT ? OFFSET ?", [*params, q.per_page, (q.page - 1) * q.per_page])
     return web.json_response({"items": [_device_item(r) for r in rows], "total": int(total_row["n"] or 0)
-                              if total_row else 0, "page": page, "per_page": per_page})
+                              if total_row else 0, "page": q.page, "per_page": q.per_page})
 
 
-async def _device_or_404(request: web.Request) -> Row:
-    """The device named in the path, after the rights check on its group."""
-    row = await _db(request).fetchone(_DEVICE_SELECT + " WHERE d.id = ?", (request.match_info["device_id"],))
-    if row is None:
-        require(request, Right.VIEW_INVENTORY, None)
-        raise web.HTTPNotFound(text='{"error": {"code": "not_found", "message": "no such device"}}',
-                               content_type="application/json")
-    require(request, Right.VIEW_INVENTORY, row["group_name"])
+async def _device(request: web.Request) -> Row:
+    """The device named in the path (its group's right was checked by the route's scope)."""
+    row = await api.db(request).fetchone(_DEVICE_SELECT + " WHERE d.id = ?", (request.match_info["device_id"],))
+    if row is None:  # deleted between the scope check and now
+        raise ApiError.not_found("device")
     return row
 
 
 async def get_device(request: web.Request) -> web.Response:
-    row = await _device_or_404(request)
+    """Device detail"""
+    row = await _device(request)
     item = _device_item(row)
     item.update({"agent_version": row["agent_version"], "enrolled_at": row["enrolled_at"],
                  "model": row["model"] or "", "last_inventory": row["last_inventory"]})
-    open_alerts = await alerts.list_alerts(_db(request), status="open", device_id=row["id"])
+    open_alerts = await alerts.list_alerts(api.db(request), status="open", device_id=row["id"])
     item["alerts"] = [alerts.describe(a) for a in open_alerts]
     return web.json_response(item)
 
 
 async def get_inventory(request: web.Request) -> web.Response:
-    row = await _device_or_404(request)
-    sections = await inventory_store.get_inventory(_db(request), row["id"])
+    """Current inventory"""
+    row = await _device(request)
+    sections = await inventory_store.get_inventory(api.db(request), row["id"])
     return web.json_response({"device_id": row["id"], "updated_at": row["last_inventory"], "sections": sections})
 
 
 async def get_device_software(request: web.Request) -> web.Response:
-    row = await _device_or_404(request)
-    items = await inventory_store.device_software(_db(request), row["id"], request.query.get("q") or None)
+    """Installed software"""
+    row = await _device(request)
+    q = api.query(request, SoftwareQuery)
+    items = await inventory_store.device_software(api.db(request), row["id"], q.q or None)
     return web.json_response({"device_id": row["id"], "items": items, "total": len(items)})
 
 
 async def search_software(request: web.Request) -> web.Response:
-    principal = require(request, Right.VIEW_INVENTORY, None)
-    q = request.query
-    name = q.get("name")
-    if not name:
-        raise BadRequest("name is required")
+    """Fleet software search"""
+    principal = api.principal(request)
+    q = api.query(request, SoftwareSearchQuery)
     where = ["s.name = ?"]
-    params: list[Any] = [name]
-    if q.get("version"):
+    params: list[Any] = [q.name]
+    if q.version:
         where.append("s.version = ?")
-        params.append(q["version"])
+        params.append(q.version)
     if not _group_filter(principal.groups_with(Right.VIEW_INVENTORY), "d.group_name", where, params):
         return web.json_response({"items": [], "total": 0})
     conditions = " AND ".join(where)
     sql = (f"SELECT s.device_id, d.hostname, d.group_name, s.name, s.version, s.arch, s.source FROM software s"  # noqa: S608
            f" JOIN devices d ON d.id = s.device_id WHERE {conditions} ORDER BY d.hostname, s.device_id")
-    rows = await _db(request).fetchall(sql, params)
-    below = q.get("version_lt")
-    if below:
-        rows = [r for r in rows if versions.compare(r["version"], below) < 0]
+    rows = await api.db(request).fetchall(sql, params)
+    if q.version_lt:
+        rows = [r for r in rows if versions.compare(r["version"], q.version_lt) < 0]
     items = [{"device_id": r["device_id"], "hostname": r["hostname"], "group": r["group_name"], "name": r["name"],
               "version": r["version"], "arch": r["arch"], "source": r["source"]} for r in rows]
     return web.json_response({"items": items, "total": len(items)})
 
 
 async def get_changes(request: web.Request) -> web.Response:
-    row = await _device_or_404(request)
-    since = _time(request, "since", None)
-    rows = await inventory_store.changes(_db(request), row["id"], since=since,
-                                         section=request.query.get("section") or None)
+    """Change history"""
+    row = await _device(request)
+    q = api.query(request, ChangesQuery)
+    since = _time("since", q.since, 0.0) if q.since else None
+    rows = await inventory_store.changes(api.db(request), row["id"], since=since, section=q.section or None)
     items = [{"ts": r["ts"], "section": r["section"], "path": r["path"], "change": r["change"],
               "old": r["old_value"], "new": r["new_value"]} for r in rows]
     return web.json_response({"device_id": row["id"], "items": items})
 
 
 async def get_health(request: web.Request) -> web.Response:
-    row = await _device_or_404(request)
+    """Health time series"""
+    row = await _device(request)
+    q = api.query(request, HealthQuery)
     now = time.time()
-    end = _time(request, "to", now)
-    assert end is not None
-    start = _time(request, "from", end - 86400)
-    assert start is not None
-    try:
-        step = float(request.query.get("step") or 300)
-    except ValueError as exc:
-        raise BadRequest("step must be a number of seconds") from exc
-    if step <= 0 or end <= start:
-        raise BadRequest("need step > 0 and from < to")
-    if (end - start) / step > MAX_POINTS:
-        raise BadRequest(f"at most {MAX_POINTS} points per query: use a larger step")
-    points = await health_store.series(_db(request), row["id"], start=start, end=end, step=step, now=now)
-    return web.json_response({"device_id": row["id"], "from": start, "to": end, "step": step, "points": points})
+    end = _time("to", q.end, now)
+    start = _time("from", q.start, end - 86400)
+    if end <= start:
+        raise ApiError.invalid("need from < to")
+    if (end - start) / q.step > MAX_POINTS:
+        raise ApiError.invalid(f"at most {MAX_POINTS} points per query: use a larger step")
+    points = await health_store.series(api.db(request), row["id"], start=start, end=end, step=q.step, now=now)
+    return web.json_response({"device_id": row["id"], "from": start, "to": end, "step": q.step, "points": points})
 
 
 async def list_alerts(request: web.Request) -> web.Response:
-    device_id = request.query.get("device") or None
-    if device_id:
-        found = await _db(request).fetchone("SELECT group_name FROM devices WHERE id = ?", (device_id,))
-        principal = require(request, Right.VIEW_INVENTORY, found["group_name"] if found else None)
-    else:
-        principal = require(request, Right.VIEW_INVENTORY, None)
-    status = request.query.get("status") or None
-    if status not in (None, "open", "resolved"):
-        raise BadRequest("status must be open or resolved")
-    rows = await alerts.list_alerts(_db(request), status=status, device_id=device_id,
+    """Alerts"""
+    principal = api.principal(request)
+    q = api.query(request, AlertQuery)
+    rows = await alerts.list_alerts(api.db(request), status=q.status, device_id=q.device or None,
                                     groups=principal.groups_with(Right.VIEW_INVENTORY))
     return web.json_response({"items": [alerts.describe(r) for r in rows]})
 
 
-async def get_openapi(_request: web.Request) -> web.Response:
-    from server import openapi  # the whole API's document; imported late (it imports this package)
-
-    return web.json_response(openapi.document())
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+def _get(path: str, handler: Handler, response: str, *, query: type[Any] | None = None,
+         device: bool = True, description: str = "") -> api.Route:
+    return api.Route("GET", path, handler, Right.VIEW_INVENTORY, scopes.DEVICE if device else None,
+                     query=query, response=response, description=description)
 
 
-def _guard(handler: Handler) -> Handler:
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except BadRequest as exc:
-            return json_error(400, "bad_request", str(exc))
-
-    wrapped.__name__ = handler.__name__
-    wrapped.__doc__ = handler.__doc__
-    return wrapped
-
-
-#: (path, handler); every one is documented in the OpenAPI document (a test checks).
-ROUTES: list[tuple[str, Handler]] = [
-    ("/api/v1/devices", list_devices),
-    ("/api/v1/devices/{device_id}", get_device),
-    ("/api/v1/devices/{device_id}/inventory", get_inventory),
-    ("/api/v1/devices/{device_id}/software", get_device_software),
-    ("/api/v1/devices/{device_id}/changes", get_changes),
-    ("/api/v1/devices/{device_id}/health", get_health),
-    ("/api/v1/software", search_software),
-    ("/api/v1/alerts", list_alerts),
-    ("/api/v1/openapi.json", get_openapi),
+#: Every CMDB route; all need VIEW_INVENTORY.
+ROUTES: list[api.Route] = [
+    _get("/api/v1/devices", list_devices, "DevicePage", query=DeviceListQuery, device=False),
+    _get("/api/v1/devices/{device_id}", get_device, "Device"),
+    _get("/api/v1/devices/{device_id}/inventory", get_inventory, "Inventory"),
+    _get("/api/v1/devices/{device_id}/software", get_device_software, "DeviceSoftware", query=SoftwareQuery),
+    _get("/api/v1/devices/{device_id}/changes", get_changes, "Changes", query=ChangesQuery),
+    _get("/api/v1/devices/{device_id}/health", get_health, "Health", query=HealthQuery,
+         description="Raw samples for steps under 5 minutes within the last 7 days; 5-minute rollups otherwise."),
+    _get("/api/v1/software", search_software, "SoftwareHits", query=SoftwareSearchQuery, device=False,
+         description="Which devices have a package, e.g. name=openssl&version_lt=3.0.13."),
+    _get("/api/v1/alerts", list_alerts, "AlertList", query=AlertQuery, device=False),
 ]
 
 
-def register(server: HelplineServer) -> None:
-    """Add the CMDB routes to the console app; only the OpenAPI document is public."""
-    app = server.console_app
-    app[DB_KEY] = lambda: server.db
-    for path, handler in ROUTES:
-        app.router.add_get(path, _guard(handler), allow_head=False)
-    app[PUBLIC_PATHS].add("/api/v1/openapi.json")
+def register(app: web.Application) -> None:
+    api.add_routes(app, ROUTES)
+    api_openapi.add_schemas(app, SCHEMAS)

@@ -1,4 +1,4 @@
-"""OpenAPI paths and schemas for the CMDB routes; merged into the whole document by :mod:`server.openapi`."""
+"""Response schemas of the CMDB routes (the paths come from :data:`server.cmdb.api.ROUTES`)."""
 
 from __future__ import annotations
 
@@ -92,40 +92,3 @@ SCHEMAS: dict[str, Any] = {
     "AlertList": {"type": "object", "required": ["items"], "properties": {
         "items": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}}}},
 }
-
-
-def paths() -> dict[str, Any]:
-    """The CMDB paths (every one needs view_inventory)."""
-    return {
-        "/api/v1/devices": _get("List devices", "DevicePage", [
-            _param("q", "query", {"type": "string"}, "Search hostname, id, IP or serial."),
-            _param("group", "query", {"type": "string"}, "Only this device group."),
-            _param("status", "query", {"type": "string", "enum": ["online", "offline", "revoked"]}, "Status."),
-            _param("alert", "query", {"type": "string", "enum": ["open"]}, "Only devices with open alerts."),
-            _param("sort", "query", {"type": "string", "enum": ["hostname", "last_seen", "status", "group"]},
-                   "Sort key."),
-            _param("order", "query", {"type": "string", "enum": ["asc", "desc"]}, "Sort order."),
-            _param("page", "query", {"type": "integer", "minimum": 1}, "Page, from 1."),
-            _param("per_page", "query", {"type": "integer", "minimum": 1, "maximum": 200}, "Items per page."),
-        ]),
-        "/api/v1/devices/{device_id}": _get("Device detail", "Device", [_DEVICE_ID]),
-        "/api/v1/devices/{device_id}/inventory": _get("Current inventory", "Inventory", [_DEVICE_ID]),
-        "/api/v1/devices/{device_id}/software": _get("Installed software", "DeviceSoftware", [
-            _DEVICE_ID, _param("q", "query", {"type": "string"}, "Substring of the package name.")]),
-        "/api/v1/devices/{device_id}/changes": _get("Change history", "Changes", [
-            _DEVICE_ID, _param("since", "query", _TIME, "Epoch seconds or ISO 8601."),
-            _param("section", "query", {"type": "string"}, "Only this inventory section.")]),
-        "/api/v1/devices/{device_id}/health": _get("Health time series", "Health", [
-            _DEVICE_ID, _param("from", "query", _TIME, "Start (default: 24 h before 'to')."),
-            _param("to", "query", _TIME, "End (default: now)."),
-            _param("step", "query", {"type": "number", "exclusiveMinimum": 0}, "Seconds per point (default 300).")],
-            "Raw samples for steps under 5 minutes within the last 7 days; 5-minute rollups otherwise."),
-        "/api/v1/software": _get("Fleet software search", "SoftwareHits", [
-            _param("name", "query", {"type": "string"}, "Exact package name.", required=True),
-            _param("version", "query", {"type": "string"}, "Exact version."),
-            _param("version_lt", "query", {"type": "string"}, "Older than this version (Debian ordering).")],
-            "Which devices have a package, e.g. name=openssl&version_lt=3.0.13."),
-        "/api/v1/alerts": _get("Alerts", "AlertList", [
-            _param("status", "query", {"type": "string", "enum": ["open", "resolved"]}, "Status."),
-            _param("device", "query", {"type": "string"}, "Only this device.")]),
-    }
