@@ -1,3 +1,1 @@
-"""Helpline device agent."""
-
-__version__ = "0.1.0"
+"""Helpline device agent (its version is common.version.__version__)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -20,12 +19,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from certs import tls
+from common.files import atomic_write_all
+from common.version import __version__
 from protocol import limits
 from protocol.control import CloseCode, ControlChannel
 from protocol.messages import CertRenewRequest, CertRenewResponse, Error, Hello, Message, Welcome
 from protocol.version import MAX_VERSION, MIN_VERSION
 
-from . import __version__
 from .backoff import full_jitter
 from .config import AgentConfig
 from .state import AgentState
@@ -260,19 +260,15 @@ class AgentClient:
 async def _on_renewed(client: AgentClient, message: CertRenewResponse) -> None:
     from cryptography import x509
 
-    from certs.pki import write_private_key
+    from certs.pki import private_key_pem
 
     if client._pending_key is None:
         log.warning("unsolicited certificate renewal ignored")
         return
     cert = x509.load_pem_x509_certificate(message.certificate.encode())
     state = client.state
-    key_tmp = state.key_path.with_name(state.key_path.name + ".new")
-    cert_tmp = state.cert_path.with_name(state.cert_path.name + ".new")
-    write_private_key(key_tmp, client._pending_key)
-    cert_tmp.write_bytes(message.certificate.encode())
-    os.replace(key_tmp, state.key_path)
-    os.replace(cert_tmp, state.cert_path)
+    atomic_write_all([(state.key_path, private_key_pem(client._pending_key), 0o600),
+                      (state.cert_path, message.certificate.encode(), 0o644)])
     client._pending_key = None
     state.record_certificate_validity(cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())
     log.info("certificate renewed; reconnecting with it", extra={"expires": cert.not_valid_after_utc.isoformat()})

@@ -13,13 +13,13 @@ import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography import x509
 
 from certs import tls
 from certs.pinning import fetch_pinned_ca
 from certs.pki import build_csr, generate_device_key, write_private_key
+from common.files import atomic_write
 
 from .state import AgentState
 
@@ -65,8 +65,8 @@ def enroll(console_url: str, token: str, ca_sha256: str, state: AgentState, *, t
     cert_pem = answer["certificate"].encode()
     cert = x509.load_pem_x509_certificate(cert_pem)  # refuse to store garbage
     write_private_key(state.key_path, key)
-    _write(state.cert_path, cert_pem)
-    _write(state.grant_pub_path, answer["grant_public_key"].encode())
+    atomic_write(state.cert_path, cert_pem, 0o644)
+    atomic_write(state.grant_pub_path, answer["grant_public_key"].encode(), 0o644)
     state.save_info({"device_id": answer["device_id"], "group": answer["group"], "agent_url": answer["agent_url"],
                      "console_url": console_url, "cert_not_before": cert.not_valid_before_utc.timestamp(),
                      "cert_not_after": cert.not_valid_after_utc.timestamp()})
@@ -80,9 +80,3 @@ def _error_from(exc: urllib.error.HTTPError) -> EnrollmentFailed:
         return EnrollmentFailed(str(error["code"]), str(error["message"]))
     except (ValueError, KeyError, TypeError):
         return EnrollmentFailed(f"http_{exc.code}", f"server refused enrollment with HTTP {exc.code}")
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from certs.errors import CertError, GrantSignatureError
+from common.files import atomic_write
 from protocol.grants import Action, Decision, Grant, SignedGrant, evaluate, window_end
 
 if TYPE_CHECKING:
@@ -156,7 +156,4 @@ class GrantBook:
 
     def _save(self) -> None:
         data = {"grants": [msgspec.to_builtins(s) for s in self._signed.values()], "revoked": sorted(self.revoked)}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(data, indent=1), 0o600)

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 import weakref
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from common.files import atomic_write
 from protocol import limits
 from protocol.messages import (
     HealthAck,
@@ -80,9 +80,7 @@ def read_acked(path: Path) -> Acked | None:
 
 
 def write_acked(path: Path, acked: Acked) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"checksums": acked.checksums, "last_full": acked.last_full}))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps({"checksums": acked.checksums, "last_full": acked.last_full}))
 
 
 class Reporter:

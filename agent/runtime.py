@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 
-from helpline.signals import stop_on_signals
+from common.signals import stop_on_signals
 
 from .config import AgentConfig
 from .control_client import AgentClient, AgentRevoked

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.files import atomic_write
+
 
 @dataclass(frozen=True)
 class AgentState:
@@ -50,9 +52,7 @@ class AgentState:
         return data
 
     def save_info(self, info: dict[str, Any]) -> None:
-        tmp = self.info_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
-        os.replace(tmp, self.info_path)
+        atomic_write(self.info_path, json.dumps(info, indent=2, sort_keys=True))
 
     def certificate_validity(self) -> tuple[float, float] | None:
         """(not_before, not_after) of the current certificate, as recorded when it was stored."""

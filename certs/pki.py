@@ -16,7 +16,6 @@ import ipaddress
 import logging
 import os
 import re
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +30,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from certs.errors import CertValidationError, CsrError, PkiExistsError
+from common.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -88,42 +88,23 @@ class PkiPaths:
         return (self.ca_pem, self.ca_key, self.server_pem, self.server_key, self.grant_key, self.grant_pub)
 
 
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to a temp file created with ``mode``, then rename it over ``path``.
-
-    The temp file is created by ``os.open`` with ``mode`` (no chmod after the
-    data is in it), so a key is never readable by others, not even briefly;
-    readers never see a half-written file.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        # The umask may have narrowed ``mode``; make public files (certificates) exactly ``mode``.
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_private_key(path: Path, key: PrivateKeyTypes) -> None:
     """Write ``key`` as unencrypted PEM PKCS8 with mode 0600, atomically."""
-    pem = key.private_bytes(
+    atomic_write(path, private_key_pem(key), 0o600)
+
+
+def private_key_pem(key: PrivateKeyTypes) -> bytes:
+    """``key`` as unencrypted PEM PKCS8 (for files of mode 0600 only)."""
+    return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_atomically(path, pem, 0o600)
 
 
 def write_certificate(path: Path, cert: x509.Certificate) -> None:
     """Write ``cert`` as PEM with mode 0644, atomically (certificates are public)."""
-    _write_atomically(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    atomic_write(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def load_certificate(path: Path) -> x509.Certificate:
@@ -433,7 +414,7 @@ def init_pki(
     write_private_key(paths.server_key, server_key)
     write_certificate(paths.server_pem, server_cert)
     write_private_key(paths.grant_key, grant_key)
-    _write_atomically(
+    atomic_write(
         paths.grant_pub,
         grant_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from helpline.config import ConfigError
+from common.config import ConfigError
 
 #: Modules under helpline.commands, in the order shown by ``--help``.
 COMMANDS = ["certs", "server", "agent", "admin", "demo", "viewer"]

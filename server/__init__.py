@@ -1,2 +1,1 @@
-"""Helpline relay server."""
-__version__ = "0.1.0"
+"""Helpline relay server (its version is common.version.__version__)."""

@@ -17,13 +17,14 @@ from aiohttp import WSMsgType, web
 from cryptography import x509
 
 from certs.pki import certificate_serial_hex, device_id_from_certificate
+from common.version import __version__
 from protocol import limits
 from protocol.control import CloseCode, ControlChannel
 from protocol.errors import UnsupportedVersion
 from protocol.messages import Error, Hello, Message, Welcome
 from protocol.version import negotiate
 
-from . import __version__, devices
+from . import devices
 
 if TYPE_CHECKING:
     from .app import HelplineServer

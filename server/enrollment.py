@@ -7,8 +7,6 @@ Tokens expire, carry a use count (single-use by default) and bind the device to 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 import time
 import uuid
@@ -17,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from certs.errors import CsrError
 from certs.pki import CertificateAuthority, certificate_serial_hex
+from common.hashing import hash_secret, verify_secret
 
 from . import audit, devices
 from .store import Database
@@ -43,10 +42,6 @@ class CreatedToken:
     uses: int
 
 
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 async def create_token(db: Database, *, group: str, ttl_s: float, uses: int, actor: str) -> CreatedToken:
     if uses < 1:
         raise ValueError("uses must be at least 1")
@@ -58,7 +53,7 @@ async def create_token(db: Database, *, group: str, ttl_s: float, uses: int, act
         await tx.execute(
             "INSERT INTO enrollment_tokens (id, token_hash, group_name, created_at, expires_at, uses_left, created_by)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (token_id, _hash(secret), group, time.time(), expires, uses, actor),
+            (token_id, hash_secret(secret), group, time.time(), expires, uses, actor),
         )
         await audit.append_in(tx, actor, "token.create", token_id, {"group": group, "uses": uses, "ttl_s": ttl_s})
     return CreatedToken(f"{TOKEN_PREFIX}{token_id}.{secret}", token_id, group, expires, uses)
@@ -88,7 +83,7 @@ async def enroll(
         device_id = str(uuid.uuid4())
         async with db.transaction() as tx:
             row = await tx.fetchone("SELECT * FROM enrollment_tokens WHERE id = ?", (token_id,))
-            if row is None or not hmac.compare_digest(row["token_hash"], _hash(secret)):
+            if row is None or not verify_secret(secret, row["token_hash"]):
                 raise EnrollmentError(401, "invalid_token", "enrollment token is not valid")
             if row["expires_at"] < time.time():
                 raise EnrollmentError(401, "token_expired", "enrollment token has expired")

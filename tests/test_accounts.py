@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from common.hashing import hash_secret
 from server import audit
 from server.accounts import LOGIN_SERVICE, admin, live, passwords, sessions, totp
 from server.accounts.ratelimit import SlidingWindow
@@ -124,7 +125,7 @@ async def test_idle_and_absolute_session_timeouts(tmp_path: Path) -> None:
         async with client(server) as http:
             first = await login(http, acct)
             sid_row = await server.db.fetchone("SELECT id FROM console_sessions WHERE token_hash = ?",
-                                               (sessions.token_hash(cookie_value(first.set_cookie)),))
+                                               (hash_secret(cookie_value(first.set_cookie)),))
             assert sid_row is not None
             async with http.get("/api/v1/auth/me") as resp:
                 assert resp.status == 200
@@ -196,7 +197,7 @@ async def test_api_tokens_are_hashed_need_no_csrf_and_can_be_revoked(tmp_path: P
         await make_user(server, "root", "admin")
         new = await admin.create_token(server.db, "root", "script", None, actor="test")
         stored = await server.db.fetchall("SELECT token_hash FROM api_tokens")
-        assert new.token not in str(stored) and stored[0]["token_hash"] == sessions.token_hash(new.token)
+        assert new.token not in str(stored) and stored[0]["token_hash"] == hash_secret(new.token)
         async with client(server, Authorization=f"Bearer {new.token}") as http:
             async with http.post("/api/v1/groups", json={"name": "ops"}) as resp:
                 assert resp.status == 201

@@ -87,7 +87,7 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("env_value", ["9999"])
 def test_env_overrides_toml(tmp_path: Path, env_value: str) -> None:
     """HELPLINE_* variables override the TOML file."""
-    from helpline.config import load_config
+    from common.config import load_config
     from server.config import ServerConfig
 
     config = tmp_path / "c.toml"

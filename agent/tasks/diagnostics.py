@@ -15,6 +15,8 @@ from typing import Annotated, Any
 import msgspec
 import psutil
 
+from common.files import atomic_write
+
 from .context import ActionContext, Outcome
 
 log = logging.getLogger(__name__)
@@ -56,12 +58,11 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def _write_bundle(path: Path, files: dict[str, bytes]) -> None:
-    tmp = path.with_suffix(".part")
-    with tarfile.open(tmp, "w:gz") as tar:
+    bundle = io.BytesIO()
+    with tarfile.open(fileobj=bundle, mode="w:gz") as tar:
         for name, data in files.items():
             _add(tar, name, data)
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    atomic_write(path, bundle.getvalue(), 0o600)
     bundles = sorted(path.parent.glob("diag-*.tar.gz"), key=lambda p: p.stat().st_mtime)
     for old in bundles[:-KEEP_BUNDLES]:
         old.unlink(missing_ok=True)

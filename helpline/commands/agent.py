@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from agent.config import AgentConfig
-from helpline.config import load_config
-from helpline.logs import setup_logging
+from common.config import load_config
+from common.logs import setup_logging
 
 #: Extra ``helpline agent …`` actions, each a module with ``register_agent(subparsers)``.
 AGENT_COMMANDS: list[str] = ["agent_inventory"]

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from helpline.config import ConfigError, load_config
+from common.config import ConfigError, load_config
 from server.config import ServerConfig
 from server.store import Database, open_database
 

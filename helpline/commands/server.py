@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from helpline.logs import setup_logging
+from common.logs import setup_logging
 
 from .common import add_server_options, server_config
 

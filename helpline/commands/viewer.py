@@ -34,6 +34,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 from agent.screen.encoder import encode_png
 from agent.viewer import Viewer
 from certs import tls
+from common.files import atomic_write
 
 from .common import add_server_options, server_config
 
@@ -121,11 +122,8 @@ class WatchResult:
 
 
 def save_png(framebuffer: npt.NDArray[np.uint8], path: Path) -> None:
-    """Write a BGR framebuffer as an RGB PNG (atomically: temp file, then rename)."""
-    data = encode_png(framebuffer, SNAPSHOT_ZLIB_LEVEL)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    """Write a BGR framebuffer as an RGB PNG (atomically: a watcher never reads half a PNG)."""
+    atomic_write(path, encode_png(framebuffer, SNAPSHOT_ZLIB_LEVEL), 0o644)
 
 
 def stats_line(viewer: Viewer, since: float, as_json: bool) -> str:

@@ -7,10 +7,11 @@ absolute lifetime. A new session (new id, new secret) is created at every login.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from dataclasses import dataclass
+
+from common.hashing import hash_secret
 
 from ..store import Database, Row, Transaction
 
@@ -19,10 +20,6 @@ IDLE_S = 30 * 60
 ABSOLUTE_S = 12 * 3600
 #: last_seen is refreshed at most this often (one write per minute per active session).
 TOUCH_EVERY_S = 60
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -42,7 +39,7 @@ async def create(tx: Transaction, user_id: str, *, peer: str = "", user_agent: s
     await tx.execute(
         "INSERT INTO console_sessions (id, token_hash, user_id, csrf_token, created_at, last_seen, peer, user_agent)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (session_id, token_hash(token), user_id, csrf, now, now, peer[:64], user_agent[:200]),
+        (session_id, hash_secret(token), user_id, csrf, now, now, peer[:64], user_agent[:200]),
     )
     return NewSession(session_id, token, csrf, now + ABSOLUTE_S)
 
@@ -58,7 +55,7 @@ async def lookup(db: Database, token: str, now: float | None = None) -> Row | No
         "SELECT s.id AS session_id, s.csrf_token, s.created_at AS s_created, s.last_seen AS s_seen,"
         " s.revoked_at AS s_revoked, u.*"
         " FROM console_sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
-        (token_hash(token),),
+        (hash_secret(token),),
     )
     if row is None or row["disabled"] or not is_live(row["s_created"], row["s_seen"], row["s_revoked"], now):
         return None

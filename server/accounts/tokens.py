@@ -10,8 +10,9 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from common.hashing import hash_secret
+
 from ..store import Database, Row, Transaction
-from .sessions import token_hash
 
 PREFIX = "hl_"
 
@@ -30,7 +31,7 @@ async def create(tx: Transaction, user_id: str, name: str, ttl_s: float | None) 
     expires = now + ttl_s if ttl_s else None
     await tx.execute(
         "INSERT INTO api_tokens (id, token_hash, user_id, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (token_id, token_hash(token), user_id, name[:100], now, expires),
+        (token_id, hash_secret(token), user_id, name[:100], now, expires),
     )
     return NewToken(token_id, token, expires)
 
@@ -43,7 +44,7 @@ async def lookup(db: Database, token: str, now: float | None = None) -> Row | No
     row = await db.fetchone(
         "SELECT t.id AS token_id, t.expires_at, t.revoked_at, t.last_used, u.* FROM api_tokens t"
         " JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
-        (token_hash(token),),
+        (hash_secret(token),),
     )
     if row is None or row["disabled"] or row["revoked_at"] is not None:
         return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from server import __version__
+from common.version import __version__
 from server.cmdb import openapi as cmdb
 
 from . import accounts, enroll, grants, sessions, tasks

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import secrets
 import time
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from certs.pki import certificate_serial_hex
+from common.hashing import hash_secret, verify_secret
 from protocol.errors import LocalProtocolError
 from protocol.session import (
     TUNNEL_TOKEN_LIFE_S,
@@ -50,10 +49,6 @@ class SessionRefused(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass
@@ -137,7 +132,7 @@ class SessionManager:
         token = secrets.token_urlsafe(32)
         machine = SessionMachine(session_id, mode, created_at=now)
         session = LiveSession(session_id, device_id, group, user, user_id, role, grant_id, reason, machine,
-                              token_hash(token), certificate_serial_hex(conn.certificate), now + TUNNEL_TOKEN_LIFE_S)
+                              hash_secret(token), certificate_serial_hex(conn.certificate), now + TUNNEL_TOKEN_LIFE_S)
         actor = f"user:{user}"
         async with self.db.transaction() as tx:
             await tx.execute(
@@ -286,7 +281,7 @@ class SessionManager:
             raise await refuse("unknown_session", "no such live session")
         if session.device_id != device_id or session.cert_serial != cert_serial:
             raise await refuse("foreign_token", "this session was offered to another device certificate")
-        if not hmac.compare_digest(session.token_hash, token_hash(token)):
+        if not verify_secret(token, session.token_hash):
             raise await refuse("bad_token", "tunnel token does not match")
         if session.token_used:
             raise await refuse("token_used", "tunnel token already used")

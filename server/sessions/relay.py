@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import queue
 import struct
 import threading
@@ -31,6 +30,7 @@ from typing import Literal
 
 from aiohttp import WSMsgType, web
 
+from common.files import atomic_write
 from protocol import stream
 from protocol.session import EndReason
 
@@ -79,7 +79,7 @@ class Recorder:
         self._queue.put(None)
         await asyncio.to_thread(self._thread.join, 5)
         meta = {**self.metadata, **extra, "format": "hlrec1: >dBBI header (t, dir, binary, len) + payload"}
-        await asyncio.to_thread(_write_atomically, self.path.with_suffix(".json"), json.dumps(meta, indent=1))
+        await asyncio.to_thread(atomic_write, self.path.with_suffix(".json"), json.dumps(meta, indent=1))
 
 
 class Relay:
@@ -236,9 +236,3 @@ def _is_input(text: str) -> bool:
         return False
     return isinstance(kind, str) and kind.startswith("input.")
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Readers (the recordings API) never see a half-written metadata file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
