@@ -11,10 +11,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from agent.tasks.feature import service_of
 from server.tasks import lifecycle, store
 from server.tasks.cron import Cron, CronError, next_occurrence
-from tests.harness import enroll_agent, running_server
+from server.tasks.feature import scheduler_of
+from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.tasks_helpers import grant_for
+
+#: A clear_temp that touches nothing (dry run): delivery is what these tests check.
+HARMLESS = {"targets": ["tmp"], "dry_run": True}
 
 
 def _ts(y: int, mo: int, d: int, h: int, mi: int, tz: str = "UTC") -> float:
@@ -96,15 +101,57 @@ async def test_offline_device_with_next_policy_runs_at_its_next_window(tmp_path:
 
 
 async def test_bad_task_requests_are_rejected_by_the_server(tmp_path: Path) -> None:
-    """Unknown actions, bad cron, no target and jitter beyond the window are rejected with codes."""
+    """Unknown actions, bad or never-firing cron, no target and jitter beyond the window are rejected with codes."""
     async with running_server(tmp_path / "srv") as server:
         await _device_in(server, tmp_path, "UTC")
         grant = grant_for(server, groups=["night"])
-        cases = {"unknown_action": {"action": "wipe"}, "bad_schedule": {"cron": "61 * * * *"},
-                 "bad_window": {"jitter_s": 7200}, "no_devices": {"group": "empty"}}
-        for code, change in cases.items():
+        cases = [("unknown_action", {"action": "wipe"}), ("bad_schedule", {"cron": "61 * * * *"}),
+                 ("bad_schedule", {"cron": "0 0 30 2 *"}), ("bad_window", {"jitter_s": 7200}),
+                 ("no_devices", {"group": "empty"})]
+        for code, change in cases:
             fields = {"action": "reboot", "grant_id": "x", "technician": "a", "group": "night", "grant": grant,
                       **change}
             with pytest.raises(store.TaskError) as err:
                 await store.create_task(server.db, store.TaskSpec(**fields), actor="admin1")
             assert err.value.code == code
+
+
+async def test_one_bad_stored_schedule_does_not_stop_other_deliveries(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Stored rows the scheduler cannot evaluate (a never-firing cron, a corrupt window) are logged with their
+    task id and skipped; the real scheduler loop still fires and delivers another group's schedule."""
+    async with running_server(tmp_path / "srv") as server:
+        scheduler = scheduler_of(server)
+        scheduler.tick_s = 0.1
+        created = time.time() - 300
+        scheduler.clock = lambda: created  # nothing is due until the bad rows are in place
+        await enroll_agent(server, tmp_path / "bad", group="bad")
+        good = await enroll_agent(server, tmp_path / "good", group="good")
+        bad_grant, good_grant = grant_for(server, groups=["bad"]), grant_for(server, groups=["good"])
+        every_minute = {"action": "clear_temp", "params": HARMLESS, "technician": "alice", "grant_id": "x",
+                        "cron": "* * * * *"}
+        bad_cron = await store.create_task(server.db, store.TaskSpec(group="bad", grant=bad_grant, **every_minute),
+                                           actor="admin1", now=created)
+        bad_window = await store.create_task(server.db, store.TaskSpec(group="bad", grant=bad_grant, **every_minute),
+                                             actor="admin1", now=created)
+        # As an older server or a hand-edited database could have stored them.
+        await server.db.execute("UPDATE tasks SET cron = '0 0 30 2 *' WHERE id = ?", (bad_cron["id"],))
+        await server.db.execute("UPDATE tasks SET window_s = 'NaN', jitter_s = 'NaN' WHERE id = ?",
+                                (bad_window["id"],))
+        good_task = await store.create_task(server.db, store.TaskSpec(group="good", grant=good_grant, **every_minute),
+                                            actor="admin1", now=created)
+        async with running_agent(good, setup=lambda c: setattr(service_of(c), "poll_s", 0.05)):
+            await wait_until(lambda: server.connections.get(good.device_id) is not None, what="good agent connected")
+            scheduler.clock = time.time
+            scheduler.wake.set()
+
+            async def delivered() -> bool:
+                runs = await store.runs_of_task(server.db, good_task["id"])
+                return bool(runs) and runs[0]["sent_at"] is not None
+
+            await wait_until(delivered, timeout=30, what="the good group's run delivered")
+        assert await store.runs_of_task(server.db, bad_cron["id"]) == []
+        logged = {getattr(r, "task_id", None) for r in caplog.records if r.name == "server.tasks.lifecycle"}
+        assert bad_cron["id"] in logged
+        failure = next(r for r in caplog.records if getattr(r, "task_id", None) == bad_cron["id"])
+        assert failure.exc_info is not None and "never fires" in str(failure.exc_info[1])

@@ -1,111 +1,102 @@
 """Five-field cron expressions (minute hour day-of-month month day-of-week), evaluated in a zone.
 
-Supports ``*``, numbers, ranges ``a-b``, steps ``*/n`` and ``a-b/n``, lists, month and day
-names; day-of-week 0 or 7 is Sunday. As in classic cron, when both day fields are restricted
-a day matches if either does. Occurrences are computed on the device's wall clock.
+Parsing and evaluation are cronsim's (the parser healthchecks.io uses, which mimics Debian
+cron); this module only fixes the contract the scheduler relies on:
+
+- five fields only (cronsim would also take a leading seconds field);
+- an expression that can never fire (``0 0 30 2 *``) is rejected when parsed, not discovered
+  by the scheduler every tick;
+- the next occurrence is an *instant* strictly after the given instant. cronsim works on the
+  device's wall clock and, for fixed-time jobs, follows Debian cron on DST days: a time in the
+  spring-forward gap (02:30 on the day clocks jump 02:00 → 03:00) fires at the first instant
+  after the gap, and a time in the repeated autumn hour fires once, in its first pass. A
+  wall-clock result can therefore lie before the input when the input is in the second pass of
+  that hour; such results are skipped here, so a caller never goes backwards in time.
+
+Syntax: ``*``, numbers, ranges ``a-b``, steps ``*/n`` and ``a-b/n``, lists, month and day
+names; day-of-week 0 or 7 is Sunday; cronsim's ``L``, ``LW`` and ``weekday#n`` also work.
+When both day fields are restricted and neither starts with ``*``, a day matches if either
+does (classic cron).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo
+
+from cronsim import CronSim, CronSimError
+from cronsim.cronsim import Field
 
 log = logging.getLogger(__name__)
 
-_MONTHS = {m: i for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
-                                        "dec"], start=1)}
-_DAYS = {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}
+#: An instant from which every valid expression is probed once when parsed. cronsim looks up to
+#: 50 years ahead; 50 years from 2000 cover every (leap year, weekday of 1 January) combination.
+_PROBE_FROM = datetime(2000, 1, 1, tzinfo=UTC)
+#: Wall-clock results before the input are skipped; at most one per repeated hour, so a
+#: handful of retries is plenty — more means a bug, reported as an error rather than a hang.
+_MAX_SKIPS = 16
 
 
 class CronError(ValueError):
-    """Not a valid five-field cron expression."""
-
-
-def _value(token: str, names: dict[str, int], low: int, high: int) -> int:
-    token = token.lower()
-    if token in names:
-        return names[token]
-    if not token.isdigit():
-        raise CronError(f"{token!r} is not a number")
-    value = int(token)
-    if not low <= value <= high:
-        raise CronError(f"{value} is outside {low}-{high}")
-    return value
-
-
-def _field(text: str, low: int, high: int, names: dict[str, int] | None = None) -> frozenset[int]:
-    names = names or {}
-    values: set[int] = set()
-    for part in text.split(","):
-        base, _, step_text = part.partition("/")
-        step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else None
-        if step_text and step is None:
-            raise CronError(f"bad step in {part!r}")
-        if base == "*":
-            start, end = low, high
-        elif "-" in base:
-            a, b = base.split("-", 1)
-            start, end = _value(a, names, low, high), _value(b, names, low, high)
-            if start > end:
-                raise CronError(f"range {base!r} runs backwards")
-        else:
-            start = _value(base, names, low, high)
-            end = high if step else start
-        values.update(range(start, end + 1, step or 1))
-    if not values:
-        raise CronError(f"field {text!r} matches nothing")
-    return frozenset(values)
+    """Not a valid five-field cron expression, or one that never fires."""
 
 
 @dataclass(frozen=True)
 class Cron:
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday
-    days_any: bool
-    weekdays_any: bool
+    """A validated expression; :meth:`next_after` gives its occurrences."""
+
+    expression: str
 
     @classmethod
     def parse(cls, expression: str) -> Cron:
+        """Check syntax and that the expression fires at all; raises :class:`CronError`."""
         fields = expression.split()
         if len(fields) != 5:
             raise CronError(f"{expression!r}: a cron expression has 5 fields (minute hour day month weekday)")
-        weekdays = _field(fields[4], 0, 7, _DAYS)
-        return cls(_field(fields[0], 0, 59), _field(fields[1], 0, 23), _field(fields[2], 1, 31),
-                   _field(fields[3], 1, 12, _MONTHS), frozenset(d % 7 for d in weekdays),
-                   fields[2] == "*", fields[4] == "*")
+        cron = cls(" ".join(fields))
+        try:
+            next(cron._iterate(_PROBE_FROM))
+        except StopIteration:
+            raise CronError(f"{expression!r} never fires (no matching date in 50 years)") from None
+        return cron
 
-    def _day_matches(self, day: datetime) -> bool:
-        if day.month not in self.months:
-            return False
-        dom = day.day in self.days
-        dow = (day.weekday() + 1) % 7 in self.weekdays
-        if self.days_any and self.weekdays_any:
-            return True
-        if self.days_any:
-            return dow
-        if self.weekdays_any:
-            return dom
-        return dom or dow
+    def _iterate(self, start: datetime) -> CronSim:
+        try:
+            return CronSim(self.expression, start)
+        except CronSimError as exc:
+            raise CronError(f"{self.expression!r}: {_explain(self.expression)}") from exc
 
     def next_after(self, after: datetime) -> datetime:
         """First occurrence strictly after the aware datetime ``after``, in ``after``'s zone."""
-        zone = after.tzinfo
-        wall = after.replace(tzinfo=None, second=0, microsecond=0) + timedelta(minutes=1)
-        day = wall.replace(hour=0, minute=0)
-        for _ in range(366 * 8):
-            if self._day_matches(day):
-                for hour in sorted(self.hours):
-                    for minute in sorted(self.minutes):
-                        candidate = day.replace(hour=hour, minute=minute)
-                        if candidate >= wall:
-                            return candidate.replace(tzinfo=zone)
-            day += timedelta(days=1)
-        raise CronError("no occurrence within eight years")
+        if after.tzinfo is None:
+            raise ValueError("next_after needs an aware datetime")
+        occurrences = self._iterate(after)
+        for _ in range(_MAX_SKIPS):
+            try:
+                candidate = next(occurrences)
+            except StopIteration:
+                raise CronError(f"{self.expression!r}: no occurrence within 50 years of {after}") from None
+            if candidate.timestamp() > after.timestamp():
+                return candidate
+        raise CronError(f"{self.expression!r}: no occurrence after {after} (evaluation kept going backwards)")
+
+
+_FIELDS = {Field.MINUTE: "minute", Field.HOUR: "hour", Field.DAY: "day-of-month", Field.MONTH: "month",
+           Field.DOW: "day-of-week"}
+
+
+def _explain(expression: str) -> str:
+    """Which field cronsim refused; if each field alone is fine, the day can never come."""
+    for (kind, name), text in zip(_FIELDS.items(), expression.upper().split(), strict=True):
+        try:
+            kind.parse(text)
+        except CronSimError:
+            return f"bad {name} field {text.lower()!r}"
+    return "never fires: no month it names has that day of the month"
 
 
 def zone(name: str | None) -> ZoneInfo:
@@ -119,6 +110,14 @@ def zone(name: str | None) -> ZoneInfo:
 
 
 def next_occurrence(expression: str, after_ts: float, tz_name: str | None) -> float:
-    """Epoch seconds of the next occurrence after ``after_ts`` on the device's wall clock."""
-    local = datetime.fromtimestamp(after_ts, zone(tz_name))
-    return Cron.parse(expression).next_after(local).timestamp()
+    """Epoch seconds of the next occurrence strictly after ``after_ts`` on the device's wall clock."""
+    # Occurrences fall on whole seconds, so the next one after floor(t) is the next one after t;
+    # flooring here avoids fromtimestamp rounding 59.9999998 s up to the occurrence itself.
+    local = datetime.fromtimestamp(math.floor(after_ts), zone(tz_name))
+    return _parsed(expression).next_after(local).timestamp()
+
+
+@lru_cache(maxsize=256)
+def _parsed(expression: str) -> Cron:
+    """The scheduler evaluates the same few stored expressions every tick: parse (and probe) once."""
+    return Cron.parse(expression)

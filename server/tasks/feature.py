@@ -8,6 +8,7 @@ import logging
 import random
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -59,13 +60,21 @@ class TaskScheduler:
         return sent
 
     async def tick(self) -> None:
+        """One pass; each step stands alone, so a failing one still lets due runs go out."""
         db, now = self.server.db, self.clock()
-        await lifecycle.fire_schedules(db, now, self.rng)
-        await lifecycle.expire_undelivered(db, now, self.rng)
-        await lifecycle.advance_rollouts(db, now)
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("fire schedules", lambda: lifecycle.fire_schedules(db, now, self.rng)),
+            ("expire undelivered runs", lambda: lifecycle.expire_undelivered(db, now, self.rng)),
+            ("advance rollouts", lambda: lifecycle.advance_rollouts(db, now))]
         if now - self._last_sweep >= self.artifact_sweep_s:
             self._last_sweep = now
-            await artifacts_of(self.server).expire(self.server.config.task_artifact_retention_days, now)
+            steps.append(("expire artifacts", lambda: artifacts_of(self.server).expire(
+                self.server.config.task_artifact_retention_days, now)))
+        for name, step in steps:
+            try:
+                await step()
+            except Exception:
+                log.exception("task scheduler step %r failed; delivering due runs anyway", name)
         for device_id in await lifecycle.due_device_ids(db, now):
             conn = self.server.connections.get(device_id)
             if conn is not None:

@@ -94,32 +94,45 @@ async def record_result(db: Database, device_id: str, result: TaskResult) -> Row
 
 
 async def fire_schedules(db: Database, now: float, rng: random.Random) -> int:
-    """Recurring tasks: per device, when its local-time occurrence has come, queue a run."""
+    """Recurring tasks: per device, when its local-time occurrence has come, queue a run.
+
+    One task whose stored schedule cannot be evaluated (an expression that never fires, a
+    corrupt window) is logged and skipped; it must not stop every other group's schedule.
+    """
     created = 0
     for task in await db.fetchall("SELECT * FROM tasks WHERE status = 'active' AND cron IS NOT NULL"):
-        if in_waves(task):
-            created += await fire_occurrence(db, task, now, rng)
+        try:
+            created += await _fire_task(db, task, now, rng)
+        except Exception:
+            log.exception("recurring task %s skipped this tick: its stored schedule failed", task["id"],
+                          extra={"task_id": task["id"], "cron": task["cron"], "group": task["group_name"]})
+    return created
+
+
+async def _fire_task(db: Database, task: Row, now: float, rng: random.Random) -> int:
+    if in_waves(task):
+        return await fire_occurrence(db, task, now, rng)
+    created = 0
+    for device in await _targets(db, task["target_kind"], task["target"]):
+        tz = await device_timezone(db, device["id"])
+        next_due = await schedule_state(db, task, device["id"], tz)
+        if next_due is None:
             continue
-        for device in await _targets(db, task["target_kind"], task["target"]):
-            tz = await device_timezone(db, device["id"])
-            next_due = await schedule_state(db, task, device["id"], tz)
-            if next_due is None:
+        if now < next_due:
+            continue
+        async with db.transaction() as tx:
+            # Compare-and-set on next_due: a node that fires the same occurrence concurrently moves it
+            # first (row lock on PostgreSQL), and this one then queues nothing.
+            if await tx.execute("UPDATE task_schedule_state SET next_due = ? WHERE task_id = ? AND device_id = ?"
+                                " AND next_due = ?", (next_occurrence(task["cron"], now, tz), task["id"],
+                                                      device["id"], next_due)) != 1:
                 continue
-            if now < next_due:
-                continue
-            async with db.transaction() as tx:
-                # Compare-and-set on next_due: a node that fires the same occurrence concurrently moves it
-                # first (row lock on PostgreSQL), and this one then queues nothing.
-                if await tx.execute("UPDATE task_schedule_state SET next_due = ? WHERE task_id = ? AND device_id = ?"
-                                    " AND next_due = ?", (next_occurrence(task["cron"], now, tz), task["id"],
-                                                          device["id"], next_due)) != 1:
-                    continue
-                open_run = await tx.fetchone(
-                    "SELECT id FROM task_runs WHERE task_id = ? AND device_id = ? AND status IN"
-                    " ('held', 'queued', 'sent', 'waiting')", (task["id"], device["id"]))
-                if open_run is None:
-                    await _insert_run(tx, task, device["id"], device["group_name"], next_due, now, rng)
-                    created += 1
+            open_run = await tx.fetchone(
+                "SELECT id FROM task_runs WHERE task_id = ? AND device_id = ? AND status IN"
+                " ('held', 'queued', 'sent', 'waiting')", (task["id"], device["id"]))
+            if open_run is None:
+                await _insert_run(tx, task, device["id"], device["group_name"], next_due, now, rng)
+                created += 1
     return created
 
 
@@ -129,89 +142,109 @@ async def expire_undelivered(db: Database, now: float, rng: random.Random) -> in
     rows = await db.fetchall("SELECT * FROM task_runs WHERE status = 'queued' AND deliver_by IS NOT NULL"
                              " AND deliver_by < ?", (now,))
     for run in rows:
-        task = await get_task(db, run["task_id"])
-        if task is None:
-            continue
-        async with db.transaction() as tx:
-            # Each update holds only while the run is still queued: it may have been delivered since the
-            # query above, or handled by another node sharing the database.
-            if task["offline_policy"] == "missed" or not task["cron"]:
-                if await tx.execute("UPDATE task_runs SET status = 'missed', reason = ?, ended_at = ?, updated_at = ?"
-                                    " WHERE id = ? AND status = 'queued'",
-                                    ("device was offline during the task's window", now, now, run["id"])) != 1:
-                    continue
-                await audit.append_in(tx, "scheduler", "task.missed", run["id"], {"task_id": task["id"],
-                                                                                   "device_id": run["device_id"]})
-            elif run["rollout_id"]:
-                # An occurrence rolling out in waves cannot wait a day for one device: this run ends
-                # (not counted as a failure) and the device takes part in the next occurrence.
-                if await tx.execute("UPDATE task_runs SET status = 'skipped', reason = ?, ended_at = ?, updated_at = ?"
-                                    " WHERE id = ? AND status = 'queued'",
-                                    ("not delivered within the window (device offline); it runs at the next"
-                                     " occurrence", now, now, run["id"])) != 1:
-                    continue
-                await audit.append_in(tx, "scheduler", "task.skipped", run["id"], {"task_id": task["id"],
-                                                                                    "device_id": run["device_id"]})
-            else:
-                due = next_occurrence(task["cron"], now, await device_timezone(tx, run["device_id"]))
-                start = due + (rng.uniform(0, task["jitter_s"]) if task["jitter_s"] else 0.0)
-                if await tx.execute("UPDATE task_runs SET due_at = ?, not_before = ?, deliver_by = ?, updated_at = ?"
-                                    " WHERE id = ? AND status = 'queued'",
-                                    (due, start, due + task["window_s"], now, run["id"])) != 1:
-                    continue
-        changed += 1
+        try:
+            changed += await _expire_run(db, run, now, rng)
+        except Exception:
+            # One run whose task's schedule cannot be evaluated must not hold up the others.
+            log.exception("undelivered run %s left as it is this tick", run["id"],
+                          extra={"run_id": run["id"], "task_id": run["task_id"], "device_id": run["device_id"]})
     return changed
+
+
+async def _expire_run(db: Database, run: Row, now: float, rng: random.Random) -> bool:
+    task = await get_task(db, run["task_id"])
+    if task is None:
+        return False
+    async with db.transaction() as tx:
+        # Each update holds only while the run is still queued: it may have been delivered since the
+        # query above, or handled by another node sharing the database.
+        if task["offline_policy"] == "missed" or not task["cron"]:
+            if await tx.execute("UPDATE task_runs SET status = 'missed', reason = ?, ended_at = ?, updated_at = ?"
+                                " WHERE id = ? AND status = 'queued'",
+                                ("device was offline during the task's window", now, now, run["id"])) != 1:
+                return False
+            await audit.append_in(tx, "scheduler", "task.missed", run["id"], {"task_id": task["id"],
+                                                                               "device_id": run["device_id"]})
+        elif run["rollout_id"]:
+            # An occurrence rolling out in waves cannot wait a day for one device: this run ends
+            # (not counted as a failure) and the device takes part in the next occurrence.
+            if await tx.execute("UPDATE task_runs SET status = 'skipped', reason = ?, ended_at = ?, updated_at = ?"
+                                " WHERE id = ? AND status = 'queued'",
+                                ("not delivered within the window (device offline); it runs at the next"
+                                 " occurrence", now, now, run["id"])) != 1:
+                return False
+            await audit.append_in(tx, "scheduler", "task.skipped", run["id"], {"task_id": task["id"],
+                                                                                "device_id": run["device_id"]})
+        else:
+            due = next_occurrence(task["cron"], now, await device_timezone(tx, run["device_id"]))
+            start = due + (rng.uniform(0, task["jitter_s"]) if task["jitter_s"] else 0.0)
+            if await tx.execute("UPDATE task_runs SET due_at = ?, not_before = ?, deliver_by = ?, updated_at = ?"
+                                " WHERE id = ? AND status = 'queued'",
+                                (due, start, due + task["window_s"], now, run["id"])) != 1:
+                return False
+    return True
 
 
 async def advance_rollouts(db: Database, now: float) -> list[str]:
     """Release the next wave when the current one is done, or stop when failures pass the threshold."""
     stopped: list[str] = []
     for rollout in await db.fetchall("SELECT * FROM rollouts WHERE status = 'running'"):
-        runs = await db.fetchall("SELECT * FROM task_runs WHERE rollout_id = ?", (rollout["id"],))
-        released = [r for r in runs if r["wave"] <= rollout["current_wave"]]
-        if any(r["status"] not in FINAL_STATUSES for r in released):
-            continue
-        rate = failure_rate(released)
-        # Every rollout update is conditional on the state read above: when another node sharing the
-        # database moved it on meanwhile, this one does nothing.
-        key = (rollout["id"], rollout["current_wave"])
-        async with db.transaction() as tx:
-            if rate > rollout["failure_threshold"]:
-                reason = (f"stopped after wave {rollout['current_wave'] + 1}: failure rate {rate:.0%} passed the"
-                          f" threshold of {rollout['failure_threshold']:.0%}")
-                if await tx.execute("UPDATE rollouts SET status = 'stopped', reason = ?, updated_at = ? WHERE id = ?"
-                                    " AND status = 'running' AND current_wave = ?",
-                                    (reason, now, *key)) != 1:
-                    continue
-                await tx.execute("UPDATE task_runs SET status = 'cancelled', reason = ?, ended_at = ?, updated_at = ?"
-                                 " WHERE rollout_id = ? AND status = 'held'", (f"rollout {reason}", now, now,
-                                                                                rollout["id"]))
-                await audit.append_in(tx, "scheduler", "rollout.stop", rollout["id"],
-                                      {"task_id": rollout["task_id"], "failure_rate": rate,
-                                       "wave": rollout["current_wave"]})
-                # A recurring schedule stops firing too, until an admin resumes it.
-                if await tx.execute("UPDATE tasks SET status = 'paused', updated_at = ? WHERE id = ?"
-                                    " AND status = 'active' AND cron IS NOT NULL", (now, rollout["task_id"])) == 1:
-                    await audit.append_in(tx, "scheduler", "task.pause", rollout["task_id"],
-                                          {"rollout_id": rollout["id"], "reason": reason})
+        try:
+            if await _advance_rollout(db, rollout, now):
                 stopped.append(rollout["id"])
-            elif rollout["current_wave"] + 1 >= rollout["waves"]:
-                if await tx.execute("UPDATE rollouts SET status = 'completed', updated_at = ? WHERE id = ?"
-                                    " AND status = 'running' AND current_wave = ?",
-                                    (now, *key)) != 1:
-                    continue
-                await audit.append_in(tx, "scheduler", "rollout.complete", rollout["id"],
-                                      {"task_id": rollout["task_id"], "failure_rate": rate})
-            else:
-                wave = rollout["current_wave"] + 1
-                if await tx.execute("UPDATE rollouts SET current_wave = ?, updated_at = ? WHERE id = ?"
-                                    " AND status = 'running' AND current_wave = ?",
-                                    (wave, now, *key)) != 1:
-                    continue
-                # A released run keeps its own start (device-local due + jitter) if that is still ahead.
-                await tx.execute("UPDATE task_runs SET status = 'queued', not_before = CASE WHEN not_before < ?"
-                                 " THEN ? ELSE not_before END, updated_at = ? WHERE rollout_id = ? AND wave = ?"
-                                 " AND status = 'held'", (now, now, now, rollout["id"], wave))
-                await audit.append_in(tx, "scheduler", "rollout.wave", rollout["id"],
-                                      {"task_id": rollout["task_id"], "wave": wave, "failure_rate": rate})
+        except Exception:
+            log.exception("rollout %s not advanced this tick", rollout["id"],
+                          extra={"rollout_id": rollout["id"], "task_id": rollout["task_id"]})
     return stopped
+
+
+async def _advance_rollout(db: Database, rollout: Row, now: float) -> bool:
+    """Move one rollout on; True when it was stopped at its failure threshold."""
+    runs = await db.fetchall("SELECT * FROM task_runs WHERE rollout_id = ?", (rollout["id"],))
+    released = [r for r in runs if r["wave"] <= rollout["current_wave"]]
+    if any(r["status"] not in FINAL_STATUSES for r in released):
+        return False
+    rate = failure_rate(released)
+    # Every rollout update is conditional on the state read above: when another node sharing the
+    # database moved it on meanwhile, this one does nothing.
+    key = (rollout["id"], rollout["current_wave"])
+    async with db.transaction() as tx:
+        if rate > rollout["failure_threshold"]:
+            reason = (f"stopped after wave {rollout['current_wave'] + 1}: failure rate {rate:.0%} passed the"
+                      f" threshold of {rollout['failure_threshold']:.0%}")
+            if await tx.execute("UPDATE rollouts SET status = 'stopped', reason = ?, updated_at = ? WHERE id = ?"
+                                " AND status = 'running' AND current_wave = ?",
+                                (reason, now, *key)) != 1:
+                return False
+            await tx.execute("UPDATE task_runs SET status = 'cancelled', reason = ?, ended_at = ?, updated_at = ?"
+                             " WHERE rollout_id = ? AND status = 'held'", (f"rollout {reason}", now, now,
+                                                                            rollout["id"]))
+            await audit.append_in(tx, "scheduler", "rollout.stop", rollout["id"],
+                                  {"task_id": rollout["task_id"], "failure_rate": rate,
+                                   "wave": rollout["current_wave"]})
+            # A recurring schedule stops firing too, until an admin resumes it.
+            if await tx.execute("UPDATE tasks SET status = 'paused', updated_at = ? WHERE id = ?"
+                                " AND status = 'active' AND cron IS NOT NULL", (now, rollout["task_id"])) == 1:
+                await audit.append_in(tx, "scheduler", "task.pause", rollout["task_id"],
+                                      {"rollout_id": rollout["id"], "reason": reason})
+            return True
+        if rollout["current_wave"] + 1 >= rollout["waves"]:
+            if await tx.execute("UPDATE rollouts SET status = 'completed', updated_at = ? WHERE id = ?"
+                                " AND status = 'running' AND current_wave = ?",
+                                (now, *key)) != 1:
+                return False
+            await audit.append_in(tx, "scheduler", "rollout.complete", rollout["id"],
+                                  {"task_id": rollout["task_id"], "failure_rate": rate})
+        else:
+            wave = rollout["current_wave"] + 1
+            if await tx.execute("UPDATE rollouts SET current_wave = ?, updated_at = ? WHERE id = ?"
+                                " AND status = 'running' AND current_wave = ?",
+                                (wave, now, *key)) != 1:
+                return False
+            # A released run keeps its own start (device-local due + jitter) if that is still ahead.
+            await tx.execute("UPDATE task_runs SET status = 'queued', not_before = CASE WHEN not_before < ?"
+                             " THEN ? ELSE not_before END, updated_at = ? WHERE rollout_id = ? AND wave = ?"
+                             " AND status = 'held'", (now, now, now, rollout["id"], wave))
+            await audit.append_in(tx, "scheduler", "rollout.wave", rollout["id"],
+                                  {"task_id": rollout["task_id"], "wave": wave, "failure_rate": rate})
+    return False
