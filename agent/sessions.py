@@ -1,8 +1,9 @@
 """Remote sessions on the agent: consent or grant, then the tunnel, then the screen.
 
-The agent, not the server, decides. For each ``session.offer`` it applies, in order:
-the device admin's local policy (:mod:`agent.policy`), the grant (verified locally by
-:class:`~agent.grants.GrantBook`) when the offer is unattended, and the user's answer on
+The agent, not the server, decides. For each ``session.offer``, and again for each
+``session.mode`` upgrade, it applies one rule (:mod:`agent.consent.decision`): the device
+admin's local policy (:mod:`agent.policy`), the grant (verified locally by
+:class:`~agent.grants.GrantBook`) when the request names one, and the user's answer on
 the consent prompt. Only after an Allow does it open the tunnel
 ``wss://…/agent/tunnel/{session_id}`` (mTLS with the device certificate plus the
 single-use tunnel token) and run the screen session in exactly the consented mode. While
@@ -43,7 +44,6 @@ from certs.errors import GrantSignatureError
 from protocol.grants import Grant, in_window
 from protocol.session import (
     TUNNEL_TOKEN_HEADER,
-    AnsweredBy,
     EndReason,
     GrantPush,
     GrantRevoke,
@@ -56,7 +56,9 @@ from protocol.session import (
 )
 from protocol.stream import MAX_PAYLOAD
 
-from .consent import ConsentUI, ConsentUnavailable, Indicator, IndicatorInfo, PromptRequest
+from .consent import ConsentUI, ConsentUnavailable, Indicator, IndicatorInfo
+from .consent.decision import ConsentDecision, ConsentRequest, GrantFacts, deny
+from .consent.decision import decide as decide_consent
 from .consent.tk import TkConsentUI
 from .control_client import AgentClient
 from .grants import GrantBook
@@ -88,15 +90,6 @@ def logged_in_users() -> list[str]:
     except OSError as exc:
         log.warning("cannot list logged-in users; treating the device as unattended: %s", exc)
         return []
-
-
-@dataclass
-class Decision:
-    accepted: bool
-    by: AnsweredBy
-    reason: str
-    mode: Mode | None = None
-    grant: Grant | None = None
 
 
 @dataclass
@@ -263,34 +256,24 @@ class AgentSessions:
 
     # --- decision -----------------------------------------------------------------------
 
-    async def decide(self, offer: SessionOffer, policy: LocalPolicy) -> Decision:
-        """Local policy first, then the grant (if unattended), then the user."""
-        if policy.broken:
-            return Decision(False, "policy", f"local policy unusable: {policy.broken}")
-        mode: Mode = offer.mode
-        note = ""
-        if mode == "control" and not policy.allow_control:
-            mode, note = "view", "Control was requested, but this device's policy allows viewing only."
-        grant: Grant | None = None
-        if offer.grant_id is not None:
-            if not policy.allow_unattended:
-                return Decision(False, "policy", "unattended access is forbidden by this device's policy")
-            match = self.book.match(mode, offer.technician_user, offer.technician_role, self.group(), self.wall(),
-                                    self.local_now(), grant_id=offer.grant_id)
-            if not match.decision.allowed:
-                return Decision(False, "grant", f"grant refused: {match.decision.reason}")
-            grant = match.grant
-            if not policy.require_prompt:
-                return Decision(True, "grant", match.decision.reason, mode, grant)
-        unavailable = self.nobody_to_ask()
-        if unavailable:
-            return Decision(False, "unavailable", unavailable)
-        answer = await self.consent_ui().prompt(PromptRequest(
-            technician=offer.technician, mode=mode, reason=offer.reason, timeout_s=policy.prompt_timeout_s,
-            note=note))
-        if not answer.allowed:
-            return Decision(False, answer.by, answer.reason)
-        return Decision(True, "user", answer.reason, mode, grant)
+    async def decide(self, offer: SessionOffer, policy: LocalPolicy) -> ConsentDecision:
+        """Consent for a new session: local policy, then the grant (if unattended), then the user."""
+        return await self._consent(ConsentRequest(
+            session_id=offer.session_id, technician=offer.technician, technician_user=offer.technician_user,
+            technician_role=offer.technician_role, mode=offer.mode, reason=offer.reason, grant_id=offer.grant_id,
+        ), policy)
+
+    async def _consent(self, request: ConsentRequest, policy: LocalPolicy) -> ConsentDecision:
+        """The pure rule (:mod:`agent.consent.decision`) on this device's facts; the prompt if it says ask."""
+        facts: GrantFacts | None = None
+        if request.grant_id is not None:
+            facts = GrantFacts(grant=self.book.get(request.grant_id), revoked=request.grant_id in self.book.revoked,
+                               device_id=self.book.device_id, group=self.group())
+        decision = decide_consent(request, policy, grant=facts, nobody_to_ask=self.nobody_to_ask(),
+                                  now=self.wall(), local=self.local_now())
+        if decision.prompt is None:
+            return decision
+        return decision.answered(await self.consent_ui().prompt(decision.prompt))
 
     async def _handle_offer(self, offer: SessionOffer) -> None:
         policy = self.policy()
@@ -301,7 +284,7 @@ class AgentSessions:
             decision = await self.decide(offer, policy)
         except Exception as exc:
             log.exception("deciding on a session offer failed", extra={"session_id": offer.session_id})
-            decision = Decision(False, "policy", f"agent error: {type(exc).__name__}")
+            decision = deny("policy", f"agent error: {type(exc).__name__}")
         machine.answer(accepted=decision.accepted, mode_granted=decision.mode, by=decision.by, now=self.wall())
         log.info("session answer", extra={"session_id": offer.session_id, "accepted": decision.accepted,
                                           "by": decision.by, "reason": decision.reason})
@@ -447,38 +430,27 @@ class AgentSessions:
             await asyncio.sleep(min(self.deadline_check_s, max(0.01, left)))
 
     async def _handle_upgrade(self, running: RunningSession, message: SessionMode) -> None:
-        policy = self.policy()
-        accepted, reason = False, "already in this mode"
-        by: AnsweredBy = "policy"
-        if message.mode == running.mode:
-            accepted, by = True, "policy"
-        elif not policy.allow_control:
-            reason = "control is forbidden by this device's policy"
-        elif running.grant is not None and not policy.require_prompt:
-            match = self.book.match("control", running.offer.technician_user, running.offer.technician_role,
-                                    self.group(), self.wall(), self.local_now(), grant_id=running.grant.grant_id)
-            accepted, by, reason = match.decision.allowed, "grant", match.decision.reason
-        elif self.nobody_to_ask():
-            by, reason = "unavailable", self.nobody_to_ask()
-        else:
-            answer = await self.consent_ui().prompt(PromptRequest(
-                technician=running.offer.technician, mode=message.mode, reason=message.reason,
-                timeout_s=policy.prompt_timeout_s, upgrade=True))
-            accepted, by, reason = answer.allowed, answer.by, answer.reason
-        if accepted and message.mode != running.mode and not running.end_reason:
+        offer = running.offer
+        decision = await self._consent(ConsentRequest(
+            session_id=offer.session_id, technician=offer.technician, technician_user=offer.technician_user,
+            technician_role=offer.technician_role, mode=message.mode, reason=message.reason,
+            grant_id=running.grant.grant_id if running.grant is not None else None, current_mode=running.mode,
+        ), self.policy())
+        accepted, reason = decision.accepted, decision.reason
+        if accepted and decision.mode is not None and decision.mode != running.mode and not running.end_reason:
             # Answer only once the screen session runs in the new mode, so the technician's first
             # input after "control enabled" is injected, not refused by the old view-only session.
             running.mode_applied.clear()
-            running.upgrade_to = message.mode
+            running.upgrade_to = decision.mode
             running.wake.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(running.mode_applied.wait(), MODE_SWITCH_TIMEOUT_S)
             running.upgrade_to = None
-            if running.mode != message.mode:
+            if running.mode != decision.mode:
                 accepted, reason = False, "the session ended before the new mode took effect"
-        await self.client.send(SessionAnswer(session_id=running.offer.session_id, accepted=accepted,
+        await self.client.send(SessionAnswer(session_id=offer.session_id, accepted=accepted,
                                              mode_granted=message.mode if accepted else running.mode,
-                                             by=by, reason=reason[:256]))
+                                             by=decision.by, reason=reason[:256]))
 
 
 class _CountingTunnel:
