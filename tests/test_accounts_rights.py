@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+from agent.consent.scripted import ScriptedConsentUI
 from server.accounts import admin
 from server.auth.rights import ALL_RIGHTS, ANY_GROUP, Right
-from tests.harness import enroll_agent, running_server
+from tests.harness import enroll_agent, running_agent, running_server
 from tests.test_accounts_support import client, make_user
+from tests.test_session_helpers import configure_agent
 
 
 async def _token(server, name: str, group: str, rights: Right) -> str:  # type: ignore[no-untyped-def]
@@ -26,8 +29,9 @@ async def _call(server, token: str, method: str, path: str, body: Any = None) ->
 
 
 async def test_every_right_is_both_granted_and_refused(tmp_path: Path) -> None:
-    """For each right, an account holding it (on the device's group) passes its route; one holding all others gets 403."""
-    async with running_server(tmp_path / "srv") as server:
+    """For each right, an account holding it (on the device's group) gets the route's success status; one holding
+    all the other rights gets 403."""
+    async with running_server(tmp_path / "srv", grant_four_eyes=True) as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
         dev = state.device_id
         root = await _token(server, "root", ANY_GROUP, ALL_RIGHTS)
@@ -36,44 +40,56 @@ async def test_every_right_is_both_granted_and_refused(tmp_path: Path) -> None:
         async with client(server, Authorization=f"Bearer {root}") as http:
             async with http.post("/api/v1/grants", json=grant_body) as resp:
                 assert resp.status == 201, await resp.text()
-                grant_id = (await resp.json())["grant_id"]
+                pending = await resp.json()
+        # Four-eyes on: root's grant waits for a second person, so approving it is a real success (200).
+        assert pending["status"] == "pending", pending
+        grant_id = pending["grant_id"]
         view_control = Right.REMOTE_VIEW | Right.REMOTE_CONTROL
-        cases: list[tuple[Right, Right, str, str, str, Any]] = [
-            (Right.VIEW_INVENTORY, Right.VIEW_INVENTORY, "lab", "GET", f"/api/v1/devices/{dev}", None),
+        # (right, rights held, group, method, path, body, success status)
+        cases: list[tuple[Right, Right, str, str, str, Any, int]] = [
+            (Right.VIEW_INVENTORY, Right.VIEW_INVENTORY, "lab", "GET", f"/api/v1/devices/{dev}", None, 200),
             (Right.REMOTE_VIEW, Right.REMOTE_VIEW, "lab", "POST", f"/api/v1/devices/{dev}/sessions",
-             {"mode": "view", "reason": "t"}),
+             {"mode": "view", "reason": "t"}, 201),
             (Right.REMOTE_CONTROL, view_control, "lab", "POST", f"/api/v1/devices/{dev}/sessions",
-             {"mode": "control", "reason": "t"}),
-            (Right.RUN_TASKS, Right.RUN_TASKS, "lab", "GET", f"/api/v1/devices/{dev}/tasks", None),
-            (Right.MANAGE_GRANTS, Right.MANAGE_GRANTS, "lab", "POST", "/api/v1/grants", grant_body),
-            (Right.APPROVE_GRANTS, Right.APPROVE_GRANTS, "lab", "POST", f"/api/v1/grants/{grant_id}/approve", {}),
-            (Right.ADMINISTER, Right.ADMINISTER, ANY_GROUP, "GET", "/api/v1/users", None),
+             {"mode": "control", "reason": "t"}, 201),
+            (Right.RUN_TASKS, Right.RUN_TASKS, "lab", "GET", f"/api/v1/devices/{dev}/tasks", None, 200),
+            (Right.MANAGE_GRANTS, Right.MANAGE_GRANTS, "lab", "POST", "/api/v1/grants", grant_body, 201),
+            (Right.APPROVE_GRANTS, Right.APPROVE_GRANTS, "lab", "POST", f"/api/v1/grants/{grant_id}/approve", {},
+             200),
+            (Right.ADMINISTER, Right.ADMINISTER, ANY_GROUP, "GET", "/api/v1/users", None, 200),
         ]
-        results = {}
-        for right, needed, group, method, path, body in cases:
-            name = (right.name or "x").lower()
-            granted = await _token(server, f"has_{name}", group, needed)
-            refused = await _token(server, f"lacks_{name}", group, ALL_RIGHTS & ~right)
-            results[name] = (await _call(server, granted, method, path, body),
-                             await _call(server, refused, method, path, body))
-        for name, (with_right, without) in results.items():
-            assert with_right not in (401, 403), (name, with_right)
+        assert {case[0] for case in cases} == set(Right), "every right needs a case"
+        # Session offers need the device connected; nobody answers the (scripted) consent prompt.
+        async with running_agent(state, setup=configure_agent(None, ScriptedConsentUI([]))) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            results = {}
+            for right, needed, group, method, path, body, success in cases:
+                name = (right.name or "x").lower()
+                granted = await _token(server, f"has_{name}", group, needed)
+                refused = await _token(server, f"lacks_{name}", group, ALL_RIGHTS & ~right)
+                # The refused call goes first: it must change nothing (the approval is still pending after it).
+                without = await _call(server, refused, method, path, body)
+                results[name] = (await _call(server, granted, method, path, body), without, success)
+        for name, (with_right, without, success) in results.items():
+            assert with_right == success, (name, with_right)
             assert without == 403, (name, without)
-        assert results["view_inventory"][0] == 200 and results["run_tasks"][0] == 200
-        assert results["manage_grants"][0] == 201 and results["administer"][0] == 200
 
 
 async def test_rights_on_another_group_do_not_reach_this_device(tmp_path: Path) -> None:
-    """Full technician rights on group 'other' give nothing on a device in 'lab' (403 everywhere)."""
+    """Full technician rights on group 'other' give nothing on a device in 'lab': refused (403, or 404 where the
+    route hides that the device exists), and an error without device data in the reply."""
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
         token = await _token(server, "bob", "other", ALL_RIGHTS)
-        for method, path, body in (("GET", f"/api/v1/devices/{state.device_id}", None),
-                                   ("GET", f"/api/v1/devices/{state.device_id}/inventory", None),
-                                   ("POST", f"/api/v1/devices/{state.device_id}/sessions", {"mode": "view"}),
-                                   ("GET", f"/api/v1/devices/{state.device_id}/tasks", None),
-                                   ("GET", "/api/v1/users", None)):
-            assert await _call(server, token, method, path, body) == 403, path
         async with client(server, Authorization=f"Bearer {token}") as http:
+            for method, path, body in (("GET", f"/api/v1/devices/{state.device_id}", None),
+                                       ("GET", f"/api/v1/devices/{state.device_id}/inventory", None),
+                                       ("POST", f"/api/v1/devices/{state.device_id}/sessions", {"mode": "view"}),
+                                       ("GET", f"/api/v1/devices/{state.device_id}/tasks", None),
+                                       ("GET", "/api/v1/users", None)):
+                async with http.request(method, path, json=body) as resp:
+                    assert resp.status in (403, 404), (path, resp.status)
+                    reply = await resp.json()
+                    assert set(reply) == {"error"}, (path, reply)  # an error, no device data
             async with http.get("/api/v1/devices") as resp:
                 assert resp.status == 200 and (await resp.json())["total"] == 0

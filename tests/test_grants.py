@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.consent.scripted import ScriptedConsentUI
@@ -19,6 +20,7 @@ from agent.control_client import AgentClient
 from agent.grants import GrantBook
 from agent.policy import LocalPolicy
 from agent.sessions import manager_of
+from certs.errors import GrantSignatureError
 from certs.grants import load_grant_private_key, sign_grant
 from protocol.grants import Grant, Window
 from protocol.session import GrantPush, SessionOffer
@@ -27,12 +29,11 @@ from tests.harness import enroll_agent, running_agent, running_server, wait_unti
 from tests.test_session_helpers import api, configure_agent, install_test_auth, viewer_for, wait_for_audit
 from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
 
-NOW = time.time()
 
-
-def _grant(grant_id: str, **changes: object) -> Grant:
+def _grant(grant_id: str, now: float, **changes: object) -> Grant:
+    """A grant valid from a minute before ``now`` for an hour (``now`` taken by each test, not at import)."""
     fields: dict[str, object] = dict(grant_id=grant_id, groups=["lab"], technicians=["ann"], actions=["view"],
-                                     not_before=NOW - 60, not_after=NOW + 3600, issuer="root", issued_at=NOW)
+                                     not_before=now - 60, not_after=now + 3600, issuer="root", issued_at=now)
     fields.update(changes)
     return Grant(**fields)  # type: ignore[arg-type]
 
@@ -44,19 +45,18 @@ def _offer(grant_id: str | None) -> SessionOffer:
 
 def test_grant_book_verifies_and_persists(tmp_path: Path) -> None:
     """A forged grant is refused; a good one is stored, re-verified on load, and dropped when tampered with."""
+    now = time.time()
     key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     book = GrantBook(tmp_path, "dev-1", key.public_key())
-    forged = sign_grant(other, _grant("forged-0001"))
-    try:
+    forged = sign_grant(other, _grant("forged-0001", now))
+    with pytest.raises(GrantSignatureError, match="signature"):
         book.add(forged)
-        raise AssertionError("forged grant accepted")
-    except Exception as exc:  # GrantSignatureError
-        assert "signature" in str(exc)
-    book.add(sign_grant(key, _grant("good-00001")))
+    assert book.grants() == []
+    book.add(sign_grant(key, _grant("good-00001", now)))
     local = datetime.now()
-    assert book.check("view", "ann", "technician", "lab", NOW, local).allowed
-    assert not book.check("control", "ann", "technician", "lab", NOW, local).allowed
-    assert GrantBook(tmp_path, "dev-1", key.public_key()).check("view", "ann", "x", "lab", NOW, local).allowed
+    assert book.check("view", "ann", "technician", "lab", now, local).allowed
+    assert not book.check("control", "ann", "technician", "lab", now, local).allowed
+    assert GrantBook(tmp_path, "dev-1", key.public_key()).check("view", "ann", "x", "lab", now, local).allowed
     data = json.loads((tmp_path / "grants.json").read_text())
     data["grants"][0]["document"] = data["grants"][0]["document"].replace('"ann"', '"eve"')
     (tmp_path / "grants.json").write_text(json.dumps(data))
@@ -68,15 +68,15 @@ async def test_agent_refuses_bad_grants_itself(tmp_path: Path, xvfb: XvfbHandle)
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "a", group="lab")
         key = load_grant_private_key(server.pki.grant_key)
-        now_local = datetime.now()
+        now, now_local = time.time(), datetime.now()
         other_day = (now_local.weekday() + 3) % 7
         grants = {
-            "forged-0001": sign_grant(Ed25519PrivateKey.generate(), _grant("forged-0001")),
-            "expired-001": sign_grant(key, _grant("expired-001", not_before=NOW - 7200, not_after=NOW - 3600)),
-            "window-0001": sign_grant(key, _grant("window-0001",
+            "forged-0001": sign_grant(Ed25519PrivateKey.generate(), _grant("forged-0001", now)),
+            "expired-001": sign_grant(key, _grant("expired-001", now, not_before=now - 7200, not_after=now - 3600)),
+            "window-0001": sign_grant(key, _grant("window-0001", now,
                                                   windows=[Window(days=[other_day], start="00:00", end="00:00")])),
-            "revoked-001": sign_grant(key, _grant("revoked-001")),
-            "good-000001": sign_grant(key, _grant("good-000001")),
+            "revoked-001": sign_grant(key, _grant("revoked-001", now)),
+            "good-000001": sign_grant(key, _grant("good-000001", now)),
         }
         ui = ScriptedConsentUI([])
         async with running_agent(state, setup=configure_agent(xvfb.display, ui)) as agent:
@@ -190,12 +190,13 @@ async def test_cli_grant_changes_reach_the_agent(tmp_path: Path) -> None:
 
 def test_grant_window_end_is_the_session_deadline() -> None:
     """A session under a windowed grant must end when the window closes (or at not_after, if sooner)."""
+    now = time.time()
     local = datetime(2024, 1, 1, 23, 0)  # a Monday, 23:00
-    grant = _grant("window-0002", windows=[Window(days=[0], start="22:00", end="06:00")],
-                   not_after=NOW + 86400 * 3)
-    end = GrantBook.ends_at(grant, NOW, local)
-    assert abs(end - (NOW + timedelta(hours=7).total_seconds())) < 1
-    assert GrantBook.ends_at(_grant("short-0001", not_after=NOW + 60), NOW, local) == NOW + 60
+    grant = _grant("window-0002", now, windows=[Window(days=[0], start="22:00", end="06:00")],
+                   not_after=now + 86400 * 3)
+    end = GrantBook.ends_at(grant, now, local)
+    assert abs(end - (now + timedelta(hours=7).total_seconds())) < 1
+    assert GrantBook.ends_at(_grant("short-0001", now, not_after=now + 60), now, local) == now + 60
 
 
 class FakeClock:
