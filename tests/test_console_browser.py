@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 from pathlib import Path
 
 import aiohttp
@@ -10,10 +12,11 @@ import pyotp
 from playwright.async_api import expect
 
 from tests.harness import console_url, enroll_agent, running_agent, running_server, wait_until
-from tests.test_accounts_support import client, login, make_user
+from tests.test_accounts_support import client, login, make_user, ssl_context
 from tests.test_console_support import console_browser
 
 HOSTILE = "<img src=x onerror=alert(1)>"
+REPO = Path(__file__).resolve().parent.parent
 
 
 async def _wait_inventory(server, device_id: str) -> None:  # type: ignore[no-untyped-def]
@@ -77,6 +80,40 @@ async def test_hostile_hostname_renders_as_text_and_runs_nothing(tmp_path: Path)
             assert console.dialogs == []
 
 
+async def _raw_get(server, target: str) -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
+    """Send ``GET target`` byte for byte over TLS (an HTTP client would normalise ``..`` away); status and body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.console_port, ssl=ssl_context(server),
+                                                   server_hostname="localhost")
+    try:
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: localhost:{server.console_port}\r\nConnection: close\r\n"
+                     "\r\n".encode("ascii"))
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), 10)  # Connection: close — read to EOF
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await writer.wait_closed()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split()
+    assert status_line[:1] == [b"HTTP/1.1"], reply[:200]
+    return int(status_line[1]), body
+
+
+async def _static_traversal_is_refused(server) -> None:  # type: ignore[no-untyped-def]
+    """``..`` in a static path, raw or percent-encoded, must not reach files outside console/static."""
+    secret = (REPO / "server" / "app.py").read_bytes()
+    # Control: the raw request reaches the static handler and is answered with the file.
+    status, body = await _raw_get(server, "/static/app.css")
+    assert status == 200 and body == (REPO / "console" / "static" / "app.css").read_bytes()
+    for target in ("/static/../../server/app.py", "/static/%2e%2e/%2e%2e/server/app.py",
+                   "/static/%2E%2E/%2E%2E/server/app.py", "/static/.%2e/.%2e/server/app.py",
+                   "/static/..%2f..%2fserver/app.py", "/static/%2e%2e%2f%2e%2e%2fserver%2fapp.py",
+                   "/static/js/../../../server/app.py"):
+        status, body = await _raw_get(server, target)
+        assert status in (403, 404), (target, status)
+        assert b"HelplineServer" not in body and secret[:200] not in body, target
+
+
 async def test_csp_blocks_injected_inline_script_and_headers_are_strict(tmp_path: Path) -> None:
     """Responses carry a strict CSP (no inline script, no framing) and Chromium refuses an injected inline script."""
     async with running_server(tmp_path / "srv") as server:
@@ -88,8 +125,7 @@ async def test_csp_blocks_injected_inline_script_and_headers_are_strict(tmp_path
                 assert resp.headers["Referrer-Policy"] == "no-referrer"
             async with http.get("/api/v1/auth/me") as resp:
                 assert resp.status == 401 and "default-src 'self'" in resp.headers["Content-Security-Policy"]
-            async with http.get("/static/../../server/app.py") as resp:
-                assert resp.status in (403, 404)
+        await _static_traversal_is_refused(server)
         async with console_browser(server) as console:
             page = console.page
             await page.goto(console.base + "/")
