@@ -25,3 +25,7 @@ class AgentConfig:
     policy_file: Path | None = None
     #: X display the consent UI and screen sessions use (e.g. ":0"); None = the $DISPLAY the agent inherited.
     display: str | None = None
+    #: A user to count as logged in at ``display`` although the OS records no login there — for a display
+    #: nobody logs in to, such as the Xvfb that ``helpline demo`` starts (it writes ``session_user = "demo"``).
+    #: Attended sessions then prompt on that display. None (the default): only real logins (utmp) count.
+    session_user: str | None = None

@@ -80,16 +80,18 @@ RECONNECT_GRACE_S = 30.0
 USERS_ENV = "HELPLINE_LOGGED_IN_USERS"
 
 
-def logged_in_users() -> list[str]:
-    """Names of users with a login session (utmp via psutil), or the ``HELPLINE_LOGGED_IN_USERS`` override."""
+def logged_in_users(session_user: str | None = None) -> list[str]:
+    """Names of users with a login session (utmp via psutil), or the ``HELPLINE_LOGGED_IN_USERS`` override,
+    plus ``session_user`` (``AgentConfig.session_user``: a display nobody logs in to, like the demo's Xvfb)."""
+    assumed = {session_user} if session_user else set()
     override = os.environ.get(USERS_ENV)
     if override is not None:
-        return [name.strip() for name in override.split(",") if name.strip()]
+        return sorted({name.strip() for name in override.split(",") if name.strip()} | assumed)
     try:
-        return sorted({user.name for user in psutil.users()})
+        return sorted({user.name for user in psutil.users()} | assumed)
     except OSError as exc:
         log.warning("cannot list logged-in users; treating the device as unattended: %s", exc)
-        return []
+        return sorted(assumed)
 
 
 @dataclass
@@ -121,7 +123,7 @@ class AgentSessions:
         self.ui: ConsentUI | None = None
         self.wall: Callable[[], float] = time.time
         self.local_now: Callable[[], datetime] = datetime.now
-        self.logged_in: Callable[[], list[str]] = logged_in_users
+        self.logged_in: Callable[[], list[str]] = lambda: logged_in_users(client.config.session_user)
         self.deadline_check_s = DEADLINE_CHECK_S
         self.reconnect_grace_s = RECONNECT_GRACE_S
         self._tasks: set[asyncio.Task[None]] = set()

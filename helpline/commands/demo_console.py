@@ -1,74 +1,66 @@
-"""Demo step: a console admin account, and a virtual display for the agent on headless machines.
+"""Demo step: the console admin account, and the first-run instructions a newcomer follows.
 
-Prints the console URL with one-time credentials (password, TOTP secret, otpauth URI and a
-terminal QR code). Without a display but with Xvfb installed, it starts ``Xvfb`` with a small
-sample window before the agent starts, so the agent inherits ``DISPLAY``.
+The instructions name everything needed to see a remote session within minutes: the URL, the
+one-time credentials (password, TOTP secret, current code, QR code), the device to click
+*Control* on, and where the consent prompt appears — on the demo's Xvfb, which nobody can look
+at, so they give the one ``xdotool`` line that answers it like the device's user would.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+import shlex
 import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 
 import segno
 
+from agent.consent.tk_app import PROMPT_TITLE
 from server.accounts import admin, totp, users
-from server.accounts.users import AccountError
 from server.config import ServerConfig
+from server.errors import ApiError
 from server.store import Database
 
 from .common import with_database
 
 ADMIN_NAME = "admin"
-XVFB_SIZE = "1280x800x24"
-READY_TIMEOUT_S = 10.0
-#: Where every X server puts its lock file and socket (fixed by X11, not a temp file we create).
-X11_TMP = Path("/tmp")  # noqa: S108
-
-SAMPLE_WINDOW = """
-import time, tkinter as tk
-root = tk.Tk(); root.title("Helpline demo desktop"); root.geometry("640x360+300+200")
-root.configure(bg="#f4f6fa")
-tk.Label(root, text="This is the device's screen", font=("DejaVu Sans", 20, "bold"), bg="#f4f6fa").pack(pady=24)
-clock = tk.Label(root, font=("DejaVu Sans Mono", 28), bg="#f4f6fa"); clock.pack()
-entry = tk.Entry(root, font=("DejaVu Sans", 14), width=32); entry.pack(pady=20); entry.insert(0, "type here remotely")
-def tick():
-    clock.config(text=time.strftime("%H:%M:%S")); root.after(500, tick)
-tick(); root.mainloop()
-"""
 
 
-def run(config: ServerConfig, data: Path, children: list[subprocess.Popen[bytes]], step: Callable[[str], None]
-        ) -> None:
-    step(f"creating console account '{ADMIN_NAME}' (admin) with one-time credentials")
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+    totp_secret: str
+
+
+@dataclass(frozen=True)
+class DemoInfo:
+    """What the instructions point at."""
+
+    config: ServerConfig
+    credentials: Credentials
+    device_id: str
+    hostname: str
+    ca_fingerprint: str
+    #: The Xvfb the demo started (":N"), or None.
+    xvfb_display: str | None
+    #: The desktop the agent inherited ($DISPLAY), when the demo did not start one.
+    desktop_display: str | None
+
+
+def create_admin(config: ServerConfig) -> Credentials:
+    """Create the console account ``admin``, or give it a fresh password and TOTP secret."""
     password, secret = with_database(config, _admin_credentials)
-    uri = totp.provisioning_uri(secret, ADMIN_NAME)
-    print()
-    print(f"Console:        {config.console_url}   (the browser will warn: the org CA is not in its trust store;")
-    print(f"                import {config.pki_path / 'ca.pem'} or accept the warning for this demo)")
-    print(f"  username      {ADMIN_NAME}")
-    print(f"  password      {password}    (shown once)")
-    print(f"  TOTP secret   {secret}")
-    print(f"  TOTP URI      {uri}")
-    print(f"  code now      {totp.code_at(secret, time.time())}   (later: python -c \"import pyotp; "
-          f"print(pyotp.TOTP('{secret}').now())\")")
-    with contextlib.suppress(OSError, UnicodeEncodeError):
-        segno.make(uri, error="l").terminal(compact=True)
-    sys.stdout.flush()
+    return Credentials(ADMIN_NAME, password, secret)
 
 
 async def _admin_credentials(db: Database) -> tuple[str, str]:
-    """Create the demo admin, or give an existing one a fresh password and TOTP secret."""
     try:
         created = await admin.create_account(db, ADMIN_NAME, "admin", actor="demo")
         return created.password, created.totp_secret
-    except AccountError as exc:
+    except ApiError as exc:
         if exc.code != "user_exists":
             raise
     password = await admin.reset_password(db, ADMIN_NAME, actor="demo")
@@ -81,40 +73,55 @@ async def _admin_credentials(db: Database) -> tuple[str, str]:
     return password, secret
 
 
-def before_agent(data: Path, children: list[subprocess.Popen[bytes]], step: Callable[[str], None]) -> None:
-    """Give the agent a display: start Xvfb with a sample window when the machine has none."""
-    if os.environ.get("DISPLAY"):
-        return
-    xvfb = shutil.which("Xvfb")
-    if xvfb is None:
-        step("no display and no Xvfb: remote sessions need a display (apt-get install xvfb xdotool python3-tk)")
-        return
-    display = _free_display()
-    logs = data / "logs"
-    step(f"no display: starting Xvfb {display} ({XVFB_SIZE}) with a sample window for remote sessions")
-    children.append(subprocess.Popen([xvfb, display, "-screen", "0", XVFB_SIZE, "-nolisten", "tcp"],
-                                     stdout=subprocess.DEVNULL, stderr=(logs / "xvfb.log").open("ab")))
-    if not _wait_socket(display):
-        step(f"Xvfb {display} did not come up; see {logs}/xvfb.log")
-        return
-    os.environ["DISPLAY"] = display
-    children.append(subprocess.Popen([sys.executable, "-c", SAMPLE_WINDOW], stdout=subprocess.DEVNULL,
-                                     stderr=(logs / "sample-window.log").open("ab")))
+def answer_command(display: str) -> str:
+    """The shell line that clicks Allow on the consent prompt of ``display`` (Tab focuses Allow, Space presses it)."""
+    return (f"DISPLAY={display} xdotool search --sync --name {shlex.quote(PROMPT_TITLE)} "
+            "windowfocus --sync key Tab space")
 
 
-def _free_display() -> str:
-    for n in range(90, 200):
-        if not (X11_TMP / f".X{n}-lock").exists() and not (X11_TMP / ".X11-unix" / f"X{n}").exists():
-            return f":{n}"
-    raise RuntimeError("no free X display number between :90 and :199")
+def print_first_steps(info: DemoInfo) -> None:
+    """Print the QR code, then the numbered steps from opening the console to seeing the device's screen."""
+    creds, config = info.credentials, info.config
+    uri = totp.provisioning_uri(creds.totp_secret, creds.username)
+    print()
+    print(f"TOTP for '{creds.username}' — scan into an authenticator app (or use the secret below):")
+    with contextlib.suppress(OSError, UnicodeEncodeError):
+        segno.make(uri, error="l").terminal(compact=True)
+    print(f"  TOTP URI       {uri}")
+    print()
+    print("Helpline demo is running. Your first five minutes:")
+    print(f" 1. Open the console   {config.console_url}/")
+    print("    The browser warns: the demo's own CA signed the certificate. Accept the warning, or import")
+    print(f"    {config.pki_path / 'ca.pem'} as a trusted CA.")
+    print(" 2. Log in")
+    print(f"      username       {creds.username}")
+    print(f"      password       {creds.password}   (shown once; run the demo again for new credentials)")
+    print(f"      TOTP secret    {creds.totp_secret}")
+    print(f"      TOTP code now  {totp.code_at(creds.totp_secret, time.time())}   (changes every 30 s; later: "
+          f"python -c \"import pyotp; print(pyotp.TOTP('{creds.totp_secret}').now())\")")
+    print(f" 3. Devices → {info.hostname} (device {info.device_id}) → Control → give a reason → Ask the user.")
+    _print_prompt_step(info)
+    print(" 5. The viewer shows the device's screen (the demo desktop says \"This is the device's screen\");")
+    print("    click into it to control it; End session stops it.")
+    print()
+    print(f"  agent listener  wss://localhost:{config.agent_port}/agent (mutual TLS)")
+    print(f"  CA fingerprint  {info.ca_fingerprint}")
+    print(f"  data and logs   {config.data_dir}  ({config.data_dir / 'logs'})")
+    print(f"  CLI             helpline admin device list --data {config.data_dir}")
+    print("Press Ctrl-C to stop: the demo stops every process it started.")
+    sys.stdout.flush()
 
 
-def _wait_socket(display: str) -> bool:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    sock = X11_TMP / ".X11-unix" / f"X{display.lstrip(':')}"
-    while time.monotonic() < deadline:
-        if sock.exists():
-            return True
-        time.sleep(0.05)  # polling a file with a deadline
-    return False
-
+def _print_prompt_step(info: DemoInfo) -> None:
+    if info.xvfb_display is not None:
+        print(f" 4. Accept the prompt on display {info.xvfb_display} (the demo's virtual screen, where user "
+              "'demo' counts as logged in).")
+        print("    Nobody can see that screen, so answer it like the device's user would, from this machine:")
+        print(f"      {answer_command(info.xvfb_display)}")
+        if shutil.which("xdotool") is None:
+            print("    (needs xdotool: apt-get install xdotool)")
+    elif info.desktop_display is not None:
+        print(f" 4. Accept the prompt that appears on this desktop (display {info.desktop_display}): click Allow.")
+    else:
+        print(" 4. No display here, so Control ends with \"no display to show the consent prompt on\".")
+        print("    Install xvfb, xdotool and python3-tk and run the demo again for a virtual screen.")
