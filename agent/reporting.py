@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +50,6 @@ HEALTH = "health"
 #: Seconds to wait for an ack before sending the same batch again (the server dedups).
 ACK_TIMEOUT_S = 30.0
 M = TypeVar("M", bound=Message)
-
-_reporters: weakref.WeakKeyDictionary[AgentClient, Reporter] = weakref.WeakKeyDictionary()
-
 
 @dataclass
 class Acked:
@@ -294,13 +290,9 @@ class Reporter:
         await self.flush_health()
 
 
-def reporter_of(client: AgentClient) -> Reporter:
-    return _reporters[client]
-
-
-def setup(client: AgentClient) -> None:
-    reporter = Reporter(client)
-    _reporters[client] = reporter
+def attach(reporter: Reporter) -> None:
+    """Route the inventory and health replies of ``reporter.client`` to ``reporter``; sample while it runs."""
+    client = reporter.client
 
     async def on_inventory_ack(_client: AgentClient, msg: InventoryAck) -> None:
         reporter.on_reply(msg.in_reply_to, msg)

@@ -1,37 +1,67 @@
-"""Assemble the agent: control client plus feature modules (inventory, sessions, tasks)."""
+"""Compose the agent: one control client and its features, each built here and handed what it needs.
+
+The features — inventory and health reporting, remote sessions, maintenance tasks — are
+constructed with their dependencies passed in (the consent UI, the clock, the display) and
+attached to the client's handler table in this order. Nothing is looked up by module name
+or found again through a registry: :class:`Agent` holds the parts, and whoever built it (the
+CLI, a test) reaches each part there.
+"""
 
 from __future__ import annotations
 
-import importlib
 import logging
+import os
+from dataclasses import dataclass
 
 from common.signals import stop_on_signals
 
+from . import reporting, sessions
+from .clock import Clock, SystemClock
 from .config import AgentConfig
+from .consent import ConsentUI
+from .consent.tk import TkConsentUI
 from .control_client import AgentClient, AgentRevoked
+from .reporting import Reporter
+from .sessions import AgentSessions
 from .state import AgentState
+from .tasks import feature as tasks
+from .tasks.service import TaskService
 
 log = logging.getLogger(__name__)
-
-#: Feature modules, each with ``setup(client: AgentClient) -> None``.
-FEATURES: list[str] = [
-    "agent.sessions",
-    "agent.reporting",
-    "agent.tasks.feature",
-]
 
 EXIT_REVOKED = 3
 
 
-def build_client(state: AgentState, config: AgentConfig) -> AgentClient:
+@dataclass(frozen=True)
+class Agent:
+    """The composed agent: the control client and the feature objects attached to it."""
+
+    client: AgentClient
+    sessions: AgentSessions
+    reporter: Reporter
+    tasks: TaskService
+
+
+def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None = None,
+                clock: Clock | None = None) -> Agent:
+    """Build every part and attach it to one client (``ui`` None: Tk prompts on the configured display)."""
     client = AgentClient(state, config)
-    for name in FEATURES:
-        importlib.import_module(name).setup(client)
-    return client
+    display = config.display or os.environ.get("DISPLAY")
+    agent = Agent(
+        client=client,
+        sessions=AgentSessions(client, ui=ui if ui is not None else TkConsentUI(display),
+                               clock=clock if clock is not None else SystemClock(), display=display),
+        reporter=Reporter(client),
+        tasks=TaskService(client),
+    )
+    sessions.attach(agent.sessions)
+    reporting.attach(agent.reporter)
+    tasks.attach(agent.tasks)
+    return agent
 
 
 async def run_agent(state: AgentState, config: AgentConfig) -> int:
-    client = build_client(state, config)
+    client = build_agent(state, config).client
     stop = stop_on_signals()
     try:
         await client.run(stop)

@@ -29,11 +29,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -56,10 +53,10 @@ from protocol.session import (
 )
 from protocol.stream import MAX_PAYLOAD
 
+from .clock import Clock, SystemClock
 from .consent import ConsentUI, ConsentUnavailable, Indicator, IndicatorInfo
 from .consent.decision import ConsentDecision, ConsentRequest, GrantFacts, deny
 from .consent.decision import decide as decide_consent
-from .consent.tk import TkConsentUI
 from .control_client import AgentClient
 from .grants import GrantBook
 from .policy import LocalPolicy
@@ -115,15 +112,20 @@ class RunningSession:
 
 
 class AgentSessions:
-    """Per-agent session manager; its seams (UI, clocks, display, users, runner) are attributes tests may swap."""
+    """Per-agent session manager, given its seams (consent UI, clock, display, who is logged in).
 
-    def __init__(self, client: AgentClient) -> None:
+    Built and attached (:func:`attach`) by :mod:`agent.runtime`; the seams stay attributes so a
+    test may swap one after construction.
+    """
+
+    def __init__(self, client: AgentClient, *, ui: ConsentUI, clock: Clock | None = None,
+                 display: str | None = None, logged_in: Callable[[], list[str]] | None = None) -> None:
         self.client = client
-        self.display: str | None = client.config.display or os.environ.get("DISPLAY")
-        self.ui: ConsentUI | None = None
-        self.wall: Callable[[], float] = time.time
-        self.local_now: Callable[[], datetime] = datetime.now
-        self.logged_in: Callable[[], list[str]] = lambda: logged_in_users(client.config.session_user)
+        #: The X display prompts, the indicator and the screen session use (None: nobody can be asked).
+        self.display = display
+        self.ui = ui
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.logged_in: Callable[[], list[str]] = logged_in or (lambda: logged_in_users(client.config.session_user))
         self.deadline_check_s = DEADLINE_CHECK_S
         self.reconnect_grace_s = RECONNECT_GRACE_S
         self._tasks: set[asyncio.Task[None]] = set()
@@ -138,9 +140,6 @@ class AgentSessions:
         self._book: GrantBook | None = None
 
     # --- seams --------------------------------------------------------------------------
-
-    def consent_ui(self) -> ConsentUI:
-        return self.ui if self.ui is not None else TkConsentUI(self.display)
 
     def policy(self) -> LocalPolicy:
         return LocalPolicy.load(self.client.config.policy_file)
@@ -272,22 +271,22 @@ class AgentSessions:
             facts = GrantFacts(grant=self.book.get(request.grant_id), revoked=request.grant_id in self.book.revoked,
                                device_id=self.book.device_id, group=self.group())
         decision = decide_consent(request, policy, grant=facts, nobody_to_ask=self.nobody_to_ask(),
-                                  now=self.wall(), local=self.local_now())
+                                  now=self.clock.wall(), local=self.clock.local())
         if decision.prompt is None:
             return decision
-        return decision.answered(await self.consent_ui().prompt(decision.prompt))
+        return decision.answered(await self.ui.prompt(decision.prompt))
 
     async def _handle_offer(self, offer: SessionOffer) -> None:
         policy = self.policy()
-        machine = SessionMachine(offer.session_id, offer.mode, created_at=self.wall(),
+        machine = SessionMachine(offer.session_id, offer.mode, created_at=self.clock.wall(),
                                  consent_timeout_s=policy.prompt_timeout_s)
-        machine.offer(self.wall())
+        machine.offer(self.clock.wall())
         try:
             decision = await self.decide(offer, policy)
         except Exception as exc:
             log.exception("deciding on a session offer failed", extra={"session_id": offer.session_id})
             decision = deny("policy", f"agent error: {type(exc).__name__}")
-        machine.answer(accepted=decision.accepted, mode_granted=decision.mode, by=decision.by, now=self.wall())
+        machine.answer(accepted=decision.accepted, mode_granted=decision.mode, by=decision.by, now=self.clock.wall())
         log.info("session answer", extra={"session_id": offer.session_id, "accepted": decision.accepted,
                                           "by": decision.by, "reason": decision.reason})
         await self.client.send(SessionAnswer(session_id=offer.session_id, accepted=decision.accepted,
@@ -343,7 +342,7 @@ class AgentSessions:
         info = IndicatorInfo(technician=running.offer.technician, mode=running.mode,
                              unattended=running.grant is not None)
         try:
-            return await self.consent_ui().indicator(info)
+            return await self.ui.indicator(info)
         except ConsentUnavailable as exc:
             if running.grant is None:
                 # Attended sessions must be visible: no indicator, no session.
@@ -364,7 +363,7 @@ class AgentSessions:
             running.request_end(f"tunnel could not be opened: {type(exc).__name__}", "agent")
             return
         counted = _CountingTunnel(ws)
-        running.machine.start(self.wall())
+        running.machine.start(self.clock.wall())
         indicator = await self._show_indicator(running)
         grant_watch = self._own(self._watch_grant(running)) if running.grant is not None else None
         try:
@@ -402,7 +401,7 @@ class AgentSessions:
                 except TimeoutError:
                     log.info("server did not close the tunnel after session.end; closing it")
             await ws.close(1000, running.end_reason[:120] or "session ended")
-            running.machine.end(running.end_reason, running.ended_by, self.wall())
+            running.machine.end(running.end_reason, running.ended_by, self.clock.wall())
             if indicator is not None:
                 await indicator.close()
             log.info("session ended", extra={"session_id": offer.session_id, "reason": running.end_reason})
@@ -411,9 +410,9 @@ class AgentSessions:
         """Why a session under ``grant`` must end now ("" while the grant still holds)."""
         if grant.grant_id in self.book.revoked:
             return EndReason.GRANT_REVOKED.value
-        if self.wall() >= grant.not_after:
+        if self.clock.wall() >= grant.not_after:
             return EndReason.GRANT_EXPIRED.value
-        if grant.windows and not any(in_window(w, self.local_now()) for w in grant.windows):
+        if grant.windows and not any(in_window(w, self.clock.local()) for w in grant.windows):
             return EndReason.GRANT_WINDOW.value
         return ""
 
@@ -427,8 +426,8 @@ class AgentSessions:
                          extra={"session_id": running.offer.session_id, "reason": reason})
                 running.request_end(reason, "agent")
                 return
-            now = self.wall()
-            left = GrantBook.ends_at(running.grant, now, self.local_now()) - now
+            now = self.clock.wall()
+            left = GrantBook.ends_at(running.grant, now, self.clock.local()) - now
             await asyncio.sleep(min(self.deadline_check_s, max(0.01, left)))
 
     async def _handle_upgrade(self, running: RunningSession, message: SessionMode) -> None:
@@ -470,25 +469,17 @@ class _CountingTunnel:
         return await self.ws.recv()
 
 
-_managers: weakref.WeakKeyDictionary[AgentClient, AgentSessions] = weakref.WeakKeyDictionary()
-
-
-def manager_of(client: AgentClient) -> AgentSessions:
-    """The session manager :func:`setup` attached to ``client``."""
-    return _managers[client]
-
-
-def setup(client: AgentClient) -> None:
-    manager = AgentSessions(client)
-    _managers[client] = manager
-    client.register(SessionOffer, manager.on_offer)
-    client.register(SessionEnd, manager.on_end)
-    client.register(SessionMode, manager.on_mode)
-    client.register(GrantPush, manager.on_grant_push)
-    client.register(GrantRevoke, manager.on_grant_revoke)
-    client.on_ready.append(manager.on_ready)
+def attach(sessions: AgentSessions) -> None:
+    """Route the session and grant messages of ``sessions.client`` to ``sessions``."""
+    client = sessions.client
+    client.register(SessionOffer, sessions.on_offer)
+    client.register(SessionEnd, sessions.on_end)
+    client.register(SessionMode, sessions.on_mode)
+    client.register(GrantPush, sessions.on_grant_push)
+    client.register(GrantRevoke, sessions.on_grant_revoke)
+    client.on_ready.append(sessions.on_ready)
 
     async def on_stop(_client: AgentClient) -> None:
-        await manager.shutdown()
+        await sessions.shutdown()
 
     client.on_stop.append(on_stop)  # the agent stops: its sessions end now, not after the grace

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig
-from agent.control_client import AgentClient
 from agent.enroll import enroll
+from agent.runtime import Agent, build_agent
 from agent.state import AgentState
 from certs.pki import CertificateAuthority, init_pki
 from server.app import HelplineServer
@@ -75,8 +75,11 @@ async def enroll_agent(server: HelplineServer, state_dir: Path, group: str = "de
 
 
 class RunningAgent:
-    def __init__(self, client: AgentClient, task: asyncio.Task[None], stop: asyncio.Event) -> None:
-        self.client, self.task, self.stop_event = client, task, stop
+    """An agent running in the test's loop; its composed parts (client, sessions, reporter, tasks) at hand."""
+
+    def __init__(self, parts: Agent, task: asyncio.Task[None], stop: asyncio.Event) -> None:
+        self.parts, self.task, self.stop_event = parts, task, stop
+        self.client, self.sessions, self.reporter, self.tasks = parts.client, parts.sessions, parts.reporter, parts.tasks
 
     async def stop(self) -> None:
         self.stop_event.set()
@@ -86,17 +89,18 @@ class RunningAgent:
 
 @contextlib.asynccontextmanager
 async def running_agent(state: AgentState, config: AgentConfig | None = None,
-                        setup: Callable[[AgentClient], None] | None = None) -> AsyncIterator[RunningAgent]:
-    """An in-process AgentClient running its reconnect loop until the block exits."""
-    from agent.runtime import build_client
+                        setup: Callable[[Agent], None] | None = None) -> AsyncIterator[RunningAgent]:
+    """An in-process agent (built by :func:`agent.runtime.build_agent`) running until the block exits.
 
+    ``setup`` gets the composed parts before the agent starts, to swap a seam (UI, clock, runner…).
+    """
     config = config or AgentConfig(state_dir=state.directory, backoff_cap_s=1.0)
-    client = build_client(state, config)
+    parts = build_agent(state, config)
     if setup is not None:
-        setup(client)
+        setup(parts)
     stop = asyncio.Event()
-    task = asyncio.create_task(client.run(stop))
-    running = RunningAgent(client, task, stop)
+    task = asyncio.create_task(parts.client.run(stop))
+    running = RunningAgent(parts, task, stop)
     try:
         yield running
     finally:

@@ -22,7 +22,8 @@ import pytest
 from agent.config import AgentConfig
 from agent.control_client import AgentClient
 from agent.inventory import collect_inventory, section_checksums
-from agent.reporting import Reporter, reporter_of
+from agent.reporting import Reporter
+from agent.runtime import Agent
 from agent.state import AgentState
 from protocol.messages import HealthBatch, InventoryReport, Message
 from server.cmdb import health_store, inventory_store
@@ -49,8 +50,8 @@ async def reporting_agent(state: AgentState, cfg: AgentConfig, inventory: Callab
     """An in-process agent whose inventory comes from ``inventory``; its reporter is stopped on exit."""
     holder: list[Reporter] = []
 
-    def setup(client: AgentClient) -> None:
-        reporter = reporter_of(client)
+    def setup(agent: Agent) -> None:
+        reporter, client = agent.reporter, agent.client
         reporter.collect = inventory
         holder.append(reporter)
         if sent is not None:
@@ -339,13 +340,13 @@ async def test_client_owns_background_tasks_and_stop_hooks(tmp_path: Path) -> No
     async def on_stop(_client: AgentClient) -> None:
         events.append("stopped")
 
-    def setup(client: AgentClient) -> None:
-        client.background.append(background)
-        client.on_stop.append(on_stop)
+    def setup(agent: Agent) -> None:
+        agent.client.background.append(background)
+        agent.client.on_stop.append(on_stop)
 
     async with running_agent(state, config(state, health_interval_s=0.05), setup=setup) as agent:
         await asyncio.wait_for(started.wait(), 10)
-        reporter = reporter_of(agent.client)
+        reporter = agent.reporter
         await wait_until(lambda: reporter.samples_taken >= 3, what="sampling while offline")
     assert events == ["started", "cancelled", "stopped"]
     taken = reporter.samples_taken

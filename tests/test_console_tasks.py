@@ -12,7 +12,7 @@ from pathlib import Path
 
 from playwright.async_api import expect
 
-from agent.tasks.feature import service_of
+from agent.runtime import Agent
 from server import devices
 from server.auth.rights import Right
 from server.tasks import store
@@ -38,8 +38,8 @@ async def test_task_from_the_api_shows_runs_and_output_after_a_real_agent_ran_it
     old.write_bytes(b"x" * 1234)
     os.utime(old, (time.time() - 3 * 86400,) * 2)
 
-    def setup(agent_client) -> None:  # type: ignore[no-untyped-def]
-        service = service_of(agent_client)
+    def setup(agent: Agent) -> None:
+        service = agent.tasks
         service.poll_s = 0.05
         service.temp_targets = {"tmp": [junk]}
 

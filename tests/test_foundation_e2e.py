@@ -212,8 +212,8 @@ async def test_renewal_replaces_certificate(tmp_path: Path) -> None:
         (tmp_path / "old.key").chmod(0o600)
         future = datetime.now(UTC) + timedelta(days=21)
 
-        def setup(client) -> None:
-            client.wall_clock = lambda: future
+        def setup(agent) -> None:
+            agent.client.wall_clock = lambda: future
 
         async with running_agent(state, setup=setup) as agent:
             await wait_until(lambda: agent.client.connections >= 2 and agent.client.ready.is_set(), timeout=15,

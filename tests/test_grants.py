@@ -16,10 +16,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.consent.scripted import ScriptedConsentUI
-from agent.control_client import AgentClient
 from agent.grants import GrantBook
 from agent.policy import LocalPolicy
-from agent.sessions import manager_of
+from agent.runtime import Agent
 from certs.errors import GrantSignatureError
 from certs.grants import load_grant_private_key, sign_grant
 from protocol.grants import Grant, Window
@@ -81,7 +80,7 @@ async def test_agent_refuses_bad_grants_itself(tmp_path: Path, xvfb: XvfbHandle)
         ui = ScriptedConsentUI([])
         async with running_agent(state, setup=configure_agent(xvfb.display, ui)) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
-            sessions = manager_of(agent.client)
+            sessions = agent.sessions
             await sessions.on_grant_push(agent.client, GrantPush(grants=list(grants.values()),
                                                                  revoked=["revoked-001"]))
             policy = LocalPolicy()
@@ -119,7 +118,7 @@ async def test_unattended_session_ends_when_grant_is_revoked(tmp_path: Path, xvf
                 "reason": "night maintenance"})
             assert status == 201 and grant["status"] == "active", grant
             gid = grant["grant_id"]
-            sessions = manager_of(agent.client)
+            sessions = agent.sessions
             await wait_until(lambda: sessions.book.get(gid) is not None, what="grant pushed to the agent")
             status, body = await api(server, "POST", f"/api/v1/devices/{state.device_id}/sessions", "ann",
                                      {"mode": "view", "reason": "patch", "grant_id": gid})
@@ -168,7 +167,7 @@ async def test_cli_grant_changes_reach_the_agent(tmp_path: Path) -> None:
         state = await enroll_agent(server, tmp_path / "a", group="lab")
         async with running_agent(state, setup=configure_agent(None, ScriptedConsentUI([]))) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
-            sessions = manager_of(agent.client)
+            sessions = agent.sessions
 
             async def cli(*args: str) -> str:
                 env = {**os.environ, "HELPLINE_DATABASE_URL": server.config.db_url}
@@ -223,14 +222,13 @@ async def test_agent_ends_session_at_window_close_and_at_expiry(tmp_path: Path, 
         state = await enroll_agent(server, tmp_path / "a", group="lab")
         clock = FakeClock(datetime(2024, 1, 1, 21, 58, 30))  # a Monday
 
-        def setup(client: AgentClient) -> None:
-            configure_agent(xvfb.display, ScriptedConsentUI([]))(client)
-            sessions = manager_of(client)
-            sessions.wall, sessions.local_now, sessions.deadline_check_s = clock.wall, clock.local, 0.05
+        def setup(agent: Agent) -> None:
+            configure_agent(xvfb.display, ScriptedConsentUI([]))(agent)
+            agent.sessions.clock, agent.sessions.deadline_check_s = clock, 0.05
 
         async with running_agent(state, setup=setup) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
-            sessions = manager_of(agent.client)
+            sessions = agent.sessions
             cases: tuple[tuple[dict[str, Any], float, str], ...] = (({"windows": [{"days": [0], "start": "21:00", "end": "22:00"}]}, 90.0, "grant window ended"),
                      ({}, 3600.0, "grant expired"))
             for extra, advance, reason in cases:

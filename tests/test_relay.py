@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from agent.consent.scripted import ScriptedConsentUI
-from agent.sessions import AgentSessions, manager_of
+from agent.sessions import AgentSessions
 from agent.state import AgentState
 from certs import tls
 from protocol.control import CloseCode
@@ -54,7 +54,7 @@ class Started:
 
     @property
     def sessions(self) -> AgentSessions:
-        return manager_of(self.agent.client)
+        return self.agent.sessions
 
 
 @contextlib.asynccontextmanager
@@ -85,7 +85,7 @@ async def test_replayed_and_foreign_tunnel_tokens_are_refused(tmp_path: Path, xv
             sid = await _streaming(server, state, agent)
             async with viewer_for(server, sid) as viewer:
                 await viewer.wait_for_updates(1, 15)
-                token = manager_of(agent.client).running[sid].offer.tunnel_token
+                token = agent.sessions.running[sid].offer.tunnel_token
                 url = f"wss://localhost:{server.agent_port}/agent/tunnel/{sid}"
                 for who, code in ((other, "foreign_token"), (state, "token_used")):
                     ctx = tls.agent_client_context(who.ca_path, who.cert_path, who.key_path)
@@ -225,7 +225,7 @@ async def test_stream_access_rules(tmp_path: Path, xvfb: XvfbHandle) -> None:  #
                 assert refused.value.response.status_code == 403
             status, body = await api(server, "POST", f"/api/v1/sessions/{sid}/end", "ann")
             assert status == 200 and body["state"] == "ended" and body["ended_by"] == "technician"
-            await wait_until(lambda: not manager_of(agent.client).pending, what="agent withdrew the prompt")
+            await wait_until(lambda: not agent.sessions.pending, what="agent withdrew the prompt")
 
 
 async def test_disabling_the_technician_closes_a_running_stream(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811

@@ -15,8 +15,8 @@ import pytest
 
 from agent.config import AgentConfig
 from agent.consent.tk_app import ALLOW_BG, DENY_BG, END_BG, INDICATOR_TITLE, PROMPT_TITLE
-from agent.control_client import AgentClient
-from agent.sessions import USERS_ENV, logged_in_users, manager_of
+from agent.runtime import Agent
+from agent.sessions import USERS_ENV, logged_in_users
 from server.sessions import SESSIONS
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.test_session_helpers import (
@@ -61,7 +61,7 @@ async def test_denied_consent_sends_no_screen_byte(tmp_path: Path, xvfb: XvfbHan
                 await click_colour(xvfb.display, DENY_BG)
                 await asyncio.wait_for(viewer.closed.wait(), 10)
             assert viewer.stats.bytes_received == 0 and viewer.stats.updates == 0
-            assert manager_of(agent.client).tunnel_bytes.get(sid, 0) == 0
+            assert agent.sessions.tunnel_bytes.get(sid, 0) == 0
             status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
             assert status == 200 and body["state"] == "ended" and body["answered_by"] == "user"
             assert body["bytes_to_technician"] == 0 and body["started_at"] is None
@@ -86,7 +86,7 @@ async def test_unanswered_prompt_times_out_to_deny(tmp_path: Path, xvfb: XvfbHan
                 assert time.monotonic() - started < 4.0
             await wait_window(xvfb.display, PROMPT_TITLE, present=False)
             assert viewer.stats.bytes_received == 0
-            assert manager_of(agent.client).tunnel_bytes.get(sid, 0) == 0
+            assert agent.sessions.tunnel_bytes.get(sid, 0) == 0
             _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
             assert body["answered_by"] == "timeout" and body["end_reason"] == "no answer to the consent prompt"
             await wait_for_audit(server, "session.timed_out")
@@ -112,7 +112,7 @@ async def test_view_only_session_refuses_input_and_audits_it(tmp_path: Path, xvf
             _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
             assert body["mode"] == "view" and body["bytes_to_technician"] > 0
             assert body["end_reason"] == "technician disconnected"
-            await wait_until(lambda: not manager_of(agent.client).running, what="agent side ended")
+            await wait_until(lambda: not agent.sessions.running, what="agent side ended")
 
 
 async def test_end_session_on_indicator_closes_tunnel_within_a_second(tmp_path: Path,
@@ -164,11 +164,11 @@ async def test_local_policy_forbidding_control_wins(tmp_path: Path, xvfb: XvfbHa
             assert "session.control_enabled" not in actions
 
 
-def _only_users(users: list[str]) -> Callable[[AgentClient], None]:
+def _only_users(users: list[str]) -> Callable[[Agent], None]:
     """A setup hook that leaves the display to AgentConfig/$DISPLAY and fakes only the logged-in users."""
 
-    def setup(client: AgentClient) -> None:
-        manager_of(client).logged_in = lambda: list(users)
+    def setup(agent: Agent) -> None:
+        agent.sessions.logged_in = lambda: list(users)
 
     return setup
 
@@ -194,7 +194,7 @@ async def test_nobody_logged_in_denies_attended_sessions(tmp_path: Path, xvfb: X
         config = AgentConfig(state_dir=tmp_path / "agent", backoff_cap_s=1.0, display=xvfb.display)
         async with running_agent(state, config, setup=_only_users([])) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
-            assert manager_of(agent.client).display == xvfb.display
+            assert agent.sessions.display == xvfb.display
             body = await _denied_with(server, state.device_id)
             assert body["end_reason"] == "nobody is logged in to ask for consent"
             assert find_colour(xvfb.display, ALLOW_BG) is None
@@ -209,7 +209,7 @@ async def test_no_display_denies_attended_sessions(tmp_path: Path, monkeypatch: 
         state = await enroll_agent(server, tmp_path / "agent")
         async with running_agent(state, _config(tmp_path), setup=_only_users(["tester"])) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
-            assert manager_of(agent.client).display is None
+            assert agent.sessions.display is None
             body = await _denied_with(server, state.device_id)
             assert body["end_reason"] == "no display to show the consent prompt on"
 
@@ -249,8 +249,8 @@ async def test_idle_session_ends_but_input_and_screen_changes_keep_it(tmp_path: 
                 await asyncio.wait_for(viewer.closed.wait(), 6)
                 idle_for = time.monotonic() - quiet
             assert 1.0 <= idle_for < 4.0, idle_for
-            await wait_until(lambda: sid not in manager_of(agent.client).running, what="agent side ended")
-            assert manager_of(agent.client).finished[sid] == "idle timeout"
+            await wait_until(lambda: sid not in agent.sessions.running, what="agent side ended")
+            assert agent.sessions.finished[sid] == "idle timeout"
             _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
             assert body["end_reason"] == "idle timeout" and body["ended_by"] == "server"
             record = await wait_for_audit(server, "session.ended")

@@ -21,9 +21,9 @@ import mss
 import numpy as np
 from aiohttp import web
 
+from agent.consent.tk import TkConsentUI
 from agent.consent.ui import ConsentUI
-from agent.control_client import AgentClient
-from agent.sessions import manager_of
+from agent.runtime import Agent
 from agent.viewer import Viewer
 from certs import tls
 from server import audit
@@ -64,16 +64,16 @@ def viewer_for(server: HelplineServer, session_id: str, user: str = "ann", origi
 
 
 def configure_agent(display: str | None, ui: ConsentUI | None = None, *, users: tuple[str, ...] = ("tester",),
-                    reconnect_grace_s: float | None = None, **screen: Any) -> Callable[[AgentClient], None]:
+                    reconnect_grace_s: float | None = None, **screen: Any) -> Callable[[Agent], None]:
     """A running_agent setup hook: sessions on ``display`` with the given consent UI (None = real Tk).
 
     ``users`` stands in for the logged-in users (Xvfb has no utmp login); ``()`` = nobody.
     """
 
-    def setup(client: AgentClient) -> None:
-        manager = manager_of(client)
+    def setup(agent: Agent) -> None:
+        manager = agent.sessions
         manager.display = display
-        manager.ui = ui
+        manager.ui = ui if ui is not None else TkConsentUI(display)
         manager.logged_in = lambda: list(users)
         manager.screen_kwargs = dict(screen)
         if reconnect_grace_s is not None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from agent.tasks.feature import service_of
+from agent.runtime import Agent
 from certs import tls
 from protocol.tasks import TaskArtifactBegin, TaskArtifactChunk
 from server import audit
@@ -45,9 +45,9 @@ async def _as_header(request: aiohttp.web.Request) -> Principal | None:
     return None
 
 
-def _small_chunks(client: Any) -> None:
-    service_of(client).poll_s = 0.05
-    service_of(client).uploader.chunk_size = 4096  # several chunks even for a small bundle
+def _small_chunks(agent: Agent) -> None:
+    agent.tasks.poll_s = 0.05
+    agent.tasks.uploader.chunk_size = 4096  # several chunks even for a small bundle
 
 
 async def test_diagnostics_bundle_arrives_verified_and_downloads_with_the_right(tmp_path: Path) -> None:

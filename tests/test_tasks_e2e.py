@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent.tasks.feature import service_of
+from agent.runtime import Agent
 from protocol.grants import Window
 from server import audit
 from server.tasks import store
@@ -43,8 +43,8 @@ def pids_to_reap():
 HARMLESS = {"targets": ["tmp"], "dry_run": True}
 
 
-def _fast(client) -> None:
-    service_of(client).poll_s = 0.05
+def _fast(agent: Agent) -> None:
+    agent.tasks.poll_s = 0.05
 
 
 async def test_signed_script_runs_and_output_and_exit_code_arrive(tmp_path: Path) -> None:
@@ -132,9 +132,9 @@ async def test_task_outside_window_waits_then_runs_when_window_opens(tmp_path: P
         scheduler_of(server).tick_s = 0.1
         local = {"now": datetime(2026, 1, 5, 1, 0, tzinfo=UTC)}  # a Monday, 01:00 device time
 
-        def setup(client) -> None:
-            _fast(client)
-            service_of(client).local = lambda: local["now"]
+        def setup(agent: Agent) -> None:
+            _fast(agent)
+            agent.tasks.local = lambda: local["now"]
 
         touched = tmp_path / "ran"
         async with running_agent(state, setup=setup):
@@ -163,10 +163,10 @@ async def test_waiting_task_is_refused_when_grant_expires_before_window(tmp_path
         scheduler_of(server).tick_s = 0.1
         clock = {"now": __import__("time").time()}
 
-        def setup(client) -> None:
-            _fast(client)
-            service_of(client).local = lambda: datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
-            service_of(client).clock = lambda: clock["now"]
+        def setup(agent: Agent) -> None:
+            _fast(agent)
+            agent.tasks.local = lambda: datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
+            agent.tasks.clock = lambda: clock["now"]
 
         touched = tmp_path / "ran"
         async with running_agent(state, setup=setup):
@@ -244,9 +244,9 @@ async def test_grant_revoked_on_the_agent_refuses_a_waiting_task(tmp_path: Path)
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
         scheduler_of(server).tick_s = 0.1
 
-        def setup(client) -> None:
-            _fast(client)
-            service_of(client).local = lambda: datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
+        def setup(agent: Agent) -> None:
+            _fast(agent)
+            agent.tasks.local = lambda: datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
 
         async with running_agent(state, setup=setup):
             grant = grant_for(server, devices=[state.device_id],

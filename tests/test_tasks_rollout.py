@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from agent.tasks.feature import service_of
 from server import audit
 from server.tasks import store
 from server.tasks.feature import scheduler_of
@@ -23,7 +22,7 @@ async def test_wave_rollout_stops_when_failure_rate_passes_threshold(tmp_path: P
         states = [await enroll_agent(server, tmp_path / f"agent{i}", group="fleet") for i in range(4)]
         async with contextlib.AsyncExitStack() as stack:
             for state in states:
-                await stack.enter_async_context(running_agent(state, setup=lambda c: setattr(service_of(c), "poll_s", 0.05)))
+                await stack.enter_async_context(running_agent(state, setup=lambda agent: setattr(agent.tasks, "poll_s", 0.05)))
             # The script fails on a device whose state dir holds a "fail" file (cwd is <state>/task-work/<run>).
             script = 'echo ran > ../../ran\nif [ -e ../../fail ]; then exit 1; fi\n'
             params = {"interpreter": "sh", "args": []}

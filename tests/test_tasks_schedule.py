@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.tasks.feature import service_of
 from server.tasks import lifecycle, store
 from server.tasks.cron import Cron, CronError, next_occurrence
 from server.tasks.feature import scheduler_of
@@ -140,7 +139,7 @@ async def test_one_bad_stored_schedule_does_not_stop_other_deliveries(tmp_path: 
                                 (bad_window["id"],))
         good_task = await store.create_task(server.db, store.TaskSpec(group="good", grant=good_grant, **every_minute),
                                             actor="admin1", now=created)
-        async with running_agent(good, setup=lambda c: setattr(service_of(c), "poll_s", 0.05)):
+        async with running_agent(good, setup=lambda agent: setattr(agent.tasks, "poll_s", 0.05)):
             await wait_until(lambda: server.connections.get(good.device_id) is not None, what="good agent connected")
             scheduler.clock = time.time
             scheduler.wake.set()

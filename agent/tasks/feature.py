@@ -1,8 +1,7 @@
-"""Agent feature: maintenance tasks (``task.run`` / ``task.cancel`` / ``task.result.ack``)."""
+"""Agent feature: maintenance tasks (``task.run`` / ``task.cancel`` / ``task.result.ack``) routed to a TaskService."""
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING
 
 from protocol.tasks import TaskArtifactAck, TaskCancel, TaskResultAck, TaskRun
@@ -12,17 +11,10 @@ from .service import TaskService
 if TYPE_CHECKING:
     from agent.control_client import AgentClient
 
-_SERVICES: weakref.WeakKeyDictionary[AgentClient, TaskService] = weakref.WeakKeyDictionary()
 
-
-def service_of(client: AgentClient) -> TaskService:
-    """The task service of a client (tests use it to inject the clock and the command runner)."""
-    return _SERVICES[client]
-
-
-def setup(client: AgentClient) -> None:
-    service = TaskService(client)
-    _SERVICES[client] = service
+def attach(service: TaskService) -> None:
+    """Route the task messages of ``service.client`` to ``service``."""
+    client = service.client
 
     async def on_run(_client: AgentClient, message: TaskRun) -> None:
         await service.on_run(message)
