@@ -1,7 +1,8 @@
 """Serve the technician console (``console/``) with a strict Content-Security-Policy.
 
 Every console-listener response — pages, static files, API answers, errors — gets the
-security headers (through ``on_response_prepare``, so even the auth middleware's 401s do).
+security headers (through ``on_response_prepare``, so even the enforcing middleware's 401s do).
+The page and its static files are public routes (:mod:`server.api`): the login form is there.
 The CSP allows scripts and styles from our own origin only: no inline script, no inline
 ``style`` attributes in markup, no ``eval``; the page cannot be framed.
 """
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+from . import api
 
 if TYPE_CHECKING:
     from .app import HelplineServer
@@ -56,6 +59,7 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
 
 
 async def index(_request: web.Request) -> web.StreamResponse:
+    """The technician console"""
     return web.FileResponse(CONSOLE_DIR / "index.html", headers={"Cache-Control": "no-store",
                                                                  "Content-Type": "text/html; charset=utf-8"})
 
@@ -63,5 +67,7 @@ async def index(_request: web.Request) -> web.StreamResponse:
 def setup(server: HelplineServer) -> None:
     app = server.console_app
     app.on_response_prepare.append(add_security_headers)
-    app.router.add_get("/", index)
-    app.router.add_static("/static/", CONSOLE_DIR / "static", follow_symlinks=False, append_version=False)
+    page = api.Route("GET", "/", index, api.PUBLIC, content={"text/html": {"schema": {"type": "string"}}},
+                     extra={"x-helpline-undocumented": True})
+    api.add_routes(app, [page])
+    api.add_static(app, "/static/", CONSOLE_DIR / "static")

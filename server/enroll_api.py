@@ -1,22 +1,23 @@
-"""Enrollment over the console listener (server-authenticated TLS).
+"""Enrollment over the console listener (server-authenticated TLS); both routes are public.
 
-``GET /api/v1/enroll/ca.pem`` serves the org CA (public; the agent checks it against the
-pinned fingerprint). ``POST /api/v1/enroll`` takes ``{"token", "csr"}`` and returns the
-device's certificate. Every refusal is a 4xx JSON error and is audited.
+``GET /api/v1/enroll/ca.pem`` serves the org CA (the agent checks it against the pinned
+fingerprint). ``POST /api/v1/enroll`` takes ``{"token", "csr"}`` (at most 16 KiB: 413 above)
+and returns the device's certificate; the one-time token is the credential. Every refusal is
+a 4xx JSON error and is audited.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any
 
+import msgspec
 from aiohttp import web
 
-from .agent_channel import SERVER_KEY
-from .enrollment import EnrollmentError, enroll
-from .http_util import json_error
+from . import api
+from .api.openapi import add_schemas
+from .enrollment import enroll
 
 if TYPE_CHECKING:
     from .app import HelplineServer
@@ -26,48 +27,69 @@ log = logging.getLogger(__name__)
 MAX_ENROLL_BODY = 16 * 1024
 
 
-@dataclass(frozen=True)
-class PublicPki:
-    """The public halves handed to enrolling agents, read once at start (no file I/O per request)."""
+class EnrollRequest(msgspec.Struct, forbid_unknown_fields=True):
+    token: Annotated[str, msgspec.Meta(max_length=512, description="One-time enrollment token (`hlt_…`).")]
+    csr: Annotated[str, msgspec.Meta(max_length=MAX_ENROLL_BODY,
+                                     description="PEM certificate signing request (ECDSA P-256).")]
 
+
+SCHEMAS: dict[str, Any] = {
+    "Enrollment": {"type": "object", "required": ["device_id", "group", "certificate", "grant_public_key",
+                                                  "agent_url"], "properties": {
+        "device_id": {"type": "string"}, "group": {"type": "string"},
+        "certificate": {"type": "string", "description": "The device's client certificate (PEM)."},
+        "grant_public_key": {"type": "string", "description": "PEM key the agent verifies grants with."},
+        "agent_url": {"type": "string", "description": "`wss://host:port/agent` (mutual TLS)."}}},
+}
+
+
+@dataclass(frozen=True)
+class EnrollHandlers:
+    """The public halves handed to enrolling agents are read once at start (no file I/O per request)."""
+
+    server: HelplineServer
     ca_pem: bytes
     grant_pub: bytes
 
+    async def ca_certificate(self, _request: web.Request) -> web.Response:
+        """The organisation's CA certificate"""
+        return web.Response(body=self.ca_pem, content_type="application/x-pem-file")
 
-PUBLIC_PKI: web.AppKey[PublicPki] = web.AppKey("helpline_public_pki", PublicPki)
+    async def post_enroll(self, request: web.Request) -> web.Response:
+        """Enroll a device"""
+        body = api.body(request, EnrollRequest)
+        server = self.server
+        try:
+            result = await enroll(api.db(request), server.ca, token=body.token, csr_pem=body.csr,
+                                  lifetime=server.device_cert_lifetime, peer=request.remote or "")
+        except api.ApiError as exc:
+            log.warning("enrollment refused", extra={"code": exc.code, "peer": request.remote})
+            raise
+        log.info("device enrolled", extra={"device_id": result.device_id, "group": result.group})
+        return web.json_response({
+            "device_id": result.device_id,
+            "group": result.group,
+            "certificate": result.certificate_pem,
+            "grant_public_key": self.grant_pub.decode(),
+            "agent_url": f"wss://{server.config.public_host}:{server.agent_port}/agent",
+        })
 
 
-async def ca_pem(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[PUBLIC_PKI].ca_pem, content_type="application/x-pem-file")
-
-
-async def post_enroll(request: web.Request) -> web.Response:
-    server = request.app[SERVER_KEY]
-    if request.content_length is not None and request.content_length > MAX_ENROLL_BODY:
-        return json_error(413, "too_large", "enrollment request too large")
-    try:
-        body = json.loads(await request.content.read(MAX_ENROLL_BODY + 1))
-    except (ValueError, UnicodeDecodeError):
-        return json_error(400, "malformed", "body must be a JSON object")
-    if not isinstance(body, dict) or not isinstance(body.get("token"), str) or not isinstance(body.get("csr"), str):
-        return json_error(400, "invalid", "expected {\"token\": string, \"csr\": PEM string}")
-    try:
-        result = await enroll(server.db, server.ca, token=body["token"], csr_pem=body["csr"],
-                              lifetime=server.device_cert_lifetime, peer=request.remote or "")
-    except EnrollmentError as exc:
-        log.warning("enrollment refused", extra={"code": exc.code, "peer": request.remote})
-        return json_error(exc.status, exc.code, exc.message)
-    log.info("device enrolled", extra={"device_id": result.device_id, "group": result.group})
-    return web.json_response({
-        "device_id": result.device_id,
-        "group": result.group,
-        "certificate": result.certificate_pem,
-        "grant_public_key": request.app[PUBLIC_PKI].grant_pub.decode(),
-        "agent_url": f"wss://{server.config.public_host}:{server.agent_port}/agent",
-    })
+def routes(handlers: EnrollHandlers) -> list[api.Route]:
+    return [
+        api.Route("GET", "/api/v1/enroll/ca.pem", handlers.ca_certificate, api.PUBLIC,
+                  content={"application/x-pem-file": {"schema": {"type": "string"}}},
+                  description="The agent checks it against the fingerprint it was given before trusting it."),
+        api.Route("POST", "/api/v1/enroll", handlers.post_enroll, api.PUBLIC, body=EnrollRequest,
+                  response="Enrollment", max_body=MAX_ENROLL_BODY,
+                  description="Public: the one-time token is the credential. Body at most 16 KiB. Every refusal "
+                              "is audited.",
+                  errors={400: "Malformed body or CSR (`malformed`, `invalid`, `bad_csr`)",
+                          401: "Token invalid, used or expired (`invalid_token`, `token_used`, `token_expired`)"}),
+    ]
 
 
 def setup(server: HelplineServer) -> None:
-    server.console_app[PUBLIC_PKI] = PublicPki(server.pki.ca_pem.read_bytes(), server.pki.grant_pub.read_bytes())
-    server.console_app.router.add_get("/api/v1/enroll/ca.pem", ca_pem)
-    server.console_app.router.add_post("/api/v1/enroll", post_enroll)
+    handlers = EnrollHandlers(server, server.pki.ca_pem.read_bytes(), server.pki.grant_pub.read_bytes())
+    api.add_routes(server.console_app, routes(handlers))
+    add_schemas(server.console_app, SCHEMAS)

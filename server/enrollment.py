@@ -18,19 +18,10 @@ from certs.pki import CertificateAuthority, certificate_serial_hex
 from common.hashing import hash_secret, verify_secret
 
 from . import audit, devices
+from .errors import ApiError
 from .store import Database
 
 TOKEN_PREFIX = "hlt_"  # noqa: S105 - a format prefix, not a secret
-
-
-class EnrollmentError(Exception):
-    """Refused enrollment; ``status`` is the HTTP status, ``code`` the machine-readable reason."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -61,7 +52,7 @@ async def create_token(db: Database, *, group: str, ttl_s: float, uses: int, act
 
 def _split(token: str) -> tuple[str, str]:
     if not token.startswith(TOKEN_PREFIX) or "." not in token or len(token) > 200:
-        raise EnrollmentError(401, "invalid_token", "enrollment token is not valid")
+        raise ApiError(401, "invalid_token", "enrollment token is not valid")
     token_id, secret = token[len(TOKEN_PREFIX):].split(".", 1)
     return token_id, secret
 
@@ -84,25 +75,25 @@ async def enroll(
         async with db.transaction() as tx:
             row = await tx.fetchone("SELECT * FROM enrollment_tokens WHERE id = ?", (token_id,))
             if row is None or not verify_secret(secret, row["token_hash"]):
-                raise EnrollmentError(401, "invalid_token", "enrollment token is not valid")
+                raise ApiError(401, "invalid_token", "enrollment token is not valid")
             if row["expires_at"] < time.time():
-                raise EnrollmentError(401, "token_expired", "enrollment token has expired")
+                raise ApiError(401, "token_expired", "enrollment token has expired")
             if row["uses_left"] < 1:
-                raise EnrollmentError(401, "token_used", "enrollment token has already been used")
+                raise ApiError(401, "token_used", "enrollment token has already been used")
             try:
                 cert = ca.sign_device_csr(csr_pem.encode(), device_id, now=datetime.now(UTC), lifetime=lifetime)
             except CsrError as exc:
-                raise EnrollmentError(400, "bad_csr", f"certificate request refused: {exc}") from exc
+                raise ApiError(400, "bad_csr", f"certificate request refused: {exc}") from exc
             updated = await tx.execute(
                 "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0", (token_id,)
             )
             if updated != 1:
-                raise EnrollmentError(401, "token_used", "enrollment token has already been used")
+                raise ApiError(401, "token_used", "enrollment token has already been used")
             not_after = cert.not_valid_after_utc.timestamp()
             await devices.register(tx, device_id, row["group_name"], certificate_serial_hex(cert), not_after)
             await audit.append_in(tx, "enrollment", "device.enroll", device_id,
                                   {"token_id": token_id, "group": row["group_name"], "peer": peer})
-    except EnrollmentError as exc:
+    except ApiError as exc:
         await audit.append(db, "enrollment", "device.enroll.refused", "", {"code": exc.code, "peer": peer})
         raise
     from cryptography.hazmat.primitives.serialization import Encoding

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from common.hashing import hash_secret
-from server import audit
+from server import api, audit
 from server.accounts import LOGIN_SERVICE, admin, live, passwords, sessions, totp
 from server.accounts.ratelimit import SlidingWindow
-from server.auth.middleware import require
 from server.auth.rights import Right
 from tests.harness import running_server, wait_until
 from tests.test_accounts_support import client, cookie_value, login, make_user
@@ -215,7 +215,6 @@ async def test_disable_and_session_revocation_close_live_websockets(tmp_path: Pa
     """Disabling a user (from another 'process' via the event table) or revoking a session closes its websockets."""
 
     async def probe_ws(request: web.Request) -> web.WebSocketResponse:
-        require(request, Right.VIEW_INVENTORY)
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         async with live.track(request, ws):
@@ -225,7 +224,8 @@ async def test_disable_and_session_revocation_close_live_websockets(tmp_path: Pa
 
     async with running_server(tmp_path / "srv") as server:
         server.console_app.router._frozen = False  # add a probe route to the running app (test only)
-        server.console_app.router.add_get("/api/v1/test/ws", probe_ws)
+        api.add_routes(server.console_app, [api.Route("GET", "/api/v1/test/ws", probe_ws, Right.VIEW_INVENTORY,
+                                                      websocket=True)])
         acct = await make_user(server, "wes", "technician", groups={"lab": None})
         url = f"wss://localhost:{server.console_port}/api/v1/test/ws"
         async with client(server) as http:
@@ -296,6 +296,41 @@ async def test_non_admins_cannot_administer(tmp_path: Path, role: str) -> None:
                                        ("POST", f"/api/v1/users/{acct.user_id}/reset-totp", {})):
                 async with http.request(method, path, json=body, headers=headers) as resp:
                     assert resp.status == 403, (method, path)
+
+
+async def test_each_account_action_is_its_own_audited_route(tmp_path: Path) -> None:
+    """disable (never oneself), enable, reset-password, reset-totp and unlock each answer on their own route and
+    are audited; an action that is not declared answers 404; the reset password then logs in (to TOTP enrollment)."""
+    async with running_server(tmp_path / "srv") as server:
+        root = await make_user(server, "root", "admin")
+        tess = await make_user(server, "tess", "technician")
+        async with client(server) as http:
+            headers = {"X-CSRF-Token": (await login(http, root)).csrf}
+
+            async def act(user: str, action: str) -> tuple[int, dict[str, Any]]:
+                async with http.post(f"/api/v1/users/{user}/{action}", headers=headers) as resp:
+                    return resp.status, await resp.json()
+
+            assert await act(root.user_id, "disable") == (
+                400, {"error": {"code": "invalid", "message": "you cannot disable your own account"}})
+            status, body = await act("tess", "disable")
+            assert status == 200 and body["user"]["disabled"] is True
+            status, body = await act(tess.user_id, "enable")
+            assert status == 200 and body["user"]["disabled"] is False
+            status, body = await act("tess", "reset-password")
+            assert status == 200 and isinstance(body["password"], str)
+            tess.password = body["password"]
+            assert await act("tess", "reset-totp") == (200, {"ok": True})
+            assert await act("tess", "unlock") == (200, {"ok": True})
+            assert (await act("tess", "promote"))[0] == 404
+            assert await act("nobody", "unlock") == (404, {"error": {"code": "unknown_user",
+                                                                     "message": "no user 'nobody'"}})
+        async with client(server) as other:
+            result = await login(other, tess, code="")
+            assert (result.status, result.body["error"]["code"]) == (401, "totp_enrollment_required")
+        for action in ("user.disable", "user.enable", "user.reset_password", "user.reset_totp", "user.unlock"):
+            records = await audit.recent(server.db, action=action, target=tess.user_id)
+            assert [r["actor"] for r in records] == ["root"], action
 
 
 def test_admin_user_cli_create_list_grant_disable_reset_and_audit_verify(tmp_path: Path,

@@ -97,6 +97,9 @@ async def test_token_reuse_expired_wrong_and_bad_csr_are_refused(tmp_path: Path)
         ]:
             status, answer = await asyncio.to_thread(post, body)
             assert 400 <= status < 500 and answer["error"]["code"] == code, (status, answer)
+        oversize = json.dumps({"token": good_token, "csr": "A" * 17_000}).encode()  # over the 16 KiB limit
+        status, answer = await asyncio.to_thread(post, oversize)
+        assert (status, answer["error"]["code"]) == (413, "too_large"), (status, answer)
         refusals = await audit.recent(server.db, action="device.enroll.refused")
         assert {json.loads(r["details"])["code"] for r in refusals} >= {"token_used", "token_expired",
                                                                          "invalid_token", "bad_csr"}

@@ -24,6 +24,7 @@ from certs.grants import load_grant_private_key, sign_grant
 from protocol.grants import Grant, Window
 from protocol.session import GrantPush, SessionOffer
 from server.sessions import SESSIONS
+from tests.conftest import add_device
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.test_session_helpers import api, configure_agent, install_test_auth, viewer_for, wait_for_audit
 from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
@@ -159,6 +160,31 @@ async def test_four_eyes_approval(tmp_path: Path) -> None:
         assert status == 200 and [g["grant_id"] for g in listing["grants"]] == [gid]
         assert (await api(server, "GET", "/api/v1/grants", "vic"))[0] == 403
         await wait_for_audit(server, "grant.approve")
+
+
+async def test_grant_of_another_group_answers_like_a_missing_one(tmp_path: Path) -> None:
+    """A manager of group 'other' gets the same 404 for a 'lab' grant (read, revoke) or a 'lab' device (create)
+    as for ones that do not exist, and the listing leaves the grant out; the grant stays active."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        await add_device(server.db, "dev-lab", "lab")
+        status, grant = await api(server, "POST", "/api/v1/grants", "root", {
+            "groups": ["lab"], "technicians": ["ann"], "actions": ["view"], "duration_s": 600})
+        assert status == 201, grant
+        gid = grant["grant_id"]
+        for method, suffix in (("GET", ""), ("POST", "/revoke")):
+            foreign = await api(server, method, f"/api/v1/grants/{gid}{suffix}", "bob")
+            missing = await api(server, method, f"/api/v1/grants/g-0000000000000000{suffix}", "bob")
+            assert foreign == missing == (404, {"error": {"code": "not_found", "message": "no such grant"}}), suffix
+        status, listing = await api(server, "GET", "/api/v1/grants", "bob")
+        assert status == 200 and listing == {"grants": []}
+        body = {"technicians": ["ann"], "actions": ["view"], "duration_s": 600}
+        foreign = await api(server, "POST", "/api/v1/grants", "bob", {**body, "devices": ["dev-lab"]})
+        missing = await api(server, "POST", "/api/v1/grants", "bob", {**body, "devices": ["dev-lab"[:3]]})
+        assert foreign[0] == missing[0] == 404 and foreign[1]["error"]["code"] == "not_found"
+        assert (await api(server, "POST", "/api/v1/grants", "bob", {**body, "groups": ["lab"]}))[0] == 403
+        status, seen = await api(server, "GET", f"/api/v1/grants/{gid}", "ann")
+        assert status == 200 and seen["status"] == "active"
 
 
 async def test_cli_grant_changes_reach_the_agent(tmp_path: Path) -> None:

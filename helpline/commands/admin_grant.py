@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 
 from certs.pki import PkiPaths
+from server.errors import ApiError
 from server.grants import store
 
 from .common import add_server_options, parse_duration, print_table, server_config, with_database
@@ -66,7 +67,7 @@ def _create(args: argparse.Namespace) -> int:
             actions=[a.strip() for a in args.action.split(",") if a.strip()], windows=store.parse_windows(args.window),
             not_before=now, not_after=now + args.valid, reason=args.reason)
         grant = store.build(request, _who(args), now=now)
-    except store.GrantError as exc:
+    except ApiError as exc:
         print(f"helpline: {exc.message}")
         return 2
     four_eyes = bool(getattr(config, "grant_four_eyes", False))
@@ -83,7 +84,7 @@ def _approve(args: argparse.Namespace) -> int:
         row = with_database(config, lambda db: store.approve(db, key, args.grant_id,
                                                              actor=f"cli:{getpass.getuser()}",
                                                              approver=_who(args)))
-    except store.GrantError as exc:
+    except ApiError as exc:
         print(f"helpline: {exc.message}")
         return 2
     print(f"{row['grant_id']} {row['status']}")
@@ -113,7 +114,7 @@ def _revoke(args: argparse.Namespace) -> int:
     config = server_config(args)
     try:
         row = with_database(config, lambda db: store.revoke(db, args.grant_id, actor=f"cli:{getpass.getuser()}"))
-    except store.GrantError as exc:
+    except ApiError as exc:
         print(f"helpline: {exc.message}")
         return 2
     print(f"{row['grant_id']} {row['status']}")

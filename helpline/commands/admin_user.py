@@ -11,8 +11,8 @@ import sys
 import time
 
 from server.accounts import admin, users
-from server.accounts.users import AccountError
 from server.auth.rights import Right
+from server.errors import ApiError
 from server.store import Database
 
 from .common import add_server_options, parse_duration, print_table, server_config, with_database
@@ -87,7 +87,7 @@ def _register_group(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_server_options(listing)
     listing.set_defaults(handler=_group_list)
 
-def _fail(exc: AccountError) -> int:
+def _fail(exc: ApiError) -> int:
     print(f"helpline: {exc.message}", file=sys.stderr)
     return 1
 
@@ -98,9 +98,9 @@ def _ask_password(args: argparse.Namespace) -> str | None:
     if not first:
         return None
     if len(first) < 12:
-        raise AccountError("weak_password", "passwords must have at least 12 characters")
+        raise ApiError(400, "weak_password", "passwords must have at least 12 characters")
     if getpass.getpass("Repeat password: ") != first:
-        raise AccountError("mismatch", "passwords differ")
+        raise ApiError(400, "mismatch", "passwords differ")
     return first
 
 def _create(args: argparse.Namespace) -> int:
@@ -115,7 +115,7 @@ def _create(args: argparse.Namespace) -> int:
             return created
 
         created = with_database(config, work)
-    except AccountError as exc:
+    except ApiError as exc:
         return _fail(exc)
     print(f"created {created.user.role} {created.user.username} ({created.user.id})")
     if chosen is None:
@@ -159,7 +159,7 @@ def _simple(args: argparse.Namespace) -> int:
         else:
             with_database(config, lambda db: admin.unlock(db, args.name, actor=_actor()))
             print(f"{args.name} unlocked")
-    except AccountError as exc:
+    except ApiError as exc:
         return _fail(exc)
     return 0
 
@@ -171,7 +171,7 @@ def _grant(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"helpline: {exc}", file=sys.stderr)
         return 2
-    except AccountError as exc:
+    except ApiError as exc:
         return _fail(exc)
     print(f"{args.name} on {args.group}: {', '.join(stored.as_names()) or '(none)'}")
     return 0
@@ -180,7 +180,7 @@ def _ungrant(args: argparse.Namespace) -> int:
     try:
         removed = with_database(server_config(args),
                                 lambda db: admin.remove_rights(db, args.name, args.group, actor=_actor()))
-    except AccountError as exc:
+    except ApiError as exc:
         return _fail(exc)
     print(f"{args.name} on {args.group}: {'removed' if removed else 'had no rights there'}")
     return 0
@@ -189,7 +189,7 @@ def _token(args: argparse.Namespace) -> int:
     try:
         new = with_database(server_config(args),
                             lambda db: admin.create_token(db, args.name, args.label, args.ttl, actor=_actor()))
-    except AccountError as exc:
+    except ApiError as exc:
         return _fail(exc)
     print(f"API token {new.id} for {args.name} (shown once; send as 'Authorization: Bearer …'):")
     print(new.token)
@@ -198,7 +198,7 @@ def _token(args: argparse.Namespace) -> int:
 def _group_create(args: argparse.Namespace) -> int:
     try:
         with_database(server_config(args), lambda db: admin.create_group(db, args.name, actor=_actor()))
-    except AccountError as exc:
+    except ApiError as exc:
         return _fail(exc)
     print(f"group {args.name} ready")
     return 0

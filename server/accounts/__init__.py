@@ -1,8 +1,9 @@
 """Console accounts: users, passwords (scrypt), TOTP, cookie sessions, API tokens, live sockets.
 
-``setup(server)`` plugs the cookie and bearer authenticators into the console app, adds the
-CSRF middleware, and closes websockets when a user is disabled or a session revoked (also
-when that happens in another process, via the event table).
+``setup(server)`` plugs the cookie and bearer authenticators into the console app (the
+enforcing middleware of :mod:`server.api` runs them and checks CSRF on cookie writes), builds
+the login service and the live-socket registry, and closes websockets when a user is disabled
+or a session revoked (also when that happens in another process, via the event table).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..auth.middleware import AUTHENTICATORS
+from ..api.context import AUTHENTICATORS
 from . import admin, authn, live
 from .login import LoginService
 
@@ -28,7 +29,6 @@ def setup(server: HelplineServer) -> None:
     app = server.console_app
     app[live.LIVE] = live.LiveSockets()
     app[AUTHENTICATORS].extend([authn.cookie_authenticator, authn.bearer_authenticator])
-    app.middlewares.append(authn.csrf_protect)
 
     async def on_startup(app: web.Application) -> None:
         app[LOGIN_SERVICE] = LoginService(server.db)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .. import audit, devices, events
 from ..auth.rights import Right
+from ..errors import ApiError
 from ..store import Database
 from . import passwords, sessions, tokens, totp, users
 
@@ -103,7 +104,7 @@ async def remove_rights(db: Database, ref: str, group: str, *, actor: str) -> bo
 async def create_group(db: Database, name: str, *, actor: str) -> None:
     name = name.strip()
     if not name or name == "*" or len(name) > 64:
-        raise users.AccountError("invalid_group", "group name: 1-64 characters, not '*'")
+        raise ApiError(400, "invalid_group", "group name: 1-64 characters, not '*'")
     async with db.transaction() as tx:
         await devices.ensure_group(tx, name)
         await audit.append_in(tx, actor, "group.create", name, {})

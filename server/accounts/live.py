@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ..auth.middleware import principal_of
+from ..api.context import principal
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,13 @@ LIVE: web.AppKey[LiveSockets] = web.AppKey("helpline_live_sockets", LiveSockets)
 @contextlib.asynccontextmanager
 async def track(request: web.Request, ws: web.WebSocketResponse) -> AsyncIterator[None]:
     """Register ``ws`` under the caller's user and session for the duration of the block."""
-    principal = principal_of(request)
+    caller = principal(request)
     registry = request.app.get(LIVE)
     if registry is None:  # accounts feature not installed (some unit tests)
         yield
         return
-    registry.add(principal.user_id, principal.session_id, ws)
+    registry.add(caller.user_id, caller.session_id, ws)
     try:
         yield
     finally:
-        registry.remove(principal.user_id, principal.session_id, ws)
+        registry.remove(caller.user_id, caller.session_id, ws)

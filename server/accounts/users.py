@@ -13,18 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..auth.rights import ALL_RIGHTS, ANY_GROUP, ROLE_RIGHTS, Principal, Right
+from ..errors import ApiError
 from ..store import Database, Row, Transaction
 
 ROLES = ("admin", "technician", "viewer")
 USERNAME_MAX = 64
-
-
-class AccountError(Exception):
-    """A refused account operation (bad name, unknown user …); ``code`` is machine-readable."""
-
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
 
 
 @dataclass(frozen=True)
@@ -56,13 +49,13 @@ class User:
 def check_username(name: str) -> str:
     name = name.strip()
     if not name or len(name) > USERNAME_MAX or not all(c.isalnum() or c in "._-@" for c in name):
-        raise AccountError("invalid_username", "username: 1-64 letters, digits, '.', '_', '-', '@'")
+        raise ApiError(400, "invalid_username", "username: 1-64 letters, digits, '.', '_', '-', '@'")
     return name
 
 
 def check_role(role: str) -> str:
     if role not in ROLES:
-        raise AccountError("invalid_role", f"role must be one of {', '.join(ROLES)}")
+        raise ApiError(400, "invalid_role", f"role must be one of {', '.join(ROLES)}")
     return role
 
 
@@ -70,7 +63,7 @@ async def create_user(tx: Transaction, username: str, role: str, password_hash: 
                       totp_secret: str | None) -> User:
     username, role = check_username(username), check_role(role)
     if await tx.fetchone("SELECT id FROM users WHERE username = ?", (username,)):
-        raise AccountError("user_exists", f"user {username!r} already exists", 409)
+        raise ApiError(409, "user_exists", f"user {username!r} already exists")
     user_id = "u_" + secrets.token_hex(8)
     now = time.time()
     await tx.execute(
@@ -88,10 +81,10 @@ async def get_row(db: Database | Transaction, *, user_id: str | None = None, use
 
 
 async def require_user(db: Database | Transaction, ref: str) -> Row:
-    """A user by id or username, or AccountError 404."""
+    """A user by id or username, or ApiError 404 ``unknown_user``."""
     row = await get_row(db, user_id=ref) or await get_row(db, username=ref)
     if row is None:
-        raise AccountError("unknown_user", f"no user {ref!r}", 404)
+        raise ApiError(404, "unknown_user", f"no user {ref!r}")
     return row
 
 
@@ -119,9 +112,9 @@ async def set_group_rights(tx: Transaction, user_id: str, group: str, rights: Ri
     row = await require_user(tx, user_id)
     group = group.strip()
     if not group:
-        raise AccountError("invalid_group", "group name required")
+        raise ApiError(400, "invalid_group", "group name required")
     if group != ANY_GROUP and not await tx.fetchone("SELECT name FROM device_groups WHERE name = ?", (group,)):
-        raise AccountError("unknown_group", f"no device group {group!r}", 404)
+        raise ApiError(404, "unknown_group", f"no device group {group!r}")
     value = ROLE_RIGHTS[row["role"]] if rights is None else rights
     names = ",".join(value.as_names())
     await tx.execute("DELETE FROM user_group_rights WHERE user_id = ? AND group_name = ?", (row["id"], group))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..auth.middleware import PUBLIC_PATHS
+from .. import api
+from ..api.openapi import add_schemas
 from . import audit_routes, auth_routes, users_routes
+from .openapi import SCHEMAS
 
 if TYPE_CHECKING:
     from ..app import HelplineServer
@@ -13,7 +15,5 @@ if TYPE_CHECKING:
 
 def setup(server: HelplineServer) -> None:
     app = server.console_app
-    app[PUBLIC_PATHS].add("/api/v1/auth/login")
-    auth_routes.add_routes(app)
-    users_routes.add_routes(app)
-    audit_routes.add_routes(app)
+    api.add_routes(app, [*auth_routes.ROUTES, *users_routes.ROUTES, *audit_routes.ROUTES])
+    add_schemas(app, SCHEMAS)

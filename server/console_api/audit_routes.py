@@ -1,59 +1,58 @@
-"""``GET /api/v1/audit`` (filtered, paged newest first) and ``GET /api/v1/audit/verify``."""
+"""``GET /api/v1/audit`` (filtered, paged newest first) and ``GET /api/v1/audit/verify``.
+
+Both need ADMINISTER on every group (``*``): the log names every group's devices and users.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from aiohttp import web
 
-from .. import audit
-from ..agent_channel import SERVER_KEY
-from ..auth.middleware import require
-from ..auth.rights import ANY_GROUP, Right
-from ..http_util import json_error
+from .. import api, audit
+from ..auth.rights import Right
 
 MAX_LIMIT = 500
 
+Text = Annotated[str, msgspec.Meta(max_length=256)]
 
-def _float(text: str | None) -> float | None:
-    return float(text) if text not in (None, "") else None
+
+class AuditQuery(msgspec.Struct):
+    actor: Annotated[Text, msgspec.Meta(description="Exact actor.")] = ""
+    action: Annotated[Text, msgspec.Meta(description="Action, `*` as wildcard (case-blind).")] = ""
+    target: Annotated[Text, msgspec.Meta(description="Exact target.")] = ""
+    since: Annotated[float, msgspec.Meta(description="From (epoch s, inclusive).")] | None = None
+    until: Annotated[float, msgspec.Meta(description="Until (epoch s, exclusive).")] | None = None
+    before: Annotated[int, msgspec.Meta(ge=0, le=2**62, description="Only records with seq below this (the "
+                                                                     "previous page's `next_before`).")] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = 100
 
 
 async def list_audit(request: web.Request) -> web.StreamResponse:
-    """Filters: actor, action (``*`` wildcard), target, since/until (epoch s), before (seq), limit."""
-    require(request, Right.ADMINISTER, ANY_GROUP)
-    q = request.query
+    """Audit log, newest first"""
+    q = api.query(request, AuditQuery)
     where: list[str] = []
     params: list[Any] = []
-    try:
-        since, until = _float(q.get("since")), _float(q.get("until"))
-        before = int(q["before"]) if q.get("before") else None
-        limit = max(1, min(MAX_LIMIT, int(q.get("limit", "100"))))
-    except ValueError:
-        return json_error(400, "invalid", "since/until/before/limit must be numbers")
-    for key, column in (("actor", "actor"), ("target", "target")):
-        if q.get(key):
+    for text, column in ((q.actor, "actor"), (q.target, "target")):
+        if text:
             where.append(f"{column} = ?")
-            params.append(q[key])
-    if q.get("action"):
+            params.append(text)
+    if q.action:
         where.append("LOWER(action) LIKE ?")  # case-blind on both engines (PostgreSQL's LIKE is not)
-        params.append(q["action"].replace("%", "").replace("*", "%").lower())
-    if since is not None:
-        where.append("ts >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("ts < ?")
-        params.append(until)
-    if before is not None:
-        where.append("seq < ?")
-        params.append(before)
+        params.append(q.action.replace("%", "").replace("*", "%").lower())
+    bounds: tuple[tuple[float | None, str], ...] = ((q.since, "ts >= ?"), (q.until, "ts < ?"), (q.before, "seq < ?"))
+    for bound, condition in bounds:
+        if bound is not None:
+            where.append(condition)
+            params.append(bound)
     sql = "SELECT seq, ts, actor, action, target, details FROM audit_log"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    rows = await request.app[SERVER_KEY].db.fetchall(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit + 1])
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows = await api.db(request).fetchall(sql + " ORDER BY seq DESC LIMIT ?", [*params, q.limit + 1])
+    more = len(rows) > q.limit
+    rows = rows[:q.limit]
     items = []
     for row in rows:
         try:
@@ -65,13 +64,16 @@ async def list_audit(request: web.Request) -> web.StreamResponse:
 
 
 async def verify(request: web.Request) -> web.StreamResponse:
-    """Walk the hash chain; report the first broken record."""
-    require(request, Right.ADMINISTER, ANY_GROUP)
-    report = await audit.verify_chain(request.app[SERVER_KEY].db)
+    """Verify the audit hash chain"""
+    report = await audit.verify_chain(api.db(request))
     return web.json_response({"ok": report.ok, "records": report.records, "first_bad_seq": report.first_bad_seq,
                               "problem": report.problem})
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/v1/audit", list_audit)
-    app.router.add_get("/api/v1/audit/verify", verify)
+ROUTES: list[api.Route] = [
+    api.Route("GET", "/api/v1/audit", list_audit, Right.ADMINISTER, api.GLOBAL, query=AuditQuery,
+              response="AuditPage", description="Administrators of every group (`*`) only."),
+    api.Route("GET", "/api/v1/audit/verify", verify, Right.ADMINISTER, api.GLOBAL, response="AuditVerification",
+              description="Walks the hash chain and reports the first broken record. Administrators of every "
+                          "group (`*`) only."),
+]

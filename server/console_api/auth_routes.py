@@ -1,33 +1,65 @@
-"""``/api/v1/auth``: login (password + TOTP, or TOTP enrollment), logout, me, own sessions and API tokens."""
+"""``/api/v1/auth``: login (password + TOTP, or TOTP enrollment), logout, me, own sessions and API tokens.
+
+Login is public (it checks the Origin itself: a foreign page must not log a browser in); the
+rest act on the caller's own account (``AUTHENTICATED``), admins also on everyone's sessions
+and tokens.
+"""
 
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
+import msgspec
 from aiohttp import web
 
+from .. import api
 from ..accounts import LOGIN_SERVICE, admin, sessions, tokens, users
-from ..accounts.authn import CSRF_KEY, SESSION_ROW_KEY
+from ..accounts.authn import SESSION_ROW_KEY
 from ..accounts.live import LIVE
-from ..agent_channel import SERVER_KEY
-from ..auth.middleware import principal_of, require
-from ..auth.origin import allowed_origins
+from ..api import context
 from ..auth.rights import Right
-from ..http_util import json_error
-from .common import BadRequest, handles_errors, json_body, rights_json, string
+from .common import rights_json
+
+#: The longest API token life a caller may ask for (ten years).
+MAX_TOKEN_TTL_S = 10 * 366 * 86400
 
 
-@handles_errors
-async def login(request: web.Request) -> web.StreamResponse:
-    """POST {username, password, totp} → session cookie + {user, rights, csrf_token}."""
+class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
+    username: Annotated[str, msgspec.Meta(min_length=1, max_length=users.USERNAME_MAX)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    totp: Annotated[str, msgspec.Meta(max_length=16, description="The 6-digit code; empty or absent at the "
+                                                                 "first step of TOTP enrollment.")] | None = None
+
+
+class SessionsQuery(msgspec.Struct):
+    all: Annotated[bool, msgspec.Meta(description="Everyone's sessions (needs administer on `*`).")] = False
+
+
+class TokenBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    ttl_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_TOKEN_TTL_S,
+                                         description="Lifetime in seconds; absent or null: no expiry.")] | None = None
+
+
+def _login_origin_allowed(request: web.Request) -> bool:
+    """No Origin (scripts, the CLI) or the console's own; a browser on another site is refused."""
     origin = request.headers.get("Origin")
-    if origin is not None and origin not in allowed_origins(request):
-        return json_error(403, "bad_origin", "cross-origin login refused")
-    body = await json_body(request)
-    username = string(body, "username", max_len=users.USERNAME_MAX)
-    password = string(body, "password", max_len=1024)
-    code = string(body, "totp", required=False, max_len=16) or None
-    outcome = await request.app[LOGIN_SERVICE].login(username, password, code, peer=request.remote or "",
+    if origin is None:
+        return True
+    allowed = {f"https://{request.host}"}
+    if context.ORIGINS in request.app:
+        allowed |= request.app[context.ORIGINS](request)
+    return origin in allowed
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """Log in (password + TOTP)"""
+    if not _login_origin_allowed(request):
+        raise api.ApiError(403, "bad_origin", "cross-origin login refused")
+    body = api.body(request, LoginBody)
+    outcome = await request.app[LOGIN_SERVICE].login(body.username, body.password, body.totp or None,
+                                                     peer=request.remote or "",
                                                      user_agent=request.headers.get("User-Agent", ""))
     if not outcome.ok:
         payload: dict[str, object] = {"error": {"code": outcome.code, "message": outcome.message}}
@@ -36,7 +68,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         headers = {"Retry-After": str(int(outcome.retry_after) + 1)} if outcome.retry_after else None
         return web.json_response(payload, status=outcome.status, headers=headers)
     assert outcome.session is not None and outcome.user is not None
-    db = request.app[SERVER_KEY].db
+    db = api.db(request)
     row = await users.get_row(db, user_id=outcome.user.id)
     assert row is not None
     response = web.json_response({
@@ -50,99 +82,104 @@ async def login(request: web.Request) -> web.StreamResponse:
     return response
 
 
-@handles_errors
 async def logout(request: web.Request) -> web.StreamResponse:
-    """POST: end this cookie session and close its websockets."""
-    principal = principal_of(request)
-    if principal.session_id:
-        await admin.revoke_session(request.app[SERVER_KEY].db, principal.session_id, actor=principal.username,
-                                   reason="logout")
-        await request.app[LIVE].close_session(principal.session_id, "logged out")
+    """Log out"""
+    caller = api.principal(request)
+    if caller.session_id:
+        await admin.revoke_session(api.db(request), caller.session_id, actor=caller.username, reason="logout")
+        await request.app[LIVE].close_session(caller.session_id, "logged out")
     response = web.json_response({"ok": True})
     response.del_cookie(sessions.COOKIE_NAME, path="/", secure=True, httponly=True, samesite="Strict")
     return response
 
 
 async def me(request: web.Request) -> web.StreamResponse:
-    """GET: who am I, my rights per group, the CSRF token for this session."""
-    principal = principal_of(request)
-    db = request.app[SERVER_KEY].db
-    row = await users.get_row(db, user_id=principal.user_id)
+    """Who am I"""
+    caller = api.principal(request)
+    row = await users.get_row(api.db(request), user_id=caller.user_id)
     if row is None:
-        return json_error(401, "unauthenticated", "account gone")
+        raise api.ApiError(401, "unauthenticated", "account gone")
     session_row = request.get(SESSION_ROW_KEY)
     return web.json_response({
         "user": users.User.from_row(row).as_json(),
-        "rights": rights_json(principal.rights_by_group),
-        "is_admin": principal.is_admin,
-        "csrf_token": request.get(CSRF_KEY),
-        "session": {"id": principal.session_id,
+        "rights": rights_json(caller.rights_by_group),
+        "is_admin": caller.is_admin,
+        "csrf_token": request.get(context.CSRF),
+        "session": {"id": caller.session_id,
                     "expires_at": sessions.expires_at(session_row) if session_row else None},
         "all_rights": Right.names(),
     })
 
 
 async def list_sessions(request: web.Request) -> web.StreamResponse:
-    """GET: my live console sessions (``?all=1`` for admins: everyone's)."""
-    principal = principal_of(request)
-    everyone = request.query.get("all") == "1"
-    if everyone:
-        require(request, Right.ADMINISTER, "*")
-    rows = await sessions.list_for(request.app[SERVER_KEY].db, None if everyone else principal.user_id)
-    return web.json_response({"items": [{**r, "current": r["id"] == principal.session_id} for r in rows]})
+    """My live console sessions"""
+    caller = api.principal(request)
+    everyone = api.query(request, SessionsQuery).all
+    if everyone and not caller.is_admin:
+        raise api.ApiError(403, "forbidden", "requires right administer on every group")
+    rows = await sessions.list_for(api.db(request), None if everyone else caller.user_id)
+    return web.json_response({"items": [{**r, "current": r["id"] == caller.session_id} for r in rows]})
 
 
-@handles_errors
 async def revoke_session(request: web.Request) -> web.StreamResponse:
-    """POST: end one console session (mine, or anyone's for admins); its websockets close at once."""
-    principal = principal_of(request)
+    """Revoke a console session"""
+    caller = api.principal(request)
     session_id = request.match_info["session_id"]
-    db = request.app[SERVER_KEY].db
+    db = api.db(request)
     row = await db.fetchone("SELECT user_id FROM console_sessions WHERE id = ?", (session_id,))
-    if row is None or (row["user_id"] != principal.user_id and not principal.is_admin):
-        return json_error(404, "not_found", "no such session")
-    done = await admin.revoke_session(db, session_id, actor=principal.username)
+    if row is None or (row["user_id"] != caller.user_id and not caller.is_admin):
+        raise api.ApiError.not_found("session")
+    done = await admin.revoke_session(db, session_id, actor=caller.username)
     await request.app[LIVE].close_session(session_id, "session revoked")
     return web.json_response({"revoked": done})
 
 
 async def list_tokens(request: web.Request) -> web.StreamResponse:
-    """GET: my API tokens (never their values)."""
-    principal = principal_of(request)
-    return web.json_response({"items": await tokens.list_for(request.app[SERVER_KEY].db, principal.user_id)})
+    """My API tokens"""
+    caller = api.principal(request)
+    return web.json_response({"items": await tokens.list_for(api.db(request), caller.user_id)})
 
 
-@handles_errors
 async def create_token(request: web.Request) -> web.StreamResponse:
-    """POST {name, ttl_s}: a new API token for me, shown once."""
-    principal = principal_of(request)
-    body = await json_body(request)
-    name = string(body, "name", max_len=100)
-    ttl = body.get("ttl_s")
-    if ttl is not None and (not isinstance(ttl, (int, float)) or ttl <= 0):
-        raise BadRequest("ttl_s must be a positive number of seconds")
-    new = await admin.create_token(request.app[SERVER_KEY].db, principal.user_id, name,
-                                   float(ttl) if ttl else None, actor=principal.username)
+    """Create an API token"""
+    caller = api.principal(request)
+    body = api.body(request, TokenBody)
+    new = await admin.create_token(api.db(request), caller.user_id, body.name, body.ttl_s, actor=caller.username)
     return web.json_response({"id": new.id, "token": new.token, "expires_at": new.expires_at}, status=201)
 
 
-@handles_errors
 async def revoke_token(request: web.Request) -> web.StreamResponse:
-    principal = principal_of(request)
-    done = await admin.revoke_token(request.app[SERVER_KEY].db, request.match_info["token_id"],
-                                    actor=principal.username, user_id=None if principal.is_admin
-                                    else principal.user_id)
+    """Revoke an API token"""
+    caller = api.principal(request)
+    done = await admin.revoke_token(api.db(request), request.match_info["token_id"], actor=caller.username,
+                                    user_id=None if caller.is_admin else caller.user_id)
     if not done:
-        return json_error(404, "not_found", "no such active token")
+        raise api.ApiError(404, "not_found", "no such active token")
     return web.json_response({"revoked": True})
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/api/v1/auth/login", login)
-    app.router.add_post("/api/v1/auth/logout", logout)
-    app.router.add_get("/api/v1/auth/me", me)
-    app.router.add_get("/api/v1/auth/sessions", list_sessions)
-    app.router.add_post("/api/v1/auth/sessions/{session_id}/revoke", revoke_session)
-    app.router.add_get("/api/v1/auth/tokens", list_tokens)
-    app.router.add_post("/api/v1/auth/tokens", create_token)
-    app.router.add_post("/api/v1/auth/tokens/{token_id}/revoke", revoke_token)
+ROUTES: list[api.Route] = [
+    api.Route("POST", "/api/v1/auth/login", login, api.PUBLIC, body=LoginBody, response="Login",
+              description="Sets the `__Host-helpline` session cookie. A cross-origin `Origin` is refused. At the "
+                          "first login the TOTP is enrolled: the 401 answer carries `enrollment` (schema "
+                          "LoginError). Repeated failures are rate-limited per address and lock the account.",
+              errors={401: "Wrong credentials, or a TOTP code is needed", 403: "Cross-origin login",
+                      423: "Account locked after repeated failures", 429: "Too many attempts (see Retry-After)"},
+              extra={"x-helpline-login-error": {"$ref": "#/components/schemas/LoginError"}}),
+    api.Route("POST", "/api/v1/auth/logout", logout, api.AUTHENTICATED, response="LoggedOut",
+              description="Ends this cookie session and closes its websockets."),
+    api.Route("GET", "/api/v1/auth/me", me, api.AUTHENTICATED, response="Me",
+              description="My account, my rights per group, the CSRF token of this cookie session."),
+    api.Route("GET", "/api/v1/auth/sessions", list_sessions, api.AUTHENTICATED, query=SessionsQuery,
+              response="ConsoleSessionList", description="`all=true` lists everyone's (administer on `*` only)."),
+    api.Route("POST", "/api/v1/auth/sessions/{session_id}/revoke", revoke_session, api.AUTHENTICATED,
+              response="Revoked", errors={404: "No such session (or another user's, for non-admins)"},
+              description="Mine, or anyone's for admins; its websockets close at once. Audited."),
+    api.Route("GET", "/api/v1/auth/tokens", list_tokens, api.AUTHENTICATED, response="ApiTokenList",
+              description="Never their values."),
+    api.Route("POST", "/api/v1/auth/tokens", create_token, api.AUTHENTICATED, body=TokenBody,
+              response="NewApiToken", status=201, description="The value is shown once. Audited."),
+    api.Route("POST", "/api/v1/auth/tokens/{token_id}/revoke", revoke_token, api.AUTHENTICATED,
+              response="Revoked", errors={404: "No such active token (or another user's, for non-admins)"},
+              description="Mine, or anyone's for admins. Audited."),
+]

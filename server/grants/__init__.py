@@ -1,4 +1,4 @@
-"""Unattended-access grants on the server: store, API, signing, push to agents.
+"""Unattended-access grants on the server: store, API (routes and response schemas), signing, push to agents.
 
 The server signs a grant with the org grant key only once it is approved (at creation
 when four-eyes approval is off). Agents verify every signature themselves.

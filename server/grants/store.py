@@ -21,17 +21,10 @@ from certs.grants import load_grant_private_key, sign_grant
 from protocol.grants import Grant, SignedGrant, Window, parse_document
 
 from .. import audit, events
+from ..errors import ApiError
 from ..store import Database, Row, Transaction
 
 GRANT_CHANGED = "grant.changed"
-
-
-class GrantError(Exception):
-    """A grant request that cannot be honoured; ``code``/``status`` map to the API error."""
-
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
 
 
 @dataclass(frozen=True)
@@ -57,11 +50,11 @@ def build(request: GrantRequest, issuer: str, *, now: float | None = None) -> Gr
     """Validate a request into an (unsigned, unapproved) grant document."""
     now = time.time() if now is None else now
     if not request.devices and not request.groups:
-        raise GrantError("invalid", "a grant needs at least one device or group")
+        raise ApiError(400, "invalid", "a grant needs at least one device or group")
     if not request.technicians and not request.roles:
-        raise GrantError("invalid", "a grant needs at least one technician or role")
+        raise ApiError(400, "invalid", "a grant needs at least one technician or role")
     if request.not_after <= request.not_before or request.not_after <= now:
-        raise GrantError("invalid", "not_after must be in the future and after not_before")
+        raise ApiError(400, "invalid", "not_after must be in the future and after not_before")
     try:
         return msgspec.convert({
             "grant_id": new_grant_id(), "devices": request.devices, "groups": request.groups,
@@ -70,7 +63,7 @@ def build(request: GrantRequest, issuer: str, *, now: float | None = None) -> Gr
             "issuer": issuer, "issued_at": now, "reason": request.reason,
         }, Grant)
     except msgspec.ValidationError as exc:
-        raise GrantError("invalid", f"invalid grant: {exc}") from exc
+        raise ApiError(400, "invalid", f"invalid grant: {exc}") from exc
 
 
 async def _sign(key_path: Path, grant: Grant) -> SignedGrant:
@@ -102,12 +95,12 @@ async def approve(db: Database, key_path: Path, grant_id: str, *, actor: str, ap
     """Second administrator approves: the document gains ``approver`` and is signed."""
     row = await get(db, grant_id)
     if row is None:
-        raise GrantError("not_found", f"no grant {grant_id}", 404)
+        raise ApiError(404, "not_found", f"no grant {grant_id}")
     if row["status"] != "pending":
-        raise GrantError("conflict", f"grant {grant_id} is {row['status']}, not pending", 409)
+        raise ApiError(409, "conflict", f"grant {grant_id} is {row['status']}, not pending")
     grant = parse_document(row["document"])
     if approver == grant.issuer:
-        raise GrantError("four_eyes", "a grant must be approved by someone other than its issuer", 403)
+        raise ApiError(403, "four_eyes", "a grant must be approved by someone other than its issuer")
     signed = await _sign(key_path, msgspec.structs.replace(grant, approver=approver))
     async with db.transaction() as tx:
         changed = await tx.execute(
@@ -116,7 +109,7 @@ async def approve(db: Database, key_path: Path, grant_id: str, *, actor: str, ap
             (signed.document, signed.signature, actor, time.time(), grant_id),
         )
         if changed != 1:
-            raise GrantError("conflict", f"grant {grant_id} changed meanwhile", 409)
+            raise ApiError(409, "conflict", f"grant {grant_id} changed meanwhile")
         await audit.append_in(tx, actor, "grant.approve", grant_id, {"issuer": grant.issuer})
         await events.publish_in(tx, GRANT_CHANGED, grant_id, {"status": "active"})
     fresh = await get(db, grant_id)
@@ -127,7 +120,7 @@ async def approve(db: Database, key_path: Path, grant_id: str, *, actor: str, ap
 async def revoke(db: Database, grant_id: str, *, actor: str) -> Row:
     row = await get(db, grant_id)
     if row is None:
-        raise GrantError("not_found", f"no grant {grant_id}", 404)
+        raise ApiError(404, "not_found", f"no grant {grant_id}")
     if row["status"] == "revoked":
         return row
     async with db.transaction() as tx:
@@ -151,10 +144,16 @@ async def list_grants(db: Database, status: str | None = None) -> list[Row]:
     return await db.fetchall("SELECT * FROM grants ORDER BY created_at DESC")
 
 
+def listed_devices(row: Row) -> list[str]:
+    """The device ids a grant names (besides its groups)."""
+    devices: list[str] = json.loads(row["devices"])
+    return devices
+
+
 def scope_groups(row: Row, device_group: dict[str, str]) -> set[str]:
     """Device groups a grant touches (its groups plus the groups of its listed devices)."""
     groups = set(json.loads(row["groups"]))
-    groups |= {device_group[d] for d in json.loads(row["devices"]) if d in device_group}
+    groups |= {device_group[d] for d in listed_devices(row) if d in device_group}
     return groups
 
 
@@ -215,6 +214,6 @@ def parse_windows(specs: list[str]) -> list[dict[str, Any]]:
                     days.append(names.index(piece[:3]) if piece[:3] in names else int(piece))
             msgspec.convert({"days": days, "start": start, "end": end}, Window)
         except (ValueError, msgspec.ValidationError) as exc:
-            raise GrantError("invalid", f"bad window {spec!r}: use e.g. 'mon-fri 22:00-06:00'") from exc
+            raise ApiError(400, "invalid", f"bad window {spec!r}: use e.g. 'mon-fri 22:00-06:00'") from exc
         out.append({"days": sorted(set(days)), "start": start, "end": end})
     return out

@@ -12,17 +12,14 @@ from collections.abc import Callable
 from common.version import __version__
 from server.cmdb import openapi as cmdb
 
-from . import accounts, enroll, grants, sessions, tasks
+from . import sessions, tasks
 from .common import ERROR_SCHEMA, SECURITY_SCHEMES, Json, operation
 
 #: (paths factory, schemas) per area.
 AREAS: list[tuple[Callable[[], Json], Json]] = [
     (cmdb.paths, cmdb.SCHEMAS),
     (sessions.paths, sessions.SCHEMAS),
-    (grants.paths, grants.SCHEMAS),
     (tasks.paths, tasks.SCHEMAS),
-    (accounts.paths, accounts.SCHEMAS),
-    (enroll.paths, enroll.SCHEMAS),
 ]
 
 _DESCRIPTION = """\
