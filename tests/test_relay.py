@@ -208,21 +208,26 @@ async def test_user_end_via_indicator_closes_technician_and_recording_is_written
 
 
 async def test_stream_access_rules(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
-    """Bad Origin, another technician, a user without rights on the group, and viewers without control rights are refused."""
+    """Bad Origin, another technician and viewers without control rights are refused (403); a user without rights
+    on the group gets the 404 of a missing session or device."""
     async with running_server(tmp_path / "srv") as server:
         install_test_auth(server)
         state = await enroll_agent(server, tmp_path / "a", group="lab")
         async with running_agent(state, setup=configure_agent(xvfb.display, ScriptedConsentUI([]))) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
             path = f"/api/v1/devices/{state.device_id}/sessions"
-            assert (await api(server, "POST", path, "bob", {"mode": "view"}))[0] == 403
+            status, body = await api(server, "POST", path, "bob", {"mode": "view"})
+            assert status == 404 and body == (await api(server, "POST", "/api/v1/devices/nope/sessions", "bob",
+                                                        {"mode": "view"}))[1]
             assert (await api(server, "POST", path, "vic", {"mode": "control"}))[0] == 403
             assert (await api(server, "POST", path, "ann", {"mode": "spy"}))[0] == 400
             sid = await _streaming(server, state, agent)
-            for user, origin in (("ann", "https://evil.example"), ("root", None), ("bob", None)):
+            for user, origin, status, code in (("ann", "https://evil.example", 403, "bad_origin"),
+                                               ("root", None, 403, "forbidden"), ("bob", None, 404, "not_found")):
                 with pytest.raises(InvalidStatus) as refused:
                     await viewer_for(server, sid, user, origin).connect()
-                assert refused.value.response.status_code == 403
+                assert refused.value.response.status_code == status
+                assert json.loads(refused.value.response.body)["error"]["code"] == code
             status, body = await api(server, "POST", f"/api/v1/sessions/{sid}/end", "ann")
             assert status == 200 and body["state"] == "ended" and body["ended_by"] == "technician"
             await wait_until(lambda: not agent.sessions.pending, what="agent withdrew the prompt")

@@ -18,7 +18,7 @@ from server import audit
 from server.app import HelplineServer
 from server.auth.middleware import AUTHENTICATORS
 from server.auth.rights import ANY_GROUP, ROLE_RIGHTS, Principal
-from server.sessions import notes
+from server.sessions import notes, repository, views
 from server.store import Database
 from tests.conftest import add_device
 from tests.harness import running_server
@@ -85,15 +85,19 @@ async def test_author_writes_notes_seen_in_the_device_history_and_audited(tmp_pa
 
 
 async def test_only_the_sessions_technician_or_an_admin_may_write(tmp_path: Any) -> None:
-    """Another technician, a viewer and a technician of another group get 403; an admin may write."""
+    """Another technician and a viewer get 403, a technician of another group the 404 of a missing session;
+    an admin may write."""
     async with running_server(tmp_path / "srv") as server:
         install_test_auth(server)
         install_tom(server)
         device = await add_device(server.db, "dev-notes", "lab")
         sid = await insert_session(server.db, device, "ann")
-        for user in ("tom", "vic", "bob"):
+        for user in ("tom", "vic"):
             status, body = await api(server, "PUT", f"/api/v1/sessions/{sid}/notes", user, {"text": "mine now"})
-            assert status == 403, (user, body)
+            assert status == 403 and body["error"]["code"] == "forbidden", (user, body)
+        status, body = await api(server, "PUT", f"/api/v1/sessions/{sid}/notes", "bob", {"text": "mine now"})
+        missing = await api(server, "PUT", "/api/v1/sessions/nope/notes", "bob", {"text": "mine now"})
+        assert (status, body) == missing and status == 404, body  # another group's session cannot be probed
         status, _ = await api(server, "PUT", f"/api/v1/sessions/{sid}/notes", "nobody", {"text": "x"})
         assert status == 401
         assert await note_audits(server) == []
@@ -153,9 +157,9 @@ async def test_store_upserts_one_row_per_session(db: Database) -> None:
     await notes.save(db, row, "ann", "first")
     saved = await notes.save(db, row, "root", "second")
     assert saved["revision"] == 2
-    rows = {r["id"]: r for r in await db.fetchall(f"{notes.SELECT_WITH_NOTES} WHERE s.device_id = ?", (device,))}
-    assert notes.describe(rows[sid]) == {"text": "second", "author": "root", "updated_at": saved["updated_at"],
+    rows = {r["id"]: r for r in await repository.list_for_device(db, device)}
+    assert views.notes_view(rows[sid]) == {"text": "second", "author": "root", "updated_at": saved["updated_at"],
                                          "revision": 2}
-    assert notes.describe(rows[other]) is None
+    assert views.notes_view(rows[other]) is None
     count = await db.fetchone("SELECT COUNT(*) AS n FROM session_notes")
     assert count is not None and count["n"] == 1

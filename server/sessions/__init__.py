@@ -1,28 +1,64 @@
-"""Remote sessions on the server: the API, the session registry, and the relay.
+"""Remote sessions on the server.
 
-``setup(server)`` adds the REST/websocket routes on the console app, the tunnel endpoint
-on the agent app, the ``session.answer``/``session.end`` handlers and the grant-revocation
-watcher. The live registry is ``server.console_app[SESSIONS]``.
+Layout: :mod:`.driver` moves each live session through its state machine, :mod:`.finish` is
+the one way a session ends, :mod:`.tokens` guards the agent's tunnel, :mod:`.repository`
+holds all SQL, :mod:`.views` turns sessions into JSON, :mod:`.relay` pipes the two
+websockets; :mod:`.api`, :mod:`.tunnel` and :mod:`.recordings_api` declare the routes.
+
+``setup(server)`` builds the live-session table, the finish path and the driver, and wires
+them in: console routes, the agent listener's tunnel route, the ``session.answer`` and
+``session.end`` handlers, and the grant- and device-revocation watchers. The driver is also
+kept as ``server.console_app[SESSIONS]`` (tests read its live sessions and settings).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
-from .manager import SESSIONS, SessionManager
+from aiohttp import web
+
+from protocol.session import SessionAnswer, SessionEnd
+from server import devices
+from server.agent_channel import authenticate_device
+from server.api import add_routes
+from server.api.openapi import add_schemas
+from server.grants import store as grant_store
+from server.store import Database
+
+from . import tunnel
+from .api import routes as console_routes
+from .driver import SessionDriver
+from .finish import Finisher
+from .live import LiveTable
+from .openapi import SCHEMAS
+from .settings import SessionSettings
 
 if TYPE_CHECKING:
-    from ..app import HelplineServer
+    from server.app import HelplineServer
 
-__all__ = ["SESSIONS", "SessionManager", "setup"]
+__all__ = ["SESSIONS", "SessionDriver", "setup"]
+
+SESSIONS: web.AppKey[SessionDriver] = web.AppKey("helpline_sessions", SessionDriver)
 
 
 def setup(server: HelplineServer) -> None:
-    from .api import setup as setup_api
-    from .tunnel import setup as setup_tunnel
+    def db() -> Database:
+        return server.db  # opened in server.start(), after setup
 
-    manager = SessionManager(server)
-    server.console_app[SESSIONS] = manager
-    manager.install()
-    setup_api(server)
-    setup_tunnel(server)
+    live: LiveTable = {}
+    sessions = SessionDriver(db, server.connections, SessionSettings.from_config(server.config), live,
+                             Finisher(db, server.connections, live))
+    server.console_app[SESSIONS] = sessions
+    server.agent_handlers.register(SessionAnswer, sessions.on_answer)
+    server.agent_handlers.register(SessionEnd, sessions.on_agent_end)
+
+    async def watch_revocations() -> None:
+        assert server.watcher is not None, "the watcher is created before background tasks start"
+        server.watcher.on(grant_store.GRANT_CHANGED, sessions.on_grant_changed)
+        server.watcher.on(devices.DEVICE_REVOKED, sessions.on_device_revoked)
+
+    server.background.append(watch_revocations)
+    add_routes(server.console_app, console_routes(sessions))
+    add_schemas(server.console_app, SCHEMAS)
+    add_routes(server.agent_app, tunnel.routes(sessions, functools.partial(authenticate_device, server)))

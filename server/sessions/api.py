@@ -1,201 +1,189 @@
-"""Session REST API and the technician's stream websocket (console port).
+"""Session REST API and the technician's stream websocket (console port), declared in :func:`routes`.
 
-* ``POST /api/v1/devices/{device_id}/sessions`` ``{mode, reason, grant_id?}`` → 201 session
-* ``GET  /api/v1/devices/{device_id}/sessions`` → ``{"sessions": [...]}``
-* ``GET  /api/v1/sessions/{session_id}`` → session
-* ``POST /api/v1/sessions/{session_id}/end`` → session (ended)
-* ``POST /api/v1/sessions/{session_id}/mode`` ``{mode}`` → 202 (the device user must consent)
-* ``PUT  /api/v1/sessions/{session_id}/notes`` ``{text}`` → ``{"session_id", "notes"}`` (the
-  session's technician or an admin; at most 8000 characters; audited ``session.notes.update``)
-* ``GET  /api/v1/sessions/{session_id}/stream`` → websocket (Origin checked), relayed to the agent
-
-REMOTE_VIEW on the device's group is needed for everything, REMOTE_CONTROL as well for
-control; only the technician who requested a session may attach to its stream. Sessions
-carry ``notes`` (``{text, author, updated_at, revision}`` or null) in every listing.
+Every route needs REMOTE_VIEW on the group of the device (or of the session) it names, and
+REMOTE_CONTROL as well for control mode (:func:`server.api.require_also`). A running session
+belongs to its technician: only they (or an admin) may end it or change its mode, only they
+may attach to its stream; its notes are written by its technician or an admin.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Annotated
 
+import msgspec
 from aiohttp import web
 
 from protocol import stream
-from protocol.session import EndReason
+from protocol.session import EndReason, Mode
+from server import api, devices
+from server.accounts import live as live_sockets
+from server.api import scopes
+from server.auth.rights import Principal, Right
+from server.errors import ApiError
+from server.store import Row
 
-from .. import devices
-from ..accounts import live as live_sockets
-from ..agent_channel import SERVER_KEY
-from ..auth.middleware import require
-from ..auth.origin import check_origin
-from ..auth.rights import Principal, Right
-from ..http_util import json_error
-from . import notes
-from .manager import SESSIONS, LiveSession, SessionManager, SessionRefused, describe_row
-
-if TYPE_CHECKING:
-    from ..app import HelplineServer
+from . import notes, repository, views
+from .driver import SessionDriver
+from .live import LiveSession
 
 
-def _manager(request: web.Request) -> SessionManager:
-    server: HelplineServer = request.app[SERVER_KEY]
-    return server.console_app[SESSIONS]
+class NewSession(msgspec.Struct):
+    mode: Mode = "view"
+    reason: Annotated[str, msgspec.Meta(max_length=256, description="Shown to the device user.")] = ""
+    grant_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128, description=(
+        "Unattended access under this grant (no consent prompt)."))] | None = None
 
 
-def _mode_rights(mode: str) -> Right:
-    return Right.REMOTE_VIEW | Right.REMOTE_CONTROL if mode == "control" else Right.REMOTE_VIEW
+class SessionModeChange(msgspec.Struct):
+    mode: Mode
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise web.HTTPBadRequest(text='{"error":{"code":"invalid","message":"body must be JSON"}}',
-                                 content_type="application/json") from exc
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text='{"error":{"code":"invalid","message":"body must be an object"}}',
-                                 content_type="application/json")
-    return body
+class SessionNotesText(msgspec.Struct):
+    text: notes.NotesText
 
 
-async def create_session(request: web.Request) -> web.Response:
-    manager = _manager(request)
-    device = await devices.get(manager.db, request.match_info["device_id"])
-    if device is None:
-        return json_error(404, "not_found", "no such device")
-    require(request, Right.REMOTE_VIEW, device["group_name"])
-    body = await _body(request)
-    mode, reason, grant_id = body.get("mode", "view"), body.get("reason", ""), body.get("grant_id")
-    if mode not in ("view", "control"):
-        return json_error(400, "invalid", "mode must be 'view' or 'control'")
-    if not isinstance(reason, str) or len(reason) > 256:
-        return json_error(400, "invalid", "reason must be a string of at most 256 characters")
-    if grant_id is not None and not isinstance(grant_id, str):
-        return json_error(400, "invalid", "grant_id must be a string")
-    principal = require(request, _mode_rights(mode), device["group_name"])
-    if device["status"] == "revoked":
-        return json_error(409, "device_revoked", "the device is revoked")
-    try:
-        session = await manager.request(device_id=device["id"], group=device["group_name"],
-                                        user=principal.username, user_id=principal.user_id, role=principal.role,
-                                        mode=mode, reason=reason, grant_id=grant_id)
-    except SessionRefused as exc:
-        return json_error(exc.status, exc.code, exc.message)
-    return web.json_response(session.describe(), status=201)
+STREAM_DESCRIPTION = """\
+**Websocket.** Send `GET` with `Upgrade: websocket`; the server answers `101 Switching Protocols`.
+The `Origin` header must be the console's own origin (else 403 `bad_origin`, checked before anything else).
+Only the technician who requested the session may attach, once (409 `busy` if a viewer is attached,
+410 `ended` if the session is over). REMOTE_CONTROL is needed as well when the session was requested in
+control mode. The socket is closed at once when the caller's console session is revoked or the account
+disabled.
+
+Messages are relayed to and from the device's agent unchanged (see `protocol/stream.py`):
+* server → client **binary**: screen rectangles and cursor shapes, a 21-byte big-endian header
+  (magic 0xA1, kind, flags, monitor, x, y, w, h, encoding, sequence, length) then the payload;
+* server → client **text** (JSON with `type`): `cursor`, `monitors`, `stats`, `error`;
+* client → server **text**: `ack {seq}` after drawing an update's END_OF_FRAME rectangle, `input.mouse`,
+  `input.key`, `input.text` (refused and audited on view-only sessions), `monitor.select`, `quality`.
+Either side closing ends the session."""
 
 
-async def list_device_sessions(request: web.Request) -> web.Response:
-    manager = _manager(request)
-    device = await devices.get(manager.db, request.match_info["device_id"])
-    if device is None:
-        return json_error(404, "not_found", "no such device")
-    require(request, Right.REMOTE_VIEW, device["group_name"])
-    rows = await manager.db.fetchall(
-        f"{notes.SELECT_WITH_NOTES} WHERE s.device_id = ? ORDER BY s.created_at DESC LIMIT 200", (device["id"],))
-    return web.json_response({"sessions": [_current(manager, r) for r in rows]})
+def _require_mode(request: web.Request, mode: str) -> None:
+    if mode == "control":
+        api.require_also(request, Right.REMOTE_CONTROL)
 
 
-def _current(manager: SessionManager, row: dict[str, Any]) -> dict[str, Any]:
-    live = manager.live.get(row["id"])
-    described = describe_row(row) | {"notes": notes.describe(row)}
-    if live is not None:
-        described |= {k: v for k, v in live.describe().items() if k in ("state", "mode", "pending_mode")}
-    return described
-
-
-async def _session_with_rights(request: web.Request, right: Right = Right.REMOTE_VIEW
-                               ) -> tuple[SessionManager, dict[str, Any], Principal]:
-    manager = _manager(request)
-    row = await manager.db.fetchone(f"{notes.SELECT_WITH_NOTES} WHERE s.id = ?", (request.match_info["session_id"],))
+async def _row(request: web.Request, *, with_notes: bool = False) -> Row:
+    """The session the path names (the scope found it; it may not outlive a concurrent delete)."""
+    session_id = request.match_info["session_id"]
+    db = api.db(request)
+    row = await (repository.get_with_notes(db, session_id) if with_notes else repository.get(db, session_id))
     if row is None:
-        raise web.HTTPNotFound(text='{"error":{"code":"not_found","message":"no such session"}}',
-                               content_type="application/json")
-    principal = require(request, right, row["group_name"])
-    return manager, row, principal
+        raise ApiError.not_found("session")
+    return row
 
 
-async def get_session(request: web.Request) -> web.Response:
-    manager, row, _principal = await _session_with_rights(request)
-    return web.json_response(_current(manager, row))
+def routes(sessions: SessionDriver) -> list[api.Route]:
+    """The session routes, bound to this server's live sessions."""
 
+    def own_live(session_id: str, caller: Principal) -> LiveSession | None:
+        """The running session, if any; 403 unless it is the caller's (or the caller is an admin)."""
+        live = sessions.live.get(session_id)
+        if live is not None and live.technician_user != caller.username and not caller.is_admin:
+            raise ApiError(403, "forbidden", "not your session")
+        return live
 
-def _live_for(manager: SessionManager, row: dict[str, Any], principal: Principal) -> LiveSession | None:
-    live = manager.live.get(row["id"])
-    if live is not None and live.technician_user != principal.username and not principal.is_admin:
-        raise web.HTTPForbidden(text='{"error":{"code":"forbidden","message":"not your session"}}',
-                                content_type="application/json")
-    return live
+    async def create_session(request: web.Request) -> web.Response:
+        """Request a remote session"""
+        body = api.body(request, NewSession)
+        _require_mode(request, body.mode)
+        device = await devices.get(api.db(request), request.match_info["device_id"])
+        if device is None:
+            raise ApiError.not_found("device")
+        if device["status"] == "revoked":
+            raise ApiError(409, "device_revoked", "the device is revoked")
+        session = await sessions.request(device_id=device["id"], group=device["group_name"],
+                                         technician=api.principal(request), mode=body.mode, reason=body.reason,
+                                         grant_id=body.grant_id)
+        return api.json(views.live_view(session), status=201)
 
+    async def list_device_sessions(request: web.Request) -> web.Response:
+        """Sessions of a device"""
+        rows = await repository.list_for_device(api.db(request), request.match_info["device_id"])
+        return api.json({"sessions": [views.current_view(r, sessions.live.get(r["id"])) for r in rows]})
 
-async def end_session(request: web.Request) -> web.Response:
-    manager, row, principal = await _session_with_rights(request)
-    live = _live_for(manager, row, principal)
-    if live is not None:
-        await manager.end(live, EndReason.TECHNICIAN.value, "technician")
-    fresh = await manager.db.fetchone("SELECT * FROM sessions WHERE id = ?", (row["id"],))
-    assert fresh is not None
-    return web.json_response(describe_row(fresh))
+    async def get_session(request: web.Request) -> web.Response:
+        """One session"""
+        row = await _row(request, with_notes=True)
+        return api.json(views.current_view(row, sessions.live.get(row["id"])))
 
+    async def end_session(request: web.Request) -> web.Response:
+        """End a session"""
+        session_id = request.match_info["session_id"]
+        live = own_live(session_id, api.principal(request))
+        if live is not None:
+            await sessions.finisher.finish(live, EndReason.TECHNICIAN.value, "technician")
+        return api.json(views.row_view(await _row(request)))
 
-async def change_mode(request: web.Request) -> web.Response:
-    manager, row, principal = await _session_with_rights(request)
-    body = await _body(request)
-    mode = body.get("mode")
-    if mode not in ("view", "control"):
-        return json_error(400, "invalid", "mode must be 'view' or 'control'")
-    require(request, _mode_rights(mode), row["group_name"])
-    live = _live_for(manager, row, principal)
-    if live is None:
-        return json_error(409, "not_live", "the session has ended")
-    try:
-        await manager.request_mode(live, mode, principal.username)
-    except SessionRefused as exc:
-        return json_error(exc.status, exc.code, exc.message)
-    return web.json_response(live.describe(), status=202)
+    async def change_mode(request: web.Request) -> web.Response:
+        """Ask to switch view/control"""
+        body = api.body(request, SessionModeChange)
+        _require_mode(request, body.mode)
+        caller = api.principal(request)
+        live = own_live(request.match_info["session_id"], caller)
+        if live is None:
+            raise ApiError(409, "not_live", "the session has ended")
+        await sessions.request_mode(live, body.mode, caller.username)
+        return api.json(views.live_view(live), status=202)
 
+    async def put_notes(request: web.Request) -> web.Response:
+        """Replace the session's notes"""
+        text = api.body(request, SessionNotesText).text
+        caller = api.principal(request)
+        row = await _row(request)
+        if row["technician_user"] != caller.username and not caller.is_admin:
+            raise ApiError(403, "forbidden",
+                           "only the technician who ran the session (or an admin) may write its notes")
+        saved = await notes.save(api.db(request), row, caller.username, text)
+        return api.json({"session_id": row["id"], "notes": saved})
 
-async def put_notes(request: web.Request) -> web.Response:
-    """PUT: replace the session's notes (its technician or an admin; while it runs or after)."""
-    manager, row, principal = await _session_with_rights(request)
-    if row["technician_user"] != principal.username and not principal.is_admin:
-        return json_error(403, "forbidden", "only the technician who ran the session (or an admin) may write its notes")
-    body = await _body(request)
-    text = body.get("text")
-    problem = notes.invalid_notes(text)
-    if problem is not None:
-        return json_error(400, "invalid", problem)
-    assert isinstance(text, str)
-    saved = await notes.save(manager.db, row, principal.username, text)
-    return web.json_response({"session_id": row["id"], "notes": saved})
+    async def technician_stream(request: web.Request) -> web.StreamResponse:
+        """Technician's stream (websocket)"""
+        row = await _row(request)
+        _require_mode(request, row["requested_mode"])
+        live = sessions.live.get(row["id"])
+        if live is None:
+            raise ApiError(410, "ended", f"the session has ended: {row['end_reason'] or row['state']}")
+        if live.technician_user != api.principal(request).username:
+            raise ApiError(403, "forbidden", "only the technician who requested the session may watch it")
+        relay = sessions.relay_for(live)
+        if relay.attached("technician") or relay.closed.is_set():
+            raise ApiError(409, "busy", "a viewer is already attached to this session")
+        ws = web.WebSocketResponse(compress=False, max_msg_size=stream.MAX_TEXT_BYTES, autoping=True)
+        await ws.prepare(request)
+        # Registered with the accounts' live-socket registry: disabling the user or revoking their
+        # console session closes this stream (and so the session) at once.
+        async with live_sockets.track(request, ws):
+            await relay.serve("technician", ws)
+        return ws
 
-
-async def technician_stream(request: web.Request) -> web.StreamResponse:
-    check_origin(request)
-    manager, row, principal = await _session_with_rights(request)
-    require(request, _mode_rights(row["requested_mode"]), row["group_name"])
-    live = manager.live.get(row["id"])
-    if live is None:
-        return json_error(410, "ended", f"the session has ended: {row['end_reason'] or row['state']}")
-    if live.technician_user != principal.username:
-        return json_error(403, "forbidden", "only the technician who requested the session may watch it")
-    relay = manager.relay_for(live)
-    if relay.attached("technician") or relay.closed.is_set():
-        return json_error(409, "busy", "a viewer is already attached to this session")
-    ws = web.WebSocketResponse(compress=False, max_msg_size=stream.MAX_TEXT_BYTES, autoping=True)
-    await ws.prepare(request)
-    # Registered with the accounts' live-socket registry: disabling the user or revoking their
-    # console session closes this stream (and so the session) at once.
-    async with live_sockets.track(request, ws):
-        await relay.serve("technician", ws)
-    return ws
-
-
-def setup(server: HelplineServer) -> None:
-    router = server.console_app.router
-    router.add_post("/api/v1/devices/{device_id}/sessions", create_session)
-    router.add_get("/api/v1/devices/{device_id}/sessions", list_device_sessions)
-    router.add_get("/api/v1/sessions/{session_id}", get_session)
-    router.add_post("/api/v1/sessions/{session_id}/end", end_session)
-    router.add_post("/api/v1/sessions/{session_id}/mode", change_mode)
-    router.add_put("/api/v1/sessions/{session_id}/notes", put_notes)
-    router.add_get("/api/v1/sessions/{session_id}/stream", technician_stream)
+    view = Right.REMOTE_VIEW
+    device, session = scopes.DEVICE, scopes.SESSION
+    return [
+        api.Route("POST", "/api/v1/devices/{device_id}/sessions", create_session, view, device,
+                  body=NewSession, response="LiveSession", status=201,
+                  description="`remote_control` as well for mode `control`. The device user is asked to consent "
+                              "unless a usable grant is given.",
+                  errors={403: "Lacks remote_view (remote_control for mode control) on the device's group",
+                          409: "Device revoked or offline, or grant unusable"}),
+        api.Route("GET", "/api/v1/devices/{device_id}/sessions", list_device_sessions, view, device,
+                  response="SessionList", description="Newest first, at most 200."),
+        api.Route("GET", "/api/v1/sessions/{session_id}", get_session, view, session, response="Session"),
+        api.Route("POST", "/api/v1/sessions/{session_id}/end", end_session, view, session, response="Session",
+                  description="Only the session's technician or an admin while it runs. Answers the stored "
+                              "session without its notes.",
+                  errors={403: "Lacks remote_view, or not the caller's running session"}),
+        api.Route("POST", "/api/v1/sessions/{session_id}/mode", change_mode, view, session,
+                  body=SessionModeChange, response="LiveSession", status=202,
+                  description="`remote_control` as well to switch to control; only the session's technician or "
+                              "an admin. The device user must consent; answers 202 with the pending mode.",
+                  errors={409: "Session ended or not streaming"}),
+        api.Route("PUT", "/api/v1/sessions/{session_id}/notes", put_notes, view, session,
+                  body=SessionNotesText, response="SessionNotes",
+                  description="Only the session's technician or an admin, while it runs or after. Audited "
+                              "`session.notes.update` (length and SHA-256, not the text)."),
+        api.Route("GET", "/api/v1/sessions/{session_id}/stream", technician_stream, view, session,
+                  websocket=True, description=STREAM_DESCRIPTION,
+                  errors={409: "A viewer is already attached", 410: "The session has ended"}),
+    ]

@@ -6,9 +6,10 @@
   (records ``>dBBI`` + payload, see :mod:`server.sessions.relay`), audited as
   ``session.recording.view``
 
-Both need REMOTE_VIEW on the session's device group. The file is the one the relay wrote
-for this session (its stored path must name ``{session_id}.hlrec``), so no request can
-reach any other file. A recording replays a user's screen, so every fetch is audited.
+Both need REMOTE_VIEW on the session's device group (declared in :data:`ROUTES`). The file is
+the one the relay wrote for this session (its stored path must name ``{session_id}.hlrec``),
+so no request can reach any other file. A recording replays a user's screen, so every fetch
+is audited.
 """
 
 from __future__ import annotations
@@ -21,45 +22,39 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .. import audit
-from ..agent_channel import SERVER_KEY
-from ..auth.middleware import require
-from ..auth.rights import Principal, Right
-from ..http_util import json_error
+from server import api, audit
+from server.api import scopes
+from server.auth.rights import Right
+from server.errors import ApiError
+from server.store import Row
+
+from . import repository, views
 
 if TYPE_CHECKING:
-    from ..app import HelplineServer
+    from server.app import HelplineServer
 
 log = logging.getLogger(__name__)
 
 RECORD_FORMAT = "hlrec1"
 
 
-class _NoRecording(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-async def _recording(request: web.Request) -> tuple[dict[str, Any], Path, Principal]:
-    """The session row, its recording file, and the caller (after the rights check)."""
-    server: HelplineServer = request.app[SERVER_KEY]
+async def _recording(request: web.Request) -> tuple[Row, Path]:
+    """The session row and its recording file; 404 ``no_recording`` when there is none to read."""
     session_id = request.match_info["session_id"]
-    row = await server.db.fetchone("SELECT * FROM sessions WHERE id = ?", (session_id,))
+    row = await repository.get(api.db(request), session_id)
     if row is None:
-        raise _NoRecording(404, "not_found", "no such session")
-    principal = require(request, Right.REMOTE_VIEW, row["group_name"])
+        raise ApiError.not_found("session")
     stored = row["recording_path"]
     if not stored:
-        raise _NoRecording(404, "no_recording", "this session was not recorded")
+        raise ApiError(404, "no_recording", "this session was not recorded")
     path = Path(stored)
     if path.name != f"{session_id}.hlrec":
         log.warning("recording path does not match its session; refusing it",
                     extra={"session_id": session_id, "path": stored})
-        raise _NoRecording(404, "no_recording", "this session's recording is not available")
+        raise ApiError(404, "no_recording", "this session's recording is not available")
     if not await asyncio.to_thread(path.is_file):
-        raise _NoRecording(404, "no_recording", "the recording file is gone")
-    return row, path, principal
+        raise ApiError(404, "no_recording", "the recording file is gone")
+    return row, path
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -75,37 +70,35 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 
 async def recording_info(request: web.Request) -> web.Response:
-    """GET: what the player needs before fetching the stream."""
-    try:
-        row, path, _principal = await _recording(request)
-    except _NoRecording as exc:
-        return json_error(exc.status, exc.code, exc.message)
+    """Recording metadata"""
+    row, path = await _recording(request)
     meta = await asyncio.to_thread(_read_meta, path)
     size = (await asyncio.to_thread(path.stat)).st_size
-    return web.json_response({
-        "session_id": row["id"], "device_id": row["device_id"], "group": row["group_name"],
-        "technician": row["technician_user"], "mode": row["mode"], "answered_by": row["answered_by"],
-        "started_at": row["started_at"], "ended_at": row["ended_at"], "end_reason": row["end_reason"],
-        "format": RECORD_FORMAT, "size": size, "complete": bool(meta), "meta": meta,
-        "data_url": f"/api/v1/sessions/{row['id']}/recording/data",
-    })
+    return api.json(views.recording_view(row, size=size, meta=meta, record_format=RECORD_FORMAT))
 
 
 async def recording_data(request: web.Request) -> web.StreamResponse:
-    """GET: the recorded stream bytes (audited)."""
-    try:
-        row, path, principal = await _recording(request)
-    except _NoRecording as exc:
-        return json_error(exc.status, exc.code, exc.message)
+    """Recording stream (.hlrec)"""
+    row, path = await _recording(request)
     size = (await asyncio.to_thread(path.stat)).st_size
-    server: HelplineServer = request.app[SERVER_KEY]
-    await audit.append(server.db, principal.username, "session.recording.view", row["device_id"],
+    await audit.append(api.db(request), api.principal(request).username, "session.recording.view", row["device_id"],
                        {"session_id": row["id"], "bytes": size})
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream",
                                            "Content-Disposition": f'attachment; filename="{row["id"]}.hlrec"'})
 
 
+_NOT_FOUND = {404: "No such session, or no recording (`no_recording`)"}
+
+ROUTES: list[api.Route] = [
+    api.Route("GET", "/api/v1/sessions/{session_id}/recording", recording_info, Right.REMOTE_VIEW, scopes.SESSION,
+              response="RecordingInfo", errors=_NOT_FOUND),
+    api.Route("GET", "/api/v1/sessions/{session_id}/recording/data", recording_data, Right.REMOTE_VIEW,
+              scopes.SESSION, errors=_NOT_FOUND,
+              description="Records `>dBBI` + payload (see server/sessions/relay.py). Audited "
+                          "`session.recording.view`.",
+              content={"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}),
+]
+
+
 def setup(server: HelplineServer) -> None:
-    router = server.console_app.router
-    router.add_get("/api/v1/sessions/{session_id}/recording", recording_info)
-    router.add_get("/api/v1/sessions/{session_id}/recording/data", recording_data)
+    api.add_routes(server.console_app, ROUTES)

@@ -3,44 +3,43 @@
 Mutual TLS (the device certificate, checked against the registry like the control
 channel) plus the single-use tunnel token in the ``X-Helpline-Tunnel-Token`` header,
 which must belong to this session, to this device *and* to the certificate the offer was
-sent to. Websocket compression is off: screen data is already compressed, and
-compression over secrets invites length side channels.
+sent to (:mod:`.tokens`). Websocket compression is off: screen data is already compressed,
+and compression over secrets invites length side channels.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from cryptography import x509
 
 from certs.pki import certificate_serial_hex
 from protocol.session import TUNNEL_TOKEN_HEADER
+from server import api
+from server.store import Row
 
-from ..agent_channel import SERVER_KEY, authenticate_device
-from ..http_util import json_error
-from .manager import SESSIONS, SessionRefused
+from .driver import SessionDriver
 
-if TYPE_CHECKING:
-    from ..app import HelplineServer
-
-
-async def agent_tunnel(request: web.Request) -> web.StreamResponse:
-    server: HelplineServer = request.app[SERVER_KEY]
-    manager = server.console_app[SESSIONS]
-    device_id, _row, cert = await authenticate_device(server, request)
-    token = request.headers.get(TUNNEL_TOKEN_HEADER, "")
-    try:
-        session = await manager.claim_tunnel(request.match_info["session_id"], token, device_id,
-                                             certificate_serial_hex(cert))
-    except SessionRefused as exc:
-        return json_error(exc.status, exc.code, exc.message)
-    ws = web.WebSocketResponse(compress=False, max_msg_size=manager.settings.max_message_bytes, autoping=True)
-    await ws.prepare(request)
-    relay = manager.relay_for(session)
-    await manager.started(session)
-    await relay.serve("agent", ws)
-    return ws
+#: The device behind a request's client certificate: (device id, registry row, certificate);
+#: raises 401/403 when there is none or it is not allowed in.
+DeviceAuthenticator = Callable[[web.Request], Awaitable[tuple[str, Row, x509.Certificate]]]
 
 
-def setup(server: HelplineServer) -> None:
-    server.agent_app.router.add_get("/agent/tunnel/{session_id}", agent_tunnel)
+def routes(sessions: SessionDriver, authenticate: DeviceAuthenticator) -> list[api.Route]:
+    async def agent_tunnel(request: web.Request) -> web.StreamResponse:
+        """The agent's session tunnel (websocket, mTLS + tunnel token)."""
+        device_id, _row, cert = await authenticate(request)
+        session = await sessions.claim_tunnel(request.match_info["session_id"],
+                                              request.headers.get(TUNNEL_TOKEN_HEADER, ""), device_id,
+                                              certificate_serial_hex(cert))
+        ws = web.WebSocketResponse(compress=False, max_msg_size=sessions.settings.max_message_bytes, autoping=True)
+        await ws.prepare(request)
+        relay = sessions.relay_for(session)
+        await sessions.started(session)
+        await relay.serve("agent", ws)
+        return ws
+
+    return [api.Route("GET", "/agent/tunnel/{session_id}", agent_tunnel, api.DEVICE_CERT, websocket=True,
+                      summary="Session tunnel (websocket, mTLS + single-use tunnel token)",
+                      errors={403: "Certificate or tunnel token refused"})]

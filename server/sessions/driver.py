@@ -1,0 +1,299 @@
+"""Drives each live session's :class:`~protocol.session.SessionMachine` from what happens on this node.
+
+Inputs: a technician's request and mode change (the API), the agent's answer and end (the
+control channel), the agent's tunnel arriving, the clock (answer and tunnel deadlines), grant
+and device revocations. Each input is one verb of the machine — which refuses anything
+:data:`~protocol.session.TRANSITIONS` does not list — followed by storing the new state
+(:mod:`.repository`), auditing it and telling the agent. Every ending goes through
+:class:`~.finish.Finisher`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from certs.pki import certificate_serial_hex
+from protocol.errors import LocalProtocolError
+from protocol.session import (
+    EndReason,
+    Mode,
+    SessionAnswer,
+    SessionEnd,
+    SessionMachine,
+    SessionMode,
+    SessionOffer,
+    SessionState,
+)
+from server import audit
+from server.auth.rights import Principal
+from server.connections import ConnectionRegistry
+from server.errors import ApiError
+from server.grants import store as grant_store
+from server.store import Database
+
+from . import repository
+from .finish import Finisher
+from .live import LiveSession, LiveTable
+from .relay import Recorder, Relay
+from .settings import SessionSettings
+from .tokens import TunnelToken
+
+if TYPE_CHECKING:
+    from server.agent_channel import AgentConnection
+
+log = logging.getLogger(__name__)
+
+#: How long a tunnel that arrives before the answer (they travel on different connections)
+#: waits for it.
+ANSWER_WAIT_S = 5.0
+
+
+class SessionDriver:
+    """The live sessions of this node and everything that moves them from state to state.
+
+    ``clock`` gives wall-clock seconds for the machine's deadlines and the stored times; tests
+    move it forward instead of waiting out a 60 s token life.
+    """
+
+    def __init__(self, db: Callable[[], Database], connections: ConnectionRegistry, settings: SessionSettings,
+                 live: LiveTable, finisher: Finisher, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._clock = clock
+        self.connections = connections
+        self.settings = settings
+        self.live = live
+        self.finisher = finisher
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def db(self) -> Database:
+        return self._db()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- the technician asks --------------------------------------------------------------
+
+    async def request(self, *, device_id: str, group: str, technician: Principal, mode: Mode, reason: str,
+                      grant_id: str | None) -> LiveSession:
+        """Record the session and offer it to the agent; ApiError 409 when it cannot be offered."""
+        if grant_id is not None:
+            row = await grant_store.get(self.db, grant_id)
+            if row is None or row["status"] != "active" or not grant_store.covers(row, device_id, group):
+                raise ApiError(409, "grant_unusable", f"grant {grant_id} is not active for this device")
+        conn = self.connections.get(device_id)
+        if conn is None:
+            raise ApiError(409, "device_offline", "the device is not connected")
+        now = self._clock()
+        session_id = "s-" + secrets.token_hex(10)
+        secret, token = TunnelToken.issue(device_id, certificate_serial_hex(conn.certificate), now)
+        session = LiveSession(session_id, device_id, group, technician.username, technician.role, grant_id, reason,
+                              SessionMachine(session_id, mode, created_at=now), token)
+        async with self.db.transaction() as tx:
+            await repository.insert(tx, session)
+            await audit.append_in(tx, f"user:{technician.username}", "session.requested", device_id,
+                                  {"session_id": session_id, "mode": mode, "reason": reason, "grant_id": grant_id})
+        self.live[session_id] = session
+        session.machine.offer(self._clock())
+        self._spawn(self._watch_deadlines(session))  # also ends an offer that never reached the agent
+        await conn.send(SessionOffer(session_id=session_id, technician=technician.username,
+                                     technician_user=technician.username, technician_role=technician.role,
+                                     mode=mode, reason=reason[:256], tunnel_token=secret, grant_id=grant_id))
+        await repository.save_state(self.db, session, self._clock())
+        await audit.append(self.db, "server", "session.offered", device_id,
+                           {"session_id": session_id, "mode": mode, "unattended": grant_id is not None})
+        return session
+
+    async def request_mode(self, session: LiveSession, mode: Mode, user: str) -> None:
+        """Ask the agent to switch view/control; the device user must consent again."""
+        if session.machine.state is not SessionState.STREAMING:
+            raise ApiError(409, "not_streaming", "the session is not streaming")
+        session.machine.request_mode(mode, self._clock())
+        await audit.append(self.db, f"user:{user}", "session.mode_requested", session.device_id,
+                           {"session_id": session.session_id, "mode": mode})
+        conn = self.connections.get(session.device_id)
+        if conn is None:
+            raise ApiError(409, "device_offline", "the device is not connected")
+        await conn.send(SessionMode(session_id=session.session_id, mode=mode, reason="technician request"))
+
+    # --- the agent answers and ends -------------------------------------------------------
+
+    async def on_answer(self, conn: AgentConnection, msg: SessionAnswer) -> None:
+        session = self.live.get(msg.session_id)
+        if session is None or session.device_id != conn.device_id:
+            await conn.reply_error("unknown_session", "no such session for this device", msg.id)
+            return
+        machine = session.machine
+        if machine.state is SessionState.STREAMING and machine.pending_mode is not None:
+            await self._mode_answer(session, msg)
+            return
+        now = self._clock()
+        try:
+            machine.answer(accepted=msg.accepted, mode_granted=msg.mode_granted if msg.accepted else None,
+                           by=msg.by, now=now)
+        except LocalProtocolError as exc:  # an answer the table does not allow (late, twice, control for view)
+            await conn.reply_error("unexpected", str(exc), msg.id)
+            if msg.accepted:
+                await self.finisher.finish(session, EndReason.ERROR.value, "server", detail=str(exc))
+            return
+        session.token.renew(now)
+        await self._answered(session, msg)
+
+    async def _answered(self, session: LiveSession, msg: SessionAnswer) -> None:
+        machine, actor = session.machine, f"device:{session.device_id}"
+        details = {"session_id": session.session_id, "by": msg.by, "reason": msg.reason}
+        if machine.state is SessionState.CONSENTED:
+            await audit.append(self.db, actor, "session.consented", session.device_id,
+                               {**details, "mode": machine.mode, "requested_mode": machine.requested_mode})
+            if machine.mode == "control":
+                await audit.append(self.db, actor, "session.control_enabled", session.device_id,
+                                   {**details, "consented_by": _consented_by(session, msg.by), "upgrade": False})
+            await repository.save_state(self.db, session, self._clock(), answered=True)
+            session.notify()
+            return
+        timed_out = machine.state is SessionState.TIMED_OUT
+        await audit.append(self.db, actor, "session.timed_out" if timed_out else "session.denied",
+                           session.device_id, details)
+        await repository.save_state(self.db, session, self._clock(), answered=True)
+        reason = EndReason.TIMED_OUT.value if timed_out else (msg.reason or EndReason.DENIED.value)
+        await self.finisher.finish(session, reason, "user" if msg.by in ("user", "timeout") else "agent",
+                                   notify_agent=False)
+
+    async def _mode_answer(self, session: LiveSession, msg: SessionAnswer) -> None:
+        machine, now, actor = session.machine, self._clock(), f"device:{session.device_id}"
+        details = {"session_id": session.session_id, "by": msg.by, "reason": msg.reason}
+        if msg.accepted and msg.mode_granted is not None and msg.mode_granted == machine.pending_mode:
+            machine.mode_consented(msg.mode_granted, now)
+            await audit.append(self.db, actor, "session.control_enabled", session.device_id,
+                               {**details, "consented_by": _consented_by(session, msg.by), "upgrade": True})
+        else:
+            machine.mode_refused(now)
+            await audit.append(self.db, actor, "session.mode_refused", session.device_id, details)
+        await repository.save_state(self.db, session, now)
+        session.notify()
+
+    async def on_agent_end(self, conn: AgentConnection, msg: SessionEnd) -> None:
+        session = self.live.get(msg.session_id)
+        if session is None or session.device_id != conn.device_id:
+            # Already over here: the agent's late count of refused inputs is still recorded.
+            if msg.refused_inputs and await repository.device_of(self.db, msg.session_id) == conn.device_id:
+                await self.finisher.record_refusals(msg.session_id, conn.device_id, msg.refused_inputs)
+            return
+        session.refused_inputs = max(session.refused_inputs, msg.refused_inputs)
+        await self.finisher.finish(session, msg.reason, "user" if msg.by == "user" else "agent", notify_agent=False)
+
+    # --- the tunnel -----------------------------------------------------------------------
+
+    async def claim_tunnel(self, session_id: str, presented: str, device_id: str, cert_serial: str) -> LiveSession:
+        """Check and burn the tunnel token; ApiError 403 (audited) when it does not fit."""
+        session = self.live.get(session_id)
+        if session is None:
+            raise await self._tunnel_refused(device_id, session_id,
+                                             ApiError(403, "unknown_session", "no such live session"))
+        refused = session.token.refusal(presented, device_id, cert_serial, self._clock())
+        if refused is not None:
+            raise await self._tunnel_refused(device_id, session_id, refused)
+        deadline = time.monotonic() + ANSWER_WAIT_S
+        while session.machine.state is SessionState.OFFERED and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.changed.wait(), deadline - time.monotonic())
+        refused = session.token.spent_refusal(self._clock())
+        if refused is None and session.machine.state is not SessionState.CONSENTED:
+            refused = ApiError(403, "not_consented", f"session is {session.machine.state.value}, not consented")
+        if refused is not None:
+            raise await self._tunnel_refused(device_id, session_id, refused)
+        session.token.used = True
+        await repository.mark_token_used(self.db, session_id)
+        return session
+
+    async def _tunnel_refused(self, device_id: str, session_id: str, refusal: ApiError) -> ApiError:
+        await audit.append(self.db, f"device:{device_id}", "session.tunnel_refused", session_id,
+                           {"code": refusal.code, "message": refusal.message})
+        return refusal
+
+    async def started(self, session: LiveSession) -> None:
+        """The agent's tunnel is attached: the session streams."""
+        now = self._clock()
+        session.machine.start(now)
+        await repository.save_state(self.db, session, now, started=True)
+        await audit.append(self.db, f"device:{session.device_id}", "session.started", session.device_id,
+                           {"session_id": session.session_id, "mode": session.machine.mode})
+        session.notify()
+
+    def relay_for(self, session: LiveSession) -> Relay:
+        """The session's relay, created by whichever side arrives first."""
+        if session.relay is None:
+            recorder = None
+            if self.settings.record:
+                recorder = Recorder(self.settings.recordings_dir / f"{session.session_id}.hlrec", {
+                    "session_id": session.session_id, "device_id": session.device_id, "group": session.group,
+                    "technician": session.technician_user, "requested_mode": session.machine.requested_mode,
+                    "reason": session.reason, "grant_id": session.grant_id, "started_at": self._clock()})
+
+            async def on_end(reason: str, by: str) -> None:
+                await self.finisher.finish(session, reason, by)
+
+            session.relay = Relay(session.session_id, self.settings,
+                                  view_only=lambda: session.machine.mode != "control",
+                                  on_input_refused=lambda: self._note_refused_input(session), on_end=on_end,
+                                  recorder=recorder)
+        return session.relay
+
+    def _note_refused_input(self, session: LiveSession) -> None:
+        """The relay saw technician input on a view-only session (the agent refuses it): audit the first."""
+        if not session.input_refusal_audited:
+            session.input_refusal_audited = True
+            self._spawn(audit.append(self.db, f"user:{session.technician_user}", "session.input_refused",
+                                     session.device_id, {"session_id": session.session_id,
+                                                         "why": "view-only session", "first": True}))
+
+    # --- the clock and revocations --------------------------------------------------------
+
+    async def _watch_deadlines(self, session: LiveSession) -> None:
+        """Feed the clock to the machine: no answer in time, or no tunnel in time, ends the session."""
+        machine = session.machine
+        while machine.live and not session.finished:
+            deadline = machine.next_deadline()
+            changed = session.changed
+            timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout)
+            if not machine.tick(self._clock()):
+                continue
+            if machine.state is SessionState.TIMED_OUT:
+                await audit.append(self.db, "server", "session.timed_out", session.device_id,
+                                   {"session_id": session.session_id, "by": "server",
+                                    "reason": "the agent did not answer"})
+                await self.finisher.finish(session, EndReason.TIMED_OUT.value, "server")
+            else:  # the machine ended itself: the tunnel never came
+                await self.finisher.finish(session, machine.end_reason, machine.ended_by)
+
+    async def on_grant_changed(self, grant_id: str, payload: dict[str, Any]) -> None:
+        if payload.get("status") != "revoked":
+            return
+        for session in list(self.live.values()):
+            if session.grant_id == grant_id:
+                await self.finisher.finish(session, EndReason.GRANT_REVOKED.value, "server")
+
+    async def on_device_revoked(self, device_id: str, _payload: dict[str, Any]) -> None:
+        """A revoked device loses its sessions too (its control channel is closed elsewhere)."""
+        for session in list(self.live.values()):
+            if session.device_id == device_id:
+                await self.finisher.finish(session, "device revoked", "server")
+
+
+def _consented_by(session: LiveSession, by: str) -> str:
+    """Who agreed to control, for the audit record: the device user, a named grant, or the device policy."""
+    if by == "user":
+        return "device user"
+    if by == "grant":
+        return f"grant {session.grant_id}"
+    return by

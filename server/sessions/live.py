@@ -1,0 +1,44 @@
+"""A session while it holds resources on this node: its state machine, tunnel token and relay.
+
+The durable record is the ``sessions`` row (:mod:`.repository`); this object lives only
+from the technician's request until the one finish path (:mod:`.finish`) drops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from protocol.session import SessionMachine
+
+from .relay import Relay
+from .tokens import TunnelToken
+
+
+@dataclass
+class LiveSession:
+    session_id: str
+    device_id: str
+    group: str
+    technician_user: str
+    technician_role: str
+    grant_id: str | None
+    reason: str
+    machine: SessionMachine
+    token: TunnelToken
+    #: Set (and replaced) on every change, so waiters wake up: the deadline watcher, a tunnel
+    #: claim waiting for the answer.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    relay: Relay | None = None
+    refused_inputs: int = 0
+    input_refusal_audited: bool = False
+    #: The finish path ran (or is running): it runs once, whichever way the session ends.
+    finished: bool = False
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+#: Live sessions on this node by session id (shared by the driver and the finish path).
+LiveTable = dict[str, LiveSession]

@@ -1,0 +1,59 @@
+"""Response schemas of the session routes (the paths come from the routes in :mod:`.api`,
+:mod:`.recordings_api` and :mod:`.tunnel`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Json = dict[str, Any]
+
+
+def _ref(name: str) -> Json:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(properties: Json, required: list[str] | None = None, **extra: Any) -> Json:
+    """A JSON object schema (every property required unless ``required`` says otherwise)."""
+    return {"type": "object", "required": list(properties) if required is None else required,
+            "properties": properties, **extra}
+
+
+_NULLABLE_NUM: Json = {"type": ["number", "null"]}
+_NULLABLE_STR: Json = {"type": ["string", "null"]}
+_MODE: Json = {"type": "string", "enum": ["view", "control"]}
+_STATE: Json = {"type": "string", "enum": ["requested", "offered", "consented", "denied", "timed_out", "streaming",
+                                           "ended"]}
+
+_LIVE_PROPS: Json = {
+    "session_id": {"type": "string"}, "device_id": {"type": "string"}, "group": {"type": "string"},
+    "technician": {"type": "string"}, "requested_mode": _MODE, "mode": {"type": ["string", "null"]},
+    "pending_mode": {"type": ["string", "null"]}, "state": _STATE, "reason": {"type": "string"},
+    "grant_id": _NULLABLE_STR, "answered_by": _NULLABLE_STR, "end_reason": _NULLABLE_STR, "ended_by": _NULLABLE_STR,
+    "created_at": {"type": "number"},
+    "stream_url": {"type": "string", "description": "Path of the stream websocket."},
+}
+
+SCHEMAS: Json = {
+    "LiveSession": _obj(_LIVE_PROPS, description="A session as the session manager holds it while it runs."),
+    "Notes": {"type": ["object", "null"], "required": ["text", "author", "updated_at", "revision"],
+              "properties": {"text": {"type": "string", "maxLength": 8000}, "author": {"type": "string"},
+                             "updated_at": {"type": "number"}, "revision": {"type": "integer"}},
+              "description": "Null when no notes were written."},
+    "SessionNotes": _obj({"session_id": {"type": "string"}, "notes": _ref("Notes")}),
+    "Session": _obj(_LIVE_PROPS | {
+        "started_at": _NULLABLE_NUM, "ended_at": _NULLABLE_NUM, "bytes_to_technician": {"type": "integer"},
+        "bytes_to_agent": {"type": "integer"}, "refused_inputs": {"type": "integer"},
+        "recording": {"type": "boolean"}, "notes": _ref("Notes")},
+        required=["session_id", "device_id", "group", "technician", "state", "created_at"],
+        description="A stored session (live fields state/mode/pending_mode are overlaid while it runs); "
+                    "POST /end returns it without notes."),
+    "SessionList": _obj({"sessions": {"type": "array", "items": _ref("Session")}}),
+    "RecordingInfo": _obj({
+        "session_id": {"type": "string"}, "device_id": {"type": "string"}, "group": {"type": "string"},
+        "technician": {"type": "string"}, "mode": {"type": ["string", "null"]}, "answered_by": _NULLABLE_STR,
+        "started_at": _NULLABLE_NUM, "ended_at": _NULLABLE_NUM, "end_reason": _NULLABLE_STR,
+        "format": {"type": "string", "const": "hlrec1"}, "size": {"type": "integer"},
+        "complete": {"type": "boolean", "description": "False while the session still records."},
+        "meta": {"type": "object", "additionalProperties": True, "description": "The recorder's metadata."},
+        "data_url": {"type": "string"}}),
+}
