@@ -84,7 +84,7 @@ def check_root(root: RootInfo, pinned_root_fingerprint: str) -> str | None:
         return "the root's public key is not an Ed25519 key"
     actual = fingerprint(raw)
     pinned = normalize_fingerprint(pinned_root_fingerprint)
-    if not hmac.compare_digest(actual, pinned):
+    if not hmac.compare_digest(actual.encode(), pinned.encode()):
         return f"root {actual[:16]}… is not the root this device was installed with ({pinned[:16]}…)"
     return None
 
@@ -153,6 +153,8 @@ def cert_problem(cert: CredentialCert, *, now: float, revoked: frozenset[str], a
                  purpose: str) -> str | None:
     """None when ``cert`` may sign for ``purpose`` at ``now``, else why not."""
     who = f"{cert.kind} credential {cert.credential_id} ({cert.holder})"
+    if not math.isfinite(now):
+        return "the clock is not a finite number"
     if cert.kind not in allowed_kinds:
         return f"{who} cannot sign {purpose}; needs {' or '.join(sorted(allowed_kinds))}"
     if now < cert.not_before:
@@ -234,12 +236,12 @@ def _verify_webauthn(kind: SignedKind, body: bytes, assertion: WebAuthnAssertion
     if require_user_verification and not auth.is_user_verified():
         return SignatureCheck(f"{who}: the user-verified flag (UV) is not set and this device's policy requires it")
     if client.type != CollectedClientData.TYPE.GET.value:
-        return SignatureCheck(f"{who}: clientDataJSON type is {client.type!r}, not 'webauthn.get'")
+        return SignatureCheck(f"{who}: clientDataJSON type is {client.type!r:.80}, not 'webauthn.get'")
     if not isinstance(client.challenge, bytes) or not hmac.compare_digest(
             client.challenge, webauthn_challenge(kind, body)):
         return SignatureCheck(f"{who}: the assertion's challenge is not this {kind}")
     if not isinstance(client.origin, str) or client.origin not in key.origins:
-        return SignatureCheck(f"{who}: origin {client.origin!r} is not one this passkey was certified for")
+        return SignatureCheck(f"{who}: origin {client.origin!r:.100} is not one this passkey was certified for")
     if client.cross_origin is not False:
         return SignatureCheck(f"{who}: cross-origin assertions are refused")
     cose = parse_cose_key(key.key_bytes())
@@ -283,6 +285,8 @@ def verify_revocation_list(signed: SignedRevocationList | None, *, root: RootInf
     """
     if signed is None:
         return RevocationStatus(None, "no revocation list from a revoker has reached this device")
+    if not math.isfinite(now):
+        return RevocationStatus(None, "the clock is not a finite number")
     cert = find_cert(signed.approval.credential_id, certs, root=root)
     if isinstance(cert, str):
         return RevocationStatus(None, f"revocation list refused: {cert}")

@@ -731,3 +731,19 @@ def test_rotation_from_another_root_is_refused(world: World) -> None:
     verdict = verify_rotation(rotation, pinned_root_fingerprint=world.root.fingerprint, root=world.root, now=NOW,
                               policy=world.policy)
     assert not verdict.allowed and "from another root" in verdict.reason
+
+
+def test_nan_clock_is_refused(world: World) -> None:
+    """A NaN 'now' compares false with every bound; it must refuse, not slip past expiry checks."""
+    document = signed(world, "grant", grant_body(world), "alice")
+    assert not world.check(document, now=float("nan")).allowed
+    status = verify_revocation_list(world.revocations, root=world.root, certs=world.certs, now=float("nan"),
+                                    policy=world.policy)
+    assert status.problem is not None
+    assert not verify(world, proof(world), now=float("nan")).allowed
+
+
+def test_non_ascii_pin_is_refused_not_raised(world: World) -> None:
+    """A mistyped pin (non-ASCII) refuses instead of raising from compare_digest."""
+    verdict = world.check(signed(world, "grant", grant_body(world), "alice"), pinned_root_fingerprint="é" * 64)
+    assert not verdict.allowed and "installed with" in verdict.reason

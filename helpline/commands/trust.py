@@ -299,7 +299,7 @@ def _certify(args: argparse.Namespace) -> int:
         print("compare it with the fingerprint the holder's own device shows, then run again with "
               "--fingerprint HEX", file=sys.stderr)
         return 1
-    if not hmac.compare_digest(normalize_fingerprint(args.fingerprint), actual):
+    if not hmac.compare_digest(normalize_fingerprint(args.fingerprint).encode(), actual.encode()):
         raise Refused("the fingerprint does not match the public key: nothing was certified. Get the key again "
                       "from the holder's device")
     root_key, root = _load_root(args.dir, args)
