@@ -4,9 +4,9 @@ idle RSS and CPU of a real ``helpline agent run`` subprocess at the default 60 s
 Run: ``.venv/bin/python -m benchmarks.agent_footprint [--window 120]`` (targets: collection
 < 2 s, delta < 2 KB, RSS ≤ 40 MB, CPU ≤ 1 % of one core).
 
-The idle agent is measured twice: as installed (``python -m helpline agent run``, whose CLI
-imports every subcommand module — server, console, viewer — before parsing), and with the CLI
-loading only the ``agent`` subcommand, which is what the agent itself costs. ``--imports``
+The idle agent is measured twice: as installed (``python -m helpline agent run``: the CLI
+registers every subcommand, whose modules import only the standard library until they run),
+and with the CLI registering only the ``agent`` subcommand, which is what the agent itself costs. ``--imports``
 prints the RSS after each import stage of the agent, in a fresh interpreter.
 """
 
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 #: How the agent process is started: the installed CLI, or the CLI with only its agent subcommand.
 ENTRIES: dict[str, list[str]] = {
     "helpline agent run": ["-m", "helpline"],
-    "agent subcommand only": ["-c", "import sys, helpline.cli as c; c.COMMANDS = ['agent']; sys.exit(c.main())"],
+    "agent subcommand only": ["-c", "import sys, helpline.cli as c; c.COMMANDS = (c.agent,); sys.exit(c.main())"],
 }
 
 #: Import stages of the agent, in the order it loads them.

@@ -1,20 +1,26 @@
 """``helpline`` — one command for the whole system.
 
-Subcommands live in :mod:`helpline.commands`, one module each, every module exposing
-``register(subparsers)``; handlers return the process exit code.
+Subcommands live in :mod:`helpline.commands`, one small registration module each exposing
+``register(subparsers)``; handlers return the process exit code. Registration modules import only
+the standard library (and ``common``): each handler imports what it runs — the server's modules,
+the agent's — when it runs. So ``helpline agent run`` works where only ``helpline[agent]`` is
+installed, ``helpline server`` where only ``helpline[server]`` is, and the agent's process never
+loads the server's code.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.metadata
+import re
 import sys
 from collections.abc import Sequence
 
 from common.config import ConfigError
+from helpline.commands import admin, agent, certs, demo, server, trust, viewer
 
-#: Modules under helpline.commands, in the order shown by ``--help``.
-COMMANDS = ["certs", "server", "agent", "admin", "demo", "viewer"]
+#: The subcommands, in the order shown by ``--help``.
+COMMANDS = (certs, server, agent, admin, demo, viewer, trust)
 
 DESCRIPTION = """\
 Helpline: remote IT support with asset health for the CMDB.
@@ -30,30 +36,50 @@ Run 'helpline COMMAND --help' for the options of each command.
 """
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with ``only``, just that subcommand is imported (the agent must not pay for the
-    server, console and viewer modules: ~25 MB of RSS)."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="helpline", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        if only is None or name == only:
-            importlib.import_module(f"helpline.commands.{name}").register(sub)
+    for command in COMMANDS:
+        command.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(arguments[0] if arguments and arguments[0] in COMMANDS else None)
-    args = parser.parse_args(arguments)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         code: int = args.handler(args)
     except ConfigError as exc:
         print(f"helpline: configuration error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        extra = extra_providing(exc.name or "")
+        if extra is None:
+            raise
+        print(f"helpline: 'helpline {args.command}' needs {exc.name}, which this installation lacks: "
+              f"install helpline[{extra}]", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def extra_providing(module: str) -> str | None:
+    """The extra of the installed ``helpline`` that requires a distribution named like ``module``."""
+    try:
+        requirements = importlib.metadata.requires("helpline") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    wanted = _normalise(module.split(".")[0])
+    for requirement in requirements:
+        match = re.match(r"\s*([A-Za-z0-9._-]+).*;.*\bextra\s*==\s*[\"']([A-Za-z0-9._-]+)[\"']", requirement)
+        if match and _normalise(match[1]) == wanted and match[2] != "test":
+            return match[2]
+    return None
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.helpline-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "==> installing Helpline and test tools into .venv"
+  echo "==> installing Helpline (agent and server extras) and test tools into .venv"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  # [test] = helpline[agent,server] + the test tools (a device needs only [agent], a server [server]).
   .venv/bin/python -m pip install -q -e '.[test]'
   touch "$stamp"
 fi

@@ -8,16 +8,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from helpline.ports import free_port as free_port  # re-exported for the tests
 
+#: How tests run ``helpline``: this interpreter, this checkout.
+HELPLINE = (sys.executable, "-m", "helpline")
+
 
 def helpline(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
-             check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run one ``helpline`` command to completion."""
-    result = subprocess.run([sys.executable, "-m", "helpline", *args], capture_output=True, text=True,
+             check: bool = True, command: Sequence[str] = HELPLINE) -> subprocess.CompletedProcess[str]:
+    """Run one ``helpline`` command to completion (``command``: another installation's ``helpline``)."""
+    result = subprocess.run([*command, *args], capture_output=True, text=True,
                             timeout=timeout, env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"helpline {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
@@ -25,10 +28,11 @@ def helpline(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
 
 
 @contextlib.contextmanager
-def spawn(*args: str, log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def spawn(*args: str, log: Path, env: dict[str, str] | None = None,
+          command: Sequence[str] = HELPLINE) -> Iterator[subprocess.Popen[bytes]]:
     """Start a long-running ``helpline`` process; terminate (then kill) it by PID on exit."""
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "helpline", *args], stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([*command, *args], stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, **(env or {})})
     try:
         yield proc

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 
-#: Modules with ``register_admin(subparsers)``; each adds one area (``admin token …``).
-ADMIN_COMMANDS = ["admin_token", "admin_device", "admin_audit", "admin_user", "admin_grant",
-                  "admin_script", "admin_task", "admin_export"]
+from . import (
+    admin_audit,
+    admin_device,
+    admin_export,
+    admin_grant,
+    admin_script,
+    admin_task,
+    admin_token,
+    admin_user,
+)
+
+#: One module per area (``admin token …``), in the order shown by ``--help``; each has
+#: ``register_admin(subparsers)`` and imports the server's modules only when its command runs.
+ADMIN_AREAS = (admin_token, admin_device, admin_audit, admin_user, admin_grant, admin_script, admin_task,
+               admin_export)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -15,5 +26,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                             description="Administration. Works on the same --data/--config as the server, "
                             "also while the server runs.")
     admin_sub = parser.add_subparsers(dest="admin_area", metavar="AREA", required=True)
-    for name in ADMIN_COMMANDS:
-        importlib.import_module(f"helpline.commands.{name}").register_admin(admin_sub)
+    for area in ADMIN_AREAS:
+        area.register_admin(admin_sub)

@@ -6,8 +6,6 @@ import argparse
 import sys
 import time
 
-from server import audit
-
 from .common import add_server_options, print_table, server_config, with_database
 
 
@@ -25,6 +23,8 @@ def register_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from server import audit
+
     report = with_database(server_config(args), audit.verify_chain)
     if report.ok:
         print(f"audit log intact: {report.records} records")
@@ -35,6 +35,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from server import audit
+
     rows = with_database(server_config(args), lambda db: audit.recent(db, limit=args.limit, action=args.action))
     print_table([{**r, "ts": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ts"]))} for r in rows],
                 ["seq", "ts", "actor", "action", "target", "details"])

@@ -8,8 +8,6 @@ import json
 import sys
 import time
 
-from server import devices
-
 from .common import add_server_options, print_table, server_config, with_database
 
 
@@ -31,6 +29,8 @@ def _fmt_ts(ts: float | None) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from server import devices
+
     rows = with_database(server_config(args), devices.list_all)
     described = [devices.describe(r) for r in rows]
     if args.json:
@@ -42,6 +42,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
+    from server import devices
+
     done = with_database(server_config(args),
                          lambda db: devices.revoke(db, args.device_id, actor=f"cli:{getpass.getuser()}"))
     if not done:

@@ -10,26 +10,22 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import aiohttp
-
-from server import audit
-from server.cmdb import inventory_store, settings
-from server.exports.glpi import to_glpi_inventory
-from server.exports.servicenow import IreResponseError, parse_ire_response, to_servicenow_ire
-from server.store import Database
 
 from .common import add_server_options, server_config, with_database
 
-FORMATS = {"glpi": to_glpi_inventory, "servicenow": to_servicenow_ire}
+if TYPE_CHECKING:
+    from server.store import Database
+
+#: Export formats (the converters are imported when an export runs).
+FORMATS = ("glpi", "servicenow")
 
 
 def register_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     export = sub.add_parser("export", help="export the CMDB as GLPI inventory or ServiceNow IRE payloads",
                             description="One document per device: a JSON object with --device, else a JSON array.")
-    export.add_argument("--format", required=True, choices=sorted(FORMATS))
+    export.add_argument("--format", required=True, choices=FORMATS)
     export.add_argument("--device", help="only this device id")
     export.add_argument("--out", type=Path, help="write here instead of standard output")
     add_server_options(export)
@@ -64,6 +60,8 @@ def register_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 async def load_inventories(db: Database, device_id: str | None) -> list[tuple[str, dict[str, Any]]]:
+    from server.cmdb import inventory_store
+
     if device_id:
         ids = [device_id]
     else:
@@ -77,7 +75,11 @@ def _actor() -> str:
 
 
 def _export(args: argparse.Namespace) -> int:
-    convert = FORMATS[args.format]
+    from server import audit
+    from server.exports.glpi import to_glpi_inventory
+    from server.exports.servicenow import to_servicenow_ire
+
+    convert = to_glpi_inventory if args.format == "glpi" else to_servicenow_ire
 
     async def work(db: Database) -> list[dict[str, Any]]:
         found = await load_inventories(db, args.device)
@@ -109,6 +111,11 @@ def _check_instance(url: str) -> str:
 async def push_servicenow(db: Database, instance: str, auth: str | None, device_id: str | None
                           ) -> tuple[int, list[str]]:
     """POST one IRE payload per device; return (devices pushed, problems) — per-item errors included."""
+    import aiohttp
+
+    from server import audit
+    from server.exports.servicenow import IreResponseError, parse_ire_response, to_servicenow_ire
+
     endpoint = f"{instance}/api/now/identifyreconcile"
     problems: list[str] = []
     found = [(d, inv) for d, inv in await load_inventories(db, device_id) if inv]
@@ -167,6 +174,9 @@ def _parse_value(text: str) -> Any:
 
 
 def _rules(args: argparse.Namespace) -> int:
+    from server import audit
+    from server.cmdb import settings
+
     async def work(db: Database) -> dict[str, Any]:
         if args.rule and args.values:
             values = {}
@@ -190,6 +200,9 @@ def _rules(args: argparse.Namespace) -> int:
 
 
 def _webhook(args: argparse.Namespace) -> int:
+    from server import audit
+    from server.cmdb import settings
+
     async def work(db: Database) -> dict[str, Any]:
         changes = {k: v for k, v in (("url", args.url), ("max_attempts", args.max_attempts),
                                      ("backoff_s", args.backoff)) if v is not None}

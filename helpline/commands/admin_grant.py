@@ -11,9 +11,7 @@ import getpass
 import time
 from datetime import UTC, datetime
 
-from certs.pki import PkiPaths
 from server.errors import ApiError
-from server.grants import store
 
 from .common import add_server_options, parse_duration, print_table, server_config, with_database
 
@@ -59,6 +57,9 @@ def _who(args: argparse.Namespace) -> str:
 
 
 def _create(args: argparse.Namespace) -> int:
+    from certs.pki import PkiPaths
+    from server.grants import store
+
     config = server_config(args)
     now = time.time()
     try:
@@ -78,6 +79,9 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _approve(args: argparse.Namespace) -> int:
+    from certs.pki import PkiPaths
+    from server.grants import store
+
     config = server_config(args)
     try:
         key = PkiPaths.from_dir(config.pki_path).grant_key
@@ -92,6 +96,8 @@ def _approve(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from server.grants import store
+
     config = server_config(args)
     rows = with_database(config, lambda db: store.list_grants(db, args.status))
     table = []
@@ -111,6 +117,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
+    from server.grants import store
+
     config = server_config(args)
     try:
         row = with_database(config, lambda db: store.revoke(db, args.grant_id, actor=f"cli:{getpass.getuser()}"))

@@ -9,11 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from certs.grants import load_grant_private_key, sign_bytes
-from certs.pki import PkiPaths
-from protocol.tasks import MAX_SCRIPT_BYTES, script_sha256, script_signing_bytes
-from server import audit
-
 from .common import add_server_options, server_config, with_database
 
 
@@ -39,6 +34,11 @@ def parse_params(text: str) -> dict[str, Any]:
 
 
 def _sign(args: argparse.Namespace) -> int:
+    from certs.grants import load_grant_private_key, sign_bytes
+    from certs.pki import PkiPaths
+    from protocol.tasks import MAX_SCRIPT_BYTES, script_sha256, script_signing_bytes
+    from server import audit
+
     config = server_config(args)
     try:
         script = args.file.read_text()

@@ -10,15 +10,14 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protocol.tasks import ACTIONS
-from server import audit
-from server.store import Database, Row
-from server.tasks import store
-from server.tasks.artifacts import artifact_info, expired_info, expired_message, sha256_file, stored_path
 
 from .common import add_server_options, parse_duration, print_table, server_config, with_database
+
+if TYPE_CHECKING:
+    from server.store import Database, Row
 
 
 def register_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -107,6 +106,8 @@ def _script_and_params(args: argparse.Namespace) -> tuple[str | None, str | None
 
 
 def _run(args: argparse.Namespace) -> int:
+    from server.tasks import store
+
     config = server_config(args)
     try:
         script, signature, params = _script_and_params(args)
@@ -136,6 +137,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from server.tasks import store
+
     rows = with_database(server_config(args), lambda db: store.list_tasks(db))
     print_table([{**store.describe_task(r), "created": _when(r["created_at"])} for r in rows],
                 ["id", "action", "target", "cron", "status", "devices", "created_by", "created"])
@@ -147,6 +150,8 @@ def _when(ts: float | None) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from server.tasks import store
+
     async def load(db: Database) -> tuple[Any, list[Any]]:
         return await store.get_task(db, args.task_id), await store.runs_of_task(db, args.task_id)
 
@@ -168,6 +173,9 @@ def _show(args: argparse.Namespace) -> int:
 
 def _save_artifact(args: argparse.Namespace, runs: list[Any]) -> int:
     """Copy a run's stored bundle to FILE after checking its sha256; audited like an API download."""
+    from server import audit
+    from server.tasks.artifacts import artifact_info, expired_info, expired_message, sha256_file, stored_path
+
     with_artifact = [r for r in runs if artifact_info(r) is not None and (args.run_id in (None, r["id"]))]
     expired = [r for r in runs if expired_info(r) is not None and (args.run_id in (None, r["id"]))]
     if not with_artifact and expired:
@@ -199,6 +207,8 @@ def _save_artifact(args: argparse.Namespace, runs: list[Any]) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
+    from server.tasks import store
+
     try:
         count = with_database(server_config(args), lambda db: store.cancel_task(db, args.task_id, actor=_actor()))
     except store.TaskError as exc:
@@ -210,6 +220,8 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _change(args: argparse.Namespace, change: Callable[[Database], Awaitable[Row]]) -> Row | None:
     """Run an approve/resume style change; print the refusal and return None when it is refused."""
+    from server.tasks import store
+
     try:
         return with_database(server_config(args), change)
     except store.TaskError as exc:
@@ -218,6 +230,8 @@ def _change(args: argparse.Namespace, change: Callable[[Database], Awaitable[Row
 
 
 def _approve(args: argparse.Namespace) -> int:
+    from server.tasks import store
+
     row = _change(args, lambda db: store.approve_task(db, args.task_id, approver=_actor()))
     if row is None:
         return 1
@@ -226,6 +240,8 @@ def _approve(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
+    from server.tasks import store
+
     row = _change(args, lambda db: store.resume_task(db, args.task_id, actor=_actor()))
     if row is None:
         return 1

@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import getpass
 
-from certs.pki import CertificateAuthority
-from server.enrollment import create_token
-
 from .common import add_server_options, parse_duration, server_config, with_database
 
 
@@ -25,6 +22,9 @@ def register_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _create(args: argparse.Namespace) -> int:
+    from certs.pki import CertificateAuthority
+    from server.enrollment import create_token
+
     config = server_config(args)
     ca = CertificateAuthority.load(config.pki_path)
     created = with_database(config, lambda db: create_token(db, group=args.group, ttl_s=args.ttl, uses=args.uses,

@@ -9,13 +9,16 @@ import argparse
 import getpass
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from server.accounts import admin, users
-from server.auth.rights import Right
-from server.errors import ApiError
-from server.store import Database
+from server.auth.rights import ROLE_RIGHTS, Right  # small enum module: fine to load for --help
+from server.errors import ApiError  # no dependencies: fine to load for --help
 
 from .common import add_server_options, parse_duration, print_table, server_config, with_database
+
+if TYPE_CHECKING:
+    from server.accounts import admin
+    from server.store import Database
 
 
 def _actor() -> str:
@@ -34,7 +37,7 @@ def _register_user(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                                  "empty to generate one) or generated when stdin is not a terminal; the TOTP "
                                  "secret and otpauth:// URI are printed for the user's authenticator app.")
     create.add_argument("name")
-    create.add_argument("--role", required=True, choices=users.ROLES)
+    create.add_argument("--role", required=True, choices=list(ROLE_RIGHTS))
     create.add_argument("--group", action="append", default=[], help="assign the role's rights on this device "
                         "group (repeatable); admins hold every right on every group anyway")
     create.add_argument("--generate-password", action="store_true", help="never prompt; generate the password")
@@ -104,6 +107,8 @@ def _ask_password(args: argparse.Namespace) -> str | None:
     return first
 
 def _create(args: argparse.Namespace) -> int:
+    from server.accounts import admin
+
     config = server_config(args)
     try:
         chosen = _ask_password(args)
@@ -126,6 +131,8 @@ def _create(args: argparse.Namespace) -> int:
     return 0
 
 def _list(args: argparse.Namespace) -> int:
+    from server.accounts import users
+
     async def work(db: Database) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = []
         for user in await users.list_users(db):
@@ -143,6 +150,8 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 def _simple(args: argparse.Namespace) -> int:
+    from server.accounts import admin
+
     action: str = args.user_action
     config = server_config(args)
     try:
@@ -164,6 +173,8 @@ def _simple(args: argparse.Namespace) -> int:
     return 0
 
 def _grant(args: argparse.Namespace) -> int:
+    from server.accounts import admin
+
     try:
         rights = Right.parse(args.rights.split(",")) if args.rights else None
         stored = with_database(server_config(args),
@@ -177,6 +188,8 @@ def _grant(args: argparse.Namespace) -> int:
     return 0
 
 def _ungrant(args: argparse.Namespace) -> int:
+    from server.accounts import admin
+
     try:
         removed = with_database(server_config(args),
                                 lambda db: admin.remove_rights(db, args.name, args.group, actor=_actor()))
@@ -186,6 +199,8 @@ def _ungrant(args: argparse.Namespace) -> int:
     return 0
 
 def _token(args: argparse.Namespace) -> int:
+    from server.accounts import admin
+
     try:
         new = with_database(server_config(args),
                             lambda db: admin.create_token(db, args.name, args.label, args.ttl, actor=_actor()))
@@ -196,6 +211,8 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 def _group_create(args: argparse.Namespace) -> int:
+    from server.accounts import admin
+
     try:
         with_database(server_config(args), lambda db: admin.create_group(db, args.name, actor=_actor()))
     except ApiError as exc:
@@ -204,6 +221,8 @@ def _group_create(args: argparse.Namespace) -> int:
     return 0
 
 def _group_list(args: argparse.Namespace) -> int:
+    from server.accounts import admin
+
     names = with_database(server_config(args), admin.list_groups)
     print_table([{"group": n} for n in names], ["group"])
     return 0

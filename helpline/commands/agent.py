@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent.config import AgentConfig
 from common.config import load_config
 from common.logs import setup_logging
 
+from . import agent_inventory
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+
 #: Extra ``helpline agent …`` actions, each a module with ``register_agent(subparsers)``.
-AGENT_COMMANDS: list[str] = ["agent_inventory"]
+AGENT_ACTIONS = (agent_inventory,)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,8 +41,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _state_options(run)
     run.add_argument("--log-format", choices=["human", "json"])
     run.set_defaults(handler=_run)
-    for name in AGENT_COMMANDS:
-        importlib.import_module(f"helpline.commands.{name}").register_agent(agent_sub)
+    for action in AGENT_ACTIONS:
+        action.register_agent(agent_sub)
 
 
 def _state_options(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +51,8 @@ def _state_options(parser: argparse.ArgumentParser) -> None:
 
 
 def agent_config(args: argparse.Namespace) -> AgentConfig:
+    from agent.config import AgentConfig
+
     return load_config(AgentConfig, args.config, section="agent",
                        overrides={"state_dir": args.state, "log_format": getattr(args, "log_format", None)})
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import TYPE_CHECKING
 
-from agent.inventory import collect_inventory, compute_delta, section_checksums
-from agent.reporting import acked_path, read_acked
-from protocol import codec
-from protocol.messages import InventoryReport
+if TYPE_CHECKING:
+    from protocol.messages import InventoryReport
 
 
 def register_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,7 +26,10 @@ def register_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def build_report(state_dir: str | None, config_path: str | None, *, force_full: bool) -> InventoryReport:
     from pathlib import Path
 
+    from agent.inventory import collect_inventory, compute_delta, section_checksums
+    from agent.reporting import acked_path, read_acked
     from helpline.commands.agent import agent_config
+    from protocol.messages import InventoryReport
 
     config = agent_config(argparse.Namespace(state=Path(state_dir) if state_dir else None,
                                              config=Path(config_path) if config_path else None))
@@ -40,6 +42,8 @@ def build_report(state_dir: str | None, config_path: str | None, *, force_full: 
 
 
 def _inventory(args: argparse.Namespace) -> int:
+    from protocol import codec
+
     report = build_report(args.state, args.config, force_full=args.full)
     wire = codec.encode(report)
     if args.json:

@@ -6,9 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from certs.errors import PkiExistsError
-from certs.pki import CertificateAuthority, init_pki
-
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("certs", help="create and inspect the org PKI")
@@ -28,6 +25,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
+    from certs.errors import PkiExistsError
+    from certs.pki import CertificateAuthority, init_pki
+
     try:
         paths = init_pki(args.dir, args.server_name, force=args.force)
     except PkiExistsError as exc:
@@ -40,5 +40,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _fingerprint(args: argparse.Namespace) -> int:
+    from certs.pki import CertificateAuthority
+
     print(CertificateAuthority.load(args.dir).fingerprint_sha256)
     return 0

@@ -1,4 +1,4 @@
-"""Options and helpers shared by subcommands."""
+"""Options and helpers shared by subcommands (the server's modules are imported only when used)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from common.config import ConfigError, load_config
-from server.config import ServerConfig
-from server.store import Database, open_database
+
+if TYPE_CHECKING:
+    from server.config import ServerConfig
+    from server.store import Database
 
 T = TypeVar("T")
 
@@ -33,12 +35,15 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
 
 
 def server_config(args: argparse.Namespace, **overrides: Any) -> ServerConfig:
+    from server.config import ServerConfig
+
     return load_config(ServerConfig, getattr(args, "config", None), section="server",
                        overrides={"data_dir": getattr(args, "data", None), **overrides})
 
 
 def with_database(config: ServerConfig, work: Callable[[Database], Awaitable[T]]) -> T:
     """Open the server's database (same one the running server uses), run ``work``, close."""
+    from server.store import open_database
 
     async def runner() -> T:
         if config.db_url.startswith("sqlite:///") and not Path(config.db_url.removeprefix("sqlite:///")).parent.exists():
