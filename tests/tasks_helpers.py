@@ -11,7 +11,8 @@ from certs.grants import load_grant_private_key, sign_bytes, sign_grant
 from protocol.grants import Action, Grant, SignedGrant, Window
 from protocol.tasks import script_signing_bytes
 from server.app import HelplineServer
-from server.tasks import store
+from server.tasks import repository, service
+from server.tasks.spec import TaskSpec
 
 
 def grant_for(server: HelplineServer, *, devices: Sequence[str] = (), groups: Sequence[str] = (),
@@ -35,13 +36,13 @@ async def submit(server: HelplineServer, grant: SignedGrant, *, device: str | No
                  signature: str | None = None, timeout_s: float = 30, **extra: Any) -> dict[str, Any]:
     from protocol.grants import parse_document
 
-    spec = store.TaskSpec(action=action, grant_id=parse_document(grant.document).grant_id, technician="alice",
-                          params=params or {}, script=script, script_signature=signature, device=device, group=group,
-                          timeout_s=timeout_s, grant=grant, **extra)
-    return await store.create_task(server.db, spec, actor="admin1")
+    spec = TaskSpec(action=action, grant_id=parse_document(grant.document).grant_id, technician="alice",
+                    params=params or {}, script=script, script_signature=signature, device=device, group=group,
+                    timeout_s=timeout_s, grant=grant, **extra)
+    return await service.create_task(server.db, spec, actor="admin1")
 
 
 async def run_of(server: HelplineServer, task_id: str) -> dict[str, Any]:
-    runs = await store.runs_of_task(server.db, task_id)
+    runs = await repository.runs_of_task(server.db, task_id)
     assert len(runs) == 1
     return runs[0]

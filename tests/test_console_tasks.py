@@ -15,8 +15,10 @@ from playwright.async_api import expect
 from agent.runtime import Agent
 from server import devices
 from server.auth.rights import Right
-from server.tasks import store
-from server.tasks.feature import scheduler_of
+from server.tasks import repository, service
+from server.tasks.feature import SCHEDULER
+from server.tasks.spec import TaskSpec
+from server.tasks.status import FINAL
 from tests.conftest import add_device
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.tasks_helpers import grant_for, submit
@@ -25,8 +27,8 @@ from tests.test_console_support import console_browser
 
 
 async def _final_runs(server, task_id: str) -> bool:  # type: ignore[no-untyped-def]
-    runs = await store.runs_of_task(server.db, task_id)
-    return bool(runs) and all(r["status"] in store.FINAL_STATUSES for r in runs)
+    runs = await repository.runs_of_task(server.db, task_id)
+    return bool(runs) and all(r["status"] in FINAL for r in runs)
 
 
 async def test_task_from_the_api_shows_runs_and_output_after_a_real_agent_ran_it(tmp_path: Path) -> None:
@@ -44,7 +46,7 @@ async def test_task_from_the_api_shows_runs_and_output_after_a_real_agent_ran_it
         service.temp_targets = {"tmp": [junk]}
 
     async with running_server(tmp_path / "srv") as server:
-        scheduler_of(server).tick_s = 0.1
+        server.console_app[SCHEDULER].tick_s = 0.1
         tech = await make_user(server, "tina", "technician", groups={"lab": None})
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
         async with running_agent(state, setup=setup) as agent:
@@ -123,7 +125,7 @@ async def test_no_task_buttons_without_run_tasks_and_rollout_waves_are_shown(tmp
         grant = grant_for(server, groups=["lab"], technicians=["alice"])
         task = await submit(server, grant, group="lab", action="clear_temp",
                             params={"targets": ["tmp"], "dry_run": True}, wave_percent=25)
-        big = await store.create_task(server.db, store.TaskSpec(
+        big = await service.create_task(server.db, TaskSpec(
             action="clear_temp", grant_id="g", technician="alice", params={"targets": ["tmp"], "dry_run": True},
             group="lab", grant=grant), actor="admin1", approval_threshold=2)
         assert big["status"] == "pending_approval"
@@ -157,7 +159,7 @@ async def test_no_task_buttons_without_run_tasks_and_rollout_waves_are_shown(tmp
             await expect(page.locator("#task-detail")).to_contain_text("second admin", timeout=15_000)
             await page.click("#task-approve")
             await expect(page.locator("#task-detail .page-head .badge")).to_have_text("active")
-            approved = await store.get_task(server.db, big["id"])
+            approved = await repository.get_task(server.db, big["id"])
             assert approved is not None and approved["approved_by"] == "root"
             assert console.csp_violations() == []
 
@@ -199,7 +201,7 @@ async def test_cancel_only_while_open_and_admins_resume_a_paused_schedule(tmp_pa
             await page.locator("#task-resume").click(timeout=15_000)
             await expect(page.locator("#task-detail .page-head .badge")).to_have_text("active")
             assert await page.locator("#task-paused").count() == 0
-            row = await store.get_task(server.db, nightly["id"])
+            row = await repository.get_task(server.db, nightly["id"])
             assert row is not None and row["status"] == "active"
             resumed = await server.db.fetchall("SELECT actor FROM audit_log WHERE action = 'task.resume'")
             assert [r["actor"] for r in resumed] == ["root"]

@@ -15,17 +15,19 @@ import pytest
 from protocol.grants import SignedGrant
 from protocol.tasks import TaskResult
 from server import audit, devices, events
+from server.errors import ApiError
 from server.grants import store as grant_store
 from server.store import Database
-from server.tasks import lifecycle, store
+from server.tasks import lifecycle, repository, service
+from server.tasks.spec import TaskSpec
 from tests.conftest import add_device
 
 GRANT = SignedGrant(document='{"grant_id": "g1"}', signature="not-checked-by-the-store")
 
 
-def spec(device: str, **extra: Any) -> store.TaskSpec:
-    return store.TaskSpec(action="script", grant_id="g1", technician="alice", script="echo hi", device=device,
-                          grant=GRANT, **extra)
+def spec(device: str, **extra: Any) -> TaskSpec:
+    return TaskSpec(action="script", grant_id="g1", technician="alice", script="echo hi", device=device,
+                    grant=GRANT, **extra)
 
 
 async def test_event_committed_after_a_later_seq_is_still_delivered(db: Database) -> None:
@@ -97,8 +99,8 @@ async def test_nul_in_text_is_stored_and_audit_chain_still_verifies(db: Database
     assert row is not None and row["hostname"].startswith("pc") and row["hostname"].endswith("evil")
     await audit.append(db, "bad\x00name", "auth.login_failed", "", {"peer": "x\x00y"})
     assert (await audit.verify_chain(db)).ok
-    task = await store.create_task(db, spec(device), actor="admin1")
-    (run,) = await store.runs_of_task(db, task["id"])
+    task = await service.create_task(db, spec(device), actor="admin1")
+    (run,) = await repository.runs_of_task(db, task["id"])
     stored = await lifecycle.record_result(db, device, TaskResult(
         run_id=run["id"], status="succeeded", ended_at=time.time(), exit_code=0, stdout="a\x00b"))
     assert stored is not None and stored["status"] == "succeeded" and len(stored["stdout"]) == 3
@@ -107,13 +109,13 @@ async def test_nul_in_text_is_stored_and_audit_chain_still_verifies(db: Database
 async def test_concurrent_approvals_materialize_runs_once(db: Database) -> None:
     """Two admins approving the same large task at once: one wins, the runs exist once."""
     device = await add_device(db)
-    task = await store.create_task(db, spec(device), actor="admin1", approval_threshold=0)
+    task = await service.create_task(db, spec(device), actor="admin1", approval_threshold=0)
     assert task["status"] == "pending_approval"
-    results = await asyncio.gather(store.approve_task(db, task["id"], approver="admin2"),
-                                   store.approve_task(db, task["id"], approver="admin3"), return_exceptions=True)
+    results = await asyncio.gather(service.approve_task(db, task["id"], approver="admin2"),
+                                   service.approve_task(db, task["id"], approver="admin3"), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
-    assert len(errors) == 1 and isinstance(errors[0], store.TaskError) and errors[0].code == "not_pending"
-    assert len(await store.runs_of_task(db, task["id"])) == 1
+    assert len(errors) == 1 and isinstance(errors[0], ApiError) and errors[0].code == "not_pending"
+    assert len(await repository.runs_of_task(db, task["id"])) == 1
     approvals = await audit.recent(db, action="task.approve")
     assert len(approvals) == 1
 
@@ -122,19 +124,19 @@ async def test_concurrent_schedulers_fire_an_occurrence_once(db: Database) -> No
     """Two schedulers (server nodes sharing the database) firing the same cron occurrence queue one run."""
     device = await add_device(db)
     t0 = time.time()
-    task = await store.create_task(db, spec(device, cron="* * * * *"), actor="admin1", now=t0)
+    task = await service.create_task(db, spec(device, cron="* * * * *"), actor="admin1", now=t0)
     later = t0 + 3600
     created = await asyncio.gather(lifecycle.fire_schedules(db, later, random.Random(1)),
                                    lifecycle.fire_schedules(db, later, random.Random(2)))
     assert sum(created) == 1
-    assert len(await store.runs_of_task(db, task["id"])) == 1
+    assert len(await repository.runs_of_task(db, task["id"])) == 1
 
 
 async def test_a_result_delivered_twice_at_once_is_recorded_once(db: Database) -> None:
     """The same result arriving twice concurrently is stored and audited once."""
     device = await add_device(db)
-    task = await store.create_task(db, spec(device), actor="admin1")
-    (run,) = await store.runs_of_task(db, task["id"])
+    task = await service.create_task(db, spec(device), actor="admin1")
+    (run,) = await repository.runs_of_task(db, task["id"])
     result = TaskResult(run_id=run["id"], status="failed", ended_at=time.time(), exit_code=3)
     rows = await asyncio.gather(lifecycle.record_result(db, device, result),
                                 lifecycle.record_result(db, device, result))

@@ -22,12 +22,13 @@ from agent.runtime import Agent
 from certs import tls
 from protocol.tasks import TaskArtifactBegin, TaskArtifactChunk
 from server import audit
-from server.auth.middleware import AUTHENTICATORS
+from server.api.context import AUTHENTICATORS
 from server.auth.rights import Principal, Right
 from server.store import Database
-from server.tasks import store
+from server.tasks import repository, service
 from server.tasks.artifacts import ArtifactReceiver, artifact_info
-from server.tasks.feature import scheduler_of
+from server.tasks.feature import SCHEDULER
+from server.tasks.spec import TaskSpec
 from tests.conftest import add_device
 from tests.harness import console_url, enroll_agent, running_agent, running_server, wait_until
 from tests.tasks_helpers import grant_for, run_of, submit
@@ -55,7 +56,7 @@ async def test_diagnostics_bundle_arrives_verified_and_downloads_with_the_right(
     downloads via the API (RUN_TASKS only, audited) and via `task show --artifact-out`."""
     data = tmp_path / "srv"
     async with running_server(data) as server:
-        scheduler_of(server).tick_s = 0.1
+        server.console_app[SCHEDULER].tick_s = 0.1
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
         async with running_agent(state, setup=_small_chunks):
             task = await submit(server, grant_for(server, devices=[state.device_id]), device=state.device_id,
@@ -109,9 +110,9 @@ async def test_diagnostics_bundle_arrives_verified_and_downloads_with_the_right(
 
 async def _diag_run(database: Database) -> str:
     device = await add_device(database, "dev-1", "lab")
-    task = await store.create_task(database, store.TaskSpec(
+    task = await service.create_task(database, TaskSpec(
         action="diagnostics", grant_id="g1", technician="alice", device=device, grant=GRANT), actor="admin1")
-    (run,) = await store.runs_of_task(database, task["id"])
+    (run,) = await repository.runs_of_task(database, task["id"])
     return str(run["id"])
 
 
@@ -134,7 +135,7 @@ async def test_tampered_stream_is_refused_and_nothing_stored(db: Database, tmp_p
     good = bytes(range(256)) * 20
     evil = good[:-1] + b"X"
     assert await _send_all(receiver, run_id, evil, sha=hashlib.sha256(good).hexdigest()) == "refused"
-    run = await store.get_run(db, run_id)
+    run = await repository.get_run(db, run_id)
     assert run is not None and artifact_info(run) is None
     assert list((tmp_path / "artifacts").iterdir()) == []
     assert len(await audit.recent(db, action="task.artifact.refused")) == 1
@@ -155,7 +156,7 @@ async def test_oversized_and_overlong_streams_are_refused(db: Database, tmp_path
     ack = await receiver.chunk("dev-1", TaskArtifactChunk(run_id=run_id, index=0, total=2,
                                                           data=base64.b64encode(b"b" * 1001).decode()))
     assert ack.status == "refused"
-    run = await store.get_run(db, run_id)
+    run = await repository.get_run(db, run_id)
     assert run is not None and artifact_info(run) is None and list((tmp_path / "artifacts").iterdir()) == []
 
 
@@ -182,7 +183,7 @@ async def test_upload_resumes_and_a_stored_artifact_is_never_replaced(db: Databa
     other = b"z" * 10
     assert await _send_all(receiver, run_id, other, sha=hashlib.sha256(other).hexdigest()) == "stored"
     assert receiver.path_of(run_id).read_bytes() == payload
-    run = await store.get_run(db, run_id)
+    run = await repository.get_run(db, run_id)
     assert run is not None and (artifact_info(run) or {}).get("sha256") == sha
     assert len(await audit.recent(db, action="task.artifact.stored")) == 1
     assert time.time() >= (artifact_info(run) or {}).get("stored_at", 0)
@@ -192,7 +193,7 @@ async def test_upload_cut_off_resumes_after_agent_restart(tmp_path: Path) -> Non
     """The server stops acking after a few chunks; after the agent restarts, the upload resumes at the next chunk
     (not from zero) and the bundle arrives intact."""
     async with running_server(tmp_path / "srv") as server:
-        scheduler_of(server).tick_s = 0.1
+        server.console_app[SCHEDULER].tick_s = 0.1
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
         indices: list[int] = []
         stalled = asyncio.Event()
@@ -236,7 +237,7 @@ async def test_console_task_page_offers_the_bundle_for_download(tmp_path: Path) 
     from tests.test_console_support import console_browser
 
     async with running_server(tmp_path / "srv") as server:
-        scheduler_of(server).tick_s = 0.1
+        server.console_app[SCHEDULER].tick_s = 0.1
         tech = await make_user(server, "tina", "technician", groups={"lab": None})
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
         async with running_agent(state, setup=_small_chunks):

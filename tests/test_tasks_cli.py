@@ -14,11 +14,11 @@ import aiohttp
 
 from certs import tls
 from protocol.grants import Grant
-from server.auth.middleware import AUTHENTICATORS
+from server.api.context import AUTHENTICATORS
 from server.auth.rights import Principal, Right
 from server.grants import store as grant_store
-from server.tasks import store
-from server.tasks.feature import scheduler_of
+from server.tasks import repository
+from server.tasks.feature import SCHEDULER
 from tests.harness import console_url, enroll_agent, running_agent, running_server, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ async def test_cli_signs_runs_shows_and_api_lists_task(tmp_path: Path) -> None:
     """Sign a script, run it on a device from the CLI, read its output via `task show` and the REST API."""
     data = tmp_path / "srv"
     async with running_server(data) as server:
-        scheduler_of(server).tick_s = 0.1
+        server.console_app[SCHEDULER].tick_s = 0.1
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
         now = time.time()
         grant_id = "g" + secrets.token_hex(6)
@@ -54,7 +54,7 @@ async def test_cli_signs_runs_shows_and_api_lists_task(tmp_path: Path) -> None:
             task_id = ran.stdout.split()[1].rstrip(":")
 
             async def done() -> bool:
-                runs = await store.runs_of_task(server.db, task_id)
+                runs = await repository.runs_of_task(server.db, task_id)
                 return runs[0]["status"] == "succeeded"
 
             await wait_until(done, timeout=20, what="CLI task ran")
@@ -71,7 +71,7 @@ async def test_cli_signs_runs_shows_and_api_lists_task(tmp_path: Path) -> None:
             evil_id = evil.stdout.split()[1].rstrip(":")
 
             async def refused() -> bool:
-                runs = await store.runs_of_task(server.db, evil_id)
+                runs = await repository.runs_of_task(server.db, evil_id)
                 return runs[0]["status"] == "refused"
 
             await wait_until(refused, timeout=20, what="tampered script refused")
@@ -96,9 +96,14 @@ async def test_cli_signs_runs_shows_and_api_lists_task(tmp_path: Path) -> None:
                 runs = (await resp.json())["runs"]
                 assert {r["status"] for r in runs} == {"succeeded", "refused"}
                 assert any(r["stdout"] == "hello night\n" for r in runs)
+            # A device of a group the caller has no right on answers exactly like one that does not exist.
             async with http.get(f"{base}/api/v1/devices/{state.device_id}/tasks", ssl=ctx,
                                 headers={"X-Test-User": "other"}) as resp:
-                assert resp.status == 403
+                foreign = resp.status, await resp.json()
+            async with http.get(f"{base}/api/v1/devices/no-such-device/tasks", ssl=ctx,
+                                headers={"X-Test-User": "other"}) as resp:
+                missing = resp.status, await resp.json()
+            assert foreign == missing == (404, {"error": {"code": "not_found", "message": "no such device"}})
             async with http.get(f"{base}/api/v1/tasks", ssl=ctx, headers={"X-Test-User": "other"}) as resp:
                 assert (await resp.json())["tasks"] == []
             async with http.get(f"{base}/api/v1/tasks", ssl=ctx) as resp:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from server.tasks.feature import scheduler_of
+from server.tasks.feature import SCHEDULER
 from tests.harness import enroll_agent, running_server, wait_until
 from tests.tasks_helpers import grant_for, run_of, sign_script, submit
 
@@ -53,7 +53,7 @@ async def test_result_survives_agent_sigkill_and_server_restart(tmp_path: Path, 
     async with running_server(srv) as server:
         ports = {"agent_port": server.agent_port, "console_port": server.console_port}
         state = await enroll_agent(server, state_dir, group="lab")
-        scheduler_of(server).tick_s = 0.1
+        server.console_app[SCHEDULER].tick_s = 0.1
         agent = agents(state_dir, log)
         script = 'touch "$1"\nwhile [ ! -e "$2" ]; do sleep 0.05; done\necho done\n'
         params = {"interpreter": "sh", "args": [str(started), str(release)]}
@@ -69,7 +69,7 @@ async def test_result_survives_agent_sigkill_and_server_restart(tmp_path: Path, 
     os.kill(agent.pid, signal.SIGKILL)
     agent.wait(10)
     async with running_server(srv, **ports) as server:
-        scheduler_of(server).tick_s = 0.1
+        server.console_app[SCHEDULER].tick_s = 0.1
         assert (await run_of(server, task["id"]))["status"] == "sent"
         agents(state_dir, log)
         await wait_until(lambda: _done(server, task["id"]), timeout=30, what="result delivered after restarts")
@@ -88,7 +88,7 @@ async def test_task_cut_off_by_sigkill_is_reported_not_rerun(tmp_path: Path, age
     counter = tmp_path / "count"
     async with running_server(srv) as server:
         state = await enroll_agent(server, state_dir, group="lab")
-        scheduler_of(server).tick_s = 0.1
+        server.console_app[SCHEDULER].tick_s = 0.1
         agent = agents(state_dir, log)
         script = 'echo x >> "$1"\necho $$ > "$1.pid"\nsleep 2\n'
         params = {"interpreter": "sh", "args": [str(counter)]}

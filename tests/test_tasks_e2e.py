@@ -15,8 +15,10 @@ import pytest
 from agent.runtime import Agent
 from protocol.grants import Window
 from server import audit
-from server.tasks import store
-from server.tasks.feature import scheduler_of
+from server.errors import ApiError
+from server.tasks import service
+from server.tasks.feature import SCHEDULER
+from server.tasks.status import FINAL
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.tasks_helpers import grant_for, run_of, sign_script, submit
 
@@ -51,7 +53,7 @@ async def test_signed_script_runs_and_output_and_exit_code_arrive(tmp_path: Path
     """A script signed with the org grant key runs on the agent; stdout, stderr and exit code reach the server."""
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
-        scheduler_of(server).tick_s = 0.1
+        server.console_app[SCHEDULER].tick_s = 0.1
         async with running_agent(state, setup=_fast):
             script = 'echo "hello $1"\necho oops >&2\nexit 3\n'
             params = {"interpreter": "sh", "args": ["world"]}
@@ -68,14 +70,14 @@ async def test_signed_script_runs_and_output_and_exit_code_arrive(tmp_path: Path
 
 
 async def _final(server, task_id: str) -> bool:
-    return (await _status(server, task_id)) in store.FINAL_STATUSES
+    return (await _status(server, task_id)) in FINAL
 
 
 async def test_tampered_and_unsigned_scripts_are_refused_and_nothing_runs(tmp_path: Path) -> None:
     """A script whose content or params changed after signing, and an unsigned one, are refused and audited."""
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
-        scheduler_of(server).tick_s = 0.1
+        server.console_app[SCHEDULER].tick_s = 0.1
         touched = tmp_path / "ran"
         async with running_agent(state, setup=_fast):
             grant = grant_for(server, devices=[state.device_id])
@@ -102,7 +104,7 @@ async def test_bad_requests_and_bad_grants_are_refused_with_reasons(tmp_path: Pa
     """Unknown action, bad params, an expired grant and a grant without 'tasks' are refused with clear reasons."""
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
-        scheduler_of(server).tick_s = 0.1
+        server.console_app[SCHEDULER].tick_s = 0.1
         async with running_agent(state, setup=_fast):
             ok = grant_for(server, devices=[state.device_id])
             expired = grant_for(server, devices=[state.device_id], not_before=0, not_after=1000)
@@ -120,7 +122,7 @@ async def test_bad_requests_and_bad_grants_are_refused_with_reasons(tmp_path: Pa
                 run = await run_of(server, task["id"])
                 assert run["status"] == "refused", run
                 assert expected in run["reason"], run["reason"]
-            with pytest.raises(store.TaskError) as unknown:
+            with pytest.raises(ApiError) as unknown:
                 await submit(server, ok, device=state.device_id, action="format_disk")
             assert unknown.value.code == "unknown_action"
 
@@ -129,7 +131,7 @@ async def test_task_outside_window_waits_then_runs_when_window_opens(tmp_path: P
     """A task that arrives outside the grant's window waits (reported as waiting) and runs once it opens."""
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
-        scheduler_of(server).tick_s = 0.1
+        server.console_app[SCHEDULER].tick_s = 0.1
         local = {"now": datetime(2026, 1, 5, 1, 0, tzinfo=UTC)}  # a Monday, 01:00 device time
 
         def setup(agent: Agent) -> None:
@@ -160,7 +162,7 @@ async def test_waiting_task_is_refused_when_grant_expires_before_window(tmp_path
     """A waiting task whose grant expires before the window opens is refused and never runs."""
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
-        scheduler_of(server).tick_s = 0.1
+        server.console_app[SCHEDULER].tick_s = 0.1
         clock = {"now": __import__("time").time()}
 
         def setup(agent: Agent) -> None:
@@ -187,7 +189,7 @@ async def test_hanging_script_is_killed_with_its_children_at_timeout(tmp_path: P
     """A script that spawns a sleeping child is killed at its timeout, child included (checked by PID)."""
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
-        scheduler_of(server).tick_s = 0.1
+        server.console_app[SCHEDULER].tick_s = 0.1
         pid_file = tmp_path / "pids"
         async with running_agent(state, setup=_fast):
             script = 'sleep 300 &\necho "$$ $!" > "$1"\necho started\nwait\n'
@@ -217,7 +219,7 @@ async def test_cancel_stops_a_running_script_and_its_tree(tmp_path: Path, pids_t
     """Cancelling a task (as `helpline admin task cancel` does) kills the running script tree; status cancelled."""
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
-        scheduler_of(server).tick_s = 0.1
+        server.console_app[SCHEDULER].tick_s = 0.1
         pid_file = tmp_path / "pids"
         async with running_agent(state, setup=_fast):
             script = 'sleep 300 &\necho "$$ $!" > "$1"\nwait\n'
@@ -229,7 +231,7 @@ async def test_cancel_stops_a_running_script_and_its_tree(tmp_path: Path, pids_t
                              what="script running")
             parent, child = (int(p) for p in pid_file.read_text().split())
             pids_to_reap.extend([parent, child])
-            await store.cancel_task(server.db, task["id"], actor="admin2")
+            await service.cancel_task(server.db, task["id"], actor="admin2")
             await wait_until(lambda: _is(server, task["id"], "cancelled"), timeout=15, what="cancelled result")
             assert "cancelled" in (await run_of(server, task["id"]))["reason"]
             await wait_until(lambda: not _alive(parent) and not _alive(child), timeout=5, what="tree gone")
@@ -242,7 +244,7 @@ async def test_grant_revoked_on_the_agent_refuses_a_waiting_task(tmp_path: Path)
 
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
-        scheduler_of(server).tick_s = 0.1
+        server.console_app[SCHEDULER].tick_s = 0.1
 
         def setup(agent: Agent) -> None:
             _fast(agent)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from server.store import Database
-from server.tasks import store
+from server.tasks import repository, service, views
+from server.tasks.spec import TaskSpec
 from tests.conftest import add_device
 from tests.test_store_pg_semantics import GRANT
 
@@ -13,7 +14,7 @@ from tests.test_store_pg_semantics import GRANT
 async def _make(database: Database, device: str, count: int, start: float) -> list[str]:
     ids = []
     for i in range(count):
-        row = await store.create_task(database, store.TaskSpec(
+        row = await service.create_task(database, TaskSpec(
             action="updates", grant_id="g1", technician="alice", params={"mode": "check"}, device=device,
             grant=GRANT), actor="admin1", now=start + i)
         ids.append(row["id"])
@@ -28,13 +29,13 @@ async def test_foreign_tasks_outnumbering_own_do_not_hide_them(db: Database) -> 
     own = await _make(db, own_device, 7, t0)
     foreign = await _make(db, foreign_device, 12, t0 + 100)  # all newer than every own task
 
-    first = await store.list_tasks(db, groups={"lab"}, limit=4)
+    first = await repository.list_tasks(db, groups={"lab"}, limit=4)
     assert [r["id"] for r in first] == own[::-1][:4]
-    second = await store.list_tasks(db, groups={"lab"}, limit=4, before=store.parse_cursor(
-        store.page_cursor(first[-1])))
+    second = await repository.list_tasks(db, groups={"lab"}, limit=4, before=views.parse_cursor(
+        views.page_cursor(first[-1])))
     assert [r["id"] for r in second] == own[::-1][4:]
-    assert await store.list_tasks(db, groups=set(), limit=4) == []
-    everything = await store.list_tasks(db, groups=None, limit=50)
+    assert await repository.list_tasks(db, groups=set(), limit=4) == []
+    everything = await repository.list_tasks(db, groups=None, limit=50)
     assert [r["id"] for r in everything] == (own + foreign)[::-1]
 
 
@@ -47,9 +48,9 @@ async def test_cursor_with_equal_timestamps_neither_repeats_nor_skips(db: Databa
     seen: list[str] = []
     before = None
     while True:
-        page = await store.list_tasks(db, groups={"lab"}, limit=2, before=before)
+        page = await repository.list_tasks(db, groups={"lab"}, limit=2, before=before)
         seen += [r["id"] for r in page]
         if len(page) < 2:
             break
-        before = store.parse_cursor(store.page_cursor(page[-1]))
+        before = views.parse_cursor(views.page_cursor(page[-1]))
     assert sorted(seen) == sorted(ids) and len(seen) == len(ids)

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from server.tasks import lifecycle, store
+from server.tasks import lifecycle, service
 from server.tasks.cron import next_occurrence
+from server.tasks.spec import TaskSpec
 from tests.harness import enroll_agent, running_server
 from tests.tasks_helpers import grant_for
 from tests.test_accounts_support import client, login, make_user
@@ -31,11 +32,11 @@ async def test_task_list_shows_next_due_for_cron_and_one_off_tasks(tmp_path: Pat
                                 " VALUES (?, 'os', ?, 'x', ?)",
                                 (state.device_id, json.dumps({"timezone": {"name": "Asia/Tokyo"}}), time.time()))
         grant = grant_for(server, groups=["night"])
-        nightly = await store.create_task(server.db, store.TaskSpec(
+        nightly = await service.create_task(server.db, TaskSpec(
             action="updates", grant_id="x", technician="alice", params={"mode": "check"}, group="night",
             cron="0 2 * * *", grant=grant), actor="admin1")
         run_at = time.time() + 7200
-        once = await store.create_task(server.db, store.TaskSpec(
+        once = await service.create_task(server.db, TaskSpec(
             action="updates", grant_id="x", technician="alice", params={"mode": "check"},
             device=state.device_id, run_at=run_at, grant=grant), actor="admin1")
         await lifecycle.fire_schedules(server.db, time.time(), random.Random(1))
@@ -50,7 +51,7 @@ async def test_task_list_shows_next_due_for_cron_and_one_off_tasks(tmp_path: Pat
             assert listed[once["id"]]["run_counts"] == {"queued": 1}
             async with http.get(f"/api/v1/tasks/{once['id']}") as resp:
                 assert (await resp.json())["task"]["next_due"] == run_at
-            await store.cancel_task(server.db, once["id"], actor="admin1")
+            await service.cancel_task(server.db, once["id"], actor="admin1")
             listed = await _tasks_by_id(http)
             assert listed[once["id"]]["next_due"] is None
             assert listed[once["id"]]["run_counts"] == {"cancelled": 1}

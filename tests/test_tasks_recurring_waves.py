@@ -20,10 +20,12 @@ from aiohttp import web
 from certs import tls
 from protocol.grants import SignedGrant
 from protocol.tasks import TaskResult
-from server.auth.middleware import AUTHENTICATORS
+from server.api.context import AUTHENTICATORS
 from server.auth.rights import Principal, Right
+from server.errors import ApiError
 from server.store import Database
-from server.tasks import lifecycle, store
+from server.tasks import lifecycle, repository, service
+from server.tasks.spec import TaskSpec
 from tests.conftest import add_device
 from tests.harness import console_url, running_server
 
@@ -57,8 +59,8 @@ async def _schedule(db: Database, **extra: object) -> dict[str, object]:
                                  "params": {"mode": "apply"}, "group": "fleet", "cron": "0 2 * * *",
                                  "window_s": 3600, "wave_percent": 50, "failure_threshold": 0.4, "grant": GRANT,
                                  **extra}
-    return dict(await store.create_task(db, store.TaskSpec(**fields), actor="admin1",  # type: ignore[arg-type]
-                                        now=CREATED))
+    return dict(await service.create_task(db, TaskSpec(**fields), actor="admin1",  # type: ignore[arg-type]
+                                          now=CREATED))
 
 
 async def _finish(db: Database, run: dict[str, object], status: str, at: float) -> None:
@@ -80,7 +82,7 @@ async def test_occurrence_over_threshold_stops_its_waves_and_pauses_the_schedule
     assert await lifecycle.fire_schedules(db, CREATED + 60, rng) == 0
     assert await lifecycle.fire_schedules(db, TOKYO_DUE + 1, rng) == 4
     assert await lifecycle.fire_schedules(db, TOKYO_DUE + 2, rng) == 0  # not twice for one occurrence
-    runs = await store.runs_of_task(db, str(task["id"]))
+    runs = await repository.runs_of_task(db, str(task["id"]))
     assert len({r["rollout_id"] for r in runs}) == 1
     first_wave = [r for r in runs if r["wave"] == 0]
     assert {zones[r["device_id"]] for r in first_wave} == {"Asia/Tokyo"}
@@ -91,24 +93,24 @@ async def test_occurrence_over_threshold_stops_its_waves_and_pauses_the_schedule
     await _finish(db, first_wave[1], "failed", TOKYO_DUE + 200)
     stopped = await lifecycle.advance_rollouts(db, TOKYO_DUE + 201)
     assert stopped == [runs[0]["rollout_id"]]
-    runs = await store.runs_of_task(db, str(task["id"]))
+    runs = await repository.runs_of_task(db, str(task["id"]))
     assert sorted(r["status"] for r in runs if r["wave"] == 1) == ["cancelled", "cancelled"]
-    paused = await store.get_task(db, str(task["id"]))
+    paused = await repository.get_task(db, str(task["id"]))
     assert paused is not None and paused["status"] == "paused"
     assert "task.pause" in await _actions(db) and "rollout.stop" in await _actions(db)
 
     next_day = TOKYO_DUE + 86400 + 60
     assert await lifecycle.fire_schedules(db, next_day, rng) == 0  # paused: nothing fires
-    resumed = await store.resume_task(db, str(task["id"]), actor="admin2", now=next_day)
+    resumed = await service.resume_task(db, str(task["id"]), actor="admin2", now=next_day)
     assert resumed["status"] == "active"
-    with pytest.raises(store.TaskError) as again:
-        await store.resume_task(db, str(task["id"]), actor="admin2", now=next_day)
+    with pytest.raises(ApiError) as again:
+        await service.resume_task(db, str(task["id"]), actor="admin2", now=next_day)
     assert again.value.code == "not_paused"
     states = await db.fetchall("SELECT next_due FROM task_schedule_state WHERE task_id = ?", (task["id"],))
     assert len(states) == 4 and all(s["next_due"] > next_day for s in states)  # missed occurrences not caught up
     assert await lifecycle.fire_schedules(db, next_day + 1, rng) == 0
     assert await lifecycle.fire_schedules(db, TOKYO_DUE + 2 * 86400 + 1, rng) == 4
-    rollouts = await store.rollouts_of_task(db, str(task["id"]))
+    rollouts = await repository.rollouts_of_task(db, str(task["id"]))
     assert [r["status"] for r in rollouts] == ["stopped", "running"]
     resume_rows = await db.fetchall("SELECT actor FROM audit_log WHERE action = 'task.resume'")
     assert [r["actor"] for r in resume_rows] == ["admin2"]
@@ -121,14 +123,14 @@ async def test_waves_keep_device_due_times_and_offline_devices_are_skipped_not_f
     task = await _schedule(db, offline_policy="next")
     rng = random.Random(5)
     await lifecycle.fire_schedules(db, TOKYO_DUE, rng)
-    runs = await store.runs_of_task(db, str(task["id"]))
+    runs = await repository.runs_of_task(db, str(task["id"]))
     first, second = [r for r in runs if r["wave"] == 0], [r for r in runs if r["wave"] == 1]
     await _finish(db, first[0], "succeeded", TOKYO_DUE + 10)
     assert await lifecycle.expire_undelivered(db, TOKYO_DUE + 3601, rng) == 1  # first[1]'s device stayed offline
-    skipped = await store.get_run(db, first[1]["id"])
+    skipped = await repository.get_run(db, first[1]["id"])
     assert skipped is not None and skipped["status"] == "skipped" and "next occurrence" in skipped["reason"]
     assert await lifecycle.advance_rollouts(db, TOKYO_DUE + 3602) == []
-    released = [await store.get_run(db, r["id"]) for r in second]
+    released = [await repository.get_run(db, r["id"]) for r in second]
     assert all(r is not None and r["status"] == "queued" and r["not_before"] == UTC_DUE for r in released)
     assert await lifecycle.due_device_ids(db, TOKYO_DUE + 3603) == set()  # not before their own 02:00
     assert await lifecycle.due_device_ids(db, UTC_DUE) == {r["device_id"] for r in second}
@@ -139,9 +141,9 @@ async def test_waves_keep_device_due_times_and_offline_devices_are_skipped_not_f
     for run in second:
         await _finish(db, run, "succeeded", UTC_DUE + 10)
     await lifecycle.advance_rollouts(db, UTC_DUE + 11)
-    (rollout,) = await store.rollouts_of_task(db, str(task["id"]))
+    (rollout,) = await repository.rollouts_of_task(db, str(task["id"]))
     assert rollout["status"] == "completed"
-    still = await store.get_task(db, str(task["id"]))
+    still = await repository.get_task(db, str(task["id"]))
     assert still is not None and still["status"] == "active"
 
 
@@ -152,8 +154,8 @@ async def test_concurrent_schedulers_fire_one_occurrence_once(db: Database) -> N
     await lifecycle.fire_schedules(db, CREATED, random.Random(1))  # schedule state created
     counts = await asyncio.gather(*(lifecycle.fire_schedules(db, TOKYO_DUE + 1, random.Random(i)) for i in range(3)))
     assert sorted(counts) == [0, 0, 4]
-    assert len(await store.rollouts_of_task(db, str(task["id"]))) == 1
-    assert len(await store.runs_of_task(db, str(task["id"]))) == 4
+    assert len(await repository.rollouts_of_task(db, str(task["id"]))) == 1
+    assert len(await repository.runs_of_task(db, str(task["id"]))) == 4
     assert "rollout.skip" not in await _actions(db)  # the losers saw the moved state, not a running rollout
 
 
@@ -190,7 +192,7 @@ async def test_resume_needs_admin_rights_through_the_api_and_works_from_the_cli(
         await server.db.execute("UPDATE tasks SET status = 'paused' WHERE id = ?", (task["id"],))
         done = await asyncio.to_thread(_cli, "task", "resume", str(task["id"]), "--data", str(data))
         assert done.returncode == 0, done.stderr
-        row = await store.get_task(server.db, str(task["id"]))
+        row = await repository.get_task(server.db, str(task["id"]))
         assert row is not None and row["status"] == "active"
         actors = [r["actor"] for r in await server.db.fetchall(
             "SELECT actor FROM audit_log WHERE action = 'task.resume' ORDER BY seq")]

@@ -17,12 +17,13 @@ from aiohttp import web
 from certs import tls
 from protocol.tasks import TaskArtifactBegin
 from server import audit
-from server.auth.middleware import AUTHENTICATORS
+from server.api.context import AUTHENTICATORS
 from server.auth.rights import Principal, Right
 from server.store import Database
-from server.tasks import store
+from server.tasks import repository, service
 from server.tasks.artifacts import ArtifactReceiver, artifact_info, expired_info
-from server.tasks.feature import artifacts_of, scheduler_of
+from server.tasks.feature import ARTIFACTS, SCHEDULER
+from server.tasks.spec import TaskSpec
 from tests.conftest import add_device
 from tests.harness import console_url, running_server, wait_until
 from tests.test_store_pg_semantics import GRANT
@@ -35,11 +36,11 @@ PAYLOAD = b"diagnostics " * 300
 
 async def _stored_run(db: Database, receiver: ArtifactReceiver) -> tuple[str, float]:
     device = await add_device(db, "dev-1", "lab")
-    task = await store.create_task(db, store.TaskSpec(action="diagnostics", grant_id="g1", technician="alice",
-                                                      device=device, grant=GRANT), actor="admin1")
-    (run,) = await store.runs_of_task(db, task["id"])
+    task = await service.create_task(db, TaskSpec(action="diagnostics", grant_id="g1", technician="alice",
+                                                  device=device, grant=GRANT), actor="admin1")
+    (run,) = await repository.runs_of_task(db, task["id"])
     assert await _send_all(receiver, run["id"], PAYLOAD, sha=hashlib.sha256(PAYLOAD).hexdigest()) == "stored"
-    stored = await store.get_run(db, run["id"])
+    stored = await repository.get_run(db, run["id"])
     assert stored is not None
     return str(run["id"]), float((artifact_info(stored) or {})["stored_at"])
 
@@ -55,7 +56,7 @@ async def test_bundle_expires_after_retention_once_and_is_not_uploaded_again(db:
     assert path.exists()
     assert await receiver.expire(30, stored_at + 31 * DAY) == [run_id]
     assert not path.exists()
-    run = await store.get_run(db, run_id)
+    run = await repository.get_run(db, run_id)
     assert run is not None and artifact_info(run) is None
     gone = expired_info(run)
     assert gone is not None and gone["expired_at"] == stored_at + 31 * DAY and gone["retention_days"] == 30
@@ -75,8 +76,8 @@ async def test_scheduler_expires_bundles_and_download_answers_410(tmp_path: Path
     API then answers 410 with a clear message and `task show --artifact-out` explains it too."""
     data = tmp_path / "srv"
     async with running_server(data, task_artifact_retention_days=7) as server:
-        scheduler = scheduler_of(server)
-        run_id, stored_at = await _stored_run(server.db, artifacts_of(server))
+        scheduler = server.console_app[SCHEDULER]
+        run_id, stored_at = await _stored_run(server.db, server.console_app[ARTIFACTS])
         assert (data / "artifacts" / f"{run_id}.tar.gz").exists()
         scheduler.tick_s = 0.05
         scheduler.artifact_sweep_s = 0.0
@@ -88,12 +89,12 @@ async def test_scheduler_expires_bundles_and_download_answers_410(tmp_path: Path
         scheduler.wake.set()
 
         async def expired() -> bool:
-            run = await store.get_run(server.db, run_id)
+            run = await repository.get_run(server.db, run_id)
             return run is not None and expired_info(run) is not None
 
         await wait_until(expired, timeout=10, what="bundle expired by the scheduler")
         assert not (data / "artifacts" / f"{run_id}.tar.gz").exists()
-        run = await store.get_run(server.db, run_id)
+        run = await repository.get_run(server.db, run_id)
         assert run is not None and json.loads(run["details"])["artifact"]["stored"] is False
 
         async def as_header(request: web.Request) -> Principal | None:

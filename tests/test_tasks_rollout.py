@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from server import audit
-from server.tasks import store
-from server.tasks.feature import scheduler_of
+from server.errors import ApiError
+from server.tasks import repository, service
+from server.tasks.feature import SCHEDULER
+from server.tasks.spec import TaskSpec
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.tasks_helpers import grant_for, sign_script, submit
 
@@ -18,7 +20,7 @@ from tests.tasks_helpers import grant_for, sign_script, submit
 async def test_wave_rollout_stops_when_failure_rate_passes_threshold(tmp_path: Path) -> None:
     """Waves of 25 %: wave 1 succeeds, wave 2 fails (50 % > 40 %), so the rollout stops and later waves never run."""
     async with running_server(tmp_path / "srv") as server:
-        scheduler_of(server).tick_s = 0.1
+        server.console_app[SCHEDULER].tick_s = 0.1
         states = [await enroll_agent(server, tmp_path / f"agent{i}", group="fleet") for i in range(4)]
         async with contextlib.AsyncExitStack() as stack:
             for state in states:
@@ -30,7 +32,7 @@ async def test_wave_rollout_stops_when_failure_rate_passes_threshold(tmp_path: P
             task = await submit(server, grant, group="fleet", params=params, script=script,
                                 signature=sign_script(server, script, params), wave_percent=25,
                                 failure_threshold=0.4)
-            runs = await store.runs_of_task(server.db, task["id"])
+            runs = await repository.runs_of_task(server.db, task["id"])
             by_wave = {r["wave"]: r for r in runs}
             assert sorted(by_wave) == [0, 1, 2, 3] and [r["status"] for r in runs] == ["queued", "held", "held", "held"]
             dirs = {s.device_id: s.directory for s in states}
@@ -38,15 +40,15 @@ async def test_wave_rollout_stops_when_failure_rate_passes_threshold(tmp_path: P
             rollout_id = runs[0]["rollout_id"]
 
             async def stopped() -> bool:
-                row = await store.get_rollout(server.db, rollout_id)
+                row = await repository.get_rollout(server.db, rollout_id)
                 return row["status"] == "stopped"
 
             await wait_until(stopped, timeout=30, what="rollout stopped")
-            runs = {r["wave"]: r for r in await store.runs_of_task(server.db, task["id"])}
+            runs = {r["wave"]: r for r in await repository.runs_of_task(server.db, task["id"])}
             assert [runs[w]["status"] for w in range(4)] == ["succeeded", "failed", "cancelled", "cancelled"]
             for wave in (2, 3):
                 assert not (dirs[runs[wave]["device_id"]] / "ran").exists()
-            rollout = await store.get_rollout(server.db, rollout_id)
+            rollout = await repository.get_rollout(server.db, rollout_id)
             assert "50%" in rollout["reason"] and "40%" in rollout["reason"]
             actions = [r["action"] for r in await server.db.fetchall("SELECT action FROM audit_log")]
             assert "rollout.wave" in actions and "rollout.stop" in actions
@@ -59,14 +61,14 @@ async def test_large_run_needs_a_second_admin(tmp_path: Path) -> None:
         for i in range(3):
             await enroll_agent(server, tmp_path / f"agent{i}", group="fleet")
         grant = grant_for(server, groups=["fleet"])
-        spec = store.TaskSpec(action="restart_service", grant_id="x", technician="alice", params={"name": "cron"},
-                              group="fleet", grant=grant)
-        task = await store.create_task(server.db, spec, actor="admin1", approval_threshold=2)
+        spec = TaskSpec(action="restart_service", grant_id="x", technician="alice", params={"name": "cron"},
+                        group="fleet", grant=grant)
+        task = await service.create_task(server.db, spec, actor="admin1", approval_threshold=2)
         assert task["status"] == "pending_approval"
-        assert await store.runs_of_task(server.db, task["id"]) == []
-        with pytest.raises(store.TaskError) as same:
-            await store.approve_task(server.db, task["id"], approver="admin1")
+        assert await repository.runs_of_task(server.db, task["id"]) == []
+        with pytest.raises(ApiError) as same:
+            await service.approve_task(server.db, task["id"], approver="admin1")
         assert same.value.code == "same_admin"
-        approved = await store.approve_task(server.db, task["id"], approver="admin2", rng=random.Random(1))
+        approved = await service.approve_task(server.db, task["id"], approver="admin2", rng=random.Random(1))
         assert approved["status"] == "active" and approved["approved_by"] == "admin2"
-        assert len(await store.runs_of_task(server.db, task["id"])) == 3
+        assert len(await repository.runs_of_task(server.db, task["id"])) == 3

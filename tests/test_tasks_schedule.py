@@ -11,9 +11,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from server.tasks import lifecycle, store
+from server.errors import ApiError
+from server.tasks import lifecycle, repository, service
 from server.tasks.cron import Cron, CronError, next_occurrence
-from server.tasks.feature import scheduler_of
+from server.tasks.feature import SCHEDULER
+from server.tasks.spec import TaskSpec
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.tasks_helpers import grant_for
 
@@ -59,23 +61,23 @@ async def test_schedule_fires_in_device_time_with_jitter_then_offline_device_mis
     """A nightly schedule fires at 02:00 device time with jitter inside the window; offline all window → missed."""
     async with running_server(tmp_path / "srv") as server:
         device = await _device_in(server, tmp_path, "Asia/Tokyo")
-        spec = store.TaskSpec(action="updates", grant_id="x", technician="alice", params={"mode": "apply"},
-                              group="night", cron="0 2 * * *", window_s=3600, jitter_s=600, offline_policy="missed",
-                              grant=grant_for(server, groups=["night"]))
+        spec = TaskSpec(action="updates", grant_id="x", technician="alice", params={"mode": "apply"},
+                        group="night", cron="0 2 * * *", window_s=3600, jitter_s=600, offline_policy="missed",
+                        grant=grant_for(server, groups=["night"]))
         created = _ts(2026, 3, 1, 12, 0, "Asia/Tokyo")
-        task = await store.create_task(server.db, spec, actor="admin1", now=created)
+        task = await service.create_task(server.db, spec, actor="admin1", now=created)
         rng = random.Random(7)
         due = _ts(2026, 3, 2, 2, 0, "Asia/Tokyo")
         assert await lifecycle.fire_schedules(server.db, created + 60, rng) == 0
         row = await server.db.fetchone("SELECT next_due FROM task_schedule_state WHERE device_id = ?", (device,))
         assert row["next_due"] == due
         assert await lifecycle.fire_schedules(server.db, due + 1, rng) == 1
-        (run,) = await store.runs_of_task(server.db, task["id"])
+        (run,) = await repository.runs_of_task(server.db, task["id"])
         assert run["status"] == "queued" and due <= run["not_before"] <= due + 600
         assert run["deliver_by"] == due + 3600
         assert await lifecycle.fire_schedules(server.db, due + 2, rng) == 0  # not twice for one night
         await lifecycle.expire_undelivered(server.db, due + 3601, rng)
-        (run,) = await store.runs_of_task(server.db, task["id"])
+        (run,) = await repository.runs_of_task(server.db, task["id"])
         assert run["status"] == "missed" and "offline" in run["reason"]
 
 
@@ -83,20 +85,20 @@ async def test_offline_device_with_next_policy_runs_at_its_next_window(tmp_path:
     """With the `next` policy a run the device missed moves to the next night instead of being dropped."""
     async with running_server(tmp_path / "srv") as server:
         await _device_in(server, tmp_path, "Europe/Berlin")
-        spec = store.TaskSpec(action="reboot", grant_id="x", technician="alice", group="night", cron="0 3 * * *",
-                              window_s=1800, offline_policy="next", grant=grant_for(server, groups=["night"]))
+        spec = TaskSpec(action="reboot", grant_id="x", technician="alice", group="night", cron="0 3 * * *",
+                        window_s=1800, offline_policy="next", grant=grant_for(server, groups=["night"]))
         created = _ts(2026, 3, 1, 12, 0, "Europe/Berlin")
-        task = await store.create_task(server.db, spec, actor="admin1", now=created)
+        task = await service.create_task(server.db, spec, actor="admin1", now=created)
         rng = random.Random(1)
         await lifecycle.fire_schedules(server.db, created, rng)
         first = _ts(2026, 3, 2, 3, 0, "Europe/Berlin")
         await lifecycle.fire_schedules(server.db, first, rng)
         await lifecycle.expire_undelivered(server.db, first + 1801, rng)
-        (run,) = await store.runs_of_task(server.db, task["id"])
+        (run,) = await repository.runs_of_task(server.db, task["id"])
         second = _ts(2026, 3, 3, 3, 0, "Europe/Berlin")
         assert run["status"] == "queued" and run["not_before"] == second and run["deliver_by"] == second + 1800
         await lifecycle.fire_schedules(server.db, second + 5, rng)
-        assert len(await store.runs_of_task(server.db, task["id"])) == 1  # carried over, not duplicated
+        assert len(await repository.runs_of_task(server.db, task["id"])) == 1  # carried over, not duplicated
 
 
 async def test_bad_task_requests_are_rejected_by_the_server(tmp_path: Path) -> None:
@@ -110,8 +112,8 @@ async def test_bad_task_requests_are_rejected_by_the_server(tmp_path: Path) -> N
         for code, change in cases:
             fields = {"action": "reboot", "grant_id": "x", "technician": "a", "group": "night", "grant": grant,
                       **change}
-            with pytest.raises(store.TaskError) as err:
-                await store.create_task(server.db, store.TaskSpec(**fields), actor="admin1")
+            with pytest.raises(ApiError) as err:
+                await service.create_task(server.db, TaskSpec(**fields), actor="admin1")
             assert err.value.code == code
 
 
@@ -120,7 +122,7 @@ async def test_one_bad_stored_schedule_does_not_stop_other_deliveries(tmp_path: 
     """Stored rows the scheduler cannot evaluate (a never-firing cron, a corrupt window) are logged with their
     task id and skipped; the real scheduler loop still fires and delivers another group's schedule."""
     async with running_server(tmp_path / "srv") as server:
-        scheduler = scheduler_of(server)
+        scheduler = server.console_app[SCHEDULER]
         scheduler.tick_s = 0.1
         created = time.time() - 300
         scheduler.clock = lambda: created  # nothing is due until the bad rows are in place
@@ -129,27 +131,27 @@ async def test_one_bad_stored_schedule_does_not_stop_other_deliveries(tmp_path: 
         bad_grant, good_grant = grant_for(server, groups=["bad"]), grant_for(server, groups=["good"])
         every_minute = {"action": "clear_temp", "params": HARMLESS, "technician": "alice", "grant_id": "x",
                         "cron": "* * * * *"}
-        bad_cron = await store.create_task(server.db, store.TaskSpec(group="bad", grant=bad_grant, **every_minute),
-                                           actor="admin1", now=created)
-        bad_window = await store.create_task(server.db, store.TaskSpec(group="bad", grant=bad_grant, **every_minute),
+        bad_cron = await service.create_task(server.db, TaskSpec(group="bad", grant=bad_grant, **every_minute),
                                              actor="admin1", now=created)
+        bad_window = await service.create_task(server.db, TaskSpec(group="bad", grant=bad_grant, **every_minute),
+                                               actor="admin1", now=created)
         # As an older server or a hand-edited database could have stored them.
         await server.db.execute("UPDATE tasks SET cron = '0 0 30 2 *' WHERE id = ?", (bad_cron["id"],))
         await server.db.execute("UPDATE tasks SET window_s = 'NaN', jitter_s = 'NaN' WHERE id = ?",
                                 (bad_window["id"],))
-        good_task = await store.create_task(server.db, store.TaskSpec(group="good", grant=good_grant, **every_minute),
-                                            actor="admin1", now=created)
+        good_task = await service.create_task(server.db, TaskSpec(group="good", grant=good_grant, **every_minute),
+                                              actor="admin1", now=created)
         async with running_agent(good, setup=lambda agent: setattr(agent.tasks, "poll_s", 0.05)):
             await wait_until(lambda: server.connections.get(good.device_id) is not None, what="good agent connected")
             scheduler.clock = time.time
             scheduler.wake.set()
 
             async def delivered() -> bool:
-                runs = await store.runs_of_task(server.db, good_task["id"])
+                runs = await repository.runs_of_task(server.db, good_task["id"])
                 return bool(runs) and runs[0]["sent_at"] is not None
 
             await wait_until(delivered, timeout=30, what="the good group's run delivered")
-        assert await store.runs_of_task(server.db, bad_cron["id"]) == []
+        assert await repository.runs_of_task(server.db, bad_cron["id"]) == []
         logged = {getattr(r, "task_id", None) for r in caplog.records if r.name == "server.tasks.lifecycle"}
         assert bad_cron["id"] in logged
         failure = next(r for r in caplog.records if getattr(r, "task_id", None) == bad_cron["id"])

@@ -106,7 +106,10 @@ def _script_and_params(args: argparse.Namespace) -> tuple[str | None, str | None
 
 
 def _run(args: argparse.Namespace) -> int:
-    from server.tasks import store
+    from server.errors import ApiError
+    from server.tasks import service
+    from server.tasks.spec import TaskSpec
+    from server.tasks.status import TaskStatus
 
     config = server_config(args)
     try:
@@ -115,32 +118,32 @@ def _run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError) as exc:
         print(f"helpline: {exc}", file=sys.stderr)
         return 1
-    spec = store.TaskSpec(
-        action=args.action, grant_id=args.grant, technician=args.technician or getpass.getuser(), role=args.role,
-        params=params, script=script, script_signature=signature, device=args.device, group=args.group,
-        cron=getattr(args, "cron", None), run_at=run_at, window_s=args.window,
-        jitter_s=args.jitter if args.jitter is not None else 0.0, offline_policy=args.offline,
-        wave_percent=args.wave_percent, failure_threshold=args.failure_threshold, timeout_s=args.timeout,
-        output_cap=args.output_cap)
-    threshold = int(getattr(config, "task_approval_threshold", store.DEFAULT_APPROVAL_THRESHOLD))
+    threshold = config.task_approval_threshold
     try:
-        row = with_database(config, lambda db: store.create_task(db, spec, actor=_actor(),
-                                                                 approval_threshold=threshold))
-    except store.TaskError as exc:
+        spec = TaskSpec(
+            action=args.action, grant_id=args.grant, technician=args.technician or getpass.getuser(), role=args.role,
+            params=params, script=script, script_signature=signature, device=args.device, group=args.group,
+            cron=getattr(args, "cron", None), run_at=run_at, window_s=args.window,
+            jitter_s=args.jitter if args.jitter is not None else 0.0, offline_policy=args.offline,
+            wave_percent=args.wave_percent, failure_threshold=args.failure_threshold, timeout_s=args.timeout,
+            output_cap=args.output_cap)
+        row = with_database(config, lambda db: service.create_task(db, spec, actor=_actor(),
+                                                                   approval_threshold=threshold))
+    except ApiError as exc:
         print(f"helpline: task refused: {exc.message} ({exc.code})", file=sys.stderr)
         return 1
     print(f"task {row['id']}: {row['action']} on {row['target_kind']} {row['target']} "
           f"({row['device_count']} device(s)), status {row['status']}")
-    if row["status"] == "pending_approval":
+    if row["status"] == TaskStatus.PENDING_APPROVAL:
         print(f"more than {threshold} devices: another admin must run 'helpline admin task approve {row['id']}'")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    from server.tasks import store
+    from server.tasks import repository, views
 
-    rows = with_database(server_config(args), lambda db: store.list_tasks(db))
-    print_table([{**store.describe_task(r), "created": _when(r["created_at"])} for r in rows],
+    rows = with_database(server_config(args), lambda db: repository.list_tasks(db))
+    print_table([{**views.describe_task(r), "created": _when(r["created_at"])} for r in rows],
                 ["id", "action", "target", "cron", "status", "devices", "created_by", "created"])
     return 0
 
@@ -150,17 +153,17 @@ def _when(ts: float | None) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from server.tasks import store
+    from server.tasks import repository, views
 
     async def load(db: Database) -> tuple[Any, list[Any]]:
-        return await store.get_task(db, args.task_id), await store.runs_of_task(db, args.task_id)
+        return await repository.get_task(db, args.task_id), await repository.runs_of_task(db, args.task_id)
 
     task, runs = with_database(server_config(args), load)
     if task is None:
         print(f"helpline: no task {args.task_id}", file=sys.stderr)
         return 1
-    print(json.dumps(store.describe_task(task), indent=1))
-    print_table([{**store.describe_run(r, output=False), "ended": _when(r["ended_at"])} for r in runs],
+    print(json.dumps(views.describe_task(task), indent=1))
+    print_table([{**views.describe_run(r, output=False), "ended": _when(r["ended_at"])} for r in runs],
                 ["run_id", "device_id", "wave", "status", "exit_code", "ended", "reason"])
     if args.output:
         for run in runs:
@@ -207,11 +210,12 @@ def _save_artifact(args: argparse.Namespace, runs: list[Any]) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from server.tasks import store
+    from server.errors import ApiError
+    from server.tasks import service
 
     try:
-        count = with_database(server_config(args), lambda db: store.cancel_task(db, args.task_id, actor=_actor()))
-    except store.TaskError as exc:
+        count = with_database(server_config(args), lambda db: service.cancel_task(db, args.task_id, actor=_actor()))
+    except ApiError as exc:
         print(f"helpline: {exc.message}", file=sys.stderr)
         return 1
     print(f"task {args.task_id} cancelled ({count} pending run(s) dropped; running ones are being stopped)")
@@ -220,19 +224,19 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _change(args: argparse.Namespace, change: Callable[[Database], Awaitable[Row]]) -> Row | None:
     """Run an approve/resume style change; print the refusal and return None when it is refused."""
-    from server.tasks import store
+    from server.errors import ApiError
 
     try:
         return with_database(server_config(args), change)
-    except store.TaskError as exc:
+    except ApiError as exc:
         print(f"helpline: {exc.message} ({exc.code})", file=sys.stderr)
         return None
 
 
 def _approve(args: argparse.Namespace) -> int:
-    from server.tasks import store
+    from server.tasks import service
 
-    row = _change(args, lambda db: store.approve_task(db, args.task_id, approver=_actor()))
+    row = _change(args, lambda db: service.approve_task(db, args.task_id, approver=_actor()))
     if row is None:
         return 1
     print(f"task {row['id']} approved by {row['approved_by']}; {row['device_count']} device(s)")
@@ -240,9 +244,9 @@ def _approve(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from server.tasks import store
+    from server.tasks import service
 
-    row = _change(args, lambda db: store.resume_task(db, args.task_id, actor=_actor()))
+    row = _change(args, lambda db: service.resume_task(db, args.task_id, actor=_actor()))
     if row is None:
         return 1
     print(f"task {row['id']} resumed: cron {row['cron']} fires again at each device's next occurrence")

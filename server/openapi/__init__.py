@@ -12,13 +12,11 @@ from collections.abc import Callable
 from common.version import __version__
 from server.cmdb import openapi as cmdb
 
-from . import tasks
 from .common import ERROR_SCHEMA, SECURITY_SCHEMES, Json, operation
 
 #: (paths factory, schemas) per area.
 AREAS: list[tuple[Callable[[], Json], Json]] = [
     (cmdb.paths, cmdb.SCHEMAS),
-    (tasks.paths, tasks.SCHEMAS),
 ]
 
 _DESCRIPTION = """\

@@ -1,198 +1,192 @@
-"""REST API for tasks: list/create, one task with its runs, per-device history, rollouts, cancel, approve, resume.
+"""REST API for tasks: list/create, one task with its runs, per-device history, rollouts,
+cancel, approve, resume, and the download of a run's diagnostics bundle.
 
-Every route checks RUN_TASKS on the device group concerned through ``require``; listings
-only show groups where the caller holds it.
+Every route needs RUN_TASKS, declared in :func:`routes`: on the group of the task, run,
+rollout or device named in the path (one of another group answers 404 like a missing one),
+on at least one group for the listing (filtered in SQL to the caller's groups), and for
+creation on the target's group, which only the body names, so the handler checks it.
+Approve and resume also need ADMINISTER.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+import asyncio
+from typing import Annotated
 
 import msgspec
 from aiohttp import web
 
-from protocol.grants import SignedGrant
+from protocol.tasks import MAX_SCRIPT_BYTES
+from server import api, audit
+from server.api import scopes
+from server.api.route import Handler
+from server.auth.rights import Right
+from server.errors import ApiError
+from server.store import Row
 
-from .. import audit, devices
-from ..agent_channel import SERVER_KEY
-from ..auth.middleware import principal_of, require
-from ..auth.rights import Right
-from ..http_util import json_error
-from ..store import Database, Row
-from . import store
+from . import repository, service, views
 from .artifacts import ArtifactReceiver, artifact_info, expired_info, expired_message
+from .spec import TaskRequest
 
-if TYPE_CHECKING:
-    from ..app import HelplineServer
+_RUN_TASKS = Right.RUN_TASKS
+_ADMIN_CHANGE = Right.RUN_TASKS | Right.ADMINISTER
 
 
-def approval_threshold(server: HelplineServer) -> int:
-    """Runs on more devices than this need a second admin (``task_approval_threshold`` in config)."""
-    return int(getattr(server.config, "task_approval_threshold", store.DEFAULT_APPROVAL_THRESHOLD))
+class TaskListQuery(msgspec.Struct):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=repository.MAX_PAGE, description="Page size (default 200).")] = 200
+    before: Annotated[str, msgspec.Meta(max_length=128, description="Cursor: the previous page's `next`.")] = ""
 
 
 async def list_tasks(request: web.Request) -> web.Response:
-    server: HelplineServer = request.app[SERVER_KEY]
-    principal = principal_of(request)
-    groups = principal.groups_with(Right.RUN_TASKS)
-    if groups is not None and not groups:
-        require(request, Right.RUN_TASKS)
+    """List tasks"""
+    q = api.query(request, TaskListQuery)
     try:
-        limit = int(request.query.get("limit", "200"))
-        cursor = request.query.get("before")
-        before = store.parse_cursor(cursor) if cursor else None
-    except ValueError:
-        return json_error(400, "bad_request", "limit must be an integer and before a cursor from 'next'")
-    if not 1 <= limit <= store.MAX_PAGE:
-        return json_error(400, "bad_request", f"limit must be within 1..{store.MAX_PAGE}")
-    rows = await store.list_tasks(server.db, groups=groups, limit=limit, before=before)
-    summary = await store.schedule_summary(server.db, rows)
-    following = store.page_cursor(rows[-1]) if len(rows) == limit else None
-    return web.json_response({"tasks": [store.describe_task(r, summary[r["id"]]) for r in rows],
+        before = views.parse_cursor(q.before) if q.before else None
+    except ValueError as exc:
+        raise ApiError.invalid("before must be a cursor from a previous page's 'next'") from exc
+    db = api.db(request)
+    rows = await repository.list_tasks(db, groups=api.principal(request).groups_with(_RUN_TASKS), limit=q.limit,
+                                       before=before)
+    summary = await repository.schedule_summary(db, rows)
+    following = views.page_cursor(rows[-1]) if len(rows) == q.limit else None
+    return web.json_response({"tasks": [views.describe_task(r, summary[r["id"]]) for r in rows],
                               "next": following})
 
 
-async def get_task(request: web.Request) -> web.Response:
-    server: HelplineServer = request.app[SERVER_KEY]
-    task = await store.get_task(server.db, request.match_info["task_id"])
+async def _task(request: web.Request) -> Row:
+    """The task named in the path (its group's right was checked by the route's scope)."""
+    task = await repository.get_task(api.db(request), request.match_info["task_id"])
     if task is None:
-        return json_error(404, "not_found", "no such task")
-    require(request, Right.RUN_TASKS, task["group_name"])
-    runs = await store.runs_of_task(server.db, task["id"])
-    rollouts = await store.rollouts_of_task(server.db, task["id"])
-    summary = await store.schedule_summary(server.db, [task])
-    return web.json_response({"task": store.describe_task(task, summary[task["id"]]),
-                              "runs": [store.describe_run(r) for r in runs],
+        raise ApiError.not_found("task")
+    return task
+
+
+async def get_task(request: web.Request) -> web.Response:
+    """One task with its runs"""
+    db, task = api.db(request), await _task(request)
+    runs = await repository.runs_of_task(db, task["id"])
+    rollouts = await repository.rollouts_of_task(db, task["id"])
+    summary = await repository.schedule_summary(db, [task])
+    return web.json_response({"task": views.describe_task(task, summary[task["id"]]),
+                              "runs": [views.describe_run(r) for r in runs],
                               "rollouts": [r["id"] for r in rollouts]})
 
 
 async def device_tasks(request: web.Request) -> web.Response:
-    server: HelplineServer = request.app[SERVER_KEY]
-    device = await devices.get(server.db, request.match_info["device_id"])
-    if device is None:
-        return json_error(404, "not_found", "no such device")
-    require(request, Right.RUN_TASKS, device["group_name"])
-    runs = await store.runs_of_device(server.db, device["id"])
-    return web.json_response({"device_id": device["id"], "runs": [store.describe_run(r) for r in runs]})
+    """Task runs on a device"""
+    device_id = request.match_info["device_id"]
+    runs = await repository.runs_of_device(api.db(request), device_id)
+    return web.json_response({"device_id": device_id, "runs": [views.describe_run(r) for r in runs]})
 
 
 async def get_rollout(request: web.Request) -> web.Response:
-    server: HelplineServer = request.app[SERVER_KEY]
-    rollout = await store.get_rollout(server.db, request.match_info["rollout_id"])
+    """A rollout's waves and runs"""
+    db = api.db(request)
+    rollout = await repository.get_rollout(db, request.match_info["rollout_id"])
     if rollout is None:
-        return json_error(404, "not_found", "no such rollout")
-    task = await store.get_task(server.db, rollout["task_id"])
-    require(request, Right.RUN_TASKS, task["group_name"] if task else None)
-    runs = await server.db.fetchall("SELECT * FROM task_runs WHERE rollout_id = ? ORDER BY wave, id",
-                                    (rollout["id"],))
-    return web.json_response({"rollout": store.describe_rollout(rollout, runs)})
-
-
-def _spec(body: dict[str, Any], technician: str, role: str) -> store.TaskSpec:
-    grant = body.get("grant")
-    return store.TaskSpec(
-        action=str(body["action"]), grant_id=str(body["grant_id"]), technician=technician, role=role,
-        params=dict(body.get("params", {})), script=body.get("script"), script_signature=body.get("script_signature"),
-        device=body.get("device"), group=body.get("group"), cron=body.get("cron"), run_at=body.get("run_at"),
-        window_s=float(body.get("window_s", 3600)), jitter_s=float(body.get("jitter_s", 0)),
-        offline_policy=body.get("offline_policy", "next"), wave_percent=body.get("wave_percent"),
-        failure_threshold=float(body.get("failure_threshold", 0.2)), timeout_s=float(body.get("timeout_s", 1800)),
-        output_cap=int(body.get("output_cap", 65536)),
-        grant=msgspec.convert(grant, SignedGrant) if grant else None)
-
-
-async def create_task(request: web.Request) -> web.Response:
-    server: HelplineServer = request.app[SERVER_KEY]
-    principal = principal_of(request)
-    try:
-        body = await request.json()
-        if not isinstance(body, dict):
-            raise ValueError("body must be a JSON object")
-        spec = _spec(body, principal.username, principal.role)
-    except (ValueError, KeyError, TypeError, msgspec.ValidationError) as exc:
-        return json_error(400, "bad_request", f"invalid task request: {exc}")
-    group = spec.group
-    if spec.device is not None:
-        device = await devices.get(server.db, spec.device)
-        if device is None:
-            return json_error(404, "not_found", "no such device")
-        group = device["group_name"]
-    require(request, Right.RUN_TASKS, group)
-    try:
-        row = await store.create_task(server.db, spec, actor=principal.username,
-                                      approval_threshold=approval_threshold(server))
-    except store.TaskError as exc:
-        return json_error(400, exc.code, exc.message)
-    return web.json_response({"task": store.describe_task(row)}, status=201)
+        raise ApiError.not_found("rollout")
+    runs = await repository.runs_of_rollout(db, rollout["id"])
+    return web.json_response({"rollout": views.describe_rollout(rollout, runs)})
 
 
 async def cancel_task(request: web.Request) -> web.Response:
-    server: HelplineServer = request.app[SERVER_KEY]
-    task = await store.get_task(server.db, request.match_info["task_id"])
-    if task is None:
-        return json_error(404, "not_found", "no such task")
-    principal = require(request, Right.RUN_TASKS, task["group_name"])
-    cancelled = await store.cancel_task(server.db, task["id"], actor=principal.username)
+    """Cancel a task's pending runs"""
+    task = await _task(request)
+    cancelled = await service.cancel_task(api.db(request), task["id"], actor=api.principal(request).username)
     return web.json_response({"task_id": task["id"], "runs_cancelled": cancelled})
 
 
-async def _admin_change(request: web.Request,
-                        change: Callable[[Database, str, str], Awaitable[Row]]) -> web.Response:
-    """Approve/resume: a task state change that needs RUN_TASKS and ADMINISTER on its group."""
-    server: HelplineServer = request.app[SERVER_KEY]
-    task = await store.get_task(server.db, request.match_info["task_id"])
-    if task is None:
-        return json_error(404, "not_found", "no such task")
-    principal = require(request, Right.RUN_TASKS | Right.ADMINISTER, task["group_name"])
-    try:
-        row = await change(server.db, task["id"], principal.username)
-    except store.TaskError as exc:
-        return json_error(409, exc.code, exc.message)
-    return web.json_response({"task": store.describe_task(row)})
-
-
 async def approve_task(request: web.Request) -> web.Response:
-    return await _admin_change(request, lambda db, task_id, who: store.approve_task(db, task_id, approver=who))
+    """Approve a task awaiting approval"""
+    task = await _task(request)
+    row = await service.approve_task(api.db(request), task["id"], approver=api.principal(request).username)
+    return web.json_response({"task": views.describe_task(row)})
 
 
 async def resume_task(request: web.Request) -> web.Response:
-    return await _admin_change(request, lambda db, task_id, who: store.resume_task(db, task_id, actor=who))
+    """Resume a paused task"""
+    task = await _task(request)
+    row = await service.resume_task(api.db(request), task["id"], actor=api.principal(request).username)
+    return web.json_response({"task": views.describe_task(row)})
 
 
-def artifact_route(receiver: ArtifactReceiver) -> Any:
-    """``GET /api/v1/tasks/runs/{run_id}/artifact``: the run's stored bundle (RUN_TASKS, audited); 410 once expired."""
+def _create(approval_threshold: int) -> Handler:
+    async def create_task(request: web.Request) -> web.StreamResponse:
+        """Create a task"""
+        caller = api.principal(request)
+        spec = api.body(request, TaskRequest).spec(technician=caller.username, role=caller.role)
+        group = spec.group
+        if spec.device is not None:
+            group = await repository.device_group(api.db(request), spec.device)
+            # A device of a group the caller has no right on answers like one that does not exist.
+            if group is None or caller.rights_on(group) is Right.NONE:
+                raise ApiError.not_found("device")
+        if group is None or not caller.can(_RUN_TASKS, group):
+            raise ApiError(403, "forbidden", f"requires right run_tasks on group {group!r}")
+        row = await service.create_task(api.db(request), spec, actor=caller.username,
+                                        approval_threshold=approval_threshold)
+        return web.json_response({"task": views.describe_task(row)}, status=201)
 
-    async def get_artifact(request: web.Request) -> web.StreamResponse:
-        server: HelplineServer = request.app[SERVER_KEY]
-        run = await store.get_run(server.db, request.match_info["run_id"])
+    return create_task
+
+
+def _download(receiver: ArtifactReceiver) -> Handler:
+    async def run_artifact(request: web.Request) -> web.StreamResponse:
+        """Download a run's diagnostics bundle"""
+        db = api.db(request)
+        run = await repository.get_run(db, request.match_info["run_id"])
         if run is None:
-            return json_error(404, "not_found", "no such run")
-        principal = require(request, Right.RUN_TASKS, run["group_name"])
-        info = artifact_info(run)
-        gone = expired_info(run)
+            raise ApiError.not_found("task run")
+        info, gone = artifact_info(run), expired_info(run)
         if info is None and gone is not None:
-            return json_error(410, "artifact_expired", expired_message(run["id"], gone))
+            raise ApiError(410, "artifact_expired", expired_message(run["id"], gone))
         path = receiver.path_of(run["id"]) if info is not None else None
-        if info is None or path is None or not path.exists():
-            return json_error(404, "no_artifact", "this run has no stored artifact")
-        await audit.append(server.db, principal.username, "task.artifact.download", run["id"],
+        if info is None or path is None or not await asyncio.to_thread(path.exists):
+            raise ApiError(404, "no_artifact", "this run has no stored artifact")
+        await audit.append(db, api.principal(request).username, "task.artifact.download", run["id"],
                            {"device_id": run["device_id"], "size": info.get("size"), "sha256": info.get("sha256")})
         return web.FileResponse(path, headers={
             "Content-Type": "application/gzip", "X-Content-SHA256": str(info.get("sha256", "")),
             "Content-Disposition": f'attachment; filename="diagnostics-{run["id"]}.tar.gz"'})
 
-    return get_artifact
+    return run_artifact
 
 
-def setup_routes(server: HelplineServer, receiver: ArtifactReceiver) -> None:
-    router = server.console_app.router
-    router.add_get("/api/v1/tasks/runs/{run_id}/artifact", artifact_route(receiver))
-    router.add_get("/api/v1/tasks", list_tasks)
-    router.add_post("/api/v1/tasks", create_task)
-    router.add_get("/api/v1/tasks/{task_id}", get_task)
-    router.add_post("/api/v1/tasks/{task_id}/cancel", cancel_task)
-    router.add_post("/api/v1/tasks/{task_id}/approve", approve_task)
-    router.add_post("/api/v1/tasks/{task_id}/resume", resume_task)
-    router.add_get("/api/v1/devices/{device_id}/tasks", device_tasks)
-    router.add_get("/api/v1/rollouts/{rollout_id}", get_rollout)
+def routes(receiver: ArtifactReceiver, *, approval_threshold: int) -> list[api.Route]:
+    """Every task route; ``receiver`` stores the artifacts, ``approval_threshold`` is from the config."""
+    task = scopes.TASK
+    return [
+        api.Route("GET", "/api/v1/tasks", list_tasks, _RUN_TASKS, query=TaskListQuery, response="TaskPage",
+                  summary="List tasks", description="Only groups where the caller holds run_tasks; newest first."),
+        api.Route("POST", "/api/v1/tasks", _create(approval_threshold), _RUN_TASKS, body=TaskRequest,
+                  response="TaskEnvelope", status=201, summary="Create a task",
+                  max_body=MAX_SCRIPT_BYTES * 4 + 64 * 1024,
+                  description="`run_tasks` on the target's group. Runs on more devices than the approval "
+                              "threshold wait for a second admin. Audited `task.create`.",
+                  errors={404: "No such device (or one of a group the caller has no right on)"}),
+        api.Route("GET", "/api/v1/tasks/{task_id}", get_task, _RUN_TASKS, task, response="TaskDetail",
+                  summary="One task with its runs"),
+        api.Route("POST", "/api/v1/tasks/{task_id}/cancel", cancel_task, _RUN_TASKS, task,
+                  response="TaskCancelled", summary="Cancel a task's pending runs",
+                  description="Runs not yet delivered are cancelled; delivered ones are stopped by their agents."),
+        api.Route("POST", "/api/v1/tasks/{task_id}/approve", approve_task, _ADMIN_CHANGE, task,
+                  response="TaskEnvelope", summary="Approve a task awaiting approval",
+                  description="By an admin other than its creator. Audited `task.approve`.",
+                  errors={409: "Not awaiting approval (`not_pending`), or the creator's own (`same_admin`)"}),
+        api.Route("POST", "/api/v1/tasks/{task_id}/resume", resume_task, _ADMIN_CHANGE, task,
+                  response="TaskEnvelope", summary="Resume a paused task",
+                  description="A schedule paused by a stopped occurrence fires again at each device's next "
+                              "occurrence. Audited `task.resume`.",
+                  errors={409: "Not paused (`not_paused`)"}),
+        api.Route("GET", "/api/v1/tasks/runs/{run_id}/artifact", _download(receiver), _RUN_TASKS, scopes.RUN,
+                  summary="Download a run's diagnostics bundle",
+                  description="A `.tar.gz`; header `X-Content-SHA256` carries its digest. Audited "
+                              "`task.artifact.download`.",
+                  content={"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+                  errors={404: "No such run (or one of a group the caller has no right on), or no artifact",
+                          410: "The artifact expired (`artifact_expired`)"}),
+        api.Route("GET", "/api/v1/devices/{device_id}/tasks", device_tasks, _RUN_TASKS, scopes.DEVICE,
+                  response="DeviceTaskRuns", summary="Task runs on a device"),
+        api.Route("GET", "/api/v1/rollouts/{rollout_id}", get_rollout, _RUN_TASKS, scopes.ROLLOUT,
+                  response="RolloutEnvelope", summary="A rollout's waves and runs"),
+    ]

@@ -31,6 +31,7 @@ from protocol.tasks import TaskArtifactAck, TaskArtifactBegin, TaskArtifactChunk
 
 from .. import audit
 from ..store import Database, Row
+from . import repository
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,7 @@ class ArtifactReceiver:
     # --- begin ------------------------------------------------------------------------------
 
     async def _begin(self, device_id: str, msg: TaskArtifactBegin) -> TaskArtifactAck:
-        run = await self.db_of().fetchone(
-            "SELECT r.id, r.details, t.action FROM task_runs r JOIN tasks t ON t.id = r.task_id"
-            " WHERE r.id = ? AND r.device_id = ?", (msg.run_id, device_id))
+        run = await repository.run_with_action(self.db_of(), msg.run_id, device_id)
         if run is None or not _SAFE_ID.match(msg.run_id):
             return await self._refuse(device_id, msg.run_id, "no such run on this device", audit_it=False)
         if artifact_info(run) is not None and self.path_of(msg.run_id).exists():
@@ -197,14 +196,13 @@ class ArtifactReceiver:
     async def _store(self, device_id: str, run_id: str, size: int, digest: str) -> TaskArtifactAck:
         final = self.path_of(run_id)
         async with self.db_of().transaction() as tx:
-            run = await tx.fetchone("SELECT details FROM task_runs WHERE id = ? AND device_id = ?",
-                                    (run_id, device_id))
+            run = await repository.get_run(tx, run_id, device_id=device_id)
             if run is None or artifact_info(run) is not None:
                 await asyncio.to_thread(self._discard, run_id)
                 return TaskArtifactAck(run_id=run_id, status="stored", reason="already stored")
             details = json.loads(run["details"] or "{}")
             details["artifact"] = {"stored": True, "size": size, "sha256": digest, "stored_at": time.time()}
-            await tx.execute("UPDATE task_runs SET details = ? WHERE id = ?", (json.dumps(details), run_id))
+            await repository.set_details(tx, run_id, json.dumps(details))
             await audit.append_in(tx, f"device:{device_id}", "task.artifact.stored", run_id,
                                   {"size": size, "sha256": digest})
             await asyncio.to_thread(os.replace, self._part(run_id), final)
@@ -225,8 +223,7 @@ class ArtifactReceiver:
         cutoff = now - retention_days * 86400
         db = self.db_of()
         # Pre-filter in SQL (details is JSON text written by _store); the exact test is artifact_info.
-        rows = await db.fetchall("SELECT id, device_id, details FROM task_runs WHERE details LIKE ?",
-                                 ('%"stored": true%',))
+        rows = await repository.runs_with_stored_artifacts(db)
         expired: list[str] = []
         async with self._lock:
             for run in rows:
@@ -245,8 +242,7 @@ class ArtifactReceiver:
                                "stored_at": info.get("stored_at")}
         async with db.transaction() as tx:
             # Conditional on the details read: another node sharing the database may have expired it already.
-            if await tx.execute("UPDATE task_runs SET details = ?, updated_at = ? WHERE id = ? AND details = ?",
-                                (json.dumps(details), now, run["id"], run["details"])) != 1:
+            if not await repository.swap_details(tx, run["id"], run["details"], json.dumps(details), now):
                 return False
             await audit.append_in(tx, "scheduler", "task.artifact.expired", run["id"], {
                 "device_id": run["device_id"], "size": info.get("size"), "sha256": info.get("sha256"),

@@ -1,4 +1,10 @@
-"""Server feature: maintenance tasks — agent handlers, the scheduler loop, the REST API."""
+"""Server feature: maintenance tasks — agent handlers, the scheduler loop, the REST API.
+
+:func:`setup` builds the feature's two long-lived objects — the :class:`TaskScheduler` and the
+:class:`~server.tasks.artifacts.ArtifactReceiver` — hands them to the handlers and routes that
+use them, and keeps them under :data:`SCHEDULER` and :data:`ARTIFACTS` on the console app for
+whoever needs them later (tests speed up the tick or lower the artifact size limit there).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,11 @@ import contextlib
 import logging
 import random
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
 
 from protocol.tasks import (
     TaskArtifactBegin,
@@ -21,9 +28,14 @@ from protocol.tasks import (
     TaskWaiting,
 )
 
-from . import api, lifecycle
+from ..api import add_routes
+from ..api.openapi import add_schemas
+from . import api, lifecycle, repository
 from .artifacts import ArtifactReceiver
-from .store import TASK_CANCELLED, TASK_CHANGED, get_task, runs_of_task, task_run_message
+from .openapi import SCHEMAS
+from .service import TASK_CANCELLED, TASK_CHANGED
+from .status import RunStatus, TaskStatus
+from .views import task_run_message
 
 if TYPE_CHECKING:
     from ..agent_channel import AgentConnection
@@ -37,6 +49,8 @@ class TaskScheduler:
     """Delivers due runs to connected agents and moves runs through their lifecycle."""
 
     server: HelplineServer
+    #: Where run artifacts are stored; the tick sweeps them against the retention period.
+    artifacts: ArtifactReceiver
     tick_s: float = 1.0
     rng: random.Random = field(default_factory=random.Random)
     clock: Any = time.time
@@ -49,7 +63,7 @@ class TaskScheduler:
         db, now, sent = self.server.db, self.clock(), 0
         if resend:
             for task, run in await lifecycle.delivered_runs(db, conn.device_id):
-                if task["status"] == "cancelled":
+                if task["status"] == TaskStatus.CANCELLED:
                     await conn.send(TaskCancel(run_id=run["id"], reason="task cancelled"))
                 else:
                     await conn.send(task_run_message(task, run))
@@ -68,7 +82,7 @@ class TaskScheduler:
             ("advance rollouts", lambda: lifecycle.advance_rollouts(db, now))]
         if now - self._last_sweep >= self.artifact_sweep_s:
             self._last_sweep = now
-            steps.append(("expire artifacts", lambda: artifacts_of(self.server).expire(
+            steps.append(("expire artifacts", lambda: self.artifacts.expire(
                 self.server.config.task_artifact_retention_days, now)))
         for name, step in steps:
             try:
@@ -94,27 +108,18 @@ class TaskScheduler:
             self.wake.clear()
 
 
-_SCHEDULERS: weakref.WeakKeyDictionary[HelplineServer, TaskScheduler] = weakref.WeakKeyDictionary()
-
-
-_RECEIVERS: weakref.WeakKeyDictionary[HelplineServer, ArtifactReceiver] = weakref.WeakKeyDictionary()
-
-
-def scheduler_of(server: HelplineServer) -> TaskScheduler:
-    return _SCHEDULERS[server]
-
-
-def artifacts_of(server: HelplineServer) -> ArtifactReceiver:
-    """Where run artifacts are received and stored (tests lower ``max_bytes``)."""
-    return _RECEIVERS[server]
+#: The server's task scheduler (on the console app).
+SCHEDULER: web.AppKey[TaskScheduler] = web.AppKey("helpline_task_scheduler", TaskScheduler)
+#: Where run artifacts are received and stored (on the console app).
+ARTIFACTS: web.AppKey[ArtifactReceiver] = web.AppKey("helpline_task_artifacts", ArtifactReceiver)
 
 
 def setup(server: HelplineServer) -> None:
-    scheduler = TaskScheduler(server)
-    _SCHEDULERS[server] = scheduler
     receiver = ArtifactReceiver(lambda: server.db, server.config.data_dir / "artifacts",
                                 server.config.task_artifact_max_bytes)
-    _RECEIVERS[server] = receiver
+    scheduler = TaskScheduler(server, receiver)
+    server.console_app[SCHEDULER] = scheduler
+    server.console_app[ARTIFACTS] = receiver
 
     async def on_result(conn: AgentConnection, message: TaskResult) -> None:
         run = await lifecycle.record_result(server.db, conn.device_id, message)
@@ -138,12 +143,12 @@ def setup(server: HelplineServer) -> None:
         scheduler.wake.set()
 
     async def on_cancelled(task_id: str, _payload: dict[str, Any]) -> None:
-        task = await get_task(server.db, task_id)
-        for run in await runs_of_task(server.db, task_id):
+        runs = await repository.runs_of_task(server.db, task_id)
+        for run in runs:
             conn = server.connections.get(run["device_id"])
-            if run["status"] in ("sent", "waiting") and conn is not None:
+            if run["status"] in (RunStatus.SENT, RunStatus.WAITING) and conn is not None:
                 await conn.send(TaskCancel(run_id=run["id"], reason=f"task {task_id} cancelled"))
-        log.info("task cancelled", extra={"task_id": task_id, "found": task is not None})
+        log.info("task cancelled", extra={"task_id": task_id, "runs": len(runs)})
 
     server.agent_handlers.register(TaskResult, on_result)
     server.agent_handlers.register(TaskWaiting, on_waiting)
@@ -152,7 +157,8 @@ def setup(server: HelplineServer) -> None:
     server.on_agent_ready.append(on_ready)
     server.background.append(scheduler.run)
     server.background.append(lambda: _subscribe(server, on_changed, on_cancelled))
-    api.setup_routes(server, receiver)
+    add_routes(server.console_app, api.routes(receiver, approval_threshold=server.config.task_approval_threshold))
+    add_schemas(server.console_app, SCHEMAS)
 
 
 async def _subscribe(server: HelplineServer, on_changed: Any, on_cancelled: Any) -> None:

@@ -6,7 +6,7 @@ in the group gets a run at its *own* next local-time due (so device timezones st
 devices due earliest go in the earliest waves, and the waves are released by
 ``lifecycle.advance_rollouts`` exactly as for a one-off group run. An occurrence whose failure
 rate passes the threshold stops its remaining waves and pauses the schedule
-(``tasks.status = 'paused'``) until an admin resumes it (:func:`server.tasks.store.resume_task`).
+(``tasks.status = 'paused'``) until an admin resumes it (:func:`server.tasks.service.resume_task`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import random
 
 from .. import audit
 from ..store import Database, Row, Transaction
+from . import repository
 from .cron import next_occurrence
-from .store import Executor, _insert_run, _targets, device_timezone, new_id
+from .repository import Executor
+from .status import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +36,19 @@ def in_waves(task: Row) -> bool:
 
 async def schedule_state(db: Executor, task: Row, device_id: str, tz: str | None) -> float | None:
     """The device's next due time for a recurring task, created on first sight."""
-    row = await db.fetchone("SELECT next_due FROM task_schedule_state WHERE task_id = ? AND device_id = ?",
-                            (task["id"], device_id))
-    if row is not None:
-        return float(row["next_due"])
+    known = await repository.next_due(db, task["id"], device_id)
+    if known is not None:
+        return known
     first = next_occurrence(task["cron"], max(task["created_at"], task["run_at"] or 0.0), tz)
     # Several server nodes may share one PostgreSQL: the first insert wins, all use its row.
-    await db.execute("INSERT INTO task_schedule_state (task_id, device_id, next_due) VALUES (?, ?, ?)"
-                     " ON CONFLICT (task_id, device_id) DO NOTHING", (task["id"], device_id, first))
-    row = await db.fetchone("SELECT next_due FROM task_schedule_state WHERE task_id = ? AND device_id = ?",
-                            (task["id"], device_id))
-    return float(row["next_due"]) if row is not None else None
+    return await repository.init_next_due(db, task["id"], device_id, first)
 
 
 async def fire_occurrence(db: Database, task: Row, now: float, rng: random.Random) -> int:
     """Start the task's next occurrence as a rollout once its earliest device is due; runs created."""
     due: dict[str, tuple[float, str | None, Row]] = {}
-    for device in await _targets(db, "group", task["target"]):
-        tz = await device_timezone(db, device["id"])
+    for device in await repository.active_devices(db, "group", task["target"]):
+        tz = await repository.device_timezone(db, device["id"])
         next_due = await schedule_state(db, task, device["id"], tz)
         if next_due is not None:
             due[device["id"]] = (next_due, tz, device)
@@ -63,11 +60,9 @@ async def fire_occurrence(db: Database, task: Row, now: float, rng: random.Rando
             # moves them first (row locks on PostgreSQL) and this transaction rolls back.
             for device_id, (next_due, tz, _) in due.items():
                 following = next_occurrence(task["cron"], max(next_due, now), tz)
-                if await tx.execute("UPDATE task_schedule_state SET next_due = ? WHERE task_id = ? AND device_id = ?"
-                                    " AND next_due = ?", (following, task["id"], device_id, next_due)) != 1:
+                if not await repository.advance_next_due(tx, task["id"], device_id, next_due, following):
                     raise _Raced
-            running = await tx.fetchone("SELECT id FROM rollouts WHERE task_id = ? AND status = 'running'",
-                                        (task["id"],))
+            running = next(iter(await repository.running_rollouts(tx, task["id"])), None)
             if running is not None:
                 # The previous occurrence is still rolling out: overlapping it would defeat the waves.
                 await audit.append_in(tx, "scheduler", "rollout.skip", task["id"], {
@@ -81,24 +76,20 @@ async def fire_occurrence(db: Database, task: Row, now: float, rng: random.Rando
 
 async def _start_rollout(tx: Transaction, task: Row, due: list[tuple[float, str | None, Row]], now: float,
                          rng: random.Random) -> int:
-    open_ids = {r["device_id"] for r in await tx.fetchall(
-        "SELECT device_id FROM task_runs WHERE task_id = ? AND status IN ('held', 'queued', 'sent', 'waiting')",
-        (task["id"],))}
+    open_ids = await repository.devices_with_open_runs(tx, task["id"])
     # Earliest-due devices first (device timezones), random order among equals.
     order = sorted((d for d in due if d[2]["id"] not in open_ids), key=lambda d: (d[0], rng.random()))
     if not order:
         return 0
     wave_size = max(1, math.ceil(len(order) * task["wave_percent"] / 100))
     waves = math.ceil(len(order) / wave_size)
-    rollout_id = new_id("ro")
-    await tx.execute(
-        "INSERT INTO rollouts (id, task_id, wave_size, waves, current_wave, failure_threshold, status,"
-        " created_at, updated_at) VALUES (?, ?, ?, ?, 0, ?, 'running', ?, ?)",
-        (rollout_id, task["id"], wave_size, waves, task["failure_threshold"], now, now))
+    rollout_id = await repository.insert_rollout(tx, task["id"], wave_size=wave_size, waves=waves,
+                                                 failure_threshold=task["failure_threshold"], now=now)
     for index, (next_due, _tz, device) in enumerate(order):
         wave = index // wave_size
-        await _insert_run(tx, task, device["id"], device["group_name"], next_due, now, rng,
-                          rollout_id=rollout_id, wave=wave, status="queued" if wave == 0 else "held")
+        await repository.insert_run(tx, task, device["id"], device["group_name"], next_due, now, rng,
+                                    rollout_id=rollout_id, wave=wave,
+                                    status=RunStatus.QUEUED if wave == 0 else RunStatus.HELD)
     await audit.append_in(tx, "scheduler", "rollout.start", rollout_id, {
         "task_id": task["id"], "devices": len(order), "waves": waves, "wave_size": wave_size})
     return len(order)
