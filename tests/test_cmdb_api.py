@@ -15,8 +15,10 @@ from openapi_spec_validator import validate
 from certs import tls
 from protocol.messages import HealthSample
 from server import devices
+from server.api import context
+from server.api.context import AUTHENTICATORS
+from server.api.route import Gate
 from server.app import HelplineServer
-from server.auth.middleware import AUTHENTICATORS, PUBLIC_PATHS, PUBLIC_PREFIXES
 from server.auth.rights import ALL_RIGHTS, Principal, Right
 from server.cmdb import health_store, inventory_store
 from server.cmdb.sections import checksum
@@ -83,8 +85,8 @@ _HTTP_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "tr
 
 
 def _public(server: HelplineServer, path: str) -> bool:
-    app = server.console_app
-    return path in app[PUBLIC_PATHS] or any(path.startswith(p) for p in app[PUBLIC_PREFIXES])
+    """Public exactly where the route declares PUBLIC (every method of a path agrees here)."""
+    return any(r.path == path and r.access is Gate.PUBLIC for r in server.console_app[context.ROUTES].values())
 
 
 async def test_openapi_is_valid_public_and_covers_every_route(api_server: HelplineServer) -> None:

@@ -27,8 +27,8 @@ from agent.runtime import Agent
 from agent.viewer import Viewer
 from certs import tls
 from server import audit
+from server.api.context import AUTHENTICATORS
 from server.app import HelplineServer
-from server.auth.middleware import AUTHENTICATORS
 from server.auth.rights import ANY_GROUP, ROLE_RIGHTS, Principal, Right
 from tests.harness import console_url, wait_until
 from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures

@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from server import audit
+from server.api.context import AUTHENTICATORS
 from server.app import HelplineServer
-from server.auth.middleware import AUTHENTICATORS
 from server.auth.rights import ANY_GROUP, ROLE_RIGHTS, Principal
 from server.sessions import notes, repository, views
 from server.store import Database

@@ -30,7 +30,6 @@ from .route import GLOBAL, AnyOf, Gate, Handler, Route, Scope, access_text, hold
 log = logging.getLogger(__name__)
 
 CSRF_HEADER = "X-CSRF-Token"
-LEGACY: web.AppKey[bool] = web.AppKey("helpline_legacy_routes", bool)
 
 _HTTP_CODES = {400: "invalid", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
@@ -82,8 +81,6 @@ async def enforce(request: web.Request, handler: Handler) -> web.StreamResponse:
         raised = request.match_info.http_exception
         if raised is not None:
             raise raised
-        if LEGACY in request.app:  # TRANSITION: routes not yet declared keep their own checks
-            return await handler(request)
         raise ApiError(404, "not_found", "no such route")  # an undeclared route: refuse, never serve
     if route.access is Gate.DEVICE_CERT:
         return await handler(request)

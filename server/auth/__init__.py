@@ -1,1 +1,1 @@
-"""Who is asking, and what may they do: principals, rights per device group, the auth middleware."""
+"""Who is asking, and what may they do: principals and rights per device group (enforced by server.api)."""

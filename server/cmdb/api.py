@@ -35,7 +35,8 @@ SORTS = {"hostname": "d.hostname", "last_seen": "COALESCE(d.last_seen, 0)", "gro
 
 Text = Annotated[str, msgspec.Meta(max_length=256)]
 #: Epoch seconds or ISO 8601 (``2026-05-01T09:00:00Z``).
-Instant = Annotated[str, msgspec.Meta(max_length=64, description="Epoch seconds or ISO 8601.")]
+Instant = Annotated[str, msgspec.Meta(max_length=64, description="Epoch seconds or ISO 8601.",
+                                      pattern=r"^(-?[0-9]+(\.[0-9]+)?|[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9:.]+(Z|[+-][0-9]{2}:[0-9]{2})?)?)$")]
 
 
 class DeviceListQuery(msgspec.Struct):

@@ -179,5 +179,5 @@ ROUTES: list[api.Route] = [
     api.Route("GET", "/api/v1/groups", list_groups, api.AUTHENTICATED, response="GroupList",
               description="Groups where the caller holds view_inventory (all of them for admins)."),
     _admin("POST", "/api/v1/groups", create_group, "GroupCreated", "Idempotent. Audited.", body=GroupBody,
-           errors={400: "Invalid name (`*` is reserved)"}),
+           status=201, errors={400: "Invalid name (`*` is reserved)"}),
 ]
