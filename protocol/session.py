@@ -81,6 +81,9 @@ class SessionOffer(Message, frozen=True, tag="session.offer"):
     tunnel_token: Token
     reason: ShortStr = ""
     grant_id: GrantId | None = None
+    #: Unattended: the approver-signed grant document it runs under; the agent answers with a
+    #: ``session.challenge`` the technician must sign (protocol/authority_messages.py).
+    document_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{1,64}$")] | None = None
 
 
 class SessionAnswer(Message, frozen=True, tag="session.answer"):

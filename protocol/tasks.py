@@ -17,6 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 
 from . import limits
+from .authority import SignedDocument
 from .grants import SignedGrant
 from .messages import Id, Message, ShortStr
 
@@ -71,6 +72,11 @@ class TaskRun(Message, frozen=True, tag="task.run"):
     grant: SignedGrant | None = None
     script: Script | None = None
     script_signature: Signature | None = None
+    #: The approver-signed TaskAuthorization (protocol/authority.py) the run is made under; the
+    #: agent verifies the chain itself and runs each occurrence at most once (its replay ledger).
+    authorization: SignedDocument | None = None
+    #: For a recurring schedule: the occurrence this run is (epoch seconds), the ledger's key.
+    scheduled_at: Annotated[float, msgspec.Meta(ge=0, le=1e11)] | None = None
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)] = DEFAULT_TIMEOUT_S
     output_cap: Annotated[int, msgspec.Meta(ge=0, le=MAX_OUTPUT_CAP)] = DEFAULT_OUTPUT_CAP
 
