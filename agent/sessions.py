@@ -38,6 +38,7 @@ import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
 from certs.errors import GrantSignatureError
+from common.files import safe_name
 from protocol.grants import Grant, in_window
 from protocol.session import (
     TUNNEL_TOKEN_HEADER,
@@ -329,7 +330,8 @@ class AgentSessions:
 
     def tunnel_url(self, session_id: str) -> str:
         parts = urlsplit(self.client.state.agent_url)
-        return urlunsplit((parts.scheme, parts.netloc, f"/agent/tunnel/{session_id}", "", ""))
+        path = f"/agent/tunnel/{safe_name(session_id)}"  # the server's id: a plain name, never '..'
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
     async def _open_tunnel(self, offer: SessionOffer) -> ClientConnection:
         return await connect(

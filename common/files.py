@@ -1,16 +1,57 @@
-"""The project's one atomic file writer: readers see the old file or the new one, never half of one.
+"""The project's one atomic file writer, and the one check for paths built from a peer's names.
 
-Each file is written to a temp file beside it, created by ``os.open`` with its final ``mode`` (no
-chmod after the data is in it, so a key is never readable by others, not even briefly), flushed to
-disk, then renamed over the target; the directory is synced so the rename survives a crash.
+Atomic writes: readers see the old file or the new one, never half of one. Each file is written
+to a temp file beside it, created by ``os.open`` with its final ``mode`` (no chmod after the data
+is in it, so a key is never readable by others, not even briefly), flushed to disk, then renamed
+over the target; the directory is synced so the rename survives a crash.
+
+Confinement: a name another party chose (a task run id, a session id, an artifact name) becomes
+part of a path only through :func:`confined`, which accepts plain names only and checks that the
+resolved path stays below its base — a run id of ``..`` once made the agent delete its own state
+directory.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
+
+#: A plain file name: ASCII letters, digits, ``_ : -`` and dots, never a leading dot (so never
+#: ``.`` or ``..``, never hidden), at most 200 characters.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_:-][A-Za-z0-9._:-]{0,199}")
+
+
+class UnsafePath(ValueError):
+    """A name from outside that is not a plain file name, or would lead out of its directory."""
+
+
+def safe_name(name: str) -> str:
+    """``name`` itself when it is a plain file name (:data:`SAFE_NAME`); else :class:`UnsafePath`."""
+    if not isinstance(name, str):
+        raise UnsafePath(f"not a name: {type(name).__name__}")
+    if SAFE_NAME.fullmatch(name) is None:
+        raise UnsafePath(f"not a plain name: {name[:40]!r}")
+    return name
+
+
+def confined(base: Path, *parts: str) -> Path:
+    """``base/parts…`` resolved, after checking each part is a plain name and the result stays below ``base``.
+
+    Raises :class:`UnsafePath` otherwise (a symlink leading out counts). ``base`` itself is
+    trusted: it is the caller's own directory, never a peer's choice.
+    """
+    if not parts:
+        raise UnsafePath("no name given")
+    for part in parts:
+        safe_name(part)
+    root = Path(base).resolve()
+    path = root.joinpath(*parts).resolve()
+    if path == root or not path.is_relative_to(root):
+        raise UnsafePath(f"{'/'.join(parts)[:80]!r} leads out of {root}")
+    return path
 
 
 def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:

@@ -14,7 +14,10 @@ import msgspec
 
 from . import limits
 
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=limits.MAX_ID_LEN, pattern=r"^[A-Za-z0-9._:-]+$")]
+#: Ids end up in file names and URL paths on the peer: never ``.``/``..`` or a leading dot
+#: (the agent confines them too: :func:`common.files.confined`).
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=limits.MAX_ID_LEN,
+                                 pattern=r"^[A-Za-z0-9_:-][A-Za-z0-9._:-]*$")]
 ShortStr = Annotated[str, msgspec.Meta(max_length=limits.MAX_SHORT_STR)]
 Text = Annotated[str, msgspec.Meta(max_length=limits.MAX_TEXT)]
 Pem = Annotated[str, msgspec.Meta(min_length=1, max_length=limits.MAX_TEXT)]

@@ -15,6 +15,7 @@ import msgspec
 
 from agent.grants import GrantBook
 from certs.errors import GrantSignatureError
+from common.files import UnsafePath, safe_name
 from protocol.grants import Grant, evaluate
 from protocol.tasks import MAX_SCRIPT_BYTES, TaskRun, script_signing_bytes
 
@@ -40,6 +41,10 @@ def _refuse(reason: str) -> Verdict:
 
 def check_request(message: TaskRun, public_key: Ed25519PublicKey | None) -> Verdict | Any:
     """Static checks (no clock): return the parsed params, or a refusal Verdict."""
+    try:
+        safe_name(message.run_id)  # it names the run's files on this device (the wire type checks it too)
+    except UnsafePath as exc:
+        return _refuse(f"run id refused: {exc}")
     spec = CATALOG.get(message.action)
     if spec is None:
         return _refuse(f"unknown action {message.action!r}; known: {', '.join(sorted(CATALOG))}")

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import msgspec
 import psutil
 
-from common.files import atomic_write
+from common.files import atomic_write, confined
 
 from .context import ActionContext, Outcome
 
@@ -82,9 +82,8 @@ async def diagnostics(params: DiagnosticsParams, ctx: ActionContext) -> Outcome:
         files["inventory.json"] = json.dumps(await asyncio.to_thread(_inventory), indent=1, default=str).encode()
     files["health.json"] = json.dumps(await asyncio.to_thread(health_snapshot), indent=1).encode()
     files["README.txt"] = ("Helpline diagnostics bundle\n" + "\n".join(notes) + "\n").encode()
-    directory = ctx.state_dir / "diagnostics"
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = directory / f"diag-{ctx.run_id}.tar.gz"
+    path = confined(ctx.state_dir, "diagnostics", f"diag-{ctx.run_id}.tar.gz")  # the run id is the server's
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     await asyncio.to_thread(_write_bundle, path, files)
     data = path.read_bytes()
     details = {"path": str(path), "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from common.files import confined
 from protocol.messages import ShortStr
 
 from .context import ActionContext, Outcome, text
@@ -26,7 +27,8 @@ class ScriptParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 async def run_script(params: ScriptParams, ctx: ActionContext, script: str) -> Outcome:
-    work = ctx.state_dir / "task-work" / ctx.run_id
+    # The run id is the server's choice: confined() refuses '..' and friends before any mkdir or rmtree.
+    work = confined(ctx.state_dir, "task-work", ctx.run_id)
     work.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = work / "script"
     path.write_text(script)
