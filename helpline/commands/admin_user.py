@@ -50,8 +50,10 @@ def _register_user(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
     for action, help_text in (("disable", "disable an account; its sessions and websockets end at once"),
                               ("enable", "re-enable a disabled account"),
-                              ("reset-password", "set a new generated password (shown once); ends sessions"),
-                              ("reset-totp", "forget the TOTP secret; the user enrolls a new one at next login"),
+                              ("reset-password", "set a new generated password (shown once); ends sessions, "
+                               "revokes tokens"),
+                              ("reset-totp", "forget the TOTP secret (new one at next login); ends sessions, "
+                               "revokes tokens"),
                               ("unlock", "clear a lockout after repeated login failures")):
         p = user_sub.add_parser(action, help=help_text)
         p.add_argument("name")
@@ -78,6 +80,17 @@ def _register_user(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     token.add_argument("--ttl", type=parse_duration, default=None, help="lifetime (e.g. 30d); default: no expiry")
     add_server_options(token)
     token.set_defaults(handler=_token)
+
+    token_list = user_sub.add_parser("tokens", help="list a user's API tokens (never their values)")
+    token_list.add_argument("name")
+    add_server_options(token_list)
+    token_list.set_defaults(handler=_tokens)
+
+    token_revoke = user_sub.add_parser("token-revoke", help="revoke one of a user's API tokens (audited)")
+    token_revoke.add_argument("name")
+    token_revoke.add_argument("token_id", metavar="ID", help="the token's id (t_…), as `tokens` lists it")
+    add_server_options(token_revoke)
+    token_revoke.set_defaults(handler=_token_revoke)
 
 def _register_group(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("group", help="device groups")
@@ -208,6 +221,44 @@ def _token(args: argparse.Namespace) -> int:
         return _fail(exc)
     print(f"API token {new.id} for {args.name} (shown once; send as 'Authorization: Bearer …'):")
     print(new.token)
+    return 0
+
+def _when(ts: float | None, empty: str) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else empty
+
+def _tokens(args: argparse.Namespace) -> int:
+    from server.accounts import tokens, users
+
+    async def work(db: Database) -> list[dict[str, object]]:
+        row = await users.require_user(db, args.name)
+        now = time.time()
+        return [{"id": t["id"], "label": t["name"], "created": _when(t["created_at"], "-"),
+                 "expires": _when(t["expires_at"], "never"), "last_used": _when(t["last_used"], "never"),
+                 "state": "revoked" if t["revoked_at"] else "expired" if t["expires_at"] and t["expires_at"] <= now
+                 else "active"} for t in await tokens.list_for(db, row["id"])]
+
+    try:
+        rows = with_database(server_config(args), work)
+    except ApiError as exc:
+        return _fail(exc)
+    print_table(rows, ["id", "label", "state", "created", "expires", "last_used"])
+    return 0
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    from server.accounts import admin, users
+
+    async def work(db: Database) -> bool:
+        row = await users.require_user(db, args.name)
+        return await admin.revoke_token(db, args.token_id, actor=_actor(), user_id=row["id"])
+
+    try:
+        done = with_database(server_config(args), work)
+    except ApiError as exc:
+        return _fail(exc)
+    if not done:
+        print(f"helpline: {args.name} has no active token {args.token_id}", file=sys.stderr)
+        return 1
+    print(f"token {args.token_id} of {args.name} revoked")
     return 0
 
 def _group_create(args: argparse.Namespace) -> int:

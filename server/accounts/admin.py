@@ -1,7 +1,8 @@
 """Account administration shared by the CLI and the console API: every change is audited.
 
-Changes that must end live access (disable, password reset, session revocation) publish
-an event in the same transaction; every server node closes the matching websockets.
+Changes that must end live access (disable, password or TOTP reset, session revocation) publish
+an event in the same transaction; every server node closes the matching websockets. A reset
+also revokes the user's API tokens (:func:`end_credentials`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from .. import audit, devices, events
 from ..auth.rights import Right
 from ..errors import ApiError
-from ..store import Database
+from ..store import Database, Transaction
 from . import passwords, sessions, tokens, totp, users
 
 USER_DISABLED = "account.user_disabled"
@@ -56,24 +57,41 @@ async def set_disabled(db: Database, ref: str, disabled: bool, *, actor: str) ->
     return users.User.from_row(fresh)
 
 
+async def end_credentials(tx: Transaction, user_id: str, reason: str, *, keep_session: str | None = None
+                          ) -> dict[str, int]:
+    """Revoke the user's API tokens and console sessions (all but ``keep_session``) and close their
+    websockets on every node: what a password or TOTP reset must do, since whoever held the old
+    secret may hold a token or a cookie made with it. Returns the counts for the audit record."""
+    ended_tokens = await tokens.revoke_all(tx, user_id)
+    if keep_session is None:
+        ended = await sessions.revoke_all(tx, user_id)
+        await events.publish_in(tx, USER_DISABLED, user_id, {"sessions": ended, "reason": reason})
+    else:
+        ended = await sessions.revoke_all(tx, user_id, except_id=keep_session)
+        for session_id in ended:
+            await events.publish_in(tx, SESSION_REVOKED, session_id, {"reason": reason})
+    return {"tokens_revoked": len(ended_tokens), "sessions_ended": len(ended)}
+
+
 async def reset_password(db: Database, ref: str, *, actor: str, password: str | None = None) -> str:
-    """Set a new password (generated unless given), end the user's sessions; return it."""
+    """Set a new password (generated unless given), end the user's sessions and tokens; return it."""
     password = password or passwords.generate_password()
     hashed = await passwords.hash_password_async(password)
     async with db.transaction() as tx:
         row = await users.require_user(tx, ref)
         await users.set_password_hash(tx, row["id"], hashed)
-        ended = await sessions.revoke_all(tx, row["id"])
-        await events.publish_in(tx, USER_DISABLED, row["id"], {"sessions": ended, "reason": "password reset"})
-        await audit.append_in(tx, actor, "user.reset_password", row["id"], {"username": row["username"]})
+        ended = await end_credentials(tx, row["id"], "password reset")
+        await audit.append_in(tx, actor, "user.reset_password", row["id"], {"username": row["username"], **ended})
     return password
 
 
 async def reset_totp(db: Database, ref: str, *, actor: str) -> None:
+    """Forget the TOTP secret and end the user's sessions and tokens (the old authenticator may be lost)."""
     async with db.transaction() as tx:
         row = await users.require_user(tx, ref)
         await users.reset_totp(tx, row["id"])
-        await audit.append_in(tx, actor, "user.reset_totp", row["id"], {"username": row["username"]})
+        ended = await end_credentials(tx, row["id"], "TOTP reset")
+        await audit.append_in(tx, actor, "user.reset_totp", row["id"], {"username": row["username"], **ended})
 
 
 async def unlock(db: Database, ref: str, *, actor: str) -> None:
@@ -134,8 +152,12 @@ async def create_token(db: Database, ref: str, name: str, ttl_s: float | None, *
 
 
 async def revoke_token(db: Database, token_id: str, *, actor: str, user_id: str | None = None) -> bool:
+    """Revoke one live token (only if it belongs to ``user_id``, when given); audited."""
     async with db.transaction() as tx:
         done = await tokens.revoke(tx, token_id, user_id)
         if done:
-            await audit.append_in(tx, actor, "token.revoke", token_id, {"at": time.time()})
+            details: dict[str, object] = {"at": time.time()}
+            if user_id is not None:
+                details["user"] = user_id
+            await audit.append_in(tx, actor, "token.revoke", token_id, details)
     return done

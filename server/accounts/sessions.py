@@ -75,10 +75,13 @@ async def revoke(tx: Transaction | Database, session_id: str, now: float | None 
                             (time.time() if now is None else now, session_id)) > 0
 
 
-async def revoke_all(tx: Transaction, user_id: str) -> list[str]:
-    rows = await tx.fetchall("SELECT id FROM console_sessions WHERE user_id = ? AND revoked_at IS NULL", (user_id,))
-    await tx.execute("UPDATE console_sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
-                     (time.time(), user_id))
+async def revoke_all(tx: Transaction, user_id: str, *, except_id: str | None = None) -> list[str]:
+    """Revoke the user's live sessions (all but ``except_id``); return their ids."""
+    keep = except_id or ""
+    rows = await tx.fetchall("SELECT id FROM console_sessions WHERE user_id = ? AND revoked_at IS NULL AND id <> ?",
+                             (user_id, keep))
+    await tx.execute("UPDATE console_sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL AND id <> ?",
+                     (time.time(), user_id, keep))
     return [r["id"] for r in rows]
 
 

@@ -63,6 +63,14 @@ async def revoke(tx: Transaction, token_id: str, user_id: str | None = None) -> 
     return await tx.execute(sql, params) > 0
 
 
+async def revoke_all(tx: Transaction, user_id: str) -> list[str]:
+    """Revoke every live token of ``user_id`` (a password or TOTP reset); return their ids."""
+    rows = await tx.fetchall("SELECT id FROM api_tokens WHERE user_id = ? AND revoked_at IS NULL", (user_id,))
+    await tx.execute("UPDATE api_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+                     (time.time(), user_id))
+    return [r["id"] for r in rows]
+
+
 async def list_for(db: Database, user_id: str | None = None) -> list[Row]:
     sql = ("SELECT t.id, t.name, t.user_id, u.username, t.created_at, t.expires_at, t.last_used, t.revoked_at"
            " FROM api_tokens t JOIN users u ON u.id = t.user_id")

@@ -14,7 +14,7 @@ import msgspec
 from aiohttp import web
 
 from .. import api
-from ..accounts import admin, users
+from ..accounts import admin, tokens, users
 from ..accounts.live import LIVE
 from ..auth.rights import Right
 from .common import rights_json
@@ -92,8 +92,27 @@ async def reset_password(request: web.Request) -> web.StreamResponse:
 
 async def reset_totp(request: web.Request) -> web.StreamResponse:
     """Reset an account's TOTP"""
-    await admin.reset_totp(api.db(request), _user_ref(request), actor=_actor(request))
+    db = api.db(request)
+    row = await users.require_user(db, _user_ref(request))
+    await admin.reset_totp(db, row["id"], actor=_actor(request))
+    await request.app[LIVE].close_user(row["id"], "TOTP reset")
     return web.json_response({"ok": True})
+
+
+async def list_user_tokens(request: web.Request) -> web.StreamResponse:
+    """A user's API tokens"""
+    db = api.db(request)
+    row = await users.require_user(db, _user_ref(request))
+    return web.json_response({"items": await tokens.list_for(db, row["id"])})
+
+
+async def revoke_user_token(request: web.Request) -> web.StreamResponse:
+    """Revoke a user's API token"""
+    db = api.db(request)
+    row = await users.require_user(db, _user_ref(request))
+    if not await admin.revoke_token(db, request.match_info["token_id"], actor=_actor(request), user_id=row["id"]):
+        raise api.ApiError(404, "not_found", "no such active token of this user")
+    return web.json_response({"revoked": True})
 
 
 async def unlock_user(request: web.Request) -> web.StreamResponse:
@@ -167,10 +186,16 @@ ROUTES: list[api.Route] = [
             errors={400: "Cannot disable one's own account", 404: "No such user"}),
     _action("enable", enable_user, "UserChanged", "Audited."),
     _action("reset-password", reset_password, "NewPassword",
-            "A new one-time password, shown once; ends the user's sessions and closes their websockets. Audited."),
+            "A new one-time password, shown once; revokes the user's API tokens, ends their sessions and closes "
+            "their websockets. Audited."),
     _action("reset-totp", reset_totp, "AccountChanged",
-            "Forgets the TOTP secret: the user enrolls a new authenticator (QR code) at the next login. Audited."),
+            "Forgets the TOTP secret: the user enrolls a new authenticator (QR code) at the next login. Revokes "
+            "the user's API tokens, ends their sessions and closes their websockets. Audited."),
     _action("unlock", unlock_user, "AccountChanged", "Clears a lockout after repeated failed logins. Audited."),
+    _admin("GET", "/api/v1/users/{user_id}/tokens", list_user_tokens, "ApiTokenList",
+           "Never their values.", errors=_NO_USER),
+    _admin("POST", "/api/v1/users/{user_id}/tokens/{token_id}/revoke", revoke_user_token, "Revoked",
+           "Audited (`token.revoke`).", errors={404: "No such user, or no such active token of theirs"}),
     _admin("PUT", "/api/v1/users/{user_id}/rights/{group}", put_rights, "GroupRights",
            "`rights: null` = the role's defaults; group `*` = every group. Audited.", body=RightsBody,
            errors={404: "No such user or group"}),
