@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -111,3 +112,17 @@ def _sync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def private_directory(path: Path) -> Path:
+    """Create ``path`` (and its parents) and make it 0700: only the owner may list or enter it.
+
+    An existing directory is narrowed to 0700 when this user owns it; one owned by someone
+    else, or a shared sticky directory like ``/tmp``, is never changed (the files inside are
+    created private anyway). Returns ``path``.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid == os.geteuid() and not info.st_mode & stat.S_ISVTX and info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path

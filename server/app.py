@@ -23,6 +23,7 @@ from aiohttp import web
 
 from certs import tls
 from certs.pki import CertificateAuthority, PkiPaths
+from common.files import private_directory
 from common.signals import stop_on_signals
 from protocol.control import CloseCode
 
@@ -103,6 +104,7 @@ class HelplineServer:
 
     async def start(self) -> None:
         _shrink_tls_buffers()
+        private_directory(self.config.data_dir)  # the database, recordings and keys live below it
         self.db = await open_database(self.config.db_url)
         for app in (self.agent_app, self.console_app):
             app[api_context.DB] = self.db

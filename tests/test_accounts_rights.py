@@ -58,10 +58,14 @@ async def test_every_right_is_both_granted_and_refused(tmp_path: Path) -> None:
              200),
             (Right.ADMINISTER, Right.ADMINISTER, ANY_GROUP, "GET", "/api/v1/users", None, 200),
         ]
-        assert {case[0] for case in cases} == set(Right), "every right needs a case"
         # Session offers need the device connected; nobody answers the (scripted) consent prompt.
         async with running_agent(state, setup=configure_agent(None, ScriptedConsentUI([]))) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
+            # Another technician's (root's) recorded session: only view_recordings reaches its recording.
+            sid = await _recorded_session(server, root, dev, tmp_path / "rec")
+            cases.append((Right.VIEW_RECORDINGS, Right.VIEW_RECORDINGS, "lab", "GET",
+                          f"/api/v1/sessions/{sid}/recording", None, 200))
+            assert {case[0] for case in cases} == set(Right), "every right needs a case"
             results = {}
             for right, needed, group, method, path, body, success in cases:
                 name = (right.name or "x").lower()
@@ -73,6 +77,18 @@ async def test_every_right_is_both_granted_and_refused(tmp_path: Path) -> None:
         for name, (with_right, without, success) in results.items():
             assert with_right == success, (name, with_right)
             assert without == 403, (name, without)
+
+
+async def _recorded_session(server, token: str, device_id: str, directory: Path) -> str:  # type: ignore[no-untyped-def]
+    """A session requested with ``token`` whose recording file exists (as the relay would have left it)."""
+    async with client(server, Authorization=f"Bearer {token}") as http:
+        async with http.post(f"/api/v1/devices/{device_id}/sessions", json={"mode": "view", "reason": "t"}) as resp:
+            assert resp.status == 201, await resp.text()
+            sid = str((await resp.json())["session_id"])
+    directory.mkdir()
+    (directory / f"{sid}.hlrec").write_bytes(b"")
+    await server.db.execute("UPDATE sessions SET recording_path = ? WHERE id = ?", (str(directory / f"{sid}.hlrec"), sid))
+    return sid
 
 
 async def test_rights_on_another_group_do_not_reach_this_device(tmp_path: Path) -> None:

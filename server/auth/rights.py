@@ -15,6 +15,9 @@ class Right(enum.Flag):
     MANAGE_GRANTS = enum.auto()
     APPROVE_GRANTS = enum.auto()
     ADMINISTER = enum.auto()
+    #: Replay any session recording of the group (auditors); a session's own technician may
+    #: replay it with remote_view alone.
+    VIEW_RECORDINGS = enum.auto()
 
     @classmethod
     def parse(cls, names: list[str]) -> Right:
@@ -35,7 +38,7 @@ class Right(enum.Flag):
 
 
 ALL_RIGHTS = Right.VIEW_INVENTORY | Right.REMOTE_VIEW | Right.REMOTE_CONTROL | Right.RUN_TASKS \
-    | Right.MANAGE_GRANTS | Right.APPROVE_GRANTS | Right.ADMINISTER
+    | Right.MANAGE_GRANTS | Right.APPROVE_GRANTS | Right.ADMINISTER | Right.VIEW_RECORDINGS
 
 #: Default rights a role gets on the groups it is assigned to.
 ROLE_RIGHTS: dict[str, Right] = {

@@ -6,10 +6,12 @@
   (records ``>dBBI`` + payload, see :mod:`server.sessions.relay`), audited as
   ``session.recording.view``
 
-Both need REMOTE_VIEW on the session's device group (declared in :data:`ROUTES`). The file is
-the one the relay wrote for this session (its stored path must name ``{session_id}.hlrec``),
-so no request can reach any other file. A recording replays a user's screen, so every fetch
-is audited.
+A recording replays a user's screen, so few may read it: the session's own technician (who
+saw it live; still with REMOTE_VIEW on the group) and holders of VIEW_RECORDINGS on the group
+(auditors; admins have it). The route declares either right; :func:`_recording` refuses a
+REMOTE_VIEW holder who was not the session's technician. The file is the one the relay wrote
+for this session (its stored path must name ``{session_id}.hlrec``), so no request can reach
+any other file. Every fetch of the stream is audited.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ async def _recording(request: web.Request) -> tuple[Row, Path]:
     row = await repository.get(api.db(request), session_id)
     if row is None:
         raise ApiError.not_found("session")
+    if row["technician_user"] != api.principal(request).username:
+        api.require_also(request, Right.VIEW_RECORDINGS)
     stored = row["recording_path"]
     if not stored:
         raise ApiError(404, "no_recording", "this session was not recorded")
@@ -87,14 +91,20 @@ async def recording_data(request: web.Request) -> web.StreamResponse:
                                            "Content-Disposition": f'attachment; filename="{row["id"]}.hlrec"'})
 
 
-_NOT_FOUND = {404: "No such session, or no recording (`no_recording`)"}
+_ERRORS = {404: "No such session, or no recording (`no_recording`)",
+           403: "Lacks view_recordings, and is not the session's technician"}
+#: The session's technician (with remote_view) or an auditor (view_recordings).
+_ACCESS = api.AnyOf(Right.VIEW_RECORDINGS, Right.REMOTE_VIEW)
+_WHO = ("Readable by the session's own technician (with remote_view on the group) and by holders of "
+        "view_recordings on the group; remote_view alone does not reach other technicians' recordings.")
 
 ROUTES: list[api.Route] = [
-    api.Route("GET", "/api/v1/sessions/{session_id}/recording", recording_info, Right.REMOTE_VIEW, scopes.SESSION,
-              response="RecordingInfo", errors=_NOT_FOUND),
-    api.Route("GET", "/api/v1/sessions/{session_id}/recording/data", recording_data, Right.REMOTE_VIEW,
-              scopes.SESSION, errors=_NOT_FOUND,
-              description="Records `>dBBI` + payload (see server/sessions/relay.py). Audited "
+    api.Route("GET", "/api/v1/sessions/{session_id}/recording", recording_info, _ACCESS, scopes.SESSION,
+              response="RecordingInfo", errors=_ERRORS, description=_WHO),
+    api.Route("GET", "/api/v1/sessions/{session_id}/recording/data", recording_data, _ACCESS,
+              scopes.SESSION, errors=_ERRORS,
+              description=f"{_WHO} Records `>dBBI` + payload (see server/sessions/relay.py); the technician's "
+                          "side holds pointer events and key up/down without the key, never typed text. Audited "
                           "`session.recording.view`.",
               content={"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}),
 ]

@@ -5,7 +5,9 @@ bounded queue (a full queue makes the reader wait, which pushes back on that pee
 connection) and a writer that drains the other side's queue. Screen data is never decoded:
 messages are forwarded as opaque text/binary frames (text from the technician is only
 glanced at, to audit input attempts on view-only sessions). When either side ends, both
-are closed. Optionally every message is appended to a per-session recording file.
+are closed. Optionally the session is appended to a per-session recording file: the agent's
+side whole, the technician's only as :mod:`.redact` allows (pointer events, key up/down
+without the key — never typed text), in a 0600 file in a 0700 directory.
 
 Idle sessions end: the relay notes the last *activity* — an ``input.*`` message from the
 technician, or a screen update from the agent that changed at least
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import queue
 import struct
 import threading
@@ -30,10 +33,11 @@ from typing import Literal
 
 from aiohttp import WSMsgType, web
 
-from common.files import atomic_write
+from common.files import atomic_write, private_directory
 from protocol import stream
 from protocol.session import EndReason
 
+from .redact import technician_record
 from .settings import SessionSettings
 
 log = logging.getLogger(__name__)
@@ -55,11 +59,16 @@ class Recorder:
         self.metadata = metadata
         self.started = time.monotonic()
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=256)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(path.parent)
         self._thread = threading.Thread(target=self._run, name=f"recorder-{path.stem}", daemon=True)
         self._thread.start()
 
     def add(self, direction: int, binary: bool, data: str | bytes) -> None:
+        if direction == 1:  # the technician's side: what redact keeps of it, never typed input
+            kept = technician_record(binary, data)
+            if kept is None:
+                return
+            data, binary = kept, False
         payload = data if isinstance(data, bytes) else data.encode()
         header = RECORD_HEADER.pack(time.monotonic() - self.started, direction, int(binary), len(payload))
         try:
@@ -68,7 +77,9 @@ class Recorder:
             log.warning("recording %s falls behind; message dropped from the recording", self.path.name)
 
     def _run(self) -> None:
-        with self.path.open("ab") as out:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "ab") as out:
             while True:
                 item = self._queue.get()
                 if item is None:

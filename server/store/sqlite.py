@@ -1,8 +1,16 @@
-"""SQLite backend (WAL): one connection on one worker thread, so the event loop never blocks."""
+"""SQLite backend (WAL): one connection on one worker thread, so the event loop never blocks.
+
+The database holds password hashes, TOTP secrets and the audit log, so it is private to the
+server's user: the file is created 0600 before SQLite opens it (SQLite gives its ``-wal`` and
+``-shm`` files the database file's mode), an older install's readable file is narrowed to 0600,
+and a missing directory is created 0700. An existing directory is left as it is (it may be
+shared); the server makes its own data directory 0700 at start.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +61,7 @@ class SqliteDatabase(_SqliteExecutor):
     async def connect(cls, url: str) -> SqliteDatabase:
         path = url.removeprefix("sqlite:///")
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(path))
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         loop = asyncio.get_running_loop()
         conn = await loop.run_in_executor(pool, _open, path)
@@ -87,6 +95,21 @@ class SqliteDatabase(_SqliteExecutor):
         async with self._lock:
             await loop.run_in_executor(self._pool, self._conn.close)
         self._pool.shutdown(wait=True)
+
+
+def _private_file(path: Path) -> None:
+    """Create the database file (and a missing directory) private; narrow an existing one to 0600."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for companion in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if companion.exists() and companion.stat().st_uid == os.geteuid():
+            os.chmod(companion, 0o600)
 
 
 def _open(path: str) -> sqlite3.Connection:

@@ -188,8 +188,8 @@ const RENDER = {
           h("td", {}, x.started_at ? (x.ended_at ? duration(x.started_at, x.ended_at) : "running") : "—"),
           h("td", {}, text(x.reason)),
           h("td", { class: "end-reason" }, x.end_reason ? `${x.end_reason}${x.ended_by ? ` (by ${x.ended_by})` : ""}` : "—"),
-          h("td", {}, x.recording ? h("a", { href: `#/recordings/${encodeURIComponent(x.session_id)}`, class: "play-recording" },
-            "▶ Play") : h("span", { class: "muted" }, "—")),
+          h("td", {}, x.recording && mayReplay(x, device.group) ? h("a", { href: `#/recordings/${encodeURIComponent(x.session_id)}`,
+            class: "play-recording" }, "▶ Play") : h("span", { class: "muted" }, x.recording ? "recorded" : "—")),
           h("td", { class: "session-notes" }, notesCell(x)))))))
         : h("p", { class: "muted" }, "No sessions yet."));
     } catch (err) { sessionsBox.append(unavailable("Session history", err)); }
@@ -243,3 +243,8 @@ RENDER.tasks = async (el) => {
 };
 
 export function leave() { panel = null; }
+
+/** Recordings replay the user's screen: the session's own technician and auditors (view_recordings) only. */
+function mayReplay(x, group) {
+  return can("view_recordings", group) || Boolean(session.me && session.me.user && x.technician === session.me.user.username);
+}
