@@ -6,10 +6,13 @@ change goes through :mod:`server.tasks.repository`, which refuses a move the tab
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 from protocol.tasks import TaskResult
 
@@ -91,12 +94,20 @@ async def fire_schedules(db: Database, now: float, rng: random.Random) -> int:
     """
     created = 0
     for task in await repository.recurring_tasks(db):
-        try:
+        async with _isolated("recurring task skipped this tick: its stored schedule failed",
+                             task_id=task["id"], cron=task["cron"], group=task["group_name"]):
             created += await _fire_task(db, task, now, rng)
-        except Exception:
-            log.exception("recurring task %s skipped this tick: its stored schedule failed", task["id"],
-                          extra={"task_id": task["id"], "cron": task["cron"], "group": task["group_name"]})
     return created
+
+
+@contextlib.asynccontextmanager
+async def _isolated(what: str, **context: Any) -> AsyncIterator[None]:
+    """One bad stored row (a schedule that cannot be evaluated …) is logged with its ids and
+    skipped for this tick; it must not hold up every other group's tasks."""
+    try:
+        yield
+    except Exception:
+        log.exception(what, extra=context)
 
 
 async def _fire_task(db: Database, task: Row, now: float, rng: random.Random) -> int:
@@ -126,12 +137,9 @@ async def expire_undelivered(db: Database, now: float, rng: random.Random) -> in
     """Queued runs whose window passed while the device was offline: missed, or moved on."""
     changed = 0
     for run in await repository.overdue_runs(db, now):
-        try:
+        async with _isolated("undelivered run left as it is this tick", run_id=run["id"], task_id=run["task_id"],
+                             device_id=run["device_id"]):
             changed += await _expire_run(db, run, now, rng)
-        except Exception:
-            # One run whose task's schedule cannot be evaluated must not hold up the others.
-            log.exception("undelivered run %s left as it is this tick", run["id"],
-                          extra={"run_id": run["id"], "task_id": run["task_id"], "device_id": run["device_id"]})
     return changed
 
 
@@ -169,12 +177,9 @@ async def advance_rollouts(db: Database, now: float) -> list[str]:
     """Release the next wave when the current one is done, or stop when failures pass the threshold."""
     stopped: list[str] = []
     for rollout in await repository.running_rollouts(db):
-        try:
+        async with _isolated("rollout not advanced this tick", rollout_id=rollout["id"], task_id=rollout["task_id"]):
             if await _advance_rollout(db, rollout, now):
                 stopped.append(rollout["id"])
-        except Exception:
-            log.exception("rollout %s not advanced this tick", rollout["id"],
-                          extra={"rollout_id": rollout["id"], "task_id": rollout["task_id"]})
     return stopped
 
 
