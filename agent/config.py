@@ -29,3 +29,9 @@ class AgentConfig:
     #: nobody logs in to, such as the Xvfb that ``helpline demo`` starts (it writes ``session_user = "demo"``).
     #: Attended sessions then prompt on that display. None (the default): only real logins (utmp) count.
     session_user: str | None = None
+    #: SHA-256 fingerprint of the org trust root this device honours unattended documents from (``helpline trust
+    #: init`` prints it), deployed with the agent's configuration. Unset: the one given at enrollment
+    #: (``--root-sha256``); neither: no unattended document is honoured. A server offering another root is refused.
+    trust_root_sha256: str | None = None
+    #: How long an unattended session waits for the technician's signature over the device's fresh nonce.
+    unattended_proof_timeout_s: float = 60.0

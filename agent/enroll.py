@@ -40,8 +40,16 @@ class EnrollResult:
     agent_url: str
 
 
-def enroll(console_url: str, token: str, ca_sha256: str, state: AgentState, *, timeout: float = 20) -> EnrollResult:
-    """Enroll this device; blocking (run from the CLI or a thread)."""
+def enroll(console_url: str, token: str, ca_sha256: str, state: AgentState, *, timeout: float = 20,
+           root_sha256: str | None = None) -> EnrollResult:
+    """Enroll this device; blocking (run from the CLI or a thread).
+
+    ``root_sha256`` is the org trust root's fingerprint, kept as this device's pin when its
+    configuration names none (a malformed one is refused before anything is sent).
+    """
+    from .authority import PIN_INFO_KEY, parse_pin
+
+    pin = parse_pin(root_sha256)
     console_url = console_url.rstrip("/")
     state.ensure_dir()
     ca_pem = fetch_pinned_ca(console_url, ca_sha256, timeout=timeout)
@@ -67,9 +75,12 @@ def enroll(console_url: str, token: str, ca_sha256: str, state: AgentState, *, t
     write_private_key(state.key_path, key)
     atomic_write(state.cert_path, cert_pem, 0o644)
     atomic_write(state.grant_pub_path, answer["grant_public_key"].encode(), 0o644)
-    state.save_info({"device_id": answer["device_id"], "group": answer["group"], "agent_url": answer["agent_url"],
-                     "console_url": console_url, "cert_not_before": cert.not_valid_before_utc.timestamp(),
-                     "cert_not_after": cert.not_valid_after_utc.timestamp()})
+    info = {"device_id": answer["device_id"], "group": answer["group"], "agent_url": answer["agent_url"],
+            "console_url": console_url, "cert_not_before": cert.not_valid_before_utc.timestamp(),
+            "cert_not_after": cert.not_valid_after_utc.timestamp()}
+    if pin is not None:
+        info[PIN_INFO_KEY] = pin
+    state.save_info(info)
     log.info("enrolled", extra={"device_id": answer["device_id"], "group": answer["group"]})
     return EnrollResult(answer["device_id"], answer["group"], answer["agent_url"])
 

@@ -11,9 +11,10 @@ day it started on).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 import msgspec
 
@@ -97,7 +98,14 @@ def in_window(window: Window, local: datetime) -> bool:
     return False
 
 
-def window_end(grant: Grant, local: datetime) -> datetime | None:
+class Windowed(Protocol):
+    """Anything with device-local windows: a :class:`Grant`, or an approver-signed grant document."""
+
+    @property
+    def windows(self) -> Sequence[Window]: ...
+
+
+def window_end(grant: Windowed, local: datetime) -> datetime | None:
     """When the window containing ``local`` closes (device-local), or None if there are no windows."""
     if not grant.windows:
         return None

@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enroll.add_argument("url", help="console URL, e.g. https://helpline.example.org:8444")
     enroll.add_argument("token", help="one-time enrollment token (hlt_…)")
     enroll.add_argument("--ca-sha256", required=True, metavar="HEX", help="fingerprint of the org CA")
+    enroll.add_argument("--root-sha256", metavar="HEX",
+                        help="fingerprint of the org trust root ('helpline trust init' prints it): the only root whose "
+                        "signed documents this device honours for unattended access (trust_root_sha256 in the "
+                        "configuration takes precedence)")
     _state_options(enroll)
     enroll.set_defaults(handler=_enroll)
 
@@ -65,7 +69,8 @@ def _enroll(args: argparse.Namespace) -> int:
     config = agent_config(args)
     setup_logging(config.log_format, config.log_level)
     try:
-        result = enroll(args.url, args.token, args.ca_sha256, AgentState(config.state_dir))
+        result = enroll(args.url, args.token, args.ca_sha256, AgentState(config.state_dir),
+                        root_sha256=args.root_sha256)
     except EnrollmentFailed as exc:
         print(f"helpline: enrollment refused: {exc.message} ({exc.code})", file=sys.stderr)
         return 1

@@ -1,0 +1,444 @@
+"""What this device holds of the org's authority, and every check made against it.
+
+The server delivers (``authority.update``) the org root, its rotations, credential certificates,
+the newest revocation list and the signed documents that concern this device. This store keeps
+only what verifies against the **pin** — the root fingerprint the device was installed with
+(``AgentConfig.trust_root_sha256`` or ``helpline agent enroll --root-sha256``) — and answers the
+questions unattended work asks: is this grant valid here, for this action, now
+(:meth:`AuthorityStore.check_grant`)? Did a technician the grant names sign this device's fresh
+nonce (:meth:`AuthorityStore.verify_proof`)?
+
+Rules the server cannot bend:
+
+- **The pin.** A root whose fingerprint differs is refused (audited, reported) and, while the
+  server keeps offering it, nothing unattended is honoured. Only a :class:`RootRotation` signed by
+  the pinned root moves the pin. No pin at all: no unattended document is honoured.
+- **Revocations never go back.** The highest revocation-list sequence ever accepted is kept; an
+  older list is refused. A missing or expired list refuses every unattended document, and the
+  reason says when it expired.
+- **Documents** are kept only when :func:`certs.authority.verify_chain` allows them *and* they
+  concern this device; they are verified again at every use.
+
+Every decision is written to the device audit log (:mod:`.audit`) before it is reported. State
+lives in ``<state>/authority/authority.json`` (0600, directory 0700), written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from certs.authority import (
+    RevocationStatus,
+    check_root,
+    normalize_fingerprint,
+    verify_cert,
+    verify_chain,
+    verify_revocation_list,
+    verify_rotation,
+    verify_technician,
+    when,
+)
+from common.files import atomic_write
+from protocol.authority import (
+    AuthorityPolicy,
+    Body,
+    NotCanonical,
+    RootInfo,
+    RootRotation,
+    RootRotationBody,
+    SignedCert,
+    SignedDocument,
+    SignedRevocationList,
+    TaskAuthorization,
+    TechnicianProof,
+    UnattendedGrant,
+    Verdict,
+    body_sha256,
+    decode_body,
+    decode_canonical,
+    document_id,
+)
+from protocol.authority_messages import MAX_CERTS, MAX_DOCUMENTS, AuthorityStatus, AuthorityUpdate, Refusal
+
+from .audit import DeviceAudit
+from .scope import concerns, grant_problem
+
+log = logging.getLogger(__name__)
+
+_DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, NotCanonical)
+
+NO_PIN = ("this device was installed without a trust root fingerprint (trust_root_sha256 or enroll --root-sha256); "
+          "it honours no unattended documents")
+NO_ROOT = "no trust root matching this device's pin has reached it"
+
+
+class Held(msgspec.Struct, kw_only=True):
+    """What is persisted: the pin and its history, and what verified against it."""
+
+    #: The pin this state started from (the configured one); another configured pin starts afresh.
+    installed_pin: str | None = None
+    #: The current pin: the installed one, moved by each accepted rotation.
+    pin: str | None = None
+    #: Fingerprints from the installed pin to the current one (older roots are not "another root").
+    chain: list[str] = []
+    root: RootInfo | None = None
+    certs: list[SignedCert] = []
+    revocations: SignedRevocationList | None = None
+    #: The highest revocation-list sequence ever accepted, and that list's issue time.
+    revocation_sequence: int = 0
+    revocation_issued_at: float = 0.0
+    documents: list[SignedDocument] = []
+    #: Documents refused by the last updates: id → reason (an offer naming one is told why).
+    refused: dict[str, str] = {}
+    #: Why the root the server last offered was refused ("" when it was fine).
+    root_problem: str = ""
+    #: Passkey signature counters of technicians (a counter that does not grow is a clone).
+    counters: dict[str, Annotated[int, msgspec.Meta(ge=0)]] = {}
+
+
+def parse_pin(text: str | None) -> str | None:
+    """A configured fingerprint as 64 lower-case hex digits; None when unset. Raises ValueError when malformed."""
+    if text is None or not text.strip():
+        return None
+    pin = normalize_fingerprint(text)
+    if len(pin) != 64 or any(c not in "0123456789abcdef" for c in pin):
+        raise ValueError("a trust root fingerprint is 64 hex digits (colons and spaces allowed)")
+    return pin
+
+
+@dataclass(frozen=True)
+class GrantCheck:
+    """A grant document checked for one use: the verdict, and the grant when it holds."""
+
+    verdict: Verdict
+    grant: UnattendedGrant | None = None
+
+
+class AuthorityStore:
+    """The device's authority: pin, root, certificates, revocations, documents — and the checks."""
+
+    def __init__(self, directory: Path, *, pin: str | None, device_id: str, group: Callable[[], str],
+                 audit: DeviceAudit, policy: AuthorityPolicy | None = None) -> None:
+        self.directory = directory
+        self.path = directory / "authority.json"
+        self.device_id = device_id
+        self._group = group
+        self.audit = audit
+        self.policy = policy or AuthorityPolicy()
+        self._held = self._load(pin)
+
+    # --- persistence ------------------------------------------------------------------------------
+
+    def _load(self, pin: str | None) -> Held:
+        fresh = Held(installed_pin=pin, pin=pin, chain=[pin] if pin else [])
+        try:
+            held = msgspec.json.decode(self.path.read_bytes(), type=Held)
+        except FileNotFoundError:
+            return fresh
+        except (OSError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+            log.error("authority state %s unreadable; starting empty: %s", self.path, exc)
+            return fresh
+        if held.installed_pin != pin:
+            if held.installed_pin is not None or pin is not None:
+                self.audit.record("pin.changed", previous=held.installed_pin, pin=pin,
+                                  reason="the configured trust root changed; what the old one certified is dropped")
+            return fresh
+        return held
+
+    def _save(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory.chmod(0o700)
+        atomic_write(self.path, msgspec.json.encode(self._held), 0o600)
+
+    # --- what the device holds --------------------------------------------------------------------
+
+    @property
+    def pin(self) -> str | None:
+        return self._held.pin
+
+    @property
+    def group(self) -> str:
+        return self._group()
+
+    @property
+    def revocation_sequence(self) -> int:
+        return self._held.revocation_sequence
+
+    def documents(self) -> list[SignedDocument]:
+        return list(self._held.documents)
+
+    def document(self, doc_id: str) -> tuple[SignedDocument, str] | None:
+        """The held document with this id and its body's SHA-256 hex."""
+        for document in self._held.documents:
+            body = _body_or_none(document)
+            if body is not None and document_id(body) == doc_id:
+                return document, body_sha256(document.body)
+        return None
+
+    def unattended_problem(self, now: float) -> str:
+        """Why no unattended document is honoured now ("" when they may be, each on its own merits)."""
+        held = self._held
+        if held.pin is None:
+            return NO_PIN
+        if held.root_problem:
+            return held.root_problem
+        if held.root is None:
+            return NO_ROOT
+        return self._revocation_status(held.root, now).problem or ""
+
+    def status(self, now: float, refused: Sequence[Refusal] = ()) -> AuthorityStatus:
+        """What to report to the server: the pin, the documents held, this update's refusals, the problem."""
+        problem = self.unattended_problem(now)
+        accepted = []
+        for document in self._held.documents[:MAX_DOCUMENTS]:
+            body = _body_or_none(document)
+            if body is not None:
+                accepted.append(document_id(body))
+        return AuthorityStatus(root_fingerprint=self._held.pin, accepted=accepted,
+                               refused=list(refused)[:MAX_DOCUMENTS],
+                               revocation_sequence=self._held.revocation_sequence, unattended_ok=not problem,
+                               problem=problem[:256])
+
+    # --- authority.update -------------------------------------------------------------------------
+
+    def apply(self, update: AuthorityUpdate, now: float) -> AuthorityStatus:
+        """Take what verifies from ``update``; audit every refusal; return the status to report."""
+        held = self._held
+        if held.pin is None:
+            self._root_problem(NO_PIN, None)
+            self._save()
+            return self.status(now)
+        root = self._starting_root(update)
+        if root is not None:
+            root = self._rotate(root, update.rotations, now)
+        self._root_problem(self._offered_root_problem(update, root), update.root)
+        held.root = root
+        if root is None:
+            held.certs = []
+        else:
+            certs = update.certs if update.complete else [*held.certs, *update.certs]
+            held.certs = _verified_certs(certs, root)
+            if update.revocations is not None:
+                self._take_revocations(update.revocations, root, now)
+        refusals = self._take_documents(update, now)
+        self._save()
+        return self.status(now, refusals)
+
+    def _starting_root(self, update: AuthorityUpdate) -> RootInfo | None:
+        """A root whose fingerprint is the pin: held, offered, or named as the new root of a rotation."""
+        pin = self._held.pin
+        assert pin is not None
+        candidates: list[RootInfo] = [r for r in (self._held.root, update.root) if r is not None]
+        for rotation in update.rotations:
+            body = _rotation_body(rotation)
+            if body is not None:
+                candidates.append(body.new_root)
+        for candidate in candidates:
+            if check_root(candidate, pin) is None:
+                return candidate
+        return None
+
+    def _rotate(self, root: RootInfo, rotations: Iterable[RootRotation], now: float) -> RootInfo:
+        """Follow every rotation signed by the current root (in any order); each one moves the pin."""
+        held = self._held
+        pending = list(rotations)
+        moved = True
+        while moved:
+            moved = False
+            for rotation in list(pending):
+                body = _rotation_body(rotation)
+                if body is None or body.new_root.fingerprint in held.chain:
+                    pending.remove(rotation)  # garbage, or a hand-over this device already made
+                    continue
+                if body.previous_fingerprint != root.fingerprint:
+                    continue  # not from the current root (yet)
+                pending.remove(rotation)
+                assert held.pin is not None
+                verdict = verify_rotation(rotation, pinned_root_fingerprint=held.pin, root=root, now=now,
+                                          policy=self.policy)
+                if not verdict.allowed or verdict.new_root is None:
+                    self.audit.record("root.rotation_refused", reason=verdict.reason,
+                                      new_root=body.new_root.fingerprint)
+                    continue
+                self.audit.record("root.rotated", previous=root.fingerprint, pin=verdict.new_root.fingerprint,
+                                  reason=verdict.reason)
+                log.warning("trust root rotated: %s", verdict.reason)
+                root = verdict.new_root
+                held.pin = root.fingerprint
+                held.chain.append(root.fingerprint)
+                moved = True
+        return root
+
+    def _offered_root_problem(self, update: AuthorityUpdate, root: RootInfo | None) -> str:
+        offered = update.root
+        if offered is not None and offered.fingerprint not in self._held.chain:
+            ancestors = {body.previous_fingerprint for body in map(_rotation_body, update.rotations) if body}
+            if offered.fingerprint not in ancestors:
+                assert self._held.pin is not None
+                why = check_root(offered, self._held.pin) or "it is not this device's root"
+                return f"the server offered another root: {why}"
+        return "" if root is not None else NO_ROOT
+
+    def _root_problem(self, problem: str, offered: RootInfo | None) -> None:
+        if problem and problem != self._held.root_problem:
+            self.audit.record("root.refused", reason=problem, offered=offered.fingerprint if offered else None)
+            log.error("refused the trust root the server offered: %s", problem)
+        self._held.root_problem = problem
+
+    def _revocation_status(self, root: RootInfo, now: float) -> RevocationStatus:
+        return verify_revocation_list(self._held.revocations, root=root, certs=self._held.certs, now=now,
+                                      policy=self.policy, min_sequence=self._held.revocation_sequence)
+
+    def _take_revocations(self, signed: SignedRevocationList, root: RootInfo, now: float) -> None:
+        held = self._held
+        if held.revocations is not None and signed.body == held.revocations.body:
+            return
+        status = verify_revocation_list(signed, root=root, certs=held.certs, now=now, policy=self.policy,
+                                        min_sequence=held.revocation_sequence)
+        listed = status.revocations
+        if listed is None:
+            self.audit.record("revocations.refused", reason=status.problem or "unusable")
+            return
+        if (listed.sequence, listed.issued_at) < (held.revocation_sequence, held.revocation_issued_at):
+            self.audit.record("revocations.refused", sequence=listed.sequence,
+                              reason=f"revocation list {listed.sequence} (issued {when(listed.issued_at)}) is older "
+                                     f"than list {held.revocation_sequence} already accepted; lists never go back")
+            return
+        held.revocations = signed
+        held.revocation_sequence, held.revocation_issued_at = listed.sequence, listed.issued_at
+        self.audit.record("revocations.accepted", sequence=listed.sequence, expires_at=listed.expires_at,
+                          credentials=len(listed.credentials), documents=len(listed.documents),
+                          problem=status.problem or "")
+
+    def _take_documents(self, update: AuthorityUpdate, now: float) -> list[Refusal]:
+        """Keep the documents that verify and concern this device; return why the others were refused.
+
+        Held documents are verified again (a new revocation list may have revoked one). A complete
+        update replaces what is held; an incremental one adds to it.
+        """
+        held = self._held
+        before = {body_sha256(d.body) for d in held.documents}
+        incoming = list(update.documents) if update.complete else [*held.documents, *update.documents]
+        withdrawn = set(update.withdrawn)
+        kept: dict[str, SignedDocument] = {}
+        refusals: dict[str, str] = {} if update.complete else dict(held.refused)
+        reported: dict[str, str] = {}
+        for document in incoming:
+            body = _body_or_none(document)
+            doc_id = document_id(body) if body is not None else f"sha256:{body_sha256(document.body)[:16]}"
+            if doc_id in withdrawn:
+                continue
+            verdict = self.verify(document, now)
+            if verdict.allowed:
+                kept[doc_id] = document
+                refusals.pop(doc_id, None)
+                if body_sha256(document.body) not in before:
+                    self.audit.record("document.accepted", document_id=doc_id, kind=document.kind,
+                                      sha256=body_sha256(document.body), approvers=list(verdict.holders))
+                continue
+            kept.pop(doc_id, None)
+            if held.refused.get(doc_id) != verdict.reason:
+                self.audit.record("document.refused", document_id=doc_id, kind=document.kind,
+                                  sha256=body_sha256(document.body), reason=verdict.reason)
+                log.warning("refused a signed document", extra={"document_id": doc_id, "reason": verdict.reason})
+            refusals[doc_id] = reported[doc_id] = verdict.reason
+        for doc_id in withdrawn:
+            if any(document_id(b) == doc_id for b in map(_body_or_none, held.documents) if b is not None):
+                self.audit.record("document.withdrawn", document_id=doc_id)
+            refusals.pop(doc_id, None)
+        held.documents = list(kept.values())[-MAX_DOCUMENTS:]
+        held.refused = dict(list(refusals.items())[-MAX_DOCUMENTS:])
+        return [Refusal(doc_id[:64], reason[:256]) for doc_id, reason in reported.items()]
+
+    # --- checks -----------------------------------------------------------------------------------
+
+    def verify(self, document: SignedDocument, now: float) -> Verdict:
+        """The whole chain for ``document`` against what this device holds, and that it concerns this device."""
+        held = self._held
+        problem = self.unattended_problem(now) if held.pin is None or held.root is None else ""
+        if problem:
+            return Verdict.refuse(problem)
+        assert held.pin is not None and held.root is not None
+        verdict = verify_chain(document, pinned_root_fingerprint=held.pin, root=held.root, certs=held.certs,
+                               revocations=held.revocations, now=now, policy=self.policy,
+                               min_revocation_sequence=held.revocation_sequence)
+        if verdict.allowed and verdict.body is not None and not concerns(verdict.body, device_id=self.device_id,
+                                                                          group=self.group):
+            return Verdict.refuse(f"{document.kind} {document_id(verdict.body)} does not concern this device")
+        return verdict
+
+    def check_document(self, doc_id: str, now: float, *, kind: str) -> Verdict:
+        """May the held document ``doc_id`` (of ``kind``) be honoured now? Verified afresh, every time."""
+        problem = self.unattended_problem(now)
+        if problem:
+            return Verdict.refuse(problem)
+        found = self.document(doc_id)
+        if found is None:
+            earlier = self._held.refused.get(doc_id)
+            if earlier:
+                return Verdict.refuse(earlier)
+            return Verdict.refuse(f"no approver-signed {kind} {doc_id} has reached this device")
+        document, _sha = found
+        if document.kind != kind:
+            return Verdict.refuse(f"document {doc_id} is a {document.kind}, not a {kind}")
+        return self.verify(document, now)
+
+    def check_grant(self, doc_id: str, *, action: str, now: float, local: datetime) -> GrantCheck:
+        """Does the grant document ``doc_id`` let ``action`` happen on this device now?"""
+        verdict = self.check_document(doc_id, now, kind="grant")
+        if not verdict.allowed:
+            return GrantCheck(verdict)
+        grant = verdict.body
+        assert isinstance(grant, UnattendedGrant)
+        problem = grant_problem(grant, device_id=self.device_id, group=self.group, action=action, now=now,
+                                local=local)
+        if problem:
+            return GrantCheck(Verdict.refuse(problem))
+        return GrantCheck(verdict, grant)
+
+    def verify_proof(self, proof: TechnicianProof, grant: UnattendedGrant | TaskAuthorization, *, nonce: str,
+                     action: str, now: float) -> Verdict:
+        """Did a technician ``grant`` names sign this device's ``nonce`` for ``action``, just now?"""
+        held = self._held
+        problem = self.unattended_problem(now)
+        if problem:
+            return Verdict.refuse(problem)
+        assert held.pin is not None and held.root is not None
+        verdict = verify_technician(proof, grant, nonce=nonce, device_id=self.device_id, action=action, now=now,
+                                    pinned_root_fingerprint=held.pin, root=held.root, certs=held.certs,
+                                    revocations=held.revocations, policy=self.policy, counters=held.counters,
+                                    min_revocation_sequence=held.revocation_sequence)
+        if verdict.allowed and verdict.counter and verdict.signers:
+            held.counters[verdict.signers[0]] = verdict.counter
+            self._save()
+        return verdict
+
+
+def _body_or_none(document: SignedDocument) -> Body | None:
+    try:
+        return decode_body(document.kind, document.body)
+    except _DECODE_ERRORS:
+        return None
+
+
+def _rotation_body(rotation: RootRotation) -> RootRotationBody | None:
+    try:
+        return decode_canonical(rotation.body, RootRotationBody)
+    except _DECODE_ERRORS:
+        return None
+
+
+def _verified_certs(certs: Iterable[SignedCert], root: RootInfo) -> list[SignedCert]:
+    """The certificates ``root`` signed (validity and revocation are checked at each use), deduplicated."""
+    kept: dict[str, SignedCert] = {}
+    for signed in certs:
+        if signed.body not in kept and not isinstance(verify_cert(signed, root=root), str):
+            kept[signed.body] = signed
+    return list(kept.values())[-MAX_CERTS:]
