@@ -5,6 +5,12 @@ Tk is not thread-safe and must own its process's main thread, so the agent start
 lines: the first stdin line is the window's content; stdout reports ``ready``, then
 ``answer`` (prompt) or ``end`` (indicator's *End session* button). The indicator obeys
 ``{"cmd": "mode"|"close"}`` lines and exits when stdin closes (the agent went away).
+
+Layout rules (small screens, hostile text): the technician's name and reason are shown as one
+line each, length-limited (:mod:`.text`); the buttons are packed *first*, so when text and
+screen disagree it is the text that gets cut, never Allow, Deny or End session; and the window
+is sized to its content, capped at the screen. ``ready`` reports the text shown and each
+button's requested size, so a test can check on a screenshot that nothing is clipped.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import threading
 import time
 import tkinter as tk
 from typing import Any
+
+from agent.consent.text import NAME_MAX, REASON_MAX, one_line
 
 PROMPT_TITLE = "Helpline: remote support request"
 INDICATOR_TITLE = "Helpline: remote session in progress"
@@ -31,37 +39,63 @@ def emit(**event: Any) -> None:
     sys.stdout.flush()
 
 
-def _button(parent: tk.Misc, text: str, colour: str, command: Any) -> tk.Button:
+#: Space kept free around a window on small screens.
+SCREEN_MARGIN = 8
+PROMPT_WIDTH = 480
+INDICATOR_WIDTH = 460
+#: Height at the top of the screen kept for the indicator (a prompt goes below it when it fits).
+INDICATOR_BAND = 112
+
+
+def _button(parent: tk.Misc, text: str, colour: str, command: Any, width: int = 0) -> tk.Button:
+    """A flat button of one exact colour; ``width`` in characters (0: as wide as its text)."""
     return tk.Button(parent, text=text, command=command, bg=colour, activebackground=colour, fg="white",
-                     activeforeground="white", font=("TkDefaultFont", 13, "bold"), width=10, height=2,
+                     activeforeground="white", font=("TkDefaultFont", 13, "bold"), width=width, padx=14, pady=10,
                      relief="flat", highlightthickness=0, bd=0)
 
 
-def _centre(root: tk.Tk, width: int, height: int, top: bool = False) -> None:
-    x = max(0, (root.winfo_screenwidth() - width) // 2)
-    y = 10 if top else max(0, (root.winfo_screenheight() - height) // 3)
+def _place(root: tk.Tk, width: int, min_height: int, top: bool = False) -> None:
+    """Size the window to its content (at least ``min_height``), within the screen, and place it.
+
+    The indicator sits at the top; a prompt goes below the band the indicator uses when the
+    screen has room, so an upgrade prompt never covers *End session*.
+    """
+    root.update_idletasks()
+    screen_w, screen_h = root.winfo_screenwidth(), root.winfo_screenheight()
+    width = min(max(width, root.winfo_reqwidth()), screen_w - 2 * SCREEN_MARGIN)
+    height = min(max(min_height, root.winfo_reqheight()), screen_h - 2 * SCREEN_MARGIN)
+    x = max(0, (screen_w - width) // 2)
+    if top:
+        y = SCREEN_MARGIN
+    else:
+        lowest = screen_h - SCREEN_MARGIN - height
+        y = max(SCREEN_MARGIN, min(max(INDICATOR_BAND, (screen_h - height) // 3), lowest))
     root.geometry(f"{width}x{height}+{x}+{y}")
 
 
-def _label(parent: tk.Misc, text: str, size: int = 11, bold: bool = False) -> tk.Label:
+def _label(parent: tk.Misc, text: str, size: int = 11, bold: bool = False, wrap: int = 440) -> tk.Label:
     return tk.Label(parent, text=text, font=("TkDefaultFont", size, "bold" if bold else "normal"),
-                    wraplength=440, justify="left", anchor="w")
+                    wraplength=wrap, justify="left", anchor="w")
+
+
+def _requested(buttons: dict[str, tk.Button]) -> dict[str, list[int]]:
+    return {name: [b.winfo_reqwidth(), b.winfo_reqheight()] for name, b in buttons.items()}
+
+
+def _width(root: tk.Tk, wanted: int) -> int:
+    return min(wanted, root.winfo_screenwidth() - 2 * SCREEN_MARGIN)
 
 
 def run_prompt(root: tk.Tk, spec: dict[str, Any]) -> None:
     """Who, view or control, why; Allow / Deny; no answer before the deadline = Deny."""
     root.title(PROMPT_TITLE)
-    _centre(root, 480, 260)
     root.attributes("-topmost", True)
+    width = _width(root, PROMPT_WIDTH)
+    wrap = width - 40
+    technician = one_line(str(spec.get("technician", "")), NAME_MAX) or "(unnamed technician)"
+    reason = one_line(str(spec.get("reason") or ""), REASON_MAX)
     mode = "view and CONTROL (mouse and keyboard)" if spec["mode"] == "control" else "VIEW only"
     heading = "wants to take control of your session" if spec.get("upgrade") else "asks to access your screen"
-    _label(root, f"{spec['technician']} {heading}", 13, True).pack(fill="x", padx=16, pady=(14, 4))
-    _label(root, f"Access: {mode}").pack(fill="x", padx=16)
-    _label(root, f"Reason: {spec.get('reason') or '(none given)'}").pack(fill="x", padx=16)
-    if spec.get("note"):
-        _label(root, spec["note"]).pack(fill="x", padx=16)
-    countdown = _label(root, "")
-    countdown.pack(fill="x", padx=16, pady=(4, 8))
     deadline = time.monotonic() + float(spec["timeout_s"])
     answered = False
 
@@ -72,10 +106,21 @@ def run_prompt(root: tk.Tk, spec: dict[str, Any]) -> None:
             emit(event="answer", allowed=allowed, by=by)
             root.destroy()
 
-    buttons = tk.Frame(root)
-    buttons.pack(pady=4)
-    _button(buttons, "Allow", ALLOW_BG, lambda: answer(True, "user")).pack(side="left", padx=20)
-    _button(buttons, "Deny", DENY_BG, lambda: answer(False, "user")).pack(side="left", padx=20)
+    # Buttons and countdown first, at the bottom: the text above may be cut, never these.
+    bar = tk.Frame(root)
+    bar.pack(side="bottom", pady=(4, 12))
+    buttons = {"Allow": _button(bar, "Allow", ALLOW_BG, lambda: answer(True, "user"), width=8),
+               "Deny": _button(bar, "Deny", DENY_BG, lambda: answer(False, "user"), width=8)}
+    for button in buttons.values():
+        button.pack(side="left", padx=20)
+    countdown = _label(root, "", wrap=wrap)
+    countdown.pack(side="bottom", fill="x", padx=16, pady=(4, 0))
+    _label(root, f"{technician} {heading}", 13, True, wrap).pack(fill="x", padx=16, pady=(14, 4))
+    _label(root, f"Access: {mode}", wrap=wrap).pack(fill="x", padx=16)
+    _label(root, f"Reason given by the technician: \u201c{reason}\u201d" if reason else "Reason: (none given)",
+           wrap=wrap).pack(fill="x", padx=16)
+    if spec.get("note"):
+        _label(root, one_line(str(spec["note"]), REASON_MAX), wrap=wrap).pack(fill="x", padx=16)
     root.protocol("WM_DELETE_WINDOW", lambda: answer(False, "user"))
     root.bind("<Escape>", lambda _e: answer(False, "user"))
 
@@ -88,21 +133,20 @@ def run_prompt(root: tk.Tk, spec: dict[str, Any]) -> None:
         root.after(min(250, int(left * 1000) + 1), tick)
 
     tick()
-    root.update_idletasks()
-    emit(event="ready")
+    _place(root, width, 260)
+    emit(event="ready", buttons=_requested(buttons), shown={"technician": technician, "reason": reason})
 
 
 def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
     """Technician, mode, elapsed time and an End session button; always on top."""
     root.title(INDICATOR_TITLE)
-    _centre(root, 460, 64, top=True)
     root.attributes("-topmost", True)
+    width = _width(root, INDICATOR_WIDTH)
+    technician = one_line(str(spec.get("technician", "")), NAME_MAX) or "(unnamed technician)"
     started = time.monotonic()
     state = {"mode": str(spec["mode"])}
     frame = tk.Frame(root)
     frame.pack(fill="both", expand=True, padx=8, pady=6)
-    text = tk.Label(frame, text="", font=("TkDefaultFont", 11), anchor="w", justify="left")
-    text.pack(side="left", fill="x", expand=True)
     ended = False
 
     def end() -> None:
@@ -111,7 +155,12 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
             ended = True
             emit(event="end")
 
-    _button(frame, "End session", END_BG, end).pack(side="right")
+    # The button first: when the name is long it is the label that gives way, never End session.
+    button = _button(frame, "End session", END_BG, end)
+    button.pack(side="right", padx=(8, 0))
+    text = tk.Label(frame, text="", font=("TkDefaultFont", 11), anchor="w", justify="left",
+                    wraplength=max(120, width - button.winfo_reqwidth() - 40))
+    text.pack(side="left", fill="x", expand=True)
     root.protocol("WM_DELETE_WINDOW", end)
     commands: queue.Queue[dict[str, Any] | None] = queue.Queue()
 
@@ -142,14 +191,14 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
         what = "controlling" if state["mode"] == "control" else "viewing"
         kind = " (unattended access)" if spec.get("unattended") else ""
         since = "started less than a minute ago" if minutes == 0 else f"for {minutes} min"
-        label = f"{spec['technician']} is {what} your screen{kind}\n{since}"
+        label = f"{technician} is {what} your screen{kind}\n{since}"
         if text.cget("text") != label:
             text.configure(text=label)
         root.after(100, tick)
 
     tick()
-    root.update_idletasks()
-    emit(event="ready")
+    _place(root, width, 64, top=True)
+    emit(event="ready", buttons=_requested({"End session": button}), shown={"technician": technician})
 
 
 def main(argv: list[str]) -> int:
