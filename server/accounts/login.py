@@ -13,11 +13,11 @@ from typing import Any
 
 from .. import audit
 from ..store import Database
-from . import passwords, sessions, totp, users
+from . import lockout, passwords, sessions, totp, users
+from .lockout import LOCKOUT_S, MAX_FAILURES
 from .ratelimit import SlidingWindow
 
-MAX_FAILURES = 5
-LOCKOUT_S = 15 * 60
+__all__ = ["LOCKOUT_S", "MAX_FAILURES", "LoginOutcome", "LoginService"]
 
 
 @dataclass(frozen=True)
@@ -48,21 +48,23 @@ class LoginService:
             return LoginOutcome(429, "rate_limited", "too many login attempts; try again later", retry_after=wait)
         now = time.time()
         row = await users.get_row(self.db, username=username[:users.USERNAME_MAX])
-        if row is not None and row["locked_until"] and row["locked_until"] > now:
+        # Count the attempt before the slow hash (lockout.py): parallel guesses cannot all pass the check.
+        if row is not None and not await lockout.reserve(self.db, row["id"], now):
             await audit.append(self.db, username[:64], "auth.login_refused", row["id"], {"reason": "locked",
                                                                                         "peer": peer})
             return LoginOutcome(423, "locked", "account locked after repeated failures; try again later",
-                                retry_after=row["locked_until"] - now)
+                                retry_after=await lockout.retry_after(self.db, row["id"], now))
         good = await passwords.verify_password_async(password, row["password_hash"] if row else None)
         if row is None or not good or row["disabled"]:
             reason = "unknown_user" if row is None else "disabled" if good else "bad_password"
-            return await self._failure(row, username, peer, reason)
+            return await self._failure(row, username, peer, reason, reserved=True)
         if row["totp_secret"] is None:
             return await self._enrollment(row, code, peer, user_agent)
         if not code:
+            await lockout.refund(self.db, row["id"])  # the password was right: this step is no failure
             return LoginOutcome(401, "totp_required", "enter the 6-digit code from your authenticator app")
         if not await self._accept_code(row["id"], row["totp_secret"], code, row["totp_last_step"]):
-            return await self._failure(row, username, peer, "bad_totp")
+            return await self._failure(row, username, peer, "bad_totp", reserved=True)
         return await self._success(row, peer, user_agent)
 
     async def _accept_code(self, user_id: str, secret: str, code: str, last_step: int) -> bool:
@@ -78,12 +80,13 @@ class LoginService:
         if pending and code:
             step = totp.matching_step(pending, code, time.time(), 0)
             if step is None:
-                return await self._failure(row, row["username"], peer, "bad_totp_enrollment")
+                return await self._failure(row, row["username"], peer, "bad_totp_enrollment", reserved=True)
             async with self.db.transaction() as tx:
                 await users.set_totp_secret(tx, row["id"], pending)
                 await tx.execute("UPDATE users SET totp_last_step = ? WHERE id = ?", (step, row["id"]))
                 await audit.append_in(tx, row["username"], "user.totp_enrolled", row["id"], {"peer": peer})
             return await self._success(row, peer, user_agent)
+        await lockout.refund(self.db, row["id"])  # the password was right: this step is no failure
         if not pending:
             pending = totp.new_secret()
             await self.db.execute("UPDATE users SET totp_pending = ? WHERE id = ?", (pending, row["id"]))
@@ -92,21 +95,19 @@ class LoginService:
                             "scan the QR code with an authenticator app, then enter its 6-digit code",
                             enrollment={"secret": pending, "uri": uri, "qr_svg": totp.qr_svg(uri)})
 
-    async def _failure(self, row: dict[str, Any] | None, username: str, peer: str, reason: str) -> LoginOutcome:
+    async def _failure(self, row: dict[str, Any] | None, username: str, peer: str, reason: str, *,
+                       reserved: bool = False) -> LoginOutcome:
+        """Count (unless the attempt was reserved, i.e. counted already), lock at the threshold, audit."""
         details: dict[str, Any] = {"reason": reason, "peer": peer}
         async with self.db.transaction() as tx:
             if row is not None:
-                # Increment in SQL first: on PostgreSQL concurrent failures then queue on the row lock
-                # instead of each reading the same count (a read-then-write would lose attempts).
-                await tx.execute("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = ?", (row["id"],))
-                fresh = await tx.fetchone("SELECT failed_logins FROM users WHERE id = ?", (row["id"],))
-                failures = fresh["failed_logins"] if fresh else 1
-                if failures >= MAX_FAILURES:
-                    await tx.execute("UPDATE users SET failed_logins = 0, locked_until = ? WHERE id = ?",
-                                     (time.time() + LOCKOUT_S, row["id"]))
+                if not reserved:
+                    await tx.execute("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = ?", (row["id"],))
+                settled = await lockout.settle_failure(tx, row["id"], time.time())
+                if settled.locked:
                     await audit.append_in(tx, username[:64], "auth.locked", row["id"],
-                                          {"failures": failures, "lockout_s": LOCKOUT_S, "peer": peer})
-                details["failures"] = failures
+                                          {"failures": settled.failures, "lockout_s": LOCKOUT_S, "peer": peer})
+                details["failures"] = settled.failures
             await audit.append_in(tx, username[:64], "auth.login_failed", row["id"] if row else "", details)
         return LoginOutcome(401, "invalid_credentials", "wrong username, password or code")
 

@@ -18,7 +18,8 @@ DKLEN = 32
 #: scrypt needs 128*N*r bytes; allow a little headroom over OpenSSL's 32 MiB default.
 MAXMEM = 128 * N * R + 16 * 1024 * 1024
 MAX_CONCURRENT = 2
-_slots: asyncio.Semaphore | None = None
+#: The semaphore and the event loop it belongs to (an asyncio primitive must not cross loops).
+_slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 #: A valid hash of a random password: verifying against it costs the same as a real check,
 #: so unknown usernames are not revealed by timing.
 _DUMMY: str | None = None
@@ -63,9 +64,10 @@ def generate_password() -> str:
 
 def _semaphore() -> asyncio.Semaphore:
     global _slots
-    if _slots is None:
-        _slots = asyncio.Semaphore(MAX_CONCURRENT)
-    return _slots
+    loop = asyncio.get_running_loop()
+    if _slots is None or _slots[0] is not loop:
+        _slots = (loop, asyncio.Semaphore(MAX_CONCURRENT))
+    return _slots[1]
 
 
 async def hash_password_async(password: str) -> str:
