@@ -76,18 +76,23 @@ def _actor() -> str:
 
 def _export(args: argparse.Namespace) -> int:
     from server import audit
+    from server.exports import FleetExport, export_fleet
     from server.exports.glpi import to_glpi_inventory
     from server.exports.servicenow import to_servicenow_ire
 
     convert = to_glpi_inventory if args.format == "glpi" else to_servicenow_ire
 
-    async def work(db: Database) -> list[dict[str, Any]]:
+    async def work(db: Database) -> FleetExport:
         found = await load_inventories(db, args.device)
-        await audit.append(db, _actor(), "cmdb.export", args.device or "*", {"format": args.format,
-                                                                              "devices": len(found)})
-        return [convert(device_id, inv) for device_id, inv in found if inv]
+        result = export_fleet(found, convert)
+        await audit.append(db, _actor(), "cmdb.export", args.device or "*", {
+            "format": args.format, "devices": len(result.documents), "skipped": [s.device_id for s in result.skipped]})
+        return result
 
-    docs = with_database(server_config(args), work)
+    result = with_database(server_config(args), work)
+    for skipped in result.skipped:  # one bad stored device never fails the others
+        print(f"helpline: skipped device {skipped.device_id}: {skipped.reason}", file=sys.stderr)
+    docs = [doc for _device, doc in result.documents]
     if args.device and not docs:
         print(f"helpline: no inventory for device {args.device}", file=sys.stderr)
         return 1
@@ -114,16 +119,18 @@ async def push_servicenow(db: Database, instance: str, auth: str | None, device_
     import aiohttp
 
     from server import audit
+    from server.exports import export_fleet
     from server.exports.servicenow import IreResponseError, parse_ire_response, to_servicenow_ire
 
     endpoint = f"{instance}/api/now/identifyreconcile"
-    problems: list[str] = []
-    found = [(d, inv) for d, inv in await load_inventories(db, device_id) if inv]
+    fleet = export_fleet(await load_inventories(db, device_id), to_servicenow_ire)
+    problems = [f"{s.device_id}: skipped: {s.reason}" for s in fleet.skipped]
+    found = fleet.documents
     headers = {"Authorization": auth} if auth else {}
     async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=60)) as session:
-        for dev, inventory in found:
+        for dev, payload in found:
             try:
-                async with session.post(endpoint, json=to_servicenow_ire(dev, inventory)) as resp:
+                async with session.post(endpoint, json=payload) as resp:
                     if resp.status != 200:
                         problems.append(f"{dev}: HTTP {resp.status}: {(await resp.text())[:200]}")
                         continue

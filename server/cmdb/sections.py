@@ -1,8 +1,10 @@
 """What the server accepts as inventory: known sections, their shapes and size limits.
 
 Agent data is hostile input. A report is validated completely before anything is written,
-so a bad report changes nothing. Checksums are recomputed here with the agent's canonical
-JSON (sorted keys, no spaces, UTF-8) so both ends agree on what "unchanged" means.
+so a bad report changes nothing: every section must fit its typed schema
+(:mod:`.schemas`: field types, string and list limits, no unknown fields) and a size limit.
+Checksums are recomputed here with the agent's canonical JSON (sorted keys, no spaces, UTF-8)
+so both ends agree on what "unchanged" means.
 """
 
 from __future__ import annotations
@@ -12,16 +14,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from .schemas import SCHEMAS, SectionInvalid, check_section
+
 #: Sections the server stores (keep in step with ``agent.inventory.SECTIONS``; a test checks).
-KNOWN_SECTIONS = (
-    "identity", "os", "cpu", "memory", "disks", "network", "battery", "displays", "software", "users", "security",
-)
+KNOWN_SECTIONS = tuple(SCHEMAS)
 
 #: Largest canonical JSON per section, in bytes.
 MAX_SECTION_BYTES = 256 * 1024
 MAX_SOFTWARE_BYTES = 3 * 1024 * 1024
-MAX_PACKAGES = 50_000
-MAX_FIELD_LEN = 1024
 
 
 class InventoryRejected(Exception):
@@ -38,25 +38,6 @@ def checksum(value: Any) -> str:
     return hashlib.sha256(canonical_json(value)).hexdigest()
 
 
-def _check_software(data: Any) -> None:
-    if not isinstance(data, dict):
-        raise InventoryRejected("section 'software' must be an object")
-    packages = data.get("packages", [])
-    if not isinstance(packages, list):
-        raise InventoryRejected("software.packages must be a list")
-    if len(packages) > MAX_PACKAGES:
-        raise InventoryRejected(f"software.packages has {len(packages)} entries (limit {MAX_PACKAGES})")
-    for i, pkg in enumerate(packages):
-        if not isinstance(pkg, dict) or not isinstance(pkg.get("name"), str) or not pkg["name"]:
-            raise InventoryRejected(f"software.packages[{i}] needs a non-empty string 'name'")
-        for key in ("name", "version", "arch", "source", "vendor"):
-            value = pkg.get(key)
-            if value is not None and not isinstance(value, str):
-                raise InventoryRejected(f"software.packages[{i}].{key} must be a string")
-            if isinstance(value, str) and len(value) > MAX_FIELD_LEN:
-                raise InventoryRejected(f"software.packages[{i}].{key} is longer than {MAX_FIELD_LEN}")
-
-
 def validate_report(full: bool, sections: Mapping[str, Any], checksums: Mapping[str, str]) -> None:
     """Raise :class:`InventoryRejected` unless the report is well-formed and self-consistent."""
     unknown = sorted((set(sections) | set(checksums)) - set(KNOWN_SECTIONS))
@@ -68,14 +49,14 @@ def validate_report(full: bool, sections: Mapping[str, Any], checksums: Mapping[
     if full and set(sections) != set(checksums):
         raise InventoryRejected("a full report must carry every section it has a checksum for")
     for name, data in sections.items():
-        if data is not None and not isinstance(data, dict):
-            raise InventoryRejected(f"section {name!r} must be an object or null, not {type(data).__name__}")
-        if name == "software" and data is not None:
-            _check_software(data)
         size = len(canonical_json(data))
         limit = MAX_SOFTWARE_BYTES if name == "software" else MAX_SECTION_BYTES
         if size > limit:
             raise InventoryRejected(f"section {name!r} is {size} bytes (limit {limit})")
+        try:
+            check_section(name, data)
+        except SectionInvalid as exc:
+            raise InventoryRejected(str(exc)[:512]) from None  # names a peer-chosen key: keep it short
         if checksum(data) != checksums[name]:
             raise InventoryRejected(f"checksum of section {name!r} does not match its content")
 
