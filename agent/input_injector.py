@@ -5,12 +5,18 @@ X keysyms; characters without a code come as ``input.text`` and are typed. Point
 coordinates are in the selected monitor's pixel space and are offset into the X
 screen and clamped to the monitor. Every key and button still held when the session
 ends is released (``release_all``), so a dropped tunnel never leaves Ctrl stuck down.
+
+While a Helpline prompt is on the user's screen, remote input is suspended: the screen session
+asks its :class:`InputGate` (the consent UI's prompt guard) right before each injection and
+refuses the event with :class:`InputSuspended`, so a technician cannot answer a prompt meant
+for the user.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from protocol.stream import InputKey, InputMessage, InputMouse, InputText
@@ -23,6 +29,22 @@ log = logging.getLogger(__name__)
 
 class InputRefused(ValueError):
     """An input event that cannot be injected (unknown key code, bad button …)."""
+
+
+class InputSuspended(InputRefused):
+    """Remote input waits: a Helpline prompt is on the user's screen and only the user may answer it."""
+
+
+class InputGate(Protocol):
+    """Says when remote input must wait (met by :class:`agent.consent.guard.PromptGuard`)."""
+
+    def suspended(self) -> bool:
+        """True while a prompt is on screen."""
+        ...
+
+    def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` when a prompt appears; returns the unsubscriber."""
+        ...
 
 
 def _keysyms() -> dict[str, int]:

@@ -371,8 +371,9 @@ class AgentSessions:
         try:
             while not running.end_reason:
                 inner_stop = asyncio.Event()
-                screen = asyncio.ensure_future(run_screen_session(
-                    counted, mode=running.mode, display=self.display, stop=inner_stop, **self.screen_kwargs))
+                screen = asyncio.ensure_future(run_screen_session(  # input waits while a prompt shows:
+                    counted, mode=running.mode, display=self.display, stop=inner_stop,
+                    input_gate=self.ui.prompts, **self.screen_kwargs))
                 waits: set[asyncio.Future[Any]] = {screen, asyncio.ensure_future(running.wake.wait())}
                 if indicator is not None:
                     waits.add(asyncio.ensure_future(indicator.ended.wait()))

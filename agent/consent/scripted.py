@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from .guard import PromptGuard
 from .ui import IndicatorInfo, Mode, PromptAnswer, PromptRequest
 
 
@@ -34,14 +35,16 @@ class ScriptedConsentUI:
         self.requests: list[PromptRequest] = []
         self.indicators: list[ScriptedIndicator] = []
         self.indicator_shown = asyncio.Event()
+        self.prompts = PromptGuard()
 
     async def prompt(self, request: PromptRequest) -> PromptAnswer:
         self.requests.append(request)
-        if not self.answers:
-            await asyncio.sleep(request.timeout_s)  # nobody answers: the prompt's own timeout
-            return PromptAnswer(False, "timeout", "no answer")
-        allowed = self.answers.popleft()
-        return PromptAnswer(allowed, "user", "allowed" if allowed else "denied by the user")
+        with self.prompts.showing():
+            if not self.answers:
+                await asyncio.sleep(request.timeout_s)  # nobody answers: the prompt's own timeout
+                return PromptAnswer(False, "timeout", "no answer")
+            allowed = self.answers.popleft()
+            return PromptAnswer(allowed, "user", "allowed" if allowed else "denied by the user")
 
     async def indicator(self, info: IndicatorInfo) -> ScriptedIndicator:
         indicator = ScriptedIndicator(info)

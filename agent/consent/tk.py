@@ -17,6 +17,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from .guard import PromptGuard
 from .ui import ConsentUnavailable, IndicatorInfo, Mode, PromptAnswer, PromptRequest
 
 log = logging.getLogger(__name__)
@@ -116,13 +117,19 @@ class TkIndicator:
 class TkConsentUI:
     """Prompts and indicators on X display ``display`` (default ``$DISPLAY``)."""
 
-    def __init__(self, display: str | None = None) -> None:
+    def __init__(self, display: str | None = None, prompts: PromptGuard | None = None) -> None:
         self.display = display if display is not None else os.environ.get("DISPLAY")
+        self.prompts = prompts if prompts is not None else PromptGuard()
 
     async def prompt(self, request: PromptRequest) -> PromptAnswer:
         if not self.display:
             return PromptAnswer(False, "unavailable", "no display: nobody is logged in to ask")
-        child = await _Child.start("prompt", self.display, asdict(request))
+        # Remote input is suspended from before the window exists until the child is reaped.
+        with self.prompts.showing():
+            return await self._prompt(request, self.display)
+
+    async def _prompt(self, request: PromptRequest, display: str) -> PromptAnswer:
+        child = await _Child.start("prompt", display, asdict(request))
         try:
             async with asyncio.timeout(request.timeout_s + START_TIMEOUT_S + KILL_GRACE_S):
                 while True:

@@ -1,7 +1,9 @@
 """The consent seam: what the session code needs from a prompt and an indicator.
 
 :class:`ConsentUI` has two verbs — ask the device user (:meth:`ConsentUI.prompt`) and
-show the running-session indicator (:meth:`ConsentUI.indicator`). The real one is
+show the running-session indicator (:meth:`ConsentUI.indicator`) — and one noun,
+``prompts``, the :class:`~agent.consent.guard.PromptGuard` it raises while a prompt is on
+screen (remote input waits meanwhile). The real one is
 :class:`agent.consent.tk.TkConsentUI` (a Tk subprocess per window); tests may swap in
 :class:`agent.consent.scripted.ScriptedConsentUI`.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+from .guard import PromptGuard
 
 Mode = Literal["view", "control"]
 AnswerBy = Literal["user", "timeout", "unavailable"]
@@ -55,6 +59,9 @@ class Indicator(Protocol):
 
 
 class ConsentUI(Protocol):
+    #: Raised while a prompt is on screen: the screen session refuses remote input meanwhile.
+    prompts: PromptGuard
+
     async def prompt(self, request: PromptRequest) -> PromptAnswer:
         """Ask the user; never raises: unavailability is an answer (a refusal with a reason)."""
 

@@ -6,7 +6,10 @@ monitor switch, quality hints; peer garbage is answered with an ``error`` messag
 never raised) and the *cursor* poller (position, and the pointer image via XFixes when
 it changed — a binary CURSOR_SHAPE sent before the next position). The session ends when the tunnel closes, when
 ``stop`` is set, or when the peer keeps sending garbage. The consent layer decides
-``mode``; in ``"view"`` mode input is refused and counted, never injected.
+``mode``; in ``"view"`` mode input is refused and counted, never injected. While a Helpline
+prompt is on the user's screen (``input_gate``), every input event is refused and counted too,
+checked again in the input thread right before injection, and keys and buttons still held when
+the prompt appears are released: the technician cannot answer a prompt meant for the user.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Literal
 from protocol import stream
 from protocol.stream import StreamProtocolError
 
-from ..input_injector import InputInjector, InputRefused, PynputInjector
+from ..input_injector import InputGate, InputInjector, InputRefused, InputSuspended, PynputInjector
 from .capture import Monitor, MssGrabber, ScreenGrabber
 from .cursor_shape import CursorShapeSource, open_cursor_shapes
 from .flow import FlowControl, FlowSettings
@@ -43,6 +46,7 @@ STATS_PERIOD_S = 2.0
 #: refusal is still counted); a viewer dragging the mouse must not make the agent flood it.
 VIEW_ONLY_ERROR_BURST = 5
 VIEW_ONLY_ERRORS_PER_S = 1.0
+SUSPENDED_MESSAGE = "a Helpline prompt is on the user's screen: remote input is suspended until the user answers it"
 
 Mode = Literal["view", "control"]
 
@@ -58,6 +62,8 @@ class SessionStats:
     acks: int = 0
     injected_inputs: int = 0
     refused_inputs: int = 0
+    #: Of the refused inputs, those refused because a Helpline prompt was on screen.
+    suspended_inputs: int = 0
     invalid_messages: int = 0
     max_in_flight: int = 0
     skipped_frames: int = 0
@@ -95,6 +101,7 @@ class _Session:
         clock: Callable[[], float],
         settings: FlowSettings | None,
         monitor: int | None,
+        input_gate: InputGate | None = None,
     ) -> None:
         self.tunnel = tunnel
         self.mode = mode
@@ -116,6 +123,10 @@ class _Session:
         self.input_pool = ThreadPoolExecutor(1, thread_name_prefix="screen-input")
         self.last_stats = float("-inf")
         self.view_only_replies = _ReplyBudget(VIEW_ONLY_ERROR_BURST, VIEW_ONLY_ERRORS_PER_S, clock())
+        self.suspended_replies = _ReplyBudget(VIEW_ONLY_ERROR_BURST, VIEW_ONLY_ERRORS_PER_S, clock())
+        self.input_gate = input_gate
+        self._unsubscribe = (input_gate.subscribe(self._prompt_shown)
+                             if input_gate is not None and injector is not None else None)
         self.handlers: dict[type, Callable[[stream.StreamMessage, float], object]] = {
             stream.Ack: self._on_ack,
             stream.InputMouse: self._on_input,
@@ -256,6 +267,9 @@ class _Session:
 
     async def _on_input(self, message: stream.StreamMessage, now: float) -> None:
         assert isinstance(message, (stream.InputMouse, stream.InputKey, stream.InputText))
+        if self.input_gate is not None and self.input_gate.suspended():
+            await self._refuse_suspended(now)
+            return
         if self.mode != "control" or self.injector is None:
             self.stats.refused_inputs += 1
             if self.view_only_replies.take(now):
@@ -263,9 +277,10 @@ class _Session:
             return
         monitor = self.monitors[self.pipeline.monitor]
         try:
-            await asyncio.get_running_loop().run_in_executor(
-                self.input_pool, self.injector.inject, message, monitor
-            )
+            await asyncio.get_running_loop().run_in_executor(self.input_pool, self._inject, message, monitor)
+        except InputSuspended:
+            await self._refuse_suspended(now)
+            return
         except InputRefused as exc:
             self.stats.refused_inputs += 1
             await self.send_error("input_refused", str(exc))
@@ -273,6 +288,26 @@ class _Session:
         self.stats.injected_inputs += 1
         self.flow.on_input(self.clock())
         self.wake.set()
+
+    def _inject(self, message: stream.InputMessage, monitor: Monitor) -> None:
+        """In the input thread: the last check of the gate, then the injection."""
+        assert self.injector is not None
+        if self.input_gate is not None and self.input_gate.suspended():
+            raise InputSuspended(SUSPENDED_MESSAGE)
+        self.injector.inject(message, monitor)
+
+    async def _refuse_suspended(self, now: float) -> None:
+        self.stats.refused_inputs += 1
+        self.stats.suspended_inputs += 1
+        if self.suspended_replies.take(now):
+            log.info("remote input refused: a Helpline prompt is on screen")
+            await self.send_error("input_suspended", SUSPENDED_MESSAGE)
+
+    def _prompt_shown(self) -> None:
+        """A prompt appeared: let go of every key and button the technician holds (in the input thread)."""
+        if self.injector is not None:
+            with contextlib.suppress(RuntimeError):  # the pool is already shut down: the session is ending
+                self.input_pool.submit(self.injector.release_all)
 
     def _on_monitor_select(self, message: stream.StreamMessage, now: float) -> None:
         assert isinstance(message, stream.MonitorSelect)
@@ -288,6 +323,8 @@ class _Session:
         log.info("viewer reported error %s: %s", message.code, message.message[:200])
 
     def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         if self.injector is not None:
             try:
                 self.injector.release_all()
@@ -317,12 +354,14 @@ async def run_screen_session(
     cursor_shapes: CursorShapeSource | None = None,
     settings: FlowSettings | None = None,
     monitor: int | None = None,
+    input_gate: InputGate | None = None,
 ) -> SessionStats:
     """Stream ``display`` over ``tunnel`` until it closes or ``stop`` is set.
 
     Real grabber/injector/pointer are created for ``display`` unless given (an injector
     only in ``"control"`` mode; the pointer poller and the XFixes cursor shapes — where
-    available — only with the real grabber).
+    available — only with the real grabber). ``input_gate`` (the consent UI's prompt guard)
+    suspends remote input while a Helpline prompt is on screen.
     """
     if mode not in ("view", "control"):
         raise ValueError(f"mode must be 'view' or 'control', not {mode!r}")
@@ -337,7 +376,7 @@ async def run_screen_session(
     if mode == "control" and injector is None:
         injector, own_injector = PynputInjector(display), True
     session = _Session(tunnel, mode, grabber, injector if mode == "control" else None, pointer, cursor_shapes,
-                       clock, settings, monitor)
+                       clock, settings, monitor, input_gate)
     tasks: dict[asyncio.Task[object], str] = {
         asyncio.create_task(session.sender(), name="screen-sender"): "sender",
         asyncio.create_task(session.receiver(), name="screen-receiver"): "receiver",
