@@ -27,7 +27,7 @@ from common.files import private_directory
 from common.signals import stop_on_signals
 from protocol.control import CloseCode
 
-from . import api, devices
+from . import api, audit, devices
 from .agent_channel import SERVER_KEY, AgentConnection, AgentHandlers, control_channel
 from .api import context as api_context
 from .api.openapi import document_for
@@ -106,6 +106,7 @@ class HelplineServer:
         _shrink_tls_buffers()
         private_directory(self.config.data_dir)  # the database, recordings and keys live below it
         self.db = await open_database(self.config.db_url)
+        audit.attach_anchor(self.db, audit.anchor_path(self.config.data_dir))  # the chain's head, kept outside
         for app in (self.agent_app, self.console_app):
             app[api_context.DB] = self.db
         await devices.mark_all_offline(self.db)
@@ -114,6 +115,7 @@ class HelplineServer:
         self.watcher.on(devices.DEVICE_REVOKED, self._on_device_revoked)
         self.background.append(self.watcher.run)
         self.background.append(self._touch_last_seen)
+        self.background.append(lambda: audit.keep_anchored(self.db))
         agent_ssl = tls.agent_listener_context(self.pki.ca_pem, self.pki.server_pem, self.pki.server_key)
         console_ssl = tls.console_listener_context(self.pki.server_pem, self.pki.server_key)
         for app, port, ctx in ((self.agent_app, self.config.agent_port, agent_ssl),

@@ -4,17 +4,30 @@ Each record's hash covers its own fields and the previous record's hash, so alte
 removing any row breaks the chain from that point; :func:`verify_chain` finds the first
 broken link. Appends serialize on the chain head (``SELECT … ORDER BY seq DESC`` inside
 the write transaction; SQLite's BEGIN IMMEDIATE and PostgreSQL's advisory lock).
+
+Removing the *newest* rows leaves a shorter chain that still links, so the head is also kept
+outside the database (:mod:`server.audit_anchor`): a database opened with
+:func:`attach_anchor` writes the committed head to the anchor file after each
+:func:`append`, and :func:`keep_anchored` catches up records appended with
+:func:`append_in` inside larger transactions. :func:`verify_chain` given the anchor's head
+reports a log that ends before it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from .audit_anchor import ANCHOR_FILE, AuditAnchor, Head, read_head
 from .store import Database, Row, Transaction
+
+log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 
@@ -48,9 +61,65 @@ async def append_in(
 
 
 async def append(db: Database, actor: str, action: str, target: str = "", details: dict[str, Any] | None = None) -> int:
-    """Append one record in its own transaction."""
+    """Append one record in its own transaction, then anchor the committed head."""
     async with db.transaction() as tx:
-        return await append_in(tx, actor, action, target, details)
+        seq = await append_in(tx, actor, action, target, details)
+    await anchor_head(db)
+    return seq
+
+
+# --- the anchor: the head kept outside the database ------------------------------------------
+
+_ANCHOR_ATTR = "_helpline_audit_anchor"
+
+
+def anchor_path(data_dir: Path) -> Path:
+    return data_dir / ANCHOR_FILE
+
+
+def attach_anchor(db: Database, path: Path) -> AuditAnchor:
+    """Make every :func:`append` on ``db`` (this handle) also advance the anchor file at ``path``."""
+    anchor = AuditAnchor(path)
+    setattr(db, _ANCHOR_ATTR, anchor)  # travels with this handle: no process-wide registry
+    return anchor
+
+
+def anchor_of(db: Database) -> AuditAnchor | None:
+    anchor = getattr(db, _ANCHOR_ATTR, None)
+    return anchor if isinstance(anchor, AuditAnchor) else None
+
+
+async def head(db: Database) -> Head | None:
+    """The newest committed record's sequence number and hash."""
+    row = await db.fetchone("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+    return None if row is None else Head(int(row["seq"]), str(row["hash"]))
+
+
+async def anchor_head(db: Database) -> None:
+    """Write the committed head to ``db``'s anchor (no-op without one). Never fails the caller:
+    the record is committed; an anchor left behind only shortens what it protects."""
+    anchor = anchor_of(db)
+    if anchor is None:
+        return
+    try:
+        current = await head(db)
+        if current is not None:
+            await asyncio.to_thread(anchor.advance, current)
+        anchor.failing = False
+    except Exception:
+        if not anchor.failing:  # once per outage, not once a second
+            log.exception("could not advance the audit anchor", extra={"path": str(anchor.path)})
+        anchor.failing = True
+
+
+async def keep_anchored(db: Database, interval_s: float = 1.0) -> None:
+    """Background task: anchor heads committed by :func:`append_in` (or by other nodes)."""
+    try:
+        while True:
+            await anchor_head(db)
+            await asyncio.sleep(interval_s)
+    finally:
+        await anchor_head(db)
 
 
 @dataclass(frozen=True)
@@ -59,10 +128,13 @@ class ChainReport:
     records: int
     first_bad_seq: int | None = None
     problem: str = ""
+    #: The anchor's head the log was checked against (None: no anchor given or none written yet).
+    anchor: Head | None = None
 
 
-async def verify_chain(db: Database, *, batch: int = 5000) -> ChainReport:
-    """Walk the whole log; report the first record whose link or hash does not hold."""
+async def verify_chain(db: Database, *, batch: int = 5000, anchor: Head | None = None) -> ChainReport:
+    """Walk the whole log; report the first record whose link or hash does not hold, then a log
+    that ends before ``anchor`` (its newest rows deleted) or differs from it at its sequence."""
     prev_hash, expected_seq, count = GENESIS, 1, 0
     while True:
         rows: list[Row] = await db.fetchall(
@@ -71,7 +143,7 @@ async def verify_chain(db: Database, *, batch: int = 5000) -> ChainReport:
             (expected_seq, batch),
         )
         if not rows:
-            return ChainReport(True, count)
+            return _against_anchor(count, anchor)
         for row in rows:
             if row["seq"] != expected_seq:
                 return ChainReport(False, count, expected_seq, f"record {expected_seq} is missing")
@@ -82,7 +154,28 @@ async def verify_chain(db: Database, *, batch: int = 5000) -> ChainReport:
             )
             if digest != row["hash"]:
                 return ChainReport(False, count, row["seq"], "record content does not match its hash")
+            if anchor is not None and row["seq"] == anchor.seq and row["hash"] != anchor.hash:
+                return ChainReport(False, count, row["seq"], f"record {anchor.seq} differs from the anchor: the log "
+                                   "was rewritten at or before it", anchor)
             prev_hash, expected_seq, count = row["hash"], expected_seq + 1, count + 1
+
+
+async def verify_with_anchor(db: Database, path: Path | None = None) -> ChainReport:
+    """:func:`verify_chain` against the head in the anchor file at ``path`` (default: the one
+    attached to ``db``); without an anchor file only the chain itself is checked."""
+    if path is None:
+        attached = anchor_of(db)
+        path = attached.path if attached is not None else None
+    known = await asyncio.to_thread(read_head, path) if path is not None else None
+    return await verify_chain(db, anchor=known)
+
+
+def _against_anchor(count: int, anchor: Head | None) -> ChainReport:
+    """The chain held for ``count`` records (seq 1..count); does it reach the anchor's head?"""
+    if anchor is not None and count < anchor.seq:
+        return ChainReport(False, count, count + 1,
+                           f"truncated: the log ends at {count} but the anchor says {anchor.seq}", anchor)
+    return ChainReport(True, count, anchor=anchor)
 
 
 async def recent(db: Database, *, limit: int = 100, action: str | None = None, target: str | None = None) -> list[Row]:

@@ -49,6 +49,10 @@ def with_database(config: ServerConfig, work: Callable[[Database], Awaitable[T]]
         if config.db_url.startswith("sqlite:///") and not Path(config.db_url.removeprefix("sqlite:///")).parent.exists():
             raise ConfigError(f"no data directory at {config.data_dir}: run 'helpline certs init' or the server first")
         db = await open_database(config.db_url)
+        if config.data_dir.is_dir():  # what this command appends advances the server's anchor too
+            from server import audit
+
+            audit.attach_anchor(db, audit.anchor_path(config.data_dir))
         try:
             return await work(db)
         finally:

@@ -65,7 +65,7 @@ async def list_audit(request: web.Request) -> web.StreamResponse:
 
 async def verify(request: web.Request) -> web.StreamResponse:
     """Verify the audit hash chain"""
-    report = await audit.verify_chain(api.db(request))
+    report = await audit.verify_with_anchor(api.db(request))
     return web.json_response({"ok": report.ok, "records": report.records, "first_bad_seq": report.first_bad_seq,
                               "problem": report.problem})
 
@@ -74,6 +74,7 @@ ROUTES: list[api.Route] = [
     api.Route("GET", "/api/v1/audit", list_audit, Right.ADMINISTER, api.GLOBAL, query=AuditQuery,
               response="AuditPage", description="Administrators of every group (`*`) only."),
     api.Route("GET", "/api/v1/audit/verify", verify, Right.ADMINISTER, api.GLOBAL, response="AuditVerification",
-              description="Walks the hash chain and reports the first broken record. Administrators of every "
-                          "group (`*`) only."),
+              description="Walks the hash chain and reports the first broken record, then checks the log reaches "
+                          "the head kept in the server's `audit-anchor` file (newest records deleted: `truncated: "
+                          "…`). Administrators of every group (`*`) only."),
 ]
