@@ -3,13 +3,20 @@
 Outcomes are a small closed set (:class:`LoginOutcome`). A user without a TOTP secret
 (new, or after ``reset-totp``) gets a pending secret and its QR code once the password is
 right, and completes the login by sending a code from it — TOTP is required for everyone.
+
+A user with a registered passkey may answer with it instead of the TOTP code, in two steps:
+the password (without a code) earns a single-use ticket and the WebAuthn request options
+(``LoginOutcome.passkey``, from the :class:`SecondFactor` that :mod:`server.passkeys` plugs
+in); :meth:`LoginService.login_with_passkey` takes the ticket and the browser's assertion.
+The second step meets the same rate limit, lockout, failure count and audit as the first.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .. import audit
 from ..store import Database
@@ -29,16 +36,37 @@ class LoginOutcome:
     user: users.User | None = None
     enrollment: dict[str, str] = field(default_factory=dict)
     retry_after: float = 0.0
+    #: Password right, no code: the passkey step's ticket and WebAuthn request options (if the user has one).
+    passkey: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.session is not None
 
 
+@dataclass(frozen=True)
+class FactorAnswer:
+    """A second factor's verdict: whose ticket it was (None: unknown or expired) and why it failed (empty: ok)."""
+
+    user_id: str | None
+    problem: str = ""
+
+
+class SecondFactor(Protocol):
+    """A second factor besides TOTP, answered in a step of its own (passkeys)."""
+
+    async def offer(self, user_id: str) -> dict[str, Any] | None:
+        """A ticket and what the client must answer, or None when the user has no such factor."""
+
+    async def answer(self, ticket: str, response: Mapping[str, Any]) -> FactorAnswer:
+        """Check the answer to an offer; the ticket is used up whatever the outcome."""
+
+
 class LoginService:
     def __init__(self, db: Database, *, per_address: int = 10, window_s: float = 60.0) -> None:
         self.db = db
         self.limiter = SlidingWindow(per_address, window_s)
+        self.second_factor: SecondFactor | None = None
 
     async def login(self, username: str, password: str, code: str | None, *, peer: str = "",
                     user_agent: str = "") -> LoginOutcome:
@@ -62,10 +90,36 @@ class LoginService:
             return await self._enrollment(row, code, peer, user_agent)
         if not code:
             await lockout.refund(self.db, row["id"])  # the password was right: this step is no failure
+            offer = await self.second_factor.offer(row["id"]) if self.second_factor is not None else None
+            if offer:
+                return LoginOutcome(401, "totp_required", "use your passkey, or enter the 6-digit code from your "
+                                    "authenticator app", passkey=offer)
             return LoginOutcome(401, "totp_required", "enter the 6-digit code from your authenticator app")
         if not await self._accept_code(row["id"], row["totp_secret"], code, row["totp_last_step"]):
             return await self._failure(row, username, peer, "bad_totp", reserved=True)
         return await self._success(row, peer, user_agent)
+
+    async def login_with_passkey(self, ticket: str, response: Mapping[str, Any], *, peer: str = "",
+                                 user_agent: str = "") -> LoginOutcome:
+        """The second step: the ticket the password earned and the passkey's assertion.
+
+        Not rate-limited on its own: each ticket is a password step that was (and is single use).
+        """
+        if self.second_factor is None:
+            return LoginOutcome(404, "not_found", "passkeys are not available on this server")
+        answer = await self.second_factor.answer(ticket, response)
+        row = await users.get_row(self.db, user_id=answer.user_id) if answer.user_id else None
+        if row is None:
+            return LoginOutcome(401, "passkey_expired", "the passkey step expired or was already used; log in again")
+        now = time.time()
+        if row["locked_until"] and row["locked_until"] > now:
+            await audit.append(self.db, row["username"], "auth.login_refused", row["id"], {"reason": "locked",
+                                                                                          "peer": peer})
+            return LoginOutcome(423, "locked", "account locked after repeated failures; try again later",
+                                retry_after=row["locked_until"] - now)
+        if row["disabled"] or answer.problem:
+            return await self._failure(row, row["username"], peer, answer.problem or "disabled")
+        return await self._success(row, peer, user_agent, factor="passkey")
 
     async def _accept_code(self, user_id: str, secret: str, code: str, last_step: int) -> bool:
         step = totp.matching_step(secret, code, time.time(), last_step)
@@ -111,12 +165,13 @@ class LoginService:
             await audit.append_in(tx, username[:64], "auth.login_failed", row["id"] if row else "", details)
         return LoginOutcome(401, "invalid_credentials", "wrong username, password or code")
 
-    async def _success(self, row: dict[str, Any], peer: str, user_agent: str) -> LoginOutcome:
+    async def _success(self, row: dict[str, Any], peer: str, user_agent: str, *, factor: str = "totp") -> LoginOutcome:
         async with self.db.transaction() as tx:
             await tx.execute("UPDATE users SET failed_logins = 0, locked_until = NULL, last_login = ? WHERE id = ?",
                              (time.time(), row["id"]))
             new = await sessions.create(tx, row["id"], peer=peer, user_agent=user_agent)
-            await audit.append_in(tx, row["username"], "auth.login", row["id"], {"session": new.id, "peer": peer})
+            await audit.append_in(tx, row["username"], "auth.login", row["id"], {"session": new.id, "peer": peer,
+                                                                                "factor": factor})
         fresh = await users.get_row(self.db, user_id=row["id"])
         assert fresh is not None
         return LoginOutcome(200, "ok", "logged in", session=new, user=users.User.from_row(fresh))

@@ -1,4 +1,5 @@
-"""``/api/v1/auth``: login (password + TOTP, or TOTP enrollment), logout, me, own sessions and API tokens.
+"""``/api/v1/auth``: login (password + TOTP or a passkey, or TOTP enrollment), logout, me, own sessions and
+API tokens.
 
 Login is public (it checks the Origin itself: a foreign page must not log a browser in); the
 rest act on the caller's own account (``AUTHENTICATED``), admins also on everyone's sessions
@@ -8,7 +9,7 @@ and tokens.
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
@@ -17,6 +18,7 @@ from .. import api
 from ..accounts import LOGIN_SERVICE, admin, sessions, tokens, users
 from ..accounts.authn import SESSION_ROW_KEY
 from ..accounts.live import LIVE
+from ..accounts.login import LoginOutcome
 from ..api import context
 from ..auth.rights import Right
 from .common import rights_json
@@ -30,6 +32,13 @@ class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
     password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
     totp: Annotated[str, msgspec.Meta(max_length=16, description="The 6-digit code; empty or absent at the "
                                                                  "first step of TOTP enrollment.")] | None = None
+
+
+class PasskeyLoginBody(msgspec.Struct, forbid_unknown_fields=True):
+    ticket: Annotated[str, msgspec.Meta(min_length=1, max_length=128,
+                                        description="`passkey.ticket` from the password step's 401 answer.")]
+    credential: Annotated[dict[str, Any], msgspec.Meta(description="The browser's assertion as WebAuthn JSON "
+                                                                   "(AuthenticationResponseJSON, base64url).")]
 
 
 class SessionsQuery(msgspec.Struct):
@@ -61,10 +70,28 @@ async def login(request: web.Request) -> web.StreamResponse:
     outcome = await request.app[LOGIN_SERVICE].login(body.username, body.password, body.totp or None,
                                                      peer=request.remote or "",
                                                      user_agent=request.headers.get("User-Agent", ""))
+    return await _login_response(request, outcome)
+
+
+async def login_passkey(request: web.Request) -> web.StreamResponse:
+    """Log in: the passkey step (instead of the TOTP code)"""
+    if not _login_origin_allowed(request):
+        raise api.ApiError(403, "bad_origin", "cross-origin login refused")
+    body = api.body(request, PasskeyLoginBody)
+    outcome = await request.app[LOGIN_SERVICE].login_with_passkey(body.ticket, body.credential,
+                                                                  peer=request.remote or "",
+                                                                  user_agent=request.headers.get("User-Agent", ""))
+    return await _login_response(request, outcome)
+
+
+async def _login_response(request: web.Request, outcome: LoginOutcome) -> web.StreamResponse:
+    """The session cookie and who logged in, or the refusal (with TOTP enrollment or passkey step data)."""
     if not outcome.ok:
         payload: dict[str, object] = {"error": {"code": outcome.code, "message": outcome.message}}
         if outcome.enrollment:
             payload["enrollment"] = outcome.enrollment
+        if outcome.passkey:
+            payload["passkey"] = outcome.passkey
         headers = {"Retry-After": str(int(outcome.retry_after) + 1)} if outcome.retry_after else None
         return web.json_response(payload, status=outcome.status, headers=headers)
     assert outcome.session is not None and outcome.user is not None
@@ -166,6 +193,15 @@ ROUTES: list[api.Route] = [
               errors={401: "Wrong credentials, or a TOTP code is needed", 403: "Cross-origin login",
                       423: "Account locked after repeated failures", 429: "Too many attempts (see Retry-After)"},
               extra={"x-helpline-login-error": {"$ref": "#/components/schemas/LoginError"}}),
+    api.Route("POST", "/api/v1/auth/login/passkey", login_passkey, api.PUBLIC, body=PasskeyLoginBody,
+              response="Login",
+              description="The second step of a login with a passkey instead of the TOTP code: a password without a "
+                          "code is answered 401 `totp_required` with `passkey: {ticket, options}` when the user has "
+                          "a passkey; the browser signs `options` (navigator.credentials.get) and sends the ticket "
+                          "(single use, two minutes) with the assertion. Same cookie as /auth/login; failures count "
+                          "towards the lockout; a signature counter that did not grow is refused and audited.",
+              errors={401: "Passkey refused, or the ticket expired", 403: "Cross-origin login",
+                      423: "Account locked after repeated failures"}),
     api.Route("POST", "/api/v1/auth/logout", logout, api.AUTHENTICATED, response="LoggedOut",
               description="Ends this cookie session and closes its websockets."),
     api.Route("GET", "/api/v1/auth/me", me, api.AUTHENTICATED, response="Me",
