@@ -3,7 +3,9 @@ the public key handed out for certification, the login's second factor with its 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -12,8 +14,11 @@ import aiohttp
 import msgspec
 import pytest
 
+from certs.authority import verify_cert
 from protocol.authority import (
     PasskeyKey,
+    RootInfo,
+    SignedCert,
     SignedDocument,
     TechnicianStatement,
     UnattendedGrant,
@@ -25,6 +30,7 @@ from protocol.authority import (
 from server import audit
 from server.app import HelplineServer
 from tests.harness import console_url, running_server
+from tests.procs import helpline
 from tests.test_accounts_support import Account, client, login, make_user
 from tests.test_passkeys_support import UP, Org, SoftPasskey
 
@@ -265,3 +271,37 @@ async def test_signing_gives_an_approval_a_device_accepts(server: HelplineServer
         statement = decode_canonical(text, TechnicianStatement)
         assert (statement.nonce, statement.device_id) == ("n" * 24, "dev-1")
         assert abs(statement.signed_at - time.time()) < 60
+
+
+async def test_the_console_key_file_is_certified_only_with_the_holders_fingerprint(server: HelplineServer,
+                                                                                   tmp_path: Path) -> None:
+    """`helpline trust certify --cose-key` takes the public-key JSON: shows its fingerprint and relying party,
+    refuses another fingerprint or a conflicting --rp-id, and certifies the very key with the right one."""
+    tess = await make_user(server, "tess", "technician")
+    soft = SoftPasskey(console_url(server))
+    async with await logged_in(server, tess) as http:
+        _, made = await register(http, soft)
+        async with http.get(f"/api/v1/passkeys/{made['id']}/public-key") as resp:
+            (tmp_path / "tess.passkey.json").write_bytes(await resp.read())
+    (tmp_path / "pass.txt").write_text("correct horse battery staple\n")
+    secret = ["--passphrase-file", str(tmp_path / "pass.txt")]
+    await asyncio.to_thread(helpline, "trust", "init", "--out", str(tmp_path / "root"), *secret)
+    base = ["trust", "certify", "--dir", str(tmp_path / "root"), "--kind", "technician", "--name", "Tess",
+            "--cose-key", str(tmp_path / "tess.passkey.json"), "--days", "30", "--id", made["id"], *secret]
+
+    async def certify(*extra: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(helpline, *base, *extra, check=False)
+
+    shown = await certify()
+    assert shown.returncode == 1 and soft.fingerprint in shown.stdout
+    assert f"relying party localhost, origins {console_url(server)}" in shown.stdout
+    assert "does not match" in (await certify("--fingerprint", "ab" * 32)).stderr
+    assert "differs" in (await certify("--rp-id", "evil.example", "--fingerprint", soft.fingerprint)).stderr
+    cert_file = tmp_path / "root" / "certs" / f"{made['id']}.json"
+    assert not cert_file.exists()
+    assert (await certify("--fingerprint", made["fingerprint"])).returncode == 0
+    root = msgspec.json.decode((tmp_path / "root" / "root.json").read_bytes(), type=RootInfo)
+    cert = verify_cert(msgspec.json.decode(cert_file.read_bytes(), type=SignedCert), root=root)
+    assert not isinstance(cert, str) and isinstance(cert.public_key, PasskeyKey)
+    assert cert.public_key.key_bytes() == soft.cose_bytes and cert.credential_id == made["id"]
+    assert cert.public_key.origins == [console_url(server)] and cert.public_key.rp_id == "localhost"

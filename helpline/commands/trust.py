@@ -60,7 +60,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     certify.add_argument("--name", required=True, help="the holder; one person gets the same name on every credential")
     key = certify.add_mutually_exclusive_group(required=True)
     key.add_argument("--public-key", type=Path, metavar="FILE", help="Ed25519 public key (PEM, from trust keygen)")
-    key.add_argument("--cose-key", type=Path, metavar="FILE", help="passkey COSE key (CBOR, raw or base64url)")
+    key.add_argument("--cose-key", type=Path, metavar="FILE", help="passkey: the console's public-key JSON, or the "
+                     "COSE key (CBOR, raw or base64url) with --rp-id, --webauthn-id and --origin")
     certify.add_argument("--rp-id", help="passkeys: the relying party id (the console's host name)")
     certify.add_argument("--webauthn-id", help="passkeys: the WebAuthn credential id (base64url)")
     certify.add_argument("--origin", action="append", default=[], help="passkeys: allowed origin (repeatable)")
@@ -274,13 +275,40 @@ def _public_key(args: argparse.Namespace) -> Any:
 
     if args.public_key is not None:
         return ceremony.load_public_key_pem(args.public_key.read_bytes())
+    data = args.cose_key.read_bytes()
+    if data.lstrip().startswith(b"{"):
+        return _passkey_json(args, data)
     if not (args.rp_id and args.webauthn_id and args.origin):
         raise Refused("a passkey certificate needs --rp-id, --webauthn-id and at least one --origin")
-    data = args.cose_key.read_bytes()
     text = data.strip()
     if text and all(chr(c).isalnum() or chr(c) in "-_" for c in text):
         data = websafe_decode(text)
     return ceremony.passkey_key(data, rp_id=args.rp_id, webauthn_id=args.webauthn_id, origins=args.origin)
+
+
+def _passkey_json(args: argparse.Namespace, data: bytes) -> Any:
+    """A PasskeyKey as the console hands it out (GET /api/v1/passkeys/{id}/public-key), shown before use.
+
+    Options given on the command line must agree with it. Only the COSE key is what the fingerprint
+    covers; the relying party and origins are printed so the administrator checks them too.
+    """
+    from certs import ceremony
+    from protocol.authority import PasskeyKey
+
+    key = _decode(data, PasskeyKey)
+    for option, value in (("--rp-id", args.rp_id), ("--webauthn-id", args.webauthn_id)):
+        if value is not None and value != getattr(key, option[2:].replace("-", "_")):
+            raise Refused(f"{option} {value} differs from the key file's")
+    if args.origin and sorted(args.origin) != sorted(key.origins):
+        raise Refused("--origin differs from the key file's origins")
+    print(f"passkey for relying party {printable(key.rp_id)}, origins {', '.join(map(printable, key.origins))}")
+    return ceremony.passkey_key(key.key_bytes(), rp_id=key.rp_id, webauthn_id=key.webauthn_id, origins=key.origins)
+
+
+def _decode(data: bytes, kind: type[T]) -> T:
+    import msgspec
+
+    return msgspec.json.decode(data, type=kind)
 
 
 def _certify(args: argparse.Namespace) -> int:
