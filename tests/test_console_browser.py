@@ -257,6 +257,9 @@ async def test_admin_pages_and_a_10k_device_list(tmp_path: Path) -> None:
             await console.shot("totp-enrollment")
             await page.fill("#totp", pyotp.TOTP(secret).now())
             await page.click("#login-submit")
+            await page.fill("#new-password", "newbie-own-passphrase")  # the generated one is replaced first
+            await page.fill("#new-password-repeat", "newbie-own-passphrase")
+            await page.click("#password-change-submit")
             await expect(page.locator("#whoami")).to_contain_text("newbie")
             assert console.csp_violations() == []
             assert not [e for e in console.errors if e.startswith("pageerror")]

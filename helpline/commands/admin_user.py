@@ -137,7 +137,7 @@ def _create(args: argparse.Namespace) -> int:
         return _fail(exc)
     print(f"created {created.user.role} {created.user.username} ({created.user.id})")
     if chosen is None:
-        print(f"  password     {created.password}    (shown once)")
+        print(f"  password     {created.password}    (shown once; changed at the first login)")
     print(f"  TOTP secret  {created.totp_secret}")
     print(f"  TOTP URI     {created.totp_uri}")
     print(f"  console      {config.console_url}")
@@ -174,7 +174,7 @@ def _simple(args: argparse.Namespace) -> int:
             print(f"{user.username} {'disabled' if user.disabled else 'enabled'}")
         elif action == "reset-password":
             password = with_database(config, lambda db: admin.reset_password(db, args.name, actor=_actor()))
-            print(f"new password for {args.name}: {password}    (shown once)")
+            print(f"new password for {args.name}: {password}    (shown once; changed at the next login)")
         elif action == "reset-totp":
             with_database(config, lambda db: admin.reset_totp(db, args.name, actor=_actor()))
             print(f"TOTP reset for {args.name}: they enroll a new authenticator (QR code) at their next login")

@@ -58,12 +58,13 @@ def create_admin(config: ServerConfig) -> Credentials:
 
 async def _admin_credentials(db: Database) -> tuple[str, str]:
     try:
-        created = await admin.create_account(db, ADMIN_NAME, "admin", actor="demo")
+        # The demo's throwaway admin logs in with the password it prints (no first-login change).
+        created = await admin.create_account(db, ADMIN_NAME, "admin", actor="demo", must_change=False)
         return created.password, created.totp_secret
     except ApiError as exc:
         if exc.code != "user_exists":
             raise
-    password = await admin.reset_password(db, ADMIN_NAME, actor="demo")
+    password = await admin.reset_password(db, ADMIN_NAME, actor="demo", must_change=False)
     secret = totp.new_secret()
     async with db.transaction() as tx:
         row = await users.require_user(tx, ADMIN_NAME)

@@ -31,14 +31,19 @@ class Credentials:
 
 
 async def create_account(db: Database, username: str, role: str, *, actor: str,
-                         password: str | None = None, with_totp: bool = True) -> Credentials:
+                         password: str | None = None, with_totp: bool = True,
+                         must_change: bool | None = None) -> Credentials:
+    """A new account; a generated password (no ``password``) must be changed at the first login
+    unless ``must_change`` says otherwise."""
     users.check_username(username)
     users.check_role(role)
+    generated = not password
     password = password or passwords.generate_password()
     hashed = await passwords.hash_password_async(password)
     secret = totp.new_secret() if with_totp else None
     async with db.transaction() as tx:
-        user = await users.create_user(tx, username, role, hashed, secret)
+        user = await users.create_user(tx, username, role, hashed, secret,
+                                       must_change_password=generated if must_change is None else must_change)
         await audit.append_in(tx, actor, "user.create", user.id, {"username": user.username, "role": role})
     return Credentials(user, password, secret or "", totp.provisioning_uri(secret, user.username) if secret else "")
 
@@ -73,13 +78,17 @@ async def end_credentials(tx: Transaction, user_id: str, reason: str, *, keep_se
     return {"tokens_revoked": len(ended_tokens), "sessions_ended": len(ended)}
 
 
-async def reset_password(db: Database, ref: str, *, actor: str, password: str | None = None) -> str:
-    """Set a new password (generated unless given), end the user's sessions and tokens; return it."""
+async def reset_password(db: Database, ref: str, *, actor: str, password: str | None = None,
+                         must_change: bool | None = None) -> str:
+    """Set a new password (generated unless given), end the user's sessions and tokens; return it.
+    A generated password must be changed at the next login unless ``must_change`` says otherwise."""
+    generated = not password
     password = password or passwords.generate_password()
     hashed = await passwords.hash_password_async(password)
     async with db.transaction() as tx:
         row = await users.require_user(tx, ref)
-        await users.set_password_hash(tx, row["id"], hashed)
+        await users.set_password_hash(tx, row["id"], hashed,
+                                      must_change=generated if must_change is None else must_change)
         ended = await end_credentials(tx, row["id"], "password reset")
         await audit.append_in(tx, actor, "user.reset_password", row["id"], {"username": row["username"], **ended})
     return password

@@ -13,11 +13,16 @@ import hashlib
 import hmac
 import secrets
 
+from ..errors import ApiError
+
 N, R, P = 2**17, 8, 1
 DKLEN = 32
 #: scrypt needs 128*N*r bytes; allow a little headroom over OpenSSL's 32 MiB default.
 MAXMEM = 128 * N * R + 16 * 1024 * 1024
 MAX_CONCURRENT = 2
+#: The shortest password a person may choose (generated ones are longer).
+MIN_LENGTH = 12
+MAX_LENGTH = 1024
 #: The semaphore and the event loop it belongs to (an asyncio primitive must not cross loops).
 _slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 #: A valid hash of a random password: verifying against it costs the same as a real check,
@@ -60,6 +65,18 @@ def needs_rehash(encoded: str) -> bool:
 def generate_password() -> str:
     """A random password to show once (about 120 bits, easy to type)."""
     return "-".join(secrets.token_urlsafe(6) for _ in range(4))
+
+
+def check_new_password(new: str, *, current: str | None = None, username: str = "") -> None:
+    """A password a person chooses: 12-1024 characters, not the current one, not the username."""
+    if len(new) < MIN_LENGTH:
+        raise ApiError(400, "weak_password", f"the new password needs at least {MIN_LENGTH} characters")
+    if len(new) > MAX_LENGTH:
+        raise ApiError(400, "weak_password", f"the new password may have at most {MAX_LENGTH} characters")
+    if current is not None and new == current:
+        raise ApiError(400, "weak_password", "the new password must differ from the current one")
+    if username and new.strip().lower() == username.lower():
+        raise ApiError(400, "weak_password", "the new password must not be the username")
 
 
 def _semaphore() -> asyncio.Semaphore:

@@ -30,17 +30,20 @@ class User:
     created_at: float
     last_login: float | None
     locked_until: float | None
+    #: The password was generated (account created or reset): the user must choose their own.
+    must_change_password: bool = False
 
     @classmethod
     def from_row(cls, row: Row) -> User:
         return cls(row["id"], row["username"], row["role"], bool(row["disabled"]), row["totp_secret"] is not None,
-                   row["created_at"], row["last_login"], row["locked_until"])
+                   row["created_at"], row["last_login"], row["locked_until"], bool(row["must_change_password"]))
 
     def as_json(self, groups: dict[str, list[str]] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "username": self.username, "role": self.role,
                                "disabled": self.disabled, "totp_enrolled": self.totp_enrolled,
                                "created_at": self.created_at, "last_login": self.last_login,
-                               "locked": bool(self.locked_until and self.locked_until > time.time())}
+                               "locked": bool(self.locked_until and self.locked_until > time.time()),
+                               "must_change_password": self.must_change_password}
         if groups is not None:
             out["groups"] = groups
         return out
@@ -60,17 +63,18 @@ def check_role(role: str) -> str:
 
 
 async def create_user(tx: Transaction, username: str, role: str, password_hash: str,
-                      totp_secret: str | None) -> User:
+                      totp_secret: str | None, *, must_change_password: bool = False) -> User:
     username, role = check_username(username), check_role(role)
     if await tx.fetchone("SELECT id FROM users WHERE username = ?", (username,)):
         raise ApiError(409, "user_exists", f"user {username!r} already exists")
     user_id = "u_" + secrets.token_hex(8)
     now = time.time()
     await tx.execute(
-        "INSERT INTO users (id, username, role, password_hash, totp_secret, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (user_id, username, role, password_hash, totp_secret, now),
+        "INSERT INTO users (id, username, role, password_hash, totp_secret, created_at, must_change_password)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (user_id, username, role, password_hash, totp_secret, now, 1 if must_change_password else 0),
     )
-    return User(user_id, username, role, False, totp_secret is not None, now, None, None)
+    return User(user_id, username, role, False, totp_secret is not None, now, None, None, must_change_password)
 
 
 async def get_row(db: Database | Transaction, *, user_id: str | None = None, username: str | None = None
@@ -104,7 +108,11 @@ async def rights_by_group(db: Database | Transaction, row: Row) -> dict[str, Rig
 
 
 async def principal_for(db: Database | Transaction, row: Row, session_id: str | None) -> Principal:
-    return Principal(row["id"], row["username"], row["role"], await rights_by_group(db, row), session_id)
+    """The caller behind a session or token row. A generated password restricts the cookie sessions it
+    logs in (the enforcing middleware's gate); API tokens, made by an administrator or by the user
+    after the change, are not restricted."""
+    return Principal(row["id"], row["username"], row["role"], await rights_by_group(db, row), session_id,
+                     must_change_password=session_id is not None and bool(row["must_change_password"]))
 
 
 async def set_group_rights(tx: Transaction, user_id: str, group: str, rights: Right | None) -> Right:
@@ -132,9 +140,10 @@ async def set_disabled(tx: Transaction, user_id: str, disabled: bool) -> None:
     await tx.execute("UPDATE users SET disabled = ? WHERE id = ?", (1 if disabled else 0, user_id))
 
 
-async def set_password_hash(tx: Transaction, user_id: str, password_hash: str) -> None:
-    await tx.execute("UPDATE users SET password_hash = ?, failed_logins = 0, locked_until = NULL WHERE id = ?",
-                     (password_hash, user_id))
+async def set_password_hash(tx: Transaction, user_id: str, password_hash: str, *,
+                            must_change: bool = False) -> None:
+    await tx.execute("UPDATE users SET password_hash = ?, must_change_password = ?, failed_logins = 0,"
+                     " locked_until = NULL WHERE id = ?", (password_hash, 1 if must_change else 0, user_id))
 
 
 async def reset_totp(tx: Transaction, user_id: str) -> None:

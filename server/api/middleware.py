@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 
 CSRF_HEADER = "X-CSRF-Token"
 
+#: All a caller logged in with a generated password may do until they choose their own
+#: (``Principal.must_change_password``); every other route answers 403 password_change_required.
+PASSWORD_CHANGE_ROUTES = frozenset({("POST", "/api/v1/auth/password"), ("GET", "/api/v1/auth/me"),
+                                    ("POST", "/api/v1/auth/logout")})
+
 _HTTP_CODES = {400: "invalid", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
 
@@ -86,6 +91,8 @@ async def enforce(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     if route.access is not Gate.PUBLIC:
         caller = await _authenticate(request)
+        if caller.must_change_password and (route.method, route.path) not in PASSWORD_CHANGE_ROUTES:
+            raise ApiError(403, "password_change_required", "choose a new password first (POST /api/v1/auth/password)")
         if route.writes:
             _check_csrf(request)
         if route.websocket:

@@ -62,6 +62,9 @@ class Principal:
     rights_by_group: dict[str, Right] = field(default_factory=dict)
     #: Cookie session id (None for API tokens); lets logout/disable close its websockets.
     session_id: str | None = None
+    #: Logged in with a generated password not yet changed: the enforcing middleware lets this
+    #: caller reach only the password change, ``/auth/me`` and logout.
+    must_change_password: bool = False
 
     def rights_on(self, group: str) -> Right:
         return self.rights_by_group.get(group, Right.NONE) | self.rights_by_group.get(ANY_GROUP, Right.NONE)

@@ -15,7 +15,7 @@ import msgspec
 from aiohttp import web
 
 from .. import api
-from ..accounts import LOGIN_SERVICE, admin, sessions, tokens, users
+from ..accounts import LOGIN_SERVICE, admin, password_change, passwords, sessions, tokens, users
 from ..accounts.authn import SESSION_ROW_KEY
 from ..accounts.live import LIVE
 from ..accounts.login import LoginOutcome
@@ -49,6 +49,12 @@ class TokenBody(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
     ttl_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_TOKEN_TTL_S,
                                          description="Lifetime in seconds; absent or null: no expiry.")] | None = None
+
+
+class PasswordChangeBody(msgspec.Struct, forbid_unknown_fields=True):
+    current_password: Annotated[str, msgspec.Meta(min_length=1, max_length=passwords.MAX_LENGTH)]
+    new_password: Annotated[str, msgspec.Meta(min_length=1, max_length=passwords.MAX_LENGTH, description=(
+        f"At least {passwords.MIN_LENGTH} characters; not the current password, not the username."))]
 
 
 def _login_origin_allowed(request: web.Request) -> bool:
@@ -185,6 +191,15 @@ async def revoke_token(request: web.Request) -> web.StreamResponse:
     return web.json_response({"revoked": True})
 
 
+async def change_password(request: web.Request) -> web.StreamResponse:
+    """Change my password"""
+    caller = api.principal(request)
+    body = api.body(request, PasswordChangeBody)
+    user = await password_change.change_password(api.db(request), caller.user_id, body.current_password,
+                                                 body.new_password, session_id=caller.session_id)
+    return web.json_response({"user": user.as_json()})
+
+
 ROUTES: list[api.Route] = [
     api.Route("POST", "/api/v1/auth/login", login, api.PUBLIC, body=LoginBody, response="Login",
               description="Sets the `__Host-helpline` session cookie. A cross-origin `Origin` is refused. At the "
@@ -206,6 +221,14 @@ ROUTES: list[api.Route] = [
               description="Ends this cookie session and closes its websockets."),
     api.Route("GET", "/api/v1/auth/me", me, api.AUTHENTICATED, response="Me",
               description="My account, my rights per group, the CSRF token of this cookie session."),
+    api.Route("POST", "/api/v1/auth/password", change_password, api.AUTHENTICATED, body=PasswordChangeBody,
+              response="UserChanged",
+              description="Needs the current password (a wrong one counts towards the lockout). Required after a "
+                          "generated password: until then every other route but `GET /auth/me` and logout answers "
+                          "403 `password_change_required`. Keeps this session; ends the other console sessions and "
+                          "revokes every API token of the user. Audited (`user.change_password`).",
+              errors={400: "Weak new password (`weak_password`)", 403: "Wrong current password",
+                      423: "Account locked after repeated failures"}),
     api.Route("GET", "/api/v1/auth/sessions", list_sessions, api.AUTHENTICATED, query=SessionsQuery,
               response="ConsoleSessionList", description="`all=true` lists everyone's (administer on `*` only)."),
     api.Route("POST", "/api/v1/auth/sessions/{session_id}/revoke", revoke_session, api.AUTHENTICATED,

@@ -37,8 +37,11 @@ SCHEMAS: Json = {
         "id": {"type": "string"}, "username": {"type": "string"}, "role": {"type": "string"},
         "disabled": {"type": "boolean"}, "totp_enrolled": {"type": "boolean"}, "created_at": {"type": "number"},
         "last_login": _NUM_OR_NULL, "locked": {"type": "boolean"},
+        "must_change_password": {"type": "boolean", "description": "The password was generated: until the user "
+                                 "changes it (POST /api/v1/auth/password) their console session reaches nothing else."},
         "groups": {**_RIGHTS_BY_GROUP, "description": "Rights per group (in the user list only)."}},
-        required=["id", "username", "role", "disabled", "totp_enrolled", "created_at", "last_login", "locked"]),
+        required=["id", "username", "role", "disabled", "totp_enrolled", "created_at", "last_login", "locked",
+                  "must_change_password"]),
     "Login": _obj({"user": _ref("User"), "rights": _RIGHTS_BY_GROUP, "csrf_token": {"type": "string"},
                    "expires_at": {"type": "number", "description": "Idle expiry (epoch s)."}}),
     "LoginError": {"allOf": [_ref("Error"), {"type": "object", "properties": {"enrollment": {

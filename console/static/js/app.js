@@ -14,6 +14,7 @@ import * as tasks from "./pages/tasks.js";
 import * as task from "./pages/task.js";
 import * as player from "./pages/player.js";
 import * as account from "./pages/account.js";
+import * as passwordChange from "./pages/password.js";
 
 const ROUTES = [
   [/^#\/login$/, login, false],
@@ -43,10 +44,15 @@ const NAV = [
 let current = null;  // the page module showing now (may have leave())
 const main = document.getElementById("main");
 
+/** Logged in with a generated password: nothing but the change form until it is changed. */
+function mustChangePassword() {
+  return Boolean(session.me && session.me.user && session.me.user.must_change_password);
+}
+
 function renderChrome() {
   const top = document.getElementById("topbar");
-  top.hidden = !session.me;
-  if (!session.me) return;
+  top.hidden = !session.me || mustChangePassword();
+  if (top.hidden) return;
   const nav = clear(document.getElementById("nav"));
   for (const [href, label, visible] of NAV) {
     if (!visible()) continue;
@@ -73,6 +79,11 @@ async function route() {
   const hash = location.hash || "#/devices";
   if (current && current.leave) current.leave();
   current = null;
+  if (mustChangePassword()) {
+    renderChrome();
+    passwordChange.show(main);
+    return;
+  }
   for (const [pattern, page, needsLogin] of ROUTES) {
     const m = hash.match(pattern);
     if (!m) continue;
@@ -124,7 +135,10 @@ api.onUnauthorized(() => {
 });
 
 window.addEventListener("hashchange", route);
-window.addEventListener("helpline:login", () => { renderChrome(); location.hash = "#/devices"; });
+window.addEventListener("helpline:login", () => {
+  renderChrome();
+  if (location.hash === "#/devices") route(); else location.hash = "#/devices";
+});
 
 (async () => {
   try { await loadMe(); } catch (err) { toast(err.message, "error"); }

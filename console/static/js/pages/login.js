@@ -1,7 +1,9 @@
-// Login: username + password + TOTP code; first login after (re)set shows the QR code to enroll.
+// Login: username + password + TOTP code; first login after (re)set shows the QR code to enroll;
+// a generated password is then replaced by one the user chooses (pages/password.js).
 import * as api from "../api.js";
 import { h } from "../dom.js";
 import { setLoggedIn } from "../state.js";
+import * as passwordChange from "./password.js";
 
 export async function show(main) {
   const error = h("p", { class: "form-error", role: "alert", id: "login-error" });
@@ -21,6 +23,10 @@ export async function show(main) {
         { username: username.value, password: password.value, totp: code.value.replace(/\s/g, "") },
         { quiet401: true });
       setLoggedIn(body);
+      if (body.user && body.user.must_change_password) {
+        passwordChange.show(main, { current: password.value });
+        return;
+      }
       window.dispatchEvent(new Event("helpline:login"));
     } catch (err) {
       if (err.code === "totp_enrollment_required" && err.body && err.body.enrollment) {

@@ -22,7 +22,7 @@ function newUserForm(reload) {
     try {
       const res = await api.post("/api/v1/users", { username: name.value, role: role.value });
       out.replaceChildren(h("strong", {}, `Password for ${res.user.username} (shown once): `), h("code", {}, res.password),
-        h("span", { class: "muted" }, " — they set up their authenticator (QR code) at first login."));
+        h("span", { class: "muted" }, " — at first login they set up their authenticator (QR code) and choose their own password."));
       out.hidden = false;
       name.value = "";
       reload();
@@ -92,7 +92,7 @@ async function act(user, action, usersBox, groupsBox) {
   if (["disable", "reset-password", "reset-totp"].includes(action) && !confirm(`${action.replace("-", " ")} ${user.username}?`)) return;
   try {
     const res = await api.post(`/api/v1/users/${encodeURIComponent(user.id)}/${action}`);
-    if (res.password) toast(`New password for ${user.username} (shown once): ${res.password}`);
+    if (res.password) toast(`New password for ${user.username} (shown once; they choose their own at next login): ${res.password}`);
     else toast(`${user.username}: ${action} done.`);
   } catch (err) { toast(err.message, "error"); }
   await load(usersBox, groupsBox);
