@@ -31,6 +31,7 @@ from . import api, audit, devices
 from .agent_channel import SERVER_KEY, AgentConnection, AgentHandlers, control_channel
 from .api import context as api_context
 from .api.openapi import document_for
+from .audit_limits import AuditThrottle
 from .config import ServerConfig
 from .connections import ConnectionRegistry
 from .events import EventWatcher
@@ -57,6 +58,8 @@ class HelplineServer:
         self.ca = CertificateAuthority.load(config.pki_path)
         self.db: Database = None  # type: ignore[assignment]  # set in start()
         self.connections = ConnectionRegistry()
+        #: Bounds the audit records unauthenticated requests (enrollment, login) can add.
+        self.audit_throttle = AuditThrottle()
         self.agent_handlers = AgentHandlers()
         self.on_agent_ready: list[Callable[[AgentConnection], Awaitable[None]]] = []
         self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
@@ -116,6 +119,7 @@ class HelplineServer:
         self.background.append(self.watcher.run)
         self.background.append(self._touch_last_seen)
         self.background.append(lambda: audit.keep_anchored(self.db))
+        self.background.append(lambda: self.audit_throttle.run(self.db))
         agent_ssl = tls.agent_listener_context(self.pki.ca_pem, self.pki.server_pem, self.pki.server_key)
         console_ssl = tls.console_listener_context(self.pki.server_pem, self.pki.server_key)
         for app, port, ctx in ((self.agent_app, self.config.agent_port, agent_ssl),

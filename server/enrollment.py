@@ -68,34 +68,32 @@ class Enrolled:
 async def enroll(
     db: Database, ca: CertificateAuthority, *, token: str, csr_pem: str, lifetime: timedelta, peer: str
 ) -> Enrolled:
-    """Consume the token and sign the CSR in one transaction; audit success and failure."""
-    try:
-        token_id, secret = _split(token)
-        device_id = str(uuid.uuid4())
-        async with db.transaction() as tx:
-            row = await tx.fetchone("SELECT * FROM enrollment_tokens WHERE id = ?", (token_id,))
-            if row is None or not verify_secret(secret, row["token_hash"]):
-                raise ApiError(401, "invalid_token", "enrollment token is not valid")
-            if row["expires_at"] < time.time():
-                raise ApiError(401, "token_expired", "enrollment token has expired")
-            if row["uses_left"] < 1:
-                raise ApiError(401, "token_used", "enrollment token has already been used")
-            try:
-                cert = ca.sign_device_csr(csr_pem.encode(), device_id, now=datetime.now(UTC), lifetime=lifetime)
-            except CsrError as exc:
-                raise ApiError(400, "bad_csr", f"certificate request refused: {exc}") from exc
-            updated = await tx.execute(
-                "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0", (token_id,)
-            )
-            if updated != 1:
-                raise ApiError(401, "token_used", "enrollment token has already been used")
-            not_after = cert.not_valid_after_utc.timestamp()
-            await devices.register(tx, device_id, row["group_name"], certificate_serial_hex(cert), not_after)
-            await audit.append_in(tx, "enrollment", "device.enroll", device_id,
-                                  {"token_id": token_id, "group": row["group_name"], "peer": peer})
-    except ApiError as exc:
-        await audit.append(db, "enrollment", "device.enroll.refused", "", {"code": exc.code, "peer": peer})
-        raise
+    """Consume the token and sign the CSR in one transaction and audit it. A refusal raises
+    :class:`ApiError` and changes nothing; the caller audits refusals (rate-limited and aggregated,
+    since anyone can send them: :mod:`server.audit_limits`)."""
+    token_id, secret = _split(token)
+    device_id = str(uuid.uuid4())
+    async with db.transaction() as tx:
+        row = await tx.fetchone("SELECT * FROM enrollment_tokens WHERE id = ?", (token_id,))
+        if row is None or not verify_secret(secret, row["token_hash"]):
+            raise ApiError(401, "invalid_token", "enrollment token is not valid")
+        if row["expires_at"] < time.time():
+            raise ApiError(401, "token_expired", "enrollment token has expired")
+        if row["uses_left"] < 1:
+            raise ApiError(401, "token_used", "enrollment token has already been used")
+        try:
+            cert = ca.sign_device_csr(csr_pem.encode(), device_id, now=datetime.now(UTC), lifetime=lifetime)
+        except CsrError as exc:
+            raise ApiError(400, "bad_csr", f"certificate request refused: {exc}") from exc
+        updated = await tx.execute(
+            "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0", (token_id,)
+        )
+        if updated != 1:
+            raise ApiError(401, "token_used", "enrollment token has already been used")
+        not_after = cert.not_valid_after_utc.timestamp()
+        await devices.register(tx, device_id, row["group_name"], certificate_serial_hex(cert), not_after)
+        await audit.append_in(tx, "enrollment", "device.enroll", device_id,
+                              {"token_id": token_id, "group": row["group_name"], "peer": peer})
     from cryptography.hazmat.primitives.serialization import Encoding
 
     return Enrolled(device_id, row["group_name"], cert.public_bytes(Encoding.PEM).decode(), not_after)

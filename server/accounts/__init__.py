@@ -31,7 +31,7 @@ def setup(server: HelplineServer) -> None:
     app[AUTHENTICATORS].extend([authn.cookie_authenticator, authn.bearer_authenticator])
 
     async def on_startup(app: web.Application) -> None:
-        app[LOGIN_SERVICE] = LoginService(server.db)
+        app[LOGIN_SERVICE] = LoginService(server.db, audit_throttle=server.audit_throttle)
         registry = app[live.LIVE]
 
         async def user_ended(user_id: str, payload: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .. import audit
+from ..audit_limits import AuditThrottle
 from ..store import Database
 from . import lockout, passwords, sessions, totp, users
 from .lockout import LOCKOUT_S, MAX_FAILURES
@@ -63,8 +64,11 @@ class SecondFactor(Protocol):
 
 
 class LoginService:
-    def __init__(self, db: Database, *, per_address: int = 10, window_s: float = 60.0) -> None:
+    def __init__(self, db: Database, *, per_address: int = 10, window_s: float = 60.0,
+                 audit_throttle: AuditThrottle | None = None) -> None:
         self.db = db
+        #: Bounds the ``auth.rate_limited`` records a flooding address adds (the rest aggregated).
+        self.audit_throttle = audit_throttle or AuditThrottle()
         self.limiter = SlidingWindow(per_address, window_s)
         self.second_factor: SecondFactor | None = None
 
@@ -72,7 +76,7 @@ class LoginService:
                     user_agent: str = "") -> LoginOutcome:
         if not self.limiter.allow(peer):
             wait = self.limiter.retry_after(peer)
-            await audit.append(self.db, f"peer:{peer}", "auth.rate_limited", username[:64], {})
+            await self.audit_throttle.append(self.db, f"peer:{peer}", "auth.rate_limited", username[:64], peer=peer)
             return LoginOutcome(429, "rate_limited", "too many login attempts; try again later", retry_after=wait)
         now = time.time()
         row = await users.get_row(self.db, username=username[:users.USERNAME_MAX])
