@@ -1,7 +1,8 @@
 """Account administration shared by the CLI and the console API: every change is audited.
 
-Changes that must end live access (disable, password or TOTP reset, session revocation) publish
-an event in the same transaction; every server node closes the matching websockets. A reset
+Changes that must end live access (disable, password or TOTP reset, session revocation, rights
+set or removed) publish an event in the same transaction; every server node closes the matching
+websockets and ends remote sessions the user may no longer run. A reset
 also revokes the user's API tokens (:func:`end_credentials`).
 """
 
@@ -18,6 +19,9 @@ from . import passwords, sessions, tokens, totp, users
 
 USER_DISABLED = "account.user_disabled"
 SESSION_REVOKED = "account.session_revoked"
+#: A user's rights on a group were set or removed: live remote sessions that no longer fit end
+#: (server/sessions/access.py), on every node.
+RIGHTS_CHANGED = "account.rights_changed"
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ async def assign_rights(db: Database, ref: str, group: str, rights: Right | None
     async with db.transaction() as tx:
         row = await users.require_user(tx, ref)
         stored = await users.set_group_rights(tx, row["id"], group, rights)
+        await events.publish_in(tx, RIGHTS_CHANGED, row["id"], {"username": row["username"], "group": group})
         await audit.append_in(tx, actor, "user.assign_rights", row["id"],
                               {"username": row["username"], "group": group, "rights": stored.as_names()})
     return stored
@@ -123,6 +128,8 @@ async def remove_rights(db: Database, ref: str, group: str, *, actor: str) -> bo
     async with db.transaction() as tx:
         row = await users.require_user(tx, ref)
         removed = await users.remove_group_rights(tx, row["id"], group)
+        if removed:
+            await events.publish_in(tx, RIGHTS_CHANGED, row["id"], {"username": row["username"], "group": group})
         await audit.append_in(tx, actor, "user.remove_rights", row["id"],
                               {"username": row["username"], "group": group})
     return removed
