@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
 Handler = Callable[["AgentClient", Any], Awaitable[None]]
 
-#: "health.seq": this agent understands ``welcome.health_seq`` (the server only sends it then).
-CAPABILITIES = ["inventory", "health", "health.seq", "session", "tasks"]
+#: "health.seq": this agent understands ``welcome.health_seq`` (the server only sends it then);
+#: "authority": it takes ``authority.update`` and answers unattended offers with ``session.challenge``.
+CAPABILITIES = ["inventory", "health", "health.seq", "session", "tasks", "authority"]
 Hook = Callable[["AgentClient"], Awaitable[None]]
 
 

@@ -1,6 +1,7 @@
 """Compose the agent: one control client and its features, each built here and handed what it needs.
 
-The features — inventory and health reporting, remote sessions, maintenance tasks — are
+The features — the device's authority (pinned root, verified documents, device audit),
+inventory and health reporting, remote sessions, maintenance tasks — are
 constructed with their dependencies passed in (the consent UI, the clock, the display) and
 attached to the client's handler table in this order. Nothing is looked up by module name
 or found again through a registry: :class:`Agent` holds the parts, and whoever built it (the
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 
 from common.signals import stop_on_signals
 
-from . import reporting, sessions
+from . import authority, reporting, sessions
+from .authority import feature as authority_feature
+from .authority.feature import AuthorityFeature
 from .clock import Clock, SystemClock
 from .config import AgentConfig
 from .consent import ConsentUI
@@ -37,6 +40,7 @@ class Agent:
     """The composed agent: the control client and the feature objects attached to it."""
 
     client: AgentClient
+    authority: AuthorityFeature
     sessions: AgentSessions
     reporter: Reporter
     tasks: TaskService
@@ -47,13 +51,18 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
     """Build every part and attach it to one client (``ui`` None: Tk prompts on the configured display)."""
     client = AgentClient(state, config)
     display = config.display or os.environ.get("DISPLAY")
+    clock = clock if clock is not None else SystemClock()
+    store = authority.build(state, config)
     agent = Agent(
         client=client,
-        sessions=AgentSessions(client, ui=ui if ui is not None else TkConsentUI(display),
-                               clock=clock if clock is not None else SystemClock(), display=display),
+        authority=AuthorityFeature(client, store, clock=clock),
+        sessions=AgentSessions(client, ui=ui if ui is not None else TkConsentUI(display), clock=clock,
+                               display=display, authority=store),
         reporter=Reporter(client),
         tasks=TaskService(client),
     )
+    agent.authority.on_change.append(agent.sessions.on_authority_changed)
+    authority_feature.attach(agent.authority)
     sessions.attach(agent.sessions)
     reporting.attach(agent.reporter)
     tasks.attach(agent.tasks)

@@ -2,15 +2,19 @@
 
 The agent, not the server, decides. For each ``session.offer``, and again for each
 ``session.mode`` upgrade, it applies one rule (:mod:`agent.consent.decision`): the device
-admin's local policy (:mod:`agent.policy`), the grant (verified locally by
-:class:`~agent.grants.GrantBook`) when the request names one, and the user's answer on
-the consent prompt. Only after an Allow does it open the tunnel
-``wss://…/agent/tunnel/{session_id}`` (mTLS with the device certificate plus the
-single-use tunnel token) and run the screen session in exactly the consented mode. While
-it runs, the indicator stays on screen; the session ends on *End session*, on the
-technician's or server's ``session.end``, when the tunnel closes, when its grant is
-revoked or its window/validity ends (checked against the wall clock at least every
-``deadline_check_s``, so a suspend/resume or a clock change cannot stretch a grant).
+admin's local policy (:mod:`agent.policy`), the approver-signed grant document when the
+request names one (verified by the device's :class:`~agent.authority.AuthorityStore`), and the
+user's answer on the consent prompt. Unattended, the technician must also prove who they are:
+the agent sends ``session.challenge`` (a fresh nonce, valid ``proof_timeout_s``) and starts
+only when the ``session.proof`` that comes back carries the signature of a technician the
+grant names (answered by "grant"); every unattended decision goes to the device audit log.
+Only after an Allow does it open the tunnel ``wss://…/agent/tunnel/{session_id}`` (mTLS
+with the device certificate plus the single-use tunnel token) and run the screen session
+in exactly the consented mode. While it runs, the indicator stays on screen; the session
+ends on *End session*, on the technician's or server's ``session.end``, when the tunnel
+closes, when its grant is revoked, withdrawn or no longer verifies, or its window/validity
+ends (checked against the wall clock at least every ``deadline_check_s``, so a
+suspend/resume or a clock change cannot stretch a grant).
 Every end is reported with ``session.end``.
 
 A running session belongs to the session manager, not to the control connection: the
@@ -29,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +44,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from certs.errors import GrantSignatureError
 from common.files import safe_name
-from protocol.grants import Grant, in_window
+from protocol.authority import TechnicianProof, UnattendedGrant
+from protocol.authority_messages import SessionChallenge, SessionProof
 from protocol.session import (
     TUNNEL_TOKEN_HEADER,
     EndReason,
@@ -54,9 +60,11 @@ from protocol.session import (
 )
 from protocol.stream import MAX_PAYLOAD
 
+from .authority import AuthorityStore
+from .authority.scope import grant_deadline
 from .clock import Clock, SystemClock
 from .consent import ConsentUI, ConsentUnavailable, Indicator, IndicatorInfo
-from .consent.decision import ConsentDecision, ConsentRequest, GrantFacts, deny
+from .consent.decision import ConsentDecision, ConsentRequest, DocumentFacts, Verdict, deny, effective_mode
 from .consent.decision import decide as decide_consent
 from .control_client import AgentClient
 from .grants import GrantBook
@@ -76,6 +84,8 @@ DEADLINE_CHECK_S = 1.0
 RECONNECT_GRACE_S = 30.0
 #: Tests (and kiosks without utmp) may name the logged-in users: comma-separated, "" = nobody.
 USERS_ENV = "HELPLINE_LOGGED_IN_USERS"
+#: How long the technician has to sign an unattended session's challenge (AgentConfig overrides it).
+PROOF_TIMEOUT_S = 60.0
 
 
 def logged_in_users(session_user: str | None = None) -> list[str]:
@@ -96,7 +106,8 @@ def logged_in_users(session_user: str | None = None) -> list[str]:
 class RunningSession:
     offer: SessionOffer
     mode: Mode
-    grant: Grant | None
+    #: The approver-signed grant it runs under (unattended), re-checked while it runs.
+    grant: UnattendedGrant | None
     machine: SessionMachine
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     #: Set each time the screen session restarts in a new mode (after an upgrade).
@@ -105,6 +116,8 @@ class RunningSession:
     ended_by: str = ""
     upgrade_to: Mode | None = None
     end_reported: bool = False
+    #: Who the indicator names: the verified technician when a proof was checked, else the server's word.
+    technician: str = ""
 
     def request_end(self, reason: str, by: str) -> None:
         if not self.end_reason:
@@ -120,8 +133,14 @@ class AgentSessions:
     """
 
     def __init__(self, client: AgentClient, *, ui: ConsentUI, clock: Clock | None = None,
-                 display: str | None = None, logged_in: Callable[[], list[str]] | None = None) -> None:
+                 display: str | None = None, logged_in: Callable[[], list[str]] | None = None,
+                 authority: AuthorityStore | None = None) -> None:
         self.client = client
+        #: The device's verified authority (None: no unattended session is honoured).
+        self.authority = authority
+        self.proof_timeout_s = client.config.unattended_proof_timeout_s
+        #: Unattended offers waiting for the technician's proof, by session id.
+        self._proofs: dict[str, asyncio.Future[TechnicianProof]] = {}
         #: The X display prompts, the indicator and the screen session use (None: nobody can be asked).
         self.display = display
         self.ui = ui
@@ -253,29 +272,82 @@ class AgentSessions:
 
     def _end_revoked(self) -> None:
         for running in self.running.values():
-            if running.grant is not None and running.grant.grant_id in self.book.revoked:
-                running.request_end(EndReason.GRANT_REVOKED.value, "server")
+            if running.grant is not None:
+                reason = self.grant_over(running.grant)
+                if reason:
+                    running.request_end(reason, "agent")
+
+    async def on_authority_changed(self) -> None:
+        """What the device honours changed (a revocation, a withdrawal): end sessions whose grant no longer holds."""
+        self._end_revoked()
+
+    async def on_proof(self, client: AgentClient, message: SessionProof) -> None:
+        waiting = self._proofs.get(message.session_id)
+        if waiting is None or waiting.done():
+            log.warning("session.proof for no pending challenge ignored", extra={"session_id": message.session_id})
+            return
+        waiting.set_result(message.proof)
 
     # --- decision -----------------------------------------------------------------------
 
     async def decide(self, offer: SessionOffer, policy: LocalPolicy) -> ConsentDecision:
-        """Consent for a new session: local policy, then the grant (if unattended), then the user."""
+        """Consent for a new session: local policy, then the signed grant and proof (if unattended), then the user."""
         return await self._consent(ConsentRequest(
             session_id=offer.session_id, technician=offer.technician, technician_user=offer.technician_user,
             technician_role=offer.technician_role, mode=offer.mode, reason=offer.reason, grant_id=offer.grant_id,
+            document_id=offer.document_id,
         ), policy)
 
     async def _consent(self, request: ConsentRequest, policy: LocalPolicy) -> ConsentDecision:
-        """The pure rule (:mod:`agent.consent.decision`) on this device's facts; the prompt if it says ask."""
-        facts: GrantFacts | None = None
-        if request.grant_id is not None:
-            facts = GrantFacts(grant=self.book.get(request.grant_id), revoked=request.grant_id in self.book.revoked,
-                               device_id=self.book.device_id, group=self.group())
-        decision = decide_consent(request, policy, grant=facts, nobody_to_ask=self.nobody_to_ask(),
-                                  now=self.clock.wall(), local=self.clock.local())
+        """The pure rule (:mod:`agent.consent.decision`) on this device's facts; the challenge and the prompt
+        when it asks for them."""
+        facts = self._document_facts(request, policy)
+        decision = decide_consent(request, policy, document=facts, nobody_to_ask=self.nobody_to_ask())
+        if decision.verdict is Verdict.CHALLENGE:
+            assert facts is not None and decision.grant is not None and decision.mode is not None
+            facts = await self._challenge(request, decision.grant, decision.mode, facts)
+            decision = decide_consent(request, policy, document=facts, nobody_to_ask=self.nobody_to_ask())
         if decision.prompt is None:
             return decision
         return decision.answered(await self.ui.prompt(decision.prompt))
+
+    def _document_facts(self, request: ConsentRequest, policy: LocalPolicy) -> DocumentFacts | None:
+        """What the authority store says about the request's grant document, for the mode the policy allows."""
+        if request.document_id is None or request.upgrade:
+            return None
+        if self.authority is None:
+            return DocumentFacts(None, "this agent holds no trust root")
+        mode, _note = effective_mode(request, policy)
+        check = self.authority.check_grant(request.document_id, action=mode, now=self.clock.wall(),
+                                           local=self.clock.local())
+        return DocumentFacts(check.grant, check.verdict.reason)
+
+    async def _challenge(self, request: ConsentRequest, grant: UnattendedGrant, mode: Mode,
+                         facts: DocumentFacts) -> DocumentFacts:
+        """Send a fresh nonce for the technician to sign, wait for the proof, and verify it (one attempt)."""
+        assert self.authority is not None
+        nonce = secrets.token_urlsafe(32)
+        expires_at = self.clock.wall() + self.proof_timeout_s
+        waiting: asyncio.Future[TechnicianProof] = asyncio.get_running_loop().create_future()
+        self._proofs[request.session_id] = waiting
+        try:
+            await self.client.send(SessionChallenge(session_id=request.session_id, nonce=nonce,
+                                                    document_id=grant.grant_id, action=mode,
+                                                    device_id=self.authority.device_id, expires_at=expires_at))
+            proof = await asyncio.wait_for(waiting, self.proof_timeout_s)
+        except TimeoutError:
+            return DocumentFacts(grant, facts.reason, proof_problem=(
+                f"no technician proof arrived within {self.proof_timeout_s:g} s"))
+        finally:
+            self._proofs.pop(request.session_id, None)  # the nonce is retired: one proof per challenge
+        # The grant may have been revoked, or the revocation list gone stale, while the technician signed.
+        again = self._document_facts(request, self.policy())
+        if again is None or again.grant is None:
+            return again or DocumentFacts(None, "the grant no longer holds")
+        verdict = self.authority.verify_proof(proof, again.grant, nonce=nonce, action=mode, now=self.clock.wall())
+        if not verdict.allowed:
+            return DocumentFacts(again.grant, again.reason, proof_problem=verdict.reason)
+        return DocumentFacts(again.grant, again.reason, technician=verdict.holders[0])
 
     async def _handle_offer(self, offer: SessionOffer) -> None:
         policy = self.policy()
@@ -290,13 +362,20 @@ class AgentSessions:
         machine.answer(accepted=decision.accepted, mode_granted=decision.mode, by=decision.by, now=self.clock.wall())
         log.info("session answer", extra={"session_id": offer.session_id, "accepted": decision.accepted,
                                           "by": decision.by, "reason": decision.reason})
+        if self.authority is not None and (offer.document_id is not None or offer.grant_id is not None):
+            self.authority.audit.record("session.unattended", session_id=offer.session_id,
+                                        document_id=offer.document_id, grant_id=offer.grant_id,
+                                        mode=decision.mode or offer.mode, accepted=decision.accepted, by=decision.by,
+                                        technician=decision.verified_technician or None,
+                                        server_says=offer.technician, reason=decision.reason)
         await self.client.send(SessionAnswer(session_id=offer.session_id, accepted=decision.accepted,
                                              mode_granted=decision.mode, by=decision.by,
                                              reason=decision.reason[:256]))
         if not decision.accepted or decision.mode is None:
             self.finished[offer.session_id] = decision.reason
             return
-        running = RunningSession(offer, decision.mode, decision.grant, machine)
+        running = RunningSession(offer, decision.mode, decision.grant, machine,
+                                 technician=decision.verified_technician or offer.technician)
         self.running[offer.session_id] = running
         # From here on the session is the manager's, not the connection's (see the module docstring).
         self._own(self._run(running))
@@ -341,7 +420,7 @@ class AgentSessions:
         )
 
     async def _show_indicator(self, running: RunningSession) -> Indicator | None:
-        info = IndicatorInfo(technician=running.offer.technician, mode=running.mode,
+        info = IndicatorInfo(technician=running.technician or running.offer.technician, mode=running.mode,
                              unattended=running.grant is not None)
         try:
             return await self.ui.indicator(info)
@@ -409,15 +488,23 @@ class AgentSessions:
                 await indicator.close()
             log.info("session ended", extra={"session_id": offer.session_id, "reason": running.end_reason})
 
-    def grant_over(self, grant: Grant) -> str:
+    def grant_over(self, grant: UnattendedGrant) -> str:
         """Why a session under ``grant`` must end now ("" while the grant still holds)."""
-        if grant.grant_id in self.book.revoked:
-            return EndReason.GRANT_REVOKED.value
-        if self.clock.wall() >= grant.not_after:
+        now = self.clock.wall()
+        if now >= grant.not_after:
             return EndReason.GRANT_EXPIRED.value
-        if grant.windows and not any(in_window(w, self.clock.local()) for w in grant.windows):
+        if self.authority is None:
+            return EndReason.GRANT_REVOKED.value
+        # Held, verified and in scope afresh; any action it allows keeps the session going (mode is fixed).
+        check = self.authority.check_grant(grant.grant_id, action=grant.actions[0], now=now, local=self.clock.local())
+        if check.grant is not None:
+            return ""
+        reason = check.verdict.reason
+        if "time windows" in reason:
             return EndReason.GRANT_WINDOW.value
-        return ""
+        if "revoked" in reason or "no approver-signed" in reason:
+            return EndReason.GRANT_REVOKED.value
+        return f"grant no longer holds: {reason}"
 
     async def _watch_grant(self, running: RunningSession) -> None:
         """End the session when its grant expires or its window closes (wall clock, re-read every check)."""
@@ -430,7 +517,7 @@ class AgentSessions:
                 running.request_end(reason, "agent")
                 return
             now = self.clock.wall()
-            left = GrantBook.ends_at(running.grant, now, self.clock.local()) - now
+            left = grant_deadline(running.grant, now, self.clock.local()) - now
             await asyncio.sleep(min(self.deadline_check_s, max(0.01, left)))
 
     async def _handle_upgrade(self, running: RunningSession, message: SessionMode) -> None:
@@ -480,6 +567,7 @@ def attach(sessions: AgentSessions) -> None:
     client.register(SessionMode, sessions.on_mode)
     client.register(GrantPush, sessions.on_grant_push)
     client.register(GrantRevoke, sessions.on_grant_revoke)
+    client.register(SessionProof, sessions.on_proof)
     client.on_ready.append(sessions.on_ready)
 
     async def on_stop(_client: AgentClient) -> None:

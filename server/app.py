@@ -84,12 +84,23 @@ class HelplineServer:
 
     def _compose(self) -> None:
         """Every feature, in the order their routes and handlers are added."""
-        from . import accounts, cmdb, console_api, console_static, enroll_api, grants, passkeys, renewal, sessions
+        from . import (
+            accounts,
+            authority,
+            cmdb,
+            console_api,
+            console_static,
+            enroll_api,
+            grants,
+            passkeys,
+            renewal,
+            sessions,
+        )
         from .sessions import recordings_api
         from .tasks import feature as tasks
 
-        for feature in (enroll_api, renewal, sessions, recordings_api, grants, tasks, cmdb, accounts, passkeys,
-                        console_api, console_static):
+        for feature in (enroll_api, renewal, sessions, recordings_api, authority, grants, tasks, cmdb, accounts,
+                        passkeys, console_api, console_static):
             feature.setup(self)
 
     def _console_origins(self, _request: web.Request) -> set[str]:

@@ -1,35 +1,36 @@
-"""The agent's consent decision on its own: local policy → grant → prompt, for new sessions and upgrades.
+"""The agent's consent decision on its own: local policy → signed grant and technician proof → prompt,
+for new sessions and upgrades.
 
-Pure inputs, no agent, no network: each row names a request, the local policy, what the grant
-book holds and whether anybody can be asked, and the verdict the rule must give.
+Pure inputs, no agent, no network: each row names a request, the local policy, what the device's
+authority store found for the grant document (and the technician's proof), whether anybody can be
+asked, and the verdict the rule must give.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import pytest
 
 from agent.consent.decision import (
+    SERVER_GRANT_REFUSED,
     VIEW_ONLY_NOTE,
     ConsentDecision,
     ConsentRequest,
-    GrantFacts,
+    DocumentFacts,
     Verdict,
     decide,
 )
 from agent.consent.ui import PromptAnswer
 from agent.policy import LocalPolicy
-from protocol.grants import Grant, Window
+from protocol.authority import UnattendedGrant
 from protocol.session import AnsweredBy, Mode
 
 NOW = 1_700_000_000.0
-LOCAL = datetime(2024, 1, 1, 12, 0)  # a Monday, noon
-DEVICE, GROUP = "dev-1", "lab"
 NOBODY = "nobody is logged in to ask for consent"
 NO_DISPLAY = "no display to show the consent prompt on"
+APPROVED = "grant grant-0001 approved by Alice, Bob"
 
 DEFAULT = LocalPolicy()
 NO_CONTROL = LocalPolicy(allow_control=False)
@@ -38,30 +39,31 @@ ALWAYS_ASK = LocalPolicy(require_prompt=True, prompt_timeout_s=12)
 BROKEN = LocalPolicy(allow_control=False, allow_unattended=False, require_prompt=True, broken="not valid TOML")
 
 
-def grant(actions: list[str] | None = None, **changes: object) -> Grant:
-    fields: dict[str, object] = dict(grant_id="grant-0001", groups=[GROUP], technicians=["ann"],
-                                     actions=actions or ["view"], not_before=NOW - 60, not_after=NOW + 3600,
-                                     issuer="root", issued_at=NOW - 60)
-    fields.update(changes)
-    return Grant(**fields)  # type: ignore[arg-type]
+def grant(actions: list[str] | None = None) -> UnattendedGrant:
+    return UnattendedGrant(grant_id="grant-0001", groups=["lab"], technician_names=["Dave"],
+                           actions=actions or ["view"], not_before=NOW - 60, not_after=NOW + 3600,  # type: ignore[arg-type]
+                           issuer="Alice", issued_at=NOW - 60)
 
 
-def held(g: Grant | None, *, revoked: bool = False) -> GrantFacts:
-    return GrantFacts(grant=g, revoked=revoked, device_id=DEVICE, group=GROUP)
+#: The store verified the grant; no proof checked yet.
+HOLDS = DocumentFacts(grant(), APPROVED)
+CONTROL_HOLDS = DocumentFacts(grant(["view", "control"]), APPROVED)
+#: … and Dave's proof over the device's nonce verified.
+PROVEN = DocumentFacts(grant(), APPROVED, technician="Dave")
+CONTROL_PROVEN = DocumentFacts(grant(["view", "control"]), APPROVED, technician="Dave")
+REFUSED = DocumentFacts(None, "revocation list is stale (expired at 2023-11-14 22:00:00Z)")
+BAD_PROOF = DocumentFacts(grant(), APPROVED, proof_problem="technician proof is for another nonce (replayed or stale)")
 
 
-VIEW_GRANT = held(grant(["view"]))
-CONTROL_GRANT = held(grant(["view", "control"]))
-
-
-def new(mode: Mode, grant_id: str | None = None) -> ConsentRequest:
+def new(mode: Mode, document_id: str | None = None, grant_id: str | None = None) -> ConsentRequest:
     return ConsentRequest(session_id="s-1", technician="Ann Smith", technician_user="ann",
-                          technician_role="technician", mode=mode, reason="printer", grant_id=grant_id)
+                          technician_role="technician", mode=mode, reason="printer", grant_id=grant_id,
+                          document_id=document_id)
 
 
-def upgrade(current: Mode, mode: Mode, grant_id: str | None = None) -> ConsentRequest:
+def upgrade(current: Mode, mode: Mode, document_id: str | None = None) -> ConsentRequest:
     return ConsentRequest(session_id="s-1", technician="Ann Smith", technician_user="ann",
-                          technician_role="technician", mode=mode, reason="need the mouse", grant_id=grant_id,
+                          technician_role="technician", mode=mode, reason="need the mouse", document_id=document_id,
                           current_mode=current)
 
 
@@ -74,12 +76,14 @@ class Case:
     by: AnsweredBy
     mode: Mode | None = None
     reason: str = ""
-    facts: GrantFacts | None = None
+    facts: DocumentFacts | None = None
     nobody: str = ""
     note: str = ""
+    technician: str = "Ann Smith"
     extra: dict[str, object] = field(default_factory=dict)
 
 
+DOC = "grant-0001"
 CASES = [
     # --- new sessions, attended --------------------------------------------------------------------
     Case("view asks the user", new("view"), DEFAULT, Verdict.ASK_USER, "user", "view"),
@@ -89,46 +93,35 @@ CASES = [
     Case("broken policy refuses", new("view"), BROKEN, Verdict.DENY, "policy", reason="local policy unusable"),
     Case("nobody logged in", new("view"), DEFAULT, Verdict.DENY, "unavailable", reason=NOBODY, nobody=NOBODY),
     Case("no display", new("control"), DEFAULT, Verdict.DENY, "unavailable", reason=NO_DISPLAY, nobody=NO_DISPLAY),
-    # --- new sessions under a grant ----------------------------------------------------------------
-    Case("valid grant starts without asking, nobody there", new("view", "grant-0001"), DEFAULT,
-         Verdict.ALLOW_BY_GRANT, "grant", "view", "allowed by grant", VIEW_GRANT, NOBODY),
-    Case("control grant allows control", new("control", "grant-0001"), DEFAULT, Verdict.ALLOW_BY_GRANT, "grant",
-         "control", facts=CONTROL_GRANT),
-    Case("grant for the wrong mode", new("control", "grant-0001"), DEFAULT, Verdict.DENY, "grant",
-         reason="grant refused: grant does not allow 'control'", facts=VIEW_GRANT),
-    Case("policy's view-only makes a view grant enough", new("control", "grant-0001"), NO_CONTROL,
-         Verdict.ALLOW_BY_GRANT, "grant", "view", facts=VIEW_GRANT),
-    Case("expired grant", new("view", "grant-0001"), DEFAULT, Verdict.DENY, "grant", reason="grant has expired",
-         facts=held(grant(not_before=NOW - 7200, not_after=NOW - 3600))),
-    Case("grant not valid yet", new("view", "grant-0001"), DEFAULT, Verdict.DENY, "grant",
-         reason="not valid yet", facts=held(grant(not_before=NOW + 60, not_after=NOW + 3600))),
-    Case("expires at exactly now", new("view", "grant-0001"), DEFAULT, Verdict.DENY, "grant",
-         reason="grant has expired", facts=held(grant(not_after=NOW))),
-    Case("revoked grant", new("view", "grant-0001"), DEFAULT, Verdict.DENY, "grant", reason="revoked",
-         facts=held(grant(), revoked=True)),
-    Case("grant not in the book", new("view", "grant-0001"), DEFAULT, Verdict.DENY, "grant",
-         reason="no valid grant 'grant-0001'", facts=held(None)),
-    Case("no facts at all for a named grant", new("view", "grant-0001"), DEFAULT, Verdict.DENY, "grant",
-         reason="no valid grant"),
-    Case("grant names another technician", new("view", "grant-0001"), DEFAULT, Verdict.DENY, "grant",
-         reason="does not name technician 'ann'", facts=held(grant(technicians=["bob"]))),
-    Case("grant for another group", new("view", "grant-0001"), DEFAULT, Verdict.DENY, "grant",
-         reason="does not cover this device", facts=held(grant(groups=["office"]))),
-    Case("outside the grant's window", new("view", "grant-0001"), DEFAULT, Verdict.DENY, "grant",
-         reason="outside the grant's time windows",
-         facts=held(grant(windows=[Window(days=[0], start="22:00", end="06:00")]))),
-    Case("inside the grant's window", new("view", "grant-0001"), DEFAULT, Verdict.ALLOW_BY_GRANT, "grant", "view",
-         facts=held(grant(windows=[Window(days=[0], start="11:00", end="13:00")]))),
-    Case("policy forbids unattended", new("view", "grant-0001"), NO_UNATTENDED, Verdict.DENY, "policy",
-         reason="unattended access is forbidden", facts=VIEW_GRANT),
-    Case("broken policy refuses a valid grant", new("view", "grant-0001"), BROKEN, Verdict.DENY, "policy",
-         reason="local policy unusable", facts=VIEW_GRANT),
-    Case("policy requires a prompt even under a grant", new("view", "grant-0001"), ALWAYS_ASK, Verdict.ASK_USER,
-         "user", "view", facts=VIEW_GRANT),
-    Case("required prompt, grant, nobody there", new("view", "grant-0001"), ALWAYS_ASK, Verdict.DENY,
-         "unavailable", reason=NOBODY, facts=VIEW_GRANT, nobody=NOBODY),
-    Case("required prompt does not rescue a bad grant", new("view", "grant-0001"), ALWAYS_ASK, Verdict.DENY,
-         "grant", reason="expired", facts=held(grant(not_after=NOW - 1))),
+    # --- new sessions under a signed grant document ------------------------------------------------
+    Case("a holding grant asks the technician to prove who they are", new("view", DOC), DEFAULT, Verdict.CHALLENGE,
+         "grant", "view", "waiting for the technician's signature", HOLDS, NOBODY),
+    Case("proven technician starts without asking, nobody there", new("view", DOC), DEFAULT, Verdict.ALLOW_BY_GRANT,
+         "grant", "view", f"{APPROVED}; technician Dave verified", PROVEN, NOBODY),
+    Case("control grant and proof allow control", new("control", DOC), DEFAULT, Verdict.ALLOW_BY_GRANT, "grant",
+         "control", facts=CONTROL_PROVEN),
+    Case("policy's view-only: the challenge is for view", new("control", DOC), NO_CONTROL, Verdict.CHALLENGE,
+         "grant", "view", facts=HOLDS),
+    Case("refused grant: the store's reason", new("view", DOC), DEFAULT, Verdict.DENY, "grant",
+         reason=f"grant refused: {REFUSED.reason}", facts=REFUSED),
+    Case("nothing checked for a named grant", new("view", DOC), DEFAULT, Verdict.DENY, "grant",
+         reason="grant refused: not checked"),
+    Case("refused proof", new("view", DOC), DEFAULT, Verdict.DENY, "grant",
+         reason="technician proof refused: technician proof is for another nonce", facts=BAD_PROOF),
+    Case("policy forbids unattended", new("view", DOC), NO_UNATTENDED, Verdict.DENY, "policy",
+         reason="unattended access is forbidden", facts=PROVEN),
+    Case("broken policy refuses a proven grant", new("view", DOC), BROKEN, Verdict.DENY, "policy",
+         reason="local policy unusable", facts=PROVEN),
+    Case("policy requires a prompt: the proven technician is named as verified", new("view", DOC), ALWAYS_ASK,
+         Verdict.ASK_USER, "user", "view", facts=PROVEN, technician="Dave (verified)"),
+    Case("required prompt, proven grant, nobody there", new("view", DOC), ALWAYS_ASK, Verdict.DENY, "unavailable",
+         reason=NOBODY, facts=PROVEN, nobody=NOBODY),
+    Case("required prompt does not rescue a refused grant", new("view", DOC), ALWAYS_ASK, Verdict.DENY, "grant",
+         reason="stale", facts=REFUSED),
+    Case("a server-signed grant opens nothing", new("view", grant_id="g-00000001"), DEFAULT, Verdict.DENY, "grant",
+         reason=SERVER_GRANT_REFUSED, nobody=NOBODY),
+    Case("a server-signed grant opens nothing, even with someone to ask", new("view", grant_id="g-00000001"),
+         ALWAYS_ASK, Verdict.DENY, "grant", reason=SERVER_GRANT_REFUSED),
     # --- upgrades of a running session ---------------------------------------------------------------
     Case("upgrade asks again", upgrade("view", "control"), DEFAULT, Verdict.ASK_USER, "user", "control"),
     Case("upgrade to the same mode changes nothing", upgrade("control", "control"), DEFAULT, Verdict.UNCHANGED,
@@ -139,23 +132,15 @@ CASES = [
          reason="local policy unusable"),
     Case("upgrade with nobody to ask", upgrade("view", "control"), DEFAULT, Verdict.DENY, "unavailable",
          reason=NOBODY, nobody=NOBODY),
-    Case("upgrade under a control grant", upgrade("view", "control", "grant-0001"), DEFAULT,
-         Verdict.ALLOW_BY_GRANT, "grant", "control", facts=CONTROL_GRANT, nobody=NOBODY),
-    Case("upgrade under a view-only grant", upgrade("view", "control", "grant-0001"), DEFAULT, Verdict.DENY,
-         "grant", reason="does not allow 'control'", facts=VIEW_GRANT),
-    Case("upgrade after the grant was revoked", upgrade("view", "control", "grant-0001"), DEFAULT, Verdict.DENY,
-         "grant", reason="revoked", facts=held(None, revoked=True)),
-    Case("upgrade after the grant expired", upgrade("view", "control", "grant-0001"), DEFAULT, Verdict.DENY,
-         "grant", reason="expired", facts=held(grant(["view", "control"], not_after=NOW - 1))),
-    Case("upgrade under a grant, prompt required", upgrade("view", "control", "grant-0001"), ALWAYS_ASK,
-         Verdict.ASK_USER, "user", "control", facts=CONTROL_GRANT),
-    Case("upgrade under a grant, unattended now forbidden", upgrade("view", "control", "grant-0001"), NO_UNATTENDED,
-         Verdict.DENY, "policy", reason="unattended access is forbidden", facts=CONTROL_GRANT),
+    Case("upgrade under a signed grant asks the user", upgrade("view", "control", DOC), DEFAULT, Verdict.ASK_USER,
+         "user", "control", facts=CONTROL_PROVEN),
+    Case("upgrade under a signed grant, nobody there", upgrade("view", "control", DOC), DEFAULT, Verdict.DENY,
+         "unavailable", reason=NOBODY, facts=CONTROL_PROVEN, nobody=NOBODY),
 ]
 
 
 def _decide(case: Case) -> ConsentDecision:
-    return decide(case.request, case.policy, grant=case.facts, nobody_to_ask=case.nobody, now=NOW, local=LOCAL)
+    return decide(case.request, case.policy, document=case.facts, nobody_to_ask=case.nobody)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -165,23 +150,26 @@ def test_decision_table(case: Case) -> None:
     assert (decision.verdict, decision.by, decision.mode) == (case.verdict, case.by, case.mode), decision
     assert case.reason in decision.reason
     assert decision.accepted == (case.verdict in (Verdict.ALLOW_BY_GRANT, Verdict.UNCHANGED))
-    if case.verdict is Verdict.ALLOW_BY_GRANT:
+    if case.verdict in (Verdict.ALLOW_BY_GRANT, Verdict.CHALLENGE):
         assert case.facts is not None and decision.grant is case.facts.grant
+    if case.verdict is Verdict.ALLOW_BY_GRANT:
+        assert decision.verified_technician == "Dave"
     if case.verdict is Verdict.ASK_USER:
         prompt = decision.prompt
         assert prompt is not None
-        assert (prompt.technician, prompt.mode, prompt.reason) == ("Ann Smith", case.mode, case.request.reason)
+        assert (prompt.technician, prompt.mode, prompt.reason) == (case.technician, case.mode, case.request.reason)
         assert prompt.upgrade == case.request.upgrade and prompt.note == case.note
         assert prompt.timeout_s == case.policy.prompt_timeout_s
-        # An attended prompt carries no grant; a required prompt under a grant keeps it for the session.
-        assert decision.grant is (case.facts.grant if case.facts is not None else None)
+        # An attended prompt carries no grant; a required prompt under a proven grant keeps it for the session.
+        proven = case.facts is not None and case.facts.technician is not None and not case.request.upgrade
+        assert decision.grant is (case.facts.grant if proven and case.facts is not None else None)
     else:
         assert decision.prompt is None
 
 
 def test_answers_decide_a_prompt() -> None:
     """Allow grants exactly the prompt's mode (view when policy downgraded control); Deny/timeout refuse."""
-    asked = decide(new("control"), NO_CONTROL, grant=None, nobody_to_ask="", now=NOW, local=LOCAL)
+    asked = decide(new("control"), NO_CONTROL, document=None, nobody_to_ask="")
     allowed = asked.answered(PromptAnswer(True, "user", "allowed by the user"))
     assert (allowed.verdict, allowed.by, allowed.mode, allowed.accepted) == (Verdict.ALLOW_BY_USER, "user", "view",
                                                                              True)
@@ -190,50 +178,74 @@ def test_answers_decide_a_prompt() -> None:
     timed_out = asked.answered(PromptAnswer(False, "timeout", "no answer to the consent prompt"))
     assert (timed_out.verdict, timed_out.by, timed_out.reason) == (Verdict.DENY, "timeout",
                                                                    "no answer to the consent prompt")
-    under_grant = decide(new("view", "grant-0001"), ALWAYS_ASK, grant=VIEW_GRANT, nobody_to_ask="", now=NOW,
-                         local=LOCAL).answered(PromptAnswer(True, "user", "allowed by the user"))
-    assert under_grant.accepted and under_grant.grant is VIEW_GRANT.grant  # the session stays bound to its grant
+    under_grant = decide(new("view", DOC), ALWAYS_ASK, document=PROVEN,
+                         nobody_to_ask="").answered(PromptAnswer(True, "user", "allowed by the user"))
+    assert under_grant.accepted and under_grant.grant is PROVEN.grant  # the session stays bound to its grant
+    assert under_grant.verified_technician == "Dave"
 
 
 def test_only_a_prompt_can_be_answered() -> None:
     """Answering a verdict that asked nobody is a programming error, not a silent Allow."""
-    by_grant = decide(new("view", "grant-0001"), DEFAULT, grant=VIEW_GRANT, nobody_to_ask="", now=NOW, local=LOCAL)
-    refused = decide(new("view"), BROKEN, grant=None, nobody_to_ask="", now=NOW, local=LOCAL)
-    for decision in (by_grant, refused):
+    by_grant = decide(new("view", DOC), DEFAULT, document=PROVEN, nobody_to_ask="")
+    challenge = decide(new("view", DOC), DEFAULT, document=HOLDS, nobody_to_ask="")
+    refused = decide(new("view"), BROKEN, document=None, nobody_to_ask="")
+    for decision in (by_grant, challenge, refused):
         with pytest.raises(ValueError, match="nothing was asked"):
             decision.answered(PromptAnswer(True, "user", "allowed"))
 
 
 POLICIES = [DEFAULT, NO_CONTROL, NO_UNATTENDED, ALWAYS_ASK, BROKEN, LocalPolicy(allow_control=False,
                                                                                  require_prompt=True)]
-FACTS: list[GrantFacts | None] = [None, VIEW_GRANT, CONTROL_GRANT, held(None), held(grant(), revoked=True),
-                                  held(grant(["view", "control"], not_after=NOW - 1))]
-GRANT_IDS = [None, "grant-0001"]
+FACTS: list[DocumentFacts | None] = [None, HOLDS, CONTROL_HOLDS, PROVEN, CONTROL_PROVEN, REFUSED, BAD_PROOF]
+NAMES: list[tuple[str | None, str | None]] = [(None, None), (DOC, None), (None, "g-00000001")]
 
 
-def _every_input() -> list[tuple[LocalPolicy, GrantFacts | None, str | None, str]]:
-    return list(itertools.product(POLICIES, FACTS, GRANT_IDS, ["", NOBODY]))
+def _every_input() -> list[tuple[LocalPolicy, DocumentFacts | None, tuple[str | None, str | None], str]]:
+    return list(itertools.product(POLICIES, FACTS, NAMES, ["", NOBODY]))
 
 
 def test_view_consent_never_yields_control() -> None:
     """Over every combination: a request for view, or control where the policy forbids it, is never granted
     control — not by the grant, not after the user's Allow."""
-    for policy, facts, grant_id, nobody in _every_input():
-        for request in (new("view", grant_id), upgrade("view", "view", grant_id),
-                        *([new("control", grant_id), upgrade("view", "control", grant_id)]
-                          if not policy.allow_control else [])):
-            decision = decide(request, policy, grant=facts, nobody_to_ask=nobody, now=NOW, local=LOCAL)
+    for policy, facts, (document_id, grant_id), nobody in _every_input():
+        requests = [new("view", document_id, grant_id), upgrade("view", "view", document_id)]
+        if not policy.allow_control:
+            requests += [new("control", document_id, grant_id), upgrade("view", "control", document_id)]
+        for request in requests:
+            decision = decide(request, policy, document=facts, nobody_to_ask=nobody)
             if decision.verdict is Verdict.ASK_USER:
                 decision = decision.answered(PromptAnswer(True, "user", "allowed"))
             assert decision.mode != "control", (request, policy, facts, decision)
 
 
+def test_nothing_unattended_starts_without_a_verified_technician() -> None:
+    """Over every combination: a session starts by grant only with a document that holds and a verified proof;
+    a server-signed grant id alone never starts one."""
+    for policy, facts, (document_id, grant_id), nobody in _every_input():
+        for request in (new("view", document_id, grant_id), new("control", document_id, grant_id)):
+            decision = decide(request, policy, document=facts, nobody_to_ask=nobody)
+            if decision.verdict is Verdict.ALLOW_BY_GRANT:
+                assert facts is not None and facts.grant is not None and facts.technician is not None
+                assert document_id is not None and decision.verified_technician == facts.technician
+            if grant_id is not None:  # refused: by the broken policy first, else as a server's grant
+                assert decision.verdict is Verdict.DENY
+                assert decision.reason == SERVER_GRANT_REFUSED or decision.by == "policy"
+
+
+def test_prompts_call_a_technician_verified_only_after_a_proof() -> None:
+    """Over every combination: a prompt names the technician "(verified)" only when a proof was checked."""
+    for policy, facts, (document_id, grant_id), nobody in _every_input():
+        for request in (new("view", document_id, grant_id), upgrade("view", "control", document_id)):
+            decision = decide(request, policy, document=facts, nobody_to_ask=nobody)
+            if decision.prompt is not None and "verified" in decision.prompt.technician:
+                assert facts is not None and facts.technician is not None and not request.upgrade
+
+
 def test_attended_upgrade_always_needs_a_fresh_prompt() -> None:
-    """Over every combination: upgrading an attended session to control is never allowed without asking again,
-    and the prompt says it is an upgrade."""
-    for policy, facts, _grant_id, nobody in _every_input():
-        decision = decide(upgrade("view", "control"), policy, grant=facts, nobody_to_ask=nobody, now=NOW,
-                          local=LOCAL)
+    """Over every combination: upgrading a session to control is never allowed without asking again (not even
+    under a signed grant: the technician's proof named the first mode), and the prompt says it is an upgrade."""
+    for policy, facts, (document_id, _grant_id), nobody in _every_input():
+        decision = decide(upgrade("view", "control", document_id), policy, document=facts, nobody_to_ask=nobody)
         assert decision.verdict in (Verdict.ASK_USER, Verdict.DENY), (policy, facts, decision)
         if decision.prompt is not None:
             assert decision.prompt.upgrade and decision.prompt.mode == "control"
@@ -241,9 +253,10 @@ def test_attended_upgrade_always_needs_a_fresh_prompt() -> None:
 
 def test_nobody_there_never_reaches_a_prompt() -> None:
     """Over every combination: with nobody to ask, the verdict is never ASK_USER (no prompt on an empty desk)."""
-    for policy, facts, grant_id, _nobody in _every_input():
-        for request in (new("view", grant_id), new("control", grant_id), upgrade("view", "control", grant_id)):
-            decision = decide(request, policy, grant=facts, nobody_to_ask=NOBODY, now=NOW, local=LOCAL)
+    for policy, facts, (document_id, grant_id), _nobody in _every_input():
+        for request in (new("view", document_id, grant_id), new("control", document_id, grant_id),
+                        upgrade("view", "control", document_id)):
+            decision = decide(request, policy, document=facts, nobody_to_ask=NOBODY)
             assert decision.verdict is not Verdict.ASK_USER
 
 
@@ -251,16 +264,19 @@ def test_nobody_there_never_reaches_a_prompt() -> None:
     (dict(verdict=Verdict.DENY, by="policy", reason="x", mode="view"), "no mode"),
     (dict(verdict=Verdict.ALLOW_BY_USER, by="user", reason="x"), "needs a mode"),
     (dict(verdict=Verdict.ALLOW_BY_GRANT, by="grant", reason="x", mode="view"), "needs the grant"),
+    (dict(verdict=Verdict.CHALLENGE, by="grant", reason="x", mode="view"), "needs the grant"),
+    (dict(verdict=Verdict.ALLOW_BY_GRANT, by="grant", reason="x", mode="view", grant=grant()), "verified proof"),
     (dict(verdict=Verdict.ASK_USER, by="user", reason="x", mode="view"), "needs one"),
 ])
 def test_decisions_cannot_be_built_inconsistent(kwargs: dict[str, object], message: str) -> None:
-    """A refusal with a mode, an allow without one, a grant verdict without a grant, a question without a prompt."""
+    """A refusal with a mode, an allow without one, a grant verdict without a grant (or without a proven
+    technician), a question without a prompt."""
     with pytest.raises(ValueError, match=message):
         ConsentDecision(**kwargs)  # type: ignore[arg-type]
 
 
 def test_prompt_mode_must_match_the_granted_mode() -> None:
     """An ASK_USER whose prompt asks about view cannot grant control."""
-    asked = decide(new("view"), DEFAULT, grant=None, nobody_to_ask="", now=NOW, local=LOCAL)
+    asked = decide(new("view"), DEFAULT, document=None, nobody_to_ask="")
     with pytest.raises(ValueError, match="mode that would be granted"):
-        ConsentDecision(Verdict.ASK_USER, "user", "x", "control", None, asked.prompt)
+        ConsentDecision(Verdict.ASK_USER, "user", "x", "control", None, "", asked.prompt)

@@ -1,4 +1,5 @@
-"""Unattended access: the agent's grant book, refusals, four-eyes approval, CLI, revocation mid-session."""
+"""Unattended access: approver-signed grants end sessions on revocation, window close and expiry; server-signed
+grants (still used by tasks: the grant book, four-eyes approval, the CLI) open no session."""
 
 from __future__ import annotations
 
@@ -15,15 +16,19 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.config import AgentConfig
+from agent.consent.decision import SERVER_GRANT_REFUSED
 from agent.consent.scripted import ScriptedConsentUI
 from agent.grants import GrantBook
 from agent.policy import LocalPolicy
 from agent.runtime import Agent
+from agent.state import AgentState
 from certs.errors import GrantSignatureError
 from certs.grants import load_grant_private_key, sign_grant
 from protocol.grants import Grant, Window
 from protocol.session import GrantPush, SessionOffer
 from server.sessions import SESSIONS
+from tests.authority_helpers import Org, make_org, publish, publish_revocations, submit, unattended_session
 from tests.conftest import add_device
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.test_session_helpers import api, configure_agent, install_test_auth, viewer_for, wait_for_audit
@@ -63,83 +68,58 @@ def test_grant_book_verifies_and_persists(tmp_path: Path) -> None:
     assert GrantBook(tmp_path, "dev-1", key.public_key()).grants() == []
 
 
-async def test_agent_refuses_bad_grants_itself(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
-    """Without grant, forged, expired, out-of-window, revoked, or forbidden by local policy: the agent refuses."""
+async def test_server_signed_grants_open_no_session(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """A grant signed with the server's grant key — one the agent verified and keeps for tasks — starts no
+    session, with or without a prompt policy, and nobody is asked: whoever holds the server's data dir holds
+    that key."""
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "a", group="lab")
         key = load_grant_private_key(server.pki.grant_key)
-        now, now_local = time.time(), datetime.now()
-        other_day = (now_local.weekday() + 3) % 7
-        grants = {
-            "forged-0001": sign_grant(Ed25519PrivateKey.generate(), _grant("forged-0001", now)),
-            "expired-001": sign_grant(key, _grant("expired-001", now, not_before=now - 7200, not_after=now - 3600)),
-            "window-0001": sign_grant(key, _grant("window-0001", now,
-                                                  windows=[Window(days=[other_day], start="00:00", end="00:00")])),
-            "revoked-001": sign_grant(key, _grant("revoked-001", now)),
-            "good-000001": sign_grant(key, _grant("good-000001", now)),
-        }
         ui = ScriptedConsentUI([])
         async with running_agent(state, setup=configure_agent(xvfb.display, ui)) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
             sessions = agent.sessions
-            await sessions.on_grant_push(agent.client, GrantPush(grants=list(grants.values()),
-                                                                 revoked=["revoked-001"]))
-            policy = LocalPolicy()
-            expected = {
-                None: None,  # no grant: attended → prompt (nobody answers here; checked below)
-                "missing-001": "no valid grant",
-                "forged-0001": "no valid grant",
-                "expired-001": "expired",
-                "window-0001": "outside the grant's time windows",
-                "revoked-001": "revoked",
-            }
-            for grant_id, why in expected.items():
-                if grant_id is None:
-                    continue
-                decision = await sessions.decide(_offer(grant_id), policy)
-                assert not decision.accepted and decision.by == "grant" and why is not None and why in decision.reason, (
-                    decision)
-            assert (await sessions.decide(_offer("good-000001"), policy)).accepted
-            strict = LocalPolicy(allow_unattended=False)
-            decision = await sessions.decide(_offer("good-000001"), strict)
-            assert not decision.accepted and decision.by == "policy"
-            assert ui.requests == []  # no grant path ever prompted
+            await sessions.on_grant_push(agent.client, GrantPush(grants=[sign_grant(key, _grant("good-000001",
+                                                                                              time.time()))]))
+            assert sessions.book.get("good-000001") is not None  # still verified and kept for tasks
+            for policy in (LocalPolicy(), LocalPolicy(require_prompt=True), LocalPolicy(allow_unattended=False)):
+                decision = await sessions.decide(_offer("good-000001"), policy)
+                assert not decision.accepted and decision.by == "grant", decision
+                assert decision.reason == SERVER_GRANT_REFUSED
+            assert ui.requests == []
 
 
-async def test_unattended_session_ends_when_grant_is_revoked(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
-    """A grant created through the API lets a session start without a prompt; revoking it ends the session."""
+def _pinned(state: AgentState, org: Org) -> AgentConfig:
+    """The agent's configuration as the administrator deploys it: the org root's fingerprint pinned."""
+    return AgentConfig(state_dir=state.directory, backoff_cap_s=1.0, trust_root_sha256=org.root.fingerprint)
+
+
+async def test_unattended_session_ends_when_its_grant_is_revoked(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """Two approvers' grant and the technician's proof start a session without a prompt; a revocation list
+    naming the grant ends it ("grant revoked"), and the grant is refused from then on."""
+    org = make_org()
     async with running_server(tmp_path / "srv") as server:
         install_test_auth(server)
         state = await enroll_agent(server, tmp_path / "a", group="lab")
+        await publish(server, org)
         ui = ScriptedConsentUI([])
-        async with running_agent(state, setup=configure_agent(xvfb.display, ui)) as agent:
+        async with running_agent(state, _pinned(state, org), setup=configure_agent(xvfb.display, ui)) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
-            status, grant = await api(server, "POST", "/api/v1/grants", "root", {
-                "groups": ["lab"], "technicians": ["ann"], "actions": ["view"], "duration_s": 3600,
-                "reason": "night maintenance"})
-            assert status == 201 and grant["status"] == "active", grant
-            gid = grant["grant_id"]
-            sessions = agent.sessions
-            await wait_until(lambda: sessions.book.get(gid) is not None, what="grant pushed to the agent")
-            status, body = await api(server, "POST", f"/api/v1/devices/{state.device_id}/sessions", "ann",
-                                     {"mode": "view", "reason": "patch", "grant_id": gid})
-            assert status == 201, body
-            sid = body["session_id"]
+            await submit(server, org.grant("grant-night-1", reason="night maintenance"))
+            session = await unattended_session(server, org, state.device_id, "grant-night-1")
+            assert session["answered_by"] == "grant" and session["state"] in ("consented", "streaming"), session
+            sid = session["session_id"]
             async with viewer_for(server, sid) as viewer:
                 await viewer.wait_for_updates(1, 15)
                 assert ui.requests == []
-                status, _ = await api(server, "POST", f"/api/v1/grants/{gid}/revoke", "root")
-                assert status == 200
-                await asyncio.wait_for(viewer.closed.wait(), 5)
-            await wait_until(lambda: gid in sessions.book.revoked, what="revocation stored by the agent")
+                await publish_revocations(server, org.revocations(documents=("grant-night-1",)))
+                await asyncio.wait_for(viewer.closed.wait(), 10)
             await wait_until(lambda: sid not in server.console_app[SESSIONS].live, what="session ended")
             _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
-            assert body["end_reason"] == "grant revoked" and body["answered_by"] == "grant"
-            await wait_for_audit(server, "grant.revoke")
-            # The revoked grant can no longer be used.
-            status, body = await api(server, "POST", f"/api/v1/devices/{state.device_id}/sessions", "ann",
-                                     {"mode": "view", "grant_id": gid})
-            assert status == 409 and body["error"]["code"] == "grant_unusable"
+            assert body["end_reason"] == "grant revoked" and body["answered_by"] == "grant", body
+            again = await unattended_session(server, org, state.device_id, "grant-night-1")
+            assert again["state"] == "ended" and "grant grant-night-1 has been revoked" in again["end_reason"], again
+            assert agent.sessions.finished[sid] == "grant revoked"
 
 
 async def test_four_eyes_approval(tmp_path: Path) -> None:
@@ -241,36 +221,32 @@ class FakeClock:
 
 
 async def test_agent_ends_session_at_window_close_and_at_expiry(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
-    """Under a 21:00-22:00 grant the agent itself ends the session when its clock passes 22:00 ("grant window
-    ended"), and under a 1 h grant when its clock passes not_after ("grant expired"); not before."""
+    """Under a signed grant for Mondays 21:00-22:00 the agent itself ends the session when its clock passes 22:00
+    ("grant window ended"), and under a 1 h grant when its clock passes not_after ("grant expired"); not before."""
+    org = make_org()
     async with running_server(tmp_path / "srv") as server:
         install_test_auth(server)
         state = await enroll_agent(server, tmp_path / "a", group="lab")
+        await publish(server, org)
         clock = FakeClock(datetime(2024, 1, 1, 21, 58, 30))  # a Monday
 
         def setup(agent: Agent) -> None:
             configure_agent(xvfb.display, ScriptedConsentUI([]))(agent)
             agent.sessions.clock, agent.sessions.deadline_check_s = clock, 0.05
 
-        async with running_agent(state, setup=setup) as agent:
+        async with running_agent(state, _pinned(state, org), setup=setup) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
             sessions = agent.sessions
-            cases: tuple[tuple[dict[str, Any], float, str], ...] = (({"windows": [{"days": [0], "start": "21:00", "end": "22:00"}]}, 90.0, "grant window ended"),
-                     ({}, 3600.0, "grant expired"))
-            for extra, advance, reason in cases:
+            cases: tuple[tuple[str, dict[str, Any], float, str], ...] = (
+                ("grant-window-1", {"windows": [Window(days=[0], start="21:00", end="22:00")]}, 90.0,
+                 "grant window ended"),
+                ("grant-expiry-1", {}, 3600.0, "grant expired"))
+            for grant_id, extra, advance, reason in cases:
                 clock.offset = 0.0
-                status, grant = await api(server, "POST", "/api/v1/grants", "root", {
-                    "groups": ["lab"], "technicians": ["ann"], "actions": ["view"], "duration_s": 3600, **extra})
-                assert status == 201, grant
-                gid = grant["grant_id"]
-                def pushed(gid: str = gid) -> bool:
-                    return sessions.book.get(gid) is not None
-
-                await wait_until(pushed, what="grant pushed")
-                status, body = await api(server, "POST", f"/api/v1/devices/{state.device_id}/sessions", "ann",
-                                         {"mode": "view", "grant_id": gid})
-                assert status == 201, body
-                sid = body["session_id"]
+                await submit(server, org.grant(grant_id, **extra))
+                session = await unattended_session(server, org, state.device_id, grant_id)
+                assert session["answered_by"] == "grant", session
+                sid = session["session_id"]
                 async with viewer_for(server, sid) as viewer:
                     await viewer.wait_for_updates(1, 15)
                     clock.advance(advance - 30)  # still inside: nothing happens
@@ -280,6 +256,7 @@ async def test_agent_ends_session_at_window_close_and_at_expiry(tmp_path: Path, 
                     moved = time.monotonic()
                     await asyncio.wait_for(viewer.closed.wait(), 5)
                     assert time.monotonic() - moved < 1.0
+
                 def ended(sid: str = sid) -> bool:
                     return sid not in server.console_app[SESSIONS].live and sid in sessions.finished
 

@@ -17,7 +17,7 @@ Rules the server cannot bend:
   older list is refused. A missing or expired list refuses every unattended document, and the
   reason says when it expired.
 - **Documents** are kept only when :func:`certs.authority.verify_chain` allows them *and* they
-  concern this device; they are verified again at every use.
+  concern this device; they are verified again at every use, certificates with them.
 
 Every decision is written to the device audit log (:mod:`.audit`) before it is reported. State
 lives in ``<state>/authority/authority.json`` (0600, directory 0700), written atomically.
@@ -77,6 +77,7 @@ _DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, NotCanonical)
 NO_PIN = ("this device was installed without a trust root fingerprint (trust_root_sha256 or enroll --root-sha256); "
           "it honours no unattended documents")
 NO_ROOT = "no trust root matching this device's pin has reached it"
+ANOTHER_ROOT = "the server offered another root: "
 
 
 class Held(msgspec.Struct, kw_only=True):
@@ -212,13 +213,14 @@ class AuthorityStore:
         """Take what verifies from ``update``; audit every refusal; return the status to report."""
         held = self._held
         if held.pin is None:
-            self._root_problem(NO_PIN, None)
+            self._root_problem(NO_PIN, None, offered_refused=False)
             self._save()
             return self.status(now)
         root = self._starting_root(update)
         if root is not None:
             root = self._rotate(root, update.rotations, now)
-        self._root_problem(self._offered_root_problem(update, root), update.root)
+        problem = self._offered_root_problem(update, root)
+        self._root_problem(problem, update.root, offered_refused=problem.startswith(ANOTHER_ROOT))
         held.root = root
         if root is None:
             held.certs = []
@@ -283,13 +285,18 @@ class AuthorityStore:
             if offered.fingerprint not in ancestors:
                 assert self._held.pin is not None
                 why = check_root(offered, self._held.pin) or "it is not this device's root"
-                return f"the server offered another root: {why}"
+                return f"{ANOTHER_ROOT}{why}"
         return "" if root is not None else NO_ROOT
 
-    def _root_problem(self, problem: str, offered: RootInfo | None) -> None:
+    def _root_problem(self, problem: str, offered: RootInfo | None, *, offered_refused: bool) -> None:
+        """Remember why nothing unattended is honoured (audited once per change of reason)."""
         if problem and problem != self._held.root_problem:
-            self.audit.record("root.refused", reason=problem, offered=offered.fingerprint if offered else None)
-            log.error("refused the trust root the server offered: %s", problem)
+            if offered_refused:
+                self.audit.record("root.refused", reason=problem, offered=offered.fingerprint if offered else None)
+                log.error("refused the trust root the server offered: %s", problem)
+            else:
+                self.audit.record("authority.unusable", reason=problem)
+                log.warning("unattended access is refused: %s", problem)
         self._held.root_problem = problem
 
     def _revocation_status(self, root: RootInfo, now: float) -> RevocationStatus:
@@ -435,10 +442,21 @@ def _rotation_body(rotation: RootRotation) -> RootRotationBody | None:
         return None
 
 
+#: Certificates the root did not sign are kept, this many at most, only so that a refusal can say so.
+MAX_FOREIGN_CERTS = 64
+
+
 def _verified_certs(certs: Iterable[SignedCert], root: RootInfo) -> list[SignedCert]:
-    """The certificates ``root`` signed (validity and revocation are checked at each use), deduplicated."""
+    """The certificates ``root`` signed (validity and revocation are checked at each use), deduplicated,
+    then a few it did not sign: every use verifies the signature again, so these only make a refusal
+    say "not signed by this device's root" rather than "no certificate"."""
     kept: dict[str, SignedCert] = {}
+    foreign: dict[str, SignedCert] = {}
     for signed in certs:
-        if signed.body not in kept and not isinstance(verify_cert(signed, root=root), str):
+        if signed.body in kept or signed.body in foreign:
+            continue
+        if isinstance(verify_cert(signed, root=root), str):
+            foreign[signed.body] = signed
+        else:
             kept[signed.body] = signed
-    return list(kept.values())[-MAX_CERTS:]
+    return list(kept.values())[-MAX_CERTS:] + list(foreign.values())[:MAX_FOREIGN_CERTS]

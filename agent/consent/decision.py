@@ -6,18 +6,22 @@ upgrade of a running session — applied in this order, first refusal wins:
 1. **Local policy** (:mod:`agent.policy`): an unusable policy file refuses everything;
    control switched off refuses an upgrade to control and turns a new request for control
    into a request for view (the prompt says so); unattended access switched off refuses any
-   request that names a grant.
-2. **The grant**, when the request names one: it must be in the agent's book (verified
-   when it arrived), not revoked, and allow this mode for this technician on this device at
-   this time. A good grant starts the session without asking, unless the policy requires a
-   prompt anyway.
+   request that names a grant document.
+2. **The signed grant**, when a new request names one (``document_id``): the device's
+   authority store must have verified it — approver signatures from the pinned root, not
+   revoked, fresh revocations, this device, this mode, now (:class:`DocumentFacts`). Then the
+   technician must prove who they are: the verdict is :attr:`Verdict.CHALLENGE` until their
+   signature over the device's fresh nonce has been checked, after which the session starts
+   without asking (unless the policy requires a prompt anyway; the prompt then names the
+   technician as verified). A request naming only a server-signed ``grant_id`` is refused: a
+   server's signature opens no session. An upgrade of a running session is always asked.
 3. **The user**: somebody must be there to ask (a display and a logged-in user), else the
    request is refused with that reason; otherwise the verdict is to ask, and the answer
    (:meth:`ConsentDecision.answered`) decides.
 
-No I/O, no asyncio, no clock of its own: the caller passes the policy, what the grant book
-holds, whether anybody can be asked and the time, then carries the verdict out. The mode
-granted is always the mode the user (or the grant) was asked about, so a consent to view
+No I/O, no asyncio, no clock of its own: the caller passes the policy, what the authority store
+found, whether anybody can be asked, then carries the verdict out. The mode granted is always the
+mode the user (or the grant and the technician's proof) was asked about, so a consent to view
 never yields control.
 """
 
@@ -25,9 +29,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
 
-from protocol.grants import Decision, Grant, evaluate
+from protocol.authority import UnattendedGrant
 from protocol.session import AnsweredBy, Mode
 
 from ..policy import LocalPolicy
@@ -35,6 +38,9 @@ from .ui import PromptAnswer, PromptRequest
 
 #: Shown in the prompt when the policy turned a request for control into one for view.
 VIEW_ONLY_NOTE = "Control was requested, but this device's policy allows viewing only."
+#: Why a request naming only a server-signed grant is refused.
+SERVER_GRANT_REFUSED = ("a server-signed grant opens no session on this device: unattended access needs an "
+                        "approver-signed grant document and the technician's proof")
 
 
 class Verdict(enum.Enum):
@@ -44,7 +50,9 @@ class Verdict(enum.Enum):
     DENY = "deny"
     #: An upgrade to the mode the session already runs in: nothing to consent to.
     UNCHANGED = "unchanged"
-    #: Start (or upgrade) without asking: a grant covers it and the policy needs no prompt.
+    #: The signed grant holds: the technician must now sign the device's fresh nonce (then decide again).
+    CHALLENGE = "challenge"
+    #: Start without asking: a signed grant and the technician's proof cover it, and the policy needs no prompt.
     ALLOW_BY_GRANT = "allow_by_grant"
     #: Show the decision's ``prompt``; the answer decides (:meth:`ConsentDecision.answered`).
     ASK_USER = "ask_user"
@@ -67,8 +75,10 @@ class ConsentRequest:
     technician_role: str
     mode: Mode
     reason: str = ""
-    #: The grant a new unattended session names, or the grant a running session started under.
+    #: A server-signed grant (refused for sessions: see :data:`SERVER_GRANT_REFUSED`).
     grant_id: str | None = None
+    #: The approver-signed grant document a new unattended session names.
+    document_id: str | None = None
     #: The running session's mode when this is an upgrade; None for a new session.
     current_mode: Mode | None = None
 
@@ -78,14 +88,21 @@ class ConsentRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class GrantFacts:
-    """What the agent's grant book holds for the request's grant, and where it is checked."""
+class DocumentFacts:
+    """What the device's authority store found for the request's grant document, and for the proof."""
 
-    #: The verified grant named by the request; None when the book lacks it (never pushed, forged, dropped).
-    grant: Grant | None
-    revoked: bool
-    device_id: str
-    group: str
+    #: The grant, verified for this device, this mode and now; None when it was refused.
+    grant: UnattendedGrant | None
+    #: Why it was refused, or who approved it.
+    reason: str
+    #: The holder of the technician credential whose proof verified; None until a proof was checked.
+    technician: str | None = None
+    #: Why the technician's proof was refused ("" while none was refused).
+    proof_problem: str = ""
+
+    def __post_init__(self) -> None:
+        if self.technician is not None and self.grant is None:
+            raise ValueError("a technician is verified only against a grant that holds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +114,10 @@ class ConsentDecision:
     reason: str
     #: The mode the session may run in (for ASK_USER: the mode the prompt asks about); None when denied.
     mode: Mode | None = None
-    #: The grant the session runs under (unattended), if any.
-    grant: Grant | None = None
+    #: The signed grant the session runs under (unattended), if any.
+    grant: UnattendedGrant | None = None
+    #: The technician whose signature the device verified ("" when none was).
+    verified_technician: str = ""
     #: What to ask the user (ASK_USER only).
     prompt: PromptRequest | None = None
 
@@ -107,8 +126,10 @@ class ConsentDecision:
             raise ValueError("a refusal carries no mode and no grant")
         if self.verdict is not Verdict.DENY and self.mode is None:
             raise ValueError(f"{self.verdict.name} needs a mode")
-        if self.verdict is Verdict.ALLOW_BY_GRANT and self.grant is None:
-            raise ValueError("ALLOW_BY_GRANT needs the grant")
+        if self.verdict in (Verdict.ALLOW_BY_GRANT, Verdict.CHALLENGE) and self.grant is None:
+            raise ValueError(f"{self.verdict.name} needs the grant")
+        if self.verdict is Verdict.ALLOW_BY_GRANT and not self.verified_technician:
+            raise ValueError("ALLOW_BY_GRANT needs the technician's verified proof")
         if (self.verdict is Verdict.ASK_USER) != (self.prompt is not None):
             raise ValueError("a prompt belongs to ASK_USER, and ASK_USER needs one")
         if self.prompt is not None and self.prompt.mode != self.mode:
@@ -124,53 +145,59 @@ class ConsentDecision:
             raise ValueError(f"nothing was asked ({self.verdict.name})")
         if not answer.allowed:
             return deny(answer.by, answer.reason)
-        return ConsentDecision(Verdict.ALLOW_BY_USER, "user", answer.reason, self.mode, self.grant)
+        return ConsentDecision(Verdict.ALLOW_BY_USER, "user", answer.reason, self.mode, self.grant,
+                               self.verified_technician)
 
 
 def deny(by: AnsweredBy, reason: str) -> ConsentDecision:
     return ConsentDecision(Verdict.DENY, by, reason)
 
 
-def check_grant(request: ConsentRequest, mode: Mode, facts: GrantFacts | None, now: float,
-                local: datetime) -> Decision:
-    """Does the request's grant allow ``mode`` now (``now`` epoch seconds, ``local`` device-local time)?"""
-    if facts is not None and facts.revoked:
-        return Decision(False, "grant has been revoked")
-    if facts is None or facts.grant is None:
-        return Decision(False, f"no valid grant {request.grant_id!r} on this device")
-    return evaluate(facts.grant, device_id=facts.device_id, group=facts.group, technician=request.technician_user,
-                    role=request.technician_role, action=mode, now=now, local=local)
+def effective_mode(request: ConsentRequest, policy: LocalPolicy) -> tuple[Mode, str]:
+    """The mode a new request may get under the local policy, and the note saying why it changed."""
+    if request.mode == "control" and not policy.allow_control and not request.upgrade:
+        return "view", VIEW_ONLY_NOTE
+    return request.mode, ""
 
 
-def decide(request: ConsentRequest, policy: LocalPolicy, *, grant: GrantFacts | None, nobody_to_ask: str,
-           now: float, local: datetime) -> ConsentDecision:
-    """Local policy, then the grant, then the user (see the module docstring).
+def decide(request: ConsentRequest, policy: LocalPolicy, *, document: DocumentFacts | None,
+           nobody_to_ask: str) -> ConsentDecision:
+    """Local policy, then the signed grant and the technician's proof, then the user (module docstring).
 
-    ``grant`` is what the book holds for ``request.grant_id`` (None when the request names no
-    grant or the book has nothing); ``nobody_to_ask`` says why no prompt can be shown ("" when
-    someone can be asked).
+    ``document`` is what the authority store found for ``request.document_id`` (checked for
+    :func:`effective_mode`; None when the request names none); ``nobody_to_ask`` says why no
+    prompt can be shown ("" when someone can be asked).
     """
     if request.current_mode == request.mode:
         return ConsentDecision(Verdict.UNCHANGED, "policy", "already in this mode", request.mode)
     if policy.broken:
         return deny("policy", f"local policy unusable: {policy.broken}")
-    mode, note = request.mode, ""
-    if mode == "control" and not policy.allow_control:
-        if request.upgrade:
-            return deny("policy", "control is forbidden by this device's policy")
-        mode, note = "view", VIEW_ONLY_NOTE
-    granted: Grant | None = None
-    if request.grant_id is not None:
+    if request.mode == "control" and not policy.allow_control and request.upgrade:
+        return deny("policy", "control is forbidden by this device's policy")
+    mode, note = effective_mode(request, policy)
+    granted: UnattendedGrant | None = None
+    technician, verified = request.technician, ""
+    if request.upgrade:
+        pass  # the technician's proof named the session's first mode: any change is the user's to allow
+    elif request.document_id is not None:
         if not policy.allow_unattended:
             return deny("policy", "unattended access is forbidden by this device's policy")
-        checked = check_grant(request, mode, grant, now, local)
-        if not checked.allowed:
-            return deny("grant", f"grant refused: {checked.reason}")
-        granted = grant.grant if grant is not None else None
+        if document is None or document.grant is None:
+            return deny("grant", f"grant refused: {document.reason if document else 'not checked'}")
+        if document.technician is None:
+            if document.proof_problem:
+                return deny("grant", f"technician proof refused: {document.proof_problem}")
+            return ConsentDecision(Verdict.CHALLENGE, "grant", "waiting for the technician's signature", mode,
+                                   document.grant)
+        granted, verified = document.grant, document.technician
+        technician = f"{verified} (verified)"
         if not policy.require_prompt:
-            return ConsentDecision(Verdict.ALLOW_BY_GRANT, "grant", checked.reason, mode, granted)
+            return ConsentDecision(Verdict.ALLOW_BY_GRANT, "grant",
+                                   f"{document.reason}; technician {verified} verified", mode, granted, verified)
+    elif request.grant_id is not None:
+        return deny("grant", SERVER_GRANT_REFUSED)
     if nobody_to_ask:
         return deny("unavailable", nobody_to_ask)
-    prompt = PromptRequest(technician=request.technician, mode=mode, reason=request.reason,
+    prompt = PromptRequest(technician=technician, mode=mode, reason=request.reason,
                            timeout_s=policy.prompt_timeout_s, note=note, upgrade=request.upgrade)
-    return ConsentDecision(Verdict.ASK_USER, "user", "waiting for the user's answer", mode, granted, prompt)
+    return ConsentDecision(Verdict.ASK_USER, "user", "waiting for the user's answer", mode, granted, verified, prompt)

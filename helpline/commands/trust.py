@@ -8,6 +8,11 @@ Files: a trust directory holds ``root.key`` (Ed25519, encrypted with a passphras
 ``root.json`` (the public :class:`~protocol.authority.RootInfo`) and ``certs/`` (issued
 certificates). Keys from ``trust keygen`` are encrypted too; public halves sit beside them as
 ``FILE.pub``.
+
+With ``--server`` the commands talk to a Helpline server (:mod:`.trust_remote`): ``trust publish``
+uploads the public files for the server to relay, ``approve list|show|sign|submit`` fetch and
+sign documents there (shown and hashed here, signed here), ``approve prove`` answers a device's
+challenge with a technician key.
 """
 
 from __future__ import annotations
@@ -110,6 +115,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _passphrase_option(recover)
     recover.set_defaults(handler=_guarded(_recover))
 
+    publish = trust.add_parser("publish", help="upload root.json, rotations, certificates, revocation lists to a "
+                               "server", description="The server stores and relays them to agents; agents check "
+                               "each against the root fingerprint they were installed with.")
+    publish.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    publish.add_argument("--replace-root", action="store_true",
+                         help="relay this root although the server relays another (agents pinned to the old one "
+                         "refuse it); a planned change is a rotation instead")
+    _server_options(publish)
+    publish.set_defaults(handler=_guarded(_remote("publish")))
+
     check = trust.add_parser("verify", help="check a signed document as an agent would")
     check.add_argument("document", type=Path)
     _dir_option(check)
@@ -124,18 +139,70 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     draft.add_argument("--kind", choices=DOCUMENT_KINDS, required=True)
     draft.add_argument("--out", type=Path, required=True)
     draft.set_defaults(handler=_guarded(_draft))
-    sign = actions.add_parser("sign", help="show a document, ask, and add your approval")
-    sign.add_argument("document", type=Path)
+    sign = actions.add_parser("sign", help="show a document, ask, and add your approval",
+                              description="A document file, or with --server a document id: fetched, shown and "
+                              "hashed here, signed here, and the approval uploaded.")
+    sign.add_argument("document", help="document file (or, with --server, document id)")
     sign.add_argument("--key", type=Path, required=True, help="your approver private key")
     sign.add_argument("--cert", type=Path, required=True, help="your approver certificate")
     sign.add_argument("--yes", action="store_true", help="do not ask (automation)")
     sign.add_argument("--out", type=Path, help="where to write (default: the document itself)")
     _passphrase_option(sign)
+    _server_options(sign, required=False)
     sign.set_defaults(handler=_guarded(_sign))
+
+    pending = actions.add_parser("list", help="documents waiting on the server for approvals")
+    pending.add_argument("--all", action="store_true", help="every document, not only pending ones")
+    _server_options(pending)
+    pending.set_defaults(handler=_guarded(_remote("list_documents")))
+    show = actions.add_parser("show", help="fetch a document and show it (decoded and hashed here)")
+    show.add_argument("document", help="document id")
+    _server_options(show)
+    show.set_defaults(handler=_guarded(_remote("show")))
+    submit = actions.add_parser("submit", help="upload a document file (a draft or partly signed) to the server")
+    submit.add_argument("document", type=Path)
+    _server_options(submit)
+    submit.set_defaults(handler=_guarded(_remote("submit")))
+    prove = actions.add_parser("prove", help="answer a device's challenge in an unattended session",
+                               description="Waits for the device's challenge in the session, shows what you are "
+                               "about to sign (device, action, grant), signs it with your technician key and "
+                               "sends it; the device checks it against the technicians its grant names.")
+    prove.add_argument("--session", required=True, metavar="ID", help="the session you requested")
+    prove.add_argument("--key", type=Path, required=True, help="your technician private key")
+    prove.add_argument("--cert", type=Path, required=True, help="your technician certificate")
+    prove.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the challenge (default 30)")
+    prove.add_argument("--yes", action="store_true", help="do not ask")
+    _passphrase_option(prove)
+    _server_options(prove)
+    prove.set_defaults(handler=_guarded(_remote("prove")))
 
 
 def _dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, required=True, help="the trust directory (root.key, root.json, certs/)")
+
+
+def _server_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    group = parser.add_argument_group("server", "the Helpline server (the org CA verifies it; API token from "
+                                      "$HELPLINE_TOKEN or --token-file)")
+    group.add_argument("--server", required=required, metavar="URL", help="console URL, e.g. https://helpline:8444")
+    group.add_argument("--ca", type=Path, metavar="FILE", help="the org CA certificate (PEM)")
+    group.add_argument("--ca-sha256", metavar="HEX", help="or: fetch the org CA and accept it only with this "
+                       "SHA-256 fingerprint")
+    group.add_argument("--token-file", type=Path, metavar="FILE", help="file holding your API token")
+
+
+def _remote(name: str) -> Any:
+    """A handler of :mod:`.trust_remote`, imported when it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        from . import trust_remote
+
+        if args.server is not None and (args.ca is None) == (args.ca_sha256 is None):
+            raise Refused("give the org CA with exactly one of --ca FILE or --ca-sha256 HEX")
+        code: int = getattr(trust_remote, name)(args)
+        return code
+
+    return run
 
 
 def _passphrase_option(parser: argparse.ArgumentParser) -> None:
@@ -178,7 +245,7 @@ def _passphrase(args: argparse.Namespace, *, new: bool, what: str = "key",
     return first.encode()
 
 
-def _read(path: Path, kind: type[T]) -> T:
+def read_json(path: Path, kind: type[T]) -> T:
     import msgspec
 
     return msgspec.json.decode(path.read_bytes(), type=kind)
@@ -214,7 +281,7 @@ def _load_root(directory: Path, args: argparse.Namespace) -> tuple[Ed25519Privat
     from certs import ceremony
     from protocol.authority import RootInfo
 
-    root = _read(directory / "root.json", RootInfo)
+    root = read_json(directory / "root.json", RootInfo)
     key = ceremony.decrypt_key((directory / "root.key").read_bytes(), _passphrase(args, new=False, what="root key"))
     ceremony.check_root_key(key, root)
     return key, root
@@ -349,12 +416,12 @@ def _cert_of(signed: Any) -> CredentialCert:
     return decode_canonical(signed.body, CredentialCert)
 
 
-def _load_signer(args: argparse.Namespace, *kinds: str) -> tuple[Ed25519PrivateKey, CredentialCert]:
+def load_signer(args: argparse.Namespace, *kinds: str) -> tuple[Ed25519PrivateKey, CredentialCert]:
     """A CLI-held key and its certificate, checked to belong together and to be of one of ``kinds``."""
     from certs import ceremony
     from protocol.authority import Ed25519Key, SignedCert, b64encode
 
-    cert = _cert_of(_read(args.cert, SignedCert))
+    cert = _cert_of(read_json(args.cert, SignedCert))
     if cert.kind not in kinds:
         raise Refused(f"{args.cert} certifies kind {cert.kind!r}; this needs {' or '.join(kinds)}")
     key = ceremony.decrypt_key(args.key.read_bytes(), _passphrase(args, new=False))
@@ -373,13 +440,13 @@ def _revoke(args: argparse.Namespace) -> int:
         raise Refused("--hours must be more than 0 and at most 168")
     credentials, documents, sequence = set(args.credential), set(args.document), 1
     if args.previous is not None:
-        previous = decode_canonical(_read(args.previous, SignedRevocationList).body, RevocationList)
+        previous = decode_canonical(read_json(args.previous, SignedRevocationList).body, RevocationList)
         credentials |= set(previous.credentials)
         documents |= set(previous.documents)
         sequence = previous.sequence + 1
     if args.sequence is not None:
         sequence = args.sequence
-    key, cert = _load_signer(args, "revoker")
+    key, cert = load_signer(args, "revoker")
     now = time.time()
     listed = RevocationList(sequence=sequence, issued_at=now, expires_at=now + args.hours * 3600,
                             credentials=sorted(credentials), documents=sorted(documents))
@@ -407,7 +474,7 @@ def _rotate(args: argparse.Namespace) -> int:
     _write_public(args.out / "rotation.json", _json(rotation))
     reissued = 0
     for path in sorted((args.dir / "certs").glob("*.json")):
-        cert = verify_cert(_read(path, SignedCert), root=old_root)
+        cert = verify_cert(read_json(path, SignedCert), root=old_root)
         if isinstance(cert, str):
             print(f"skipped {path.name}: {cert}", file=sys.stderr)
             continue
@@ -447,7 +514,7 @@ def _recover(args: argparse.Namespace) -> int:
         mnemonics.append(" ".join(line for line in lines if line and not line.startswith("#")))
     key = ceremony.recover_key(mnemonics)
     if args.root is not None:
-        root = _read(args.root, RootInfo)
+        root = read_json(args.root, RootInfo)
         ceremony.check_root_key(key, root)
     else:
         root = ceremony.new_root(key, name="Helpline org root (recovered)", now=time.time())
@@ -462,10 +529,10 @@ def _verify(args: argparse.Namespace) -> int:
     from certs.authority import verify_chain
     from protocol.authority import AuthorityPolicy, RootInfo, SignedCert, SignedDocument, SignedRevocationList
 
-    root = _read(args.dir / "root.json", RootInfo)
-    certs = [_read(path, SignedCert) for path in sorted((args.dir / "certs").glob("*.json"))]
-    revocations = _read(args.revocations, SignedRevocationList) if args.revocations else None
-    verdict = verify_chain(_read(args.document, SignedDocument), pinned_root_fingerprint=args.pin, root=root,
+    root = read_json(args.dir / "root.json", RootInfo)
+    certs = [read_json(path, SignedCert) for path in sorted((args.dir / "certs").glob("*.json"))]
+    revocations = read_json(args.revocations, SignedRevocationList) if args.revocations else None
+    verdict = verify_chain(read_json(args.document, SignedDocument), pinned_root_fingerprint=args.pin, root=root,
                            certs=certs, revocations=revocations, now=time.time(), policy=AuthorityPolicy())
     print(("allowed: " if verdict.allowed else "refused: ") + verdict.reason)
     return 0 if verdict.allowed else 1
@@ -491,13 +558,12 @@ def printable(text: str) -> str:
                    else f"\\u{ord(c):04x}" for c in text)
 
 
-def _sign(args: argparse.Namespace) -> int:
+def show_document(document: Any) -> Any:
+    """Print a document as decoded here (kind, id, body, validity, SHA-256 of the signed text); return its body."""
     import msgspec
 
-    from certs import ceremony
-    from protocol.authority import SignedDocument, body_sha256, decode_body, document_id
+    from protocol.authority import body_sha256, decode_body, document_id
 
-    document = _read(args.document, SignedDocument)
     body = decode_body(document.kind, document.body)
     print(f"{document.kind} {printable(document_id(body))}")
     print(printable(msgspec.json.format(document.body, indent=2)))
@@ -507,15 +573,33 @@ def _sign(args: argparse.Namespace) -> int:
             print(f"{name}: {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(value))}")
     print(f"sha256 of the signed text: {body_sha256(document.body)}")
     print(f"approvals so far: {len(document.approvals)}")
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise Refused("no terminal to confirm on; pass --yes to sign without asking")
-        if input("sign this document? [y/N] ").strip().lower() not in ("y", "yes"):
-            print("not signed")
-            return 1
-    key, cert = _load_signer(args, "approver", "automation")
+    return body
+
+
+def confirm(args: argparse.Namespace, question: str) -> bool:
+    """Ask on the terminal (``--yes`` skips); no terminal and no ``--yes`` is a refusal."""
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise Refused("no terminal to confirm on; pass --yes to sign without asking")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from certs import ceremony
+    from protocol.authority import SignedDocument
+
+    if args.server is not None:
+        return _remote("sign_remote")(args)  # type: ignore[no-any-return]
+    path = Path(args.document)
+    document = read_json(path, SignedDocument)
+    show_document(document)
+    if not confirm(args, "sign this document?"):
+        print("not signed")
+        return 1
+    key, cert = load_signer(args, "approver", "automation")
     signed = ceremony.approve(document, credential_id=cert.credential_id, key=key)
-    out = args.out or args.document
+    out = args.out or path
     _write_public(out, _json(signed))
     print(f"signed as {printable(cert.holder)} ({cert.credential_id}): {out}")
     return 0

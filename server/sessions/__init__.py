@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from protocol.authority_messages import SessionChallenge
 from protocol.session import SessionAnswer, SessionEnd
 from server import devices
 from server.agent_channel import authenticate_device
@@ -27,7 +28,6 @@ from server.grants import store as grant_store
 from server.store import Database
 
 from . import tunnel
-from .access import AccountFollower
 from .api import routes as console_routes
 from .driver import SessionDriver
 from .finish import Finisher
@@ -53,12 +53,12 @@ def setup(server: HelplineServer) -> None:
     server.console_app[SESSIONS] = sessions
     server.agent_handlers.register(SessionAnswer, sessions.on_answer)
     server.agent_handlers.register(SessionEnd, sessions.on_agent_end)
+    server.agent_handlers.register(SessionChallenge, sessions.on_challenge)
 
     async def watch_revocations() -> None:
         assert server.watcher is not None, "the watcher is created before background tasks start"
         server.watcher.on(grant_store.GRANT_CHANGED, sessions.on_grant_changed)
         server.watcher.on(devices.DEVICE_REVOKED, sessions.on_device_revoked)
-        AccountFollower(db, live, sessions.finisher).follow(server.watcher)  # disabled user, rights taken away
 
     server.background.append(watch_revocations)
     add_routes(server.console_app, console_routes(sessions))

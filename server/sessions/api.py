@@ -14,6 +14,7 @@ import msgspec
 from aiohttp import web
 
 from protocol import stream
+from protocol.authority import TechnicianProof
 from protocol.session import EndReason, Mode
 from server import api, devices
 from server.accounts import live as live_sockets
@@ -31,7 +32,10 @@ class NewSession(msgspec.Struct):
     mode: Mode = "view"
     reason: Annotated[str, msgspec.Meta(max_length=256, description="Shown to the device user.")] = ""
     grant_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128, description=(
-        "Unattended access under this grant (no consent prompt)."))] | None = None
+        "A server-signed grant: agents refuse it for sessions (use document_id)."))] | None = None
+    document_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{1,64}$", description=(
+        "Unattended access under this approver-signed grant document: the device checks it, then asks the "
+        "technician to sign its challenge (see `challenge` and `POST …/proof`)."))] | None = None
 
 
 class SessionModeChange(msgspec.Struct):
@@ -95,7 +99,7 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
             raise ApiError(409, "device_revoked", "the device is revoked")
         session = await sessions.request(device_id=device["id"], group=device["group_name"],
                                          technician=api.principal(request), mode=body.mode, reason=body.reason,
-                                         grant_id=body.grant_id)
+                                         grant_id=body.grant_id, document_id=body.document_id)
         return api.json(views.live_view(session), status=201)
 
     async def list_device_sessions(request: web.Request) -> web.Response:
@@ -126,6 +130,19 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
             raise ApiError(409, "not_live", "the session has ended")
         await sessions.request_mode(live, body.mode, caller.username)
         return api.json(views.live_view(live), status=202)
+
+    async def send_proof(request: web.Request) -> web.Response:
+        """Send the technician's signature over the device's challenge"""
+        proof = api.body(request, TechnicianProof)
+        caller = api.principal(request)
+        live = sessions.live.get(request.match_info["session_id"])
+        if live is None:
+            raise ApiError(409, "not_live", "the session has ended")
+        if live.technician_user != caller.username:
+            raise ApiError(403, "forbidden", "only the technician who requested the session may answer its challenge")
+        await sessions.relay_proof(live, proof, caller.username)
+        row = await _row(request, with_notes=True)
+        return api.json(views.current_view(row, sessions.live.get(row["id"])))
 
     async def put_notes(request: web.Request) -> web.Response:
         """Replace the session's notes"""
@@ -164,9 +181,10 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
         api.Route("POST", "/api/v1/devices/{device_id}/sessions", create_session, view, device,
                   body=NewSession, response="LiveSession", status=201,
                   description="`remote_control` as well for mode `control`. The device user is asked to consent "
-                              "unless a usable grant is given.",
+                              "unless an approver-signed grant document is given and the technician proves who they "
+                              "are (`challenge`, `POST …/proof`).",
                   errors={403: "Lacks remote_view (remote_control for mode control) on the device's group",
-                          409: "Device revoked or offline, or grant unusable"}),
+                          409: "Device revoked or offline, or grant (document) unusable"}),
         api.Route("GET", "/api/v1/devices/{device_id}/sessions", list_device_sessions, view, device,
                   response="SessionList", description="Newest first, at most 200."),
         api.Route("GET", "/api/v1/sessions/{session_id}", get_session, view, session, response="Session"),
@@ -179,6 +197,13 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
                   description="`remote_control` as well to switch to control; only the session's technician or "
                               "an admin. The device user must consent; answers 202 with the pending mode.",
                   errors={409: "Session ended or not streaming"}),
+        api.Route("POST", "/api/v1/sessions/{session_id}/proof", send_proof, view, session, body=TechnicianProof,
+                  response="Session",
+                  description="Only the session's technician, while the device's challenge is open (once). The "
+                              "proof is relayed unchanged; the device verifies it against the grant's technicians. "
+                              "Waits up to 10 s for the device's answer: a refusal shows in `end_reason`.",
+                  errors={403: "Not the session's technician", 409: "No open challenge, already answered, expired, "
+                                                                      "or the session ended"}),
         api.Route("PUT", "/api/v1/sessions/{session_id}/notes", put_notes, view, session,
                   body=SessionNotesText, response="SessionNotes",
                   description="Only the session's technician or an admin, while it runs or after. Audited "

@@ -19,8 +19,11 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from certs.pki import certificate_serial_hex
+from protocol.authority import TechnicianProof
+from protocol.authority_messages import SessionChallenge, SessionProof
 from protocol.errors import LocalProtocolError
 from protocol.session import (
+    CONSENT_TIMEOUT_S,
     EndReason,
     Mode,
     SessionAnswer,
@@ -32,6 +35,8 @@ from protocol.session import (
 )
 from server import audit
 from server.auth.rights import Principal
+from server.authority import push as authority_push
+from server.authority import repository as documents
 from server.connections import ConnectionRegistry
 from server.errors import ApiError
 from server.grants import store as grant_store
@@ -52,6 +57,11 @@ log = logging.getLogger(__name__)
 #: How long a tunnel that arrives before the answer (they travel on different connections)
 #: waits for it.
 ANSWER_WAIT_S = 5.0
+#: Unattended: how long the agent waits for the technician's proof (its ``unattended_proof_timeout_s``);
+#: the offer's answer deadline here is that plus a consent prompt the device's policy may still require.
+PROOF_WAIT_S = 60.0
+#: How long ``POST …/proof`` waits for the agent's answer before answering with the session as it is.
+PROOF_ANSWER_WAIT_S = 10.0
 
 
 class SessionDriver:
@@ -83,8 +93,18 @@ class SessionDriver:
     # --- the technician asks --------------------------------------------------------------
 
     async def request(self, *, device_id: str, group: str, technician: Principal, mode: Mode, reason: str,
-                      grant_id: str | None) -> LiveSession:
-        """Record the session and offer it to the agent; ApiError 409 when it cannot be offered."""
+                      grant_id: str | None, document_id: str | None = None) -> LiveSession:
+        """Record the session and offer it to the agent; ApiError 409 when it cannot be offered.
+
+        Unattended (``document_id``): the document must exist here, be an open grant and name the device
+        or its group — only so that the offer is not pointless; the agent verifies it for itself.
+        """
+        document = None
+        if document_id is not None:
+            document = await documents.get_document(self.db, document_id)
+            if document is None or document["kind"] != "grant" or document["status"] != "open" \
+                    or not documents.concerns(document, device_id, group):
+                raise ApiError(409, "document_unusable", f"no open grant document {document_id} for this device")
         if grant_id is not None:
             row = await grant_store.get(self.db, grant_id)
             if row is None or row["status"] != "active" or not grant_store.covers(row, device_id, group):
@@ -95,21 +115,29 @@ class SessionDriver:
         now = self._clock()
         session_id = "s-" + secrets.token_hex(10)
         secret, token = TunnelToken.issue(device_id, certificate_serial_hex(conn.certificate), now)
+        timeout = CONSENT_TIMEOUT_S + (PROOF_WAIT_S if document is not None else 0.0)
         session = LiveSession(session_id, device_id, group, technician.username, technician.role, grant_id, reason,
-                              SessionMachine(session_id, mode, created_at=now), token)
+                              SessionMachine(session_id, mode, created_at=now, consent_timeout_s=timeout), token,
+                              document_id=document_id)
         async with self.db.transaction() as tx:
             await repository.insert(tx, session)
             await audit.append_in(tx, f"user:{technician.username}", "session.requested", device_id,
-                                  {"session_id": session_id, "mode": mode, "reason": reason, "grant_id": grant_id})
+                                  {"session_id": session_id, "mode": mode, "reason": reason, "grant_id": grant_id,
+                                   "document_id": document_id})
         self.live[session_id] = session
         session.machine.offer(self._clock())
         self._spawn(self._watch_deadlines(session))  # also ends an offer that never reached the agent
+        if document is not None and authority_push.speaks_authority(conn):
+            # The document first (on the same ordered channel): the agent need not have seen its last push.
+            await conn.send(await authority_push.document_for_offer(self.db, document, device_id, group))
         await conn.send(SessionOffer(session_id=session_id, technician=technician.username,
                                      technician_user=technician.username, technician_role=technician.role,
-                                     mode=mode, reason=reason[:256], tunnel_token=secret, grant_id=grant_id))
+                                     mode=mode, reason=reason[:256], tunnel_token=secret, grant_id=grant_id,
+                                     document_id=document_id))
         await repository.save_state(self.db, session, self._clock())
         await audit.append(self.db, "server", "session.offered", device_id,
-                           {"session_id": session_id, "mode": mode, "unattended": grant_id is not None})
+                           {"session_id": session_id, "mode": mode,
+                            "unattended": grant_id is not None or document_id is not None})
         return session
 
     async def request_mode(self, session: LiveSession, mode: Mode, user: str) -> None:
@@ -189,6 +217,48 @@ class SessionDriver:
             return
         session.refused_inputs = max(session.refused_inputs, msg.refused_inputs)
         await self.finisher.finish(session, msg.reason, "user" if msg.by == "user" else "agent", notify_agent=False)
+
+    # --- unattended: the agent's challenge, the technician's proof ----------------------------
+
+    async def on_challenge(self, conn: AgentConnection, msg: SessionChallenge) -> None:
+        """The agent wants the technician's signature over its nonce: keep it for the session's view."""
+        session = self.live.get(msg.session_id)
+        if session is None or session.device_id != conn.device_id:
+            await conn.reply_error("unknown_session", "no such session for this device", msg.id)
+            return
+        if session.machine.state is not SessionState.OFFERED or session.document_id != msg.document_id \
+                or session.challenge is not None:
+            await conn.reply_error("unexpected", "no unattended offer of this document waits for a challenge", msg.id)
+            return
+        session.challenge = msg
+        await audit.append(self.db, f"device:{conn.device_id}", "session.challenge", conn.device_id,
+                           {"session_id": session.session_id, "document_id": msg.document_id, "action": msg.action,
+                            "expires_at": msg.expires_at})
+        session.notify()
+
+    async def relay_proof(self, session: LiveSession, proof: TechnicianProof, user: str) -> None:
+        """Carry the technician's signed answer to the agent, unchanged; the agent alone checks it."""
+        challenge = session.challenge
+        if session.machine.state is not SessionState.OFFERED or challenge is None:
+            raise ApiError(409, "no_challenge", "the device has not asked for a proof in this session (yet)")
+        if session.proof_relayed:
+            raise ApiError(409, "proof_sent", "a proof was already sent for this challenge")
+        if self._clock() >= challenge.expires_at:
+            raise ApiError(409, "challenge_expired", "the device's challenge has expired")
+        conn = self.connections.get(session.device_id)
+        if conn is None:
+            raise ApiError(409, "device_offline", "the device is not connected")
+        session.proof_relayed = True
+        await audit.append(self.db, f"user:{user}", "session.proof_relayed", session.device_id,
+                           {"session_id": session.session_id, "document_id": challenge.document_id,
+                            "credential_id": proof.approval.credential_id})
+        await conn.send(SessionProof(session_id=session.session_id, proof=proof))
+        # Until the agent consented, or its refusal has been stored (the finish path forgets the session last).
+        deadline = time.monotonic() + PROOF_ANSWER_WAIT_S
+        while session.machine.state not in (SessionState.CONSENTED, SessionState.STREAMING) \
+                and session.session_id in self.live and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.changed.wait(), deadline - time.monotonic())
 
     # --- the tunnel -----------------------------------------------------------------------
 
@@ -295,5 +365,7 @@ def _consented_by(session: LiveSession, by: str) -> str:
     if by == "user":
         return "device user"
     if by == "grant":
+        if session.document_id is not None:
+            return f"grant document {session.document_id} and the technician's proof"
         return f"grant {session.grant_id}"
     return by

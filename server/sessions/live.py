@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from protocol.authority_messages import SessionChallenge
 from protocol.session import SessionMachine
 
 from .relay import Relay
@@ -34,6 +35,11 @@ class LiveSession:
     input_refusal_audited: bool = False
     #: The finish path ran (or is running): it runs once, whichever way the session ends.
     finished: bool = False
+    #: Unattended: the approver-signed grant document it names, and the agent's challenge for the technician.
+    document_id: str | None = None
+    challenge: SessionChallenge | None = None
+    #: A proof was relayed for the challenge (one attempt per challenge).
+    proof_relayed: bool = False
 
     def notify(self) -> None:
         self.changed.set()

@@ -31,6 +31,12 @@ _LIVE_PROPS: Json = {
     "grant_id": _NULLABLE_STR, "answered_by": _NULLABLE_STR, "end_reason": _NULLABLE_STR, "ended_by": _NULLABLE_STR,
     "created_at": {"type": "number"},
     "stream_url": {"type": "string", "description": "Path of the stream websocket."},
+    "document_id": {**_NULLABLE_STR, "description": "Unattended: the approver-signed grant document it names."},
+    "challenge": {"type": ["object", "null"], "description": (
+        "Unattended, while the agent waits: what the technician signs (`helpline approve prove`) and posts to "
+        "`POST /api/v1/sessions/{session_id}/proof`."), "properties": {
+            "nonce": {"type": "string"}, "document_id": {"type": "string"}, "action": _MODE,
+            "device_id": {"type": "string"}, "expires_at": {"type": "number"}}},
 }
 
 SCHEMAS: Json = {

@@ -11,7 +11,7 @@ from .live import LiveSession
 Json = dict[str, Any]
 
 #: The fields of a stored session that the live machine knows better while the session runs.
-_LIVE_FIELDS = ("state", "mode", "pending_mode")
+_LIVE_FIELDS = ("state", "mode", "pending_mode", "challenge")
 
 
 def _stream_url(session_id: str) -> str:
@@ -27,7 +27,17 @@ def live_view(session: LiveSession) -> Json:
         "pending_mode": m.pending_mode, "state": m.state.value, "reason": session.reason,
         "grant_id": session.grant_id, "answered_by": m.answered_by or None, "end_reason": m.end_reason or None,
         "ended_by": m.ended_by or None, "created_at": m.created_at, "stream_url": _stream_url(session.session_id),
+        "document_id": session.document_id, "challenge": challenge_view(session),
     }
+
+
+def challenge_view(session: LiveSession) -> Json | None:
+    """What the technician signs (``helpline approve prove``), while the agent waits for it."""
+    c = session.challenge
+    if c is None or session.proof_relayed:
+        return None
+    return {"nonce": c.nonce, "document_id": c.document_id, "action": c.action, "device_id": c.device_id,
+            "expires_at": c.expires_at}
 
 
 def row_view(row: Row) -> Json:
@@ -40,7 +50,7 @@ def row_view(row: Row) -> Json:
         "created_at": row["created_at"], "started_at": row["started_at"], "ended_at": row["ended_at"],
         "bytes_to_technician": row["bytes_to_technician"], "bytes_to_agent": row["bytes_to_agent"],
         "refused_inputs": row["refused_inputs"], "recording": row["recording_path"] is not None,
-        "stream_url": _stream_url(row["id"]),
+        "stream_url": _stream_url(row["id"]), "document_id": row.get("document_id"), "challenge": None,
     }
 
 
