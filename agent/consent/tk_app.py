@@ -60,7 +60,7 @@ def _place(root: tk.Tk, width: int, min_height: int, top: bool = False) -> None:
     The indicator sits at the top; a prompt goes below the band the indicator uses when the
     screen has room, so an upgrade prompt never covers *End session*.
     """
-    root.update_idletasks()
+    root.update_idletasks()  # the window is still withdrawn (main): it appears once, where it belongs
     screen_w, screen_h = root.winfo_screenwidth(), root.winfo_screenheight()
     width = min(max(width, root.winfo_reqwidth()), screen_w - 2 * SCREEN_MARGIN)
     height = min(max(min_height, root.winfo_reqheight()), screen_h - 2 * SCREEN_MARGIN)
@@ -71,6 +71,7 @@ def _place(root: tk.Tk, width: int, min_height: int, top: bool = False) -> None:
         lowest = screen_h - SCREEN_MARGIN - height
         y = max(SCREEN_MARGIN, min(max(INDICATOR_BAND, (screen_h - height) // 3), lowest))
     root.geometry(f"{width}x{height}+{x}+{y}")
+    root.deiconify()
 
 
 def _label(parent: tk.Misc, text: str, size: int = 11, bold: bool = False, wrap: int = 440) -> tk.Label:
@@ -212,6 +213,7 @@ def main(argv: list[str]) -> int:
     except tk.TclError as exc:
         emit(event="error", message=f"display unavailable: {exc}")
         return EXIT_NO_DISPLAY
+    root.withdraw()  # shown by _place once sized and placed: never a first frame somewhere else
     (run_prompt if kind == "prompt" else run_indicator)(root, spec)
     root.mainloop()
     return 0
