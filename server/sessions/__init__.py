@@ -28,6 +28,7 @@ from server.grants import store as grant_store
 from server.store import Database
 
 from . import tunnel
+from .access import AccountFollower
 from .api import routes as console_routes
 from .driver import SessionDriver
 from .finish import Finisher
@@ -59,6 +60,7 @@ def setup(server: HelplineServer) -> None:
         assert server.watcher is not None, "the watcher is created before background tasks start"
         server.watcher.on(grant_store.GRANT_CHANGED, sessions.on_grant_changed)
         server.watcher.on(devices.DEVICE_REVOKED, sessions.on_device_revoked)
+        AccountFollower(db, live, sessions.finisher).follow(server.watcher)  # disabled user, rights taken away
 
     server.background.append(watch_revocations)
     add_routes(server.console_app, console_routes(sessions))
