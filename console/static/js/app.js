@@ -14,6 +14,7 @@ import * as tasks from "./pages/tasks.js";
 import * as task from "./pages/task.js";
 import * as player from "./pages/player.js";
 import * as account from "./pages/account.js";
+import * as approvals from "./pages/approvals.js";
 import * as passwordChange from "./pages/password.js";
 
 const ROUTES = [
@@ -28,6 +29,8 @@ const ROUTES = [
   [/^#\/sessions\/([^/]+)$/, viewer, true],
   [/^#\/alerts$/, alerts, true],
   [/^#\/grants$/, grants, true],
+  [/^#\/approvals$/, approvals, true],
+  [/^#\/approvals\/([^/]+)$/, approvals, true],
   [/^#\/audit$/, auditPage, true],
   [/^#\/users$/, users, true],
 ];
@@ -37,6 +40,7 @@ const NAV = [
   ["#/alerts", "Alerts", () => true],
   ["#/tasks", "Tasks", () => can("run_tasks")],
   ["#/grants", "Grants", () => can("manage_grants") || can("approve_grants")],
+  ["#/approvals", "Approvals", () => can("approve_grants") || can("manage_grants")],
   ["#/audit", "Audit log", () => session.me && session.me.is_admin],
   ["#/users", "Users & groups", () => session.me && session.me.is_admin],
 ];

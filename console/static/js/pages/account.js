@@ -2,6 +2,7 @@
 import * as api from "../api.js";
 import { badge, clear, fmtTime, h, text, toast, unavailable } from "../dom.js";
 import { session } from "../state.js";
+import { passkeysCard } from "../passkeys_ui.js";
 
 let boxes = null;
 
@@ -16,7 +17,8 @@ export async function show(main) {
     h("section", { class: "card" }, h("h2", {}, "API tokens"),
       h("p", { class: "muted" }, "For scripts and the CLI viewer: send ", h("code", {}, "Authorization: Bearer hl_…"),
         ". A token acts with your current rights; its value is shown only once."),
-      tokenForm(), boxes.tokens)));
+      tokenForm(), boxes.tokens),
+    passkeysCard()));
   await Promise.all([loadSessions(), loadTokens()]);
 }
 

@@ -5,6 +5,7 @@ import { lineChart } from "../charts.js";
 import { ago, badge, clear, errorBox, fmtTime, h, renderValue, text, toast, unavailable } from "../dom.js";
 import { can, session } from "../state.js";
 import { duration, newTaskForm, runsTable } from "../tasks_ui.js";
+import { proofPanels } from "../prove_ui.js";
 
 const TABS = [
   ["overview", "Overview"], ["hardware", "Hardware"], ["software", "Software"], ["changes", "Changes"],
@@ -192,6 +193,8 @@ const RENDER = {
             class: "play-recording" }, "▶ Play") : h("span", { class: "muted" }, x.recording ? "recorded" : "—")),
           h("td", { class: "session-notes" }, notesCell(x)))))))
         : h("p", { class: "muted" }, "No sessions yet."));
+      const proofs = await proofPanels(items, () => openTab("remote"));  // unattended: the device's challenge
+      if (proofs) sessionsBox.append(proofs);
     } catch (err) { sessionsBox.append(unavailable("Session history", err)); }
     try {
       const data = await api.get("/api/v1/grants");
