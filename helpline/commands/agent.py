@@ -78,6 +78,11 @@ def _enroll(args: argparse.Namespace) -> int:
         print(f"helpline: enrollment failed: {exc}", file=sys.stderr)
         return 1
     print(f"enrolled as device {result.device_id} in group {result.group}; state in {config.state_dir}")
+    if config.trust_root_sha256 or args.root_sha256:
+        print(f"unattended access only under documents from trust root {config.trust_root_sha256 or args.root_sha256}")
+    else:
+        print("no trust root fingerprint (--root-sha256 or trust_root_sha256): this device honours no unattended "
+              "access; attended sessions work as before")
     print(f"start it with: helpline agent run --state {config.state_dir}")
     return 0
 
