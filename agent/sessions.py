@@ -157,6 +157,8 @@ class AgentSessions:
         self.tunnel_bytes: dict[str, int] = {}
         self.finished: dict[str, str] = {}
         self._refused: dict[str, int] = {}
+        #: Technician (username) → wall time the user last declined them: the cooldown's input.
+        self.declined: dict[str, float] = {}
         self._book: GrantBook | None = None
 
     # --- seams --------------------------------------------------------------------------
@@ -302,14 +304,26 @@ class AgentSessions:
         """The pure rule (:mod:`agent.consent.decision`) on this device's facts; the challenge and the prompt
         when it asks for them."""
         facts = self._document_facts(request, policy)
-        decision = decide_consent(request, policy, document=facts, nobody_to_ask=self.nobody_to_ask())
+        decision = decide_consent(request, policy, document=facts, nobody_to_ask=self.nobody_to_ask(),
+                                  declined_ago=self._declined_ago(request))
         if decision.verdict is Verdict.CHALLENGE:
             assert facts is not None and decision.grant is not None and decision.mode is not None
             facts = await self._challenge(request, decision.grant, decision.mode, facts)
-            decision = decide_consent(request, policy, document=facts, nobody_to_ask=self.nobody_to_ask())
+            decision = decide_consent(request, policy, document=facts, nobody_to_ask=self.nobody_to_ask(),
+                                      declined_ago=self._declined_ago(request))
         if decision.prompt is None:
             return decision
-        return decision.answered(await self.ui.prompt(decision.prompt))
+        answer = await self.ui.prompt(decision.prompt)
+        if not answer.allowed and answer.by in ("user", "timeout"):
+            self.declined[request.technician_user] = self.clock.wall()  # starts the cooldown
+        return decision.answered(answer)
+
+    def _declined_ago(self, request: ConsentRequest) -> float | None:
+        """Seconds since the user declined this technician, or None (a clock set back restarts the count)."""
+        at, now = self.declined.get(request.technician_user), self.clock.wall()
+        if at is not None and now < at:
+            self.declined[request.technician_user] = at = now
+        return None if at is None else now - at
 
     def _document_facts(self, request: ConsentRequest, policy: LocalPolicy) -> DocumentFacts | None:
         """What the authority store says about the request's grant document, for the mode the policy allows."""

@@ -293,11 +293,13 @@ def _pointer(display: str) -> tuple[int, int]:
 async def test_view_to_control_upgrade_asks_the_user_again(tmp_path: Path, xvfb: XvfbHandle,  # noqa: F811
                                                            tk_target: Path) -> None:
     """Upgrading a view session: the Tk prompt asks again; Deny keeps it view-only (input refused), Allow lets
-    the technician's pointer move and click a Tk button; session.control_enabled names the consenting user."""
+    the technician's pointer move and click a Tk button; session.control_enabled names the consenting user.
+    (No cooldown after the Deny here: tests/test_consent_cooldown.py covers it.)"""
     async with running_server(tmp_path / "srv") as server:
         install_test_auth(server)
         state = await enroll_agent(server, tmp_path / "agent")
-        async with running_agent(state, _config(tmp_path), setup=configure_agent(xvfb.display)) as agent:
+        config = _config(tmp_path, decline_cooldown_s=0)
+        async with running_agent(state, config, setup=configure_agent(xvfb.display)) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
             await wait_window(xvfb.display, TARGET_TITLE)
             sid = await _request(server, state.device_id, "view")

@@ -16,8 +16,10 @@ upgrade of a running session — applied in this order, first refusal wins:
    technician as verified). A request naming only a server-signed ``grant_id`` is refused: a
    server's signature opens no session. An upgrade of a running session is always asked.
 3. **The user**: somebody must be there to ask (a display and a logged-in user), else the
-   request is refused with that reason; otherwise the verdict is to ask, and the answer
-   (:meth:`ConsentDecision.answered`) decides.
+   request is refused with that reason; a technician the user declined (Deny, or no answer)
+   less than the policy's ``decline_cooldown_s`` ago is refused at once, without a prompt
+   (:func:`cooldown_refusal`: repeated requests must not wear the user down); otherwise the
+   verdict is to ask, and the answer (:meth:`ConsentDecision.answered`) decides.
 
 No I/O, no asyncio, no clock of its own: the caller passes the policy, what the authority store
 found, whether anybody can be asked, then carries the verdict out. The mode granted is always the
@@ -28,6 +30,7 @@ never yields control.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 from protocol.authority import UnattendedGrant
@@ -153,6 +156,20 @@ def deny(by: AnsweredBy, reason: str) -> ConsentDecision:
     return ConsentDecision(Verdict.DENY, by, reason)
 
 
+def cooldown_refusal(declined_ago: float | None, cooldown_s: float) -> ConsentDecision | None:
+    """The refusal while the user's last "no" to this technician is younger than ``cooldown_s``, else None.
+
+    ``declined_ago``: seconds since the user declined this technician (Deny or no answer); None
+    when they have not. A negative or NaN value (a clock gone wrong) counts as "just now".
+    """
+    if declined_ago is None or cooldown_s <= 0:
+        return None
+    ago = declined_ago if declined_ago > 0 else 0.0  # NaN compares false: "just now"
+    if ago >= cooldown_s:
+        return None
+    return deny("policy", f"the user declined {int(ago)} s ago; try again in {math.ceil(cooldown_s - ago)} s")
+
+
 def effective_mode(request: ConsentRequest, policy: LocalPolicy) -> tuple[Mode, str]:
     """The mode a new request may get under the local policy, and the note saying why it changed."""
     if request.mode == "control" and not policy.allow_control and not request.upgrade:
@@ -161,12 +178,13 @@ def effective_mode(request: ConsentRequest, policy: LocalPolicy) -> tuple[Mode, 
 
 
 def decide(request: ConsentRequest, policy: LocalPolicy, *, document: DocumentFacts | None,
-           nobody_to_ask: str) -> ConsentDecision:
+           nobody_to_ask: str, declined_ago: float | None = None) -> ConsentDecision:
     """Local policy, then the signed grant and the technician's proof, then the user (module docstring).
 
     ``document`` is what the authority store found for ``request.document_id`` (checked for
     :func:`effective_mode`; None when the request names none); ``nobody_to_ask`` says why no
-    prompt can be shown ("" when someone can be asked).
+    prompt can be shown ("" when someone can be asked); ``declined_ago`` is how many seconds ago
+    the user declined this technician (None: not since the agent started).
     """
     if request.current_mode == request.mode:
         return ConsentDecision(Verdict.UNCHANGED, "policy", "already in this mode", request.mode)
@@ -198,6 +216,9 @@ def decide(request: ConsentRequest, policy: LocalPolicy, *, document: DocumentFa
         return deny("grant", SERVER_GRANT_REFUSED)
     if nobody_to_ask:
         return deny("unavailable", nobody_to_ask)
+    cooling = cooldown_refusal(declined_ago, policy.decline_cooldown_s)
+    if cooling is not None:
+        return cooling
     prompt = PromptRequest(technician=technician, mode=mode, reason=request.reason,
                            timeout_s=policy.prompt_timeout_s, note=note, upgrade=request.upgrade)
     return ConsentDecision(Verdict.ASK_USER, "user", "waiting for the user's answer", mode, granted, verified, prompt)
