@@ -4,7 +4,6 @@ authenticator whose counter went backwards."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -24,16 +23,9 @@ from protocol.authority import PasskeyKey, RootInfo, SignedCert
 from server import audit
 from server.app import HelplineServer
 from tests.harness import running_server
-from tests.procs import helpline
 from tests.test_accounts_support import Account, client, make_user
 from tests.test_console_support import Console, console_browser
-from tests.test_passkeys_support import credentials, virtual_authenticator
-
-PASSPHRASE = "correct horse battery staple"
-
-
-async def cli(*args: str, check: bool = True) -> Any:
-    return await asyncio.to_thread(helpline, *args, check=check)
+from tests.test_passkeys_support import PASSPHRASE, cli, credentials, virtual_authenticator
 
 
 def cose_fingerprint(credential: dict[str, Any]) -> str:
@@ -158,3 +150,21 @@ async def clone_into_new_authenticator(cdp: CDPSession, authenticator: str, cred
     copy = {k: credential[k] for k in ("credentialId", "isResidentCredential", "rpId", "privateKey", "userHandle")}
     await cdp.send("WebAuthn.addCredential", {"authenticatorId": clone, "credential": {**copy, "signCount": 0}})
     return clone
+
+
+async def test_the_browser_computes_the_same_challenge_and_hash_as_the_device(tmp_path: Path) -> None:
+    """passkeys.js webauthnChallenge / bodySha256 over non-ASCII, escapes and separators equal protocol.authority's."""
+    from protocol.authority import body_sha256, webauthn_challenge
+
+    bodies = ['{"reason":"café ☕ \\u2028 \\\\ \\"q\\"","x":1.5}', "", "plain"]
+    async with running_server(tmp_path / "srv") as server:
+        async with console_browser(server) as console:
+            await console.page.goto(console.base + "/#/login")
+            for kind in ("grant", "technician_proof"):
+                computed = await console.page.evaluate("""async ([kind, bodies]) => {
+                    const m = await import("/static/js/passkeys.js");
+                    const out = [];
+                    for (const body of bodies) out.push([m.hex(await m.webauthnChallenge(kind, body)), await m.bodySha256(body)]);
+                    return out;
+                }""", [kind, bodies])
+                assert computed == [[webauthn_challenge(kind, b.encode()).hex(), body_sha256(b)] for b in bodies]

@@ -3,12 +3,17 @@ does, and Chromium's virtual authenticator (CDP) for the console tests."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import secrets
+import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import msgspec
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -33,6 +38,9 @@ from protocol.authority import (
     Verdict,
     b64encode,
 )
+from server.app import HelplineServer
+from tests.procs import helpline
+from tests.test_accounts_support import Account, client, login
 
 UP, UV, AT = AuthenticatorData.FLAG.UP, AuthenticatorData.FLAG.UV, AuthenticatorData.FLAG.AT
 
@@ -156,3 +164,72 @@ class Org:
         """What a device pinned to this root decides about ``document``."""
         return verify_chain(document, pinned_root_fingerprint=self.root.fingerprint, root=self.root, certs=self.certs,
                             revocations=self.revocations, now=now, policy=policy or AuthorityPolicy())
+
+
+# --- the administrator's workstation, through the real CLI ----------------------------------------
+
+
+PASSPHRASE = "correct horse battery staple"
+
+
+async def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """One real ``helpline`` command, off the event loop."""
+    return await asyncio.to_thread(helpline, *args, check=check)
+
+
+class Workstation:
+    """The administrator's offline workstation: a trust directory driven by the real `helpline trust` CLI."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.org = tmp, tmp / "org"
+        (tmp / "pass.txt").write_text(PASSPHRASE + "\n")
+        self.secret = ["--passphrase-file", str(tmp / "pass.txt")]
+
+    async def init(self) -> None:
+        await cli("trust", "init", "--out", str(self.org), *self.secret)
+
+    async def keygen_and_certify(self, name: str, kind: str, credential_id: str) -> Path:
+        """A CLI-held key, certified after comparing the fingerprint keygen printed for its holder."""
+        key = self.tmp / f"{name}.key"
+        printed = (await cli("trust", "keygen", "--out", str(key), *self.secret)).stdout
+        await self.certify("--kind", kind, "--name", name, "--public-key", str(key) + ".pub", "--id", credential_id,
+                           "--fingerprint", printed.split("sha256): ")[1].split()[0])
+        return key
+
+    async def certify(self, *args: str) -> None:
+        await cli("trust", "certify", "--dir", str(self.org), "--days", "30", *args, *self.secret)
+
+    async def revoke(self, revoker_key: Path, revoker_id: str, *, hours: float = 2) -> Path:
+        """A fresh revocation list signed by the revoker (nothing revoked)."""
+        out = self.tmp / "revocations.json"
+        await cli("trust", "revoke", "--key", str(revoker_key), "--cert", str(self.cert(revoker_id)), "--hours",
+                  str(hours), "--out", str(out), *self.secret)
+        return out
+
+    def cert(self, credential_id: str) -> Path:
+        return self.org / "certs" / f"{credential_id}.json"
+
+    def upload(self) -> dict[str, Any]:
+        """What `helpline trust publish` sends: root, certificates, the revocation list."""
+        return {"root": json.loads((self.org / "root.json").read_bytes()),
+                "certs": [json.loads(p.read_bytes()) for p in sorted((self.org / "certs").glob("*.json"))],
+                "revocations": json.loads((self.tmp / "revocations.json").read_bytes())}
+
+    def root(self) -> RootInfo:
+        return msgspec.json.decode((self.org / "root.json").read_bytes(), type=RootInfo)
+
+    def device_check(self, document: SignedDocument) -> Verdict:
+        """What a device pinned to this root decides."""
+        root = self.root()
+        certs = [msgspec.json.decode(p.read_bytes(), type=SignedCert) for p in sorted((self.org / "certs").glob("*.json"))]
+        revocations = msgspec.json.decode((self.tmp / "revocations.json").read_bytes(), type=SignedRevocationList)
+        return verify_chain(document, pinned_root_fingerprint=root.fingerprint, root=root, certs=certs,
+                            revocations=revocations, now=time.time(), policy=AuthorityPolicy())
+
+
+async def publish(server: HelplineServer, admin: Account, upload: dict[str, Any]) -> None:
+    """What ``helpline trust publish`` does, as an administrator's API call."""
+    async with client(server) as http:
+        auth = await login(http, admin)
+        async with http.post("/api/v1/authority", json=upload, headers={"X-CSRF-Token": auth.csrf}) as resp:
+            assert resp.status == 200, await resp.text()

@@ -32,8 +32,10 @@ function panel(live, onDone) {
     try {
       const proof = await signTechnicianStatement(c);
       const after = await api.post(`/api/v1/sessions/${encodeURIComponent(live.session_id)}/proof`, proof);
-      toast(after.state === "offered" || after.state === "consented" || after.state === "streaming"
-        ? "Proof sent; the device accepted it." : `The device answered: ${after.end_reason || after.state}`);
+      const accepted = after.state === "consented" || after.state === "streaming";
+      toast(accepted ? "Proof sent; the device accepted it."
+        : after.state === "offered" ? "Proof sent; waiting for the device's answer."
+          : `The device refused: ${after.end_reason || after.state}`, accepted || after.state === "offered" ? "info" : "error");
       onDone();
     } catch (err) {
       clear(result).append(errorBox(err.name === "NotAllowedError" ? new Error("Passkey cancelled.") : err));
