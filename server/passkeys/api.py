@@ -84,10 +84,6 @@ class PasskeyList(msgspec.Struct):
     items: list[PasskeyView]
 
 
-class Revoked(msgspec.Struct):
-    revoked: Annotated[bool, msgspec.Meta(description="False: it was revoked already.")]
-
-
 class StatementBody(msgspec.Struct, forbid_unknown_fields=True):
     """What the technician is about to prove (the agent's challenge, as the session shows it)."""
 
@@ -97,7 +93,7 @@ class StatementBody(msgspec.Struct, forbid_unknown_fields=True):
     document_id: DocumentId
 
 
-class Statement(msgspec.Struct):
+class StatementToSign(msgspec.Struct):
     body: Annotated[str, msgspec.Meta(description="The canonical TechnicianStatement to sign, signed_at = now.")]
 
 
@@ -178,14 +174,14 @@ def routes(relying_party: Callable[[], RelyingParty]) -> list[api.Route]:
                 await audit.append_in(tx, caller.username, "passkey.revoked", passkey.id,
                                       {"user_id": passkey.user_id, "label": passkey.label,
                                        "fingerprint": passkey.fingerprint})
-        return api.json(Revoked(done))
+        return api.json({"revoked": done})
 
     async def statement(request: web.Request) -> web.StreamResponse:
         """The canonical statement a technician signs"""
         body = api.body(request, StatementBody)
         text = canonical_bytes(TechnicianStatement(nonce=body.nonce, device_id=body.device_id, action=body.action,
                                                    document_id=body.document_id, signed_at=float(int(time.time()))))
-        return api.json(Statement(text.decode()))
+        return api.json(StatementToSign(text.decode()))
 
     async def sign(request: web.Request) -> web.StreamResponse:
         """Turn a passkey assertion into an approval"""
@@ -230,12 +226,12 @@ def routes(relying_party: Callable[[], RelyingParty]) -> list[api.Route]:
                   response=PasskeyKey, errors=own,
                   description="The PasskeyKey JSON `helpline trust certify --cose-key FILE` takes. Mine, or "
                               "anyone's for administrators."),
-        api.Route("DELETE", "/api/v1/passkeys/{passkey_id}", revoke, api.AUTHENTICATED, response=Revoked,
+        api.Route("DELETE", "/api/v1/passkeys/{passkey_id}", revoke, api.AUTHENTICATED, response="Revoked",
                   errors=own,
                   description="It can no longer log in or sign here. Its certificate stays valid on devices "
                               "until it is on a revocation list (`helpline trust revoke --credential ID`). Audited."),
         api.Route("POST", "/api/v1/passkeys/statements", statement, api.AUTHENTICATED, body=StatementBody,
-                  response=Statement,
+                  response=StatementToSign,
                   description="The canonical TechnicianStatement answering an agent's challenge (signed_at = the "
                               "server's clock); the console checks its fields before signing it."),
         api.Route("POST", "/api/v1/passkeys/assertions", sign, api.AUTHENTICATED, body=AssertionBody,
