@@ -116,13 +116,13 @@ class LoginService:
         if row is None:
             return LoginOutcome(401, "passkey_expired", "the passkey step expired or was already used; log in again")
         now = time.time()
-        if row["locked_until"] and row["locked_until"] > now:
+        if not await lockout.reserve(self.db, row["id"], now):  # counted before it is settled, as in login()
             await audit.append(self.db, row["username"], "auth.login_refused", row["id"], {"reason": "locked",
                                                                                           "peer": peer})
             return LoginOutcome(423, "locked", "account locked after repeated failures; try again later",
-                                retry_after=row["locked_until"] - now)
+                                retry_after=await lockout.retry_after(self.db, row["id"], now))
         if row["disabled"] or answer.problem:
-            return await self._failure(row, row["username"], peer, answer.problem or "disabled")
+            return await self._failure(row, row["username"], peer, answer.problem or "disabled", reserved=True)
         return await self._success(row, peer, user_agent, factor="passkey")
 
     async def _accept_code(self, user_id: str, secret: str, code: str, last_step: int) -> bool:
