@@ -259,15 +259,20 @@ class AgentClient:
 
 
 async def _on_renewed(client: AgentClient, message: CertRenewResponse) -> None:
-    from cryptography import x509
-
-    from certs.pki import private_key_pem
+    from certs.errors import CertError
+    from certs.pki import check_issued_chain, load_certificate, private_key_pem
 
     if client._pending_key is None:
         log.warning("unsolicited certificate renewal ignored")
         return
-    cert = x509.load_pem_x509_certificate(message.certificate.encode())
     state = client.state
+    try:  # a chain that does not lead to the pinned root would lock this device out: keep the old one
+        cert = check_issued_chain(message.certificate.encode(), load_certificate(state.ca_path),
+                                  client._pending_key.public_key())
+    except CertError as exc:
+        log.error("renewed certificate refused; keeping the current one", extra={"reason": str(exc)})
+        client._pending_key = None
+        return
     atomic_write_all([(state.key_path, private_key_pem(client._pending_key), 0o600),
                       (state.cert_path, message.certificate.encode(), 0o644)])
     client._pending_key = None

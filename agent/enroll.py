@@ -1,8 +1,9 @@
 """Enrollment: key generated here, CSR + one-time token sent, certificate stored.
 
-The org CA is fetched from the server and accepted only if its SHA-256 fingerprint matches
-the one given with the token; the enrollment request itself then runs over TLS verified
-against that CA. The private key never leaves the device.
+The org TLS root is fetched from the server and accepted only if its SHA-256 fingerprint
+matches the one given with the token; the enrollment request itself then runs over TLS
+verified against that root (the server presents its chain), and the certificate chain the
+server answers must lead to it too. The private key never leaves the device.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from certs import tls
+from certs.errors import CertError
 from certs.pinning import fetch_pinned_ca
-from certs.pki import build_csr, generate_device_key, write_private_key
+from certs.pki import build_csr, check_issued_chain, generate_device_key, write_private_key
 from common.files import atomic_write
 
 from .state import AgentState
@@ -70,8 +72,12 @@ def enroll(console_url: str, token: str, ca_sha256: str, state: AgentState, *, t
         raise _error_from(exc) from exc
     except (urllib.error.URLError, ssl.SSLError, OSError) as exc:
         raise EnrollmentFailed("unreachable", f"cannot reach {console_url}: {exc}") from exc
-    cert_pem = answer["certificate"].encode()
-    cert = x509.load_pem_x509_certificate(cert_pem)  # refuse to store garbage
+    cert_pem = answer["certificate"].encode()  # the device certificate, then the node's intermediate
+    try:
+        cert = check_issued_chain(cert_pem, x509.load_pem_x509_certificate(ca_pem), key.public_key())
+    except CertError as exc:
+        raise EnrollmentFailed("bad_certificate", f"the server's certificate does not chain to the pinned root: "
+                                                  f"{exc}") from exc
     write_private_key(state.key_path, key)
     atomic_write(state.cert_path, cert_pem, 0o644)
     atomic_write(state.grant_pub_path, answer["grant_public_key"].encode(), 0o644)

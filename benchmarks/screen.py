@@ -403,7 +403,7 @@ class ServerStack:
 
     def start(self, stack: contextlib.ExitStack) -> None:
         cfg = ["--config", str(self.config)]
-        self.helpline("certs", "init", "--dir", str(self.pki), "--server-name", "localhost")
+        self.helpline("certs", "init", "--dir", str(self.pki), "--server-name", "localhost", "--discard-root")
         self.config.write_text(f'[server]\ndata_dir = "{self.workdir / "data"}"\nhost = "127.0.0.1"\n')
         server = self._spawn(stack, ["server", *cfg], "server.log", self.env)
         self.server_pid = server.pid

@@ -6,7 +6,10 @@ Hierarchy::
     ├── CsrError               a CSR is malformed, badly signed or has the wrong key type
     ├── PkiExistsError         init would overwrite an existing PKI
     ├── PinMismatchError       a fetched CA does not match the pinned SHA-256 fingerprint
-    └── CertValidationError    a certificate is not a valid device certificate for this CA
+    ├── CertValidationError    a certificate is not a valid device certificate for this CA
+    ├── RootKeyError           the root's key cannot be opened (wrong passphrase) or written
+    ├── RootKeyOnServerError   a server node's PKI directory holds the root's private key
+    └── IssuerExpiredError     the node's issuing intermediate has expired: it issues nothing more
 
 Callers catch ``CertError`` to handle any of them; the subclasses say whose
 fault it is (a peer's CSR, an operator's directory, a server's CA, a peer's
@@ -42,3 +45,15 @@ class PinMismatchError(CertError):
 
 class CertValidationError(CertError):
     """A certificate failed validation against the org CA at the given time."""
+
+
+class RootKeyError(CertError):
+    """The org TLS root's key cannot be decrypted (wrong passphrase) or its passphrase is too short."""
+
+
+class RootKeyOnServerError(CertError):
+    """A server node's PKI directory holds the root's private key: with it, an intruder could mint intermediates."""
+
+
+class IssuerExpiredError(CertError):
+    """The node's issuing intermediate has expired; rotate it (``helpline certs intermediate``)."""

@@ -26,7 +26,7 @@ DESCRIPTION = """\
 Helpline: remote IT support with asset health for the CMDB.
 
   helpline demo                         everything on this machine, in ./demo-data
-  helpline certs init --dir DIR ...     create the org CA, server certificate and grant key
+  helpline certs init --dir DIR ...     create the org TLS root, this server's intermediate and certificate
   helpline server --data DIR            run the relay server (agents :8443, console :8444)
   helpline admin token create --group G print a one-line enrollment command for a device
   helpline agent enroll URL TOKEN ...   enroll this device

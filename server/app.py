@@ -22,12 +22,12 @@ from typing import Any
 from aiohttp import web
 
 from certs import tls
-from certs.pki import CertificateAuthority, PkiPaths
+from certs.pki import PkiPaths
 from common.files import private_directory
 from common.signals import stop_on_signals
 from protocol.control import CloseCode
 
-from . import api, audit, devices
+from . import api, audit, devices, issuer
 from .agent_channel import SERVER_KEY, AgentConnection, AgentHandlers, control_channel
 from .api import context as api_context
 from .api.openapi import document_for
@@ -55,7 +55,7 @@ class HelplineServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.pki = PkiPaths.from_dir(config.pki_path)
-        self.ca = CertificateAuthority.load(config.pki_path)
+        self.ca = issuer.load(config)  # refuses a PKI directory holding the root's key, or an expired one
         self.db: Database = None  # type: ignore[assignment]  # set in start()
         self.connections = ConnectionRegistry()
         #: Bounds the audit records unauthenticated requests (enrollment, login) can add.
@@ -99,8 +99,8 @@ class HelplineServer:
         from .sessions import recordings_api
         from .tasks import feature as tasks
 
-        for feature in (enroll_api, renewal, sessions, recordings_api, authority, grants, tasks, cmdb, accounts,
-                        passkeys, console_api, console_static):
+        for feature in (issuer, enroll_api, renewal, sessions, recordings_api, authority, grants, tasks, cmdb,
+                        accounts, passkeys, console_api, console_static):
             feature.setup(self)
 
     def _console_origins(self, _request: web.Request) -> set[str]:

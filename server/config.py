@@ -14,8 +14,12 @@ class ServerConfig:
     console_port: int = 8444
     #: ``sqlite:///PATH`` (default: ``helpline.db`` in data_dir) or ``postgresql://…``.
     database_url: str = ""
-    #: Directory with ca.pem/ca.key/server.pem/server.key/grant.key (default: data_dir/pki).
+    #: The node's PKI: ca.pem (the org TLS root's certificate), intermediate.pem/.key, server.pem/.key
+    #: (default: data_dir/pki). Never the root's key: the server refuses to start if it is there.
     pki_dir: Path | None = None
+    #: Run on a PKI directory from before intermediates, whose CA key (ca.key) is the root's. Off:
+    #: with the root's key, whoever reads the directory can mint a chain the agents trust.
+    allow_root_key_on_server: bool = False
     #: Public hostname the console and agents use; printed in enrollment lines.
     public_host: str = "localhost"
     log_format: str = "human"

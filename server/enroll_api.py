@@ -1,7 +1,7 @@
 """Enrollment over the console listener (server-authenticated TLS); both routes are public.
 
-``GET /api/v1/enroll/ca.pem`` serves the org CA (the agent checks it against the pinned
-fingerprint). ``POST /api/v1/enroll`` takes ``{"token", "csr"}`` (at most 16 KiB: 413 above)
+``GET /api/v1/enroll/ca.pem`` serves the org TLS root's certificate (the agent checks it against
+the pinned fingerprint). ``POST /api/v1/enroll`` takes ``{"token", "csr"}`` (at most 16 KiB: 413 above)
 and returns the device's certificate; the one-time token is the credential. Every refusal is
 a 4xx JSON error and is audited — at most a few records per address and minute, the rest
 counted into one aggregate record (:mod:`.audit_limits`); an address refused more than
@@ -44,7 +44,8 @@ SCHEMAS: dict[str, Any] = {
     "Enrollment": {"type": "object", "required": ["device_id", "group", "certificate", "grant_public_key",
                                                   "agent_url"], "properties": {
         "device_id": {"type": "string"}, "group": {"type": "string"},
-        "certificate": {"type": "string", "description": "The device's client certificate (PEM)."},
+        "certificate": {"type": "string", "description": "The device's client certificate followed by the "
+                        "server node's issuing intermediate (PEM chain; it verifies up to the pinned root)."},
         "grant_public_key": {"type": "string", "description": "PEM key the agent verifies grants with."},
         "agent_url": {"type": "string", "description": "`wss://host:port/agent` (mutual TLS)."}}},
 }
@@ -107,6 +108,7 @@ def routes(handlers: EnrollHandlers) -> list[api.Route]:
                               "audited (a few per address and minute, the rest as one aggregate record).",
                   errors={400: "Malformed body or CSR (`malformed`, `invalid`, `bad_csr`)",
                           401: "Token invalid, used or expired (`invalid_token`, `token_used`, `token_expired`)",
+                          503: "The server's issuing intermediate has expired (`issuer_expired`)",
                           429: f"More than {REFUSALS_PER_MINUTE} refused enrollments from this address in a minute "
                                "(`rate_limited`; see Retry-After)"}),
     ]

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from certs.errors import CsrError
+from certs.errors import CsrError, IssuerExpiredError
 from certs.pki import CertificateAuthority, certificate_serial_hex
 from common.hashing import hash_secret, verify_secret
 
@@ -61,6 +61,7 @@ def _split(token: str) -> tuple[str, str]:
 class Enrolled:
     device_id: str
     group: str
+    #: The device certificate followed by the issuing intermediate (PEM).
     certificate_pem: str
     not_after: float
 
@@ -85,6 +86,8 @@ async def enroll(
             cert = ca.sign_device_csr(csr_pem.encode(), device_id, now=datetime.now(UTC), lifetime=lifetime)
         except CsrError as exc:
             raise ApiError(400, "bad_csr", f"certificate request refused: {exc}") from exc
+        except IssuerExpiredError as exc:
+            raise ApiError(503, "issuer_expired", "the server's issuing certificate has expired") from exc
         updated = await tx.execute(
             "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0", (token_id,)
         )
@@ -94,6 +97,6 @@ async def enroll(
         await devices.register(tx, device_id, row["group_name"], certificate_serial_hex(cert), not_after)
         await audit.append_in(tx, "enrollment", "device.enroll", device_id,
                               {"token_id": token_id, "group": row["group_name"], "peer": peer})
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    return Enrolled(device_id, row["group_name"], cert.public_bytes(Encoding.PEM).decode(), not_after)
+    # The chain (device certificate, then this node's intermediate): the agent presents it whole, so
+    # any node of the same root can verify it.
+    return Enrolled(device_id, row["group_name"], ca.chain_pem(cert).decode(), not_after)

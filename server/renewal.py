@@ -3,17 +3,19 @@
 The agent generates a new key and sends a CSR at two-thirds of its certificate's life;
 the server signs it for the same device id and records the new serial as *pending*. The
 first handshake with the new certificate promotes it; from then on the old one is refused.
+
+The answer is a chain (the certificate, then this node's intermediate). A device whose
+certificate another intermediate issued (before a rotation, or on another node) is told
+to renew at once in the welcome, so a retired intermediate stops mattering quickly.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.serialization import Encoding
-
-from certs.errors import CsrError
+from certs.errors import CsrError, IssuerExpiredError
 from certs.pki import certificate_serial_hex
 from protocol.messages import CertRenewRequest, CertRenewResponse
 
@@ -34,12 +36,25 @@ async def handle_renew(conn: AgentConnection, message: CertRenewRequest) -> None
     except CsrError as exc:
         await conn.reply_error("bad_csr", f"certificate request refused: {exc}", message.id)
         return
+    except IssuerExpiredError:
+        log.error("cannot renew device certificates: the issuing intermediate has expired")
+        await conn.reply_error("issuer_expired", "the server's issuing certificate has expired", message.id)
+        return
     serial = certificate_serial_hex(cert)
     await devices.set_pending_certificate(server.db, conn.device_id, serial, cert.not_valid_after_utc.timestamp())
     await audit.append(server.db, f"device:{conn.device_id}", "device.cert.issue", conn.device_id, {"serial": serial})
     log.info("renewed device certificate", extra={"device_id": conn.device_id, "serial": serial})
-    await conn.send(CertRenewResponse(in_reply_to=message.id, certificate=cert.public_bytes(Encoding.PEM).decode()))
+    await conn.send(CertRenewResponse(in_reply_to=message.id, certificate=server.ca.chain_pem(cert).decode()))
+
+
+async def renew_if_foreign(conn: AgentConnection) -> dict[str, Any]:
+    """Welcome field: renew now when this node's current intermediate did not issue the device's certificate."""
+    if conn.server.ca.issued(conn.certificate):
+        return {}
+    log.info("device certificate from another intermediate; asking for renewal", extra={"device_id": conn.device_id})
+    return {"cert_renew_due": True}
 
 
 def setup(server: HelplineServer) -> None:
     server.agent_handlers.register(CertRenewRequest, handle_renew)
+    server.agent_handlers.welcome_fields.append(renew_if_foreign)

@@ -1,4 +1,8 @@
-"""Tests for certs.tls and certs.pinning over real TLS connections on 127.0.0.1."""
+"""Tests for certs.tls and certs.pinning over real TLS connections on 127.0.0.1.
+
+Each organisation has a root and two server nodes, each node its own intermediate: chains
+are built by real OpenSSL handshakes, as agents and the server build them.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +25,11 @@ from certs.pinning import fetch_pinned_ca, fingerprint_of_pem, normalize_fingerp
 from certs.pki import (
     CertificateAuthority,
     PkiPaths,
+    RootCA,
     build_csr,
     device_id_from_certificate,
     generate_device_key,
-    init_pki,
+    install_intermediate,
     write_certificate,
     write_private_key,
 )
@@ -35,8 +40,8 @@ TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
-class Org:
-    """One organisation's PKI plus a device certificate it issued."""
+class Node:
+    """One server node's PKI directory (under an org root) plus a device certificate chain it issued."""
 
     paths: PkiPaths
     ca: CertificateAuthority
@@ -44,26 +49,47 @@ class Org:
     device_key: Path
 
 
-def _make_org(directory: Path, device_id: str) -> Org:
+def _device(ca: CertificateAuthority, directory: Path, device_id: str, *, chain: bool = True) -> tuple[Path, Path]:
+    """Issue a device certificate; write it as the agent stores it (with its intermediate) unless ``chain`` is off."""
+    key = generate_device_key()
+    cert = ca.sign_device_csr(build_csr(key), device_id, now=datetime.now(UTC))
+    name = f"{device_id}{'' if chain else '-alone'}"
+    if chain:
+        (directory / f"{name}.pem").write_bytes(ca.chain_pem(cert))
+    else:
+        write_certificate(directory / f"{name}.pem", cert)
+    write_private_key(directory / f"{name}.key", key)
+    return directory / f"{name}.pem", directory / f"{name}.key"
+
+
+def _make_node(root: RootCA, directory: Path, device_id: str) -> Node:
     # TLS checks validity against the real clock, so issue with the real time.
     now = datetime.now(UTC)
-    paths = init_pki(directory, ["helpline.test"], now=now)
-    ca = CertificateAuthority.load(directory)
-    key = generate_device_key()
-    cert = ca.sign_device_csr(build_csr(key), device_id, now=now)
-    write_certificate(directory / "device.pem", cert)
-    write_private_key(directory / "device.key", key)
-    return Org(paths, ca, directory / "device.pem", directory / "device.key")
+    ca = root.new_intermediate(["helpline.test"], now=now)
+    paths = install_intermediate(directory, ca, ["helpline.test"], now=now)
+    cert, key = _device(ca, directory, device_id)
+    return Node(paths, ca, cert, key)
 
 
 @pytest.fixture(scope="module")
-def org(tmp_path_factory: pytest.TempPathFactory) -> Org:
-    return _make_org(tmp_path_factory.mktemp("org"), "dev-good")
+def root() -> RootCA:
+    return RootCA.create(now=datetime.now(UTC))
 
 
 @pytest.fixture(scope="module")
-def other_org(tmp_path_factory: pytest.TempPathFactory) -> Org:
-    return _make_org(tmp_path_factory.mktemp("other"), "dev-good")
+def org(root: RootCA, tmp_path_factory: pytest.TempPathFactory) -> Node:
+    return _make_node(root, tmp_path_factory.mktemp("org"), "dev-good")
+
+
+@pytest.fixture(scope="module")
+def sibling(root: RootCA, tmp_path_factory: pytest.TempPathFactory) -> Node:
+    """Another server node of the same organisation: same root, its own intermediate."""
+    return _make_node(root, tmp_path_factory.mktemp("sibling"), "dev-sibling")
+
+
+@pytest.fixture(scope="module")
+def other_org(tmp_path_factory: pytest.TempPathFactory) -> Node:
+    return _make_node(RootCA.create(now=datetime.now(UTC)), tmp_path_factory.mktemp("other"), "dev-good")
 
 
 # --------------------------------------------------------------------------- a tiny TLS server
@@ -117,7 +143,7 @@ class TlsServer:
 
 
 @pytest.fixture
-def agent_listener(org: Org) -> Iterator[TlsServer]:
+def agent_listener(org: Node) -> Iterator[TlsServer]:
     ctx = agent_listener_context(org.paths.ca_pem, org.paths.server_pem, org.paths.server_key)
     server = TlsServer(ctx)
     yield server
@@ -145,21 +171,21 @@ def _server_error(server: TlsServer) -> str:
 # --------------------------------------------------------------------------- agent listener
 
 
-def test_device_with_org_cert_connects(org: Org, agent_listener: TlsServer) -> None:
+def test_device_with_org_cert_connects(org: Node, agent_listener: TlsServer) -> None:
     """A client presenting a device cert from the org CA completes mTLS; the server sees its id."""
     ctx = agent_client_context(org.paths.ca_pem, org.device_cert, org.device_key)
     assert _attempt(ctx, agent_listener.port) == b"hello dev-good"
     assert agent_listener.result() == ("ok", "dev-good")
 
 
-def test_client_verifies_server_by_ip_san(org: Org, agent_listener: TlsServer) -> None:
+def test_client_verifies_server_by_ip_san(org: Node, agent_listener: TlsServer) -> None:
     """Connecting by 127.0.0.1 works: the server certificate carries that IP SAN."""
     ctx = agent_client_context(org.paths.ca_pem, org.device_cert, org.device_key)
     assert _attempt(ctx, agent_listener.port, hostname="127.0.0.1") == b"hello dev-good"
     assert agent_listener.result() == ("ok", "dev-good")
 
 
-def test_client_without_cert_rejected(org: Org, agent_listener: TlsServer) -> None:
+def test_client_without_cert_rejected(org: Node, agent_listener: TlsServer) -> None:
     """A client that presents no certificate is refused by the agent listener."""
     ctx = agent_client_context(org.paths.ca_pem, None, None)
     got = _attempt(ctx, agent_listener.port)
@@ -167,15 +193,15 @@ def test_client_without_cert_rejected(org: Org, agent_listener: TlsServer) -> No
     assert "CERTIFICATE" in _server_error(agent_listener).upper()
 
 
-def test_client_with_other_ca_cert_rejected(org: Org, other_org: Org, agent_listener: TlsServer) -> None:
-    """A device cert from another CA (same device id) is refused by the agent listener."""
+def test_client_with_other_ca_cert_rejected(org: Node, other_org: Node, agent_listener: TlsServer) -> None:
+    """A device cert under another root (same device id, same names) is refused by the agent listener."""
     ctx = agent_client_context(org.paths.ca_pem, other_org.device_cert, other_org.device_key)
     got = _attempt(ctx, agent_listener.port)
     assert not (isinstance(got, bytes) and got.startswith(b"hello")), got
     assert "CERTIFICATE_VERIFY_FAILED" in _server_error(agent_listener)
 
 
-def test_tls12_client_rejected(org: Org, agent_listener: TlsServer) -> None:
+def test_tls12_client_rejected(org: Node, agent_listener: TlsServer) -> None:
     """A client limited to TLS 1.2 cannot connect, even with a valid device certificate."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -187,10 +213,36 @@ def test_tls12_client_rejected(org: Org, agent_listener: TlsServer) -> None:
     assert "UNSUPPORTED_PROTOCOL" in _server_error(agent_listener)
 
 
+def test_device_from_another_node_of_the_same_root_connects(org: Node, sibling: Node,
+                                                           agent_listener: TlsServer) -> None:
+    """Two nodes: a device whose certificate the other node's intermediate issued completes mTLS here
+    (its chain leads to the same root)."""
+    assert sibling.ca.certificate != org.ca.certificate
+    ctx = agent_client_context(org.paths.ca_pem, sibling.device_cert, sibling.device_key)
+    assert _attempt(ctx, agent_listener.port) == b"hello dev-sibling"
+    assert agent_listener.result() == ("ok", "dev-sibling")
+
+
+def test_device_without_its_intermediate_rejected(org: Node, agent_listener: TlsServer, tmp_path: Path) -> None:
+    """The listener trusts only the root: a device that presents its certificate without the intermediate is refused."""
+    cert, key = _device(org.ca, tmp_path, "dev-alone", chain=False)
+    got = _attempt(agent_client_context(org.paths.ca_pem, cert, key), agent_listener.port)
+    assert not (isinstance(got, bytes) and got.startswith(b"hello")), got
+    assert "CERTIFICATE_VERIFY_FAILED" in _server_error(agent_listener)
+
+
+def test_device_id_that_looks_like_a_host_name_connects(org: Node, agent_listener: TlsServer,
+                                                        tmp_path: Path) -> None:
+    """A device CN with dots is not matched against the intermediate's DNS name constraints (SANs only)."""
+    cert, key = _device(org.ca, tmp_path, "pc.example.org")
+    assert _attempt(agent_client_context(org.paths.ca_pem, cert, key), agent_listener.port) == b"hello pc.example.org"
+    assert agent_listener.result() == ("ok", "pc.example.org")
+
+
 # --------------------------------------------------------------------------- agent client context
 
 
-def test_client_rejects_server_from_other_ca(org: Org, other_org: Org) -> None:
+def test_client_rejects_server_from_other_ca(org: Node, other_org: Node) -> None:
     """The agent refuses a server whose certificate another CA issued."""
     server = TlsServer(console_listener_context(other_org.paths.server_pem, other_org.paths.server_key))
     try:
@@ -201,7 +253,7 @@ def test_client_rejects_server_from_other_ca(org: Org, other_org: Org) -> None:
         server.close()
 
 
-def test_client_checks_hostname(org: Org, agent_listener: TlsServer) -> None:
+def test_client_checks_hostname(org: Node, agent_listener: TlsServer) -> None:
     """The agent refuses an org-CA server certificate that does not name the host it dialled."""
     ctx = agent_client_context(org.paths.ca_pem, org.device_cert, org.device_key)
     got = _attempt(ctx, agent_listener.port, hostname="evil.example")
@@ -210,8 +262,8 @@ def test_client_checks_hostname(org: Org, agent_listener: TlsServer) -> None:
     _server_error(agent_listener)
 
 
-def test_contexts_are_tls13_and_trust_only_org_ca(org: Org) -> None:
-    """Every factory sets TLS 1.3 minimum; agent contexts trust exactly the org CA."""
+def test_contexts_are_tls13_and_trust_only_org_ca(org: Node) -> None:
+    """Every factory sets TLS 1.3 minimum; agent contexts trust exactly the org root (not the intermediate)."""
     agent = agent_client_context(org.paths.ca_pem, None, None)
     listener = agent_listener_context(org.paths.ca_pem, org.paths.server_pem, org.paths.server_key)
     console = console_listener_context(org.paths.server_pem, org.paths.server_key)
@@ -222,15 +274,52 @@ def test_contexts_are_tls13_and_trust_only_org_ca(org: Org) -> None:
     assert console.verify_mode == ssl.CERT_NONE
     for ctx in (agent, listener):
         cas = ctx.get_ca_certs()
-        assert len(cas) == 1 and cas[0]["subject"] == ((("commonName", "Helpline Org CA"),),)
+        assert len(cas) == 1 and cas[0]["subject"] == ((("commonName", "Helpline Org TLS Root"),),)
 
 
-def test_client_context_needs_cert_and_key_together(org: Org) -> None:
+def test_client_context_needs_cert_and_key_together(org: Node) -> None:
     """Giving a device certificate without its key (or vice versa) is a ValueError."""
     with pytest.raises(ValueError):
         agent_client_context(org.paths.ca_pem, org.device_cert, None)
     with pytest.raises(ValueError):
         agent_client_context(org.paths.ca_pem, None, org.device_key)
+
+
+def test_client_builds_the_server_chain_from_the_root(org: Node) -> None:
+    """The agent trusts only the root; it accepts the server because the server sends its intermediate,
+    and refuses a server that sends its certificate alone."""
+    server = TlsServer(console_listener_context(org.paths.server_pem, org.paths.server_key))
+    try:
+        assert _attempt(agent_client_context(org.paths.ca_pem, None, None), server.port) == b"hello -"
+        assert server.result() == ("ok", "-")
+    finally:
+        server.close()
+    alone = org.paths.directory / "server-alone.pem"
+    write_certificate(alone, x509.load_pem_x509_certificate(org.paths.server_pem.read_bytes()))
+    server = TlsServer(console_listener_context(alone, org.paths.server_key))
+    try:
+        got = _attempt(agent_client_context(org.paths.ca_pem, None, None), server.port)
+        assert isinstance(got, ssl.SSLCertVerificationError), got
+        _server_error(server)
+    finally:
+        server.close()
+
+
+def test_server_cert_outside_the_nodes_names_rejected(org: Node, tmp_path: Path) -> None:
+    """A node's intermediate that signs a server certificate for a name it was not given (here to impersonate
+    another host) gets nothing: the client refuses the chain (name constraints)."""
+    key = generate_device_key()
+    rogue = org.ca.issue_server_certificate(key.public_key(), ["bank.example"], now=datetime.now(UTC))
+    (tmp_path / "rogue.pem").write_bytes(org.ca.chain_pem(rogue))
+    write_private_key(tmp_path / "rogue.key", key)
+    server = TlsServer(console_listener_context(tmp_path / "rogue.pem", tmp_path / "rogue.key"))
+    try:
+        got = _attempt(agent_client_context(org.paths.ca_pem, None, None), server.port, hostname="bank.example")
+        assert isinstance(got, ssl.SSLCertVerificationError), got
+        assert "subtree" in str(got), got
+        _server_error(server)
+    finally:
+        server.close()
 
 
 # --------------------------------------------------------------------------- pinned CA fetch
@@ -262,7 +351,7 @@ class CaServer:
 
 
 @pytest.fixture
-def ca_server(org: Org) -> Iterator[CaServer]:
+def ca_server(org: Node) -> Iterator[CaServer]:
     """An https server (console listener context) serving the org CA at /api/v1/enroll/ca.pem."""
     seen: list[dict[str, str]] = []
     handler = type("Handler", (_CaHandler,), {"ca_pem": org.paths.ca_pem.read_bytes(), "seen_headers": seen})
@@ -280,8 +369,9 @@ def ca_server(org: Org) -> Iterator[CaServer]:
         assert not thread.is_alive()
 
 
-def test_fetch_pinned_ca_returns_matching_ca(org: Org, ca_server: CaServer) -> None:
-    """With the right pin, fetch_pinned_ca returns the org CA PEM; no credentials are sent."""
+def test_fetch_pinned_ca_returns_matching_ca(org: Node, ca_server: CaServer) -> None:
+    """With the root's pin, fetch_pinned_ca returns the root's PEM (through the chain the server presents);
+    no credentials are sent."""
     pem = fetch_pinned_ca(ca_server.url, org.ca.fingerprint_sha256, timeout=TIMEOUT)
     assert pem == org.paths.ca_pem.read_bytes()
     assert fingerprint_of_pem(pem) == org.ca.fingerprint_sha256
@@ -290,27 +380,27 @@ def test_fetch_pinned_ca_returns_matching_ca(org: Org, ca_server: CaServer) -> N
     assert not sent & {"authorization", "cookie", "x-enrollment-token"}
 
 
-def test_fetch_pinned_ca_accepts_colon_uppercase_pin(org: Org, ca_server: CaServer) -> None:
+def test_fetch_pinned_ca_accepts_colon_uppercase_pin(org: Node, ca_server: CaServer) -> None:
     """A pin written AA:BB:… in upper case matches the same CA."""
     fp = org.ca.fingerprint_sha256.upper()
     colons = ":".join(fp[i : i + 2] for i in range(0, len(fp), 2))
     assert fetch_pinned_ca(ca_server.url + "/", colons, timeout=TIMEOUT) == org.paths.ca_pem.read_bytes()
 
 
-def test_fetch_pinned_ca_rejects_wrong_pin(other_org: Org, ca_server: CaServer) -> None:
+def test_fetch_pinned_ca_rejects_wrong_pin(other_org: Node, ca_server: CaServer) -> None:
     """A CA that does not match the pinned fingerprint raises PinMismatchError."""
     with pytest.raises(PinMismatchError):
         fetch_pinned_ca(ca_server.url, other_org.ca.fingerprint_sha256, timeout=TIMEOUT)
 
 
-def test_fetch_pinned_ca_http_error(org: Org, ca_server: CaServer) -> None:
+def test_fetch_pinned_ca_http_error(org: Node, ca_server: CaServer) -> None:
     """A non-200 answer raises CertError (not a pin mismatch)."""
     with pytest.raises(CertError, match="HTTP 404") as info:
         fetch_pinned_ca(ca_server.url + "/prefix", org.ca.fingerprint_sha256, timeout=TIMEOUT)
     assert not isinstance(info.value, PinMismatchError)
 
 
-def test_fetch_pinned_ca_requires_https(org: Org) -> None:
+def test_fetch_pinned_ca_requires_https(org: Node) -> None:
     """Plain http URLs are refused before any connection."""
     with pytest.raises(CertError, match="https"):
         fetch_pinned_ca("http://127.0.0.1:1", org.ca.fingerprint_sha256)

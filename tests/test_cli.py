@@ -22,19 +22,26 @@ def test_help_explains_every_command() -> None:
 
 
 def test_certs_init_refuses_overwrite(tmp_path: Path) -> None:
-    """certs init writes 0600 keys, prints the fingerprint, and refuses to overwrite without --force."""
-    first = helpline("certs", "init", "--dir", str(tmp_path / "pki"), "--server-name", "h.example")
-    assert "fingerprint" in first.stdout
-    assert (tmp_path / "pki" / "ca.key").stat().st_mode & 0o777 == 0o600
-    again = helpline("certs", "init", "--dir", str(tmp_path / "pki"), "--server-name", "h.example", check=False)
+    """certs init writes 0600 keys (the root's beside the PKI directory, not in it), prints the fingerprint, and
+    refuses to overwrite without --force."""
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("a passphrase long enough\n")
+    init = ("certs", "init", "--dir", str(tmp_path / "pki"), "--server-name", "h.example",
+            "--passphrase-file", str(passphrase))
+    first = helpline(*init)
+    assert "fingerprint" in first.stdout and "offline" in first.stdout
+    assert (tmp_path / "pki-root" / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "pki" / "intermediate.key").stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "pki" / "ca.key").exists()
+    again = helpline(*init, check=False)
     assert again.returncode == 1 and "--force" in again.stderr
-    helpline("certs", "init", "--dir", str(tmp_path / "pki"), "--server-name", "h.example", "--force")
+    helpline(*init, "--force")
 
 
 def test_full_cli_flow_enroll_list_revoke(tmp_path: Path) -> None:
     """server + token + enroll + agent run; device list shows it online; revoke makes the agent exit 3."""
     data = tmp_path / "data"
-    helpline("certs", "init", "--dir", str(data / "pki"), "--server-name", "localhost")
+    helpline("certs", "init", "--dir", str(data / "pki"), "--server-name", "localhost", "--discard-root")
     agent_port, console_port = free_port(), free_port()
     # Ports via environment overrides (HELPLINE_*), the rest via a TOML file.
     config = tmp_path / "helpline.toml"

@@ -189,8 +189,8 @@ def test_server_and_agent_run_from_their_own_installs(installs: dict[str, Instal
     """certs, server and token from the server install; enroll and run from the agent install; it comes online."""
     server_cli, agent_cli = installs["server"].helpline, installs["agent"].helpline
     data = tmp_path / "data"
-    helpline("certs", "init", "--dir", str(data / "pki"), "--server-name", "localhost", command=server_cli,
-             env=CLEAN_ENV)
+    helpline("certs", "init", "--dir", str(data / "pki"), "--server-name", "localhost", "--discard-root",
+             command=server_cli, env=CLEAN_ENV)
     agent_port, console_port = free_port(), free_port()
     # The server and the admin commands read the same settings (the token names the console URL).
     env = {**CLEAN_ENV, "HELPLINE_DATA_DIR": str(data), "HELPLINE_HOST": "127.0.0.1",

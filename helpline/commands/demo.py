@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -81,9 +82,13 @@ def _demo(args: argparse.Namespace) -> int:
     children: list[subprocess.Popen[bytes]] = []
     try:
         if not (pki_dir / "ca.pem").exists():
-            step("creating org CA, server certificate and grant key")
+            step("creating the org TLS root (its key discarded: a demo), this server's intermediate and certificate")
             init_pki(pki_dir, ["localhost", "127.0.0.1"])
         ca = CertificateAuthority.load(pki_dir)
+        if ca.not_after <= datetime.now(UTC):
+            print(f"helpline: the demo's intermediate in {pki_dir} expired at {ca.not_after:%Y-%m-%d}; remove {data} "
+                  "to start a new demo", file=sys.stderr)
+            return 1
         logs = data / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         config = ServerConfig(data_dir=data, host="127.0.0.1", agent_port=args.agent_port,

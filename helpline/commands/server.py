@@ -35,5 +35,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"helpline: no PKI in {config.pki_path}; run: helpline certs init --dir {config.pki_path} "
               f"--server-name {config.public_host}", file=sys.stderr)
         return 1
-    asyncio.run(run_forever(config))
+    from certs.errors import CertError
+
+    try:
+        asyncio.run(run_forever(config))
+    except CertError as exc:  # the root's key in the PKI directory, an expired intermediate …
+        print(f"helpline: {exc}", file=sys.stderr)
+        return 1
     return 0
