@@ -35,7 +35,7 @@ from certs.pki import (
     certificate_serial_hex,
     generate_device_key,
     init_pki,
-    write_certificate,
+    write_certificates,
     write_private_key,
 )
 from helpline.ports import free_port
@@ -58,7 +58,7 @@ async def register_devices(data: Path, n: int) -> list[tuple[str, Path, Path]]:
             cert = ca.sign_device_csr(build_csr(key), device_id, now=now)
             key_path, cert_path = certs_dir / f"{device_id}.key", certs_dir / f"{device_id}.pem"
             write_private_key(key_path, key)
-            write_certificate(cert_path, cert)
+            write_certificates(cert_path, [cert, *ca.chain])  # as agents store it: with the intermediate
             await devices.register(tx, device_id, "bench", certificate_serial_hex(cert),
                                    cert.not_valid_after_utc.timestamp(), hostname=device_id)
             out.append((device_id, cert_path, key_path))

@@ -1,9 +1,10 @@
-"""Fetch the org CA for enrollment and authenticate it by a pinned SHA-256 fingerprint.
+"""Fetch the org TLS root for enrollment and authenticate it by a pinned SHA-256 fingerprint.
 
 An enrolling agent has no trust anchor yet: it knows only the server URL and
-the CA fingerprint that came with its enrollment token.  It downloads the CA
-certificate and trusts it only if its DER SHA-256 equals that fingerprint;
-from then on every connection verifies against that CA.
+the root's fingerprint that came with its enrollment token.  It downloads the
+root's certificate (``ca.pem``) and trusts it only if its DER SHA-256 equals
+that fingerprint; from then on every connection verifies against that root
+(servers present their intermediate with their certificate).
 """
 
 from __future__ import annotations

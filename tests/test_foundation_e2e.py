@@ -23,7 +23,6 @@ from certs.pki import (
     generate_device_key,
     init_pki,
     load_certificate,
-    write_certificate,
     write_private_key,
 )
 from protocol.control import CloseCode
@@ -138,7 +137,8 @@ async def _try_connect(url: str, ctx: ssl.SSLContext) -> Exception | None:
 
 
 async def test_handshake_rejections(tmp_path: Path) -> None:
-    """No client cert, another CA's cert, an expired cert and TLS 1.2 are all refused."""
+    """No client cert, a cert under another root, an expired cert (each with its intermediate) and TLS 1.2
+    are all refused."""
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent")
         url = f"wss://localhost:{server.agent_port}/agent"
@@ -152,14 +152,14 @@ async def test_handshake_rejections(tmp_path: Path) -> None:
         key = generate_device_key()
         cert = other_ca.sign_device_csr(build_csr(key), state.device_id, now=datetime.now(UTC))
         write_private_key(tmp_path / "o.key", key)
-        write_certificate(tmp_path / "o.pem", cert)
+        (tmp_path / "o.pem").write_bytes(other_ca.chain_pem(cert))  # with its intermediate, as agents send it
         assert await _try_connect(url, _client_ctx(state.ca_path, tmp_path / "o.pem", tmp_path / "o.key")) is not None
         # Expired certificate from the right CA, registered as the device's current serial.
         key2 = generate_device_key()
         old = server.ca.sign_device_csr(build_csr(key2), state.device_id,
                                         now=datetime.now(UTC) - timedelta(days=60), lifetime=timedelta(days=30))
         write_private_key(tmp_path / "e.key", key2)
-        write_certificate(tmp_path / "e.pem", old)
+        (tmp_path / "e.pem").write_bytes(server.ca.chain_pem(old))
         await server.db.execute("UPDATE devices SET cert_serial = ? WHERE id = ?",
                                 (certificate_serial_hex(old), state.device_id))
         assert await _try_connect(url, _client_ctx(state.ca_path, tmp_path / "e.pem", tmp_path / "e.key")) is not None
