@@ -80,7 +80,6 @@ def enroll(console_url: str, token: str, ca_sha256: str, state: AgentState, *, t
                                                   f"{exc}") from exc
     write_private_key(state.key_path, key)
     atomic_write(state.cert_path, cert_pem, 0o644)
-    atomic_write(state.grant_pub_path, answer["grant_public_key"].encode(), 0o644)
     info = {"device_id": answer["device_id"], "group": answer["group"], "agent_url": answer["agent_url"],
             "console_url": console_url, "cert_not_before": cert.not_valid_before_utc.timestamp(),
             "cert_not_after": cert.not_valid_after_utc.timestamp()}

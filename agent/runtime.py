@@ -59,7 +59,7 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
         sessions=AgentSessions(client, ui=ui if ui is not None else TkConsentUI(display), clock=clock,
                                display=display, authority=store),
         reporter=Reporter(client),
-        tasks=TaskService(client),
+        tasks=TaskService(client, authority=store),
     )
     agent.authority.on_change.append(agent.sessions.on_authority_changed)
     authority_feature.attach(agent.authority)

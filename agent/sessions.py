@@ -42,15 +42,12 @@ from urllib.parse import urlsplit, urlunsplit
 import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
-from certs.errors import GrantSignatureError
 from common.files import safe_name
 from protocol.authority import TechnicianProof, UnattendedGrant
 from protocol.authority_messages import SessionChallenge, SessionProof
 from protocol.session import (
     TUNNEL_TOKEN_HEADER,
     EndReason,
-    GrantPush,
-    GrantRevoke,
     Mode,
     SessionAnswer,
     SessionEnd,
@@ -67,7 +64,6 @@ from .consent import ConsentUI, ConsentUnavailable, Indicator, IndicatorInfo
 from .consent.decision import ConsentDecision, ConsentRequest, DocumentFacts, Verdict, deny, effective_mode
 from .consent.decision import decide as decide_consent
 from .control_client import AgentClient
-from .grants import GrantBook
 from .policy import LocalPolicy
 
 log = logging.getLogger(__name__)
@@ -159,19 +155,11 @@ class AgentSessions:
         self._refused: dict[str, int] = {}
         #: Technician (username) → wall time the user last declined them: the cooldown's input.
         self.declined: dict[str, float] = {}
-        self._book: GrantBook | None = None
 
     # --- seams --------------------------------------------------------------------------
 
     def policy(self) -> LocalPolicy:
         return LocalPolicy.load(self.client.config.policy_file)
-
-    @property
-    def book(self) -> GrantBook:
-        if self._book is None:
-            state = self.client.state
-            self._book = GrantBook.for_state(state.directory, state.device_id, state.grant_pub_path)
-        return self._book
 
     def group(self) -> str:
         return str(self.client.state.load_info().get("group", ""))
@@ -255,23 +243,6 @@ class AgentSessions:
             return
         client.spawn(self._handle_upgrade(running, message))
 
-    async def on_grant_push(self, client: AgentClient, message: GrantPush) -> None:
-        for grant_id in message.revoked:
-            self.book.revoke(grant_id)
-        for signed in message.grants:
-            try:
-                grant = self.book.add(signed)
-            except GrantSignatureError as exc:
-                log.error("refused a pushed grant: %s", exc)
-                continue
-            log.info("grant stored", extra={"grant_id": grant.grant_id})
-        self._end_revoked()
-
-    async def on_grant_revoke(self, client: AgentClient, message: GrantRevoke) -> None:
-        self.book.revoke(message.grant_id)
-        log.info("grant revoked", extra={"grant_id": message.grant_id})
-        self._end_revoked()
-
     def _end_revoked(self) -> None:
         for running in self.running.values():
             if running.grant is not None:
@@ -296,7 +267,7 @@ class AgentSessions:
         """Consent for a new session: local policy, then the signed grant and proof (if unattended), then the user."""
         return await self._consent(ConsentRequest(
             session_id=offer.session_id, technician=offer.technician, technician_user=offer.technician_user,
-            technician_role=offer.technician_role, mode=offer.mode, reason=offer.reason, grant_id=offer.grant_id,
+            technician_role=offer.technician_role, mode=offer.mode, reason=offer.reason,
             document_id=offer.document_id,
         ), policy)
 
@@ -376,9 +347,9 @@ class AgentSessions:
         machine.answer(accepted=decision.accepted, mode_granted=decision.mode, by=decision.by, now=self.clock.wall())
         log.info("session answer", extra={"session_id": offer.session_id, "accepted": decision.accepted,
                                           "by": decision.by, "reason": decision.reason})
-        if self.authority is not None and (offer.document_id is not None or offer.grant_id is not None):
+        if self.authority is not None and offer.document_id is not None:
             self.authority.audit.record("session.unattended", session_id=offer.session_id,
-                                        document_id=offer.document_id, grant_id=offer.grant_id,
+                                        document_id=offer.document_id,
                                         mode=decision.mode or offer.mode, accepted=decision.accepted, by=decision.by,
                                         technician=decision.verified_technician or None,
                                         server_says=offer.technician, reason=decision.reason)
@@ -538,8 +509,7 @@ class AgentSessions:
         offer = running.offer
         decision = await self._consent(ConsentRequest(
             session_id=offer.session_id, technician=offer.technician, technician_user=offer.technician_user,
-            technician_role=offer.technician_role, mode=message.mode, reason=message.reason,
-            grant_id=running.grant.grant_id if running.grant is not None else None, current_mode=running.mode,
+            technician_role=offer.technician_role, mode=message.mode, reason=message.reason, current_mode=running.mode,
         ), self.policy())
         accepted, reason = decision.accepted, decision.reason
         if accepted and decision.mode is not None and decision.mode != running.mode and not running.end_reason:
@@ -574,13 +544,11 @@ class _CountingTunnel:
 
 
 def attach(sessions: AgentSessions) -> None:
-    """Route the session and grant messages of ``sessions.client`` to ``sessions``."""
+    """Route the session messages of ``sessions.client`` to ``sessions``."""
     client = sessions.client
     client.register(SessionOffer, sessions.on_offer)
     client.register(SessionEnd, sessions.on_end)
     client.register(SessionMode, sessions.on_mode)
-    client.register(GrantPush, sessions.on_grant_push)
-    client.register(GrantRevoke, sessions.on_grant_revoke)
     client.register(SessionProof, sessions.on_proof)
     client.on_ready.append(sessions.on_ready)
 

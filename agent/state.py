@@ -28,8 +28,9 @@ class AgentState:
         return self.directory / "ca.pem"
 
     @property
-    def grant_pub_path(self) -> Path:
-        """The org's Ed25519 grant-verification key (pinned at enrollment)."""
+    def legacy_grant_pub_path(self) -> Path:
+        """The old server-held grant key's public half, pinned by agents enrolled before the org root
+        existed; used once, to take the root from a hand-over signed by it (agent.authority.legacy)."""
         return self.directory / "grant.pub"
 
     @property

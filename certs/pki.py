@@ -34,7 +34,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
@@ -91,8 +91,6 @@ class PkiPaths:
     intermediate_key: Path
     server_pem: Path
     server_key: Path
-    grant_key: Path
-    grant_pub: Path
 
     @classmethod
     def from_dir(cls, directory: Path) -> PkiPaths:
@@ -106,8 +104,6 @@ class PkiPaths:
             intermediate_key=d / "intermediate.key",
             server_pem=d / "server.pem",
             server_key=d / "server.key",
-            grant_key=d / "grant.key",
-            grant_pub=d / "grant.pub",
         )
 
     def files(self) -> tuple[Path, ...]:
@@ -672,7 +668,7 @@ def init_pki(
     """
     now = as_utc(now if now is not None else datetime.now(UTC))
     paths = PkiPaths.from_dir(Path(directory))
-    _refuse_existing([*paths.files(), paths.ca_key, paths.grant_key, paths.grant_pub], force)
+    _refuse_existing([*paths.files(), paths.ca_key], force)
     if root_out is not None:
         if passphrase is None:
             raise ValueError("the root's key is written encrypted: give its passphrase")
@@ -685,15 +681,6 @@ def init_pki(
     if root_out is not None and passphrase is not None:
         root.write_files(Path(root_out), passphrase, force=force)
     install_intermediate(paths.directory, ca, list(server_names), now=now, force=True)
-    grant_key = ed25519.Ed25519PrivateKey.generate()
-    write_private_key(paths.grant_key, grant_key)
-    atomic_write(
-        paths.grant_pub,
-        grant_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ),
-        0o644,
-    )
     log.info("initialised PKI in %s (root sha256 %s)", paths.directory, root.fingerprint_sha256)
     return paths
 

@@ -5,7 +5,7 @@ tested (and fuzzed) without a network.
 """
 
 from . import codec, control, errors, limits, messages, version
-from . import session as session  # session.* / grant.* messages
+from . import session as session  # session.* messages
 from . import tasks as tasks  # task.* messages
 
 __all__ = ["codec", "control", "errors", "limits", "messages", "version"]

@@ -38,6 +38,7 @@ from .authority import (
     Timestamp,
 )
 from .grants import Action
+from .legacy import LegacyHandover
 from .messages import Id, Message
 
 #: Documents and certificates an update may carry at once.
@@ -58,6 +59,9 @@ class AuthorityUpdate(Message, frozen=True, tag="authority.update"):
     documents: Annotated[list[SignedDocument], msgspec.Meta(max_length=MAX_DOCUMENTS)] = []
     withdrawn: Annotated[list[DocumentId], msgspec.Meta(max_length=MAX_DOCUMENTS)] = []
     complete: bool = True
+    #: The one-time hand-over from the old grant key to ``root`` (protocol/legacy.py): only an agent
+    #: enrolled before the org root existed (it has grant.pub, no pin) takes it, once.
+    handover: LegacyHandover | None = None
 
 
 class Refusal(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

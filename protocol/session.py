@@ -25,9 +25,7 @@ from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
-from . import limits
 from .errors import LocalProtocolError
-from .grants import SignedGrant
 from .messages import Id, Message, ShortStr
 
 Mode = Literal["view", "control"]
@@ -43,7 +41,6 @@ TUNNEL_TOKEN_LIFE_S = 60.0
 TUNNEL_TOKEN_HEADER = "X-Helpline-Tunnel-Token"  # noqa: S105 - a header name
 
 Token = Annotated[str, msgspec.Meta(min_length=32, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
-GrantId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
 
 
 class EndReason(enum.Enum):
@@ -80,7 +77,6 @@ class SessionOffer(Message, frozen=True, tag="session.offer"):
     mode: Mode
     tunnel_token: Token
     reason: ShortStr = ""
-    grant_id: GrantId | None = None
     #: Unattended: the approver-signed grant document it runs under; the agent answers with a
     #: ``session.challenge`` the technician must sign (protocol/authority_messages.py).
     document_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{1,64}$")] | None = None
@@ -114,21 +110,6 @@ class SessionMode(Message, frozen=True, tag="session.mode"):
     session_id: Id
     mode: Mode
     reason: ShortStr = ""
-
-
-class GrantPush(Message, frozen=True, tag="grant.push"):
-    """Server → agent: signed grants for this device (the agent verifies each signature)."""
-
-    sender: ClassVar[str] = "server"
-    grants: Annotated[list[SignedGrant], msgspec.Meta(max_length=limits.MAX_SMALL_LIST)]
-    revoked: Annotated[list[GrantId], msgspec.Meta(max_length=1024)] = []
-
-
-class GrantRevoke(Message, frozen=True, tag="grant.revoke"):
-    """Server → agent: stop honouring this grant and end sessions running under it."""
-
-    sender: ClassVar[str] = "server"
-    grant_id: GrantId
 
 
 # --- state machine -------------------------------------------------------------------------

@@ -1,12 +1,14 @@
-"""Maintenance-task messages and the signed-script rule (pure, no I/O).
+"""Maintenance-task messages (pure, no I/O).
 
-Flow: the server sends ``task.run``; the agent checks it (catalog, params, grant, window,
-script signature), runs it or refuses it, and answers ``task.result`` — repeated after
-reconnects until the server answers ``task.result.ack``. ``task.cancel`` stops a waiting or
-running task.
+Flow: the server sends ``task.run``; the agent checks it (catalog, params, and the
+approver-signed :class:`~protocol.authority.TaskAuthorization` it carries: chain from the
+pinned root, four-eyes for scripts, action, script hash, parameters, targets, window, and
+that this occurrence has not run before), runs it or refuses it, and answers
+``task.result`` — repeated after reconnects until the server answers ``task.result.ack``.
+``task.cancel`` stops a waiting or running task.
 
-A script runs only if the org's grant key signed :func:`script_signing_bytes` — the hash of
-the script *and* its parameters — so a compromised server cannot change either.
+The server holds no key that can make a task run: it relays the document approvers signed
+and the script bytes whose SHA-256 they signed, and the device checks both.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import msgspec
 
 from . import limits
 from .authority import SignedDocument
-from .grants import SignedGrant
 from .messages import Id, Message, ShortStr
 
 #: Largest script the agent accepts (bytes of UTF-8 text).
@@ -37,43 +38,35 @@ Status = Literal["succeeded", "failed", "timed_out", "refused", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "timed_out", "refused", "cancelled"})
 Output = Annotated[str, msgspec.Meta(max_length=MAX_OUTPUT_CAP)]
 Script = Annotated[str, msgspec.Meta(max_length=MAX_SCRIPT_BYTES * 4)]  # the byte limit is checked by the agent
-Signature = Annotated[str, msgspec.Meta(max_length=200)]
 
-_SCRIPT_DOMAIN = b"helpline-script-v1\n"
 _params_encoder = msgspec.json.Encoder(order="sorted")
 
 
 def canonical_params(params: dict[str, Any]) -> bytes:
-    """Sorted-key compact JSON of the parameters (what is signed)."""
+    """Sorted-key compact JSON of the parameters: how a run's and a document's parameters are compared."""
     return _params_encoder.encode(params)
 
 
 def script_sha256(script: str) -> str:
+    """SHA-256 hex of the script's UTF-8 bytes: what a TaskAuthorization's ``script_sha256`` names."""
     return hashlib.sha256(script.encode()).hexdigest()
 
 
-def script_signing_bytes(script: str, params: dict[str, Any]) -> bytes:
-    """The exact bytes the grant key signs for a script: domain, sha256(script), canonical params."""
-    return _SCRIPT_DOMAIN + script_sha256(script).encode() + b"\n" + canonical_params(params)
-
-
 class TaskRun(Message, frozen=True, tag="task.run"):
-    """Run one task on this device under a grant (the agent re-checks everything)."""
+    """Run one task on this device under an approver-signed TaskAuthorization (the agent re-checks everything)."""
 
     sender: ClassVar[str] = "server"
     task_id: Id
     run_id: Id
     action: ActionName
-    grant_id: ShortStr
+    #: Who created the task on the server (shown and audited; authorizes nothing).
     technician: ShortStr
     params: Annotated[dict[str, Any], msgspec.Meta(max_length=limits.MAX_SMALL_LIST)] = {}
     role: ShortStr = ""
-    #: The signed grant itself, when the server has it (the agent verifies it with its pinned key).
-    grant: SignedGrant | None = None
     script: Script | None = None
-    script_signature: Signature | None = None
     #: The approver-signed TaskAuthorization (protocol/authority.py) the run is made under; the
     #: agent verifies the chain itself and runs each occurrence at most once (its replay ledger).
+    #: A run without one is refused.
     authorization: SignedDocument | None = None
     #: For a recurring schedule: the occurrence this run is (epoch seconds), the ledger's key.
     scheduled_at: Annotated[float, msgspec.Meta(ge=0, le=1e11)] | None = None
@@ -114,7 +107,7 @@ class TaskCancel(Message, frozen=True, tag="task.cancel"):
 
 
 class TaskWaiting(Message, frozen=True, tag="task.waiting"):
-    """The agent accepted the task but holds it until the grant's window opens."""
+    """The agent accepted the task but holds it until the signed window opens."""
 
     sender: ClassVar[str] = "agent"
     run_id: Id

@@ -91,7 +91,6 @@ class HelplineServer:
             console_api,
             console_static,
             enroll_api,
-            grants,
             passkeys,
             renewal,
             sessions,
@@ -99,7 +98,7 @@ class HelplineServer:
         from .sessions import recordings_api
         from .tasks import feature as tasks
 
-        for feature in (issuer, enroll_api, renewal, sessions, recordings_api, authority, grants, tasks, cmdb,
+        for feature in (issuer, enroll_api, renewal, sessions, recordings_api, authority, tasks, cmdb,
                         accounts, passkeys, console_api, console_static):
             feature.setup(self)
 

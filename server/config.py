@@ -28,8 +28,6 @@ class ServerConfig:
     device_cert_days: int = 30
     #: Extra origins allowed to open console websockets (the console's own origin always is).
     allowed_origins: list[str] = field(default_factory=list)
-    #: Unattended-access grants need a second admin's approval (four-eyes).
-    grant_four_eyes: bool = False
     #: Record every session's tunnel stream to a file (for playback and review).
     session_recording: bool = False
     #: Where recordings go (default: data_dir/recordings).

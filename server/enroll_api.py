@@ -41,12 +41,10 @@ class EnrollRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 SCHEMAS: dict[str, Any] = {
-    "Enrollment": {"type": "object", "required": ["device_id", "group", "certificate", "grant_public_key",
-                                                  "agent_url"], "properties": {
+    "Enrollment": {"type": "object", "required": ["device_id", "group", "certificate", "agent_url"], "properties": {
         "device_id": {"type": "string"}, "group": {"type": "string"},
         "certificate": {"type": "string", "description": "The device's client certificate followed by the "
                         "server node's issuing intermediate (PEM chain; it verifies up to the pinned root)."},
-        "grant_public_key": {"type": "string", "description": "PEM key the agent verifies grants with."},
         "agent_url": {"type": "string", "description": "`wss://host:port/agent` (mutual TLS)."}}},
 }
 
@@ -57,7 +55,6 @@ class EnrollHandlers:
 
     server: HelplineServer
     ca_pem: bytes
-    grant_pub: bytes
     refusals: RefusalLimiter = field(default_factory=lambda: RefusalLimiter(REFUSALS_PER_MINUTE, 60.0))
 
     async def ca_certificate(self, _request: web.Request) -> web.Response:
@@ -86,7 +83,6 @@ class EnrollHandlers:
             "device_id": result.device_id,
             "group": result.group,
             "certificate": result.certificate_pem,
-            "grant_public_key": self.grant_pub.decode(),
             "agent_url": f"wss://{server.config.public_host}:{server.agent_port}/agent",
         })
 
@@ -115,6 +111,6 @@ def routes(handlers: EnrollHandlers) -> list[api.Route]:
 
 
 def setup(server: HelplineServer) -> None:
-    handlers = EnrollHandlers(server, server.pki.ca_pem.read_bytes(), server.pki.grant_pub.read_bytes())
+    handlers = EnrollHandlers(server, server.pki.ca_pem.read_bytes())
     api.add_routes(server.console_app, routes(handlers))
     add_schemas(server.console_app, SCHEMAS)

@@ -2,8 +2,8 @@
 
 Admin commands run in their own process (``helpline admin device revoke``) while the server
 runs. They write an event row; every server node polls for new rows a few times a second
-and acts (close a revoked device's connection, a disabled user's websockets, push a grant
-revocation). Works the same on SQLite and on PostgreSQL shared by several nodes.
+and acts (close a revoked device's connection, a disabled user's websockets, push a changed
+authority to agents). Works the same on SQLite and on PostgreSQL shared by several nodes.
 
 On PostgreSQL, sequence numbers are taken when a row is inserted, not when its transaction
 commits: seq 11 can become visible before seq 10. A watcher that only asked for ``seq > last``

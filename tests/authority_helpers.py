@@ -9,6 +9,7 @@ tests/test_session_helpers.py). The agent must be configured with :attr:`Org.roo
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,13 +18,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from certs import ceremony
 from protocol.authority import (
+    Body,
     CredentialKind,
+    DocumentKind,
     Ed25519Key,
     RevocationList,
     RootInfo,
     SignedCert,
     SignedDocument,
     SignedRevocationList,
+    TaskAuthorization,
     TechnicianProof,
     TechnicianStatement,
     UnattendedGrant,
@@ -69,6 +73,32 @@ class Org:
                                       issued_at=now)
         values.update(fields)
         document = new_document("grant", UnattendedGrant(**values))
+        for signer in signers:
+            document = ceremony.approve(document, credential_id=self.ids[signer], key=self.keys[signer])
+        return document
+
+    def sign(self, kind: DocumentKind, body: Body, signers: Sequence[str] = ("alice", "bob")) -> SignedDocument:
+        """``body`` as a document of ``kind`` approved by ``signers`` (labels of certified keys)."""
+        document = new_document(kind, body)
+        for signer in signers:
+            document = ceremony.approve(document, credential_id=self.ids[signer], key=self.keys[signer])
+        return document
+
+    def task(self, task_id: str, *, signers: tuple[str, ...] = ("alice", "bob"), script: str | None = None,
+             **fields: Any) -> SignedDocument:
+        """A TaskAuthorization for group lab, valid for an hour (a script's SHA-256 when ``script`` is given),
+        approved by ``signers``."""
+        import hashlib
+
+        now = time.time()
+        values: dict[str, Any] = dict(task_id=task_id, action="script" if script is not None else "clear_temp",
+                                      groups=["lab"], not_before=now - 60, not_after=now + 3600, issuer="Alice",
+                                      issued_at=now)
+        if script is not None:
+            values["script_sha256"] = hashlib.sha256(script.encode()).hexdigest()
+            values["params"] = {"interpreter": "sh"}
+        values.update(fields)
+        document = new_document("task", TaskAuthorization(**values))
         for signer in signers:
             document = ceremony.approve(document, credential_id=self.ids[signer], key=self.keys[signer])
         return document

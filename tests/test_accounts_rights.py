@@ -6,9 +6,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from agent.consent.scripted import ScriptedConsentUI
 from server.accounts import admin
 from server.auth.rights import ALL_RIGHTS, ANY_GROUP, Right
+from tests.authority_helpers import make_org
 from tests.harness import enroll_agent, running_agent, running_server
 from tests.test_accounts_support import client, make_user
 from tests.test_session_helpers import configure_agent
@@ -31,19 +34,17 @@ async def _call(server, token: str, method: str, path: str, body: Any = None) ->
 async def test_every_right_is_both_granted_and_refused(tmp_path: Path) -> None:
     """For each right, an account holding it (on the device's group) gets the route's success status; one holding
     all the other rights gets 403."""
-    async with running_server(tmp_path / "srv", grant_four_eyes=True) as server:
+    async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
         dev = state.device_id
         root = await _token(server, "root", ANY_GROUP, ALL_RIGHTS)
-        grant_body = {"groups": ["lab"], "technicians": ["someone"], "actions": ["view"], "duration_s": 3600,
-                      "reason": "rights test"}
+        org = make_org()  # the server stores and relays documents; it verifies none of these approvals
+        pending = msgspec.to_builtins(org.grant("grant-rights-1", signers=()))
+        draft = msgspec.to_builtins(org.grant("grant-rights-2", signers=()))
+        approval = msgspec.to_builtins(org.grant("grant-rights-1", signers=("alice",)).approvals[0])
         async with client(server, Authorization=f"Bearer {root}") as http:
-            async with http.post("/api/v1/grants", json=grant_body) as resp:
+            async with http.post("/api/v1/documents", json=pending) as resp:
                 assert resp.status == 201, await resp.text()
-                pending = await resp.json()
-        # Four-eyes on: root's grant waits for a second person, so approving it is a real success (200).
-        assert pending["status"] == "pending", pending
-        grant_id = pending["grant_id"]
         view_control = Right.REMOTE_VIEW | Right.REMOTE_CONTROL
         # (right, rights held, group, method, path, body, success status)
         cases: list[tuple[Right, Right, str, str, str, Any, int]] = [
@@ -53,9 +54,9 @@ async def test_every_right_is_both_granted_and_refused(tmp_path: Path) -> None:
             (Right.REMOTE_CONTROL, view_control, "lab", "POST", f"/api/v1/devices/{dev}/sessions",
              {"mode": "control", "reason": "t"}, 201),
             (Right.RUN_TASKS, Right.RUN_TASKS, "lab", "GET", f"/api/v1/devices/{dev}/tasks", None, 200),
-            (Right.MANAGE_GRANTS, Right.MANAGE_GRANTS, "lab", "POST", "/api/v1/grants", grant_body, 201),
-            (Right.APPROVE_GRANTS, Right.APPROVE_GRANTS, "lab", "POST", f"/api/v1/grants/{grant_id}/approve", {},
-             200),
+            (Right.MANAGE_GRANTS, Right.MANAGE_GRANTS, "lab", "POST", "/api/v1/documents", draft, 201),
+            (Right.APPROVE_GRANTS, Right.APPROVE_GRANTS, "lab", "POST", "/api/v1/documents/grant-rights-1/approvals",
+             approval, 200),
             (Right.ADMINISTER, Right.ADMINISTER, ANY_GROUP, "GET", "/api/v1/users", None, 200),
         ]
         # Session offers need the device connected; nobody answers the (scripted) consent prompt.

@@ -210,3 +210,63 @@ def test_parse_pin() -> None:
     assert parse_pin(None) is None and parse_pin("  ") is None
     with pytest.raises(ValueError):
         parse_pin("xyz")
+
+
+def _legacy_store(tmp_path: Path, old_key: object) -> tuple[AuthorityStore, Path, list[str]]:
+    """A device enrolled before the org root: grant.pub of ``old_key`` in its state, no pin."""
+    from cryptography.hazmat.primitives import serialization
+
+    from agent.authority.legacy import LegacyKey
+
+    grant_pub = tmp_path / "grant.pub"
+    grant_pub.write_bytes(old_key.public_key().public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    kept: list[str] = []
+    audit = DeviceAudit(tmp_path / "device-audit.jsonl", clock=lambda: NOW)
+    legacy = LegacyKey(grant_pub, keep_pin=kept.append, audit=audit)
+    store = AuthorityStore(tmp_path / "authority", pin=None, device_id=DEVICE, group=lambda: GROUP, audit=audit,
+                           legacy=legacy)
+    return store, grant_pub, kept
+
+
+def test_the_old_grant_keys_hand_over_is_taken_once_and_only_from_that_key(tmp_path: Path, world: World) -> None:
+    """A hand-over signed by another key is refused (audited, reported, grant.pub kept, no pin); the one signed by
+    the device's own grant.pub pins the root, deletes grant.pub, and the store honours the root; a later
+    hand-over to another root changes nothing."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from certs.legacy import sign_handover
+
+    old_key, stranger = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    store, grant_pub, kept = _legacy_store(tmp_path, old_key)
+    status = store.apply(update(world, handover=sign_handover(stranger, world.root, now=NOW)), NOW)
+    assert status.root_fingerprint is None and not status.unattended_ok
+    assert "not by the grant key this device was enrolled with" in status.problem
+    assert grant_pub.exists() and kept == [] and "root.handover_refused" in [e for e, _ in events(store)]
+
+    status = store.apply(update(world, handover=sign_handover(old_key, world.root, now=NOW)), NOW)
+    assert status.root_fingerprint == world.root.fingerprint and status.unattended_ok, status
+    assert kept == [world.root.fingerprint] and not grant_pub.exists()
+    names = [e for e, _ in events(store)]
+    assert names[names.index("root.adopted") + 1] == "legacy_key.removed"
+
+    other = make_world()
+    status = store.apply(update(world, handover=sign_handover(old_key, other.root, now=NOW)), NOW)
+    assert status.root_fingerprint == world.root.fingerprint and status.unattended_ok
+    assert kept == [world.root.fingerprint] and verify(tmp_path / "device-audit.jsonl").intact
+
+
+def test_a_device_with_a_pin_deletes_a_left_over_grant_pub(tmp_path: Path, world: World) -> None:
+    """A device given a pin by its configuration no longer keeps the old grant key: it is deleted (audited)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from agent.authority.legacy import LegacyKey
+
+    grant_pub = tmp_path / "grant.pub"
+    grant_pub.write_bytes(Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    audit = DeviceAudit(tmp_path / "device-audit.jsonl", clock=lambda: NOW)
+    AuthorityStore(tmp_path / "authority", pin=world.root.fingerprint, device_id=DEVICE, group=lambda: GROUP,
+                   audit=audit, legacy=LegacyKey(grant_pub, keep_pin=lambda _pin: None, audit=audit))
+    assert not grant_pub.exists() and [e["event"] for e in audit.entries()] == ["legacy_key.removed"]

@@ -21,12 +21,11 @@ from agent.tasks.context import ActionContext
 from common.files import UnsafePath, confined
 from protocol import codec
 from protocol.errors import InvalidMessage
-from protocol.grants import parse_document
 from protocol.messages import Error
 from protocol.tasks import TaskRun
 from server.agent_channel import AgentConnection
+from tests.authority_helpers import make_org
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
-from tests.tasks_helpers import grant_for, sign_script
 
 BAD_NAMES = ["..", ".", "", ".hidden", "../x", "a/b", "/etc", "a\x00b", "a\\b", "x" * 201, "é", " a", "a\n"]
 
@@ -57,7 +56,7 @@ def test_confined_refuses_a_symlink_that_leads_out(tmp_path: Path) -> None:
 @pytest.mark.parametrize("run_id", ["..", ".", ".x"])
 def test_wire_id_refuses_dot_names(run_id: str) -> None:
     """The protocol's Id type refuses '.', '..' and a leading dot (its pattern used to let them through)."""
-    frame = codec.encode(TaskRun(run_id=run_id, task_id="t_1", action="diagnostics", grant_id="g", technician="a"))
+    frame = codec.encode(TaskRun(run_id=run_id, task_id="t_1", action="diagnostics", technician="a"))
     with pytest.raises(InvalidMessage):
         codec.decode(frame)
     ok = codec.decode(frame.replace(f'"run_id":"{run_id}"', '"run_id":"r_1.2"'))
@@ -78,7 +77,7 @@ async def test_script_action_refuses_a_dot_dot_run_id_and_keeps_the_state_dir(tm
 
 
 async def test_malicious_server_dot_dot_run_id_is_refused_and_the_state_dir_survives(tmp_path: Path) -> None:
-    """A raw task.run with run_id '..' (properly signed script and grant, as a server holding the key could send):
+    """A raw task.run with run_id '..' (a script two approvers properly signed, replayed by a malicious server):
     the agent answers an error naming the message, runs nothing, and its state directory is intact."""
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
@@ -91,10 +90,9 @@ async def test_malicious_server_dot_dot_run_id_is_refused_and_the_state_dir_surv
         marker = tmp_path / "script-ran"
         script = f"touch {marker}\n"
         params: dict[str, Any] = {"interpreter": "sh"}
-        grant = grant_for(server, devices=[state.device_id], technicians=["alice"])
-        run = TaskRun(task_id="t_evil", run_id="..", action="script", grant_id=parse_document(grant.document).grant_id,
-            technician="alice", params=params, grant=grant, script=script,
-            script_signature=sign_script(server, script, params), timeout_s=30)
+        authorization = make_org().task("task-evil-1", script=script, devices=[state.device_id], groups=[])
+        run = TaskRun(task_id="t_evil", run_id="..", action="script", technician="alice", params=params,
+                      script=script, authorization=authorization, timeout_s=30)
         before = sorted(p.name for p in state.directory.iterdir())
         async with running_agent(state) as agent:
             await wait_until(lambda: server.connections.get(state.device_id) is not None, what="agent online")
@@ -116,8 +114,7 @@ def test_task_checks_refuse_a_run_id_that_is_not_a_plain_name() -> None:
     """A stored or hand-built task.run whose run id is not a plain name is refused with that reason."""
     from agent.tasks.authorize import Verdict, check_request
 
-    verdict = check_request(TaskRun(run_id="..", task_id="t_1", action="diagnostics", grant_id="g", technician="a"),
-                            None)
+    verdict = check_request(TaskRun(run_id="..", task_id="t_1", action="diagnostics", technician="a"))
     assert isinstance(verdict, Verdict) and verdict.kind == "refuse" and "run id refused" in verdict.reason
 
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import pytest
 
 from agent.consent.decision import (
-    SERVER_GRANT_REFUSED,
     VIEW_ONLY_NOTE,
     ConsentDecision,
     ConsentRequest,
@@ -55,10 +54,9 @@ REFUSED = DocumentFacts(None, "revocation list is stale (expired at 2023-11-14 2
 BAD_PROOF = DocumentFacts(grant(), APPROVED, proof_problem="technician proof is for another nonce (replayed or stale)")
 
 
-def new(mode: Mode, document_id: str | None = None, grant_id: str | None = None) -> ConsentRequest:
+def new(mode: Mode, document_id: str | None = None) -> ConsentRequest:
     return ConsentRequest(session_id="s-1", technician="Ann Smith", technician_user="ann",
-                          technician_role="technician", mode=mode, reason="printer", grant_id=grant_id,
-                          document_id=document_id)
+                          technician_role="technician", mode=mode, reason="printer", document_id=document_id)
 
 
 def upgrade(current: Mode, mode: Mode, document_id: str | None = None) -> ConsentRequest:
@@ -118,10 +116,6 @@ CASES = [
          reason=NOBODY, facts=PROVEN, nobody=NOBODY),
     Case("required prompt does not rescue a refused grant", new("view", DOC), ALWAYS_ASK, Verdict.DENY, "grant",
          reason="stale", facts=REFUSED),
-    Case("a server-signed grant opens nothing", new("view", grant_id="g-00000001"), DEFAULT, Verdict.DENY, "grant",
-         reason=SERVER_GRANT_REFUSED, nobody=NOBODY),
-    Case("a server-signed grant opens nothing, even with someone to ask", new("view", grant_id="g-00000001"),
-         ALWAYS_ASK, Verdict.DENY, "grant", reason=SERVER_GRANT_REFUSED),
     # --- upgrades of a running session ---------------------------------------------------------------
     Case("upgrade asks again", upgrade("view", "control"), DEFAULT, Verdict.ASK_USER, "user", "control"),
     Case("upgrade to the same mode changes nothing", upgrade("control", "control"), DEFAULT, Verdict.UNCHANGED,
@@ -197,20 +191,20 @@ def test_only_a_prompt_can_be_answered() -> None:
 POLICIES = [DEFAULT, NO_CONTROL, NO_UNATTENDED, ALWAYS_ASK, BROKEN, LocalPolicy(allow_control=False,
                                                                                  require_prompt=True)]
 FACTS: list[DocumentFacts | None] = [None, HOLDS, CONTROL_HOLDS, PROVEN, CONTROL_PROVEN, REFUSED, BAD_PROOF]
-NAMES: list[tuple[str | None, str | None]] = [(None, None), (DOC, None), (None, "g-00000001")]
+NAMES: list[str | None] = [None, DOC]
 
 
-def _every_input() -> list[tuple[LocalPolicy, DocumentFacts | None, tuple[str | None, str | None], str]]:
+def _every_input() -> list[tuple[LocalPolicy, DocumentFacts | None, str | None, str]]:
     return list(itertools.product(POLICIES, FACTS, NAMES, ["", NOBODY]))
 
 
 def test_view_consent_never_yields_control() -> None:
     """Over every combination: a request for view, or control where the policy forbids it, is never granted
     control — not by the grant, not after the user's Allow."""
-    for policy, facts, (document_id, grant_id), nobody in _every_input():
-        requests = [new("view", document_id, grant_id), upgrade("view", "view", document_id)]
+    for policy, facts, document_id, nobody in _every_input():
+        requests = [new("view", document_id), upgrade("view", "view", document_id)]
         if not policy.allow_control:
-            requests += [new("control", document_id, grant_id), upgrade("view", "control", document_id)]
+            requests += [new("control", document_id), upgrade("view", "control", document_id)]
         for request in requests:
             decision = decide(request, policy, document=facts, nobody_to_ask=nobody)
             if decision.verdict is Verdict.ASK_USER:
@@ -219,23 +213,19 @@ def test_view_consent_never_yields_control() -> None:
 
 
 def test_nothing_unattended_starts_without_a_verified_technician() -> None:
-    """Over every combination: a session starts by grant only with a document that holds and a verified proof;
-    a server-signed grant id alone never starts one."""
-    for policy, facts, (document_id, grant_id), nobody in _every_input():
-        for request in (new("view", document_id, grant_id), new("control", document_id, grant_id)):
+    """Over every combination: a session starts by grant only with a document that holds and a verified proof."""
+    for policy, facts, document_id, nobody in _every_input():
+        for request in (new("view", document_id), new("control", document_id)):
             decision = decide(request, policy, document=facts, nobody_to_ask=nobody)
             if decision.verdict is Verdict.ALLOW_BY_GRANT:
                 assert facts is not None and facts.grant is not None and facts.technician is not None
                 assert document_id is not None and decision.verified_technician == facts.technician
-            if grant_id is not None:  # refused: by the broken policy first, else as a server's grant
-                assert decision.verdict is Verdict.DENY
-                assert decision.reason == SERVER_GRANT_REFUSED or decision.by == "policy"
 
 
 def test_prompts_call_a_technician_verified_only_after_a_proof() -> None:
     """Over every combination: a prompt names the technician "(verified)" only when a proof was checked."""
-    for policy, facts, (document_id, grant_id), nobody in _every_input():
-        for request in (new("view", document_id, grant_id), upgrade("view", "control", document_id)):
+    for policy, facts, document_id, nobody in _every_input():
+        for request in (new("view", document_id), upgrade("view", "control", document_id)):
             decision = decide(request, policy, document=facts, nobody_to_ask=nobody)
             if decision.prompt is not None and "verified" in decision.prompt.technician:
                 assert facts is not None and facts.technician is not None and not request.upgrade
@@ -244,7 +234,7 @@ def test_prompts_call_a_technician_verified_only_after_a_proof() -> None:
 def test_attended_upgrade_always_needs_a_fresh_prompt() -> None:
     """Over every combination: upgrading a session to control is never allowed without asking again (not even
     under a signed grant: the technician's proof named the first mode), and the prompt says it is an upgrade."""
-    for policy, facts, (document_id, _grant_id), nobody in _every_input():
+    for policy, facts, document_id, nobody in _every_input():
         decision = decide(upgrade("view", "control", document_id), policy, document=facts, nobody_to_ask=nobody)
         assert decision.verdict in (Verdict.ASK_USER, Verdict.DENY), (policy, facts, decision)
         if decision.prompt is not None:
@@ -253,8 +243,8 @@ def test_attended_upgrade_always_needs_a_fresh_prompt() -> None:
 
 def test_nobody_there_never_reaches_a_prompt() -> None:
     """Over every combination: with nobody to ask, the verdict is never ASK_USER (no prompt on an empty desk)."""
-    for policy, facts, (document_id, grant_id), _nobody in _every_input():
-        for request in (new("view", document_id, grant_id), new("control", document_id, grant_id),
+    for policy, facts, document_id, _nobody in _every_input():
+        for request in (new("view", document_id), new("control", document_id),
                         upgrade("view", "control", document_id)):
             decision = decide(request, policy, document=facts, nobody_to_ask=NOBODY)
             assert decision.verdict is not Verdict.ASK_USER

@@ -82,8 +82,7 @@ def _setup(db: Database, device_id: str) -> Setup:
 
 
 async def _offered(s: Setup, device_id: str) -> tuple[LiveSession, str]:
-    session = await s.driver.request(device_id=device_id, group="lab", technician=ANN, mode="view", reason="t",
-                                     grant_id=None)
+    session = await s.driver.request(device_id=device_id, group="lab", technician=ANN, mode="view", reason="t")
     (offer,) = [m for m in s.agent.sent if isinstance(m, SessionOffer)]
     return session, offer.tunnel_token
 

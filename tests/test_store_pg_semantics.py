@@ -7,27 +7,23 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from protocol.grants import SignedGrant
 from protocol.tasks import TaskResult
 from server import audit, devices, events
 from server.errors import ApiError
-from server.grants import store as grant_store
 from server.store import Database
 from server.tasks import lifecycle, repository, service
 from server.tasks.spec import TaskSpec
 from tests.conftest import add_device
+from tests.tasks_helpers import signed_spec
 
-GRANT = SignedGrant(document='{"grant_id": "g1"}', signature="not-checked-by-the-store")
 
-
-def spec(device: str, **extra: Any) -> TaskSpec:
-    return TaskSpec(action="script", grant_id="g1", technician="alice", script="echo hi", device=device,
-                    grant=GRANT, **extra)
+async def spec(db: Database, device: str, **extra: Any) -> TaskSpec:
+    """A script task with its (stored) approver-signed authorization."""
+    return await signed_spec(db, action="script", script="echo hi", device=device, **extra)
 
 
 async def test_event_committed_after_a_later_seq_is_still_delivered(db: Database) -> None:
@@ -99,7 +95,7 @@ async def test_nul_in_text_is_stored_and_audit_chain_still_verifies(db: Database
     assert row is not None and row["hostname"].startswith("pc") and row["hostname"].endswith("evil")
     await audit.append(db, "bad\x00name", "auth.login_failed", "", {"peer": "x\x00y"})
     assert (await audit.verify_chain(db)).ok
-    task = await service.create_task(db, spec(device), actor="admin1")
+    task = await service.create_task(db, await spec(db, device), actor="admin1")
     (run,) = await repository.runs_of_task(db, task["id"])
     stored = await lifecycle.record_result(db, device, TaskResult(
         run_id=run["id"], status="succeeded", ended_at=time.time(), exit_code=0, stdout="a\x00b"))
@@ -109,7 +105,7 @@ async def test_nul_in_text_is_stored_and_audit_chain_still_verifies(db: Database
 async def test_concurrent_approvals_materialize_runs_once(db: Database) -> None:
     """Two admins approving the same large task at once: one wins, the runs exist once."""
     device = await add_device(db)
-    task = await service.create_task(db, spec(device), actor="admin1", approval_threshold=0)
+    task = await service.create_task(db, await spec(db, device), actor="admin1", approval_threshold=0)
     assert task["status"] == "pending_approval"
     results = await asyncio.gather(service.approve_task(db, task["id"], approver="admin2"),
                                    service.approve_task(db, task["id"], approver="admin3"), return_exceptions=True)
@@ -124,7 +120,7 @@ async def test_concurrent_schedulers_fire_an_occurrence_once(db: Database) -> No
     """Two schedulers (server nodes sharing the database) firing the same cron occurrence queue one run."""
     device = await add_device(db)
     t0 = time.time()
-    task = await service.create_task(db, spec(device, cron="* * * * *"), actor="admin1", now=t0)
+    task = await service.create_task(db, await spec(db, device, cron="* * * * *"), actor="admin1", now=t0)
     later = t0 + 3600
     created = await asyncio.gather(lifecycle.fire_schedules(db, later, random.Random(1)),
                                    lifecycle.fire_schedules(db, later, random.Random(2)))
@@ -135,7 +131,7 @@ async def test_concurrent_schedulers_fire_an_occurrence_once(db: Database) -> No
 async def test_a_result_delivered_twice_at_once_is_recorded_once(db: Database) -> None:
     """The same result arriving twice concurrently is stored and audited once."""
     device = await add_device(db)
-    task = await service.create_task(db, spec(device), actor="admin1")
+    task = await service.create_task(db, await spec(db, device), actor="admin1")
     (run,) = await repository.runs_of_task(db, task["id"])
     result = TaskResult(run_id=run["id"], status="failed", ended_at=time.time(), exit_code=3)
     rows = await asyncio.gather(lifecycle.record_result(db, device, result),
@@ -145,22 +141,11 @@ async def test_a_result_delivered_twice_at_once_is_recorded_once(db: Database) -
 
 
 async def test_concurrent_revocations_are_audited_once(db: Database) -> None:
-    """Revoking a device or a grant twice at once: one revocation, one audit record, one event."""
+    """Revoking a device twice at once: one revocation, one audit record, one event."""
     device = await add_device(db)
     revoked = await asyncio.gather(devices.revoke(db, device, actor="a"), devices.revoke(db, device, actor="b"))
     assert sorted(revoked) == [False, True]
     assert len(await audit.recent(db, action="device.revoke")) == 1
-    await grant_store.create(db, Path("/nonexistent"), _grant(device), actor="admin1", four_eyes=True)
-    await asyncio.gather(grant_store.revoke(db, "g1", actor="a"), grant_store.revoke(db, "g1", actor="b"))
-    assert len(await audit.recent(db, action="grant.revoke")) == 1
-
-
-def _grant(device: str) -> Any:
-    from protocol.grants import Grant
-
-    now = time.time()
-    return Grant(grant_id="g1", devices=[device], technicians=["alice"], actions=["tasks"], not_before=now - 60,
-                 not_after=now + 3600, issuer="test", issued_at=now)
 
 
 async def test_audit_action_filter_ignores_case(db: Database) -> None:

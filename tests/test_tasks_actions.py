@@ -14,7 +14,6 @@ from agent.tasks.catalog import CATALOG, BadParams, parse_params
 from agent.tasks.commands import CommandResult, ProcessRunner, RecordingRunner
 from agent.tasks.context import ActionContext
 from agent.tasks.store import TaskLedger
-from certs.grants import load_grant_public_key, public_key_pem
 from protocol.tasks import MAX_SCRIPT_BYTES, TaskRun
 
 
@@ -152,15 +151,42 @@ async def test_process_runner_kills_the_whole_tree_at_timeout(tmp_path: Path) ->
 
 
 def test_static_checks_refuse_oversized_and_misplaced_scripts(tmp_path: Path) -> None:
-    """Oversized scripts, scripts for other actions and unknown actions are refused before any grant check."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    """Oversized scripts, scripts for other actions and unknown actions are refused before any document check."""
+    base = {"task_id": "t_1", "run_id": "r_1", "technician": "alice"}
+    big = TaskRun(action="script", script="#" * (MAX_SCRIPT_BYTES + 1), **base)
+    assert "exceeds the limit" in check_request(big).reason
+    assert "does not take a script" in check_request(TaskRun(action="reboot", script="x", **base)).reason
+    assert "unknown action" in check_request(TaskRun(action="mine_coins", **base)).reason
 
-    key = load_grant_public_key(public_key_pem(Ed25519PrivateKey.generate()))
-    base = {"task_id": "t_1", "run_id": "r_1", "grant_id": "g", "technician": "alice"}
-    big = TaskRun(action="script", script="#" * (MAX_SCRIPT_BYTES + 1), script_signature="A" * 88, **base)
-    assert "exceeds the limit" in check_request(big, key).reason
-    assert "does not take a script" in check_request(TaskRun(action="reboot", script="x", **base), key).reason
-    assert "unknown action" in check_request(TaskRun(action="mine_coins", **base), key).reason
+
+def test_a_run_without_an_authorization_is_refused_before_anything_else(tmp_path: Path) -> None:
+    """A task.run carrying no approver-signed document is refused, whatever the agent holds."""
+    from datetime import UTC, datetime
+
+    from agent.tasks.authorize import NO_AUTHORIZATION, decide
+
+    run = TaskRun(task_id="t_1", run_id="r_1", technician="alice", action="clear_temp",
+                  params={"targets": ["tmp"], "dry_run": True})
+    verdict = decide(run, authority=None, ledger=set(), now=time.time(), local=datetime.now(UTC), tz=UTC)
+    assert verdict.kind == "refuse" and verdict.reason == NO_AUTHORIZATION
+
+
+def test_replay_ledger_claims_each_occurrence_once_across_reopen(tmp_path: Path) -> None:
+    """An occurrence claimed by one run cannot be claimed by another, also after the ledger is reopened; it is
+    forgotten only a day after its document expired."""
+    ledger = TaskLedger(tmp_path / "tasks.db")
+    now = time.time()
+    assert ledger.claim("task-1@once", "r1", expires_at=now + 3600) is None
+    assert ledger.claim("task-1@once", "r2", expires_at=now + 3600) == "r1"
+    assert "task-1@once" in ledger.occurrences() and "task-1@1700000000" not in ledger.occurrences()
+    ledger.close()
+    ledger = TaskLedger(tmp_path / "tasks.db")
+    assert ledger.claim("task-1@once", "r3", expires_at=now + 3600) == "r1"
+    ledger.prune(now + 3600 + 3600)
+    assert "task-1@once" in ledger.occurrences()
+    ledger.prune(now + 3600 + 86400 + 1)
+    assert "task-1@once" not in ledger.occurrences()
+    ledger.close()
 
 
 def test_ledger_keeps_unacked_results_until_ack(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The task routes on the declared-route frame: each declared with its right and scope, tasks, runs,
 rollouts and devices of another group answering exactly like missing ones, the typed create body
-(limits, non-finite numbers, unknown fields) and the four-eyes approval through the API."""
+(limits, non-finite numbers, unknown fields), the approver-signed document it must match, and the second
+admin's approval through the API."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from protocol.grants import SignedGrant
 from server.api import scopes
 from server.api.context import AUTHENTICATORS, ROUTES
 from server.api.openapi import document_for
@@ -23,9 +23,13 @@ from server.tasks import repository, service
 from server.tasks.spec import TaskSpec
 from tests.conftest import add_device
 from tests.harness import console_url, running_server
+from tests.tasks_helpers import authorize, make_org, store
 from tests.test_accounts_support import ssl_context
 
-GRANT = SignedGrant(document="{}", signature="A" * 44)  # never verified by the server
+ORG = make_org()
+#: What approvers signed for each group: clear_temp as a dry run (the server only stores it; agents verify it).
+DOCUMENTS = {group: authorize(ORG, groups=[group], action="clear_temp", params={"dry_run": True},
+                              task_id=f"clear-{group}") for group in ("lab", "office")}
 RIGHTS = {
     "tech": {"lab": Right.RUN_TASKS},
     "viewer": {"lab": Right.VIEW_INVENTORY},
@@ -46,6 +50,8 @@ async def server(tmp_path: Path) -> AsyncIterator[HelplineServer]:
         for device, group in (("dev-lab", "lab"), ("dev-lab2", "lab"), ("dev-office", "office"),
                               ("dev-office2", "office")):
             await add_device(running.db, device, group)
+        for document in DOCUMENTS.values():
+            await store(running.db, document)
         yield running
 
 
@@ -61,8 +67,8 @@ async def _call(server: HelplineServer, method: str, path: str, user: str, body:
 
 
 async def _task(server: HelplineServer, group: str, **extra: Any) -> dict[str, Any]:
-    spec = TaskSpec(action="clear_temp", grant_id="g1", technician="alice", params={"dry_run": True}, group=group,
-                    grant=GRANT, **extra)
+    spec = TaskSpec(action="clear_temp", document_id=f"clear-{group}", technician="alice", params={"dry_run": True},
+                    group=group, **extra)
     return dict(await service.create_task(server.db, spec, actor="admin1", approval_threshold=10))
 
 
@@ -126,17 +132,17 @@ async def test_objects_of_another_group_answer_exactly_like_missing_ones(server:
 
 async def test_create_body_is_typed_limited_and_checked_against_the_target_group(server: HelplineServer) -> None:
     """Unknown actions and fields, non-finite or out-of-range numbers are 400 before anything is stored;
-    rule codes (bad_window) are kept; another group's device is 404, a group without the right 403."""
-    base = {"action": "clear_temp", "grant_id": "g1", "params": {"dry_run": True}, "grant": {
-        "document": GRANT.document, "signature": GRANT.signature}}
+    rule codes (bad_window) are kept; another group's device is 404, a group without the right 403; a task
+    that is not what its document says, or a document that is not there, is refused too."""
+    base: dict[str, Any] = {"document_id": "clear-lab"}
     bad_bodies = [{**base, "device": "dev-lab", "action": "wipe"}, {**base, "device": "dev-lab", "surprise": 1},
                   {**base, "device": "dev-lab", "window_s": 0}, {**base, "device": "dev-lab", "wave_percent": 101},
                   {**base, "device": "dev-lab", "failure_threshold": 1.5}, {**base, "device": "x" * 300}]
     for body in bad_bodies:
         status, error = await _call(server, "POST", "/api/v1/tasks", "tech", body)
         assert (status, error["error"]["code"]) == (400, "invalid"), body
-    for raw in (b'{"action": "clear_temp", "grant_id": "g1", "device": "dev-lab", "window_s": NaN}',
-                b'{"action": "clear_temp", "grant_id": "g1", "device": "dev-lab", "window_s": 1e999}'):
+    for raw in (b'{"document_id": "clear-lab", "device": "dev-lab", "window_s": NaN}',
+                b'{"document_id": "clear-lab", "device": "dev-lab", "window_s": 1e999}'):
         status, error = await _call(server, "POST", "/api/v1/tasks", "tech", raw=raw)
         assert status == 400 and error["error"]["code"] in ("invalid", "malformed"), raw
     status, error = await _call(server, "POST", "/api/v1/tasks", "tech",
@@ -151,17 +157,24 @@ async def test_create_body_is_typed_limited_and_checked_against_the_target_group
     status, error = await _call(server, "POST", "/api/v1/tasks", "tech", {**base, "group": "office"})
     assert (status, error["error"]["code"]) == (403, "forbidden")
     assert (await _call(server, "POST", "/api/v1/tasks", "viewer", {**base, "device": "dev-lab"}))[0] == 403
+    for body, code in (({**base, "device": "dev-lab", "params": {"dry_run": False}}, "document_mismatch"),
+                       ({**base, "device": "dev-lab", "action": "diagnostics"}, "document_mismatch"),
+                       ({**base, "device": "dev-lab", "cron": "0 2 * * *"}, "document_mismatch"),
+                       ({"document_id": "clear-office", "device": "dev-lab"}, "not_covered"),
+                       ({"document_id": "nothing-here", "device": "dev-lab"}, "unknown_document")):
+        status, error = await _call(server, "POST", "/api/v1/tasks", "tech", body)
+        assert error["error"]["code"] == code and status in (400, 409), (body, error)
     assert await repository.list_tasks(server.db) == []
     status, created = await _call(server, "POST", "/api/v1/tasks", "tech", {**base, "device": "dev-lab"})
     assert status == 201 and created["task"]["technician"] == "tech" and created["task"]["status"] == "active"
-    assert created["task"]["target"] == "device:dev-lab"
+    assert created["task"]["target"] == "device:dev-lab" and created["task"]["document_id"] == "clear-lab"
+    assert created["task"]["action"] == "clear_temp" and created["task"]["params"] == {"dry_run": True}
 
 
 async def test_approval_through_the_api_needs_administer_and_a_second_admin(server: HelplineServer) -> None:
     """Over the threshold a task waits; its creator cannot approve it (409 same_admin), a technician
     without ADMINISTER gets 403, another admin approves once (then 409 not_pending)."""
-    body = {"action": "clear_temp", "grant_id": "g1", "group": "lab", "params": {"dry_run": True},
-            "grant": {"document": GRANT.document, "signature": GRANT.signature}}
+    body = {"document_id": "clear-lab", "group": "lab"}
     status, created = await _call(server, "POST", "/api/v1/tasks", "boss", body)
     assert status == 201 and created["task"]["status"] == "pending_approval"
     url = f"/api/v1/tasks/{created['task']['id']}/approve"

@@ -28,14 +28,15 @@ from server.store import Database
 from server.tasks import repository, service
 from server.tasks.artifacts import ArtifactReceiver, artifact_info
 from server.tasks.feature import SCHEDULER
-from server.tasks.spec import TaskSpec
 from tests.conftest import add_device
 from tests.harness import console_url, enroll_agent, running_agent, running_server, wait_until
-from tests.tasks_helpers import grant_for, run_of, submit
-from tests.test_store_pg_semantics import GRANT
+from tests.tasks_helpers import authorize, make_org, pinned, run_of, signed_spec, submit, task_agent
 
 ROOT = Path(__file__).resolve().parent.parent
 
+
+#: The org whose approvers authorize the diagnostics tasks here.
+ORG = make_org()
 
 async def _as_header(request: aiohttp.web.Request) -> Principal | None:
     name = request.headers.get("X-Test-User")
@@ -58,9 +59,9 @@ async def test_diagnostics_bundle_arrives_verified_and_downloads_with_the_right(
     async with running_server(data) as server:
         server.console_app[SCHEDULER].tick_s = 0.1
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
-        async with running_agent(state, setup=_small_chunks):
-            task = await submit(server, grant_for(server, devices=[state.device_id]), device=state.device_id,
-                                action="diagnostics", params={"log_lines": 0, "include_inventory": True})
+        async with task_agent(server, state, ORG, setup=_small_chunks):
+            document = authorize(ORG, devices=[state.device_id], action="diagnostics", params={"log_lines": 0, "include_inventory": True})
+            task = await submit(server, document, device=state.device_id)
 
             async def stored() -> bool:
                 return artifact_info(await run_of(server, task["id"])) is not None
@@ -110,8 +111,8 @@ async def test_diagnostics_bundle_arrives_verified_and_downloads_with_the_right(
 
 async def _diag_run(database: Database) -> str:
     device = await add_device(database, "dev-1", "lab")
-    task = await service.create_task(database, TaskSpec(
-        action="diagnostics", grant_id="g1", technician="alice", device=device, grant=GRANT), actor="admin1")
+    task = await service.create_task(database, await signed_spec(database, action="diagnostics", device=device),
+                                     actor="admin1")
     (run,) = await repository.runs_of_task(database, task["id"])
     return str(run["id"])
 
@@ -208,9 +209,9 @@ async def test_upload_cut_off_resumes_after_agent_restart(tmp_path: Path) -> Non
             await original(conn, message)
 
         server.agent_handlers.replace(TaskArtifactChunk, flaky)
-        async with running_agent(state, setup=_small_chunks):
-            task = await submit(server, grant_for(server, devices=[state.device_id]), device=state.device_id,
-                                action="diagnostics", params={"log_lines": 0, "include_inventory": True})
+        async with task_agent(server, state, ORG, setup=_small_chunks):
+            document = authorize(ORG, devices=[state.device_id], action="diagnostics", params={"log_lines": 0, "include_inventory": True})
+            task = await submit(server, document, device=state.device_id)
             await asyncio.wait_for(stalled.wait(), timeout=30)
         assert indices == [0, 1, 2]
         assert artifact_info(await run_of(server, task["id"])) is None
@@ -221,7 +222,7 @@ async def test_upload_cut_off_resumes_after_agent_restart(tmp_path: Path) -> Non
         async def stored() -> bool:
             return artifact_info(await run_of(server, task["id"])) is not None
 
-        async with running_agent(state, setup=_small_chunks):
+        async with running_agent(state, pinned(state, ORG), setup=_small_chunks):
             await wait_until(stored, timeout=30, what="artifact stored after restart")
         assert indices[:5] == [0, 1, 2, -1, 3]
         run = await run_of(server, task["id"])
@@ -240,9 +241,9 @@ async def test_console_task_page_offers_the_bundle_for_download(tmp_path: Path) 
         server.console_app[SCHEDULER].tick_s = 0.1
         tech = await make_user(server, "tina", "technician", groups={"lab": None})
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
-        async with running_agent(state, setup=_small_chunks):
-            task = await submit(server, grant_for(server, devices=[state.device_id]), device=state.device_id,
-                                action="diagnostics", params={"log_lines": 0, "include_inventory": False})
+        async with task_agent(server, state, ORG, setup=_small_chunks):
+            document = authorize(ORG, devices=[state.device_id], action="diagnostics", params={"log_lines": 0, "include_inventory": False})
+            task = await submit(server, document, device=state.device_id)
 
             async def stored() -> bool:
                 return artifact_info(await run_of(server, task["id"])) is not None

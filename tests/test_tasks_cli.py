@@ -1,25 +1,22 @@
-"""`helpline admin script sign` and `helpline admin task …` against a running server and agent."""
+"""`helpline admin task …` against a running server and agent: tasks under approver-signed authorizations."""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
 
 from certs import tls
-from protocol.grants import Grant
 from server.api.context import AUTHENTICATORS
 from server.auth.rights import Principal, Right
-from server.grants import store as grant_store
 from server.tasks import repository
 from server.tasks.feature import SCHEDULER
-from tests.harness import console_url, enroll_agent, running_agent, running_server, wait_until
+from tests.harness import console_url, enroll_agent, running_server, wait_until
+from tests.tasks_helpers import authorize, make_org, store, task_agent
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,27 +26,24 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60)
 
 
-async def test_cli_signs_runs_shows_and_api_lists_task(tmp_path: Path) -> None:
-    """Sign a script, run it on a device from the CLI, read its output via `task show` and the REST API."""
+async def test_cli_runs_shows_and_api_lists_task(tmp_path: Path) -> None:
+    """Run an approved script on a device from the CLI, read its output via `task show` and the REST API; a script
+    other than the one approved is refused by the CLI, one approved by a single approver by the device."""
     data = tmp_path / "srv"
+    org = make_org()
     async with running_server(data) as server:
         server.console_app[SCHEDULER].tick_s = 0.1
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
-        now = time.time()
-        grant_id = "g" + secrets.token_hex(6)
-        await grant_store.create(server.db, server.pki.grant_key, Grant(
-            grant_id=grant_id, devices=[state.device_id], technicians=["alice"], actions=["tasks"],
-            not_before=now - 60, not_after=now + 3600, issuer="test", issued_at=now), actor="admin", four_eyes=False)
         script = tmp_path / "hello.sh"
         script.write_text('echo "hello $1"\n')
-        signed = await asyncio.to_thread(_cli, "script", "sign", str(script), "--data", str(data), "--params",
-                                         '{"interpreter": "sh", "args": ["night"]}')
-        assert signed.returncode == 0, signed.stderr
-        assert Path(f"{script}.sig").exists()
-        async with running_agent(state):
+        params = {"interpreter": "sh", "args": ["night"]}
+        approved = await store(server.db, authorize(org, devices=[state.device_id], script=script.read_text(),
+                                                    params=params, task_id="hello-night"))
+        one_approver = await store(server.db, authorize(org, devices=[state.device_id], script=script.read_text(),
+                                                        params=params, task_id="hello-once", signers=("alice",)))
+        async with task_agent(server, state, org):
             ran = await asyncio.to_thread(_cli, "task", "run", "--data", str(data), "--device", state.device_id,
-                                          "--action", "script", "--script", str(script), "--grant", grant_id,
-                                          "--technician", "alice")
+                                          "--document", approved, "--script", str(script), "--technician", "alice")
             assert ran.returncode == 0, ran.stderr
             task_id = ran.stdout.split()[1].rstrip(":")
 
@@ -59,22 +53,26 @@ async def test_cli_signs_runs_shows_and_api_lists_task(tmp_path: Path) -> None:
 
             await wait_until(done, timeout=20, what="CLI task ran")
             shown = await asyncio.to_thread(_cli, "task", "show", task_id, "--output", "--data", str(data))
-            assert "hello night" in shown.stdout and "succeeded" in shown.stdout
+            assert "hello night" in shown.stdout and "succeeded" in shown.stdout and approved in shown.stdout
             listed = await asyncio.to_thread(_cli, "task", "list", "--data", str(data))
             assert task_id in listed.stdout
             tampered = tmp_path / "evil.sh"
             tampered.write_text("rm -rf /\n")
-            Path(f"{tampered}.sig").write_text(Path(f"{script}.sig").read_text())
             evil = await asyncio.to_thread(_cli, "task", "run", "--data", str(data), "--device", state.device_id,
-                                           "--action", "script", "--script", str(tampered), "--grant", grant_id,
-                                           "--technician", "alice")
-            evil_id = evil.stdout.split()[1].rstrip(":")
+                                           "--document", approved, "--script", str(tampered))
+            assert evil.returncode == 1 and "document_mismatch" in evil.stderr and "SHA-256" in evil.stderr
+            once = await asyncio.to_thread(_cli, "task", "run", "--data", str(data), "--device", state.device_id,
+                                           "--document", one_approver, "--script", str(script))
+            assert once.returncode == 0, once.stderr
+            once_id = once.stdout.split()[1].rstrip(":")
 
             async def refused() -> bool:
-                runs = await repository.runs_of_task(server.db, evil_id)
+                runs = await repository.runs_of_task(server.db, once_id)
                 return runs[0]["status"] == "refused"
 
-            await wait_until(refused, timeout=20, what="tampered script refused")
+            await wait_until(refused, timeout=20, what="single-approver script refused")
+            assert "needs 2 distinct approvers" in (await repository.runs_of_task(server.db, once_id))[0]["reason"]
+        evil_id = once_id
 
         async def as_header(request):
             name = request.headers.get("X-Test-User")

@@ -14,9 +14,11 @@ import pytest
 
 from server.tasks.feature import SCHEDULER
 from tests.harness import enroll_agent, running_server, wait_until
-from tests.tasks_helpers import grant_for, run_of, sign_script, submit
+from tests.tasks_helpers import authorize, make_org, publish_authority, run_of, submit
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The org whose approvers authorize the scripts; the agent subprocesses are installed with its root's fingerprint.
+ORG = make_org()
 
 
 @pytest.fixture
@@ -25,8 +27,9 @@ def agents():
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "HELPLINE_TRUST_ROOT_SHA256": ORG.root.fingerprint}
         proc = subprocess.Popen([sys.executable, "-m", "helpline", "agent", "run", "--state", str(state_dir)],
-                                cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+                                cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env)
         procs.append(proc)
         return proc
 
@@ -54,12 +57,13 @@ async def test_result_survives_agent_sigkill_and_server_restart(tmp_path: Path, 
         ports = {"agent_port": server.agent_port, "console_port": server.console_port}
         state = await enroll_agent(server, state_dir, group="lab")
         server.console_app[SCHEDULER].tick_s = 0.1
+        await publish_authority(server.db, ORG)
         agent = agents(state_dir, log)
+        await wait_until(lambda: _holds_authority(server, state.device_id), timeout=30, what="agent holds authority")
         script = 'touch "$1"\nwhile [ ! -e "$2" ]; do sleep 0.05; done\necho done\n'
         params = {"interpreter": "sh", "args": [str(started), str(release)]}
-        grant = grant_for(server, devices=[state.device_id])
-        task = await submit(server, grant, device=state.device_id, params=params, script=script,
-                            signature=sign_script(server, script, params))
+        task = await submit(server, authorize(ORG, devices=[state.device_id], script=script, params=params),
+                            device=state.device_id, script=script)
         await wait_until(started.exists, timeout=30, what="script running in the agent subprocess")
     # Server is down; the script finishes now and its result can only go to the agent's ledger.
     release.touch()
@@ -78,6 +82,12 @@ async def test_result_survives_agent_sigkill_and_server_restart(tmp_path: Path, 
         await wait_until(lambda: _unacked(state_dir)[0][1] == 1, timeout=10, what="agent saw the ack")
 
 
+async def _holds_authority(server, device_id: str) -> bool:
+    row = await server.db.fetchone("SELECT unattended_ok FROM authority_device_status WHERE device_id = ?",
+                                   (device_id,))
+    return row is not None and bool(row["unattended_ok"])
+
+
 async def _done(server, task_id: str) -> bool:
     return (await run_of(server, task_id))["status"] == "succeeded"
 
@@ -89,12 +99,13 @@ async def test_task_cut_off_by_sigkill_is_reported_not_rerun(tmp_path: Path, age
     async with running_server(srv) as server:
         state = await enroll_agent(server, state_dir, group="lab")
         server.console_app[SCHEDULER].tick_s = 0.1
+        await publish_authority(server.db, ORG)
         agent = agents(state_dir, log)
+        await wait_until(lambda: _holds_authority(server, state.device_id), timeout=30, what="agent holds authority")
         script = 'echo x >> "$1"\necho $$ > "$1.pid"\nsleep 2\n'
         params = {"interpreter": "sh", "args": [str(counter)]}
-        grant = grant_for(server, devices=[state.device_id])
-        task = await submit(server, grant, device=state.device_id, params=params, script=script,
-                            signature=sign_script(server, script, params))
+        task = await submit(server, authorize(ORG, devices=[state.device_id], script=script, params=params),
+                            device=state.device_id, script=script)
         pid_file = Path(f"{counter}.pid")
         await wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", timeout=30,
                          what="script running")

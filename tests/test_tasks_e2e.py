@@ -1,4 +1,4 @@
-"""Tasks end to end over real mTLS: signed scripts, refusals, windows, timeouts, results."""
+"""Tasks end to end over real mTLS: approver-signed task authorizations, refusals, windows, timeouts, results."""
 
 from __future__ import annotations
 
@@ -6,21 +6,25 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 import pytest
 
+from agent.authority import audit_path
+from agent.authority.audit import DeviceAudit
 from agent.runtime import Agent
 from protocol.grants import Window
 from server import audit
+from server.authority import repository as documents
 from server.errors import ApiError
 from server.tasks import service
 from server.tasks.feature import SCHEDULER
 from server.tasks.status import FINAL
-from tests.harness import enroll_agent, running_agent, running_server, wait_until
-from tests.tasks_helpers import grant_for, run_of, sign_script, submit
+from tests.harness import enroll_agent, running_server, wait_until
+from tests.tasks_helpers import authorize, make_org, run_of, submit, task_agent
 
 
 async def _status(server, task_id: str) -> str:
@@ -49,17 +53,38 @@ def _fast(agent: Agent) -> None:
     agent.tasks.poll_s = 0.05
 
 
-async def test_signed_script_runs_and_output_and_exit_code_arrive(tmp_path: Path) -> None:
-    """A script signed with the org grant key runs on the agent; stdout, stderr and exit code reach the server."""
+async def _final(server, task_id: str) -> bool:
+    return (await _status(server, task_id)) in FINAL
+
+
+async def _is(server, task_id: str, status: str) -> bool:
+    return (await _status(server, task_id)) == status
+
+
+async def _tamper(server, task: dict, **columns: object) -> None:
+    """What an intruder with the database does: change the stored task, then let its run go out now."""
+    for name, value in columns.items():
+        assert name in ("script", "params", "action")
+        await server.db.execute(f"UPDATE tasks SET {name} = ? WHERE id = ?", (value, task["id"]))
+    await server.db.execute("UPDATE task_runs SET not_before = 0 WHERE task_id = ?", (task["id"],))
+
+
+def _device_audit(state) -> list[dict]:
+    return [e for e in DeviceAudit(audit_path(state)).entries() if e["event"].startswith("task.")]
+
+
+async def test_approved_script_runs_and_output_and_exit_code_arrive(tmp_path: Path) -> None:
+    """A script two approvers authorized runs on the agent; stdout, stderr and exit code reach the server, and
+    the device's own audit names the approvers and the occurrence."""
+    org = make_org()
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
         server.console_app[SCHEDULER].tick_s = 0.1
-        async with running_agent(state, setup=_fast):
+        async with task_agent(server, state, org, setup=_fast):
             script = 'echo "hello $1"\necho oops >&2\nexit 3\n'
             params = {"interpreter": "sh", "args": ["world"]}
-            grant = grant_for(server, devices=[state.device_id])
-            task = await submit(server, grant, device=state.device_id, params=params, script=script,
-                                signature=sign_script(server, script, params))
+            document = authorize(org, devices=[state.device_id], script=script, params=params)
+            task = await submit(server, document, device=state.device_id, script=script)
             await wait_until(lambda: _final(server, task["id"]), timeout=15, what="result stored")
             run = await run_of(server, task["id"])
             assert run["status"] == "failed" and run["exit_code"] == 3
@@ -67,55 +92,63 @@ async def test_signed_script_runs_and_output_and_exit_code_arrive(tmp_path: Path
             assert run["started_at"] <= run["ended_at"]
             assert "task.result" in await _audit_actions(server)
             assert (await audit.verify_chain(server.db)).ok
+            (accepted,) = _device_audit(state)
+            assert accepted["event"] == "task.accepted" and accepted["run_id"] == run["id"]
+            assert accepted["approvers"] == ["Alice", "Bob"] and accepted["occurrence"].endswith("@once")
 
 
-async def _final(server, task_id: str) -> bool:
-    return (await _status(server, task_id)) in FINAL
-
-
-async def test_tampered_and_unsigned_scripts_are_refused_and_nothing_runs(tmp_path: Path) -> None:
-    """A script whose content or params changed after signing, and an unsigned one, are refused and audited."""
+async def test_tampered_script_and_params_are_refused_and_nothing_runs(tmp_path: Path) -> None:
+    """Script bytes or parameters changed in the server's database after approval, and a script approved by one
+    approver only, are refused by the device with the reason; nothing runs; each refusal is audited on both sides."""
+    org = make_org()
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
         server.console_app[SCHEDULER].tick_s = 0.1
         touched = tmp_path / "ran"
-        async with running_agent(state, setup=_fast):
-            grant = grant_for(server, devices=[state.device_id])
+        async with task_agent(server, state, org, setup=_fast):
             good = f"touch {touched}\n"
-            params = {"interpreter": "sh", "args": []}
-            signature = sign_script(server, good, params)
-            tampered = await submit(server, grant, device=state.device_id, params=params,
-                                    script=good + "rm -rf /important\n", signature=signature)
-            swapped = await submit(server, grant, device=state.device_id, params={"interpreter": "bash", "args": []},
-                                   script=good, signature=signature)
-            unsigned = await submit(server, grant, device=state.device_id, params=params, script=good)
-            for task in (tampered, swapped, unsigned):
+            later = time.time() + 3600
+            tasks = []
+            for tamper in ({"script": good + "rm -rf /important\n"}, {"params": '{"interpreter": "bash"}'}):
+                document = authorize(org, devices=[state.device_id], script=good, params={"interpreter": "sh"})
+                task = await submit(server, document, device=state.device_id, script=good, run_at=later)
+                await _tamper(server, task, **tamper)
+                tasks.append(task)
+            one = authorize(org, devices=[state.device_id], script=good, params={"interpreter": "sh"},
+                            signers=("alice",))
+            tasks.append(await submit(server, one, device=state.device_id, script=good))
+            for task in tasks:
                 await wait_until(lambda t=task: _final(server, t["id"]), timeout=15, what="refusal stored")
-            for task in (tampered, swapped):
-                run = await run_of(server, task["id"])
-                assert run["status"] == "refused" and "signature does not verify" in run["reason"]
-            run = await run_of(server, unsigned["id"])
-            assert run["status"] == "refused" and "not signed" in run["reason"]
+            runs = [await run_of(server, t["id"]) for t in tasks]
+            assert [r["status"] for r in runs] == ["refused"] * 3, runs
+            reasons = [r["reason"] for r in runs]
+            assert "the script is not the one the approvers signed" in reasons[0]
+            assert "the parameters are not the ones the approvers signed" in reasons[1]
+            assert "needs 2 distinct approvers, has 1" in reasons[2]
             assert not touched.exists()
             assert (await _audit_actions(server)).count("task.refused") == 3
+            refused = _device_audit(state)
+            assert [e["event"] for e in refused] == ["task.refused"] * 3
+            assert sorted(e["reason"] for e in refused) == sorted(reasons)
 
 
-async def test_bad_requests_and_bad_grants_are_refused_with_reasons(tmp_path: Path) -> None:
-    """Unknown action, bad params, an expired grant and a grant without 'tasks' are refused with clear reasons."""
+async def test_bad_requests_and_bad_documents_are_refused_with_reasons(tmp_path: Path) -> None:
+    """Approved but bad parameters and an expired document are refused by the agent with clear reasons; an
+    unknown action, a grant document and a document that does not name the target are refused by the server."""
+    org = make_org()
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
         server.console_app[SCHEDULER].tick_s = 0.1
-        async with running_agent(state, setup=_fast):
-            ok = grant_for(server, devices=[state.device_id])
-            expired = grant_for(server, devices=[state.device_id], not_before=0, not_after=1000)
-            view_only = grant_for(server, devices=[state.device_id], actions=["view"])
+        async with task_agent(server, state, org, setup=_fast):
+            mine = [state.device_id]
+            now = time.time()
             cases = [
-                (await submit(server, ok, device=state.device_id, action="restart_service",
-                              params={"name": "-bad;rm"}), "bad parameters"),
-                (await submit(server, expired, device=state.device_id, action="clear_temp",
-                              params=HARMLESS), "expired"),
-                (await submit(server, view_only, device=state.device_id, action="clear_temp",
-                              params=HARMLESS), "does not allow 'tasks'"),
+                (await submit(server, authorize(org, devices=mine, action="restart_service",
+                                                params={"name": "-bad;rm"}), device=state.device_id),
+                 "bad parameters"),
+                (await submit(server, authorize(org, devices=mine, action="clear_temp", params=HARMLESS,
+                                                not_before=now - 7200, not_after=now - 3600),
+                              device=state.device_id), "expired at"),
             ]
             for task, expected in cases:
                 await wait_until(lambda t=task: _final(server, t["id"]), timeout=15, what="refusal")
@@ -123,12 +156,28 @@ async def test_bad_requests_and_bad_grants_are_refused_with_reasons(tmp_path: Pa
                 assert run["status"] == "refused", run
                 assert expected in run["reason"], run["reason"]
             with pytest.raises(ApiError) as unknown:
-                await submit(server, ok, device=state.device_id, action="format_disk")
+                await submit(server, authorize(org, devices=mine, action="format_disk"), device=state.device_id)
             assert unknown.value.code == "unknown_action"
+            grant = org.grant("grant-lab-9")
+            await store_any(server, grant)
+            with pytest.raises(ApiError) as wrong_kind:
+                await service.task_document(server.db, "grant-lab-9")
+            assert wrong_kind.value.code == "document_unusable"
+            with pytest.raises(ApiError) as elsewhere:
+                await submit(server, authorize(org, devices=["dev-other"], action="clear_temp", params=HARMLESS),
+                             device=state.device_id)
+            assert elsewhere.value.code == "not_covered"
+
+
+async def store_any(server, document) -> None:
+    from server.authority import repository as documents
+
+    await documents.create_document(server.db, document, actor="user:test")
 
 
 async def test_task_outside_window_waits_then_runs_when_window_opens(tmp_path: Path) -> None:
-    """A task that arrives outside the grant's window waits (reported as waiting) and runs once it opens."""
+    """A task that arrives outside its signed window waits (reported as waiting) and runs once it opens."""
+    org = make_org()
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
         server.console_app[SCHEDULER].tick_s = 0.1
@@ -139,12 +188,11 @@ async def test_task_outside_window_waits_then_runs_when_window_opens(tmp_path: P
             agent.tasks.local = lambda: local["now"]
 
         touched = tmp_path / "ran"
-        async with running_agent(state, setup=setup):
-            grant = grant_for(server, devices=[state.device_id],
-                              windows=[Window(days=[0, 1, 2, 3, 4, 5, 6], start="02:00", end="04:00")])
+        async with task_agent(server, state, org, setup=setup):
             script, params = f"touch {touched}\n", {"interpreter": "sh", "args": []}
-            task = await submit(server, grant, device=state.device_id, params=params, script=script,
-                                signature=sign_script(server, script, params))
+            document = authorize(org, devices=[state.device_id], script=script, params=params,
+                                 windows=[Window(days=[0, 1, 2, 3, 4, 5, 6], start="02:00", end="04:00")])
+            task = await submit(server, document, device=state.device_id, script=script)
             await wait_until(lambda: _is(server, task["id"], "waiting"), timeout=15, what="task waiting")
             assert "window" in (await run_of(server, task["id"]))["reason"]
             await asyncio.sleep(0.3)  # several poll intervals pass with the window still closed
@@ -154,16 +202,13 @@ async def test_task_outside_window_waits_then_runs_when_window_opens(tmp_path: P
             assert touched.exists()
 
 
-async def _is(server, task_id: str, status: str) -> bool:
-    return (await _status(server, task_id)) == status
-
-
-async def test_waiting_task_is_refused_when_grant_expires_before_window(tmp_path: Path) -> None:
-    """A waiting task whose grant expires before the window opens is refused and never runs."""
+async def test_waiting_task_is_refused_when_its_document_expires_before_the_window(tmp_path: Path) -> None:
+    """A waiting task whose authorization expires before the window opens is refused and never runs."""
+    org = make_org()
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
         server.console_app[SCHEDULER].tick_s = 0.1
-        clock = {"now": __import__("time").time()}
+        clock = {"now": time.time()}
 
         def setup(agent: Agent) -> None:
             _fast(agent)
@@ -171,12 +216,11 @@ async def test_waiting_task_is_refused_when_grant_expires_before_window(tmp_path
             agent.tasks.clock = lambda: clock["now"]
 
         touched = tmp_path / "ran"
-        async with running_agent(state, setup=setup):
-            grant = grant_for(server, devices=[state.device_id], not_after=clock["now"] + 600,
-                              windows=[Window(days=[0], start="02:00", end="04:00")])
+        async with task_agent(server, state, org, setup=setup):
             script, params = f"touch {touched}\n", {"interpreter": "sh", "args": []}
-            task = await submit(server, grant, device=state.device_id, params=params, script=script,
-                                signature=sign_script(server, script, params))
+            document = authorize(org, devices=[state.device_id], script=script, params=params,
+                                 not_after=clock["now"] + 600, windows=[Window(days=[0], start="02:00", end="04:00")])
+            task = await submit(server, document, device=state.device_id, script=script)
             await wait_until(lambda: _is(server, task["id"], "waiting"), timeout=15, what="task waiting")
             clock["now"] += 601
             await wait_until(lambda: _is(server, task["id"], "refused"), timeout=15, what="refused at expiry")
@@ -187,16 +231,16 @@ async def test_waiting_task_is_refused_when_grant_expires_before_window(tmp_path
 
 async def test_hanging_script_is_killed_with_its_children_at_timeout(tmp_path: Path, pids_to_reap) -> None:
     """A script that spawns a sleeping child is killed at its timeout, child included (checked by PID)."""
+    org = make_org()
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
         server.console_app[SCHEDULER].tick_s = 0.1
         pid_file = tmp_path / "pids"
-        async with running_agent(state, setup=_fast):
+        async with task_agent(server, state, org, setup=_fast):
             script = 'sleep 300 &\necho "$$ $!" > "$1"\necho started\nwait\n'
             params = {"interpreter": "sh", "args": [str(pid_file)]}
-            grant = grant_for(server, devices=[state.device_id])
-            task = await submit(server, grant, device=state.device_id, params=params, script=script,
-                                signature=sign_script(server, script, params), timeout_s=1.5)
+            document = authorize(org, devices=[state.device_id], script=script, params=params)
+            task = await submit(server, document, device=state.device_id, script=script, timeout_s=1.5)
             await wait_until(lambda: pid_file.exists() and len(pid_file.read_text().split()) == 2, timeout=15,
                              what="script started its child")
             parent, child = (int(p) for p in pid_file.read_text().split())
@@ -217,16 +261,16 @@ def _alive(pid: int) -> bool:
 
 async def test_cancel_stops_a_running_script_and_its_tree(tmp_path: Path, pids_to_reap) -> None:
     """Cancelling a task (as `helpline admin task cancel` does) kills the running script tree; status cancelled."""
+    org = make_org()
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
         server.console_app[SCHEDULER].tick_s = 0.1
         pid_file = tmp_path / "pids"
-        async with running_agent(state, setup=_fast):
+        async with task_agent(server, state, org, setup=_fast):
             script = 'sleep 300 &\necho "$$ $!" > "$1"\nwait\n'
             params = {"interpreter": "sh", "args": [str(pid_file)]}
-            grant = grant_for(server, devices=[state.device_id])
-            task = await submit(server, grant, device=state.device_id, params=params, script=script,
-                                signature=sign_script(server, script, params), timeout_s=600)
+            document = authorize(org, devices=[state.device_id], script=script, params=params)
+            task = await submit(server, document, device=state.device_id, script=script, timeout_s=600)
             await wait_until(lambda: pid_file.exists() and len(pid_file.read_text().split()) == 2, timeout=15,
                              what="script running")
             parent, child = (int(p) for p in pid_file.read_text().split())
@@ -237,11 +281,10 @@ async def test_cancel_stops_a_running_script_and_its_tree(tmp_path: Path, pids_t
             await wait_until(lambda: not _alive(parent) and not _alive(child), timeout=5, what="tree gone")
 
 
-async def test_grant_revoked_on_the_agent_refuses_a_waiting_task(tmp_path: Path) -> None:
-    """A grant the agent learns is revoked (its grant book) refuses the task that was waiting under it."""
-    from agent.grants import GrantBook
-    from protocol.grants import parse_document
-
+async def test_a_revoked_document_refuses_the_task_waiting_under_it(tmp_path: Path) -> None:
+    """A revocation list naming the task's document (signed by the revoker, relayed by the server) refuses the
+    task that was waiting for its window."""
+    org = make_org()
     async with running_server(tmp_path / "srv") as server:
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
         server.console_app[SCHEDULER].tick_s = 0.1
@@ -250,13 +293,14 @@ async def test_grant_revoked_on_the_agent_refuses_a_waiting_task(tmp_path: Path)
             _fast(agent)
             agent.tasks.local = lambda: datetime(2026, 1, 5, 1, 0, tzinfo=UTC)
 
-        async with running_agent(state, setup=setup):
-            grant = grant_for(server, devices=[state.device_id],
-                              windows=[Window(days=[0], start="02:00", end="04:00")])
-            task = await submit(server, grant, device=state.device_id, action="clear_temp",
-                                params={"targets": ["tmp"], "dry_run": True})
+        async with task_agent(server, state, org, setup=setup) as agent:
+            document = authorize(org, devices=[state.device_id], action="clear_temp", params=HARMLESS,
+                                 windows=[Window(days=[0], start="02:00", end="04:00")])
+            task = await submit(server, document, device=state.device_id)
             await wait_until(lambda: _is(server, task["id"], "waiting"), timeout=15, what="task waiting")
-            GrantBook.for_state(state.directory, state.device_id, state.grant_pub_path).revoke(
-                parse_document(grant.document).grant_id)
+            doc_id = task["document_id"]
+            async with server.db.transaction() as tx:
+                await documents.put_revocations(tx, org.revocations(documents=(doc_id,)), actor="user:test")
+            await wait_until(lambda: agent.parts.authority.store.revocation_sequence == 2, what="list 2 taken")
             await wait_until(lambda: _is(server, task["id"], "refused"), timeout=15, what="refused after revoke")
-            assert "revoked" in (await run_of(server, task["id"]))["reason"]
+            assert f"task {doc_id} has been revoked" in (await run_of(server, task["id"]))["reason"]

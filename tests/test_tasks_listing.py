@@ -6,17 +6,15 @@ import time
 
 from server.store import Database
 from server.tasks import repository, service, views
-from server.tasks.spec import TaskSpec
 from tests.conftest import add_device
-from tests.test_store_pg_semantics import GRANT
+from tests.tasks_helpers import signed_spec
 
 
 async def _make(database: Database, device: str, count: int, start: float) -> list[str]:
     ids = []
     for i in range(count):
-        row = await service.create_task(database, TaskSpec(
-            action="updates", grant_id="g1", technician="alice", params={"mode": "check"}, device=device,
-            grant=GRANT), actor="admin1", now=start + i)
+        row = await service.create_task(database, await signed_spec(
+            database, action="updates", params={"mode": "check"}, device=device), actor="admin1", now=start + i)
         ids.append(row["id"])
     return ids
 

@@ -11,9 +11,8 @@ from typing import Any
 
 from server.tasks import lifecycle, service
 from server.tasks.cron import next_occurrence
-from server.tasks.spec import TaskSpec
 from tests.harness import enroll_agent, running_server
-from tests.tasks_helpers import grant_for
+from tests.tasks_helpers import signed_spec
 from tests.test_accounts_support import client, login, make_user
 
 
@@ -31,14 +30,12 @@ async def test_task_list_shows_next_due_for_cron_and_one_off_tasks(tmp_path: Pat
         await server.db.execute("INSERT INTO inventory_sections (device_id, section, data, checksum, updated_at)"
                                 " VALUES (?, 'os', ?, 'x', ?)",
                                 (state.device_id, json.dumps({"timezone": {"name": "Asia/Tokyo"}}), time.time()))
-        grant = grant_for(server, groups=["night"])
-        nightly = await service.create_task(server.db, TaskSpec(
-            action="updates", grant_id="x", technician="alice", params={"mode": "check"}, group="night",
-            cron="0 2 * * *", grant=grant), actor="admin1")
+        nightly = await service.create_task(server.db, await signed_spec(
+            server.db, action="updates", params={"mode": "check"}, group="night", cron="0 2 * * *"), actor="admin1")
         run_at = time.time() + 7200
-        once = await service.create_task(server.db, TaskSpec(
-            action="updates", grant_id="x", technician="alice", params={"mode": "check"},
-            device=state.device_id, run_at=run_at, grant=grant), actor="admin1")
+        once = await service.create_task(server.db, await signed_spec(
+            server.db, action="updates", params={"mode": "check"}, device=state.device_id, run_at=run_at),
+            actor="admin1")
         await lifecycle.fire_schedules(server.db, time.time(), random.Random(1))
         expected = next_occurrence("0 2 * * *", nightly["created_at"], "Asia/Tokyo")
 

@@ -18,19 +18,17 @@ import pytest
 from aiohttp import web
 
 from certs import tls
-from protocol.grants import SignedGrant
 from protocol.tasks import TaskResult
 from server.api.context import AUTHENTICATORS
 from server.auth.rights import Principal, Right
 from server.errors import ApiError
 from server.store import Database
 from server.tasks import lifecycle, repository, service
-from server.tasks.spec import TaskSpec
 from tests.conftest import add_device
 from tests.harness import console_url, running_server
+from tests.tasks_helpers import signed_spec
 
 ROOT = Path(__file__).resolve().parent.parent
-GRANT = SignedGrant(document="{}", signature="unused-by-the-store")
 
 
 def _ts(y: int, mo: int, d: int, h: int, mi: int, tz: str = "UTC") -> float:
@@ -55,12 +53,10 @@ async def _fleet(db: Database, tokyo: int = 2, utc: int = 2) -> dict[str, str]:
 
 
 async def _schedule(db: Database, **extra: object) -> dict[str, object]:
-    fields: dict[str, object] = {"action": "updates", "grant_id": "g1", "technician": "alice",
-                                 "params": {"mode": "apply"}, "group": "fleet", "cron": "0 2 * * *",
-                                 "window_s": 3600, "wave_percent": 50, "failure_threshold": 0.4, "grant": GRANT,
+    fields: dict[str, object] = {"action": "updates", "params": {"mode": "apply"}, "group": "fleet",
+                                 "cron": "0 2 * * *", "window_s": 3600, "wave_percent": 50, "failure_threshold": 0.4,
                                  **extra}
-    return dict(await service.create_task(db, TaskSpec(**fields), actor="admin1",  # type: ignore[arg-type]
-                                          now=CREATED))
+    return dict(await service.create_task(db, await signed_spec(db, **fields), actor="admin1", now=CREATED))
 
 
 async def _finish(db: Database, run: dict[str, object], status: str, at: float) -> None:

@@ -23,10 +23,9 @@ from server.store import Database
 from server.tasks import repository, service
 from server.tasks.artifacts import ArtifactReceiver, artifact_info, expired_info
 from server.tasks.feature import ARTIFACTS, SCHEDULER
-from server.tasks.spec import TaskSpec
 from tests.conftest import add_device
 from tests.harness import console_url, running_server, wait_until
-from tests.test_store_pg_semantics import GRANT
+from tests.tasks_helpers import signed_spec
 from tests.test_tasks_artifacts import _send_all
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +35,7 @@ PAYLOAD = b"diagnostics " * 300
 
 async def _stored_run(db: Database, receiver: ArtifactReceiver) -> tuple[str, float]:
     device = await add_device(db, "dev-1", "lab")
-    task = await service.create_task(db, TaskSpec(action="diagnostics", grant_id="g1", technician="alice",
-                                                  device=device, grant=GRANT), actor="admin1")
+    task = await service.create_task(db, await signed_spec(db, action="diagnostics", device=device), actor="admin1")
     (run,) = await repository.runs_of_task(db, task["id"])
     assert await _send_all(receiver, run["id"], PAYLOAD, sha=hashlib.sha256(PAYLOAD).hexdigest()) == "stored"
     stored = await repository.get_run(db, run["id"])

@@ -12,25 +12,25 @@ from server import audit
 from server.errors import ApiError
 from server.tasks import repository, service
 from server.tasks.feature import SCHEDULER
-from server.tasks.spec import TaskSpec
-from tests.harness import enroll_agent, running_agent, running_server, wait_until
-from tests.tasks_helpers import grant_for, sign_script, submit
+from tests.harness import enroll_agent, running_server, wait_until
+from tests.tasks_helpers import authorize, make_org, signed_spec, submit, task_agent
 
 
 async def test_wave_rollout_stops_when_failure_rate_passes_threshold(tmp_path: Path) -> None:
     """Waves of 25 %: wave 1 succeeds, wave 2 fails (50 % > 40 %), so the rollout stops and later waves never run."""
+    org = make_org()
     async with running_server(tmp_path / "srv") as server:
         server.console_app[SCHEDULER].tick_s = 0.1
         states = [await enroll_agent(server, tmp_path / f"agent{i}", group="fleet") for i in range(4)]
         async with contextlib.AsyncExitStack() as stack:
             for state in states:
-                await stack.enter_async_context(running_agent(state, setup=lambda agent: setattr(agent.tasks, "poll_s", 0.05)))
+                await stack.enter_async_context(task_agent(
+                    server, state, org, setup=lambda agent: setattr(agent.tasks, "poll_s", 0.05)))
             # The script fails on a device whose state dir holds a "fail" file (cwd is <state>/task-work/<run>).
             script = 'echo ran > ../../ran\nif [ -e ../../fail ]; then exit 1; fi\n'
             params = {"interpreter": "sh", "args": []}
-            grant = grant_for(server, groups=["fleet"])
-            task = await submit(server, grant, group="fleet", params=params, script=script,
-                                signature=sign_script(server, script, params), wave_percent=25,
+            document = authorize(org, groups=["fleet"], script=script, params=params)
+            task = await submit(server, document, group="fleet", script=script, wave_percent=25,
                                 failure_threshold=0.4)
             runs = await repository.runs_of_task(server.db, task["id"])
             by_wave = {r["wave"]: r for r in runs}
@@ -60,9 +60,7 @@ async def test_large_run_needs_a_second_admin(tmp_path: Path) -> None:
     async with running_server(tmp_path / "srv") as server:
         for i in range(3):
             await enroll_agent(server, tmp_path / f"agent{i}", group="fleet")
-        grant = grant_for(server, groups=["fleet"])
-        spec = TaskSpec(action="restart_service", grant_id="x", technician="alice", params={"name": "cron"},
-                        group="fleet", grant=grant)
+        spec = await signed_spec(server.db, action="restart_service", params={"name": "cron"}, group="fleet")
         task = await service.create_task(server.db, spec, actor="admin1", approval_threshold=2)
         assert task["status"] == "pending_approval"
         assert await repository.runs_of_task(server.db, task["id"]) == []

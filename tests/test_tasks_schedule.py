@@ -17,7 +17,7 @@ from server.tasks.cron import Cron, CronError, next_occurrence
 from server.tasks.feature import SCHEDULER
 from server.tasks.spec import TaskSpec
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
-from tests.tasks_helpers import grant_for
+from tests.tasks_helpers import signed_spec
 
 #: A clear_temp that touches nothing (dry run): delivery is what these tests check.
 HARMLESS = {"targets": ["tmp"], "dry_run": True}
@@ -61,9 +61,8 @@ async def test_schedule_fires_in_device_time_with_jitter_then_offline_device_mis
     """A nightly schedule fires at 02:00 device time with jitter inside the window; offline all window → missed."""
     async with running_server(tmp_path / "srv") as server:
         device = await _device_in(server, tmp_path, "Asia/Tokyo")
-        spec = TaskSpec(action="updates", grant_id="x", technician="alice", params={"mode": "apply"},
-                        group="night", cron="0 2 * * *", window_s=3600, jitter_s=600, offline_policy="missed",
-                        grant=grant_for(server, groups=["night"]))
+        spec = await signed_spec(server.db, action="updates", params={"mode": "apply"}, group="night",
+                                 cron="0 2 * * *", window_s=3600, jitter_s=600, offline_policy="missed")
         created = _ts(2026, 3, 1, 12, 0, "Asia/Tokyo")
         task = await service.create_task(server.db, spec, actor="admin1", now=created)
         rng = random.Random(7)
@@ -85,8 +84,8 @@ async def test_offline_device_with_next_policy_runs_at_its_next_window(tmp_path:
     """With the `next` policy a run the device missed moves to the next night instead of being dropped."""
     async with running_server(tmp_path / "srv") as server:
         await _device_in(server, tmp_path, "Europe/Berlin")
-        spec = TaskSpec(action="reboot", grant_id="x", technician="alice", group="night", cron="0 3 * * *",
-                        window_s=1800, offline_policy="next", grant=grant_for(server, groups=["night"]))
+        spec = await signed_spec(server.db, action="reboot", group="night", cron="0 3 * * *", window_s=1800,
+                                 offline_policy="next")
         created = _ts(2026, 3, 1, 12, 0, "Europe/Berlin")
         task = await service.create_task(server.db, spec, actor="admin1", now=created)
         rng = random.Random(1)
@@ -105,14 +104,12 @@ async def test_bad_task_requests_are_rejected_by_the_server(tmp_path: Path) -> N
     """Unknown actions, bad or never-firing cron, no target and jitter beyond the window are rejected with codes."""
     async with running_server(tmp_path / "srv") as server:
         await _device_in(server, tmp_path, "UTC")
-        grant = grant_for(server, groups=["night"])
         cases = [("unknown_action", {"action": "wipe"}), ("bad_schedule", {"cron": "61 * * * *"}),
                  ("bad_schedule", {"cron": "0 0 30 2 *"}), ("bad_window", {"jitter_s": 7200}),
                  ("no_devices", {"group": "empty"})]
         for code, change in cases:
-            fields = {"action": "reboot", "grant_id": "x", "technician": "a", "group": "night", "grant": grant,
-                      **change}
-            with pytest.raises(ApiError) as err:
+            fields = {"action": "reboot", "document_id": "x", "technician": "a", "group": "night", **change}
+            with pytest.raises(ApiError) as err:  # refused before any document is looked at
                 await service.create_task(server.db, TaskSpec(**fields), actor="admin1")
             assert err.value.code == code
 
@@ -128,18 +125,16 @@ async def test_one_bad_stored_schedule_does_not_stop_other_deliveries(tmp_path: 
         scheduler.clock = lambda: created  # nothing is due until the bad rows are in place
         await enroll_agent(server, tmp_path / "bad", group="bad")
         good = await enroll_agent(server, tmp_path / "good", group="good")
-        bad_grant, good_grant = grant_for(server, groups=["bad"]), grant_for(server, groups=["good"])
-        every_minute = {"action": "clear_temp", "params": HARMLESS, "technician": "alice", "grant_id": "x",
-                        "cron": "* * * * *"}
-        bad_cron = await service.create_task(server.db, TaskSpec(group="bad", grant=bad_grant, **every_minute),
+        every_minute = {"action": "clear_temp", "params": HARMLESS, "cron": "* * * * *"}
+        bad_cron = await service.create_task(server.db, await signed_spec(server.db, group="bad", **every_minute),
                                              actor="admin1", now=created)
-        bad_window = await service.create_task(server.db, TaskSpec(group="bad", grant=bad_grant, **every_minute),
+        bad_window = await service.create_task(server.db, await signed_spec(server.db, group="bad", **every_minute),
                                                actor="admin1", now=created)
         # As an older server or a hand-edited database could have stored them.
         await server.db.execute("UPDATE tasks SET cron = '0 0 30 2 *' WHERE id = ?", (bad_cron["id"],))
         await server.db.execute("UPDATE tasks SET window_s = 'NaN', jitter_s = 'NaN' WHERE id = ?",
                                 (bad_window["id"],))
-        good_task = await service.create_task(server.db, TaskSpec(group="good", grant=good_grant, **every_minute),
+        good_task = await service.create_task(server.db, await signed_spec(server.db, group="good", **every_minute),
                                               actor="admin1", now=created)
         async with running_agent(good, setup=lambda agent: setattr(agent.tasks, "poll_s", 0.05)):
             await wait_until(lambda: server.connections.get(good.device_id) is not None, what="good agent connected")

@@ -18,13 +18,17 @@ from server.tasks import lifecycle, repository, service
 from server.tasks.spec import TaskSpec
 from server.tasks.status import FINAL, OPEN, RESULTS, TRANSITIONS, RunStatus, check, failure_rate, sources
 from tests.conftest import add_device
-from tests.test_store_pg_semantics import GRANT
+from tests.tasks_helpers import signed_spec
 
 
 def _spec(**extra: Any) -> TaskSpec:
-    fields: dict[str, Any] = {"action": "clear_temp", "grant_id": "g1", "technician": "alice", "device": "dev-1",
-                              "grant": GRANT, **extra}
+    fields: dict[str, Any] = {"action": "clear_temp", "document_id": "task-1", "technician": "alice",
+                              "device": "dev-1", **extra}
     return TaskSpec(**fields)
+
+
+async def _signed(db: Database, **extra: Any) -> TaskSpec:
+    return await signed_spec(db, **{"action": "clear_temp", "device": "dev-1", **extra})
 
 
 def test_the_table_has_one_entry_per_status_and_agrees_with_the_protocol() -> None:
@@ -64,7 +68,7 @@ async def test_illegal_moves_change_nothing_in_the_database(db: Database) -> Non
     """A cancelled run cannot be delivered, waited on or given a result; bulk moves from a final status
     are refused before any SQL runs; a run cannot be created already delivered."""
     device = await add_device(db, "dev-1", "lab")
-    task = await service.create_task(db, _spec(device=device, params={"dry_run": True}), actor="admin1")
+    task = await service.create_task(db, await _signed(db, device=device, params={"dry_run": True}), actor="admin1")
     (run,) = await repository.runs_of_task(db, task["id"])
     assert run["status"] == RunStatus.QUEUED
     assert await service.cancel_task(db, task["id"], actor="admin1") == 1
@@ -90,7 +94,7 @@ async def test_a_held_run_takes_no_result(db: Database) -> None:
     """A run of a wave not yet released was never delivered: an agent's result for it is not applied."""
     for name in ("dev-1", "dev-2"):
         await add_device(db, name, "lab")
-    task = await service.create_task(db, _spec(device=None, group="lab", wave_percent=50, params={"dry_run": True}),
+    task = await service.create_task(db, await _signed(db, device=None, group="lab", wave_percent=50, params={"dry_run": True}),
                                      actor="admin1")
     held = next(r for r in await repository.runs_of_task(db, task["id"]) if r["status"] == RunStatus.HELD)
     now = time.time()

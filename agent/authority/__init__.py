@@ -3,7 +3,8 @@
 :mod:`.store` keeps the org root (pinned at install), certificates, the revocation list and the
 signed documents that verified, and makes every check unattended work needs; :mod:`.scope` holds
 the pure scope rules (this device, this action, this window); :mod:`.audit` is the device's own
-hash-chained audit log; :mod:`.feature` takes ``authority.update`` from the control channel.
+hash-chained audit log; :mod:`.feature` takes ``authority.update`` from the control channel;
+:mod:`.legacy` is the one-time hand-over of a device enrolled under the old server-held grant key.
 :func:`build` makes the store for an agent's state directory.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from ..config import AgentConfig
 from ..state import AgentState
 from .audit import DeviceAudit
+from .legacy import LegacyKey
 from .store import AuthorityStore, GrantCheck, parse_pin
 
 __all__ = ["AuthorityStore", "DeviceAudit", "GrantCheck", "audit_path", "build", "configured_pin", "parse_pin"]
@@ -43,8 +45,16 @@ def configured_pin(state: AgentState, config: AgentConfig) -> str | None:
         return None
 
 
+def keep_pin(state: AgentState, pin: str) -> None:
+    """Store ``pin`` in ``agent.json`` as ``enroll --root-sha256`` does (the hand-over of an old agent)."""
+    info = state.load_info()
+    info[PIN_INFO_KEY] = pin
+    state.save_info(info)
+
+
 def build(state: AgentState, config: AgentConfig) -> AuthorityStore:
-    """The authority store and device audit of an enrolled agent."""
+    """The authority store and device audit of an enrolled agent (with its old grant key, if it has one)."""
     audit = DeviceAudit(audit_path(state))
+    legacy = LegacyKey(state.legacy_grant_pub_path, keep_pin=lambda pin: keep_pin(state, pin), audit=audit)
     return AuthorityStore(state.directory / "authority", pin=configured_pin(state, config), device_id=state.device_id,
-                          group=lambda: str(state.load_info().get("group", "")), audit=audit)
+                          group=lambda: str(state.load_info().get("group", "")), audit=audit, legacy=legacy)

@@ -68,6 +68,7 @@ from protocol.authority import (
 from protocol.authority_messages import MAX_CERTS, MAX_DOCUMENTS, AuthorityStatus, AuthorityUpdate, Refusal
 
 from .audit import DeviceAudit
+from .legacy import LegacyKey
 from .scope import concerns, grant_problem
 
 log = logging.getLogger(__name__)
@@ -126,14 +127,18 @@ class AuthorityStore:
     """The device's authority: pin, root, certificates, revocations, documents — and the checks."""
 
     def __init__(self, directory: Path, *, pin: str | None, device_id: str, group: Callable[[], str],
-                 audit: DeviceAudit, policy: AuthorityPolicy | None = None) -> None:
+                 audit: DeviceAudit, policy: AuthorityPolicy | None = None, legacy: LegacyKey | None = None) -> None:
         self.directory = directory
         self.path = directory / "authority.json"
         self.device_id = device_id
         self._group = group
         self.audit = audit
         self.policy = policy or AuthorityPolicy()
+        #: The old grant key of a device enrolled before the org root (None: there is none).
+        self.legacy = legacy
         self._held = self._load(pin)
+        if self._held.pin is not None and legacy is not None and legacy.present():
+            legacy.retire("this device pins a trust root; the old grant key authorizes nothing any more")
 
     # --- persistence ------------------------------------------------------------------------------
 
@@ -187,7 +192,7 @@ class AuthorityStore:
         """Why no unattended document is honoured now ("" when they may be, each on its own merits)."""
         held = self._held
         if held.pin is None:
-            return NO_PIN
+            return held.root_problem or NO_PIN
         if held.root_problem:
             return held.root_problem
         if held.root is None:
@@ -212,10 +217,15 @@ class AuthorityStore:
     def apply(self, update: AuthorityUpdate, now: float) -> AuthorityStatus:
         """Take what verifies from ``update``; audit every refusal; return the status to report."""
         held = self._held
-        if held.pin is None:
-            self._root_problem(NO_PIN, None, offered_refused=False)
+        if held.pin is None and not self._adopt(update):
+            problem = NO_PIN
+            if self.legacy is not None and self.legacy.problem:
+                problem = (f"no trust root pinned: the hand-over from this device's old grant key was refused: "
+                           f"{self.legacy.problem}")
+            self._root_problem(problem, None, offered_refused=False)
             self._save()
             return self.status(now)
+        held = self._held
         root = self._starting_root(update)
         if root is not None:
             root = self._rotate(root, update.rotations, now)
@@ -232,6 +242,16 @@ class AuthorityStore:
         refusals = self._take_documents(update, now)
         self._save()
         return self.status(now, refusals)
+
+    def _adopt(self, update: AuthorityUpdate) -> bool:
+        """A device enrolled under the old grant key takes its pin from the key's one-time hand-over."""
+        if update.handover is None or self.legacy is None or not self.legacy.present():
+            return False
+        pin = self.legacy.adopt(update.handover)
+        if pin is None:
+            return False
+        self._held = Held(installed_pin=pin, pin=pin, chain=[pin])
+        return True
 
     def _starting_root(self, update: AuthorityUpdate) -> RootInfo | None:
         """A root whose fingerprint is the pin: held, offered, or named as the new root of a rotation."""

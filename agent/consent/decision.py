@@ -13,8 +13,8 @@ upgrade of a running session — applied in this order, first refusal wins:
    technician must prove who they are: the verdict is :attr:`Verdict.CHALLENGE` until their
    signature over the device's fresh nonce has been checked, after which the session starts
    without asking (unless the policy requires a prompt anyway; the prompt then names the
-   technician as verified). A request naming only a server-signed ``grant_id`` is refused: a
-   server's signature opens no session. An upgrade of a running session is always asked.
+   technician as verified). Nothing the server signs opens a session (it holds no such key). An
+   upgrade of a running session is always asked.
 3. **The user**: somebody must be there to ask (a display and a logged-in user), else the
    request is refused with that reason; a technician the user declined (Deny, or no answer)
    less than the policy's ``decline_cooldown_s`` ago is refused at once, without a prompt
@@ -41,9 +41,6 @@ from .ui import PromptAnswer, PromptRequest
 
 #: Shown in the prompt when the policy turned a request for control into one for view.
 VIEW_ONLY_NOTE = "Control was requested, but this device's policy allows viewing only."
-#: Why a request naming only a server-signed grant is refused.
-SERVER_GRANT_REFUSED = ("a server-signed grant opens no session on this device: unattended access needs an "
-                        "approver-signed grant document and the technician's proof")
 
 
 class Verdict(enum.Enum):
@@ -78,8 +75,6 @@ class ConsentRequest:
     technician_role: str
     mode: Mode
     reason: str = ""
-    #: A server-signed grant (refused for sessions: see :data:`SERVER_GRANT_REFUSED`).
-    grant_id: str | None = None
     #: The approver-signed grant document a new unattended session names.
     document_id: str | None = None
     #: The running session's mode when this is an upgrade; None for a new session.
@@ -212,8 +207,6 @@ def decide(request: ConsentRequest, policy: LocalPolicy, *, document: DocumentFa
         if not policy.require_prompt:
             return ConsentDecision(Verdict.ALLOW_BY_GRANT, "grant",
                                    f"{document.reason}; technician {verified} verified", mode, granted, verified)
-    elif request.grant_id is not None:
-        return deny("grant", SERVER_GRANT_REFUSED)
     if nobody_to_ask:
         return deny("unavailable", nobody_to_ask)
     cooling = cooldown_refusal(declined_ago, policy.decline_cooldown_s)

@@ -1,5 +1,6 @@
-"""Overnight maintenance tasks on the agent: catalog, checks, runner and results outbox.
+"""Overnight maintenance tasks on the agent: catalog, checks, runner, replay ledger and results outbox.
 
-Nothing runs unless the agent itself verified a grant that allows ``tasks`` now (and, for a
-script, the org grant key's signature over the script and its parameters).
+Nothing runs unless the agent itself verified the approver-signed task authorization the run
+carries — from its pinned root, for this device, this action, these exact script bytes and
+parameters, inside the signed window — and this occurrence has not run here before.
 """

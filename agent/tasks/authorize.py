@@ -1,30 +1,38 @@
-"""The agent's own checks before any task runs: catalog, params, script signature, grant, window.
+"""The agent's own checks before any task runs: catalog, params, and the approver-signed authorization.
 
-Outcome is one of: run now, wait (the grant would allow it, but its window has not opened
-yet), or refuse with a reason. Nothing the server says is taken on trust: the grant is the
-one verified with the pinned org grant key, the script signature covers script and params.
+Outcome is one of: run now, wait (the signed document would allow it, but its validity or window
+has not opened yet), or refuse with a reason. Nothing the server says is taken on trust: the run
+must carry a :class:`~protocol.authority.TaskAuthorization` that verifies from this device's
+pinned root (approvers certified, four-eyes for scripts and groups by the device's policy, not
+revoked, fresh revocations, this device or its group) and the run must be exactly what it says —
+the action, the SHA-256 of the script bytes, the parameters — at an occurrence of its signed
+schedule (or once, when it has none) that has not run on this device before (the replay ledger,
+:class:`agent.tasks.store.TaskLedger`).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Container
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Literal
 
-import msgspec
-
-from agent.grants import GrantBook
-from certs.errors import GrantSignatureError
+from certs.authority import when
 from common.files import UnsafePath, safe_name
-from protocol.grants import Grant, evaluate
-from protocol.tasks import MAX_SCRIPT_BYTES, TaskRun, script_signing_bytes
+from protocol.authority import TaskAuthorization, check_occurrence, occurrence_key
+from protocol.grants import in_window
+from protocol.tasks import MAX_SCRIPT_BYTES, TaskRun, canonical_params, script_sha256
 
 from .catalog import CATALOG, BadParams, parse_params
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from agent.authority import AuthorityStore
 
 Kind = Literal["run", "wait", "refuse"]
+
+NO_AUTHORIZATION = ("the run carries no approver-signed task authorization; nothing the server says on its own "
+                    "makes a task run on this device")
 
 
 @dataclass(frozen=True)
@@ -32,15 +40,20 @@ class Verdict:
     kind: Kind
     reason: str
     params: Any = None
-    grant: Grant | None = None
+    #: The verified document the run is made under (when it got that far).
+    task: TaskAuthorization | None = None
+    #: The replay-ledger key of this occurrence (``document@once`` or ``document@epoch``).
+    occurrence: str = ""
+    #: Holders of the approvals that counted.
+    approvers: tuple[str, ...] = ()
 
 
-def _refuse(reason: str) -> Verdict:
-    return Verdict("refuse", reason)
+def _refuse(reason: str, task: TaskAuthorization | None = None, occurrence: str = "") -> Verdict:
+    return Verdict("refuse", reason, task=task, occurrence=occurrence)
 
 
-def check_request(message: TaskRun, public_key: Ed25519PublicKey | None) -> Verdict | Any:
-    """Static checks (no clock): return the parsed params, or a refusal Verdict."""
+def check_request(message: TaskRun) -> Verdict | Any:
+    """Static checks (no clock, no document): return the parsed params, or a refusal Verdict."""
     try:
         safe_name(message.run_id)  # it names the run's files on this device (the wire type checks it too)
     except UnsafePath as exc:
@@ -61,62 +74,63 @@ def check_request(message: TaskRun, public_key: Ed25519PublicKey | None) -> Verd
     size = len(message.script.encode())
     if size > MAX_SCRIPT_BYTES:
         return _refuse(f"script of {size} bytes exceeds the limit of {MAX_SCRIPT_BYTES}")
-    if not message.script_signature:
-        return _refuse("script is not signed; sign it with 'helpline admin script sign'")
-    if public_key is None:
-        return _refuse("this agent has no pinned grant key; cannot verify the script")
-    from certs.grants import verify_bytes  # first use only: keeps cryptography out of an idle agent
-
-    try:
-        verify_bytes(public_key, script_signing_bytes(message.script, message.params), message.script_signature)
-    except GrantSignatureError:
-        return _refuse("script signature does not verify: script or parameters were modified, "
-                       "or it was not signed with the org grant key")
     return params
 
 
-def find_grant(message: TaskRun, book: GrantBook) -> Grant | str:
-    """The grant named by the task: the attached one (verified here) or one from the agent's book."""
-    if message.grant is not None:
-        if book.public_key is None:
-            return "this agent has no pinned grant key; cannot verify the grant"
-        from certs.grants import verify_grant
-
-        try:
-            grant = verify_grant(book.public_key, message.grant)
-        except GrantSignatureError as exc:
-            return f"grant refused: {exc}"
-        if grant.grant_id != message.grant_id:
-            return "attached grant does not match the task's grant id"
-        return grant
-    grant_or_none = book.get(message.grant_id)
-    if grant_or_none is None:
-        if message.grant_id in book.revoked:
-            return "grant has been revoked"
-        return f"no valid grant {message.grant_id!r} on this device"
-    return grant_or_none
+def mismatch(task: TaskAuthorization, message: TaskRun) -> str | None:
+    """How the run differs from what the approvers signed (None when it is exactly that)."""
+    name = f"task authorization {task.task_id}"
+    if message.action != task.action:
+        return f"{name} is for action {task.action!r}, not {message.action!r}"
+    if task.script_sha256 is not None:
+        actual = script_sha256(message.script or "")
+        if actual != task.script_sha256:
+            return (f"the script is not the one the approvers signed: its SHA-256 is {actual}, {name} names "
+                    f"{task.script_sha256}")
+    if canonical_params(message.params) != canonical_params(task.params):
+        return (f"the parameters are not the ones the approvers signed: got {canonical_params(message.params).decode()}"
+                f", {name} says {canonical_params(task.params).decode()}")
+    if task.technicians or task.technician_names:
+        return (f"{name} names technicians who would start it by hand with their proof; this agent runs a task only "
+                "as delivered under its signed schedule, or once")
+    return None
 
 
-def decide(message: TaskRun, *, book: GrantBook, group: str, now: float, local: datetime) -> Verdict:
-    """Full check at time ``now``/``local``: run, wait for the window, or refuse."""
-    params = check_request(message, book.public_key)
+def decide(message: TaskRun, *, authority: AuthorityStore | None, ledger: Container[str], now: float,
+           local: datetime, tz: tzinfo) -> Verdict:
+    """Full check at time ``now`` (``local`` on the device's clock, zone ``tz``): run, wait, or refuse."""
+    params = check_request(message)
     if isinstance(params, Verdict):
         return params
-    grant = find_grant(message, book)
-    if isinstance(grant, str):
-        return _refuse(grant)
-    revoked = grant.grant_id in book.revoked
+    if message.authorization is None:
+        return _refuse(NO_AUTHORIZATION)
+    if authority is None:
+        return _refuse("this agent holds no trust root; it runs no task")
+    if not math.isfinite(now):
+        return _refuse("the clock is not a finite number")
+    verdict = authority.verify(message.authorization, now)
+    if not verdict.allowed:
+        return _refuse(f"task authorization refused: {verdict.reason}")
+    task = verdict.body
+    if not isinstance(task, TaskAuthorization):
+        return _refuse(f"the run names a {message.authorization.kind} document, not a task authorization")
+    problem = mismatch(task, message)
+    if problem:
+        return _refuse(problem, task)
+    key = occurrence_key(task.task_id, message.scheduled_at)
+    if key in ledger:
+        return _refuse(f"already run on this device: occurrence {key} runs at most once", task, key)
+    signed = Verdict("run", "", params, task, key, verdict.holders)
+    if now < task.not_before:
+        return _waiting(signed, f"task authorization {task.task_id} is not valid before {when(task.not_before)}")
+    occurrence = check_occurrence(task, scheduled_at=message.scheduled_at, now=now, tz=tz, ledger=ledger)
+    if not occurrence.allowed:
+        return _refuse(f"task authorization {task.task_id}: {occurrence.reason}", task, key)
+    if task.windows and not any(in_window(w, local) for w in task.windows):
+        return _waiting(signed, f"outside task authorization {task.task_id}'s time windows")
+    approvers = ", ".join(verdict.holders)
+    return Verdict("run", f"occurrence {key}, approved by {approvers}", params, task, key, verdict.holders)
 
-    def judge(g: Grant, at: float) -> tuple[bool, str]:
-        d = evaluate(g, device_id=book.device_id, group=group, technician=message.technician, role=message.role,
-                     action="tasks", now=at, local=local, revoked=revoked)
-        return d.allowed, d.reason
 
-    allowed, reason = judge(grant, now)
-    if allowed:
-        return Verdict("run", reason, params, grant)
-    # Would it be allowed once the window opens (or the grant starts)? Then wait; else refuse.
-    later_ok, _ = judge(msgspec.structs.replace(grant, windows=[]), max(now, grant.not_before))
-    if later_ok:
-        return Verdict("wait", reason, params, grant)
-    return Verdict("refuse", reason, params, grant)
+def _waiting(signed: Verdict, reason: str) -> Verdict:
+    return Verdict("wait", reason, signed.params, signed.task, signed.occurrence, signed.approvers)

@@ -38,7 +38,7 @@ CATALOG: dict[str, ActionSpec] = {spec.name: spec for spec in [
     ActionSpec("clear_temp", ClearTempParams, _plain(clear_temp), "remove old files from temp/cache dirs"),
     ActionSpec("updates", UpdatesParams, _plain(updates), "check for or apply OS updates"),
     ActionSpec("reboot", RebootParams, _plain(reboot), "reboot with a notice to logged-in users"),
-    ActionSpec("script", ScriptParams, run_script, "run a script signed with the org grant key"),
+    ActionSpec("script", ScriptParams, run_script, "run a script whose SHA-256 the approvers signed"),
 ]}
 
 

@@ -1,4 +1,4 @@
-"""Run a script the org grant key signed (the signature was checked before we get here)."""
+"""Run a script whose SHA-256 and parameters approvers signed (checked before we get here)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,13 @@
-"""The agent's task service: accept, check, wait for the window, run, persist, report.
+"""The agent's task service: accept, check, wait for the window, claim the occurrence, run, persist, report.
 
 Runs live on the agent, not on the connection: a disconnect does not stop a running task,
 and its result waits in the ledger until the server acknowledges it. The clock and the
 device-local time are injected so tests can move through windows without waiting hours.
+
+Every run is checked against its approver-signed authorization by :mod:`.authorize`, with the
+device's authority store; its occurrence is claimed in the replay ledger just before the action
+starts, so it runs at most once. Each accepted and each refused run goes to the device's own
+audit log with its reason, and the refusal reaches the server in the task result.
 """
 
 from __future__ import annotations
@@ -12,15 +17,15 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
 import psutil
 
-from agent.grants import GrantBook
 from protocol import codec
+from protocol.authority import body_sha256, decode_body, document_id
 from protocol.messages import Message
 from protocol.tasks import TaskArtifactAck, TaskCancel, TaskResult, TaskResultAck, TaskRun, TaskWaiting
 
@@ -33,6 +38,7 @@ from .store import PendingArtifact, TaskLedger
 from .upload import ArtifactUploader
 
 if TYPE_CHECKING:
+    from agent.authority import AuthorityStore
     from agent.control_client import AgentClient
 
 log = logging.getLogger(__name__)
@@ -49,13 +55,46 @@ def _local_now() -> datetime:
     return datetime.now().astimezone()
 
 
+def local_zone() -> tzinfo:
+    """The device's time zone, as its inventory reports it to the server (which times the occurrences
+    of signed schedules in it); the current UTC offset when the zone has no name."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from agent.collectors.os_info import timezone_name
+
+    name, _reason = timezone_name()
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            log.warning("time zone %r unknown; signed schedules are evaluated at the current UTC offset", name)
+    zone = datetime.now().astimezone().tzinfo
+    assert zone is not None
+    return zone
+
+
+def _document_id(message: TaskRun, verdict: Verdict) -> str | None:
+    """The id of the document a run names (also when it did not verify: the audit says which one was refused)."""
+    if verdict.task is not None:
+        return verdict.task.task_id
+    if message.authorization is None:
+        return None
+    try:
+        return document_id(decode_body(message.authorization.kind, message.authorization.body))
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
+        return f"sha256:{body_sha256(message.authorization.body)[:16]}"
+
+
 class TaskService:
-    def __init__(self, client: AgentClient) -> None:
+    def __init__(self, client: AgentClient, authority: AuthorityStore | None = None) -> None:
         self.client = client
+        #: The device's authority (pinned root, verified documents, device audit); None runs nothing.
+        self.authority = authority
         self.runner: CommandRunner = ProcessRunner()
         self.clock: Callable[[], float] = time.time
         self.local: Callable[[], datetime] = _local_now
-        #: How often a waiting task re-checks its grant and window.
+        self.zone: Callable[[], tzinfo] = local_zone
+        #: How often a waiting task re-checks its authorization and window.
         self.poll_s = 30.0
         self.temp_targets: dict[str, list[Path]] = dict(DEFAULT_TARGETS)
         self.logged_in_users: Callable[[], list[str]] = _logged_in_users
@@ -73,14 +112,6 @@ class TaskService:
         if self._ledger is None:
             self._ledger = TaskLedger(self.client.state.directory / "tasks.db")
         return self._ledger
-
-    def book(self) -> GrantBook:
-        """A fresh view of the grant book (pushes and revocations land in its file)."""
-        state = self.client.state
-        return GrantBook.for_state(state.directory, state.device_id, state.grant_pub_path)
-
-    def group(self) -> str:
-        return str(self.client.state.load_info().get("group", ""))
 
     async def _send(self, message: Message) -> bool:
         try:
@@ -158,27 +189,52 @@ class TaskService:
         task.add_done_callback(lambda _t: self._active.pop(message.run_id, None))
 
     def _decide(self, message: TaskRun) -> Verdict:
-        return decide(message, book=self.book(), group=self.group(), now=self.clock(), local=self.local())
+        """On the event loop, like every other use of the authority store (signature checks take microseconds)."""
+        return decide(message, authority=self.authority, ledger=self.ledger.occurrences(), now=self.clock(),
+                      local=self.local(), tz=self.zone())
+
+    def _audit(self, event: str, message: TaskRun, verdict: Verdict, reason: str) -> None:
+        """The device's own record of an accepted or refused run (the server is told the same)."""
+        if self.authority is None:
+            return
+        self.authority.audit.record(event, run_id=message.run_id, task_id=message.task_id, action=message.action,
+                                    document_id=_document_id(message, verdict),
+                                    occurrence=verdict.occurrence or None, scheduled_at=message.scheduled_at,
+                                    approvers=list(verdict.approvers), server_says=message.technician,
+                                    reason=reason)
+
+    def _claim(self, message: TaskRun, verdict: Verdict) -> Verdict:
+        """Take the occurrence in the replay ledger; a run that finds it taken is refused."""
+        assert verdict.task is not None and verdict.occurrence
+        first = self.ledger.claim(verdict.occurrence, message.run_id, expires_at=verdict.task.not_after)
+        if first is None:
+            return verdict
+        return Verdict("refuse", f"already run on this device: occurrence {verdict.occurrence} runs at most once "
+                                 f"(run {first})", task=verdict.task, occurrence=verdict.occurrence)
 
     async def _process(self, message: TaskRun) -> None:
         started: float | None = None
         try:
-            verdict = await asyncio.to_thread(self._decide, message)
+            verdict = self._decide(message)
             waited = False
             while verdict.kind == "wait":
                 if not waited:
                     waited = True
-                    log.info("task waits for its grant window", extra={"run_id": message.run_id,
-                                                                        "reason": verdict.reason})
+                    log.info("task waits for its signed window", extra={"run_id": message.run_id,
+                                                                         "reason": verdict.reason})
                     await self._send(TaskWaiting(run_id=message.run_id, reason=verdict.reason[:256]))
                 await asyncio.sleep(self.poll_s)
-                verdict = await asyncio.to_thread(self._decide, message)
+                verdict = self._decide(message)
+            if verdict.kind == "run":
+                verdict = self._claim(message, verdict)
             if verdict.kind == "refuse":
                 reason = f"refused while waiting for the window: {verdict.reason}" if waited else verdict.reason
                 log.warning("task refused", extra={"run_id": message.run_id, "action": message.action,
                                                    "reason": reason})
+                self._audit("task.refused", message, verdict, reason)
                 await self._finish(message.run_id, Outcome("refused", reason=reason), None)
                 return
+            self._audit("task.accepted", message, verdict, verdict.reason)
             await asyncio.to_thread(self.ledger.set_state, message.run_id, "running")
             started = self.clock()
             outcome = await self._execute(message, verdict)
@@ -200,7 +256,7 @@ class TaskService:
                             temp_targets=self.temp_targets, logged_in_users=self.logged_in_users,
                             which=self.which, clock=self.clock)
         log.info("task starts", extra={"run_id": message.run_id, "action": message.action,
-                                       "grant_id": message.grant_id, "technician": message.technician})
+                                       "occurrence": verdict.occurrence, "technician": message.technician})
         try:
             return await asyncio.wait_for(spec.run(verdict.params, ctx, message.script or ""),
                                           timeout=message.timeout_s + TIMEOUT_GRACE_S)

@@ -1,9 +1,16 @@
-"""The task ledger and results outbox: one small SQLite file in the agent's state dir.
+"""The task ledger, the replay ledger and the results outbox: one small SQLite file in the agent's state dir.
 
 Every run is recorded when it arrives; its result is written in the same row before it is
 sent and stays marked unacknowledged until the server's ``task.result.ack``, so a result
 survives disconnects, agent restarts and SIGKILL (SQLite WAL, synchronous=FULL). Kept apart
 from the health outbox on purpose.
+
+The replay ledger (``occurrences``) holds one row per occurrence of a signed task that started
+here (``document@once`` or ``document@epoch``, :func:`protocol.authority.occurrence_key`),
+claimed in one statement before the action starts: a second run of the same occurrence — a
+replay by the server, a re-sent run under a new id, after a restart — finds the row and is
+refused. A row is kept until its document has expired, after which no run of it is honoured
+anyway.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from pathlib import Path
 
 #: Finished and acknowledged runs are remembered this long (so a re-sent task.run is not re-run).
 KEEP_DONE_S = 30 * 86400
+#: Occurrences are kept this long past their document's expiry (clock skew, nothing more is needed).
+KEEP_OCCURRENCE_S = 86400
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,9 @@ class TaskLedger:
             "CREATE TABLE IF NOT EXISTS artifacts (run_id TEXT PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL,"
             " sha256 TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending', reason TEXT NOT NULL DEFAULT '',"
             " updated_at REAL NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS occurrences (occurrence TEXT PRIMARY KEY, run_id TEXT NOT NULL,"
+            " claimed_at REAL NOT NULL, keep_until REAL NOT NULL)")
         path.chmod(0o600)
 
     def close(self) -> None:
@@ -134,9 +146,45 @@ class TaskLedger:
             return [self._row(r) for r in cur.fetchall()]
 
     def prune(self, now: float | None = None) -> int:
-        cutoff = (now or time.time()) - KEEP_DONE_S
+        now = time.time() if now is None else now
+        cutoff = now - KEEP_DONE_S
         with self._lock:
             cur = self._db.execute("DELETE FROM runs WHERE state = 'done' AND acked = 1 AND updated_at < ?",
                                    (cutoff,))
             self._db.execute("DELETE FROM artifacts WHERE state != 'pending' AND updated_at < ?", (cutoff,))
+            self._db.execute("DELETE FROM occurrences WHERE keep_until < ?", (now,))
             return cur.rowcount
+
+    # --- the replay ledger ---------------------------------------------------------------------
+
+    def claim(self, occurrence: str, run_id: str, *, expires_at: float) -> str | None:
+        """Record that ``run_id`` runs ``occurrence`` now; returns the run that claimed it first when it
+        was claimed already (then nothing may run), None when this run has it."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO occurrences (occurrence, run_id, claimed_at, keep_until) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (occurrence) DO NOTHING",
+                (occurrence, run_id, time.time(), expires_at + KEEP_OCCURRENCE_S))
+            if cur.rowcount == 1:
+                return None
+            found = self._db.execute("SELECT run_id FROM occurrences WHERE occurrence = ?", (occurrence,)).fetchone()
+        return str(found[0]) if found else "another run"
+
+    def has_occurrence(self, occurrence: str) -> bool:
+        with self._lock:
+            found = self._db.execute("SELECT 1 FROM occurrences WHERE occurrence = ?", (occurrence,)).fetchone()
+        return found is not None
+
+    def occurrences(self) -> Occurrences:
+        """The replay ledger as a container of occurrence keys (what check_occurrence asks)."""
+        return Occurrences(self)
+
+
+class Occurrences:
+    """``key in ledger.occurrences()``: has this occurrence started on this device?"""
+
+    def __init__(self, ledger: TaskLedger) -> None:
+        self._ledger = ledger
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._ledger.has_occurrence(key)

@@ -8,8 +8,6 @@ from . import (
     admin_audit,
     admin_device,
     admin_export,
-    admin_grant,
-    admin_script,
     admin_task,
     admin_token,
     admin_user,
@@ -17,8 +15,7 @@ from . import (
 
 #: One module per area (``admin token …``), in the order shown by ``--help``; each has
 #: ``register_admin(subparsers)`` and imports the server's modules only when its command runs.
-ADMIN_AREAS = (admin_token, admin_device, admin_audit, admin_user, admin_grant, admin_script, admin_task,
-               admin_export)
+ADMIN_AREAS = (admin_token, admin_device, admin_audit, admin_user, admin_task, admin_export)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -25,15 +25,17 @@ def register_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     task_sub = parser.add_subparsers(dest="task_command", metavar="ACTION", required=True)
 
     run = task_sub.add_parser("run", help="run a task now (or once, at --at)",
-                              description="Run a built-in action or a signed script on a device or a group, under "
-                              "a grant that allows 'tasks'. The agent re-checks grant, window and signature.")
+                              description="Run a built-in action or a script on a device or a group, under an "
+                              "approver-signed task authorization (helpline approve …): its action, parameters, "
+                              "script SHA-256 and window are what runs, and each device checks all of it.")
     _task_options(run)
     run.add_argument("--at", help="start time, ISO 8601 (default: now)")
     run.set_defaults(handler=_run)
 
-    schedule = task_sub.add_parser("schedule", help="a recurring task (cron, in each device's local time)")
+    schedule = task_sub.add_parser("schedule", help="a recurring task (its document's signed schedule, in each "
+                                   "device's local time)")
     _task_options(schedule)
-    schedule.add_argument("--cron", required=True, help='five-field cron, e.g. "0 2 * * 1-5"')
+    schedule.add_argument("--cron", help='five-field cron (default: the document\'s schedule, which it must equal)')
     schedule.set_defaults(handler=_run)
 
     listing = task_sub.add_parser("list", help="list tasks")
@@ -69,12 +71,13 @@ def _task_options(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--device", help="target device id")
     target.add_argument("--group", help="target device group")
-    parser.add_argument("--action", required=True, choices=ACTIONS)
-    parser.add_argument("--params", default=None, help="action parameters as JSON")
-    parser.add_argument("--script", type=Path, help="script file for --action script (needs FILE.sig)")
-    parser.add_argument("--grant", required=True, help="grant id that allows 'tasks' on the target")
-    parser.add_argument("--technician", default=None, help="name the grant lists (default: your login)")
-    parser.add_argument("--role", default="", help="role the grant lists")
+    parser.add_argument("--document", required=True, metavar="ID",
+                        help="the approver-signed task authorization the runs are made under")
+    parser.add_argument("--action", choices=ACTIONS, help="default: the document's (must equal it)")
+    parser.add_argument("--params", default=None, help="action parameters as JSON (default: the document's)")
+    parser.add_argument("--script", type=Path, help="script file: its SHA-256 must be the one the document names")
+    parser.add_argument("--technician", default=None, help="who creates it, as shown and audited (default: your "
+                        "login)")
     parser.add_argument("--timeout", type=parse_duration, default=parse_duration("30m"))
     parser.add_argument("--output-cap", type=int, default=65536, help="bytes of stdout/stderr kept (each)")
     parser.add_argument("--window", type=parse_duration, default=parse_duration("1h"),
@@ -92,19 +95,6 @@ def _actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
-def _script_and_params(args: argparse.Namespace) -> tuple[str | None, str | None, dict[str, Any]]:
-    params: dict[str, Any] = json.loads(args.params) if args.params else {}
-    if args.script is None:
-        return None, None, params
-    sig_path = args.script.with_name(args.script.name + ".sig")
-    if not sig_path.exists():
-        raise ValueError(f"{sig_path} not found: sign the script first with 'helpline admin script sign'")
-    signed = json.loads(sig_path.read_text())
-    if args.params and params != signed["params"]:
-        raise ValueError("--params differ from the parameters that were signed")
-    return args.script.read_text(), str(signed["signature"]), dict(signed["params"])
-
-
 def _run(args: argparse.Namespace) -> int:
     from server.errors import ApiError
     from server.tasks import service
@@ -113,22 +103,33 @@ def _run(args: argparse.Namespace) -> int:
 
     config = server_config(args)
     try:
-        script, signature, params = _script_and_params(args)
+        params: dict[str, Any] | None = json.loads(args.params) if args.params else None
+        if params is not None and not isinstance(params, dict):
+            raise ValueError("--params must be a JSON object")
+        script = args.script.read_text() if args.script is not None else None
         run_at = datetime.fromisoformat(args.at).timestamp() if getattr(args, "at", None) else None
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
         print(f"helpline: {exc}", file=sys.stderr)
         return 1
     threshold = config.task_approval_threshold
-    try:
+
+    async def create(db: Database) -> Row:
+        signed = await service.task_document(db, args.document)
+        cron = getattr(args, "cron", None)  # run: once; schedule: the document's schedule unless given
+        if args.task_command == "schedule" and cron is None:
+            cron = signed.schedule
         spec = TaskSpec(
-            action=args.action, grant_id=args.grant, technician=args.technician or getpass.getuser(), role=args.role,
-            params=params, script=script, script_signature=signature, device=args.device, group=args.group,
-            cron=getattr(args, "cron", None), run_at=run_at, window_s=args.window,
+            action=args.action or signed.action, document_id=args.document,
+            technician=args.technician or getpass.getuser(),
+            params=params if params is not None else dict(signed.params), script=script, device=args.device,
+            group=args.group, cron=cron, run_at=run_at, window_s=args.window,
             jitter_s=args.jitter if args.jitter is not None else 0.0, offline_policy=args.offline,
             wave_percent=args.wave_percent, failure_threshold=args.failure_threshold, timeout_s=args.timeout,
             output_cap=args.output_cap)
-        row = with_database(config, lambda db: service.create_task(db, spec, actor=_actor(),
-                                                                   approval_threshold=threshold))
+        return await service.create_task(db, spec, actor=_actor(), approval_threshold=threshold)
+
+    try:
+        row = with_database(config, create)
     except ApiError as exc:
         print(f"helpline: task refused: {exc.message} ({exc.code})", file=sys.stderr)
         return 1

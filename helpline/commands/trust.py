@@ -115,6 +115,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _passphrase_option(recover)
     recover.set_defaults(handler=_guarded(_recover))
 
+    adopt = trust.add_parser("adopt", help="upgrade: the old server-held grant key hands its agents over to this "
+                             "root, once", description="For installations from before the org root: agents "
+                             "enrolled then pinned the server's grant.pub and no root. The old grant key (copied "
+                             "off the server) signs, once, a hand-over naming this root; publish it with 'trust "
+                             "publish' and every such agent pins the root, deletes grant.pub and never honours the "
+                             "old key again. Then destroy every copy of the old key (shred -u).")
+    adopt.add_argument("--legacy-grant-key", type=Path, required=True, metavar="FILE",
+                       help="the old pki/grant.key, copied off the server")
+    adopt.add_argument("--root", type=Path, required=True, metavar="ROOT_INFO", help="root.json (from trust init)")
+    adopt.add_argument("--out", type=Path, help="the hand-over file (default: handover.json beside root.json)")
+    adopt.set_defaults(handler=_guarded(_adopt))
+
     publish = trust.add_parser("publish", help="upload root.json, rotations, certificates, revocation lists to a "
                                "server", description="The server stores and relays them to agents; agents check "
                                "each against the root fingerprint they were installed with.")
@@ -486,6 +498,30 @@ def _rotate(args: argparse.Namespace) -> int:
     print(f"new root in {args.out}, handed over by the old root (rotation.json); {reissued} certificates re-issued")
     print(_show_fingerprint("new root fingerprint (sha256)", new_root.fingerprint))
     print("deliver rotation.json to the agents, then retire the old root key.")
+    return 0
+
+
+def _adopt(args: argparse.Namespace) -> int:
+    from certs.legacy import decode_handover, load_legacy_private_key, sign_handover
+    from protocol.authority import RootInfo
+
+    root = read_json(args.root, RootInfo)
+    out = args.out or args.root.with_name("handover.json")
+    if out.exists():
+        raise Refused(f"{out} exists: the hand-over is signed once; publish that one")
+    key = load_legacy_private_key(args.legacy_grant_key.read_bytes())
+    handover = sign_handover(key, root, now=time.time())
+    body = decode_handover(handover)
+    assert not isinstance(body, str)
+    _write_public(out, _json(handover))
+    print(f"the old grant key hands its agents over to root {printable(root.name)!r}: {out}")
+    print(_show_fingerprint("root fingerprint (sha256)", root.fingerprint))
+    print(_show_fingerprint("old grant key (sha256 of its public key)", body.legacy_key_sha256))
+    print("check the root fingerprint against the one 'helpline trust init' printed, then:")
+    print(f"  helpline trust publish {args.root} {out} --server URL --ca CA.pem")
+    print("agents enrolled under the old key pin this root once, delete their grant.pub and refuse the old key")
+    print(f"for ever after. Now destroy every copy of the old key: shred -u {args.legacy_grant_key} (and the")
+    print("server's pki/grant.key, and any backup holding it).")
     return 0
 
 

@@ -89,7 +89,7 @@ def _token(path: Path | None) -> str:
 
 
 def classify(path: Path) -> tuple[str, Any]:
-    """What ``helpline trust`` file ``path`` is: root, rotation, cert or revocations (decoded)."""
+    """What ``helpline trust`` file ``path`` is: root, rotation, cert, revocations or handover (decoded)."""
     import msgspec
 
     from protocol.authority import (
@@ -101,10 +101,12 @@ def classify(path: Path) -> tuple[str, Any]:
         SignedRevocationList,
         decode_canonical,
     )
+    from protocol.legacy import LegacyHandover, LegacyHandoverBody
 
     raw = path.read_bytes()
     for kind, type_, inner in (("root", RootInfo, None), ("revocations", SignedRevocationList, None),
-                               ("rotation", RootRotation, RootRotationBody), ("cert", SignedCert, CredentialCert)):
+                               ("rotation", RootRotation, RootRotationBody), ("cert", SignedCert, CredentialCert),
+                               ("handover", LegacyHandover, LegacyHandoverBody)):
         try:
             value = msgspec.json.decode(raw, type=type_)
             if inner is not None:
@@ -112,7 +114,8 @@ def classify(path: Path) -> tuple[str, Any]:
         except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
             continue
         return kind, value
-    raise Refused(f"{path} is not a root, rotation, certificate or revocation list written by 'helpline trust'")
+    raise Refused(f"{path} is not a root, rotation, certificate, revocation list or hand-over written by "
+                  "'helpline trust'")
 
 
 def publish(args: argparse.Namespace) -> int:
@@ -122,7 +125,7 @@ def publish(args: argparse.Namespace) -> int:
     for path in args.files:
         kind, value = classify(path)
         print(f"{path}: {kind}")
-        if kind in ("root", "revocations"):
+        if kind in ("root", "revocations", "handover"):
             if kind in upload:
                 raise Refused(f"more than one {kind} file given")
             upload[kind] = msgspec.to_builtins(value)
@@ -137,6 +140,8 @@ def publish(args: argparse.Namespace) -> int:
     print(f"certificates: {len(certs.get('added', []))} added, {len(certs.get('known', []))} already there")
     if result.get("revocations"):
         print(f"revocation list {result['revocations']['sequence']} relayed")
+    if result.get("handover"):
+        print(f"hand-over from the old grant key: {result['handover']}")
     current = (result.get("chain") or [{}])[-1]
     if current:
         print(f"the server relays root {printable(str(current.get('fingerprint')))}")

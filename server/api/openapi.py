@@ -44,8 +44,8 @@ SECURITY_SCHEMES: Json = {
 }
 
 DESCRIPTION = """\
-Helpline's console API: devices and inventory (CMDB), remote sessions and recordings, grants,
-tasks, accounts and audit, agent enrollment.
+Helpline's console API: devices and inventory (CMDB), remote sessions and recordings, the
+authority it relays (approver-signed documents), tasks, accounts and audit, agent enrollment.
 
 **Authentication.** Either the console session cookie `__Host-helpline` (from POST /api/v1/auth/login)
 or an API token as `Authorization: Bearer hl_…`. With the cookie, every state-changing request

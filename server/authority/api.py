@@ -24,6 +24,7 @@ from aiohttp import web
 
 from protocol.authority import Approval, RootInfo, RootRotation, SignedCert, SignedDocument, SignedRevocationList
 from protocol.authority_messages import MAX_CERTS
+from protocol.legacy import LegacyHandover
 
 from .. import api
 from ..api import scopes
@@ -50,6 +51,9 @@ class AuthorityUpload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rotations: Annotated[list[RootRotation], msgspec.Meta(max_length=16)] = []
     certs: Annotated[list[SignedCert], msgspec.Meta(max_length=MAX_CERTS)] = []
     revocations: SignedRevocationList | None = None
+    handover: Annotated[LegacyHandover, msgspec.Meta(description=(
+        "The old grant key's one-time hand-over to the root (`helpline trust adopt`), for agents enrolled "
+        "before the org root existed."))] | None = None
 
 
 class DocumentListQuery(msgspec.Struct):
@@ -109,7 +113,8 @@ async def get_authority(request: web.Request) -> web.Response:
     certs = await repository.certs(db)
     return api.json(views.chain_view(chain) | {
         "certs": [views.cert_view(c, chain.current) for c in certs],
-        "revocations": views.revocations_view(await repository.latest_revocations(db), time.time())})
+        "revocations": views.revocations_view(await repository.latest_revocations(db), time.time()),
+        "handover": views.handover_view(await repository.latest_handover(db))})
 
 
 async def upload_authority(request: web.Request) -> web.Response:
@@ -118,7 +123,7 @@ async def upload_authority(request: web.Request) -> web.Response:
     actor = f"user:{api.principal(request).username}"
     db = api.db(request)
     result: dict[str, Any] = {"root": None, "rotations": [], "certs": {"added": [], "known": []},
-                              "revocations": None}
+                              "revocations": None, "handover": None}
     async with db.transaction() as tx:
         if body.root is not None:
             result["root"] = await repository.put_root(tx, body.root, replace=body.replace_root, actor=actor)
@@ -131,6 +136,8 @@ async def upload_authority(request: web.Request) -> web.Response:
             listed, new = await repository.put_revocations(tx, body.revocations, actor=actor)
             result["revocations"] = {"sequence": listed.sequence, "expires_at": listed.expires_at,
                                      "added": new}
+        if body.handover is not None:
+            result["handover"] = await repository.put_handover(tx, body.handover, actor=actor)
     chain = await repository.chain(db)
     return api.json(result | views.chain_view(chain))
 
@@ -215,10 +222,11 @@ def routes() -> list[api.Route]:
                                                        "it; devices check against the root they were installed with."),
         api.Route("POST", "/api/v1/authority", upload_authority, Right.ADMINISTER, api.GLOBAL, body=AuthorityUpload,
                   response=dict[str, Any], max_body=MAX_UPLOAD,
-                  errors={409: "Another root is relayed already (`root_exists`), or a rotation does not hand over "
-                               "from it"},
+                  errors={409: "Another root is relayed already (`root_exists`), a rotation does not hand over "
+                               "from it, or a hand-over does not verify or names another root (`handover_refused`)"},
                   description="Stores what `helpline trust` made on an administrator's workstation: root.json, "
-                              "rotation.json, certificates, revocation lists. Audited; pushed to every agent."),
+                              "rotation.json, certificates, revocation lists, the old grant key's hand-over. "
+                              "Audited; pushed to every agent."),
         api.Route("POST", "/api/v1/documents", create_document, Right.MANAGE_GRANTS, body=SignedDocument,
                   response=dict[str, Any], status=201, errors={404: "Unknown device", 409: "The id is taken"},
                   description=f"Needs manage_grants{_ON_ALL}. A draft may carry no approval yet; the body must be "

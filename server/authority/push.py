@@ -2,8 +2,9 @@
 
 On connect, and after every change (``authority.changed``, from any node), each connected agent
 that speaks ``authority`` gets the complete picture that concerns it: the root chain (origin and
-rotations), every certificate, the newest revocation list, and the open documents with at least
-one approval that name it or its group. The agent keeps what verifies against its own pin and
+rotations), every certificate, the newest revocation list, the open documents with at least
+one approval that name it or its group, and the old grant key's one-time hand-over when there is one
+(only agents enrolled before the org root take it). The agent keeps what verifies against its own pin and
 answers ``authority.status``; that report is stored, and audited when it changes.
 """
 
@@ -52,7 +53,8 @@ async def update_for(db: Database, device_id: str, group: str, *, complete: bool
     certs = (await repository.certs(db))[-MAX_CERTS:]
     return AuthorityUpdate(root=chain.origin, rotations=chain.rotations, certs=certs,
                            revocations=await repository.latest_revocations(db), documents=documents[:MAX_DOCUMENTS],
-                           withdrawn=withdrawn[:MAX_DOCUMENTS], complete=complete)
+                           withdrawn=withdrawn[:MAX_DOCUMENTS], complete=complete,
+                           handover=await repository.latest_handover(db))
 
 
 async def send_to(server: HelplineServer, conn: AgentConnection) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from certs.authority import verify_rotation
+from certs.legacy import decode_handover, verify_handover
 from protocol.authority import (
     Approval,
     AuthorityPolicy,
@@ -35,6 +36,7 @@ from protocol.authority import (
     decode_canonical,
     document_id,
 )
+from protocol.legacy import LegacyHandover
 
 from .. import audit, events
 from ..errors import ApiError
@@ -156,6 +158,44 @@ async def put_revocations(tx: Transaction, signed: SignedRevocationList, *, acto
                    {"expires_at": listed.expires_at, "credentials": listed.credentials[:64],
                     "documents": listed.documents[:64]})
     return listed, True
+
+
+async def put_handover(tx: Transaction, handover: LegacyHandover, *, actor: str) -> str:
+    """Relay the one-time hand-over from the old grant key (``helpline trust adopt``) to agents enrolled under it.
+
+    Checked here only to keep useless uploads out (it verifies with the key it names, and names a root
+    this server relays); each agent checks it against its own grant.pub, once."""
+    body = decode_handover(handover)
+    if isinstance(body, str):
+        raise ApiError.invalid(body)
+    root = verify_handover(handover)
+    if isinstance(root, str):
+        raise ApiError(409, "handover_refused", root)
+    current = await chain(tx)
+    if all(r.fingerprint != root.fingerprint for r in current.roots):
+        raise ApiError(409, "handover_refused", f"the hand-over names root {root.fingerprint}, which this server does "
+                                                "not relay; publish root.json first (or with it)")
+    digest = body_sha256(handover.body)
+    if await tx.fetchone("SELECT 1 AS x FROM authority_handovers WHERE body_sha256 = ?", (digest,)):
+        return "known"
+    await tx.execute("INSERT INTO authority_handovers (body_sha256, legacy_key_sha256, root_fingerprint, handover,"
+                     " uploaded_at, uploaded_by) VALUES (?, ?, ?, ?, ?, ?)",
+                     (digest, body.legacy_key_sha256, root.fingerprint, msgspec.json.encode(handover).decode(),
+                      time.time(), actor))
+    await _changed(tx, actor, "authority.handover_upload", root.fingerprint,
+                   {"legacy_key_sha256": body.legacy_key_sha256, "issued_at": body.issued_at})
+    return "added"
+
+
+async def latest_handover(db: Database | Transaction) -> LegacyHandover | None:
+    """The newest hand-over naming a root of the chain relayed now (one for a root relayed no more is not sent)."""
+    roots = sorted({r.fingerprint for r in (await chain(db)).roots})
+    if not roots:
+        return None
+    marks = ", ".join("?" for _ in roots)
+    row = await db.fetchone(f"SELECT handover FROM authority_handovers WHERE root_fingerprint IN ({marks})"  # noqa: S608
+                            " ORDER BY uploaded_at DESC, body_sha256 LIMIT 1", tuple(roots))
+    return None if row is None else msgspec.json.decode(row["handover"], type=LegacyHandover)
 
 
 async def certs(db: Database | Transaction) -> list[SignedCert]:

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from certs.authority import cert_problem, find_cert, verify_chain, verify_revocation_list, verify_signature
+from certs.legacy import decode_handover
 from protocol.authority import (
     SIGNER_KINDS,
     AuthorityPolicy,
@@ -27,6 +28,7 @@ from protocol.authority import (
     decode_canonical,
     required_approvals,
 )
+from protocol.legacy import LegacyHandover
 
 from ..store import Row
 from . import repository
@@ -36,6 +38,16 @@ Json = dict[str, Any]
 
 def root_view(root: RootInfo) -> Json:
     return {"fingerprint": root.fingerprint, "name": root.name, "created_at": root.created_at}
+
+
+def handover_view(handover: LegacyHandover | None) -> Json | None:
+    if handover is None:
+        return None
+    body = decode_handover(handover)
+    if isinstance(body, str):
+        return {"problem": body}
+    return {"root_fingerprint": body.root.fingerprint, "legacy_key_sha256": body.legacy_key_sha256,
+            "issued_at": body.issued_at}
 
 
 def chain_view(chain: repository.Chain) -> Json:

@@ -7,7 +7,7 @@ websockets; :mod:`.api`, :mod:`.tunnel` and :mod:`.recordings_api` declare the r
 
 ``setup(server)`` builds the live-session table, the finish path and the driver, and wires
 them in: console routes, the agent listener's tunnel route, the ``session.answer`` and
-``session.end`` handlers, and the grant- and device-revocation watchers. The driver is also
+``session.end`` handlers, and the device-revocation and account watchers. The driver is also
 kept as ``server.console_app[SESSIONS]`` (tests read its live sessions and settings).
 """
 
@@ -24,7 +24,6 @@ from server import devices
 from server.agent_channel import authenticate_device
 from server.api import add_routes
 from server.api.openapi import add_schemas
-from server.grants import store as grant_store
 from server.store import Database
 
 from . import tunnel
@@ -58,7 +57,6 @@ def setup(server: HelplineServer) -> None:
 
     async def watch_revocations() -> None:
         assert server.watcher is not None, "the watcher is created before background tasks start"
-        server.watcher.on(grant_store.GRANT_CHANGED, sessions.on_grant_changed)
         server.watcher.on(devices.DEVICE_REVOKED, sessions.on_device_revoked)
         AccountFollower(db, live, sessions.finisher).follow(server.watcher)  # disabled user, rights taken away
 

@@ -31,8 +31,6 @@ from .live import LiveSession
 class NewSession(msgspec.Struct):
     mode: Mode = "view"
     reason: Annotated[str, msgspec.Meta(max_length=256, description="Shown to the device user.")] = ""
-    grant_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128, description=(
-        "A server-signed grant: agents refuse it for sessions (use document_id)."))] | None = None
     document_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{1,64}$", description=(
         "Unattended access under this approver-signed grant document: the device checks it, then asks the "
         "technician to sign its challenge (see `challenge` and `POST …/proof`)."))] | None = None
@@ -99,7 +97,7 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
             raise ApiError(409, "device_revoked", "the device is revoked")
         session = await sessions.request(device_id=device["id"], group=device["group_name"],
                                          technician=api.principal(request), mode=body.mode, reason=body.reason,
-                                         grant_id=body.grant_id, document_id=body.document_id)
+                                         document_id=body.document_id)
         return api.json(views.live_view(session), status=201)
 
     async def list_device_sessions(request: web.Request) -> web.Response:

@@ -39,7 +39,6 @@ from server.authority import push as authority_push
 from server.authority import repository as documents
 from server.connections import ConnectionRegistry
 from server.errors import ApiError
-from server.grants import store as grant_store
 from server.store import Database
 
 from . import repository
@@ -93,7 +92,7 @@ class SessionDriver:
     # --- the technician asks --------------------------------------------------------------
 
     async def request(self, *, device_id: str, group: str, technician: Principal, mode: Mode, reason: str,
-                      grant_id: str | None, document_id: str | None = None) -> LiveSession:
+                      document_id: str | None = None) -> LiveSession:
         """Record the session and offer it to the agent; ApiError 409 when it cannot be offered.
 
         Unattended (``document_id``): the document must exist here, be an open grant and name the device
@@ -105,10 +104,6 @@ class SessionDriver:
             if document is None or document["kind"] != "grant" or document["status"] != "open" \
                     or not documents.concerns(document, device_id, group):
                 raise ApiError(409, "document_unusable", f"no open grant document {document_id} for this device")
-        if grant_id is not None:
-            row = await grant_store.get(self.db, grant_id)
-            if row is None or row["status"] != "active" or not grant_store.covers(row, device_id, group):
-                raise ApiError(409, "grant_unusable", f"grant {grant_id} is not active for this device")
         conn = self.connections.get(device_id)
         if conn is None:
             raise ApiError(409, "device_offline", "the device is not connected")
@@ -116,13 +111,13 @@ class SessionDriver:
         session_id = "s-" + secrets.token_hex(10)
         secret, token = TunnelToken.issue(device_id, certificate_serial_hex(conn.certificate), now)
         timeout = CONSENT_TIMEOUT_S + (PROOF_WAIT_S if document is not None else 0.0)
-        session = LiveSession(session_id, device_id, group, technician.username, technician.role, grant_id, reason,
+        session = LiveSession(session_id, device_id, group, technician.username, technician.role, reason,
                               SessionMachine(session_id, mode, created_at=now, consent_timeout_s=timeout), token,
                               document_id=document_id)
         async with self.db.transaction() as tx:
             await repository.insert(tx, session)
             await audit.append_in(tx, f"user:{technician.username}", "session.requested", device_id,
-                                  {"session_id": session_id, "mode": mode, "reason": reason, "grant_id": grant_id,
+                                  {"session_id": session_id, "mode": mode, "reason": reason,
                                    "document_id": document_id})
         self.live[session_id] = session
         session.machine.offer(self._clock())
@@ -132,12 +127,12 @@ class SessionDriver:
             await conn.send(await authority_push.document_for_offer(self.db, document, device_id, group))
         await conn.send(SessionOffer(session_id=session_id, technician=technician.username,
                                      technician_user=technician.username, technician_role=technician.role,
-                                     mode=mode, reason=reason[:256], tunnel_token=secret, grant_id=grant_id,
+                                     mode=mode, reason=reason[:256], tunnel_token=secret,
                                      document_id=document_id))
         await repository.save_state(self.db, session, self._clock())
         await audit.append(self.db, "server", "session.offered", device_id,
                            {"session_id": session_id, "mode": mode,
-                            "unattended": grant_id is not None or document_id is not None})
+                            "unattended": document_id is not None})
         return session
 
     async def request_mode(self, session: LiveSession, mode: Mode, user: str) -> None:
@@ -306,7 +301,8 @@ class SessionDriver:
                 recorder = Recorder(self.settings.recordings_dir / f"{session.session_id}.hlrec", {
                     "session_id": session.session_id, "device_id": session.device_id, "group": session.group,
                     "technician": session.technician_user, "requested_mode": session.machine.requested_mode,
-                    "reason": session.reason, "grant_id": session.grant_id, "started_at": self._clock()})
+                    "reason": session.reason, "document_id": session.document_id,
+                    "started_at": self._clock()})
 
             async def on_end(reason: str, by: str) -> None:
                 await self.finisher.finish(session, reason, by)
@@ -346,13 +342,6 @@ class SessionDriver:
             else:  # the machine ended itself: the tunnel never came
                 await self.finisher.finish(session, machine.end_reason, machine.ended_by)
 
-    async def on_grant_changed(self, grant_id: str, payload: dict[str, Any]) -> None:
-        if payload.get("status") != "revoked":
-            return
-        for session in list(self.live.values()):
-            if session.grant_id == grant_id:
-                await self.finisher.finish(session, EndReason.GRANT_REVOKED.value, "server")
-
     async def on_device_revoked(self, device_id: str, _payload: dict[str, Any]) -> None:
         """A revoked device loses its sessions too (its control channel is closed elsewhere)."""
         for session in list(self.live.values()):
@@ -365,7 +354,5 @@ def _consented_by(session: LiveSession, by: str) -> str:
     if by == "user":
         return "device user"
     if by == "grant":
-        if session.document_id is not None:
-            return f"grant document {session.document_id} and the technician's proof"
-        return f"grant {session.grant_id}"
+        return f"grant document {session.document_id} and the technician's proof"
     return by

@@ -23,7 +23,6 @@ class LiveSession:
     group: str
     technician_user: str
     technician_role: str
-    grant_id: str | None
     reason: str
     machine: SessionMachine
     token: TunnelToken

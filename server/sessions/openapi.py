@@ -28,7 +28,7 @@ _LIVE_PROPS: Json = {
     "session_id": {"type": "string"}, "device_id": {"type": "string"}, "group": {"type": "string"},
     "technician": {"type": "string"}, "requested_mode": _MODE, "mode": {"type": ["string", "null"]},
     "pending_mode": {"type": ["string", "null"]}, "state": _STATE, "reason": {"type": "string"},
-    "grant_id": _NULLABLE_STR, "answered_by": _NULLABLE_STR, "end_reason": _NULLABLE_STR, "ended_by": _NULLABLE_STR,
+    "answered_by": _NULLABLE_STR, "end_reason": _NULLABLE_STR, "ended_by": _NULLABLE_STR,
     "created_at": {"type": "number"},
     "stream_url": {"type": "string", "description": "Path of the stream websocket."},
     "document_id": {**_NULLABLE_STR, "description": "Unattended: the approver-signed grant document it names."},

@@ -37,10 +37,10 @@ async def insert(db: Executor, session: LiveSession) -> None:
     m = session.machine
     await db.execute(
         "INSERT INTO sessions (id, device_id, group_name, technician_user, technician_name, technician_role,"
-        " requested_mode, reason, grant_id, state, token_hash, token_cert_serial, token_expires_at,"
-        " created_at, document_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " requested_mode, reason, state, token_hash, token_cert_serial, token_expires_at,"
+        " created_at, document_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (session.session_id, session.device_id, session.group, session.technician_user, session.technician_user,
-         session.technician_role, m.requested_mode, session.reason, session.grant_id, m.state.value,
+         session.technician_role, m.requested_mode, session.reason, m.state.value,
          session.token.digest, session.token.cert_serial, session.token.expires_at, m.created_at,
          session.document_id),
     )

@@ -25,7 +25,7 @@ def live_view(session: LiveSession) -> Json:
         "session_id": session.session_id, "device_id": session.device_id, "group": session.group,
         "technician": session.technician_user, "requested_mode": m.requested_mode, "mode": m.mode,
         "pending_mode": m.pending_mode, "state": m.state.value, "reason": session.reason,
-        "grant_id": session.grant_id, "answered_by": m.answered_by or None, "end_reason": m.end_reason or None,
+        "answered_by": m.answered_by or None, "end_reason": m.end_reason or None,
         "ended_by": m.ended_by or None, "created_at": m.created_at, "stream_url": _stream_url(session.session_id),
         "document_id": session.document_id, "challenge": challenge_view(session),
     }
@@ -45,7 +45,7 @@ def row_view(row: Row) -> Json:
     return {
         "session_id": row["id"], "device_id": row["device_id"], "group": row["group_name"],
         "technician": row["technician_user"], "requested_mode": row["requested_mode"], "mode": row["mode"],
-        "pending_mode": None, "state": row["state"], "reason": row["reason"], "grant_id": row["grant_id"],
+        "pending_mode": None, "state": row["state"], "reason": row["reason"],
         "answered_by": row["answered_by"], "end_reason": row["end_reason"], "ended_by": row["ended_by"],
         "created_at": row["created_at"], "started_at": row["started_at"], "ended_at": row["ended_at"],
         "bytes_to_technician": row["bytes_to_technician"], "bytes_to_agent": row["bytes_to_agent"],

@@ -114,15 +114,19 @@ def _create(approval_threshold: int) -> Handler:
     async def create_task(request: web.Request) -> web.StreamResponse:
         """Create a task"""
         caller = api.principal(request)
-        spec = api.body(request, TaskRequest).spec(technician=caller.username, role=caller.role)
-        group = spec.group
-        if spec.device is not None:
-            group = await repository.device_group(api.db(request), spec.device)
+        body = api.body(request, TaskRequest)
+        if (body.device is None) == (body.group is None):
+            raise ApiError(400, "bad_target", "give exactly one target: a device or a group")
+        group = body.group
+        if body.device is not None:
+            group = await repository.device_group(api.db(request), body.device)
             # A device of a group the caller has no right on answers like one that does not exist.
             if group is None or caller.rights_on(group) is Right.NONE:
                 raise ApiError.not_found("device")
         if group is None or not caller.can(_RUN_TASKS, group):
             raise ApiError(403, "forbidden", f"requires right run_tasks on group {group!r}")
+        authorization = await service.task_document(api.db(request), body.document_id)
+        spec = body.spec(technician=caller.username, role=caller.role, authorization=authorization)
         row = await service.create_task(api.db(request), spec, actor=caller.username,
                                         approval_threshold=approval_threshold)
         return web.json_response({"task": views.describe_task(row)}, status=201)
@@ -161,9 +165,15 @@ def routes(receiver: ArtifactReceiver, *, approval_threshold: int) -> list[api.R
         api.Route("POST", "/api/v1/tasks", _create(approval_threshold), _RUN_TASKS, body=TaskRequest,
                   response="TaskEnvelope", status=201, summary="Create a task",
                   max_body=MAX_SCRIPT_BYTES * 4 + 64 * 1024,
-                  description="`run_tasks` on the target's group. Runs on more devices than the approval "
-                              "threshold wait for a second admin. Audited `task.create`.",
-                  errors={404: "No such device (or one of a group the caller has no right on)"}),
+                  description="`run_tasks` on the target's group. The task runs under the approver-signed task "
+                              "authorization `document_id` names: action, parameters, script SHA-256 and schedule "
+                              "are the document's (given ones must equal them), and devices verify it themselves. "
+                              "Runs on more devices than the approval threshold wait for a second admin. Audited "
+                              "`task.create`.",
+                  errors={404: "No such device (or one of a group the caller has no right on)",
+                          409: "The document is withdrawn or not a task authorization (`document_unusable`), the "
+                               "task differs from it (`document_mismatch`), or it does not name the target "
+                               "(`not_covered`)"}),
         api.Route("GET", "/api/v1/tasks/{task_id}", get_task, _RUN_TASKS, task, response="TaskDetail",
                   summary="One task with its runs"),
         api.Route("POST", "/api/v1/tasks/{task_id}/cancel", cancel_task, _RUN_TASKS, task,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from protocol.authority import SignedDocument
 from protocol.tasks import (
     TaskArtifactBegin,
     TaskArtifactChunk,
@@ -30,6 +31,8 @@ from protocol.tasks import (
 
 from ..api import add_routes
 from ..api.openapi import add_schemas
+from ..authority import repository as documents
+from ..store import Row
 from . import api, lifecycle, repository
 from .artifacts import ArtifactReceiver
 from .openapi import SCHEMAS
@@ -61,17 +64,29 @@ class TaskScheduler:
 
     async def deliver(self, conn: AgentConnection, *, resend: bool = False) -> int:
         db, now, sent = self.server.db, self.clock(), 0
+        signed: dict[str, SignedDocument | None] = {}
         if resend:
             for task, run in await lifecycle.delivered_runs(db, conn.device_id):
                 if task["status"] == TaskStatus.CANCELLED:
                     await conn.send(TaskCancel(run_id=run["id"], reason="task cancelled"))
                 else:
-                    await conn.send(task_run_message(task, run))
+                    await conn.send(task_run_message(task, run, await self._authorization(task, signed)))
         for task, run in await lifecycle.due_runs(db, conn.device_id, now):
-            await conn.send(task_run_message(task, run))
+            await conn.send(task_run_message(task, run, await self._authorization(task, signed)))
             await lifecycle.mark_sent(db, run["id"], now)
             sent += 1
         return sent
+
+    async def _authorization(self, task: Row, cache: dict[str, SignedDocument | None]) -> SignedDocument | None:
+        """The task's signed document with the approvals gathered so far (None: the run goes without one and
+        the agent refuses it, saying so)."""
+        doc_id = task["document_id"]
+        if not doc_id:
+            return None
+        if doc_id not in cache:
+            row = await documents.get_document(self.server.db, doc_id)
+            cache[doc_id] = documents.signed_of(row) if row is not None else None
+        return cache[doc_id]
 
     async def tick(self) -> None:
         """One pass; each step stands alone, so a failing one still lets due runs go out."""

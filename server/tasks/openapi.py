@@ -32,7 +32,9 @@ def _obj(properties: Json, required: list[str] | None = None) -> Json:
 SCHEMAS: Json = {
     "Task": _obj({
         "id": {"type": "string"}, "action": {"type": "string"}, "params": {"type": "object"},
-        "script_sha256": _NULLABLE_STR, "grant_id": {"type": "string"}, "technician": {"type": "string"},
+        "script_sha256": _NULLABLE_STR,
+        "document_id": {**_NULLABLE_STR, "description": "The approver-signed task authorization it runs under."},
+        "technician": {"type": "string"},
         "role": {"type": "string"}, "target": {"type": "string", "description": "`device:ID` or `group:NAME`."},
         "group": _NULLABLE_STR, "cron": _NULLABLE_STR, "run_at": _NULLABLE_NUM, "window_s": {"type": "number"},
         "jitter_s": {"type": "number"}, "offline_policy": {"type": "string"},

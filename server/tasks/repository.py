@@ -18,8 +18,6 @@ import secrets
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from protocol.grants import SignedGrant
-
 from ..store import Database, Row, Transaction
 from .spec import TaskSpec
 from .status import INITIAL, OPEN, RolloutStatus, RunStatus, TaskStatus, check, check_task, sources
@@ -83,19 +81,18 @@ async def get_task(db: Executor, task_id: str) -> Row | None:
     return await db.fetchone("SELECT * FROM tasks WHERE id = ?", (task_id,))
 
 
-async def insert_task(tx: Transaction, spec: TaskSpec, grant: SignedGrant, *, task_id: str, group: str,
+async def insert_task(tx: Transaction, spec: TaskSpec, *, task_id: str, group: str,
                       status: TaskStatus, device_count: int, actor: str, now: float) -> Row:
     kind, target = spec.target
     await tx.execute(
-        "INSERT INTO tasks (id, action, params, script, script_signature, grant_id, grant_document,"
-        " grant_signature, technician, role, timeout_s, output_cap, target_kind, target, group_name, cron,"
-        " run_at, window_s, jitter_s, offline_policy, wave_percent, failure_threshold, status, device_count,"
-        " created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-        " ?, ?, ?, ?, ?, ?, ?, ?)",
-        (task_id, spec.action, json.dumps(spec.params), spec.script, spec.script_signature, spec.grant_id,
-         grant.document, grant.signature, spec.technician, spec.role, spec.timeout_s, spec.output_cap, kind,
-         target, group, spec.cron, spec.run_at, spec.window_s, spec.jitter_s, spec.offline_policy,
-         spec.wave_percent, spec.failure_threshold, status.value, device_count, actor, now, now))
+        "INSERT INTO tasks (id, action, params, script, document_id, technician, role, timeout_s, output_cap,"
+        " target_kind, target, group_name, cron, run_at, window_s, jitter_s, offline_policy, wave_percent,"
+        " failure_threshold, status, device_count, created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?,"
+        " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (task_id, spec.action, json.dumps(spec.params), spec.script, spec.document_id, spec.technician, spec.role,
+         spec.timeout_s, spec.output_cap, kind, target, group, spec.cron, spec.run_at, spec.window_s, spec.jitter_s,
+         spec.offline_policy, spec.wave_percent, spec.failure_threshold, status.value, device_count, actor, now,
+         now))
     row = await get_task(tx, task_id)
     assert row is not None
     return row

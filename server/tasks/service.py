@@ -2,8 +2,13 @@
 
 Each operation is one transaction: the rows change, the audit record is written and the event
 for the live server(s) is published together, or none of it happens. Refusals are
-:class:`~server.errors.ApiError` with a stable ``code`` (``no_devices``, ``unknown_grant``,
-``not_pending``, ``same_admin``, ``not_paused``, ``not_found``); the CLI prints the same message.
+:class:`~server.errors.ApiError` with a stable ``code`` (``no_devices``, ``unknown_document``,
+``document_unusable``, ``document_mismatch``, ``not_covered``, ``not_pending``, ``same_admin``,
+``not_paused``, ``not_found``); the CLI prints the same message.
+
+A task names the approver-signed TaskAuthorization it runs under; the server checks that the task
+is what the document says only to report mistakes early — it cannot make a task run: the devices
+verify the document, its approvals and each occurrence themselves.
 """
 
 from __future__ import annotations
@@ -12,15 +17,15 @@ import math
 import random
 import time
 
-from protocol.grants import SignedGrant
-from server.grants import store as grant_store
+from protocol.authority import TaskAuthorization
+from server.authority import repository as documents
 
 from .. import audit, events
 from ..errors import ApiError
 from ..store import Database, Row, Transaction
 from . import repository
 from .cron import next_occurrence
-from .spec import TaskSpec
+from .spec import TaskSpec, document_problem
 from .status import RunStatus, TaskStatus
 from .views import script_hash
 
@@ -31,14 +36,34 @@ TASK_CANCELLED = "task.cancelled"
 DEFAULT_APPROVAL_THRESHOLD = 25
 
 
-async def _grant(tx: Transaction, spec: TaskSpec) -> SignedGrant:
-    if spec.grant is not None:
-        return spec.grant
-    row = await grant_store.get(tx, spec.grant_id)
-    signed = grant_store.signed_of(row) if row else None
-    if signed is None:
-        raise ApiError(400, "unknown_grant", f"no active signed grant {spec.grant_id!r}")
-    return signed
+async def task_document(db: Database | Transaction, document_id: str) -> TaskAuthorization:
+    """The open TaskAuthorization stored as ``document_id`` (ApiError otherwise)."""
+    row = await documents.get_document(db, document_id)
+    if row is None:
+        raise ApiError(400, "unknown_document", f"no signed document {document_id!r}; submit it with "
+                                                "'helpline approve submit' first")
+    if row["kind"] != "task" or row["status"] != "open":
+        what = "withdrawn" if row["status"] != "open" else f"a {row['kind']} document, not a task authorization"
+        raise ApiError(409, "document_unusable", f"document {document_id} is {what}")
+    body = documents.decode(documents.signed_of(row))
+    assert isinstance(body, TaskAuthorization)
+    return body
+
+
+def _covers(task: TaskAuthorization, kind: str, target: str, devices: list[Row]) -> str | None:
+    """Why the document does not name every target device (None when it does)."""
+    if kind == "group":
+        if target in task.groups:
+            return None
+        missing = [d["id"] for d in devices if d["id"] not in task.devices]
+        if not missing:
+            return None
+        return (f"task authorization {task.task_id} names neither group {target!r} nor device(s) "
+                f"{', '.join(missing[:5])}")
+    device = devices[0]
+    if device["id"] in task.devices or device["group_name"] in task.groups:
+        return None
+    return f"task authorization {task.task_id} names neither device {device['id']} nor its group"
 
 
 async def create_task(db: Database, spec: TaskSpec, *, actor: str,
@@ -51,17 +76,23 @@ async def create_task(db: Database, spec: TaskSpec, *, actor: str,
         devices = await repository.active_devices(tx, kind, target)
         if not devices:
             raise ApiError(400, "no_devices", f"no active device in {kind} {target!r}")
-        signed = await _grant(tx, spec)
+        signed = await task_document(tx, spec.document_id)
+        problem = document_problem(spec, signed)
+        if problem:
+            raise ApiError(409, "document_mismatch", problem)
+        uncovered = _covers(signed, kind, target, devices)
+        if uncovered:
+            raise ApiError(409, "not_covered", uncovered)
         status = TaskStatus.PENDING_APPROVAL if len(devices) > approval_threshold else TaskStatus.ACTIVE
         task = await repository.insert_task(
-            tx, spec, signed, task_id=repository.new_id("t"), status=status, device_count=len(devices),
+            tx, spec, task_id=repository.new_id("t"), status=status, device_count=len(devices),
             group=devices[0]["group_name"] if kind == "device" else target, actor=actor, now=now)
         if status is TaskStatus.ACTIVE:
             await _materialize(tx, task, devices, now, rng or random.Random())
         await audit.append_in(tx, actor, "task.create", task["id"], {
-            "action": spec.action, "target": f"{kind}:{target}", "devices": len(devices), "grant_id": spec.grant_id,
-            "cron": spec.cron, "status": status.value, "script_sha256": script_hash(spec.script),
-            "params": spec.params})
+            "action": spec.action, "target": f"{kind}:{target}", "devices": len(devices),
+            "document_id": spec.document_id, "cron": spec.cron, "status": status.value,
+            "script_sha256": script_hash(spec.script), "params": spec.params})
         await events.publish_in(tx, TASK_CHANGED, task["id"])
     return await _reread(db, task["id"])
 

@@ -1,10 +1,14 @@
 """What an admin asks for when creating a task, checked once, where it is built.
 
+A task runs under an approver-signed :class:`~protocol.authority.TaskAuthorization` (its
+``document_id``): the action, the parameters, the script's SHA-256 and the schedule are what the
+approvers signed, and the server only decides *delivery* (target, start, window, jitter, waves).
 :class:`TaskSpec` is the request the service stores (from the REST API, the CLI or a test);
 constructing one validates it, so no later step sees an unknown action, a target that is
 neither one device nor one group, a cron expression that never fires, or a window, jitter,
 start time or threshold that is negative, NaN or infinite. :class:`TaskRequest` is the REST
-body: the same fields with size limits, minus who asks (that comes from the login).
+body: the same fields with size limits, minus who asks (that comes from the login); the
+action, parameters and schedule may be left out and are then taken from the document.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 
 from protocol import limits
-from protocol.grants import SignedGrant
+from protocol.authority import DocumentId, TaskAuthorization
 from protocol.tasks import ACTIONS, DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT_S, MAX_OUTPUT_CAP, MAX_TIMEOUT_S, Script
 from server.errors import ApiError
 
@@ -38,12 +42,12 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True):
     """A task request, valid once constructed (:class:`~server.errors.ApiError` 400 otherwise)."""
 
     action: str
-    grant_id: str
+    #: The approver-signed TaskAuthorization the runs are made under (the agent verifies it).
+    document_id: str
     technician: str
     role: str = ""
     params: dict[str, Any] = {}
     script: str | None = None
-    script_signature: str | None = None
     device: str | None = None
     group: str | None = None
     #: Five-field cron (device-local time) for a recurring task; None = one-off.
@@ -60,8 +64,6 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True):
     failure_threshold: float = 0.2
     timeout_s: float = DEFAULT_TIMEOUT_S
     output_cap: int = DEFAULT_OUTPUT_CAP
-    #: The signed grant (else looked up in the grant store by ``grant_id``).
-    grant: SignedGrant | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -119,16 +121,18 @@ def validate(spec: TaskSpec) -> None:
 class TaskRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Body of ``POST /api/v1/tasks``; the technician and role are the caller's."""
 
-    action: Action
-    grant_id: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.MAX_ID_LEN,
-                                          description="Active grant allowing `tasks` on the target.")]
-    params: Params = {}
-    script: Script | None = None
-    script_signature: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    document_id: Annotated[DocumentId, msgspec.Meta(description=(
+        "The approver-signed task authorization (`/api/v1/documents`) the runs are made under: its action, "
+        "parameters, script SHA-256 and schedule are what runs. Devices verify it themselves."))]
+    action: Annotated[Action, msgspec.Meta(description="Default: the document's; must equal it.")] | None = None
+    params: Annotated[Params, msgspec.Meta(description="Default: the document's; must equal it.")] | None = None
+    script: Annotated[Script, msgspec.Meta(description="The script's text; its SHA-256 must be the one the "
+                                                       "document names.")] | None = None
     device: Annotated[Name, msgspec.Meta(description="One device; or give group.")] | None = None
     group: Annotated[Name, msgspec.Meta(description="Every device of the group.")] | None = None
-    cron: Annotated[str, msgspec.Meta(max_length=128, description="Five-field cron (device-local time): "
-                                                                  "a recurring task.")] | None = None
+    cron: Annotated[str, msgspec.Meta(max_length=128, description="Default: the document's signed schedule "
+                                                                  "(five-field cron, device-local time); must "
+                                                                  "equal it.")] | None = None
     run_at: Annotated[float, msgspec.Meta(ge=0, le=MAX_RUN_AT, description="One-off start (epoch s; "
                                                                              "default now).")] | None = None
     window_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_WINDOW_S)] = 3600.0
@@ -139,10 +143,34 @@ class TaskRequest(msgspec.Struct, forbid_unknown_fields=True):
     failure_threshold: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)] = DEFAULT_TIMEOUT_S
     output_cap: Annotated[int, msgspec.Meta(ge=0, le=MAX_OUTPUT_CAP)] = DEFAULT_OUTPUT_CAP
-    #: Optional signed grant sent along to the agent (else the grant store's copy of ``grant_id``).
-    grant: SignedGrant | None = None
 
-    def spec(self, *, technician: str, role: str) -> TaskSpec:
-        """The validated spec (raises ApiError 400 with the rule's code)."""
+    def spec(self, *, technician: str, role: str, authorization: TaskAuthorization) -> TaskSpec:
+        """The validated spec, with what the request left out taken from ``authorization`` (raises
+        ApiError 400 with the rule's code; the service checks the rest against the document)."""
         fields = msgspec.structs.asdict(self)
+        fields["action"] = self.action if self.action is not None else authorization.action
+        fields["params"] = self.params if self.params is not None else dict(authorization.params)
+        fields["cron"] = self.cron if self.cron is not None else authorization.schedule
         return TaskSpec(technician=technician, role=role, **fields)
+
+
+def document_problem(spec: TaskSpec, task: TaskAuthorization) -> str | None:
+    """How ``spec`` differs from the approver-signed ``task`` (None when the runs would be what was signed).
+
+    Checked on the server only so that a mistake is reported at once; the agents refuse such runs anyway.
+    """
+    from protocol.tasks import canonical_params, script_sha256
+
+    name = f"task authorization {task.task_id}"
+    if spec.action != task.action:
+        return f"{name} is for action {task.action!r}, not {spec.action!r}"
+    if task.script_sha256 is not None and script_sha256(spec.script or "") != task.script_sha256:
+        return f"the script's SHA-256 is not the one {name} names ({task.script_sha256})"
+    if canonical_params(spec.params) != canonical_params(task.params):
+        return f"the parameters differ from those {name} names: {canonical_params(task.params).decode()}"
+    if (spec.cron or "").split() != (task.schedule or "").split():
+        said = f"the schedule {task.schedule!r}" if task.schedule else "no schedule (it runs once)"
+        return f"{name} names {said}; the task must follow it"
+    if task.technicians or task.technician_names:
+        return f"{name} names technicians who would start it by hand; agents run tasks only as delivered"
+    return None

@@ -10,7 +10,7 @@ import json
 import math
 from typing import Any
 
-from protocol.grants import SignedGrant
+from protocol.authority import SignedDocument
 from protocol.tasks import TaskRun, script_sha256
 
 from ..store import Row
@@ -25,7 +25,7 @@ def describe_task(row: Row, summary: dict[str, Any] | None = None) -> dict[str, 
     """The task as the API shows it; ``summary`` (from ``repository.schedule_summary``) adds next_due and run_counts."""
     return {**(summary or {}),
         "id": row["id"], "action": row["action"], "params": json.loads(row["params"]),
-        "script_sha256": script_hash(row["script"]), "grant_id": row["grant_id"],
+        "script_sha256": script_hash(row["script"]), "document_id": row["document_id"],
         "technician": row["technician"], "role": row["role"], "target": f"{row['target_kind']}:{row['target']}",
         "group": row["group_name"], "cron": row["cron"], "run_at": row["run_at"], "window_s": row["window_s"],
         "jitter_s": row["jitter_s"], "offline_policy": row["offline_policy"], "wave_percent": row["wave_percent"],
@@ -80,11 +80,11 @@ def parse_cursor(text: str) -> tuple[float, str]:
     return value, task_id
 
 
-def task_run_message(task: Row, run: Row) -> TaskRun:
-    """What the agent receives for one run (it re-checks grant, window and signature itself)."""
-    grant = (SignedGrant(document=task["grant_document"], signature=task["grant_signature"])
-             if task["grant_document"] and task["grant_signature"] else None)
+def task_run_message(task: Row, run: Row, authorization: SignedDocument | None) -> TaskRun:
+    """What the agent receives for one run: the task, the signed authorization as the server holds it now
+    (with every approval gathered), and for a recurring task the occurrence (its due time) — the agent
+    re-checks all of it and runs each occurrence at most once."""
     return TaskRun(task_id=task["id"], run_id=run["id"], action=task["action"], params=json.loads(task["params"]),
-                   grant_id=task["grant_id"], technician=task["technician"], role=task["role"], grant=grant,
-                   script=task["script"], script_signature=task["script_signature"], timeout_s=task["timeout_s"],
-                   output_cap=task["output_cap"])
+                   technician=task["technician"], role=task["role"], script=task["script"],
+                   authorization=authorization, scheduled_at=run["due_at"] if task["cron"] else None,
+                   timeout_s=task["timeout_s"], output_cap=task["output_cap"])
