@@ -201,7 +201,8 @@ async def test_lockout_shown_in_the_login_form(tmp_path: Path) -> None:
 
 
 async def test_admin_pages_and_a_10k_device_list(tmp_path: Path) -> None:
-    """Users (create shows a one-time password), audit (filter, verify), grants pages work; 10,000 devices page fast."""
+    """Users (create shows a one-time password), audit (filter, verify), signed documents pages work; 10,000 devices
+    page fast."""
     import time
 
     from server import devices
@@ -241,12 +242,16 @@ async def test_admin_pages_and_a_10k_device_list(tmp_path: Path) -> None:
             await page.click("#audit-verify")
             await expect(page.locator("#audit-verdict")).to_contain_text("Chain intact")
             await console.shot("audit")
+            from server.authority import repository as documents
+            from tests.authority_helpers import make_org
+
+            await documents.create_document(server.db, make_org().grant("grant-overnight-1", signers=("alice",)),
+                                            actor="user:root")
             await page.goto(console.base + "/#/grants")
-            await page.fill("#grant-groups", "lab")
-            await page.fill("#grant-technicians", "root")
-            await page.fill("#grant-reason", "overnight patching")
-            await page.click("form.card.form-grid button[type=submit]")
-            await expect(page.locator("#grants-list")).to_contain_text("overnight patching")
+            row = page.locator("#documents-list tr[data-document=grant-overnight-1]")
+            await expect(row).to_contain_text("group lab")
+            await expect(row).to_contain_text("open")  # the server relays no root: it cannot tell approved
+            await expect(row).to_contain_text("0 / 2")
             await console.shot("grants")
             await page.click("#whoami button:has-text('Log out')")
             await page.fill("#username", "newbie")

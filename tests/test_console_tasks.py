@@ -17,11 +17,10 @@ from server import devices
 from server.auth.rights import Right
 from server.tasks import repository, service
 from server.tasks.feature import SCHEDULER
-from server.tasks.spec import TaskSpec
 from server.tasks.status import FINAL
 from tests.conftest import add_device
-from tests.harness import enroll_agent, running_agent, running_server, wait_until
-from tests.tasks_helpers import grant_for, submit
+from tests.harness import enroll_agent, running_server, wait_until
+from tests.tasks_helpers import authorize, make_org, signed_spec, store, submit, task_agent
 from tests.test_accounts_support import client, login, make_user
 from tests.test_console_support import console_browser
 
@@ -45,23 +44,22 @@ async def test_task_from_the_api_shows_runs_and_output_after_a_real_agent_ran_it
         service.poll_s = 0.05
         service.temp_targets = {"tmp": [junk]}
 
+    org = make_org()
     async with running_server(tmp_path / "srv") as server:
         server.console_app[SCHEDULER].tick_s = 0.1
         tech = await make_user(server, "tina", "technician", groups={"lab": None})
         state = await enroll_agent(server, tmp_path / "agent", group="lab")
-        async with running_agent(state, setup=setup) as agent:
+        for task_id, params in (("nightly-clean", {"targets": ["tmp"], "older_than_days": 1}),
+                                ("dry-clean", {"targets": ["tmp"], "dry_run": True})):
+            await store(server.db, authorize(org, devices=[state.device_id], action="clear_temp", params=params,
+                                             task_id=task_id))
+        async with task_agent(server, state, org, setup=setup) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
             async with client(server) as http:
                 auth = await login(http, tech)
                 csrf = {"X-CSRF-Token": auth.csrf}
-                async with http.post("/api/v1/grants", headers=csrf, json={
-                        "devices": [state.device_id], "technicians": ["tina"], "actions": ["tasks"],
-                        "duration_s": 3600, "reason": "nightly clean-up"}) as resp:
-                    assert resp.status == 201, await resp.text()
-                    grant_id = (await resp.json())["grant_id"]
                 async with http.post("/api/v1/tasks", headers=csrf, json={
-                        "action": "clear_temp", "device": state.device_id, "grant_id": grant_id,
-                        "params": {"targets": ["tmp"], "older_than_days": 1}}) as resp:
+                        "device": state.device_id, "document_id": "nightly-clean"}) as resp:
                     assert resp.status == 201, await resp.text()
                     task_id = (await resp.json())["task"]["id"]
             await wait_until(lambda: _final_runs(server, task_id), timeout=20, what="the agent's result")
@@ -80,9 +78,7 @@ async def test_task_from_the_api_shows_runs_and_output_after_a_real_agent_ran_it
 
                 # A second task from the console's own form (dry run: touches nothing).
                 await page.click("#new-task")
-                await page.select_option("#task-action", "clear_temp")
-                await page.check("#p-dry-run")
-                await page.fill("#task-grant", grant_id)
+                await page.fill("#task-document", "dry-clean")
                 await page.click("#task-submit")
                 await expect(page.locator("#device-task-runs tr[data-run]")).to_have_count(2, timeout=10_000)
                 created = await server.db.fetchall("SELECT id, params FROM tasks WHERE id != ?", (task_id,))
@@ -122,18 +118,17 @@ async def test_no_task_buttons_without_run_tasks_and_rollout_waves_are_shown(tmp
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [(f"dev-{i}", "lab", f"ws-{i}", f"s{i}", now + 86400, now, now, False) for i in range(3)])
         await devices.ensure_group(server.db, "lab")
-        grant = grant_for(server, groups=["lab"], technicians=["alice"])
-        task = await submit(server, grant, group="lab", action="clear_temp",
-                            params={"targets": ["tmp"], "dry_run": True}, wave_percent=25)
-        big = await service.create_task(server.db, TaskSpec(
-            action="clear_temp", grant_id="g", technician="alice", params={"targets": ["tmp"], "dry_run": True},
-            group="lab", grant=grant), actor="admin1", approval_threshold=2)
+        org = make_org()
+        dry_run = {"targets": ["tmp"], "dry_run": True}
+        task = await submit(server, authorize(org, groups=["lab"], action="clear_temp", params=dry_run), group="lab",
+                            wave_percent=25)
+        big = await service.create_task(server.db, await signed_spec(
+            server.db, action="clear_temp", params=dry_run, group="lab"), actor="admin1", approval_threshold=2)
         assert big["status"] == "pending_approval"
         async with client(server) as http:
             auth = await login(http, nora)
             async with http.post("/api/v1/tasks", headers={"X-CSRF-Token": auth.csrf}, json={
-                    "action": "clear_temp", "device": state.device_id, "grant_id": "g-x",
-                    "params": {"targets": ["tmp"], "dry_run": True}}) as resp:
+                    "device": state.device_id, "document_id": "task-x"}) as resp:
                 assert resp.status == 403
         async with console_browser(server) as console:
             page = console.page
@@ -171,14 +166,15 @@ async def test_cancel_only_while_open_and_admins_resume_a_paused_schedule(tmp_pa
         tina = await make_user(server, "tina", "technician", groups={"lab": Right.RUN_TASKS | Right.VIEW_INVENTORY})
         root = await make_user(server, "root", "admin")
         device = await add_device(server.db, "dev-1", "lab")
-        grant = grant_for(server, groups=["lab"])
-        done = await submit(server, grant, device=device, action="diagnostics", params={"log_lines": 0})
+        org = make_org()
+        done = await submit(server, authorize(org, groups=["lab"], action="diagnostics", params={"log_lines": 0}),
+                            device=device)
         expired = {"artifact": {"stored": False, "expired": True, "expired_at": time.time(), "retention_days": 30,
                                 "size": 2048, "sha256": "ab" * 32, "stored_at": time.time() - 31 * 86400}}
         await server.db.execute("UPDATE task_runs SET status = 'succeeded', exit_code = 0, ended_at = ?, details = ?"
                                 " WHERE task_id = ?", (time.time(), json.dumps(expired), done["id"]))
-        nightly = await submit(server, grant, group="lab", action="updates", params={"mode": "apply"},
-                               cron="0 2 * * *", wave_percent=50)
+        nightly = await submit(server, authorize(org, groups=["lab"], action="updates", params={"mode": "apply"},
+                                                 schedule="0 2 * * *"), group="lab", wave_percent=50)
         await server.db.execute("UPDATE tasks SET status = 'paused' WHERE id = ?", (nightly["id"],))
         async with console_browser(server) as console:
             page = console.page

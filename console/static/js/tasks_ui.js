@@ -1,5 +1,5 @@
 // Pieces shared by the Tasks pages and the device page's Tasks tab: run tables with output,
-// the new-task form for the built-in actions, and the "how to run a script" note.
+// the new-task form (a target and an approver-signed task authorization), and the "how to run a script" note.
 // Run output comes from devices: it only ever goes in as text (pre.textContent via h()).
 import * as api from "./api.js";
 import { badge, fmtTime, h, text, toast } from "./dom.js";
@@ -39,7 +39,7 @@ export function nextRun(task) {
   if (task.status === "paused") return "paused (an admin must resume)";
   const counts = task.run_counts || {};
   if (!task.cron && counts.sent) return "running now";
-  if (!task.cron && counts.waiting) return "waiting for the grant window";
+  if (!task.cron && counts.waiting) return "waiting for the signed window";
   if (task.next_due) return fmtTime(task.next_due);
   return task.cron ? "not scheduled yet" : "done";
 }
@@ -87,64 +87,34 @@ export function runsTable(runs, { device = true, task = false } = {}) {
 // --- new task form ---------------------------------------------------------------------------
 
 const num = (id, value, min, max) => h("input", { type: "number", id, value: String(value), min: String(min), max: String(max), step: "1" });
-const check = (id, label, checked = false, value = undefined) =>
-  h("label", { class: "check" }, h("input", { type: "checkbox", id, checked, value }), label);
-
-/** Built-in actions (agent/tasks catalog) with their typed parameter fields; scripts need the CLI. */
-const ACTIONS = {
-  diagnostics: {
-    label: "Collect diagnostics bundle",
-    fields: () => [field("Log lines", num("p-log-lines", 2000, 0, 20000)), check("p-include-inventory", "include inventory", true)],
-    params: () => ({ log_lines: int("p-log-lines"), include_inventory: checked("p-include-inventory") }),
-  },
-  clear_temp: {
-    label: "Clear temp / cache directories",
-    fields: () => [h("div", { class: "field" }, h("span", {}, "Targets"),
-      ...["tmp", "var_tmp", "apt_cache", "dnf_cache"].map((t) => check(`p-target-${t}`, t, t === "tmp", t))),
-    field("Older than (days)", num("p-older-than", 7, 0, 3650)), check("p-dry-run", "dry run (only report)")],
-    params: () => ({ targets: ["tmp", "var_tmp", "apt_cache", "dnf_cache"].filter((t) => checked(`p-target-${t}`)),
-      older_than_days: int("p-older-than"), dry_run: checked("p-dry-run") }),
-  },
-  restart_service: {
-    label: "Restart a service",
-    fields: () => [field("Service name", h("input", { id: "p-service", required: true, placeholder: "e.g. cups.service",
-      pattern: "[A-Za-z0-9][A-Za-z0-9@._:\\-]{0,127}" }))],
-    params: () => ({ name: document.getElementById("p-service").value.trim() }),
-  },
-  updates: {
-    label: "OS updates",
-    fields: () => [field("Mode", h("select", { id: "p-mode" }, h("option", { value: "check" }, "check only"),
-      h("option", { value: "apply" }, "apply"))), check("p-security-only", "security updates only")],
-    params: () => ({ mode: document.getElementById("p-mode").value, security_only: checked("p-security-only") }),
-  },
-  reboot: {
-    label: "Reboot",
-    fields: () => [field("Message to the user", h("input", { id: "p-message", maxlength: "200",
-      value: "IT maintenance: this computer will restart. Save your work." })),
-    field("Delay if someone is logged in (min)", num("p-delay", 5, 1, 60))],
-    params: () => ({ message: document.getElementById("p-message").value, delay_min: int("p-delay") }),
-  },
-};
 
 function field(label, input) { return h("label", { class: "field" }, h("span", {}, label), input); }
 function int(id) { return Math.trunc(Number(document.getElementById(id).value)); }
-function checked(id) { return document.getElementById(id).checked; }
 
-/** Active grants allowing `tasks` that may cover the target (the server and the agent decide for real). */
-async function grantOptions(list, device) {
+/** What a task authorization lets run, in one line (its action, parameters, script hash). */
+function describeDocument(d) {
+  const b = d.body || {};
+  const script = b.script_sha256 ? `, script sha256 ${b.script_sha256.slice(0, 16)}…` : "";
+  return `${b.action} ${JSON.stringify(b.params || {})}${script}`;
+}
+
+/** One-off task authorizations approved (as the server sees it) that name the target; devices decide for real. */
+async function documentOptions(list, known, device) {
   try {
-    const data = await api.get("/api/v1/grants", { status: "active" });
-    const usable = (data.grants || []).filter((g) => (g.actions || []).includes("tasks") && (!device
-      || (g.devices || []).includes(device.id) || (g.groups || []).includes(device.group)));
-    list.replaceChildren(...usable.map((g) => h("option", { value: g.grant_id },
-      `${g.reason || "grant"} — ${[...(g.devices || []), ...(g.groups || []).map((x) => `group ${x}`)].join(", ")}`)));
+    const data = await api.get("/api/v1/documents", { status: "approved" });
+    const usable = (data.documents || []).filter((d) => d.kind === "task" && !(d.body || {}).schedule && (!device
+      || (d.body.devices || []).includes(device.id) || (d.body.groups || []).includes(device.group)));
+    known.clear();
+    usable.forEach((d) => known.set(d.document_id, d));
+    list.replaceChildren(...usable.map((d) => h("option", { value: d.document_id }, describeDocument(d))));
   } catch (err) {
-    list.replaceChildren();  // no right to list grants: the id can still be typed
+    list.replaceChildren();  // no right to list documents: the id can still be typed
   }
 }
 
 /**
- * The one-off task form. `device` = {id, group} fixes the target (device page); otherwise the
+ * The one-off task form: a target and an approver-signed task authorization, whose action and
+ * parameters are what runs. `device` = {id, group} fixes the target (device page); otherwise the
  * user picks a device id or a group. `onCreated(task)` runs after a 201.
  */
 export function newTaskForm({ device = null, onCreated }) {
@@ -152,22 +122,24 @@ export function newTaskForm({ device = null, onCreated }) {
     h("option", { value: "device" }, "device"), h("option", { value: "group" }, "group"));
   const target = h("input", { id: "task-target", required: true, placeholder: "device id or group name",
     value: device ? device.id : "", readonly: Boolean(device), "aria-label": "Target" });
-  const action = h("select", { id: "task-action", "aria-label": "Action" },
-    Object.entries(ACTIONS).map(([k, a]) => h("option", { value: k }, a.label)));
-  const params = h("div", { class: "params form-grid", id: "task-params" });
-  const renderParams = () => params.replaceChildren(...ACTIONS[action.value].fields());
-  action.addEventListener("change", renderParams);
-  const grants = h("datalist", { id: "task-grant-options" });
-  const grant = h("input", { id: "task-grant", required: true, list: "task-grant-options",
-    placeholder: "grant id (active, with 'tasks')", autocomplete: "off" });
+  const options = h("datalist", { id: "task-document-options" });
+  const known = new Map();
+  const what = h("p", { class: "muted", id: "task-document-summary" }, "Pick an approved task authorization.");
+  const documentId = h("input", { id: "task-document", required: true, list: "task-document-options",
+    placeholder: "task authorization id (approved)", autocomplete: "off", oninput: () => {
+      const d = known.get(documentId.value.trim());
+      what.textContent = d ? `Runs: ${describeDocument(d)}` : "The device checks the document's approvals itself.";
+      submit.disabled = Boolean(d && d.body.script_sha256);
+      if (submit.disabled) what.textContent += " — a script's text goes with the CLI (see below).";
+    } });
   const runAt = h("input", { type: "datetime-local", id: "task-run-at", "aria-label": "Run at" });
   const timeout = num("task-timeout", 30, 1, 1440);
   const result = h("p", { class: "form-error", id: "task-form-error", role: "alert" });
+  const submit = h("button", { type: "submit", class: "primary", id: "task-submit" }, "Create task");
   const form = h("form", { class: "card new-task", id: "new-task-form", hidden: true, onsubmit: async (ev) => {
     ev.preventDefault();
     result.textContent = "";
-    const body = { action: action.value, grant_id: grant.value.trim(), params: ACTIONS[action.value].params(),
-      timeout_s: int("task-timeout") * 60 };
+    const body = { document_id: documentId.value.trim(), timeout_s: int("task-timeout") * 60 };
     body[kind.value] = target.value.trim();
     if (runAt.value) body.run_at = new Date(runAt.value).getTime() / 1000;
     try {
@@ -179,28 +151,33 @@ export function newTaskForm({ device = null, onCreated }) {
     } catch (err) { result.textContent = err.message; }
   } },
   h("h2", {}, "New one-off task"),
+  h("p", { class: "muted" }, "A task runs only what approvers signed in its task authorization — action, parameters, "
+    + "script, devices and validity — and each device verifies that document itself."),
   h("div", { class: "form-grid" },
-    field("Target", h("div", { class: "inline" }, kind, target)), field("Action", action),
-    field("Grant", h("div", {}, grant, grants)), field("Run at (empty = now)", runAt),
+    field("Target", h("div", { class: "inline" }, kind, target)),
+    field("Task authorization", h("div", {}, documentId, options)), field("Run at (empty = now)", runAt),
     field("Timeout (min)", timeout)),
-  params,
-  h("div", { class: "inline" }, h("button", { type: "submit", class: "primary", id: "task-submit" }, "Create task"),
+  what,
+  h("div", { class: "inline" }, submit,
     h("button", { type: "button", onclick: () => { form.hidden = true; } }, "Cancel")),
   result, scriptHelp(device));
-  renderParams();
-  grantOptions(grants, device);
+  documentOptions(options, known, device);
   return form;
 }
 
-/** Scripts are not started from the browser: they must be signed with the org grant key. */
+/** Scripts are not started from the browser: the CLI sends the script's text, whose SHA-256 approvers signed. */
 export function scriptHelp(device) {
   const target = device ? `--device ${device.id}` : "--device DEVICE_ID   # or --group GROUP";
-  return h("details", { class: "script-help", id: "script-help" }, h("summary", {}, "Run a script? Use the CLI (scripts must be signed)"),
-    h("p", { class: "muted" }, "The agent runs a script only if the org's grant key signed its SHA-256 and parameters. "
-      + "Sign it where the key lives, then submit it:"),
+  return h("details", { class: "script-help", id: "script-help" }, h("summary", {}, "Run a script? Use the CLI"),
+    h("p", { class: "muted" }, "A device runs a script only under a task authorization naming its SHA-256 and "
+      + "parameters, approved by two approvers (four-eyes is checked on the device). Write and sign it where the "
+      + "approvers' keys live, then submit the task with the script:"),
     h("pre", { class: "out" }, [
-      "helpline admin script sign fix.sh --params '{\"interpreter\": \"sh\", \"args\": []}'   # writes fix.sh.sig",
-      `helpline admin task run ${target} --action script --script fix.sh \\\n    --params '{"interpreter": "sh", "args": []}' --grant GRANT_ID   # same params as signed`,
-      "helpline admin task schedule … --cron \"0 2 * * 1-5\"   # recurring, device-local time",
+      "sha256sum fix.sh   # goes into the document's script_sha256",
+      "helpline approve draft fix-task.json --kind task --out fix-doc.json",
+      "helpline approve sign fix-doc.json --key KEY --cert CERT   # each approver",
+      "helpline approve submit fix-doc.json --server URL --ca CA.pem",
+      `helpline admin task run ${target} --document DOC_ID --script fix.sh`,
+      "helpline admin task schedule … --document DOC_ID   # a document with a signed schedule",
     ].join("\n")));
 }

@@ -1,5 +1,5 @@
 // Device page: identity, OS, hardware, disks, network, software, changes, health, alerts, sessions
-// (with recordings and the technician's notes), grants, tasks.
+// (with recordings and the technician's notes), signed documents naming it, tasks.
 import * as api from "../api.js";
 import { lineChart } from "../charts.js";
 import { ago, badge, clear, errorBox, fmtTime, h, renderValue, text, toast, unavailable } from "../dom.js";
@@ -9,7 +9,7 @@ import { proofPanels } from "../prove_ui.js";
 
 const TABS = [
   ["overview", "Overview"], ["hardware", "Hardware"], ["software", "Software"], ["changes", "Changes"],
-  ["health", "Health"], ["alerts", "Alerts"], ["remote", "Sessions & grants"], ["tasks", "Tasks"],
+  ["health", "Health"], ["alerts", "Alerts"], ["remote", "Sessions & documents"], ["tasks", "Tasks"],
 ];
 
 /** Who agreed to a session, in words (session.answer `by`). */
@@ -17,7 +17,7 @@ function consentBy(x) {
   const by = x.answered_by;
   if (!by) return x.state === "offered" ? "waiting for an answer" : "—";
   const accepted = ["consented", "streaming", "ended"].includes(x.state) && x.started_at;
-  const who = { user: "device user", grant: `grant ${x.grant_id || ""}`.trim(), policy: "device policy",
+  const who = { user: "device user", grant: `grant ${x.document_id || ""}`.trim(), policy: "device policy",
     timeout: "nobody (no answer)", unavailable: "nobody (no display)" }[by] || by;
   return accepted ? who : `${who} — declined`;
 }
@@ -171,7 +171,7 @@ const RENDER = {
   },
   remote: async (el) => {
     const sessionsBox = h("section", { class: "card" }, h("h2", {}, "Remote sessions"));
-    const grantsBox = h("section", { class: "card" }, h("h2", {}, "Grants (unattended access)"));
+    const grantsBox = h("section", { class: "card" }, h("h2", {}, "Signed documents (unattended access, tasks)"));
     el.append(sessionsBox, grantsBox);
     try {
       const data = await api.get(`/api/v1/devices/${encodeURIComponent(device.id)}/sessions`);
@@ -196,14 +196,15 @@ const RENDER = {
       const proofs = await proofPanels(items, () => openTab("remote"));  // unattended: the device's challenge
       if (proofs) sessionsBox.append(proofs);
     } catch (err) { sessionsBox.append(unavailable("Session history", err)); }
-    try {
-      const data = await api.get("/api/v1/grants");
-      const mine = (data.grants || data.items || []).filter((g) => (g.devices || []).includes(device.id)
-        || (g.groups || []).includes(device.group));
-      grantsBox.append(mine.length ? renderValue(mine.map((g) => ({ grant_id: g.grant_id, status: g.status,
-        actions: (g.actions || []).join(", "), technicians: (g.technicians || []).join(", "),
-        not_after: g.not_after, reason: g.reason }))) : h("p", { class: "muted" }, "No grants cover this device."));
-    } catch (err) { grantsBox.append(unavailable("Grants", err)); }
+    try {  // the server's view; the device decides, against the root it was installed with
+      const data = await api.get("/api/v1/documents");
+      const mine = (data.documents || []).filter((d) => (d.devices || []).includes(device.id)
+        || (d.groups || []).includes(device.group));
+      grantsBox.append(mine.length ? renderValue(mine.map((d) => ({ document_id: d.document_id, kind: d.kind,
+        status: d.status, actions: (d.body.actions || [d.body.action]).join(", "),
+        technicians: (d.body.technician_names || []).join(", "), not_after: d.body.not_after,
+        reason: d.body.reason || "" }))) : h("p", { class: "muted" }, "No signed document names this device."));
+    } catch (err) { grantsBox.append(unavailable("Signed documents", err)); }
   },
 };
 

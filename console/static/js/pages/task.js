@@ -62,7 +62,9 @@ function render(task, runs, rollouts) {
       h("dt", {}, "Schedule"), h("dd", {}, task.cron ? `cron ${task.cron} (device-local)` : `once, ${task.run_at ? fmtTime(task.run_at) : "at once"}`),
       h("dt", {}, "Window"), h("dd", {}, `${Math.round(task.window_s / 60)} min${task.jitter_s ? `, jitter ${Math.round(task.jitter_s / 60)} min` : ""}, offline: ${task.offline_policy}`),
       h("dt", {}, "Technician"), h("dd", {}, text(task.technician)),
-      h("dt", {}, "Grant"), h("dd", { class: "mono" }, text(task.grant_id)),
+      h("dt", {}, "Signed by approvers"), h("dd", { class: "mono" }, task.document_id
+        ? h("a", { href: `#/approvals/${encodeURIComponent(task.document_id)}`, id: "task-document" }, text(task.document_id))
+        : text(task.document_id)),
       h("dt", {}, "Created"), h("dd", {}, `${fmtTime(task.created_at)} by ${task.created_by}`),
       h("dt", {}, "Approved by"), h("dd", {}, text(task.approved_by)),
       h("dt", {}, "Timeout"), h("dd", {}, `${Math.round(task.timeout_s / 60)} min`),
