@@ -7,11 +7,12 @@ probe), full-screen motion (ffplay testsrc2) and video-like motion (testsrc2 wit
 rotating hue).
 
 ``--via-server`` takes the path a real overnight session takes: a real ``helpline server``
-and a real enrolled ``helpline agent run`` (both subprocesses), a technician account with
-an API token, and an unattended grant signed with the server's grant key for this device
-(``helpline admin grant create``); every workload is a fresh session
-(``POST /api/v1/devices/{id}/sessions`` with the grant) watched through the console
-stream URL. It reports agent and relay (server) CPU, and runs the typing workload on the
+and a real ``helpline agent run`` enrolled with the org root's fingerprint (both subprocesses),
+a technician account with an API token, and an unattended grant for this device that two
+approvers of a throw-away org root signed (made here, in this process, as ``helpline trust``
+and ``helpline approve`` would); every workload is a fresh session (``POST
+/api/v1/devices/{id}/sessions`` with the grant document, then the technician's signature over
+the device's challenge) watched through the console stream URL. It reports agent and relay (server) CPU, and runs the typing workload on the
 direct path too, to give the latency the relay adds. Every process started here is
 killed by PID at the end.
 
@@ -371,11 +372,72 @@ def wait_for_file_text(path: Path, needle: str, proc: subprocess.Popen[Any], tim
     raise TimeoutError(f"{needle!r} not in {path} after {timeout}s")
 
 
+class BenchOrg:
+    """A throw-away org root with two approvers, a technician and a revoker (keys in this process only)."""
+
+    def __init__(self) -> None:
+        from certs import ceremony
+        from protocol.authority import Ed25519Key, b64encode
+
+        self.ceremony = ceremony
+        now = time.time()
+        self.root_key = ceremony.generate_key()
+        self.root = ceremony.new_root(self.root_key, name="Benchmark org", now=now - 60)
+        self.keys: dict[str, Any] = {}
+        self.certs: list[Any] = []
+        for label, kind, holder in (("alice", "approver", "Alice"), ("bob", "approver", "Bob"),
+                                    ("nightshift", "technician", "Night Shift"), ("desk", "revoker", "Desk")):
+            self.keys[label] = ceremony.generate_key()
+            self.certs.append(ceremony.issue_cert(
+                self.root_key, self.root, kind=kind, holder=holder, credential_id=f"{label}-credential",  # type: ignore[arg-type]
+                public_key=Ed25519Key(raw=b64encode(ceremony.raw_public(self.keys[label]))), not_before=now - 60,
+                not_after=now + 86400, now=now))
+
+    def authority(self) -> dict[str, Any]:
+        """What ``helpline trust publish`` uploads: root, certificates, a revocation list valid for a day."""
+        import msgspec
+
+        from protocol.authority import RevocationList
+
+        now = time.time()
+        listed = RevocationList(sequence=1, issued_at=now - 60, expires_at=now + 23 * 3600)
+        revocations = self.ceremony.sign_revocation_list(self.keys["desk"], "desk-credential", listed)
+        return dict(msgspec.to_builtins({"root": self.root, "certs": self.certs, "revocations": revocations}))
+
+    def grant(self, device_id: str) -> dict[str, Any]:
+        """Unattended view and control of ``device_id`` for Night Shift, approved by Alice and Bob."""
+        import msgspec
+
+        from protocol.authority import UnattendedGrant, new_document
+
+        now = time.time()
+        document = new_document("grant", UnattendedGrant(
+            grant_id="bench-grant", devices=[device_id], technician_names=["Night Shift"],
+            actions=["view", "control"], not_before=now - 60, not_after=now + 86400, issuer="Alice", issued_at=now,
+            reason="overnight maintenance (benchmark)"))
+        for signer in ("alice", "bob"):
+            document = self.ceremony.approve(document, credential_id=f"{signer}-credential", key=self.keys[signer])
+        return dict(msgspec.to_builtins(document))
+
+    def proof(self, challenge: dict[str, Any]) -> dict[str, Any]:
+        """Night Shift's signature over the device's challenge (``helpline approve prove``)."""
+        import msgspec
+
+        from protocol.authority import TechnicianStatement
+
+        statement = TechnicianStatement(nonce=challenge["nonce"], device_id=challenge["device_id"],
+                                        action=challenge["action"], document_id=challenge["document_id"],
+                                        signed_at=time.time())
+        return dict(msgspec.to_builtins(self.ceremony.sign_technician_statement(
+            self.keys["nightshift"], "nightshift-credential", statement)))
+
+
 class ServerStack:
-    """``helpline server`` + enrolled ``helpline agent run`` + technician token + unattended grant."""
+    """``helpline server`` + ``helpline agent run`` pinned to an org root + technician token + approved grant."""
 
     GROUP = "bench"
     TECHNICIAN = "nightshift"
+    ADMIN = "benchadmin"
 
     def __init__(self, workdir: Path, xvfb: XvfbHandle) -> None:
         self.workdir = workdir
@@ -386,7 +448,8 @@ class ServerStack:
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), "HELPLINE_AGENT_PORT": str(self.agent_port),
                     "HELPLINE_CONSOLE_PORT": str(self.console_port)}
         self.server_pid = self.agent_pid = 0
-        self.device_id = self.grant_id = self.api_token = ""
+        self.device_id = self.grant_id = self.api_token = self.admin_token = ""
+        self.org = BenchOrg()
 
     def helpline(self, *args: str, env: Mapping[str, str] | None = None) -> str:
         result = subprocess.run([sys.executable, "-m", "helpline", *args], capture_output=True, text=True,
@@ -412,21 +475,22 @@ class ServerStack:
         words = self.helpline("admin", "token", "create", "--group", self.GROUP, *cfg).split()
         url, token, fingerprint = words[3], words[4], words[6]
         state = self.workdir / "agent"
-        self.helpline("agent", "enroll", url, token, "--ca-sha256", fingerprint, "--state", str(state))
+        self.helpline("agent", "enroll", url, token, "--ca-sha256", fingerprint, "--root-sha256",
+                      self.org.root.fingerprint, "--state", str(state))
         self.device_id = json.loads((state / "agent.json").read_text())["device_id"]
-        # A technician with an API token, and a grant for this device signed with the server's grant key.
+        # A technician with an API token; an admin relays the org's authority and the approved grant.
         self.helpline("admin", "user", "create", self.TECHNICIAN, "--role", "technician", "--group", self.GROUP,
                       "--generate-password", *cfg)
         self.api_token = self.helpline("admin", "user", "token", self.TECHNICIAN, "--label", "benchmark",
                                        *cfg).split()[-1]
-        self.grant_id = self.helpline(
-            "admin", "grant", "create", "--device", self.device_id, "--technician", self.TECHNICIAN,
-            "--action", "view,control", "--valid", "1d", "--reason", "overnight maintenance (benchmark)",
-            *cfg).split()[0]
+        self.helpline("admin", "user", "create", self.ADMIN, "--role", "admin", "--generate-password", *cfg)
+        self.admin_token = self.helpline("admin", "user", "token", self.ADMIN, "--label", "benchmark",
+                                         *cfg).split()[-1]
+        self.relay_authority()
         agent = self._spawn(stack, ["agent", "run", "--state", str(state)], "agent.log",
                             {**self.xvfb.env(), "PYTHONPATH": str(ROOT)})
         self.agent_pid = agent.pid
-        wait_for_file_text(self.workdir / "agent.log", f"grant_id={self.grant_id}", agent, 60)
+        wait_for_file_text(state / "device-audit.jsonl", '"document_id":"bench-grant"', agent, 60)
 
     @property
     def console(self) -> str:
@@ -435,18 +499,44 @@ class ServerStack:
     def ssl_context(self) -> Any:
         return tls.agent_client_context(self.pki / "ca.pem", None, None)
 
-    async def request_session(self) -> str:
+    async def call(self, method: str, path: str, body: Any = None, *, token: str | None = None) -> Any:
         import aiohttp
 
-        body = {"mode": "control", "reason": "benchmark", "grant_id": self.grant_id}
-        async with aiohttp.ClientSession() as http, http.post(
-            f"{self.console}/api/v1/devices/{self.device_id}/sessions", json=body, ssl=self.ssl_context(),
-            headers={"Authorization": f"Bearer {self.api_token}"},
+        async with aiohttp.ClientSession() as http, http.request(
+            method, f"{self.console}{path}", json=body, ssl=self.ssl_context(),
+            headers={"Authorization": f"Bearer {token or self.api_token}"},
         ) as response:
             answer = await response.json(content_type=None)
-            if response.status != 201:
-                raise RuntimeError(f"session refused: {response.status} {answer}")
-            return str(answer["stream_url"])
+            if response.status not in (200, 201):
+                raise RuntimeError(f"{method} {path} refused: {response.status} {answer}")
+            return answer
+
+    def relay_authority(self) -> None:
+        """``helpline trust publish`` and ``helpline approve submit``, by the admin (before the agent starts)."""
+        import urllib.request
+
+        for path, body in (("/api/v1/authority", self.org.authority()),
+                           ("/api/v1/documents", self.org.grant(self.device_id))):
+            request = urllib.request.Request(f"{self.console}{path}", data=json.dumps(body).encode(), method="POST",
+                                             headers={"Authorization": f"Bearer {self.admin_token}",
+                                                      "Content-Type": "application/json"})
+            with urllib.request.urlopen(request, context=self.ssl_context(), timeout=30) as response:
+                response.read()
+        self.grant_id = "bench-grant"
+
+    async def request_session(self) -> str:
+        """An unattended session under the grant; the technician answers the device's challenge."""
+        body = {"mode": "control", "reason": "benchmark", "document_id": self.grant_id}
+        session = await self.call("POST", f"/api/v1/devices/{self.device_id}/sessions", body)
+        path = f"/api/v1/sessions/{session['session_id']}"
+        deadline = time.monotonic() + 30
+        while session["challenge"] is None:
+            if session["state"] == "ended" or time.monotonic() > deadline:
+                raise RuntimeError(f"no challenge from the device: {session.get('end_reason')}")
+            await asyncio.sleep(0.05)  # polling interval
+            session = await self.call("GET", path)
+        await self.call("POST", f"{path}/proof", self.org.proof(session["challenge"]))
+        return str(session["stream_url"])
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[Viewer]:
