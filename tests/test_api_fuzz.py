@@ -41,7 +41,7 @@ class LiveServer:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("fuzz")
     data = tmp / "data"
-    helpline("certs", "init", "--dir", str(data / "pki"), "--server-name", "localhost")
+    helpline("certs", "init", "--dir", str(data / "pki"), "--server-name", "localhost", "--discard-root")
     agent_port, console_port = free_port(), free_port()
     config = tmp / "helpline.toml"
     config.write_text(f'[server]\ndata_dir = "{data}"\nhost = "127.0.0.1"\n')
