@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from certs import tls
 from protocol.messages import Error, HealthBatch, HealthSample, Message
 from server import devices
-from server.auth.middleware import AUTHENTICATORS
+from server.api.context import AUTHENTICATORS
 from server.auth.rights import ALL_RIGHTS, Principal
 from server.cmdb import ingest
 from server.store import Database, open_database
