@@ -27,7 +27,7 @@ from tests.procs import free_port, helpline, spawn, wait_for, wait_for_port
 ROOT = Path(__file__).resolve().parent.parent
 VENDOR_JS = "console/static/vendor/uPlot.esm.js"
 #: Distributions only the server needs, and only the agent needs (module names).
-SERVER_ONLY = ("aiohttp", "asyncpg", "pyotp", "segno", "cronsim")
+SERVER_ONLY = ("aiohttp", "asyncpg", "pyotp", "segno")
 AGENT_ONLY = ("mss", "pynput", "numpy", "simplejpeg", "psutil", "websockets")
 #: Never copied into the build: not part of the package, or machine-local.
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "node_modules", "__pycache__", "*.egg-info", "build", "dist",
@@ -159,6 +159,8 @@ def test_agent_install_has_no_server_dependencies(installs: dict[str, Install], 
     have = agent.importable(SERVER_ONLY + AGENT_ONLY)
     assert not [m for m in SERVER_ONLY if have[m]], have
     assert all(have[m] for m in AGENT_ONLY), have
+    # The device checks passkey approvals and a signed schedule's occurrences itself.
+    assert all(agent.importable(("fido2", "cronsim")).values())
     for argv in (["--help"], ["agent", "--help"], ["agent", "run", "--help"], ["admin", "--help"]):
         helpline(*argv, command=agent.helpline, env=CLEAN_ENV)
     refused = helpline("server", "--data", str(tmp_path), command=agent.helpline, env=CLEAN_ENV, check=False)
