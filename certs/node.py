@@ -64,12 +64,28 @@ def _candidate_files(directory: Path) -> Iterator[Path]:
             yield path
 
 
+def foreign_key_files(directory: Path) -> list[Path]:
+    """Private keys under ``directory`` that are neither the root's nor the two a server uses (its
+    intermediate's and its TLS key) — e.g. a signing key an old installation kept there."""
+    paths = PkiPaths.from_dir(directory)
+    own = {paths.intermediate_key, paths.server_key, *root_key_files(directory)}
+    return [path for path in _candidate_files(paths.directory)
+            if path not in own and b"PRIVATE KEY-----" in path.read_bytes()]
+
+
 def check_node_pki(directory: Path, *, allow_root_key: bool = False) -> None:
-    """Raise ``RootKeyOnServerError`` if ``directory`` holds the root's private key.
+    """Raise ``RootKeyOnServerError`` if ``directory`` holds the root's private key or any other
+    private key the server does not use (a server holds no key that could sign anything else).
 
     ``allow_root_key`` lets a directory from before intermediates (the CA's own key in
     ``ca.key``, which it needs to issue) run, with a warning at every start.
     """
+    foreign = foreign_key_files(directory)
+    if foreign:
+        raise RootKeyOnServerError(
+            f"the server's PKI directory holds private keys the server does not use "
+            f"({', '.join(str(p) for p in foreign)}): move them to the administrator's workstation "
+            "(an old installation's grant key is for 'helpline trust adopt' there) and destroy every copy here")
     found = root_key_files(directory)
     if not found:
         return

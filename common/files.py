@@ -13,6 +13,7 @@ directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -107,9 +108,8 @@ def _sync_directory(directory: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):  # best effort, as above
+            os.fsync(fd)
     finally:
         os.close(fd)
 

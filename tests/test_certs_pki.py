@@ -589,6 +589,21 @@ def test_node_dir_holding_the_root_key_is_refused(pki_dir: Path, root_dir: Path,
     assert "allow_root_key_on_server" in caplog.text
 
 
+def test_node_dir_holding_a_signing_key_it_does_not_use_is_refused(pki_dir: Path, tmp_path: Path) -> None:
+    """A private key beside the node's own two (an old installation's Ed25519 grant.key) stops the server:
+    a server holds no key that could sign anything but its TLS traffic and device certificates."""
+    node = tmp_path / "node"
+    shutil.copytree(pki_dir, node)
+    check_node_pki(node)
+    old = ed25519.Ed25519PrivateKey.generate()
+    (node / "grant.key").write_bytes(old.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    with pytest.raises(RootKeyOnServerError, match=r"grant\.key.*trust adopt"):
+        check_node_pki(node)
+    with pytest.raises(RootKeyOnServerError, match=r"grant\.key"):
+        check_node_pki(node, allow_root_key=True)  # the pre-intermediate allowance covers the CA key only
+
+
 def test_old_layout_loads_as_its_own_root_and_is_flagged(tmp_path: Path) -> None:
     """A directory from before intermediates (an unencrypted CA key beside ca.pem) loads as a CA that is its
     own root, issuing leaves with no chain; check_node_pki flags its key, under any name."""

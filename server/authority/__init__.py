@@ -10,27 +10,14 @@ with. The unattended-session challenge and the technician's proof pass through
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..app import HelplineServer
 
-log = logging.getLogger(__name__)
-
-#: The key servers made before issue 11 (``helpline certs init``); never read any more.
-LEGACY_GRANT_KEY = "grant.key"
-
-
 def setup(server: HelplineServer) -> None:
     from .api import setup as setup_api
     from .push import setup as setup_push
 
-    legacy = server.config.pki_path / LEGACY_GRANT_KEY
-    if legacy.exists():
-        # Whoever reads it can sign the one-time hand-over for agents that have not taken it yet.
-        log.error("%s is still here: the server does not use it any more. Sign the hand-over with "
-                  "'helpline trust adopt --legacy-grant-key' on an administrator's workstation, then destroy every "
-                  "copy (shred -u %s; backups too)", legacy, legacy)
     setup_api(server)
     setup_push(server)

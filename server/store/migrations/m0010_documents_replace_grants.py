@@ -1,12 +1,12 @@
 """The server holds no authorizing key any more (issue 11): server-signed grants and scripts are gone.
 
-- ``grants`` (documents the server signed with its own ``pki/grant.key``) is dropped; unattended
+- ``grants`` (documents the server itself used to sign) is dropped; unattended
   access and tasks are authorized by approver-signed documents (``authority_documents``).
 - A task names the approver-signed TaskAuthorization it runs under (``tasks.document_id``); the
   server-signed grant and script signature columns are dropped. Tasks made under the old model
   can never run again (agents refuse them), so their open runs are cancelled and the tasks with them.
 - ``sessions.grant_id`` (a server-signed grant named by a session) is dropped.
-- ``authority_handovers`` keeps the one-time hand-over from the old grant key to the org root
+- ``authority_handovers`` keeps the one-time hand-over from the old signing key to the org root
   (``helpline trust adopt``) that the server relays to agents enrolled before the root existed.
 """
 
