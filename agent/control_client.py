@@ -26,7 +26,7 @@ from protocol.control import CloseCode, ControlChannel
 from protocol.messages import CertRenewRequest, CertRenewResponse, Error, Hello, Message, Welcome
 from protocol.version import MAX_VERSION, MIN_VERSION
 
-from .backoff import full_jitter
+from .backoff import Backoff
 from .config import AgentConfig
 from .state import AgentState
 
@@ -36,8 +36,10 @@ M = TypeVar("M", bound=Message)
 Handler = Callable[["AgentClient", Any], Awaitable[None]]
 
 #: "health.seq": this agent understands ``welcome.health_seq`` (the server only sends it then);
-#: "authority": it takes ``authority.update`` and answers unattended offers with ``session.challenge``.
-CAPABILITIES = ["inventory", "health", "health.seq", "session", "tasks", "authority"]
+#: "authority": it takes ``authority.update`` and answers unattended offers with ``session.challenge``;
+#: "health.partial"/"inventory.partial": it reads the ``rejected`` list of ``health.ack``/``inventory.ack``.
+CAPABILITIES = ["inventory", "health", "health.seq", "session", "tasks", "authority", "health.partial",
+                "inventory.partial"]
 Hook = Callable[["AgentClient"], Awaitable[None]]
 
 
@@ -67,6 +69,7 @@ class AgentClient:
         self._send_lock = asyncio.Lock()
         self._pending_key: Any = None
         self._session_tasks: set[asyncio.Task[None]] = set()
+        self.backoff = Backoff(cap_s=self.config.backoff_cap_s, reset_after_s=self.config.backoff_reset_s)
 
     def register(self, message_type: type[M], handler: Callable[[AgentClient, M], Awaitable[None]]) -> None:
         self.handlers[message_type] = handler
@@ -119,11 +122,10 @@ class AgentClient:
                     log.exception("stop hook failed")
 
     async def _reconnect_loop(self, stop: asyncio.Event) -> None:
-        attempt = 0
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
                 if await self._connect_once(stop):
-                    attempt = 0
                     continue  # clean reconnect (renewed certificate)
             except AgentRevoked:
                 raise
@@ -135,9 +137,8 @@ class AgentClient:
                                                                      "reason": body[:200].decode(errors="replace")})
             except (OSError, TimeoutError, WebSocketException) as exc:
                 log.warning("control channel failed", extra={"error": f"{type(exc).__name__}: {exc}"})
-            attempt += 1
-            delay = full_jitter(attempt, cap=self.config.backoff_cap_s)
-            log.info("reconnecting", extra={"in_s": round(delay, 2), "attempt": attempt})
+            delay = self.backoff.next_delay(loop.time())
+            log.info("reconnecting", extra={"in_s": round(delay, 2), "attempt": self.backoff.failures})
             try:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except TimeoutError:
@@ -205,6 +206,7 @@ class AgentClient:
     async def _dispatch(self, message: Message) -> None:
         if isinstance(message, Welcome):
             self.welcome = message
+            self.backoff.connected(asyncio.get_running_loop().time())
             self.ready.set()
             log.info("connected", extra={"device_id": self.device_id, "protocol": message.version})
             await self._maybe_renew()
@@ -216,6 +218,9 @@ class AgentClient:
                                                            "in_reply_to": message.in_reply_to})
             if message.code == "revoked":
                 raise AgentRevoked(f"the server says: {message.message}")
+            error_handler = self.handlers.get(Error)  # a feature waiting on the refused request (reporting)
+            if error_handler is not None and message.in_reply_to is not None:
+                await error_handler(self, message)
             return
         handler = self.handlers.get(type(message))
         if handler is None:
