@@ -21,6 +21,8 @@ class AgentConfig:
     outbox_max_days: float = 7.0
     #: Reconnect backoff cap in seconds.
     backoff_cap_s: float = 60.0
+    #: A connection that stayed up this long resets the reconnect backoff (the next retry waits 0–1 s).
+    backoff_reset_s: float = 60.0
     #: Local policy file owned by the device's admin (consent rules the server cannot override).
     policy_file: Path | None = None
     #: X display the consent UI and screen sessions use (e.g. ":0"); None = the $DISPLAY the agent inherited.
