@@ -129,10 +129,24 @@ class InventoryReport(Message, frozen=True, tag="inventory"):
     checksums: Annotated[dict[SectionName, Checksum], msgspec.Meta(max_length=limits.MAX_SECTIONS)]
 
 
+class SectionRejected(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An inventory section the server refused (it keeps its previous copy, if any), and why."""
+
+    section: SectionName
+    code: ShortStr
+    reason: ShortStr
+
+
 class InventoryAck(Message, frozen=True, tag="inventory.ack"):
+    """The report is applied; ``checksums`` is what the server now holds per section."""
+
     sender: ClassVar[str] = "server"
     in_reply_to: Id
     checksums: dict[SectionName, Checksum]
+    #: Sections of this report refused one by one (the others are stored). Only sent to agents with the
+    #: "inventory.partial" capability and omitted from the wire when unset: older agents refuse unknown fields.
+    rejected: Annotated[list[SectionRejected], msgspec.Meta(max_length=limits.MAX_SECTIONS)] | msgspec.UnsetType = (
+        msgspec.UNSET)
 
 
 class InventoryRequest(Message, frozen=True, tag="inventory.request"):
@@ -162,12 +176,25 @@ class HealthBatch(Message, frozen=True, tag="health.batch"):
     gaps: Annotated[list[HealthGap], msgspec.Meta(max_length=limits.MAX_HEALTH_BATCH)] = []
 
 
+class SampleRejected(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A health sample the server refused and did not store; ``code`` is ``invalid`` or ``too_large``."""
+
+    seq: Seq
+    code: ShortStr
+    reason: ShortStr
+
+
 class HealthAck(Message, frozen=True, tag="health.ack"):
-    """Every sample with ``seq <= up_to`` is stored; the agent may delete them."""
+    """Every sample with ``seq <= up_to`` is stored or named in ``rejected``: the agent may delete them."""
 
     sender: ClassVar[str] = "server"
     in_reply_to: Id
     up_to: Seq
+    #: Samples of this batch refused one by one (the others are stored), so one bad sample never holds
+    #: up the stream. Only sent to agents with the "health.partial" capability and omitted from the wire
+    #: when unset: older agents refuse unknown fields (they delete the refused samples with the rest).
+    rejected: Annotated[list[SampleRejected], msgspec.Meta(max_length=limits.MAX_HEALTH_BATCH)] | msgspec.UnsetType = (
+        msgspec.UNSET)
 
 
 Role = Literal["agent", "server"]

@@ -1,5 +1,5 @@
-"""Inventory is validated where it arrives: a malicious agent's badly typed section is refused with a
-protocol error (logged, nothing stored, the server unaffected), and one bad device already in the store
+"""Inventory is validated where it arrives: a malicious agent's badly typed section is refused alone and
+named in the ack (logged, that section not stored, the server unaffected), and one bad device already in the store
 is skipped and flagged by the GLPI and ServiceNow exports instead of failing them for the whole fleet."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from agent.state import AgentState
 from certs import tls
 from helpline.cli import main
 from protocol import codec
-from protocol.messages import Error, Hello, InventoryAck, InventoryReport, Message, Welcome
+from protocol.messages import Hello, InventoryAck, InventoryReport, Message, Welcome
 from server import devices
 from server.cmdb import inventory_store
 from server.cmdb.sections import checksum
@@ -49,7 +49,7 @@ async def raw_agent(state: AgentState) -> AsyncIterator[ClientConnection]:
     ctx = tls.agent_client_context(state.ca_path, state.cert_path, state.key_path)
     async with connect(state.agent_url, ssl=ctx) as ws:
         await ws.send(codec.encode(Hello(min_version=1, max_version=1, agent_version="evil", device_id=state.device_id,
-                                         capabilities=["inventory"])))
+                                         capabilities=["inventory", "inventory.partial"])))
         assert isinstance(await _next(ws), Welcome)
         yield ws
 
@@ -82,7 +82,7 @@ BAD_SECTIONS: list[Any] = [
 @pytest.mark.parametrize("bad", BAD_SECTIONS)
 async def test_badly_typed_section_is_refused_at_the_boundary(tmp_path: Path, bad: Any,
                                                               caplog: pytest.LogCaptureFixture) -> None:
-    """A section that does not fit its schema gets an ``invalid`` error naming the section, is logged, changes
+    """A section that does not fit its schema is refused with code ``invalid`` in the ack, logged, and changes
     nothing stored; the same connection's next good report is stored."""
     name, spoil = bad
     async with running_server(tmp_path / "srv") as server:
@@ -95,9 +95,10 @@ async def test_badly_typed_section_is_refused_at_the_boundary(tmp_path: Path, ba
             evil = {**good, name: spoil(good.get(name) or {})}
             with caplog.at_level(logging.WARNING, logger="server.cmdb"):
                 reply = await _send(ws, report(evil))
-            assert isinstance(reply, Error) and reply.code == "invalid" and name in reply.message, reply
-            assert any(r.getMessage() == "inventory refused" and getattr(r, "device_id", None) == state.device_id
-                       for r in caplog.records)
+            assert isinstance(reply, InventoryAck) and reply.rejected, reply
+            assert [(r.section, r.code) for r in reply.rejected] == [(name, "invalid")], reply
+            assert any(r.getMessage() == "inventory sections refused"
+                       and getattr(r, "device_id", None) == state.device_id for r in caplog.records)
             assert await inventory_store.get_inventory(server.db, state.device_id) == before
             assert len(await inventory_store.changes(server.db, state.device_id)) == changes
             renamed = {**good, "identity": {**good["identity"], "hostname": "still-served"}}
@@ -115,7 +116,8 @@ async def test_exports_skip_and_flag_one_bad_stored_device(tmp_path: Path, capsy
         async with raw_agent(state) as ws:
             assert isinstance(await _send(ws, report(good)), InventoryAck)
             evil = {**good, "network": {**good["network"], "interfaces": [1]}}
-            assert isinstance(await _send(ws, report(evil)), Error)
+            refused = await _send(ws, report(evil))
+            assert isinstance(refused, InventoryAck) and refused.rejected and refused.rejected[0].section == "network"
         # What an older server stored without looking.
         async with server.db.transaction() as tx:
             await devices.register(tx, "dev-bad", "default", "s-bad", time.time() + 86400)

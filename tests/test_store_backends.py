@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
 import pytest
 
 from protocol.messages import (
@@ -39,6 +40,7 @@ class FakeConn:
         self.server = FakeServer(db)
         self.device_id = device_id
         self.group = "lab"
+        self.hello = None  # an agent without "health.partial"/"inventory.partial": acks carry no rejected list
         self.sent: list[Message] = []
 
     async def send(self, message: Message) -> None:
@@ -147,26 +149,28 @@ async def test_delta_against_stale_server_copy_asks_for_full(db: Database) -> No
 
 
 @pytest.mark.parametrize("bad", [
-    pytest.param(lambda: report({"gadgets": {"a": 1}}, full=True), id="unknown-section"),
-    pytest.param(lambda: report({"os": ["not", "a", "dict"]}, full=True), id="wrong-type"),
-    pytest.param(lambda: report({"software": {"packages": [{"name": 5}]}}, full=True), id="bad-package"),
-    pytest.param(lambda: report({"os": {"notes": "x" * 300_000}}, full=True), id="oversized"),
-    pytest.param(lambda: InventoryReport(full=True, sections={"os": {"a": 1}}, checksums={"os": "0" * 64}),
-                 id="checksum-mismatch"),
+    pytest.param(lambda inv: ({**inv, "gadgets": {"a": 1}}, {}), id="unknown-section"),
+    pytest.param(lambda inv: ({**inv, "os": ["not", "a", "dict"]}, {}), id="wrong-type"),
+    pytest.param(lambda inv: ({**inv, "software": {"packages": [{"name": 5}]}}, {}), id="bad-package"),
+    pytest.param(lambda inv: ({**inv, "os": {"notes": "x" * 300_000}}, {}), id="oversized"),
+    pytest.param(lambda inv: ({**inv, "os": {"a": 1}}, {"os": "0" * 64}), id="checksum-mismatch"),
 ])
-async def test_bad_inventory_is_refused_and_changes_nothing(db: Database, bad: Any) -> None:
-    """Unknown sections, wrong types, bad packages, oversized sections, lying checksums: error, nothing stored."""
+async def test_bad_inventory_section_is_refused_alone(db: Database, bad: Any) -> None:
+    """Unknown sections, wrong types, bad packages, oversized sections, lying checksums: that section keeps
+    its stored copy and checksum (acked as such), the report's other changes are stored."""
     dev = await add_device(db)
     conn = FakeConn(db, dev)
     await ingest.on_inventory(conn, report(INVENTORY, full=True))
     before = await inventory_store.get_inventory(db, dev)
-    changes_before = len(await inventory_store.changes(db, dev))
-    msg = bad()
+    sections, lies = bad({**INVENTORY, "identity": {"hostname": "pc-2", "serial": "SN1", "model": "T14"}})
+    msg = InventoryReport(full=True, sections=sections, checksums={k: checksum(v) for k, v in sections.items()} | lies)
     await ingest.on_inventory(conn, msg)
     reply = conn.sent[-1]
-    assert isinstance(reply, Error) and reply.code == "invalid" and reply.in_reply_to == msg.id
-    assert await inventory_store.get_inventory(db, dev) == before
-    assert len(await inventory_store.changes(db, dev)) == changes_before
+    assert isinstance(reply, InventoryAck) and reply.in_reply_to == msg.id
+    assert reply.rejected is msgspec.UNSET  # this agent did not announce "inventory.partial"
+    after = await inventory_store.get_inventory(db, dev)
+    assert after == {**before, "identity": sections["identity"]}
+    assert reply.checksums == {k: checksum(v) for k, v in after.items()}
 
 
 # --- health ----------------------------------------------------------------------------------
@@ -190,11 +194,12 @@ async def test_health_duplicates_acked_and_stored_once(db: Database) -> None:
 @pytest.mark.parametrize("batch", [
     pytest.param(lambda: HealthBatch(samples=samples([5, 4])), id="backwards"),
     pytest.param(lambda: HealthBatch(samples=samples([7, 7])), id="repeated"),
-    pytest.param(lambda: HealthBatch(samples=samples([8], cpu_percent="high")), id="wrong-type"),
-    pytest.param(lambda: HealthBatch(samples=samples([9], disks={"/": "full"})), id="wrong-disk-type"),
+    pytest.param(lambda: HealthBatch(samples=samples([8]), gaps=[HealthGap(from_seq=6, to_seq=5, dropped=1)]),
+                 id="backwards-gap"),
 ])
 async def test_bad_health_batch_is_refused_whole(db: Database, batch: Any) -> None:
-    """Backwards or repeated seqs in a batch, wrongly typed metrics: error reply, nothing stored."""
+    """Backwards or repeated seqs in a batch, a backwards gap: error reply, nothing stored (wrongly typed
+    samples are refused one by one: tests/test_delivery_faults.py)."""
     dev = await add_device(db)
     conn = FakeConn(db, dev)
     await ingest.on_health(conn, HealthBatch(samples=samples([1, 2])))

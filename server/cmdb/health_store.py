@@ -4,6 +4,10 @@ Samples are keyed by (device, seq), so a batch sent twice (agent restarted befor
 arrived) is stored once. Rollups are maintained in the same transaction as the raw rows —
 only for rows actually inserted — so late backlogs land in the right bucket and duplicates
 never count twice. Raw rows live 7 days, rollups 90 days (:func:`apply_retention`).
+
+A batch is judged sample by sample (:func:`split_batch`): a wrongly typed or oversized sample
+is refused alone and named in the ack, the rest are stored. Refusing the whole batch made the
+agent resend the same oldest batch forever (issue 12).
 """
 
 from __future__ import annotations
@@ -15,19 +19,22 @@ from typing import Any
 
 import msgspec
 
-from protocol.messages import HealthGap, HealthSample
+from protocol import limits
+from protocol.messages import HealthGap, HealthSample, SampleRejected
 from server.store import Database, Row, Transaction
 
 ROLLUP_S = 300
 RAW_RETENTION_S = 7 * 86400
 ROLLUP_RETENTION_S = 90 * 86400
-MAX_METRICS_BYTES = 16 * 1024
+MAX_METRICS_BYTES = limits.MAX_HEALTH_METRICS_BYTES
 
 NUMERIC_METRICS = ("cpu_percent", "load1", "load5", "load15", "mem_percent", "swap_percent", "battery_percent",
                    "uptime_s", "net_rx_bps", "net_tx_bps")
 
 
 class HealthRejected(Exception):
+    """The batch as a whole is malformed (seqs out of order, a backwards gap): nothing is stored."""
+
     code = "invalid"
 
 
@@ -40,26 +47,47 @@ def _is_number(value: Any) -> bool:
     return kind is int or (kind is float and value - value == 0)
 
 
-def validate_batch(samples: Sequence[HealthSample], gaps: Sequence[HealthGap]) -> None:
-    """Raise :class:`HealthRejected` for backwards/repeated seqs or wrongly typed metrics."""
+def check_sample(sample: HealthSample) -> SampleRejected | None:
+    """Why this one sample cannot be stored (wrongly typed metrics, over the size limit), or None."""
+    m = sample.metrics
+    for key in NUMERIC_METRICS:
+        if m.get(key) is not None and not _is_number(m[key]):
+            return SampleRejected(seq=sample.seq, code="invalid", reason=f"{key} must be a number or null")
+    disks = m.get("disks", {})
+    if disks is not None and (not isinstance(disks, dict) or not all(
+            isinstance(k, str) and _is_number(v) for k, v in disks.items())):
+        return SampleRejected(seq=sample.seq, code="invalid", reason="disks must map mount points to numbers")
+    size = len(_encode(m))
+    if size > MAX_METRICS_BYTES:
+        return SampleRejected(seq=sample.seq, code="too_large",
+                              reason=f"metrics are {size} bytes (limit {MAX_METRICS_BYTES})")
+    return None
+
+
+def split_batch(samples: Sequence[HealthSample], gaps: Sequence[HealthGap]
+                ) -> tuple[list[HealthSample], list[SampleRejected]]:
+    """The samples to store and the ones refused (each with its reason).
+
+    Raises :class:`HealthRejected` only for what no single sample is to blame for: seqs that do not
+    increase within the batch, a gap that runs backwards.
+    """
     previous = -1
     for sample in samples:
         if sample.seq <= previous:
             raise HealthRejected(f"sequence numbers must increase within a batch ({sample.seq} after {previous})")
         previous = sample.seq
-        m = sample.metrics
-        for key in NUMERIC_METRICS:
-            if m.get(key) is not None and not _is_number(m[key]):
-                raise HealthRejected(f"sample {sample.seq}: {key} must be a number or null")
-        disks = m.get("disks", {})
-        if disks is not None and (not isinstance(disks, dict) or not all(
-                isinstance(k, str) and _is_number(v) for k, v in disks.items())):
-            raise HealthRejected(f"sample {sample.seq}: disks must map mount points to numbers")
-        if len(_encode(m)) > MAX_METRICS_BYTES:
-            raise HealthRejected(f"sample {sample.seq}: metrics larger than {MAX_METRICS_BYTES} bytes")
     for gap in gaps:
         if gap.to_seq < gap.from_seq:
             raise HealthRejected(f"gap {gap.from_seq}..{gap.to_seq} runs backwards")
+    good: list[HealthSample] = []
+    rejected: list[SampleRejected] = []
+    for sample in samples:
+        problem = check_sample(sample)
+        if problem is None:
+            good.append(sample)
+        else:
+            rejected.append(problem)
+    return good, rejected
 
 
 def _num(value: Any) -> float | None:
@@ -85,8 +113,12 @@ class IngestResult:
 
 
 async def ingest(tx: Transaction, device_id: str, samples: Sequence[HealthSample], gaps: Sequence[HealthGap],
-                 now: float) -> IngestResult:
-    """Store a validated batch; duplicates (same seq) are skipped. Returns the seq the agent may drop up to."""
+                 now: float, *, rejected: Sequence[SampleRejected] = ()) -> IngestResult:
+    """Store a validated batch; duplicates (same seq) are skipped. Returns the seq the agent may drop up to.
+
+    ``rejected`` (from :func:`split_batch`) are the batch's refused samples: not stored, but covered by
+    the ack and the device's highest seq like the rest, so the agent moves past them.
+    """
     state = await tx.fetchone("SELECT max_seq FROM health_state WHERE device_id = ?", (device_id,))
     max_seq = int(state["max_seq"]) if state else -1
     existing: set[int] = set()
@@ -106,7 +138,7 @@ async def ingest(tx: Transaction, device_id: str, samples: Sequence[HealthSample
             "INSERT INTO health_gaps (device_id, from_seq, to_seq, dropped, reported_at) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (device_id, from_seq) DO UPDATE SET to_seq = excluded.to_seq, dropped = excluded.dropped",
             [(device_id, g.from_seq, g.to_seq, g.dropped, now) for g in gaps])
-    top = max([max_seq, *(s.seq for s in samples), *(g.to_seq for g in gaps)])
+    top = max([max_seq, *(s.seq for s in samples), *(g.to_seq for g in gaps), *(r.seq for r in rejected)])
     if top != max_seq:
         last_ts = samples[-1].ts if samples else now
         await tx.execute("INSERT INTO health_state (device_id, max_seq, last_ts) VALUES (?, ?, ?)"
@@ -114,7 +146,7 @@ async def ingest(tx: Transaction, device_id: str, samples: Sequence[HealthSample
                          " last_ts = excluded.last_ts",
                          (device_id, top, last_ts))
     # Ack exactly what this batch covered: never more than the agent sent us in it.
-    batch_top = max([0, *(s.seq for s in samples), *(g.to_seq for g in gaps)])
+    batch_top = max([0, *(s.seq for s in samples), *(g.to_seq for g in gaps), *(r.seq for r in rejected)])
     return IngestResult(batch_top, len(fresh), len(samples) - len(fresh), fresh)
 
 

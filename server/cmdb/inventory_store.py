@@ -7,7 +7,7 @@ record and software row of one report is written, or (on error or resync) nothin
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +40,19 @@ async def get_inventory(db: Database | Transaction, device_id: str) -> dict[str,
 
 
 async def apply_report(tx: Transaction, device_id: str, *, full: bool, sections: Mapping[str, Any],
-                       checksums: Mapping[str, str], now: float) -> ApplyResult:
-    """Apply a validated report (see :func:`sections.validate_report`)."""
+                       checksums: Mapping[str, str], now: float, refused: Collection[str] = ()) -> ApplyResult:
+    """Apply a validated report (see :func:`sections.split_report`).
+
+    ``refused`` names sections the report carried but the server refused: the stored copy (if any)
+    stays, and the checksums compared and acknowledged are the stored ones for them, so the agent
+    learns what the server really holds.
+    """
     rows = await tx.fetchall("SELECT section, checksum FROM inventory_sections WHERE device_id = ?", (device_id,))
     stored = {r["section"]: r["checksum"] for r in rows}
+    if refused:
+        checksums = {name: digest for name, digest in checksums.items() if name not in refused}
+        checksums.update({name: stored[name] for name in refused if name in stored})
+        sections = {name: data for name, data in sections.items() if name not in refused}
     if not full:
         stale = sorted(n for n in checksums if n not in sections and stored.get(n) != checksums[n])
         if stale:

@@ -1,8 +1,10 @@
 """What the server accepts as inventory: known sections, their shapes and size limits.
 
-Agent data is hostile input. A report is validated completely before anything is written,
-so a bad report changes nothing: every section must fit its typed schema
-(:mod:`.schemas`: field types, string and list limits, no unknown fields) and a size limit.
+Agent data is hostile input. Every section of a report is validated before anything is written:
+it must be a known section, fit its typed schema (:mod:`.schemas`: field types, string and list
+limits, no unknown fields) and a size limit, and match its checksum. A section that fails is
+refused alone (:func:`split_report`; the server keeps its previous copy) and named in the ack, so
+one bad section never holds up the others (issue 12).
 Checksums are recomputed here with the agent's canonical JSON (sorted keys, no spaces, UTF-8)
 so both ends agree on what "unchanged" means.
 """
@@ -14,6 +16,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from protocol.messages import SectionRejected
+
 from .schemas import SCHEMAS, SectionInvalid, check_section
 
 #: Sections the server stores (keep in step with ``agent.inventory.SECTIONS``; a test checks).
@@ -24,12 +28,6 @@ MAX_SECTION_BYTES = 256 * 1024
 MAX_SOFTWARE_BYTES = 3 * 1024 * 1024
 
 
-class InventoryRejected(Exception):
-    """The report is refused as a whole; ``str(exc)`` says why (sent back to the agent)."""
-
-    code = "invalid"
-
-
 def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -38,27 +36,45 @@ def checksum(value: Any) -> str:
     return hashlib.sha256(canonical_json(value)).hexdigest()
 
 
-def validate_report(full: bool, sections: Mapping[str, Any], checksums: Mapping[str, str]) -> None:
-    """Raise :class:`InventoryRejected` unless the report is well-formed and self-consistent."""
-    unknown = sorted((set(sections) | set(checksums)) - set(KNOWN_SECTIONS))
-    if unknown:
-        raise InventoryRejected(f"unknown sections: {', '.join(unknown)}")
-    missing = sorted(set(sections) - set(checksums))
-    if missing:
-        raise InventoryRejected(f"sections without a checksum: {', '.join(missing)}")
-    if full and set(sections) != set(checksums):
-        raise InventoryRejected("a full report must carry every section it has a checksum for")
-    for name, data in sections.items():
-        size = len(canonical_json(data))
-        limit = MAX_SOFTWARE_BYTES if name == "software" else MAX_SECTION_BYTES
-        if size > limit:
-            raise InventoryRejected(f"section {name!r} is {size} bytes (limit {limit})")
-        try:
-            check_section(name, data)
-        except SectionInvalid as exc:
-            raise InventoryRejected(str(exc)[:512]) from None  # names a peer-chosen key: keep it short
-        if checksum(data) != checksums[name]:
-            raise InventoryRejected(f"checksum of section {name!r} does not match its content")
+def _problem(name: str, data: Any, checksums: Mapping[str, str]) -> tuple[str, str] | None:
+    """(code, reason) why this sent section cannot be stored, or None."""
+    if name not in checksums:
+        return "invalid", "section sent without a checksum"
+    size = len(canonical_json(data))
+    limit = MAX_SOFTWARE_BYTES if name == "software" else MAX_SECTION_BYTES
+    if size > limit:
+        return "too_large", f"section is {size} bytes (limit {limit})"
+    try:
+        check_section(name, data)
+    except SectionInvalid as exc:
+        return "invalid", str(exc)[:240]  # names a peer-chosen key: keep it short
+    if checksum(data) != checksums[name]:
+        return "invalid", "checksum does not match the section's content"
+    return None
+
+
+def split_report(full: bool, sections: Mapping[str, Any], checksums: Mapping[str, str]
+                 ) -> tuple[dict[str, Any], list[SectionRejected]]:
+    """The sections that can be stored, and the refused ones with their reasons (unknown names too).
+
+    A refused section is neither stored nor deleted: the store keeps its copy and its checksum
+    (:func:`.inventory_store.apply_report` with ``refused``).
+    """
+    good: dict[str, Any] = {}
+    refused: dict[str, tuple[str, str]] = {}
+    for name in sorted(set(sections) | set(checksums)):
+        if name not in KNOWN_SECTIONS:
+            refused[name] = ("unknown_section", "the server does not store this section")
+        elif name in sections:
+            problem = _problem(name, sections[name], checksums)
+            if problem is None:
+                good[name] = sections[name]
+            else:
+                refused[name] = problem
+        elif full:
+            refused[name] = ("invalid", "a full report must carry every section it has a checksum for")
+    rejected = [SectionRejected(section=name, code=code, reason=reason) for name, (code, reason) in refused.items()]
+    return good, rejected
 
 
 def summary(sections: Mapping[str, Any]) -> dict[str, str]:
