@@ -25,6 +25,19 @@ class ServerConfig:
     log_format: str = "human"
     log_level: str = "info"
     keepalive_s: float = 20.0
+    #: Connection hygiene on both listeners (server/net/). A connection is *unauthenticated* from accept
+    #: until its request headers are complete (TLS handshake included) and while it idles between requests.
+    #: Caps on them, per source address (IPv6: per /64) and in all (0 = from the descriptor limit:
+    #: (limit - 256) / 2, between 64 and 4096). Over a cap, a connection waiting longer than
+    #: unauthenticated_evict_after_s makes room; otherwise the new one is reset at accept.
+    max_unauthenticated_per_address: int = 64
+    max_unauthenticated: int = 0
+    unauthenticated_evict_after_s: float = 1.0
+    #: TLS handshake, from accept; request headers, from accept (handshake included); the next request's
+    #: headers, from the end of a response on a keep-alive connection.
+    tls_handshake_timeout_s: float = 5.0
+    header_timeout_s: float = 10.0
+    idle_timeout_s: float = 60.0
     device_cert_days: int = 30
     #: Extra origins allowed to open console websockets (the console's own origin always is).
     allowed_origins: list[str] = field(default_factory=list)
@@ -40,6 +53,17 @@ class ServerConfig:
     task_artifact_retention_days: int = 30
     #: Task runs targeting more devices than this need a second admin's approval.
     task_approval_threshold: int = 25
+    #: Presence sweep (server/presence.py): live connections refresh online + last_seen, owed offline
+    #: writes are retried, this often; a device's state is right this long after the database returns.
+    presence_sweep_s: float = 30.0
+    #: A device flagged online with no contact for this long and no connection on this node is set
+    #: offline (a lost offline write, a node that died). At least twice presence_sweep_s.
+    presence_stale_s: float = 90.0
+    #: Seconds between CMDB maintenance passes (retention, the offline and reboot alerts).
+    maintenance_interval_s: float = 60.0
+    #: Token last_used / session last_seen are kept in memory and written in batches this often
+    #: (server/accounts/usage.py): a request never writes to the database to authenticate.
+    auth_usage_flush_s: float = 30.0
 
     @property
     def pki_path(self) -> Path:

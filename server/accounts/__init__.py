@@ -29,6 +29,7 @@ def setup(server: HelplineServer) -> None:
     app = server.console_app
     app[live.LIVE] = live.LiveSockets()
     app[AUTHENTICATORS].extend([authn.cookie_authenticator, authn.bearer_authenticator])
+    authn.track_usage(server)
 
     async def on_startup(app: web.Application) -> None:
         app[LOGIN_SERVICE] = LoginService(server.db, audit_throttle=server.audit_throttle)

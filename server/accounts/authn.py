@@ -5,9 +5,14 @@ Both are tried by the enforcing middleware (:mod:`server.api.middleware`), in th
 CSRF token to the middleware (``api.context.CSRF``), which then requires it in ``X-CSRF-Token``
 on every state-changing request; Bearer calls need none, since browsers never send them on
 their own.
+
+Neither writes to the database: the last use of a token or session goes to the app's
+:class:`~.usage.UsageLedger`, flushed in the background (so reads work on a full disk).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,8 +20,20 @@ from ..api import context
 from ..auth.rights import Principal
 from ..store import Row
 from . import sessions, tokens, users
+from .usage import UsageLedger
+
+if TYPE_CHECKING:
+    from ..app import HelplineServer
 
 SESSION_ROW_KEY: web.RequestKey[Row] = web.RequestKey("helpline_session_row", dict)
+USAGE: web.AppKey[UsageLedger] = web.AppKey("helpline_auth_usage", UsageLedger)
+
+
+def track_usage(server: HelplineServer) -> UsageLedger:
+    """Give the console app its usage ledger and the background task that flushes it."""
+    ledger = server.console_app[USAGE] = UsageLedger()
+    server.background.append(lambda: ledger.run(lambda: server.db, server.config.auth_usage_flush_s))
+    return ledger
 
 
 async def cookie_authenticator(request: web.Request) -> Principal | None:
@@ -24,7 +41,7 @@ async def cookie_authenticator(request: web.Request) -> Principal | None:
     if not token:
         return None
     db = context.db(request)
-    row = await sessions.lookup(db, token)
+    row = await sessions.lookup(db, token, request.app[USAGE])
     if row is None:
         return None
     request[context.CSRF] = row["csrf_token"]
@@ -38,7 +55,7 @@ async def bearer_authenticator(request: web.Request) -> Principal | None:
     if scheme.lower() != "bearer" or not token:
         return None
     db = context.db(request)
-    row = await tokens.lookup(db, token.strip())
+    row = await tokens.lookup(db, token.strip(), request.app[USAGE])
     if row is None:
         return None
     return await users.principal_for(db, row, None)

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from common.hashing import hash_secret
 
 from ..store import Database, Row, Transaction
+from .usage import UsageLedger
 
 COOKIE_NAME = "__Host-helpline"
 IDLE_S = 30 * 60
 ABSOLUTE_S = 12 * 3600
-#: last_seen is refreshed at most this often (one write per minute per active session).
+#: last_seen is refreshed at most this often (written in batches, server/accounts/usage.py).
 TOUCH_EVERY_S = 60
 
 
@@ -48,8 +49,12 @@ def is_live(created_at: float, last_seen: float, revoked_at: float | None, now: 
     return revoked_at is None and now - last_seen < IDLE_S and now - created_at < ABSOLUTE_S
 
 
-async def lookup(db: Database, token: str, now: float | None = None) -> Row | None:
-    """The live session for a cookie value, joined with its (enabled) user; refreshes last_seen."""
+async def lookup(db: Database, token: str, usage: UsageLedger, now: float | None = None) -> Row | None:
+    """The live session for a cookie value, joined with its (enabled) user; refreshes last_seen.
+
+    Reads only: the refresh goes to ``usage``, written later in a batch, so a database that cannot
+    take writes does not fail the request (nor end the session early on this node).
+    """
     now = time.time() if now is None else now
     row = await db.fetchone(
         "SELECT s.id AS session_id, s.csrf_token, s.created_at AS s_created, s.last_seen AS s_seen,"
@@ -57,10 +62,13 @@ async def lookup(db: Database, token: str, now: float | None = None) -> Row | No
         " FROM console_sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
         (hash_secret(token),),
     )
-    if row is None or row["disabled"] or not is_live(row["s_created"], row["s_seen"], row["s_revoked"], now):
+    if row is None or row["disabled"]:
+        return None
+    row["s_seen"] = usage.session_last_seen(row["session_id"], row["s_seen"])
+    if not is_live(row["s_created"], row["s_seen"], row["s_revoked"], now):
         return None
     if now - row["s_seen"] >= TOUCH_EVERY_S:
-        await db.execute("UPDATE console_sessions SET last_seen = ? WHERE id = ?", (now, row["session_id"]))
+        usage.session_seen(row["session_id"], now)
         row["s_seen"] = now
     return row
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from common.hashing import hash_secret
 
 from ..store import Database, Row, Transaction
+from .usage import UsageLedger
 
 PREFIX = "hl_"
 
@@ -36,8 +37,16 @@ async def create(tx: Transaction, user_id: str, name: str, ttl_s: float | None) 
     return NewToken(token_id, token, expires)
 
 
-async def lookup(db: Database, token: str, now: float | None = None) -> Row | None:
-    """The token's user row (with ``token_id``) if the token is valid and the user enabled."""
+#: last_used is recorded at most this often per token.
+TOUCH_EVERY_S = 60
+
+
+async def lookup(db: Database, token: str, usage: UsageLedger, now: float | None = None) -> Row | None:
+    """The token's user row (with ``token_id``) if the token is valid and the user enabled.
+
+    Reads only: the use is remembered in ``usage`` and written later in a batch, so a database
+    that cannot take writes does not fail the request.
+    """
     if not token.startswith(PREFIX):
         return None
     now = time.time() if now is None else now
@@ -50,8 +59,11 @@ async def lookup(db: Database, token: str, now: float | None = None) -> Row | No
         return None
     if row["expires_at"] is not None and row["expires_at"] <= now:
         return None
-    if row["last_used"] is None or now - row["last_used"] > 60:
-        await db.execute("UPDATE api_tokens SET last_used = ? WHERE id = ?", (now, row["token_id"]))
+    last_used = usage.token_last_used(row["token_id"], row["last_used"])
+    if last_used is None or now - last_used > TOUCH_EVERY_S:
+        usage.token_used(row["token_id"], now)
+        last_used = now
+    row["last_used"] = last_used
     return row
 
 
