@@ -8,6 +8,9 @@ user's answer on the consent prompt. Unattended, the technician must also prove 
 the agent sends ``session.challenge`` (a fresh nonce, valid ``proof_timeout_s``) and starts
 only when the ``session.proof`` that comes back carries the signature of a technician the
 grant names (answered by "grant"); every unattended decision goes to the device audit log.
+An upgrade (view → control) of a session under a grant is decided the same way for the new
+mode — the grant must allow control and the technician signs a fresh challenge — and is
+audited as ``session.upgrade``; an attended session's upgrade asks the user again.
 Only after an Allow does it open the tunnel ``wss://…/agent/tunnel/{session_id}`` (mTLS
 with the device certificate plus the single-use tunnel token) and run the screen session
 in exactly the consented mode. While it runs, the indicator stays on screen; the session
@@ -65,6 +68,7 @@ from .consent.decision import ConsentDecision, ConsentRequest, DocumentFacts, Ve
 from .consent.decision import decide as decide_consent
 from .control_client import AgentClient
 from .policy import LocalPolicy
+from .screen_runner import ScreenRunner, run_in_process
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +151,10 @@ class AgentSessions:
         self._tasks: set[asyncio.Task[None]] = set()
         self._grace: asyncio.Task[None] | None = None
         self.screen_kwargs: dict[str, Any] = {}
+        #: Runs the screen: here on ``display``, or (desktop = "helper") in the consenting user's session helper.
+        self.screen_runner: ScreenRunner = run_in_process
+        #: When set (the desktop broker), says why nobody can be asked instead of ``display``/``logged_in``.
+        self.asker: Callable[[], str] | None = None
         self.running: dict[str, RunningSession] = {}
         self.pending: dict[str, asyncio.Task[None]] = {}
         #: Bytes the agent sent on each session's tunnel (tests check denied sessions send none).
@@ -166,6 +174,8 @@ class AgentSessions:
 
     def nobody_to_ask(self) -> str:
         """Why no consent prompt can be shown here ("" when someone can be asked)."""
+        if self.asker is not None:
+            return self.asker()
         if not self.display:
             return "no display to show the consent prompt on"
         if not self.logged_in():
@@ -298,7 +308,7 @@ class AgentSessions:
 
     def _document_facts(self, request: ConsentRequest, policy: LocalPolicy) -> DocumentFacts | None:
         """What the authority store says about the request's grant document, for the mode the policy allows."""
-        if request.document_id is None or request.upgrade:
+        if request.document_id is None:
             return None
         if self.authority is None:
             return DocumentFacts(None, "this agent holds no trust root")
@@ -406,7 +416,7 @@ class AgentSessions:
 
     async def _show_indicator(self, running: RunningSession) -> Indicator | None:
         info = IndicatorInfo(technician=running.technician or running.offer.technician, mode=running.mode,
-                             unattended=running.grant is not None)
+                             unattended=running.grant is not None, session_id=running.offer.session_id)
         try:
             return await self.ui.indicator(info)
         except ConsentUnavailable as exc:
@@ -418,8 +428,6 @@ class AgentSessions:
             return None
 
     async def _stream(self, running: RunningSession) -> None:
-        from .screen.session import run_screen_session
-
         offer = running.offer
         try:
             ws = await self._open_tunnel(offer)
@@ -435,8 +443,8 @@ class AgentSessions:
         try:
             while not running.end_reason:
                 inner_stop = asyncio.Event()
-                screen = asyncio.ensure_future(run_screen_session(  # input waits while a prompt shows:
-                    counted, mode=running.mode, display=self.display, stop=inner_stop,
+                screen = asyncio.ensure_future(self.screen_runner(  # input waits while a prompt shows:
+                    offer.session_id, counted, mode=running.mode, display=self.display, stop=inner_stop,
                     input_gate=self.ui.prompts, **self.screen_kwargs))
                 waits: set[asyncio.Future[Any]] = {screen, asyncio.ensure_future(running.wake.wait())}
                 if indicator is not None:
@@ -506,11 +514,26 @@ class AgentSessions:
             await asyncio.sleep(min(self.deadline_check_s, max(0.01, left)))
 
     async def _handle_upgrade(self, running: RunningSession, message: SessionMode) -> None:
+        """Another mode for a running session: the user is asked again (attended), or, under a grant, the grant must
+        allow the mode and the technician must sign a fresh challenge for it (the first proof named the first mode)."""
         offer = running.offer
-        decision = await self._consent(ConsentRequest(
-            session_id=offer.session_id, technician=offer.technician, technician_user=offer.technician_user,
-            technician_role=offer.technician_role, mode=message.mode, reason=message.reason, current_mode=running.mode,
-        ), self.policy())
+        grant = running.grant
+        try:
+            decision = await self._consent(ConsentRequest(
+                session_id=offer.session_id, technician=offer.technician, technician_user=offer.technician_user,
+                technician_role=offer.technician_role, mode=message.mode, reason=message.reason,
+                current_mode=running.mode, document_id=grant.grant_id if grant is not None else None,
+            ), self.policy())
+        except Exception as exc:
+            log.exception("deciding on a mode change failed", extra={"session_id": offer.session_id})
+            decision = deny("policy", f"agent error: {type(exc).__name__}")
+        if grant is not None and self.authority is not None and decision.verdict is not Verdict.UNCHANGED:
+            self.authority.audit.record("session.upgrade", session_id=offer.session_id, document_id=grant.grant_id,
+                                        mode=message.mode, accepted=decision.accepted, by=decision.by,
+                                        technician=decision.verified_technician or None,
+                                        server_says=offer.technician, reason=decision.reason)
+        if decision.accepted and decision.verified_technician:
+            running.technician = decision.verified_technician
         accepted, reason = decision.accepted, decision.reason
         if accepted and decision.mode is not None and decision.mode != running.mode and not running.end_reason:
             # Answer only once the screen session runs in the new mode, so the technician's first

@@ -126,10 +126,16 @@ CASES = [
          reason="local policy unusable"),
     Case("upgrade with nobody to ask", upgrade("view", "control"), DEFAULT, Verdict.DENY, "unavailable",
          reason=NOBODY, nobody=NOBODY),
-    Case("upgrade under a signed grant asks the user", upgrade("view", "control", DOC), DEFAULT, Verdict.ASK_USER,
-         "user", "control", facts=CONTROL_PROVEN),
-    Case("upgrade under a signed grant, nobody there", upgrade("view", "control", DOC), DEFAULT, Verdict.DENY,
-         "unavailable", reason=NOBODY, facts=CONTROL_PROVEN, nobody=NOBODY),
+    # An upgrade under a grant needs the technician's fresh proof for control, not the user's answer.
+    Case("upgrade under a signed grant asks a fresh proof", upgrade("view", "control", DOC), DEFAULT,
+         Verdict.CHALLENGE, "grant", "control", "waiting for the technician's signature", CONTROL_HOLDS, NOBODY),
+    Case("upgrade under a signed grant, proven, nobody there", upgrade("view", "control", DOC), DEFAULT,
+         Verdict.ALLOW_BY_GRANT, "grant", "control", facts=CONTROL_PROVEN, nobody=NOBODY),
+    Case("upgrade under a view-only grant is refused", upgrade("view", "control", DOC), DEFAULT, Verdict.DENY,
+         "grant", reason="does not allow 'control'", facts=PROVEN),
+    Case("upgrade under a grant, proof refused", upgrade("view", "control", DOC), DEFAULT, Verdict.DENY, "grant",
+         reason="technician proof refused", facts=DocumentFacts(grant(["view", "control"]), APPROVED,
+                                                               proof_problem="no technician proof arrived")),
 ]
 
 
@@ -155,7 +161,7 @@ def test_decision_table(case: Case) -> None:
         assert prompt.upgrade == case.request.upgrade and prompt.note == case.note
         assert prompt.timeout_s == case.policy.prompt_timeout_s
         # An attended prompt carries no grant; a required prompt under a proven grant keeps it for the session.
-        proven = case.facts is not None and case.facts.technician is not None and not case.request.upgrade
+        proven = case.facts is not None and case.facts.technician is not None
         assert decision.grant is (case.facts.grant if proven and case.facts is not None else None)
     else:
         assert decision.prompt is None
@@ -228,15 +234,19 @@ def test_prompts_call_a_technician_verified_only_after_a_proof() -> None:
         for request in (new("view", document_id), upgrade("view", "control", document_id)):
             decision = decide(request, policy, document=facts, nobody_to_ask=nobody)
             if decision.prompt is not None and "verified" in decision.prompt.technician:
-                assert facts is not None and facts.technician is not None and not request.upgrade
+                assert facts is not None and facts.technician is not None and document_id is not None
 
 
-def test_attended_upgrade_always_needs_a_fresh_prompt() -> None:
-    """Over every combination: upgrading a session to control is never allowed without asking again (not even
-    under a signed grant: the technician's proof named the first mode), and the prompt says it is an upgrade."""
+def test_upgrade_needs_a_fresh_prompt_or_a_fresh_proof() -> None:
+    """Over every combination: upgrading an attended session to control always asks the user again; a session
+    under a grant gets control only from a grant that allows control and a proof checked for this upgrade."""
     for policy, facts, document_id, nobody in _every_input():
         decision = decide(upgrade("view", "control", document_id), policy, document=facts, nobody_to_ask=nobody)
-        assert decision.verdict in (Verdict.ASK_USER, Verdict.DENY), (policy, facts, decision)
+        if document_id is None:
+            assert decision.verdict in (Verdict.ASK_USER, Verdict.DENY), (policy, facts, decision)
+        if decision.verdict is Verdict.ALLOW_BY_GRANT:
+            assert facts is not None and facts.grant is not None and facts.technician is not None
+            assert "control" in facts.grant.actions and decision.mode == "control"
         if decision.prompt is not None:
             assert decision.prompt.upgrade and decision.prompt.mode == "control"
 

@@ -13,8 +13,10 @@ upgrade of a running session — applied in this order, first refusal wins:
    technician must prove who they are: the verdict is :attr:`Verdict.CHALLENGE` until their
    signature over the device's fresh nonce has been checked, after which the session starts
    without asking (unless the policy requires a prompt anyway; the prompt then names the
-   technician as verified). Nothing the server signs opens a session (it holds no such key). An
-   upgrade of a running session is always asked.
+   technician as verified). Nothing the server signs opens a session (it holds no such key).
+   An upgrade of a session running under a grant (view → control) is the same rule again for
+   the new mode: the grant must allow it and the technician must sign a *fresh* nonce for it
+   (their first proof named view only). An upgrade of an attended session is always asked.
 3. **The user**: somebody must be there to ask (a display and a logged-in user), else the
    request is refused with that reason; a technician the user declined (Deny, or no answer)
    less than the policy's ``decline_cooldown_s`` ago is refused at once, without a prompt
@@ -75,7 +77,8 @@ class ConsentRequest:
     technician_role: str
     mode: Mode
     reason: str = ""
-    #: The approver-signed grant document a new unattended session names.
+    #: The approver-signed grant document a new unattended session names (for an upgrade: the grant the
+    #: session runs under; None for an attended session, whose upgrade the user is asked about).
     document_id: str | None = None
     #: The running session's mode when this is an upgrade; None for a new session.
     current_mode: Mode | None = None
@@ -190,13 +193,13 @@ def decide(request: ConsentRequest, policy: LocalPolicy, *, document: DocumentFa
     mode, note = effective_mode(request, policy)
     granted: UnattendedGrant | None = None
     technician, verified = request.technician, ""
-    if request.upgrade:
-        pass  # the technician's proof named the session's first mode: any change is the user's to allow
-    elif request.document_id is not None:
+    if request.document_id is not None:  # new, or an upgrade of a session under this grant: a fresh proof
         if not policy.allow_unattended:
             return deny("policy", "unattended access is forbidden by this device's policy")
         if document is None or document.grant is None:
             return deny("grant", f"grant refused: {document.reason if document else 'not checked'}")
+        if mode not in document.grant.actions:  # the store checked it for this mode; never trust a mix-up
+            return deny("grant", f"grant refused: grant {document.grant.grant_id} does not allow {mode!r}")
         if document.technician is None:
             if document.proof_problem:
                 return deny("grant", f"technician proof refused: {document.proof_problem}")
@@ -213,5 +216,6 @@ def decide(request: ConsentRequest, policy: LocalPolicy, *, document: DocumentFa
     if cooling is not None:
         return cooling
     prompt = PromptRequest(technician=technician, mode=mode, reason=request.reason,
-                           timeout_s=policy.prompt_timeout_s, note=note, upgrade=request.upgrade)
+                           timeout_s=policy.prompt_timeout_s, note=note, upgrade=request.upgrade,
+                           session_id=request.session_id)
     return ConsentDecision(Verdict.ASK_USER, "user", "waiting for the user's answer", mode, granted, verified, prompt)

@@ -192,6 +192,7 @@ class SessionDriver:
 
     async def _mode_answer(self, session: LiveSession, msg: SessionAnswer) -> None:
         machine, now, actor = session.machine, self._clock(), f"device:{session.device_id}"
+        session.challenge = None  # an upgrade's challenge, answered or not, is over with the device's answer
         details = {"session_id": session.session_id, "by": msg.by, "reason": msg.reason}
         if msg.accepted and msg.mode_granted is not None and msg.mode_granted == machine.pending_mode:
             machine.mode_consented(msg.mode_granted, now)
@@ -221,11 +222,15 @@ class SessionDriver:
         if session is None or session.device_id != conn.device_id:
             await conn.reply_error("unknown_session", "no such session for this device", msg.id)
             return
-        if session.machine.state is not SessionState.OFFERED or session.document_id != msg.document_id \
-                or session.challenge is not None:
-            await conn.reply_error("unexpected", "no unattended offer of this document waits for a challenge", msg.id)
+        machine = session.machine
+        offered = machine.state is SessionState.OFFERED and session.challenge is None
+        # An upgrade of a session under a grant: the device asks a fresh proof for the mode asked for.
+        upgrading = machine.state is SessionState.STREAMING and machine.pending_mode == msg.action
+        if not (offered or upgrading) or session.document_id != msg.document_id:
+            await conn.reply_error("unexpected", "no unattended offer or mode change of this document waits for a "
+                                                 "challenge", msg.id)
             return
-        session.challenge = msg
+        session.challenge, session.proof_relayed = msg, False
         await audit.append(self.db, f"device:{conn.device_id}", "session.challenge", conn.device_id,
                            {"session_id": session.session_id, "document_id": msg.document_id, "action": msg.action,
                             "expires_at": msg.expires_at})
@@ -233,8 +238,9 @@ class SessionDriver:
 
     async def relay_proof(self, session: LiveSession, proof: TechnicianProof, user: str) -> None:
         """Carry the technician's signed answer to the agent, unchanged; the agent alone checks it."""
-        challenge = session.challenge
-        if session.machine.state is not SessionState.OFFERED or challenge is None:
+        challenge, machine = session.challenge, session.machine
+        upgrading = machine.state is SessionState.STREAMING and machine.pending_mode is not None
+        if challenge is None or not (machine.state is SessionState.OFFERED or upgrading):
             raise ApiError(409, "no_challenge", "the device has not asked for a proof in this session (yet)")
         if session.proof_relayed:
             raise ApiError(409, "proof_sent", "a proof was already sent for this challenge")
@@ -248,10 +254,16 @@ class SessionDriver:
                            {"session_id": session.session_id, "document_id": challenge.document_id,
                             "credential_id": proof.approval.credential_id})
         await conn.send(SessionProof(session_id=session.session_id, proof=proof))
-        # Until the agent consented, or its refusal has been stored (the finish path forgets the session last).
+        # Until the agent consented (or answered the mode change), or its refusal has been stored (the finish path
+        # forgets the session last).
         deadline = time.monotonic() + PROOF_ANSWER_WAIT_S
-        while session.machine.state not in (SessionState.CONSENTED, SessionState.STREAMING) \
-                and session.session_id in self.live and time.monotonic() < deadline:
+
+        def waiting() -> bool:
+            if upgrading:
+                return machine.pending_mode is not None and machine.state is SessionState.STREAMING
+            return machine.state not in (SessionState.CONSENTED, SessionState.STREAMING)
+
+        while waiting() and session.session_id in self.live and time.monotonic() < deadline:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(session.changed.wait(), deadline - time.monotonic())
 
