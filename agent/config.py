@@ -37,3 +37,11 @@ class AgentConfig:
     trust_root_sha256: str | None = None
     #: How long an unattended session waits for the technician's signature over the device's fresh nonce.
     unattended_proof_timeout_s: float = 60.0
+    #: Who shows prompts and captures the screen. "direct": this process, on ``display`` (a desktop agent, the
+    #: tests, the demo). "helper": this process is the root system service and asks the session helper of
+    #: logind's active session (``helpline agent session-helper``, run as that user) over ``desktop_socket``.
+    desktop: str = "direct"
+    #: The service's Unix socket for session helpers (desktop = "helper"; also read by the helper).
+    desktop_socket: Path = Path("/run/helpline-agent/desktop.sock")
+    #: Where logind answers: "SYSTEM" (the system bus) or a D-Bus address (unix:path=…).
+    logind_bus: str = "SYSTEM"

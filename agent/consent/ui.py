@@ -32,6 +32,8 @@ class PromptRequest:
     note: str = ""
     #: True when asking again to upgrade a running session to control.
     upgrade: bool = False
+    #: The remote session asked about: a session helper's prompt binds it to the person who answered.
+    session_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class IndicatorInfo:
     technician: str
     mode: Mode
     unattended: bool = False
+    #: The remote session shown (its indicator stays with the person who consented).
+    session_id: str = ""
 
 
 class Indicator(Protocol):

@@ -1,0 +1,299 @@
+"""The session helper: ``helpline agent session-helper``, one per graphical session, run as its user.
+
+Started by the user's systemd unit or XDG autostart, it connects to the root service's socket,
+says which logind session it runs in (``$XDG_SESSION_ID``) and which display it sees, and then
+only does what the service asks, with the user's rights and on the user's display: show the
+consent prompt and the indicator (the real Tk windows, :mod:`agent.consent.tk`), run the screen
+session (:func:`agent.screen.session.run_screen_session`, capture and input) over frames the
+service relays from its mTLS tunnel, and save files handed to the user into their Downloads.
+It holds no key and opens no network connection.
+
+A refused helper exits (status 2) with the service's reason; a helper whose service went away
+(restart, update) reconnects with a capped backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from protocol.desktop import (
+    DesktopConnection,
+    DesktopMessage,
+    FileDrop,
+    FileDropped,
+    Hello,
+    IndicatorClose,
+    IndicatorEnded,
+    IndicatorMode,
+    IndicatorReady,
+    IndicatorShow,
+    PromptAnswer,
+    PromptShow,
+    Refused,
+    ScreenEnded,
+    ScreenFrame,
+    ScreenStart,
+    ScreenStop,
+    Welcome,
+)
+
+from ..consent.ui import ConsentUI, ConsentUnavailable, Indicator, IndicatorInfo, PromptRequest
+from . import downloads
+from .link import READ_CHUNK
+
+log = logging.getLogger(__name__)
+
+EXIT_REFUSED = 2
+#: Viewer messages queued towards the local screen session before the stream is dropped.
+MAX_QUEUED_FRAMES = 4096
+RECONNECT_CAP_S = 10.0
+
+
+class ConnectionClosedByService(ConnectionError):
+    """The service ended this stream or went away (the screen session reads it as "tunnel closed")."""
+
+
+class _StreamTunnel:
+    """The tunnel as the helper's screen session sees it: frames to and from the service."""
+
+    def __init__(self, helper: SessionHelper, stream_id: str) -> None:
+        self.helper, self.stream_id = helper, stream_id
+        self.incoming: asyncio.Queue[str | bytes | None] = asyncio.Queue(MAX_QUEUED_FRAMES)
+        self.stop = asyncio.Event()
+
+    async def send(self, data: str | bytes, /) -> None:
+        if isinstance(data, str):
+            await self.helper.send(ScreenFrame(stream_id=self.stream_id, text=data))
+        else:
+            await self.helper.send(ScreenFrame(stream_id=self.stream_id, data=bytes(data)))
+
+    async def recv(self) -> str | bytes:
+        item = await self.incoming.get()
+        if item is None:
+            raise ConnectionClosedByService("the service closed the stream")
+        return item
+
+    def close(self) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self.incoming.put_nowait(None)
+        self.stop.set()
+
+
+class SessionHelper:
+    """One connection to the service at a time; ``ui`` None = the real Tk prompt on ``display``."""
+
+    def __init__(self, socket_path: Path, session_id: str, display: str, *, wayland: str = "",
+                 ui: ConsentUI | None = None, downloads_dir: Path | None = None,
+                 screen_kwargs: dict[str, Any] | None = None) -> None:
+        from ..consent.tk import TkConsentUI
+
+        self.socket_path, self.session_id, self.display, self.wayland = socket_path, session_id, display, wayland
+        self.ui: ConsentUI = ui if ui is not None else TkConsentUI(display or None)
+        self.downloads_dir = downloads_dir if downloads_dir is not None else downloads.downloads_dir()
+        self.screen_kwargs = screen_kwargs or {}
+        self.refusal = ""
+        self.welcomed = asyncio.Event()
+        self._writer: asyncio.StreamWriter | None = None
+        self._conn = DesktopConnection("helper")
+        self._send_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._indicators: dict[str, Indicator] = {}
+        self._streams: dict[str, _StreamTunnel] = {}
+        self._handlers: dict[type[DesktopMessage], Callable[[Any], None]] = {
+            PromptShow: lambda m: self._spawn(self._prompt(m)),
+            IndicatorShow: lambda m: self._spawn(self._indicator(m)),
+            IndicatorMode: lambda m: self._spawn(self._indicator_mode(m)),
+            IndicatorClose: lambda m: self._spawn(self._indicator_close(m)),
+            ScreenStart: lambda m: self._spawn(self._screen(m)),
+            ScreenFrame: self._frame,
+            ScreenStop: self._screen_stop,
+            FileDrop: lambda m: self._spawn(self._drop(m)),
+        }
+
+    # --- connection ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> int:
+        """Serve the service until ``stop`` (0), or until it refuses this helper (:data:`EXIT_REFUSED`)."""
+        stop = stop or asyncio.Event()
+        attempt = 0
+        while not stop.is_set():
+            try:
+                outcome = await self._connect_and_serve(stop)
+            except (ConnectionError, OSError) as exc:
+                log.info("agent service not reachable at %s: %s", self.socket_path, exc)
+                outcome = "lost"
+            if outcome == "refused":
+                return EXIT_REFUSED
+            if outcome == "welcomed":
+                attempt = 0
+            attempt += 1
+            delay = random.uniform(0, min(RECONNECT_CAP_S, 0.25 * 2 ** attempt))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+        return 0
+
+    async def _connect_and_serve(self, stop: asyncio.Event) -> str:
+        reader, writer = await asyncio.open_unix_connection(str(self.socket_path), limit=READ_CHUNK)
+        self._writer, self._conn = writer, DesktopConnection("helper")
+        welcomed = False
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await self.send(Hello(session_id=self.session_id, display=self.display, wayland=self.wayland))
+            while True:
+                reading = asyncio.ensure_future(reader.read(READ_CHUNK))
+                await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not reading.done():
+                    reading.cancel()
+                    return "welcomed" if welcomed else "lost"
+                data = reading.result()
+                if not data:
+                    return "welcomed" if welcomed else "lost"
+                self._conn.receive_data(data)
+                for message in self._conn.events_received():
+                    if isinstance(message, Refused):
+                        self.refusal = message.reason
+                        log.error("the agent service refused this session helper: %s", message.reason)
+                        return "refused"
+                    if isinstance(message, Welcome):
+                        welcomed = True
+                        self.welcomed.set()
+                        log.info("session helper connected", extra={"session": message.session_id,
+                                                                     "user": message.user})
+                        continue
+                    if not welcomed:
+                        log.warning("the service asked for work before welcoming this helper; disconnecting")
+                        return "lost"
+                    handler = self._handlers.get(type(message))
+                    if handler is not None:
+                        handler(message)
+                if self._conn.error is not None:
+                    log.warning("the service broke the protocol: %s", self._conn.error.message)
+                    return "lost"
+        finally:
+            stopping.cancel()
+            self.welcomed.clear()
+            await self._teardown()
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def send(self, message: DesktopMessage) -> None:
+        writer = self._writer
+        if writer is None or writer.is_closing():
+            raise ConnectionClosedByService("not connected to the agent service")
+        async with self._send_lock:
+            self._conn.send(message)
+            for chunk in self._conn.data_to_send():
+                writer.write(chunk)
+            await writer.drain()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session helper task failed", exc_info=task.exception())
+
+    async def _teardown(self) -> None:
+        """The service is gone: stop every stream, close every indicator, finish or cancel the rest."""
+        for tunnel in self._streams.values():
+            tunnel.close()
+        for indicator in list(self._indicators.values()):
+            with contextlib.suppress(Exception):
+                await indicator.close()
+        self._indicators.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _reply(self, message: DesktopMessage) -> None:
+        with contextlib.suppress(ConnectionError):
+            await self.send(message)
+
+    # --- what the service asks ------------------------------------------------------------------
+
+    async def _prompt(self, message: PromptShow) -> None:
+        answer = await self.ui.prompt(PromptRequest(
+            technician=message.technician, mode=message.mode, reason=message.reason, timeout_s=message.timeout_s,
+            note=message.note, upgrade=message.upgrade))
+        log.info("consent prompt answered", extra={"allowed": answer.allowed, "by": answer.by, "uid": os.getuid()})
+        await self._reply(PromptAnswer(request_id=message.request_id, allowed=answer.allowed, by=answer.by,
+                                       reason=answer.reason[:256]))
+
+    async def _indicator(self, message: IndicatorShow) -> None:
+        try:
+            indicator = await self.ui.indicator(IndicatorInfo(technician=message.technician, mode=message.mode,
+                                                              unattended=message.unattended))
+        except ConsentUnavailable as exc:
+            await self._reply(IndicatorReady(indicator_id=message.indicator_id, ok=False, message=str(exc)[:256]))
+            return
+        self._indicators[message.indicator_id] = indicator
+        await self._reply(IndicatorReady(indicator_id=message.indicator_id, ok=True))
+        await indicator.ended.wait()
+        if self._indicators.get(message.indicator_id) is indicator:
+            await self._reply(IndicatorEnded(indicator_id=message.indicator_id))
+
+    async def _indicator_mode(self, message: IndicatorMode) -> None:
+        indicator = self._indicators.get(message.indicator_id)
+        if indicator is not None:
+            await indicator.set_mode(message.mode)
+
+    async def _indicator_close(self, message: IndicatorClose) -> None:
+        indicator = self._indicators.pop(message.indicator_id, None)
+        if indicator is not None:
+            await indicator.close()
+            indicator.ended.set()  # lets _indicator return (popped first: no "ended" goes back)
+
+    async def _screen(self, message: ScreenStart) -> None:
+        from ..screen.session import run_screen_session
+
+        tunnel = _StreamTunnel(self, message.stream_id)
+        self._streams[message.stream_id] = tunnel
+        try:
+            stats = await run_screen_session(tunnel, mode=message.mode, display=self.display or None,
+                                             stop=tunnel.stop, input_gate=self.ui.prompts, monitor=message.monitor,
+                                             **self.screen_kwargs)
+        except Exception as exc:
+            log.exception("screen session failed in the helper")
+            await self._reply(ScreenEnded(stream_id=message.stream_id, reason=f"screen failed: {type(exc).__name__}"))
+            return
+        finally:
+            self._streams.pop(message.stream_id, None)
+        await self._reply(ScreenEnded(stream_id=message.stream_id, reason=stats.end_reason[:256],
+                                      refused_inputs=stats.refused_inputs, injected_inputs=stats.injected_inputs,
+                                      updates_sent=stats.updates_sent))
+
+    def _frame(self, message: ScreenFrame) -> None:
+        tunnel = self._streams.get(message.stream_id)
+        if tunnel is None:
+            return
+        try:
+            tunnel.incoming.put_nowait(message.text if message.text is not None else (message.data or b""))
+        except asyncio.QueueFull:
+            log.warning("viewer messages pile up faster than the screen session takes them; ending the stream")
+            tunnel.stop.set()
+
+    def _screen_stop(self, message: ScreenStop) -> None:
+        tunnel = self._streams.get(message.stream_id)
+        if tunnel is not None:
+            tunnel.stop.set()
+
+    async def _drop(self, message: FileDrop) -> None:
+        try:
+            path = await asyncio.to_thread(downloads.save, self.downloads_dir, message.name, message.data)
+        except OSError as exc:
+            detail = f"{type(exc).__name__}: {exc}"[:4096]
+            await self._reply(FileDropped(drop_id=message.drop_id, ok=False, detail=detail))
+            return
+        log.info("file saved for the user", extra={"path": str(path), "bytes": len(message.data)})
+        await self._reply(FileDropped(drop_id=message.drop_id, ok=True, detail=str(path)[:4096]))

@@ -1,0 +1,258 @@
+"""The local socket between the root agent service and a user's session helper, sans-I/O.
+
+Framing: each message is a 4-byte big-endian length, then a msgpack map (msgspec, tagged by
+``t``). Length is checked before anything is buffered beyond it, so a peer cannot make either
+side allocate more than :data:`MAX_FRAME_BYTES`.
+
+Direction is part of the type system: :class:`DesktopConnection` for the service decodes only
+:data:`HelperMessage` types, the helper's only :data:`ServiceMessage` types — a helper cannot
+even express "run this as root". What the helper may send is replies to what the service asked
+(prompt answers, indicator events, frames of a screen stream the service started, results of a
+file drop) plus one ``hello`` naming its logind session; the service checks every reply against
+what it has outstanding.
+
+Shape follows :mod:`protocol.control`: verbs in (:meth:`DesktopConnection.receive_data`,
+:meth:`DesktopConnection.send`), nouns out (:meth:`DesktopConnection.events_received`,
+:meth:`DesktopConnection.data_to_send`); peer garbage is recorded (:attr:`DesktopConnection.error`),
+never raised past :meth:`receive_data`, and the caller closes.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Annotated, Literal
+
+import msgspec
+
+from . import limits
+from .errors import InvalidMessage, LocalProtocolError, MalformedMessage, MessageTooLarge, RemoteProtocolError
+from .stream import MAX_MONITORS, MAX_PAYLOAD, MAX_TEXT_BYTES
+
+#: Largest file the service hands a helper to drop into the user's Downloads.
+MAX_FILE_DROP = 4 * 1024 * 1024
+#: Largest frame either side accepts: a screen update (the tunnel's own limit) plus envelope.
+MAX_FRAME_BYTES = max(MAX_PAYLOAD, MAX_FILE_DROP) + 64 * 1024
+#: The longest wait a prompt may ask for (the policy's timeouts are far below).
+MAX_PROMPT_TIMEOUT_S = 3600.0
+LENGTH = struct.Struct(">I")
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=limits.MAX_ID_LEN,
+                                 pattern=r"^[A-Za-z0-9_:-][A-Za-z0-9._:-]*$")]
+Short = Annotated[str, msgspec.Meta(max_length=limits.MAX_SHORT_STR)]
+#: An X display (":0", ":1.0", "host:10") or a Wayland socket name ("wayland-0"); no paths, no spaces.
+DisplayName = Annotated[str, msgspec.Meta(max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")]
+Mode = Literal["view", "control"]
+FileName = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
+class DesktopMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="t"):
+    """Base of every message on the local socket."""
+
+
+# --- helper → service ----------------------------------------------------------------------
+
+
+class Hello(DesktopMessage, frozen=True, tag="hello"):
+    """First message of a helper: the logind session it says it runs in, and its display."""
+
+    session_id: Id
+    display: DisplayName = ""
+    wayland: DisplayName = ""
+    version: Short = ""
+
+
+class PromptAnswer(DesktopMessage, frozen=True, tag="prompt.answer"):
+    request_id: Id
+    allowed: bool
+    by: Literal["user", "timeout", "unavailable"]
+    reason: Short = ""
+
+
+class IndicatorReady(DesktopMessage, frozen=True, tag="indicator.ready"):
+    """The indicator is on screen (``ok``), or why it could not be shown."""
+
+    indicator_id: Id
+    ok: bool
+    message: Short = ""
+
+
+class IndicatorEnded(DesktopMessage, frozen=True, tag="indicator.ended"):
+    """The user pressed *End session* (or the indicator vanished)."""
+
+    indicator_id: Id
+
+
+class ScreenFrame(DesktopMessage, frozen=True, tag="screen.frame"):
+    """One tunnel message of a screen stream, relayed as is (both ways): text or binary."""
+
+    stream_id: Id
+    text: Annotated[str, msgspec.Meta(max_length=MAX_TEXT_BYTES)] | None = None
+    data: Annotated[bytes, msgspec.Meta(max_length=MAX_PAYLOAD)] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.text is None) == (self.data is None):
+            raise ValueError("a frame carries text or data, exactly one")
+
+
+class ScreenEnded(DesktopMessage, frozen=True, tag="screen.ended"):
+    """The helper's screen session for ``stream_id`` is over."""
+
+    stream_id: Id
+    reason: Short = ""
+    refused_inputs: Count = 0
+    injected_inputs: Count = 0
+    updates_sent: Count = 0
+
+
+class FileDropped(DesktopMessage, frozen=True, tag="file.dropped"):
+    drop_id: Id
+    ok: bool
+    #: Where it landed (ok) or why not.
+    detail: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+
+
+# --- service → helper ----------------------------------------------------------------------
+
+
+class Welcome(DesktopMessage, frozen=True, tag="welcome"):
+    session_id: Id
+    user: Short = ""
+
+
+class Refused(DesktopMessage, frozen=True, tag="refused"):
+    """The service will not work with this helper; it closes right after."""
+
+    reason: Short
+
+
+class PromptShow(DesktopMessage, frozen=True, tag="prompt"):
+    request_id: Id
+    technician: Short
+    mode: Mode
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_PROMPT_TIMEOUT_S)]
+    reason: Short = ""
+    note: Short = ""
+    upgrade: bool = False
+
+
+class IndicatorShow(DesktopMessage, frozen=True, tag="indicator.show"):
+    indicator_id: Id
+    technician: Short
+    mode: Mode
+    unattended: bool = False
+
+
+class IndicatorMode(DesktopMessage, frozen=True, tag="indicator.mode"):
+    indicator_id: Id
+    mode: Mode
+
+
+class IndicatorClose(DesktopMessage, frozen=True, tag="indicator.close"):
+    indicator_id: Id
+
+
+class ScreenStart(DesktopMessage, frozen=True, tag="screen.start"):
+    stream_id: Id
+    mode: Mode
+    monitor: Annotated[int, msgspec.Meta(ge=0, le=MAX_MONITORS - 1)] | None = None
+
+
+class ScreenStop(DesktopMessage, frozen=True, tag="screen.stop"):
+    stream_id: Id
+
+
+class FileDrop(DesktopMessage, frozen=True, tag="file.drop"):
+    """Write ``data`` into the user's Downloads folder as the user, under a safe form of ``name``."""
+
+    drop_id: Id
+    name: FileName
+    data: Annotated[bytes, msgspec.Meta(max_length=MAX_FILE_DROP)]
+
+
+HelperMessage = Hello | PromptAnswer | IndicatorReady | IndicatorEnded | ScreenFrame | ScreenEnded | FileDropped
+ServiceMessage = (Welcome | Refused | PromptShow | IndicatorShow | IndicatorMode | IndicatorClose | ScreenStart
+                  | ScreenFrame | ScreenStop | FileDrop)
+Role = Literal["service", "helper"]
+
+_encoder = msgspec.msgpack.Encoder()
+#: What each side may receive: the service decodes helper messages, the helper service messages.
+_decoders: dict[Role, msgspec.msgpack.Decoder[DesktopMessage]] = {
+    "service": msgspec.msgpack.Decoder(HelperMessage),  # type: ignore[arg-type]
+    "helper": msgspec.msgpack.Decoder(ServiceMessage),  # type: ignore[arg-type]
+}
+_sendable: dict[Role, tuple[type[DesktopMessage], ...]] = {
+    "service": (Welcome, Refused, PromptShow, IndicatorShow, IndicatorMode, IndicatorClose, ScreenStart, ScreenFrame,
+                ScreenStop, FileDrop),
+    "helper": (Hello, PromptAnswer, IndicatorReady, IndicatorEnded, ScreenFrame, ScreenEnded, FileDropped),
+}
+
+
+def encode_frame(message: DesktopMessage) -> bytes:
+    """Length prefix plus msgpack body."""
+    body = _encoder.encode(message)
+    if len(body) > MAX_FRAME_BYTES:
+        raise LocalProtocolError(f"{type(message).__name__} of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
+    return LENGTH.pack(len(body)) + body
+
+
+def decode_body(role: Role, body: bytes) -> DesktopMessage:
+    """Validate one frame body received by ``role``; raises only :class:`RemoteProtocolError`."""
+    try:
+        return _decoders[role].decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidMessage(str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise MalformedMessage(str(exc)) from exc
+    except ValueError as exc:  # __post_init__
+        raise InvalidMessage(str(exc)) from exc
+
+
+class DesktopConnection:
+    """One end of the local socket: bytes in, typed messages out (and the reverse)."""
+
+    def __init__(self, role: Role, max_frame: int = MAX_FRAME_BYTES) -> None:
+        self.role = role
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+        self._events: list[DesktopMessage] = []
+        self._outgoing: list[bytes] = []
+        #: The first protocol violation of the peer; once set, nothing more is decoded.
+        self.error: RemoteProtocolError | None = None
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the socket; complete frames become events (or set :attr:`error`)."""
+        if self.error is not None:
+            return
+        self._buffer += data
+        while len(self._buffer) >= LENGTH.size:
+            (size,) = LENGTH.unpack_from(self._buffer)
+            if size > self.max_frame:
+                self._fail(MessageTooLarge(f"frame of {size} bytes exceeds {self.max_frame}"))
+                return
+            if len(self._buffer) < LENGTH.size + size:
+                return
+            body = bytes(self._buffer[LENGTH.size:LENGTH.size + size])
+            del self._buffer[:LENGTH.size + size]
+            try:
+                self._events.append(decode_body(self.role, body))
+            except RemoteProtocolError as exc:
+                self._fail(exc)
+                return
+
+    def _fail(self, exc: RemoteProtocolError) -> None:
+        self.error = exc
+        self._buffer.clear()
+
+    def events_received(self) -> list[DesktopMessage]:
+        events, self._events = self._events, []
+        return events
+
+    def send(self, message: DesktopMessage) -> None:
+        if not isinstance(message, _sendable[self.role]):
+            raise LocalProtocolError(f"the {self.role} does not send {type(message).__name__}")
+        self._outgoing.append(encode_frame(message))
+
+    def data_to_send(self) -> list[bytes]:
+        out, self._outgoing = self._outgoing, []
+        return out
