@@ -27,7 +27,7 @@ from common.files import private_directory
 from common.signals import stop_on_signals
 from protocol.control import CloseCode
 
-from . import api, audit, devices, issuer
+from . import api, audit, devices, issuer, net
 from .agent_channel import SERVER_KEY, AgentConnection, AgentHandlers, control_channel
 from .api import context as api_context
 from .api.openapi import document_for
@@ -77,6 +77,7 @@ class HelplineServer:
                                                     summary="This document", response=dict[str, Any])])
         self.watcher: EventWatcher | None = None
         self._runners: list[web.AppRunner] = []
+        self.gate: net.Gatekeeper | None = None  # caps and timeouts of both listeners, set in start()
         self._tasks: list[asyncio.Task[None]] = []
         self.agent_port = config.agent_port
         self.console_port = config.console_port
@@ -132,11 +133,12 @@ class HelplineServer:
         self.background.append(lambda: self.audit_throttle.run(self.db))
         agent_ssl = tls.agent_listener_context(self.pki.ca_pem, self.pki.server_pem, self.pki.server_key)
         console_ssl = tls.console_listener_context(self.pki.server_pem, self.pki.server_key)
-        for app, port, ctx in ((self.agent_app, self.config.agent_port, agent_ssl),
-                               (self.console_app, self.config.console_port, console_ssl)):
+        self.gate = net.Gatekeeper(net.ConnectionLimits.from_config(self.config, net.raise_fd_limit()))
+        for name, app, port, ctx in (("agent", self.agent_app, self.config.agent_port, agent_ssl),
+                                     ("console", self.console_app, self.config.console_port, console_ssl)):
             runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2)
             await runner.setup()
-            site = web.TCPSite(runner, self.config.host, port, ssl_context=ctx, backlog=4096, reuse_address=True)
+            site = net.GuardedSite(runner, self.config.host, port, gate=self.gate, listener=name, ssl_context=ctx)
             await site.start()
             self._runners.append(runner)
         # Port 0 in tests: read back the ports the OS chose.
@@ -167,6 +169,8 @@ class HelplineServer:
         await self.connections.close_all(CloseCode.GOING_AWAY, "server shutting down")
         for runner in reversed(self._runners):
             await runner.cleanup()
+        if self.gate is not None:
+            self.gate.close()
         if self.db is not None:
             await self.db.close()
 

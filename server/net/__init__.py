@@ -1,0 +1,21 @@
+"""Connection hygiene for both listeners (issue 12).
+
+Under a 1,024 file-descriptor limit, about 1,000 idle sockets once locked every agent and API user
+out, and asyncio's accept path wrote 544,275 identical tracebacks in a minute. These modules put a
+bound on every connection that has not yet shown a complete request, close the ones that dawdle,
+and log trouble as counts:
+
+* :mod:`.limits` — the caps and timeouts (:class:`ConnectionLimits`) and the pure bookkeeping of
+  waiting connections (:class:`Admission`);
+* :mod:`.listener` — the accept loop and aiohttp site that apply them (:class:`GuardedSite`);
+* :mod:`.guard` — the per-connection protocol wrapper that knows when a request is in progress;
+* :mod:`.fdlimit` — raises the descriptor limit at start and warns when it stays low;
+* :mod:`.ratelog` — one log line with a count per interval instead of one line per event.
+"""
+
+from .fdlimit import raise_fd_limit
+from .guard import Gatekeeper
+from .limits import Admission, ConnectionLimits
+from .listener import GuardedSite
+
+__all__ = ["Admission", "ConnectionLimits", "Gatekeeper", "GuardedSite", "raise_fd_limit"]
