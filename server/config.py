@@ -38,19 +38,6 @@ class ServerConfig:
     tls_handshake_timeout_s: float = 5.0
     header_timeout_s: float = 10.0
     idle_timeout_s: float = 60.0
-    #: Connection hygiene on both listeners (server/net/). A connection is *unauthenticated* from accept
-    #: until its request headers are complete (TLS handshake included) and while it idles between requests.
-    #: Caps on them, per source address (IPv6: per /64) and in all (0 = from the descriptor limit:
-    #: (limit - 256) / 2, between 64 and 4096). Over a cap, a connection waiting longer than
-    #: unauthenticated_evict_after_s makes room; otherwise the new one is reset at accept.
-    max_unauthenticated_per_address: int = 64
-    max_unauthenticated: int = 0
-    unauthenticated_evict_after_s: float = 1.0
-    #: TLS handshake, from accept; request headers, from accept (handshake included); the next request's
-    #: headers, from the end of a response on a keep-alive connection.
-    tls_handshake_timeout_s: float = 5.0
-    header_timeout_s: float = 10.0
-    idle_timeout_s: float = 60.0
     device_cert_days: int = 30
     #: Extra origins allowed to open console websockets (the console's own origin always is).
     allowed_origins: list[str] = field(default_factory=list)
