@@ -62,6 +62,15 @@ class AuthorityUpdate(Message, frozen=True, tag="authority.update"):
     #: The one-time hand-over from the old grant key to ``root`` (protocol/legacy.py): only an agent
     #: enrolled before the org root existed (it has grant.pub, no pin) takes it, once.
     handover: LegacyHandover | None = None
+    #: An update larger than :data:`~protocol.limits.MAX_AUTHORITY_UPDATE_BYTES` travels as ``parts``
+    #: messages (:func:`split_update`, root and revocations in the first); the agent joins them
+    #: (:func:`join_parts`) and applies them as one.
+    part: Annotated[int, msgspec.Meta(ge=1, le=limits.MAX_AUTHORITY_PARTS)] = 1
+    parts: Annotated[int, msgspec.Meta(ge=1, le=limits.MAX_AUTHORITY_PARTS)] = 1
+
+    def __post_init__(self) -> None:
+        if self.part > self.parts:
+            raise ValueError("part must not exceed parts")
 
 
 class Refusal(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -100,4 +109,24 @@ class SessionProof(Message, frozen=True, tag="session.proof"):
 
     sender: ClassVar[str] = "server"
     session_id: Id
+    proof: TechnicianProof
+
+
+class TaskChallenge(Message, frozen=True, tag="task.challenge"):
+    """Agent → server: a run of a task authorization that names technicians waits for one of them to sign this
+    fresh nonce (TechnicianStatement with action ``tasks`` and the task's document id) before it runs."""
+
+    sender: ClassVar[str] = "agent"
+    run_id: Id
+    nonce: Nonce
+    document_id: DocumentId
+    device_id: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.MAX_SHORT_STR)]
+    expires_at: Timestamp
+
+
+class TaskProof(Message, frozen=True, tag="task.proof"):
+    """Server → agent: the technician's signature over a run's challenge (relayed unchanged)."""
+
+    sender: ClassVar[str] = "server"
+    run_id: Id
     proof: TechnicianProof

@@ -84,6 +84,8 @@ async def test_every_task_route_is_declared_with_its_right_and_scope(server: Hel
         ("POST", "/api/v1/tasks/{task_id}/approve"): (Right.RUN_TASKS | Right.ADMINISTER, scopes.TASK),
         ("POST", "/api/v1/tasks/{task_id}/resume"): (Right.RUN_TASKS | Right.ADMINISTER, scopes.TASK),
         ("GET", "/api/v1/tasks/runs/{run_id}/artifact"): (Right.RUN_TASKS, scopes.RUN),
+        ("GET", "/api/v1/tasks/runs/{run_id}"): (Right.RUN_TASKS, scopes.RUN),
+        ("POST", "/api/v1/tasks/runs/{run_id}/proof"): (Right.RUN_TASKS, scopes.RUN),
         ("GET", "/api/v1/devices/{device_id}/tasks"): (Right.RUN_TASKS, scopes.DEVICE),
         ("GET", "/api/v1/rollouts/{rollout_id}"): (Right.RUN_TASKS, scopes.ROLLOUT),
     }

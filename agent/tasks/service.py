@@ -8,12 +8,21 @@ Every run is checked against its approver-signed authorization by :mod:`.authori
 device's authority store; its occurrence is claimed in the replay ledger just before the action
 starts, so it runs at most once. Each accepted and each refused run goes to the device's own
 audit log with its reason, and the refusal reaches the server in the task result.
+
+A task authorization that names technicians is started by one of them: when such a run is about
+to start, the agent sends ``task.challenge`` (a fresh nonce for this run, valid
+``proof_timeout_s``) and runs it only if the ``task.proof`` that comes back is a technician the
+document names signing that nonce, this device and the action ``tasks`` (:meth:`AuthorityStore.verify_proof`).
+No proof in time, or any other signature, refuses the run — so a server that replays a run
+without the technician's credential gets nothing. The verified technician is in the device audit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -25,7 +34,8 @@ import msgspec
 import psutil
 
 from protocol import codec
-from protocol.authority import body_sha256, decode_body, document_id
+from protocol.authority import TaskAuthorization, TechnicianProof, body_sha256, decode_body, document_id
+from protocol.authority_messages import TaskChallenge, TaskProof
 from protocol.messages import Message
 from protocol.tasks import TaskArtifactAck, TaskCancel, TaskResult, TaskResultAck, TaskRun, TaskWaiting
 
@@ -85,11 +95,22 @@ def _document_id(message: TaskRun, verdict: Verdict) -> str | None:
         return f"sha256:{body_sha256(message.authorization.body)[:16]}"
 
 
+def started_by_technicians(task: TaskAuthorization) -> bool:
+    """Does the document name technicians, so that each run needs one of them to sign the device's challenge?"""
+    return bool(task.technicians or task.technician_names)
+
+
 class TaskService:
     def __init__(self, client: AgentClient, authority: AuthorityStore | None = None) -> None:
         self.client = client
         #: The device's authority (pinned root, verified documents, device audit); None runs nothing.
         self.authority = authority
+        #: How long a technician has to sign a run's challenge (the unattended sessions' setting).
+        self.proof_timeout_s = client.config.unattended_proof_timeout_s
+        #: Runs waiting for the technician's proof, by run id (one challenge each).
+        self._proofs: dict[str, asyncio.Future[TechnicianProof]] = {}
+        #: The technician whose proof the device verified, by run id (for the device audit).
+        self._verified: dict[str, str] = {}
         self.runner: CommandRunner = ProcessRunner()
         self.clock: Callable[[], float] = time.time
         self.local: Callable[[], datetime] = _local_now
@@ -134,6 +155,13 @@ class TaskService:
             return
         await asyncio.to_thread(self.ledger.add, message.run_id, codec.encode(message), "waiting")
         self._start(message)
+
+    async def on_proof(self, message: TaskProof) -> None:
+        waiting = self._proofs.get(message.run_id)
+        if waiting is None or waiting.done():
+            log.warning("task.proof for no pending challenge ignored", extra={"run_id": message.run_id})
+            return
+        waiting.set_result(message.proof)
 
     async def on_ack(self, message: TaskResultAck) -> None:
         await asyncio.to_thread(self.ledger.ack, message.run_id)
@@ -201,7 +229,7 @@ class TaskService:
                                     document_id=_document_id(message, verdict),
                                     occurrence=verdict.occurrence or None, scheduled_at=message.scheduled_at,
                                     approvers=list(verdict.approvers), server_says=message.technician,
-                                    reason=reason)
+                                    technician=self._verified.get(message.run_id), reason=reason)
 
     def _claim(self, message: TaskRun, verdict: Verdict) -> Verdict:
         """Take the occurrence in the replay ledger; a run that finds it taken is refused."""
@@ -225,6 +253,8 @@ class TaskService:
                     await self._send(TaskWaiting(run_id=message.run_id, reason=verdict.reason[:256]))
                 await asyncio.sleep(self.poll_s)
                 verdict = self._decide(message)
+            if verdict.kind == "run" and verdict.task is not None and started_by_technicians(verdict.task):
+                verdict = await self._prove(message, verdict)
             if verdict.kind == "run":
                 verdict = self._claim(message, verdict)
             if verdict.kind == "refuse":
@@ -248,6 +278,37 @@ class TaskService:
             log.exception("task failed inside the agent", extra={"run_id": message.run_id})
             outcome = Outcome("failed", reason=f"agent error: {type(exc).__name__}: {exc}")
         await self._finish(message.run_id, outcome, started, cap=message.output_cap)
+
+    async def _prove(self, message: TaskRun, verdict: Verdict) -> Verdict:
+        """Ask for a named technician's signature over a fresh nonce for this run; verify it (one attempt)."""
+        assert verdict.task is not None
+        task, run_id = verdict.task, message.run_id
+        if self.authority is None:  # decide() refuses first; kept so that no path runs unproven
+            return Verdict("refuse", "this agent holds no trust root; it runs no task", task=task)
+        nonce = secrets.token_urlsafe(32)
+        waiting: asyncio.Future[TechnicianProof] = asyncio.get_running_loop().create_future()
+        self._proofs[run_id] = waiting
+        try:
+            await self._send(TaskChallenge(run_id=run_id, nonce=nonce, document_id=task.task_id,
+                                           device_id=self.authority.device_id,
+                                           expires_at=self.clock() + self.proof_timeout_s))
+            proof = await asyncio.wait_for(waiting, self.proof_timeout_s)
+        except TimeoutError:
+            return Verdict("refuse", f"technician proof refused: no technician proof arrived within "
+                                     f"{self.proof_timeout_s:g} s", task=task, occurrence=verdict.occurrence)
+        finally:
+            self._proofs.pop(run_id, None)  # the nonce is retired: one proof per challenge
+        # The document may have been revoked, or its window closed, while the technician signed.
+        again = self._decide(message)
+        if again.kind != "run" or again.task is None:
+            return Verdict("refuse", f"no longer allowed after the technician's proof: {again.reason}",
+                           task=again.task, occurrence=again.occurrence)
+        checked = self.authority.verify_proof(proof, again.task, nonce=nonce, action="tasks", now=self.clock())
+        if not checked.allowed:
+            return Verdict("refuse", f"technician proof refused: {checked.reason}", task=again.task,
+                           occurrence=again.occurrence)
+        self._verified[run_id] = checked.holders[0]
+        return dataclasses.replace(again, reason=f"{again.reason}; technician {checked.holders[0]} verified")
 
     async def _execute(self, message: TaskRun, verdict: Verdict) -> Outcome:
         spec = CATALOG[message.action]

@@ -175,11 +175,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     submit.add_argument("document", type=Path)
     _server_options(submit)
     submit.set_defaults(handler=_guarded(_remote("submit")))
-    prove = actions.add_parser("prove", help="answer a device's challenge in an unattended session",
+    prove = actions.add_parser("prove", help="answer a device's challenge (unattended session or task run)",
                                description="Waits for the device's challenge in the session, shows what you are "
                                "about to sign (device, action, grant), signs it with your technician key and "
                                "sends it; the device checks it against the technicians its grant names.")
-    prove.add_argument("--session", required=True, metavar="ID", help="the session you requested")
+    target = prove.add_mutually_exclusive_group(required=True)
+    target.add_argument("--session", metavar="ID", help="the session you requested")
+    target.add_argument("--run", metavar="ID", help="a run of a task you started (a task authorization naming you)")
     prove.add_argument("--key", type=Path, required=True, help="your technician private key")
     prove.add_argument("--cert", type=Path, required=True, help="your technician certificate")
     prove.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the challenge (default 30)")

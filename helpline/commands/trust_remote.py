@@ -240,6 +240,8 @@ def prove(args: argparse.Namespace) -> int:
     from certs.authority import when
     from protocol.authority import TechnicianStatement
 
+    if getattr(args, "run", None):
+        return _prove_run(args)
     if not args.session or "/" in args.session or len(args.session) > 64:
         raise Refused("not a session id")
     server = connect(args)
@@ -277,3 +279,45 @@ def prove(args: argparse.Namespace) -> int:
     print(f"refused by the device: {printable(str(answer.get('end_reason') or answer.get('state')))}",
           file=sys.stderr)
     return 1
+
+
+def _prove_run(args: argparse.Namespace) -> int:
+    """The same for a task run: wait for the run's challenge, show it, sign it (action ``tasks``), send it."""
+    import msgspec
+
+    from certs import ceremony
+    from certs.authority import when
+    from protocol.authority import TechnicianStatement
+
+    run_id = str(args.run)
+    if "/" in run_id or len(run_id) > 64:
+        raise Refused("not a run id")
+    server = connect(args)
+    deadline = time.monotonic() + args.wait
+    while True:
+        run = server.call("GET", f"/api/v1/tasks/runs/{run_id}")
+        challenge = (run.get("details") or {}).get("challenge") if run.get("status") == "waiting" else None
+        if challenge:
+            break
+        if run.get("status") not in ("queued", "sent", "waiting"):
+            raise Refused(f"run {run_id} is {run.get('status')}: {printable(str(run.get('reason') or 'no challenge'))}")
+        if time.monotonic() > deadline:
+            raise Refused(f"the device has not sent a challenge within {args.wait:g} s")
+        time.sleep(0.2)
+    print(f"device {printable(challenge['device_id'])} asks you to prove who you are")
+    print(f"  to run task authorization {printable(challenge['document_id'])} (run {printable(run_id)})")
+    print(f"  challenge expires {when(float(challenge['expires_at']))}")
+    if not confirm(args, "sign this challenge?"):
+        print("not signed")
+        return 1
+    key, cert = load_signer(args, "technician")
+    statement = TechnicianStatement(nonce=challenge["nonce"], device_id=challenge["device_id"], action="tasks",
+                                    document_id=challenge["document_id"], signed_at=time.time())
+    proof = ceremony.sign_technician_statement(key, cert.credential_id, statement)
+    answer = server.call("POST", f"/api/v1/tasks/runs/{run_id}/proof", msgspec.to_builtins(proof))
+    status = answer.get("status")
+    if status in ("refused", "failed", "timed_out", "cancelled"):
+        print(f"the run did not succeed ({status}): {printable(str(answer.get('reason') or ''))}", file=sys.stderr)
+        return 1
+    print(f"accepted: the device verified {printable(cert.holder)}; run {printable(run_id)} is {status}")
+    return 0

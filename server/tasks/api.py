@@ -11,11 +11,13 @@ Approve and resume also need ADMINISTER.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import msgspec
 from aiohttp import web
 
+from protocol.authority import TechnicianProof
 from protocol.tasks import MAX_SCRIPT_BYTES
 from server import api, audit
 from server.api import scopes
@@ -156,10 +158,55 @@ def _download(receiver: ArtifactReceiver) -> Handler:
     return run_artifact
 
 
-def routes(receiver: ArtifactReceiver, *, approval_threshold: int) -> list[api.Route]:
-    """Every task route; ``receiver`` stores the artifacts, ``approval_threshold`` is from the config."""
+#: Relays a technician's proof for a run (run, task, proof, username) and returns the run afterwards.
+Relay = Callable[[Row, Row, TechnicianProof, str], Awaitable[Row]]
+
+
+async def get_run(request: web.Request) -> web.Response:
+    """One task run"""
+    run = await repository.get_run(api.db(request), request.match_info["run_id"])
+    if run is None:
+        raise ApiError.not_found("task run")
+    return web.json_response(views.describe_run(run))
+
+
+def _prove(relay: Relay) -> Handler:
+    async def run_proof(request: web.Request) -> web.StreamResponse:
+        """Answer a run's challenge with the technician's proof"""
+        proof = api.body(request, TechnicianProof)
+        db = api.db(request)
+        run = await repository.get_run(db, request.match_info["run_id"])
+        if run is None:
+            raise ApiError.not_found("task run")
+        task = await repository.get_task(db, run["task_id"])
+        assert task is not None  # tasks are never deleted
+        row = await relay(run, task, proof, api.principal(request).username)
+        return web.json_response(views.describe_run(row))
+
+    return run_proof
+
+
+def routes(receiver: ArtifactReceiver, *, approval_threshold: int, relay: Relay | None = None) -> list[api.Route]:
+    """Every task route; ``receiver`` stores the artifacts, ``approval_threshold`` is from the config, ``relay``
+    carries technicians' proofs to the agents (None: no proof route)."""
     task = scopes.TASK
-    return [
+    proof_routes = [] if relay is None else [
+        api.Route("GET", "/api/v1/tasks/runs/{run_id}", get_run, _RUN_TASKS, scopes.RUN, response="TaskRun",
+                  summary="One task run", description="With its output; `details.challenge` while the device waits "
+                                                      "for a technician's proof."),
+        api.Route("POST", "/api/v1/tasks/runs/{run_id}/proof", _prove(relay), _RUN_TASKS, scopes.RUN,
+                  body=TechnicianProof, response="TaskRun",
+                  summary="Answer a run's challenge with the technician's proof",
+                  description="A task authorization naming technicians runs on a device only when one of them signs "
+                              "that device's fresh challenge for the run (the run's `details.challenge`: sign a "
+                              "TechnicianStatement over it with action `tasks`, e.g. `helpline approve prove --run`). "
+                              "Only the technician who started the task, once per challenge, before it expires. The "
+                              "proof is relayed unchanged; the device verifies it against the document's technicians. "
+                              "Waits up to 10 s for the outcome. Audited `task.proof_relayed`.",
+                  errors={403: "Not the technician who started the task",
+                          409: "No open challenge, already answered (`proof_sent`) or expired"}),
+    ]
+    return [*proof_routes,
         api.Route("GET", "/api/v1/tasks", list_tasks, _RUN_TASKS, query=TaskListQuery, response="TaskPage",
                   summary="List tasks", description="Only groups where the caller holds run_tasks; newest first."),
         api.Route("POST", "/api/v1/tasks", _create(approval_threshold), _RUN_TASKS, body=TaskRequest,

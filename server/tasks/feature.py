@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from protocol.authority import SignedDocument
+from protocol.authority_messages import TaskChallenge
 from protocol.tasks import (
     TaskArtifactBegin,
     TaskArtifactChunk,
@@ -33,7 +34,7 @@ from ..api import add_routes
 from ..api.openapi import add_schemas
 from ..authority import repository as documents
 from ..store import Row
-from . import api, lifecycle, repository
+from . import api, lifecycle, proofs, repository
 from .artifacts import ArtifactReceiver
 from .openapi import SCHEMAS
 from .service import TASK_CANCELLED, TASK_CHANGED
@@ -154,6 +155,9 @@ def setup(server: HelplineServer) -> None:
     async def on_ready(conn: AgentConnection) -> None:
         await scheduler.deliver(conn, resend=True)
 
+    async def on_challenge(conn: AgentConnection, message: TaskChallenge) -> None:
+        await proofs.on_challenge(server.db, conn, message)
+
     async def on_changed(_task_id: str, _payload: dict[str, Any]) -> None:
         scheduler.wake.set()
 
@@ -167,12 +171,14 @@ def setup(server: HelplineServer) -> None:
 
     server.agent_handlers.register(TaskResult, on_result)
     server.agent_handlers.register(TaskWaiting, on_waiting)
+    server.agent_handlers.register(TaskChallenge, on_challenge)
     server.agent_handlers.register(TaskArtifactBegin, on_artifact_begin)
     server.agent_handlers.register(TaskArtifactChunk, on_artifact_chunk)
     server.on_agent_ready.append(on_ready)
     server.background.append(scheduler.run)
     server.background.append(lambda: _subscribe(server, on_changed, on_cancelled))
-    add_routes(server.console_app, api.routes(receiver, approval_threshold=server.config.task_approval_threshold))
+    add_routes(server.console_app, api.routes(receiver, approval_threshold=server.config.task_approval_threshold,
+                                              relay=lambda *a: proofs.relay_proof(server, *a)))
     add_schemas(server.console_app, SCHEMAS)
 
 
@@ -181,3 +187,4 @@ async def _subscribe(server: HelplineServer, on_changed: Any, on_cancelled: Any)
     if server.watcher is not None:
         server.watcher.on(TASK_CHANGED, on_changed)
         server.watcher.on(TASK_CANCELLED, on_cancelled)
+        server.watcher.on(proofs.TASK_PROOF, proofs.on_proof_event(server))
