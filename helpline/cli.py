@@ -6,6 +6,11 @@ the standard library (and ``common``): each handler imports what it runs — the
 the agent's — when it runs. So ``helpline agent run`` works where only ``helpline[agent]`` is
 installed, ``helpline server`` where only ``helpline[server]`` is, and the agent's process never
 loads the server's code.
+
+A failure is one line on stderr and a non-zero exit status: 75 (EX_TEMPFAIL) when a service the
+command needs is down (:class:`common.errors.Unavailable`: the database), 1 for anything else. The
+traceback is printed only with ``--debug`` (accepted before or after the subcommand): a raw asyncpg
+or sqlite3 traceback tells an operator less than the one line does.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ import argparse
 import importlib.metadata
 import re
 import sys
+import traceback
 from collections.abc import Sequence
 
 from common.config import ConfigError
+from common.errors import EXIT_UNAVAILABLE, Unavailable
+from common.logs import escape
 from helpline.commands import admin, agent, certs, demo, server, trust, viewer
 
 #: The subcommands, in the order shown by ``--help``.
@@ -42,7 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.register(sub)
+    _add_debug(parser, default=False)
     return parser
+
+
+def _add_debug(parser: argparse.ArgumentParser, *, default: object) -> None:
+    """``--debug`` on ``parser`` and every subcommand below it (SUPPRESS there, so the top level's value stays)."""
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="on failure, print the full traceback" if default is False else argparse.SUPPRESS)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_debug(child, default=argparse.SUPPRESS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,13 +74,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         extra = extra_providing(exc.name or "")
         if extra is None:
-            raise
+            return _failed(args, exc)
         print(f"helpline: 'helpline {args.command}' needs {exc.name}, which this installation lacks: "
               f"install helpline[{extra}]", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        return _failed(args, exc)
     return code
+
+
+def _failed(args: argparse.Namespace, exc: Exception) -> int:
+    """One line saying what failed (the traceback above it with --debug); the exit status."""
+    if args.debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, Unavailable):
+        print(f"helpline: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    hint = "" if args.debug else " (run again with --debug for the traceback)"
+    print(f"helpline: '{args.command}' failed: {type(exc).__name__}: {_one_line(exc)}{hint}", file=sys.stderr)
+    return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message on one line, without terminal controls (it may quote a peer's or the database's words)."""
+    text = escape(" ".join(str(exc).split()))
+    return text[:500] if text else "(no message)"
 
 
 def extra_providing(module: str) -> str | None:

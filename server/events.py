@@ -9,6 +9,10 @@ On PostgreSQL, sequence numbers are taken when a row is inserted, not when its t
 commits: seq 11 can become visible before seq 10. A watcher that only asked for ``seq > last``
 would skip 10 for good, so the seqs it jumped over stay wanted for :data:`GAP_WAIT_S` (a
 rolled-back insert leaves a gap that never fills).
+
+While the database is down the poll fails every :attr:`EventWatcher._interval` (0.2 s): that is
+logged once when it starts failing, with the reason, and once when it works again (with how long
+and how many polls failed), not as a traceback per poll.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .store import Database, Transaction
+from .store import Database, StoreUnavailable, Transaction
+from .store.errors import reason_of
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +105,23 @@ class EventWatcher:
             del self._gaps[seq]
 
     async def run(self) -> None:
+        failing_since: float | None = None
+        failures = 0
         while True:
             try:
                 await self.poll_once()
-            except Exception:
-                log.exception("event poll failed; retrying")
+            except Exception as exc:
+                failures += 1
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    # A database outage is expected and explained by its reason; anything else is a bug.
+                    expected = isinstance(exc, StoreUnavailable)
+                    log.warning("event poll failing; retrying every %.1f s", self._interval,
+                                extra={"reason": exc.reason if isinstance(exc, StoreUnavailable) else reason_of(exc)},
+                                exc_info=None if expected else exc)
+            else:
+                if failing_since is not None:
+                    log.info("event poll works again", extra={
+                        "failed_for_s": round(time.monotonic() - failing_since, 1), "failed_polls": failures})
+                    failing_since, failures = None, 0
             await asyncio.sleep(self._interval)

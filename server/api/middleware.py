@@ -1,8 +1,9 @@
 """The two middlewares every Helpline app runs, outermost first.
 
 :func:`errors` renders every failure — :class:`~server.errors.ApiError`, msgspec validation
-errors, aiohttp's own 404/405/413, and unexpected exceptions (logged, answered 500) — as the
-one JSON error body ``{"error": {"code", "message"}}``.
+errors, aiohttp's own 404/405/413, a database that cannot answer (503 ``store_unavailable``,
+logged at most every :data:`UNAVAILABLE_LOG_EVERY_S` with the reason and a count), and unexpected
+exceptions (logged, answered 500) — as the one JSON error body ``{"error": {"code", "message"}}``.
 
 :func:`enforce` looks up the :class:`~server.api.route.Route` the request matched and refuses
 anything undeclared (deny by default). For declared routes it authenticates the caller,
@@ -16,13 +17,15 @@ import hmac
 import json
 import logging
 import math
+import time
 from typing import Any
 
 import msgspec
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from server.auth.rights import ANY_GROUP, Principal, Right
 from server.errors import ApiError
+from server.store import StoreUnavailable
 
 from . import context
 from .route import GLOBAL, AnyOf, Gate, Handler, Route, Scope, access_text, holds
@@ -40,6 +43,33 @@ _HTTP_CODES = {400: "invalid", 401: "unauthenticated", 403: "forbidden", 404: "n
                405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
 
 
+#: During an outage every request fails the same way: one log line per this many seconds, with a count.
+UNAVAILABLE_LOG_EVERY_S = 10.0
+#: Seconds a client is asked to wait before trying again (``Retry-After`` of a 503).
+RETRY_AFTER_S = 5
+
+
+class _UnavailableLog:
+    """Rate-limits the "database unavailable" warning (a 25 s outage must not log every request)."""
+
+    def __init__(self) -> None:
+        self.last = float("-inf")
+        self.suppressed = 0
+
+    def note(self, request: web.Request, exc: StoreUnavailable) -> None:
+        now = time.monotonic()
+        if now - self.last < UNAVAILABLE_LOG_EVERY_S:
+            self.suppressed += 1
+            return
+        log.warning("request failed: database unavailable", extra={
+            "reason": exc.reason, "method": request.method, "path": request.path,
+            "similar_failures_not_logged": self.suppressed})
+        self.last, self.suppressed = now, 0
+
+
+_unavailable_log = _UnavailableLog()
+
+
 def error_response(status: int, code: str, message: str) -> web.Response:
     """The one error shape of the REST API: ``{"error": {"code", "message"}}``."""
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
@@ -52,31 +82,71 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
         try:
             parsed = json.loads(exc.text)
             code, message = str(parsed["error"]["code"]), str(parsed["error"]["message"])
-        except (ValueError, KeyError, TypeError):
-            message = exc.text if len(exc.text) < 200 else exc.reason
+        except (ValueError, KeyError, TypeError):  # aiohttp's own text ("404: Not Found") says no more than the reason
+            message = exc.text if len(exc.text) < 200 and exc.text != f"{exc.status}: {exc.reason}" else exc.reason
     response = error_response(exc.status, code, message)
     if exc.status == 405 and "Allow" in exc.headers:
         response.headers["Allow"] = exc.headers["Allow"]
     return response
 
 
+#: The response a handler already started (headers sent, a websocket upgraded), if any.
+STARTED: web.RequestKey[web.StreamResponse] = web.RequestKey("helpline_started", web.StreamResponse)
+
+
+async def remember_started(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare`` hook: note the response whose headers are going out."""
+    request[STARTED] = response
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message)
-    except msgspec.ValidationError as exc:
-        return error_response(400, "invalid", str(exc))
-    except msgspec.DecodeError as exc:
-        return error_response(400, "malformed", f"body is not valid JSON: {exc}")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _from_http_exception(exc)
-    except Exception:
-        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
-        return error_response(500, "internal", "internal error; see the server log")
+        return await _too_late(request, exc) or _from_http_exception(exc)
+    except Exception as exc:
+        return await _too_late(request, exc) or _error_body(request, exc)
+
+
+def _error_body(request: web.Request, exc: Exception) -> web.Response:
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.code, exc.message)
+    if isinstance(exc, StoreUnavailable):
+        _unavailable_log.note(request, exc)
+        response = error_response(503, "store_unavailable", "the database is unavailable; try again shortly")
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
+    if isinstance(exc, msgspec.ValidationError):
+        return error_response(400, "invalid", str(exc))
+    if isinstance(exc, msgspec.DecodeError):
+        return error_response(400, "malformed", f"body is not valid JSON: {exc}")
+    log.error("unhandled error", exc_info=exc, extra={"method": request.method, "path": request.path})
+    return error_response(500, "internal", "internal error; see the server log")
+
+
+async def _too_late(request: web.Request, exc: Exception) -> web.StreamResponse | None:
+    """A failure after the response started (a websocket past its 101): no error body can follow.
+
+    Writing one would put an HTTP response into the websocket stream (the peer sees a protocol
+    error). The websocket is closed instead — 1013 "try again later" when the database is down,
+    1011 otherwise — and the started response is handed back for aiohttp to finish.
+    """
+    started = request.get(STARTED)
+    if started is None:
+        return None
+    if isinstance(exc, StoreUnavailable):
+        _unavailable_log.note(request, exc)
+        code, reason = WSCloseCode.TRY_AGAIN_LATER, "database unavailable"
+    else:
+        log.error("error after the response started", exc_info=exc,
+                  extra={"method": request.method, "path": request.path})
+        code, reason = WSCloseCode.INTERNAL_ERROR, "internal error"
+    if isinstance(started, web.WebSocketResponse) and not started.closed:
+        await started.close(code=code, message=reason.encode())
+    return started
 
 
 @web.middleware

@@ -1,7 +1,12 @@
-"""PostgreSQL backend (asyncpg), selected by ``database_url = "postgresql://…"``."""
+"""PostgreSQL backend (asyncpg), selected by ``database_url = "postgresql://…"``.
+
+Connection, shutdown and out-of-resources errors leave this module as
+:class:`~server.store.errors.StoreUnavailable`; other asyncpg errors pass through.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -11,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from .database import Params, Row, Transaction
+from .errors import translated
 
 _PLACEHOLDER = re.compile(r"\?")
 
@@ -31,6 +37,23 @@ def _text_safe(params: Params) -> tuple[Any, ...]:
     return tuple(p.replace("\x00", "\ufffd") if isinstance(p, str) and "\x00" in p else p for p in params)
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """The database cannot answer now (down, restarting, unreachable, full), as opposed to a bad statement."""
+    if isinstance(exc, OSError | TimeoutError):  # refused, reset, unreachable; connect timeout
+        return True
+    if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InsufficientResourcesError):
+        return True  # class 08 (connection), class 53 (disk full, out of memory, too many connections)
+    if isinstance(exc, asyncpg.OperatorInterventionError):  # class 57: admin/crash shutdown, cannot connect now
+        return not isinstance(exc, asyncpg.QueryCanceledError)  # ... but a statement timeout is the statement's
+    if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):  # a standby after failover
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+
+
+def _mapped() -> contextlib.AbstractContextManager[None]:
+    return translated(is_unavailable)
+
+
 def _rowcount(status: str) -> int:
     tail = status.rsplit(" ", 1)[-1]
     return int(tail) if tail.isdigit() else 0
@@ -43,17 +66,21 @@ class _PgExecutor:
         self._conn = conn
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        return _rowcount(await self._conn.execute(to_pg(sql), *_text_safe(params)))
+        with _mapped():
+            return _rowcount(await self._conn.execute(to_pg(sql), *_text_safe(params)))
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        await self._conn.executemany(to_pg(sql), [_text_safe(r) for r in rows])
+        with _mapped():
+            await self._conn.executemany(to_pg(sql), [_text_safe(r) for r in rows])
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        row = await self._conn.fetchrow(to_pg(sql), *_text_safe(params))
+        with _mapped():
+            row = await self._conn.fetchrow(to_pg(sql), *_text_safe(params))
         return dict(row) if row is not None else None
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        return [dict(r) for r in await self._conn.fetch(to_pg(sql), *_text_safe(params))]
+        with _mapped():
+            return [dict(r) for r in await self._conn.fetch(to_pg(sql), *_text_safe(params))]
 
 
 class PostgresDatabase(_PgExecutor):
@@ -64,13 +91,15 @@ class PostgresDatabase(_PgExecutor):
 
     @classmethod
     async def connect(cls, url: str) -> PostgresDatabase:
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=10)
+        with _mapped():
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=10)
         return cls(url, pool)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield _PgExecutor(conn)
+        with _mapped():
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield _PgExecutor(conn)
 
     async def close(self) -> None:
         await self._pool.close()

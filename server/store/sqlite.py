@@ -5,6 +5,9 @@ server's user: the file is created 0600 before SQLite opens it (SQLite gives its
 ``-shm`` files the database file's mode), an older install's readable file is narrowed to 0600,
 and a missing directory is created 0700. An existing directory is left as it is (it may be
 shared); the server makes its own data directory 0700 at start.
+
+I/O, disk-full, lock-timeout and cannot-open errors leave this module as
+:class:`~server.store.errors.StoreUnavailable`; other sqlite3 errors (constraints, SQL) pass through.
 """
 
 from __future__ import annotations
@@ -20,8 +23,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .database import Params, Row, Transaction
+from .errors import translated
 
 T = TypeVar("T")
+
+#: Primary result codes meaning "the database cannot answer now" (https://sqlite.org/rescode.html):
+#: BUSY, LOCKED (after busy_timeout), NOMEM, READONLY, IOERR, FULL (disk full), CANTOPEN, PROTOCOL.
+UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return isinstance(code, int) and code & 0xFF in UNAVAILABLE_CODES
+    return isinstance(exc, OSError)  # creating or narrowing the file (permissions, disk full)
 
 
 class _SqliteExecutor:
@@ -60,22 +75,33 @@ class SqliteDatabase(_SqliteExecutor):
     @classmethod
     async def connect(cls, url: str) -> SqliteDatabase:
         path = url.removeprefix("sqlite:///")
-        if path != ":memory:":
-            _private_file(Path(path))
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        loop = asyncio.get_running_loop()
-        conn = await loop.run_in_executor(pool, _open, path)
+        try:
+            with translated(is_unavailable):
+                if path != ":memory:":
+                    _private_file(Path(path))
+                conn = await asyncio.get_running_loop().run_in_executor(pool, _open, path)
+        except BaseException:
+            pool.shutdown(wait=False)
+            raise
         return cls(url, conn, pool)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
-        if self._in_tx is not None and self._in_tx is asyncio.current_task():
-            return await loop.run_in_executor(self._pool, partial(fn, self._conn, *args))
-        async with self._lock:
-            return await loop.run_in_executor(self._pool, partial(fn, self._conn, *args))
+        with translated(is_unavailable):
+            if self._in_tx is not None and self._in_tx is asyncio.current_task():
+                return await loop.run_in_executor(self._pool, partial(fn, self._conn, *args))
+            async with self._lock:
+                return await loop.run_in_executor(self._pool, partial(fn, self._conn, *args))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
+        with translated(is_unavailable):
+            async with self._transaction() as tx:
+                yield tx
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Transaction]:
         loop = asyncio.get_running_loop()
         async with self._lock:
             self._in_tx = asyncio.current_task()
