@@ -133,7 +133,7 @@ async def control_channel(request: web.Request) -> web.StreamResponse:
     finally:
         if server.connections.get(device_id) is conn:
             server.connections.remove(conn)
-            await devices.mark_offline(server.db, device_id)
+            await server.presence.disconnected(device_id)  # retried by the presence sweep if it fails
             log.info("agent offline", extra={"device_id": device_id})
     return ws
 

@@ -35,6 +35,7 @@ from .audit_limits import AuditThrottle
 from .config import ServerConfig
 from .connections import ConnectionRegistry
 from .events import EventWatcher
+from .presence import Presence
 from .store import Database, open_database
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class HelplineServer:
         self.ca = issuer.load(config)  # refuses a PKI directory holding the root's key, or an expired one
         self.db: Database = None  # type: ignore[assignment]  # set in start()
         self.connections = ConnectionRegistry()
+        self.presence = Presence(lambda: self.db, self.connections, sweep_s=config.presence_sweep_s,
+                                 stale_s=config.presence_stale_s)
         #: Bounds the audit records unauthenticated requests (enrollment, login) can add.
         self.audit_throttle = AuditThrottle()
         self.agent_handlers = AgentHandlers()
@@ -128,7 +131,7 @@ class HelplineServer:
         await self.watcher.start_from_now()
         self.watcher.on(devices.DEVICE_REVOKED, self._on_device_revoked)
         self.background.append(self.watcher.run)
-        self.background.append(self._touch_last_seen)
+        self.background.append(self.presence.run)
         self.background.append(lambda: audit.keep_anchored(self.db))
         self.background.append(lambda: self.audit_throttle.run(self.db))
         agent_ssl = tls.agent_listener_context(self.pki.ca_pem, self.pki.server_pem, self.pki.server_key)
@@ -177,16 +180,6 @@ class HelplineServer:
     async def _on_device_revoked(self, device_id: str, _payload: dict[str, Any]) -> None:
         if await self.connections.close(device_id, CloseCode.REVOKED, "device revoked"):
             log.warning("closed revoked device's connection", extra={"device_id": device_id})
-
-    async def _touch_last_seen(self) -> None:
-        while True:
-            await asyncio.sleep(30)
-            ids = self.connections.device_ids()
-            if ids:
-                try:
-                    await devices.touch(self.db, ids)
-                except Exception:
-                    log.exception("could not refresh last_seen")
 
 
 async def openapi_document(request: web.Request) -> web.Response:

@@ -48,14 +48,41 @@ async def mark_online(db: Database, device_id: str, *, agent_version: str) -> No
     )
 
 
-async def touch(db: Database, device_ids: list[str]) -> None:
-    """Refresh last_seen for live connections (batched, called periodically)."""
-    now = time.time()
-    await db.executemany("UPDATE devices SET last_seen = ? WHERE id = ?", [(now, d) for d in device_ids])
+async def touch(db: Database, device_ids: list[str], now: float | None = None) -> None:
+    """Live connections on this node: online, last seen now (batched, called every presence sweep).
+
+    Writing ``online`` too, not only ``last_seen``, re-derives the flag from the connection itself:
+    a flag that a failed write or another node's sweep left wrong is put right by the next touch.
+    """
+    now = time.time() if now is None else now
+    await db.executemany("UPDATE devices SET online = 1, last_seen = ? WHERE id = ? AND status <> 'revoked'",
+                         [(now, d) for d in device_ids])
 
 
-async def mark_offline(db: Database, device_id: str) -> None:
-    await db.execute("UPDATE devices SET online = 0, last_seen = ? WHERE id = ?", (time.time(), device_id))
+async def mark_offline(db: Database, device_id: str, at: float | None = None) -> bool:
+    """The channel closed at ``at``; False when nothing was written.
+
+    Conditional on last_seen: a write retried after an outage must not undo a newer connection
+    (on another node, whose ``mark_online`` wrote a later last_seen).
+    """
+    at = time.time() if at is None else at
+    return await db.execute("UPDATE devices SET online = 0, last_seen = ? WHERE id = ?"
+                            " AND (last_seen IS NULL OR last_seen <= ?)", (at, device_id, at)) > 0
+
+
+async def mark_stale_offline(db: Database, *, before: float, live: set[str]) -> list[str]:
+    """Devices flagged online with no contact since ``before`` and no live connection here → offline.
+
+    A node holding a device's connection refreshes its last_seen every sweep, so a flag this old
+    is left over from a lost write or a node that died. Returns the ids set offline.
+    """
+    rows = await db.fetchall("SELECT id FROM devices WHERE online = 1 AND (last_seen IS NULL OR last_seen < ?)",
+                             (before,))
+    stale = [r["id"] for r in rows if r["id"] not in live]
+    if stale:
+        await db.executemany("UPDATE devices SET online = 0 WHERE id = ? AND online = 1"
+                             " AND (last_seen IS NULL OR last_seen < ?)", [(d, before) for d in stale])
+    return stale
 
 
 async def mark_all_offline(db: Database) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import sqlite3
 import subprocess
 import tempfile
 import time
@@ -21,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from common.hashing import hash_secret
-from server.accounts import admin, authn, sessions
+from server.accounts import admin, authn, sessions, tokens
+from server.accounts.usage import UsageLedger
+from server.store import Database
 from tests.harness import running_server, wait_until
 from tests.test_accounts_support import client, cookie_value, login, make_user
 
@@ -75,7 +76,8 @@ async def test_get_requests_work_with_the_disk_full_and_uses_are_written_afterwa
         # Empty the WAL so that any later write needs new blocks, then fill the disk.
         await server.db.fetchone("PRAGMA wal_checkpoint(TRUNCATE)")
         filler = fill(small_disk)
-        with pytest.raises(sqlite3.OperationalError, match="full"):
+        # sqlite3's error, or the store's translation of it (StoreUnavailable): either way, no writes.
+        with pytest.raises(Exception, match="disk is full"):
             await server.db.execute("UPDATE api_tokens SET last_used = ? WHERE id = ?", (time.time(), token.id))
 
         caplog.set_level(logging.WARNING, logger="server.accounts.usage")
@@ -125,3 +127,26 @@ async def test_a_session_in_use_does_not_idle_out_while_its_refresh_is_unwritten
                                     (time.time() - sessions.IDLE_S - 1, row["id"]))
             async with http.get("/api/v1/auth/me") as resp:
                 assert resp.status == 200  # the stored time alone would have ended it
+
+
+async def test_flush_writes_the_newest_use_and_never_moves_a_time_back(db: Database) -> None:
+    """One flush writes every remembered use; a time already newer in the database is kept."""
+    created = await admin.create_account(db, "fay", "viewer", actor="test", password="pw-fay-0123456789")
+    async with db.transaction() as tx:
+        token = await tokens.create(tx, created.user.id, "t", None)
+        session = await sessions.create(tx, created.user.id, now=1000.0)
+    ledger = UsageLedger()
+    ledger.token_used(token.id, 2000.0)
+    ledger.token_used(token.id, 1500.0)  # an older use does not win
+    ledger.session_seen(session.id, 900.0)  # older than the stored 1000: left alone
+    assert await ledger.flush(db) and len(ledger) == 0
+    tok = await db.fetchone("SELECT last_used FROM api_tokens WHERE id = ?", (token.id,))
+    ses = await db.fetchone("SELECT last_seen FROM console_sessions WHERE id = ?", (session.id,))
+    assert tok is not None and tok["last_used"] == 2000.0
+    assert ses is not None and ses["last_seen"] == 1000.0
+    assert ledger.session_last_seen(session.id, 1000.0) == 1000.0
+    ledger.session_seen(session.id, 3000.0)
+    assert ledger.session_last_seen(session.id, 1000.0) == 3000.0
+    assert await ledger.flush(db)
+    ses = await db.fetchone("SELECT last_seen FROM console_sessions WHERE id = ?", (session.id,))
+    assert ses is not None and ses["last_seen"] == 3000.0

@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Seconds between maintenance passes (retention, offline/reboot alerts).
-MAINTENANCE_INTERVAL_S = 60.0
 #: Agents that understand ``welcome.health_seq`` say so in their hello.
 HEALTH_SEQ_CAPABILITY = "health.seq"
 
@@ -46,7 +44,7 @@ def setup(server: HelplineServer) -> None:
 
     async def maintenance() -> None:
         while True:
-            await asyncio.sleep(MAINTENANCE_INTERVAL_S)
+            await asyncio.sleep(server.config.maintenance_interval_s)
             await maintenance_pass(server)
 
     server.background.append(maintenance)

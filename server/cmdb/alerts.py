@@ -209,22 +209,44 @@ async def evaluate_inventory(tx: Transaction, device_id: str, now: float) -> Non
         await resolve(tx, device_id, "reboot_pending", "", now)
 
 
+#: A device flagged online whose last contact is older than this (and than the rule's ``for_s``) counts
+#: as offline too: the node holding a connection refreshes last_seen every presence sweep (30 s by
+#: default), so such a flag was left by a lost write or a dead node, and the alert must not wait for it.
+CONTACT_GRACE_S = 600.0
+
+
+def out_of_contact(online: bool, last_seen: float | None, for_s: float, now: float) -> bool:
+    """The ``agent_offline`` condition, on last contact: offline (or flagged online but silent past
+    :data:`CONTACT_GRACE_S`) for longer than ``for_s``. Never-connected devices never alert."""
+    if last_seen is None:
+        return False
+    silent = now - last_seen
+    return silent > for_s and (not online or silent > CONTACT_GRACE_S)
+
+
+def _offline_for(seconds: float) -> str:
+    if seconds < 3600:
+        return f"agent offline for {seconds / 60:.0f} min"
+    return f"agent offline for {seconds / 3600:.1f} h"
+
+
 async def evaluate_fleet(db: Database, now: float) -> None:
-    """Periodic: agents offline too long, reboots pending too long."""
+    """Periodic: agents out of contact too long, reboots pending too long."""
     rules = await settings.alert_rules(db)
     offline = rules["agent_offline"]
     rows = await db.fetchall(
         "SELECT d.id, d.online, d.last_seen, d.status, a.id AS alert_id FROM devices d LEFT JOIN alerts a"
         " ON a.device_id = d.id AND a.rule = 'agent_offline' AND a.status = 'open'"
-        " WHERE (d.online = 0 AND d.status <> 'revoked' AND d.last_seen < ?) OR a.id IS NOT NULL",
-        (now - offline["for_s"],))
+        " WHERE (d.status <> 'revoked' AND ((d.online = 0 AND d.last_seen < ?) OR d.last_seen < ?))"
+        " OR a.id IS NOT NULL",
+        (now - offline["for_s"], now - max(offline["for_s"], CONTACT_GRACE_S)))
     for row in rows:
         async with db.transaction() as tx:
-            stale = row["online"] == 0 and row["status"] != "revoked" and row["last_seen"] is not None \
-                and now - row["last_seen"] > offline["for_s"]
+            stale = row["status"] != "revoked" and out_of_contact(bool(row["online"]), row["last_seen"],
+                                                                   offline["for_s"], now)
             if offline["enabled"] and stale:
                 await raise_alert(tx, row["id"], "agent_offline", "", "warning",
-                                  f"agent offline for {(now - row['last_seen']) / 3600:.1f} h", now)
+                                  _offline_for(now - row["last_seen"]), now)
             elif not stale:
                 await resolve(tx, row["id"], "agent_offline", "", now)
     pending = await db.fetchall("SELECT device_id FROM cmdb_devices WHERE reboot_pending_since IS NOT NULL")
