@@ -1,20 +1,15 @@
 """Presence that converges (issue 12): the online flag is re-derived from live connections.
 
-The fault test runs a private PostgreSQL cluster (initdb + postgres as the ``postgres`` user, in
-a temporary directory, on a free port), a real agent subprocess and the server: the database is
-stopped, the agent killed (so the server's "offline" write fails), the database started again;
-the device must show offline — and its offline alert must open — within a minute.
+The fault test runs a private PostgreSQL cluster (tests/pg_cluster.py: stopped and started by
+PID), a real agent subprocess and the server: the database is stopped, the agent killed (so the
+server's "offline" write fails), the database started again; the device must show offline — and
+its offline alert must open — within a minute.
 """
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,67 +24,16 @@ from server.presence import Presence
 from server.store import Database, open_database
 from tests.conftest import add_device
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
-from tests.procs import free_port
+from tests.pg_cluster import PrivateCluster, private_cluster
 from tests.test_accounts_support import client, make_user
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class PrivateCluster:
-    """A PostgreSQL cluster of the test's own: started and stopped by PID, removed at the end."""
-
-    def __init__(self) -> None:
-        if not (PG_BIN / "postgres").exists():
-            raise AssertionError(f"PostgreSQL 15 is not installed ({PG_BIN}); scripts/setup.sh installs it")
-        self.user = pwd.getpwnam("postgres")
-        self.directory = Path(tempfile.mkdtemp(prefix="hl-pg-"))
-        os.chown(self.directory, self.user.pw_uid, self.user.pw_gid)
-        self.data = self.directory / "data"
-        self.port = free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self.proc: subprocess.Popen[bytes] | None = None
-        subprocess.run([str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                        "--no-sync"], user="postgres", cwd=self.directory, check=True, capture_output=True)
-
-    def start(self) -> None:
-        log = (self.directory / "postgres.log").open("ab")
-        self.proc = subprocess.Popen(
-            [str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.directory),
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-            user="postgres", cwd=self.directory, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 60
-        while subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
-                             check=False).returncode != 0:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"private PostgreSQL did not start: {(self.directory / 'postgres.log').read_text()}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT to the postmaster): clients are disconnected at once."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 @pytest.fixture
 def pg_cluster() -> Iterator[PrivateCluster]:
-    cluster = PrivateCluster()
-    try:
-        cluster.start()
+    with private_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.remove()
 
 
 @pytest.fixture
