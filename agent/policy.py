@@ -9,17 +9,33 @@ A TOML file owned by the device's administrator (``AgentConfig.policy_file``)::
     decline_cooldown_s = 60    # after a Deny (or no answer), the same technician's next
                                # request within this is refused at once, without a prompt (0 = off)
 
+    [authority]                # signed documents: may only TIGHTEN the device's defaults
+    min_approvals = 2          # distinct approvers on every document (1..16; default 1)
+    four_eyes_for = ["all"]    # kinds that always need two approvers: grant, task, fix, release,
+                               # approver_set, or "all" (groups, scripts and approver sets always do)
+    require_user_verification = true   # passkey approvals carry the UV flag (the default; false is refused)
+    max_grant_lifetime_s = 86400       # longest grant honoured (60 s .. 30 days, the default)
+    max_revocation_validity_s = 14400  # longest revocation list validity (60 s .. 24 h, the default)
+    proof_max_age_s = 60               # oldest technician proof (10 .. 120 s, the default)
+    clock_skew_s = 10                  # how far ahead a signed time may be (0 .. 30 s, the default)
+
 Nothing the server sends changes these values; the agent applies them before any grant
 or prompt. A missing file means the defaults below; an unreadable or invalid file denies
-every session (fail closed), with the reason logged.
+every session (fail closed), with the reason logged. The ``[authority]`` table is read when the
+agent starts (:meth:`LocalPolicy.load_strict`): a file that cannot be used, or a value that
+would loosen a default, stops the agent with the reason instead of running on other rules.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from protocol.authority import DOCUMENT_KINDS, AuthorityPolicy
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +55,8 @@ class LocalPolicy:
     decline_cooldown_s: float = 60.0
     #: Set when the file was unusable: every session is refused with this reason.
     broken: str = ""
+    #: The ``[authority]`` table: the device's rules for signed documents, never looser than the defaults.
+    authority: AuthorityPolicy = field(default_factory=AuthorityPolicy)
 
     @classmethod
     def load(cls, path: Path | None) -> LocalPolicy:
@@ -52,12 +70,23 @@ class LocalPolicy:
             return cls(allow_control=False, allow_unattended=False, require_prompt=True, broken=str(exc))
 
     @classmethod
+    def load_strict(cls, path: Path | None) -> LocalPolicy:
+        """Read ``path`` at start (None or absent = defaults); raises PolicyError naming the file and the problem."""
+        if path is None or not path.exists():
+            return cls()
+        try:
+            return cls.parse(path.read_text())
+        except (OSError, PolicyError) as exc:
+            raise PolicyError(f"local policy file {path} is unusable: {exc}") from exc
+
+    @classmethod
     def parse(cls, text: str) -> LocalPolicy:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise PolicyError(f"not valid TOML: {exc}") from exc
-        known = {"require_prompt", "allow_control", "allow_unattended", "prompt_timeout_s", "decline_cooldown_s"}
+        known = {"require_prompt", "allow_control", "allow_unattended", "prompt_timeout_s", "decline_cooldown_s",
+                 "authority"}
         unknown = set(data) - known
         if unknown:
             raise PolicyError(f"unknown keys: {', '.join(sorted(unknown))}")
@@ -76,4 +105,60 @@ class LocalPolicy:
             allow_unattended=bool(data.get("allow_unattended", True)),
             prompt_timeout_s=float(timeout),
             decline_cooldown_s=float(cooldown),
+            authority=parse_authority(data.get("authority", {})),
         )
+
+
+#: The defaults the ``[authority]`` table may only tighten.
+DEFAULT_AUTHORITY = AuthorityPolicy()
+#: Numeric keys: (smallest value that still lets anything through, the default = the largest allowed).
+_LIMITS: dict[str, tuple[float, float]] = {
+    "max_grant_lifetime_s": (60.0, DEFAULT_AUTHORITY.max_grant_lifetime_s),
+    "max_revocation_validity_s": (60.0, DEFAULT_AUTHORITY.max_revocation_validity_s),
+    "proof_max_age_s": (10.0, DEFAULT_AUTHORITY.proof_max_age_s),
+    "clock_skew_s": (0.0, DEFAULT_AUTHORITY.clock_skew_s),
+}
+#: A document carries at most this many approvals (protocol.authority.SignedDocument).
+MAX_MIN_APPROVALS = 16
+
+
+def parse_authority(table: Any) -> AuthorityPolicy:
+    """The ``[authority]`` table as an :class:`AuthorityPolicy`; PolicyError for anything that would loosen the
+    defaults or is not a value of the right kind."""
+    if not isinstance(table, dict):
+        raise PolicyError("authority must be a table ([authority])")
+    unknown = set(table) - {"min_approvals", "four_eyes_for", "require_user_verification", *_LIMITS}
+    if unknown:
+        raise PolicyError(f"unknown keys in [authority]: {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    if "min_approvals" in table:
+        count = table["min_approvals"]
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_MIN_APPROVALS:
+            raise PolicyError(f"authority.min_approvals must be a whole number from 1 to {MAX_MIN_APPROVALS}")
+        values["min_approvals"] = count
+    if "four_eyes_for" in table:
+        kinds = table["four_eyes_for"]
+        if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+            raise PolicyError("authority.four_eyes_for must be a list of document kinds")
+        wrong = sorted(set(kinds) - DOCUMENT_KINDS - {"all"})
+        if wrong:
+            raise PolicyError(f"authority.four_eyes_for: unknown kinds {', '.join(wrong)} (known: "
+                              f"{', '.join(sorted(DOCUMENT_KINDS))}, all)")
+        chosen = DOCUMENT_KINDS if "all" in kinds else frozenset(kinds)
+        values["four_eyes_kinds"] = DEFAULT_AUTHORITY.four_eyes_kinds | chosen
+    if "require_user_verification" in table and table["require_user_verification"] is not True:
+        raise PolicyError("authority.require_user_verification can only be true: the local policy may tighten "
+                          "the device's defaults, never loosen them")
+    for key, (lowest, default) in _LIMITS.items():
+        if key not in table:
+            continue
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise PolicyError(f"authority.{key} must be a finite number of seconds")
+        if value > default:
+            raise PolicyError(f"authority.{key} = {value:g} would loosen the device's default ({default:g} s); "
+                              "the local policy may only tighten it")
+        if value < lowest:
+            raise PolicyError(f"authority.{key} must be at least {lowest:g} s")
+        values[key] = float(value)
+    return AuthorityPolicy(**values)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 from common.signals import stop_on_signals
@@ -24,6 +25,7 @@ from .config import AgentConfig
 from .consent import ConsentUI
 from .consent.tk import TkConsentUI
 from .control_client import AgentClient, AgentRevoked
+from .policy import PolicyError
 from .reporting import Reporter
 from .sessions import AgentSessions
 from .state import AgentState
@@ -33,6 +35,8 @@ from .tasks.service import TaskService
 log = logging.getLogger(__name__)
 
 EXIT_REVOKED = 3
+#: The local policy file is unusable (agent/policy.py).
+EXIT_POLICY = 2
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,12 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
 
 
 async def run_agent(state: AgentState, config: AgentConfig) -> int:
-    client = build_agent(state, config).client
+    try:
+        client = build_agent(state, config).client
+    except PolicyError as exc:  # the admin's rules cannot be read: run on none rather than on others
+        log.error("the agent does not start", extra={"reason": str(exc)})
+        print(f"helpline: {exc}; the agent does not start", file=sys.stderr)
+        return EXIT_POLICY
     stop = stop_on_signals()
     try:
         await client.run(stop)

@@ -284,7 +284,7 @@ class RevocationList(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 class SignedRevocationList(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A :class:`RevocationList` in canonical bytes, signed by a revoker credential."""
 
-    body: Annotated[str, msgspec.Meta(max_length=8 * 1024 * 1024)]
+    body: Annotated[str, msgspec.Meta(max_length=limits.MAX_REVOCATION_LIST_BYTES)]
     approval: Approval
 
 
@@ -415,13 +415,17 @@ class Artifact(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 class ReleaseManifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """An agent release: self-update installs only artifacts whose hashes a manifest lists."""
 
+    #: ``MAJOR.MINOR.PATCH`` with an optional ``-pre.release`` and ``+build`` (SemVer order; the device
+    #: refuses a manifest that is not newer than what it runs).
     version: Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z.+-]{1,64}$")]
     artifacts: Annotated[list[Artifact], msgspec.Meta(min_length=1, max_length=64)]
     released_at: Timestamp
+    #: After this the manifest is expired: a withheld-then-replayed release is refused.
+    not_after: Timestamp
     notes: Reason = ""
 
     def __post_init__(self) -> None:
-        _finite(self.released_at)
+        _window(self.released_at, self.not_after)
 
 
 class ApproverSetChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -535,10 +539,16 @@ def decode_body(kind: str, text: str) -> Body:
 
 
 def new_document(kind: DocumentKind, body: Body) -> SignedDocument:
-    """A document with no approvals yet; refuses a body of another kind."""
-    if not isinstance(body, BODY_TYPES[kind]):
-        raise TypeError(f"a {kind} document needs a {BODY_TYPES[kind].__name__} body")
-    return SignedDocument(kind=kind, body=canonical_bytes(body).decode(), approvals=[])
+    """A document with no approvals yet; refuses a body of another kind.
+
+    The body goes through one decode first, so a whole number given for a float field (``per_seconds=3600``,
+    ``minimum=0``) is written as the float a verifier decodes (``3600.0``) and the text stays canonical.
+    """
+    body_type = BODY_TYPES[kind]
+    if not isinstance(body, body_type):
+        raise TypeError(f"a {kind} document needs a {body_type.__name__} body")
+    normalized = msgspec.json.decode(canonical_bytes(body), type=body_type)
+    return SignedDocument(kind=kind, body=canonical_bytes(normalized).decode(), approvals=[])
 
 
 # --- verdicts and policy ------------------------------------------------------------------------

@@ -22,3 +22,14 @@ MAX_HEALTH_METRICS_BYTES = 16 * 1024
 MAX_HEALTH_BATCH_BYTES = 1024 * 1024
 #: Inventory sections per message.
 MAX_SECTIONS = 32
+#: One ``authority.update`` as encoded on the wire. The server splits a larger one into parts
+#: (``part``/``parts``) that the agent joins before applying; 1 MiB below the frame limit leaves room
+#: for the envelope and for any rounding in the split.
+MAX_AUTHORITY_UPDATE_BYTES = 3 * 1024 * 1024
+#: Parts of one split ``authority.update``: 256 documents of the largest size need 22 (the agent holds
+#: the parts in memory until the last arrives).
+MAX_AUTHORITY_PARTS = 32
+#: A signed revocation list's canonical body. Escaped inside a message it can grow by half (ids are
+#: quoted), so a list this size still fits an update's first part with the root and its rotations:
+#: about 25,000 revoked credential and document ids.
+MAX_REVOCATION_LIST_BYTES = 3 * 512 * 1024

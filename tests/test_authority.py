@@ -471,7 +471,8 @@ def test_automation_allowed_where_policy_says(world: World) -> None:
     """An automation key may sign releases when the policy lists them, and still nothing else."""
     world.policy = AuthorityPolicy(automation_kinds=frozenset({"release"}))
     manifest = decode_body("release", '{"artifacts":[{"name":"helpline.whl","sha256":"' + "cd" * 32
-                           + '","size":10}],"notes":"","released_at":1750000000.0,"version":"1.2.3"}')
+                           + '","size":10}],"not_after":1750086400.0,"notes":"","released_at":1750000000.0,'
+                           '"version":"1.2.3"}')
     assert world.check(signed(world, "release", manifest, "bot")).allowed
     assert not world.check(signed(world, "grant", grant_body(world), "bot")).allowed
 
@@ -482,7 +483,7 @@ def test_stale_list_still_revokes_and_other_kinds_may_proceed(world: World) -> N
     world.policy = AuthorityPolicy(fresh_revocations_for=frozenset({"grant"}))
     manifest = decode_body("release", canonical_bytes(decode_body(
         "release", '{"artifacts":[{"name":"a","sha256":"' + "cd" * 32
-        + '","size":1}],"notes":"","released_at":1.0,"version":"1"}')).decode())
+        + '","size":1}],"not_after":1750086400.0,"notes":"","released_at":1.0,"version":"1"}')).decode())
     assert world.check(signed(world, "release", manifest, "alice")).allowed
     assert "has been revoked" in world.check(signed(world, "release", manifest, "bob")).reason
 

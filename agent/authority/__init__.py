@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 from ..config import AgentConfig
+from ..policy import LocalPolicy
 from ..state import AgentState
 from .audit import DeviceAudit
 from .legacy import LegacyKey
@@ -53,8 +54,17 @@ def keep_pin(state: AgentState, pin: str) -> None:
 
 
 def build(state: AgentState, config: AgentConfig) -> AuthorityStore:
-    """The authority store and device audit of an enrolled agent (with its old grant key, if it has one)."""
+    """The authority store and device audit of an enrolled agent (with its old grant key, if it has one), under
+    the ``[authority]`` rules of the local policy file.
+
+    Raises :class:`agent.policy.PolicyError` when that file is unusable or would loosen a default: the agent
+    does not start on rules other than the ones its administrator wrote.
+    """
+    policy = LocalPolicy.load_strict(config.policy_file).authority
+    if policy != LocalPolicy().authority:
+        log.info("the local policy tightens the authority rules", extra={"policy": repr(policy)})
     audit = DeviceAudit(audit_path(state))
     legacy = LegacyKey(state.legacy_grant_pub_path, keep_pin=lambda pin: keep_pin(state, pin), audit=audit)
     return AuthorityStore(state.directory / "authority", pin=configured_pin(state, config), device_id=state.device_id,
-                          group=lambda: str(state.load_info().get("group", "")), audit=audit, legacy=legacy)
+                          group=lambda: str(state.load_info().get("group", "")), audit=audit, policy=policy,
+                          legacy=legacy)

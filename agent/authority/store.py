@@ -18,6 +18,16 @@ Rules the server cannot bend:
   reason says when it expired.
 - **Documents** are kept only when :func:`certs.authority.verify_chain` allows them *and* they
   concern this device; they are verified again at every use, certificates with them.
+- **Approver sets never go back.** An ``approver_set`` document that verifies (four-eyes, by
+  approvers of the set in force) and whose sequence is higher than the applied one becomes the
+  set: from then on only its credential ids count as approvers (``AuthorityPolicy.approver_set``),
+  and held documents are verified again under it. An older or equal sequence is refused.
+- **The device's policy** (:class:`~protocol.authority.AuthorityPolicy`) comes from the admin's
+  local policy file (:mod:`agent.policy`), which can only tighten the defaults.
+
+Self-service fixes and release manifests have their entry points here for the features that will
+run them: :meth:`AuthorityStore.check_fix` (signed parameter limits, a run budget kept in
+:mod:`.fixes`) and :meth:`AuthorityStore.check_release` (no downgrade, the digests to check, :mod:`.releases`).
 
 Every decision is written to the device audit log (:mod:`.audit`) before it is reported. State
 lives in ``<state>/authority/authority.json`` (0600, directory 0700), written atomically.
@@ -27,10 +37,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -47,12 +57,15 @@ from certs.authority import (
 )
 from common.files import atomic_write
 from protocol.authority import (
+    ApproverSetChange,
     AuthorityPolicy,
     Body,
     NotCanonical,
+    ReleaseManifest,
     RootInfo,
     RootRotation,
     RootRotationBody,
+    SelfServiceFix,
     SignedCert,
     SignedDocument,
     SignedRevocationList,
@@ -61,6 +74,7 @@ from protocol.authority import (
     UnattendedGrant,
     Verdict,
     body_sha256,
+    check_fix_params,
     decode_body,
     decode_canonical,
     document_id,
@@ -68,7 +82,10 @@ from protocol.authority import (
 from protocol.authority_messages import MAX_CERTS, MAX_DOCUMENTS, AuthorityStatus, AuthorityUpdate, Refusal
 
 from .audit import DeviceAudit
+from .first_update import FirstUpdate
+from .fixes import FixLedger
 from .legacy import LegacyKey
+from .releases import ReleaseCheck, release_problem
 from .scope import concerns, grant_problem
 
 log = logging.getLogger(__name__)
@@ -103,6 +120,12 @@ class Held(msgspec.Struct, kw_only=True):
     root_problem: str = ""
     #: Passkey signature counters of technicians (a counter that does not grow is a clone).
     counters: dict[str, Annotated[int, msgspec.Meta(ge=0)]] = {}
+    #: The applied approver set (None: every root-certified approver counts), the change that set it
+    #: (its id, sequence and body's SHA-256): a later change must have a higher sequence.
+    approver_set: list[str] | None = None
+    approver_set_id: str = ""
+    approver_set_sequence: int = 0
+    approver_set_sha256: str = ""
 
 
 def parse_pin(text: str | None) -> str | None:
@@ -133,9 +156,14 @@ class AuthorityStore:
         self.device_id = device_id
         self._group = group
         self.audit = audit
-        self.policy = policy or AuthorityPolicy()
+        #: The device's rules (defaults, tightened by the local policy file); the applied approver set is
+        #: added by :attr:`policy`.
+        self.base_policy = policy or AuthorityPolicy()
         #: The old grant key of a device enrolled before the org root (None: there is none).
         self.legacy = legacy
+        #: Whether this connection's first update has been applied (task runs that overtake it wait there).
+        self.first_update = FirstUpdate()
+        self.fixes = FixLedger(directory / "fix-runs.json")
         self._held = self._load(pin)
         if self._held.pin is not None and legacy is not None and legacy.present():
             legacy.retire("this device pins a trust root; the old grant key authorizes nothing any more")
@@ -170,6 +198,19 @@ class AuthorityStore:
         return self._held.pin
 
     @property
+    def policy(self) -> AuthorityPolicy:
+        """The policy every check uses: the device's own, restricted to the applied approver set."""
+        if self._held.approver_set is None:
+            return self.base_policy
+        return replace(self.base_policy, approver_set=frozenset(self._held.approver_set))
+
+    @property
+    def approver_set(self) -> tuple[int, frozenset[str] | None]:
+        """The applied approver set's sequence and credential ids (0 and None: none applied)."""
+        held = self._held
+        return held.approver_set_sequence, None if held.approver_set is None else frozenset(held.approver_set)
+
+    @property
     def group(self) -> str:
         return self._group()
 
@@ -202,8 +243,8 @@ class AuthorityStore:
     def status(self, now: float, refused: Sequence[Refusal] = ()) -> AuthorityStatus:
         """What to report to the server: the pin, the documents held, this update's refusals, the problem."""
         problem = self.unattended_problem(now)
-        accepted = []
-        for document in self._held.documents[:MAX_DOCUMENTS]:
+        accepted = [self._held.approver_set_id] if self._held.approver_set_id else []
+        for document in self._held.documents[:MAX_DOCUMENTS - len(accepted)]:
             body = _body_or_none(document)
             if body is not None:
                 accepted.append(document_id(body))
@@ -353,10 +394,14 @@ class AuthorityStore:
         held = self._held
         before = {body_sha256(d.body) for d in held.documents}
         incoming = list(update.documents) if update.complete else [*held.documents, *update.documents]
+        # Approver sets first: the documents below are verified under the set they leave in force.
+        changes = [d for d in [*held.documents, *update.documents] if d.kind == "approver_set"]
+        incoming = [d for d in incoming if d.kind != "approver_set" or _body_or_none(d) is None]
         withdrawn = set(update.withdrawn)
         kept: dict[str, SignedDocument] = {}
         refusals: dict[str, str] = {} if update.complete else dict(held.refused)
-        reported: dict[str, str] = {}
+        reported = self._take_approver_sets(changes, now)
+        refusals.update(reported)
         for document in incoming:
             body = _body_or_none(document)
             doc_id = document_id(body) if body is not None else f"sha256:{body_sha256(document.body)[:16]}"
@@ -383,6 +428,42 @@ class AuthorityStore:
         held.documents = list(kept.values())[-MAX_DOCUMENTS:]
         held.refused = dict(list(refusals.items())[-MAX_DOCUMENTS:])
         return [Refusal(doc_id[:64], reason[:256]) for doc_id, reason in reported.items()]
+
+    def _take_approver_sets(self, changes: list[SignedDocument], now: float) -> dict[str, str]:
+        """Apply each newer approver-set change that verifies, oldest sequence first; return why others were
+        refused (each refusal audited once per reason)."""
+        held = self._held
+        unique = {body_sha256(d.body): d for d in changes}.values()
+        decoded = [(body, document) for document in unique
+                   if isinstance(body := _body_or_none(document), ApproverSetChange)]
+        refused: dict[str, str] = {}
+        for body, document in sorted(decoded, key=lambda pair: pair[0].sequence):
+            sha = body_sha256(document.body)
+            if sha == held.approver_set_sha256:
+                continue  # the change in force, delivered again
+            if body.sequence <= held.approver_set_sequence:
+                reason = (f"approver set change {body.change_id} (sequence {body.sequence}) is not newer than the "
+                          f"applied set {held.approver_set_id} (sequence {held.approver_set_sequence}); approver "
+                          "sets never go back")
+            else:
+                verdict = self.verify(document, now)
+                if verdict.allowed:
+                    held.approver_set, held.approver_set_id = sorted(set(body.approvers)), body.change_id
+                    held.approver_set_sequence, held.approver_set_sha256 = body.sequence, sha
+                    held.refused.pop(body.change_id, None)
+                    self.audit.record("approver_set.applied", document_id=body.change_id, sequence=body.sequence,
+                                      approvers=held.approver_set, approved_by=list(verdict.holders), sha256=sha)
+                    log.warning("approver set %s (sequence %d) applied: %d approvers count from now on",
+                                body.change_id, body.sequence, len(held.approver_set))
+                    continue
+                reason = verdict.reason
+            if held.refused.get(body.change_id) != reason:
+                self.audit.record("approver_set.refused", document_id=body.change_id, sequence=body.sequence,
+                                  sha256=sha, reason=reason)
+                log.warning("refused an approver set change", extra={"document_id": body.change_id,
+                                                                       "reason": reason})
+            refused[body.change_id] = reason
+        return refused
 
     # --- checks -----------------------------------------------------------------------------------
 
@@ -446,6 +527,54 @@ class AuthorityStore:
             held.counters[verdict.signers[0]] = verdict.counter
             self._save()
         return verdict
+
+    def check_fix(self, doc_id: str, params: dict[str, Any], now: float) -> Verdict:
+        """May the person at the device run the self-service fix ``doc_id`` with ``params`` now?
+
+        The held document is verified afresh (chain, revocations, this device), ``params`` must lie within
+        its signed limits and its run budget must have room. An allowed verdict takes one run of the budget
+        (recorded in the persistent ledger before this returns); every refusal is audited on the device.
+        """
+        verdict = self.check_document(doc_id, now, kind="fix")
+        if verdict.allowed:
+            fix = verdict.body
+            assert isinstance(fix, SelfServiceFix)
+            checked = check_fix_params(fix, params)
+            if checked.allowed:
+                checked = self.fixes.take(fix, now)
+            if not checked.allowed:
+                verdict = Verdict.refuse(f"fix {doc_id}: {checked.reason}")
+        if not verdict.allowed:
+            self.audit.record("fix.refused", document_id=doc_id, reason=verdict.reason)
+            log.warning("self-service fix refused", extra={"document_id": doc_id, "reason": verdict.reason})
+            return verdict
+        self.audit.record("fix.allowed", document_id=doc_id, approvers=list(verdict.holders),
+                          params=sorted(params))
+        return verdict
+
+    def check_release(self, manifest: SignedDocument, current_version: str, now: float) -> ReleaseCheck:
+        """May this device update from ``current_version`` to the release ``manifest`` describes?
+
+        Allowed only for a manifest whose chain verifies from the pinned root (approvers, four-eyes where the
+        policy asks, not revoked, not expired) and that is strictly newer than ``current_version``; the answer
+        carries the artifact digests every file must match before it is installed. Refusals are audited.
+        """
+        verdict = (Verdict.refuse(f"a {manifest.kind} document is not a release manifest")
+                   if manifest.kind != "release" else self.verify(manifest, now))
+        release = verdict.body if verdict.allowed else None
+        if isinstance(release, ReleaseManifest):
+            problem = release_problem(release, current_version=current_version, now=now,
+                                      clock_skew_s=self.policy.clock_skew_s)
+            if problem is None:
+                self.audit.record("release.allowed", version=release.version, running=current_version,
+                                  approvers=list(verdict.holders), sha256=body_sha256(manifest.body))
+                return ReleaseCheck(verdict, release, {a.name: a.sha256 for a in release.artifacts},
+                                    tuple(release.artifacts))
+            verdict = Verdict.refuse(problem)
+        self.audit.record("release.refused", running=current_version, sha256=body_sha256(manifest.body),
+                          reason=verdict.reason)
+        log.warning("release manifest refused", extra={"reason": verdict.reason})
+        return ReleaseCheck(verdict)
 
 
 def _body_or_none(document: SignedDocument) -> Body | None:

@@ -6,6 +6,12 @@ rotations), every certificate, the newest revocation list, the open documents wi
 one approval that name it or its group, and the old grant key's one-time hand-over when there is one
 (only agents enrolled before the org root take it). The agent keeps what verifies against its own pin and
 answers ``authority.status``; that report is stored, and audited when it changes.
+
+An update larger than one frame allows is sent in parts (:func:`protocol.authority_parts.split_update`);
+the agent applies them as one. On connect the update goes out before the tasks feature delivers runs
+(this feature's ready hook is registered first), and the agent holds a run that still overtakes it
+(agent/tasks/hold.py). The update sent just before an unattended offer carries only the certificates
+that offer's document needs: the agent adds them to what it holds.
 """
 
 from __future__ import annotations
@@ -15,8 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from protocol.authority import SignedDocument
+from protocol.authority import (
+    CredentialCert,
+    SignedCert,
+    SignedDocument,
+    SignedRevocationList,
+    decode_canonical,
+    users_of,
+)
 from protocol.authority_messages import MAX_CERTS, MAX_DOCUMENTS, AuthorityStatus, AuthorityUpdate
+from protocol.authority_parts import TooLarge, split_update
 
 from .. import audit
 from ..store import Database, Row
@@ -58,8 +72,18 @@ async def update_for(db: Database, device_id: str, group: str, *, complete: bool
 
 
 async def send_to(server: HelplineServer, conn: AgentConnection) -> None:
-    if speaks_authority(conn):
-        await conn.send(await update_for(server.db, conn.device_id, conn.group))
+    """The complete update for ``conn``'s device, in as many parts as its size needs."""
+    if not speaks_authority(conn):
+        return
+    update = await update_for(server.db, conn.device_id, conn.group)
+    try:
+        parts = split_update(update)
+    except TooLarge as exc:
+        log.error("the authority update does not fit the control channel; not sent",
+                  extra={"device_id": conn.device_id, "reason": str(exc)})
+        return
+    for part in parts:
+        await conn.send(part)
 
 
 def setup(server: HelplineServer) -> None:
@@ -99,5 +123,34 @@ def setup(server: HelplineServer) -> None:
 
 
 async def document_for_offer(db: Database, row: Row, device_id: str, group: str) -> AuthorityUpdate:
-    """The incremental update sent just before an unattended offer: the document it names, with the chain."""
-    return await update_for(db, device_id, group, complete=False, documents=[repository.signed_of(row)])
+    """The incremental update sent just before an unattended offer: the document it names, with the chain and
+    the certificates that document needs (one message, whatever the size of the org)."""
+    document = repository.signed_of(row)
+    update = await update_for(db, device_id, group, complete=False, documents=[document])
+    return msgspec.structs.replace(update, certs=needed_certs(update.certs, [document], update.revocations))
+
+
+def needed_certs(certs: list[SignedCert], documents: list[SignedDocument],
+                 revocations: SignedRevocationList | None) -> list[SignedCert]:
+    """The certificates a device needs to check ``documents``: their approvers', the technicians they name (by
+    credential or by holder name) and the revocation list's signer. The device checks each signature itself;
+    this only keeps the update small."""
+    wanted_ids: set[str] = {a.credential_id for d in documents for a in d.approvals}
+    names: set[str] = set()
+    if revocations is not None:
+        wanted_ids.add(revocations.approval.credential_id)
+    for document in documents:
+        body = repository.decode_or_none(document)
+        if body is not None:
+            ids, holders = users_of(body)
+            wanted_ids |= ids
+            names |= holders
+    kept = []
+    for signed in certs:
+        try:
+            cert = decode_canonical(signed.body, CredentialCert)
+        except repository.DECODE_ERRORS:
+            continue
+        if cert.credential_id in wanted_ids or (cert.kind == "technician" and cert.holder.casefold() in names):
+            kept.append(signed)
+    return kept

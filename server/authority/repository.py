@@ -218,6 +218,14 @@ def decode(document: SignedDocument) -> Body:
         raise ApiError.invalid(f"the document's body is invalid: {exc}") from exc
 
 
+def decode_or_none(document: SignedDocument) -> Body | None:
+    """The body of a stored document, or None when it does not decode (the device refuses it anyway)."""
+    try:
+        return decode_body(document.kind, document.body)
+    except DECODE_ERRORS:
+        return None
+
+
 def scope_of(body: Body) -> tuple[list[str], list[str]]:
     """The devices and groups a body names (none for releases and approver sets: they concern every device)."""
     return list(getattr(body, "devices", [])), list(getattr(body, "groups", []))
