@@ -8,6 +8,7 @@ may attach to its stream; its notes are written by its technician or an admin.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import msgspec
@@ -23,7 +24,7 @@ from server.auth.rights import Principal, Right
 from server.errors import ApiError
 from server.store import Row
 
-from . import notes, repository, views
+from . import grants, notes, repository, views
 from .driver import SessionDriver
 from .live import LiveSession
 
@@ -99,6 +100,14 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
                                          technician=api.principal(request), mode=body.mode, reason=body.reason,
                                          document_id=body.document_id)
         return api.json(views.live_view(session), status=201)
+
+    async def list_device_grants(request: web.Request) -> web.Response:
+        """Grants for unattended sessions on a device"""
+        device = await devices.get(api.db(request), request.match_info["device_id"])
+        if device is None:
+            raise ApiError.not_found("device")
+        listed = await grants.device_grants(api.db(request), device["id"], device["group_name"], time.time())
+        return api.json({"device_id": device["id"], "grants": listed})
 
     async def list_device_sessions(request: web.Request) -> web.Response:
         """Sessions of a device"""
@@ -183,6 +192,12 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
                               "are (`challenge`, `POST …/proof`).",
                   errors={403: "Lacks remote_view (remote_control for mode control) on the device's group",
                           409: "Device revoked or offline, or grant (document) unusable"}),
+        api.Route("GET", "/api/v1/devices/{device_id}/grants", list_device_grants, view, device,
+                  response="DeviceGrants",
+                  description="Open grant documents that name the device or its group and have not expired, with "
+                              "what the device last reported about each (`held_by_device`, `device_refused`). Only "
+                              "a convenience for choosing one: the device verifies the grant and the technician's "
+                              "proof itself."),
         api.Route("GET", "/api/v1/devices/{device_id}/sessions", list_device_sessions, view, device,
                   response="SessionList", description="Newest first, at most 200."),
         api.Route("GET", "/api/v1/sessions/{session_id}", get_session, view, session, response="Session"),

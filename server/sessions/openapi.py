@@ -54,6 +54,16 @@ SCHEMAS: Json = {
         description="A stored session (live fields state/mode/pending_mode are overlaid while it runs); "
                     "POST /end returns it without notes."),
     "SessionList": _obj({"sessions": {"type": "array", "items": _ref("Session")}}),
+    "DeviceGrants": _obj({"device_id": {"type": "string"}, "grants": {"type": "array", "items": _obj({
+        "document_id": {"type": "string"}, "actions": {"type": "array", "items": {"type": "string"}},
+        "technician_names": {"type": "array", "items": {"type": "string"}},
+        "technicians": {"type": "array", "items": {"type": "string"}},
+        "not_before": {"type": "number"}, "not_after": {"type": "number"},
+        "windows": {"type": "integer", "description": "How many device-local time windows restrict it."},
+        "issuer": {"type": "string"}, "reason": {"type": "string"},
+        "held_by_device": {"type": "boolean", "description": "The device last reported it holds it as verified."},
+        "device_refused": {**_NULLABLE_STR, "description": "Why the device last refused it, if it did."}})}},
+        description="Grant documents the server stores for the device; the device decides."),
     "RecordingInfo": _obj({
         "session_id": {"type": "string"}, "device_id": {"type": "string"}, "group": {"type": "string"},
         "technician": {"type": "string"}, "mode": {"type": ["string", "null"]}, "answered_by": _NULLABLE_STR,

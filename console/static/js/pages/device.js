@@ -208,22 +208,51 @@ const RENDER = {
   },
 };
 
-function start(mode) {
+/** Grants the device holds that allow `mode` now (the server's list; the device checks again). */
+async function usableGrants(mode) {
+  try {
+    const data = await api.get(`/api/v1/devices/${encodeURIComponent(device.id)}/grants`);
+    const now = Date.now() / 1000;
+    return (data.grants || []).filter((g) => g.held_by_device && g.actions.includes(mode) && g.not_before <= now);
+  } catch { return []; }
+}
+
+/** "How": ask the user (attended), or unattended under one of the device's grants (then the passkey proof). */
+function grantPicker(grants) {
+  const select = h("select", { id: "session-grant", "aria-label": "How" },
+    h("option", { value: "" }, "Ask the user (attended)"),
+    grants.map((g) => h("option", { value: g.document_id },
+      `Unattended — grant ${g.document_id}, until ${fmtTime(g.not_after)}${g.windows ? " (time windows)" : ""}`)));
+  if (!grants.length) select.disabled = true;
+  return select;
+}
+
+async function start(mode) {
   const form = document.getElementById("reason-form");
+  const grants = await usableGrants(mode);
   const reason = h("input", { id: "session-reason", required: true, maxlength: "200",
     placeholder: "Why? e.g. ticket #1234, printer setup", "aria-label": "Reason" });
+  const how = grantPicker(grants);
+  const submit = h("button", { type: "submit", class: mode === "control" ? "danger" : "primary", id: "session-confirm" },
+    "Ask the user");
+  const hint = h("span", { class: "muted", id: "session-grant-hint" }, grants.length ? ""
+    : "No grant this device holds allows unattended access now.");
+  how.addEventListener("change", () => {
+    submit.textContent = how.value ? "Start unattended" : "Ask the user";
+    hint.textContent = how.value ? "You will prove who you are with your passkey; the device checks the grant." : "";
+  });
   form.replaceChildren(h("form", { class: "inline", onsubmit: async (ev) => {
     ev.preventDefault();
+    const body = { mode, reason: reason.value };
+    if (how.value) body.document_id = how.value;
     try {
-      const res = await api.post(`/api/v1/devices/${encodeURIComponent(device.id)}/sessions`,
-        { mode, reason: reason.value });
+      const res = await api.post(`/api/v1/devices/${encodeURIComponent(device.id)}/sessions`, body);
       location.hash = `#/sessions/${encodeURIComponent(res.session_id)}`;
     } catch (err) {
       toast(err.status === 404 ? "Remote sessions are not available on this server yet." : err.message, "error");
     }
   } }, h("label", { for: "session-reason" }, mode === "control" ? "Ask to control the screen — reason:" : "Ask to view the screen — reason:"),
-  reason, h("button", { type: "submit", class: mode === "control" ? "danger" : "primary", id: "session-confirm" },
-    "Ask the user"), h("button", { type: "button", onclick: () => { form.hidden = true; } }, "Cancel")));
+  reason, how, submit, h("button", { type: "button", onclick: () => { form.hidden = true; } }, "Cancel"), hint));
   form.hidden = false;
   reason.focus();
 }

@@ -6,6 +6,7 @@ import * as api from "../api.js";
 import { badge, fmtTime, h, toast } from "../dom.js";
 import { FLAG_END_OF_FRAME, KIND_CURSOR_SHAPE, cursorShape, defaultArrow, drawRect, ensureSize, parseUpdate } from "../screen.js";
 import { can, session } from "../state.js";
+import { panel as proofPanel } from "../prove_ui.js";
 
 const MAX_NOTES = 8000;
 const STATE_TEXT = {
@@ -33,11 +34,13 @@ export async function show(main, sessionId) {
   const endBtn = h("button", { type: "button", class: "danger", id: "end-session", onclick: end }, "End session");
   const notes = notesPanel(sessionId);
   const notesBtn = h("button", { type: "button", id: "notes-jump", onclick: () => notes.area.focus() }, "Notes");
+  // Unattended: the device's challenge (to start, or to switch to control) and my passkey's answer.
+  const proofSlot = h("div", { id: "viewer-proof" });
   main.append(h("section", { class: "page viewer-page" },
     h("div", { class: "viewer-bar" }, h("a", { href: "#/devices" }, "← Devices"), banner, monitors, scaleBtn, controlBtn,
       notesBtn, endBtn),
-    h("div", { class: "screen-wrap" }, canvas, sprite, overlay), notes.box));
-  ctx = { sessionId, banner, controlBtn, canvas, overlay, monitors, scaleBtn, g: canvas.getContext("2d"), ws: null, poll: 0,
+    proofSlot, h("div", { class: "screen-wrap" }, canvas, sprite, overlay), notes.box));
+  ctx = { sessionId, banner, controlBtn, canvas, proofSlot, overlay, monitors, scaleBtn, g: canvas.getContext("2d"), ws: null, poll: 0,
     chain: Promise.resolve(), frames: [], bytes: 0, lastStats: null, mode: null, consented: null, state: null,
     cursor: null, size: [0, 0], fit: true, closed: false, sprite, shape: null, shapes: 0,
     resizeObserver: new ResizeObserver(placeCursor), notes };
@@ -69,12 +72,22 @@ async function refreshState() {
   const [cls, msg] = STATE_TEXT[s.state] || ["waiting", `State: ${s.state}`];
   const who = s.answered_by ? ` (answered by ${s.answered_by})` : "";
   let detail = msg;
-  if (s.state === "offered") detail = `${msg} You asked to ${ctx.mode === "control" ? "CONTROL" : "VIEW"}.`;
-  if (live) {
-    detail = ctx.consented === "control" ? `User allowed CONTROL${who} — your mouse and keyboard reach the device.`
-      : `User allowed VIEW ONLY${who} — your input is not sent.`;
-    if (s.pending_mode) detail += ` Waiting for the user to allow ${s.pending_mode.toUpperCase()}…`;
+  const unattended = Boolean(s.document_id);
+  ctx.unattended = unattended;
+  const allowedBy = unattended && s.answered_by === "grant" ? `Grant ${s.document_id} and your proof allowed` : "User allowed";
+  if (s.state === "offered") {
+    detail = unattended ? `Unattended under grant ${s.document_id}: the device waits for your proof.`
+      : `${msg} You asked to ${ctx.mode === "control" ? "CONTROL" : "VIEW"}.`;
   }
+  if (live) {
+    detail = ctx.consented === "control" ? `${allowedBy} CONTROL${who} — your mouse and keyboard reach the device.`
+      : `${allowedBy} VIEW ONLY${who} — your input is not sent.`;
+    if (s.pending_mode) {
+      detail += unattended ? ` The device waits for your proof to allow ${s.pending_mode.toUpperCase()}…`
+        : ` Waiting for the user to allow ${s.pending_mode.toUpperCase()}…`;
+    }
+  }
+  showProof(s);
   if (s.state === "ended" && s.end_reason) detail = `Session ended: ${s.end_reason}${s.ended_by ? ` (by ${s.ended_by})` : ""}.`;
   setBanner(ctx.consented === "control" ? "control" : cls, detail);
   ctx.banner.dataset.state = s.state;
@@ -86,6 +99,16 @@ async function refreshState() {
     clearInterval(ctx.poll);
     if (ctx.ws) ctx.ws.close();
   }
+}
+
+/** The passkey prompt while the device's challenge is open (once per nonce; gone when it is answered). */
+function showProof(s) {
+  const me = session.me && session.me.user ? session.me.user.username : null;
+  const c = s.technician === me ? s.challenge : null;
+  if (!c) { ctx.proofSlot.replaceChildren(); delete ctx.proofSlot.dataset.nonce; return; }
+  if (ctx.proofSlot.dataset.nonce === c.nonce) return;
+  ctx.proofSlot.dataset.nonce = c.nonce;
+  ctx.proofSlot.replaceChildren(proofPanel(s, refreshState));
 }
 
 function setBanner(cls, message) {
@@ -253,7 +276,7 @@ function bindInput(canvas) {
 async function requestControl() {
   try {
     await api.post(`/api/v1/sessions/${encodeURIComponent(ctx.sessionId)}/mode`, { mode: "control" });
-    toast("Asked the user to allow control.");
+    toast(ctx.unattended ? "Asked the device; prove it with your passkey." : "Asked the user to allow control.");
     refreshState();
   } catch (err) { toast(err.message, "error"); }
 }
