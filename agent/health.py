@@ -2,18 +2,26 @@
 
 ``HealthSampler`` keeps the previous network counters to turn them into bytes/s; the caller
 passes ``now`` (seconds since the epoch) so rates and timestamps are testable.
+
+A sample must fit ``limits.MAX_HEALTH_METRICS_BYTES`` or the server refuses it. A host with
+hundreds of mounts (containers, snaps) passes that on disks alone, so disks are listed most
+relevant first (``/``, nearly full ones, then by size) and :func:`fit_metrics` keeps the longest
+prefix that fits, dropping whole optional entries (sensors) only if that is not enough, and says
+what it left out in ``truncated``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+import msgspec
 import psutil
 
 from agent.collectors._util import iso_utc
 from agent.collectors.hardware import storage_partitions
+from protocol import limits
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +41,34 @@ def psutil_net_counters() -> NetCounters | None:
     return NetCounters(counters.bytes_recv, counters.bytes_sent)
 
 
+#: Free space (%) under which a disk counts as nearly full: listed before the roomy ones (the server's
+#: disk alert starts at 10 %).
+NEARLY_FULL_PERCENT = 15.0
+#: Metrics never dropped to fit the size limit (numbers and the timestamp: a few hundred bytes).
+CORE_METRICS = frozenset({"ts", "cpu_percent", "load1", "load5", "load15", "mem_percent", "swap_percent",
+                          "battery_percent", "uptime_s", "net_rx_bps", "net_tx_bps", "disks", "delivery"})
+
+
+class DiskUsage(NamedTuple):
+    mountpoint: str
+    total_bytes: int
+    free_percent: float
+
+
+def rank_disks(disks: Iterable[DiskUsage]) -> dict[str, float]:
+    """Mount point → free %, most relevant first: ``/``, then nearly full disks (fullest first), then by size."""
+    def relevance(d: DiskUsage) -> tuple[int, float, int]:
+        if d.mountpoint == "/":
+            return (0, 0.0, 0)
+        if d.free_percent < NEARLY_FULL_PERCENT:
+            return (1, d.free_percent, -d.total_bytes)
+        return (2, 0.0, -d.total_bytes)
+
+    return {d.mountpoint: d.free_percent for d in sorted(disks, key=relevance)}
+
+
 def _disk_free_percent() -> dict[str, float]:
-    free: dict[str, float] = {}
+    found: list[DiskUsage] = []
     for part in storage_partitions():
         try:
             usage = psutil.disk_usage(part.mountpoint)
@@ -42,8 +76,69 @@ def _disk_free_percent() -> dict[str, float]:
             log.debug("disk_usage(%s) failed: %s", part.mountpoint, exc)
             continue
         if usage.total:
-            free[part.mountpoint] = round(100.0 * usage.free / usage.total, 1)
-    return free
+            found.append(DiskUsage(part.mountpoint, usage.total, round(100.0 * usage.free / usage.total, 1)))
+    return rank_disks(found)
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _urgency(item: tuple[Any, Any]) -> int:
+    """Sort key (stable) putting ``/`` first, then nearly full disks, keeping the given order otherwise."""
+    mountpoint, free = item
+    if mountpoint == "/":
+        return 0
+    return 1 if isinstance(free, int | float) and free < NEARLY_FULL_PERCENT else 2
+
+
+def metrics_size(metrics: Mapping[str, Any]) -> int:
+    """Bytes of the metrics as compact JSON: what the server measures against the limit."""
+    return len(_encode(metrics))
+
+
+def fit_metrics(metrics: Mapping[str, Any], limit: int = limits.MAX_HEALTH_METRICS_BYTES) -> dict[str, Any]:
+    """``metrics`` itself when it fits ``limit``; otherwise a copy trimmed to fit, marked ``truncated``.
+
+    Keeps the longest prefix of ``disks`` — listed most relevant first by :func:`rank_disks`; ``/``
+    and nearly full disks are moved to the front here too (a sample stored by an older agent) — and
+    drops optional entries, largest first, only when no disk at all would fit. ``truncated`` says how
+    many disks and which entries were left out.
+    """
+    if metrics_size(metrics) <= limit:
+        return dict(metrics)
+    base = {k: v for k, v in metrics.items() if k != "truncated"}
+    disks = base.get("disks")
+    disk_items = sorted(disks.items(), key=_urgency) if isinstance(disks, dict) else []
+    dropped_keys: list[str] = []
+
+    def build(keep: int) -> dict[str, Any]:
+        out = dict(base)
+        marker: dict[str, Any] = {}
+        if isinstance(disks, dict):
+            out["disks"] = dict(disk_items[:keep])
+            if keep < len(disk_items):
+                marker["disks_dropped"] = len(disk_items) - keep
+        if dropped_keys:
+            marker["dropped"] = list(dropped_keys)
+        out["truncated"] = marker
+        return out
+
+    droppable = [k for k in base if k not in CORE_METRICS or (k == "disks" and not isinstance(disks, dict))]
+    optional = sorted(droppable, key=lambda k: -metrics_size({k: base[k]}))
+    while metrics_size(build(0)) > limit and optional:
+        key = optional.pop(0)
+        del base[key]
+        dropped_keys.append(key)
+    if metrics_size(build(0)) > limit:  # even the core is too large (a hostile or broken sample): keep nothing
+        return {"truncated": {"dropped": sorted(metrics)[:32]}}
+    low, high = 0, len(disk_items)  # the most disks that fit: build(low) fits
+    while low < high:
+        mid = (low + high + 1) // 2
+        if metrics_size(build(mid)) <= limit:
+            low = mid
+        else:
+            high = mid - 1
+    return build(low)
 
 
 def _temperatures() -> dict[str, list[dict[str, Any]]]:

@@ -9,6 +9,10 @@ server — data may be lost to the bound, but never silently.
 The methods are blocking (small local writes); the async agent calls them through
 ``asyncio.to_thread``. One lock serializes access from those threads.
 
+An item the server refuses is not kept for ever either: :meth:`Outbox.discard` deletes it and
+counts it (``rejected.<kind>``), and :meth:`Outbox.repair` rewrites one in place (trimmed to the
+size limit) — both on the agent's decision, logged with the reason by the caller.
+
 Seqs are per device on the server too. If this file is lost while the device keeps its
 identity, a fresh outbox would start again at 1 and the server would take the new samples
 for duplicates; :meth:`Outbox.renumber_above` moves everything above the server's highest
@@ -107,8 +111,11 @@ class Outbox:
         else:
             self._conn.execute("INSERT INTO gaps (kind, from_seq, to_seq, dropped) VALUES (?, ?, ?, ?)",
                                (kind, low, high, dropped))
+        self._bump(f"dropped.{kind}", dropped)
+
+    def _bump(self, name: str, n: int) -> None:
         self._conn.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE"
-                           " SET value = value + excluded.value", (f"dropped.{kind}", dropped))
+                           " SET value = value + excluded.value", (name, n))
 
     def pending(self, kind: str, limit: int) -> list[Item]:
         """The oldest unacknowledged messages, in seq order."""
@@ -131,6 +138,29 @@ class Outbox:
                 self._conn.execute("DELETE FROM gaps WHERE id = ? AND to_seq = ? AND dropped = ?",
                                    (gap.id, gap.to_seq, gap.dropped))
         return int(deleted)
+
+    def discard(self, kind: str, seq: int) -> bool:
+        """Delete one message the server will not take (refused on its own) and count it as rejected."""
+        with self._lock, self._conn:
+            deleted = self._conn.execute("DELETE FROM outbox WHERE kind = ? AND seq = ?", (kind, seq)).rowcount
+            if deleted:
+                self._bump(f"rejected.{kind}", deleted)
+        return bool(deleted)
+
+    def count_rejected(self, kind: str, n: int) -> None:
+        """Count ``n`` messages the server named as refused (its ack already covered their deletion)."""
+        if n > 0:
+            with self._lock, self._conn:
+                self._bump(f"rejected.{kind}", n)
+
+    def repair(self, kind: str, seq: int, body: dict[str, Any]) -> bool:
+        """Replace a pending message's body (same seq and time), e.g. trimmed to fit the size limit."""
+        with self._lock, self._conn:
+            updated = self._conn.execute("UPDATE outbox SET body = ? WHERE kind = ? AND seq = ?",
+                                         (json.dumps(body, separators=(",", ":")), kind, seq)).rowcount
+            if updated:
+                self._bump(f"repaired.{kind}", updated)
+        return bool(updated)
 
     def last_seq(self) -> int:
         """The highest seq ever handed out (0 if none)."""
@@ -168,8 +198,16 @@ class Outbox:
         return int(n)
 
     def dropped_total(self, kind: str) -> int:
+        """Messages lost to the bound (reported as gaps)."""
+        return self.counter(f"dropped.{kind}")
+
+    def rejected_total(self, kind: str) -> int:
+        """Messages the server refused, deleted by :meth:`discard` or counted by :meth:`count_rejected`."""
+        return self.counter(f"rejected.{kind}")
+
+    def counter(self, name: str) -> int:
         with self._lock:
-            row = self._conn.execute("SELECT value FROM counters WHERE name = ?", (f"dropped.{kind}",)).fetchone()
+            row = self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return int(row[0]) if row else 0
 
 

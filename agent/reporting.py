@@ -9,6 +9,12 @@
 * If the server stores higher seqs than our outbox ever handed out (``welcome.health_seq``:
   the outbox file was lost while the identity stayed), renumber above them before sending,
   or the server would take new samples for duplicates.
+* Nothing bad blocks the stream (issue 12): samples are trimmed to the size limit before they
+  are stored and again before they are sent (:func:`agent.health.fit_metrics`); samples the
+  server refuses are named in its ack and deleted with it; an ``error`` reply wakes the waiting
+  batch at once and :class:`agent.delivery.DrainPlan` bisects it down to the bad sample, which is
+  deleted. Every such loss is logged with its reason and counted (``delivery.rejected`` in the
+  following samples). An inventory section the server refuses is not sent again until it changes.
 
 Collection and sampling run in threads so the event loop never blocks on psutil,
 subprocesses or disk.
@@ -22,15 +28,16 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
 from common.files import atomic_write
 from protocol import limits
 from protocol.messages import (
+    Error,
     HealthAck,
     HealthBatch,
     HealthGap,
@@ -41,22 +48,32 @@ from protocol.messages import (
     Message,
 )
 
+from .backoff import full_jitter
 from .control_client import AgentClient
-from .outbox import Outbox, max_items_for
+from .delivery import DrainPlan, Shape, Verdict
+from .health import fit_metrics, metrics_size
+from .outbox import Item, Outbox, max_items_for
 
 log = logging.getLogger(__name__)
 
 HEALTH = "health"
 #: Seconds to wait for an ack before sending the same batch again (the server dedups).
 ACK_TIMEOUT_S = 30.0
-M = TypeVar("M", bound=Message)
+
+#: Refusals named in one log line (the count is always complete).
+LOGGED_REFUSALS = 5
+
 
 @dataclass
 class Acked:
-    """The checksums the server last acknowledged, and when it last got a full inventory."""
+    """The checksums the server last acknowledged, and when it last got a full inventory.
+
+    ``rejected``: section → our checksum the server refused; not sent again in deltas until it changes.
+    """
 
     checksums: dict[str, str]
     last_full: float
+    rejected: dict[str, str] = field(default_factory=dict)
 
 
 def acked_path(state_dir: Path) -> Path:
@@ -67,7 +84,7 @@ def read_acked(path: Path) -> Acked | None:
     """The persisted server acknowledgement, or None (never acked / unreadable: send a full one)."""
     try:
         data = json.loads(path.read_text())
-        return Acked(dict(data["checksums"]), float(data["last_full"]))
+        return Acked(dict(data["checksums"]), float(data["last_full"]), dict(data.get("rejected") or {}))
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError) as exc:
@@ -76,7 +93,8 @@ def read_acked(path: Path) -> Acked | None:
 
 
 def write_acked(path: Path, acked: Acked) -> None:
-    atomic_write(path, json.dumps({"checksums": acked.checksums, "last_full": acked.last_full}))
+    atomic_write(path, json.dumps({"checksums": acked.checksums, "last_full": acked.last_full,
+                                   "rejected": acked.rejected}))
 
 
 class Reporter:
@@ -87,8 +105,9 @@ class Reporter:
         self.outbox = Outbox(client.state.outbox_path,
                              max_items=max_items_for(config.outbox_max_days, config.health_interval_s))
         self.acked_path: Path = acked_path(client.state.directory)
-        self.batch_size = limits.MAX_HEALTH_BATCH
+        self.plan = DrainPlan()
         self.samples_taken = 0
+        self.samples_trimmed = 0
         self._sampler: Any = None
         #: The inventory source (tests may swap it; default: every collector).
         self.collect: Callable[[], dict[str, Any]] | None = None
@@ -130,7 +149,16 @@ class Reporter:
 
             self._sampler = HealthSampler()
         metrics: dict[str, Any] = self._sampler.sample(now)
-        return metrics
+        rejected = self.outbox.rejected_total(HEALTH)
+        if rejected:  # reported, not only logged: the server stores it with the sample
+            metrics["delivery"] = {"rejected": rejected}
+        fitted = fit_metrics(metrics)
+        if "truncated" in fitted:
+            self.samples_trimmed += 1
+            if self.samples_trimmed == 1:  # the same every sample on such a host: say it once
+                log.warning("health sample over the size limit; least relevant entries left out",
+                            extra={"limit": limits.MAX_HEALTH_METRICS_BYTES, "truncated": fitted["truncated"]})
+        return fitted
 
     async def sample_once(self) -> int:
         now = time.time()
@@ -154,36 +182,89 @@ class Reporter:
                 next_at = loop.time() + interval
             await asyncio.sleep(next_at - loop.time())
 
+    def _pending(self) -> tuple[list[Item], list[int]]:
+        """The oldest pending samples, each trimmed in the outbox first if over the size limit, and their sizes."""
+        items = self.outbox.pending(HEALTH, self.plan.max_samples)
+        sizes: list[int] = []
+        for n, item in enumerate(items):
+            size = metrics_size(item.body)
+            if size > limits.MAX_HEALTH_METRICS_BYTES:  # stored by an older agent, or by hand
+                fitted = fit_metrics(item.body)
+                self.outbox.repair(HEALTH, item.seq, fitted)
+                log.warning("pending health sample over the size limit; trimmed before sending",
+                            extra={"seq": item.seq, "bytes": size, "truncated": fitted.get("truncated")})
+                items[n] = Item(item.seq, item.kind, item.ts, fitted)
+                size = metrics_size(fitted)
+            sizes.append(size)
+        return items, sizes
+
     async def flush_health(self) -> None:
         """Send the backlog oldest first, one batch in flight; forever (cancelled with the connection)."""
+        troubles = 0  # consecutive server-side errors: wait longer each time
         while True:
             self._new_sample.clear()
-            items = await asyncio.to_thread(self.outbox.pending, HEALTH, self.batch_size)
+            pending, sizes = await asyncio.to_thread(self._pending)
             gaps = (await asyncio.to_thread(self.outbox.gaps, HEALTH))[:limits.MAX_HEALTH_BATCH]
-            if not items and not gaps:
+            if not pending and not gaps:
                 await self._new_sample.wait()
                 continue
+            shape = self.plan.shape([(i.seq, size) for i, size in zip(pending, sizes, strict=True)], bool(gaps))
+            items, sent_gaps = pending[:shape.samples], gaps if shape.gaps else []
             batch = HealthBatch(samples=[HealthSample(seq=i.seq, ts=i.ts, metrics=i.body) for i in items],
                                 gaps=[HealthGap(from_seq=g.from_seq, to_seq=g.to_seq, dropped=g.dropped)
-                                      for g in gaps])
+                                      for g in sent_gaps])
             try:
-                ack = await self._request(batch, HealthAck)
+                answer = await self._request(batch)
             except TimeoutError:
                 log.warning("no health.ack in time; sending the batch again", extra={"samples": len(items)})
                 continue
-            deleted = await asyncio.to_thread(self.outbox.ack, HEALTH, ack.up_to, gaps)
-            log.debug("health batch acknowledged", extra={"up_to": ack.up_to, "deleted": deleted})
+            if isinstance(answer, Error):
+                troubles = await self._on_refused(answer, shape, items, sent_gaps, troubles)
+                continue
+            assert isinstance(answer, HealthAck)
+            troubles = 0
+            deleted = await asyncio.to_thread(self.outbox.ack, HEALTH, answer.up_to, sent_gaps)
+            rejected = answer.rejected if not isinstance(answer.rejected, msgspec.UnsetType) else []
+            if rejected:
+                await asyncio.to_thread(self.outbox.count_rejected, HEALTH, len(rejected))
+                log.warning("server refused health samples; deleted", extra={
+                    "count": len(rejected),
+                    "samples": [f"{r.seq} ({r.code}): {r.reason}" for r in rejected[:LOGGED_REFUSALS]]})
+            log.debug("health batch acknowledged", extra={"up_to": answer.up_to, "deleted": deleted})
 
-    async def _request(self, message: Message, reply: type[M]) -> M:
+    async def _on_refused(self, error: Error, shape: Shape, items: list[Item], gaps: list[Any], troubles: int
+                          ) -> int:
+        """Act on an ``error`` reply to a batch; returns the new count of consecutive server-side troubles."""
+        verdict = self.plan.refused(shape, error.code, items[-1].seq if items else -1)
+        if verdict is Verdict.RETRY_LATER:
+            delay = full_jitter(troubles + 1, cap=ACK_TIMEOUT_S)
+            log.warning("server could not take the health batch; sending it again later",
+                        extra={"code": error.code, "detail": error.message[:200], "in_s": round(delay, 2)})
+            await asyncio.sleep(delay)
+            return troubles + 1
+        if verdict is Verdict.DROP_SAMPLE:
+            seq = items[0].seq
+            await asyncio.to_thread(self.outbox.discard, HEALTH, seq)
+            log.warning("server refused a health sample; deleted", extra={
+                "seq": seq, "code": error.code, "detail": error.message[:200]})
+        elif verdict is Verdict.DROP_GAPS:
+            await asyncio.to_thread(self.outbox.ack, HEALTH, -1, gaps)
+            log.warning("server refused the report of dropped samples; deleted", extra={
+                "gaps": len(gaps), "code": error.code, "detail": error.message[:200]})
+        else:
+            log.info("server refused a health batch; narrowing it down", extra={
+                "samples": shape.samples, "gaps": shape.gaps, "code": error.code, "next_limit": self.plan.limit})
+        return troubles
+
+    async def _request(self, message: Message) -> Message:
+        """Send and wait for the reply naming it (an ack, or an ``error``), at most ACK_TIMEOUT_S."""
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiters[message.id] = future
         try:
             await self.client.send(message)
-            answer = await asyncio.wait_for(future, ACK_TIMEOUT_S)
+            return await asyncio.wait_for(future, ACK_TIMEOUT_S)
         finally:
             self._waiters.pop(message.id, None)
-        assert isinstance(answer, reply)
-        return answer
 
     def on_reply(self, in_reply_to: str, message: Message) -> None:
         future = self._waiters.get(in_reply_to)
@@ -210,6 +291,11 @@ class Reporter:
         mismatch = on_connect and (server_checksums is None or acked is None or server_checksums != acked.checksums)
         if self._force_full or due or mismatch or acked is None:
             return InventoryReport(full=True, sections=inventory, checksums=checksums)
+        held = {name for name, digest in acked.rejected.items() if checksums.get(name) == digest}
+        if held:  # refused as they are: claim the server's copy (if any) until they change
+            inventory = {name: data for name, data in inventory.items() if name not in held}
+            checksums = {name: digest for name, digest in checksums.items() if name not in held}
+            checksums.update({name: acked.checksums[name] for name in held if name in acked.checksums})
         delta = compute_delta(inventory, acked.checksums)
         if not delta and not on_connect and checksums == acked.checksums:
             return None
@@ -233,15 +319,32 @@ class Reporter:
                     self._waiters.pop(report.id, None)
                     self._inventory_waiter = None
                 if isinstance(answer, InventoryAck):
-                    previous = self.load_acked()
-                    last_full = time.time() if report.full else (previous.last_full if previous else 0.0)
-                    self.save_acked(Acked(dict(answer.checksums), last_full))
-                    self._force_full = False
-                    log.info("inventory acknowledged", extra={"full": report.full, "sections": len(report.sections)})
+                    self._record_ack(report, answer)
                     return True
+                if isinstance(answer, Error):
+                    log.warning("server refused the inventory report", extra={
+                        "code": answer.code, "detail": answer.message[:200], "full": report.full})
+                    return False
                 log.info("server asked for a full inventory", extra={"reason": getattr(answer, "reason", "")})
                 self._force_full = True
             return False
+
+    def _record_ack(self, report: InventoryReport, answer: InventoryAck) -> None:
+        previous = self.load_acked()
+        last_full = time.time() if report.full else (previous.last_full if previous else 0.0)
+        refused = answer.rejected if not isinstance(answer.rejected, msgspec.UnsetType) else []
+        rejected = {r.section: report.checksums[r.section] for r in refused if r.section in report.checksums}
+        if previous is not None and not report.full:  # still refused unless sent again (and taken) now
+            rejected = {**{name: digest for name, digest in previous.rejected.items()
+                           if name not in report.sections}, **rejected}
+        self.save_acked(Acked(dict(answer.checksums), last_full, rejected))
+        self._force_full = False
+        if refused:
+            log.warning("server refused inventory sections; not sent again until they change", extra={
+                "sections": [f"{r.section} ({r.code}): {r.reason}" for r in refused[:LOGGED_REFUSALS]],
+                "count": len(refused)})
+        log.info("inventory acknowledged", extra={"full": report.full, "sections": len(report.sections),
+                                                  "refused": len(refused)})
 
     async def resend_inventory(self) -> None:
         try:
@@ -300,12 +403,17 @@ def attach(reporter: Reporter) -> None:
     async def on_health_ack(_client: AgentClient, msg: HealthAck) -> None:
         reporter.on_reply(msg.in_reply_to, msg)
 
+    async def on_error(_client: AgentClient, msg: Error) -> None:  # wakes the batch or report it refuses
+        if msg.in_reply_to is not None:
+            reporter.on_reply(msg.in_reply_to, msg)
+
     async def on_inventory_request(c: AgentClient, msg: InventoryRequest) -> None:
         if not reporter.on_inventory_request(msg):
             c.spawn(reporter.resend_inventory())
 
     client.register(InventoryAck, on_inventory_ack)
     client.register(HealthAck, on_health_ack)
+    client.register(Error, on_error)
     client.register(InventoryRequest, on_inventory_request)
     client.on_ready.append(reporter.on_ready)
     client.background.append(reporter.sample_forever)
