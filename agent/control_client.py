@@ -37,9 +37,10 @@ Handler = Callable[["AgentClient", Any], Awaitable[None]]
 
 #: "health.seq": this agent understands ``welcome.health_seq`` (the server only sends it then);
 #: "authority": it takes ``authority.update`` and answers unattended offers with ``session.challenge``;
-#: "health.partial"/"inventory.partial": it reads the ``rejected`` list of ``health.ack``/``inventory.ack``.
+#: "health.partial"/"inventory.partial": it reads the ``rejected`` list of ``health.ack``/``inventory.ack``;
+#: "wake": it relays Wake-on-LAN packets to its own networks (agent/wake.py).
 CAPABILITIES = ["inventory", "health", "health.seq", "session", "tasks", "authority", "health.partial",
-                "inventory.partial"]
+                "inventory.partial", "wake"]
 Hook = Callable[["AgentClient"], Awaitable[None]]
 
 

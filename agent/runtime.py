@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from common.signals import stop_on_signals
 
-from . import authority, reporting, sessions
+from . import authority, reporting, sessions, wake
 from .authority import feature as authority_feature
 from .authority.feature import AuthorityFeature
 from .clock import Clock, SystemClock
@@ -31,6 +31,7 @@ from .sessions import AgentSessions
 from .state import AgentState
 from .tasks import feature as tasks
 from .tasks.service import TaskService
+from .wake import WakeRelay
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
     sessions.attach(agent.sessions)
     reporting.attach(agent.reporter)
     tasks.attach(agent.tasks)
+    wake.attach(WakeRelay(client))
     return agent
 
 

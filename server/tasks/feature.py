@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -34,6 +35,7 @@ from ..api import add_routes
 from ..api.openapi import add_schemas
 from ..authority import repository as documents
 from ..store import Row
+from ..wake import waker as wake
 from . import api, lifecycle, proofs, repository
 from .artifacts import ArtifactReceiver
 from .openapi import SCHEMAS
@@ -61,6 +63,8 @@ class TaskScheduler:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     #: How often stored artifacts are checked against the retention period.
     artifact_sweep_s: float = 3600.0
+    #: Steps that act ahead of runs' windows, given the tick's time (waking sleeping devices: server/wake).
+    upcoming: list[Callable[[float], Awaitable[object]]] = field(default_factory=list)
     _last_sweep: float = float("-inf")
 
     async def deliver(self, conn: AgentConnection, *, resend: bool = False) -> int:
@@ -96,6 +100,7 @@ class TaskScheduler:
             ("fire schedules", lambda: lifecycle.fire_schedules(db, now, self.rng)),
             ("expire undelivered runs", lambda: lifecycle.expire_undelivered(db, now, self.rng)),
             ("advance rollouts", lambda: lifecycle.advance_rollouts(db, now))]
+        steps += [("act ahead of windows", functools.partial(step, now)) for step in self.upcoming]
         if now - self._last_sweep >= self.artifact_sweep_s:
             self._last_sweep = now
             steps.append(("expire artifacts", lambda: self.artifacts.expire(
@@ -134,6 +139,7 @@ def setup(server: HelplineServer) -> None:
     receiver = ArtifactReceiver(lambda: server.db, server.config.data_dir / "artifacts",
                                 server.config.task_artifact_max_bytes)
     scheduler = TaskScheduler(server, receiver)
+    scheduler.upcoming.append(wake.setup(server).tick)
     server.console_app[SCHEDULER] = scheduler
     server.console_app[ARTIFACTS] = receiver
 

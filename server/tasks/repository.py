@@ -271,6 +271,16 @@ async def devices_with_due_runs(db: Executor, now: float) -> set[str]:
     return {r["device_id"] for r in rows}
 
 
+async def runs_starting(db: Executor, until: float, now: float, *, grace_s: float) -> list[Row]:
+    """Queued runs of active tasks that start by ``until`` and can still be delivered: their window is open,
+    or (no window) they became due less than ``grace_s`` ago. What the waker wakes devices for."""
+    return await db.fetchall(
+        "SELECT r.id, r.task_id, r.device_id, r.not_before FROM task_runs r JOIN tasks t ON t.id = r.task_id"
+        " WHERE r.status = ? AND t.status = ? AND r.not_before <= ?"
+        " AND (r.deliver_by > ? OR (r.deliver_by IS NULL AND r.not_before > ?)) ORDER BY r.not_before",
+        (RunStatus.QUEUED.value, TaskStatus.ACTIVE.value, until, now, now - grace_s))
+
+
 async def delivered_runs(db: Executor, device_id: str) -> list[Row]:
     """Runs the agent got but has not answered (sent or waiting), oldest delivery first."""
     delivered = _values({RunStatus.SENT, RunStatus.WAITING})
