@@ -42,6 +42,7 @@ class _Server:
 class _Conn:
     def __init__(self, db: Database, device_id: str) -> None:
         self.server, self.device_id, self.group = _Server(db), device_id, "bench"
+        self.hello = None  # no "health.partial": the plain ack, as before
         self.errors = 0
 
     async def send(self, message: Message) -> None:
