@@ -14,7 +14,9 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from common.config import ConfigError
 from common.signals import stop_on_signals
 
 from . import authority, reporting, sessions, wake
@@ -33,11 +35,15 @@ from .tasks import feature as tasks
 from .tasks.service import TaskService
 from .wake import WakeRelay
 
+if TYPE_CHECKING:
+    from .desktop.broker import DesktopBroker
+
 log = logging.getLogger(__name__)
 
 EXIT_REVOKED = 3
 #: The local policy file is unusable (agent/policy.py).
 EXIT_POLICY = 2
+DESKTOPS = ("direct", "helper")
 
 
 @dataclass(frozen=True)
@@ -49,23 +55,34 @@ class Agent:
     sessions: AgentSessions
     reporter: Reporter
     tasks: TaskService
+    #: desktop = "helper": the broker of the users' session helpers (prompts, screen, files go there).
+    desktop: DesktopBroker | None = None
 
 
 def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None = None,
                 clock: Clock | None = None) -> Agent:
     """Build every part and attach it to one client (``ui`` None: Tk prompts on the configured display)."""
+    if config.desktop not in DESKTOPS:
+        raise ConfigError(f"[agent] desktop must be one of {', '.join(DESKTOPS)}, not {config.desktop!r}")
     client = AgentClient(state, config)
     display = config.display or os.environ.get("DISPLAY")
     clock = clock if clock is not None else SystemClock()
     store = authority.build(state, config)
+    broker = _desktop_broker(config) if config.desktop == "helper" else None
+    if ui is None:
+        ui = broker.ui if broker is not None else TkConsentUI(display)
     agent = Agent(
         client=client,
         authority=AuthorityFeature(client, store, clock=clock),
-        sessions=AgentSessions(client, ui=ui if ui is not None else TkConsentUI(display), clock=clock,
-                               display=display, authority=store),
+        sessions=AgentSessions(client, ui=ui, clock=clock, display=display, authority=store),
         reporter=Reporter(client),
         tasks=TaskService(client, authority=store),
+        desktop=broker,
     )
+    if broker is not None:  # the root service: the screen and "who is there" come from the session helpers
+        agent.sessions.screen_runner = broker.run_screen
+        agent.sessions.asker = broker.nobody_to_ask
+        client.background.append(broker.serve)
     agent.authority.on_change.append(agent.sessions.on_authority_changed)
     authority_feature.attach(agent.authority)
     sessions.attach(agent.sessions)
@@ -73,6 +90,13 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
     tasks.attach(agent.tasks)
     wake.attach(WakeRelay(client))
     return agent
+
+
+def _desktop_broker(config: AgentConfig) -> DesktopBroker:
+    from .desktop.broker import DesktopBroker
+    from .desktop.tracker import LogindTracker
+
+    return DesktopBroker(LogindTracker(config.logind_bus), config.desktop_socket)
 
 
 async def run_agent(state: AgentState, config: AgentConfig) -> int:
