@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # dbus: the private bus of the logind stand-in (tests/logind_standin.py); python3-tk: Tk for the
 # session helpers the tests run as other users with the system's python3 (root's interpreter is not theirs to run).
 SYSTEM_PACKAGES=(xvfb xdotool x11-utils chromium ffmpeg postgresql tk dbus python3-tk)
+# systemd-analyze checks the package's unit files; ip netns carries the Wake-on-LAN test (tests/test_wake.py).
+SYSTEM_PACKAGES+=(systemd iproute2)
 # Node.js/npm only vendor the console's chart library; take Debian's when none is on PATH.
 command -v npm >/dev/null || SYSTEM_PACKAGES+=(nodejs npm)
 
