@@ -35,6 +35,7 @@ from typing import Any
 import msgspec
 
 from common.files import atomic_write
+from common.outage import reason
 from protocol import limits
 from protocol.messages import (
     Error,
@@ -350,7 +351,7 @@ class Reporter:
         try:
             await self.send_inventory()
         except (TimeoutError, ConnectionError) as exc:
-            log.warning("requested inventory not delivered: %s", exc)
+            log.warning("requested inventory not delivered: %s", _undelivered(exc))
 
     def on_inventory_request(self, message: InventoryRequest) -> bool:
         """Route a request to the report in flight; False if none (caller sends a full one)."""
@@ -366,7 +367,7 @@ class Reporter:
             try:
                 await self.send_inventory()
             except (TimeoutError, ConnectionError) as exc:
-                log.warning("periodic inventory not delivered: %s", exc)
+                log.warning("periodic inventory not delivered: %s", _undelivered(exc))
 
     # --- connection ----------------------------------------------------------------------------
 
@@ -418,3 +419,10 @@ def attach(reporter: Reporter) -> None:
     client.on_ready.append(reporter.on_ready)
     client.background.append(reporter.sample_forever)
     client.on_stop.append(reporter.stop)
+
+
+def _undelivered(exc: Exception) -> str:
+    """Why an inventory did not get through, never empty (a timed-out wait raises a bare TimeoutError)."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return f"timeout after {ACK_TIMEOUT_S:.0f} s without inventory.ack"
+    return reason(exc)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from common.outage import reason
+
 from .xenv import close_controller, pynput_controllers
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ class PynputPointer:
         try:
             x, y = self._mouse.position
         except Exception as exc:  # Xlib raises a zoo of errors once the display goes away
-            log.warning("cannot read pointer position: %s", exc)
+            log.warning("cannot read pointer position: %s", reason(exc))  # some Xlib errors have no message
             return None
         return int(x), int(y)
 
