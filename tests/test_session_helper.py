@@ -7,7 +7,8 @@ over mTLS; logind replaced by a stand-in on a private dbus-daemon (tests/logind_
 since logind cannot run without systemd as PID 1. The Tk prompt is clicked like a user would.
 
 Root's interpreter lives under /root (0700), so the helpers run the system's python of the same
-version with this checkout and the virtualenv's packages on PYTHONPATH.
+version with this checkout and the virtualenv's packages on PYTHONPATH, the checkout bound into
+the helper's own mount namespace where the user can reach it (:func:`helper_process`).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def local_user(tag: str) -> Iterator[LocalUser]:
 
 @pytest.fixture(scope="module")
 def desk() -> Iterator[Desk]:
-    for tool in ("useradd", "userdel", "dbus-daemon"):
+    for tool in ("useradd", "userdel", "dbus-daemon", "unshare", "setpriv"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing (scripts/setup.sh installs it)")
     if os.getuid() != 0:
@@ -123,15 +124,25 @@ def desk() -> Iterator[Desk]:
 @contextlib.contextmanager
 def helper_process(user: LocalUser, session_id: str, display: str, socket: Path, log: Path
                    ) -> Iterator[subprocess.Popen[bytes]]:
-    """``helpline agent session-helper`` as ``user`` (setuid/setgid before exec); terminated by PID."""
-    path = os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    """``helpline agent session-helper`` as ``user``; terminated by PID.
+
+    The checkout may sit where other users cannot reach it (a clone under /root), so the helper
+    gets its own mount namespace with the checkout bound read-only at a world-reachable mount
+    point, then drops to the user (setpriv) and execs: one process, one PID, the user's uid.
+    """
+    checkout = socket.parent.parent / "checkout"
+    checkout.mkdir(mode=0o755, exist_ok=True)
+    site = Path(sysconfig.get_paths()["purelib"])
+    path = os.pathsep.join([str(checkout), str(checkout / site.relative_to(REPO)) if site.is_relative_to(REPO)
+                            else str(site)])
     env = user_env(str(user.home), user.name, {"DISPLAY": display, "PYTHONPATH": path, "XDG_SESSION_ID": session_id})
+    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+               'mount --bind -o ro "$1" "$2" && shift 2 && exec "$@"', "sh", str(REPO), str(checkout),
+               "setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--",
+               str(USER_PYTHON), "-m", "helpline", "agent", "session-helper", "--config", "/nonexistent",
+               "--socket", str(socket), "--session-id", session_id, "--display", display]
     with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [str(USER_PYTHON), "-m", "helpline", "agent", "session-helper", "--config", "/nonexistent",
-             "--socket", str(socket), "--session-id", session_id, "--display", display],
-            user=user.uid, group=user.gid, extra_groups=[], env=env, cwd=user.home, stdout=out,
-            stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, env=env, cwd=user.home, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
