@@ -4,8 +4,10 @@ Usage: python benchmarks/connect_agents.py N [--hold SECONDS] [--concurrency C]
 
 Each simulated agent has its own device key and certificate issued by the org CA and is
 registered as enrolled; it opens ``wss://…/agent``, says hello, waits for welcome and then
-answers pings and pings when idle, like the real agent. The server runs as its own process
-(``helpline server``) so its RSS and CPU can be measured alone.
+answers pings and pings when idle, like the real agent. When its connection drops during the
+hold it reconnects after the real agent's :class:`agent.backoff.Backoff` delay (full jitter,
+reset after a connection that stayed up), so a fleet here spreads out as a real one does.
+The server runs as its own process (``helpline server``) so its RSS and CPU can be measured alone.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from pathlib import Path
 
 import psutil
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
 
+from agent.backoff import Backoff
 from certs import tls
 from certs.pki import (
     CertificateAuthority,
@@ -67,20 +71,44 @@ async def register_devices(data: Path, n: int) -> list[tuple[str, Path, Path]]:
 
 
 class SimAgent:
-    def __init__(self, device_id: str, ctx: ssl.SSLContext) -> None:
+    def __init__(self, device_id: str, ctx: ssl.SSLContext, backoff: Backoff | None = None) -> None:
         self.device_id, self.ctx = device_id, ctx
+        self.backoff = backoff or Backoff()  # the agent's defaults: cap 60 s, reset after 60 s up
         self.ws: ClientConnection | None = None
         self.pongs = 0
+        self.reconnects = 0
 
     async def connect(self, url: str) -> None:
-        self.ws = await connect(url, ssl=self.ctx, compression=None, ping_interval=None, open_timeout=60)
-        await self.ws.send(json.dumps({"v": 1, "type": "hello", "id": "h", "min_version": 1, "max_version": 1,
-                                       "agent_version": "bench", "device_id": self.device_id}))
-        welcome = json.loads(await self.ws.recv())
-        if welcome.get("type") != "welcome":
-            raise RuntimeError(f"{self.device_id}: expected welcome, got {welcome}")
+        ws = await connect(url, ssl=self.ctx, compression=None, ping_interval=None, open_timeout=60)
+        try:
+            await ws.send(json.dumps({"v": 1, "type": "hello", "id": "h", "min_version": 1, "max_version": 1,
+                                      "agent_version": "bench", "device_id": self.device_id}))
+            welcome = json.loads(await ws.recv())
+            if welcome.get("type") != "welcome":
+                raise RuntimeError(f"{self.device_id}: expected welcome, got {welcome}")
+        except BaseException:
+            await ws.close()
+            raise
+        self.ws = ws
+        self.backoff.connected(asyncio.get_running_loop().time())
 
-    async def keepalive(self, until: float, interval: float) -> None:
+    async def keepalive(self, url: str, until: float, interval: float) -> None:
+        """Ping when idle and answer pings until ``until``; after a drop, reconnect with the agent's backoff."""
+        loop = asyncio.get_running_loop()
+        while time.monotonic() < until:
+            try:
+                if self.ws is None:
+                    self.reconnects += 1
+                    await self.connect(url)
+                await self._ping_until(until, interval)
+            except (OSError, TimeoutError, WebSocketException, RuntimeError, ValueError):
+                if self.ws is not None:
+                    await self.ws.close()
+                self.ws = None
+                delay = self.backoff.next_delay(loop.time())
+                await asyncio.sleep(min(delay, max(0.0, until - time.monotonic())))
+
+    async def _ping_until(self, until: float, interval: float) -> None:
         assert self.ws is not None
         n = 0
         while time.monotonic() < until:
@@ -158,7 +186,7 @@ async def run(n: int, hold: float, concurrency: int, keepalive: float) -> None:
         until = time.monotonic() + hold
         hold_cpu0, hold_t0 = proc.cpu_times(), time.perf_counter()
         live = [a for a in agents if a.ws is not None]
-        await asyncio.gather(*(a.keepalive(until, keepalive) for a in live), return_exceptions=True)
+        await asyncio.gather(*(a.keepalive(url, until, keepalive) for a in live), return_exceptions=True)
         hold_cpu1, hold_wall = proc.cpu_times(), time.perf_counter() - hold_t0
         row = await db.fetchone("SELECT COUNT(*) AS c FROM devices WHERE online = 1")
         still_online = row["c"] if row else 0
@@ -176,7 +204,8 @@ async def run(n: int, hold: float, concurrency: int, keepalive: float) -> None:
               f"({1000 * connect_cpu / max(1, connected):.2f} ms each)")
         print(f"server CPU holding     {100 * hold_cpu / hold_wall:.1f} % of one core "
               f"({sum(a.pongs for a in live)} keepalive round trips)")
-        print(f"still online at end    {still_online}")
+        print(f"still online at end    {still_online} "
+              f"({sum(a.reconnects for a in live)} reconnects during the hold, with the agent's backoff)")
         for agent in live:
             if agent.ws is not None:
                 await agent.ws.close()
