@@ -19,7 +19,7 @@ import msgspec
 from playwright.async_api import expect
 
 from agent.config import AgentConfig
-from protocol.authority import UnattendedGrant, new_document
+from protocol.authority import TaskAuthorization, UnattendedGrant, new_document
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.test_accounts_support import client, login, make_user
 from tests.test_console_passkeys import register_in_browser
@@ -62,16 +62,22 @@ async def test_pick_a_grant_on_the_device_page_and_prove_with_a_passkey(tmp_path
             grant = UnattendedGrant(grant_id="night-lab", groups=["lab"], technician_names=["Dave"],
                                     actions=["view", "control"], not_before=now - 60, not_after=now + 3600,
                                     issuer="Alice", issued_at=now, reason="overnight patching")
-            draft = tmp_path / "night-lab.json"
-            draft.write_bytes(msgspec.json.encode(new_document("grant", grant)))
-            for name in ("Alice", "Bob"):
-                await cli("approve", "sign", str(draft), "--key", str(keys[name]), "--cert",
-                          str(desk.cert(f"{name.lower()}-0001")), "--yes", *desk.secret)
+            task = TaskAuthorization(task_id="dry-clean", action="clear_temp", params={"dry_run": True, "targets": ["dnf_cache"]},
+                                     devices=[state.device_id], technician_names=["Dave"], not_before=now - 60,
+                                     not_after=now + 3600, issuer="Alice", issued_at=now)
+            drafts = [tmp_path / "night-lab.json", tmp_path / "dry-clean.json"]
+            drafts[0].write_bytes(msgspec.json.encode(new_document("grant", grant)))
+            drafts[1].write_bytes(msgspec.json.encode(new_document("task", task)))
+            for draft in drafts:
+                for name in ("Alice", "Bob"):
+                    await cli("approve", "sign", str(draft), "--key", str(keys[name]), "--cert",
+                              str(desk.cert(f"{name.lower()}-0001")), "--yes", *desk.secret)
             async with client(server) as http:
                 auth = await login(http, admin, code=admin.code(1))
                 headers = {"X-CSRF-Token": auth.csrf, "Content-Type": "application/json"}
-                async with http.post("/api/v1/documents", data=draft.read_bytes(), headers=headers) as resp:
-                    assert resp.status == 201, await resp.text()
+                for draft in drafts:
+                    async with http.post("/api/v1/documents", data=draft.read_bytes(), headers=headers) as resp:
+                        assert resp.status == 201, await resp.text()
 
                 async def device_holds_it() -> bool:
                     async with http.get(f"/api/v1/devices/{state.device_id}/authority") as resp:
@@ -113,8 +119,27 @@ async def test_pick_a_grant_on_the_device_page_and_prove_with_a_passkey(tmp_path
             assert console.csp_violations() == [], console.errors
             await page.click("#end-session")
 
+            # A task authorization naming Dave (uploaded above): he starts it, the device challenges the run, his
+            # passkey answers it on the device page's Tasks tab.
+            created = await page.evaluate(  # Dave starts it, from his console session (as a script of his would)
+                """async (device) => (await import("/static/js/api.js")).post("/api/v1/tasks",
+                     { document_id: "dry-clean", device })""", state.device_id)
+            assert created["task"]["technician"] == "dave", created
+            await page.goto(f"{console.base}/#/devices/{state.device_id}/tasks")
+            prove_run = page.locator("#device-task-runs button.prove-run")
+            deadline = time.monotonic() + 20
+            while not await prove_run.count():  # the device's challenge arrives a moment after the run is sent
+                assert time.monotonic() < deadline, await page.locator("#device-task-runs").inner_text()
+                await page.click("#refresh-tasks")
+                await page.wait_for_timeout(300)
+            await console.shot("task-run-proof")
+            await prove_run.click()
+            await expect(page.locator("#toast")).to_contain_text("Proof sent; the run is succeeded", timeout=20_000)
+
         audit = [json.loads(line) for line in (state.directory / "device-audit.jsonl").read_text().splitlines()]
         [started] = [e for e in audit if e.get("event") == "session.unattended" and e.get("session_id") == session_id]
         assert started["accepted"] is True and started["technician"] == "Dave" and started["mode"] == "view", started
         [upgraded] = [e for e in audit if e.get("event") == "session.upgrade" and e.get("session_id") == session_id]
         assert upgraded["accepted"] is True and upgraded["technician"] == "Dave" and upgraded["mode"] == "control"
+        [ran] = [e for e in audit if e.get("event") == "task.accepted" and e.get("document_id") == "dry-clean"]
+        assert ran["technician"] == "Dave", ran

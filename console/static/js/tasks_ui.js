@@ -3,6 +3,7 @@
 // Run output comes from devices: it only ever goes in as text (pre.textContent via h()).
 import * as api from "./api.js";
 import { badge, fmtTime, h, text, toast } from "./dom.js";
+import { signTechnicianStatement } from "./passkeys.js";
 
 export const OPEN_RUN = ["held", "queued", "sent", "waiting"];
 
@@ -66,7 +67,31 @@ function artifactLink(run) {
 }
 
 /** A table of runs; `columns` picks "device" (task pages) or "task" (device page). */
-export function runsTable(runs, { device = true, task = false } = {}) {
+/**
+ * A run of a task authorization naming technicians waits for the device's challenge to be signed: my passkey
+ * signs it (TechnicianStatement, action "tasks") and the proof goes to the device, which checks it.
+ */
+function proveButton(r, onChange) {
+  const c = r.status === "waiting" && r.details ? r.details.challenge : null;
+  if (!c) return null;
+  const button = h("button", { type: "button", class: "primary prove-run", onclick: async () => {
+    button.disabled = true;
+    try {
+      const proof = await signTechnicianStatement(c);
+      const after = await api.post(`/api/v1/tasks/runs/${encodeURIComponent(r.run_id)}/proof`, proof);
+      const failed = ["refused", "failed", "timed_out", "cancelled"].includes(after.status);
+      toast(failed ? `The device refused: ${after.reason || after.status}` : `Proof sent; the run is ${after.status}.`,
+        failed ? "error" : "info");
+    } catch (err) {
+      toast(err.name === "NotAllowedError" ? "Passkey cancelled." : err.message, "error");
+      button.disabled = false;
+    }
+    if (onChange) onChange();
+  } }, "Prove with passkey");
+  return h("div", { class: "run-proof" }, button, h("span", { class: "muted" }, ` challenge expires ${fmtTime(c.expires_at)}`));
+}
+
+export function runsTable(runs, { device = true, task = false, onChange = null } = {}) {
   if (!runs.length) return h("p", { class: "muted" }, "No runs yet.");
   const head = [task ? "Task" : null, device ? "Device" : null, "State", "Exit", "Due", "Started", "Duration", "Reason",
     "Output"].filter(Boolean);
@@ -80,7 +105,7 @@ export function runsTable(runs, { device = true, task = false } = {}) {
       h("td", {}, fmtTime(r.not_before || r.due_at)),
       h("td", {}, fmtTime(r.started_at)),
       h("td", {}, duration(r.started_at, r.ended_at)),
-      h("td", { class: "reason" }, text(r.reason)),
+      h("td", { class: "reason" }, text(r.reason), proveButton(r, onChange)),
       h("td", { class: "output-cell" }, output(r), artifactLink(r)))))));
 }
 

@@ -265,7 +265,8 @@ RENDER.tasks = async (el) => {
   const list = h("div", { id: "device-task-runs" });
   const reload = async () => {
     const data = await api.get(`/api/v1/devices/${encodeURIComponent(device.id)}/tasks`);
-    list.replaceChildren(runsTable(data.runs || [], { device: false, task: true }));
+    list.replaceChildren(runsTable(data.runs || [], { device: false, task: true,
+      onChange: () => reload().catch((err) => toast(err.message, "error")) }));
   };
   const form = newTaskForm({ device: { id: device.id, group: device.group }, onCreated: () => reload().catch((err) => toast(err.message, "error")) });
   el.append(h("div", { class: "toolbar" },
