@@ -132,3 +132,15 @@ def test_dropped_file_names_stay_plain_and_never_overwrite(tmp_path: Path) -> No
     assert first.name == "notes.txt" and second.name == "notes (1).txt"
     assert first.read_bytes() == b"one" and second.read_bytes() == b"two"
     assert (tmp_path / "Downloads").stat().st_mode & 0o777 == 0o700 and first.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_helper_without_xdg_session_id_finds_its_own_session() -> None:
+    """A systemd user unit has no XDG_SESSION_ID: the user's graphical session on its display, or its only one."""
+    from agent.desktop.tracker import own_session
+
+    sessions = [_s("c1", 1000, display=":5"), _s("c3", 1000, display=":7"), _s("c2", 1001, display=":6"),
+                _s("t", 1002, type_="tty")]
+    assert own_session(sessions, 1000, ":7") == sessions[1]
+    assert own_session(sessions, 1000, ":9") is None  # two sessions, neither on :9: no guess
+    assert own_session(sessions, 1001, "") == sessions[2]
+    assert own_session(sessions, 1002, ":0") is None  # a text console is no desktop

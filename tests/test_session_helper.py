@@ -122,8 +122,8 @@ def desk() -> Iterator[Desk]:
 
 
 @contextlib.contextmanager
-def helper_process(user: LocalUser, session_id: str, display: str, socket: Path, log: Path
-                   ) -> Iterator[subprocess.Popen[bytes]]:
+def helper_process(user: LocalUser, session_id: str, display: str, socket: Path, log: Path,
+                   extra_env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """``helpline agent session-helper`` as ``user``; terminated by PID.
 
     The checkout may sit where other users cannot reach it (a clone under /root), so the helper
@@ -135,12 +135,14 @@ def helper_process(user: LocalUser, session_id: str, display: str, socket: Path,
     site = Path(sysconfig.get_paths()["purelib"])
     path = os.pathsep.join([str(checkout), str(checkout / site.relative_to(REPO)) if site.is_relative_to(REPO)
                             else str(site)])
-    env = user_env(str(user.home), user.name, {"DISPLAY": display, "PYTHONPATH": path, "XDG_SESSION_ID": session_id})
+    env = user_env(str(user.home), user.name, {"DISPLAY": display, "PYTHONPATH": path, **(extra_env or {})})
+    if session_id:
+        env["XDG_SESSION_ID"] = session_id
     command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                'mount --bind -o ro "$1" "$2" && shift 2 && exec "$@"', "sh", str(REPO), str(checkout),
                "setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--",
                str(USER_PYTHON), "-m", "helpline", "agent", "session-helper", "--config", "/nonexistent",
-               "--socket", str(socket), "--session-id", session_id, "--display", display]
+               "--socket", str(socket), "--display", display]
     with log.open("ab") as out:
         proc = subprocess.Popen(command, env=env, cwd=user.home, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -293,7 +295,9 @@ async def test_a_helper_claiming_another_users_session_is_refused(tmp_path: Path
         assert f"belongs to uid {desk.a.uid}, not to the connecting uid {desk.b.uid}" in out
         assert any(f"uid {desk.b.uid} pid {impostor.pid}" in r for r in broker.refusals)
         assert "c1" not in broker.helpers
-        with helper_process(desk.a, "c1", desk.xa.display, desk.socket, tmp_path / "helper-a.log") as own:
+        # a's own helper, started like a systemd user unit (no XDG_SESSION_ID): it finds its session in logind.
+        with helper_process(desk.a, "", desk.xa.display, desk.socket, tmp_path / "helper-a.log",
+                            extra_env={"HELPLINE_LOGIND_BUS": desk.bus}) as own:
             await wait_until(lambda: "c1" in broker.helpers, timeout=60, what="a's own helper accepted")
             assert broker.helpers["c1"].peer.pid == own.pid
     finally:

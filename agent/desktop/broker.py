@@ -140,7 +140,7 @@ class DesktopBroker:
             except TrackerUnavailable as exc:
                 raise HelperRefused(f"cannot check the session with logind: {exc}") from exc
             session = check_hello(hello, peer, sessions)
-        except (HelperRefused, TimeoutError, ConnectionError) as exc:
+        except (HelperRefused, TimeoutError, OSError) as exc:  # OSError: the helper hung up before its hello
             reason = str(exc) or f"no valid hello within {HELLO_TIMEOUT_S:g} s"
             self._refuse(reason, peer)
             with contextlib.suppress(ConnectionError, OSError):

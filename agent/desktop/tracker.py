@@ -84,6 +84,19 @@ def choose(sessions: list[LoginSession]) -> Choice:
     return Choice(chosen)
 
 
+def own_session(sessions: list[LoginSession], uid: int, display: str) -> LoginSession | None:
+    """The graphical session of ``uid`` showing ``display`` (or its only graphical session). Pure.
+
+    For a helper started by the user's systemd instance, which serves every session of the user
+    and so has no ``$XDG_SESSION_ID`` of its own. The service checks the claim independently.
+    """
+    mine = [s for s in sessions if s.uid == uid and s.graphical]
+    exact = [s for s in mine if display and s.display == display]
+    if len(exact) == 1:
+        return exact[0]
+    return mine[0] if len(mine) == 1 and not exact else None
+
+
 class SessionSource(Protocol):
     """Where the broker learns about sessions: logind, or a test's list."""
 

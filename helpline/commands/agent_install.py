@@ -94,12 +94,14 @@ def _session_helper(args: argparse.Namespace) -> int:
     if os.getuid() == 0:
         print("helpline: the session helper runs as the session's user, never as root", file=sys.stderr)
         return 1
-    session_id = args.session_id or os.environ.get("XDG_SESSION_ID", "")
+    display = args.display or os.environ.get("DISPLAY", "")
+    session_id = args.session_id or os.environ.get("XDG_SESSION_ID", "") or _own_session(config.logind_bus, display)
     if not session_id:
-        print("helpline: no logind session (set XDG_SESSION_ID or pass --session-id)", file=sys.stderr)
+        print("helpline: no logind session: set XDG_SESSION_ID or pass --session-id (logind knows no single "
+              f"graphical session of this user showing {display or 'a display'})", file=sys.stderr)
         return 1
-    helper = SessionHelper(args.socket or config.desktop_socket, session_id,
-                           args.display or os.environ.get("DISPLAY", ""), wayland=os.environ.get("WAYLAND_DISPLAY", ""))
+    helper = SessionHelper(args.socket or config.desktop_socket, session_id, display,
+                           wayland=os.environ.get("WAYLAND_DISPLAY", ""))
 
     async def serve() -> int:
         return await helper.run(stop_on_signals())
@@ -108,3 +110,19 @@ def _session_helper(args: argparse.Namespace) -> int:
     if code == EXIT_REFUSED:
         print(f"helpline: the agent service refused this session helper: {helper.refusal}", file=sys.stderr)
     return code
+
+
+def _own_session(bus: str, display: str) -> str:
+    """This user's graphical session on ``display``, asked of logind (a systemd user unit has no XDG_SESSION_ID)."""
+    import asyncio
+    import os
+
+    from agent.desktop.tracker import LogindTracker, TrackerUnavailable, own_session
+
+    try:
+        sessions = asyncio.run(LogindTracker(bus).sessions())
+    except TrackerUnavailable as exc:
+        print(f"helpline: {exc}", file=sys.stderr)
+        return ""
+    found = own_session(sessions, os.getuid(), display)
+    return found.session_id if found is not None else ""
