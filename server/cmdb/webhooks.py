@@ -15,7 +15,8 @@ import time
 
 import aiohttp
 
-from server.store import Database
+from common.outage import OutageLog
+from server.store import Database, StoreUnavailable
 
 from . import settings
 
@@ -62,10 +63,15 @@ async def deliver_due(db: Database, session: aiohttp.ClientSession, now: float |
 async def run(db_getter: object, interval: float = 0.5) -> None:
     """Background loop; ``db_getter()`` returns the server's database (set after start)."""
     assert callable(db_getter)
+    outage = OutageLog(log, "webhook delivery pass")  # a database outage: one line, not one every pass
     async with aiohttp.ClientSession() as session:
         while True:
             try:
                 await deliver_due(db_getter(), session)
+            except StoreUnavailable as exc:
+                outage.failed(exc)
             except Exception:
                 log.exception("webhook delivery pass failed")
+            else:
+                outage.succeeded()
             await asyncio.sleep(interval)

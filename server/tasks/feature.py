@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from common.outage import OutageLog
 from protocol.authority import SignedDocument
 from protocol.authority_messages import TaskChallenge
 from protocol.tasks import (
@@ -34,7 +35,7 @@ from protocol.tasks import (
 from ..api import add_routes
 from ..api.openapi import add_schemas
 from ..authority import repository as documents
-from ..store import Row
+from ..store import Row, StoreUnavailable
 from ..wake import waker as wake
 from . import api, lifecycle, proofs, repository
 from .artifacts import ArtifactReceiver
@@ -108,6 +109,8 @@ class TaskScheduler:
         for name, step in steps:
             try:
                 await step()
+            except StoreUnavailable:
+                raise  # no step can work: the tick fails once, logged once per outage by run()
             except Exception:
                 log.exception("task scheduler step %r failed; delivering due runs anyway", name)
         for device_id in await lifecycle.due_device_ids(db, now):
@@ -119,11 +122,16 @@ class TaskScheduler:
                     log.warning("could not deliver tasks", extra={"device_id": device_id, "error": str(exc)})
 
     async def run(self) -> None:
+        outage = OutageLog(log, "task scheduler tick")
         while True:
             try:
                 await self.tick()
+            except StoreUnavailable as exc:
+                outage.failed(exc)
             except Exception:
                 log.exception("task scheduler tick failed; retrying")
+            else:
+                outage.succeeded()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=self.tick_s)
             self.wake.clear()
