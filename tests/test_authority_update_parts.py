@@ -111,6 +111,45 @@ def test_the_update_before_an_offer_carries_only_the_certificates_its_document_n
     assert ids == {org.ids["alice"], org.ids["bob"], org.ids["dave"], org.ids["desk"]}
 
 
+async def test_the_agent_joins_the_parts_of_one_connection(tmp_path: Path) -> None:
+    """Parts are applied once the last arrived (nothing before); a single update between two parts (the one before
+    an offer) is applied and the parts go on; parts begun on an earlier connection are dropped, not mixed in."""
+    from agent.authority.audit import DeviceAudit
+    from agent.authority.feature import AuthorityFeature
+    from agent.authority.store import AuthorityStore
+    from agent.control_client import AgentClient
+    from agent.state import AgentState
+
+    org = make_org()
+    state = AgentState(tmp_path / "state")
+    state.directory.mkdir(mode=0o700)
+    state.save_info({"device_id": "dev-1", "group": "lab"})
+    client = AgentClient(state)
+    client.connections = 1
+    store = AuthorityStore(tmp_path / "authority", pin=org.root.fingerprint, device_id="dev-1", group=lambda: "lab",
+                           audit=DeviceAudit(tmp_path / "audit.jsonl"))
+    feature = AuthorityFeature(client, store)
+    parts = split_update(big_update(org, 20), 96 * 1024)
+    assert len(parts) >= 3
+    await feature.on_update(client, parts[0])
+    assert store.documents() == []
+    extra = AuthorityUpdate(root=org.root, certs=org.certs, revocations=org.revocations(), complete=False,
+                            documents=[task_document(org, 999, blob=100)])  # type: ignore[list-item]
+    await feature.on_update(client, extra)
+    assert [d.body for d in store.documents()] == [extra.documents[0].body]
+    for part in parts[1:]:
+        await feature.on_update(client, part)
+    assert len(store.documents()) == 20  # the complete update replaced what was held
+    assert store.first_update.applied_for(1)
+
+    again = split_update(big_update(org, 10), 96 * 1024)
+    await feature.on_update(client, again[0])
+    client.connections = 2  # reconnected: the rest of the old series must not complete it
+    for part in again[1:]:
+        await feature.on_update(client, part)
+    assert len(store.documents()) == 20 and not store.first_update.applied_for(2)
+
+
 async def test_a_real_agent_receives_more_documents_than_one_frame_holds(tmp_path: Path) -> None:
     """230 signed task authorizations of ~20 KiB each (over 4 MiB in all) for the device's group: the server
     sends them in parts and the agent holds and reports every one (before, the one oversized frame closed the

@@ -52,8 +52,7 @@ class AuthorityFeature:
     def _join(self, update: AuthorityUpdate, connection: int) -> AuthorityUpdate | None:
         """The whole update once its last part is here (None until then, or when the parts do not fit)."""
         if update.parts == 1:
-            self._parts = []
-            return update
+            return update  # e.g. the document before an offer, between two parts: the parts continue
         if update.part == 1:
             self._parts, self._parts_connection = [], connection
         if self._parts_connection != connection or len(self._parts) + 1 != update.part:

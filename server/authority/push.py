@@ -16,6 +16,7 @@ that offer's document needs: the agent adds them to what it holds.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -71,8 +72,9 @@ async def update_for(db: Database, device_id: str, group: str, *, complete: bool
                            handover=await repository.latest_handover(db))
 
 
-async def send_to(server: HelplineServer, conn: AgentConnection) -> None:
-    """The complete update for ``conn``'s device, in as many parts as its size needs."""
+async def send_to(server: HelplineServer, conn: AgentConnection, lock: asyncio.Lock | None = None) -> None:
+    """The complete update for ``conn``'s device, in as many parts as its size needs; under ``lock`` (one per
+    device) the parts of one update are not interleaved with another's (the agent joins consecutive parts)."""
     if not speaks_authority(conn):
         return
     update = await update_for(server.db, conn.device_id, conn.group)
@@ -82,13 +84,20 @@ async def send_to(server: HelplineServer, conn: AgentConnection) -> None:
         log.error("the authority update does not fit the control channel; not sent",
                   extra={"device_id": conn.device_id, "reason": str(exc)})
         return
-    for part in parts:
-        await conn.send(part)
+    async with lock or asyncio.Lock():
+        for part in parts:
+            await conn.send(part)
 
 
 def setup(server: HelplineServer) -> None:
+    #: One per device that connected: pushes from the ready hook and from changes queue behind each other.
+    locks: dict[str, asyncio.Lock] = {}
+
+    def lock_of(device_id: str) -> asyncio.Lock:
+        return locks.setdefault(device_id, asyncio.Lock())
+
     async def on_ready(conn: AgentConnection) -> None:
-        await send_to(server, conn)
+        await send_to(server, conn, lock_of(conn.device_id))
 
     async def on_changed(_subject: str, _payload: dict[str, Any]) -> None:
         for device_id in server.connections.device_ids():
@@ -96,7 +105,7 @@ def setup(server: HelplineServer) -> None:
             if conn is None:
                 continue
             try:
-                await send_to(server, conn)
+                await send_to(server, conn, lock_of(device_id))
             except Exception:
                 log.exception("could not push the authority", extra={"device_id": device_id})
 
