@@ -113,8 +113,8 @@ async def test_postgres_down_api_poller_and_cli(tmp_path: Path) -> None:
     assert unavailable and all(e["reason"] for e in unavailable)
     # The other loops polling the database (every 0.5-1 s) also log an outage once and its end once.
     for logger in ("server.cmdb.webhooks", "server.tasks.feature"):
-        lines = [e for e in _log(log) if e["logger"] == logger]
-        assert len(lines) <= 4 and not any("exc" in e for e in lines), lines
+        entries = [e for e in _log(log) if e["logger"] == logger]
+        assert len(entries) <= 4 and not any("exc" in e for e in entries), entries
 
 
 async def test_sqlite_unavailable_and_other_errors(tmp_path: Path) -> None:
