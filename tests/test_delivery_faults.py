@@ -509,8 +509,12 @@ async def test_bad_inventory_section_stored_around_and_not_resent(tmp_path: Path
                 return held == want
 
             await wait_until(others_stored, timeout=30, what="every good section stored")
-            acked = reporter.load_acked()
-            assert acked is not None and set(acked.rejected) == {"displays"}
+
+            def refusal_recorded() -> bool:  # the agent writes it once the ack has reached it
+                acked = reporter.load_acked()
+                return acked is not None and set(acked.rejected) == {"displays"}
+
+            await wait_until(refusal_recorded, timeout=AT_ONCE_S, what="the agent recording the refusal")
             await wait_until(lambda: _health_count(server, state.device_id, 3), timeout=AT_ONCE_S,
                              what="health flowing")
             reports = len([m for m in sent if isinstance(m, InventoryReport)])
