@@ -173,3 +173,18 @@ async def test_static_errors_are_json(tmp_path: Path) -> None:
                 assert resp.status == 404 and _error(await resp.read())["code"] == "not_found", path
         async with http.get("/static/app.css", ssl=ssl) as resp:
             assert resp.status == 200 and resp.content_type == "text/css"
+
+
+def test_cli_other_failures_are_one_line_too(tmp_path: Path) -> None:
+    """A failure that is not an outage (a data directory whose database file is garbage) is one line
+    naming the error, exit 1, with a hint; --debug adds the traceback."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "helpline.db").write_bytes(b"not a database" * 100)
+    plain = helpline("admin", "device", "list", "--data", str(data), check=False)
+    lines = plain.stderr.strip().splitlines()
+    assert plain.returncode == 1 and len(lines) == 1, plain.stderr
+    assert lines[0] == ("helpline: 'admin' failed: DatabaseError: file is not a database "
+                        "(run again with --debug for the traceback)")
+    debug = helpline("--debug", "admin", "device", "list", "--data", str(data), check=False)
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
