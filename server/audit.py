@@ -24,8 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.outage import reason
+
 from .audit_anchor import ANCHOR_FILE, AuditAnchor, Head, read_head
 from .store import Database, Row, Transaction
+from .store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +108,16 @@ async def anchor_head(db: Database) -> None:
         current = await head(db)
         if current is not None:
             await asyncio.to_thread(anchor.advance, current)
+        if anchor.failing:
+            log.warning("the audit anchor advances again", extra={"path": str(anchor.path)})
         anchor.failing = False
+    except StoreUnavailable as exc:
+        if not anchor.failing:  # once per outage, not once a second; the reason, not a traceback
+            log.warning("could not advance the audit anchor (%s); retrying every second", reason(exc),
+                        extra={"path": str(anchor.path)})
+        anchor.failing = True
     except Exception:
-        if not anchor.failing:  # once per outage, not once a second
+        if not anchor.failing:
             log.exception("could not advance the audit anchor", extra={"path": str(anchor.path)})
         anchor.failing = True
 

@@ -27,8 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.outage import OutageLog
+
 from . import audit
 from .store import Database
+from .store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -90,22 +93,28 @@ class AuditThrottle:
         """Write the aggregate of every closed window (all windows with ``everything``); return how many."""
         now = self.clock()
         done = [(k, w) for k, w in self._windows.items() if everything or now - w.started >= self.window_s]
-        for key, _ in done:
-            del self._windows[key]
         written = 0
         for key, window in done:
             written += await self._aggregate(db, key, window)
+            # Only once written: a window whose write failed (database down) is written on a later flush.
+            if self._windows.get(key) is window:
+                del self._windows[key]
         return written
 
     async def run(self, db: Database, interval_s: float = 2.0) -> None:
         """Background task: flush closed windows every ``interval_s``; on stop, flush the rest."""
+        outage = OutageLog(log, "writing aggregated audit records")
         try:
             while True:
                 await asyncio.sleep(interval_s)
                 try:
                     await self.flush(db)
+                except StoreUnavailable as exc:
+                    outage.failed(exc)  # the windows stay in memory and are written on recovery
                 except Exception:
                     log.exception("could not write aggregated audit records")
+                else:
+                    outage.succeeded()
         finally:
             with contextlib.suppress(Exception):
                 await self.flush(db, everything=True)

@@ -109,3 +109,37 @@ async def test_throttle_counts_each_address_and_action_apart_and_bounds_memory(t
         assert limiter.reserve("p") == 0
     finally:
         await db.close()
+
+
+async def test_an_aggregate_whose_write_failed_is_written_on_a_later_flush(tmp_path: Path) -> None:
+    """The database down when the window closes (here: its file system refusing writes) must not lose the
+    count: the window stays until a flush succeeds."""
+    from server.store import open_database
+    from server.store.errors import StoreUnavailable
+
+    db = await open_database(f"sqlite:///{tmp_path / 'h.db'}")
+    try:
+        clock = FakeClock()
+        throttle = AuditThrottle(clock=clock)
+        for _ in range(throttle.per_window + 7):
+            await throttle.append(db, "anonymous", "auth.login.failed", peer="192.0.2.9")
+        clock.now += throttle.window_s + 1
+        real_append = audit.append
+
+        async def down(*_args: Any, **_kwargs: Any) -> None:
+            raise StoreUnavailable("database is down (test)")
+
+        audit.append = down  # type: ignore[assignment]
+        try:
+            try:
+                await throttle.flush(db)
+            except StoreUnavailable:
+                pass
+        finally:
+            audit.append = real_append  # type: ignore[assignment]
+        assert await throttle.flush(db) == 1
+        rows = await audit.recent(db, limit=100, action="auth.login.failed")
+        aggregates = [json.loads(r["details"]) if isinstance(r["details"], str) else r["details"] for r in rows]
+        assert any(a.get("aggregate") and a.get("more") == 7 for a in aggregates)
+    finally:
+        await db.close()
