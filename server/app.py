@@ -190,6 +190,7 @@ async def openapi_document(request: web.Request) -> web.Response:
 async def run_forever(config: ServerConfig) -> None:
     server = HelplineServer(config)
     await server.start()
+    net.freeze_startup_heap()  # full collections under a connection flood skip the started server's objects
     stop = stop_on_signals()
     try:
         await stop.wait()

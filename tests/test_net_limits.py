@@ -37,14 +37,25 @@ def test_per_address_cap_refuses_young_and_evicts_stale() -> None:
 
 def test_global_cap_evicts_from_the_heaviest_address() -> None:
     """With the global cap full, the victim is the oldest connection of the address holding the most, so a
-    flood displaces itself and not the lone client that came first."""
+    flood displaces itself and not the lone client that came first; a newcomer from a lighter address gets
+    in even when the flood's connections are all young."""
     admission, closed = Admission(per_address=10, total=4, evict_after_s=1.0), Closed()
     admit(admission, closed, "lone", "192.0.2.1", 0.0)
     for i in range(3):
         admit(admission, closed, f"flood{i}", "198.51.100.7", 0.1 + i * 0.1)
-    assert admit(admission, closed, "young", "203.0.113.5", 0.5) is Refusal.ALL_FULL  # all too young
-    assert isinstance(admit(admission, closed, "new", "203.0.113.5", 2.0), Waiting)
-    assert closed == ["flood0"] and admission.count("192.0.2.1") == 1
+    assert isinstance(admit(admission, closed, "new", "203.0.113.5", 0.5), Waiting)
+    assert closed == ["flood0"] and admission.count("192.0.2.1") == 1 and admission.count("198.51.100.7") == 2
+
+
+def test_equal_addresses_evict_only_stale_connections() -> None:
+    """Among addresses holding as many waiting connections (a reconnect storm, one per device), a full global
+    cap refuses newcomers while everyone is young — no thrashing — and displaces the oldest once stale."""
+    admission, closed = Admission(per_address=10, total=4, evict_after_s=1.0), Closed()
+    for i in range(4):
+        admit(admission, closed, f"device{i}", f"10.1.0.{i}", i * 0.1)
+    assert admit(admission, closed, "young", "10.1.0.9", 0.5) is Refusal.ALL_FULL
+    assert isinstance(admit(admission, closed, "later", "10.1.0.9", 1.05), Waiting)
+    assert closed == ["device0"]
 
 
 def test_release_and_readmit() -> None:

@@ -10,12 +10,14 @@ and log trouble as counts:
 * :mod:`.listener` — the accept loop and aiohttp site that apply them (:class:`GuardedSite`);
 * :mod:`.guard` — the per-connection protocol wrapper that knows when a request is in progress;
 * :mod:`.fdlimit` — raises the descriptor limit at start and warns when it stays low;
-* :mod:`.ratelog` — one log line with a count per interval instead of one line per event.
+* :mod:`.ratelog` — one log line with a count per interval instead of one line per event;
+* :mod:`.heap` — keeps the started server's objects out of full garbage collections.
 """
 
 from .fdlimit import raise_fd_limit
 from .guard import Gatekeeper
+from .heap import freeze_startup_heap
 from .limits import Admission, ConnectionLimits
 from .listener import GuardedSite
 
-__all__ = ["Admission", "ConnectionLimits", "Gatekeeper", "GuardedSite", "raise_fd_limit"]
+__all__ = ["Admission", "ConnectionLimits", "Gatekeeper", "GuardedSite", "freeze_startup_heap", "raise_fd_limit"]

@@ -68,64 +68,74 @@ class Gatekeeper:
         """A connection just accepted from ``peer``: its protocol, or None if it must be refused now."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        connection = GuardedProtocol(self, listener, loop)
+        connection = GuardedProtocol(self, listener, server, loop)
         place = self.admission.admit(address_key(peer), now, connection.evict)
         if isinstance(place, Refusal):
             self.events.note(f"{listener}_refused_{place.value}")
             return None
-        connection.attach(place, server())
-        self._connections[connection.inner] = connection
+        connection.place = place
         connection.wait_until(now + self.limits.header_timeout_s)
         return connection
 
+    def connected(self, connection: GuardedProtocol, handler: RequestHandler) -> None:
+        self._connections[handler] = connection
+
     def forget(self, connection: GuardedProtocol) -> None:
-        self._connections.pop(connection.inner, None)
+        if connection.inner is not None:
+            self._connections.pop(connection.inner, None)
 
     def close(self) -> None:
         self.events.close()
 
 
+def _nothing() -> None:
+    """What evicting a connection that is already gone does."""
+
+
 class GuardedProtocol(asyncio.Protocol):
     """aiohttp's handler for one connection, behind the connection's place and timer (see the module)."""
 
-    def __init__(self, gate: Gatekeeper, listener: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, gate: Gatekeeper, listener: str, server: web.Server, loop: asyncio.AbstractEventLoop) -> None:
         self._gate = gate
+        self._server = server
         self._loop = loop
         self.listener = listener
-        self.inner: RequestHandler = None  # type: ignore[assignment]  # set by attach()
-        self.place: Waiting = None  # type: ignore[assignment]
+        #: aiohttp's handler, made once the TLS handshake is done (most flood connections never get there).
+        self.inner: RequestHandler | None = None
+        self.place: Waiting = None  # type: ignore[assignment]  # set right after admission
         self.transport: asyncio.Transport | None = None
         #: The TLS handshake's task, until connection_made.
         self.handshake: asyncio.Task[object] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._served = 0
-
-    def attach(self, place: Waiting, inner: RequestHandler) -> None:
-        self.place, self.inner = place, inner
+        self._gone = False
 
     # --- asyncio.Protocol, forwarded to aiohttp ---------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.handshake = None
-        self.inner.connection_made(transport)
+        self.inner = inner = self._server()
+        self._gate.connected(self, inner)
+        inner.connection_made(transport)
 
+    # The transport calls these only after connection_made.
     def data_received(self, data: bytes) -> None:
-        self.inner.data_received(data)
+        self.inner.data_received(data)  # type: ignore[union-attr]
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()  # type: ignore[func-returns-value]
+        return self.inner.eof_received()  # type: ignore[union-attr, func-returns-value]
 
     def pause_writing(self) -> None:
-        self.inner.pause_writing()
+        self.inner.pause_writing()  # type: ignore[union-attr]
 
     def resume_writing(self) -> None:
-        self.inner.resume_writing()
+        self.inner.resume_writing()  # type: ignore[union-attr]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.stop_waiting()
-        self._gate.forget(self)
-        self.inner.connection_lost(exc)
+        self._finished()
+        if self.inner is not None:
+            self.inner.connection_lost(exc)
 
     # --- the wait --------------------------------------------------------------------------
 
@@ -145,20 +155,29 @@ class GuardedProtocol(asyncio.Protocol):
         self.stop_waiting()
 
     def request_finished(self) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
+        if self._gone or self.transport is None or self.transport.is_closing():
+            return  # e.g. a websocket handler ending after its connection was lost
         now = self._loop.time()
         self._gate.admission.readmit(self.place, now)
         self.wait_until(now + self._gate.limits.idle_timeout_s)
 
     def handshake_failed(self, exc: BaseException) -> None:
         """The TLS handshake did not complete (asyncio closed the socket)."""
-        self.stop_waiting()
-        self._gate.forget(self)
+        self._finished()
         if isinstance(exc, ConnectionAbortedError | TimeoutError):
             self._gate.events.note(f"{self.listener}_handshake_timeout")
         elif not isinstance(exc, asyncio.CancelledError):
             self._gate.events.note(f"{self.listener}_handshake_failed", f"{type(exc).__name__}: {exc}")
+
+    def _finished(self) -> None:
+        """The connection is gone: leave the pools, and drop the references that would otherwise make
+        cycles (task → exception → frame → this → task; place → evict → this → place). Under a flood
+        those cycles were ~35 objects per connection for the collector, in full passes of 400 ms."""
+        self._gone = True
+        self.stop_waiting()
+        self._gate.forget(self)
+        self.handshake = None
+        self.place.close = _nothing
 
     def evict(self) -> None:
         """Admission made room for a newer connection (our place is released already)."""

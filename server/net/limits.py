@@ -10,14 +10,22 @@ authenticated before their headers are read, so "waiting" is the honest meaning 
 public request would buy a connection a place outside every cap.
 
 Waiting connections are bounded per source address (IPv6 by /64, which one subscriber holds) and
-in all. When a cap is full, the new connection takes the place of the oldest waiting connection
+in all. When a cap is full, the new connection may take the place of the oldest waiting connection
 it competes with — of its own address for the per-address cap, of the address holding the most
-waiting connections for the global one — provided that one has waited at least
-``evict_after_s``; otherwise the new connection is refused at accept. So idle and slowloris
-floods, which are old by nature, are displaced by newcomers, while a reconnect storm of real
-clients (each done in milliseconds) is never thrashed: young connections are never evicted, the
-surplus is refused cheaply and retries with backoff. A flood from many addresses displaces itself,
-not a lone client, because the victim comes from the heaviest address.
+waiting connections (the heaviest) for the global one:
+
+* if the newcomer's address holds fewer waiting connections than the heaviest one, less one, it
+  always does: addresses share the global cap fairly, so a client from a light address — the real
+  agent or technician beside a flood from a few addresses — is never refused for the flood's sake,
+  even right after a stall let the flood's queued connections use up every stale place;
+* otherwise only if that connection has waited at least ``evict_after_s``; else the newcomer is
+  refused at accept (reset, nothing allocated). Idle and slowloris connections, old by nature, are
+  displaced; a reconnect storm of real clients (each done in milliseconds, one per address) is
+  never thrashed: young connections of equal addresses are not evicted, the surplus is refused
+  cheaply and retries with backoff.
+
+Only a flood from many addresses opening connections faster than ``cap / evict_after_s`` can still
+refuse newcomers — a volumetric attack, for the network in front to absorb.
 
 :class:`Admission` is pure (time is passed in; closing is a callback), so its rules are tested
 without a network.
@@ -167,8 +175,10 @@ class Admission:
         if mine is not None and len(mine) >= self.per_address:
             if not self._evict(next(iter(mine)), now):
                 return Refusal.ADDRESS_FULL
-        elif len(self._all) >= self.total and not self._evict(self._heaviest_oldest(), now):
-            return Refusal.ALL_FULL
+        elif len(self._all) >= self.total:
+            lighter = len(mine or ()) + 1 < self._max_count
+            if not self._evict(self._heaviest_oldest(), now, always=lighter):
+                return Refusal.ALL_FULL
         entry.active = True
         self._all[entry] = None
         mine = self._by_key.setdefault(entry.key, {})
@@ -176,8 +186,8 @@ class Admission:
         self._recount(entry.key, len(mine) - 1, len(mine))
         return None
 
-    def _evict(self, victim: Waiting, now: float) -> bool:
-        if now - victim.since < self.evict_after_s:
+    def _evict(self, victim: Waiting, now: float, *, always: bool = False) -> bool:
+        if not always and now - victim.since < self.evict_after_s:
             return False
         self.release(victim)
         victim.close()
