@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import mss
 import numpy as np
 import pytest
 
 from agent.viewer import Viewer
+from protocol import stream
+from protocol.stream import Encoding, Kind
 from tests.test_screen_support import mouse_location, serve_session, tk_app
 from tests.xvfb import XvfbHandle, start_xvfb
 
@@ -121,8 +128,6 @@ async def test_monitor_selection_switches_geometry(xvfb: XvfbHandle) -> None:
 
 async def test_cursor_position_is_reported(xvfb: XvfbHandle) -> None:
     """Moving the X pointer (xdotool) produces a cursor message with the new position."""
-    import subprocess
-
     async with serve_session("view", xvfb.display) as served:
         async with Viewer(served.url) as viewer:
             await viewer.wait_for(lambda v: v.cursor is not None, timeout=10)
@@ -131,3 +136,132 @@ async def test_cursor_position_is_reported(xvfb: XvfbHandle) -> None:
                 lambda v: v.cursor is not None and (v.cursor.x, v.cursor.y) == (123, 45), timeout=5
             )
             assert viewer.cursor is not None and viewer.cursor.visible
+
+
+# --- damage-driven capture (issue 13) ---------------------------------------------------
+
+
+class RecordingViewer(Viewer):
+    """The reference viewer, also noting each drawn rectangle's kind, encoding and box."""
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.drawn: list[tuple[Kind, Encoding, int, int, int, int]] = []
+
+    def _draw(self, update: stream.Update) -> None:
+        self.drawn.append((update.kind, update.encoding, update.x, update.y, update.w, update.h))
+        super()._draw(update)
+
+
+def monitor_bgr(display: str, left: int, top: int, width: int, height: int) -> np.ndarray:
+    """An independent mss grab of one screen area, as BGR."""
+    with mss.MSS(display=display) as grabber:
+        shot = grabber.grab({"left": left, "top": top, "width": width, "height": height})
+    return np.frombuffer(shot.raw, dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
+
+
+async def holds_screen(viewer: Viewer, display: str, area: tuple[int, int, int, int], timeout: float = 10) -> None:
+    """Wait until the viewer's framebuffer equals the screen area exactly (the screen is still)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            expected = monitor_bgr(display, *area)
+            if viewer.framebuffer.shape == expected.shape and np.array_equal(viewer.framebuffer, expected):
+                return
+            before = viewer.stats.rects
+            with contextlib.suppress(TimeoutError):  # a new rectangle, or re-read the screen
+                await viewer.wait_for(lambda v: v.stats.rects > before, timeout=0.5)
+
+
+async def quiet(viewer: Viewer, seconds: float) -> bool:
+    """True when nothing at all arrived for ``seconds``."""
+    before = viewer.stats.bytes_received
+    with contextlib.suppress(TimeoutError):
+        await viewer.wait_for(lambda v: v.stats.bytes_received > before, timeout=seconds)
+    return viewer.stats.bytes_received == before
+
+
+async def test_typing_is_sent_once_lossless_from_damage(xvfb: XvfbHandle) -> None:
+    """Keys typed into a Tk entry arrive as small PNG rectangles only, the viewer equals the screen, no refresh follows."""
+    area = (0, 0, xvfb.width, xvfb.height)
+    async with tk_app(xvfb.display) as app, serve_session("control", xvfb.display) as served:
+        viewer = RecordingViewer(served.url)
+        async with viewer:
+            await holds_screen(viewer, xvfb.display, area)
+            await app.command("focus")
+            async with asyncio.timeout(10):  # the focus highlight and any refinement of it
+                while not await quiet(viewer, 0.6):
+                    pass
+            first = len(viewer.drawn)
+            for code in ("KeyH", "KeyE", "KeyL", "KeyL", "KeyO"):
+                await viewer.press_key(code)
+            await app.expect(lambda line: line == "entry hello")
+            await holds_screen(viewer, xvfb.display, area)
+            assert await quiet(viewer, 0.6)  # settled: no refresh of what typing sent
+            typed = viewer.drawn[first:]
+    stats = await served.stats
+    assert typed, "typing sent nothing"
+    assert all(kind is Kind.UPDATE and enc is Encoding.PNG for kind, enc, *_ in typed), typed
+    assert all(w * h <= 64 * 64 * 2 for *_, w, h in typed), typed  # cut to the changed pixels, not whole tiles
+    assert stats.capture == "damage" and stats.damage_grabs >= 1
+    assert stats.full_grabs <= 1 + int(stats.updates_sent)  # no periodic full-screen grab per update
+
+
+async def test_viewer_equals_screen_after_motion_and_window_move(xvfb: XvfbHandle) -> None:
+    """After an animation stops and after the window moves, the viewer's image is the screen, pixel for pixel."""
+    area = (0, 0, xvfb.width, xvfb.height)
+    async with tk_app(xvfb.display) as app, serve_session("view", xvfb.display) as served:
+        async with Viewer(served.url) as viewer:
+            await holds_screen(viewer, xvfb.display, area)
+            await app.command("animate on")
+            before = viewer.stats.updates
+            await viewer.wait_for(lambda v: v.stats.updates >= before + 10, timeout=10)
+            await app.command("animate off")
+            await holds_screen(viewer, xvfb.display, area)
+            await app.command("move 150 200")
+            await holds_screen(viewer, xvfb.display, area)
+            assert np.abs(viewer.region(200, 250, 20, 20).astype(int) - [0, 0, 255]).max() < 10  # red block moved
+    stats = await served.stats
+    assert stats.capture == "damage" and stats.damage_grabs >= 10
+
+
+async def test_damage_follows_the_selected_monitor() -> None:
+    """Two RandR monitors: after switching to the right one, changes there (offset in X) reach the viewer exactly."""
+    handle = start_xvfb(1600, 600)
+    try:
+        for args in (["--setmonitor", "left", "800/200x600/150+0+0", "screen"],
+                     ["--setmonitor", "right", "800/200x600/150+800+0", "none"]):
+            subprocess.run(["xrandr", *args], env=handle.env(), check=True, timeout=10)
+        right = (800, 0, 800, 600)
+        async with tk_app(handle.display, 760, 400) as app, serve_session("view", handle.display) as served:
+            async with Viewer(served.url) as viewer:
+                await holds_screen(viewer, handle.display, (0, 0, 800, 600))
+                assert viewer.selected == 1 and len(viewer.monitors) == 3
+                await app.command("move 820 100")
+                await viewer.select_monitor(2)
+                await viewer.wait_for(lambda v: v.selected == 2, timeout=10)
+                await holds_screen(viewer, handle.display, right)
+                await app.command("fill #12ab34")
+                await holds_screen(viewer, handle.display, right)
+                probe = viewer.region(20 + 640, 100, 64, 64)
+                assert np.array_equal(probe, np.full((64, 64, 3), [0x34, 0xAB, 0x12], dtype=np.uint8))
+        stats = await served.stats
+        assert stats.capture == "damage" and stats.monitor == 2
+    finally:
+        handle.stop()
+
+
+async def test_without_damage_extension_capture_polls(caplog: pytest.LogCaptureFixture) -> None:
+    """An X server without DAMAGE: the session says so in the log, polls, and still ends exact."""
+    handle = start_xvfb(640, 480, extra_args=("-extension", "DAMAGE"))
+    try:
+        with caplog.at_level(logging.WARNING, logger="agent.screen.damage"):
+            async with tk_app(handle.display, 600, 400) as app, serve_session("view", handle.display) as served:
+                async with Viewer(served.url) as viewer:
+                    await holds_screen(viewer, handle.display, (0, 0, 640, 480))
+                    await app.command("fill #12ab34")
+                    await holds_screen(viewer, handle.display, (0, 0, 640, 480))
+            stats = await served.stats
+        assert stats.capture == "poll" and stats.damage_grabs == 0
+        assert any("falls back to polling" in r.getMessage() and "DAMAGE" in r.getMessage() for r in caplog.records)
+    finally:
+        handle.stop()

@@ -62,6 +62,8 @@ def command(line):
         anim["on"] = cmd[1] == "on"; animate()
     elif cmd[0] == "focus":
         entry.focus_force()
+    elif cmd[0] == "move":
+        root.geometry(f"+{cmd[1]}+{cmd[2]}"); root.update()
     print("done", cmd[0], flush=True)
 def on_stdin(fd, mask):
     line = sys.stdin.readline()

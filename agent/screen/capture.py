@@ -1,4 +1,4 @@
-"""Screen capture: the ``ScreenGrabber`` seam and its mss implementation.
+"""Screen capture: the ``ScreenGrabber`` seam (whole monitors or parts) and its mss implementation.
 
 Monitor indices follow mss: 0 is the bounding box of all monitors, 1..n each monitor.
 Frames are BGRA ``uint8`` arrays of shape (h, w, 4); a grabber is used from one thread
@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+
+from .tiles import Rect
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,15 @@ class ScreenGrabber(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class RegionGrabber(ScreenGrabber, Protocol):
+    """A grabber that can also read part of a monitor (damage-driven capture needs it)."""
+
+    def grab_region(self, index: int, rect: Rect) -> Frame:
+        """A fresh BGRA frame of ``rect`` (in monitor ``index``'s pixel space, inside it)."""
+        ...
+
+
 class MssGrabber:
     """mss (XShmGetImage when MIT-SHM works) on one X display."""
 
@@ -70,6 +81,14 @@ class MssGrabber:
             shot = self._mss.grab(self._mss.monitors[index])
         h, w = shot.height, shot.width
         return np.frombuffer(shot.raw, dtype=np.uint8).reshape(h, w, 4)
+
+    def grab_region(self, index: int, rect: Rect) -> Frame:
+        with self._lock:
+            mon = self._mss.monitors[index]
+            shot = self._mss.grab(
+                {"left": mon["left"] + rect.x, "top": mon["top"] + rect.y, "width": rect.w, "height": rect.h}
+            )
+        return np.frombuffer(shot.raw, dtype=np.uint8).reshape(shot.height, shot.width, 4)
 
     def close(self) -> None:
         with self._lock:

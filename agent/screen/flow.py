@@ -5,9 +5,10 @@ Theory of operation
 The session asks :meth:`FlowControl.can_send` before capturing: at most
 ``max_in_flight`` updates may be un-acked. While the viewer lags nothing is captured
 at all, and when an ack arrives the *newest* screen is compared against what was
-sent, so intermediate states are skipped, never queued. ``next_capture_at`` says when
-to look at the screen next: soon after input or while the screen changes, rarely when
-it is still. JPEG quality follows the measured ack round-trip and the byte rate.
+sent, so intermediate states are skipped, never queued. Where the display reports
+damage the session captures when damage arrives and the window has room; only without
+one does ``next_capture_at`` pace polling: soon after input or while the screen
+changes, rarely when it is still. JPEG quality follows the measured ack round-trip and the byte rate.
 
 Rules for this file: no I/O, no clocks — time comes in as ``now``.
 """
@@ -47,6 +48,9 @@ class FlowSettings:
     active_window_s: float = 1.0
     #: Capture interval of a still screen.
     idle_interval_s: float = 0.15
+    #: With a damage source: a full-frame consistency check this often (catches drawing a
+    #: server did not report); nothing else runs on a timer.
+    check_interval_s: float = 3.0
     #: Byte-rate budget for lossy updates; quality drops above it.
     max_bytes_per_s: float = 2_000_000.0
     #: Ack round-trip above which quality drops.

@@ -4,6 +4,11 @@
 and zlib release the GIL for the heavy parts). It keeps the screen state the viewer
 has been sent, which tiles were sent lossy, and when each tile last changed; tiles
 still for ``settle_s`` that were sent lossy get a lossless REFRESH so text ends crisp.
+
+Given damage (rectangles the display server reported drawn), a step grabs only the
+tiles under it, so a keystroke costs a grab of a few tiles instead of 8 MB. Small
+updates (typing) are cut to the exact bounding box of the changed pixels and sent
+lossless once: no JPEG first and no refresh of the same tiles later.
 """
 
 from __future__ import annotations
@@ -11,15 +16,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from protocol.stream import Encoding, Flags, Kind, pack_update
 
-from .capture import Frame, Monitor, ScreenGrabber
+from .capture import Frame, Monitor, RegionGrabber, ScreenGrabber
 from .encoder import encode_jpeg, encode_png
-from .tiles import TILE, Rect, dirty_tiles, fill_rows, merge_tiles, tile_grid
+from .tiles import TILE, Rect, changed_bounds, clip, dirty_tiles, fill_rows, intersect, merge_tiles, tile_grid, union
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +38,12 @@ SMALL_UPDATE_TILES = 24
 MAX_RECTS = 8
 #: Lossless wins when it is at most this much larger than the JPEG (no refresh needed later).
 LOSSLESS_BIAS = 1.5
+#: A PNG this small per pixel (text, flat UI) is kept without encoding a JPEG to compare.
+CHEAP_PNG_BYTES_PER_PX = 0.25
+#: Damage covering more than this share of the monitor's tiles is read with one full grab.
+FULL_GRAB_SHARE = 0.5
+#: Damaged candidate areas up to this many tiles get the exact bounding box of their changes.
+TIGHT_TILES = 64
 #: Split rectangles above this many pixels into bands (bounded message size, earlier drawing).
 MAX_RECT_PIXELS = 1024 * 1024
 
@@ -55,10 +67,22 @@ class StepResult:
     grab_s: float = 0.0
     encode_s: float = 0.0
     dirty_rects: list[Rect] = field(default_factory=list)
+    #: Pixels read from the screen in this step.
+    grabbed_px: int = 0
+
+
+class _Grabbed(NamedTuple):
+    """What one grab found: dirty tiles, pixels read, exact change boxes (damage steps only)."""
+
+    dirty: npt.NDArray[np.bool_]
+    pixels: int
+    tight: list[Rect] | None
 
 
 def _png_level(rect: Rect) -> int:
     """Small regions compress hard (cheap, and typing bytes matter); big ones fast."""
+    if rect.area <= 4 * TILE * TILE:
+        return 9
     return 6 if rect.area <= SMALL_AREA else 1
 
 
@@ -76,9 +100,12 @@ class ScreenPipeline:
         self.grabber = grabber
         self.monitor = monitor
         self.settle_s = settle_s
+        #: The screen's exact pixels as of the last step; the viewer has these, except
+        #: that tiles flagged in ``_lossy`` were sent as JPEG.
         self._sent: Frame | None = None
         self._lossy: npt.NDArray[np.bool_] | None = None
         self._changed_at: npt.NDArray[np.float64] | None = None
+        self._geometry: Monitor | None = None
 
     def geometry(self) -> Monitor:
         return self.grabber.monitors()[self.monitor]
@@ -89,47 +116,58 @@ class ScreenPipeline:
             self.monitor = monitor
         self._sent = None
 
-    def step(self, now: float, quality: int, seq: int) -> StepResult:
-        """Capture once; return the update that brings the viewer up to date (or None)."""
+    @property
+    def primed(self) -> bool:
+        """True once a full frame was taken (damage steps need one to compare against)."""
+        return self._sent is not None
+
+    def refresh_due_at(self) -> float | None:
+        """When the earliest lossy tile will have settled (a lossless refresh is due), or None."""
+        if self._lossy is None or self._changed_at is None or not self._lossy.any():
+            return None
+        return float(self._changed_at[self._lossy].min()) + self.settle_s
+
+    def step(self, now: float, quality: int, seq: int, damage: list[Rect] | None = None) -> StepResult:
+        """Capture once; return the update that brings the viewer up to date (or None).
+
+        ``damage`` (screen coordinates) limits the grab to those areas; None reads the
+        whole monitor (first frame, polling, a consistency check).
+        """
         t0 = time.perf_counter()
-        current = self.grabber.grab(self.monitor)
-        t1 = time.perf_counter()
-        h, w = current.shape[:2]
-        rows, cols = tile_grid(w, h)
-        if self._sent is None or self._sent.shape != current.shape:
-            self._sent = np.zeros_like(current)
-            self._lossy = np.zeros((rows, cols), dtype=np.bool_)
-            self._changed_at = np.full((rows, cols), now, dtype=np.float64)
-            dirty = np.ones((rows, cols), dtype=np.bool_)
+        if damage is None or self._sent is None or not isinstance(self.grabber, RegionGrabber):
+            grabbed = self._grab_full(now)
         else:
-            dirty = dirty_tiles(self._sent, current)
-        assert self._lossy is not None and self._changed_at is not None
-        settled = self._lossy & ~dirty & (now - self._changed_at >= self.settle_s)
+            grabbed = self._grab_damage(damage, now)
+        dirty, grabbed_px, tight = grabbed.dirty, grabbed.pixels, grabbed.tight
+        t1 = time.perf_counter()
+        sent, lossy_map, changed_at = self._sent, self._lossy, self._changed_at
+        assert sent is not None and lossy_map is not None and changed_at is not None
+        h, w = sent.shape[:2]
+        settled = lossy_map & ~dirty & (now - changed_at >= self.settle_s)
         changed = bool(dirty.any())
         if not changed and not settled.any():
-            return StepResult(None, False, t1 - t0)
+            return StepResult(None, False, t1 - t0, grabbed_px=grabbed_px)
 
         messages: list[tuple[Kind, Rect, Encoding, bytes]] = []
         lossy_any = False
         rects = merge_tiles(dirty, w, h) if changed else []
         if len(rects) > MAX_RECTS:
             rects = merge_tiles(fill_rows(dirty), w, h)
-        try_lossless = int(dirty.sum()) <= SMALL_UPDATE_TILES
+        small = int(dirty.sum()) <= SMALL_UPDATE_TILES
         for rect in rects:
+            if tight is not None:
+                rect = self._tighten(rect, tight) or rect
             for band in _bands(rect):
-                region = current[band.y : band.y + band.h, band.x : band.x + band.w]
-                encoding, payload = self._encode_change(region, band, quality, try_lossless)
+                region = sent[band.y : band.y + band.h, band.x : band.x + band.w]
+                encoding, payload = self._encode_change(region, band, quality, small)
                 lossy = encoding is Encoding.JPEG
                 lossy_any |= lossy
                 self._mark(band, lossy, now)
                 messages.append((Kind.UPDATE, band, encoding, payload))
-        # Every dirty tile is being sent and every other tile already equals the screen,
-        # so the viewer's state is now exactly this capture (grabbers return fresh arrays).
-        self._sent = current
         refresh_rects = merge_tiles(settled, w, h) if settled.any() else []
         for rect in refresh_rects:
             for band in _bands(rect):
-                region = self._sent[band.y : band.y + band.h, band.x : band.x + band.w]
+                region = sent[band.y : band.y + band.h, band.x : band.x + band.w]
                 messages.append((Kind.REFRESH, band, Encoding.PNG, encode_png(region, _png_level(band))))
                 self._mark(band, False, None)
         packed = [
@@ -142,22 +180,97 @@ class ScreenPipeline:
         update = EncodedUpdate(
             seq, packed, sum(map(len, packed)), len(packed), lossy_any, refresh=bool(refresh_rects)
         )
-        return StepResult(update, changed, t1 - t0, time.perf_counter() - t1, rects)
+        return StepResult(update, changed, t1 - t0, time.perf_counter() - t1, rects, grabbed_px)
 
-    def _encode_change(
-        self, region: Frame, rect: Rect, quality: int, try_lossless: bool
-    ) -> tuple[Encoding, bytes]:
-        jpeg = encode_jpeg(region, quality)
-        if try_lossless and rect.area <= SMALL_AREA:
+    def _grab_full(self, now: float) -> _Grabbed:
+        current = self.grabber.grab(self.monitor)
+        h, w = current.shape[:2]
+        rows, cols = tile_grid(w, h)
+        if self._sent is None or self._sent.shape != current.shape:
+            self._geometry = self.geometry()
+            self._sent = np.zeros_like(current)
+            self._lossy = np.zeros((rows, cols), dtype=np.bool_)
+            self._changed_at = np.full((rows, cols), now, dtype=np.float64)
+            dirty = np.ones((rows, cols), dtype=np.bool_)
+        else:
+            dirty = dirty_tiles(self._sent, current)
+        # Every dirty tile is sent in this step and every other tile already equals the
+        # screen, so after it the viewer's state is this capture (grabbers return fresh arrays).
+        self._sent = current
+        return _Grabbed(dirty, h * w, None)
+
+    def _grab_damage(self, damage: list[Rect], now: float) -> _Grabbed:
+        """Grab the tiles under ``damage``; copy them into ``_sent`` after comparing."""
+        sent, geometry = self._sent, self._geometry
+        assert sent is not None and geometry is not None and isinstance(self.grabber, RegionGrabber)
+        h, w = sent.shape[:2]
+        rows, cols = tile_grid(w, h)
+        candidates = np.zeros((rows, cols), dtype=np.bool_)
+        for rect in damage:
+            local = clip(Rect(rect.x - geometry.x, rect.y - geometry.y, rect.w, rect.h), w, h)
+            if local is not None:
+                candidates[local.y // TILE : -(-(local.y + local.h) // TILE),
+                           local.x // TILE : -(-(local.x + local.w) // TILE)] = True
+        count = int(candidates.sum())
+        if count > FULL_GRAB_SHARE * rows * cols:
+            return self._grab_full(now)
+        areas = merge_tiles(candidates, w, h)
+        if len(areas) > MAX_RECTS:
+            areas = merge_tiles(fill_rows(candidates), w, h)
+        dirty = np.zeros((rows, cols), dtype=np.bool_)
+        tight: list[Rect] | None = [] if count <= TIGHT_TILES else None
+        grabbed_px = 0
+        for area in areas:
+            region = self.grabber.grab_region(self.monitor, area)
+            grabbed_px += area.area
+            old = sent[area.y : area.y + area.h, area.x : area.x + area.w]
+            r0, c0 = area.y // TILE, area.x // TILE
+            sub = dirty_tiles(old, region)
+            dirty[r0 : r0 + sub.shape[0], c0 : c0 + sub.shape[1]] = sub
+            if tight is not None and sub.any():
+                bounds = changed_bounds(old, region)
+                if bounds is not None:
+                    tight.append(Rect(bounds.x + area.x, bounds.y + area.y, bounds.w, bounds.h))
+            old[...] = region
+        return _Grabbed(dirty, grabbed_px, tight)
+
+    @staticmethod
+    def _tighten(rect: Rect, tight: list[Rect]) -> Rect | None:
+        """The part of ``rect`` that holds changed pixels."""
+        parts = [part for t in tight if (part := intersect(t, rect)) is not None]
+        return union(parts) if parts else None
+
+    def _encode_change(self, region: Frame, rect: Rect, quality: int, small: bool) -> tuple[Encoding, bytes]:
+        if small and rect.area <= SMALL_AREA:
             png = encode_png(region, _png_level(rect))
+            if len(png) <= rect.area * CHEAP_PNG_BYTES_PER_PX + 256:
+                return Encoding.PNG, png
+            jpeg = encode_jpeg(region, quality)
             if len(png) <= len(jpeg) * LOSSLESS_BIAS:
                 return Encoding.PNG, png
-        return Encoding.JPEG, jpeg
+            return Encoding.JPEG, jpeg
+        return Encoding.JPEG, encode_jpeg(region, quality)
 
     def _mark(self, rect: Rect, lossy: bool, now: float | None) -> None:
+        """Record what the tiles under ``rect`` now hold on the viewer.
+
+        Lossless data clears the lossy flag only of tiles it covers whole: a tight
+        rectangle inside a tile sent as JPEG earlier leaves the rest of it to the refresh.
+        """
         assert self._lossy is not None and self._changed_at is not None
         rs = slice(rect.y // TILE, -(-(rect.y + rect.h) // TILE))
         cs = slice(rect.x // TILE, -(-(rect.x + rect.w) // TILE))
-        self._lossy[rs, cs] = lossy
+        if lossy:
+            self._lossy[rs, cs] = True
+        else:
+            inner_rs = slice(-(-rect.y // TILE), (rect.y + rect.h) // TILE)
+            inner_cs = slice(-(-rect.x // TILE), (rect.x + rect.w) // TILE)
+            h, w = self._sent.shape[:2] if self._sent is not None else (0, 0)
+            # Tiles cut by the frame's right or bottom edge are whole when the rect reaches the edge.
+            if rect.x + rect.w == w:
+                inner_cs = slice(inner_cs.start, cs.stop)
+            if rect.y + rect.h == h:
+                inner_rs = slice(inner_rs.start, rs.stop)
+            self._lossy[inner_rs, inner_cs] = False
         if now is not None:
             self._changed_at[rs, cs] = now

@@ -1,7 +1,8 @@
 """Run one screen session over a tunnel: stream the screen, take the viewer's input.
 
-Three tasks share the tunnel: the *sender* (pace captures with :class:`FlowControl`,
-run capture+encode in a dedicated thread, send updates), the *receiver* (acks, input,
+Three tasks share the tunnel: the *sender* (capture when the display reports damage
+and the viewer's acks leave room — or, where no damage source exists, on
+:class:`FlowControl`'s timer —, run capture+encode in a dedicated thread, send updates), the *receiver* (acks, input,
 monitor switch, quality hints; peer garbage is answered with an ``error`` message,
 never raised) and the *cursor* poller (position, and the pointer image via XFixes when
 it changed — a binary CURSOR_SHAPE sent before the next position). The session ends when the tunnel closes, when
@@ -29,6 +30,7 @@ from protocol.stream import StreamProtocolError
 from ..input_injector import InputGate, InputInjector, InputRefused, InputSuspended, PynputInjector
 from .capture import Monitor, MssGrabber, ScreenGrabber
 from .cursor_shape import CursorShapeSource, open_cursor_shapes
+from .damage import DamageSource, open_damage_source
 from .flow import FlowControl, FlowSettings
 from .pipeline import ScreenPipeline, StepResult
 from .pointer import PointerSource, PynputPointer
@@ -68,6 +70,11 @@ class SessionStats:
     max_in_flight: int = 0
     skipped_frames: int = 0
     cursor_shapes_sent: int = 0
+    #: "damage" (capture follows the display's damage reports) or "poll" (timer, whole screen).
+    capture: str = "poll"
+    #: Full-screen grabs (first frames, consistency checks, polling) and damage-limited ones.
+    full_grabs: int = 0
+    damage_grabs: int = 0
     quality: int = 0
     monitor: int = 0
     end_reason: str = ""
@@ -102,8 +109,12 @@ class _Session:
         settings: FlowSettings | None,
         monitor: int | None,
         input_gate: InputGate | None = None,
+        damage: DamageSource | None = None,
     ) -> None:
         self.tunnel = tunnel
+        self.damage = damage
+        self.damage_waiting = False
+        self.next_check = float("-inf")
         self.mode = mode
         self.grabber = grabber
         self.injector = injector
@@ -160,7 +171,60 @@ class _Session:
                 await self.wake.wait()
         self.wake.clear()
 
+    def on_damage(self) -> None:
+        """In the event loop: the damage source has something new."""
+        self.damage_waiting = True
+        self.wake.set()
+
     async def sender(self) -> None:
+        if self.damage is not None:
+            self.stats.capture = "damage"
+            await self._damage_sender(self.damage)
+        else:
+            await self._poll_sender()
+
+    async def _damage_sender(self, damage: DamageSource) -> None:
+        """Capture only when damage arrived (or a refresh or consistency check is due) and the window has room.
+
+        No timer drives captures: a still screen wakes nothing but the slow full-frame
+        check (``FlowSettings.check_interval_s``), which catches what a server might not
+        report. Damage that arrives while the viewer lags accumulates into one grab.
+        """
+        loop = asyncio.get_running_loop()
+        blocked = False
+        while True:
+            if self.pending_monitor is not None:
+                await self._switch_monitor(self.pending_monitor)
+            if not self.flow.can_send():
+                blocked = True
+                await self._sleep_until(None)  # an ack (or a monitor switch) wakes us
+                continue
+            now = self.clock()
+            full = not self.pipeline.primed or now >= self.next_check
+            if not full and not self.damage_waiting:
+                refresh_at = self.pipeline.refresh_due_at()
+                due = self.next_check if refresh_at is None else min(refresh_at, self.next_check)
+                if due > now:
+                    await self._sleep_until(due)
+                    continue
+            self.damage_waiting = False
+            batch = damage.take()
+            if blocked:
+                self.flow.skipped += max(0, batch.reports - 1)
+                blocked = False
+            full = full or batch.full
+            seq = self.flow.next_seq
+            result: StepResult = await loop.run_in_executor(
+                self.capture_pool, self.pipeline.step, now, self.flow.quality, seq, None if full else batch.rects
+            )
+            if full:
+                self.next_check = now + self.flow.settings.check_interval_s
+                self.stats.full_grabs += 1
+            elif result.grabbed_px:
+                self.stats.damage_grabs += 1
+            await self._deliver(seq, result)
+
+    async def _poll_sender(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if self.pending_monitor is not None:
@@ -175,24 +239,30 @@ class _Session:
                 self.capture_pool, self.pipeline.step, now, self.flow.quality, seq
             )
             self.flow.on_captured(now, result.changed)
-            update = result.update
-            if update is None:
-                continue
+            self.stats.full_grabs += 1
+            await self._deliver(seq, result)
+
+    async def _deliver(self, seq: int, result: StepResult) -> None:
+        """Send one step's update (if any) and account for it."""
+        update = result.update
+        if update is not None:
             for message in update.messages:
                 await self.send(message)
-            sent_at = self.clock()
-            self.flow.on_sent(seq, update.nbytes, sent_at)
-            self.stats.updates_sent += 1
-            self.stats.refreshes_sent += update.refresh
-            self.stats.max_in_flight = self.flow.max_in_flight_seen
-            if sent_at - self.last_stats >= STATS_PERIOD_S:
-                self.last_stats = sent_at
-                await self.send_text(
-                    stream.Stats(
-                        updates=self.stats.updates_sent, bytes=self.stats.bytes_sent, quality=self.flow.quality,
-                        in_flight=self.flow.in_flight, skipped=self.flow.skipped, rtt_ms=self.flow.rtt_s * 1000,
-                    )
+        if update is None:
+            return
+        sent_at = self.clock()
+        self.flow.on_sent(seq, update.nbytes, sent_at)
+        self.stats.updates_sent += 1
+        self.stats.refreshes_sent += update.refresh
+        self.stats.max_in_flight = self.flow.max_in_flight_seen
+        if sent_at - self.last_stats >= STATS_PERIOD_S:
+            self.last_stats = sent_at
+            await self.send_text(
+                stream.Stats(
+                    updates=self.stats.updates_sent, bytes=self.stats.bytes_sent, quality=self.flow.quality,
+                    in_flight=self.flow.in_flight, skipped=self.flow.skipped, rtt_ms=self.flow.rtt_s * 1000,
                 )
+            )
 
     async def _switch_monitor(self, index: int) -> None:
         self.pending_monitor = None
@@ -201,6 +271,9 @@ class _Session:
             await self.send_error("bad_monitor", f"monitor {index} does not exist")
             return
         self.pipeline.reset(index)
+        self.damage_waiting = False
+        if self.damage is not None:
+            self.damage.take()  # the new monitor's first step reads it whole anyway
         self.stats.monitor = index
         infos = [stream.MonitorInfo(m.x, m.y, m.w, m.h, m.primary) for m in self.monitors[: stream.MAX_MONITORS]]
         await self.send_text(stream.Monitors(monitors=infos, selected=index))
@@ -355,19 +428,26 @@ async def run_screen_session(
     settings: FlowSettings | None = None,
     monitor: int | None = None,
     input_gate: InputGate | None = None,
+    damage: DamageSource | None = None,
 ) -> SessionStats:
     """Stream ``display`` over ``tunnel`` until it closes or ``stop`` is set.
 
     Real grabber/injector/pointer are created for ``display`` unless given (an injector
     only in ``"control"`` mode; the pointer poller and the XFixes cursor shapes — where
     available — only with the real grabber). ``input_gate`` (the consent UI's prompt guard)
-    suspends remote input while a Helpline prompt is on screen.
+    suspends remote input while a Helpline prompt is on screen. ``damage`` drives capture by
+    the display's damage reports; with the real grabber an X DAMAGE source is opened unless
+    given (None where the server lacks DAMAGE: the session polls, and says so in the log).
     """
     if mode not in ("view", "control"):
         raise ValueError(f"mode must be 'view' or 'control', not {mode!r}")
     own_grabber, own_pointer, own_injector, own_shapes = grabber is None, False, False, False
+    own_damage = False
     if grabber is None:
         grabber = MssGrabber(display)
+        if damage is None:
+            damage = open_damage_source(display)
+            own_damage = damage is not None
         if pointer is None:
             pointer, own_pointer = PynputPointer(display), True
         if cursor_shapes is None:
@@ -376,7 +456,14 @@ async def run_screen_session(
     if mode == "control" and injector is None:
         injector, own_injector = PynputInjector(display), True
     session = _Session(tunnel, mode, grabber, injector if mode == "control" else None, pointer, cursor_shapes,
-                       clock, settings, monitor, input_gate)
+                       clock, settings, monitor, input_gate, damage)
+    if damage is not None:
+        loop = asyncio.get_running_loop()
+
+        def notify() -> None:  # from the damage source's thread
+            loop.call_soon_threadsafe(session.on_damage)
+
+        damage.start(notify)
     tasks: dict[asyncio.Task[object], str] = {
         asyncio.create_task(session.sender(), name="screen-sender"): "sender",
         asyncio.create_task(session.receiver(), name="screen-receiver"): "receiver",
@@ -409,6 +496,8 @@ async def run_screen_session(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.to_thread(session.close)
+        if own_damage and damage is not None:
+            damage.close()
         if own_grabber:
             grabber.close()
         if own_pointer and pointer is not None:

@@ -96,3 +96,39 @@ def mask_of(rect: Rect, shape: tuple[int, int], tile: int = TILE) -> Mask:
     mask = np.zeros(shape, dtype=np.bool_)
     mask[rect.y // tile : -(-(rect.y + rect.h) // tile), rect.x // tile : -(-(rect.x + rect.w) // tile)] = True
     return mask
+
+
+def changed_bounds(sent: npt.NDArray[np.uint8], current: npt.NDArray[np.uint8]) -> Rect | None:
+    """The smallest rectangle holding every differing pixel (alpha ignored), or None."""
+    h, w = current.shape[:2]
+    diff = np.not_equal(
+        np.ascontiguousarray(sent).view(np.uint32).reshape(h, w),
+        np.ascontiguousarray(current).view(np.uint32).reshape(h, w),
+    )
+    rows = np.flatnonzero(diff.any(axis=1))
+    if not len(rows):
+        return None
+    cols = np.flatnonzero(diff[rows[0] : rows[-1] + 1].any(axis=0))
+    return Rect(int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
+
+
+def clip(rect: Rect, width: int, height: int) -> Rect | None:
+    """``rect`` cut to a width x height frame at the origin, or None when nothing is left."""
+    x0, y0 = max(rect.x, 0), max(rect.y, 0)
+    x1, y1 = min(rect.x + rect.w, width), min(rect.y + rect.h, height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return Rect(x0, y0, x1 - x0, y1 - y0)
+
+
+def intersect(a: Rect, b: Rect) -> Rect | None:
+    """The overlap of two rectangles, or None."""
+    moved = clip(Rect(a.x - b.x, a.y - b.y, a.w, a.h), b.w, b.h)
+    return None if moved is None else Rect(moved.x + b.x, moved.y + b.y, moved.w, moved.h)
+
+
+def union(rects: list[Rect]) -> Rect:
+    """The bounding box of non-empty ``rects``."""
+    x0, y0 = min(r.x for r in rects), min(r.y for r in rects)
+    x1, y1 = max(r.x + r.w for r in rects), max(r.y + r.h for r in rects)
+    return Rect(x0, y0, x1 - x0, y1 - y0)
