@@ -12,15 +12,22 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
+from agent.collectors.accounts import collect_accounts
+from agent.collectors.controllers import collect_controllers
+from agent.collectors.dns import collect_dns
 from agent.collectors.hardware import collect_battery, collect_cpu, collect_disks, collect_displays, collect_memory
 from agent.collectors.identity import collect_identity
+from agent.collectors.logins import collect_logins
 from agent.collectors.network import collect_network
 from agent.collectors.os_info import collect_os
 from agent.collectors.security import collect_security
 from agent.collectors.software import installed_software
+from agent.collectors.storage import collect_storage
 from agent.collectors.users import collect_users
+from agent.collectors.virtualization import collect_virtualization
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +43,16 @@ SECTIONS = (
     "software",
     "users",
     "security",
+    "storage",
+    "controllers",
+    "virtualization",
+    "dns",
+    "accounts",
+    "logins",
 )
+
+#: Sections holding personal data (local accounts, login history): a device group can switch them off.
+PERSONAL_SECTIONS = frozenset({"accounts", "logins"})
 
 COLLECTORS: dict[str, Callable[[], Any]] = {
     "identity": collect_identity,
@@ -50,7 +66,36 @@ COLLECTORS: dict[str, Callable[[], Any]] = {
     "software": installed_software,
     "users": collect_users,
     "security": collect_security,
+    "storage": collect_storage,
+    "controllers": collect_controllers,
+    "virtualization": collect_virtualization,
+    "dns": collect_dns,
+    "accounts": collect_accounts,
+    "logins": collect_logins,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryPolicy:
+    """What the server lets this agent collect (``welcome.inventory_policy``, from the device's group).
+
+    ``omit``: sections not to collect at all (personal data switched off); ``login_days``: how far back
+    login history goes (the server's retention). The default, for servers that send no policy, is
+    to collect everything with the collectors' own window.
+    """
+
+    omit: frozenset[str] = frozenset()
+    login_days: int | None = None
+
+
+def policy_collectors(policy: InventoryPolicy, collectors: Mapping[str, Callable[[], Any]] = COLLECTORS
+                      ) -> dict[str, Callable[[], Any]]:
+    """The collectors to run under ``policy``: omitted sections dropped, login history windowed."""
+    chosen = {name: fn for name, fn in collectors.items() if name not in policy.omit}
+    days = policy.login_days
+    if days is not None and chosen.get("logins") is collect_logins:
+        chosen["logins"] = lambda: collect_logins(days)
+    return chosen
 
 
 def _run(name: str, collector: Callable[[], Any]) -> Any:
@@ -62,8 +107,11 @@ def _run(name: str, collector: Callable[[], Any]) -> Any:
         return {"error": f"{type(exc).__name__}: {exc}", "unavailable": {name: "collector failed"}}
 
 
-def collect_inventory(collectors: Mapping[str, Callable[[], Any]] = COLLECTORS, *, workers: int = 4) -> dict[str, Any]:
+def collect_inventory(collectors: Mapping[str, Callable[[], Any]] = COLLECTORS, *, workers: int = 4,
+                      policy: InventoryPolicy | None = None) -> dict[str, Any]:
     """Run the collectors concurrently (most wait on files or subprocesses) → {section: data} in SECTIONS order."""
+    if policy is not None:
+        collectors = policy_collectors(policy, collectors)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inventory") as pool:
         futures = {name: pool.submit(_run, name, fn) for name, fn in collectors.items()}
         results = {name: future.result() for name, future in futures.items()}

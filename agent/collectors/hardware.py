@@ -40,13 +40,47 @@ def parse_cpu_model(cpuinfo: str) -> str | None:
     return None
 
 
+#: /proc/cpuinfo keys of the first processor → cpu section fields (x86; ARM names differ).
+_CPU_IDENTITY = {"vendor_id": "vendor", "cpu family": "family", "model": "model_number", "stepping": "stepping",
+                 "microcode": "microcode", "CPU implementer": "vendor", "CPU architecture": "family",
+                 "CPU part": "model_number", "CPU variant": "stepping"}
+_CPU_INTEGERS = ("family", "model_number", "stepping")
+
+
+def parse_cpu_identity(cpuinfo: str) -> dict[str, Any]:
+    """Vendor, family, model number, stepping and microcode of the first processor block.
+
+    Family/model/stepping are decimal on x86 (``cpu family : 25``) and hex on ARM
+    (``CPU part : 0xd0c``); both become integers. Microcode stays the kernel's hex string.
+    """
+    identity: dict[str, Any] = dict.fromkeys(("vendor", "family", "model_number", "stepping", "microcode"))
+    for line in cpuinfo.split("\n\n", 1)[0].splitlines():
+        key, sep, value = line.partition(":")
+        field = _CPU_IDENTITY.get(key.strip())
+        value = value.strip()
+        if not sep or field is None or not value or identity[field] is not None:
+            continue
+        if field in _CPU_INTEGERS:
+            try:
+                identity[field] = int(value, 16) if value.lower().startswith("0x") else int(value)
+            except ValueError:
+                continue
+        else:
+            identity[field] = value
+    return identity
+
+
 def collect_cpu(cpuinfo_path: Path = CPUINFO) -> dict[str, Any]:
-    """CPU model, physical/logical cores and frequency in MHz (cpufreq max, else current)."""
+    """CPU model, identity (vendor/family/model/stepping/microcode), cores and frequency in MHz."""
     unavailable: dict[str, str] = {}
     text, reason = read_text(cpuinfo_path)
     model = parse_cpu_model(text) if text else None
     if model is None:
         unavailable["model"] = reason or f"no model name in {cpuinfo_path}"
+    identity = parse_cpu_identity(text or "")
+    for field, value in identity.items():
+        if value is None:
+            unavailable[field] = reason or f"no {field} in {cpuinfo_path}"
     physical = psutil.cpu_count(logical=False)
     if physical is None:
         unavailable["physical_cores"] = "psutil could not determine physical cores"
@@ -65,6 +99,7 @@ def collect_cpu(cpuinfo_path: Path = CPUINFO) -> dict[str, Any]:
         unavailable["freq_mhz"] = "no cpufreq data from the OS"
     return {
         "model": model,
+        **identity,
         "physical_cores": physical,
         "logical_cores": logical,
         "freq_mhz": freq_mhz,

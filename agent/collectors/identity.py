@@ -72,10 +72,31 @@ def chassis_name(raw: str) -> str:
     return CHASSIS_TYPES.get(code, f"SMBIOS chassis type {code}")
 
 
+def fqdn(hostname: str | None = None) -> str:
+    """The host's canonical name, as ``hostname -f`` (and FusionInventory) report it.
+
+    ``socket.getfqdn()`` returns the first name of ``gethostbyaddr`` that contains a dot, else
+    the address's primary name: with the common ``127.0.0.1 localhost`` line before
+    ``127.0.0.1 vm`` in /etc/hosts it answers ``localhost``. The canonical name of a forward
+    lookup (``AI_CANONNAME``) is the host's own entry instead; a lookup that fails or lands on
+    a ``localhost`` name falls back to the plain host name, never to ``localhost``.
+    """
+    name = hostname or socket.gethostname()
+    try:
+        infos = socket.getaddrinfo(name, None, flags=socket.AI_CANONNAME)
+    except (OSError, UnicodeError):
+        return name
+    canonical = next((info[3] for info in infos if info[3]), "")
+    if not canonical or canonical.split(".", 1)[0].lower() in ("localhost", "localhost6", "ip6-localhost"):
+        return name
+    return canonical
+
+
 def collect_identity(dmi_dir: Path = DMI_DIR, machine_id_path: Path = MACHINE_ID) -> dict[str, Any]:
     """Host names, DMI identity and machine-id; missing values are ``None`` with a reason."""
     unavailable: dict[str, str] = {}
-    result: dict[str, Any] = {"hostname": socket.gethostname(), "fqdn": socket.getfqdn()}
+    hostname = socket.gethostname()
+    result: dict[str, Any] = {"hostname": hostname, "fqdn": fqdn(hostname)}
     for field, name in _DMI_FIELDS.items():
         value, reason = read_text(dmi_dir / name)
         result[field] = value

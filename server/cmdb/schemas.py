@@ -15,7 +15,7 @@ machine's real inventory).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -80,6 +80,11 @@ class OperatingSystem(_Section):
 
 class Cpu(_Section):
     model: Text | None = None
+    vendor: Text | None = None
+    family: Small | None = None
+    model_number: Small | None = None
+    stepping: Small | None = None
+    microcode: Text | None = None
     physical_cores: Small | None = None
     logical_cores: Small | None = None
     freq_mhz: Small | None = None
@@ -209,11 +214,103 @@ class Security(_Section):
     reboot_required: RebootRequired | None = None
 
 
+class Drive(_Strict):
+    name: Text | None = None
+    path: Text | None = None
+    size_bytes: Bytes | None = None
+    model: Text | None = None
+    vendor: Text | None = None
+    serial: Text | None = None
+    firmware: Text | None = None
+    wwn: Text | None = None
+    transport: Text | None = None
+    rotational: bool | None = None
+    removable: bool | None = None
+    kind: Text | None = None
+    smart_health: Literal["PASSED", "FAILED"] | None = None
+
+
+class Storage(_Section):
+    source: Text | None = None
+    devices: Annotated[list[Drive], msgspec.Meta(max_length=256)] = []
+
+
+class Controller(_Strict):
+    bus: Literal["pci", "usb"] | None = None
+    slot: Text | None = None
+    vendor_id: Text | None = None
+    product_id: Text | None = None
+    class_id: Text | None = None
+    type: Text | None = None
+    vendor: Text | None = None
+    name: Text | None = None
+    subsystem_id: Text | None = None
+    revision: Text | None = None
+    driver: Text | None = None
+
+
+class Controllers(_Section):
+    devices: Annotated[list[Controller], msgspec.Meta(max_length=1024)] = []
+
+
+class Virtualization(_Section):
+    vm: Text | None = None
+    container: Text | None = None
+    is_virtual: bool | None = None
+    source: Text | None = None
+
+
+class Dns(_Section):
+    nameservers: Annotated[list[Text], msgspec.Meta(max_length=64)] = []
+    search: Annotated[list[Text], msgspec.Meta(max_length=64)] = []
+    stub: Text | None = None
+    source: Text | None = None
+
+
+Id = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
+
+
+class LocalUser(_Strict):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    uid: Id | None = None
+    gid: Id | None = None
+    full_name: Text | None = None
+    home: Text | None = None
+    shell: Text | None = None
+    system: bool | None = None
+
+
+class LocalGroup(_Strict):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    gid: Id | None = None
+    members: Annotated[list[Annotated[str, msgspec.Meta(max_length=256)]], LIST] = []
+
+
+class Accounts(_Section):
+    users: Annotated[list[LocalUser], LIST] = []
+    groups: Annotated[list[LocalGroup], LIST] = []
+
+
+class Login(_Strict):
+    user: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    #: ISO 8601 UTC, as the agent's collectors write times (``2024-01-02T03:04:05Z``).
+    time: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")]
+    terminal: Text | None = None
+    host: Text | None = None
+
+
+class Logins(_Section):
+    retention_days: Annotated[int, msgspec.Meta(ge=1, le=36500)] | None = None
+    entries: Annotated[list[Login], msgspec.Meta(max_length=1000)] = []
+    last: Annotated[list[Login], LIST] = []
+
+
 #: The schema of each section the server stores (the keys are ``sections.KNOWN_SECTIONS``).
 SCHEMAS: dict[str, type[_Section]] = {
     "identity": Identity, "os": OperatingSystem, "cpu": Cpu, "memory": Memory, "disks": Disks,
     "network": Network, "battery": Battery, "displays": Displays, "software": Software, "users": Users,
-    "security": Security,
+    "security": Security, "storage": Storage, "controllers": Controllers, "virtualization": Virtualization,
+    "dns": Dns, "accounts": Accounts, "logins": Logins,
 }
 
 

@@ -2,7 +2,8 @@
 
 Units follow the schema: ``hardware.memory``/``swap`` and ``drives.total``/``free`` in MB
 (MiB, integers), battery capacities in mWh. Values the agent could not read are left out rather
-than filled with placeholders; enum-constrained fields (``networks.type``, ``cpus.arch``) are
+than filled with placeholders (``hardware.vmsystem`` is "Physical" only when the agent reported
+no virtualization, not when it could not tell); enum-constrained fields (``networks.type``, ``cpus.arch``) are
 only set when the value is one the schema allows.
 """
 
@@ -53,10 +54,37 @@ def _glpi_offset(utc_offset: Any) -> str | None:
     return None
 
 
+#: systemd-detect-virt names → what GLPI agents put in ``hardware.vmsystem``.
+_VMSYSTEMS = {
+    "docker": "Docker", "podman": "Podman", "lxc": "lxc", "lxc-libvirt": "lxc", "systemd-nspawn": "systemd-nspawn",
+    "openvz": "Virtuozzo", "wsl": "WSL", "kvm": "KVM", "qemu": "QEMU", "vmware": "VMware", "oracle": "VirtualBox",
+    "xen": "Xen", "microsoft": "Hyper-V", "parallels": "Parallels", "bhyve": "bhyve", "amazon": "Amazon EC2",
+    "google": "Google Compute Engine",
+}
+_CPU_VENDORS = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD", "CentaurHauls": "VIA", "HygonGenuine": "Hygon"}
+
+
+def _vmsystem(inventory: Mapping[str, Any]) -> str | None:
+    """The innermost virtualization layer (a container before its VM), or "Physical"; None when unknown."""
+    virt = _section(inventory, "virtualization")
+    if virt.get("is_virtual") is None:
+        return None
+    name = virt.get("container") or virt.get("vm")
+    return _VMSYSTEMS.get(name, name) if isinstance(name, str) else "Physical"
+
+
+def _last_login(inventory: Mapping[str, Any]) -> dict[str, Any]:
+    last = _section(inventory, "logins").get("last") or []
+    return last[0] if last and isinstance(last[0], dict) else {}
+
+
 def _hardware(inventory: Mapping[str, Any]) -> dict[str, Any]:
     identity, memory = _section(inventory, "identity"), _section(inventory, "memory")
     network, users = _section(inventory, "network"), _section(inventory, "users")
     logged = users.get("users") or []
+    last = _last_login(inventory)
+    when = last.get("time")
+    servers = _section(inventory, "dns").get("nameservers") or []
     return _compact(
         {
             "name": identity.get("hostname"),
@@ -65,7 +93,10 @@ def _hardware(inventory: Mapping[str, Any]) -> dict[str, Any]:
             "memory": _mb(memory.get("total_bytes")),
             "swap": _mb(memory.get("swap_total_bytes")),
             "defaultgateway": network.get("default_gateway"),
-            "lastloggeduser": logged[0] if logged else None,
+            "dns": "/".join(str(s) for s in servers) or None,
+            "vmsystem": _vmsystem(inventory),
+            "lastloggeduser": last.get("user") or (logged[0] if logged else None),
+            "datelastloggeduser": when.replace("T", " ").rstrip("Z") if isinstance(when, str) and last else None,
         }
     )
 
@@ -75,6 +106,15 @@ def _bios(inventory: Mapping[str, Any]) -> dict[str, Any]:
     return _compact(
         {"smanufacturer": identity.get("manufacturer"), "smodel": identity.get("model"), "ssn": identity.get("serial")}
     )
+
+
+def _dns_domain(inventory: Mapping[str, Any]) -> str | None:
+    """The domain part of the FQDN, else the first search domain."""
+    fqdn = _section(inventory, "identity").get("fqdn")
+    if isinstance(fqdn, str) and "." in fqdn:
+        return fqdn.split(".", 1)[1]
+    search = _section(inventory, "dns").get("search") or []
+    return str(search[0]) if search else None
 
 
 def _operatingsystem(inventory: Mapping[str, Any]) -> dict[str, Any]:
@@ -94,9 +134,19 @@ def _operatingsystem(inventory: Mapping[str, Any]) -> dict[str, Any]:
             "arch": os_info.get("arch"),
             "boot_time": os_info.get("boot_time"),
             "fqdn": identity.get("fqdn"),
+            "dns_domain": _dns_domain(inventory),
             "timezone": timezone,
         }
     )
+
+
+def _cpu_description(cpu: Mapping[str, Any]) -> str | None:
+    """``Family 25 Model 1 Stepping 1`` (as Windows names x86 processors), plus the microcode revision."""
+    parts = [f"{label} {cpu[key]}" for label, key in (("Family", "family"), ("Model", "model_number"),
+                                                       ("Stepping", "stepping")) if isinstance(cpu.get(key), int)]
+    if cpu.get("microcode"):
+        parts.append(f"Microcode {cpu['microcode']}")
+    return " ".join(parts) or None
 
 
 def _cpus(inventory: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -111,6 +161,11 @@ def _cpus(inventory: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "thread": cpu.get("logical_cores"),
                 "speed": cpu.get("freq_mhz"),
                 "arch": _glpi_arch(_section(inventory, "os").get("arch")),
+                "manufacturer": _CPU_VENDORS.get(cpu.get("vendor") or "", cpu.get("vendor")),
+                "familynumber": str(cpu["family"]) if isinstance(cpu.get("family"), int) else None,
+                "model": str(cpu["model_number"]) if isinstance(cpu.get("model_number"), int) else None,
+                "stepping": cpu.get("stepping") if isinstance(cpu.get("stepping"), int) else None,
+                "description": _cpu_description(cpu),
             }
         )
     ]
@@ -224,6 +279,93 @@ def _firewalls(inventory: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [_compact({"status": "on" if fw["active"] else "off", "description": fw.get("backend")})]
 
 
+def _storages(inventory: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        _compact(
+            {
+                "name": drive.get("name"),
+                "disksize": _mb(drive.get("size_bytes")),
+                "model": drive.get("model"),
+                "manufacturer": drive.get("vendor"),
+                "serial": drive.get("serial"),
+                "firmware": drive.get("firmware"),
+                "wwn": drive.get("wwn"),
+                "type": drive.get("kind"),
+                "interface": drive["transport"].upper() if isinstance(drive.get("transport"), str) else None,
+                "description": f"SMART {drive['smart_health']}" if drive.get("smart_health") else None,
+            }
+        )
+        for drive in _section(inventory, "storage").get("devices") or []
+    ]
+
+
+def _controllers(inventory: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        _compact(
+            {
+                "name": dev.get("name") or dev.get("type"),
+                "caption": dev.get("name"),
+                "manufacturer": dev.get("vendor"),
+                "vendorid": dev.get("vendor_id"),
+                "productid": dev.get("product_id"),
+                "pciclass": dev.get("class_id"),
+                "pcislot": dev.get("slot"),
+                "pcisubsystemid": dev.get("subsystem_id"),
+                "rev": dev.get("revision"),
+                "type": dev.get("type"),
+                "driver": dev.get("driver"),
+            }
+        )
+        for dev in _section(inventory, "controllers").get("devices") or []
+        if dev.get("bus") == "pci"
+    ]
+
+
+def _usbdevices(inventory: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        _compact(
+            {
+                "name": dev.get("name"),
+                "manufacturer": dev.get("vendor"),
+                "vendorid": dev.get("vendor_id"),
+                "productid": dev.get("product_id"),
+                "class": str(int(dev["class_id"], 16)) if isinstance(dev.get("class_id"), str)
+                and re.fullmatch(r"[0-9a-fA-F]{1,4}", dev["class_id"]) else None,
+            }
+        )
+        for dev in _section(inventory, "controllers").get("devices") or []
+        if dev.get("bus") == "usb"
+    ]
+
+
+def _local_users(inventory: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        _compact(
+            {
+                "id": str(user["uid"]) if isinstance(user.get("uid"), int) else user.get("name"),
+                "login": user.get("name"),
+                "name": user.get("full_name"),
+                "home": user.get("home"),
+                "shell": user.get("shell"),
+            }
+        )
+        for user in _section(inventory, "accounts").get("users") or []
+        if user.get("name")
+    ]
+
+
+def _local_groups(inventory: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": str(group["gid"]) if isinstance(group.get("gid"), int) else str(group["name"]),
+            "name": group["name"],
+            **({"members": [str(m) for m in group["members"]]} if group.get("members") else {}),
+        }
+        for group in _section(inventory, "accounts").get("groups") or []
+        if group.get("name")
+    ]
+
+
 def _monitors(inventory: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [
         {"caption": f"Display {m['index']}", "description": f"{m['width']}x{m['height']}+{m['left']}+{m['top']}"}
@@ -258,6 +400,11 @@ def to_glpi_inventory(
         "users": [{"login": name} for name in _section(inventory, "users").get("users") or []],
         "firewalls": _firewalls(inventory),
         "monitors": _monitors(inventory),
+        "storages": _storages(inventory),
+        "controllers": _controllers(inventory),
+        "usbdevices": _usbdevices(inventory),
+        "local_users": _local_users(inventory),
+        "local_groups": _local_groups(inventory),
     }
     content.update({key: value for key, value in lists.items() if value})
     doc: dict[str, Any] = {

@@ -2,7 +2,9 @@
 
 Payload shape (REST ``POST /api/now/identifyreconcile``): ``items`` are CIs — the computer
 (``cmdb_ci_computer``, index 0) and one ``cmdb_ci_network_adapter`` per interface with a MAC;
-``relations`` link them by item index with the ``Owns::Owned by`` type. Installed software
+``relations`` link them by item index with the ``Owns::Owned by`` type; each physical drive
+is a ``cmdb_ci_disk`` the computer ``Contains`` (the relation ServiceNow's IRE documentation
+uses for disks: ``Contains::Contained by``). Installed software
 rows (``cmdb_sam_sw_install``) are not CIs but records that reference the computer, so they go
 in the computer item's ``related`` list, which is where IRE accepts such tables.
 Reference fields (manufacturer, model_id) need sys_ids and are not sent.
@@ -19,6 +21,8 @@ from typing import Any
 
 MIB = 1024 * 1024
 RELATION_OWNS = "Owns::Owned by"
+RELATION_CONTAINS = "Contains::Contained by"
+GB = 1000**3
 
 
 class IreResponseError(ValueError):
@@ -63,6 +67,31 @@ def _first_ipv4(iface: Mapping[str, Any]) -> str | None:
     return addrs[0].get("address") if addrs else None
 
 
+def _bool_text(value: Any) -> str | None:
+    return ("true" if value else "false") if isinstance(value, bool) else None
+
+
+def _dns_domain(fqdn: Any, search: Any) -> str | None:
+    if isinstance(fqdn, str) and "." in fqdn:
+        return fqdn.split(".", 1)[1]
+    return str(search[0]) if isinstance(search, list) and search else None
+
+
+def _disk_values(drive: Mapping[str, Any]) -> dict[str, str]:
+    size = drive.get("size_bytes")
+    return _strings(
+        {
+            "name": drive.get("name"),
+            "device_id": drive.get("path"),
+            "serial_number": drive.get("serial"),
+            "size_bytes": size if isinstance(size, int) else None,
+            "disk_space": round(size / GB, 2) if isinstance(size, int) else None,  # GB, as Discovery fills it
+            "device_interface": drive.get("transport"),
+            "short_description": " ".join(str(drive[k]) for k in ("vendor", "model") if drive.get(k)) or None,
+        }
+    )
+
+
 def _computer_values(device_id: str, inventory: Mapping[str, Any]) -> dict[str, str]:
     identity, os_info = _section(inventory, "identity"), _section(inventory, "os")
     cpu, memory = _section(inventory, "cpu"), _section(inventory, "memory")
@@ -86,6 +115,8 @@ def _computer_values(device_id: str, inventory: Mapping[str, Any]) -> dict[str, 
             "ram": total // MIB if isinstance(total, int) else None,
             "ip_address": _first_ipv4(primary) if primary else None,
             "mac_address": primary.get("mac") if primary else None,
+            "virtual": _bool_text(_section(inventory, "virtualization").get("is_virtual")),
+            "dns_domain": _dns_domain(identity.get("fqdn"), _section(inventory, "dns").get("search")),
         }
     )
 
@@ -128,6 +159,17 @@ def to_servicenow_ire(device_id: str, inventory: Mapping[str, Any]) -> dict[str,
             }
         )
         relations.append({"parent": 0, "child": len(items) - 1, "type": RELATION_OWNS})
+    for drive in _section(inventory, "storage").get("devices") or []:
+        if not isinstance(drive, dict) or not drive.get("name"):
+            continue
+        items.append(
+            {
+                "className": "cmdb_ci_disk",
+                "internal_id": f"{device_id}:disk:{drive['name']}",
+                "values": _disk_values(drive),
+            }
+        )
+        relations.append({"parent": 0, "child": len(items) - 1, "type": RELATION_CONTAINS})
     return {"items": items, "relations": relations}
 
 
