@@ -8,6 +8,10 @@ A TOML file owned by the device's administrator (``AgentConfig.policy_file``)::
     prompt_timeout_s = 30      # no answer within this = Deny
     decline_cooldown_s = 60    # after a Deny (or no answer), the same technician's next
                                # request within this is refused at once, without a prompt (0 = off)
+    allow_chat = true          # in-session toolkit (agent.toolkit): each can be switched off,
+    allow_files = true         # whatever the technician or a grant asks
+    allow_clipboard = true
+    max_file_mb = 1024         # largest file either way (1 .. 65536 MiB)
 
     [authority]                # signed documents: may only TIGHTEN the device's defaults
     min_approvals = 2          # distinct approvers on every document (1..16; default 1)
@@ -53,6 +57,11 @@ class LocalPolicy:
     #: After the user declined a technician (Deny or no answer), that technician's requests are refused
     #: without a prompt for this long: repeated requests must not wear the user down (0 = no cooldown).
     decline_cooldown_s: float = 60.0
+    allow_chat: bool = True
+    allow_files: bool = True
+    allow_clipboard: bool = True
+    #: Largest file transferred either way, in bytes.
+    max_file_bytes: int = 1024 * 1024 * 1024
     #: Set when the file was unusable: every session is refused with this reason.
     broken: str = ""
     #: The ``[authority]`` table: the device's rules for signed documents, never looser than the defaults.
@@ -67,7 +76,8 @@ class LocalPolicy:
             return cls.parse(path.read_text())
         except (OSError, PolicyError) as exc:
             log.error("local session policy %s is unusable; refusing all sessions: %s", path, exc)
-            return cls(allow_control=False, allow_unattended=False, require_prompt=True, broken=str(exc))
+            return cls(allow_control=False, allow_unattended=False, require_prompt=True, allow_chat=False,
+                       allow_files=False, allow_clipboard=False, broken=str(exc))
 
     @classmethod
     def load_strict(cls, path: Path | None) -> LocalPolicy:
@@ -86,11 +96,11 @@ class LocalPolicy:
         except tomllib.TOMLDecodeError as exc:
             raise PolicyError(f"not valid TOML: {exc}") from exc
         known = {"require_prompt", "allow_control", "allow_unattended", "prompt_timeout_s", "decline_cooldown_s",
-                 "authority"}
+                 "authority", *_TOOLKIT_KEYS, "max_file_mb"}
         unknown = set(data) - known
         if unknown:
             raise PolicyError(f"unknown keys: {', '.join(sorted(unknown))}")
-        for key in ("require_prompt", "allow_control", "allow_unattended"):
+        for key in ("require_prompt", "allow_control", "allow_unattended", *_TOOLKIT_KEYS):
             if key in data and not isinstance(data[key], bool):
                 raise PolicyError(f"{key} must be true or false")
         timeout = data.get("prompt_timeout_s", 30.0)
@@ -99,7 +109,14 @@ class LocalPolicy:
         cooldown = data.get("decline_cooldown_s", 60.0)
         if isinstance(cooldown, bool) or not isinstance(cooldown, (int, float)) or not 0 <= cooldown <= 86400:
             raise PolicyError("decline_cooldown_s must be a number of seconds between 0 and 86400")
+        max_mb = data.get("max_file_mb", 1024)
+        if isinstance(max_mb, bool) or not isinstance(max_mb, int) or not 1 <= max_mb <= 65536:
+            raise PolicyError("max_file_mb must be a whole number of MiB between 1 and 65536")
         return cls(
+            allow_chat=bool(data.get("allow_chat", True)),
+            allow_files=bool(data.get("allow_files", True)),
+            allow_clipboard=bool(data.get("allow_clipboard", True)),
+            max_file_bytes=max_mb * 1024 * 1024,
             require_prompt=bool(data.get("require_prompt", False)),
             allow_control=bool(data.get("allow_control", True)),
             allow_unattended=bool(data.get("allow_unattended", True)),
@@ -109,6 +126,8 @@ class LocalPolicy:
         )
 
 
+#: Switches of the in-session toolkit (chat, file transfer, clipboard).
+_TOOLKIT_KEYS = ("allow_chat", "allow_files", "allow_clipboard")
 #: The defaults the ``[authority]`` table may only tighten.
 DEFAULT_AUTHORITY = AuthorityPolicy()
 #: Numeric keys: (smallest value that still lets anything through, the default = the largest allowed).

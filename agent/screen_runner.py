@@ -31,7 +31,12 @@ class ScreenRunner(Protocol):
 async def run_in_process(session_id: str, tunnel: Tunnel, /, *, mode: Literal["view", "control"],
                          display: str | None, stop: asyncio.Event, input_gate: InputGate | None,
                          **kwargs: Any) -> SessionStats:
-    """The screen session in this process, on ``display``."""
+    """The screen session in this process, on ``display`` (with the in-session toolkit when ``toolkit`` caps are
+    given: :mod:`agent.toolkit`)."""
     from .screen.session import run_screen_session
+    from .toolkit.tunnel import toolkit_tunnel
 
-    return await run_screen_session(tunnel, mode=mode, display=display, stop=stop, input_gate=input_gate, **kwargs)
+    caps, technician = kwargs.pop("toolkit", None), str(kwargs.pop("technician", ""))
+    async with toolkit_tunnel(tunnel, caps, technician=technician) as wrapped:
+        return await run_screen_session(wrapped, mode=mode, display=display, stop=stop, input_gate=input_gate,
+                                        **kwargs)

@@ -69,6 +69,7 @@ from .consent.decision import decide as decide_consent
 from .control_client import AgentClient
 from .policy import LocalPolicy
 from .screen_runner import ScreenRunner, run_in_process
+from .toolkit.caps import decide_caps
 
 log = logging.getLogger(__name__)
 
@@ -445,7 +446,8 @@ class AgentSessions:
                 inner_stop = asyncio.Event()
                 screen = asyncio.ensure_future(self.screen_runner(  # input waits while a prompt shows:
                     offer.session_id, counted, mode=running.mode, display=self.display, stop=inner_stop,
-                    input_gate=self.ui.prompts, **self.screen_kwargs))
+                    input_gate=self.ui.prompts, toolkit=decide_caps(self.policy(), running.grant),
+                    technician=running.technician, **self.screen_kwargs))
                 waits: set[asyncio.Future[Any]] = {screen, asyncio.ensure_future(running.wake.wait())}
                 if indicator is not None:
                     waits.add(asyncio.ensure_future(indicator.ended.wait()))

@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -24,6 +25,7 @@ import numpy.typing as npt
 import websockets
 
 from protocol import stream
+from protocol import toolkit as tk
 from protocol.stream import Kind, StreamProtocolError
 
 from .screen.encoder import DecodeError, decode
@@ -88,6 +90,12 @@ class Viewer:
         self._changed = asyncio.Condition()
         self._frame_bytes = 0
         self.closed = asyncio.Event()
+        #: The in-session toolkit (protocol.toolkit): what the agent allows, the chat, transfers by number.
+        self.caps: tk.Caps | None = None
+        self.chat: list[tk.ChatMessage] = []
+        self.toolkit_events: dict[int, list[tk.ToolkitAny]] = {}
+        self._fetching: dict[int, _Fetch] = {}
+        self._next_transfer = 1
 
     # --- connection ---------------------------------------------------------------------
 
@@ -191,6 +199,9 @@ class Viewer:
 
     async def _on_binary(self, data: bytes, now: float) -> None:
         self.stats.bytes_received += len(data)
+        if tk.is_chunk(data):
+            await self._on_chunk(data)
+            return
         try:
             update = stream.unpack_update(data)
         except StreamProtocolError as exc:
@@ -233,6 +244,9 @@ class Viewer:
         try:
             message = stream.decode_text(data)
         except StreamProtocolError as exc:
+            with contextlib.suppress(tk.ToolkitProtocolError):
+                self._on_toolkit(tk.decode_text(data))
+                return
             self.stats.bad_messages += 1
             log.warning("viewer: bad text message: %s", exc)
             return
@@ -249,6 +263,108 @@ class Viewer:
         elif isinstance(message, stream.Stats):
             self.agent_stats = message
 
+    # --- toolkit ------------------------------------------------------------------------
+
+    async def send_toolkit(self, message: tk.ToolkitAny) -> None:
+        await self._ws.send(tk.encode_text(message))
+
+    def _transfer(self) -> int:
+        number, self._next_transfer = self._next_transfer, self._next_transfer + 2  # the viewer's are odd
+        return number
+
+    async def say(self, text: str) -> None:
+        """Send a chat line to the person at the device."""
+        await self.send_toolkit(tk.ChatSend(text=text))
+
+    def _on_toolkit(self, message: tk.ToolkitAny) -> None:
+        if isinstance(message, tk.Caps):
+            self.caps = message
+        elif isinstance(message, tk.ChatMessage):
+            self.chat.append(message)
+        elif isinstance(message, (tk.FileAccept, tk.FileAck, tk.FileDone, tk.FileError, tk.FileStart, tk.FileEnd)):
+            self.toolkit_events.setdefault(message.transfer, []).append(message)
+            fetch = self._fetching.get(message.transfer)
+            if fetch is not None and isinstance(message, tk.FileStart):
+                fetch.start(message)
+
+    async def _on_chunk(self, data: bytes) -> None:
+        try:
+            chunk = tk.unpack_chunk(data)
+        except tk.ToolkitProtocolError as exc:
+            self.stats.bad_messages += 1
+            log.warning("viewer: bad chunk: %s", exc)
+            return
+        fetch = self._fetching.get(chunk.transfer)
+        if fetch is None or not fetch.write(chunk):
+            self.stats.bad_messages += 1
+            return
+        await self.send_toolkit(tk.FileAck(transfer=chunk.transfer, offset=fetch.offset))
+
+    async def _wait_event(self, transfer: int, kinds: tuple[type, ...], timeout: float) -> tk.ToolkitAny:
+        def found(v: Viewer) -> bool:
+            return any(isinstance(e, kinds) for e in v.toolkit_events.get(transfer, []))
+        await self.wait_for(found, timeout)
+        return next(e for e in self.toolkit_events[transfer] if isinstance(e, kinds))
+
+    async def send_file(self, path: str, *, name: str | None = None, size: int | None = None,
+                        sha256: str | None = None, timeout: float = 120.0, stop_after: int | None = None,
+                        transfer: int | None = None) -> tk.FileDone | tk.FileError | None:
+        """Send a local file to the device's Downloads; the agent's ``file.done`` or ``file.error``.
+
+        ``name``/``size``/``sha256`` override what is declared (tests of a lying peer); ``stop_after``
+        stops after that many bytes and returns None (a dropped tunnel); ``transfer`` reuses a number.
+        """
+        real_size, real_sha = await asyncio.to_thread(_size_and_hash, path)
+        sha256 = real_sha if sha256 is None else sha256
+        number = transfer if transfer is not None else self._transfer()
+        self.toolkit_events.pop(number, None)
+        declared = real_size if size is None else size
+        await self.send_toolkit(tk.FileOffer(transfer=number, name=name or Path(path).name, size=declared,
+                                             sha256=sha256))
+        first = await self._wait_event(number, (tk.FileAccept, tk.FileError), timeout)
+        if isinstance(first, tk.FileError):
+            return first
+        assert isinstance(first, tk.FileAccept)
+        offset, window = first.offset, first.window * first.chunk
+        src = await asyncio.to_thread(open, path, "rb")
+        try:
+            while offset < real_size:
+                if stop_after is not None and offset >= stop_after:
+                    return None
+                acked = max([e.offset for e in self.toolkit_events.get(number, []) if isinstance(e, tk.FileAck)],
+                            default=first.offset)
+                if offset - acked >= window:
+                    await self.wait_for(lambda v, a=acked: any(  # type: ignore[misc]
+                        isinstance(e, (tk.FileAck, tk.FileError)) and (not isinstance(e, tk.FileAck) or e.offset > a)
+                        for e in v.toolkit_events.get(number, [])), timeout)
+                    if any(isinstance(e, tk.FileError) for e in self.toolkit_events[number]):
+                        break
+                    continue
+                block = await asyncio.to_thread(_read_at, src, offset, first.chunk)
+                await self._ws.send(tk.pack_chunk(number, offset, block))
+                offset += len(block)
+        finally:
+            src.close()
+        end = await self._wait_event(number, (tk.FileDone, tk.FileError), timeout)
+        assert isinstance(end, (tk.FileDone, tk.FileError))
+        return end
+
+    async def fetch_file(self, remote: str, dest: str, *, timeout: float = 120.0) -> tk.FileEnd | tk.FileError:
+        """Fetch ``remote`` from the device into ``dest``; the agent's ``file.end`` (hash checked) or ``file.error``."""
+        number = self._transfer()
+        fetch = _Fetch(dest)
+        self._fetching[number] = fetch
+        try:
+            await self.send_toolkit(tk.FileFetch(transfer=number, path=remote))
+            end = await self._wait_event(number, (tk.FileEnd, tk.FileError), timeout)
+            assert isinstance(end, (tk.FileEnd, tk.FileError))
+            if isinstance(end, tk.FileEnd) and fetch.hasher.hexdigest() != end.sha256:
+                return tk.FileError(transfer=number, code="sha256_mismatch", message="fetched bytes do not match")
+            return end
+        finally:
+            fetch.close()
+            self._fetching.pop(number, None)
+
     # --- figures ------------------------------------------------------------------------
 
     def rates(self, since: float, until: float | None = None) -> tuple[float, float]:
@@ -258,3 +374,51 @@ class Viewer:
         span = max(until - since, 1e-9)
         return len(picked) / span, sum(picked) / span
 
+
+
+def _size_and_hash(path: str) -> tuple[int, str]:
+    import hashlib
+
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as src:
+        while block := src.read(1024 * 1024):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def _read_at(src: Any, offset: int, length: int) -> bytes:
+    src.seek(offset)
+    data: bytes = src.read(length)
+    return data
+
+
+class _Fetch:
+    """A file coming from the device: written in order, hashed as it arrives."""
+
+    def __init__(self, dest: str) -> None:
+        import hashlib
+
+        self.dest = dest
+        self.out: Any = None
+        self.offset = 0
+        self.size = 0
+        self.hasher = hashlib.sha256()
+
+    def start(self, message: tk.FileStart) -> None:
+        self.size, self.offset = message.size, message.offset
+        self.out = open(self.dest, "wb")  # noqa: SIM115 - closed by close()
+
+    def write(self, chunk: tk.Chunk) -> bool:
+        if self.out is None or chunk.offset != self.offset or chunk.offset + len(chunk.data) > self.size:
+            return False
+        self.out.write(chunk.data)
+        self.hasher.update(chunk.data)
+        self.offset += len(chunk.data)
+        return True
+
+    def close(self) -> None:
+        if self.out is not None:
+            self.out.close()
+            self.out = None

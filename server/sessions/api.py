@@ -14,7 +14,7 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
-from protocol import stream
+from protocol import stream, toolkit
 from protocol.authority import TechnicianProof
 from protocol.session import EndReason, Mode
 from server import api, devices
@@ -27,6 +27,9 @@ from server.store import Row
 from . import grants, notes, repository, views
 from .driver import SessionDriver
 from .live import LiveSession
+
+#: Largest technician → agent message: a toolkit file chunk (protocol.toolkit) or a stream text message.
+TECHNICIAN_MAX_MESSAGE = max(stream.MAX_TEXT_BYTES, toolkit.CHUNK_HEADER_SIZE + toolkit.MAX_CHUNK)
 
 
 class NewSession(msgspec.Struct):
@@ -174,7 +177,7 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
         relay = sessions.relay_for(live)
         if relay.attached("technician") or relay.closed.is_set():
             raise ApiError(409, "busy", "a viewer is already attached to this session")
-        ws = web.WebSocketResponse(compress=False, max_msg_size=stream.MAX_TEXT_BYTES, autoping=True)
+        ws = web.WebSocketResponse(compress=False, max_msg_size=TECHNICIAN_MAX_MESSAGE, autoping=True)
         await ws.prepare(request)
         # Registered with the accounts' live-socket registry: disabling the user or revoking their
         # console session closes this stream (and so the session) at once.

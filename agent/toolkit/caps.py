@@ -1,0 +1,70 @@
+"""What one session's toolkit may do, decided once by the agent from consent, grant and local policy (pure).
+
+The capabilities are part of consent: an attended session gets what the local policy allows and
+the prompt listed; an unattended one only what its signed grant names too (``files``,
+``clipboard``; chat needs somebody at the device and no grant action). Whatever the server or
+the technician asks later, the agent refuses the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from protocol.authority import UnattendedGrant
+from protocol.toolkit import CAPABILITIES
+
+from ..policy import LocalPolicy
+
+
+@dataclass(frozen=True)
+class ToolkitCaps:
+    """The toolkit rights of one session and why any is missing."""
+
+    allowed: frozenset[str] = frozenset()
+    max_file_bytes: int = 0
+    #: Capability → why it is refused (shown to the technician in ``toolkit.caps``).
+    refused: dict[str, str] = field(default_factory=dict)
+    #: Paths the technician may fetch without asking (a ``files`` grant's ``paths``); empty = ask the user.
+    fetch_paths: tuple[str, ...] = ()
+    #: Unattended: nobody to ask, so a fetch outside ``fetch_paths`` is refused.
+    unattended: bool = False
+
+    def listed(self) -> list[str]:
+        """The allowed capabilities in the prompt's order."""
+        return [cap for cap in CAPABILITIES if cap in self.allowed]
+
+    def to_wire(self) -> dict[str, object]:
+        return {"allowed": self.listed(), "max_file_bytes": self.max_file_bytes, "refused": dict(self.refused),
+                "fetch_paths": list(self.fetch_paths), "unattended": self.unattended}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, object]) -> ToolkitCaps:
+        """Back from :meth:`to_wire` (service → session helper); anything unknown is dropped, never widened."""
+        allowed = data.get("allowed", [])
+        refused = data.get("refused", {})
+        paths = data.get("fetch_paths", [])
+        size = data.get("max_file_bytes", 0)
+        return cls(
+            allowed=frozenset(c for c in allowed if c in CAPABILITIES) if isinstance(allowed, list) else frozenset(),
+            max_file_bytes=size if isinstance(size, int) and size > 0 else 0,
+            refused={str(k): str(v)[:200] for k, v in refused.items()} if isinstance(refused, dict) else {},
+            fetch_paths=tuple(str(p) for p in paths) if isinstance(paths, list) else (),
+            unattended=data.get("unattended") is True,
+        )
+
+
+def decide_caps(policy: LocalPolicy, grant: UnattendedGrant | None) -> ToolkitCaps:
+    """The toolkit rights of a session consented under ``policy`` (and ``grant`` when unattended)."""
+    switches = {"chat": policy.allow_chat, "files": policy.allow_files, "clipboard": policy.allow_clipboard}
+    allowed: set[str] = set()
+    refused: dict[str, str] = {}
+    for cap in CAPABILITIES:
+        if policy.broken or not switches[cap]:
+            refused[cap] = "off by this device's policy"
+        elif grant is not None and cap != "chat" and cap not in grant.actions:
+            refused[cap] = f"grant {grant.grant_id} does not name {cap!r}"
+        else:
+            allowed.add(cap)
+    paths = tuple(grant.paths) if grant is not None and "files" in allowed else ()
+    return ToolkitCaps(frozenset(allowed), policy.max_file_bytes if "files" in allowed else 0, refused, paths,
+                       unattended=grant is not None)

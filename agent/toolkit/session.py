@@ -1,0 +1,332 @@
+"""The toolkit side of one screen session: answers chat, file and clipboard messages on its tunnel.
+
+The screen session (:mod:`agent.screen.session`) hands it every message its own decoder does
+not know (toolkit text, and binary chunks by their magic byte) and gives it a way to send. It
+refuses whatever :class:`~agent.toolkit.caps.ToolkitCaps` does not allow, with a ``file.error``
+or ``error`` naming why, whatever the technician asks. Disk work runs in a thread; the sending
+of a fetched file is paced by the viewer's acks (at most ``FETCH_WINDOW`` chunks in flight) and
+its chunks are small, so screen updates still get through while a file goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol import toolkit as tk
+
+from ..desktop.downloads import downloads_dir
+from .caps import ToolkitCaps
+from .inbox import InboxRefused, Incoming, free_bytes, open_folder
+from .outbox import FetchRefused, covered, open_for_fetch, resolve
+
+log = logging.getLogger(__name__)
+
+#: Chunk size the agent asks for and sends (small: screen updates interleave between chunks).
+CHUNK = 128 * 1024
+#: Chunks the viewer may have in flight towards the agent, and the agent towards the viewer.
+WINDOW = 16
+FETCH_WINDOW = 16
+#: Transfers open at once, either way.
+MAX_TRANSFERS = 4
+
+SendText = Callable[[str], Awaitable[None]]
+SendBytes = Callable[[bytes], Awaitable[None]]
+#: Ask the person at the device whether the technician may have this file (True = yes).
+Approve = Callable[[str], Awaitable[bool]]
+#: Something for the device user to see: ("technician sent setup.pdf", ...) and chat lines.
+Notify = Callable[[str], None]
+
+
+@dataclass
+class ToolkitStats:
+    received_files: int = 0
+    sent_files: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    refused: int = 0
+    chat_lines: int = 0
+
+
+class Toolkit:
+    """Chat, files and clipboard for one session, within ``caps``."""
+
+    def __init__(self, caps: ToolkitCaps, send_text: SendText, send_bytes: SendBytes, *, technician: str = "",
+                 folder: Path | None = None, home: Path | None = None, approve: Approve | None = None,
+                 notify: Notify | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.caps = caps
+        self._send_text, self._send_bytes = send_text, send_bytes
+        self.technician = technician
+        self.folder = folder if folder is not None else downloads_dir()
+        self.home = home if home is not None else Path.home()
+        self.approve = approve
+        self.notify = notify or (lambda line: log.info("toolkit: %s", line))
+        self.clock = clock
+        self.stats = ToolkitStats()
+        self.transcript: list[tk.ChatMessage] = []
+        self.incoming: dict[int, Incoming] = {}
+        self._fetch_acks: dict[int, int] = {}
+        self._fetch_wake = asyncio.Event()
+        self._fetches: dict[int, asyncio.Task[None]] = {}
+        self._dir_fd = -1
+        self.handlers: dict[type, Callable[[tk.ToolkitAny], Awaitable[None]]] = {
+            tk.ChatSend: self._on_chat,
+            tk.FileOffer: self._on_offer,
+            tk.FileFetch: self._on_fetch,
+            tk.FileAck: self._on_ack,
+            tk.FileError: self._on_peer_error,
+            tk.ClipSet: self._on_clip,
+            tk.ClipSync: self._on_clip_sync,
+        }
+
+    async def send(self, message: tk.ToolkitAny) -> None:
+        await self._send_text(tk.encode_text(message))
+
+    async def start(self) -> None:
+        """Tell the viewer what this session may do (first, before anything else of the toolkit)."""
+        refused = {k: v for k, v in self.caps.refused.items() if k in tk.CAPABILITIES}
+        await self.send(tk.Caps(allowed=self.caps.listed(), max_file_bytes=self.caps.max_file_bytes,  # type: ignore[arg-type]
+                                refused=refused))  # type: ignore[arg-type]
+
+    # --- dispatch -----------------------------------------------------------------------
+
+    async def on_text(self, message: tk.ToolkitAny) -> bool:
+        """Handle a toolkit message from the viewer; False when the viewer may not send this kind."""
+        handler = self.handlers.get(type(message))
+        if handler is None:
+            return False
+        await handler(message)
+        return True
+
+    async def on_binary(self, data: bytes) -> None:
+        try:
+            chunk = tk.unpack_chunk(data)
+        except tk.ToolkitProtocolError as exc:
+            await self._refuse(0, "toolkit_invalid", exc.message)
+            return
+        incoming = self.incoming.get(chunk.transfer)
+        if incoming is None:
+            await self._refuse(chunk.transfer, "no_transfer", "no file is being received under this number")
+            return
+        try:
+            offset = await asyncio.to_thread(incoming.write, chunk.offset, chunk.data)
+        except InboxRefused as exc:
+            self.incoming.pop(chunk.transfer, None)
+            await self._refuse(chunk.transfer, exc.code, str(exc))
+            return
+        except OSError as exc:
+            self.incoming.pop(chunk.transfer, None)
+            await asyncio.to_thread(incoming.close)
+            await self._refuse(chunk.transfer, "write_failed", exc.strerror or "write failed")
+            return
+        self.stats.bytes_in += len(chunk.data)
+        await self.send(tk.FileAck(transfer=chunk.transfer, offset=offset))
+        if offset == incoming.size:
+            await self._complete(chunk.transfer, incoming)
+
+    async def _refuse(self, transfer: int, code: str, message: str) -> None:
+        self.stats.refused += 1
+        log.info("toolkit refused %s: %s", code, message, extra={"transfer": transfer})
+        await self.send(tk.FileError(transfer=max(transfer, 1), code=code, message=message[:500]))
+
+    def _allowed(self, cap: str) -> str:
+        """'' when ``cap`` is allowed, else why not."""
+        if cap in self.caps.allowed:
+            return ""
+        return self.caps.refused.get(cap, f"{cap} is not part of this session")
+
+    # --- chat ---------------------------------------------------------------------------
+
+    async def _on_chat(self, message: tk.ToolkitAny) -> None:
+        assert isinstance(message, tk.ChatSend)
+        why = self._allowed("chat")
+        if why:
+            await self._send_text(_error("chat_refused", why))
+            return
+        await self.say("technician", self.technician, message.text)
+
+    async def say(self, sender: str, name: str, text: str) -> None:
+        """Add a line to the transcript and show it at both ends (the device user's lines come through here)."""
+        line = tk.ChatMessage(seq=len(self.transcript), sender="user" if sender == "user" else "technician",
+                              name=name[:128], text=text[: tk.MAX_CHAT_CHARS], at=self.clock())
+        self.transcript.append(line)
+        self.stats.chat_lines += 1
+        if sender != "user":
+            self.notify(f"{name or 'technician'}: {text}")
+        await self.send(line)
+
+    # --- technician → device --------------------------------------------------------------
+
+    async def _on_offer(self, message: tk.ToolkitAny) -> None:
+        assert isinstance(message, tk.FileOffer)
+        why = self._allowed("files")
+        if why:
+            await self._refuse(message.transfer, "files_refused", why)
+            return
+        if message.size > self.caps.max_file_bytes:
+            await self._refuse(message.transfer, "too_large",
+                               f"{message.size} bytes exceeds this device's {self.caps.max_file_bytes}-byte limit")
+            return
+        if message.transfer in self.incoming or len(self.incoming) + len(self._fetches) >= MAX_TRANSFERS:
+            await self._refuse(message.transfer, "busy", f"at most {MAX_TRANSFERS} transfers at once")
+            return
+        try:
+            offset = await asyncio.to_thread(self._open_incoming, message)
+        except InboxRefused as exc:
+            await self._refuse(message.transfer, exc.code, str(exc))
+            return
+        await self.send(tk.FileAccept(transfer=message.transfer, offset=offset, chunk=CHUNK, window=WINDOW))
+        incoming = self.incoming[message.transfer]
+        if offset == incoming.size:  # an empty file, or one whose bytes all arrived before a drop
+            await self._complete(message.transfer, incoming)
+
+    def _open_incoming(self, offer: tk.FileOffer) -> int:
+        if self._dir_fd < 0:
+            self._dir_fd = open_folder(self.folder)
+        incoming = Incoming(self._dir_fd, offer.name, offer.size, offer.sha256)
+        offset = incoming.open()
+        if free_bytes(self._dir_fd) < offer.size - offset:
+            incoming.close()
+            raise InboxRefused("no_space", f"not enough free space in {self.folder.name} for {offer.size} bytes")
+        self.incoming[offer.transfer] = incoming
+        return offset
+
+    async def _complete(self, transfer: int, incoming: Incoming) -> None:
+        self.incoming.pop(transfer, None)
+        try:
+            name = await asyncio.to_thread(incoming.finish)
+        except InboxRefused as exc:
+            await self._refuse(transfer, exc.code, str(exc))
+            return
+        self.stats.received_files += 1
+        log.info("toolkit: file received", extra={"transfer": transfer, "file_name": name, "size": incoming.size,
+                                                  "sha256": incoming.sha256})
+        self.notify(f"{self.technician or 'technician'} sent {name} ({incoming.size} bytes)")
+        await self.send(tk.FileDone(transfer=transfer, name=name, size=incoming.size, sha256=incoming.sha256))
+
+    # --- device → technician --------------------------------------------------------------
+
+    async def _on_fetch(self, message: tk.ToolkitAny) -> None:
+        assert isinstance(message, tk.FileFetch)
+        why = self._allowed("files")
+        if why:
+            await self._refuse(message.transfer, "files_refused", why)
+            return
+        if message.transfer in self._fetches or len(self.incoming) + len(self._fetches) >= MAX_TRANSFERS:
+            await self._refuse(message.transfer, "busy", f"at most {MAX_TRANSFERS} transfers at once")
+            return
+        try:
+            path = resolve(message.path, self.home)
+        except FetchRefused as exc:
+            await self._refuse(message.transfer, exc.code, str(exc))
+            return
+        if not covered(path, self.caps.fetch_paths, self.home):
+            if self.caps.unattended:
+                await self._refuse(message.transfer, "not_granted", "the grant does not cover this path")
+                return
+            if self.approve is None or not await self.approve(path):
+                await self._refuse(message.transfer, "user_declined", "the user did not hand this file over")
+                return
+        self._fetch_acks[message.transfer] = message.offset
+        task = asyncio.ensure_future(self._send_file(message.transfer, path, message.offset))
+        self._fetches[message.transfer] = task
+        task.add_done_callback(lambda _t: self._fetches.pop(message.transfer, None))
+
+    async def _send_file(self, transfer: int, path: str, offset: int) -> None:
+        try:
+            fd, size = await asyncio.to_thread(open_for_fetch, path, self.caps.max_file_bytes)
+        except FetchRefused as exc:
+            await self._refuse(transfer, exc.code, str(exc))
+            return
+        name = os.path.basename(path)
+        try:
+            if offset > size:
+                await self._refuse(transfer, "bad_offset", f"offset {offset} beyond the file's {size} bytes")
+                return
+            hasher = hashlib.sha256()
+            await asyncio.to_thread(_hash_prefix, fd, offset, hasher)
+            await self.send(tk.FileStart(transfer=transfer, name=name, size=size, offset=offset))
+            position = offset
+            while position < size:
+                while position - self._fetch_acks.get(transfer, 0) >= FETCH_WINDOW * CHUNK:
+                    self._fetch_wake.clear()
+                    await self._fetch_wake.wait()
+                block = await asyncio.to_thread(os.pread, fd, min(CHUNK, size - position), position)
+                if not block:
+                    await self._refuse(transfer, "size_mismatch", "the file shrank while it was sent")
+                    return
+                hasher.update(block)
+                await self._send_bytes(tk.pack_chunk(transfer, position, block))
+                position += len(block)
+                self.stats.bytes_out += len(block)
+            digest = hasher.hexdigest()
+            await self.send(tk.FileEnd(transfer=transfer, sha256=digest, name=name, size=size))
+            self.stats.sent_files += 1
+            log.info("toolkit: file fetched", extra={"transfer": transfer, "file_name": name, "size": size,
+                                                     "sha256": digest})
+            self.notify(f"{self.technician or 'technician'} copied {name} ({size} bytes)")
+        finally:
+            os.close(fd)
+            self._fetch_acks.pop(transfer, None)
+
+    async def _on_ack(self, message: tk.ToolkitAny) -> None:
+        assert isinstance(message, tk.FileAck)
+        if message.transfer in self._fetch_acks:
+            self._fetch_acks[message.transfer] = max(self._fetch_acks[message.transfer], message.offset)
+            self._fetch_wake.set()
+
+    async def _on_peer_error(self, message: tk.ToolkitAny) -> None:
+        assert isinstance(message, tk.FileError)
+        task = self._fetches.get(message.transfer)
+        if task is not None:
+            task.cancel()
+        incoming = self.incoming.pop(message.transfer, None)
+        if incoming is not None:
+            await asyncio.to_thread(incoming.close)  # kept for a resume
+        log.info("viewer ended transfer %s: %s", message.transfer, message.code)
+
+    # --- clipboard ------------------------------------------------------------------------
+
+    async def _on_clip(self, message: tk.ToolkitAny) -> None:
+        why = self._allowed("clipboard") or "clipboard sync is not available on this device yet"
+        await self._send_text(_error("clipboard_refused", why))
+
+    async def _on_clip_sync(self, message: tk.ToolkitAny) -> None:
+        await self._on_clip(message)
+
+    # --- end ----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        for task in list(self._fetches.values()):
+            task.cancel()
+        await asyncio.gather(*self._fetches.values(), return_exceptions=True)
+        for incoming in self.incoming.values():
+            incoming.close()  # partial files stay: the same file offered again resumes
+        self.incoming.clear()
+        if self._dir_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._dir_fd)
+            self._dir_fd = -1
+
+
+def _hash_prefix(fd: int, until: int, hasher: hashlib._Hash) -> None:
+    position = 0
+    while position < until:
+        block = os.pread(fd, min(1024 * 1024, until - position), position)
+        if not block:
+            return
+        hasher.update(block)
+        position += len(block)
+
+
+def _error(code: str, message: str) -> str:
+    from protocol import stream
+
+    return stream.encode_text(stream.Error(code=code, message=message[:2000]))

@@ -1,0 +1,76 @@
+"""The seam between the screen session and the toolkit: a tunnel that keeps toolkit messages for itself.
+
+The screen session reads its tunnel through :class:`ToolkitTunnel`, which hands every toolkit
+message (chunks by their magic byte, text the toolkit decoder accepts) to the
+:class:`~agent.toolkit.session.Toolkit` and returns only the rest, so the screen code needs no
+change and never sees a file byte. Both write to the same tunnel under one lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from protocol import toolkit as tk
+
+from ..screen.tunnel import Tunnel
+from .caps import ToolkitCaps
+from .session import Approve, Notify, Toolkit
+
+
+class ToolkitTunnel:
+    """``tunnel`` minus the toolkit's messages, which ``toolkit`` answers."""
+
+    def __init__(self, tunnel: Tunnel) -> None:
+        self.inner = tunnel
+        self._lock = asyncio.Lock()
+        self.toolkit: Toolkit | None = None
+
+    async def send(self, data: str | bytes, /) -> None:
+        async with self._lock:
+            await self.inner.send(data)
+
+    async def _send_bytes(self, data: bytes) -> None:
+        await self.send(data)
+
+    async def _send_text(self, data: str) -> None:
+        await self.send(data)
+
+    async def recv(self) -> str | bytes:
+        while True:
+            data = await self.inner.recv()
+            toolkit = self.toolkit
+            if toolkit is None:
+                return data
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                if tk.is_chunk(data):
+                    await toolkit.on_binary(bytes(data))
+                    continue
+                return data
+            try:
+                message = tk.decode_text(data)
+            except tk.ToolkitProtocolError:
+                return data  # the screen session's (or garbage it answers itself)
+            if not await toolkit.on_text(message):
+                return data  # an agent → viewer kind: the screen session answers it as invalid
+
+
+@contextlib.asynccontextmanager
+async def toolkit_tunnel(tunnel: Tunnel, caps: ToolkitCaps | None, *, technician: str = "",
+                         folder: Path | None = None, home: Path | None = None, approve: Approve | None = None,
+                         notify: Notify | None = None) -> AsyncIterator[Tunnel]:
+    """``tunnel`` with the toolkit of ``caps`` on it (None: the tunnel as it is), closed on exit."""
+    if caps is None:
+        yield tunnel
+        return
+    wrapped = ToolkitTunnel(tunnel)
+    toolkit = Toolkit(caps, wrapped._send_text, wrapped._send_bytes, technician=technician, folder=folder,
+                      home=home, approve=approve, notify=notify)
+    wrapped.toolkit = toolkit
+    try:
+        await toolkit.start()
+        yield wrapped
+    finally:
+        await toolkit.close()

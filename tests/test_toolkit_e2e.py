@@ -1,0 +1,116 @@
+"""The in-session toolkit end to end: real server, real agent on Xvfb, the real Tk prompt, the reference viewer."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from agent.config import AgentConfig
+from agent.consent.tk_app import ALLOW_BG
+from protocol import toolkit as tk
+from tests.harness import enroll_agent, running_agent, running_server
+from tests.test_session_helpers import api, click_colour, configure_agent, install_test_auth, viewer_for, write_policy
+from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+            and not p.is_symlink()}
+
+
+async def _session(server, device_id: str) -> str:  # type: ignore[no-untyped-def]
+    status, body = await api(server, "POST", f"/api/v1/devices/{device_id}/sessions", "ann",
+                             {"mode": "view", "reason": "send the installer"})
+    assert status == 201, body
+    return str(body["session_id"])
+
+
+async def test_file_to_device_lands_in_downloads_and_hostile_ones_are_refused(
+        tmp_path: Path, xvfb: XvfbHandle, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A file reaches Downloads with its hash; ../../.bashrc, a symlinked target, a lying size and 2 GB write nothing
+    outside the folder, and the lying one leaves nothing at all."""
+    home = tmp_path / "home"
+    downloads = home / "Downloads"
+    downloads.mkdir(parents=True)
+    monkeypatch.setenv("XDG_DOWNLOAD_DIR", str(downloads))
+    outside = home / "precious.txt"
+    outside.write_text("keep me")
+    (downloads / "report.txt").symlink_to(outside)
+    payload = tmp_path / "setup.bin"
+    payload.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "agent")
+        config = AgentConfig(state_dir=tmp_path / "agent", backoff_cap_s=1.0)
+        async with running_agent(state, config, setup=configure_agent(xvfb.display)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _session(server, state.device_id)
+            async with viewer_for(server, sid) as viewer:
+                await click_colour(xvfb.display, ALLOW_BG)
+                await viewer.wait_for(lambda v: v.caps is not None, 20)
+                assert viewer.caps is not None and viewer.caps.allowed == ["chat", "files", "clipboard"]
+                before_home = {p for p in home.iterdir()}
+
+                done = await viewer.send_file(str(payload))
+                assert isinstance(done, tk.FileDone), done
+                landed = downloads / done.name
+                assert done.name == "setup.bin"
+                assert hashlib.sha256(landed.read_bytes()).hexdigest() == done.sha256 == \
+                    hashlib.sha256(payload.read_bytes()).hexdigest()
+                assert landed.stat().st_uid == os.geteuid()
+
+                sneaky = await viewer.send_file(str(payload), name="../../.bashrc")
+                assert isinstance(sneaky, tk.FileDone) and "/" not in sneaky.name
+                assert (downloads / sneaky.name).exists() and not (home / ".bashrc").exists()
+
+                linked = await viewer.send_file(str(payload), name="report.txt")
+                assert isinstance(linked, tk.FileDone) and linked.name == "report (1).txt"
+                assert outside.read_text() == "keep me"
+
+                small = tmp_path / "small.txt"
+                small.write_bytes(b"x" * 20)
+                lying = await viewer.send_file(str(small), size=10,
+                                               sha256=hashlib.sha256(b"x" * 10).hexdigest())
+                assert isinstance(lying, tk.FileError) and lying.code == "size_mismatch"
+
+                huge = await viewer.send_file(str(small), size=2 * 1024**3, sha256="0" * 64)
+                assert isinstance(huge, tk.FileError) and huge.code == "too_large"
+
+                await viewer.say("Hello, I am sending the installer")
+                await viewer.wait_for(lambda v: len(v.chat) >= 1, 10)
+                assert viewer.chat[0].sender == "technician" and viewer.chat[0].text.startswith("Hello")
+            assert {p for p in home.iterdir()} == before_home
+            names = sorted(p.name for p in downloads.iterdir())
+            assert names == sorted(["report.txt", "report (1).txt", "setup.bin", sneaky.name])
+
+
+async def test_local_policy_switches_files_and_chat_off(tmp_path: Path, xvfb: XvfbHandle,  # noqa: F811
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """allow_files/allow_chat = false: caps say so and an offer or a line is refused, whatever the technician asks."""
+    downloads = tmp_path / "Downloads"
+    monkeypatch.setenv("XDG_DOWNLOAD_DIR", str(downloads))
+    payload = tmp_path / "a.txt"
+    payload.write_text("hello")
+    policy = write_policy(tmp_path / "policy.toml", allow_files=False, allow_chat=False)
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "agent")
+        config = AgentConfig(state_dir=tmp_path / "agent", backoff_cap_s=1.0, policy_file=policy)
+        async with running_agent(state, config, setup=configure_agent(xvfb.display)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _session(server, state.device_id)
+            async with viewer_for(server, sid) as viewer:
+                await click_colour(xvfb.display, ALLOW_BG)
+                await viewer.wait_for(lambda v: v.caps is not None, 20)
+                assert viewer.caps is not None and viewer.caps.allowed == ["clipboard"]
+                assert "policy" in viewer.caps.refused["files"]
+                refused = await viewer.send_file(str(payload))
+                assert isinstance(refused, tk.FileError) and refused.code == "files_refused"
+                await viewer.say("hi")
+                await viewer.wait_for(lambda v: any(e.code == "chat_refused" for e in v.stats.errors), 10)
+                assert not viewer.chat
+    assert not downloads.exists() or not any(downloads.iterdir())
