@@ -25,8 +25,6 @@ logs why and returns None, and the session falls back to polling.
 from __future__ import annotations
 
 import logging
-import os
-import select
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ from typing import Any, Protocol
 from common.outage import reason
 
 from .tiles import Rect
+from .xevents import XEventThread
 
 log = logging.getLogger(__name__)
 
@@ -128,70 +127,36 @@ class XDamageSource:
         log.info("X DAMAGE %s.%s on %s: capture follows damage", version.major_version, version.minor_version,
                  display or "$DISPLAY")
         self._pending = DamageAccumulator()
-        self._notify: Callable[[], None] | None = None
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        self._reader = XEventThread(self._dpy, self._handle, "screen-damage", self._lost)
         self.reports = 0
 
     def start(self, notify: Callable[[], None]) -> None:
-        self._notify = notify
-        self._thread = threading.Thread(target=self._run, name="screen-damage", daemon=True)
-        self._thread.start()
+        self._reader.start(notify)
 
     def take(self) -> Damage:
         return self._pending.take()
 
-    def _run(self) -> None:
-        fd = self._dpy.fileno()
-        try:
-            while True:
-                readable, _, _ = select.select([fd, self._wake_r], [], [])
-                if self._wake_r in readable:
-                    return
-                if self._drain():
-                    assert self._notify is not None
-                    self._notify()
-        except Exception as exc:  # a dead X connection: report everything once, then stop watching
-            if not self._closed:
-                log.warning("X DAMAGE reader stopped: %s", reason(exc))
-                self._pending.add(None)
-                if self._notify is not None:
-                    self._notify()
-
-    def _drain(self) -> bool:
-        """Read every queued event; True when new damage became pending."""
+    def _handle(self, events: list[Any]) -> bool:
+        """In the reader thread: True when new damage became pending."""
         fresh = False
-        dpy = self._dpy
-        count = dpy.pending_events()  # raises once the server has closed the connection
-        for _ in range(count):
-            event = dpy.next_event()
+        for event in events:
             if event.type == self._notify_code:
                 area = event.area
                 fresh |= self._pending.add(Rect(int(area.x), int(area.y), int(area.width), int(area.height)))
                 self.reports += 1
             elif event.type == self._configure:
                 fresh |= self._pending.add(None)
-        if count:
-            # RawRectangles reports every drawing anyway; subtracting keeps the server's region small.
-            dpy.damage_subtract(self._damage, 0, 0)
-            dpy.flush()
+        # RawRectangles reports every drawing anyway; subtracting keeps the server's region small.
+        self._dpy.damage_subtract(self._damage, 0, 0)
+        self._dpy.flush()
         return fresh
 
+    def _lost(self) -> None:
+        """The connection died: report everything once (the next grab shows what is on screen)."""
+        self._pending.add(None)
+
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        os.write(self._wake_w, b"x")
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        try:
-            self._dpy.damage_destroy(self._damage)
-            self._dpy.close()
-        except Exception as exc:  # the server may be gone already
-            log.info("closing the X DAMAGE connection: %s", reason(exc))
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._reader.close(lambda: self._dpy.damage_destroy(self._damage))
 
 
 def open_damage_source(display: str | None) -> XDamageSource | None:

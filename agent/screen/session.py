@@ -34,14 +34,17 @@ from .damage import DamageSource, open_damage_source
 from .flow import FlowControl, FlowSettings
 from .pipeline import ScreenPipeline, StepResult
 from .pointer import PointerSource, PynputPointer
+from .pointer_watch import PointerWatch, open_pointer_watch
 from .tunnel import Tunnel
 
 log = logging.getLogger(__name__)
 
 #: Invalid messages tolerated from the viewer before the session is closed.
 MAX_INVALID_MESSAGES = 1000
-#: Pointer polling period for cursor messages.
+#: Pointer polling period for cursor messages (at most this often while the pointer moves).
 CURSOR_PERIOD_S = 0.033
+#: With a pointer watch (X input events): look anyway this often, for warps no event reports.
+CURSOR_IDLE_PERIOD_S = 0.5
 #: Stats messages at most this often (and only alongside updates: an idle screen sends nothing).
 STATS_PERIOD_S = 2.0
 #: ``view_only`` error replies: a burst of this many, then at most one per second (every
@@ -110,8 +113,11 @@ class _Session:
         monitor: int | None,
         input_gate: InputGate | None = None,
         damage: DamageSource | None = None,
+        pointer_watch: PointerWatch | None = None,
     ) -> None:
         self.tunnel = tunnel
+        self.pointer_watch = pointer_watch
+        self.pointer_moved = asyncio.Event()
         self.damage = damage
         self.damage_waiting = False
         self.next_check = float("-inf")
@@ -302,6 +308,11 @@ class _Session:
                     last = state
                     await self.send_text(stream.Cursor(x=x, y=y, visible=state[2]))
             await asyncio.sleep(CURSOR_PERIOD_S)
+            if self.pointer_watch is not None:  # sleep until the pointer moves or its shape changes
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(CURSOR_IDLE_PERIOD_S - CURSOR_PERIOD_S):
+                        await self.pointer_moved.wait()
+                self.pointer_moved.clear()
 
     # --- receiving ----------------------------------------------------------------------
 
@@ -429,6 +440,7 @@ async def run_screen_session(
     monitor: int | None = None,
     input_gate: InputGate | None = None,
     damage: DamageSource | None = None,
+    pointer_watch: PointerWatch | None = None,
 ) -> SessionStats:
     """Stream ``display`` over ``tunnel`` until it closes or ``stop`` is set.
 
@@ -437,12 +449,14 @@ async def run_screen_session(
     available — only with the real grabber). ``input_gate`` (the consent UI's prompt guard)
     suspends remote input while a Helpline prompt is on screen. ``damage`` drives capture by
     the display's damage reports; with the real grabber an X DAMAGE source is opened unless
-    given (None where the server lacks DAMAGE: the session polls, and says so in the log).
+    given (None where the server lacks DAMAGE: the session polls, and says so in the log);
+    ``pointer_watch`` (opened with the real pointer unless given) wakes the cursor poller on
+    pointer motion and shape changes instead of polling every 33 ms.
     """
     if mode not in ("view", "control"):
         raise ValueError(f"mode must be 'view' or 'control', not {mode!r}")
     own_grabber, own_pointer, own_injector, own_shapes = grabber is None, False, False, False
-    own_damage = False
+    own_damage = own_watch = False
     if grabber is None:
         grabber = MssGrabber(display)
         if damage is None:
@@ -450,13 +464,16 @@ async def run_screen_session(
             own_damage = damage is not None
         if pointer is None:
             pointer, own_pointer = PynputPointer(display), True
+        if pointer_watch is None:
+            pointer_watch = open_pointer_watch(display)
+            own_watch = pointer_watch is not None
         if cursor_shapes is None:
             cursor_shapes = open_cursor_shapes(display)
             own_shapes = cursor_shapes is not None
     if mode == "control" and injector is None:
         injector, own_injector = PynputInjector(display), True
     session = _Session(tunnel, mode, grabber, injector if mode == "control" else None, pointer, cursor_shapes,
-                       clock, settings, monitor, input_gate, damage)
+                       clock, settings, monitor, input_gate, damage, pointer_watch)
     if damage is not None:
         loop = asyncio.get_running_loop()
 
@@ -464,6 +481,13 @@ async def run_screen_session(
             loop.call_soon_threadsafe(session.on_damage)
 
         damage.start(notify)
+    if pointer_watch is not None:
+        watch_loop = asyncio.get_running_loop()
+
+        def moved() -> None:  # from the pointer watch's thread
+            watch_loop.call_soon_threadsafe(session.pointer_moved.set)
+
+        pointer_watch.start(moved)
     tasks: dict[asyncio.Task[object], str] = {
         asyncio.create_task(session.sender(), name="screen-sender"): "sender",
         asyncio.create_task(session.receiver(), name="screen-receiver"): "receiver",
@@ -498,6 +522,8 @@ async def run_screen_session(
         await asyncio.to_thread(session.close)
         if own_damage and damage is not None:
             damage.close()
+        if own_watch and pointer_watch is not None:
+            pointer_watch.close()
         if own_grabber:
             grabber.close()
         if own_pointer and pointer is not None:
