@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -13,7 +14,15 @@ from agent.config import AgentConfig
 from agent.consent.tk_app import ALLOW_BG
 from protocol import toolkit as tk
 from tests.harness import enroll_agent, running_agent, running_server
-from tests.test_session_helpers import api, click_colour, configure_agent, install_test_auth, viewer_for, write_policy
+from tests.test_session_helpers import (
+    api,
+    click_colour,
+    configure_agent,
+    install_test_auth,
+    viewer_for,
+    wait_for_audit,
+    write_policy,
+)
 from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
 
 
@@ -83,6 +92,9 @@ async def test_file_to_device_lands_in_downloads_and_hostile_ones_are_refused(
                 await viewer.say("Hello, I am sending the installer")
                 await viewer.wait_for(lambda v: len(v.chat) >= 1, 10)
                 assert viewer.chat[0].sender == "technician" and viewer.chat[0].text.startswith("Hello")
+            record = await wait_for_audit(server, "session.file_sent")
+            details = record["details"] if isinstance(record["details"], dict) else json.loads(record["details"])
+            assert details["sha256"] == done.sha256 and details["size"] == done.size
             assert {p for p in home.iterdir()} == before_home
             names = sorted(p.name for p in downloads.iterdir())
             assert names == sorted(["report.txt", "report (1).txt", "setup.bin", sneaky.name])

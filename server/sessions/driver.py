@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from certs.pki import certificate_serial_hex
+from protocol import toolkit
 from protocol.authority import TechnicianProof
 from protocol.authority_messages import SessionChallenge, SessionProof
 from protocol.errors import LocalProtocolError
@@ -322,8 +323,16 @@ class SessionDriver:
             session.relay = Relay(session.session_id, self.settings,
                                   view_only=lambda: session.machine.mode != "control",
                                   on_input_refused=lambda: self._note_refused_input(session), on_end=on_end,
-                                  recorder=recorder)
+                                  recorder=recorder, on_transfer=lambda m: self._note_transfer(session, m))
         return session.relay
+
+    def _note_transfer(self, session: LiveSession, message: toolkit.FileDone | toolkit.FileEnd) -> None:
+        """Audit a finished file transfer by name, size and SHA-256 (the device's report; never the content)."""
+        to_device = isinstance(message, toolkit.FileDone)
+        self._spawn(audit.append(self.db, f"user:{session.technician_user}",
+                                 "session.file_sent" if to_device else "session.file_fetched", session.device_id,
+                                 {"session_id": session.session_id, "name": message.name[:255],
+                                  "size": message.size, "sha256": message.sha256}))
 
     def _note_refused_input(self, session: LiveSession) -> None:
         """The relay saw technician input on a view-only session (the agent refuses it): audit the first."""

@@ -34,7 +34,7 @@ from typing import Literal
 from aiohttp import WSMsgType, web
 
 from common.files import atomic_write, private_directory
-from protocol import stream
+from protocol import stream, toolkit
 from protocol.session import EndReason
 
 from .redact import technician_record
@@ -96,8 +96,10 @@ class Recorder:
 class Relay:
     def __init__(self, session_id: str, settings: SessionSettings, *, view_only: Callable[[], bool],
                  on_input_refused: Callable[[], None], on_end: Callable[[str, str], Awaitable[object]],
-                 recorder: Recorder | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 recorder: Recorder | None = None, clock: Callable[[], float] = time.monotonic,
+                 on_transfer: Callable[[toolkit.FileDone | toolkit.FileEnd], None] | None = None) -> None:
         self.session_id = session_id
+        self.on_transfer = on_transfer
         self.clock = clock
         self.last_activity = clock()
         self._update_seq = -1
@@ -199,6 +201,8 @@ class Relay:
                     self._note_agent_binary(msg.data)
             elif msg.type == WSMsgType.TEXT:
                 data, binary = msg.data, False
+                if side == "agent" and self.on_transfer is not None and msg.data.startswith(_TRANSFER_PREFIXES):
+                    self._note_transfer(msg.data)
                 if side == "technician" and _is_input(msg.data):
                     self.last_activity = self.clock()
                     if self.view_only():
@@ -227,6 +231,15 @@ class Relay:
                 assert isinstance(data, str)
                 await ws.send_str(data)
 
+    def _note_transfer(self, text: str) -> None:
+        """A finished file transfer the agent reports (name, size, SHA-256 — never content): audit it."""
+        try:
+            message = toolkit.decode_text(text)
+        except toolkit.ToolkitProtocolError:
+            return
+        if isinstance(message, (toolkit.FileDone, toolkit.FileEnd)) and self.on_transfer is not None:
+            self.on_transfer(message)
+
     async def close(self, reason: str) -> None:
         if self.closed.is_set():
             return
@@ -235,6 +248,10 @@ class Relay:
         if self.recorder is not None:
             await self.recorder.close({"ended_reason": reason, "bytes_to_technician": self.bytes_to_technician,
                                        "bytes_to_agent": self.bytes_to_agent, "ended_at": time.time()})
+
+
+#: The agent's toolkit messages that end a transfer (msgspec writes the tag first).
+_TRANSFER_PREFIXES = ('{"type":"file.done"', '{"type":"file.end"')
 
 
 def _is_input(text: str) -> bool:
