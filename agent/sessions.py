@@ -417,7 +417,8 @@ class AgentSessions:
 
     async def _show_indicator(self, running: RunningSession) -> Indicator | None:
         info = IndicatorInfo(technician=running.technician or running.offer.technician, mode=running.mode,
-                             unattended=running.grant is not None, session_id=running.offer.session_id)
+                             unattended=running.grant is not None, session_id=running.offer.session_id,
+                             capabilities=tuple(decide_caps(self.policy(), running.grant).listed()))
         try:
             return await self.ui.indicator(info)
         except ConsentUnavailable as exc:

@@ -126,6 +126,10 @@ class Refused(DesktopMessage, frozen=True, tag="refused"):
     reason: Short
 
 
+#: A toolkit capability shown in the prompt and on the indicator.
+Capability = Literal["chat", "files", "clipboard"]
+
+
 class PromptShow(DesktopMessage, frozen=True, tag="prompt"):
     request_id: Id
     technician: Short
@@ -134,6 +138,8 @@ class PromptShow(DesktopMessage, frozen=True, tag="prompt"):
     reason: Short = ""
     note: Short = ""
     upgrade: bool = False
+    #: The toolkit capabilities the session would get (protocol.toolkit.CAPABILITIES), listed in the prompt.
+    capabilities: Annotated[list[Capability], msgspec.Meta(max_length=3)] = []
 
 
 class IndicatorShow(DesktopMessage, frozen=True, tag="indicator.show"):
@@ -141,6 +147,7 @@ class IndicatorShow(DesktopMessage, frozen=True, tag="indicator.show"):
     technician: Short
     mode: Mode
     unattended: bool = False
+    capabilities: Annotated[list[Capability], msgspec.Meta(max_length=3)] = []
 
 
 class IndicatorMode(DesktopMessage, frozen=True, tag="indicator.mode"):

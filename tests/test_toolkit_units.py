@@ -132,3 +132,16 @@ async def test_resume_sends_at_most_one_chunk_again_and_fetch_matches(tmp_path: 
     refused = pipe2.texts[-1]
     assert isinstance(refused, tk.FileError) and refused.code == "not_granted"
     await toolkit.close()
+
+
+def test_prompt_and_indicator_list_the_capabilities() -> None:
+    """The consent prompt names what the session may also do, minus what the local policy switched off."""
+    from agent.consent.decision import ConsentRequest, Verdict, decide
+    from agent.consent.tk_app import capability_line
+
+    request = ConsentRequest(session_id="s1", technician="Ann", technician_user="ann", technician_role="", mode="view")
+    decision = decide(request, LocalPolicy.parse("allow_files = false\n"), document=None, nobody_to_ask="")
+    assert decision.verdict is Verdict.ASK_USER and decision.prompt is not None
+    assert decision.prompt.capabilities == ("chat", "clipboard")
+    assert capability_line(list(decision.prompt.capabilities)) == "chat with you, share the clipboard"
+    assert capability_line(["files", "<b>", 3]) == "send and receive files"

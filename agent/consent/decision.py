@@ -39,6 +39,7 @@ from protocol.authority import UnattendedGrant
 from protocol.session import AnsweredBy, Mode
 
 from ..policy import LocalPolicy
+from ..toolkit.caps import decide_caps
 from .ui import PromptAnswer, PromptRequest
 
 #: Shown in the prompt when the policy turned a request for control into one for view.
@@ -217,5 +218,5 @@ def decide(request: ConsentRequest, policy: LocalPolicy, *, document: DocumentFa
         return cooling
     prompt = PromptRequest(technician=technician, mode=mode, reason=request.reason,
                            timeout_s=policy.prompt_timeout_s, note=note, upgrade=request.upgrade,
-                           session_id=request.session_id)
+                           session_id=request.session_id, capabilities=tuple(decide_caps(policy, granted).listed()))
     return ConsentDecision(Verdict.ASK_USER, "user", "waiting for the user's answer", mode, granted, verified, prompt)

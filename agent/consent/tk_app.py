@@ -47,6 +47,17 @@ INDICATOR_WIDTH = 460
 INDICATOR_BAND = 112
 
 
+#: How each toolkit capability reads in the prompt and on the indicator.
+CAPABILITY_WORDS = {"chat": "chat with you", "files": "send and receive files", "clipboard": "share the clipboard"}
+
+
+def capability_line(capabilities: Any) -> str:
+    """The session's toolkit capabilities as words ("" for none); unknown entries are ignored."""
+    if not isinstance(capabilities, list):
+        return ""
+    return ", ".join(CAPABILITY_WORDS[c] for c in capabilities if isinstance(c, str) and c in CAPABILITY_WORDS)
+
+
 def _button(parent: tk.Misc, text: str, colour: str, command: Any, width: int = 0) -> tk.Button:
     """A flat button of one exact colour; ``width`` in characters (0: as wide as its text)."""
     return tk.Button(parent, text=text, command=command, bg=colour, activebackground=colour, fg="white",
@@ -122,6 +133,9 @@ def run_prompt(root: tk.Tk, spec: dict[str, Any]) -> None:
            wrap=wrap).pack(fill="x", padx=16)
     if spec.get("note"):
         _label(root, one_line(str(spec["note"]), REASON_MAX), wrap=wrap).pack(fill="x", padx=16)
+    also = capability_line(spec.get("capabilities"))
+    if also:
+        _label(root, f"The technician may also: {also}", wrap=wrap).pack(fill="x", padx=16)
     root.protocol("WM_DELETE_WINDOW", lambda: answer(False, "user"))
     root.bind("<Escape>", lambda _e: answer(False, "user"))
 
@@ -145,6 +159,7 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
     width = _width(root, INDICATOR_WIDTH)
     technician = one_line(str(spec.get("technician", "")), NAME_MAX) or "(unnamed technician)"
     started = time.monotonic()
+    also = capability_line(spec.get("capabilities"))
     state = {"mode": str(spec["mode"])}
     frame = tk.Frame(root)
     frame.pack(fill="both", expand=True, padx=8, pady=6)
@@ -193,6 +208,8 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
         kind = " (unattended access)" if spec.get("unattended") else ""
         since = "started less than a minute ago" if minutes == 0 else f"for {minutes} min"
         label = f"{technician} is {what} your screen{kind}\n{since}"
+        if also:
+            label += f"\nmay also: {also}"
         if text.cget("text") != label:
             text.configure(text=label)
         root.after(100, tick)

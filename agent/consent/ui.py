@@ -34,6 +34,8 @@ class PromptRequest:
     upgrade: bool = False
     #: The remote session asked about: a session helper's prompt binds it to the person who answered.
     session_id: str = ""
+    #: What else the session may do if allowed (agent.toolkit.caps): chat, files, clipboard — listed in the prompt.
+    capabilities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class IndicatorInfo:
     unattended: bool = False
     #: The remote session shown (its indicator stays with the person who consented).
     session_id: str = ""
+    #: What else the session may do (chat, files, clipboard), shown on the indicator.
+    capabilities: tuple[str, ...] = ()
 
 
 class Indicator(Protocol):

@@ -225,7 +225,7 @@ class SessionHelper:
     async def _prompt(self, message: PromptShow) -> None:
         answer = await self.ui.prompt(PromptRequest(
             technician=message.technician, mode=message.mode, reason=message.reason, timeout_s=message.timeout_s,
-            note=message.note, upgrade=message.upgrade))
+            note=message.note, upgrade=message.upgrade, capabilities=tuple(message.capabilities)))
         log.info("consent prompt answered", extra={"allowed": answer.allowed, "by": answer.by, "uid": os.getuid()})
         await self._reply(PromptAnswer(request_id=message.request_id, allowed=answer.allowed, by=answer.by,
                                        reason=answer.reason[:256]))
@@ -233,7 +233,8 @@ class SessionHelper:
     async def _indicator(self, message: IndicatorShow) -> None:
         try:
             indicator = await self.ui.indicator(IndicatorInfo(technician=message.technician, mode=message.mode,
-                                                              unattended=message.unattended))
+                                                              unattended=message.unattended,
+                                                              capabilities=tuple(message.capabilities)))
         except ConsentUnavailable as exc:
             await self._reply(IndicatorReady(indicator_id=message.indicator_id, ok=False, message=str(exc)[:256]))
             return

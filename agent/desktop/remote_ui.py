@@ -72,7 +72,8 @@ class RemoteConsentUI:
                 await link.send(PromptShow(request_id=request_id, technician=request.technician[:256],
                                            mode=request.mode, timeout_s=request.timeout_s,
                                            reason=request.reason[:256], note=request.note[:256],
-                                           upgrade=request.upgrade))
+                                           upgrade=request.upgrade,
+                                           capabilities=list(request.capabilities)))  # type: ignore[arg-type]
                 async with asyncio.timeout(request.timeout_s + PROMPT_GRACE_S):
                     reply = await future
             except TimeoutError:
@@ -103,7 +104,8 @@ class RemoteConsentUI:
         link.indicators[indicator_id] = state
         try:
             await link.send(IndicatorShow(indicator_id=indicator_id, technician=info.technician[:256],
-                                          mode=info.mode, unattended=info.unattended))
+                                          mode=info.mode, unattended=info.unattended,
+                                          capabilities=list(info.capabilities)))  # type: ignore[arg-type]
             async with asyncio.timeout(INDICATOR_START_S):
                 ready = await state.ready
         except (TimeoutError, ConnectionError) as exc:
