@@ -12,8 +12,20 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from protocol.messages import HealthBatch, InventoryReport
+from server import api as server_api
 
-from . import alerts, api, health_store, ingest, inventory_store, webhooks
+from . import (
+    alerts,
+    api,
+    health_store,
+    ingest,
+    inventory_store,
+    licences,
+    licences_api,
+    relations_api,
+    vulns_api,
+    webhooks,
+)
 
 if TYPE_CHECKING:
     from server.agent_channel import AgentConnection
@@ -41,6 +53,8 @@ def setup(server: HelplineServer) -> None:
 
     server.agent_handlers.welcome_fields.append(welcome_fields)
     api.register(server.console_app)
+    server_api.add_routes(server.console_app,
+                          relations_api.routes() + licences_api.routes() + vulns_api.routes())
 
     async def maintenance() -> None:
         while True:
@@ -59,5 +73,6 @@ async def maintenance_pass(server: HelplineServer) -> None:
         if raw or rolled:
             log.info("health retention", extra={"raw_deleted": raw, "rollups_deleted": rolled})
         await alerts.evaluate_fleet(server.db, now)
+        await licences.evaluate_all(server.db, now)
     except Exception:
         log.exception("CMDB maintenance pass failed")

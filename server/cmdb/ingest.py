@@ -22,7 +22,7 @@ import msgspec
 from protocol import limits
 from protocol.messages import HealthAck, HealthBatch, InventoryAck, InventoryReport, InventoryRequest
 
-from . import alerts, health_store, inventory_store
+from . import alerts, derived, health_store, inventory_store
 from .health_store import HealthRejected
 from .sections import split_report
 
@@ -56,6 +56,7 @@ async def on_inventory(conn: AgentConnection, msg: InventoryReport) -> None:
                                                     refused={r.section for r in rejected})
         if not result.resync:
             await alerts.evaluate_inventory(tx, conn.device_id, now)
+            await derived.after_inventory(tx, conn.device_id, {c.section for c in result.changes}, now)
     if result.resync:
         log.info("inventory delta does not match; asking for a full one",
                  extra={"device_id": conn.device_id, "reason": result.reason})
