@@ -11,11 +11,12 @@ from . import (
     admin_task,
     admin_token,
     admin_user,
+    admin_vulns,
 )
 
 #: One module per area (``admin token …``), in the order shown by ``--help``; each has
 #: ``register_admin(subparsers)`` and imports the server's modules only when its command runs.
-ADMIN_AREAS = (admin_token, admin_device, admin_audit, admin_user, admin_task, admin_export)
+ADMIN_AREAS = (admin_token, admin_device, admin_audit, admin_user, admin_task, admin_export, admin_vulns)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
