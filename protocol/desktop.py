@@ -159,10 +159,22 @@ class IndicatorClose(DesktopMessage, frozen=True, tag="indicator.close"):
     indicator_id: Id
 
 
+class ToolkitRights(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the service decided a session's toolkit may do (agent.toolkit.caps); the helper does no more."""
+
+    allowed: Annotated[list[Capability], msgspec.Meta(max_length=3)] = []
+    max_file_bytes: Annotated[int, msgspec.Meta(ge=0, le=2**40)] = 0
+    fetch_paths: Annotated[list[Annotated[str, msgspec.Meta(max_length=256)]], msgspec.Meta(max_length=32)] = []
+    unattended: bool = False
+    technician: Short = ""
+
+
 class ScreenStart(DesktopMessage, frozen=True, tag="screen.start"):
     stream_id: Id
     mode: Mode
     monitor: Annotated[int, msgspec.Meta(ge=0, le=MAX_MONITORS - 1)] | None = None
+    #: The in-session toolkit's rights (None: no toolkit, its messages are refused as unknown).
+    toolkit: ToolkitRights | None = None
 
 
 class ScreenStop(DesktopMessage, frozen=True, tag="screen.stop"):

@@ -34,6 +34,7 @@ from agent.config import AgentConfig
 from agent.consent.tk_app import ALLOW_BG, DENY_BG, PROMPT_TITLE
 from agent.desktop.broker import DesktopBroker
 from agent.desktop.tracker import LogindTracker
+from protocol import toolkit as tk
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.logind_standin import FakeSession, LogindStandIn, private_bus, user_env
 from tests.test_session_helpers import (
@@ -241,6 +242,13 @@ async def test_prompt_screen_and_file_drop_run_as_the_active_user_and_follow_a_s
                                                  remote_session=sid))
             assert landed == desk.a.home / "Downloads" / "notes.txt"
             assert landed.stat().st_uid == desk.a.uid and landed.read_bytes() == b"from the technician\n"
+            # The in-session toolkit runs in a's helper too: a file sent through the tunnel belongs to a.
+            sent = tmp_path / "setup.txt"
+            sent.write_bytes(b"installer\n" * 1000)
+            done = await viewer.send_file(str(sent), timeout=60)
+            assert isinstance(done, tk.FileDone), done
+            copy = desk.a.home / "Downloads" / done.name
+            assert copy.stat().st_uid == desk.a.uid and copy.read_bytes() == sent.read_bytes()
         await wait_until(lambda: not agent.sessions.running, timeout=30, what="first session ended")
         assert agent.sessions.tunnel_bytes.get(sid, 0) > 0
 

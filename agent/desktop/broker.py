@@ -29,10 +29,11 @@ import struct
 from pathlib import Path
 from typing import Any, Literal
 
-from protocol.desktop import DesktopConnection, FileDrop, FileDropped, Hello, Refused, Welcome
+from protocol.desktop import DesktopConnection, FileDrop, FileDropped, Hello, Refused, ToolkitRights, Welcome
 
 from ..screen.session import SessionStats
 from ..screen.tunnel import Tunnel
+from ..toolkit.caps import ToolkitCaps
 from .link import READ_CHUNK, HelperLink, PeerCredentials, new_id
 from .relay import relay_screen
 from .remote_ui import RemoteConsentUI
@@ -256,8 +257,14 @@ class DesktopBroker:
         if link is None or link.closed.is_set():
             return SessionStats(end_reason="no session helper to show the screen")
         monitor = kwargs.get("monitor")
+        caps = kwargs.get("toolkit")
+        rights = None
+        if isinstance(caps, ToolkitCaps):  # the service decided; the helper only carries it out
+            rights = ToolkitRights(allowed=caps.listed(), max_file_bytes=caps.max_file_bytes,  # type: ignore[arg-type]
+                                   fetch_paths=list(caps.fetch_paths), unattended=caps.unattended,
+                                   technician=str(kwargs.get("technician", ""))[:256])
         return await relay_screen(link, tunnel, mode=mode, stop=stop,
-                                  monitor=monitor if isinstance(monitor, int) else None)
+                                  monitor=monitor if isinstance(monitor, int) else None, toolkit=rights)
 
     async def drop_file(self, name: str, data: bytes, remote_session: str = "") -> str:
         """Hand ``data`` to the user (bound helper, else the one in front) to save in their Downloads.

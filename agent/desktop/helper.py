@@ -257,13 +257,22 @@ class SessionHelper:
 
     async def _screen(self, message: ScreenStart) -> None:
         from ..screen.session import run_screen_session
+        from ..toolkit.caps import ToolkitCaps
+        from ..toolkit.tunnel import toolkit_tunnel
 
         tunnel = _StreamTunnel(self, message.stream_id)
         self._streams[message.stream_id] = tunnel
+        rights = message.toolkit
+        caps = None if rights is None else ToolkitCaps(
+            frozenset(rights.allowed), rights.max_file_bytes, fetch_paths=tuple(rights.fetch_paths),
+            unattended=rights.unattended)
         try:
-            stats = await run_screen_session(tunnel, mode=message.mode, display=self.display or None,
-                                             stop=tunnel.stop, input_gate=self.ui.prompts, monitor=message.monitor,
-                                             **self.screen_kwargs)
+            # The toolkit runs here, as the user: files land in (and come from) what the user can reach.
+            async with toolkit_tunnel(tunnel, caps, technician=rights.technician if rights else "",
+                                      folder=self.downloads_dir) as wrapped:
+                stats = await run_screen_session(wrapped, mode=message.mode, display=self.display or None,
+                                                 stop=tunnel.stop, input_gate=self.ui.prompts,
+                                                 monitor=message.monitor, **self.screen_kwargs)
         except Exception as exc:
             log.exception("screen session failed in the helper")
             await self._reply(ScreenEnded(stream_id=message.stream_id, reason=f"screen failed: {type(exc).__name__}"))

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from typing import Any
 
-from protocol.desktop import ScreenEnded, ScreenFrame, ScreenStart, ScreenStop
+from protocol.desktop import ScreenEnded, ScreenFrame, ScreenStart, ScreenStop, ToolkitRights
 
 from ..screen.session import SessionStats
 from ..screen.tunnel import Tunnel
@@ -28,14 +28,14 @@ STOP_GRACE_S = 5.0
 
 
 async def relay_screen(link: HelperLink, tunnel: Tunnel, *, mode: str, stop: asyncio.Event | None,
-                       monitor: int | None = None) -> SessionStats:
+                       monitor: int | None = None, toolkit: ToolkitRights | None = None) -> SessionStats:
     """Run one screen stream on ``link``'s helper until the tunnel closes, ``stop`` is set or the helper ends it."""
     stream = StreamRelay(new_id("stream"))
     link.streams[stream.stream_id] = stream
     stats = SessionStats()
     try:
         await link.send(ScreenStart(stream_id=stream.stream_id, mode="control" if mode == "control" else "view",
-                                    monitor=monitor))
+                                    monitor=monitor, toolkit=toolkit))
     except ConnectionError:
         link.streams.pop(stream.stream_id, None)
         stats.end_reason = "session helper gone"
