@@ -40,7 +40,7 @@ Handler = Callable[["AgentClient", Any], Awaitable[None]]
 #: "health.partial"/"inventory.partial": it reads the ``rejected`` list of ``health.ack``/``inventory.ack``;
 #: "wake": it relays Wake-on-LAN packets to its own networks (agent/wake.py).
 CAPABILITIES = ["inventory", "health", "health.seq", "session", "tasks", "authority", "health.partial",
-                "inventory.partial", "wake"]
+                "inventory.partial", "wake", "inventory.policy"]
 Hook = Callable[["AgentClient"], Awaitable[None]]
 
 

@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from agent.collectors.accounts import collect_accounts
 from agent.collectors.controllers import collect_controllers
 from agent.collectors.dns import collect_dns
@@ -28,6 +30,7 @@ from agent.collectors.software import installed_software
 from agent.collectors.storage import collect_storage
 from agent.collectors.users import collect_users
 from agent.collectors.virtualization import collect_virtualization
+from protocol.messages import Welcome
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,14 @@ class InventoryPolicy:
 
     omit: frozenset[str] = frozenset()
     login_days: int | None = None
+
+
+def welcome_policy(welcome: Welcome | None) -> InventoryPolicy:
+    """The policy a server's welcome carries; none (an older server, no connection yet) collects everything."""
+    sent = welcome.inventory_policy if welcome is not None else msgspec.UNSET
+    if isinstance(sent, msgspec.UnsetType):
+        return InventoryPolicy()
+    return InventoryPolicy(omit=frozenset(sent.omit), login_days=sent.login_days)
 
 
 def policy_collectors(policy: InventoryPolicy, collectors: Mapping[str, Callable[[], Any]] = COLLECTORS

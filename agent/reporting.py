@@ -283,9 +283,10 @@ class Reporter:
     async def build_report(self, server_checksums: dict[str, str] | None, *, on_connect: bool
                            ) -> InventoryReport | None:
         """The report to send now, or None when nothing changed since the last ack (periodic checks)."""
-        from .inventory import collect_inventory, compute_delta, section_checksums
+        from .inventory import collect_inventory, compute_delta, section_checksums, welcome_policy
 
-        inventory = await asyncio.to_thread(self.collect or collect_inventory)
+        policy = welcome_policy(self.client.welcome)  # the group's personal-data switch and login retention
+        inventory = await asyncio.to_thread(self.collect or (lambda: collect_inventory(policy=policy)))
         checksums = section_checksums(inventory)
         acked = self.load_acked()
         due = acked is None or time.time() - acked.last_full >= self.client.config.full_inventory_interval_s

@@ -62,6 +62,17 @@ class Hello(Message, frozen=True, tag="hello"):
     capabilities: Annotated[list[ShortStr], msgspec.Meta(max_length=limits.MAX_SMALL_LIST)] = []
 
 
+class InventoryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the device's group lets the agent collect (issue 17: personal data).
+
+    ``omit``: sections the agent must not collect (local accounts, login history switched off);
+    ``login_days``: how many days of login history to send (the server's retention).
+    """
+
+    omit: Annotated[list[SectionName], msgspec.Meta(max_length=limits.MAX_SECTIONS)] = []
+    login_days: Annotated[int, msgspec.Meta(ge=1, le=36500)] | None = None
+
+
 class Welcome(Message, frozen=True, tag="welcome"):
     """Server's answer to hello: the negotiated version and channel settings."""
 
@@ -75,6 +86,8 @@ class Welcome(Message, frozen=True, tag="welcome"):
     #: (its outbox may have been lost). Only sent to agents with the "health.seq" capability and
     #: omitted from the wire when unset, so agents and servers without it still decode.
     health_seq: Seq | msgspec.UnsetType = msgspec.UNSET
+    #: Only sent to agents with the "inventory.policy" capability (older agents refuse unknown fields).
+    inventory_policy: InventoryPolicy | msgspec.UnsetType = msgspec.UNSET
 
 
 class Ping(Message, frozen=True, tag="ping"):

@@ -22,6 +22,7 @@ from . import (
     inventory_store,
     licences,
     licences_api,
+    personal,
     relations_api,
     vulns_api,
     webhooks,
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: Agents that understand ``welcome.health_seq`` say so in their hello.
 HEALTH_SEQ_CAPABILITY = "health.seq"
+#: Agents that follow ``welcome.inventory_policy`` (personal data, issue 17) say so in their hello.
+INVENTORY_POLICY_CAPABILITY = "inventory.policy"
 
 
 def setup(server: HelplineServer) -> None:
@@ -52,6 +55,13 @@ def setup(server: HelplineServer) -> None:
         return {"health_seq": await health_store.max_seq(server.db, conn.device_id)}
 
     server.agent_handlers.welcome_fields.append(welcome_fields)
+
+    async def policy_field(conn: AgentConnection) -> dict[str, Any]:
+        if conn.hello is None or INVENTORY_POLICY_CAPABILITY not in conn.hello.capabilities:
+            return {}
+        return {"inventory_policy": await personal.inventory_policy(server.db, conn.group)}
+
+    server.agent_handlers.welcome_fields.append(policy_field)
     api.register(server.console_app)
     server_api.add_routes(server.console_app,
                           relations_api.routes() + licences_api.routes() + vulns_api.routes())
@@ -73,6 +83,11 @@ async def maintenance_pass(server: HelplineServer) -> None:
         if raw or rolled:
             log.info("health retention", extra={"raw_deleted": raw, "rollups_deleted": rolled})
         await alerts.evaluate_fleet(server.db, now)
+        purged = await personal.purge(server.db, now)
+        if purged.sections_deleted or purged.sections_trimmed or purged.changes_deleted:
+            log.info("personal data purged", extra={"sections_deleted": purged.sections_deleted,
+                                                    "sections_trimmed": purged.sections_trimmed,
+                                                    "changes_deleted": purged.changes_deleted})
         await licences.evaluate_all(server.db, now)
     except Exception:
         log.exception("CMDB maintenance pass failed")

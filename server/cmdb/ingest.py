@@ -22,7 +22,7 @@ import msgspec
 from protocol import limits
 from protocol.messages import HealthAck, HealthBatch, InventoryAck, InventoryReport, InventoryRequest
 
-from . import alerts, derived, health_store, inventory_store
+from . import alerts, derived, health_store, inventory_store, personal
 from .health_store import HealthRejected
 from .sections import split_report
 
@@ -44,7 +44,8 @@ def _speaks(conn: AgentConnection, capability: str) -> bool:
 
 async def on_inventory(conn: AgentConnection, msg: InventoryReport) -> None:
     db = conn.server.db
-    good, rejected = split_report(msg.full, msg.sections, msg.checksums)
+    excluded = await personal.excluded_sections(db, conn.group)
+    good, rejected = split_report(msg.full, msg.sections, msg.checksums, excluded)
     if rejected:
         log.warning("inventory sections refused", extra={
             "device_id": conn.device_id, "count": len(rejected),

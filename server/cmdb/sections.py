@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from protocol.messages import SectionRejected
@@ -53,9 +53,12 @@ def _problem(name: str, data: Any, checksums: Mapping[str, str]) -> tuple[str, s
     return None
 
 
-def split_report(full: bool, sections: Mapping[str, Any], checksums: Mapping[str, str]
-                 ) -> tuple[dict[str, Any], list[SectionRejected]]:
+def split_report(full: bool, sections: Mapping[str, Any], checksums: Mapping[str, str],
+                 excluded: Collection[str] = ()) -> tuple[dict[str, Any], list[SectionRejected]]:
     """The sections that can be stored, and the refused ones with their reasons (unknown names too).
+
+    ``excluded``: sections this device's group does not collect (personal data switched off,
+    :mod:`.personal`), refused with code ``not_collected`` whatever they hold.
 
     A refused section is neither stored nor deleted: the store keeps its copy and its checksum
     (:func:`.inventory_store.apply_report` with ``refused``).
@@ -65,6 +68,8 @@ def split_report(full: bool, sections: Mapping[str, Any], checksums: Mapping[str
     for name in sorted(set(sections) | set(checksums)):
         if name not in KNOWN_SECTIONS:
             refused[name] = ("unknown_section", "the server does not store this section")
+        elif name in excluded:
+            refused[name] = ("not_collected", "this device's group does not collect personal data")
         elif name in sections:
             problem = _problem(name, sections[name], checksums)
             if problem is None:

@@ -66,3 +66,51 @@ async def set_webhook(db: Database | Transaction, **values: Any) -> dict[str, An
     current.update(values)
     await put(db, "webhook", current)
     return {**WEBHOOK_DEFAULTS, **current}
+
+
+# --- personal data (issue 17) -------------------------------------------------------------------
+
+#: Inventory sections that hold personal data: local accounts and login history.
+PERSONAL_SECTIONS = ("accounts", "logins")
+#: ``login_retention_days``: login history older than this is purged (and agents are told not to send it);
+#: ``groups_off``: device groups whose agents do not collect the personal sections at all.
+PERSONAL_DATA_DEFAULTS: dict[str, Any] = {"login_retention_days": 90, "groups_off": []}
+MAX_RETENTION_DAYS = 3650
+
+
+async def personal_data(db: Database | Transaction) -> dict[str, Any]:
+    return {**PERSONAL_DATA_DEFAULTS, **(await get(db, "personal_data") or {})}
+
+
+async def set_login_retention(db: Database | Transaction, days: int) -> dict[str, Any]:
+    """Keep login history ``days`` days (1 … 3650); the next maintenance pass purges older entries."""
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_RETENTION_DAYS:
+        raise ValueError(f"login retention must be a whole number of days from 1 to {MAX_RETENTION_DAYS}")
+    current = await get(db, "personal_data") or {}
+    current["login_retention_days"] = days
+    await put(db, "personal_data", current)
+    return {**PERSONAL_DATA_DEFAULTS, **current}
+
+
+async def set_group_personal_data(db: Database | Transaction, group: str, collect: bool) -> dict[str, Any]:
+    """Switch collection of local accounts and login history on or off for one device group.
+
+    Off: agents of the group are told to leave the sections out (at their next connection),
+    the server refuses them from any agent of the group meanwhile, and the maintenance pass
+    deletes what it already holds for the group's devices.
+    """
+    if not await db.fetchone("SELECT name FROM device_groups WHERE name = ?", (group,)):
+        raise ValueError(f"no device group {group!r}")
+    current = await get(db, "personal_data") or {}
+    off = set(current.get("groups_off") or [])
+    if collect:
+        off.discard(group)
+    else:
+        off.add(group)
+    current["groups_off"] = sorted(off)
+    await put(db, "personal_data", current)
+    return {**PERSONAL_DATA_DEFAULTS, **current}
+
+
+async def collects_personal_data(db: Database | Transaction, group: str) -> bool:
+    return group not in (await personal_data(db))["groups_off"]
