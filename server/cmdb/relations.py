@@ -287,24 +287,23 @@ async def _edges(db: Database, frontier: set[Node], downstream: bool) -> list[tu
     Downstream (what breaks): ``X depends_on F`` gives F→X; ``F runs X`` gives F→X.
     Upstream (what F needs): ``F depends_on X`` gives F→X; ``X runs F`` gives F→X.
     """
-    ids = sorted({n[1] for n in frontier})
     out: list[tuple[Node, Node, str]] = []
-    for chunk in _chunks(ids):
-        marks = ", ".join("?" for _ in chunk)
-        by_target = await db.fetchall(
-            f"SELECT kind, source_type, source_id, target_type, target_id FROM cmdb_relations"  # noqa: S608
-            f" WHERE target_id IN ({marks}) AND kind = ?", (*chunk, "depends_on" if downstream else "runs"))
-        by_source = await db.fetchall(
-            f"SELECT kind, source_type, source_id, target_type, target_id FROM cmdb_relations"  # noqa: S608
-            f" WHERE source_id IN ({marks}) AND kind = ?", (*chunk, "runs" if downstream else "depends_on"))
-        for r in by_target:
-            here: Node = (r["target_type"], r["target_id"])
-            if here in frontier:
-                out.append((here, (r["source_type"], r["source_id"]), r["kind"]))
-        for r in by_source:
-            here = (r["source_type"], r["source_id"])
-            if here in frontier:
-                out.append((here, (r["target_type"], r["target_id"]), r["kind"]))
+    for node_type in NODE_TYPES:  # typed lookups use the (type, id) indexes
+        ids = sorted(n[1] for n in frontier if n[0] == node_type)
+        for chunk in _chunks(ids):
+            marks = ", ".join("?" for _ in chunk)
+            by_target = await db.fetchall(
+                f"SELECT kind, source_type, source_id, target_type, target_id FROM cmdb_relations"  # noqa: S608
+                f" WHERE target_type = ? AND target_id IN ({marks}) AND kind = ?",
+                (node_type, *chunk, "depends_on" if downstream else "runs"))
+            by_source = await db.fetchall(
+                f"SELECT kind, source_type, source_id, target_type, target_id FROM cmdb_relations"  # noqa: S608
+                f" WHERE source_type = ? AND source_id IN ({marks}) AND kind = ?",
+                (node_type, *chunk, "runs" if downstream else "depends_on"))
+            out.extend(((r["target_type"], r["target_id"]), (r["source_type"], r["source_id"]), r["kind"])
+                       for r in by_target)
+            out.extend(((r["source_type"], r["source_id"]), (r["target_type"], r["target_id"]), r["kind"])
+                       for r in by_source)
     return out
 
 
