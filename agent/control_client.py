@@ -38,9 +38,10 @@ Handler = Callable[["AgentClient", Any], Awaitable[None]]
 #: "health.seq": this agent understands ``welcome.health_seq`` (the server only sends it then);
 #: "authority": it takes ``authority.update`` and answers unattended offers with ``session.challenge``;
 #: "health.partial"/"inventory.partial": it reads the ``rejected`` list of ``health.ack``/``inventory.ack``;
-#: "wake": it relays Wake-on-LAN packets to its own networks (agent/wake.py).
+#: "wake": it relays Wake-on-LAN packets to its own networks (agent/wake.py);
+#: "update": it takes ``update.offer`` and reports ``update.status`` (agent/update/).
 CAPABILITIES = ["inventory", "health", "health.seq", "session", "tasks", "authority", "health.partial",
-                "inventory.partial", "wake", "inventory.policy"]
+                "inventory.partial", "wake", "update", "inventory.policy"]
 Hook = Callable[["AgentClient"], Awaitable[None]]
 
 

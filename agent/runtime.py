@@ -33,6 +33,9 @@ from .sessions import AgentSessions
 from .state import AgentState
 from .tasks import feature as tasks
 from .tasks.service import TaskService
+from .update import feature as update
+from .update.feature import Updater
+from .update.launcher import EXIT_RESTART
 from .wake import WakeRelay
 
 if TYPE_CHECKING:
@@ -57,6 +60,8 @@ class Agent:
     tasks: TaskService
     #: desktop = "helper": the broker of the users' session helpers (prompts, screen, files go there).
     desktop: DesktopBroker | None = None
+    #: Signed self-update (agent/update/): offers, the trial's commit, the last outcome's report.
+    updates: Updater | None = None
 
 
 def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None = None,
@@ -78,6 +83,7 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
         reporter=Reporter(client),
         tasks=TaskService(client, authority=store),
         desktop=broker,
+        updates=Updater(client, store, clock),
     )
     if broker is not None:  # the root service: the screen and "who is there" come from the session helpers
         agent.sessions.screen_runner = broker.run_screen
@@ -89,6 +95,8 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
     reporting.attach(agent.reporter)
     tasks.attach(agent.tasks)
     wake.attach(WakeRelay(client))
+    assert agent.updates is not None
+    update.attach(agent.updates)
     return agent
 
 
@@ -101,16 +109,21 @@ def _desktop_broker(config: AgentConfig) -> DesktopBroker:
 
 async def run_agent(state: AgentState, config: AgentConfig) -> int:
     try:
-        client = build_agent(state, config).client
+        agent = build_agent(state, config)
     except PolicyError as exc:  # the admin's rules cannot be read: run on none rather than on others
         log.error("the agent does not start", extra={"reason": str(exc)})
         print(f"helpline: {exc}; the agent does not start", file=sys.stderr)
         return EXIT_POLICY
     stop = stop_on_signals()
+    client = agent.client
+    if agent.updates is not None:  # an installed update stops the agent; the launcher starts the new version
+        agent.updates.on_restart = stop.set
     try:
         await client.run(stop)
     except AgentRevoked as exc:
         log.error("device revoked; the agent stops", extra={"reason": str(exc)})
         print(f"helpline: {exc}. Re-enroll this device to use it again.")
         return EXIT_REVOKED
+    if agent.updates is not None and agent.updates.restart_requested:
+        return EXIT_RESTART
     return 0

@@ -101,8 +101,9 @@ class HelplineServer:
         )
         from .sessions import recordings_api
         from .tasks import feature as tasks
+        from .updates import feature as updates
 
-        for feature in (issuer, enroll_api, renewal, sessions, recordings_api, authority, tasks, cmdb,
+        for feature in (issuer, enroll_api, renewal, sessions, recordings_api, authority, tasks, updates, cmdb,
                         accounts, passkeys, console_api, console_static):
             feature.setup(self)
 

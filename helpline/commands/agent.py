@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 from common.config import load_config
 from common.logs import setup_logging
 
-from . import agent_install, agent_inventory
+from . import agent_install, agent_inventory, agent_launch
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
 
 #: Extra ``helpline agent …`` actions, each a module with ``register_agent(subparsers)``.
-AGENT_ACTIONS = (agent_inventory, agent_install)
+AGENT_ACTIONS = (agent_inventory, agent_install, agent_launch)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,0 +1,78 @@
+"""Fetch a release artifact over the agent's own mTLS connection, checked while it streams.
+
+The URL is never the server's choice: the host and port are the ones of the agent's control channel
+(its enrollment), the path names the SHA-256 the approvers signed. Bytes go to a private file; more
+than the signed size stops the transfer at once, and the SHA-256 is compared before anyone may use
+the file. Blocking (``http.client``): run it in a thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from protocol.update import artifact_path
+
+CHUNK = 256 * 1024
+
+
+class DigestMismatch(Exception):
+    """The bytes are not the ones the manifest signed (size or SHA-256): the device refuses them."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the agent's server listens (from the control channel's URL)."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def from_agent_url(cls, url: str) -> Source:
+        parts = urlsplit(url)
+        if parts.scheme != "wss" or not parts.hostname:
+            raise ValueError(f"not a wss:// agent URL: {url!r}")
+        return cls(parts.hostname, parts.port or 443)
+
+
+def fetch(source: Source, context: ssl.SSLContext, *, sha256: str, size: int, dest: Path,
+          timeout_s: float = 60.0) -> None:
+    """Stream the artifact into ``dest`` (0600); raises DigestMismatch, or OSError/HTTPException on I/O failure.
+
+    ``dest`` is removed on any failure, so nothing half-checked stays behind.
+    """
+    digest, received = hashlib.sha256(), 0
+    connection = http.client.HTTPSConnection(source.host, source.port, context=context, timeout=timeout_s)
+    try:
+        connection.request("GET", artifact_path(sha256))
+        response = connection.getresponse()
+        if response.status != 200:
+            body = response.read(512).decode(errors="replace")
+            raise OSError(f"the server answered {response.status} for the artifact: {body}")
+        declared = response.getheader("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) != size:
+            raise DigestMismatch(f"the server sends {declared} bytes, the manifest signed {size}")
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            while chunk := response.read(CHUNK):
+                received += len(chunk)
+                if received > size:
+                    raise DigestMismatch(f"more than the {size} bytes the manifest signed")
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if received != size:
+            raise DigestMismatch(f"{received} bytes received, the manifest signed {size}")
+        if digest.hexdigest() != sha256:
+            raise DigestMismatch(f"SHA-256 {digest.hexdigest()} is not the signed {sha256}")
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    finally:
+        connection.close()
