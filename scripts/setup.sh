@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 SYSTEM_PACKAGES=(xvfb xdotool x11-utils chromium ffmpeg postgresql tk dbus python3-tk)
 # systemd-analyze checks the package's unit files; ip netns carries the Wake-on-LAN test (tests/test_wake.py).
 SYSTEM_PACKAGES+=(systemd iproute2)
+# lspci names PCI controllers and smartctl gives drives' SMART health in the inventory (tests/test_collectors_depth.py).
+SYSTEM_PACKAGES+=(pciutils smartmontools)
 # Node.js/npm only vendor the console's chart library; take Debian's when none is on PATH.
 command -v npm >/dev/null || SYSTEM_PACKAGES+=(nodejs npm)
 

@@ -115,3 +115,31 @@ def test_schema_rejects_numeric_strings(validator: jsonschema.Draft7Validator, i
     doc = to_glpi_inventory("d", inventory)
     doc["content"]["hardware"]["memory"] = str(doc["content"]["hardware"]["memory"])
     assert list(validator.iter_errors(doc))
+
+
+def test_issue17_sections_export_schema_valid(validator: jsonschema.Draft7Validator, inventory: dict[str, Any]) -> None:
+    """Drives, controllers, USB devices, local users/groups, vmsystem, DNS and CPU identity validate and map."""
+    inv = json.loads(json.dumps(inventory))
+    inv["controllers"]["devices"].append({"bus": "usb", "slot": "1-1", "vendor_id": "046d", "product_id": "c52b",
+                                          "class_id": "00", "vendor": "Logitech", "name": "USB Receiver"})
+    inv["accounts"] = {"users": [{"name": "alice", "uid": 1000, "gid": 1000, "full_name": "Alice A",
+                                  "home": "/home/alice", "shell": "/bin/zsh", "system": False}],
+                       "groups": [{"name": "sudo", "gid": 27, "members": ["alice"]}], "unavailable": {}}
+    inv["logins"] = {"entries": [], "last": [{"user": "alice", "time": "2024-05-06T07:08:09Z"}], "unavailable": {}}
+    doc = to_glpi_inventory("dev-17", inv)
+    assert [f"{e.json_path}: {e.message}" for e in validator.iter_errors(doc)] == []
+    content = doc["content"]
+    assert [s["name"] for s in content["storages"]] == [d["name"] for d in inventory["storage"]["devices"]]
+    assert len(content["controllers"]) == len(list(Path("/sys/bus/pci/devices").iterdir()))
+    assert content["usbdevices"] == [{"name": "USB Receiver", "manufacturer": "Logitech", "vendorid": "046d",
+                                      "productid": "c52b", "class": "0"}]
+    assert content["local_users"] == [{"id": "1000", "login": "alice", "name": "Alice A", "home": "/home/alice",
+                                       "shell": "/bin/zsh"}]
+    assert content["local_groups"] == [{"id": "27", "name": "sudo", "members": ["alice"]}]
+    assert content["hardware"]["lastloggeduser"] == "alice"
+    assert content["hardware"]["datelastloggeduser"] == "2024-05-06 07:08:09"
+    assert content["hardware"]["dns"] == "/".join(inventory["dns"]["nameservers"])
+    virt = inventory["virtualization"]
+    assert content["hardware"]["vmsystem"] != "Physical" if virt["is_virtual"] else content["hardware"]["vmsystem"] == "Physical"
+    assert content["cpus"][0]["stepping"] == inventory["cpu"]["stepping"]
+    assert content["operatingsystem"]["fqdn"] == inventory["identity"]["fqdn"]
