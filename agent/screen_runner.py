@@ -37,6 +37,8 @@ async def run_in_process(session_id: str, tunnel: Tunnel, /, *, mode: Literal["v
     from .toolkit.tunnel import toolkit_tunnel
 
     caps, technician = kwargs.pop("toolkit", None), str(kwargs.pop("technician", ""))
-    async with toolkit_tunnel(tunnel, caps, technician=technician) as wrapped:
+    indicator = kwargs.pop("indicator", None)  # with a chat window (agent.consent.tk.TkIndicator) or not
+    device = indicator if hasattr(indicator, "user_lines") else None
+    async with toolkit_tunnel(tunnel, caps, technician=technician, device=device) as wrapped:
         return await run_screen_session(wrapped, mode=mode, display=display, stop=stop, input_gate=input_gate,
                                         **kwargs)

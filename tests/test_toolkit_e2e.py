@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig
-from agent.consent.tk_app import ALLOW_BG
+from agent.consent.tk_app import ALLOW_BG, CHAT_TITLE
 from protocol import toolkit as tk
 from tests.harness import enroll_agent, running_agent, running_server
 from tests.test_session_helpers import (
@@ -21,7 +21,9 @@ from tests.test_session_helpers import (
     install_test_auth,
     viewer_for,
     wait_for_audit,
+    wait_window,
     write_policy,
+    xdotool,
 )
 from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
 
@@ -29,6 +31,16 @@ from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
 def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
             and not p.is_symlink()}
+
+
+def _type_in_chat(display: str, text: str) -> None:
+    """Click into the chat window's entry line and type ``text`` + Enter, as the user would (xdotool)."""
+    window = xdotool(display, "search", "--onlyvisible", "--name", CHAT_TITLE).split()[0]
+    geometry = dict(line.split("=", 1) for line in xdotool(display, "getwindowgeometry", "--shell", window).split())
+    x, y = int(geometry["X"]) + 60, int(geometry["Y"]) + int(geometry["HEIGHT"]) - 30
+    xdotool(display, "mousemove", "--sync", str(x), str(y), "click", "1")
+    xdotool(display, "type", "--delay", "20", text)
+    xdotool(display, "key", "Return")
 
 
 async def _session(server, device_id: str) -> str:  # type: ignore[no-untyped-def]
@@ -92,6 +104,12 @@ async def test_file_to_device_lands_in_downloads_and_hostile_ones_are_refused(
                 await viewer.say("Hello, I am sending the installer")
                 await viewer.wait_for(lambda v: len(v.chat) >= 1, 10)
                 assert viewer.chat[0].sender == "technician" and viewer.chat[0].text.startswith("Hello")
+                # The technician's line opens the chat window on the device; the user answers in it.
+                await wait_window(xvfb.display, CHAT_TITLE, timeout=20)
+                await asyncio.to_thread(_type_in_chat, xvfb.display, "Thanks <b>got it</b>")
+                await viewer.wait_for(lambda v: any(m.sender == "user" for m in v.chat), 20)
+                answer = next(m for m in viewer.chat if m.sender == "user")
+                assert answer.text == "Thanks <b>got it</b>" and answer.seq == 1
             record = await wait_for_audit(server, "session.file_sent")
             details = record["details"] if isinstance(record["details"], dict) else json.loads(record["details"])
             assert details["sha256"] == done.sha256 and details["size"] == done.size

@@ -17,6 +17,8 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from protocol.toolkit import MAX_CHAT_CHARS as CHAT_MAX
+
 from .guard import PromptGuard
 from .ui import ConsentUnavailable, IndicatorInfo, Mode, PromptAnswer, PromptRequest
 
@@ -88,6 +90,8 @@ class TkIndicator:
     def __init__(self, child: _Child) -> None:
         self._child = child
         self.ended = asyncio.Event()
+        #: What the device user typed in the chat window, for the session's toolkit.
+        self.user_lines: asyncio.Queue[str] = asyncio.Queue(64)
         self._reader = asyncio.create_task(self._read(), name="consent-indicator")
 
     async def _read(self) -> None:
@@ -102,9 +106,20 @@ class TkIndicator:
                 return
             if event.get("event") == "end":
                 self.ended.set()
+            elif event.get("event") == "chat" and isinstance(event.get("text"), str) and event["text"].strip():
+                with contextlib.suppress(asyncio.QueueFull):  # a flood from the window is dropped, not queued
+                    self.user_lines.put_nowait(event["text"][:CHAT_MAX])
 
     async def set_mode(self, mode: Mode) -> None:
         await self._child.write({"cmd": "mode", "mode": mode})
+
+    async def chat(self, who: str, text: str) -> None:
+        """Show a technician's chat line in the chat window (opening it)."""
+        await self._child.write({"cmd": "chat", "who": who, "text": text})
+
+    async def note(self, text: str) -> None:
+        """Show what happened (e.g. "ann sent setup.pdf") on the indicator and in the chat window."""
+        await self._child.write({"cmd": "note", "text": text})
 
     async def close(self) -> None:
         await self._child.write({"cmd": "close"})

@@ -27,10 +27,16 @@ from agent.consent.text import NAME_MAX, REASON_MAX, one_line
 
 PROMPT_TITLE = "Helpline: remote support request"
 INDICATOR_TITLE = "Helpline: remote session in progress"
+CHAT_TITLE = "Helpline: chat with your technician"
 #: Button colours (exact, so a test can find the buttons on screen like a user would).
 ALLOW_BG = "#1b7f3a"
 DENY_BG = "#a31515"
 END_BG = "#d9480f"
+CHAT_BG = "#1f5fa8"
+#: Characters the user may type in one chat line (protocol.toolkit.MAX_CHAT_CHARS).
+CHAT_MAX = 2000
+#: Lines kept in the chat window.
+CHAT_LINES = 500
 EXIT_NO_DISPLAY = 2
 
 
@@ -174,8 +180,15 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
     # The button first: when the name is long it is the label that gives way, never End session.
     button = _button(frame, "End session", END_BG, end)
     button.pack(side="right", padx=(8, 0))
+    chat = _ChatWindow(root, technician) if "chat" in (spec.get("capabilities") or []) else None
+    chat_width = 0
+    if chat is not None:
+        chat_button = _button(frame, "Chat", CHAT_BG, chat.open)
+        chat_button.pack(side="right", padx=(8, 0))
+        chat_width = chat_button.winfo_reqwidth() + 8
+    last_note = {"text": ""}
     text = tk.Label(frame, text="", font=("TkDefaultFont", 11), anchor="w", justify="left",
-                    wraplength=max(120, width - button.winfo_reqwidth() - 40))
+                    wraplength=max(120, width - button.winfo_reqwidth() - chat_width - 40))
     text.pack(side="left", fill="x", expand=True)
     root.protocol("WM_DELETE_WINDOW", end)
     commands: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -201,6 +214,12 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
                 return
             if command.get("cmd") == "mode" and command.get("mode") in ("view", "control"):
                 state["mode"] = command["mode"]
+            elif command.get("cmd") == "chat" and chat is not None:
+                chat.add(str(command.get("who", "")), str(command.get("text", "")))
+            elif command.get("cmd") == "note":
+                last_note["text"] = one_line(str(command.get("text", "")), REASON_MAX)
+                if chat is not None:
+                    chat.add("", last_note["text"])
         # Elapsed time in whole minutes: a seconds counter would repaint the user's screen every
         # second and so stream an update per second through an otherwise idle session.
         minutes = int(time.monotonic() - started) // 60
@@ -210,6 +229,8 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
         label = f"{technician} is {what} your screen{kind}\n{since}"
         if also:
             label += f"\nmay also: {also}"
+        if last_note["text"]:
+            label += f"\n{last_note['text']}"
         if text.cget("text") != label:
             text.configure(text=label)
         root.after(100, tick)
@@ -217,6 +238,78 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
     tick()
     _place(root, width, 64, top=True)
     emit(event="ready", buttons=_requested({"End session": button}), shown={"technician": technician})
+
+
+class _ChatWindow:
+    """The device user's side of the chat, opened from the indicator: the transcript as plain text, a line to type.
+
+    Everything shown is inserted as text into a read-only Text widget (never markup), one line per
+    message with control characters blanked; what the user types goes to the agent as an
+    ``{"event": "chat"}`` line when they press Enter or Send.
+    """
+
+    def __init__(self, root: tk.Tk, technician: str) -> None:
+        self.root, self.technician = root, technician
+        self.window: tk.Toplevel | None = None
+        self.log: tk.Text | None = None
+        self.entry: tk.Entry | None = None
+        self.lines: list[str] = []
+
+    def open(self) -> None:
+        if self.window is not None:
+            self.window.deiconify()
+            self.window.lift()
+            return
+        window = tk.Toplevel(self.root)
+        window.title(CHAT_TITLE)
+        window.attributes("-topmost", True)
+        window.protocol("WM_DELETE_WINDOW", self._close)
+        bar = tk.Frame(window)
+        bar.pack(side="bottom", fill="x", padx=8, pady=8)
+        send = _button(bar, "Send", CHAT_BG, self._send)
+        send.pack(side="right", padx=(8, 0))
+        entry = tk.Entry(bar, font=("TkDefaultFont", 12))
+        entry.pack(side="left", fill="x", expand=True)
+        entry.bind("<Return>", lambda _e: self._send())
+        log = tk.Text(window, height=12, width=48, wrap="word", font=("TkDefaultFont", 11))
+        log.pack(fill="both", expand=True, padx=8, pady=(8, 0))
+        self.window, self.log, self.entry = window, log, entry
+        self._render()
+        x = max(0, self.root.winfo_screenwidth() - 480 - SCREEN_MARGIN)
+        window.geometry(f"460x320+{x}+{INDICATOR_BAND}")
+        entry.focus_force()
+
+    def _close(self) -> None:
+        if self.window is not None:
+            self.window.destroy()
+        self.window = self.log = self.entry = None
+
+    def add(self, who: str, text: str) -> None:
+        shown = " ".join(one_line(part, CHAT_MAX) for part in text.splitlines()) or "(empty)"
+        self.lines = ([*self.lines, f"{one_line(who, NAME_MAX)}: {shown}" if who else f"• {shown}"])[-CHAT_LINES:]
+        if self.window is None:
+            self.open()
+        else:
+            self._render()
+
+    def _render(self) -> None:
+        if self.log is None:
+            return
+        self.log.configure(state="normal")
+        self.log.delete("1.0", "end")
+        self.log.insert("end", "\n".join(self.lines))
+        self.log.configure(state="disabled")
+        self.log.see("end")
+
+    def _send(self) -> None:
+        if self.entry is None:
+            return
+        line = self.entry.get().strip()[:CHAT_MAX]
+        self.entry.delete(0, "end")
+        if line:
+            emit(event="chat", text=line)
+            self.lines = ([*self.lines, f"You: {one_line(line, CHAT_MAX)}"])[-CHAT_LINES:]
+            self._render()
 
 
 def main(argv: list[str]) -> int:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from protocol import toolkit as tk
 
@@ -41,8 +42,17 @@ SendText = Callable[[str], Awaitable[None]]
 SendBytes = Callable[[bytes], Awaitable[None]]
 #: Ask the person at the device whether the technician may have this file (True = yes).
 Approve = Callable[[str], Awaitable[bool]]
-#: Something for the device user to see: ("technician sent setup.pdf", ...) and chat lines.
-Notify = Callable[[str], None]
+
+
+class DeviceSide(Protocol):
+    """What the person at the device sees of the toolkit: the indicator (notes) and its chat window."""
+
+    #: Lines the user typed in the chat window.
+    user_lines: asyncio.Queue[str]
+
+    async def chat(self, who: str, text: str) -> None: ...
+
+    async def note(self, text: str) -> None: ...
 
 
 @dataclass
@@ -60,14 +70,16 @@ class Toolkit:
 
     def __init__(self, caps: ToolkitCaps, send_text: SendText, send_bytes: SendBytes, *, technician: str = "",
                  folder: Path | None = None, home: Path | None = None, approve: Approve | None = None,
-                 notify: Notify | None = None, clock: Callable[[], float] = time.time) -> None:
+                 device: DeviceSide | None = None, clock: Callable[[], float] = time.time) -> None:
         self.caps = caps
         self._send_text, self._send_bytes = send_text, send_bytes
         self.technician = technician
         self.folder = folder if folder is not None else downloads_dir()
         self.home = home if home is not None else Path.home()
         self.approve = approve
-        self.notify = notify or (lambda line: log.info("toolkit: %s", line))
+        self.device = device
+        #: What the device user was shown, in order (the indicator's list of transfers).
+        self.notes: list[str] = []
         self.clock = clock
         self.stats = ToolkitStats()
         self.transcript: list[tk.ChatMessage] = []
@@ -158,9 +170,30 @@ class Toolkit:
                               name=name[:128], text=text[: tk.MAX_CHAT_CHARS], at=self.clock())
         self.transcript.append(line)
         self.stats.chat_lines += 1
-        if sender != "user":
-            self.notify(f"{name or 'technician'}: {text}")
         await self.send(line)
+        if sender != "user" and self.device is not None:
+            try:
+                await self.device.chat(name or "Technician", text)
+            except (OSError, RuntimeError) as exc:
+                log.info("chat line not shown on the device: %s", exc)
+
+    async def notify(self, text: str) -> None:
+        """Tell the person at the device what happened (the indicator lists it)."""
+        self.notes.append(text)
+        log.info("toolkit: %s", text)
+        if self.device is not None:
+            try:
+                await self.device.note(text)
+            except (OSError, RuntimeError) as exc:
+                log.info("note not shown on the device: %s", exc)
+
+    async def user_chat(self) -> None:
+        """Relay what the device user types in the chat window, for as long as the session runs."""
+        assert self.device is not None
+        while True:
+            text = await self.device.user_lines.get()
+            if not self._allowed("chat") and text.strip():
+                await self.say("user", "", text.strip()[: tk.MAX_CHAT_CHARS])
 
     # --- technician → device --------------------------------------------------------------
 
@@ -208,7 +241,7 @@ class Toolkit:
         self.stats.received_files += 1
         log.info("toolkit: file received", extra={"transfer": transfer, "file_name": name, "size": incoming.size,
                                                   "sha256": incoming.sha256})
-        self.notify(f"{self.technician or 'technician'} sent {name} ({incoming.size} bytes)")
+        await self.notify(f"{self.technician or 'The technician'} sent {name} ({incoming.size} bytes)")
         await self.send(tk.FileDone(transfer=transfer, name=name, size=incoming.size, sha256=incoming.sha256))
 
     # --- device → technician --------------------------------------------------------------
@@ -271,7 +304,7 @@ class Toolkit:
             self.stats.sent_files += 1
             log.info("toolkit: file fetched", extra={"transfer": transfer, "file_name": name, "size": size,
                                                      "sha256": digest})
-            self.notify(f"{self.technician or 'technician'} copied {name} ({size} bytes)")
+            await self.notify(f"{self.technician or 'The technician'} copied {name} ({size} bytes)")
         finally:
             os.close(fd)
             self._fetch_acks.pop(transfer, None)

@@ -17,7 +17,7 @@ from protocol import toolkit as tk
 
 from ..screen.tunnel import Tunnel
 from .caps import ToolkitCaps
-from .session import Approve, Notify, Toolkit
+from .session import Approve, DeviceSide, Toolkit
 
 
 class ToolkitTunnel:
@@ -60,17 +60,23 @@ class ToolkitTunnel:
 @contextlib.asynccontextmanager
 async def toolkit_tunnel(tunnel: Tunnel, caps: ToolkitCaps | None, *, technician: str = "",
                          folder: Path | None = None, home: Path | None = None, approve: Approve | None = None,
-                         notify: Notify | None = None) -> AsyncIterator[Tunnel]:
-    """``tunnel`` with the toolkit of ``caps`` on it (None: the tunnel as it is), closed on exit."""
+                         device: DeviceSide | None = None) -> AsyncIterator[Tunnel]:
+    """``tunnel`` with the toolkit of ``caps`` on it (None: the tunnel as it is), closed on exit; ``device`` is
+    the indicator with its chat window (None: nobody at the device sees the toolkit)."""
     if caps is None:
         yield tunnel
         return
     wrapped = ToolkitTunnel(tunnel)
     toolkit = Toolkit(caps, wrapped._send_text, wrapped._send_bytes, technician=technician, folder=folder,
-                      home=home, approve=approve, notify=notify)
+                      home=home, approve=approve, device=device)
     wrapped.toolkit = toolkit
+    chat = asyncio.ensure_future(toolkit.user_chat()) if device is not None else None
     try:
         await toolkit.start()
         yield wrapped
     finally:
+        if chat is not None:
+            chat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await chat
         await toolkit.close()
