@@ -95,6 +95,9 @@ class Viewer:
         self.chat: list[tk.ChatMessage] = []
         self.toolkit_events: dict[int, list[tk.ToolkitAny]] = {}
         self._fetching: dict[int, _Fetch] = {}
+        #: Clipboard texts the device sent (clip.set), and the sync state it confirmed (clip.sync).
+        self.clipboard: list[str] = []
+        self.clip_sync: tk.ClipSync | None = None
         self._next_transfer = 1
 
     # --- connection ---------------------------------------------------------------------
@@ -276,11 +279,23 @@ class Viewer:
         """Send a chat line to the person at the device."""
         await self.send_toolkit(tk.ChatSend(text=text))
 
+    async def sync_clipboard(self, *, to_device: bool, from_device: bool) -> None:
+        """Switch clipboard sync per direction (the agent confirms with clip.sync, or refuses)."""
+        await self.send_toolkit(tk.ClipSync(to_device=to_device, from_device=from_device))
+
+    async def paste(self, text: str) -> None:
+        """Put ``text`` on the device's clipboard (when sync to the device is on)."""
+        await self.send_toolkit(tk.ClipSet(text=text))
+
     def _on_toolkit(self, message: tk.ToolkitAny) -> None:
         if isinstance(message, tk.Caps):
             self.caps = message
         elif isinstance(message, tk.ChatMessage):
             self.chat.append(message)
+        elif isinstance(message, tk.ClipSet):
+            self.clipboard.append(message.text)
+        elif isinstance(message, tk.ClipSync):
+            self.clip_sync = message
         elif isinstance(message, (tk.FileAccept, tk.FileAck, tk.FileDone, tk.FileError, tk.FileStart, tk.FileEnd)):
             self.toolkit_events.setdefault(message.transfer, []).append(message)
             fetch = self._fetching.get(message.transfer)

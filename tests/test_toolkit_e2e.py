@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,8 @@ import pytest
 from agent.config import AgentConfig
 from agent.consent.tk_app import ALLOW_BG, CHAT_TITLE
 from protocol import toolkit as tk
-from tests.harness import enroll_agent, running_agent, running_server
+from server import audit
+from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.test_session_helpers import (
     api,
     click_colour,
@@ -144,3 +147,67 @@ async def test_local_policy_switches_files_and_chat_off(tmp_path: Path, xvfb: Xv
                 await viewer.wait_for(lambda v: any(e.code == "chat_refused" for e in v.stats.errors), 10)
                 assert not viewer.chat
     assert not downloads.exists() or not any(downloads.iterdir())
+
+
+_CLIP_OWNER = """
+import sys, tkinter
+root = tkinter.Tk()
+root.withdraw()
+root.clipboard_clear()
+root.clipboard_append(sys.argv[1])
+root.update()
+print("owned", flush=True)
+root.mainloop()
+"""
+
+
+def _device_clipboard(display: str) -> str:
+    """The device clipboard's text, read the way any X client reads it (a Tk process of its own)."""
+    script = "import tkinter; r = tkinter.Tk(); r.withdraw(); print(r.clipboard_get(), end='')"
+    result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "DISPLAY": display},
+                            capture_output=True, text=True, timeout=20, check=False)
+    return result.stdout if result.returncode == 0 else ""  # empty: nobody owns the clipboard yet
+
+
+async def test_clipboard_both_ways_when_switched_on_and_audited_by_hash(
+        tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """Off until the technician switches it on; then a paste lands on the device clipboard and a copy on the
+    device reaches the viewer; the audit records length and hash, not the text."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "agent")
+        config = AgentConfig(state_dir=tmp_path / "agent", backoff_cap_s=1.0)
+        async with running_agent(state, config, setup=configure_agent(xvfb.display)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _session(server, state.device_id)
+            async with viewer_for(server, sid) as viewer:
+                await click_colour(xvfb.display, ALLOW_BG)
+                await viewer.wait_for(lambda v: v.caps is not None, 20)
+                await viewer.paste("too early")
+                await viewer.wait_for(lambda v: any(e.code == "clipboard_refused" for e in v.stats.errors), 10)
+
+                await viewer.sync_clipboard(to_device=True, from_device=True)
+                await viewer.wait_for(lambda v: v.clip_sync is not None, 10)
+                await viewer.paste("sudo systemctl restart cups")
+                async def pasted() -> bool:
+                    return await asyncio.to_thread(_device_clipboard, xvfb.display) == "sudo systemctl restart cups"
+
+                await wait_until(pasted,
+                                 timeout=20, what="the paste on the device clipboard")
+
+                owner = subprocess.Popen([sys.executable, "-c", _CLIP_OWNER, "copied on the device"],
+                                         env={**os.environ, "DISPLAY": xvfb.display}, stdout=subprocess.PIPE,
+                                         text=True)
+                try:
+                    assert owner.stdout is not None and owner.stdout.readline().strip() == "owned"
+                    await viewer.wait_for(lambda v: "copied on the device" in v.clipboard, 20)
+                finally:
+                    owner.kill()
+                    owner.wait(10)
+            record = await wait_for_audit(server, "session.clipboard")
+            details = record["details"] if isinstance(record["details"], dict) else json.loads(record["details"])
+            assert set(details) == {"session_id", "direction", "length", "sha256"}
+            rows = await audit.recent(server.db, limit=50, action="session.clipboard")
+            assert {json.loads(r["details"])["direction"] if isinstance(r["details"], str) else r["details"]["direction"]
+                    for r in rows} == {"to_device", "from_device"}
+            assert "sudo" not in json.dumps(rows, default=str) and "copied on" not in json.dumps(rows, default=str)

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from typing import Any
 
 from protocol.toolkit import MAX_CHAT_CHARS as CHAT_MAX
+from protocol.toolkit import MAX_CLIPBOARD_CHARS as CLIPBOARD_MAX
 
 from .guard import PromptGuard
 from .ui import ConsentUnavailable, IndicatorInfo, Mode, PromptAnswer, PromptRequest
@@ -92,6 +93,8 @@ class TkIndicator:
         self.ended = asyncio.Event()
         #: What the device user typed in the chat window, for the session's toolkit.
         self.user_lines: asyncio.Queue[str] = asyncio.Queue(64)
+        #: The device's clipboard text each time it changed while watched.
+        self.clipboard_changes: asyncio.Queue[str] = asyncio.Queue(16)
         self._reader = asyncio.create_task(self._read(), name="consent-indicator")
 
     async def _read(self) -> None:
@@ -106,6 +109,9 @@ class TkIndicator:
                 return
             if event.get("event") == "end":
                 self.ended.set()
+            elif event.get("event") == "clipboard" and isinstance(event.get("text"), str):
+                with contextlib.suppress(asyncio.QueueFull):
+                    self.clipboard_changes.put_nowait(event["text"][:CLIPBOARD_MAX])
             elif event.get("event") == "chat" and isinstance(event.get("text"), str) and event["text"].strip():
                 with contextlib.suppress(asyncio.QueueFull):  # a flood from the window is dropped, not queued
                     self.user_lines.put_nowait(event["text"][:CHAT_MAX])
@@ -116,6 +122,12 @@ class TkIndicator:
     async def chat(self, who: str, text: str) -> None:
         """Show a technician's chat line in the chat window (opening it)."""
         await self._child.write({"cmd": "chat", "who": who, "text": text})
+
+    async def set_clipboard(self, text: str) -> None:
+        await self._child.write({"cmd": "clipboard.set", "text": text})
+
+    async def watch_clipboard(self, on: bool) -> None:
+        await self._child.write({"cmd": "clipboard.watch", "on": on})
 
     async def note(self, text: str) -> None:
         """Show what happened (e.g. "ann sent setup.pdf") on the indicator and in the chat window."""

@@ -35,6 +35,9 @@ END_BG = "#d9480f"
 CHAT_BG = "#1f5fa8"
 #: Characters the user may type in one chat line (protocol.toolkit.MAX_CHAT_CHARS).
 CHAT_MAX = 2000
+#: Characters of clipboard text synced (protocol.toolkit.MAX_CLIPBOARD_CHARS) and how often it is looked at.
+CLIPBOARD_MAX = 8000
+CLIPBOARD_POLL_MS = 300
 #: Lines kept in the chat window.
 CHAT_LINES = 500
 EXIT_NO_DISPLAY = 2
@@ -187,6 +190,7 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
         chat_button.pack(side="right", padx=(8, 0))
         chat_width = chat_button.winfo_reqwidth() + 8
     last_note = {"text": ""}
+    clipboard = _Clipboard(root)
     text = tk.Label(frame, text="", font=("TkDefaultFont", 11), anchor="w", justify="left",
                     wraplength=max(120, width - button.winfo_reqwidth() - chat_width - 40))
     text.pack(side="left", fill="x", expand=True)
@@ -216,6 +220,10 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
                 state["mode"] = command["mode"]
             elif command.get("cmd") == "chat" and chat is not None:
                 chat.add(str(command.get("who", "")), str(command.get("text", "")))
+            elif command.get("cmd") == "clipboard.set" and isinstance(command.get("text"), str):
+                clipboard.put(command["text"])
+            elif command.get("cmd") == "clipboard.watch":
+                clipboard.watching = command.get("on") is True
             elif command.get("cmd") == "note":
                 last_note["text"] = one_line(str(command.get("text", "")), REASON_MAX)
                 if chat is not None:
@@ -236,8 +244,44 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
         root.after(100, tick)
 
     tick()
+    clipboard.poll()
     _place(root, width, 64, top=True)
     emit(event="ready", buttons=_requested({"End session": button}), shown={"technician": technician})
+
+
+class _Clipboard:
+    """The session's clipboard sync on the device, through Tk's own clipboard (no xclip needed).
+
+    ``put`` sets the clipboard (the indicator then owns it until something else copies);
+    while ``watching``, a change of the clipboard's text is reported as ``{"event": "clipboard"}``
+    — never the text this window put there itself.
+    """
+
+    def __init__(self, root: tk.Tk) -> None:
+        self.root = root
+        self.watching = False
+        self.last: str | None = None
+
+    def _read(self) -> str | None:
+        try:
+            return str(self.root.clipboard_get())
+        except tk.TclError:  # empty, or not text
+            return None
+
+    def put(self, text: str) -> None:
+        self.root.clipboard_clear()
+        self.root.clipboard_append(text[:CLIPBOARD_MAX])
+        self.last = text[:CLIPBOARD_MAX]
+
+    def poll(self) -> None:
+        if self.watching:
+            now = self._read()
+            if now is not None and now != self.last:
+                self.last = now
+                emit(event="clipboard", text=now[:CLIPBOARD_MAX])
+        else:
+            self.last = self._read()  # switched on later: only changes from then on are sent
+        self.root.after(CLIPBOARD_POLL_MS, self.poll)
 
 
 class _ChatWindow:

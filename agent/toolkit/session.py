@@ -54,6 +54,13 @@ class DeviceSide(Protocol):
 
     async def note(self, text: str) -> None: ...
 
+    #: The device clipboard's text each time it changed while watched.
+    clipboard_changes: asyncio.Queue[str]
+
+    async def set_clipboard(self, text: str) -> None: ...
+
+    async def watch_clipboard(self, on: bool) -> None: ...
+
 
 @dataclass
 class ToolkitStats:
@@ -63,6 +70,8 @@ class ToolkitStats:
     bytes_out: int = 0
     refused: int = 0
     chat_lines: int = 0
+    clipboard_in: int = 0
+    clipboard_out: int = 0
 
 
 class Toolkit:
@@ -78,6 +87,9 @@ class Toolkit:
         self.home = home if home is not None else Path.home()
         self.approve = approve
         self.device = device
+        #: Clipboard sync per direction: off until the technician switches it on (``clip.sync``).
+        self.clip_to_device = False
+        self.clip_from_device = False
         #: What the device user was shown, in order (the indicator's list of transfers).
         self.notes: list[str] = []
         self.clock = clock
@@ -328,11 +340,35 @@ class Toolkit:
     # --- clipboard ------------------------------------------------------------------------
 
     async def _on_clip(self, message: tk.ToolkitAny) -> None:
-        why = self._allowed("clipboard") or "clipboard sync is not available on this device yet"
-        await self._send_text(_error("clipboard_refused", why))
+        assert isinstance(message, tk.ClipSet)
+        why = self._allowed("clipboard") or ("" if self.device is not None else "nobody at the device has a clipboard")
+        if why or not self.clip_to_device:
+            await self._send_text(_error("clipboard_refused", why or "clipboard sync to the device is off"))
+            return
+        assert self.device is not None
+        await self.device.set_clipboard(message.text)
+        self.stats.clipboard_in += 1
+        await self.notify(f"{self.technician or 'The technician'} put {len(message.text)} characters on your clipboard")
 
     async def _on_clip_sync(self, message: tk.ToolkitAny) -> None:
-        await self._on_clip(message)
+        assert isinstance(message, tk.ClipSync)
+        why = self._allowed("clipboard") or ("" if self.device is not None else "nobody at the device has a clipboard")
+        if why:
+            await self._send_text(_error("clipboard_refused", why))
+            return
+        assert self.device is not None
+        self.clip_to_device, self.clip_from_device = message.to_device, message.from_device
+        await self.device.watch_clipboard(message.from_device)
+        await self.send(tk.ClipSync(to_device=self.clip_to_device, from_device=self.clip_from_device))
+
+    async def device_clipboard(self) -> None:
+        """Send the device's clipboard to the viewer each time it changes, while that direction is on."""
+        assert self.device is not None
+        while True:
+            text = await self.device.clipboard_changes.get()
+            if self.clip_from_device and not self._allowed("clipboard"):
+                await self.send(tk.ClipSet(text=text[: tk.MAX_CLIPBOARD_CHARS]))
+                self.stats.clipboard_out += 1
 
     # --- end ----------------------------------------------------------------------------
 

@@ -70,13 +70,16 @@ async def toolkit_tunnel(tunnel: Tunnel, caps: ToolkitCaps | None, *, technician
     toolkit = Toolkit(caps, wrapped._send_text, wrapped._send_bytes, technician=technician, folder=folder,
                       home=home, approve=approve, device=device)
     wrapped.toolkit = toolkit
-    chat = asyncio.ensure_future(toolkit.user_chat()) if device is not None else None
+    watchers = [asyncio.ensure_future(toolkit.user_chat()), asyncio.ensure_future(toolkit.device_clipboard())] \
+        if device is not None else []
     try:
         await toolkit.start()
         yield wrapped
     finally:
-        if chat is not None:
-            chat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await chat
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        if device is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                await device.watch_clipboard(False)
         await toolkit.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets
 import time
@@ -323,8 +324,15 @@ class SessionDriver:
             session.relay = Relay(session.session_id, self.settings,
                                   view_only=lambda: session.machine.mode != "control",
                                   on_input_refused=lambda: self._note_refused_input(session), on_end=on_end,
-                                  recorder=recorder, on_transfer=lambda m: self._note_transfer(session, m))
+                                  recorder=recorder, on_transfer=lambda m: self._note_transfer(session, m),
+                                  on_clipboard=lambda d, t: self._note_clipboard(session, d, t))
         return session.relay
+
+    def _note_clipboard(self, session: LiveSession, direction: str, text: str) -> None:
+        """Audit clipboard text that crossed the relay by direction, length and SHA-256 (never the text)."""
+        self._spawn(audit.append(self.db, f"user:{session.technician_user}", "session.clipboard", session.device_id,
+                                 {"session_id": session.session_id, "direction": direction, "length": len(text),
+                                  "sha256": hashlib.sha256(text.encode()).hexdigest()}))
 
     def _note_transfer(self, session: LiveSession, message: toolkit.FileDone | toolkit.FileEnd) -> None:
         """Audit a finished file transfer by name, size and SHA-256 (the device's report; never the content)."""

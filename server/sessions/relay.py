@@ -97,9 +97,11 @@ class Relay:
     def __init__(self, session_id: str, settings: SessionSettings, *, view_only: Callable[[], bool],
                  on_input_refused: Callable[[], None], on_end: Callable[[str, str], Awaitable[object]],
                  recorder: Recorder | None = None, clock: Callable[[], float] = time.monotonic,
-                 on_transfer: Callable[[toolkit.FileDone | toolkit.FileEnd], None] | None = None) -> None:
+                 on_transfer: Callable[[toolkit.FileDone | toolkit.FileEnd], None] | None = None,
+                 on_clipboard: Callable[[str, str], None] | None = None) -> None:
         self.session_id = session_id
         self.on_transfer = on_transfer
+        self.on_clipboard = on_clipboard
         self.clock = clock
         self.last_activity = clock()
         self._update_seq = -1
@@ -203,6 +205,8 @@ class Relay:
                 data, binary = msg.data, False
                 if side == "agent" and self.on_transfer is not None and msg.data.startswith(_TRANSFER_PREFIXES):
                     self._note_transfer(msg.data)
+                if self.on_clipboard is not None and msg.data.startswith(_CLIP_PREFIX):
+                    self._note_clipboard(side, msg.data)
                 if side == "technician" and _is_input(msg.data):
                     self.last_activity = self.clock()
                     if self.view_only():
@@ -240,6 +244,15 @@ class Relay:
         if isinstance(message, (toolkit.FileDone, toolkit.FileEnd)) and self.on_transfer is not None:
             self.on_transfer(message)
 
+    def _note_clipboard(self, side: Side, text: str) -> None:
+        """Clipboard text crossing the relay: audited by direction, length and hash, never the text."""
+        try:
+            message = toolkit.decode_text(text)
+        except toolkit.ToolkitProtocolError:
+            return
+        if isinstance(message, toolkit.ClipSet) and self.on_clipboard is not None:
+            self.on_clipboard("from_device" if side == "agent" else "to_device", message.text)
+
     async def close(self, reason: str) -> None:
         if self.closed.is_set():
             return
@@ -252,6 +265,7 @@ class Relay:
 
 #: The agent's toolkit messages that end a transfer (msgspec writes the tag first).
 _TRANSFER_PREFIXES = ('{"type":"file.done"', '{"type":"file.end"')
+_CLIP_PREFIX = '{"type":"clip.set"'
 
 
 def _is_input(text: str) -> bool:
