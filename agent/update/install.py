@@ -49,8 +49,8 @@ def _unpack_zip(archive: Path, into: Path) -> None:
             raise InstallRefused(f"the archive unpacks to more than {MAX_UNPACKED} bytes")
         for member in members:
             _member_path(member.filename)
-            mode = member.external_attr >> 16
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            kind = stat.S_IFMT(member.external_attr >> 16)  # 0: no type recorded (zipfile's own writestr)
+            if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise InstallRefused(f"archive member {member.filename[:100]!r} is not a plain file")
         zipped.extractall(into)  # noqa: S202 - every member's path and type checked above
 

@@ -207,8 +207,8 @@ class Launcher:
                         f"{self.commit_timeout_s:g} s to connect)")
             self.child = self._start()
             status, why = self._watch(self.child, trial)
-            if self.stopping:
-                return 0 if status is None else status
+            if self.stopping:  # the service is stopping: the child died of the signal we passed on, or exited
+                return 0 if status is None or status < 0 else status
             if status is None:
                 assert trial is not None
                 self.rollback(trial, why)
