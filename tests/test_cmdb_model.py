@@ -23,7 +23,7 @@ from server import devices
 from server.api.context import AUTHENTICATORS
 from server.app import HelplineServer
 from server.auth.rights import ALL_RIGHTS, Principal, Right
-from server.cmdb import derived, inventory_store
+from server.cmdb import derived, inventory_store, licences, settings
 from server.cmdb.sections import checksum
 from tests.harness import console_url, running_server
 
@@ -122,7 +122,8 @@ async def test_relations_impact_with_cycle_primary_user_and_networks(srv: Helpli
 
 
 async def _open_overuse(srv: HelplineServer) -> dict[str, str]:
-    rows = await srv.db.fetchall("SELECT device_id, status FROM alerts WHERE rule = 'licence_overuse'")
+    rows = await srv.db.fetchall("SELECT device_id, status FROM alerts WHERE rule = 'licence_overuse'"
+                                 " ORDER BY id")  # the newest alert of a device last
     return {r["device_id"]: r["status"] for r in rows}
 
 
@@ -150,6 +151,13 @@ async def test_licence_overuse_alert_fires_and_resolves_and_csv(srv: HelplineSer
     # Fewer seats re-opens it on the newest of the two remaining devices.
     body = {"product": "LibreOffice 7", "pattern": "libreoffice*", "seats": 1, "version_min": "7", "version_below": "8"}
     assert (await _call(srv, "PUT", f"/api/v1/cmdb/licences/{lic['id']}", body=body))[0] == 200
+    assert (await _open_overuse(srv))["d2"] == "open"
+    # The rule's switch: off resolves the open alert at the next pass, on opens it again.
+    await settings.set_rule(srv.db, "licence_overuse", {"enabled": False})
+    await licences.evaluate_all(srv.db, time.time())
+    assert (await _open_overuse(srv))["d2"] == "resolved"
+    await settings.set_rule(srv.db, "licence_overuse", {"enabled": True})
+    await licences.evaluate_all(srv.db, time.time())
     assert (await _open_overuse(srv))["d2"] == "open"
     assert (await _call(srv, "DELETE", f"/api/v1/cmdb/licences/{lic['id']}"))[0] == 200
     assert "open" not in (await _open_overuse(srv)).values()

@@ -8,7 +8,8 @@ rebuilt fleet-wide when an entitlement is created or edited, so the count is one
 
 Over-use raises the ``licence_overuse`` alert through :mod:`.alerts` on each device beyond the
 seats (devices are ranked by enrolment time: the newest installations are the excess), and
-resolves it when the count falls back — so webhooks and the alert list see it like any other.
+resolves it when the count falls back or the rule is switched off (``helpline admin cmdb`` rule
+``licence_overuse``, ``enabled``) — so webhooks and the alert list see it like any other.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from server.store import Database, Row, Transaction
 
-from . import alerts, versions
+from . import alerts, settings, versions
 from .relations import new_id
 
 RULE = "licence_overuse"
@@ -149,7 +150,8 @@ async def evaluate(tx: Transaction, licence_id: str, now: float) -> None:
     installs = await tx.fetchall("SELECT i.device_id FROM licence_installs i JOIN devices d ON d.id = i.device_id"
                                  " WHERE i.licence_id = ? ORDER BY d.enrolled_at, d.id", (licence_id,))
     count, seats = len(installs), int(lic["seats"])
-    excess = {r["device_id"] for r in installs[seats:]} if count > seats else set()
+    enabled = (await settings.alert_rules(tx))[RULE]["enabled"]
+    excess = {r["device_id"] for r in installs[seats:]} if enabled and count > seats else set()
     message = f"{lic['product']}: {count} installations for {seats} seats (this device is beyond them)"
     await _set_alerts(tx, licence_id, message, excess, now)
 

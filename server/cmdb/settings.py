@@ -19,6 +19,8 @@ DEFAULT_RULES: dict[str, dict[str, Any]] = {
     "battery_degraded": {"enabled": True, "health_below": 80.0},
     "reboot_pending": {"enabled": True, "for_s": 7 * 86400.0},
     "agent_offline": {"enabled": True, "for_s": 86400.0},
+    # Off: no new over-use alerts, and the open ones resolve at the next count or maintenance pass.
+    "licence_overuse": {"enabled": True},
 }
 
 WEBHOOK_DEFAULTS: dict[str, Any] = {"url": "", "max_attempts": 10, "backoff_s": 2.0, "backoff_cap_s": 600.0,
