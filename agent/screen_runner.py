@@ -33,12 +33,14 @@ async def run_in_process(session_id: str, tunnel: Tunnel, /, *, mode: Literal["v
                          **kwargs: Any) -> SessionStats:
     """The screen session in this process, on ``display`` (with the in-session toolkit when ``toolkit`` caps are
     given: :mod:`agent.toolkit`)."""
+    from .consent.guard import PromptGuard
     from .screen.session import run_screen_session
     from .toolkit.tunnel import toolkit_tunnel
 
     caps, technician = kwargs.pop("toolkit", None), str(kwargs.pop("technician", ""))
     indicator = kwargs.pop("indicator", None)  # with a chat window (agent.consent.tk.TkIndicator) or not
     device = indicator if hasattr(indicator, "user_lines") else None
-    async with toolkit_tunnel(tunnel, caps, technician=technician, device=device) as wrapped:
+    gate = input_gate if isinstance(input_gate, PromptGuard) else None  # fetch requests suspend input too
+    async with toolkit_tunnel(tunnel, caps, technician=technician, device=device, gate=gate) as wrapped:
         return await run_screen_session(wrapped, mode=mode, display=display, stop=stop, input_gate=input_gate,
                                         **kwargs)

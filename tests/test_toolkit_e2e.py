@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig
-from agent.consent.tk_app import ALLOW_BG, CHAT_TITLE
+from agent.consent.tk_app import ALLOW_BG, CHAT_TITLE, DENY_BG, FETCH_TITLE
 from protocol import toolkit as tk
 from server import audit
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
@@ -21,6 +21,7 @@ from tests.test_session_helpers import (
     api,
     click_colour,
     configure_agent,
+    find_colour,
     install_test_auth,
     viewer_for,
     wait_for_audit,
@@ -46,9 +47,9 @@ def _type_in_chat(display: str, text: str) -> None:
     xdotool(display, "key", "Return")
 
 
-async def _session(server, device_id: str) -> str:  # type: ignore[no-untyped-def]
+async def _session(server, device_id: str, mode: str = "view") -> str:  # type: ignore[no-untyped-def]
     status, body = await api(server, "POST", f"/api/v1/devices/{device_id}/sessions", "ann",
-                             {"mode": "view", "reason": "send the installer"})
+                             {"mode": mode, "reason": "send the installer"})
     assert status == 201, body
     return str(body["session_id"])
 
@@ -211,3 +212,45 @@ async def test_clipboard_both_ways_when_switched_on_and_audited_by_hash(
             assert {json.loads(r["details"])["direction"] if isinstance(r["details"], str) else r["details"]["direction"]
                     for r in rows} == {"to_device", "from_device"}
             assert "sudo" not in json.dumps(rows, default=str) and "copied on" not in json.dumps(rows, default=str)
+
+
+async def test_attended_fetch_needs_the_user_and_remote_input_cannot_answer(
+        tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """A fetch in an attended session asks the user; the technician's click on Allow through the stream is refused
+    (input suspended while the request is on screen); the user's Allow sends the file with its hash; Deny refuses."""
+    log_file = tmp_path / "app.log"
+    log_file.write_bytes(os.urandom(700 * 1024))
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "agent")
+        config = AgentConfig(state_dir=tmp_path / "agent", backoff_cap_s=1.0)
+        async with running_agent(state, config, setup=configure_agent(xvfb.display)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _session(server, state.device_id, "control")
+            async with viewer_for(server, sid) as viewer:
+                await click_colour(xvfb.display, ALLOW_BG)
+                await viewer.wait_for(lambda v: v.caps is not None, 20)
+                fetch = asyncio.ensure_future(viewer.fetch_file(str(log_file), str(tmp_path / "copy.log"), timeout=60))
+                await wait_window(xvfb.display, FETCH_TITLE, timeout=20)
+                spot = None
+                async with asyncio.timeout(10):
+                    while spot is None:
+                        spot = await asyncio.to_thread(find_colour, xvfb.display, ALLOW_BG)
+                await viewer.click(*spot)
+                await viewer.wait_for(lambda v: any(e.code == "input_suspended" for e in v.stats.errors), 10)
+                await wait_window(xvfb.display, FETCH_TITLE, timeout=2)  # still there: the technician cannot answer
+                assert not fetch.done()
+                await click_colour(xvfb.display, ALLOW_BG)
+                end = await fetch
+                assert isinstance(end, tk.FileEnd), end
+                assert end.sha256 == hashlib.sha256(log_file.read_bytes()).hexdigest()
+                assert (tmp_path / "copy.log").read_bytes() == log_file.read_bytes()
+
+                denied = asyncio.ensure_future(viewer.fetch_file(str(log_file), str(tmp_path / "no.log"), timeout=60))
+                await wait_window(xvfb.display, FETCH_TITLE, timeout=20)
+                await click_colour(xvfb.display, DENY_BG)
+                refused = await denied
+                assert isinstance(refused, tk.FileError) and refused.code == "user_declined"
+            record = await wait_for_audit(server, "session.file_fetched")
+            details = record["details"] if isinstance(record["details"], dict) else json.loads(record["details"])
+            assert details["sha256"] == end.sha256 and details["name"] == "app.log"

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import sys
 from dataclasses import asdict
 from typing import Any
@@ -95,6 +96,7 @@ class TkIndicator:
         self.user_lines: asyncio.Queue[str] = asyncio.Queue(64)
         #: The device's clipboard text each time it changed while watched.
         self.clipboard_changes: asyncio.Queue[str] = asyncio.Queue(16)
+        self._fetches: dict[str, asyncio.Future[bool]] = {}
         self._reader = asyncio.create_task(self._read(), name="consent-indicator")
 
     async def _read(self) -> None:
@@ -109,6 +111,10 @@ class TkIndicator:
                 return
             if event.get("event") == "end":
                 self.ended.set()
+            elif event.get("event") == "fetch":
+                waiting = self._fetches.pop(str(event.get("id", "")), None)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(event.get("allowed") is True)
             elif event.get("event") == "clipboard" and isinstance(event.get("text"), str):
                 with contextlib.suppress(asyncio.QueueFull):
                     self.clipboard_changes.put_nowait(event["text"][:CLIPBOARD_MAX])
@@ -122,6 +128,20 @@ class TkIndicator:
     async def chat(self, who: str, text: str) -> None:
         """Show a technician's chat line in the chat window (opening it)."""
         await self._child.write({"cmd": "chat", "who": who, "text": text})
+
+    async def approve_fetch(self, path: str, timeout_s: float) -> bool:
+        """Ask the user whether the technician may have ``path``; False on Deny, no answer or a vanished window."""
+        request_id = secrets.token_hex(8)
+        waiting: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._fetches[request_id] = waiting
+        try:
+            await self._child.write({"cmd": "fetch", "id": request_id, "path": path, "timeout_s": timeout_s})
+            async with asyncio.timeout(timeout_s + KILL_GRACE_S):
+                return await waiting
+        except TimeoutError:
+            return False
+        finally:
+            self._fetches.pop(request_id, None)
 
     async def set_clipboard(self, text: str) -> None:
         await self._child.write({"cmd": "clipboard.set", "text": text})

@@ -28,6 +28,7 @@ from agent.consent.text import NAME_MAX, REASON_MAX, one_line
 PROMPT_TITLE = "Helpline: remote support request"
 INDICATOR_TITLE = "Helpline: remote session in progress"
 CHAT_TITLE = "Helpline: chat with your technician"
+FETCH_TITLE = "Helpline: the technician asks for a file"
 #: Button colours (exact, so a test can find the buttons on screen like a user would).
 ALLOW_BG = "#1b7f3a"
 DENY_BG = "#a31515"
@@ -224,6 +225,9 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
                 clipboard.put(command["text"])
             elif command.get("cmd") == "clipboard.watch":
                 clipboard.watching = command.get("on") is True
+            elif command.get("cmd") == "fetch" and isinstance(command.get("path"), str):
+                _ask_fetch(root, technician, str(command.get("id", "")), command["path"],
+                           float(command.get("timeout_s", 30)))
             elif command.get("cmd") == "note":
                 last_note["text"] = one_line(str(command.get("text", "")), REASON_MAX)
                 if chat is not None:
@@ -247,6 +251,51 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
     clipboard.poll()
     _place(root, width, 64, top=True)
     emit(event="ready", buttons=_requested({"End session": button}), shown={"technician": technician})
+
+
+def _ask_fetch(root: tk.Tk, technician: str, request_id: str, path: str, timeout_s: float) -> None:
+    """Ask whether the technician may have a copy of ``path``: Allow / Deny, no answer in time = Deny.
+
+    The agent suspends the technician's remote input from before this is asked until it is answered,
+    so only the person at the device can click Allow.
+    """
+    window = tk.Toplevel(root)
+    window.title(FETCH_TITLE)
+    window.attributes("-topmost", True)
+    deadline = time.monotonic() + max(1.0, min(timeout_s, 600.0))
+    answered = False
+
+    def answer(allowed: bool) -> None:
+        nonlocal answered
+        if not answered:
+            answered = True
+            emit(event="fetch", id=request_id, allowed=allowed)
+            window.destroy()
+
+    bar = tk.Frame(window)
+    bar.pack(side="bottom", pady=(4, 12))
+    _button(bar, "Allow", ALLOW_BG, lambda: answer(True), width=8).pack(side="left", padx=20)
+    _button(bar, "Deny", DENY_BG, lambda: answer(False), width=8).pack(side="left", padx=20)
+    countdown = _label(window, "", wrap=PROMPT_WIDTH - 40)
+    countdown.pack(side="bottom", fill="x", padx=16)
+    _label(window, f"{technician} asks for a copy of this file:", 13, True, PROMPT_WIDTH - 40).pack(
+        fill="x", padx=16, pady=(14, 4))
+    _label(window, one_line(path, 300), wrap=PROMPT_WIDTH - 40).pack(fill="x", padx=16)
+    window.protocol("WM_DELETE_WINDOW", lambda: answer(False))
+
+    def tick() -> None:
+        if answered:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            answer(False)
+            return
+        countdown.configure(text=f"Denied automatically in {left:.0f} s")
+        window.after(250, tick)
+
+    tick()
+    x = max(0, (root.winfo_screenwidth() - PROMPT_WIDTH) // 2)
+    window.geometry(f"{PROMPT_WIDTH}x220+{x}+{INDICATOR_BAND}")
 
 
 class _Clipboard:

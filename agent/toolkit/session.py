@@ -61,6 +61,8 @@ class DeviceSide(Protocol):
 
     async def watch_clipboard(self, on: bool) -> None: ...
 
+    async def approve_fetch(self, path: str, timeout_s: float) -> bool: ...
+
 
 @dataclass
 class ToolkitStats:
@@ -272,19 +274,24 @@ class Toolkit:
         except FetchRefused as exc:
             await self._refuse(message.transfer, exc.code, str(exc))
             return
-        if not covered(path, self.caps.fetch_paths, self.home):
-            if self.caps.unattended:
-                await self._refuse(message.transfer, "not_granted", "the grant does not cover this path")
-                return
-            if self.approve is None or not await self.approve(path):
-                await self._refuse(message.transfer, "user_declined", "the user did not hand this file over")
-                return
+        ask = not covered(path, self.caps.fetch_paths, self.home)
+        if ask and (self.caps.unattended or self.approve is None):
+            why = "the grant does not cover this path" if self.caps.unattended else "nobody at the device to ask"
+            await self._refuse(message.transfer, "not_granted", why)
+            return
         self._fetch_acks[message.transfer] = message.offset
-        task = asyncio.ensure_future(self._send_file(message.transfer, path, message.offset))
+        # A task: the user's answer may take a while, and the screen session's messages must keep flowing.
+        task = asyncio.ensure_future(self._send_file(message.transfer, path, message.offset, ask))
         self._fetches[message.transfer] = task
         task.add_done_callback(lambda _t: self._fetches.pop(message.transfer, None))
 
-    async def _send_file(self, transfer: int, path: str, offset: int) -> None:
+    async def _send_file(self, transfer: int, path: str, offset: int, ask: bool = False) -> None:
+        if ask:
+            assert self.approve is not None
+            if not await self.approve(path):
+                self._fetch_acks.pop(transfer, None)
+                await self._refuse(transfer, "user_declined", "the user did not hand this file over")
+                return
         try:
             fd, size = await asyncio.to_thread(open_for_fetch, path, self.caps.max_file_bytes)
         except FetchRefused as exc:

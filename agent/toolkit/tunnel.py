@@ -15,6 +15,7 @@ from pathlib import Path
 
 from protocol import toolkit as tk
 
+from ..consent.guard import PromptGuard
 from ..screen.tunnel import Tunnel
 from .caps import ToolkitCaps
 from .session import Approve, DeviceSide, Toolkit
@@ -57,16 +58,33 @@ class ToolkitTunnel:
                 return data  # an agent → viewer kind: the screen session answers it as invalid
 
 
+#: How long the device user has to answer a file request (no answer = Deny).
+APPROVE_TIMEOUT_S = 60.0
+
+
+def _asking(device: DeviceSide, gate: PromptGuard | None, timeout_s: float = APPROVE_TIMEOUT_S) -> Approve:
+    """Ask the person at the device about a fetch, with the technician's remote input suspended meanwhile."""
+
+    async def approve(path: str) -> bool:
+        with gate.showing() if gate is not None else contextlib.nullcontext():
+            return await device.approve_fetch(path, timeout_s)
+
+    return approve
+
+
 @contextlib.asynccontextmanager
 async def toolkit_tunnel(tunnel: Tunnel, caps: ToolkitCaps | None, *, technician: str = "",
                          folder: Path | None = None, home: Path | None = None, approve: Approve | None = None,
-                         device: DeviceSide | None = None) -> AsyncIterator[Tunnel]:
+                         device: DeviceSide | None = None, gate: PromptGuard | None = None,
+                         approve_timeout_s: float = APPROVE_TIMEOUT_S) -> AsyncIterator[Tunnel]:
     """``tunnel`` with the toolkit of ``caps`` on it (None: the tunnel as it is), closed on exit; ``device`` is
     the indicator with its chat window (None: nobody at the device sees the toolkit)."""
     if caps is None:
         yield tunnel
         return
     wrapped = ToolkitTunnel(tunnel)
+    if approve is None and device is not None:
+        approve = _asking(device, gate)
     toolkit = Toolkit(caps, wrapped._send_text, wrapped._send_bytes, technician=technician, folder=folder,
                       home=home, approve=approve, device=device)
     wrapped.toolkit = toolkit
