@@ -3,7 +3,8 @@
 ``upload`` stores the approver-signed manifest (a ``release`` document, when given and not stored yet)
 and the artifact bytes, which must be exactly what the manifest lists; ``rollout`` offers the release to
 devices in waves; ``status`` shows rollouts and each device's state. The same as the REST API's
-``/api/v1/releases`` and ``/api/v1/rollouts``, also while the server runs (its tick picks changes up).
+``/api/v1/updates/releases`` and ``/api/v1/updates/rollouts``, also while the server runs (its tick picks
+changes up).
 """
 
 from __future__ import annotations

@@ -107,23 +107,25 @@ def routes(data_dir: Path) -> list[api.Route]:
         return api.json(service.describe(fresh))
 
     return [
-        api.Route("GET", "/api/v1/releases", list_releases, _ADMIN, api.GLOBAL, response=dict[str, Any]),
-        api.Route("PUT", "/api/v1/releases/{version}/artifacts/{name}", upload_artifact, _ADMIN, api.GLOBAL,
+        api.Route("GET", "/api/v1/updates/releases", list_releases, _ADMIN, api.GLOBAL, response=dict[str, Any]),
+        api.Route("PUT", "/api/v1/updates/releases/{version}/artifacts/{name}", upload_artifact, _ADMIN,
+                  api.GLOBAL,
                   response=dict[str, Any], status=201,
                   errors={409: "The bytes are not the artifact the manifest lists (`artifact_mismatch`)",
                           413: "Larger than the server stores"},
                   description="The request body is the artifact (application/octet-stream, streamed to disk). "
                               "The server keeps only bytes whose size and SHA-256 are the manifest's; devices check "
                               "both again, and the manifest's signatures. Audited."),
-        api.Route("POST", "/api/v1/rollouts", create_rollout, _ADMIN, api.GLOBAL, body=RolloutRequest,
+        api.Route("POST", "/api/v1/updates/rollouts", create_rollout, _ADMIN, api.GLOBAL, body=RolloutRequest,
                   response=dict[str, Any], status=201,
                   errors={404: "No manifest for the version, or unknown devices",
                           409: "Artifact not uploaded, or no device matches"},
                   description="Wave i+1 is offered only when every device of wave i reconnected on the new "
                               "version (committed) and none rolled back; more refusals/failures than the threshold "
                               "halt it. Audited."),
-        api.Route("GET", "/api/v1/rollouts", list_rollouts, _ADMIN, api.GLOBAL, response=dict[str, Any]),
-        api.Route("GET", "/api/v1/rollouts/{rollout_id}", get_rollout, _ADMIN, api.GLOBAL, response=dict[str, Any]),
-        api.Route("POST", "/api/v1/rollouts/{rollout_id}/cancel", cancel_rollout, _ADMIN, api.GLOBAL,
+        api.Route("GET", "/api/v1/updates/rollouts", list_rollouts, _ADMIN, api.GLOBAL, response=dict[str, Any]),
+        api.Route("GET", "/api/v1/updates/rollouts/{rollout_id}", get_rollout, _ADMIN, api.GLOBAL,
+                  response=dict[str, Any]),
+        api.Route("POST", "/api/v1/updates/rollouts/{rollout_id}/cancel", cancel_rollout, _ADMIN, api.GLOBAL,
                   response=dict[str, Any], errors={409: "Not running"}),
     ]
