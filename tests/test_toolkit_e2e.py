@@ -114,6 +114,17 @@ async def test_file_to_device_lands_in_downloads_and_hostile_ones_are_refused(
                 await viewer.wait_for(lambda v: any(m.sender == "user" for m in v.chat), 20)
                 answer = next(m for m in viewer.chat if m.sender == "user")
                 assert answer.text == "Thanks <b>got it</b>" and answer.seq == 1
+            async def transcript() -> list[dict[str, object]]:
+                status, body = await api(server, "GET", f"/api/v1/sessions/{sid}/chat", "ann")
+                assert status == 200, body
+                return list(body["chat"])
+
+            async def both_lines() -> bool:
+                return len(await transcript()) == 2
+
+            await wait_until(both_lines, timeout=10, what="the transcript stored")
+            assert [(line["sender"], line["text"]) for line in await transcript()] == [
+                ("technician", "Hello, I am sending the installer"), ("user", "Thanks <b>got it</b>")]
             record = await wait_for_audit(server, "session.file_sent")
             details = record["details"] if isinstance(record["details"], dict) else json.loads(record["details"])
             assert details["sha256"] == done.sha256 and details["size"] == done.size

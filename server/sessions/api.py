@@ -24,7 +24,7 @@ from server.auth.rights import Principal, Right
 from server.errors import ApiError
 from server.store import Row
 
-from . import grants, notes, repository, views
+from . import chat, grants, notes, repository, views
 from .driver import SessionDriver
 from .live import LiveSession
 
@@ -154,6 +154,12 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
         row = await _row(request, with_notes=True)
         return api.json(views.current_view(row, sessions.live.get(row["id"])))
 
+    async def get_chat(request: web.Request) -> web.Response:
+        """The session's chat transcript"""
+        row = await _row(request)
+        lines = await chat.transcript(api.db(request), row["id"])
+        return api.json({"session_id": row["id"], "chat": [dict(line) for line in lines]})
+
     async def put_notes(request: web.Request) -> web.Response:
         """Replace the session's notes"""
         text = api.body(request, SessionNotesText).text
@@ -220,6 +226,9 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
                               "Waits up to 10 s for the device's answer: a refusal shows in `end_reason`.",
                   errors={403: "Not the session's technician", 409: "No open challenge, already answered, expired, "
                                                                       "or the session ended"}),
+        api.Route("GET", "/api/v1/sessions/{session_id}/chat", get_chat, view, session, response="SessionChat",
+                  description="The chat between technician and device user as the device showed it (text, never "
+                              "HTML), in order; at most 2000 lines."),
         api.Route("PUT", "/api/v1/sessions/{session_id}/notes", put_notes, view, session,
                   body=SessionNotesText, response="SessionNotes",
                   description="Only the session's technician or an admin, while it runs or after. Audited "

@@ -43,7 +43,7 @@ from server.connections import ConnectionRegistry
 from server.errors import ApiError
 from server.store import Database
 
-from . import repository
+from . import chat, repository
 from .finish import Finisher
 from .live import LiveSession, LiveTable
 from .relay import Recorder, Relay
@@ -325,7 +325,8 @@ class SessionDriver:
                                   view_only=lambda: session.machine.mode != "control",
                                   on_input_refused=lambda: self._note_refused_input(session), on_end=on_end,
                                   recorder=recorder, on_transfer=lambda m: self._note_transfer(session, m),
-                                  on_clipboard=lambda d, t: self._note_clipboard(session, d, t))
+                                  on_clipboard=lambda d, t: self._note_clipboard(session, d, t),
+                                  on_chat=lambda m: self._spawn(chat.save_line(self.db, session.session_id, m)))
         return session.relay
 
     def _note_clipboard(self, session: LiveSession, direction: str, text: str) -> None:

@@ -46,6 +46,9 @@ SCHEMAS: Json = {
                              "updated_at": {"type": "number"}, "revision": {"type": "integer"}},
               "description": "Null when no notes were written."},
     "SessionNotes": _obj({"session_id": {"type": "string"}, "notes": _ref("Notes")}),
+    "SessionChat": _obj({"session_id": {"type": "string"}, "chat": {"type": "array", "items": _obj({
+        "seq": {"type": "integer"}, "sender": {"type": "string", "enum": ["technician", "user"]},
+        "name": {"type": "string"}, "text": {"type": "string"}, "at": {"type": "number"}})}}),
     "Session": _obj(_LIVE_PROPS | {
         "started_at": _NULLABLE_NUM, "ended_at": _NULLABLE_NUM, "bytes_to_technician": {"type": "integer"},
         "bytes_to_agent": {"type": "integer"}, "refused_inputs": {"type": "integer"},

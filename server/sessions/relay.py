@@ -98,8 +98,10 @@ class Relay:
                  on_input_refused: Callable[[], None], on_end: Callable[[str, str], Awaitable[object]],
                  recorder: Recorder | None = None, clock: Callable[[], float] = time.monotonic,
                  on_transfer: Callable[[toolkit.FileDone | toolkit.FileEnd], None] | None = None,
-                 on_clipboard: Callable[[str, str], None] | None = None) -> None:
+                 on_clipboard: Callable[[str, str], None] | None = None,
+                 on_chat: Callable[[toolkit.ChatMessage], None] | None = None) -> None:
         self.session_id = session_id
+        self.on_chat = on_chat
         self.on_transfer = on_transfer
         self.on_clipboard = on_clipboard
         self.clock = clock
@@ -207,6 +209,8 @@ class Relay:
                     self._note_transfer(msg.data)
                 if self.on_clipboard is not None and msg.data.startswith(_CLIP_PREFIX):
                     self._note_clipboard(side, msg.data)
+                if side == "agent" and self.on_chat is not None and msg.data.startswith(_CHAT_PREFIX):
+                    self._note_chat(msg.data)
                 if side == "technician" and _is_input(msg.data):
                     self.last_activity = self.clock()
                     if self.view_only():
@@ -244,6 +248,15 @@ class Relay:
         if isinstance(message, (toolkit.FileDone, toolkit.FileEnd)) and self.on_transfer is not None:
             self.on_transfer(message)
 
+    def _note_chat(self, text: str) -> None:
+        """A chat line the device showed: kept with the session (the transcript)."""
+        try:
+            message = toolkit.decode_text(text)
+        except toolkit.ToolkitProtocolError:
+            return
+        if isinstance(message, toolkit.ChatMessage) and self.on_chat is not None:
+            self.on_chat(message)
+
     def _note_clipboard(self, side: Side, text: str) -> None:
         """Clipboard text crossing the relay: audited by direction, length and hash, never the text."""
         try:
@@ -266,6 +279,7 @@ class Relay:
 #: The agent's toolkit messages that end a transfer (msgspec writes the tag first).
 _TRANSFER_PREFIXES = ('{"type":"file.done"', '{"type":"file.end"')
 _CLIP_PREFIX = '{"type":"clip.set"'
+_CHAT_PREFIX = '{"type":"chat.message"'
 
 
 def _is_input(text: str) -> bool:
