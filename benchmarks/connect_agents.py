@@ -139,7 +139,9 @@ async def run(n: int, hold: float, concurrency: int, keepalive: float) -> None:
         t0 = time.perf_counter()
         sims = await register_devices(data, n)
         print(f"  {time.perf_counter() - t0:.1f}s", flush=True)
-        env = dict(os.environ, HELPLINE_KEEPALIVE_S=str(keepalive))
+        # The simulated fleet connects from one address, real devices from many: lift the per-address cap
+        # on connections in their handshake (server/net/limits.py), which would reset all but 64 of them.
+        env = dict(os.environ, HELPLINE_KEEPALIVE_S=str(keepalive), HELPLINE_MAX_UNAUTHENTICATED_PER_ADDRESS=str(n))
         server_proc = subprocess.Popen(
             [sys.executable, "-m", "helpline", "server", "--data", str(data), "--host", "127.0.0.1",
              "--agent-port", str(agent_port), "--console-port", str(console_port)],
