@@ -37,7 +37,7 @@ def _tree(root: Path) -> dict[str, bytes]:
             and not p.is_symlink()}
 
 
-def _type_in_chat(display: str, text: str) -> None:
+def type_in_chat(display: str, text: str) -> None:
     """Click into the chat window's entry line and type ``text`` + Enter, as the user would (xdotool)."""
     window = xdotool(display, "search", "--onlyvisible", "--name", CHAT_TITLE).split()[0]
     geometry = dict(line.split("=", 1) for line in xdotool(display, "getwindowgeometry", "--shell", window).split())
@@ -110,7 +110,7 @@ async def test_file_to_device_lands_in_downloads_and_hostile_ones_are_refused(
                 assert viewer.chat[0].sender == "technician" and viewer.chat[0].text.startswith("Hello")
                 # The technician's line opens the chat window on the device; the user answers in it.
                 await wait_window(xvfb.display, CHAT_TITLE, timeout=20)
-                await asyncio.to_thread(_type_in_chat, xvfb.display, "Thanks <b>got it</b>")
+                await asyncio.to_thread(type_in_chat, xvfb.display, "Thanks <b>got it</b>")
                 await viewer.wait_for(lambda v: any(m.sender == "user" for m in v.chat), 20)
                 answer = next(m for m in viewer.chat if m.sender == "user")
                 assert answer.text == "Thanks <b>got it</b>" and answer.seq == 1
@@ -173,7 +173,7 @@ root.mainloop()
 """
 
 
-def _device_clipboard(display: str) -> str:
+def device_clipboard(display: str) -> str:
     """The device clipboard's text, read the way any X client reads it (a Tk process of its own)."""
     script = "import tkinter; r = tkinter.Tk(); r.withdraw(); print(r.clipboard_get(), end='')"
     result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "DISPLAY": display},
@@ -202,7 +202,7 @@ async def test_clipboard_both_ways_when_switched_on_and_audited_by_hash(
                 await viewer.wait_for(lambda v: v.clip_sync is not None, 10)
                 await viewer.paste("sudo systemctl restart cups")
                 async def pasted() -> bool:
-                    return await asyncio.to_thread(_device_clipboard, xvfb.display) == "sudo systemctl restart cups"
+                    return await asyncio.to_thread(device_clipboard, xvfb.display) == "sudo systemctl restart cups"
 
                 await wait_until(pasted,
                                  timeout=20, what="the paste on the device clipboard")

@@ -2,11 +2,13 @@
 // The device's pointer is a small sprite canvas over the screen (its shape from CURSOR_SHAPE, else an arrow).
 // Screen updates are decoded by ../screen.js (shared with the recording player).
 // Under the screen: the session's notes (its technician or an admin may edit; saved on blur or Ctrl+S).
+// Beside the screen: the toolkit (chat, files, clipboard; ../toolkit.js) within what the device allows.
 import * as api from "../api.js";
 import { badge, fmtTime, h, toast } from "../dom.js";
 import { FLAG_END_OF_FRAME, KIND_CURSOR_SHAPE, cursorShape, defaultArrow, drawRect, ensureSize, parseUpdate } from "../screen.js";
 import { can, session } from "../state.js";
 import { panel as proofPanel } from "../prove_ui.js";
+import { toolkitPanel } from "../toolkit.js";
 
 const MAX_NOTES = 8000;
 const STATE_TEXT = {
@@ -33,17 +35,19 @@ export async function show(main, sessionId) {
     "Ask for control");
   const endBtn = h("button", { type: "button", class: "danger", id: "end-session", onclick: end }, "End session");
   const notes = notesPanel(sessionId);
+  const tools = toolkitPanel(send, sendBinary);
   const notesBtn = h("button", { type: "button", id: "notes-jump", onclick: () => notes.area.focus() }, "Notes");
   // Unattended: the device's challenge (to start, or to switch to control) and my passkey's answer.
   const proofSlot = h("div", { id: "viewer-proof" });
   main.append(h("section", { class: "page viewer-page" },
     h("div", { class: "viewer-bar" }, h("a", { href: "#/devices" }, "← Devices"), banner, monitors, scaleBtn, controlBtn,
       notesBtn, endBtn),
-    proofSlot, h("div", { class: "screen-wrap" }, canvas, sprite, overlay), notes.box));
+    proofSlot, h("div", { class: "viewer-main" }, h("div", { class: "screen-wrap" }, canvas, sprite, overlay), tools.box),
+    notes.box));
   ctx = { sessionId, banner, controlBtn, canvas, proofSlot, overlay, monitors, scaleBtn, g: canvas.getContext("2d"), ws: null, poll: 0,
     chain: Promise.resolve(), frames: [], bytes: 0, lastStats: null, mode: null, consented: null, state: null,
     cursor: null, size: [0, 0], fit: true, closed: false, sprite, shape: null, shapes: 0,
-    resizeObserver: new ResizeObserver(placeCursor), notes };
+    resizeObserver: new ResizeObserver(placeCursor), notes, tools };
   setShape(defaultArrow());
   ctx.resizeObserver.observe(canvas);
   bindInput(canvas);
@@ -122,6 +126,7 @@ function connect() {
   ctx.ws = ws;
   ws.onmessage = (ev) => {
     if (typeof ev.data === "string") onText(ev.data);
+    else if (ctx.tools.onBinary(ev.data)) return;  // a file chunk, not a screen update
     else ctx.chain = ctx.chain.then(() => onBinary(ev.data)).catch((err) => console.error("update failed", err));
   };
   ws.onclose = (ev) => {
@@ -136,9 +141,17 @@ function send(message) {
   if (ctx && ctx.ws && ctx.ws.readyState === WebSocket.OPEN) ctx.ws.send(JSON.stringify(message));
 }
 
+function sendBinary(buf) {
+  if (ctx && ctx.ws && ctx.ws.readyState === WebSocket.OPEN) ctx.ws.send(buf);
+}
+
 function onText(data) {
   let msg;
   try { msg = JSON.parse(data); } catch { return; }
+  if (typeof msg.type === "string" && /^(toolkit|chat|file|clip)\./.test(msg.type)) {
+    ctx.tools.onText(msg).catch((err) => console.error("toolkit message failed", err));
+    return;
+  }
   if (msg.type === "monitors") {
     ctx.monitors.replaceChildren(...msg.monitors.map((m, i) => h("option", { value: i, selected: i === msg.selected },
       i === 0 && msg.monitors.length > 1 ? `All monitors (${m.w}×${m.h})` : `Monitor ${i} (${m.w}×${m.h})${m.primary ? " primary" : ""}`)));

@@ -1,0 +1,228 @@
+// In-session toolkit beside the screen: chat, file transfer both ways, clipboard sync (protocol/toolkit.py).
+// Everything the device sends is shown as text (textContent), never markup. File chunks are binary
+// messages whose first byte is 0xB1 (screen updates start with 0xA1); their header is
+// magic u8, transfer u32, offset u64, big-endian.
+import { h, toast } from "./dom.js";
+
+export const CHUNK_MAGIC = 0xb1;
+const HEADER = 13;
+const MAX_CHAT = 2000;
+const MAX_CLIP = 8000;
+const WORDS = { chat: "chat", files: "files", clipboard: "clipboard" };
+
+async function sha256(buf) {
+  const digest = await crypto.subtle.digest("SHA-256", buf);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function chunk(transfer, offset, bytes) {
+  const out = new Uint8Array(HEADER + bytes.byteLength);
+  const view = new DataView(out.buffer);
+  view.setUint8(0, CHUNK_MAGIC);
+  view.setUint32(1, transfer);
+  view.setBigUint64(5, BigInt(offset));
+  out.set(new Uint8Array(bytes), HEADER);
+  return out.buffer;
+}
+
+/** The toolkit panel; ``sendText(obj)`` and ``sendBinary(buf)`` write to the session's stream. */
+export function toolkitPanel(sendText, sendBinary) {
+  const caps = h("p", { id: "toolkit-caps", class: "muted", role: "status" }, "Toolkit: waiting for the device…");
+  const log = h("ol", { id: "chat-log", class: "chat-log", "aria-live": "polite" });
+  const input = h("input", { id: "chat-input", type: "text", maxlength: String(MAX_CHAT), disabled: true,
+    placeholder: "Message to the person at the device", "aria-label": "Chat message" });
+  const sendBtn = h("button", { type: "button", id: "chat-send", disabled: true, onclick: sendChat }, "Send");
+  input.addEventListener("keydown", (ev) => { if (ev.key === "Enter") { ev.preventDefault(); sendChat(); } });
+
+  const fileInput = h("input", { id: "file-send", type: "file", disabled: true, "aria-label": "Send a file to the device",
+    onchange: () => { if (fileInput.files.length) sendFile(fileInput.files[0]); } });
+  const fetchPath = h("input", { id: "fetch-path", type: "text", disabled: true, maxlength: "1024",
+    placeholder: "/path/on/the/device or ~/file", "aria-label": "File to fetch from the device" });
+  const fetchBtn = h("button", { type: "button", id: "fetch-start", disabled: true, onclick: () => fetchFile(fetchPath.value.trim()) },
+    "Fetch");
+  const transfers = h("ul", { id: "transfers", class: "transfers" });
+
+  const toDevice = h("input", { type: "checkbox", id: "clip-to-device", disabled: true, onchange: syncClip });
+  const fromDevice = h("input", { type: "checkbox", id: "clip-from-device", disabled: true, onchange: syncClip });
+  const clipOut = h("textarea", { id: "clip-paste", rows: "2", maxlength: String(MAX_CLIP), disabled: true,
+    "aria-label": "Text for the device's clipboard" });
+  const clipBtn = h("button", { type: "button", id: "clip-send", disabled: true, onclick: paste }, "Paste to device");
+  const clipIn = h("textarea", { id: "clip-received", rows: "2", readonly: true, "aria-label": "The device's clipboard" });
+
+  const box = h("aside", { class: "toolkit", id: "toolkit" },
+    h("h3", {}, "Toolkit"), caps,
+    h("section", { class: "toolkit-chat" }, h("h4", {}, "Chat"), log, h("div", { class: "row" }, input, sendBtn)),
+    h("section", { class: "toolkit-files" }, h("h4", {}, "Files"),
+      h("label", {}, "Send to the device's Downloads: ", fileInput),
+      h("div", { class: "row" }, fetchPath, fetchBtn), transfers),
+    h("section", { class: "toolkit-clip" }, h("h4", {}, "Clipboard"),
+      h("label", {}, toDevice, " to the device"), " ", h("label", {}, fromDevice, " from the device"),
+      clipOut, clipBtn, h("label", {}, "Device clipboard:", clipIn)));
+
+  let nextTransfer = 1;  // the viewer's transfer numbers are odd
+  const outgoing = new Map();  // transfer → {file, buf, acked, row, resolve}
+  const incoming = new Map();  // transfer → {name, size, parts, got, row}
+
+  function newTransfer() { const n = nextTransfer; nextTransfer += 2; return n; }
+
+  function row(text) {
+    const li = h("li", {}, text);
+    transfers.append(li);
+    return li;
+  }
+
+  function sendChat() {
+    const text = input.value.trim();
+    if (!text) return;
+    sendText({ type: "chat.send", text: text.slice(0, MAX_CHAT) });
+    input.value = "";
+  }
+
+  async function sendFile(file) {
+    const buf = await file.arrayBuffer();
+    const transfer = newTransfer();
+    const li = row(`→ ${file.name}: hashing…`);
+    li.dataset.transfer = String(transfer);
+    const digest = await sha256(buf);
+    outgoing.set(transfer, { file, buf, sent: 0, acked: 0, chunk: 0, window: 0, li });
+    li.textContent = `→ ${file.name}: offered (${buf.byteLength} bytes)`;
+    sendText({ type: "file.offer", transfer, name: file.name, size: buf.byteLength, sha256: digest });
+  }
+
+  function pump(t, transfer) {
+    while (t.sent < t.buf.byteLength && t.sent - t.acked < t.window * t.chunk) {
+      const end = Math.min(t.sent + t.chunk, t.buf.byteLength);
+      sendBinary(chunk(transfer, t.sent, t.buf.slice(t.sent, end)));
+      t.sent = end;
+    }
+  }
+
+  function fetchFile(path) {
+    if (!path) return;
+    const transfer = newTransfer();
+    const li = row(`← ${path}: asked (the user may have to allow it)`);
+    li.dataset.transfer = String(transfer);
+    incoming.set(transfer, { name: "", size: 0, parts: [], got: 0, li });
+    sendText({ type: "file.fetch", transfer, path });
+  }
+
+  function syncClip() {
+    sendText({ type: "clip.sync", to_device: toDevice.checked, from_device: fromDevice.checked });
+  }
+
+  function paste() {
+    if (clipOut.value) sendText({ type: "clip.set", text: clipOut.value.slice(0, MAX_CLIP) });
+  }
+
+  function enable(allowed) {
+    const chat = allowed.includes("chat"), files = allowed.includes("files"), clip = allowed.includes("clipboard");
+    input.disabled = sendBtn.disabled = !chat;
+    fileInput.disabled = fetchPath.disabled = fetchBtn.disabled = !files;
+    toDevice.disabled = fromDevice.disabled = clipOut.disabled = clipBtn.disabled = !clip;
+  }
+
+  function finish(transfer, li, text, state) {
+    li.textContent = text;
+    li.dataset.state = state;
+    outgoing.delete(transfer);
+    incoming.delete(transfer);
+  }
+
+  async function onText(msg) {
+    switch (msg.type) {
+      case "toolkit.caps": {
+        const allowed = Array.isArray(msg.allowed) ? msg.allowed.filter((c) => WORDS[c]) : [];
+        const refused = Object.entries(msg.refused || {}).map(([c, why]) => `${WORDS[c] || "?"}: ${String(why)}`);
+        caps.textContent = `This session may also: ${allowed.map((c) => WORDS[c]).join(", ") || "nothing"}`
+          + (refused.length ? ` — not: ${refused.join("; ")}` : "");
+        caps.dataset.allowed = allowed.join(",");
+        enable(allowed);
+        return true;
+      }
+      case "chat.message": {
+        const who = msg.sender === "user" ? "User" : (String(msg.name || "") || "Technician");
+        const when = new Date(Number(msg.at) * 1000).toLocaleTimeString();
+        log.append(h("li", { class: `chat-${msg.sender === "user" ? "user" : "technician"}` },
+          h("span", { class: "muted" }, `${when} ${who}: `), String(msg.text)));
+        log.scrollTop = log.scrollHeight;
+        return true;
+      }
+      case "file.accept": {
+        const t = outgoing.get(msg.transfer);
+        if (!t) return true;
+        Object.assign(t, { sent: msg.offset, acked: msg.offset, chunk: msg.chunk, window: msg.window });
+        t.li.textContent = `→ ${t.file.name}: sending…`;
+        pump(t, msg.transfer);
+        return true;
+      }
+      case "file.ack": {
+        const t = outgoing.get(msg.transfer);
+        if (t) {
+          t.acked = Math.max(t.acked, msg.offset);
+          t.li.textContent = `→ ${t.file.name}: ${Math.floor((100 * t.acked) / Math.max(1, t.buf.byteLength))} %`;
+          pump(t, msg.transfer);
+        }
+        return true;
+      }
+      case "file.done": {
+        const t = outgoing.get(msg.transfer);
+        if (t) finish(msg.transfer, t.li, `→ sent as ${String(msg.name)} (${msg.size} bytes, SHA-256 ${String(msg.sha256).slice(0, 16)}…)`, "done");
+        return true;
+      }
+      case "file.start": {
+        const t = incoming.get(msg.transfer);
+        if (t) Object.assign(t, { name: String(msg.name), size: msg.size, got: msg.offset });
+        if (t) t.li.textContent = `← ${t.name}: receiving…`;
+        return true;
+      }
+      case "file.end": {
+        const t = incoming.get(msg.transfer);
+        if (!t) return true;
+        const blob = new Blob(t.parts);
+        const digest = await sha256(await blob.arrayBuffer());
+        if (digest !== msg.sha256) {
+          finish(msg.transfer, t.li, `← ${t.name}: the SHA-256 does not match; discarded`, "error");
+          return true;
+        }
+        const link = h("a", { href: URL.createObjectURL(blob), download: t.name, class: "fetched" }, `save ${t.name}`);
+        finish(msg.transfer, t.li, `← ${t.name} (${t.size} bytes, SHA-256 ${digest.slice(0, 16)}…) `, "done");
+        t.li.dataset.sha256 = digest;
+        t.li.append(link);
+        return true;
+      }
+      case "file.error": {
+        const t = outgoing.get(msg.transfer) || incoming.get(msg.transfer);
+        const text = `${msg.code}: ${String(msg.message || "")}`;
+        if (t) finish(msg.transfer, t.li, `✗ ${text}`, "error");
+        else toast(text, "error");
+        return true;
+      }
+      case "clip.set":
+        clipIn.value = String(msg.text);
+        return true;
+      case "clip.sync":
+        toDevice.checked = Boolean(msg.to_device);
+        fromDevice.checked = Boolean(msg.from_device);
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  /** A binary message that is a file chunk (true), or a screen update left to the screen code (false). */
+  function onBinary(buf) {
+    const view = new DataView(buf);
+    if (buf.byteLength < 1 || view.getUint8(0) !== CHUNK_MAGIC) return false;
+    if (buf.byteLength <= HEADER) return true;
+    const transfer = view.getUint32(1), offset = Number(view.getBigUint64(5));
+    const t = incoming.get(transfer);
+    if (!t || offset !== t.got) return true;
+    t.parts.push(buf.slice(HEADER));
+    t.got += buf.byteLength - HEADER;
+    t.li.textContent = `← ${t.name}: ${Math.floor((100 * t.got) / Math.max(1, t.size))} %`;
+    sendText({ type: "file.ack", transfer, offset: t.got });
+    return true;
+  }
+
+  return { box, onText, onBinary };
+}
