@@ -42,6 +42,7 @@ class Gatekeeper:
         self.limits = limits
         self.admission = Admission.for_limits(limits)
         self._connections: dict[RequestHandler, GuardedProtocol] = {}
+        self._hooked: set[int] = set()  # servers whose handler is wrapped already (one runner, two sites)
         self.events = CountingLog(log, "connections closed or refused before showing a request",
                                   interval_s=SUMMARY_INTERVAL_S, level=logging.INFO,
                                   fields={"per_address_cap": limits.per_address, "cap": limits.total})
@@ -50,6 +51,9 @@ class Gatekeeper:
     def hook(self, server: web.Server) -> None:
         """Wrap ``server``'s request handler so that a request ends its connection's wait and the end of a
         response starts the next one. Call before the server makes any connection's handler."""
+        if id(server) in self._hooked:
+            return
+        self._hooked.add(id(server))
         handler = server.request_handler
 
         async def guarded(request: web.BaseRequest) -> web.StreamResponse:
