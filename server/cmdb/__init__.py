@@ -24,6 +24,7 @@ from . import (
     licences_api,
     personal,
     relations_api,
+    software_search,
     vulns_api,
     webhooks,
 )
@@ -72,6 +73,17 @@ def setup(server: HelplineServer) -> None:
             await maintenance_pass(server)
 
     server.background.append(maintenance)
+
+    async def fill_version_keys() -> None:
+        try:
+            filled = await software_search.backfill_keys(server.db)
+        except Exception:
+            log.exception("software version keys: back-fill failed (searches compare those rows in Python)")
+            return
+        if filled:
+            log.info("software version keys back-filled", extra={"rows": filled})
+
+    server.background.append(fill_version_keys)
     server.background.append(lambda: webhooks.run(lambda: server.db))
 
 

@@ -25,11 +25,13 @@ from server.auth.rights import Right
 from server.errors import ApiError
 from server.store import Row
 
-from . import alerts, health_store, inventory_store, versions
+from . import alerts, health_store, inventory_store, software_search
 from .openapi import SCHEMAS
 
 MAX_PER_PAGE = 200
 MAX_POINTS = 5000
+#: Fleet software hits per page (``total`` counts them all).
+MAX_SOFTWARE_PAGE = 1000
 SORTS = {"hostname": "d.hostname", "last_seen": "COALESCE(d.last_seen, 0)", "group": "d.group_name",
          "status": "CASE WHEN d.status = 'revoked' THEN 2 WHEN d.online = 1 THEN 0 ELSE 1 END"}
 
@@ -69,6 +71,8 @@ class SoftwareSearchQuery(msgspec.Struct):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=256, description="Exact package name.")]
     version: Text = ""
     version_lt: Annotated[Text, msgspec.Meta(description="Older than this version (Debian ordering).")] = ""
+    page: Annotated[int, msgspec.Meta(ge=1, le=10**9)] = 1
+    per_page: Annotated[int, msgspec.Meta(ge=1, le=MAX_SOFTWARE_PAGE)] = MAX_SOFTWARE_PAGE
 
 
 class AlertQuery(msgspec.Struct):
@@ -185,24 +189,14 @@ async def get_device_software(request: web.Request) -> web.Response:
 
 async def search_software(request: web.Request) -> web.Response:
     """Fleet software search"""
-    principal = api.principal(request)
     q = api.query(request, SoftwareSearchQuery)
-    where = ["s.name = ?"]
-    params: list[Any] = [q.name]
-    if q.version:
-        where.append("s.version = ?")
-        params.append(q.version)
-    if not _group_filter(principal.groups_with(Right.VIEW_INVENTORY), "d.group_name", where, params):
-        return web.json_response({"items": [], "total": 0})
-    conditions = " AND ".join(where)
-    sql = (f"SELECT s.device_id, d.hostname, d.group_name, s.name, s.version, s.arch, s.source FROM software s"  # noqa: S608
-           f" JOIN devices d ON d.id = s.device_id WHERE {conditions} ORDER BY d.hostname, s.device_id")
-    rows = await api.db(request).fetchall(sql, params)
-    if q.version_lt:
-        rows = [r for r in rows if versions.compare(r["version"], q.version_lt) < 0]
+    rows, total = await software_search.search(
+        api.db(request), q.name, version=q.version, version_lt=q.version_lt,
+        groups=api.principal(request).groups_with(Right.VIEW_INVENTORY), limit=q.per_page,
+        offset=(q.page - 1) * q.per_page)
     items = [{"device_id": r["device_id"], "hostname": r["hostname"], "group": r["group_name"], "name": r["name"],
               "version": r["version"], "arch": r["arch"], "source": r["source"]} for r in rows]
-    return web.json_response({"items": items, "total": len(items)})
+    return web.json_response({"items": items, "total": total, "page": q.page, "per_page": q.per_page})
 
 
 async def get_changes(request: web.Request) -> web.Response:
@@ -256,7 +250,8 @@ ROUTES: list[api.Route] = [
     _get("/api/v1/devices/{device_id}/health", get_health, "Health", query=HealthQuery,
          description="Raw samples for steps under 5 minutes within the last 7 days; 5-minute rollups otherwise."),
     _get("/api/v1/software", search_software, "SoftwareHits", query=SoftwareSearchQuery, device=False,
-         description="Which devices have a package, e.g. name=openssl&version_lt=3.0.13."),
+         description="Which devices have a package, e.g. name=openssl&version_lt=3.0.13 (an index range on "
+                     "a dpkg-ordered version key); by hostname, `per_page` at a time, `total` counts all."),
     _get("/api/v1/alerts", list_alerts, "AlertList", query=AlertQuery, device=False),
 ]
 

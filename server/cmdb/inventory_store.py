@@ -14,6 +14,7 @@ from typing import Any
 from server import devices
 from server.store import Database, Row, Transaction
 
+from . import software_search
 from .diff import Change, diff_section, packages_by_key
 from .sections import summary
 
@@ -95,11 +96,12 @@ async def apply_report(tx: Transaction, device_id: str, *, full: bool, sections:
 async def _replace_software(tx: Transaction, device_id: str, data: Any) -> None:
     await tx.execute("DELETE FROM software WHERE device_id = ?", (device_id,))
     rows = [(device_id, str(p["name"]), str(p.get("version") or ""), str(p.get("arch") or ""),
-             str(p.get("source") or ""), str(p.get("vendor") or "")[:255])
+             str(p.get("source") or ""), str(p.get("vendor") or "")[:255],
+             software_search.version_key(str(p.get("version") or "")))
             for p in packages_by_key(data).values()]
     if rows:
-        await tx.executemany(
-            "INSERT INTO software (device_id, name, version, arch, source, vendor) VALUES (?, ?, ?, ?, ?, ?)", rows)
+        await tx.executemany("INSERT INTO software (device_id, name, version, arch, source, vendor, version_key)"
+                             " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
 
 async def _update_summary(tx: Transaction, device_id: str, sections: Mapping[str, Any], now: float) -> None:

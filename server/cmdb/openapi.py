@@ -65,7 +65,7 @@ SCHEMAS: dict[str, Any] = {
         "device_id": {"type": "string"}, "total": {"type": "integer"},
         "items": {"type": "array", "items": {"$ref": "#/components/schemas/Package"}}}},
     "SoftwareHits": {"type": "object", "required": ["items", "total"], "properties": {
-        "total": {"type": "integer"},
+        "total": {"type": "integer"}, "page": {"type": "integer"}, "per_page": {"type": "integer"},
         "items": {"type": "array", "items": {"type": "object", "properties": {
             "device_id": {"type": "string"}, "hostname": {"type": "string"}, "group": {"type": "string"},
             "name": {"type": "string"}, "version": {"type": "string"}, "arch": {"type": "string"},
