@@ -51,6 +51,8 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
 from agent.viewer import Viewer  # noqa: E402
+from benchmarks.rfb import RfbViewer  # noqa: E402
+from benchmarks.testsrc import FrameTracker, player_source, psnr, psnr_against_source  # noqa: E402
 from certs import tls  # noqa: E402
 from tests.xvfb import XvfbHandle, start_xvfb  # noqa: E402
 
@@ -85,6 +87,8 @@ class Result:
     name: str
     figures: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: Whose figures: "helpline" or the peer ("x11vnc").
+    system: str = "helpline"
 
 
 # --- agent subprocess ------------------------------------------------------------------
@@ -272,9 +276,22 @@ async def typing(connect: Connect, meters: Meters, seconds: float, xvfb: XvfbHan
             })
 
 
+#: Reference corners per source filter chain (rendered once, shared by Helpline and the peer).
+_TRACKER_CORNERS: dict[str, Any] = {}
+
+
+def frame_tracker(vf: str, seconds: float) -> FrameTracker:
+    """A fresh tracker for ``vf`` (the references are rendered once per run, before any meter starts)."""
+    if vf not in _TRACKER_CORNERS:
+        _TRACKER_CORNERS[vf] = FrameTracker.for_source(vf, int((seconds + 25) * 30)).references
+    return FrameTracker(_TRACKER_CORNERS[vf])
+
+
 async def motion(connect: Connect, meters: Meters, seconds: float, xvfb: XvfbHandle, name: str, vf: str) -> Result:
+    vf = player_source(vf)
     argv = ["ffplay", "-f", "lavfi", "-i", vf, "-fs", "-an", "-loglevel", "error", "-stats", "-noborder",
             "-x", str(WIDTH), "-y", str(HEIGHT), "-left", "0", "-top", "0"]
+    tracker = frame_tracker(vf, seconds)
     log = tempfile.NamedTemporaryFile(prefix="ffplay-", suffix=".log")  # noqa: SIM115 - closed below
     # The session starts first, then the player: windows mapped at session start (the
     # unattended-session indicator) end up below the full-screen player, as on a real desktop.
@@ -286,43 +303,63 @@ async def motion(connect: Connect, meters: Meters, seconds: float, xvfb: XvfbHan
             await viewer.wait_for(lambda v: v.stats.updates >= first + 5, timeout=15)
             await asyncio.sleep(1.0)  # warm-up: quality adaptation settles
             rtts: list[float] = []
+
+            async def sample_rtt() -> None:
+                while True:
+                    await asyncio.sleep(0.5)  # sampling interval of the agent's reported ack RTT
+                    if viewer.agent_stats is not None:
+                        rtts.append(viewer.agent_stats.rtt_ms)
+
+            sampler = asyncio.create_task(sample_rtt())
             meters.start()
             t0 = time.monotonic()
             drops0 = ffplay_drops(log.name)
             u0, b0 = viewer.stats.updates, viewer.stats.bytes_received
-            while time.monotonic() - t0 < seconds:
-                await asyncio.sleep(0.5)
-                if viewer.agent_stats is not None:
-                    rtts.append(viewer.agent_stats.rtt_ms)
+            with contextlib.suppress(TimeoutError):  # every update is looked at; the wait itself never holds
+                await viewer.wait_for(tracker.observer(time.monotonic), timeout=seconds)
             elapsed = time.monotonic() - t0
+            sampler.cancel()
             source_fps = 30 - (ffplay_drops(log.name) - drops0) / elapsed
             ups = (viewer.stats.updates - u0) / elapsed
             bps = (viewer.stats.bytes_received - b0) / elapsed
             cpu = meters.figures()
             load = load_figures()
+            distinct_fps = tracker.distinct_between(t0, t0 + elapsed) / elapsed
             # Motion stops: freeze the player; the still frame must become exact (lossless).
             os.kill(player.pid, signal.SIGSTOP)
             stopped = time.monotonic()
-            refreshes = viewer.stats.refreshes
-            await viewer.wait_for(lambda v: v.stats.refreshes > refreshes, timeout=5)
+            if isinstance(viewer, Viewer):  # RFB has no lossless refinement pass to wait for
+                refreshes = viewer.stats.refreshes
+                await viewer.wait_for(lambda v: v.stats.refreshes > refreshes, timeout=5)
             await settle(viewer, quiet_s=0.3)
             settled = max(t for t, _ in viewer.stats.arrivals)
             screen = grab(xvfb.display)
             exact = bool(np.array_equal(viewer.framebuffer, screen))
+            settled_psnr = psnr(viewer.framebuffer, screen)
             os.kill(player.pid, signal.SIGCONT)
-            half = max(1, len(rtts) // 2)
-            return Result(name, {
-                "source_fps": source_fps,
-                "updates_per_s": ups,
-                "bytes_per_s": bps,
-                **cpu,
-                "ack_rtt_first_half_ms": statistics.mean(rtts[:half]) if rtts else float("nan"),
-                "ack_rtt_second_half_ms": statistics.mean(rtts[half:]) if rtts[half:] else float("nan"),
-                "jpeg_quality": float(viewer.agent_stats.quality if viewer.agent_stats else 0),
-                "lossless_done_after_stop_ms": 1000 * (settled - stopped),
-                "exact_after_refresh": float(exact),
-                **load,
-            })
+    tracker.last = -1
+    frozen, _ = tracker.identify(screen)
+    # The references must be what ffplay drew: PSNR of the frozen screen against its reference.
+    reference_check = psnr_against_source(vf, [(frozen, screen)], WIDTH, HEIGHT)
+    motion_psnr = psnr_against_source(vf, tracker.samples, WIDTH, HEIGHT)
+    half = max(1, len(rtts) // 2)
+    return Result(name, {
+        "source_fps": source_fps,
+        "distinct_frames_per_s": distinct_fps,
+        "updates_per_s": ups,
+        "bytes_per_s": bps,
+        **cpu,
+        "psnr_motion_db": motion_psnr,
+        "psnr_samples": float(len(tracker.samples)),
+        "reference_vs_screen_psnr_db": reference_check,
+        "ack_rtt_first_half_ms": statistics.mean(rtts[:half]) if rtts else float("nan"),
+        "ack_rtt_second_half_ms": statistics.mean(rtts[half:]) if rtts[half:] else float("nan"),
+        "jpeg_quality": float(viewer.agent_stats.quality if viewer.agent_stats else 0),
+        "settled_after_stop_ms": 1000 * (settled - stopped),
+        "exact_after_settle": float(exact),
+        "psnr_after_settle_db": settled_psnr,
+        **load,
+    })
 
 
 def ffplay_drops(path: str) -> int:
@@ -583,17 +620,27 @@ async def run(args: argparse.Namespace) -> list[Result]:
                 print(f"server pid {served.server_pid}, agent pid {served.agent_pid}, device {served.device_id}, "
                       f"grant {served.grant_id}", flush=True)
                 await wait_cpu_quiet(served.agent_pid)
-                meters = Meters({"agent": served.agent_pid, "relay": served.server_pid})
+                meters = Meters({"agent": served.agent_pid, "relay": served.server_pid, "xserver": xvfb.pid})
                 connect: Connect = served.session
             else:
                 url, agent_pid = args.url, args.agent_pid
                 if url is None:
                     url, agent_pid = start_direct_agent(stack, xvfb)
-                meters = Meters({"agent": agent_pid})
+                meters = Meters({"agent": agent_pid, "xserver": xvfb.pid})
                 connect = direct_connect(url)
+            peer: tuple[Connect, Meters] | None = None
+            if args.peer == "x11vnc":
+                port, peer_pid = start_x11vnc(stack, xvfb)
+                peer = (peer_connect(port, args.peer_encoding), Meters({"agent": peer_pid, "xserver": xvfb.pid}))
             for name in wanted:
+                # Each workload runs on Helpline, then on the peer, minutes apart at most: same machine load.
                 results.append(await play(name, connect, meters, args.seconds, xvfb))
                 print(format_result(results[-1]), flush=True)
+                if peer is not None:
+                    peer_result = await play(name, peer[0], peer[1], args.seconds, xvfb)
+                    peer_result.system = args.peer
+                    results.append(peer_result)
+                    print(format_result(peer_result), flush=True)
             if args.via_server and "typing" in wanted:
                 url, agent_pid = start_direct_agent(stack, xvfb)
                 direct = await typing(direct_connect(url), Meters({"agent": agent_pid}), args.seconds, xvfb,
@@ -610,7 +657,51 @@ async def run(args: argparse.Namespace) -> list[Result]:
 
 def format_result(result: Result) -> str:
     figures = ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.figures.items())
-    return f"{result.name:7s} {figures}"
+    who = "" if result.system == "helpline" else f"[{result.system}] "
+    return f"{who}{result.name:7s} {figures}"
+
+
+def side_by_side(results: list[Result], peer: str) -> str:
+    """A markdown table: each workload's figures for Helpline and the peer, same run."""
+    lines = [f"| workload | figure | Helpline | {peer} |", "|---|---|---|---|"]
+    for ours in (r for r in results if r.system == "helpline"):
+        theirs = next((r for r in results if r.system == peer and r.name == ours.name), None)
+        if theirs is None:
+            continue
+        for key, value in ours.figures.items():
+            other = theirs.figures.get(key, float("nan"))
+            lines.append(f"| {ours.name} | {key} | {value:.1f} | {other:.1f} |")
+    return "\n".join(lines)
+
+
+# --- the peer: x11vnc on the same display, driven by a small RFB client -------------------
+
+
+def start_x11vnc(stack: contextlib.ExitStack, xvfb: XvfbHandle) -> tuple[int, int]:
+    """x11vnc (Debian's, default settings: XDAMAGE, XShm) on the benchmark's display: (port, pid)."""
+    import shutil
+    import socket
+
+    if shutil.which("x11vnc") is None:
+        raise SystemExit("x11vnc is not installed (scripts/setup.sh: apt-get install x11vnc)")
+    port = free_port()
+    proc = stack.enter_context(spawn(
+        ["x11vnc", "-display", xvfb.display, "-rfbport", str(port), "-localhost", "-forever", "-shared",
+         "-nopw", "-quiet", "-norc"],
+        env=xvfb.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    ))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"x11vnc exited ({proc.returncode})")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return port, proc.pid
+        time.sleep(0.1)  # polling interval while x11vnc starts
+    raise TimeoutError("x11vnc did not listen within 30 s")
+
+
+def peer_connect(port: int, encoding: str) -> Connect:
+    return lambda: RfbViewer("127.0.0.1", port, encoding)  # type: ignore[arg-type, return-value]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -625,6 +716,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each workload (max 10)")
     parser.add_argument("--only", action="append", choices=["idle", "typing", "motion", "video"])
     parser.add_argument("--json", action="store_true", help="print results as JSON at the end")
+    parser.add_argument("--peer", choices=["x11vnc"],
+                        help="also run every workload on this peer (same display, same run) and print both")
+    parser.add_argument("--peer-encoding", choices=["tight", "zrle"], default="tight",
+                        help="RFB encoding the peer's viewer asks for (default tight: JPEG quality 6)")
     args = parser.parse_args(argv)
     if args.agent:
         asyncio.run(agent_main(args.display, args.mode))
@@ -633,8 +728,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--via-server starts its own server; do not give --url")
     args.seconds = min(args.seconds, 10.0)
     results = asyncio.run(run(args))
+    if args.peer:
+        print(side_by_side(results, args.peer))
     if args.json:
-        print(json.dumps({r.name: r.figures for r in results}, indent=2))
+        print(json.dumps({f"{r.system}:{r.name}": r.figures for r in results}, indent=2))
     return 0
 
 

@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 
 # dbus: the private bus of the logind stand-in (tests/logind_standin.py); python3-tk: Tk for the
 # session helpers the tests run as other users with the system's python3 (root's interpreter is not theirs to run).
-SYSTEM_PACKAGES=(xvfb xdotool x11-utils chromium ffmpeg postgresql tk dbus python3-tk)
+# x11-xserver-utils: xrandr (two RandR monitors in tests/test_screen_session.py); x11vnc: the peer of
+# benchmarks/screen.py --peer x11vnc.
+SYSTEM_PACKAGES=(xvfb xdotool x11-utils x11-xserver-utils chromium ffmpeg postgresql tk dbus python3-tk x11vnc)
 # systemd-analyze checks the package's unit files; ip netns carries the Wake-on-LAN test (tests/test_wake.py).
 SYSTEM_PACKAGES+=(systemd iproute2)
 # lspci names PCI controllers and smartctl gives drives' SMART health in the inventory (tests/test_collectors_depth.py).
