@@ -78,12 +78,11 @@ def _export(args: argparse.Namespace) -> int:
     from server import audit
     from server.exports import FleetExport, export_fleet
     from server.exports.glpi import to_glpi_inventory
-    from server.exports.servicenow import to_servicenow_ire
-
-    convert = to_glpi_inventory if args.format == "glpi" else to_servicenow_ire
+    from server.exports.servicenow_relations import ire_converter
 
     async def work(db: Database) -> FleetExport:
         found = await load_inventories(db, args.device)
+        convert = to_glpi_inventory if args.format == "glpi" else await ire_converter(db)  # + cmdb_rel_ci
         result = export_fleet(found, convert)
         await audit.append(db, _actor(), "cmdb.export", args.device or "*", {
             "format": args.format, "devices": len(result.documents), "skipped": [s.device_id for s in result.skipped]})
@@ -120,10 +119,11 @@ async def push_servicenow(db: Database, instance: str, auth: str | None, device_
 
     from server import audit
     from server.exports import export_fleet
-    from server.exports.servicenow import IreResponseError, parse_ire_response, to_servicenow_ire
+    from server.exports.servicenow import IreResponseError, parse_ire_response
+    from server.exports.servicenow_relations import ire_converter
 
     endpoint = f"{instance}/api/now/identifyreconcile"
-    fleet = export_fleet(await load_inventories(db, device_id), to_servicenow_ire)
+    fleet = export_fleet(await load_inventories(db, device_id), await ire_converter(db))
     problems = [f"{s.device_id}: skipped: {s.reason}" for s in fleet.skipped]
     found = fleet.documents
     headers = {"Authorization": auth} if auth else {}
