@@ -269,3 +269,85 @@ async def test_view_only_replies_are_rate_limited_but_every_refusal_counts() -> 
     assert stats.refused_inputs == 50 and injector.events == []
     # A burst of 5 plus at most one more per second that passed.
     assert 5 <= errors <= 5 + int(elapsed) + 1, (errors, elapsed)
+
+
+# --- damage-driven steps (issue 13) ------------------------------------------------------
+
+
+class FakeRegionGrabber(FakeGrabber):
+    """A grabber that also reads parts of the frame, counting the pixels it read."""
+
+    def __init__(self, *frames: np.ndarray) -> None:
+        super().__init__(*frames)
+        self.region_px = 0
+        self.full_grabs = 0
+
+    def grab(self, index: int) -> np.ndarray:
+        self.full_grabs += 1
+        return super().grab(index)
+
+    def grab_region(self, index: int, rect: Rect) -> np.ndarray:
+        self.region_px += rect.area
+        return self.frames[max(index - 1, 0)][rect.y : rect.y + rect.h, rect.x : rect.x + rect.w].copy()
+
+
+def test_damage_step_reads_only_damaged_tiles_and_sends_the_changed_pixels_lossless() -> None:
+    """A 6x9 change under a damage report: one tile grabbed, one PNG of exactly 6x9 sent, nothing lossy left."""
+    screen = np.full((256, 512, 4), 200, dtype=np.uint8)
+    grabber = FakeRegionGrabber(screen)
+    pipe = ScreenPipeline(grabber, 1, settle_s=0.3)
+    assert pipe.step(0.0, 60, 1).update is not None and grabber.full_grabs == 1
+    assert pipe.step(1.0, 60, 2, []).update is not None  # the first frame's JPEG refreshed, no grab
+    assert pipe.refresh_due_at() is None
+    screen[70:79, 130:136] = 10
+    result = pipe.step(1.1, 60, 3, [Rect(128, 66, 10, 14)])
+    assert grabber.full_grabs == 1 and grabber.region_px == 64 * 64
+    assert result.update is not None and not result.update.lossy
+    rects = [stream.unpack_update(m) for m in result.update.messages]
+    assert [(r.kind, r.encoding, r.x, r.y, r.w, r.h) for r in rects] == [(Kind.UPDATE, Encoding.PNG, 130, 70, 6, 9)]
+    assert np.array_equal(decode(Encoding.PNG, rects[0].payload, 6, 9), screen[70:79, 130:136, :3])
+    assert pipe.refresh_due_at() is None  # sent once, lossless: no refresh will follow
+    assert pipe.step(2.0, 60, 4, []).update is None
+
+
+def test_damage_step_ignores_drawing_that_changed_nothing_and_other_monitors() -> None:
+    """Damage over unchanged pixels, or outside the monitor, sends nothing."""
+    screen = np.full((128, 128, 4), 50, dtype=np.uint8)
+    grabber = FakeRegionGrabber(screen)
+    pipe = ScreenPipeline(grabber, 1)
+    pipe.step(0.0, 60, 1)
+    pipe.step(1.0, 60, 2, [])
+    assert pipe.step(2.0, 60, 3, [Rect(0, 0, 20, 20), Rect(500, 500, 10, 10)]).update is None
+    assert grabber.region_px == 64 * 64
+
+
+def test_lossless_part_of_a_lossy_tile_leaves_the_tile_to_the_refresh() -> None:
+    """A tight PNG inside a tile still lossy from a JPEG does not mark the whole tile exact."""
+    rng = np.random.default_rng(1)
+    screen = rng.integers(0, 256, (128, 128, 4), dtype=np.uint8)
+    grabber = FakeRegionGrabber(screen)
+    pipe = ScreenPipeline(grabber, 1, settle_s=0.3)
+    assert pipe.step(0.0, 60, 1).update is not None  # noise: JPEG, lossy everywhere
+    screen[10:12, 10:12] = 0
+    small = pipe.step(0.1, 60, 2, [Rect(10, 10, 2, 2)]).update
+    assert small is not None and [stream.unpack_update(m).encoding for m in small.messages] == [Encoding.PNG]
+    refresh = pipe.step(0.5, 60, 3, []).update
+    assert refresh is not None and refresh.refresh
+    refreshed = {(u.x, u.y) for u in map(stream.unpack_update, refresh.messages)}
+    assert (0, 0) in refreshed
+
+
+def test_damage_accumulator_is_bounded_and_reports_first_damage_once() -> None:
+    """Only the first report after a take asks for a wake-up; past the bound everything is 'full'."""
+    from agent.screen.damage import DamageAccumulator
+
+    acc = DamageAccumulator(max_rects=3)
+    assert acc.add(Rect(0, 0, 1, 1)) is True
+    assert acc.add(Rect(1, 1, 1, 1)) is False
+    taken = acc.take()
+    assert taken.rects == [Rect(0, 0, 1, 1), Rect(1, 1, 1, 1)] and taken.reports == 2 and not taken.full
+    for i in range(5):
+        acc.add(Rect(i, i, 1, 1))
+    flood = acc.take()
+    assert flood.full and flood.rects == [] and flood.reports == 5
+    assert not acc.take()
