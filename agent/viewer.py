@@ -99,6 +99,8 @@ class Viewer:
         self.clipboard: list[str] = []
         self.clip_sync: tk.ClipSync | None = None
         self._next_transfer = 1
+        #: Where the last ``send_file(stop_after=…)`` stopped sending.
+        self.last_sent = 0
 
     # --- connection ---------------------------------------------------------------------
 
@@ -345,6 +347,7 @@ class Viewer:
         try:
             while offset < real_size:
                 if stop_after is not None and offset >= stop_after:
+                    self.last_sent = offset
                     return None
                 acked = max([e.offset for e in self.toolkit_events.get(number, []) if isinstance(e, tk.FileAck)],
                             default=first.offset)

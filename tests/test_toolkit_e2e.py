@@ -265,3 +265,42 @@ async def test_attended_fetch_needs_the_user_and_remote_input_cannot_answer(
             record = await wait_for_audit(server, "session.file_fetched")
             details = record["details"] if isinstance(record["details"], dict) else json.loads(record["details"])
             assert details["sha256"] == end.sha256 and details["name"] == "app.log"
+
+
+async def test_transfer_resumes_in_a_new_session_after_the_tunnel_drops(
+        tmp_path: Path, xvfb: XvfbHandle, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Half a file, the tunnel gone (the technician's side closes, the session ends), a new session: the same file is
+    accepted at the acknowledged offset, so nothing is sent twice, and the whole file lands with its hash."""
+    downloads = tmp_path / "Downloads"
+    monkeypatch.setenv("XDG_DOWNLOAD_DIR", str(downloads))
+    payload = tmp_path / "big.bin"
+    payload.write_bytes(os.urandom(4 * 1024 * 1024 + 3))
+    digest = hashlib.sha256(payload.read_bytes()).hexdigest()
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "agent")
+        config = AgentConfig(state_dir=tmp_path / "agent", backoff_cap_s=1.0)
+        async with running_agent(state, config, setup=configure_agent(xvfb.display)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _session(server, state.device_id)
+            async with viewer_for(server, sid) as viewer:
+                await click_colour(xvfb.display, ALLOW_BG)
+                await viewer.wait_for(lambda v: v.caps is not None, 20)
+                assert await viewer.send_file(str(payload), stop_after=1024 * 1024) is None
+                sent = viewer.last_sent
+                await viewer.wait_for(lambda v: any(isinstance(e, tk.FileAck) and e.offset == sent
+                                                    for e in v.toolkit_events.get(1, [])), 20)
+            await wait_until(lambda: not agent.sessions.running, timeout=20, what="the first session ended")
+            assert not (downloads / "big.bin").exists()
+
+            sid2 = await _session(server, state.device_id)
+            await asyncio.to_thread(xdotool, xvfb.display, "mousemove", "0", "0")  # the prompt's Allow is where we are
+            async with viewer_for(server, sid2) as viewer:
+                await click_colour(xvfb.display, ALLOW_BG)
+                await viewer.wait_for(lambda v: v.caps is not None, 20)
+                done = await viewer.send_file(str(payload))
+                accept = next(e for e in viewer.toolkit_events[1] if isinstance(e, tk.FileAccept))
+            assert accept.offset == sent  # resumed at the acknowledged offset: not one chunk sent twice
+            assert isinstance(done, tk.FileDone) and done.sha256 == digest
+            assert (downloads / "big.bin").read_bytes() == payload.read_bytes()
+            assert sorted(p.name for p in downloads.iterdir()) == ["big.bin"]  # no partial file left
