@@ -251,7 +251,7 @@ ROUTES: list[api.Route] = [
          description="Raw samples for steps under 5 minutes within the last 7 days; 5-minute rollups otherwise."),
     _get("/api/v1/software", search_software, "SoftwareHits", query=SoftwareSearchQuery, device=False,
          description="Which devices have a package, e.g. name=openssl&version_lt=3.0.13 (an index range on "
-                     "a dpkg-ordered version key); by hostname, `per_page` at a time, `total` counts all."),
+                     "a dpkg-ordered version key); oldest version first, `per_page` at a time, `total` counts all."),
     _get("/api/v1/alerts", list_alerts, "AlertList", query=AlertQuery, device=False),
 ]
 
