@@ -47,6 +47,8 @@ class ServerConfig:
     recordings_dir: Path | None = None
     #: A streaming session with no technician input and no real screen change this long ends (0 = never).
     session_idle_timeout_s: float = 900.0
+    #: Largest file a session's toolkit may move either way (MiB); the device's own policy may set less.
+    session_max_file_mb: int = 1024
     #: Largest diagnostics bundle an agent may upload (bytes).
     task_artifact_max_bytes: int = 50 * 1024 * 1024
     #: Stored diagnostics bundles are deleted this many days after upload (0 = keep forever).

@@ -304,3 +304,26 @@ async def test_transfer_resumes_in_a_new_session_after_the_tunnel_drops(
             assert isinstance(done, tk.FileDone) and done.sha256 == digest
             assert (downloads / "big.bin").read_bytes() == payload.read_bytes()
             assert sorted(p.name for p in downloads.iterdir()) == ["big.bin"]  # no partial file left
+
+
+async def test_server_cap_refuses_a_bigger_file_at_the_relay(tmp_path: Path, xvfb: XvfbHandle,  # noqa: F811
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """session_max_file_mb = 1: a 2 MB offer is answered too_large by the server and never reaches the device."""
+    downloads = tmp_path / "Downloads"
+    monkeypatch.setenv("XDG_DOWNLOAD_DIR", str(downloads))
+    payload = tmp_path / "two.bin"
+    payload.write_bytes(os.urandom(2 * 1024 * 1024))
+    async with running_server(tmp_path / "srv", session_max_file_mb=1) as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "agent")
+        config = AgentConfig(state_dir=tmp_path / "agent", backoff_cap_s=1.0)
+        async with running_agent(state, config, setup=configure_agent(xvfb.display)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _session(server, state.device_id)
+            async with viewer_for(server, sid) as viewer:
+                await click_colour(xvfb.display, ALLOW_BG)
+                await viewer.wait_for(lambda v: v.caps is not None, 20)
+                refused = await viewer.send_file(str(payload))
+                assert isinstance(refused, tk.FileError) and refused.code == "too_large"
+                assert "server" in refused.message
+    assert not downloads.exists() or not any(downloads.iterdir())

@@ -207,6 +207,8 @@ class Relay:
                 data, binary = msg.data, False
                 if side == "agent" and self.on_transfer is not None and msg.data.startswith(_TRANSFER_PREFIXES):
                     self._note_transfer(msg.data)
+                if msg.data.startswith(_SIZED_PREFIXES) and await self._over_cap(side, msg.data):
+                    continue  # refused here: the file is bigger than the server allows
                 if self.on_clipboard is not None and msg.data.startswith(_CLIP_PREFIX):
                     self._note_clipboard(side, msg.data)
                 if side == "agent" and self.on_chat is not None and msg.data.startswith(_CHAT_PREFIX):
@@ -248,6 +250,27 @@ class Relay:
         if isinstance(message, (toolkit.FileDone, toolkit.FileEnd)) and self.on_transfer is not None:
             self.on_transfer(message)
 
+    async def _over_cap(self, side: Side, text: str) -> bool:
+        """A ``file.offer`` (technician) or ``file.start`` (agent) above the server's cap: answer both ends with
+        ``file.error`` (the agent stops sending) and drop it. False when it may pass."""
+        try:
+            message = toolkit.decode_text(text)
+        except toolkit.ToolkitProtocolError:
+            return False
+        if not isinstance(message, (toolkit.FileOffer, toolkit.FileStart)):
+            return False
+        if message.size <= self.settings.max_file_bytes:
+            return False
+        error = toolkit.encode_text(toolkit.FileError(
+            transfer=message.transfer, code="too_large",
+            message=f"{message.size} bytes exceeds this server's {self.settings.max_file_bytes}-byte limit"))
+        await self.queues["agent"].put((False, error))  # to the technician
+        if side == "agent":
+            await self.queues["technician"].put((False, error))  # to the agent: stop sending
+        log.info("file transfer above the server's cap refused", extra={"session_id": self.session_id,
+                                                                        "size": message.size})
+        return True
+
     def _note_chat(self, text: str) -> None:
         """A chat line the device showed: kept with the session (the transcript)."""
         try:
@@ -280,6 +303,7 @@ class Relay:
 _TRANSFER_PREFIXES = ('{"type":"file.done"', '{"type":"file.end"')
 _CLIP_PREFIX = '{"type":"clip.set"'
 _CHAT_PREFIX = '{"type":"chat.message"'
+_SIZED_PREFIXES = ('{"type":"file.offer"', '{"type":"file.start"')
 
 
 def _is_input(text: str) -> bool:
