@@ -73,33 +73,37 @@ class Updater:
         """Commit a trial of this version (we are connected: that is the test), then report the last outcome."""
         if self.layout is None:
             return
-        outcome = await asyncio.to_thread(self._settle, self.layout)
+        # Files in a worker thread; the device audit (a hash chain) only from the event loop's thread.
+        committed, outcome = await asyncio.to_thread(self._settle, self.layout)
+        if committed is not None:
+            self.authority.audit.record("update.committed", version=self.running,
+                                        previous=str(committed.get("previous")), rollout_id=committed.get("rollout_id"))
+            log.info("update committed", extra={"version": self.running})
+        if outcome is not None and outcome["state"] == "rolled_back" and not outcome.get("audited"):
+            self.authority.audit.record("update.rolled_back", version=str(outcome.get("version")),
+                                        running=self.running, reason=str(outcome.get("reason")),
+                                        rollout_id=outcome.get("rollout_id"))
+            await asyncio.to_thread(write_json, self.layout.outcome, {**outcome, "audited": True})
+            log.warning("the last update was rolled back", extra={"version": outcome.get("version"),
+                                                                   "reason": outcome.get("reason")})
         if outcome is not None:
             await self._report(client, outcome.get("rollout_id"), str(outcome.get("version")), outcome["state"],
                                str(outcome.get("reason") or ""))
 
-    def _settle(self, layout: Layout) -> dict[str, Any] | None:
-        """Commit our own trial; the outcome to report (audited on the device the first time it is seen)."""
+    def _settle(self, layout: Layout) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Commit our own trial (the trial committed, or None); the last outcome to report (or None)."""
         trial = read_json(layout.trial)
+        committed = None
         if trial and trial.get("version") == self.running:
             write_json(layout.outcome, {"state": "committed", "version": self.running,
                                         "from_version": trial.get("previous"), "rollout_id": trial.get("rollout_id"),
                                         "reason": ""})
             layout.trial.unlink(missing_ok=True)
-            self.authority.audit.record("update.committed", version=self.running,
-                                        previous=str(trial.get("previous")), rollout_id=trial.get("rollout_id"))
-            log.info("update committed", extra={"version": self.running})
+            committed = trial
         outcome = read_json(layout.outcome)
         if not outcome or outcome.get("state") not in ("committed", "rolled_back"):
-            return None
-        if outcome["state"] == "rolled_back" and not outcome.get("audited"):
-            self.authority.audit.record("update.rolled_back", version=str(outcome.get("version")),
-                                        running=self.running, reason=str(outcome.get("reason")),
-                                        rollout_id=outcome.get("rollout_id"))
-            write_json(layout.outcome, {**outcome, "audited": True})
-            log.warning("the last update was rolled back", extra={"version": outcome.get("version"),
-                                                                   "reason": outcome.get("reason")})
-        return outcome
+            return committed, None
+        return committed, outcome
 
     async def _report(self, client: AgentClient, rollout_id: Any, version: str, state: str, reason: str = "") -> None:
         status = UpdateStatus(rollout_id=rollout_id if isinstance(rollout_id, str) and _ID.match(rollout_id) else None,
@@ -171,6 +175,8 @@ class Updater:
             await self._refuse(client, offer, version, f"artifact {artifact.name}: {type(exc).__name__}: {exc}",
                                state="failed")
             return
+        self.authority.audit.record("update.installed", version=version, previous=previous, running=self.running,
+                                    rollout_id=offer.rollout_id, sha256=artifact.sha256)
         log.info("update installed; restarting into it", extra={"version": version, "previous": previous})
         await self._report(client, offer.rollout_id, version, "installed")
         self.restart_requested = True
@@ -196,8 +202,6 @@ class Updater:
                                   "starts": 0, "installed_at": self.clock.wall()})
         layout.point_current(version)
         install.prune(layout.versions, {version, previous})
-        self.authority.audit.record("update.installed", version=version, previous=previous, running=self.running,
-                                    rollout_id=rollout_id, sha256=artifact.sha256)
         return previous
 
 
