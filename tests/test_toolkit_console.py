@@ -1,4 +1,5 @@
-"""The toolkit from the console in Chromium: chat both ways, a file sent and one fetched, clipboard to the device.
+"""The toolkit from the console in Chromium: chat both ways, a file sent and one fetched, clipboard to the device,
+and the chat in the device's session history.
 
 A real agent on Xvfb; the consent prompt, the device's chat window and the file request are answered there with
 xdotool, like the person at the device would.
@@ -84,5 +85,12 @@ async def test_toolkit_from_the_console(tmp_path: Path, xvfb: XvfbHandle,  # noq
 
                 await wait_until(pasted, timeout=20, what="the console's paste on the device clipboard")
                 await console.shot("toolkit")
+                session_id = page.url.rsplit("/", 1)[1]
+                await page.goto(f"{console.base}/#/devices/{state.device_id}/remote")
+                cell = page.locator(f"tr[data-session='{session_id}'] td.session-chat")
+                await cell.locator("summary").click(timeout=15_000)
+                await expect(cell.locator("li.chat-user")).to_contain_text("User: OK, ready", timeout=10_000)
+                await expect(cell.locator("li.chat-technician")).to_contain_text("Hi <b>there</b>")
+                assert await cell.locator("b").count() == 0
                 assert console.csp_violations() == []
                 assert not [e for e in console.errors if e.startswith("pageerror")]

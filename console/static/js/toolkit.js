@@ -2,7 +2,8 @@
 // Everything the device sends is shown as text (textContent), never markup. File chunks are binary
 // messages whose first byte is 0xB1 (screen updates start with 0xA1); their header is
 // magic u8, transfer u32, offset u64, big-endian.
-import { h, toast } from "./dom.js";
+import * as api from "./api.js";
+import { fmtTime, h, toast } from "./dom.js";
 
 export const CHUNK_MAGIC = 0xb1;
 const HEADER = 13;
@@ -62,6 +63,13 @@ export function toolkitPanel(sendText, sendBinary) {
   let nextTransfer = 1;  // the viewer's transfer numbers are odd
   const outgoing = new Map();  // transfer → {file, buf, acked, row, resolve}
   const incoming = new Map();  // transfer → {name, size, parts, got, row}
+
+  const shownSeqs = new Set();
+
+  /** The stored transcript (GET …/chat), for a session opened again or after it ended. */
+  function loadTranscript(lines) {
+    for (const line of lines) onText({ type: "chat.message", ...line });
+  }
 
   function newTransfer() { const n = nextTransfer; nextTransfer += 2; return n; }
 
@@ -140,6 +148,8 @@ export function toolkitPanel(sendText, sendBinary) {
         return true;
       }
       case "chat.message": {
+        if (shownSeqs.has(msg.seq)) return true;  // already shown from the stored transcript
+        shownSeqs.add(msg.seq);
         const who = msg.sender === "user" ? "User" : (String(msg.name || "") || "Technician");
         const when = new Date(Number(msg.at) * 1000).toLocaleTimeString();
         log.append(h("li", { class: `chat-${msg.sender === "user" ? "user" : "technician"}` },
@@ -224,5 +234,27 @@ export function toolkitPanel(sendText, sendBinary) {
     return true;
   }
 
-  return { box, onText, onBinary };
+  return { box, onText, onBinary, loadTranscript };
+}
+
+/** The stored chat of a session for the device's session history: loaded when opened, shown as text. */
+export function chatCell(sessionId) {
+  const box = h("details", { class: "output chat" }, h("summary", {}, "Chat"));
+  let loaded = false;
+  box.addEventListener("toggle", async () => {
+    if (!box.open || loaded) return;
+    loaded = true;
+    try {
+      const t = await api.get(`/api/v1/sessions/${encodeURIComponent(sessionId)}/chat`);
+      const lines = t.chat || [];
+      box.append(lines.length ? h("ol", { class: "chat-log" }, lines.map((l) => h("li",
+        { class: `chat-${l.sender === "user" ? "user" : "technician"}` },
+        h("span", { class: "muted" }, `${fmtTime(l.at)} ${l.sender === "user" ? "User" : (String(l.name || "") || "Technician")}: `),
+        String(l.text))))
+        : h("span", { class: "muted" }, "No chat in this session."));
+    } catch (err) {
+      box.append(h("span", { class: "muted" }, `Chat not available: ${err.message}`));
+    }
+  });
+  return box;
 }

@@ -6,6 +6,7 @@ import { ago, badge, clear, errorBox, fmtTime, h, renderValue, text, toast, unav
 import { can, session } from "../state.js";
 import { duration, newTaskForm, runsTable } from "../tasks_ui.js";
 import { proofPanels } from "../prove_ui.js";
+import { chatCell } from "../toolkit.js";
 
 const TABS = [
   ["overview", "Overview"], ["hardware", "Hardware"], ["software", "Software"], ["changes", "Changes"],
@@ -178,7 +179,7 @@ const RENDER = {
       const items = data.sessions || data.items || [];
       sessionsBox.append(items.length ? h("div", { class: "table-wrap" }, h("table", { class: "grid sessions" },
         h("thead", {}, h("tr", {}, ["Asked", "By", "Asked for", "Consent by", "Mode", "State", "Duration", "Reason", "End", "Recording",
-          "Notes"]
+          "Notes", "Chat"]
           .map((c) => h("th", {}, c)))),
         h("tbody", {}, items.map((x) => h("tr", { dataset: { session: x.session_id } },
           h("td", {}, h("a", { href: `#/sessions/${encodeURIComponent(x.session_id)}` }, fmtTime(x.created_at))),
@@ -191,7 +192,8 @@ const RENDER = {
           h("td", { class: "end-reason" }, x.end_reason ? `${x.end_reason}${x.ended_by ? ` (by ${x.ended_by})` : ""}` : "—"),
           h("td", {}, x.recording && mayReplay(x, device.group) ? h("a", { href: `#/recordings/${encodeURIComponent(x.session_id)}`,
             class: "play-recording" }, "▶ Play") : h("span", { class: "muted" }, x.recording ? "recorded" : "—")),
-          h("td", { class: "session-notes" }, notesCell(x)))))))
+          h("td", { class: "session-notes" }, notesCell(x)),
+          h("td", { class: "session-chat" }, x.started_at ? chatCell(x.session_id) : "—"))))))
         : h("p", { class: "muted" }, "No sessions yet."));
       const proofs = await proofPanels(items, () => openTab("remote"));  // unattended: the device's challenge
       if (proofs) sessionsBox.append(proofs);

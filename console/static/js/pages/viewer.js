@@ -51,6 +51,9 @@ export async function show(main, sessionId) {
   setShape(defaultArrow());
   ctx.resizeObserver.observe(canvas);
   bindInput(canvas);
+  api.get(`/api/v1/sessions/${encodeURIComponent(sessionId)}/chat`)
+    .then((t) => { if (ctx && ctx.tools === tools) tools.loadTranscript(t.chat || []); })
+    .catch(() => {});  // no transcript (older server, no right): the live chat still shows
   await refreshState();
   ctx.poll = setInterval(refreshState, 1000);
   ctx.statsTimer = setInterval(drawStats, 500);
