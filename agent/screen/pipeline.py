@@ -125,7 +125,8 @@ class ScreenPipeline:
         """When the earliest lossy tile will have settled (a lossless refresh is due), or None."""
         if self._lossy is None or self._changed_at is None or not self._lossy.any():
             return None
-        return float(self._changed_at[self._lossy].min()) + self.settle_s
+        # A microsecond late, so that at the deadline ``now - changed_at >= settle_s`` holds in floats.
+        return float(self._changed_at[self._lossy].min()) + self.settle_s + 1e-6
 
     def step(self, now: float, quality: int, seq: int, damage: list[Rect] | None = None) -> StepResult:
         """Capture once; return the update that brings the viewer up to date (or None).
