@@ -16,6 +16,9 @@ import * as player from "./pages/player.js";
 import * as account from "./pages/account.js";
 import * as approvals from "./pages/approvals.js";
 import * as passwordChange from "./pages/password.js";
+import * as services from "./pages/services.js";
+import * as licences from "./pages/licences.js";
+import * as vulns from "./pages/vulns.js";
 
 const ROUTES = [
   [/^#\/login$/, login, false],
@@ -33,11 +36,19 @@ const ROUTES = [
   [/^#\/approvals\/([^/]+)$/, approvals, true],
   [/^#\/audit$/, auditPage, true],
   [/^#\/users$/, users, true],
+  [/^#\/services$/, services, true],
+  [/^#\/services\/([^/]+)$/, services, true],
+  [/^#\/licences$/, licences, true],
+  [/^#\/vulnerabilities$/, vulns, true],
+  [/^#\/vulnerabilities\/([^/]+)$/, vulns, true],
 ];
 
 const NAV = [
   ["#/devices", "Devices", () => true],
   ["#/alerts", "Alerts", () => true],
+  ["#/services", "Services", () => can("view_inventory")],
+  ["#/licences", "Licences", () => can("view_inventory")],
+  ["#/vulnerabilities", "Vulnerabilities", () => can("view_inventory")],
   ["#/tasks", "Tasks", () => can("run_tasks")],
   ["#/grants", "Documents", () => can("manage_grants") || can("approve_grants")],
   ["#/approvals", "Approvals", () => can("approve_grants") || can("manage_grants")],

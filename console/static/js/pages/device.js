@@ -6,11 +6,13 @@ import { ago, badge, clear, errorBox, fmtTime, h, renderValue, text, toast, unav
 import { can, session } from "../state.js";
 import { duration, newTaskForm, runsTable } from "../tasks_ui.js";
 import { proofPanels } from "../prove_ui.js";
+import { impactPanel, severityBadge } from "../cmdb_ui.js";
 import { chatCell } from "../toolkit.js";
 
 const TABS = [
   ["overview", "Overview"], ["hardware", "Hardware"], ["software", "Software"], ["changes", "Changes"],
-  ["health", "Health"], ["alerts", "Alerts"], ["remote", "Sessions & documents"], ["tasks", "Tasks"],
+  ["health", "Health"], ["alerts", "Alerts"], ["relations", "Relations & impact"], ["vulns", "Vulnerabilities"],
+  ["remote", "Sessions & documents"], ["tasks", "Tasks"],
 ];
 
 /** Who agreed to a session, in words (session.answer `by`). */
@@ -80,10 +82,20 @@ export async function show(main, id, tab) {
       h("dt", {}, "Group"), h("dd", {}, text(device.group)),
       h("dt", {}, "OS"), h("dd", {}, text(device.os)),
       h("dt", {}, "IP"), h("dd", { class: "mono" }, text(device.ip)),
-      h("dt", {}, "Last seen"), h("dd", {}, ago(device.last_seen))),
+      h("dt", {}, "Last seen"), h("dd", {}, ago(device.last_seen)),
+      h("dt", {}, "Primary user"), primaryUser(device.id)),
     h("div", { class: "reason-form", id: "reason-form", hidden: true }),
     tabs, panel));
   await openTab(TABS.some(([k]) => k === tab) ? tab : "overview");
+}
+
+/** The user with the most logins on the device (from its login history), filled in when it answers. */
+function primaryUser(id) {
+  const dd = h("dd", { id: "primary-user" }, "…");
+  api.get(`/api/v1/devices/${encodeURIComponent(id)}/primary-user`).then((r) => {
+    dd.replaceChildren(r.primary_user ? `${r.primary_user} (${r.logins} login${r.logins === 1 ? "" : "s"})` : "—");
+  }).catch(() => dd.replaceChildren("—"));
+  return dd;
 }
 
 async function getInventory() {
@@ -169,6 +181,29 @@ const RENDER = {
       h("tbody", {}, items.map((a) => h("tr", {}, h("td", {}, badge(a.severity || "info")), h("td", {}, text(a.rule)),
         h("td", {}, badge(a.status || "open")), h("td", {}, text(a.message)), h("td", {}, fmtTime(a.opened_at))))))
       : h("p", { class: "muted" }, "No alerts."));
+  },
+  relations: async (el) => {
+    const rel = await api.get(`/api/v1/devices/${encodeURIComponent(device.id)}/relations`);
+    el.append(h("section", { class: "card", id: "device-logins" }, h("h2", {}, "Users (login history)"),
+      rel.logins.length ? renderValue(rel.logins) : h("p", { class: "muted" }, "No logins recorded.")),
+    h("section", { class: "card", id: "device-networks" }, h("h2", {}, "Networks"),
+      rel.networks.length ? renderValue(rel.networks) : h("p", { class: "muted" }, "No routable networks.")),
+    h("p", { class: "muted" }, `${rel.software_installed} installed package(s) — see Software.`));
+    el.append(await impactPanel(`/api/v1/devices/${encodeURIComponent(device.id)}/impact`,
+      { type: "device", id: device.id, name: device.hostname }));
+  },
+  vulns: async (el) => {
+    const data = await api.get(`/api/v1/devices/${encodeURIComponent(device.id)}/vulnerabilities`);
+    const items = data.items || [];
+    el.append(items.length ? h("div", { class: "table-wrap" }, h("table", { class: "grid", id: "device-vulns" },
+      h("thead", {}, h("tr", {}, ["Advisory", "Also known as", "Severity", "Package", "Installed", "Fixed in", "Summary"]
+        .map((c) => h("th", {}, c)))),
+      h("tbody", {}, items.map((v) => h("tr", { dataset: { id: v.id } },
+        h("td", {}, h("a", { href: `#/vulnerabilities/${encodeURIComponent(v.id)}` }, text(v.id))),
+        h("td", {}, text((v.aliases || []).join(", "))), h("td", {}, severityBadge(v.severity)),
+        h("td", {}, text(v.package)), h("td", { class: "mono" }, text(v.version)),
+        h("td", { class: "mono" }, v.fixed ? text(v.fixed) : "not fixed yet"), h("td", {}, text(v.summary)))))))
+      : h("p", { class: "muted", id: "device-vulns-none" }, "No known vulnerability matches this device's packages."));
   },
   remote: async (el) => {
     const sessionsBox = h("section", { class: "card" }, h("h2", {}, "Remote sessions"));
