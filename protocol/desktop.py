@@ -148,6 +148,8 @@ class IndicatorShow(DesktopMessage, frozen=True, tag="indicator.show"):
     mode: Mode
     unattended: bool = False
     capabilities: Annotated[list[Capability], msgspec.Meta(max_length=3)] = []
+    #: The remote session it shows: the helper's toolkit for that session uses this indicator's chat window.
+    session_id: Short = ""
 
 
 class IndicatorMode(DesktopMessage, frozen=True, tag="indicator.mode"):
@@ -175,6 +177,8 @@ class ScreenStart(DesktopMessage, frozen=True, tag="screen.start"):
     monitor: Annotated[int, msgspec.Meta(ge=0, le=MAX_MONITORS - 1)] | None = None
     #: The in-session toolkit's rights (None: no toolkit, its messages are refused as unknown).
     toolkit: ToolkitRights | None = None
+    #: The remote session streamed (its indicator is the toolkit's device side).
+    session_id: Short = ""
 
 
 class ScreenStop(DesktopMessage, frozen=True, tag="screen.stop"):

@@ -31,7 +31,7 @@ import psutil
 import pytest
 
 from agent.config import AgentConfig
-from agent.consent.tk_app import ALLOW_BG, DENY_BG, PROMPT_TITLE
+from agent.consent.tk_app import ALLOW_BG, CHAT_TITLE, DENY_BG, PROMPT_TITLE
 from agent.desktop.broker import DesktopBroker
 from agent.desktop.tracker import LogindTracker
 from protocol import toolkit as tk
@@ -249,6 +249,10 @@ async def test_prompt_screen_and_file_drop_run_as_the_active_user_and_follow_a_s
             assert isinstance(done, tk.FileDone), done
             copy = desk.a.home / "Downloads" / done.name
             assert copy.stat().st_uid == desk.a.uid and copy.read_bytes() == sent.read_bytes()
+            # The chat goes to a's indicator (in a's helper): the technician's line opens its chat window there.
+            await viewer.say("hello from the technician")
+            await wait_window(desk.xa.display, CHAT_TITLE, timeout=30)
+            await viewer.wait_for(lambda v: bool(v.chat) and v.chat[0].sender == "technician", 20)
         await wait_until(lambda: not agent.sessions.running, timeout=30, what="first session ended")
         assert agent.sessions.tunnel_bytes.get(sid, 0) > 0
 

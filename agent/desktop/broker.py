@@ -264,7 +264,8 @@ class DesktopBroker:
                                    fetch_paths=list(caps.fetch_paths), unattended=caps.unattended,
                                    technician=str(kwargs.get("technician", ""))[:256])
         return await relay_screen(link, tunnel, mode=mode, stop=stop,
-                                  monitor=monitor if isinstance(monitor, int) else None, toolkit=rights)
+                                  monitor=monitor if isinstance(monitor, int) else None, toolkit=rights,
+                                  session_id=session_id)
 
     async def drop_file(self, name: str, data: bytes, remote_session: str = "") -> str:
         """Hand ``data`` to the user (bound helper, else the one in front) to save in their Downloads.

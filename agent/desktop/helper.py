@@ -105,6 +105,8 @@ class SessionHelper:
         self._send_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._indicators: dict[str, Indicator] = {}
+        #: Remote session → its indicator (with the chat window the session's toolkit talks through).
+        self._session_indicators: dict[str, Indicator] = {}
         self._streams: dict[str, _StreamTunnel] = {}
         self._handlers: dict[type[DesktopMessage], Callable[[Any], None]] = {
             PromptShow: lambda m: self._spawn(self._prompt(m)),
@@ -239,8 +241,14 @@ class SessionHelper:
             await self._reply(IndicatorReady(indicator_id=message.indicator_id, ok=False, message=str(exc)[:256]))
             return
         self._indicators[message.indicator_id] = indicator
+        if message.session_id:
+            self._session_indicators[message.session_id] = indicator
         await self._reply(IndicatorReady(indicator_id=message.indicator_id, ok=True))
-        await indicator.ended.wait()
+        try:
+            await indicator.ended.wait()
+        finally:
+            if self._session_indicators.get(message.session_id) is indicator:
+                del self._session_indicators[message.session_id]
         if self._indicators.get(message.indicator_id) is indicator:
             await self._reply(IndicatorEnded(indicator_id=message.indicator_id))
 
@@ -268,8 +276,11 @@ class SessionHelper:
             unattended=rights.unattended)
         try:
             # The toolkit runs here, as the user: files land in (and come from) what the user can reach.
+            indicator = self._session_indicators.get(message.session_id) if message.session_id else None
+            device = indicator if hasattr(indicator, "user_lines") else None
             async with toolkit_tunnel(tunnel, caps, technician=rights.technician if rights else "",
-                                      folder=self.downloads_dir) as wrapped:
+                                      folder=self.downloads_dir, device=device,  # type: ignore[arg-type]
+                                      gate=self.ui.prompts) as wrapped:
                 stats = await run_screen_session(wrapped, mode=message.mode, display=self.display or None,
                                                  stop=tunnel.stop, input_gate=self.ui.prompts,
                                                  monitor=message.monitor, **self.screen_kwargs)

@@ -28,14 +28,15 @@ STOP_GRACE_S = 5.0
 
 
 async def relay_screen(link: HelperLink, tunnel: Tunnel, *, mode: str, stop: asyncio.Event | None,
-                       monitor: int | None = None, toolkit: ToolkitRights | None = None) -> SessionStats:
+                       monitor: int | None = None, toolkit: ToolkitRights | None = None,
+                       session_id: str = "") -> SessionStats:
     """Run one screen stream on ``link``'s helper until the tunnel closes, ``stop`` is set or the helper ends it."""
     stream = StreamRelay(new_id("stream"))
     link.streams[stream.stream_id] = stream
     stats = SessionStats()
     try:
         await link.send(ScreenStart(stream_id=stream.stream_id, mode="control" if mode == "control" else "view",
-                                    monitor=monitor, toolkit=toolkit))
+                                    monitor=monitor, toolkit=toolkit, session_id=session_id[:256]))
     except ConnectionError:
         link.streams.pop(stream.stream_id, None)
         stats.end_reason = "session helper gone"

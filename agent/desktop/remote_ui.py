@@ -105,7 +105,8 @@ class RemoteConsentUI:
         try:
             await link.send(IndicatorShow(indicator_id=indicator_id, technician=info.technician[:256],
                                           mode=info.mode, unattended=info.unattended,
-                                          capabilities=list(info.capabilities)))  # type: ignore[arg-type]
+                                          capabilities=list(info.capabilities),  # type: ignore[arg-type]
+                                          session_id=info.session_id[:256]))
             async with asyncio.timeout(INDICATOR_START_S):
                 ready = await state.ready
         except (TimeoutError, ConnectionError) as exc:
