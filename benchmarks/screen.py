@@ -328,13 +328,11 @@ async def motion(connect: Connect, meters: Meters, seconds: float, xvfb: XvfbHan
             # Motion stops: freeze the player; the still frame must become exact (lossless).
             os.kill(player.pid, signal.SIGSTOP)
             stopped = time.monotonic()
-            if isinstance(viewer, Viewer):  # RFB has no lossless refinement pass to wait for
-                refreshes = viewer.stats.refreshes
-                await viewer.wait_for(lambda v: v.stats.refreshes > refreshes, timeout=5)
-            await settle(viewer, quiet_s=0.3)
-            settled = max(t for t, _ in viewer.stats.arrivals)
             screen = grab(xvfb.display)
-            exact = bool(np.array_equal(viewer.framebuffer, screen))
+            exact = await becomes_exact(viewer, screen, timeout=5)
+            if not exact:  # the peer: no lossless pass; wait until it stops sending
+                await settle(viewer, quiet_s=0.3)
+            settled = max(t for t, _ in viewer.stats.arrivals)
             settled_psnr = psnr(viewer.framebuffer, screen)
             os.kill(player.pid, signal.SIGCONT)
     tracker.last = -1
@@ -360,6 +358,19 @@ async def motion(connect: Connect, meters: Meters, seconds: float, xvfb: XvfbHan
         "psnr_after_settle_db": settled_psnr,
         **load,
     })
+
+
+async def becomes_exact(viewer: Any, screen: np.ndarray, timeout: float) -> bool:
+    """Wait (deadline) until the viewer's framebuffer equals the frozen ``screen``; False if it never does."""
+    deadline = time.monotonic() + timeout
+    while not np.array_equal(viewer.framebuffer, screen):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        before = viewer.stats.updates
+        with contextlib.suppress(TimeoutError):
+            await viewer.wait_for(lambda v, n=before: v.stats.updates > n, timeout=min(left, 1.0))
+    return True
 
 
 def ffplay_drops(path: str) -> int:
