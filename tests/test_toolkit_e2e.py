@@ -262,6 +262,16 @@ async def test_attended_fetch_needs_the_user_and_remote_input_cannot_answer(
                 await click_colour(xvfb.display, DENY_BG)
                 refused = await denied
                 assert isinstance(refused, tk.FileError) and refused.code == "user_declined"
+
+                # The user typing in the chat window holds the technician's remote input too.
+                await viewer.say("Got it, thanks")
+                await wait_window(xvfb.display, CHAT_TITLE, timeout=20)
+                before = sum(e.code == "input_suspended" for e in viewer.stats.errors)
+                await asyncio.to_thread(type_in_chat, xvfb.display, "you're welcome")
+                await viewer.wait_for(lambda v: any(m.sender == "user" for m in v.chat), 20)
+                await viewer.press_key("KeyA")
+                await viewer.wait_for(lambda v: sum(e.code == "input_suspended" for e in v.stats.errors) > before,
+                                      10)
             record = await wait_for_audit(server, "session.file_fetched")
             details = record["details"] if isinstance(record["details"], dict) else json.loads(record["details"])
             assert details["sha256"] == end.sha256 and details["name"] == "app.log"

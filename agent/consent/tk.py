@@ -89,8 +89,12 @@ class _Child:
 
 
 class TkIndicator:
-    def __init__(self, child: _Child) -> None:
+    def __init__(self, child: _Child, prompts: PromptGuard | None = None) -> None:
         self._child = child
+        self._prompts = prompts
+        #: Holds the prompt guard while the user's chat window has the keyboard.
+        self._typing = contextlib.ExitStack()
+        self._typing_held = False
         self.ended = asyncio.Event()
         #: What the device user typed in the chat window, for the session's toolkit.
         self.user_lines: asyncio.Queue[str] = asyncio.Queue(64)
@@ -107,10 +111,13 @@ class TkIndicator:
                     log.warning("session indicator exited unexpectedly; ending the session")
                 # The indicator vanished (killed, crashed, window closed): the user must see
                 # a running session, so no indicator means no session.
+                self._chat_focus(False)
                 self.ended.set()
                 return
             if event.get("event") == "end":
                 self.ended.set()
+            elif event.get("event") == "chat_focus":
+                self._chat_focus(event.get("on") is True)
             elif event.get("event") == "fetch":
                 waiting = self._fetches.pop(str(event.get("id", "")), None)
                 if waiting is not None and not waiting.done():
@@ -121,6 +128,15 @@ class TkIndicator:
             elif event.get("event") == "chat" and isinstance(event.get("text"), str) and event["text"].strip():
                 with contextlib.suppress(asyncio.QueueFull):  # a flood from the window is dropped, not queued
                     self.user_lines.put_nowait(event["text"][:CHAT_MAX])
+
+    def _chat_focus(self, on: bool) -> None:
+        """The user is typing in the chat window: suspend remote input meanwhile (and resume after)."""
+        if on and self._prompts is not None and not self._typing_held:
+            self._typing.enter_context(self._prompts.showing())
+            self._typing_held = True
+        elif not on:
+            self._typing.close()
+            self._typing_held = False
 
     async def set_mode(self, mode: Mode) -> None:
         await self._child.write({"cmd": "mode", "mode": mode})
@@ -159,6 +175,7 @@ class TkIndicator:
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
         await self._child.stop()
+        self._chat_focus(False)  # a window that is gone holds nothing
 
 
 class TkConsentUI:
@@ -210,4 +227,4 @@ class TkConsentUI:
             await child.stop()
             message = event.get("message") if event else "the session indicator did not start"
             raise ConsentUnavailable(str(message))
-        return TkIndicator(child)
+        return TkIndicator(child, self.prompts)

@@ -187,7 +187,7 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
     chat = _ChatWindow(root, technician) if "chat" in (spec.get("capabilities") or []) else None
     chat_width = 0
     if chat is not None:
-        chat_button = _button(frame, "Chat", CHAT_BG, chat.open)
+        chat_button = _button(frame, "Chat", CHAT_BG, lambda: chat.open(focus=True))
         chat_button.pack(side="right", padx=(8, 0))
         chat_width = chat_button.winfo_reqwidth() + 8
     last_note = {"text": ""}
@@ -347,11 +347,15 @@ class _ChatWindow:
         self.log: tk.Text | None = None
         self.entry: tk.Entry | None = None
         self.lines: list[str] = []
+        self.has_focus = False
 
-    def open(self) -> None:
+    def open(self, focus: bool = False) -> None:
+        """Show the window; take the keyboard only when the user asked for it (the Chat button)."""
         if self.window is not None:
             self.window.deiconify()
             self.window.lift()
+            if focus and self.entry is not None:
+                self.entry.focus_force()
             return
         window = tk.Toplevel(self.root)
         window.title(CHAT_TITLE)
@@ -370,12 +374,32 @@ class _ChatWindow:
         self._render()
         x = max(0, self.root.winfo_screenwidth() - 480 - SCREEN_MARGIN)
         window.geometry(f"460x320+{x}+{INDICATOR_BAND}")
-        entry.focus_force()
+        # While the user types here, the technician's remote input is suspended (the agent holds its prompt
+        # guard): remote control must not be able to write the user's side of the chat.
+        window.bind("<FocusIn>", lambda _e: self._focused(True))
+        window.bind("<FocusOut>", lambda _e: window.after(50, self._check_focus))
+        if focus:
+            entry.focus_force()
+
+    def _focused(self, on: bool) -> None:
+        if on != self.has_focus:
+            self.has_focus = on
+            emit(event="chat_focus", on=on)
+
+    def _check_focus(self) -> None:
+        if self.window is None:
+            return
+        try:
+            inside = self.root.focus_get()
+        except (KeyError, tk.TclError):
+            inside = None
+        self._focused(inside is not None and inside.winfo_toplevel() is self.window)
 
     def _close(self) -> None:
         if self.window is not None:
             self.window.destroy()
         self.window = self.log = self.entry = None
+        self._focused(False)
 
     def add(self, who: str, text: str) -> None:
         shown = " ".join(one_line(part, CHAT_MAX) for part in text.splitlines()) or "(empty)"
