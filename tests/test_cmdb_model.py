@@ -205,6 +205,9 @@ async def test_vulnerability_feed_matches_real_packages_and_upgrade_clears(srv: 
         ("DSA-TEST-1", "high", real["bash"]), ("CVE-2099-0003", "medium", real["tar"])]
     status, who = await _call(srv, "GET", "/api/v1/cmdb/vulnerabilities/cve-2099-0001/devices")
     assert [i["device_id"] for i in who["items"]] == ["real"] and who["items"][0]["fixed"] == real["bash"] + "+fix1"
+    assert (who["total"], who["rows"]) == (1, 1)
+    status, paged = await _call(srv, "GET", "/api/v1/cmdb/vulnerabilities/cve-2099-0001/devices?page=2&per_page=1")
+    assert status == 200 and paged["items"] == [] and paged["total"] == 1
     status, fleet = await _call(srv, "GET", "/api/v1/cmdb/vulnerabilities", "lab-viewer")
     assert {i["id"] for i in fleet["items"]} == {"DSA-TEST-1", "CVE-2099-0003"}
 

@@ -391,21 +391,27 @@ async def fleet_vulns(db: Database, groups: set[str] | None, *, severity: str = 
     return items[:limit]
 
 
-async def exposed(db: Database, cve: str, groups: set[str] | None) -> list[dict[str, Any]]:
-    """Which devices are exposed to ``cve`` (an advisory id or any of its aliases)."""
+async def exposed(db: Database, cve: str, groups: set[str] | None, *, limit: int | None = None, offset: int = 0
+                  ) -> tuple[list[dict[str, Any]], int, int]:
+    """Which devices are exposed to ``cve`` (an advisory id or any of its aliases): one page of
+    (device, package) rows by hostname, how many rows and how many devices in all."""
     scoped = _groups_sql(groups, "d.group_name")
     if scoped is None:
-        return []
+        return [], 0, 0
     clause, params = scoped
+    tables = (" FROM vuln_ids i JOIN vuln_matches m ON m.advisory_id = i.advisory_id"
+              " JOIN vuln_advisories a ON a.id = m.advisory_id JOIN devices d ON d.id = m.device_id")
+    counts = await db.fetchone(f"SELECT COUNT(*) AS n, COUNT(DISTINCT m.device_id) AS devices{tables}"
+                               f" WHERE i.alias = ?{clause}", (cve.upper(), *params))
+    page = "" if limit is None else " LIMIT ? OFFSET ?"
     rows = await db.fetchall(
-        "SELECT m.device_id, d.hostname, d.group_name, m.package, m.version, m.fixed, m.advisory_id, a.severity"  # noqa: S608
-        " FROM vuln_ids i JOIN vuln_matches m ON m.advisory_id = i.advisory_id"
-        " JOIN vuln_advisories a ON a.id = m.advisory_id JOIN devices d ON d.id = m.device_id"
-        f" WHERE i.alias = ?{clause} ORDER BY d.hostname, m.device_id, m.package",
-        (cve.upper(), *params))
-    return [{"device_id": r["device_id"], "hostname": r["hostname"], "group": r["group_name"], "package": r["package"],
-             "version": r["version"], "fixed": r["fixed"] or None, "advisory": r["advisory_id"],
-             "severity": r["severity"]} for r in rows]
+        "SELECT m.device_id, d.hostname, d.group_name, m.package, m.version, m.fixed, m.advisory_id,"
+        f" a.severity{tables} WHERE i.alias = ?{clause} ORDER BY d.hostname, m.device_id, m.package, m.advisory_id"
+        f"{page}", (cve.upper(), *params) if limit is None else (cve.upper(), *params, limit, offset))
+    items = [{"device_id": r["device_id"], "hostname": r["hostname"], "group": r["group_name"],
+              "package": r["package"], "version": r["version"], "fixed": r["fixed"] or None,
+              "advisory": r["advisory_id"], "severity": r["severity"]} for r in rows]
+    return items, int(counts["n"]) if counts else 0, int(counts["devices"]) if counts else 0
 
 
 async def feeds(db: Database) -> list[dict[str, Any]]:

@@ -31,6 +31,15 @@ class FeedUpload(msgspec.Struct, forbid_unknown_fields=True):
     releases: Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=32)] = []
 
 
+#: Rows per page of "who is exposed" (``total`` counts every device).
+MAX_EXPOSED_PAGE = 1000
+
+
+class ExposedQuery(msgspec.Struct):
+    page: Annotated[int, msgspec.Meta(ge=1, le=10**9)] = 1
+    per_page: Annotated[int, msgspec.Meta(ge=1, le=MAX_EXPOSED_PAGE)] = MAX_EXPOSED_PAGE
+
+
 class FleetQuery(msgspec.Struct):
     severity: Literal["critical", "high", "medium", "low", "unimportant", "unknown", ""] = ""
 
@@ -83,8 +92,11 @@ async def exposed(request: web.Request) -> web.Response:
     cve = request.match_info["cve"]
     if len(cve) > 200:
         raise api.ApiError.invalid("id too long")
-    items = await vulns.exposed(api.db(request), cve, _groups(request))
-    return api.json({"id": cve, "items": items, "total": len({i["device_id"] for i in items})})
+    q = api.query(request, ExposedQuery)
+    items, rows, devices = await vulns.exposed(api.db(request), cve, _groups(request), limit=q.per_page,
+                                               offset=(q.page - 1) * q.per_page)
+    return api.json({"id": cve, "items": items, "total": devices, "rows": rows, "page": q.page,
+                     "per_page": q.per_page})
 
 
 async def device_vulns(request: web.Request) -> web.Response:
@@ -105,9 +117,11 @@ def routes() -> list[api.Route]:
         api.Route("GET", "/api/v1/cmdb/vulnerabilities", fleet, view, query=FleetQuery, response=dict[str, Any],
                   description="Advisories that apply to devices the caller may view, with how many, most severe "
                               "first."),
-        api.Route("GET", "/api/v1/cmdb/vulnerabilities/{cve}/devices", exposed, view, response=dict[str, Any],
+        api.Route("GET", "/api/v1/cmdb/vulnerabilities/{cve}/devices", exposed, view, query=ExposedQuery,
+                  response=dict[str, Any],
                   description="Which devices are exposed to this CVE (an advisory id or any alias), with the "
-                              "installed and fixed versions."),
+                              "installed and fixed versions: one (device, package) row each, by hostname, "
+                              "`per_page` at a time; `total` devices, `rows` in all."),
         api.Route("GET", "/api/v1/devices/{device_id}/vulnerabilities", device_vulns, view, scopes.DEVICE,
                   response=dict[str, Any]),
     ]

@@ -32,6 +32,7 @@ async function loadExposed(box, cve) {
     const data = await api.get(`/api/v1/cmdb/vulnerabilities/${encodeURIComponent(cve)}/devices`);
     box.replaceChildren(h("section", { class: "card" },
       h("h2", { id: "cve-title" }, `${data.total} device${data.total === 1 ? "" : "s"} exposed to ${cve}`),
+      data.rows > data.items.length ? h("p", { class: "muted" }, `First ${data.items.length} of ${data.rows} rows.`) : null,
       data.items.length ? h("div", { class: "table-wrap" }, h("table", { class: "grid", id: "cve-devices" },
         h("thead", {}, h("tr", {}, ["Device", "Group", "Package", "Installed", "Fixed in", "Advisory", "Severity"]
           .map((c) => h("th", {}, c)))),
