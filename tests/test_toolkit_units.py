@@ -145,3 +145,17 @@ def test_prompt_and_indicator_list_the_capabilities() -> None:
     assert decision.prompt.capabilities == ("chat", "clipboard")
     assert capability_line(list(decision.prompt.capabilities)) == "chat with you, share the clipboard"
     assert capability_line(["files", "<b>", 3]) == "send and receive files"
+
+
+async def test_recordings_keep_no_file_bytes_and_no_clipboard_text(tmp_path: Path) -> None:
+    """The relay's recorder drops the device's file chunks and clipboard text (screen updates and chat stay)."""
+    from server.sessions.relay import Recorder
+
+    recorder = Recorder(tmp_path / "rec" / "s1.hlrec", {"session_id": "s1"})
+    recorder.add(0, True, tk.pack_chunk(1, 0, b"SECRET-FILE-BYTES"))
+    recorder.add(0, False, tk.encode_text(tk.ClipSet(text="SECRET-CLIPBOARD")))
+    recorder.add(0, False, tk.encode_text(tk.ChatMessage(seq=0, sender="user", text="hello", at=1.0)))
+    recorder.add(1, True, tk.pack_chunk(3, 0, b"SECRET-UPLOAD"))
+    await recorder.close({})
+    data = (tmp_path / "rec" / "s1.hlrec").read_bytes()
+    assert b"SECRET" not in data and b"hello" in data

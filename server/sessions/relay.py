@@ -3,11 +3,14 @@
 Each side's handler runs :meth:`Relay.serve`: a reader that puts the side's messages in a
 bounded queue (a full queue makes the reader wait, which pushes back on that peer's TCP
 connection) and a writer that drains the other side's queue. Screen data is never decoded:
-messages are forwarded as opaque text/binary frames (text from the technician is only
-glanced at, to audit input attempts on view-only sessions). When either side ends, both
+messages are forwarded as opaque text/binary frames (text is only glanced at: the technician's
+input on view-only sessions; the in-session toolkit's file.offer/file.start against the server's
+size cap, finished transfers and clipboard text for the audit, chat lines for the transcript —
+file chunks never). When either side ends, both
 are closed. Optionally the session is appended to a per-session recording file: the agent's
-side whole, the technician's only as :mod:`.redact` allows (pointer events, key up/down
-without the key — never typed text), in a 0600 file in a 0700 directory.
+side whole but for file chunks and clipboard text (toolkit), the technician's only as
+:mod:`.redact` allows (pointer events, key up/down without the key — never typed text), in a
+0600 file in a 0700 directory.
 
 Idle sessions end: the relay notes the last *activity* — an ``input.*`` message from the
 technician, or a screen update from the agent that changed at least
@@ -64,6 +67,8 @@ class Recorder:
         self._thread.start()
 
     def add(self, direction: int, binary: bool, data: str | bytes) -> None:
+        if direction == 0 and _toolkit_private(binary, data):
+            return  # file bytes and clipboard text from the device are not screen: never in a recording
         if direction == 1:  # the technician's side: what redact keeps of it, never typed input
             kept = technician_record(binary, data)
             if kept is None:
@@ -304,6 +309,13 @@ _TRANSFER_PREFIXES = ('{"type":"file.done"', '{"type":"file.end"')
 _CLIP_PREFIX = '{"type":"clip.set"'
 _CHAT_PREFIX = '{"type":"chat.message"'
 _SIZED_PREFIXES = ('{"type":"file.offer"', '{"type":"file.start"')
+
+
+def _toolkit_private(binary: bool, data: str | bytes) -> bool:
+    """A device → technician toolkit message a recording must not keep: a file chunk or clipboard text."""
+    if binary:
+        return isinstance(data, (bytes, bytearray)) and toolkit.is_chunk(data)
+    return isinstance(data, str) and data.startswith(_CLIP_PREFIX)
 
 
 def _is_input(text: str) -> bool:
