@@ -137,3 +137,35 @@ def test_urls_are_normalised_and_origins_derived() -> None:
     assert origin_of("ws://127.0.0.1:5000/") == "http://127.0.0.1:5000"
     with pytest.raises(UsageError):
         stream_url("ftp://h.example/x")
+
+
+async def test_toolkit_steps_from_the_cli(tmp_path: Path, xvfb: XvfbHandle,  # noqa: F811
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``helpline viewer --say … --send FILE --fetch PATH --json``: the line and the file reach the device (hash in
+    the output equals the file's); a fetch nobody can approve is reported and makes the exit status 1."""
+    import hashlib
+
+    downloads = tmp_path / "Downloads"
+    monkeypatch.setenv("XDG_DOWNLOAD_DIR", str(downloads))
+    payload = tmp_path / "notes.txt"
+    payload.write_bytes(os.urandom(300 * 1024))
+    async with running_server(tmp_path / "srv") as server:
+        token = await technician_token(server)
+        state = await enroll_agent(server, tmp_path / "agent", group="lab")
+        config = AgentConfig(state_dir=state.directory, backoff_cap_s=1.0)
+        setup = configure_agent(xvfb.display, ScriptedConsentUI([True]))
+        async with running_agent(state, config, setup=setup) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            url = await request_session(server, state.device_id, token)
+            code, out, err = await run_viewer(url, "--ca", str(server.config.pki_path / "ca.pem"), "--json",
+                                              "--say", "hello from a script", "--send", str(payload),
+                                              "--fetch", str(payload), "--fetch-dir", str(tmp_path / "got"),
+                                              token=token, timeout=60)
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 1, (out, err)
+    steps = {line["step"]: line for line in lines}
+    assert steps["caps"]["allowed"] == "chat,files,clipboard"
+    assert steps["say"]["chars"] == len("hello from a script")
+    assert steps["send"]["sha256"] == hashlib.sha256(payload.read_bytes()).hexdigest()
+    assert (downloads / steps["send"]["saved_as"]).read_bytes() == payload.read_bytes()
+    assert steps["fetch"]["error"] == "not_granted" and not (tmp_path / "got" / "notes.txt").exists()

@@ -8,6 +8,9 @@ found through ``--config``/``--data``); verification is never turned off. The AP
 is read from ``$HELPLINE_TOKEN`` or ``--token-file`` (never from the command line, where
 ``ps`` would show it) and sent as ``Authorization: Bearer``; the Origin header is the
 console's own, which the stream's Origin check requires.
+
+With ``--say``/``--send``/``--fetch``/``--paste``/``--clipboard`` it uses the session's in-session
+toolkit instead (:mod:`.viewer_toolkit`), so chat, file transfer and clipboard can be scripted.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import ssl
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .common import add_server_options, server_config
@@ -45,6 +49,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--after", type=int, default=1, metavar="N",
                         help="with --snapshot: save after N complete updates (default 1)")
     parser.add_argument("--json", action="store_true", help="stats lines as JSON objects")
+    toolkit = parser.add_argument_group("in-session toolkit (instead of watching; in the order below)")
+    toolkit.add_argument("--say", action="append", default=[], metavar="TEXT", help="send a chat line")
+    toolkit.add_argument("--send", action="append", default=[], type=Path, metavar="FILE",
+                         help="send a file to the device user's Downloads")
+    toolkit.add_argument("--fetch", action="append", default=[], metavar="PATH",
+                         help="fetch a file from the device (attended: the user is asked)")
+    toolkit.add_argument("--fetch-dir", type=Path, default=Path("."), metavar="DIR", help="where fetched files go")
+    toolkit.add_argument("--paste", metavar="TEXT", help="put TEXT on the device's clipboard")
+    toolkit.add_argument("--clipboard", action="store_true",
+                         help="print the device's clipboard each time it changes (until --seconds)")
     add_server_options(parser)
     parser.set_defaults(handler=_run)
 
@@ -95,6 +109,13 @@ def ssl_context_for(url: str, args: argparse.Namespace) -> ssl.SSLContext | None
     return tls.agent_client_context(ca, None, None)
 
 
+def _steps(args: argparse.Namespace) -> Any:
+    from .viewer_toolkit import Steps
+
+    return Steps(say=list(args.say), send=list(args.send), fetch=list(args.fetch), fetch_dir=args.fetch_dir,
+                 paste=args.paste, clipboard=bool(args.clipboard))
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         url = stream_url(args.url)
@@ -108,6 +129,14 @@ def _run(args: argparse.Namespace) -> int:
     headers = {"Origin": args.origin or origin_of(url)}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    steps = _steps(args)
+    if steps.any():
+        import asyncio
+
+        from . import viewer_toolkit
+
+        return asyncio.run(viewer_toolkit.run_steps(url, steps, ssl_context=context, headers=headers,
+                                                    seconds=args.seconds, as_json=args.json))
     from . import viewer_watch  # numpy, websockets and the agent's decoder: only when watching
 
     return viewer_watch.run(url, ssl_context=context, headers=headers, seconds=args.seconds, snapshot=args.snapshot,
