@@ -111,7 +111,9 @@ def routes(data_dir: Path) -> list[api.Route]:
         api.Route("PUT", "/api/v1/updates/releases/{version}/artifacts/{name}", upload_artifact, _ADMIN,
                   api.GLOBAL,
                   response=dict[str, Any], status=201,
-                  errors={409: "The bytes are not the artifact the manifest lists (`artifact_mismatch`)",
+                  errors={400: "Not a version or artifact name",
+                          404: "No manifest for the version, or it lists no such artifact",
+                          409: "The bytes are not the artifact the manifest lists (`artifact_mismatch`)",
                           413: "Larger than the server stores"},
                   description="The request body is the artifact (application/octet-stream, streamed to disk). "
                               "The server keeps only bytes whose size and SHA-256 are the manifest's; devices check "
@@ -125,7 +127,7 @@ def routes(data_dir: Path) -> list[api.Route]:
                               "halt it. Audited."),
         api.Route("GET", "/api/v1/updates/rollouts", list_rollouts, _ADMIN, api.GLOBAL, response=dict[str, Any]),
         api.Route("GET", "/api/v1/updates/rollouts/{rollout_id}", get_rollout, _ADMIN, api.GLOBAL,
-                  response=dict[str, Any]),
+                  response=dict[str, Any], errors={404: "No such rollout"}),
         api.Route("POST", "/api/v1/updates/rollouts/{rollout_id}/cancel", cancel_rollout, _ADMIN, api.GLOBAL,
-                  response=dict[str, Any], errors={409: "Not running"}),
+                  response=dict[str, Any], errors={404: "No such rollout", 409: "Not running"}),
     ]
