@@ -8,6 +8,7 @@ not msgspec types yet are named by schema and defined by their area with :func:`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -160,6 +161,8 @@ def _errors(route: Route) -> dict[int, str]:
         errors[403] = "Cross-origin websocket refused, or lacks the right"
     if isinstance(route.scope, Scope):
         errors[404] = f"No such {route.scope.noun} (or one of a group the caller has no right on)"
+    elif "{" in route.path:  # whatever the path names may not exist (a route may say more precisely)
+        errors[404] = "Not found: " + ", ".join(re.findall(r"\{(\w+)\}", route.path))
     errors.update(route.errors)
     return errors
 

@@ -27,7 +27,8 @@ MAX_FEED_BYTES = 64 * 1024 * 1024
 class FeedUpload(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(pattern=vulns.FEED_NAME.pattern, description="Re-importing a name replaces it.")]
     format: Literal["osv", "debian", "auto"]
-    data: Any
+    #: An OSV advisory, a list of them, ``{"vulns": [...]}``, or the Debian Security Tracker's object.
+    data: dict[str, Any] | list[Any]
     releases: Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=32)] = []
 
 
