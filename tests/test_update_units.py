@@ -140,3 +140,36 @@ def test_messages_are_validated_and_the_artifact_path_is_content_addressed() -> 
     assert Source.from_agent_url("wss://helpline.example.org:8443/agent") == Source("helpline.example.org", 8443)
     with pytest.raises(ValueError):
         Source.from_agent_url("http://evil.example/agent")
+
+
+def test_a_real_wheel_of_this_checkout_installs_and_runs_from_its_version_directory(tmp_path: Path) -> None:
+    """What README "Updating agents" says to build: ``pip wheel`` of the packages (here declaring 0.2.0, made
+    as scripts/build-deb makes its wheel) unpacks into versions/0.2.0, and the launcher's boot line runs it from
+    there, ahead of the interpreter's own helpline."""
+    import shutil
+    import subprocess
+    import sys
+
+    from agent.update.launcher import BOOT
+
+    checkout = Path(__file__).resolve().parent.parent
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(checkout / name, source / name)
+    for package in ("common", "protocol", "certs", "agent", "server", "console", "helpline"):
+        shutil.copytree(checkout / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    (source / "common" / "version.py").write_text('__version__ = "0.2.0"\n')
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
+                            "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("helpline-0.2.0-*.whl")
+    target = tmp_path / "versions" / "0.2.0"
+    install.unpack(wheel, wheel.name, "0.2.0", target)
+    probe = BOOT.replace("from helpline.cli import main; sys.exit(main())",
+                         "import common.version, helpline.cli; print(common.version.__version__, helpline.cli.__file__)")
+    ran = subprocess.run([sys.executable, "-I", "-B", "-c", probe, str(target)], capture_output=True, text=True,
+                         timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    version, where = ran.stdout.split()
+    assert version == "0.2.0" and Path(where).is_relative_to(target)
