@@ -104,3 +104,35 @@ async def test_uploads_rollouts_and_downloads_follow_the_manifest_and_the_rights
         actions = [r["action"] for r in await audit.recent(server.db, limit=200)]
         for action in ("update.artifact_upload", "update.rollout_create", "update.rollout_cancelled"):
             assert action in actions, actions
+
+
+async def test_an_agent_not_run_by_the_launcher_refuses_even_a_signed_update(tmp_path: Path) -> None:
+    """An agent started without the launcher could neither restart into a release nor be rolled back: it checks
+    the manifest (allowed), then refuses, says why and audits it; the threshold-0 rollout halts."""
+    from tests.harness import running_agent, wait_until
+    from tests.tasks_helpers import pinned
+    from tests.update_helpers import device_audit, enroll_pinned, roll_out, wait_state
+
+    org = make_org()
+    async with running_server(tmp_path / "data") as server:
+        install_test_auth(server)
+        await publish_authority(server.db, org)
+        state = await enroll_pinned(server, tmp_path / "agent", org, "lab")
+        now = time.time()
+        body = ReleaseManifest(version="0.2.0", released_at=now, not_after=now + 3600,
+                               artifacts=[Artifact(name=NAME, sha256=hashlib.sha256(BYTES).hexdigest(),
+                                                   size=len(BYTES))])
+        await submit(server, org.sign("release", body))
+        assert (await put(server, f"/api/v1/updates/releases/0.2.0/artifacts/{NAME}", "root", BYTES))[0] == 201
+        async with running_agent(state, pinned(state, org)) as agent:
+            await wait_until(lambda: agent.client.ready.is_set(), timeout=30, what="the agent connected")
+            rollout_id = await roll_out(server, "0.2.0", devices=[state.device_id])
+            refused = await wait_state(server, rollout_id, state.device_id, "refused", timeout=60)
+        assert "not started by the update launcher" in refused["reason"], refused
+        assert [e["event"] for e in device_audit(state)][-2:] == ["release.allowed", "update.refused"]
+
+        async def halted() -> bool:
+            row = await repository.rollout(server.db, rollout_id)
+            return row is not None and row["status"] == "halted"
+
+        await wait_until(halted, timeout=30, what="the rollout halted")
