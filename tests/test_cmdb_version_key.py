@@ -1,6 +1,6 @@
 """The sortable version key (issue 17): byte order equals versions.compare's order (and dpkg's on
 this machine's real versions), and the fleet search answers "below Y" exactly from the index,
-including rows stored before migration 17 (no key yet) and after the start-up back-fill."""
+including rows stored before migration 13 (no key yet) and after the start-up back-fill."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_key_agrees_with_dpkg_on_real_versions() -> None:
 
 
 async def test_search_below_uses_keys_and_legacy_rows_are_exact() -> None:
-    """Rows without a key (stored before migration 17) are still judged exactly; the back-fill keys
+    """Rows without a key (stored before migration 13) are still judged exactly; the back-fill keys
     them and the answer stays the same."""
     with tempfile.TemporaryDirectory() as tmp:
         db = await open_database(f"sqlite:///{Path(tmp) / 't.db'}")

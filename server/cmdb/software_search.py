@@ -2,7 +2,7 @@
 
 "Below Y" is a range on the ``(name, version_key)`` index (:func:`.versions.key` orders bytes as
 dpkg orders versions), so the database returns only the hits. Rows without a key (stored before
-migration 17 and not yet back-filled) are fetched too and compared in Python, so the answer is
+migration 13 and not yet back-filled) are fetched too and compared in Python, so the answer is
 exact either way. Hits come oldest version first — the index's order, so a page joins and sorts
 only its own rows. Measured at 10,000 devices (benchmarks/cmdb_questions.py, 4,669 hits, on a
 box at load 10): 437 ms p95 when every row was fetched and compared and sorted by hostname; a
@@ -88,7 +88,7 @@ async def search(db: Database, name: str, *, version: str = "", version_lt: str 
 
 
 async def backfill_keys(db: Database, batch: int = BACKFILL_BATCH) -> int:
-    """Fill ``version_key`` where it is missing (rows older than migration 17); returns rows filled."""
+    """Fill ``version_key`` where it is missing (rows older than migration 13); returns rows filled."""
     filled = 0
     after: tuple[str, str, str] = ("", "", "")
     while True:

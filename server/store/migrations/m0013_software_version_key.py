@@ -7,7 +7,7 @@ Filled at ingest; rows stored before this migration keep NULL until the server's
 in Python meanwhile, so answers are exact throughout.
 """
 
-VERSION = 17
+VERSION = 13
 
 STATEMENTS = [
     "ALTER TABLE software ADD COLUMN version_key {blob}",

@@ -4,7 +4,7 @@ The release manifests themselves are ``release`` documents in ``authority_docume
 stores the artifact bytes under ``DATA/updates/<sha256>`` and only relays both.
 """
 
-VERSION = 21
+VERSION = 14
 
 STATEMENTS = [
     """CREATE TABLE update_artifacts (

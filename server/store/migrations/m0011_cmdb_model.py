@@ -10,7 +10,7 @@
   and ``vuln_matches`` (device × advisory, re-matched on ingest and on every feed import).
 """
 
-VERSION = 13
+VERSION = 11
 
 STATEMENTS = [
     """CREATE TABLE cmdb_services (

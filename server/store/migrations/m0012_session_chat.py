@@ -1,6 +1,6 @@
 """Session chat: the transcript between technician and device user, kept with the session (issue 15)."""
 
-VERSION = 14
+VERSION = 12
 
 STATEMENTS = [
     """CREATE TABLE session_chat (
