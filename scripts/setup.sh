@@ -14,6 +14,10 @@ SYSTEM_PACKAGES=(xvfb xdotool x11-utils x11-xserver-utils chromium ffmpeg postgr
 SYSTEM_PACKAGES+=(systemd iproute2)
 # lspci names PCI controllers and smartctl gives drives' SMART health in the inventory (tests/test_collectors_depth.py).
 SYSTEM_PACKAGES+=(pciutils smartmontools)
+# Wayland (issue 14): a headless GNOME compositor with XWayland, PipeWire and GStreamer's pipewiresrc for the
+# Mutter capture backend (agent/screen/wayland, tests/wayland.py); foot is the native Wayland typing probe.
+SYSTEM_PACKAGES+=(mutter pipewire wireplumber gstreamer1.0-pipewire gstreamer1.0-tools gstreamer1.0-plugins-base
+                  xwayland foot)
 # Node.js/npm only vendor the console's chart library; take Debian's when none is on PATH.
 command -v npm >/dev/null || SYSTEM_PACKAGES+=(nodejs npm)
 

@@ -1,0 +1,166 @@
+"""Start a throw-away headless GNOME compositor (Mutter) for tests and benchmarks.
+
+``start_mutter()`` gives the compositor a world of its own: a fresh ``XDG_RUNTIME_DIR``,
+a session ``dbus-daemon`` on a socket in it, ``pipewire`` and ``wireplumber`` on that bus,
+then ``mutter --headless --virtual-monitor WxH --wayland`` (which starts XWayland for X
+clients such as the Tk consent prompt). Mutter runs a small shell as its child that writes
+the environment it hands to clients (``WAYLAND_DISPLAY``, ``DISPLAY``, ``XAUTHORITY``) to
+a file: that is how the fixture learns the XWayland display without guessing numbers.
+Readiness is polled with a deadline: Mutter's RemoteDesktop and ScreenCast names owned on
+the bus and the XWayland display answering ``xdpyinfo``. ``stop()`` kills every process
+it started by PID, compositor first. A missing binary is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+READY_TIMEOUT_S = 30.0
+BINARIES = ("dbus-daemon", "pipewire", "wireplumber", "mutter", "Xwayland", "gst-launch-1.0", "xdpyinfo",
+            "gdbus")
+
+
+class MutterError(RuntimeError):
+    """The headless compositor could not be started."""
+
+
+@dataclass
+class MutterHandle:
+    """A running headless Mutter and its private bus, PipeWire and XWayland."""
+
+    runtime_dir: Path
+    bus_address: str
+    wayland_display: str
+    display: str
+    xauthority: str
+    width: int
+    height: int
+    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+
+    def env(self) -> dict[str, str]:
+        """A copy of os.environ for a process in this Wayland session (as the user's session helper sees it)."""
+        env = {**os.environ, "XDG_RUNTIME_DIR": str(self.runtime_dir), "DBUS_SESSION_BUS_ADDRESS": self.bus_address,
+               "WAYLAND_DISPLAY": self.wayland_display, "DISPLAY": self.display, "XDG_SESSION_TYPE": "wayland"}
+        if self.xauthority:
+            env["XAUTHORITY"] = self.xauthority
+        return env
+
+    def stop(self) -> None:
+        """Kill every process this handle started, by PID, newest first; safe to call twice."""
+        for proc in reversed(self._procs):
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=5)
+        self._procs.clear()
+        pidfile = self.runtime_dir / "child.pid"  # mutter's placeholder client (exec'd sleep): not our child
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+
+def _missing() -> list[str]:
+    return [name for name in BINARIES if shutil.which(name) is None]
+
+
+def _wait(what: str, check: object, procs: list[subprocess.Popen[bytes]], deadline: float) -> None:
+    assert callable(check)
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise MutterError(f"{proc.args!r} exited with {proc.returncode} while waiting for {what}")
+        if check():
+            return
+        time.sleep(0.05)  # polling interval, not synchronization
+    raise MutterError(f"{what} not ready within {READY_TIMEOUT_S}s")
+
+
+def _bus_has(env: dict[str, str], name: str) -> bool:
+    result = subprocess.run(
+        ["gdbus", "call", "--session", "--dest", "org.freedesktop.DBus", "--object-path", "/org/freedesktop/DBus",
+         "--method", "org.freedesktop.DBus.NameHasOwner", name],
+        capture_output=True, text=True, env=env, timeout=10, check=False)
+    return result.returncode == 0 and "true" in result.stdout
+
+
+def start_mutter(width: int = 1920, height: int = 1080, log_dir: Path | None = None) -> MutterHandle:
+    """Start the whole stack and wait until Mutter's remote-desktop API and XWayland answer."""
+    missing = _missing()
+    if missing:
+        raise MutterError(f"not installed: {', '.join(missing)} (scripts/setup.sh installs them)")
+    runtime = Path(tempfile.mkdtemp(prefix="helpline-wl-"))
+    runtime.chmod(0o700)
+    logs = log_dir or runtime
+    bus = runtime / "bus"
+    address = f"unix:path={bus}"
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY")}
+    env.update(XDG_RUNTIME_DIR=str(runtime), DBUS_SESSION_BUS_ADDRESS=address, GSETTINGS_BACKEND="memory",
+               NO_AT_BRIDGE="1")
+    handle = MutterHandle(runtime, address, "", "", "", width, height)
+    procs = handle._procs
+
+    def spawn(name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        out = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        finally:
+            out.close()
+        procs.append(proc)
+        return proc
+
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        spawn("dbus", ["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address={address}"])
+        _wait("the session bus", bus.exists, procs, deadline)
+        spawn("pipewire", ["pipewire"])
+        _wait("pipewire", (runtime / "pipewire-0").exists, procs, deadline)
+        spawn("wireplumber", ["wireplumber"])
+        envfile = runtime / "client.env"
+        wl_name = "wayland-helpline"
+        spawn("mutter", [
+            "mutter", "--headless", "--virtual-monitor", f"{width}x{height}", "--wayland",
+            f"--wayland-display={wl_name}", "--",
+            "sh", "-c", f'echo $$ > "{runtime}/child.pid"; env > "{envfile}.tmp" && mv "{envfile}.tmp" "{envfile}"'
+            ' && exec sleep infinity',
+        ])
+        _wait("mutter's client environment", envfile.exists, procs, deadline)
+        client = dict(line.split("=", 1) for line in envfile.read_text().splitlines() if "=" in line)
+        handle.wayland_display = client.get("WAYLAND_DISPLAY", wl_name)
+        handle.display = client.get("DISPLAY", "")
+        handle.xauthority = client.get("XAUTHORITY", "")
+        if not handle.display:
+            raise MutterError("mutter started no XWayland (no DISPLAY in its clients' environment)")
+        for name in ("org.gnome.Mutter.RemoteDesktop", "org.gnome.Mutter.ScreenCast"):
+            _wait(name, lambda n=name: _bus_has(env, n), procs, deadline)  # type: ignore[misc]
+        xenv = handle.env()
+        _wait("XWayland", lambda: subprocess.run(["xdpyinfo", "-display", handle.display], env=xenv,
+                                                  capture_output=True, timeout=10).returncode == 0,
+              procs, deadline)
+    except BaseException:
+        handle.stop()
+        raise
+    return handle
+
+
+@pytest.fixture
+def mutter(tmp_path: Path) -> Iterator[MutterHandle]:
+    """A 1920x1080 headless Mutter for this test (logs in the test's tmp_path)."""
+    handle = start_mutter(1920, 1080, log_dir=tmp_path)
+    try:
+        yield handle
+    finally:
+        handle.stop()
