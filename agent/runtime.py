@@ -89,6 +89,8 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
         agent.sessions.screen_runner = broker.run_screen
         agent.sessions.asker = broker.nobody_to_ask
         client.background.append(broker.serve)
+    else:  # direct mode as root: the remote shell runs as the user counted as logged in (agent.shell)
+        agent.sessions.screen_kwargs["shell_user"] = config.session_user
     agent.authority.on_change.append(agent.sessions.on_authority_changed)
     authority_feature.attach(agent.authority)
     sessions.attach(agent.sessions)

@@ -35,12 +35,17 @@ async def run_in_process(session_id: str, tunnel: Tunnel, /, *, mode: Literal["v
     given: :mod:`agent.toolkit`)."""
     from .consent.guard import PromptGuard
     from .screen.session import run_screen_session
+    from .shell.tunnel import session_shell
     from .toolkit.tunnel import toolkit_tunnel
 
     caps, technician = kwargs.pop("toolkit", None), str(kwargs.pop("technician", ""))
+    shell_user = kwargs.pop("shell_user", None)  # direct mode as root: the shell runs as [agent] session_user
     indicator = kwargs.pop("indicator", None)  # with a chat window (agent.consent.tk.TkIndicator) or not
     device = indicator if hasattr(indicator, "user_lines") else None
     gate = input_gate if isinstance(input_gate, PromptGuard) else None  # fetch requests suspend input too
-    async with toolkit_tunnel(tunnel, caps, technician=technician, device=device, gate=gate) as wrapped:
-        return await run_screen_session(wrapped, mode=mode, display=display, stop=stop, input_gate=input_gate,
+    note = device.note if device is not None else None
+    async with toolkit_tunnel(tunnel, caps, technician=technician, device=device, gate=gate) as wrapped, \
+            session_shell(wrapped, caps, user=shell_user if isinstance(shell_user, str) else None,
+                          note=note) as shelled:
+        return await run_screen_session(shelled, mode=mode, display=display, stop=stop, input_gate=input_gate,
                                         **kwargs)

@@ -127,7 +127,7 @@ class Refused(DesktopMessage, frozen=True, tag="refused"):
 
 
 #: A toolkit capability shown in the prompt and on the indicator.
-Capability = Literal["chat", "files", "clipboard"]
+Capability = Literal["chat", "files", "clipboard", "shell"]
 
 
 class PromptShow(DesktopMessage, frozen=True, tag="prompt"):
@@ -139,7 +139,7 @@ class PromptShow(DesktopMessage, frozen=True, tag="prompt"):
     note: Short = ""
     upgrade: bool = False
     #: The toolkit capabilities the session would get (protocol.toolkit.CAPABILITIES), listed in the prompt.
-    capabilities: Annotated[list[Capability], msgspec.Meta(max_length=3)] = []
+    capabilities: Annotated[list[Capability], msgspec.Meta(max_length=4)] = []
 
 
 class IndicatorShow(DesktopMessage, frozen=True, tag="indicator.show"):
@@ -147,7 +147,7 @@ class IndicatorShow(DesktopMessage, frozen=True, tag="indicator.show"):
     technician: Short
     mode: Mode
     unattended: bool = False
-    capabilities: Annotated[list[Capability], msgspec.Meta(max_length=3)] = []
+    capabilities: Annotated[list[Capability], msgspec.Meta(max_length=4)] = []
     #: The remote session it shows: the helper's toolkit for that session uses this indicator's chat window.
     session_id: Short = ""
 

@@ -58,7 +58,7 @@ MAX_PATH_CHARS = 1024
 MAX_TRANSFER = 2**32 - 1
 MAX_OFFSET = 2**64 - 1
 #: What a session may do beyond view/control; the order the prompt lists them in.
-CAPABILITIES = ("chat", "files", "clipboard")
+CAPABILITIES = ("chat", "files", "clipboard", "shell")
 
 
 class ToolkitProtocolError(RemoteProtocolError):
@@ -118,7 +118,7 @@ Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 FileName = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 Path = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PATH_CHARS)]
 Code = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z_]+$")]
-Capability = Literal["chat", "files", "clipboard"]
+Capability = Literal["chat", "files", "clipboard", "shell"]
 #: No control characters but newline and tab (the transcript is shown and stored as text).
 ChatText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CHAT_CHARS,
                                        pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")]
@@ -133,7 +133,7 @@ class ToolkitMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 class Caps(ToolkitMessage, frozen=True, tag="toolkit.caps"):
     """Agent → viewer: what this session may do, and the largest file either way."""
 
-    allowed: Annotated[list[Capability], msgspec.Meta(max_length=3)]
+    allowed: Annotated[list[Capability], msgspec.Meta(max_length=4)]
     max_file_bytes: Size = 0
     #: Why a capability is missing, e.g. {"files": "off by this device's policy"}.
     refused: dict[Capability, Annotated[str, msgspec.Meta(max_length=200)]] = {}

@@ -58,7 +58,8 @@ INDICATOR_BAND = 112
 
 
 #: How each toolkit capability reads in the prompt and on the indicator.
-CAPABILITY_WORDS = {"chat": "chat with you", "files": "send and receive files", "clipboard": "share the clipboard"}
+CAPABILITY_WORDS = {"chat": "chat with you", "files": "send and receive files", "clipboard": "share the clipboard",
+                    "shell": "command shell"}
 
 
 def capability_line(capabilities: Any) -> str:

@@ -265,6 +265,7 @@ class SessionHelper:
 
     async def _screen(self, message: ScreenStart) -> None:
         from ..screen.session import run_screen_session
+        from ..shell.tunnel import session_shell
         from ..toolkit.caps import ToolkitCaps
         from ..toolkit.tunnel import toolkit_tunnel
 
@@ -280,8 +281,10 @@ class SessionHelper:
             device = indicator if hasattr(indicator, "user_lines") else None
             async with toolkit_tunnel(tunnel, caps, technician=rights.technician if rights else "",
                                       folder=self.downloads_dir, device=device,  # type: ignore[arg-type]
-                                      gate=self.ui.prompts) as wrapped:
-                stats = await run_screen_session(wrapped, mode=message.mode, display=self.display or None,
+                                      gate=self.ui.prompts) as wrapped, \
+                    session_shell(wrapped, caps, note=getattr(device, "note", None)) as shelled:
+                # The shell runs here too, as this helper's user (never root: root shells are direct mode only).
+                stats = await run_screen_session(shelled, mode=message.mode, display=self.display or None,
                                                  stop=tunnel.stop, input_gate=self.ui.prompts,
                                                  monitor=message.monitor, **self.screen_kwargs)
         except Exception as exc:

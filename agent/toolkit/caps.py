@@ -28,6 +28,8 @@ class ToolkitCaps:
     fetch_paths: tuple[str, ...] = ()
     #: Unattended: nobody to ask, so a fetch outside ``fetch_paths`` is refused.
     unattended: bool = False
+    #: The shell may run as root when asked (``allow_root_shell`` and a session consented for the shell).
+    root_shell: bool = False
 
     def listed(self) -> list[str]:
         """The allowed capabilities in the prompt's order."""
@@ -55,7 +57,8 @@ class ToolkitCaps:
 
 def decide_caps(policy: LocalPolicy, grant: UnattendedGrant | None) -> ToolkitCaps:
     """The toolkit rights of a session consented under ``policy`` (and ``grant`` when unattended)."""
-    switches = {"chat": policy.allow_chat, "files": policy.allow_files, "clipboard": policy.allow_clipboard}
+    switches = {"chat": policy.allow_chat, "files": policy.allow_files, "clipboard": policy.allow_clipboard,
+                "shell": policy.allow_shell}
     allowed: set[str] = set()
     refused: dict[str, str] = {}
     for cap in CAPABILITIES:
@@ -67,4 +70,4 @@ def decide_caps(policy: LocalPolicy, grant: UnattendedGrant | None) -> ToolkitCa
             allowed.add(cap)
     paths = tuple(grant.paths) if grant is not None and "files" in allowed else ()
     return ToolkitCaps(frozenset(allowed), policy.max_file_bytes if "files" in allowed else 0, refused, paths,
-                       unattended=grant is not None)
+                       unattended=grant is not None, root_shell="shell" in allowed and policy.allow_root_shell)

@@ -1,0 +1,1 @@
+"""The remote shell on the device: a real pty whose bytes cross the session tunnel (see protocol.shell)."""
