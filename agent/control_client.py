@@ -41,7 +41,7 @@ Handler = Callable[["AgentClient", Any], Awaitable[None]]
 #: "wake": it relays Wake-on-LAN packets to its own networks (agent/wake.py);
 #: "update": it takes ``update.offer`` and reports ``update.status`` (agent/update/).
 CAPABILITIES = ["inventory", "health", "health.seq", "session", "tasks", "authority", "health.partial",
-                "inventory.partial", "wake", "update", "inventory.policy"]
+                "inventory.partial", "wake", "update", "inventory.policy", "tools"]
 Hook = Callable[["AgentClient"], Awaitable[None]]
 
 

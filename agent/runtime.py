@@ -33,6 +33,8 @@ from .sessions import AgentSessions
 from .state import AgentState
 from .tasks import feature as tasks
 from .tasks.service import TaskService
+from .tools import feature as tools
+from .tools.feature import ToolsFeature
 from .update import feature as update
 from .update.feature import Updater
 from .update.launcher import EXIT_RESTART
@@ -97,6 +99,7 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
     reporting.attach(agent.reporter)
     tasks.attach(agent.tasks)
     wake.attach(WakeRelay(client))
+    tools.attach(ToolsFeature(client, agent.sessions))
     assert agent.updates is not None
     update.attach(agent.updates)
     return agent

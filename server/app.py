@@ -101,9 +101,10 @@ class HelplineServer:
         )
         from .sessions import recordings_api
         from .tasks import feature as tasks
+        from .tools import feature as tools
         from .updates import feature as updates
 
-        for feature in (issuer, enroll_api, renewal, sessions, recordings_api, authority, tasks, updates, cmdb,
+        for feature in (issuer, enroll_api, renewal, sessions, recordings_api, authority, tasks, tools, updates, cmdb,
                         accounts, passkeys, console_api, console_static):
             feature.setup(self)
 
