@@ -73,6 +73,8 @@ class SessionStats:
     max_in_flight: int = 0
     skipped_frames: int = 0
     cursor_shapes_sent: int = 0
+    #: Capture backend chosen for the user's session: "x11" or "wayland-mutter" (agent/screen/wayland).
+    backend: str = "x11"
     #: "damage" (capture follows the display's damage reports) or "poll" (timer, whole screen).
     capture: str = "poll"
     #: Full-screen grabs (first frames, consistency checks, polling) and damage-limited ones.
@@ -425,6 +427,42 @@ class _PeerMisbehaving(Exception):
     pass
 
 
+async def _run_wayland(tunnel: Tunnel, *, mode: Mode, injector: InputInjector | None, clock: Callable[[], float],
+                       stop: asyncio.Event | None, settings: FlowSettings | None, monitor: int | None,
+                       input_gate: InputGate | None) -> SessionStats:
+    """The session on Mutter's remote-desktop API; it also ends when the compositor closes the cast."""
+    from .wayland.backend import MutterBackend
+
+    wayland = await MutterBackend.open()
+    ended = asyncio.Event()
+    watchers = [asyncio.create_task(wayland.session.closed.wait())]
+    if stop is not None:
+        watchers.append(asyncio.create_task(stop.wait()))
+
+    async def either() -> None:
+        await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+        ended.set()
+
+    relay = asyncio.create_task(either())
+    try:
+        stats = await run_screen_session(
+            tunnel, mode=mode, grabber=wayland.capture, damage=wayland.capture, clock=clock, stop=ended,
+            injector=injector if injector is not None or mode != "control" else wayland.injector(),
+            settings=settings, monitor=monitor, input_gate=input_gate,
+        )
+    finally:
+        relay.cancel()
+        for watcher in watchers:
+            watcher.cancel()
+        await wayland.close()
+    stats.backend = wayland.name
+    if stats.end_reason == "stopped" and wayland.session.closed.is_set() and not (stop and stop.is_set()):
+        stats.end_reason = "the compositor closed the remote-desktop session"
+    log.info("screen session on %s ended: %s (%d PipeWire frames)", wayland.name, stats.end_reason,
+             wayland.capture.frames)
+    return stats
+
+
 async def run_screen_session(
     tunnel: Tunnel,
     *,
@@ -441,6 +479,7 @@ async def run_screen_session(
     input_gate: InputGate | None = None,
     damage: DamageSource | None = None,
     pointer_watch: PointerWatch | None = None,
+    backend: Literal["x11", "wayland"] | None = None,
 ) -> SessionStats:
     """Stream ``display`` over ``tunnel`` until it closes or ``stop`` is set.
 
@@ -452,9 +491,22 @@ async def run_screen_session(
     given (None where the server lacks DAMAGE: the session polls, and says so in the log);
     ``pointer_watch`` (opened with the real pointer unless given) wakes the cursor poller on
     pointer motion and shape changes instead of polling every 33 ms.
+
+    Without a grabber, ``backend`` (default: chosen from the user's session, see
+    :func:`agent.screen.wayland.backend.choose_backend`) decides where the real parts come from:
+    X11 as above, or Mutter's remote-desktop session on Wayland (its PipeWire stream is both the
+    grabber and the damage source, input goes through the same session; no separate pointer).
     """
     if mode not in ("view", "control"):
         raise ValueError(f"mode must be 'view' or 'control', not {mode!r}")
+    if grabber is None:
+        from .wayland.backend import choose_backend
+
+        chosen = backend or choose_backend()
+        log.info("screen session backend: %s", chosen)
+        if chosen == "wayland":
+            return await _run_wayland(tunnel, mode=mode, injector=injector, clock=clock, stop=stop,
+                                      settings=settings, monitor=monitor, input_gate=input_gate)
     own_grabber, own_pointer, own_injector, own_shapes = grabber is None, False, False, False
     own_damage = own_watch = False
     if grabber is None:

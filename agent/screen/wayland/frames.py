@@ -1,0 +1,158 @@
+"""Frames of a PipeWire screen-cast stream, read through a ``gst-launch-1.0`` child process.
+
+Why a child process and not PyGObject: the child needs nothing in the agent's virtualenv
+(GStreamer's ``pipewiresrc`` comes with the desktop), runs its negotiation and colour
+conversion off the agent's GIL, and is killed by PID with the session. The pipeline is
+``pipewiresrc path=NODE ! videoconvert ! video/x-raw,format=BGRx,width=W,height=H ! fdsink``
+on a pipe of our own (``-q``: nothing else is written to it); each buffer is exactly W×H×4
+bytes, so frames are read back to back without any framing.
+
+:class:`PipeWireCapture` is both halves of the capture seam for the session: a
+:class:`~agent.screen.damage.DamageSource` (Mutter sends a buffer only when the monitor was
+redrawn, so a new buffer *is* the damage report — reported as ``full``: the pipeline's tile
+comparison finds what changed) and a :class:`~agent.screen.capture.ScreenGrabber` (the
+newest buffer). A still desktop sends no buffers: the reader thread sleeps in ``read``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from ..capture import Frame, Monitor
+from ..damage import Damage, DamageAccumulator
+
+log = logging.getLogger(__name__)
+
+#: How long the first grab waits for the stream's first buffer.
+FIRST_FRAME_TIMEOUT_S = 10.0
+#: The largest monitor read (8K): a bound on the buffer the reader allocates per frame.
+MAX_PIXELS = 7680 * 4320
+
+
+class PipeWireError(RuntimeError):
+    """The stream could not be read (no gst-launch, no pipewiresrc, the child died)."""
+
+
+def gst_command(node_id: int, w: int, h: int, fd: int) -> list[str]:
+    """The child's command line: raw BGRx frames of node ``node_id`` written to ``fd``."""
+    return ["gst-launch-1.0", "-q", "pipewiresrc", f"path={node_id}", "always-copy=true", "!",
+            "videoconvert", "!", f"video/x-raw,format=BGRx,width={w},height={h}", "!",
+            "fdsink", f"fd={fd}", "sync=false"]
+
+
+class PipeWireCapture:
+    """The newest frame of one PipeWire node (a monitor at ``x, y`` of size ``w × h``)."""
+
+    def __init__(self, node_id: int, x: int, y: int, w: int, h: int, env: dict[str, str] | None = None) -> None:
+        if not (w > 0 and h > 0 and w * h <= MAX_PIXELS):
+            raise PipeWireError(f"stream size {w}x{h} out of range")
+        self.node_id = node_id
+        self._monitor = Monitor(x, y, w, h, True)
+        self._size = w * h * 4
+        self._env = env
+        self._pending = DamageAccumulator()
+        self._lock = threading.Lock()
+        self._latest: Frame | None = None
+        self._first = threading.Event()
+        self._closed = threading.Event()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self._notify: Callable[[], None] = lambda: None
+        self._reason = ""
+        #: Buffers received from PipeWire (each one a redraw Mutter sent).
+        self.frames = 0
+
+    # --- DamageSource ---------------------------------------------------------------------
+
+    def start(self, notify: Callable[[], None]) -> None:
+        """Start the child and the reader thread (idempotent: the first call wins)."""
+        self._notify = notify
+        if self._thread is not None:
+            return
+        read_fd, write_fd = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                gst_command(self.node_id, self._monitor.w, self._monitor.h, write_fd), pass_fds=(write_fd,),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self._env,
+            )
+        except OSError as exc:
+            os.close(read_fd)
+            raise PipeWireError(f"cannot run gst-launch-1.0: {exc}") from exc
+        finally:
+            os.close(write_fd)
+        log.info("PipeWire node %d read by gst-launch-1.0 (pid %d), %dx%d BGRx", self.node_id, self._proc.pid,
+                 self._monitor.w, self._monitor.h)
+        self._thread = threading.Thread(target=self._read, args=(read_fd,), name="screen-pipewire", daemon=True)
+        self._thread.start()
+
+    def take(self) -> Damage:
+        return self._pending.take()
+
+    def _read(self, fd: int) -> None:
+        with open(fd, "rb", buffering=0) as pipe:
+            while not self._closed.is_set():
+                buf = bytearray(self._size)
+                view, got = memoryview(buf), 0
+                while got < self._size:
+                    n = pipe.readinto(view[got:])
+                    if not n:
+                        self._ended()
+                        return
+                    got += n
+                frame = np.frombuffer(buf, dtype=np.uint8).reshape(self._monitor.h, self._monitor.w, 4)
+                with self._lock:
+                    self._latest = frame
+                    self.frames += 1
+                self._first.set()
+                if self._pending.add(None):
+                    self._notify()
+
+    def _ended(self) -> None:
+        if not self._closed.is_set():
+            proc = self._proc
+            detail = ""
+            if proc is not None and proc.stderr is not None:
+                detail = proc.stderr.read(4000).decode(errors="replace").strip()
+            self._reason = f"the PipeWire stream ended{': ' + detail if detail else ''}"
+            log.warning("screen capture: %s", self._reason)
+        self._first.set()
+
+    # --- ScreenGrabber ----------------------------------------------------------------------
+
+    def monitors(self) -> list[Monitor]:
+        """As mss counts: 0 = the union (the one cast monitor), 1 = that monitor."""
+        mon = self._monitor
+        return [Monitor(mon.x, mon.y, mon.w, mon.h), mon]
+
+    def grab(self, index: int) -> Frame:
+        """The newest frame: a buffer of its own per frame, never written to again, so the caller may keep it."""
+        if not self._first.wait(FIRST_FRAME_TIMEOUT_S):
+            raise PipeWireError(f"no frame from PipeWire node {self.node_id} within {FIRST_FRAME_TIMEOUT_S}s")
+        with self._lock:
+            frame = self._latest
+        if frame is None:
+            raise PipeWireError(self._reason or "the PipeWire stream ended")
+        return frame
+
+    def close(self) -> None:
+        """Kill the child by PID and join the reader; idempotent."""
+        self._closed.set()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        if proc is not None and proc.stderr is not None:
+            proc.stderr.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

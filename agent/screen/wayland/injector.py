@@ -1,0 +1,114 @@
+"""Inject the viewer's input through Mutter's RemoteDesktop session (an ``InputInjector``).
+
+Synthetic X input reaches only XWayland windows; the RemoteDesktop session's notifications
+reach every window, native or not. The screen session calls ``inject`` from its input
+thread; the D-Bus connection lives on the session's event loop, so each event is handed to
+that loop and waited for (bounded by the call timeout), which keeps the events in order.
+Keys are X keysyms (the same table as the X11 injector); buttons are evdev codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+from protocol.stream import InputKey, InputMessage, InputMouse, InputText
+
+from ...input_injector import KEYSYMS, InputRefused
+from ..capture import Monitor
+from .mutter import CALL_TIMEOUT_S, MutterError, MutterSession
+
+log = logging.getLogger(__name__)
+
+#: MouseEvent.button → linux/input-event-codes.h BTN_LEFT, BTN_MIDDLE, BTN_RIGHT.
+BUTTONS = {0: 0x110, 1: 0x112, 2: 0x111}
+
+
+def char_keysym(char: str) -> int:
+    """The keysym of one character: Latin-1 maps to itself, the rest to 0x01000000 + code point (X11 rule)."""
+    code = ord(char)
+    if char == "\n":
+        return KEYSYMS["Enter"]
+    if char == "\t":
+        return KEYSYMS["Tab"]
+    return code if 0x20 <= code <= 0x7E or 0xA0 <= code <= 0xFF else 0x01000000 + code
+
+
+class MutterInjector:
+    """Pointer and keyboard through ``session`` (thread-safe; calls run on ``loop``)."""
+
+    def __init__(self, session: MutterSession, loop: asyncio.AbstractEventLoop) -> None:
+        self._session, self._loop = session, loop
+        self._lock = threading.Lock()
+        self._held_keys: set[int] = set()
+        self._held_buttons: set[int] = set()
+
+    def _run(self, coro: Coroutine[Any, Any, None]) -> None:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            future.result(CALL_TIMEOUT_S + 1)
+        except MutterError as exc:
+            raise InputRefused(f"the compositor refused the event: {exc}") from exc
+        except TimeoutError as exc:
+            future.cancel()
+            raise InputRefused("the compositor did not take the event in time") from exc
+
+    def inject(self, message: InputMessage, monitor: Monitor) -> None:
+        with self._lock:
+            if isinstance(message, InputMouse):
+                self._mouse(message, monitor)
+            elif isinstance(message, InputKey):
+                keysym = KEYSYMS.get(message.code)
+                if keysym is None:
+                    raise InputRefused(f"key code {message.code!r} not supported")
+                down = message.action == "down"
+                self._run(self._session.keysym(keysym, down))
+                (self._held_keys.add if down else self._held_keys.discard)(keysym)
+            elif isinstance(message, InputText):
+                for char in message.text:
+                    keysym = char_keysym(char)
+                    self._run(self._session.keysym(keysym, True))
+                    self._run(self._session.keysym(keysym, False))
+            else:
+                raise InputRefused(f"not an input message: {type(message).__name__}")
+
+    def _mouse(self, m: InputMouse, monitor: Monitor) -> None:
+        # The stream is the monitor: its pixel space is the viewer's, clamped inside it.
+        x = min(max(m.x, 0), monitor.w - 1)
+        y = min(max(m.y, 0), monitor.h - 1)
+        self._run(self._session.pointer_motion(x, y))
+        if m.action == "move":
+            return
+        if m.action == "wheel":
+            if m.dy:
+                self._run(self._session.pointer_axis_discrete(0, m.dy))
+            if m.dx:
+                self._run(self._session.pointer_axis_discrete(1, m.dx))
+            return
+        code = BUTTONS.get(m.button)
+        if code is None:
+            raise InputRefused(f"mouse button {m.button} not supported")
+        down = m.action == "down"
+        self._run(self._session.pointer_button(code, down))
+        (self._held_buttons.add if down else self._held_buttons.discard)(code)
+
+    def release_all(self) -> None:
+        with self._lock:
+            for keysym in sorted(self._held_keys):
+                try:
+                    self._run(self._session.keysym(keysym, False))
+                except (InputRefused, RuntimeError) as exc:  # the session may already be gone at its end
+                    log.warning("could not release keysym %#x: %s", keysym, exc)
+            for code in sorted(self._held_buttons):
+                try:
+                    self._run(self._session.pointer_button(code, False))
+                except (InputRefused, RuntimeError) as exc:
+                    log.warning("could not release button %#x: %s", code, exc)
+            self._held_keys.clear()
+            self._held_buttons.clear()
+
+    def close(self) -> None:
+        """Nothing of its own to close: the backend closes the Mutter session."""
