@@ -85,6 +85,17 @@ async def check_session(db: Database, device_id: str, session_id: str, username:
         raise api.ApiError(403, "no_authority", "that session was allowed to view only")
 
 
+async def _checked(request: web.Request, device: str, session_id: str, action: str, details: dict[str, Any]) -> None:
+    """:func:`check_session`, with a refusal audited like an attempt that reached the device."""
+    caller = api.principal(request)
+    try:
+        await check_session(api.db(request), device, session_id, caller.username)
+    except api.ApiError as exc:
+        await audit.append(api.db(request), f"user:{caller.username}", action, device,
+                           {**details, "done": False, "outcome": exc.message})
+        raise
+
+
 def routes(calls: ToolCalls) -> list[api.Route]:
     async def list_processes(request: web.Request) -> web.Response:
         """The device's processes, live from psutil (CPU % since the previous listing of this device)"""
@@ -106,11 +117,11 @@ def routes(calls: ToolCalls) -> list[api.Route]:
             raise api.ApiError.invalid("pid must be a number") from exc
         message = _request(ProcessEndRequest, technician=caller.username, technician_user=caller.username,
                            session_id=body.session_id, pid=pid, started_at=body.started_at, grace_s=body.grace_s)
-        await check_session(api.db(request), device, body.session_id, caller.username)
+        details = {"pid": pid, "session_id": body.session_id, "request_id": message.id}
+        await _checked(request, device, body.session_id, "device.process.end", details)
         result = await calls.ask(device, message, CHANGE_TIMEOUT_S)
         await audit.append(api.db(request), f"user:{caller.username}", "device.process.end", device, {
-            "pid": pid, "session_id": body.session_id, "done": not result.error,
-            "outcome": result.outcome or result.message, "request_id": message.id})
+            **details, "done": not result.error, "outcome": result.outcome or result.message})
         return api.json({"outcome": _answer(result).outcome})
 
     async def list_services(request: web.Request) -> web.Response:
@@ -141,11 +152,11 @@ def routes(calls: ToolCalls) -> list[api.Route]:
         body = api.body(request, UnitAction)
         message = _request(ServiceActionRequest, technician=caller.username, technician_user=caller.username,
                            session_id=body.session_id, unit=unit, action=body.action)
-        await check_session(api.db(request), device, body.session_id, caller.username)
+        details = {"unit": unit, "action": body.action, "session_id": body.session_id, "request_id": message.id}
+        await _checked(request, device, body.session_id, "device.service.action", details)
         result = await calls.ask(device, message, CHANGE_TIMEOUT_S)
         await audit.append(api.db(request), f"user:{caller.username}", "device.service.action", device, {
-            "unit": unit, "action": body.action, "session_id": body.session_id, "done": not result.error,
-            "outcome": result.outcome or result.message, "request_id": message.id})
+            **details, "done": not result.error, "outcome": result.outcome or result.message})
         return api.json({"outcome": _answer(result).outcome})
 
     offline = {409: "The device is offline, its agent has no tools, or (services) systemd is not running",
