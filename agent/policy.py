@@ -13,6 +13,7 @@ A TOML file owned by the device's administrator (``AgentConfig.policy_file``)::
     allow_clipboard = true
     allow_shell = false        # remote shell (agent.shell) as the logged-in user; listed in the prompt
     allow_root_shell = false   # a root shell too (direct mode), for sessions consented for the shell
+    allow_tools = true         # processes and services tabs (agent.tools); ending/starting also needs a control session
     max_file_mb = 1024         # largest file either way (1 .. 65536 MiB)
 
     [authority]                # signed documents: may only TIGHTEN the device's defaults
@@ -66,6 +67,8 @@ class LocalPolicy:
     allow_shell: bool = False
     #: A root shell on top (direct mode only), for sessions consented for the shell.
     allow_root_shell: bool = False
+    #: Processes and services (agent.tools): listing; changes also need a consented control session.
+    allow_tools: bool = True
     #: Largest file transferred either way, in bytes.
     max_file_bytes: int = 1024 * 1024 * 1024
     #: Set when the file was unusable: every session is refused with this reason.
@@ -84,7 +87,7 @@ class LocalPolicy:
             log.error("local session policy %s is unusable; refusing all sessions: %s", path, exc)
             return cls(allow_control=False, allow_unattended=False, require_prompt=True, allow_chat=False,
                        allow_files=False, allow_clipboard=False, allow_shell=False, allow_root_shell=False,
-                       broken=str(exc))
+                       allow_tools=False, broken=str(exc))
 
     @classmethod
     def load_strict(cls, path: Path | None) -> LocalPolicy:
@@ -125,6 +128,7 @@ class LocalPolicy:
             allow_clipboard=bool(data.get("allow_clipboard", True)),
             allow_shell=bool(data.get("allow_shell", False)),
             allow_root_shell=bool(data.get("allow_root_shell", False)),
+            allow_tools=bool(data.get("allow_tools", True)),
             max_file_bytes=max_mb * 1024 * 1024,
             require_prompt=bool(data.get("require_prompt", False)),
             allow_control=bool(data.get("allow_control", True)),
@@ -136,7 +140,7 @@ class LocalPolicy:
 
 
 #: Switches of the in-session toolkit (chat, file transfer, clipboard).
-_TOOLKIT_KEYS = ("allow_chat", "allow_files", "allow_clipboard", "allow_shell", "allow_root_shell")
+_TOOLKIT_KEYS = ("allow_chat", "allow_files", "allow_clipboard", "allow_shell", "allow_root_shell", "allow_tools")
 #: The defaults the ``[authority]`` table may only tighten.
 DEFAULT_AUTHORITY = AuthorityPolicy()
 #: Numeric keys: (smallest value that still lets anything through, the default = the largest allowed).

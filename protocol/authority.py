@@ -301,7 +301,7 @@ class UnattendedGrant(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     technicians: Annotated[list[CredentialId], SmallList] = []
     #: … and/or holder names of technician certificates.
     technician_names: Annotated[list[Name], SmallList] = []
-    actions: Annotated[list[Action], msgspec.Meta(min_length=1, max_length=6)]
+    actions: Annotated[list[Action], msgspec.Meta(min_length=1, max_length=8)]
     #: With ``files``: the device paths the technician may fetch (glob patterns, ``~`` = the logged-in user's
     #: home, e.g. ``~/Downloads/*``, ``/var/log/app/*.log``); nothing outside them, whatever the server asks.
     paths: Annotated[list[Annotated[str, msgspec.Meta(min_length=2, max_length=256, pattern=r"^[~/]")]],

@@ -20,7 +20,9 @@ import msgspec
 
 #: ``files`` and ``clipboard`` are in-session toolkit rights (protocol.toolkit): a grant for view or control
 #: that does not name them gives a session without file transfer or clipboard sync.
-Action = Literal["view", "control", "tasks", "files", "clipboard", "shell"]
+#: ``processes`` and ``services`` (issue 16): a control session under the grant may also end processes and
+#: start/stop/restart units (protocol.tools); without them it may only list.
+Action = Literal["view", "control", "tasks", "files", "clipboard", "shell", "processes", "services"]
 HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 
 

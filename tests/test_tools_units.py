@@ -8,16 +8,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 import psutil
 import pytest
 
+from agent.policy import LocalPolicy
 from agent.tools import services
+from agent.tools.feature import ToolsFeature
 from agent.tools.processes import EndRefused, ProcessTable, end_process
 from protocol import codec
+from protocol.authority import UnattendedGrant
 from protocol.errors import InvalidMessage
-from protocol.tools import JournalRequest, ProcessEndRequest, ServiceActionRequest, ToolResult
+from protocol.tools import JournalRequest, ProcessEndRequest, ProcessListRequest, ServiceActionRequest, ToolResult
+
+if TYPE_CHECKING:
+    from agent.control_client import AgentClient
+    from agent.sessions import AgentSessions
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -198,3 +207,51 @@ def test_result_size_stays_under_the_channel_cap() -> None:
     assert len(raw) < MAX_CONTROL_MESSAGE_BYTES
     assert isinstance(codec.decode(raw), ToolResult)
     assert ProcessEndRequest.__struct_config__.tag == "tools.process.end"
+
+
+class _Client:
+    """Captures what the feature answers (the control channel's send)."""
+
+    def __init__(self) -> None:
+        self.sent: list[ToolResult] = []
+
+    async def send(self, message: ToolResult) -> None:
+        self.sent.append(message)
+
+
+def _feature(policy: LocalPolicy, running: dict[str, Any]) -> ToolsFeature:
+    sessions = SimpleNamespace(policy=lambda: policy, running=running, authority=None)
+    return ToolsFeature(cast("AgentClient", _Client()), cast("AgentSessions", sessions))
+
+
+def _running(mode: str, user: str = "tess", actions: list[str] | None = None) -> Any:
+    grant = None if actions is None else UnattendedGrant(
+        grant_id="g1", devices=["d"], technician_names=["tess"], actions=actions, not_before=0, not_after=2e9,  # type: ignore[arg-type]
+        issuer="alice", issued_at=0)
+    return SimpleNamespace(offer=SimpleNamespace(technician_user=user), mode=mode, grant=grant, end_reason="")
+
+
+def test_device_authority_rule() -> None:
+    """Changes need a running control session of the asking technician; under a grant, also the named action."""
+    feature = _feature(LocalPolicy(), {"att": _running("control"), "view": _running("view"),
+                                       "g": _running("control", actions=["control", "processes"])})
+    assert feature.authority("att", "tess", "processes") == ""
+    assert feature.authority("att", "tess", "services") == ""  # attended: the user consented to control
+    assert "another technician" in feature.authority("att", "tom", "processes")
+    assert "view only" in feature.authority("view", "tess", "processes")
+    assert "not running" in feature.authority("gone", "tess", "processes")
+    assert "session" in feature.authority(None, "tess", "processes")
+    assert feature.authority("g", "tess", "processes") == ""
+    assert "'services'" in feature.authority("g", "tess", "services")
+
+
+async def test_policy_switch_refuses_everything() -> None:
+    """allow_tools = false in the device's policy: listing and ending are refused with code 'policy'."""
+    assert LocalPolicy.parse("allow_tools = false\n").allow_tools is False
+    assert LocalPolicy().allow_tools is True
+    feature = _feature(LocalPolicy(allow_tools=False), {"att": _running("control")})
+    client = cast("_Client", feature.client)
+    await feature.on_processes(feature.client, ProcessListRequest(technician="t", technician_user="tess"))
+    await feature.on_end(feature.client, ProcessEndRequest(technician="t", technician_user="tess", session_id="att",
+                                                           pid=os.getpid()))
+    assert [r.error for r in client.sent] == ["policy", "policy"]

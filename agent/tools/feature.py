@@ -48,7 +48,7 @@ class ToolsFeature:
         self._lock = asyncio.Lock()  # one listing at a time: the CPU counters are shared
 
     def _allowed(self) -> bool:
-        return bool(getattr(self.sessions.policy(), "allow_tools", True))
+        return self.sessions.policy().allow_tools
 
     def authority(self, session_id: str | None, technician_user: str, action: str) -> str:
         """"" when a running control session of this technician allows ``action``, else why not."""
