@@ -58,7 +58,8 @@ def start_server(config: Path, log: Path, env: dict[str, str], *, extra_env: dic
         wait_until(lambda: (proc.poll() is None and all(port_open(p) for p in ports)) or proc.poll() is not None,
                    60, "server listening")
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}; see {log}")
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{tail}")
     except BaseException:
         if proc.poll() is None:
             proc.kill()
