@@ -8,11 +8,12 @@ import { duration, newTaskForm, runsTable } from "../tasks_ui.js";
 import { proofPanels } from "../prove_ui.js";
 import { impactPanel, severityBadge } from "../cmdb_ui.js";
 import { chatCell } from "../toolkit.js";
+import { processesTab, servicesTab } from "../tools_ui.js";
 
 const TABS = [
   ["overview", "Overview"], ["hardware", "Hardware"], ["software", "Software"], ["changes", "Changes"],
   ["health", "Health"], ["alerts", "Alerts"], ["relations", "Relations & impact"], ["vulns", "Vulnerabilities"],
-  ["remote", "Sessions & documents"], ["tasks", "Tasks"],
+  ["remote", "Sessions & documents"], ["tasks", "Tasks"], ["processes", "Processes"], ["services", "Services"],
 ];
 
 /** Who agreed to a session, in words (session.answer `by`). */
@@ -127,6 +128,8 @@ function sections(el, names) {
 }
 
 const RENDER = {
+  processes: (el) => processesTab(el, device),
+  services: (el) => servicesTab(el, device),
   overview: (el) => sections(el, [["identity", "Identity"], ["os", "Operating system"], ["users", "Users"],
     ["security", "Security"]]),
   hardware: (el) => sections(el, [["cpu", "CPU"], ["memory", "Memory"], ["disks", "Disks"], ["network", "Network"],
