@@ -48,6 +48,7 @@ from .finish import Finisher
 from .live import LiveSession, LiveTable
 from .relay import Recorder, Relay
 from .settings import SessionSettings
+from .shell_relay import ShellWatch
 from .tokens import TunnelToken
 
 if TYPE_CHECKING:
@@ -321,13 +322,25 @@ class SessionDriver:
             async def on_end(reason: str, by: str) -> None:
                 await self.finisher.finish(session, reason, by)
 
+            shell = ShellWatch(view_only=lambda: session.machine.mode != "control",
+                               cast_path=self.settings.recordings_dir / f"{session.session_id}.cast"
+                               if self.settings.record else None,
+                               title=f"session {session.session_id} by {session.technician_user}",
+                               on_shell=lambda kind, details: self._note_shell(session, kind, details))
+
             session.relay = Relay(session.session_id, self.settings,
                                   view_only=lambda: session.machine.mode != "control",
                                   on_input_refused=lambda: self._note_refused_input(session), on_end=on_end,
                                   recorder=recorder, on_transfer=lambda m: self._note_transfer(session, m),
                                   on_clipboard=lambda d, t: self._note_clipboard(session, d, t),
-                                  on_chat=lambda m: self._spawn(chat.save_line(self.db, session.session_id, m)))
+                                  on_chat=lambda m: self._spawn(chat.save_line(self.db, session.session_id, m)),
+                                  shell=shell)
         return session.relay
+
+    def _note_shell(self, session: LiveSession, kind: str, details: dict[str, object]) -> None:
+        """Audit the remote shell: started (as whom, which pty), ended (exit status), refused (why, by whom)."""
+        self._spawn(audit.append(self.db, f"user:{session.technician_user}", f"session.shell_{kind}",
+                                 session.device_id, {"session_id": session.session_id, **details}))
 
     def _note_clipboard(self, session: LiveSession, direction: str, text: str) -> None:
         """Audit clipboard text that crossed the relay by direction, length and SHA-256 (never the text)."""

@@ -91,6 +91,19 @@ async def recording_data(request: web.Request) -> web.StreamResponse:
                                            "Content-Disposition": f'attachment; filename="{row["id"]}.hlrec"'})
 
 
+async def shell_recording(request: web.Request) -> web.StreamResponse:
+    """Shell recording (asciicast v2)"""
+    row, path = await _recording(request)
+    cast = path.with_suffix(".cast")  # written beside the screen recording by server.sessions.shell_relay
+    if not await asyncio.to_thread(cast.is_file):
+        raise ApiError(404, "no_recording", "no shell ran in this session")
+    size = (await asyncio.to_thread(cast.stat)).st_size
+    await audit.append(api.db(request), api.principal(request).username, "session.shell_recording.view",
+                       row["device_id"], {"session_id": row["id"], "bytes": size})
+    return web.FileResponse(cast, headers={"Content-Type": "application/x-asciicast",
+                                           "Content-Disposition": f'attachment; filename="{row["id"]}.cast"'})
+
+
 _ERRORS = {404: "No such session, or no recording (`no_recording`)",
            403: "Lacks view_recordings, and is not the session's technician"}
 #: The session's technician (with remote_view) or an auditor (view_recordings).
@@ -107,6 +120,12 @@ ROUTES: list[api.Route] = [
                           "side holds pointer events and key up/down without the key, never typed text. Audited "
                           "`session.recording.view`.",
               content={"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}),
+    api.Route("GET", "/api/v1/sessions/{session_id}/shell-recording", shell_recording, _ACCESS, scopes.SESSION,
+              errors=_ERRORS,
+              description=f"{_WHO} The remote shell's output as asciicast v2 (a JSON header line, then "
+                          "`[seconds, \"o\", text]` and `[seconds, \"r\", \"COLSxROWS\"]` lines): what the terminal "
+                          "showed, never the technician's keystrokes. Audited `session.shell_recording.view`.",
+              content={"application/x-asciicast": {"schema": {"type": "string"}}}),
 ]
 
 

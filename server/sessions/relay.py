@@ -42,6 +42,7 @@ from protocol.session import EndReason
 
 from .redact import technician_record
 from .settings import SessionSettings
+from .shell_relay import ShellWatch
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,11 @@ class Relay:
                  recorder: Recorder | None = None, clock: Callable[[], float] = time.monotonic,
                  on_transfer: Callable[[toolkit.FileDone | toolkit.FileEnd], None] | None = None,
                  on_clipboard: Callable[[str, str], None] | None = None,
-                 on_chat: Callable[[toolkit.ChatMessage], None] | None = None) -> None:
+                 on_chat: Callable[[toolkit.ChatMessage], None] | None = None,
+                 shell: ShellWatch | None = None) -> None:
         self.session_id = session_id
+        #: The remote shell's refusals, asciicast recording and audit (:mod:`.shell_relay`).
+        self.shell = shell
         self.on_chat = on_chat
         self.on_transfer = on_transfer
         self.on_clipboard = on_clipboard
@@ -224,11 +228,25 @@ class Relay:
                         self.on_input_refused()
             else:
                 return
+            shell_output = False
+            if self.shell is not None:
+                if side == "technician":
+                    is_shell, answer = self.shell.from_technician(binary, data)
+                    if answer is not None:
+                        if answer:
+                            await self.queues["agent"].put((False, answer))  # to the technician
+                        continue
+                    if is_shell:
+                        self.last_activity = self.clock()  # a keystroke in the shell is activity
+                else:
+                    shell_output = self.shell.from_agent(binary, data)
+                    if shell_output:
+                        self.last_activity = self.clock()
             if side == "agent":
                 self.bytes_to_technician += len(data)
             else:
                 self.bytes_to_agent += len(data)
-            if self.recorder is not None:
+            if self.recorder is not None and not shell_output:  # the shell has its own recording (.cast)
                 self.recorder.add(direction, binary, data)
             await inbox.put((binary, data))
 
@@ -299,6 +317,8 @@ class Relay:
             return
         self.close_reason = reason
         self.closed.set()
+        if self.shell is not None:
+            await asyncio.to_thread(self.shell.close)
         if self.recorder is not None:
             await self.recorder.close({"ended_reason": reason, "bytes_to_technician": self.bytes_to_technician,
                                        "bytes_to_agent": self.bytes_to_agent, "ended_at": time.time()})

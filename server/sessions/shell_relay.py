@@ -1,0 +1,161 @@
+"""What the relay does with the remote shell (:mod:`protocol.shell`): refuse it on view-only sessions,
+record its output as asciicast v2, and audit its start and end.
+
+The relay stays a pipe: it reads the first byte of binary messages and the ``type`` of text that
+starts with ``{"type":"shell.``. Technician → device: on a view-only session (a viewer-role
+account only gets those) ``shell.open`` is answered with ``shell.error`` ``view_only`` and every
+other shell message is dropped, so no keystroke reaches a pty. Device → technician: terminal
+bytes go to ``{session_id}.cast`` (asciicast v2: a JSON header line, then ``[t, "o", text]`` and
+``[t, "r", "COLSxROWS"]`` lines), never into the screen recording; the technician's keystrokes
+are never written anywhere. The file is 0600 in the recordings directory and written by a
+thread, so the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from common.files import private_directory
+from protocol import shell as sh
+
+log = logging.getLogger(__name__)
+
+#: (event, details) for the audit: "started", "ended", "refused".
+OnShell = Callable[[str, dict[str, object]], None]
+
+
+class CastRecorder:
+    """Appends asciicast v2 lines to ``path`` from a writer thread."""
+
+    def __init__(self, path: Path, cols: int, rows: int, title: str) -> None:
+        self.path = path
+        self.started = time.monotonic()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=4096)
+        self.bytes = 0
+        private_directory(path.parent)
+        header = {"version": 2, "width": cols, "height": rows, "timestamp": int(time.time()), "title": title[:200],
+                  "env": {"TERM": "xterm-256color"}}
+        self._queue.put(json.dumps(header) + "\n")
+        self._thread = threading.Thread(target=self._run, name=f"cast-{path.stem}", daemon=True)
+        self._thread.start()
+
+    def _line(self, kind: str, text: str) -> None:
+        line = json.dumps([round(time.monotonic() - self.started, 6), kind, text]) + "\n"
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
+            log.warning("shell recording %s falls behind; output dropped from the recording", self.path.name)
+
+    def output(self, data: bytes) -> None:
+        self.bytes += len(data)
+        text = self._decoder.decode(data)
+        if text:
+            self._line("o", text)
+
+    def resize(self, cols: int, rows: int) -> None:
+        self._line("r", f"{cols}x{rows}")
+
+    def _run(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as out:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                out.write(item)
+                if self._queue.empty():
+                    out.flush()
+
+    def close(self) -> None:
+        tail = self._decoder.decode(b"", final=True)
+        if tail:
+            self._line("o", tail)
+        self._queue.put(None)
+        self._thread.join(5)
+
+
+class ShellWatch:
+    """The relay's view of one session's shell."""
+
+    def __init__(self, *, view_only: Callable[[], bool], cast_path: Path | None, title: str,
+                 on_shell: OnShell | None = None) -> None:
+        self.view_only = view_only
+        self.cast_path = cast_path
+        self.title = title
+        self.on_shell = on_shell
+        self.size = (80, 24)
+        self.recorder: CastRecorder | None = None
+        self.refused_inputs = 0
+
+    def from_technician(self, binary: bool, data: str | bytes) -> tuple[bool, str | None]:
+        """(is a shell message, the answer to send back instead of passing it on — None: pass it on)."""
+        if binary:
+            if not (isinstance(data, (bytes, bytearray)) and sh.is_data(data)):
+                return False, None
+            if self.view_only():
+                self.refused_inputs += 1
+                return True, ""  # dropped without an answer (one refusal for the open was enough)
+            return True, None
+        if not (isinstance(data, str) and data.startswith(sh.TEXT_PREFIX)):
+            return False, None
+        try:
+            message = sh.decode_text(data)
+        except sh.ShellProtocolError:
+            return True, None  # the agent answers garbage itself
+        if self.view_only():
+            if isinstance(message, sh.Open):
+                self._event("refused", {"code": "view_only", "by": "server"})
+                return True, sh.encode_text(sh.Error(code="view_only",
+                                                     message="a shell needs a control session (view-only here)"))
+            return True, ""
+        if isinstance(message, (sh.Open, sh.Resize)):
+            self.size = (message.cols, message.rows)
+            if isinstance(message, sh.Resize) and self.recorder is not None:
+                self.recorder.resize(message.cols, message.rows)
+        return True, None
+
+    def from_agent(self, binary: bool, data: str | bytes) -> bool:
+        """Note a device → technician message; True when it is shell output (kept out of the screen recording)."""
+        if binary:
+            if not (isinstance(data, (bytes, bytearray)) and sh.is_data(data)):
+                return False
+            if self.recorder is not None:
+                self.recorder.output(bytes(data[1:]))
+            return True
+        if not (isinstance(data, str) and data.startswith(sh.TEXT_PREFIX)):
+            return False
+        try:
+            message = sh.decode_text(data)
+        except sh.ShellProtocolError:
+            return True
+        if isinstance(message, sh.Opened):
+            if self.recorder is None and self.cast_path is not None:
+                self.recorder = CastRecorder(self.cast_path, *self.size, self.title)
+            elif self.recorder is not None:
+                self.recorder.resize(*self.size)
+            self._event("started", {"user": message.user, "uid": message.uid, "tty": message.tty,
+                                    "root": message.root})
+        elif isinstance(message, sh.Exit):
+            self._event("ended", {"status": message.status, "reason": message.reason,
+                                  "output_bytes": self.recorder.bytes if self.recorder else None})
+        elif isinstance(message, sh.Error):
+            self._event("refused", {"code": message.code, "message": message.message, "by": "device"})
+        return True
+
+    def _event(self, kind: str, details: dict[str, object]) -> None:
+        if self.on_shell is not None:
+            self.on_shell(kind, details)
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
