@@ -9,7 +9,7 @@ export const CHUNK_MAGIC = 0xb1;
 const HEADER = 13;
 const MAX_CHAT = 2000;
 const MAX_CLIP = 8000;
-const WORDS = { chat: "chat", files: "files", clipboard: "clipboard" };
+const WORDS = { chat: "chat", files: "files", clipboard: "clipboard", shell: "shell" };
 
 async function sha256(buf) {
   const digest = await crypto.subtle.digest("SHA-256", buf);

@@ -9,6 +9,7 @@ import { FLAG_END_OF_FRAME, KIND_CURSOR_SHAPE, cursorShape, defaultArrow, drawRe
 import { can, session } from "../state.js";
 import { panel as proofPanel } from "../prove_ui.js";
 import { toolkitPanel } from "../toolkit.js";
+import { shellTab } from "../shell.js";
 
 const MAX_NOTES = 8000;
 const STATE_TEXT = {
@@ -36,18 +37,24 @@ export async function show(main, sessionId) {
   const endBtn = h("button", { type: "button", class: "danger", id: "end-session", onclick: end }, "End session");
   const notes = notesPanel(sessionId);
   const tools = toolkitPanel(send, sendBinary);
+  const shell = shellTab(sessionId, send, sendBinary);
+  // Tabs: the screen (with the toolkit beside it) or the remote shell (../shell.js).
+  const screenTabBtn = h("button", { type: "button", id: "tab-screen", "aria-selected": "true", onclick: () => showTab("screen") },
+    "Screen");
+  const shellTabBtn = h("button", { type: "button", id: "tab-shell", "aria-selected": "false", onclick: () => showTab("shell") }, "Shell");
   const notesBtn = h("button", { type: "button", id: "notes-jump", onclick: () => notes.area.focus() }, "Notes");
   // Unattended: the device's challenge (to start, or to switch to control) and my passkey's answer.
   const proofSlot = h("div", { id: "viewer-proof" });
   main.append(h("section", { class: "page viewer-page" },
     h("div", { class: "viewer-bar" }, h("a", { href: "#/devices" }, "← Devices"), banner, monitors, scaleBtn, controlBtn,
       notesBtn, endBtn),
-    proofSlot, h("div", { class: "viewer-main" }, h("div", { class: "screen-wrap" }, canvas, sprite, overlay), tools.box),
-    notes.box));
+    proofSlot, h("nav", { class: "tabs", "aria-label": "Session tools" }, screenTabBtn, shellTabBtn),
+    h("div", { class: "viewer-main", id: "viewer-main" }, h("div", { class: "screen-wrap" }, canvas, sprite, overlay), tools.box),
+    shell.box, notes.box));
   ctx = { sessionId, banner, controlBtn, canvas, proofSlot, overlay, monitors, scaleBtn, g: canvas.getContext("2d"), ws: null, poll: 0,
     chain: Promise.resolve(), frames: [], bytes: 0, lastStats: null, mode: null, consented: null, state: null,
     cursor: null, size: [0, 0], fit: true, closed: false, sprite, shape: null, shapes: 0,
-    resizeObserver: new ResizeObserver(placeCursor), notes, tools };
+    resizeObserver: new ResizeObserver(placeCursor), notes, tools, shell, tabs: { screen: screenTabBtn, shell: shellTabBtn } };
   setShape(defaultArrow());
   ctx.resizeObserver.observe(canvas);
   bindInput(canvas);
@@ -57,6 +64,13 @@ export async function show(main, sessionId) {
   await refreshState();
   ctx.poll = setInterval(refreshState, 1000);
   ctx.statsTimer = setInterval(drawStats, 500);
+}
+
+function showTab(name) {
+  if (!ctx) return;
+  document.getElementById("viewer-main").hidden = name !== "screen";
+  ctx.shell.show(name === "shell");
+  for (const [tab, btn] of Object.entries(ctx.tabs)) btn.setAttribute("aria-selected", String(tab === name));
 }
 
 async function refreshState() {
@@ -130,6 +144,7 @@ function connect() {
   ws.onmessage = (ev) => {
     if (typeof ev.data === "string") onText(ev.data);
     else if (ctx.tools.onBinary(ev.data)) return;  // a file chunk, not a screen update
+    else if (ctx.shell.onBinary(ev.data)) return;  // terminal output of the remote shell
     else ctx.chain = ctx.chain.then(() => onBinary(ev.data)).catch((err) => console.error("update failed", err));
   };
   ws.onclose = (ev) => {
@@ -151,6 +166,10 @@ function sendBinary(buf) {
 function onText(data) {
   let msg;
   try { msg = JSON.parse(data); } catch { return; }
+  if (typeof msg.type === "string" && msg.type.startsWith("shell.")) {
+    ctx.shell.onText(msg);
+    return;
+  }
   if (typeof msg.type === "string" && /^(toolkit|chat|file|clip)\./.test(msg.type)) {
     ctx.tools.onText(msg).catch((err) => console.error("toolkit message failed", err));
     return;
@@ -385,6 +404,7 @@ export function leave() {
   clearInterval(ctx.poll);
   clearInterval(ctx.statsTimer);
   ctx.resizeObserver.disconnect();
+  ctx.shell.leave();
   if (ctx.ws) { const ws = ctx.ws; ctx.ws = null; ws.close(); }
   ctx = null;
 }
