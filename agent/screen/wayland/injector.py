@@ -69,9 +69,7 @@ class MutterInjector:
                 (self._held_keys.add if down else self._held_keys.discard)(keysym)
             elif isinstance(message, InputText):
                 for char in message.text:
-                    keysym = char_keysym(char)
-                    self._run(self._session.keysym(keysym, True))
-                    self._run(self._session.keysym(keysym, False))
+                    self._run(self._session.tap_keysym(char_keysym(char)))
             else:
                 raise InputRefused(f"not an input message: {type(message).__name__}")
 

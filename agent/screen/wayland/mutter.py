@@ -38,6 +38,8 @@ SC_STREAM = "org.gnome.Mutter.ScreenCast.Stream"
 PROPS = "org.freedesktop.DBus.Properties"
 #: ScreenCast cursor modes: the pointer drawn into the frames (the viewer shows it as it is).
 CURSOR_EMBEDDED = 1
+#: XK_Shift_L: the harmless key that wakes Mutter's virtual keyboard up at session start.
+SHIFT_L = 0xFFE1
 #: How long Mutter may take to announce the stream's PipeWire node after Start.
 STREAM_TIMEOUT_S = 10.0
 #: Upper bound of one D-Bus call (input included): a hung compositor must not hang the session.
@@ -108,6 +110,10 @@ class MutterSession:
             node_id = await asyncio.wait_for(node, STREAM_TIMEOUT_S)
         finally:
             bus.remove_message_handler(on_added)
+        # Mutter creates its virtual keyboard on the first key event and the first few keys typed then go
+        # nowhere (seen with foot: "   echo" arrived as "cho"); a Shift tap now readies it for the technician.
+        for down in (True, False):
+            await _call(bus, RD_NAME, rd_path, RD_SESSION, "NotifyKeyboardKeysym", "ub", [SHIFT_L, down])
         (params,) = await _call(bus, SC_NAME, stream_path, PROPS, "Get", "ss", [SC_STREAM, "Parameters"])
         values: dict[str, Variant] = params.value
         x, y = values["position"].value if "position" in values else (0, 0)
@@ -136,6 +142,13 @@ class MutterSession:
 
     async def keysym(self, keysym: int, pressed: bool) -> None:
         await self._rd("NotifyKeyboardKeysym", "ub", [keysym, pressed])
+
+    async def tap_keysym(self, keysym: int) -> None:
+        """Press and release ``keysym`` with both calls written at once: Wayland clients repeat keys on their own
+        clock, so a release one round trip of a loaded compositor behind its press typed "/////" in a
+        terminal (seen in the test); written together they reach Mutter in one read."""
+        await asyncio.gather(*(_call(self._bus, RD_NAME, self.rd_path, RD_SESSION, "NotifyKeyboardKeysym", "ub",
+                                     [keysym, down]) for down in (True, False)))
 
     async def _rd(self, member: str, signature: str, body: list[Any]) -> None:
         await _call(self._bus, RD_NAME, self.rd_path, RD_SESSION, member, signature, body)

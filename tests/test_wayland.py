@@ -1,0 +1,178 @@
+"""Screen sessions on Wayland: a real headless Mutter, its RemoteDesktop/ScreenCast API, PipeWire.
+
+Each test starts its own compositor stack (tests/wayland.py), runs the agent's screen session
+in this process with the session's environment (as the per-user session helper would), and
+drives it through a websocket with the reference viewer. What the viewer shows is compared
+with an independent capture (a second ScreenCast session read by its own ``gst-launch``);
+input must reach a native Wayland client (foot) and an XWayland one (Tk); the consent
+prompt must be visible on the Wayland screen and answerable with xdotool on XWayland.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.consent.tk import TkConsentUI
+from agent.consent.tk_app import ALLOW_BG, PROMPT_TITLE
+from agent.consent.ui import PromptRequest
+from agent.screen.capture import Frame
+from agent.screen.wayland.backend import choose_backend
+from agent.screen.wayland.frames import PipeWireCapture
+from agent.screen.wayland.mutter import MutterSession
+from agent.viewer import Viewer
+from tests.test_screen_support import poll_until, serve_session, tk_app
+from tests.wayland import MutterHandle, start_mutter
+
+TIMEOUT = 30.0
+#: foot's background in the key test: a colour nothing else on the desktop has.
+FOOT_BG = "#2a1b3c"
+
+
+@pytest.fixture
+def wayland(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MutterHandle]:
+    """A headless Mutter whose session environment this process (the agent under test) adopts."""
+    handle = start_mutter(1920, 1080, log_dir=tmp_path)
+    try:
+        for key, value in handle.env().items():
+            if os.environ.get(key) != value:
+                monkeypatch.setenv(key, value)
+        yield handle
+    finally:
+        handle.stop()
+
+
+@contextlib.asynccontextmanager
+async def reference() -> AsyncIterator[PipeWireCapture]:
+    """An independent cast of the same monitor: its own Mutter session and gst-launch child."""
+    session = await MutterSession.open()
+    s = session.stream
+    capture = PipeWireCapture(s.node_id, s.x, s.y, s.w, s.h)
+    capture.start(lambda: None)
+    try:
+        yield capture
+    finally:
+        await asyncio.to_thread(capture.close)
+        await session.close()
+
+
+async def grab(capture: PipeWireCapture) -> Frame:
+    return await asyncio.to_thread(capture.grab, 1)
+
+
+async def settle_equal(viewer: Viewer, ref: PipeWireCapture, timeout: float = TIMEOUT) -> None:
+    """Wait until the viewer's image equals the reference cast exactly (after the lossless refinement)."""
+    deadline = time.monotonic() + timeout
+    last = -1.0
+    while time.monotonic() < deadline:
+        expected = (await grab(ref))[:, :, :3]
+        if viewer.framebuffer.shape == expected.shape:
+            diff = np.abs(viewer.framebuffer.astype(np.int16) - expected.astype(np.int16))
+            if not diff.any():
+                return
+            last = float(diff.mean())
+        await asyncio.sleep(0.1)  # polling interval, not synchronization
+    raise AssertionError(f"viewer never equalled the screen (last mean error {last})")
+
+
+def colour_box(frame: Frame, colour: str) -> tuple[int, int, int, int] | None:
+    """(x, y, w, h) of the pixels of exactly ``colour`` (#rrggbb) in a BGRx frame."""
+    r, g, b = (int(colour[i: i + 2], 16) for i in (1, 3, 5))
+    ys, xs = np.nonzero((frame[:, :, 2] == r) & (frame[:, :, 1] == g) & (frame[:, :, 0] == b))
+    if len(xs) == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+
+
+def test_backend_is_chosen_from_the_users_session() -> None:
+    """XDG_SESSION_TYPE decides, then WAYLAND_DISPLAY; HELPLINE_SCREEN_BACKEND overrides both."""
+    assert choose_backend({"XDG_SESSION_TYPE": "wayland"}) == "wayland"
+    assert choose_backend({"XDG_SESSION_TYPE": "x11", "WAYLAND_DISPLAY": "wayland-0"}) == "x11"
+    assert choose_backend({"WAYLAND_DISPLAY": "wayland-0"}) == "wayland"
+    assert choose_backend({"DISPLAY": ":0"}) == "x11"
+    assert choose_backend({"XDG_SESSION_TYPE": "wayland", "HELPLINE_SCREEN_BACKEND": "x11"}) == "x11"
+
+
+async def test_viewer_equals_the_wayland_screen_after_a_change(wayland: MutterHandle) -> None:
+    """The viewer shows the cast exactly; a change on an XWayland window arrives; stats name the backend."""
+    async with tk_app(wayland.display) as app, reference() as ref, serve_session("view", "") as served:
+        async with Viewer(served.url) as viewer:
+            await viewer.wait_for(lambda v: v.stats.updates >= 1, timeout=TIMEOUT)
+            assert viewer.framebuffer.shape == (1080, 1920, 3)
+            await settle_equal(viewer, ref)
+            await app.command("fill #12ab34")
+            await poll_until(lambda: colour_box(viewer.framebuffer, "#12ab34") is not None, TIMEOUT)
+            box = colour_box(viewer.framebuffer, "#12ab34")
+            assert box is not None and box[2:] == (64, 64), box
+            await settle_equal(viewer, ref)
+    stats = await served.stats
+    assert stats.backend == "wayland-mutter" and stats.capture == "damage"
+    assert stats.updates_sent >= 2
+
+
+async def test_keys_reach_a_native_wayland_window(wayland: MutterHandle, tmp_path: Path) -> None:
+    """Text and keys typed in the viewer reach foot (a native Wayland terminal) through the RemoteDesktop session."""
+    out = tmp_path / "typed.txt"
+    foot = subprocess.Popen(["foot", "--override=shell=/bin/sh", f"--override=colors.background={FOOT_BG[1:]}"],
+                            env={**wayland.env(), "PS1": "$ "}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        async with serve_session("control", "") as served:
+            async with Viewer(served.url) as viewer:
+                # foot's window on the cast (found by its background colour); a click gives it the keyboard.
+                await poll_until(lambda: colour_box(viewer.framebuffer, FOOT_BG) is not None, TIMEOUT, interval=0.1)
+                box = colour_box(viewer.framebuffer, FOOT_BG)
+                assert box is not None
+                x, y, w, h = box
+                await viewer.click(x + w // 2, y + h // 2)
+                await viewer.send_text(f"echo wayland-keys > {out}")
+                await viewer.press_key("Enter")
+                await poll_until(lambda: out.exists() and out.read_text() == "wayland-keys\n", TIMEOUT)
+        stats = await served.stats
+        assert stats.injected_inputs >= 5 and stats.refused_inputs == 0
+    finally:
+        foot.terminate()
+        foot.wait(timeout=10)
+
+
+async def test_clicks_reach_an_xwayland_window(wayland: MutterHandle) -> None:
+    """A click at the button's place on the cast presses the Tk button (pointer motion in stream space)."""
+    async with tk_app(wayland.display) as app, serve_session("control", "") as served:
+        async with Viewer(served.url) as viewer:
+            await app.command("fill #ab12cd")
+            await poll_until(lambda: colour_box(viewer.framebuffer, "#ab12cd") is not None, TIMEOUT)
+            box = colour_box(viewer.framebuffer, "#ab12cd")
+            assert box is not None
+            # The Tk script puts the probe at canvas (640, 0) and "Press me" at (300, 300).
+            x0, y0 = box[0] - 640, box[1]
+            await viewer.click(x0 + 330, y0 + 312)
+            await app.expect(lambda line: line == "clicked", TIMEOUT)
+    stats = await served.stats
+    assert stats.injected_inputs == 3 and stats.backend == "wayland-mutter"
+
+
+async def test_consent_prompt_is_on_the_wayland_screen_and_answered_with_xdotool(wayland: MutterHandle) -> None:
+    """The Tk prompt runs on XWayland, shows on the cast (its Allow colour), and a real click answers it."""
+    ui = TkConsentUI(display=wayland.display)
+    request = PromptRequest(technician="Ann", mode="view", reason="printer", timeout_s=60)
+    async with reference() as ref:
+        answer = asyncio.create_task(ui.prompt(request))
+        await poll_until(lambda: ref.frames > 0 and colour_box(ref.grab(1), ALLOW_BG) is not None, TIMEOUT,
+                         interval=0.1)
+        box = colour_box(await grab(ref), ALLOW_BG)
+        assert box is not None and box[2] >= 40 and box[3] >= 20, box
+        env = wayland.env()
+        subprocess.run(["xdotool", "search", "--sync", "--name", PROMPT_TITLE, "windowactivate", "--sync"],
+                       env=env, check=False, timeout=TIMEOUT, capture_output=True)
+        cx, cy = box[0] + box[2] // 2, box[1] + box[3] // 2
+        subprocess.run(["xdotool", "mousemove", "--sync", str(cx), str(cy), "click", "1"], env=env, check=True,
+                       timeout=TIMEOUT, capture_output=True)
+        result = await asyncio.wait_for(answer, TIMEOUT)
+    assert result.allowed and result.by == "user"
