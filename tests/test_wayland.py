@@ -99,6 +99,9 @@ def test_backend_is_chosen_from_the_users_session() -> None:
     assert choose_backend({"WAYLAND_DISPLAY": "wayland-0"}) == "wayland"
     assert choose_backend({"DISPLAY": ":0"}) == "x11"
     assert choose_backend({"XDG_SESSION_TYPE": "wayland", "HELPLINE_SCREEN_BACKEND": "x11"}) == "x11"
+    # An explicit X server other than the session's own (a test's Xvfb on a Wayland desktop) is X11.
+    assert choose_backend({"XDG_SESSION_TYPE": "wayland", "DISPLAY": ":0"}, display=":57") == "x11"
+    assert choose_backend({"XDG_SESSION_TYPE": "wayland", "DISPLAY": ":0"}, display=":0") == "wayland"
 
 
 async def test_viewer_equals_the_wayland_screen_after_a_change(wayland: MutterHandle) -> None:
@@ -176,3 +179,41 @@ async def test_consent_prompt_is_on_the_wayland_screen_and_answered_with_xdotool
                        timeout=TIMEOUT, capture_output=True)
         result = await asyncio.wait_for(answer, TIMEOUT)
     assert result.allowed and result.by == "user"
+
+
+async def test_stop_ends_the_cast_within_a_second(wayland: MutterHandle) -> None:
+    """End session (the stop event) closes the tunnel, the Mutter session and the gst-launch child within 1 s."""
+    stop = asyncio.Event()
+    async with serve_session("control", "", stop=stop) as served:
+        async with Viewer(served.url) as viewer:
+            await viewer.wait_for(lambda v: v.stats.updates >= 1, timeout=TIMEOUT)
+            children = _gst_children()
+            assert children, "no gst-launch-1.0 child while streaming"
+            started = time.monotonic()
+            stop.set()
+            stats = await asyncio.wait_for(served.stats, TIMEOUT)
+            elapsed = time.monotonic() - started
+    assert stats.end_reason == "stopped" and stats.backend == "wayland-mutter"
+    assert elapsed < 1.0, f"session took {elapsed:.2f}s to end"
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in children), "gst-launch-1.0 outlived the session"
+
+
+def _gst_children() -> list[int]:
+    """PIDs of this process's gst-launch-1.0 children."""
+    out = subprocess.run(["ps", "-o", "pid=,comm=", "--ppid", str(os.getpid())], capture_output=True, text=True,
+                         check=False).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "gst-launch" in line]
+
+
+async def test_a_wayland_session_without_mutter_tells_the_viewer(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """No remote-desktop API on the bus: no X11 fallback, the viewer gets backend_unavailable and the reason."""
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", f"unix:path={tmp_path}/no-bus")
+    async with serve_session("view", "", backend="wayland") as served:
+        async with Viewer(served.url) as viewer:
+            with contextlib.suppress(ConnectionError):
+                await viewer.wait_for(lambda v: bool(v.stats.errors), timeout=TIMEOUT)
+            assert [e.code for e in viewer.stats.errors] == ["backend_unavailable"], viewer.stats.errors
+            assert "session bus" in viewer.stats.errors[0].message
+    stats = await served.stats
+    assert stats.updates_sent == 0 and stats.end_reason.startswith("backend unavailable")

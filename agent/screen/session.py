@@ -432,8 +432,17 @@ async def _run_wayland(tunnel: Tunnel, *, mode: Mode, injector: InputInjector | 
                        input_gate: InputGate | None) -> SessionStats:
     """The session on Mutter's remote-desktop API; it also ends when the compositor closes the cast."""
     from .wayland.backend import MutterBackend
+    from .wayland.frames import PipeWireError
+    from .wayland.mutter import MutterError
 
-    wayland = await MutterBackend.open()
+    try:
+        wayland = await MutterBackend.open()
+    except (MutterError, PipeWireError) as exc:
+        # No X11 fallback: under Wayland an X grab shows XWayland windows at best. The viewer is told why.
+        log.warning("screen session: the Wayland desktop cannot be shared: %s", exc)
+        await tunnel.send(stream.encode_text(stream.Error(code="backend_unavailable",
+                                                          message=f"Wayland screen sharing failed: {exc}"[:2000])))
+        return SessionStats(backend="wayland-mutter", end_reason=f"backend unavailable: {exc}")
     ended = asyncio.Event()
     watchers = [asyncio.create_task(wayland.session.closed.wait())]
     if stop is not None:
@@ -502,7 +511,7 @@ async def run_screen_session(
     if grabber is None:
         from .wayland.backend import choose_backend
 
-        chosen = backend or choose_backend()
+        chosen = backend or choose_backend(display=display)
         log.info("screen session backend: %s", chosen)
         if chosen == "wayland":
             return await _run_wayland(tunnel, mode=mode, injector=injector, clock=clock, stop=stop,

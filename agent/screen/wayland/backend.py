@@ -27,12 +27,18 @@ log = logging.getLogger(__name__)
 Backend = Literal["x11", "wayland"]
 
 
-def choose_backend(env: Mapping[str, str] | None = None) -> Backend:
-    """X11 or Wayland for the session described by ``env`` (default: this process's environment)."""
+def choose_backend(env: Mapping[str, str] | None = None, display: str | None = None) -> Backend:
+    """X11 or Wayland for the session described by ``env`` (default: this process's environment).
+
+    A ``display`` that is not the session's own ``DISPLAY`` names another X server (an Xvfb of
+    a test or the demo started from a Wayland desktop): that one is captured with X11.
+    """
     env = os.environ if env is None else env
     forced = env.get("HELPLINE_SCREEN_BACKEND", "").strip().lower()
     if forced in ("x11", "wayland"):
         return forced  # type: ignore[return-value]
+    if display and display != env.get("DISPLAY"):
+        return "x11"
     kind = env.get("XDG_SESSION_TYPE", "").strip().lower()
     if kind in ("x11", "wayland"):
         return kind  # type: ignore[return-value]
