@@ -9,7 +9,6 @@ whoever needs them later (tests speed up the tick or lower the artifact size lim
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import random
@@ -20,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from common.outage import OutageLog
 from protocol.authority import SignedDocument
 from protocol.authority_messages import TaskChallenge
 from protocol.tasks import (
@@ -36,6 +34,7 @@ from ..api import add_routes
 from ..api.openapi import add_schemas
 from ..authority import repository as documents
 from ..store import Row, StoreUnavailable
+from ..ticker import tick_forever
 from ..wake import waker as wake
 from . import api, lifecycle, proofs, repository
 from .artifacts import ArtifactReceiver
@@ -122,19 +121,8 @@ class TaskScheduler:
                     log.warning("could not deliver tasks", extra={"device_id": device_id, "error": str(exc)})
 
     async def run(self) -> None:
-        outage = OutageLog(log, "task scheduler tick")
-        while True:
-            try:
-                await self.tick()
-            except StoreUnavailable as exc:
-                outage.failed(exc)
-            except Exception:
-                log.exception("task scheduler tick failed; retrying")
-            else:
-                outage.succeeded()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=self.tick_s)
-            self.wake.clear()
+        await tick_forever(self.tick, wake=self.wake, tick_s=lambda: self.tick_s, activity="task scheduler tick",
+                           logger=log)
 
 
 #: The server's task scheduler (on the console app).

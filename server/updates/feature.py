@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from common.outage import OutageLog
 from protocol.update import ARTIFACT_PREFIX, UpdateOffer, UpdateStatus, is_artifact_path
 
 from .. import api
 from ..agent_channel import authenticate_device
 from ..authority import repository as documents
 from ..store import Row, StoreUnavailable
+from ..ticker import tick_forever
 from . import api as update_api
 from . import repository, service, waves
 from .repository import ROLLOUT_CHANGED
@@ -122,19 +122,7 @@ class RolloutDriver:
                     await self.offer_to(conn, only_pending=True)
 
     async def run(self) -> None:
-        outage = OutageLog(log, "rollout tick")
-        while True:
-            try:
-                await self.tick()
-            except StoreUnavailable as exc:
-                outage.failed(exc)
-            except Exception:
-                log.exception("rollout tick failed; retrying")
-            else:
-                outage.succeeded()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=self.tick_s)
-            self.wake.clear()
+        await tick_forever(self.tick, wake=self.wake, tick_s=lambda: self.tick_s, activity="rollout tick", logger=log)
 
 
 #: The server's rollout driver (on the console app; tests shorten its tick there).
