@@ -21,9 +21,7 @@ import contextlib
 import json
 import resource
 import shutil
-import signal
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +38,7 @@ from websockets.asyncio.client import connect  # noqa: E402
 
 from agent.backoff import Backoff  # noqa: E402
 from benchmarks.connect_agents import register_devices  # noqa: E402
-from benchmarks.fault_support import free_port, start_server  # noqa: E402
+from benchmarks.fault_support import free_port, start_server, stop_process  # noqa: E402
 from certs import tls  # noqa: E402
 from certs.pki import init_pki  # noqa: E402
 from server.store import open_database  # noqa: E402
@@ -87,16 +85,6 @@ async def install(n: int) -> Installation:
     config.write_text(f'[server]\ndata_dir = "{data}"\nhost = "127.0.0.1"\n')
     env = {"HELPLINE_AGENT_PORT": str(free_port()), "HELPLINE_CONSOLE_PORT": str(free_port())}
     return Installation(root, data, config, env, sims)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 # --- reconnect ------------------------------------------------------------------------------
@@ -158,7 +146,7 @@ async def run_reconnect(n: int, hold_s: float, progress: bool = True) -> list[st
             if progress:
                 print(f"  {label}: {n} online in {first:.1f}s; up {up_s:.0f}s, then a restart", flush=True)
             await asyncio.sleep(up_s)  # the up-time being measured, not a synchronization
-            _stop(server)
+            stop_process(server)
             for agent in fleet:  # the server is gone: wait until every agent noticed
                 while agent.online.is_set():
                     await asyncio.sleep(0.05)
@@ -173,7 +161,7 @@ async def run_reconnect(n: int, hold_s: float, progress: bool = True) -> list[st
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        _stop(server)
+        stop_process(server)
         shutil.rmtree(inst.root, ignore_errors=True)
     return lines
 
@@ -267,7 +255,7 @@ async def run_flood(idle: int, slow: int, progress: bool = True) -> list[str]:
         stop.set()
         for writer in sockets:
             writer.close()
-        _stop(server)
+        stop_process(server)
         shutil.rmtree(inst.root, ignore_errors=True)
     return lines
 

@@ -36,6 +36,7 @@ from benchmarks.fault_support import (  # noqa: E402
     free_port,
     helpline,
     start_server,
+    stop_process,
     tmpfs,
     wait_until,
 )
@@ -89,13 +90,7 @@ def _agent(state: Path, log: Path, interval: float) -> Iterator[subprocess.Popen
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_process(proc, grace_s=15)
 
 
 def _fill(directory: Path) -> Path:
@@ -166,12 +161,7 @@ def run_samples(*, kills: int = 3, downtime_s: float = 1.0, disk_full_s: float =
             report.produced, report.pending = outbox_counts(state)
             report.stored = asyncio.run(stored_samples(database_url, device_id))
         finally:
-            if server.poll() is None:
-                server.terminate()
-                try:
-                    server.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    server.kill()
+            stop_process(server, grace_s=15)
     return report
 
 

@@ -41,6 +41,17 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> floa
         time.sleep(0.05)
 
 
+def stop_process(proc: subprocess.Popen[bytes], *, grace_s: float = 20) -> None:
+    """SIGTERM, then SIGKILL if it has not gone after ``grace_s``; nothing if it already ended."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
 def port_open(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
         return True

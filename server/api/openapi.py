@@ -90,18 +90,30 @@ def document(routes: Iterable[Route], schemas: Mapping[str, Json]) -> Json:
             raise ValueError(f"schema {name} is defined twice")
         all_schemas[name] = schema
     paths: Json = {}
+    operation_ids: set[str] = set()
     for route in sorted(documented, key=lambda r: (r.path, r.method)):
         method = route.method.lower()
         target = paths.setdefault(route.path, {})
         if method in target:
             raise ValueError(f"{route.method} {route.path} is declared twice")
-        target[method] = _operation(route, schema_of, components)
+        target[method] = operation = _operation(route, schema_of, components)
+        if operation["operationId"] in operation_ids:  # two areas' handlers share a name: say whose
+            operation["operationId"] = f"{method}_{_area(route)}_{route.handler.__name__}"
+        if operation["operationId"] in operation_ids:
+            raise ValueError(f"operation id {operation['operationId']} is used twice")
+        operation_ids.add(operation["operationId"])
     return {
         "openapi": "3.1.0",
         "info": {"title": "Helpline API", "version": __version__, "description": DESCRIPTION},
         "paths": paths,
         "components": {"schemas": all_schemas, "securitySchemes": SECURITY_SCHEMES},
     }
+
+
+def _area(route: Route) -> str:
+    """The server area a handler belongs to (``server.tools.api`` → ``tools``)."""
+    parts = route.handler.__module__.split(".")
+    return parts[1] if len(parts) > 2 else parts[-1]
 
 
 def _declared_types(routes: Iterable[Route]) -> list[Any]:
