@@ -93,15 +93,18 @@ async def install(n: int) -> Installation:
 class FleetAgent:
     """One simulated agent's life: connect, hello, welcome, hold; on any end, the real backoff."""
 
-    def __init__(self, device_id: str, ctx: ssl.SSLContext, backoff: Backoff) -> None:
+    def __init__(self, device_id: str, ctx: ssl.SSLContext, backoff: Backoff, source: str | None = None) -> None:
         self.device_id, self.ctx, self.backoff = device_id, ctx, backoff
+        #: The local address to connect from (None: any).
+        self.source = source
         self.online = asyncio.Event()
 
     async def live(self, url: str) -> None:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                async with connect(url, ssl=self.ctx, compression=None, ping_interval=None, open_timeout=60) as ws:
+                async with connect(url, ssl=self.ctx, compression=None, ping_interval=None, open_timeout=60,
+                                   local_addr=(self.source, 0) if self.source else None) as ws:
                     await ws.send(json.dumps({"v": 1, "type": "hello", "id": "h", "min_version": 1, "max_version": 1,
                                               "agent_version": "bench", "device_id": self.device_id}))
                     while json.loads(await ws.recv()).get("type") != "welcome":
@@ -169,6 +172,10 @@ async def run_reconnect(n: int, hold_s: float, progress: bool = True) -> list[st
 # --- flood ----------------------------------------------------------------------------------
 
 
+#: The flood comes from one address, the API user and the agent from another (loopback answers all of 127/8).
+FLOOD_FROM, USERS_FROM = "127.0.0.1", "127.0.0.2"
+
+
 def _low_fd_limit() -> None:
     """In the server's child process: the soft limit a default service gets (the server may raise it)."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -177,7 +184,7 @@ def _low_fd_limit() -> None:
 
 async def _slowloris(port: int, stop: asyncio.Event) -> None:
     with contextlib.suppress(OSError):
-        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(FLOOD_FROM, 0))
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
         with contextlib.suppress(OSError, ConnectionError):
             while not stop.is_set():
@@ -196,7 +203,8 @@ async def _api_latency(port: int, ca: Path, tries: int = 10) -> tuple[float, int
         start = time.monotonic()
         with contextlib.suppress(OSError, asyncio.TimeoutError, ssl.SSLError):
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("localhost", port, ssl=ctx, server_hostname="localhost"), 10)
+                asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost",
+                                        local_addr=(USERS_FROM, 0)), 10)
             writer.write(b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             status = await asyncio.wait_for(reader.readline(), 10)
             ok += b" 200 " in status
@@ -223,13 +231,13 @@ async def run_flood(idle: int, slow: int, progress: bool = True) -> list[str]:
         for port in (inst.agent_port, inst.console_port):
             for _ in range(idle):
                 with contextlib.suppress(OSError):
-                    sockets.append((await asyncio.open_connection("127.0.0.1", port))[1])
+                    sockets.append((await asyncio.open_connection("127.0.0.1", port, local_addr=(FLOOD_FROM, 0)))[1])
         loris = [asyncio.ensure_future(_slowloris(p, stop)) for p in (inst.agent_port, inst.console_port)
                  for _ in range(slow)]
         if progress:
             print(f"  flood: {len(sockets)} idle connections + {len(loris)} slowloris open", flush=True)
         latency, answered = await _api_latency(inst.console_port, inst.data / "pki" / "ca.pem")
-        agent = FleetAgent(inst.sims[0][0], inst.agent_context(0), Backoff(base_s=0.2))
+        agent = FleetAgent(inst.sims[0][0], inst.agent_context(0), Backoff(base_s=0.2), source=USERS_FROM)
         agent_task = asyncio.ensure_future(agent.live(inst.agent_url))
         try:
             agent_s = await _all_online([agent], 60)
@@ -243,8 +251,8 @@ async def run_flood(idle: int, slow: int, progress: bool = True) -> list[str]:
         await asyncio.gather(*loris, return_exceptions=True)
         log1 = _log_bytes(log)
         lines += [
-            f"flood                  {idle} idle per listener + {slow} slowloris per listener, "
-            f"server soft fd limit 1024 at start",
+            f"flood                  {idle} idle per listener + {slow} slowloris per listener from {FLOOD_FROM}, "
+            f"server soft fd limit 1024 at start; API user and agent from {USERS_FROM}",
             f"server fds             {fds0} before -> {fds1} during the flood",
             f"server RSS             {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB",
             f"server log growth      {log1 - log0} bytes",
