@@ -16,6 +16,8 @@ newest buffer). A still desktop sends no buffers: the reader thread sleeps in ``
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: How long the first grab waits for the stream's first buffer.
 FIRST_FRAME_TIMEOUT_S = 10.0
+#: The pipe's buffer (Linux caps it at /proc/sys/fs/pipe-max-size, 1 MiB by default).
+PIPE_SIZE = 1 << 20
 #: The largest monitor read (8K): a bound on the buffer the reader allocates per frame.
 MAX_PIXELS = 7680 * 4320
 
@@ -77,6 +81,8 @@ class PipeWireCapture:
         if self._thread is not None:
             return
         read_fd, write_fd = os.pipe()
+        with contextlib.suppress(OSError):  # 1 MiB instead of 64 KiB: a frame crosses in 8 reads, not 128
+            fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         try:
             self._proc = subprocess.Popen(
                 gst_command(self.node_id, self._monitor.w, self._monitor.h, write_fd), pass_fds=(write_fd,),
