@@ -80,6 +80,9 @@ class MutterSession:
             raise MutterError(f"cannot connect to the session bus: {exc}") from exc
         try:
             return await asyncio.wait_for(cls._create(bus), STREAM_TIMEOUT_S + 4 * CALL_TIMEOUT_S)
+        except TimeoutError as exc:
+            bus.disconnect()
+            raise MutterError("Mutter announced no PipeWire stream in time") from exc
         except BaseException:
             bus.disconnect()
             raise
