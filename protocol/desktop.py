@@ -164,7 +164,7 @@ class IndicatorClose(DesktopMessage, frozen=True, tag="indicator.close"):
 class ToolkitRights(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What the service decided a session's toolkit may do (agent.toolkit.caps); the helper does no more."""
 
-    allowed: Annotated[list[Capability], msgspec.Meta(max_length=3)] = []
+    allowed: Annotated[list[Capability], msgspec.Meta(max_length=4)] = []
     max_file_bytes: Annotated[int, msgspec.Meta(ge=0, le=2**40)] = 0
     fetch_paths: Annotated[list[Annotated[str, msgspec.Meta(max_length=256)]], msgspec.Meta(max_length=32)] = []
     unattended: bool = False
