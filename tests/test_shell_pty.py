@@ -10,8 +10,11 @@ from collections.abc import Callable
 import psutil
 import pytest
 
+from agent.policy import LocalPolicy
 from agent.shell.session import Shell
+from agent.toolkit.caps import decide_caps
 from protocol import shell as sh
+from protocol.authority import UnattendedGrant
 
 USER = "nobody"
 
@@ -143,3 +146,24 @@ def test_codec_rejects_garbage() -> None:
     with pytest.raises(sh.ShellProtocolError):
         sh.unpack_data(b"\xc1")
     assert sh.unpack_data(sh.pack_data(b"\x03")) == b"\x03" and not sh.is_data(b"\xb1x")
+
+
+def _grant(*actions: str) -> UnattendedGrant:
+    return UnattendedGrant(grant_id="g-shell-1", groups=["lab"], technician_names=["tess"],
+                           actions=list(actions),  # type: ignore[arg-type]
+                           not_before=1_000.0, not_after=2_000.0, issuer="approver", issued_at=1_000.0)
+
+
+def test_consent_grant_and_policy_decide_the_shell() -> None:
+    """Off by default; on by policy for attended sessions; unattended only with a grant naming shell; root only with
+    allow_root_shell on top."""
+    assert "shell" not in decide_caps(LocalPolicy(), None).allowed
+    assert "policy" in decide_caps(LocalPolicy(), None).refused["shell"]
+    on = LocalPolicy.parse("allow_shell = true\n")
+    assert "shell" in decide_caps(on, None).allowed and not decide_caps(on, None).root_shell
+    refused = decide_caps(on, _grant("view", "control"))
+    assert "shell" not in refused.allowed and "g-shell-1" in refused.refused["shell"]
+    assert "shell" in decide_caps(on, _grant("control", "shell")).allowed
+    root = LocalPolicy.parse("allow_shell = true\nallow_root_shell = true\n")
+    assert decide_caps(root, _grant("control", "shell")).root_shell
+    assert not decide_caps(LocalPolicy.parse("allow_root_shell = true\n"), None).root_shell
