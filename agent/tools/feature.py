@@ -71,6 +71,13 @@ class ToolsFeature:
             store.audit.record(event, **details)
         log.info(event, extra=details)
 
+    def _refusal(self, session_id: str | None, technician_user: str, action: str) -> tuple[str, str] | None:
+        """Why a change (ending a process, acting on a unit) may not happen here, or None."""
+        if not self._allowed():
+            return "policy", "the device's policy switches tools off"
+        why = self.authority(session_id, technician_user, action)
+        return ("no_authority", why) if why else None
+
     async def on_processes(self, client: AgentClient, request: ProcessListRequest) -> None:
         if not self._allowed():
             await client.send(_refused(request.id, "policy", "the device's policy switches tools off"))
@@ -80,9 +87,7 @@ class ToolsFeature:
         await client.send(ToolResult(in_reply_to=request.id, processes=processes, truncated=truncated))
 
     async def on_end(self, client: AgentClient, request: ProcessEndRequest) -> None:
-        refusal = ("policy", "the device's policy switches tools off") if not self._allowed() else None
-        if refusal is None and (why := self.authority(request.session_id, request.technician_user, "processes")):
-            refusal = ("no_authority", why)
+        refusal = self._refusal(request.session_id, request.technician_user, "processes")
         result: ToolResult
         if refusal is not None:
             result = _refused(request.id, *refusal)
@@ -109,9 +114,7 @@ class ToolsFeature:
         await client.send(ToolResult(in_reply_to=request.id, services=units, truncated=truncated))
 
     async def on_action(self, client: AgentClient, request: ServiceActionRequest) -> None:
-        refusal = ("policy", "the device's policy switches tools off") if not self._allowed() else None
-        if refusal is None and (why := self.authority(request.session_id, request.technician_user, "services")):
-            refusal = ("no_authority", why)
+        refusal = self._refusal(request.session_id, request.technician_user, "services")
         result: ToolResult
         if refusal is not None:
             result = _refused(request.id, *refusal)

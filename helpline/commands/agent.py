@@ -15,6 +15,8 @@ from . import agent_install, agent_inventory, agent_launch
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
+    from agent.enroll import EnrollResult
+    from agent.state import AgentState
 
 #: Extra ``helpline agent …`` actions, each a module with ``register_agent(subparsers)``.
 AGENT_ACTIONS = (agent_inventory, agent_install, agent_launch)
@@ -61,21 +63,28 @@ def agent_config(args: argparse.Namespace) -> AgentConfig:
                        overrides={"state_dir": args.state, "log_format": getattr(args, "log_format", None)})
 
 
-def _enroll(args: argparse.Namespace) -> int:
+def enroll_or_report(url: str, token: str, ca_sha256: str, state: AgentState,
+                     root_sha256: str | None) -> EnrollResult | None:
+    """Enroll; on a refusal or failure print one line saying why and return None."""
     from agent.enroll import EnrollmentFailed, enroll
-    from agent.state import AgentState
     from certs.errors import CertError
+
+    try:
+        return enroll(url, token, ca_sha256, state, root_sha256=root_sha256)
+    except EnrollmentFailed as exc:
+        print(f"helpline: enrollment refused: {exc.message} ({exc.code})", file=sys.stderr)
+    except (CertError, ValueError, OSError) as exc:
+        print(f"helpline: enrollment failed: {exc}", file=sys.stderr)
+    return None
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from agent.state import AgentState
 
     config = agent_config(args)
     setup_logging(config.log_format, config.log_level)
-    try:
-        result = enroll(args.url, args.token, args.ca_sha256, AgentState(config.state_dir),
-                        root_sha256=args.root_sha256)
-    except EnrollmentFailed as exc:
-        print(f"helpline: enrollment refused: {exc.message} ({exc.code})", file=sys.stderr)
-        return 1
-    except (CertError, ValueError, OSError) as exc:
-        print(f"helpline: enrollment failed: {exc}", file=sys.stderr)
+    result = enroll_or_report(args.url, args.token, args.ca_sha256, AgentState(config.state_dir), args.root_sha256)
+    if result is None:
         return 1
     print(f"enrolled as device {result.device_id} in group {result.group}; state in {config.state_dir}")
     if config.trust_root_sha256 or args.root_sha256:

@@ -44,10 +44,10 @@ def register_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _enroll_from_config(args: argparse.Namespace) -> int:
     from agent.config import AgentConfig
     from agent.deployment import load_enrollment
-    from agent.enroll import EnrollmentFailed, enroll
     from agent.state import AgentState
-    from certs.errors import CertError
     from common.config import ConfigError, load_config
+
+    from .agent import enroll_or_report
 
     config = load_config(AgentConfig, args.config, section="agent")
     state = AgentState(config.state_dir)
@@ -57,15 +57,9 @@ def _enroll_from_config(args: argparse.Namespace) -> int:
     deployment = load_enrollment(args.config)
     if deployment is None:
         raise ConfigError(f"{args.config} has no [enrollment] table and {config.state_dir} holds no identity")
-    token = deployment.read_token()
-    try:
-        result = enroll(deployment.server_url, token, deployment.ca_sha256, state,
-                        root_sha256=config.trust_root_sha256)
-    except EnrollmentFailed as exc:
-        print(f"helpline: enrollment refused: {exc.message} ({exc.code})", file=sys.stderr)
-        return 1
-    except (CertError, ValueError, OSError) as exc:
-        print(f"helpline: enrollment failed: {exc}", file=sys.stderr)
+    result = enroll_or_report(deployment.server_url, deployment.read_token(), deployment.ca_sha256, state,
+                              config.trust_root_sha256)
+    if result is None:
         return 1
     print(f"enrolled as device {result.device_id} in group {result.group}; the token file "
           f"{deployment.token_file} is spent and may be deleted")
