@@ -98,6 +98,8 @@ class FleetAgent:
         #: The local address to connect from (None: any).
         self.source = source
         self.online = asyncio.Event()
+        #: Why the last connection or attempt ended (printed when the fleet does not come back).
+        self.last_end = ""
 
     async def live(self, url: str) -> None:
         loop = asyncio.get_running_loop()
@@ -115,15 +117,20 @@ class FleetAgent:
                         frame = json.loads(message)
                         if frame.get("type") == "ping":
                             await ws.send(json.dumps({"v": 1, "type": "pong", "id": "p", "in_reply_to": frame["id"]}))
-            except Exception:  # any end (refused, dropped, malformed) is a reconnect, as in the agent
-                pass
+            except Exception as exc:  # any end (refused, dropped, malformed) is a reconnect, as in the agent
+                self.last_end = f"{type(exc).__name__}: {exc}"
             self.online.clear()
             await asyncio.sleep(self.backoff.next_delay(loop.time()))
 
 
 async def _all_online(fleet: list[FleetAgent], timeout: float) -> float:
     start = time.monotonic()
-    await asyncio.wait_for(asyncio.gather(*(a.online.wait() for a in fleet)), timeout)
+    try:
+        await asyncio.wait_for(asyncio.gather(*(a.online.wait() for a in fleet)), timeout)
+    except TimeoutError:
+        missing = [a for a in fleet if not a.online.is_set()]
+        raise TimeoutError(f"{len(missing)} agents not online after {timeout:.0f}s; e.g. {missing[0].device_id}: "
+                           f"{missing[0].last_end or 'no attempt ended yet'}") from None
     return time.monotonic() - start
 
 

@@ -40,9 +40,8 @@ class InboxRefused(Exception):
 def open_folder(folder: Path) -> int:
     """A descriptor of ``folder`` (created 0700 when missing), refusing a symlink or anything not a directory."""
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except FileExistsError:
-        pass  # a symlink to nowhere, or a file: refused just below
+        with contextlib.suppress(FileExistsError):  # a symlink to nowhere, or a file: refused just below
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise InboxRefused("folder_unusable", f"cannot create {folder.name}: {exc.strerror}") from exc
     try:

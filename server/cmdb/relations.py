@@ -16,6 +16,7 @@ of looping, and it stops at :data:`MAX_NODES`.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import math
@@ -56,10 +57,8 @@ def _started(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, str) and value:
-        try:
+        with contextlib.suppress(ValueError):  # not a number: ISO 8601 text, tried next
             return float(value)
-        except ValueError:
-            pass
         try:
             return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
         except ValueError:
