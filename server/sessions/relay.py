@@ -25,10 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import queue
 import struct
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,13 +33,14 @@ from typing import Literal
 
 from aiohttp import WSMsgType, web
 
-from common.files import atomic_write, private_directory
+from common.files import atomic_write
 from protocol import stream, toolkit
 from protocol.session import EndReason
 
 from .redact import technician_record
 from .settings import SessionSettings
 from .shell_relay import ShellWatch
+from .spool import AppendSpool
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +60,7 @@ class Recorder:
         self.path = path
         self.metadata = metadata
         self.started = time.monotonic()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=256)
-        private_directory(path.parent)
-        self._thread = threading.Thread(target=self._run, name=f"recorder-{path.stem}", daemon=True)
-        self._thread.start()
+        self._spool = AppendSpool(path, max_records=256, what="recording")
 
     def add(self, direction: int, binary: bool, data: str | bytes) -> None:
         if direction == 0 and _toolkit_private(binary, data):
@@ -77,24 +72,10 @@ class Recorder:
             data, binary = kept, False
         payload = data if isinstance(data, bytes) else data.encode()
         header = RECORD_HEADER.pack(time.monotonic() - self.started, direction, int(binary), len(payload))
-        try:
-            self._queue.put_nowait(header + payload)
-        except queue.Full:
-            log.warning("recording %s falls behind; message dropped from the recording", self.path.name)
-
-    def _run(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "ab") as out:
-            while True:
-                item = self._queue.get()
-                if item is None:
-                    return
-                out.write(item)
+        self._spool.put(header + payload)
 
     async def close(self, extra: dict[str, object]) -> None:
-        self._queue.put(None)
-        await asyncio.to_thread(self._thread.join, 5)
+        await asyncio.to_thread(self._spool.close)
         meta = {**self.metadata, **extra, "format": "hlrec1: >dBBI header (t, dir, binary, len) + payload"}
         await asyncio.to_thread(atomic_write, self.path.with_suffix(".json"), json.dumps(meta, indent=1))
 

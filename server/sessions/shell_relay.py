@@ -16,15 +16,13 @@ from __future__ import annotations
 import codecs
 import json
 import logging
-import os
-import queue
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common.files import private_directory
 from protocol import shell as sh
+
+from .spool import AppendSpool
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +37,15 @@ class CastRecorder:
         self.path = path
         self.started = time.monotonic()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=4096)
         self.bytes = 0
-        private_directory(path.parent)
+        self._spool = AppendSpool(path, max_records=4096, what="shell recording")
         header = {"version": 2, "width": cols, "height": rows, "timestamp": int(time.time()), "title": title[:200],
                   "env": {"TERM": "xterm-256color"}}
-        self._queue.put(json.dumps(header) + "\n")
-        self._thread = threading.Thread(target=self._run, name=f"cast-{path.stem}", daemon=True)
-        self._thread.start()
+        self._spool.put((json.dumps(header) + "\n").encode())
 
     def _line(self, kind: str, text: str) -> None:
         line = json.dumps([round(time.monotonic() - self.started, 6), kind, text]) + "\n"
-        try:
-            self._queue.put_nowait(line)
-        except queue.Full:
-            log.warning("shell recording %s falls behind; output dropped from the recording", self.path.name)
+        self._spool.put(line.encode())
 
     def output(self, data: bytes) -> None:
         self.bytes += len(data)
@@ -64,24 +56,11 @@ class CastRecorder:
     def resize(self, cols: int, rows: int) -> None:
         self._line("r", f"{cols}x{rows}")
 
-    def _run(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "a", encoding="utf-8") as out:
-            while True:
-                item = self._queue.get()
-                if item is None:
-                    return
-                out.write(item)
-                if self._queue.empty():
-                    out.flush()
-
     def close(self) -> None:
         tail = self._decoder.decode(b"", final=True)
         if tail:
             self._line("o", tail)
-        self._queue.put(None)
-        self._thread.join(5)
+        self._spool.close()
 
 
 class ShellWatch:
