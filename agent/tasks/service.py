@@ -122,6 +122,7 @@ class TaskService:
         self.which: Callable[[str], str | None] = shutil.which
         self._ledger: TaskLedger | None = None
         self._active: dict[str, asyncio.Task[None]] = {}
+        self._started: set[str] = set()
         self._cancel_reasons: dict[str, str] = {}
         self._resumed = False
         self.uploader = ArtifactUploader(client, lambda: self.ledger)
@@ -153,7 +154,8 @@ class TaskService:
             if known.result is not None:
                 await self._send(msgspec.json.decode(known.result, type=TaskResult))
             return
-        await asyncio.to_thread(self.ledger.add, message.run_id, codec.encode(message), "waiting")
+        if not await asyncio.to_thread(self.ledger.add, message.run_id, codec.encode(message), "waiting"):
+            return  # the same run delivered twice at once (reconnect flush and live send): one handles it
         self._start(message)
 
     async def on_proof(self, message: TaskProof) -> None:
@@ -198,6 +200,8 @@ class TaskService:
     async def _resume(self) -> None:
         """After a restart: re-arm waiting runs; runs cut off mid-way are reported, not re-run."""
         for row in await asyncio.to_thread(self.ledger.unfinished):
+            if row.run_id in self._started:
+                continue  # delivered and started in this process while the ledger was being read
             try:
                 message = msgspec.json.decode(row.message, type=TaskRun)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -206,12 +210,17 @@ class TaskService:
             if row.state == "running":
                 await self._finish(row.run_id, Outcome(
                     "failed", reason="the agent stopped while this task was running; its outcome is unknown"), None)
-            elif row.run_id not in self._active:
+            else:
                 self._start(message)
 
     # --- one run ----------------------------------------------------------------------------
 
     def _start(self, message: TaskRun) -> None:
+        """Start a run at most once per agent process: a run that is active or already ended here (the ledger
+        read of ``_resume`` may predate its end) is not started again."""
+        if message.run_id in self._started:
+            return
+        self._started.add(message.run_id)
         task = asyncio.get_running_loop().create_task(self._process(message), name=f"task-{message.run_id}")
         self._active[message.run_id] = task
         task.add_done_callback(lambda _t: self._active.pop(message.run_id, None))
