@@ -40,8 +40,10 @@ Handler = Callable[["AgentClient", Any], Awaitable[None]]
 #: "health.partial"/"inventory.partial": it reads the ``rejected`` list of ``health.ack``/``inventory.ack``;
 #: "wake": it relays Wake-on-LAN packets to its own networks (agent/wake.py);
 #: "update": it takes ``update.offer`` and reports ``update.status`` (agent/update/).
+#: "inventory.policy.push": it follows a changed personal-data policy sent with ``inventory.request``.
 CAPABILITIES = ["inventory", "health", "health.seq", "session", "tasks", "authority", "health.partial",
-                "inventory.partial", "wake", "update", "inventory.policy", "tools"]
+                "inventory.partial", "wake", "update", "inventory.policy", "tools",
+                "inventory.policy.push"]
 Hook = Callable[["AgentClient"], Awaitable[None]]
 
 

@@ -30,6 +30,7 @@ from agent.collectors.software import installed_software
 from agent.collectors.storage import collect_storage
 from agent.collectors.users import collect_users
 from agent.collectors.virtualization import collect_virtualization
+from protocol.messages import InventoryPolicy as WirePolicy
 from protocol.messages import Welcome
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,11 @@ class InventoryPolicy:
 
 def welcome_policy(welcome: Welcome | None) -> InventoryPolicy:
     """The policy a server's welcome carries; none (an older server, no connection yet) collects everything."""
-    sent = welcome.inventory_policy if welcome is not None else msgspec.UNSET
+    return wire_policy(welcome.inventory_policy if welcome is not None else msgspec.UNSET)
+
+
+def wire_policy(sent: WirePolicy | msgspec.UnsetType) -> InventoryPolicy:
+    """The policy a server sent (welcome or ``inventory.request``); unset collects everything."""
     if isinstance(sent, msgspec.UnsetType):
         return InventoryPolicy()
     return InventoryPolicy(omit=frozenset(sent.omit), login_days=sent.login_days)

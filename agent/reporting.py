@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -54,6 +54,9 @@ from .control_client import AgentClient
 from .delivery import DrainPlan, Shape, Verdict
 from .health import fit_metrics, metrics_size
 from .outbox import Item, Outbox, max_items_for
+
+if TYPE_CHECKING:
+    from .inventory import InventoryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,8 @@ class Reporter:
         self._inventory_waiter: asyncio.Future[Message] | None = None
         self._inventory_lock = asyncio.Lock()
         self._force_full = False
+        #: A personal-data policy the server pushed since this connection's welcome (``inventory.request``).
+        self._pushed_policy: InventoryPolicy | None = None
         self._sampling: asyncio.Future[None] | None = None
         self._sampling_stopped = False
 
@@ -285,7 +290,8 @@ class Reporter:
         """The report to send now, or None when nothing changed since the last ack (periodic checks)."""
         from .inventory import collect_inventory, compute_delta, section_checksums, welcome_policy
 
-        policy = welcome_policy(self.client.welcome)  # the group's personal-data switch and login retention
+        # The group's personal-data switch and login retention: as pushed since the welcome, else the welcome's.
+        policy = self._pushed_policy or welcome_policy(self.client.welcome)
         inventory = await asyncio.to_thread(self.collect or (lambda: collect_inventory(policy=policy)))
         checksums = section_checksums(inventory)
         acked = self.load_acked()
@@ -356,7 +362,13 @@ class Reporter:
 
     def on_inventory_request(self, message: InventoryRequest) -> bool:
         """Route a request to the report in flight; False if none (caller sends a full one)."""
+        from .inventory import wire_policy
+
         self._force_full = True
+        if not isinstance(message.inventory_policy, msgspec.UnsetType):
+            self._pushed_policy = wire_policy(message.inventory_policy)
+            log.info("personal-data policy changed by the server", extra={
+                "omit": sorted(self._pushed_policy.omit), "login_days": self._pushed_policy.login_days})
         if self._inventory_waiter is not None and not self._inventory_waiter.done():
             self._inventory_waiter.set_result(message)
             return True
@@ -385,6 +397,7 @@ class Reporter:
     async def on_ready(self, client: AgentClient) -> None:
         """Per connection: renumber if needed, inventory, then the periodic check and the health drain."""
         await self.renumber_outbox(client)
+        self._pushed_policy = None  # this connection's welcome carries the current policy
         server_checksums = client.welcome.inventory_checksums if client.welcome else None
         try:
             await self.send_inventory(dict(server_checksums) if server_checksums is not None else None,

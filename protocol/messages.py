@@ -167,6 +167,9 @@ class InventoryRequest(Message, frozen=True, tag="inventory.request"):
 
     sender: ClassVar[str] = "server"
     reason: ShortStr
+    #: The group's changed personal-data policy (issue 17), followed instead of the welcome's until the next
+    #: connection. Only sent to agents with the "inventory.policy.push" capability; omitted from the wire when unset.
+    inventory_policy: InventoryPolicy | msgspec.UnsetType = msgspec.UNSET
 
 
 class HealthSample(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -23,6 +23,8 @@ from . import (
     licences,
     licences_api,
     personal,
+    personal_api,
+    personal_push,
     relations_api,
     software_search,
     vulns_api,
@@ -65,7 +67,9 @@ def setup(server: HelplineServer) -> None:
     server.agent_handlers.welcome_fields.append(policy_field)
     api.register(server.console_app)
     server_api.add_routes(server.console_app,
-                          relations_api.routes() + licences_api.routes() + vulns_api.routes())
+                          relations_api.routes() + licences_api.routes() + vulns_api.routes()
+                          + personal_api.routes())
+    server.background.append(lambda: personal_push.subscribe(server))
 
     async def maintenance() -> None:
         while True:
