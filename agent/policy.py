@@ -13,6 +13,8 @@ A TOML file owned by the device's administrator (``AgentConfig.policy_file``)::
     allow_clipboard = true
     allow_shell = false        # remote shell (agent.shell) as the logged-in user; listed in the prompt
     allow_root_shell = false   # a root shell too (direct mode), for sessions consented for the shell
+    shell_idle_timeout_s = 900 # a shell with no byte either way this long is hung up (1 .. 86400;
+                               # the server's own shell_idle_timeout_s also applies: the shorter wins)
     allow_tools = true         # processes and services tabs (agent.tools); ending/starting also needs a control session
     max_file_mb = 1024         # largest file either way (1 .. 65536 MiB)
 
@@ -67,6 +69,8 @@ class LocalPolicy:
     allow_shell: bool = False
     #: A root shell on top (direct mode only), for sessions consented for the shell.
     allow_root_shell: bool = False
+    #: A remote shell with no byte either way for this long is hung up, whatever the server allows.
+    shell_idle_timeout_s: float = 900.0
     #: Processes and services (agent.tools): listing; changes also need a consented control session.
     allow_tools: bool = True
     #: Largest file transferred either way, in bytes.
@@ -106,7 +110,7 @@ class LocalPolicy:
         except tomllib.TOMLDecodeError as exc:
             raise PolicyError(f"not valid TOML: {exc}") from exc
         known = {"require_prompt", "allow_control", "allow_unattended", "prompt_timeout_s", "decline_cooldown_s",
-                 "authority", *_TOOLKIT_KEYS, "max_file_mb"}
+                 "authority", *_TOOLKIT_KEYS, "max_file_mb", "shell_idle_timeout_s"}
         unknown = set(data) - known
         if unknown:
             raise PolicyError(f"unknown keys: {', '.join(sorted(unknown))}")
@@ -119,6 +123,9 @@ class LocalPolicy:
         cooldown = data.get("decline_cooldown_s", 60.0)
         if isinstance(cooldown, bool) or not isinstance(cooldown, (int, float)) or not 0 <= cooldown <= 86400:
             raise PolicyError("decline_cooldown_s must be a number of seconds between 0 and 86400")
+        shell_idle = data.get("shell_idle_timeout_s", 900.0)
+        if isinstance(shell_idle, bool) or not isinstance(shell_idle, (int, float)) or not 1 <= shell_idle <= 86400:
+            raise PolicyError("shell_idle_timeout_s must be a number of seconds between 1 and 86400")
         max_mb = data.get("max_file_mb", 1024)
         if isinstance(max_mb, bool) or not isinstance(max_mb, int) or not 1 <= max_mb <= 65536:
             raise PolicyError("max_file_mb must be a whole number of MiB between 1 and 65536")
@@ -128,6 +135,7 @@ class LocalPolicy:
             allow_clipboard=bool(data.get("allow_clipboard", True)),
             allow_shell=bool(data.get("allow_shell", False)),
             allow_root_shell=bool(data.get("allow_root_shell", False)),
+            shell_idle_timeout_s=float(shell_idle),
             allow_tools=bool(data.get("allow_tools", True)),
             max_file_bytes=max_mb * 1024 * 1024,
             require_prompt=bool(data.get("require_prompt", False)),

@@ -169,6 +169,8 @@ class ToolkitRights(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fetch_paths: Annotated[list[Annotated[str, msgspec.Meta(max_length=256)]], msgspec.Meta(max_length=32)] = []
     unattended: bool = False
     technician: Short = ""
+    #: The device policy's shell idle timeout (the helper runs the shell and hangs it up).
+    shell_idle_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 900.0
 
 
 class ScreenStart(DesktopMessage, frozen=True, tag="screen.start"):

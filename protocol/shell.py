@@ -10,7 +10,8 @@ Its **text** messages carry ``type`` tags ``shell.*``::
 
     viewer → agent   shell.open {cols, rows, root}   at most one shell per session at a time
                      shell.resize {cols, rows}       TIOCSWINSZ on the pty (SIGWINCH to the shell)
-                     shell.close                      hang up (SIGHUP to the shell's process group)
+                     shell.close {idle}               hang up (SIGHUP to the shell's process group);
+                                                      idle: the server's shell idle timeout sent it
     agent → viewer   shell.opened {user, uid, tty, pid, root}
                      shell.exit {status, reason}      status: exit code, or -N for signal N
                      shell.error {code, message}      refused or failed; no shell runs
@@ -91,7 +92,10 @@ class Resize(ShellMessage, frozen=True, tag="shell.resize"):
 
 
 class Close(ShellMessage, frozen=True, tag="shell.close"):
-    """Viewer → agent: hang up the shell."""
+    """Viewer → agent: hang up the shell. ``idle``: the relay sends it, its shell idle timeout ran out (the agent
+    names that reason in ``shell.exit``; the server audits its own hang-up itself)."""
+
+    idle: bool = False
 
 
 class Opened(ShellMessage, frozen=True, tag="shell.opened"):

@@ -47,6 +47,9 @@ class ServerConfig:
     recordings_dir: Path | None = None
     #: A streaming session with no technician input and no real screen change this long ends (0 = never).
     session_idle_timeout_s: float = 900.0
+    #: A remote shell with no byte either way this long is hung up by the relay (0 = never; the device's
+    #: policy ``shell_idle_timeout_s`` applies too: the shorter wins).
+    shell_idle_timeout_s: float = 900.0
     #: Largest file a session's toolkit may move either way (MiB); the device's own policy may set less.
     session_max_file_mb: int = 1024
     #: Largest diagnostics bundle an agent may upload (bytes).

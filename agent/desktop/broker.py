@@ -262,7 +262,8 @@ class DesktopBroker:
         if isinstance(caps, ToolkitCaps):  # the service decided; the helper only carries it out
             rights = ToolkitRights(allowed=caps.listed(), max_file_bytes=caps.max_file_bytes,  # type: ignore[arg-type]
                                    fetch_paths=list(caps.fetch_paths), unattended=caps.unattended,
-                                   technician=str(kwargs.get("technician", ""))[:256])
+                                   technician=str(kwargs.get("technician", ""))[:256],
+                                   shell_idle_s=caps.shell_idle_s)
         return await relay_screen(link, tunnel, mode=mode, stop=stop,
                                   monitor=monitor if isinstance(monitor, int) else None, toolkit=rights,
                                   session_id=session_id)

@@ -274,7 +274,7 @@ class SessionHelper:
         rights = message.toolkit
         caps = None if rights is None else ToolkitCaps(
             frozenset(rights.allowed), rights.max_file_bytes, fetch_paths=tuple(rights.fetch_paths),
-            unattended=rights.unattended)
+            unattended=rights.unattended, shell_idle_s=rights.shell_idle_s)
         try:
             # The toolkit runs here, as the user: files land in (and come from) what the user can reach.
             indicator = self._session_indicators.get(message.session_id) if message.session_id else None

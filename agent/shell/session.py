@@ -4,8 +4,10 @@ It refuses what the session's caps do not allow (``shell`` missing from consent 
 without ``allow_root_shell``) with ``shell.error``, whatever the technician asks. Output is read
 as it comes (at most ``protocol.shell.MAX_DATA`` per message) and sent with the tunnel's own
 back-pressure, so a ``cat`` of a big file never queues unbounded in the agent. A shell with
-neither input nor output for ``idle_timeout_s`` is hung up. Start, end, user and exit status are
-logged here and reach the server's audit through the relay (``shell.opened``/``shell.exit``).
+neither input nor output for ``idle_timeout_s`` (the device policy's ``shell_idle_timeout_s``) is
+hung up; the relay applies the server's own limit and sends ``shell.close {idle}``, so the
+stricter of the two ends an idle shell. Start, end, user and exit status are logged here and
+reach the server's audit through the relay (``shell.opened``/``shell.exit``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 
 SendText = Callable[[str], Awaitable[None]]
 SendBytes = Callable[[bytes], Awaitable[None]]
-#: A shell with no byte either way for this long is hung up.
+#: A shell with no byte either way for this long is hung up (the policy default; ``LocalPolicy.shell_idle_timeout_s``).
 IDLE_TIMEOUT_S = 15 * 60.0
 
 
@@ -60,7 +62,7 @@ class Shell:
             if self.pty is not None:
                 set_size(self.pty.master, message.cols, message.rows)
         elif isinstance(message, sh.Close):
-            await self.close("closed by the technician")
+            await self.close("idle timeout (server)" if message.idle else "closed by the technician")
         else:
             await self._error("shell_invalid", f"{type(message).__name__} is not a viewer message")
 

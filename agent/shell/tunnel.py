@@ -15,7 +15,7 @@ from protocol import shell as sh
 
 from ..screen.tunnel import Tunnel
 from ..toolkit.caps import ToolkitCaps
-from .session import Shell
+from .session import IDLE_TIMEOUT_S, Shell
 
 
 class ShellTunnel:
@@ -51,8 +51,8 @@ class ShellTunnel:
 
 @contextlib.asynccontextmanager
 async def shell_tunnel(tunnel: Tunnel, *, allowed: bool, refused: str = "", root_allowed: bool = False,
-                       user: str | None = None,
-                       note: Callable[[str], Awaitable[None]] | None = None) -> AsyncIterator[Tunnel]:
+                       user: str | None = None, note: Callable[[str], Awaitable[None]] | None = None,
+                       idle_timeout_s: float = IDLE_TIMEOUT_S) -> AsyncIterator[Tunnel]:
     """``tunnel`` with the session's shell on it; any shell still running is hung up on exit."""
     wrapped = ShellTunnel(tunnel)
 
@@ -63,7 +63,7 @@ async def shell_tunnel(tunnel: Tunnel, *, allowed: bool, refused: str = "", root
         await wrapped.send(data)
 
     shell = Shell(send_text, send_bytes, allowed=allowed, refused=refused, root_allowed=root_allowed, user=user,
-                  note=note)
+                  note=note, idle_timeout_s=idle_timeout_s)
     wrapped.shell = shell
     try:
         yield wrapped
@@ -76,9 +76,10 @@ async def session_shell(tunnel: Tunnel, caps: ToolkitCaps | None, *, user: str |
                         note: Callable[[str], Awaitable[None]] | None = None) -> AsyncIterator[Tunnel]:
     """The shell a session's caps allow (none: every ``shell.open`` is refused saying why)."""
     if caps is None:
-        allowed, refused, root = False, "the shell is not part of this session", False
+        allowed, refused, root, idle = False, "the shell is not part of this session", False, IDLE_TIMEOUT_S
     else:
         allowed, refused, root = "shell" in caps.allowed, caps.refused.get("shell", ""), caps.root_shell
+        idle = caps.shell_idle_s
     async with shell_tunnel(tunnel, allowed=allowed, refused=refused, root_allowed=root, user=user,
-                            note=note) as wrapped:
+                            note=note, idle_timeout_s=idle) as wrapped:
         yield wrapped

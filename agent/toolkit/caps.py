@@ -15,6 +15,10 @@ from protocol.toolkit import CAPABILITIES
 
 from ..policy import LocalPolicy
 
+#: The shell idle timeout when the service's value is missing or out of range (1 .. 86400 s, as in the policy).
+_DEFAULT_IDLE_S = LocalPolicy.shell_idle_timeout_s
+_MAX_IDLE_S = 86400.0
+
 
 @dataclass(frozen=True)
 class ToolkitCaps:
@@ -30,6 +34,8 @@ class ToolkitCaps:
     unattended: bool = False
     #: The shell may run as root when asked (``allow_root_shell`` and a session consented for the shell).
     root_shell: bool = False
+    #: The shell is hung up after this long with no byte either way (policy ``shell_idle_timeout_s``).
+    shell_idle_s: float = _DEFAULT_IDLE_S
 
     def listed(self) -> list[str]:
         """The allowed capabilities in the prompt's order."""
@@ -37,7 +43,8 @@ class ToolkitCaps:
 
     def to_wire(self) -> dict[str, object]:
         return {"allowed": self.listed(), "max_file_bytes": self.max_file_bytes, "refused": dict(self.refused),
-                "fetch_paths": list(self.fetch_paths), "unattended": self.unattended}
+                "fetch_paths": list(self.fetch_paths), "unattended": self.unattended,
+                "shell_idle_s": self.shell_idle_s}
 
     @classmethod
     def from_wire(cls, data: dict[str, object]) -> ToolkitCaps:
@@ -46,12 +53,15 @@ class ToolkitCaps:
         refused = data.get("refused", {})
         paths = data.get("fetch_paths", [])
         size = data.get("max_file_bytes", 0)
+        idle = data.get("shell_idle_s")
         return cls(
             allowed=frozenset(c for c in allowed if c in CAPABILITIES) if isinstance(allowed, list) else frozenset(),
             max_file_bytes=size if isinstance(size, int) and size > 0 else 0,
             refused={str(k): str(v)[:200] for k, v in refused.items()} if isinstance(refused, dict) else {},
             fetch_paths=tuple(str(p) for p in paths) if isinstance(paths, list) else (),
             unattended=data.get("unattended") is True,
+            shell_idle_s=float(idle) if isinstance(idle, (int, float)) and not isinstance(idle, bool)
+            and 0 < idle <= _MAX_IDLE_S else _DEFAULT_IDLE_S,
         )
 
 
@@ -70,4 +80,5 @@ def decide_caps(policy: LocalPolicy, grant: UnattendedGrant | None) -> ToolkitCa
             allowed.add(cap)
     paths = tuple(grant.paths) if grant is not None and "files" in allowed else ()
     return ToolkitCaps(frozenset(allowed), policy.max_file_bytes if "files" in allowed else 0, refused, paths,
-                       unattended=grant is not None, root_shell="shell" in allowed and policy.allow_root_shell)
+                       unattended=grant is not None, root_shell="shell" in allowed and policy.allow_root_shell,
+                       shell_idle_s=policy.shell_idle_timeout_s)

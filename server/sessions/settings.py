@@ -24,6 +24,9 @@ class SessionSettings:
     #: Pixels one screen update must change to count as activity: a blinking caret, a ticking
     #: clock or the session indicator's own timer must not keep an abandoned session alive.
     idle_min_change_px: int = 64 * 64 * 6
+    #: A remote shell with no byte either way for this long is hung up by the relay (``shell.close {idle}``);
+    #: 0 turns it off. Config ``shell_idle_timeout_s``; the device's policy has its own, the shorter wins.
+    shell_idle_timeout_s: float = 900.0
     #: Largest file the in-session toolkit may move either way (config ``session_max_file_mb``): the relay
     #: refuses a bigger ``file.offer`` or ``file.start`` itself, whatever the device's policy allows.
     max_file_bytes: int = 1024 * 1024 * 1024
@@ -35,5 +38,6 @@ class SessionSettings:
             record=bool(getattr(config, "session_recording", False)),
             recordings_dir=Path(getattr(config, "recordings_dir", None) or data_dir / "recordings"),
             idle_timeout_s=float(getattr(config, "session_idle_timeout_s", 900.0)),
+            shell_idle_timeout_s=float(getattr(config, "shell_idle_timeout_s", 900.0)),
             max_file_bytes=int(getattr(config, "session_max_file_mb", 1024)) * 1024 * 1024,
         )

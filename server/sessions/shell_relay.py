@@ -9,15 +9,22 @@ bytes go to ``{session_id}.cast`` (asciicast v2: a JSON header line, then ``[t, 
 ``[t, "r", "COLSxROWS"]`` lines), never into the screen recording; the technician's keystrokes
 are never written anywhere. The file is 0600 in the recordings directory and written by a
 thread, so the event loop never waits on the disk.
+
+Idle: with ``idle_timeout_s`` (config ``shell_idle_timeout_s``) and a way to the agent
+(``to_agent``), a running shell that moves no byte either way for that long gets ``shell.close
+{idle}`` from here, and the hang-up is audited (``idle``) by the server itself; the device's own
+policy timeout runs on the agent, so the shorter of the two ends an idle shell.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from protocol import shell as sh
@@ -26,8 +33,10 @@ from .spool import AppendSpool
 
 log = logging.getLogger(__name__)
 
-#: (event, details) for the audit: "started", "ended", "refused".
+#: (event, details) for the audit: "started", "ended", "refused", "idle".
 OnShell = Callable[[str, dict[str, object]], None]
+#: Queue one text message for the agent (behind whatever the technician sent before it).
+ToAgent = Callable[[str], Awaitable[None]]
 
 
 class CastRecorder:
@@ -67,7 +76,8 @@ class ShellWatch:
     """The relay's view of one session's shell."""
 
     def __init__(self, *, view_only: Callable[[], bool], cast_path: Path | None, title: str,
-                 on_shell: OnShell | None = None) -> None:
+                 on_shell: OnShell | None = None, idle_timeout_s: float = 0.0, to_agent: ToAgent | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.view_only = view_only
         self.cast_path = cast_path
         self.title = title
@@ -75,6 +85,13 @@ class ShellWatch:
         self.size = (80, 24)
         self.recorder: CastRecorder | None = None
         self.refused_inputs = 0
+        self.idle_timeout_s = idle_timeout_s
+        #: Set by whoever owns the relay (it cannot be passed before the relay exists).
+        self.to_agent = to_agent
+        self.clock = clock
+        self.last_activity = clock()
+        self._idle_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def from_technician(self, binary: bool, data: str | bytes) -> tuple[bool, str | None]:
         """(is a shell message, the answer to send back instead of passing it on — None: pass it on)."""
@@ -84,6 +101,7 @@ class ShellWatch:
             if self.view_only():
                 self.refused_inputs += 1
                 return True, ""  # dropped without an answer (one refusal for the open was enough)
+            self.last_activity = self.clock()
             return True, None
         if not (isinstance(data, str) and data.startswith(sh.TEXT_PREFIX)):
             return False, None
@@ -108,6 +126,7 @@ class ShellWatch:
         if binary:
             if not (isinstance(data, (bytes, bytearray)) and sh.is_data(data)):
                 return False
+            self.last_activity = self.clock()
             if self.recorder is not None:
                 self.recorder.output(bytes(data[1:]))
             return True
@@ -124,7 +143,9 @@ class ShellWatch:
                 self.recorder.resize(*self.size)
             self._event("started", {"user": message.user, "uid": message.uid, "tty": message.tty,
                                     "root": message.root})
+            self._watch_idle()
         elif isinstance(message, sh.Exit):
+            self._stop_idle()
             self._event("ended", {"status": message.status, "reason": message.reason,
                                   "output_bytes": self.recorder.bytes if self.recorder else None})
         elif isinstance(message, sh.Error):
@@ -135,6 +156,35 @@ class ShellWatch:
         if self.on_shell is not None:
             self.on_shell(kind, details)
 
+    def _watch_idle(self) -> None:
+        """Start the shell's idle timer (called on the event loop, from the relay's reader)."""
+        self.last_activity = self.clock()
+        if self.idle_timeout_s <= 0 or self.to_agent is None or self._idle_task is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._idle_task = self._loop.create_task(self._idle(self.to_agent))
+
+    def _stop_idle(self) -> None:
+        task, self._idle_task = self._idle_task, None
+        if task is not None:
+            task.cancel()
+
+    async def _idle(self, to_agent: ToAgent) -> None:
+        while True:
+            left = self.last_activity + self.idle_timeout_s - self.clock()
+            if left <= 0:
+                break
+            await asyncio.sleep(left)
+        log.info("shell idle for %.0f s; hanging it up", self.idle_timeout_s)
+        self._event("idle", {"idle_s": self.idle_timeout_s, "by": "server"})
+        self._idle_task = None
+        await to_agent(sh.encode_text(sh.Close(idle=True)))
+
     def close(self) -> None:
+        """The session ended (may run in a worker thread): stop the idle timer, finish the recording."""
+        task, loop = self._idle_task, self._loop
+        if task is not None and loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(task.cancel)
         if self.recorder is not None:
             self.recorder.close()
