@@ -19,6 +19,7 @@ import * as passwordChange from "./pages/password.js";
 import * as services from "./pages/services.js";
 import * as licences from "./pages/licences.js";
 import * as vulns from "./pages/vulns.js";
+import * as personal from "./pages/personal.js";
 
 const ROUTES = [
   [/^#\/login$/, login, false],
@@ -41,6 +42,7 @@ const ROUTES = [
   [/^#\/licences$/, licences, true],
   [/^#\/vulnerabilities$/, vulns, true],
   [/^#\/vulnerabilities\/([^/]+)$/, vulns, true],
+  [/^#\/personal-data$/, personal, true],
 ];
 
 const NAV = [
@@ -49,6 +51,7 @@ const NAV = [
   ["#/services", "Services", () => can("view_inventory")],
   ["#/licences", "Licences", () => can("view_inventory")],
   ["#/vulnerabilities", "Vulnerabilities", () => can("view_inventory")],
+  ["#/personal-data", "Personal data", () => can("view_inventory")],
   ["#/tasks", "Tasks", () => can("run_tasks")],
   ["#/grants", "Documents", () => can("manage_grants") || can("approve_grants")],
   ["#/approvals", "Approvals", () => can("approve_grants") || can("manage_grants")],
