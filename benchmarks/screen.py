@@ -104,7 +104,9 @@ async def agent_main(display: str, mode: str) -> None:
         stats = await run_screen_session(ws, mode=mode, display=display)  # type: ignore[arg-type]
         print(json.dumps({"session": stats.__dict__}), flush=True)
 
-    async with websockets.serve(handler, "127.0.0.1", 0, max_size=1 << 20) as server:
+    # No permessage-deflate, as on the real tunnel (agent/sessions.py): deflating JPEG costs
+    # the agent CPU (7 % of a motion session's samples here) for nothing.
+    async with websockets.serve(handler, "127.0.0.1", 0, max_size=1 << 20, compression=None) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         print(json.dumps({"port": port}), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent goes
@@ -328,7 +330,7 @@ async def motion(connect: Connect, meters: Meters, seconds: float, xvfb: XvfbHan
             # Motion stops: freeze the player; the still frame must become exact (lossless).
             os.kill(player.pid, signal.SIGSTOP)
             stopped = time.monotonic()
-            screen = grab(xvfb.display)
+            screen = await grab_screen(xvfb)
             exact = await becomes_exact(viewer, screen, timeout=5)
             if not exact:  # the peer: no lossless pass; wait until it stops sending
                 await settle(viewer, quiet_s=0.3)
@@ -378,6 +380,12 @@ def ffplay_drops(path: str) -> int:
     text = Path(path).read_bytes().decode(errors="replace")
     found = re.findall(r"fd=\s*(\d+)", text)
     return int(found[-1]) if found else 0
+
+
+async def grab_screen(desktop: Any) -> np.ndarray:
+    """The screen now: mss on X11; a desktop that brings its own grab (Wayland: a cast) uses that."""
+    own = getattr(desktop, "grab_screen", None)
+    return await own() if own is not None else grab(desktop.display)
 
 
 def grab(display: str) -> np.ndarray:
@@ -727,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each workload (max 10)")
     parser.add_argument("--only", action="append", choices=["idle", "typing", "motion", "video"])
     parser.add_argument("--json", action="store_true", help="print results as JSON at the end")
+    parser.add_argument("--backend", choices=["x11", "wayland"], default="x11",
+                        help="wayland: a headless Mutter, next to a bare pipewiresrc consumer (benchmarks/screen_wayland.py)")
     parser.add_argument("--peer", choices=["x11vnc"],
                         help="also run every workload on this peer (same display, same run) and print both")
     parser.add_argument("--peer-encoding", choices=["tight", "zrle"], default="tight",
@@ -738,6 +748,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.via_server and args.url:
         parser.error("--via-server starts its own server; do not give --url")
     args.seconds = min(args.seconds, 10.0)
+    if args.backend == "wayland":
+        if args.via_server or args.url or args.peer:
+            parser.error("--backend wayland runs its own direct agent; no --via-server, --url or --peer")
+        from benchmarks import screen_wayland
+
+        results = asyncio.run(screen_wayland.run(args))
+        print(screen_wayland.side_by_side(results))
+        if args.json:
+            print(json.dumps({f"{r.system}:{r.name}": r.figures for r in results}, indent=2))
+        return 0
     results = asyncio.run(run(args))
     if args.peer:
         print(side_by_side(results, args.peer))

@@ -13,6 +13,7 @@ import mss
 import numpy as np
 import pytest
 
+from agent.screen.flow import FlowSettings
 from agent.viewer import Viewer
 from protocol import stream
 from protocol.stream import Encoding, Kind
@@ -72,21 +73,22 @@ async def test_idle_screen_sends_nothing(xvfb: XvfbHandle) -> None:
 
 
 async def test_lagging_viewer_never_gets_a_backlog(xvfb: XvfbHandle) -> None:
-    """A viewer that stops acking holds the agent at 2 updates in flight; acking resumes with the newest state."""
+    """A viewer that stops acking holds the agent at its window of updates in flight; acking resumes with the newest state."""
     async with tk_app(xvfb.display) as app, serve_session("view", xvfb.display) as served:
         async with Viewer(served.url, auto_ack=False) as viewer:
             await viewer.wait_for(lambda v: v.stats.updates >= 1, timeout=10)
             await app.command("animate on")
-            await viewer.wait_for(lambda v: v.stats.updates >= 2, timeout=5)
+            window = FlowSettings().max_in_flight
+            await viewer.wait_for(lambda v: v.stats.updates >= window, timeout=5)
             received = viewer.stats.updates
             with pytest.raises(TimeoutError):
                 await viewer.wait_for(lambda v: v.stats.updates > received, timeout=1.0)
-            assert received == 2
+            assert received == window
             await viewer.ack_pending()
-            await viewer.wait_for(lambda v: v.stats.updates >= 4, timeout=5)
+            await viewer.wait_for(lambda v: v.stats.updates >= window + 2, timeout=5)
             await app.command("animate off")
         stats = await served.stats
-    assert stats.max_in_flight == 2
+    assert stats.max_in_flight == window
     assert stats.skipped_frames > 10  # ~1 s blocked at the fast capture interval
 
 

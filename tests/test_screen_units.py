@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from agent.screen import FlowControl, FlowSettings, Monitor, run_screen_session
-from agent.screen.encoder import DecodeError, decode, encode_jpeg, encode_png, encode_zlib
+from agent.screen.encoder import DecodeError, decode, encode_jpeg, encode_png, encode_zlib, jpeg_params
 from agent.screen.pipeline import ScreenPipeline
 from agent.screen.tiles import Rect, dirty_tiles, fill_rows, merge_tiles
 from protocol import stream
@@ -67,16 +67,22 @@ def test_lossless_encoders_round_trip_exactly() -> None:
         decode(Encoding.JPEG, b"garbage", 5, 5)
 
 
-def test_flow_allows_two_in_flight_and_unblocks_on_ack() -> None:
-    """A third update waits for an ack; acks of unknown sequences are ignored."""
+def test_flow_window_is_bounded_by_updates_and_bytes_and_acks_are_cumulative() -> None:
+    """Updates beyond the window wait for an ack; a large update closes the byte window; an ack covers earlier ones."""
     flow = FlowControl(0.0)
-    assert flow.next_capture_at(0.0) is not None
-    flow.on_sent(flow.next_seq, 100, 0.0)
-    flow.on_sent(flow.next_seq, 100, 0.0)
+    n = flow.settings.max_in_flight
+    assert n > 2 and flow.next_capture_at(0.0) is not None
+    for _ in range(n):
+        flow.on_sent(flow.next_seq, 100, 0.0)
     assert flow.next_capture_at(0.01) is None and not flow.can_send()
     assert not flow.on_ack(77, 0.02)
     assert flow.on_ack(1, 0.5)
-    assert flow.can_send() and flow.skipped > 0 and flow.max_in_flight_seen == 2
+    assert flow.can_send() and flow.skipped > 0 and flow.max_in_flight_seen == n
+    assert flow.on_ack(n, 0.6)  # cumulative: 2..n-1 are acknowledged with it
+    assert flow.in_flight == 0 and flow.bytes_in_flight == 0
+    assert not flow.on_ack(2, 0.7)
+    flow.on_sent(flow.next_seq, flow.settings.max_bytes_in_flight, 1.0)  # one update is always allowed
+    assert flow.in_flight == 1 and not flow.can_send()
 
 
 def test_capture_rate_is_fast_after_input_and_slow_when_still() -> None:
@@ -130,7 +136,7 @@ def test_pipeline_sends_full_then_diff_then_lossless_refresh() -> None:
     rng = np.random.default_rng(5)
     screen = rng.integers(0, 256, (128, 192, 4), dtype=np.uint8)
     grabber = FakeGrabber(screen)
-    pipe = ScreenPipeline(grabber, 1, settle_s=0.3)
+    pipe = ScreenPipeline(grabber, 1, settle_s=0.3, busy_settle_s=0.3)  # no postponing during motion here
     first = pipe.step(0.0, 60, 1).update
     assert first is not None and first.lossy
     assert pipe.step(0.1, 60, 2).update is None  # unchanged, not settled yet
@@ -145,6 +151,35 @@ def test_pipeline_sends_full_then_diff_then_lossless_refresh() -> None:
     refreshed = [stream.unpack_update(m) for m in refresh.messages]
     assert all(r.kind is Kind.REFRESH and r.encoding is Encoding.PNG for r in refreshed)
     assert (64, 64) not in [(r.x, r.y) for r in refreshed]
+
+
+def test_refresh_waits_while_motion_continues_and_follows_once_it_stops() -> None:
+    """A still lossy tile is refreshed settle_s after motion stops, or busy_settle_s into ongoing motion."""
+    rng = np.random.default_rng(6)
+    screen = rng.integers(0, 256, (64, 256, 4), dtype=np.uint8)
+    grabber = FakeGrabber(screen)
+    pipe = ScreenPipeline(grabber, 1, settle_s=0.3, busy_settle_s=1.0)
+    assert pipe.step(0.0, 60, 1).update is not None  # all four tiles lossy
+    for i, now in enumerate((0.2, 0.4, 0.6, 0.8)):  # tile 3 keeps moving; tiles 0..2 are still
+        screen[:, 192:] = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)
+        update = pipe.step(now, 60, 2 + i).update
+        assert update is not None and not update.refresh
+    assert pipe.refresh_due_at() == pytest.approx(1.0, abs=1e-3)  # busy: 1.0 after t=0, before 0.8 + 0.3
+    screen[:, 192:] = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)
+    update = pipe.step(1.01, 60, 6).update
+    assert update is not None and update.refresh
+    refreshed = [stream.unpack_update(m) for m in update.messages if stream.unpack_update(m).kind is Kind.REFRESH]
+    assert [(r.x, r.w) for r in refreshed] == [(0, 192)]
+    assert pipe.refresh_due_at() == pytest.approx(1.31, abs=1e-3)  # motion stopped at 1.01: settle_s later
+
+
+def test_high_quality_steps_keep_full_colour_resolution() -> None:
+    """The top of the quality ladder is 4:4:4 (saturated colour edges survive), the bottom 4:2:0."""
+    assert jpeg_params(75)[1] == "444" and jpeg_params(40) == (40, "420")
+    bars = np.zeros((16, 64, 4), dtype=np.uint8)
+    bars[:, ::2, 2] = 255  # alternating red and black columns: chroma at full resolution
+    red = lambda q: decode(Encoding.JPEG, encode_jpeg(bars, q), 64, 16)[:, :, 2].astype(int)  # noqa: E731
+    assert np.abs(red(75) - bars[:, :, 2]).mean() < np.abs(red(55) - bars[:, :, 2]).mean()
 
 
 class MemoryTunnel:

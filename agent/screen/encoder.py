@@ -25,12 +25,31 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ZLIB_LEVEL = 1
 
 
+#: From this quality up, JPEG keeps full-resolution colour (4:4:4) at a lower libjpeg quality.
+#: Measured on a 1080p testsrc2 frame: 4:2:0 tops out at 26.8 dB whatever the quality (the
+#: chroma of saturated colour edges is gone), while 4:4:4 at libjpeg quality 40 gives 31 dB for
+#: 1.3x the bytes of 4:2:0 at 75, and 36.5 dB at 75; screen content (coloured text, UI) gains alike.
+CHROMA_FULL_FROM = 60
+#: libjpeg quality = ladder quality minus this, in the 4:4:4 part of the ladder.
+CHROMA_FULL_OFFSET = 30
+
+
+def jpeg_params(quality: int) -> tuple[int, str]:
+    """(libjpeg quality, chroma subsampling) for a step of the session's quality ladder.
+
+    The ladder (20..90) is monotonic in fidelity: low steps are 4:2:0, high steps 4:4:4
+    at a lower libjpeg quality, which costs fewer bytes per dB than raising 4:2:0's.
+    """
+    if quality >= CHROMA_FULL_FROM:
+        return max(1, quality - CHROMA_FULL_OFFSET), "444"
+    return quality, "420"
+
+
 def encode_jpeg(bgra: Pixels, quality: int) -> bytes:
-    """JPEG (4:2:0) of a BGRA region; the X padding byte is ignored."""
+    """JPEG of a BGRA region at ladder step ``quality`` (see :func:`jpeg_params`); X padding ignored."""
+    q, subsampling = jpeg_params(quality)
     return bytes(
-        simplejpeg.encode_jpeg(
-            bgra, quality=quality, colorspace="BGRX", colorsubsampling="420", fastdct=True
-        )
+        simplejpeg.encode_jpeg(bgra, quality=q, colorspace="BGRX", colorsubsampling=subsampling, fastdct=True)
     )
 
 

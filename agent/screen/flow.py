@@ -3,7 +3,11 @@
 Theory of operation
 -------------------
 The session asks :meth:`FlowControl.can_send` before capturing: at most
-``max_in_flight`` updates may be un-acked. While the viewer lags nothing is captured
+``max_in_flight`` updates and ``max_bytes_in_flight`` bytes may be un-acked (one update
+is always allowed, however large). A window of several updates keeps a motion stream
+going while acks are on their way — with one or two, the frame rate was the ack round
+trip's, not the source's — and the byte bound keeps what a slow link holds queued at
+about a quarter second of the byte budget. While the viewer lags nothing is captured
 at all, and when an ack arrives the *newest* screen is compared against what was
 sent, so intermediate states are skipped, never queued. Where the display reports
 damage the session captures when damage arrives and the window has room; only without
@@ -35,7 +39,10 @@ QUALITY_PERIOD_S = 0.25
 
 @dataclass
 class FlowSettings:
-    max_in_flight: int = 2
+    max_in_flight: int = 4
+    #: Bytes un-acked at most (a quarter second of ``max_bytes_per_s``): bounds the queue,
+    #: hence the latency, on a slow link whatever the frame size.
+    max_bytes_in_flight: int = 500_000
     #: Capture interval right after input (typing latency) ...
     input_interval_s: float = 0.004
     #: ... for this long; most applications redraw within a few ms of the event.
@@ -63,6 +70,7 @@ class FlowControl:
     def __init__(self, now: float, settings: FlowSettings | None = None) -> None:
         self.settings = settings or FlowSettings()
         self._in_flight: dict[int, tuple[float, int]] = {}
+        self._bytes_in_flight = 0
         self._next_seq = 1
         self._last_capture = float("-inf")
         self._last_input = float("-inf")
@@ -85,8 +93,15 @@ class FlowControl:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    @property
+    def bytes_in_flight(self) -> int:
+        return self._bytes_in_flight
+
     def can_send(self) -> bool:
-        return len(self._in_flight) < self.settings.max_in_flight
+        if not self._in_flight:
+            return True
+        s = self.settings
+        return len(self._in_flight) < s.max_in_flight and self._bytes_in_flight < s.max_bytes_in_flight
 
     def interval(self, now: float) -> float:
         s = self.settings
@@ -126,17 +141,29 @@ class FlowControl:
         return self._next_seq
 
     def on_sent(self, seq: int, nbytes: int, now: float) -> None:
+        previous = self._in_flight.pop(seq, None)
+        if previous is not None:  # a wrapped sequence number still in flight: forget the old one
+            self._bytes_in_flight -= previous[1]
         self._in_flight[seq] = (now, nbytes)
+        self._bytes_in_flight += nbytes
         self._next_seq = 1 if seq >= 2**32 - 1 else seq + 1
         self.max_in_flight_seen = max(self.max_in_flight_seen, len(self._in_flight))
         self._sent_window.append((now, nbytes))
         self._window_bytes += nbytes
 
     def on_ack(self, seq: int, now: float) -> bool:
-        """Record an ack; False when ``seq`` is not in flight (stale or bogus)."""
-        entry = self._in_flight.pop(seq, None)
+        """Record an ack; False when ``seq`` is not in flight (stale or bogus).
+
+        Acks are cumulative: the tunnel is ordered, so a viewer that drew ``seq`` drew every
+        update sent before it, and an ack lost or folded on the way does not hold the window.
+        """
+        entry = self._in_flight.get(seq)
         if entry is None:
             return False
+        for earlier in list(self._in_flight):  # in send order
+            self._bytes_in_flight -= self._in_flight.pop(earlier)[1]
+            if earlier == seq:
+                break
         self.acked += 1
         sent_at, _ = entry
         rtt = now - sent_at
