@@ -173,6 +173,31 @@ def test_refresh_waits_while_motion_continues_and_follows_once_it_stops() -> Non
     assert pipe.refresh_due_at() == pytest.approx(1.31, abs=1e-3)  # motion stopped at 1.01: settle_s later
 
 
+def test_refresh_during_motion_is_rationed_oldest_tiles_first() -> None:
+    """While motion continues, settled tiles are refreshed within the tiles-per-second budget, oldest first."""
+    rng = np.random.default_rng(7)
+    screen = rng.integers(0, 256, (64, 256, 4), dtype=np.uint8)
+    grabber = FakeGrabber(screen)
+    pipe = ScreenPipeline(grabber, 1, settle_s=0.1, busy_settle_s=0.5, busy_refresh_tiles_per_s=1.0)
+    assert pipe.step(0.0, 60, 1).update is not None  # four lossy tiles
+    refreshed: list[tuple[int, float]] = []
+    now, seq = 0.0, 2
+    while now < 3.0:
+        now = round(now + 0.05, 2)
+        screen[:, 192:] = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)  # tile 3 never stops
+        if now == 0.25:
+            screen[:, 64:128] = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)  # tile 1 changes once more
+        update = pipe.step(now, 60, seq).update
+        seq += 1
+        assert update is not None
+        for m in update.messages:
+            r = stream.unpack_update(m)
+            if r.kind is Kind.REFRESH:
+                refreshed += [(r.x // 64 + i, now) for i in range(r.w // 64)]
+    # One tile per second: 0 once settled (0.5 s), then 2 (older than 1), then 1; never the moving 3.
+    assert refreshed == [(0, 0.5), (2, 1.5), (1, 2.5)]
+
+
 def test_high_quality_steps_keep_full_colour_resolution() -> None:
     """The top of the quality ladder is 4:4:4 (saturated colour edges survive), the bottom 4:2:0."""
     assert jpeg_params(75)[1] == "444" and jpeg_params(40) == (40, "420")

@@ -50,6 +50,9 @@ MAX_RECT_PIXELS = 1024 * 1024
 #: lossless refresh instead of ``settle_s``: refreshing the wake of moving content every 0.3 s
 #: was the largest cost of a motion session (PNG of photographic tiles, 18 % of its CPU samples).
 BUSY_SETTLE_S = 2.0
+#: During motion, at most this many tiles per second are refreshed (oldest first; a burst of
+#: one second's worth): the wake of a moving picture is photographic, 2-3 bytes/pixel as PNG.
+BUSY_REFRESH_TILES_PER_S = 24.0
 #: zlib level of refresh PNGs: what they refine is picture-like, where 9 costs much and gains little.
 REFRESH_PNG_LEVEL = 6
 
@@ -103,11 +106,15 @@ class ScreenPipeline:
     """What the viewer has, and how to bring it up to date with the screen."""
 
     def __init__(self, grabber: ScreenGrabber, monitor: int, *, settle_s: float = 0.3,
-                 busy_settle_s: float = BUSY_SETTLE_S) -> None:
+                 busy_settle_s: float = BUSY_SETTLE_S, busy_refresh_tiles_per_s: float = BUSY_REFRESH_TILES_PER_S
+                 ) -> None:
         self.grabber = grabber
         self.monitor = monitor
         self.settle_s = settle_s
         self.busy_settle_s = max(busy_settle_s, settle_s)
+        self.busy_refresh_rate = busy_refresh_tiles_per_s
+        self._refresh_tokens = busy_refresh_tiles_per_s
+        self._tokens_at = float("-inf")
         #: When the last lossy update was made (motion in progress while recent).
         self._last_lossy = float("-inf")
         #: The screen's exact pixels as of the last step; the viewer has these, except
@@ -136,8 +143,12 @@ class ScreenPipeline:
         if self._lossy is None or self._changed_at is None or not self._lossy.any():
             return None
         earliest = float(self._changed_at[self._lossy].min())
-        # Settled: still for settle_s once motion stopped, or for busy_settle_s during motion.
-        due = max(earliest + self.settle_s, min(self._last_lossy + self.settle_s, earliest + self.busy_settle_s))
+        # Settled: still for settle_s once motion stopped, or for busy_settle_s during motion
+        # when the refresh budget has a tile left.
+        busy_due = earliest + self.busy_settle_s
+        if self._refresh_tokens < 1.0 and self.busy_refresh_rate > 0:
+            busy_due = max(busy_due, self._tokens_at + (1.0 - self._refresh_tokens) / self.busy_refresh_rate)
+        due = max(earliest + self.settle_s, min(self._last_lossy + self.settle_s, busy_due))
         # A microsecond late, so that at the deadline the comparisons in ``_settled`` hold in floats.
         return due + 1e-6
 
@@ -147,6 +158,19 @@ class ScreenPipeline:
         busy = now - self._last_lossy < self.settle_s
         wait = self.busy_settle_s if busy else self.settle_s
         settled: npt.NDArray[np.bool_] = self._lossy & ~dirty & (now - self._changed_at >= wait)
+        if not busy:
+            return settled
+        rate = self.busy_refresh_rate
+        self._refresh_tokens = min(rate, self._refresh_tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        count, budget = int(settled.sum()), int(self._refresh_tokens)
+        if count > budget:  # the oldest first
+            flat = np.flatnonzero(settled)
+            keep = flat[np.argsort(self._changed_at.flat[flat], kind="stable")[:budget]]
+            settled = np.zeros_like(settled)
+            settled.flat[keep] = True
+            count = budget
+        self._refresh_tokens -= count
         return settled
 
     def step(self, now: float, quality: int, seq: int, damage: list[Rect] | None = None) -> StepResult:
@@ -174,7 +198,9 @@ class ScreenPipeline:
         lossy_any = False
         rects = merge_tiles(dirty, w, h) if changed else []
         if len(rects) > MAX_RECTS:
-            rects = merge_tiles(fill_rows(dirty), w, h)
+            # Fill only over tiles the viewer holds lossy anyway: re-sending a lossless still
+            # tile as JPEG would cost its refresh again (testsrc2's still bars, over and over).
+            rects = merge_tiles(fill_rows(dirty) & (dirty | lossy_map), w, h)
         small = int(dirty.sum()) <= SMALL_UPDATE_TILES
         for rect in rects:
             if tight is not None:
@@ -184,7 +210,7 @@ class ScreenPipeline:
                 encoding, payload = self._encode_change(region, band, quality, small)
                 lossy = encoding is Encoding.JPEG
                 lossy_any |= lossy
-                self._mark(band, lossy, now)
+                self._mark(band, lossy, now, dirty)
                 messages.append((Kind.UPDATE, band, encoding, payload))
         refresh_rects = merge_tiles(settled, w, h) if settled.any() else []
         for rect in refresh_rects:
@@ -192,7 +218,7 @@ class ScreenPipeline:
                 region = sent[band.y : band.y + band.h, band.x : band.x + band.w]
                 level = min(_png_level(band), REFRESH_PNG_LEVEL)
                 messages.append((Kind.REFRESH, band, Encoding.PNG, encode_png(region, level)))
-                self._mark(band, False, None)
+                self._mark(band, False, None, dirty)
         packed = [
             pack_update(
                 kind=kind, monitor=self.monitor, x=r.x, y=r.y, w=r.w, h=r.h, encoding=enc, seq=seq,
@@ -276,7 +302,7 @@ class ScreenPipeline:
             return Encoding.JPEG, jpeg
         return Encoding.JPEG, encode_jpeg(region, quality)
 
-    def _mark(self, rect: Rect, lossy: bool, now: float | None) -> None:
+    def _mark(self, rect: Rect, lossy: bool, now: float | None, dirty: npt.NDArray[np.bool_]) -> None:
         """Record what the tiles under ``rect`` now hold on the viewer.
 
         Lossless data clears the lossy flag only of tiles it covers whole: a tight
@@ -297,5 +323,6 @@ class ScreenPipeline:
             if rect.y + rect.h == h:
                 inner_rs = slice(inner_rs.start, rs.stop)
             self._lossy[inner_rs, inner_cs] = False
-        if now is not None:
-            self._changed_at[rs, cs] = now
+        if now is not None:  # still tiles swept into a filled row keep their time: they did not change
+            block = self._changed_at[rs, cs]
+            block[dirty[rs, cs]] = now
