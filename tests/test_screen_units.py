@@ -173,6 +173,19 @@ def test_refresh_waits_while_motion_continues_and_follows_once_it_stops() -> Non
     assert pipe.refresh_due_at() == pytest.approx(1.31, abs=1e-3)  # motion stopped at 1.01: settle_s later
 
 
+def test_a_large_change_counts_as_motion_however_late_it_comes() -> None:
+    """A slow viewer spaces motion steps beyond settle_s: a large change still postpones the refresh."""
+    rng = np.random.default_rng(8)
+    screen = rng.integers(0, 256, (128, 1024, 4), dtype=np.uint8)  # 2 x 16 tiles
+    pipe = ScreenPipeline(FakeGrabber(screen), 1, settle_s=0.3, busy_settle_s=2.0)
+    assert pipe.step(0.0, 60, 1).update is not None
+    screen[:, 128:] = rng.integers(0, 256, (128, 896, 4), dtype=np.uint8)  # 28 tiles: not small
+    late = pipe.step(1.0, 60, 2).update
+    assert late is not None and not late.refresh  # the 4 still tiles wait for busy_settle_s
+    quiet = pipe.step(1.4, 60, 3).update  # nothing changed since 1.0: motion stopped
+    assert quiet is not None and quiet.refresh
+
+
 def test_refresh_during_motion_is_rationed_oldest_tiles_first() -> None:
     """While motion continues, settled tiles are refreshed within the tiles-per-second budget, oldest first."""
     rng = np.random.default_rng(7)

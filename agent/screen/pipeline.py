@@ -155,7 +155,9 @@ class ScreenPipeline:
     def _settled(self, now: float, dirty: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
         """Lossy tiles due for their lossless refresh at ``now``."""
         assert self._lossy is not None and self._changed_at is not None
-        busy = now - self._last_lossy < self.settle_s
+        # Motion goes on while this step carries a large change too: a slow viewer spaces
+        # the steps of a playing video further apart than settle_s.
+        busy = now - self._last_lossy < self.settle_s or int(dirty.sum()) > SMALL_UPDATE_TILES
         wait = self.busy_settle_s if busy else self.settle_s
         settled: npt.NDArray[np.bool_] = self._lossy & ~dirty & (now - self._changed_at >= wait)
         if not busy:
