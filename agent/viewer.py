@@ -29,6 +29,7 @@ from protocol import toolkit as tk
 from protocol.stream import Kind, StreamProtocolError
 
 from .screen.encoder import DecodeError, decode
+from .toolkit.priority import PrioritySender
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Viewer:
         self.last_seq: int | None = None
         self.pending_acks: list[int] = []
         self._ws: Any = None
+        self._sender: PrioritySender
         self._reader: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
         self._frame_bytes = 0
@@ -108,6 +110,8 @@ class Viewer:
         self._ws = await websockets.connect(
             self.url, ssl=self.ssl_context, additional_headers=self.headers or None, max_size=16 * 1024 * 1024
         )
+        # Screen acks, input and chat first; file chunks only when nothing else waits (agent.toolkit.priority).
+        self._sender = PrioritySender(self._ws.send)
         self._reader = asyncio.create_task(self._read_loop(), name="viewer-reader")
         return self
 
@@ -127,7 +131,7 @@ class Viewer:
     # --- sending ------------------------------------------------------------------------
 
     async def send(self, message: stream.StreamMessage) -> None:
-        await self._ws.send(stream.encode_text(message))
+        await self._sender.send(stream.encode_text(message))
 
     async def send_mouse(
         self, x: int, y: int, action: Literal["move", "down", "up", "wheel"] = "move", button: int = 0,
@@ -271,7 +275,7 @@ class Viewer:
     # --- toolkit ------------------------------------------------------------------------
 
     async def send_toolkit(self, message: tk.ToolkitAny) -> None:
-        await self._ws.send(tk.encode_text(message))
+        await self._sender.send(tk.encode_text(message))
 
     def _transfer(self) -> int:
         number, self._next_transfer = self._next_transfer, self._next_transfer + 2  # the viewer's are odd
@@ -359,7 +363,7 @@ class Viewer:
                         break
                     continue
                 block = await asyncio.to_thread(_read_at, src, offset, first.chunk)
-                await self._ws.send(tk.pack_chunk(number, offset, block))
+                await self._sender.send_bulk(tk.pack_chunk(number, offset, block))
                 offset += len(block)
         finally:
             src.close()

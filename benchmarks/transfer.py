@@ -9,29 +9,36 @@ with the Tk probe window of the screen tests. It reports:
 * **raw TLS**: the same bytes in the same message size over one TLS 1.3 websocket to a sink on
   this machine (one hop, no relay, no disk) — the ceiling of one hop of the path;
 * **screen latency**: from a colour change of a 64x64 probe on the device (applied by the Tk app)
-  until the viewer's framebuffer shows it, ``--changes`` times idle and again while the transfer
-  runs; p50/p95 of each, and whether the transfer keeps p95 within 2x idle.
+  until the viewer's framebuffer shows it, ``--changes`` times idle and then over and over for
+  as long as the transfer runs; p50/p95 of each, and whether the transfer keeps p95 within 2x idle.
+
+A p95 of a few dozen samples on a shared box is noisy, so the whole measurement (idle, then a
+transfer) runs ``--runs`` times (default 3) in the same session, each printed, and the verdict
+needs every run within budget.
 
 Everything runs in this one process on one event loop (server, agent, viewer), so the figures are
 those of a loaded single core: a lower bound for separate machines. Every process started
 (Xvfb, the Tk app) is killed by PID at the end.
 
-    .venv/bin/python benchmarks/transfer.py              # 200 MB
-    .venv/bin/python benchmarks/transfer.py --size-mb 50 --changes 20
+    .venv/bin/python benchmarks/transfer.py              # 200 MB, 3 runs
+    .venv/bin/python benchmarks/transfer.py --size-mb 50 --changes 20 --runs 1
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
+import multiprocessing
 import os
 import ssl
-import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -46,6 +53,7 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 
 from agent.config import AgentConfig  # noqa: E402
 from agent.consent.scripted import ScriptedConsentUI  # noqa: E402
+from agent.state import AgentState  # noqa: E402
 from agent.toolkit.session import CHUNK  # noqa: E402
 from agent.viewer import Viewer  # noqa: E402
 from protocol import toolkit as tk  # noqa: E402
@@ -109,11 +117,17 @@ async def raw_tls_mb_s(size: int, directory: Path) -> float:
     return size / elapsed / 1e6
 
 
-async def probe_latencies(viewer: Viewer, app: object, count: int) -> list[float]:
-    """Seconds from each probe colour change on the device until the viewer shows it."""
+async def probe_latencies(viewer: Viewer, app: object, count: int,
+                          until: asyncio.Future[Any] | None = None) -> list[float]:
+    """Seconds from each probe colour change on the device until the viewer shows it: ``count`` changes,
+    or (``until`` given) at least ``count`` and then on until ``until`` is done."""
     x, y, w, h = PROBE
     out: list[float] = []
-    for i in range(count):
+    i = -1
+    while True:
+        i += 1
+        if i >= count and (until is None or until.done()):
+            break
         colour = COLOURS[i % len(COLOURS)]
         bgr = np.array([int(colour[5:7], 16), int(colour[3:5], 16), int(colour[1:3], 16)])
         await app.command(f"fill {colour}")  # type: ignore[attr-defined]
@@ -133,7 +147,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def run(size_mb: int, changes: int) -> None:
+async def run(size_mb: int, changes: int, runs: int, one_process: bool) -> None:
     size = size_mb * 1_000_000
     xvfb = start_xvfb(1024, 768)
     try:
@@ -149,34 +163,86 @@ async def run(size_mb: int, changes: int) -> None:
             async with running_server(tmp / "srv") as server:
                 install_test_auth(server)
                 state = await enroll_agent(server, tmp / "agent")
-                config = AgentConfig(state_dir=tmp / "agent", backoff_cap_s=1.0,
-                                     policy_file=_policy(tmp, size_mb))
-                ui = ScriptedConsentUI([True])
-                async with running_agent(state, config, setup=configure_agent(xvfb.display, ui)) as agent, \
-                        tk_app(xvfb.display) as app:
-                    await asyncio.wait_for(agent.client.ready.wait(), 10)
+                policy = _policy(tmp, size_mb)
+                async with device(state, policy, xvfb.display, one_process) as _agent, tk_app(xvfb.display) as app:
                     status, body = await api(server, "POST", f"/api/v1/devices/{state.device_id}/sessions", "ann",
                                              {"mode": "view", "reason": "transfer benchmark"})
                     assert status == 201, body
                     async with viewer_for(server, str(body["session_id"])) as viewer:
                         await viewer.wait_for(lambda v: v.caps is not None and v.stats.updates >= 1, 30)
-                        idle = await probe_latencies(viewer, app, changes)
-                        started = time.perf_counter()
-                        transfer = asyncio.ensure_future(viewer.send_file(str(payload), timeout=600))
-                        await asyncio.sleep(0.5)
-                        busy = await probe_latencies(viewer, app, changes)
-                        done = await transfer
-                        elapsed = time.perf_counter() - started
-                    assert isinstance(done, tk.FileDone), done
-                    print(f"transfer through the relay, {size_mb} MB (SHA-256 checked): {size / elapsed / 1e6:.1f} MB/s"
-                          f" ({size / elapsed / 1e6 / raw * 100:.0f} % of raw one-hop TLS)")
-                    print(f"screen latency idle:            p50 {_pct(idle, 0.5):.0f} ms, p95 {_pct(idle, 0.95):.0f} ms")
-                    print(f"screen latency during transfer: p50 {_pct(busy, 0.5):.0f} ms, p95 {_pct(busy, 0.95):.0f} ms"
-                          f" (median of the transfer's share: {statistics.median(busy) * 1000:.0f} ms)")
-                    ratio = _pct(busy, 0.95) / max(_pct(idle, 0.95), 1e-6)
-                    print(f"p95 during / idle = {ratio:.2f} ({'within' if ratio <= 2 else 'OVER'} the 2x budget)")
+                        verdicts = []
+                        for run_no in range(1, runs + 1):
+                            verdicts.append(await one_run(run_no, viewer, app, payload, size, raw, changes))
+                            for landed in (tmp / "Downloads").iterdir():
+                                landed.unlink()  # the next run's file takes the same name
+                    print(f"{sum(verdicts)}/{runs} runs within the 2x budget")
     finally:
         xvfb.stop()
+
+
+async def one_run(run_no: int, viewer: Viewer, app: object, payload: Path, size: int, raw: float,
+                  changes: int) -> bool:
+    """Idle latencies, then a transfer with latencies measured throughout; prints the figures, True within budget."""
+    idle = await probe_latencies(viewer, app, changes)
+    started = time.perf_counter()
+    transfer = asyncio.ensure_future(viewer.send_file(str(payload), timeout=600))
+    busy = await probe_latencies(viewer, app, changes, until=transfer)
+    done = await transfer
+    elapsed = time.perf_counter() - started
+    assert isinstance(done, tk.FileDone), done
+    mb_s = size / elapsed / 1e6
+    ratio = _pct(busy, 0.95) / max(_pct(idle, 0.95), 1e-6)
+    print(f"run {run_no}: transfer through the relay, {size // 1_000_000} MB (SHA-256 checked): {mb_s:.1f} MB/s"
+          f" ({mb_s / raw * 100:.0f} % of raw one-hop TLS)")
+    print(f"run {run_no}: screen latency idle:            p50 {_pct(idle, 0.5):.0f} ms, p95 {_pct(idle, 0.95):.0f} ms"
+          f" ({len(idle)} changes)")
+    print(f"run {run_no}: screen latency during transfer: p50 {_pct(busy, 0.5):.0f} ms, p95 {_pct(busy, 0.95):.0f} ms"
+          f" ({len(busy)} changes, max {max(busy) * 1000:.0f} ms)")
+    print(f"run {run_no}: p95 during / idle = {ratio:.2f} ({'within' if ratio <= 2 else 'OVER'} the 2x budget)",
+          flush=True)
+    return ratio <= 2
+
+
+@contextlib.asynccontextmanager
+async def device(state: AgentState, policy: Path, display: str, one_process: bool) -> AsyncIterator[object]:
+    """The agent, consent answered Allow by a script: in a process of its own (as on a real device), or with
+    ``one_process`` on this event loop (then the relay's and the viewer's work delay the agent's too)."""
+    if one_process:
+        config = AgentConfig(state_dir=state.directory, backoff_cap_s=1.0, policy_file=policy)
+        async with running_agent(state, config, setup=configure_agent(display, ScriptedConsentUI([True]))) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 30)
+            yield agent
+        return
+    context = multiprocessing.get_context("spawn")
+    ready, stop = context.Event(), context.Event()
+    child = context.Process(target=_device_process, args=(str(state.directory), str(policy), display, ready, stop),
+                            name="helpline-bench-agent")
+    child.start()
+    try:
+        if not await asyncio.to_thread(ready.wait, 60):
+            raise RuntimeError("the agent process did not connect within 60 s")
+        yield child
+    finally:
+        stop.set()
+        await asyncio.to_thread(child.join, 20)
+        if child.is_alive():
+            child.kill()  # by its PID
+            await asyncio.to_thread(child.join, 5)
+
+
+def _device_process(state_dir: str, policy: str, display: str, ready: Any, stop: Any) -> None:
+    """The agent process: runs until ``stop`` is set."""
+
+    async def main() -> None:
+        state = AgentState(Path(state_dir))
+        config = AgentConfig(state_dir=state.directory, backoff_cap_s=1.0, policy_file=Path(policy))
+        async with running_agent(state, config, setup=configure_agent(display, ScriptedConsentUI([True]))) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 30)
+            ready.set()
+            while not await asyncio.to_thread(stop.wait, 0.5):
+                pass
+
+    asyncio.run(main())
 
 
 def _policy(tmp: Path, size_mb: int) -> Path:
@@ -189,8 +255,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--changes", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--one-process", action="store_true",
+                        help="run the agent on the benchmark's own event loop too (the server's and viewer's)")
     args = parser.parse_args()
-    asyncio.run(run(args.size_mb, args.changes))
+    asyncio.run(run(args.size_mb, args.changes, args.runs, args.one_process))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ not know (toolkit text, and binary chunks by their magic byte) and gives it a wa
 refuses whatever :class:`~agent.toolkit.caps.ToolkitCaps` does not allow, with a ``file.error``
 or ``error`` naming why, whatever the technician asks. Disk work runs in a thread; the sending
 of a fetched file is paced by the viewer's acks (at most ``FETCH_WINDOW`` chunks in flight) and
-its chunks are small, so screen updates still get through while a file goes out.
+its chunks go out only when no screen update waits (:mod:`.priority`), so a transfer never stalls typing.
 """
 
 from __future__ import annotations
@@ -32,11 +32,13 @@ log = logging.getLogger(__name__)
 
 #: Chunk size the agent asks for and sends (small: screen updates interleave between chunks).
 CHUNK = 128 * 1024
-#: Chunks the viewer may have in flight towards the agent (8 x 128 KiB = 1 MiB). The viewer's screen acks queue
-#: behind them on the same tunnel, so a bigger window stalls the screen: with 32, benchmarks/transfer.py saw the
-#: screen's p95 latency 8x idle during a transfer; with 8, 1.8x at 28 MB/s (one process, a loaded 2-core box).
-WINDOW = 8
-FETCH_WINDOW = 16
+#: Chunks the viewer may have in flight towards the agent (4 x 128 KiB = 512 KiB). Chunks wait behind screen acks
+#: and input (agent.toolkit.priority, server.sessions.lanes), but bytes already in a socket buffer cannot be
+#: overtaken: with 32 and one FIFO, benchmarks/transfer.py saw the screen's p95 latency 8x idle during a transfer;
+#: with 4 and the lanes, 1.4-1.6x in three runs at 23-32 MB/s (agent in its own process, a loaded 2-core box).
+WINDOW = 4
+#: Chunks the agent keeps in flight towards the viewer (1 MiB: below the relay's bulk lane of 16 messages).
+FETCH_WINDOW = 8
 #: Transfers open at once, either way.
 MAX_TRANSFERS = 4
 

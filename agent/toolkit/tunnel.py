@@ -3,7 +3,15 @@
 The screen session reads its tunnel through :class:`ToolkitTunnel`, which hands every toolkit
 message (chunks by their magic byte, text the toolkit decoder accepts) to the
 :class:`~agent.toolkit.session.Toolkit` and returns only the rest, so the screen code needs no
-change and never sees a file byte. Both write to the same tunnel under one lock.
+change and never sees a file byte.
+
+A transfer must not stall typing, so both directions give the screen precedence:
+
+* reading: toolkit messages go, in order, to a worker task (bounded queue), and the screen's acks
+  and input behind a chunk are returned at once instead of after the chunk's disk write;
+* writing: file chunks go through :class:`PrioritySender`, which sends one only when no other
+  message (a screen frame, an ack, a chat line) waits for the tunnel; the fetch's window bounds
+  the file bytes in flight (:data:`agent.toolkit.session.FETCH_WINDOW`).
 """
 
 from __future__ import annotations
@@ -18,44 +26,69 @@ from protocol import toolkit as tk
 from ..consent.guard import PromptGuard
 from ..screen.tunnel import Tunnel
 from .caps import ToolkitCaps
+from .priority import PrioritySender
 from .session import Approve, DeviceSide, Toolkit
+
+#: Toolkit messages read but not yet handled (a full queue makes the reader wait: backpressure on the tunnel).
+INBOX_MESSAGES = 64
 
 
 class ToolkitTunnel:
-    """``tunnel`` minus the toolkit's messages, which ``toolkit`` answers."""
+    """``tunnel`` minus the toolkit's messages, which ``toolkit`` answers (in a worker, in order)."""
 
     def __init__(self, tunnel: Tunnel) -> None:
         self.inner = tunnel
-        self._lock = asyncio.Lock()
+        self.sender = PrioritySender(tunnel.send)
         self.toolkit: Toolkit | None = None
+        self._inbox: asyncio.Queue[tk.ToolkitAny | bytes] = asyncio.Queue(INBOX_MESSAGES)
+        self._worker: asyncio.Task[None] | None = None
 
     async def send(self, data: str | bytes, /) -> None:
-        async with self._lock:
-            await self.inner.send(data)
+        await self.sender.send(data)
 
     async def _send_bytes(self, data: bytes) -> None:
-        await self.send(data)
+        await self.sender.send_bulk(data)
 
     async def _send_text(self, data: str) -> None:
-        await self.send(data)
+        await self.sender.send(data)
+
+    def start(self, toolkit: Toolkit) -> None:
+        self.toolkit = toolkit
+        self._worker = asyncio.ensure_future(self._work(toolkit))
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+
+    async def _work(self, toolkit: Toolkit) -> None:
+        while True:
+            item = await self._inbox.get()
+            if isinstance(item, bytes):
+                await toolkit.on_binary(item)
+            else:
+                await toolkit.on_text(item)
 
     async def recv(self) -> str | bytes:
         while True:
             data = await self.inner.recv()
+            if self._worker is not None and self._worker.done() and not self._worker.cancelled():
+                self._worker.result()  # the toolkit failed (its tunnel closed, usually): end the session too
             toolkit = self.toolkit
             if toolkit is None:
                 return data
             if isinstance(data, (bytes, bytearray, memoryview)):
                 if tk.is_chunk(data):
-                    await toolkit.on_binary(bytes(data))
+                    await self._inbox.put(bytes(data))
                     continue
                 return data
             try:
                 message = tk.decode_text(data)
             except tk.ToolkitProtocolError:
                 return data  # the screen session's (or garbage it answers itself)
-            if not await toolkit.on_text(message):
+            if type(message) not in toolkit.handlers:
                 return data  # an agent → viewer kind: the screen session answers it as invalid
+            await self._inbox.put(message)
 
 
 #: How long the device user has to answer a file request (no answer = Deny).
@@ -87,7 +120,7 @@ async def toolkit_tunnel(tunnel: Tunnel, caps: ToolkitCaps | None, *, technician
         approve = _asking(device, gate)
     toolkit = Toolkit(caps, wrapped._send_text, wrapped._send_bytes, technician=technician, folder=folder,
                       home=home, approve=approve, device=device)
-    wrapped.toolkit = toolkit
+    wrapped.start(toolkit)
     watchers = [asyncio.ensure_future(toolkit.user_chat()), asyncio.ensure_future(toolkit.device_clipboard())] \
         if device is not None else []
     try:
@@ -100,4 +133,5 @@ async def toolkit_tunnel(tunnel: Tunnel, caps: ToolkitCaps | None, *, technician
         if device is not None:
             with contextlib.suppress(OSError, RuntimeError):
                 await device.watch_clipboard(False)
+        await wrapped.stop()
         await toolkit.close()
