@@ -16,9 +16,12 @@ A p95 of a few dozen samples on a shared box is noisy, so the whole measurement 
 transfer) runs ``--runs`` times (default 3) in the same session, each printed, and the verdict
 needs every run within budget.
 
-Everything runs in this one process on one event loop (server, agent, viewer), so the figures are
-those of a loaded single core: a lower bound for separate machines. Every process started
-(Xvfb, the Tk app) is killed by PID at the end.
+The agent runs in a process of its own, as on a real device; the server and the viewer share this
+process's event loop, so their figures are those of a loaded core: a lower bound for separate
+machines. ``--one-process`` puts the agent on that loop too: then the relay's and the viewer's work
+for each chunk delays the agent's screen too (loop lag p50 0.2 -> 1.2 ms during a transfer), and
+the ratio says more about one shared core than about the tunnel. Every process started (Xvfb,
+the Tk app, the agent) is stopped by PID at the end.
 
     .venv/bin/python benchmarks/transfer.py              # 200 MB, 3 runs
     .venv/bin/python benchmarks/transfer.py --size-mb 50 --changes 20 --runs 1
