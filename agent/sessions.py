@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -46,24 +47,32 @@ import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
 from common.files import safe_name
+from protocol import stream
 from protocol.authority import TechnicianProof, UnattendedGrant
 from protocol.authority_messages import SessionChallenge, SessionProof
 from protocol.session import (
+    MAX_PEOPLE,
     TUNNEL_TOKEN_HEADER,
+    AnsweredBy,
     EndReason,
     Mode,
     SessionAnswer,
     SessionEnd,
+    SessionJoin,
+    SessionJoinAnswer,
     SessionMachine,
     SessionMode,
     SessionOffer,
+    SessionPeople,
+    SessionPeopleApplied,
+    parse_viewer_mark,
 )
 from protocol.stream import MAX_PAYLOAD
 
 from .authority import AuthorityStore
 from .authority.scope import grant_deadline
 from .clock import Clock, SystemClock
-from .consent import ConsentUI, ConsentUnavailable, Indicator, IndicatorInfo
+from .consent import ConsentUI, ConsentUnavailable, Indicator, IndicatorInfo, PromptRequest
 from .consent.decision import ConsentDecision, ConsentRequest, DocumentFacts, Verdict, deny, effective_mode
 from .consent.decision import decide as decide_consent
 from .control_client import AgentClient
@@ -119,6 +128,16 @@ class RunningSession:
     end_reported: bool = False
     #: Who the indicator names: the verified technician when a proof was checked, else the server's word.
     technician: str = ""
+    #: The user allowed "my helpdesk may bring colleagues" at the first prompt: joins need no new question.
+    colleagues: bool = False
+    #: Join and hand-off: technicians this device admitted (the requester, and joiners it said yes to), those
+    #: watching now, and the one whose input is taken (None: nobody, everyone only watches).
+    admitted: set[str] = field(default_factory=set)
+    viewers: list[str] = field(default_factory=list)
+    controller: str | None = None
+    indicator: Indicator | None = None
+    #: Input refused because its sender does not control (counted into the session's refused inputs).
+    refused_not_controller: int = 0
 
     def request_end(self, reason: str, by: str) -> None:
         if not self.end_reason:
@@ -164,6 +183,8 @@ class AgentSessions:
         self._refused: dict[str, int] = {}
         #: Technician (username) → wall time the user last declined them: the cooldown's input.
         self.declined: dict[str, float] = {}
+        #: Offers whose user ticked "my helpdesk may bring colleagues" (until the session starts).
+        self._colleagues: set[str] = set()
 
     # --- seams --------------------------------------------------------------------------
 
@@ -272,6 +293,77 @@ class AgentSessions:
             return
         waiting.set_result(message.proof)
 
+    # --- join and hand-off ---------------------------------------------------------------
+
+    async def on_join(self, client: AgentClient, message: SessionJoin) -> None:
+        client.spawn(self._handle_join(message))
+
+    async def _handle_join(self, message: SessionJoin) -> None:
+        """Another technician asks to watch: the user decides (a new question naming them) unless they allowed
+        colleagues at the first prompt; unattended sessions take no joiners (each would need its own proof)."""
+        running = self.running.get(message.session_id)
+        who = message.technician
+        by: AnsweredBy = "policy"
+        if running is None or running.end_reason:
+            accepted, reason = False, "no such running session"
+        elif running.grant is not None:
+            accepted, reason = False, "an unattended session takes no joiners"
+        elif len(running.admitted) >= MAX_PEOPLE:
+            accepted, reason = False, f"at most {MAX_PEOPLE} technicians per session"
+        elif running.colleagues:
+            accepted, by, reason = True, "user", "the user allowed colleagues at the first prompt"
+        elif self.nobody_to_ask():
+            accepted, reason = False, self.nobody_to_ask()
+        else:
+            policy = self.policy()
+            # The prompt guard is up while it shows: the controlling technician's input waits, it cannot answer.
+            answer = await self.ui.prompt(PromptRequest(
+                technician=who, mode="view", reason=message.reason, timeout_s=policy.prompt_timeout_s,
+                note=f"Invited by {message.invited_by}; {running.controller or 'nobody'} keeps control. "
+                     f"{who} would only watch.", session_id=message.session_id, join=True))
+            accepted, by, reason = answer.allowed, answer.by, answer.reason
+        if accepted and running is not None and not running.end_reason:
+            running.admitted.add(who)
+        else:
+            accepted = False
+        self._device_audit("session.join", session_id=message.session_id, technician=who, accepted=accepted,
+                           by=by, reason=reason, invited_by=message.invited_by)
+        await self.client.send(SessionJoinAnswer(session_id=message.session_id, technician=who, accepted=accepted,
+                                                 by=by, reason=reason[:256]))
+
+    async def on_people(self, client: AgentClient, message: SessionPeople) -> None:
+        """The server's roster after a join, leave or hand-off: applied only if it names admitted technicians."""
+        running = self.running.get(message.session_id)
+        if running is None:
+            return
+        strangers = [name for name in message.viewers if name not in running.admitted]
+        controller = message.controller
+        if strangers or (controller is not None and controller not in message.viewers):
+            reason = f"not admitted on this device: {', '.join(strangers or [str(controller)])}"
+            self._device_audit("session.people_refused", session_id=message.session_id, reason=reason)
+            await self.client.send(SessionPeopleApplied(session_id=message.session_id, accepted=False,
+                                                        controller=running.controller, reason=reason[:256]))
+            return
+        previous = running.controller
+        running.viewers, running.controller = list(message.viewers), controller
+        for gone in running.admitted - set(message.viewers) - {running.offer.technician_user}:
+            running.admitted.discard(gone)  # a joiner who left must be asked again to come back
+        if previous != controller:
+            self._device_audit("session.control_moved", session_id=message.session_id, previous=previous,
+                               controller=controller)
+        indicator = running.indicator
+        set_people = getattr(indicator, "set_people", None)
+        if set_people is not None:
+            with contextlib.suppress(Exception):
+                await set_people(tuple(running.viewers), controller)
+        await self.client.send(SessionPeopleApplied(session_id=message.session_id, accepted=True,
+                                                    controller=controller))
+
+    def _device_audit(self, event: str, **details: Any) -> None:
+        """The device's own audit log (where this agent keeps one)."""
+        if self.authority is not None:
+            self.authority.audit.record(event, **details)
+
     # --- decision -----------------------------------------------------------------------
 
     async def decide(self, offer: SessionOffer, policy: LocalPolicy) -> ConsentDecision:
@@ -295,9 +387,14 @@ class AgentSessions:
                                       declined_ago=self._declined_ago(request))
         if decision.prompt is None:
             return decision
-        answer = await self.ui.prompt(decision.prompt)
+        prompt = decision.prompt
+        if not request.upgrade:  # the first prompt of an attended session offers "may bring colleagues"
+            prompt = dataclasses.replace(prompt, colleagues_option=True)
+        answer = await self.ui.prompt(prompt)
         if not answer.allowed and answer.by in ("user", "timeout"):
             self.declined[request.technician_user] = self.clock.wall()  # starts the cooldown
+        if answer.allowed and answer.colleagues and not request.upgrade:
+            self._colleagues.add(request.session_id)
         return decision.answered(answer)
 
     def _declined_ago(self, request: ConsentRequest) -> float | None:
@@ -364,14 +461,18 @@ class AgentSessions:
                                         mode=decision.mode or offer.mode, accepted=decision.accepted, by=decision.by,
                                         technician=decision.verified_technician or None,
                                         server_says=offer.technician, reason=decision.reason)
+        colleagues = offer.session_id in self._colleagues and decision.accepted
+        self._colleagues.discard(offer.session_id)
         await self.client.send(SessionAnswer(session_id=offer.session_id, accepted=decision.accepted,
                                              mode_granted=decision.mode, by=decision.by,
-                                             reason=decision.reason[:256]))
+                                             reason=decision.reason[:256], colleagues=colleagues))
         if not decision.accepted or decision.mode is None:
             self.finished[offer.session_id] = decision.reason
             return
         running = RunningSession(offer, decision.mode, decision.grant, machine,
-                                 technician=decision.verified_technician or offer.technician)
+                                 technician=decision.verified_technician or offer.technician, colleagues=colleagues,
+                                 admitted={offer.technician_user}, viewers=[offer.technician_user],
+                                 controller=offer.technician_user)
         self.running[offer.session_id] = running
         # From here on the session is the manager's, not the connection's (see the module docstring).
         self._own(self._run(running))
@@ -420,7 +521,8 @@ class AgentSessions:
                              unattended=running.grant is not None, session_id=running.offer.session_id,
                              capabilities=tuple(decide_caps(self.policy(), running.grant).listed()))
         try:
-            return await self.ui.indicator(info)
+            running.indicator = await self.ui.indicator(info)
+            return running.indicator
         except ConsentUnavailable as exc:
             if running.grant is None:
                 # Attended sessions must be visible: no indicator, no session.
@@ -438,7 +540,7 @@ class AgentSessions:
                                                                    "error": f"{type(exc).__name__}: {exc}"})
             running.request_end(f"tunnel could not be opened: {type(exc).__name__}", "agent")
             return
-        counted = _CountingTunnel(ws)
+        counted = _CountingTunnel(ws, running)
         running.machine.start(self.clock.wall())
         indicator = await self._show_indicator(running)
         grant_watch = self._own(self._watch_grant(running)) if running.grant is not None else None
@@ -462,7 +564,9 @@ class AgentSessions:
                     running.request_end(EndReason.TUNNEL_CLOSED.value, "technician")
                 inner_stop.set()
                 stats = await screen
-                self._refused[offer.session_id] = self._refused.get(offer.session_id, 0) + stats.refused_inputs
+                refused = stats.refused_inputs + running.refused_not_controller
+                running.refused_not_controller = 0
+                self._refused[offer.session_id] = self._refused.get(offer.session_id, 0) + refused
                 if running.upgrade_to is not None and not running.end_reason:
                     running.mode, running.upgrade_to = running.upgrade_to, None
                     running.mode_applied.set()
@@ -554,19 +658,61 @@ class AgentSessions:
                                              by=decision.by, reason=reason[:256]))
 
 
-class _CountingTunnel:
-    """The tunnel as the screen session sees it, counting every byte that leaves the agent."""
+#: Tunnel text any admitted viewer may send: its acks, and the relay's request for a complete screen.
+_ALWAYS_PASS = ('{"type":"ack"', '{"type":"monitor.select"')
 
-    def __init__(self, ws: ClientConnection) -> None:
+
+class _CountingTunnel:
+    """The tunnel as the screen session sees it, counting every byte that leaves the agent — and, once several
+    technicians share the session, taking only the controller's messages.
+
+    The relay marks a change of sender (:func:`protocol.session.viewer_mark`); after a mark, anything but acks
+    and monitor re-selection (the relay's request for a complete screen) from someone other than
+    ``running.controller`` — or from someone this device never admitted — is refused here, counted and
+    answered with an error, whatever the server let through.
+    """
+
+    def __init__(self, ws: ClientConnection, running: RunningSession | None = None) -> None:
         self.ws = ws
+        self.running = running
         self.bytes_sent = 0
+        #: Whose messages arrive now (the last mark); None before any mark: the requester's, as always.
+        self.sender: str | None = None
+        self._refusals = 0
 
     async def send(self, data: str | bytes, /) -> None:
         self.bytes_sent += len(data)
         await self.ws.send(data)
 
     async def recv(self) -> str | bytes:
-        return await self.ws.recv()
+        while True:
+            data = await self.ws.recv()
+            if isinstance(data, str):
+                mark = parse_viewer_mark(data)
+                if mark is not None:
+                    self.sender = mark
+                    continue
+                if data.startswith(_ALWAYS_PASS):
+                    return data
+            if self._taken():
+                return data
+            await self._refuse(data)
+
+    def _taken(self) -> bool:
+        running = self.running
+        if running is None or self.sender is None:
+            return True
+        return self.sender == running.controller and self.sender in running.admitted
+
+    async def _refuse(self, data: str | bytes) -> None:
+        assert self.running is not None
+        self.running.refused_not_controller += 1
+        self._refusals += 1
+        log.info("message from a technician who does not control refused",
+                 extra={"session_id": self.running.offer.session_id, "sender": self.sender})
+        if self._refusals <= 5 or self._refusals % 100 == 0:  # never a flood of replies
+            await self.send(stream.encode_text(stream.Error(
+                code="not_controller", message=f"{self.sender} does not control this session: refused by the device")))
 
 
 def attach(sessions: AgentSessions) -> None:
@@ -576,6 +722,8 @@ def attach(sessions: AgentSessions) -> None:
     client.register(SessionEnd, sessions.on_end)
     client.register(SessionMode, sessions.on_mode)
     client.register(SessionProof, sessions.on_proof)
+    client.register(SessionJoin, sessions.on_join)
+    client.register(SessionPeople, sessions.on_people)
     client.on_ready.append(sessions.on_ready)
 
     async def on_stop(_client: AgentClient) -> None:

@@ -91,6 +91,8 @@ class SessionAnswer(Message, frozen=True, tag="session.answer"):
     by: AnsweredBy
     mode_granted: Mode | None = None
     reason: ShortStr = ""
+    #: The user ticked "my helpdesk may bring colleagues" on the first prompt: joins need no new question.
+    colleagues: bool = False
 
 
 class SessionEnd(Message, frozen=True, tag="session.end"):
@@ -110,6 +112,76 @@ class SessionMode(Message, frozen=True, tag="session.mode"):
     session_id: Id
     mode: Mode
     reason: ShortStr = ""
+
+
+# --- join and hand-off (several technicians in one session) -------------------------------
+
+#: Most technicians in one session (the controller included).
+MAX_PEOPLE = 8
+People = Annotated[list[ShortStr], msgspec.Meta(max_length=MAX_PEOPLE)]
+
+
+class SessionJoin(Message, frozen=True, tag="session.join"):
+    """Server → agent: another technician asks to watch the running session (view only)."""
+
+    sender: ClassVar[str] = "server"
+    session_id: Id
+    technician: ShortStr
+    technician_role: ShortStr
+    #: Who invited them (the session's controlling technician).
+    invited_by: ShortStr
+    reason: ShortStr = ""
+
+
+class SessionJoinAnswer(Message, frozen=True, tag="session.join_answer"):
+    """Agent → server: may the joiner watch (the user's answer, the first prompt's "colleagues", a grant)."""
+
+    sender: ClassVar[str] = "agent"
+    session_id: Id
+    technician: ShortStr
+    accepted: bool
+    by: AnsweredBy
+    reason: ShortStr = ""
+
+
+class SessionPeople(Message, frozen=True, tag="session.people"):
+    """Server → agent: who is in the session now and who controls (None: nobody, view only for all)."""
+
+    sender: ClassVar[str] = "server"
+    session_id: Id
+    viewers: People
+    controller: ShortStr | None = None
+
+
+class SessionPeopleApplied(Message, frozen=True, tag="session.people_applied"):
+    """Agent → server: the roster of a ``session.people`` is in force (or refused: someone not admitted)."""
+
+    sender: ClassVar[str] = "agent"
+    session_id: Id
+    accepted: bool
+    controller: ShortStr | None = None
+    reason: ShortStr = ""
+
+
+#: In the tunnel, relay → agent: the next technician messages come from this viewer (sent when it changes).
+VIEWER_MARK_TYPE = "viewer.from"
+
+
+def viewer_mark(name: str) -> str:
+    """The tunnel text that says whose messages follow."""
+    return msgspec.json.encode({"type": VIEWER_MARK_TYPE, "name": name}).decode()
+
+
+def parse_viewer_mark(text: str) -> str | None:
+    """The viewer a mark names, or None when ``text`` is not a mark (never raises on peer input)."""
+    if not text.startswith('{"type":"viewer.from"') or len(text) > 512:
+        return None
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return None
+    name = value.get("name") if isinstance(value, dict) else None
+    return name if isinstance(name, str) and name else None
 
 
 # --- state machine -------------------------------------------------------------------------

@@ -101,6 +101,9 @@ class TkIndicator:
         #: The device's clipboard text each time it changed while watched.
         self.clipboard_changes: asyncio.Queue[str] = asyncio.Queue(16)
         self._fetches: dict[str, asyncio.Future[bool]] = {}
+        #: The people line the window shows now (set when it confirms a ``people`` command).
+        self.people_line = ""
+        self.people_shown = asyncio.Event()
         self._reader = asyncio.create_task(self._read(), name="consent-indicator")
 
     async def _read(self) -> None:
@@ -116,6 +119,9 @@ class TkIndicator:
                 return
             if event.get("event") == "end":
                 self.ended.set()
+            elif event.get("event") == "people":
+                self.people_line = str(event.get("shown", ""))[:1000]
+                self.people_shown.set()
             elif event.get("event") == "chat_focus":
                 self._chat_focus(event.get("on") is True)
             elif event.get("event") == "fetch":
@@ -140,6 +146,11 @@ class TkIndicator:
 
     async def set_mode(self, mode: Mode) -> None:
         await self._child.write({"cmd": "mode", "mode": mode})
+
+    async def set_people(self, viewers: tuple[str, ...], controller: str | None) -> None:
+        """Everyone watching and who controls (join, leave, hand-off); the window confirms with ``people``."""
+        self.people_shown.clear()
+        await self._child.write({"cmd": "people", "viewers": list(viewers), "controller": controller})
 
     async def chat(self, who: str, text: str) -> None:
         """Show a technician's chat line in the chat window (opening it)."""
@@ -208,7 +219,9 @@ class TkConsentUI:
                         if event.get("by") == "timeout":
                             return PromptAnswer(False, "timeout", "no answer to the consent prompt")
                         return PromptAnswer(allowed, "user", "allowed by the user" if allowed
-                                            else "denied by the user")
+                                            else "denied by the user",
+                                            colleagues=allowed and request.colleagues_option
+                                            and event.get("colleagues") is True)
         except TimeoutError:
             return PromptAnswer(False, "timeout", "no answer to the consent prompt")
         finally:

@@ -69,6 +69,14 @@ def capability_line(capabilities: Any) -> str:
     return ", ".join(CAPABILITY_WORDS[c] for c in capabilities if isinstance(c, str) and c in CAPABILITY_WORDS)
 
 
+def people_line(viewers: list[Any], controller: Any) -> str:
+    """"Watching: ann (controls), tia" — everyone in the session, each name cut to one short line."""
+    names = [one_line(str(name), NAME_MAX) for name in viewers[:8]]
+    boss = one_line(str(controller), NAME_MAX) if controller else ""
+    shown = [f"{name} (controls)" if name == boss else name for name in names]
+    return "Watching: " + (", ".join(shown) if shown else "nobody") + ("" if boss else " \u2014 nobody controls")
+
+
 def _button(parent: tk.Misc, text: str, colour: str, command: Any, width: int = 0) -> tk.Button:
     """A flat button of one exact colour; ``width`` in characters (0: as wide as its text)."""
     return tk.Button(parent, text=text, command=command, bg=colour, activebackground=colour, fg="white",
@@ -119,6 +127,9 @@ def run_prompt(root: tk.Tk, spec: dict[str, Any]) -> None:
     reason = one_line(str(spec.get("reason") or ""), REASON_MAX)
     mode = "view and CONTROL (mouse and keyboard)" if spec["mode"] == "control" else "VIEW only"
     heading = "wants to take control of your session" if spec.get("upgrade") else "asks to access your screen"
+    if spec.get("join"):
+        heading = "asks to join the session and watch your screen"
+    colleagues = tk.BooleanVar(root, value=False)
     deadline = time.monotonic() + float(spec["timeout_s"])
     answered = False
 
@@ -126,7 +137,7 @@ def run_prompt(root: tk.Tk, spec: dict[str, Any]) -> None:
         nonlocal answered
         if not answered:
             answered = True
-            emit(event="answer", allowed=allowed, by=by)
+            emit(event="answer", allowed=allowed, by=by, colleagues=allowed and colleagues.get())
             root.destroy()
 
     # Buttons and countdown first, at the bottom: the text above may be cut, never these.
@@ -147,6 +158,10 @@ def run_prompt(root: tk.Tk, spec: dict[str, Any]) -> None:
     also = capability_line(spec.get("capabilities"))
     if also:
         _label(root, f"The technician may also: {also}", wrap=wrap).pack(fill="x", padx=16)
+    if spec.get("colleagues_option"):
+        # Unticked by default: each colleague is then a new question; ticked, they join without one.
+        tk.Checkbutton(root, text="My helpdesk may bring colleagues (they can watch; you see who on the indicator)",
+                       variable=colleagues, anchor="w", justify="left", wraplength=wrap).pack(fill="x", padx=16)
     root.protocol("WM_DELETE_WINDOW", lambda: answer(False, "user"))
     root.bind("<Escape>", lambda _e: answer(False, "user"))
 
@@ -171,7 +186,7 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
     technician = one_line(str(spec.get("technician", "")), NAME_MAX) or "(unnamed technician)"
     started = time.monotonic()
     also = capability_line(spec.get("capabilities"))
-    state = {"mode": str(spec["mode"])}
+    state = {"mode": str(spec["mode"]), "people": "", "lead": technician}
     frame = tk.Frame(root)
     frame.pack(fill="both", expand=True, padx=8, pady=6)
     ended = False
@@ -220,6 +235,11 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
                 return
             if command.get("cmd") == "mode" and command.get("mode") in ("view", "control"):
                 state["mode"] = command["mode"]
+            elif command.get("cmd") == "people" and isinstance(command.get("viewers"), list):
+                state["people"] = people_line(command["viewers"], command.get("controller"))
+                lead = command.get("controller") or (command["viewers"] or ["nobody"])[0]
+                state["lead"] = one_line(str(lead), NAME_MAX)
+                emit(event="people", shown=state["people"])
             elif command.get("cmd") == "chat" and chat is not None:
                 chat.add(str(command.get("who", "")), str(command.get("text", "")))
             elif command.get("cmd") == "clipboard.set" and isinstance(command.get("text"), str):
@@ -239,9 +259,11 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
         what = "controlling" if state["mode"] == "control" else "viewing"
         kind = " (unattended access)" if spec.get("unattended") else ""
         since = "started less than a minute ago" if minutes == 0 else f"for {minutes} min"
-        label = f"{technician} is {what} your screen{kind}\n{since}"
+        label = f"{state['lead']} is {what} your screen{kind}\n{since}"
         if also:
             label += f"\nmay also: {also}"
+        if state["people"]:
+            label += f"\n{state['people']}"
         if last_note["text"]:
             label += f"\n{last_note['text']}"
         if text.cget("text") != label:

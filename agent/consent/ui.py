@@ -36,6 +36,10 @@ class PromptRequest:
     session_id: str = ""
     #: What else the session may do if allowed (agent.toolkit.caps): chat, files, clipboard — listed in the prompt.
     capabilities: tuple[str, ...] = ()
+    #: Offer the "my helpdesk may bring colleagues" checkbox (the first prompt of an attended session).
+    colleagues_option: bool = False
+    #: A technician asks to join a running session (view only): the prompt names them as the joiner.
+    join: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class PromptAnswer:
     allowed: bool
     by: AnswerBy
     reason: str
+    #: The user ticked "my helpdesk may bring colleagues": later joins need no new question.
+    colleagues: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,9 @@ class IndicatorInfo:
     session_id: str = ""
     #: What else the session may do (chat, files, clipboard), shown on the indicator.
     capabilities: tuple[str, ...] = ()
+    #: Everyone watching (join and hand-off) and who controls; empty: just ``technician``.
+    viewers: tuple[str, ...] = ()
+    controller: str | None = None
 
 
 class Indicator(Protocol):

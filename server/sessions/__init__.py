@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from protocol.authority_messages import SessionChallenge
-from protocol.session import SessionAnswer, SessionEnd
+from protocol.session import SessionAnswer, SessionEnd, SessionJoinAnswer, SessionPeopleApplied
 from server import devices
 from server.agent_channel import authenticate_device
 from server.api import add_routes
@@ -34,6 +34,7 @@ from .finish import Finisher
 from .live import LiveTable
 from .openapi import SCHEMAS
 from .settings import SessionSettings
+from .teamwork import Teamwork
 
 if TYPE_CHECKING:
     from server.app import HelplineServer
@@ -54,6 +55,9 @@ def setup(server: HelplineServer) -> None:
     server.agent_handlers.register(SessionAnswer, sessions.on_answer)
     server.agent_handlers.register(SessionEnd, sessions.on_agent_end)
     server.agent_handlers.register(SessionChallenge, sessions.on_challenge)
+    sessions.teamwork = Teamwork(db, server.connections, live, sessions.finisher)
+    server.agent_handlers.register(SessionJoinAnswer, sessions.teamwork.on_join_answer)
+    server.agent_handlers.register(SessionPeopleApplied, sessions.teamwork.on_people_applied)
 
     async def watch_revocations() -> None:
         assert server.watcher is not None, "the watcher is created before background tasks start"

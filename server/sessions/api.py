@@ -19,14 +19,16 @@ from protocol.authority import TechnicianProof
 from protocol.session import EndReason, Mode
 from server import api, devices
 from server.accounts import live as live_sockets
+from server.accounts import users
 from server.api import scopes
-from server.auth.rights import Principal, Right
+from server.auth.rights import ANY_GROUP, Principal, Right
 from server.errors import ApiError
-from server.store import Row
+from server.store import Database, Row
 
 from . import chat, grants, notes, repository, views
 from .driver import SessionDriver
 from .live import LiveSession
+from .teamwork import Teamwork
 
 #: Largest technician → agent message: a toolkit file chunk (protocol.toolkit) or a stream text message.
 TECHNICIAN_MAX_MESSAGE = max(stream.MAX_TEXT_BYTES, toolkit.CHUNK_HEADER_SIZE + toolkit.MAX_CHUNK)
@@ -46,6 +48,21 @@ class SessionModeChange(msgspec.Struct):
 
 class SessionNotesText(msgspec.Struct):
     text: notes.NotesText
+
+
+Username = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
+
+
+class SessionInvite(msgspec.Struct):
+    technician: Username
+
+
+class SessionJoinRequest(msgspec.Struct):
+    reason: Annotated[str, msgspec.Meta(max_length=256, description="Shown to the device user.")] = ""
+
+
+class SessionHandOff(msgspec.Struct):
+    technician: Username
 
 
 STREAM_DESCRIPTION = """\
@@ -86,9 +103,56 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
     def own_live(session_id: str, caller: Principal) -> LiveSession | None:
         """The running session, if any; 403 unless it is the caller's (or the caller is an admin)."""
         live = sessions.live.get(session_id)
-        if live is not None and live.technician_user != caller.username and not caller.is_admin:
+        if live is not None and caller.username not in (live.technician_user, live.people.controller) \
+                and not caller.is_admin:
             raise ApiError(403, "forbidden", "not your session")
         return live
+
+    def running(request: web.Request) -> LiveSession:
+        live = sessions.live.get(request.match_info["session_id"])
+        if live is None:
+            raise ApiError(409, "not_live", "the session has ended")
+        return live
+
+    def teamwork() -> Teamwork:
+        assert sessions.teamwork is not None, "wired by server.sessions.setup"
+        return sessions.teamwork
+
+    async def get_people(request: web.Request) -> web.Response:
+        """Who is in a running session"""
+        live = running(request)
+        candidates = []
+        if api.principal(request).username == live.people.controller:
+            candidates = await _candidates(api.db(request), live.group, live.people.viewers)
+        return api.json({"session_id": live.session_id, **live.people.view(), "candidates": candidates})
+
+    async def invite(request: web.Request) -> web.Response:
+        """Invite a technician into the session"""
+        body = api.body(request, SessionInvite)
+        live = running(request)
+        await teamwork().invite(live, api.principal(request), body.technician)
+        return api.json({"session_id": live.session_id, **live.people.view()})
+
+    async def join(request: web.Request) -> web.Response:
+        """Ask to join the session (view only)"""
+        body = api.body(request, SessionJoinRequest)
+        live = running(request)
+        admitted = await teamwork().join(live, api.principal(request), body.reason)
+        return api.json({"session_id": live.session_id, "admitted": admitted, **live.people.view()},
+                        status=200 if admitted else 202)
+
+    async def hand_off(request: web.Request) -> web.Response:
+        """Hand control to another technician in the session"""
+        body = api.body(request, SessionHandOff)
+        live = running(request)
+        await teamwork().hand(live, api.principal(request), body.technician)
+        return api.json({"session_id": live.session_id, **live.people.view()})
+
+    async def leave(request: web.Request) -> web.Response:
+        """Leave the session"""
+        live = running(request)
+        await teamwork().leave(live, api.principal(request).username)
+        return api.json({"session_id": live.session_id, **live.people.view()})
 
     async def create_session(request: web.Request) -> web.Response:
         """Request a remote session"""
@@ -174,21 +238,24 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
     async def technician_stream(request: web.Request) -> web.StreamResponse:
         """Technician's stream (websocket)"""
         row = await _row(request)
-        _require_mode(request, row["requested_mode"])
+        caller = api.principal(request).username
         live = sessions.live.get(row["id"])
         if live is None:
+            _require_mode(request, row["requested_mode"])
             raise ApiError(410, "ended", f"the session has ended: {row['end_reason'] or row['state']}")
-        if live.technician_user != api.principal(request).username:
-            raise ApiError(403, "forbidden", "only the technician who requested the session may watch it")
+        if caller == live.people.controller:
+            _require_mode(request, row["requested_mode"])
+        if caller not in live.people.viewers:
+            raise ApiError(403, "forbidden", "only technicians admitted to the session may watch it")
         relay = sessions.relay_for(live)
-        if relay.attached("technician") or relay.closed.is_set():
-            raise ApiError(409, "busy", "a viewer is already attached to this session")
+        if relay.attached("technician", caller) or relay.closed.is_set():
+            raise ApiError(409, "busy", "you are already watching this session")
         ws = web.WebSocketResponse(compress=False, max_msg_size=TECHNICIAN_MAX_MESSAGE, autoping=True)
         await ws.prepare(request)
         # Registered with the accounts' live-socket registry: disabling the user or revoking their
         # console session closes this stream (and so the session) at once.
         async with live_sockets.track(request, ws):
-            await relay.serve("technician", ws)
+            await relay.serve("technician", ws, caller)
         return ws
 
     view = Right.REMOTE_VIEW
@@ -233,7 +300,46 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
                   body=SessionNotesText, response="SessionNotes",
                   description="Only the session's technician or an admin, while it runs or after. Audited "
                               "`session.notes.update` (length and SHA-256, not the text)."),
+        api.Route("GET", "/api/v1/sessions/{session_id}/people", get_people, view, session, response="SessionPeople",
+                  description="Who watches, who controls, who is invited, asks or is being asked on the device; "
+                              "`candidates` (technicians of this server with remote_view on the group) only for "
+                              "the controlling technician.", errors={409: "The session has ended"}),
+        api.Route("POST", "/api/v1/sessions/{session_id}/invite", invite, view, session, body=SessionInvite,
+                  response="SessionPeople",
+                  description="Only the controlling technician. A technician who already asked is put to the "
+                              "device at once; otherwise the invitee joins with `POST …/join`. Audited.",
+                  errors={409: "Not the controller, already in, account without remote_view, or ended"}),
+        api.Route("POST", "/api/v1/sessions/{session_id}/join", join, view, session, body=SessionJoinRequest,
+                  response="SessionPeople",
+                  description="View only. Uninvited: 202, the controlling technician sees the request and may "
+                              "invite. Invited: the device is asked (a new consent question naming the joiner, "
+                              "unless the user allowed colleagues at the first prompt) and the answer waits for "
+                              "it: 200 admitted (then open the stream), 403 refused. Audited.",
+                  errors={403: "The device refused (the user said No, no answer, unattended session)",
+                          409: "Already in or being asked, or the session is not streaming"}),
+        api.Route("POST", "/api/v1/sessions/{session_id}/hand", hand_off, view, session, body=SessionHandOff,
+                  response="SessionPeople",
+                  description="Only the controlling technician, to a technician in the session who holds "
+                              "remote_control on the group. The device applies it first; from then on only the "
+                              "new controller's input passes (server and agent). Audited.",
+                  errors={403: "The target lacks remote_control", 409: "Not the controller, not in, or the device "
+                                                                       "did not apply it"}),
+        api.Route("POST", "/api/v1/sessions/{session_id}/leave", leave, view, session, response="SessionPeople",
+                  description="Any technician in the session. The last one out ends it; a controller leaving "
+                              "without handing over ends control (the others watch on). Audited."),
         api.Route("GET", "/api/v1/sessions/{session_id}/stream", technician_stream, view, session,
                   websocket=True, description=STREAM_DESCRIPTION,
                   errors={409: "A viewer is already attached", 410: "The session has ended"}),
     ]
+
+
+async def _candidates(db: Database, group: str, present: list[str]) -> list[str]:
+    """Technicians of this server who could watch: enabled, remote_view on ``group``, not in the session yet."""
+    found = []
+    for user in await users.list_users(db):
+        if user.disabled or user.username in present:
+            continue
+        rights = await users.group_rights(db, user.id)
+        if Right.REMOTE_VIEW in rights.get(group, Right.NONE) | rights.get(ANY_GROUP, Right.NONE):
+            found.append(user.username)
+    return found[:200]

@@ -36,7 +36,7 @@ from protocol.session import (
     SessionState,
 )
 from server import audit
-from server.auth.rights import Principal
+from server.auth.rights import Principal, Right
 from server.authority import push as authority_push
 from server.authority import repository as documents
 from server.connections import ConnectionRegistry
@@ -46,6 +46,7 @@ from server.store import Database
 from . import chat, repository
 from .finish import Finisher
 from .live import LiveSession, LiveTable
+from .people import People
 from .relay import Recorder, Relay
 from .settings import SessionSettings
 from .shell_relay import ShellWatch
@@ -53,6 +54,8 @@ from .tokens import TunnelToken
 
 if TYPE_CHECKING:
     from server.agent_channel import AgentConnection
+
+    from .teamwork import Teamwork
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,8 @@ class SessionDriver:
         self.live = live
         self.finisher = finisher
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Join, hand-off and leave (:mod:`.teamwork`), wired by :func:`server.sessions.setup`.
+        self.teamwork: Teamwork | None = None
 
     @property
     def db(self) -> Database:
@@ -117,6 +122,7 @@ class SessionDriver:
         session = LiveSession(session_id, device_id, group, technician.username, technician.role, reason,
                               SessionMachine(session_id, mode, created_at=now, consent_timeout_s=timeout), token,
                               document_id=document_id)
+        session.people = People.starting(technician.username, Right.REMOTE_CONTROL in technician.rights_on(group))
         async with self.db.transaction() as tx:
             await repository.insert(tx, session)
             await audit.append_in(tx, f"user:{technician.username}", "session.requested", device_id,
@@ -178,7 +184,8 @@ class SessionDriver:
         details = {"session_id": session.session_id, "by": msg.by, "reason": msg.reason}
         if machine.state is SessionState.CONSENTED:
             await audit.append(self.db, actor, "session.consented", session.device_id,
-                               {**details, "mode": machine.mode, "requested_mode": machine.requested_mode})
+                               {**details, "mode": machine.mode, "requested_mode": machine.requested_mode,
+                                "colleagues": msg.colleagues})
             if machine.mode == "control":
                 await audit.append(self.db, actor, "session.control_enabled", session.device_id,
                                    {**details, "consented_by": _consented_by(session, msg.by), "upgrade": False})
@@ -331,7 +338,9 @@ class SessionDriver:
 
             session.relay = Relay(session.session_id, self.settings,
                                   view_only=lambda: session.machine.mode != "control",
-                                  on_input_refused=lambda: self._note_refused_input(session), on_end=on_end,
+                                  on_input_refused=lambda who: self._note_refused_input(session, who),
+                                  on_end=on_end, controller=lambda: session.people.controller,
+                                  on_leave=lambda who: self.on_viewer_gone(session, who),
                                   recorder=recorder, on_transfer=lambda m: self._note_transfer(session, m),
                                   on_clipboard=lambda d, t: self._note_clipboard(session, d, t),
                                   on_chat=lambda m: self._spawn(chat.save_line(self.db, session.session_id, m)),
@@ -363,13 +372,21 @@ class SessionDriver:
                                  {"session_id": session.session_id, "name": message.name[:255],
                                   "size": message.size, "sha256": message.sha256}))
 
-    def _note_refused_input(self, session: LiveSession) -> None:
-        """The relay saw technician input on a view-only session (the agent refuses it): audit the first."""
-        if not session.input_refusal_audited:
+    def _note_refused_input(self, session: LiveSession, who: str) -> None:
+        """The relay saw input on a view-only session (the agent refuses it too), or from a viewer who does not
+        control: audit the first of each viewer."""
+        if who not in session.refusals_audited:
+            session.refusals_audited.add(who)
             session.input_refusal_audited = True
-            self._spawn(audit.append(self.db, f"user:{session.technician_user}", "session.input_refused",
+            why = "view-only session" if who == session.people.controller else "not the controlling technician"
+            self._spawn(audit.append(self.db, f"user:{who}", "session.input_refused",
                                      session.device_id, {"session_id": session.session_id,
-                                                         "why": "view-only session", "first": True}))
+                                                         "why": why, "first": True}))
+
+    async def on_viewer_gone(self, session: LiveSession, who: str) -> None:
+        """A viewer's stream closed while others watch on: they left (``teamwork`` is set by :func:`setup`)."""
+        if self.teamwork is not None and who in session.people.viewers:
+            await self.teamwork.leave(session, who, stream_closed=True)
 
     # --- the clock and revocations --------------------------------------------------------
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from protocol.authority_messages import SessionChallenge
 from protocol.session import SessionMachine
 
+from .people import People
 from .relay import Relay
 from .tokens import TunnelToken
 
@@ -39,6 +40,10 @@ class LiveSession:
     challenge: SessionChallenge | None = None
     #: A proof was relayed for the challenge (one attempt per challenge).
     proof_relayed: bool = False
+    #: Who watches and who controls (join and hand-off, :mod:`.people`); set when the session is requested.
+    people: People = field(default_factory=lambda: People(None, []))
+    #: Viewers whose refused input was audited already (the first refusal of each is).
+    refusals_audited: set[str] = field(default_factory=set)
 
     def notify(self) -> None:
         self.changed.set()

@@ -39,8 +39,19 @@ _LIVE_PROPS: Json = {
             "device_id": {"type": "string"}, "expires_at": {"type": "number"}}},
 }
 
+_NAMES: Json = {"type": "array", "items": {"type": "string"}}
+_PEOPLE_PROPS: Json = {
+    "controller": {**_NULLABLE_STR, "description": "Who controls; null once the controller left without handing "
+                                                   "over (everyone watches, nobody controls)."},
+    "viewers": {**_NAMES, "description": "Admitted technicians, the controller among them."},
+    "invited": _NAMES, "asking": _NAMES, "joining": {**_NAMES, "description": "The device is being asked."}}
+
 SCHEMAS: Json = {
-    "LiveSession": _obj(_LIVE_PROPS, description="A session as the session manager holds it while it runs."),
+    "LiveSession": _obj(_LIVE_PROPS | {"people": _obj(_PEOPLE_PROPS)}, required=list(_LIVE_PROPS),
+                        description="A session as the session manager holds it while it runs."),
+    "SessionPeople": _obj({"session_id": {"type": "string"}, **_PEOPLE_PROPS, "admitted": {"type": "boolean"},
+                           "candidates": _NAMES}, required=["session_id", *_PEOPLE_PROPS],
+                          description="Join and hand-off: who is in a running session."),
     "Notes": {"type": ["object", "null"], "required": ["text", "author", "updated_at", "revision"],
               "properties": {"text": {"type": "string", "maxLength": 8000}, "author": {"type": "string"},
                              "updated_at": {"type": "number"}, "revision": {"type": "integer"}},

@@ -28,6 +28,7 @@ def live_view(session: LiveSession) -> Json:
         "answered_by": m.answered_by or None, "end_reason": m.end_reason or None,
         "ended_by": m.ended_by or None, "created_at": m.created_at, "stream_url": _stream_url(session.session_id),
         "document_id": session.document_id, "challenge": challenge_view(session),
+        "people": session.people.view(),
     }
 
 

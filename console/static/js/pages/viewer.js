@@ -10,6 +10,7 @@ import { can, session } from "../state.js";
 import { panel as proofPanel } from "../prove_ui.js";
 import { toolkitPanel } from "../toolkit.js";
 import { shellTab } from "../shell.js";
+import { peoplePanel } from "../people.js";
 
 const MAX_NOTES = 8000;
 const STATE_TEXT = {
@@ -38,6 +39,9 @@ export async function show(main, sessionId) {
   const notes = notesPanel(sessionId);
   const tools = toolkitPanel(send, sendBinary);
   const shell = shellTab(sessionId, send, sendBinary);
+  const me = session.me && session.me.user ? session.me.user.username : "";
+  const people = peoplePanel(sessionId, me, () => refreshState());
+  tools.box.prepend(people.box);  // the People box heads the toolkit column (join and hand-off)
   // Tabs: the screen (with the toolkit beside it) or the remote shell (../shell.js).
   const screenTabBtn = h("button", { type: "button", id: "tab-screen", "aria-selected": "true", onclick: () => showTab("screen") },
     "Screen");
@@ -54,7 +58,7 @@ export async function show(main, sessionId) {
   ctx = { sessionId, banner, controlBtn, canvas, proofSlot, overlay, monitors, scaleBtn, g: canvas.getContext("2d"), ws: null, poll: 0,
     chain: Promise.resolve(), frames: [], bytes: 0, lastStats: null, mode: null, consented: null, state: null,
     cursor: null, size: [0, 0], fit: true, closed: false, sprite, shape: null, shapes: 0,
-    resizeObserver: new ResizeObserver(placeCursor), notes, tools, shell, tabs: { screen: screenTabBtn, shell: shellTabBtn } };
+    resizeObserver: new ResizeObserver(placeCursor), notes, tools, shell, people, tabs: { screen: screenTabBtn, shell: shellTabBtn } };
   setShape(defaultArrow());
   ctx.resizeObserver.observe(canvas);
   bindInput(canvas);
@@ -114,8 +118,10 @@ async function refreshState() {
   ctx.banner.dataset.state = s.state;
   ctx.banner.dataset.mode = ctx.consented || "";
   ctx.controlBtn.hidden = !(live && ctx.consented === "view" && !s.pending_mode && can("remote_control", s.group));
-  ctx.canvas.dataset.captureKeys = ctx.consented === "control" ? "1" : "0";
-  if (["consented", "streaming"].includes(s.state) && !ctx.ws) connect();
+  if (live) await ctx.people.refresh();
+  if (!ctx) return;
+  ctx.canvas.dataset.captureKeys = ctx.consented === "control" && ctx.people.controls() ? "1" : "0";
+  if (["consented", "streaming"].includes(s.state) && !ctx.ws && ctx.people.admitted()) connect();
   if (["denied", "timed_out", "ended"].includes(s.state)) {
     clearInterval(ctx.poll);
     if (ctx.ws) ctx.ws.close();
