@@ -295,6 +295,8 @@ class Stats(TextMessage, frozen=True, tag="stats"):
     in_flight: Count = 0
     skipped: Count = 0
     rtt_ms: Number = 0.0
+    #: The agent's capture backend for this session ("x11", "wayland-mutter"), shown by the console.
+    backend: Annotated[str, msgspec.Meta(max_length=32, pattern="^[a-z0-9-]*$")] = ""
 
 
 StreamMessage = (

@@ -105,11 +105,13 @@ def test_backend_is_chosen_from_the_users_session() -> None:
 
 
 async def test_viewer_equals_the_wayland_screen_after_a_change(wayland: MutterHandle) -> None:
-    """The viewer shows the cast exactly; a change on an XWayland window arrives; stats name the backend."""
+    """The viewer shows the cast exactly; a change on an XWayland window arrives; live and final stats name the backend."""
     async with tk_app(wayland.display) as app, reference() as ref, serve_session("view", "") as served:
         async with Viewer(served.url) as viewer:
-            await viewer.wait_for(lambda v: v.stats.updates >= 1, timeout=TIMEOUT)
+            await viewer.wait_for(lambda v: v.stats.updates >= 1 and v.agent_stats is not None, timeout=TIMEOUT)
             assert viewer.framebuffer.shape == (1080, 1920, 3)
+            # The stats the console's status line shows name the backend while the session runs.
+            assert viewer.agent_stats is not None and viewer.agent_stats.backend == "wayland-mutter"
             await settle_equal(viewer, ref)
             await app.command("fill #12ab34")
             await poll_until(lambda: colour_box(viewer.framebuffer, "#12ab34") is not None, TIMEOUT)

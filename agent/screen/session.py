@@ -269,6 +269,7 @@ class _Session:
                 stream.Stats(
                     updates=self.stats.updates_sent, bytes=self.stats.bytes_sent, quality=self.flow.quality,
                     in_flight=self.flow.in_flight, skipped=self.flow.skipped, rtt_ms=self.flow.rtt_s * 1000,
+                    backend=self.stats.backend,
                 )
             )
 
@@ -457,7 +458,7 @@ async def _run_wayland(tunnel: Tunnel, *, mode: Mode, injector: InputInjector | 
         stats = await run_screen_session(
             tunnel, mode=mode, grabber=wayland.capture, damage=wayland.capture, clock=clock, stop=ended,
             injector=injector if injector is not None or mode != "control" else wayland.injector(),
-            settings=settings, monitor=monitor, input_gate=input_gate,
+            settings=settings, monitor=monitor, input_gate=input_gate, backend_name=wayland.name,
         )
     finally:
         relay.cancel()
@@ -489,6 +490,7 @@ async def run_screen_session(
     damage: DamageSource | None = None,
     pointer_watch: PointerWatch | None = None,
     backend: Literal["x11", "wayland"] | None = None,
+    backend_name: str | None = None,
 ) -> SessionStats:
     """Stream ``display`` over ``tunnel`` until it closes or ``stop`` is set.
 
@@ -505,6 +507,7 @@ async def run_screen_session(
     :func:`agent.screen.wayland.backend.choose_backend`) decides where the real parts come from:
     X11 as above, or Mutter's remote-desktop session on Wayland (its PipeWire stream is both the
     grabber and the damage source, input goes through the same session; no separate pointer).
+    ``backend_name`` names a given grabber's backend in the stats the viewer gets (default "x11").
     """
     if mode not in ("view", "control"):
         raise ValueError(f"mode must be 'view' or 'control', not {mode!r}")
@@ -535,6 +538,8 @@ async def run_screen_session(
         injector, own_injector = PynputInjector(display), True
     session = _Session(tunnel, mode, grabber, injector if mode == "control" else None, pointer, cursor_shapes,
                        clock, settings, monitor, input_gate, damage, pointer_watch)
+    if backend_name:
+        session.stats.backend = backend_name
     if damage is not None:
         loop = asyncio.get_running_loop()
 

@@ -258,6 +258,7 @@ function drawStats() {
   const s = ctx.lastStats;
   ctx.overlay.textContent = `${fps.toFixed(1)} fps · ${kbps.toFixed(0)} kbit/s`
     + (s ? ` · rtt ${Number(s.rtt_ms).toFixed(0)} ms · q ${s.quality} · in flight ${s.in_flight}` : "")
+    + (s && s.backend ? ` · ${s.backend}` : "")
     + ` · ${ctx.size[0]}×${ctx.size[1]}`;
 }
 
