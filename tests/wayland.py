@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 READY_TIMEOUT_S = 30.0
@@ -47,6 +50,8 @@ class MutterHandle:
     width: int
     height: int
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+    #: PIDs of the stack's processes by name ("dbus", "pipewire", "wireplumber", "mutter"): whose CPU to measure.
+    pids: dict[str, int] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         """A copy of os.environ for a process in this Wayland session (as the user's session helper sees it)."""
@@ -89,37 +94,50 @@ def _wait(what: str, check: object, procs: list[subprocess.Popen[bytes]], deadli
     raise MutterError(f"{what} not ready within {READY_TIMEOUT_S}s")
 
 
-def _bus_has(env: dict[str, str], name: str) -> bool:
+def _bus_has(env: dict[str, str], name: str, ids: dict[str, Any]) -> bool:
     result = subprocess.run(
         ["gdbus", "call", "--session", "--dest", "org.freedesktop.DBus", "--object-path", "/org/freedesktop/DBus",
          "--method", "org.freedesktop.DBus.NameHasOwner", name],
-        capture_output=True, text=True, env=env, timeout=10, check=False)
+        capture_output=True, text=True, env=env, timeout=10, check=False, **ids)
     return result.returncode == 0 and "true" in result.stdout
 
 
-def start_mutter(width: int = 1920, height: int = 1080, log_dir: Path | None = None) -> MutterHandle:
-    """Start the whole stack and wait until Mutter's remote-desktop API and XWayland answer."""
+def start_mutter(width: int = 1920, height: int = 1080, log_dir: Path | None = None,
+                 user: tuple[int, int] | None = None) -> MutterHandle:
+    """Start the whole stack and wait until Mutter's remote-desktop API and XWayland answer.
+
+    ``user`` (uid, gid): run the stack as that user, as a real desktop runs as the person logged in
+    (their session bus admits only them, so a session helper test needs it); default: this process's.
+    """
     missing = _missing()
     if missing:
         raise MutterError(f"not installed: {', '.join(missing)} (scripts/setup.sh installs them)")
     runtime = Path(tempfile.mkdtemp(prefix="helpline-wl-"))
     runtime.chmod(0o700)
+    ids: dict[str, Any] = {}
+    if user is not None:
+        os.chown(runtime, *user)
+        ids = {"user": user[0], "group": user[1], "extra_groups": []}
     logs = log_dir or runtime
     bus = runtime / "bus"
     address = f"unix:path={bus}"
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY")}
     env.update(XDG_RUNTIME_DIR=str(runtime), DBUS_SESSION_BUS_ADDRESS=address, GSETTINGS_BACKEND="memory",
                NO_AT_BRIDGE="1")
+    if user is not None:
+        env.update(HOME=pwd.getpwuid(user[0]).pw_dir, USER=pwd.getpwuid(user[0]).pw_name)
     handle = MutterHandle(runtime, address, "", "", "", width, height)
     procs = handle._procs
 
     def spawn(name: str, args: list[str]) -> subprocess.Popen[bytes]:
         out = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child, closed below
         try:
-            proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    **ids)
         finally:
             out.close()
         procs.append(proc)
+        handle.pids[name] = proc.pid
         return proc
 
     try:
@@ -145,7 +163,7 @@ def start_mutter(width: int = 1920, height: int = 1080, log_dir: Path | None = N
         if not handle.display:
             raise MutterError("mutter started no XWayland (no DISPLAY in its clients' environment)")
         for name in ("org.gnome.Mutter.RemoteDesktop", "org.gnome.Mutter.ScreenCast"):
-            _wait(name, lambda n=name: _bus_has(env, n), procs, deadline)  # type: ignore[misc]
+            _wait(name, lambda n=name: _bus_has(env, n, ids), procs, deadline)  # type: ignore[misc]
         xenv = handle.env()
         _wait("XWayland", lambda: subprocess.run(["xdpyinfo", "-display", handle.display], env=xenv,
                                                   capture_output=True, timeout=10).returncode == 0,
@@ -154,6 +172,41 @@ def start_mutter(width: int = 1920, height: int = 1080, log_dir: Path | None = N
         handle.stop()
         raise
     return handle
+
+
+def xwayland_colour(display: str, colour: str) -> tuple[int, int] | None:
+    """Screen position of a pixel of exactly ``colour`` (#rrggbb) in a top-level XWayland window, or None.
+
+    XWayland is rootless: a grab of its root window shows nothing (tried with mss), but each
+    window's own contents can be read (GetImage on the window), and its place on the screen is
+    the Wayland output's coordinates. For finding a Tk prompt's button without a cast of our own.
+    """
+    from Xlib import X
+    from Xlib import display as xdisplay
+    from Xlib.error import XError
+
+    r, g, b = (int(colour[i: i + 2], 16) for i in (1, 3, 5))
+    dpy = xdisplay.Display(display)
+    try:
+        root = dpy.screen().root
+        for window in root.query_tree().children:
+            try:
+                if window.get_attributes().map_state != X.IsViewable:
+                    continue
+                geometry = window.get_geometry()
+                if geometry.width < 2 or geometry.height < 2:
+                    continue
+                image = window.get_image(0, 0, geometry.width, geometry.height, X.ZPixmap, 0xFFFFFFFF)
+            except XError:
+                continue  # gone or unreadable (an InputOnly window)
+            pixels = np.frombuffer(image.data, np.uint8).reshape(geometry.height, -1, 4)[:, :geometry.width]
+            ys, xs = np.nonzero((pixels[:, :, 2] == r) & (pixels[:, :, 1] == g) & (pixels[:, :, 0] == b))
+            if len(xs):
+                origin = window.translate_coords(root, 0, 0)  # the root's origin in the window: minus its place
+                return int(xs.mean()) - origin.x, int(ys.mean()) - origin.y
+        return None
+    finally:
+        dpy.close()
 
 
 @pytest.fixture
