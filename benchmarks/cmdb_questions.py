@@ -39,9 +39,11 @@ async def populate(db: Database, n: int) -> None:
                               for i in range(n)])
         pkgs = [("openssl", "3.0.{}-1~deb12u1"), ("bash", "5.2.15-2+b{}"), ("curl", "7.88.1-10+deb12u{}")] + \
             [(f"pkg{k}", "1.{}") for k in range(17)]
-        await tx.executemany("INSERT INTO software (device_id, name, version, arch, source, vendor, version_key)"
-                             " VALUES (?, ?, ?, 'amd64', 'dpkg', '', ?)",  # the key as ingest writes it
-                             [(f"d{i:05}", name, ver.format(i % 15), software_search.version_key(ver.format(i % 15)))
+        await tx.executemany("INSERT INTO software (device_id, name, version, arch, source, vendor, version_key,"
+                             " source_package, source_version)"
+                             " VALUES (?, ?, ?, 'amd64', 'dpkg', '', ?, ?, ?)",  # the key and source as ingest writes
+                             [(f"d{i:05}", name, ver.format(i % 15), software_search.version_key(ver.format(i % 15)),
+                               name, ver.format(i % 15))
                               for i in range(n) for name, ver in pkgs])
         await tx.executemany("INSERT INTO cmdb_logins (device_id, username, first_seen, last_seen, observations)"
                              " VALUES (?, ?, ?, ?, ?)",
@@ -88,14 +90,16 @@ async def bench(url: str, label: str, n: int, runs: int) -> None:
                   lambda: relations.primary_user(db, f"d{n // 2:05}"))
         await p95("what breaks if a server goes down", runs,
                   lambda: _count_breaks(db, ("device", "d00099")))
+        await p95("  … level by level (the old walk)", runs,
+                  lambda: _count_breaks(db, ("device", "d00099"), one_query=False))
         await p95("devices exposed to CVE-2099-0007", runs, lambda: _count_exposed(db, MAX_EXPOSED_PAGE))
         await p95("  … every hit in one answer", runs, lambda: _count_exposed(db, None))
     finally:
         await db.close()
 
 
-async def _count_breaks(db: Database, node: relations.Node) -> str:
-    result = await relations.impact(db, node, None)
+async def _count_breaks(db: Database, node: relations.Node, *, one_query: bool = True) -> str:
+    result = await relations.impact(db, node, None, one_query=one_query)
     return f"{len(result['breaks'])} items, {len(result['cycles'])} cycle edges"
 
 

@@ -27,7 +27,10 @@ DPKG_INFO = Path("/var/lib/dpkg/info")
 COMMAND_TIMEOUT_S = 20.0
 
 # Tab-separated, one package per line. db:Status-Status tells installed from removed-but-configured.
-DPKG_FORMAT = "${db:Status-Status}\\t${Package}\\t${Version}\\t${Architecture}\\t${Maintainer}\\n"
+# The source package and its version last: the Debian Security Tracker and OSV's Debian entries are
+# keyed by source package (``openssl``), not by the binaries it builds (``libssl3``).
+DPKG_FORMAT = ("${db:Status-Status}\\t${Package}\\t${Version}\\t${Architecture}\\t${Maintainer}"
+               "\\t${source:Package}\\t${source:Version}\\n")
 # Statuses with no files on disk: not reported as installed software.
 _DPKG_ABSENT = frozenset({"not-installed", "config-files"})
 RPM_FORMAT = "%{NAME}\\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\\t%{ARCH}\\t%{VENDOR}\\t%{INSTALLTIME}\\n"
@@ -48,6 +51,10 @@ class Package:
     source: str
     vendor: str | None
     install_date: str | None
+    #: The source package it was built from and that package's version (dpkg), each only when it
+    #: differs from ``name``/``version``: a binNMU's binary ``5.2.15-2+b8`` comes from source ``5.2.15-2``.
+    source_package: str | None = None
+    source_version: str | None = None
 
 
 class PackageSource(Protocol):
@@ -80,16 +87,21 @@ def has_binary(binary: str) -> bool:
 def parse_dpkg_query(
     text: str, install_date: Callable[[str, str | None], str | None] = lambda _n, _a: None
 ) -> list[Package]:
-    """Parse ``dpkg-query -W -f=DPKG_FORMAT`` output; ``install_date(name, arch)`` supplies dates."""
+    """Parse ``dpkg-query -W -f=DPKG_FORMAT`` output; ``install_date(name, arch)`` supplies dates.
+
+    Lines without the two source fields (the older five-field format) give no source package."""
     packages = []
     for line in text.splitlines():
         fields = line.split("\t")
-        if len(fields) != 5 or not fields[1]:
+        if len(fields) == 5:
+            fields += ["", ""]
+        if len(fields) != 7 or not fields[1]:
             continue
-        status, name, version, arch, maintainer = fields
+        status, name, version, arch, maintainer, src_name, src_version = fields
         if status in _DPKG_ABSENT:
             continue
         arch_or_none = _none_if_empty(arch)
+        src_name, src_version = src_name.strip(), src_version.strip()
         packages.append(
             Package(
                 name=name,
@@ -98,6 +110,8 @@ def parse_dpkg_query(
                 source="dpkg",
                 vendor=_none_if_empty(maintainer),
                 install_date=install_date(name, arch_or_none),
+                source_package=src_name if src_name and src_name != name else None,
+                source_version=src_version if src_version and src_version != version.strip() else None,
             )
         )
     return packages
@@ -337,4 +351,13 @@ def installed_software(sources: Iterable[PackageSource] = ALL_SOURCES) -> dict[s
     if not used:
         unavailable["packages"] = "no supported package database on this OS"
     packages.sort(key=lambda p: (p.name, p.arch or "", p.source, p.version or ""))
-    return {"sources": used, "packages": [asdict(p) for p in packages], "unavailable": unavailable}
+    return {"sources": used, "packages": [_package_dict(p) for p in packages], "unavailable": unavailable}
+
+
+def _package_dict(package: Package) -> dict[str, Any]:
+    """The package as reported; the source fields only when set (most packages are their own source)."""
+    data = asdict(package)
+    for key in ("source_package", "source_version"):
+        if data[key] is None:
+            del data[key]
+    return data

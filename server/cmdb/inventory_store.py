@@ -97,11 +97,13 @@ async def _replace_software(tx: Transaction, device_id: str, data: Any) -> None:
     await tx.execute("DELETE FROM software WHERE device_id = ?", (device_id,))
     rows = [(device_id, str(p["name"]), str(p.get("version") or ""), str(p.get("arch") or ""),
              str(p.get("source") or ""), str(p.get("vendor") or "")[:255],
-             software_search.version_key(str(p.get("version") or "")))
+             software_search.version_key(str(p.get("version") or "")),
+             # what vulnerability feeds keyed by source package match (the package itself when not said)
+             str(p.get("source_package") or p["name"]), str(p.get("source_version") or p.get("version") or ""))
             for p in packages_by_key(data).values()]
     if rows:
-        await tx.executemany("INSERT INTO software (device_id, name, version, arch, source, vendor, version_key)"
-                             " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        await tx.executemany("INSERT INTO software (device_id, name, version, arch, source, vendor, version_key,"
+                             " source_package, source_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
 async def _update_summary(tx: Transaction, device_id: str, sections: Mapping[str, Any], now: float) -> None:

@@ -160,6 +160,9 @@ class Package(_Strict):
     source: Text | None = None
     vendor: Text | None = None
     install_date: Text | None = None
+    #: dpkg: the source package and its version when they differ from name/version (issue 17).
+    source_package: Text | None = None
+    source_version: Text | None = None
 
 
 class Software(_Section):

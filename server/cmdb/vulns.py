@@ -13,8 +13,12 @@ OS release, then compares versions with :func:`.versions.compare` (dpkg ordering
 rebuilt for a device when its software or OS section changes, and fleet-wide for the packages a
 feed names when it is imported.
 
-Limitation: agents report binary package names; the Debian tracker is keyed by source package,
-so a CVE filed under source ``openssl`` matches the binary ``openssl`` but not ``libssl3``.
+Feeds are keyed by source package (the Debian tracker, OSV's Debian and Ubuntu entries): a CVE
+filed under ``openssl`` applies to the binaries built from it (``libssl3``, ``openssl``…). Agents
+report each binary with its source package and source version (dpkg's ``${source:Package}``,
+``${source:Version}``); matching joins on the source name and compares the source version (a
+binNMU's binary ``5.2.15-2+b8`` is source ``5.2.15-2``), and a match names the installed binary.
+Packages reported without a source (other package managers, older agents) are their own source.
 """
 
 from __future__ import annotations
@@ -279,14 +283,15 @@ def _match_rows(candidates: Iterable[Row], oses: Mapping[str, OsFacts]) -> list[
     """(device, advisory, package, version, fixed) for each applying candidate, one per key."""
     found: dict[tuple[str, str, str], tuple[str, str, str, str, str]] = {}
     for r in candidates:
-        if applies(r, r["source"], r["version"], oses.get(r["device_id"], OsFacts())):
+        if applies(r, r["source"], r["source_version"], oses.get(r["device_id"], OsFacts())):
             key = (r["device_id"], r["advisory_id"], r["name"])
             found.setdefault(key, (*key, r["version"], r["fixed"]))
     return list(found.values())
 
 
-_CANDIDATES = ("SELECT s.device_id, s.name, s.version, s.source, a.advisory_id, a.ecosystem, a.os_release,"
-               " a.introduced, a.fixed, a.last_affected FROM software s JOIN vuln_affected a ON a.package = s.name")
+_CANDIDATES = ("SELECT s.device_id, s.name, s.version, s.source, s.source_version, a.advisory_id, a.ecosystem,"
+               " a.os_release, a.introduced, a.fixed, a.last_affected"
+               " FROM software s JOIN vuln_affected a ON a.package = s.source_package")
 
 
 async def refresh_device(tx: Transaction, device_id: str) -> None:
@@ -338,8 +343,8 @@ async def import_feed(db: Database, feed: str, advisories: list[Advisory], now: 
         for i in range(0, len(packages), BATCH):
             chunk = packages[i:i + BATCH]
             candidates.extend(await tx.fetchall(
-                _CANDIDATES + f" JOIN vuln_advisories v ON v.id = a.advisory_id WHERE v.feed = ? AND s.name IN"
-                f" ({', '.join('?' for _ in chunk)})", (feed, *chunk)))
+                _CANDIDATES + " JOIN vuln_advisories v ON v.id = a.advisory_id WHERE v.feed = ?"
+                f" AND s.source_package IN ({', '.join('?' for _ in chunk)})", (feed, *chunk)))
         oses = await _os_of(tx, sorted({r["device_id"] for r in candidates}))
         rows = _match_rows(candidates, oses)
         if rows:
