@@ -242,7 +242,8 @@ async def typing(connect: Connect, meters: Meters, seconds: float, xvfb: XvfbHan
         read_line(tk, lambda line: line == "ready", 15)
         async with connect() as viewer:
             await settle(viewer)
-            px, py, pw, ph = PROBE
+            focus = getattr(xvfb, "focus_probe", None)  # a desktop that places windows itself (Wayland) finds it
+            px, py, pw, ph = await focus(viewer) if focus is not None else PROBE
             await viewer.send_mouse(px + 200, py + 100)  # pointer over the Tk window
 
             def probe_is(value: int) -> Callable[[Viewer], bool]:
