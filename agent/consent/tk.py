@@ -101,6 +101,14 @@ class TkIndicator:
         #: The device's clipboard text each time it changed while watched.
         self.clipboard_changes: asyncio.Queue[str] = asyncio.Queue(16)
         self._fetches: dict[str, asyncio.Future[bool]] = {}
+        #: Folders the user picked for incoming files (the toolkit checks each before using it).
+        self.folder_choices: asyncio.Queue[str] = asyncio.Queue(8)
+        #: Holds the prompt guard while the folder window is open (only the user picks the folder).
+        self._dialog = contextlib.ExitStack()
+        #: The transfers the indicator lists now (set when it confirms a ``transfer`` command).
+        self.transfers_shown: list[str] = []
+        #: The folder incoming files go to, as last shown on the indicator.
+        self.folder_shown = ""
         #: The people line the window shows now (set when it confirms a ``people`` command).
         self.people_line = ""
         self.people_shown = asyncio.Event()
@@ -115,6 +123,7 @@ class TkIndicator:
                 # The indicator vanished (killed, crashed, window closed): the user must see
                 # a running session, so no indicator means no session.
                 self._chat_focus(False)
+                self._dialog_open(False)
                 self.ended.set()
                 return
             if event.get("event") == "end":
@@ -128,6 +137,13 @@ class TkIndicator:
                 waiting = self._fetches.pop(str(event.get("id", "")), None)
                 if waiting is not None and not waiting.done():
                     waiting.set_result(event.get("allowed") is True)
+            elif event.get("event") == "dialog":
+                self._dialog_open(event.get("on") is True)
+            elif event.get("event") == "folder" and isinstance(event.get("path"), str):
+                with contextlib.suppress(asyncio.QueueFull):
+                    self.folder_choices.put_nowait(event["path"][:4096])
+            elif event.get("event") == "transfers" and isinstance(event.get("shown"), list):
+                self.transfers_shown = [str(line)[:1000] for line in event["shown"]]
             elif event.get("event") == "clipboard" and isinstance(event.get("text"), str):
                 with contextlib.suppress(asyncio.QueueFull):
                     self.clipboard_changes.put_nowait(event["text"][:CLIPBOARD_MAX])
@@ -143,6 +159,23 @@ class TkIndicator:
         elif not on:
             self._typing.close()
             self._typing_held = False
+
+    def _dialog_open(self, on: bool) -> None:
+        """The folder window is open: suspend remote input meanwhile (and resume after)."""
+        if on and self._prompts is not None:
+            self._dialog.close()
+            self._dialog.enter_context(self._prompts.showing())
+        elif not on:
+            self._dialog.close()
+
+    async def show_folder(self, path: str) -> None:
+        """Say on the indicator where files from the technician go now."""
+        self.folder_shown = path
+        await self._child.write({"cmd": "folder", "path": path})
+
+    async def transfer(self, text: str) -> None:
+        """Add a transfer to the indicator's list ("ann sent setup.pdf", "you sent log.txt")."""
+        await self._child.write({"cmd": "transfer", "text": text})
 
     async def set_mode(self, mode: Mode) -> None:
         await self._child.write({"cmd": "mode", "mode": mode})
@@ -187,6 +220,7 @@ class TkIndicator:
             await self._reader
         await self._child.stop()
         self._chat_focus(False)  # a window that is gone holds nothing
+        self._dialog_open(False)
 
 
 class TkConsentUI:

@@ -29,11 +29,16 @@ PROMPT_TITLE = "Helpline: remote support request"
 INDICATOR_TITLE = "Helpline: remote session in progress"
 CHAT_TITLE = "Helpline: chat with your technician"
 FETCH_TITLE = "Helpline: the technician asks for a file"
+FOLDER_TITLE = "Helpline: where files from the technician go"
 #: Button colours (exact, so a test can find the buttons on screen like a user would).
 ALLOW_BG = "#1b7f3a"
 DENY_BG = "#a31515"
 END_BG = "#d9480f"
 CHAT_BG = "#1f5fa8"
+FOLDER_BG = "#5b3f8c"
+BROWSE_BG = "#5a5a5a"
+#: Transfers the indicator's list shows at once (it scrolls; every transfer of the session stays in it).
+TRANSFER_ROWS = 4
 #: Characters the user may type in one chat line (protocol.toolkit.MAX_CHAT_CHARS).
 CHAT_MAX = 2000
 #: Characters of clipboard text synced (protocol.toolkit.MAX_CLIPBOARD_CHARS) and how often it is looked at.
@@ -186,7 +191,7 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
     technician = one_line(str(spec.get("technician", "")), NAME_MAX) or "(unnamed technician)"
     started = time.monotonic()
     also = capability_line(spec.get("capabilities"))
-    state = {"mode": str(spec["mode"]), "people": "", "lead": technician}
+    state = {"mode": str(spec["mode"]), "people": "", "lead": technician, "folder": ""}
     frame = tk.Frame(root)
     frame.pack(fill="both", expand=True, padx=8, pady=6)
     ended = False
@@ -207,6 +212,12 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
         chat_button.pack(side="right", padx=(8, 0))
         chat_width = chat_button.winfo_reqwidth() + 8
     last_note = {"text": ""}
+    if "files" in (spec.get("capabilities") or []):
+        # Where files from the technician land (the agent says, and checks what the user picks here).
+        folder_button = _button(frame, "Save to…", FOLDER_BG, lambda: _ask_folder(root, state["folder"]))
+        folder_button.pack(side="right", padx=(8, 0))
+        chat_width += folder_button.winfo_reqwidth() + 8
+    transfers = _TransferList(root)
     clipboard = _Clipboard(root)
     text = tk.Label(frame, text="", font=("TkDefaultFont", 11), anchor="w", justify="left",
                     wraplength=max(120, width - button.winfo_reqwidth() - chat_width - 40))
@@ -253,6 +264,10 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
                 last_note["text"] = one_line(str(command.get("text", "")), REASON_MAX)
                 if chat is not None:
                     chat.add("", last_note["text"])
+            elif command.get("cmd") == "folder" and isinstance(command.get("path"), str):
+                state["folder"] = one_line(command["path"], REASON_MAX)
+            elif command.get("cmd") == "transfer" and isinstance(command.get("text"), str):
+                transfers.add(command["text"])
         # Elapsed time in whole minutes: a seconds counter would repaint the user's screen every
         # second and so stream an update per second through an otherwise idle session.
         minutes = int(time.monotonic() - started) // 60
@@ -264,10 +279,13 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
             label += f"\nmay also: {also}"
         if state["people"]:
             label += f"\n{state['people']}"
+        if state["folder"]:
+            label += f"\nfiles you receive go to {state['folder']}"
         if last_note["text"]:
             label += f"\n{last_note['text']}"
         if text.cget("text") != label:
             text.configure(text=label)
+            _grow(root)
         root.after(100, tick)
 
     tick()
@@ -319,6 +337,95 @@ def _ask_fetch(root: tk.Tk, technician: str, request_id: str, path: str, timeout
     tick()
     x = max(0, (root.winfo_screenwidth() - PROMPT_WIDTH) // 2)
     window.geometry(f"{PROMPT_WIDTH}x220+{x}+{INDICATOR_BAND}")
+
+
+def _grow(root: tk.Tk) -> None:
+    """Make the placed window tall enough for what it shows now (lines added later), where it is."""
+    root.update_idletasks()
+    if not root.winfo_viewable():
+        return  # not placed yet: _place sizes it
+    height = min(max(root.winfo_height(), root.winfo_reqheight()), root.winfo_screenheight() - 2 * SCREEN_MARGIN)
+    if height != root.winfo_height():
+        root.geometry(f"{root.winfo_width()}x{height}")
+
+
+def _ask_folder(root: tk.Tk, current: str) -> None:
+    """Let the user say where files from the technician go: a folder typed or browsed to, Downloads by default.
+
+    The technician's remote input is suspended while this is open (``dialog`` events: the agent holds its
+    prompt guard), so only the person at the device picks; the agent checks the folder before using it.
+    """
+    from tkinter import filedialog
+
+    window = tk.Toplevel(root)
+    window.title(FOLDER_TITLE)
+    window.attributes("-topmost", True)
+    emit(event="dialog", on=True)
+    entry = tk.Entry(window, font=("TkDefaultFont", 12))
+    done = False
+
+    def finish(path: str) -> None:
+        nonlocal done
+        if not done:
+            done = True
+            window.destroy()
+            emit(event="dialog", on=False)
+            if path:
+                emit(event="folder", path=path[:4096])
+
+    def browse() -> None:
+        chosen = filedialog.askdirectory(parent=window, title=FOLDER_TITLE, initialdir=entry.get() or current,
+                                         mustexist=True)
+        if chosen:
+            entry.delete(0, "end")
+            entry.insert(0, str(chosen))
+
+    bar = tk.Frame(window)
+    bar.pack(side="bottom", pady=(4, 12))
+    _button(bar, "Save here", ALLOW_BG, lambda: finish(entry.get().strip()), width=8).pack(side="left", padx=8)
+    _button(bar, "Browse…", BROWSE_BG, browse).pack(side="left", padx=8)
+    _button(bar, "Cancel", DENY_BG, lambda: finish(""), width=8).pack(side="left", padx=8)
+    _label(window, "Save files the technician sends you in this folder:", 13, True, PROMPT_WIDTH - 40).pack(
+        fill="x", padx=16, pady=(14, 4))
+    entry.pack(fill="x", padx=16)
+    entry.insert(0, current)
+    entry.bind("<Return>", lambda _e: finish(entry.get().strip()))
+    window.protocol("WM_DELETE_WINDOW", lambda: finish(""))
+    window.after(120_000, lambda: finish(""))  # forgotten: nothing changes
+    x = max(0, (root.winfo_screenwidth() - PROMPT_WIDTH) // 2)
+    window.geometry(f"{PROMPT_WIDTH}x200+{x}+{INDICATOR_BAND}")
+    entry.focus_force()
+    entry.select_range(0, "end")  # typing replaces the default
+    entry.icursor("end")
+
+
+class _TransferList:
+    """Every file transfer of the session, oldest first, under the indicator's text (shown from the first on).
+
+    Each line is inserted as text into a Listbox (never markup); ``transfers`` reports the whole list.
+    """
+
+    def __init__(self, root: tk.Tk) -> None:
+        self.root = root
+        self.lines: list[str] = []
+        self.box: tk.Listbox | None = None
+
+    def add(self, text: str) -> None:
+        line = one_line(text, REASON_MAX)
+        self.lines.append(line)
+        if self.box is None:
+            holder = tk.Frame(self.root)
+            holder.pack(side="bottom", fill="x", padx=8, pady=(0, 6))
+            scroll = tk.Scrollbar(holder, orient="vertical")
+            self.box = tk.Listbox(holder, height=TRANSFER_ROWS, font=("TkDefaultFont", 10), activestyle="none",
+                                  yscrollcommand=scroll.set)
+            scroll.configure(command=self.box.yview)
+            scroll.pack(side="right", fill="y")
+            self.box.pack(side="left", fill="x", expand=True)
+            _grow(self.root)
+        self.box.insert("end", line)
+        self.box.see("end")
+        emit(event="transfers", shown=self.lines)
 
 
 class _Clipboard:

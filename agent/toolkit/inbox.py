@@ -143,6 +143,19 @@ class Incoming:
                 os.unlink(self.part_name, dir_fd=self.dir_fd)
 
 
+def usable_folder(clean: str) -> Path:
+    """The folder the user picked (already resolved: absolute, no symlink in it) if it is one this user may write."""
+    try:
+        info = os.stat(clean, follow_symlinks=False)
+    except OSError as exc:
+        raise InboxRefused("folder_unusable", f"{clean}: {exc.strerror}") from exc
+    if not stat.S_ISDIR(info.st_mode):
+        raise InboxRefused("folder_unusable", f"{clean} is not a folder")
+    if not os.access(clean, os.W_OK | os.X_OK):
+        raise InboxRefused("folder_unusable", f"you cannot write in {clean}")
+    return Path(clean)
+
+
 def free_bytes(dir_fd: int) -> int:
     info = os.statvfs(dir_fd)
     return info.f_bavail * info.f_frsize

@@ -25,7 +25,7 @@ from protocol import toolkit as tk
 
 from ..desktop.downloads import downloads_dir
 from .caps import ToolkitCaps
-from .inbox import InboxRefused, Incoming, free_bytes, open_folder
+from .inbox import InboxRefused, Incoming, free_bytes, open_folder, usable_folder
 from .outbox import FetchRefused, covered, open_for_fetch, resolve
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,13 @@ class DeviceSide(Protocol):
 
     async def approve_fetch(self, path: str, timeout_s: float) -> bool: ...
 
+    #: Folders the user picked for incoming files (checked here before use).
+    folder_choices: asyncio.Queue[str]
+
+    async def show_folder(self, path: str) -> None: ...
+
+    async def transfer(self, text: str) -> None: ...
+
 
 @dataclass
 class ToolkitStats:
@@ -106,6 +113,10 @@ class Toolkit:
         self._fetch_wake = asyncio.Event()
         self._fetches: dict[int, asyncio.Task[None]] = {}
         self._dir_fd = -1
+        #: Descriptors of folders the user switched away from while a file was still arriving there.
+        self._old_dir_fds: list[int] = []
+        #: Every transfer of the session as the device user was told it (the indicator lists them all).
+        self.transfers: list[str] = []
         self.handlers: dict[type, Callable[[tk.ToolkitAny], Awaitable[None]]] = {
             tk.ChatSend: self._on_chat,
             tk.FileOffer: self._on_offer,
@@ -124,6 +135,8 @@ class Toolkit:
         refused = {k: v for k, v in self.caps.refused.items() if k in tk.CAPABILITIES}
         await self.send(tk.Caps(allowed=self.caps.listed(), max_file_bytes=self.caps.max_file_bytes,  # type: ignore[arg-type]
                                 refused=refused))  # type: ignore[arg-type]
+        if self.device is not None and not self._allowed("files"):
+            await self._on_device(self.device.show_folder(str(self.folder)), "folder")
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -205,6 +218,48 @@ class Toolkit:
             except (OSError, RuntimeError) as exc:
                 log.info("note not shown on the device: %s", exc)
 
+    async def record_transfer(self, text: str) -> None:
+        """A finished transfer: told to the user, and added to the indicator's list of the session's transfers."""
+        self.transfers.append(text)
+        await self.notify(text)
+        if self.device is not None:
+            await self._on_device(self.device.transfer(text), "transfer")
+
+    async def _on_device(self, shown: Awaitable[None], what: str) -> None:
+        try:
+            await shown
+        except (OSError, RuntimeError) as exc:
+            log.info("%s not shown on the device: %s", what, exc)
+
+    async def user_folders(self) -> None:
+        """Use each folder the device user picks for the files that arrive from then on (when it passes the checks)."""
+        assert self.device is not None
+        while True:
+            await self.use_folder(await self.device.folder_choices.get())
+
+    async def use_folder(self, picked: str) -> bool:
+        """Switch incoming files to ``picked``: absolute (or ``~/…``), no symlink anywhere in it, a folder this user
+        may write; a file already arriving finishes where it started. False (and the user is told why) otherwise."""
+        if self._allowed("files"):
+            return False
+        try:
+            folder = await asyncio.to_thread(lambda: usable_folder(resolve(picked, self.home)))
+            fd = await asyncio.to_thread(open_folder, folder)
+        except InboxRefused as exc:
+            await self.notify(f"Files cannot go to {picked[:200]}: {exc}")
+            return False
+        old, self._dir_fd, self.folder = self._dir_fd, fd, folder
+        if old >= 0:
+            if any(incoming.dir_fd == old for incoming in self.incoming.values()):
+                self._old_dir_fds.append(old)
+            else:
+                os.close(old)
+        log.info("toolkit: incoming files go to the folder the user picked", extra={"folder": str(folder)})
+        if self.device is not None:
+            await self._on_device(self.device.show_folder(str(folder)), "folder")
+        await self.notify(f"Files from {self.technician or 'the technician'} now go to {folder}")
+        return True
+
     async def user_chat(self) -> None:
         """Relay what the device user types in the chat window, for as long as the session runs."""
         assert self.device is not None
@@ -259,7 +314,8 @@ class Toolkit:
         self.stats.received_files += 1
         log.info("toolkit: file received", extra={"transfer": transfer, "file_name": name, "size": incoming.size,
                                                   "sha256": incoming.sha256})
-        await self.notify(f"{self.technician or 'The technician'} sent {name} ({incoming.size} bytes)")
+        await self.record_transfer(f"{self.technician or 'The technician'} sent {name} to {self.folder.name}"
+                                   f" ({incoming.size} bytes)")
         await self.send(tk.FileDone(transfer=transfer, name=name, size=incoming.size, sha256=incoming.sha256))
 
     # --- device → technician --------------------------------------------------------------
@@ -327,7 +383,8 @@ class Toolkit:
             self.stats.sent_files += 1
             log.info("toolkit: file fetched", extra={"transfer": transfer, "file_name": name, "size": size,
                                                      "sha256": digest})
-            await self.notify(f"{self.technician or 'The technician'} copied {name} ({size} bytes)")
+            await self.record_transfer(f"you sent {name} to {self.technician or 'the technician'} ({size} bytes)" if ask
+                                       else f"{self.technician or 'The technician'} copied {name} ({size} bytes)")
         finally:
             os.close(fd)
             self._fetch_acks.pop(transfer, None)
@@ -390,10 +447,11 @@ class Toolkit:
         for incoming in self.incoming.values():
             incoming.close()  # partial files stay: the same file offered again resumes
         self.incoming.clear()
-        if self._dir_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._dir_fd)
-            self._dir_fd = -1
+        for fd in [self._dir_fd, *self._old_dir_fds]:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._dir_fd, self._old_dir_fds = -1, []
 
 
 def _hash_prefix(fd: int, until: int, hasher: hashlib._Hash) -> None:

@@ -121,8 +121,8 @@ async def toolkit_tunnel(tunnel: Tunnel, caps: ToolkitCaps | None, *, technician
     toolkit = Toolkit(caps, wrapped._send_text, wrapped._send_bytes, technician=technician, folder=folder,
                       home=home, approve=approve, device=device)
     wrapped.start(toolkit)
-    watchers = [asyncio.ensure_future(toolkit.user_chat()), asyncio.ensure_future(toolkit.device_clipboard())] \
-        if device is not None else []
+    watchers = [asyncio.ensure_future(toolkit.user_chat()), asyncio.ensure_future(toolkit.device_clipboard()),
+                asyncio.ensure_future(toolkit.user_folders())] if device is not None else []
     try:
         await toolkit.start()
         yield wrapped
