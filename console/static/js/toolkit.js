@@ -2,6 +2,12 @@
 // Everything the device sends is shown as text (textContent), never markup. File chunks are binary
 // messages whose first byte is 0xB1 (screen updates start with 0xA1); their header is
 // magic u8, transfer u32, offset u64, big-endian.
+//
+// Files are never read whole: an upload is hashed slice by slice before it is offered (the offer carries the
+// SHA-256: the device names a partial file by it, so a transfer resumes after a drop, and checks the whole file
+// against it) and then read again chunk by chunk as the device's window allows; a fetch is hashed chunk by chunk
+// as it arrives. WebCrypto only digests a whole buffer, so the incremental SHA-256 is @noble/hashes (audited,
+// no dependencies), vendored by scripts/vendor-console.sh like uPlot and xterm.js.
 import * as api from "./api.js";
 import { fmtTime, h, toast } from "./dom.js";
 
@@ -11,9 +17,41 @@ const MAX_CHAT = 2000;
 const MAX_CLIP = 8000;
 const WORDS = { chat: "chat", files: "files", clipboard: "clipboard", shell: "shell" };
 
-async function sha256(buf) {
-  const digest = await crypto.subtle.digest("SHA-256", buf);
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+/** Bytes read from a File at once while hashing it (and so the most of it in memory at a time). */
+export const HASH_SLICE = 4 * 1024 * 1024;
+let nobleModule = null;
+let noble = null;  // the loaded module (loadNoble() starts loading it when a panel is made)
+
+function loadNoble() {
+  nobleModule = nobleModule || import("/static/vendor/noble-hashes/sha2.js")
+    .then((m) => { noble = m; return m; }).catch(() => null);
+  return nobleModule;
+}
+
+function hasherOf(module) {
+  const state = module.sha256.create();
+  return { update: (bytes) => state.update(bytes), hex: () => hex(state.digest()) };
+}
+
+function hex(bytes) {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** An incremental SHA-256 (update(bytes), hex()); null when the vendored library is missing. */
+async function newHasher() {
+  const module = await loadNoble();
+  return module ? hasherOf(module) : null;
+}
+
+/** The SHA-256 of a File or Blob, read HASH_SLICE at a time; ``progress(done)`` after each slice. */
+async function sha256File(file, progress) {
+  const hasher = await newHasher();
+  if (!hasher) throw new Error("the SHA-256 library is missing: run scripts/setup.sh (it vendors console/static/vendor/)");
+  for (let at = 0; at < file.size; at += HASH_SLICE) {
+    hasher.update(new Uint8Array(await file.slice(at, Math.min(at + HASH_SLICE, file.size)).arrayBuffer()));
+    progress(Math.min(at + HASH_SLICE, file.size));
+  }
+  return hasher.hex();
 }
 
 function chunk(transfer, offset, bytes) {
@@ -28,6 +66,7 @@ function chunk(transfer, offset, bytes) {
 
 /** The toolkit panel; ``sendText(obj)`` and ``sendBinary(buf)`` write to the session's stream. */
 export function toolkitPanel(sendText, sendBinary) {
+  loadNoble();  // ready before a fetch's first chunk, so every chunk is hashed as it arrives
   const caps = h("p", { id: "toolkit-caps", class: "muted", role: "status" }, "Toolkit: waiting for the device…");
   const log = h("ol", { id: "chat-log", class: "chat-log", "aria-live": "polite" });
   const input = h("input", { id: "chat-input", type: "text", maxlength: String(MAX_CHAT), disabled: true,
@@ -87,21 +126,47 @@ export function toolkitPanel(sendText, sendBinary) {
   }
 
   async function sendFile(file) {
-    const buf = await file.arrayBuffer();
     const transfer = newTransfer();
     const li = row(`→ ${file.name}: hashing…`);
     li.dataset.transfer = String(transfer);
-    const digest = await sha256(buf);
-    outgoing.set(transfer, { file, buf, sent: 0, acked: 0, chunk: 0, window: 0, li });
-    li.textContent = `→ ${file.name}: offered (${buf.byteLength} bytes)`;
-    sendText({ type: "file.offer", transfer, name: file.name, size: buf.byteLength, sha256: digest });
+    let digest;
+    try {
+      digest = await sha256File(file, (done) => {
+        li.textContent = `→ ${file.name}: hashing ${Math.floor((100 * done) / Math.max(1, file.size))} %`;
+      });
+    } catch (err) {
+      li.textContent = `✗ ${file.name}: ${err.message}`;
+      li.dataset.state = "error";
+      return;
+    }
+    li.dataset.sha256 = digest;
+    outgoing.set(transfer, { file, size: file.size, sent: 0, acked: 0, chunk: 0, window: 0, li, pumping: false });
+    li.textContent = `→ ${file.name}: offered (${file.size} bytes)`;
+    sendText({ type: "file.offer", transfer, name: file.name, size: file.size, sha256: digest });
   }
 
+  /** Send chunks while the device's window has room; a file that cannot be read any more ends the transfer. */
   function pump(t, transfer) {
-    while (t.sent < t.buf.byteLength && t.sent - t.acked < t.window * t.chunk) {
-      const end = Math.min(t.sent + t.chunk, t.buf.byteLength);
-      sendBinary(chunk(transfer, t.sent, t.buf.slice(t.sent, end)));
-      t.sent = end;
+    pumpChunks(t, transfer).catch((err) => {
+      sendText({ type: "file.error", transfer, code: "read_failed", message: String(err.message).slice(0, 400) });
+      finish(transfer, t.li, `✗ ${t.file.name}: ${err.message}`, "error");
+    });
+  }
+
+  /** Each chunk is read from the file only when it is sent. */
+  async function pumpChunks(t, transfer) {
+    if (t.pumping) return;  // the running pump sees the new ack when its read returns
+    t.pumping = true;
+    try {
+      while (outgoing.get(transfer) === t && t.sent < t.size && t.sent - t.acked < t.window * t.chunk) {
+        const end = Math.min(t.sent + t.chunk, t.size);
+        const bytes = await t.file.slice(t.sent, end).arrayBuffer();
+        if (outgoing.get(transfer) !== t) return;  // ended (error) while reading
+        sendBinary(chunk(transfer, t.sent, bytes));
+        t.sent = end;
+      }
+    } finally {
+      t.pumping = false;
     }
   }
 
@@ -110,7 +175,7 @@ export function toolkitPanel(sendText, sendBinary) {
     const transfer = newTransfer();
     const li = row(`← ${path}: asked (the user may have to allow it)`);
     li.dataset.transfer = String(transfer);
-    incoming.set(transfer, { name: "", size: 0, parts: [], got: 0, li });
+    incoming.set(transfer, { name: "", size: 0, parts: [], got: 0, li, hasher: null });
     sendText({ type: "file.fetch", transfer, path });
   }
 
@@ -169,7 +234,7 @@ export function toolkitPanel(sendText, sendBinary) {
         const t = outgoing.get(msg.transfer);
         if (t) {
           t.acked = Math.max(t.acked, msg.offset);
-          t.li.textContent = `→ ${t.file.name}: ${Math.floor((100 * t.acked) / Math.max(1, t.buf.byteLength))} %`;
+          t.li.textContent = `→ ${t.file.name}: ${Math.floor((100 * t.acked) / Math.max(1, t.size))} %`;
           pump(t, msg.transfer);
         }
         return true;
@@ -181,15 +246,18 @@ export function toolkitPanel(sendText, sendBinary) {
       }
       case "file.start": {
         const t = incoming.get(msg.transfer);
-        if (t) Object.assign(t, { name: String(msg.name), size: msg.size, got: msg.offset });
-        if (t) t.li.textContent = `← ${t.name}: receiving…`;
+        if (!t) return true;
+        Object.assign(t, { name: String(msg.name), size: msg.size, got: msg.offset });
+        t.li.textContent = `← ${t.name}: receiving…`;
+        t.hasher = noble ? hasherOf(noble) : null;  // null: hashed whole at the end (the library is missing)
         return true;
       }
       case "file.end": {
         const t = incoming.get(msg.transfer);
         if (!t) return true;
         const blob = new Blob(t.parts);
-        const digest = await sha256(await blob.arrayBuffer());
+        const digest = t.hasher ? t.hasher.hex()
+          : hex(new Uint8Array(await crypto.subtle.digest("SHA-256", await blob.arrayBuffer())));
         if (digest !== msg.sha256) {
           finish(msg.transfer, t.li, `← ${t.name}: the SHA-256 does not match; discarded`, "error");
           return true;
@@ -227,7 +295,9 @@ export function toolkitPanel(sendText, sendBinary) {
     const transfer = view.getUint32(1), offset = Number(view.getBigUint64(5));
     const t = incoming.get(transfer);
     if (!t || offset !== t.got) return true;
-    t.parts.push(buf.slice(HEADER));
+    const bytes = buf.slice(HEADER);
+    t.parts.push(bytes);
+    if (t.hasher) t.hasher.update(new Uint8Array(bytes));
     t.got += buf.byteLength - HEADER;
     t.li.textContent = `← ${t.name}: ${Math.floor((100 * t.got) / Math.max(1, t.size))} %`;
     sendText({ type: "file.ack", transfer, offset: t.got });
