@@ -368,3 +368,44 @@ async def test_people_box_in_the_console(tmp_path: Path, xvfb: XvfbHandle) -> No
                 assert console.csp_violations() == []
                 assert not [e for e in console.errors if e.startswith("pageerror")]
             await context.close()
+
+
+async def test_tk_prompt_colleagues_checkbox_and_indicator_people(xvfb: XvfbHandle) -> None:  # noqa: F811
+    """The real Tk windows: the first prompt's "may bring colleagues" checkbox is unticked unless the user ticks it;
+    a join prompt has none; the indicator shows everyone watching and who controls."""
+    from agent.consent.tk import TkConsentUI
+    from agent.consent.tk_app import ALLOW_BG, COLLEAGUES_BG
+    from agent.consent.ui import IndicatorInfo, PromptRequest
+    from tests.test_session_helpers import click_colour, find_colour
+
+    ui = TkConsentUI(xvfb.display)
+    first = PromptRequest(technician="ann", mode="view", reason="printer", timeout_s=30, colleagues_option=True)
+    asked = asyncio.create_task(ui.prompt(first))
+    await click_colour(xvfb.display, ALLOW_BG, timeout=20)
+    answer = await asyncio.wait_for(asked, 20)
+    assert answer.allowed and not answer.colleagues  # unticked by default
+
+    asked = asyncio.create_task(ui.prompt(first))
+    await click_colour(xvfb.display, COLLEAGUES_BG, timeout=20)
+    await click_colour(xvfb.display, ALLOW_BG, timeout=20)  # X delivers both clicks in order
+    answer = await asyncio.wait_for(asked, 20)
+    assert answer.allowed and answer.colleagues
+
+    asked = asyncio.create_task(ui.prompt(PromptRequest(technician="tia", mode="view", reason="", timeout_s=30,
+                                                        join=True)))
+    await wait_until(lambda: find_colour(xvfb.display, ALLOW_BG) is not None, timeout=20, what="join prompt drawn")
+    assert find_colour(xvfb.display, COLLEAGUES_BG) is None  # no checkbox on a join question
+    await click_colour(xvfb.display, ALLOW_BG, timeout=20)
+    answer = await asyncio.wait_for(asked, 20)
+    assert answer.allowed and not answer.colleagues
+
+    indicator = await ui.indicator(IndicatorInfo(technician="ann", mode="control"))
+    try:
+        await indicator.set_people(("ann", "tia"), "tia")
+        await asyncio.wait_for(indicator.people_shown.wait(), 10)
+        assert indicator.people_line == "Watching: ann, tia (controls)"
+        await indicator.set_people(("tia",), None)
+        await asyncio.wait_for(indicator.people_shown.wait(), 10)
+        assert indicator.people_line == "Watching: tia \u2014 nobody controls"
+    finally:
+        await indicator.close()

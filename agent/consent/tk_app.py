@@ -37,6 +37,8 @@ END_BG = "#d9480f"
 CHAT_BG = "#1f5fa8"
 FOLDER_BG = "#5b3f8c"
 BROWSE_BG = "#5a5a5a"
+#: The "my helpdesk may bring colleagues" checkbox (one exact colour, like the buttons: tests find it).
+COLLEAGUES_BG = "#2d5f6b"
 #: Transfers the indicator's list shows at once (it scrolls; every transfer of the session stays in it).
 TRANSFER_ROWS = 4
 #: Characters the user may type in one chat line (protocol.toolkit.MAX_CHAT_CHARS).
@@ -166,7 +168,9 @@ def run_prompt(root: tk.Tk, spec: dict[str, Any]) -> None:
     if spec.get("colleagues_option"):
         # Unticked by default: each colleague is then a new question; ticked, they join without one.
         tk.Checkbutton(root, text="My helpdesk may bring colleagues (they can watch; you see who on the indicator)",
-                       variable=colleagues, anchor="w", justify="left", wraplength=wrap).pack(fill="x", padx=16)
+                       variable=colleagues, anchor="w", justify="left", wraplength=wrap, bg=COLLEAGUES_BG,
+                       activebackground=COLLEAGUES_BG, fg="white", activeforeground="white", selectcolor="black",
+                       highlightthickness=0, bd=0, padx=8, pady=6).pack(fill="x", padx=16, pady=(6, 0))
     root.protocol("WM_DELETE_WINDOW", lambda: answer(False, "user"))
     root.bind("<Escape>", lambda _e: answer(False, "user"))
 
