@@ -81,7 +81,7 @@ async def test_idle_shell_hung_up_by_the_stricter_timeout_and_audited(tmp_path: 
             await asyncio.wait_for(agent.client.ready.wait(), 10)
             exit_, silent = await _idle_shell(server, state.device_id)
             assert exit_.reason == "idle timeout (server)", exit_
-            assert silent >= 1.9, silent  # not before the 2 s of silence (less a little for the clocks)
+            assert silent >= 1.5, silent  # not before the 2 s of silence (less the viewer's lag behind the relay)
             idle = _details(await wait_for_audit(server, "session.shell_idle"))
             assert idle == {"session_id": idle["session_id"], "idle_s": 2.0, "by": "server"}
             ended = _details(await wait_for_audit(server, "session.shell_ended"))
@@ -92,7 +92,7 @@ async def test_idle_shell_hung_up_by_the_stricter_timeout_and_audited(tmp_path: 
             write_policy(policy, allow_shell=True, shell_idle_timeout_s=2)
             exit_, silent = await _idle_shell(server, state.device_id)
             assert exit_.reason == "idle timeout", exit_  # the device's own limit, shorter than the server's
-            assert 1.9 <= silent < 60, silent
+            assert 1.5 <= silent < 60, silent
 
             async def two_ends() -> bool:
                 return (await audit_actions(server)).count("session.shell_ended") == 2
