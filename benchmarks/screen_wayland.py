@@ -101,7 +101,8 @@ class WaylandDesktop:
         self.pid = handle.pids["mutter"]
 
     def env(self) -> dict[str, str]:
-        return self.handle.env()
+        """The session's environment; SDL (ffplay) told to draw as a native Wayland client, as modern players do."""
+        return {**self.handle.env(), "SDL_VIDEODRIVER": "wayland"}
 
     async def focus_probe(self, viewer: Viewer) -> tuple[int, int, int, int]:
         """Where Mutter put the Tk typing probe (its grey canvas on the viewer), clicked to get the keyboard."""
@@ -230,7 +231,7 @@ async def bare_typing(handle: MutterHandle, compositor: CpuMeter, seconds: float
 async def bare_motion(handle: MutterHandle, compositor: CpuMeter, seconds: float, name: str, vf: str) -> Result:
     argv = ["ffplay", "-f", "lavfi", "-i", player_source(vf), "-fs", "-an", "-loglevel", "error", "-noborder",
             "-x", str(WIDTH), "-y", str(HEIGHT), "-left", "0", "-top", "0"]
-    with spawn(argv, env={**handle.env(), "SDL_AUDIODRIVER": "dummy"}, stdin=subprocess.DEVNULL,
+    with spawn(argv, env={**WaylandDesktop(handle).env(), "SDL_AUDIODRIVER": "dummy"}, stdin=subprocess.DEVNULL,
                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
         async with BareCast.open(handle) as cast:
             await asyncio.sleep(2.0)  # warm-up, as for Helpline: the player is up and drawing
