@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +109,26 @@ class WaylandDesktop:
         box = probe_box(viewer.framebuffer)
         if box is None:
             raise RuntimeError("the Tk typing probe is not on the viewer's screen")
-        await viewer.click(box[0] + 200, box[1] + 100)
-        return box
+        x, y, w, h = box
+
+        def probe_is(value: int) -> Callable[[Viewer], bool]:
+            return lambda v: bool(np.all(np.abs(v.region(x + 4, y + 4, w - 8, h - 8).astype(int) - value) < 40))
+
+        # Mutter may drop a fresh RemoteDesktop session's first events: click until a key flips the probe,
+        # then flip it back (the workload starts from black).
+        for _ in range(10):
+            await viewer.click(x + 200, y + 100)
+            await viewer.send_key("KeyA", "down")
+            await viewer.send_key("KeyA", "up")
+            try:
+                await viewer.wait_for(probe_is(255), timeout=5)
+            except TimeoutError:
+                continue
+            await viewer.send_key("KeyA", "down")
+            await viewer.send_key("KeyA", "up")
+            await viewer.wait_for(probe_is(0), timeout=10)
+            return box
+        raise RuntimeError("keys never reached the Tk typing probe")
 
     async def grab_screen(self) -> np.ndarray:
         """The monitor now, through a cast of its own (opened only for this: no cost during the measurement)."""
@@ -193,9 +211,17 @@ async def bare_typing(handle: MutterHandle, compositor: CpuMeter, seconds: float
         if box is None:
             raise RuntimeError("the Tk typing probe is not on the screen")
         async with BareCast.open(handle) as cast:
-            await cast.session.pointer_motion(box[0] + 200, box[1] + 100)  # click it: the keyboard goes there
-            for down in (True, False):
-                await cast.session.pointer_button(0x110, down)
+            for _ in range(10):  # click it (the keyboard goes there) until a key brings a buffer
+                await cast.session.pointer_motion(box[0] + 200, box[1] + 100)
+                for down in (True, False):
+                    await cast.session.pointer_button(0x110, down)
+                await asyncio.sleep(0.5)  # the click's own redraws pass
+                tried = time.monotonic()
+                await cast.session.tap_keysym(0x61)
+                while time.monotonic() < tried + 3 and not any(t > tried for t in list(cast.arrivals)):
+                    await asyncio.sleep(0.01)  # polling the reader's arrival list
+                if any(t > tried for t in list(cast.arrivals)):
+                    break
             latencies: list[float] = []
             cast.meter.start()
             compositor.start()
