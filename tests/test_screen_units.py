@@ -76,13 +76,37 @@ def test_flow_window_is_bounded_by_updates_and_bytes_and_acks_are_cumulative() -
         flow.on_sent(flow.next_seq, 100, 0.0)
     assert flow.next_capture_at(0.01) is None and not flow.can_send()
     assert not flow.on_ack(77, 0.02)
-    assert flow.on_ack(1, 0.5)
-    assert flow.can_send() and flow.skipped > 0 and flow.max_in_flight_seen == n
-    assert flow.on_ack(n, 0.6)  # cumulative: 2..n-1 are acknowledged with it
-    assert flow.in_flight == 0 and flow.bytes_in_flight == 0
-    assert not flow.on_ack(2, 0.7)
+    assert flow.on_ack(n, 0.1)  # cumulative: 1..n-1 are acknowledged with it
+    assert flow.in_flight == 0 and flow.bytes_in_flight == 0 and flow.skipped > 0 and flow.max_in_flight_seen == n
+    assert not flow.on_ack(2, 0.2)
     flow.on_sent(flow.next_seq, flow.settings.max_bytes_in_flight, 1.0)  # one update is always allowed
     assert flow.in_flight == 1 and not flow.can_send()
+
+
+def test_flow_window_grows_with_latency_not_with_a_slow_viewer() -> None:
+    """A far viewer that draws fast gets the whole window; one that is slow to draw gets 2 (no queue in front of it)."""
+    far = FlowControl(0.0)
+    t = 0.0
+    for _ in range(8):  # 100 ms away, 10 ms per update: acks arrive 10 ms apart
+        seqs = []
+        for _ in range(4):
+            seqs.append(far.next_seq)
+            far.on_sent(seqs[-1], 1000, t)
+        for i, seq in enumerate(seqs):
+            far.on_ack(seq, t + 0.1 + 0.01 * i)
+        t += 1.0
+    assert far.window == far.settings.max_in_flight
+    slow = FlowControl(0.0)
+    t = 0.0
+    for _ in range(8):  # next door, but 150 ms per update: acks 150 ms apart
+        seqs = [slow.next_seq, slow.next_seq + 1]
+        slow.on_sent(seqs[0], 1000, t)
+        slow.on_sent(seqs[1], 1000, t)
+        slow.on_ack(seqs[0], t + 0.15)
+        slow.on_ack(seqs[1], t + 0.30)
+        t += 1.0
+    assert slow.window == 2
+    assert slow.rtt_s > 0.2 and slow.quality >= 60  # the queueing in the round trip does not cost quality
 
 
 def test_capture_rate_is_fast_after_input_and_slow_when_still() -> None:

@@ -4,10 +4,14 @@ Theory of operation
 -------------------
 The session asks :meth:`FlowControl.can_send` before capturing: at most
 ``max_in_flight`` updates and ``max_bytes_in_flight`` bytes may be un-acked (one update
-is always allowed, however large). A window of several updates keeps a motion stream
-going while acks are on their way — with one or two, the frame rate was the ack round
-trip's, not the source's — and the byte bound keeps what a slow link holds queued at
-about a quarter second of the byte budget. While the viewer lags nothing is captured
+is always allowed, however large). Within that the window follows the path: one more
+update than the round trip of an update sent alone (its minimum over recent acks) holds of
+the viewer's time per update (ack to ack), at least 2 — so a link with latency keeps frames
+coming while acks are on their way (with a fixed 2 the frame rate was the ack round trip's),
+while a viewer that is busy decoding gets no queue in front of it, hence no extra latency.
+The byte bound keeps what a slow link holds queued at a quarter second of the byte budget.
+Quality follows that per-update time and the byte rate, not the round trip: queueing behind
+earlier updates is not a reason for worse pictures. While the viewer lags nothing is captured
 at all, and when an ack arrives the *newest* screen is compared against what was
 sent, so intermediate states are skipped, never queued. Where the display reports
 damage the session captures when damage arrives and the window has room; only without
@@ -20,6 +24,7 @@ Rules for this file: no I/O, no clocks — time comes in as ``now``.
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -60,8 +65,11 @@ class FlowSettings:
     check_interval_s: float = 3.0
     #: Byte-rate budget for lossy updates; quality drops above it.
     max_bytes_per_s: float = 2_000_000.0
-    #: Ack round-trip above which quality drops.
+    #: Viewer time per update (ack to ack, or send to ack when the viewer was idle) above
+    #: which quality drops.
     max_rtt_s: float = 0.25
+    #: Acks over which the minimum round trip (the path's latency) is taken.
+    rtt_samples: int = 16
 
 
 class FlowControl:
@@ -83,6 +91,10 @@ class FlowControl:
         self.hint: QualityHint = "auto"
         self.quality = 60
         self.rtt_s = 0.0
+        #: Smoothed viewer time per update: ack minus the later of its send and the previous ack.
+        self.service_s = 0.0
+        self._last_ack = float("-inf")
+        self._rtts: collections.deque[float] = collections.deque(maxlen=self.settings.rtt_samples)
         self.max_in_flight_seen = 0
         self.skipped = 0
         self.acked = 0
@@ -97,11 +109,19 @@ class FlowControl:
     def bytes_in_flight(self) -> int:
         return self._bytes_in_flight
 
+    @property
+    def window(self) -> int:
+        """Updates allowed in flight now (see the module docstring)."""
+        s = self.settings
+        if not self._rtts or self.service_s <= 0:
+            return s.max_in_flight
+        wanted = 1 + math.ceil(min(self._rtts) / self.service_s - 1e-9)
+        return max(min(2, s.max_in_flight), min(s.max_in_flight, wanted))
+
     def can_send(self) -> bool:
         if not self._in_flight:
             return True
-        s = self.settings
-        return len(self._in_flight) < s.max_in_flight and self._bytes_in_flight < s.max_bytes_in_flight
+        return len(self._in_flight) < self.window and self._bytes_in_flight < self.settings.max_bytes_in_flight
 
     def interval(self, now: float) -> float:
         s = self.settings
@@ -168,6 +188,10 @@ class FlowControl:
         sent_at, _ = entry
         rtt = now - sent_at
         self.rtt_s = rtt if self.acked == 1 else 0.8 * self.rtt_s + 0.2 * rtt
+        service = now - max(sent_at, self._last_ack)
+        self.service_s = service if self.acked == 1 else 0.8 * self.service_s + 0.2 * service
+        self._last_ack = now
+        self._rtts.append(rtt)
         if self._blocked_since is not None:
             waited = now - self._blocked_since
             self.skipped += int(waited / self._blocked_interval)
@@ -195,9 +219,9 @@ class FlowControl:
         low, high = QUALITY_RANGE[self.hint]
         rate = self.byte_rate(now)
         budget = self.settings.max_bytes_per_s
-        if self.rtt_s > self.settings.max_rtt_s or rate > budget:
+        if self.service_s > self.settings.max_rtt_s or rate > budget:
             self.quality = max(low, self.quality - 5)
-        elif self.rtt_s < self.settings.max_rtt_s / 3 and rate < 0.8 * budget:
+        elif self.service_s < self.settings.max_rtt_s / 3 and rate < 0.8 * budget:
             self.quality = min(high, self.quality + 2)
         if self.quality != quality:
             self._quality_changed = now
