@@ -300,16 +300,25 @@ class AgentSessions:
 
     async def _handle_join(self, message: SessionJoin) -> None:
         """Another technician asks to watch: the user decides (a new question naming them) unless they allowed
-        colleagues at the first prompt; unattended sessions take no joiners (each would need its own proof)."""
+        colleagues at the first prompt; in an unattended session the grant must name the joiner, who proves who they
+        are by signing a fresh challenge, as the first technician did."""
         running = self.running.get(message.session_id)
         who = message.technician
         by: AnsweredBy = "policy"
+        who_verified = ""
         if running is None or running.end_reason:
             accepted, reason = False, "no such running session"
-        elif running.grant is not None:
-            accepted, reason = False, "an unattended session takes no joiners"
         elif len(running.admitted) >= MAX_PEOPLE:
             accepted, reason = False, f"at most {MAX_PEOPLE} technicians per session"
+        elif running.grant is not None:
+            # Unattended: the same rule as the first technician's — the grant must name the joiner (for view) and
+            # the joiner must sign a fresh challenge of this device; the policy may still require a prompt.
+            decision = await self._consent(ConsentRequest(
+                session_id=message.session_id, technician=who, technician_user=who,
+                technician_role=message.technician_role, mode="view", reason=message.reason,
+                document_id=running.grant.grant_id), self.policy(), join=True)
+            accepted, by, reason = decision.accepted, decision.by, decision.reason
+            who_verified = decision.verified_technician
         elif running.colleagues:
             accepted, by, reason = True, "user", "the user allowed colleagues at the first prompt"
         elif self.nobody_to_ask():
@@ -327,7 +336,8 @@ class AgentSessions:
         else:
             accepted = False
         self._device_audit("session.join", session_id=message.session_id, technician=who, accepted=accepted,
-                           by=by, reason=reason, invited_by=message.invited_by)
+                           by=by, reason=reason, invited_by=message.invited_by,
+                           verified_technician=who_verified or None)
         await self.client.send(SessionJoinAnswer(session_id=message.session_id, technician=who, accepted=accepted,
                                                  by=by, reason=reason[:256]))
 
@@ -374,7 +384,7 @@ class AgentSessions:
             document_id=offer.document_id,
         ), policy)
 
-    async def _consent(self, request: ConsentRequest, policy: LocalPolicy) -> ConsentDecision:
+    async def _consent(self, request: ConsentRequest, policy: LocalPolicy, *, join: bool = False) -> ConsentDecision:
         """The pure rule (:mod:`agent.consent.decision`) on this device's facts; the challenge and the prompt
         when it asks for them."""
         facts = self._document_facts(request, policy)
@@ -388,12 +398,14 @@ class AgentSessions:
         if decision.prompt is None:
             return decision
         prompt = decision.prompt
-        if not request.upgrade:  # the first prompt of an attended session offers "may bring colleagues"
+        if join:
+            prompt = dataclasses.replace(prompt, join=True)
+        elif not request.upgrade:  # the first prompt of a session offers "may bring colleagues"
             prompt = dataclasses.replace(prompt, colleagues_option=True)
         answer = await self.ui.prompt(prompt)
         if not answer.allowed and answer.by in ("user", "timeout"):
             self.declined[request.technician_user] = self.clock.wall()  # starts the cooldown
-        if answer.allowed and answer.colleagues and not request.upgrade:
+        if answer.allowed and answer.colleagues and not request.upgrade and not join:
             self._colleagues.add(request.session_id)
         return decision.answered(answer)
 

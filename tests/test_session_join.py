@@ -409,3 +409,32 @@ async def test_tk_prompt_colleagues_checkbox_and_indicator_people(xvfb: XvfbHand
         assert indicator.people_line == "Watching: tia \u2014 nobody controls"
     finally:
         await indicator.close()
+
+
+async def test_a_joiner_whose_rights_are_taken_away_is_removed(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """Taking remote_view away from a technician who joined removes them from the session (stream closed,
+    audited as left), and the requester goes on."""
+    from server.accounts import admin
+
+    ui = ScriptedConsentUI([True], colleagues=True)
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        await admin.create_account(server.db, "tia", "technician", actor="test", password="pw-tia-0123456789")
+        await admin.assign_rights(server.db, "tia", "*", None, actor="test")
+        state = await enroll_agent(server, tmp_path / "a")
+        async with running_agent(state, setup=configure_agent(xvfb.display, ui)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _start(server, state, mode="view")
+            async with viewer_for(server, sid, "ann") as ann:
+                await ann.wait_for_updates(1, 20)
+                assert (await api(server, "POST", f"/api/v1/sessions/{sid}/invite", "ann",
+                                  {"technician": "tia"}))[0] == 200
+                assert (await api(server, "POST", f"/api/v1/sessions/{sid}/join", "tia", {}))[0] == 200
+                async with viewer_for(server, sid, "tia") as tia:
+                    await tia.wait_for_updates(1, 20)
+                    await admin.remove_rights(server.db, "tia", "*", actor="test")
+                    await asyncio.wait_for(tia.closed.wait(), 20)
+                record = (await _audit_records(server, "session.left"))[-1]
+                assert record["actor"] == "user:tia" and record["details"]["how"].startswith("removed:")
+                assert (await _people(server, sid))["viewers"] == ["ann"]
+                assert not ann.closed.is_set() and sid in agent.sessions.running

@@ -62,7 +62,7 @@ def setup(server: HelplineServer) -> None:
     async def watch_revocations() -> None:
         assert server.watcher is not None, "the watcher is created before background tasks start"
         server.watcher.on(devices.DEVICE_REVOKED, sessions.on_device_revoked)
-        AccountFollower(db, live, sessions.finisher).follow(server.watcher)  # disabled user, rights taken away
+        AccountFollower(db, live, sessions.finisher, sessions.teamwork).follow(server.watcher)  # disabled, rights
 
     server.background.append(watch_revocations)
     add_routes(server.console_app, console_routes(sessions))

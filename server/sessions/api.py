@@ -212,8 +212,9 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
         live = sessions.live.get(request.match_info["session_id"])
         if live is None:
             raise ApiError(409, "not_live", "the session has ended")
-        if live.technician_user != caller.username:
-            raise ApiError(403, "forbidden", "only the technician who requested the session may answer its challenge")
+        if caller.username != (live.challenge_for or live.technician_user):
+            raise ApiError(403, "forbidden", "only the technician the device challenged (who requested the session, "
+                                             "or who joins it) may answer its challenge")
         await sessions.relay_proof(live, proof, caller.username)
         row = await _row(request, with_notes=True)
         return api.json(views.current_view(row, sessions.live.get(row["id"])))

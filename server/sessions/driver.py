@@ -236,11 +236,15 @@ class SessionDriver:
         offered = machine.state is SessionState.OFFERED and session.challenge is None
         # An upgrade of a session under a grant: the device asks a fresh proof for the mode asked for.
         upgrading = machine.state is SessionState.STREAMING and machine.pending_mode == msg.action
-        if not (offered or upgrading) or session.document_id != msg.document_id:
+        # A join of a session under a grant: the joiner signs (one join at a time, see .teamwork).
+        joining = machine.state is SessionState.STREAMING and len(session.people.joining) == 1 \
+            and msg.action == "view" and not upgrading
+        if not (offered or upgrading or joining) or session.document_id != msg.document_id:
             await conn.reply_error("unexpected", "no unattended offer or mode change of this document waits for a "
                                                  "challenge", msg.id)
             return
         session.challenge, session.proof_relayed = msg, False
+        session.challenge_for = next(iter(session.people.joining)) if joining else None
         await audit.append(self.db, f"device:{conn.device_id}", "session.challenge", conn.device_id,
                            {"session_id": session.session_id, "document_id": msg.document_id, "action": msg.action,
                             "expires_at": msg.expires_at})
@@ -249,8 +253,10 @@ class SessionDriver:
     async def relay_proof(self, session: LiveSession, proof: TechnicianProof, user: str) -> None:
         """Carry the technician's signed answer to the agent, unchanged; the agent alone checks it."""
         challenge, machine = session.challenge, session.machine
-        upgrading = machine.state is SessionState.STREAMING and machine.pending_mode is not None
-        if challenge is None or not (machine.state is SessionState.OFFERED or upgrading):
+        joiner = session.challenge_for
+        upgrading = machine.state is SessionState.STREAMING and machine.pending_mode is not None and joiner is None
+        joining = machine.state is SessionState.STREAMING and joiner is not None
+        if challenge is None or not (machine.state is SessionState.OFFERED or upgrading or joining):
             raise ApiError(409, "no_challenge", "the device has not asked for a proof in this session (yet)")
         if session.proof_relayed:
             raise ApiError(409, "proof_sent", "a proof was already sent for this challenge")
@@ -269,6 +275,8 @@ class SessionDriver:
         deadline = time.monotonic() + PROOF_ANSWER_WAIT_S
 
         def waiting() -> bool:
+            if joining:
+                return joiner in session.people.joining
             if upgrading:
                 return machine.pending_mode is not None and machine.state is SessionState.STREAMING
             return machine.state not in (SessionState.CONSENTED, SessionState.STREAMING)

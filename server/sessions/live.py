@@ -42,6 +42,8 @@ class LiveSession:
     proof_relayed: bool = False
     #: Who watches and who controls (join and hand-off, :mod:`.people`); set when the session is requested.
     people: People = field(default_factory=lambda: People(None, []))
+    #: Unattended join: the joiner the open challenge is for (only they may answer it).
+    challenge_for: str | None = None
     #: Viewers whose refused input was audited already (the first refusal of each is).
     refusals_audited: set[str] = field(default_factory=set)
 

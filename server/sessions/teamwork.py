@@ -32,6 +32,7 @@ from server.connections import ConnectionRegistry
 from server.errors import ApiError
 from server.store import Database
 
+from .driver import PROOF_WAIT_S
 from .finish import Finisher
 from .live import LiveSession, LiveTable
 
@@ -122,6 +123,8 @@ class Teamwork:
             return False
         if refusal:
             raise ApiError(409, "join_refused", refusal)
+        if session.document_id is not None and people.joining:
+            raise ApiError(409, "join_busy", "the device is asking another joiner for a proof; try again shortly")
         answer = await self._ask_device(session, who.username, who.role, reason, may_control)
         if not answer.accepted:
             raise ApiError(403, "join_refused", f"the device refused: {answer.reason or answer.by}")
@@ -146,12 +149,15 @@ class Teamwork:
                 await conn.send(SessionJoin(session_id=session.session_id, technician=user, technician_role=role,
                                             invited_by=invited_by, reason=reason[:256]))
                 try:
-                    answer = await asyncio.wait_for(waiting, JOIN_ANSWER_WAIT_S)
+                    answer = await asyncio.wait_for(waiting, JOIN_ANSWER_WAIT_S + (
+                        PROOF_WAIT_S if session.document_id is not None else 0.0))
                 except TimeoutError:
                     answer = SessionJoinAnswer(session_id=session.session_id, technician=user, accepted=False,
                                                by="timeout", reason="the device did not answer")
         finally:
             self._joins.pop(key, None)
+            if session.challenge_for == user:  # a join's challenge, answered or not, is over with the answer
+                session.challenge, session.challenge_for = None, None
         admitted = answer.accepted and not session.finished
         people.join_answered(user, admitted, may_control)
         actor = f"device:{session.device_id}"
@@ -182,7 +188,7 @@ class Teamwork:
         await self._audit(session, f"user:{by.username}", "session.handed_off", technician=to, previous=by.username)
         session.notify()
 
-    async def leave(self, session: LiveSession, user: str, *, stream_closed: bool = False) -> None:
+    async def leave(self, session: LiveSession, user: str, *, stream_closed: bool = False, how: str = "") -> None:
         """``user`` leaves; the last one out ends the session, a controller leaving ends control."""
         people = session.people
         was_controller = people.controller == user
@@ -196,7 +202,7 @@ class Teamwork:
         if session.relay is not None and not stream_closed:
             await session.relay.remove(user, "you left the session")
         await self._audit(session, f"user:{user}", "session.left", controller=was_controller,
-                          how="stream closed" if stream_closed else "left")
+                          how=how or ("stream closed" if stream_closed else "left"))
         if was_controller:
             await self._audit(session, f"user:{user}", "session.control_ended",
                               why="the controlling technician left without handing control over")
