@@ -92,6 +92,10 @@ async def bench(url: str, label: str, n: int, runs: int) -> None:
                   lambda: _count_breaks(db, ("device", "d00099")))
         await p95("  … level by level (the old walk)", runs,
                   lambda: _count_breaks(db, ("device", "d00099"), one_query=False))
+        await p95("impact of a service (5,000-item cut)", runs,
+                  lambda: _count_breaks(db, ("service", "svc50")))
+        await p95("  … level by level (the old walk)", runs,
+                  lambda: _count_breaks(db, ("service", "svc50"), one_query=False))
         await p95("devices exposed to CVE-2099-0007", runs, lambda: _count_exposed(db, MAX_EXPOSED_PAGE))
         await p95("  … every hit in one answer", runs, lambda: _count_exposed(db, None))
     finally:
@@ -100,7 +104,7 @@ async def bench(url: str, label: str, n: int, runs: int) -> None:
 
 async def _count_breaks(db: Database, node: relations.Node, *, one_query: bool = True) -> str:
     result = await relations.impact(db, node, None, one_query=one_query)
-    return f"{len(result['breaks'])} items, {len(result['cycles'])} cycle edges"
+    return f"{len(result['breaks'])} + {len(result['needs'])} items, {len(result['cycles'])} cycle edges"
 
 
 async def _count_exposed(db: Database, limit: int | None) -> str:

@@ -8,12 +8,14 @@ import random
 import time
 from pathlib import Path
 
+import pytest
+
 from server.cmdb import relations
 from tests.harness import running_server
 
 
-async def test_one_query_walk_equals_level_by_level_walk(tmp_path: Path) -> None:
-    """Every start, both directions: same Walk; a cap below the reach falls back and cuts in breadth-first order."""
+async def test_one_query_walk_equals_level_by_level_walk(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Every start, both directions, with and without a cut: the same Walk, from the one query alone."""
     rng = random.Random(17)
     now = time.time()
     devices = [f"d{i}" for i in range(60)]
@@ -53,3 +55,15 @@ async def test_one_query_walk_equals_level_by_level_walk(tmp_path: Path) -> None
                                            one_query=False)
         assert capped_fast.truncated and len(capped_fast.depth) == 5
         assert (capped_fast.depth, capped_fast.via) == (capped_slow.depth, capped_slow.via)
+
+        cut = 0
+        for cap in (3, 8, 20):  # cut walks: the capped graph gives the level-by-level cut, without falling back
+            for start in starts:
+                for down in (True, False):
+                    got = await relations.walk(server.db, start, downstream=down, max_nodes=cap)
+                    slow = await relations.walk(server.db, start, downstream=down, max_nodes=cap, one_query=False)
+                    assert (got.depth, got.via, got.cycles, got.truncated) == \
+                        (slow.depth, slow.via, slow.cycles, slow.truncated), (start, down, cap)
+                    cut += got.truncated
+        assert cut > 50
+        assert not [r for r in caplog.records if "level by level" in r.getMessage()]
