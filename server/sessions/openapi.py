@@ -36,7 +36,9 @@ _LIVE_PROPS: Json = {
         "Unattended, while the agent waits: what the technician signs (`helpline approve prove`) and posts to "
         "`POST /api/v1/sessions/{session_id}/proof`."), "properties": {
             "nonce": {"type": "string"}, "document_id": {"type": "string"}, "action": _MODE,
-            "device_id": {"type": "string"}, "expires_at": {"type": "number"}}},
+            "device_id": {"type": "string"}, "expires_at": {"type": "number"},
+            "for": {"type": "string", "description": "Who must answer it: the requester, or a joiner (join and "
+                                                      "hand-off)."}}},
 }
 
 _NAMES: Json = {"type": "array", "items": {"type": "string"}}

@@ -38,7 +38,7 @@ def challenge_view(session: LiveSession) -> Json | None:
     if c is None or session.proof_relayed:
         return None
     return {"nonce": c.nonce, "document_id": c.document_id, "action": c.action, "device_id": c.device_id,
-            "expires_at": c.expires_at}
+            "expires_at": c.expires_at, "for": session.challenge_for or session.technician_user}
 
 
 def row_view(row: Row) -> Json:

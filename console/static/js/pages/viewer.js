@@ -131,7 +131,8 @@ async function refreshState() {
 /** The passkey prompt while the device's challenge is open (once per nonce; gone when it is answered). */
 function showProof(s) {
   const me = session.me && session.me.user ? session.me.user.username : null;
-  const c = s.technician === me ? s.challenge : null;
+  // The requester's challenge, or a joiner's (join and hand-off): only the one it is for sees the passkey prompt.
+  const c = s.challenge && (s.challenge.for || s.technician) === me ? s.challenge : null;
   if (!c) { ctx.proofSlot.replaceChildren(); delete ctx.proofSlot.dataset.nonce; return; }
   if (ctx.proofSlot.dataset.nonce === c.nonce) return;
   ctx.proofSlot.dataset.nonce = c.nonce;
