@@ -112,7 +112,7 @@ async def run(size_mb: int, keys: int) -> None:
                         times = await round_trips(viewer, keys)
                         print(f"keystroke → echo through the relay, {keys} keys: p50 {_pct(times, 0.5):.1f} ms, "
                               f"p95 {_pct(times, 0.95):.1f} ms, max {max(times) * 1000:.1f} ms", flush=True)
-                        start_len = len(viewer.output)
+                        start_len, start_messages = len(viewer.output), len(viewer.output_arrivals)
                         started = time.perf_counter()
                         await viewer.keys(f"cat {big}; echo END-$((40+2))\r")
                         await viewer.until(lambda: b"END-42\r\n" in viewer.output[-64:], 600, "the end of cat")
@@ -120,8 +120,10 @@ async def run(size_mb: int, keys: int) -> None:
                         received = len(viewer.output) - start_len
                         if received < size:
                             print(f"cat fell short: {bytes(viewer.output[start_len:start_len + 300])!r}")
+                        messages = len(viewer.output_arrivals) - start_messages
                         print(f"cat of a {size_mb} MB text file: {received / 1e6:.1f} MB of terminal output in "
-                              f"{elapsed:.2f} s = {received / elapsed / 1e6:.1f} MB/s", flush=True)
+                              f"{elapsed:.2f} s = {received / elapsed / 1e6:.1f} MB/s, in {messages} messages of "
+                              f"{received / max(1, messages) / 1024:.1f} KiB on average", flush=True)
                         await viewer.keys("exit\r")
                         await viewer.until(lambda: bool(viewer.of(sh.Exit)), 30, "shell.exit")
     finally:

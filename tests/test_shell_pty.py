@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import pwd
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 import pytest
@@ -136,6 +138,45 @@ async def test_idle_shell_is_hung_up() -> None:
     await viewer.wait_for(lambda: bool(viewer.of(sh.Exit)), 30)
     exit_ = viewer.of(sh.Exit)[0]
     assert isinstance(exit_, sh.Exit) and exit_.reason == "idle timeout"
+
+
+async def test_big_output_arrives_whole_in_coalesced_messages() -> None:
+    """`cat` of 2 MB: every byte arrives in order (the pty turns \\n into \\r\\n), in messages averaging well
+    above the pty's 4 KiB per read (read_burst empties the pty before each send), none above MAX_DATA."""
+    lines = [f"{i:07d} " + "abcdefghijklmnopqrstuvwxyz" * 2 for i in range(32_000)]  # 2 MB with line ends
+    with tempfile.TemporaryDirectory(prefix="helpline-shell-") as folder:  # in /tmp: nobody may read it there
+        Path(folder).chmod(0o755)
+        big = Path(folder) / "big.txt"
+        big.write_text("\n".join(lines) + "\n")
+        big.chmod(0o644)
+        await _cat_through_the_shell(big, lines)
+
+
+async def _cat_through_the_shell(big: Path, lines: list[str]) -> None:
+    sizes: list[int] = []
+    viewer = Viewer()
+    binary = viewer.binary
+
+    async def counted(data: bytes) -> None:
+        sizes.append(len(data) - 1)
+        await binary(data)
+
+    viewer.binary = counted  # type: ignore[method-assign]
+    shell = _shell(viewer)
+    await shell.on_text(sh.Open(cols=100, rows=30))
+    await viewer.wait_for(lambda: bool(viewer.of(sh.Opened)))
+    await _type(shell, "PS1='$ '; echo READY-$((1+1))\r")
+    await viewer.wait_for(lambda: b"READY-2" in viewer.output)
+    start, first = len(viewer.output), len(sizes)
+    await _type(shell, f"cat {big}; echo END-$((40+2))\r")
+    await viewer.wait_for(lambda: b"END-42\r\n" in viewer.output[start:], 120)
+    out = bytes(viewer.output[start:])
+    expected = ("\r\n".join(lines) + "\r\n").encode()
+    assert expected in out
+    during = sizes[first:]
+    assert max(during) <= sh.MAX_DATA
+    assert len(out) / len(during) > 8192, (len(out), len(during))  # one 4 KiB read per message would be 4096
+    await shell.close()
 
 
 def test_codec_rejects_garbage() -> None:

@@ -114,8 +114,14 @@ class Shell:
         try:
             while True:
                 try:
-                    data = os.read(pty.master, sh.MAX_DATA)
-                except BlockingIOError:
+                    data = read_burst(pty.master)
+                except OSError as exc:
+                    if exc.errno != errno.EIO:  # EIO: every slave fd is closed (the shell and its jobs ended)
+                        log.warning("shell pty read failed: %s", exc)
+                    break
+                if data is None:
+                    break
+                if not data:
                     ready = loop.create_future()
                     loop.add_reader(pty.master, ready.set_result, None)
                     try:
@@ -123,12 +129,6 @@ class Shell:
                     finally:
                         loop.remove_reader(pty.master)
                     continue
-                except OSError as exc:
-                    if exc.errno != errno.EIO:  # EIO: every slave fd is closed (the shell and its jobs ended)
-                        log.warning("shell pty read failed: %s", exc)
-                    break
-                if not data:
-                    break
                 self.last_activity = self.clock()
                 try:
                     await self._send_bytes(sh.pack_data(data))
@@ -170,6 +170,36 @@ class Shell:
         _hangup(pty)
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(asyncio.shield(pump), 5)
+
+
+def read_burst(fd: int, limit: int = sh.MAX_DATA) -> bytes | None:
+    """All the pty holds now, up to ``limit`` bytes: ``b""`` when nothing is there yet, None at end of file.
+
+    One read of a pty master returns at most about 4 KiB (the kernel's buffer chunk), so a ``cat`` of a
+    big file used to cross the tunnel, the relay and the recording as 4 KiB messages, each paying a
+    websocket frame, a TLS record, a relay queue slot and a JSON line in the cast. Reading until the
+    pty is empty coalesces what piled up while the previous message was being sent (measured with
+    ``benchmarks/shell.py``: see README); a keystroke's echo is alone in the pty and goes at once.
+    An error after some bytes returns those bytes; the next call raises it.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        try:
+            data = os.read(fd, limit - size)
+        except BlockingIOError:
+            break
+        except OSError:
+            if chunks:
+                break
+            raise
+        if not data:
+            if chunks:
+                break
+            return None
+        chunks.append(data)
+        size += len(data)
+    return b"".join(chunks)
 
 
 def _hangup(pty: Pty) -> None:
