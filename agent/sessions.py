@@ -637,9 +637,12 @@ class AgentSessions:
         allow the mode and the technician must sign a fresh challenge for it (the first proof named the first mode)."""
         offer = running.offer
         grant = running.grant
+        # After a hand-off the one asking is the controller the server named (and this device admitted).
+        who = running.controller if running.controller in running.admitted else offer.technician_user
+        handed = who != offer.technician_user
         try:
             decision = await self._consent(ConsentRequest(
-                session_id=offer.session_id, technician=offer.technician, technician_user=offer.technician_user,
+                session_id=offer.session_id, technician=who if handed else offer.technician, technician_user=who,
                 technician_role=offer.technician_role, mode=message.mode, reason=message.reason,
                 current_mode=running.mode, document_id=grant.grant_id if grant is not None else None,
             ), self.policy())

@@ -141,6 +141,8 @@ async def test_join_full_screen_hand_off_and_refused_input(tmp_path: Path, xvfb:
                     assert status == 200 and body["viewers"] == ["tia"] and body["controller"] == "tia"
                     await wait_until(lambda: indicator.viewers == ("tia",), what="the indicator drops ann")
                     await asyncio.wait_for(ann.closed.wait(), 10)
+                    # Out of it, ann can no longer end or steer the session.
+                    assert (await api(server, "POST", f"/api/v1/sessions/{sid}/end", "ann"))[0] == 403
                     assert sid in agent.sessions.running
             await wait_until(lambda: sid not in agent.sessions.running, timeout=15, what="last one out ends it")
             actions = [r["action"] for r in map(_parsed, reversed(await audit.recent(server.db, limit=500)))
@@ -438,3 +440,30 @@ async def test_a_joiner_whose_rights_are_taken_away_is_removed(tmp_path: Path, x
                 assert record["actor"] == "user:tia" and record["details"]["how"].startswith("removed:")
                 assert (await _people(server, sid))["viewers"] == ["ann"]
                 assert not ann.closed.is_set() and sid in agent.sessions.running
+
+
+async def test_after_a_hand_off_an_upgrade_names_the_new_controller(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """In a view session handed to tia, tia asks for control: the device's question names tia (not the requester),
+    and the requester, now a viewer, may not ask for another mode."""
+    ui = ScriptedConsentUI([True, True], colleagues=True)
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "a")
+        async with running_agent(state, setup=configure_agent(xvfb.display, ui)) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _start(server, state, mode="view")
+            async with viewer_for(server, sid, "ann") as ann:
+                await ann.wait_for_updates(1, 20)
+                assert (await api(server, "POST", f"/api/v1/sessions/{sid}/invite", "ann",
+                                  {"technician": "tia"}))[0] == 200
+                assert (await api(server, "POST", f"/api/v1/sessions/{sid}/join", "tia", {}))[0] == 200
+                assert (await api(server, "POST", f"/api/v1/sessions/{sid}/hand", "ann",
+                                  {"technician": "tia"}))[0] == 200
+                status, body = await api(server, "POST", f"/api/v1/sessions/{sid}/mode", "ann", {"mode": "control"})
+                assert status == 403, body
+                status, body = await api(server, "POST", f"/api/v1/sessions/{sid}/mode", "tia", {"mode": "control"})
+                assert status == 202, body
+                await wait_until(lambda: agent.sessions.running[sid].mode == "control", timeout=20,
+                                 what="control enabled")
+                asked = ui.requests[-1]
+                assert asked.upgrade and asked.technician == "tia" and asked.mode == "control"

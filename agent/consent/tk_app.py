@@ -144,7 +144,8 @@ def run_prompt(root: tk.Tk, spec: dict[str, Any]) -> None:
         nonlocal answered
         if not answered:
             answered = True
-            emit(event="answer", allowed=allowed, by=by, colleagues=allowed and colleagues.get())
+            offered = {"colleagues": allowed and colleagues.get()} if spec.get("colleagues_option") else {}
+            emit(event="answer", allowed=allowed, by=by, **offered)
             root.destroy()
 
     # Buttons and countdown first, at the bottom: the text above may be cut, never these.

@@ -103,8 +103,11 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
     def own_live(session_id: str, caller: Principal) -> LiveSession | None:
         """The running session, if any; 403 unless it is the caller's (or the caller is an admin)."""
         live = sessions.live.get(session_id)
-        if live is not None and caller.username not in (live.technician_user, live.people.controller) \
-                and not caller.is_admin:
+        if live is None or caller.is_admin:
+            return live
+        people, me = live.people, caller.username
+        # The controller's (after a hand-off too), or the requester's while they are still in it.
+        if me != people.controller and not (me == live.technician_user and me in people.viewers):
             raise ApiError(403, "forbidden", "not your session")
         return live
 
@@ -202,6 +205,10 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
         live = own_live(request.match_info["session_id"], caller)
         if live is None:
             raise ApiError(409, "not_live", "the session has ended")
+        if live.people.controller is None:
+            raise ApiError(409, "nobody_controls", "the controlling technician left: the session stays view only")
+        if caller.username != live.people.controller and not caller.is_admin:
+            raise ApiError(403, "forbidden", "only the controlling technician may ask for another mode")
         await sessions.request_mode(live, body.mode, caller.username)
         return api.json(views.live_view(live), status=202)
 
@@ -284,8 +291,9 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
                   errors={403: "Lacks remote_view, or not the caller's running session"}),
         api.Route("POST", "/api/v1/sessions/{session_id}/mode", change_mode, view, session,
                   body=SessionModeChange, response="LiveSession", status=202,
-                  description="`remote_control` as well to switch to control; only the session's technician or "
-                              "an admin. The device user must consent; answers 202 with the pending mode.",
+                  description="`remote_control` as well to switch to control; only the controlling technician "
+                              "(after a hand-off, the new one) or an admin. The device user must consent; answers "
+                              "202 with the pending mode.",
                   errors={409: "Session ended or not streaming"}),
         api.Route("POST", "/api/v1/sessions/{session_id}/proof", send_proof, view, session, body=TechnicianProof,
                   response="Session",

@@ -202,7 +202,8 @@ class SessionDriver:
 
     async def _mode_answer(self, session: LiveSession, msg: SessionAnswer) -> None:
         machine, now, actor = session.machine, self._clock(), f"device:{session.device_id}"
-        session.challenge = None  # an upgrade's challenge, answered or not, is over with the device's answer
+        # An upgrade's challenge, answered or not, is over with the device's answer.
+        session.challenge, session.challenge_for = None, None
         details = {"session_id": session.session_id, "by": msg.by, "reason": msg.reason}
         if msg.accepted and msg.mode_granted is not None and msg.mode_granted == machine.pending_mode:
             machine.mode_consented(msg.mode_granted, now)
@@ -244,7 +245,10 @@ class SessionDriver:
                                                  "challenge", msg.id)
             return
         session.challenge, session.proof_relayed = msg, False
-        session.challenge_for = next(iter(session.people.joining)) if joining else None
+        # Whom the challenge is for: a joiner, or after a hand-off the controller asking for another mode.
+        people = session.people
+        handed = people.controller if upgrading and people.controller != session.technician_user else None
+        session.challenge_for = next(iter(people.joining)) if joining else handed
         await audit.append(self.db, f"device:{conn.device_id}", "session.challenge", conn.device_id,
                            {"session_id": session.session_id, "document_id": msg.document_id, "action": msg.action,
                             "expires_at": msg.expires_at})
@@ -254,8 +258,8 @@ class SessionDriver:
         """Carry the technician's signed answer to the agent, unchanged; the agent alone checks it."""
         challenge, machine = session.challenge, session.machine
         joiner = session.challenge_for
-        upgrading = machine.state is SessionState.STREAMING and machine.pending_mode is not None and joiner is None
-        joining = machine.state is SessionState.STREAMING and joiner is not None
+        joining = machine.state is SessionState.STREAMING and joiner is not None and joiner in session.people.joining
+        upgrading = machine.state is SessionState.STREAMING and machine.pending_mode is not None and not joining
         if challenge is None or not (machine.state is SessionState.OFFERED or upgrading or joining):
             raise ApiError(409, "no_challenge", "the device has not asked for a proof in this session (yet)")
         if session.proof_relayed:
