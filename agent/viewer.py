@@ -97,6 +97,9 @@ class Viewer:
         self.chat: list[tk.ChatMessage] = []
         self.toolkit_events: dict[int, list[tk.ToolkitAny]] = {}
         self._fetching: dict[int, _Fetch] = {}
+        #: Per transfer: the highest acked offset, and whether it failed (O(1) for send_file's window).
+        self._acked: dict[int, int] = {}
+        self._failed: set[int] = set()
         #: Clipboard texts the device sent (clip.set), and the sync state it confirmed (clip.sync).
         self.clipboard: list[str] = []
         self.clip_sync: tk.ClipSync | None = None
@@ -304,6 +307,10 @@ class Viewer:
             self.clip_sync = message
         elif isinstance(message, (tk.FileAccept, tk.FileAck, tk.FileDone, tk.FileError, tk.FileStart, tk.FileEnd)):
             self.toolkit_events.setdefault(message.transfer, []).append(message)
+            if isinstance(message, tk.FileAck):
+                self._acked[message.transfer] = max(self._acked.get(message.transfer, 0), message.offset)
+            elif isinstance(message, tk.FileError):
+                self._failed.add(message.transfer)
             fetch = self._fetching.get(message.transfer)
             if fetch is not None and isinstance(message, tk.FileStart):
                 fetch.start(message)
@@ -339,6 +346,8 @@ class Viewer:
         sha256 = real_sha if sha256 is None else sha256
         number = transfer if transfer is not None else self._transfer()
         self.toolkit_events.pop(number, None)
+        self._acked.pop(number, None)
+        self._failed.discard(number)
         declared = real_size if size is None else size
         await self.send_toolkit(tk.FileOffer(transfer=number, name=name or Path(path).name, size=declared,
                                              sha256=sha256))
@@ -353,13 +362,11 @@ class Viewer:
                 if stop_after is not None and offset >= stop_after:
                     self.last_sent = offset
                     return None
-                acked = max([e.offset for e in self.toolkit_events.get(number, []) if isinstance(e, tk.FileAck)],
-                            default=first.offset)
+                acked = max(self._acked.get(number, 0), first.offset)
                 if offset - acked >= window:
-                    await self.wait_for(lambda v, a=acked: any(  # type: ignore[misc]
-                        isinstance(e, (tk.FileAck, tk.FileError)) and (not isinstance(e, tk.FileAck) or e.offset > a)
-                        for e in v.toolkit_events.get(number, [])), timeout)
-                    if any(isinstance(e, tk.FileError) for e in self.toolkit_events[number]):
+                    await self.wait_for(lambda v, a=acked: number in v._failed  # type: ignore[misc]
+                                        or v._acked.get(number, 0) > a, timeout)
+                    if number in self._failed:
                         break
                     continue
                 block = await asyncio.to_thread(_read_at, src, offset, first.chunk)

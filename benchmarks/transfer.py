@@ -9,8 +9,9 @@ with the Tk probe window of the screen tests. It reports:
 * **raw TLS**: the same bytes in the same message size over one TLS 1.3 websocket to a sink on
   this machine (one hop, no relay, no disk) — the ceiling of one hop of the path;
 * **screen latency**: from a colour change of a 64x64 probe on the device (applied by the Tk app)
-  until the viewer's framebuffer shows it, ``--changes`` times idle and then over and over for
-  as long as the transfer runs; p50/p95 of each, and whether the transfer keeps p95 within 2x idle.
+  until the viewer's framebuffer shows it, ``--changes`` times idle before the transfer and as
+  many after it, and over and over for as long as the transfer runs; p50/p95 of each, and whether
+  the transfer keeps p95 within 2x idle.
 
 A p95 of a few dozen samples on a shared box is noisy, so the whole measurement (idle, then a
 transfer) runs ``--runs`` times (default 3) in the same session, each printed, and the verdict
@@ -185,7 +186,8 @@ async def run(size_mb: int, changes: int, runs: int, one_process: bool) -> None:
 
 async def one_run(run_no: int, viewer: Viewer, app: object, payload: Path, size: int, raw: float,
                   changes: int) -> bool:
-    """Idle latencies, then a transfer with latencies measured throughout; prints the figures, True within budget."""
+    """Idle latencies before and after a transfer with latencies measured throughout; prints the figures, True
+    within budget. Idle is sampled on both sides of the transfer so that it sees the box's load of that time too."""
     idle = await probe_latencies(viewer, app, changes)
     started = time.perf_counter()
     transfer = asyncio.ensure_future(viewer.send_file(str(payload), timeout=600))
@@ -193,6 +195,7 @@ async def one_run(run_no: int, viewer: Viewer, app: object, payload: Path, size:
     done = await transfer
     elapsed = time.perf_counter() - started
     assert isinstance(done, tk.FileDone), done
+    idle += await probe_latencies(viewer, app, changes)
     mb_s = size / elapsed / 1e6
     ratio = _pct(busy, 0.95) / max(_pct(idle, 0.95), 1e-6)
     print(f"run {run_no}: transfer through the relay, {size // 1_000_000} MB (SHA-256 checked): {mb_s:.1f} MB/s"

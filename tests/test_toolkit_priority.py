@@ -105,3 +105,21 @@ async def test_agent_reader_returns_screen_messages_before_chunks_are_written(tm
                 break
             await asyncio.sleep(0.01)
         assert handled == [len(CHUNK)] * 3  # in order, all of them
+
+
+async def test_chunks_wait_a_quiet_period_after_screen_traffic_only() -> None:
+    """After a screen message a chunk waits quiet_s (capped); after a transfer's own ack it does not wait."""
+    sent: list[tuple[str, float]] = []
+    loop = asyncio.get_running_loop()
+
+    async def record(data: str | bytes) -> None:
+        sent.append((data if isinstance(data, str) else "chunk", loop.time()))
+
+    sender = PrioritySender(record, quiet_s=0.04)
+    await sender.send("frame")
+    await sender.send_bulk(b"1")
+    assert sent[1][1] - sent[0][1] >= 0.035  # waited for the quiet period
+    await sender.send('{"type":"file.ack"}', screen=False)
+    before = loop.time()
+    await sender.quiet()
+    assert loop.time() - before < 0.03  # a transfer's own message makes no room for itself

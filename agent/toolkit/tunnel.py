@@ -26,9 +26,11 @@ from protocol import toolkit as tk
 from ..consent.guard import PromptGuard
 from ..screen.tunnel import Tunnel
 from .caps import ToolkitCaps
-from .priority import PrioritySender
+from .priority import QUIET_S, PrioritySender
 from .session import Approve, DeviceSide, Toolkit
 
+#: The toolkit's transfer messages (acks, start/end…): sent first, but they are no screen traffic to make room for.
+_FILE_PREFIX = '{"type":"file.'
 #: Toolkit messages read but not yet handled (a full queue makes the reader wait: backpressure on the tunnel).
 INBOX_MESSAGES = 64
 
@@ -38,7 +40,7 @@ class ToolkitTunnel:
 
     def __init__(self, tunnel: Tunnel) -> None:
         self.inner = tunnel
-        self.sender = PrioritySender(tunnel.send)
+        self.sender = PrioritySender(tunnel.send, quiet_s=QUIET_S)
         self.toolkit: Toolkit | None = None
         self._inbox: asyncio.Queue[tk.ToolkitAny | bytes] = asyncio.Queue(INBOX_MESSAGES)
         self._worker: asyncio.Task[None] | None = None
@@ -50,7 +52,7 @@ class ToolkitTunnel:
         await self.sender.send_bulk(data)
 
     async def _send_text(self, data: str) -> None:
-        await self.sender.send(data)
+        await self.sender.send(data, screen=not data.startswith(_FILE_PREFIX))
 
     def start(self, toolkit: Toolkit) -> None:
         self.toolkit = toolkit
@@ -65,6 +67,7 @@ class ToolkitTunnel:
         while True:
             item = await self._inbox.get()
             if isinstance(item, bytes):
+                await self.sender.quiet()  # a chunk written (and acked) while a screen update is on its way competes
                 await toolkit.on_binary(item)
             else:
                 await toolkit.on_text(item)
