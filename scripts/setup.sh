@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 # x11-xserver-utils: xrandr (two RandR monitors in tests/test_screen_session.py); x11vnc: the peer of
 # benchmarks/screen.py --peer x11vnc.
 SYSTEM_PACKAGES=(xvfb xdotool x11-utils x11-xserver-utils chromium ffmpeg postgresql tk dbus python3-tk x11vnc)
-# systemd-analyze checks the package's unit files; ip netns carries the Wake-on-LAN test (tests/test_wake.py).
+# systemd-analyze checks the package's unit files, and a systemd user manager in a mount namespace carries the
+# live services test (tests/test_tools_systemd_live.py); ip netns carries the Wake-on-LAN test (tests/test_wake.py).
 SYSTEM_PACKAGES+=(systemd iproute2)
 # lspci names PCI controllers and smartctl gives drives' SMART health in the inventory (tests/test_collectors_depth.py).
 SYSTEM_PACKAGES+=(pciutils smartmontools)
