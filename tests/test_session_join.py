@@ -467,3 +467,21 @@ async def test_after_a_hand_off_an_upgrade_names_the_new_controller(tmp_path: Pa
                                  what="control enabled")
                 asked = ui.requests[-1]
                 assert asked.upgrade and asked.technician == "tia" and asked.mode == "control"
+
+
+async def test_what_the_agent_says_before_the_controller_attaches_reaches_them(tmp_path: Path,
+                                                                              xvfb: XvfbHandle) -> None:  # noqa: F811
+    """The agent's toolkit announcement (caps) sent while no stream is attached waits for the controller's
+    stream instead of being dropped (the screen is resent in full on attach anyway)."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "a")
+        async with running_agent(state, setup=configure_agent(xvfb.display, ScriptedConsentUI([True]))) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 10)
+            sid = await _start(server, state, mode="view")
+            live = server.console_app[SESSIONS].live
+            await wait_until(lambda: sid in live and live[sid].relay is not None
+                             and live[sid].relay.agent_ws is not None, timeout=20, what="the agent's tunnel first")
+            async with viewer_for(server, sid, "ann") as ann:
+                await ann.wait_for(lambda v: v.caps is not None and v.stats.updates >= 1, timeout=20)
+            assert sid in agent.sessions.running or sid in agent.sessions.finished
