@@ -193,6 +193,9 @@ class Relay:
         self._refresh_timer: asyncio.TimerHandle | None = None
         self._marking = False
         self._marked: str | None = None
+        #: Viewers that ever attached, and an event set (and replaced) whenever one attaches.
+        self._seen: set[str] = set()
+        self._arrived = asyncio.Event()
         self._to_agent_lock = asyncio.Lock()
 
     def _first_viewer(self) -> str | None:
@@ -220,6 +223,9 @@ class Relay:
             state = _Viewer(viewer, ws, self.clock)
             self.viewers[viewer] = state
             self._first = self._first or viewer
+            self._seen.add(viewer)
+            self._arrived.set()
+            self._arrived = asyncio.Event()
             if len(self.viewers) > 1:
                 self._marking = True
             if self.selected_monitor is not None:
@@ -403,6 +409,15 @@ class Relay:
 
     async def _to_viewer(self, name: str | None, binary: bool, data: str | bytes) -> None:
         """A reliable message for one viewer: waits while its queue holds too many (backpressure)."""
+        while name is not None and name not in self.viewers and name not in self._seen and not self.closed.is_set():
+            # The agent often speaks first (toolkit.caps): until the controller's stream is in, wait for it, as
+            # the one queue did, instead of dropping what the controller must see (one who left gets nothing).
+            arrived = self._arrived
+            await arrived.wait()
+            name = self.controller()
+        if name is None and not self.paired.is_set():
+            await self.paired.wait()  # no roster: the first viewer to attach
+            name = self.controller()
         state = self.viewers.get(name) if name is not None else None
         while state is not None and state.reliable >= self.settings.relay_queue_messages:
             state.room.clear()
