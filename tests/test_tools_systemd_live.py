@@ -14,6 +14,7 @@ through ``nsenter`` into that namespace with ``systemctl --user`` and ``journalc
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -23,8 +24,13 @@ from pathlib import Path
 
 import pytest
 
+from agent.consent.scripted import ScriptedConsentUI
 from agent.tools import services
-from protocol.tools import ServiceInfo
+from agent.tools.feature import ToolsFeature
+from protocol.tools import ServiceInfo, ServiceListRequest
+from tests.harness import wait_until
+from tests.test_session_access import technician_with_device
+from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
 
 #: Hierarchies the manager writes to (cpuset needs cpus/mems set first and is left alone).
 HIERARCHIES = ("systemd", "unified", "cpu", "memory", "pids")
@@ -154,5 +160,41 @@ def test_live_systemd_lists_starts_restarts_stops_and_reads_the_journal(user_man
     units, _ = svc.units()  # stopped and unreferenced: systemd unloads it, or lists it inactive until then
     assert all((u.active, u.sub) == ("inactive", "dead") for u in units if u.unit == "helpline-probe.service")
     assert not [line for line in svc.journal("helpline-probe.service", 50) if "probe started" in line.message][2:]
-    with pytest.raises(services.Unavailable, match="Unit helpline-no-such.service not found"):
+    with pytest.raises(services.Unavailable, match=r"Unit helpline-no-such\.service not found"):
         svc.act("helpline-no-such.service", "start")
+
+
+async def test_live_systemd_through_the_server(user_manager: int, tmp_path: Path,
+                                               xvfb: XvfbHandle) -> None:  # noqa: F811
+    """The same live manager behind a real server and agent: the technician starts the unit in a control
+    session, sees it running in the list and its line in the journal, stops it; both actions audited."""
+    async with technician_with_device(tmp_path, xvfb.display, ScriptedConsentUI([True])) as setup:
+        feature = setup.agent.client.handlers[ServiceListRequest].__self__  # type: ignore[attr-defined]
+        assert isinstance(feature, ToolsFeature)
+        feature.services = _live(user_manager)  # the agent's own Services, in the manager's namespace
+        base = f"/api/v1/devices/{setup.device_id}/services"
+        control = await setup.request("control")
+        async with setup.viewer(control) as viewer:
+            await viewer.wait_for_updates(1, 30)
+            status, body = await setup.api("POST", f"{base}/helpline-probe.service/actions",
+                                           {"action": "start", "session_id": control})
+            assert (status, body) == (200, {"outcome": "started"})
+            status, body = await setup.api("GET", base)
+            assert status == 200, body
+            [probe] = [s for s in body["services"] if s["unit"] == "helpline-probe.service"]
+            assert (probe["active"], probe["sub"], probe["description"]) == ("active", "running",
+                                                                             "Helpline live probe")
+
+            async def logged() -> bool:
+                status, body = await setup.api("GET", f"{base}/helpline-probe.service/journal?lines=20")
+                assert status == 200, body
+                return any(line["message"].startswith("probe started") for line in body["journal"])
+
+            await wait_until(logged, timeout=30, what="the unit's line through the journal route")
+            status, body = await setup.api("POST", f"{base}/helpline-probe.service/actions",
+                                           {"action": "stop", "session_id": control})
+            assert (status, body) == (200, {"outcome": "stopped"})
+        rows = await setup.server.db.fetchall("SELECT details FROM audit_log WHERE action = ? ORDER BY seq",
+                                              ("device.service.action",))
+        details = [json.loads(r["details"]) if isinstance(r["details"], str) else r["details"] for r in rows]
+        assert [(d["action"], d["done"]) for d in details] == [("start", True), ("stop", True)], details
