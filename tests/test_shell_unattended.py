@@ -99,11 +99,11 @@ async def test_shell_under_a_grant_naming_it_and_refused_without(tmp_path: Path,
             assert [e["status"] for e in records["session.shell_ended"]] == [3]
             await api(server, "POST", f"/api/v1/sessions/{sid}/end", "ann", {})
 
-            async def ended() -> bool:
+            async def first_over() -> bool:
                 _status, body = await api(server, "GET", f"/api/v1/sessions/{sid}", "ann")
                 return bool(body["state"] == "ended") and not agent.sessions.running
 
-            await wait_until(ended, timeout=20, what="the first session ended on both ends")
+            await wait_until(first_over, timeout=20, what="the first session ended on both ends")
 
             sid2 = await _streaming(server, org, state.device_id, "grant-control")
             async with shell_viewer(server, sid2) as viewer:
