@@ -16,11 +16,13 @@ from tests.test_session_helpers import click_colour, install_test_auth, wait_win
 
 
 async def test_shell_runs_in_the_users_helper_as_that_user(tmp_path: Path, desk: Desk) -> None:  # noqa: F811
-    """id -u in the shell is the active user's uid (the helper's), the tty a pty; a root shell is refused."""
+    """id -u in the shell is the active user's uid (the helper's), the tty a pty; a root shell is refused; the
+    device policy's shell idle timeout reaches the helper (its shell is hung up, reason "idle timeout")."""
     desk.sessions(active="c1")
     config = agent_config(tmp_path, desk)
     assert config.policy_file is not None
-    config.policy_file.write_text(config.policy_file.read_text() + "allow_shell = true\nallow_root_shell = true\n")
+    config.policy_file.write_text(config.policy_file.read_text() + "allow_shell = true\nallow_root_shell = true\n"
+                                  "shell_idle_timeout_s = 4\n")
     async with running_server(tmp_path / "srv") as server:
         install_test_auth(server)
         state = await enroll_agent(server, tmp_path / "agent")
@@ -51,3 +53,7 @@ async def test_shell_runs_in_the_users_helper_as_that_user(tmp_path: Path, desk:
                                        what="id -u in the helper's shell")
                     await viewer.keys("exit 0\r")
                     await viewer.until(lambda: bool(viewer.of(sh.Exit)), what="shell.exit")
+                    await viewer.shell_send(sh.Open(cols=80, rows=24))  # left alone: the policy's 4 s end it
+                    await viewer.until(lambda: len(viewer.of(sh.Exit)) == 2, 60, "the idle hang-up")
+                    idle = viewer.of(sh.Exit)[1]
+                    assert isinstance(idle, sh.Exit) and idle.reason == "idle timeout", idle
