@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from certs import tls
 from server.api.context import AUTHENTICATORS
 from server.app import HelplineServer
 from server.auth.rights import ALL_RIGHTS, Principal, Right
-from server.cmdb import inventory_store
+from server.cmdb import inventory_store, personal_push, settings
 from tests.harness import console_url, enroll_agent, running_agent, running_server, wait_until
 
 PRINCIPALS = {
@@ -156,3 +157,24 @@ async def test_cli_show_and_set_reach_the_running_server_and_agent(srv: Helpline
                                               *args]) == 1
         assert await asyncio.to_thread(main, ["admin", "personal-data", "set", "--group", "default", *args]) == 2
         assert await _audit(srv, "cmdb.personal_data.group") == [("cli", "default")]
+
+
+async def test_push_goes_in_batches_to_the_named_group_or_all(srv: HelplineServer, tmp_path: Path) -> None:
+    """Batches of one: both agents of ``default`` get the policy, the ``lab`` one not; ``*`` reaches all three."""
+    states = [await enroll_agent(srv, tmp_path / "a"), await enroll_agent(srv, tmp_path / "b"),
+              await enroll_agent(srv, tmp_path / "c", group="lab")]
+    async with AsyncExitStack() as stack:
+        agents = [await stack.enter_async_context(running_agent(s, _config(s))) for s in states]
+        await wait_until(lambda: len(srv.connections) == 3 and all(a.client.welcome for a in agents), timeout=120,
+                         what="three agents connected")
+        await settings.set_group_personal_data(srv.db, "default", False)
+        assert await personal_push.push(srv, "default", batch=1, pause_s=0.01) == 2
+        await wait_until(lambda: all(a.reporter._pushed_policy is not None for a in agents[:2]), timeout=60,
+                         what="both default agents got the policy")
+        assert agents[2].reporter._pushed_policy is None
+        first = agents[0].reporter._pushed_policy
+        assert first is not None and first.omit == frozenset({"accounts", "logins"})
+        assert await personal_push.push(srv, "*", batch=2, pause_s=0.01) == 3
+        await wait_until(lambda: agents[2].reporter._pushed_policy is not None, timeout=60, what="lab agent pushed")
+        third = agents[2].reporter._pushed_policy
+        assert third is not None and third.omit == frozenset()

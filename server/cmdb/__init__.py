@@ -69,7 +69,7 @@ def setup(server: HelplineServer) -> None:
     server_api.add_routes(server.console_app,
                           relations_api.routes() + licences_api.routes() + vulns_api.routes()
                           + personal_api.routes())
-    server.background.append(lambda: personal_push.subscribe(server))
+    server.background.append(lambda: personal_push.run(server))
 
     async def maintenance() -> None:
         while True:
