@@ -193,9 +193,9 @@ class Relay:
         self._refresh_timer: asyncio.TimerHandle | None = None
         self._marking = False
         self._marked: str | None = None
-        #: Viewers that ever attached, and an event set (and replaced) whenever one attaches.
+        #: Viewers that ever attached, and what the agent said for one before they did (given on attach).
         self._seen: set[str] = set()
-        self._arrived = asyncio.Event()
+        self._early: dict[str, collections.deque[tuple[bool, str | bytes]]] = {}
         self._to_agent_lock = asyncio.Lock()
 
     def _first_viewer(self) -> str | None:
@@ -224,8 +224,12 @@ class Relay:
             self.viewers[viewer] = state
             self._first = self._first or viewer
             self._seen.add(viewer)
-            self._arrived.set()
-            self._arrived = asyncio.Event()
+            for early_binary, early_data in self._early.pop(viewer, ()):
+                if is_bulk(early_binary, early_data):
+                    state.bulk.append((early_binary, early_data))
+                else:
+                    state.items.append((early_binary, early_data, False, -1))
+                state.reliable += 1
             if len(self.viewers) > 1:
                 self._marking = True
             if self.selected_monitor is not None:
@@ -409,12 +413,16 @@ class Relay:
 
     async def _to_viewer(self, name: str | None, binary: bool, data: str | bytes) -> None:
         """A reliable message for one viewer: waits while its queue holds too many (backpressure)."""
-        while name is not None and name not in self.viewers and name not in self._seen and not self.closed.is_set():
-            # The agent often speaks first (toolkit.caps): until the controller's stream is in, wait for it, as
-            # the one queue did, instead of dropping what the controller must see (one who left gets nothing).
-            arrived = self._arrived
-            await arrived.wait()
-            name = self.controller()
+        if name is not None and name not in self.viewers and name not in self._seen:
+            # The agent often speaks first (toolkit.caps): kept for the controller's stream, given to it when it
+            # attaches (bounded), instead of dropped — without holding up the other viewers' screens meanwhile.
+            early = self._early.setdefault(name, collections.deque())
+            if len(early) < self.settings.relay_queue_messages * 4:
+                early.append((binary, data))
+            else:
+                log.warning("message for a controller not attached yet dropped (too many waiting)",
+                            extra={"session_id": self.session_id})
+            return
         if name is None and not self.paired.is_set():
             await self.paired.wait()  # no roster: the first viewer to attach
             name = self.controller()
