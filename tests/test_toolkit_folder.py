@@ -43,6 +43,7 @@ async def pick_folder(display: str, indicator: TkIndicator, path: str) -> None:
     await asyncio.to_thread(xdotool, display, "type", "--delay", "15", path)
     await asyncio.to_thread(xdotool, display, "key", "Return")
     await wait_window(display, FOLDER_TITLE, present=False, timeout=20)
+    await asyncio.to_thread(xdotool, display, "mousemove", "0", "0")  # the next click's --sync needs a real move
 
 
 async def test_user_picks_the_folder_and_the_indicator_lists_every_transfer(
@@ -80,15 +81,20 @@ async def test_user_picks_the_folder_and_the_indicator_lists_every_transfer(
                 done = await viewer.send_file(str(first))
                 assert isinstance(done, tk.FileDone) and (downloads / "first.bin").read_bytes() == first.read_bytes()
 
+                # The list appears with the first transfer and the window grows: click once it has.
+                await wait_until(lambda: len(indicator.transfers_shown) == 1, timeout=10, what="first transfer listed")
                 await pick_folder(xvfb.display, indicator, str(projects))
                 await wait_until(lambda: indicator.folder_shown == str(projects), timeout=10, what="Projects taken")
-                assert indicator._prompts is not None and not indicator._prompts.suspended()
+                # Closed: the folder window holds remote input no more (the chat window may, while it has the keyboard).
+                await wait_until(lambda: indicator._typing_held or not indicator._prompts.suspended(),  # type: ignore[union-attr]
+                                 timeout=10, what="remote input back after the folder window closed")
                 done = await viewer.send_file(str(second))
                 assert isinstance(done, tk.FileDone), done
                 landed = projects / "second.bin"
                 assert hashlib.sha256(landed.read_bytes()).hexdigest() == done.sha256
                 assert landed.stat().st_uid == os.geteuid() and not (downloads / "second.bin").exists()
 
+                await wait_until(lambda: len(indicator.transfers_shown) == 2, timeout=10, what="second transfer listed")
                 for refused in (str(home / "shortcut"), "Projects/../.."):
                     await pick_folder(xvfb.display, indicator, refused)
                 toolkit_folder = indicator.folder_shown

@@ -16,6 +16,7 @@ button's requested size, so a test can check on a screenshot that nothing is cli
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sys
 import threading
@@ -198,7 +199,7 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
     also = capability_line(spec.get("capabilities"))
     state = {"mode": str(spec["mode"]), "people": "", "lead": technician, "folder": ""}
     frame = tk.Frame(root)
-    frame.pack(fill="both", expand=True, padx=8, pady=6)
+    frame.pack(fill="x", padx=8, pady=6)  # not expanding: rows added under it (files) stay where they are
     ended = False
 
     def end() -> None:
@@ -217,11 +218,17 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
         chat_button.pack(side="right", padx=(8, 0))
         chat_width = chat_button.winfo_reqwidth() + 8
     last_note = {"text": ""}
+    folder_label: tk.Label | None = None
     if "files" in (spec.get("capabilities") or []):
-        # Where files from the technician land (the agent says, and checks what the user picks here).
-        folder_button = _button(frame, "Save to…", FOLDER_BG, lambda: _ask_folder(root, state["folder"]))
-        folder_button.pack(side="right", padx=(8, 0))
-        chat_width += folder_button.winfo_reqwidth() + 8
+        # A row of its own, first (lines added to the text below never move it): where files from the technician
+        # land (the agent says, and checks what the user picks here), and a small Save to… button.
+        files_row = tk.Frame(root)
+        files_row.pack(side="top", fill="x", padx=8, pady=(6, 0), before=frame)
+        folder_button = _button(files_row, "Save to…", FOLDER_BG, lambda: _ask_folder(root, state["folder"]))
+        folder_button.configure(font=("TkDefaultFont", 10, "bold"), padx=10, pady=3)
+        folder_button.pack(side="right")
+        folder_label = tk.Label(files_row, text="", font=("TkDefaultFont", 10), anchor="w")
+        folder_label.pack(side="left", fill="x", expand=True)
     transfers = _TransferList(root)
     clipboard = _Clipboard(root)
     text = tk.Label(frame, text="", font=("TkDefaultFont", 11), anchor="w", justify="left",
@@ -270,7 +277,9 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
                 if chat is not None:
                     chat.add("", last_note["text"])
             elif command.get("cmd") == "folder" and isinstance(command.get("path"), str):
-                state["folder"] = one_line(command["path"], REASON_MAX)
+                state["folder"] = one_line(command["path"], 4096)
+                if folder_label is not None:
+                    folder_label.configure(text=f"Files you receive go to {_short_path(state['folder'])}")
             elif command.get("cmd") == "transfer" and isinstance(command.get("text"), str):
                 transfers.add(command["text"])
         # Elapsed time in whole minutes: a seconds counter would repaint the user's screen every
@@ -284,8 +293,6 @@ def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:
             label += f"\nmay also: {also}"
         if state["people"]:
             label += f"\n{state['people']}"
-        if state["folder"]:
-            label += f"\nfiles you receive go to {state['folder']}"
         if last_note["text"]:
             label += f"\n{last_note['text']}"
         if text.cget("text") != label:
@@ -342,6 +349,14 @@ def _ask_fetch(root: tk.Tk, technician: str, request_id: str, path: str, timeout
     tick()
     x = max(0, (root.winfo_screenwidth() - PROMPT_WIDTH) // 2)
     window.geometry(f"{PROMPT_WIDTH}x220+{x}+{INDICATOR_BAND}")
+
+
+def _short_path(path: str, limit: int = 48) -> str:
+    """``path`` with the home folder as ``~``, and only its end when long (the folder's own name stays)."""
+    home = os.path.expanduser("~")
+    if home not in ("", "/") and (path == home or path.startswith(home + "/")):
+        path = "~" + path[len(home):]
+    return path if len(path) <= limit else "…" + path[-(limit - 1):]
 
 
 def _grow(root: tk.Tk) -> None:
@@ -508,7 +523,10 @@ class _ChatWindow:
         self.window, self.log, self.entry = window, log, entry
         self._render()
         x = max(0, self.root.winfo_screenwidth() - 480 - SCREEN_MARGIN)
-        window.geometry(f"460x320+{x}+{INDICATOR_BAND}")
+        # Bottom right, like a messenger: the indicator above grows (files row, transfer list, notes) and the chat
+        # must never cover its buttons.
+        y = max(INDICATOR_BAND, self.root.winfo_screenheight() - 320 - 4 * SCREEN_MARGIN)
+        window.geometry(f"460x320+{x}+{y}")
         # While the user types here, the technician's remote input is suspended (the agent holds its prompt
         # guard): remote control must not be able to write the user's side of the chat.
         window.bind("<FocusIn>", lambda _e: self._focused(True))

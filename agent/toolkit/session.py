@@ -221,9 +221,9 @@ class Toolkit:
     async def record_transfer(self, text: str) -> None:
         """A finished transfer: told to the user, and added to the indicator's list of the session's transfers."""
         self.transfers.append(text)
-        await self.notify(text)
-        if self.device is not None:
+        if self.device is not None:  # the list first: the indicator grows before the chat window opens beside it
             await self._on_device(self.device.transfer(text), "transfer")
+        await self.notify(text)
 
     async def _on_device(self, shown: Awaitable[None], what: str) -> None:
         try:
