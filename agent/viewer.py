@@ -29,7 +29,7 @@ from protocol import toolkit as tk
 from protocol.stream import Kind, StreamProtocolError
 
 from .screen.encoder import DecodeError, decode
-from .toolkit.priority import PrioritySender
+from .toolkit.priority import QUIET_S, PrioritySender
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class Viewer:
             self.url, ssl=self.ssl_context, additional_headers=self.headers or None, max_size=16 * 1024 * 1024
         )
         # Screen acks, input and chat first; file chunks only when nothing else waits (agent.toolkit.priority).
-        self._sender = PrioritySender(self._ws.send)
+        self._sender = PrioritySender(self._ws.send, quiet_s=QUIET_S)
         self._reader = asyncio.create_task(self._read_loop(), name="viewer-reader")
         return self
 
