@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from certs.pki import certificate_serial_hex
+from common.background import Background
 from protocol import toolkit
 from protocol.authority import TechnicianProof
 from protocol.authority_messages import SessionChallenge, SessionProof
@@ -84,7 +85,7 @@ class SessionDriver:
         self.settings = settings
         self.live = live
         self.finisher = finisher
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background()
         #: Join, hand-off and leave (:mod:`.teamwork`), wired by :func:`server.sessions.setup`.
         self.teamwork: Teamwork | None = None
 
@@ -93,9 +94,7 @@ class SessionDriver:
         return self._db()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background.spawn(coro)
 
     # --- the technician asks --------------------------------------------------------------
 

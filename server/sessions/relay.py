@@ -461,12 +461,7 @@ class Relay:
             else:
                 state.reliable -= 1
                 state.room.set()
-            if binary:
-                assert isinstance(data, bytes)
-                await ws.send_bytes(data)
-            else:
-                assert isinstance(data, str)
-                await ws.send_str(data)
+            await _send(ws, binary, data)
 
     def _ask_refresh(self) -> None:
         """Ask the agent for a complete screen (re-select its monitor), at most every REFRESH_MIN_INTERVAL_S."""
@@ -573,12 +568,7 @@ class Relay:
             if item is None:
                 return
             binary, data = item
-            if binary:
-                assert isinstance(data, bytes)
-                await ws.send_bytes(data)
-            else:
-                assert isinstance(data, str)
-                await ws.send_str(data)
+            await _send(ws, binary, data)
 
     def _note_transfer(self, text: str) -> None:
         """A finished file transfer the agent reports (name, size, SHA-256 — never content): audit it."""
@@ -713,3 +703,12 @@ def _is_input(text: str) -> bool:
         return False
     return isinstance(kind, str) and kind.startswith("input.")
 
+
+async def _send(ws: web.WebSocketResponse, binary: bool, data: bytes | str) -> None:
+    """One queued frame out, as the kind it came in."""
+    if binary:
+        assert isinstance(data, bytes)
+        await ws.send_bytes(data)
+    else:
+        assert isinstance(data, str)
+        await ws.send_str(data)

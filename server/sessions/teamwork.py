@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from common.background import Background
 from protocol.session import (
     CONSENT_TIMEOUT_S,
     EndReason,
@@ -56,16 +57,14 @@ class Teamwork:
         self.finisher = finisher
         self._joins: dict[tuple[str, str], asyncio.Future[SessionJoinAnswer]] = {}
         self._applied: dict[str, asyncio.Future[SessionPeopleApplied]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background()
 
     @property
     def db(self) -> Database:
         return self._db()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background.spawn(coro)
 
     async def _audit(self, session: LiveSession, actor: str, action: str, **details: Any) -> None:
         await audit.append(self.db, actor, action, session.device_id, {"session_id": session.session_id, **details})
