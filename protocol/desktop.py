@@ -26,6 +26,7 @@ import msgspec
 
 from . import limits
 from .errors import InvalidMessage, LocalProtocolError, MalformedMessage, MessageTooLarge, RemoteProtocolError
+from .session import MAX_PEOPLE
 from .stream import MAX_MONITORS, MAX_PAYLOAD, MAX_TEXT_BYTES
 
 #: Largest file the service hands a helper to drop into the user's Downloads.
@@ -42,6 +43,8 @@ Short = Annotated[str, msgspec.Meta(max_length=limits.MAX_SHORT_STR)]
 #: An X display (":0", ":1.0", "host:10") or a Wayland socket name ("wayland-0"); no paths, no spaces.
 DisplayName = Annotated[str, msgspec.Meta(max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")]
 Mode = Literal["view", "control"]
+#: The technicians in one session (protocol.session.MAX_PEOPLE of them at most), as the indicator lists them.
+People = Annotated[list[Short], msgspec.Meta(max_length=MAX_PEOPLE)]
 FileName = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
@@ -67,6 +70,8 @@ class PromptAnswer(DesktopMessage, frozen=True, tag="prompt.answer"):
     allowed: bool
     by: Literal["user", "timeout", "unavailable"]
     reason: Short = ""
+    #: The user ticked "my helpdesk may bring colleagues" (only meaningful where the prompt offered it).
+    colleagues: bool = False
 
 
 class IndicatorReady(DesktopMessage, frozen=True, tag="indicator.ready"):
@@ -81,6 +86,13 @@ class IndicatorEnded(DesktopMessage, frozen=True, tag="indicator.ended"):
     """The user pressed *End session* (or the indicator vanished)."""
 
     indicator_id: Id
+
+
+class IndicatorPeopleShown(DesktopMessage, frozen=True, tag="indicator.people_shown"):
+    """The indicator now lists the people :class:`IndicatorPeople` named: the line it shows."""
+
+    indicator_id: Id
+    shown: Annotated[str, msgspec.Meta(max_length=1000)] = ""
 
 
 class ScreenFrame(DesktopMessage, frozen=True, tag="screen.frame"):
@@ -140,6 +152,10 @@ class PromptShow(DesktopMessage, frozen=True, tag="prompt"):
     upgrade: bool = False
     #: The toolkit capabilities the session would get (protocol.toolkit.CAPABILITIES), listed in the prompt.
     capabilities: Annotated[list[Capability], msgspec.Meta(max_length=4)] = []
+    #: Offer the "my helpdesk may bring colleagues" checkbox (the first prompt of an attended session).
+    colleagues_option: bool = False
+    #: ``technician`` asks to join a running session (view only): the prompt names them as the joiner.
+    join: bool = False
 
 
 class IndicatorShow(DesktopMessage, frozen=True, tag="indicator.show"):
@@ -150,11 +166,22 @@ class IndicatorShow(DesktopMessage, frozen=True, tag="indicator.show"):
     capabilities: Annotated[list[Capability], msgspec.Meta(max_length=4)] = []
     #: The remote session it shows: the helper's toolkit for that session uses this indicator's chat window.
     session_id: Short = ""
+    #: Everyone watching (join and hand-off) and who controls; empty: just ``technician``.
+    viewers: People = []
+    controller: Short | None = None
 
 
 class IndicatorMode(DesktopMessage, frozen=True, tag="indicator.mode"):
     indicator_id: Id
     mode: Mode
+
+
+class IndicatorPeople(DesktopMessage, frozen=True, tag="indicator.people"):
+    """Everyone watching now and who controls (join, leave, hand-off); answered by :class:`IndicatorPeopleShown`."""
+
+    indicator_id: Id
+    viewers: People = []
+    controller: Short | None = None
 
 
 class IndicatorClose(DesktopMessage, frozen=True, tag="indicator.close"):
@@ -195,9 +222,10 @@ class FileDrop(DesktopMessage, frozen=True, tag="file.drop"):
     data: Annotated[bytes, msgspec.Meta(max_length=MAX_FILE_DROP)]
 
 
-HelperMessage = Hello | PromptAnswer | IndicatorReady | IndicatorEnded | ScreenFrame | ScreenEnded | FileDropped
-ServiceMessage = (Welcome | Refused | PromptShow | IndicatorShow | IndicatorMode | IndicatorClose | ScreenStart
-                  | ScreenFrame | ScreenStop | FileDrop)
+HelperMessage = (Hello | PromptAnswer | IndicatorReady | IndicatorEnded | IndicatorPeopleShown | ScreenFrame
+                 | ScreenEnded | FileDropped)
+ServiceMessage = (Welcome | Refused | PromptShow | IndicatorShow | IndicatorMode | IndicatorPeople | IndicatorClose
+                  | ScreenStart | ScreenFrame | ScreenStop | FileDrop)
 Role = Literal["service", "helper"]
 
 _encoder = msgspec.msgpack.Encoder()
@@ -207,9 +235,10 @@ _decoders: dict[Role, msgspec.msgpack.Decoder[DesktopMessage]] = {
     "helper": msgspec.msgpack.Decoder(ServiceMessage),  # type: ignore[arg-type]
 }
 _sendable: dict[Role, tuple[type[DesktopMessage], ...]] = {
-    "service": (Welcome, Refused, PromptShow, IndicatorShow, IndicatorMode, IndicatorClose, ScreenStart, ScreenFrame,
-                ScreenStop, FileDrop),
-    "helper": (Hello, PromptAnswer, IndicatorReady, IndicatorEnded, ScreenFrame, ScreenEnded, FileDropped),
+    "service": (Welcome, Refused, PromptShow, IndicatorShow, IndicatorMode, IndicatorPeople, IndicatorClose,
+                ScreenStart, ScreenFrame, ScreenStop, FileDrop),
+    "helper": (Hello, PromptAnswer, IndicatorReady, IndicatorEnded, IndicatorPeopleShown, ScreenFrame, ScreenEnded,
+               FileDropped),
 }
 
 

@@ -246,6 +246,11 @@ class TkConsentUI:
                     if event is None:
                         return PromptAnswer(False, "unavailable", "the consent prompt could not be shown")
                     kind = event.get("event")
+                    if kind == "ready":  # what the window says, in the log of whoever showed it (agent or helper)
+                        shown = event.get("shown")
+                        heading = shown.get("heading") if isinstance(shown, dict) else None
+                        log.info("consent prompt on screen: %s", str(heading or "")[:300])
+                        continue
                     if kind == "error":
                         return PromptAnswer(False, "unavailable", str(event.get("message", "display unavailable")))
                     if kind == "answer":

@@ -186,7 +186,8 @@ def run_prompt(root: tk.Tk, spec: dict[str, Any]) -> None:
 
     tick()
     _place(root, width, 260)
-    emit(event="ready", buttons=_requested(buttons), shown={"technician": technician, "reason": reason})
+    emit(event="ready", buttons=_requested(buttons),
+         shown={"technician": technician, "reason": reason, "heading": f"{technician} {heading}"})
 
 
 def run_indicator(root: tk.Tk, spec: dict[str, Any]) -> None:

@@ -32,6 +32,8 @@ from protocol.desktop import (
     IndicatorClose,
     IndicatorEnded,
     IndicatorMode,
+    IndicatorPeople,
+    IndicatorPeopleShown,
     IndicatorReady,
     IndicatorShow,
     PromptAnswer,
@@ -54,6 +56,8 @@ EXIT_REFUSED = 2
 #: Viewer messages queued towards the local screen session before the stream is dropped.
 MAX_QUEUED_FRAMES = 4096
 RECONNECT_CAP_S = 10.0
+#: How long the indicator window has to confirm a new people line before the helper answers with what it has.
+PEOPLE_CONFIRM_S = 10.0
 
 
 class ConnectionClosedByService(ConnectionError):
@@ -112,6 +116,7 @@ class SessionHelper:
             PromptShow: lambda m: self._spawn(self._prompt(m)),
             IndicatorShow: lambda m: self._spawn(self._indicator(m)),
             IndicatorMode: lambda m: self._spawn(self._indicator_mode(m)),
+            IndicatorPeople: lambda m: self._spawn(self._indicator_people(m)),
             IndicatorClose: lambda m: self._spawn(self._indicator_close(m)),
             ScreenStart: lambda m: self._spawn(self._screen(m)),
             ScreenFrame: self._frame,
@@ -227,16 +232,22 @@ class SessionHelper:
     async def _prompt(self, message: PromptShow) -> None:
         answer = await self.ui.prompt(PromptRequest(
             technician=message.technician, mode=message.mode, reason=message.reason, timeout_s=message.timeout_s,
-            note=message.note, upgrade=message.upgrade, capabilities=tuple(message.capabilities)))
-        log.info("consent prompt answered", extra={"allowed": answer.allowed, "by": answer.by, "uid": os.getuid()})
+            note=message.note, upgrade=message.upgrade, capabilities=tuple(message.capabilities),
+            colleagues_option=message.colleagues_option, join=message.join))
+        log.info("consent prompt answered", extra={"allowed": answer.allowed, "by": answer.by, "uid": os.getuid(),
+                                                    "join": message.join, "colleagues": answer.colleagues})
         await self._reply(PromptAnswer(request_id=message.request_id, allowed=answer.allowed, by=answer.by,
-                                       reason=answer.reason[:256]))
+                                       reason=answer.reason[:256],
+                                       colleagues=answer.allowed and answer.colleagues and message.colleagues_option))
 
     async def _indicator(self, message: IndicatorShow) -> None:
         try:
             indicator = await self.ui.indicator(IndicatorInfo(technician=message.technician, mode=message.mode,
                                                               unattended=message.unattended,
-                                                              capabilities=tuple(message.capabilities)))
+                                                              capabilities=tuple(message.capabilities),
+                                                              session_id=message.session_id,
+                                                              viewers=tuple(message.viewers),
+                                                              controller=message.controller))
         except ConsentUnavailable as exc:
             await self._reply(IndicatorReady(indicator_id=message.indicator_id, ok=False, message=str(exc)[:256]))
             return
@@ -256,6 +267,20 @@ class SessionHelper:
         indicator = self._indicators.get(message.indicator_id)
         if indicator is not None:
             await indicator.set_mode(message.mode)
+
+    async def _indicator_people(self, message: IndicatorPeople) -> None:
+        """Join, leave, hand-off: the indicator lists everyone watching; the service learns the line it shows."""
+        indicator = self._indicators.get(message.indicator_id)
+        set_people = getattr(indicator, "set_people", None)
+        if indicator is None or set_people is None:
+            return
+        await set_people(tuple(message.viewers), message.controller)
+        shown = getattr(indicator, "people_shown", None)
+        if isinstance(shown, asyncio.Event):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(shown.wait(), PEOPLE_CONFIRM_S)
+        line = str(getattr(indicator, "people_line", ""))[:1000]
+        await self._reply(IndicatorPeopleShown(indicator_id=message.indicator_id, shown=line))
 
     async def _indicator_close(self, message: IndicatorClose) -> None:
         indicator = self._indicators.pop(message.indicator_id, None)

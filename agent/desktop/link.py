@@ -22,6 +22,7 @@ from protocol.desktop import (
     DesktopMessage,
     FileDropped,
     IndicatorEnded,
+    IndicatorPeopleShown,
     IndicatorReady,
     PromptAnswer,
     ScreenEnded,
@@ -63,6 +64,10 @@ class StreamRelay:
 class IndicatorState:
     ready: asyncio.Future[IndicatorReady] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    #: People updates sent and not yet confirmed; the line the indicator last said it shows, and when it did.
+    people_asked: int = 0
+    people_line: str = ""
+    people_shown: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def new_id(prefix: str) -> str:
@@ -87,6 +92,7 @@ class HelperLink:
             PromptAnswer: self._on_answer,
             IndicatorReady: self._on_indicator_ready,
             IndicatorEnded: self._on_indicator_ended,
+            IndicatorPeopleShown: self._on_people_shown,
             ScreenFrame: self._on_frame,
             ScreenEnded: self._on_screen_ended,
             FileDropped: self._on_dropped,
@@ -185,6 +191,15 @@ class HelperLink:
             self._unsolicited(f"indicator {message.indicator_id}")
             return
         state.ended.set()
+
+    def _on_people_shown(self, message: IndicatorPeopleShown) -> None:
+        state = self.indicators.get(message.indicator_id)
+        if state is None or state.people_asked <= 0:
+            self._unsolicited(f"people of indicator {message.indicator_id}")
+            return
+        state.people_asked -= 1
+        state.people_line = message.shown
+        state.people_shown.set()
 
     def _on_frame(self, message: ScreenFrame) -> None:
         stream = self.streams.get(message.stream_id)

@@ -7,6 +7,11 @@ indicator, its screen and a later upgrade prompt go to the same person, never to
 switched in since. An answer that comes back after the session was switched away or locked
 counts as nobody's. Nobody to ask is an answer too ("unavailable", with the reason), never an
 exception and never an Allow.
+
+Join and hand-off reach the helper as in direct mode: the prompt carries ``join`` and the
+"may bring colleagues" offer (its answer comes back), and the indicator's people list follows
+every join, leave and hand-off (:meth:`RemoteIndicator.set_people`); the helper's Tk windows
+build the same text from the same :class:`~agent.consent.ui.PromptRequest`.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from protocol import desktop as wire
-from protocol.desktop import IndicatorClose, IndicatorMode, IndicatorShow, PromptShow
+from protocol.desktop import IndicatorClose, IndicatorMode, IndicatorPeople, IndicatorShow, PromptShow
+from protocol.session import MAX_PEOPLE
 
 from ..consent.guard import PromptGuard
 from ..consent.ui import ConsentUnavailable, IndicatorInfo, Mode, PromptAnswer, PromptRequest
@@ -39,11 +45,33 @@ class RemoteIndicator:
     def __init__(self, broker: DesktopBroker, link: HelperLink, indicator_id: str, state: IndicatorState,
                  session_id: str) -> None:
         self._broker, self._link, self._id, self._session_id = broker, link, indicator_id, session_id
+        self._state = state
         self.ended = state.ended
+
+    @property
+    def people_line(self) -> str:
+        """The people line the helper's indicator last said it shows ("Watching: ann (controls), tia")."""
+        return self._state.people_line
+
+    @property
+    def people_shown(self) -> asyncio.Event:
+        """Set when the helper confirms a people update (cleared by :meth:`set_people`)."""
+        return self._state.people_shown
 
     async def set_mode(self, mode: Mode) -> None:
         with contextlib.suppress(ConnectionError):
             await self._link.send(IndicatorMode(indicator_id=self._id, mode=mode))
+
+    async def set_people(self, viewers: tuple[str, ...], controller: str | None) -> None:
+        """Everyone watching and who controls, as in direct mode (:meth:`agent.consent.tk.TkIndicator.set_people`)."""
+        self._state.people_shown.clear()
+        self._state.people_asked += 1
+        try:
+            await self._link.send(IndicatorPeople(
+                indicator_id=self._id, viewers=[v[:256] for v in viewers[:MAX_PEOPLE]],
+                controller=None if controller is None else controller[:256]))
+        except ConnectionError:
+            self._state.people_asked -= 1
 
     async def close(self) -> None:
         self._link.indicators.pop(self._id, None)
@@ -72,7 +100,8 @@ class RemoteConsentUI:
                 await link.send(PromptShow(request_id=request_id, technician=request.technician[:256],
                                            mode=request.mode, timeout_s=request.timeout_s,
                                            reason=request.reason[:256], note=request.note[:256],
-                                           upgrade=request.upgrade,
+                                           upgrade=request.upgrade, join=request.join,
+                                           colleagues_option=request.colleagues_option,
                                            capabilities=list(request.capabilities)))  # type: ignore[arg-type]
                 async with asyncio.timeout(request.timeout_s + PROMPT_GRACE_S):
                     reply = await future
@@ -88,7 +117,8 @@ class RemoteConsentUI:
             if still is not link:
                 return PromptAnswer(False, "unavailable", f"the answer came from a session no longer in front: {why}")
             self.broker.bind(request.session_id, link)
-            return PromptAnswer(True, "user", reply.reason or "allowed by the user")
+            return PromptAnswer(True, "user", reply.reason or "allowed by the user",
+                                colleagues=reply.colleagues and request.colleagues_option)
         if reply.by == "timeout":
             return PromptAnswer(False, "timeout", reply.reason or "no answer to the consent prompt")
         if reply.by == "unavailable":
@@ -106,7 +136,9 @@ class RemoteConsentUI:
             await link.send(IndicatorShow(indicator_id=indicator_id, technician=info.technician[:256],
                                           mode=info.mode, unattended=info.unattended,
                                           capabilities=list(info.capabilities),  # type: ignore[arg-type]
-                                          session_id=info.session_id[:256]))
+                                          session_id=info.session_id[:256],
+                                          viewers=[v[:256] for v in info.viewers[:MAX_PEOPLE]],
+                                          controller=None if info.controller is None else info.controller[:256]))
             async with asyncio.timeout(INDICATOR_START_S):
                 ready = await state.ready
         except (TimeoutError, ConnectionError) as exc:
