@@ -213,8 +213,12 @@ class AgentSessions:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("session task failed", exc_info=task.exception())
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        if isinstance(exc, ConnectionError):  # e.g. a session's end reported while the agent shuts down
+            log.info("session task ended with the control connection: %s", exc)
+            return
+        log.error("session task failed", exc_info=exc)
 
     # --- control channel presence -------------------------------------------------------
 
