@@ -182,11 +182,12 @@ def xwayland_colour(display: str, colour: str) -> tuple[int, int] | None:
     the Wayland output's coordinates. For finding a Tk prompt's button without a cast of our own.
     """
     from Xlib import X
-    from Xlib import display as xdisplay
     from Xlib.error import XError
 
+    from agent.screen.xdisplay import open_display
+
     r, g, b = (int(colour[i: i + 2], 16) for i in (1, 3, 5))
-    dpy = xdisplay.Display(display)
+    dpy = open_display(display)
     try:
         root = dpy.screen().root
         for window in root.query_tree().children:

@@ -97,13 +97,14 @@ class XDamageSource:
 
     def __init__(self, display: str | None = None) -> None:
         from Xlib import X
-        from Xlib import display as xdisplay
         from Xlib import error as xerror
         from Xlib.ext import damage as xdamage
 
+        from .xdisplay import open_display
+
         self._xdamage: Any = xdamage
         try:
-            self._dpy: Any = xdisplay.Display(display)
+            self._dpy: Any = open_display(display)
         except (xerror.DisplayError, OSError) as exc:
             raise DamageUnavailable(f"cannot open X display {display!r}: {reason(exc)}") from exc
         try:

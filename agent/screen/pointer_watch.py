@@ -37,12 +37,13 @@ class XPointerWatch:
     """XI2 raw motion + XFixes cursor notify on the root window of ``display``."""
 
     def __init__(self, display: str | None = None) -> None:
-        from Xlib import display as xdisplay
         from Xlib import error as xerror
         from Xlib.ext import xfixes, xinput
 
+        from .xdisplay import open_display
+
         try:
-            dpy: Any = xdisplay.Display(display)
+            dpy: Any = open_display(display)
         except (xerror.DisplayError, OSError) as exc:
             raise PointerWatchUnavailable(f"cannot open X display {display!r}: {reason(exc)}") from exc
         try:
