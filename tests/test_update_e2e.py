@@ -66,8 +66,14 @@ async def test_a_signed_update_installs_restarts_commits_and_a_downgrade_is_refu
             await wait_state(server, rollout_id, state.device_id, "committed")
             await wait_online(server, state.device_id, "0.2.0")
             assert agent.poll() is None
-            status = json.loads(helpline("admin", "release", "status", rollout_id, "--json", *data).stdout)
-            assert status["status"] == "done" and status["states"] == {"committed": 1}, status
+            seen: list[dict[str, object]] = []
+
+            def rollout_done() -> bool:  # the driver's next tick (0.3 s) closes the rollout after the commit
+                seen[:] = [json.loads(helpline("admin", "release", "status", rollout_id, "--json", *data).stdout)]
+                return seen[0]["status"] == "done"
+
+            await wait_until(rollout_done, timeout=30, interval=0.5, what="the rollout done")
+            assert seen[0]["states"] == {"committed": 1}, seen
             assert os.readlink(root / "current") == "versions/0.2.0"
             assert (root / "versions" / "0.2.0" / "helpline" / "cli.py").is_file()
             assert not (root / "update" / "trial.json").exists()

@@ -29,7 +29,7 @@ from protocol.stream import StreamProtocolError
 
 from ..input_injector import InputGate, InputInjector, InputRefused, InputSuspended, PynputInjector
 from .capture import Monitor, MssGrabber, ScreenGrabber
-from .cursor_shape import CursorShapeSource, open_cursor_shapes
+from .cursor_shape import CursorImage, CursorShapeSource, open_cursor_shapes
 from .damage import DamageSource, open_damage_source
 from .flow import FlowControl, FlowSettings
 from .pipeline import ScreenPipeline, StepResult
@@ -128,6 +128,9 @@ class _Session:
         self.injector = injector
         self.pointer = pointer
         self.shapes = shapes
+        #: The pointer image last sent, and whether to send it and the pointer's place again.
+        self.last_shape: CursorImage | None = None
+        self.cursor_resend = False
         self.clock = clock
         self.stats = SessionStats()
         self.flow = FlowControl(clock(), settings)
@@ -286,6 +289,15 @@ class _Session:
         self.stats.monitor = index
         infos = [stream.MonitorInfo(m.x, m.y, m.w, m.h, m.primary) for m in self.monitors[: stream.MAX_MONITORS]]
         await self.send_text(stream.Monitors(monitors=infos, selected=index))
+        self.cursor_resend = True  # shapes are sent on change only: a viewer that joined now has none
+        self.pointer_moved.set()
+
+    async def _send_shape(self, shape: CursorImage) -> None:
+        await self.send(stream.pack_cursor_shape(
+            w=shape.w, h=shape.h, hot_x=shape.hot_x, hot_y=shape.hot_y, rgba=shape.rgba,
+            seq=self.stats.cursor_shapes_sent % (stream.MAX_SEQ + 1), monitor=self.pipeline.monitor,
+        ))
+        self.stats.cursor_shapes_sent += 1
 
     async def cursor(self) -> None:
         pointer = self.pointer
@@ -294,14 +306,16 @@ class _Session:
         loop = asyncio.get_running_loop()
         last: tuple[int, int, bool] | None = None
         while True:
+            if self.cursor_resend:  # a full screen went out (a joiner, a lagging viewer): shape and place again
+                self.cursor_resend = False
+                last = None
+                if self.last_shape is not None:
+                    await self._send_shape(self.last_shape)
             if self.shapes is not None:
                 shape = await loop.run_in_executor(self.input_pool, self.shapes.changed_shape)
                 if shape is not None:
-                    await self.send(stream.pack_cursor_shape(
-                        w=shape.w, h=shape.h, hot_x=shape.hot_x, hot_y=shape.hot_y, rgba=shape.rgba,
-                        seq=self.stats.cursor_shapes_sent % (stream.MAX_SEQ + 1), monitor=self.pipeline.monitor,
-                    ))
-                    self.stats.cursor_shapes_sent += 1
+                    self.last_shape = shape
+                    await self._send_shape(shape)
             position = await loop.run_in_executor(self.input_pool, pointer.position)
             if position is not None:
                 mon = self.monitors[self.pipeline.monitor]
