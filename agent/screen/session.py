@@ -290,6 +290,7 @@ class _Session:
         infos = [stream.MonitorInfo(m.x, m.y, m.w, m.h, m.primary) for m in self.monitors[: stream.MAX_MONITORS]]
         await self.send_text(stream.Monitors(monitors=infos, selected=index))
         self.cursor_resend = True  # shapes are sent on change only: a viewer that joined now has none
+        self.last_stats = float("-inf")  # ... and the stats (backend, quality) go with the first update
         self.pointer_moved.set()
 
     async def _send_shape(self, shape: CursorImage) -> None:
