@@ -139,6 +139,12 @@ class RunningSession:
     #: Input refused because its sender does not control (counted into the session's refused inputs).
     refused_not_controller: int = 0
 
+    @property
+    def controlling(self) -> str | None:
+        """Whose input and changes this device takes: the requester until a hand-off this device admitted;
+        None once the controller left without handing over."""
+        return self.controller if self.controller in self.admitted else None
+
     def request_end(self, reason: str, by: str) -> None:
         if not self.end_reason:
             self.end_reason, self.ended_by = reason, by
@@ -642,7 +648,7 @@ class AgentSessions:
         offer = running.offer
         grant = running.grant
         # After a hand-off the one asking is the controller the server named (and this device admitted).
-        who = running.controller if running.controller in running.admitted else offer.technician_user
+        who = running.controlling or offer.technician_user
         handed = who != offer.technician_user
         try:
             decision = await self._consent(ConsentRequest(

@@ -224,11 +224,12 @@ def _feature(policy: LocalPolicy, running: dict[str, Any]) -> ToolsFeature:
     return ToolsFeature(cast("AgentClient", _Client()), cast("AgentSessions", sessions))
 
 
-def _running(mode: str, user: str = "tess", actions: list[str] | None = None) -> Any:
+def _running(mode: str, user: str = "tess", actions: list[str] | None = None, controlling: str | None = None) -> Any:
     grant = None if actions is None else UnattendedGrant(
         grant_id="g1", devices=["d"], technician_names=["tess"], actions=actions, not_before=0, not_after=2e9,  # type: ignore[arg-type]
         issuer="alice", issued_at=0)
-    return SimpleNamespace(offer=SimpleNamespace(technician_user=user), mode=mode, grant=grant, end_reason="")
+    return SimpleNamespace(offer=SimpleNamespace(technician_user=user), mode=mode, grant=grant, end_reason="",
+                           controlling=controlling or user)
 
 
 def test_device_authority_rule() -> None:
@@ -243,6 +244,13 @@ def test_device_authority_rule() -> None:
     assert "session" in feature.authority(None, "tess", "processes")
     assert feature.authority("g", "tess", "processes") == ""
     assert "'services'" in feature.authority("g", "tess", "services")
+
+
+def test_device_authority_follows_a_hand_off() -> None:
+    """After tess handed control to tom, tom's changes pass and tess's (now a viewer) are refused."""
+    feature = _feature(LocalPolicy(), {"att": _running("control", controlling="tom")})
+    assert feature.authority("att", "tom", "processes") == ""
+    assert "another technician" in feature.authority("att", "tess", "processes")
 
 
 async def test_policy_switch_refuses_everything() -> None:

@@ -57,8 +57,8 @@ class ToolsFeature:
         running = self.sessions.running.get(session_id)
         if running is None or running.end_reason:
             return "that session is not running on this device"
-        if running.offer.technician_user != technician_user:
-            return "that session belongs to another technician"
+        if running.controlling != technician_user:  # after a hand-off, the new controller; nobody once control ended
+            return "that session is controlled by another technician"
         if running.mode != "control":
             return "that session was allowed to view only"
         if running.grant is not None and action not in running.grant.actions:

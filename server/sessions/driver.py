@@ -388,7 +388,6 @@ class SessionDriver:
         control: audit the first of each viewer."""
         if who not in session.refusals_audited:
             session.refusals_audited.add(who)
-            session.input_refusal_audited = True
             why = "view-only session" if who == session.people.controller else "not the controlling technician"
             self._spawn(audit.append(self.db, f"user:{who}", "session.input_refused",
                                      session.device_id, {"session_id": session.session_id,

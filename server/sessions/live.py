@@ -32,7 +32,6 @@ class LiveSession:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     relay: Relay | None = None
     refused_inputs: int = 0
-    input_refusal_audited: bool = False
     #: The finish path ran (or is running): it runs once, whichever way the session ends.
     finished: bool = False
     #: Unattended: the approver-signed grant document it names, and the agent's challenge for the technician.

@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from aiohttp import WSMsgType, web
 
+from common.background import Background
 from common.files import atomic_write
 from protocol import stream, toolkit
 from protocol.session import EndReason, viewer_mark
@@ -152,6 +153,8 @@ class Relay:
                  shell: ShellWatch | None = None, controller: Callable[[], str | None] | None = None,
                  on_leave: Callable[[str], Awaitable[object]] | None = None) -> None:
         self.session_id = session_id
+        #: Relay-made messages to the agent waiting for room (kept alive until queued).
+        self._background = Background()
         #: The remote shell's refusals, asciicast recording and audit (:mod:`.shell_relay`).
         self.shell = shell
         self.on_chat = on_chat
@@ -482,9 +485,7 @@ class Relay:
 
     def _put_agent_nowait(self, text: str) -> None:
         """A relay-made message (ack, refresh) to the agent; queued without waiting (it goes when there is room)."""
-        task = asyncio.ensure_future(self.to_agent.put((False, text)))
-        _BACKGROUND.add(task)
-        task.add_done_callback(_BACKGROUND.discard)
+        self._background.spawn(self.to_agent.put((False, text)))
 
     # --- technicians → agent ------------------------------------------------------------------
 
@@ -640,7 +641,6 @@ VIEWER_MAX_BYTES = 8 * 1024 * 1024
 REFRESH_MIN_INTERVAL_S = 1.0
 #: Update sequence numbers remembered for ack bookkeeping.
 MAX_TRACKED_SEQS = 512
-_BACKGROUND: set[asyncio.Task[None]] = set()
 _ACK_PREFIX = '{"type":"ack"'
 _MONITORS_PREFIX = '{"type":"monitors"'
 #: Agent text that belongs to the screen (every viewer gets it; a viewer that lags may lose it).

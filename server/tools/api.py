@@ -29,6 +29,7 @@ from protocol.tools import (
 from .. import api, audit
 from ..api.scopes import DEVICE
 from ..auth.rights import Right
+from ..sessions import SESSIONS
 from ..store import Database
 from .calls import CHANGE_TIMEOUT_S, LIST_TIMEOUT_S, ToolCalls
 
@@ -71,14 +72,18 @@ def _request(kind: type[Any], **fields: Any) -> Any:
         raise api.ApiError.invalid(str(exc)) from exc
 
 
-async def check_session(db: Database, device_id: str, session_id: str, username: str) -> None:
-    """The caller's own control session, streaming to this device — or 403 saying what is missing."""
+async def check_session(db: Database, device_id: str, session_id: str, username: str,
+                        controller: str | None = None) -> None:
+    """A control session streaming to this device that the caller controls — or 403 saying what is missing.
+
+    ``controller`` is who controls the running session on this node (after a hand-off, not the requester);
+    without it (the session runs elsewhere) the requester recorded in the database is taken."""
     row = await db.fetchone("SELECT device_id, technician_user, state, mode FROM sessions WHERE id = ?",
                             (session_id,))
     if row is None or row["device_id"] != device_id:
         raise api.ApiError(403, "no_authority", "changes need your running control session on this device")
-    if row["technician_user"] != username:
-        raise api.ApiError(403, "no_authority", "that session belongs to another technician")
+    if (controller if controller is not None else row["technician_user"]) != username:
+        raise api.ApiError(403, "no_authority", "that session is controlled by another technician")
     if row["state"] != "streaming":
         raise api.ApiError(403, "no_authority", "that session is not running")
     if row["mode"] != "control":
@@ -89,7 +94,9 @@ async def _checked(request: web.Request, device: str, session_id: str, action: s
     """:func:`check_session`, with a refusal audited like an attempt that reached the device."""
     caller = api.principal(request)
     try:
-        await check_session(api.db(request), device, session_id, caller.username)
+        live = request.app[SESSIONS].live.get(session_id)
+        await check_session(api.db(request), device, session_id, caller.username,
+                            live.people.controller if live is not None else None)
     except api.ApiError as exc:
         await audit.append(api.db(request), f"user:{caller.username}", action, device,
                            {**details, "done": False, "outcome": exc.message})
