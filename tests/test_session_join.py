@@ -485,3 +485,16 @@ async def test_what_the_agent_says_before_the_controller_attaches_reaches_them(t
             async with viewer_for(server, sid, "ann") as ann:
                 await ann.wait_for(lambda v: v.caps is not None and v.stats.updates >= 1, timeout=20)
             assert sid in agent.sessions.running or sid in agent.sessions.finished
+
+
+async def test_invite_candidates_include_admins_and_technicians_of_the_group(tmp_path: Path) -> None:
+    """Who the controller may invite: enabled accounts with remote_view on the group — admins hold it everywhere."""
+    from server.sessions.api import _candidates
+    from tests.test_accounts_support import make_user
+
+    async with running_server(tmp_path / "srv") as server:
+        await make_user(server, "ada", "admin")
+        await make_user(server, "tess", "technician", groups={"lab": None})
+        await make_user(server, "otto", "technician", groups={"other": None})
+        assert await _candidates(server.db, "lab", ["tess"]) == ["ada"]
+        assert await _candidates(server.db, "lab", []) == ["ada", "tess"]

@@ -102,9 +102,14 @@ async def group_rights(db: Database | Transaction, user_id: str) -> dict[str, Ri
 
 
 async def rights_by_group(db: Database | Transaction, row: Row) -> dict[str, Right]:
-    if row["role"] == "admin":
+    return await rights_of(db, row["id"], row["role"])
+
+
+async def rights_of(db: Database | Transaction, user_id: str, role: str) -> dict[str, Right]:
+    """An account's rights per device group: an admin holds every right on every group."""
+    if role == "admin":
         return {ANY_GROUP: ALL_RIGHTS}
-    return await group_rights(db, row["id"])
+    return await group_rights(db, user_id)
 
 
 async def principal_for(db: Database | Transaction, row: Row, session_id: str | None) -> Principal:

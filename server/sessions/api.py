@@ -348,7 +348,7 @@ async def _candidates(db: Database, group: str, present: list[str]) -> list[str]
     for user in await users.list_users(db):
         if user.disabled or user.username in present:
             continue
-        rights = await users.group_rights(db, user.id)
+        rights = await users.rights_of(db, user.id, user.role)
         if Right.REMOTE_VIEW in rights.get(group, Right.NONE) | rights.get(ANY_GROUP, Right.NONE):
             found.append(user.username)
     return found[:200]
