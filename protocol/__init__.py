@@ -5,6 +5,7 @@ tested (and fuzzed) without a network.
 """
 
 from . import codec, control, errors, limits, messages, version
+from . import requests as requests  # request.* and fix.outcome messages (issue 18)
 from . import session as session  # session.* messages
 from . import tasks as tasks  # task.* messages
 
