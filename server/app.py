@@ -80,6 +80,8 @@ class HelplineServer:
                                                     summary="This document", response=dict[str, Any])])
         self.watcher: EventWatcher | None = None
         self._runners: list[web.AppRunner] = []
+        #: Both listeners accept connections (``/readyz``); false before start() and from stop().
+        self.listening = False
         self.gate: net.Gatekeeper | None = None  # caps and timeouts of both listeners, set in start()
         self._tasks: list[asyncio.Task[None]] = []
         self.agent_port = config.agent_port
@@ -95,6 +97,7 @@ class HelplineServer:
             console_api,
             console_static,
             enroll_api,
+            ops,
             passkeys,
             renewal,
             sessions,
@@ -105,7 +108,7 @@ class HelplineServer:
         from .updates import feature as updates
 
         for feature in (issuer, enroll_api, renewal, sessions, recordings_api, authority, tasks, tools, updates, cmdb,
-                        accounts, passkeys, console_api, console_static):
+                        accounts, passkeys, console_api, console_static, ops):  # ops last: it counts the others
             feature.setup(self)
 
     def _console_origins(self, _request: web.Request) -> set[str]:
@@ -149,6 +152,7 @@ class HelplineServer:
         # Port 0 in tests: read back the ports the OS chose.
         self.agent_port = self._bound_port(0) or self.config.agent_port
         self.console_port = self._bound_port(1) or self.config.console_port
+        self.listening = True
         for factory in self.background:
             self._tasks.append(asyncio.create_task(factory()))
         log.info("server listening", extra={"agent_port": self.agent_port, "console_port": self.console_port,
@@ -166,6 +170,7 @@ class HelplineServer:
         return port
 
     async def stop(self) -> None:
+        self.listening = False
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,21 @@ async def append(db: Database, actor: str, action: str, target: str = "", detail
     async with db.transaction() as tx:
         seq = await append_in(tx, actor, action, target, details)
     await anchor_head(db)
+    for listener in getattr(db, _LISTENERS_ATTR, ()):
+        listener(seq)
     return seq
+
+
+_LISTENERS_ATTR = "_helpline_audit_listeners"
+
+
+def on_append(db: Database, listener: Callable[[int], None]) -> None:
+    """Call ``listener(seq)`` after each :func:`append` on ``db`` (this handle) commits — the SIEM
+    stream wakes on it. Records from :func:`append_in` inside larger transactions are not announced:
+    a listener also polls."""
+    listeners: list[Callable[[int], None]] = getattr(db, _LISTENERS_ATTR, [])
+    listeners.append(listener)
+    setattr(db, _LISTENERS_ATTR, listeners)
 
 
 # --- the anchor: the head kept outside the database ------------------------------------------

@@ -4,6 +4,44 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class MetricsConfig:
+    """``[metrics]``: who may read ``/metrics`` (server/ops/metrics.py). Deny by default: without a
+    token the console port answers 404, and the plain-HTTP listener is only started when asked for."""
+
+    #: Bearer token a scraper sends to ``https://HOST:CONSOLE_PORT/metrics`` ("" = no scraping there).
+    token: str = ""
+    #: ``127.0.0.1:9464``: a plain-HTTP listener for /metrics, /healthz, /readyz on a loopback address
+    #: only (no token there: whoever can reach localhost can read the figures). "" = none.
+    listen: str = ""
+
+
+@dataclass
+class SiemConfig:
+    """``[siem]``: where audit records are streamed as they are written (server/ops/siem/)."""
+
+    #: ``HOST:PORT`` of an RFC 5425 syslog-over-TLS receiver ("" = none).
+    syslog: str = ""
+    #: CA bundle that verifies the syslog receiver's certificate (default: the system's).
+    syslog_ca: Path | None = None
+    #: Name the receiver's certificate must carry (default: HOST).
+    syslog_server_name: str = ""
+    #: Optional client certificate chain and key presented to the receiver.
+    syslog_client_cert: Path | None = None
+    syslog_client_key: Path | None = None
+    #: JSON lines appended to this file ("" = none).
+    json_file: Path | None = None
+    #: JSON lines POSTed (application/x-ndjson) to this URL; https, or http to a loopback address.
+    json_url: str = ""
+    #: CA bundle for an https json_url (default: the system's).
+    json_url_ca: Path | None = None
+    #: Records read and sent per batch (what is held in memory per sink).
+    batch: int = 500
+    #: Seconds between looks at the log for records appended inside other transactions or processes.
+    poll_s: float = 1.0
 
 
 @dataclass
@@ -69,6 +107,9 @@ class ServerConfig:
     #: Token last_used / session last_seen are kept in memory and written in batches this often
     #: (server/accounts/usage.py): a request never writes to the database to authenticate.
     auth_usage_flush_s: float = 30.0
+    #: ``[metrics]`` and ``[siem]`` tables of the same file (:func:`load_sections`).
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    siem: SiemConfig = field(default_factory=SiemConfig)
 
     @property
     def pki_path(self) -> Path:
@@ -81,3 +122,14 @@ class ServerConfig:
     @property
     def console_url(self) -> str:
         return f"https://{self.public_host}:{self.console_port}"
+
+
+def load_sections(config: ServerConfig, path: Path | None) -> ServerConfig:
+    """Fill ``config.metrics`` and ``config.siem`` from the file's ``[metrics]`` and ``[siem]`` tables
+    (``HELPLINE_METRICS_TOKEN``, ``HELPLINE_SIEM_SYSLOG`` … override them)."""
+    from common.config import load_config
+
+    sections: dict[str, Any] = {"metrics": MetricsConfig, "siem": SiemConfig}
+    for name, cls in sections.items():
+        setattr(config, name, load_config(cls, path, section=name, env_prefix=f"HELPLINE_{name.upper()}_"))
+    return config

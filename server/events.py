@@ -58,6 +58,11 @@ class EventWatcher:
     def on(self, kind: str, handler: Handler) -> None:
         self._handlers.setdefault(kind, []).append(handler)
 
+    @property
+    def last_seq(self) -> int:
+        """The newest event seq dispatched (the metrics' bus lag counts what is committed after it)."""
+        return self._last_seq
+
     async def start_from_now(self) -> None:
         """Skip what is already committed, but keep wanting seqs still in flight at start.
 

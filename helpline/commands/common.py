@@ -35,10 +35,12 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
 
 
 def server_config(args: argparse.Namespace, **overrides: Any) -> ServerConfig:
-    from server.config import ServerConfig
+    from server.config import ServerConfig, load_sections
 
-    return load_config(ServerConfig, getattr(args, "config", None), section="server",
-                       overrides={"data_dir": getattr(args, "data", None), **overrides})
+    path = getattr(args, "config", None)
+    config = load_config(ServerConfig, path, section="server",
+                         overrides={"data_dir": getattr(args, "data", None), **overrides})
+    return load_sections(config, path)  # [metrics], [siem]
 
 
 def with_database(config: ServerConfig, work: Callable[[Database], Awaitable[T]]) -> T:

@@ -1,0 +1,1 @@
+"""Audit records streamed to a SIEM."""

@@ -1,0 +1,190 @@
+"""Where audit records go: syslog over TLS (RFC 5425), a JSON-lines file, an HTTP endpoint.
+
+Each sink's :meth:`send` returns once the batch is *acknowledged* — fsync'd to the file, a 2xx
+from the endpoint, written and drained to the syslog receiver — and raises otherwise. Syslog
+has no application-level acknowledgement: bytes drained into a connection that then breaks may
+never have arrived, so :meth:`SyslogTls.rewind` names the oldest record sent over the broken
+connection in the last :data:`REPLAY_S`, and the stream sends from there again (at least once:
+a receiver drops repeats by ``seq``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ipaddress
+import os
+import ssl
+import time
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from .records import json_line, octet_counted, syslog_message
+
+#: Records sent over a syslog connection this recently are sent again after it breaks.
+REPLAY_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+SEND_TIMEOUT_S = 30.0
+
+
+class Sink(Protocol):
+    name: str
+    destination: str
+
+    async def send(self, records: list[dict[str, Any]]) -> None: ...
+
+    def rewind(self) -> int | None: ...
+
+    async def close(self) -> None: ...
+
+
+class SyslogTls:
+    """RFC 5425: TLS (server certificate verified, optional client certificate), octet-counted frames."""
+
+    name = "syslog"
+
+    def __init__(self, address: str, context: ssl.SSLContext, server_name: str, node: str) -> None:
+        host, _, port = address.rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+        self.destination = address
+        self.context = context
+        self.server_name = server_name or self.host
+        self.node = node
+        self._writer: asyncio.StreamWriter | None = None
+        #: (seq, sent at) of what went over the current connection lately.
+        self._sent: collections.deque[tuple[int, float]] = collections.deque(maxlen=100_000)
+        self._rewind: int | None = None
+
+    async def _connect(self) -> asyncio.StreamWriter:
+        if self._writer is None or self._writer.is_closing():
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                self.host, self.port, ssl=self.context, server_hostname=self.server_name), CONNECT_TIMEOUT_S)
+            self._writer = writer
+            self._reader = reader
+            self._sent.clear()
+        return self._writer
+
+    async def send(self, records: list[dict[str, Any]]) -> None:
+        writer = await self._connect()
+        try:
+            if self._reader.at_eof():  # the receiver closed: what went out last may be lost
+                raise ConnectionResetError("the syslog receiver closed the connection")
+            writer.write(b"".join(octet_counted(syslog_message(r, self.node, os.getpid())) for r in records))
+            await asyncio.wait_for(writer.drain(), SEND_TIMEOUT_S)
+        except BaseException:
+            self._broken(records[0]["seq"] if records else None)
+            raise
+        now = time.monotonic()
+        self._sent.extend((r["seq"], now) for r in records)
+
+    def _broken(self, unsent: int | None) -> None:
+        cutoff = time.monotonic() - REPLAY_S
+        recent = [seq for seq, at in self._sent if at >= cutoff]
+        candidates = [s for s in (*recent, unsent) if s is not None]
+        self._rewind = min(candidates) - 1 if candidates else None
+        self._sent.clear()
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = None
+
+    def rewind(self) -> int | None:
+        rewind, self._rewind = self._rewind, None
+        return rewind
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+                await asyncio.wait_for(self._writer.wait_closed(), 2)
+            self._writer = None
+
+
+def syslog_context(ca: Path | None, client_cert: Path | None, client_key: Path | None) -> ssl.SSLContext:
+    """Verifying client context: the receiver's certificate against ``ca`` (or the system's roots)."""
+    context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if client_cert is not None:
+        context.load_cert_chain(str(client_cert), str(client_key) if client_key else None)
+    return context
+
+
+class JsonFile:
+    """JSON lines appended to a file, fsync'd before the batch counts as delivered."""
+
+    name = "file"
+
+    def __init__(self, path: Path, node: str) -> None:
+        self.path = path
+        self.destination = str(path)
+        self.node = node
+
+    async def send(self, records: list[dict[str, Any]]) -> None:
+        data = b"".join(json_line(r, self.node) for r in records)
+        await asyncio.to_thread(self._append, data)
+
+    def _append(self, data: bytes) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def rewind(self) -> int | None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def check_url(url: str) -> None:
+    """https, or plain http only to a loopback address (audit records carry who did what)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return
+    if parts.scheme == "http":
+        host = parts.hostname or ""
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                return
+        except ValueError:
+            if host == "localhost":
+                return
+    raise ValueError(f"[siem] json_url must be https (or http to a loopback address): {parts.scheme}://{parts.hostname}")
+
+
+class JsonHttp:
+    """JSON lines POSTed as ``application/x-ndjson``; any 2xx acknowledges the whole batch."""
+
+    name = "http"
+
+    def __init__(self, url: str, ca: Path | None, node: str) -> None:
+        check_url(url)
+        self.url = url
+        self.destination = url
+        self.node = node
+        self.context = ssl.create_default_context(cafile=str(ca) if ca else None)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def send(self, records: list[dict[str, Any]]) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_S))
+        data = b"".join(json_line(r, self.node) for r in records)
+        async with self._session.post(self.url, data=data, ssl=self.context,
+                                      headers={"Content-Type": "application/x-ndjson"}) as resp:
+            if not 200 <= resp.status < 300:
+                raise ConnectionError(f"the endpoint answered {resp.status}")
+
+    def rewind(self) -> int | None:
+        return None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
