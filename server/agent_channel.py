@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -149,7 +150,11 @@ async def _serve(server: HelplineServer, conn: AgentConnection) -> None:
             await conn.flush()
             continue
         if msg.type == WSMsgType.TEXT:
+            refused = channel.errors_received
             channel.receive(msg.data, loop.time())
+            if channel.errors_received > refused:  # answered with an error by the channel; logged here
+                log.warning("invalid message from agent refused", extra={
+                    "device_id": conn.device_id, "bytes": len(msg.data), "type": _type_of(msg.data)})
         elif msg.type == WSMsgType.BINARY:
             await conn.reply_error("invalid", "binary frames are not allowed on the control channel", None)
             continue
@@ -162,6 +167,12 @@ async def _serve(server: HelplineServer, conn: AgentConnection) -> None:
             await _dispatch(server, conn, event)
         await conn.flush()
     await conn.flush()
+
+
+def _type_of(data: str) -> str:
+    """The ``type`` a refused frame claimed, for the log (at most 64 printable characters)."""
+    found = re.search(r'"type"\s*:\s*"([^"]{0,64})', data[:4096])
+    return "".join(c for c in found.group(1) if c.isprintable()) if found else "?"
 
 
 async def _dispatch(server: HelplineServer, conn: AgentConnection, message: Message) -> None:

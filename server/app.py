@@ -36,6 +36,8 @@ from .config import ServerConfig
 from .connections import ConnectionRegistry
 from .events import EventWatcher
 from .presence import Presence
+from .requests.events import RequestEvents
+from .requests.repository import REQUEST_CHANGED
 from .store import Database, open_database
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,8 @@ class HelplineServer:
         self.audit_throttle = AuditThrottle()
         self.agent_handlers = AgentHandlers()
         self.on_agent_ready: list[Callable[[AgentConnection], Awaitable[None]]] = []
+        #: Committed support-request events, for whoever reacts to them (server/requests/events.py).
+        self.request_events = RequestEvents()
         self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self.inventory_checksums_provider: Callable[[str], Awaitable[dict[str, str] | None]] | None = None
         self.agent_app = web.Application(client_max_size=64 * 1024)
@@ -102,12 +106,14 @@ class HelplineServer:
             renewal,
             sessions,
         )
+        from .requests import feature as requests
         from .sessions import recordings_api
         from .tasks import feature as tasks
         from .tools import feature as tools
         from .updates import feature as updates
 
         for feature in (issuer, enroll_api, renewal, sessions, recordings_api, authority, tasks, tools, updates, cmdb,
+                        requests,  # support requests (issue 18)
                         accounts, passkeys, console_api, console_static, ops):  # ops last: it counts the others
             feature.setup(self)
 
@@ -135,6 +141,7 @@ class HelplineServer:
         self.watcher = EventWatcher(self.db)
         await self.watcher.start_from_now()
         self.watcher.on(devices.DEVICE_REVOKED, self._on_device_revoked)
+        self.watcher.on(REQUEST_CHANGED, self.request_events.deliver)
         self.background.append(self.watcher.run)
         self.background.append(self.presence.run)
         self.background.append(lambda: audit.keep_anchored(self.db))

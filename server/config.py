@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server.requests.config import RequestsConfig
+
 
 @dataclass
 class MetricsConfig:
@@ -110,6 +112,8 @@ class ServerConfig:
     #: ``[metrics]`` and ``[siem]`` tables of the same file (:func:`load_sections`).
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     siem: SiemConfig = field(default_factory=SiemConfig)
+    #: ``[requests]``: Slack/Teams announcements of support requests (server/requests/config.py).
+    requests: RequestsConfig = field(default_factory=RequestsConfig)
 
     @property
     def pki_path(self) -> Path:
@@ -129,7 +133,7 @@ def load_sections(config: ServerConfig, path: Path | None) -> ServerConfig:
     (``HELPLINE_METRICS_TOKEN``, ``HELPLINE_SIEM_SYSLOG`` … override them)."""
     from common.config import load_config
 
-    sections: dict[str, Any] = {"metrics": MetricsConfig, "siem": SiemConfig}
+    sections: dict[str, Any] = {"metrics": MetricsConfig, "siem": SiemConfig, "requests": RequestsConfig}
     for name, cls in sections.items():
         setattr(config, name, load_config(cls, path, section=name, env_prefix=f"HELPLINE_{name.upper()}_"))
     return config

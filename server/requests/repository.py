@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,7 +137,7 @@ async def waiting_unannounced(db: Database, *, older_than: float) -> list[Row]:
 # --- writes ---------------------------------------------------------------------------------------
 
 
-async def _event_in(tx: Transaction, request_id: str, kind: str, actor: str, detail: dict[str, Any],
+async def event_in(tx: Transaction, request_id: str, kind: str, actor: str, detail: dict[str, Any],
                     at: float) -> None:
     """One row of the request's event log plus the cross-node notification that carries it."""
     body = json.dumps(detail, sort_keys=True, separators=(",", ":"))
@@ -153,7 +154,12 @@ async def _next_number(tx: Transaction) -> int:
     return int(row["n"] if row else 0) + 1
 
 
-async def open_request(db: Database, new: NewRequest) -> tuple[Row, bool]:
+#: Called inside the creating transaction with the new row (the announcer queues its webhooks there,
+#: so every request is announced exactly once whichever node created it).
+OnCreated = Callable[[Transaction, Row], Awaitable[None]]
+
+
+async def open_request(db: Database, new: NewRequest, *, on_created: OnCreated | None = None) -> tuple[Row, bool]:
     """Create the request (once per device and ``local_id``); returns (row, whether it was created).
 
     A self-service attempt that failed or did not help makes the request an escalated one.
@@ -184,12 +190,16 @@ async def open_request(db: Database, new: NewRequest) -> tuple[Row, bool]:
                    "requester": new.requester, "screenshot": new.screenshot is not None,
                    "diagnostics": len(new.diagnostics)}
         await audit.append_in(tx, device_actor, "request.open", request_id, summary)
-        await _event_in(tx, request_id, "created", device_actor, summary, now)
+        await event_in(tx, request_id, "created", device_actor, summary, now)
         if escalated and new.attempt is not None:
             detail = {"from": "self_service", "fix_id": new.attempt.get("fix_id", ""),
                       "outcome": new.attempt.get("outcome", "")}
             await audit.append_in(tx, device_actor, "request.escalate", request_id, detail)
-            await _event_in(tx, request_id, "escalated", device_actor, detail, now)
+            await event_in(tx, request_id, "escalated", device_actor, detail, now)
+        if on_created is not None:
+            created = await get(tx, request_id)
+            assert created is not None
+            await on_created(tx, created)
     await audit.anchor_head(db)
     row = await get(db, request_id)
     assert row is not None
@@ -247,7 +257,7 @@ async def transition(db: Database, request_id: str, action: str, *, actor: str, 
         columns = ", ".join(f"{name} = ?" for name in sets)
         await tx.execute(f"UPDATE support_requests SET {columns} WHERE id = ?", (*sets.values(), request_id))  # noqa: S608 (fixed column names)
         await audit.append_in(tx, actor, f"request.{action}", request_id, {"number": row["number"], **detail})
-        await _event_in(tx, request_id, kind, actor, detail, now)
+        await event_in(tx, request_id, kind, actor, detail, now)
     await audit.anchor_head(db)
     updated = await get(db, request_id)
     assert updated is not None
@@ -281,11 +291,11 @@ async def add_note(db: Database, request_id: str, *, actor: str, text: str, from
         detail = {"text": text, "from": "device" if from_device else "technician"}
         await audit.append_in(tx, actor, "request.note", request_id, {"number": row["number"], "from": detail["from"],
                                                                      "length": len(text)})
-        await _event_in(tx, request_id, "note", actor, detail, now)
+        await event_in(tx, request_id, "note", actor, detail, now)
         if reopened:
             reopen = {"from": RESOLVED, "to": WAITING, "reopened_count": sets["reopened_count"], "by": "device"}
             await audit.append_in(tx, actor, "request.reopen", request_id, {"number": row["number"], **reopen})
-            await _event_in(tx, request_id, "reopened", actor, reopen, now)
+            await event_in(tx, request_id, "reopened", actor, reopen, now)
     await audit.anchor_head(db)
     updated = await get(db, request_id)
     assert updated is not None
@@ -304,23 +314,13 @@ async def record_session(db: Database, request_id: str, *, session_id: str, acto
                              (now, now, request_id))
         detail = {"session_id": session_id, "first": first}
         await audit.append_in(tx, actor, "request.session", request_id, {"number": row["number"], **detail})
-        await _event_in(tx, request_id, "session", actor, detail, now)
+        await event_in(tx, request_id, "session", actor, detail, now)
     await audit.anchor_head(db)
 
 
-async def record_announced(db: Database, request_id: str, *, what: str, targets: list[str],
-                           now: float | None = None) -> None:
-    """A new/waiting request was announced to chat webhooks (``targets``: "slack", "teams")."""
-    now = time.time() if now is None else now
-    async with db.transaction() as tx:
-        if what == "waiting":
-            await tx.execute("UPDATE support_requests SET announced_waiting_at = ? WHERE id = ?", (now, request_id))
-        await _event_in(tx, request_id, "announced", "server", {"what": what, "targets": targets}, now)
-
-
-async def claim_waiting_announcement(db: Database, request_id: str, now: float) -> bool:
+async def claim_waiting_announcement(tx: Transaction, request_id: str, now: float) -> bool:
     """Take the right to announce ``request_id`` as waiting too long (one node wins)."""
-    changed = await db.execute("UPDATE support_requests SET announced_waiting_at = ? WHERE id = ?"
+    changed = await tx.execute("UPDATE support_requests SET announced_waiting_at = ? WHERE id = ?"
                                " AND announced_waiting_at IS NULL AND state = ?", (now, request_id, WAITING))
     return changed > 0
 

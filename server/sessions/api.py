@@ -23,6 +23,7 @@ from server.accounts import users
 from server.api import scopes
 from server.auth.rights import ANY_GROUP, Principal, Right
 from server.errors import ApiError
+from server.requests import sessions_link as request_link
 from server.store import Database, Row
 
 from . import chat, grants, notes, repository, views
@@ -40,6 +41,9 @@ class NewSession(msgspec.Struct):
     document_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{1,64}$", description=(
         "Unattended access under this approver-signed grant document: the device checks it, then asks the "
         "technician to sign its challenge (see `challenge` and `POST …/proof`)."))] | None = None
+    request_id: Annotated[str, msgspec.Meta(pattern=r"^req-[0-9a-f]{1,32}$", description=(
+        "Start it from this open support request of the device: the consent prompt names the request, and the "
+        "request records the session (a waiting one is claimed)."))] | None = None
 
 
 class SessionModeChange(msgspec.Struct):
@@ -166,9 +170,15 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
             raise ApiError.not_found("device")
         if device["status"] == "revoked":
             raise ApiError(409, "device_revoked", "the device is revoked")
+        reason, support = body.reason, None
+        if body.request_id is not None:
+            support = await request_link.usable(api.db(request), body.request_id, device["id"])
+            reason = request_link.offer_reason(support, body.reason)
         session = await sessions.request(device_id=device["id"], group=device["group_name"],
-                                         technician=api.principal(request), mode=body.mode, reason=body.reason,
+                                         technician=api.principal(request), mode=body.mode, reason=reason,
                                          document_id=body.document_id)
+        if support is not None:
+            await request_link.started(api.db(request), support, session.session_id, api.principal(request))
         return api.json(views.live_view(session), status=201)
 
     async def list_device_grants(request: web.Request) -> web.Response:

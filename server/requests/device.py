@@ -1,0 +1,127 @@
+"""The device's side of support requests on the control channel.
+
+``request.open`` is idempotent on the agent's ``local_id`` (a resend after a lost connection gets
+the same request); ``request.add`` / ``request.withdraw`` name the request by that id too, and only
+the device that opened it can reach it. Each is answered with ``request.status``; whatever the
+request refused is answered with an ``error`` naming the message and logged. Technicians' changes
+reach the device through :meth:`DeviceRequests.on_event` (every node hears every committed event;
+the one holding the device's connection sends), and on every connection the device is told about
+each of its open requests.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from protocol.requests import FixOutcome, RequestAdd, RequestOpen, RequestWithdraw, is_png
+
+from .. import audit
+from ..errors import ApiError
+from ..store import Row
+from . import repository as repo
+from .announce import Announcer
+from .events import RequestEvent
+from .views import status_of
+
+if TYPE_CHECKING:
+    from ..agent_channel import AgentConnection
+    from ..app import HelplineServer
+
+log = logging.getLogger(__name__)
+
+
+class DeviceRequests:
+    """Agent message handlers and the status push."""
+
+    def __init__(self, server: HelplineServer, announcer: Announcer | None = None) -> None:
+        self.server = server
+        self.announcer = announcer
+
+    def register(self) -> None:
+        handlers = self.server.agent_handlers
+        handlers.register(RequestOpen, self.on_open)
+        handlers.register(RequestAdd, self.on_add)
+        handlers.register(RequestWithdraw, self.on_withdraw)
+        handlers.register(FixOutcome, self.on_fix_outcome)
+        self.server.on_agent_ready.append(self.on_ready)
+
+    async def _refuse(self, conn: AgentConnection, message_id: str, code: str, text: str, kind: str) -> None:
+        log.warning("request message refused", extra={"device_id": conn.device_id, "type": kind, "code": code,
+                                                      "reason": text})
+        await conn.reply_error(code, text, message_id)
+
+    async def on_open(self, conn: AgentConnection, msg: RequestOpen) -> None:
+        if msg.screenshot is not None and not is_png(msg.screenshot):
+            await self._refuse(conn, msg.id, "invalid", "the screenshot must be a PNG image", msg.type_name())
+            return
+        new = repo.NewRequest(
+            device_id=conn.device_id, local_id=msg.local_id, group_name=conn.group, requester=msg.requester,
+            summary=msg.summary, details=msg.details, urgency=msg.urgency, screenshot=msg.screenshot,
+            diagnostics=[msgspec.structs.asdict(d) for d in msg.diagnostics],
+            attempt=None if msg.attempt is None else msgspec.structs.asdict(msg.attempt))
+        hook = self.announcer.on_created if self.announcer is not None and self.announcer.enabled else None
+        row, created = await repo.open_request(self.server.db, new, on_created=hook)
+        if created:
+            log.info("support request opened", extra={"device_id": conn.device_id, "request_id": row["id"],
+                                                      "number": row["number"], "urgency": row["urgency"]})
+        await conn.send(status_of(row))
+
+    async def _own(self, conn: AgentConnection, msg: RequestAdd | RequestWithdraw) -> Row | None:
+        row = await repo.by_local_id(self.server.db, conn.device_id, msg.local_id)
+        if row is None:
+            await self._refuse(conn, msg.id, "not_found", "no such request from this device", msg.type_name())
+        return row
+
+    async def on_add(self, conn: AgentConnection, msg: RequestAdd) -> None:
+        row = await self._own(conn, msg)
+        if row is None:
+            return
+        try:
+            updated = await repo.add_note(self.server.db, row["id"], actor=f"device:{conn.device_id}", text=msg.text,
+                                          from_device=True)
+        except ApiError as exc:
+            await self._refuse(conn, msg.id, exc.code, exc.message, msg.type_name())
+            await conn.send(status_of(row))
+            return
+        await conn.send(status_of(updated))
+
+    async def on_withdraw(self, conn: AgentConnection, msg: RequestWithdraw) -> None:
+        row = await self._own(conn, msg)
+        if row is None:
+            return
+        if row["state"] == repo.WITHDRAWN:  # a resend: already done
+            await conn.send(status_of(row))
+            return
+        try:
+            updated = await repo.transition(self.server.db, row["id"], "withdraw", actor=f"device:{conn.device_id}")
+        except ApiError as exc:
+            await self._refuse(conn, msg.id, exc.code, exc.message, msg.type_name())
+            await conn.send(status_of(row))
+            return
+        await conn.send(status_of(updated))
+
+    async def on_fix_outcome(self, conn: AgentConnection, msg: FixOutcome) -> None:
+        """A self-service fix ran on the device (by the user, under a signed document): audited."""
+        await audit.append(self.server.db, f"device:{conn.device_id}", "fix.run", msg.fix_id,
+                           {"title": msg.title, "ok": msg.ok, "detail": msg.detail[:1000], "group": conn.group})
+
+    async def on_ready(self, conn: AgentConnection) -> None:
+        """After hello: the current status of each open request, so the device's window is right again."""
+        for row in await repo.open_for_device(self.server.db, conn.device_id):
+            await conn.send(status_of(row))
+
+    async def on_event(self, event: RequestEvent) -> None:
+        """Push the new status to the device when this node holds its connection (its own changes were
+        answered already)."""
+        row = await repo.get(self.server.db, event.request_id)
+        if row is None or event.actor == f"device:{row['device_id']}":
+            return
+        if event.kind == "announced":
+            return
+        conn = self.server.connections.get(row["device_id"])
+        if conn is None or conn.hello is None:
+            return
+        await conn.send(status_of(row))

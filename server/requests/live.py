@@ -1,0 +1,82 @@
+"""The queue's live feed: one console websocket per open Queue page, fed on every committed event.
+
+On connect the page gets a ``snapshot`` of the open requests of the groups it may see; after that an
+``update`` with the request's current view for each committed request event (heard through
+:class:`~server.requests.events.RequestEvents`, i.e. within the 0.2 s event poll of the commit, on
+whichever node the browser is connected to). A browser that does not read its socket is dropped
+after :data:`SEND_TIMEOUT_S` rather than holding up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from ..store import Database
+from . import repository as repo
+from .events import RequestEvent
+from .views import views_of
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 2.0
+
+
+@dataclass(eq=False)
+class Watcher:
+    ws: web.WebSocketResponse
+    #: Groups whose requests this page may see (None = all).
+    groups: set[str] | None
+
+    def sees(self, group: str) -> bool:
+        return self.groups is None or group in self.groups
+
+
+class QueueHub:
+    def __init__(self) -> None:
+        self._watchers: set[Watcher] = set()
+
+    def __len__(self) -> int:
+        return len(self._watchers)
+
+    async def snapshot(self, db: Database, groups: set[str] | None) -> dict[str, Any]:
+        rows = await repo.list_requests(db, states=[repo.WAITING, repo.CLAIMED],
+                                        groups=None if groups is None else sorted(groups))
+        return {"type": "snapshot", "requests": await views_of(db, rows)}
+
+    async def serve(self, db: Database, ws: web.WebSocketResponse, groups: set[str] | None) -> None:
+        watcher = Watcher(ws, groups)
+        self._watchers.add(watcher)  # before the snapshot: an event in between is sent, not lost
+        try:
+            await ws.send_json(await self.snapshot(db, groups))
+            async for _msg in ws:  # the page sends nothing we act on; reading keeps pings answered
+                pass
+        finally:
+            self._watchers.discard(watcher)
+
+    async def on_event(self, db: Database, event: RequestEvent) -> None:
+        if not self._watchers:
+            return
+        row = await repo.get(db, event.request_id)
+        if row is None:
+            return
+        targets = [w for w in self._watchers if w.sees(str(row["group_name"]))]
+        if not targets:
+            return
+        (view,) = await views_of(db, [row])
+        message = {"type": "update", "kind": event.kind, "actor": event.actor, "request": view}
+        await asyncio.gather(*(self._send(w, message) for w in targets))
+
+    async def _send(self, watcher: Watcher, message: dict[str, Any]) -> None:
+        try:
+            await asyncio.wait_for(watcher.ws.send_json(message), SEND_TIMEOUT_S)
+        except (TimeoutError, ConnectionError, RuntimeError) as exc:
+            log.info("queue page dropped", extra={"reason": type(exc).__name__})
+            self._watchers.discard(watcher)
+            with contextlib.suppress(Exception):
+                await watcher.ws.close()
