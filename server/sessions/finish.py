@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from protocol.session import SessionEnd
@@ -32,6 +32,8 @@ class Finisher:
         self._clock = clock
         self._connections = connections
         self._live = live
+        #: Called with the session id after its end is stored (ticket write-back); each must not raise.
+        self.on_finished: list[Callable[[str], Awaitable[None]]] = []
 
     async def finish(self, session: LiveSession, reason: str, by: str, *, notify_agent: bool = True,
                      detail: str = "") -> bool:
@@ -70,6 +72,11 @@ class Finisher:
                 await relay.close(machine.end_reason)
             session.notify()
             self._live.pop(session.session_id, None)
+        for hook in self.on_finished:
+            try:
+                await hook(session.session_id)
+            except Exception:
+                log.exception("a session-end hook failed", extra={"session_id": session.session_id})
         return True
 
     async def record_refusals(self, session_id: str, device_id: str, count: int) -> None:
