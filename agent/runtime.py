@@ -27,6 +27,8 @@ from .config import AgentConfig
 from .consent import ConsentUI
 from .consent.tk import TkConsentUI
 from .control_client import AgentClient, AgentRevoked
+from .help.desk import HelpDesk
+from .help.local_socket import SOCKET_NAME, LocalHelpSocket
 from .policy import PolicyError
 from .reporting import Reporter
 from .sessions import AgentSessions
@@ -64,6 +66,8 @@ class Agent:
     desktop: DesktopBroker | None = None
     #: Signed self-update (agent/update/): offers, the trial's commit, the last outcome's report.
     updates: Updater | None = None
+    #: Get help (agent/help/): the user's support requests and self-service fixes.
+    help: HelpDesk | None = None
 
 
 def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None = None,
@@ -78,21 +82,27 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
     broker = _desktop_broker(config) if config.desktop == "helper" else None
     if ui is None:
         ui = broker.ui if broker is not None else TkConsentUI(display)
+    task_service = TaskService(client, authority=store)
+    desk = HelpDesk(client, store, task_service)
     agent = Agent(
         client=client,
         authority=AuthorityFeature(client, store, clock=clock),
         sessions=AgentSessions(client, ui=ui, clock=clock, display=display, authority=store),
         reporter=Reporter(client),
-        tasks=TaskService(client, authority=store),
+        tasks=task_service,
         desktop=broker,
         updates=Updater(client, store, clock),
+        help=desk,
     )
+    desk.attach()
     if broker is not None:  # the root service: the screen and "who is there" come from the session helpers
         agent.sessions.screen_runner = broker.run_screen
         agent.sessions.asker = broker.nobody_to_ask
         client.background.append(broker.serve)
+        broker.help = desk  # Get help reaches the service through the users' session helpers
     else:  # direct mode as root: the remote shell runs as the user counted as logged in (agent.shell)
         agent.sessions.screen_kwargs["shell_user"] = config.session_user
+        client.background.append(LocalHelpSocket(desk, state.directory / SOCKET_NAME).serve)
     agent.authority.on_change.append(agent.sessions.on_authority_changed)
     authority_feature.attach(agent.authority)
     sessions.attach(agent.sessions)

@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from common.config import ConfigError
 from common.errors import EXIT_UNAVAILABLE, Unavailable
 from common.logs import escape
-from helpline.commands import admin, agent, certs, demo, server, trust, viewer
+from helpline.commands import admin, agent, certs, demo, get_help, server, support, trust, viewer
 
 #: The subcommands, in the order shown by ``--help``.
-COMMANDS = (certs, server, agent, admin, demo, viewer, trust)
+COMMANDS = (certs, server, agent, admin, demo, viewer, trust, get_help, support)
 
 DESCRIPTION = """\
 Helpline: remote IT support with asset health for the CMDB.
@@ -39,6 +39,8 @@ Helpline: remote IT support with asset health for the CMDB.
   helpline admin token create --group G print a one-line enrollment command for a device
   helpline agent enroll URL TOKEN ...   enroll this device
   helpline agent run                    run the agent (connects out, reconnects forever)
+  helpline help                         on a device: ask IT for help (the Get help window)
+  helpline support CODE                 not enrolled: one attended session with a technician's code
 
 Run 'helpline COMMAND --help' for the options of each command.
 """

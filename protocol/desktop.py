@@ -9,7 +9,8 @@ Direction is part of the type system: :class:`DesktopConnection` for the service
 even express "run this as root". What the helper may send is replies to what the service asked
 (prompt answers, indicator events, frames of a screen stream the service started, results of a
 file drop) plus one ``hello`` naming its logind session; the service checks every reply against
-what it has outstanding.
+what it has outstanding. The one exception is Get help (issue 18): :class:`HelpCall` carries its
+user's own support requests and self-service fix runs, acted on for the kernel-checked uid only.
 
 Shape follows :mod:`protocol.control`: verbs in (:meth:`DesktopConnection.receive_data`,
 :meth:`DesktopConnection.send`), nouns out (:meth:`DesktopConnection.events_received`,
@@ -31,8 +32,10 @@ from .stream import MAX_MONITORS, MAX_PAYLOAD, MAX_TEXT_BYTES
 
 #: Largest file the service hands a helper to drop into the user's Downloads.
 MAX_FILE_DROP = 4 * 1024 * 1024
+#: Largest line of the local help protocol relayed (a request with its screenshot; agent.help.wire.MAX_LINE).
+MAX_HELP_BODY = 4 * 1024 * 1024
 #: Largest frame either side accepts: a screen update (the tunnel's own limit) plus envelope.
-MAX_FRAME_BYTES = max(MAX_PAYLOAD, MAX_FILE_DROP) + 64 * 1024
+MAX_FRAME_BYTES = max(MAX_PAYLOAD, MAX_FILE_DROP, MAX_HELP_BODY) + 64 * 1024
 #: The longest wait a prompt may ask for (the policy's timeouts are far below).
 MAX_PROMPT_TIMEOUT_S = 3600.0
 LENGTH = struct.Struct(">I")
@@ -122,6 +125,24 @@ class FileDropped(DesktopMessage, frozen=True, tag="file.dropped"):
     ok: bool
     #: Where it landed (ok) or why not.
     detail: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+
+
+class HelpCall(DesktopMessage, frozen=True, tag="help.call"):
+    """A line of the local help protocol (agent.help.wire) from a Get help window of this helper's user.
+
+    ``channel`` names the window's connection to the helper. The one kind of message by which a helper
+    asks the service for something: the service decodes ``body`` as a typed call and acts for the
+    helper's *kernel-checked* user only (their own requests; fixes within the signed budget).
+    """
+
+    channel: Id
+    body: Annotated[bytes, msgspec.Meta(max_length=MAX_HELP_BODY)]
+
+
+class HelpClosed(DesktopMessage, frozen=True, tag="help.closed"):
+    """The window behind ``channel`` went away (the service forgets its watchers)."""
+
+    channel: Id
 
 
 # --- service → helper ----------------------------------------------------------------------
@@ -214,6 +235,13 @@ class ScreenStop(DesktopMessage, frozen=True, tag="screen.stop"):
     stream_id: Id
 
 
+class HelpReply(DesktopMessage, frozen=True, tag="help.reply"):
+    """An answer (or a pushed update) of the local help protocol for the window behind ``channel``."""
+
+    channel: Id
+    body: Annotated[bytes, msgspec.Meta(max_length=MAX_HELP_BODY)]
+
+
 class FileDrop(DesktopMessage, frozen=True, tag="file.drop"):
     """Write ``data`` into the user's Downloads folder as the user, under a safe form of ``name``."""
 
@@ -223,9 +251,9 @@ class FileDrop(DesktopMessage, frozen=True, tag="file.drop"):
 
 
 HelperMessage = (Hello | PromptAnswer | IndicatorReady | IndicatorEnded | IndicatorPeopleShown | ScreenFrame
-                 | ScreenEnded | FileDropped)
+                 | ScreenEnded | FileDropped | HelpCall | HelpClosed)
 ServiceMessage = (Welcome | Refused | PromptShow | IndicatorShow | IndicatorMode | IndicatorPeople | IndicatorClose
-                  | ScreenStart | ScreenFrame | ScreenStop | FileDrop)
+                  | ScreenStart | ScreenFrame | ScreenStop | FileDrop | HelpReply)
 Role = Literal["service", "helper"]
 
 _encoder = msgspec.msgpack.Encoder()
@@ -236,9 +264,9 @@ _decoders: dict[Role, msgspec.msgpack.Decoder[DesktopMessage]] = {
 }
 _sendable: dict[Role, tuple[type[DesktopMessage], ...]] = {
     "service": (Welcome, Refused, PromptShow, IndicatorShow, IndicatorMode, IndicatorPeople, IndicatorClose,
-                ScreenStart, ScreenFrame, ScreenStop, FileDrop),
+                ScreenStart, ScreenFrame, ScreenStop, FileDrop, HelpReply),
     "helper": (Hello, PromptAnswer, IndicatorReady, IndicatorEnded, IndicatorPeopleShown, ScreenFrame, ScreenEnded,
-               FileDropped),
+               FileDropped, HelpCall, HelpClosed),
 }
 
 

@@ -29,8 +29,22 @@ import struct
 from pathlib import Path
 from typing import Any, Literal
 
-from protocol.desktop import DesktopConnection, FileDrop, FileDropped, Hello, Refused, ToolkitRights, Welcome
+from protocol.desktop import (
+    DesktopConnection,
+    FileDrop,
+    FileDropped,
+    Hello,
+    HelpCall,
+    HelpClosed,
+    HelpReply,
+    Refused,
+    ToolkitRights,
+    Welcome,
+)
 
+from ..help import wire
+from ..help.desk import Caller, HelpDesk
+from ..help.endpoint import CallerSession
 from ..screen.session import SessionStats
 from ..screen.tunnel import Tunnel
 from ..toolkit.caps import ToolkitCaps
@@ -48,6 +62,8 @@ HELLO_TIMEOUT_S = 5.0
 DROP_TIMEOUT_S = 30.0
 #: Refusals remembered for inspection (oldest dropped).
 MAX_REFUSALS = 100
+#: Get help windows one helper may relay at once.
+MAX_HELP_CHANNELS = 16
 
 
 class HelperRefused(Exception):
@@ -94,6 +110,10 @@ class DesktopBroker:
         self.ui = RemoteConsentUI(self)
         self.listening = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Get help (agent/help/): set by build_agent; None answers every help call with a refusal.
+        self.help: HelpDesk | None = None
+        #: Open Get help windows: (helper link, its channel) → the caller session answering it.
+        self._help: dict[tuple[HelperLink, str], CallerSession] = {}
 
     # --- the socket -----------------------------------------------------------------------
 
@@ -154,6 +174,7 @@ class DesktopBroker:
                 await writer.wait_closed()
             return
         link = HelperLink(reader, writer, conn, peer, session, hello.display or session.display)
+        link.on_help = self._on_help
         old = self.helpers.get(session.session_id)
         self.helpers[session.session_id] = link
         if old is not None:
@@ -170,6 +191,8 @@ class DesktopBroker:
             for remote, bound in list(self._bound.items()):
                 if bound is link:
                     del self._bound[remote]
+            for key in [k for k in self._help if k[0] is link]:
+                await self._help.pop(key).close()
             log.info("session helper disconnected", extra={"session": session.session_id, "pid": peer.pid})
 
     async def _read_hello(self, reader: asyncio.StreamReader, conn: DesktopConnection) -> Hello:
@@ -190,6 +213,43 @@ class DesktopBroker:
         log.warning("session helper refused: %s", reason, extra={"uid": peer.uid, "pid": peer.pid})
         self.refusals.append(f"uid {peer.uid} pid {peer.pid}: {reason}")
         del self.refusals[:-MAX_REFUSALS]
+
+    # --- Get help ---------------------------------------------------------------------------
+
+    def _on_help(self, link: HelperLink, message: HelpCall | HelpClosed) -> None:
+        """A Get help window's call, relayed by its user's helper: answered for that helper's uid only."""
+        key = (link, message.channel)
+        if isinstance(message, HelpClosed):
+            session = self._help.pop(key, None)
+            if session is not None:
+                self._spawn(session.close())
+            return
+
+        async def reply(answer: wire.AgentMessage) -> None:
+            await link.send(HelpReply(channel=message.channel, body=wire.encode(answer)))
+
+        try:
+            call = wire.decode_call(message.body)
+        except wire.WireError as exc:
+            self._spawn(reply(wire.Failed(call=0, reason=f"not a valid call: {exc}"[:4000])))
+            return
+        if self.help is None:
+            self._spawn(reply(wire.Failed(call=call.call, reason="Get help is not available on this device")))
+            return
+        session = self._help.get(key)
+        if session is None:
+            if sum(1 for k in self._help if k[0] is link) >= MAX_HELP_CHANNELS:
+                self._spawn(reply(wire.Failed(call=call.call, reason="too many help windows open")))
+                return
+            # The requester is the session's user as logind and SO_PEERCRED say, never the helper's word.
+            session = CallerSession(self.help, Caller(uid=link.peer.uid, user=link.session.user), reply)
+            self._help[key] = session
+        session.receive(call)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- who is in front ------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from protocol.desktop import (
     FileDrop,
     FileDropped,
     Hello,
+    HelpReply,
     IndicatorClose,
     IndicatorEnded,
     IndicatorMode,
@@ -47,6 +48,8 @@ from protocol.desktop import (
 )
 
 from ..consent.ui import ConsentUI, ConsentUnavailable, Indicator, IndicatorInfo, PromptRequest
+from ..help.helper_socket import HelpRelay
+from ..help.helper_socket import default_path as default_help_path
 from . import downloads
 from .link import READ_CHUNK
 
@@ -95,7 +98,7 @@ class SessionHelper:
 
     def __init__(self, socket_path: Path, session_id: str, display: str, *, wayland: str = "",
                  ui: ConsentUI | None = None, downloads_dir: Path | None = None,
-                 screen_kwargs: dict[str, Any] | None = None) -> None:
+                 screen_kwargs: dict[str, Any] | None = None, help_socket: Path | None = None) -> None:
         from ..consent.tk import TkConsentUI
 
         self.socket_path, self.session_id, self.display, self.wayland = socket_path, session_id, display, wayland
@@ -122,13 +125,26 @@ class SessionHelper:
             ScreenFrame: self._frame,
             ScreenStop: self._screen_stop,
             FileDrop: lambda m: self._spawn(self._drop(m)),
+            HelpReply: self._help_reply,
         }
+        #: Get help windows of this user (``helpline help``) relayed to the service (agent/help/).
+        help_path = help_socket if help_socket is not None else default_help_path()
+        self.help = HelpRelay(help_path, self.send, self.welcomed.is_set) if help_path is not None else None
 
     # --- connection ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event | None = None) -> int:
         """Serve the service until ``stop`` (0), or until it refuses this helper (:data:`EXIT_REFUSED`)."""
         stop = stop or asyncio.Event()
+        relay = asyncio.ensure_future(self.help.serve()) if self.help is not None else None
+        try:
+            return await self._run(stop)
+        finally:
+            if relay is not None:
+                relay.cancel()
+                await asyncio.gather(relay, return_exceptions=True)
+
+    async def _run(self, stop: asyncio.Event) -> int:
         attempt = 0
         while not stop.is_set():
             try:
@@ -213,6 +229,8 @@ class SessionHelper:
 
     async def _teardown(self) -> None:
         """The service is gone: stop every stream, close every indicator, finish or cancel the rest."""
+        if self.help is not None:
+            self.help.drop_all()
         for tunnel in self._streams.values():
             tunnel.close()
         for indicator in list(self._indicators.values()):
@@ -321,6 +339,10 @@ class SessionHelper:
         await self._reply(ScreenEnded(stream_id=message.stream_id, reason=stats.end_reason[:256],
                                       refused_inputs=stats.refused_inputs, injected_inputs=stats.injected_inputs,
                                       updates_sent=stats.updates_sent))
+
+    def _help_reply(self, message: HelpReply) -> None:
+        if self.help is not None:
+            self._spawn(self.help.reply(message))
 
     def _frame(self, message: ScreenFrame) -> None:
         tunnel = self._streams.get(message.stream_id)

@@ -4,7 +4,8 @@ Everything the helper sends must answer something the service asked: a prompt id
 indicator it showed, a screen stream it started, a file it handed over. Replies to ids the
 service no longer waits for (a late answer after a timeout) are logged and dropped; a helper
 that keeps sending them, or that breaks the framing, is disconnected. Nothing a helper says
-starts work in the service.
+starts work in the service — except Get help: ``help.call``/``help.closed`` go to
+:attr:`HelperLink.on_help` (the broker), which acts for this link's kernel-checked user only.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from protocol.desktop import (
     DesktopConnection,
     DesktopMessage,
     FileDropped,
+    HelpCall,
+    HelpClosed,
     IndicatorEnded,
     IndicatorPeopleShown,
     IndicatorReady,
@@ -87,6 +90,8 @@ class HelperLink:
         self.streams: dict[str, StreamRelay] = {}
         self.drops: dict[str, asyncio.Future[FileDropped]] = {}
         self.unsolicited = 0
+        #: Where Get help calls go (the broker sets it); None: they are dropped as unsolicited.
+        self.on_help: Callable[[HelperLink, HelpCall | HelpClosed], None] | None = None
         self._send_lock = asyncio.Lock()
         self._handlers: dict[type[DesktopMessage], Callable[[Any], None]] = {
             PromptAnswer: self._on_answer,
@@ -96,6 +101,8 @@ class HelperLink:
             ScreenFrame: self._on_frame,
             ScreenEnded: self._on_screen_ended,
             FileDropped: self._on_dropped,
+            HelpCall: self._on_help,
+            HelpClosed: self._on_help,
         }
 
     def __repr__(self) -> str:
@@ -222,6 +229,12 @@ class HelperLink:
             return
         stream.ended.set_result(message)
         stream.frames.put_nowait(None)
+
+    def _on_help(self, message: HelpCall | HelpClosed) -> None:
+        if self.on_help is None:
+            self._unsolicited("help call")
+            return
+        self.on_help(self, message)
 
     def _on_dropped(self, message: FileDropped) -> None:
         future = self.drops.get(message.drop_id)

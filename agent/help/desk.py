@@ -1,0 +1,219 @@
+"""The agent's help desk: support requests on the control channel, the book, the self-service fixes.
+
+Whoever asks — the Get help window or ``helpline help --send`` of a user, through the direct-mode
+socket or a session helper — is a :class:`Caller` whose uid comes from the kernel (SO_PEERCRED),
+never from what it says; a caller sees and changes only its own requests. ``request.open`` is
+sent on every connection until the server's first ``request.status`` for its ``local_id`` (the
+idempotency key); the server sends every open request's status on connect, so what the window
+shows after a restart of the agent is current. Watchers (open windows) get the new list on every
+change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from protocol import codec
+from protocol.messages import Message
+from protocol.requests import FixAttempt, FixOutcome, RequestAdd, RequestOpen, RequestStatus, RequestWithdraw
+
+from . import diagnostics
+from .book import MAX_OPEN_PER_USER, Book, Entry
+from .fixes import FixResult, SelfService, view
+from .wire import Open, RequestView, State
+
+if TYPE_CHECKING:
+    from agent.authority import AuthorityStore
+    from agent.control_client import AgentClient
+    from agent.tasks.service import TaskService
+
+log = logging.getLogger(__name__)
+
+
+class HelpRefused(Exception):
+    """The call cannot be done; the message says why (shown to the user)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks: the kernel's uid and that uid's name (the requester the technician sees)."""
+
+    uid: int
+    user: str
+
+
+@dataclass
+class Watcher:
+    caller: Caller
+    push: Callable[[list[RequestView]], None]
+    closed: bool = False
+
+
+@dataclass
+class HelpDesk:
+    client: AgentClient
+    authority: AuthorityStore | None
+    tasks: TaskService
+    clock: Callable[[], float] = time.time
+    probe: diagnostics.Probe = field(default_factory=diagnostics.Probe)
+
+    def __post_init__(self) -> None:
+        self.book = Book(self.client.state.directory)
+        self.fixes = SelfService(self.authority, self.tasks, self.client.state.directory, self.clock)
+        self.watchers: list[Watcher] = []
+        self._lock = asyncio.Lock()
+
+    # --- control channel ------------------------------------------------------------------------
+
+    def attach(self) -> None:
+        self.client.register(RequestStatus, self.on_status)
+        self.client.on_ready.append(self.on_ready)
+
+    async def on_ready(self, _client: Any = None) -> None:
+        """A new connection: send what is still owed (opens not yet answered, offline notes, outcomes)."""
+        async with self._lock:
+            for entry in list(self.book.entries.values()):
+                messages = ([entry.pending_open] if entry.pending_open else []) + entry.outbox
+                for raw in messages:
+                    if not await self._send_raw(raw):
+                        return
+                if entry.outbox:
+                    entry.outbox = []
+                    self.book.save()
+            while self.book.outbox:
+                if not await self._send_raw(self.book.outbox[0]):
+                    return
+                self.book.outbox.pop(0)
+                self.book.save()
+
+    async def _send_raw(self, raw: str) -> bool:
+        try:
+            await self.client.send(codec.decode(raw))
+            return True
+        except ConnectionError:
+            return False
+
+    async def _send(self, message: Message) -> bool:
+        try:
+            await self.client.send(message)
+            return True
+        except ConnectionError:
+            log.info("offline; %s is sent when the agent reconnects", message.type_name())
+            return False
+
+    async def on_status(self, _client: Any, message: RequestStatus) -> None:
+        entry = self.book.apply(message)
+        if entry is None:
+            log.info("request.status for a request this device does not hold", extra={"local_id": message.local_id})
+            return
+        log.info("help request status", extra={"local_id": message.local_id, "number": message.number,
+                                               "state": message.state})
+        async with self._lock:  # notes and a withdrawal made before the open was answered
+            while entry.outbox and await self._send_raw(entry.outbox[0]):
+                entry.outbox.pop(0)
+                self.book.save()
+        self._notify(entry.uid)
+
+    # --- what callers ask -------------------------------------------------------------------------
+
+    def state(self, caller: Caller, call: int) -> State:
+        return State(call=call, user=caller.user[:256], diagnostics=diagnostics.collect(self.probe),
+                     fixes=[view(f) for f in self.fixes.offered()][:64], requests=self.views(caller.uid),
+                     online=self.client.ready.is_set())
+
+    def views(self, uid: int) -> list[RequestView]:
+        return [_view(e) for e in self.book.of(uid)][:64]
+
+    async def open(self, caller: Caller, call: Open) -> str:
+        if self.book.open_count(caller.uid) >= MAX_OPEN_PER_USER:
+            raise HelpRefused(f"you already have {MAX_OPEN_PER_USER} open requests; add to one of them instead")
+        now = self.clock()
+        local_id = self.book.new_local_id()
+        message = RequestOpen(local_id=local_id, summary=call.summary, details=call.details, urgency=call.urgency,
+                              requester=caller.user[:256], screenshot=call.screenshot,
+                              diagnostics=diagnostics.collect(self.probe), attempt=call.attempt)
+        async with self._lock:
+            self.book.add(Entry(local_id=local_id, uid=caller.uid, requester=caller.user, summary=call.summary,
+                                urgency=call.urgency, created_at=now, updated_at=now,
+                                pending_open=codec.encode(message)), now)
+            await self._send(message)
+        log.info("help requested", extra={"local_id": local_id, "user": caller.user, "urgency": call.urgency,
+                                          "screenshot": call.screenshot is not None,
+                                          "attempt": call.attempt.fix_id if call.attempt else None})
+        self._notify(caller.uid)
+        return local_id
+
+    def _own(self, caller: Caller, local_id: str) -> Entry:
+        entry = self.book.entries.get(local_id)
+        if entry is None or entry.uid != caller.uid:
+            raise HelpRefused("no such request of yours")
+        return entry
+
+    async def add(self, caller: Caller, local_id: str, text: str) -> None:
+        entry = self._own(caller, local_id)
+        if entry.state == "withdrawn":
+            raise HelpRefused("this request was withdrawn")
+        await self._later_or_now(entry, RequestAdd(local_id=local_id, text=text))
+
+    async def withdraw(self, caller: Caller, local_id: str) -> None:
+        entry = self._own(caller, local_id)
+        if not entry.open:
+            raise HelpRefused(f"this request is {entry.state} already")
+        await self._later_or_now(entry, RequestWithdraw(local_id=local_id))
+
+    async def _later_or_now(self, entry: Entry, message: Message) -> None:
+        """Send now; offline (or before the open was answered), keep it for the next connection."""
+        async with self._lock:
+            if entry.pending_open or not await self._send(message):
+                entry.outbox.append(codec.encode(message))
+                self.book.save()
+
+    async def run_fix(self, caller: Caller, fix_id: str, params: dict[str, Any]) -> FixResult:
+        result = await self.fixes.run(fix_id, params, user=caller.user)
+        if result.ran:
+            outcome = FixOutcome(fix_id=result.fix_id, title=result.title[:256], ok=result.ok,
+                                 detail=result.detail[:4000])
+            if not await self._send(outcome):
+                self.book.outbox.append(codec.encode(outcome))
+                self.book.save()
+        return result
+
+    # --- watchers ---------------------------------------------------------------------------------
+
+    def watch(self, caller: Caller, push: Callable[[list[RequestView]], None]) -> Watcher:
+        watcher = Watcher(caller, push)
+        self.watchers.append(watcher)
+        return watcher
+
+    def unwatch(self, watcher: Watcher) -> None:
+        watcher.closed = True
+        with contextlib.suppress(ValueError):
+            self.watchers.remove(watcher)
+
+    def _notify(self, uid: int) -> None:
+        views = self.views(uid)
+        for watcher in list(self.watchers):
+            if watcher.caller.uid == uid and not watcher.closed:
+                try:
+                    watcher.push(views)
+                except Exception:
+                    log.exception("a help window's update failed")
+
+
+def attempt_of(result: FixResult, *, helped: bool) -> FixAttempt:
+    """The attempt attached to an escalation: the fix failed, or ran and did not help."""
+    outcome = "didnt_help" if result.ok and not helped else ("ok" if result.ok else "failed")
+    return FixAttempt(fix_id=result.fix_id, title=result.title[:256], outcome=outcome,  # type: ignore[arg-type]
+                      detail=result.detail[:4000])
+
+
+def _view(entry: Entry) -> RequestView:
+    return RequestView(local_id=entry.local_id, summary=entry.summary[:256], urgency=entry.urgency,  # type: ignore[arg-type]
+                       state=entry.state, number=entry.number, claimed_by=entry.claimed_by[:256],  # type: ignore[arg-type]
+                       note=entry.note[:4000], created_at=entry.created_at, updated_at=entry.updated_at)

@@ -1,0 +1,266 @@
+"""Get help (issue 18), the user's seat: ``helpline help`` and its window reach a real server.
+
+A real server (in the test's loop) and a real agent (direct mode); ``helpline help`` runs as its own
+process on a real Xvfb: ``--send`` for scripts, and the window, typed into and clicked with xdotool
+like a user would. What arrived is read back through the server's REST API (the queue's routes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.config import AgentConfig
+from agent.help import diagnostics, wire
+from agent.help.book import Book, Entry
+from agent.help.local_socket import SOCKET_NAME
+from agent.help.window import SEND_BG, SUMMARY_BG, TITLE
+from protocol.requests import MAX_SCREENSHOT_BYTES
+from tests.harness import enroll_agent, running_agent, running_server, wait_until
+from tests.procs import HELPLINE
+from tests.test_session_helpers import api, click_colour, install_test_auth, paint_root, wait_window, xdotool
+from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
+
+# --- units ---------------------------------------------------------------------------------------
+
+
+def test_diagnostics_report_what_the_device_already_knows(tmp_path: Path) -> None:
+    """A nearly full disk, high memory, no default route and a pending reboot each become one finding,
+    most serious first; a healthy device reports nothing."""
+    flag = tmp_path / "reboot-required"
+    flag.write_text("")
+    probe = diagnostics.Probe(disks=lambda: [("/", 95.0, 2**30), ("/home", 50.0, 2**34)], memory=lambda: 93.0,
+                              default_route=lambda: False, reboot_flag=flag)
+    found = diagnostics.collect(probe)
+    assert [d.code for d in found] == ["no_network", "disk_full", "memory_high", "reboot_pending"]
+    assert "disk / is 95% full (1.0 GiB free)" in found[1].text
+    healthy = diagnostics.Probe(disks=lambda: [("/", 40.0, 2**34)], memory=lambda: 30.0, default_route=lambda: True,
+                                reboot_flag=tmp_path / "absent")
+    assert diagnostics.collect(healthy) == []
+
+
+def test_default_route_is_read_from_the_kernel_tables(tmp_path: Path) -> None:
+    """/proc/net/route with a 00000000 destination on a real interface is a route; only lo, or nothing, is not."""
+    v4, v6 = tmp_path / "route", tmp_path / "ipv6_route"
+    header = "Iface\tDestination\tGateway\tFlags\n"
+    v4.write_text(header + "eth0\t00000000\t0101A8C0\t0003\n")
+    v6.write_text("")
+    assert diagnostics.has_default_route(v4, v6) is True
+    v4.write_text(header + "eth0\t0001A8C0\t00000000\t0001\n")
+    assert diagnostics.has_default_route(v4, v6) is False
+    assert diagnostics.has_default_route(tmp_path / "none", tmp_path / "none6") is None
+
+
+def test_the_local_protocol_refuses_what_does_not_fit() -> None:
+    """Oversized screenshots, unknown urgencies and unknown fields are refused when a call is decoded."""
+    ok = wire.encode(wire.Open(call=1, summary="printer", urgency="high", screenshot=b"\x89PNG\r\n\x1a\n" + b"x"))
+    assert isinstance(wire.decode_call(ok), wire.Open)
+    big = wire.Open(call=1, summary="x", screenshot=b"\x89PNG\r\n\x1a\n" + b"x" * MAX_SCREENSHOT_BYTES)
+    for bad in (wire.encode(big), b'{"t":"open","call":1,"summary":"x","urgency":"panic"}\n',
+                b'{"t":"open","call":1,"summary":"x","requester":"root"}\n', b'{"t":"open","call":1,"summary":""}\n'):
+        with pytest.raises(wire.WireError):
+            wire.decode_call(bad)
+
+
+def test_the_book_keeps_requests_private_and_forgets_closed_ones(tmp_path: Path) -> None:
+    """help-requests.json is 0600 and read back after a restart; a closed request is forgotten after a week."""
+    book = Book(tmp_path)
+    book.add(Entry(local_id="a" * 32, uid=1000, requester="ann", summary="vpn", urgency="low", created_at=100.0,
+                   pending_open="{}"), 100.0)
+    assert (tmp_path / "help-requests.json").stat().st_mode & 0o777 == 0o600
+    again = Book(tmp_path)
+    assert [e.summary for e in again.of(1000)] == ["vpn"] and again.of(0) == []
+    again.entries["a" * 32].state = "resolved"
+    again.prune(100.0 + 8 * 86400)
+    assert again.entries == {}
+
+
+# --- end to end ----------------------------------------------------------------------------------
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
+
+
+@contextlib.contextmanager
+def short_dir() -> Iterator[Path]:
+    """A state directory with a short path (a Unix socket path has at most 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="hl-help-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def desk(tmp_path: Path) -> AsyncIterator[tuple[Any, Any, Path]]:
+    """A server and a direct-mode agent whose help socket is up: (server, agent, socket path)."""
+    with short_dir() as state_dir:
+        async with running_server(tmp_path / "server") as server:
+            install_test_auth(server)
+            state = await enroll_agent(server, state_dir / "agent")
+            async with running_agent(state, AgentConfig(state_dir=state.directory, backoff_cap_s=1.0)) as agent:
+                await wait_until(lambda: agent.client.ready.is_set(), timeout=30, what="agent connected")
+                sock = state.directory / SOCKET_NAME
+                await wait_until(sock.exists, timeout=10, what="help socket")
+                yield server, agent, sock
+
+
+async def requests_of(server: Any) -> list[dict[str, Any]]:
+    status, body = await api(server, "GET", "/api/v1/requests", "root")
+    assert status == 200, body
+    items = body["requests"] if isinstance(body, dict) else body
+    return list(items)
+
+
+async def helpline_help(*args: str, display: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(subprocess.run, [*HELPLINE, "help", *args], capture_output=True, text=True,
+                                   timeout=120, env={**os.environ, "DISPLAY": display})
+
+
+async def test_help_send_reaches_the_queue_with_screenshot(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """``helpline help --send … --urgency high`` from a script: the request reaches the server with the
+    screenshot of the user's display (a PNG of the screen's size), the requester is the OS user, and the
+    device learns its number from request.status — kept across a restart of the agent."""
+    async with desk(tmp_path) as (server, agent, sock):
+        done = await helpline_help("--send", "printer offline", "--urgency", "high", "--details", "since 9:00",
+                                   "--socket", str(sock), display=xvfb.display)
+        assert done.returncode == 0, done.stderr
+        assert "request sent" in done.stdout and "with a screenshot" in done.stdout
+        found: list[dict[str, Any]] = []
+
+        async def arrived() -> bool:
+            found[:] = await requests_of(server)
+            return bool(found)
+
+        await wait_until(arrived, timeout=15, what="the request in the queue")
+        request = found[0]
+        assert request["summary"] == "printer offline" and request["urgency"] == "high"
+        assert request["details"] == "since 9:00" and request["requester"] == getpass.getuser()
+        assert request["has_screenshot"] is True and request["state"] == "waiting"
+        book = agent.parts.help.book
+        await wait_until(lambda: any(e.number == request["number"] for e in book.entries.values()), timeout=15,
+                         what="request.status back at the device")
+        assert not any(e.pending_open for e in book.entries.values())
+
+        plain = await helpline_help("--send", "no screen please", "--no-screenshot", "--socket", str(sock),
+                                    display=xvfb.display)
+        assert plain.returncode == 0 and "with a screenshot" not in plain.stdout
+
+        async def two() -> bool:
+            found[:] = await requests_of(server)
+            return len(found) == 2
+
+        await wait_until(two, timeout=15, what="the second request")
+        assert [r["has_screenshot"] for r in sorted(found, key=lambda r: r["number"])] == [True, False]
+
+
+def _events(proc: subprocess.Popen[str]) -> asyncio.Queue[dict[str, Any]]:
+    """The window's JSON event lines, read in a thread."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with contextlib.suppress(ValueError):
+                loop.call_soon_threadsafe(events.put_nowait, json.loads(line))
+
+    import threading
+
+    threading.Thread(target=pump, daemon=True).start()
+    return events
+
+
+async def next_event(events: asyncio.Queue[dict[str, Any]], kind: str, timeout: float = 30,
+                     check: Any = None) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            event = await events.get()
+            if event.get("event") == kind and (check is None or check(event)):
+                return event
+
+
+@contextlib.contextmanager
+def help_window(sock: Path, display: str, *extra: str) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen([*HELPLINE, "help", "--events", "--socket", str(sock), *extra], stdout=subprocess.PIPE,
+                            stderr=sys.stderr, text=True, env={**os.environ, "DISPLAY": display})
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+async def test_the_window_sends_with_the_screenshot_the_user_saw_and_follows_the_request(
+        tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """The user opens Get help, types the problem, sends with the screenshot shown in the window; a technician
+    claims it and the window says "claimed by …"; resolving it shows "resolved"."""
+    await asyncio.to_thread(paint_root, xvfb.display, "#3a7d44")
+    async with desk(tmp_path) as (server, _agent, sock):
+        with help_window(sock, xvfb.display) as proc:
+            events = _events(proc)
+            ready = await next_event(events, "ready", 60)
+            assert ready["title"] == TITLE and ready["screenshot"] > 0
+            await wait_window(xvfb.display, TITLE, timeout=30)
+            await click_colour(xvfb.display, SUMMARY_BG, timeout=30)
+            await asyncio.to_thread(xdotool, xvfb.display, "type", "--delay", "20", "vpn drops every hour")
+            await click_colour(xvfb.display, SEND_BG)
+            sent = await next_event(events, "sent")
+            found: list[dict[str, Any]] = []
+
+            async def arrived() -> bool:
+                found[:] = await requests_of(server)
+                return bool(found)
+
+            await wait_until(arrived, timeout=15, what="the request in the queue")
+            request = found[0]
+            assert request["summary"] == "vpn drops every hour" and request["has_screenshot"]
+            status, shot = await _raw(server, f"/api/v1/requests/{request['id']}/screenshot")
+            assert status == 200 and png_size(shot) == (xvfb.width, xvfb.height)
+            await next_event(events, "requests", check=lambda e: any(
+                r["local_id"] == sent["local_id"] and r["state"] == "waiting" for r in e["requests"]))
+
+            status, body = await api(server, "POST", f"/api/v1/requests/{request['id']}/claim", "ann")
+            assert status == 200, body
+            claimed = await next_event(events, "requests", check=lambda e: any(
+                r["state"] == "claimed" for r in e["requests"]))
+            assert "claimed by" in claimed["requests"][0]["line"] and claimed["requests"][0]["claimed_by"]
+            status, body = await api(server, "POST", f"/api/v1/requests/{request['id']}/resolve", "ann",
+                                     {"category": "network", "notes": "new VPN profile"})
+            assert status == 200, body
+            await next_event(events, "requests", check=lambda e: e["requests"][0]["state"] == "resolved")
+
+
+async def _raw(server: Any, path: str) -> tuple[int, bytes]:
+    import aiohttp
+
+    from certs import tls
+    from tests.harness import console_url
+
+    ctx = tls.agent_client_context(server.pki.ca_pem, None, None)
+    async with aiohttp.ClientSession() as http, http.get(console_url(server) + path, ssl=ctx,
+                                                         headers={"X-Test-User": "root"}) as response:
+        return response.status, await response.read()
+
+
+
