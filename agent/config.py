@@ -43,5 +43,8 @@ class AgentConfig:
     desktop: str = "direct"
     #: The service's Unix socket for session helpers (desktop = "helper"; also read by the helper).
     desktop_socket: Path = Path("/run/helpline-agent/desktop.sock")
+    #: Proxy for every connection to the server (common/proxy.py): "" = the environment's https_proxy/no_proxy,
+    #: "direct" = never, "http://[user:password@]host:port" = that CONNECT proxy (TLS runs inside the tunnel).
+    proxy: str = ""
     #: Where logind answers: "SYSTEM" (the system bus) or a D-Bus address (unix:path=…).
     logind_bus: str = "SYSTEM"

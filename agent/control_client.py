@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from certs import tls
 from common.files import atomic_write_all
+from common.proxy import websocket_proxy
 from common.version import __version__
 from protocol import limits
 from protocol.control import CloseCode, ControlChannel
@@ -153,7 +154,8 @@ class AgentClient:
         loop = asyncio.get_running_loop()
         url = self.state.agent_url
         async with connect(url, ssl=self.ssl_context(), max_size=limits.MAX_CONTROL_MESSAGE_BYTES,
-                           compression=None, ping_interval=None, open_timeout=15, close_timeout=2) as ws:
+                           proxy=websocket_proxy(self.config.proxy, url), compression=None, ping_interval=None,
+                           open_timeout=15, close_timeout=2) as ws:
             channel = ControlChannel("agent", now=loop.time(), keepalive_s=20.0)
             self._ws, self._channel = ws, channel
             self.connections += 1

@@ -11,7 +11,6 @@ without opening a second control channel (which would replace the running agent'
 from __future__ import annotations
 
 import enum
-import http.client
 import os
 import stat
 import sys
@@ -24,6 +23,7 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from common.config import ConfigError, load_config
+from common.proxy import https_connection
 
 from .config import AgentConfig
 from .deployment import Enrollment, load_enrollment
@@ -163,7 +163,8 @@ class Doctor:
         host, port = url.hostname or "", url.port or 443
         try:
             context = tls.agent_client_context(state.ca_path, state.cert_path, state.key_path)
-            conn = http.client.HTTPSConnection(host, port, context=context, timeout=self.timeout_s)
+            conn = https_connection(host, port, context=context, timeout=self.timeout_s,
+                                    setting=(self.config or AgentConfig()).proxy)
             try:
                 conn.request("GET", url.path or "/agent", headers={"User-Agent": "helpline-doctor"})
                 response = conn.getresponse()

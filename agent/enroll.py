@@ -8,12 +8,12 @@ server answers must lead to it too. The private key never leaves the device.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import ssl
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from cryptography import x509
 
@@ -22,6 +22,7 @@ from certs.errors import CertError
 from certs.pinning import fetch_pinned_ca
 from certs.pki import build_csr, check_issued_chain, generate_device_key, write_private_key
 from common.files import atomic_write
+from common.proxy import for_target, https_connection
 
 from .state import AgentState
 
@@ -43,35 +44,49 @@ class EnrollResult:
 
 
 def enroll(console_url: str, token: str, ca_sha256: str, state: AgentState, *, timeout: float = 20,
-           root_sha256: str | None = None) -> EnrollResult:
+           root_sha256: str | None = None, proxy: str = "") -> EnrollResult:
     """Enroll this device; blocking (run from the CLI or a thread).
 
     ``root_sha256`` is the org trust root's fingerprint, kept as this device's pin when its
-    configuration names none (a malformed one is refused before anything is sent).
+    configuration names none (a malformed one is refused before anything is sent). ``proxy`` is the
+    agent's proxy setting (common/proxy.py): both requests go through it, TLS end to end inside.
     """
     from .authority import PIN_INFO_KEY, parse_pin
 
     pin = parse_pin(root_sha256)
     console_url = console_url.rstrip("/")
     state.ensure_dir()
-    ca_pem = fetch_pinned_ca(console_url, ca_sha256, timeout=timeout)
+    target = urlsplit(console_url)
+    route = for_target(proxy, target.hostname or "")
+    where = f"{console_url} through the proxy {route}" if route else console_url
+    try:
+        ca_pem = fetch_pinned_ca(console_url, ca_sha256, timeout=timeout, proxy=proxy)
+    except OSError as exc:
+        raise EnrollmentFailed("unreachable", f"cannot reach {where}: {exc}") from exc
     state.ca_path.write_bytes(ca_pem)
     key = generate_device_key()
     csr = build_csr(key).decode()
     context = tls.agent_client_context(state.ca_path, None, None)
     body = json.dumps({"token": token, "csr": csr}).encode()
-    request = urllib.request.Request(  # noqa: S310 - https only, checked below
-        f"{console_url}/api/v1/enroll", data=body, method="POST", headers={"Content-Type": "application/json"}
-    )
-    if not request.full_url.startswith("https://"):
+    if target.scheme != "https" or not target.hostname:
         raise EnrollmentFailed("bad_url", "the server URL must start with https://")
+    connection = https_connection(target.hostname, target.port or 443, context=context, timeout=timeout,
+                                  setting=proxy)
     try:
-        with urllib.request.urlopen(request, context=context, timeout=timeout) as response:  # noqa: S310
-            answer = json.loads(response.read(64 * 1024))
-    except urllib.error.HTTPError as exc:
-        raise _error_from(exc) from exc
-    except (urllib.error.URLError, ssl.SSLError, OSError) as exc:
-        raise EnrollmentFailed("unreachable", f"cannot reach {console_url}: {exc}") from exc
+        connection.request("POST", target.path.rstrip("/") + "/api/v1/enroll", body=body,
+                           headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        status, raw = response.status, response.read(64 * 1024)
+    except (http.client.HTTPException, ssl.SSLError, OSError) as exc:
+        raise EnrollmentFailed("unreachable", f"cannot reach {where}: {exc}") from exc
+    finally:
+        connection.close()
+    if not 200 <= status < 300:
+        raise _error_from(status, raw)
+    try:
+        answer = json.loads(raw)
+    except ValueError as exc:
+        raise EnrollmentFailed("bad_answer", "the server's enrollment answer is not JSON") from exc
     cert_pem = answer["certificate"].encode()  # the device certificate, then the node's intermediate
     try:
         cert = check_issued_chain(cert_pem, x509.load_pem_x509_certificate(ca_pem), key.public_key())
@@ -90,9 +105,9 @@ def enroll(console_url: str, token: str, ca_sha256: str, state: AgentState, *, t
     return EnrollResult(answer["device_id"], answer["group"], answer["agent_url"])
 
 
-def _error_from(exc: urllib.error.HTTPError) -> EnrollmentFailed:
+def _error_from(status: int, body: bytes) -> EnrollmentFailed:
     try:
-        error = json.loads(exc.read(16 * 1024))["error"]
+        error = json.loads(body[: 16 * 1024])["error"]
         return EnrollmentFailed(str(error["code"]), str(error["message"]))
     except (ValueError, KeyError, TypeError):
-        return EnrollmentFailed(f"http_{exc.code}", f"server refused enrollment with HTTP {exc.code}")
+        return EnrollmentFailed(f"http_{status}", f"server refused enrollment with HTTP {status}")

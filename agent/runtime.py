@@ -15,8 +15,10 @@ import os
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from common.config import ConfigError
+from common.proxy import for_target
 from common.signals import stop_on_signals
 
 from . import authority, reporting, sessions, wake
@@ -131,6 +133,8 @@ async def run_agent(state: AgentState, config: AgentConfig) -> int:
         return EXIT_POLICY
     stop = stop_on_signals()
     client = agent.client
+    proxy = for_target(config.proxy, urlsplit(state.agent_url).hostname or "")
+    log.info("connecting to the server", extra={"url": state.agent_url, "proxy": str(proxy) if proxy else "none"})
     if agent.updates is not None:  # an installed update stops the agent; the launcher starts the new version
         agent.updates.on_restart = stop.set
     try:

@@ -47,6 +47,7 @@ import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
 from common.files import safe_name
+from common.proxy import websocket_proxy
 from protocol import stream
 from protocol.authority import TechnicianProof, UnattendedGrant
 from protocol.authority_messages import SessionChallenge, SessionProof
@@ -532,8 +533,9 @@ class AgentSessions:
         return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
     async def _open_tunnel(self, offer: SessionOffer) -> ClientConnection:
+        url = self.tunnel_url(offer.session_id)
         return await connect(
-            self.tunnel_url(offer.session_id), ssl=self.client.ssl_context(),
+            url, ssl=self.client.ssl_context(), proxy=websocket_proxy(self.client.config.proxy, url),
             additional_headers={TUNNEL_TOKEN_HEADER: offer.tunnel_token}, compression=None,
             max_size=MAX_PAYLOAD + 64, open_timeout=TUNNEL_OPEN_TIMEOUT_S, close_timeout=1, ping_interval=20,
         )

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certs.errors import CertError, PinMismatchError
 from certs.pki import certificate_fingerprint_sha256
+from common.proxy import https_connection
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +67,14 @@ def _unverified_tls13_context() -> ssl.SSLContext:
     return ctx
 
 
-def fetch_pinned_ca(base_url: str, expected_sha256: str, *, timeout: float = 10) -> bytes:
+def fetch_pinned_ca(base_url: str, expected_sha256: str, *, timeout: float = 10, proxy: str = "") -> bytes:
     """Download ``{base_url}/api/v1/enroll/ca.pem`` and return it if it matches the pin.
 
     Returns the PEM of the verified CA certificate (re-encoded, so nothing
     but that certificate is returned).  Raises ``PinMismatchError`` if the
     fingerprint differs, ``CertError`` for a bad URL, HTTP status or body,
     ``ValueError`` for a malformed fingerprint; network failures propagate
-    as ``OSError`` so callers can retry them.
+    as ``OSError`` so callers can retry them. ``proxy`` is the agent's proxy setting (common/proxy.py).
     """
     expected = normalize_fingerprint(expected_sha256)
     url = urlsplit(base_url)
@@ -85,7 +86,7 @@ def fetch_pinned_ca(base_url: str, expected_sha256: str, *, timeout: float = 10)
         raise CertError(f"bad port in enrollment URL {base_url!r}") from exc
     path = url.path.rstrip("/") + CA_PATH
 
-    conn = http.client.HTTPSConnection(url.hostname, port, timeout=timeout, context=_unverified_tls13_context())
+    conn = https_connection(url.hostname, port, timeout=timeout, context=_unverified_tls13_context(), setting=proxy)
     try:
         conn.request("GET", path, headers={"Accept": "application/x-pem-file"})
         resp = conn.getresponse()

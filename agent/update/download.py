@@ -9,13 +9,13 @@ the file. Blocking (``http.client``): run it in a thread.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from common.proxy import https_connection
 from protocol.update import artifact_path
 
 CHUNK = 256 * 1024
@@ -31,13 +31,15 @@ class Source:
 
     host: str
     port: int
+    #: The agent's proxy setting (common/proxy.py).
+    proxy: str = ""
 
     @classmethod
-    def from_agent_url(cls, url: str) -> Source:
+    def from_agent_url(cls, url: str, proxy: str = "") -> Source:
         parts = urlsplit(url)
         if parts.scheme != "wss" or not parts.hostname:
             raise ValueError(f"not a wss:// agent URL: {url!r}")
-        return cls(parts.hostname, parts.port or 443)
+        return cls(parts.hostname, parts.port or 443, proxy)
 
 
 def fetch(source: Source, context: ssl.SSLContext, *, sha256: str, size: int, dest: Path,
@@ -47,7 +49,7 @@ def fetch(source: Source, context: ssl.SSLContext, *, sha256: str, size: int, de
     ``dest`` is removed on any failure, so nothing half-checked stays behind.
     """
     digest, received = hashlib.sha256(), 0
-    connection = http.client.HTTPSConnection(source.host, source.port, context=context, timeout=timeout_s)
+    connection = https_connection(source.host, source.port, context=context, timeout=timeout_s, setting=source.proxy)
     try:
         connection.request("GET", artifact_path(sha256))
         response = connection.getresponse()

@@ -165,7 +165,7 @@ class Updater:
             return
         await self._report(client, offer.rollout_id, version, "downloading")
         try:
-            source = download.Source.from_agent_url(client.state.agent_url)
+            source = download.Source.from_agent_url(client.state.agent_url, client.config.proxy)
             previous = await asyncio.to_thread(self._fetch_and_place, layout, source, client.ssl_context(),
                                                artifact, version, offer.rollout_id)
         except (download.DigestMismatch, install.InstallRefused) as exc:

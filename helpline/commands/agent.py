@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from common.config import load_config
+from common.config import ConfigError, load_config
 from common.logs import setup_logging
 
 from . import agent_install, agent_inventory, agent_launch
@@ -57,20 +57,27 @@ def _state_options(parser: argparse.ArgumentParser) -> None:
 
 
 def agent_config(args: argparse.Namespace) -> AgentConfig:
+    """The agent's configuration; a proxy setting that can never work is refused here, not on first use."""
     from agent.config import AgentConfig
+    from common.proxy import ProxyConfigError, check_setting
 
-    return load_config(AgentConfig, args.config, section="agent",
-                       overrides={"state_dir": args.state, "log_format": getattr(args, "log_format", None)})
+    config = load_config(AgentConfig, args.config, section="agent",
+                         overrides={"state_dir": args.state, "log_format": getattr(args, "log_format", None)})
+    try:
+        check_setting(config.proxy)
+    except ProxyConfigError as exc:
+        raise ConfigError(f"proxy: {exc}") from exc
+    return config
 
 
 def enroll_or_report(url: str, token: str, ca_sha256: str, state: AgentState,
-                     root_sha256: str | None) -> EnrollResult | None:
+                     root_sha256: str | None, proxy: str = "") -> EnrollResult | None:
     """Enroll; on a refusal or failure print one line saying why and return None."""
     from agent.enroll import EnrollmentFailed, enroll
     from certs.errors import CertError
 
     try:
-        return enroll(url, token, ca_sha256, state, root_sha256=root_sha256)
+        return enroll(url, token, ca_sha256, state, root_sha256=root_sha256, proxy=proxy)
     except EnrollmentFailed as exc:
         print(f"helpline: enrollment refused: {exc.message} ({exc.code})", file=sys.stderr)
     except (CertError, ValueError, OSError) as exc:
@@ -83,7 +90,8 @@ def _enroll(args: argparse.Namespace) -> int:
 
     config = agent_config(args)
     setup_logging(config.log_format, config.log_level)
-    result = enroll_or_report(args.url, args.token, args.ca_sha256, AgentState(config.state_dir), args.root_sha256)
+    result = enroll_or_report(args.url, args.token, args.ca_sha256, AgentState(config.state_dir), args.root_sha256,
+                              config.proxy)
     if result is None:
         return 1
     print(f"enrolled as device {result.device_id} in group {result.group}; state in {config.state_dir}")

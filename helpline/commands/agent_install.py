@@ -58,7 +58,7 @@ def _enroll_from_config(args: argparse.Namespace) -> int:
     if deployment is None:
         raise ConfigError(f"{args.config} has no [enrollment] table and {config.state_dir} holds no identity")
     result = enroll_or_report(deployment.server_url, deployment.read_token(), deployment.ca_sha256, state,
-                              config.trust_root_sha256)
+                              config.trust_root_sha256, config.proxy)
     if result is None:
         return 1
     print(f"enrolled as device {result.device_id} in group {result.group}; the token file "
