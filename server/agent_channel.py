@@ -53,6 +53,11 @@ class AgentConnection:
         self.hello: Hello | None = None
         self._send_lock = asyncio.Lock()
 
+    @property
+    def certificate_serial(self) -> str:
+        """What a session's tunnel token is bound to (a support client, with no certificate, names itself)."""
+        return certificate_serial_hex(self.certificate)
+
     async def send(self, message: Message) -> None:
         """Queue a message to the agent and flush it."""
         self.channel.send(message, self.loop.time())

@@ -105,6 +105,7 @@ class HelplineServer:
             passkeys,
             renewal,
             sessions,
+            support_codes,
         )
         from .requests import feature as requests
         from .sessions import recordings_api
@@ -114,6 +115,7 @@ class HelplineServer:
 
         for feature in (issuer, enroll_api, renewal, sessions, recordings_api, authority, tasks, tools, updates, cmdb,
                         requests,  # support requests (issue 18)
+                        support_codes,  # support codes for devices not enrolled (issue 18)
                         accounts, passkeys, console_api, console_static, ops):  # ops last: it counts the others
             feature.setup(self)
 

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from certs.pki import certificate_serial_hex
 from common.background import Background
 from protocol import toolkit
 from protocol.authority import TechnicianProof
@@ -116,7 +115,7 @@ class SessionDriver:
             raise ApiError(409, "device_offline", "the device is not connected")
         now = self._clock()
         session_id = "s-" + secrets.token_hex(10)
-        secret, token = TunnelToken.issue(device_id, certificate_serial_hex(conn.certificate), now)
+        secret, token = TunnelToken.issue(device_id, conn.certificate_serial, now)
         timeout = CONSENT_TIMEOUT_S + (PROOF_WAIT_S if document is not None else 0.0)
         session = LiveSession(session_id, device_id, group, technician.username, technician.role, reason,
                               SessionMachine(session_id, mode, created_at=now, consent_timeout_s=timeout), token,
