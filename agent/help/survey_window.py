@@ -19,7 +19,7 @@ from agent.consent.text import one_line
 TITLE = "Helpline: how did we do?"
 #: Exact colours so a test finds the buttons on screen like a person would.
 SEND_BG = "#1b7f3a"
-LATER_BG = "#5a5a5a"
+LATER_BG = "#4d5d6e"
 SCORE_BG = "#1f5fa8"
 MAX_COMMENT = 1000
 EXIT_NO_DISPLAY = 2
@@ -66,7 +66,7 @@ def run(root: tk.Tk, spec: dict[str, Any]) -> None:
     scores.pack(fill="x", padx=10)
     for value, label in LABELS.items():
         tk.Radiobutton(scores, text=label, value=value, variable=score, indicatoron=False, bg=SCORE_BG, fg="white",
-                       selectcolor="#0b3d75", width=4 if value in (2, 3, 4) else 14,
+                       selectcolor="#0b3d75", width=4 if value in (2, 3, 4) else 17,
                        command=lambda: send_button.configure(state="normal")).pack(side="left", padx=2)
     tk.Label(root, text=f"Comment (optional, up to {MAX_COMMENT} characters):", anchor="w").pack(
         fill="x", padx=10, pady=(8, 2))
