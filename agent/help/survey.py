@@ -15,9 +15,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from protocol.surveys import MAX_COMMENT, SurveyAnswer, SurveyAsk
 
@@ -35,7 +35,7 @@ WINDOW_TIMEOUT_S = 4 * 3600.0
 START_TIMEOUT_S = 20.0
 
 #: Shows the survey to the person: (score, comment), or None when they did not answer.
-Shower = Callable[[SurveyAsk], Awaitable[tuple[int, str] | None]]
+Shower = Callable[[SurveyAsk], Coroutine[Any, Any, tuple[int, str] | None]]
 
 
 def tk_shower(display: str | None, *, timeout_s: float = WINDOW_TIMEOUT_S) -> Shower:
