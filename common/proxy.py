@@ -24,6 +24,8 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
+from common.addresses import url_host
+
 #: The setting that ignores the environment.
 DIRECT = "direct"
 
@@ -47,7 +49,7 @@ class Proxy:
         auth = ""
         if self.username or self.password:
             auth = f"{_quote(self.username)}:{_quote(self.password)}@"
-        return f"http://{auth}{_bracket(self.host)}:{self.port}"
+        return f"http://{auth}{url_host(self.host)}:{self.port}"
 
     def authorization(self) -> dict[str, str]:
         """The ``Proxy-Authorization`` header for a CONNECT request ({} without credentials)."""
@@ -58,7 +60,7 @@ class Proxy:
 
     def __str__(self) -> str:
         user = f"{self.username}:***@" if (self.username or self.password) else ""
-        return f"http://{user}{_bracket(self.host)}:{self.port}"
+        return f"http://{user}{url_host(self.host)}:{self.port}"
 
 
 def parse(url: str) -> Proxy:
@@ -135,5 +137,3 @@ def _quote(value: str) -> str:
     return quote(value, safe="")
 
 
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

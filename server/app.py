@@ -23,6 +23,7 @@ from aiohttp import web
 
 from certs import tls
 from certs.pki import PkiPaths
+from common.addresses import url
 from common.files import private_directory
 from common.signals import stop_on_signals
 from protocol.control import CloseCode
@@ -105,23 +106,37 @@ class HelplineServer:
             passkeys,
             renewal,
             sessions,
-            support_codes,
+            tickets,
         )
+        from .kpis import feature as kpis
         from .requests import feature as requests
         from .sessions import recordings_api
+        from .support_codes import feature as support_codes
         from .tasks import feature as tasks
         from .tools import feature as tools
         from .updates import feature as updates
 
         for feature in (issuer, enroll_api, renewal, sessions, recordings_api, authority, tasks, tools, updates, cmdb,
                         requests,  # support requests (issue 18)
+                        kpis,  # the support desk's numbers and the CSAT survey (issue 19)
                         support_codes,  # support codes for devices not enrolled (issue 18)
+                        tickets,  # after sessions: hooks the session end (issue 19)
                         accounts, passkeys, console_api, console_static, ops):  # ops last: it counts the others
             feature.setup(self)
 
     def _console_origins(self, _request: web.Request) -> set[str]:
         """Origins allowed to open console websockets besides the request's own host."""
-        return {f"https://{self.config.public_host}:{self.console_port}", *self.config.allowed_origins}
+        return {self.console_url, *self.config.allowed_origins}
+
+    @property
+    def console_url(self) -> str:
+        """The console's public URL with the port actually bound (IPv6 literals bracketed)."""
+        return url("https", self.config.public_host, self.console_port)
+
+    @property
+    def agent_url(self) -> str:
+        """Where agents connect (mutual TLS), as enrollment hands it out."""
+        return url("wss", self.config.public_host, self.agent_port, "/agent")
 
     @property
     def device_cert_lifetime(self) -> timedelta:

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.addresses import url
 from server.requests.config import RequestsConfig
+from server.support_codes.settings import SupportCodeSettings
 
 
 @dataclass
@@ -114,6 +116,9 @@ class ServerConfig:
     siem: SiemConfig = field(default_factory=SiemConfig)
     #: ``[requests]``: Slack/Teams announcements of support requests (server/requests/config.py).
     requests: RequestsConfig = field(default_factory=RequestsConfig)
+    #: ``[support_codes]``: code length, lives, caps, redeem limits (server/support_codes/settings.py); the
+    #: server refuses to start when they allow guessing a live code with probability 1e-6 or more.
+    support_codes: SupportCodeSettings = field(default_factory=SupportCodeSettings)
 
     @property
     def pki_path(self) -> Path:
@@ -125,7 +130,7 @@ class ServerConfig:
 
     @property
     def console_url(self) -> str:
-        return f"https://{self.public_host}:{self.console_port}"
+        return url("https", self.public_host, self.console_port)
 
 
 def load_sections(config: ServerConfig, path: Path | None) -> ServerConfig:
@@ -133,7 +138,8 @@ def load_sections(config: ServerConfig, path: Path | None) -> ServerConfig:
     (``HELPLINE_METRICS_TOKEN``, ``HELPLINE_SIEM_SYSLOG`` … override them)."""
     from common.config import load_config
 
-    sections: dict[str, Any] = {"metrics": MetricsConfig, "siem": SiemConfig, "requests": RequestsConfig}
+    sections: dict[str, Any] = {"metrics": MetricsConfig, "siem": SiemConfig, "requests": RequestsConfig,
+                               "support_codes": SupportCodeSettings}
     for name, cls in sections.items():
         setattr(config, name, load_config(cls, path, section=name, env_prefix=f"HELPLINE_{name.upper()}_"))
     return config

@@ -83,7 +83,7 @@ class EnrollHandlers:
             "device_id": result.device_id,
             "group": result.group,
             "certificate": result.certificate_pem,
-            "agent_url": f"wss://{server.config.public_host}:{server.agent_port}/agent",
+            "agent_url": server.agent_url,
         })
 
     async def _refused(self, db: Database, peer: str, code: str) -> None:
