@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from agent.config import AgentConfig
 from agent.consent import ConsentUI
@@ -36,6 +36,7 @@ from agent.sessions import TUNNEL_OPEN_TIMEOUT_S, AgentSessions
 from certs import tls
 from certs.pinning import fetch_pinned_ca
 from common.files import safe_name
+from common.proxy import websocket_proxy
 from common.version import __version__
 from protocol import codec
 from protocol.errors import RemoteProtocolError
@@ -64,7 +65,7 @@ class SupportRefused(Exception):
 
 def pinned_context(bundle: Bundle, directory: Path) -> ssl.SSLContext:
     """Fetch the org CA, keep it only if it matches the bundle's pin, and trust nothing else (TLS 1.3)."""
-    pem = fetch_pinned_ca(bundle.server, bundle.ca_sha256)
+    pem = fetch_pinned_ca(bundle.server, bundle.ca_sha256)  # the environment's https_proxy, if any
     path = directory / "ca.pem"
     path.write_bytes(pem)
     return tls.agent_client_context(path, None, None)
@@ -112,7 +113,8 @@ class SupportSessions(AgentSessions):
     async def _open_tunnel(self, offer: SessionOffer) -> ClientConnection:
         return await connect(
             self.tunnel_url(offer.session_id), ssl=self.ctx, origin=self.bundle.origin,  # type: ignore[arg-type]
-            additional_headers={TUNNEL_TOKEN_HEADER: offer.tunnel_token}, compression=None, proxy=None,
+            additional_headers={TUNNEL_TOKEN_HEADER: offer.tunnel_token}, compression=None,
+            proxy=websocket_proxy("", self.tunnel_url(offer.session_id)),
             max_size=MAX_PAYLOAD + 64, open_timeout=TUNNEL_OPEN_TIMEOUT_S, close_timeout=1, ping_interval=20)
 
 
@@ -136,9 +138,16 @@ async def run_support(bundle: Bundle, code: str, *, ui: ConsentUI, display: str 
     """Redeem ``code`` and serve the one session; SupportRefused when the server says no."""
     with tempfile.TemporaryDirectory(prefix="helpline-support-") as scratch:
         ctx = await asyncio.to_thread(pinned_context, bundle, Path(scratch))
-        async with connect(bundle.wss(CONNECT_PATH), ssl=ctx, origin=bundle.origin,  # type: ignore[arg-type]
-                           compression=None, proxy=None, max_size=MAX_SUPPORT_MESSAGE_BYTES, open_timeout=20,
-                           close_timeout=2, ping_interval=20) as ws:
+        url = bundle.wss(CONNECT_PATH)
+        try:
+            ws = await connect(url, ssl=ctx, origin=bundle.origin,  # type: ignore[arg-type]
+                               compression=None, proxy=websocket_proxy("", url), max_size=MAX_SUPPORT_MESSAGE_BYTES,
+                               open_timeout=20, close_timeout=2, ping_interval=20)
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            raise SupportRefused("too many support-code attempts from here or in all; wait a minute and try again"
+                                 if status == 429 else f"the server answered HTTP {status}") from exc
+        async with ws:
             await ws.send(codec.encode(SupportRedeem(code=code, hostname=socket.gethostname()[:200],
                                                      user=_user()[:200], client_version=__version__)))
             welcome = _decode(await ws.recv())

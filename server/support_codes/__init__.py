@@ -7,47 +7,5 @@ server refuses to start without), :mod:`.codes` (drawing, grouping, the peppered
 :mod:`.api` (the technician's routes). The session itself is an ordinary session of
 :mod:`server.sessions` whose ``device_id`` is the support client's id (``spc-…``), so it is in
 the session history and the audit; the client is a row of ``support_clients``, never a device.
+:mod:`.feature` wires it into the server (not this module: :mod:`server.config` imports :mod:`.settings`).
 """
-
-from __future__ import annotations
-
-import logging
-from typing import TYPE_CHECKING
-
-from common.files import private_directory
-from server.api import add_routes
-from server.sessions import SESSIONS
-from server.store import Database
-
-from . import api, connection
-from .codes import load_pepper
-from .redeem import Redeemer
-from .settings import SupportCodeSettings, guess_arithmetic
-
-if TYPE_CHECKING:
-    from server.app import HelplineServer
-
-log = logging.getLogger(__name__)
-
-
-def settings_of(server: HelplineServer) -> SupportCodeSettings:
-    """The server's ``support_codes`` settings (ConfigError, so no start, when the bound does not hold)."""
-    given = getattr(server.config, "support_codes", None)
-    if isinstance(given, SupportCodeSettings):
-        given.check()
-        return given
-    return SupportCodeSettings.from_config(given)
-
-
-def setup(server: HelplineServer) -> None:
-    settings = settings_of(server)
-    log.info("support codes: guessing bound %s", guess_arithmetic(settings))
-
-    def db() -> Database:
-        return server.db
-
-    pepper = load_pepper(private_directory(server.config.data_dir))
-    sessions = server.console_app[SESSIONS]
-    redeemer = Redeemer(db, settings, pepper, server.audit_throttle)
-    add_routes(server.console_app, api.routes(server, sessions, settings, pepper)
-               + connection.routes(server, sessions, redeemer))

@@ -20,6 +20,7 @@ import * as services from "./pages/services.js";
 import * as licences from "./pages/licences.js";
 import * as vulns from "./pages/vulns.js";
 import * as personal from "./pages/personal.js";
+import * as support from "./pages/support.js";
 
 const ROUTES = [
   [/^#\/login$/, login, false],
@@ -43,10 +44,12 @@ const ROUTES = [
   [/^#\/vulnerabilities$/, vulns, true],
   [/^#\/vulnerabilities\/([^/]+)$/, vulns, true],
   [/^#\/personal-data$/, personal, true],
+  [/^#\/support$/, support, true],
 ];
 
 const NAV = [
   ["#/devices", "Devices", () => true],
+  ["#/support", "Support codes", () => can("remote_view")],
   ["#/alerts", "Alerts", () => true],
   ["#/services", "Services", () => can("view_inventory")],
   ["#/licences", "Licences", () => can("view_inventory")],
