@@ -90,6 +90,8 @@ def _tls(directory: Path) -> tuple[ssl.SSLContext, str]:
     return ctx, (pki / "ca.pem").read_text()
 
 
+#: Set on a request whose answer is to be lost after the work is done.
+DROP: web.RequestKey[bool] = web.RequestKey("drop_after", bool)
 #: The running fake of an app (a one-item list, filled once the port is known).
 FAKE: web.AppKey[list[Fake]] = web.AppKey("fake", list)
 
@@ -117,13 +119,13 @@ async def _scripted(request: web.Request, fake: Fake) -> web.StreamResponse | No
     item = fake.take(request.method, request.path)
     if item is None or item.drop_after:
         if item is not None:
-            request["drop_after"] = True
+            request[DROP] = True
         return None
     return web.json_response(item.body, status=item.status, headers=item.headers)
 
 
 def _drop_if_asked(request: web.Request) -> None:
-    if request.get("drop_after"):
+    if request.get(DROP):
         assert request.transport is not None
         request.transport.close()
         raise ConnectionResetError("answer dropped on purpose")
