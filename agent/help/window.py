@@ -31,6 +31,7 @@ from protocol.requests import FixAttempt
 from ..consent.text import one_line
 from . import wire
 from .client import HelpClient, HelpUnavailable
+from .text import status_line
 
 TITLE = "Helpline: get help"
 #: Exact colours, so tests find the controls on screen like a user would.
@@ -41,8 +42,6 @@ WITHDRAW_BG = "#8c2f2f"
 RUN_BG = "#5b3f8c"
 ESCALATE_BG = "#b3541e"
 PREVIEW_WIDTH = 320
-STATE_WORDS = {"sending": "sending…", "waiting": "waiting for a technician", "resolved": "resolved",
-               "withdrawn": "withdrawn"}
 URGENCY_WORDS = [("low", "Low — whenever"), ("normal", "Normal"), ("high", "High — I am blocked"),
                  ("critical", "Critical — many people are blocked")]
 
@@ -51,16 +50,6 @@ def _button(parent: tk.Misc, text: str, colour: str, command: Any) -> tk.Button:
     return tk.Button(parent, text=text, command=command, bg=colour, activebackground=colour, fg="white",
                      activeforeground="white", font=("TkDefaultFont", 11, "bold"), padx=10, pady=5, relief="flat",
                      highlightthickness=0, bd=0)
-
-
-def status_line(view: wire.RequestView) -> str:
-    number = f"#{view.number} " if view.number else ""
-    state = f"claimed by {one_line(view.claimed_by, 60) or 'a technician'}" if view.state == "claimed" \
-        else STATE_WORDS.get(view.state, view.state)
-    line = f"{number}{one_line(view.summary, 60)} — {state}"
-    if view.note:
-        line += f" — “{one_line(view.note, 80)}”"
-    return line
 
 
 class HelpWindow:

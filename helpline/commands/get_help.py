@@ -18,6 +18,7 @@ It talks to the running agent: through your session helper when the agent runs a
 service, else through the agent's socket in its state directory.
 
   helpline help --send "printer offline" --urgency high [--no-screenshot]   (for scripts: no window)
+  helpline help --list                                                      (your requests, one a line)
 """
 
 
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("help", help="ask IT for help from this device (the Get help window)",
                             description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--send", metavar="TEXT", help="send a request with this summary, without the window")
+    parser.add_argument("--list", action="store_true", help="print your requests and their status, one a line")
     parser.add_argument("--details", default="", metavar="TEXT", help="more about the problem (with --send)")
     parser.add_argument("--urgency", choices=["low", "normal", "high", "critical"], default="normal")
     parser.add_argument("--no-screenshot", action="store_true",
@@ -55,6 +57,8 @@ def _help(args: argparse.Namespace) -> int:
     try:
         if args.send is not None:
             return _send(path, args, display)
+        if args.list:
+            return _list(path)
         from agent.help.window import run_window
 
         return run_window(path, display, events=args.events, screenshot=not args.no_screenshot)
@@ -92,3 +96,21 @@ def _send(path: Path, args: argparse.Namespace, display: str | None) -> int:
     reason = reply.reason if isinstance(reply, wire.Failed) else type(reply).__name__
     print(f"helpline: the request was not sent: {reason}", file=sys.stderr)
     return 1
+
+
+def _list(path: Path) -> int:
+    from agent.help import wire
+    from agent.help.client import HelpClient
+    from agent.help.text import status_line
+
+    client = HelpClient(path)
+    try:
+        reply = client.call(wire.GetState(call=client.number()))
+    finally:
+        client.close()
+    if not isinstance(reply, wire.State):
+        print(f"helpline: {reply.reason if isinstance(reply, wire.Failed) else type(reply).__name__}", file=sys.stderr)
+        return 1
+    for view in reply.requests:
+        print(f"{view.local_id} {view.state} {status_line(view)}")
+    return 0
