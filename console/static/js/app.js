@@ -20,6 +20,7 @@ import * as services from "./pages/services.js";
 import * as licences from "./pages/licences.js";
 import * as vulns from "./pages/vulns.js";
 import * as personal from "./pages/personal.js";
+import * as tickets from "./pages/tickets.js";
 import * as support from "./pages/support.js";
 
 const ROUTES = [
@@ -44,6 +45,7 @@ const ROUTES = [
   [/^#\/vulnerabilities$/, vulns, true],
   [/^#\/vulnerabilities\/([^/]+)$/, vulns, true],
   [/^#\/personal-data$/, personal, true],
+  [/^#\/tickets$/, tickets, true],
   [/^#\/support$/, support, true],
 ];
 
@@ -56,6 +58,7 @@ const NAV = [
   ["#/vulnerabilities", "Vulnerabilities", () => can("view_inventory")],
   ["#/personal-data", "Personal data", () => can("view_inventory")],
   ["#/tasks", "Tasks", () => can("run_tasks")],
+  ["#/tickets", "Tickets", () => can("remote_view")],
   ["#/grants", "Documents", () => can("manage_grants") || can("approve_grants")],
   ["#/approvals", "Approvals", () => can("approve_grants") || can("manage_grants")],
   ["#/audit", "Audit log", () => session.me && session.me.is_admin],
