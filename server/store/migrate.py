@@ -13,7 +13,7 @@ import pkgutil
 from dataclasses import dataclass
 
 from . import migrations as migrations_pkg
-from .database import DIALECT_TOKENS, Database
+from .database import DIALECT_TOKENS, Database, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,27 @@ def discover() -> list[Migration]:
     return found
 
 
+#: PostgreSQL advisory-lock key ("HLMIGRAT") that serialises the migrations of nodes starting together.
+MIGRATION_LOCK_KEY = 0x484C4D4947524154
+
+
+async def _serialise(db: Database, tx: Transaction) -> None:
+    """Hold the migration lock until ``tx`` ends (PostgreSQL; SQLite's writers are serialised already).
+
+    Without it, nodes started together on a fresh database race on the same DDL and all but one
+    fail ("duplicate key … pg_type_typname_nsp_index", "relation … already exists").
+    """
+    if db.dialect == "postgresql":
+        await tx.fetchone("SELECT pg_advisory_xact_lock(?) AS locked", (MIGRATION_LOCK_KEY,))
+
+
 async def migrate(db: Database) -> list[int]:
     """Apply every migration not yet recorded; return the versions applied."""
-    await db.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
-    )
+    async with db.transaction() as tx:
+        await _serialise(db, tx)
+        await tx.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+        )
     applied = {r["version"] for r in await db.fetchall("SELECT version FROM schema_migrations")}
     tokens = DIALECT_TOKENS[db.dialect]
     done: list[int] = []
@@ -49,7 +65,8 @@ async def migrate(db: Database) -> list[int]:
         if migration.version in applied:
             continue
         async with db.transaction() as tx:
-            # Re-check inside the transaction: another process may have migrated meanwhile.
+            await _serialise(db, tx)
+            # Re-check inside the transaction, under the lock: another node may have migrated meanwhile.
             if await tx.fetchone("SELECT 1 AS x FROM schema_migrations WHERE version = ?", (migration.version,)):
                 continue
             for statement in migration.statements:
