@@ -54,7 +54,7 @@ async function createCode(group, reason, shown, lists) {
   shown.hidden = false;
   clear(shown).append(
     h("p", {}, "Read this code to the person (it is shown only now):"),
-    h("p", { class: "support-code", id: "support-code" }, body.code),
+    h("h2", { class: "support-code" }, h("output", { id: "support-code", "aria-label": "Support code" }, body.code)),
     h("p", { class: "muted" }, `Group ${body.group} · expires ${fmtTime(body.expires_at)} (in ${body.ttl_min} min) · `
       + "single use"),
     h("button", { type: "button", class: "link", onclick: () => { shown.hidden = true; clear(shown); } }, "Hide"));
