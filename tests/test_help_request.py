@@ -26,6 +26,7 @@ import pytest
 from agent.config import AgentConfig
 from agent.help import diagnostics, wire
 from agent.help.book import Book, Entry
+from agent.help.desk import Caller
 from agent.help.local_socket import SOCKET_NAME
 from agent.help.window import SEND_BG, SUMMARY_BG, TITLE
 from protocol.requests import MAX_SCREENSHOT_BYTES
@@ -264,3 +265,53 @@ async def _raw(server: Any, path: str) -> tuple[int, bytes]:
 
 
 
+
+
+def test_help_frames_only_go_from_helper_to_service_and_back() -> None:
+    """help.call / help.closed are helper → service only, help.reply service → helper only (the codec's direction)."""
+    from protocol.desktop import DesktopConnection, HelpCall, HelpReply, encode_frame
+    from protocol.errors import LocalProtocolError
+
+    service, helper = DesktopConnection("service"), DesktopConnection("helper")
+    helper.send(HelpCall(channel="w1", body=b'{"t":"state?","call":1}\n'))
+    service.receive_data(b"".join(helper.data_to_send()))
+    assert service.events_received() == [HelpCall(channel="w1", body=b'{"t":"state?","call":1}\n')]
+    with pytest.raises(LocalProtocolError):
+        service.send(HelpCall(channel="w1", body=b""))
+    with pytest.raises(LocalProtocolError):
+        helper.send(HelpReply(channel="w1", body=b""))
+    confused = DesktopConnection("helper")
+    confused.receive_data(encode_frame(HelpCall(channel="w1", body=b"x")))
+    assert confused.error is not None and confused.events_received() == []
+
+
+async def test_open_requests_survive_an_agent_restart_and_are_refreshed_on_reconnect(tmp_path: Path) -> None:
+    """A request made while the agent is offline is kept (0600 file) and sent when it connects; claimed while
+    the agent is stopped, the restarted agent learns "claimed" from the server's status on connect."""
+    with short_dir() as state_dir:
+        async with running_server(tmp_path / "server") as server:
+            install_test_auth(server)
+            state = await enroll_agent(server, state_dir / "agent")
+            config = AgentConfig(state_dir=state.directory, backoff_cap_s=1.0)
+            async with running_agent(state, config) as agent:
+                desk_ = agent.parts.help
+                assert desk_ is not None
+                await wait_until(lambda: agent.client.ready.is_set(), timeout=30, what="agent connected")
+                local_id = await desk_.open(Caller(uid=1000, user="ann"), wire.Open(call=1, summary="vpn"))
+                await wait_until(lambda: desk_.book.entries[local_id].number is not None, timeout=15,
+                                 what="the request's number")
+            offline = await desk_.open(Caller(uid=1000, user="ann"), wire.Open(call=2, summary="made offline"))
+            assert desk_.book.entries[offline].pending_open  # the agent is stopped: kept for the next connection
+            assert (state.directory / "help-requests.json").stat().st_mode & 0o777 == 0o600
+            found = [r for r in await requests_of(server) if r["summary"] == "vpn"]
+            status, body = await api(server, "POST", f"/api/v1/requests/{found[0]['id']}/claim", "ann")
+            assert status == 200, body
+            async with running_agent(state, config) as again:
+                book = again.parts.help.book
+                assert book.entries[local_id].state == "waiting"  # what it knew when it stopped
+                await wait_until(lambda: book.entries[local_id].state == "claimed", timeout=30,
+                                 what="the status refreshed on reconnect")
+                assert book.entries[local_id].claimed_by
+                await wait_until(lambda: book.entries[offline].state == "waiting", timeout=30,
+                                 what="the offline request sent on connect")
+                assert sorted(r["summary"] for r in await requests_of(server)) == ["made offline", "vpn"]
