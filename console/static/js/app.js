@@ -20,6 +20,7 @@ import * as services from "./pages/services.js";
 import * as licences from "./pages/licences.js";
 import * as vulns from "./pages/vulns.js";
 import * as personal from "./pages/personal.js";
+import * as queue from "./pages/queue.js";
 import * as tickets from "./pages/tickets.js";
 import * as support from "./pages/support.js";
 
@@ -45,11 +46,13 @@ const ROUTES = [
   [/^#\/vulnerabilities$/, vulns, true],
   [/^#\/vulnerabilities\/([^/]+)$/, vulns, true],
   [/^#\/personal-data$/, personal, true],
+  [/^#\/queue$/, queue, true],
   [/^#\/tickets$/, tickets, true],
   [/^#\/support$/, support, true],
 ];
 
 const NAV = [
+  ["#/queue", "Queue", () => can("view_inventory")],
   ["#/devices", "Devices", () => true],
   ["#/support", "Support codes", () => can("remote_view")],
   ["#/alerts", "Alerts", () => true],
