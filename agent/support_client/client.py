@@ -8,8 +8,10 @@ consent prompt, the same indicator with *End session*, the same screen pipeline,
 these differences — the policy is fixed here (a prompt always, never unattended: there is no
 trust root to verify a grant, so any grant offer is refused; no shell, no tools), and the
 tunnel goes to ``/api/v1/support/tunnel/{session_id}`` on the console port with the offer's
-single-use token and no certificate. Exactly one offer is taken; when its session is over —
-denied, ended by either side — or the server closes the socket, the client exits.
+single-use token and no certificate. Within that session, a view → control request or another
+technician asking to join asks the person again, as on any device. Exactly one offer is taken;
+when its session is over — denied, ended by either side — or the server closes the socket, the
+client exits.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from common.version import __version__
 from protocol import codec
 from protocol.errors import RemoteProtocolError
 from protocol.messages import Error, Message
-from protocol.session import TUNNEL_TOKEN_HEADER, SessionEnd, SessionOffer
+from protocol.session import TUNNEL_TOKEN_HEADER, SessionEnd, SessionJoin, SessionMode, SessionOffer, SessionPeople
 from protocol.stream import MAX_PAYLOAD
 from protocol.support import MAX_SUPPORT_MESSAGE_BYTES, SupportRedeem, SupportWelcome
 
@@ -197,6 +199,12 @@ async def _serve(ws: ClientConnection, link: _Link, sessions: SupportSessions,
                 await sessions.on_offer(cast("AgentClient", link), message)
             elif isinstance(message, SessionEnd):
                 await sessions.on_end(cast("AgentClient", link), message)
+            elif isinstance(message, SessionMode):  # view → control: the person is asked again
+                await sessions.on_mode(cast("AgentClient", link), message)
+            elif isinstance(message, SessionJoin):  # another technician: the person is asked
+                await sessions.on_join(cast("AgentClient", link), message)
+            elif isinstance(message, SessionPeople):
+                await sessions.on_people(cast("AgentClient", link), message)
             elif isinstance(message, Error):
                 log.warning("server error: %s", message.message)
     finally:

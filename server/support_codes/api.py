@@ -18,6 +18,7 @@ import msgspec
 from aiohttp import web
 
 from certs.pinning import fingerprint_of_pem
+from common import addresses
 from protocol.session import Mode
 from server import api, audit
 from server.auth.rights import Principal, Right
@@ -155,7 +156,7 @@ def routes(server: HelplineServer, sessions: SessionDriver, settings: SupportCod
     async def bundle(request: web.Request) -> web.Response:
         """The support client's configuration bundle (server address, pinned CA fingerprint)"""
         pem = await asyncio.to_thread(server.pki.ca_pem.read_bytes)
-        url = f"https://{server.config.public_host}:{server.console_port}"
+        url = addresses.url("https", server.config.public_host, server.console_port)  # [::1] bracketed
         text = ("# Helpline support client bundle: helpline support --bundle helpline-support.toml CODE\n"
                 f'server = "{url}"\n'
                 f'ca_sha256 = "{fingerprint_of_pem(pem)}"\n')
