@@ -20,9 +20,10 @@ import * as services from "./pages/services.js";
 import * as licences from "./pages/licences.js";
 import * as vulns from "./pages/vulns.js";
 import * as personal from "./pages/personal.js";
-import * as queue from "./pages/queue.js";
 import * as tickets from "./pages/tickets.js";
+import * as kpis from "./pages/kpis.js";
 import * as support from "./pages/support.js";
+import * as queue from "./pages/queue.js";
 
 const ROUTES = [
   [/^#\/login$/, login, false],
@@ -46,9 +47,10 @@ const ROUTES = [
   [/^#\/vulnerabilities$/, vulns, true],
   [/^#\/vulnerabilities\/([^/]+)$/, vulns, true],
   [/^#\/personal-data$/, personal, true],
-  [/^#\/queue$/, queue, true],
   [/^#\/tickets$/, tickets, true],
+  [/^#\/kpis$/, kpis, true],
   [/^#\/support$/, support, true],
+  [/^#\/queue$/, queue, true],
 ];
 
 const NAV = [
@@ -56,6 +58,7 @@ const NAV = [
   ["#/devices", "Devices", () => true],
   ["#/support", "Support codes", () => can("remote_view")],
   ["#/alerts", "Alerts", () => true],
+  ["#/kpis", "Desk numbers", () => can("view_inventory")],
   ["#/services", "Services", () => can("view_inventory")],
   ["#/licences", "Licences", () => can("view_inventory")],
   ["#/vulnerabilities", "Vulnerabilities", () => can("view_inventory")],
