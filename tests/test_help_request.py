@@ -307,6 +307,7 @@ async def test_open_requests_survive_an_agent_restart_and_are_refreshed_on_recon
             status, body = await api(server, "POST", f"/api/v1/requests/{found[0]['id']}/claim", "ann")
             assert status == 200, body
             async with running_agent(state, config) as again:
+                assert again.parts.help is not None
                 book = again.parts.help.book
                 assert book.entries[local_id].state == "waiting"  # what it knew when it stopped
                 await wait_until(lambda: book.entries[local_id].state == "claimed", timeout=30,
