@@ -29,6 +29,7 @@ from .config import AgentConfig
 from .consent import ConsentUI
 from .consent.tk import TkConsentUI
 from .control_client import AgentClient, AgentRevoked
+from .help import survey
 from .help.desk import HelpDesk
 from .help.local_socket import SOCKET_NAME, LocalHelpSocket
 from .policy import PolicyError
@@ -111,6 +112,9 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
     reporting.attach(agent.reporter)
     tasks.attach(agent.tasks)
     wake.attach(WakeRelay(client))
+    # The CSAT survey after a resolved request: a Tk window on the user's display (direct mode). The
+    # root service has no display of its own and does not draw on a user's: it answers nothing.
+    survey.attach(survey.SurveyDesk(client, survey.tk_shower(display if broker is None else None)))
     tools.attach(ToolsFeature(client, agent.sessions))
     assert agent.updates is not None
     update.attach(agent.updates)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from pathlib import Path
 
+from agent.config import AgentConfig
 from agent.help import survey_window
 from agent.help.survey import tk_shower
+from protocol.requests import RequestOpen
 from protocol.surveys import SurveyAsk
-from tests.test_session_helpers import click_colour, wait_window, xdotool
+from tests.harness import enroll_agent, running_agent, running_server, wait_until
+from tests.test_session_helpers import api, click_colour, install_test_auth, wait_for_audit, wait_window, xdotool
 from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
 
 ASK = SurveyAsk(request_id="req-0a1b", number=12, summary="printer offline", technician="ann")
@@ -37,3 +42,44 @@ async def test_not_now_answers_nothing(xvfb: XvfbHandle) -> None:  # noqa: F811
 async def test_no_display_answers_nothing() -> None:
     """Without a display (a root service with no session) the survey is not shown and nothing is sent."""
     assert await tk_shower(None)(ASK) is None
+
+
+async def test_resolved_request_asks_on_the_device_and_the_answer_is_stored(tmp_path: Path,
+                                                                           xvfb: XvfbHandle) -> None:  # noqa: F811
+    """The whole survey: a request opened by a real agent is resolved through the API; the agent (as
+    build_agent composes it) shows the window on its display; the person clicks 3 and Send; the server
+    stores the answer (CSAT 3 from 1 of 1 asked) and audits survey.answer. A reopen and second resolution
+    asks nothing more."""
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "a")
+        config = AgentConfig(state_dir=state.directory, backoff_cap_s=1.0, display=xvfb.display)
+        async with running_agent(state, config) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 30)
+            local_id = uuid.uuid4().hex
+            await agent.client.send(RequestOpen(local_id=local_id, summary="printer offline", requester="tester"))
+
+            async def opened() -> bool:
+                _status, body = await api(server, "GET", "/api/v1/requests?state=all", "ann")
+                return len(body["requests"]) == 1
+
+            await wait_until(opened, timeout=30, what="request stored")
+            _status, body = await api(server, "GET", "/api/v1/requests?state=all", "ann")
+            rid = body["requests"][0]["id"]
+            status, _ = await api(server, "POST", f"/api/v1/requests/{rid}/resolve", "ann", {"category": "printer"})
+            assert status == 200
+            await wait_window(xvfb.display, survey_window.TITLE, timeout=30)
+            await click_colour(xvfb.display, survey_window.SCORE_BG, timeout=10)
+            await click_colour(xvfb.display, survey_window.SEND_BG, timeout=10)
+            record = await wait_for_audit(server, "survey.answer", timeout=30)
+            assert record["target"] == rid and record["actor"] == f"device:{state.device_id}"
+            _status, report = await api(server, "GET", "/api/v1/kpis", "ann")
+            total = report["total"]
+            assert (total["surveys_asked"], total["surveys_answered"], total["csat"]["mean"]) == (1, 1, 3.0)
+            for action in ("reopen", "resolve"):
+                status, _ = await api(server, "POST", f"/api/v1/requests/{rid}/{action}", "ann",
+                                      {"category": "printer"} if action == "resolve" else None)
+                assert status == 200
+            row = await server.db.fetchone("SELECT COUNT(*) AS n FROM surveys")
+            assert row is not None and row["n"] == 1
+            await wait_window(xvfb.display, survey_window.TITLE, present=False, timeout=5)
