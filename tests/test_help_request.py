@@ -316,3 +316,20 @@ async def test_open_requests_survive_an_agent_restart_and_are_refreshed_on_recon
                 await wait_until(lambda: book.entries[offline].state == "waiting", timeout=30,
                                  what="the offline request sent on connect")
                 assert sorted(r["summary"] for r in await requests_of(server)) == ["made offline", "vpn"]
+
+
+def test_the_launcher_opens_get_help_and_the_package_installs_it() -> None:
+    """packaging/xdg/helpline-help.desktop runs ``helpline help`` from the menu; scripts/build-deb puts it in
+    /usr/share/applications (where desktops look for launchers)."""
+    import configparser
+
+    repo = Path(__file__).resolve().parent.parent
+    entry = configparser.ConfigParser(interpolation=None)
+    entry.optionxform = str  # type: ignore[assignment,method-assign]
+    entry.read(repo / "packaging/xdg/helpline-help.desktop")
+    desktop = entry["Desktop Entry"]
+    assert desktop["Type"] == "Application" and desktop["Exec"] == "/usr/bin/helpline help"
+    assert desktop["Terminal"] == "false" and "NoDisplay" not in desktop
+    build = (repo / "scripts/build-deb").read_text()
+    assert '"$STAGE/usr/share/applications/helpline-help.desktop"' in build
+    assert subprocess.run([*HELPLINE, "help", "--help"], capture_output=True, text=True, timeout=60).returncode == 0
