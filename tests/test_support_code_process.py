@@ -78,7 +78,10 @@ async def test_support_session_between_real_processes(tmp_path: Path, xvfb: Xvfb
                 _s, body = await api.call("GET", "/api/v1/support-codes", "tess")
                 return [c for c in body["clients"] if c["waiting"]]
 
-            await wait_until(waiting, timeout=60, what="the support client waiting")
+            async def someone_waits() -> bool:
+                return bool(await waiting())
+
+            await wait_until(someone_waits, timeout=60, what="the support client waiting")
             (entry,) = await waiting()
             status, session = await api.call("POST", f"/api/v1/support-clients/{entry['id']}/sessions", "tess",
                                              {"mode": "view", "reason": "laptop"})
