@@ -60,12 +60,17 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 def encode_png(bgra: Pixels, level: int = ZLIB_LEVEL) -> bytes:
     """Lossless PNG (RGB, filter 'up') that browsers decode natively with createImageBitmap."""
     h, w = bgra.shape[:2]
-    rgb = bgra[:, :, 2::-1]
+    # "up" filter on the 4-byte pixels (contiguous runs: fast), then BGR -> RGB one channel
+    # at a time: a (h, w, 3) copy with reversed channels walks 3 bytes per inner loop and
+    # cost 14x more than the rest of the filtering (22 ns per pixel).
+    up = np.empty((h, w, 4), dtype=np.uint8)
+    up[:1] = bgra[:1]
+    np.subtract(bgra[1:], bgra[:-1], out=up[1:])
     rows = np.empty((h, 1 + w * 3), dtype=np.uint8)
     rows[:, 0] = 2  # "up" filter: flat screen areas become runs of zeros
     body = rows[:, 1:].reshape(h, w, 3)
-    body[0] = rgb[0]
-    np.subtract(rgb[1:], rgb[:-1], out=body[1:])
+    for c in range(3):
+        body[:, :, c] = up[:, :, 2 - c]
     header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     idat = zlib.compress(rows.tobytes(), level)
     return b"".join((_PNG_SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", idat), _chunk(b"IEND", b"")))

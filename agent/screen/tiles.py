@@ -35,19 +35,34 @@ def tile_grid(width: int, height: int, tile: int = TILE) -> tuple[int, int]:
 
 
 def dirty_tiles(sent: npt.NDArray[np.uint8], current: npt.NDArray[np.uint8], tile: int = TILE) -> Mask:
-    """Boolean (rows, cols) mask of tiles whose BGRA pixels differ (alpha ignored)."""
+    """Boolean (rows, cols) mask of tiles whose BGRA pixels differ (the X padding byte included).
+
+    One pass over both frames, which is memory-bound (16 MB read at 1080p): two pixels per
+    64-bit comparison where rows allow it, then two small OR-reductions into tiles.
+    """
     h, w = current.shape[:2]
     rows, cols = tile_grid(w, h, tile)
-    # Compare whole 32-bit pixels: one op per pixel, not four. mss fills the X padding
-    # byte consistently, so it never causes false positives in practice.
-    diff = np.not_equal(sent.view(np.uint32).reshape(h, w), current.view(np.uint32).reshape(h, w))
+    diff: npt.NDArray[np.bool_]
+    if w % 2 == 0 and tile % 2 == 0 and sent.flags.c_contiguous and current.flags.c_contiguous:
+        diff = np.not_equal(sent.reshape(h, w * 4).view(np.uint64), current.reshape(h, w * 4).view(np.uint64))
+        per_word = 2
+    else:
+        diff = np.not_equal(sent.view(np.uint32).reshape(h, w), current.view(np.uint32).reshape(h, w))
+        per_word = 1
+    n = diff.shape[1]
     full = h // tile
-    per_row = np.zeros((rows, cols * tile), dtype=np.bool_)
+    band = np.empty((rows, n), dtype=np.bool_)
     if full:
-        per_row[:full, :w] = diff[: full * tile].reshape(full, tile, w).any(axis=1)
+        np.logical_or.reduce(diff[: full * tile].reshape(full, tile, n), axis=1, out=band[:full])
     if full < rows:
-        per_row[full, :w] = diff[full * tile :].any(axis=0)
-    mask: Mask = np.asarray(per_row.reshape(rows, cols, tile).any(axis=2))
+        np.logical_or.reduce(diff[full * tile :], axis=0, out=band[full])
+    words = tile // per_word
+    whole = n // words
+    mask: Mask = np.empty((rows, cols), dtype=np.bool_)
+    if whole:
+        np.logical_or.reduce(band[:, : whole * words].reshape(rows, whole, words), axis=2, out=mask[:, :whole])
+    if whole < cols:
+        np.logical_or.reduce(band[:, whole * words :], axis=1, out=mask[:, whole])
     return mask
 
 
