@@ -4,16 +4,25 @@ device, the screenshot and diagnostics show, hostile text stays text, and a chan
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
+from agent.config import AgentConfig
+from agent.help.local_socket import SOCKET_NAME
 from protocol.requests import Diagnostic, RequestOpen
 from server.accounts import admin
-from tests.harness import enroll_agent, running_server
+from tests.harness import enroll_agent, running_agent, running_server, wait_until
+from tests.procs import HELPLINE
 from tests.requests_helpers import PNG_1PX, device_channel
 from tests.test_accounts_support import client, make_user
 from tests.test_console_support import console_browser
+from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
 
 HOSTILE = "<img src=x onerror=alert(1)> printer offline"
 
@@ -100,3 +109,48 @@ async def test_queue_page_live_claim_connect_resolve_reopen(tmp_path: Path) -> N
                                               (rid,))
             assert [e["kind"] for e in events] == ["created", "claimed", "session", "resolved", "reopened", "claimed"]
             assert json.dumps(events)
+
+
+async def test_a_real_agents_request_shows_in_the_queue_within_a_second(tmp_path: Path,
+                                                                       xvfb: XvfbHandle) -> None:  # noqa: F811
+    """The real device side: ``helpline help --send`` (a process, screenshot of a real Xvfb display) → the agent's
+    help desk → the server → the open Queue page in < 1 s after the command returned; a claim on the page reaches
+    the agent's book as "claimed by root"."""
+    state_dir = Path(tempfile.mkdtemp(prefix="hl-q-", dir="/tmp"))  # a Unix socket path has at most 107 bytes
+    try:
+        async with running_server(tmp_path / "srv") as server:
+            root = await make_user(server, "root", "admin")
+            state = await enroll_agent(server, state_dir / "agent", group="lab")
+            async with running_agent(state, AgentConfig(state_dir=state.directory, backoff_cap_s=1.0)) as agent, \
+                    console_browser(server) as console:
+                await wait_until(lambda: agent.client.ready.is_set(), timeout=30, what="agent connected")
+                sock = state.directory / SOCKET_NAME
+                await wait_until(sock.exists, timeout=10, what="help socket")
+                page = console.page
+                await console.login(root)
+                await page.goto(console.base + "/#/queue")
+                await page.wait_for_selector("#queue-live.state-online", timeout=15_000)
+                done = await asyncio.to_thread(
+                    subprocess.run, [*HELPLINE, "help", "--send", "VPN drops every hour", "--urgency", "critical",
+                                     "--socket", str(sock)], capture_output=True, text=True, timeout=120,
+                    env={**os.environ, "DISPLAY": xvfb.display})
+                handed = time.monotonic()
+                assert done.returncode == 0, done.stderr
+                row = page.locator("tr.queue-row", has_text="VPN drops every hour")
+                await row.wait_for(timeout=10_000)
+                appeared, shown_at = time.monotonic() - handed, time.time()
+                stored = await server.db.fetchone("SELECT created_at FROM support_requests")
+                assert stored is not None
+                after_commit = shown_at - float(stored["created_at"])
+                print(f"\nreal agent's request in the queue page {after_commit * 1000:.0f} ms after the server stored "
+                      f"it, {appeared * 1000:.0f} ms after helpline help returned")
+                assert appeared < 1.0 and after_commit < 1.0, (appeared, after_commit)
+                assert "screenshot" in (await row.text_content() or "")
+                await row.locator("button.queue-claim").click()
+                assert agent.parts.help is not None
+                book = agent.parts.help.book
+                await wait_until(lambda: any(e.state == "claimed" and e.claimed_by == "root"
+                                             for e in book.entries.values()), timeout=15,
+                                 what="claimed by root in the agent's book")
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
