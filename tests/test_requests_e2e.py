@@ -18,7 +18,7 @@ from protocol.requests import Diagnostic, FixAttempt, FixOutcome, RequestAdd, Re
 from server.accounts import admin
 from server.auth.rights import Right
 from server.requests.config import RequestsConfig
-from tests.harness import enroll_agent, running_server, wait_until
+from tests.harness import console_url, enroll_agent, running_server, wait_until
 from tests.requests_helpers import PNG_1PX, HookReceiver, device_channel
 from tests.test_accounts_support import client, make_user
 
@@ -191,3 +191,36 @@ async def test_session_from_request_names_it_in_the_offer(tmp_path: Path) -> Non
             kinds = [r["kind"] for r in await server.db.fetchall(
                 "SELECT kind FROM support_request_events WHERE request_id = ? ORDER BY id", (rid,))]
             assert kinds == ["created", "claimed", "session"]
+
+
+async def test_live_feed_and_escalation_to_another_group(tmp_path: Path) -> None:
+    """The live websocket gives a snapshot of the caller's groups, then updates; escalating to another group
+    removes the request from a page that cannot see that group and shows it on that group's page."""
+    async with running_server(tmp_path / "srv") as server:
+        await make_user(server, "tess", "technician", groups={"lab": None})
+        await make_user(server, "olly", "technician", groups={"other": None})
+        tess = await admin.create_token(server.db, "tess", "t", None, actor="test")
+        olly = await admin.create_token(server.db, "olly", "t", None, actor="test")
+        state = await enroll_agent(server, tmp_path / "dev", group="lab")
+        origin = {"Origin": console_url(server)}
+        async with device_channel(state, server.agent_port) as dev, \
+                client(server, Authorization=f"Bearer {tess.token}") as http, \
+                client(server, Authorization=f"Bearer {olly.token}") as other, \
+                http.ws_connect("/api/v1/requests/live", headers=origin) as lab_ws, \
+                other.ws_connect("/api/v1/requests/live", headers=origin) as other_ws:
+            assert (await lab_ws.receive_json(timeout=10)) == {"type": "snapshot", "requests": []}
+            assert (await other_ws.receive_json(timeout=10)) == {"type": "snapshot", "requests": []}
+            await dev.send(RequestOpen(local_id="7" * 32, summary="Needs the finance share"))
+            rid = (await dev.status(state="waiting"))["request_id"]
+            update = await lab_ws.receive_json(timeout=10)
+            assert update["type"] == "update" and update["kind"] == "created" and update["request"]["id"] == rid
+            status, body = await call(http, "POST", f"/api/v1/requests/{rid}/escalate", {"group": "nowhere"})
+            assert status == 400, body
+            status, body = await call(http, "POST", f"/api/v1/requests/{rid}/escalate",
+                                      {"group": "other", "notes": "finance owns it"})
+            assert status == 200 and body["group_name"] == "other" and body["escalated"], body
+            assert (await lab_ws.receive_json(timeout=10)) == {"type": "removed", "id": rid}
+            moved = await other_ws.receive_json(timeout=10)
+            assert moved["kind"] == "escalated" and moved["request"]["group_name"] == "other"
+            assert (await call(http, "POST", f"/api/v1/requests/{rid}/claim"))[0] == 404  # no longer tess's group
+            assert (await call(other, "POST", f"/api/v1/requests/{rid}/claim"))[0] == 200

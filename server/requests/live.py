@@ -1,7 +1,8 @@
 """The queue's live feed: one console websocket per open Queue page, fed on every committed event.
 
 On connect the page gets a ``snapshot`` of the open requests of the groups it may see; after that an
-``update`` with the request's current view for each committed request event (heard through
+``update`` with the request's current view for each committed request event (``removed`` when it was
+escalated to a group the page cannot see) (heard through
 :class:`~server.requests.events.RequestEvents`, i.e. within the 0.2 s event poll of the commit, on
 whichever node the browser is connected to). A browser that does not read its socket is dropped
 after :data:`SEND_TIMEOUT_S` rather than holding up the others.
@@ -65,12 +66,17 @@ class QueueHub:
         row = await repo.get(db, event.request_id)
         if row is None:
             return
-        targets = [w for w in self._watchers if w.sees(str(row["group_name"]))]
-        if not targets:
-            return
-        (view,) = await views_of(db, [row])
-        message = {"type": "update", "kind": event.kind, "actor": event.actor, "request": view}
-        await asyncio.gather(*(self._send(w, message) for w in targets))
+        group = str(row["group_name"])
+        previous = str(event.detail.get("previous_group") or group)
+        targets = [w for w in self._watchers if w.sees(group)]
+        # Escalated to another group's queue: pages that only see the old group let it go.
+        gone = [w for w in self._watchers if previous != group and w.sees(previous) and not w.sees(group)]
+        sends = [self._send(w, {"type": "removed", "id": row["id"]}) for w in gone]
+        if targets:
+            (view,) = await views_of(db, [row])
+            message = {"type": "update", "kind": event.kind, "actor": event.actor, "request": view}
+            sends.extend(self._send(w, message) for w in targets)
+        await asyncio.gather(*sends)
 
     async def _send(self, watcher: Watcher, message: dict[str, Any]) -> None:
         try:

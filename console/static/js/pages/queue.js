@@ -54,6 +54,9 @@ function connect() {
       mine.requests = new Map(msg.requests.map((r) => [r.id, r]));
     } else if (msg.type === "update") {
       place(msg.request);
+    } else if (msg.type === "removed") {  // escalated to a group this page does not see
+      mine.requests.delete(msg.id);
+      mine.resolved.delete(msg.id);
     }
     render();
   };
