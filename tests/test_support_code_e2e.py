@@ -203,3 +203,23 @@ async def test_a_wrong_ca_pin_refuses_to_connect(tmp_path: Path, xvfb: XvfbHandl
         assert await redeems(server) == []
         _s, listed = await api(server, "GET", "/api/v1/support-codes", "ann")
         assert listed["codes"][0]["state"] == "live"
+
+
+async def test_live_codes_are_capped_and_bound_to_their_technician(tmp_path: Path) -> None:
+    """Past max_live a new code is 409; another technician may neither revoke nor use a code; admins may."""
+    async with running_server(tmp_path / "srv", support_codes=SupportCodeSettings(max_live=2)) as server:
+        install_test_auth(server)
+        await admin.create_group(server.db, "lab", actor="test")
+        first, _second = await new_code(server), await new_code(server, user="vic")
+        status, body = await api(server, "POST", "/api/v1/support-codes", "ann", {"group": "lab"})
+        assert status == 409 and body["error"]["code"] == "too_many_live_codes"
+        status, body = await api(server, "POST", f"/api/v1/support-codes/{first['id']}/revoke", "vic")
+        assert status == 403, body
+        status, body = await api(server, "POST", "/api/v1/support-codes", "bob", {"group": "lab"})
+        assert status == 403, body  # bob has rights on another group only
+        status, body = await api(server, "POST", f"/api/v1/support-codes/{first['id']}/revoke", "root")
+        assert status == 200 and body["revoked_by"] == "root"
+        await new_code(server)  # room again
+        assert {"support_code.created", "support_code.revoked"} <= {
+            r["action"] for r in await audit.recent(server.db, limit=50)}
+        assert first["code"].replace(" ", "") not in json.dumps(await audit.recent(server.db, limit=50), default=str)
