@@ -26,9 +26,9 @@ import pytest
 from agent.config import AgentConfig
 from agent.help import diagnostics, wire
 from agent.help.book import Book, Entry
-from agent.help.desk import Caller
+from agent.help.desk import Caller, HelpRefused
 from agent.help.local_socket import SOCKET_NAME
-from agent.help.window import SEND_BG, SUMMARY_BG, TITLE
+from agent.help.window import NOTE_BG, NOTE_FIELD_BG, SEND_BG, SUMMARY_BG, TITLE
 from protocol.requests import MAX_SCREENSHOT_BYTES
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.procs import HELPLINE
@@ -246,6 +246,16 @@ async def test_the_window_sends_with_the_screenshot_the_user_saw_and_follows_the
             claimed = await next_event(events, "requests", check=lambda e: any(
                 r["state"] == "claimed" for r in e["requests"]))
             assert "claimed by" in claimed["requests"][0]["line"] and claimed["requests"][0]["claimed_by"]
+            await click_colour(xvfb.display, NOTE_FIELD_BG)
+            await asyncio.to_thread(xdotool, xvfb.display, "type", "--delay", "20", "also at home")
+            await click_colour(xvfb.display, NOTE_BG)
+            await next_event(events, "done", check=lambda e: e["what"] == "note")
+
+            async def noted() -> bool:
+                _status, one = await api(server, "GET", f"/api/v1/requests/{request['id']}", "root")
+                return any(e["kind"] == "note" and "also at home" in json.dumps(e) for e in one["events"])
+
+            await wait_until(noted, timeout=15, what="the user's note at the server")
             status, body = await api(server, "POST", f"/api/v1/requests/{request['id']}/resolve", "ann",
                                      {"category": "network", "notes": "new VPN profile"})
             assert status == 200, body
@@ -316,6 +326,11 @@ async def test_open_requests_survive_an_agent_restart_and_are_refreshed_on_recon
                 await wait_until(lambda: book.entries[offline].state == "waiting", timeout=30,
                                  what="the offline request sent on connect")
                 assert sorted(r["summary"] for r in await requests_of(server)) == ["made offline", "vpn"]
+                await again.parts.help.withdraw(Caller(uid=1000, user="ann"), offline)
+                await wait_until(lambda: book.entries[offline].state == "withdrawn", timeout=15,
+                                 what="the withdrawal confirmed by the server")
+                with pytest.raises(HelpRefused):
+                    await again.parts.help.withdraw(Caller(uid=1001, user="eve"), local_id)  # not eve's request
 
 
 def test_the_launcher_opens_get_help_and_the_package_installs_it() -> None:

@@ -38,6 +38,7 @@ TITLE = "Helpline: get help"
 SEND_BG = "#1f5fa8"
 SUMMARY_BG = "#fff8dc"
 NOTE_BG = "#2d6b3f"
+NOTE_FIELD_BG = "#eaf3ff"
 WITHDRAW_BG = "#8c2f2f"
 RUN_BG = "#5b3f8c"
 ESCALATE_BG = "#b3541e"
@@ -103,7 +104,7 @@ class HelpWindow:
         self.listbox.pack(fill="x")
         note_row = tk.Frame(b)
         note_row.pack(fill="x", pady=4)
-        self.note = tk.Entry(note_row, width=40)
+        self.note = tk.Entry(note_row, width=40, bg=NOTE_FIELD_BG)
         self.note.pack(side="left", fill="x", expand=True)
         _button(note_row, "Add a note", NOTE_BG, self.add_note).pack(side="left", padx=4)
         _button(note_row, "Withdraw", WITHDRAW_BG, self.withdraw).pack(side="left")
