@@ -12,7 +12,8 @@ rectangle of the screen (or a cursor shape), with a fixed 21-byte big-endian hea
     monitor        u8   index of the monitor the rectangle belongs to
     x, y, w, h     u16  rectangle in that monitor's pixel space (x+w, y+h <= 65535)
     encoding       u8   Encoding: RAW (BGRA), JPEG, PNG, ZLIB (zlib of BGR24 rows),
-                        RGBA (cursor shapes only)
+                        RGBA (cursor shapes only), FILL (3 bytes B, G, R: the whole
+                        rectangle is that colour; a typed caret or a toggled box in 24 bytes)
     sequence       u32  update number; every rectangle of one update shares it
     length         u32  payload length, must equal the bytes that follow
 
@@ -84,6 +85,7 @@ class Encoding(enum.IntEnum):
     PNG = 2
     ZLIB = 3  # zlib-compressed BGR24 rows
     RGBA = 4  # straight-alpha RGBA, 4 bytes per pixel, rows top-down (cursor shapes only)
+    FILL = 5  # one B, G, R pixel: the whole rectangle is that colour
 
 
 class Flags(enum.IntFlag):
@@ -136,6 +138,8 @@ def _check_update_fields(
         raise StreamProtocolError(f"payload of {length} bytes exceeds {MAX_PAYLOAD}")
     if encoding_v in (Encoding.RAW, Encoding.RGBA) and length != w * h * 4:
         raise StreamProtocolError(f"raw payload of {length} bytes for {w}x{h}")
+    if encoding_v is Encoding.FILL and length != 3:
+        raise StreamProtocolError(f"fill payload of {length} bytes (3 expected)")
     if (kind_v is Kind.CURSOR_SHAPE) != (encoding_v is Encoding.RGBA):
         raise StreamProtocolError("cursor shapes are RGBA and RGBA is for cursor shapes only")
     if kind_v is Kind.CURSOR_SHAPE:

@@ -183,7 +183,7 @@ async def quiet(viewer: Viewer, seconds: float) -> bool:
 
 
 async def test_typing_is_sent_once_lossless_from_damage(xvfb: XvfbHandle) -> None:
-    """Keys typed into a Tk entry arrive as small PNG rectangles only, the viewer equals the screen, no refresh follows."""
+    """Keys typed into a Tk entry arrive as small lossless rectangles only (PNG, FILL for the caret), the viewer equals the screen, no refresh follows."""
     area = (0, 0, xvfb.width, xvfb.height)
     async with tk_app(xvfb.display) as app, serve_session("control", xvfb.display) as served:
         viewer = RecordingViewer(served.url)
@@ -202,7 +202,7 @@ async def test_typing_is_sent_once_lossless_from_damage(xvfb: XvfbHandle) -> Non
             typed = viewer.drawn[first:]
     stats = await served.stats
     assert typed, "typing sent nothing"
-    assert all(kind is Kind.UPDATE and enc is Encoding.PNG for kind, enc, *_ in typed), typed
+    assert all(kind is Kind.UPDATE and enc in (Encoding.PNG, Encoding.FILL) for kind, enc, *_ in typed), typed
     assert all(w * h <= 64 * 64 * 2 for *_, w, h in typed), typed  # cut to the changed pixels, not whole tiles
     assert stats.capture == "damage" and stats.damage_grabs >= 1
     assert stats.full_grabs <= 1 + int(stats.updates_sent)  # no periodic full-screen grab per update

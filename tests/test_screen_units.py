@@ -389,20 +389,20 @@ class FakeRegionGrabber(FakeGrabber):
 
 
 def test_damage_step_reads_only_damaged_tiles_and_sends_the_changed_pixels_lossless() -> None:
-    """A 6x9 change under a damage report: one tile grabbed, one PNG of exactly 6x9 sent, nothing lossy left."""
+    """A 6x9 change under a damage report: one tile grabbed, one FILL of exactly 6x9 sent, nothing lossy left."""
     screen = np.full((256, 512, 4), 200, dtype=np.uint8)
     grabber = FakeRegionGrabber(screen)
     pipe = ScreenPipeline(grabber, 1, settle_s=0.3)
     assert pipe.step(0.0, 60, 1).update is not None and grabber.full_grabs == 1
-    assert pipe.step(1.0, 60, 2, []).update is not None  # the first frame's JPEG refreshed, no grab
+    assert pipe.step(1.0, 60, 2, []).update is None  # the one-colour first frame went as FILL: no refresh, no grab
     assert pipe.refresh_due_at() is None
     screen[70:79, 130:136] = 10
     result = pipe.step(1.1, 60, 3, [Rect(128, 66, 10, 14)])
     assert grabber.full_grabs == 1 and grabber.region_px == 64 * 64
     assert result.update is not None and not result.update.lossy
     rects = [stream.unpack_update(m) for m in result.update.messages]
-    assert [(r.kind, r.encoding, r.x, r.y, r.w, r.h) for r in rects] == [(Kind.UPDATE, Encoding.PNG, 130, 70, 6, 9)]
-    assert np.array_equal(decode(Encoding.PNG, rects[0].payload, 6, 9), screen[70:79, 130:136, :3])
+    assert [(r.kind, r.encoding, r.x, r.y, r.w, r.h) for r in rects] == [(Kind.UPDATE, Encoding.FILL, 130, 70, 6, 9)]
+    assert np.array_equal(decode(Encoding.FILL, rects[0].payload, 6, 9), screen[70:79, 130:136, :3])
     assert pipe.refresh_due_at() is None  # sent once, lossless: no refresh will follow
     assert pipe.step(2.0, 60, 4, []).update is None
 
@@ -426,6 +426,7 @@ def test_lossless_part_of_a_lossy_tile_leaves_the_tile_to_the_refresh() -> None:
     pipe = ScreenPipeline(grabber, 1, settle_s=0.3)
     assert pipe.step(0.0, 60, 1).update is not None  # noise: JPEG, lossy everywhere
     screen[10:12, 10:12] = 0
+    screen[10, 10] = 1
     small = pipe.step(0.1, 60, 2, [Rect(10, 10, 2, 2)]).update
     assert small is not None and [stream.unpack_update(m).encoding for m in small.messages] == [Encoding.PNG]
     refresh = pipe.step(0.5, 60, 3, []).update
@@ -448,3 +449,25 @@ def test_damage_accumulator_is_bounded_and_reports_first_damage_once() -> None:
     flood = acc.take()
     assert flood.full and flood.rects == [] and flood.reports == 5
     assert not acc.take()
+
+
+def test_uniform_rectangles_go_as_fill_and_are_checked() -> None:
+    """One-colour changes (a toggled box) are 3 bytes of FILL that decode exactly; a bad FILL is refused."""
+    screen = np.full((128, 256, 4), 90, dtype=np.uint8)
+    pipe = ScreenPipeline(FakeRegionGrabber(screen), 1)
+    pipe.step(0.0, 60, 1)
+    screen[10:74, 20:84, :3] = (0, 128, 255)
+    update = pipe.step(0.1, 60, 2, [Rect(20, 10, 64, 64)]).update
+    assert update is not None and not update.lossy and update.nbytes == stream.HEADER_SIZE + 3
+    rect = stream.unpack_update(update.messages[0])
+    assert (rect.encoding, rect.x, rect.y, rect.w, rect.h, rect.payload) == (Encoding.FILL, 20, 10, 64, 64, bytes((0, 128, 255)))
+    assert np.array_equal(decode(Encoding.FILL, rect.payload, 64, 64), screen[10:74, 20:84, :3])
+    screen[40, 50, 0] = 1  # one pixel off: not uniform any more
+    update = pipe.step(0.2, 60, 3, [Rect(50, 40, 1, 1)]).update
+    assert update is not None and stream.unpack_update(update.messages[0]).encoding is Encoding.FILL  # 1x1
+    screen[40, 51, 0] = 2
+    screen[41, 50, 0] = 3
+    update = pipe.step(0.3, 60, 4, [Rect(50, 40, 2, 2)]).update
+    assert update is not None and stream.unpack_update(update.messages[0]).encoding is Encoding.PNG
+    with pytest.raises(stream.StreamProtocolError):
+        stream.pack_update(kind=Kind.UPDATE, monitor=1, x=0, y=0, w=4, h=4, encoding=Encoding.FILL, seq=1, payload=b"ab")

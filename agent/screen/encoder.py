@@ -76,6 +76,21 @@ def encode_png(bgra: Pixels, level: int = ZLIB_LEVEL) -> bytes:
     return b"".join((_PNG_SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", idat), _chunk(b"IEND", b"")))
 
 
+def uniform_colour(bgra: Pixels) -> bytes | None:
+    """The B, G, R bytes of a region that is one colour throughout (a FILL payload), else None.
+
+    Three sampled pixels rule out nearly every non-uniform region before the full
+    comparison, so motion pays almost nothing for the check.
+    """
+    h, w = bgra.shape[:2]
+    first = bgra[0, 0, :3]
+    if not (np.array_equal(first, bgra[h - 1, w - 1, :3]) and np.array_equal(first, bgra[h // 2, w // 2, :3])):
+        return None
+    if not (bgra[:, :, :3] == first).all():
+        return None
+    return first.tobytes()
+
+
 def encode_zlib(bgra: Pixels, level: int = ZLIB_LEVEL) -> bytes:
     """zlib of BGR24 rows: the cheapest lossless form for non-browser viewers."""
     return zlib.compress(np.ascontiguousarray(bgra[:, :, :3]).tobytes(), level)
@@ -129,6 +144,10 @@ def decode(encoding: Encoding, payload: bytes, w: int, h: int) -> Pixels:
     try:
         if encoding is Encoding.JPEG:
             img = simplejpeg.decode_jpeg(payload, colorspace="BGR")
+        elif encoding is Encoding.FILL:
+            if len(payload) != 3:
+                raise DecodeError("fill payload is not one BGR pixel")
+            return np.broadcast_to(np.frombuffer(payload, dtype=np.uint8), (h, w, 3)).copy()
         elif encoding is Encoding.PNG:
             img = _decode_png(payload, w, h)
         elif encoding is Encoding.ZLIB:

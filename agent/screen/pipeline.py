@@ -8,7 +8,8 @@ still for ``settle_s`` that were sent lossy get a lossless REFRESH so text ends 
 Given damage (rectangles the display server reported drawn), a step grabs only the
 tiles under it, so a keystroke costs a grab of a few tiles instead of 8 MB. Small
 updates (typing) are cut to the exact bounding box of the changed pixels and sent
-lossless once: no JPEG first and no refresh of the same tiles later.
+lossless once: no JPEG first and no refresh of the same tiles later. A rectangle of
+one colour (a caret, a toggled box) goes as FILL, three bytes of payload.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy.typing as npt
 from protocol.stream import Encoding, Flags, Kind, pack_update
 
 from .capture import Frame, Monitor, RegionGrabber, ScreenGrabber, ViewGrabber
-from .encoder import encode_jpeg, encode_png
+from .encoder import encode_jpeg, encode_png, uniform_colour
 from .tiles import TILE, Rect, changed_bounds, clip, dirty_tiles, fill_rows, intersect, merge_tiles, tile_grid, union
 
 log = logging.getLogger(__name__)
@@ -224,8 +225,12 @@ class ScreenPipeline:
         for rect in refresh_rects:
             for band in _bands(rect):
                 region = sent[band.y : band.y + band.h, band.x : band.x + band.w]
-                level = BUSY_REFRESH_PNG_LEVEL if busy else min(_png_level(band), REFRESH_PNG_LEVEL)
-                messages.append((Kind.REFRESH, band, Encoding.PNG, encode_png(region, level)))
+                colour = uniform_colour(region)
+                if colour is not None:
+                    messages.append((Kind.REFRESH, band, Encoding.FILL, colour))
+                else:
+                    level = BUSY_REFRESH_PNG_LEVEL if busy else min(_png_level(band), REFRESH_PNG_LEVEL)
+                    messages.append((Kind.REFRESH, band, Encoding.PNG, encode_png(region, level)))
                 self._mark(band, False, None, dirty)
         packed = [
             pack_update(
@@ -312,6 +317,9 @@ class ScreenPipeline:
         return union(parts) if parts else None
 
     def _encode_change(self, region: Frame, rect: Rect, quality: int, small: bool) -> tuple[Encoding, bytes]:
+        colour = uniform_colour(region)
+        if colour is not None:  # a caret, a toggled box, a cleared area: 24 bytes, lossless
+            return Encoding.FILL, colour
         if small and rect.area <= SMALL_AREA:
             png = encode_png(region, _png_level(rect))
             if len(png) <= rect.area * CHEAP_PNG_BYTES_PER_PX + 256:

@@ -1,12 +1,12 @@
 // Screen-update decoding shared by the live viewer and the recording player.
-// Binary updates: 21-byte big-endian header (protocol/stream.py) + JPEG/PNG/zlib(BGR24)/raw(BGRA) payload.
+// Binary updates: 21-byte big-endian header (protocol/stream.py) + JPEG/PNG/zlib(BGR24)/raw(BGRA)/fill(BGR) payload.
 // The payload is device data: it only ever reaches createImageBitmap/ImageData, never the DOM.
 
 export const HEADER = 21;
 export const MAGIC = 0xa1;
 export const KIND_CURSOR_SHAPE = 3;
 export const FLAG_END_OF_FRAME = 1;
-export const ENC = { RAW: 0, JPEG: 1, PNG: 2, ZLIB: 3, RGBA: 4 };
+export const ENC = { RAW: 0, JPEG: 1, PNG: 2, ZLIB: 3, RGBA: 4, FILL: 5 };
 export const MAX_CURSOR_SIDE = 128;
 
 /** Parse one binary update; null when it is not a well-formed Helpline stream message. */
@@ -35,6 +35,12 @@ export function ensureSize(canvas, u) {
 /** Draw one decoded rectangle onto a 2D context. */
 export async function drawRect(g, u) {
   const { enc, payload, x, y, w, h } = u;
+  if (enc === ENC.FILL) {  // one BGR colour for the whole rectangle
+    if (payload.length !== 3) return;
+    g.fillStyle = `rgb(${payload[2]}, ${payload[1]}, ${payload[0]})`;
+    g.fillRect(x, y, w, h);
+    return;
+  }
   if (enc === ENC.JPEG || enc === ENC.PNG) {
     const bitmap = await createImageBitmap(new Blob([payload], { type: enc === ENC.JPEG ? "image/jpeg" : "image/png" }));
     g.drawImage(bitmap, x, y);
