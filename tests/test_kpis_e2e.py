@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -333,8 +334,15 @@ async def test_fifty_six_requests_kpis_match_api_csv_metrics_and_dashboard(tmp_p
         report = await call(server, "GET", "/api/v1/kpis", "root")
         same(report["total"], total_now, "api now")
         window = {"from": started - 60, "to": now + 60, "as_of": later}
+        def day(t: Truth) -> str:
+            return datetime.fromtimestamp(t.created_at, UTC).date().isoformat()
+
+        def week(t: Truth) -> str:
+            date = datetime.fromtimestamp(t.created_at, UTC).date()
+            return date.fromordinal(date.toordinal() - date.weekday()).isoformat()
+
         for by, key_of in (("technician", lambda t: t.technician), ("group", lambda t: t.group),
-                           ("category", lambda t: t.category)):
+                           ("category", lambda t: t.category), ("day", day), ("week", week)):
             query = "&".join(f"{k}={v}" for k, v in {**window, "by": by}.items())
             report = await call(server, "GET", f"/api/v1/kpis?{query}", "root")
             same(report["total"], total_later, f"api {by} total")
