@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from protocol.requests import Diagnostic, FixAttempt, FixOutcome, RequestAdd, RequestOpen, RequestWithdraw
 from server.accounts import admin
@@ -33,9 +35,10 @@ async def call(http: aiohttp.ClientSession, method: str, path: str, body: Any = 
         return resp.status, (json.loads(data) if resp.content_type == "application/json" else data)
 
 
-async def test_request_lifecycle_device_queue_and_webhooks(tmp_path: Path) -> None:
+async def test_request_lifecycle_device_queue_and_webhooks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """open (idempotent) → queue + Slack/Teams; claim/note/resolve/reopen reach the device; user adds → reopened;
     screenshot only for the group's technicians; withdraw; fix.outcome audited; status re-sent on connect."""
+    caplog.set_level(logging.DEBUG)
     slack, teams = HookReceiver(), HookReceiver()
     slack.fail_first = 1  # the first POST fails: the delivery is retried
     slack_url, teams_url = await slack.start() + "/services/T0/B0/secret", await teams.start() + "/workflows/x"
@@ -74,11 +77,13 @@ async def test_request_lifecycle_device_queue_and_webhooks(tmp_path: Path) -> No
                 # Announcements: new, then (unclaimed past 1 s) waiting — the Slack one after a failed attempt.
                 await wait_until(lambda: len(teams.posts) >= 2 and len(slack.posts) >= 2, timeout=30,
                                  what="new + waiting announcements on both")
-                (s_path, s_new), (_, s_wait) = slack.posts[:2]
-                assert s_path == "/services/T0/B0/secret" and "Printer offline" in s_new["text"]
+                # (the failed first attempt is retried after a random backoff: either may arrive first)
+                assert {path for path, _ in slack.posts} == {"/services/T0/B0/secret"}
+                s_new = next(p for _, p in slack.posts if p["text"].startswith("New support request"))
+                s_wait = next(p for _, p in slack.posts if "has been waiting" in p["text"])
+                assert "Printer offline" in s_new["text"] and "Printer offline" in s_wait["text"]
                 assert f"#{number}" in s_new["text"] and s_new["blocks"][0]["type"] == "section"
-                assert "waiting" in s_wait["text"]
-                card = teams.posts[0][1]
+                card = next(p for _, p in teams.posts if "New support request" in json.dumps(p))
                 assert card["type"] == "message"
                 assert card["attachments"][0]["contentType"] == "application/vnd.microsoft.card.adaptive"
                 assert card["attachments"][0]["content"]["type"] == "AdaptiveCard"
@@ -127,7 +132,9 @@ async def test_request_lifecycle_device_queue_and_webhooks(tmp_path: Path) -> No
     finally:
         await slack.stop()
         await teams.stop()
-    # The webhook URLs are secrets: never in the audit log or the stored events.
+    # The webhook URLs are secrets: never logged, never in the audit log or the stored events.
+    logged = [f"{r.getMessage()} {r.__dict__}" for r in caplog.records]
+    assert logged and not [line for line in logged if "secret" in line or "/workflows/x" in line]
     async with running_server(tmp_path / "srv") as server:
         rows = await server.db.fetchall("SELECT details FROM audit_log")
         events = await server.db.fetchall("SELECT detail FROM support_request_events")
@@ -160,6 +167,16 @@ async def test_malformed_requests_are_refused_without_harm(tmp_path: Path) -> No
             assert await server.db.fetchall("SELECT id FROM support_requests") == []
             await dev.send(RequestOpen(local_id="3" * 32, summary="Printer"))
             await dev.status(state="waiting", number=1)
+            # At most 20 open requests per device; a resend of an existing one is still answered.
+            for n in range(2, 21):
+                await dev.send(RequestOpen(local_id=f"{n:032x}", summary=f"request {n}"))
+            await dev.status(state="waiting", number=20)
+            await dev.send(RequestOpen(id="over", local_id="f" * 32, summary="one too many"))
+            over = await dev.wait_for(partial(is_error_for, "over"), what="too_many")
+            assert over["code"] == "too_many"
+            mark = len(dev.received)
+            await dev.send(RequestOpen(local_id="3" * 32, summary="Printer"))
+            await dev.status(after=mark, number=1)
 
 
 async def test_session_from_request_names_it_in_the_offer(tmp_path: Path) -> None:

@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Open (waiting or claimed) requests one device may have: each may hold a 2 MiB screenshot, and a device
+#: opening more is broken or hostile (the agent allows a few per user).
+MAX_OPEN_PER_DEVICE = 20
+
 
 class DeviceRequests:
     """Agent message handlers and the status push."""
@@ -56,6 +60,11 @@ class DeviceRequests:
     async def on_open(self, conn: AgentConnection, msg: RequestOpen) -> None:
         if msg.screenshot is not None and not is_png(msg.screenshot):
             await self._refuse(conn, msg.id, "invalid", "the screenshot must be a PNG image", msg.type_name())
+            return
+        if await repo.by_local_id(self.server.db, conn.device_id, msg.local_id) is None \
+                and await repo.open_count(self.server.db, conn.device_id) >= MAX_OPEN_PER_DEVICE:
+            await self._refuse(conn, msg.id, "too_many", f"this device already has {MAX_OPEN_PER_DEVICE} open requests",
+                               msg.type_name())
             return
         new = repo.NewRequest(
             device_id=conn.device_id, local_id=msg.local_id, group_name=conn.group, requester=msg.requester,

@@ -105,6 +105,12 @@ async def open_for_device(db: Database, device_id: str) -> list[Row]:
         (device_id, *sorted(OPEN_STATES)))
 
 
+async def open_count(db: Database, device_id: str) -> int:
+    row = await db.fetchone("SELECT COUNT(*) AS n FROM support_requests WHERE device_id = ? AND state IN (?, ?)",
+                            (device_id, *sorted(OPEN_STATES)))
+    return int(row["n"]) if row else 0
+
+
 async def screenshot(db: Database, request_id: str) -> bytes | None:
     row = await db.fetchone("SELECT screenshot FROM support_request_attachments WHERE request_id = ?", (request_id,))
     if row is None or row["screenshot"] is None:
