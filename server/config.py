@@ -87,6 +87,12 @@ class ServerConfig:
     session_recording: bool = False
     #: Where recordings go (default: data_dir/recordings).
     recordings_dir: Path | None = None
+    #: Seal recordings, shell casts and task artifacts at rest (AES-256-GCM, server/storage/sealed.py) with
+    #: the key in ``storage_key_file`` — a file, never the database. Off: new files are written in the clear.
+    seal_at_rest: bool = True
+    #: The storage key (32 bytes, created 0600 on first start). Default: data_dir/storage.key. Back it up:
+    #: without it nothing sealed can be read.
+    storage_key_file: Path | None = None
     #: A streaming session with no technician input and no real screen change this long ends (0 = never).
     session_idle_timeout_s: float = 900.0
     #: A remote shell with no byte either way this long is hung up by the relay (0 = never; the device's

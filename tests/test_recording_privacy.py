@@ -19,6 +19,7 @@ from server.auth.rights import ANY_GROUP, Principal, Right
 from server.sessions import SESSIONS
 from server.sessions.relay import RECORD_HEADER
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
+from tests.sealed_files import plain
 from tests.test_session_helpers import PRINCIPALS, api, configure_agent, install_test_auth, viewer_for
 from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
 
@@ -27,7 +28,7 @@ SECRET = "hunter2-Correct-Horse"
 
 def _records(path: Path) -> list[tuple[int, bool, bytes]]:
     """(direction, binary, payload) of every complete record of an ``.hlrec`` file."""
-    data, out, off = path.read_bytes(), [], 0
+    data, out, off = plain(path), [], 0
     while off + RECORD_HEADER.size <= len(data):
         _t, direction, binary, length = RECORD_HEADER.unpack_from(data, off)
         start = off + RECORD_HEADER.size
@@ -77,7 +78,7 @@ async def test_recording_holds_no_typed_input_and_is_private(tmp_path: Path, xvf
             assert status == 200
             await wait_until(lambda: (rec / f"{sid}.json").exists(), what="recording metadata")
 
-        raw = hlrec.read_bytes()
+        raw = plain(hlrec, partial=False)  # sealed at rest: plain() fails on a file in the clear
         assert SECRET.encode() not in raw and b"KeyQ" not in raw
         typed = _technician_messages(hlrec)
         assert {m["type"] for m in typed} <= {"input.mouse", "input.key"}

@@ -30,6 +30,7 @@ from server.tasks.artifacts import ArtifactReceiver, artifact_info
 from server.tasks.feature import SCHEDULER
 from tests.conftest import add_device
 from tests.harness import console_url, enroll_agent, running_agent, running_server, wait_until
+from tests.sealed_files import plain
 from tests.tasks_helpers import authorize, make_org, pinned, run_of, signed_spec, submit, task_agent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +74,7 @@ async def test_diagnostics_bundle_arrives_verified_and_downloads_with_the_right(
         details = json.loads(run["details"])
         assert info["sha256"] == details["sha256"] and info["size"] == details["size"] > 4096
         stored_file = data / "artifacts" / f"{run['id']}.tar.gz"
-        assert hashlib.sha256(stored_file.read_bytes()).hexdigest() == info["sha256"]
+        assert hashlib.sha256(plain(stored_file, partial=False)).hexdigest() == info["sha256"]  # sealed at rest
         assert "task.artifact.stored" in [r["action"] for r in await audit.recent(server.db)]
 
         server.console_app[AUTHENTICATORS].append(_as_header)
@@ -229,7 +230,7 @@ async def test_upload_cut_off_resumes_after_agent_restart(tmp_path: Path) -> Non
         info = artifact_info(run)
         assert info is not None
         stored_file = tmp_path / "srv" / "artifacts" / f"{run['id']}.tar.gz"
-        assert hashlib.sha256(stored_file.read_bytes()).hexdigest() == info["sha256"]
+        assert hashlib.sha256(plain(stored_file, partial=False)).hexdigest() == info["sha256"]  # resumed, sealed
 
 
 async def test_console_task_page_offers_the_bundle_for_download(tmp_path: Path) -> None:

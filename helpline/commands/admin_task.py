@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import shutil
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -178,6 +177,8 @@ def _show(args: argparse.Namespace) -> int:
 def _save_artifact(args: argparse.Namespace, runs: list[Any]) -> int:
     """Copy a run's stored bundle to FILE after checking its sha256; audited like an API download."""
     from server import audit
+    from server.storage.keys import storage_key_of
+    from server.storage.sealed import SealedReader, SealError
     from server.tasks.artifacts import artifact_info, expired_info, expired_message, sha256_file, stored_path
 
     with_artifact = [r for r in runs if artifact_info(r) is not None and (args.run_id in (None, r["id"]))]
@@ -195,12 +196,15 @@ def _save_artifact(args: argparse.Namespace, runs: list[Any]) -> int:
     info = artifact_info(run) or {}
     config = server_config(args)
     source = stored_path(config.data_dir, run["id"])
+    key = storage_key_of(config)
     try:
-        if sha256_file(source) != info.get("sha256"):
+        if sha256_file(source, key) != info.get("sha256"):
             print(f"helpline: {source} does not match the recorded sha256; not copied", file=sys.stderr)
             return 1
-        shutil.copyfile(source, args.artifact_out)
-    except OSError as exc:
+        with open(args.artifact_out, "wb") as out:  # unsealed on the way (server/storage/sealed.py)
+            for block in SealedReader(source, key):
+                out.write(block)
+    except (OSError, SealError) as exc:
         print(f"helpline: cannot copy the artifact: {exc}", file=sys.stderr)
         return 1
     with_database(config, lambda db: audit.append(db, _actor(), "task.artifact.download", run["id"], {

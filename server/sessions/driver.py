@@ -334,7 +334,7 @@ class SessionDriver:
                     "session_id": session.session_id, "device_id": session.device_id, "group": session.group,
                     "technician": session.technician_user, "requested_mode": session.machine.requested_mode,
                     "reason": session.reason, "document_id": session.document_id,
-                    "started_at": self._clock()})
+                    "started_at": self._clock()}, key=self.settings.seal_key)
 
             async def on_end(reason: str, by: str) -> None:
                 await self.finisher.finish(session, reason, by)
@@ -344,7 +344,8 @@ class SessionDriver:
                                if self.settings.record else None,
                                title=f"session {session.session_id} by {session.technician_user}",
                                on_shell=lambda kind, details: self._note_shell(session, kind, details),
-                               idle_timeout_s=self.settings.shell_idle_timeout_s)
+                               idle_timeout_s=self.settings.shell_idle_timeout_s,
+                               seal_key=self.settings.seal_key)
 
             session.relay = Relay(session.session_id, self.settings,
                                   view_only=lambda: session.machine.mode != "control",

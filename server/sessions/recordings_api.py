@@ -28,9 +28,15 @@ from server import api, audit
 from server.api import scopes
 from server.auth.rights import Right
 from server.errors import ApiError
+from server.storage.keys import storage_key_of
+from server.storage.sealed import StorageKey, plaintext_size
+from server.storage.serve import send_file
 from server.store import Row
 
 from . import repository, views
+
+#: The key that opens sealed recordings (loaded when its file exists, even with sealing turned off).
+STORAGE_KEY: web.AppKey[StorageKey | None] = web.AppKey("storage_key")
 
 if TYPE_CHECKING:
     from server.app import HelplineServer
@@ -77,18 +83,19 @@ async def recording_info(request: web.Request) -> web.Response:
     """Recording metadata"""
     row, path = await _recording(request)
     meta = await asyncio.to_thread(_read_meta, path)
-    size = (await asyncio.to_thread(path.stat)).st_size
+    size = await asyncio.to_thread(plaintext_size, path, request.app[STORAGE_KEY])
     return api.json(views.recording_view(row, size=size, meta=meta, record_format=RECORD_FORMAT))
 
 
 async def recording_data(request: web.Request) -> web.StreamResponse:
     """Recording stream (.hlrec)"""
     row, path = await _recording(request)
-    size = (await asyncio.to_thread(path.stat)).st_size
+    key = request.app[STORAGE_KEY]
+    size = await asyncio.to_thread(plaintext_size, path, key)
     await audit.append(api.db(request), api.principal(request).username, "session.recording.view", row["device_id"],
                        {"session_id": row["id"], "bytes": size})
-    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream",
-                                           "Content-Disposition": f'attachment; filename="{row["id"]}.hlrec"'})
+    return await send_file(request, path, key, {"Content-Type": "application/octet-stream",
+                                                "Content-Disposition": f'attachment; filename="{row["id"]}.hlrec"'})
 
 
 async def shell_recording(request: web.Request) -> web.StreamResponse:
@@ -97,11 +104,12 @@ async def shell_recording(request: web.Request) -> web.StreamResponse:
     cast = path.with_suffix(".cast")  # written beside the screen recording by server.sessions.shell_relay
     if not await asyncio.to_thread(cast.is_file):
         raise ApiError(404, "no_recording", "no shell ran in this session")
-    size = (await asyncio.to_thread(cast.stat)).st_size
+    key = request.app[STORAGE_KEY]
+    size = await asyncio.to_thread(plaintext_size, cast, key)
     await audit.append(api.db(request), api.principal(request).username, "session.shell_recording.view",
                        row["device_id"], {"session_id": row["id"], "bytes": size})
-    return web.FileResponse(cast, headers={"Content-Type": "application/x-asciicast",
-                                           "Content-Disposition": f'attachment; filename="{row["id"]}.cast"'})
+    return await send_file(request, cast, key, {"Content-Type": "application/x-asciicast",
+                                                "Content-Disposition": f'attachment; filename="{row["id"]}.cast"'})
 
 
 _ERRORS = {404: "No such session, or no recording (`no_recording`)",
@@ -130,4 +138,5 @@ ROUTES: list[api.Route] = [
 
 
 def setup(server: HelplineServer) -> None:
+    server.console_app[STORAGE_KEY] = storage_key_of(server.config)
     api.add_routes(server.console_app, ROUTES)

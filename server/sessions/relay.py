@@ -38,6 +38,7 @@ from common.background import Background
 from common.files import atomic_write
 from protocol import stream, toolkit
 from protocol.session import EndReason, viewer_mark
+from server.storage.sealed import StorageKey
 
 from .lanes import Lanes, is_bulk
 from .redact import technician_record
@@ -59,11 +60,11 @@ _SIZE_AT, _SEQ_AT = 8, 13
 class Recorder:
     """Appends messages to a file from a writer thread (never blocks the event loop on disk)."""
 
-    def __init__(self, path: Path, metadata: dict[str, object]) -> None:
+    def __init__(self, path: Path, metadata: dict[str, object], key: StorageKey | None = None) -> None:
         self.path = path
         self.metadata = metadata
         self.started = time.monotonic()
-        self._spool = AppendSpool(path, max_records=256, what="recording")
+        self._spool = AppendSpool(path, max_records=256, what="recording", key=key)
 
     def add(self, direction: int, binary: bool, data: str | bytes) -> None:
         if direction == 0 and _toolkit_private(binary, data):

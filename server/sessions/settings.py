@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server.storage.keys import sealing_key_of
+from server.storage.sealed import StorageKey
+
 
 @dataclass
 class SessionSettings:
@@ -30,6 +33,8 @@ class SessionSettings:
     #: Largest file the in-session toolkit may move either way (config ``session_max_file_mb``): the relay
     #: refuses a bigger ``file.offer`` or ``file.start`` itself, whatever the device's policy allows.
     max_file_bytes: int = 1024 * 1024 * 1024
+    #: Recordings and casts are sealed with this key (server/storage); None writes them in the clear.
+    seal_key: StorageKey | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> SessionSettings:
@@ -40,4 +45,5 @@ class SessionSettings:
             idle_timeout_s=float(getattr(config, "session_idle_timeout_s", 900.0)),
             shell_idle_timeout_s=float(getattr(config, "shell_idle_timeout_s", 900.0)),
             max_file_bytes=int(getattr(config, "session_max_file_mb", 1024)) * 1024 * 1024,
+            seal_key=sealing_key_of(config) if hasattr(config, "data_dir") else None,
         )

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from protocol import shell as sh
+from server.storage.sealed import StorageKey
 
 from .spool import AppendSpool
 
@@ -42,12 +43,12 @@ ToAgent = Callable[[str], Awaitable[None]]
 class CastRecorder:
     """Appends asciicast v2 lines to ``path`` from a writer thread."""
 
-    def __init__(self, path: Path, cols: int, rows: int, title: str) -> None:
+    def __init__(self, path: Path, cols: int, rows: int, title: str, key: StorageKey | None = None) -> None:
         self.path = path
         self.started = time.monotonic()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.bytes = 0
-        self._spool = AppendSpool(path, max_records=4096, what="shell recording")
+        self._spool = AppendSpool(path, max_records=4096, what="shell recording", key=key)
         header = {"version": 2, "width": cols, "height": rows, "timestamp": int(time.time()), "title": title[:200],
                   "env": {"TERM": "xterm-256color"}}
         self._spool.put((json.dumps(header) + "\n").encode())
@@ -77,9 +78,10 @@ class ShellWatch:
 
     def __init__(self, *, view_only: Callable[[], bool], cast_path: Path | None, title: str,
                  on_shell: OnShell | None = None, idle_timeout_s: float = 0.0, to_agent: ToAgent | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, seal_key: StorageKey | None = None) -> None:
         self.view_only = view_only
         self.cast_path = cast_path
+        self.seal_key = seal_key
         self.title = title
         self.on_shell = on_shell
         self.size = (80, 24)
@@ -138,7 +140,7 @@ class ShellWatch:
             return True
         if isinstance(message, sh.Opened):
             if self.recorder is None and self.cast_path is not None:
-                self.recorder = CastRecorder(self.cast_path, *self.size, self.title)
+                self.recorder = CastRecorder(self.cast_path, *self.size, self.title, self.seal_key)
             elif self.recorder is not None:
                 self.recorder.resize(*self.size)
             self._event("started", {"user": message.user, "uid": message.uid, "tty": message.tty,

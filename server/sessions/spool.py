@@ -2,7 +2,8 @@
 
 The screen recording (:class:`server.sessions.relay.Recorder`) and the shell's asciicast
 (:class:`server.sessions.shell_relay.CastRecorder`) both queue records here; a record that does not
-fit the bounded queue is dropped with a warning rather than slowing the relay.
+fit the bounded queue is dropped with a warning rather than slowing the relay. With a storage key
+each record is sealed as it is written (server/storage/sealed.py): nothing reaches the disk in the clear.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 from pathlib import Path
 
 from common.files import private_directory
+from server.storage.sealed import SealedWriter, StorageKey
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +23,10 @@ log = logging.getLogger(__name__)
 class AppendSpool:
     """Appends byte records to ``path`` (0600, its directory 0700) from a writer thread."""
 
-    def __init__(self, path: Path, *, max_records: int, what: str) -> None:
+    def __init__(self, path: Path, *, max_records: int, what: str, key: StorageKey | None = None) -> None:
         self.path = path
         self.what = what
+        self.key = key
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=max_records)
         private_directory(path.parent)
         self._thread = threading.Thread(target=self._run, name=f"spool-{path.stem}", daemon=True)
@@ -37,6 +40,9 @@ class AppendSpool:
             log.warning("%s %s falls behind; a record is dropped from it", self.what, self.path.name)
 
     def _run(self) -> None:
+        if self.key is not None:
+            self._run_sealed(self.key)
+            return
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "ab") as out:
@@ -47,6 +53,20 @@ class AppendSpool:
                 out.write(item)
                 if self._queue.empty():
                     out.flush()
+
+    def _run_sealed(self, key: StorageKey) -> None:
+        """The same, each record sealed (one AES-GCM record per queued record; the final one at close)."""
+        writer = SealedWriter(self.path, key)
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                writer.append(item)
+                if self._queue.empty():
+                    writer.flush()
+        finally:
+            writer.close()
 
     def close(self, timeout_s: float = 5) -> None:
         """Write what is queued and stop (blocking: call it from a thread)."""

@@ -24,6 +24,7 @@ from server.api import scopes
 from server.api.route import Handler
 from server.auth.rights import Right
 from server.errors import ApiError
+from server.storage.serve import send_file
 from server.store import Row
 
 from . import repository, service, views
@@ -151,7 +152,7 @@ def _download(receiver: ArtifactReceiver) -> Handler:
             raise ApiError(404, "no_artifact", "this run has no stored artifact")
         await audit.append(db, api.principal(request).username, "task.artifact.download", run["id"],
                            {"device_id": run["device_id"], "size": info.get("size"), "sha256": info.get("sha256")})
-        return web.FileResponse(path, headers={
+        return await send_file(request, path, receiver.read_key, {
             "Content-Type": "application/gzip", "X-Content-SHA256": str(info.get("sha256", "")),
             "Content-Disposition": f'attachment; filename="diagnostics-{run["id"]}.tar.gz"'})
 

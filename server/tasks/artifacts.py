@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol.tasks import TaskArtifactAck, TaskArtifactBegin, TaskArtifactChunk
+from server.storage.sealed import SealedReader, SealedWriter, StorageKey, is_sealed, plaintext_size, resume_point
 
 from .. import audit
 from ..store import Database, Row
@@ -76,11 +77,11 @@ def stored_path(data_dir: Path, run_id: str) -> Path:
     return data_dir / "artifacts" / f"{run_id}.tar.gz"
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, key: StorageKey | None = None) -> str:
+    """SHA-256 of the file's plaintext (a sealed file is opened with ``key``)."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1024 * 1024):
-            digest.update(block)
+    for block in SealedReader(path, key, chunk=1024 * 1024):
+        digest.update(block)
     return digest.hexdigest()
 
 
@@ -92,6 +93,10 @@ class ArtifactReceiver:
     db_of: Callable[[], Database]
     directory: Path
     max_bytes: int = DEFAULT_MAX_BYTES
+    #: New uploads are sealed with this key as they arrive (None: in the clear; server/storage/sealed.py).
+    seal_key: StorageKey | None = None
+    #: Opens what was sealed (also when sealing has since been turned off).
+    read_key: StorageKey | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def path_of(self, run_id: str) -> Path:
@@ -129,7 +134,8 @@ class ArtifactReceiver:
         if msg.size > self.max_bytes:
             return await self._refuse(device_id, msg.run_id, f"artifact of {msg.size} bytes exceeds the server's"
                                       f" limit of {self.max_bytes} bytes")
-        wanted = {"device_id": device_id, "size": msg.size, "sha256": msg.sha256, "chunk_size": msg.chunk_size}
+        wanted = {"device_id": device_id, "size": msg.size, "sha256": msg.sha256, "chunk_size": msg.chunk_size,
+                  "sealed": self.seal_key is not None}
         next_index = await asyncio.to_thread(self._prepare, msg.run_id, wanted)
         log.info("artifact upload", extra={"device_id": device_id, "run_id": msg.run_id, "size": msg.size,
                                            "resume_at": next_index})
@@ -143,12 +149,18 @@ class ArtifactReceiver:
             same = json.loads(meta.read_text()) == wanted and part.exists()
         except (OSError, ValueError):
             same = False
+        if same and self.seal_key is not None:
+            return resume_point(part)  # one sealed record per chunk; a record cut short is removed
         if same:
             whole: int = part.stat().st_size // int(wanted["chunk_size"])
             os.truncate(part, whole * wanted["chunk_size"])
             return whole
         meta.write_text(json.dumps(wanted))
-        part.write_bytes(b"")
+        part.unlink(missing_ok=True)
+        if self.seal_key is not None:
+            SealedWriter(part, self.seal_key).close(final=False)
+        else:
+            part.write_bytes(b"")
         part.chmod(0o600)
         return 0
 
@@ -165,7 +177,11 @@ class ArtifactReceiver:
             return await self._refuse(device_id, msg.run_id, "no upload begun for this run", audit_it=False)
         size, chunk_size = int(meta["size"]), int(meta["chunk_size"])
         total = max(1, math.ceil(size / chunk_size))
-        have = self._part(msg.run_id).stat().st_size
+        sealed = bool(meta.get("sealed"))
+        if sealed and self.seal_key is None:
+            return await self._refuse(device_id, msg.run_id, "the upload began sealed and sealing is now off;"
+                                      " it starts again", discard=True)
+        have = await asyncio.to_thread(plaintext_size, self._part(msg.run_id), None)
         expected = have // chunk_size
         if msg.total != total:
             return await self._refuse(device_id, msg.run_id, f"chunk count {msg.total} does not match the"
@@ -183,13 +199,18 @@ class ArtifactReceiver:
         await asyncio.to_thread(self._append, msg.run_id, data)
         if not last:
             return TaskArtifactAck(run_id=msg.run_id, status="continue", next_index=msg.index + 1)
-        digest = await asyncio.to_thread(sha256_file, self._part(msg.run_id))
+        digest = await asyncio.to_thread(sha256_file, self._part(msg.run_id), self.seal_key if sealed else None)
         if digest != meta["sha256"]:
             return await self._refuse(device_id, msg.run_id, f"sha256 mismatch: received {digest}, announced"
                                       f" {meta['sha256']}", discard=True)
         return await self._store(device_id, msg.run_id, size, digest)
 
     def _append(self, run_id: str, data: bytes) -> None:
+        if self.seal_key is not None and is_sealed(self._part(run_id)):
+            writer = SealedWriter(self._part(run_id), self.seal_key)
+            writer.append(data)
+            writer.close(final=False)
+            return
         with self._part(run_id).open("ab") as fh:
             fh.write(data)
 
@@ -205,7 +226,7 @@ class ArtifactReceiver:
             await repository.set_details(tx, run_id, json.dumps(details))
             await audit.append_in(tx, f"device:{device_id}", "task.artifact.stored", run_id,
                                   {"size": size, "sha256": digest})
-            await asyncio.to_thread(os.replace, self._part(run_id), final)
+            await asyncio.to_thread(self._finish, run_id, final)
         self._meta(run_id).unlink(missing_ok=True)
         log.info("artifact stored", extra={"device_id": device_id, "run_id": run_id, "size": size})
         return TaskArtifactAck(run_id=run_id, status="stored")
@@ -253,6 +274,13 @@ class ArtifactReceiver:
             log.error("expired artifact not deleted", extra={"run_id": run["id"], "error": str(exc)})
         log.info("artifact expired", extra={"run_id": run["id"], "retention_days": retention_days})
         return True
+
+    def _finish(self, run_id: str, final: Path) -> None:
+        """Close a sealed upload with its final record, then move it into place."""
+        part = self._part(run_id)
+        if self.seal_key is not None and is_sealed(part):
+            SealedWriter(part, self.seal_key).close()
+        os.replace(part, final)
 
     def _discard(self, run_id: str) -> None:
         self._part(run_id).unlink(missing_ok=True)

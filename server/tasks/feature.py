@@ -29,6 +29,7 @@ from protocol.tasks import (
     TaskResultAck,
     TaskWaiting,
 )
+from server.storage.keys import sealing_key_of, storage_key_of
 
 from ..api import add_routes
 from ..api.openapi import add_schemas
@@ -133,7 +134,8 @@ ARTIFACTS: web.AppKey[ArtifactReceiver] = web.AppKey("helpline_task_artifacts", 
 
 def setup(server: HelplineServer) -> None:
     receiver = ArtifactReceiver(lambda: server.db, server.config.data_dir / "artifacts",
-                                server.config.task_artifact_max_bytes)
+                                server.config.task_artifact_max_bytes, seal_key=sealing_key_of(server.config),
+                                read_key=storage_key_of(server.config))
     scheduler = TaskScheduler(server, receiver)
     scheduler.upcoming.append(wake.setup(server).tick)
     server.console_app[SCHEDULER] = scheduler
