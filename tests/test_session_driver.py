@@ -46,6 +46,11 @@ class StubAgent:
     sent: list[Message] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    @property
+    def certificate_serial(self) -> str:
+        """What the tunnel token is bound to (AgentConnection.certificate_serial)."""
+        return format(self.certificate.serial_number, "x")
+
     async def send(self, message: Message) -> None:
         self.sent.append(message)
 
