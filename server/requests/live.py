@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +26,8 @@ from .views import views_of
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 2.0
+#: Updates kept for a page whose snapshot is still on its way.
+MAX_HELD = 1000
 
 
 @dataclass(eq=False)
@@ -33,6 +35,8 @@ class Watcher:
     ws: web.WebSocketResponse
     #: Groups whose requests this page may see (None = all).
     groups: set[str] | None
+    #: Updates that arrived while the snapshot was being read and sent: they follow it, never precede it.
+    held: list[dict[str, Any]] | None = field(default_factory=list)
 
     def sees(self, group: str) -> bool:
         return self.groups is None or group in self.groups
@@ -55,6 +59,9 @@ class QueueHub:
         self._watchers.add(watcher)  # before the snapshot: an event in between is sent, not lost
         try:
             await ws.send_json(await self.snapshot(db, groups))
+            while watcher.held:
+                await ws.send_json(watcher.held.pop(0))
+            watcher.held = None
             async for _msg in ws:  # the page sends nothing we act on; reading keeps pings answered
                 pass
         finally:
@@ -79,6 +86,12 @@ class QueueHub:
         await asyncio.gather(*sends)
 
     async def _send(self, watcher: Watcher, message: dict[str, Any]) -> None:
+        if watcher.held is not None:
+            if len(watcher.held) < MAX_HELD:
+                watcher.held.append(message)
+            else:  # the snapshot is not being read: this page is stuck
+                self._watchers.discard(watcher)
+            return
         try:
             await asyncio.wait_for(watcher.ws.send_json(message), SEND_TIMEOUT_S)
         except (TimeoutError, ConnectionError, RuntimeError) as exc:
