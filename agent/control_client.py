@@ -42,9 +42,10 @@ Handler = Callable[["AgentClient", Any], Awaitable[None]]
 #: "wake": it relays Wake-on-LAN packets to its own networks (agent/wake.py);
 #: "update": it takes ``update.offer`` and reports ``update.status`` (agent/update/).
 #: "inventory.policy.push": it follows a changed personal-data policy sent with ``inventory.request``.
+#: "survey": it takes ``survey.ask`` (agent/help/survey.py); older agents are not asked.
 CAPABILITIES = ["inventory", "health", "health.seq", "session", "tasks", "authority", "health.partial",
                 "inventory.partial", "wake", "update", "inventory.policy", "tools",
-                "inventory.policy.push"]
+                "inventory.policy.push", "survey"]
 Hook = Callable[["AgentClient"], Awaitable[None]]
 
 

@@ -7,9 +7,12 @@ import asyncio
 import uuid
 from pathlib import Path
 
+import pytest
+
+from agent import control_client
 from agent.control_client import AgentClient
 from protocol.messages import Error
-from protocol.requests import RequestOpen
+from protocol.requests import RequestOpen, RequestStatus
 from protocol.surveys import SurveyAnswer, SurveyAsk
 from server.kpis.api import to_csv
 from server.kpis.compute import Event, Request, report
@@ -104,3 +107,40 @@ def test_csv_quotes_names_a_spreadsheet_would_run() -> None:
     assert lines[2].startswith("\"'=HYPERLINK(\"\"x\"\")\",1,1,")
     by_tech = to_csv(report([r], by="technician", now=100.0)).split("\r\n")
     assert by_tech[2].startswith("'@evil,")
+
+
+async def test_an_agent_without_the_survey_capability_is_not_asked(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent from before the survey (no 'survey' in hello) gets no survey.ask; the survey waits undelivered."""
+    monkeypatch.setattr(control_client, "CAPABILITIES", [c for c in control_client.CAPABILITIES if c != "survey"])
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "a")
+        async with running_agent(state) as agent:
+            seen = Seen(agent)
+            await asyncio.wait_for(agent.client.ready.wait(), 30)
+            await agent.client.send(RequestOpen(local_id=uuid.uuid4().hex, summary="old agent"))
+
+            async def one() -> bool:
+                _s, body = await api(server, "GET", "/api/v1/requests?state=all", "ann")
+                return len(body["requests"]) == 1
+
+            await wait_until(one, timeout=30, what="request stored")
+            _s, body = await api(server, "GET", "/api/v1/requests?state=all", "ann")
+            rid = body["requests"][0]["id"]
+            status, _ = await api(server, "POST", f"/api/v1/requests/{rid}/resolve", "ann", {"category": "x"})
+            assert status == 200
+
+            # Request events reach the subscribers one after the other, in commit order: once the device
+            # has the status of a later event (a note), the survey's handling of 'resolved' is over.
+            notes: list[str] = []
+
+            async def on_status(_client: AgentClient, status: RequestStatus) -> None:
+                notes.append(status.note)
+
+            agent.client.register(RequestStatus, on_status)
+            status, _ = await api(server, "POST", f"/api/v1/requests/{rid}/notes", "ann", {"text": "checkpoint"})
+            assert status == 200
+            await wait_until(lambda: "checkpoint" in notes, timeout=30, what="the note's status on the device")
+            row = await server.db.fetchone("SELECT delivered_at FROM surveys WHERE request_id = ?", (rid,))
+            assert row is not None and row["delivered_at"] is None and seen.asks == []

@@ -33,6 +33,8 @@ def setup(server: HelplineServer) -> None:
         return server.db
 
     async def send_pending(conn: AgentConnection, rows: list[surveys.Row]) -> None:
+        if conn.hello is None or surveys.CAPABILITY not in conn.hello.capabilities:
+            return  # an agent from before the survey: it stays undelivered until the device is upgraded
         for row in rows:
             if await surveys.mark_delivered(db(), row["request_id"], time.time()):
                 await conn.send(surveys.ask_of(row))

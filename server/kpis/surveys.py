@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 from protocol.surveys import SurveyAnswer, SurveyAsk
 
@@ -22,7 +21,8 @@ __all__ = ["Row"]
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[str, SurveyAsk], Awaitable[bool]]
+#: The hello capability of agents that take ``survey.ask``.
+CAPABILITY = "survey"
 
 
 async def create(db: Database, request_id: str, now: float) -> bool:
