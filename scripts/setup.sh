@@ -19,6 +19,9 @@ SYSTEM_PACKAGES+=(pciutils smartmontools)
 # Mutter capture backend (agent/screen/wayland, tests/wayland.py); foot is the native Wayland typing probe.
 SYSTEM_PACKAGES+=(mutter pipewire wireplumber gstreamer1.0-pipewire gstreamer1.0-tools gstreamer1.0-plugins-base
                   xwayland foot)
+# More than one node (issue 20): nats-server carries presence, routing and fan-out between server nodes in tests
+# and the demo (server/bus), and JetStream's object store holds shared artifacts and recordings.
+SYSTEM_PACKAGES+=(nats-server)
 # Node.js/npm only vendor the console's chart library; take Debian's when none is on PATH.
 command -v npm >/dev/null || SYSTEM_PACKAGES+=(nodejs npm)
 

@@ -85,6 +85,9 @@ class ServerConfig:
     allowed_origins: list[str] = field(default_factory=list)
     #: Record every session's tunnel stream to a file (for playback and review).
     session_recording: bool = False
+    #: The NATS server(s) this node shares with the others (``nats://host:4222``, comma-separated; TLS with
+    #: ``tls://``). Empty: one node alone, no bus (SQLite or PostgreSQL, nothing else to run). server/bus.
+    nats_url: str = ""
     #: Where recordings go (default: data_dir/recordings).
     recordings_dir: Path | None = None
     #: Seal recordings, shell casts and task artifacts at rest (AES-256-GCM, server/storage/sealed.py) with
