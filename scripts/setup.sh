@@ -19,6 +19,9 @@ SYSTEM_PACKAGES+=(pciutils smartmontools)
 # Mutter capture backend (agent/screen/wayland, tests/wayland.py); foot is the native Wayland typing probe.
 SYSTEM_PACKAGES+=(mutter pipewire wireplumber gstreamer1.0-pipewire gstreamer1.0-tools gstreamer1.0-plugins-base
                   xwayland foot)
+# The xdg-desktop-portal path (agent/screen/wayland/portal.py) on the same headless GNOME: the portal and its GNOME
+# backend, whose chooser tests/test_wayland_portal.py clicks; without recommends (they would pull in GNOME Shell).
+NO_RECOMMENDS_PACKAGES=(xdg-desktop-portal xdg-desktop-portal-gnome)
 # More than one node (issue 20): nats-server carries presence, routing and fan-out between server nodes in tests
 # and the demo (server/bus), and JetStream's object store holds shared artifacts and recordings.
 SYSTEM_PACKAGES+=(nats-server)
@@ -34,6 +37,15 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "==> installing system packages: ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  missing=()
+  for pkg in "${NO_RECOMMENDS_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing system packages without recommends: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
 else
   echo "==> not root: skipping system packages (${SYSTEM_PACKAGES[*]}); install them yourself for the full test suite"

@@ -210,6 +210,40 @@ def xwayland_colour(display: str, colour: str) -> tuple[int, int] | None:
         dpy.close()
 
 
+PORTAL_BINARIES = ("/usr/libexec/xdg-desktop-portal", "/usr/libexec/xdg-desktop-portal-gnome")
+
+
+def start_portal(handle: MutterHandle, log_dir: Path | None = None) -> dict[str, str]:
+    """Start xdg-desktop-portal with its GNOME backend on ``handle``'s bus; returns the clients' environment.
+
+    Both run as explicit children of this process (killed by ``handle.stop()`` by PID, before the bus),
+    not by D-Bus activation, so their logs are kept and nothing outlives the test. The GNOME backend
+    draws its chooser as a native Wayland client of the headless Mutter and drives Mutter's API behind it.
+    """
+    missing = [path for path in PORTAL_BINARIES if not os.access(path, os.X_OK)]
+    if missing:
+        raise MutterError(f"not installed: {', '.join(missing)} (scripts/setup.sh installs xdg-desktop-portal-gnome)")
+    env = {**handle.env(), "XDG_CURRENT_DESKTOP": "GNOME", "GSETTINGS_BACKEND": "memory", "NO_AT_BRIDGE": "1",
+           "GTK_A11Y": "none"}
+    # Anything the portal activates on this bus (the permission store) sees the session's display too.
+    subprocess.run(["dbus-update-activation-environment", "WAYLAND_DISPLAY", "DISPLAY", "XDG_CURRENT_DESKTOP",
+                    "XDG_SESSION_TYPE", "XDG_RUNTIME_DIR"], env=env, check=False, timeout=30, capture_output=True)
+    logs = log_dir or handle.runtime_dir
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    for path, name, bus_name in ((PORTAL_BINARIES[1], "portal-gnome", "org.freedesktop.impl.portal.desktop.gnome"),
+                                 (PORTAL_BINARIES[0], "portal", "org.freedesktop.portal.Desktop")):
+        out = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            proc = subprocess.Popen([path, "--verbose"] if name == "portal" else [path], env=env,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        finally:
+            out.close()
+        handle._procs.append(proc)
+        handle.pids[name] = proc.pid
+        _wait(bus_name, lambda n=bus_name: _bus_has(env, n, {}), [proc], deadline)  # type: ignore[misc]
+    return env
+
+
 @pytest.fixture
 def mutter(tmp_path: Path) -> Iterator[MutterHandle]:
     """A 1920x1080 headless Mutter for this test (logs in the test's tmp_path)."""

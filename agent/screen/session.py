@@ -446,19 +446,18 @@ class _PeerMisbehaving(Exception):
 async def _run_wayland(tunnel: Tunnel, *, mode: Mode, injector: InputInjector | None, clock: Callable[[], float],
                        stop: asyncio.Event | None, settings: FlowSettings | None, monitor: int | None,
                        input_gate: InputGate | None) -> SessionStats:
-    """The session on Mutter's remote-desktop API; it also ends when the compositor closes the cast."""
-    from .wayland.backend import MutterBackend
-    from .wayland.frames import PipeWireError
-    from .wayland.mutter import MutterError
+    """The session on Mutter's remote-desktop API or the portal; it also ends when the compositor closes the cast."""
+    from .wayland.backend import WaylandUnavailable, open_wayland
 
     try:
-        wayland = await MutterBackend.open()
-    except (MutterError, PipeWireError) as exc:
-        # No X11 fallback: under Wayland an X grab shows XWayland windows at best. The viewer is told why.
+        wayland = await open_wayland()
+    except WaylandUnavailable as exc:
+        # No X11 fallback: under Wayland an X grab shows XWayland windows at best. The viewer is told why
+        # (also when the person cancelled the portal's own dialog: code portal_cancelled).
         log.warning("screen session: the Wayland desktop cannot be shared: %s", exc)
-        await tunnel.send(stream.encode_text(stream.Error(code="backend_unavailable",
-                                                          message=f"Wayland screen sharing failed: {exc}"[:2000])))
-        return SessionStats(backend="wayland-mutter", end_reason=f"backend unavailable: {exc}")
+        await tunnel.send(stream.encode_text(stream.Error(code=exc.code, message=str(exc)[:2000])))
+        reason = "portal cancelled" if exc.code == "portal_cancelled" else "backend unavailable"
+        return SessionStats(backend=exc.backend, end_reason=f"{reason}: {exc}")
     ended = asyncio.Event()
     watchers = [asyncio.create_task(wayland.session.closed.wait())]
     if stop is not None:

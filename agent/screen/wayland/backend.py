@@ -7,6 +7,12 @@ overrides both, for an administrator who knows better and for benchmarks. Under 
 grab would see only XWayland windows (or nothing), so there is no silent fallback to X11:
 a Wayland session whose compositor offers no remote-desktop API ends the session with the
 reason, which the technician sees.
+
+Under Wayland there are two ways in (:func:`pick_wayland`): Mutter's own remote-desktop API
+when ``org.gnome.Mutter.RemoteDesktop`` is on the user's session bus (GNOME: no dialog), else
+the xdg-desktop-portal (KDE, wlroots desktops: the desktop's chooser asks the person once more,
+after Helpline's own prompt). ``[screen] wayland_backend = "auto" | "mutter" | "portal"`` in the
+agent's configuration file (``HELPLINE_WAYLAND_BACKEND`` overrides) forces one of them.
 """
 
 from __future__ import annotations
@@ -14,17 +20,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-from .frames import PipeWireCapture
+from dbus_fast import BusType, Message, MessageType
+from dbus_fast.aio import MessageBus
+
+from .frames import PipeWireCapture, PipeWireError
 from .injector import MutterInjector
-from .mutter import MutterSession
+from .mutter import RD_NAME, MutterError, MutterSession
+from .portal import PortalCancelled, PortalError, PortalSession
+from .tokens import RestoreTokenStore
 
 log = logging.getLogger(__name__)
 
 Backend = Literal["x11", "wayland"]
+WaylandPath = Literal["mutter", "portal"]
+Preference = Literal["auto", "mutter", "portal"]
+#: The agent's configuration file, whose ``[screen]`` table this reads (the session helper can read it too).
+DEFAULT_CONFIG = Path("/etc/helpline/agent.toml")
+#: How long the check for Mutter's API on the session bus may take.
+PROBE_TIMEOUT_S = 5.0
+
+
+class WaylandUnavailable(RuntimeError):
+    """The Wayland desktop cannot be shared; ``code`` is the viewer's error code, the message its reason."""
+
+    def __init__(self, message: str, *, backend: str, code: str = "backend_unavailable") -> None:
+        super().__init__(message)
+        self.backend, self.code = backend, code
 
 
 def choose_backend(env: Mapping[str, str] | None = None, display: str | None = None) -> Backend:
@@ -72,3 +99,112 @@ class MutterBackend:
     async def close(self) -> None:
         await asyncio.to_thread(self.capture.close)
         await self.session.close()
+
+
+@dataclass
+class PortalBackend:
+    """A started xdg-desktop-portal remote-desktop session and the reader of its stream."""
+
+    session: PortalSession
+    capture: PipeWireCapture
+    name: str = "wayland-portal"
+
+    @classmethod
+    async def open(cls, bus_address: str | None = None, tokens: RestoreTokenStore | None = None) -> PortalBackend:
+        """Start the portal session presenting the stored restore token; store what the portal returns."""
+        tokens = tokens or RestoreTokenStore()
+        presented = tokens.load()
+        try:
+            session = await PortalSession.open(bus_address, restore_token=presented)
+        except PortalError:
+            if presented:  # refused or cancelled with a token: it is spent either way (tokens are single use)
+                tokens.drop()
+            raise
+        try:
+            tokens.replace(session.started.restore_token)
+        except OSError as exc:  # the session still works; the next one asks again
+            log.warning("portal restore token not stored: %s", exc)
+        s = session.stream
+        try:
+            capture = PipeWireCapture(s.node_id, s.x, s.y, s.w, s.h, pipewire_fd=session.pipewire_fd)
+        except BaseException:
+            await session.close()
+            raise
+        return cls(session, capture)
+
+    def injector(self) -> MutterInjector:
+        """An injector bound to this session, for the running event loop."""
+        return MutterInjector(self.session, asyncio.get_running_loop())
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.capture.close)
+        await self.session.close()
+
+
+def wayland_preference(env: Mapping[str, str] | None = None, config: Path | None = None) -> Preference:
+    """``HELPLINE_WAYLAND_BACKEND``, else ``[screen] wayland_backend`` of the agent's config file, else "auto"."""
+    env = os.environ if env is None else env
+    value = env.get("HELPLINE_WAYLAND_BACKEND", "").strip().lower()
+    if not value:
+        path = config or Path(env.get("HELPLINE_AGENT_CONFIG") or DEFAULT_CONFIG)
+        try:
+            table = tomllib.loads(path.read_text()).get("screen", {})
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            table = {}
+        value = str(table.get("wayland_backend", "auto")).strip().lower() if isinstance(table, dict) else "auto"
+    if value not in ("auto", "mutter", "portal"):
+        log.warning("screen: wayland_backend %r is not auto, mutter or portal; using auto", value)
+        return "auto"
+    return value  # type: ignore[return-value]
+
+
+async def mutter_available(bus_address: str | None = None) -> bool:
+    """Whether Mutter's remote-desktop API is on the session bus (a GNOME session); False when no bus answers."""
+    try:
+        bus = await asyncio.wait_for(MessageBus(bus_address=bus_address, bus_type=BusType.SESSION).connect(),
+                                     PROBE_TIMEOUT_S)
+    except Exception:
+        return False
+    try:
+        reply = await asyncio.wait_for(bus.call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus", interface="org.freedesktop.DBus",
+            member="NameHasOwner", signature="s", body=[RD_NAME])), PROBE_TIMEOUT_S)
+        return reply is not None and reply.message_type == MessageType.METHOD_RETURN and bool(reply.body[0])
+    except Exception:
+        return False
+    finally:
+        bus.disconnect()
+
+
+async def pick_wayland(bus_address: str | None = None, preference: Preference | None = None) -> WaylandPath:
+    """Mutter's API or the portal, as configured; "auto": Mutter's when it is on the bus, else the portal."""
+    preference = preference or wayland_preference()
+    if preference != "auto":
+        return preference
+    return "mutter" if await mutter_available(bus_address) else "portal"
+
+
+async def open_wayland(bus_address: str | None = None,
+                       preference: Preference | None = None) -> MutterBackend | PortalBackend:
+    """The chosen Wayland backend, started; :class:`WaylandUnavailable` with the reason when it cannot be."""
+    path = await pick_wayland(bus_address, preference)
+    name = f"wayland-{path}"
+    log.info("screen session: Wayland through %s", "Mutter's remote-desktop API" if path == "mutter"
+             else "the xdg-desktop-portal")
+    try:
+        if path == "mutter":
+            return await MutterBackend.open(bus_address)
+        return await PortalBackend.open(bus_address)
+    except PortalCancelled as exc:
+        raise WaylandUnavailable(f"{exc}; the session was not started", backend=name, code="portal_cancelled") from exc
+    except (MutterError, PortalError, PipeWireError) as exc:
+        raise WaylandUnavailable(f"Wayland screen sharing failed ({name}): {exc}", backend=name) from exc
+
+
+async def describe_backend(display: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The screen backend a session here would use: "x11", "wayland-mutter" or "wayland-portal" (capabilities)."""
+    env = os.environ if env is None else env
+    if choose_backend(env, display) == "x11":
+        return "x11"
+    preference = wayland_preference(env)
+    return f"wayland-{await pick_wayland(env.get('DBUS_SESSION_BUS_ADDRESS'), preference)}"

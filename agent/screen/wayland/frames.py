@@ -44,9 +44,14 @@ class PipeWireError(RuntimeError):
     """The stream could not be read (no gst-launch, no pipewiresrc, the child died)."""
 
 
-def gst_command(node_id: int, w: int, h: int, fd: int) -> list[str]:
-    """The child's command line: raw BGRx frames of node ``node_id`` written to ``fd``."""
-    return ["gst-launch-1.0", "-q", "pipewiresrc", f"path={node_id}", "always-copy=true", "!",
+def gst_command(node_id: int, w: int, h: int, fd: int, pipewire_fd: int | None = None) -> list[str]:
+    """The child's command line: raw BGRx frames of node ``node_id`` written to ``fd``.
+
+    ``pipewire_fd``: a PipeWire remote the portal opened for this session (``OpenPipeWireRemote``),
+    which only shows the session's node; without it ``pipewiresrc`` connects to the user's PipeWire.
+    """
+    remote = [f"fd={pipewire_fd}"] if pipewire_fd is not None else []
+    return ["gst-launch-1.0", "-q", "pipewiresrc", *remote, f"path={node_id}", "always-copy=true", "!",
             "videoconvert", "!", f"video/x-raw,format=BGRx,width={w},height={h}", "!",
             "fdsink", f"fd={fd}", "sync=false"]
 
@@ -54,10 +59,13 @@ def gst_command(node_id: int, w: int, h: int, fd: int) -> list[str]:
 class PipeWireCapture:
     """The newest frame of one PipeWire node (a monitor at ``x, y`` of size ``w × h``)."""
 
-    def __init__(self, node_id: int, x: int, y: int, w: int, h: int, env: dict[str, str] | None = None) -> None:
+    def __init__(self, node_id: int, x: int, y: int, w: int, h: int, env: dict[str, str] | None = None,
+                 pipewire_fd: int | None = None) -> None:
         if not (w > 0 and h > 0 and w * h <= MAX_PIXELS):
             raise PipeWireError(f"stream size {w}x{h} out of range")
         self.node_id = node_id
+        #: The portal's PipeWire remote, inherited by the child (the portal session owns and closes it).
+        self._pipewire_fd = pipewire_fd
         self._monitor = Monitor(x, y, w, h, True)
         self._size = w * h * 4
         self._env = env
@@ -85,7 +93,8 @@ class PipeWireCapture:
             fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         try:
             self._proc = subprocess.Popen(
-                gst_command(self.node_id, self._monitor.w, self._monitor.h, write_fd), pass_fds=(write_fd,),
+                gst_command(self.node_id, self._monitor.w, self._monitor.h, write_fd, self._pipewire_fd),
+                pass_fds=(write_fd,) if self._pipewire_fd is None else (write_fd, self._pipewire_fd),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self._env,
             )
         except OSError as exc:

@@ -1,4 +1,4 @@
-"""Inject the viewer's input through Mutter's RemoteDesktop session (an ``InputInjector``).
+"""Inject the viewer's input through a RemoteDesktop session (an ``InputInjector``): Mutter's or the portal's.
 
 Synthetic X input reaches only XWayland windows; the RemoteDesktop session's notifications
 reach every window, native or not. The screen session calls ``inject`` from its input
@@ -13,13 +13,15 @@ import asyncio
 import logging
 import threading
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from protocol.stream import InputKey, InputMessage, InputMouse, InputText
 
 from ...input_injector import KEYSYMS, InputRefused
 from ..capture import Monitor
-from .mutter import CALL_TIMEOUT_S, MutterError, MutterSession
+from .mutter import CALL_TIMEOUT_S, MutterError
+from .portal import CALL_TIMEOUT_S as PORTAL_CALL_TIMEOUT_S
+from .portal import PortalError
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +39,20 @@ def char_keysym(char: str) -> int:
     return code if 0x20 <= code <= 0x7E or 0xA0 <= code <= 0xFF else 0x01000000 + code
 
 
+class RemoteInput(Protocol):
+    """The input half of a RemoteDesktop session (MutterSession, PortalSession); coordinates in stream pixels."""
+
+    async def pointer_motion(self, x: float, y: float) -> None: ...
+    async def pointer_button(self, evdev_code: int, pressed: bool) -> None: ...
+    async def pointer_axis_discrete(self, axis: int, steps: int) -> None: ...
+    async def keysym(self, keysym: int, pressed: bool) -> None: ...
+    async def tap_keysym(self, keysym: int) -> None: ...
+
+
 class MutterInjector:
     """Pointer and keyboard through ``session`` (thread-safe; calls run on ``loop``)."""
 
-    def __init__(self, session: MutterSession, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, session: RemoteInput, loop: asyncio.AbstractEventLoop) -> None:
         self._session, self._loop = session, loop
         self._lock = threading.Lock()
         self._held_keys: set[int] = set()
@@ -49,8 +61,8 @@ class MutterInjector:
     def _run(self, coro: Coroutine[Any, Any, None]) -> None:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
-            future.result(CALL_TIMEOUT_S + 1)
-        except MutterError as exc:
+            future.result(max(CALL_TIMEOUT_S, PORTAL_CALL_TIMEOUT_S) + 1)
+        except (MutterError, PortalError) as exc:
             raise InputRefused(f"the compositor refused the event: {exc}") from exc
         except TimeoutError as exc:
             future.cancel()
@@ -109,4 +121,4 @@ class MutterInjector:
             self._held_buttons.clear()
 
     def close(self) -> None:
-        """Nothing of its own to close: the backend closes the Mutter session."""
+        """Nothing of its own to close: the backend closes the remote-desktop session."""

@@ -1,0 +1,295 @@
+"""The xdg-desktop-portal RemoteDesktop + ScreenCast portals: the cross-desktop Wayland path.
+
+KDE Plasma, wlroots desktops and GNOME all implement ``org.freedesktop.portal.RemoteDesktop``
+and ``org.freedesktop.portal.ScreenCast`` on the user's session bus. Unlike Mutter's own API
+the portal asks the person: ``Start`` shows the desktop's chooser (which monitor, whether to
+allow remote interaction), so it is a second question after Helpline's own consent prompt —
+the screen session calls :meth:`PortalSession.open` only after that prompt was answered, and
+the portal's Cancel ends the session with :class:`PortalCancelled`, whose message the
+technician sees.
+
+The calls, in order: ``CreateSession``; ``SelectDevices`` (keyboard | pointer, ``persist_mode``
+2 — until revoked — and the stored ``restore_token`` if there is one, so an approved device
+need not ask again where the portal honours tokens); ``SelectSources`` (one monitor, the
+pointer drawn into the frames); ``Start`` → the streams (PipeWire node, size, place) and maybe
+a new restore token; ``OpenPipeWireRemote`` → a file descriptor of the PipeWire connection the
+portal filtered to this session's node, handed to the ``gst-launch`` child. Each of the first
+four answers through a ``Request`` object's ``Response`` signal, subscribed to *before* the
+call (the request's path is predictable from our unique name and our ``handle_token``).
+Input is ``NotifyPointerMotionAbsolute`` (stream pixels), ``NotifyPointerButton`` (evdev),
+``NotifyPointerAxisDiscrete`` and ``NotifyKeyboardKeysym``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from dbus_fast import BusType, Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from .mutter import SHIFT_L, StreamInfo
+
+log = logging.getLogger(__name__)
+
+PORTAL_NAME = "org.freedesktop.portal.Desktop"
+PORTAL_PATH = "/org/freedesktop/portal/desktop"
+RD = "org.freedesktop.portal.RemoteDesktop"
+SC = "org.freedesktop.portal.ScreenCast"
+REQUEST = "org.freedesktop.portal.Request"
+SESSION = "org.freedesktop.portal.Session"
+#: SelectDevices ``types``: keyboard (1) | pointer (2).
+DEVICES = 1 | 2
+#: SelectSources ``types``: a monitor.
+SOURCE_MONITOR = 1
+#: ``cursor_mode`` 2: embedded in the frames (the viewer shows the pointer as it is).
+CURSOR_EMBEDDED = 2
+#: ``persist_mode`` 2: the permission lasts until revoked (a restore token comes back where the portal keeps it).
+PERSIST_UNTIL_REVOKED = 2
+#: Upper bound of a call, and of a Response that needs no person (CreateSession, SelectDevices, SelectSources).
+CALL_TIMEOUT_S = 10.0
+#: How long the person has to answer the portal's own chooser after ``Start``.
+CHOOSER_TIMEOUT_S = 120.0
+#: A restore token is an opaque string (a UUID in practice); anything longer is not kept.
+MAX_TOKEN_LEN = 512
+
+_tokens = itertools.count(1)
+
+
+class PortalError(RuntimeError):
+    """The portal is missing, refused, or did not answer."""
+
+
+class PortalCancelled(PortalError):
+    """The person pressed Cancel in the portal's chooser (response 1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PortalStart:
+    """What ``Start`` granted: the stream, whether input is allowed, and the token to present next time."""
+
+    stream: StreamInfo
+    devices: int
+    restore_token: str | None
+
+
+def valid_token(token: object) -> str | None:
+    """``token`` if it is a plausible restore token (a short printable string), else None."""
+    if isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_LEN and token.isprintable():
+        return token
+    return None
+
+
+class PortalSession:
+    """A started portal RemoteDesktop session with one ScreenCast stream (use :meth:`open`)."""
+
+    def __init__(self, bus: MessageBus, handle: str, started: PortalStart, pipewire_fd: int) -> None:
+        self._bus = bus
+        self.handle = handle
+        self.started = started
+        self.stream = started.stream
+        #: The PipeWire remote for the gst-launch child (``pipewiresrc fd=…``); owned by this session until closed.
+        self.pipewire_fd = pipewire_fd
+        self.closed = asyncio.Event()
+        bus.add_message_handler(self._on_message)
+
+    @classmethod
+    async def open(cls, bus_address: str | None = None, restore_token: str | None = None,
+                   chooser_timeout_s: float = CHOOSER_TIMEOUT_S) -> PortalSession:
+        """Connect, create and start the session (the portal may ask the person), open its PipeWire remote."""
+        try:
+            bus = await MessageBus(bus_address=bus_address, bus_type=BusType.SESSION, negotiate_unix_fd=True).connect()
+        except Exception as exc:
+            raise PortalError(f"cannot connect to the session bus: {exc}") from exc
+        handle = ""
+        try:
+            session_token = f"helpline{secrets.token_hex(4)}"
+            created = await _request(bus, RD, "CreateSession", "a{sv}",
+                                     lambda t: [{"handle_token": Variant("s", t),
+                                                 "session_handle_token": Variant("s", session_token)}],
+                                     CALL_TIMEOUT_S)
+            handle = created.then_get("session_handle")
+            await _match(bus, f"type='signal',sender='{PORTAL_NAME}',path='{handle}',interface='{SESSION}'")
+            options: dict[str, Variant] = {"types": Variant("u", DEVICES),
+                                           "persist_mode": Variant("u", PERSIST_UNTIL_REVOKED)}
+            if restore_token:
+                options["restore_token"] = Variant("s", restore_token)
+            await _request(bus, RD, "SelectDevices", "oa{sv}",
+                           lambda t: [handle, {"handle_token": Variant("s", t), **options}], CALL_TIMEOUT_S)
+            await _request(bus, SC, "SelectSources", "oa{sv}",
+                           lambda t: [handle, {"handle_token": Variant("s", t), "types": Variant("u", SOURCE_MONITOR),
+                                               "multiple": Variant("b", False),
+                                               "cursor_mode": Variant("u", CURSOR_EMBEDDED)}], CALL_TIMEOUT_S)
+            log.info("portal: asking the desktop to start remote desktop session %s (its chooser may show)", handle)
+            results = (await _request(bus, RD, "Start", "osa{sv}",
+                                      lambda t: [handle, "", {"handle_token": Variant("s", t)}],
+                                      chooser_timeout_s)).results
+            started = _parse_start(results)
+            (fd_index,), fds = await _call_fds(bus, SC, "OpenPipeWireRemote", "oa{sv}", [handle, {}])
+            if not isinstance(fd_index, int) or not 0 <= fd_index < len(fds):
+                raise PortalError("OpenPipeWireRemote returned no file descriptor")
+            fd = fds[fd_index]
+            for other in fds:
+                if other != fd:
+                    os.close(other)
+        except BaseException:
+            if handle:
+                with contextlib.suppress(Exception):
+                    await _close_session(bus, handle)
+            bus.disconnect()
+            raise
+        s = started.stream
+        log.info("portal remote desktop: session %s, PipeWire node %d, %dx%d at %d,%d, devices %d, restore token %s",
+                 handle, s.node_id, s.w, s.h, s.x, s.y, started.devices,
+                 "returned" if started.restore_token else "not returned")
+        session = cls(bus, handle, started, fd)
+        # As with Mutter's API (the portal drives it on GNOME): the first keys of a fresh virtual keyboard get lost.
+        if started.devices & 1:
+            with contextlib.suppress(PortalError):
+                await session.tap_keysym(SHIFT_L)
+        return session
+
+    def _on_message(self, message: Message) -> None:
+        if message.message_type == MessageType.SIGNAL and message.path == self.handle and message.member == "Closed":
+            log.info("the portal closed the remote-desktop session %s", self.handle)
+            self.closed.set()
+
+    # --- input (coordinates in the stream's pixel space) -----------------------------------
+
+    async def pointer_motion(self, x: float, y: float) -> None:
+        await self._notify("NotifyPointerMotionAbsolute", "oa{sv}udd", [self.stream.node_id, float(x), float(y)])
+
+    async def pointer_button(self, evdev_code: int, pressed: bool) -> None:
+        await self._notify("NotifyPointerButton", "oa{sv}iu", [evdev_code, int(pressed)])
+
+    async def pointer_axis_discrete(self, axis: int, steps: int) -> None:
+        """``axis`` 0 = vertical (positive: down), 1 = horizontal (positive: right)."""
+        await self._notify("NotifyPointerAxisDiscrete", "oa{sv}ui", [axis, steps])
+
+    async def keysym(self, keysym: int, pressed: bool) -> None:
+        await self._notify("NotifyKeyboardKeysym", "oa{sv}iu", [keysym, int(pressed)])
+
+    async def tap_keysym(self, keysym: int) -> None:
+        """Press and release written together (see MutterSession.tap_keysym: clients repeat keys on their own clock)."""
+        await asyncio.gather(*(self.keysym(keysym, down) for down in (True, False)))
+
+    async def _notify(self, member: str, signature: str, args: list[Any]) -> None:
+        await _call(self._bus, RD, member, signature, [self.handle, {}, *args])
+
+    async def close(self) -> None:
+        """Close the portal session (the desktop ends the cast) and the PipeWire fd; idempotent."""
+        if self.pipewire_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.pipewire_fd)
+            self.pipewire_fd = -1
+        if self._bus.connected:
+            if not self.closed.is_set():
+                with contextlib.suppress(PortalError):
+                    await _close_session(self._bus, self.handle)
+            self._bus.disconnect()
+        self.closed.set()
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    results: dict[str, Variant]
+
+    def then_get(self, key: str) -> str:
+        value = self.results.get(key)
+        if value is None or not isinstance(value.value, str):
+            raise PortalError(f"the portal's answer has no {key}")
+        return value.value
+
+
+def _parse_start(results: dict[str, Variant]) -> PortalStart:
+    streams = results.get("streams")
+    if streams is None or not streams.value:
+        raise PortalError("the portal started no stream (no monitor was chosen)")
+    node_id, props = streams.value[0]
+    props = props or {}
+    x, y = props["position"].value if "position" in props else (0, 0)
+    if "size" not in props:
+        raise PortalError("the portal's stream has no size")
+    w, h = props["size"].value
+    devices = results["devices"].value if "devices" in results else 0
+    token = valid_token(results["restore_token"].value) if "restore_token" in results else None
+    return PortalStart(StreamInfo(int(node_id), int(x), int(y), int(w), int(h)), int(devices), token)
+
+
+async def _match(bus: MessageBus, rule: str) -> None:
+    await _raw_call(bus, Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                                 interface="org.freedesktop.DBus", member="AddMatch", signature="s", body=[rule]))
+
+
+async def _request(bus: MessageBus, interface: str, member: str, signature: str, body: Any,
+                   timeout_s: float) -> _Response:
+    """Call a portal method that answers through a Request's Response signal; wait for it within ``timeout_s``."""
+    token = f"helpline{next(_tokens)}_{secrets.token_hex(4)}"
+    sender = (bus.unique_name or "").lstrip(":").replace(".", "_")
+    path = f"{PORTAL_PATH}/request/{sender}/{token}"
+    answer: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+
+    def on_message(message: Message) -> None:
+        if (message.message_type == MessageType.SIGNAL and message.member == "Response"
+                and message.path == path and not answer.done()):
+            answer.set_result(list(message.body))
+
+    bus.add_message_handler(on_message)
+    try:
+        await _match(bus, f"type='signal',sender='{PORTAL_NAME}',path='{path}',interface='{REQUEST}'")
+        (request_path,) = await _call(bus, interface, member, signature, body(token))
+        if request_path != path:  # an old portal (< 0.9) names the request itself: listen there too
+            await _match(bus, f"type='signal',sender='{PORTAL_NAME}',path='{request_path}',interface='{REQUEST}'")
+            path = request_path
+        try:
+            code, results = await asyncio.wait_for(answer, timeout_s)
+        except TimeoutError as exc:
+            with contextlib.suppress(Exception):
+                await _raw_call(bus, Message(destination=PORTAL_NAME, path=path, interface=REQUEST, member="Close"))
+            raise PortalError(f"{interface}.{member}: no answer from the portal within {timeout_s:.0f}s") from exc
+    finally:
+        bus.remove_message_handler(on_message)
+    if code == 1:
+        raise PortalCancelled(f"the person cancelled the desktop's screen-sharing dialog ({member})")
+    if code != 0:
+        raise PortalError(f"{interface}.{member}: the portal refused (response {code})")
+    return _Response(dict(results))
+
+
+async def _call(bus: MessageBus, interface: str, member: str, signature: str, body: list[Any]) -> list[Any]:
+    reply = await _raw_call(bus, Message(destination=PORTAL_NAME, path=PORTAL_PATH, interface=interface,
+                                         member=member, signature=signature, body=body))
+    return list(reply.body)
+
+
+async def _call_fds(bus: MessageBus, interface: str, member: str, signature: str,
+                    body: list[Any]) -> tuple[list[Any], list[int]]:
+    reply = await _raw_call(bus, Message(destination=PORTAL_NAME, path=PORTAL_PATH, interface=interface,
+                                         member=member, signature=signature, body=body))
+    return list(reply.body), list(reply.unix_fds or [])
+
+
+async def _raw_call(bus: MessageBus, message: Message) -> Message:
+    try:
+        reply = await asyncio.wait_for(bus.call(message), CALL_TIMEOUT_S)
+    except TimeoutError as exc:
+        raise PortalError(f"{message.interface}.{message.member}: no answer within {CALL_TIMEOUT_S:.0f}s") from exc
+    if reply is None:
+        raise PortalError(f"{message.interface}.{message.member}: no reply")
+    if reply.message_type == MessageType.ERROR:
+        for fd in reply.unix_fds or []:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        detail = reply.body[0] if reply.body else ""
+        raise PortalError(f"{message.interface}.{message.member}: {reply.error_name}: {detail}")
+    return reply
+
+
+async def _close_session(bus: MessageBus, handle: str) -> None:
+    await _raw_call(bus, Message(destination=PORTAL_NAME, path=handle, interface=SESSION, member="Close"))
