@@ -348,3 +348,35 @@ def test_the_launcher_opens_get_help_and_the_package_installs_it() -> None:
     build = (repo / "scripts/build-deb").read_text()
     assert '"$STAGE/usr/share/applications/helpline-help.desktop"' in build
     assert subprocess.run([*HELPLINE, "help", "--help"], capture_output=True, text=True, timeout=60).returncode == 0
+
+
+async def test_an_open_window_follows_the_agent_through_a_restart(tmp_path: Path, xvfb: XvfbHandle) -> None:  # noqa: F811
+    """The agent stops while the window is open (the window says so), a technician claims the request meanwhile;
+    the window reconnects to the restarted agent and shows "claimed by …" from the status sent on connect."""
+    with short_dir() as state_dir:
+        async with running_server(tmp_path / "server") as server:
+            install_test_auth(server)
+            state = await enroll_agent(server, state_dir / "agent")
+            config = AgentConfig(state_dir=state.directory, backoff_cap_s=1.0)
+            sock = state.directory / SOCKET_NAME
+            with contextlib.ExitStack() as stack:
+                async with running_agent(state, config) as agent:
+                    await wait_until(lambda: agent.client.ready.is_set() and sock.exists(), timeout=30,
+                                     what="agent and help socket")
+                    proc = stack.enter_context(help_window(sock, xvfb.display, "--no-screenshot"))
+                    events = _events(proc)
+                    await next_event(events, "ready", 60)
+                    done = await helpline_help("--send", "scanner jams", "--no-screenshot", "--socket", str(sock),
+                                               display=xvfb.display)
+                    assert done.returncode == 0, done.stderr
+                    await next_event(events, "requests", check=lambda e: any(
+                        r["state"] == "waiting" for r in e["requests"]))
+                await next_event(events, "lost", 30)
+                found = await requests_of(server)
+                status, body = await api(server, "POST", f"/api/v1/requests/{found[0]['id']}/claim", "ann")
+                assert status == 200, body
+                async with running_agent(state, config):
+                    await next_event(events, "ready", 60)
+                    claimed = await next_event(events, "requests", 60, check=lambda e: any(
+                        r["state"] == "claimed" for r in e["requests"]))
+                    assert "claimed by" in claimed["requests"][0]["line"]

@@ -81,6 +81,7 @@ class LocalHelpSocket:
     def __init__(self, desk: HelpDesk, path: Path) -> None:
         self.desk, self.path = desk, path
         self.listening = asyncio.Event()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def serve(self, _client: Any = None) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -100,6 +101,8 @@ class LocalHelpSocket:
             await asyncio.Future()
         finally:
             server.close()
+            for writer in list(self._writers):  # the agent stops: its callers learn it at once
+                writer.close()
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             self.listening.clear()
@@ -110,4 +113,8 @@ class LocalHelpSocket:
             log.warning("help socket: refused uid %d", uid)
             writer.close()
             return
-        await serve_lines(reader, writer, self.desk, Caller(uid=uid, user=user_name(uid)))
+        self._writers.add(writer)
+        try:
+            await serve_lines(reader, writer, self.desk, Caller(uid=uid, user=user_name(uid)))
+        finally:
+            self._writers.discard(writer)

@@ -22,6 +22,7 @@ import json
 import queue
 import sys
 import threading
+import time
 import tkinter as tk
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ WITHDRAW_BG = "#8c2f2f"
 RUN_BG = "#5b3f8c"
 ESCALATE_BG = "#b3541e"
 PREVIEW_WIDTH = 320
+#: Seconds between attempts to reach the agent again after it went away.
+RECONNECT_S = 2.0
 URGENCY_WORDS = [("low", "Low — whenever"), ("normal", "Normal"), ("high", "High — I am blocked"),
                  ("critical", "Critical — many people are blocked")]
 
@@ -117,8 +120,11 @@ class HelpWindow:
     def show_state(self, state: wire.State) -> None:
         lines = [f"• {one_line(d.text, 100)}" for d in state.diagnostics]
         self.diagnostics.config(text="What Helpline noticed:\n" + "\n".join(lines) if lines else "")
-        if not state.online:
-            self.status.config(text="Not connected to IT right now: your request is sent as soon as it is.")
+        self.status.config(text="" if state.online else
+                           "Not connected to IT right now: your request is sent as soon as it is.")
+        for child in self.fixes_frame.winfo_children():  # a state after a reconnect replaces the list
+            child.destroy()
+        self.fix_rows.clear()
         if state.fixes:
             tk.Label(self.fixes_frame, text="Fix it yourself (approved by your IT)", font=("TkDefaultFont", 12, "bold"),
                      anchor="w").pack(fill="x")
@@ -280,12 +286,28 @@ class HelpWindow:
             self.emit("done", what=what)
 
     def read_forever(self) -> None:
-        """The socket reader thread: replies and pushes into the queue."""
-        try:
+        """The socket reader thread: replies and pushes into the queue. When the agent goes away (a restart,
+        an update, the helper reconnecting) it connects again every few seconds and asks for the state and
+        updates afresh, so the window shows the status the server sends the agent on reconnect."""
+        while True:
+            try:
+                while True:
+                    self.inbox.put(self.client.read())
+            except (OSError, HelpUnavailable) as exc:
+                self.inbox.put(exc)
             while True:
-                self.inbox.put(self.client.read())
-        except (OSError, HelpUnavailable) as exc:
-            self.inbox.put(exc)
+                time.sleep(RECONNECT_S)
+                try:
+                    client = HelpClient(self.client.path, timeout_s=None)
+                except HelpUnavailable:
+                    continue
+                self.client = client
+                try:
+                    self.client.send(wire.GetState(call=self.client.number()))
+                    self.client.send(wire.Watch(call=self.client.number()))
+                except OSError:
+                    continue
+                break
 
 
 def run_window(path: Path, display: str | None, *, events: bool = False, screenshot: bool = True) -> int:
