@@ -48,7 +48,8 @@ def test_scattered_changes_are_coalesced_into_few_jpeg_rects() -> None:
     update = pipe.step(0.1, 50, 2).update
     assert update is not None
     rects = [stream.unpack_update(m) for m in update.messages]
-    assert len(rects) == 4 and all(r.encoding is Encoding.JPEG and r.w >= 960 for r in rects)
+    # One strip per tile row, cut to the changed pixels (the first to the last flipped one).
+    assert len(rects) == 4 and all(r.encoding is Encoding.JPEG and r.w >= 897 and r.h == 1 for r in rects)
     mask = np.zeros((2, 4), dtype=bool)
     mask[0, [0, 2]] = True
     assert fill_rows(mask).tolist() == [[True, True, True, False], [False, False, False, False]]
@@ -156,7 +157,7 @@ class FakeGrabber:
 
 
 def test_pipeline_sends_full_then_diff_then_lossless_refresh() -> None:
-    """First step sends everything, a change sends its tile, and the lossy tile is refreshed after settling."""
+    """First step sends everything, a change sends its pixels, and the lossy tiles are refreshed after settling."""
     rng = np.random.default_rng(5)
     screen = rng.integers(0, 256, (128, 192, 4), dtype=np.uint8)
     grabber = FakeGrabber(screen)
@@ -168,7 +169,7 @@ def test_pipeline_sends_full_then_diff_then_lossless_refresh() -> None:
     second = pipe.step(0.2, 60, 2).update
     assert second is not None
     rects = [stream.unpack_update(m) for m in second.messages]
-    assert [(r.x, r.y, r.w, r.h) for r in rects] == [(64, 64, 64, 64)]
+    assert [(r.x, r.y, r.w, r.h) for r in rects] == [(70, 70, 10, 10)]  # cut to the changed pixels
     assert rects[-1].end_of_frame and all(r.seq == 2 for r in rects)
     refresh = pipe.step(0.45, 60, 3).update  # tiles sent at t=0 settled; the t=0.2 tile has not
     assert refresh is not None and refresh.refresh

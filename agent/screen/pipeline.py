@@ -26,7 +26,20 @@ from protocol.stream import Encoding, Flags, Kind, pack_update
 
 from .capture import Frame, Monitor, RegionGrabber, ScreenGrabber, ViewGrabber
 from .encoder import encode_jpeg, encode_png, uniform_colour
-from .tiles import TILE, Rect, changed_bounds, clip, dirty_tiles, fill_rows, intersect, merge_tiles, tile_grid, union
+from .tiles import (
+    TILE,
+    Diff,
+    Rect,
+    changed_bounds,
+    clip,
+    compare,
+    dirty_tiles,
+    fill_rows,
+    intersect,
+    merge_tiles,
+    tile_grid,
+    union,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +107,8 @@ class _Grabbed(NamedTuple):
     dirty: npt.NDArray[np.bool_]
     pixels: int
     tight: list[Rect] | None
+    #: Full grabs: the per-row difference, to cut each rectangle to its changed pixels.
+    diff: Diff | None = None
 
 
 def _png_level(rect: Rect) -> int:
@@ -192,7 +207,7 @@ class ScreenPipeline:
             grabbed = self._grab_full(now)
         else:
             grabbed = self._grab_damage(damage, now)
-        dirty, grabbed_px, tight = grabbed.dirty, grabbed.pixels, grabbed.tight
+        dirty, grabbed_px, tight, diff = grabbed.dirty, grabbed.pixels, grabbed.tight, grabbed.diff
         t1 = time.perf_counter()
         sent, lossy_map, changed_at = self._sent, self._lossy, self._changed_at
         assert sent is not None and lossy_map is not None and changed_at is not None
@@ -213,6 +228,14 @@ class ScreenPipeline:
         for rect in rects:
             if tight is not None:
                 rect = self._tighten(rect, tight) or rect
+            elif diff is not None:
+                # Whole tiles hold 3x the changed pixels of a diagonal motion (testsrc2): the
+                # cut saves JPEG time and ~8 % of the bytes. A filled-in rectangle with no change
+                # at all (lossy tiles only) is left to the refresh.
+                cut = diff.bounds(rect)
+                if cut is None:
+                    continue
+                rect = cut
             for band in _bands(rect):
                 region = sent[band.y : band.y + band.h, band.x : band.x + band.w]
                 encoding, payload = self._encode_change(region, band, quality, small)
@@ -265,7 +288,7 @@ class ScreenPipeline:
             self._lossy = np.zeros((rows, cols), dtype=np.bool_)
             self._changed_at = np.full((rows, cols), now, dtype=np.float64)
             return _Grabbed(np.ones((rows, cols), dtype=np.bool_), h * w, None)
-        dirty = dirty_tiles(sent, current)
+        dirty, diff = compare(sent, current)
         # Every dirty tile is sent in this step and every other tile already equals the
         # screen, so after it the viewer's state is this capture.
         for r in np.flatnonzero(dirty.any(axis=1)):
@@ -273,7 +296,7 @@ class ScreenPipeline:
             y0, x0 = int(r) * TILE, int(cs[0]) * TILE
             y1, x1 = min(y0 + TILE, h), min((int(cs[-1]) + 1) * TILE, w)
             sent[y0:y1, x0:x1] = current[y0:y1, x0:x1]
-        return _Grabbed(dirty, h * w, None)
+        return _Grabbed(dirty, h * w, None, diff)
 
     def _grab_damage(self, damage: list[Rect], now: float) -> _Grabbed:
         """Grab the tiles under ``damage``; copy them into ``_sent`` after comparing."""

@@ -34,8 +34,34 @@ def tile_grid(width: int, height: int, tile: int = TILE) -> tuple[int, int]:
     return -(-height // tile), -(-width // tile)
 
 
+@dataclass(frozen=True, slots=True)
+class Diff:
+    """Which words of each pixel row differ: ``changed[y, i]`` covers pixels i*per_word .. +per_word."""
+
+    changed: npt.NDArray[np.bool_]
+    per_word: int
+
+    def bounds(self, rect: Rect) -> Rect | None:
+        """The smallest rectangle inside ``rect`` holding all its changed pixels (None: none changed)."""
+        pw = self.per_word
+        c0, c1 = rect.x // pw, -(-(rect.x + rect.w) // pw)
+        sub = self.changed[rect.y : rect.y + rect.h, c0:c1]
+        rows = np.flatnonzero(sub.any(axis=1))
+        if not len(rows):
+            return None
+        cols = np.flatnonzero(sub[rows[0] : rows[-1] + 1].any(axis=0))
+        x0 = max(rect.x, (c0 + int(cols[0])) * pw)
+        x1 = min(rect.x + rect.w, (c0 + int(cols[-1]) + 1) * pw)
+        return Rect(x0, rect.y + int(rows[0]), x1 - x0, int(rows[-1] - rows[0]) + 1)
+
+
 def dirty_tiles(sent: npt.NDArray[np.uint8], current: npt.NDArray[np.uint8], tile: int = TILE) -> Mask:
-    """Boolean (rows, cols) mask of tiles whose BGRA pixels differ (the X padding byte included).
+    """Boolean (rows, cols) mask of tiles whose BGRA pixels differ (the X padding byte included)."""
+    return compare(sent, current, tile)[0]
+
+
+def compare(sent: npt.NDArray[np.uint8], current: npt.NDArray[np.uint8], tile: int = TILE) -> tuple[Mask, Diff]:
+    """Dirty tiles, and the per-pixel-row difference they came from (to cut rectangles tight).
 
     One pass over both frames, which is memory-bound (16 MB read at 1080p): two pixels per
     64-bit comparison where rows allow it, then two small OR-reductions into tiles.
@@ -63,7 +89,7 @@ def dirty_tiles(sent: npt.NDArray[np.uint8], current: npt.NDArray[np.uint8], til
         np.logical_or.reduce(band[:, : whole * words].reshape(rows, whole, words), axis=2, out=mask[:, :whole])
     if whole < cols:
         np.logical_or.reduce(band[:, whole * words :], axis=1, out=mask[:, whole])
-    return mask
+    return mask, Diff(diff, per_word)
 
 
 def merge_tiles(mask: Mask, width: int, height: int, tile: int = TILE) -> list[Rect]:
