@@ -109,6 +109,7 @@ class HelplineServer:
             tickets,
         )
         from .kpis import feature as kpis
+        from .lifecycle import feature as lifecycle
         from .requests import feature as requests
         from .sessions import recordings_api
         from .support_codes import feature as support_codes
@@ -121,6 +122,7 @@ class HelplineServer:
                         kpis,  # the support desk's numbers and the CSAT survey (issue 19)
                         support_codes,  # support codes for devices not enrolled (issue 18)
                         tickets,  # after sessions: hooks the session end (issue 19)
+                        lifecycle,  # after sessions, recordings and tasks: shared storage, retention, purge (20)
                         accounts, passkeys, console_api, console_static, ops):  # ops last: it counts the others
             feature.setup(self)
 

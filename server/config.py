@@ -49,6 +49,23 @@ class SiemConfig:
 
 
 @dataclass
+class RetentionConfig:
+    """``[retention]``: how many days each kind of data is kept (0 = forever); server/lifecycle/retention.py
+    deletes what is older once per ``interval_s``, on any node (each deletion is conditional, so two nodes
+    never delete or audit the same thing twice). Task artifacts keep ``task_artifact_retention_days``,
+    login history the personal-data setting (``helpline admin personal-data set --login-days``)."""
+
+    #: Session recordings (.hlrec, .cast, .json; the store's objects too), counted from the session's end.
+    recordings_days: int = 90
+    #: Session chat transcripts, counted from each message.
+    chat_days: int = 180
+    #: Screenshots attached to support requests, counted from the request's creation.
+    screenshots_days: int = 90
+    #: Seconds between retention passes.
+    interval_s: float = 3600.0
+
+
+@dataclass
 class ServerConfig:
     data_dir: Path = Path("/var/lib/helpline")
     host: str = "0.0.0.0"  # noqa: S104 - a server listens on all interfaces by default
@@ -88,6 +105,21 @@ class ServerConfig:
     #: The NATS server(s) this node shares with the others (``nats://host:4222``, comma-separated; TLS with
     #: ``tls://``). Empty: one node alone, no bus (SQLite or PostgreSQL, nothing else to run). server/bus.
     nats_url: str = ""
+    #: TLS to NATS (``tls://`` URLs): CA bundle verifying the NATS server (default: the system's), and an
+    #: optional client certificate and key the node presents. Credentials go in the URL (never logged).
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
+    #: This node's name on the bus (default: host name and console port). Unique per node.
+    node_id: str = ""
+    #: The console URL technicians use to reach this node directly (default: console_url); a session with
+    #: a device held by this node is streamed here when it was requested on another node.
+    node_url: str = ""
+    #: Where recordings and task artifacts are shared between nodes (server/storage/objects.py): "local" (this
+    #: node's directories, one node) or "nats" (JetStream object store ``helpline-artifacts`` on nats_url).
+    object_store: str = "local"
+    #: Copies JetStream keeps of each object (at most the NATS cluster's size) when the bucket is created.
+    object_store_replicas: int = 1
     #: Where recordings go (default: data_dir/recordings).
     recordings_dir: Path | None = None
     #: Seal recordings, shell casts and task artifacts at rest (AES-256-GCM, server/storage/sealed.py) with
@@ -123,6 +155,8 @@ class ServerConfig:
     #: ``[metrics]`` and ``[siem]`` tables of the same file (:func:`load_sections`).
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     siem: SiemConfig = field(default_factory=SiemConfig)
+    #: ``[retention]``: days recordings, chat and screenshots are kept (server/lifecycle/retention.py).
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     #: ``[requests]``: Slack/Teams announcements of support requests (server/requests/config.py).
     requests: RequestsConfig = field(default_factory=RequestsConfig)
     #: ``[support_codes]``: code length, lives, caps, redeem limits (server/support_codes/settings.py); the
@@ -148,7 +182,7 @@ def load_sections(config: ServerConfig, path: Path | None) -> ServerConfig:
     from common.config import load_config
 
     sections: dict[str, Any] = {"metrics": MetricsConfig, "siem": SiemConfig, "requests": RequestsConfig,
-                               "support_codes": SupportCodeSettings}
+                               "support_codes": SupportCodeSettings, "retention": RetentionConfig}
     for name, cls in sections.items():
         setattr(config, name, load_config(cls, path, section=name, env_prefix=f"HELPLINE_{name.upper()}_"))
     return config

@@ -1,4 +1,4 @@
-"""``helpline admin device list|revoke``."""
+"""``helpline admin device list|revoke|purge``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import sys
 import time
 
+from .admin_lifecycle import register_purge
 from .common import add_server_options, print_table, server_config, with_database
 
 
@@ -22,6 +23,7 @@ def register_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     revoke.add_argument("device_id")
     add_server_options(revoke)
     revoke.set_defaults(handler=_revoke)
+    register_purge(device_sub)
 
 
 def _fmt_ts(ts: float | None) -> str:

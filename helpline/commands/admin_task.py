@@ -197,6 +197,10 @@ def _save_artifact(args: argparse.Namespace, runs: list[Any]) -> int:
     config = server_config(args)
     source = stored_path(config.data_dir, run["id"])
     key = storage_key_of(config)
+    if not source.exists() and not _fetch_shared(config, run["id"], source):
+        print(f"helpline: the artifact of run {run['id']} is neither on this node nor in the object store",
+              file=sys.stderr)
+        return 1
     try:
         if sha256_file(source, key) != info.get("sha256"):
             print(f"helpline: {source} does not match the recorded sha256; not copied", file=sys.stderr)
@@ -212,6 +216,22 @@ def _save_artifact(args: argparse.Namespace, runs: list[Any]) -> int:
     print(f"artifact of run {run['id']} ({info.get('size')} bytes, sha256 {info.get('sha256')})"
           f" saved to {args.artifact_out}")
     return 0
+
+
+def _fetch_shared(config: Any, run_id: str, dest: Path) -> bool:
+    """Bring a bundle another node received from the shared object store (server/storage/objects.py)."""
+    import asyncio
+
+    from server.storage.objects import artifact_name, ensure_local, from_config
+
+    async def fetch() -> bool:
+        store = from_config(config)
+        try:
+            return await ensure_local(store, artifact_name(run_id), dest)
+        finally:
+            await store.close()
+
+    return asyncio.run(fetch())
 
 
 def _cancel(args: argparse.Namespace) -> int:

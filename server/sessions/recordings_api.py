@@ -29,14 +29,20 @@ from server.api import scopes
 from server.auth.rights import Right
 from server.errors import ApiError
 from server.storage.keys import storage_key_of
+from server.storage.objects import ObjectStore, ensure_local, from_config, recording_names
 from server.storage.sealed import StorageKey, plaintext_size
 from server.storage.serve import send_file
 from server.store import Row
 
 from . import repository, views
+from .settings import SessionSettings
 
 #: The key that opens sealed recordings (loaded when its file exists, even with sealing turned off).
 STORAGE_KEY: web.AppKey[StorageKey | None] = web.AppKey("storage_key")
+#: Shared storage (server/storage/objects.py) and this node's recordings directory: a recording made on
+#: another node is fetched from the store into the directory before it is served.
+OBJECTS: web.AppKey[ObjectStore] = web.AppKey("recording_objects")
+RECORDINGS_DIR: web.AppKey[Path] = web.AppKey("recordings_dir")
 
 if TYPE_CHECKING:
     from server.app import HelplineServer
@@ -63,8 +69,21 @@ async def _recording(request: web.Request) -> tuple[Row, Path]:
                     extra={"session_id": session_id, "path": stored})
         raise ApiError(404, "no_recording", "this session's recording is not available")
     if not await asyncio.to_thread(path.is_file):
-        raise ApiError(404, "no_recording", "the recording file is gone")
+        path = await _from_store(request, session_id)
     return row, path
+
+
+async def _from_store(request: web.Request, session_id: str) -> Path:
+    """The recording in this node's directory, fetched (with its .json and .cast) from the shared store when
+    another node recorded it; 404 when the store does not have it either."""
+    local = request.app[RECORDINGS_DIR] / f"{session_id}.hlrec"
+    store = request.app[OBJECTS]
+    stream, cast, meta = recording_names(session_id)
+    if not await ensure_local(store, stream, local):
+        raise ApiError(404, "no_recording", "the recording file is gone")
+    for name, path in ((meta, local.with_suffix(".json")), (cast, local.with_suffix(".cast"))):
+        await ensure_local(store, name, path)
+    return local
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -139,4 +158,6 @@ ROUTES: list[api.Route] = [
 
 def setup(server: HelplineServer) -> None:
     server.console_app[STORAGE_KEY] = storage_key_of(server.config)
+    server.console_app[OBJECTS] = from_config(server.config)
+    server.console_app[RECORDINGS_DIR] = SessionSettings.from_config(server.config).recordings_dir
     api.add_routes(server.console_app, ROUTES)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated
 
 import msgspec
@@ -24,6 +25,7 @@ from server.api import scopes
 from server.api.route import Handler
 from server.auth.rights import Right
 from server.errors import ApiError
+from server.storage.objects import artifact_name, ensure_local
 from server.storage.serve import send_file
 from server.store import Row
 
@@ -137,6 +139,13 @@ def _create(approval_threshold: int) -> Handler:
     return create_task
 
 
+async def _on_this_node(receiver: ArtifactReceiver, run_id: str, path: Path) -> bool:
+    """The bundle is on this node's disk, fetched from the shared store if another node received it."""
+    if receiver.objects is None:
+        return await asyncio.to_thread(path.exists)
+    return await ensure_local(receiver.objects, artifact_name(run_id), path)
+
+
 def _download(receiver: ArtifactReceiver) -> Handler:
     async def run_artifact(request: web.Request) -> web.StreamResponse:
         """Download a run's diagnostics bundle"""
@@ -148,7 +157,7 @@ def _download(receiver: ArtifactReceiver) -> Handler:
         if info is None and gone is not None:
             raise ApiError(410, "artifact_expired", expired_message(run["id"], gone))
         path = receiver.path_of(run["id"]) if info is not None else None
-        if info is None or path is None or not await asyncio.to_thread(path.exists):
+        if info is None or path is None or not await _on_this_node(receiver, run["id"], path):
             raise ApiError(404, "no_artifact", "this run has no stored artifact")
         await audit.append(db, api.principal(request).username, "task.artifact.download", run["id"],
                            {"device_id": run["device_id"], "size": info.get("size"), "sha256": info.get("sha256")})

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol.tasks import TaskArtifactAck, TaskArtifactBegin, TaskArtifactChunk
+from server.storage.objects import ObjectStore, ObjectStoreError, artifact_name
 from server.storage.sealed import SealedReader, SealedWriter, StorageKey, is_sealed, plaintext_size, resume_point
 
 from .. import audit
@@ -97,6 +98,8 @@ class ArtifactReceiver:
     seal_key: StorageKey | None = None
     #: Opens what was sealed (also when sealing has since been turned off).
     read_key: StorageKey | None = None
+    #: Shared storage every node reads from (server/storage/objects.py); None: this directory alone.
+    objects: ObjectStore | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def path_of(self, run_id: str) -> Path:
@@ -228,8 +231,19 @@ class ArtifactReceiver:
                                   {"size": size, "sha256": digest})
             await asyncio.to_thread(self._finish, run_id, final)
         self._meta(run_id).unlink(missing_ok=True)
+        await self._share(run_id, final)
         log.info("artifact stored", extra={"device_id": device_id, "run_id": run_id, "size": size})
         return TaskArtifactAck(run_id=run_id, status="stored")
+
+    async def _share(self, run_id: str, final: Path) -> None:
+        """Copy the stored (sealed) bundle to the shared store, so any node can serve it."""
+        if self.objects is None:
+            return
+        try:
+            await self.objects.put(artifact_name(run_id), final)
+        except (ObjectStoreError, OSError) as exc:
+            log.error("artifact not copied to the object store; only this node can serve it",
+                      extra={"run_id": run_id, "error": str(exc)})
 
     # --- retention ---------------------------------------------------------------------------
 
@@ -270,7 +284,9 @@ class ArtifactReceiver:
                 "stored_at": info.get("stored_at"), "retention_days": retention_days})
         try:
             await asyncio.to_thread(self.path_of(run["id"]).unlink, missing_ok=True)
-        except OSError as exc:
+            if self.objects is not None:
+                await self.objects.delete(artifact_name(run["id"]))
+        except (OSError, ObjectStoreError) as exc:
             log.error("expired artifact not deleted", extra={"run_id": run["id"], "error": str(exc)})
         log.info("artifact expired", extra={"run_id": run["id"], "retention_days": retention_days})
         return True

@@ -1,0 +1,1 @@
+"""Data lifecycle (issue 20): retention periods, purging a decommissioned device, recordings in shared storage."""
