@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +23,7 @@ from server.errors import ApiError
 from server.sessions import SESSIONS, repository
 from server.sessions.recordings_api import OBJECTS, RECORDINGS_DIR
 from server.storage.objects import JetStreamObjectStore, ObjectStore, ObjectStoreError, check_name
-from server.tasks.feature import ARTIFACTS, SCHEDULER
+from server.tasks.feature import ARTIFACTS
 
 from . import purge, retention
 
@@ -94,7 +93,6 @@ def setup(server: HelplineServer) -> None:
     if isinstance(store, JetStreamObjectStore):  # local: the directories are the store, nothing to copy
         receiver.objects = store
         server.console_app[SESSIONS].finisher.on_finished.append(_recording_hook(server, store))
-    server.console_app[SCHEDULER].artifact_sweep_s = math.inf  # folded into the retention pass below
 
     async def retention_loop() -> None:
         while True:
