@@ -57,7 +57,8 @@ class Health:
         reasons: list[str] = []
         applied: set[int] | None = None
         try:
-            applied = await asyncio.wait_for(self._database(), READY_DEADLINE_S)
+            async with asyncio.timeout(READY_DEADLINE_S):
+                applied = await self._database()
             checks["database"] = "ok"
         except TimeoutError:
             checks["database"] = "timeout"

@@ -160,7 +160,8 @@ class Metrics:
         """Read the database figures, at most :data:`SCRAPE_DB_DEADLINE_S`; stale ones stay on failure."""
         self.tunnels.sample(self.live_sessions())
         try:
-            await asyncio.wait_for(self._read_database(), SCRAPE_DB_DEADLINE_S)
+            async with asyncio.timeout(SCRAPE_DB_DEADLINE_S):
+                await self._read_database()
             self.database_ok = True
         except (TimeoutError, StoreUnavailable, OSError) as exc:
             self.database_ok = False

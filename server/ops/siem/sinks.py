@@ -55,14 +55,23 @@ class SyslogTls:
         self.server_name = server_name or self.host
         self.node = node
         self._writer: asyncio.StreamWriter | None = None
+        self._reader: asyncio.StreamReader | None = None
         #: (seq, sent at) of what went over the current connection lately.
         self._sent: collections.deque[tuple[int, float]] = collections.deque(maxlen=100_000)
         self._rewind: int | None = None
 
     async def _connect(self) -> asyncio.StreamWriter:
-        if self._writer is None or self._writer.is_closing():
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(
-                self.host, self.port, ssl=self.context, server_hostname=self.server_name), CONNECT_TIMEOUT_S)
+        lost = self._reader is not None and self._reader.at_eof()
+        if self._writer is not None and (self._writer.is_closing() or lost):
+            # The connection died between sends: what went over it lately may not have arrived.
+            self._broken(None)
+            raise ConnectionResetError("the connection to the syslog receiver was lost")
+        if self._writer is None:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives as the
+            # handshake fails, and the stream would then outlive the server's stop().
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.context,
+                                                               server_hostname=self.server_name)
             self._writer = writer
             self._reader = reader
             self._sent.clear()
@@ -71,10 +80,11 @@ class SyslogTls:
     async def send(self, records: list[dict[str, Any]]) -> None:
         writer = await self._connect()
         try:
-            if self._reader.at_eof():  # the receiver closed: what went out last may be lost
-                raise ConnectionResetError("the syslog receiver closed the connection")
             writer.write(b"".join(octet_counted(syslog_message(r, self.node, os.getpid())) for r in records))
-            await asyncio.wait_for(writer.drain(), SEND_TIMEOUT_S)
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await writer.drain()
+            if writer.is_closing():  # drain() does not raise on a transport that was lost meanwhile
+                raise ConnectionResetError("the connection to the syslog receiver was lost")
         except BaseException:
             self._broken(records[0]["seq"] if records else None)
             raise
@@ -99,7 +109,8 @@ class SyslogTls:
         if self._writer is not None:
             self._writer.close()
             with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
-                await asyncio.wait_for(self._writer.wait_closed(), 2)
+                async with asyncio.timeout(2):
+                    await self._writer.wait_closed()
             self._writer = None
 
 

@@ -93,6 +93,9 @@ class SinkStream:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise asyncio.CancelledError from exc  # a stop that raced a failure still stops
                     rewind = self.sink.rewind()
                     if rewind is not None and rewind < self.cursor.seq:
                         await asyncio.to_thread(self.cursor.advance, rewind)
@@ -107,7 +110,8 @@ class SinkStream:
                     failures = 0
                 if not sent:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), self.config.poll_s)
+                        async with asyncio.timeout(self.config.poll_s):
+                            await self.wake.wait()
         finally:
             await self.sink.close()
 
