@@ -104,3 +104,30 @@ async def test_restore_refuses_a_damaged_or_foreign_archive(tmp_path: Path) -> N
     with pytest.raises(BackupError, match="same version"):
         await asyncio.to_thread(restore, target, foreign)
     assert not (tmp_path / "fresh" / "helpline.db").exists() and not (tmp_path / "fresh" / "pki").exists()
+
+
+async def test_postgresql_backup_and_restore(tmp_path: Path) -> None:
+    """PostgreSQL through pg_dump/pg_restore: the schema wiped and the data directory gone, restore brings both back."""
+    import asyncpg
+
+    from tests.pg_cluster import private_cluster
+
+    assert shutil.which("pg_dump") and shutil.which("pg_restore"), "PostgreSQL's client tools: scripts/setup.sh"
+    data, archive = tmp_path / "data", tmp_path / "pg.tar.gz"
+    with private_cluster() as cluster:
+        async with running_server(data, database_url=cluster.url) as server:
+            marker = await audit.append(server.db, "user:drill", "drill.marker", "pg", {"n": 2})
+            config = server.config
+            manifest = await asyncio.to_thread(backup, config, archive)
+        assert manifest["engine"] == "postgresql" and "database/helpline.pgdump" in manifest["files"]
+        conn = await asyncpg.connect(cluster.url)
+        try:
+            await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        finally:
+            await conn.close()
+        shutil.rmtree(data)
+        await asyncio.to_thread(restore, config, archive)
+        async with running_server(data, database_url=cluster.url) as server:
+            rows = await audit.recent(server.db, action="drill.marker")
+            assert [r["seq"] for r in rows] == [marker]
+            assert (await audit.verify_with_anchor(server.db)).ok
