@@ -105,6 +105,7 @@ def routes(hub: QueueHub) -> list[api.Route]:
             await repo.transition(api.db(request), request.match_info["request_id"], action,
                                   actor=caller.username, actor_name=caller.username)
             return api.json(await _view(api.db(request), request.match_info["request_id"]))
+        handler.__name__ = handler.__qualname__ = f"{action}_request"  # the OpenAPI operation id
         handler.__doc__ = {"claim": "Claim a request (acknowledges it)", "unclaim": "Give a claimed request back",
                            "reopen": "Reopen a resolved request (within 7 days)"}[action]
         return handler
