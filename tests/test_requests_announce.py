@@ -3,8 +3,12 @@ Adaptive Card shape, and only https (or http to loopback) webhook URLs, refused 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from common.config import ConfigError
+from server.config import ServerConfig, load_sections
 from server.requests.announce import slack_payload, teams_payload
 from server.requests.config import RequestsConfig
 
@@ -39,7 +43,7 @@ def test_teams_message_is_an_adaptive_card() -> None:
                                  "https://user:secret123@hooks.example/x", "http://10.0.0.1/secret123",
                                  "not a url secret123"])
 def test_unsafe_webhook_urls_are_refused_without_echoing_them(url: str) -> None:
-    with pytest.raises(ValueError) as refused:
+    with pytest.raises(ConfigError) as refused:
         RequestsConfig(slack_webhook_url=url)
     assert "secret123" not in str(refused.value) and "slack_webhook_url" in str(refused.value)
 
@@ -49,3 +53,16 @@ def test_acceptable_webhook_urls() -> None:
                             teams_webhook_url="http://127.0.0.1:8080/hook")
     assert sorted(config.targets) == ["slack", "teams"]
     assert RequestsConfig().targets == {}
+
+
+def test_the_requests_table_of_the_server_toml(tmp_path: Path) -> None:
+    """[requests] of the server's TOML file fills ServerConfig.requests; an unsafe URL stops the load."""
+    toml = tmp_path / "server.toml"
+    toml.write_text('[server]\n[requests]\nslack_webhook_url = "https://hooks.slack.com/services/T/B/x"\n'
+                    "waiting_threshold_s = 300\n")
+    config = load_sections(ServerConfig(), toml)
+    assert config.requests.slack_webhook_url.endswith("/T/B/x") and config.requests.waiting_threshold_s == 300
+    toml.write_text('[requests]\nteams_webhook_url = "http://example.org/secret123"\n')
+    with pytest.raises(ConfigError) as refused:
+        load_sections(ServerConfig(), toml)
+    assert "secret123" not in str(refused.value)

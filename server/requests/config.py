@@ -11,6 +11,8 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from common.config import ConfigError
+
 
 @dataclass
 class RequestsConfig:
@@ -30,9 +32,9 @@ class RequestsConfig:
             url = getattr(self, name)
             if url and not acceptable_url(url):
                 # The URL itself is a secret: the message names the key, never the value.
-                raise ValueError(f"[requests] {name}: must be https://, or http:// to a loopback address")
+                raise ConfigError(f"[requests] {name}: must be https://, or http:// to a loopback address")
         if self.waiting_threshold_s < 0 or self.waiting_check_s <= 0:
-            raise ValueError("[requests] waiting_threshold_s must be >= 0 and waiting_check_s > 0")
+            raise ConfigError("[requests] waiting_threshold_s must be >= 0 and waiting_check_s > 0")
 
     @property
     def targets(self) -> dict[str, str]:
