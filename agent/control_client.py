@@ -62,6 +62,8 @@ class AgentClient:
         self.device_id = state.device_id
         self.handlers: dict[type[Message], Handler] = {CertRenewResponse: _on_renewed}
         self.on_ready: list[Hook] = []
+        #: Asked before each hello for capabilities known only at run time (the screen backend, agent/runtime.py).
+        self.capability_sources: list[Callable[[], Awaitable[list[str]]]] = []
         #: Started once when :meth:`run` starts, online or not, and cancelled when it returns
         #: (e.g. health sampling): the client owns them, so nothing outlives the agent.
         self.background: list[Hook] = []
@@ -76,6 +78,16 @@ class AgentClient:
         self._pending_key: Any = None
         self._session_tasks: set[asyncio.Task[None]] = set()
         self.backoff = Backoff(cap_s=self.config.backoff_cap_s, reset_after_s=self.config.backoff_reset_s)
+
+    async def _run_time_capabilities(self) -> list[str]:
+        """What :attr:`capability_sources` say, each bounded; one that fails or hangs adds nothing."""
+        extra: list[str] = []
+        for source in self.capability_sources:
+            try:
+                extra += await asyncio.wait_for(source(), 15)
+            except Exception as exc:
+                log.warning("a capability could not be determined: %s", exc)
+        return extra[: limits.MAX_SMALL_LIST - len(CAPABILITIES)]
 
     def register(self, message_type: type[M], handler: Callable[[AgentClient, M], Awaitable[None]]) -> None:
         self.handlers[message_type] = handler
@@ -154,6 +166,7 @@ class AgentClient:
         """One connection's life. True if it ended by our choice (reconnect at once)."""
         loop = asyncio.get_running_loop()
         url = self.state.agent_url
+        capabilities = CAPABILITIES + await self._run_time_capabilities()  # before connecting: the server waits
         async with connect(url, ssl=self.ssl_context(), max_size=limits.MAX_CONTROL_MESSAGE_BYTES,
                            proxy=websocket_proxy(self.config.proxy, url), compression=None, ping_interval=None,
                            open_timeout=15, close_timeout=2) as ws:
@@ -161,7 +174,7 @@ class AgentClient:
             self._ws, self._channel = ws, channel
             self.connections += 1
             channel.send(Hello(min_version=MIN_VERSION, max_version=MAX_VERSION, agent_version=__version__,
-                               device_id=self.device_id, capabilities=CAPABILITIES), loop.time())
+                               device_id=self.device_id, capabilities=capabilities), loop.time())
             await self._flush(channel, ws)
             stop_wait = asyncio.ensure_future(stop.wait())
             try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -106,6 +107,7 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
     else:  # direct mode as root: the remote shell runs as the user counted as logged in (agent.shell)
         agent.sessions.screen_kwargs["shell_user"] = config.session_user
         client.background.append(LocalHelpSocket(desk, state.directory / SOCKET_NAME).serve)
+    client.capability_sources.append(_screen_backend_source(broker, display))
     agent.authority.on_change.append(agent.sessions.on_authority_changed)
     authority_feature.attach(agent.authority)
     sessions.attach(agent.sessions)
@@ -119,6 +121,24 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
     assert agent.updates is not None
     update.attach(agent.updates)
     return agent
+
+
+def _screen_backend_source(broker: DesktopBroker | None, display: str | None) -> Callable[[], Awaitable[list[str]]]:
+    """The hello's ``screen.backend:…`` capability: what the session helper reported for its session (root
+    service), or what a session on this process's desktop would use (direct mode; nothing without a desktop)."""
+    from protocol.screen_backend import capability
+
+    async def source() -> list[str]:
+        if broker is not None:
+            return next((capability(link.screen_backend) for link in broker.helpers.values() if link.screen_backend),
+                        [])
+        if not (display or os.environ.get("WAYLAND_DISPLAY")):
+            return []
+        from .screen.wayland.backend import describe_backend
+
+        return capability(await describe_backend(display))
+
+    return source
 
 
 def _desktop_broker(config: AgentConfig) -> DesktopBroker:

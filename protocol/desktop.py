@@ -27,6 +27,7 @@ import msgspec
 
 from . import limits
 from .errors import InvalidMessage, LocalProtocolError, MalformedMessage, MessageTooLarge, RemoteProtocolError
+from .screen_backend import ScreenBackendName
 from .session import MAX_PEOPLE
 from .stream import MAX_MONITORS, MAX_PAYLOAD, MAX_TEXT_BYTES
 
@@ -66,6 +67,8 @@ class Hello(DesktopMessage, frozen=True, tag="hello"):
     display: DisplayName = ""
     wayland: DisplayName = ""
     version: Short = ""
+    #: The screen backend a session here would use (protocol.screen_backend), for the device's capabilities.
+    screen_backend: ScreenBackendName = ""
 
 
 class PromptAnswer(DesktopMessage, frozen=True, tag="prompt.answer"):

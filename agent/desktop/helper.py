@@ -21,7 +21,7 @@ import os
 import random
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from protocol.desktop import (
     DesktopConnection,
@@ -52,6 +52,20 @@ from ..help.helper_socket import HelpRelay
 from ..help.helper_socket import default_path as default_help_path
 from . import downloads
 from .link import READ_CHUNK
+
+SCREEN_BACKENDS = ("x11", "wayland-mutter", "wayland-portal")
+
+
+async def _screen_backend() -> Literal["", "x11", "wayland-mutter", "wayland-portal"]:
+    """The backend this session's screen would use (agent.screen.wayland.backend), "" when it cannot be told."""
+    from ..screen.wayland.backend import describe_backend
+
+    try:
+        name = await describe_backend()
+    except Exception as exc:  # the capability is informative: never let it stop the helper
+        log.warning("screen backend unknown: %s", exc)
+        return ""
+    return name if name in SCREEN_BACKENDS else ""  # type: ignore[return-value]
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +143,7 @@ class SessionHelper:
         }
         #: Get help windows of this user (``helpline help``) relayed to the service (agent/help/).
         help_path = help_socket if help_socket is not None else default_help_path()
-        self.help = HelpRelay(help_path, self.send, self.welcomed.is_set) if help_path is not None else None
+        self.help = HelpRelay(help_path, self.send, self.welcomed) if help_path is not None else None
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -168,7 +182,8 @@ class SessionHelper:
         welcomed = False
         stopping = asyncio.ensure_future(stop.wait())
         try:
-            await self.send(Hello(session_id=self.session_id, display=self.display, wayland=self.wayland))
+            await self.send(Hello(session_id=self.session_id, display=self.display, wayland=self.wayland,
+                                  screen_backend=await _screen_backend()))
             while True:
                 reading = asyncio.ensure_future(reader.read(READ_CHUNK))
                 await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)

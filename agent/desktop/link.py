@@ -84,6 +84,8 @@ class HelperLink:
                  peer: PeerCredentials, session: LoginSession, display: str) -> None:
         self.reader, self.writer, self.conn = reader, writer, conn
         self.peer, self.session, self.display = peer, session, display
+        #: The screen backend the helper said its session would use ("" unknown): for the device's capabilities.
+        self.screen_backend = ""
         self.closed = asyncio.Event()
         self.prompts: dict[str, asyncio.Future[PromptAnswer]] = {}
         self.indicators: dict[str, IndicatorState] = {}

@@ -53,6 +53,9 @@ SCHEMAS: dict[str, Any] = {
     "Device": {"allOf": [{"$ref": "#/components/schemas/DeviceItem"}, {"type": "object", "properties": {
         "agent_version": {"type": "string"}, "enrolled_at": {"type": "number"}, "model": {"type": "string"},
         "last_inventory": _NULLABLE_NUM,
+        "screen_backend": {"type": ["string", "null"],
+                           "description": "The screen backend the connected agent would use: x11, wayland-mutter or "
+                                          "wayland-portal (null: not connected to this node, or not said)."},
         "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}}}}]},
     "Inventory": {"type": "object", "required": ["device_id", "sections"], "properties": {
         "device_id": {"type": "string"}, "updated_at": _NULLABLE_NUM,

@@ -84,6 +84,7 @@ export async function show(main, id, tab) {
       h("dt", {}, "OS"), h("dd", {}, text(device.os)),
       h("dt", {}, "IP"), h("dd", { class: "mono" }, text(device.ip)),
       h("dt", {}, "Last seen"), h("dd", {}, ago(device.last_seen)),
+      h("dt", {}, "Screen"), h("dd", { id: "screen-backend", class: "mono" }, text(device.screen_backend || "—")),
       h("dt", {}, "Primary user"), primaryUser(device.id)),
     h("div", { class: "reason-form", id: "reason-form", hidden: true }),
     tabs, panel));
