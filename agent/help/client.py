@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import helper_socket
 from .local_socket import SOCKET_NAME
-from .wire import MAX_LINE, AgentMessage, WireError, WireMessage, decode_reply, encode
+from .wire import MAX_LINE, AgentMessage, Failed, WireError, WireMessage, decode_reply, encode
 
 
 class HelpUnavailable(ConnectionError):
@@ -62,12 +62,13 @@ class HelpClient:
             raise HelpUnavailable(f"the agent's answer is not understood: {exc}") from exc
 
     def call(self, message: WireMessage) -> AgentMessage:
-        """Send and wait for the reply with the same number (pushes in between are skipped)."""
+        """Send and wait for the reply with the same number (pushes in between are skipped; a refusal of the
+        whole connection, number 0, is the answer too)."""
         self.send(message)
         number = getattr(message, "call", 0)
         while True:
             reply = self.read()
-            if reply.call == number:
+            if reply.call == number or (reply.call == 0 and isinstance(reply, Failed)):
                 return reply
 
     def close(self) -> None:

@@ -21,13 +21,15 @@ from typing import Any
 from protocol.desktop import HelpCall, HelpClosed, HelpReply
 
 from .local_socket import peer_uid
-from .wire import MAX_LINE
+from .wire import MAX_LINE, Failed, encode
 
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "helpline-help.sock"
 #: Windows relayed at once (the service allows as many per helper).
 MAX_CHANNELS = 16
+#: How long a new window waits for the helper to be (re)connected to the service.
+SERVICE_WAIT_S = 10.0
 
 
 def default_path() -> Path | None:
@@ -45,8 +47,7 @@ def default_path() -> Path | None:
 class HelpRelay:
     """Accepts the user's Get help windows and relays their lines to the service."""
 
-    def __init__(self, path: Path, send: Callable[[Any], Awaitable[None]],
-                 connected: Callable[[], bool]) -> None:
+    def __init__(self, path: Path, send: Callable[[Any], Awaitable[None]], connected: asyncio.Event) -> None:
         self.path, self._send, self._connected = path, send, connected
         self._channels: dict[str, asyncio.StreamWriter] = {}
         self._next = 0
@@ -73,8 +74,15 @@ class HelpRelay:
                 self.path.unlink()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if peer_uid(writer.get_extra_info("socket")) != os.getuid() or len(self._channels) >= MAX_CHANNELS \
-                or not self._connected():
+        if peer_uid(writer.get_extra_info("socket")) != os.getuid() or len(self._channels) >= MAX_CHANNELS:
+            writer.close()
+            return
+        try:  # the helper may be (re)connecting to the service right now
+            await asyncio.wait_for(self._connected.wait(), SERVICE_WAIT_S)
+        except TimeoutError:
+            with contextlib.suppress(ConnectionError, OSError):
+                writer.write(encode(Failed(call=0, reason="the Helpline agent service does not answer")))
+                await writer.drain()
             writer.close()
             return
         self._next += 1
