@@ -157,3 +157,21 @@ def test_config_sections_and_listen_checks(tmp_path: Path) -> None:
     assert parse_listen("[::1]:9464") == ("::1", 9464)
     with pytest.raises(ValueError, match="loopback"):
         parse_listen("0.0.0.0:9464")
+
+
+def test_tunnel_bytes_only_grow() -> None:
+    """Relay counters folded into monotonic totals: growth counted once, an ended session keeps what was sampled."""
+    from types import SimpleNamespace
+
+    from server.ops.metrics import _Tunnels
+
+    relay = SimpleNamespace(bytes_to_agent=100, bytes_to_technician=5000)
+    tunnels = _Tunnels()
+    tunnels.sample({"s-1": SimpleNamespace(relay=relay), "s-2": SimpleNamespace(relay=None)})
+    relay.bytes_to_agent, relay.bytes_to_technician = 150, 9000
+    tunnels.sample({"s-1": SimpleNamespace(relay=relay)})
+    assert tunnels.total == {"to_agent": 150, "to_technician": 9000}
+    tunnels.sample({})  # the session ended
+    fresh = SimpleNamespace(bytes_to_agent=10, bytes_to_technician=20)
+    tunnels.sample({"s-3": SimpleNamespace(relay=fresh)})
+    assert tunnels.total == {"to_agent": 160, "to_technician": 9020}
