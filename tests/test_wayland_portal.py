@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dbus_fast import Variant
 
 from agent.consent.tk import TkConsentUI
 from agent.consent.tk_app import ALLOW_BG, PROMPT_TITLE
@@ -28,6 +29,7 @@ from agent.screen.capture import Frame
 from agent.screen.wayland.backend import describe_backend, pick_wayland, wayland_preference
 from agent.screen.wayland.frames import PipeWireCapture
 from agent.screen.wayland.mutter import MutterSession
+from agent.screen.wayland.portal import PortalError, _parse_start
 from agent.screen.wayland.tokens import RestoreTokenStore, default_path
 from agent.viewer import Viewer
 from tests.test_screen_support import poll_until, serve_session
@@ -260,3 +262,16 @@ def test_restore_token_store(tmp_path: Path) -> None:
     assert store.load() is None
     store.path.write_bytes(b" " * 100_000)
     assert store.load() is None
+
+
+def test_a_malformed_start_answer_is_a_portal_error() -> None:
+    """What the portal answers is checked: no stream, no size, junk → PortalError; a token too long is not kept."""
+    good = {"streams": Variant("a(ua{sv})", [[42, {"size": Variant("(ii)", [1920, 1080])}]]),
+            "devices": Variant("u", 3), "restore_token": Variant("s", "tok")}
+    started = _parse_start(good)
+    assert (started.stream.node_id, started.stream.w, started.devices, started.restore_token) == (42, 1920, 3, "tok")
+    assert _parse_start({**good, "restore_token": Variant("s", "x" * 5000)}).restore_token is None
+    for bad in ({}, {"streams": Variant("a(ua{sv})", [])}, {"streams": Variant("a(ua{sv})", [[42, {}]])},
+                {"streams": Variant("a(ua{sv})", [[42, {"size": Variant("s", "big")}]])}):
+        with pytest.raises(PortalError):
+            _parse_start(bad)

@@ -208,6 +208,14 @@ class _Response:
 
 
 def _parse_start(results: dict[str, Variant]) -> PortalStart:
+    """The granted stream, devices and token; a malformed answer is a PortalError, not a crash."""
+    try:
+        return _parse_start_unchecked(results)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise PortalError(f"the portal's Start answer is malformed: {exc!r}"[:300]) from exc
+
+
+def _parse_start_unchecked(results: dict[str, Variant]) -> PortalStart:
     streams = results.get("streams")
     if streams is None or not streams.value:
         raise PortalError("the portal started no stream (no monitor was chosen)")
