@@ -86,7 +86,7 @@ def _check(body: ConnectorIn) -> dict[str, Any]:
     if body.ca_pem:
         try:
             ssl.create_default_context(cadata=body.ca_pem)
-        except (ssl.SSLError, ValueError) as exc:
+        except (ssl.SSLError, ValueError, TypeError) as exc:  # TypeError: PEM text must be ASCII
             raise ApiError.invalid("ca_pem: not PEM certificates") from exc
     return {"username": body.username, "auth": body.auth, "project_key": body.project_key,
             "issue_type": body.issue_type or "Task", "ca_pem": body.ca_pem}
