@@ -125,3 +125,42 @@ async def test_recording_plays_from_the_store_after_local_files_are_gone(tmp_pat
         assert PLAINTEXT[:64] not in (recordings / f"{session_id}.hlrec").read_bytes()
         assert "640" in str(info)
         assert [r["target"] for r in await audit.recent(again.db, action="session.recording.view")] == ["dev-1"]
+
+
+async def test_other_nodes_cached_copies_go_after_retention(db: Database, tmp_path: Path, nats_url: str) -> None:
+    """Node B's pass deletes an old recording (row, its files, the NATS objects); node A's pass then drops A's
+    cached copy of it, and leaves alone a file no session row ever pointed at (a crash's partial recording)."""
+    from dataclasses import replace
+
+    from server.config import RetentionConfig
+    from server.lifecycle import retention
+
+    config_b = replace(server_config(tmp_path / "b", nats_url=nats_url, object_store="nats"),
+                       retention=RetentionConfig(recordings_days=30))
+    config_a = replace(config_b, data_dir=tmp_path / "a")
+    key = StorageKey(b"k" * 32)
+    now = time.time()
+    on_b = tmp_path / "b" / "recordings" / "old.hlrec"
+    _sealed(on_b, key)
+    await _insert_recorded_session(db, "old", on_b, now - 31 * 86400)
+    await db.execute("INSERT INTO sessions (id, device_id, group_name, technician_user, technician_name,"
+                     " technician_role, requested_mode, state, token_hash, token_cert_serial, token_expires_at,"
+                     " created_at, ended_at) VALUES ('crashed', 'dev-1', 'lab', 't', 'T', 'technician', 'view',"
+                     " 'ended', 'h', 's', 0, ?, ?)", (now - 40 * 86400, now - 40 * 86400))
+    store_b, store_a = from_config(config_b), from_config(config_a)
+    try:
+        assert await share_recording(store_b, "old", on_b) == 1
+        cached = tmp_path / "a" / "recordings" / "old.hlrec"
+        assert await store_a.fetch("recordings/old.hlrec", cached)
+        orphan = tmp_path / "a" / "recordings" / "crashed.hlrec"
+        _sealed(orphan, key)
+        report_b = await retention.run_pass(db, config_b, now, store=store_b, receiver=None)
+        assert report_b.recordings == ["old"] and not on_b.exists()
+        assert not await store_b.exists("recordings/old.hlrec")
+        assert cached.exists()
+        report_a = await retention.run_pass(db, config_a, now, store=store_a, receiver=None)
+        assert report_a.recordings == [] and report_a.cached_files_dropped == 1
+        assert not cached.exists() and orphan.exists()
+    finally:
+        await store_a.close()
+        await store_b.close()

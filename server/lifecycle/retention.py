@@ -12,21 +12,23 @@
   audited ``retention.logins_trimmed`` with the counts.
 
 Several nodes may run it at once: every deletion is conditional (``… WHERE recording_path = ?``, a
-DELETE of what is older), and only the node whose statement changed rows audits it. A node also drops
-its own cached copies of recordings and artifacts another node expired (not audited again).
+DELETE of what is older), and only the node whose statement changed rows audits it. With the shared
+(NATS) store a node also drops its cached copies of recordings and artifacts another node deleted (not
+audited again; a recording the database never pointed at, from a crash, is left alone).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from server import audit
-from server.storage.objects import ObjectStore, ObjectStoreError, recording_names
+from server.storage.objects import JetStreamObjectStore, ObjectStore, ObjectStoreError, recording_names
 from server.store import Database, Row
 
 if TYPE_CHECKING:
@@ -182,26 +184,43 @@ async def _logins(db: Database, now: float, report: RetentionReport, dry_run: bo
             "changes_deleted": purged.changes_deleted})
 
 
-async def _drop_stale_cache(db: Database, recordings_dir: Path, artifacts_dir: Path, report: RetentionReport) -> None:
-    """Cached copies on this node of recordings/artifacts that are gone from the database (another node expired
-    them, or a purge ran there): with a shared store each node's directory is only a cache."""
-    from server.tasks.artifacts import artifact_info
+async def _recording_was_deleted(db: Database, session_id: str) -> bool:
+    """The session's recording was deleted on purpose (retention or a device purge), not lost in a crash."""
+    row = await db.fetchone("SELECT device_id, recording_path, ended_at FROM sessions WHERE id = ?", (session_id,))
+    if row is None or row["ended_at"] is None or row["recording_path"]:
+        return False
+    if await db.fetchone("SELECT device_id FROM device_tombstones WHERE device_id = ?", (row["device_id"],)):
+        return True
+    for record in await audit.recent(db, action="retention.recording_deleted", target=row["device_id"], limit=10000):
+        with contextlib.suppress(ValueError, TypeError):
+            if json.loads(record["details"]).get("session_id") == session_id:
+                return True
+    return False
 
-    names = await asyncio.to_thread(lambda: [p for p in recordings_dir.glob("*.hlrec")] if recordings_dir.is_dir()
-                                    else [])
-    for stream in names:
-        row = await db.fetchone("SELECT recording_path, ended_at FROM sessions WHERE id = ?", (stream.stem,))
-        if row is not None and row["ended_at"] is not None and not row["recording_path"]:
+
+async def _drop_stale_cache(db: Database, recordings_dir: Path, artifacts_dir: Path, report: RetentionReport) -> None:
+    """With a shared store each node's directories are only a cache: drop this node's copies of recordings and
+    bundles another node deleted (retention, purge). A recording the database never pointed at (a session cut
+    short by a crash) is left alone."""
+    from server.tasks.artifacts import expired_info
+
+    streams = await asyncio.to_thread(lambda: list(recordings_dir.glob("*.hlrec")) if recordings_dir.is_dir() else [])
+    for stream in streams:
+        if await _recording_was_deleted(db, stream.stem):
             await delete_recording_files(None, stream.stem, recordings_dir, None)
             report.cached_files_dropped += 1
     bundles = await asyncio.to_thread(lambda: list(artifacts_dir.glob("*.tar.gz")) if artifacts_dir.is_dir() else [])
     for bundle in bundles:
         run_id = bundle.name.removesuffix(".tar.gz")
         run = await db.fetchone("SELECT id, details FROM task_runs WHERE id = ?", (run_id,))
-        if run is not None and artifact_info(run) is None:
-            with contextlib.suppress(FileNotFoundError):
-                await asyncio.to_thread(bundle.unlink)
-            report.cached_files_dropped += 1
+        if run is None:
+            continue
+        with contextlib.suppress(ValueError, TypeError):
+            purged = bool(json.loads(run["details"] or "{}").get("artifact", {}).get("purged"))
+            if expired_info(run) is not None or purged:
+                with contextlib.suppress(FileNotFoundError):
+                    await asyncio.to_thread(bundle.unlink)
+                report.cached_files_dropped += 1
 
 
 async def run_pass(db: Database, config: Any, now: float, *, store: ObjectStore | None,
@@ -218,7 +237,7 @@ async def run_pass(db: Database, config: Any, now: float, *, store: ObjectStore 
         ("screenshots", lambda: _screenshots(db, retention.screenshots_days, now, report, dry_run)),
         ("artifacts", lambda: _artifacts(db, receiver, config.task_artifact_retention_days, now, report, dry_run)),
         ("login history", lambda: _logins(db, now, report, dry_run))]
-    if not dry_run:
+    if not dry_run and isinstance(store, JetStreamObjectStore):
         steps.append(("cached copies", lambda: _drop_stale_cache(db, recordings_dir, data_dir / "artifacts", report)))
     for name, step in steps:
         try:
