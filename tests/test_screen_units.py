@@ -10,7 +10,7 @@ import pytest
 from agent.screen import FlowControl, FlowSettings, Monitor, run_screen_session
 from agent.screen.encoder import DecodeError, decode, encode_jpeg, encode_png, encode_zlib, jpeg_params
 from agent.screen.pipeline import ScreenPipeline
-from agent.screen.tiles import Rect, dirty_tiles, fill_rows, merge_tiles
+from agent.screen.tiles import Rect, changed_bounds, compare, dirty_tiles, fill_rows, merge_tiles
 from protocol import stream
 from protocol.stream import Encoding, Kind
 
@@ -472,3 +472,21 @@ def test_uniform_rectangles_go_as_fill_and_are_checked() -> None:
     assert update is not None and stream.unpack_update(update.messages[0]).encoding is Encoding.PNG
     with pytest.raises(stream.StreamProtocolError):
         stream.pack_update(kind=Kind.UPDATE, monitor=1, x=0, y=0, w=4, h=4, encoding=Encoding.FILL, seq=1, payload=b"ab")
+
+
+def test_compare_cuts_rectangles_to_the_changed_pixels_on_any_width() -> None:
+    """tiles.compare gives dirty_tiles' mask, and Diff.bounds the same box as changed_bounds (64- and 32-bit paths)."""
+    rng = np.random.default_rng(11)
+    for width in (256, 199):  # even: two pixels per word; odd: one
+        sent = rng.integers(0, 256, (150, width, 4), dtype=np.uint8)
+        current = sent.copy()
+        current[70, 131, 1] ^= 1
+        current[100, 140, 3] ^= 1  # the X padding byte counts too
+        mask, diff = compare(sent, current)
+        assert np.array_equal(mask, dirty_tiles(sent, current)) and mask.sum() == 1
+        rect = Rect(128, 64, 64, 64)
+        exact = changed_bounds(sent[64:128, 128:192], current[64:128, 128:192])
+        assert exact == Rect(3, 6, 10, 31)
+        # Columns come in whole words: two pixels on even widths, so the box may be a pixel wider each side.
+        assert diff.bounds(rect) == (Rect(130, 70, 12, 31) if width % 2 == 0 else Rect(131, 70, 10, 31))
+        assert diff.bounds(Rect(0, 0, 64, 64)) is None
