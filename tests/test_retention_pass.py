@@ -177,3 +177,41 @@ async def test_cli_dry_run_prints_and_deletes_nothing(tmp_path: Path) -> None:
     real = await asyncio.to_thread(subprocess.run, cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert real.returncode == 0, real.stderr
     assert "recordings: 1 (ancient)" in real.stdout and not (data / "recordings" / "ancient.hlrec").exists()
+
+
+async def test_cli_purge_needs_yes_and_a_revoked_device(tmp_path: Path) -> None:
+    """`helpline admin device purge` without --yes does nothing (exit 2); on an active device it refuses (exit 1);
+    on a revoked one it prints the counts."""
+    from server.store import open_database
+
+    data = tmp_path / "data"
+    data.mkdir()
+    db = await open_database(f"sqlite:///{data / 'helpline.db'}")
+    try:
+        await add_device(db, "dev-1", "lab")
+    finally:
+        await db.close()
+    cmd = [sys.executable, "-m", "helpline", "admin", "device", "purge", "dev-1", "--data", str(data)]
+
+    async def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(subprocess.run, [*cmd, *extra], cwd=ROOT, capture_output=True, text=True,
+                                       timeout=120)
+
+    assert (await run()).returncode == 2
+    live = await run("--yes")
+    assert live.returncode == 1 and "revoke the device first" in live.stderr
+    db = await open_database(f"sqlite:///{data / 'helpline.db'}")
+    try:
+        assert await devices.revoke(db, "dev-1", actor="admin")
+    finally:
+        await db.close()
+    done = await run("--yes")
+    assert done.returncode == 0, done.stderr
+    assert "purged dev-1" in done.stdout
+    db = await open_database(f"sqlite:///{data / 'helpline.db'}")
+    try:
+        tomb = await db.fetchone("SELECT purged_by FROM device_tombstones WHERE device_id = 'dev-1'")
+        assert tomb is not None and tomb["purged_by"].startswith("cli:")
+        assert (await audit.verify_chain(db)).ok
+    finally:
+        await db.close()

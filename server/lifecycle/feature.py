@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,7 @@ async def share_recording(store: ObjectStore, session_id: str, stream: Path) -> 
     return shared
 
 
-def _recording_hook(server: HelplineServer, store: ObjectStore):  # type: ignore[no-untyped-def]
+def _recording_hook(server: HelplineServer, store: ObjectStore) -> Callable[[str], Awaitable[None]]:
     async def session_finished(session_id: str) -> None:
         row = await repository.get(server.db, session_id)
         stored = row["recording_path"] if row is not None else None

@@ -14,16 +14,12 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from server import audit
 from server.storage.objects import ObjectStore, ObjectStoreError, artifact_name
 from server.store import Database
 
 from .retention import delete_recording_files
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +38,18 @@ class NotRevoked(Exception):
         self.code, self.message = code, message
 
 
+def _purged_details(details: str | None, now: float) -> str:
+    """The run's details with its artifact record replaced by "purged" (a download then answers 404)."""
+    try:
+        data = json.loads(details or "{}")
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    data["artifact"] = {"stored": False, "purged": True, "purged_at": now}
+    return json.dumps(data)
+
+
 async def purge_device(db: Database, device_id: str, *, actor: str, recordings_dir: Path, artifacts_dir: Path,
                        store: ObjectStore | None, now: float | None = None) -> dict[str, int]:
     """Delete the device's data (see the module docstring); the counts per table, as audited."""
@@ -57,7 +65,7 @@ async def purge_device(db: Database, device_id: str, *, actor: str, recordings_d
             raise NotRevoked("already_purged", "this device was purged already")
         recordings = await tx.fetchall("SELECT id, recording_path FROM sessions WHERE device_id = ? AND"
                                        " recording_path IS NOT NULL AND recording_path <> ''", (device_id,))
-        runs = await tx.fetchall("SELECT id FROM task_runs WHERE device_id = ? AND details LIKE ?",
+        runs = await tx.fetchall("SELECT id, details FROM task_runs WHERE device_id = ? AND details LIKE ?",
                                  (device_id, '%"artifact"%'))
         for table in DEVICE_TABLES:
             counts[table] = await tx.execute(f"DELETE FROM {table} WHERE device_id = ?", (device_id,))  # noqa: S608
@@ -76,8 +84,8 @@ async def purge_device(db: Database, device_id: str, *, actor: str, recordings_d
             " (SELECT id FROM support_requests WHERE device_id = ?)", (device_id,))
         await tx.execute("UPDATE support_requests SET has_screenshot = 0 WHERE device_id = ?", (device_id,))
         for run in runs:
-            await tx.execute("UPDATE task_runs SET details = ? WHERE id = ?",
-                             (json.dumps({"artifact": {"stored": False, "purged": True, "purged_at": now}}), run["id"]))
+            await tx.execute("UPDATE task_runs SET details = ? WHERE id = ?", (_purged_details(run["details"], now),
+                                                                                run["id"]))
         counts["task_artifacts"] = len(runs)
         await tx.execute("UPDATE devices SET hostname = '', agent_version = '', online = 0 WHERE id = ?",
                          (device_id,))
