@@ -20,8 +20,8 @@ from typing import Any
 
 from protocol.desktop import HelpCall, HelpClosed, HelpReply
 
-from .local_socket import peer_uid
-from .wire import MAX_LINE, Failed, encode
+from .local_socket import listen_private, peer_uid
+from .wire import Failed, encode
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +54,11 @@ class HelpRelay:
         self.listening = asyncio.Event()
 
     async def serve(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        old = os.umask(0o177)
         try:
-            server = await asyncio.start_unix_server(self._accept, path=str(self.path), limit=MAX_LINE)
+            server = await listen_private(self.path, self._accept)
         except OSError as exc:
             log.warning("help socket %s not available: %s", self.path, exc)
             return
-        finally:
-            os.umask(old)
         self.listening.set()
         try:
             await asyncio.Future()

@@ -16,6 +16,7 @@ import os
 import pwd
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,30 @@ async def serve_lines(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
             await writer.wait_closed()
 
 
+
+async def listen_private(path: Path, accept: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                                      Awaitable[None]]) -> asyncio.Server:
+    """A Unix socket at ``path`` that only its owner's user can open (0600), listening for ``accept``.
+
+    The narrow umask is held only around ``bind()``, with no ``await`` inside: the umask is
+    process-wide, and other tasks creating files meanwhile (another agent in the same process, a
+    browser a test starts) must not inherit it.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a socket left by a crash: binding needs the name free
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    return await asyncio.start_unix_server(accept, sock=sock, limit=MAX_LINE)
+
+
 class LocalHelpSocket:
     """The direct-mode endpoint (an agent background task)."""
 
@@ -84,17 +109,11 @@ class LocalHelpSocket:
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def serve(self, _client: Any = None) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        old = os.umask(0o177)
         try:
-            server = await asyncio.start_unix_server(self._accept, path=str(self.path), limit=MAX_LINE)
+            server = await listen_private(self.path, self._accept)
         except OSError as exc:  # e.g. a state path too long for a Unix socket: the agent runs on without it
             log.warning("help socket %s not available: %s; 'helpline help' cannot reach this agent", self.path, exc)
             return
-        finally:
-            os.umask(old)
-        os.chmod(self.path, 0o600)
         self.listening.set()
         log.info("help socket listening", extra={"socket": str(self.path)})
         try:
