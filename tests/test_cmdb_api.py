@@ -95,8 +95,11 @@ async def test_openapi_is_valid_public_and_covers_every_route(api_server: Helpli
     status, doc = await _get(api_server, "/api/v1/openapi.json", user=None)
     assert status == 200
     validate(doc)
+    #: Outside /api/v1, the operations routes (/healthz, /readyz, /metrics) are documented too.
+    operations = {"/healthz", "/readyz", "/metrics"}
     registered = {(r.method, r.resource.canonical) for r in api_server.console_app.router.routes()
-                  if r.resource is not None and r.resource.canonical.startswith("/api/v1/") and r.method != "HEAD"}
+                  if r.resource is not None and r.method != "HEAD"
+                  and (r.resource.canonical.startswith("/api/v1/") or r.resource.canonical in operations)}
     documented = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops
                   if method in _HTTP_METHODS}
     assert len(registered) > 40

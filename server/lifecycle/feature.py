@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
 from aiohttp import web
 
 from server import api
@@ -63,6 +64,14 @@ def _recording_hook(server: HelplineServer, store: ObjectStore) -> Callable[[str
     return session_finished
 
 
+class PurgeAnswer(msgspec.Struct, kw_only=True):
+    """What a purge removed: rows (or files) per table, as audited in ``device.purged``."""
+
+    device_id: str
+    purged: bool
+    counts: dict[str, int]
+
+
 def _purge_route(server: HelplineServer) -> api.Route:
     async def purge_device(request: web.Request) -> web.Response:
         """Purge a revoked device's data"""
@@ -76,10 +85,10 @@ def _purge_route(server: HelplineServer) -> api.Route:
             if exc.code == "not_found":
                 raise ApiError.not_found("device") from exc
             raise ApiError(409, exc.code, exc.message) from exc
-        return api.json({"device_id": device_id, "purged": True, "counts": counts})
+        return api.json(PurgeAnswer(device_id=device_id, purged=True, counts=counts))
 
     return api.Route("POST", "/api/v1/devices/{device_id}/purge", purge_device, Right.ADMINISTER, api.GLOBAL,
-                     response=dict[str, object],
+                     response=PurgeAnswer,
                      errors={404: "No such device", 409: "The device is not revoked (`device_not_revoked`) or was"
                                                           " purged already (`already_purged`)"},
                      description="Deletes a revoked device's inventory, health history, software, CMDB relations, "
