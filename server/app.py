@@ -33,6 +33,7 @@ from .agent_channel import SERVER_KEY, AgentConnection, AgentHandlers, control_c
 from .api import context as api_context
 from .api.openapi import document_for
 from .audit_limits import AuditThrottle
+from .bus import node as bus_node
 from .config import ServerConfig
 from .connections import ConnectionRegistry
 from .events import EventWatcher
@@ -84,6 +85,8 @@ class HelplineServer:
         api.add_routes(self.console_app, [api.Route("GET", "/api/v1/openapi.json", openapi_document, api.PUBLIC,
                                                     summary="This document", response=dict[str, Any])])
         self.watcher: EventWatcher | None = None
+        #: More than one node (server/bus): set in start() when ``nats_url`` is.
+        self.bus: bus_node.NodeBus | None = None
         self._runners: list[web.AppRunner] = []
         #: Both listeners accept connections (``/readyz``); false before start() and from stop().
         self.listening = False
@@ -156,11 +159,15 @@ class HelplineServer:
         audit.attach_anchor(self.db, audit.anchor_path(self.config.data_dir))  # the chain's head, kept outside
         for app in (self.agent_app, self.console_app):
             app[api_context.DB] = self.db
-        await devices.mark_all_offline(self.db)
+        if not self.config.nats_url:  # other nodes hold live channels: the presence sweep clears stale flags
+            await devices.mark_all_offline(self.db)
         self.watcher = EventWatcher(self.db)
         await self.watcher.start_from_now()
         self.watcher.on(devices.DEVICE_REVOKED, self._on_device_revoked)
         self.watcher.on(REQUEST_CHANGED, self.request_events.deliver)
+        self.bus = await bus_node.attach(self)  # nats_url set: rings on commit, holder answers, routed sessions
+        for app in (self.agent_app, self.console_app):
+            app[api_context.DB] = self.db  # the bus wraps it to ring after commits
         self.background.append(self.watcher.run)
         self.background.append(self.presence.run)
         self.background.append(lambda: audit.keep_anchored(self.db))
@@ -207,6 +214,8 @@ class HelplineServer:
             await runner.cleanup()
         if self.gate is not None:
             self.gate.close()
+        if self.bus is not None:
+            await self.bus.close()
         if self.db is not None:
             await self.db.close()
 

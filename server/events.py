@@ -18,10 +18,12 @@ and how many polls failed), not as a traceback per poll.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 from .store import Database, StoreUnavailable, Transaction
@@ -37,11 +39,19 @@ GAP_WAIT_S = 30.0
 MAX_GAPS = 200
 
 
+#: Kinds published inside the current transaction, when the bus listens (server/bus/events.py rings
+#: every node for them once the transaction commits); None: nobody listens.
+PUBLISHED: ContextVar[list[str] | None] = ContextVar("helpline_events_published", default=None)
+
+
 async def publish_in(tx: Transaction, kind: str, subject: str, payload: dict[str, Any] | None = None) -> None:
     await tx.execute(
         "INSERT INTO events (ts, kind, subject, payload) VALUES (?, ?, ?, ?)",
         (time.time(), kind, subject, json.dumps(payload or {})),
     )
+    published = PUBLISHED.get()
+    if published is not None:
+        published.append(kind)
 
 
 class EventWatcher:
@@ -54,6 +64,16 @@ class EventWatcher:
         self._last_seq = 0
         #: Seqs below ``_last_seq`` not seen yet (maybe uncommitted), with when they were noticed.
         self._gaps: dict[int, float] = {}
+        #: Set by :meth:`nudge` (the bus says an event was committed): poll now, not at the interval.
+        self._nudged = asyncio.Event()
+
+    def nudge(self) -> None:
+        """Poll at once: an event was committed (on any node; the bus rings). Dedupe is by seq."""
+        self._nudged.set()
+
+    def slow_down(self, interval: float) -> None:
+        """With the bus ringing, the poll is only the safety net for a lost ring."""
+        self._interval = interval
 
     def on(self, kind: str, handler: Handler) -> None:
         self._handlers.setdefault(kind, []).append(handler)
@@ -129,4 +149,6 @@ class EventWatcher:
                     log.info("event poll works again", extra={
                         "failed_for_s": round(time.monotonic() - failing_since, 1), "failed_polls": failures})
                     failing_since, failures = None, 0
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudged.wait(), self._interval)
+            self._nudged.clear()

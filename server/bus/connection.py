@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import socket
 import ssl
 from typing import TYPE_CHECKING, Any
@@ -57,8 +58,9 @@ def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
 
 
 def node_name(config: ServerConfig) -> str:
-    """The node's id on the bus: ``node_id`` or host name and console port."""
-    return config.node_id or f"{socket.gethostname()}-{config.console_port}"
+    """The node's id on the bus (a subject token): ``node_id`` or host name and console port."""
+    name = config.node_id or f"{socket.gethostname()}-{config.console_port}"
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64]  # one NATS subject token
 
 
 def tls_context(config: ServerConfig) -> ssl.SSLContext | None:

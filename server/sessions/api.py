@@ -20,8 +20,10 @@ from protocol.session import EndReason, Mode
 from server import api, devices
 from server.accounts import live as live_sockets
 from server.accounts import users
+from server.agent_channel import SERVER_KEY
 from server.api import scopes
 from server.auth.rights import ANY_GROUP, Principal, Right
+from server.bus.node import routed_session
 from server.errors import ApiError
 from server.requests import sessions_link as request_link
 from server.store import Database, Row
@@ -171,6 +173,9 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
         if device["status"] == "revoked":
             raise ApiError(409, "device_revoked", "the device is revoked")
         reason, support = body.reason, None
+        bus = request.app[SERVER_KEY].bus
+        if bus is not None and body.request_id is None and sessions.connections.get(device["id"]) is None:
+            return api.json(await routed_session(bus, device["id"], api.principal(request), body), status=201)
         if body.request_id is not None:
             support = await request_link.usable(api.db(request), body.request_id, device["id"])
             reason = request_link.offer_reason(support, body.reason)
