@@ -114,9 +114,9 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
     reporting.attach(agent.reporter)
     tasks.attach(agent.tasks)
     wake.attach(WakeRelay(client))
-    # The CSAT survey after a resolved request: a Tk window on the user's display (direct mode). The
-    # root service has no display of its own and does not draw on a user's: it answers nothing.
-    survey.attach(survey.SurveyDesk(client, survey.tk_shower(display if broker is None else None)))
+    # The CSAT survey after a resolved request: a Tk window on the user's display (direct mode); the root
+    # service draws on no display: the requester's session helper shows it, as them (agent.desktop.broker).
+    survey.attach(survey.SurveyDesk(client, survey.tk_shower(display) if broker is None else broker.ask_survey))
     tools.attach(ToolsFeature(client, agent.sessions))
     assert agent.updates is not None
     update.attach(agent.updates)

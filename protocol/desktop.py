@@ -11,6 +11,8 @@ even express "run this as root". What the helper may send is replies to what the
 file drop) plus one ``hello`` naming its logind session; the service checks every reply against
 what it has outstanding. The one exception is Get help (issue 18): :class:`HelpCall` carries its
 user's own support requests and self-service fix runs, acted on for the kernel-checked uid only.
+The CSAT survey (issue 19) is service-initiated like a prompt: :class:`SurveyShow` out,
+:class:`SurveyDone` back for that id only.
 
 Shape follows :mod:`protocol.control`: verbs in (:meth:`DesktopConnection.receive_data`,
 :meth:`DesktopConnection.send`), nouns out (:meth:`DesktopConnection.events_received`,
@@ -30,6 +32,8 @@ from .errors import InvalidMessage, LocalProtocolError, MalformedMessage, Messag
 from .screen_backend import ScreenBackendName
 from .session import MAX_PEOPLE
 from .stream import MAX_MONITORS, MAX_PAYLOAD, MAX_TEXT_BYTES
+from .surveys import MAX_COMMENT as MAX_SURVEY_COMMENT
+from .surveys import MAX_SUMMARY as MAX_SURVEY_SUMMARY
 
 #: Largest file the service hands a helper to drop into the user's Downloads.
 MAX_FILE_DROP = 4 * 1024 * 1024
@@ -148,6 +152,15 @@ class HelpClosed(DesktopMessage, frozen=True, tag="help.closed"):
     channel: Id
 
 
+class SurveyDone(DesktopMessage, frozen=True, tag="survey.done"):
+    """How the person answered :class:`SurveyShow` ``survey_id``; ``score`` None: not answered (Not now,
+    the window closed or timed out, no display) — the service then sends nothing to the server."""
+
+    survey_id: Id
+    score: Annotated[int, msgspec.Meta(ge=1, le=5)] | None = None
+    comment: Annotated[str, msgspec.Meta(max_length=MAX_SURVEY_COMMENT)] = ""
+
+
 # --- service → helper ----------------------------------------------------------------------
 
 
@@ -245,6 +258,15 @@ class HelpReply(DesktopMessage, frozen=True, tag="help.reply"):
     body: Annotated[bytes, msgspec.Meta(max_length=MAX_HELP_BODY)]
 
 
+class SurveyShow(DesktopMessage, frozen=True, tag="survey.show"):
+    """Show the CSAT survey of a resolved request (issue 19) on this helper's display, as its user."""
+
+    survey_id: Id
+    number: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+    summary: Annotated[str, msgspec.Meta(max_length=MAX_SURVEY_SUMMARY)] = ""
+    technician: Short = ""
+
+
 class FileDrop(DesktopMessage, frozen=True, tag="file.drop"):
     """Write ``data`` into the user's Downloads folder as the user, under a safe form of ``name``."""
 
@@ -254,9 +276,9 @@ class FileDrop(DesktopMessage, frozen=True, tag="file.drop"):
 
 
 HelperMessage = (Hello | PromptAnswer | IndicatorReady | IndicatorEnded | IndicatorPeopleShown | ScreenFrame
-                 | ScreenEnded | FileDropped | HelpCall | HelpClosed)
+                 | ScreenEnded | FileDropped | HelpCall | HelpClosed | SurveyDone)
 ServiceMessage = (Welcome | Refused | PromptShow | IndicatorShow | IndicatorMode | IndicatorPeople | IndicatorClose
-                  | ScreenStart | ScreenFrame | ScreenStop | FileDrop | HelpReply)
+                  | ScreenStart | ScreenFrame | ScreenStop | FileDrop | HelpReply | SurveyShow)
 Role = Literal["service", "helper"]
 
 _encoder = msgspec.msgpack.Encoder()
@@ -267,9 +289,9 @@ _decoders: dict[Role, msgspec.msgpack.Decoder[DesktopMessage]] = {
 }
 _sendable: dict[Role, tuple[type[DesktopMessage], ...]] = {
     "service": (Welcome, Refused, PromptShow, IndicatorShow, IndicatorMode, IndicatorPeople, IndicatorClose,
-                ScreenStart, ScreenFrame, ScreenStop, FileDrop, HelpReply),
+                ScreenStart, ScreenFrame, ScreenStop, FileDrop, HelpReply, SurveyShow),
     "helper": (Hello, PromptAnswer, IndicatorReady, IndicatorEnded, IndicatorPeopleShown, ScreenFrame, ScreenEnded,
-               FileDropped, HelpCall, HelpClosed),
+               FileDropped, HelpCall, HelpClosed, SurveyDone),
 }
 
 

@@ -29,6 +29,9 @@ class SurveyAsk(Message, frozen=True, tag="survey.ask"):
     number: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
     summary: Annotated[str, msgspec.Meta(max_length=MAX_SUMMARY)]
     technician: ShortStr = ""
+    #: The OS user who asked for help (the request's requester): a root service with session helpers
+    #: shows the survey in that user's graphical session only ("" from older servers: the person in front).
+    requester: ShortStr = ""
 
 
 class SurveyAnswer(Message, frozen=True, tag="survey.answer"):

@@ -15,7 +15,7 @@ device (:meth:`DesktopBroker.person_to_ask`).
 What the session code gets from here: a :class:`~agent.consent.ui.ConsentUI`
 (:attr:`DesktopBroker.ui`), a screen runner (:meth:`DesktopBroker.run_screen`) and
 :meth:`DesktopBroker.nobody_to_ask`; plus :meth:`DesktopBroker.drop_file` for files handed to
-the user.
+the user and :meth:`DesktopBroker.ask_survey`, the CSAT survey's shower in service mode.
 """
 
 from __future__ import annotations
@@ -38,13 +38,17 @@ from protocol.desktop import (
     HelpClosed,
     HelpReply,
     Refused,
+    SurveyDone,
+    SurveyShow,
     ToolkitRights,
     Welcome,
 )
+from protocol.surveys import SurveyAsk
 
 from ..help import wire
 from ..help.desk import Caller, HelpDesk
 from ..help.endpoint import CallerSession
+from ..help.survey import WINDOW_TIMEOUT_S
 from ..screen.session import SessionStats
 from ..screen.tunnel import Tunnel
 from ..toolkit.caps import ToolkitCaps
@@ -64,6 +68,8 @@ DROP_TIMEOUT_S = 30.0
 MAX_REFUSALS = 100
 #: Get help windows one helper may relay at once.
 MAX_HELP_CHANNELS = 16
+#: A survey shown by a helper is given up this long after the helper's own window timeout.
+SURVEY_GRACE_S = 60.0
 
 
 class HelperRefused(Exception):
@@ -352,3 +358,44 @@ class DesktopBroker:
         if not result.ok:
             raise OSError(result.detail or "the file could not be saved")
         return result.detail
+
+    # --- the CSAT survey (issue 19) ---------------------------------------------------------
+
+    async def survey_helper(self, requester: str) -> HelperLink | None:
+        """The helper to show ``requester``'s survey: a helper of that user (their active session first);
+        nobody else's desktop. An older server names no requester: then the person in front."""
+        if not requester:
+            link, _why = await self.person_to_ask()
+            return link
+        mine = [link for link in self.helpers.values() if link.session.user == requester and not link.closed.is_set()]
+        if len(mine) > 1:
+            sessions, _trouble = await self._sessions()
+            active = {s.session_id for s in sessions if s.active}
+            mine.sort(key=lambda link: link.session.session_id not in active)
+        return mine[0] if mine else None
+
+    async def ask_survey(self, ask: SurveyAsk) -> tuple[int, str] | None:
+        """The survey's shower (agent.help.survey.Shower) for the root service: the window opens in the
+        requester's session, drawn by their helper as them; None when nobody of theirs is logged in or the
+        person did not answer."""
+        link = await self.survey_helper(ask.requester)
+        if link is None:
+            log.info("survey not shown: no session helper of the requester",
+                     extra={"request_id": ask.request_id, "requester": ask.requester})
+            return None
+        survey_id = new_id("survey")
+        future: asyncio.Future[SurveyDone] = asyncio.get_running_loop().create_future()
+        link.surveys[survey_id] = future
+        try:
+            await link.send(SurveyShow(survey_id=survey_id, number=ask.number, summary=ask.summary,
+                                       technician=ask.technician))
+            async with asyncio.timeout(WINDOW_TIMEOUT_S + SURVEY_GRACE_S):
+                done = await future
+        except (ConnectionError, TimeoutError) as exc:
+            log.info("survey not answered: %s", exc, extra={"request_id": ask.request_id, "helper": repr(link)})
+            return None
+        finally:
+            link.surveys.pop(survey_id, None)
+        if done.score is None:
+            return None
+        return done.score, done.comment

@@ -5,7 +5,8 @@ says which logind session it runs in (``$XDG_SESSION_ID``) and which display it 
 only does what the service asks, with the user's rights and on the user's display: show the
 consent prompt and the indicator (the real Tk windows, :mod:`agent.consent.tk`), run the screen
 session (:func:`agent.screen.session.run_screen_session`, capture and input) over frames the
-service relays from its mTLS tunnel, and save files handed to the user into their Downloads.
+service relays from its mTLS tunnel, save files handed to the user into their Downloads, and show
+the CSAT survey of the user's resolved request (:mod:`agent.help.survey_window`).
 It holds no key and opens no network connection.
 
 A refused helper exits (status 2) with the service's reason; a helper whose service went away
@@ -44,12 +45,16 @@ from protocol.desktop import (
     ScreenFrame,
     ScreenStart,
     ScreenStop,
+    SurveyDone,
+    SurveyShow,
     Welcome,
 )
+from protocol.surveys import SurveyAsk
 
 from ..consent.ui import ConsentUI, ConsentUnavailable, Indicator, IndicatorInfo, PromptRequest
 from ..help.helper_socket import HelpRelay
 from ..help.helper_socket import default_path as default_help_path
+from ..help.survey import Shower, tk_shower
 from . import downloads
 from .link import READ_CHUNK
 
@@ -112,13 +117,16 @@ class SessionHelper:
 
     def __init__(self, socket_path: Path, session_id: str, display: str, *, wayland: str = "",
                  ui: ConsentUI | None = None, downloads_dir: Path | None = None,
-                 screen_kwargs: dict[str, Any] | None = None, help_socket: Path | None = None) -> None:
+                 screen_kwargs: dict[str, Any] | None = None, help_socket: Path | None = None,
+                 survey_shower: Shower | None = None) -> None:
         from ..consent.tk import TkConsentUI
 
         self.socket_path, self.session_id, self.display, self.wayland = socket_path, session_id, display, wayland
         self.ui: ConsentUI = ui if ui is not None else TkConsentUI(display or None)
         self.downloads_dir = downloads_dir if downloads_dir is not None else downloads.downloads_dir()
         self.screen_kwargs = screen_kwargs or {}
+        #: The CSAT survey window (issue 19) on this session's display, as this user.
+        self.survey_shower = survey_shower if survey_shower is not None else tk_shower(display or None)
         self.refusal = ""
         self.welcomed = asyncio.Event()
         self._writer: asyncio.StreamWriter | None = None
@@ -140,6 +148,7 @@ class SessionHelper:
             ScreenStop: self._screen_stop,
             FileDrop: lambda m: self._spawn(self._drop(m)),
             HelpReply: self._help_reply,
+            SurveyShow: lambda m: self._spawn(self._survey(m)),
         }
         #: Get help windows of this user (``helpline help``) relayed to the service (agent/help/).
         help_path = help_socket if help_socket is not None else default_help_path()
@@ -354,6 +363,14 @@ class SessionHelper:
         await self._reply(ScreenEnded(stream_id=message.stream_id, reason=stats.end_reason[:256],
                                       refused_inputs=stats.refused_inputs, injected_inputs=stats.injected_inputs,
                                       updates_sent=stats.updates_sent))
+
+    async def _survey(self, message: SurveyShow) -> None:
+        ask = SurveyAsk(request_id=message.survey_id, number=message.number, summary=message.summary,
+                        technician=message.technician)
+        answer = await self.survey_shower(ask)
+        log.info("survey shown", extra={"survey": message.survey_id, "answered": answer is not None})
+        score, comment = answer if answer is not None else (None, "")
+        await self._reply(SurveyDone(survey_id=message.survey_id, score=score, comment=comment))
 
     def _help_reply(self, message: HelpReply) -> None:
         if self.help is not None:

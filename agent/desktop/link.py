@@ -1,7 +1,7 @@
 """One accepted session helper, seen from the root service: its socket and what is outstanding.
 
 Everything the helper sends must answer something the service asked: a prompt id it sent, an
-indicator it showed, a screen stream it started, a file it handed over. Replies to ids the
+indicator it showed, a screen stream it started, a file it handed over, a survey it showed. Replies to ids the
 service no longer waits for (a late answer after a timeout) are logged and dropped; a helper
 that keeps sending them, or that breaks the framing, is disconnected. Nothing a helper says
 starts work in the service — except Get help: ``help.call``/``help.closed`` go to
@@ -30,6 +30,7 @@ from protocol.desktop import (
     PromptAnswer,
     ScreenEnded,
     ScreenFrame,
+    SurveyDone,
 )
 
 from .tracker import LoginSession
@@ -91,6 +92,8 @@ class HelperLink:
         self.indicators: dict[str, IndicatorState] = {}
         self.streams: dict[str, StreamRelay] = {}
         self.drops: dict[str, asyncio.Future[FileDropped]] = {}
+        #: CSAT surveys shown (issue 19): survey id → the person's answer.
+        self.surveys: dict[str, asyncio.Future[SurveyDone]] = {}
         self.unsolicited = 0
         #: Where Get help calls go (the broker sets it); None: they are dropped as unsolicited.
         self.on_help: Callable[[HelperLink, HelpCall | HelpClosed], None] | None = None
@@ -105,6 +108,7 @@ class HelperLink:
             FileDropped: self._on_dropped,
             HelpCall: self._on_help,
             HelpClosed: self._on_help,
+            SurveyDone: self._on_survey_done,
         }
 
     def __repr__(self) -> str:
@@ -153,7 +157,8 @@ class HelperLink:
             return
         self.closed.set()
         gone = ConnectionError("the session helper went away")
-        replies: list[asyncio.Future[Any]] = [*self.prompts.values(), *self.drops.values()]
+        replies: list[asyncio.Future[Any]] = [*self.prompts.values(), *self.drops.values(),
+                                              *self.surveys.values()]
         for future in replies:
             if not future.done():
                 future.set_exception(gone)
@@ -237,6 +242,13 @@ class HelperLink:
             self._unsolicited("help call")
             return
         self.on_help(self, message)
+
+    def _on_survey_done(self, message: SurveyDone) -> None:
+        future = self.surveys.get(message.survey_id)
+        if future is None or future.done():
+            self._unsolicited(f"survey {message.survey_id}")
+            return
+        future.set_result(message)
 
     def _on_dropped(self, message: FileDropped) -> None:
         future = self.drops.get(message.drop_id)

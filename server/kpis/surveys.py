@@ -41,7 +41,7 @@ async def create(db: Database, request_id: str, now: float) -> bool:
 async def undelivered(db: Database, device_id: str) -> list[Row]:
     """Surveys of this device not yet sent (it was offline), with what ``survey.ask`` shows."""
     return await db.fetchall(
-        "SELECT v.request_id, r.number, r.summary, r.claimed_by_name, r.resolved_by FROM surveys v"
+        "SELECT v.request_id, r.number, r.summary, r.claimed_by_name, r.resolved_by, r.requester FROM surveys v"
         " JOIN support_requests r ON r.id = v.request_id"
         " WHERE v.device_id = ? AND v.delivered_at IS NULL AND v.answered_at IS NULL ORDER BY v.asked_at LIMIT 20",
         (device_id,))
@@ -49,7 +49,8 @@ async def undelivered(db: Database, device_id: str) -> list[Row]:
 
 async def pending_of(db: Database, request_id: str) -> Row | None:
     rows = await db.fetchall(
-        "SELECT v.request_id, v.device_id, r.number, r.summary, r.claimed_by_name, r.resolved_by FROM surveys v"
+        "SELECT v.request_id, v.device_id, r.number, r.summary, r.claimed_by_name, r.resolved_by, r.requester"
+        " FROM surveys v"
         " JOIN support_requests r ON r.id = v.request_id"
         " WHERE v.request_id = ? AND v.delivered_at IS NULL AND v.answered_at IS NULL", (request_id,))
     return rows[0] if rows else None
@@ -57,7 +58,8 @@ async def pending_of(db: Database, request_id: str) -> Row | None:
 
 def ask_of(row: Row) -> SurveyAsk:
     return SurveyAsk(request_id=row["request_id"], number=int(row["number"]), summary=str(row["summary"])[:200],
-                     technician=str(row["claimed_by_name"] or row["resolved_by"])[:256])
+                     technician=str(row["claimed_by_name"] or row["resolved_by"])[:256],
+                     requester=str(row["requester"] or "")[:256])
 
 
 async def mark_delivered(db: Database, request_id: str, now: float) -> bool:
