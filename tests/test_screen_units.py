@@ -61,6 +61,8 @@ def test_lossless_encoders_round_trip_exactly() -> None:
     pixels = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
     for encoding, payload in ((Encoding.PNG, encode_png(pixels)), (Encoding.ZLIB, encode_zlib(pixels))):
         assert np.array_equal(decode(encoding, payload, 53, 37), pixels[:, :, :3])
+    bgr = np.ascontiguousarray(pixels[:, :, :3])  # the reference viewer's snapshot: BGR, no padding byte
+    assert np.array_equal(decode(Encoding.PNG, encode_png(bgr), 53, 37), bgr)
     assert decode(Encoding.JPEG, encode_jpeg(pixels, 70), 53, 37).shape == (37, 53, 3)
     with pytest.raises(DecodeError):
         decode(Encoding.PNG, encode_png(pixels), 52, 37)
