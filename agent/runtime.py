@@ -109,6 +109,7 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
         client.background.append(LocalHelpSocket(desk, state.directory / SOCKET_NAME).serve)
     client.capability_sources.append(_screen_backend_source(broker, display))
     agent.authority.on_change.append(agent.sessions.on_authority_changed)
+    agent.authority.on_change.append(desk.refresh)  # fetch the scripts new self-service fixes name
     authority_feature.attach(agent.authority)
     sessions.attach(agent.sessions)
     reporting.attach(agent.reporter)

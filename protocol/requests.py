@@ -31,6 +31,10 @@ MAX_DIAGNOSTICS = 32
 #: Text added to a request, a fix's detail, a status note.
 MAX_NOTE = 4000
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: A self-service fix's script: fetched by the device over mTLS from this agent-listener path + its signed
+#: SHA-256, at most this many bytes (the server refuses larger uploads; the agent stops reading past it).
+FIX_SCRIPT_PREFIX = "/agent/fix-scripts/"
+MAX_FIX_SCRIPT_BYTES = 1024 * 1024
 
 Urgency = Literal["low", "normal", "high", "critical"]
 URGENCIES: tuple[str, ...] = ("low", "normal", "high", "critical")
@@ -119,6 +123,11 @@ class FixOutcome(Message, frozen=True, tag="fix.outcome"):
     title: ShortStr
     ok: bool
     detail: NoteText = ""
+
+
+def fix_script_path(sha256: str) -> str:
+    """The agent-listener path of the fix script with this SHA-256."""
+    return f"{FIX_SCRIPT_PREFIX}{sha256}"
 
 
 def is_png(data: bytes) -> bool:

@@ -17,13 +17,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from protocol import codec
 from protocol.messages import Message
 from protocol.requests import FixAttempt, FixOutcome, RequestAdd, RequestOpen, RequestStatus, RequestWithdraw
 
-from . import diagnostics
+from ..update import download
+from . import diagnostics, script_fetch
 from .book import MAX_OPEN_PER_USER, Book, Entry
 from .fixes import FixResult, SelfService, view
 from .wire import Open, RequestView, State
@@ -65,7 +67,8 @@ class HelpDesk:
 
     def __post_init__(self) -> None:
         self.book = Book(self.client.state.directory)
-        self.fixes = SelfService(self.authority, self.tasks, self.client.state.directory, self.clock)
+        self.fixes = SelfService(self.authority, self.tasks, self.client.state.directory, self.clock,
+                                 fetcher=self._fetch_script)
         self.watchers: list[Watcher] = []
         self._lock = asyncio.Lock()
 
@@ -74,6 +77,17 @@ class HelpDesk:
     def attach(self) -> None:
         self.client.register(RequestStatus, self.on_status)
         self.client.on_ready.append(self.on_ready)
+
+    def _fetch_script(self, sha256: str, directory: Path) -> Path:
+        """Blocking: the fix script ``sha256`` from this agent's server, over its own mTLS identity."""
+        source = download.Source.from_agent_url(self.client.state.agent_url, self.client.config.proxy)
+        return script_fetch.fetch(source, self.client.ssl_context(), sha256=sha256, directory=directory)
+
+    async def refresh(self) -> None:
+        """The scripts of verified script fixes still missing, while the server is reachable: called when
+        new documents verified (runtime's authority hook) and before a window lists the fixes."""
+        if self.client.ready.is_set():
+            await self.fixes.fetch_missing()
 
     async def on_ready(self, _client: Any = None) -> None:
         """A new connection: send what is still owed (opens not yet answered, offline notes, outcomes)."""

@@ -69,6 +69,7 @@ class CallerSession:
     async def _reply(self, message: CallerMessage) -> AgentMessage:
         desk, caller = self.desk, self.caller
         if isinstance(message, GetState):
+            await desk.refresh()
             return desk.state(caller, message.call)
         if isinstance(message, Open):
             return Opened(call=message.call, local_id=await desk.open(caller, message))

@@ -11,8 +11,10 @@ the task catalog's actions and its command layer (timeouts, capped output, whole
 killed). The outcome goes to the device audit (``fix.ran``).
 
 A ``script`` fix runs the script whose SHA-256 the document names, read from
-``<state>/fix-scripts/<sha256>`` (put there by whoever deploys it; the bytes are hashed again before
-every run); without it the fix is not offered.
+``<state>/fix-scripts/<sha256>``: :meth:`SelfService.fetch_missing` fetches it from the server over
+mTLS (agent/help/script_fetch.py: size-limited, hashed before it is kept, 0600) when the document
+arrives and again before the window lists or runs fixes; the bytes are hashed again before every run,
+and must be UTF-8. Until they are here the fix is not offered.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.client import HTTPException
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.update.download import DigestMismatch
 from protocol.authority import SelfServiceFix
 
 from ..tasks.catalog import CATALOG, ActionSpec, BadParams, parse_params
@@ -38,6 +42,9 @@ if TYPE_CHECKING:
     from agent.tasks.service import TaskService
 
 log = logging.getLogger(__name__)
+
+#: ``fetcher(sha256, directory)``: puts the checked script at ``directory / sha256`` or raises.
+ScriptFetcher = Callable[[str, Path], Any]
 
 
 async def _flush(params: Any, ctx: ActionContext, _script: str) -> Outcome:
@@ -88,12 +95,15 @@ class SelfService:
     """Lists and runs the device's self-service fixes; the task service lends its command layer."""
 
     def __init__(self, authority: AuthorityStore | None, tasks: TaskService, state_dir: Path,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], fetcher: ScriptFetcher | None = None) -> None:
         self.authority, self.tasks, self.state_dir, self.clock = authority, tasks, state_dir, clock
         self.scripts_dir = state_dir / "fix-scripts"
+        #: Fetches a script by SHA-256 into a directory (blocking; None: nothing is fetched).
+        self.fetcher = fetcher
+        self._fetching = asyncio.Lock()
 
-    def offered(self) -> list[SelfServiceFix]:
-        """The fixes whose documents verify now and whose action this agent can run."""
+    def verified(self) -> list[SelfServiceFix]:
+        """The fixes whose documents verify now and whose action this agent can run (scripts present or not)."""
         if self.authority is None:
             return []
         now = self.clock()
@@ -103,12 +113,34 @@ class SelfService:
                 continue
             verdict = self.authority.verify(document, now)
             fix = verdict.body
-            if not verdict.allowed or not isinstance(fix, SelfServiceFix) or fix.action not in ACTIONS:
-                continue
-            if fix.action == "script" and self._script(fix) is None:
-                continue
-            found.append(fix)
+            if verdict.allowed and isinstance(fix, SelfServiceFix) and fix.action in ACTIONS:
+                found.append(fix)
         return sorted(found, key=lambda f: f.title)
+
+    def offered(self) -> list[SelfServiceFix]:
+        """The verified fixes this agent can run now (a script fix only with its signed bytes on the device)."""
+        return [f for f in self.verified() if f.action != "script" or self._script(f) is not None]
+
+    async def fetch_missing(self) -> int:
+        """Fetch the scripts of verified fixes that are not on the device (or differ); returns how many came.
+
+        A failure is logged and leaves the fix unoffered; it is tried again on the next call.
+        """
+        if self.fetcher is None:
+            return 0
+        fetched = 0
+        async with self._fetching:
+            for fix in self.verified():
+                if fix.action != "script" or fix.script_sha256 is None or self._script(fix) is not None:
+                    continue
+                try:
+                    await asyncio.to_thread(self.fetcher, fix.script_sha256, self.scripts_dir)
+                    fetched += 1
+                    log.info("fix script fetched", extra={"fix_id": fix.fix_id, "sha256": fix.script_sha256})
+                except (OSError, HTTPException, ValueError, DigestMismatch) as exc:
+                    log.warning("fix script not fetched: %s", exc, extra={"fix_id": fix.fix_id,
+                                                                          "sha256": fix.script_sha256})
+        return fetched
 
     def _script(self, fix: SelfServiceFix) -> str | None:
         if fix.script_sha256 is None:
@@ -120,10 +152,15 @@ class SelfService:
         if hashlib.sha256(data).hexdigest() != fix.script_sha256:
             log.warning("fix script does not match its signed SHA-256", extra={"fix_id": fix.fix_id})
             return None
-        return data.decode("utf-8", errors="replace")
+        try:
+            return data.decode("utf-8")  # runs exactly the signed bytes: no replacement characters
+        except UnicodeDecodeError:
+            log.warning("fix script is not UTF-8", extra={"fix_id": fix.fix_id})
+            return None
 
     async def run(self, fix_id: str, params: dict[str, Any], *, user: str) -> FixResult:
         """Check, take a run of the budget, run; never raises for a refusal or a failure."""
+        await self.fetch_missing()
         fix = next((f for f in self.offered() if f.fix_id == fix_id), None)
         if fix is None or self.authority is None:
             return FixResult(fix_id, fix_id, False, f"no self-service fix {fix_id} is offered on this device", False)

@@ -1,5 +1,5 @@
-"""Server feature: support requests (issue 18) — the device's messages, the REST routes, the live queue
-and the chat announcements, composed in :func:`setup`."""
+"""Server feature: support requests (issue 18) — the device's messages, the REST routes, the live queue,
+the chat announcements and the self-service fixes' scripts (server/fixscripts), composed in :func:`setup`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .. import api
+from ..fixscripts import feature as fix_scripts
 from . import api as request_api
 from .announce import Announcer
 from .config import RequestsConfig
@@ -38,6 +39,7 @@ def setup(server: HelplineServer) -> None:
     server.request_events.subscribe(device.on_event)
     server.request_events.subscribe(to_queue)
     api.add_routes(server.console_app, request_api.routes(hub))
+    fix_scripts.setup(server)  # the scripts self-service fixes name (the requests' Tier 0)
     if announcer.enabled:
         server.background.append(lambda: announcer.run(lambda: server.db))
         log.info("support requests announced", extra={"targets": sorted(config.targets)})
