@@ -27,6 +27,7 @@ from server.app import HelplineServer
 from tests import pg_store
 from tests.harness import enroll_agent, make_pki, running_agent, running_server, wait_until
 from tests.nats_server import NatsServer, nats_server
+from tests.procs import helpline
 from tests.test_session_helpers import configure_agent
 from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
 
@@ -115,3 +116,20 @@ async def test_session_requested_on_one_node_streams_from_the_devices_node(tmp_p
                     json={"mode": "view"}, ssl=_ctx(a), headers=headers) as response:
                 body = await response.json()
             assert response.status == 409 and body["error"]["code"] == "device_offline", body
+
+
+async def test_admin_cli_revocation_rings_the_nodes(tmp_path: Path) -> None:
+    """``helpline admin device revoke`` (its own process, on the bus) closes the channel on C at once."""
+    with nats_server(tmp_path / "nats") as nats:
+        async with two_nodes(tmp_path, nats) as (_a, c):
+            assert c.watcher is not None
+            c.watcher.slow_down(60.0)  # only a ring can deliver the event within the deadline
+            state = await enroll_agent(c, tmp_path / "agent")
+            async with running_agent(state) as agent:
+                await asyncio.wait_for(agent.client.ready.wait(), 20)
+                env = {"HELPLINE_DATABASE_URL": c.config.database_url, "HELPLINE_NATS_URL": nats.url}
+                result = await asyncio.to_thread(helpline, "admin", "device", "revoke", state.device_id,
+                                                 "--data", str(tmp_path / "cli"), env=env)
+                assert result.returncode == 0
+                await wait_until(lambda: c.connections.get(state.device_id) is None, timeout=10,
+                                 what="C closing the channel after the CLI's revocation")

@@ -55,10 +55,15 @@ def with_database(config: ServerConfig, work: Callable[[Database], Awaitable[T]]
             from server import audit
 
             audit.attach_anchor(db, audit.anchor_path(config.data_dir))
+        from server.bus.events import ring_after_commits
+
+        db, bus = await ring_after_commits(db, config)  # nats_url: the nodes hear of a revocation at once
         try:
             return await work(db)
         finally:
             await db.close()
+            if bus is not None:
+                await bus.close()
 
     return asyncio.run(runner())
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -22,6 +22,9 @@ from nats.aio.subscription import Subscription
 from server.events import PUBLISHED, EventWatcher
 from server.store import Database, Transaction
 from server.store.database import Params, Row
+
+if TYPE_CHECKING:
+    from server.config import ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +103,21 @@ async def listen(client: Client, watcher: EventWatcher) -> Subscription:
 
     watcher.slow_down(SAFETY_POLL_S)
     return await client.subscribe(SUBJECT_PREFIX + ">", cb=on_ring)
+
+
+async def ring_after_commits(db: Database, config: ServerConfig) -> tuple[Database, Client | None]:
+    """For a process beside the nodes (``helpline admin …``): its commits ring the nodes too.
+
+    Without ``nats_url``, or with NATS unreachable (3 s), the database as it is: the nodes' safety poll
+    still delivers its events, within :data:`SAFETY_POLL_S`.
+    """
+    from .connection import BusUnavailable, connect
+
+    try:
+        client = await connect(config, start_timeout_s=3.0)
+    except BusUnavailable as exc:
+        log.warning("NATS unreachable: nodes learn of this change by their poll", extra={"reason": str(exc)})
+        return db, None
+    if client is None:
+        return db, None
+    return RingingDatabase(db, client), client  # type: ignore[return-value]
