@@ -16,7 +16,7 @@ from aiohttp import web
 from server import api
 from server.auth.rights import Right
 
-from . import compute, source
+from . import compute, source, surveys
 from .compute import Figures, Report
 
 #: Without ``from``: the last 30 days.
@@ -51,13 +51,46 @@ class KpiReport(msgspec.Struct, frozen=True):
     buckets: list[Bucket]
 
 
-async def _report(request: web.Request) -> tuple[KpiQuery, float, float, float, Report]:
-    q = api.query(request, KpiQuery)
-    now = time.time()
-    end = q.end if q.end is not None else now
+class SurveyComment(msgspec.Struct, frozen=True):
+    request_id: str
+    number: int
+    summary: str
+    group_name: str
+    technician: str
+    score: int
+    comment: str
+    answered_at: float
+
+
+class CommentList(msgspec.Struct, frozen=True):
+    start: float = msgspec.field(name="from")
+    end: float = msgspec.field(name="to")
+    comments: list[SurveyComment] = []
+
+
+def _period(q: KpiQuery) -> tuple[float, float]:
+    end = q.end if q.end is not None else time.time()
     start = q.start if q.start is not None else end - DEFAULT_PERIOD_S
     if start >= end:
         raise api.ApiError(400, "bad_period", "`from` must be before `to`")
+    return start, end
+
+
+async def survey_comments(request: web.Request) -> web.Response:
+    """What the people wrote in their surveys, newest first"""
+    start, end = _period(api.query(request, KpiQuery))
+    groups = api.principal(request).groups_with(Right.VIEW_INVENTORY)
+    rows = await surveys.comments(api.db(request), start=start, end=end, groups=groups)
+    return api.json(CommentList(start, end, [SurveyComment(
+        request_id=r["request_id"], number=int(r["number"]), summary=r["summary"], group_name=r["group_name"],
+        technician=r["technician"], score=int(r["score"]), comment=r["comment"], answered_at=float(r["answered_at"]))
+        for r in rows]))
+
+
+async def _report(request: web.Request) -> tuple[KpiQuery, float, float, float, Report]:
+    q = api.query(request, KpiQuery)
+    now = time.time()
+    start, end = _period(q)
     groups = api.principal(request).groups_with(Right.VIEW_INVENTORY)
     try:
         records = await source.load(api.db(request), start=start, end=end, groups=groups)
@@ -133,4 +166,7 @@ ROUTES: list[api.Route] = [
     api.Route("GET", "/api/v1/kpis.csv", kpis_csv, Right.VIEW_INVENTORY, query=KpiQuery,
               content={"text/csv": {"schema": {"type": "string"}}},
               description=_SEE + " Durations in seconds, rates as fractions of 1; the first row is the whole period."),
+    api.Route("GET", "/api/v1/kpis/comments", survey_comments, Right.VIEW_INVENTORY, query=KpiQuery,
+              response=CommentList, description="Answered surveys with a comment (at most "
+              f"{surveys.MAX_COMMENTS}, newest first) of requests created in the period. " + _SEE),
 ]

@@ -18,7 +18,7 @@ class TooMany(Exception):
     """The period holds more requests than one report reads."""
 
 
-def _where(start: float | None, end: float | None, groups: set[str] | None) -> tuple[str, list[Any]]:
+def period_filter(start: float | None, end: float | None, groups: set[str] | None) -> tuple[str, list[Any]]:
     sql, params = "1 = 1", list[Any]()
     if start is not None:
         sql += " AND r.created_at >= ?"
@@ -36,7 +36,7 @@ async def load(db: Database, *, start: float | None, end: float | None, groups: 
     """Requests created in [start, end) in ``groups`` (None: every group), with everything the KPIs read."""
     if groups is not None and not groups:
         return []
-    where, params = _where(start, end, groups)
+    where, params = period_filter(start, end, groups)
     rows = await db.fetchall(
         "SELECT r.id, r.created_at, r.group_name, r.category, r.claimed_by, r.resolved_by"  # noqa: S608 (only placeholders are formatted in)
         f" FROM support_requests r WHERE {where} ORDER BY r.created_at LIMIT ?",

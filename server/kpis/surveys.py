@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from protocol.surveys import SurveyAnswer, SurveyAsk
 
 from .. import audit
 from ..store import Database, Row
+from .source import period_filter
 
 __all__ = ["Row"]
 
@@ -90,3 +92,33 @@ async def record_answer(db: Database, device_id: str, answer: SurveyAnswer, now:
                          (now, answer.score, answer.comment, answer.request_id))
         await audit.append_in(tx, f"device:{device_id}", "survey.answer", answer.request_id,
                               {"score": answer.score, "comment_chars": len(answer.comment)})
+
+
+def survey_view(row: Row) -> dict[str, Any]:
+    """Schema of a request's survey as technicians see it (the comment is the person's, shown as text)."""
+    return {"asked_at": row["asked_at"], "delivered_at": row["delivered_at"], "answered_at": row["answered_at"],
+            "score": row["score"], "comment": row["comment"], "technician": row["technician"]}
+
+
+async def of_request(db: Database, request_id: str) -> dict[str, Any] | None:
+    """The request's survey (None: never asked): asked, delivered, answered, score and comment."""
+    row = await db.fetchone("SELECT asked_at, delivered_at, answered_at, score, comment, technician FROM surveys"
+                            " WHERE request_id = ?", (request_id,))
+    return survey_view(row) if row is not None else None
+
+
+#: Comments one page lists (the newest answers first).
+MAX_COMMENTS = 200
+
+
+async def comments(db: Database, *, start: float, end: float, groups: set[str] | None,
+                   limit: int = MAX_COMMENTS) -> list[Row]:
+    """Answered surveys with a comment, of requests created in [start, end) in ``groups`` (None: all)."""
+    if groups is not None and not groups:
+        return []
+    where, params = period_filter(start, end, groups)
+    return await db.fetchall(
+        "SELECT v.request_id, r.number, r.summary, r.group_name, v.technician, v.score, v.comment, v.answered_at"  # noqa: S608 (only placeholders are formatted in)
+        " FROM surveys v JOIN support_requests r ON r.id = v.request_id"
+        f" WHERE {where} AND v.answered_at IS NOT NULL AND v.comment <> ''"
+        " ORDER BY v.answered_at DESC, v.request_id LIMIT ?", (*params, limit))

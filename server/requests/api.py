@@ -19,7 +19,9 @@ from server.accounts import live as live_sockets
 from server.api.route import Handler, Scope
 from server.auth.rights import Right
 from server.errors import ApiError
+from server.kpis import surveys
 from server.store import Database
+from server.tickets import api as tickets
 
 from . import repository as repo
 from .live import QueueHub
@@ -83,11 +85,16 @@ def routes(hub: QueueHub) -> list[api.Route]:
         return api.json({"requests": await views_of(api.db(request), rows)})
 
     async def get_request(request: web.Request) -> web.Response:
-        """One support request, with its diagnostics, self-service attempt and event log"""
+        """One support request, with its diagnostics, self-service attempt, event log, CSAT survey (score and
+        comment) and, for who may act on it, its tickets with their write-back status"""
         db, request_id = api.db(request), request.match_info["request_id"]
         view = await _view(db, request_id)
         view.update(await repo.attachments(db, request_id))
         view["events"] = await repo.events_of(db, request_id)
+        view["survey"] = await surveys.of_request(db, request_id)
+        acting = api.principal(request).groups_with(Right.REMOTE_VIEW)
+        if acting is None or view["group_name"] in acting:  # tickets are the technician's (remote_view), as there
+            view["tickets"] = await tickets.of_request(db, request_id)
         return api.json(view)
 
     async def screenshot(request: web.Request) -> web.Response:

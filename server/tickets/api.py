@@ -123,6 +123,11 @@ async def tickets_view(db: Database, links: list[Row]) -> dict[str, Any]:
             "writeback_errors": [w["last_error"] for w in failed]}
 
 
+async def of_request(db: Database, request_id: str) -> dict[str, Any]:
+    """The request's tickets and write-back status (its detail in the console shows them)."""
+    return await tickets_view(db, await repository.links_for(db, request_id=request_id))
+
+
 def routes(box: SecretBox, outbox: Outbox) -> list[api.Route]:
     async def list_connectors(request: web.Request) -> web.Response:
         """Configured ticket connectors (settings for admins; id, name and kind for everyone else)"""

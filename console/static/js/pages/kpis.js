@@ -60,10 +60,11 @@ export async function show(main) {
 async function load(body, csv) {
   const params = { from: period.from, to: period.to };
   csv.href = `/api/v1/kpis.csv?from=${period.from}&to=${period.to}`;
-  let total, daily, parts;
+  let total, daily, said, parts;
   try {
-    [total, daily, ...parts] = await Promise.all([
+    [total, daily, said, ...parts] = await Promise.all([
       api.get("/api/v1/kpis", params), api.get("/api/v1/kpis", { ...params, by: "day" }),
+      api.get("/api/v1/kpis/comments", params),
       ...BREAKDOWNS.map(([by]) => api.get("/api/v1/kpis", { ...params, by }))]);
   } catch (err) {
     clear(body).append(unavailable("The support desk's numbers", err));
@@ -72,8 +73,22 @@ async function load(body, csv) {
   clear(body).append(
     tiles(total.total),
     h("div", { class: "kpi-charts", id: "kpi-charts" }, ...(await charts(daily.buckets))),
-    ...BREAKDOWNS.map(([by, title], i) => table(by, title, parts[i].buckets)));
+    ...BREAKDOWNS.map(([by, title], i) => table(by, title, parts[i].buckets)),
+    comments(said.comments));
   body.dataset.loaded = "1";
+}
+
+/** What people wrote in their surveys (their words: text nodes only), newest first. */
+function comments(items) {
+  return h("section", { class: "kpi-table" }, h("h2", {}, "Comments"),
+    items.length ? h("div", { class: "table-wrap" }, h("table", { class: "grid", id: "kpi-comments" },
+      h("thead", {}, h("tr", {}, ["Score", "Comment", "Technician", "Request"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, items.map((c) => h("tr", { dataset: { requestId: c.request_id } },
+        h("td", { class: "num", dataset: { col: "score" } }, String(c.score)),
+        h("td", { dataset: { col: "comment" } }, text(c.comment)),
+        h("td", { dataset: { col: "technician" } }, text(c.technician)),
+        h("td", { dataset: { col: "request" }, title: c.summary }, `#${c.number}`))))))
+      : h("p", { class: "muted", id: "kpi-no-comments" }, "No survey comments in the period."));
 }
 
 function tile(id, label, value, raw, sub) {

@@ -3,6 +3,7 @@
 import * as api from "../api.js";
 import { ago, badge, clear, errorBox, fmtTime, h, text, toast } from "../dom.js";
 import { can } from "../state.js";
+import { ticketStatus } from "./tickets.js";
 
 const URGENCY = { critical: 0, high: 1, normal: 2, low: 3 };
 const REOPEN_WINDOW_S = 7 * 86400;
@@ -212,12 +213,25 @@ async function renderDetail() {
     full.attempt ? h("div", { class: "notice notice-muted", id: "queue-attempt" },
       h("strong", {}, "Self-service tried first: "), text(full.attempt.title), ` — ${full.attempt.outcome}`,
       full.attempt.detail ? h("div", {}, text(full.attempt.detail)) : null) : null,
+    survey(full.survey),
+    full.tickets ? ticketStatus(`/api/v1/requests/${encodeURIComponent(full.id)}/tickets`, "queue-tickets",
+      full.tickets) : null,
     forms(full),
     h("h3", {}, "History"),
     h("ol", { class: "plain queue-events" }, (full.events || []).map((e) => h("li", {},
       h("span", { class: "muted" }, fmtTime(e.at)), " ", h("strong", {}, e.kind), " ", text(e.actor),
       e.detail && e.detail.text ? [": ", String(e.detail.text)] : null,
       e.detail && e.detail.category ? [" (", String(e.detail.category), ")"] : null)))));
+}
+
+/** The CSAT survey of a resolved request: asked, and the person's score and comment (their words: text only). */
+function survey(v) {
+  if (!v) return null;
+  const answered = v.answered_at !== null && v.answered_at !== undefined;
+  return h("div", { id: "queue-survey", class: "notice notice-muted", dataset: { score: answered ? String(v.score) : "" } },
+    h("strong", {}, "Survey: "),
+    answered ? [`${v.score} of 5`, ` (${fmtTime(v.answered_at)})`] : (v.delivered_at ? "asked, not answered" : "not yet asked"),
+    answered && v.comment ? h("blockquote", { id: "queue-survey-comment" }, text(v.comment)) : null);
 }
 
 function diagnostics(items) {

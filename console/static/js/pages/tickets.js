@@ -117,6 +117,19 @@ function linkPanel(connectors) {
     out);
 }
 
+/** A card with the tickets of ``path`` (…/sessions/{id}/tickets or …/requests/{id}/tickets) and the write-back
+ *  status of each, for the session and request views; ``view`` given: shown at once, else fetched (Refresh refetches). */
+export function ticketStatus(path, id, view = null) {
+  const out = h("div", { class: "ticket-status-body" });
+  const load = async () => {
+    try { renderTickets(clear(out), await api.get(path)); } catch (err) { clear(out).append(unavailable("Tickets", err)); }
+  };
+  if (view) renderTickets(out, view); else load();
+  return h("section", { class: "card ticket-status", id },
+    h("div", { class: "page-head" }, h("h3", {}, "Tickets"),
+      h("button", { type: "button", class: "link ticket-refresh", onclick: load }, "Refresh")), out);
+}
+
 function renderTickets(out, view) {
   if (view.writeback_failed) {
     out.append(h("div", { class: "notice notice-error", role: "alert", id: "writeback-failed" },

@@ -1,7 +1,8 @@
 // Remote session viewer: consent state, canvas, fit/1:1, monitor switch, input capture, fps/latency, end.
 // The device's pointer is a small sprite canvas over the screen (its shape from CURSOR_SHAPE, else an arrow).
 // Screen updates are decoded by ../screen.js (shared with the recording player).
-// Under the screen: the session's notes (its technician or an admin may edit; saved on blur or Ctrl+S).
+// Under the screen: the session's notes (its technician or an admin may edit; saved on blur or Ctrl+S) and its
+// tickets with their write-back status (./tickets.js).
 // Beside the screen: the toolkit (chat, files, clipboard; ../toolkit.js) within what the device allows.
 import * as api from "../api.js";
 import { badge, fmtTime, h, toast } from "../dom.js";
@@ -11,6 +12,7 @@ import { panel as proofPanel } from "../prove_ui.js";
 import { toolkitPanel } from "../toolkit.js";
 import { shellTab } from "../shell.js";
 import { peoplePanel } from "../people.js";
+import { ticketStatus } from "./tickets.js";
 
 const MAX_NOTES = 8000;
 const STATE_TEXT = {
@@ -54,7 +56,9 @@ export async function show(main, sessionId) {
       notesBtn, endBtn),
     proofSlot, h("nav", { class: "tabs", "aria-label": "Session tools" }, screenTabBtn, shellTabBtn),
     h("div", { class: "viewer-main", id: "viewer-main" }, h("div", { class: "screen-wrap" }, canvas, sprite, overlay), tools.box),
-    shell.box, notes.box));
+    shell.box, notes.box,
+    // The tickets this session writes back to, and how that went (written when the session ends: Refresh).
+    ticketStatus(`/api/v1/sessions/${encodeURIComponent(sessionId)}/tickets`, "viewer-tickets")));
   ctx = { sessionId, banner, controlBtn, canvas, proofSlot, overlay, monitors, scaleBtn, g: canvas.getContext("2d"), ws: null, poll: 0,
     chain: Promise.resolve(), frames: [], bytes: 0, lastStats: null, mode: null, consented: null, state: null,
     cursor: null, size: [0, 0], fit: true, closed: false, sprite, shape: null, shapes: 0,
