@@ -4,7 +4,8 @@ The person at the device asks for help with ``request.open``; the agent names it
 ``local_id`` (uuid4 hex), which is the idempotency key: an agent that resends after a lost
 connection gets the same request back, never a second one. ``request.add`` adds text to it (a
 resolved request reopens when added to within 7 days, the server decides), ``request.withdraw``
-takes it back. The server answers every change — and, on each connection, every open request of
+takes it back; both are acknowledged with ``request.ack`` naming their message id (resent until then,
+applied once). The server answers every change — and, on each connection, every open request of
 the device — with ``request.status``, so the device shows where its request stands after a restart.
 
 Self-service fixes run on the device alone (approved documents); their outcome is reported with
@@ -113,6 +114,24 @@ class RequestStatus(Message, frozen=True, tag="request.status"):
     updated_at: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     #: The last text meant for the user (a technician's note), may be "".
     note: NoteText = ""
+
+
+#: The hello capability of agents that take :class:`RequestAck` (older agents refuse unknown types: never sent to them).
+ACK_CAPABILITY = "request.ack"
+
+
+class RequestAck(Message, frozen=True, tag="request.ack"):
+    """Server → agent: the ``request.add``/``request.withdraw`` with this message id was handled — applied now,
+    applied before (a resend: the server applies each message id once), or refused for good (``applied`` false).
+
+    The agent keeps a note or withdrawal in its outbox, and resends it on every connection, until this arrives:
+    one sent as the connection dropped is delivered once, never lost and never doubled.
+    """
+
+    sender: ClassVar[str] = "server"
+    local_id: LocalId
+    message_id: Id
+    applied: bool = True
 
 
 class FixOutcome(Message, frozen=True, tag="fix.outcome"):

@@ -5,7 +5,8 @@ the agent made up (the server's idempotency key), who asked (uid and name: each 
 their own), what the server last said (``request.status``), and what is still to be sent: the
 ``request.open`` itself until the server's first status for it arrives (so a request made
 offline, or lost with a connection, is sent again — the same ``local_id`` never makes a second
-request), and notes/withdrawals made while offline. Closed requests are forgotten a week after
+request), and notes/withdrawals until the server acknowledges them (``request.ack``). Closed
+requests are forgotten a week after
 their last change; at most :data:`MAX_ENTRIES` are kept.
 """
 
@@ -45,7 +46,7 @@ class Entry(msgspec.Struct, kw_only=True):
     updated_at: float = 0.0
     #: The encoded ``request.open``, sent on every connection until the server's first status for it.
     pending_open: str = ""
-    #: Notes and the withdrawal made while offline (encoded), sent once the channel is back.
+    #: Notes and the withdrawal (encoded, their message ids fixed), resent on every connection until acked.
     outbox: list[str] = []
 
     @property

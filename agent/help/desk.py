@@ -4,9 +4,10 @@ Whoever asks — the Get help window or ``helpline help --send`` of a user, thro
 socket or a session helper — is a :class:`Caller` whose uid comes from the kernel (SO_PEERCRED),
 never from what it says; a caller sees and changes only its own requests. ``request.open`` is
 sent on every connection until the server's first ``request.status`` for its ``local_id`` (the
-idempotency key); the server sends every open request's status on connect, so what the window
-shows after a restart of the agent is current. Watchers (open windows) get the new list on every
-change.
+idempotency key); a note or withdrawal stays in the request's outbox, sent again on every
+connection, until the server's ``request.ack`` for its message id (applied once there). The server
+sends every open request's status on connect, so what the window shows after a restart of the agent
+is current. Watchers (open windows) get the new list on every change.
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 from protocol import codec
 from protocol.messages import Message
-from protocol.requests import FixAttempt, FixOutcome, RequestAdd, RequestOpen, RequestStatus, RequestWithdraw
+from protocol.requests import (
+    ACK_CAPABILITY,
+    FixAttempt,
+    FixOutcome,
+    RequestAck,
+    RequestAdd,
+    RequestOpen,
+    RequestStatus,
+    RequestWithdraw,
+)
 
 from ..update import download
 from . import diagnostics, script_fetch
@@ -36,6 +46,13 @@ if TYPE_CHECKING:
     from agent.tasks.service import TaskService
 
 log = logging.getLogger(__name__)
+
+#: Notes and a withdrawal one request may have waiting for the server's acknowledgement.
+MAX_OUTBOX = 32
+
+
+async def _ack_capability() -> list[str]:
+    return [ACK_CAPABILITY]
 
 
 class HelpRefused(Exception):
@@ -71,11 +88,15 @@ class HelpDesk:
                                  fetcher=self._fetch_script)
         self.watchers: list[Watcher] = []
         self._lock = asyncio.Lock()
+        #: Message ids of outbox entries sent on the current connection (cleared on each new one).
+        self._sent: set[str] = set()
 
     # --- control channel ------------------------------------------------------------------------
 
     def attach(self) -> None:
         self.client.register(RequestStatus, self.on_status)
+        self.client.register(RequestAck, self.on_ack)
+        self.client.capability_sources.append(_ack_capability)
         self.client.on_ready.append(self.on_ready)
 
     def _fetch_script(self, sha256: str, directory: Path) -> Path:
@@ -90,21 +111,49 @@ class HelpDesk:
             await self.fixes.fetch_missing()
 
     async def on_ready(self, _client: Any = None) -> None:
-        """A new connection: send what is still owed (opens not yet answered, offline notes, outcomes)."""
+        """A new connection: send what is still owed (opens not yet answered, unacknowledged notes and
+        withdrawals — each again, the server applies a message id once — and outcomes)."""
         async with self._lock:
+            self._sent.clear()
             for entry in list(self.book.entries.values()):
-                messages = ([entry.pending_open] if entry.pending_open else []) + entry.outbox
-                for raw in messages:
-                    if not await self._send_raw(raw):
-                        return
-                if entry.outbox:
-                    entry.outbox = []
-                    self.book.save()
+                if entry.pending_open and not await self._send_raw(entry.pending_open):
+                    return
+                if not await self._flush(entry):
+                    return
             while self.book.outbox:
                 if not await self._send_raw(self.book.outbox[0]):
                     return
                 self.book.outbox.pop(0)
                 self.book.save()
+
+    async def _flush(self, entry: Entry) -> bool:
+        """Send the entry's notes/withdrawal not yet sent on this connection; they stay in its outbox until the
+        server's ``request.ack``. False when the channel is gone. The caller holds the lock."""
+        for raw in list(entry.outbox):
+            message = codec.decode(raw)
+            if message.id in self._sent:
+                continue
+            try:
+                await self.client.send(message)
+            except ConnectionError:
+                return False
+            self._sent.add(message.id)
+        return True
+
+    async def on_ack(self, _client: Any, message: RequestAck) -> None:
+        """The server handled a note/withdrawal: it leaves the outbox (a refusal is logged; it stays refused)."""
+        entry = self.book.entries.get(message.local_id)
+        if entry is None:
+            return
+        kept = [raw for raw in entry.outbox if codec.decode(raw).id != message.message_id]
+        if len(kept) == len(entry.outbox):
+            return
+        if not message.applied:
+            log.warning("the server refused a change to a help request", extra={"local_id": message.local_id})
+        async with self._lock:
+            entry.outbox = kept
+            self.book.save()
+        self._sent.discard(message.message_id)
 
     async def _send_raw(self, raw: str) -> bool:
         try:
@@ -129,9 +178,7 @@ class HelpDesk:
         log.info("help request status", extra={"local_id": message.local_id, "number": message.number,
                                                "state": message.state})
         async with self._lock:  # notes and a withdrawal made before the open was answered
-            while entry.outbox and await self._send_raw(entry.outbox[0]):
-                entry.outbox.pop(0)
-                self.book.save()
+            await self._flush(entry)
         self._notify(entry.uid)
 
     # --- what callers ask -------------------------------------------------------------------------
@@ -182,11 +229,15 @@ class HelpDesk:
         await self._later_or_now(entry, RequestWithdraw(local_id=local_id))
 
     async def _later_or_now(self, entry: Entry, message: Message) -> None:
-        """Send now; offline (or before the open was answered), keep it for the next connection."""
+        """Into the entry's outbox (kept until the server acknowledges it), sent now unless offline or the open
+        is not answered yet."""
         async with self._lock:
-            if entry.pending_open or not await self._send(message):
-                entry.outbox.append(codec.encode(message))
-                self.book.save()
+            if len(entry.outbox) >= MAX_OUTBOX:
+                raise HelpRefused("too many changes to this request are waiting to be sent; try again when online")
+            entry.outbox.append(codec.encode(message))
+            self.book.save()
+            if not entry.pending_open:
+                await self._flush(entry)
 
     async def run_fix(self, caller: Caller, fix_id: str, params: dict[str, Any]) -> FixResult:
         result = await self.fixes.run(fix_id, params, user=caller.user)

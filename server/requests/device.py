@@ -2,7 +2,8 @@
 
 ``request.open`` is idempotent on the agent's ``local_id`` (a resend after a lost connection gets
 the same request); ``request.add`` / ``request.withdraw`` name the request by that id too, and only
-the device that opened it can reach it. Each is answered with ``request.status``; whatever the
+the device that opened it can reach it; a note is applied once per message id, and both are
+acknowledged with ``request.ack`` (the agent resends until then). Each is answered with ``request.status``; whatever the
 request refused is answered with an ``error`` naming the message and logged. Technicians' changes
 reach the device through :meth:`DeviceRequests.on_event` (every node hears every committed event;
 the one holding the device's connection sends), and on every connection the device is told about
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from protocol.requests import FixOutcome, RequestAdd, RequestOpen, RequestWithdraw, is_png
+from protocol.requests import ACK_CAPABILITY, FixOutcome, RequestAck, RequestAdd, RequestOpen, RequestWithdraw, is_png
 
 from .. import audit
 from ..errors import ApiError
@@ -82,20 +83,30 @@ class DeviceRequests:
         row = await repo.by_local_id(self.server.db, conn.device_id, msg.local_id)
         if row is None:
             await self._refuse(conn, msg.id, "not_found", "no such request from this device", msg.type_name())
+            await self._ack(conn, msg, applied=False)
         return row
 
+    @staticmethod
+    async def _ack(conn: AgentConnection, msg: RequestAdd | RequestWithdraw, *, applied: bool) -> None:
+        """Tell the agent to stop resending ``msg`` (only agents that said they take ``request.ack``)."""
+        if conn.hello is not None and ACK_CAPABILITY in conn.hello.capabilities:
+            await conn.send(RequestAck(local_id=msg.local_id, message_id=msg.id, applied=applied))
+
     async def on_add(self, conn: AgentConnection, msg: RequestAdd) -> None:
+        """A note from the user: applied once per message id (a resend after a lost ack changes nothing)."""
         row = await self._own(conn, msg)
         if row is None:
             return
         try:
             updated = await repo.add_note(self.server.db, row["id"], actor=f"device:{conn.device_id}", text=msg.text,
-                                          from_device=True)
+                                          from_device=True, message_id=msg.id)
         except ApiError as exc:
             await self._refuse(conn, msg.id, exc.code, exc.message, msg.type_name())
             await conn.send(status_of(row))
+            await self._ack(conn, msg, applied=False)
             return
         await conn.send(status_of(updated))
+        await self._ack(conn, msg, applied=True)
 
     async def on_withdraw(self, conn: AgentConnection, msg: RequestWithdraw) -> None:
         row = await self._own(conn, msg)
@@ -103,14 +114,17 @@ class DeviceRequests:
             return
         if row["state"] == repo.WITHDRAWN:  # a resend: already done
             await conn.send(status_of(row))
+            await self._ack(conn, msg, applied=True)
             return
         try:
             updated = await repo.transition(self.server.db, row["id"], "withdraw", actor=f"device:{conn.device_id}")
         except ApiError as exc:
             await self._refuse(conn, msg.id, exc.code, exc.message, msg.type_name())
             await conn.send(status_of(row))
+            await self._ack(conn, msg, applied=False)
             return
         await conn.send(status_of(updated))
+        await self._ack(conn, msg, applied=True)
 
     async def on_fix_outcome(self, conn: AgentConnection, msg: FixOutcome) -> None:
         """A self-service fix ran on the device (by the user, under a signed document): audited."""

@@ -270,16 +270,26 @@ async def transition(db: Database, request_id: str, action: str, *, actor: str, 
     return updated
 
 
+async def note_applied(db: Database | Transaction, request_id: str, message_id: str) -> bool:
+    """Whether the device's ``request.add`` with this message id was applied already (a resend)."""
+    rows = await db.fetchall("SELECT detail FROM support_request_events WHERE request_id = ? AND kind = 'note'"
+                             " AND detail LIKE ?", (request_id, f'%"message_id":"{message_id}"%'))
+    return any(json.loads(r["detail"]).get("message_id") == message_id for r in rows)
+
+
 async def add_note(db: Database, request_id: str, *, actor: str, text: str, from_device: bool,
-                   now: float | None = None) -> Row:
+                   now: float | None = None, message_id: str = "") -> Row:
     """Text added to a request: by the user at the device or by a technician (shown to the user).
 
-    The user adding to a request resolved less than 7 days ago reopens it.
+    The user adding to a request resolved less than 7 days ago reopens it. A device's note carries its
+    message id: the same id again (a resend after a lost acknowledgement) changes nothing.
     """
     now = time.time() if now is None else now
     reopened = False
     async with db.transaction() as tx:
         row = await _locked(tx, request_id)
+        if message_id and await note_applied(tx, request_id, message_id):
+            return row
         if row["state"] == WITHDRAWN:
             raise ApiError.conflict("wrong_state", "a withdrawn request cannot be added to")
         if row["state"] == RESOLVED and from_device:
@@ -295,6 +305,8 @@ async def add_note(db: Database, request_id: str, *, actor: str, text: str, from
         columns = ", ".join(f"{name} = ?" for name in sets)
         await tx.execute(f"UPDATE support_requests SET {columns} WHERE id = ?", (*sets.values(), request_id))  # noqa: S608 (fixed column names)
         detail = {"text": text, "from": "device" if from_device else "technician"}
+        if message_id:
+            detail["message_id"] = message_id
         await audit.append_in(tx, actor, "request.note", request_id, {"number": row["number"], "from": detail["from"],
                                                                      "length": len(text)})
         await event_in(tx, request_id, "note", actor, detail, now)
