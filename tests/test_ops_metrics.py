@@ -175,3 +175,17 @@ def test_tunnel_bytes_only_grow() -> None:
     fresh = SimpleNamespace(bytes_to_agent=10, bytes_to_technician=20)
     tunnels.sample({"s-3": SimpleNamespace(relay=fresh)})
     assert tunnels.total == {"to_agent": 160, "to_technician": 9020}
+
+
+async def test_a_database_error_is_scrape_database_ok_0_not_a_500(tmp_path: Path) -> None:
+    """A query error that is not an outage (a missing table) still answers 200 with scrape_database_ok 0."""
+    metrics = MetricsConfig(token="scrape-secret")
+    async with running_server(tmp_path / "srv", metrics=metrics) as server, client(server) as http:
+        auth = {"Authorization": "Bearer scrape-secret"}
+        await server.db.execute("ALTER TABLE task_runs RENAME TO task_runs_hidden")
+        try:
+            async with http.get("/metrics", headers=auth) as resp:
+                assert resp.status == 200
+                assert samples(await resp.text())[("helpline_scrape_database_ok", ())] == 0
+        finally:
+            await server.db.execute("ALTER TABLE task_runs_hidden RENAME TO task_runs")

@@ -166,6 +166,9 @@ class Metrics:
         except (TimeoutError, StoreUnavailable, OSError) as exc:
             self.database_ok = False
             log.debug("metrics: database figures unavailable: %s", exc)
+        except Exception:  # any other driver error: the scrape still answers, scrape_database_ok 0
+            self.database_ok = False
+            log.warning("metrics: reading the database figures failed", exc_info=True)
 
     async def _read_database(self) -> None:
         db = self.server.db
