@@ -74,7 +74,11 @@ class WritebackQuery(msgspec.Struct):
 
 
 def _check(body: ConnectorIn) -> dict[str, Any]:
-    parts = urlsplit(body.url)
+    try:
+        parts = urlsplit(body.url)
+        parts.port  # noqa: B018  # raises on a port that is not a number in range
+    except ValueError as exc:  # "Invalid IPv6 URL", a bad port: the caller's mistake, not ours
+        raise ApiError.invalid("url: not a valid URL") from exc
     if not parts.hostname or parts.username or parts.password or parts.fragment:
         raise ApiError.invalid("url: an https URL with a host, no user name or password in it")
     if body.kind != "webhook" and (parts.query or parts.path not in ("", "/")):
@@ -171,6 +175,8 @@ def routes(box: SecretBox, outbox: Outbox) -> list[api.Route]:
         if old["kind"] != body.kind:
             raise ApiError.invalid("a connector's kind cannot change; add another connector")
         secret = box.encrypt(body.secret, connector_id) if body.secret is not None else old["secret"]
+        if any(r["name"] == body.name and r["id"] != connector_id for r in await repository.connectors(db)):
+            raise ApiError.conflict("exists", f"a connector named {body.name!r} exists")
         async with db.transaction() as tx:
             await repository.update_connector(tx, {"id": connector_id, "name": body.name, "url": body.url,
                                                    "settings": settings, "secret": secret, "enabled": body.enabled,
@@ -343,7 +349,7 @@ def routes(box: SecretBox, outbox: Outbox) -> list[api.Route]:
         api.Route("POST", "/api/v1/tickets/connectors", create_connector, admin, api.GLOBAL, body=ConnectorIn,
                   response=dict[str, Any], status=201, errors=conflict),
         api.Route("PUT", "/api/v1/tickets/connectors/{connector_id}", update_connector, admin, api.GLOBAL,
-                  body=ConnectorIn, response=dict[str, Any]),
+                  body=ConnectorIn, response=dict[str, Any], errors=conflict),
         api.Route("DELETE", "/api/v1/tickets/connectors/{connector_id}", delete_connector, admin, api.GLOBAL,
                   response=dict[str, Any], errors=conflict),
         api.Route("GET", "/api/v1/tickets/writebacks", list_writebacks, admin, api.GLOBAL, query=WritebackQuery,
