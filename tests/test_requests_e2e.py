@@ -216,28 +216,47 @@ async def test_live_feed_and_escalation_to_another_group(tmp_path: Path) -> None
     async with running_server(tmp_path / "srv") as server:
         await make_user(server, "tess", "technician", groups={"lab": None})
         await make_user(server, "olly", "technician", groups={"other": None})
+        lead = await make_user(server, "lead", "technician")
+        await admin.assign_rights(server.db, lead.user_id, "lab", None, actor="test")
+        await admin.assign_rights(server.db, lead.user_id, "other", Right.VIEW_INVENTORY, actor="test")
         tess = await admin.create_token(server.db, "tess", "t", None, actor="test")
         olly = await admin.create_token(server.db, "olly", "t", None, actor="test")
+        lead_token = await admin.create_token(server.db, "lead", "t", None, actor="test")
         state = await enroll_agent(server, tmp_path / "dev", group="lab")
         origin = {"Origin": console_url(server)}
         async with device_channel(state, server.agent_port) as dev, \
                 client(server, Authorization=f"Bearer {tess.token}") as http, \
                 client(server, Authorization=f"Bearer {olly.token}") as other, \
+                client(server, Authorization=f"Bearer {lead_token.token}") as lead_http, \
                 http.ws_connect("/api/v1/requests/live", headers=origin) as lab_ws, \
                 other.ws_connect("/api/v1/requests/live", headers=origin) as other_ws:
             assert (await lab_ws.receive_json(timeout=10)) == {"type": "snapshot", "requests": []}
             assert (await other_ws.receive_json(timeout=10)) == {"type": "snapshot", "requests": []}
-            await dev.send(RequestOpen(local_id="7" * 32, summary="Needs the finance share"))
+            await dev.send(RequestOpen(local_id="7" * 32, summary="Needs the finance share", screenshot=PNG_1PX))
             rid = (await dev.status(state="waiting"))["request_id"]
             update = await lab_ws.receive_json(timeout=10)
             assert update["type"] == "update" and update["kind"] == "created" and update["request"]["id"] == rid
             status, body = await call(http, "POST", f"/api/v1/requests/{rid}/escalate", {"group": "nowhere"})
             assert status == 400, body
-            status, body = await call(http, "POST", f"/api/v1/requests/{rid}/escalate",
+            # tess has no right on "other": she cannot hand the request (and the user's screenshot) to it.
+            status, body = await call(http, "POST", f"/api/v1/requests/{rid}/escalate", {"group": "other"})
+            assert status == 403 and body["error"]["code"] == "forbidden", body
+            assert (await server.db.fetchone("SELECT group_name FROM support_requests WHERE id = ?",
+                                             (rid,))) == {"group_name": "lab"}
+            status, body = await call(lead_http, "POST", f"/api/v1/requests/{rid}/escalate",
                                       {"group": "other", "notes": "finance owns it"})
             assert status == 200 and body["group_name"] == "other" and body["escalated"], body
             assert (await lab_ws.receive_json(timeout=10)) == {"type": "removed", "id": rid}
             moved = await other_ws.receive_json(timeout=10)
             assert moved["kind"] == "escalated" and moved["request"]["group_name"] == "other"
             assert (await call(http, "POST", f"/api/v1/requests/{rid}/claim"))[0] == 404  # no longer tess's group
+            # A session "from" the request would claim it in "other", where tess has no right.
+            status, body = await call(http, "POST", f"/api/v1/devices/{state.device_id}/sessions",
+                                      {"mode": "view", "request_id": rid})
+            assert status == 404, body
+            assert (await server.db.fetchone("SELECT state FROM support_requests WHERE id = ?",
+                                             (rid,))) == {"state": "waiting"}
+            # olly has rights on "other", none on the device's group: the screenshot stays the device group's.
+            status, body = await call(other, "GET", f"/api/v1/requests/{rid}/screenshot")
+            assert status == 404, body
             assert (await call(other, "POST", f"/api/v1/requests/{rid}/claim"))[0] == 200

@@ -2,7 +2,9 @@
 
 Reading the queue needs ``view_inventory`` on the request's device group; acting on a request
 (claim, unclaim, resolve, reopen, notes, escalate) and seeing its screenshot need ``remote_view``
-there — the technician's right; the screenshot is a picture of the user's screen. A caller with no
+there — the technician's right; the screenshot is a picture of the user's screen, so it also needs
+``remote_view`` on the device's own group (an escalated request's group may be another). Escalating
+to another group needs ``view_inventory`` on that group. A caller with no
 right on the group gets the same 404 as for a request that does not exist. Every change is audited
 and written to the request's event log by :mod:`server.requests.repository`.
 """
@@ -39,6 +41,13 @@ async def request_group(db: Database, request_id: str) -> str | None:
 
 
 REQUEST = Scope("support request", "request_id", request_group)
+
+
+async def _device_group(db: Database, request_id: str) -> str | None:
+    """The group of the device that opened the request (now, not when it was opened)."""
+    row = await db.fetchone("SELECT d.group_name FROM support_requests r JOIN devices d ON d.id = r.device_id"
+                            " WHERE r.id = ?", (request_id,))
+    return None if row is None else str(row["group_name"])
 
 
 class RequestQuery(msgspec.Struct, forbid_unknown_fields=True):
@@ -99,7 +108,11 @@ def routes(hub: QueueHub) -> list[api.Route]:
 
     async def screenshot(request: web.Request) -> web.Response:
         """The screenshot the user sent"""
-        data = await repo.screenshot(api.db(request), request.match_info["request_id"])
+        db, request_id = api.db(request), request.match_info["request_id"]
+        device_group = await _device_group(db, request_id)  # an escalated request's group is not the device's
+        if device_group is None or not api.principal(request).can(Right.REMOTE_VIEW, device_group):
+            raise ApiError.not_found("screenshot")
+        data = await repo.screenshot(db, request_id)
         if data is None:
             raise ApiError.not_found("screenshot")
         return web.Response(body=data, content_type="image/png",
@@ -138,6 +151,8 @@ def routes(hub: QueueHub) -> list[api.Route]:
         if body.group is not None and await db.fetchone("SELECT name FROM device_groups WHERE name = ?",
                                                         (body.group,)) is None:
             raise ApiError.invalid(f"no device group {body.group!r}")
+        if body.group is not None and not caller.can(Right.VIEW_INVENTORY, body.group):
+            raise ApiError(403, "forbidden", f"you have no right on group {body.group!r} to hand the request to")
         await repo.transition(db, request.match_info["request_id"], "escalate", actor=caller.username,
                               group=body.group or "", notes=body.notes)
         return api.json(await _view(db, request.match_info["request_id"]))
@@ -175,5 +190,5 @@ def routes(hub: QueueHub) -> list[api.Route]:
         api.Route("POST", base + "/notes", add_note, act, REQUEST, body=Note, response=dict[str, Any],
                   errors=wrong_state),
         api.Route("POST", base + "/escalate", escalate, act, REQUEST, body=Escalate, response=dict[str, Any],
-                  errors=wrong_state),
+                  errors={**wrong_state, 403: "No `view_inventory` on the group to escalate to (`forbidden`)"}),
     ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 
-from server.auth.rights import Principal
+from server.auth.rights import Principal, Right
 from server.errors import ApiError
 from server.store import Database, Row
 
@@ -19,10 +19,14 @@ from . import repository as repo
 REASON_MAX = 256
 
 
-async def usable(db: Database, request_id: str, device_id: str) -> Row:
-    """The open request of this device, or a 409/404 saying why a session cannot be started from it."""
+async def usable(db: Database, request_id: str, device_id: str, technician: Principal) -> Row:
+    """The open request of this device, or a 409/404 saying why a session cannot be started from it.
+
+    The technician needs ``remote_view`` on the request's group too (the route checked the device's): a
+    request escalated to another group is that group's to claim.
+    """
     row = await repo.get(db, request_id)
-    if row is None or row["device_id"] != device_id:
+    if row is None or row["device_id"] != device_id or not technician.can(Right.REMOTE_VIEW, row["group_name"]):
         raise ApiError.not_found("request for this device")
     if row["state"] not in (repo.WAITING, repo.CLAIMED):
         raise ApiError.conflict("request_closed", f"the request is {row['state']}")

@@ -177,7 +177,8 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
         if bus is not None and body.request_id is None and sessions.connections.get(device["id"]) is None:
             return api.json(await routed_session(bus, device["id"], api.principal(request), body), status=201)
         if body.request_id is not None:
-            support = await request_link.usable(api.db(request), body.request_id, device["id"])
+            support = await request_link.usable(api.db(request), body.request_id, device["id"],
+                                                   api.principal(request))
             reason = request_link.offer_reason(support, body.reason)
         session = await sessions.request(device_id=device["id"], group=device["group_name"],
                                          technician=api.principal(request), mode=body.mode, reason=reason,
