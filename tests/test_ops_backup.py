@@ -120,6 +120,15 @@ async def test_postgresql_backup_and_restore(tmp_path: Path) -> None:
             config = server.config
             manifest = await asyncio.to_thread(backup, config, archive)
         assert manifest["engine"] == "postgresql" and "database/helpline.pgdump" in manifest["files"]
+        # A fresh host (no data directory) on the live shared database: refused without --replace.
+        shutil.rmtree(data)
+        with pytest.raises(BackupError, match="--replace"):
+            await asyncio.to_thread(restore, config, archive)
+        conn = await asyncpg.connect(cluster.url)
+        try:
+            assert await conn.fetchval("SELECT COUNT(*) FROM audit_log WHERE action = 'drill.marker'") == 1
+        finally:
+            await conn.close()
         conn = await asyncpg.connect(cluster.url)
         try:
             await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
@@ -131,3 +140,5 @@ async def test_postgresql_backup_and_restore(tmp_path: Path) -> None:
             rows = await audit.recent(server.db, action="drill.marker")
             assert [r["seq"] for r in rows] == [marker]
             assert (await audit.verify_with_anchor(server.db)).ok
+        shutil.rmtree(data)  # over a live database with --replace: allowed
+        await asyncio.to_thread(restore, config, archive, replace=True)

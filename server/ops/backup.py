@@ -15,7 +15,8 @@ then:
 * ``config/``: the TOML file given with ``--config``, if any.
 
 Restore checks every checksum and the version first, refuses while a server runs on the data
-directory (:mod:`.lock`) and refuses a data directory that already has a database or PKI unless
+directory (:mod:`.lock`) and refuses a data directory that already has a database or PKI, or a
+PostgreSQL database whose ``schema_migrations`` has rows (other nodes may run on it), unless
 asked to replace them. SQLite lands at the configured path, PostgreSQL through ``pg_restore
 --clean --if-exists`` into the configured database. The configuration file is written beside the
 data directory's state as ``restored-config/`` for the operator to put back: it is never put over
@@ -136,6 +137,25 @@ def _snapshot_postgres(url: str, target: Path, progress: Progress) -> list[int]:
     if query.returncode != 0:
         raise BackupError(f"psql failed: {query.stderr.strip()[-500:]}")
     return [int(v) for v in query.stdout.split()]
+
+
+def _postgres_in_use(url: str) -> bool:
+    """True when the target database already holds a Helpline schema with applied migrations.
+
+    A fresh host's data directory says nothing about a shared database that other nodes run on:
+    ``pg_restore --clean`` would wipe it, so restore asks for ``--replace`` then too."""
+    clean, env = _pg_env(url)
+
+    def query(sql: str) -> str:
+        done = subprocess.run([_tool("psql"), "--no-psqlrc", "-At", "-v", "ON_ERROR_STOP=1", "--dbname", clean,
+                               "-c", sql], env=env, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise BackupError(f"psql failed: {done.stderr.strip()[-500:]}")
+        return done.stdout.strip()
+
+    if query("SELECT to_regclass('schema_migrations') IS NOT NULL") != "t":
+        return False
+    return query("SELECT EXISTS (SELECT 1 FROM schema_migrations)") == "t"
 
 
 def _state_members(config: ServerConfig) -> Iterator[Member]:
@@ -277,9 +297,11 @@ def _put_back(config: ServerConfig, work: Path, manifest: dict[str, Any], replac
     if manifest["engine"] != engine:
         raise BackupError(f"the backup holds a {manifest['engine']} database; this configuration uses {engine}")
     pki = PkiPaths.from_dir(config.pki_path)
-    present = [p for p in (sqlite_path, pki.server_key) if p is not None and p.exists()]
+    present = [str(p) for p in (sqlite_path, pki.server_key) if p is not None and p.exists()]
+    if sqlite_path is None and _postgres_in_use(config.db_url):
+        present.append("a Helpline database (schema_migrations has rows; other nodes may be using it)")
     if present and not replace:
-        raise BackupError(f"{', '.join(map(str, present))} already there: restore into an empty data directory, "
+        raise BackupError(f"{', '.join(present)} already there: restore into an empty data directory, "
                           "or pass --replace to overwrite")
     private_directory(config.data_dir)
     progress("restoring the node's PKI and state …")
