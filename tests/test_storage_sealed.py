@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from common.keyfile import KeyFileError
 from server.storage.sealed import (
     HEADER_BYTES,
     SealedReader,
@@ -18,6 +19,7 @@ from server.storage.sealed import (
     is_sealed,
     plaintext_size,
     resume_point,
+    seal_legacy,
 )
 
 
@@ -101,12 +103,36 @@ def test_alterations_fail(tmp_path: Path) -> None:
         b"".join(SealedReader(other, key))
 
 
-def test_legacy_files_read_as_they_are_and_refuse_appends(tmp_path: Path) -> None:
+def test_files_in_the_clear_are_sealed_at_start_and_refused_after(tmp_path: Path) -> None:
+    """With sealing on, a file in the clear is refused (someone swapped it in); the ones from before sealing
+    are sealed in place at the first start. With sealing off (plain_ok) they read as they are."""
     key = _key(tmp_path)
-    legacy = tmp_path / "old.hlrec"
+    legacy = tmp_path / "rec" / "old.hlrec"
+    legacy.parent.mkdir()
     legacy.write_bytes(b"written before sealing" * 50)
+    (tmp_path / "rec" / "old.json").write_text("{}")  # metadata stays as it is
+    with pytest.raises(SealError, match="in the clear"):
+        b"".join(SealedReader(legacy, key))
+    key.plain_ok = True
     assert b"".join(SealedReader(legacy, key)) == b"written before sealing" * 50
+    key.plain_ok = False
     assert plaintext_size(legacy, key) == legacy.stat().st_size and not is_sealed(legacy)
     with pytest.raises(SealError, match="not a sealed file"):
         SealedWriter(legacy, key)
+    assert seal_legacy(tmp_path / "rec", (".hlrec", ".cast"), key) == 1
+    assert is_sealed(legacy) and not is_sealed(tmp_path / "rec" / "old.json")
+    assert b"".join(SealedReader(legacy, key)) == b"written before sealing" * 50
+    assert seal_legacy(tmp_path / "rec", (".hlrec", ".cast"), key) == 0  # once
     assert "secret" not in repr(key) and key.key_id.hex() in repr(key)
+
+
+def test_key_file_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "k"
+    path.write_bytes(b"short")
+    path.chmod(0o600)
+    with pytest.raises(KeyFileError, match="32-byte"):
+        StorageKey.load_or_create(path)
+    path.write_bytes(bytes(32))
+    path.chmod(0o644)
+    with pytest.raises(KeyFileError, match="0600"):
+        StorageKey.load_or_create(path)

@@ -28,7 +28,7 @@ from server import api, audit
 from server.api import scopes
 from server.auth.rights import Right
 from server.errors import ApiError
-from server.storage.keys import storage_key_of
+from server.storage.keys import legacy_sealer, sealing_key_of, storage_key_of
 from server.storage.objects import ObjectStore, ensure_local, from_config, recording_names
 from server.storage.sealed import StorageKey, plaintext_size
 from server.storage.serve import send_file
@@ -161,3 +161,7 @@ def setup(server: HelplineServer) -> None:
     server.console_app[OBJECTS] = from_config(server.config)
     server.console_app[RECORDINGS_DIR] = SessionSettings.from_config(server.config).recordings_dir
     api.add_routes(server.console_app, ROUTES)
+    key = sealing_key_of(server.config)
+    if key is not None:
+        server.console_app.on_startup.append(legacy_sealer(server.console_app[RECORDINGS_DIR], (".hlrec", ".cast"),
+                                                           key, "recordings"))

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from .sealed import StorageKey
+from .sealed import StorageKey, seal_legacy
+
+log = logging.getLogger(__name__)
 
 _loaded: dict[Path, StorageKey] = {}
 
@@ -28,9 +33,21 @@ def storage_key_of(config: Any) -> StorageKey | None:
         if not getattr(config, "seal_at_rest", True) and not path.exists():
             return None
         key = _loaded[path] = StorageKey.load_or_create(path)
+    key.plain_ok = not getattr(config, "seal_at_rest", True)
     return key
 
 
 def sealing_key_of(config: Any) -> StorageKey | None:
     """The key to seal new files with (None: write them in the clear, ``seal_at_rest = false``)."""
     return storage_key_of(config) if getattr(config, "seal_at_rest", True) else None
+
+
+def legacy_sealer(directory: Path, suffixes: tuple[str, ...], key: StorageKey,
+                  what: str) -> Callable[[Any], Awaitable[None]]:
+    """An ``on_startup`` hook sealing ``directory``'s files still in the clear before the node serves."""
+    async def seal(_app: Any) -> None:
+        count = await asyncio.to_thread(seal_legacy, directory, suffixes, key)
+        if count:
+            log.info("files from before sealing were sealed", extra={"what": what, "files": count,
+                                                                     "directory": str(directory)})
+    return seal

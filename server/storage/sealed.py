@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from common import keyfile
+
 MAGIC = b"HLSEAL1\n"
 HEADER_BYTES = len(MAGIC) + 8 + 16
 TAG_BYTES = 16
@@ -50,21 +52,15 @@ class StorageKey:
             raise ValueError("a storage key is 32 bytes")
         self._secret = secret
         self.key_id = hashlib.sha256(b"helpline storage key id\0" + secret).digest()[:8]
+        #: Whether a file without the seal header may be read as it is. Only while sealing is off
+        #: (``seal_at_rest = false``): with sealing on, the files from before were sealed at the first start
+        #: (:func:`seal_legacy`), so a file in the clear is one somebody put there, and is refused.
+        self.plain_ok = False
 
     @classmethod
     def load_or_create(cls, path: Path) -> StorageKey:
-        """The key in ``path``; a new random one written there (0600, parent 0700) when there is none."""
-        try:
-            return cls(path.read_bytes())
-        except FileNotFoundError:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            secret = os.urandom(32)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(secret)
-                out.flush()
-                os.fsync(out.fileno())
-            return cls(secret)
+        """The key in ``path`` (common/keyfile.py: 0600, exactly 32 bytes), made when there is none."""
+        return cls(keyfile.load_or_create(path, 32))
 
     def file_cipher(self, salt: bytes) -> AESGCM:
         derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=b"helpline sealed file v1").derive(
@@ -163,6 +159,9 @@ class SealedReader:
         with self.path.open("rb") as fh:
             head = fh.read(HEADER_BYTES)
             if not head.startswith(MAGIC):
+                if self.key is not None and not self.key.plain_ok:
+                    raise SealError(f"{self.path.name} is stored in the clear while sealing is on: refused "
+                                    "(sealed files are never rewritten in the clear; was it replaced?)")
                 self.complete = True
                 yield head
                 while data := fh.read(self.chunk):
@@ -221,3 +220,28 @@ def resume_point(path: Path) -> int:
         if len(head) < HEADER_BYTES or not head.startswith(MAGIC):
             raise SealError(f"{path.name} is not a sealed file")
         return _count(fh)[0]
+
+
+def seal_legacy(directory: Path, suffixes: tuple[str, ...], key: StorageKey) -> int:
+    """Seal, in place, every file in ``directory`` ending in one of ``suffixes`` that is still in the clear.
+
+    Run once at start when sealing is on (a no-op after the first time): files written before sealing
+    was turned on become sealed, so the readers can refuse any file in the clear. Each is written to a
+    temporary file and renamed over the original (a crash leaves either the old or the sealed file).
+    """
+    sealed = 0
+    if not directory.is_dir():
+        return 0
+    for path in sorted(directory.iterdir()):
+        if not path.is_file() or path.is_symlink() or not path.name.endswith(suffixes) or is_sealed(path):
+            continue
+        temporary = path.with_name(f".{path.name}.sealing")
+        temporary.unlink(missing_ok=True)
+        writer = SealedWriter(temporary, key)
+        with path.open("rb") as source:
+            while block := source.read(1024 * 1024):
+                writer.append(block)
+        writer.close()
+        os.replace(temporary, path)
+        sealed += 1
+    return sealed

@@ -29,7 +29,7 @@ from protocol.tasks import (
     TaskResultAck,
     TaskWaiting,
 )
-from server.storage.keys import sealing_key_of, storage_key_of
+from server.storage.keys import legacy_sealer, sealing_key_of, storage_key_of
 
 from ..api import add_routes
 from ..api.openapi import add_schemas
@@ -140,6 +140,9 @@ def setup(server: HelplineServer) -> None:
     scheduler.upcoming.append(wake.setup(server).tick)
     server.console_app[SCHEDULER] = scheduler
     server.console_app[ARTIFACTS] = receiver
+    if receiver.seal_key is not None:
+        server.console_app.on_startup.append(legacy_sealer(receiver.directory, (".tar.gz",), receiver.seal_key,
+                                                           "task artifacts"))
 
     async def on_result(conn: AgentConnection, message: TaskResult) -> None:
         run = await lifecycle.record_result(server.db, conn.device_id, message)

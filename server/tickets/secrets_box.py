@@ -9,14 +9,13 @@ another row does not decrypt. Stored as ``nonce (12 bytes) || ciphertext+tag``.
 
 from __future__ import annotations
 
-import os
 import secrets
-import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from common import keyfile
 from common.files import private_directory
 
 KEY_FILE = "tickets.key"
@@ -39,21 +38,9 @@ class SecretBox:
         if self._key is None:
             private_directory(self.path.parent)
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            except FileExistsError:
-                pass
-            else:  # first use: a new key, written before anyone can read a half of it
-                with os.fdopen(fd, "wb") as f:
-                    f.write(secrets.token_bytes(_KEY_BYTES))
-                    f.flush()
-                    os.fsync(f.fileno())
-            info = os.stat(self.path, follow_symlinks=False)
-            if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077:
-                raise SecretsUnavailable(f"{self.path} must be a regular file of mode 0600")
-            key = self.path.read_bytes()
-            if len(key) != _KEY_BYTES:
-                raise SecretsUnavailable(f"{self.path} does not hold a {_KEY_BYTES}-byte key")
-            self._key = key
+                self._key = keyfile.load_or_create(self.path, _KEY_BYTES)
+            except (keyfile.KeyFileError, OSError) as exc:
+                raise SecretsUnavailable(str(exc)) from exc
         return self._key
 
     def encrypt(self, plaintext: str, bound_to: str) -> bytes:
