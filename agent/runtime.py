@@ -30,6 +30,7 @@ from .config import AgentConfig
 from .consent import ConsentUI
 from .consent.tk import TkConsentUI
 from .control_client import AgentClient, AgentRevoked
+from .desktop.backend_report import ScreenBackendReport
 from .help import survey
 from .help.desk import HelpDesk
 from .help.local_socket import SOCKET_NAME, LocalHelpSocket
@@ -104,10 +105,13 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
         agent.sessions.asker = broker.nobody_to_ask
         client.background.append(broker.serve)
         broker.help = desk  # Get help reaches the service through the users' session helpers
+        # The hello's screen backend, and device.screen_backend when a helper arrives or leaves later (issue 14).
+        ScreenBackendReport(client, broker).attach()
     else:  # direct mode as root: the remote shell runs as the user counted as logged in (agent.shell)
         agent.sessions.screen_kwargs["shell_user"] = config.session_user
         client.background.append(LocalHelpSocket(desk, state.directory / SOCKET_NAME).serve)
-    client.capability_sources.append(_screen_backend_source(broker, display))
+    if broker is None:
+        client.capability_sources.append(_screen_backend_source(display))
     agent.authority.on_change.append(agent.sessions.on_authority_changed)
     agent.authority.on_change.append(desk.refresh)  # fetch the scripts new self-service fixes name
     authority_feature.attach(agent.authority)
@@ -124,15 +128,12 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
     return agent
 
 
-def _screen_backend_source(broker: DesktopBroker | None, display: str | None) -> Callable[[], Awaitable[list[str]]]:
-    """The hello's ``screen.backend:…`` capability: what the session helper reported for its session (root
-    service), or what a session on this process's desktop would use (direct mode; nothing without a desktop)."""
+def _screen_backend_source(display: str | None) -> Callable[[], Awaitable[list[str]]]:
+    """The hello's ``screen.backend:…`` capability in direct mode: what a session on this process's desktop
+    would use (nothing without a desktop). The root service's is agent.desktop.backend_report's."""
     from protocol.screen_backend import capability
 
     async def source() -> list[str]:
-        if broker is not None:
-            return next((capability(link.screen_backend) for link in broker.helpers.values() if link.screen_backend),
-                        [])
         if not (display or os.environ.get("WAYLAND_DISPLAY")):
             return []
         from .screen.wayland.backend import describe_backend

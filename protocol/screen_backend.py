@@ -3,12 +3,17 @@
 One capability string ``screen.backend:NAME`` among the hello's ``capabilities`` (already a
 bounded list of short strings): servers that do not know it ignore it, so no new hello field
 has to be understood by older servers. The names are the ones the live session stats carry.
+
+What the hello said can change while the channel is up (the root service's session helper starts
+after the service connected, or goes away): the agent then sends :class:`ScreenBackendChanged`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import ClassVar, Literal
+
+from .messages import Message
 
 #: X11 (mss/XDamage), GNOME's Mutter remote-desktop API, the xdg-desktop-portal (KDE, wlroots, GNOME).
 ScreenBackendName = Literal["", "x11", "wayland-mutter", "wayland-portal"]
@@ -27,3 +32,10 @@ def from_capabilities(capabilities: Iterable[str]) -> str | None:
         if item.startswith(PREFIX) and item[len(PREFIX):] in NAMES:
             return item[len(PREFIX):]
     return None
+
+
+class ScreenBackendChanged(Message, frozen=True, tag="device.screen_backend"):
+    """Agent → server: the screen backend is now ``backend`` ("" none: no session helper, no desktop)."""
+
+    sender: ClassVar[str] = "agent"
+    backend: ScreenBackendName

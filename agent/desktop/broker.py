@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,6 +121,8 @@ class DesktopBroker:
         self.help: HelpDesk | None = None
         #: Open Get help windows: (helper link, its channel) → the caller session answering it.
         self._help: dict[tuple[HelperLink, str], CallerSession] = {}
+        #: Called when a helper is accepted or gone (the screen backend the server knows, .backend_report).
+        self.on_helpers_changed: list[Callable[[], None]] = []
 
     # --- the socket -----------------------------------------------------------------------
 
@@ -189,6 +192,7 @@ class DesktopBroker:
             await old.close()
         log.info("session helper accepted", extra={"session": session.session_id, "user": session.user,
                                                    "uid": peer.uid, "pid": peer.pid, "display": link.display})
+        self._helpers_changed()
         try:
             await link.send(Welcome(session_id=session.session_id, user=session.user[:256]))
             await link.serve()
@@ -201,6 +205,7 @@ class DesktopBroker:
             for key in [k for k in self._help if k[0] is link]:
                 await self._help.pop(key).close()
             log.info("session helper disconnected", extra={"session": session.session_id, "pid": peer.pid})
+            self._helpers_changed()
 
     async def _read_hello(self, reader: asyncio.StreamReader, conn: DesktopConnection) -> Hello:
         while True:
@@ -215,6 +220,13 @@ class DesktopBroker:
                 if not isinstance(events[0], Hello) or len(events) > 1:
                     raise HelperRefused("the first message must be a hello, alone")
                 return events[0]
+
+    def _helpers_changed(self) -> None:
+        for hook in self.on_helpers_changed:
+            try:
+                hook()
+            except Exception:  # a listener's bug must not break accepting helpers
+                log.exception("helpers-changed hook failed")
 
     def _refuse(self, reason: str, peer: PeerCredentials) -> None:
         log.warning("session helper refused: %s", reason, extra={"uid": peer.uid, "pid": peer.pid})

@@ -26,6 +26,7 @@ from . import (
     personal_api,
     personal_push,
     relations_api,
+    screen_backend,
     software_search,
     vulns_api,
     webhooks,
@@ -46,6 +47,7 @@ INVENTORY_POLICY_CAPABILITY = "inventory.policy"
 def setup(server: HelplineServer) -> None:
     server.agent_handlers.register(InventoryReport, ingest.on_inventory)
     server.agent_handlers.register(HealthBatch, ingest.on_health)
+    screen_backend.attach(server)  # issue 14: kept in devices for every node
 
     async def checksums(device_id: str) -> dict[str, str] | None:
         return await inventory_store.stored_checksums(server.db, device_id)

@@ -17,9 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
-from protocol.screen_backend import from_capabilities
 from server import api, devices
-from server.agent_channel import SERVER_KEY
 from server.api import openapi as api_openapi
 from server.api import scopes
 from server.api.route import Handler
@@ -163,11 +161,11 @@ async def _device(request: web.Request) -> Row:
     return row
 
 
-def _screen_backend(request: web.Request, device_id: str) -> str | None:
-    """The screen backend the device's hello named (x11, wayland-mutter, wayland-portal), kept with its live
-    connection on this node; None when it is not connected here or did not say (an older agent, no desktop)."""
-    conn = request.app[SERVER_KEY].connections.get(device_id)
-    return from_capabilities(conn.hello.capabilities) if conn is not None and conn.hello is not None else None
+async def _screen_backend(request: web.Request, device_id: str) -> str | None:
+    """The screen backend the device last named (x11, wayland-mutter, wayland-portal): in its hello or a
+    ``device.screen_backend`` since, as stored for every node (server/cmdb/screen_backend.py); None: never said."""
+    row = await api.db(request).fetchone("SELECT screen_backend FROM devices WHERE id = ?", (device_id,))
+    return row["screen_backend"] if row is not None and row["screen_backend"] else None
 
 
 async def get_device(request: web.Request) -> web.Response:
@@ -176,7 +174,7 @@ async def get_device(request: web.Request) -> web.Response:
     item = _device_item(row)
     item.update({"agent_version": row["agent_version"], "enrolled_at": row["enrolled_at"],
                  "model": row["model"] or "", "last_inventory": row["last_inventory"],
-                 "screen_backend": _screen_backend(request, row["id"])})
+                 "screen_backend": await _screen_backend(request, row["id"])})
     open_alerts = await alerts.list_alerts(api.db(request), status="open", device_id=row["id"])
     item["alerts"] = [alerts.describe(a) for a in open_alerts]
     return web.json_response(item)

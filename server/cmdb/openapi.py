@@ -54,8 +54,8 @@ SCHEMAS: dict[str, Any] = {
         "agent_version": {"type": "string"}, "enrolled_at": {"type": "number"}, "model": {"type": "string"},
         "last_inventory": _NULLABLE_NUM,
         "screen_backend": {"type": ["string", "null"],
-                           "description": "The screen backend the connected agent would use: x11, wayland-mutter or "
-                                          "wayland-portal (null: not connected to this node, or not said)."},
+                           "description": "The screen backend the agent last reported (hello, device.screen_backend): "
+                                          "x11, wayland-mutter or wayland-portal (null: never said)."},
         "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}}}}]},
     "Inventory": {"type": "object", "required": ["device_id", "sections"], "properties": {
         "device_id": {"type": "string"}, "updated_at": _NULLABLE_NUM,
