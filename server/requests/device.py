@@ -19,11 +19,11 @@ import msgspec
 
 from protocol.requests import ACK_CAPABILITY, FixOutcome, RequestAck, RequestAdd, RequestOpen, RequestWithdraw, is_png
 
-from .. import audit
 from ..errors import ApiError
 from ..store import Row
 from . import repository as repo
 from .announce import Announcer
+from .device_limits import DeviceLimits
 from .events import RequestEvent
 from .views import status_of
 
@@ -44,6 +44,7 @@ class DeviceRequests:
     def __init__(self, server: HelplineServer, announcer: Announcer | None = None) -> None:
         self.server = server
         self.announcer = announcer
+        self.limits = DeviceLimits()
 
     def register(self) -> None:
         handlers = self.server.agent_handlers
@@ -62,11 +63,13 @@ class DeviceRequests:
         if msg.screenshot is not None and not is_png(msg.screenshot):
             await self._refuse(conn, msg.id, "invalid", "the screenshot must be a PNG image", msg.type_name())
             return
-        if await repo.by_local_id(self.server.db, conn.device_id, msg.local_id) is None \
-                and await repo.open_count(self.server.db, conn.device_id) >= MAX_OPEN_PER_DEVICE:
-            await self._refuse(conn, msg.id, "too_many", f"this device already has {MAX_OPEN_PER_DEVICE} open requests",
-                               msg.type_name())
-            return
+        if await repo.by_local_id(self.server.db, conn.device_id, msg.local_id) is None:  # a new one, not a resend
+            if await repo.open_count(self.server.db, conn.device_id) >= MAX_OPEN_PER_DEVICE:
+                await self._refuse(conn, msg.id, "too_many",
+                                   f"this device already has {MAX_OPEN_PER_DEVICE} open requests", msg.type_name())
+                return
+            if not await self._take(conn, msg.id, "open", msg.type_name()):
+                return
         new = repo.NewRequest(
             device_id=conn.device_id, local_id=msg.local_id, group_name=conn.group, requester=msg.requester,
             summary=msg.summary, details=msg.details, urgency=msg.urgency, screenshot=msg.screenshot,
@@ -95,8 +98,8 @@ class DeviceRequests:
     async def on_add(self, conn: AgentConnection, msg: RequestAdd) -> None:
         """A note from the user: applied once per message id (a resend after a lost ack changes nothing)."""
         row = await self._own(conn, msg)
-        if row is None:
-            return
+        if row is None or not await self._take(conn, msg.id, "note", msg.type_name()):
+            return  # rate limited: not acknowledged, the agent sends it again on its next connection
         try:
             updated = await repo.add_note(self.server.db, row["id"], actor=f"device:{conn.device_id}", text=msg.text,
                                           from_device=True, message_id=msg.id)
@@ -127,9 +130,23 @@ class DeviceRequests:
         await self._ack(conn, msg, applied=True)
 
     async def on_fix_outcome(self, conn: AgentConnection, msg: FixOutcome) -> None:
-        """A self-service fix ran on the device (by the user, under a signed document): audited."""
-        await audit.append(self.server.db, f"device:{conn.device_id}", "fix.run", msg.fix_id,
-                           {"title": msg.title, "ok": msg.ok, "detail": msg.detail[:1000], "group": conn.group})
+        """A self-service fix ran on the device (by the user, under a signed document): audited — at most a few
+        records a minute per device, the rest counted in one aggregate record (the audit throttle)."""
+        if not await self._take(conn, msg.id, "outcome", msg.type_name()):
+            return
+        await self.server.audit_throttle.append(
+            self.server.db, f"device:{conn.device_id}", "fix.run", msg.fix_id,
+            {"title": msg.title, "ok": msg.ok, "detail": msg.detail[:1000], "group": conn.group},
+            peer=f"device:{conn.device_id}")
+
+    async def _take(self, conn: AgentConnection, message_id: str, kind: str, type_name: str) -> bool:
+        """Count one ``kind`` for the device; over its limit, answer ``rate_limited`` and return False."""
+        if self.limits.take(conn.device_id, kind):
+            return True
+        limit, window = self.limits.limits[kind]
+        await self._refuse(conn, message_id, "rate_limited",
+                           f"at most {limit} of these per {window:g} s from one device", type_name)
+        return False
 
     async def on_ready(self, conn: AgentConnection) -> None:
         """After hello: the current status of each open request, so the device's window is right again."""
