@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any
@@ -37,6 +38,7 @@ from .bus import node as bus_node
 from .config import ServerConfig
 from .connections import ConnectionRegistry
 from .events import EventWatcher
+from .ops import lock as server_lock
 from .presence import Presence
 from .requests.events import RequestEvents
 from .requests.repository import REQUEST_CHANGED
@@ -92,6 +94,7 @@ class HelplineServer:
         self.listening = False
         self.gate: net.Gatekeeper | None = None  # caps and timeouts of both listeners, set in start()
         self._tasks: list[asyncio.Task[None]] = []
+        self._lock_fd: int | None = None  # the running-server lock (server/ops/lock.py), held from start() to stop()
         self.agent_port = config.agent_port
         self.console_port = config.console_port
         self._compose()
@@ -155,6 +158,7 @@ class HelplineServer:
     async def start(self) -> None:
         _shrink_tls_buffers()
         private_directory(self.config.data_dir)  # the database, recordings and keys live below it
+        self._lock_fd = server_lock.hold_shared(self.config.data_dir)  # before the database: refused mid-restore
         self.db = await open_database(self.config.db_url)
         audit.attach_anchor(self.db, audit.anchor_path(self.config.data_dir))  # the chain's head, kept outside
         for app in (self.agent_app, self.console_app):
@@ -218,6 +222,9 @@ class HelplineServer:
             await self.bus.close()
         if self.db is not None:
             await self.db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     async def _on_device_revoked(self, device_id: str, _payload: dict[str, Any]) -> None:
         if await self.connections.close(device_id, CloseCode.REVOKED, "device revoked"):

@@ -142,3 +142,25 @@ async def test_postgresql_backup_and_restore(tmp_path: Path) -> None:
             assert (await audit.verify_with_anchor(server.db)).ok
         shutil.rmtree(data)  # over a live database with --replace: allowed
         await asyncio.to_thread(restore, config, archive, replace=True)
+
+
+def test_a_server_started_during_a_restore_refuses_to_start(tmp_path: Path) -> None:
+    """The running-server lock is taken before the database opens and never waited for: while a restore holds
+    it the server exits 1 saying so (it would otherwise serve a SQLite file being swapped); afterwards it starts
+    and then holds it, so a restore is refused."""
+    from server.ops.lock import ServerRunning, exclusive
+    from tests.procs import free_port, spawn, wait_for_port
+
+    data = tmp_path / "data"
+    assert helpline("certs", "init", "--dir", str(data / "pki"), "--server-name", "localhost",
+                    "--discard-root").returncode == 0
+    args = ("server", "--data", str(data), "--host", "127.0.0.1", "--agent-port", str(free_port()),
+            "--console-port", str(console := free_port()))
+    with exclusive(data):
+        refused = helpline(*args)
+        assert refused.returncode == 1 and "a restore is running" in refused.stderr, refused.stderr
+        assert not (data / "helpline.db").exists()
+    with spawn(*args, log=tmp_path / "server.log") as proc:
+        wait_for_port(console, proc, timeout=120)
+        with pytest.raises(ServerRunning), exclusive(data):
+            pass

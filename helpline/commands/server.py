@@ -36,10 +36,11 @@ def _run(args: argparse.Namespace) -> int:
               f"--server-name {config.public_host}", file=sys.stderr)
         return 1
     from certs.errors import CertError
+    from server.ops.lock import RestoreRunning
 
     try:
         asyncio.run(run_forever(config))
-    except CertError as exc:  # the root's key in the PKI directory, an expired intermediate …
+    except (CertError, RestoreRunning) as exc:  # the root's key in the PKI directory, an expired intermediate …
         print(f"helpline: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,5 +1,6 @@
 """Running the server like infrastructure: metrics, health endpoints, the SIEM stream, the
-running-server lock that ``helpline admin restore`` checks (backup/restore: :mod:`.backup`).
+running-server lock that ``helpline admin restore`` checks (:mod:`.lock`, taken by
+``HelplineServer.start`` before it opens the database; backup/restore: :mod:`.backup`).
 
 :func:`setup` is composed last (it wraps the handlers the other areas registered, to count them).
 """
@@ -10,14 +11,12 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from server import api
 
-from . import lock
 from .health import HEALTH, Health, healthz, readyz
 from .metrics import METRICS, Metrics, local_route, metrics_route
 
@@ -43,7 +42,6 @@ def setup(server: HelplineServer) -> None:
         api.Route("GET", "/metrics", metrics_route, api.PUBLIC, content=_TEXT,
                   summary="Prometheus metrics (Bearer [metrics] token; 404 without one configured)"),
     ])
-    server.background.append(lambda: _hold_lock(server))
     server.background.append(metrics.sample_tunnels)
     if server.config.metrics.listen:
         host, port = parse_listen(server.config.metrics.listen)
@@ -65,14 +63,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not address.is_loopback:
         raise ValueError(f"[metrics] listen {text!r}: only a loopback address (the listener has no token)")
     return host, number
-
-
-async def _hold_lock(server: HelplineServer) -> None:
-    fd = await asyncio.to_thread(lock.hold_shared, server.config.data_dir)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        os.close(fd)
 
 
 async def _local_listener(metrics: Metrics, health: Health, host: str, port: int) -> None:

@@ -20,10 +20,26 @@ class ServerRunning(Exception):
     """A server holds the data directory."""
 
 
+class RestoreRunning(Exception):
+    """A restore holds the data directory exclusively: the server must not open its database now."""
+
+
 def hold_shared(data_dir: Path) -> int:
-    """Take the shared lock for a running server; return the descriptor (closed on exit)."""
+    """Take the shared lock for a running server, before its database is opened; return the descriptor.
+
+    Never waits: while ``helpline admin restore`` holds it exclusively (the SQLite file may be being
+    swapped) the server refuses to start with :class:`RestoreRunning` instead of serving the old file.
+    """
     fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise RestoreRunning(f"a restore is running on {data_dir} ({LOCK_FILE} is held exclusively): "
+                             "start the server when it has finished") from exc
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 
