@@ -1,7 +1,9 @@
 """The Get help window (Tk, in the ``helpline help`` process, as the user, on the user's display).
 
 Top to bottom: what is wrong (one line, required; more details), how urgent, the screenshot as it
-will be sent (scaled; *Include this screenshot* ticked — untick and nothing of the screen leaves),
+will be sent (scaled; *Include this screenshot* ticked — untick and nothing of the screen leaves;
+with several monitors, one button per monitor picks which is shown — the one with the focused
+window first — and only the one shown is sent),
 what the agent already knows (diagnostics), **Send**. Below: the user's requests with their
 status as the server last said it (``#12 printer offline — claimed by Ann``), *Add a note* and
 *Withdraw* for the selected one; then the fixes the organisation approved for self-service, each
@@ -18,6 +20,7 @@ With ``events=True`` the window prints JSON lines for tests (``ready``, ``sent``
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import queue
 import sys
@@ -32,6 +35,7 @@ from protocol.requests import FixAttempt
 from ..consent.text import one_line
 from . import wire
 from .client import HelpClient, HelpUnavailable
+from .shots import Shots
 from .text import status_line
 
 TITLE = "Helpline: get help"
@@ -43,6 +47,9 @@ NOTE_FIELD_BG = "#eaf3ff"
 WITHDRAW_BG = "#8c2f2f"
 RUN_BG = "#5b3f8c"
 ESCALATE_BG = "#b3541e"
+#: The monitor buttons (the one shown is sunken and darker).
+SCREEN_BG = "#4a6b8a"
+SCREEN_SHOWN_BG = "#23384d"
 PREVIEW_WIDTH = 320
 #: Seconds between attempts to reach the agent again after it went away.
 RECONNECT_S = 2.0
@@ -57,8 +64,11 @@ def _button(parent: tk.Misc, text: str, colour: str, command: Any) -> tk.Button:
 
 
 class HelpWindow:
-    def __init__(self, root: tk.Tk, client: HelpClient, screenshot: bytes, *, events: bool = False) -> None:
-        self.root, self.client, self.screenshot, self.events = root, client, screenshot, events
+    def __init__(self, root: tk.Tk, client: HelpClient, shots: Shots, *, events: bool = False) -> None:
+        self.root, self.client, self.shots, self.events = root, client, shots, events
+        #: Which monitor's screenshot is shown, hence the one sent.
+        self.shown = shots.chosen
+        self.screen_buttons: list[tk.Button] = []
         self.inbox: queue.Queue[wire.AgentMessage | Exception] = queue.Queue()
         self.pending: dict[int, str] = {}
         self.requests: list[wire.RequestView] = []
@@ -90,14 +100,23 @@ class HelpWindow:
         self.include = tk.BooleanVar(self.root, value=bool(self.screenshot))
         self.preview: tk.PhotoImage | None = None
         if self.screenshot:
+            if len(self.shots.screens) > 1:
+                chooser = tk.Frame(b)
+                chooser.pack(fill="x", pady=(4, 0))
+                tk.Label(chooser, text="Which screen?").pack(side="left")
+                for index, shot_of in enumerate(self.shots.screens):
+                    button = tk.Button(chooser, text=shot_of.label, fg="white", activeforeground="white",
+                                       bg=SCREEN_BG, activebackground=SCREEN_BG, relief="raised", bd=2,
+                                       highlightthickness=0, command=functools.partial(self.show_screen, index))
+                    button.pack(side="left", padx=2)
+                    self.screen_buttons.append(button)
             shot = tk.Frame(b)
             shot.pack(fill="x", pady=4)
-            self.preview = tk.PhotoImage(data=base64.b64encode(self.screenshot).decode())
-            factor = max(1, -(-self.preview.width() // PREVIEW_WIDTH))
-            self.preview = self.preview.subsample(factor, factor)
-            tk.Label(shot, image=self.preview, relief="sunken", bd=1).pack(side="left")
+            self.preview_label = tk.Label(shot, relief="sunken", bd=1)
+            self.preview_label.pack(side="left")
             tk.Checkbutton(shot, text="Include this screenshot\n(exactly what IT will see)", variable=self.include,
                            justify="left").pack(side="left", padx=8)
+            self.show_screen(self.shown)
         self.diagnostics = tk.Label(b, text="", anchor="w", justify="left", fg="#7a4b00")
         self.diagnostics.pack(fill="x")
         self.send_button = _button(b, "Send to IT support", SEND_BG, self.send)
@@ -116,6 +135,25 @@ class HelpWindow:
         self.fix_result = tk.Label(b, text="", anchor="w", justify="left", wraplength=560)
         self.fix_result.pack(fill="x")
         self.escalate_button = _button(b, "Didn't help — ask IT", ESCALATE_BG, self.escalate)
+
+    @property
+    def screenshot(self) -> bytes:
+        """The screenshot shown now: the one that is sent when *Include* is ticked."""
+        screens = self.shots.screens
+        return screens[self.shown].png if screens else b""
+
+    def show_screen(self, index: int) -> None:
+        """Show monitor ``index``'s screenshot: from now on it is the one sent."""
+        self.shown = index
+        preview = tk.PhotoImage(data=base64.b64encode(self.screenshot).decode())
+        factor = max(1, -(-preview.width() // PREVIEW_WIDTH))
+        self.preview = preview.subsample(factor, factor)
+        self.preview_label.config(image=self.preview)
+        for i, button in enumerate(self.screen_buttons):
+            colour = SCREEN_SHOWN_BG if i == index else SCREEN_BG
+            button.config(relief="sunken" if i == index else "raised", bg=colour, activebackground=colour)
+        if self.screen_buttons:
+            self.emit("screen", shown=index, label=self.shots.screens[index].label, screenshot=len(self.screenshot))
 
     def show_state(self, state: wire.State) -> None:
         lines = [f"• {one_line(d.text, 100)}" for d in state.diagnostics]
@@ -261,7 +299,7 @@ class HelpWindow:
             self.show_state(reply)
             self.emit("ready", user=reply.user, fixes=[f.fix_id for f in reply.fixes],
                       diagnostics=[d.code for d in reply.diagnostics], screenshot=len(self.screenshot),
-                      title=TITLE)
+                      screens=[shot.label for shot in self.shots.screens], shown=self.shown, title=TITLE)
         elif isinstance(reply, wire.Requests):
             self.show_requests(reply.requests)
         elif isinstance(reply, wire.Opened):
@@ -312,12 +350,12 @@ class HelpWindow:
 
 def run_window(path: Path, display: str | None, *, events: bool = False, screenshot: bool = True) -> int:
     """Capture the screen, open the window; returns when the user closes it."""
-    shot = b""
+    shots = Shots([])
     if screenshot:
-        from .screenshot import capture
+        from .screenshot import capture_all
 
         try:
-            shot = capture(display)
+            shots = capture_all(display)
         except Exception as exc:  # no screenshot is no reason to refuse help
             print(f"helpline: no screenshot: {type(exc).__name__}: {exc}", file=sys.stderr)
     client = HelpClient(path, timeout_s=None)
@@ -327,7 +365,7 @@ def run_window(path: Path, display: str | None, *, events: bool = False, screens
         client.close()
         print(f"helpline: cannot open a window on {display or '$DISPLAY'}: {exc}", file=sys.stderr)
         return 2
-    window = HelpWindow(root, client, shot, events=events)
+    window = HelpWindow(root, client, shots, events=events)
     threading.Thread(target=window.read_forever, daemon=True, name="help-socket").start()
     window._call(wire.GetState(call=client.number()), "state")
     window._call(wire.Watch(call=client.number()), "watch")
