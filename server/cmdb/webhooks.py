@@ -4,6 +4,11 @@ Rows are written in the alert's own transaction; this loop POSTs due rows and ma
 delivered on a 2xx, otherwise schedules the next attempt with exponential backoff (full
 jitter, capped) until ``max_attempts``. Each POST carries ``X-Helpline-Delivery`` so a
 receiver can drop a repeat if our success bookkeeping is ever lost mid-flight.
+
+Every node runs this loop over the one shared table, so a row is *claimed* before its POST: a
+conditional UPDATE moves its ``next_attempt_at`` past the request's timeout (a lease) only if
+nobody else did first. The node that wins posts; a node that dies mid-POST leaves a lease that
+expires, and the row is tried again by whichever node comes next.
 """
 
 from __future__ import annotations
@@ -23,6 +28,18 @@ from . import settings
 log = logging.getLogger(__name__)
 
 
+#: How much longer than the POST's own timeout a claimed row stays with the node that claimed it.
+LEASE_MARGIN_S = 30.0
+
+
+async def _claim(db: Database, delivery_id: int, attempts: int, due_at: float, lease_until: float) -> bool:
+    """Take the row for this attempt: only one node's conditional UPDATE matches it."""
+    changed = await db.execute("UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ? AND attempts = ?"
+                               " AND next_attempt_at = ? AND delivered_at IS NULL AND failed_at IS NULL",
+                               (lease_until, delivery_id, attempts, due_at))
+    return changed == 1
+
+
 async def deliver_due(db: Database, session: aiohttp.ClientSession, now: float | None = None) -> int:
     """Attempt every due delivery once; return how many succeeded."""
     now = time.time() if now is None else now
@@ -30,7 +47,10 @@ async def deliver_due(db: Database, session: aiohttp.ClientSession, now: float |
     rows = await db.fetchall("SELECT * FROM webhook_deliveries WHERE delivered_at IS NULL AND failed_at IS NULL"
                              " AND next_attempt_at <= ? ORDER BY id LIMIT 100", (now,))
     delivered = 0
+    lease_s = float(hook["timeout_s"]) + LEASE_MARGIN_S
     for row in rows:
+        if not await _claim(db, row["id"], row["attempts"], row["next_attempt_at"], time.time() + lease_s):
+            continue  # another node took it
         error = ""
         try:
             async with session.post(row["url"], data=row["payload"],
