@@ -12,14 +12,42 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psutil
+import pytest
 
 from agent.help import survey_window
+from protocol.desktop import LENGTH, DesktopConnection, SurveyDone, SurveyShow, encode_frame
+from protocol.errors import LocalProtocolError
 from tests.harness import wait_until
 from tests.test_help_helper import as_user, runtime_dirs, service
 from tests.test_help_request import requests_of
 from tests.test_session_helper import Desk, desk  # noqa: F401 - fixture
 from tests.test_session_helpers import api, click_colour, wait_for_audit, wait_window, xdotool
+
+
+def _received(role: str, data: bytes) -> DesktopConnection:
+    conn = DesktopConnection(role)  # type: ignore[arg-type]
+    conn.receive_data(data)
+    return conn
+
+
+def test_survey_frames_go_one_way_each_and_are_validated() -> None:
+    """survey.show only from the service, survey.done only from a helper; a score outside 1–5 or an oversized
+    comment is an invalid frame; a helper's "not answered" (score null) decodes."""
+    show = SurveyShow(survey_id="survey-1", number=12, summary="vpn drops", technician="ann")
+    assert _received("helper", encode_frame(show)).events_received() == [show]
+    assert _received("service", encode_frame(show)).error is not None
+    with pytest.raises(LocalProtocolError):
+        DesktopConnection("helper").send(show)
+    assert _received("service", encode_frame(SurveyDone(survey_id="survey-1"))).events_received() == [
+        SurveyDone(survey_id="survey-1", score=None)]
+    for raw in ({"t": "survey.done", "survey_id": "survey-1", "score": 6},
+                {"t": "survey.done", "survey_id": "survey-1", "score": 3, "comment": "x" * 1001},
+                {"t": "survey.show", "survey_id": "s", "number": 1, "summary": "y" * 201}):
+        body = msgspec.msgpack.encode(raw)
+        role = "helper" if raw["t"] == "survey.show" else "service"
+        assert _received(role, LENGTH.pack(len(body)) + body).error is not None, raw
 
 
 def survey_uids() -> set[int]:
