@@ -77,6 +77,11 @@ async def purge_device(db: Database, device_id: str, *, actor: str, recordings_d
                                                   (device_id,))
         counts["session_notes"] = await tx.execute(
             f"DELETE FROM session_notes WHERE session_id IN ({sessions})", (device_id,))  # noqa: S608
+        # The write-back outbox keeps a copy of the note (transcript, notes, hostname) until it is sent.
+        counts["ticket_writebacks"] = await tx.execute(
+            f"UPDATE ticket_writebacks SET body = NULL, state = CASE WHEN state = 'pending' THEN 'failed'"  # noqa: S608
+            f" ELSE state END, last_error = CASE WHEN state = 'pending' THEN 'device purged' ELSE last_error END"
+            f" WHERE session_id IN ({sessions}) AND (body IS NOT NULL OR state = 'pending')", (device_id,))
         counts["recordings"] = await tx.execute("UPDATE sessions SET recording_path = NULL WHERE device_id = ? AND"
                                                 " recording_path IS NOT NULL AND recording_path <> ''", (device_id,))
         counts["support_request_attachments"] = await tx.execute(

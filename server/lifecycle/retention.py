@@ -120,6 +120,9 @@ async def _chat(db: Database, days: int, now: float, report: RetentionReport, dr
         return
     async with db.transaction() as tx:
         deleted = await tx.execute("DELETE FROM session_chat WHERE at < ?", (cutoff,))
+        # The ticket write-back outbox's copy of a transcript (dropped once sent; this catches failed ones).
+        await tx.execute("UPDATE ticket_writebacks SET body = NULL WHERE body IS NOT NULL AND created_at < ?",
+                         (cutoff,))
         if deleted:
             await audit.append_in(tx, ACTOR, "retention.chat_deleted", "", {
                 "messages": deleted, "before": cutoff, "retention_days": days})

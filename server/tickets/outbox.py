@@ -3,8 +3,11 @@
 The session's end hook (:meth:`Outbox.session_ended`) adds one ``ticket_writebacks`` row per
 ticket the session (or the request it came from) is linked to, keyed by a stable
 ``idempotency_key``; a sweep adds the rows a crash or another node's end never added. The
-worker claims due rows (so two nodes never send one row at once), composes the note once and
-stores it (every retry sends the same text), and sends it.
+worker claims due rows (so two nodes never send one row at once; every later update of the row
+names the claim, so a worker whose claim ran out changes nothing), composes the note once and
+stores it (every retry sends the same text), and sends it. The stored copy (transcript, notes,
+hostname) is dropped once the note is sent; chat retention and a device's purge drop it too.
+Anything but a ticket-system error (the session gone, a bug) fails the row for good, logged once.
 
 Exactly once: the note id the remote answers is recorded with the row. Just before sending,
 the row is marked ``in_doubt``; an answer (success or a definite error) clears it. A row found
@@ -121,13 +124,15 @@ class Outbox:
     async def deliver_due(self, http: aiohttp.ClientSession) -> int:
         db = self._db()
         sent = 0
-        now = time.time()
-        for row in await repository.due(db, now):
-            if await repository.claim(db, row["id"], now, self.settings.claim_s):
-                sent += await self._deliver(db, http, row)
+        for row in await repository.due(db, time.time()):
+            # The clock is read per claim: a delivery can take minutes, so a claim computed from the batch's
+            # start would already have run out for the later rows, and another node would take them too.
+            claim = await repository.claim(db, row["id"], time.time(), self.settings.claim_s)
+            if claim is not None:
+                sent += await self._deliver(db, http, row, claim)
         return sent
 
-    async def _deliver(self, db: Database, http: aiohttp.ClientSession, row: Row) -> int:
+    async def _deliver(self, db: Database, http: aiohttp.ClientSession, row: Row, claim: float) -> int:
         attempts = int(row["attempts"]) + 1
         in_doubt = bool(row["in_doubt"])
         sending = False
@@ -139,36 +144,48 @@ class Outbox:
             if not conn_row["enabled"]:
                 raise TicketError(f"connector {conn_row['name']} is disabled", permanent=True)
             connector = build(spec_of(conn_row, self.box), http)
-            text, facts = await self._body(db, row)
+            text, facts = await self._body(db, row, claim)
             ref = await self._ref(db, connector, link)
             marker = compose.marker(row["idempotency_key"])
             found = None
             if (in_doubt or row["attempts"] > 0) and connector.can_find_notes:  # a send may have landed
                 found = await connector.find_note(ref, marker)
             if found is None:
-                await repository.mark_in_doubt(db, row["id"])
+                if not await repository.mark_in_doubt(db, row["id"], claim):
+                    log.warning("ticket write-back claim lost before sending; left to its holder",
+                                extra={"writeback": row["id"]})
+                    return 0
                 sending = True
                 found = await connector.add_note(ref, Note(text, marker, facts))
-            await repository.mark_sent(db, row["id"], found, attempts, time.time())
+            if not await repository.mark_sent(db, row["id"], claim, found, attempts, time.time()):
+                log.warning("ticket write-back sent after its claim ran out; the holder finds the note by its marker",
+                            extra={"writeback": row["id"]})
             await audit.append(db, "server", "ticket.writeback_sent", facts["device_id"],
                                {"session_id": row["session_id"], "ticket": ref.key, "connector": conn_row["name"],
                                 "note_id": found, "attempts": attempts})
             return 1
         except SecretsUnavailable as exc:
-            await self._failed(db, row, attempts, TicketError(str(exc), permanent=True), in_doubt)
+            await self._failed(db, row, claim, attempts, TicketError(str(exc), permanent=True), in_doubt)
         except TicketError as exc:
             if sending:  # the remote answered an error: it did not write the note
                 in_doubt = not exc.definite
-            await self._failed(db, row, attempts, exc, in_doubt)
+            await self._failed(db, row, claim, attempts, exc, in_doubt)
+        except StoreUnavailable:
+            raise  # the database is down: the pass ends, the claim runs out, the row is tried again
+        except Exception as exc:  # a session gone (LookupError), a stored body that does not decode, a bug:
+            # retrying cannot help, and raising would end every pass here and log it every poll forever.
+            log.exception("ticket write-back failed unexpectedly", extra={"writeback": row["id"]})
+            error = TicketError(f"internal error: {type(exc).__name__}: {exc}"[:300], permanent=True)
+            await self._failed(db, row, claim, attempts, error, in_doubt or sending)
         return 0
 
-    async def _body(self, db: Database, row: Row) -> tuple[str, dict[str, Any]]:
+    async def _body(self, db: Database, row: Row, claim: float) -> tuple[str, dict[str, Any]]:
         if row["body"]:
             stored = json.loads(row["body"])
             return str(stored["text"]), dict(stored["facts"])
         text, facts = await compose.compose(db, row["session_id"], self.recording_url(row["session_id"]),
                                             row["idempotency_key"])
-        await repository.set_body(db, row["id"], json.dumps({"text": text, "facts": facts}))
+        await repository.set_body(db, row["id"], claim, json.dumps({"text": text, "facts": facts}))
         return text, facts
 
     async def _ref(self, db: Database, connector: Connector, link: Row) -> TicketRef:
@@ -178,10 +195,12 @@ class Outbox:
         await repository.set_remote_id(db, link["id"], ref.remote_id, ref.url)
         return ref
 
-    async def _failed(self, db: Database, row: Row, attempts: int, exc: TicketError, in_doubt: bool) -> None:
+    async def _failed(self, db: Database, row: Row, claim: float, attempts: int, exc: TicketError,
+                      in_doubt: bool) -> None:
         s = self.settings
         if exc.permanent or attempts >= s.max_attempts:
-            await repository.mark_failed(db, row["id"], attempts, exc.message, time.time(), in_doubt)
+            if not await repository.mark_failed(db, row["id"], claim, attempts, exc.message, time.time(), in_doubt):
+                return  # the claim ran out and another worker holds the row: its outcome stands
             device = await db.fetchone("SELECT device_id FROM sessions WHERE id = ?", (row["session_id"],))
             await audit.append(db, "server", "ticket.writeback_failed", device["device_id"] if device else "",
                                {"session_id": row["session_id"], "writeback": row["id"], "attempts": attempts,
@@ -195,4 +214,4 @@ class Outbox:
         log.warning("ticket write-back failed; will retry", extra={"writeback": row["id"], "attempt": attempts,
                                                                    "retry_in_s": round(delay, 2),
                                                                    "error": exc.message})
-        await repository.mark_retry(db, row["id"], attempts, exc.message, time.time() + delay, in_doubt)
+        await repository.mark_retry(db, row["id"], claim, attempts, exc.message, time.time() + delay, in_doubt)

@@ -122,36 +122,46 @@ async def due(db: Executor, now: float, limit: int = 20) -> list[Row]:
                              (now, now, limit))
 
 
-async def claim(db: Executor, row_id: int, now: float, hold_s: float) -> bool:
-    """Take a due row for ``hold_s`` seconds; False when another worker (node) took it first."""
-    return await db.execute("UPDATE ticket_writebacks SET claimed_until = ? WHERE id = ? AND state = 'pending'"
-                            " AND (claimed_until IS NULL OR claimed_until < ?)", (now + hold_s, row_id, now)) == 1
+async def claim(db: Executor, row_id: int, now: float, hold_s: float) -> float | None:
+    """Take a due row for ``hold_s`` seconds: the claim (its ``claimed_until``), which every later update of
+    the row names, so a worker whose claim ran out and was taken by another changes nothing; None when
+    another worker (node) holds it."""
+    until = now + hold_s
+    taken = await db.execute("UPDATE ticket_writebacks SET claimed_until = ? WHERE id = ? AND state = 'pending'"
+                             " AND (claimed_until IS NULL OR claimed_until < ?)", (until, row_id, now))
+    return until if taken == 1 else None
 
 
-async def set_body(db: Executor, row_id: int, body: str) -> None:
-    await db.execute("UPDATE ticket_writebacks SET body = ? WHERE id = ?", (body, row_id))
+async def set_body(db: Executor, row_id: int, claim: float, body: str) -> bool:
+    return await db.execute("UPDATE ticket_writebacks SET body = ? WHERE id = ? AND claimed_until = ?",
+                            (body, row_id, claim)) == 1
 
 
-async def mark_in_doubt(db: Executor, row_id: int) -> None:
-    await db.execute("UPDATE ticket_writebacks SET in_doubt = 1 WHERE id = ?", (row_id,))
+async def mark_in_doubt(db: Executor, row_id: int, claim: float) -> bool:
+    """False when the claim was lost (another worker holds the row): the caller must not send."""
+    return await db.execute("UPDATE ticket_writebacks SET in_doubt = 1 WHERE id = ? AND claimed_until = ?",
+                            (row_id, claim)) == 1
 
 
-async def mark_sent(db: Executor, row_id: int, note_id: str, attempts: int, now: float) -> None:
-    await db.execute("UPDATE ticket_writebacks SET state = 'sent', note_id = ?, attempts = ?, sent_at = ?,"
-                     " in_doubt = 0, claimed_until = NULL, last_error = '' WHERE id = ?",
-                     (note_id[:200], attempts, now, row_id))
+async def mark_sent(db: Executor, row_id: int, claim: float, note_id: str, attempts: int, now: float) -> bool:
+    """Sent: the stored copy of the note (transcript, notes, hostname) is dropped; it is in the ticket now."""
+    return await db.execute("UPDATE ticket_writebacks SET state = 'sent', note_id = ?, attempts = ?, sent_at = ?,"
+                            " in_doubt = 0, claimed_until = NULL, last_error = '', body = NULL"
+                            " WHERE id = ? AND claimed_until = ?", (note_id[:200], attempts, now, row_id, claim)) == 1
 
 
-async def mark_retry(db: Executor, row_id: int, attempts: int, error: str, next_at: float, in_doubt: bool) -> None:
-    await db.execute("UPDATE ticket_writebacks SET attempts = ?, last_error = ?, next_attempt_at = ?,"
-                     " in_doubt = ?, claimed_until = NULL WHERE id = ?",
-                     (attempts, error[:500], next_at, int(in_doubt), row_id))
+async def mark_retry(db: Executor, row_id: int, claim: float, attempts: int, error: str, next_at: float,
+                     in_doubt: bool) -> bool:
+    return await db.execute("UPDATE ticket_writebacks SET attempts = ?, last_error = ?, next_attempt_at = ?,"
+                            " in_doubt = ?, claimed_until = NULL WHERE id = ? AND claimed_until = ?",
+                            (attempts, error[:500], next_at, int(in_doubt), row_id, claim)) == 1
 
 
-async def mark_failed(db: Executor, row_id: int, attempts: int, error: str, now: float, in_doubt: bool) -> None:
-    await db.execute("UPDATE ticket_writebacks SET state = 'failed', attempts = ?, last_error = ?, failed_at = ?,"
-                     " in_doubt = ?, claimed_until = NULL WHERE id = ?",
-                     (attempts, error[:500], now, int(in_doubt), row_id))
+async def mark_failed(db: Executor, row_id: int, claim: float, attempts: int, error: str, now: float,
+                      in_doubt: bool) -> bool:
+    return await db.execute("UPDATE ticket_writebacks SET state = 'failed', attempts = ?, last_error = ?,"
+                            " failed_at = ?, in_doubt = ?, claimed_until = NULL WHERE id = ? AND claimed_until = ?",
+                            (attempts, error[:500], now, int(in_doubt), row_id, claim)) == 1
 
 
 async def retry_failed(db: Executor, row_id: int, now: float) -> int:
