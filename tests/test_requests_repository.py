@@ -3,6 +3,7 @@ within 7 days, the event log every change writes, the session link."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -105,3 +106,13 @@ def test_protocol_limits() -> None:
             codec.decode(json.dumps({**raw, **bad}))
     status = RequestStatus(local_id="c" * 32, request_id="req-1", number=3, state="claimed", claimed_by="Tess")
     assert codec.decode(codec.encode(status)) == status
+
+
+async def test_concurrent_resends_of_one_open_make_one_request(db: Database) -> None:
+    """Resends of one local_id racing each other (two connections, two nodes): one request, every caller gets it,
+    none fails on the UNIQUE constraint."""
+    device = await add_device(db)
+    results = await asyncio.gather(*(repo.open_request(db, new(device)) for _ in range(6)))
+    assert sum(created for _, created in results) == 1
+    assert {row["id"] for row, _ in results} == {results[0][0]["id"]}
+    assert (await db.fetchone("SELECT COUNT(*) AS n FROM support_requests")) == {"n": 1}

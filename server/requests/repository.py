@@ -153,9 +153,15 @@ async def event_in(tx: Transaction, request_id: str, kind: str, actor: str, deta
                                                               "detail": detail})
 
 
-async def _next_number(tx: Transaction) -> int:
+async def _lock_creation(tx: Transaction) -> None:
+    """Requests are created one at a time (PostgreSQL; SQLite writes one at a time anyway): the numbers, and the
+    re-check for a racing resend of the same ``local_id``, happen under this lock."""
     if tx.dialect == "postgresql":
-        await tx.execute("SELECT pg_advisory_xact_lock(4318)")  # numbers are handed out one at a time
+        await tx.execute("SELECT pg_advisory_xact_lock(4318)")
+
+
+async def _next_number(tx: Transaction) -> int:
+    """The next request number; the caller holds :func:`_lock_creation`."""
     row = await tx.fetchone("SELECT COALESCE(MAX(number), 0) AS n FROM support_requests")
     return int(row["n"] if row else 0) + 1
 
@@ -177,9 +183,9 @@ async def open_request(db: Database, new: NewRequest, *, on_created: OnCreated |
     device_actor = f"device:{new.device_id}"
     escalated = new.attempt is not None and new.attempt.get("outcome") in ("failed", "didnt_help")
     async with db.transaction() as tx:
-        if await by_local_id(tx, new.device_id, new.local_id) is not None:  # a racing resend won
-            existing = await by_local_id(tx, new.device_id, new.local_id)
-            assert existing is not None
+        await _lock_creation(tx)  # before the re-check: two racing resends cannot both pass it
+        existing = await by_local_id(tx, new.device_id, new.local_id)
+        if existing is not None:  # a racing resend won
             return existing, False
         number = await _next_number(tx)
         await tx.execute(
