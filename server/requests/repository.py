@@ -227,6 +227,12 @@ async def _locked(tx: Transaction, request_id: str) -> Row:
     return row
 
 
+def _reopened(row: Row) -> dict[str, Any]:
+    """The columns a reopen resets (by a technician or by the user adding to a resolved request)."""
+    return {"reopened_count": int(row["reopened_count"]) + 1, "claimed_by": "", "claimed_by_name": "",
+            "resolved_at": None, "resolved_by": "", "category": "", "announced_waiting_at": None}
+
+
 def _check(row: Row, action: str) -> str:
     sources, target = TRANSITIONS[action]
     if row["state"] not in sources:
@@ -258,8 +264,7 @@ async def transition(db: Database, request_id: str, action: str, *, actor: str, 
         elif action == "reopen":
             if row["resolved_at"] is None or now - float(row["resolved_at"]) > REOPEN_WINDOW_S:
                 raise ApiError.conflict("too_late", "a request can be reopened only within 7 days of its resolution")
-            sets.update(reopened_count=int(row["reopened_count"]) + 1, claimed_by="", claimed_by_name="",
-                        resolved_at=None, resolved_by="", category="", announced_waiting_at=None)
+            sets.update(_reopened(row))
             detail.update(reopened_count=sets["reopened_count"])
         elif action == "escalate":
             sets.update(escalated=1, claimed_by="", claimed_by_name="")
@@ -306,8 +311,7 @@ async def add_note(db: Database, request_id: str, *, actor: str, text: str, from
         if not from_device:
             sets["last_note"] = text
         if reopened:
-            sets.update(state=WAITING, reopened_count=int(row["reopened_count"]) + 1, claimed_by="",
-                        claimed_by_name="", resolved_at=None, resolved_by="", category="", announced_waiting_at=None)
+            sets.update(state=WAITING, **_reopened(row))
         columns = ", ".join(f"{name} = ?" for name in sets)
         await tx.execute(f"UPDATE support_requests SET {columns} WHERE id = ?", (*sets.values(), request_id))  # noqa: S608 (fixed column names)
         detail = {"text": text, "from": "device" if from_device else "technician"}
