@@ -42,6 +42,8 @@ class SiemConfig:
     json_url: str = ""
     #: CA bundle for an https json_url (default: the system's).
     json_url_ca: Path | None = None
+    #: Optional ``Authorization`` header value sent with each POST (e.g. "Bearer …"); never logged.
+    json_url_authorization: str = ""
     #: Records read and sent per batch (what is held in memory per sink).
     batch: int = 500
     #: Seconds between looks at the log for records appended inside other transactions or processes.

@@ -205,3 +205,60 @@ async def test_unverified_syslog_receiver_gets_nothing(tmp_path: Path) -> None:
             await wait_until(lambda: len(file_records(wrong.json_file)[0]) >= head, timeout=30,  # type: ignore[arg-type]
                              what="the control sink")
             assert syslog.messages == []
+
+
+async def test_http_sink_follows_no_redirect_and_keeps_its_secrets(tmp_path: Path, caplog: Any) -> None:
+    """A 307 from the endpoint is a failure, not a new destination (records never reach where it points);
+    the URL's userinfo and query and the Authorization header never reach the logs or the cursor file."""
+    import logging
+
+    seen: dict[str, Any] = {"redirects": 0, "auth": []}
+    lines: list[dict[str, Any]] = []
+
+    async def redirect(_request: web.Request) -> web.Response:
+        seen["redirects"] += 1
+        raise web.HTTPTemporaryRedirect("/ingest")
+
+    async def ingest(request: web.Request) -> web.Response:
+        seen["auth"].append(request.headers.get("Authorization"))
+        lines.extend(json.loads(line) for line in (await request.read()).splitlines() if line)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/redirect", redirect)
+    app.router.add_post("/ingest", ingest)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    caplog.set_level(logging.DEBUG)
+    try:
+        redirected = SiemConfig(json_url=f"http://user:pass-secret@127.0.0.1:{port}/redirect?token=query-secret",
+                                json_file=tmp_path / "control.jsonl", poll_s=0.5)
+        async with running_server(tmp_path / "srv", siem=redirected) as server:
+            await audit.append(server.db, "user:test", "ops.test", "x")
+            head = (await audit.head(server.db)).seq  # type: ignore[union-attr]
+            await wait_until(lambda: len(file_records(redirected.json_file)[0]) >= head  # type: ignore[arg-type]
+                             and seen["redirects"] >= 2, timeout=30, what="the control sink and retried redirects")
+            assert lines == [], "the sink followed the redirect"
+
+        direct = SiemConfig(json_url=f"http://127.0.0.1:{port}/ingest?token=query-secret",
+                            json_url_authorization="Bearer header-secret", poll_s=0.5)
+        async with running_server(tmp_path / "srv", siem=direct) as server:
+            await audit.append(server.db, "user:test", "ops.test", "y")
+            head = (await audit.head(server.db)).seq  # type: ignore[union-attr]
+            cursor_file = tmp_path / "srv" / "siem" / "http.cursor"
+
+            def acknowledged() -> bool:
+                return cursor_file.exists() and json.loads(cursor_file.read_text())["seq"] >= head
+
+            await wait_until(acknowledged, timeout=30, what="records over http, acknowledged")
+            assert {r["seq"] for r in lines} >= {head} and set(seen["auth"]) == {"Bearer header-secret"}
+            cursor = cursor_file.read_text()
+            assert json.loads(cursor)["destination"] == f"http://127.0.0.1:{port}/ingest"
+    finally:
+        await runner.cleanup()
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "streaming the audit log to http" in logged
+    for secret in ("pass-secret", "query-secret", "header-secret"):
+        assert secret not in logged and secret not in cursor, secret

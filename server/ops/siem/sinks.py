@@ -19,7 +19,7 @@ import ssl
 import time
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -170,25 +170,39 @@ def check_url(url: str) -> None:
     raise ValueError(f"[siem] json_url must be https (or http to a loopback address): {parts.scheme}://{parts.hostname}")
 
 
+def redact_url(url: str) -> str:
+    """``scheme://host[:port]/path`` of ``url``: no userinfo, query or fragment (tokens live there).
+
+    What the logs and the cursor file name as the destination."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
+
+
 class JsonHttp:
-    """JSON lines POSTed as ``application/x-ndjson``; any 2xx acknowledges the whole batch."""
+    """JSON lines POSTed as ``application/x-ndjson``; any 2xx acknowledges the whole batch.
+
+    Redirects are not followed (a 3xx is a failure): check_url vetted this URL only, and a redirect
+    could send audit records to plain http on another host."""
 
     name = "http"
 
-    def __init__(self, url: str, ca: Path | None, node: str) -> None:
+    def __init__(self, url: str, ca: Path | None, node: str, authorization: str = "") -> None:
         check_url(url)
         self.url = url
-        self.destination = url
+        self.destination = redact_url(url)
         self.node = node
         self.context = ssl.create_default_context(cafile=str(ca) if ca else None)
+        self.headers = {"Content-Type": "application/x-ndjson"}
+        if authorization:
+            self.headers["Authorization"] = authorization
         self._session: aiohttp.ClientSession | None = None
 
     async def send(self, records: list[dict[str, Any]]) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_S))
         data = b"".join(json_line(r, self.node) for r in records)
-        async with self._session.post(self.url, data=data, ssl=self.context,
-                                      headers={"Content-Type": "application/x-ndjson"}) as resp:
+        async with self._session.post(self.url, data=data, ssl=self.context, headers=self.headers,
+                                      allow_redirects=False) as resp:
             if not 200 <= resp.status < 300:
                 raise ConnectionError(f"the endpoint answered {resp.status}")
 

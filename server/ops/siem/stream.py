@@ -45,7 +45,7 @@ def sinks_from(config: SiemConfig, node: str) -> list[Sink]:
     if config.json_file is not None:
         sinks.append(JsonFile(config.json_file, node))
     if config.json_url:
-        sinks.append(JsonHttp(config.json_url, config.json_url_ca, node))
+        sinks.append(JsonHttp(config.json_url, config.json_url_ca, node, config.json_url_authorization))
     return sinks
 
 
