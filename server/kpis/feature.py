@@ -36,8 +36,15 @@ def setup(server: HelplineServer) -> None:
         if conn.hello is None or surveys.CAPABILITY not in conn.hello.capabilities:
             return  # an agent from before the survey: it stays undelivered until the device is upgraded
         for row in rows:
-            if await surveys.mark_delivered(db(), row["request_id"], time.time()):
-                await conn.send(surveys.ask_of(row))
+            at = time.time()
+            if await surveys.mark_delivered(db(), row["request_id"], at):
+                try:
+                    await conn.send(surveys.ask_of(row))
+                except Exception:  # the channel broke: not delivered, so asked again when the device reconnects
+                    await surveys.unmark_delivered(db(), row["request_id"], at)
+                    log.warning("survey not sent; asked again on reconnect", exc_info=True,
+                                extra={"request_id": row["request_id"], "device_id": conn.device_id})
+                    return
                 log.info("survey asked", extra={"request_id": row["request_id"], "device_id": conn.device_id})
 
     async def on_request_event(event: RequestEvent) -> None:

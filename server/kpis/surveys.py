@@ -70,6 +70,12 @@ async def mark_delivered(db: Database, request_id: str, now: float) -> bool:
                             (now, request_id)) == 1
 
 
+async def unmark_delivered(db: Database, request_id: str, at: float) -> bool:
+    """Undo :func:`mark_delivered` of ``at`` after a failed send (not if it was answered meanwhile)."""
+    return await db.execute("UPDATE surveys SET delivered_at = NULL WHERE request_id = ? AND delivered_at = ?"
+                            " AND answered_at IS NULL", (request_id, at)) == 1
+
+
 class AnswerRefused(Exception):
     """``code`` is the control channel error code sent back to the agent."""
 
@@ -86,10 +92,11 @@ async def record_answer(db: Database, device_id: str, answer: SurveyAnswer, now:
                                 (answer.request_id,))
         if row is None or row["device_id"] != device_id:
             raise AnswerRefused("survey_unknown", "no survey of this device for that request")
-        if row["answered_at"] is not None:
+        # Conditional: on PostgreSQL two concurrent answers both read "unanswered"; only one update matches.
+        if row["answered_at"] is not None or await tx.execute(
+                "UPDATE surveys SET answered_at = ?, score = ?, comment = ? WHERE request_id = ? AND device_id = ?"
+                " AND answered_at IS NULL", (now, answer.score, answer.comment, answer.request_id, device_id)) != 1:
             raise AnswerRefused("survey_answered", "this survey was answered already")
-        await tx.execute("UPDATE surveys SET answered_at = ?, score = ?, comment = ? WHERE request_id = ?",
-                         (now, answer.score, answer.comment, answer.request_id))
         await audit.append_in(tx, f"device:{device_id}", "survey.answer", answer.request_id,
                               {"score": answer.score, "comment_chars": len(answer.comment)})
 
