@@ -260,3 +260,30 @@ async def test_live_feed_and_escalation_to_another_group(tmp_path: Path) -> None
             status, body = await call(other, "GET", f"/api/v1/requests/{rid}/screenshot")
             assert status == 404, body
             assert (await call(other, "POST", f"/api/v1/requests/{rid}/claim"))[0] == 200
+
+
+async def test_resolved_list_newest_first_paged_and_since(tmp_path: Path) -> None:
+    """GET /api/v1/requests?state=resolved: newest first, `limit`/`offset` with `next_offset`, `resolved_since`."""
+    async with running_server(tmp_path / "srv") as server:
+        await make_user(server, "tess", "technician", groups={"lab": None})
+        tess = await admin.create_token(server.db, "tess", "t", None, actor="test")
+        state = await enroll_agent(server, tmp_path / "dev", group="lab")
+        async with device_channel(state, server.agent_port) as dev, \
+                client(server, Authorization=f"Bearer {tess.token}") as http:
+            rids = []
+            for i in range(3):
+                await dev.send(RequestOpen(local_id=f"{i + 1:032x}", summary=f"r{i}"))
+                rid = (await dev.status(state="waiting", local_id=f"{i + 1:032x}"))["request_id"]
+                assert (await call(http, "POST", f"/api/v1/requests/{rid}/resolve", {"category": "x"}))[0] == 200
+                rids.append(rid)
+            await server.db.execute("UPDATE support_requests SET resolved_at = ? WHERE id = ?",
+                                    (time.time() - 8 * 86400, rids[0]))
+            status, page = await call(http, "GET", "/api/v1/requests?state=resolved&limit=2")
+            assert status == 200 and [r["id"] for r in page["requests"]] == [rids[2], rids[1]], page
+            assert page["next_offset"] == 2
+            status, page = await call(http, "GET", "/api/v1/requests?state=resolved&limit=2&offset=2")
+            assert [r["id"] for r in page["requests"]] == [rids[0]] and "next_offset" not in page, page
+            since = int(time.time() - 7 * 86400)
+            status, page = await call(http, "GET", f"/api/v1/requests?state=resolved&resolved_since={since}")
+            assert [r["id"] for r in page["requests"]] == [rids[2], rids[1]], page
+            assert (await call(http, "GET", "/api/v1/requests?limit=501"))[0] == 400

@@ -116,3 +116,25 @@ async def test_concurrent_resends_of_one_open_make_one_request(db: Database) -> 
     assert sum(created for _, created in results) == 1
     assert {row["id"] for row, _ in results} == {results[0][0]["id"]}
     assert (await db.fetchone("SELECT COUNT(*) AS n FROM support_requests")) == {"n": 1}
+
+
+async def test_closed_lists_are_newest_first_and_paged(db: Database) -> None:
+    """Closed requests come newest first (the recent ones were lost behind 500 old ones), can be limited to those
+    resolved since a time (the reopen list), and paged; the open queue stays oldest first."""
+    device = await add_device(db)
+    now = time.time()
+    ids = []
+    for i in range(5):
+        row, _ = await repo.open_request(db, new(device, local_id=f"{i:032x}"))
+        await db.execute("UPDATE support_requests SET created_at = ? WHERE id = ?", (now - 100 + i, row["id"]))
+        await repo.transition(db, row["id"], "resolve", actor="tech", category="x",
+                              now=now - (10 - i) * 86400 if i < 2 else now - 60 + i)
+        ids.append(row["id"])
+    newest = await repo.list_requests(db, states=[repo.RESOLVED], newest_first=True, limit=2)
+    assert [r["id"] for r in newest] == [ids[4], ids[3]]
+    rest = await repo.list_requests(db, states=[repo.RESOLVED], newest_first=True, limit=2, offset=2)
+    assert [r["id"] for r in rest] == [ids[2], ids[1]]
+    recent = await repo.list_requests(db, states=[repo.RESOLVED], resolved_since=now - repo.REOPEN_WINDOW_S,
+                                      newest_first=True)
+    assert [r["id"] for r in recent] == [ids[4], ids[3], ids[2]]
+    assert [r["id"] for r in await repo.list_requests(db, limit=2)] == ids[:2]

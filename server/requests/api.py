@@ -54,6 +54,11 @@ class RequestQuery(msgspec.Struct, forbid_unknown_fields=True):
     state: Annotated[str, msgspec.Meta(pattern=r"^(open|waiting|claimed|resolved|withdrawn|all)$", description=(
         "`open` (default: waiting and claimed), one state, or `all`"))] = "open"
     group: GroupName | None = None
+    resolved_since: Annotated[float, msgspec.Meta(ge=0, description=(
+        "Only requests resolved at or after this time (epoch seconds), e.g. now − 7 days for the reopen list"
+    ))] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 500
+    offset: Annotated[int, msgspec.Meta(ge=0, le=1_000_000, description="Rows to skip (paging: `next_offset`)")] = 0
 
 
 class Resolve(msgspec.Struct, forbid_unknown_fields=True):
@@ -90,8 +95,13 @@ def routes(hub: QueueHub) -> list[api.Route]:
         if q.group is not None:
             groups = [q.group] if groups is None or q.group in groups else []
         states = {"open": [repo.WAITING, repo.CLAIMED], "all": None}.get(q.state, [q.state])
-        rows = await repo.list_requests(api.db(request), states=states, groups=groups)
-        return api.json({"requests": await views_of(api.db(request), rows)})
+        rows = await repo.list_requests(api.db(request), states=states, groups=groups, limit=q.limit, offset=q.offset,
+                                        newest_first=q.state not in ("open", repo.WAITING, repo.CLAIMED),
+                                        resolved_since=q.resolved_since)
+        page: dict[str, Any] = {"requests": await views_of(api.db(request), rows)}
+        if len(rows) == q.limit:
+            page["next_offset"] = q.offset + q.limit
+        return api.json(page)
 
     async def get_request(request: web.Request) -> web.Response:
         """One support request, with its diagnostics, self-service attempt, event log, CSAT survey (score and
@@ -172,7 +182,9 @@ def routes(hub: QueueHub) -> list[api.Route]:
     base = "/api/v1/requests/{request_id}"
     return [
         api.Route("GET", "/api/v1/requests", list_requests, see, None, query=RequestQuery, response=dict[str, Any],
-                  description="Oldest first, at most 500, only of groups where the caller has `view_inventory`."),
+                  description="Open ones (waiting, claimed) oldest first, closed ones and `all` newest first; `limit` "
+                              "(at most 500) from `offset`, `next_offset` when there may be more; only of groups "
+                              "where the caller has `view_inventory`."),
         api.Route("GET", "/api/v1/requests/live", live, see, None, websocket=True,
                   description="**Websocket.** A `snapshot` of the open requests of the caller's groups, then an "
                               "`update` {kind, actor, request} for every committed change."),

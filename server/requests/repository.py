@@ -83,9 +83,15 @@ async def by_local_id(db: Database | Transaction, device_id: str, local_id: str)
 
 
 async def list_requests(db: Database, *, states: list[str] | None = None, groups: list[str] | None = None,
-                        limit: int = 500) -> list[Row]:
-    """Requests in ``states`` (all when None) of ``groups`` (all when None), oldest first."""
+                        limit: int = 500, offset: int = 0, newest_first: bool = False,
+                        resolved_since: float | None = None) -> list[Row]:
+    """Requests in ``states`` (all when None) of ``groups`` (all when None), oldest first (the queue's order) or
+    newest first (closed requests: the recent ones matter), resolved at or after ``resolved_since`` when given;
+    ``limit`` rows from ``offset``."""
     sql, params = f"SELECT {LIST_COLUMNS} FROM support_requests WHERE 1 = 1", list[Any]()  # noqa: S608 (fixed column names)
+    if resolved_since is not None:
+        sql += " AND resolved_at >= ?"
+        params.append(resolved_since)
     if states is not None:
         if not states:
             return []
@@ -96,7 +102,8 @@ async def list_requests(db: Database, *, states: list[str] | None = None, groups
             return []
         sql += f" AND group_name IN ({', '.join('?' * len(groups))})"
         params.extend(groups)
-    return await db.fetchall(sql + " ORDER BY created_at LIMIT ?", (*params, limit))
+    order = " ORDER BY created_at DESC, id DESC" if newest_first else " ORDER BY created_at, id"
+    return await db.fetchall(sql + order + " LIMIT ? OFFSET ?", (*params, limit, offset))
 
 
 async def open_for_device(db: Database, device_id: str) -> list[Row]:

@@ -34,8 +34,8 @@ export function leave() {
 
 async function loadResolved() {
   try {
-    const data = await api.get("/api/v1/requests", { state: "resolved" });
     const since = Date.now() / 1000 - REOPEN_WINDOW_S;
+    const data = await api.get("/api/v1/requests", { state: "resolved", resolved_since: String(Math.floor(since)) });
     for (const r of data.requests) if (r.resolved_at && r.resolved_at > since) ctx.resolved.set(r.id, r);
   } catch (err) {
     toast(err.message, "error");
