@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 MAX_QUEUED = 8
 #: Tries to send an answer across reconnects before it is given up.
 SEND_ATTEMPTS = 5
+#: The first retry's delay after a failed send (doubling, at most :data:`RETRY_CAP_S`).
+RETRY_S = 1.0
+RETRY_CAP_S = 30.0
 #: A survey left open this long is closed unanswered (the person walked away).
 WINDOW_TIMEOUT_S = 4 * 3600.0
 #: The window's first line (``ready``) must come this fast, or the display is not usable.
@@ -45,24 +48,28 @@ def tk_shower(display: str | None, *, timeout_s: float = WINDOW_TIMEOUT_S) -> Sh
         if not display:
             log.info("no display to ask the survey on", extra={"request_id": ask.request_id})
             return None
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agent.help.survey_window", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env={**os.environ, "DISPLAY": display})
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "agent.help.survey_window", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+                env={**os.environ, "DISPLAY": display})
+        except OSError as exc:  # no interpreter, no processes left: the survey is not shown
+            log.warning("survey window could not start", extra={"request_id": ask.request_id, "error": str(exc)})
+            return None
         assert proc.stdin is not None and proc.stdout is not None
         try:
             spec = {"number": ask.number, "summary": ask.summary, "technician": ask.technician}
             proc.stdin.write((json.dumps(spec) + "\n").encode())
             await proc.stdin.drain()
             first = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT_S)
-            if json.loads(first or b"{}").get("event") != "ready":
+            if _event(first).get("event") != "ready":
                 log.warning("survey window did not open", extra={"said": first[:200].decode(errors="replace")})
                 return None
-            line = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
-            event = json.loads(line or b"{}")
-            if not isinstance(event, dict) or event.get("event") != "answer":
+            event = _event(await asyncio.wait_for(proc.stdout.readline(), timeout_s))
+            if event.get("event") != "answer":
                 return None
             score, comment = event.get("score"), event.get("comment", "")
-            if not isinstance(score, int) or not 1 <= score <= 5 or not isinstance(comment, str):
+            if type(score) is not int or not 1 <= score <= 5 or not isinstance(comment, str):
                 return None
             return score, comment[:MAX_COMMENT]
         except (TimeoutError, ValueError, OSError) as exc:
@@ -80,6 +87,15 @@ def tk_shower(display: str | None, *, timeout_s: float = WINDOW_TIMEOUT_S) -> Sh
                     await proc.wait()
 
     return show
+
+
+def _event(line: bytes) -> dict[str, Any]:
+    """One line of the window's output as a JSON object; anything else (a list, a number, junk) is {}."""
+    try:
+        event = json.loads(line or b"{}")
+    except ValueError:  # also a line that is not UTF-8
+        return {}
+    return event if isinstance(event, dict) else {}
 
 
 @dataclass
@@ -107,20 +123,32 @@ class SurveyDesk:
     async def _work(self) -> None:
         while not self._queue.empty():
             ask = self._queue.get_nowait()
-            answer = await self.shower(ask)
+            try:
+                answer = await self.shower(ask)
+            except Exception:  # a broken window must not stop the surveys queued behind it
+                log.exception("survey window failed", extra={"request_id": ask.request_id})
+                continue
             if answer is None:
                 continue
             score, comment = answer
-            message = SurveyAnswer(request_id=ask.request_id, score=score, comment=comment)
-            for _attempt in range(SEND_ATTEMPTS):  # the person answered: a reconnect does not lose it
-                try:
-                    await self.client.send(message)
-                    log.info("survey answered", extra={"request_id": ask.request_id, "score": score})
-                    break
-                except (ConnectionError, RuntimeError) as exc:
-                    log.info("survey answer waits for the connection", extra={"request_id": ask.request_id,
-                                                                              "error": str(exc)})
-                    await self.client.ready.wait()
+            await self._send(SurveyAnswer(request_id=ask.request_id, score=score, comment=comment))
+
+    async def _send(self, message: SurveyAnswer) -> bool:
+        """Send the person's answer, across reconnects: after a failed send the channel may still say it is
+        ready (it has not noticed the drop yet), so each retry waits a growing delay before waiting for it."""
+        for attempt in range(SEND_ATTEMPTS):
+            await self.client.ready.wait()
+            try:
+                await self.client.send(message)
+            except Exception as exc:  # ConnectionError, the websocket's ConnectionClosed, …
+                log.info("survey answer waits for the connection", extra={"request_id": message.request_id,
+                                                                          "error": repr(exc)})
+                await asyncio.sleep(min(RETRY_CAP_S, RETRY_S * 2 ** attempt))
+                continue
+            log.info("survey answered", extra={"request_id": message.request_id, "score": message.score})
+            return True
+        log.warning("survey answer given up", extra={"request_id": message.request_id})
+        return False
 
 
 def attach(desk: SurveyDesk) -> None:
