@@ -164,3 +164,44 @@ async def test_other_nodes_cached_copies_go_after_retention(db: Database, tmp_pa
     finally:
         await store_a.close()
         await store_b.close()
+
+
+async def test_concurrent_fetches_of_one_object_each_get_it(tmp_path: Path, nats_url: str) -> None:
+    """Several fetches of the same object into the same place at once (two requests for one recording on a
+    node without it): each writes its own temporary file, all succeed, the file is whole, no temp is left."""
+    import asyncio
+    import os
+
+    store = from_config(server_config(tmp_path / "srv", nats_url=nats_url, object_store="nats"))
+    source = tmp_path / "big.hlrec"
+    source.write_bytes(os.urandom(4 * 1024 * 1024))
+    dest = tmp_path / "cache" / "big.hlrec"
+    try:
+        await store.put("recordings/big.hlrec", source)
+        assert await asyncio.gather(*(store.fetch("recordings/big.hlrec", dest) for _ in range(4))) == [True] * 4
+        assert dest.read_bytes() == source.read_bytes()
+        assert sorted(p.name for p in dest.parent.iterdir()) == ["big.hlrec"]
+    finally:
+        await store.close()
+
+
+async def test_an_unreachable_nats_is_an_object_store_error_quickly(tmp_path: Path) -> None:
+    """NATS down: the store raises ObjectStoreError (callers answer 503 / retry), not the bus's RuntimeError,
+    within the short connect timeout; the next call fails at once instead of waiting again."""
+    import time
+
+    from server.storage.objects import CONNECT_TIMEOUT_S, ObjectStoreError, ensure_local
+    from tests.procs import free_port
+
+    store = from_config(server_config(tmp_path / "srv", nats_url=f"nats://127.0.0.1:{free_port()}",
+                                      object_store="nats"))
+    try:
+        started = time.monotonic()
+        with pytest.raises(ObjectStoreError):
+            await store.exists("recordings/s-1.hlrec")
+        assert time.monotonic() - started < CONNECT_TIMEOUT_S + 5
+        started = time.monotonic()
+        assert not await ensure_local(store, "recordings/s-1.hlrec", tmp_path / "s-1.hlrec")
+        assert time.monotonic() - started < 1.0
+    finally:
+        await store.close()

@@ -17,10 +17,13 @@ whoever reads its disks ever holds a recording in the clear; unsealing happens o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import shutil
+import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,6 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUCKET = "helpline-artifacts"
+#: How long one attempt to reach NATS may take (it holds the store's lock), and how long after a failed
+#: attempt calls fail at once instead of each waiting again.
+CONNECT_TIMEOUT_S = 5.0
+RETRY_AFTER_S = 5.0
 #: The two kinds of object and the one file name shape each may have (no path separators, no "..").
 _NAME = re.compile(r"^(recordings|artifacts)/([A-Za-z0-9_-][A-Za-z0-9_.-]{0,127})$")
 
@@ -134,20 +141,23 @@ class JetStreamObjectStore:
         self._client: Client | None = None
         self._store: NatsObjectStore | None = None
         self._lock = asyncio.Lock()
+        self._retry_at = 0.0  # monotonic time before which a failed connect is not tried again
 
     async def _bucket(self) -> NatsObjectStore:
         async with self._lock:
             if self._store is not None:
                 return self._store
+            if time.monotonic() < self._retry_at:
+                raise ObjectStoreError("the object store is unavailable (NATS unreachable moments ago)")
             import nats.errors
             from nats.js.api import ObjectStoreConfig
             from nats.js.errors import BucketNotFoundError
 
-            from server.bus.connection import connect
+            from server.bus.connection import BusUnavailable, connect
 
             try:
                 if self._client is None:
-                    self._client = await connect(self._config)
+                    self._client = await connect(self._config, start_timeout_s=CONNECT_TIMEOUT_S)
                 if self._client is None:
                     raise ObjectStoreError("object_store = \"nats\" needs nats_url")
                 js = self._client.jetstream()
@@ -157,7 +167,8 @@ class JetStreamObjectStore:
                     self._store = await js.create_object_store(
                         self.bucket, ObjectStoreConfig(description="Helpline recordings and task artifacts (sealed)",
                                                        replicas=self.replicas))
-            except (nats.errors.Error, OSError, TimeoutError) as exc:
+            except (BusUnavailable, nats.errors.Error, OSError, TimeoutError) as exc:
+                self._retry_at = time.monotonic() + RETRY_AFTER_S
                 raise ObjectStoreError(f"the object store is unavailable: {type(exc).__name__}") from exc
             log.info("object store ready", extra={"bucket": self.bucket, "replicas": self.replicas})
             return self._store
@@ -174,8 +185,8 @@ class JetStreamObjectStore:
         check_name(name)
         store = await self._bucket()
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        partial = dest.with_name(f".{dest.name}.{os.getpid()}.fetch")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        # A name of its own (O_EXCL, 0600): two fetches of one object at once must not write into one file.
+        fd, partial = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".fetch")
         try:
             with os.fdopen(fd, "wb") as out:
                 try:
@@ -187,7 +198,8 @@ class JetStreamObjectStore:
             os.replace(partial, dest)  # the digest was checked by nats-py before this point
             return True
         finally:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
 
     async def delete(self, name: str) -> bool:
         from nats.js.errors import ObjectNotFoundError
@@ -246,10 +258,11 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _copy_atomic(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.copy")
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".copy")  # 0600, its own
+    partial = Path(name)
     try:
-        shutil.copyfile(source, partial)
-        partial.chmod(0o600)
+        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+            shutil.copyfileobj(src, out)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
