@@ -7,6 +7,7 @@ through their ``ca_pem`` setting.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -140,3 +141,22 @@ def test_retry_after_forms() -> None:
     assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert retry_after("soon") is None and retry_after(None) is None
     assert retry_after("999999") == 3600.0
+
+
+async def test_servicenow_work_note_renders_no_html_and_bad_numbers_are_not_keys(tmp_path: Path) -> None:
+    """A chat line with [code]<img …>[/code] (any case, spaces) reaches the work note with the tags broken up, the
+    marker intact; an incident number that is not a ticket key (markup) is not used as the key: the sys_id is."""
+    async with tickets_fakes.servicenow(tmp_path) as fake, aiohttp.ClientSession() as http:
+        sn = build(_spec(fake, "servicenow"), http)
+        ref = await sn.create(TICKET)
+        chat = "user: [code]<img src=x onerror=alert(1)>[/code] and [ CODE ]<b>x</b>[/ Code]"
+        note_id = await sn.add_note(ref, Note(f"{chat}\nhelpline-writeback:x2", "helpline-writeback:x2"))
+        (written,) = fake.journal
+        assert re.search(r"\[\s*/?\s*code\s*\]", written["value"], re.IGNORECASE) is None, written["value"]
+        assert "<img src=x onerror=alert(1)>" in written["value"]  # the text itself stays, as text
+        assert await sn.find_note(ref, "helpline-writeback:x2") == note_id
+        fake.incidents[ref.remote_id]["number"] = "<b>INC1</b>"
+        fake.script.append(Scripted("GET /api/now/table/incident/", 200,
+                                    {"result": {"sys_id": ref.remote_id, "number": "<b>INC1</b>"}}))
+        found = await sn.find(ref.remote_id)
+        assert found.key == ref.remote_id and found.remote_id == ref.remote_id

@@ -148,8 +148,10 @@ class ServiceNow(_Base):
         sys_id = str(record.get("sys_id", ""))
         if not _SYS_ID.match(sys_id):
             raise TicketError("ServiceNow answered without a valid sys_id", definite=False)
-        return TicketRef(str(record.get("number") or sys_id), sys_id,
-                         f"{self.base}/nav_to.do?uri=incident.do%3Fsys_id%3D{sys_id}")
+        number = record.get("number")
+        # The key is stored, shown in the console and audited: only a well-formed number, else the sys_id.
+        key = number if isinstance(number, str) and re.match(KEY_PATTERN, number) else sys_id
+        return TicketRef(key, sys_id, f"{self.base}/nav_to.do?uri=incident.do%3Fsys_id%3D{sys_id}")
 
     async def create(self, ticket: NewTicket) -> TicketRef:
         impact, urgency = SN_IMPACT_URGENCY.get(ticket.urgency, ("2", "2"))
@@ -174,7 +176,7 @@ class ServiceNow(_Base):
 
     async def add_note(self, ref: TicketRef, note: Note) -> str:
         await self._call("PATCH", f"/api/now/table/incident/{ref.remote_id}?sysparm_fields=sys_id",
-                         f"work note on {ref.key}", {"work_notes": note.text})
+                         f"work note on {ref.key}", {"work_notes": sn_journal_text(note.text)})
         try:
             found = await self.find_note(ref, note.marker)
         except TicketError:
@@ -189,6 +191,16 @@ class ServiceNow(_Base):
         if not isinstance(result, list):
             raise TicketError("journal look-up: unexpected answer", definite=False)
         return str(result[0].get("sys_id")) if result and isinstance(result[0], dict) else None
+
+
+#: ServiceNow renders ``[code]…[/code]`` in a journal field (work notes) as HTML; the note carries the device
+#: user's chat verbatim, so the tag is broken up wherever it appears (any case, spaces inside the brackets).
+_SN_CODE_TAG = re.compile(r"\[(\s*/?\s*code\s*)\]", re.IGNORECASE)
+
+
+def sn_journal_text(text: str) -> str:
+    """Text for a ServiceNow journal field: ``[code]`` → ``(code)``, so none of it is rendered as HTML."""
+    return _SN_CODE_TAG.sub(r"(\1)", text)
 
 
 def adf(text: str) -> dict[str, Any]:
