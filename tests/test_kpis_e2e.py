@@ -309,6 +309,9 @@ async def test_fifty_six_requests_kpis_match_api_csv_metrics_and_dashboard(tmp_p
     sessions_wanted = sum(p.sessions for p in history_plans)
     async with running_server(tmp_path / "srv", metrics=MetricsConfig(token=TOKEN)) as server:
         install_test_auth(server)
+        # This history opens more than a device's hourly allowance of new requests (server/requests/device_limits).
+        on_open = server.agent_handlers.get(RequestOpen)
+        on_open.__self__.limits.limits["open"] = (1000, 3600.0)  # type: ignore[union-attr]
         state_a = await enroll_agent(server, tmp_path / "a")
         state_b = await enroll_agent(server, tmp_path / "b", group="other")
         device_ids = {"a": state_a.device_id, "b": state_b.device_id}
