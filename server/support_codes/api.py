@@ -83,7 +83,7 @@ def _own(caller: Principal, technician: str) -> None:
 
 def routes(server: HelplineServer, sessions: SessionDriver, settings: SupportCodeSettings,
            pepper: bytes) -> list[api.Route]:
-    creating = asyncio.Lock()  # count-then-insert of live codes, on this node
+    creating = asyncio.Lock()  # count-then-insert of live codes, on this node (the database lock: all nodes)
 
     async def create(request: web.Request) -> web.Response:
         """Create a support code (shown once)"""
@@ -95,26 +95,26 @@ def routes(server: HelplineServer, sessions: SessionDriver, settings: SupportCod
         if await db.fetchone("SELECT name FROM device_groups WHERE name = ?", (body.group,)) is None:
             raise ApiError.not_found("group")
         ttl_min = min(body.ttl_min or settings.default_ttl_min, settings.max_ttl_min)
-        async with creating:
+        async with creating, db.transaction() as tx:
+            await repository.lock_creation(tx)  # max_live holds over every node sharing the database
             now = time.time()
-            if await repository.live_count(db, now) >= settings.max_live:
+            if await repository.live_count(tx, now) >= settings.max_live:
                 raise ApiError(409, "too_many_live_codes",
                                f"{settings.max_live} support codes are live; revoke one or wait for one to expire")
             for _ in range(8):
                 code = codes.new_code(settings.digits)
                 digest = codes.code_hash(pepper, code)
-                if not await repository.hash_taken(db, digest):
+                if not await repository.hash_taken(tx, digest):
                     break
             else:
                 raise ApiError(503, "no_code", "could not draw an unused code")
             code_id = "sc-" + secrets.token_hex(8)
             expires_at = now + ttl_min * 60
-            async with db.transaction() as tx:
-                await repository.insert_code(tx, code_id=code_id, digest=digest, group=body.group,
-                                             technician=caller.username, reason=body.reason, created_at=now,
-                                             expires_at=expires_at)
-                await audit.append_in(tx, f"user:{caller.username}", "support_code.created", code_id,
-                                      {"group": body.group, "reason": body.reason, "expires_at": expires_at})
+            await repository.insert_code(tx, code_id=code_id, digest=digest, group=body.group,
+                                         technician=caller.username, reason=body.reason, created_at=now,
+                                         expires_at=expires_at)
+            await audit.append_in(tx, f"user:{caller.username}", "support_code.created", code_id,
+                                  {"group": body.group, "reason": body.reason, "expires_at": expires_at})
         return api.json({"id": code_id, "code": codes.grouped(code), "group": body.group, "expires_at": expires_at,
                          "ttl_min": ttl_min, "technician": caller.username,
                          "bundle_url": "/api/v1/support-codes/bundle"}, status=201)
@@ -124,8 +124,9 @@ def routes(server: HelplineServer, sessions: SessionDriver, settings: SupportCod
         caller, now = api.principal(request), time.time()
         db = api.db(request)
         allowed = caller.groups_with(Right.REMOTE_VIEW)
-        code_rows = await repository.recent_codes(db, now - LISTED_S)
-        client_rows = await repository.recent_clients(db, now - LISTED_S)
+        groups = None if allowed is None else sorted(allowed)  # filtered in SQL: the limit counts only these
+        code_rows = await repository.recent_codes(db, now - LISTED_S, groups)
+        client_rows = await repository.recent_clients(db, now - LISTED_S, groups)
         online = set(server.connections.device_ids())
         clients = [{"id": r["id"], "kind": r["kind"], "group": r["group_name"], "technician": r["technician_user"],
                     "hostname": r["hostname"], "user": r["os_user"], "address": r["address"],

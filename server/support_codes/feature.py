@@ -33,6 +33,9 @@ def settings_of(server: HelplineServer) -> SupportCodeSettings:
 def setup(server: HelplineServer) -> None:
     settings = settings_of(server)
     log.info("support codes: guessing bound %s", guess_arithmetic(settings))
+    if getattr(server.config, "nats_url", "") and settings.nodes == 1:
+        log.warning("support codes: nats_url is set (several nodes) but support_codes.nodes is 1: each node counts "
+                    "its own redeem attempts, so the guessing bound above is too low; set nodes to the node count")
 
     def db() -> Database:
         return server.db

@@ -35,9 +35,27 @@ async def get_code(db: Executor, code_id: str) -> Row | None:
     return await db.fetchone(f"SELECT {_CODE_COLUMNS} FROM support_codes WHERE id = ?", (code_id,))  # noqa: S608 - constant fragments only
 
 
-async def recent_codes(db: Executor, since: float, limit: int = 200) -> list[Row]:
-    return await db.fetchall(f"SELECT {_CODE_COLUMNS} FROM support_codes WHERE created_at >= ?"  # noqa: S608 - constant fragments only
-                             " ORDER BY created_at DESC LIMIT ?", (since, limit))
+def _in_groups(column: str, groups: list[str] | None) -> tuple[str, tuple[str, ...]]:
+    """`` AND column IN (…)`` for a caller's groups (None: every group; none: nothing matches)."""
+    if groups is None:
+        return "", ()
+    if not groups:
+        return " AND 1 = 0", ()
+    return f" AND {column} IN ({', '.join('?' * len(groups))})", tuple(groups)
+
+
+async def recent_codes(db: Executor, since: float, groups: list[str] | None = None, limit: int = 200) -> list[Row]:
+    """The newest codes of ``groups`` (all when None) created since ``since``."""
+    where, params = _in_groups("group_name", groups)
+    return await db.fetchall(f"SELECT {_CODE_COLUMNS} FROM support_codes WHERE created_at >= ?{where}"  # noqa: S608 - constant fragments only
+                             " ORDER BY created_at DESC LIMIT ?", (since, *params, limit))
+
+
+async def lock_creation(tx: Executor) -> None:
+    """Codes are created one at a time over every node (PostgreSQL): the live count and the insert stay together.
+    SQLite is one node, whose writes are one at a time anyway."""
+    if tx.dialect == "postgresql":
+        await tx.execute("SELECT pg_advisory_xact_lock(4319)")
 
 
 async def consume(db: Executor, code_id: str, *, now: float, address: str, client_id: str) -> bool:
@@ -67,11 +85,13 @@ async def get_client(db: Executor, client_id: str) -> Row | None:
     return await db.fetchone("SELECT * FROM support_clients WHERE id = ?", (client_id,))
 
 
-async def recent_clients(db: Executor, since: float, limit: int = 200) -> list[Row]:
+async def recent_clients(db: Executor, since: float, groups: list[str] | None = None, limit: int = 200) -> list[Row]:
+    """The newest support clients of ``groups`` (all when None) connected since ``since``."""
+    where, params = _in_groups("c.group_name", groups)
     return await db.fetchall(
-        "SELECT c.*, s.state AS session_state, s.end_reason AS session_end_reason FROM support_clients c"
-        " LEFT JOIN sessions s ON s.id = c.session_id WHERE c.connected_at >= ?"
-        " ORDER BY c.connected_at DESC LIMIT ?", (since, limit))
+        "SELECT c.*, s.state AS session_state, s.end_reason AS session_end_reason FROM support_clients c"  # noqa: S608 - constant fragments only
+        f" LEFT JOIN sessions s ON s.id = c.session_id WHERE c.connected_at >= ?{where}"
+        " ORDER BY c.connected_at DESC LIMIT ?", (since, *params, limit))
 
 
 async def set_client_session(db: Executor, client_id: str, session_id: str) -> bool:
