@@ -226,9 +226,16 @@ async def _serve(conn: SupportConnection, sessions: SessionDriver, wait_until: f
 
 
 async def _client_gone(server: HelplineServer, sessions: SessionDriver, conn: SupportConnection) -> None:
-    """The client left: its session (if still running) ends, and the client row says when."""
-    with contextlib.suppress(Exception):
-        for live in list(sessions.live.values()):
-            if live.device_id == conn.device_id:
+    """The client left: its session (if still running) ends, and the client row says when — each step on its
+    own, so one that fails (logged) does not leave the others undone."""
+    for live in list(sessions.live.values()):
+        if live.device_id == conn.device_id:
+            try:
                 await sessions.finisher.finish(live, EndReason.AGENT_GONE.value, "agent", notify_agent=False)
+            except Exception:
+                log.exception("could not finish a support client's session",
+                              extra={"client_id": conn.device_id, "session_id": live.session_id})
+    try:
         await repository.end_client(server.db, conn.device_id, time.time())
+    except Exception:
+        log.exception("could not record that a support client left", extra={"client_id": conn.device_id})
