@@ -95,7 +95,8 @@ def routes(server: HelplineServer) -> tuple[list[api.Route], list[api.Route]]:
     console = [api.Route(
         "PUT", "/api/v1/fix-scripts/{sha256}", upload, Right.ADMINISTER, api.GLOBAL, response=dict[str, Any],
         status=201, summary="Upload a self-service fix's script",
-        errors={404: "No open fix document names this SHA-256", 409: "The bytes do not hash to the path's SHA-256",
+        errors={400: "The path is not a SHA-256", 404: "No open fix document names this SHA-256",
+                409: "The bytes do not hash to the path's SHA-256",
                 413: "Larger than 1 MiB"},
         description="The request body is the script (application/octet-stream). Stored by SHA-256; served over "
                     "mTLS to the devices the fix names, which check the fix's signatures and hash the bytes "
