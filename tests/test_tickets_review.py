@@ -3,6 +3,7 @@ name is a 409, the write-back outbox drops its copy of the transcript once sent 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from tests import tickets_fakes
 from tests.conftest import add_device
 from tests.harness import running_server, wait_until
 from tests.test_session_helpers import api, install_test_auth
-from tests.test_tickets_writeback import add_connector, fast, run_session
+from tests.test_tickets_writeback import add_connector, add_request, fast, run_session
 from tests.tickets_fakes import Scripted
 
 
@@ -109,3 +110,29 @@ async def test_outbox_drops_its_copy_holds_claims_and_fails_unexpected_errors_on
         assert (await _writeback(server, "ses-gone"))["state"] == "pending"
         assert await repository.mark_sent(server.db, row_id, new, "n-1", 1, now)
         assert (await _writeback(server, "ses-gone"))["state"] == "sent"
+
+
+async def test_create_ticket_twice_at_once_opens_one_incident(tmp_path: Path) -> None:
+    """Five concurrent "new ticket" clicks for one request: one 201, four 409, one incident in ServiceNow; a create
+    the remote refused (502) leaves no reservation behind, so the next click creates it."""
+    async with running_server(tmp_path / "srv") as server, tickets_fakes.servicenow(tmp_path / "sn") as sn:
+        install_test_auth(server)
+        device = await add_device(server.db, "dev-create", "lab")
+        conn = await add_connector(server, sn, "servicenow")
+        first, second = await add_request(server, device), await add_request(server, device)
+        results = await asyncio.gather(*(api(server, "POST", f"/api/v1/requests/{first}/tickets/new", "ann",
+                                             {"connector_id": conn["id"]}) for _ in range(5)))
+        assert sorted(status for status, _ in results) == [201, 409, 409, 409, 409], results
+        assert len(sn.incidents) == 1
+        (made,) = [body for status, body in results if status == 201]
+        assert [t["key"] for t in made["tickets"]] == [next(iter(sn.incidents.values()))["number"]]
+
+        sn.script.append(Scripted("POST /api/now/table/incident", 500, {"error": {"message": "boom"}}))
+        status, body = await api(server, "POST", f"/api/v1/requests/{second}/tickets/new", "ann",
+                                 {"connector_id": conn["id"]})
+        assert status == 502, body
+        status, listed = await api(server, "GET", f"/api/v1/requests/{second}/tickets", "ann")
+        assert status == 200 and listed["tickets"] == [], listed
+        status, body = await api(server, "POST", f"/api/v1/requests/{second}/tickets/new", "ann",
+                                 {"connector_id": conn["id"]})
+        assert status == 201 and len(sn.incidents) == 2, body

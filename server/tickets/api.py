@@ -37,6 +37,9 @@ async def request_group(db: Database, request_id: str) -> str | None:
     return None if row is None else str(row["group_name"])
 
 
+#: A created-ticket reservation older than this without its key is a node that died mid-create.
+STALE_S = 300.0
+
 REQUEST = api.Scope("support request", "request_id", request_group)
 
 Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")]
@@ -293,7 +296,14 @@ def routes(box: SecretBox, outbox: Outbox) -> list[api.Route]:
         body = api.body(request, CreateIn)
         db, caller = api.db(request), api.principal(request).username
         conn_row = await _connector(db, body.connector_id)
-        if await repository.created_link_for_request(db, conn_row["id"], row["id"]):
+        existing = await repository.created_link_for_request(db, conn_row["id"], row["id"])
+        if existing is not None and not existing["ticket_key"] and existing["created_at"] < time.time() - STALE_S:
+            await repository.drop_reservation(db, existing["id"])  # a node died mid-create; try again
+        link = {"id": repository.new_id("tl"), "connector_id": conn_row["id"], "request_id": row["id"],
+                "group_name": row["group_name"], "created_at": time.time(), "created_by": caller}
+        # Reserved under the store's unique index before the remote call: a double click or a second node
+        # gets the 409 here instead of opening a second incident.
+        if not await repository.reserve_created_link(db, link):
             raise ApiError.conflict("exists", f"a ticket was already created in {conn_row['name']} for this request")
         ticket = NewTicket(summary=row["summary"], details=row["details"],
                            device=f"{row.get('hostname') or row['device_id']} ({row['device_id']})",
@@ -304,17 +314,17 @@ def routes(box: SecretBox, outbox: Outbox) -> list[api.Route]:
             async with aiohttp.ClientSession() as http:
                 ref = await build(spec_of(conn_row, box), http).create(ticket)
         except TicketError as exc:
+            await repository.drop_reservation(db, link["id"])
             await audit.append(db, caller, "ticket.create_failed", row["device_id"],
                                {"request_id": row["id"], "connector": conn_row["name"], "error": exc.message})
             raise ApiError(502, "ticket_system", exc.message) from exc
-        except SecretsUnavailable as exc:
-            raise ApiError(503, "secrets_unavailable", str(exc)) from exc
-        link = {"id": repository.new_id("tl"), "connector_id": conn_row["id"], "ticket_key": ref.key,
-                "remote_id": ref.remote_id, "ticket_url": ref.url, "session_id": None, "request_id": row["id"],
-                "group_name": row["group_name"], "created_ticket": True, "created_at": time.time(),
-                "created_by": caller}
+        except BaseException as exc:
+            await repository.drop_reservation(db, link["id"])
+            if isinstance(exc, SecretsUnavailable):
+                raise ApiError(503, "secrets_unavailable", str(exc)) from exc
+            raise
         async with db.transaction() as tx:
-            await repository.insert_link(tx, link)
+            await repository.complete_created_link(tx, link["id"], ref.key, ref.remote_id, ref.url)
             await audit.append_in(tx, caller, "ticket.create", row["device_id"],
                                   {"request_id": row["id"], "connector": conn_row["name"], "ticket": ref.key})
         return api.json(await tickets_view(db, await repository.links_for(db, request_id=row["id"])), status=201)

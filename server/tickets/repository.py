@@ -59,6 +59,26 @@ async def insert_link(db: Executor, link: dict[str, Any]) -> None:
                       link["created_at"], link["created_by"]))
 
 
+async def reserve_created_link(db: Executor, link: dict[str, Any]) -> bool:
+    """Insert a created-ticket link before the ticket exists (its key empty); False when the request already
+    has one through that connector (the store's unique index decides, so two nodes cannot both win)."""
+    return await db.execute(
+        "INSERT INTO ticket_links (id, connector_id, ticket_key, remote_id, ticket_url, session_id, request_id,"
+        " group_name, created_ticket, created_at, created_by) VALUES (?, ?, '', '', '', NULL, ?, ?, 1, ?, ?)"
+        " ON CONFLICT DO NOTHING", (link["id"], link["connector_id"], link["request_id"], link["group_name"],
+                                    link["created_at"], link["created_by"])) == 1
+
+
+async def complete_created_link(db: Executor, link_id: str, key: str, remote_id: str, url: str) -> None:
+    await db.execute("UPDATE ticket_links SET ticket_key = ?, remote_id = ?, ticket_url = ? WHERE id = ?",
+                     (key, remote_id, url, link_id))
+
+
+async def drop_reservation(db: Executor, link_id: str) -> None:
+    """Remove a reservation whose ticket was not created (the remote refused, or it went stale)."""
+    await db.execute("DELETE FROM ticket_links WHERE id = ? AND ticket_key = ''", (link_id,))
+
+
 async def link(db: Executor, link_id: str) -> Row | None:
     return await db.fetchone("SELECT l.*, c.name AS connector_name, c.kind AS connector_kind FROM ticket_links l"
                              " JOIN ticket_connectors c ON c.id = l.connector_id WHERE l.id = ?", (link_id,))
@@ -91,8 +111,8 @@ async def created_link_for_request(db: Executor, connector_id: str, request_id: 
 async def write_back_links(db: Executor, session_id: str) -> list[Row]:
     """The links a session's end writes to: its own, and those of the request it was started from."""
     return await db.fetchall(
-        "SELECT l.id FROM ticket_links l WHERE l.session_id = ? OR l.request_id IN"
-        " (SELECT s.request_id FROM sessions s WHERE s.id = ? AND s.request_id IS NOT NULL)",
+        "SELECT l.id FROM ticket_links l WHERE l.ticket_key <> '' AND (l.session_id = ? OR l.request_id IN"
+        " (SELECT s.request_id FROM sessions s WHERE s.id = ? AND s.request_id IS NOT NULL))",
         (session_id, session_id))
 
 
@@ -112,7 +132,7 @@ async def ended_without_outbox(db: Executor, limit: int = 100) -> list[Row]:
         "SELECT s.id AS session_id, l.id AS link_id FROM sessions s JOIN ticket_links l"
         " ON l.session_id = s.id OR (s.request_id IS NOT NULL AND l.request_id = s.request_id"
         " AND l.created_at <= s.ended_at)"
-        " WHERE s.ended_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ticket_writebacks w"
+        " WHERE s.ended_at IS NOT NULL AND l.ticket_key <> '' AND NOT EXISTS (SELECT 1 FROM ticket_writebacks w"
         " WHERE w.link_id = l.id AND w.session_id = s.id) LIMIT ?", (limit,))
 
 
