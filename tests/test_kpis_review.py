@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from protocol.surveys import SurveyAnswer
-from server.kpis import surveys
+from server.kpis import source, surveys
 from server.store import Database
 from tests.conftest import add_device
 from tests.harness import running_server
@@ -70,3 +70,20 @@ async def test_two_concurrent_answers_only_one_taken(db: Database) -> None:
     assert len(refused) == 9 and all(r.code == "survey_answered" for r in refused), results
     audited = await db.fetchone("SELECT COUNT(*) AS n FROM audit_log WHERE action = 'survey.answer'")
     assert audited is not None and int(audited["n"]) == 1
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+async def test_a_report_refuses_more_events_or_sessions_than_it_reads(db: Database,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """One request with a long event log (or many sessions) is refused as too many, not loaded whole."""
+    device = await add_device(db, "dev-kpi", "lab")
+    request_id = await _resolved_request(db, device)
+    for i in range(4):
+        await db.execute("INSERT INTO support_request_events (request_id, at, kind, actor)"
+                         " VALUES (?, ?, 'note', 'ann')", (request_id, time.time() + i))
+    assert len(await source.load(db, start=None, end=None, groups=None)) == 1
+    monkeypatch.setattr(source, "MAX_EVENTS", 3)
+    with pytest.raises(source.TooMany, match="request events"):
+        await source.load(db, start=None, end=None, groups=None)
+    monkeypatch.setattr(source, "MAX_EVENTS", 4)
+    assert len((await source.load(db, start=None, end=None, groups=None))[0].events) == 4

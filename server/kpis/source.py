@@ -10,8 +10,15 @@ from server.store import Database
 
 from .compute import Event, Request, Session, Survey
 
-#: A report reads at most this many requests (a year of a busy desk); more is refused, not truncated.
+#: A report reads at most this many requests (a year of a busy desk); more is refused, not truncated
+#: (a truncated period would give figures that look right and are not).
 MAX_REQUESTS = 200_000
+
+
+#: Event-log rows and sessions one report reads (ten events, five sessions a request at the cap); more is refused
+#: too: a period of few requests with a runaway event log must not load it all into memory.
+MAX_EVENTS = 2_000_000
+MAX_SESSIONS = 1_000_000
 
 
 class TooMany(Exception):
@@ -44,14 +51,22 @@ async def load(db: Database, *, start: float | None, end: float | None, groups: 
     if len(rows) > MAX_REQUESTS:
         raise TooMany(f"more than {MAX_REQUESTS} requests in the period; ask for a shorter one")
     events: dict[str, list[Event]] = defaultdict(list)
-    for e in await db.fetchall(
-            "SELECT e.request_id, e.at, e.kind, e.actor FROM support_request_events e"  # noqa: S608 (only placeholders are formatted in)
-            f" JOIN support_requests r ON r.id = e.request_id WHERE {where} ORDER BY e.id", params):
+    event_rows = await db.fetchall(
+        "SELECT e.request_id, e.at, e.kind, e.actor FROM support_request_events e"  # noqa: S608 (only placeholders are formatted in)
+        f" JOIN support_requests r ON r.id = e.request_id WHERE {where} ORDER BY e.id LIMIT ?",
+        (*params, MAX_EVENTS + 1))
+    if len(event_rows) > MAX_EVENTS:
+        raise TooMany(f"more than {MAX_EVENTS} request events in the period; ask for a shorter one")
+    for e in event_rows:
         events[e["request_id"]].append(Event(float(e["at"]), str(e["kind"]), str(e["actor"])))
     sessions: dict[str, list[Session]] = defaultdict(list)
-    for s in await db.fetchall(
-            "SELECT s.request_id, s.id, s.started_at, s.ended_at, s.technician_user FROM sessions s"  # noqa: S608 (only placeholders are formatted in)
-            f" JOIN support_requests r ON r.id = s.request_id WHERE {where} ORDER BY s.created_at", params):
+    session_rows = await db.fetchall(
+        "SELECT s.request_id, s.id, s.started_at, s.ended_at, s.technician_user FROM sessions s"  # noqa: S608 (only placeholders are formatted in)
+        f" JOIN support_requests r ON r.id = s.request_id WHERE {where} ORDER BY s.created_at LIMIT ?",
+        (*params, MAX_SESSIONS + 1))
+    if len(session_rows) > MAX_SESSIONS:
+        raise TooMany(f"more than {MAX_SESSIONS} sessions in the period; ask for a shorter one")
+    for s in session_rows:
         sessions[s["request_id"]].append(Session(
             str(s["id"]), None if s["started_at"] is None else float(s["started_at"]),
             None if s["ended_at"] is None else float(s["ended_at"]), str(s["technician_user"])))
