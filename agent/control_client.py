@@ -62,6 +62,8 @@ class AgentClient:
         self.device_id = state.device_id
         self.handlers: dict[type[Message], Handler] = {CertRenewResponse: _on_renewed}
         self.on_ready: list[Hook] = []
+        #: Told of every server ``error`` naming a message (``in_reply_to``), besides the ``Error`` handler.
+        self.error_listeners: list[Callable[[AgentClient, Error], Awaitable[None]]] = []
         #: Asked before each hello for capabilities known only at run time (the screen backend, agent/runtime.py).
         self.capability_sources: list[Callable[[], Awaitable[list[str]]]] = []
         #: Started once when :meth:`run` starts, online or not, and cancelled when it returns
@@ -241,6 +243,8 @@ class AgentClient:
             error_handler = self.handlers.get(Error)  # a feature waiting on the refused request (reporting)
             if error_handler is not None and message.in_reply_to is not None:
                 await error_handler(self, message)
+            for listener in self.error_listeners if message.in_reply_to is not None else ():
+                await listener(self, message)
             return
         handler = self.handlers.get(type(message))
         if handler is None:

@@ -42,6 +42,8 @@ URGENCIES: tuple[str, ...] = ("low", "normal", "high", "critical")
 RequestState = Literal["waiting", "claimed", "resolved", "withdrawn"]
 #: States in which a request is still open (the device is told about them on connect).
 OPEN_STATES: frozenset[str] = frozenset({"waiting", "claimed"})
+#: Open requests one device may hold (the server refuses more with ``too_many``; the agent keeps within it).
+MAX_OPEN_PER_DEVICE = 20
 FixResult = Literal["failed", "didnt_help", "ok"]
 
 LocalId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]

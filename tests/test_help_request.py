@@ -380,3 +380,43 @@ async def test_an_open_window_follows_the_agent_through_a_restart(tmp_path: Path
                     claimed = await next_event(events, "requests", 60, check=lambda e: any(
                         r["state"] == "claimed" for r in e["requests"]))
                     assert "claimed by" in claimed["requests"][0]["line"]
+
+
+async def test_a_refused_open_is_marked_failed_and_the_device_cap_is_the_servers(tmp_path: Path) -> None:
+    """The server refuses request.open (the device has 20 open already): the agent marks the request failed with
+    the reason, tells the window and stops sending it on reconnect; the agent's own device-wide cap is the server's
+    (three users × 8 each would be 24)."""
+    from protocol.requests import MAX_OPEN_PER_DEVICE
+    from server.requests import repository as repo
+
+    async with desk(tmp_path) as (server, agent, _sock):
+        desk_ = agent.parts.help
+        assert desk_ is not None
+        device_id = agent.client.state.device_id
+        for i in range(MAX_OPEN_PER_DEVICE):  # opened before (another agent install): the server's count is full
+            await repo.open_request(server.db, repo.NewRequest(
+                device_id=device_id, local_id=f"{i:032x}", group_name="default", requester="x", summary="old",
+                details="", urgency="normal", screenshot=None, diagnostics=[], attempt=None))
+        pushed: list[list[wire.RequestView]] = []
+        desk_.watch(Caller(uid=1000, user="ann"), pushed.append)
+        local_id = await desk_.open(Caller(uid=1000, user="ann"), wire.Open(call=1, summary="printer"))
+        await wait_until(lambda: desk_.book.entries[local_id].state == "failed", timeout=30,
+                         what="the refused open marked failed")
+        entry = desk_.book.entries[local_id]
+        assert not entry.pending_open and "too_many" in entry.note, entry
+        await wait_until(lambda: any(v.state == "failed" for views in pushed for v in views), timeout=5,
+                         what="the window told")
+        assert desk_.book.open_count(1000) == 0  # a failed request does not count against the user
+
+        await server.db.execute("UPDATE support_requests SET state = 'resolved'")  # room on the server again
+        made = 0
+        for uid in (1000, 1001, 1002):
+            for _ in range(8):
+                try:
+                    await desk_.open(Caller(uid=uid, user=f"u{uid}"), wire.Open(call=2, summary="s"))
+                    made += 1
+                except HelpRefused as refused:
+                    assert "this computer" in str(refused)
+        assert made == MAX_OPEN_PER_DEVICE
+        await wait_until(lambda: sum(1 for e in desk_.book.entries.values() if e.state == "waiting")
+                         == MAX_OPEN_PER_DEVICE, timeout=60, what="all accepted by the server")

@@ -37,7 +37,8 @@ class Entry(msgspec.Struct, kw_only=True):
     summary: str
     urgency: str
     created_at: float
-    #: "sending" until the server's first status, then its state.
+    #: "sending" until the server's first status, then its state; "failed" when the server refused the open
+    #: (``note`` says why; not sent again).
     state: str = "sending"
     request_id: str = ""
     number: int | None = None

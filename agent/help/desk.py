@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from protocol import codec
-from protocol.messages import Message
+from protocol.messages import Error, Message
 from protocol.requests import (
     ACK_CAPABILITY,
+    MAX_OPEN_PER_DEVICE,
     FixAttempt,
     FixOutcome,
     RequestAck,
@@ -97,6 +98,7 @@ class HelpDesk:
         self.client.register(RequestStatus, self.on_status)
         self.client.register(RequestAck, self.on_ack)
         self.client.capability_sources.append(_ack_capability)
+        self.client.error_listeners.append(self.on_error)
         self.client.on_ready.append(self.on_ready)
 
     def _fetch_script(self, sha256: str, directory: Path) -> Path:
@@ -155,6 +157,22 @@ class HelpDesk:
             self.book.save()
         self._sent.discard(message.message_id)
 
+    async def on_error(self, _client: Any, message: Error) -> None:
+        """The server refused a ``request.open`` (too many open, invalid, internal): the request is marked failed
+        and its user told why — it is not sent again (its screenshot with it) on every connection."""
+        async with self._lock:
+            entry = next((e for e in self.book.entries.values()
+                          if e.pending_open and codec.decode(e.pending_open).id == message.in_reply_to), None)
+            if entry is None:
+                return
+            log.warning("the server refused a help request", extra={"local_id": entry.local_id, "code": message.code,
+                                                                    "reason": message.message})
+            entry.state, entry.pending_open, entry.outbox = "failed", "", []
+            entry.note = f"The server refused this request ({message.code}): {message.message}"[:4000]
+            entry.updated_at = self.clock()
+            self.book.save()
+        self._notify(entry.uid)
+
     async def _send_raw(self, raw: str) -> bool:
         try:
             await self.client.send(codec.decode(raw))
@@ -194,6 +212,8 @@ class HelpDesk:
     async def open(self, caller: Caller, call: Open) -> str:
         if self.book.open_count(caller.uid) >= MAX_OPEN_PER_USER:
             raise HelpRefused(f"you already have {MAX_OPEN_PER_USER} open requests; add to one of them instead")
+        if sum(1 for e in self.book.entries.values() if e.open) >= MAX_OPEN_PER_DEVICE:  # the server's cap
+            raise HelpRefused(f"this computer already has {MAX_OPEN_PER_DEVICE} open requests; add to one instead")
         now = self.clock()
         local_id = self.book.new_local_id()
         message = RequestOpen(local_id=local_id, summary=call.summary, details=call.details, urgency=call.urgency,

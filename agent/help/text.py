@@ -6,7 +6,7 @@ from ..consent.text import one_line
 from . import wire
 
 STATE_WORDS = {"sending": "sending…", "waiting": "waiting for a technician", "resolved": "resolved",
-               "withdrawn": "withdrawn"}
+               "withdrawn": "withdrawn", "failed": "not sent: the server refused it"}
 
 
 def status_line(view: wire.RequestView) -> str:

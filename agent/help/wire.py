@@ -113,8 +113,8 @@ class RequestView(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     local_id: LocalId
     summary: Short
     urgency: Urgency
-    #: "sending" until the server answered, then the server's state.
-    state: Literal["sending", "waiting", "claimed", "resolved", "withdrawn"]
+    #: "sending" until the server answered, then the server's state; "failed" when the server refused the open.
+    state: Literal["sending", "waiting", "claimed", "resolved", "withdrawn", "failed"]
     number: int | None = None
     claimed_by: Short = ""
     note: Text = ""

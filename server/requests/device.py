@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from protocol.requests import ACK_CAPABILITY, FixOutcome, RequestAck, RequestAdd, RequestOpen, RequestWithdraw, is_png
+from protocol.requests import MAX_OPEN_PER_DEVICE as PROTOCOL_MAX_OPEN
 
 from ..errors import ApiError
 from ..store import Row
@@ -33,9 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Open (waiting or claimed) requests one device may have: each may hold a 2 MiB screenshot, and a device
-#: opening more is broken or hostile (the agent allows a few per user).
-MAX_OPEN_PER_DEVICE = 20
+#: Open (waiting or claimed) requests one device may have (protocol.requests.MAX_OPEN_PER_DEVICE): each may hold
+#: a 2 MiB screenshot, and a device opening more is broken or hostile (the agent keeps within it).
+MAX_OPEN_PER_DEVICE = PROTOCOL_MAX_OPEN
 
 
 class DeviceRequests:
