@@ -287,3 +287,24 @@ async def test_resolved_list_newest_first_paged_and_since(tmp_path: Path) -> Non
             status, page = await call(http, "GET", f"/api/v1/requests?state=resolved&resolved_since={since}")
             assert [r["id"] for r in page["requests"]] == [rids[2], rids[1]], page
             assert (await call(http, "GET", "/api/v1/requests?limit=501"))[0] == 400
+
+
+async def test_a_rights_change_closes_the_users_queue_socket(tmp_path: Path) -> None:
+    """The queue socket's groups are fixed at connect: a change of the user's rights closes it (4403), so the page
+    reconnects with the new ones; another user's socket stays open."""
+    async with running_server(tmp_path / "srv") as server:
+        tess = await make_user(server, "tess", "technician", groups={"lab": None})
+        await make_user(server, "olly", "technician", groups={"other": None})
+        tess_token = await admin.create_token(server.db, "tess", "t", None, actor="test")
+        olly_token = await admin.create_token(server.db, "olly", "t", None, actor="test")
+        origin = {"Origin": console_url(server)}
+        async with client(server, Authorization=f"Bearer {tess_token.token}") as http, \
+                client(server, Authorization=f"Bearer {olly_token.token}") as other, \
+                http.ws_connect("/api/v1/requests/live", headers=origin) as ws, \
+                other.ws_connect("/api/v1/requests/live", headers=origin) as other_ws:
+            assert (await ws.receive_json(timeout=10))["type"] == "snapshot"
+            assert (await other_ws.receive_json(timeout=10))["type"] == "snapshot"
+            await admin.assign_rights(server.db, tess.user_id, "lab", Right.VIEW_INVENTORY, actor="test")
+            closed = await ws.receive(timeout=15)
+            assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4403, closed
+            assert not other_ws.closed

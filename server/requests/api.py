@@ -173,7 +173,7 @@ def routes(hub: QueueHub) -> list[api.Route]:
         ws = web.WebSocketResponse(compress=False, max_msg_size=4096, autoping=True, heartbeat=30)
         await ws.prepare(request)
         async with live_sockets.track(request, ws):
-            await hub.serve(api.db(request), ws, caller.groups_with(Right.VIEW_INVENTORY))
+            await hub.serve(api.db(request), ws, caller.groups_with(Right.VIEW_INVENTORY), caller.user_id)
         return ws
 
     see, act = Right.VIEW_INVENTORY, Right.REMOTE_VIEW

@@ -32,6 +32,7 @@ def setup(server: HelplineServer) -> None:
     device = DeviceRequests(server, announcer)
     device.register()
     hub = QueueHub()
+    hub.attach(server.console_app, lambda: server.watcher)  # a rights change closes the user's queue pages
 
     async def to_queue(event: RequestEvent) -> None:
         await hub.on_event(server.db, event)

@@ -5,7 +5,9 @@ On connect the page gets a ``snapshot`` of the open requests of the groups it ma
 escalated to a group the page cannot see) (heard through
 :class:`~server.requests.events.RequestEvents`, i.e. within the 0.2 s event poll of the commit, on
 whichever node the browser is connected to). A browser that does not read its socket is dropped
-after :data:`SEND_TIMEOUT_S` rather than holding up the others.
+after :data:`SEND_TIMEOUT_S` rather than holding up the others. A page's groups are its user's rights when
+it connected: when those rights change (on any node: the ``account.rights_changed`` event) the page's socket
+is closed with :data:`CLOSE_RIGHTS_CHANGED`, and the page reconnects with the new ones.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from .views import views_of
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 2.0
+#: Close code of a queue socket whose user's rights changed (the page reconnects and gets the new groups).
+CLOSE_RIGHTS_CHANGED = 4403
 #: Updates kept for a page whose snapshot is still on its way.
 MAX_HELD = 1000
 
@@ -37,6 +41,8 @@ class Watcher:
     groups: set[str] | None
     #: Updates that arrived while the snapshot was being read and sent: they follow it, never precede it.
     held: list[dict[str, Any]] | None = field(default_factory=list)
+    #: Whose page it is (its groups follow that user's rights).
+    user_id: str = ""
 
     def sees(self, group: str) -> bool:
         return self.groups is None or group in self.groups
@@ -54,8 +60,29 @@ class QueueHub:
                                         groups=None if groups is None else sorted(groups))
         return {"type": "snapshot", "requests": await views_of(db, rows)}
 
-    async def serve(self, db: Database, ws: web.WebSocketResponse, groups: set[str] | None) -> None:
-        watcher = Watcher(ws, groups)
+    async def close_user(self, user_id: str, _payload: Any = None) -> int:
+        """The user's rights changed: close their pages' sockets (their groups were fixed at connect)."""
+        mine = [w for w in self._watchers if w.user_id == user_id]
+        for watcher in mine:
+            self._watchers.discard(watcher)
+            with contextlib.suppress(Exception):
+                await watcher.ws.close(code=CLOSE_RIGHTS_CHANGED, message=b"rights changed")
+        return len(mine)
+
+    def attach(self, app: web.Application, watcher_of: Any) -> None:
+        """Close pages on rights changes, heard through the server's event watcher once it runs."""
+        from ..accounts.admin import RIGHTS_CHANGED
+
+        async def on_startup(_app: web.Application) -> None:
+            events = watcher_of()
+            if events is not None:
+                events.on(RIGHTS_CHANGED, self.close_user)
+
+        app.on_startup.append(on_startup)
+
+    async def serve(self, db: Database, ws: web.WebSocketResponse, groups: set[str] | None,
+                    user_id: str = "") -> None:
+        watcher = Watcher(ws, groups, user_id=user_id)
         self._watchers.add(watcher)  # before the snapshot: an event in between is sent, not lost
         try:
             await ws.send_json(await self.snapshot(db, groups))
