@@ -164,3 +164,59 @@ def test_a_server_started_during_a_restore_refuses_to_start(tmp_path: Path) -> N
         wait_for_port(console, proc, timeout=120)
         with pytest.raises(ServerRunning), exclusive(data):
             pass
+
+
+def test_sqlite_backup_finishes_while_another_connection_keeps_writing(tmp_path: Path) -> None:
+    """A busy server writes all the time: the snapshot must still finish (a stepped backup restarts whenever
+    another connection writes between steps) and hold the rows committed before it began."""
+    import os
+    import sqlite3
+    import threading
+    import time
+
+    config = server_config(tmp_path / "data")
+    path = tmp_path / "data" / "helpline.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    setup = sqlite3.connect(path)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+    setup.execute("INSERT INTO schema_migrations VALUES (1)")
+    setup.execute("CREATE TABLE filler (id INTEGER PRIMARY KEY, data BLOB)")
+    setup.executemany("INSERT INTO filler (data) VALUES (?)", ((os.urandom(4000),) for _ in range(12_000)))  # ~48 MB
+    setup.execute("CREATE TABLE busy (id INTEGER PRIMARY KEY, at REAL)")
+    setup.commit()
+    setup.close()
+
+    stop, writes = threading.Event(), [0]
+
+    def writer() -> None:
+        conn = sqlite3.connect(path, timeout=30)
+        conn.execute("PRAGMA synchronous=OFF")  # commits as fast as they come: no stall for a stepped copy to slip into
+        deadline = time.monotonic() + 90  # the old stepped backup finished only after this
+        while not stop.is_set() and time.monotonic() < deadline:
+            conn.execute("INSERT INTO busy (at) VALUES (?)", (time.time(),))
+            conn.commit()
+            writes[0] += 1
+        conn.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        started = time.monotonic()
+        while writes[0] < 10:  # the writer is going before the backup starts (polled, with a deadline)
+            assert time.monotonic() - started < 60, "the writer never wrote"
+            time.sleep(0.01)
+        before = writes[0]
+        manifest = backup(config, tmp_path / "b.tar.gz")
+        during = writes[0] - before
+        assert not stop.is_set() and thread.is_alive(), "the backup only finished once the writer gave up"
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert manifest["migrations"] == [1] and during > 0
+    with tarfile.open(tmp_path / "b.tar.gz") as tar:
+        tar.extract("database/helpline.db", tmp_path / "out", filter="data")
+    snap = sqlite3.connect(tmp_path / "out" / "database" / "helpline.db")
+    assert snap.execute("SELECT COUNT(*) FROM filler").fetchone()[0] == 12_000
+    assert snap.execute("SELECT COUNT(*) FROM busy").fetchone()[0] >= before
+    snap.close()

@@ -4,9 +4,9 @@ The archive (gzip'd tar, mode 0600: it holds the node's private keys) has ``mani
 first — format, Helpline version, engine, applied migrations, and a SHA-256 and size per member —
 then:
 
-* ``database/helpline.db``: a consistent SQLite snapshot taken with the online backup API while
-  the server runs, or ``database/helpline.pgdump`` from ``pg_dump --format=custom`` (PostgreSQL's
-  client tools must be installed: Debian's postgresql-client);
+* ``database/helpline.db``: a consistent SQLite snapshot taken with the online backup API (in one
+  step: one read transaction) while the server runs, or ``database/helpline.pgdump`` from
+  ``pg_dump --format=custom`` (PostgreSQL's client tools must be installed: Debian's postgresql-client);
 * ``pki/``: the node's TLS files (org CA certificate, issuing intermediate and server certificate
   with their keys) — never a root key (``ca.key``): the offline roots stay offline;
 * ``state/``: the rest of the data directory (the audit anchor, peppers, update releases, SIEM
@@ -116,7 +116,10 @@ def _snapshot_sqlite(source: Path, target: Path, progress: Progress) -> list[int
             progress(f"database: {total - remaining}/{total} pages copied")
 
     try:
-        src.backup(dst, pages=4096, progress=step)  # pages at a time: writers go on between steps
+        # One step, in one read transaction: stepping a few pages at a time restarts from page 1 whenever
+        # another connection writes between steps, so on a busy server it might never finish. Writers are
+        # not blocked meanwhile (WAL: the read transaction sees its snapshot while they append).
+        src.backup(dst, pages=-1, progress=step)
         versions = [int(r[0]) for r in dst.execute("SELECT version FROM schema_migrations ORDER BY version")]
     finally:
         dst.close()
