@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from certs import tls
@@ -262,3 +263,36 @@ async def test_http_sink_follows_no_redirect_and_keeps_its_secrets(tmp_path: Pat
     assert "streaming the audit log to http" in logged
     for secret in ("pass-secret", "query-secret", "header-secret"):
         assert secret not in logged and secret not in cursor, secret
+
+
+async def test_a_failed_file_write_leaves_no_half_line(tmp_path: Path) -> None:
+    """The file sink on a full disk (a 64 KiB tmpfs): the failed batch is cut back to the old size, so the
+    file holds whole lines only; once there is room the retry appends the batch whole."""
+    import os
+    import subprocess
+
+    from server.ops.siem.sinks import JsonFile
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mount)], check=True)
+    try:
+        sink = JsonFile(mount / "audit.jsonl", "node-1")
+
+        def record(seq: int, size: int) -> dict[str, Any]:
+            return {"seq": seq, "ts": 1.0, "actor": "a", "action": "x", "target": "t", "details": "d" * size,
+                    "prev_hash": "p", "hash": "h"}
+
+        await sink.send([record(1, 100)])
+        before = (mount / "audit.jsonl").read_bytes()
+        filler = mount / "filler"
+        with contextlib.suppress(OSError), filler.open("wb") as f:  # fill what is left but ~8 KiB
+            f.write(b"\0" * (64 * 1024 - len(before) - 8192))
+        with pytest.raises(OSError):
+            await sink.send([record(2, 6000), record(3, 6000)])  # ~12 KiB: fails partway
+        assert (mount / "audit.jsonl").read_bytes() == before
+        os.unlink(filler)
+        await sink.send([record(2, 6000), record(3, 6000)])
+        assert [json.loads(line)["seq"] for line in (mount / "audit.jsonl").read_text().splitlines()] == [1, 2, 3]
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

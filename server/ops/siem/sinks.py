@@ -124,7 +124,10 @@ def syslog_context(ca: Path | None, client_cert: Path | None, client_key: Path |
 
 
 class JsonFile:
-    """JSON lines appended to a file, fsync'd before the batch counts as delivered."""
+    """JSON lines appended to a file, fsync'd before the batch counts as delivered.
+
+    At least once: a crash between the fsync and the cursor's write sends the batch again (a reader
+    drops repeats by ``seq``); a failed write is cut back to the file's old size, so no half line stays."""
 
     name = "file"
 
@@ -140,10 +143,17 @@ class JsonFile:
     def _append(self, data: bytes) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except BaseException:
+                # A failed batch (disk full …) leaves no partial line: the retry appends it whole.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
         finally:
             os.close(fd)
 
@@ -182,7 +192,8 @@ class JsonHttp:
     """JSON lines POSTed as ``application/x-ndjson``; any 2xx acknowledges the whole batch.
 
     Redirects are not followed (a 3xx is a failure): check_url vetted this URL only, and a redirect
-    could send audit records to plain http on another host."""
+    could send audit records to plain http on another host. At least once: a batch the endpoint
+    stored but did not acknowledge in time (timeout, lost connection) is sent again."""
 
     name = "http"
 
