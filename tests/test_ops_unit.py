@@ -32,8 +32,13 @@ def test_unit_verifies_and_is_sandboxed(tmp_path: Path) -> None:
     text = UNIT.read_text()
     for line in ("DynamicUser=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "NoNewPrivileges=yes",
                  "CapabilityBoundingSet=\n", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
-                 "SystemCallFilter=@system-service", "StateDirectory=helpline", "LimitNOFILE=1048576"):
+                 "SystemCallFilter=@system-service", "StateDirectory=helpline", "LimitNOFILE=1048576",
+                 # The dynamic user reads its configuration as a credential (a ConfigurationDirectory stays
+                 # root's) and writes [siem] json_file under /var/log/helpline (read-only under strict otherwise).
+                 "LoadCredential=server.toml:/etc/helpline/server.toml", "--config %d/server.toml",
+                 "LogsDirectory=helpline"):
         assert line in text, line
+    assert "ConfigurationDirectory" not in text and "--config /etc/" not in text
     security = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)], capture_output=True,
                               text=True, timeout=120, cwd=tmp_path)
     score = re.search(r"Overall exposure level for \S+: ([\d.]+)", security.stdout)
