@@ -228,6 +228,7 @@ async def test_prompt_screen_and_file_drop_run_as_the_active_user_and_follow_a_s
             await click_colour(desk.xa.display, ALLOW_BG, timeout=20)
             await viewer.wait_for_updates(1, 30)
             # The screen is a's display (800x600, a's colour), captured by a's helper.
+            assert viewer.selected is not None
             monitor = viewer.monitors[viewer.selected]
             assert (monitor.w, monitor.h) == (800, 600)
             await viewer.wait_for(lambda v: all(abs(int(c) - want) <= 24 for c, want in
