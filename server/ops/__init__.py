@@ -40,6 +40,7 @@ def setup(server: HelplineServer) -> None:
         api.Route("GET", "/readyz", readyz, api.PUBLIC, response=dict[str, Any], errors={503: "not ready"},
                   summary="Readiness: database reachable, migrations current, listeners up (503 with reasons)"),
         api.Route("GET", "/metrics", metrics_route, api.PUBLIC, content=_TEXT,
+                  errors={401: "Missing or wrong Bearer token", 404: "No [metrics] token configured: not served"},
                   summary="Prometheus metrics (Bearer [metrics] token; 404 without one configured)"),
     ])
     server.background.append(metrics.sample_tunnels)

@@ -191,7 +191,7 @@ def routes(server: HelplineServer, sessions: SessionDriver, settings: SupportCod
                   summary="Create a support code (shown once) for a device that is not enrolled",
                   description="Needs remote_view on `group`. The code is returned once, grouped for reading "
                               "aloud; the server keeps only its HMAC.",
-                  errors={409: "Too many live codes"}),
+                  errors={404: "No such group", 409: "Too many live codes"}),
         api.Route("GET", "/api/v1/support-codes", listing, view, None,
                   summary="Support codes and support clients (without the codes)"),
         api.Route("GET", "/api/v1/support-codes/bundle", bundle, view, None,
