@@ -72,25 +72,12 @@ def choose_backend(env: Mapping[str, str] | None = None, display: str | None = N
     return "wayland" if env.get("WAYLAND_DISPLAY") else "x11"
 
 
-@dataclass
-class MutterBackend:
-    """A started Mutter remote-desktop session and the reader of its stream."""
+class _StartedSession:
+    """What every Wayland backend does once its session is started: input through the session, and on
+    close the stream reader first, then the session."""
 
-    session: MutterSession
+    session: MutterSession | PortalSession
     capture: PipeWireCapture
-    #: Reported in the session's stats and logs.
-    name: str = "wayland-mutter"
-
-    @classmethod
-    async def open(cls, bus_address: str | None = None) -> MutterBackend:
-        session = await MutterSession.open(bus_address)
-        s = session.stream
-        try:
-            capture = PipeWireCapture(s.node_id, s.x, s.y, s.w, s.h)
-        except BaseException:
-            await session.close()
-            raise
-        return cls(session, capture)
 
     def injector(self) -> MutterInjector:
         """An injector bound to this session, for the running event loop."""
@@ -101,8 +88,33 @@ class MutterBackend:
         await self.session.close()
 
 
+async def _reader_for(session: MutterSession | PortalSession, pipewire_fd: int | None = None) -> PipeWireCapture:
+    """The stream's reader; the session is closed if it cannot start (nothing left half open)."""
+    s = session.stream
+    try:
+        return PipeWireCapture(s.node_id, s.x, s.y, s.w, s.h, pipewire_fd=pipewire_fd)
+    except BaseException:
+        await session.close()
+        raise
+
+
 @dataclass
-class PortalBackend:
+class MutterBackend(_StartedSession):
+    """A started Mutter remote-desktop session and the reader of its stream."""
+
+    session: MutterSession
+    capture: PipeWireCapture
+    #: Reported in the session's stats and logs.
+    name: str = "wayland-mutter"
+
+    @classmethod
+    async def open(cls, bus_address: str | None = None) -> MutterBackend:
+        session = await MutterSession.open(bus_address)
+        return cls(session, await _reader_for(session))
+
+
+@dataclass
+class PortalBackend(_StartedSession):
     """A started xdg-desktop-portal remote-desktop session and the reader of its stream."""
 
     session: PortalSession
@@ -124,21 +136,7 @@ class PortalBackend:
             tokens.replace(session.started.restore_token)
         except OSError as exc:  # the session still works; the next one asks again
             log.warning("portal restore token not stored: %s", exc)
-        s = session.stream
-        try:
-            capture = PipeWireCapture(s.node_id, s.x, s.y, s.w, s.h, pipewire_fd=session.pipewire_fd)
-        except BaseException:
-            await session.close()
-            raise
-        return cls(session, capture)
-
-    def injector(self) -> MutterInjector:
-        """An injector bound to this session, for the running event loop."""
-        return MutterInjector(self.session, asyncio.get_running_loop())
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self.capture.close)
-        await self.session.close()
+        return cls(session, await _reader_for(session, session.pipewire_fd))
 
 
 def wayland_preference(env: Mapping[str, str] | None = None, config: Path | None = None) -> Preference:
