@@ -9,7 +9,6 @@ message is validated (an unknown backend name is refused by the codec).
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,9 @@ import pytest
 from protocol import codec
 from protocol.errors import InvalidMessage
 from protocol.screen_backend import ScreenBackendChanged
-from tests.harness import enroll_agent, running_agent, running_server, wait_until
-from tests.test_session_helper import Desk, agent_config, desk, helper_process  # noqa: F401 - fixture
-from tests.test_session_helpers import api, install_test_auth
+from tests.harness import wait_until
+from tests.test_session_helper import Desk, agent_config, desk, helper_process, root_service  # noqa: F401 - fixture
+from tests.test_session_helpers import api
 
 
 def test_the_message_names_only_known_backends() -> None:
@@ -35,42 +34,35 @@ async def test_a_helper_arriving_after_the_hello_updates_the_device(tmp_path: Pa
     """No helper at the hello: screen_backend null. User a's helper checks in: x11 in the API and the devices row,
     on the first connection still. The helper stops: null again."""
     desk.sessions(active="c1")
-    async with running_server(tmp_path / "srv") as server:
-        install_test_auth(server)
-        state = await enroll_agent(server, tmp_path / "agent")
-        async with running_agent(state, agent_config(tmp_path, desk)) as agent:
-            broker = agent.parts.desktop
-            assert broker is not None
-            await asyncio.wait_for(broker.listening.wait(), 30)
-            await asyncio.wait_for(agent.client.ready.wait(), 30)
-            path = f"/api/v1/devices/{state.device_id}"
+    async with root_service(tmp_path, desk) as (server, state, agent, broker):
+        path = f"/api/v1/devices/{state.device_id}"
 
-            async def backend() -> str | None:
-                status, body = await api(server, "GET", path, "ann")
-                assert status == 200, body
-                return body["screen_backend"]  # type: ignore[no-any-return]
+        async def backend() -> str | None:
+            status, body = await api(server, "GET", path, "ann")
+            assert status == 200, body
+            return body["screen_backend"]  # type: ignore[no-any-return]
 
-            async def stored() -> bool:
-                row = await server.db.fetchone("SELECT screen_backend_at FROM devices WHERE id = ?",
-                                               (state.device_id,))
-                return row is not None and row["screen_backend_at"] is not None
+        async def stored() -> bool:
+            row = await server.db.fetchone("SELECT screen_backend_at FROM devices WHERE id = ?",
+                                           (state.device_id,))
+            return row is not None and row["screen_backend_at"] is not None
 
-            await wait_until(stored, timeout=30, what="the hello's word stored")
-            assert await backend() is None
-            with helper_process(desk.a, "c1", desk.xa.display, desk.socket, tmp_path / "helper-a.log"):
-                await wait_until(lambda: "c1" in broker.helpers, timeout=60, what="the helper accepted")
+        await wait_until(stored, timeout=30, what="the hello's word stored")
+        assert await backend() is None
+        with helper_process(desk.a, "c1", desk.xa.display, desk.socket, tmp_path / "helper-a.log"):
+            await wait_until(lambda: "c1" in broker.helpers, timeout=60, what="the helper accepted")
 
-                async def is_x11() -> bool:
-                    return await backend() == "x11"
+            async def is_x11() -> bool:
+                return await backend() == "x11"
 
-                await wait_until(is_x11, timeout=30, what="screen_backend x11 after the helper checked in")
-                row = await server.db.fetchone("SELECT screen_backend FROM devices WHERE id = ?", (state.device_id,))
-                assert row is not None and row["screen_backend"] == "x11"
-                assert agent.client.connections == 1  # told on the same connection, not at a reconnection
-            await wait_until(lambda: not broker.helpers, timeout=30, what="the helper gone")
+            await wait_until(is_x11, timeout=30, what="screen_backend x11 after the helper checked in")
+            row = await server.db.fetchone("SELECT screen_backend FROM devices WHERE id = ?", (state.device_id,))
+            assert row is not None and row["screen_backend"] == "x11"
+            assert agent.client.connections == 1  # told on the same connection, not at a reconnection
+        await wait_until(lambda: not broker.helpers, timeout=30, what="the helper gone")
 
-            async def is_none() -> bool:
-                return await backend() is None
+        async def is_none() -> bool:
+            return await backend() is None
 
-            await wait_until(is_none, timeout=30, what="screen_backend null after the helper left")
-            assert agent.client.connections == 1
+        await wait_until(is_none, timeout=30, what="screen_backend null after the helper left")
+        assert agent.client.connections == 1

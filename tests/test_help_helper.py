@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.harness import enroll_agent, running_agent, running_server, wait_until
+from tests.harness import wait_until
 from tests.logind_standin import user_env
 from tests.test_help_request import requests_of
 from tests.test_session_helper import (
@@ -27,11 +27,10 @@ from tests.test_session_helper import (
     USER_PYTHON,
     Desk,
     LocalUser,
-    agent_config,
     desk,  # noqa: F401 - fixture
     helper_process,
+    root_service,
 )
-from tests.test_session_helpers import install_test_auth
 
 
 @contextlib.contextmanager
@@ -70,23 +69,16 @@ def as_user(user: LocalUser, runtime: Path, socket_dir: Path, *args: str) -> sub
 
 @contextlib.asynccontextmanager
 async def service(tmp_path: Path, desk: Desk, runtime: dict[str, Path]) -> AsyncIterator[Any]:  # noqa: F811
-    async with running_server(tmp_path / "srv") as server:
-        install_test_auth(server)
-        state = await enroll_agent(server, tmp_path / "agent")
-        async with running_agent(state, agent_config(tmp_path, desk)) as agent:
-            broker = agent.parts.desktop
-            assert broker is not None
-            await asyncio.wait_for(broker.listening.wait(), 30)
-            await asyncio.wait_for(agent.client.ready.wait(), 30)
-            with helper_process(desk.a, "c1", desk.xa.display, desk.socket, tmp_path / "helper-a.log",
-                                {"XDG_RUNTIME_DIR": str(runtime[desk.a.name])}), \
-                    helper_process(desk.b, "c2", desk.xb.display, desk.socket, tmp_path / "helper-b.log",
-                                   {"XDG_RUNTIME_DIR": str(runtime[desk.b.name])}):
-                await wait_until(lambda: set(broker.helpers) == {"c1", "c2"}, timeout=60,
-                                 what="both session helpers accepted")
-                await wait_until(lambda: all((p / "helpline-help.sock").exists() for p in runtime.values()),
-                                 timeout=30, what="the helpers' help sockets")
-                yield server, agent
+    async with root_service(tmp_path, desk) as (server, _state, agent, broker):
+        with helper_process(desk.a, "c1", desk.xa.display, desk.socket, tmp_path / "helper-a.log",
+                            {"XDG_RUNTIME_DIR": str(runtime[desk.a.name])}), \
+                helper_process(desk.b, "c2", desk.xb.display, desk.socket, tmp_path / "helper-b.log",
+                               {"XDG_RUNTIME_DIR": str(runtime[desk.b.name])}):
+            await wait_until(lambda: set(broker.helpers) == {"c1", "c2"}, timeout=60,
+                             what="both session helpers accepted")
+            await wait_until(lambda: all((p / "helpline-help.sock").exists() for p in runtime.values()),
+                             timeout=30, what="the helpers' help sockets")
+            yield server, agent
 
 
 async def test_help_goes_through_the_users_helper_and_names_that_user(tmp_path: Path, desk: Desk) -> None:  # noqa: F811

@@ -196,8 +196,9 @@ async def session_body(server, sid: str) -> dict:  # type: ignore[no-untyped-def
 
 
 @contextlib.asynccontextmanager
-async def service_with_helpers(tmp_path: Path, desk: Desk) -> AsyncIterator[tuple]:  # type: ignore[type-arg]
-    """Server, the root agent service (desktop = "helper"), and a helper per user connected to it."""
+async def root_service(tmp_path: Path, desk: Desk) -> AsyncIterator[tuple]:  # type: ignore[type-arg]
+    """Server and the root agent service (desktop = "helper"), listening for helpers and connected:
+    (server, state, agent, broker)."""
     async with running_server(tmp_path / "srv") as server:
         install_test_auth(server)
         state = await enroll_agent(server, tmp_path / "agent")
@@ -206,11 +207,18 @@ async def service_with_helpers(tmp_path: Path, desk: Desk) -> AsyncIterator[tupl
             assert broker is not None
             await asyncio.wait_for(broker.listening.wait(), 30)
             await asyncio.wait_for(agent.client.ready.wait(), 30)
-            with helper_process(desk.a, "c1", desk.xa.display, desk.socket, tmp_path / "helper-a.log") as ha, \
-                    helper_process(desk.b, "c2", desk.xb.display, desk.socket, tmp_path / "helper-b.log") as hb:
-                await wait_until(lambda: set(broker.helpers) == {"c1", "c2"}, timeout=60,
-                                 what="both session helpers accepted")
-                yield server, state, agent, broker, ha, hb
+            yield server, state, agent, broker
+
+
+@contextlib.asynccontextmanager
+async def service_with_helpers(tmp_path: Path, desk: Desk) -> AsyncIterator[tuple]:  # type: ignore[type-arg]
+    """Server, the root agent service (desktop = "helper"), and a helper per user connected to it."""
+    async with root_service(tmp_path, desk) as (server, state, agent, broker):
+        with helper_process(desk.a, "c1", desk.xa.display, desk.socket, tmp_path / "helper-a.log") as ha, \
+                helper_process(desk.b, "c2", desk.xb.display, desk.socket, tmp_path / "helper-b.log") as hb:
+            await wait_until(lambda: set(broker.helpers) == {"c1", "c2"}, timeout=60,
+                             what="both session helpers accepted")
+            yield server, state, agent, broker, ha, hb
 
 
 async def test_prompt_screen_and_file_drop_run_as_the_active_user_and_follow_a_switch(

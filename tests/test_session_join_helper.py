@@ -14,14 +14,13 @@ from pathlib import Path
 from agent.consent.tk_app import ALLOW_BG, COLLEAGUES_BG, PROMPT_TITLE
 from agent.desktop.remote_ui import RemoteIndicator
 from server.auth.rights import ANY_GROUP, ROLE_RIGHTS, Principal
-from tests.harness import enroll_agent, running_agent, running_server, wait_until
-from tests.test_session_helper import Desk, agent_config, desk, helper_process, prompt_uids, request  # noqa: F401
+from tests.harness import wait_until
+from tests.test_session_helper import Desk, agent_config, desk, helper_process, prompt_uids, request, root_service  # noqa: F401
 from tests.test_session_helpers import (
     PRINCIPALS,
     api,
     click_colour,
     find_colour,
-    install_test_auth,
     viewer_for,
     wait_window,
     xdotool,
@@ -45,61 +44,54 @@ async def test_join_prompt_colleagues_and_indicator_through_the_session_helper(t
     window that names tia (and offers no checkbox); Allow admits her."""
     desk.sessions(active="c1")
     helper_log = tmp_path / "helper-a.log"
-    async with running_server(tmp_path / "srv") as server:
-        install_test_auth(server)
-        state = await enroll_agent(server, tmp_path / "agent")
-        async with running_agent(state, agent_config(tmp_path, desk)) as agent:
-            broker = agent.parts.desktop
-            assert broker is not None
-            await asyncio.wait_for(broker.listening.wait(), 30)
-            await asyncio.wait_for(agent.client.ready.wait(), 30)
-            with helper_process(desk.a, "c1", desk.xa.display, desk.socket, helper_log):
-                await wait_until(lambda: "c1" in broker.helpers, timeout=60, what="the session helper accepted")
+    async with root_service(tmp_path, desk) as (server, state, agent, broker):
+        with helper_process(desk.a, "c1", desk.xa.display, desk.socket, helper_log):
+            await wait_until(lambda: "c1" in broker.helpers, timeout=60, what="the session helper accepted")
 
-                sid = await request(server, state.device_id, "view")
-                async with viewer_for(server, sid, "ann") as ann:
-                    await wait_window(desk.xa.display, PROMPT_TITLE, timeout=30)
-                    await click_colour(desk.xa.display, COLLEAGUES_BG, timeout=20)
-                    await click_colour(desk.xa.display, ALLOW_BG, timeout=20)  # X delivers both clicks in order
-                    await ann.wait_for_updates(1, 30)
-                    running = agent.sessions.running[sid]
-                    assert running.colleagues  # the tick came back through the helper's answer
-                    assert (await api(server, "POST", f"/api/v1/sessions/{sid}/invite", "ann",
-                                      {"technician": "tia"}))[0] == 200
-                    status, body = await api(server, "POST", f"/api/v1/sessions/{sid}/join", "tia", {})
-                    assert status == 200 and body["admitted"], body  # no second question
-                    assert prompt_uids() == set()
-                    assert isinstance(running.indicator, RemoteIndicator)
-                    first: RemoteIndicator = running.indicator
-                    await wait_until(lambda: _lists_both(first.people_line), timeout=30,
-                                     what="the helper's indicator lists ann and tia")
-                    status, _body = await api(server, "POST", f"/api/v1/sessions/{sid}/end", "ann")
-                    assert status in (200, 202), _body
-                await wait_until(lambda: sid not in agent.sessions.running, timeout=30, what="session 1 ended")
+            sid = await request(server, state.device_id, "view")
+            async with viewer_for(server, sid, "ann") as ann:
+                await wait_window(desk.xa.display, PROMPT_TITLE, timeout=30)
+                await click_colour(desk.xa.display, COLLEAGUES_BG, timeout=20)
+                await click_colour(desk.xa.display, ALLOW_BG, timeout=20)  # X delivers both clicks in order
+                await ann.wait_for_updates(1, 30)
+                running = agent.sessions.running[sid]
+                assert running.colleagues  # the tick came back through the helper's answer
+                assert (await api(server, "POST", f"/api/v1/sessions/{sid}/invite", "ann",
+                                  {"technician": "tia"}))[0] == 200
+                status, body = await api(server, "POST", f"/api/v1/sessions/{sid}/join", "tia", {})
+                assert status == 200 and body["admitted"], body  # no second question
+                assert prompt_uids() == set()
+                assert isinstance(running.indicator, RemoteIndicator)
+                first: RemoteIndicator = running.indicator
+                await wait_until(lambda: _lists_both(first.people_line), timeout=30,
+                                 what="the helper's indicator lists ann and tia")
+                status, _body = await api(server, "POST", f"/api/v1/sessions/{sid}/end", "ann")
+                assert status in (200, 202), _body
+            await wait_until(lambda: sid not in agent.sessions.running, timeout=30, what="session 1 ended")
 
-                sid2 = await request(server, state.device_id, "view")
-                async with viewer_for(server, sid2, "ann") as ann:
-                    await wait_window(desk.xa.display, PROMPT_TITLE, timeout=30)
-                    # The pointer still rests where session 1's Allow was: move it off, or "mousemove --sync" waits.
-                    await asyncio.to_thread(xdotool, desk.xa.display, "mousemove", "1", "1")
-                    await click_colour(desk.xa.display, ALLOW_BG, timeout=20)  # the checkbox left unticked
-                    await ann.wait_for_updates(1, 30)
-                    assert not agent.sessions.running[sid2].colleagues
-                    assert (await api(server, "POST", f"/api/v1/sessions/{sid2}/invite", "ann",
-                                      {"technician": "tia"}))[0] == 200
-                    # Invited, tia's join waits for the device's answer: the user's, in the helper's window.
-                    joining = asyncio.create_task(api(server, "POST", f"/api/v1/sessions/{sid2}/join", "tia", {}))
-                    await wait_until(lambda: f"consent prompt on screen: {JOIN_HEADING}" in helper_log.read_text(),
-                                     timeout=30, what="the helper's window names tia as the joiner")
-                    assert prompt_uids() == {desk.a.uid}
-                    assert find_colour(desk.xa.display, ALLOW_BG) is not None
-                    assert find_colour(desk.xa.display, COLLEAGUES_BG) is None  # no checkbox on a join question
-                    await click_colour(desk.xa.display, ALLOW_BG, timeout=20)
-                    status, body = await asyncio.wait_for(joining, 30)
-                    assert status == 200 and body["admitted"], body
-                    assert "tia" in agent.sessions.running[sid2].admitted
-                    running = agent.sessions.running[sid2]
-                    assert isinstance(running.indicator, RemoteIndicator)
-                    second: RemoteIndicator = running.indicator
-                    await wait_until(lambda: _lists_both(second.people_line), timeout=30,
-                                     what="the indicator lists both after the asked join")
+            sid2 = await request(server, state.device_id, "view")
+            async with viewer_for(server, sid2, "ann") as ann:
+                await wait_window(desk.xa.display, PROMPT_TITLE, timeout=30)
+                # The pointer still rests where session 1's Allow was: move it off, or "mousemove --sync" waits.
+                await asyncio.to_thread(xdotool, desk.xa.display, "mousemove", "1", "1")
+                await click_colour(desk.xa.display, ALLOW_BG, timeout=20)  # the checkbox left unticked
+                await ann.wait_for_updates(1, 30)
+                assert not agent.sessions.running[sid2].colleagues
+                assert (await api(server, "POST", f"/api/v1/sessions/{sid2}/invite", "ann",
+                                  {"technician": "tia"}))[0] == 200
+                # Invited, tia's join waits for the device's answer: the user's, in the helper's window.
+                joining = asyncio.create_task(api(server, "POST", f"/api/v1/sessions/{sid2}/join", "tia", {}))
+                await wait_until(lambda: f"consent prompt on screen: {JOIN_HEADING}" in helper_log.read_text(),
+                                 timeout=30, what="the helper's window names tia as the joiner")
+                assert prompt_uids() == {desk.a.uid}
+                assert find_colour(desk.xa.display, ALLOW_BG) is not None
+                assert find_colour(desk.xa.display, COLLEAGUES_BG) is None  # no checkbox on a join question
+                await click_colour(desk.xa.display, ALLOW_BG, timeout=20)
+                status, body = await asyncio.wait_for(joining, 30)
+                assert status == 200 and body["admitted"], body
+                assert "tia" in agent.sessions.running[sid2].admitted
+                running = agent.sessions.running[sid2]
+                assert isinstance(running.indicator, RemoteIndicator)
+                second: RemoteIndicator = running.indicator
+                await wait_until(lambda: _lists_both(second.people_line), timeout=30,
+                                 what="the indicator lists both after the asked join")
