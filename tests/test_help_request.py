@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -420,3 +421,57 @@ async def test_a_refused_open_is_marked_failed_and_the_device_cap_is_the_servers
         assert made == MAX_OPEN_PER_DEVICE
         await wait_until(lambda: sum(1 for e in desk_.book.entries.values() if e.state == "waiting")
                          == MAX_OPEN_PER_DEVICE, timeout=60, what="all accepted by the server")
+
+
+async def test_diagnostics_are_collected_off_the_loop_and_reused(tmp_path: Path) -> None:
+    """A check that blocks (here: reading a FIFO nobody writes, as a hung mount blocks statvfs) runs in a thread:
+    the agent's loop keeps going, the window's state comes after DIAGNOSTICS_WAIT_S without it, and windows asking
+    again share the one collection, then reuse its result."""
+    from agent.help import desk as desk_module
+
+    fifo = tmp_path / "route"
+    os.mkfifo(fifo)
+    calls: list[float] = []
+
+    def route() -> bool | None:
+        calls.append(time.monotonic())
+        return diagnostics.has_default_route(fifo, tmp_path / "none")
+
+    def unblock() -> None:  # whatever happens, the reader thread must end (the loop's executor waits for it)
+        with contextlib.suppress(OSError):
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            os.close(fd)
+
+    async with desk(tmp_path) as (_server, agent, _sock), contextlib.AsyncExitStack() as stack:
+        stack.callback(unblock)
+        desk_ = agent.parts.help
+        assert desk_ is not None
+        desk_.probe = diagnostics.Probe(disks=lambda: [], memory=lambda: 10.0, default_route=route,
+                                        reboot_flag=tmp_path / "no-reboot")
+        ticks = 0
+
+        async def heartbeat() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+
+        beat = asyncio.create_task(heartbeat())
+        try:
+            started = time.monotonic()
+            states = await asyncio.gather(*(desk_.state(Caller(uid=1000, user="ann"), call) for call in (1, 2)))
+            waited = time.monotonic() - started
+        finally:
+            beat.cancel()
+        assert desk_module.DIAGNOSTICS_WAIT_S - 0.5 < waited < desk_module.DIAGNOSTICS_WAIT_S + 5
+        assert ticks >= 20, ticks  # the loop ran while the check was blocked
+        assert [s.diagnostics for s in states] == [[], []] and len(calls) == 1
+        with open(fifo, "w") as writer:  # unblocks the reader thread at once
+            writer.write("Iface\tDestination\nlo\t00000000\n")
+        collecting = desk_._diagnosing
+        assert collecting is not None
+        await wait_until(collecting.done, timeout=10, what="the collection to finish")
+        found = (await desk_.state(Caller(uid=1000, user="ann"), 3)).diagnostics
+        assert [d.code for d in found] == ["no_network"] and len(calls) == 1  # the finished one, reused
+        await desk_.state(Caller(uid=1000, user="ann"), 4)
+        assert len(calls) == 1

@@ -26,6 +26,7 @@ from protocol.messages import Error, Message
 from protocol.requests import (
     ACK_CAPABILITY,
     MAX_OPEN_PER_DEVICE,
+    Diagnostic,
     FixAttempt,
     FixOutcome,
     RequestAck,
@@ -50,6 +51,10 @@ log = logging.getLogger(__name__)
 
 #: Notes and a withdrawal one request may have waiting for the server's acknowledgement.
 MAX_OUTBOX = 32
+#: How long the device's diagnostics are reused (every window's state and every request attach them).
+DIAGNOSTICS_TTL_S = 15.0
+#: How long a collection may take before the last one (or none) is used (a hung mount blocks statvfs).
+DIAGNOSTICS_WAIT_S = 5.0
 
 
 async def _ack_capability() -> list[str]:
@@ -91,6 +96,8 @@ class HelpDesk:
         self._lock = asyncio.Lock()
         #: Message ids of outbox entries sent on the current connection (cleared on each new one).
         self._sent: set[str] = set()
+        self._diagnostics: tuple[float, list[Diagnostic]] | None = None
+        self._diagnosing: asyncio.Task[list[Diagnostic]] | None = None
 
     # --- control channel ------------------------------------------------------------------------
 
@@ -201,8 +208,29 @@ class HelpDesk:
 
     # --- what callers ask -------------------------------------------------------------------------
 
-    def state(self, caller: Caller, call: int) -> State:
-        return State(call=call, user=caller.user[:256], diagnostics=diagnostics.collect(self.probe),
+    async def diagnostics(self) -> list[Diagnostic]:
+        """The device's diagnostics, collected in a thread (disks, memory, routes: blocking reads) at most every
+        :data:`DIAGNOSTICS_TTL_S`; one collection at a time however many windows ask."""
+        running = self._diagnosing
+        if running is not None and running.done():  # one that outlasted its wait: its result is the newest
+            self._diagnosing = None
+            if not running.cancelled() and running.exception() is None:
+                self._diagnostics = (time.monotonic(), running.result())
+        if self._diagnostics is not None and time.monotonic() - self._diagnostics[0] < DIAGNOSTICS_TTL_S:
+            return self._diagnostics[1]
+        if self._diagnosing is None:
+            self._diagnosing = asyncio.ensure_future(asyncio.to_thread(diagnostics.collect, self.probe))
+        try:
+            found = await asyncio.wait_for(asyncio.shield(self._diagnosing), DIAGNOSTICS_WAIT_S)
+        except TimeoutError:
+            log.warning("collecting diagnostics takes too long; sending the last ones")
+            return [] if self._diagnostics is None else self._diagnostics[1]
+        self._diagnosing = None
+        self._diagnostics = (time.monotonic(), found)
+        return found
+
+    async def state(self, caller: Caller, call: int) -> State:
+        return State(call=call, user=caller.user[:256], diagnostics=await self.diagnostics(),
                      fixes=[view(f) for f in self.fixes.offered()][:64], requests=self.views(caller.uid),
                      online=self.client.ready.is_set())
 
@@ -218,7 +246,7 @@ class HelpDesk:
         local_id = self.book.new_local_id()
         message = RequestOpen(local_id=local_id, summary=call.summary, details=call.details, urgency=call.urgency,
                               requester=caller.user[:256], screenshot=call.screenshot,
-                              diagnostics=diagnostics.collect(self.probe), attempt=call.attempt)
+                              diagnostics=await self.diagnostics(), attempt=call.attempt)
         async with self._lock:
             self.book.add(Entry(local_id=local_id, uid=caller.uid, requester=caller.user, summary=call.summary,
                                 urgency=call.urgency, created_at=now, updated_at=now,

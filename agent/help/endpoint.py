@@ -70,7 +70,7 @@ class CallerSession:
         desk, caller = self.desk, self.caller
         if isinstance(message, GetState):
             await desk.refresh()
-            return desk.state(caller, message.call)
+            return await desk.state(caller, message.call)
         if isinstance(message, Open):
             return Opened(call=message.call, local_id=await desk.open(caller, message))
         if isinstance(message, Add):
