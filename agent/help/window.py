@@ -300,6 +300,9 @@ class HelpWindow:
             self.emit("ready", user=reply.user, fixes=[f.fix_id for f in reply.fixes],
                       diagnostics=[d.code for d in reply.diagnostics], screenshot=len(self.screenshot),
                       screens=[shot.label for shot in self.shots.screens], shown=self.shown, title=TITLE)
+            # The state carries the requests too: the answer to Watch may arrive first (the state waits for the
+            # diagnostics), so the list shown is always the newest the agent answered with.
+            self.show_requests(reply.requests)
         elif isinstance(reply, wire.Requests):
             self.show_requests(reply.requests)
         elif isinstance(reply, wire.Opened):
