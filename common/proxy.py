@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
-from common.addresses import url_host
+from .addresses import url_host
 
 #: The setting that ignores the environment.
 DIRECT = "direct"
