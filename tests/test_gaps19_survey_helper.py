@@ -84,7 +84,7 @@ async def test_survey_reaches_the_requesters_helper_and_the_answer_the_server(tm
             await wait_window(desk.xa.display, survey_window.TITLE, timeout=60)
             assert survey_uids() == {desk.a.uid}
             await wait_window(desk.xb.display, survey_window.TITLE, present=False, timeout=2)
-            await click_colour(desk.xa.display, survey_window.SCORE_BG, timeout=10)  # the row's middle: "3"
+            await click_colour(desk.xa.display, survey_window.SCORE_BG, timeout=10, settled=True)  # the row's middle: "3"
             await asyncio.to_thread(xdotool, desk.xa.display, "type", "--delay", "20", "fast and kind")
             await click_colour(desk.xa.display, survey_window.SEND_BG, timeout=10)
             record = await wait_for_audit(server, "survey.answer", timeout=30)

@@ -29,7 +29,7 @@ async def test_the_person_scores_comments_and_sends(xvfb: XvfbHandle) -> None:  
     """Clicking the middle score (3), typing a comment and Send answers (3, comment)."""
     shown = asyncio.create_task(tk_shower(xvfb.display, timeout_s=60)(ASK))
     await wait_window(xvfb.display, survey_window.TITLE, timeout=30)
-    await click_colour(xvfb.display, survey_window.SCORE_BG, timeout=10)  # the row's middle: "3"
+    await click_colour(xvfb.display, survey_window.SCORE_BG, timeout=10, settled=True)  # the row's middle: "3"
     await asyncio.to_thread(xdotool, xvfb.display, "type", "--delay", "20", "works again")
     await click_colour(xvfb.display, survey_window.SEND_BG, timeout=10)
     assert await asyncio.wait_for(shown, 30) == (3, "works again")
@@ -141,7 +141,7 @@ async def test_resolved_request_asks_on_the_device_and_the_answer_is_stored(tmp_
             status, _ = await api(server, "POST", f"/api/v1/requests/{rid}/resolve", "ann", {"category": "printer"})
             assert status == 200
             await wait_window(xvfb.display, survey_window.TITLE, timeout=30)
-            await click_colour(xvfb.display, survey_window.SCORE_BG, timeout=10)
+            await click_colour(xvfb.display, survey_window.SCORE_BG, timeout=10, settled=True)
             await click_colour(xvfb.display, survey_window.SEND_BG, timeout=10)
             record = await wait_for_audit(server, "survey.answer", timeout=30)
             assert record["target"] == rid and record["actor"] == f"device:{state.device_id}"

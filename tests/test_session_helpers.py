@@ -133,13 +133,21 @@ def paint_root(display: str, colour: str) -> None:
                    timeout=10, check=True)
 
 
-async def click_colour(display: str, colour: str, timeout: float = 10.0) -> float:
-    """Wait until a button of ``colour`` is on screen, click it; return the click's monotonic time."""
+async def click_colour(display: str, colour: str, timeout: float = 10.0, *, settled: bool = False) -> float:
+    """Wait until a button of ``colour`` is on screen, click it; return the click's monotonic time.
+
+    ``settled``: for a row of same-coloured buttons aimed at by its middle, wait until two polls 0.1 s
+    apart find the same middle (a window still drawing its row shows only its first buttons).
+    """
     deadline = time.monotonic() + timeout
+    previous: tuple[int, int] | None = None
     while True:
         spot = await asyncio.to_thread(find_colour, display, colour)
-        if spot is not None:
+        if spot is not None and (not settled or spot == previous):
             break
+        previous = spot
+        if settled and spot is not None:
+            await asyncio.sleep(0.1)
         if time.monotonic() > deadline:
             raise AssertionError(f"no {colour} button appeared on {display} within {timeout}s")
         await asyncio.sleep(0.05)
