@@ -205,7 +205,11 @@ class Launcher:
                     write_json(self.layout.trial, trial)
                     say(f"trying version {trial['version']} (start {starts + 1} of {MAX_STARTS}, "
                         f"{self.commit_timeout_s:g} s to connect)")
+            if self.stopping:  # the signal came before any child was started
+                return 0
             self.child = self._start()
+            if self.stopping and self.child.poll() is None:  # it came while the child was starting: pass it on
+                self.child.terminate()
             status, why = self._watch(self.child, trial)
             if self.stopping:  # the service is stopping: the child died of the signal we passed on, or exited
                 return 0 if status is None or status < 0 else status
