@@ -131,8 +131,19 @@ async def click_until(session: MutterSession, at: tuple[int, int], done: Callabl
             await session.pointer_button(BTN_LEFT, False)
             with contextlib.suppress(TimeoutError):
                 await poll_until(done, 3.0, interval=0.1)
-                return
+                if await _stays(done, 1.5):  # a late earlier click can toggle a switch back: it must stay done
+                    return
             nudge = (nudge + 1) % 3
+
+
+async def _stays(check: Callable[[], bool], seconds: float) -> bool:
+    """Whether ``check()`` holds at every poll for ``seconds``."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        if not check():
+            return False
+        await asyncio.sleep(0.1)
+    return True
 
 
 async def answer_consent(wayland: MutterHandle, capture: PipeWireCapture) -> None:
@@ -169,29 +180,43 @@ async def test_a_session_through_the_portal_after_consent(portal: MutterHandle, 
     foot = subprocess.Popen(["foot", "--override=shell=/bin/sh", f"--override=colors.background={FOOT_BG[1:]}"],
                             env={**portal.env(), "PS1": "$ "}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        async with onlooker() as (hands, eyes):
-            await answer_consent(portal, eyes)
-            async with serve_session("control", "") as served, Viewer(served.url) as viewer:
-                buttons = await wait_chooser(eyes)
-                # "Allow remote interaction" is off by default (no input devices granted): turn it on, then Share.
-                try:
-                    await click_until(hands, buttons["interaction"], lambda: switched_on(eyes.grab(1)))
-                except TimeoutError:
-                    np.save(tmp_path / "switch.npy", eyes.grab(1))
-                    raise
-                await click_until(hands, buttons["share"], lambda: chooser(eyes.grab(1)) is None)
-                await viewer.wait_for(lambda v: v.stats.updates >= 1 and v.agent_stats is not None, timeout=TIMEOUT)
-                assert viewer.agent_stats is not None and viewer.agent_stats.backend == "wayland-portal"
-                await settle_equal(viewer, eyes, TIMEOUT)
-                box = colour_box(viewer.framebuffer, FOOT_BG)
-                assert box is not None, "foot is not on the portal's cast"
-                x, y, w, h = box
-                await viewer.click(x + w // 2, y + h // 2)
-                await viewer.send_text(f"echo portal-keys > {out}")
-                await viewer.press_key("Enter")
-                await poll_until(lambda: out.exists() and out.read_text() == "portal-keys\n", TIMEOUT)
-        stats = await served.stats
-        assert stats.backend == "wayland-portal" and stats.refused_inputs == 0
+        # A second portal session if the first one's keys never reach foot: on this headless Mutter about one
+        # portal session in five delivers no input at all (no byte typed, pointer and keys; the cause is not
+        # known — README, Wayland). A path that is broken fails both.
+        for session_try in range(2):
+            async with onlooker() as (hands, eyes):
+                await answer_consent(portal, eyes)
+                async with serve_session("control", "") as served, Viewer(served.url) as viewer:
+                    buttons = await wait_chooser(eyes)
+                    # "Allow remote interaction" is off by default (no input devices granted): on, then Share.
+                    try:
+                        await click_until(hands, buttons["interaction"], lambda: switched_on(eyes.grab(1)))
+                    except TimeoutError:
+                        np.save(tmp_path / "switch.npy", eyes.grab(1))
+                        raise
+                    await click_until(hands, buttons["share"], lambda: chooser(eyes.grab(1)) is None)
+                    await viewer.wait_for(lambda v: v.stats.updates >= 1 and v.agent_stats is not None,
+                                          timeout=TIMEOUT)
+                    assert viewer.agent_stats is not None and viewer.agent_stats.backend == "wayland-portal"
+                    await settle_equal(viewer, eyes, TIMEOUT)
+                    box = colour_box(viewer.framebuffer, FOOT_BG)
+                    assert box is not None, "foot is not on the portal's cast"
+                    x, y, w, h = box
+                    typed = False
+                    for _attempt in range(2):  # the click that focuses foot may land before its shell reads
+                        await viewer.click(x + w // 2, y + h // 2)
+                        await viewer.send_text(f"echo portal-keys > {out}")
+                        await viewer.press_key("Enter")
+                        with contextlib.suppress(TimeoutError):
+                            await poll_until(lambda: out.exists() and out.read_text() == "portal-keys\n", 15.0)
+                            typed = True
+                            break
+            stats = await served.stats
+            assert stats.backend == "wayland-portal" and stats.refused_inputs == 0
+            if typed:
+                break
+            got = out.read_text() if out.exists() else "(no file)"
+            assert session_try == 0, f"keys did not reach foot through two portal sessions: {got!r}"
     finally:
         foot.terminate()
         foot.wait(timeout=10)
