@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import multiprocessing as mp
 import os
 import random
@@ -66,6 +67,8 @@ from server.store import open_database
 
 NODES = 3
 Sim = tuple[str, str, str]  # device id, cert path, key path
+
+log = logging.getLogger(__name__)
 
 
 async def register(db_url: str, pki: Path, out: Path, ids: list[str]) -> list[Sim]:
@@ -133,8 +136,8 @@ async def agent_life(sim: Sim, ca: str, urls: list[str], home: int, counts: Any,
             finally:
                 counts[base + node] -= 1
                 await ws.close()
-        except (OSError, TimeoutError, WebSocketException, RuntimeError, ValueError):
-            pass
+        except (OSError, TimeoutError, WebSocketException, RuntimeError, ValueError) as exc:
+            log.debug("simulated agent %s disconnected: %s; reconnecting after backoff", device_id, exc)
         await asyncio.sleep(backoff.next_delay(loop.time()))
         # The load balancer's pick: another node than the one that just failed (its health check took it out).
         node = random.choice([n for n in range(len(urls)) if n != node] or [node])

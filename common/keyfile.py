@@ -33,10 +33,8 @@ def read_key(path: Path, size: int) -> bytes:
 
 def load_or_create(path: Path, size: int = 32) -> bytes:
     """The key in ``path``, made (random, 0600, parent 0700 when new) if there is none yet."""
-    try:
+    with contextlib.suppress(FileNotFoundError):  # none yet: made below
         return read_key(path, size)
-    except FileNotFoundError:
-        pass
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:

@@ -8,6 +8,7 @@ full disk. A check that cannot run is left out rather than guessed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,21 +52,17 @@ def _memory() -> float:
 def has_default_route(v4: Path = ROUTES_V4, v6: Path = ROUTES_V6) -> bool | None:
     """True/False from the kernel's routing tables; None when neither can be read."""
     readable = False
-    try:
+    with contextlib.suppress(OSError):  # no IPv4 routing table (an IPv6-only kernel): the IPv6 one decides
         lines = v4.read_text().splitlines()[1:]
         readable = True
         if any(len(f := line.split()) > 2 and f[1] == "00000000" and f[0] != "lo" for line in lines):
             return True
-    except OSError:
-        pass
-    try:
+    with contextlib.suppress(OSError):  # no IPv6 routing table: the IPv4 one decided
         for line in v6.read_text().splitlines():
             readable = True
             fields = line.split()
             if len(fields) >= 10 and fields[0] == "0" * 32 and fields[1] == "00" and fields[9] != "lo":
                 return True
-    except OSError:
-        pass
     return False if readable else None
 
 
@@ -108,8 +105,8 @@ def collect(probe: Probe | None = None) -> list[Diagnostic]:
     try:
         if probe.reboot_flag.exists():
             found.append(Diagnostic("reboot_pending", "warning", "a restart is pending to finish installing updates"))
-    except OSError:
-        pass
+    except OSError as exc:
+        log.warning("reboot check failed: %s", exc)
     found.extend(probe.extra)
     order = {"critical": 0, "warning": 1}
     found.sort(key=lambda d: order.get(d.severity, 2))

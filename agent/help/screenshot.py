@@ -11,6 +11,7 @@ does not).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -75,12 +76,10 @@ def focus_point(display: str | None) -> tuple[int, int] | None:
             if not isinstance(focus, int) and focus.id not in (root.id, X.NONE, X.PointerRoot):
                 window = focus
         if window is not None:
-            try:
+            with contextlib.suppress(xerror.XError):  # the window closed meanwhile: the pointer decides
                 geometry = window.get_geometry()
                 at = window.translate_coords(root, 0, 0)
                 return -at.x + geometry.width // 2, -at.y + geometry.height // 2
-            except xerror.XError:
-                pass  # gone meanwhile
         pointer = root.query_pointer()
         return int(pointer.root_x), int(pointer.root_y)
     except xerror.XError as exc:

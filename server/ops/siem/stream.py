@@ -61,7 +61,7 @@ class Cursor:
             if data.get("destination") == destination:
                 self.seq = int(data["seq"])
         except FileNotFoundError:
-            pass
+            self.seq = 0  # a new sink: from the first record
         except (ValueError, KeyError, TypeError):
             log.warning("unreadable SIEM cursor %s; sending from the start", path)
 
