@@ -13,6 +13,7 @@ each of its open requests.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -101,16 +102,8 @@ class DeviceRequests:
         row = await self._own(conn, msg)
         if row is None or not await self._take(conn, msg.id, "note", msg.type_name()):
             return  # rate limited: not acknowledged, the agent sends it again on its next connection
-        try:
-            updated = await repo.add_note(self.server.db, row["id"], actor=f"device:{conn.device_id}", text=msg.text,
-                                          from_device=True, message_id=msg.id)
-        except ApiError as exc:
-            await self._refuse(conn, msg.id, exc.code, exc.message, msg.type_name())
-            await conn.send(status_of(row))
-            await self._ack(conn, msg, applied=False)
-            return
-        await conn.send(status_of(updated))
-        await self._ack(conn, msg, applied=True)
+        await self._apply(conn, msg, row, repo.add_note(self.server.db, row["id"], actor=f"device:{conn.device_id}",
+                                                        text=msg.text, from_device=True, message_id=msg.id))
 
     async def on_withdraw(self, conn: AgentConnection, msg: RequestWithdraw) -> None:
         row = await self._own(conn, msg)
@@ -120,8 +113,15 @@ class DeviceRequests:
             await conn.send(status_of(row))
             await self._ack(conn, msg, applied=True)
             return
+        await self._apply(conn, msg, row, repo.transition(self.server.db, row["id"], "withdraw",
+                                                          actor=f"device:{conn.device_id}"))
+
+    async def _apply(self, conn: AgentConnection, msg: RequestAdd | RequestWithdraw, row: Row,
+                     change: Awaitable[Row]) -> None:
+        """Await the user's change; answer the new status and acknowledge it, or refuse, answer the status as it
+        was and acknowledge it as not applied (so the agent stops resending it)."""
         try:
-            updated = await repo.transition(self.server.db, row["id"], "withdraw", actor=f"device:{conn.device_id}")
+            updated = await change
         except ApiError as exc:
             await self._refuse(conn, msg.id, exc.code, exc.message, msg.type_name())
             await conn.send(status_of(row))
