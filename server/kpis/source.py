@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from server.store import Database
+from server.store import Database, Row
 
 from .compute import Event, Request, Session, Survey
 
@@ -44,28 +44,19 @@ async def load(db: Database, *, start: float | None, end: float | None, groups: 
     if groups is not None and not groups:
         return []
     where, params = period_filter(start, end, groups)
-    rows = await db.fetchall(
-        "SELECT r.id, r.created_at, r.group_name, r.category, r.claimed_by, r.resolved_by"  # noqa: S608 (only placeholders are formatted in)
-        f" FROM support_requests r WHERE {where} ORDER BY r.created_at LIMIT ?",
-        (*params, MAX_REQUESTS + 1))
-    if len(rows) > MAX_REQUESTS:
-        raise TooMany(f"more than {MAX_REQUESTS} requests in the period; ask for a shorter one")
+    rows = await _capped(db, "SELECT r.id, r.created_at, r.group_name, r.category, r.claimed_by, r.resolved_by"  # noqa: S608 (only placeholders are formatted in)
+                         f" FROM support_requests r WHERE {where} ORDER BY r.created_at", params, MAX_REQUESTS,
+                         "requests")
     events: dict[str, list[Event]] = defaultdict(list)
-    event_rows = await db.fetchall(
-        "SELECT e.request_id, e.at, e.kind, e.actor FROM support_request_events e"  # noqa: S608 (only placeholders are formatted in)
-        f" JOIN support_requests r ON r.id = e.request_id WHERE {where} ORDER BY e.id LIMIT ?",
-        (*params, MAX_EVENTS + 1))
-    if len(event_rows) > MAX_EVENTS:
-        raise TooMany(f"more than {MAX_EVENTS} request events in the period; ask for a shorter one")
+    event_rows = await _capped(db, "SELECT e.request_id, e.at, e.kind, e.actor FROM support_request_events e"  # noqa: S608 (only placeholders are formatted in)
+                               f" JOIN support_requests r ON r.id = e.request_id WHERE {where} ORDER BY e.id",
+                               params, MAX_EVENTS, "request events")
     for e in event_rows:
         events[e["request_id"]].append(Event(float(e["at"]), str(e["kind"]), str(e["actor"])))
     sessions: dict[str, list[Session]] = defaultdict(list)
-    session_rows = await db.fetchall(
-        "SELECT s.request_id, s.id, s.started_at, s.ended_at, s.technician_user FROM sessions s"  # noqa: S608 (only placeholders are formatted in)
-        f" JOIN support_requests r ON r.id = s.request_id WHERE {where} ORDER BY s.created_at LIMIT ?",
-        (*params, MAX_SESSIONS + 1))
-    if len(session_rows) > MAX_SESSIONS:
-        raise TooMany(f"more than {MAX_SESSIONS} sessions in the period; ask for a shorter one")
+    session_rows = await _capped(db, "SELECT s.request_id, s.id, s.started_at, s.ended_at, s.technician_user"  # noqa: S608 (only placeholders are formatted in)
+                                 f" FROM sessions s JOIN support_requests r ON r.id = s.request_id WHERE {where}"
+                                 " ORDER BY s.created_at", params, MAX_SESSIONS, "sessions")
     for s in session_rows:
         sessions[s["request_id"]].append(Session(
             str(s["id"]), None if s["started_at"] is None else float(s["started_at"]),
@@ -81,3 +72,11 @@ async def load(db: Database, *, start: float | None, end: float | None, groups: 
                     category=str(r["category"]), claimed_by=str(r["claimed_by"]), resolved_by=str(r["resolved_by"]),
                     events=tuple(events.get(r["id"], ())), sessions=tuple(sessions.get(r["id"], ())),
                     survey=surveys.get(r["id"])) for r in rows]
+
+
+async def _capped(db: Database, sql: str, params: list[Any], cap: int, what: str) -> list[Row]:
+    """``sql`` (only placeholders formatted in) with a LIMIT one above ``cap``; :class:`TooMany` past it."""
+    rows = await db.fetchall(f"{sql} LIMIT ?", (*params, cap + 1))
+    if len(rows) > cap:
+        raise TooMany(f"more than {cap} {what} in the period; ask for a shorter one")
+    return rows
