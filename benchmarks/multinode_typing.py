@@ -198,19 +198,19 @@ def report(results: dict[str, list[Result]], starts: dict[str, Starts], args: ar
     keys = {path: sum(int(r.figures["keys"]) for r in rs) for path, rs in results.items()}
     labels = {"c": "on C (single node)", "a": "on A, routed to C"}
     print()
-    print(f"machine                          {os.cpu_count()} cores, load average {min(loads):.1f}–{max(loads):.1f} "
+    print(f"{'machine':33}{os.cpu_count()} cores, load average {min(loads):.1f}–{max(loads):.1f} "
           f"during the rounds; 3 nodes, nats-server, PostgreSQL, Xvfb, the agent and "
           f"{args.idle_agents} idle simulated agents share it")
     for path in ("c", "a"):
-        print(f"typing {labels[path]:19}          p50 {p50[path]:.1f} ms, p95 {p95[path]:.1f} ms "
+        print(f"{'typing ' + labels[path]:33}p50 {p50[path]:.1f} ms, p95 {p95[path]:.1f} ms "
               f"(median over {len(results[path])} rounds, {keys[path]} keys)")
     diff50, diff95 = p50["a"] - p50["c"], p95["a"] - p95["c"]
     met = abs(diff50) <= TARGET_MS
-    print(f"difference (A - C)               p50 {diff50:+.1f} ms, p95 {diff95:+.1f} ms -> target p50 within "
+    print(f"{'difference (A - C)':33}p50 {diff50:+.1f} ms, p95 {diff95:+.1f} ms -> target p50 within "
           f"{TARGET_MS:g} ms: {'met' if met else 'MISSED'}")
     for path in ("c", "a"):
         s = starts[path]
-        print(f"session start {labels[path]:19} POST answered p50 {middle(s.post):.0f} ms "
+        print(f"{'session start ' + labels[path]:33}POST answered p50 {middle(s.post):.0f} ms "
               f"(max {max(s.post):.0f}), POST -> first frame p50 {middle(s.first_frame):.0f} ms "
               f"(max {max(s.first_frame):.0f}) over {len(s.post)} sessions")
     return met
