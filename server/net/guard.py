@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from server.ops.metrics import register_collector, unregister_collector
+
 from .limits import Admission, ConnectionLimits, Refusal, Waiting, address_key
+from .metrics import ConnectionEvents
 from .ratelog import CountingLog
 
 if TYPE_CHECKING:
@@ -46,6 +49,8 @@ class Gatekeeper:
         self.events = CountingLog(log, "connections closed or refused before showing a request",
                                   interval_s=SUMMARY_INTERVAL_S, level=logging.INFO,
                                   fields={"per_address_cap": limits.per_address, "cap": limits.total})
+        self._figures = ConnectionEvents(self.events.total)
+        register_collector(self._figures)
         log.info("connection limits", extra={f"unauthenticated_{k}": v for k, v in dataclasses.asdict(limits).items()})
 
     def hook(self, server: web.Server) -> None:
@@ -90,6 +95,7 @@ class Gatekeeper:
 
     def close(self) -> None:
         self.events.close()
+        unregister_collector(self._figures)
 
 
 def _nothing() -> None:
@@ -113,6 +119,12 @@ class GuardedProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._served = 0
         self._gone = False
+
+    def route(self, listener: str, server: web.Server) -> None:
+        """Serve this connection with ``server``, counted as ``listener``: the one-port listener
+        (server/net/sni.py) decides that from the ClientHello, before the TLS handshake."""
+        self.listener = listener
+        self._server = server
 
     # --- asyncio.Protocol, forwarded to aiohttp ---------------------------------------------
 

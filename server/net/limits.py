@@ -68,10 +68,16 @@ class ConnectionLimits:
     header_timeout_s: float = 10.0
     #: From the end of a response until the next request's headers are complete.
     idle_timeout_s: float = 60.0
+    #: TLS handshakes computing at once per listener; more wait in the listen queue (:mod:`.slots`).
+    handshakes: int = 32
+    #: The longest one handshake holds its slot (a stalled one computes on without it).
+    handshake_hold_s: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.per_address < 1 or self.total < 1:
+        if self.per_address < 1 or self.total < 1 or self.handshakes < 1:
             raise ValueError("connection caps must be at least 1")
+        if self.handshake_hold_s <= 0:
+            raise ValueError("handshake_hold_s must be positive")
         if min(self.handshake_timeout_s, self.header_timeout_s, self.idle_timeout_s) <= 0:
             raise ValueError("connection timeouts must be positive")
         if self.evict_after_s < 0:

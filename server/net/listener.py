@@ -5,8 +5,10 @@ sees it, so there is no place to refuse a connection cheaply, and when ``accept(
 of descriptors it reports every failure through the loop's exception handler with a traceback
 (544,275 of them in a minute, once). Here each readable listening socket is drained by
 :meth:`AcceptLoop._accept`: a connection over a cap is reset at once (no handshake, no buffers),
-an admitted one is handed to ``loop.connect_accepted_socket`` with the handshake timeout, and a
-failing ``accept()`` pauses that socket briefly and is counted in one log line per interval.
+an admitted one waits for its ClientHello, then for a handshake slot (:mod:`.slots`: while
+connections wait for one, accepting pauses and the rest wait in the listen queue), and is handed to
+``loop.connect_accepted_socket`` with the handshake timeout; a failing ``accept()`` pauses that
+socket briefly and is counted in one log line per interval.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from aiohttp.web_runner import BaseRunner, BaseSite
 
 from .guard import Gatekeeper, GuardedProtocol
 from .ratelog import CountingLog
+from .slots import HandshakeSlots
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,9 @@ class AcceptLoop(asyncio.AbstractServer):
         self._handshakes: set[asyncio.Task[None]] = set()
         self._retries: dict[socket.socket, asyncio.TimerHandle] = {}
         self._serving = False
+        #: Accepting paused because connections wait for a handshake slot.
+        self._held = False
+        self.slots = HandshakeSlots(gate.limits.handshakes, gate.limits.handshake_hold_s, self._hold)
         self.errors = CountingLog(log, "accept() failed: new connections wait in the listen queue until it works "
                                   "again; out of file descriptors means the limit is too low for the connections "
                                   "held (raise LimitNOFILE, or lower max_unauthenticated)",
@@ -107,6 +113,21 @@ class AcceptLoop(asyncio.AbstractServer):
         self._serving = True
         for sock in self._sockets:
             self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _hold(self, held: bool) -> None:
+        """Pause accepting while connections wait for a handshake slot; resume when none waits."""
+        self._held = held
+        if not self._serving:
+            return
+        for sock in self._sockets:
+            if sock in self._retries or sock.fileno() < 0:
+                continue  # paused after an accept() error: its timer resumes it
+            if held:
+                self._loop.remove_reader(sock.fileno())
+            else:
+                self._loop.add_reader(sock.fileno(), self._accept, sock)
+        if held:
+            self._gate.events.note(f"{self._listener}_accept_held")
 
     async def serve_forever(self) -> None:
         await self.start_serving()
@@ -132,6 +153,8 @@ class AcceptLoop(asyncio.AbstractServer):
 
     def _accept(self, sock: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):
+            if self._held:
+                return  # a handshake slot freed between two readiness events will resume us
             try:
                 conn, address = sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -150,7 +173,7 @@ class AcceptLoop(asyncio.AbstractServer):
 
     def _resume(self, sock: socket.socket) -> None:
         self._retries.pop(sock, None)
-        if self._serving:
+        if self._serving and not self._held:
             self._loop.add_reader(sock.fileno(), self._accept, sock)
 
     def _admit(self, conn: socket.socket, address: Any) -> None:
@@ -168,10 +191,39 @@ class AcceptLoop(asyncio.AbstractServer):
         limits = self._gate.limits
         if self._ssl is None:
             await self._loop.connect_accepted_socket(lambda: connection, conn)
-        else:
-            await self._loop.connect_accepted_socket(lambda: connection, conn, ssl=self._ssl,
-                                                     ssl_handshake_timeout=limits.handshake_timeout_s,
+            return
+        deadline = self._loop.time() + limits.handshake_timeout_s  # from accept, the wait for a slot included
+        async with asyncio.timeout_at(deadline):
+            await self._readable(conn)  # the ClientHello: an idle connection takes no slot
+            context = await self._context_for(conn, connection)
+            slot = await self.slots.acquire()
+        try:
+            await self._loop.connect_accepted_socket(lambda: connection, conn, ssl=context,
+                                                     ssl_handshake_timeout=max(0.1, deadline - self._loop.time()),
                                                      ssl_shutdown_timeout=limits.handshake_timeout_s)
+        finally:
+            slot.release()
+
+    async def _context_for(self, conn: socket.socket, connection: GuardedProtocol) -> ssl.SSLContext:
+        """The TLS context of this connection's handshake: the listener's own here; the one-port listener
+        (:mod:`.sni`) chooses it, and the application, by the ClientHello's server name."""
+        assert self._ssl is not None
+        return self._ssl
+
+    async def _readable(self, conn: socket.socket) -> None:
+        """Until ``conn`` has data (or EOF) to read."""
+        ready: asyncio.Future[None] = self._loop.create_future()
+        fd = conn.fileno()
+
+        def readable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        self._loop.add_reader(fd, readable)
+        try:
+            await ready
+        finally:
+            self._loop.remove_reader(fd)
 
     def _handshake_done(self, task: asyncio.Task[None], conn: socket.socket, connection: GuardedProtocol) -> None:
         self._handshakes.discard(task)
@@ -214,7 +266,10 @@ class GuardedSite(BaseSite):
         server = self._runner.server
         assert server is not None
         self._gate.hook(server)
-        accept_loop = AcceptLoop(await bind(self._host, self._port, self._backlog), self._gate, server,
-                                 self._ssl_context, self._listener)
+        accept_loop = self._accept_loop(await bind(self._host, self._port, self._backlog), server)
         self._server = accept_loop
         await accept_loop.start_serving()
+
+    def _accept_loop(self, sockets: list[socket.socket], server: web.Server) -> AcceptLoop:
+        """The accept loop of this site's listening sockets (the one-port site makes its own)."""
+        return AcceptLoop(sockets, self._gate, server, self._ssl_context, self._listener)
