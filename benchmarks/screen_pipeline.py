@@ -34,7 +34,9 @@ import numpy.typing as npt  # noqa: E402
 
 from agent.screen.capture import Monitor, MssGrabber  # noqa: E402
 from agent.screen.damage import XDamageSource  # noqa: E402
+from agent.screen.encoder import decode  # noqa: E402
 from agent.screen.pipeline import ScreenPipeline  # noqa: E402
+from protocol import stream  # noqa: E402
 from tests.xvfb import start_xvfb  # noqa: E402
 
 WIDTH, HEIGHT = 1920, 1080
@@ -156,13 +158,33 @@ class FileFrames:
         self._proc.wait()
 
 
-def run_frames(workload: str, frames: int, quality: int) -> dict[str, float]:
-    """Step once per source frame, the whole monitor each time (ffplay damages all of it)."""
+def _apply(viewer: npt.NDArray[np.uint8], messages: list[bytes]) -> None:
+    """Draw an update's messages onto the viewer's BGR image, as the console does."""
+    for message in messages:
+        u = stream.unpack_update(message)
+        viewer[u.y : u.y + u.h, u.x : u.x + u.w] = decode(u.encoding, u.payload, u.w, u.h)
+
+
+def _psnr(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
+    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
+    return 99.0 if mse == 0 else 10 * float(np.log10(255**2 / mse))
+
+
+def run_frames(workload: str, frames: int, quality: int, psnr: bool = False) -> dict[str, float]:
+    """Step once per source frame, the whole monitor each time (ffplay damages all of it).
+
+    With ``psnr`` the updates are also decoded onto a viewer image and compared with the
+    source frame (outside the measured CPU): the quality each change to the pipeline keeps.
+    """
     source = FileFrames(SOURCES[workload], frames + 1)
+    viewer = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
+    scores: list[float] = []
     try:
         pipeline = ScreenPipeline(source, 1)
         source.next()
-        pipeline.step(0.0, quality, 0, None)
+        first = pipeline.step(0.0, quality, 0, None)
+        if psnr and first.update is not None:
+            _apply(viewer, first.update.messages)
         cpu = 0.0
         steps = nbytes = rect_px = 0
         while source.next():
@@ -173,10 +195,17 @@ def run_frames(workload: str, frames: int, quality: int) -> dict[str, float]:
             if result.update is not None:
                 nbytes += result.update.nbytes
                 rect_px += sum(r.area for r in result.dirty_rects)
+                if psnr:
+                    _apply(viewer, result.update.messages)
+            if psnr:
+                scores.append(_psnr(viewer, source.grab_view(1)[:, :, :3]))
     finally:
         source.close()
-    return {"frames": steps, "cpu_ms_per_frame": 1000 * cpu / steps, "bytes_per_frame": nbytes / steps,
-            "sent_kpx_per_frame": rect_px / 1000 / steps}
+    figures = {"frames": steps, "cpu_ms_per_frame": 1000 * cpu / steps, "bytes_per_frame": nbytes / steps,
+               "sent_kpx_per_frame": rect_px / 1000 / steps}
+    if scores:
+        figures["psnr_db"] = float(np.mean(scores))
+    return figures
 
 
 def main() -> None:
@@ -187,9 +216,11 @@ def main() -> None:
     parser.add_argument("--profile", help="write cProfile stats of the stepping loop here")
     parser.add_argument("--frames", type=int, help="feed this many rendered frames instead of a live Xvfb "
                         "(motion, video: load-independent CPU per frame)")
+    parser.add_argument("--psnr", action="store_true", help="with --frames: decode the updates and report "
+                        "the mean PSNR of the viewer's image against each source frame")
     args = parser.parse_args()
     if args.frames:
-        figures = run_frames(args.workload, args.frames, args.quality)
+        figures = run_frames(args.workload, args.frames, args.quality, args.psnr)
         print(json.dumps({"workload": args.workload, "quality": args.quality,
                           **{k: round(v, 2) for k, v in figures.items()}}))
         return

@@ -9,7 +9,9 @@ Given damage (rectangles the display server reported drawn), a step grabs only t
 tiles under it, so a keystroke costs a grab of a few tiles instead of 8 MB. Small
 updates (typing) are cut to the exact bounding box of the changed pixels and sent
 lossless once: no JPEG first and no refresh of the same tiles later. A rectangle of
-one colour (a caret, a toggled box) goes as FILL, three bytes of payload.
+one colour (a caret, a toggled box) goes as FILL, three bytes of payload; so do the
+one-colour tiles of a large change, and a frame whose every tile shows a change in a
+sampled row is taken whole without the full comparison (video).
 """
 
 from __future__ import annotations
@@ -31,13 +33,16 @@ from .tiles import (
     Diff,
     Rect,
     changed_bounds,
+    changed_everywhere,
     clip,
     compare,
     dirty_tiles,
     fill_rows,
+    fill_runs,
     intersect,
     merge_tiles,
     tile_grid,
+    uniform_tiles,
     union,
 )
 
@@ -52,6 +57,11 @@ SMALL_UPDATE_TILES = 24
 #: testsrc2 (17 rectangles of changed tiles): filling rows encoded 1.5x the pixels, cost 25 %
 #: more JPEG time and more bytes than the 17 JPEGs, so only a really scattered change fills.
 MAX_RECTS = 24
+#: Updates above this many dirty tiles look for one-colour tiles among them, sent as FILL:
+#: exact and nearly free, where JPEG spent most of a frame's CPU on flat areas whose colour
+#: changed (testsrc2's bars under a hue shift: 80 % of the tiles). Below it (typing) the
+#: rectangles are small and already checked whole.
+UNIFORM_FROM_TILES = SMALL_UPDATE_TILES
 #: Lossless wins when it is at most this much larger than the JPEG (no refresh needed later).
 LOSSLESS_BIAS = 1.5
 #: A PNG this small per pixel (text, flat UI) is kept without encoding a JPEG to compare.
@@ -219,12 +229,21 @@ class ScreenPipeline:
 
         messages: list[tuple[Kind, Rect, Encoding, bytes]] = []
         lossy_any = False
-        rects = merge_tiles(dirty, w, h) if changed else []
+        dirty_count = int(dirty.sum())
+        pictured = dirty  # the dirty tiles that need a picture (not one colour)
+        if dirty_count > UNIFORM_FROM_TILES:
+            flat, colours = uniform_tiles(sent, dirty)
+            if flat.any():
+                pictured = dirty & ~flat
+                for area, bgrx in fill_runs(flat, colours, w, h):
+                    messages.append((Kind.UPDATE, area, Encoding.FILL, bgrx.to_bytes(4, "little")[:3]))
+                    self._mark(area, False, now, dirty)
+        rects = merge_tiles(pictured, w, h) if changed else []
         if len(rects) > MAX_RECTS:
             # Fill only over tiles the viewer holds lossy anyway: re-sending a lossless still
             # tile as JPEG would cost its refresh again (testsrc2's still bars, over and over).
-            rects = merge_tiles(fill_rows(dirty) & (dirty | lossy_map), w, h)
-        small = int(dirty.sum()) <= SMALL_UPDATE_TILES
+            rects = merge_tiles(fill_rows(pictured) & (pictured | (lossy_map & ~dirty)), w, h)
+        small = dirty_count <= SMALL_UPDATE_TILES
         for rect in rects:
             if tight is not None:
                 rect = self._tighten(rect, tight) or rect
@@ -267,7 +286,7 @@ class ScreenPipeline:
         update = EncodedUpdate(
             seq, packed, sum(map(len, packed)), len(packed), lossy_any, refresh=bool(refresh_rects)
         )
-        return StepResult(update, changed, t1 - t0, time.perf_counter() - t1, rects, grabbed_px, int(dirty.sum()))
+        return StepResult(update, changed, t1 - t0, time.perf_counter() - t1, rects, grabbed_px, dirty_count)
 
     def _grab_full(self, now: float) -> _Grabbed:
         """Compare the whole monitor with ``_sent`` and bring ``_sent`` up to it.
@@ -287,6 +306,11 @@ class ScreenPipeline:
             self._sent = np.array(current, copy=True)
             self._lossy = np.zeros((rows, cols), dtype=np.bool_)
             self._changed_at = np.full((rows, cols), now, dtype=np.float64)
+            return _Grabbed(np.ones((rows, cols), dtype=np.bool_), h * w, None)
+        if changed_everywhere(sent, current):
+            # Every tile differs in the sampled rows (a playing video): all of it is sent, so the
+            # full comparison (a 16 MB read) would find nothing more; the frame is copied whole.
+            np.copyto(sent, current)
             return _Grabbed(np.ones((rows, cols), dtype=np.bool_), h * w, None)
         dirty, diff = compare(sent, current)
         # Every dirty tile is sent in this step and every other tile already equals the

@@ -1,0 +1,92 @@
+"""Flat tiles of a large change go as FILL; a frame changed everywhere skips the full comparison."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent.screen import Monitor
+from agent.screen.encoder import decode
+from agent.screen.pipeline import ScreenPipeline
+from agent.screen.tiles import TILE, changed_everywhere, compare, fill_runs, uniform_tiles
+from protocol import stream
+from protocol.stream import Encoding
+
+
+class Frames:
+    def __init__(self, *frames: np.ndarray) -> None:
+        self.frames = list(frames)
+
+    def monitors(self) -> list[Monitor]:
+        h, w = self.frames[0].shape[:2]
+        return [Monitor(0, 0, w, h), Monitor(0, 0, w, h, True)]
+
+    def grab(self, index: int) -> np.ndarray:
+        return self.frames.pop(0).copy()
+
+    def close(self) -> None:
+        pass
+
+
+def bars(h: int, w: int, shift: int) -> np.ndarray:
+    """Vertical colour bars 3 tiles wide (colours moved by ``shift``) with a noisy stripe across."""
+    frame = np.zeros((h, w, 4), dtype=np.uint8)
+    for i, x in enumerate(range(0, w, 3 * TILE)):
+        frame[:, x : x + 3 * TILE, :3] = ((40 * i + shift) % 256, (90 + shift) % 256, (200 - 30 * i) % 256)
+    rng = np.random.default_rng(shift)
+    frame[100:140, :, :3] = rng.integers(0, 256, (40, w, 3), dtype=np.uint8)
+    return frame
+
+
+def test_uniform_tiles_finds_exactly_the_one_colour_tiles_on_ragged_edges() -> None:
+    frame = bars(300, 450, 0)  # 5 x 8 tiles, the last row and column cut short
+    frame[280, 449, 0] ^= 1  # one pixel in the bottom-right (partial) tile
+    rows, cols = 5, 8
+    flat, colours = uniform_tiles(frame, np.ones((rows, cols), dtype=np.bool_))
+    px = frame.view(np.uint32)[..., 0]
+    for r in range(rows):
+        for c in range(cols):
+            tile = px[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE]
+            assert flat[r, c] == bool((tile == tile[0, 0]).all()), (r, c)
+    assert not flat[1].any() and not flat[2].any()  # the noisy stripe (rows 100..139)
+    assert flat[0].all() and flat[3].all() and not flat[4, 7] and flat[4, :7].all()
+    only = np.zeros((rows, cols), dtype=np.bool_)
+    only[0, 2] = True
+    assert uniform_tiles(frame, only)[0].sum() == 1  # candidates limit the answer
+    runs = fill_runs(flat, colours, 450, 300)
+    covered = np.zeros((300, 450), dtype=np.int32)
+    for rect, colour in runs:
+        covered[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w] += 1
+        assert (px[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w] == colour).all()
+    expected = np.kron(flat, np.ones((TILE, TILE), dtype=np.int32))[:300, :450]
+    assert np.array_equal(covered, expected)  # every flat tile once, nothing else
+    assert len(runs) < int(flat.sum())  # equal-colour runs merged and stacked
+
+
+def test_changed_everywhere_only_when_every_tile_shows_a_change() -> None:
+    a, b = bars(300, 450, 0), bars(300, 450, 7)
+    assert changed_everywhere(a, b)
+    c = b.copy()
+    c[256:300, 448:450] = a[256:300, 448:450]  # the partial corner tile unchanged
+    assert not changed_everywhere(a, c)
+    assert compare(a, c)[0].sum() == compare(a, c)[0].size - 1
+
+
+def test_a_changing_picture_sends_flat_tiles_as_fill_and_the_viewer_matches() -> None:
+    frames = [bars(300, 450, s) for s in (0, 5, 9)]
+    frames[2][0:64, 0:64, :3] = frames[1][0:64, 0:64, :3]  # one tile unchanged: the full comparison
+    pipe = ScreenPipeline(Frames(*frames), 1)
+    viewer = np.zeros((300, 450, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        update = pipe.step(float(i), 90, i).update
+        assert update is not None
+        parts = [stream.unpack_update(m) for m in update.messages]
+        for u in parts:
+            viewer[u.y : u.y + u.h, u.x : u.x + u.w] = decode(u.encoding, u.payload, u.w, u.h)
+        fills = sum(u.w * u.h for u in parts if u.encoding is Encoding.FILL)
+        jpeg = sum(u.w * u.h for u in parts if u.encoding is Encoding.JPEG)
+        exact = np.ones((300, 450), dtype=np.bool_)
+        exact[64:192] = False  # tile rows 1 and 2 hold the noisy stripe
+        if i:
+            assert fills >= int(exact.sum()) - 64 * 64  # the flat tiles went as FILL ...
+            assert jpeg <= 2 * 64 * 450  # ... and only the stripe's tiles as JPEG
+        assert np.array_equal(viewer[exact], frame[:, :, :3][exact]), i
