@@ -12,6 +12,10 @@
 
 VERSION = 10
 
+#: Destructive (tests/test_migrations_contract.py): from before more than one node could share a database
+#: (issue 20), so no older node ever ran beside it; the upgrade needed every node stopped (issue 11).
+SAFE_BECAUSE = "before multi-node (issue 20): no older node runs beside it"
+
 STATEMENTS = [
     "DROP TABLE grants",
     "ALTER TABLE tasks ADD COLUMN document_id TEXT",
