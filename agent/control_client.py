@@ -118,7 +118,8 @@ class AgentClient:
     # --- connection loop --------------------------------------------------------------------
 
     def ssl_context(self) -> ssl.SSLContext:
-        return tls.agent_client_context(self.state.ca_path, self.state.cert_path, self.state.key_path)
+        return tls.agent_client_context(self.state.ca_path, self.state.cert_path, self.state.key_path,
+                                        server_name=self.state.agent_server_name)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Connect and reconnect until ``stop`` is set; raises :class:`AgentRevoked`.

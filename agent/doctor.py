@@ -162,7 +162,8 @@ class Doctor:
         url = urlsplit(state.agent_url)
         host, port = url.hostname or "", url.port or 443
         try:
-            context = tls.agent_client_context(state.ca_path, state.cert_path, state.key_path)
+            context = tls.agent_client_context(state.ca_path, state.cert_path, state.key_path,
+                                               server_name=state.agent_server_name)
             conn = https_connection(host, port, context=context, timeout=self.timeout_s,
                                     setting=(self.config or AgentConfig()).proxy)
             try:

@@ -98,6 +98,9 @@ def enroll(console_url: str, token: str, ca_sha256: str, state: AgentState, *, t
     info = {"device_id": answer["device_id"], "group": answer["group"], "agent_url": answer["agent_url"],
             "console_url": console_url, "cert_not_before": cert.not_valid_before_utc.timestamp(),
             "cert_not_after": cert.not_valid_after_utc.timestamp()}
+    server_name = answer.get("agent_server_name")
+    if isinstance(server_name, str) and server_name:  # a one-port server: the agent route's TLS name
+        info["agent_server_name"] = server_name[:253]
     if pin is not None:
         info[PIN_INFO_KEY] = pin
     state.save_info(info)

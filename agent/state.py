@@ -73,3 +73,9 @@ class AgentState:
     @property
     def agent_url(self) -> str:
         return str(self.load_info()["agent_url"])
+
+    @property
+    def agent_server_name(self) -> str | None:
+        """The TLS server name to send to ``agent_url`` instead of its host (a server serving agents and the
+        console on one port routes by it); None: the URL's host, as with two ports."""
+        return str(self.load_info().get("agent_server_name") or "") or None

@@ -97,6 +97,9 @@ class HelplineServer:
         self._lock_fd: int | None = None  # the running-server lock (server/ops/lock.py), held from start() to stop()
         self.agent_port = config.agent_port
         self.console_port = config.console_port
+        if config.single_port:  # agents and the console on one port, routed by the TLS server name
+            self.agent_port = self.console_port = config.single_port
+            _check_agent_name(self.pki, config.agent_name)
         self._compose()
 
     def _compose(self) -> None:
@@ -147,6 +150,11 @@ class HelplineServer:
         return url("wss", self.config.public_host, self.agent_port, "/agent")
 
     @property
+    def agent_server_name(self) -> str:
+        """The TLS server name agents send to reach the agent route of a single port ("" with two ports)."""
+        return self.config.agent_name if self.config.single_port else ""
+
+    @property
     def device_cert_lifetime(self) -> timedelta:
         return timedelta(days=self.config.device_cert_days)
 
@@ -179,8 +187,12 @@ class HelplineServer:
         agent_ssl = tls.agent_listener_context(self.pki.ca_pem, self.pki.server_pem, self.pki.server_key)
         console_ssl = tls.console_listener_context(self.pki.server_pem, self.pki.server_key)
         self.gate = net.Gatekeeper(net.ConnectionLimits.from_config(self.config, net.raise_fd_limit()))
-        for name, app, port, ctx in (("agent", self.agent_app, self.config.agent_port, agent_ssl),
-                                     ("console", self.console_app, self.config.console_port, console_ssl)):
+        two_ports = [("agent", self.agent_app, self.config.agent_port, agent_ssl),
+                     ("console", self.console_app, self.config.console_port, console_ssl)]
+        if self.config.single_port:
+            await self._listen_single_port()
+            two_ports = []
+        for name, app, port, ctx in two_ports:
             runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2)
             await runner.setup()
             site = net.GuardedSite(runner, self.config.host, port, gate=self.gate, listener=name, ssl_context=ctx)
@@ -189,11 +201,32 @@ class HelplineServer:
         # Port 0 in tests: read back the ports the OS chose.
         self.agent_port = self._bound_port(0) or self.config.agent_port
         self.console_port = self._bound_port(1) or self.config.console_port
+        if self.config.single_port:
+            self.agent_port = self.console_port = self._bound_port(1) or self.config.single_port
         self.listening = True
         for factory in self.background:
             self._tasks.append(asyncio.create_task(factory()))
         log.info("server listening", extra={"agent_port": self.agent_port, "console_port": self.console_port,
                                             "database": self.config.db_url.split(":", 1)[0]})
+
+    async def _listen_single_port(self) -> None:
+        """One listener for both applications (server/net/sni.py): the agent runner has no site of its
+        own; the console runner's site hands it the connections that ask for the agent name."""
+        from .net.sni import SniSite
+
+        assert self.gate is not None
+        agent_ssl, console_ssl = tls.single_port_contexts(self.pki.ca_pem, self.pki.server_pem, self.pki.server_key,
+                                                          self.config.agent_name)
+        runners = [web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2)
+                   for app in (self.agent_app, self.console_app)]
+        for runner in runners:
+            await runner.setup()
+            self._runners.append(runner)
+        site = SniSite(runners[1], self.config.host, self.config.single_port, gate=self.gate,
+                       console_context=console_ssl, agent_runner=runners[0], agent_context=agent_ssl,
+                       agent_name=self.config.agent_name)
+        await site.start()
+        self.tls_contexts = [agent_ssl, console_ssl]  # a renewed intermediate's chain is loaded into these (issuer)
 
     def _bound_port(self, index: int) -> int | None:
         server = self._runners[index].server
@@ -229,6 +262,18 @@ class HelplineServer:
     async def _on_device_revoked(self, device_id: str, _payload: dict[str, Any]) -> None:
         if await self.connections.close(device_id, CloseCode.REVOKED, "device revoked"):
             log.warning("closed revoked device's connection", extra={"device_id": device_id})
+
+
+def _check_agent_name(pki: PkiPaths, name: str) -> None:
+    """Refuse to start a single port whose server certificate does not carry the agents' name: every
+    agent would fail its hostname check."""
+    from certs.errors import CertError
+
+    names = tls.certificate_names(pki.server_pem)
+    if name not in names and f"*.{name.split('.', 1)[-1]}" not in names:
+        raise CertError(f"single_port: the server certificate ({pki.server_pem}) does not carry the agents' name "
+                        f"{name}; issue it with --server-name {name} too (helpline certs intermediate), or set "
+                        "agent_server_name to one of its names")
 
 
 async def openapi_document(request: web.Request) -> web.Response:

@@ -73,6 +73,13 @@ class ServerConfig:
     host: str = "0.0.0.0"  # noqa: S104 - a server listens on all interfaces by default
     agent_port: int = 8443
     console_port: int = 8444
+    #: Serve agents and the console on this one port (e.g. 443) instead of agent_port and console_port;
+    #: 0 = two ports. Each connection goes where its TLS server name (SNI) says (server/net/sni.py):
+    #: agent_server_name to the agents' mutual TLS, anything else to the console.
+    single_port: int = 0
+    #: The name agents send on the single port (default: agents.<public_host>). The server certificate must
+    #: carry it (``helpline certs intermediate … --server-name agents.HOST``); no DNS record is needed.
+    agent_server_name: str = ""
     #: ``sqlite:///PATH`` (default: ``helpline.db`` in data_dir) or ``postgresql://…``.
     database_url: str = ""
     #: The node's PKI: ca.pem (the org TLS root's certificate), intermediate.pem/.key, server.pem/.key
@@ -175,7 +182,27 @@ class ServerConfig:
 
     @property
     def console_url(self) -> str:
-        return url("https", self.public_host, self.console_port)
+        return url("https", self.public_host, self.single_port or self.console_port)
+
+    @property
+    def agent_name(self) -> str:
+        """The server name agents send on the single port (``agent_server_name``, or agents.<public_host>)."""
+        import ipaddress
+
+        from common.config import ConfigError
+
+        name = (self.agent_server_name or f"agents.{self.public_host}").strip().lower().rstrip(".")
+        try:
+            ipaddress.ip_address(name.removeprefix("agents."))
+        except ValueError:
+            pass
+        else:
+            raise ConfigError("agent_server_name: public_host is an IP address; name the agents' route "
+                              "(a DNS name the server certificate carries, e.g. agents.helpline.example.org)")
+        if not name or len(name) > 253 or not all(part and part.replace("-", "").isalnum() and part.isascii()
+                                                  for part in name.split(".")):
+            raise ConfigError(f"agent_server_name: {name!r} is not a DNS host name")
+        return name
 
 
 def load_sections(config: ServerConfig, path: Path | None) -> ServerConfig:

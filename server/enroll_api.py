@@ -45,7 +45,10 @@ SCHEMAS: dict[str, Any] = {
         "device_id": {"type": "string"}, "group": {"type": "string"},
         "certificate": {"type": "string", "description": "The device's client certificate followed by the "
                         "server node's issuing intermediate (PEM chain; it verifies up to the pinned root)."},
-        "agent_url": {"type": "string", "description": "`wss://host:port/agent` (mutual TLS)."}}},
+        "agent_url": {"type": "string", "description": "`wss://host:port/agent` (mutual TLS)."},
+        "agent_server_name": {"type": "string", "description": "The TLS server name (SNI) to send to agent_url "
+                              "instead of its host: a server serving agents and the console on one port; "
+                              "empty otherwise."}}},
 }
 
 
@@ -84,6 +87,7 @@ class EnrollHandlers:
             "group": result.group,
             "certificate": result.certificate_pem,
             "agent_url": server.agent_url,
+            "agent_server_name": server.agent_server_name,
         })
 
     async def _refused(self, db: Database, peer: str, code: str) -> None:
