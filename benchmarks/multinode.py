@@ -1,19 +1,26 @@
 """Three server nodes on one PostgreSQL and one nats-server, a simulated fleet across them.
 
-Usage: python benchmarks/multinode.py [--agents 20000] [--workers 4] [--hold 20] [--revocations 50]
+Usage: python benchmarks/multinode.py [--agents 20000] [--workers 4] [--source fleet|nat] [--hold 20]
+       [--revocations 50] [--health-agents 1000] [--health-interval 5]
 
 Needs HELPLINE_TEST_PG_URL (or --pg-url; a schema is made for the run and dropped after) and
 nats-server. Every part is a real process: nats-server, three ``helpline server`` nodes, and
-``--workers`` simulator processes, each holding its share of agents: real mTLS websockets, hello and
-welcome, keepalive pings, and after a drop the real agent's :class:`agent.backoff.Backoff` (full
-jitter) before reconnecting to another node than the one that dropped or refused it (what a TCP load
-balancer with health checks in front of the nodes does). Printed:
+``--workers`` simulator processes (:mod:`benchmarks.multinode_sim`) holding the agents: real mTLS
+websockets, hello and welcome, keepalives, health samples kept until acknowledged, and after a drop
+the real agent's backoff before reconnecting to another node. Certificates are issued in-process by
+the enrollment's CA code in several processes (:mod:`benchmarks.fleet_certs`). In ``fleet`` mode
+(default) each agent connects from its own loopback address, with the server's default caps; ``nat``
+puts the whole fleet behind 127.0.0.1. Printed:
 
 * per node: agents held, RSS per agent, CPU while the fleet idles with keepalives;
 * event fan-out: a device on node C revoked by a bus member (the code node A runs:
   ``devices.revoke`` on the database wrapped by :class:`server.bus.events.RingingDatabase`) until its
-  channel on C is closed, seen by the device — p50/p95 over ``--revocations`` devices;
-* node loss: node C killed (SIGKILL, by PID) until every agent is connected again elsewhere.
+  channel on C is closed, seen by the device — p50/p95 from issuing, from commit, and the revoking
+  transaction itself;
+* node loss: node C killed (SIGKILL, by PID): how many of its agents are back on A/B within 60 s and
+  when all are; the connection events the nodes counted (``helpline_connection_events_total``) and
+  why the simulated agents' attempts failed;
+* health samples acknowledged by a node and missing from PostgreSQL afterwards (must be 0).
 """
 
 from __future__ import annotations
@@ -21,147 +28,50 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import multiprocessing as mp
 import os
-import random
 import resource
 import secrets
 import shutil
 import signal
 import socket
-import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+import urllib.request
 from multiprocessing.process import BaseProcess
-from multiprocessing.sharedctypes import SynchronizedArray
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import psutil
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import WebSocketException
 
-from agent.backoff import Backoff
-from certs import tls
-from certs.pki import (
-    CertificateAuthority,
-    build_csr,
-    certificate_serial_hex,
-    generate_device_key,
-    init_pki,
-    write_certificates,
-    write_private_key,
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.fleet_certs import enroll, issue  # noqa: E402
+from benchmarks.multinode_sim import (  # noqa: E402
+    CAUSES,
+    DRAINING,
+    REPORT,
+    SAMPLING,
+    Agent,
+    Sim,
+    source_address,
+    worker,
 )
-from helpline.ports import free_port
-from server import devices
-from server.bus.connection import connect as bus_connect
-from server.bus.events import RingingDatabase
-from server.config import ServerConfig
-from server.store import open_database
+from certs.pki import init_pki  # noqa: E402
+from helpline.ports import free_port  # noqa: E402
+from server import devices  # noqa: E402
+from server.bus.connection import connect as bus_connect  # noqa: E402
+from server.bus.events import RingingDatabase  # noqa: E402
+from server.config import ServerConfig  # noqa: E402
+from server.store import open_database  # noqa: E402
 
 NODES = 3
-Sim = tuple[str, str, str]  # device id, cert path, key path
-
-log = logging.getLogger(__name__)
-
-
-async def register(db_url: str, pki: Path, out: Path, ids: list[str]) -> list[Sim]:
-    """Issue a certificate per simulated device and enroll it (as enrollment would)."""
-    ca = CertificateAuthority.load(pki)
-    db = await open_database(db_url)
-    sims: list[Sim] = []
-    now = datetime.now(UTC)
-    async with db.transaction() as tx:
-        await devices.ensure_group(tx, "bench")
-        for device_id in ids:
-            key = generate_device_key()
-            cert = ca.sign_device_csr(build_csr(key), device_id, now=now)
-            key_path, cert_path = out / f"{device_id}.key", out / f"{device_id}.pem"
-            write_private_key(key_path, key)
-            write_certificates(cert_path, [cert, *ca.chain])
-            await devices.register(tx, device_id, "bench", certificate_serial_hex(cert),
-                                   cert.not_valid_after_utc.timestamp(), hostname=device_id)
-            sims.append((device_id, str(cert_path), str(key_path)))
-    await db.close()
-    return sims
-
-
-async def hello(url: str, ctx: ssl.SSLContext, device_id: str) -> ClientConnection:
-    ws = await connect(url, ssl=ctx, compression=None, ping_interval=None, open_timeout=60)
-    try:
-        await ws.send(json.dumps({"v": 1, "type": "hello", "id": "h", "min_version": 1, "max_version": 1,
-                                  "agent_version": "bench", "device_id": device_id}))
-        welcome = json.loads(await asyncio.wait_for(ws.recv(), 60))
-        if welcome.get("type") != "welcome":
-            raise RuntimeError(f"{device_id}: expected welcome, got {welcome.get('type')}")
-    except BaseException:
-        await ws.close()
-        raise
-    return ws
-
-
-async def agent_life(sim: Sim, ca: str, urls: list[str], home: int, counts: Any, base: int,
-                     keepalive: float, gate: asyncio.Semaphore) -> None:
-    """One simulated agent for ever: connect, keep alive, after a drop back off and pick a node at random."""
-    device_id, cert, key = sim
-    ctx = tls.agent_client_context(Path(ca), Path(cert), Path(key))
-    backoff = Backoff()  # the agent's defaults: base 1 s, cap 60 s, reset after 60 s up
-    loop = asyncio.get_running_loop()
-    node = home
-    async with gate:  # the fleet's first connections, so many in flight at once
-        first = await _attempt(urls[node], ctx, device_id)
-    while True:
-        try:
-            ws = first or await hello(urls[node], ctx, device_id)
-            first = None
-            backoff.connected(loop.time())
-            counts[base + node] += 1
-            try:
-                n = 0
-                while True:
-                    try:
-                        msg = json.loads(await asyncio.wait_for(ws.recv(), keepalive))
-                    except TimeoutError:
-                        n += 1
-                        await ws.send(json.dumps({"v": 1, "type": "ping", "id": f"p{n}"}))
-                        continue
-                    if msg.get("type") == "ping":
-                        await ws.send(json.dumps({"v": 1, "type": "pong", "id": f"r{n}", "in_reply_to": msg["id"]}))
-            finally:
-                counts[base + node] -= 1
-                await ws.close()
-        except (OSError, TimeoutError, WebSocketException, RuntimeError, ValueError) as exc:
-            log.debug("simulated agent %s disconnected: %s; reconnecting after backoff", device_id, exc)
-        await asyncio.sleep(backoff.next_delay(loop.time()))
-        # The load balancer's pick: another node than the one that just failed (its health check took it out).
-        node = random.choice([n for n in range(len(urls)) if n != node] or [node])
-
-
-async def _attempt(url: str, ctx: ssl.SSLContext, device_id: str) -> ClientConnection | None:
-    try:
-        return await hello(url, ctx, device_id)
-    except (OSError, TimeoutError, WebSocketException, RuntimeError, ValueError):
-        return None
-
-
-def worker(sims: list[Sim], ca: str, urls: list[str], counts: Any, index: int, keepalive: float,
-           concurrency: int) -> None:
-    """A simulator process: its agents, until the parent terminates it."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-    async def main() -> None:
-        gate = asyncio.Semaphore(concurrency)
-        await asyncio.gather(*(agent_life(s, ca, urls, i % len(urls), counts, index * len(urls), keepalive, gate)
-                               for i, s in enumerate(sims)))
-
-    asyncio.run(main())
 
 
 def rss(pid: int) -> int:
@@ -211,6 +121,31 @@ def stop(proc: subprocess.Popen[bytes] | BaseProcess, sig: int = signal.SIGTERM)
             proc.join()
 
 
+def scrape_events(port: int) -> dict[str, float]:
+    """A node's ``helpline_connection_events_total`` by kind (empty if the node is gone)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return {}
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("helpline_connection_events_total{"):
+            kind = line.split('kind="', 1)[1].split('"', 1)[0]
+            found[kind] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def pct(figures: list[float], p: float) -> float:
+    figures = sorted(figures)
+    return figures[max(0, int(len(figures) * p) - 1)]
+
+
+def spread(label: str, figures: list[float]) -> str:
+    return (f"{label:30} p50 {statistics.median(figures):.1f} ms, p95 {pct(figures, 0.95):.1f} ms, "
+            f"max {max(figures):.1f} ms")
+
+
 async def run(args: argparse.Namespace) -> None:
     pg_url = args.pg_url or os.environ.get("HELPLINE_TEST_PG_URL", "")
     if not pg_url:
@@ -225,6 +160,7 @@ async def run(args: argparse.Namespace) -> None:
     db_url = f"{pg_url}{'&' if '?' in pg_url else '?'}search_path={schema}"
     procs: list[subprocess.Popen[bytes]] = []
     workers: list[BaseProcess] = []
+    load_start = os.getloadavg()
     try:
         init_pki(data / "pki", ["localhost", "127.0.0.1"])
         nats_port = free_port()
@@ -233,20 +169,41 @@ async def run(args: argparse.Namespace) -> None:
                                 stdout=subprocess.DEVNULL, stderr=(data / "nats.log").open("wb"))
         procs.append(nats)
         nats_url = f"nats://127.0.0.1:{nats_port}"
-        (data / "sim").mkdir()
-        print(f"issuing {args.agents + args.revocations} device certificates …", flush=True)
+        print(f"issuing {args.agents + args.revocations} device certificates in {args.issuers} processes …",
+              flush=True)
         t0 = time.perf_counter()
-        await (await open_database(db_url)).close()  # the schema, before the nodes race to migrate it
-        sims = await register(db_url, data / "pki", data / "sim", [f"sim-{i:06d}" for i in range(args.agents)])
-        probes = await register(db_url, data / "pki", data / "sim", [f"fan-{i:04d}" for i in range(args.revocations)])
-        print(f"  {time.perf_counter() - t0:.1f} s", flush=True)
+        db = await open_database(db_url)  # the schema, before the nodes race to migrate it
+        ids = [f"sim-{i:06d}" for i in range(args.agents)] + [f"fan-{i:04d}" for i in range(args.revocations)]
+        issued = issue(data / "pki", data / "sim", ids, args.issuers)
+        signed_s = time.perf_counter() - t0
+        await enroll(db, issued)
+        await db.close()
+        issue_s = time.perf_counter() - t0
+        print(f"  {issue_s:.1f} s ({signed_s:.1f} s keys and certificates, the rest the devices' rows)", flush=True)
+        fleet, probes = issued[:args.agents], issued[args.agents:]
+        nat = args.source == "nat"
+        sims = [Sim(one.device_id, one.cert, one.key, "" if nat else source_address(i), i < args.health_agents)
+                for i, one in enumerate(fleet)]
         agent_ports, console_ports = [free_port() for _ in range(NODES)], [free_port() for _ in range(NODES)]
+        metrics_ports = [free_port() for _ in range(NODES)]
+        # The keys every node of a deployment shares (support-code pepper, ticket and storage keys): made for
+        # the first node with ``helpline admin keys init``, copied to the others, as the README says.
+        keys = data / "keys"
+        made = subprocess.run([sys.executable, "-m", "helpline", "admin", "keys", "init", "--data", str(keys)],
+                              capture_output=True, env=dict(os.environ, HELPLINE_DATABASE_URL=db_url))
+        if made.returncode == 0:
+            for i in range(NODES):
+                shutil.copytree(keys, data / f"node{i}")
+        elif b"invalid choice" not in made.stderr:  # a version without shared keys needs none
+            raise RuntimeError(f"helpline admin keys init failed: {made.stderr.decode(errors='replace')}")
         nodes: list[subprocess.Popen[bytes]] = []
         for i in range(NODES):
             env = dict(os.environ, HELPLINE_DATABASE_URL=db_url, HELPLINE_NATS_URL=nats_url,
                        HELPLINE_NODE_ID=f"node-{'abc'[i]}", HELPLINE_PKI_DIR=str(data / "pki"),
                        HELPLINE_KEEPALIVE_S=str(args.keepalive), HELPLINE_LOG_LEVEL="warning",
-                       HELPLINE_MAX_UNAUTHENTICATED_PER_ADDRESS=str(args.agents))
+                       HELPLINE_METRICS_LISTEN=f"127.0.0.1:{metrics_ports[i]}")
+            if args.per_address:
+                env["HELPLINE_MAX_UNAUTHENTICATED_PER_ADDRESS"] = str(args.per_address)
             nodes.append(subprocess.Popen(
                 [sys.executable, "-m", "helpline", "server", "--data", str(data / f"node{i}"), "--host", "127.0.0.1",
                  "--agent-port", str(agent_ports[i]), "--console-port", str(console_ports[i])],
@@ -254,25 +211,37 @@ async def run(args: argparse.Namespace) -> None:
         procs.extend(nodes)
         await wait_ports([nats_port, *agent_ports], [nats, *nodes])
         rss0 = [rss(p.pid) for p in nodes]
-        urls = [f"wss://localhost:{p}/agent" for p in agent_ports]
+        urls = [f"wss://127.0.0.1:{p}/agent" for p in agent_ports]
         ca = str(data / "pki" / "ca.pem")
         ctx = mp.get_context("spawn")
-        counts: SynchronizedArray[Any] = ctx.Array("i", args.workers * NODES, lock=False)  # type: ignore[assignment]
-        print(f"connecting {args.agents} agents from {args.workers} simulator processes …", flush=True)
+        counts: Any = ctx.Array("i", args.workers * NODES, lock=False)
+        causes: Any = ctx.Array("i", args.workers * len(CAUSES), lock=False)
+        reported: Any = ctx.Array("i", args.workers, lock=False)
+        phase: Any = ctx.Value("i", 0, lock=False)
+        print(f"connecting {args.agents} agents from {args.workers} simulator processes "
+              f"({'one address' if nat else 'one loopback address each'}) …", flush=True)
         t0 = time.perf_counter()
         for w in range(args.workers):
-            p = ctx.Process(target=worker, args=(sims[w::args.workers], ca, urls, counts, w, args.keepalive,
-                                                 args.concurrency), daemon=True)
+            p = ctx.Process(target=worker, args=(sims[w::args.workers], ca, urls, counts, causes, phase, reported, w,
+                                                 args.keepalive, args.health_interval, args.concurrency,
+                                                 str(data / f"acked-{w}.json")), daemon=True)
             p.start()
             workers.append(p)
         deadline = time.monotonic() + args.connect_timeout
+        next_note = time.monotonic() + 30
         while sum(held(counts, args.workers)) < args.agents:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {sum(held(counts, args.workers))} of {args.agents} connected")
+            if time.monotonic() > next_note:
+                print(f"  {sum(held(counts, args.workers))} after {time.perf_counter() - t0:.0f} s", flush=True)
+                next_note += 30
             await asyncio.sleep(0.2)
         connect_s = time.perf_counter() - t0
+        failures_connect = failure_counts(causes, args.workers)
+        phase.value = SAMPLING
         print(f"  all {args.agents} connected in {connect_s:.1f} s; holding {args.hold:.0f} s idle "
-              f"(keepalive {args.keepalive:g} s) …", flush=True)
+              f"(keepalive {args.keepalive:g} s; {args.health_agents} agents send a health sample every "
+              f"{args.health_interval:g} s) …", flush=True)
         cpu0, w0 = [cpu(p.pid) for p in nodes], time.perf_counter()
         await asyncio.sleep(args.hold)
         cpu1, wall = [cpu(p.pid) for p in nodes], time.perf_counter() - w0
@@ -286,49 +255,111 @@ async def run(args: argparse.Namespace) -> None:
         db = RingingDatabase(inner, bus)
         fanout: list[float] = []
         after_commit: list[float] = []
-        for device_id, cert, key in probes:
-            ws = await hello(urls[2], tls.agent_client_context(Path(ca), Path(cert), Path(key)), device_id)
+        transaction: list[float] = []
+        for one in probes:
+            ws = await Agent(Sim(one.device_id, one.cert, one.key, "", False), ca).hello(urls[2])
             started = time.perf_counter()
-            assert await devices.revoke(db, device_id, actor="bench")  # type: ignore[arg-type]
+            assert await devices.revoke(db, one.device_id, actor="bench")  # type: ignore[arg-type]
             committed = time.perf_counter()
             await asyncio.wait_for(ws.wait_closed(), 10)
-            fanout.append((time.perf_counter() - started) * 1000)
-            after_commit.append((time.perf_counter() - committed) * 1000)
+            closed = time.perf_counter()
+            fanout.append((closed - started) * 1000)
+            after_commit.append((closed - committed) * 1000)
+            transaction.append((committed - started) * 1000)
         await db.close()
         await bus.close()
 
         # Node loss: C killed; its agents back on A and B.
+        events_before = [scrape_events(port) for port in metrics_ports]
+        causes_before = failure_counts(causes, args.workers)
         lost = per_node[2]
+        survivors = per_node[0] + per_node[1]
         t0 = time.perf_counter()
         stop(nodes[2], signal.SIGKILL)
         deadline = time.monotonic() + args.recovery_timeout
         recovered: float | None = None
+        back_in_60: int | None = None
+        cpu_k0 = [cpu(p.pid) for p in nodes[:2]]
         while time.monotonic() < deadline:
             now_held = held(counts, args.workers)
+            elapsed = time.perf_counter() - t0
+            if back_in_60 is None and elapsed >= 60:
+                back_in_60 = now_held[0] + now_held[1] - survivors
             if now_held[2] == 0 and sum(now_held) >= args.agents:
-                recovered = time.perf_counter() - t0
+                recovered = elapsed
                 break
             await asyncio.sleep(0.2)
+        cpu_k1, kill_wall = [cpu(p.pid) for p in nodes[:2]], time.perf_counter() - t0
+        if back_in_60 is None and recovered is not None:
+            back_in_60 = lost
         after = held(counts, args.workers)
+        events_after = [scrape_events(port) for port in metrics_ports[:2]]
+        causes_kill = {k: v - causes_before[k] for k, v in failure_counts(causes, args.workers).items()}
 
+        # Health samples: stop sampling, let the outboxes drain, then compare what was acknowledged with the database.
+        await asyncio.sleep(2 * args.health_interval)
+        phase.value = DRAINING
+        await asyncio.sleep(max(10.0, 2 * args.health_interval))
+        phase.value = REPORT
+        until = time.monotonic() + 60
+        while sum(reported[w] for w in range(args.workers)) < args.workers and time.monotonic() < until:
+            await asyncio.sleep(0.2)
+        acked: dict[str, int] = {}
+        pending = 0
+        for w in range(args.workers):
+            report = json.loads((data / f"acked-{w}.json").read_text())
+            acked.update(report["acked"])
+            pending += report["pending"]
+        check = await asyncpg.connect(pg_url)
+        rows = await check.fetch(f"SELECT device_id, seq FROM {schema}.health_samples")
+        await check.close()
+        stored: dict[str, set[int]] = {}
+        for row in rows:
+            stored.setdefault(row["device_id"], set()).add(int(row["seq"]))
+        acked_total = sum(acked.values())
+        missing = sum(1 for device, up_to in acked.items() for seq in range(1, up_to + 1)
+                      if seq not in stored.get(device, ()))
+
+        load_end = os.getloadavg()
         print()
-        print(f"machine                {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end; "
-              f"nodes, nats-server, PostgreSQL and {args.workers} simulator processes share it")
-        print(f"agents                 {args.agents} connected in {connect_s:.1f} s")
+        print(f"machine                {os.cpu_count()} cores, load average {load_start[0]:.1f} at the start, "
+              f"{load_end[0]:.1f} at the end (1 min; 5 min {load_end[1]:.1f}); nodes, nats-server, PostgreSQL, "
+              f"{args.workers} simulator processes and other work share it")
+        print(f"certificates           {len(issued)} issued and enrolled in {issue_s:.1f} s "
+              f"({args.issuers} processes; keys and certificates {signed_s:.1f} s)")
+        print(f"agents                 {args.agents} connected in {connect_s:.1f} s "
+              f"({'one source address (nat)' if nat else 'a loopback address each'}); failed attempts on the way: "
+              f"{fmt(failures_connect)}")
         for i in range(NODES):
             print(f"node {'abc'[i]}                 {per_node[i]} agents, RSS {rss0[i] / 2**20:.0f} -> "
                   f"{rss1[i] / 2**20:.0f} MiB = {(rss1[i] - rss0[i]) / max(1, per_node[i]) / 1024:.1f} KiB/agent, "
                   f"CPU idle fleet {100 * (cpu1[i] - cpu0[i]) / wall:.1f} % of a core")
-        for label, figures in (("revoke issued->closed", fanout), ("committed->closed", after_commit)):
-            figures.sort()
-            print(f"fan-out {label:22} p50 {statistics.median(figures):.1f} ms, "
-                  f"p95 {figures[max(0, int(len(figures) * 0.95) - 1)]:.1f} ms, max {figures[-1]:.1f} ms "
-                  f"({len(figures)} devices on node C; revoked on PostgreSQL, ring over NATS)")
+        print(f"fan-out ({len(fanout)} devices on node C; revoked on PostgreSQL through node A's code, ring over NATS)")
+        print("  " + spread("issued -> closed", fanout))
+        print("  " + spread("committed -> closed", after_commit))
+        print("  " + spread("the revoke transaction", transaction))
         if recovered is None:
-            print(f"node C killed          {lost} agents; NOT all back within {args.recovery_timeout:.0f} s: {after}")
+            print(f"node C killed          {lost} agents; {back_in_60} back within 60 s; NOT all back within "
+                  f"{args.recovery_timeout:.0f} s: {after}")
         else:
-            print(f"node C killed          {lost} agents back on A/B in {recovered:.1f} s "
-                  f"(agent backoff: full jitter, base 1 s) -> now {after[0]} on A, {after[1]} on B")
+            print(f"node C killed          {lost} agents: {back_in_60} back on A/B within 60 s, all in {recovered:.1f} s "
+                  f"-> now {after[0]} on A, {after[1]} on B")
+        print("  CPU of A and B while their agents came back: "
+              + ", ".join(f"{100 * (b - a) / kill_wall:.0f} %" for a, b in zip(cpu_k0, cpu_k1, strict=True))
+              + " of a core")
+        print(f"  failed attempts (simulators): {fmt(causes_kill)}")
+        for i in range(2):
+            delta = {k: v - events_before[i].get(k, 0) for k, v in events_after[i].items()}
+            print(f"  node {'ab'[i]} connection events: {fmt({k: int(v) for k, v in delta.items() if v})}")
+        print(f"  node c connection events before the kill: {fmt({k: int(v) for k, v in events_before[2].items()})}")
+        print(f"health samples         {acked_total} acknowledged by the nodes ({len(acked)} agents), {missing} of them "
+              f"missing from PostgreSQL; {pending} still unacknowledged in the outboxes at the end")
+    except BaseException:
+        for i in range(NODES):
+            log = data / f"node{i}.log"
+            if log.exists():
+                print(f"--- node {'abc'[i]} log (tail)\n{log.read_text(errors='replace')[-2000:]}", file=sys.stderr)
+        raise
     finally:
         for simulator in workers:
             stop(simulator)
@@ -340,15 +371,31 @@ async def run(args: argparse.Namespace) -> None:
         shutil.rmtree(data, ignore_errors=True)
 
 
+def failure_counts(causes: Any, workers: int) -> dict[str, int]:
+    return {c: sum(causes[w * len(CAUSES) + i] for w in range(workers)) for i, c in enumerate(CAUSES)}
+
+
+def fmt(counts: dict[str, Any]) -> str:
+    shown = {k: v for k, v in counts.items() if v}
+    return ", ".join(f"{k} {v}" for k, v in sorted(shown.items())) or "none"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agents", type=int, default=20000)
     parser.add_argument("--workers", type=int, default=4, help="simulator processes")
+    parser.add_argument("--issuers", type=int, default=os.cpu_count() or 2, help="certificate-signing processes")
+    parser.add_argument("--source", choices=("fleet", "nat"), default="fleet",
+                        help="fleet: a loopback address per agent; nat: all from 127.0.0.1")
+    parser.add_argument("--per-address", type=int, default=0,
+                        help="the nodes' max_unauthenticated_per_address (0: the default, 64)")
     parser.add_argument("--concurrency", type=int, default=100, help="first connections in flight per worker")
     parser.add_argument("--hold", type=float, default=20.0, help="seconds of idle fleet for the CPU figure")
     parser.add_argument("--keepalive", type=float, default=20.0, help="keepalive interval (s), the default")
     parser.add_argument("--revocations", type=int, default=50, help="devices revoked for the fan-out figure")
-    parser.add_argument("--connect-timeout", type=float, default=900.0)
+    parser.add_argument("--health-agents", type=int, default=1000, help="agents that send health samples")
+    parser.add_argument("--health-interval", type=float, default=5.0, help="seconds between their samples")
+    parser.add_argument("--connect-timeout", type=float, default=1800.0)
     parser.add_argument("--recovery-timeout", type=float, default=180.0)
     parser.add_argument("--pg-url", default="")
     asyncio.run(run(parser.parse_args()))

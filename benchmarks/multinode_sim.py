@@ -1,0 +1,190 @@
+"""The simulated agents of ``benchmarks/multinode.py``: one simulator process holds a share of the fleet.
+
+Each simulated agent is what the real agent is on the wire: its own key and certificate (mTLS), hello
+and welcome, keepalive pings and pongs, health samples numbered by ``seq`` kept in an outbox until
+the server's ``health.ack`` covers them and resent after a reconnect ("Agent: sending without
+loss"), and after a drop the real agent's :class:`agent.backoff.Backoff` (full jitter) before it
+reconnects — to another node than the one that dropped or refused it (what a TCP load balancer with
+health checks in front of the nodes does).
+
+Source addresses: in ``fleet`` mode every agent binds its own loopback address (127.100.x.y; all of
+127/8 is local on Linux), so the server's per-address caps see a fleet of hosts; in ``nat`` mode all
+come from 127.0.0.1, as a fleet behind one NAT address would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import resource
+import ssl
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, WebSocketException
+
+from agent.backoff import Backoff
+from certs import tls
+
+log = logging.getLogger(__name__)
+
+#: Why a connection attempt or a channel ended, as counted per simulator process.
+CAUSES = ("refused", "reset", "timeout", "tls", "closed", "http", "other")
+#: Phases the parent sets: health sampling off, on, stopped (outboxes drain), report (write acks).
+IDLE, SAMPLING, DRAINING, REPORT = 0, 1, 2, 3
+
+
+class Sim(NamedTuple):
+    device_id: str
+    cert: str
+    key: str
+    source: str  # the local address to bind ("" = the system's choice)
+    health: bool  # sends health samples
+
+
+def source_address(index: int) -> str:
+    """A distinct loopback address per agent: 127.100.0.1 … (254 a /24, never .0 or .255)."""
+    block, host = divmod(index, 254)
+    return f"127.{100 + block // 256}.{block % 256}.{host + 1}"
+
+
+def cause(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+        return "reset"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ssl.SSLError):
+        return "tls"
+    if isinstance(exc, ConnectionClosed):
+        return "closed"
+    if isinstance(exc, InvalidHandshake):
+        return "http"
+    return "other"
+
+
+class Agent:
+    """One simulated agent's state across its connections: backoff and health outbox."""
+
+    def __init__(self, sim: Sim, ca: str) -> None:
+        self.sim = sim
+        self.ctx = tls.agent_client_context(Path(ca), Path(sim.cert), Path(sim.key))
+        self.backoff = Backoff()  # the agent's defaults: base 1 s, cap 60 s, reset after 60 s up
+        self.next_seq = 1
+        self.pending: list[dict[str, Any]] = []  # sent or not, not yet acknowledged
+        self.acked = 0  # every seq <= acked is acknowledged (stored, says the server)
+
+    async def hello(self, url: str) -> ClientConnection:
+        extra: dict[str, Any] = {"local_addr": (self.sim.source, 0)} if self.sim.source else {}
+        ws = await connect(url, ssl=self.ctx, server_hostname="localhost", compression=None, ping_interval=None,
+                           open_timeout=15, close_timeout=2, **extra)  # 15 s: the real agent's open_timeout
+        try:
+            await ws.send(json.dumps({"v": 1, "type": "hello", "id": "h", "min_version": 1, "max_version": 1,
+                                      "agent_version": "bench", "device_id": self.sim.device_id}))
+            welcome = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if welcome.get("type") != "welcome":
+                raise RuntimeError(f"{self.sim.device_id}: expected welcome, got {welcome.get('type')}")
+        except BaseException:
+            await ws.close()
+            raise
+        return ws
+
+    async def channel(self, ws: ClientConnection, keepalive: float, health_s: float, phase: Any) -> None:
+        """Keep the channel: pings when due, health samples while sampling, the outbox resent first."""
+        loop = asyncio.get_running_loop()
+        n = 0
+        if self.pending:
+            n += 1
+            await self._send_batch(ws, self.pending, n)
+        now = loop.time()
+        next_ping = now + keepalive
+        next_sample = now + random.uniform(0, health_s) if self.sim.health else float("inf")
+        while True:
+            now = loop.time()
+            if now >= next_sample:
+                next_sample += health_s
+                if phase.value == SAMPLING:
+                    sample = {"seq": self.next_seq, "ts": time.time(), "metrics": {"cpu_percent": 5.0,
+                                                                                   "mem_percent": 40.0}}
+                    self.next_seq += 1
+                    self.pending.append(sample)
+                    n += 1
+                    await self._send_batch(ws, [sample], n)
+            if now >= next_ping:
+                n += 1
+                await ws.send(json.dumps({"v": 1, "type": "ping", "id": f"p{n}"}))
+                next_ping = now + keepalive
+            try:
+                msg = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, min(next_ping, next_sample) - now)))
+            except TimeoutError:
+                continue
+            kind = msg.get("type")
+            if kind == "ping":
+                n += 1
+                await ws.send(json.dumps({"v": 1, "type": "pong", "id": f"r{n}", "in_reply_to": msg["id"]}))
+            elif kind == "health.ack":
+                up_to = int(msg["up_to"])
+                self.acked = max(self.acked, up_to)
+                self.pending = [s for s in self.pending if s["seq"] > up_to]
+
+    async def _send_batch(self, ws: ClientConnection, samples: list[dict[str, Any]], n: int) -> None:
+        await ws.send(json.dumps({"v": 1, "type": "health.batch", "id": f"b{n}", "samples": samples[:100]}))
+
+
+async def agent_life(agent: Agent, urls: list[str], home: int, counts: Any, base: int, causes: Any,
+                     cause_base: int, keepalive: float, health_s: float, phase: Any,
+                     gate: asyncio.Semaphore) -> None:
+    """One simulated agent for ever: connect, keep the channel, after an end back off and pick another node."""
+    loop = asyncio.get_running_loop()
+    node = home
+    first = True
+    while True:
+        try:
+            if first:
+                async with gate:  # the fleet's first connections: a bounded number in flight per process
+                    ws = await agent.hello(urls[node])
+            else:
+                ws = await agent.hello(urls[node])
+            agent.backoff.connected(loop.time())
+            counts[base + node] += 1
+            try:
+                await agent.channel(ws, keepalive, health_s, phase)
+            finally:
+                counts[base + node] -= 1
+                await ws.close()
+        except (OSError, TimeoutError, WebSocketException, RuntimeError, ValueError, KeyError) as exc:
+            causes[cause_base + CAUSES.index(cause(exc))] += 1
+            log.debug("simulated agent %s: %s; reconnecting after backoff", agent.sim.device_id, exc)
+        first = False
+        await asyncio.sleep(agent.backoff.next_delay(loop.time()))
+        # The load balancer's pick: another node than the one that just failed (its health check took it out).
+        node = random.choice([n for n in range(len(urls)) if n != node] or [node])
+
+
+def worker(sims: list[Sim], ca: str, urls: list[str], counts: Any, causes: Any, phase: Any, reported: Any,
+           index: int, keepalive: float, health_s: float, concurrency: int, report: str) -> None:
+    """A simulator process: its agents, until the parent terminates it; writes its acknowledged health
+    samples to ``report`` when the parent asks (phase REPORT)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    async def main() -> None:
+        gate = asyncio.Semaphore(concurrency)
+        agents = [Agent(s, ca) for s in sims]
+        tasks = [asyncio.create_task(agent_life(a, urls, i % len(urls), counts, index * len(urls), causes,
+                                                index * len(CAUSES), keepalive, health_s, phase, gate))
+                 for i, a in enumerate(agents)]
+        while phase.value != REPORT:
+            await asyncio.sleep(0.2)
+        acked = {a.sim.device_id: a.acked for a in agents if a.sim.health}
+        pending = sum(len(a.pending) for a in agents)
+        Path(report).write_text(json.dumps({"acked": acked, "pending": pending}))
+        reported[index] = 1
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
