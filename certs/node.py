@@ -19,7 +19,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certs.errors import RootKeyOnServerError
-from certs.pki import PkiPaths, as_utc, certificate_fingerprint_sha256, load_certificate, renewal_due
+from certs.pki import (
+    PkiPaths,
+    as_utc,
+    certificate_fingerprint_sha256,
+    load_certificate,
+    load_certificates,
+    renewal_due,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +102,8 @@ def check_node_pki(directory: Path, *, allow_root_key: bool = False) -> None:
                     "allow_root_key_on_server; anyone who reads it can mint certificates", names)
         return
     raise RootKeyOnServerError(
-        f"the server's PKI directory holds the root's private key ({names}): move it offline "
+        f"the server's PKI directory holds the root's private key or another encrypted CA key such as the "
+        f"signer's delegation ({names}): move it offline "
         "(a server needs only its intermediate: helpline certs intermediate), or set "
         "allow_root_key_on_server = true for a directory from before intermediates")
 
@@ -104,7 +112,7 @@ def check_node_pki(directory: Path, *, allow_root_key: bool = False) -> None:
 class CertStatus:
     """One certificate of a PKI directory, for ``helpline certs status`` and the server's log."""
 
-    role: str  # "root", "intermediate" or "server"
+    role: str  # "root", "delegation", "intermediate" or "server"
     subject: str
     not_before: datetime
     not_after: datetime
@@ -132,22 +140,36 @@ def _status(role: str, cert: x509.Certificate) -> CertStatus:
 
 
 def pki_status(directory: Path) -> list[CertStatus]:
-    """The root's, the intermediate's and the server's certificate in ``directory`` (those present)."""
+    """The chain in ``directory``, root first: the root, a delegated node's delegation (the signer's), the
+    intermediate and the server certificate (those present; a signer's directory: root and delegation)."""
     paths = PkiPaths.from_dir(directory)
     found: list[CertStatus] = []
-    for role, path in (("root", paths.ca_pem), ("intermediate", paths.intermediate_pem),
-                       ("server", paths.server_pem)):
-        if path.exists():
-            found.append(_status(role, load_certificate(path)))
+    if paths.ca_pem.exists():
+        found.append(_status("root", load_certificate(paths.ca_pem)))
+    if paths.intermediate_pem.exists():
+        intermediate, *links = load_certificates(paths.intermediate_pem)
+        found.extend(_status("delegation", link) for link in reversed(links))
+        found.append(_status("intermediate", intermediate))
+    elif (paths.directory / "delegation.pem").exists():
+        found.append(_status("delegation", load_certificate(paths.directory / "delegation.pem")))
+    if paths.server_pem.exists():
+        found.append(_status("server", load_certificate(paths.server_pem)))
     return found
 
 
-def expiry_warning(intermediate: x509.Certificate, now: datetime) -> str | None:
-    """A warning once two-thirds of the intermediate's life has passed at ``now``; None before."""
+def expiry_warning(intermediate: x509.Certificate, now: datetime, *, delegated: bool = False) -> str | None:
+    """A warning once two-thirds of the intermediate's life has passed at ``now``; None before.
+
+    A ``delegated`` node (``signer.json``) renews by itself from half its life: past two-thirds, renewal
+    has been failing."""
     if not renewal_due(intermediate, now):
         return None
     end = intermediate.not_valid_after_utc
     left = end - as_utc(now)
+    if delegated:
+        return (f"the issuing intermediate expires at {end.isoformat()} ({left.total_seconds() / 3600:.1f} h left) "
+                "and renewal from the signer keeps failing: check the signer and this node's place on its "
+                "allow-list; once it has expired, join again with a new token (helpline certs join)")
     if left.total_seconds() <= 0:
         return (f"the issuing intermediate expired at {end.isoformat()}: no agent can connect; rotate it "
                 "(helpline certs intermediate) and restart the server")

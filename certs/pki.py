@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import logging
 import os
 import re
@@ -55,6 +56,8 @@ DEVICE_LIFETIME = timedelta(days=30)
 #: The root key's passphrase, at least (as the trust root's in ``certs.ceremony``).
 MIN_ROOT_PASSPHRASE = 12
 ROOT_NAME = "Helpline Org TLS Root"
+#: Roots made before delegation had 1: they certify node intermediates directly and cannot delegate.
+ROOT_PATH_LENGTH = 2
 #: Backdating of not_before, so a peer whose clock lags a little accepts a fresh certificate.
 CLOCK_SKEW = timedelta(minutes=5)
 #: Upper bound on a CSR we are willing to parse (a P-256 CSR is well under 1 KiB).
@@ -233,6 +236,11 @@ def _p256_public_key_of(csr_pem: bytes) -> ec.EllipticCurvePublicKey:
     return public_key
 
 
+def csr_public_key(csr_pem: bytes) -> ec.EllipticCurvePublicKey:
+    """The ECDSA P-256 key of a size-limited, well-signed PEM CSR; ``CsrError`` otherwise."""
+    return _p256_public_key_of(csr_pem)
+
+
 def _describe_key(key: object) -> str:
     """Short human description of a public key's type, for error messages."""
     if isinstance(key, ec.EllipticCurvePublicKey):
@@ -304,6 +312,11 @@ def _server_san(server_names: Iterable[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(_server_names(server_names))
 
 
+def name_constraints(server_names: Iterable[str]) -> x509.NameConstraints:
+    """A CA's permitted subtrees for ``server_names`` (as a node intermediate's; see below)."""
+    return _name_constraints(server_names)
+
+
 def _name_constraints(server_names: Iterable[str]) -> x509.NameConstraints:
     """An intermediate's permitted subtrees: the node's DNS names (and their subdomains) and IP addresses."""
     permitted: list[x509.GeneralName] = []
@@ -333,6 +346,23 @@ def _ca_key_usage() -> x509.KeyUsage:
         crl_sign=True,
         encipher_only=False,
         decipher_only=False,
+    )
+
+
+def ca_builder(common_name: str, public_key: ec.EllipticCurvePublicKey, server_names: Iterable[str], *,
+               not_before: datetime, not_after: datetime, path_length: int) -> x509.CertificateBuilder:
+    """A CA certificate limited to ``server_names`` (name constraints), not yet given its issuer or signed."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(_ca_key_usage(), critical=True)
+        .add_extension(_name_constraints(server_names), critical=True)
+        .add_extension(_ski(public_key), critical=False)
     )
 
 
@@ -374,8 +404,9 @@ class RootCA:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(now + lifetime)
-            # Path length 1: root -> intermediate -> leaf, and no deeper.
-            .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+            # Path length 2: root -> node intermediate -> leaf, or root -> delegation (the signer's,
+            # certs.delegation) -> node intermediate -> leaf; no deeper.
+            .add_extension(x509.BasicConstraints(ca=True, path_length=ROOT_PATH_LENGTH), critical=True)
             .add_extension(_ca_key_usage(), critical=True)
             .add_extension(ski, critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
@@ -405,6 +436,12 @@ class RootCA:
     def fingerprint_sha256(self) -> str:
         """Lowercase hex SHA-256 of the root certificate DER: what agents pin at enrollment."""
         return certificate_fingerprint_sha256(self.certificate)
+
+    def sign_ca(self, builder: x509.CertificateBuilder) -> x509.Certificate:
+        """Sign a CA certificate ``builder`` describes (``certs.delegation`` builds the signer's delegation)."""
+        return builder.issuer_name(self.certificate.subject).add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
+        ).sign(self._key, hashes.SHA256())
 
     def new_intermediate(
         self, server_names: list[str], *, now: datetime, lifetime: timedelta = INTERMEDIATE_LIFETIME
@@ -456,16 +493,21 @@ class CertificateAuthority:
     """
 
     def __init__(
-        self, certificate: x509.Certificate, private_key: ec.EllipticCurvePrivateKey, root: x509.Certificate
+        self, certificate: x509.Certificate, private_key: ec.EllipticCurvePrivateKey, root: x509.Certificate,
+        links: tuple[x509.Certificate, ...] = (),
     ) -> None:
         _check_key_matches(certificate, private_key, "CA")
         if certificate != root:
+            path = [certificate, *links, root]
             try:
-                certificate.verify_directly_issued_by(root)
+                for child, parent in itertools.pairwise(path):
+                    child.verify_directly_issued_by(parent)
             except (ValueError, TypeError, InvalidSignature) as exc:
-                raise CertValidationError("the intermediate was not issued by the root in ca.pem") from exc
+                raise CertValidationError("the intermediate does not lead to the root in ca.pem") from exc
         self.certificate = certificate
         self.root = root
+        #: Certificates between the intermediate and the root: the signer's delegation (``certs.delegation``).
+        self.links = links
         self._key = private_key
 
     @classmethod
@@ -476,14 +518,19 @@ class CertificateAuthority:
         if not paths.intermediate_pem.exists() and paths.ca_key.exists():
             legacy = load_certificate(paths.ca_pem)
             return cls(legacy, _ec_key(load_private_key(paths.ca_key), paths.ca_key), legacy)
-        cert = load_certificate(paths.intermediate_pem)
+        cert, *links = load_certificates(paths.intermediate_pem)  # a delegated node's: + the delegation
         key = _ec_key(load_private_key(paths.intermediate_key), paths.intermediate_key)
-        return cls(cert, key, root)
+        return cls(cert, key, root, tuple(links))
 
     @property
     def fingerprint_sha256(self) -> str:
         """Lowercase hex SHA-256 of the root certificate DER: what agents pin at enrollment."""
         return certificate_fingerprint_sha256(self.root)
+
+    @property
+    def signing_key(self) -> ec.EllipticCurvePrivateKey:
+        """The intermediate's key: a delegated node proves its renewal request with it (``certs.node_link``)."""
+        return self._key
 
     @property
     def is_root(self) -> bool:
@@ -493,7 +540,7 @@ class CertificateAuthority:
     @property
     def chain(self) -> tuple[x509.Certificate, ...]:
         """What travels with each leaf so a peer that trusts only the root can build the path."""
-        return () if self.is_root else (self.certificate,)
+        return () if self.is_root else (self.certificate, *self.links)
 
     @property
     def not_after(self) -> datetime:
@@ -631,7 +678,7 @@ def install_intermediate(
     server_cert = ca.issue_server_certificate(server_key.public_key(), list(server_names), now=now)
     write_certificate(paths.ca_pem, ca.root)
     write_private_key(paths.intermediate_key, ca._key)
-    write_certificate(paths.intermediate_pem, ca.certificate)
+    write_certificates(paths.intermediate_pem, ca.chain)
     write_private_key(paths.server_key, server_key)
     atomic_write(paths.server_pem, ca.chain_pem(server_cert), 0o644)
     log.info("installed intermediate in %s (until %s; root sha256 %s)", paths.directory,

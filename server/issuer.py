@@ -1,20 +1,31 @@
-"""The node's issuing CA: loaded only from a PKI directory without the root's key, its expiry watched.
+"""The node's issuing CA: loaded only from a PKI directory without the root's key, its expiry watched,
+and, on a delegated node, renewed from the signer without a restart.
 
 A server holds an intermediate of the offline org TLS root, never the root's key
 (:mod:`certs.node`): a compromised server can issue device certificates until its
 intermediate expires, not a new intermediate. From two-thirds of the intermediate's life the
 server logs a warning at start and every few hours, so it is rotated before agents are locked out.
+
+A delegated node (``signer.json`` in its PKI directory, :mod:`certs.node_link`) holds an
+intermediate of hours to days and renews it itself from half its life: a new key generated here,
+a CSR to the signer, retries with backoff (louder as the end nears). The new intermediate replaces
+``server.ca`` (enrollment and renewal issue from it at once) and the new server chain is loaded
+into the live TLS contexts, so new handshakes present it; open connections keep theirs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from certs.errors import IssuerExpiredError
+import aiohttp
+
+from certs import node_link
+from certs.errors import CertError, IssuerExpiredError
 from certs.node import check_node_pki, expiry_warning
 from certs.pki import CertificateAuthority
 
@@ -27,36 +38,85 @@ log = logging.getLogger(__name__)
 
 #: How often a running server looks at its intermediate's expiry again.
 WATCH_INTERVAL_S = 6 * 3600.0
+#: Retries of a failed renewal: from 5 s, doubling, at most 5 minutes apart (and at most a tenth of what is left).
+RETRY_FIRST_S = 5.0
+RETRY_MAX_S = 300.0
 
 
 def load(config: ServerConfig, *, now: datetime | None = None) -> CertificateAuthority:
     """The node's issuing CA, or ``CertError`` when the directory is unsafe (root key) or the CA expired."""
     check_node_pki(config.pki_path, allow_root_key=config.allow_root_key_on_server)
     ca = CertificateAuthority.load(config.pki_path)
+    delegated = node_link.SignerLink.load(config.pki_path) is not None
     now = now or datetime.now(UTC)
     if now >= ca.not_after:
+        remedy = ("join the signer again with a new token (helpline certs signer add-node, then helpline certs join)"
+                  if delegated else "rotate it (helpline certs intermediate)")
         raise IssuerExpiredError(f"the issuing intermediate in {config.pki_path} expired at "
-                                 f"{ca.not_after.isoformat()}: rotate it (helpline certs intermediate)")
-    warn_if_due(ca, now)
+                                 f"{ca.not_after.isoformat()}: {remedy}")
+    warn_if_due(ca, now, delegated=delegated)
     return ca
 
 
-def warn_if_due(ca: CertificateAuthority, now: datetime) -> bool:
+def warn_if_due(ca: CertificateAuthority, now: datetime, *, delegated: bool = False) -> bool:
     """Log the intermediate's expiry warning if it is due at ``now``; True if it was."""
-    message = expiry_warning(ca.certificate, now)
+    message = expiry_warning(ca.certificate, now, delegated=delegated)
     if message is None:
         return False
     log.warning(message, extra={"not_after": ca.not_after.isoformat()})
     return True
 
 
-async def watch(ca: CertificateAuthority, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                interval_s: float = WATCH_INTERVAL_S) -> None:
+async def watch(ca: Callable[[], CertificateAuthority], clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                interval_s: float = WATCH_INTERVAL_S, *, delegated: bool = False) -> None:
     """Repeat the warning while the server runs (a server may run for months without a restart)."""
     while True:
         await asyncio.sleep(interval_s)
-        warn_if_due(ca, clock())
+        warn_if_due(ca(), clock(), delegated=delegated)
+
+
+def retry_delay(failures: int, seconds_left: float) -> float:
+    """Backoff with jitter after ``failures`` failed renewals, never waiting past a tenth of what is left."""
+    delay: float = min(RETRY_FIRST_S * 2.0 ** (failures - 1), RETRY_MAX_S, max(seconds_left / 10, 1.0))
+    return delay * random.uniform(0.8, 1.2)
+
+
+async def keep_renewed(server: HelplineServer, link: node_link.SignerLink,
+                       clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    """Renew the node's intermediate from the signer at ``link.renew_fraction`` of its life, for ever."""
+    failures = 0
+    while True:
+        ca = server.ca
+        wait = (node_link.renew_at(ca.certificate, link.renew_fraction) - clock()).total_seconds()
+        if wait > 0:
+            await asyncio.sleep(wait)
+            continue
+        try:
+            renewed = await node_link.renew(server.config.pki_path, link, current=ca, now=clock())
+        except (CertError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            failures += 1
+            left = (ca.not_after - clock()).total_seconds()
+            delay = retry_delay(failures, left)
+            life = (ca.not_after - ca.certificate.not_valid_before_utc).total_seconds()
+            level = logging.ERROR if left < life / 4 else logging.WARNING
+            log.log(level, "could not renew the node's intermediate from the signer (%s); it expires in %.0f s; "
+                    "retrying in %.0f s", exc, left, delay, extra={"failures": failures})
+            await asyncio.sleep(delay)
+            continue
+        failures = 0
+        swap(server, renewed)
+
+
+def swap(server: HelplineServer, ca: CertificateAuthority) -> None:
+    """Issue from ``ca`` from now on and present the new server chain in new TLS handshakes."""
+    server.ca = ca
+    for ctx in getattr(server, "tls_contexts", ()):
+        ctx.load_cert_chain(certfile=server.pki.server_pem, keyfile=server.pki.server_key)
+    log.info("renewed the node's intermediate from the signer", extra={"until": ca.not_after.isoformat()})
 
 
 def setup(server: HelplineServer) -> None:
-    server.background.append(lambda: watch(server.ca))
+    link = node_link.SignerLink.load(server.config.pki_path)
+    server.background.append(lambda: watch(lambda: server.ca, delegated=link is not None))
+    if link is not None:
+        server.background.append(lambda: keep_renewed(server, link))

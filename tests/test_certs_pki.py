@@ -161,7 +161,7 @@ def test_root_and_intermediate_extensions(pki_dir: Path, ca: CertificateAuthorit
     public = root_cert.public_key()
     assert isinstance(public, ec.EllipticCurvePublicKey) and isinstance(public.curve, ec.SECP256R1)
     bc = root_cert.extensions.get_extension_for_class(x509.BasicConstraints)
-    assert bc.critical and bc.value.ca and bc.value.path_length == 1
+    assert bc.critical and bc.value.ca and bc.value.path_length == 2  # root -> delegation -> node intermediate -> leaf
     ku = root_cert.extensions.get_extension_for_class(x509.KeyUsage).value
     assert ku.key_cert_sign and ku.crl_sign and not ku.digital_signature
     assert root_cert.not_valid_after_utc - NOW >= timedelta(days=3649)

@@ -72,15 +72,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     init.add_argument("--force", action="store_true", help="overwrite existing files")
     init.set_defaults(handler=_guarded(_init))
 
-    status = certs_sub.add_parser("status", help="show the root's, intermediate's and server's expiry",
-                                  description="Expiry of the certificates in a PKI directory (a node's or the "
-                                  "root's), and when to rotate the intermediate (from two-thirds of its life).")
+    status = certs_sub.add_parser("status", help="show the chain (root, delegation, intermediate, server) and expiry",
+                                  description="Expiry of the certificates in a PKI directory (a node's, a signer's "
+                                  "or the root's), root first, and when to rotate (from two-thirds of its life).")
     status.add_argument("--dir", type=Path, required=True)
     status.set_defaults(handler=_guarded(_status))
 
     show = certs_sub.add_parser("fingerprint", help="print the org TLS root's SHA-256 fingerprint (what agents pin)")
     show.add_argument("--dir", type=Path, required=True, help="a node's or the root's PKI directory")
     show.set_defaults(handler=_guarded(_fingerprint))
+
+    from helpline.commands import certs_delegation  # delegate, signer, join: a delegated node's short intermediates
+
+    certs_delegation.register(certs_sub)
 
 
 def _server_name_option(parser: argparse.ArgumentParser) -> None:
@@ -198,6 +202,7 @@ def _init(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from certs.node import pki_status, root_key_files
+    from certs.node_link import SignerLink
     from certs.pki import PkiPaths
 
     now = datetime.now(UTC)
@@ -206,8 +211,12 @@ def _status(args: argparse.Namespace) -> int:
         raise Refused(f"no certificates in {args.dir}")
     for row in rows:
         print(f"{row.role:<13} {row.state(now):<13} until {row.not_after:%Y-%m-%d %H:%M} UTC "
-              f"({row.days_left(now):.0f} days)  rotate from {row.rotate_from:%Y-%m-%d}  {row.subject}")
+              f"({row.days_left(now):.0f} days)  rotate from {row.rotate_from:%Y-%m-%d %H:%M}  {row.subject}")
     print(f"root fingerprint (sha256): {rows[0].sha256}")
+    link = SignerLink.load(args.dir)
+    if link is not None:
+        print(f"delegated node {link.node}: renews its intermediate from {link.url} by itself "
+              f"(at {link.renew_fraction:.0%} of its life)")
     if PkiPaths.from_dir(args.dir).intermediate_pem.exists():
         for path in root_key_files(args.dir):
             print(f"WARNING: {path} holds the root's private key: a server must not; move it offline")

@@ -1,0 +1,131 @@
+"""The node-issuing signer: a small service on its own host that renews nodes' short-lived intermediates.
+
+It holds the root's delegation (:mod:`certs.delegation`, its key decrypted into memory at start
+from a passphrase file) and the allow-list ``nodes.json``, read again for every request so that
+``helpline certs signer remove-node`` takes effect at once. It serves one route over TLS 1.3 with
+its certificate from the delegation (nodes verify it against the root). A node authenticates in
+the request (:mod:`certs.signer_wire`) rather than with a TLS client certificate: its credential
+is an intermediate, a CA key, which has no business as a TLS client leaf, and a signature by that
+key over the new CSR proves possession and binds the request to the key being certified.
+
+It refuses to start if its directory holds the root's private key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+from aiohttp import web
+from cryptography import x509
+
+from certs import tls
+from certs.delegation import DelegationCA, SignerPaths, load_nodes, node_chain, save_nodes, signer_root_key_files
+from certs.errors import CertError, CsrError, RootKeyOnServerError
+from certs.pki import certificate_serial_hex, csr_public_key, pem_chain
+from certs.signer_wire import MAX_REQUEST_BYTES, PATH, IntermediateAnswer, IntermediateRequest, proof_holds
+from common.signals import stop_on_signals
+
+log = logging.getLogger(__name__)
+
+_DELEGATION: web.AppKey[DelegationCA] = web.AppKey("delegation", DelegationCA)
+_PATHS: web.AppKey[SignerPaths] = web.AppKey("paths", SignerPaths)
+_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("lock", asyncio.Lock)
+
+
+def _refuse(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+async def issue(request: web.Request) -> web.Response:
+    """Issue the asking node a new intermediate, if it is allowed and proves itself."""
+    body = await request.read()
+    try:
+        ask = msgspec.json.decode(body, type=IntermediateRequest)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return _refuse(400, "bad_request", f"malformed request: {exc}")
+    delegation, paths = request.app[_DELEGATION], request.app[_PATHS]
+    async with request.app[_LOCK]:  # one read-modify-write of the allow-list at a time
+        nodes = await asyncio.to_thread(load_nodes, paths)
+        entry = nodes.get(ask.node)
+        if entry is None:
+            log.warning("refused an intermediate: node not on the allow-list", extra={"node": ask.node[:64]})
+            return _refuse(403, "node_not_allowed", "this node is not on the signer's allow-list")
+        try:
+            public_key = csr_public_key(ask.csr.encode())
+        except CsrError as exc:
+            return _refuse(400, "bad_csr", str(exc))
+        now = datetime.now(UTC)
+        if ask.token is not None:
+            if not entry.token_matches(ask.token, time.time()):
+                return _refuse(403, "bad_token", "the enrolment token is not valid (wrong, used or expired)")
+            entry.token_sha256 = None
+        elif not _proven(ask, delegation, entry.serials, now):
+            log.warning("refused an intermediate: no valid proof", extra={"node": ask.node})
+            return _refuse(403, "bad_proof", "prove the request with the node's current, unexpired intermediate "
+                                             "(or a new enrolment token)")
+        try:
+            cert = delegation.issue_node_intermediate(public_key, ask.node, entry.server_names, now=now,
+                                                      lifetime=timedelta(seconds=entry.lifetime_s))
+        except CertError as exc:
+            return _refuse(503, "signer_expired", str(exc))
+        entry.serials = [certificate_serial_hex(cert), *entry.serials[:1]]
+        await asyncio.to_thread(save_nodes, paths, nodes)
+    log.info("issued node intermediate", extra={"node": ask.node, "serial": entry.serials[0],
+                                                "until": cert.not_valid_after_utc.isoformat()})
+    answer = IntermediateAnswer(chain=pem_chain(node_chain(cert, delegation)).decode())
+    return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
+
+
+def _proven(ask: IntermediateRequest, delegation: DelegationCA, serials: list[str], now: datetime) -> bool:
+    """The request carries the node's current (or previous), unexpired intermediate and its key's signature."""
+    if ask.current is None or ask.signature is None:
+        return False
+    try:
+        current = x509.load_pem_x509_certificate(ask.current.encode())
+    except ValueError:
+        return False
+    return (certificate_serial_hex(current) in serials and delegation.issued(current)
+            and current.not_valid_before_utc <= now < current.not_valid_after_utc
+            and proof_holds(current, ask.csr, ask.signature))
+
+
+def build_app(delegation: DelegationCA, paths: SignerPaths) -> web.Application:
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    app[_DELEGATION] = delegation
+    app[_PATHS] = paths
+    app[_LOCK] = asyncio.Lock()
+    app.router.add_post(PATH, issue)
+    return app
+
+
+def load(directory: Path, passphrase: bytes) -> DelegationCA:
+    """The delegation, after checking the directory holds no root key (``CertError`` otherwise)."""
+    found = signer_root_key_files(directory)
+    if found:
+        raise RootKeyOnServerError(f"the signer's directory holds the root's private key "
+                                   f"({', '.join(map(str, found))}): move it offline")
+    delegation = DelegationCA.load(directory, passphrase)
+    if datetime.now(UTC) >= delegation.not_after:
+        raise CertError(f"the delegation expired at {delegation.not_after.isoformat()}: helpline certs delegate")
+    return delegation
+
+
+async def serve(directory: Path, passphrase: bytes, host: str, port: int) -> None:
+    """Run the signer until SIGINT/SIGTERM."""
+    paths = SignerPaths(Path(directory))
+    delegation = load(paths.directory, passphrase)
+    ctx = tls.console_listener_context(paths.signer_pem, paths.signer_key)  # TLS 1.3 only, server-authenticated
+    runner = web.AppRunner(build_app(delegation, paths), access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, ssl_context=ctx).start()
+    log.warning("node signer listening on %s:%d (delegation until %s)", host, port, delegation.not_after.isoformat())
+    print(f"signer listening on {host}:{port}", flush=True)
+    try:
+        await stop_on_signals().wait()
+    finally:
+        await runner.cleanup()
