@@ -83,6 +83,8 @@ class SessionStats:
     quality: int = 0
     monitor: int = 0
     end_reason: str = ""
+    #: Why a control session ran view-only all the same (Wayland: the desktop granted no input), else "".
+    view_only_reason: str = ""
 
 
 class _ReplyBudget:
@@ -375,7 +377,8 @@ class _Session:
         if self.mode != "control" or self.injector is None:
             self.stats.refused_inputs += 1
             if self.view_only_replies.take(now):
-                await self.send_error("view_only", "this session is view-only: input is not accepted")
+                await self.send_error("view_only", self.stats.view_only_reason
+                                      or "this session is view-only: input is not accepted")
             return
         monitor = self.monitors[self.pipeline.monitor]
         try:
@@ -447,7 +450,7 @@ async def _run_wayland(tunnel: Tunnel, *, mode: Mode, injector: InputInjector | 
                        stop: asyncio.Event | None, settings: FlowSettings | None, monitor: int | None,
                        input_gate: InputGate | None) -> SessionStats:
     """The session on Mutter's remote-desktop API or the portal; it also ends when the compositor closes the cast."""
-    from .wayland.backend import WaylandUnavailable, open_wayland
+    from .wayland.backend import INPUT_NOT_GRANTED, WaylandUnavailable, open_wayland
 
     try:
         wayland = await open_wayland()
@@ -458,6 +461,12 @@ async def _run_wayland(tunnel: Tunnel, *, mode: Mode, injector: InputInjector | 
         await tunnel.send(stream.encode_text(stream.Error(code=exc.code, message=str(exc)[:2000])))
         reason = "portal cancelled" if exc.code == "portal_cancelled" else "backend unavailable"
         return SessionStats(backend=exc.backend, end_reason=f"{reason}: {exc}")
+    notice = wayland.input_notice() if mode == "control" else ""
+    if notice:  # the desktop granted no (or not all) input: the technician learns it before the first frame
+        log.warning("screen session on %s: %s", wayland.name, notice)
+        await tunnel.send(stream.encode_text(stream.Error(code=INPUT_NOT_GRANTED, message=notice[:2000])))
+        if wayland.view_only:
+            mode = "view"
     ended = asyncio.Event()
     watchers = [asyncio.create_task(wayland.session.closed.wait())]
     if stop is not None:
@@ -473,6 +482,7 @@ async def _run_wayland(tunnel: Tunnel, *, mode: Mode, injector: InputInjector | 
             tunnel, mode=mode, grabber=wayland.capture, damage=wayland.capture, clock=clock, stop=ended,
             injector=injector if injector is not None or mode != "control" else wayland.injector(),
             settings=settings, monitor=monitor, input_gate=input_gate, backend_name=wayland.name,
+            view_only_reason=notice if mode == "view" else "",
         )
     finally:
         relay.cancel()
@@ -482,6 +492,8 @@ async def _run_wayland(tunnel: Tunnel, *, mode: Mode, injector: InputInjector | 
     stats.backend = wayland.name
     if stats.end_reason == "stopped" and wayland.session.closed.is_set() and not (stop and stop.is_set()):
         stats.end_reason = "the compositor closed the remote-desktop session"
+    if notice:
+        stats.end_reason = f"{stats.end_reason}; {INPUT_NOT_GRANTED}: {notice}"
     log.info("screen session on %s ended: %s (%d PipeWire frames)", wayland.name, stats.end_reason,
              wayland.capture.frames)
     return stats
@@ -505,6 +517,7 @@ async def run_screen_session(
     pointer_watch: PointerWatch | None = None,
     backend: Literal["x11", "wayland"] | None = None,
     backend_name: str | None = None,
+    view_only_reason: str = "",
 ) -> SessionStats:
     """Stream ``display`` over ``tunnel`` until it closes or ``stop`` is set.
 
@@ -522,6 +535,7 @@ async def run_screen_session(
     X11 as above, or Mutter's remote-desktop session on Wayland (its PipeWire stream is both the
     grabber and the damage source, input goes through the same session; no separate pointer).
     ``backend_name`` names a given grabber's backend in the stats the viewer gets (default "x11").
+    ``view_only_reason`` (with mode "view"): why, sent with each refusal instead of the plain view-only one.
     """
     if mode not in ("view", "control"):
         raise ValueError(f"mode must be 'view' or 'control', not {mode!r}")
@@ -554,6 +568,7 @@ async def run_screen_session(
                        clock, settings, monitor, input_gate, damage, pointer_watch)
     if backend_name:
         session.stats.backend = backend_name
+    session.stats.view_only_reason = view_only_reason
     if damage is not None:
         loop = asyncio.get_running_loop()
 

@@ -32,7 +32,7 @@ from dbus_fast.aio import MessageBus
 from .frames import PipeWireCapture, PipeWireError
 from .injector import MutterInjector
 from .mutter import RD_NAME, MutterError, MutterSession
-from .portal import PortalCancelled, PortalError, PortalSession
+from .portal import KEYBOARD, POINTER, PortalCancelled, PortalError, PortalSession
 from .tokens import RestoreTokenStore
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,16 @@ def choose_backend(env: Mapping[str, str] | None = None, display: str | None = N
     return "wayland" if env.get("WAYLAND_DISPLAY") else "x11"
 
 
+#: The viewer's notice when the desktop granted no (or not all) input devices: the session is view-only in fact.
+INPUT_NOT_GRANTED = "input_not_granted"
+
+
+def missing_input(devices: int) -> str:
+    """What of keyboard and pointer ``devices`` (the portal's bitmask) lacks, in words; "" when both are there."""
+    lacking = [name for bit, name in ((KEYBOARD, "keyboard"), (POINTER, "pointer")) if not devices & bit]
+    return " and ".join(lacking)
+
+
 class _StartedSession:
     """What every Wayland backend does once its session is started: input through the session, and on
     close the stream reader first, then the session."""
@@ -79,9 +89,28 @@ class _StartedSession:
     session: MutterSession | PortalSession
     capture: PipeWireCapture
 
+    @property
+    def devices(self) -> int:
+        """The input devices the desktop granted (keyboard 1 | pointer 2): Mutter's API grants both."""
+        return KEYBOARD | POINTER
+
+    @property
+    def view_only(self) -> bool:
+        """No input device at all was granted: the session can only show the screen."""
+        return not self.devices & (KEYBOARD | POINTER)
+
+    def input_notice(self) -> str:
+        """Why remote input will not work, for the technician; "" when keyboard and pointer were granted."""
+        lacking = missing_input(self.devices)
+        if not lacking:
+            return ""
+        effect = "the session is view-only" if self.view_only else f"{lacking} input is refused"
+        return (f"the desktop did not grant remote {lacking} input (on GNOME: \"Allow remote interaction\" was "
+                f"left off in its screen-sharing dialog); the screen is shared, {effect}")
+
     def injector(self) -> MutterInjector:
-        """An injector bound to this session, for the running event loop."""
-        return MutterInjector(self.session, asyncio.get_running_loop())
+        """An injector bound to this session, for the running event loop (refusing the devices not granted)."""
+        return MutterInjector(self.session, asyncio.get_running_loop(), self.devices)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.capture.close)
@@ -120,6 +149,11 @@ class PortalBackend(_StartedSession):
     session: PortalSession
     capture: PipeWireCapture
     name: str = "wayland-portal"
+
+    @property
+    def devices(self) -> int:
+        """What the portal's ``Start`` granted: nothing when the person left remote interaction off."""
+        return self.session.started.devices
 
     @classmethod
     async def open(cls, bus_address: str | None = None, tokens: RestoreTokenStore | None = None) -> PortalBackend:

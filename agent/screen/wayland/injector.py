@@ -21,7 +21,7 @@ from ...input_injector import KEYSYMS, InputRefused
 from ..capture import Monitor
 from .mutter import CALL_TIMEOUT_S, MutterError
 from .portal import CALL_TIMEOUT_S as PORTAL_CALL_TIMEOUT_S
-from .portal import PortalError
+from .portal import KEYBOARD, POINTER, PortalError
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,17 @@ class RemoteInput(Protocol):
 
 
 class MutterInjector:
-    """Pointer and keyboard through ``session`` (thread-safe; calls run on ``loop``)."""
+    """Pointer and keyboard through ``session`` (thread-safe; calls run on ``loop``).
 
-    def __init__(self, session: RemoteInput, loop: asyncio.AbstractEventLoop) -> None:
+    ``devices`` is what the desktop granted (keyboard 1 | pointer 2; the portal's ``Start`` answer):
+    an event of a device not granted is refused here with the reason, not sent to be lost or refused
+    by the compositor one D-Bus round trip later.
+    """
+
+    def __init__(self, session: RemoteInput, loop: asyncio.AbstractEventLoop,
+                 devices: int = KEYBOARD | POINTER) -> None:
         self._session, self._loop = session, loop
+        self._devices = devices
         self._lock = threading.Lock()
         self._held_keys: set[int] = set()
         self._held_buttons: set[int] = set()
@@ -68,7 +75,13 @@ class MutterInjector:
             future.cancel()
             raise InputRefused("the compositor did not take the event in time") from exc
 
+    def _granted(self, bit: int, name: str) -> None:
+        if not self._devices & bit:
+            raise InputRefused(f"the desktop did not grant remote {name} input for this session")
+
     def inject(self, message: InputMessage, monitor: Monitor) -> None:
+        self._granted(POINTER if isinstance(message, InputMouse) else KEYBOARD,
+                      "pointer" if isinstance(message, InputMouse) else "keyboard")
         with self._lock:
             if isinstance(message, InputMouse):
                 self._mouse(message, monitor)

@@ -44,8 +44,10 @@ RD = "org.freedesktop.portal.RemoteDesktop"
 SC = "org.freedesktop.portal.ScreenCast"
 REQUEST = "org.freedesktop.portal.Request"
 SESSION = "org.freedesktop.portal.Session"
-#: SelectDevices ``types``: keyboard (1) | pointer (2).
-DEVICES = 1 | 2
+#: Device bits of SelectDevices ``types`` and of Start's ``devices`` answer (4 would be a touchscreen).
+KEYBOARD, POINTER = 1, 2
+#: SelectDevices ``types``: what Helpline asks for.
+DEVICES = KEYBOARD | POINTER
 #: SelectSources ``types``: a monitor.
 SOURCE_MONITOR = 1
 #: ``cursor_mode`` 2: embedded in the frames (the viewer shows the pointer as it is).
@@ -148,9 +150,12 @@ class PortalSession:
         log.info("portal remote desktop: session %s, PipeWire node %d, %dx%d at %d,%d, devices %d, restore token %s",
                  handle, s.node_id, s.w, s.h, s.x, s.y, started.devices,
                  "returned" if started.restore_token else "not returned")
+        if started.devices & DEVICES != DEVICES:
+            log.warning("portal remote desktop: the desktop granted devices %d of the %d asked for (keyboard 1, "
+                        "pointer 2): remote input is not allowed in this session", started.devices, DEVICES)
         session = cls(bus, handle, started, fd)
         # As with Mutter's API (the portal drives it on GNOME): the first keys of a fresh virtual keyboard get lost.
-        if started.devices & 1:
+        if started.devices & KEYBOARD:
             with contextlib.suppress(PortalError):
                 await session.tap_keysym(SHIFT_L)
         return session
@@ -176,8 +181,19 @@ class PortalSession:
         await self._notify("NotifyKeyboardKeysym", "oa{sv}iu", [keysym, int(pressed)])
 
     async def tap_keysym(self, keysym: int) -> None:
-        """Press and release written together (see MutterSession.tap_keysym: clients repeat keys on their own clock)."""
-        await asyncio.gather(*(self.keysym(keysym, down) for down in (True, False)))
+        """Press, then release once the portal took the press — never both in flight at once.
+
+        xdg-desktop-portal handles every method call in a thread of its own
+        (``G_DBUS_INTERFACE_SKELETON_FLAGS_HANDLE_METHOD_INVOCATIONS_IN_THREAD``), so two calls in flight
+        can reach the backend in either order. A release that overtook its press was ignored by Mutter
+        ("Received multiple virtual … key releases") and the press then left the key down for the rest of
+        the session: every later press of it was ignored too and the client repeated the held key — typed
+        text arrived garbled or not at all (the "one portal session in five gets no input" flake). The
+        portal answers as soon as it has forwarded the call to the backend, so this wait is one short
+        round trip to the portal, not to the compositor (Mutter's own API, one thread, keeps the order).
+        """
+        await self.keysym(keysym, True)
+        await self.keysym(keysym, False)
 
     async def _notify(self, member: str, signature: str, args: list[Any]) -> None:
         await _call(self._bus, RD, member, signature, [self.handle, {}, *args])

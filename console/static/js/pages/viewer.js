@@ -1,4 +1,6 @@
 // Remote session viewer: consent state, canvas, fit/1:1, monitor switch, input capture, fps/latency, end.
+// A session live on another node (issue 20): every call still goes to this console (it forwards them), only the
+// stream opens on that node, with a ticket (streamUrl).
 // The device's pointer is a small sprite canvas over the screen (its shape from CURSOR_SHAPE, else an arrow).
 // Screen updates are decoded by ../screen.js (shared with the recording player).
 // Under the screen: the session's notes (its technician or an admin may edit; saved on blur or Ctrl+S) and its
@@ -95,6 +97,7 @@ async function refreshState() {
   if (!ctx) return;
   if (!ctx.notes.loaded) loadNotes(s);
   ctx.state = s.state;
+  ctx.nodeUrl = s.node_url || null;  // live on another node: the stream opens there (streamUrl)
   ctx.mode = s.requested_mode || s.mode;
   const live = s.state === "consented" || s.state === "streaming";
   ctx.consented = live ? s.mode : null;
@@ -148,8 +151,32 @@ function setBanner(cls, message) {
   ctx.banner.replaceChildren(badge(cls, cls.replace("_", " ")), " ", message);
 }
 
-function connect() {
-  const ws = new WebSocket(`wss://${location.host}/api/v1/sessions/${encodeURIComponent(ctx.sessionId)}/stream`);
+/**
+ * Where the stream opens: this console's own host, or — the session live on another node (``node_url``) — that
+ * node, with a single-use ticket minted here (this page's cookie belongs to this host only; the other node
+ * checks the ticket and that this page's origin is one of the nodes').
+ */
+async function streamUrl() {
+  const id = encodeURIComponent(ctx.sessionId);
+  if (!ctx.nodeUrl || new URL(ctx.nodeUrl).origin === location.origin) return `wss://${location.host}/api/v1/sessions/${id}/stream`;
+  return (await api.post(`/api/v1/sessions/${id}/stream-ticket`)).url;
+}
+
+async function connect() {
+  const mine = ctx;
+  if (mine.connecting) return;
+  mine.connecting = true;
+  let url;
+  try {
+    url = await streamUrl();
+  } catch (err) {
+    toast(`Stream: ${err.message}`, "error");
+    return;
+  } finally {
+    mine.connecting = false;
+  }
+  if (ctx !== mine || ctx.ws) return;
+  const ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
   ctx.ws = ws;
   ws.onmessage = (ev) => {
@@ -197,6 +224,8 @@ function onText(data) {
   } else if (msg.type === "stats") {
     ctx.lastStats = msg;
   } else if (msg.type === "error") {
+    // Wayland: the desktop granted no remote input (its dialog's "Allow remote interaction" was off).
+    if (msg.code === "input_not_granted") ctx.inputNote = "view-only: input not granted";
     toast(`${msg.code}: ${msg.message || ""}`, "error");
   }
 }
@@ -264,6 +293,7 @@ function drawStats() {
   ctx.overlay.textContent = `${fps.toFixed(1)} fps · ${kbps.toFixed(0)} kbit/s`
     + (s ? ` · rtt ${Number(s.rtt_ms).toFixed(0)} ms · q ${s.quality} · in flight ${s.in_flight}` : "")
     + (s && s.backend ? ` · ${s.backend}` : "")
+    + (ctx.inputNote ? ` · ${ctx.inputNote}` : "")
     + ` · ${ctx.size[0]}×${ctx.size[1]}`;
 }
 
