@@ -46,9 +46,12 @@ if str(ROOT) not in sys.path:
 
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
+from websockets.exceptions import WebSocketException  # noqa: E402
 
 from agent.viewer import Viewer  # noqa: E402
-from benchmarks.multinode import held, register, stop, worker  # noqa: E402
+from benchmarks.connect_agents import SimAgent  # noqa: E402
+from benchmarks.fleet_certs import enroll, issue  # noqa: E402
+from benchmarks.multinode import stop  # noqa: E402
 from benchmarks.screen import (  # noqa: E402
     HEIGHT,
     WIDTH,
@@ -59,7 +62,9 @@ from benchmarks.screen import (  # noqa: E402
     wait_cpu_quiet,
     wait_for_file_text,
 )
+from certs import tls  # noqa: E402
 from helpline.ports import free_port  # noqa: E402
+from server.store import open_database  # noqa: E402
 from tests.xvfb import XvfbHandle, start_xvfb  # noqa: E402
 
 #: The target: cross-node typing p50 within this of the single-node p50 (ms).
@@ -93,19 +98,40 @@ class ThreeNodes(ServerStack):
         super().__init__(workdir, xvfb)
         # Everything the CLI and node C read comes from the environment (ServerStack writes the TOML file).
         self.env.update(HELPLINE_DATABASE_URL=db_url, HELPLINE_NATS_URL=nats_url, HELPLINE_NODE_ID="node-c",
+                        HELPLINE_SUPPORT_CODES_NODES="3",
                         HELPLINE_MAX_UNAUTHENTICATED_PER_ADDRESS=str(max(64, idle_agents)))
         self.nodes: dict[str, Node] = {}
 
     def start(self, stack: contextlib.ExitStack) -> None:
+        try:
+            self._start(stack)
+        except (RuntimeError, TimeoutError) as exc:  # the work directory goes with the run: show the logs
+            tails = "".join(f"\n--- {log.name}\n{log.read_text(errors='replace')[-2000:]}"
+                            for log in sorted(self.workdir.glob("*.log")))
+            raise RuntimeError(f"the nodes did not start: {exc}{tails}") from exc
+
+    def _start(self, stack: contextlib.ExitStack) -> None:
+        # The keys every node of a deployment shares (support-code pepper, ticket and storage keys): made on
+        # the first node (C) with ``helpline admin keys init``, copied to the others, as the README says.
+        self.config.write_text(f'[server]\ndata_dir = "{self.workdir / "data"}"\nhost = "127.0.0.1"\n')
+        shared: list[Path] = []
+        try:
+            self.helpline("admin", "keys", "init", "--config", str(self.config))
+            shared = [p for p in (self.workdir / "data").iterdir() if p.is_file()]  # all the data dir holds yet
+        except RuntimeError as exc:
+            if "invalid choice" not in str(exc):  # a version without shared keys needs none
+                raise
         super().start(stack)  # PKI, node C, enrollment, technician, grant, the agent on C
         self.nodes["c"] = Node("c", self.agent_port, self.console_port, self.server_pid)
         for name in ("a", "b"):
             agent_port, console_port = free_port(), free_port()
             env = {**self.env, "HELPLINE_AGENT_PORT": str(agent_port), "HELPLINE_CONSOLE_PORT": str(console_port),
                    "HELPLINE_NODE_ID": f"node-{name}", "HELPLINE_PKI_DIR": str(self.pki)}
-            log = f"node-{name}.log"
-            proc = self._spawn(stack, ["server", "--config", str(self.config), "--data",
-                                       str(self.workdir / f"node-{name}")], log, env)
+            log, data = f"node-{name}.log", self.workdir / f"node-{name}"
+            data.mkdir(mode=0o700)
+            for key in shared:
+                shutil.copy2(key, data / key.name)
+            proc = self._spawn(stack, ["server", "--config", str(self.config), "--data", str(data)], log, env)
             wait_for_file_text(self.workdir / log, "server listening", proc, 60)
             self.nodes[name] = Node(name, agent_port, console_port, proc.pid)
 
@@ -163,27 +189,59 @@ async def drop_schema(pg_url: str, schema: str) -> None:
         await conn.close()
 
 
+def idle_worker(sims: list[tuple[str, str, str]], ca: str, urls: list[str], connected: Any, index: int) -> None:
+    """A simulator process: its share of idle agents, a third on each node, until the parent stops it.
+
+    Each is a :class:`benchmarks.connect_agents.SimAgent` (mTLS, hello/welcome, keepalive pings, the real
+    agent's backoff after a drop); ``connected[index]`` is how many hold a channel now.
+    """
+
+    async def main() -> None:
+        agents = [SimAgent(d, tls.agent_client_context(Path(ca), Path(c), Path(k))) for d, c, k in sims]
+        gate = asyncio.Semaphore(50)  # first connections in flight
+
+        async def life(agent: SimAgent, url: str) -> None:
+            async with gate:
+                with contextlib.suppress(OSError, TimeoutError, RuntimeError, ValueError, WebSocketException):
+                    await agent.connect(url)  # a failure: keepalive() reconnects with the backoff
+            await agent.keepalive(url, float("inf"), 20.0)
+
+        async def count() -> None:
+            while True:
+                connected[index] = sum(agent.ws is not None for agent in agents)
+                await asyncio.sleep(0.2)  # reporting interval
+
+        await asyncio.gather(count(), *(life(a, urls[(i + index) % len(urls)]) for i, a in enumerate(agents)))
+
+    asyncio.run(main())
+
+
 async def idle_fleet(args: argparse.Namespace, nodes: ThreeNodes, db_url: str, out: Path,
                      workers: list[BaseProcess]) -> None:
-    """``--idle-agents`` simulated agents, a third on each node, connected before any figure is taken."""
-    out.mkdir()
+    """``--idle-agents`` simulated agents spread over the nodes, connected before any figure is taken."""
     t0 = time.perf_counter()
-    sims = await register(db_url, nodes.pki, out, [f"idle-{i:06d}" for i in range(args.idle_agents)])
+    issued = issue(nodes.pki, out, [f"idle-{i:06d}" for i in range(args.idle_agents)], args.workers)
+    db = await open_database(db_url)
+    try:
+        await enroll(db, issued)
+    finally:
+        await db.close()
+    sims = [(one.device_id, one.cert, one.key) for one in issued]
     urls = [f"wss://localhost:{nodes.nodes[n].agent_port}/agent" for n in "abc"]
     ctx = mp.get_context("spawn")
-    counts: Any = ctx.Array("i", args.workers * len(urls), lock=False)
+    connected: Any = ctx.Array("i", args.workers, lock=False)
     for w in range(args.workers):
-        p = ctx.Process(target=worker, args=(sims[w::args.workers], str(nodes.pki / "ca.pem"), urls, counts, w,
-                                             20.0, 50), daemon=True)
+        p = ctx.Process(target=idle_worker, args=(sims[w::args.workers], str(nodes.pki / "ca.pem"), urls,
+                                                  connected, w), daemon=True)
         p.start()
         workers.append(p)
     deadline = time.monotonic() + args.connect_timeout
-    while sum(held(counts, args.workers)) < args.idle_agents:
+    while sum(connected) < args.idle_agents:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {sum(held(counts, args.workers))} of {args.idle_agents} idle agents connected")
+            raise RuntimeError(f"only {sum(connected)} of {args.idle_agents} idle agents connected")
         await asyncio.sleep(0.2)  # polling interval
-    print(f"{args.idle_agents} idle agents connected ({'/'.join(map(str, held(counts, args.workers)))} on A/B/C) "
-          f"in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"{args.idle_agents} idle agents connected across A/B/C in {time.perf_counter() - t0:.0f} s "
+          f"(certificates included)", flush=True)
 
 
 def middle(values: list[float]) -> float:
