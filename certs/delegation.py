@@ -90,6 +90,10 @@ class SignerPaths:
         return self.directory / "delegation.key"
 
     @property
+    def previous_pem(self) -> Path:
+        return self.directory / "delegation-previous.pem"
+
+    @property
     def signer_pem(self) -> Path:
         return self.directory / "signer.pem"
 
@@ -115,6 +119,8 @@ class DelegationCA:
             raise CertValidationError("the delegation was not issued by the root in ca.pem") from exc
         self.certificate = certificate
         self.root = root
+        #: The delegation this one renewed: nodes prove their first renewal under the new one with its intermediates.
+        self.previous: x509.Certificate | None = None
         self._key = private_key
 
     @classmethod
@@ -123,7 +129,16 @@ class DelegationCA:
         key = load_encrypted_private_key(paths.delegation_key, passphrase)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise RootKeyError(f"{paths.delegation_key}: the delegation's key must be an EC key")
-        return cls(load_certificate(paths.delegation_pem), key, load_certificate(paths.ca_pem))
+        delegation = cls(load_certificate(paths.delegation_pem), key, load_certificate(paths.ca_pem))
+        if paths.previous_pem.exists():
+            previous = load_certificate(paths.previous_pem)
+            try:
+                previous.verify_directly_issued_by(delegation.root)
+            except (ValueError, TypeError, InvalidSignature):
+                log.warning("ignoring %s: not issued by the root in ca.pem", paths.previous_pem)
+            else:
+                delegation.previous = previous
+        return delegation
 
     @property
     def not_after(self) -> datetime:
@@ -170,11 +185,16 @@ class DelegationCA:
         ).sign(self._key, hashes.SHA256())
 
     def issued(self, cert: x509.Certificate) -> bool:
-        try:
-            cert.verify_directly_issued_by(self.certificate)
-        except (ValueError, TypeError, InvalidSignature):
-            return False
-        return True
+        """True if this delegation, or the one it renewed, signed ``cert`` (a node's current intermediate)."""
+        for issuer in (self.certificate, self.previous):
+            if issuer is None:
+                continue
+            try:
+                cert.verify_directly_issued_by(issuer)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            return True
+        return False
 
 
 def _signer_san(host: str) -> x509.SubjectAlternativeName:
@@ -207,9 +227,12 @@ def create_delegation(root: RootCA, signer_dir: Path, *, signer_host: str, serve
     if not timedelta(0) < lifetime <= MAX_DELEGATION_LIFETIME:
         raise ValueError(f"a delegation lives at most {MAX_DELEGATION_LIFETIME.days} days")
     paths = SignerPaths(Path(signer_dir))
-    existing = [p for p in (paths.delegation_pem, paths.delegation_key, paths.nodes) if p.exists()]
-    if existing and not force and paths.nodes not in existing:
-        raise CertError("refusing to overwrite " + ", ".join(map(str, existing)))
+    renewal = False
+    if paths.delegation_pem.exists():
+        old = load_certificate(paths.delegation_pem)
+        renewal = load_certificate(paths.ca_pem) == root.certificate if paths.ca_pem.exists() else False
+        if not renewal and not force:
+            raise CertError(f"refusing to overwrite {paths.delegation_pem} (another root's): use --force")
     now = as_utc(now)
     key = ec.generate_private_key(ec.SECP256R1())
     names = [signer_host, *server_names]
@@ -220,6 +243,8 @@ def create_delegation(root: RootCA, signer_dir: Path, *, signer_host: str, serve
     delegation = DelegationCA(cert, key, root.certificate)
     paths.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths.directory.chmod(0o700)
+    if renewal:  # the nodes' current intermediates (from the old one) still prove their next renewal
+        write_certificate(paths.previous_pem, old)
     write_encrypted_private_key(paths.delegation_key, key, passphrase)
     write_certificate(paths.delegation_pem, cert)
     write_certificate(paths.ca_pem, root.certificate)

@@ -681,6 +681,8 @@ def install_intermediate(
     write_certificates(paths.intermediate_pem, ca.chain)
     write_private_key(paths.server_key, server_key)
     atomic_write(paths.server_pem, ca.chain_pem(server_cert), 0o644)
+    # An intermediate straight from the root ends a delegated node's renewals from the signer (certs.node_link).
+    (paths.directory / "signer.json").unlink(missing_ok=True)
     log.info("installed intermediate in %s (until %s; root sha256 %s)", paths.directory,
              ca.not_after.isoformat(), ca.fingerprint_sha256)
     return paths

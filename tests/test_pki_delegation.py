@@ -201,3 +201,30 @@ def test_a_root_from_before_delegation_cannot_delegate(tmp_path: Path) -> None:
                           passphrase=SIGNER_PASSPHRASE.encode(), now=now, lifetime=timedelta(days=30))
     ca = old.new_intermediate(["localhost"], now=now)
     assert ca.chain == (ca.certificate,)
+
+
+async def test_renewed_delegation_accepts_the_nodes_current_intermediates(tmp_path: Path,
+                                                                          signer: dict[str, Path | str]) -> None:
+    """'certs delegate' again with the same root renews the delegation without --force; the signer restarted on it
+    renews a node proven by an intermediate of the previous delegation. Another root's delegation needs --force."""
+    from certs.node_link import renew
+
+    pki = tmp_path / "srv" / "pki"
+    _join(tmp_path, signer, pki)
+    before = CertificateAuthority.load(pki)
+    delegate = ("certs", "delegate", "--out", str(signer["dir"]), "--signer-name", "127.0.0.1",
+                "--server-name", "localhost", "--passphrase-file", str(tmp_path / "pass"),
+                "--signer-passphrase-file", str(tmp_path / "signer-pass"))
+    helpline(*delegate, "--root", str(signer["root"]))
+    assert (Path(signer["dir"]) / "delegation-previous.pem").exists()
+    port = free_port()
+    with spawn("certs", "signer", "serve", "--dir", str(signer["dir"]), "--host", "127.0.0.1", "--port", str(port),
+               "--passphrase-file", str(tmp_path / "signer-pass"), log=tmp_path / "signer-2.log") as proc:
+        wait_for_port(port, proc, timeout=60)
+        link = SignerLink(f"https://127.0.0.1:{port}", "node-a")
+        after = await renew(pki, link, current=before, now=datetime.now(UTC))
+    assert after.links[0] != before.links[0] and after.links[0].issuer == before.links[0].issuer
+
+    helpline("certs", "root", "--out", str(tmp_path / "other-root"), "--passphrase-file", str(tmp_path / "pass"))
+    other = helpline(*delegate, "--root", str(tmp_path / "other-root"), check=False)
+    assert other.returncode == 1 and "--force" in other.stderr
