@@ -147,6 +147,51 @@ async def test_keys_reach_a_native_wayland_window(wayland: MutterHandle, tmp_pat
         foot.wait(timeout=10)
 
 
+def pointer_shape(frame: Frame, x: int, y: int) -> str | None:
+    """The pointer drawn into ``frame`` at (x, y): "arrow", "ibeam" or None (none there).
+
+    The cast embeds the pointer (no cursor metadata reaches the agent through gst-launch), so its
+    shape is read from the pixels: everything within 20 px that differs from the patch's corner
+    (the background). An arrow's hotspot is its tip, so it lies right of and below (x, y); a text
+    I-beam is centred on its hotspot, so it reaches well above and below it.
+    """
+    patch = frame[y - 20: y + 20, x - 20: x + 20, :3].astype(np.int16)
+    ys, xs = np.nonzero(np.abs(patch - patch[0, 0]).sum(axis=2) > 40)
+    if len(xs) < 20:
+        return None
+    top, bottom, left = int(ys.min()) - 20, int(ys.max()) - 20, int(xs.min()) - 20
+    if top <= -5 and bottom >= 5:
+        return "ibeam"
+    if top >= -3 and left >= -3 and bottom >= 8:
+        return "arrow"
+    return None
+
+
+async def test_the_pointers_shape_is_in_the_viewers_frames(wayland: MutterHandle) -> None:
+    """Under Wayland the pointer is drawn into the cast (cursor-mode embedded): the viewer sees an arrow over
+    the desktop and the text I-beam over foot's terminal, at the place the viewer moved it to."""
+    foot = subprocess.Popen(["foot", "--override=shell=/bin/sh", f"--override=colors.background={FOOT_BG[1:]}"],
+                            env=wayland.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        async with serve_session("control", "") as served, Viewer(served.url) as viewer:
+            await poll_until(lambda: colour_box(viewer.framebuffer, FOOT_BG) is not None, TIMEOUT, interval=0.1)
+            box = colour_box(viewer.framebuffer, FOOT_BG)
+            assert box is not None
+            x, y, w, h = box
+            desk = (x + w + 200, y + h + 200)  # the bare desktop, right of and below foot
+            assert desk[0] < 1900 and desk[1] < 1060, box
+            for (px, py), shape in ((desk, "arrow"), ((x + w // 2, y + h // 2), "ibeam")):
+                async with asyncio.timeout(TIMEOUT):  # a fresh session may drop its first events: move again
+                    while pointer_shape(viewer.framebuffer, px, py) != shape:
+                        await viewer.send_mouse(px, py)
+                        with contextlib.suppress(TimeoutError):
+                            await poll_until(lambda: pointer_shape(viewer.framebuffer, px, py) == shape, 2.0)
+            assert pointer_shape(viewer.framebuffer, *desk) is None, "the arrow stayed where the pointer left"
+    finally:
+        foot.terminate()
+        foot.wait(timeout=10)
+
+
 async def test_clicks_reach_an_xwayland_window(wayland: MutterHandle) -> None:
     """A click at the button's place on the cast presses the Tk button (pointer motion in stream space)."""
     async with tk_app(wayland.display) as app, serve_session("control", "") as served:
