@@ -29,7 +29,7 @@ from common.files import private_directory
 from common.signals import stop_on_signals
 from protocol.control import CloseCode
 
-from . import api, audit, devices, issuer, net
+from . import api, audit, devices, issuer, net, shared_keys
 from .agent_channel import SERVER_KEY, AgentConnection, AgentHandlers, control_channel
 from .api import context as api_context
 from .api.openapi import document_for
@@ -61,6 +61,7 @@ def _shrink_tls_buffers() -> None:
 class HelplineServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        shared_keys.require_files(config)  # several nodes: refuse before a feature makes a key of its own
         self.pki = PkiPaths.from_dir(config.pki_path)
         self.ca = issuer.load(config)  # refuses a PKI directory holding the root's key, or an expired one
         self.db: Database = None  # type: ignore[assignment]  # set in start()
@@ -168,6 +169,7 @@ class HelplineServer:
         private_directory(self.config.data_dir)  # the database, recordings and keys live below it
         self._lock_fd = server_lock.hold_shared(self.config.data_dir)  # before the database: refused mid-restore
         self.db = await open_database(self.config.db_url)
+        await shared_keys.check_recorded(self.config, self.db)  # several nodes: the same keys as the first
         audit.attach_anchor(self.db, audit.anchor_path(self.config.data_dir))  # the chain's head, kept outside
         for app in (self.agent_app, self.console_app):
             app[api_context.DB] = self.db

@@ -24,6 +24,7 @@ from server.app import HelplineServer
 from server.config import ServerConfig
 from server.enrollment import create_token
 from tests import pg_store
+from tests.deployment_keys import multinode_ready
 from tests.procs import free_port
 
 
@@ -46,7 +47,7 @@ def server_config(data_dir: Path, **overrides: Any) -> ServerConfig:
 
 @contextlib.asynccontextmanager
 async def running_server(data_dir: Path, **overrides: Any) -> AsyncIterator[HelplineServer]:
-    server = HelplineServer(server_config(data_dir, **overrides))
+    server = HelplineServer(multinode_ready(server_config(data_dir, **overrides)))  # on a bus: shared keys
     await pg_store.ensure_schema(server.config.database_url)
     await server.start()
     try:

@@ -31,6 +31,7 @@ from certs.pki import CertificateAuthority
 from server.accounts import admin
 from server.enrollment import create_token
 from server.store import open_database
+from tests.deployment_keys import env_for
 from tests.harness import make_pki, running_agent, wait_until
 from tests.nats_server import nats_server, stop
 from tests.procs import free_port, spawn, wait_for_port
@@ -45,7 +46,8 @@ def node(tmp_path: Path, name: str, db_url: str, nats_url: str) -> Iterator[tupl
     """A ``helpline server`` process; (agent port, console port, pid)."""
     agent_port, console_port = free_port(), free_port()
     env = {"HELPLINE_DATABASE_URL": db_url, "HELPLINE_NATS_URL": nats_url, "HELPLINE_NODE_ID": name,
-           "HELPLINE_PKI_DIR": str(tmp_path / "pki"), "HELPLINE_PUBLIC_HOST": "localhost"}
+           "HELPLINE_PKI_DIR": str(tmp_path / "pki"), "HELPLINE_PUBLIC_HOST": "localhost",
+           **env_for(tmp_path / name, db_url)}  # the deployment's shared keys in this node's data directory
     with spawn("server", "--data", str(tmp_path / name), "--host", "127.0.0.1", "--agent-port", str(agent_port),
                "--console-port", str(console_port), log=tmp_path / f"{name}.log", env=env) as proc:
         wait_for_port(console_port, proc, timeout=60)

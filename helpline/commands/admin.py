@@ -8,6 +8,7 @@ from . import (
     admin_audit,
     admin_device,
     admin_export,
+    admin_keys,
     admin_lifecycle,
     admin_ops,
     admin_personal,
@@ -21,7 +22,7 @@ from . import (
 #: One module per area (``admin token …``), in the order shown by ``--help``; each has
 #: ``register_admin(subparsers)`` and imports the server's modules only when its command runs.
 ADMIN_AREAS = (admin_token, admin_device, admin_audit, admin_user, admin_task, admin_release, admin_export, admin_vulns,
-               admin_personal, admin_ops, admin_lifecycle)
+               admin_personal, admin_ops, admin_lifecycle, admin_keys)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

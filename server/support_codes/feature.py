@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from common.config import ConfigError
 from common.files import private_directory
 from server.api import add_routes
 from server.sessions import SESSIONS
@@ -34,8 +35,9 @@ def setup(server: HelplineServer) -> None:
     settings = settings_of(server)
     log.info("support codes: guessing bound %s", guess_arithmetic(settings))
     if getattr(server.config, "nats_url", "") and settings.nodes == 1:
-        log.warning("support codes: nats_url is set (several nodes) but support_codes.nodes is 1: each node counts "
-                    "its own redeem attempts, so the guessing bound above is too low; set nodes to the node count")
+        raise ConfigError("support_codes.nodes is 1 but nats_url is set (several nodes): each node counts its own "
+                          "redeem attempts, so the guessing bound would be too low; set [server.support_codes] nodes "
+                          "(HELPLINE_SUPPORT_CODES_NODES) to the number of nodes")
 
     def db() -> Database:
         return server.db
