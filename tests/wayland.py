@@ -103,11 +103,12 @@ def _bus_has(env: dict[str, str], name: str, ids: dict[str, Any]) -> bool:
 
 
 def start_mutter(width: int = 1920, height: int = 1080, log_dir: Path | None = None,
-                 user: tuple[int, int] | None = None) -> MutterHandle:
+                 user: tuple[int, int] | None = None, mutter_env: dict[str, str] | None = None) -> MutterHandle:
     """Start the whole stack and wait until Mutter's remote-desktop API and XWayland answer.
 
     ``user`` (uid, gid): run the stack as that user, as a real desktop runs as the person logged in
     (their session bus admits only them, so a session helper test needs it); default: this process's.
+    ``mutter_env``: extra environment for the compositor alone (benchmarks/wayland_fps.py's variations).
     """
     missing = _missing()
     if missing:
@@ -129,11 +130,11 @@ def start_mutter(width: int = 1920, height: int = 1080, log_dir: Path | None = N
     handle = MutterHandle(runtime, address, "", "", "", width, height)
     procs = handle._procs
 
-    def spawn(name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def spawn(name: str, args: list[str], extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         out = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child, closed below
         try:
-            proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    **ids)
+            proc = subprocess.Popen(args, env={**env, **(extra or {})}, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, **ids)
         finally:
             out.close()
         procs.append(proc)
@@ -154,7 +155,7 @@ def start_mutter(width: int = 1920, height: int = 1080, log_dir: Path | None = N
             f"--wayland-display={wl_name}", "--",
             "sh", "-c", f'echo $$ > "{runtime}/child.pid"; env > "{envfile}.tmp" && mv "{envfile}.tmp" "{envfile}"'
             ' && exec sleep infinity',
-        ])
+        ], mutter_env)
         _wait("mutter's client environment", envfile.exists, procs, deadline)
         client = dict(line.split("=", 1) for line in envfile.read_text().splitlines() if "=" in line)
         handle.wayland_display = client.get("WAYLAND_DISPLAY", wl_name)
