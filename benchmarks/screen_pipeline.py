@@ -186,7 +186,7 @@ def run_frames(workload: str, frames: int, quality: int, psnr: bool = False) -> 
         if psnr and first.update is not None:
             _apply(viewer, first.update.messages)
         cpu = 0.0
-        steps = nbytes = rect_px = 0
+        steps = nbytes = rect_px = messages = 0
         while source.next():
             t = time.thread_time()
             result = pipeline.step(steps / 30, quality, steps % 65536, None)
@@ -194,6 +194,7 @@ def run_frames(workload: str, frames: int, quality: int, psnr: bool = False) -> 
             steps += 1
             if result.update is not None:
                 nbytes += result.update.nbytes
+                messages += len(result.update.messages)
                 rect_px += sum(r.area for r in result.dirty_rects)
                 if psnr:
                     _apply(viewer, result.update.messages)
@@ -202,7 +203,7 @@ def run_frames(workload: str, frames: int, quality: int, psnr: bool = False) -> 
     finally:
         source.close()
     figures = {"frames": steps, "cpu_ms_per_frame": 1000 * cpu / steps, "bytes_per_frame": nbytes / steps,
-               "sent_kpx_per_frame": rect_px / 1000 / steps}
+               "sent_kpx_per_frame": rect_px / 1000 / steps, "messages_per_frame": messages / steps}
     if scores:
         figures["psnr_db"] = float(np.mean(scores))
     return figures

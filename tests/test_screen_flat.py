@@ -7,7 +7,7 @@ import numpy as np
 from agent.screen import Monitor
 from agent.screen.encoder import decode
 from agent.screen.pipeline import ScreenPipeline
-from agent.screen.tiles import TILE, changed_everywhere, compare, fill_runs, uniform_tiles
+from agent.screen.tiles import TILE, changed_everywhere, compare, fill_cover, uniform_tiles
 from protocol import stream
 from protocol.stream import Encoding
 
@@ -28,12 +28,14 @@ class Frames:
 
 
 def bars(h: int, w: int, shift: int) -> np.ndarray:
-    """Vertical colour bars 3 tiles wide (colours moved by ``shift``) with a noisy stripe across."""
+    """Vertical colour bars 3 tiles wide (colours moved by ``shift``) with a colour ramp across."""
     frame = np.zeros((h, w, 4), dtype=np.uint8)
     for i, x in enumerate(range(0, w, 3 * TILE)):
         frame[:, x : x + 3 * TILE, :3] = ((40 * i + shift) % 256, (90 + shift) % 256, (200 - 30 * i) % 256)
-    rng = np.random.default_rng(shift)
-    frame[100:140, :, :3] = rng.integers(0, 256, (40, w, 3), dtype=np.uint8)
+    ramp = (np.arange(w) * 255 // max(w - 1, 1) + shift) % 256  # a stripe with detail, across the bars
+    frame[100:140, :, 0] = ramp.astype(np.uint8)
+    frame[100:140, :, 1] = 255 - ramp.astype(np.uint8)
+    frame[100:140, :, 2] = 128
     return frame
 
 
@@ -52,7 +54,7 @@ def test_uniform_tiles_finds_exactly_the_one_colour_tiles_on_ragged_edges() -> N
     only = np.zeros((rows, cols), dtype=np.bool_)
     only[0, 2] = True
     assert uniform_tiles(frame, only)[0].sum() == 1  # candidates limit the answer
-    runs = fill_runs(flat, colours, 450, 300)
+    runs = fill_cover(flat, colours, 450, 300)
     covered = np.zeros((300, 450), dtype=np.int32)
     for rect, colour in runs:
         covered[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w] += 1
@@ -60,6 +62,16 @@ def test_uniform_tiles_finds_exactly_the_one_colour_tiles_on_ragged_edges() -> N
     expected = np.kron(flat, np.ones((TILE, TILE), dtype=np.int32))[:300, :450]
     assert np.array_equal(covered, expected)  # every flat tile once, nothing else
     assert len(runs) < int(flat.sum())  # equal-colour runs merged and stacked
+
+
+def test_fill_cover_spans_the_wildcards_but_nothing_else() -> None:
+    flat = np.array([[1, 1, 0, 1], [0, 0, 0, 1], [1, 1, 0, 1]], dtype=np.bool_)
+    colours = np.array([[7, 7, 0, 9], [0, 0, 0, 9], [7, 7, 0, 9]], dtype=np.uint32)
+    wildcard = np.array([[0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=np.bool_)
+    runs = fill_cover(flat, colours, 4 * TILE, 3 * TILE, wildcard)
+    assert sorted((r.x // TILE, r.y // TILE, r.w // TILE, r.h // TILE, c) for r, c in runs) == [
+        (0, 0, 2, 3, 7), (3, 0, 1, 3, 9)]  # column 2 (neither flat nor wildcard) is never covered
+    assert len(fill_cover(flat, colours, 4 * TILE, 3 * TILE)) == 3  # without wildcards: rows 0 and 2 apart
 
 
 def test_changed_everywhere_only_when_every_tile_shows_a_change() -> None:
@@ -82,11 +94,14 @@ def test_a_changing_picture_sends_flat_tiles_as_fill_and_the_viewer_matches() ->
         parts = [stream.unpack_update(m) for m in update.messages]
         for u in parts:
             viewer[u.y : u.y + u.h, u.x : u.x + u.w] = decode(u.encoding, u.payload, u.w, u.h)
-        fills = sum(u.w * u.h for u in parts if u.encoding is Encoding.FILL)
+        fills = [u for u in parts if u.encoding is Encoding.FILL]
         jpeg = sum(u.w * u.h for u in parts if u.encoding is Encoding.JPEG)
         exact = np.ones((300, 450), dtype=np.bool_)
-        exact[64:192] = False  # tile rows 1 and 2 hold the noisy stripe
+        exact[64:192] = False  # tile rows 1 and 2 hold the stripe
         if i:
-            assert fills >= int(exact.sum()) - 64 * 64  # the flat tiles went as FILL ...
-            assert jpeg <= 2 * 64 * 450  # ... and only the stripe's tiles as JPEG
+            # Each bar is one FILL across the stripe (drawn first), the stripe's tiles one JPEG over it.
+            assert len(fills) <= 3 + (i == 2) and parts[-1].encoding is Encoding.JPEG  # (frame 2: one tile still)
+            assert jpeg <= 2 * 64 * 450
         assert np.array_equal(viewer[exact], frame[:, :, :3][exact]), i
+        error = np.abs(viewer[~exact].astype(int) - frame[:, :, :3][~exact].astype(int))
+        assert error.mean() < 3, i  # the JPEG replaced every FILL under it

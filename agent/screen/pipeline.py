@@ -37,8 +37,8 @@ from .tiles import (
     clip,
     compare,
     dirty_tiles,
+    fill_cover,
     fill_rows,
-    fill_runs,
     intersect,
     merge_tiles,
     tile_grid,
@@ -231,13 +231,21 @@ class ScreenPipeline:
         lossy_any = False
         dirty_count = int(dirty.sum())
         pictured = dirty  # the dirty tiles that need a picture (not one colour)
+        overdrawn: npt.NDArray[np.bool_] | None = None  # pictured tiles a FILL covered first
         if dirty_count > UNIFORM_FROM_TILES:
             flat, colours = uniform_tiles(sent, dirty)
             if flat.any():
                 pictured = dirty & ~flat
-                for area, bgrx in fill_runs(flat, colours, w, h):
+                overdrawn = np.zeros_like(dirty)
+                # Messages are drawn in order: a FILL may span pictured tiles that the pictures
+                # after it cover again (pictures of those tiles are then not cut to changed pixels).
+                for area, bgrx in fill_cover(flat, colours, w, h, pictured):
                     messages.append((Kind.UPDATE, area, Encoding.FILL, bgrx.to_bytes(4, "little")[:3]))
-                    self._mark(area, False, now, dirty)
+                    overdrawn[area.y // TILE : -(-(area.y + area.h) // TILE),
+                              area.x // TILE : -(-(area.x + area.w) // TILE)] = True
+                overdrawn &= pictured
+                lossy_map[flat] = False  # whole tiles, exact now
+                changed_at[flat] = now
         rects = merge_tiles(pictured, w, h) if changed else []
         if len(rects) > MAX_RECTS:
             # Fill only over tiles the viewer holds lossy anyway: re-sending a lossless still
@@ -245,7 +253,10 @@ class ScreenPipeline:
             rects = merge_tiles(fill_rows(pictured) & (pictured | (lossy_map & ~dirty)), w, h)
         small = dirty_count <= SMALL_UPDATE_TILES
         for rect in rects:
-            if tight is not None:
+            if overdrawn is not None and overdrawn[rect.y // TILE : -(-(rect.y + rect.h) // TILE),
+                                                   rect.x // TILE : -(-(rect.x + rect.w) // TILE)].any():
+                pass  # whole, over the FILL drawn under it
+            elif tight is not None:
                 rect = self._tighten(rect, tight) or rect
             elif diff is not None:
                 # Whole tiles hold 3x the changed pixels of a diagonal motion (testsrc2): the

@@ -227,31 +227,43 @@ def uniform_tiles(frame: npt.NDArray[np.uint8], candidates: Mask, tile: int = TI
     return found & candidates, corners
 
 
-def fill_runs(mask: Mask, colours: npt.NDArray[np.uint32], width: int, height: int, tile: int = TILE
-              ) -> list[tuple[Rect, int]]:
-    """Cover the ``mask`` tiles with few one-colour rectangles: equal-colour runs per row, stacked."""
-    open_runs: dict[tuple[int, int, int], list[int]] = {}  # (c0, c1, colour) -> [row0, row1]
-    done: list[tuple[int, int, int, int, int]] = []
-    # Plain Python over a few hundred tiles: numpy's per-call cost dominated at this size.
-    for r, (flags, values) in enumerate(zip(mask.tolist(), colours.tolist(), strict=True)):
-        still_open: dict[tuple[int, int, int], list[int]] = {}
-        c = 0
-        while c < len(flags):
-            if not flags[c]:
-                c += 1
+def fill_cover(mask: Mask, colours: npt.NDArray[np.uint32], width: int, height: int, wildcard: Mask | None = None,
+               tile: int = TILE) -> list[tuple[Rect, int]]:
+    """Cover the ``mask`` tiles with few one-colour rectangles (greedy: right, then down).
+
+    ``wildcard`` tiles may be covered too: the caller draws them over afterwards (the
+    tiles of a change that need a picture), so a colour bar crossed by a moving line is
+    one FILL, not one per stair step. Plain Python: a few hundred tiles, where numpy's
+    per-call cost dominated.
+    """
+    rows, cols = mask.shape
+    flat, values = mask.tolist(), colours.tolist()
+    free = wildcard.tolist() if wildcard is not None else [[False] * cols for _ in range(rows)]
+    used = [[False] * cols for _ in range(rows)]
+    out: list[tuple[Rect, int]] = []
+
+    def fits(r: int, c: int, colour: int) -> bool:
+        return (flat[r][c] and not used[r][c] and values[r][c] == colour) or free[r][c]
+
+    for r in range(rows):
+        for c in range(cols):
+            if not flat[r][c] or used[r][c]:
                 continue
-            start, colour = c, values[c]
-            while c < len(flags) and flags[c] and values[c] == colour:
-                c += 1
-            run = (start, c, colour)
-            span = open_runs.pop(run, None)
-            still_open[run] = [span[0], r + 1] if span else [r, r + 1]
-        done.extend((c0, c1, colour, r0, r1) for (c0, c1, colour), (r0, r1) in open_runs.items())
-        open_runs = still_open
-    done.extend((c0, c1, colour, r0, r1) for (c0, c1, colour), (r0, r1) in open_runs.items())
-    out = []
-    for c0, c1, colour, r0, r1 in done:
-        x, y = c0 * tile, r0 * tile
-        out.append((Rect(x, y, min(c1 * tile, width) - x, min(r1 * tile, height) - y), colour))
-    out.sort(key=lambda rc: (rc[0].y, rc[0].x))
+            colour = values[r][c]
+            c1 = c + 1
+            while c1 < cols and fits(r, c1, colour):
+                c1 += 1
+            while not flat[r][c1 - 1]:  # no wildcard columns at the end: nothing of this colour there
+                c1 -= 1
+            r1 = r + 1
+            while r1 < rows and all(fits(r1, k, colour) for k in range(c, c1)):
+                r1 += 1
+            while not any(flat[r1 - 1][k] and values[r1 - 1][k] == colour for k in range(c, c1)):
+                r1 -= 1
+            for rr in range(r, r1):
+                for k in range(c, c1):
+                    if flat[rr][k]:
+                        used[rr][k] = True
+            x, y = c * tile, r * tile
+            out.append((Rect(x, y, min(c1 * tile, width) - x, min(r1 * tile, height) - y), colour))
     return out
