@@ -25,7 +25,7 @@ from certs.node_link import SignerLink
 from certs.pki import CertificateAuthority, RootCA, certificate_fingerprint_sha256, load_certificates
 from server import issuer
 from tests.harness import enroll_agent, running_agent, running_server, server_config, wait_until
-from tests.procs import free_port, helpline, spawn, wait_for_port
+from tests.procs import free_port, helpline, spawn, wait_for, wait_for_port
 
 PASSPHRASE = "correct horse battery staple"
 SIGNER_PASSPHRASE = "signer passphrase of some length"
@@ -228,3 +228,51 @@ async def test_renewed_delegation_accepts_the_nodes_current_intermediates(tmp_pa
     helpline("certs", "root", "--out", str(tmp_path / "other-root"), "--passphrase-file", str(tmp_path / "pass"))
     other = helpline(*delegate, "--root", str(tmp_path / "other-root"), check=False)
     assert other.returncode == 1 and "--force" in other.stderr
+
+
+def test_a_real_server_process_renews_while_a_real_agent_stays_connected(tmp_path: Path,
+                                                                          signer: dict[str, Path | str]) -> None:
+    """'helpline server' (one process, never restarted) on a delegated node renews its intermediate from the
+    signer: the served chain changes, a running 'helpline agent run' is not reconnected, and an agent enrolled
+    after the swap gets a certificate from the new intermediate and connects."""
+    data = tmp_path / "srv"
+    _join(tmp_path, signer, data / "pki", lifetime_s=300, fraction=0.1)
+    first = CertificateAuthority.load(data / "pki").certificate
+    agent_port, console_port = free_port(), free_port()
+    config = tmp_path / "helpline.toml"
+    config.write_text(f'[server]\ndata_dir = "{data}"\nhost = "127.0.0.1"\nkeepalive_s = 5.0\n')
+    env = {"HELPLINE_AGENT_PORT": str(agent_port), "HELPLINE_CONSOLE_PORT": str(console_port),
+           "HELPLINE_BACKOFF_CAP_S": "1"}
+    ca_pem = data / "pki" / "ca.pem"
+
+    def enroll(state: Path) -> None:
+        words = helpline("admin", "token", "create", "--group", "default", "--config", str(config),
+                         env=env).stdout.split()
+        helpline("agent", "enroll", f"https://localhost:{console_port}", words[4], "--ca-sha256", words[6],
+                 "--state", str(state))
+
+    def connections(log: Path) -> int:
+        return log.read_text().count('"connected"') if log.exists() else 0
+
+    with spawn("server", "--config", str(config), "--log-format", "json", log=tmp_path / "server.log",
+               env=env) as server:
+        wait_for_port(console_port, server, timeout=60)
+        old_served = _served_chain_sha256(console_port, ca_pem)
+        enroll(tmp_path / "agent-1")
+        log1 = tmp_path / "agent-1.log"
+        with spawn("agent", "run", "--state", str(tmp_path / "agent-1"), "--log-format", "json", log=log1, env=env):
+            wait_for(lambda: connections(log1) == 1, timeout=60, what="the first agent connected")
+            wait_for(lambda: _served_chain_sha256(console_port, ca_pem) != old_served, timeout=150,
+                     what="the server presenting a renewed chain")
+            assert server.poll() is None  # the same process: no restart
+            current = CertificateAuthority.load(data / "pki").certificate
+            assert current != first
+            enroll(tmp_path / "agent-2")
+            chain = load_certificates(tmp_path / "agent-2" / "device.pem")
+            assert chain[1] != first and len(chain) == 3
+            log2 = tmp_path / "agent-2.log"
+            with spawn("agent", "run", "--state", str(tmp_path / "agent-2"), "--log-format", "json", log=log2,
+                       env=env):
+                wait_for(lambda: connections(log2) == 1, timeout=60, what="the second agent connected")
+            assert connections(log1) == 1, log1.read_text()[-2000:]  # never dropped by the swap
+    assert "renewed the node's intermediate from the signer" in (tmp_path / "server.log").read_text()
