@@ -9,12 +9,14 @@ The CSP allows scripts and styles from our own origin only: no inline script, no
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from . import api
+from .agent_channel import SERVER_KEY
 
 if TYPE_CHECKING:
     from .app import HelplineServer
@@ -22,13 +24,16 @@ if TYPE_CHECKING:
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 
 
-def content_security_policy(host: str) -> str:
+def content_security_policy(host: str, nodes: Iterable[str] = ()) -> str:
+    """``nodes``: the other nodes' console origins (server/bus/nodes.py), where a viewer opens the stream of a
+    session live on another node (with a ticket: server/sessions/tickets.py)."""
+    others = "".join(f" wss://{origin.split('://', 1)[1]}" for origin in sorted(nodes) if origin.startswith("https://"))
     return "; ".join([
         "default-src 'self'",
         "script-src 'self'",
         "style-src 'self'",
         "img-src 'self' data: blob:",
-        f"connect-src 'self' wss://{host}",
+        f"connect-src 'self' wss://{host}{others}",
         "font-src 'self'",
         "object-src 'none'",
         "base-uri 'none'",
@@ -49,7 +54,9 @@ SECURITY_HEADERS = {
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers["Content-Security-Policy"] = content_security_policy(request.host)
+    bus = request.app[SERVER_KEY].bus
+    nodes = bus.nodes.origins() - {f"https://{request.host}"} if bus is not None else set()
+    response.headers["Content-Security-Policy"] = content_security_policy(request.host, nodes)
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     if request.path.startswith("/api/"):

@@ -9,6 +9,10 @@ is read from ``$HELPLINE_TOKEN`` or ``--token-file`` (never from the command lin
 ``ps`` would show it) and sent as ``Authorization: Bearer``; the Origin header is the
 console's own, which the stream's Origin check requires.
 
+A session live on another node than the one in the URL (more than one node, issue 20): the session's
+``node_url`` names that node; the viewer asks the URL's node for a single-use stream ticket and streams
+from the other node with it (verified against the same org CA; the API token goes only to the URL's node).
+
 With ``--say``/``--send``/``--fetch``/``--paste``/``--clipboard`` it uses the session's in-session
 toolkit instead (:mod:`.viewer_toolkit`), so chat, file transfer and clipboard can be scripted.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import ssl
 import sys
 from collections.abc import Mapping
@@ -109,6 +114,50 @@ def ssl_context_for(url: str, args: argparse.Namespace) -> ssl.SSLContext | None
     return tls.agent_client_context(ca, None, None)
 
 
+_STREAM_PATH = re.compile(r"^/api/v1/sessions/([A-Za-z0-9._:-]{1,128})/stream$")
+
+
+def _api(method: str, url: str, context: ssl.SSLContext | None, headers: Mapping[str, str]) -> dict[str, Any]:
+    """One JSON call to the console API (no proxy: as the stream's websocket; TLS as ``context`` says)."""
+    import json
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+    data = b"{}" if method == "POST" else None
+    request = urllib.request.Request(url, data=data, method=method,  # noqa: S310 - https/http only (stream_url)
+                                     headers={**headers, "Content-Type": "application/json"})
+    with opener.open(request, timeout=15) as response:
+        answer = json.loads(response.read(256 * 1024))
+    if not isinstance(answer, dict):
+        raise ValueError("not a JSON object")
+    return answer
+
+
+def follow_node(url: str, context: ssl.SSLContext | None, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The session live on another node: that node's stream URL with a ticket, and this console's Origin.
+
+    Anything else (one node, an old server, a refusal) leaves the URL as it is: the stream's own answer then
+    says why it cannot be watched.
+    """
+    parts = urlsplit(url)
+    found = _STREAM_PATH.match(parts.path)
+    if found is None or parts.query:
+        return url, headers
+    base = urlunsplit(("https" if parts.scheme == "wss" else "http", parts.netloc, "", "", ""))
+    calls = {"Authorization": headers["Authorization"]}
+    session = f"{base}/api/v1/sessions/{found.group(1)}"
+    try:
+        node_url = _api("GET", session, context, calls).get("node_url")
+        if not isinstance(node_url, str) or origin_of(stream_url(node_url)) == origin_of(url):
+            return url, headers
+        ticket = _api("POST", f"{session}/stream-ticket", context, calls)
+    except (OSError, ValueError):
+        return url, headers
+    print(f"helpline: the session is live on node {ticket.get('node')} ({node_url}); streaming from there",
+          file=sys.stderr)
+    return str(ticket["url"]), {"Origin": str(ticket["origin"])}
+
+
 def _steps(args: argparse.Namespace) -> Any:
     from .viewer_toolkit import Steps
 
@@ -129,6 +178,7 @@ def _run(args: argparse.Namespace) -> int:
     headers = {"Origin": args.origin or origin_of(url)}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+        url, headers = follow_node(url, context, headers)
     steps = _steps(args)
     if steps.any():
         import asyncio

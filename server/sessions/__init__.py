@@ -26,7 +26,7 @@ from server.api import add_routes
 from server.api.openapi import add_schemas
 from server.store import Database
 
-from . import tunnel
+from . import tickets, tunnel
 from .access import AccountFollower
 from .api import routes as console_routes
 from .driver import SessionDriver
@@ -66,5 +66,6 @@ def setup(server: HelplineServer) -> None:
 
     server.background.append(watch_revocations)
     add_routes(server.console_app, console_routes(sessions))
+    tickets.install(server)  # a viewer on another node's console opens the stream here with a ticket
     add_schemas(server.console_app, SCHEMAS)
     add_routes(server.agent_app, tunnel.routes(sessions, functools.partial(authenticate_device, server)))

@@ -9,29 +9,35 @@ may attach to its stream; its notes are written by its technician or an admin.
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
 
 from protocol import stream, toolkit
 from protocol.authority import TechnicianProof
-from protocol.session import EndReason, Mode
+from protocol.session import Mode
 from server import api, devices
 from server.accounts import live as live_sockets
-from server.accounts import users
 from server.agent_channel import SERVER_KEY
+from server.api import context as api_context
 from server.api import scopes
-from server.auth.rights import ANY_GROUP, Principal, Right
-from server.bus.node import routed_session
+from server.api.route import Handler
+from server.auth.rights import Right
+from server.bus.node import forward_call, start_session
 from server.errors import ApiError
 from server.requests import sessions_link as request_link
-from server.store import Database, Row
+from server.store import Row
 
-from . import chat, grants, notes, repository, views
+from . import calls, chat, grants, notes, repository, tickets, views
+from .calls import SessionHandOff, SessionInvite, SessionJoinRequest, SessionModeChange, SessionNotesText
 from .driver import SessionDriver
-from .live import LiveSession
-from .teamwork import Teamwork
+
+__all__ = ["NewSession", "SessionHandOff", "SessionInvite", "SessionJoinRequest", "SessionModeChange",
+           "SessionNotesText", "routes"]
+
+#: Who could be invited into a session (kept under its old name for the tests that use it).
+_candidates = calls.candidates_for
 
 #: Largest technician → agent message: a toolkit file chunk (protocol.toolkit) or a stream text message.
 TECHNICIAN_MAX_MESSAGE = max(stream.MAX_TEXT_BYTES, toolkit.CHUNK_HEADER_SIZE + toolkit.MAX_CHUNK)
@@ -46,29 +52,6 @@ class NewSession(msgspec.Struct):
     request_id: Annotated[str, msgspec.Meta(pattern=r"^req-[0-9a-f]{1,32}$", description=(
         "Start it from this open support request of the device: the consent prompt names the request, and the "
         "request records the session (a waiting one is claimed)."))] | None = None
-
-
-class SessionModeChange(msgspec.Struct):
-    mode: Mode
-
-
-class SessionNotesText(msgspec.Struct):
-    text: notes.NotesText
-
-
-Username = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
-
-
-class SessionInvite(msgspec.Struct):
-    technician: Username
-
-
-class SessionJoinRequest(msgspec.Struct):
-    reason: Annotated[str, msgspec.Meta(max_length=256, description="Shown to the device user.")] = ""
-
-
-class SessionHandOff(msgspec.Struct):
-    technician: Username
 
 
 STREAM_DESCRIPTION = """\
@@ -106,62 +89,24 @@ async def _row(request: web.Request, *, with_notes: bool = False) -> Row:
 def routes(sessions: SessionDriver) -> list[api.Route]:
     """The session routes, bound to this server's live sessions."""
 
-    def own_live(session_id: str, caller: Principal) -> LiveSession | None:
-        """The running session, if any; 403 unless it is the caller's (or the caller is an admin)."""
-        live = sessions.live.get(session_id)
-        if live is None or caller.is_admin:
-            return live
-        people, me = live.people, caller.username
-        # The controller's (after a hand-off too), or the requester's while they are still in it.
-        if me != people.controller and not (me == live.technician_user and me in people.viewers):
-            raise ApiError(403, "forbidden", "not your session")
-        return live
+    def act(name: str) -> Handler:
+        """The route of one session call (:mod:`.calls`): run here, or on the node the session is live on."""
+        action = calls.ACTIONS[name]
 
-    def running(request: web.Request) -> LiveSession:
-        live = sessions.live.get(request.match_info["session_id"])
-        if live is None:
-            raise ApiError(409, "not_live", "the session has ended")
-        return live
+        async def handler(request: web.Request) -> web.Response:
+            call = calls.Call(request.match_info["session_id"], api.principal(request), api.group(request),
+                              api.db(request), request.get(api_context.BODY))
+            bus = request.app[SERVER_KEY].bus
+            if bus is not None and call.session_id not in sessions.live \
+                    and await calls.may_be_elsewhere(call.db, call.session_id):
+                forwarded = await forward_call(bus, name, call)
+                if forwarded is not None:
+                    return api.json(forwarded[1], status=forwarded[0])
+            status, body = await action.run(sessions, call)
+            return api.json(body, status=status)
 
-    def teamwork() -> Teamwork:
-        assert sessions.teamwork is not None, "wired by server.sessions.setup"
-        return sessions.teamwork
-
-    async def get_people(request: web.Request) -> web.Response:
-        """Who is in a running session"""
-        live = running(request)
-        candidates = []
-        if api.principal(request).username == live.people.controller:
-            candidates = await _candidates(api.db(request), live.group, live.people.viewers)
-        return api.json({"session_id": live.session_id, **live.people.view(), "candidates": candidates})
-
-    async def invite(request: web.Request) -> web.Response:
-        """Invite a technician into the session"""
-        body = api.body(request, SessionInvite)
-        live = running(request)
-        await teamwork().invite(live, api.principal(request), body.technician)
-        return api.json({"session_id": live.session_id, **live.people.view()})
-
-    async def join(request: web.Request) -> web.Response:
-        """Ask to join the session (view only)"""
-        body = api.body(request, SessionJoinRequest)
-        live = running(request)
-        admitted = await teamwork().join(live, api.principal(request), body.reason)
-        return api.json({"session_id": live.session_id, "admitted": admitted, **live.people.view()},
-                        status=200 if admitted else 202)
-
-    async def hand_off(request: web.Request) -> web.Response:
-        """Hand control to another technician in the session"""
-        body = api.body(request, SessionHandOff)
-        live = running(request)
-        await teamwork().hand(live, api.principal(request), body.technician)
-        return api.json({"session_id": live.session_id, **live.people.view()})
-
-    async def leave(request: web.Request) -> web.Response:
-        """Leave the session"""
-        live = running(request)
-        await teamwork().leave(live, api.principal(request).username)
-        return api.json({"session_id": live.session_id, **live.people.view()})
+        handler.__doc__ = action.run.__doc__
+        return handler
 
     async def create_session(request: web.Request) -> web.Response:
         """Request a remote session"""
@@ -172,20 +117,31 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
             raise ApiError.not_found("device")
         if device["status"] == "revoked":
             raise ApiError(409, "device_revoked", "the device is revoked")
+        caller, db = api.principal(request), api.db(request)
         reason, support = body.reason, None
-        bus = request.app[SERVER_KEY].bus
-        if bus is not None and body.request_id is None and sessions.connections.get(device["id"]) is None:
-            return api.json(await routed_session(bus, device["id"], api.principal(request), body), status=201)
         if body.request_id is not None:
-            support = await request_link.usable(api.db(request), body.request_id, device["id"],
-                                                   api.principal(request))
+            support = await request_link.usable(db, body.request_id, device["id"], caller)
             reason = request_link.offer_reason(support, body.reason)
-        session = await sessions.request(device_id=device["id"], group=device["group_name"],
-                                         technician=api.principal(request), mode=body.mode, reason=reason,
-                                         document_id=body.document_id)
+        # Here when this node holds the device, else on the node that does (server/bus): the same path for a
+        # session started from a support request (the Queue's Connect) as for any other.
+        view = await start_session(request.app[SERVER_KEY].bus, sessions, caller, device_id=device["id"],
+                                   group=device["group_name"], mode=body.mode, reason=reason,
+                                   document_id=body.document_id)
         if support is not None:
-            await request_link.started(api.db(request), support, session.session_id, api.principal(request))
-        return api.json(views.live_view(session), status=201)
+            await request_link.started(db, support, view["session_id"], caller)
+        return api.json(view, status=201)
+
+    async def stream_ticket(request: web.Request) -> web.Response:
+        """A single-use ticket to open the session's stream on the node it is live on"""
+        session_id, caller = request.match_info["session_id"], api.principal(request)
+        server = request.app[SERVER_KEY]
+        where = await tickets.live_node(server, sessions, session_id)
+        minted = await tickets.mint(api.db(request), session_id=session_id, caller=caller, node=where.node,
+                                    origin=f"https://{request.host}")
+        url = tickets.stream_url(where.url, session_id, minted.ticket)
+        return api.json({"session_id": session_id, "ticket": minted.ticket, "url": url, "node": where.node,
+                         "node_url": where.url, "origin": f"https://{request.host}", "expires_at": minted.expires_at},
+                        status=201)
 
     async def list_device_grants(request: web.Request) -> web.Response:
         """Grants for unattended sessions on a device"""
@@ -199,48 +155,6 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
         """Sessions of a device"""
         rows = await repository.list_for_device(api.db(request), request.match_info["device_id"])
         return api.json({"sessions": [views.current_view(r, sessions.live.get(r["id"])) for r in rows]})
-
-    async def get_session(request: web.Request) -> web.Response:
-        """One session"""
-        row = await _row(request, with_notes=True)
-        return api.json(views.current_view(row, sessions.live.get(row["id"])))
-
-    async def end_session(request: web.Request) -> web.Response:
-        """End a session"""
-        session_id = request.match_info["session_id"]
-        live = own_live(session_id, api.principal(request))
-        if live is not None:
-            await sessions.finisher.finish(live, EndReason.TECHNICIAN.value, "technician")
-        return api.json(views.row_view(await _row(request)))
-
-    async def change_mode(request: web.Request) -> web.Response:
-        """Ask to switch view/control"""
-        body = api.body(request, SessionModeChange)
-        _require_mode(request, body.mode)
-        caller = api.principal(request)
-        live = own_live(request.match_info["session_id"], caller)
-        if live is None:
-            raise ApiError(409, "not_live", "the session has ended")
-        if live.people.controller is None:
-            raise ApiError(409, "nobody_controls", "the controlling technician left: the session stays view only")
-        if caller.username != live.people.controller and not caller.is_admin:
-            raise ApiError(403, "forbidden", "only the controlling technician may ask for another mode")
-        await sessions.request_mode(live, body.mode, caller.username)
-        return api.json(views.live_view(live), status=202)
-
-    async def send_proof(request: web.Request) -> web.Response:
-        """Send the technician's signature over the device's challenge"""
-        proof = api.body(request, TechnicianProof)
-        caller = api.principal(request)
-        live = sessions.live.get(request.match_info["session_id"])
-        if live is None:
-            raise ApiError(409, "not_live", "the session has ended")
-        if caller.username != (live.challenge_for or live.technician_user):
-            raise ApiError(403, "forbidden", "only the technician the device challenged (who requested the session, "
-                                             "or who joins it) may answer its challenge")
-        await sessions.relay_proof(live, proof, caller.username)
-        row = await _row(request, with_notes=True)
-        return api.json(views.current_view(row, sessions.live.get(row["id"])))
 
     async def get_chat(request: web.Request) -> web.Response:
         """The session's chat transcript"""
@@ -300,18 +214,18 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
                               "proof itself."),
         api.Route("GET", "/api/v1/devices/{device_id}/sessions", list_device_sessions, view, device,
                   response="SessionList", description="Newest first, at most 200."),
-        api.Route("GET", "/api/v1/sessions/{session_id}", get_session, view, session, response="Session"),
-        api.Route("POST", "/api/v1/sessions/{session_id}/end", end_session, view, session, response="Session",
+        api.Route("GET", "/api/v1/sessions/{session_id}", act("get"), view, session, response="Session"),
+        api.Route("POST", "/api/v1/sessions/{session_id}/end", act("end"), view, session, response="Session",
                   description="Only the session's technician or an admin while it runs. Answers the stored "
                               "session without its notes.",
                   errors={403: "Lacks remote_view, or not the caller's running session"}),
-        api.Route("POST", "/api/v1/sessions/{session_id}/mode", change_mode, view, session,
+        api.Route("POST", "/api/v1/sessions/{session_id}/mode", act("mode"), view, session,
                   body=SessionModeChange, response="LiveSession", status=202,
                   description="`remote_control` as well to switch to control; only the controlling technician "
                               "(after a hand-off, the new one) or an admin. The device user must consent; answers "
                               "202 with the pending mode.",
                   errors={409: "Session ended or not streaming"}),
-        api.Route("POST", "/api/v1/sessions/{session_id}/proof", send_proof, view, session, body=TechnicianProof,
+        api.Route("POST", "/api/v1/sessions/{session_id}/proof", act("proof"), view, session, body=TechnicianProof,
                   response="Session",
                   description="Only the session's technician, while the device's challenge is open (once). The "
                               "proof is relayed unchanged; the device verifies it against the grant's technicians. "
@@ -325,16 +239,16 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
                   body=SessionNotesText, response="SessionNotes",
                   description="Only the session's technician or an admin, while it runs or after. Audited "
                               "`session.notes.update` (length and SHA-256, not the text)."),
-        api.Route("GET", "/api/v1/sessions/{session_id}/people", get_people, view, session, response="SessionPeople",
+        api.Route("GET", "/api/v1/sessions/{session_id}/people", act("people"), view, session, response="SessionPeople",
                   description="Who watches, who controls, who is invited, asks or is being asked on the device; "
                               "`candidates` (technicians of this server with remote_view on the group) only for "
                               "the controlling technician.", errors={409: "The session has ended"}),
-        api.Route("POST", "/api/v1/sessions/{session_id}/invite", invite, view, session, body=SessionInvite,
+        api.Route("POST", "/api/v1/sessions/{session_id}/invite", act("invite"), view, session, body=SessionInvite,
                   response="SessionPeople",
                   description="Only the controlling technician. A technician who already asked is put to the "
                               "device at once; otherwise the invitee joins with `POST …/join`. Audited.",
                   errors={409: "Not the controller, already in, account without remote_view, or ended"}),
-        api.Route("POST", "/api/v1/sessions/{session_id}/join", join, view, session, body=SessionJoinRequest,
+        api.Route("POST", "/api/v1/sessions/{session_id}/join", act("join"), view, session, body=SessionJoinRequest,
                   response="SessionPeople",
                   description="View only. Uninvited: 202, the controlling technician sees the request and may "
                               "invite. Invited: the device is asked (a new consent question naming the joiner, "
@@ -342,29 +256,26 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
                               "it: 200 admitted (then open the stream), 403 refused. Audited.",
                   errors={403: "The device refused (the user said No, no answer, unattended session)",
                           409: "Already in or being asked, or the session is not streaming"}),
-        api.Route("POST", "/api/v1/sessions/{session_id}/hand", hand_off, view, session, body=SessionHandOff,
+        api.Route("POST", "/api/v1/sessions/{session_id}/hand", act("hand"), view, session, body=SessionHandOff,
                   response="SessionPeople",
                   description="Only the controlling technician, to a technician in the session who holds "
                               "remote_control on the group. The device applies it first; from then on only the "
                               "new controller's input passes (server and agent). Audited.",
                   errors={403: "The target lacks remote_control", 409: "Not the controller, not in, or the device "
                                                                        "did not apply it"}),
-        api.Route("POST", "/api/v1/sessions/{session_id}/leave", leave, view, session, response="SessionPeople",
+        api.Route("POST", "/api/v1/sessions/{session_id}/leave", act("leave"), view, session, response="SessionPeople",
                   description="Any technician in the session. The last one out ends it; a controller leaving "
                               "without handing over ends control (the others watch on). Audited."),
+        api.Route("POST", "/api/v1/sessions/{session_id}/stream-ticket", stream_ticket, view, session,
+                  response=dict[str, Any], status=201,
+                  description="For a viewer on another node's console: a ticket (single use, valid "
+                              f"{tickets.TICKET_TTL_S:g} s, only its hash stored) bound to the session, the caller, "
+                              "their login and the node the session is live on, which takes it on the websocket "
+                              "upgrade (`url`: `wss://that-node/…/stream?ticket=…`) with the `Origin` of this node's "
+                              "console (`origin`). Audited.",
+                  errors={410: "The session is not live on any node"}),
         api.Route("GET", "/api/v1/sessions/{session_id}/stream", technician_stream, view, session,
                   websocket=True, description=STREAM_DESCRIPTION,
                   errors={409: "A viewer is already attached", 410: "The session has ended"}),
     ]
 
-
-async def _candidates(db: Database, group: str, present: list[str]) -> list[str]:
-    """Technicians of this server who could watch: enabled, remote_view on ``group``, not in the session yet."""
-    found = []
-    for user in await users.list_users(db):
-        if user.disabled or user.username in present:
-            continue
-        rights = await users.rights_of(db, user.id, user.role)
-        if Right.REMOTE_VIEW in rights.get(group, Right.NONE) | rights.get(ANY_GROUP, Right.NONE):
-            found.append(user.username)
-    return found[:200]

@@ -22,8 +22,9 @@ from common import addresses
 from protocol.session import Mode
 from server import api, audit
 from server.auth.rights import Principal, Right
+from server.bus import node as bus_node
 from server.errors import ApiError
-from server.sessions import SessionDriver, views
+from server.sessions import SessionDriver
 from server.store import Row
 
 from . import codes, repository
@@ -128,10 +129,13 @@ def routes(server: HelplineServer, sessions: SessionDriver, settings: SupportCod
         code_rows = await repository.recent_codes(db, now - LISTED_S, groups)
         client_rows = await repository.recent_clients(db, now - LISTED_S, groups)
         online = set(server.connections.device_ids())
+        # With other nodes a client may wait on any of them (its session is routed there): not gone yet is enough.
+        elsewhere = server.bus is not None
         clients = [{"id": r["id"], "kind": r["kind"], "group": r["group_name"], "technician": r["technician_user"],
                     "hostname": r["hostname"], "user": r["os_user"], "address": r["address"],
                     "connected_at": r["connected_at"], "ended_at": r["ended_at"], "session_id": r["session_id"],
-                    "session_state": r["session_state"], "waiting": r["id"] in online and not r["session_id"]}
+                    "session_state": r["session_state"],
+                    "waiting": (r["id"] in online or (elsewhere and r["ended_at"] is None)) and not r["session_id"]}
                    for r in client_rows if allowed is None or r["group_name"] in allowed]
         return api.json({"codes": [_code_view(r, now) for r in code_rows if allowed is None or
                                    r["group_name"] in allowed],
@@ -176,14 +180,14 @@ def routes(server: HelplineServer, sessions: SessionDriver, settings: SupportCod
         _own(caller, client["technician_user"])
         if not await repository.set_client_session(db, client["id"], "pending"):
             raise ApiError(409, "already_used", "a support client gets one session")
-        try:
-            live = await sessions.request(device_id=client["id"], group=client["group_name"], technician=caller,
-                                          mode=body.mode, reason=body.reason)
+        try:  # here, or on the node the client is connected to (the same routing as any session)
+            view = await bus_node.start_session(server.bus, sessions, caller, device_id=client["id"],
+                                       group=client["group_name"], mode=body.mode, reason=body.reason, kind="support")
         except BaseException:
             await db.execute("UPDATE support_clients SET session_id = '' WHERE id = ?", (client["id"],))
             raise
-        await db.execute("UPDATE support_clients SET session_id = ? WHERE id = ?", (live.session_id, client["id"]))
-        return api.json(views.live_view(live), status=201)
+        await db.execute("UPDATE support_clients SET session_id = ? WHERE id = ?", (view["session_id"], client["id"]))
+        return api.json(view, status=201)
 
     view = Right.REMOTE_VIEW
     return [
