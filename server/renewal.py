@@ -4,7 +4,8 @@ The agent generates a new key and sends a CSR at two-thirds of its certificate's
 the server signs it for the same device id and records the new serial as *pending*. The
 first handshake with the new certificate promotes it; from then on the old one is refused.
 
-The answer is a chain (the certificate, then this node's intermediate). A device whose
+The answer is a chain (the certificate, then this node's intermediate, and on a delegated node the
+signer's delegation: :mod:`certs.delegation`); it ends with that intermediate. A device whose
 certificate another intermediate issued (before a rotation, or on another node) is told
 to renew at once in the welcome, so a retired intermediate stops mattering quickly.
 """

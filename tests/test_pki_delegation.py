@@ -8,6 +8,7 @@ real agents), so the test can watch its issuing CA and its agents' connections.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import socket
 import ssl
@@ -276,3 +277,34 @@ def test_a_real_server_process_renews_while_a_real_agent_stays_connected(tmp_pat
                 wait_for(lambda: connections(log2) == 1, timeout=60, what="the second agent connected")
             assert connections(log1) == 1, log1.read_text()[-2000:]  # never dropped by the swap
     assert "renewed the node's intermediate from the signer" in (tmp_path / "server.log").read_text()
+
+
+def test_retry_delay_backs_off_with_jitter_and_never_past_a_tenth_of_what_is_left() -> None:
+    """5 s, then doubling to 5 minutes (±20 %), and never longer than a tenth of the intermediate's remaining life."""
+    assert 4.0 <= issuer.retry_delay(1, 86400) <= 6.0
+    assert 32.0 <= issuer.retry_delay(4, 86400) <= 48.0
+    assert 240.0 <= issuer.retry_delay(30, 86400) <= 360.0
+    assert issuer.retry_delay(30, 100) <= 12.0 and issuer.retry_delay(30, 0) <= 1.2
+
+
+async def test_renewal_retries_while_the_signer_is_down_and_succeeds_when_it_is_back(
+        tmp_path: Path, signer: dict[str, Path | str], caplog: pytest.LogCaptureFixture) -> None:
+    """With the signer stopped when renewal falls due, the node logs why and retries with backoff, keeps serving on
+    its current intermediate, and renews once a signer answers again."""
+    data = tmp_path / "srv"
+    port = free_port()
+    signer_args = ("certs", "signer", "serve", "--dir", str(signer["dir"]), "--host", "127.0.0.1", "--port",
+                   str(port), "--passphrase-file", str(tmp_path / "signer-pass"))
+    with spawn(*signer_args, log=tmp_path / "signer-b.log") as proc:
+        wait_for_port(port, proc, timeout=60)
+        _join(tmp_path, {**signer, "url": f"https://127.0.0.1:{port}"}, data / "pki", lifetime_s=300, fraction=0.1)
+    first = CertificateAuthority.load(data / "pki").certificate
+    with caplog.at_level(logging.WARNING, logger="server.issuer"):
+        async with running_server(data) as server:
+            await wait_until(lambda: caplog.text.count("could not renew") >= 2, timeout=120,
+                             what="two failed renewals logged")
+            assert server.ca.certificate == first
+            with spawn(*signer_args, log=tmp_path / "signer-c.log") as proc:
+                await asyncio.to_thread(wait_for_port, port, proc, 60)  # the server's loop keeps running
+                await wait_until(lambda: server.ca.certificate != first, timeout=120,
+                                 what="renewed once the signer is back")
