@@ -46,6 +46,8 @@ def _handshake_bytes(data: bytes) -> tuple[bytes, int | None]:
     offset = 0
     while True:
         if len(data) < offset + RECORD_HEADER:
+            if offset + RECORD_HEADER > MAX_STREAM_BYTES:
+                raise HelloError("ClientHello cut into too many records")
             return bytes(out), offset + RECORD_HEADER
         kind, major, length = data[offset], data[offset + 1], int.from_bytes(data[offset + 3:offset + 5], "big")
         if kind != _HANDSHAKE or major != 3:
@@ -53,6 +55,8 @@ def _handshake_bytes(data: bytes) -> tuple[bytes, int | None]:
         if length == 0 or length > _MAX_RECORD:
             raise HelloError("TLS record length out of range")
         end = offset + RECORD_HEADER + length
+        if end > MAX_STREAM_BYTES:
+            raise HelloError("ClientHello cut into too many records")
         if len(data) < end:
             return bytes(out), end
         out += data[offset + RECORD_HEADER:end]
@@ -98,8 +102,6 @@ def server_name(data: bytes) -> NeedMore | str | None:
         if size > MAX_HELLO_BYTES:
             raise HelloError("ClientHello too large")
     if need is not None:
-        if need > MAX_STREAM_BYTES:
-            raise HelloError("ClientHello cut into too many records")
         return NeedMore(need)
     size = int.from_bytes(handshake[1:4], "big")
     return _name_in(handshake[4:4 + size])
