@@ -68,7 +68,10 @@ class SignerLink:
         path = cls.path(pki_dir)
         if not path.exists():
             return None
-        link = cls(**json.loads(path.read_text()))
+        try:
+            link = cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise CertError(f"{path}: not a signer link ({exc})") from exc
         if not 0.05 <= link.renew_fraction <= 0.9:
             raise CertError(f"{path}: renew_fraction must be between 0.05 and 0.9")
         return link
