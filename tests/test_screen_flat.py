@@ -7,7 +7,7 @@ import numpy as np
 from agent.screen import Monitor
 from agent.screen.encoder import decode
 from agent.screen.pipeline import ScreenPipeline
-from agent.screen.tiles import TILE, changed_everywhere, compare, fill_cover, uniform_tiles
+from agent.screen.tiles import TILE, Rect, compare, compare_rows, fill_cover, rows_changed_everywhere, uniform_tiles
 from protocol import stream
 from protocol.stream import Encoding
 
@@ -74,13 +74,21 @@ def test_fill_cover_spans_the_wildcards_but_nothing_else() -> None:
     assert len(fill_cover(flat, colours, 4 * TILE, 3 * TILE)) == 3  # without wildcards: rows 0 and 2 apart
 
 
-def test_changed_everywhere_only_when_every_tile_shows_a_change() -> None:
+def test_rows_changed_everywhere_skip_the_comparison_and_agree_with_it() -> None:
     a, b = bars(300, 450, 0), bars(300, 450, 7)
-    assert changed_everywhere(a, b)
+    assert rows_changed_everywhere(a, b).all()
     c = b.copy()
     c[256:300, 448:450] = a[256:300, 448:450]  # the partial corner tile unchanged
-    assert not changed_everywhere(a, c)
-    assert compare(a, c)[0].sum() == compare(a, c)[0].size - 1
+    c[0:64, 64:128] = a[0:64, 64:128]  # and one tile of the first row
+    assert rows_changed_everywhere(a, c).tolist() == [False, True, True, True, False]
+    full_mask, full_diff = compare(a, c)
+    assert full_mask.sum() == full_mask.size - 2
+    mask, diff = compare_rows(a, c, rows_changed_everywhere(a, c))
+    assert np.array_equal(mask, full_mask)
+    for r in range(5):
+        for col in range(8):
+            rect = Rect(col * TILE, r * TILE, min(TILE, 450 - col * TILE), min(TILE, 300 - r * TILE))
+            assert diff.bounds(rect) == full_diff.bounds(rect), (r, col)
 
 
 def test_a_changing_picture_sends_flat_tiles_as_fill_and_the_viewer_matches() -> None:

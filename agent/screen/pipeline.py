@@ -33,14 +33,15 @@ from .tiles import (
     Diff,
     Rect,
     changed_bounds,
-    changed_everywhere,
     clip,
     compare,
+    compare_rows,
     dirty_tiles,
     fill_cover,
     fill_rows,
     intersect,
     merge_tiles,
+    rows_changed_everywhere,
     tile_grid,
     uniform_tiles,
     union,
@@ -318,12 +319,14 @@ class ScreenPipeline:
             self._lossy = np.zeros((rows, cols), dtype=np.bool_)
             self._changed_at = np.full((rows, cols), now, dtype=np.float64)
             return _Grabbed(np.ones((rows, cols), dtype=np.bool_), h * w, None)
-        if changed_everywhere(sent, current):
+        everywhere = rows_changed_everywhere(sent, current)
+        if everywhere.all():
             # Every tile differs in the sampled rows (a playing video): all of it is sent, so the
             # full comparison (a 16 MB read) would find nothing more; the frame is copied whole.
             np.copyto(sent, current)
             return _Grabbed(np.ones((rows, cols), dtype=np.bool_), h * w, None)
-        dirty, diff = compare(sent, current)
+        # Tile rows changed throughout (a video between still bars) skip the comparison too.
+        dirty, diff = compare_rows(sent, current, everywhere) if everywhere.any() else compare(sent, current)
         # Every dirty tile is sent in this step and every other tile already equals the
         # screen, so after it the viewer's state is this capture.
         for r in np.flatnonzero(dirty.any(axis=1)):

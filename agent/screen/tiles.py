@@ -92,20 +92,47 @@ def compare(sent: npt.NDArray[np.uint8], current: npt.NDArray[np.uint8], tile: i
     return mask, Diff(diff, per_word)
 
 
-def changed_everywhere(sent: npt.NDArray[np.uint8], current: npt.NDArray[np.uint8], tile: int = TILE) -> bool:
-    """True when every tile has a changed pixel in its middle row: then every tile is dirty.
+def rows_changed_everywhere(sent: npt.NDArray[np.uint8], current: npt.NDArray[np.uint8], tile: int = TILE
+                            ) -> npt.NDArray[np.bool_]:
+    """Per tile row: True when every tile has a changed pixel in its middle row (so all are dirty).
 
-    One row per tile row (1/64 of the frame) settles it for a frame where everything
-    moves; anything less falls back to :func:`compare`.
+    One pixel row per tile row (1/64 of the frame) settles it where everything moves (a
+    video); rows with any tile unchanged in the sample are left to :func:`compare`.
     """
     h, w = current.shape[:2]
     rows, cols = tile_grid(w, h, tile)
     ys = [min(r * tile + tile // 2, h - 1) for r in range(rows)]
     differs = np.not_equal(sent[ys].view(np.uint32)[..., 0], current[ys].view(np.uint32)[..., 0])
     whole = w // tile
-    if not np.logical_or.reduce(differs[:, : whole * tile].reshape(rows, whole, tile), axis=2).all():
-        return False
-    return whole == cols or bool(differs[:, whole * tile :].any(axis=1).all())
+    everywhere: npt.NDArray[np.bool_] = np.logical_and.reduce(
+        np.logical_or.reduce(differs[:, : whole * tile].reshape(rows, whole, tile), axis=2), axis=1)
+    if whole < cols:
+        everywhere &= differs[:, whole * tile :].any(axis=1)
+    return everywhere
+
+
+def compare_rows(sent: npt.NDArray[np.uint8], current: npt.NDArray[np.uint8], skip: npt.NDArray[np.bool_],
+                 tile: int = TILE) -> tuple[Mask, Diff]:
+    """:func:`compare`, except that tile rows flagged in ``skip`` count as changed everywhere unread."""
+    h, w = current.shape[:2]
+    rows, cols = tile_grid(w, h, tile)
+    pairs = w % 2 == 0 and tile % 2 == 0 and sent.flags.c_contiguous and current.flags.c_contiguous
+    mask: Mask = np.ones((rows, cols), dtype=np.bool_)
+    changed = np.ones((h, w // 2 if pairs else w), dtype=np.bool_)
+    r = 0
+    while r < rows:
+        if skip[r]:
+            r += 1
+            continue
+        r1 = r
+        while r1 < rows and not skip[r1]:
+            r1 += 1
+        y0, y1 = r * tile, min(r1 * tile, h)
+        band, diff = compare(sent[y0:y1], current[y0:y1], tile)
+        mask[r:r1] = band
+        changed[y0:y1] = diff.changed
+        r = r1
+    return mask, Diff(changed, 2 if pairs else 1)
 
 
 def merge_tiles(mask: Mask, width: int, height: int, tile: int = TILE) -> list[Rect]:
