@@ -27,7 +27,9 @@ from certs import tls
 from certs.pki import init_pki
 from server import devices
 from server.app import HelplineServer
-from tests.harness import console_url, enroll_agent, new_token, running_server, wait_until
+from agent.config import AgentConfig
+from tests.connect_proxy import ConnectProxy
+from tests.harness import console_url, enroll_agent, new_token, running_agent, running_server, wait_until
 from tests.procs import free_port, helpline, spawn
 from tests.test_accounts_support import client, login, make_user
 from tests.test_console_support import console_browser
@@ -246,6 +248,23 @@ async def test_a_client_hello_in_parts_is_routed_and_a_half_one_is_closed(tmp_pa
                 return time.monotonic() - started
 
         assert await asyncio.to_thread(half_hello) < 5.0  # the handshake timeout is 30 s
+
+
+async def test_the_agent_name_goes_through_a_connect_proxy(tmp_path: Path) -> None:
+    """Through a CONNECT proxy the agent asks for the server's address and sends the agent name inside the tunnel:
+    the control channel comes up on the agent route (and the proxy saw nothing but TLS)."""
+    proxy = ConnectProxy()
+    await proxy.start()
+    try:
+        async with one_port_server(tmp_path) as server:
+            state = await enroll_agent(server, tmp_path / "agent")
+            config = AgentConfig(state_dir=state.directory, backoff_cap_s=1.0, proxy=proxy.url)
+            async with running_agent(state, config) as agent:
+                await asyncio.wait_for(agent.client.ready.wait(), 30)
+            assert proxy.tunnels and {(t.host, t.port) for t in proxy.tunnels} == {("localhost", server.agent_port)}
+            assert all(t.first_bytes[:1] == b"\x16" for t in proxy.tunnels)  # TLS handshake records only
+    finally:
+        await proxy.stop()
 
 
 def test_the_server_refuses_a_certificate_without_the_agent_name(tmp_path: Path) -> None:
