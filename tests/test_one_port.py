@@ -22,12 +22,12 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from agent.config import AgentConfig
 from agent.state import AgentState
 from certs import tls
 from certs.pki import init_pki
 from server import devices
 from server.app import HelplineServer
-from agent.config import AgentConfig
 from tests.connect_proxy import ConnectProxy
 from tests.harness import console_url, enroll_agent, new_token, running_agent, running_server, wait_until
 from tests.procs import free_port, helpline, spawn
