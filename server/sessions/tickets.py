@@ -133,7 +133,7 @@ async def _login_live(db: Database, login_id: str | None, now: float) -> bool:
 
 
 def authenticator(server: HelplineServer, console_origins: Origins) -> api_context.Authenticator:
-    """The console's first authenticator: a ``?ticket=`` on a session stream upgrade, and nowhere else."""
+    """The console's first authenticator: a ``?ticket=`` on a session stream upgrade (ignored on other paths)."""
 
     async def known_origin(request: web.Request, origin: str) -> bool:
         if origin == f"https://{request.host}" or origin in {origin_of(o) for o in console_origins(request)}:
@@ -142,13 +142,13 @@ def authenticator(server: HelplineServer, console_origins: Origins) -> api_conte
 
     async def authenticate(request: web.Request) -> Principal | None:
         ticket = request.query.get(TICKET_PARAM)
-        if ticket is None:
-            return None
         path = STREAM_PATH.match(request.path)
+        if ticket is None or path is None:  # only a session stream takes a ticket; elsewhere it means nothing
+            return None
         origin = request.headers.get("Origin", "")
         db, now = api_context.db(request), time.time()
         try:
-            if path is None or request.method != "GET" or len(ticket) > MAX_TICKET:
+            if request.method != "GET" or len(ticket) > MAX_TICKET:
                 raise _Refused("not a stream upgrade")
             row = await _spend(db, ticket, now)
             if row["expires_at"] <= now:
@@ -163,7 +163,7 @@ def authenticator(server: HelplineServer, console_origins: Origins) -> api_conte
         except _Refused as refused:
             peer = request.remote or ""
             await server.audit_throttle.append(db, f"peer:{peer}", "session.stream_ticket.refused",
-                                               path.group(1) if path else "",
+                                               path.group(1),
                                                {"reason": str(refused), "origin": origin[:200]}, peer=peer)
             if str(refused) == "origin":
                 raise ApiError(403, "bad_origin", "this ticket is not for a page of that origin") from None
