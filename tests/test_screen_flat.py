@@ -64,6 +64,27 @@ def test_uniform_tiles_finds_exactly_the_one_colour_tiles_on_ragged_edges() -> N
     assert len(runs) < int(flat.sum())  # equal-colour runs merged and stacked
 
 
+def test_uniform_tiles_agrees_with_a_pixel_by_pixel_check_on_random_layouts() -> None:
+    rng = np.random.default_rng(13)
+    for h, w in ((300, 450), (256, 512), (130, 77)):
+        rows, cols = -(-h // TILE), -(-w // TILE)
+        for _ in range(5):
+            # Each tile one colour, a third of them with one pixel off somewhere (first row included).
+            colours = rng.integers(0, 1 << 24, (rows, cols), dtype=np.uint32)
+            px = np.kron(colours, np.ones((TILE, TILE), dtype=np.uint32))[:h, :w].copy()
+            for r, c in np.argwhere(rng.random((rows, cols)) < 0.33):
+                y = min(r * TILE + int(rng.integers(0, TILE)), h - 1)
+                x = min(c * TILE + int(rng.integers(0, TILE)), w - 1)
+                px[y, x] ^= 1
+            frame = px.view(np.uint8).reshape(h, w, 4)
+            candidates = rng.random((rows, cols)) < 0.7
+            flat, _ = uniform_tiles(frame, candidates)
+            for r in range(rows):
+                for c in range(cols):
+                    tile = px[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE]
+                    assert flat[r, c] == (candidates[r, c] and bool((tile == tile[0, 0]).all())), (h, w, r, c)
+
+
 def test_fill_cover_spans_the_wildcards_but_nothing_else() -> None:
     flat = np.array([[1, 1, 0, 1], [0, 0, 0, 1], [1, 1, 0, 1]], dtype=np.bool_)
     colours = np.array([[7, 7, 0, 9], [0, 0, 0, 9], [7, 7, 0, 9]], dtype=np.uint32)

@@ -63,6 +63,10 @@ MAX_RECTS = 24
 #: changed (testsrc2's bars under a hue shift: 80 % of the tiles). Below it (typing) the
 #: rectangles are small and already checked whole.
 UNIFORM_FROM_TILES = SMALL_UPDATE_TILES
+#: ... and use them only when at least this share of the dirty tiles may be flat: a few flat
+#: tiles beside moving content (testsrc2's wake, 7 %) cost more in messages and in the check
+#: than their share of the JPEG.
+FLAT_MIN_SHARE = 0.25
 #: Lossless wins when it is at most this much larger than the JPEG (no refresh needed later).
 LOSSLESS_BIAS = 1.5
 #: A PNG this small per pixel (text, flat UI) is kept without encoding a JPEG to compare.
@@ -234,7 +238,7 @@ class ScreenPipeline:
         pictured = dirty  # the dirty tiles that need a picture (not one colour)
         overdrawn: npt.NDArray[np.bool_] | None = None  # pictured tiles a FILL covered first
         if dirty_count > UNIFORM_FROM_TILES:
-            flat, colours = uniform_tiles(sent, dirty)
+            flat, colours = uniform_tiles(sent, dirty, min_count=int(dirty_count * FLAT_MIN_SHARE))
             if flat.any():
                 pictured = dirty & ~flat
                 overdrawn = np.zeros_like(dirty)

@@ -218,40 +218,54 @@ def union(rects: list[Rect]) -> Rect:
     return Rect(x0, y0, x1 - x0, y1 - y0)
 
 
-def uniform_tiles(frame: npt.NDArray[np.uint8], candidates: Mask, tile: int = TILE
+def uniform_tiles(frame: npt.NDArray[np.uint8], candidates: Mask, tile: int = TILE, min_count: int = 1
                   ) -> tuple[Mask, npt.NDArray[np.uint32]]:
     """Which ``candidates`` tiles of a BGRA frame are one colour, and each tile's first pixel.
 
     Flat areas of a changing picture (a colour bar under a hue shift, a window's
-    background) go as FILL: exact, 24 bytes, and no JPEG time. One contiguous
-    comparison per tile row against each tile's first pixel, skipped for rows whose
-    first pixel row already shows detail in every candidate (photographic content).
+    background) go as FILL: exact, 24 bytes, and no JPEG time. The first pixel row of
+    every tile (and its middle and last) rules out most detailed tiles for almost nothing; when fewer than
+    ``min_count`` tiles are left after it, none is reported (not worth the messages).
+    The rest are read in one contiguous comparison per tile row, over their column span.
     """
     h, w = frame.shape[:2]
     rows, cols = tile_grid(w, h, tile)
     px = frame.view(np.uint32).reshape(h, w)
     corners: npt.NDArray[np.uint32] = np.ascontiguousarray(px[::tile, ::tile])
     found: Mask = np.zeros((rows, cols), dtype=np.bool_)
+    whole = w // tile
+    expected_rows = np.repeat(corners, tile, axis=1)[:, :w]
+    firsts = px[::tile] == expected_rows
+    for sample in (tile // 2, tile - 1):  # the middle and last rows too (clamped in a short last tile row)
+        firsts &= px[[min(r * tile + sample, h - 1) for r in range(rows)]] == expected_rows
+    maybe: Mask = np.zeros((rows, cols), dtype=np.bool_)
+    maybe[:, :whole] = np.logical_and.reduce(firsts[:, : whole * tile].reshape(rows, whole, tile), axis=2)
+    if whole < cols:
+        maybe[:, whole] = firsts[:, whole * tile :].all(axis=1)
+    maybe &= candidates
+    if int(maybe.sum()) < max(min_count, 1):
+        return found, corners
     pairs = w % 2 == 0 and tile % 2 == 0
     words = frame.reshape(h, w * 4).view(np.uint64 if pairs else np.uint32)
     per_tile = tile // 2 if pairs else tile
-    whole = words.shape[1] // per_tile
-    for r in np.flatnonzero(candidates.any(axis=1)):
+    for r in np.flatnonzero(maybe.any(axis=1)):
         y0 = int(r) * tile
         expected32 = np.repeat(corners[r], tile)[:w]
-        # The first row of each tile decides most tiles for almost nothing.
-        first = np.logical_and.reduce((px[y0] == expected32)[: whole * tile].reshape(whole, tile), axis=1)
-        maybe = candidates[r, :whole] & first
-        tail = whole < cols and bool(candidates[r, whole]) and bool((px[y0, whole * tile :] == corners[r, whole]).all())
-        if not maybe.any() and not tail:
-            continue
         expected = expected32.view(np.uint64) if pairs else expected32
-        column_differs = np.logical_or.reduce(np.not_equal(words[y0 : y0 + tile], expected), axis=0)
-        same = ~np.logical_or.reduce(column_differs[: whole * per_tile].reshape(whole, per_tile), axis=1)
-        found[r, :whole] = maybe & same
-        if tail:
-            found[r, whole] = not column_differs[whole * per_tile :].any()
-    return found & candidates, corners
+        spots = np.flatnonzero(maybe[r])
+        c0, c1 = int(spots[0]), int(spots[-1]) + 1  # only the columns still in question are read
+        lo, hi = c0 * per_tile, min(c1 * per_tile, words.shape[1])
+        column_differs = np.logical_or.reduce(np.not_equal(words[y0 : y0 + tile, lo:hi], expected[lo:hi]), axis=0)
+        span = min(c1, whole) - c0
+        if span > 0:
+            same = ~np.logical_or.reduce(column_differs[: span * per_tile].reshape(span, per_tile), axis=1)
+            found[r, c0 : c0 + span] = same
+        if c1 > whole:  # the partial last column
+            found[r, whole] = not column_differs[(whole - c0) * per_tile :].any()
+    found &= maybe
+    if int(found.sum()) < min_count:
+        found[...] = False
+    return found, corners
 
 
 def fill_cover(mask: Mask, colours: npt.NDArray[np.uint32], width: int, height: int, wildcard: Mask | None = None,
