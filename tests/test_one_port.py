@@ -267,6 +267,35 @@ async def test_the_agent_name_goes_through_a_connect_proxy(tmp_path: Path) -> No
         await proxy.stop()
 
 
+async def test_each_context_refuses_the_other_routes_name(tmp_path: Path) -> None:
+    """Defence in depth behind the routing: the console context refuses a handshake under the agent name, and the
+    agent context one under any other name, even with a valid device certificate (OpenSSL's reading must agree)."""
+    async with one_port_server(tmp_path) as server:
+        state = await enroll_agent(server, tmp_path / "agent")
+    agent_ctx, console_ctx = tls.single_port_contexts(server.pki.ca_pem, server.pki.server_pem, server.pki.server_key,
+                                                      AGENT_NAME)
+
+    async def answer(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"served\n")
+        await writer.drain()
+        writer.close()
+
+    for ctx, name, device, served in ((console_ctx, "localhost", False, True), (console_ctx, AGENT_NAME, False, False),
+                                      (agent_ctx, AGENT_NAME, True, True), (agent_ctx, "localhost", True, False)):
+        listener = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=ctx)
+        port = listener.sockets[0].getsockname()[1]
+        client_ctx = _client(server, state if device else None, name=name)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
+            line = await asyncio.wait_for(reader.readline(), 15)
+            writer.close()
+        except (ssl.SSLError, ConnectionError):
+            line = b""
+        finally:
+            listener.close()
+        assert (line == b"served\n") is served, (name, device, line)
+
+
 def test_the_server_refuses_a_certificate_without_the_agent_name(tmp_path: Path) -> None:
     """`helpline server --single-port` exits 1 naming the missing name and the command that adds it, when the
     server certificate does not carry agents.<public_host>."""
