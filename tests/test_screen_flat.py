@@ -129,8 +129,32 @@ def test_a_changing_picture_sends_flat_tiles_as_fill_and_the_viewer_matches() ->
         exact[64:192] = False  # tile rows 1 and 2 hold the stripe
         if i:
             # Each bar is one FILL across the stripe (drawn first), the stripe's tiles one JPEG over it.
-            assert len(fills) <= 3 + (i == 2) and parts[-1].encoding is Encoding.JPEG  # (frame 2: one tile still)
+            assert len(fills) <= 3 + 2 * (i == 2) and parts[-1].encoding is Encoding.JPEG  # (2: a still tile)
             assert jpeg <= 2 * 64 * 450
         assert np.array_equal(viewer[exact], frame[:, :, :3][exact]), i
         error = np.abs(viewer[~exact].astype(int) - frame[:, :, :3][~exact].astype(int))
         assert error.mean() < 3, i  # the JPEG replaced every FILL under it
+
+
+def test_rows_sent_without_a_copy_are_sent_whole_once_the_motion_stops_and_end_exact() -> None:
+    """A frame changed everywhere is encoded from the capture and not copied; when the picture
+    stops, the next grab sends those rows again (it cannot compare them), then the lossless
+    refresh leaves the viewer equal to the screen."""
+    a, b = bars(300, 450, 0), bars(300, 450, 5)
+    pipe = ScreenPipeline(Frames(a, b, b, b, b), 1, settle_s=0.3)
+    viewer = np.zeros((300, 450, 3), dtype=np.uint8)
+
+    def step(t: float) -> int:
+        update = pipe.step(t, 70, int(t * 10)).update
+        if update is None:
+            return 0
+        for m in update.messages:
+            u = stream.unpack_update(m)
+            viewer[u.y : u.y + u.h, u.x : u.x + u.w] = decode(u.encoding, u.payload, u.w, u.h)
+        return len(update.messages)
+
+    assert step(0.0) and step(0.1)  # the first frame, then b changed everywhere
+    assert step(0.2)  # b again: the rows left uncopied go once more, whole
+    assert step(0.25) == 0  # now compared: nothing changed, nothing due yet
+    assert step(5.0)  # the refresh of the JPEG tiles
+    assert np.array_equal(viewer, b[:, :, :3])

@@ -124,6 +124,8 @@ class _Grabbed(NamedTuple):
     tight: list[Rect] | None
     #: Full grabs: the per-row difference, to cut each rectangle to its changed pixels.
     diff: Diff | None = None
+    #: Full grabs: the frame itself (changes are encoded from it; ``_sent`` may not hold them all).
+    frame: Frame | None = None
 
 
 def _png_level(rect: Rect) -> int:
@@ -160,6 +162,9 @@ class ScreenPipeline:
         self._sent: Frame | None = None
         self._lossy: npt.NDArray[np.bool_] | None = None
         self._changed_at: npt.NDArray[np.float64] | None = None
+        #: Tile rows of ``_sent`` not copied from the screen (all sent, and changed everywhere in the
+        #: sample; only the sampled pixel rows are current): the next full grab sends them whole.
+        self._stale: npt.NDArray[np.bool_] | None = None
         self._geometry: Monitor | None = None
 
     def geometry(self) -> Monitor:
@@ -218,7 +223,8 @@ class ScreenPipeline:
         whole monitor (first frame, polling, a consistency check).
         """
         t0 = time.perf_counter()
-        if damage is None or self._sent is None or not isinstance(self.grabber, RegionGrabber):
+        stale = self._stale is not None and bool(self._stale.any())
+        if damage is None or self._sent is None or stale or not isinstance(self.grabber, RegionGrabber):
             grabbed = self._grab_full(now)
         else:
             grabbed = self._grab_damage(damage, now)
@@ -226,6 +232,9 @@ class ScreenPipeline:
         t1 = time.perf_counter()
         sent, lossy_map, changed_at = self._sent, self._lossy, self._changed_at
         assert sent is not None and lossy_map is not None and changed_at is not None
+        # Dirty tiles are encoded from the capture itself (a lent XShm view: no copy needed);
+        # still tiles (the refresh) from ``_sent``, which equals the screen there.
+        source = grabbed.frame if grabbed.frame is not None else sent
         h, w = sent.shape[:2]
         settled = self._settled(now, dirty)
         changed = bool(dirty.any())
@@ -238,7 +247,7 @@ class ScreenPipeline:
         pictured = dirty  # the dirty tiles that need a picture (not one colour)
         overdrawn: npt.NDArray[np.bool_] | None = None  # pictured tiles a FILL covered first
         if dirty_count > UNIFORM_FROM_TILES:
-            flat, colours = uniform_tiles(sent, dirty, min_count=int(dirty_count * FLAT_MIN_SHARE))
+            flat, colours = uniform_tiles(source, dirty, min_count=int(dirty_count * FLAT_MIN_SHARE))
             if flat.any():
                 pictured = dirty & ~flat
                 overdrawn = np.zeros_like(dirty)
@@ -272,7 +281,7 @@ class ScreenPipeline:
                     continue
                 rect = cut
             for band in _bands(rect):
-                region = sent[band.y : band.y + band.h, band.x : band.x + band.w]
+                region = source[band.y : band.y + band.h, band.x : band.x + band.w]
                 encoding, payload = self._encode_change(region, band, quality, small)
                 lossy = encoding is Encoding.JPEG
                 lossy_any |= lossy
@@ -317,28 +326,39 @@ class ScreenPipeline:
         h, w = current.shape[:2]
         rows, cols = tile_grid(w, h)
         sent = self._sent
-        if sent is None or sent.shape != current.shape:
+        if sent is None or sent.shape != current.shape or self._stale is None:
             self._geometry = self.geometry()
             self._sent = np.array(current, copy=True)
             self._lossy = np.zeros((rows, cols), dtype=np.bool_)
             self._changed_at = np.full((rows, cols), now, dtype=np.float64)
+            self._stale = np.zeros(rows, dtype=np.bool_)
             return _Grabbed(np.ones((rows, cols), dtype=np.bool_), h * w, None)
+        # Tile rows whose every tile changed in the sampled pixel row (a playing video) are sent
+        # whole without the comparison (a 16 MB read for a frame), and not even copied: only their
+        # sampled rows are, for the next check. Rows left stale that way are sent whole (and copied)
+        # at the first full grab that finds them not changed everywhere.
         everywhere = rows_changed_everywhere(sent, current)
-        if everywhere.all():
-            # Every tile differs in the sampled rows (a playing video): all of it is sent, so the
-            # full comparison (a 16 MB read) would find nothing more; the frame is copied whole.
-            np.copyto(sent, current)
-            return _Grabbed(np.ones((rows, cols), dtype=np.bool_), h * w, None)
-        # Tile rows changed throughout (a video between still bars) skip the comparison too.
-        dirty, diff = compare_rows(sent, current, everywhere) if everywhere.any() else compare(sent, current)
+        stale, self._stale = self._stale, everywhere
+        whole = everywhere | stale
+        if whole.all():
+            dirty, diff = np.ones((rows, cols), dtype=np.bool_), None
+        elif whole.any():
+            dirty, diff = compare_rows(sent, current, whole)
+        else:
+            dirty, diff = compare(sent, current)
         # Every dirty tile is sent in this step and every other tile already equals the
         # screen, so after it the viewer's state is this capture.
         for r in np.flatnonzero(dirty.any(axis=1)):
+            y0 = int(r) * TILE
+            y1 = min(y0 + TILE, h)
+            if everywhere[r]:
+                y = min(y0 + TILE // 2, h - 1)  # the sampled row only
+                sent[y] = current[y]
+                continue
             cs = np.flatnonzero(dirty[r])
-            y0, x0 = int(r) * TILE, int(cs[0]) * TILE
-            y1, x1 = min(y0 + TILE, h), min((int(cs[-1]) + 1) * TILE, w)
+            x0, x1 = int(cs[0]) * TILE, min((int(cs[-1]) + 1) * TILE, w)
             sent[y0:y1, x0:x1] = current[y0:y1, x0:x1]
-        return _Grabbed(dirty, h * w, None, diff)
+        return _Grabbed(dirty, h * w, None, diff, current)
 
     def _grab_damage(self, damage: list[Rect], now: float) -> _Grabbed:
         """Grab the tiles under ``damage``; copy them into ``_sent`` after comparing."""
