@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -41,6 +42,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -121,6 +123,57 @@ def stop(proc: subprocess.Popen[bytes] | BaseProcess, sig: int = signal.SIGTERM)
             proc.join()
 
 
+class TimedDatabase:
+    """A database whose transactions record how long each statement and the commit took (by statement
+    kind), to say where a revocation's time goes before the ring."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.dialect = inner.dialect
+        self.url = inner.url
+        self.times: dict[str, list[float]] = {}
+
+    def _note(self, what: str, started: float) -> None:
+        self.times.setdefault(what, []).append((time.perf_counter() - started) * 1000)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        async with self.inner.transaction() as tx:
+            self._note("begin", started)
+            yield _TimedTransaction(tx, self)
+            committing = time.perf_counter()
+        self._note("commit", committing)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class _TimedTransaction:
+    def __init__(self, tx: Any, owner: TimedDatabase) -> None:
+        self._tx, self._owner = tx, owner
+        self.dialect = tx.dialect
+
+    async def _timed(self, method: str, sql: str, *args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await getattr(self._tx, method)(sql, *args)
+        finally:
+            self._owner._note(" ".join(sql.split()[:3])[:40], started)
+
+    async def execute(self, sql: str, *args: Any) -> Any:
+        return await self._timed("execute", sql, *args)
+
+    async def fetchone(self, sql: str, *args: Any) -> Any:
+        return await self._timed("fetchone", sql, *args)
+
+    async def fetchall(self, sql: str, *args: Any) -> Any:
+        return await self._timed("fetchall", sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+
 def scrape_events(port: int) -> dict[str, float]:
     """A node's ``helpline_connection_events_total`` by kind (empty if the node is gone)."""
     try:
@@ -152,6 +205,9 @@ async def run(args: argparse.Namespace) -> None:
         raise SystemExit("needs PostgreSQL: --pg-url or HELPLINE_TEST_PG_URL")
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # stopped by PID: clean up
     data = Path(tempfile.mkdtemp(prefix="helpline-multinode-"))
     schema = f"hl_bench_{os.getpid()}_{secrets.token_hex(4)}"
     conn = await asyncpg.connect(pg_url)
@@ -200,6 +256,7 @@ async def run(args: argparse.Namespace) -> None:
         for i in range(NODES):
             env = dict(os.environ, HELPLINE_DATABASE_URL=db_url, HELPLINE_NATS_URL=nats_url,
                        HELPLINE_NODE_ID=f"node-{'abc'[i]}", HELPLINE_PKI_DIR=str(data / "pki"),
+                       HELPLINE_SUPPORT_CODES_NODES=str(NODES),  # a bus with nodes = 1 is refused
                        HELPLINE_KEEPALIVE_S=str(args.keepalive), HELPLINE_LOG_LEVEL="warning",
                        HELPLINE_METRICS_LISTEN=f"127.0.0.1:{metrics_ports[i]}")
             if args.per_address:
@@ -233,7 +290,8 @@ async def run(args: argparse.Namespace) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {sum(held(counts, args.workers))} of {args.agents} connected")
             if time.monotonic() > next_note:
-                print(f"  {sum(held(counts, args.workers))} after {time.perf_counter() - t0:.0f} s", flush=True)
+                print(f"  {sum(held(counts, args.workers))} after {time.perf_counter() - t0:.0f} s; failed attempts: "
+                      f"{fmt(failure_counts(causes, args.workers))}; load {os.getloadavg()[0]:.1f}", flush=True)
                 next_note += 30
             await asyncio.sleep(0.2)
         connect_s = time.perf_counter() - t0
@@ -251,8 +309,8 @@ async def run(args: argparse.Namespace) -> None:
         # Fan-out: probes on node C, revoked by a bus member, closed as the device sees it.
         bus = await bus_connect(ServerConfig(nats_url=nats_url, node_id="bench"))
         assert bus is not None
-        inner = await open_database(db_url)
-        db = RingingDatabase(inner, bus)
+        timed = TimedDatabase(await open_database(db_url))
+        db = RingingDatabase(timed, bus)  # type: ignore[arg-type]
         fanout: list[float] = []
         after_commit: list[float] = []
         transaction: list[float] = []
@@ -337,7 +395,9 @@ async def run(args: argparse.Namespace) -> None:
         print(f"fan-out ({len(fanout)} devices on node C; revoked on PostgreSQL through node A's code, ring over NATS)")
         print("  " + spread("issued -> closed", fanout))
         print("  " + spread("committed -> closed", after_commit))
-        print("  " + spread("the revoke transaction", transaction))
+        print("  " + spread("the revoke transaction + ring", transaction))
+        for what, figures in timed.times.items():
+            print("    " + spread(what, figures))
         if recovered is None:
             print(f"node C killed          {lost} agents; {back_in_60} back within 60 s; NOT all back within "
                   f"{args.recovery_timeout:.0f} s: {after}")
@@ -389,12 +449,12 @@ def main() -> None:
                         help="fleet: a loopback address per agent; nat: all from 127.0.0.1")
     parser.add_argument("--per-address", type=int, default=0,
                         help="the nodes' max_unauthenticated_per_address (0: the default, 64)")
-    parser.add_argument("--concurrency", type=int, default=100, help="first connections in flight per worker")
+    parser.add_argument("--concurrency", type=int, default=32, help="handshakes in flight per simulator process")
     parser.add_argument("--hold", type=float, default=20.0, help="seconds of idle fleet for the CPU figure")
     parser.add_argument("--keepalive", type=float, default=20.0, help="keepalive interval (s), the default")
     parser.add_argument("--revocations", type=int, default=50, help="devices revoked for the fan-out figure")
-    parser.add_argument("--health-agents", type=int, default=1000, help="agents that send health samples")
-    parser.add_argument("--health-interval", type=float, default=5.0, help="seconds between their samples")
+    parser.add_argument("--health-agents", type=int, default=500, help="agents that send health samples")
+    parser.add_argument("--health-interval", type=float, default=10.0, help="seconds between their samples")
     parser.add_argument("--connect-timeout", type=float, default=1800.0)
     parser.add_argument("--recovery-timeout", type=float, default=180.0)
     parser.add_argument("--pg-url", default="")
