@@ -350,6 +350,8 @@ async def motion(connect: Connect, meters: Meters, seconds: float, xvfb: XvfbHan
         "updates_per_s": ups,
         "bytes_per_s": bps,
         **cpu,
+        # The comparable figure when the viewer (starved on a loaded box) limits the frame rate.
+        "agent_cpu_ms_per_distinct_frame": 10 * cpu["agent_cpu_pct"] / distinct_fps if distinct_fps else float("nan"),
         "psnr_motion_db": motion_psnr,
         "psnr_samples": float(len(tracker.samples)),
         "reference_vs_screen_psnr_db": reference_check,
