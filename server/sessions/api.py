@@ -105,7 +105,8 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
             status, body = await action.run(sessions, call)
             return api.json(body, status=status)
 
-        handler.__doc__ = action.run.__doc__
+        handler.__doc__ = action.run.__doc__  # the route's summary,
+        handler.__name__ = handler.__qualname__ = action.run.__name__  # and its operation id, as before
         return handler
 
     async def create_session(request: web.Request) -> web.Response:
