@@ -57,6 +57,9 @@ class NewSession(msgspec.Struct):
 STREAM_DESCRIPTION = """\
 **Websocket.** Send `GET` with `Upgrade: websocket`; the server answers `101 Switching Protocols`.
 The `Origin` header must be the console's own origin (else 403 `bad_origin`, checked before anything else).
+A viewer on another node's console instead adds `?ticket=` from that node's `POST …/stream-ticket` (no cookie,
+no token): the ticket is spent on this upgrade, and the `Origin` must be the one it was minted for (403
+`bad_ticket` or `bad_origin`).
 Only the technician who requested the session may attach, once (409 `busy` if a viewer is attached,
 410 `ended` if the session is over). REMOTE_CONTROL is needed as well when the session was requested in
 control mode. The socket is closed at once when the caller's console session is revoked or the account
