@@ -27,6 +27,7 @@ from protocol.control import CloseCode, ControlChannel
 from protocol.messages import CertRenewRequest, CertRenewResponse, Error, Hello, Message, Welcome
 from protocol.version import MAX_VERSION, MIN_VERSION
 
+from . import recovery
 from .backoff import Backoff
 from .config import AgentConfig
 from .state import AgentState
@@ -146,10 +147,14 @@ class AgentClient:
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
+                # Its stored validity says the certificate ended (off too long): prove the key, get a new one.
+                await recovery.recover_if_expired(self.state, self.wall_clock(), proxy=self.config.proxy)
                 if await self._connect_once(stop):
                     continue  # clean reconnect (renewed certificate)
             except AgentRevoked:
                 raise
+            except recovery.RecoveryFailed:
+                pass  # logged by recovery; back off like any failed connection
             except InvalidStatus as exc:
                 body = exc.response.body or b""
                 if exc.response.status_code == 403 and b"revoked" in body:

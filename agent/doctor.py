@@ -145,7 +145,10 @@ class Doctor:
         now = self.now()
         start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
         if now >= end:
-            return Check("certificate", Status.FAIL, f"expired on {end:%Y-%m-%d %H:%M} UTC")
+            from .recovery import describe
+
+            return Check("certificate", Status.FAIL, f"expired on {end:%Y-%m-%d %H:%M} UTC: "
+                         + describe(state, (now - end).total_seconds()))
         if now < start:
             return Check("certificate", Status.FAIL, f"not valid before {start:%Y-%m-%d %H:%M} UTC (clock behind?)")
         remaining = (end - now) / (end - start)

@@ -114,6 +114,7 @@ class HelplineServer:
             enroll_api,
             ops,
             passkeys,
+            recovery_api,
             renewal,
             sessions,
             tickets,
@@ -128,6 +129,7 @@ class HelplineServer:
         from .updates import feature as updates
 
         for feature in (issuer, enroll_api, renewal, sessions, recordings_api, authority, tasks, tools, updates, cmdb,
+                        recovery_api,  # expired device certificates proven back on the console port (issue 20)
                         requests,  # support requests (issue 18)
                         kpis,  # the support desk's numbers and the CSAT survey (issue 19)
                         support_codes,  # support codes for devices not enrolled (issue 18)

@@ -107,6 +107,9 @@ class ServerConfig:
     header_timeout_s: float = 10.0
     idle_timeout_s: float = 60.0
     device_cert_days: int = 30
+    #: A device whose certificate expired at most this many days ago may recover it by proving its key on the
+    #: console port (server/recovery.py) instead of enrolling again; 0 = never.
+    device_recovery_days: int = 30
     #: Extra origins allowed to open console websockets (the console's own origin always is).
     allowed_origins: list[str] = field(default_factory=list)
     #: Record every session's tunnel stream to a file (for playback and review).

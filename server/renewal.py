@@ -8,6 +8,10 @@ The answer is a chain (the certificate, then this node's intermediate, and on a 
 signer's delegation: :mod:`certs.delegation`); it ends with that intermediate. A device whose
 certificate another intermediate issued (before a rotation, or on another node) is told
 to renew at once in the welcome, so a retired intermediate stops mattering quickly.
+
+:func:`issue` is the one way a device gets a new certificate for a key it generated: renewal over the
+control channel and recovery of an expired certificate on the console port (:mod:`.recovery`) both
+call it, so a recovered certificate is exactly a renewed one (pending until its first handshake).
 """
 
 from __future__ import annotations
@@ -29,23 +33,34 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def handle_renew(conn: AgentConnection, message: CertRenewRequest) -> None:
-    server = conn.server
+async def issue(server: HelplineServer, device_id: str, csr_pem: str, *, via: str = "renewal") -> str:
+    """Sign ``csr_pem`` for ``device_id``, record it as the pending certificate, audit; the PEM chain.
+
+    Raises ``CsrError`` (malformed CSR, not P-256) and ``IssuerExpiredError`` (this node's intermediate ended).
+    """
     try:
-        cert = server.ca.sign_device_csr(message.csr.encode(), conn.device_id, now=datetime.now(UTC),
+        cert = server.ca.sign_device_csr(csr_pem.encode(), device_id, now=datetime.now(UTC),
                                          lifetime=server.device_cert_lifetime)
+    except IssuerExpiredError:
+        log.error("cannot renew device certificates: the issuing intermediate has expired")
+        raise
+    serial = certificate_serial_hex(cert)
+    await devices.set_pending_certificate(server.db, device_id, serial, cert.not_valid_after_utc.timestamp())
+    await audit.append(server.db, f"device:{device_id}", "device.cert.issue", device_id, {"serial": serial, "via": via})
+    log.info("renewed device certificate", extra={"device_id": device_id, "serial": serial, "via": via})
+    return server.ca.chain_pem(cert).decode()
+
+
+async def handle_renew(conn: AgentConnection, message: CertRenewRequest) -> None:
+    try:
+        chain = await issue(conn.server, conn.device_id, message.csr)
     except CsrError as exc:
         await conn.reply_error("bad_csr", f"certificate request refused: {exc}", message.id)
         return
     except IssuerExpiredError:
-        log.error("cannot renew device certificates: the issuing intermediate has expired")
         await conn.reply_error("issuer_expired", "the server's issuing certificate has expired", message.id)
         return
-    serial = certificate_serial_hex(cert)
-    await devices.set_pending_certificate(server.db, conn.device_id, serial, cert.not_valid_after_utc.timestamp())
-    await audit.append(server.db, f"device:{conn.device_id}", "device.cert.issue", conn.device_id, {"serial": serial})
-    log.info("renewed device certificate", extra={"device_id": conn.device_id, "serial": serial})
-    await conn.send(CertRenewResponse(in_reply_to=message.id, certificate=server.ca.chain_pem(cert).decode()))
+    await conn.send(CertRenewResponse(in_reply_to=message.id, certificate=chain))
 
 
 async def renew_if_foreign(conn: AgentConnection) -> dict[str, Any]:

@@ -1,0 +1,202 @@
+"""Recovery of an expired device certificate (issue 20): a real server on loopback, real TLS, real agent code.
+
+The device's certificate is a real one of the node's intermediate, issued for the device's own key at a
+time in the past so that it has already ended (the node's PKI is made 40 days ago, 60 days long, so the
+intermediate issued it then and still issues now). The end-to-end test with processes and a
+certificate that really runs out is tests/test_device_recovery_process.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from agent import recovery as agent_recovery
+from agent.doctor import Doctor
+from agent.state import AgentState
+from certs import tls
+from certs.pki import build_csr, certificate_serial_hex, generate_device_key, init_pki, load_private_key
+from protocol.recovery import proof_bytes
+from server import devices
+from server.app import HelplineServer
+from tests.harness import console_url, enroll_agent, running_agent, running_server, wait_until
+
+
+def _data(tmp_path: Path) -> Path:
+    """A node whose intermediate was made 40 days ago (60 days long): it issued then and issues now."""
+    data = tmp_path / "srv"
+    init_pki(data / "pki", ["localhost", "127.0.0.1"], now=datetime.now(UTC) - timedelta(days=40))
+    return data
+
+
+def _key(state: AgentState) -> ec.EllipticCurvePrivateKey:
+    key = load_private_key(state.key_path)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key
+
+
+async def _expire(server: HelplineServer, state: AgentState, *, days_ago: float, current: bool = True) -> str:
+    """Give the device a certificate for its own key that ended ``days_ago`` days ago; ``current``: the registry
+    records it as the device's current certificate (else the registry keeps the enrolled one). Its serial."""
+    end = datetime.now(UTC) - timedelta(days=days_ago)
+    cert = server.ca.sign_device_csr(build_csr(_key(state)), state.device_id, now=end - timedelta(days=1),
+                                     lifetime=timedelta(days=1))
+    assert cert.not_valid_after_utc <= end + timedelta(seconds=1)
+    state.cert_path.write_bytes(server.ca.chain_pem(cert))
+    state.record_certificate_validity(cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())
+    serial = certificate_serial_hex(cert)
+    if current:
+        await server.db.execute("UPDATE devices SET cert_serial = ?, cert_not_after = ? WHERE id = ?",
+                                (serial, cert.not_valid_after_utc.timestamp(), state.device_id))
+    return serial
+
+
+class Client:
+    """The recovery requests by hand, over server-authenticated TLS verified against the pinned root."""
+
+    def __init__(self, server: HelplineServer, state: AgentState) -> None:
+        self.base = console_url(server)
+        self.state = state
+        self.ssl: ssl.SSLContext = tls.agent_client_context(state.ca_path, None, None)
+
+    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        async with aiohttp.ClientSession() as http, http.post(self.base + path, json=body, ssl=self.ssl) as response:
+            return response.status, json.loads(await response.read())
+
+    async def nonce(self) -> str:
+        status, body = await self.post("/api/v1/enroll/recover/nonce", {"device_id": self.state.device_id})
+        assert status == 200, body
+        return str(body["nonce"])
+
+    def request(self, nonce: str, *, signer: ec.EllipticCurvePrivateKey | None = None) -> dict[str, Any]:
+        csr = build_csr(generate_device_key()).decode()
+        signature = (signer or _key(self.state)).sign(proof_bytes(nonce, self.state.device_id, csr),
+                                                      ec.ECDSA(hashes.SHA256()))
+        return {"device_id": self.state.device_id, "nonce": nonce, "chain": self.state.cert_path.read_text(),
+                "csr": csr, "signature": base64.b64encode(signature).decode()}
+
+    async def recover(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return await self.post("/api/v1/enroll/recover", body)
+
+
+async def _audit(server: HelplineServer, action: str) -> list[dict[str, Any]]:
+    rows = await server.db.fetchall("SELECT target, details FROM audit_log WHERE action = ? ORDER BY seq", (action,))
+    return [{"target": r["target"], **json.loads(r["details"])} for r in rows]
+
+
+async def test_agent_with_an_expired_certificate_recovers_and_connects(tmp_path: Path) -> None:
+    """Its certificate ended 4 days ago: the agent proves its key before connecting, gets a certificate for a new
+    key (pending, promoted at the first handshake) and comes online; the doctor and the audit say what happened."""
+    async with running_server(_data(tmp_path)) as server:
+        state = await enroll_agent(server, tmp_path / "agent")
+        old_serial = await _expire(server, state, days_ago=4)
+        old_key = state.key_path.read_bytes()
+        line = Doctor(tmp_path / "none.toml").check_certificate(state).line()
+        assert "certificate expired 4 days ago; recovery runs at the agent's next connection" in line
+        async with running_agent(state) as agent:
+            await wait_until(agent.client.ready.is_set, timeout=30, what="the agent connected")
+
+            async def promoted() -> bool:
+                row = await devices.get(server.db, state.device_id)
+                return row is not None and row["online"] == 1 and row["cert_serial"] != old_serial
+            await wait_until(promoted, timeout=30, what="the recovered certificate promoted at its handshake")
+        assert state.key_path.read_bytes() != old_key  # a new key, made on the device
+        cert = x509.load_pem_x509_certificate(state.cert_path.read_bytes())
+        assert cert.not_valid_after_utc > datetime.now(UTC) + timedelta(days=10)
+        assert cert.public_key() == _key(state).public_key()
+        outcome = agent_recovery.Outcome.load(state)
+        assert outcome is not None and outcome.ok
+        [recovered] = await _audit(server, "device.recover")
+        assert recovered["target"] == state.device_id and recovered["old_serial"] == old_serial
+        assert 3.9 < recovered["expired_days"] < 4.1
+        issued = await _audit(server, "device.cert.issue")
+        assert issued[-1]["via"] == "recovery" and issued[-1]["serial"] == certificate_serial_hex(cert)
+        assert not await _audit(server, "device.recover.refused")
+
+
+async def test_a_key_renewed_away_is_refused(tmp_path: Path) -> None:
+    """The expired certificate chains to the root and the proof is good, but the registry's current certificate is
+    another one: an old key (a backup, a stolen disk image) gets nothing."""
+    async with running_server(_data(tmp_path)) as server:
+        state = await enroll_agent(server, tmp_path / "agent")
+        await _expire(server, state, days_ago=2, current=False)
+        client = Client(server, state)
+        status, body = await client.recover(client.request(await client.nonce()))
+        assert (status, body["error"]["code"]) == (403, "not_current")
+        [refused] = await _audit(server, "device.recover.refused")
+        assert refused["code"] == "not_current" and refused["target"] == state.device_id
+
+
+async def test_revoked_past_grace_and_disabled_are_refused(tmp_path: Path) -> None:
+    """A revoked device, a certificate ended 38 days ago (grace 30), and a server with recovery off: refused,
+    and the agent keeps the refusal for the doctor instead of asking at every reconnect."""
+    async with running_server(_data(tmp_path)) as server:
+        state = await enroll_agent(server, tmp_path / "agent")
+        await _expire(server, state, days_ago=38)
+        client = Client(server, state)
+        status, body = await client.recover(client.request(await client.nonce()))
+        assert (status, body["error"]["code"]) == (403, "past_grace")
+        await _expire(server, state, days_ago=2)
+        await devices.revoke(server.db, state.device_id, actor="test")
+        try:
+            await agent_recovery.recover_if_expired(state, datetime.now(UTC))
+        except agent_recovery.RecoveryFailed as exc:
+            assert exc.code == "revoked" and exc.final
+        else:
+            raise AssertionError("a revoked device recovered")
+        line = Doctor(tmp_path / "none.toml").check_certificate(state).line()
+        assert "certificate expired 2 days ago; recovery refused at" in line and "(revoked)" in line
+        codes = [r["code"] for r in await _audit(server, "device.recover.refused")]
+        assert codes == ["past_grace", "revoked"]
+    async with running_server(_data(tmp_path / "off"), device_recovery_days=0) as server:
+        state = await enroll_agent(server, tmp_path / "agent-off")
+        status, body = await Client(server, state).post("/api/v1/enroll/recover/nonce",
+                                                        {"device_id": state.device_id})
+        assert (status, body["error"]["code"]) == (403, "recovery_disabled")
+
+
+async def test_replayed_nonce_and_forged_signature_are_refused(tmp_path: Path) -> None:
+    """A nonce serves once (a replay of a successful request is refused, and so is one refused earlier);
+    a signature by another key, or one over another CSR, is refused; a certificate not yet expired renews
+    over the control channel instead; oversized bodies are refused before they are read."""
+    async with running_server(_data(tmp_path)) as server:
+        state = await enroll_agent(server, tmp_path / "agent")
+        await _expire(server, state, days_ago=1)
+        client = Client(server, state)
+        forged = client.request(await client.nonce(), signer=generate_device_key())
+        status, body = await client.recover(forged)
+        assert (status, body["error"]["code"]) == (403, "bad_proof")
+        swapped = client.request(await client.nonce())
+        swapped["csr"] = build_csr(generate_device_key()).decode()  # signed over another CSR
+        assert (await client.recover(swapped))[1]["error"]["code"] == "bad_proof"
+        assert (await client.recover(client.request(swapped["nonce"])))[1]["error"]["code"] == "bad_nonce"
+        good = client.request(await client.nonce())
+        status, body = await client.recover(good)
+        assert status == 200 and body["device_id"] == state.device_id
+        status, body = await client.recover(good)
+        assert (status, body["error"]["code"]) == (401, "bad_nonce")
+        codes = [r["code"] for r in await _audit(server, "device.recover.refused")]
+        assert codes == ["bad_proof", "bad_proof", "bad_nonce", "bad_nonce"]
+        assert len(await _audit(server, "device.recover")) == 1
+        status, body = await client.recover({**good, "chain": "x" * 40_000})
+        assert status == 413
+        # Five nonces per device in ten minutes, whatever node asks (three so far): the sixth is refused.
+        for _ in range(2):
+            await client.nonce()
+        status, body = await client.post("/api/v1/enroll/recover/nonce", {"device_id": state.device_id})
+        assert (status, body["error"]["code"]) == (429, "rate_limited")
+
+    async with running_server(_data(tmp_path / "fresh")) as server:
+        state = await enroll_agent(server, tmp_path / "agent-fresh")
+        client = Client(server, state)
+        status, body = await client.recover(client.request(await client.nonce()))
+        assert (status, body["error"]["code"]) == (409, "not_expired")
