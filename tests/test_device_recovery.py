@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -24,11 +25,26 @@ from agent import recovery as agent_recovery
 from agent.doctor import Doctor
 from agent.state import AgentState
 from certs import tls
-from certs.pki import build_csr, certificate_serial_hex, generate_device_key, init_pki, load_private_key
+from certs.delegation import create_delegation
+from certs.pki import (
+    CertificateAuthority,
+    RootCA,
+    build_csr,
+    certificate_serial_hex,
+    generate_device_key,
+    init_pki,
+    load_private_key,
+    pem_chain,
+)
 from protocol.recovery import proof_bytes
 from server import devices
+from server import recovery as server_recovery
 from server.app import HelplineServer
+from server.errors import ApiError
 from tests.harness import console_url, enroll_agent, running_agent, running_server, wait_until
+
+NAMES = ["localhost", "127.0.0.1"]
+PASSPHRASE = b"correct horse battery staple"
 
 
 def _data(tmp_path: Path) -> Path:
@@ -200,3 +216,42 @@ async def test_replayed_nonce_and_forged_signature_are_refused(tmp_path: Path) -
         client = Client(server, state)
         status, body = await client.recover(client.request(await client.nonce()))
         assert (status, body["error"]["code"]) == (409, "not_expired")
+        # A device whose clock runs a month ahead thinks its certificate ended: told otherwise, it just connects.
+        assert not await agent_recovery.recover_if_expired(state, datetime.now(UTC) + timedelta(days=31))
+        # Another device's expired certificate, proven with that device's key, does not recover this one.
+        other = await enroll_agent(server, tmp_path / "agent-other")
+        await _expire(server, other, days_ago=1)
+        client = Client(server, state)
+        body = Client(server, other).request(await client.nonce(), signer=_key(other))
+        status, answer = await client.recover({**body, "device_id": state.device_id})
+        assert (status, answer["error"]["code"]) == (403, "device_mismatch")
+
+
+def test_a_delegated_nodes_chain_waives_only_the_leaf_and_its_intermediate(tmp_path: Path) -> None:
+    """Leaf, 48 h node intermediate, delegation, root: both lower ones long expired is fine; the delegation
+    expired is not (nothing above the leaf's issuer is waived); a chain without its intermediate is refused."""
+    now = datetime.now(UTC)
+    root = RootCA.create(now=now - timedelta(days=400))
+
+    def device_chain(delegation_start: datetime, delegation_days: int) -> tuple[str, str]:
+        delegation = create_delegation(root, tmp_path / f"signer-{delegation_days}", signer_host="signer.internal",
+                                       server_names=NAMES, passphrase=PASSPHRASE, now=delegation_start,
+                                       lifetime=timedelta(days=delegation_days), force=True)
+        node_key = ec.generate_private_key(ec.SECP256R1())
+        issued_at = now - timedelta(days=5)
+        node = CertificateAuthority(delegation.issue_node_intermediate(node_key.public_key(), "node-a", NAMES,
+                                                                       now=issued_at),
+                                    node_key, root.certificate, (delegation.certificate,))
+        leaf = node.sign_device_csr(build_csr(generate_device_key()), "dev-1", now=issued_at)
+        return node.chain_pem(leaf).decode(), pem_chain([leaf]).decode()
+
+    chain, alone = device_chain(now - timedelta(days=100), 365)
+    leaf = server_recovery.expired_leaf(chain, root.certificate, "dev-1", now)
+    assert leaf.not_valid_after_utc < now - timedelta(days=2)
+    with pytest.raises(ApiError, match="issuing chain"):
+        server_recovery.expired_leaf(alone, root.certificate, "dev-1", now)
+    with pytest.raises(ApiError, match="does not name this device"):
+        server_recovery.expired_leaf(chain, root.certificate, "dev-2", now)
+    expired_delegation, _ = device_chain(now - timedelta(days=10), 7)
+    with pytest.raises(ApiError, match="not valid now"):
+        server_recovery.expired_leaf(expired_delegation, root.certificate, "dev-1", now)
