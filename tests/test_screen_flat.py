@@ -23,6 +23,9 @@ class Frames:
     def grab(self, index: int) -> np.ndarray:
         return self.frames.pop(0).copy()
 
+    def grab_region(self, index: int, rect: Rect) -> np.ndarray:
+        return self.frames.pop(0)[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w].copy()
+
     def close(self) -> None:
         pass
 
@@ -157,4 +160,27 @@ def test_rows_sent_without_a_copy_are_sent_whole_once_the_motion_stops_and_end_e
     assert step(0.2)  # b again: the rows left uncopied go once more, whole
     assert step(0.25) == 0  # now compared: nothing changed, nothing due yet
     assert step(5.0)  # the refresh of the JPEG tiles
+    assert np.array_equal(viewer, b[:, :, :3])
+
+
+def test_rows_not_copied_are_taken_as_they_are_when_no_damage_touched_them() -> None:
+    """The picture stopped and the display reported no damage since: the uncopied rows still show
+    what was sent, so nothing goes again before the refresh, which ends exact."""
+    a, b = bars(300, 450, 0), bars(300, 450, 5)
+    pipe = ScreenPipeline(Frames(a, b, b, b), 1, settle_s=0.3)
+    viewer = np.zeros((300, 450, 3), dtype=np.uint8)
+    everything = [Rect(0, 0, 450, 300)]
+
+    def step(t: float, damage: list[Rect] | None) -> int:
+        update = pipe.step(t, 70, int(t * 10), damage).update
+        if update is None:
+            return 0
+        for m in update.messages:
+            u = stream.unpack_update(m)
+            viewer[u.y : u.y + u.h, u.x : u.x + u.w] = decode(u.encoding, u.payload, u.w, u.h)
+        return len(update.messages)
+
+    assert step(0.0, None) and step(0.1, everything)  # b changed everywhere: its rows are not copied
+    assert step(0.2, []) == 0  # no damage since: taken as they are, nothing sent
+    assert step(5.0, [])  # the refresh
     assert np.array_equal(viewer, b[:, :, :3])

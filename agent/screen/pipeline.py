@@ -224,8 +224,11 @@ class ScreenPipeline:
         """
         t0 = time.perf_counter()
         stale = self._stale is not None and bool(self._stale.any())
-        if damage is None or self._sent is None or stale or not isinstance(self.grabber, RegionGrabber):
+        if damage is None or self._sent is None or not isinstance(self.grabber, RegionGrabber):
             grabbed = self._grab_full(now)
+        elif stale:  # rows not copied last time: a full grab, told which rows the damage spared
+            damaged_rows: npt.NDArray[np.bool_] = np.logical_or.reduce(self._damaged_tiles(damage), axis=1)
+            grabbed = self._grab_full(now, damaged_rows)
         else:
             grabbed = self._grab_damage(damage, now)
         dirty, grabbed_px, tight, diff = grabbed.dirty, grabbed.pixels, grabbed.tight, grabbed.diff
@@ -313,7 +316,7 @@ class ScreenPipeline:
         )
         return StepResult(update, changed, t1 - t0, time.perf_counter() - t1, rects, grabbed_px, dirty_count)
 
-    def _grab_full(self, now: float) -> _Grabbed:
+    def _grab_full(self, now: float, damaged_rows: npt.NDArray[np.bool_] | None = None) -> _Grabbed:
         """Compare the whole monitor with ``_sent`` and bring ``_sent`` up to it.
 
         A :class:`ViewGrabber` lends its capture buffer: only the changed tile rows are
@@ -339,6 +342,13 @@ class ScreenPipeline:
         # at the first full grab that finds them not changed everywhere.
         everywhere = rows_changed_everywhere(sent, current)
         stale, self._stale = self._stale, everywhere
+        if damaged_rows is not None:
+            # A stale row no damage touched since the last step still shows what that step sent
+            # (the picture stopped): copied now, it is not sent again; its refresh follows as usual.
+            for r in np.flatnonzero(stale & ~damaged_rows & ~everywhere):
+                y0 = int(r) * TILE
+                sent[y0 : y0 + TILE] = current[y0 : y0 + TILE]
+            stale = stale & damaged_rows
         whole = everywhere | stale
         if whole.all():
             dirty, diff = np.ones((rows, cols), dtype=np.bool_), None
@@ -360,18 +370,26 @@ class ScreenPipeline:
             sent[y0:y1, x0:x1] = current[y0:y1, x0:x1]
         return _Grabbed(dirty, h * w, None, diff, current)
 
+    def _damaged_tiles(self, damage: list[Rect]) -> npt.NDArray[np.bool_]:
+        """The monitor's tiles under ``damage`` (screen coordinates)."""
+        sent, geometry = self._sent, self._geometry
+        assert sent is not None and geometry is not None
+        h, w = sent.shape[:2]
+        candidates = np.zeros(tile_grid(w, h), dtype=np.bool_)
+        for rect in damage:
+            local = clip(Rect(rect.x - geometry.x, rect.y - geometry.y, rect.w, rect.h), w, h)
+            if local is not None:
+                candidates[local.y // TILE : -(-(local.y + local.h) // TILE),
+                           local.x // TILE : -(-(local.x + local.w) // TILE)] = True
+        return candidates
+
     def _grab_damage(self, damage: list[Rect], now: float) -> _Grabbed:
         """Grab the tiles under ``damage``; copy them into ``_sent`` after comparing."""
         sent, geometry = self._sent, self._geometry
         assert sent is not None and geometry is not None and isinstance(self.grabber, RegionGrabber)
         h, w = sent.shape[:2]
         rows, cols = tile_grid(w, h)
-        candidates = np.zeros((rows, cols), dtype=np.bool_)
-        for rect in damage:
-            local = clip(Rect(rect.x - geometry.x, rect.y - geometry.y, rect.w, rect.h), w, h)
-            if local is not None:
-                candidates[local.y // TILE : -(-(local.y + local.h) // TILE),
-                           local.x // TILE : -(-(local.x + local.w) // TILE)] = True
+        candidates = self._damaged_tiles(damage)
         count = int(candidates.sum())
         if count > FULL_GRAB_SHARE * rows * cols:
             return self._grab_full(now)
