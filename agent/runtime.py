@@ -28,7 +28,7 @@ from .authority.feature import AuthorityFeature
 from .clock import Clock, SystemClock
 from .config import AgentConfig
 from .consent import ConsentUI
-from .consent.tk import TkConsentUI
+from .consent.select import consent_ui
 from .control_client import AgentClient, AgentRevoked
 from .desktop.backend_report import ScreenBackendReport
 from .help import survey
@@ -77,7 +77,7 @@ class Agent:
 
 def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None = None,
                 clock: Clock | None = None) -> Agent:
-    """Build every part and attach it to one client (``ui`` None: Tk prompts on the configured display)."""
+    """Build every part and attach it to one client (``ui`` None: agent.consent.select picks Tk or zenity)."""
     if config.desktop not in DESKTOPS:
         raise ConfigError(f"[agent] desktop must be one of {', '.join(DESKTOPS)}, not {config.desktop!r}")
     client = AgentClient(state, config)
@@ -86,7 +86,7 @@ def build_agent(state: AgentState, config: AgentConfig, *, ui: ConsentUI | None 
     store = authority.build(state, config)
     broker = _desktop_broker(config) if config.desktop == "helper" else None
     if ui is None:
-        ui = broker.ui if broker is not None else TkConsentUI(display)
+        ui = broker.ui if broker is not None else consent_ui(display)  # Tk on X; zenity on Wayland without X
     task_service = TaskService(client, authority=store)
     desk = HelpDesk(client, store, task_service)
     agent = Agent(

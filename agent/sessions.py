@@ -205,7 +205,7 @@ class AgentSessions:
         """Why no consent prompt can be shown here ("" when someone can be asked)."""
         if self.asker is not None:
             return self.asker()
-        if not self.display:
+        if not self.display and not os.environ.get("WAYLAND_DISPLAY"):  # Wayland without X: zenity's windows
             return "no display to show the consent prompt on"
         if not self.logged_in():
             return "nobody is logged in to ask for consent"

@@ -57,6 +57,9 @@ class MutterHandle:
         """A copy of os.environ for a process in this Wayland session (as the user's session helper sees it)."""
         env = {**os.environ, "XDG_RUNTIME_DIR": str(self.runtime_dir), "DBUS_SESSION_BUS_ADDRESS": self.bus_address,
                "WAYLAND_DISPLAY": self.wayland_display, "DISPLAY": self.display, "XDG_SESSION_TYPE": "wayland"}
+        if not self.display:  # started without XWayland (xwayland=False): no X display at all
+            env.pop("DISPLAY")
+            env.pop("XAUTHORITY", None)
         if self.xauthority:
             env["XAUTHORITY"] = self.xauthority
         return env
@@ -103,12 +106,15 @@ def _bus_has(env: dict[str, str], name: str, ids: dict[str, Any]) -> bool:
 
 
 def start_mutter(width: int = 1920, height: int = 1080, log_dir: Path | None = None,
-                 user: tuple[int, int] | None = None, mutter_env: dict[str, str] | None = None) -> MutterHandle:
+                 user: tuple[int, int] | None = None, mutter_env: dict[str, str] | None = None,
+                 xwayland: bool = True) -> MutterHandle:
     """Start the whole stack and wait until Mutter's remote-desktop API and XWayland answer.
 
     ``user`` (uid, gid): run the stack as that user, as a real desktop runs as the person logged in
     (their session bus admits only them, so a session helper test needs it); default: this process's.
     ``mutter_env``: extra environment for the compositor alone (benchmarks/wayland_fps.py's variations).
+    ``xwayland=False``: ``mutter --no-x11`` (Mutter 43's flag), a Wayland desktop with no X server at all
+    (the handle's ``display`` is "" and its ``env()`` has no ``DISPLAY``): the native consent UI's world.
     """
     missing = _missing()
     if missing:
@@ -152,7 +158,7 @@ def start_mutter(width: int = 1920, height: int = 1080, log_dir: Path | None = N
         wl_name = "wayland-helpline"
         spawn("mutter", [
             "mutter", "--headless", "--virtual-monitor", f"{width}x{height}", "--wayland",
-            f"--wayland-display={wl_name}", "--",
+            *([] if xwayland else ["--no-x11"]), f"--wayland-display={wl_name}", "--",
             "sh", "-c", f'echo $$ > "{runtime}/child.pid"; env > "{envfile}.tmp" && mv "{envfile}.tmp" "{envfile}"'
             ' && exec sleep infinity',
         ], mutter_env)
@@ -161,14 +167,19 @@ def start_mutter(width: int = 1920, height: int = 1080, log_dir: Path | None = N
         handle.wayland_display = client.get("WAYLAND_DISPLAY", wl_name)
         handle.display = client.get("DISPLAY", "")
         handle.xauthority = client.get("XAUTHORITY", "")
-        if not handle.display:
+        if not xwayland:
+            if handle.display:
+                raise MutterError(f"mutter --no-x11 still offered an X display ({handle.display})")
+            handle.xauthority = ""
+        elif not handle.display:
             raise MutterError("mutter started no XWayland (no DISPLAY in its clients' environment)")
         for name in ("org.gnome.Mutter.RemoteDesktop", "org.gnome.Mutter.ScreenCast"):
             _wait(name, lambda n=name: _bus_has(env, n, ids), procs, deadline)  # type: ignore[misc]
         xenv = handle.env()
-        _wait("XWayland", lambda: subprocess.run(["xdpyinfo", "-display", handle.display], env=xenv,
-                                                  capture_output=True, timeout=10).returncode == 0,
-              procs, deadline)
+        if xwayland:
+            _wait("XWayland", lambda: subprocess.run(["xdpyinfo", "-display", handle.display], env=xenv,
+                                                      capture_output=True, timeout=10).returncode == 0,
+                  procs, deadline)
     except BaseException:
         handle.stop()
         raise

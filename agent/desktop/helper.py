@@ -119,10 +119,11 @@ class SessionHelper:
                  ui: ConsentUI | None = None, downloads_dir: Path | None = None,
                  screen_kwargs: dict[str, Any] | None = None, help_socket: Path | None = None,
                  survey_shower: Shower | None = None) -> None:
-        from ..consent.tk import TkConsentUI
+        from ..consent.select import consent_ui
 
         self.socket_path, self.session_id, self.display, self.wayland = socket_path, session_id, display, wayland
-        self.ui: ConsentUI = ui if ui is not None else TkConsentUI(display or None)
+        # Tk on X; under Wayland Tk through XWayland, or native zenity windows without X (agent.consent.select).
+        self.ui: ConsentUI = ui if ui is not None else consent_ui(display or None, wayland)
         self.downloads_dir = downloads_dir if downloads_dir is not None else downloads.downloads_dir()
         self.screen_kwargs = screen_kwargs or {}
         #: The CSAT survey window (issue 19) on this session's display, as this user.
