@@ -197,14 +197,17 @@ async def test_native_prompt_deny_refuses_and_the_technician_leaving_kills_the_i
             sid = body["session_id"]
             async with viewer_for(server, sid) as viewer:
                 deny, _allow = await wait_buttons(eyes, 2)
-                await click(hands, deny, viewer.closed)
-                assert viewer.stats.updates == 0
+                await click(hands, deny, check=lambda: not buttons(eyes.grab(1)))
+                await wait_until(lambda: sid in agent.sessions.finished or sid in agent.sessions.running,
+                                 timeout=TIMEOUT, what="the agent's answer")
+                assert sid not in agent.sessions.running and viewer.stats.updates == 0
             record = await session_state(server, sid)
             assert record["state"] != "running" and "denied by the user" in str(record), record
-            _status, body = await api(server, "POST", f"/api/v1/devices/{state.device_id}/sessions", "ann",
+            # Another technician (ann's Deny holds her off for the policy's decline cooldown).
+            _status, body = await api(server, "POST", f"/api/v1/devices/{state.device_id}/sessions", "root",
                                       {"mode": "view"})
             sid = body["session_id"]
-            async with viewer_for(server, sid) as viewer:
+            async with viewer_for(server, sid, "root") as viewer:
                 _deny, allow = await wait_buttons(eyes, 2)
                 await click(hands, allow, check=lambda: len(buttons(eyes.grab(1))) == 1)
                 await viewer.wait_for_updates(1, TIMEOUT)
