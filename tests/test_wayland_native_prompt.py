@@ -61,15 +61,15 @@ def buttons(frame: Frame) -> list[tuple[int, int]]:
     r, g, b = BUTTON_BORDER
     mask = (frame[:, :, 2] == r) & (frame[:, :, 1] == g) & (frame[:, :, 0] == b)
     sides: list[tuple[int, int, int]] = []
-    for x in np.nonzero(mask.sum(axis=0) >= 15)[0]:
-        ys = np.nonzero(mask[:, x])[0]
+    for column in np.nonzero(mask.sum(axis=0) >= 15)[0]:
+        ys = np.nonzero(mask[:, column])[0]
         runs = np.split(ys, np.nonzero(np.diff(ys) != 1)[0] + 1)  # a column may cross a list's frame too
         for run in runs:
             if len(run) >= 15:
-                sides.append((int(x), int(run[0]), int(run[-1])))
+                sides.append((int(column), int(run[0]), int(run[-1])))
     rows: dict[tuple[int, int], list[int]] = {}  # a button's two sides span the same rows (a list's frame others)
-    for x, top, bottom in sides:
-        rows.setdefault((top, bottom), []).append(x)
+    for side, top, bottom in sides:
+        rows.setdefault((top, bottom), []).append(side)
     found = []
     for (top, bottom), xs in rows.items():
         while len(xs) >= 2:
