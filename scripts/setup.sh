@@ -19,6 +19,8 @@ SYSTEM_PACKAGES+=(pciutils smartmontools)
 # Mutter capture backend (agent/screen/wayland, tests/wayland.py); foot is the native Wayland typing probe.
 SYSTEM_PACKAGES+=(mutter pipewire wireplumber gstreamer1.0-pipewire gstreamer1.0-tools gstreamer1.0-plugins-base
                   xwayland foot)
+# zenity: the native consent prompt and indicator on a Wayland desktop without XWayland (agent/consent/zenity.py).
+SYSTEM_PACKAGES+=(zenity)
 # The xdg-desktop-portal path (agent/screen/wayland/portal.py) on the same headless GNOME: the portal and its GNOME
 # backend, whose chooser tests/test_wayland_portal.py clicks; without recommends (they would pull in GNOME Shell).
 NO_RECOMMENDS_PACKAGES=(xdg-desktop-portal xdg-desktop-portal-gnome)
