@@ -740,8 +740,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print results as JSON at the end")
     parser.add_argument("--backend", choices=["x11", "wayland"], default="x11",
                         help="wayland: a headless Mutter, next to a bare pipewiresrc consumer (benchmarks/screen_wayland.py)")
-    parser.add_argument("--peer", choices=["x11vnc"],
-                        help="also run every workload on this peer (same display, same run) and print both")
+    parser.add_argument("--peer", choices=["x11vnc", "gnome-remote-desktop"],
+                        help="also run every workload on this peer (same display, same run) and print both; "
+                             "x11vnc on X11, gnome-remote-desktop (its RDP server) with --backend wayland")
     parser.add_argument("--peer-encoding", choices=["tight", "zrle"], default="tight",
                         help="RFB encoding the peer's viewer asks for (default tight: JPEG quality 6)")
     args = parser.parse_args(argv)
@@ -752,8 +753,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--via-server starts its own server; do not give --url")
     args.seconds = min(args.seconds, 10.0)
     if args.backend == "wayland":
-        if args.via_server or args.url or args.peer:
-            parser.error("--backend wayland runs its own direct agent; no --via-server, --url or --peer")
+        if args.via_server or args.url or args.peer not in (None, "gnome-remote-desktop"):
+            parser.error("--backend wayland runs its own direct agent; no --via-server, --url or --peer x11vnc")
         from benchmarks import screen_wayland
 
         results = asyncio.run(screen_wayland.run(args))
@@ -761,6 +762,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps({f"{r.system}:{r.name}": r.figures for r in results}, indent=2))
         return 0
+    if args.peer == "gnome-remote-desktop":
+        parser.error("--peer gnome-remote-desktop runs on --backend wayland (it needs GNOME's compositor)")
     results = asyncio.run(run(args))
     if args.peer:
         print(side_by_side(results, args.peer))

@@ -15,7 +15,9 @@ copy of its own and delays the other cast's buffers (measured: the cast opened s
 key's change 30-140 ms before the first one), so each is measured alone.
 
 The agent's CPU includes its ``gst-launch-1.0`` child (the frames' reader is part of the
-agent); the compositor's CPU is reported too. Every process is stopped by PID.
+agent); the compositor's CPU is reported too. ``--peer gnome-remote-desktop`` plays each
+workload a third time on gnome-remote-desktop's RDP server (benchmarks/grd_peer.py), alone too.
+Every process is stopped by PID.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import psutil
 from agent.screen.wayland.frames import PipeWireCapture
 from agent.screen.wayland.mutter import MutterSession
 from agent.viewer import Viewer
-from benchmarks import screen
+from benchmarks import grd_peer, screen
 from benchmarks.screen import (
     HEIGHT,
     TK_PROBE,
@@ -302,17 +304,27 @@ async def run(args: argparse.Namespace) -> list[Result]:
     results: list[Result] = []
     wanted = args.only or ["idle", "typing", "motion", "video"]
     try:
-        with wayland_agent(handle) as (url, agent_pid):
+        with wayland_agent(handle) as (url, agent_pid), contextlib.ExitStack() as peers:
             meters = Meters({})
             meters.meters = {"agent": TreeCpuMeter(agent_pid), "compositor": CpuMeter(desktop.pid)}
+            peer: tuple[screen.Connect, Meters] | None = None
+            if getattr(args, "peer", None) == grd_peer.NAME:
+                grd = peers.enter_context(grd_peer.start_grd(handle, Path(args.log_dir) if getattr(args, "log_dir", None) else None))
+                peer = (grd_peer.grd_connect(grd),  # type: ignore[assignment]
+                        Meters({"agent": grd.pid, "compositor": desktop.pid}))
             for name in wanted:
-                # Helpline, then the bare consumer, one after the other (never two casts at once).
+                # Helpline, the bare consumer, the peer: one after the other (never two casts at once).
                 results.append(await screen.play(name, direct_connect(url), meters, args.seconds,
                                                  desktop))  # type: ignore[arg-type]
                 print(format_result(results[-1]), flush=True)
                 bare = await play_bare(name, handle, CpuMeter(desktop.pid), args.seconds)
                 results.append(bare)
                 print(format_result(bare), flush=True)
+                if peer is not None:
+                    theirs = await screen.play(name, peer[0], peer[1], args.seconds, desktop)  # type: ignore[arg-type]
+                    theirs.system = grd_peer.NAME
+                    results.append(theirs)
+                    print(format_result(theirs), flush=True)
     finally:
         handle.stop()
     return results
@@ -320,14 +332,15 @@ async def run(args: argparse.Namespace) -> list[Result]:
 
 def side_by_side(results: list[Result]) -> str:
     """Each workload's figures for Helpline and the bare consumer (figures only one side has show '-')."""
-    lines = [f"| workload | figure | Helpline | bare {BARE} |", "|---|---|---|---|"]
+    peer = any(r.system == grd_peer.NAME for r in results)
+    head = f"| workload | figure | Helpline | bare {BARE} |" + (f" {grd_peer.NAME} (RDP) |" if peer else "")
+    lines = [head, "|---|---|---|---|" + ("---|" if peer else "")]
     for ours in (r for r in results if r.system == "helpline"):
-        theirs = next((r for r in results if r.system == BARE and r.name == ours.name), None)
-        other = theirs.figures if theirs else {}
-        keys = list(ours.figures) + [k for k in other if k not in ours.figures]
+        columns = [ours.figures] + [next((r.figures for r in results if r.system == who and r.name == ours.name), {})
+                                    for who in ([BARE, grd_peer.NAME] if peer else [BARE])]
+        keys = list(dict.fromkeys(k for figures in columns for k in figures))
         for key in keys:
-            a, b = ours.figures.get(key), other.get(key)
-            lines.append(f"| {ours.name} | {key} | {_cell(a)} | {_cell(b)} |")
+            lines.append(f"| {ours.name} | {key} | " + " | ".join(_cell(f.get(key)) for f in columns) + " |")
     return "\n".join(lines)
 
 

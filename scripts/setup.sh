@@ -23,7 +23,9 @@ SYSTEM_PACKAGES+=(mutter pipewire wireplumber gstreamer1.0-pipewire gstreamer1.0
 SYSTEM_PACKAGES+=(zenity)
 # The xdg-desktop-portal path (agent/screen/wayland/portal.py) on the same headless GNOME: the portal and its GNOME
 # backend, whose chooser tests/test_wayland_portal.py clicks; without recommends (they would pull in GNOME Shell).
-NO_RECOMMENDS_PACKAGES=(xdg-desktop-portal xdg-desktop-portal-gnome)
+# gnome-remote-desktop (its RDP server: Debian builds it without VNC) and xfreerdp are the peer of
+# benchmarks/screen.py --backend wayland --peer gnome-remote-desktop.
+NO_RECOMMENDS_PACKAGES=(xdg-desktop-portal xdg-desktop-portal-gnome gnome-remote-desktop freerdp2-x11)
 # More than one node (issue 20): nats-server carries presence, routing and fan-out between server nodes in tests
 # and the demo (server/bus), and JetStream's object store holds shared artifacts and recordings.
 SYSTEM_PACKAGES+=(nats-server)
