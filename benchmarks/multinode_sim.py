@@ -78,6 +78,8 @@ class Agent:
         self.next_seq = 1
         self.pending: list[dict[str, Any]] = []  # sent or not, not yet acknowledged
         self.acked = 0  # every seq <= acked is acknowledged (stored, says the server)
+        self.ever = False  # connected at least once
+        self.dropped_by_kill = False  # its channel was on the killed node when it died
 
     async def hello(self, url: str) -> ClientConnection:
         extra: dict[str, Any] = {"local_addr": (self.sim.source, 0)} if self.sim.source else {}
@@ -137,21 +139,32 @@ class Agent:
 
 
 async def agent_life(agent: Agent, urls: list[str], home: int, counts: Any, base: int, causes: Any,
-                     cause_base: int, keepalive: float, health_s: float, phase: Any,
-                     gate: asyncio.Semaphore) -> None:
-    """One simulated agent for ever: connect, keep the channel, after an end back off and pick another node."""
+                     cause_base: int, keepalive: float, health_s: float, phase: Any, killed: Any, back: Any,
+                     index: int, gate: asyncio.Semaphore) -> None:
+    """One simulated agent for ever: connect, keep the channel, after an end back off and pick another node.
+
+    An agent that never got connected stops trying once the parent moves on from the connect phase
+    (the fleet is what connected), so that the node-loss figures count only the killed node's agents."""
     loop = asyncio.get_running_loop()
     node = home
     while True:
+        if not agent.ever and phase.value != IDLE:
+            return
         try:
             async with gate:  # this process's handshakes in flight (see worker)
                 ws = await agent.hello(urls[node])
             agent.backoff.connected(loop.time())
+            agent.ever = True
+            if agent.dropped_by_kill:
+                agent.dropped_by_kill = False
+                back[index] += 1
             counts[base + node] += 1
             try:
                 await agent.channel(ws, keepalive, health_s, phase)
             finally:
                 counts[base + node] -= 1
+                if killed.value and node == len(urls) - 1:
+                    agent.dropped_by_kill = True
                 await ws.close()
         except (OSError, TimeoutError, WebSocketException, RuntimeError, ValueError, KeyError) as exc:
             causes[cause_base + CAUSES.index(cause(exc))] += 1
@@ -162,7 +175,7 @@ async def agent_life(agent: Agent, urls: list[str], home: int, counts: Any, base
 
 
 def worker(sims: list[Sim], ca: str, urls: list[str], counts: Any, causes: Any, phase: Any, reported: Any,
-           index: int, keepalive: float, health_s: float, concurrency: int, report: str) -> None:
+           killed: Any, back: Any, index: int, keepalive: float, health_s: float, concurrency: int, report: str) -> None:
     """A simulator process: its agents, until the parent terminates it; writes its acknowledged health
     samples to ``report`` when the parent asks (phase REPORT).
 
@@ -179,7 +192,8 @@ def worker(sims: list[Sim], ca: str, urls: list[str], counts: Any, causes: Any, 
         gate = asyncio.Semaphore(concurrency)
         agents = [Agent(s, ca) for s in sims]
         tasks = [asyncio.create_task(agent_life(a, urls, i % len(urls), counts, index * len(urls), causes,
-                                                index * len(CAUSES), keepalive, health_s, phase, gate))
+                                                index * len(CAUSES), keepalive, health_s, phase, killed, back, index,
+                                                gate))
                  for i, a in enumerate(agents)]
         while phase.value != REPORT:
             await asyncio.sleep(0.2)
