@@ -26,13 +26,13 @@ X_PROBE_TIMEOUT_S = 5.0
 
 
 def _x_answers(display: str) -> bool:
-    from Xlib.error import DisplayError
+    from Xlib.error import ConnectionClosedError, DisplayError, XauthError
 
     from ..screen.xdisplay import open_display
 
     try:
         open_display(display).close()
-    except (DisplayError, OSError, ValueError) as exc:
+    except (DisplayError, ConnectionClosedError, XauthError, OSError, ValueError) as exc:  # refused, no auth
         log.info("consent UI: X display %r does not answer: %s", display, exc)
         return False
     return True
