@@ -22,7 +22,7 @@ import pytest
 from agent.consent.guard import PromptGuard
 from agent.consent.select import WaylandConsentUI, consent_ui
 from agent.consent.ui import IndicatorInfo, PromptRequest
-from agent.consent.zenity import COLLEAGUES_ROW, ZenityConsentUI, markup, prompt_args
+from agent.consent.zenity import COLLEAGUES_YES, ZenityConsentUI, colleagues_args, markup, prompt_args
 from agent.screen.capture import Frame
 from agent.screen.wayland.frames import PipeWireCapture
 from agent.screen.wayland.mutter import MutterSession
@@ -39,6 +39,8 @@ TIMEOUT = 30.0
 BUTTON_BORDER = (0xCD, 0xC7, 0xC2)
 #: Adwaita's dialog background: the prompt's body on the cast.
 DIALOG_BG = "#f6f5f4"
+#: Wider than Allow, Deny or End session (~85-130 px): the colleagues question's "Yes, colleagues may join".
+WIDE_BUTTON = 150
 
 
 @pytest.fixture
@@ -56,8 +58,8 @@ def native(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MutterHa
         handle.stop()
 
 
-def buttons(frame: Frame) -> list[tuple[int, int]]:
-    """Centres of the GTK buttons on screen, left to right: pairs of vertical border runs of one height."""
+def buttons(frame: Frame) -> list[tuple[int, int, int]]:
+    """Centre and width of the GTK buttons on screen, left to right: pairs of vertical border runs of one height."""
     r, g, b = BUTTON_BORDER
     mask = (frame[:, :, 2] == r) & (frame[:, :, 1] == g) & (frame[:, :, 0] == b)
     sides: list[tuple[int, int, int]] = []
@@ -74,16 +76,22 @@ def buttons(frame: Frame) -> list[tuple[int, int]]:
     for (top, bottom), xs in rows.items():
         while len(xs) >= 2:
             if 30 <= xs[1] - xs[0] <= 300:
-                found.append(((xs[0] + xs[1]) // 2, (top + bottom) // 2))
+                found.append(((xs[0] + xs[1]) // 2, (top + bottom) // 2, xs[1] - xs[0]))
                 xs = xs[2:]
             else:
                 xs = xs[1:]
     return sorted(found)
 
 
-async def wait_buttons(capture: PipeWireCapture, count: int) -> list[tuple[int, int]]:
+def colleagues_question(frame: Frame) -> bool:
+    """The second question (No, "Yes, colleagues may join") is on screen."""
+    found = buttons(frame)
+    return len(found) == 2 and found[1][2] > WIDE_BUTTON
+
+
+async def wait_buttons(capture: PipeWireCapture, count: int) -> list[tuple[int, int, int]]:
     """The buttons once exactly ``count`` are on screen (2: a prompt's Deny, Allow; 1: End session)."""
-    found: list[tuple[int, int]] = []
+    found: list[tuple[int, int, int]] = []
 
     def shown() -> bool:
         nonlocal found
@@ -99,7 +107,7 @@ async def wait_buttons(capture: PipeWireCapture, count: int) -> list[tuple[int, 
     return found
 
 
-async def click(hands: MutterSession, at: tuple[int, int], done: asyncio.Event | None = None,
+async def click(hands: MutterSession, at: tuple[int, int, int], done: asyncio.Event | None = None,
                 check: object = None) -> float:
     """Click at ``at`` until ``done`` is set / ``check()`` holds (a fresh RemoteDesktop session drops its first
     events); returns the monotonic time of the release of the click that worked."""
@@ -129,6 +137,10 @@ def dialog(frame: Frame) -> Frame:
     assert box is not None, "no dialog on screen"
     x, y, w, h = box
     return frame[y: y + h, x: x + w, :3].copy()
+
+
+def running_colleagues(agent: object, sid: str) -> bool:
+    return bool(agent.sessions.running[sid].colleagues)  # type: ignore[attr-defined]
 
 
 async def session_state(server: object, sid: str) -> dict[str, object]:
@@ -165,8 +177,12 @@ async def test_native_prompt_allow_starts_the_session_and_end_session_ends_it(tm
                     started.set()
 
                 watcher = asyncio.create_task(watch())
-                await click(hands, allow, started)
+                await click(hands, allow, check=lambda: colleagues_question(eyes.grab(1)))
+                assert viewer.stats.updates == 0, "streamed before the colleagues question was answered"
+                no, _yes = buttons(eyes.grab(1))
+                await click(hands, no, started)
                 await watcher
+                assert not running_colleagues(agent, sid), "No to colleagues was taken as Yes"
                 assert not ui.prompts.suspended()
                 running = agent.sessions.running[sid]
                 indicator = running.indicator
@@ -209,8 +225,11 @@ async def test_native_prompt_deny_refuses_and_the_technician_leaving_kills_the_i
             sid = body["session_id"]
             async with viewer_for(server, sid, "root") as viewer:
                 _deny, allow = await wait_buttons(eyes, 2)
-                await click(hands, allow, check=lambda: len(buttons(eyes.grab(1))) == 1)
+                await click(hands, allow, check=lambda: colleagues_question(eyes.grab(1)))
+                _no, yes = buttons(eyes.grab(1))
+                await click(hands, yes, check=lambda: len(buttons(eyes.grab(1))) == 1)
                 await viewer.wait_for_updates(1, TIMEOUT)
+                assert running_colleagues(agent, sid), "Yes to colleagues was lost"
                 pid = getattr(agent.sessions.running[sid].indicator, "pid", None)
                 assert isinstance(pid, int)
             await wait_until(lambda: sid not in agent.sessions.running, timeout=15, what="agent side ended")
@@ -252,11 +271,15 @@ async def test_network_text_is_shown_literally(native: MutterHandle) -> None:
 def test_markup_escapes_pango_and_backslashes() -> None:
     """Every Pango special and zenity's backslash escapes come out as literal text."""
     assert markup("<b>&'\"\\n") == "&lt;b&gt;&amp;&apos;&quot;\\\\n"
-    args = prompt_args(PromptRequest(technician="<i>x</i>", mode="control", reason="a & b", timeout_s=7.2,
-                                     colleagues_option=True, capabilities=("chat",)))
+    request = PromptRequest(technician="<i>x</i>", mode="control", reason="a & b", timeout_s=7.2,
+                            colleagues_option=True, capabilities=("chat",))
+    args = prompt_args(request)
     text = args[args.index("--text") + 1]
     assert "&lt;i&gt;x&lt;/i&gt;" in text and "a &amp; b" in text and "<i>" not in text
-    assert args[args.index("--timeout") + 1] == "8" and COLLEAGUES_ROW in args and "--checklist" in args
+    assert args[args.index("--timeout") + 1] == "8" and "--default-cancel" in args  # a stray Enter = Deny
+    second = colleagues_args(request)
+    assert "&lt;i&gt;" in second[second.index("--text") + 1] and COLLEAGUES_YES in second
+    assert "--default-cancel" in second
 
 
 async def test_no_zenity_is_a_refusal_never_a_session(native: MutterHandle) -> None:
