@@ -309,3 +309,27 @@ async def test_an_x_display_that_answers_keeps_tk(xvfb: XvfbHandle) -> None:  # 
     gone = WaylandConsentUI(":9876", "wayland-test")
     assert await gone.pick() is gone.native
     assert isinstance(consent_ui(xvfb.display, ""), type(ui.tk))
+
+
+async def test_indicator_changes_replace_its_window(native: MutterHandle) -> None:
+    """A mode or people change puts up a new window, then kills the old one by PID: one End session on screen
+    after it, the people line reported as shown, and the replaced window does not count as the person's End."""
+    ui = ZenityConsentUI()
+    async with onlooker() as (_hands, eyes):
+        indicator = await ui.indicator(IndicatorInfo(technician="ann", mode="view"))
+        try:
+            await wait_buttons(eyes, 1)
+            first = indicator.pid
+            await indicator.set_mode("control")
+            second = indicator.pid
+            assert isinstance(first, int) and second != first and not Path(f"/proc/{first}").exists()
+            await indicator.set_people(("ann", "<b>tia</b>"), "ann")
+            assert indicator.people_shown.is_set() and indicator.people_line == "Watching: ann (controls), <b>tia</b>"
+            assert not Path(f"/proc/{second}").exists()
+            await wait_buttons(eyes, 1)
+            assert not indicator.ended.is_set(), "replacing the window was taken for the person's End session"
+        finally:
+            last = indicator.pid
+            await indicator.close()
+        assert last is not None and not Path(f"/proc/{last}").exists()
+        await poll_until(lambda: not buttons(eyes.grab(1)), TIMEOUT, interval=0.2)
