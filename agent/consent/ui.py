@@ -3,8 +3,10 @@
 :class:`ConsentUI` has two verbs — ask the device user (:meth:`ConsentUI.prompt`) and
 show the running-session indicator (:meth:`ConsentUI.indicator`) — and one noun,
 ``prompts``, the :class:`~agent.consent.guard.PromptGuard` it raises while a prompt is on
-screen (remote input waits meanwhile). The real one is
-:class:`agent.consent.tk.TkConsentUI` (a Tk subprocess per window); tests may swap in
+screen (remote input waits meanwhile). The real ones are
+:class:`agent.consent.tk.TkConsentUI` (a Tk subprocess per window, on X or XWayland) and, on a
+Wayland desktop without a usable X display, :class:`agent.consent.zenity.ZenityConsentUI` —
+:func:`agent.consent.select.consent_ui` picks; tests may swap in
 :class:`agent.consent.scripted.ScriptedConsentUI`.
 """
 
