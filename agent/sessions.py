@@ -38,7 +38,7 @@ import dataclasses
 import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -80,6 +80,7 @@ from .control_client import AgentClient
 from .policy import LocalPolicy
 from .screen_runner import ScreenRunner, run_in_process
 from .toolkit.caps import decide_caps
+from .ws_batch import send_frames
 
 log = logging.getLogger(__name__)
 
@@ -710,6 +711,11 @@ class _CountingTunnel:
     async def send(self, data: str | bytes, /) -> None:
         self.bytes_sent += len(data)
         await self.ws.send(data)
+
+    async def send_many(self, messages: Sequence[str | bytes], /) -> None:
+        """A screen update's messages in one socket write (:mod:`agent.ws_batch`)."""
+        self.bytes_sent += sum(len(data) for data in messages)
+        await send_frames(self.ws, messages)
 
     async def recv(self) -> str | bytes:
         while True:

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
@@ -35,7 +35,7 @@ from .flow import FlowControl, FlowSettings
 from .pipeline import ScreenPipeline, StepResult
 from .pointer import PointerSource, PynputPointer
 from .pointer_watch import PointerWatch, open_pointer_watch
-from .tunnel import Tunnel
+from .tunnel import Tunnel, send_all
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,13 @@ class _Session:
         self.stats.messages_sent += 1
         self.stats.bytes_sent += len(data)
 
+    async def send_many(self, messages: Sequence[str | bytes]) -> None:
+        """An update's messages in one call down the tunnel's layers (one socket write where the tunnel can)."""
+        async with self.send_lock:
+            await send_all(self.tunnel, messages)
+        self.stats.messages_sent += len(messages)
+        self.stats.bytes_sent += sum(len(data) for data in messages)
+
     async def send_text(self, message: stream.StreamMessage) -> None:
         await self.send(stream.encode_text(message))
 
@@ -258,11 +265,9 @@ class _Session:
     async def _deliver(self, seq: int, result: StepResult) -> None:
         """Send one step's update (if any) and account for it."""
         update = result.update
-        if update is not None:
-            for message in update.messages:
-                await self.send(message)
         if update is None:
             return
+        await self.send_many(update.messages)
         sent_at = self.clock()
         self.flow.on_sent(seq, update.nbytes, sent_at)
         self.stats.updates_sent += 1

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from protocol import shell as sh
 
-from ..screen.tunnel import Tunnel
+from ..screen.tunnel import Tunnel, send_all
 from ..toolkit.caps import ToolkitCaps
 from .session import IDLE_TIMEOUT_S, Shell
 
@@ -27,6 +27,11 @@ class ShellTunnel:
     async def send(self, data: str | bytes, /) -> None:
         async with self._lock:
             await self.inner.send(data)
+
+    async def send_many(self, messages: Sequence[str | bytes], /) -> None:
+        """An update's messages through the lock once, on to the inner tunnel in one call."""
+        async with self._lock:
+            await send_all(self.inner, messages)
 
     async def recv(self) -> str | bytes:
         while True:

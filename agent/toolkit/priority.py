@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 #: File work pauses this long after the last interactive message (a screen update's tiles, an ack), so the
 #: bytes of an update cross every hop before more chunks compete with them for the CPU and the sockets
@@ -18,13 +19,17 @@ from collections.abc import Awaitable, Callable
 QUIET_S = 0.01
 QUIET_MAX_S = 0.05
 
+_T = TypeVar("_T")
+
 
 class PrioritySender:
     """One tunnel's writer: ``send`` goes first; ``send_bulk`` (file chunks) only while nothing else waits."""
 
     def __init__(self, send: Callable[[str | bytes], Awaitable[None]], *, quiet_s: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 send_many: Callable[[Sequence[str | bytes]], Awaitable[None]] | None = None) -> None:
         self._send = send
+        self._send_many = send_many
         self.quiet_s = quiet_s
         self.clock = clock
         self._last_interactive = float("-inf")
@@ -35,11 +40,25 @@ class PrioritySender:
 
     async def send(self, data: str | bytes, /, *, screen: bool = True) -> None:
         """Send ahead of any chunk; ``screen`` False (a transfer's own acks and notices): no quiet period after it."""
+        await self._interactive(self._send, data, screen=screen)
+
+    async def send_many(self, messages: Sequence[str | bytes], /) -> None:
+        """Screen messages (an update's) ahead of any chunk, in one call of ``send_many`` (else one by one)."""
+        await self._interactive(self._send_all, messages, screen=True)
+
+    async def _send_all(self, messages: Sequence[str | bytes]) -> None:
+        if self._send_many is not None:
+            await self._send_many(messages)
+            return
+        for message in messages:
+            await self._send(message)
+
+    async def _interactive(self, send: Callable[[_T], Awaitable[None]], data: _T, *, screen: bool) -> None:
         self._waiting += 1
         self._idle.clear()
         try:
             async with self._lock:
-                await self._send(data)
+                await send(data)
         finally:
             if screen:
                 self._last_interactive = self.clock()

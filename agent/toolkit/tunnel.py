@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from protocol import toolkit as tk
 
 from ..consent.guard import PromptGuard
-from ..screen.tunnel import Tunnel
+from ..screen.tunnel import Tunnel, send_all
 from .caps import ToolkitCaps
 from .priority import QUIET_S, PrioritySender
 from .session import Approve, DeviceSide, Toolkit
@@ -33,6 +33,9 @@ from .session import Approve, DeviceSide, Toolkit
 _FILE_PREFIX = '{"type":"file.'
 #: Toolkit messages read but not yet handled (a full queue makes the reader wait: backpressure on the tunnel).
 INBOX_MESSAGES = 64
+#: Screen text that is never the toolkit's (an exact tag: the closing quote is part of it): returned without
+#: trying the toolkit's decoder, which would build and drop a ToolkitProtocolError for every ack and keystroke.
+_SCREEN_PREFIXES = ('{"type":"ack"', '{"type":"input.')
 
 
 class ToolkitTunnel:
@@ -40,13 +43,19 @@ class ToolkitTunnel:
 
     def __init__(self, tunnel: Tunnel) -> None:
         self.inner = tunnel
-        self.sender = PrioritySender(tunnel.send, quiet_s=QUIET_S)
+        self.sender = PrioritySender(tunnel.send, quiet_s=QUIET_S, send_many=self._send_inner_many)
         self.toolkit: Toolkit | None = None
         self._inbox: asyncio.Queue[tk.ToolkitAny | bytes] = asyncio.Queue(INBOX_MESSAGES)
         self._worker: asyncio.Task[None] | None = None
 
     async def send(self, data: str | bytes, /) -> None:
         await self.sender.send(data)
+
+    async def send_many(self, messages: Sequence[str | bytes], /) -> None:
+        await self.sender.send_many(messages)
+
+    async def _send_inner_many(self, messages: Sequence[str | bytes]) -> None:
+        await send_all(self.inner, messages)
 
     async def _send_bytes(self, data: bytes) -> None:
         await self.sender.send_bulk(data)
@@ -84,6 +93,8 @@ class ToolkitTunnel:
                 if tk.is_chunk(data):
                     await self._inbox.put(bytes(data))
                     continue
+                return data
+            if data.startswith(_SCREEN_PREFIXES):
                 return data
             try:
                 message = tk.decode_text(data)
