@@ -82,7 +82,11 @@ def expired_for(state: AgentState, now: datetime) -> float | None:
     if validity is None:  # state from before validity was recorded: read the certificate once
         from certs.pki import load_certificate
 
-        cert = load_certificate(state.cert_path)
+        try:
+            cert = load_certificate(state.cert_path)
+        except ValueError as exc:  # a corrupt device.crt: raised out of here it would end the reconnect loop
+            raise RecoveryFailed("bad_certificate", f"{state.cert_path} is not a PEM certificate: enroll this "
+                                 "device again", final=True) from exc
         validity = (cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())
         state.record_certificate_validity(*validity)
     over = now.timestamp() - validity[1]
@@ -131,7 +135,12 @@ def recover(state: AgentState, *, proxy: str = "", timeout: float = 20.0) -> dat
     from common.files import atomic_write_all
 
     device_id = state.device_id
-    current = load_private_key(state.key_path)
+    try:
+        current = load_private_key(state.key_path)
+        pinned = x509.load_pem_x509_certificate(state.ca_path.read_bytes())
+    except ValueError as exc:  # corrupt state: a ValueError out of here would end the reconnect loop
+        raise RecoveryFailed("bad_state", f"device.key or ca.crt is corrupt ({exc}): enroll this device again",
+                             final=True) from exc
     if not isinstance(current, ec.EllipticCurvePrivateKey):
         raise RecoveryFailed("bad_key", "device.key is not an ECDSA key", final=True)
     nonce = str(_post(state, "/api/v1/enroll/recover/nonce", {"device_id": device_id},
@@ -144,7 +153,7 @@ def recover(state: AgentState, *, proxy: str = "", timeout: float = 20.0) -> dat
         "signature": base64.b64encode(signature).decode()}, proxy=proxy, timeout=timeout)
     chain = str(answer.get("certificate", "")).encode()
     try:  # a chain that does not lead to the pinned root would lock this device out: keep the old one
-        cert = check_issued_chain(chain, x509.load_pem_x509_certificate(state.ca_path.read_bytes()), key.public_key())
+        cert = check_issued_chain(chain, pinned, key.public_key())
     except CertError as exc:
         raise RecoveryFailed("bad_certificate", f"the recovered certificate was refused: {exc}") from exc
     atomic_write_all([(state.key_path, private_key_pem(key), 0o600), (state.cert_path, chain, 0o644)])

@@ -38,8 +38,9 @@ async def issue(server: HelplineServer, device_id: str, csr_pem: str, *, via: st
 
     Raises ``CsrError`` (malformed CSR, not P-256) and ``IssuerExpiredError`` (this node's intermediate ended).
     """
+    ca = server.ca  # once: an issuer swap during the awaits below must not pair this cert with another chain
     try:
-        cert = server.ca.sign_device_csr(csr_pem.encode(), device_id, now=datetime.now(UTC),
+        cert = ca.sign_device_csr(csr_pem.encode(), device_id, now=datetime.now(UTC),
                                          lifetime=server.device_cert_lifetime)
     except IssuerExpiredError:
         log.error("cannot renew device certificates: the issuing intermediate has expired")
@@ -48,7 +49,7 @@ async def issue(server: HelplineServer, device_id: str, csr_pem: str, *, via: st
     await devices.set_pending_certificate(server.db, device_id, serial, cert.not_valid_after_utc.timestamp())
     await audit.append(server.db, f"device:{device_id}", "device.cert.issue", device_id, {"serial": serial, "via": via})
     log.info("renewed device certificate", extra={"device_id": device_id, "serial": serial, "via": via})
-    return server.ca.chain_pem(cert).decode()
+    return ca.chain_pem(cert).decode()
 
 
 async def handle_renew(conn: AgentConnection, message: CertRenewRequest) -> None:

@@ -255,3 +255,15 @@ def test_a_delegated_nodes_chain_waives_only_the_leaf_and_its_intermediate(tmp_p
     expired_delegation, _ = device_chain(now - timedelta(days=10), 7)
     with pytest.raises(ApiError, match="not valid now"):
         server_recovery.expired_leaf(expired_delegation, root.certificate, "dev-1", now)
+
+
+async def test_a_corrupt_certificate_file_is_a_final_refusal_not_a_crash(tmp_path: Path) -> None:
+    """device.pem unreadable and no validity recorded: RecoveryFailed (which the reconnect loop backs off from),
+    not the ValueError that used to end the loop."""
+    state = AgentState(tmp_path / "agent")
+    state.ensure_dir()
+    state.save_info({"device_id": "dev-1", "console_url": "https://127.0.0.1:1"})
+    state.cert_path.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    with pytest.raises(agent_recovery.RecoveryFailed) as caught:
+        await agent_recovery.recover_if_expired(state, datetime.now(UTC))
+    assert caught.value.code == "bad_certificate" and caught.value.final
