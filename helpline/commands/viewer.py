@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import ssl
 import sys
 from collections.abc import Mapping
@@ -29,7 +28,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from common.origins import STREAM_PATH, origin_of
+
 from .common import add_server_options, server_config
+
+__all__ = ["UsageError", "follow_node", "origin_of", "register", "stream_url"]
 
 TOKEN_ENV = "HELPLINE_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 
@@ -80,12 +83,6 @@ def stream_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path or "/", parts.query, ""))
 
 
-def origin_of(url: str) -> str:
-    """The console origin matching a stream URL (what a browser on the console would send)."""
-    parts = urlsplit(url)
-    return urlunsplit(("https" if parts.scheme == "wss" else "http", parts.netloc, "", "", ""))
-
-
 def read_token(token_file: Path | None, environ: Mapping[str, str]) -> str | None:
     if token_file is not None:
         try:
@@ -114,9 +111,6 @@ def ssl_context_for(url: str, args: argparse.Namespace) -> ssl.SSLContext | None
     return tls.agent_client_context(ca, None, None)
 
 
-_STREAM_PATH = re.compile(r"^/api/v1/sessions/([A-Za-z0-9._:-]{1,128})/stream$")
-
-
 def _api(method: str, url: str, context: ssl.SSLContext | None, headers: Mapping[str, str]) -> dict[str, Any]:
     """One JSON call to the console API (no proxy: as the stream's websocket; TLS as ``context`` says)."""
     import json
@@ -136,11 +130,12 @@ def _api(method: str, url: str, context: ssl.SSLContext | None, headers: Mapping
 def follow_node(url: str, context: ssl.SSLContext | None, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
     """The session live on another node: that node's stream URL with a ticket, and this console's Origin.
 
-    Anything else (one node, an old server, a refusal) leaves the URL as it is: the stream's own answer then
-    says why it cannot be watched.
+    When the URL's node does not say the session is elsewhere (one node, an old server, a refusal) the URL is
+    left as it is: the stream's own answer then says why it cannot be watched. When it does, but gives no
+    usable ticket (refused, or an answer without a ``wss://`` URL on that node and an origin), UsageError.
     """
     parts = urlsplit(url)
-    found = _STREAM_PATH.match(parts.path)
+    found = STREAM_PATH.match(parts.path)
     if found is None or parts.query:
         return url, headers
     base = urlunsplit(("https" if parts.scheme == "wss" else "http", parts.netloc, "", "", ""))
@@ -150,12 +145,22 @@ def follow_node(url: str, context: ssl.SSLContext | None, headers: dict[str, str
         node_url = _api("GET", session, context, calls).get("node_url")
         if not isinstance(node_url, str) or origin_of(stream_url(node_url)) == origin_of(url):
             return url, headers
-        ticket = _api("POST", f"{session}/stream-ticket", context, calls)
-    except (OSError, ValueError):
+    except (OSError, ValueError, UsageError):
         return url, headers
+    try:
+        ticket = _api("POST", f"{session}/stream-ticket", context, calls)
+        other, origin = ticket.get("url"), ticket.get("origin")
+        if not isinstance(other, str) or not isinstance(origin, str) or len(other) > 4096 or len(origin) > 512:
+            raise ValueError("no stream url and origin in the answer")
+        other = stream_url(other)
+        if origin_of(other) != origin_of(stream_url(node_url)):
+            raise ValueError(f"the ticket's url {other!r} is not on node {node_url!r}")
+    except (OSError, ValueError, UsageError) as exc:
+        raise UsageError(f"the session is live on {node_url}, but no stream ticket was had from "
+                         f"{base}: {exc}") from exc
     print(f"helpline: the session is live on node {ticket.get('node')} ({node_url}); streaming from there",
           file=sys.stderr)
-    return str(ticket["url"]), {"Origin": str(ticket["origin"])}
+    return other, {"Origin": origin}
 
 
 def _steps(args: argparse.Namespace) -> Any:
@@ -178,7 +183,11 @@ def _run(args: argparse.Namespace) -> int:
     headers = {"Origin": args.origin or origin_of(url)}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-        url, headers = follow_node(url, context, headers)
+        try:
+            url, headers = follow_node(url, context, headers)
+        except UsageError as exc:
+            print(f"helpline: {exc}", file=sys.stderr)
+            return 1
     steps = _steps(args)
     if steps.any():
         import asyncio

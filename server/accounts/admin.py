@@ -77,7 +77,7 @@ async def end_credentials(tx: Transaction, user_id: str, reason: str, *, keep_se
         await events.publish_in(tx, USER_DISABLED, user_id, {"sessions": ended, "reason": reason})
     else:
         ended = await sessions.revoke_all(tx, user_id, except_id=keep_session)
-        for session_id in ended:
+        for session_id in [*ended, *ended_tokens]:  # token ids: streams opened with their tickets
             await events.publish_in(tx, SESSION_REVOKED, session_id, {"reason": reason})
     return {"tokens_revoked": len(ended_tokens), "sessions_ended": len(ended)}
 
@@ -176,4 +176,6 @@ async def revoke_token(db: Database, token_id: str, *, actor: str, user_id: str 
             if user_id is not None:
                 details["user"] = user_id
             await audit.append_in(tx, actor, "token.revoke", token_id, details)
+            # A stream opened with a ticket minted under this token is registered under its id.
+            await events.publish_in(tx, SESSION_REVOKED, token_id, {"reason": "token revoked"})
     return done

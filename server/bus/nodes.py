@@ -16,12 +16,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from common.origins import origin_of
 from server.store import Database
 
 log = logging.getLogger(__name__)
@@ -30,17 +30,6 @@ JOINED_SUBJECT = "helpline.nodes.joined"
 HEARTBEAT_S = 60.0
 FORGET_S = 15 * 60.0
 REREAD_S = 2.0
-
-
-def origin_of(url: str) -> str:
-    """``scheme://host[:port]`` as a browser sends it in ``Origin`` (the default port left out)."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"
-    default = {"https": 443, "http": 80}.get(parts.scheme)
-    port = f":{parts.port}" if parts.port and parts.port != default else ""
-    return f"{parts.scheme}://{host}{port}"
 
 
 class NodeDirectory:

@@ -58,8 +58,8 @@ STREAM_DESCRIPTION = """\
 **Websocket.** Send `GET` with `Upgrade: websocket`; the server answers `101 Switching Protocols`.
 The `Origin` header must be the console's own origin (else 403 `bad_origin`, checked before anything else).
 A viewer on another node's console instead adds `?ticket=` from that node's `POST …/stream-ticket` (no cookie,
-no token): the ticket is spent on this upgrade, and the `Origin` must be the one it was minted for (403
-`bad_ticket` or `bad_origin`).
+no token): the `Origin` must be a known node's console and the one the ticket was minted for, checked first
+(403 `bad_origin`; the ticket stays unspent), then the ticket is spent on this upgrade (403 `bad_ticket`).
 Only the technician who requested the session may attach, once (409 `busy` if a viewer is attached,
 410 `ended` if the session is over). REMOTE_CONTROL is needed as well when the session was requested in
 control mode. The socket is closed at once when the caller's console session is revoked or the account
@@ -140,11 +140,12 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
         session_id, caller = request.match_info["session_id"], api.principal(request)
         server = request.app[SERVER_KEY]
         where = await tickets.live_node(server, sessions, session_id)
+        origin = tickets.page_origin(request, server)
         minted = await tickets.mint(api.db(request), session_id=session_id, caller=caller, node=where.node,
-                                    origin=f"https://{request.host}")
+                                    origin=origin, login=await tickets.login_of(request, caller))
         url = tickets.stream_url(where.url, session_id, minted.ticket)
         return api.json({"session_id": session_id, "ticket": minted.ticket, "url": url, "node": where.node,
-                         "node_url": where.url, "origin": f"https://{request.host}", "expires_at": minted.expires_at},
+                         "node_url": where.url, "origin": origin, "expires_at": minted.expires_at},
                         status=201)
 
     async def list_device_grants(request: web.Request) -> web.Response:
