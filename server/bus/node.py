@@ -47,9 +47,11 @@ class NodeBus:
         return await self.router.holder(device_id)
 
     async def close(self) -> None:
+        """Stop taking requests, end those still being answered (before the database closes), then drain."""
         for sub in self.subscriptions:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        await self.router.close()
         with contextlib.suppress(Exception):
             await self.client.drain()
 

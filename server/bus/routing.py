@@ -23,7 +23,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -49,6 +49,9 @@ ROUTE_TIMEOUT_S = 10.0
 CALL_TIMEOUT_S = 90.0
 #: Largest routed request or answer accepted from the bus (a people list names up to 200 technicians).
 MAX_MESSAGE = 64 * 1024
+#: Routed requests answered at once (each may wait :data:`CALL_TIMEOUT_S` for a device user); past it the
+#: asker is told ``busy`` at once instead of piling up tasks.
+MAX_ANSWERING = 64
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -96,6 +99,7 @@ class Router:
     has_live: Callable[[str], bool] | None = None
     run_call: CallRunner | None = None
     _answering: set[asyncio.Task[None]] = field(default_factory=set)
+    _closing: bool = False
 
     async def listen(self) -> list[Subscription]:
         return [await self.client.subscribe(HOLDER_PREFIX + "*", cb=self._on_holder_question),
@@ -172,7 +176,7 @@ class Router:
             view = await self.start_session(msgspec.json.decode(msg.data, type=RoutedSession))
             return {"session": {**view, "node_url": self.url, "node": self.node}}
 
-        self._spawn(self._respond(msg, start))
+        await self._spawn(msg, start)
 
     async def _on_call(self, msg: Msg) -> None:
         async def run() -> dict[str, Any]:
@@ -181,14 +185,33 @@ class Router:
             status, body = await self.run_call(msgspec.json.decode(msg.data, type=NodeCall))
             return {"status": status, "body": {**body, "node_url": self.url, "node": self.node}}
 
-        self._spawn(self._respond(msg, run))
+        await self._spawn(msg, run)
 
-    def _spawn(self, answering: Coroutine[Any, Any, None]) -> None:
-        """Each routed request answered in its own task: NATS runs one subscription's callbacks one at a time,
-        and a join waits for the device user's answer."""
-        task = asyncio.create_task(answering)
+    @property
+    def answering(self) -> int:
+        """Routed requests being answered now."""
+        return len(self._answering)
+
+    async def _spawn(self, msg: Msg, produce: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        """Each routed request answered in its own task (NATS runs one subscription's callbacks one at a time,
+        and a join waits for the device user's answer), at most :data:`MAX_ANSWERING` at once."""
+        if self._closing or len(self._answering) >= MAX_ANSWERING:
+            async def busy() -> dict[str, Any]:
+                raise ApiError(503, "busy", f"the node {self.node} is answering too many requests; try again")
+
+            await self._respond(msg, busy)
+            return
+        task = asyncio.create_task(self._respond(msg, produce))
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)
+
+    async def close(self) -> None:
+        """Cancel the requests still being answered and wait for them: none may outlive the node's database."""
+        self._closing = True
+        tasks = list(self._answering)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _respond(self, msg: Msg, produce: Callable[[], Awaitable[dict[str, Any]]]) -> None:
         """Answer a routed request with what ``produce`` returns, or the error it raised."""
