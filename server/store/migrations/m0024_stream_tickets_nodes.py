@@ -1,7 +1,7 @@
 """Sessions across nodes (issue 20): stream tickets, and the nodes every node registers in.
 
 ``stream_tickets``: a technician signed in on node A watches a session whose tunnel ends meet on
-node C. A mints a ticket (single use, at most 60 s) bound to the session, the technician, the login
+node C. A mints a ticket (single use, valid 30 s: TICKET_TTL_S) bound to the session, the technician, the login
 it was minted under and the node that redeems it; only its SHA-256 is stored. C spends it on the
 websocket upgrade (server/sessions/tickets.py).
 
