@@ -17,7 +17,7 @@ from certs.errors import CsrError, IssuerExpiredError
 from certs.pki import CertificateAuthority, certificate_serial_hex
 from common.hashing import hash_secret, verify_secret
 
-from . import audit, devices
+from . import audit, devices, recovery
 from .errors import ApiError
 from .store import Database
 
@@ -95,6 +95,7 @@ async def enroll(
             raise ApiError(401, "token_used", "enrollment token has already been used")
         not_after = cert.not_valid_after_utc.timestamp()
         await devices.register(tx, device_id, row["group_name"], certificate_serial_hex(cert), not_after)
+        await recovery.record_certificate(tx, device_id, cert)  # recovery compares the whole certificate
         await audit.append_in(tx, "enrollment", "device.enroll", device_id,
                               {"token_id": token_id, "group": row["group_name"], "peer": peer})
     # The chain (device certificate, then this node's intermediate): the agent presents it whole, so

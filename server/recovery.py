@@ -12,13 +12,18 @@ its last certificate (protocol/recovery.py): the server accepts only when
   (a delegation, the root) must be valid now;
 * the leaf has really expired (an unexpired certificate renews over the control channel);
 * the signature by the leaf's key covers a nonce this service handed out, unused and fresh;
-* the registry records that certificate as the device's current (or pending) one: a key renewed
-  away is refused, and so is a revoked or purged device;
+* the registry records that very certificate — its serial as the device's current (or pending) one,
+  and its DER SHA-256, recorded when it was issued (:func:`record_certificate`), byte for byte — as
+  the device's: a key renewed away is refused, so is a revoked or purged device, and so is a leaf
+  forged with a serial from the logs under an old intermediate's key (whose validity is waived);
 * it expired at most ``[server] device_recovery_days`` ago (0: recovery is off).
 
-Nonces live in the shared database (any node hands them out, any node takes them), are single use
-(consumed before anything else is looked at, so a refused attempt spends its nonce), and at most
-:data:`NONCES_PER_DEVICE` are handed out per device in :data:`DEVICE_WINDOW_S` across all nodes.
+Nonces live in the shared database (any node hands them out, any node takes them) and are single use
+(consumed before anything else is looked at, so a refused attempt spends its nonce). They are handed out
+for any well-formed device id, with no per-device cap: the route is public and device ids are not secret,
+so a cap on nonces (or on failed proofs, which anyone can make with a garbage signature) would let anyone
+block a device's recovery, and whether a device exists would show. Nothing is guessable here — the
+credential is a signature by the device's key — so only the per-address limit of the route applies.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
@@ -44,13 +49,10 @@ from protocol.recovery import proof_bytes
 
 from . import devices
 from .errors import ApiError
-from .store import Database, Row
+from .store import Database, Row, Transaction
 
 #: A nonce counts this long after it is handed out: the agent asks for it right before using it.
 NONCE_TTL_S = 120.0
-#: Nonces one device may be handed in DEVICE_WINDOW_S, all nodes together.
-NONCES_PER_DEVICE = 5
-DEVICE_WINDOW_S = 600.0
 #: Nonce rows (used or not) are deleted this long after they were made.
 KEEP_S = 3600.0
 #: Certificates in a presented chain: leaf, intermediate, delegation, and one spare.
@@ -78,17 +80,12 @@ def _nonce_hash(nonce: str) -> str:
 
 
 async def new_nonce(db: Database, device_id: str, peer: str, now: float | None = None) -> str:
-    """A fresh nonce for a known device, within its rate; ApiError otherwise (404 unknown, 429 too many)."""
+    """A fresh nonce for ``device_id``, known or not (the answer must not tell): unknown, revoked or purged
+    devices are refused, and audited, when the nonce is used."""
     now = time.time() if now is None else now
-    if await devices.get(db, device_id) is None:  # revoked devices get one: the refusal is audited at recovery
-        raise refused("unknown_device", "no such device", 404)
     nonce = secrets.token_hex(32)
     async with db.transaction() as tx:
         await tx.execute("DELETE FROM device_recovery_nonces WHERE created_at < ?", (now - KEEP_S,))
-        row = await tx.fetchone("SELECT COUNT(*) AS n FROM device_recovery_nonces WHERE device_id = ?"
-                                " AND created_at >= ?", (device_id, now - DEVICE_WINDOW_S))
-        if row is not None and int(row["n"]) >= NONCES_PER_DEVICE:
-            raise refused("rate_limited", "too many recovery attempts for this device; try again later", 429)
         await tx.execute("INSERT INTO device_recovery_nonces (nonce_hash, device_id, created_at, expires_at, peer)"
                          " VALUES (?, ?, ?, ?, ?)", (_nonce_hash(nonce), device_id, now, now + NONCE_TTL_S, peer[:64]))
     return nonce
@@ -157,8 +154,34 @@ def check_proof(leaf: x509.Certificate, *, nonce: str, device_id: str, csr_pem: 
         raise refused("same_key", "recovery certifies a new key, not the expired certificate's", 400)
 
 
-def check_registry(row: Row | None, leaf: x509.Certificate) -> str:
-    """The device exists, is not revoked or purged, and this is its current (or pending) certificate."""
+def certificate_hash(cert: x509.Certificate) -> str:
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+async def record_certificate(tx: Transaction, device_id: str, cert: x509.Certificate,
+                             now: float | None = None) -> None:
+    """Remember the hash of a certificate just issued (and recorded in ``devices``) for ``device_id``;
+    forget those of its certificates the registry no longer names."""
+    now = time.time() if now is None else now
+    serial = certificate_serial_hex(cert)
+    await tx.execute("DELETE FROM device_certificate_hashes WHERE device_id = ? AND serial = ?", (device_id, serial))
+    await tx.execute("INSERT INTO device_certificate_hashes (device_id, serial, sha256, issued_at) VALUES (?, ?, ?, ?)",
+                     (device_id, serial, certificate_hash(cert), now))
+    await tx.execute("DELETE FROM device_certificate_hashes WHERE device_id = ? AND serial <> ? AND serial NOT IN"
+                     " (SELECT cert_serial FROM devices WHERE id = ? AND cert_serial IS NOT NULL"
+                     " UNION SELECT pending_cert_serial FROM devices"
+                     " WHERE id = ? AND pending_cert_serial IS NOT NULL)", (device_id, serial, device_id, device_id))
+
+
+async def recorded_hash(db: Database, device_id: str, serial: str) -> str | None:
+    row = await db.fetchone("SELECT sha256 FROM device_certificate_hashes WHERE device_id = ? AND serial = ?",
+                            (device_id, serial))
+    return None if row is None else str(row["sha256"])
+
+
+def check_registry(row: Row | None, leaf: x509.Certificate, recorded: str | None) -> str:
+    """The device exists, is not revoked or purged, and this is its current (or pending) certificate: the
+    serial, and the whole certificate by the hash ``recorded`` when it was issued (a serial alone is public)."""
     if row is None:
         raise refused("unknown_device", "no such device")
     if row["status"] == "revoked":
@@ -166,6 +189,8 @@ def check_registry(row: Row | None, leaf: x509.Certificate) -> str:
     serial = certificate_serial_hex(leaf)
     if serial not in (row["cert_serial"], row["pending_cert_serial"]):
         raise refused("not_current", "this certificate is not the device's current one (renewed or replaced)")
+    if recorded is None or not secrets.compare_digest(recorded, certificate_hash(leaf)):
+        raise refused("not_current", "this certificate is not the one issued to the device under this serial")
     return serial
 
 
@@ -183,5 +208,6 @@ async def prove(db: Database, root: x509.Certificate, *, device_id: str, nonce: 
     await consume_nonce(db, device_id, nonce, now.timestamp())
     leaf = expired_leaf(chain_pem, root, device_id, now)
     check_proof(leaf, nonce=nonce, device_id=device_id, csr_pem=csr_pem, signature_b64=signature_b64)
-    serial = check_registry(await devices.get(db, device_id), leaf)
+    recorded = await recorded_hash(db, device_id, certificate_serial_hex(leaf))
+    serial = check_registry(await devices.get(db, device_id), leaf, recorded)
     return Proven(device_id, serial, check_grace(leaf, now, grace_days))

@@ -128,8 +128,7 @@ def _answer(exc: api.ApiError | RateLimited) -> web.Response:
 ERRORS = {
     403: "Recovery off (`recovery_disabled`), or refused: `bad_chain`, `device_mismatch`, `bad_proof`, "
          "`revoked`, `not_current` (a key renewed away), `past_grace`, `unknown_device`",
-    429: f"More than {ATTEMPTS_PER_MINUTE} requests from this address in a minute, or too many nonces for this "
-         "device (`rate_limited`)",
+    429: f"More than {ATTEMPTS_PER_MINUTE} requests from this address in a minute (`rate_limited`)",
 }
 
 
@@ -137,10 +136,10 @@ def routes(handlers: RecoveryHandlers) -> list[api.Route]:
     return [
         api.Route("POST", "/api/v1/enroll/recover/nonce", handlers.post_nonce, api.PUBLIC, body=NonceRequest,
                   response="RecoveryNonce", max_body=MAX_NONCE_BODY,
-                  description="Public: a single-use nonce (2 minutes) for a device whose certificate expired; at "
-                              f"most {recovery.NONCES_PER_DEVICE} per device in "
-                              f"{recovery.DEVICE_WINDOW_S / 60:g} minutes, all nodes together.",
-                  errors={**ERRORS, 404: "No such device (`unknown_device`)"}),
+                  description="Public: a single-use nonce (2 minutes) for a device whose certificate expired. "
+                              "Given for any well-formed device id (whether it exists is not told here); no "
+                              "per-device cap, which anyone could exhaust to block a device.",
+                  errors=ERRORS),
         api.Route("POST", "/api/v1/enroll/recover", handlers.post_recover, api.PUBLIC, body=RecoverRequest,
                   response="Enrollment", max_body=MAX_RECOVER_BODY,
                   description="Public: the expired certificate's key, proven over a fresh nonce, is the credential. "

@@ -24,7 +24,7 @@ from certs.errors import CsrError, IssuerExpiredError
 from certs.pki import certificate_serial_hex
 from protocol.messages import CertRenewRequest, CertRenewResponse
 
-from . import audit, devices
+from . import audit, devices, recovery
 
 if TYPE_CHECKING:
     from .agent_channel import AgentConnection
@@ -47,6 +47,8 @@ async def issue(server: HelplineServer, device_id: str, csr_pem: str, *, via: st
         raise
     serial = certificate_serial_hex(cert)
     await devices.set_pending_certificate(server.db, device_id, serial, cert.not_valid_after_utc.timestamp())
+    async with server.db.transaction() as tx:  # what recovery compares, byte for byte
+        await recovery.record_certificate(tx, device_id, cert)
     await audit.append(server.db, f"device:{device_id}", "device.cert.issue", device_id, {"serial": serial, "via": via})
     log.info("renewed device certificate", extra={"device_id": device_id, "serial": serial, "via": via})
     return ca.chain_pem(cert).decode()

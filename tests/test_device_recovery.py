@@ -8,12 +8,14 @@ certificate that really runs out is tests/test_device_recovery_process.py.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -71,8 +73,10 @@ async def _expire(server: HelplineServer, state: AgentState, *, days_ago: float,
     state.record_certificate_validity(cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())
     serial = certificate_serial_hex(cert)
     if current:
-        await server.db.execute("UPDATE devices SET cert_serial = ?, cert_not_after = ? WHERE id = ?",
-                                (serial, cert.not_valid_after_utc.timestamp(), state.device_id))
+        async with server.db.transaction() as tx:
+            await tx.execute("UPDATE devices SET cert_serial = ?, cert_not_after = ? WHERE id = ?",
+                             (serial, cert.not_valid_after_utc.timestamp(), state.device_id))
+            await server_recovery.record_certificate(tx, state.device_id, cert)
     return serial
 
 
@@ -183,7 +187,8 @@ async def test_revoked_past_grace_and_disabled_are_refused(tmp_path: Path) -> No
 async def test_replayed_nonce_and_forged_signature_are_refused(tmp_path: Path) -> None:
     """A nonce serves once (a replay of a successful request is refused, and so is one refused earlier);
     a signature by another key, or one over another CSR, is refused; a certificate not yet expired renews
-    over the control channel instead; oversized bodies are refused before they are read."""
+    over the control channel instead; oversized bodies are refused before they are read; nonces asked by
+    anyone neither block a device nor tell whether it exists."""
     async with running_server(_data(tmp_path)) as server:
         state = await enroll_agent(server, tmp_path / "agent")
         await _expire(server, state, days_ago=1)
@@ -205,11 +210,6 @@ async def test_replayed_nonce_and_forged_signature_are_refused(tmp_path: Path) -
         assert len(await _audit(server, "device.recover")) == 1
         status, body = await client.recover({**good, "chain": "x" * 40_000})
         assert status == 413
-        # Five nonces per device in ten minutes, whatever node asks (three so far): the sixth is refused.
-        for _ in range(2):
-            await client.nonce()
-        status, body = await client.post("/api/v1/enroll/recover/nonce", {"device_id": state.device_id})
-        assert (status, body["error"]["code"]) == (429, "rate_limited")
 
     async with running_server(_data(tmp_path / "fresh")) as server:
         state = await enroll_agent(server, tmp_path / "agent-fresh")
@@ -221,6 +221,15 @@ async def test_replayed_nonce_and_forged_signature_are_refused(tmp_path: Path) -
         # Another device's expired certificate, proven with that device's key, does not recover this one.
         other = await enroll_agent(server, tmp_path / "agent-other")
         await _expire(server, other, days_ago=1)
+        # Review finding 3: anyone knowing a device id may ask nonces for it (a cap of 5 used to block the real
+        # device), and an unknown id gets one too (a 404 told which ids exist); the device still recovers.
+        for _ in range(6):
+            await client.post("/api/v1/enroll/recover/nonce", {"device_id": other.device_id})
+        status, answer = await client.post("/api/v1/enroll/recover/nonce", {"device_id": "no-such-device"})
+        assert status == 200 and len(answer["nonce"]) == 64
+        owner = Client(server, other)
+        status, answer = await owner.recover(owner.request(await owner.nonce()))
+        assert status == 200, answer
         client = Client(server, state)
         body = Client(server, other).request(await client.nonce(), signer=_key(other))
         status, answer = await client.recover({**body, "device_id": state.device_id})
@@ -267,3 +276,79 @@ async def test_a_corrupt_certificate_file_is_a_final_refusal_not_a_crash(tmp_pat
     with pytest.raises(agent_recovery.RecoveryFailed) as caught:
         await agent_recovery.recover_if_expired(state, datetime.now(UTC))
     assert caught.value.code == "bad_certificate" and caught.value.final
+
+
+def _forge(genuine: x509.Certificate, old: CertificateAuthority, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    """The genuine leaf's subject, serial and extensions, for ``key``, signed by an OLD intermediate's key
+    (a disk image, a backup) and ending inside that intermediate's life, as a forger would make it."""
+    end = old.certificate.not_valid_after_utc - timedelta(hours=1)
+    builder = (x509.CertificateBuilder().subject_name(genuine.subject).issuer_name(old.certificate.subject)
+               .public_key(key.public_key()).serial_number(genuine.serial_number)
+               .not_valid_before(end - timedelta(days=1)).not_valid_after(end))
+    for ext in genuine.extensions:
+        value: x509.ExtensionType = ext.value
+        if isinstance(value, x509.AuthorityKeyIdentifier):
+            value = x509.AuthorityKeyIdentifier.from_issuer_public_key(old.certificate.public_key())  # type: ignore[arg-type]
+        elif isinstance(value, x509.SubjectKeyIdentifier):
+            value = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        builder = builder.add_extension(value, critical=ext.critical)
+    return builder.sign(old._key, hashes.SHA256())
+
+
+async def test_a_leaf_forged_under_an_old_intermediate_with_the_current_serial_is_refused(tmp_path: Path) -> None:
+    """Review finding 1: the issuer's validity is waived and serials are in logs, so a leaf carrying the device's
+    current serial, for the forger's key, signed by an intermediate that ended 22 days ago whose key leaked, passes
+    the chain and proof checks; the registry's hash of the certificate really issued refuses it."""
+    data = tmp_path / "srv"
+    init_pki(data / "pki", NAMES, now=datetime.now(UTC) - timedelta(days=40), root_out=tmp_path / "root",
+             passphrase=PASSPHRASE)
+    root = RootCA.load(tmp_path / "root", PASSPHRASE)
+    old = root.new_intermediate(NAMES, now=datetime.now(UTC) - timedelta(days=25), lifetime=timedelta(days=3))
+    async with running_server(data) as server:
+        state = await enroll_agent(server, tmp_path / "agent")
+        await _expire(server, state, days_ago=1)
+        genuine = x509.load_pem_x509_certificate(state.cert_path.read_bytes())
+        forger = generate_device_key()
+        forged = _forge(genuine, old, forger)
+        assert certificate_serial_hex(forged) == certificate_serial_hex(genuine)
+        client = Client(server, state)
+        body = client.request(await client.nonce(), signer=forger)
+        body["chain"] = pem_chain([forged, old.certificate]).decode()
+        server_recovery.expired_leaf(body["chain"], server.ca.root, state.device_id, datetime.now(UTC))  # passes
+        status, answer = await client.recover(body)
+        assert (status, answer["error"]["code"]) == (403, "not_current"), answer
+        assert not await _audit(server, "device.recover")
+        # The genuine expired certificate, proven with the device's key, still recovers.
+        status, answer = await client.recover(client.request(await client.nonce()))
+        assert status == 200, answer
+
+
+async def test_a_recovery_body_sent_in_slow_pieces_is_read_whole(tmp_path: Path) -> None:
+    """Review finding 9b: the body was read with one ``read(n)``, which returns what is buffered: the first
+    half of a ~17 KB recovery request was decoded alone (400). Now the server waits for the rest: no answer to
+    half a body, and the whole one gets to the nonce check (401 bad_nonce: the nonce is made up)."""
+    async with running_server(_data(tmp_path)) as server:
+        state = await enroll_agent(server, tmp_path / "agent")
+        await _expire(server, state, days_ago=1)
+        client = Client(server, state)
+        body = client.request("0" * 64)
+        body["chain"] += " " * (16_000 - len(body["chain"]))  # ~17 KB in all
+        raw = json.dumps(body).encode()
+        target = urlsplit(client.base)
+        reader, writer = await asyncio.open_connection(target.hostname, target.port, ssl=client.ssl,
+                                                       server_hostname="localhost")
+        try:
+            writer.write(f"POST /api/v1/enroll/recover HTTP/1.1\r\nHost: {target.netloc}\r\nContent-Type: "
+                         f"application/json\r\nContent-Length: {len(raw)}\r\nConnection: close\r\n\r\n".encode()
+                         + raw[:len(raw) // 2])
+            await writer.drain()
+            with pytest.raises(TimeoutError):  # the old code answered the half body at once
+                await asyncio.wait_for(reader.read(1), timeout=3)
+            writer.write(raw[len(raw) // 2:])
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), timeout=30)
+        finally:
+            writer.close()
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 401"), head
+        assert json.loads(payload)["error"]["code"] == "bad_nonce"

@@ -238,9 +238,15 @@ def _decode_query(request: web.Request, kind: type[Any]) -> Any:
 async def _decode_body(request: web.Request, route: Route) -> Any:
     if request.content_length is not None and request.content_length > route.max_body:
         raise ApiError(413, "too_large", f"body larger than {route.max_body} bytes")
-    raw = await request.content.read(route.max_body + 1)
-    if len(raw) > route.max_body:
-        raise ApiError(413, "too_large", f"body larger than {route.max_body} bytes")
+    # read(n) returns whatever is buffered, not n bytes: read to the end (a body sent slowly arrives in pieces).
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(route.max_body + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > route.max_body:
+            raise ApiError(413, "too_large", f"body larger than {route.max_body} bytes")
+    raw = b"".join(chunks)
     value = msgspec.json.decode(raw or b"{}", type=route.body)
     _reject_non_finite(value, "body")
     return value
