@@ -8,10 +8,11 @@ child on session end — by PID.
 
 - **Prompt**: a question with *Allow* / *Deny* (Deny the default button, so a stray Enter refuses),
   ``--timeout`` = the prompt's timeout (zenity exits 5: Deny by timeout). When the prompt offers
-  the "my helpdesk may bring colleagues" option, a second explicit question follows an Allow (*No* the
-  default, no answer = No). Not a one-row checklist in the same window (tried): ``--default-cancel``
-  exists only for questions (checked on headless Mutter: Enter on the question answers Deny), a list
-  dialog cannot make Deny its default, and its row text was cut at the prompt's width.
+  the "my helpdesk may bring colleagues" option, the same question has a third button, *Allow, and
+  colleagues may join*, left of Deny (Deny sits between the two Allows). Tried and dropped: a one-row
+  checklist (``--default-cancel`` exists only for questions — Enter on the question answers Deny, checked
+  on headless Mutter — and the row was cut), and a second question after Allow (it opened where the
+  prompt was, so a double click on Allow answered the second question's Yes: seen in the test).
 - **Indicator**: a window "… is viewing/controlling this screen" whose only button is *End session*;
   the button, closing the window, or the child dying ends the session (no indicator, no session).
   zenity cannot change a window's text, so a mode or people change replaces the window: the new one
@@ -46,9 +47,8 @@ log = logging.getLogger(__name__)
 PROMPT_TITLE = "Helpline: remote support request"
 INDICATOR_TITLE = "Helpline: remote session in progress"
 ALLOW_LABEL, DENY_LABEL, END_LABEL = "Allow", "Deny", "End session"
-COLLEAGUES_YES, COLLEAGUES_NO = "Yes, colleagues may join", "No"
-#: How long the person has for the colleagues question (no answer: No; the session waits for it).
-COLLEAGUES_TIMEOUT_S = 30
+#: The third button of a prompt that offers the colleagues option (zenity prints it and exits 1).
+COLLEAGUES_ALLOW = "Allow, and colleagues may join"
 #: zenity's exit codes: OK, Cancel (or the window closed), --timeout reached.
 EXIT_OK, EXIT_CANCEL, EXIT_TIMEOUT = 0, 1, 5
 #: Grace on top of the prompt's own timeout before the child is killed and the answer is Deny.
@@ -89,25 +89,22 @@ def prompt_text(request: PromptRequest) -> str:
     also = _capabilities(request.capabilities)
     if also:
         lines.append(f"The technician may also: {also}")
+    if request.colleagues_option:
+        lines.append(f"\u201c{COLLEAGUES_ALLOW}\u201d: colleagues of your helpdesk may join later without asking "
+                     "you again (they can only watch; the session window shows who).")
     lines.append(f"No answer within {math.ceil(request.timeout_s)} s means Deny.")
     return "\n".join(lines)
 
 
 def prompt_args(request: PromptRequest) -> list[str]:
-    """zenity's arguments for ``request``: a question whose default button is Deny."""
-    return ["--question", "--title", PROMPT_TITLE, "--text", prompt_text(request), "--ok-label", ALLOW_LABEL,
+    """zenity's arguments for ``request``: a question whose default button is Deny (and a third button,
+    "Allow, and colleagues may join", when the colleagues option is offered)."""
+    args = ["--question", "--title", PROMPT_TITLE, "--text", prompt_text(request), "--ok-label", ALLOW_LABEL,
             "--cancel-label", DENY_LABEL, "--timeout", str(max(1, math.ceil(request.timeout_s))), "--width", "520",
             "--default-cancel", "--icon-name", "dialog-question"]
-
-
-def colleagues_args(request: PromptRequest) -> list[str]:
-    """The second question after an Allow that offered the colleagues option (No the default)."""
-    text = (f"You allowed <b>{markup(_name(request.technician))}</b>.\nMay your helpdesk bring colleagues into "
-            "this session without asking you again?\nThey can only watch; the session window shows who. "
-            f"No answer within {COLLEAGUES_TIMEOUT_S} s means No.")
-    return ["--question", "--title", PROMPT_TITLE, "--text", text, "--ok-label", COLLEAGUES_YES,
-            "--cancel-label", COLLEAGUES_NO, "--timeout", str(COLLEAGUES_TIMEOUT_S), "--width", "520",
-            "--default-cancel", "--icon-name", "dialog-question"]
+    if request.colleagues_option:
+        args += ["--extra-button", COLLEAGUES_ALLOW]
+    return args
 
 
 def people_text(viewers: tuple[str, ...], controller: str | None) -> str:
@@ -279,14 +276,12 @@ class ZenityConsentUI:
             return PromptAnswer(False, "unavailable", problem)
         # Remote input is suspended from before the window exists until the child is reaped.
         with self.prompts.showing():
-            code, err = await self._ask(prompt_args(request), request.timeout_s)
+            code, out, err = await self._ask(prompt_args(request), request.timeout_s)
             log.info("consent prompt (zenity) answered: exit %s", code)
-            colleagues = False
-            if code == EXIT_OK and request.colleagues_option:
-                second, _err = await self._ask(colleagues_args(request), COLLEAGUES_TIMEOUT_S)
-                colleagues = second == EXIT_OK
         if code == EXIT_OK:
-            return PromptAnswer(True, "user", "allowed by the user", colleagues=colleagues)
+            return PromptAnswer(True, "user", "allowed by the user")
+        if code == EXIT_CANCEL and request.colleagues_option and out.strip() == COLLEAGUES_ALLOW:
+            return PromptAnswer(True, "user", "allowed by the user", colleagues=True)
         if code == EXIT_TIMEOUT:
             return PromptAnswer(False, "timeout", "no answer to the consent prompt")
         if code == EXIT_CANCEL and "cannot open display" not in err:
@@ -294,18 +289,18 @@ class ZenityConsentUI:
         log.warning("consent prompt (zenity) failed with %s: %s", code, err[:STDERR_MAX])
         return PromptAnswer(False, "unavailable", "the consent prompt could not be shown on the Wayland desktop")
 
-    async def _ask(self, args: list[str], timeout_s: float) -> tuple[int | None, str]:
-        """Run one question window: its exit code (EXIT_TIMEOUT when it outlived its deadline) and stderr."""
+    async def _ask(self, args: list[str], timeout_s: float) -> tuple[int | None, str, str]:
+        """Run one question window: its exit code (EXIT_TIMEOUT when it outlived its deadline), stdout, stderr."""
         window = await _Window.start(self.binary, args, self.child_env())
         log.info("consent question on the Wayland screen (zenity pid %d)", window.proc.pid)
         try:
             async with asyncio.timeout(timeout_s + KILL_GRACE_S):
-                _out, err = await window.proc.communicate()
+                out, err = await window.proc.communicate()
         except TimeoutError:
-            return EXIT_TIMEOUT, ""
+            return EXIT_TIMEOUT, "", ""
         finally:
             await window.stop()
-        return window.proc.returncode, err.decode(errors="replace")
+        return window.proc.returncode, out.decode(errors="replace")[:200], err.decode(errors="replace")
 
     async def indicator(self, info: IndicatorInfo) -> ZenityIndicator:
         problem = self.unavailable()
