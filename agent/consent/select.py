@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import Mapping
 
 from .guard import PromptGuard
@@ -38,12 +39,50 @@ def _x_answers(display: str) -> bool:
     return True
 
 
+#: Probes still running per display: an X server that accepts and never answers would hang its
+#: probe's thread for good, so such a display is not probed again until that one returns.
+_probing: dict[str, asyncio.Future[bool]] = {}
+
+
+def _probe_in_daemon_thread(display: str) -> asyncio.Future[bool]:
+    """Run :func:`_x_answers` on a daemon thread of its own, not the loop's default executor: a hung
+    probe must not hold a worker every other ``to_thread`` call (recovery, inventory) needs."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[bool] = loop.create_future()
+
+    def settle(answer: bool | BaseException) -> None:
+        _probing.pop(display, None)
+        if future.done():
+            return
+        if isinstance(answer, BaseException):
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)
+
+    def run() -> None:
+        try:
+            answer: bool | BaseException = _x_answers(display)
+        except BaseException as exc:  # handed to the awaiting coroutine, never lost in the thread
+            answer = exc
+        try:
+            loop.call_soon_threadsafe(settle, answer)
+        except RuntimeError:  # the loop closed while the probe hung: nobody waits any more
+            return
+
+    _probing[display] = future
+    threading.Thread(target=run, name=f"x-probe {display}", daemon=True).start()
+    return future
+
+
 async def x_reachable(display: str | None) -> bool:
     """Whether ``display`` accepts an X connection (authorized) within :data:`X_PROBE_TIMEOUT_S`."""
     if not display:
         return False
+    if display in _probing:
+        log.info("consent UI: X display %r has not answered an earlier probe yet", display)
+        return False
     try:
-        return await asyncio.wait_for(asyncio.to_thread(_x_answers, display), X_PROBE_TIMEOUT_S)
+        return await asyncio.wait_for(asyncio.shield(_probe_in_daemon_thread(display)), X_PROBE_TIMEOUT_S)
     except TimeoutError:
         log.info("consent UI: X display %r did not answer within %.0f s", display, X_PROBE_TIMEOUT_S)
         return False
