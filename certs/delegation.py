@@ -14,13 +14,17 @@ Every check takes an explicit ``now``.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import ipaddress
 import json
 import logging
+import os
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -72,8 +76,8 @@ def check_node_name(node: str) -> str:
 @dataclass(frozen=True)
 class SignerPaths:
     """A signer's directory: ``ca.pem`` (the root's certificate), ``delegation.pem`` and ``delegation.key``
-    (encrypted), ``signer.pem``/``.key`` (its TLS certificate, issued by the delegation) and ``nodes.json``
-    (the allow-list). Never the root's key."""
+    (encrypted), ``signer.pem``/``.key`` (its TLS certificate, issued by the delegation), ``nodes.json``
+    (the allow-list) and ``nodes.lock`` (its lock). Never the root's key."""
 
     directory: Path
 
@@ -104,6 +108,10 @@ class SignerPaths:
     @property
     def nodes(self) -> Path:
         return self.directory / "nodes.json"
+
+    @property
+    def nodes_lock(self) -> Path:
+        return self.directory / "nodes.lock"
 
 
 class DelegationCA:
@@ -252,8 +260,9 @@ def create_delegation(root: RootCA, signer_dir: Path, *, signer_host: str, serve
     write_private_key(paths.signer_key, tls_key)
     write_certificates(paths.signer_pem, [delegation.issue_signer_certificate(tls_key.public_key(), signer_host,
                                                                               now=now), cert])
-    if not paths.nodes.exists():
-        save_nodes(paths, {})
+    with nodes_locked(paths):
+        if not paths.nodes.exists():
+            save_nodes(paths, {})
     log.info("delegation for signer %s until %s", signer_host, delegation.not_after.isoformat())
     return delegation
 
@@ -294,7 +303,24 @@ def load_nodes(paths: SignerPaths) -> dict[str, NodeEntry]:
     return {check_node_name(name): NodeEntry(**entry) for name, entry in raw.items()}
 
 
+@contextmanager
+def nodes_locked(paths: SignerPaths) -> Iterator[None]:
+    """Hold the allow-list's lock (``flock`` on ``nodes.lock``) around a read-modify-write of ``nodes.json``.
+
+    The signer (renewals) and ``certs signer add-node``/``remove-node`` (other processes) all rewrite the file:
+    without it a removal made during a renewal is overwritten (the node stays allowed), or a new token lost.
+    ``nodes.json`` itself is replaced atomically, so plain readers need no lock.
+    """
+    fd = os.open(paths.nodes_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
+        yield
+    finally:
+        os.close(fd)
+
+
 def save_nodes(paths: SignerPaths, nodes: dict[str, NodeEntry]) -> None:
+    """Replace ``nodes.json`` atomically (call under :func:`nodes_locked` after reading it)."""
     atomic_write(paths.nodes, json.dumps({n: asdict(e) for n, e in sorted(nodes.items())}, indent=2), 0o600)
 
 
@@ -315,21 +341,24 @@ def allow_node(paths: SignerPaths, node: str, server_names: list[str], lifetime:
     if outside:
         raise ValueError(f"the delegation does not cover {', '.join(outside)}: add them with helpline certs delegate "
                          "--server-name (with the root) first")
-    nodes = load_nodes(paths)
     token, digest = new_token()
-    previous = nodes.get(check_node_name(node))
-    nodes[node] = NodeEntry(list(server_names), lifetime.total_seconds(),
-                            previous.serials if previous else [], digest, now + TOKEN_LIFETIME.total_seconds())
-    save_nodes(paths, nodes)
+    with nodes_locked(paths):
+        nodes = load_nodes(paths)
+        # No serials: a new token is how a node whose key may be stolen is re-enrolled, so no intermediate
+        # issued before it proves a renewal any more (the thief's included); the node joins with the token.
+        nodes[check_node_name(node)] = NodeEntry(list(server_names), lifetime.total_seconds(), [], digest,
+                                                 now + TOKEN_LIFETIME.total_seconds())
+        save_nodes(paths, nodes)
     return token
 
 
 def remove_node(paths: SignerPaths, node: str) -> bool:
     """Take ``node`` off the allow-list: its next renewal is refused. True if it was there."""
-    nodes = load_nodes(paths)
-    if nodes.pop(node, None) is None:
-        return False
-    save_nodes(paths, nodes)
+    with nodes_locked(paths):
+        nodes = load_nodes(paths)
+        if nodes.pop(node, None) is None:
+            return False
+        save_nodes(paths, nodes)
     return True
 
 
@@ -347,4 +376,4 @@ def chain_of(pem: bytes) -> list[x509.Certificate]:
 
 
 __all__ = ["DelegationCA", "NodeEntry", "SignerPaths", "allow_node", "chain_of", "create_delegation",
-           "load_nodes", "node_chain", "remove_node", "save_nodes", "signer_root_key_files"]
+           "load_nodes", "node_chain", "nodes_locked", "remove_node", "save_nodes", "signer_root_key_files"]

@@ -2,8 +2,9 @@
 
 It holds the root's delegation (:mod:`certs.delegation`, its key decrypted into memory at start
 from a passphrase file) and the allow-list ``nodes.json``, read again for every request so that
-``helpline certs signer remove-node`` takes effect at once. It serves one route over TLS 1.3 with
-its certificate from the delegation (nodes verify it against the root). A node authenticates in
+``helpline certs signer remove-node`` takes effect at once (every read-modify-write of it, here and
+in those commands, holds its file lock: :func:`certs.delegation.nodes_locked`). It serves one route
+over TLS 1.3 with its certificate from the delegation (nodes verify it against the root). A node authenticates in
 the request (:mod:`certs.signer_wire`) rather than with a TLS client certificate: its credential
 is an intermediate, a CA key, which has no business as a TLS client leaf, and a signature by that
 key over the new CSR proves possession and binds the request to the key being certified.
@@ -22,9 +23,18 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from certs import tls
-from certs.delegation import DelegationCA, SignerPaths, load_nodes, node_chain, save_nodes, signer_root_key_files
+from certs.delegation import (
+    DelegationCA,
+    SignerPaths,
+    load_nodes,
+    node_chain,
+    nodes_locked,
+    save_nodes,
+    signer_root_key_files,
+)
 from certs.errors import CertError, CsrError, RootKeyOnServerError
 from certs.pki import certificate_serial_hex, csr_public_key, pem_chain
 from certs.signer_wire import MAX_REQUEST_BYTES, PATH, IntermediateAnswer, IntermediateRequest, proof_holds
@@ -34,11 +44,18 @@ log = logging.getLogger(__name__)
 
 _DELEGATION: web.AppKey[DelegationCA] = web.AppKey("delegation", DelegationCA)
 _PATHS: web.AppKey[SignerPaths] = web.AppKey("paths", SignerPaths)
-_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("lock", asyncio.Lock)
 
 
 def _refuse(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+class _Refusal(Exception):
+    """A refused request: its HTTP status, error code and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
 
 
 async def issue(request: web.Request) -> web.Response:
@@ -48,37 +65,49 @@ async def issue(request: web.Request) -> web.Response:
         ask = msgspec.json.decode(body, type=IntermediateRequest)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return _refuse(400, "bad_request", f"malformed request: {exc}")
-    delegation, paths = request.app[_DELEGATION], request.app[_PATHS]
-    async with request.app[_LOCK]:  # one read-modify-write of the allow-list at a time
-        nodes = await asyncio.to_thread(load_nodes, paths)
+    try:
+        public_key = csr_public_key(ask.csr.encode())
+    except CsrError as exc:
+        return _refuse(400, "bad_csr", str(exc))
+    delegation = request.app[_DELEGATION]
+    try:  # in a thread: the allow-list's file lock may wait for a 'certs signer add-node/remove-node'
+        cert = await asyncio.to_thread(_grant, delegation, request.app[_PATHS], ask, public_key)
+    except _Refusal as refusal:
+        return _refuse(refusal.status, refusal.code, refusal.message)
+    log.info("issued node intermediate", extra={"node": ask.node, "serial": certificate_serial_hex(cert),
+                                                "until": cert.not_valid_after_utc.isoformat()})
+    answer = IntermediateAnswer(chain=pem_chain(node_chain(cert, delegation)).decode())
+    return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
+
+
+def _grant(delegation: DelegationCA, paths: SignerPaths, ask: IntermediateRequest,
+           public_key: ec.EllipticCurvePublicKey) -> x509.Certificate:
+    """Check the node against the allow-list and issue, all under the allow-list's lock (``_Refusal`` if not)."""
+    with nodes_locked(paths):  # one read-modify-write of nodes.json at a time, across processes
+        nodes = load_nodes(paths)
         entry = nodes.get(ask.node)
         if entry is None:
             log.warning("refused an intermediate: node not on the allow-list", extra={"node": ask.node[:64]})
-            return _refuse(403, "node_not_allowed", "this node is not on the signer's allow-list")
-        try:
-            public_key = csr_public_key(ask.csr.encode())
-        except CsrError as exc:
-            return _refuse(400, "bad_csr", str(exc))
+            raise _Refusal(403, "node_not_allowed", "this node is not on the signer's allow-list")
         now = datetime.now(UTC)
         if ask.token is not None:
             if not entry.token_matches(ask.token, time.time()):
-                return _refuse(403, "bad_token", "the enrolment token is not valid (wrong, used or expired)")
+                raise _Refusal(403, "bad_token", "the enrolment token is not valid (wrong, used or expired)")
             entry.token_sha256 = None
         elif not _proven(ask, delegation, entry.serials, now):
             log.warning("refused an intermediate: no valid proof", extra={"node": ask.node})
-            return _refuse(403, "bad_proof", "prove the request with the node's current, unexpired intermediate "
+            raise _Refusal(403, "bad_proof", "prove the request with the node's current, unexpired intermediate "
                                              "(or a new enrolment token)")
         try:
             cert = delegation.issue_node_intermediate(public_key, ask.node, entry.server_names, now=now,
                                                       lifetime=timedelta(seconds=entry.lifetime_s))
         except CertError as exc:
-            return _refuse(503, "signer_expired", str(exc))
-        entry.serials = [certificate_serial_hex(cert), *entry.serials[:1]]
-        await asyncio.to_thread(save_nodes, paths, nodes)
-    log.info("issued node intermediate", extra={"node": ask.node, "serial": entry.serials[0],
-                                                "until": cert.not_valid_after_utc.isoformat()})
-    answer = IntermediateAnswer(chain=pem_chain(node_chain(cert, delegation)).decode())
-    return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
+            raise _Refusal(503, "signer_expired", str(exc)) from exc
+        # Joined with a token: only the new intermediate proves the next renewal (not one issued before it).
+        kept = [] if ask.token is not None else entry.serials[:1]
+        entry.serials = [certificate_serial_hex(cert), *kept]
+        save_nodes(paths, nodes)
+    return cert
 
 
 def _proven(ask: IntermediateRequest, delegation: DelegationCA, serials: list[str], now: datetime) -> bool:
@@ -98,7 +127,6 @@ def build_app(delegation: DelegationCA, paths: SignerPaths) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[_DELEGATION] = delegation
     app[_PATHS] = paths
-    app[_LOCK] = asyncio.Lock()
     app.router.add_post(PATH, issue)
     return app
 

@@ -8,6 +8,7 @@ real agents), so the test can watch its issuing CA and its agents' connections.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import socket
@@ -35,6 +36,13 @@ SIGNER_PASSPHRASE = "signer passphrase of some length"
 @pytest.fixture
 def signer(tmp_path: Path) -> Iterator[dict[str, Path | str]]:
     """Root (offline, encrypted), delegation made with the real CLI, the signer process serving it."""
+    with running_signer(tmp_path) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def running_signer(tmp_path: Path) -> Iterator[dict[str, Path | str]]:
+    """The ``signer`` fixture's work (other test modules make their own fixture of it): ``pid`` is the signer's."""
     (tmp_path / "pass").write_text(PASSPHRASE + "\n")
     (tmp_path / "signer-pass").write_text(SIGNER_PASSPHRASE + "\n")
     helpline("certs", "root", "--out", str(tmp_path / "root"), "--passphrase-file", str(tmp_path / "pass"))
@@ -46,7 +54,8 @@ def signer(tmp_path: Path) -> Iterator[dict[str, Path | str]]:
                "--port", str(port), "--passphrase-file", str(tmp_path / "signer-pass"),
                log=tmp_path / "signer.log") as proc:
         wait_for_port(port, proc, timeout=60)
-        yield {"dir": tmp_path / "signer", "url": f"https://127.0.0.1:{port}", "root": tmp_path / "root"}
+        yield {"dir": tmp_path / "signer", "url": f"https://127.0.0.1:{port}", "root": tmp_path / "root",
+               "pid": str(proc.pid)}
 
 
 def _join(tmp_path: Path, signer: dict[str, Path | str], pki: Path, *, node: str = "node-a",
