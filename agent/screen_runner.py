@@ -36,12 +36,12 @@ async def run_in_process(session_id: str, tunnel: Tunnel, /, *, mode: Literal["v
     from .consent.guard import PromptGuard
     from .screen.session import run_screen_session
     from .shell.tunnel import session_shell
-    from .toolkit.tunnel import toolkit_tunnel
+    from .toolkit.tunnel import seen_by_device, toolkit_tunnel
 
     caps, technician = kwargs.pop("toolkit", None), str(kwargs.pop("technician", ""))
     shell_user = kwargs.pop("shell_user", None)  # direct mode as root: the shell runs as [agent] session_user
     indicator = kwargs.pop("indicator", None)  # with a chat window (agent.consent.tk.TkIndicator) or not
-    device = indicator if hasattr(indicator, "user_lines") else None
+    caps, device = seen_by_device(caps, indicator)  # no chat window to show it: no toolkit
     gate = input_gate if isinstance(input_gate, PromptGuard) else None  # fetch requests suspend input too
     note = device.note if device is not None else None
     async with toolkit_tunnel(tunnel, caps, technician=technician, device=device, gate=gate) as wrapped, \

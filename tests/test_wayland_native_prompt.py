@@ -26,6 +26,7 @@ from agent.consent.zenity import COLLEAGUES_ALLOW, ZenityConsentUI, markup, prom
 from agent.screen.capture import Frame
 from agent.screen.wayland.frames import PipeWireCapture
 from agent.screen.wayland.mutter import MutterSession
+from agent.toolkit.tunnel import UNSEEN_REASON
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.test_screen_support import poll_until
 from tests.test_session_helpers import api, configure_agent, install_test_auth, viewer_for
@@ -174,6 +175,10 @@ async def test_native_prompt_allow_starts_the_session_and_end_session_ends_it(tm
                 await click(hands, allow, check=lambda: not ui.prompts.suspended())
                 await watcher
                 assert not running_colleagues(agent, sid), "Allow was taken as: colleagues may join"
+                # The zenity indicator has no chat window or transfer list: the toolkit is refused, with why.
+                await poll_until(lambda: viewer.caps is not None, TIMEOUT, interval=0.05)
+                assert viewer.caps is not None and not viewer.caps.allowed, viewer.caps
+                assert viewer.caps.refused.get("files") == UNSEEN_REASON, viewer.caps
                 assert not ui.prompts.suspended()
                 running = agent.sessions.running[sid]
                 indicator = running.indicator

@@ -335,7 +335,7 @@ class SessionHelper:
         from ..screen.session import run_screen_session
         from ..shell.tunnel import session_shell
         from ..toolkit.caps import ToolkitCaps
-        from ..toolkit.tunnel import toolkit_tunnel
+        from ..toolkit.tunnel import seen_by_device, toolkit_tunnel
 
         tunnel = _StreamTunnel(self, message.stream_id)
         self._streams[message.stream_id] = tunnel
@@ -346,7 +346,7 @@ class SessionHelper:
         try:
             # The toolkit runs here, as the user: files land in (and come from) what the user can reach.
             indicator = self._session_indicators.get(message.session_id) if message.session_id else None
-            device = indicator if hasattr(indicator, "user_lines") else None
+            caps, device = seen_by_device(caps, indicator)  # no chat window to show it: no toolkit
             async with toolkit_tunnel(tunnel, caps, technician=rights.technician if rights else "",
                                       folder=self.downloads_dir, device=device,  # type: ignore[arg-type]
                                       gate=self.ui.prompts) as wrapped, \

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import cast
 
 from protocol import toolkit as tk
 
@@ -36,6 +37,27 @@ INBOX_MESSAGES = 64
 #: Screen text that is never the toolkit's (an exact tag: the closing quote is part of it): returned without
 #: trying the toolkit's decoder, which would build and drop a ToolkitProtocolError for every ack and keystroke.
 _SCREEN_PREFIXES = ('{"type":"ack"', '{"type":"input.')
+
+
+#: Why the toolkit is off when the person is there but their session window cannot show it.
+UNSEEN_REASON = "this desktop's session window cannot show it to the person (native Wayland indicator)"
+
+
+def seen_by_device(caps: ToolkitCaps | None, indicator: object | None) -> tuple[ToolkitCaps | None, DeviceSide | None]:
+    """The caps a session may use given its indicator, and the indicator's device side (chat window, notes).
+
+    An attended session's indicator without a device side (the zenity window under Wayland: no chat,
+    transfer list or notes) would let chat, files, clipboard and the shell happen with nobody at the
+    device seeing them, so they are refused with :data:`UNSEEN_REASON`. An unattended session's caps
+    are the signed grant's, unchanged: nobody is expected to watch them.
+    """
+    device = cast(DeviceSide, indicator) if hasattr(indicator, "user_lines") else None
+    if caps is None or indicator is None or device is not None or caps.unattended:
+        return caps, device
+    refused = dict(caps.refused)
+    refused.update({cap: UNSEEN_REASON for cap in caps.allowed})
+    return ToolkitCaps(frozenset(), 0, refused, (), unattended=caps.unattended, root_shell=False,
+                       shell_idle_s=caps.shell_idle_s), None
 
 
 class ToolkitTunnel:
