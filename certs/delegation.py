@@ -212,7 +212,7 @@ def _signer_san(host: str) -> x509.SubjectAlternativeName:
         return x509.SubjectAlternativeName([x509.DNSName(host.lower())])
 
 
-def _permits(constraints: x509.NameConstraints, name: str) -> bool:
+def permits(constraints: x509.NameConstraints, name: str) -> bool:
     """True if ``name`` (a host name or IP address) lies in ``constraints``' permitted subtrees."""
     try:
         ip = ipaddress.ip_address(name)
@@ -337,7 +337,7 @@ def allow_node(paths: SignerPaths, node: str, server_names: list[str], lifetime:
         raise ValueError(f"a node intermediate lives {MIN_NODE_LIFETIME} to {MAX_NODE_LIFETIME}")
     name_constraints(server_names)  # refuse unusable names now, not at the node's first renewal
     allowed = load_certificate(paths.delegation_pem).extensions.get_extension_for_class(x509.NameConstraints).value
-    outside = [n for n in server_names if not _permits(allowed, n.strip())]
+    outside = [n for n in server_names if not permits(allowed, n.strip())]
     if outside:
         raise ValueError(f"the delegation does not cover {', '.join(outside)}: add them with helpline certs delegate "
                          "--server-name (with the root) first")
@@ -376,4 +376,5 @@ def chain_of(pem: bytes) -> list[x509.Certificate]:
 
 
 __all__ = ["DelegationCA", "NodeEntry", "SignerPaths", "allow_node", "chain_of", "create_delegation",
-           "load_nodes", "node_chain", "nodes_locked", "remove_node", "save_nodes", "signer_root_key_files"]
+           "load_nodes", "node_chain", "nodes_locked", "permits", "remove_node", "save_nodes",
+           "signer_root_key_files"]

@@ -3,8 +3,9 @@
 The node generates the intermediate's key itself and sends a CSR (:mod:`certs.signer_wire`),
 proving the request with its current intermediate's key or an enrolment token. It checks the
 answer (certifies its new key, leads through the delegation to the pinned root, is a CA of path
-length 0) before writing anything, then writes the intermediate, its key, a new server
-certificate (for the names the intermediate permits) and its key together, atomically.
+length 0, valid now, permitting the names its current intermediate did) before writing anything,
+then writes the intermediate, its key, a new server certificate (for the names the intermediate
+permits) and its key together, atomically.
 
 ``signer.json`` in the node's PKI directory says where the signer is and under which node name;
 its presence is what makes the server renew by itself (:mod:`server.issuer`).
@@ -16,8 +17,9 @@ import asyncio
 import ipaddress
 import json
 import ssl
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -27,6 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certs import tls
+from certs.delegation import permits
 from certs.errors import CertError, CertValidationError
 from certs.pki import (
     CLOCK_SKEW,
@@ -105,9 +108,7 @@ async def request_intermediate(link: SignerLink, pki_dir: Path, key: ec.Elliptic
     async with aiohttp.ClientSession(timeout=timeout) as session, session.post(
             link.url.rstrip("/") + PATH, data=msgspec.json.encode(ask), ssl=signer_context(paths.ca_pem),
             headers={"Content-Type": "application/json"}) as response:
-        body = await response.content.read(MAX_RESPONSE_BYTES + 1)
-    if len(body) > MAX_RESPONSE_BYTES:
-        raise CertValidationError("the signer's answer is too large")
+        body = await _read_capped(response.content, MAX_RESPONSE_BYTES)
     if response.status != 200:
         raise SignerRefused(f"the signer refused ({response.status}): {_error_text(body)}")
     try:
@@ -115,8 +116,19 @@ async def request_intermediate(link: SignerLink, pki_dir: Path, key: ec.Elliptic
         chain = x509.load_pem_x509_certificates(answer.chain.encode())
     except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
         raise CertValidationError(f"the signer's answer is malformed: {exc}") from exc
-    check_chain(chain, load_certificate(paths.ca_pem), key.public_key())
+    names = permitted_names(current.certificate) if current is not None else []
+    check_chain(chain, load_certificate(paths.ca_pem), key.public_key(), now=datetime.now(UTC), names=names)
     return chain
+
+
+async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, to its end (``read(n)`` returns what is buffered so far), refused past ``limit`` bytes."""
+    body = bytearray()
+    async for chunk in stream.iter_chunked(16 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise CertValidationError("the signer's answer is too large")
+    return bytes(body)
 
 
 def _error_text(body: bytes) -> str:
@@ -126,13 +138,31 @@ def _error_text(body: bytes) -> str:
         return "no reason given"
 
 
-def check_chain(chain: list[x509.Certificate], root: x509.Certificate, public_key: ec.EllipticCurvePublicKey) -> None:
-    """The answer certifies ``public_key`` as a CA of path length 0 and leads to ``root``."""
+def check_chain(chain: list[x509.Certificate], root: x509.Certificate, public_key: ec.EllipticCurvePublicKey, *,
+                now: datetime, names: Sequence[str] = ()) -> None:
+    """The answer certifies ``public_key`` as a CA of path length 0, valid at ``now``, permitted the node's
+    ``names`` (those its current intermediate permits: the names its server certificate must carry), and leads
+    to ``root``. Anything else would be installed and break the node's TLS, so it is refused here."""
     if not 2 <= len(chain) <= 3 or chain[0].public_key() != public_key:
         raise CertValidationError("the signer's chain does not certify this node's new key")
-    constraints = chain[0].extensions.get_extension_for_class(x509.BasicConstraints).value
-    if not constraints.ca or constraints.path_length != 0:
+    try:
+        basic = chain[0].extensions.get_extension_for_class(x509.BasicConstraints).value
+        constraints = chain[0].extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound as exc:
+        raise CertValidationError(f"the signer's intermediate lacks an extension: {exc}") from exc
+    if not basic.ca or basic.path_length != 0:
         raise CertValidationError("the signer's certificate is not an issuing intermediate (CA, path length 0)")
+    now = as_utc(now)
+    for cert in chain:
+        if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
+            raise CertValidationError(
+                f"the signer's chain is not valid now ({cert.subject.rfc4514_string()}: "
+                f"{cert.not_valid_before_utc.isoformat()} to {cert.not_valid_after_utc.isoformat()})")
+    if not permitted_names(chain[0]):
+        raise CertValidationError("the signer's intermediate permits no server name")
+    missing = [name for name in names if not permits(constraints, name)]
+    if missing:
+        raise CertValidationError(f"the signer's intermediate does not permit this node's names: {', '.join(missing)}")
     try:
         for child, parent in zip(chain, [*chain[1:], root], strict=True):
             child.verify_directly_issued_by(parent)

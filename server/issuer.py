@@ -8,7 +8,8 @@ server logs a warning at start and every few hours, so it is rotated before agen
 
 A delegated node (``signer.json`` in its PKI directory, :mod:`certs.node_link`) holds an
 intermediate of hours to days and renews it itself from half its life: a new key generated here,
-a CSR to the signer, retries with backoff (louder as the end nears). The new intermediate replaces
+a CSR to the signer, retries with backoff (louder as the end nears; once it has expired, it stops
+and says the node needs a new token). The new intermediate replaces
 ``server.ca`` (enrollment and renewal issue from it at once) and the new server chain is loaded
 into the live TLS contexts, so new handshakes present it; open connections keep theirs.
 """
@@ -83,10 +84,16 @@ def retry_delay(failures: int, seconds_left: float) -> float:
 
 async def keep_renewed(server: HelplineServer, link: node_link.SignerLink,
                        clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-    """Renew the node's intermediate from the signer at ``link.renew_fraction`` of its life, for ever."""
+    """Renew the node's intermediate from the signer at ``link.renew_fraction`` of its life, until it has expired
+    unrenewed: then the signer refuses every proof, so this says once what to do and stops."""
     failures = 0
     while True:
         ca = server.ca
+        if clock() >= ca.not_after:
+            log.error("the node's intermediate expired at %s without being renewed: it needs a new token "
+                      "(helpline certs signer add-node, then helpline certs join); renewal stopped",
+                      ca.not_after.isoformat())
+            return
         wait = (node_link.renew_at(ca.certificate, link.renew_fraction) - clock()).total_seconds()
         if wait > 0:
             await asyncio.sleep(wait)
