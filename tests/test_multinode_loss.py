@@ -17,6 +17,7 @@ import signal
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import aiohttp
 import asyncpg
@@ -25,7 +26,8 @@ from agent.consent.scripted import ScriptedConsentUI
 from agent.enroll import enroll
 from agent.state import AgentState
 from agent.viewer import Viewer
-from benchmarks.multinode import agent_life, register
+from benchmarks import fleet_certs
+from benchmarks.multinode_sim import CAUSES, IDLE, Agent, Sim, agent_life
 from certs import tls
 from certs.pki import CertificateAuthority
 from server.accounts import admin
@@ -73,7 +75,10 @@ async def test_a_killed_nodes_agents_reconnect_elsewhere_and_other_sessions_go_o
     tasks: list[asyncio.Task[None]] = []
     try:
         (tmp_path / "sim").mkdir()
-        sims = await register(db_url, pki, tmp_path / "sim", [f"sim-{i:03d}" for i in range(SIMULATED)])
+        issued = await asyncio.to_thread(fleet_certs.issue, pki, tmp_path / "sim",
+                                         [f"sim-{i:03d}" for i in range(SIMULATED)], 1)
+        await fleet_certs.enroll(db, issued)
+        sims = [Sim(i.device_id, i.cert, i.key, "", False) for i in issued]
         await admin.create_account(db, "root", "admin", actor="test", password="x" * 16, with_totp=False,
                                    must_change=False)
         bearer = (await admin.create_token(db, "root", "test", 3600, actor="test")).token
@@ -103,7 +108,11 @@ async def test_a_killed_nodes_agents_reconnect_elsewhere_and_other_sessions_go_o
                     urls = [f"wss://localhost:{a_agent}/agent", f"wss://localhost:{c_agent}/agent"]
                     counts = [0, 0]
                     gate = asyncio.Semaphore(8)
-                    tasks = [asyncio.create_task(agent_life(s, str(pki / "ca.pem"), urls, 1, counts, 0, 20.0, gate))
+                    # The simulator's shared values, as plain objects in this one process.
+                    phase, killed = SimpleNamespace(value=IDLE), SimpleNamespace(value=0)
+                    causes, back = [0] * len(CAUSES), [0]
+                    tasks = [asyncio.create_task(agent_life(Agent(s, str(pki / "ca.pem")), urls, 1, counts, 0, causes, 0,
+                                                            20.0, 60.0, phase, killed, back, 0, gate))
                              for s in sims]
                     await wait_until(lambda: counts[1] == SIMULATED, timeout=60, what="the fleet on C")
                     os.kill(c_pid, signal.SIGKILL)
