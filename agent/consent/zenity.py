@@ -167,6 +167,9 @@ class _Window:
 class ZenityIndicator:
     """The running-session window; ``ended`` is set by End session, by closing it, or by its death."""
 
+    #: No chat window, transfer list or notes: the session's toolkit stays off (agent.toolkit.tunnel.seen_by_device).
+    shows_toolkit = False
+
     def __init__(self, ui: ZenityConsentUI, info: IndicatorInfo) -> None:
         self._ui, self._info = ui, info
         self._mode: Mode = info.mode

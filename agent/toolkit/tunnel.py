@@ -46,13 +46,13 @@ UNSEEN_REASON = "this desktop's session window cannot show it to the person (nat
 def seen_by_device(caps: ToolkitCaps | None, indicator: object | None) -> tuple[ToolkitCaps | None, DeviceSide | None]:
     """The caps a session may use given its indicator, and the indicator's device side (chat window, notes).
 
-    An attended session's indicator without a device side (the zenity window under Wayland: no chat,
-    transfer list or notes) would let chat, files, clipboard and the shell happen with nobody at the
-    device seeing them, so they are refused with :data:`UNSEEN_REASON`. An unattended session's caps
-    are the signed grant's, unchanged: nobody is expected to watch them.
+    An attended session whose indicator says it cannot show the toolkit (``shows_toolkit = False``: the
+    zenity window under Wayland, no chat, transfer list or notes) would let chat, files, clipboard and
+    the shell happen with nobody at the device seeing them, so they are refused with :data:`UNSEEN_REASON`.
+    An unattended session's caps are the signed grant's, unchanged: nobody is expected to watch them.
     """
     device = cast(DeviceSide, indicator) if hasattr(indicator, "user_lines") else None
-    if caps is None or indicator is None or device is not None or caps.unattended:
+    if caps is None or caps.unattended or getattr(indicator, "shows_toolkit", True):
         return caps, device
     refused = dict(caps.refused)
     refused.update({cap: UNSEEN_REASON for cap in caps.allowed})
