@@ -297,6 +297,12 @@ async def test_a_rights_change_closes_the_users_queue_socket(tmp_path: Path) -> 
         await make_user(server, "olly", "technician", groups={"other": None})
         tess_token = await admin.create_token(server.db, "tess", "t", None, actor="test")
         olly_token = await admin.create_token(server.db, "olly", "t", None, actor="test")
+        # The rights events of creating the two users must be handled before the sockets open: handled after
+        # (a loaded machine, PostgreSQL), they close the fresh sockets and the test would see that instead.
+        row = await server.db.fetchone("SELECT COALESCE(MAX(seq), 0) AS seq FROM events")
+        assert row is not None and server.watcher is not None
+        newest, watcher = int(row["seq"]), server.watcher
+        await wait_until(lambda: watcher.last_seq >= newest, timeout=30, what="the user events handled")
         origin = {"Origin": console_url(server)}
         async with client(server, Authorization=f"Bearer {tess_token.token}") as http, \
                 client(server, Authorization=f"Bearer {olly_token.token}") as other, \
