@@ -25,6 +25,7 @@ from aiohttp import WSCloseCode, web
 
 from server.auth.rights import ANY_GROUP, Principal, Right
 from server.errors import ApiError
+from server.net.ratelog import CountingLog
 from server.store import StoreUnavailable
 
 from . import context
@@ -68,6 +69,8 @@ class _UnavailableLog:
 
 
 _unavailable_log = _UnavailableLog()
+#: Peers that went away while their request ran, counted per first path segment (one line per 30 s, no traceback).
+_gone_log = CountingLog(log, "requests ended by the peer going away", interval_s=30.0, level=logging.INFO)
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -107,6 +110,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return await _too_late(request, exc) or _from_http_exception(exc)
+    except (ConnectionResetError, BrokenPipeError) as exc:  # the peer went away mid-request: nothing is wrong here
+        _gone_log.note(request.path.split("/")[1] or "/", f"{type(exc).__name__}: {exc}")
+        return request.get(STARTED) or error_response(400, "gone", "the connection was closed by the peer")
     except Exception as exc:
         return await _too_late(request, exc) or _error_body(request, exc)
 
