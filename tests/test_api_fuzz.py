@@ -81,6 +81,7 @@ def api_schema(live: LiveServer) -> schemathesis.BaseSchema:
     return schema.exclude(func=lambda ctx: (ctx.operation.method.upper(), ctx.operation.path) in SKIPPED)
 
 
+@pytest.mark.timeout(360)  # every operation of the live server, ~100 s here and growing with the routes
 def test_api_conforms_to_its_document(api_schema: schemathesis.BaseSchema, live: LiveServer) -> None:
     """No 5xx and no response outside the OpenAPI document, for every operation, with an admin token
     (a fixed seed: the same requests every run)."""

@@ -50,7 +50,7 @@ async def test_recorded_session_plays_back_onto_the_canvas(tmp_path: Path, xvfb:
             assert status == 201, body
             sid = body["session_id"]
             async with viewer_for(server, sid) as viewer:
-                await viewer.wait_for_updates(2, 15)
+                await viewer.wait_for_updates(1, 15)  # a one-colour screen is one exact FILL: no refresh follows
                 await asyncio.to_thread(paint_root, xvfb.display, "#" + bytes(LATER_COLOUR).hex())
                 bgr = (LATER_COLOUR[2], LATER_COLOUR[1], LATER_COLOUR[0])
                 await viewer.wait_for(lambda v: v.framebuffer.shape[0] > 700
