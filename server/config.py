@@ -190,16 +190,14 @@ class ServerConfig:
     @property
     def agent_name(self) -> str:
         """The server name agents send on the single port (``agent_server_name``, or agents.<public_host>)."""
+        import contextlib
         import ipaddress
 
         from common.config import ConfigError
 
         name = (self.agent_server_name or f"agents.{self.public_host}").strip().lower().rstrip(".")
-        try:
+        with contextlib.suppress(ValueError):  # not an IP address: the name is checked below
             ipaddress.ip_address(name.removeprefix("agents."))
-        except ValueError:
-            pass
-        else:
             raise ConfigError("agent_server_name: public_host is an IP address; name the agents' route "
                               "(a DNS name the server certificate carries, e.g. agents.helpline.example.org)")
         if not name or len(name) > 253 or not all(part and part.replace("-", "").isalnum() and part.isascii()
