@@ -12,6 +12,7 @@ Neither writes to the database: the last use of a token or session goes to the a
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -58,4 +59,4 @@ async def bearer_authenticator(request: web.Request) -> Principal | None:
     row = await tokens.lookup(db, token.strip(), request.app[USAGE])
     if row is None:
         return None
-    return await users.principal_for(db, row, None)
+    return dataclasses.replace(await users.principal_for(db, row, None), token_id=str(row["token_id"]))

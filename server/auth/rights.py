@@ -65,6 +65,9 @@ class Principal:
     #: Logged in with a generated password not yet changed: the enforcing middleware lets this
     #: caller reach only the password change, ``/auth/me`` and logout.
     must_change_password: bool = False
+    #: The API token's id (``t_…``) when the caller authenticated with one (None for cookie sessions): a node
+    #: forwarding the caller's call re-checks and audits the token there (server/sessions/calls.py).
+    token_id: str | None = None
 
     def rights_on(self, group: str) -> Right:
         return self.rights_by_group.get(group, Right.NONE) | self.rights_by_group.get(ANY_GROUP, Right.NONE)

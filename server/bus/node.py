@@ -124,7 +124,7 @@ def _runner(server: HelplineServer) -> Any:
     async def run(call: NodeCall) -> tuple[int, dict[str, Any]]:
         return await calls.run_forwarded(server.console_app[SESSIONS], server.db, action=call.action,
                                          session_id=call.session_id, user_id=call.user_id, login_id=call.login_id,
-                                         body=call.body)
+                                         token_id=call.token_id, from_node=call.node, body=call.body)
 
     return run
 
@@ -160,4 +160,4 @@ async def forward_call(bus: NodeBus, action: str, call: Call) -> tuple[int, dict
     body = None if call.body is None else msgspec.to_builtins(call.body)
     return await bus.router.call(holder, NodeCall(action=action, session_id=call.session_id,
                                                   user_id=call.caller.user_id, login_id=call.caller.session_id,
-                                                  body=body))
+                                                  token_id=call.caller.token_id, node=bus.node, body=body))

@@ -13,7 +13,9 @@ meet on C; A carries no session bytes, so it adds no latency and A's loss does n
 the technician's rights from the shared database itself; the request carries only the user id.
 Calls on a running session (end, mode, people, proof …) made on another node are forwarded the same way
 (``helpline.node.<C>.call``) to the node holding it, found by ``helpline.live.<session_id>`` (answered
-only by that node): C re-reads the caller's rights and runs the call (server/sessions/calls.py).
+only by that node): C re-reads the caller's rights, re-checks the login the call was made under (the
+caller's cookie session or API token: revoked or expired, refused) and runs the call
+(server/sessions/calls.py).
 Whoever may publish on the bus is trusted like a node: give NATS credentials or mTLS in production.
 """
 
@@ -78,8 +80,15 @@ class NodeCall(msgspec.Struct, frozen=True):
     action: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{1,16}$")]
     session_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
     user_id: Annotated[str, msgspec.Meta(max_length=128)]
+    #: The caller's cookie session (None for an API token caller).
     login_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
     body: dict[str, Any] | None = None
+    #: The API token the caller used on the first node (``t_…``): the holder re-checks it (revoked or expired:
+    #: refused) and names it in its audit record. Added after the first release of calls; a call with neither
+    #: this nor ``login_id`` (an older node's token caller) is refused.
+    token_id: Annotated[str, msgspec.Meta(pattern=r"^t_[0-9a-f]{1,64}$")] | None = None
+    #: The node that forwarded the call (for the holder's audit record).
+    node: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
 
 #: Runs a routed request on this node; returns the session's JSON view (raises ApiError).

@@ -6,11 +6,16 @@ answers ``(status, body)`` — the HTTP answer. The console route (:mod:`.api`) 
 session is live here; otherwise, on a node with a bus, it asks which node holds the session and
 forwards the call over NATS (:mod:`server.bus.routing`), where :func:`run_forwarded` re-reads the
 caller's rights from the shared database and runs the same action. So a technician signed in on
-node A drives a session on node C through A alone: no cross-origin calls, no cookie for C's host.
+node A drives a session on node C through A alone: no cross-origin calls, no cookie for C's host. C also
+re-checks the login the call came under (the cookie session, or the API token: ``Principal.token_id``), so a
+token revoked in between is refused there, and audits each forwarded call that changes something, naming the
+token.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -19,6 +24,8 @@ import msgspec
 
 from protocol.authority import TechnicianProof
 from protocol.session import EndReason, Mode, SessionState
+from server import audit
+from server.accounts import sessions as console_sessions
 from server.accounts import users
 from server.auth.rights import ANY_GROUP, Principal, Right
 from server.errors import ApiError
@@ -212,22 +219,69 @@ async def may_be_elsewhere(db: Database, session_id: str) -> bool:
     return row is not None and row["state"] in LIVE_STATES
 
 
+#: Calls that only read: not audited when forwarded (the console polls them every second).
+READS = frozenset({"get", "people"})
+
+
+async def _login_refused(db: Database, user_id: str, login_id: str | None, token_id: str | None) -> str | None:
+    """Why the login a forwarded call was made under is not live now (None: it is). The first node checked it
+    a moment ago; this closes the window in between and refuses a call no live login stands behind (an older
+    node's token caller, whose call names no login, included)."""
+    now = time.time()
+    if token_id is not None:
+        token = await db.fetchone("SELECT user_id, expires_at, revoked_at FROM api_tokens WHERE id = ?", (token_id,))
+        if token is None or token["user_id"] != user_id:
+            return "unknown token"
+        if token["revoked_at"] is not None:
+            return "token revoked"
+        if token["expires_at"] is not None and token["expires_at"] <= now:
+            return "token expired"
+        return None
+    if not login_id:
+        return "no login named"
+    login = await db.fetchone("SELECT user_id, created_at, revoked_at FROM console_sessions WHERE id = ?",
+                              (login_id,))
+    if login is None or login["user_id"] != user_id:
+        return "unknown login"
+    if login["revoked_at"] is not None or now - login["created_at"] >= console_sessions.ABSOLUTE_S:
+        return "login ended"
+    return None
+
+
 async def run_forwarded(sessions: SessionDriver, db: Database, *, action: str, session_id: str, user_id: str,
-                        login_id: str | None, body: Any) -> Reply:
-    """A call another node forwarded: the caller and their rights are read here, the route's check repeated."""
+                        login_id: str | None, body: Any, token_id: str | None = None, from_node: str = "") -> Reply:
+    """A call another node forwarded: the caller, their login (cookie session or API token) and their rights are
+    read here, the route's check repeated. A refused login and every call that changes something are audited
+    here, naming the token when the caller used one."""
     spec = ACTIONS.get(action)
     if spec is None:
         raise ApiError(400, "bad_request", "no such session call")
     user = await users.get_row(db, user_id=user_id)
     if user is None or user["disabled"]:
         raise ApiError(403, "forbidden", "unknown or disabled technician")
-    caller = await users.principal_for(db, user, login_id)
+    who = {"action": action, "node": from_node, **({"token": token_id} if token_id else {})}
+    refused = await _login_refused(db, user_id, login_id, token_id)
+    if refused is not None:
+        await audit.append(db, f"user:{user['username']}", "session.call.refused", session_id,
+                           {**who, "reason": refused})
+        raise ApiError(403, "login_ended", f"forwarded call refused: {refused}")
+    caller = dataclasses.replace(await users.principal_for(db, user, None if token_id else login_id),
+                                 token_id=token_id)
     row = await repository.get(db, session_id)
     if row is None or caller.rights_on(row["group_name"]) is Right.NONE:
         raise ApiError.not_found("session")
     _require(caller, Right.REMOTE_VIEW, row["group_name"])
     checked = None if spec.body is None else msgspec.convert(body or {}, spec.body)
-    return await spec.run(sessions, Call(session_id, caller, row["group_name"], db, checked))
+    if action in READS:
+        return await spec.run(sessions, Call(session_id, caller, row["group_name"], db, checked))
+    try:
+        status, answer = await spec.run(sessions, Call(session_id, caller, row["group_name"], db, checked))
+    except ApiError as exc:
+        await audit.append(db, f"user:{caller.username}", "session.call.forwarded", session_id,
+                           {**who, "status": exc.status})
+        raise
+    await audit.append(db, f"user:{caller.username}", "session.call.forwarded", session_id, {**who, "status": status})
+    return status, answer
 
 
 async def candidates_for(db: Database, group: str, present: list[str]) -> list[str]:
