@@ -107,7 +107,7 @@ def _bus_has(env: dict[str, str], name: str, ids: dict[str, Any]) -> bool:
 
 def start_mutter(width: int = 1920, height: int = 1080, log_dir: Path | None = None,
                  user: tuple[int, int] | None = None, mutter_env: dict[str, str] | None = None,
-                 xwayland: bool = True) -> MutterHandle:
+                 xwayland: bool = True, extra_monitors: tuple[tuple[int, int], ...] = ()) -> MutterHandle:
     """Start the whole stack and wait until Mutter's remote-desktop API and XWayland answer.
 
     ``user`` (uid, gid): run the stack as that user, as a real desktop runs as the person logged in
@@ -115,6 +115,7 @@ def start_mutter(width: int = 1920, height: int = 1080, log_dir: Path | None = N
     ``mutter_env``: extra environment for the compositor alone (benchmarks/wayland_fps.py's variations).
     ``xwayland=False``: ``mutter --no-x11`` (Mutter 43's flag), a Wayland desktop with no X server at all
     (the handle's ``display`` is "" and its ``env()`` has no ``DISPLAY``): the native consent UI's world.
+    ``extra_monitors``: more virtual monitors (w, h) after the first, which Mutter places left to right.
     """
     missing = _missing()
     if missing:
@@ -157,7 +158,8 @@ def start_mutter(width: int = 1920, height: int = 1080, log_dir: Path | None = N
         envfile = runtime / "client.env"
         wl_name = "wayland-helpline"
         spawn("mutter", [
-            "mutter", "--headless", "--virtual-monitor", f"{width}x{height}", "--wayland",
+            "mutter", "--headless", "--virtual-monitor", f"{width}x{height}",
+            *(arg for w, h in extra_monitors for arg in ("--virtual-monitor", f"{w}x{h}")), "--wayland",
             *([] if xwayland else ["--no-x11"]), f"--wayland-display={wl_name}", "--",
             "sh", "-c", f'echo $$ > "{runtime}/child.pid"; env > "{envfile}.tmp" && mv "{envfile}.tmp" "{envfile}"'
             ' && exec sleep infinity',

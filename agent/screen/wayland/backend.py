@@ -29,9 +29,10 @@ from typing import Literal
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from .casts import CastSet
 from .frames import PipeWireCapture, PipeWireError
 from .injector import MutterInjector
-from .mutter import RD_NAME, MutterError, MutterSession
+from .mutter import RD_NAME, MutterError, MutterSession, StreamInfo
 from .portal import KEYBOARD, POINTER, PortalCancelled, PortalError, PortalSession
 from .tokens import RestoreTokenStore
 
@@ -87,7 +88,7 @@ class _StartedSession:
     close the stream reader first, then the session."""
 
     session: MutterSession | PortalSession
-    capture: PipeWireCapture
+    capture: CastSet
 
     @property
     def devices(self) -> int:
@@ -117,11 +118,14 @@ class _StartedSession:
         await self.session.close()
 
 
-async def _reader_for(session: MutterSession | PortalSession, pipewire_fd: int | None = None) -> PipeWireCapture:
-    """The stream's reader; the session is closed if it cannot start (nothing left half open)."""
-    s = session.stream
-    try:
+async def _reader_for(session: MutterSession | PortalSession, pipewire_fd: int | None = None) -> CastSet:
+    """The reader of the session's monitors (monitor 1, the primary, shown first); the session is closed if it
+    cannot start (nothing left half open)."""
+    def reader(s: StreamInfo) -> PipeWireCapture:
         return PipeWireCapture(s.node_id, s.x, s.y, s.w, s.h, pipewire_fd=pipewire_fd)
+
+    try:
+        return CastSet(session.monitors, reader)
     except BaseException:
         await session.close()
         raise
@@ -132,7 +136,7 @@ class MutterBackend(_StartedSession):
     """A started Mutter remote-desktop session and the reader of its stream."""
 
     session: MutterSession
-    capture: PipeWireCapture
+    capture: CastSet
     #: Reported in the session's stats and logs.
     name: str = "wayland-mutter"
 
@@ -147,7 +151,7 @@ class PortalBackend(_StartedSession):
     """A started xdg-desktop-portal remote-desktop session and the reader of its stream."""
 
     session: PortalSession
-    capture: PipeWireCapture
+    capture: CastSet
     name: str = "wayland-portal"
 
     @property

@@ -42,7 +42,7 @@ def char_keysym(char: str) -> int:
 class RemoteInput(Protocol):
     """The input half of a RemoteDesktop session (MutterSession, PortalSession); coordinates in stream pixels."""
 
-    async def pointer_motion(self, x: float, y: float) -> None: ...
+    async def pointer_motion(self, x: float, y: float, monitor: Monitor | None = None) -> None: ...
     async def pointer_button(self, evdev_code: int, pressed: bool) -> None: ...
     async def pointer_axis_discrete(self, axis: int, steps: int) -> None: ...
     async def keysym(self, keysym: int, pressed: bool) -> None: ...
@@ -99,10 +99,11 @@ class MutterInjector:
                 raise InputRefused(f"not an input message: {type(message).__name__}")
 
     def _mouse(self, m: InputMouse, monitor: Monitor) -> None:
-        # The stream is the monitor: its pixel space is the viewer's, clamped inside it.
+        # The stream is the monitor: its pixel space is the viewer's, clamped inside it; the session moves the
+        # pointer through the stream of the monitor shown (Mutter maps it into that monitor's place).
         x = min(max(m.x, 0), monitor.w - 1)
         y = min(max(m.y, 0), monitor.h - 1)
-        self._run(self._session.pointer_motion(x, y))
+        self._run(self._session.pointer_motion(x, y, monitor))
         if m.action == "move":
             return
         if m.action == "wheel":

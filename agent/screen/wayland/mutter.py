@@ -4,15 +4,25 @@ This is the API gnome-remote-desktop uses (``org.gnome.Mutter.RemoteDesktop`` an
 ``org.gnome.Mutter.ScreenCast`` on the user's session bus): no portal dialog, because only a
 process of the user's own session may call it — which the per-user session helper is. The
 order matters and follows gnome-remote-desktop: create the RemoteDesktop session, create a
-ScreenCast session bound to its ``SessionId``, ``RecordMonitor`` (the primary monitor, the
-pointer drawn into the frames), then ``Start`` the RemoteDesktop session, which starts the
-cast; the stream then announces its PipeWire node in ``PipeWireStreamAdded``.
+ScreenCast session bound to its ``SessionId``, record the monitors (the pointer drawn into the
+frames), then ``Start`` the RemoteDesktop session, which starts the casts; each stream then
+announces its PipeWire node in ``PipeWireStreamAdded``.
 
-Input goes through the same session (``NotifyPointerMotionAbsolute`` in the stream's pixel
-space, ``NotifyPointerButton`` with evdev codes, ``NotifyPointerAxisDiscrete``,
-``NotifyKeyboardKeysym``), so Mutter delivers it to native Wayland windows and XWayland ones
-alike. D-Bus through dbus-fast (asyncio); every reply is checked and turned into
-:class:`MutterError` with the peer's message.
+**Every monitor.** The monitors are listed by ``org.gnome.Mutter.DisplayConfig.GetCurrentState``
+(one connector per logical monitor) and each gets a ``RecordMonitor`` stream; with more than one,
+a ``RecordArea`` stream over their bounding box is the "all monitors" view (index 0, as mss
+counts). All are recorded *before* ``Start``: Mutter 43 accepts a ``RecordMonitor`` on a started
+session but never starts that stream (no ``PipeWireStreamAdded``; tried on the headless Mutter),
+so a monitor switch cannot record a new one — it reads another of the streams recorded here
+(agent/screen/wayland/casts.py). A stream nobody reads costs Mutter nothing: it paints a cast
+only while a PipeWire consumer is connected.
+
+Input goes through the same session (``NotifyPointerMotionAbsolute`` in the pixel space of the
+stream of the monitor shown, named by its object path — checked on the headless Mutter: (100, 100)
+on the second monitor's stream put the pointer at (1280 + 100, 100) of the desktop;
+``NotifyPointerButton`` with evdev codes, ``NotifyPointerAxisDiscrete``, ``NotifyKeyboardKeysym``),
+so Mutter delivers it to native Wayland windows and XWayland ones alike. D-Bus through dbus-fast
+(asyncio); every reply is checked and turned into :class:`MutterError` with the peer's message.
 """
 
 from __future__ import annotations
@@ -20,11 +30,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
+
+from ..capture import Monitor
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +49,10 @@ SC_PATH = "/org/gnome/Mutter/ScreenCast"
 SC_SESSION = "org.gnome.Mutter.ScreenCast.Session"
 SC_STREAM = "org.gnome.Mutter.ScreenCast.Stream"
 PROPS = "org.freedesktop.DBus.Properties"
+DC_NAME = "org.gnome.Mutter.DisplayConfig"
+DC_PATH = "/org/gnome/Mutter/DisplayConfig"
+#: Monitors cast at most (the viewer's list holds 16 entries, the first being all of them).
+MAX_CAST_MONITORS = 15
 #: ScreenCast cursor modes: the pointer drawn into the frames (the viewer shows it as it is).
 CURSOR_EMBEDDED = 1
 #: XK_Shift_L: the harmless key that wakes Mutter's virtual keyboard up at session start.
@@ -59,27 +76,66 @@ class StreamInfo:
     y: int
     w: int
     h: int
+    primary: bool = False
+
+    def monitor(self) -> Monitor:
+        return Monitor(self.x, self.y, self.w, self.h, self.primary)
+
+
+def monitor_list(streams: Sequence[StreamInfo]) -> list[StreamInfo]:
+    """The viewer's monitor list from the monitors' streams: index 0 = all of them, then each.
+
+    With one monitor "all" is that monitor; with several, index 0 has no stream of its own here
+    (node 0, the bounding box): the caller puts the one that shows all of them there.
+    """
+    if not streams:
+        raise ValueError("no monitor stream")
+    if len(streams) == 1:
+        return [streams[0], streams[0]]
+    x0, y0 = min(s.x for s in streams), min(s.y for s in streams)
+    x1, y1 = max(s.x + s.w for s in streams), max(s.y + s.h for s in streams)
+    return [StreamInfo(0, x0, y0, x1 - x0, y1 - y0), *streams]
+
+
+def matching(streams: Sequence[StreamInfo], monitor: Monitor | None) -> int:
+    """Index of the stream that shows ``monitor`` (same place and size); 1 (the first monitor) when none does."""
+    if monitor is not None:
+        order: list[int] = [*range(1, len(streams)), 0]
+        for index in order:
+            s = streams[index]
+            if (s.x, s.y, s.w, s.h) == (monitor.x, monitor.y, monitor.w, monitor.h):
+                return index
+    return 1
 
 
 class MutterSession:
-    """A started RemoteDesktop + ScreenCast session on the session bus (use :meth:`open`)."""
+    """A started RemoteDesktop + ScreenCast session on the session bus (use :meth:`open`).
 
-    def __init__(self, bus: MessageBus, rd_path: str, sc_path: str, stream_path: str, stream: StreamInfo) -> None:
+    ``casts``: (stream object path, stream) per entry of the viewer's monitor list — index 0 all
+    monitors, then each; ``stream_path``/``stream`` are the primary monitor's.
+    """
+
+    def __init__(self, bus: MessageBus, rd_path: str, sc_path: str, casts: Sequence[tuple[str, StreamInfo]]) -> None:
         self._bus = bus
-        self.rd_path, self.sc_path, self.stream_path = rd_path, sc_path, stream_path
-        self.stream = stream
+        self.rd_path, self.sc_path = rd_path, sc_path
+        self.casts = list(casts)
+        self.monitors = [info for _path, info in self.casts]
+        self.stream_path, self.stream = self.casts[1]
         self.closed = asyncio.Event()
         bus.add_message_handler(self._on_message)
 
     @classmethod
-    async def open(cls, bus_address: str | None = None) -> MutterSession:
-        """Connect, create both sessions, start them and wait for the stream's PipeWire node."""
+    async def open(cls, bus_address: str | None = None, connectors: Sequence[str] | None = None) -> MutterSession:
+        """Connect, create both sessions, record, start them and wait for every stream's PipeWire node.
+
+        ``connectors``: the monitors to cast ("" = the primary); None = every monitor of the desktop.
+        """
         try:
             bus = await MessageBus(bus_address=bus_address, bus_type=BusType.SESSION).connect()
         except Exception as exc:
             raise MutterError(f"cannot connect to the session bus: {exc}") from exc
         try:
-            return await asyncio.wait_for(cls._create(bus), STREAM_TIMEOUT_S + 4 * CALL_TIMEOUT_S)
+            return await asyncio.wait_for(cls._create(bus, connectors), STREAM_TIMEOUT_S + 8 * CALL_TIMEOUT_S)
         except TimeoutError as exc:
             bus.disconnect()
             raise MutterError("Mutter announced no PipeWire stream in time") from exc
@@ -88,43 +144,60 @@ class MutterSession:
             raise
 
     @classmethod
-    async def _create(cls, bus: MessageBus) -> MutterSession:
+    async def _create(cls, bus: MessageBus, connectors: Sequence[str] | None) -> MutterSession:
         (rd_path,) = await _call(bus, RD_NAME, RD_PATH, RD_NAME, "CreateSession")
         (session_id,) = await _call(bus, RD_NAME, rd_path, PROPS, "Get", "ss", [RD_SESSION, "SessionId"])
         (sc_path,) = await _call(bus, SC_NAME, SC_PATH, SC_NAME, "CreateSession", "a{sv}",
                                  [{"remote-desktop-session-id": Variant("s", session_id.value)}])
-        (stream_path,) = await _call(bus, SC_NAME, sc_path, SC_SESSION, "RecordMonitor", "sa{sv}",
-                                     ["", {"cursor-mode": Variant("u", CURSOR_EMBEDDED)}])
-        node: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if connectors is None:
+            listed = await list_connectors(bus)
+            wanted = [c for c, _primary in listed] or [""]
+            primaries = {c for c, primary in listed if primary}
+        else:
+            wanted, primaries = list(connectors), {""}
+        embedded = {"cursor-mode": Variant("u", CURSOR_EMBEDDED)}
+        recorded: list[tuple[str, tuple[int, int, int, int], bool]] = []
+        for connector in wanted[:MAX_CAST_MONITORS]:
+            (path,) = await _call(bus, SC_NAME, sc_path, SC_SESSION, "RecordMonitor", "sa{sv}", [connector, embedded])
+            recorded.append((path, await _geometry(bus, path), connector in primaries))
+        if len(recorded) > 1:  # all of them: Mutter paints the bounding box (the gaps black) into one stream
+            union = monitor_list([StreamInfo(0, *geometry) for _p, geometry, _primary in recorded])[0]
+            (area_path,) = await _call(bus, SC_NAME, sc_path, SC_SESSION, "RecordArea", "iiiia{sv}",
+                                       [union.x, union.y, union.w, union.h, embedded])
+            recorded.insert(0, (area_path, (union.x, union.y, union.w, union.h), False))
+        paths = [path for path, _g, _p in recorded]
+        nodes: dict[str, int] = {}
+        all_added = asyncio.get_running_loop().create_future()
 
         def on_added(message: Message) -> None:
-            if (message.message_type == MessageType.SIGNAL and message.path == stream_path
-                    and message.member == "PipeWireStreamAdded" and not node.done()):
-                node.set_result(int(message.body[0]))
+            if (message.message_type == MessageType.SIGNAL and message.path in paths
+                    and message.member == "PipeWireStreamAdded"):
+                nodes[message.path] = int(message.body[0])
+                if len(nodes) == len(paths) and not all_added.done():
+                    all_added.set_result(None)
 
-        rule = f"type='signal',sender='{SC_NAME}',path='{stream_path}',interface='{SC_STREAM}'"
-        await _call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch", "s",
-                    [rule])
+        for path in paths:
+            await _call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch",
+                        "s", [f"type='signal',sender='{SC_NAME}',path='{path}',interface='{SC_STREAM}'"])
         await _call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch", "s",
                     [f"type='signal',sender='{RD_NAME}',path='{rd_path}',interface='{RD_SESSION}',member='Closed'"])
         bus.add_message_handler(on_added)
         try:
             await _call(bus, RD_NAME, rd_path, RD_SESSION, "Start")
-            node_id = await asyncio.wait_for(node, STREAM_TIMEOUT_S)
+            await asyncio.wait_for(all_added, STREAM_TIMEOUT_S)
         finally:
             bus.remove_message_handler(on_added)
         # Mutter creates its virtual keyboard on the first key event and the first few keys typed then go
         # nowhere (seen with foot: "   echo" arrived as "cho"); a Shift tap now readies it for the technician.
         for down in (True, False):
             await _call(bus, RD_NAME, rd_path, RD_SESSION, "NotifyKeyboardKeysym", "ub", [SHIFT_L, down])
-        (params,) = await _call(bus, SC_NAME, stream_path, PROPS, "Get", "ss", [SC_STREAM, "Parameters"])
-        values: dict[str, Variant] = params.value
-        x, y = values["position"].value if "position" in values else (0, 0)
-        w, h = values["size"].value
-        stream = StreamInfo(node_id, int(x), int(y), int(w), int(h))
-        log.info("Mutter remote desktop: session %s, stream %s, PipeWire node %d, %dx%d at %d,%d",
-                 rd_path, stream_path, node_id, w, h, x, y)
-        return cls(bus, rd_path, sc_path, stream_path, stream)
+        streams = [(path, StreamInfo(nodes[path], *geometry, primary)) for path, geometry, primary in recorded]
+        casts = streams if len(streams) > 1 else [streams[0], streams[0]]
+        for index, (path, s) in enumerate(casts):
+            log.info("Mutter remote desktop: session %s, monitor %d%s: stream %s, PipeWire node %d, %dx%d at %d,%d",
+                     rd_path, index, " (all)" if index == 0 and len(streams) > 1 else "", path, s.node_id, s.w, s.h,
+                     s.x, s.y)
+        return cls(bus, rd_path, sc_path, casts)
 
     def _on_message(self, message: Message) -> None:
         if message.message_type == MessageType.SIGNAL and message.path == self.rd_path and message.member == "Closed":
@@ -133,8 +206,10 @@ class MutterSession:
 
     # --- input (all coordinates in the stream's pixel space) ----------------------------
 
-    async def pointer_motion(self, x: float, y: float) -> None:
-        await self._rd("NotifyPointerMotionAbsolute", "sdd", [self.stream_path, float(x), float(y)])
+    async def pointer_motion(self, x: float, y: float, monitor: Monitor | None = None) -> None:
+        """Move to (x, y) of the stream showing ``monitor`` (the one the viewer sees; None: the primary)."""
+        path = self.casts[matching(self.monitors, monitor)][0] if monitor is not None else self.stream_path
+        await self._rd("NotifyPointerMotionAbsolute", "sdd", [path, float(x), float(y)])
 
     async def pointer_button(self, evdev_code: int, pressed: bool) -> None:
         await self._rd("NotifyPointerButton", "ib", [evdev_code, pressed])
@@ -164,6 +239,35 @@ class MutterSession:
                     await self._rd("Stop", "", [])
             self._bus.disconnect()
         self.closed.set()
+
+
+async def list_connectors(bus: MessageBus) -> list[tuple[str, bool]]:
+    """(connector, primary) of each logical monitor, the primary first (as RandR lists X11's), then left to right
+    and top to bottom; [] when Mutter says nothing.
+
+    ``GetCurrentState`` answers ``(serial, monitors, logical_monitors, properties)``; a logical monitor is
+    ``(x, y, scale, transform, primary, [(connector, vendor, product, serial)], properties)`` — mirrored
+    monitors share one, and its first connector is cast.
+    """
+    try:
+        _serial, _monitors, logical, _props = await _call(bus, DC_NAME, DC_PATH, DC_NAME, "GetCurrentState")
+        found = [(int(lm[1]), int(lm[0]), str(lm[5][0][0]), bool(lm[4])) for lm in logical if lm[5]]
+    except (MutterError, ValueError, TypeError, IndexError) as exc:
+        log.warning("Mutter's DisplayConfig listed no monitors (%s): casting the primary monitor only", exc)
+        return []
+    return [(connector, primary) for _y, _x, connector, primary in sorted(found, key=lambda f: (not f[3], f[1], f[0]))]
+
+
+async def _geometry(bus: MessageBus, stream_path: str) -> tuple[int, int, int, int]:
+    """A monitor stream's place and size in the desktop's layout (its ``Parameters``, known before ``Start``)."""
+    (params,) = await _call(bus, SC_NAME, stream_path, PROPS, "Get", "ss", [SC_STREAM, "Parameters"])
+    values: dict[str, Variant] = params.value
+    try:
+        x, y = values["position"].value if "position" in values else (0, 0)
+        w, h = values["size"].value
+        return int(x), int(y), int(w), int(h)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise MutterError(f"stream {stream_path} has no usable size: {exc!r}") from exc
 
 
 async def _call(bus: MessageBus, destination: str, path: str, interface: str, member: str,

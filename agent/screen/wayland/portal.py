@@ -10,14 +10,16 @@ technician sees.
 
 The calls, in order: ``CreateSession``; ``SelectDevices`` (keyboard | pointer, ``persist_mode``
 2 — until revoked — and the stored ``restore_token`` if there is one, so an approved device
-need not ask again where the portal honours tokens); ``SelectSources`` (one monitor, the
-pointer drawn into the frames); ``Start`` → the streams (PipeWire node, size, place) and maybe
-a new restore token; ``OpenPipeWireRemote`` → a file descriptor of the PipeWire connection the
-portal filtered to this session's node, handed to the ``gst-launch`` child. Each of the first
-four answers through a ``Request`` object's ``Response`` signal, subscribed to *before* the
-call (the request's path is predictable from our unique name and our ``handle_token``).
-Input is ``NotifyPointerMotionAbsolute`` (stream pixels), ``NotifyPointerButton`` (evdev),
-``NotifyPointerAxisDiscrete`` and ``NotifyKeyboardKeysym``.
+need not ask again where the portal honours tokens); ``SelectSources`` (monitors, ``multiple``:
+the person may share several, the pointer drawn into the frames); ``Start`` → the streams
+(PipeWire node, size, place: one per monitor shared) and maybe a new restore token;
+``OpenPipeWireRemote`` → a file descriptor of the PipeWire connection the portal filtered to this
+session's nodes, handed to the ``gst-launch`` child. Each of the first four answers through a
+``Request`` object's ``Response`` signal, subscribed to *before* the call (the request's path is
+predictable from our unique name and our ``handle_token``). Input is
+``NotifyPointerMotionAbsolute`` (pixels of the stream of the monitor shown; on "all monitors",
+which the portal cannot cast as one stream, of the monitor under the point),
+``NotifyPointerButton`` (evdev), ``NotifyPointerAxisDiscrete`` and ``NotifyKeyboardKeysym``.
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ import itertools
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from .mutter import SHIFT_L, StreamInfo
+from ..capture import Monitor
+from .mutter import MAX_CAST_MONITORS, SHIFT_L, StreamInfo, matching, monitor_list
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +78,15 @@ class PortalCancelled(PortalError):
 
 @dataclass(frozen=True, slots=True)
 class PortalStart:
-    """What ``Start`` granted: the stream, whether input is allowed, and the token to present next time."""
+    """What ``Start`` granted: the streams (one per monitor shared), whether input is allowed, the next token."""
 
     stream: StreamInfo
     devices: int
     restore_token: str | None
+    streams: tuple[StreamInfo, ...] = ()
+
+    def all_streams(self) -> tuple[StreamInfo, ...]:
+        return self.streams or (self.stream,)
 
 
 def valid_token(token: object) -> str | None:
@@ -96,6 +104,8 @@ class PortalSession:
         self.handle = handle
         self.started = started
         self.stream = started.stream
+        #: The viewer's monitor list: index 0 all shared monitors (node 0 when several: no stream shows them all).
+        self.monitors = monitor_list(started.all_streams())
         #: The PipeWire remote for the gst-launch child (``pipewiresrc fd=…``); owned by this session until closed.
         self.pipewire_fd = pipewire_fd
         self.closed = asyncio.Event()
@@ -126,7 +136,7 @@ class PortalSession:
                            lambda t: [handle, {"handle_token": Variant("s", t), **options}], CALL_TIMEOUT_S)
             await _request(bus, SC, "SelectSources", "oa{sv}",
                            lambda t: [handle, {"handle_token": Variant("s", t), "types": Variant("u", SOURCE_MONITOR),
-                                               "multiple": Variant("b", False),
+                                               "multiple": Variant("b", True),
                                                "cursor_mode": Variant("u", CURSOR_EMBEDDED)}], CALL_TIMEOUT_S)
             log.info("portal: asking the desktop to start remote desktop session %s (its chooser may show)", handle)
             results = (await _request(bus, RD, "Start", "osa{sv}",
@@ -146,10 +156,9 @@ class PortalSession:
                     await _close_session(bus, handle)
             bus.disconnect()
             raise
-        s = started.stream
-        log.info("portal remote desktop: session %s, PipeWire node %d, %dx%d at %d,%d, devices %d, restore token %s",
-                 handle, s.node_id, s.w, s.h, s.x, s.y, started.devices,
-                 "returned" if started.restore_token else "not returned")
+        log.info("portal remote desktop: session %s, PipeWire nodes %s, devices %d, restore token %s", handle,
+                 ", ".join(f"{s.node_id} ({s.w}x{s.h} at {s.x},{s.y})" for s in started.all_streams()),
+                 started.devices, "returned" if started.restore_token else "not returned")
         if started.devices & DEVICES != DEVICES:
             log.warning("portal remote desktop: the desktop granted devices %d of the %d asked for (keyboard 1, "
                         "pointer 2): remote input is not allowed in this session", started.devices, DEVICES)
@@ -167,8 +176,12 @@ class PortalSession:
 
     # --- input (coordinates in the stream's pixel space) -----------------------------------
 
-    async def pointer_motion(self, x: float, y: float) -> None:
-        await self._notify("NotifyPointerMotionAbsolute", "oa{sv}udd", [self.stream.node_id, float(x), float(y)])
+    async def pointer_motion(self, x: float, y: float, monitor: Monitor | None = None) -> None:
+        """Move to (x, y) of the stream showing ``monitor`` (None: the first shared)."""
+        cast = self.monitors[matching(self.monitors, monitor)] if monitor is not None else self.stream
+        if cast.node_id == 0:  # all monitors: the stream of the monitor under the point, in its own pixels
+            cast, x, y = under(self.started.all_streams(), cast.x + x, cast.y + y)
+        await self._notify("NotifyPointerMotionAbsolute", "oa{sv}udd", [cast.node_id, float(x), float(y)])
 
     async def pointer_button(self, evdev_code: int, pressed: bool) -> None:
         await self._notify("NotifyPointerButton", "oa{sv}iu", [evdev_code, int(pressed)])
@@ -223,6 +236,18 @@ class _Response:
         return value.value
 
 
+def under(streams: Sequence[StreamInfo], gx: float, gy: float) -> tuple[StreamInfo, float, float]:
+    """The stream of the monitor at desktop point (gx, gy) and the point in its pixels; in a gap between
+    monitors, the nearest one's nearest pixel."""
+    def distance(s: StreamInfo) -> float:
+        dx = max(s.x - gx, 0.0, gx - (s.x + s.w - 1))
+        dy = max(s.y - gy, 0.0, gy - (s.y + s.h - 1))
+        return dx * dx + dy * dy
+
+    best = min(streams, key=distance)
+    return best, min(max(gx - best.x, 0.0), best.w - 1.0), min(max(gy - best.y, 0.0), best.h - 1.0)
+
+
 def _parse_start(results: dict[str, Variant]) -> PortalStart:
     """The granted stream, devices and token; a malformed answer is a PortalError, not a crash."""
     try:
@@ -235,15 +260,19 @@ def _parse_start_unchecked(results: dict[str, Variant]) -> PortalStart:
     streams = results.get("streams")
     if streams is None or not streams.value:
         raise PortalError("the portal started no stream (no monitor was chosen)")
-    node_id, props = streams.value[0]
-    props = props or {}
-    x, y = props["position"].value if "position" in props else (0, 0)
-    if "size" not in props:
-        raise PortalError("the portal's stream has no size")
-    w, h = props["size"].value
+    parsed: list[StreamInfo] = []
+    for node_id, props in streams.value[:MAX_CAST_MONITORS]:
+        props = props or {}
+        x, y = props["position"].value if "position" in props else (0, 0)
+        if "size" not in props:
+            raise PortalError("the portal's stream has no size")
+        w, h = props["size"].value
+        if int(node_id) <= 0:
+            raise PortalError(f"the portal's stream has no PipeWire node ({node_id})")
+        parsed.append(StreamInfo(int(node_id), int(x), int(y), int(w), int(h)))
     devices = results["devices"].value if "devices" in results else 0
     token = valid_token(results["restore_token"].value) if "restore_token" in results else None
-    return PortalStart(StreamInfo(int(node_id), int(x), int(y), int(w), int(h)), int(devices), token)
+    return PortalStart(parsed[0], int(devices), token, tuple(parsed))
 
 
 async def _match(bus: MessageBus, rule: str) -> None:
