@@ -20,6 +20,9 @@ from tests.harness import wait_until
 from tests.test_session_helper import Desk, agent_config, desk, helper_process, root_service  # noqa: F401 - fixture
 from tests.test_session_helpers import api
 
+#: Run alone, after the parallel pass (scripts/test): creates local users (useradd).
+pytestmark = pytest.mark.serial
+
 
 def test_the_message_names_only_known_backends() -> None:
     """``device.screen_backend`` round-trips x11 and "" (none); a made-up backend is an invalid message."""

@@ -25,6 +25,9 @@ from tests.test_help_request import requests_of
 from tests.test_session_helper import Desk, desk  # noqa: F401 - fixture
 from tests.test_session_helpers import api, click_colour, wait_for_audit, wait_window, xdotool
 
+#: Run alone, after the parallel pass (scripts/test): creates local users and counts every survey window process on the box.
+pytestmark = pytest.mark.serial
+
 
 def _received(role: str, data: bytes) -> DesktopConnection:
     conn = DesktopConnection(role)  # type: ignore[arg-type]

@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.harness import wait_until
 from tests.logind_standin import user_env
 from tests.test_help_request import requests_of
@@ -31,6 +33,9 @@ from tests.test_session_helper import (
     helper_process,
     root_service,
 )
+
+#: Run alone, after the parallel pass (scripts/test): creates local users (useradd).
+pytestmark = pytest.mark.serial
 
 
 @contextlib.contextmanager

@@ -96,6 +96,7 @@ def tiny_deb(tmp_path: Path) -> Iterator[str]:
         subprocess.run(["dpkg", "--purge", name], check=False, capture_output=True, timeout=60)
 
 
+@pytest.mark.serial  # dpkg -i: one dpkg at a time on the machine (scripts/test runs serial tests alone)
 def test_installed_then_removed_package_changes_only_software(tiny_deb: str, tmp_path: Path) -> None:
     """A real dpkg -i shows the package in the software section only; after purge software is as before."""
     before = collect_inventory()

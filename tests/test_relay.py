@@ -200,7 +200,8 @@ async def test_user_end_via_indicator_closes_technician_and_recording_is_written
             await viewer.wait_for_updates(1, 15)
             await asyncio.wait_for(ui.indicator_shown.wait(), 5)
             ui.indicators[0].press_end()
-            await asyncio.wait_for(viewer.closed.wait(), 2)
+            # The 1 s promise is the benchmark's; here only that End closes the viewer (a loaded CI box).
+            await asyncio.wait_for(viewer.closed.wait(), 5)
         await wait_until(lambda: (tmp_path / "rec" / f"{sid}.json").exists(), what="recording metadata")
         meta = json.loads((tmp_path / "rec" / f"{sid}.json").read_text())
         assert meta["session_id"] == sid and meta["ended_reason"] == "device user ended the session"

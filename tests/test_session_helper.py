@@ -48,6 +48,9 @@ from tests.test_session_helpers import (
 )
 from tests.xvfb import XvfbHandle, start_xvfb
 
+#: Run alone, after the parallel pass (scripts/test): creates local users (useradd) and counts every prompt process on the box.
+pytestmark = pytest.mark.serial
+
 REPO = Path(__file__).resolve().parent.parent
 USER_PYTHON = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
 COLOUR_A, COLOUR_B = "#2050d0", "#d07020"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from agent.consent.tk_app import ALLOW_BG, COLLEAGUES_BG, PROMPT_TITLE
 from agent.desktop.remote_ui import RemoteIndicator
 from server.auth.rights import ANY_GROUP, ROLE_RIGHTS, Principal
@@ -25,6 +27,9 @@ from tests.test_session_helpers import (
     wait_window,
     xdotool,
 )
+
+#: Run alone, after the parallel pass (scripts/test): creates local users and counts every prompt process on the box.
+pytestmark = pytest.mark.serial
 
 # ann's colleague, with rights on every group (as in tests/test_session_join.py).
 PRINCIPALS.setdefault("tia", Principal("u6", "tia", "technician", {ANY_GROUP: ROLE_RIGHTS["technician"]}))

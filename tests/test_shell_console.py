@@ -12,6 +12,7 @@ import pwd
 from pathlib import Path
 
 import psutil
+import pytest
 from playwright.async_api import Page, expect
 
 from agent.config import AgentConfig
@@ -21,6 +22,9 @@ from tests.test_accounts_support import make_user
 from tests.test_console_support import console_browser
 from tests.test_session_helpers import click_colour, configure_agent, write_policy
 from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
+
+#: Run alone, after the parallel pass (scripts/test): counts every `sleep 100` on the box by uid.
+pytestmark = pytest.mark.serial
 
 USER = "nobody"
 SCREEN_TEXT = """() => {

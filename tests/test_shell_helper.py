@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from agent.consent.tk_app import ALLOW_BG, PROMPT_TITLE
 from agent.shell.client import ShellViewer
 from certs import tls
@@ -13,6 +15,9 @@ from protocol import shell as sh
 from tests.harness import console_url, enroll_agent, running_agent, running_server, wait_until
 from tests.test_session_helper import Desk, agent_config, desk, helper_process, request  # noqa: F401 - fixture
 from tests.test_session_helpers import click_colour, install_test_auth, wait_window
+
+#: Run alone, after the parallel pass (scripts/test): creates local users (useradd).
+pytestmark = pytest.mark.serial
 
 
 async def test_shell_runs_in_the_users_helper_as_that_user(tmp_path: Path, desk: Desk) -> None:  # noqa: F811

@@ -32,6 +32,9 @@ from tests.harness import wait_until
 from tests.test_session_access import technician_with_device
 from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
 
+#: Run alone, after the parallel pass (scripts/test): moves processes between the machine's cgroups.
+pytestmark = pytest.mark.serial
+
 #: Hierarchies the manager writes to (cpuset needs cpus/mems set first and is left alone).
 HIERARCHIES = ("systemd", "unified", "cpu", "memory", "pids")
 CGROUP_ROOT = Path("/sys/fs/cgroup")

@@ -32,6 +32,9 @@ from tests.test_session_helpers import api, install_test_auth, viewer_for
 from tests.test_wayland import TIMEOUT, colour_box
 from tests.wayland import MutterHandle, start_mutter, xwayland_colour
 
+#: Run alone, after the parallel pass (scripts/test): creates local users (useradd).
+pytestmark = pytest.mark.serial
+
 #: The variables of the Wayland session a display manager hands to the user's processes.
 SESSION_VARS = ("XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS", "WAYLAND_DISPLAY", "DISPLAY", "XAUTHORITY",
                 "XDG_SESSION_TYPE")
