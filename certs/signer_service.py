@@ -9,6 +9,8 @@ the request (:mod:`certs.signer_wire`) rather than with a TLS client certificate
 is an intermediate, a CA key, which has no business as a TLS client leaf, and a signature by that
 key over the new CSR proves possession and binds the request to the key being certified.
 
+Every issuance and refusal is written to the signer's hash-chained audit file (:mod:`certs.signer_audit`).
+
 It refuses to start if its directory holds the root's private key.
 """
 
@@ -25,7 +27,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from certs import tls
+from certs import signer_audit, tls
 from certs.delegation import (
     DelegationCA,
     SignerPaths,
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 _DELEGATION: web.AppKey[DelegationCA] = web.AppKey("delegation", DelegationCA)
 _PATHS: web.AppKey[SignerPaths] = web.AppKey("paths", SignerPaths)
+_THROTTLE: web.AppKey[signer_audit.RefusalThrottle] = web.AppKey("audit_throttle", signer_audit.RefusalThrottle)
 
 
 def _refuse(status: int, code: str, message: str) -> web.Response:
@@ -58,22 +61,35 @@ class _Refusal(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+async def _refused(request: web.Request, node: str, refusal: _Refusal) -> web.Response:
+    """The refusal's answer, after its audit record (throttled per peer: :class:`signer_audit.RefusalThrottle`)."""
+    peer = request.remote or ""
+    suppressed = request.app[_THROTTLE].admit(peer, time.monotonic())
+    if suppressed is not None:
+        try:
+            await asyncio.to_thread(signer_audit.append, request.app[_PATHS].directory, "refused", node,
+                                    code=refusal.code, peer=peer, suppressed=suppressed or None)
+        except (OSError, signer_audit.AuditError):
+            log.exception("could not write the signer's audit record of a refusal")
+    return _refuse(refusal.status, refusal.code, refusal.message)
+
+
 async def issue(request: web.Request) -> web.Response:
     """Issue the asking node a new intermediate, if it is allowed and proves itself."""
     body = await request.read()
     try:
         ask = msgspec.json.decode(body, type=IntermediateRequest)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        return _refuse(400, "bad_request", f"malformed request: {exc}")
+        return await _refused(request, "", _Refusal(400, "bad_request", f"malformed request: {exc}"))
     try:
         public_key = csr_public_key(ask.csr.encode())
     except CsrError as exc:
-        return _refuse(400, "bad_csr", str(exc))
+        return await _refused(request, ask.node, _Refusal(400, "bad_csr", str(exc)))
     delegation = request.app[_DELEGATION]
     try:  # in a thread: the allow-list's file lock may wait for a 'certs signer add-node/remove-node'
-        cert = await asyncio.to_thread(_grant, delegation, request.app[_PATHS], ask, public_key)
+        cert = await asyncio.to_thread(_grant, delegation, request.app[_PATHS], ask, public_key, request.remote or "")
     except _Refusal as refusal:
-        return _refuse(refusal.status, refusal.code, refusal.message)
+        return await _refused(request, ask.node, refusal)
     log.info("issued node intermediate", extra={"node": ask.node, "serial": certificate_serial_hex(cert),
                                                 "until": cert.not_valid_after_utc.isoformat()})
     answer = IntermediateAnswer(chain=pem_chain(node_chain(cert, delegation)).decode())
@@ -81,8 +97,10 @@ async def issue(request: web.Request) -> web.Response:
 
 
 def _grant(delegation: DelegationCA, paths: SignerPaths, ask: IntermediateRequest,
-           public_key: ec.EllipticCurvePublicKey) -> x509.Certificate:
-    """Check the node against the allow-list and issue, all under the allow-list's lock (``_Refusal`` if not)."""
+           public_key: ec.EllipticCurvePublicKey, peer: str) -> x509.Certificate:
+    """Check the node against the allow-list and issue, all under the allow-list's lock (``_Refusal`` if not).
+    The issuance is audited (fsynced) before the allow-list records it and before the node gets it: a
+    certificate nobody can account for is never handed out."""
     with nodes_locked(paths):  # one read-modify-write of nodes.json at a time, across processes
         nodes = load_nodes(paths)
         entry = nodes.get(ask.node)
@@ -106,8 +124,19 @@ def _grant(delegation: DelegationCA, paths: SignerPaths, ask: IntermediateReques
         # Joined with a token: only the new intermediate proves the next renewal (not one issued before it).
         kept = [] if ask.token is not None else entry.serials[:1]
         entry.serials = [certificate_serial_hex(cert), *kept]
+        signer_audit.append(paths.directory, "issued", ask.node, serial=certificate_serial_hex(cert),
+                            not_after=cert.not_valid_after_utc.isoformat(), peer=peer,
+                            via="token" if ask.token is not None else "renewal",
+                            proven_by=None if ask.token is not None else _serial_of(ask.current))
         save_nodes(paths, nodes)
     return cert
+
+
+def _serial_of(pem: str | None) -> str | None:
+    try:
+        return certificate_serial_hex(x509.load_pem_x509_certificate((pem or "").encode()))
+    except ValueError:
+        return None
 
 
 def _proven(ask: IntermediateRequest, delegation: DelegationCA, serials: list[str], now: datetime) -> bool:
@@ -127,6 +156,7 @@ def build_app(delegation: DelegationCA, paths: SignerPaths) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[_DELEGATION] = delegation
     app[_PATHS] = paths
+    app[_THROTTLE] = signer_audit.RefusalThrottle()
     app.router.add_post(PATH, issue)
     return app
 

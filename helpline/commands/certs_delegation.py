@@ -3,7 +3,8 @@
 ``delegate`` runs offline with the root: it makes the signer's directory (a delegation CA, at
 most a year, its key encrypted with the signer's own passphrase). ``signer serve`` runs the
 signer on its own host; ``signer add-node`` puts a node on its allow-list and prints a one-time
-enrolment token; ``signer remove-node`` takes it off (its next renewal is refused). ``join``
+enrolment token; ``signer remove-node`` takes it off (its next renewal is refused); ``signer audit`` prints (and with
+``--verify`` checks) the signer's hash-chained audit trail. ``join``
 runs on a node: it generates the node's intermediate key, gets the intermediate from the signer
 with the token, and writes ``signer.json`` so the server renews by itself from then on.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import time
 from datetime import UTC, datetime, timedelta
@@ -64,6 +66,15 @@ def register(certs_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     remove.add_argument("--dir", type=Path, required=True)
     remove.add_argument("--node", required=True)
     remove.set_defaults(handler=_guarded(_remove_node))
+    trail = signer_sub.add_parser(
+        "audit", help="print the signer's audit trail (issuances, refusals, nodes added and removed)",
+        description="Print audit.jsonl, the signer's hash-chained record of every intermediate issued, every request "
+        "refused and every node added or removed. With --verify, check the chain too: exit 1 naming the first line "
+        "that was changed or removed. The last hash printed is worth keeping elsewhere: removing the newest lines "
+        "leaves a shorter chain that still links.")
+    trail.add_argument("--dir", type=Path, required=True)
+    trail.add_argument("--verify", action="store_true", help="check the hash chain (exit 1 if broken)")
+    trail.set_defaults(handler=_guarded(_audit))
     nodes = signer_sub.add_parser("nodes", help="list the allow-list")
     nodes.add_argument("--dir", type=Path, required=True)
     nodes.set_defaults(handler=_guarded(_nodes))
@@ -111,7 +122,43 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator() -> str:
+    """Who ran the command (the audit record's ``by``): the login user, else the process's user id."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+def _shown(value: object) -> str:
+    """A record's value for the terminal: a refused peer's node name may hold control characters."""
+    text = ",".join(map(str, value)) if isinstance(value, list) else "" if value is None else str(value)
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from certs import signer_audit
+    from helpline.commands.certs import Refused
+
+    try:
+        for record in signer_audit.records(args.dir):
+            when = datetime.fromtimestamp(float(record.get("ts", 0)), UTC).strftime("%Y-%m-%d %H:%M:%S")
+            skip = {"seq", "ts", "event", "node", "prev", "hash"}
+            rest = " ".join(f"{k}={_shown(record[k])}" for k in sorted(record) if k not in skip)
+            print(f"{record.get('seq')!s:>6} {when} {_shown(record.get('event')):<13} "
+                  f"{_shown(record.get('node')) or '-':<24} {rest}")
+        if args.verify:
+            count, last = signer_audit.verify(args.dir)
+            print(f"chain intact: {count} records, last hash {last}")
+    except signer_audit.AuditError as exc:
+        raise Refused(f"audit chain broken: {exc}") from exc
+    return 0
+
+
 def _add_node(args: argparse.Namespace) -> int:
+    from certs import signer_audit
     from certs.delegation import SignerPaths, allow_node
     from helpline.commands.certs import Refused
 
@@ -120,6 +167,8 @@ def _add_node(args: argparse.Namespace) -> int:
     lifetime = (timedelta(seconds=args.lifetime_seconds) if args.lifetime_seconds is not None
                 else timedelta(hours=args.hours))
     token = allow_node(SignerPaths(args.dir), args.node, args.server_name, lifetime, now=time.time())
+    signer_audit.append(args.dir, "node_added", args.node, server_names=list(args.server_name),
+                        lifetime_s=lifetime.total_seconds(), by=_operator())
     print(f"node {args.node} allowed ({', '.join(args.server_name)}; intermediates of {lifetime}).")
     print("its one-time enrolment token (24 hours; give it to 'helpline certs join --token-file'):")
     print(token)
@@ -127,11 +176,13 @@ def _add_node(args: argparse.Namespace) -> int:
 
 
 def _remove_node(args: argparse.Namespace) -> int:
+    from certs import signer_audit
     from certs.delegation import SignerPaths, remove_node
     from helpline.commands.certs import Refused
 
     if not remove_node(SignerPaths(args.dir), args.node):
         raise Refused(f"no node {args.node!r} on the allow-list")
+    signer_audit.append(args.dir, "node_removed", args.node, by=_operator())
     print(f"node {args.node} removed: its renewals are refused; its current intermediate ends by itself")
     return 0
 
