@@ -23,7 +23,9 @@ Nonces live in the shared database (any node hands them out, any node takes them
 for any well-formed device id, with no per-device cap: the route is public and device ids are not secret,
 so a cap on nonces (or on failed proofs, which anyone can make with a garbage signature) would let anyone
 block a device's recovery, and whether a device exists would show. Nothing is guessable here — the
-credential is a signature by the device's key — so only the per-address limit of the route applies.
+credential is a signature by the device's key — so only the per-address limit of the route applies. That
+limit is shared by the nodes too (:func:`take_attempt`: each request is a row of ``recovery_attempts``), so an
+address gets one allowance however many nodes the load balancer spreads it over.
 """
 
 from __future__ import annotations
@@ -57,6 +59,30 @@ NONCE_TTL_S = 120.0
 KEEP_S = 3600.0
 #: Certificates in a presented chain: leaf, intermediate, delegation, and one spare.
 MAX_CHAIN_CERTS = 4
+#: The per-address limit's window: a request counts against its address this long, on every node.
+ATTEMPT_WINDOW_S = 60.0
+
+
+async def take_attempt(db: Database, peer: str, limit: int, *, window_s: float = ATTEMPT_WINDOW_S,
+                       now: float | None = None) -> float:
+    """Take a place in ``peer``'s budget of ``limit`` requests per ``window_s``, shared by every node through the
+    database: 0.0 when taken (and recorded), else the seconds until a place frees (nothing recorded).
+
+    Counted and recorded in one transaction, serialized per address (SQLite's writer lock; an advisory lock
+    keyed by the address on PostgreSQL), so two nodes cannot both take the last place."""
+    now = time.time() if now is None else now
+    async with db.transaction() as tx:
+        if tx.dialect == "postgresql":
+            key = int.from_bytes(hashlib.sha256(b"helpline recovery attempts\x00" + peer.encode()).digest()[:8],
+                                 "big", signed=True)
+            await tx.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+        await tx.execute("DELETE FROM recovery_attempts WHERE at < ?", (now - window_s,))
+        rows = await tx.fetchall("SELECT at FROM recovery_attempts WHERE peer = ? AND at >= ? ORDER BY at LIMIT ?",
+                                 (peer, now - window_s, limit))
+        if len(rows) >= limit:
+            return max(0.001, float(rows[0]["at"]) + window_s - now)
+        await tx.execute("INSERT INTO recovery_attempts (peer, at) VALUES (?, ?)", (peer, now))
+    return 0.0
 
 
 def refused(code: str, message: str, status: int = 403) -> ApiError:

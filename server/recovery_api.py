@@ -6,14 +6,15 @@ answer as enrollment: a certificate issued exactly as a renewal issues it (:func
 What is checked is in :mod:`.recovery`. Every recovery attempt is audited: ``device.recover`` when
 it succeeds, ``device.recover.refused`` with the reason otherwise (a few per address and minute, the
 rest counted into one aggregate record: :mod:`.audit_limits`). Each address may make
-:data:`ATTEMPTS_PER_MINUTE` requests a minute on these routes (429 with ``Retry-After`` beyond).
+:data:`ATTEMPTS_PER_MINUTE` requests a minute on these routes, counted across all nodes in the shared
+database (:func:`.recovery.take_attempt`; 429 with ``Retry-After`` beyond).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,6 @@ from protocol.recovery import MAX_NONCE_BODY, MAX_RECOVER_BODY, NonceRequest, Re
 
 from . import api, audit, recovery, renewal
 from .api.openapi import add_schemas
-from .audit_limits import RefusalLimiter
 
 if TYPE_CHECKING:
     from .app import HelplineServer
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Requests (nonces and recoveries, refused or not) per client address and minute on this node.
+#: Requests (nonces and recoveries, refused or not) per client address and minute, all nodes together.
 ATTEMPTS_PER_MINUTE = 20
 
 SCHEMAS: dict[str, Any] = {
@@ -45,11 +45,10 @@ SCHEMAS: dict[str, Any] = {
 @dataclass(frozen=True)
 class RecoveryHandlers:
     server: HelplineServer
-    attempts: RefusalLimiter = field(default_factory=lambda: RefusalLimiter(ATTEMPTS_PER_MINUTE, 60.0))
 
-    def _rate(self, peer: str) -> None:
-        """Every request takes a place in the address's budget (none is given back)."""
-        wait = self.attempts.reserve(peer)
+    async def _rate(self, db: Database, peer: str) -> None:
+        """Every request takes a place in the address's budget, shared by all nodes (none is given back)."""
+        wait = await recovery.take_attempt(db, peer, ATTEMPTS_PER_MINUTE)
         if wait:
             raise RateLimited(math.ceil(wait))
 
@@ -64,7 +63,7 @@ class RecoveryHandlers:
         body = api.body(request, NonceRequest)
         peer = request.remote or ""
         try:
-            self._rate(peer)
+            await self._rate(api.db(request), peer)
             self._enabled()
             nonce = await recovery.new_nonce(api.db(request), body.device_id, peer)
         except (api.ApiError, RateLimited) as exc:
@@ -77,7 +76,7 @@ class RecoveryHandlers:
         body = api.body(request, RecoverRequest)
         server, db, peer = self.server, api.db(request), request.remote or ""
         try:
-            self._rate(peer)
+            await self._rate(db, peer)
             grace = self._enabled()
             proven = await recovery.prove(db, server.ca.root, device_id=body.device_id, nonce=body.nonce,
                                           chain_pem=body.chain, csr_pem=body.csr, signature_b64=body.signature,

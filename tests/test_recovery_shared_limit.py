@@ -1,0 +1,52 @@
+"""The recovery routes' per-address limit is one budget across nodes (server/recovery.py ``take_attempt``).
+
+Two real server nodes (real TLS) on one PostgreSQL schema: requests from one address spread over both nodes
+share its 20 a minute (before, each node counted its own, so two nodes let 40 through). Needs
+HELPLINE_TEST_PG_URL; fails, not skips, without it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import aiohttp
+
+from certs import tls
+from server import recovery
+from server.app import HelplineServer
+from server.recovery_api import ATTEMPTS_PER_MINUTE
+from tests import pg_store
+from tests.harness import console_url, make_pki, running_server
+
+
+async def _nonce(http: aiohttp.ClientSession, node: HelplineServer) -> tuple[int, str | None]:
+    ctx = tls.agent_client_context(node.pki.ca_pem, None, None)
+    async with http.post(f"{console_url(node)}/api/v1/enroll/recover/nonce", json={"device_id": "dev-1"},
+                         ssl=ctx) as response:
+        await response.read()
+        return response.status, response.headers.get("Retry-After")
+
+
+async def test_one_addresses_budget_is_shared_by_the_nodes(tmp_path: Path) -> None:
+    """20 nonce requests spread over nodes A and C pass, the 21st is refused (429, Retry-After) on either node;
+    the window slides on for everyone; another address has its own budget."""
+    if not os.environ.get("HELPLINE_TEST_PG_URL"):
+        raise RuntimeError("this test needs HELPLINE_TEST_PG_URL (two nodes share one PostgreSQL)")
+    common = {"pki_dir": make_pki(tmp_path / "pki"), "database_url": pg_store.url_for(tmp_path / "shared")}
+    async with running_server(tmp_path / "a", **common) as a, running_server(tmp_path / "c", **common) as c, \
+            aiohttp.ClientSession() as http:
+        answers = [await _nonce(http, a if i % 2 else c) for i in range(ATTEMPTS_PER_MINUTE)]
+        assert [status for status, _ in answers] == [200] * ATTEMPTS_PER_MINUTE
+        for node in (a, c):
+            status, retry_after = await _nonce(http, node)
+            assert status == 429 and retry_after is not None and 1 <= int(retry_after) <= 60, (status, retry_after)
+        rows = await a.db.fetchall("SELECT peer FROM recovery_attempts")
+        assert len(rows) == ATTEMPTS_PER_MINUTE  # refused requests took no place
+        assert await recovery.take_attempt(c.db, "192.0.2.7", ATTEMPTS_PER_MINUTE) == 0.0  # another address
+        later = await a.db.fetchone("SELECT MAX(at) AS at FROM recovery_attempts WHERE peer = '127.0.0.1'")
+        assert later is not None
+        # Past the window the address may ask again, on either node, and the old rows are gone.
+        assert await recovery.take_attempt(c.db, "127.0.0.1", ATTEMPTS_PER_MINUTE,
+                                           now=float(later["at"]) + recovery.ATTEMPT_WINDOW_S + 1) == 0.0
+        assert len(await a.db.fetchall("SELECT peer FROM recovery_attempts WHERE peer = '127.0.0.1'")) == 1
