@@ -23,6 +23,9 @@ import pytest
 from tests.procs import free_port, helpline, spawn, wait_for, wait_for_port
 from tests.test_packaging import WHEELHOUSE
 
+#: Run alone, after the parallel pass (scripts/test): dpkg -i of the package and its system units.
+pytestmark = pytest.mark.serial
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "helpline-agent"
 UNIT = Path("/usr/lib/systemd/system/helpline-agent.service")
@@ -86,6 +89,26 @@ def _run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     # As systemd would: no PYTHONPATH or virtualenv of ours leaks in, working directory /.
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
     return subprocess.run(argv, capture_output=True, text=True, env=env, cwd="/", timeout=120, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+#: What the Wayland desktop needs besides the package's own files: zenity for the native consent prompt and
+#: indicator without XWayland (agent/consent/zenity.py), gst-launch-1.0, pipewiresrc and videoconvert for the
+#: screen reader (agent/screen/wayland/frames.py). Recommended, not required: an X11 or headless device works
+#: without them, and apt installs recommendations by default.
+WAYLAND_RECOMMENDS = ("zenity", "gstreamer1.0-tools", "gstreamer1.0-pipewire", "gstreamer1.0-plugins-base")
+
+
+def _control_field(deb: Path, name: str) -> list[str]:
+    done = subprocess.run(["dpkg-deb", "-f", str(deb), name], capture_output=True, text=True, timeout=60, check=True)
+    return [part.strip().split()[0] for part in done.stdout.split(",") if part.strip()]
+
+
+@pytest.mark.timeout(1000)
+def test_deb_recommends_what_the_wayland_desktop_needs(deb: Path) -> None:
+    """The control file recommends zenity and the GStreamer pieces of the Wayland screen reader; none is a Depends."""
+    recommends, depends = _control_field(deb, "Recommends"), _control_field(deb, "Depends")
+    assert set(WAYLAND_RECOMMENDS) <= set(recommends), recommends
+    assert not set(WAYLAND_RECOMMENDS) & set(depends), depends
 
 
 @pytest.mark.timeout(1500)

@@ -27,7 +27,8 @@ from agent.screen.wayland.portal import _parse_start, under
 from agent.viewer import Viewer
 from tests.test_screen_support import poll_until, serve_session
 from tests.test_wayland import FOOT_BG, colour_box
-from tests.wayland import MutterHandle, start_mutter
+from tests.test_wayland_portal import click_until, switched_on, wait_chooser
+from tests.wayland import MutterHandle, start_mutter, start_portal
 
 TIMEOUT = 60.0
 #: The second foot's background (the first one's is FOOT_BG): colours nothing else on the desktop has.
@@ -43,6 +44,22 @@ def two_monitors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mu
         for key, value in handle.env().items():
             if os.environ.get(key) != value:
                 monkeypatch.setenv(key, value)
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def two_monitors_portal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MutterHandle]:
+    """The same two monitors with xdg-desktop-portal(-gnome); this process forces the portal path."""
+    handle = start_mutter(*FIRST, log_dir=tmp_path, extra_monitors=(SECOND,))
+    try:
+        env = start_portal(handle, log_dir=tmp_path)
+        for key, value in env.items():
+            if os.environ.get(key) != value:
+                monkeypatch.setenv(key, value)
+        monkeypatch.setenv("HELPLINE_WAYLAND_BACKEND", "portal")
+        monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
         yield handle
     finally:
         handle.stop()
@@ -112,14 +129,8 @@ async def test_every_monitor_is_listed_switched_to_and_controlled(two_monitors: 
     procs: list[subprocess.Popen[bytes]] = []
     try:
         async with onlooker() as (hands, (ref1, ref2)):
-            # foot "two" opens on monitor 2 (the pointer is there), then foot "one" on monitor 1, which takes focus.
-            await place_pointer(hands, 2, ref2)
-            procs.append(foot(two_monitors.env(), FOOT2_BG, "two"))
-            await poll_until(lambda: ref2.frames > 0 and colour_box(ref2.grab(1), FOOT2_BG) is not None, TIMEOUT,
-                             interval=0.1)
-            await place_pointer(hands, 1, ref1)
-            procs.append(foot(two_monitors.env(), FOOT_BG, "one"))
-            await poll_until(lambda: colour_box(ref1.grab(1), FOOT_BG) is not None, TIMEOUT, interval=0.1)
+            # foot "two" opens on monitor 2, then foot "one" on monitor 1, which takes the focus.
+            await open_feet(hands, [ref1, ref2], two_monitors.env(), procs)
 
             async with serve_session("control", "") as served, Viewer(served.url) as viewer:
                 await viewer.wait_for(lambda v: v.stats.updates >= 1, timeout=TIMEOUT)
@@ -152,6 +163,77 @@ async def test_every_monitor_is_listed_switched_to_and_controlled(two_monitors: 
                 assert colour_box(viewer.framebuffer, FOOT2_BG) is None
         stats = await served.stats
         assert stats.backend == "wayland-mutter" and stats.monitor == 1 and stats.refused_inputs == 0
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+async def open_feet(hands: MutterSession, refs: list[PipeWireCapture], env: dict[str, str],
+                    procs: list[subprocess.Popen[bytes]]) -> None:
+    """foot "two" on monitor 2 (the pointer is there when it opens), then foot "one" on monitor 1."""
+    for monitor, background, which in ((2, FOOT2_BG, "two"), (1, FOOT_BG, "one")):
+        ref = refs[monitor - 1]
+        await place_pointer(hands, monitor, ref)
+        procs.append(foot(env, background, which))
+        await poll_until(lambda r=ref, b=background: r.frames > 0 and colour_box(r.grab(1), b) is not None,  # type: ignore[misc]
+                         TIMEOUT, interval=0.1)
+
+
+def ticked(frame: Frame, at: tuple[int, int]) -> bool:
+    """The chooser's check mark (dark pixels) at ``at``: that monitor's row is selected."""
+    x, y = at
+    return bool((frame[y - 6: y + 7, x - 6: x + 7, :3].astype(np.int16).sum(axis=2) < 300).any())
+
+
+async def test_the_portal_shares_both_monitors_the_person_picked(two_monitors_portal: MutterHandle,
+                                                                 tmp_path: Path) -> None:
+    """GNOME's chooser (portal-gnome 43) lets the person tick both monitors when Helpline asks for several: Start
+    returns two streams, the viewer lists them and "all", a switch shows monitor 2 exactly as its own cast does,
+    a click there focuses the native window on monitor 2 and keys reach it; "all" is pasted from both."""
+    out = tmp_path / "typed.txt"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        async with onlooker() as (hands, (ref1, ref2)):
+            await open_feet(hands, [ref1, ref2], two_monitors_portal.env(), procs)
+            async with serve_session("control", "") as served, Viewer(served.url) as viewer:
+                buttons = await wait_chooser(ref1)
+                share_x, share_y = buttons["share"]
+                # The monitor rows below the heading (the first ticked already); the second row's tick at the right.
+                second_row, second_tick = (share_x - 250, share_y + 168), (share_x - 7, share_y + 168)
+                assert not ticked(ref1.grab(1), second_tick)
+                await click_until(hands, second_row, lambda: ticked(ref1.grab(1), second_tick))
+                buttons = await wait_chooser(ref1)  # the rows may have moved the switch
+                await click_until(hands, buttons["interaction"], lambda: switched_on(ref1.grab(1)))
+                await click_until(hands, buttons["share"], lambda: colour_box(ref1.grab(1), "#3584e4") is None)
+                await viewer.wait_for(lambda v: v.stats.updates >= 1 and len(v.monitors) == 3, timeout=TIMEOUT)
+                assert not viewer.stats.errors, viewer.stats.errors
+                listed = [(m.x, m.y, m.w, m.h) for m in viewer.monitors]
+                assert listed[0] == (0, 0, 2304, 768) and sorted(listed[1:]) == [(0, 0, 1280, 720),
+                                                                                 (1280, 0, 1024, 768)], listed
+                second = listed.index((1280, 0, 1024, 768))
+                await viewer.select_monitor(second)
+                await viewer.wait_for(lambda v: v.selected == second, timeout=TIMEOUT)
+                await equal_to(viewer, ref2)
+                box = colour_box(viewer.framebuffer, FOOT2_BG)
+                assert box is not None
+                x, y, w, h = box
+                for _attempt in range(2):  # the click that focuses foot may land before its shell reads
+                    await viewer.click(x + w // 2, y + h // 2)
+                    await viewer.send_text(f"echo $WHICH > {out}")
+                    await viewer.press_key("Enter")
+                    with contextlib.suppress(TimeoutError):
+                        await poll_until(lambda: out.exists() and out.read_text() == "two\n", 15.0)
+                        break
+                assert out.exists() and out.read_text() == "two\n", "keys did not reach foot on monitor 2"
+
+                await viewer.select_monitor(0)
+                await viewer.wait_for(lambda v: v.selected == 0, timeout=TIMEOUT)
+                await poll_until(lambda: viewer.framebuffer.shape == (768, 2304, 3)
+                                 and colour_box(viewer.framebuffer[:, 1280:], FOOT2_BG) is not None
+                                 and colour_box(viewer.framebuffer[:720, :1280], FOOT_BG) is not None, TIMEOUT)
+        stats = await served.stats
+        assert stats.backend == "wayland-portal" and stats.refused_inputs == 0
     finally:
         for proc in procs:
             proc.terminate()

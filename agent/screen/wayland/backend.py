@@ -21,7 +21,7 @@ import asyncio
 import logging
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -118,11 +118,53 @@ class _StartedSession:
         await self.session.close()
 
 
-async def _reader_for(session: MutterSession | PortalSession, pipewire_fd: int | None = None) -> CastSet:
+class _OwnRemoteReader(PipeWireCapture):
+    """A reader on a PipeWire remote of its own, closed with it."""
+
+    def __init__(self, s: StreamInfo, pipewire_fd: int) -> None:
+        self._own_fd = pipewire_fd
+        try:
+            super().__init__(s.node_id, s.x, s.y, s.w, s.h, pipewire_fd=pipewire_fd)
+        except BaseException:
+            os.close(pipewire_fd)
+            raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            fd, self._own_fd = self._own_fd, -1
+            if fd >= 0:
+                os.close(fd)
+
+
+def _fresh_remotes(session: PortalSession) -> Callable[[], int]:
+    """A new PipeWire remote of the portal session, asked for from the capture thread on the session's loop."""
+    loop = asyncio.get_running_loop()
+
+    def fresh() -> int:
+        return asyncio.run_coroutine_threadsafe(session.open_remote(), loop).result(PROBE_TIMEOUT_S * 2)
+
+    return fresh
+
+
+async def _reader_for(session: MutterSession | PortalSession, pipewire_fd: int | None = None,
+                      fresh_remote: Callable[[], int] | None = None) -> CastSet:
     """The reader of the session's monitors (monitor 1, the primary, shown first); the session is closed if it
-    cannot start (nothing left half open)."""
+    cannot start (nothing left half open).
+
+    Through the portal the first reader uses the session's own PipeWire remote (``pipewire_fd``) and every
+    later one a remote of its own (``fresh_remote``): a remote serves one client — a second gst-launch child on
+    the first one's remote, after a monitor switch, got no frame in 10 s (seen in the two-monitor portal test).
+    """
+    first = [pipewire_fd]
+
     def reader(s: StreamInfo) -> PipeWireCapture:
-        return PipeWireCapture(s.node_id, s.x, s.y, s.w, s.h, pipewire_fd=pipewire_fd)
+        if first:
+            return PipeWireCapture(s.node_id, s.x, s.y, s.w, s.h, pipewire_fd=first.pop())
+        if fresh_remote is None:
+            return PipeWireCapture(s.node_id, s.x, s.y, s.w, s.h)
+        return _OwnRemoteReader(s, fresh_remote())
 
     try:
         return CastSet(session.monitors, reader)
@@ -174,7 +216,7 @@ class PortalBackend(_StartedSession):
             tokens.replace(session.started.restore_token)
         except OSError as exc:  # the session still works; the next one asks again
             log.warning("portal restore token not stored: %s", exc)
-        return cls(session, await _reader_for(session, session.pipewire_fd))
+        return cls(session, await _reader_for(session, session.pipewire_fd, _fresh_remotes(session)))
 
 
 def wayland_preference(env: Mapping[str, str] | None = None, config: Path | None = None) -> Preference:

@@ -143,13 +143,7 @@ class PortalSession:
                                       lambda t: [handle, "", {"handle_token": Variant("s", t)}],
                                       chooser_timeout_s)).results
             started = _parse_start(results)
-            (fd_index,), fds = await _call_fds(bus, SC, "OpenPipeWireRemote", "oa{sv}", [handle, {}])
-            if not isinstance(fd_index, int) or not 0 <= fd_index < len(fds):
-                raise PortalError("OpenPipeWireRemote returned no file descriptor")
-            fd = fds[fd_index]
-            for other in fds:
-                if other != fd:
-                    os.close(other)
+            fd = await _open_remote(bus, handle)
         except BaseException:
             if handle:
                 with contextlib.suppress(Exception):
@@ -207,6 +201,11 @@ class PortalSession:
         """
         await self.keysym(keysym, True)
         await self.keysym(keysym, False)
+
+    async def open_remote(self) -> int:
+        """Another PipeWire remote of this session, for one more reader: a remote serves one client, so a reader
+        started after the first (a monitor switch, "all monitors") needs its own. The caller closes it."""
+        return await _open_remote(self._bus, self.handle)
 
     async def _notify(self, member: str, signature: str, args: list[Any]) -> None:
         await _call(self._bus, RD, member, signature, [self.handle, {}, *args])
@@ -342,6 +341,18 @@ async def _raw_call(bus: MessageBus, message: Message) -> Message:
         detail = reply.body[0] if reply.body else ""
         raise PortalError(f"{message.interface}.{message.member}: {reply.error_name}: {detail}")
     return reply
+
+
+async def _open_remote(bus: MessageBus, handle: str) -> int:
+    """``OpenPipeWireRemote``: a file descriptor of a PipeWire connection that shows only the session's nodes."""
+    (fd_index,), fds = await _call_fds(bus, SC, "OpenPipeWireRemote", "oa{sv}", [handle, {}])
+    fd = fds[fd_index] if isinstance(fd_index, int) and 0 <= fd_index < len(fds) else -1
+    for other in fds:
+        if other != fd:
+            os.close(other)
+    if fd < 0:
+        raise PortalError("OpenPipeWireRemote returned no file descriptor")
+    return fd
 
 
 async def _close_session(bus: MessageBus, handle: str) -> None:
