@@ -42,6 +42,7 @@ from certs.pki import (
     private_key_pem,
 )
 from certs.signer_wire import MAX_RESPONSE_BYTES, PATH, IntermediateAnswer, IntermediateRequest, sign_proof
+from common.bodies import read_capped
 from common.files import atomic_write, atomic_write_all
 
 #: When the node renews, as a fraction of its intermediate's life (half: a failed renewal has the other half).
@@ -108,7 +109,9 @@ async def request_intermediate(link: SignerLink, pki_dir: Path, key: ec.Elliptic
     async with aiohttp.ClientSession(timeout=timeout) as session, session.post(
             link.url.rstrip("/") + PATH, data=msgspec.json.encode(ask), ssl=signer_context(paths.ca_pem),
             headers={"Content-Type": "application/json"}) as response:
-        body = await _read_capped(response.content, MAX_RESPONSE_BYTES)
+        # To its end (read(n) returns what is buffered so far: a split answer was once read in part), capped.
+        body = await read_capped(response.content, MAX_RESPONSE_BYTES,
+                                 lambda: CertValidationError("the signer's answer is too large"))
     if response.status != 200:
         raise SignerRefused(f"the signer refused ({response.status}): {_error_text(body)}")
     try:
@@ -119,16 +122,6 @@ async def request_intermediate(link: SignerLink, pki_dir: Path, key: ec.Elliptic
     names = permitted_names(current.certificate) if current is not None else []
     check_chain(chain, load_certificate(paths.ca_pem), key.public_key(), now=datetime.now(UTC), names=names)
     return chain
-
-
-async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
-    """The whole body, to its end (``read(n)`` returns what is buffered so far), refused past ``limit`` bytes."""
-    body = bytearray()
-    async for chunk in stream.iter_chunked(16 * 1024):
-        body += chunk
-        if len(body) > limit:
-            raise CertValidationError("the signer's answer is too large")
-    return bytes(body)
 
 
 def _error_text(body: bytes) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 from aiohttp import WSCloseCode, web
 
+from common.bodies import read_capped
 from server.auth.rights import ANY_GROUP, Principal, Right
 from server.errors import ApiError
 from server.net.ratelog import CountingLog
@@ -244,15 +245,9 @@ def _decode_query(request: web.Request, kind: type[Any]) -> Any:
 async def _decode_body(request: web.Request, route: Route) -> Any:
     if request.content_length is not None and request.content_length > route.max_body:
         raise ApiError(413, "too_large", f"body larger than {route.max_body} bytes")
-    # read(n) returns whatever is buffered, not n bytes: read to the end (a body sent slowly arrives in pieces).
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.read(route.max_body + 1 - size):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > route.max_body:
-            raise ApiError(413, "too_large", f"body larger than {route.max_body} bytes")
-    raw = b"".join(chunks)
+    # To the end (a body sent slowly arrives in pieces), refused past the route's limit.
+    raw = await read_capped(request.content, route.max_body,
+                            lambda: ApiError(413, "too_large", f"body larger than {route.max_body} bytes"))
     value = msgspec.json.decode(raw or b"{}", type=route.body)
     _reject_non_finite(value, "body")
     return value
