@@ -10,8 +10,10 @@ bytes, so frames are read back to back without any framing.
 :class:`PipeWireCapture` is both halves of the capture seam for the session: a
 :class:`~agent.screen.damage.DamageSource` (Mutter sends a buffer only when the monitor was
 redrawn, so a new buffer *is* the damage report — reported as ``full``: the pipeline's tile
-comparison finds what changed) and a :class:`~agent.screen.capture.ScreenGrabber` (the
-newest buffer). A still desktop sends no buffers: the reader thread sleeps in ``read``.
+comparison finds what changed) and a :class:`~agent.screen.capture.ViewGrabber` (the newest
+buffer, lent). A still desktop sends no buffers: the reader thread sleeps in ``read``.
+Frames are read with ``readinto`` into three buffers allocated once (a fresh 8 MB buffer per
+frame cost page faults on every frame), and a buffer equal to the newest one is dropped.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ FIRST_FRAME_TIMEOUT_S = 10.0
 PIPE_SIZE = 1 << 20
 #: The largest monitor read (8K): a bound on the buffer the reader allocates per frame.
 MAX_PIXELS = 7680 * 4320
+#: Frame buffers the reader keeps: lent to the pipeline, newest, being filled.
+POOL = 3
 
 
 class PipeWireError(RuntimeError):
@@ -71,15 +75,20 @@ class PipeWireCapture:
         self._env = env
         self._pending = DamageAccumulator()
         self._lock = threading.Lock()
-        self._latest: Frame | None = None
+        #: The reader's buffers (allocated once, on start): one lent to the pipeline, one newest, one being filled.
+        self._pool: list[bytearray] = []
+        self._latest: int | None = None
+        self._lent: int | None = None
         self._first = threading.Event()
         self._closed = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         self._notify: Callable[[], None] = lambda: None
         self._reason = ""
-        #: Buffers received from PipeWire (each one a redraw Mutter sent).
+        #: Buffers received from PipeWire that differed from the one before (each one a redraw Mutter sent).
         self.frames = 0
+        #: Buffers received byte for byte equal to the newest one (dropped in the reader).
+        self.identical = 0
 
     # --- DamageSource ---------------------------------------------------------------------
 
@@ -88,6 +97,7 @@ class PipeWireCapture:
         self._notify = notify
         if self._thread is not None:
             return
+        self._pool = [bytearray(self._size) for _ in range(POOL)]
         read_fd, write_fd = os.pipe()
         with contextlib.suppress(OSError):  # 1 MiB instead of 64 KiB: a frame crosses in 8 reads, not 128
             fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
@@ -111,9 +121,12 @@ class PipeWireCapture:
         return self._pending.take()
 
     def _read(self, fd: int) -> None:
+        """Read frames back to back into the pool's free buffer (``readinto``: no allocation, no copy)."""
         with open(fd, "rb", buffering=0) as pipe:
             while not self._closed.is_set():
-                buf = bytearray(self._size)
+                with self._lock:
+                    index = next(i for i in range(POOL) if i not in (self._latest, self._lent))
+                buf = self._pool[index]
                 view, got = memoryview(buf), 0
                 while got < self._size:
                     n = pipe.readinto(view[got:])
@@ -121,9 +134,14 @@ class PipeWireCapture:
                         self._ended()
                         return
                     got += n
-                frame = np.frombuffer(buf, dtype=np.uint8).reshape(self._monitor.h, self._monitor.w, 4)
+                latest = self._latest
+                # bytearray == bytearray is one memcmp (≈ 1 ms for 8 MB): a buffer Mutter sent again
+                # unchanged wakes nothing, where the pipeline's tile comparison would cost several.
+                if latest is not None and buf == self._pool[latest]:
+                    self.identical += 1
+                    continue
                 with self._lock:
-                    self._latest = frame
+                    self._latest = index
                     self.frames += 1
                 self._first.set()
                 if self._pending.add(None):
@@ -146,15 +164,35 @@ class PipeWireCapture:
         mon = self._monitor
         return [Monitor(mon.x, mon.y, mon.w, mon.h), mon]
 
+    def grab_view(self, index: int) -> Frame:
+        """The newest frame, lent: read-only and valid until the next ``grab_view`` (the pipeline's path).
+
+        The reader never writes into the buffer lent out or the newest one; with three buffers
+        it always has a third to fill.
+        """
+        self._wait_first()
+        with self._lock:
+            latest = self._latest
+            if latest is None:
+                raise PipeWireError(self._reason or "the PipeWire stream ended")
+            self._lent = latest
+        frame = np.frombuffer(self._pool[latest], dtype=np.uint8).reshape(self._monitor.h, self._monitor.w, 4)
+        frame.flags.writeable = False
+        return frame
+
     def grab(self, index: int) -> Frame:
-        """The newest frame: a buffer of its own per frame, never written to again, so the caller may keep it."""
+        """The newest frame in a buffer of its own (a copy), which the caller may keep."""
+        self._wait_first()
+        with self._lock:
+            latest = self._latest
+            if latest is None:
+                raise PipeWireError(self._reason or "the PipeWire stream ended")
+            data = bytearray(self._pool[latest])
+        return np.frombuffer(data, dtype=np.uint8).reshape(self._monitor.h, self._monitor.w, 4)
+
+    def _wait_first(self) -> None:
         if not self._first.wait(FIRST_FRAME_TIMEOUT_S):
             raise PipeWireError(f"no frame from PipeWire node {self.node_id} within {FIRST_FRAME_TIMEOUT_S}s")
-        with self._lock:
-            frame = self._latest
-        if frame is None:
-            raise PipeWireError(self._reason or "the PipeWire stream ended")
-        return frame
 
     def close(self) -> None:
         """Kill the child by PID and join the reader; idempotent."""
