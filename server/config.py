@@ -106,6 +106,10 @@ class ServerConfig:
     tls_handshake_timeout_s: float = 5.0
     header_timeout_s: float = 10.0
     idle_timeout_s: float = 60.0
+    #: TLS handshakes computing at once per listener (server/net/slots.py); more wait in the listen queue.
+    #: A slot is held until the handshake ends or for at most tls_handshake_hold_s.
+    tls_handshakes_in_flight: int = 32
+    tls_handshake_hold_s: float = 1.0
     device_cert_days: int = 30
     #: A device whose certificate expired at most this many days ago may recover it by proving its key on the
     #: console port (server/recovery.py) instead of enrolling again; 0 = never.

@@ -91,7 +91,9 @@ class ConnectionLimits:
                    evict_after_s=config.unauthenticated_evict_after_s,
                    handshake_timeout_s=config.tls_handshake_timeout_s,
                    header_timeout_s=config.header_timeout_s,
-                   idle_timeout_s=config.idle_timeout_s)
+                   idle_timeout_s=config.idle_timeout_s,
+                   handshakes=config.tls_handshakes_in_flight,
+                   handshake_hold_s=config.tls_handshake_hold_s)
 
 
 def address_key(host: str) -> str:
