@@ -152,7 +152,7 @@ class MutterSession:
         if connectors is None:
             listed = await list_connectors(bus)
             wanted = [c for c, _primary in listed] or [""]
-            primaries = {c for c, primary in listed if primary}
+            primaries = {c for c, primary in listed if primary} or {""}
         else:
             wanted, primaries = list(connectors), {""}
         embedded = {"cursor-mode": Variant("u", CURSOR_EMBEDDED)}
