@@ -86,6 +86,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     certs_delegation.register(certs_sub)
 
+    from helpline.commands import certs_nats  # nats: the bus between nodes, mutual TLS and per-node permissions
+
+    certs_nats.register(certs_sub)
+
 
 def _server_name_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server-name", action="append", default=[], metavar="NAME",

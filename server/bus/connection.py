@@ -4,11 +4,19 @@ Every part of the server that talks to NATS (events fan-out, presence, session r
 store) shares the client returned here. NATS is not the system of record, so a node keeps serving
 while the bus is away: the client reconnects forever, waiting ``min(cap, base·2^n)`` with full
 jitter between attempts so that nodes restarted together do not reconnect in step.
+
+Whoever can publish on NATS is trusted like a node, so :func:`check_secure` refuses a bus off this
+machine that is not both encrypted (``tls://`` verified against ``nats_tls_ca``) and authenticated
+(a client certificate, or credentials in the URL): ``helpline certs nats`` makes the certificates and
+a nats-server configuration with per-node permissions (certs/nats.py). Plaintext to a loopback
+address stays allowed (tests, one-box demos), with one warning. There is no switch to allow more:
+the secure setup is one command, and a switch would be copied into configurations where it harms.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import re
@@ -19,6 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import nats
 from nats.aio.client import Client
+
+from common.config import ConfigError
 
 if TYPE_CHECKING:
     from nats.aio.client import Server
@@ -63,6 +73,58 @@ def node_name(config: ServerConfig) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64]  # one NATS subject token
 
 
+_warned_plaintext = False  # one warning per process for a plaintext bus on loopback
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_secure(config: ServerConfig) -> None:
+    """ConfigError unless every NATS server off this machine is reached over verified TLS, authenticated.
+
+    Off the machine: ``tls://`` and ``nats_tls_ca`` (the bus CA), and a client certificate
+    (``nats_tls_cert``/``nats_tls_key``) or credentials in the URL. On loopback anything goes, with one
+    warning when it is plaintext and unauthenticated.
+    """
+    global _warned_plaintext
+    has_cert = bool(config.nats_tls_cert)
+    for one in (u.strip() for u in config.nats_url.split(",")):
+        if not one:
+            continue
+        parts = urlsplit(one if "://" in one else "nats://" + one)
+        if parts.scheme not in ("nats", "tls"):
+            raise ConfigError(f"nats_url: {redacted(one)}: use tls://host:port (or nats:// to a loopback address)")
+        host = parts.hostname or ""
+        if not host:
+            raise ConfigError(f"nats_url: {redacted(one)} names no host")
+        tls = parts.scheme == "tls" or bool(config.nats_tls_ca) or has_cert
+        authenticated = has_cert or bool(parts.username or parts.password)
+        if _is_loopback(host):
+            if not (tls or authenticated) and not _warned_plaintext:
+                _warned_plaintext = True
+                log.warning("NATS on loopback in plaintext without credentials: anything on this machine can "
+                            "act as a node on the bus (fine for tests and one-box demos only)",
+                            extra={"nats": redacted(one)})
+            continue
+        missing = []
+        if parts.scheme != "tls" or not config.nats_tls_ca:
+            missing.append("TLS (nats_url = \"tls://host:port\" and nats_tls_ca = the bus CA's ca.pem)")
+        if not authenticated:
+            missing.append("a client certificate (nats_tls_cert and nats_tls_key)")
+        if missing:
+            raise ConfigError(
+                f"nats_url names {redacted(one)}, off this machine, without " + " and without ".join(missing)
+                + ": anyone who can publish on NATS is trusted like a node. 'helpline certs nats --dir DIR "
+                "--node NODE_ID … --server-name NATS_HOST' makes the certificates and nats-server's "
+                "configuration (README: Running more than one node)")
+
+
 def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
     """A verifying client context for ``tls://`` URLs (or when a CA/client cert is configured)."""
     wants_tls = any(u.strip().startswith("tls://") for u in config.nats_url.split(","))
@@ -86,10 +148,13 @@ def _pick(servers: list[Server], _info: dict[str, Any]) -> tuple[Server | None, 
 async def connect(config: ServerConfig, *, start_timeout_s: float = START_TIMEOUT_S) -> Client | None:
     """Connect to ``config.nats_url``; None when it is empty (one node, no bus).
 
-    Raises :class:`BusUnavailable` when no server answers within ``start_timeout_s``.
+    Raises :class:`BusUnavailable` when no server answers within ``start_timeout_s``, and ConfigError
+    for an insecure bus (:func:`check_secure`). Replies come to ``_INBOX.<node>.…``, the one inbox the
+    node's NATS user may read (certs/nats.py).
     """
     if not config.nats_url:
         return None
+    check_secure(config)
     where = redacted(config.nats_url)
     name = node_name(config)
     servers = [u.strip() for u in config.nats_url.split(",") if u.strip()]
@@ -117,7 +182,7 @@ async def connect(config: ServerConfig, *, start_timeout_s: float = START_TIMEOU
     try:
         # The initial attempts go through the same reconnect loop (with its backoff) until the deadline.
         await asyncio.wait_for(client.connect(
-            servers, name=f"helpline-{name}", tls=tls_context(config),
+            servers, name=f"helpline-{name}", tls=tls_context(config), inbox_prefix=f"_INBOX.{name}",
             connect_timeout=2, allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=1,
             reconnect_to_server_handler=_pick, ping_interval=20, max_outstanding_pings=3,
             error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected,

@@ -1,0 +1,237 @@
+"""The bus denies by default: nats-server from ``helpline certs nats``, mutual TLS, per-node permissions.
+
+A real nats-server runs the generated configuration (stopped by PID). Two nodes connect with their own
+client certificates and a revocation on A closes the device's channel on B; a client without a
+certificate is refused; a node's certificate cannot publish or read outside its subjects; the object
+store works within them; a node configured with plaintext NATS off the machine refuses to start.
+The two-node test needs HELPLINE_TEST_PG_URL (nodes share PostgreSQL), like tests/test_multinode_bus.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from common.config import ConfigError
+from server import devices
+from server.bus import connection
+from server.bus.connection import check_secure, connect
+from server.config import ServerConfig
+from server.storage.objects import JetStreamObjectStore
+from tests.harness import enroll_agent, make_pki, running_agent, running_server, wait_until
+from tests.nats_server import NATS_SERVER, stop
+from tests.procs import free_port, helpline, wait_for_port
+from tests.test_multinode_bus import _pg_url
+
+NODES = ("node-a", "node-b")
+
+
+@dataclass
+class SecureNats:
+    directory: Path
+    url: str
+    proc: subprocess.Popen[bytes]
+    cli_output: str
+
+    def node_config(self, node: str, **extra: object) -> dict[str, object]:
+        """The [server] keys the CLI printed for ``node``, with this test's paths."""
+        return {"nats_url": self.url, "nats_tls_ca": self.directory / "ca.pem", "node_id": node,
+                "nats_tls_cert": self.directory / "nodes" / f"{node}.pem",
+                "nats_tls_key": self.directory / "nodes" / f"{node}.key", **extra}
+
+
+@contextlib.contextmanager
+def secure_nats(tmp_path: Path) -> Iterator[SecureNats]:
+    """``helpline certs nats`` for node-a and node-b, then nats-server -c on its config (fails if missing)."""
+    if not Path(NATS_SERVER).exists():
+        raise RuntimeError("nats-server is not installed (scripts/setup.sh installs Debian's nats-server)")
+    port = free_port()
+    bus = tmp_path / "bus"
+    out = helpline("certs", "nats", "--dir", str(bus), *(a for n in NODES for a in ("--node", n)),
+                   "--server-name", "localhost", "--listen", f"127.0.0.1:{port}",
+                   "--store-dir", str(tmp_path / "js")).stdout
+    log = (tmp_path / "nats.log").open("wb")
+    proc = subprocess.Popen([NATS_SERVER, "-c", str(bus / "nats-server.conf")], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc, timeout=30)
+        yield SecureNats(bus, f"tls://localhost:{port}", proc, out)
+    finally:
+        stop(proc)
+        log.close()
+
+
+def _node(bus: SecureNats, node: str) -> ServerConfig:
+    return ServerConfig(**bus.node_config(node))  # type: ignore[arg-type]
+
+
+def _client_context(bus: SecureNats, node: str | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(bus.directory / "ca.pem"))
+    if node:
+        ctx.load_cert_chain(str(bus.directory / "nodes" / f"{node}.pem"), str(bus.directory / "nodes" / f"{node}.key"))
+    return ctx
+
+
+def test_the_command_writes_private_keys_client_certificates_and_a_locked_config(tmp_path: Path) -> None:
+    """Keys 0600, node certificates clientAuth with the node's NATS user as subject, mTLS and users in the config."""
+    with secure_nats(tmp_path) as bus:
+        for key in [bus.directory / "ca.key", bus.directory / "nats-server.key",
+                    *(bus.directory / "nodes" / f"{n}.key" for n in NODES)]:
+            assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+        cert = x509.load_pem_x509_certificate((bus.directory / "nodes" / "node-a.pem").read_bytes())
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+        assert cert.subject.rfc4514_string() == "CN=node-a,OU=helpline-nats-node"
+        conf = (bus.directory / "nats-server.conf").read_text()
+        assert "verify_and_map: true" in conf and "jetstream" in conf and "no_auth_user" not in conf
+        assert '"helpline.node.node-a.session"' in conf and '"_INBOX.node-b.>"' in conf
+        assert 'nats_tls_cert = "/etc/helpline/nats/node-b.pem"' in bus.cli_output
+        assert 'nats_url = "tls://localhost:' in bus.cli_output
+
+
+async def test_two_nodes_on_mutual_tls_carry_a_revocation(tmp_path: Path) -> None:
+    """Nodes with their own client certificates: a device revoked on A loses its channel on B by the bus's ring."""
+    _pg_url()
+    with secure_nats(tmp_path) as bus:
+        pki = make_pki(tmp_path / "pki")
+        from tests import pg_store
+
+        shared = {"pki_dir": pki, "database_url": pg_store.url_for(tmp_path / "shared")}
+        async with running_server(tmp_path / "a", **bus.node_config("node-a", **shared)) as a, \
+                running_server(tmp_path / "b", **bus.node_config("node-b", **shared)) as b:
+            assert a.bus is not None and b.bus is not None
+            state = await enroll_agent(b, tmp_path / "agent")
+            async with running_agent(state) as agent:
+                await asyncio.wait_for(agent.client.ready.wait(), 30)
+                await wait_until(lambda: b.connections.get(state.device_id) is not None, timeout=30,
+                                 what="the channel on B")
+                holder = await a.bus.holder(state.device_id)  # request/reply across nodes, within permissions
+                assert holder is not None and holder.node == "node-b"
+                assert b.watcher is not None
+                b.watcher.slow_down(60.0)  # only the ring over the mTLS bus can close it in time
+                started = time.monotonic()
+                assert await devices.revoke(a.db, state.device_id, actor="test")
+                await wait_until(lambda: b.connections.get(state.device_id) is None, timeout=10, interval=0.005,
+                                 what="B closing the revoked device's channel")
+                print(f"revocation fan-out A -> B over mTLS NATS: {(time.monotonic() - started) * 1000:.1f} ms")
+
+
+async def test_a_client_without_a_node_certificate_is_refused(tmp_path: Path) -> None:
+    """No certificate, or plaintext: nats-server refuses the connection."""
+    with secure_nats(tmp_path) as bus:
+        for url, tls in [(bus.url, _client_context(bus, None)), (bus.url.replace("tls://", "nats://"), None)]:
+            with pytest.raises((nats.errors.Error, OSError, TimeoutError, ssl.SSLError)):
+                client = await nats.connect(url, tls=tls, allow_reconnect=False, connect_timeout=5,
+                                            max_reconnect_attempts=0)
+                await client.close()
+
+
+async def _raw(bus: SecureNats, node: str, errors: list[str]) -> Client:
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    return await nats.connect(bus.url, tls=_client_context(bus, node), error_cb=on_error,
+                              inbox_prefix=f"_INBOX.{node}", allow_reconnect=False, connect_timeout=10)
+
+
+async def test_a_node_cannot_publish_or_read_outside_its_subjects(tmp_path: Path) -> None:
+    """node-a may ask node-b's routed subject, but not forge replies into B's inbox, read B's requests or
+    call JetStream on another stream; each refusal is a permissions violation from nats-server."""
+    with secure_nats(tmp_path) as bus:
+        a_errors: list[str] = []
+        a, b = await _raw(bus, "node-a", a_errors), await _raw(bus, "node-b", [])
+        try:
+            got: asyncio.Queue[str] = asyncio.Queue()
+
+            async def on_b(msg: Msg) -> None:
+                await got.put(msg.subject)
+
+            await b.subscribe("helpline.node.node-b.session", cb=on_b)
+            await b.subscribe("_INBOX.node-b.>", cb=on_b)
+            await b.flush()
+            spy = await a.subscribe("helpline.node.node-b.session")  # B's routed requests: not A's to read
+            await a.publish("_INBOX.node-b.forged", b"a forged reply")
+            await a.publish("$JS.API.STREAM.DELETE.OTHER", b"")
+            await a.publish("helpline.node.node-b.session", b"allowed")
+            await a.flush()
+            assert await asyncio.wait_for(got.get(), 10) == "helpline.node.node-b.session"
+            await wait_until(lambda: len(a_errors) >= 3, timeout=10, what="three permission violations")
+            said = [e.lower() for e in a_errors]  # nats-py lower-cases the server's -ERR
+            assert all("permissions violation" in e for e in said), a_errors
+            assert any('publish to "_inbox.node-b.forged"' in e for e in said), a_errors
+            assert any('publish to "$js.api.stream.delete.other"' in e for e in said), a_errors
+            assert any('subscription to "helpline.node.node-b.session"' in e for e in said), a_errors
+            assert got.empty(), "B received what A may not send it"
+            with pytest.raises(nats.errors.TimeoutError):
+                await spy.next_msg(timeout=0.3)
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def test_the_object_store_works_within_the_nodes_permissions(tmp_path: Path) -> None:
+    """A recording put by node-a (bucket made on first use) is fetched by node-b, byte for byte."""
+    with secure_nats(tmp_path) as bus:
+        source = tmp_path / "rec.hlrec"
+        source.write_bytes(bytes(range(256)) * 4096)
+        put, get = JetStreamObjectStore(_node(bus, "node-a")), JetStreamObjectStore(_node(bus, "node-b"))
+        try:
+            await put.put("recordings/s1.hlrec", source)
+            assert await get.fetch("recordings/s1.hlrec", tmp_path / "out" / "s1.hlrec")
+            assert (tmp_path / "out" / "s1.hlrec").read_bytes() == source.read_bytes()
+        finally:
+            await put.close()
+            await get.close()
+
+
+@pytest.mark.parametrize(("url", "extra", "says"), [
+    ("nats://10.1.2.3:4222", {}, "TLS"),
+    ("nats://user:secret@nats.internal:4222", {}, "TLS"),
+    ("tls://nats.internal:4222", {}, "client certificate"),
+    ("tls://nats.internal:4222", {"nats_tls_cert": Path("/x.pem"), "nats_tls_key": Path("/x.key")}, "nats_tls_ca"),
+    ("nats://127.0.0.1:4222,nats://10.0.0.2:4222", {}, "10.0.0.2"),
+])
+async def test_an_unauthenticated_or_plaintext_bus_off_the_machine_refuses_to_start(
+        url: str, extra: dict[str, object], says: str) -> None:
+    """connect() refuses before touching the network, saying what to set (never the password)."""
+    config = ServerConfig(nats_url=url, **extra)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=says) as refused:
+        await connect(config, start_timeout_s=0.1)
+    assert "secret" not in str(refused.value) and "helpline certs nats" in str(refused.value)
+
+
+def test_a_secure_bus_and_loopback_plaintext_pass_the_check(caplog: pytest.LogCaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """TLS + CA + client certificate (or credentials) off the machine passes; loopback plaintext warns once."""
+    check_secure(ServerConfig(nats_url="tls://nats.internal:4222", nats_tls_ca=Path("/ca.pem"),
+                              nats_tls_cert=Path("/n.pem"), nats_tls_key=Path("/n.key")))
+    check_secure(ServerConfig(nats_url="tls://u:p@[2001:db8::1]:4222", nats_tls_ca=Path("/ca.pem")))
+    monkeypatch.setattr(connection, "_warned_plaintext", False)
+    with caplog.at_level(logging.WARNING, logger="server.bus.connection"):
+        for _ in range(3):
+            check_secure(ServerConfig(nats_url="nats://127.0.0.1:4222,nats://localhost:4223,nats://[::1]:4224"))
+    assert sum("plaintext" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_cli_refuses_an_insecure_bus(tmp_path: Path) -> None:
+    """An admin command on a node configured with plaintext NATS off the machine exits 2 with the reason."""
+    config = tmp_path / "helpline.toml"
+    config.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\nnats_url = "nats://192.0.2.7:4222"\n')
+    helpline("certs", "init", "--dir", str(tmp_path / "data" / "pki"), "--discard-root")
+    result = helpline("admin", "device", "list", "--config", str(config), check=False, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "without TLS" in result.stderr and "helpline certs nats" in result.stderr
