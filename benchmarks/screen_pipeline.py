@@ -170,7 +170,8 @@ def _psnr(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
     return 99.0 if mse == 0 else 10 * float(np.log10(255**2 / mse))
 
 
-def run_frames(workload: str, frames: int, quality: int, psnr: bool = False) -> dict[str, float]:
+def run_frames(workload: str, frames: int, quality: int, psnr: bool = False, profile: str | None = None
+               ) -> dict[str, float]:
     """Step once per source frame, the whole monitor each time (ffplay damages all of it).
 
     With ``psnr`` the updates are also decoded onto a viewer image and compared with the
@@ -187,9 +188,14 @@ def run_frames(workload: str, frames: int, quality: int, psnr: bool = False) -> 
             _apply(viewer, first.update.messages)
         cpu = 0.0
         steps = nbytes = rect_px = messages = 0
+        profiler = cProfile.Profile() if profile else None
         while source.next():
             t = time.thread_time()
+            if profiler:
+                profiler.enable()
             result = pipeline.step(steps / 30, quality, steps % 65536, None)
+            if profiler:
+                profiler.disable()
             cpu += time.thread_time() - t
             steps += 1
             if result.update is not None:
@@ -200,6 +206,8 @@ def run_frames(workload: str, frames: int, quality: int, psnr: bool = False) -> 
                     _apply(viewer, result.update.messages)
             if psnr:
                 scores.append(_psnr(viewer, source.grab_view(1)[:, :, :3]))
+        if profiler and profile:
+            profiler.dump_stats(profile)
     finally:
         source.close()
     figures = {"frames": steps, "cpu_ms_per_frame": 1000 * cpu / steps, "bytes_per_frame": nbytes / steps,
@@ -221,7 +229,7 @@ def main() -> None:
                         "the mean PSNR of the viewer's image against each source frame")
     args = parser.parse_args()
     if args.frames:
-        figures = run_frames(args.workload, args.frames, args.quality, args.psnr)
+        figures = run_frames(args.workload, args.frames, args.quality, args.psnr, args.profile)
         print(json.dumps({"workload": args.workload, "quality": args.quality,
                           **{k: round(v, 2) for k, v in figures.items()}}))
         return

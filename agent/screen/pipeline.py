@@ -149,6 +149,9 @@ class ScreenPipeline:
                  busy_settle_s: float = BUSY_SETTLE_S, busy_refresh_tiles_per_s: float = BUSY_REFRESH_TILES_PER_S
                  ) -> None:
         self.grabber = grabber
+        # Protocol isinstance checks walk the protocol's members (tens of us): once, not per step.
+        self._regions: RegionGrabber | None = grabber if isinstance(grabber, RegionGrabber) else None
+        self._views: ViewGrabber | None = grabber if isinstance(grabber, ViewGrabber) else None
         self.monitor = monitor
         self.settle_s = settle_s
         self.busy_settle_s = max(busy_settle_s, settle_s)
@@ -224,7 +227,7 @@ class ScreenPipeline:
         """
         t0 = time.perf_counter()
         stale = self._stale is not None and bool(self._stale.any())
-        if damage is None or self._sent is None or not isinstance(self.grabber, RegionGrabber):
+        if damage is None or self._sent is None or self._regions is None:
             grabbed = self._grab_full(now)
         elif stale:  # rows not copied last time: a full grab, told which rows the damage spared
             damaged_rows: npt.NDArray[np.bool_] = np.logical_or.reduce(self._damaged_tiles(damage), axis=1)
@@ -322,10 +325,8 @@ class ScreenPipeline:
         A :class:`ViewGrabber` lends its capture buffer: only the changed tile rows are
         copied out of it (no 8 MB allocation and copy per frame of motion).
         """
-        if isinstance(self.grabber, ViewGrabber):
-            current = self.grabber.grab_view(self.monitor)
-        else:
-            current = self.grabber.grab(self.monitor)
+        views = self._views
+        current = views.grab_view(self.monitor) if views is not None else self.grabber.grab(self.monitor)
         h, w = current.shape[:2]
         rows, cols = tile_grid(w, h)
         sent = self._sent
@@ -358,16 +359,27 @@ class ScreenPipeline:
             dirty, diff = compare(sent, current)
         # Every dirty tile is sent in this step and every other tile already equals the
         # screen, so after it the viewer's state is this capture.
-        for r in np.flatnonzero(dirty.any(axis=1)):
-            y0 = int(r) * TILE
-            y1 = min(y0 + TILE, h)
-            if everywhere[r]:
-                y = min(y0 + TILE // 2, h - 1)  # the sampled row only
+        # Only the runs of dirty tiles are copied, not the span from a row's first to its last
+        # (testsrc2 motion: 107 tiles instead of 164, 1 MB less a frame).
+        for tr, row in enumerate(dirty.tolist()):
+            if True not in row:
+                continue
+            top = tr * TILE
+            bottom = min(top + TILE, h)
+            if everywhere[tr]:
+                y = min(top + TILE // 2, h - 1)  # the sampled row only
                 sent[y] = current[y]
                 continue
-            cs = np.flatnonzero(dirty[r])
-            x0, x1 = int(cs[0]) * TILE, min((int(cs[-1]) + 1) * TILE, w)
-            sent[y0:y1, x0:x1] = current[y0:y1, x0:x1]
+            c = row.index(True)
+            while c < cols:
+                c1 = c + 1
+                while c1 < cols and row[c1]:
+                    c1 += 1
+                x0, x1 = c * TILE, min(c1 * TILE, w)
+                sent[top:bottom, x0:x1] = current[top:bottom, x0:x1]
+                c = c1 + 1
+                while c < cols and not row[c]:
+                    c += 1
         return _Grabbed(dirty, h * w, None, diff, current)
 
     def _damaged_tiles(self, damage: list[Rect]) -> npt.NDArray[np.bool_]:
@@ -385,8 +397,8 @@ class ScreenPipeline:
 
     def _grab_damage(self, damage: list[Rect], now: float) -> _Grabbed:
         """Grab the tiles under ``damage``; copy them into ``_sent`` after comparing."""
-        sent, geometry = self._sent, self._geometry
-        assert sent is not None and geometry is not None and isinstance(self.grabber, RegionGrabber)
+        sent, geometry, grabber = self._sent, self._geometry, self._regions
+        assert sent is not None and geometry is not None and grabber is not None
         h, w = sent.shape[:2]
         rows, cols = tile_grid(w, h)
         candidates = self._damaged_tiles(damage)
@@ -400,7 +412,7 @@ class ScreenPipeline:
         tight: list[Rect] | None = [] if count <= TIGHT_TILES else None
         grabbed_px = 0
         for area in areas:
-            region = self.grabber.grab_region(self.monitor, area)
+            region = grabber.grab_region(self.monitor, area)
             grabbed_px += area.area
             old = sent[area.y : area.y + area.h, area.x : area.x + area.w]
             r0, c0 = area.y // TILE, area.x // TILE
