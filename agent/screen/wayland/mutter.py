@@ -11,11 +11,14 @@ announces its PipeWire node in ``PipeWireStreamAdded``.
 **Every monitor.** The monitors are listed by ``org.gnome.Mutter.DisplayConfig.GetCurrentState``
 (one connector per logical monitor) and each gets a ``RecordMonitor`` stream; with more than one,
 a ``RecordArea`` stream over their bounding box is the "all monitors" view (index 0, as mss
-counts). All are recorded *before* ``Start``: Mutter 43 accepts a ``RecordMonitor`` on a started
-session but never starts that stream (no ``PipeWireStreamAdded``; tried on the headless Mutter),
-so a monitor switch cannot record a new one — it reads another of the streams recorded here
-(agent/screen/wayland/casts.py). A stream nobody reads costs Mutter nothing: it paints a cast
-only while a PipeWire consumer is connected.
+counts). All are recorded *before* ``Start``, and a monitor switch reads another of them
+(agent/screen/wayland/casts.py) rather than recording anew: a stream has no ``Stop`` in Mutter 43
+(only the session stops), so a stream recorded per switch would live on until the session ends,
+and a switch needs no D-Bus round trip. (A ``RecordMonitor`` on a started session is possible: its
+stream starts only on the stream's own ``Start()`` — without it no ``PipeWireStreamAdded`` came,
+with it the node was announced; tried on the headless Mutter 43.8. That is the way to follow a
+monitor plugged in during a session, not done.) A stream nobody reads costs Mutter nothing: it
+paints a cast only while a PipeWire consumer is connected.
 
 Input goes through the same session (``NotifyPointerMotionAbsolute`` in the pixel space of the
 stream of the monitor shown, named by its object path — checked on the headless Mutter: (100, 100)
