@@ -235,3 +235,11 @@ def test_the_cli_refuses_an_insecure_bus(tmp_path: Path) -> None:
     result = helpline("admin", "device", "list", "--config", str(config), check=False, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "without TLS" in result.stderr and "helpline certs nats" in result.stderr
+
+
+async def test_a_node_under_another_id_than_its_certificate_refuses_to_start(tmp_path: Path) -> None:
+    """node-b's certificate on a node whose node_id is node-a: ConfigError naming the id to set."""
+    with secure_nats(tmp_path) as bus:
+        config = ServerConfig(**{**bus.node_config("node-b"), "node_id": "node-a"})  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match='node_id = "node-b"'):
+            await connect(config, start_timeout_s=5)

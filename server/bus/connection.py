@@ -22,6 +22,7 @@ import random
 import re
 import socket
 import ssl
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -125,6 +126,29 @@ def check_secure(config: ServerConfig) -> None:
                 "configuration (README: Running more than one node)")
 
 
+def check_node_certificate(config: ServerConfig) -> None:
+    """ConfigError when the node's bus certificate (``helpline certs nats``) names another node than ``node_id``.
+
+    Its NATS user may subscribe only ``helpline.node.<its id>.*`` and ``_INBOX.<its id>.>``: under another
+    id the node would connect and then miss every routed request and reply, one permissions violation
+    at a time. Certificates from elsewhere (no ``OU=helpline-nats-node``) are not checked.
+    """
+    if not config.nats_tls_cert:
+        return
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        cert = x509.load_pem_x509_certificate(Path(config.nats_tls_cert).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"nats_tls_cert: cannot read {config.nats_tls_cert}: {exc}") from exc
+    units = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
+    names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if "helpline-nats-node" in units and names and names[0] != node_name(config):
+        raise ConfigError(f"nats_tls_cert is node {names[0]!r}'s bus certificate but this node's id is "
+                          f"{node_name(config)!r}: set node_id = \"{names[0]!s}\" (or use this node's certificate)")
+
+
 def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
     """A verifying client context for ``tls://`` URLs (or when a CA/client cert is configured)."""
     wants_tls = any(u.strip().startswith("tls://") for u in config.nats_url.split(","))
@@ -155,6 +179,7 @@ async def connect(config: ServerConfig, *, start_timeout_s: float = START_TIMEOU
     if not config.nats_url:
         return None
     check_secure(config)
+    check_node_certificate(config)
     where = redacted(config.nats_url)
     name = node_name(config)
     servers = [u.strip() for u in config.nats_url.split(",") if u.strip()]
