@@ -118,11 +118,13 @@ class ServerConfig:
     allowed_origins: list[str] = field(default_factory=list)
     #: Record every session's tunnel stream to a file (for playback and review).
     session_recording: bool = False
-    #: The NATS server(s) this node shares with the others (``nats://host:4222``, comma-separated; TLS with
-    #: ``tls://``). Empty: one node alone, no bus (SQLite or PostgreSQL, nothing else to run). server/bus.
+    #: The NATS server(s) this node shares with the others (``tls://host:4222``, comma-separated; plaintext
+    #: ``nats://`` only to a loopback address). Empty: one node alone, no bus (SQLite or PostgreSQL, nothing
+    #: else to run). server/bus; off this machine a node refuses to start without TLS and authentication.
     nats_url: str = ""
-    #: TLS to NATS (``tls://`` URLs): CA bundle verifying the NATS server (default: the system's), and an
-    #: optional client certificate and key the node presents. Credentials go in the URL (never logged).
+    #: TLS to NATS: the bus CA's certificate verifying the NATS server (required off this machine), and the
+    #: client certificate and key the node presents (``helpline certs nats``: its NATS user, named after its
+    #: node_id). Credentials in the URL instead of a certificate also pass (never logged).
     nats_tls_ca: Path | None = None
     nats_tls_cert: Path | None = None
     nats_tls_key: Path | None = None
