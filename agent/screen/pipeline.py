@@ -267,17 +267,22 @@ class ScreenPipeline:
                 lossy_map[flat] = False  # whole tiles, exact now
                 changed_at[flat] = now
         rects = merge_tiles(pictured, w, h) if changed else []
-        if len(rects) > MAX_RECTS:
+        filled = len(rects) > MAX_RECTS
+        if filled:
             # Fill only over tiles the viewer holds lossy anyway: re-sending a lossless still
             # tile as JPEG would cost its refresh again (testsrc2's still bars, over and over).
             rects = merge_tiles(fill_rows(pictured) & (pictured | (lossy_map & ~dirty)), w, h)
         small = dirty_count <= SMALL_UPDATE_TILES
+        # uniform_tiles ran to the end: every pictured tile failed its check, so a rectangle of
+        # whole pictured tiles is not one colour either (video: 4 % of a step went on asking again).
+        detailed = overdrawn is not None and not filled
         for rect in rects:
+            whole = True
             if overdrawn is not None and overdrawn[rect.y // TILE : -(-(rect.y + rect.h) // TILE),
                                                    rect.x // TILE : -(-(rect.x + rect.w) // TILE)].any():
                 pass  # whole, over the FILL drawn under it
             elif tight is not None:
-                rect = self._tighten(rect, tight) or rect
+                rect, whole = self._tighten(rect, tight) or rect, False
             elif diff is not None:
                 # Whole tiles hold 3x the changed pixels of a diagonal motion (testsrc2): the
                 # cut saves JPEG time and ~8 % of the bytes. A filled-in rectangle with no change
@@ -285,10 +290,10 @@ class ScreenPipeline:
                 cut = diff.bounds(rect)
                 if cut is None:
                     continue
-                rect = cut
+                rect, whole = cut, False
             for band in _bands(rect):
                 region = source[band.y : band.y + band.h, band.x : band.x + band.w]
-                encoding, payload = self._encode_change(region, band, quality, small)
+                encoding, payload = self._encode_change(region, band, quality, small, not (detailed and whole))
                 lossy = encoding is Encoding.JPEG
                 lossy_any |= lossy
                 self._mark(band, lossy, now, dirty)
@@ -431,8 +436,9 @@ class ScreenPipeline:
         parts = [part for t in tight if (part := intersect(t, rect)) is not None]
         return union(parts) if parts else None
 
-    def _encode_change(self, region: Frame, rect: Rect, quality: int, small: bool) -> tuple[Encoding, bytes]:
-        colour = uniform_colour(region)
+    def _encode_change(self, region: Frame, rect: Rect, quality: int, small: bool, may_be_flat: bool = True
+                       ) -> tuple[Encoding, bytes]:
+        colour = uniform_colour(region) if may_be_flat else None
         if colour is not None:  # a caret, a toggled box, a cleared area: 24 bytes, lossless
             return Encoding.FILL, colour
         if small and rect.area <= SMALL_AREA:
