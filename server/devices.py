@@ -96,12 +96,11 @@ async def set_hostname(db: Database | Transaction, device_id: str, hostname: str
 async def revoke(db: Database, device_id: str, *, actor: str) -> bool:
     """Mark revoked, tell every server node (event) and audit. False if unknown or already revoked."""
     async with db.transaction() as tx:
-        row = await get(tx, device_id)
-        if row is None or row["status"] == "revoked":
-            return False
-        # Conditional: of concurrent revocations (PostgreSQL runs them at once) only one goes on.
-        if await tx.execute("UPDATE devices SET status = 'revoked', revoked_at = ?, online = 0 WHERE id = ?"
-                            " AND status <> 'revoked'", (time.time(), device_id)) != 1:
+        # One statement finds and flips the row (a round trip fewer on the fan-out's path, issue 20), and
+        # conditional: of concurrent revocations (PostgreSQL runs them at once) only one goes on.
+        row = await tx.fetchone("UPDATE devices SET status = 'revoked', revoked_at = ?, online = 0 WHERE id = ?"
+                                " AND status <> 'revoked' RETURNING group_name", (time.time(), device_id))
+        if row is None:
             return False
         await events.publish_in(tx, DEVICE_REVOKED, device_id)
         await audit.append_in(tx, actor, "device.revoke", device_id, {"group": row["group_name"]})
