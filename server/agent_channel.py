@@ -38,13 +38,19 @@ Handler = Callable[["AgentConnection", Any], Awaitable[None]]
 WelcomeFields = Callable[["AgentConnection"], Awaitable[dict[str, Any]]]
 
 
+#: How long one frame to an agent may wait for the agent to take it before the connection is cut.
+SEND_STALL_S = 30.0
+
+
 class AgentConnection:
     """One live, authenticated control channel."""
 
     def __init__(self, server: HelplineServer, ws: web.WebSocketResponse, device_id: str, group: str,
-                 certificate: x509.Certificate) -> None:
+                 certificate: x509.Certificate, transport: asyncio.Transport | None = None) -> None:
         self.server = server
         self.ws = ws
+        #: Aborted (no flush, no TLS close_notify) when the agent stops taking data: see :data:`SEND_STALL_S`.
+        self.transport = transport
         self.device_id = device_id
         self.group = group
         self.certificate = certificate
@@ -64,12 +70,39 @@ class AgentConnection:
         await self.flush()
 
     async def flush(self) -> None:
-        async with self._send_lock:
+        """Send what the channel queued. An agent that takes no frame for :data:`SEND_STALL_S` (it stopped
+        reading, or its link is dead without a reset) is cut off, so a push to it — and everything queued
+        behind its send lock, such as a shutdown's close — ends instead of waiting for ever."""
+        try:
+            async with asyncio.timeout(SEND_STALL_S):
+                await self._send_lock.acquire()
+        except TimeoutError:
+            self.abort("its send lock was held past the stall limit")
+            raise ConnectionResetError("the agent's connection stalled") from None
+        try:
             for frame in self.channel.data_to_send():
-                await self.ws.send_str(frame)
+                try:
+                    async with asyncio.timeout(SEND_STALL_S):
+                        await self.ws.send_str(frame)
+                except TimeoutError:
+                    self.abort("it took no data for the stall limit")
+                    raise ConnectionResetError("the agent's connection stalled") from None
             request = self.channel.close_request
+        finally:
+            self._send_lock.release()
         if request is not None and not self.ws.closed:
-            await self.ws.close(code=int(request.code), message=request.reason.encode()[:120])
+            try:
+                async with asyncio.timeout(SEND_STALL_S):
+                    await self.ws.close(code=int(request.code), message=request.reason.encode()[:120])
+            except TimeoutError:
+                self.abort("it did not answer the close")
+
+    def abort(self, why: str) -> None:
+        """Drop the connection at once (the agent reconnects with its backoff)."""
+        log.warning("cut off a stalled agent connection", extra={"device_id": self.device_id, "reason": why,
+                                                                 "stall_limit_s": SEND_STALL_S})
+        if self.transport is not None:
+            self.transport.abort()
 
     async def close(self, code: CloseCode, reason: str) -> None:
         if not self.ws.closed:
@@ -133,7 +166,7 @@ async def control_channel(request: web.Request) -> web.StreamResponse:
     device_id, row, cert = await authenticate_device(server, request)
     ws = web.WebSocketResponse(max_msg_size=limits.MAX_CONTROL_MESSAGE_BYTES, compress=False, autoping=True)
     await ws.prepare(request)
-    conn = AgentConnection(server, ws, device_id, row["group_name"], cert)
+    conn = AgentConnection(server, ws, device_id, row["group_name"], cert, request.transport)
     try:
         await _serve(server, conn)
     finally:

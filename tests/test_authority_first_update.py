@@ -90,7 +90,7 @@ async def test_a_run_whose_update_never_comes_is_refused_saying_why(tmp_path: Pa
         async def withheld(*_args: Any) -> None:
             """A server that never pushes the authority (its connection is otherwise served)."""
 
-        monkeypatch.setattr(push, "send_to", withheld)
+        monkeypatch.setattr(push, "send_update", withheld)  # the one way out: on connect and after changes
         async with running_agent(state, pinned(state, org), setup=_short_hold):
             await wait_until(lambda: server.connections.get(state.device_id) is not None, what="the connection")
             document = authorize(org, devices=[state.device_id], action="clear_temp", params=HARMLESS)

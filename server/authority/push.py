@@ -77,7 +77,11 @@ async def send_to(server: HelplineServer, conn: AgentConnection, lock: asyncio.L
     device) the parts of one update are not interleaved with another's (the agent joins consecutive parts)."""
     if not speaks_authority(conn):
         return
-    update = await update_for(server.db, conn.device_id, conn.group)
+    await send_update(conn, await update_for(server.db, conn.device_id, conn.group), lock)
+
+
+async def send_update(conn: AgentConnection, update: AuthorityUpdate, lock: asyncio.Lock | None = None) -> None:
+    """``update`` to ``conn``, in as many parts as its size needs, under ``lock``."""
     try:
         parts = split_update(update)
     except TooLarge as exc:
@@ -89,25 +93,73 @@ async def send_to(server: HelplineServer, conn: AgentConnection, lock: asyncio.L
             await conn.send(part)
 
 
-def setup(server: HelplineServer) -> None:
-    #: One per device that connected: pushes from the ready hook and from changes queue behind each other.
-    locks: dict[str, asyncio.Lock] = {}
+#: Devices whose update is being built at once after a change (each is a few queries).
+BUILD_AT_ONCE = 16
 
-    def lock_of(device_id: str) -> asyncio.Lock:
-        return locks.setdefault(device_id, asyncio.Lock())
+
+class Pushers:
+    """One pusher task per device with a change to take. The event watcher only asks (it dispatches every
+    event in order and must not wait on a device), and a device that is slow to take its update — up to
+    its channel's stall limit — delays only itself. Changes that come while a device's push runs make one
+    more push of the newest state, not one each. One lock per device keeps a change's parts from
+    interleaving with the connect push's."""
+
+    def __init__(self, server: HelplineServer) -> None:
+        self._server = server
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._building = asyncio.Semaphore(BUILD_AT_ONCE)
+
+    def lock_of(self, device_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(device_id, asyncio.Lock())
+
+    def request(self, device_id: str) -> None:
+        task = self._tasks.get(device_id)
+        if task is not None and not task.done():
+            self._again.add(device_id)
+            return
+        self._tasks[device_id] = asyncio.create_task(self._push(device_id), name=f"authority push {device_id}")
+
+    async def _push(self, device_id: str) -> None:
+        try:
+            while True:
+                self._again.discard(device_id)
+                conn = self._server.connections.get(device_id)
+                if conn is None or not speaks_authority(conn):
+                    return
+                try:
+                    async with self._building:
+                        update = await update_for(self._server.db, conn.device_id, conn.group)
+                    await send_update(conn, update, self.lock_of(device_id))
+                except ConnectionError as exc:  # gone, or stalled and cut off: it gets everything on reconnect
+                    log.warning("could not push the authority", extra={"device_id": device_id, "error": str(exc)})
+                except Exception:
+                    log.exception("could not push the authority", extra={"device_id": device_id})
+                if device_id not in self._again:
+                    return
+        finally:
+            if self._tasks.get(device_id) is asyncio.current_task():
+                del self._tasks[device_id]
+
+    async def run(self) -> None:
+        """Lives with the server: stopping it cancels the pushes still running."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for task in list(self._tasks.values()):
+                task.cancel()
+
+
+def setup(server: HelplineServer) -> None:
+    pushers = Pushers(server)
 
     async def on_ready(conn: AgentConnection) -> None:
-        await send_to(server, conn, lock_of(conn.device_id))
+        await send_to(server, conn, pushers.lock_of(conn.device_id))
 
     async def on_changed(_subject: str, _payload: dict[str, Any]) -> None:
         for device_id in server.connections.device_ids():
-            conn = server.connections.get(device_id)
-            if conn is None:
-                continue
-            try:
-                await send_to(server, conn, lock_of(device_id))
-            except Exception:
-                log.exception("could not push the authority", extra={"device_id": device_id})
+            pushers.request(device_id)
 
     async def on_status(conn: AgentConnection, status: AuthorityStatus) -> None:
         report = msgspec.to_builtins(status)
@@ -129,6 +181,7 @@ def setup(server: HelplineServer) -> None:
     server.on_agent_ready.append(on_ready)
     server.agent_handlers.register(AuthorityStatus, on_status)
     server.background.append(register_watcher)
+    server.background.append(pushers.run)
 
 
 async def document_for_offer(db: Database, row: Row, device_id: str, group: str) -> AuthorityUpdate:
