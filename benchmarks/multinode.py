@@ -364,6 +364,9 @@ async def run(args: argparse.Namespace) -> None:
         recovered: float | None = None
         back_in_60: int | None = None
         cpu_k0 = [cpu(p.pid) for p in nodes[:2]]
+        sim_pids = [w.pid for w in workers if w.pid is not None]
+        cpu_s0 = [cpu(pid) for pid in sim_pids]
+        spies = profile([nodes[0].pid, sim_pids[0]], ["node-a", "sim-0"], data, args.pyspy) if args.pyspy else []
         while time.monotonic() < deadline:
             returned = sum(back[w] for w in range(args.workers))
             elapsed = time.perf_counter() - t0
@@ -374,6 +377,8 @@ async def run(args: argparse.Namespace) -> None:
                 break
             await asyncio.sleep(0.2)
         cpu_k1, kill_wall = [cpu(p.pid) for p in nodes[:2]], time.perf_counter() - t0
+        cpu_s1 = [cpu(pid) for pid in sim_pids]
+        profiles = [finish_profile(spy, out) for spy, out in spies]
         if back_in_60 is None and recovered is not None:
             back_in_60 = lost
         after = held(counts, args.workers)
@@ -392,10 +397,14 @@ async def run(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.2)
         acked: dict[str, int] = {}
         pending = 0
+        attempts: list[list[Any]] = []
+        returns: list[list[float]] = []
         for w in range(args.workers):
             report = json.loads((data / f"acked-{w}.json").read_text())
             acked.update(report["acked"])
             pending += report["pending"]
+            attempts.extend(report["attempts"])
+            returns.extend(report["returns"])
         check = await asyncpg.connect(pg_url)
         rows = await check.fetch(f"SELECT device_id, seq FROM {schema}.health_samples")
         await check.close()
@@ -435,7 +444,12 @@ async def run(args: argparse.Namespace) -> None:
                   f"-> now {after[0]} on A, {after[1]} on B")
         print("  CPU of A and B while their agents came back: "
               + ", ".join(f"{100 * (b - a) / kill_wall:.0f} %" for a, b in zip(cpu_k0, cpu_k1, strict=True))
-              + " of a core")
+              + " of a core; of the simulators: "
+              + ", ".join(f"{100 * (b - a) / kill_wall:.0f} %" for a, b in zip(cpu_s0, cpu_s1, strict=True)))
+        for line in recovery_report(attempts, returns):
+            print("  " + line)
+        for name, top in profiles:
+            print(f"  py-spy {name} (self time, top frames): {top}")
         print(f"  failed attempts (simulators): {fmt(causes_kill)}")
         for i in range(2):
             delta = {k: v - events_before[i].get(k, 0) for k, v in events_after[i].items()}
@@ -458,6 +472,74 @@ async def run(args: argparse.Namespace) -> None:
         await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         await conn.close()
         shutil.rmtree(data, ignore_errors=True)
+
+
+def recovery_report(attempts: list[list[Any]], returns: list[list[float]]) -> list[str]:
+    """Where the killed node's agents spent the recovery: their attempts' steps and outcomes by backoff
+    step, and how much of each agent's time to return was backoff sleep."""
+    lines = [f"attempts by the killed node's agents: {len(attempts)} "
+             f"({fmt(count(str(a[3]) for a in attempts))}); by backoff step: "
+             f"{fmt(count(f'#{a[2]} {a[3]}' for a in attempts))}"]
+    for i, step in enumerate(("gate wait", "TCP connect", "TLS handshake", "websocket upgrade", "hello -> welcome")):
+        ok = [float(a[4 + i]) for a in attempts if a[3] == "ok" and float(a[4 + i]) >= 0]
+        if ok:
+            lines.append(spread(f"  {step} (successful attempts)", ok))
+    failed = [a for a in attempts if a[3] != "ok"]
+    if failed:
+        reached = count(("welcome" if a[8] >= 0 else "ws" if a[7] >= 0 else "tls" if a[6] >= 0 else
+                         "tcp" if a[5] >= 0 else "gate" if a[4] >= 0 else "none") for a in failed)
+        lines.append(f"failed attempts ended after step: {fmt(reached)}")
+    back = sorted(r for r in returns if r[0] >= 0)
+    if back:
+        slept = [r[1] for r in back]
+        late = [r for r in back if r[0] > 60]
+        lines.append(f"returns: {len(back)} agents, median {statistics.median(r[0] for r in back):.1f} s after the "
+                     f"kill, of it median {statistics.median(slept):.1f} s in backoff; returned after 60 s: {len(late)}"
+                     + (f", they slept {statistics.median(r[1] for r in late):.1f} s of "
+                        f"{statistics.median(r[0] for r in late):.1f} s (medians)" if late else ""))
+        per_10 = count(f"{int(r[0] // 10) * 10:03d}-{int(r[0] // 10) * 10 + 10} s" for r in back)
+        lines.append(f"returns per 10 s: {fmt(per_10)}")
+    return lines
+
+
+def count(items: Any) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for item in items:
+        found[item] = found.get(item, 0) + 1
+    return found
+
+
+def profile(pids: list[int], names: list[str], data: Path, seconds: float) -> list[tuple[subprocess.Popen[bytes], Path]]:
+    """py-spy sampling each of ``pids`` for ``seconds`` (collapsed stacks), started now."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    started = []
+    for pid, name in zip(pids, names, strict=True):
+        out = data / f"pyspy-{name}.txt"
+        proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "50",
+                                 "--nonblocking", "--format", "raw", "--output", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append((proc, out))
+    return started
+
+
+def finish_profile(proc: subprocess.Popen[bytes], out: Path) -> tuple[str, str]:
+    """The profile's name and its top self-time frames (waits for py-spy to end)."""
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+    frames: dict[str, int] = {}
+    total = 0
+    if out.exists():
+        for line in out.read_text(errors="replace").splitlines():
+            stack, _, n = line.rpartition(" ")
+            if not n.isdigit():
+                continue
+            leaf = stack.rsplit(";", 1)[-1]
+            frames[leaf] = frames.get(leaf, 0) + int(n)
+            total += int(n)
+    top = sorted(frames.items(), key=lambda kv: -kv[1])[:8]
+    return out.stem, "; ".join(f"{100 * n / max(1, total):.0f} % {leaf[:90]}" for leaf, n in top) or "no samples"
 
 
 def failure_counts(causes: Any, workers: int) -> dict[str, int]:
@@ -488,6 +570,8 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=120.0,
                         help="go on with the agents connected when less than 1 %% more connected in this many seconds")
     parser.add_argument("--recovery-timeout", type=float, default=180.0)
+    parser.add_argument("--pyspy", type=float, default=0.0,
+                        help="profile node A and simulator 0 with py-spy for this many seconds after the kill")
     parser.add_argument("--pg-url", default="")
     asyncio.run(run(parser.parse_args()))
 
