@@ -46,7 +46,7 @@ def spawn(*args: str, log: Path, env: dict[str, str] | None = None,
                 proc.wait(timeout=5)
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -105,8 +105,9 @@ async def test_request_lifecycle_device_queue_and_webhooks(tmp_path: Path, caplo
                 await call(http, "POST", f"/api/v1/requests/{rid}/resolve", {"category": "printer"})
                 await dev.status(rid, after=len(dev.received) - 1, state="resolved")
                 # The user adds to the resolved request: it is reopened.
+                before_add = len(dev.received)  # not `mark`: the first reopen's "waiting" is older than it
                 await dev.send(RequestAdd(local_id="1" * 32, text="It is offline again"))
-                await dev.status(rid, after=mark, state="waiting")
+                await dev.status(rid, after=before_add, state="waiting")
                 status, one = await call(http, "GET", f"/api/v1/requests/{rid}")
                 assert one["reopened_count"] == 2
                 kinds = [e["kind"] for e in one["events"]]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-READY_TIMEOUT_S = 10.0
+READY_TIMEOUT_S = 30.0
 
 
 class XvfbError(RuntimeError):
@@ -56,7 +56,10 @@ def _display_free(n: int) -> bool:
 
 
 def _ready(display: str) -> bool:
-    result = subprocess.run(["xdpyinfo", "-display", display], capture_output=True, timeout=5, check=False)
+    try:
+        result = subprocess.run(["xdpyinfo", "-display", display], capture_output=True, timeout=5, check=False)
+    except subprocess.TimeoutExpired:  # a loaded box: the server is still starting; the caller's deadline rules
+        return False
     return result.returncode == 0
 
 
