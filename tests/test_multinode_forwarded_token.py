@@ -1,16 +1,18 @@
-"""A call on a session live on node C, made on node A with an API token: C re-checks the token and names it.
+"""Calls and session starts routed from node A to node C: C re-checks the login behind them and names the token.
 
 Two real nodes on one PostgreSQL and a real nats-server (tests/test_multinode_bus.py), a real agent on Xvfb
 held by C. The call made through A's API is forwarded with the token's id; C audits it naming the token. A
-token revoked after A checked it (the window the re-check closes) is simulated by forwarding, on A's own bus
-connection, a call under a revoked token: C refuses it and audits the refusal. Needs HELPLINE_TEST_PG_URL,
-nats-server and Xvfb; fails without them.
+login ended after A checked it (the window the re-check closes) is simulated by sending, on A's own bus
+connection, a call or a session start under it (token revoked, expired or another user's; cookie session
+revoked or past its absolute limit; none named): C refuses each and audits the refusal. Needs
+HELPLINE_TEST_PG_URL, nats-server and Xvfb; fails without them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from agent.consent.scripted import ScriptedConsentUI
 from server.accounts import admin, users
 from server.accounts import sessions as console_sessions
 from server.app import HelplineServer
-from server.bus.routing import Holder, NodeCall
+from server.bus.routing import Holder, NodeCall, RoutedSession
 from server.errors import ApiError
 from server.sessions import SESSIONS
 from tests.harness import enroll_agent, running_agent, wait_until
@@ -46,8 +48,9 @@ async def _call(http: aiohttp.ClientSession, node: HelplineServer, method: str, 
 
 async def test_forwarded_token_call_is_rechecked_and_audited_on_the_holder(tmp_path: Path,
                                                                            xvfb: XvfbHandle) -> None:  # noqa: F811
-    """End through A with a token: C names the token in its audit; a revoked token, a revoked cookie login or a
-    call naming no login, forwarded to C, is refused there (403 login_ended) and audited; the session goes on."""
+    """End through A with a token: C names the token in its audit; a call or a session start forwarded to C under
+    a login that has ended (token revoked, expired or another user's; cookie login revoked or past its absolute
+    limit; none named) is refused there (403 login_ended) and audited; the session goes on, none is started."""
     with nats_server(tmp_path / "nats") as nats:
         async with two_nodes(tmp_path, nats) as (a, c):
             assert a.bus is not None and c.bus is not None
@@ -55,10 +58,19 @@ async def test_forwarded_token_call_is_rechecked_and_audited_on_the_holder(tmp_p
                                        must_change=False)
             good = await admin.create_token(a.db, "root", "script", 3600, actor="test")
             stale = await admin.create_token(a.db, "root", "old script", 3600, actor="test")
+            expired = await admin.create_token(a.db, "root", "expired script", 3600, actor="test")
+            await admin.create_account(a.db, "other", "technician", actor="test", password="y" * 16,
+                                       with_totp=False, must_change=False)
+            others = await admin.create_token(a.db, "other", "their script", 3600, actor="test")
             root = await users.get_row(a.db, username="root")
             assert root is not None
             async with a.db.transaction() as tx:
                 cookie = await console_sessions.create(tx, root["id"])
+                old_cookie = await console_sessions.create(tx, root["id"])
+                await tx.execute("UPDATE api_tokens SET expires_at = ? WHERE id = ?",
+                                 (time.time() - 1, expired.id))
+                await tx.execute("UPDATE console_sessions SET created_at = ? WHERE id = ?",
+                                 (time.time() - console_sessions.ABSOLUTE_S - 1, old_cookie.id))
             state = await enroll_agent(c, tmp_path / "agent")
             setup = configure_agent(xvfb.display, ScriptedConsentUI([True]))
             async with running_agent(state, setup=setup) as agent, aiohttp.ClientSession() as http:
@@ -83,21 +95,33 @@ async def test_forwarded_token_call_is_rechecked_and_audited_on_the_holder(tmp_p
                 assert await admin.revoke_token(a.db, stale.id, actor="test")
                 await console_sessions.revoke(a.db, cookie.id)
                 holder = Holder("node-c", c.console_url)
-                refusals = [NodeCall(action="end", session_id=sid, user_id=root["id"], token_id=stale.id,
-                                     node="node-a"),
-                            NodeCall(action="end", session_id=sid, user_id=root["id"], login_id=cookie.id,
-                                     node="node-a"),
-                            NodeCall(action="end", session_id=sid, user_id=root["id"], node="node-a")]
-                for call in refusals:
+                ended: list[tuple[dict[str, Any], str]] = [
+                    ({"token_id": stale.id}, "token revoked"), ({"token_id": expired.id}, "token expired"),
+                    ({"token_id": others.id}, "unknown token"), ({"login_id": cookie.id}, "login ended"),
+                    ({"login_id": old_cookie.id}, "login ended"), ({}, "no login named")]
+                for login, _ in ended:
                     with pytest.raises(ApiError) as refused:
-                        await a.bus.router.call(holder, call)
+                        await a.bus.router.call(holder, NodeCall(action="end", session_id=sid, user_id=root["id"],
+                                                                 node="node-a", **login))
                     assert (refused.value.status, refused.value.code) == (403, "login_ended"), refused.value
                 assert sid in live, "a refused call must not end the session"
                 assert [(r["target"], r["action"], r.get("token"), r["reason"], r["node"])
                         for r in await _audit(c, "session.call.refused")] == [
-                    (sid, "end", stale.id, "token revoked", "node-a"),
-                    (sid, "end", None, "login ended", "node-a"),
-                    (sid, "end", None, "no login named", "node-a")]
+                    (sid, "end", login.get("token_id"), reason, "node-a") for login, reason in ended]
+
+                # A session start routed to C under an ended login: refused and audited there, nothing started.
+                started = await a.db.fetchone("SELECT COUNT(*) AS n FROM sessions WHERE device_id = ?",
+                                              (state.device_id,))
+                for login, _ in ended:
+                    with pytest.raises(ApiError) as refused:
+                        await a.bus.router.request_session(holder, RoutedSession(
+                            device_id=state.device_id, user_id=root["id"], mode="view", node="node-a", **login))
+                    assert (refused.value.status, refused.value.code) == (403, "login_ended"), refused.value
+                assert [(r["target"], r.get("token"), r["reason"], r["node"])
+                        for r in await _audit(c, "session.start.refused")] == [
+                    (state.device_id, login.get("token_id"), reason, "node-a") for login, reason in ended]
+                assert await a.db.fetchone("SELECT COUNT(*) AS n FROM sessions WHERE device_id = ?",
+                                           (state.device_id,)) == started
 
                 # The real call through A's API, with the live token: C ends the session and names the token.
                 status, body = await _call(http, a, "POST", f"/sessions/{sid}/end", good.token)

@@ -7,6 +7,7 @@ the database is open and before the listeners start.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -81,10 +82,11 @@ async def attach(server: HelplineServer) -> NodeBus | None:
 
 
 def _starter(server: HelplineServer) -> Any:
-    """Start a session routed from another node, with the technician's rights read here."""
-    from server import devices
+    """Start a session routed from another node, with the technician's rights and login (the cookie session or
+    API token the first node checked) read here: a login ended in between is refused and audited."""
+    from server import audit, devices
     from server.accounts import users
-    from server.sessions import SESSIONS, views
+    from server.sessions import SESSIONS, calls, views
     from server.support_codes import repository as support_clients
 
     async def start(routed: RoutedSession) -> dict[str, Any]:
@@ -92,7 +94,15 @@ def _starter(server: HelplineServer) -> Any:
         row = await users.get_row(db, user_id=routed.user_id)
         if row is None or row.get("disabled"):
             raise ApiError(403, "forbidden", "unknown or disabled technician")
-        principal = await users.principal_for(db, row, None)
+        refused = await calls.login_refused(db, routed.user_id, routed.login_id, routed.token_id)
+        if refused is not None:
+            await audit.append(db, f"user:{row['username']}", "session.start.refused", routed.device_id,
+                               {"node": routed.node, "kind": routed.kind, "mode": routed.mode, "reason": refused,
+                                **({"token": routed.token_id} if routed.token_id else {})})
+            raise ApiError(403, "login_ended", f"routed session refused: {refused}")
+        principal = dataclasses.replace(
+            await users.principal_for(db, row, None if routed.token_id else routed.login_id),
+            token_id=routed.token_id)
         if routed.kind == "support":  # a support-code client: its group is the code's
             client = await support_clients.get_client(db, routed.device_id)
             if client is None:
@@ -149,7 +159,7 @@ async def start_session(bus: NodeBus | None, sessions: SessionDriver, technician
         raise ApiError(409, "device_offline", "the device is not connected to any node")
     return await bus.router.request_session(holder, RoutedSession(
         device_id=device_id, user_id=technician.user_id, mode=mode, reason=reason, document_id=document_id,
-        kind=kind))
+        kind=kind, login_id=technician.session_id, token_id=technician.token_id, node=bus.node))
 
 
 async def forward_call(bus: NodeBus, action: str, call: Call) -> tuple[int, dict[str, Any]] | None:

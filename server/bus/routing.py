@@ -10,7 +10,8 @@ A session requested on node A for a device held by node C is requested *on C*
 (``helpline.node.<C>.session``): C records it, offers it to the agent and holds the live session;
 the answer names C's console URL, where the technician's viewer opens the stream (both tunnel ends
 meet on C; A carries no session bytes, so it adds no latency and A's loss does not end it). C loads
-the technician's rights from the shared database itself; the request carries only the user id.
+the technician's rights from the shared database itself and re-checks the login the request was made under
+(the user id plus the cookie session or API token: revoked, expired or another user's, refused and audited).
 Calls on a running session (end, mode, people, proof …) made on another node are forwarded the same way
 (``helpline.node.<C>.call``) to the node holding it, found by ``helpline.live.<session_id>`` (answered
 only by that node): C re-reads the caller's rights, re-checks the login the call was made under (the
@@ -72,6 +73,12 @@ class RoutedSession(msgspec.Struct, frozen=True):
     document_id: str | None = None
     #: "support": a support-code client (server/support_codes) rather than an enrolled device.
     kind: Literal["device", "support"] = "device"
+    #: The caller's cookie session, or the API token they used (``t_…``), on the first node: the holder re-checks
+    #: it as it does for a :class:`NodeCall` (a request naming neither, from an older node, is refused).
+    login_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    token_id: Annotated[str, msgspec.Meta(pattern=r"^t_[0-9a-f]{1,64}$")] | None = None
+    #: The node that routed the request (for the holder's audit record).
+    node: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
 
 class NodeCall(msgspec.Struct, frozen=True):

@@ -223,10 +223,10 @@ async def may_be_elsewhere(db: Database, session_id: str) -> bool:
 READS = frozenset({"get", "people"})
 
 
-async def _login_refused(db: Database, user_id: str, login_id: str | None, token_id: str | None) -> str | None:
-    """Why the login a forwarded call was made under is not live now (None: it is). The first node checked it
-    a moment ago; this closes the window in between and refuses a call no live login stands behind (an older
-    node's token caller, whose call names no login, included)."""
+async def login_refused(db: Database, user_id: str, login_id: str | None, token_id: str | None) -> str | None:
+    """Why the login a forwarded call or routed session start was made under is not live now (None: it is). The
+    first node checked it a moment ago; this closes the window in between and refuses a request no live login
+    stands behind (an older node's token caller, whose request names no login, included)."""
     now = time.time()
     if token_id is not None:
         token = await db.fetchone("SELECT user_id, expires_at, revoked_at FROM api_tokens WHERE id = ?", (token_id,))
@@ -260,7 +260,7 @@ async def run_forwarded(sessions: SessionDriver, db: Database, *, action: str, s
     if user is None or user["disabled"]:
         raise ApiError(403, "forbidden", "unknown or disabled technician")
     who = {"action": action, "node": from_node, **({"token": token_id} if token_id else {})}
-    refused = await _login_refused(db, user_id, login_id, token_id)
+    refused = await login_refused(db, user_id, login_id, token_id)
     if refused is not None:
         await audit.append(db, f"user:{user['username']}", "session.call.refused", session_id,
                            {**who, "reason": refused})
