@@ -128,8 +128,10 @@ async def test_forwarded_token_call_is_rechecked_and_audited_on_the_holder(tmp_p
                 assert status == 200 and body["node"] == "node-c", body
                 await wait_until(lambda: sid not in live, timeout=30, what="the session ended on C")
                 forwarded = await _audit(c, "session.call.forwarded")
-                assert [(r["actor"], r["target"], r["action"], r["token"], r["node"], r["status"])
-                        for r in forwarded] == [("user:root", sid, "end", good.id, "node-a", 200)], forwarded
+                assert [(r["actor"], r["target"], r["action"], r["token"], r["node"])
+                        for r in forwarded] == [("user:root", sid, "end", good.id, "node-a")], forwarded
+                done = await _audit(c, "session.call.done")
+                assert [(r["action"], r["token"], r["status"]) for r in done] == [("end", good.id, 200)], done
 
                 # Revoked on A: A itself refuses the token now (401), nothing reaches C.
                 assert await admin.revoke_token(a.db, good.id, actor="test")

@@ -9,12 +9,13 @@ caller's rights from the shared database and runs the same action. So a technici
 node A drives a session on node C through A alone: no cross-origin calls, no cookie for C's host. C also
 re-checks the login the call came under (the cookie session, or the API token: ``Principal.token_id``), so a
 token revoked in between is refused there, and audits each forwarded call that changes something, naming the
-token.
+token: before it runs, and its outcome after (failures included).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from . import notes, repository, views
 from .driver import SessionDriver
 from .live import LiveSession
 from .teamwork import Teamwork
+
+log = logging.getLogger(__name__)
 
 Reply = tuple[int, dict[str, Any]]
 
@@ -272,16 +275,34 @@ async def run_forwarded(sessions: SessionDriver, db: Database, *, action: str, s
         raise ApiError.not_found("session")
     _require(caller, Right.REMOTE_VIEW, row["group_name"])
     checked = None if spec.body is None else msgspec.convert(body or {}, spec.body)
+    work = Call(session_id, caller, row["group_name"], db, checked)
     if action in READS:
-        return await spec.run(sessions, Call(session_id, caller, row["group_name"], db, checked))
+        return await spec.run(sessions, work)
+    return await _audited(lambda: spec.run(sessions, work), db, f"user:{caller.username}", session_id, who)
+
+
+async def _audited(run: Callable[[], Awaitable[Reply]], db: Database, actor: str, session_id: str,
+                   who: dict[str, Any]) -> Reply:
+    """Run a forwarded call that changes something, recorded before and after.
+
+    The actions are no single transaction (most tell the agent), so the record that the call is made is written
+    *before* it runs (that write failing: nothing done, 500). Its outcome (``session.call.done``: the HTTP status,
+    500 for an exception) follows; a failure to write that is logged and does not turn a call that was done into
+    one reported failed, since the first record already stands for it."""
+    await audit.append(db, actor, "session.call.forwarded", session_id, who)
+    status = 500
     try:
-        status, answer = await spec.run(sessions, Call(session_id, caller, row["group_name"], db, checked))
+        status, answer = await run()
+        return status, answer
     except ApiError as exc:
-        await audit.append(db, f"user:{caller.username}", "session.call.forwarded", session_id,
-                           {**who, "status": exc.status})
+        status = exc.status
         raise
-    await audit.append(db, f"user:{caller.username}", "session.call.forwarded", session_id, {**who, "status": status})
-    return status, answer
+    finally:
+        try:
+            await audit.append(db, actor, "session.call.done", session_id, {**who, "status": status})
+        except Exception:
+            log.exception("forwarded call's outcome not audited", extra={"session_id": session_id,
+                                                                        "action": who["action"]})
 
 
 async def candidates_for(db: Database, group: str, present: list[str]) -> list[str]:
