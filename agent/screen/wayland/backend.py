@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
@@ -138,12 +139,67 @@ class _OwnRemoteReader(PipeWireCapture):
                 os.close(fd)
 
 
+class _RemoteHandoff:
+    """One PipeWire remote passed from the loop to a waiting thread, or closed if that thread gave up on it.
+
+    A timed-out ``Future.result`` leaves the coroutine running, and a cancelled future drops the result it
+    gets later: without this, each failed switch would leak the fd that arrives after all.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._abandoned = False
+
+    async def fill(self, remote: Coroutine[Any, Any, int]) -> None:
+        fd = await remote
+        with self._lock:
+            if not self._abandoned:
+                self._fd, fd = fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def take(self) -> int:
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is None:
+            raise PipeWireError("the portal gave no PipeWire remote")
+        return fd
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _fresh_remotes(session: PortalSession) -> Callable[[], int]:
-    """A new PipeWire remote of the portal session, asked for from the capture thread on the session's loop."""
+    """A new PipeWire remote of the portal session, asked for from the capture thread on the session's loop.
+
+    Refused on the loop's own thread: waiting there for a coroutine of that loop would block it until the timeout.
+    """
     loop = asyncio.get_running_loop()
 
     def fresh() -> int:
-        return asyncio.run_coroutine_threadsafe(session.open_remote(), loop).result(PROBE_TIMEOUT_S * 2)
+        if _running_loop() is loop:
+            raise RuntimeError("a fresh PipeWire remote was asked for on the event loop's own thread")
+        handoff = _RemoteHandoff()
+        future = asyncio.run_coroutine_threadsafe(handoff.fill(session.open_remote()), loop)
+        try:
+            future.result(PROBE_TIMEOUT_S * 2)
+        except TimeoutError as exc:
+            future.cancel()
+            handoff.abandon()  # a remote already handed over is closed now, one still coming when it comes
+            raise PipeWireError(f"the portal gave no PipeWire remote within {PROBE_TIMEOUT_S * 2:.0f}s") from exc
+        return handoff.take()
 
     return fresh
 

@@ -7,8 +7,9 @@ only the stream of the monitor the viewer shows: a ``gst-launch`` child per show
 When the viewer picks another monitor the session's next grab asks for its index; the set then
 kills the old child by PID and starts a reader on the other stream (a few hundred ms until its
 first frame on the headless Mutter), and forwards that reader's damage reports from then on.
-Grabs come from the session's one capture thread, so switching needs no lock of its own; the
-damage notifications come from the readers' threads and go to whichever reader is current.
+Grabs come from the session's one capture thread; the set's lock orders a switch against
+``close`` (from another thread), so no reader is started after the set closed. The damage
+notifications come from the readers' threads and go to whichever reader is current.
 
 "All monitors" (index 0) is one stream where the desktop can paint one (Mutter's ``RecordArea``
 over the monitors' bounding box); where it cannot (the portal shares monitors, not areas) its
@@ -133,11 +134,13 @@ class CastSet:
     # --- DamageSource ---------------------------------------------------------------------
 
     def start(self, notify: Callable[[], None]) -> None:
+        """Start the current reader; under the lock, so a ``close`` meanwhile cannot leave a child running."""
         with self._lock:
+            if self._closed:
+                raise RuntimeError("the cast set is closed")
             self._notify = notify
             self._started = True
-            reader = self._reader
-        reader.start(self._forward(reader))
+            self._reader.start(self._forward(self._reader))
 
     def _open(self, index: int) -> StreamReader:
         cast = self._casts[index]
@@ -178,18 +181,28 @@ class CastSet:
             self._index = index
             return old
         reader = self._open(index)
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the cast set is closed")
-            self._reader, self._index = reader, index
-            self._frames_before += old.frames
-            self.switches += 1
-            started = self._started
+        # The new reader is started under the lock: a close() either comes first (the new reader is closed here,
+        # with the PipeWire remote it may own) or after (it closes the started reader and kills its child).
+        try:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("the cast set is closed")
+                self._reader = reader  # before start: its first report must reach the session
+                if self._started:
+                    try:
+                        reader.start(self._forward(reader))
+                    except BaseException:
+                        self._reader = old  # still started and not closed: the session goes on showing it
+                        raise
+                self._index = index
+                self._frames_before += old.frames
+                self.switches += 1
+        except BaseException:
+            reader.close()
+            raise
         old.close()
         log.info("Wayland monitor switch: monitor %d, PipeWire node %d (was %d), %dx%d at %d,%d", index, new.node_id,
                  old.node_id, new.w, new.h, new.x, new.y)
-        if started:
-            reader.start(self._forward(reader))
         return reader
 
     def close(self) -> None:

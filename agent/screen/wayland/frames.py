@@ -93,7 +93,9 @@ class PipeWireCapture:
     # --- DamageSource ---------------------------------------------------------------------
 
     def start(self, notify: Callable[[], None]) -> None:
-        """Start the child and the reader thread (idempotent: the first call wins)."""
+        """Start the child and the reader thread (idempotent: the first call wins); refused after ``close``."""
+        if self._closed.is_set():  # a child started now would never be killed (and could inherit a reused fd)
+            raise PipeWireError(f"the reader of PipeWire node {self.node_id} is closed")
         self._notify = notify
         if self._thread is not None:
             return

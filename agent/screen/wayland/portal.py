@@ -328,10 +328,16 @@ async def _call_fds(bus: MessageBus, interface: str, member: str, signature: str
 
 
 async def _raw_call(bus: MessageBus, message: Message) -> Message:
+    """The reply to ``message``; if the caller stops waiting (timeout, cancel) the file descriptors of a reply still
+    coming are closed when it comes (dbus-fast drops the reply of a cancelled call with its descriptors open)."""
+    call = asyncio.ensure_future(bus.call(message))
     try:
-        reply = await asyncio.wait_for(bus.call(message), CALL_TIMEOUT_S)
-    except TimeoutError as exc:
-        raise PortalError(f"{message.interface}.{message.member}: no answer within {CALL_TIMEOUT_S:.0f}s") from exc
+        reply = await asyncio.wait_for(asyncio.shield(call), CALL_TIMEOUT_S)
+    except BaseException as exc:
+        call.add_done_callback(_close_reply_fds)
+        if isinstance(exc, TimeoutError):
+            raise PortalError(f"{message.interface}.{message.member}: no answer within {CALL_TIMEOUT_S:.0f}s") from exc
+        raise
     if reply is None:
         raise PortalError(f"{message.interface}.{message.member}: no reply")
     if reply.message_type == MessageType.ERROR:
@@ -341,6 +347,16 @@ async def _raw_call(bus: MessageBus, message: Message) -> Message:
         detail = reply.body[0] if reply.body else ""
         raise PortalError(f"{message.interface}.{message.member}: {reply.error_name}: {detail}")
     return reply
+
+
+def _close_reply_fds(call: asyncio.Future[Message]) -> None:
+    """Close the descriptors of a reply nobody waits for any more (and take its error, so none is logged)."""
+    if call.cancelled() or call.exception() is not None:
+        return
+    reply = call.result()
+    for fd in (reply.unix_fds or []) if reply is not None else []:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 async def _open_remote(bus: MessageBus, handle: str) -> int:
