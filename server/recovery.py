@@ -24,8 +24,9 @@ for any well-formed device id, with no per-device cap: the route is public and d
 so a cap on nonces (or on failed proofs, which anyone can make with a garbage signature) would let anyone
 block a device's recovery, and whether a device exists would show. Nothing is guessable here — the
 credential is a signature by the device's key — so only the per-address limit of the route applies. That
-limit is shared by the nodes too (:func:`take_attempt`: each request is a row of ``recovery_attempts``), so an
-address gets one allowance however many nodes the load balancer spreads it over.
+limit is shared by the nodes too (:class:`AttemptBudget`: each request that passes the node's own in-memory
+gate is a row of ``recovery_attempts``), so an address gets one allowance however many nodes the load balancer
+spreads it over.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -50,6 +52,7 @@ from certs.pki import DEVICE_URI_PREFIX, certificate_serial_hex, csr_public_key
 from protocol.recovery import proof_bytes
 
 from . import devices
+from .audit_limits import RefusalLimiter
 from .errors import ApiError
 from .store import Database, Row, Transaction
 
@@ -63,26 +66,74 @@ MAX_CHAIN_CERTS = 4
 ATTEMPT_WINDOW_S = 60.0
 
 
+async def _now(tx: Transaction) -> float:
+    """The database's clock on PostgreSQL (one clock for every node's window); this machine's on SQLite, whose file
+    only one machine opens."""
+    if tx.dialect != "postgresql":
+        return time.time()
+    row = await tx.fetchone("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8 AS now")
+    assert row is not None
+    return float(row["now"])
+
+
 async def take_attempt(db: Database, peer: str, limit: int, *, window_s: float = ATTEMPT_WINDOW_S,
                        now: float | None = None) -> float:
     """Take a place in ``peer``'s budget of ``limit`` requests per ``window_s``, shared by every node through the
     database: 0.0 when taken (and recorded), else the seconds until a place frees (nothing recorded).
 
     Counted and recorded in one transaction, serialized per address (SQLite's writer lock; an advisory lock
-    keyed by the address on PostgreSQL), so two nodes cannot both take the last place."""
-    now = time.time() if now is None else now
+    keyed by the address on PostgreSQL), so two nodes cannot both take the last place. The window is read on
+    the database's clock (``now`` overrides it, for tests), so nodes whose clocks differ still count one
+    window. Old rows are not deleted here (:func:`prune_attempts`)."""
     async with db.transaction() as tx:
         if tx.dialect == "postgresql":
             key = int.from_bytes(hashlib.sha256(b"helpline recovery attempts\x00" + peer.encode()).digest()[:8],
                                  "big", signed=True)
             await tx.execute("SELECT pg_advisory_xact_lock(?)", (key,))
-        await tx.execute("DELETE FROM recovery_attempts WHERE at < ?", (now - window_s,))
+        now = await _now(tx) if now is None else now
         rows = await tx.fetchall("SELECT at FROM recovery_attempts WHERE peer = ? AND at >= ? ORDER BY at LIMIT ?",
                                  (peer, now - window_s, limit))
         if len(rows) >= limit:
             return max(0.001, float(rows[0]["at"]) + window_s - now)
         await tx.execute("INSERT INTO recovery_attempts (peer, at) VALUES (?, ?)", (peer, now))
     return 0.0
+
+
+async def prune_attempts(db: Database, *, window_s: float = ATTEMPT_WINDOW_S, now: float | None = None) -> int:
+    """Delete attempts older than twice the window (by the database's clock: a node whose clock runs ahead cannot
+    delete rows another node still counts); how many went."""
+    async with db.transaction() as tx:
+        now = await _now(tx) if now is None else now
+        return await tx.execute("DELETE FROM recovery_attempts WHERE at < ?", (now - 2 * window_s,))
+
+
+@dataclass
+class AttemptBudget:
+    """The per-address budget as a node applies it: its own in-memory limiter first, then the shared one.
+
+    The local gate (:class:`~server.audit_limits.RefusalLimiter`, per node) answers most refusals without the
+    database, so at most nodes × ``limit`` requests per address and window reach it; the shared count
+    (:func:`take_attempt`) makes the budget one across nodes. Old rows are pruned at most once a window."""
+
+    limit: int
+    window_s: float = ATTEMPT_WINDOW_S
+    local: RefusalLimiter | None = None
+    _pruned_at: float = -math.inf
+
+    def __post_init__(self) -> None:
+        if self.local is None:
+            self.local = RefusalLimiter(self.limit, self.window_s)
+
+    async def take(self, db: Database, peer: str) -> float:
+        """0.0 when ``peer`` may go on (a place taken), else the seconds until it may."""
+        assert self.local is not None
+        wait = self.local.reserve(peer)
+        if wait:
+            return wait
+        if time.monotonic() - self._pruned_at >= self.window_s:
+            self._pruned_at = time.monotonic()
+            await prune_attempts(db, window_s=self.window_s)
+        return await take_attempt(db, peer, self.limit, window_s=self.window_s)
 
 
 def refused(code: str, message: str, status: int = 403) -> ApiError:

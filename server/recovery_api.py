@@ -7,14 +7,15 @@ What is checked is in :mod:`.recovery`. Every recovery attempt is audited: ``dev
 it succeeds, ``device.recover.refused`` with the reason otherwise (a few per address and minute, the
 rest counted into one aggregate record: :mod:`.audit_limits`). Each address may make
 :data:`ATTEMPTS_PER_MINUTE` requests a minute on these routes, counted across all nodes in the shared
-database (:func:`.recovery.take_attempt`; 429 with ``Retry-After`` beyond).
+database behind each node's own in-memory gate (:class:`.recovery.AttemptBudget`; 429 with ``Retry-After``
+beyond).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -45,10 +46,11 @@ SCHEMAS: dict[str, Any] = {
 @dataclass(frozen=True)
 class RecoveryHandlers:
     server: HelplineServer
+    attempts: recovery.AttemptBudget = field(default_factory=lambda: recovery.AttemptBudget(ATTEMPTS_PER_MINUTE))
 
     async def _rate(self, db: Database, peer: str) -> None:
         """Every request takes a place in the address's budget, shared by all nodes (none is given back)."""
-        wait = await recovery.take_attempt(db, peer, ATTEMPTS_PER_MINUTE)
+        wait = await self.attempts.take(db, peer)
         if wait:
             raise RateLimited(math.ceil(wait))
 
