@@ -8,7 +8,9 @@ it succeeds, ``device.recover.refused`` with the reason otherwise (a few per add
 rest counted into one aggregate record: :mod:`.audit_limits`). Each address may make
 :data:`ATTEMPTS_PER_MINUTE` requests a minute on these routes, counted across all nodes in the shared
 database behind each node's own in-memory gate (:class:`.recovery.AttemptBudget`; 429 with ``Retry-After``
-beyond).
+beyond). The address is ``request.remote``, as the node observes it: no proxy header is read (none is, anywhere
+in server/), so behind a load balancer that rewrites source addresses all clients share one budget; the README
+says the balancer must keep client addresses.
 """
 
 from __future__ import annotations
