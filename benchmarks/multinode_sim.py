@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 #: Why a connection attempt or a channel ended, as counted per simulator process.
 CAUSES = ("refused", "reset", "timeout", "tls", "closed", "http", "other")
+#: How long a hello waits for the welcome: the real agent's ControlChannel closes after 3 x 20 s of silence
+#: (it was 30 s here: under a reconnect herd, attempts were abandoned and remade that the agent would keep).
+WELCOME_WAIT_S = 60.0
 #: Phases the parent sets: health sampling off, on, stopped (outboxes drain), report (write acks).
 IDLE, SAMPLING, DRAINING, REPORT = 0, 1, 2, 3
 
@@ -65,8 +68,10 @@ class Balancer:
     its defaults; HAProxy's active checks take a dead server out in about as long), and a retry goes to
     another node than the one that just failed while there is one up.
 
-    Without it a retry after a failure on A picked the killed C half the time: refused at once, and
-    that agent's backoff doubled for nothing (876 refusals in one 6,000 run)."""
+    A refused connection is retried on another node at once (nginx's ``proxy_next_upstream``, on by
+    default): the agent sees no failure while a node is up. Without this model a retry after a failure
+    on A picked the killed C half the time: refused at once, and that agent's backoff doubled for
+    nothing (876 refusals in one 6,000 run)."""
 
     def __init__(self, nodes: int, fail_timeout_s: float = 10.0) -> None:
         self.nodes = nodes
@@ -173,7 +178,8 @@ class Agent:
         try:
             await ws.send(json.dumps({"v": 1, "type": "hello", "id": "h", "min_version": 1, "max_version": 1,
                                       "agent_version": "bench", "device_id": self.sim.device_id}))
-            welcome = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            # The real agent's patience: its channel gives up after 3 keepalives (60 s) of silence.
+            welcome = json.loads(await asyncio.wait_for(ws.recv(), WELCOME_WAIT_S))
             if welcome.get("type") != "welcome":
                 raise RuntimeError(f"{self.sim.device_id}: expected welcome, got {welcome.get('type')}")
             steps.welcome = time.monotonic()
@@ -278,10 +284,14 @@ async def agent_life(agent: Agent, urls: list[str], home: int, counts: Any, base
                 await ws.close()
         except (OSError, TimeoutError, WebSocketException, RuntimeError, ValueError, KeyError) as exc:
             causes[cause_base + CAUSES.index(cause(exc))] += 1
-            if isinstance(exc, ConnectionRefusedError):
-                balancer.refused(node)
             if agent.dropped_by_kill and not steps.welcome:  # an attempt, not the end of a channel
                 TRACE.rows.append([round(steps.gated - TRACE.t0, 3), node, step, cause(exc), *steps.row()])
+            if isinstance(exc, ConnectionRefusedError):
+                balancer.refused(node)
+                retry = balancer.pick(node)
+                if retry != node:  # the balancer's next upstream, within the same client connection
+                    node = retry
+                    continue
             log.debug("simulated agent %s: %s; reconnecting after backoff", agent.sim.device_id, exc)
         delay = agent.backoff.next_delay(loop.time())
         if agent.dropped_by_kill:
