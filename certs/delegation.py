@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -331,8 +331,9 @@ def new_token() -> tuple[str, str]:
 
 
 def allow_node(paths: SignerPaths, node: str, server_names: list[str], lifetime: timedelta, *,
-               now: float) -> str:
-    """Add ``node`` (or renew its token) on the allow-list; return its one-time enrolment token."""
+               now: float, record: Callable[[], object] | None = None) -> str:
+    """Add ``node`` (or renew its token) on the allow-list; return its one-time enrolment token. ``record`` (the
+    audit record) runs under the lock before the change is saved: if it fails, nothing changes."""
     if not MIN_NODE_LIFETIME <= lifetime <= MAX_NODE_LIFETIME:
         raise ValueError(f"a node intermediate lives {MIN_NODE_LIFETIME} to {MAX_NODE_LIFETIME}")
     name_constraints(server_names)  # refuse unusable names now, not at the node's first renewal
@@ -348,16 +349,21 @@ def allow_node(paths: SignerPaths, node: str, server_names: list[str], lifetime:
         # issued before it proves a renewal any more (the thief's included); the node joins with the token.
         nodes[check_node_name(node)] = NodeEntry(list(server_names), lifetime.total_seconds(), [], digest,
                                                  now + TOKEN_LIFETIME.total_seconds())
+        if record is not None:
+            record()
         save_nodes(paths, nodes)
     return token
 
 
-def remove_node(paths: SignerPaths, node: str) -> bool:
-    """Take ``node`` off the allow-list: its next renewal is refused. True if it was there."""
+def remove_node(paths: SignerPaths, node: str, record: Callable[[], object] | None = None) -> bool:
+    """Take ``node`` off the allow-list: its next renewal is refused. True if it was there. ``record`` as for
+    :func:`allow_node`."""
     with nodes_locked(paths):
         nodes = load_nodes(paths)
         if nodes.pop(node, None) is None:
             return False
+        if record is not None:
+            record()
         save_nodes(paths, nodes)
     return True
 

@@ -9,8 +9,15 @@ breaks the chain from there (:func:`verify`), as the server's audit log does (se
 processes) serialize on an ``flock`` of the file itself and are fsynced before the caller goes on.
 
 Never in a record: keys, CSRs, signatures, enrolment tokens — only names, serials, dates, reasons and the
-peer's address. Removing the *newest* lines leaves a shorter chain that still links: keep a copy of the
-last hash elsewhere (``helpline certs signer audit`` prints it) to notice that.
+peer's address. The chain is not keyed: whoever can write the file can recompute it from any line on, and
+removing the *newest* lines leaves a shorter chain that still links; so ship the head elsewhere
+(``helpline certs signer audit --head``) to notice either.
+
+The file is begun by ``certs delegate`` and ``signer serve`` (a ``delegated``/``started`` record), the only
+writers allowed to create it: a missing file where ``nodes.json`` names nodes is refused by :func:`verify`,
+:func:`begin` and :func:`append` rather than taken for an empty trail. A torn last line (a crash or a full
+disk mid-write) makes :func:`append` refuse (:class:`TornTail`) until :func:`repair` cuts it off and records
+that it did (``helpline certs signer audit --repair``).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -32,6 +40,9 @@ MAX_VALUE = 200
 #: Refusals written per peer per :data:`REFUSAL_WINDOW_S`; past it they are counted and the count goes in the
 #: peer's next written refusal (``suppressed``), so a peer hammering the signer cannot fill its disk.
 REFUSALS_PER_WINDOW = 30
+#: Refusals written per window from all peers together (many addresses cannot fill the disk either); past it
+#: they are counted and the count goes in the next one written (``suppressed_all``).
+REFUSALS_ALL_PER_WINDOW = 300
 REFUSAL_WINDOW_S = 60.0
 #: How far back from the end the last record is looked for (records are well under 1 KiB).
 _TAIL = 64 * 1024
@@ -39,7 +50,11 @@ _SECRET_FIELDS = frozenset({"token", "csr", "signature", "key", "current", "pass
 
 
 class AuditError(ValueError):
-    """The audit file is not a valid chain (the message says which line and why)."""
+    """The audit file is not a valid chain, or missing where it must exist (the message says which and why)."""
+
+
+class TornTail(AuditError):
+    """The last line is not a whole record (a write cut short): nothing is appended until it is repaired."""
 
 
 def audit_path(directory: Path) -> Path:
@@ -60,27 +75,115 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _has_nodes(directory: Path) -> bool:
+    """Whether the signer's allow-list (``nodes.json``) names any node: then an audit file must exist."""
+    try:
+        return bool(json.loads((Path(directory) / "nodes.json").read_text()))
+    except FileNotFoundError:
+        return False
+    except ValueError as exc:
+        raise AuditError(f"nodes.json is not JSON: {exc}") from exc
+
+
+def _missing(directory: Path) -> AuditError:
+    return AuditError(f"{audit_path(directory)} is missing but nodes.json names nodes: the trail was removed "
+                      "(restore it from a backup; a new one would hide what it held)")
+
+
+def _open(directory: Path, *, create: bool) -> int:
+    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        return os.open(audit_path(directory), flags, 0o600)
+    except FileNotFoundError:
+        if _has_nodes(directory):
+            raise _missing(directory) from None
+        raise AuditError(f"{audit_path(directory)} is missing: 'helpline certs signer serve' or 'certs delegate' "
+                         "begins it") from None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write may write less than asked (a full disk, a signal): go on until all of it is written."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError("audit write made no progress")
+        view = view[written:]
+
+
+def _append_locked(fd: int, event: str, node: str, fields: dict[str, Any]) -> dict[str, Any]:
+    last = _last_record(fd)
+    record: dict[str, Any] = {"seq": (int(last["seq"]) + 1) if last else 1, "ts": time.time(),
+                              "event": event, "node": _clean(node),
+                              **{k: _clean(v) for k, v in fields.items() if v is not None},
+                              "prev": str(last["hash"]) if last else GENESIS}
+    record["hash"] = record_hash(record)
+    _write_all(fd, (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode())
+    os.fsync(fd)
+    return record
+
+
 def append(directory: Path, event: str, node: str, **fields: Any) -> dict[str, Any]:
-    """Append one record (fsynced) and return it. ``fields`` must not name secrets (refused: ValueError)."""
+    """Append one record (fsynced) and return it. ``fields`` must not name secrets (refused: ValueError); the
+    file must exist (AuditError: see :func:`begin`), and end with a whole record (:class:`TornTail`)."""
+    return _append(directory, event, node, fields, create=False)
+
+
+def require(directory: Path) -> None:
+    """AuditError when the file is missing although ``nodes.json`` names nodes (a removed trail)."""
+    if not audit_path(directory).exists() and _has_nodes(directory):
+        raise _missing(directory)
+
+
+def begin(directory: Path, event: str, node: str = "", **fields: Any) -> dict[str, Any]:
+    """Append ``event``, creating the file if there is none yet — unless ``nodes.json`` names nodes, when a
+    missing file means a removed trail (AuditError). For ``certs delegate`` and the signer's start."""
+    require(directory)
+    return _append(directory, event, node, fields, create=True)
+
+
+def _append(directory: Path, event: str, node: str, fields: dict[str, Any], *, create: bool) -> dict[str, Any]:
     secret = _SECRET_FIELDS & fields.keys()
     if secret:
         raise ValueError(f"the signer's audit never records {', '.join(sorted(secret))}")
-    path = audit_path(directory)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    fd = _open(directory, create=create)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
-        last = _last_record(fd)
-        record: dict[str, Any] = {"seq": (int(last["seq"]) + 1) if last else 1, "ts": time.time(),
-                                  "event": event, "node": _clean(node),
-                                  **{k: _clean(v) for k, v in fields.items() if v is not None},
-                                  "prev": str(last["hash"]) if last else GENESIS}
-        record["hash"] = record_hash(record)
-        line = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
-        os.write(fd, line.encode())
-        os.fsync(fd)
+        return _append_locked(fd, event, node, fields)
     finally:
         os.close(fd)
-    return record
+
+
+def repair(directory: Path, by: str) -> int:
+    """Cut off a torn last line and record that (``repaired``, with the bytes dropped); 0 when the file ends with
+    a whole record (nothing done). Only the last line: a broken line before it is no torn write (AuditError)."""
+    fd = _open(directory, create=False)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        start = max(0, size - _TAIL)
+        tail = os.pread(fd, size - start, start)
+        body = tail[:-1] if tail.endswith(b"\n") else tail
+        cut = body.rfind(b"\n") + 1  # where the last line begins, within tail
+        if tail.endswith(b"\n") and _is_record(body[cut:]):
+            return 0  # a record without its newline was never reported written (its caller failed): cut it too
+        if cut and not _is_record(body[body.rfind(b"\n", 0, cut - 1) + 1:cut - 1]):
+            raise AuditError("the line before the last is broken too: not a torn write; see --verify")
+        os.ftruncate(fd, start + cut)
+        os.fsync(fd)
+        dropped = size - (start + cut)
+        _append_locked(fd, "repaired", "", {"dropped_bytes": dropped, "by": by})
+        return dropped
+    finally:
+        os.close(fd)
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "hash" in record and "seq" in record
 
 
 def _last_record(fd: int) -> dict[str, Any] | None:
@@ -89,20 +192,21 @@ def _last_record(fd: int) -> dict[str, Any] | None:
         return None
     start = max(0, size - _TAIL)
     tail = os.pread(fd, size - start, start)
-    lines = tail.rstrip(b"\n").split(b"\n")
-    try:
-        last = json.loads(lines[-1])
-    except ValueError as exc:
-        raise AuditError(f"the last line of {AUDIT_FILE} is not a record: repair the file before appending") from exc
-    if not isinstance(last, dict) or "hash" not in last or "seq" not in last:
-        raise AuditError(f"the last line of {AUDIT_FILE} is not a record")
+    line = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    if not tail.endswith(b"\n") or not _is_record(line):
+        raise TornTail(f"the last line of {AUDIT_FILE} is not a whole record (a write cut short): nothing is "
+                       "issued until 'helpline certs signer audit --repair' cuts it off")
+    last: dict[str, Any] = json.loads(line)
     return last
 
 
 def records(directory: Path) -> Iterator[dict[str, Any]]:
-    """Every record, oldest first (none when there is no file yet); AuditError on a line that is not JSON."""
+    """Every record, oldest first (none when there is no file yet and no node on the allow-list; AuditError when
+    nodes.json names nodes); AuditError on a line that is not JSON."""
     path = audit_path(directory)
     if not path.exists():
+        if _has_nodes(directory):
+            raise _missing(directory)
         return
     with path.open("rb") as file:
         for number, raw in enumerate(file, 1):
@@ -131,22 +235,33 @@ def verify(directory: Path) -> tuple[int, str]:
 
 @dataclass
 class RefusalThrottle:
-    """How many refusals each peer has had written in the current window, and how many were left out."""
+    """How many refusals each peer, and all peers together, have had written in the current window, and how many
+    were left out (the global cap: many addresses cannot fill the disk either)."""
 
     per_window: int = REFUSALS_PER_WINDOW
     window_s: float = REFUSAL_WINDOW_S
+    all_per_window: int = REFUSALS_ALL_PER_WINDOW
     _peers: dict[str, tuple[float, int, int]] = field(default_factory=dict)
+    _all: tuple[float, int, int] = (-math.inf, 0, 0)
 
-    def admit(self, peer: str, now: float) -> int | None:
-        """None: leave this refusal out. Else the number left out before it (to record with it)."""
+    def admit(self, peer: str, now: float) -> dict[str, int] | None:
+        """None: leave this refusal out. Else the counts left out before it, to record with it: ``suppressed``
+        (this peer's) and ``suppressed_all`` (left out by the global cap), each only when non-zero."""
         start, written, suppressed = self._peers.get(peer, (now, 0, 0))
         if now - start >= self.window_s:
             start, written = now, 0
+        all_start, all_written, all_suppressed = self._all
+        if now - all_start >= self.window_s:
+            all_start, all_written = now, 0
         if written >= self.per_window:
             self._peers[peer] = (start, written, suppressed + 1)
             return None
+        if all_written >= self.all_per_window:
+            self._all = (all_start, all_written, all_suppressed + 1)
+            return None
         self._peers[peer] = (start, written + 1, 0)
+        self._all = (all_start, all_written + 1, 0)
         if len(self._peers) > 10_000:  # many peers: forget the oldest windows
             for old in sorted(self._peers, key=lambda p: self._peers[p][0])[:5_000]:
                 del self._peers[old]
-        return suppressed
+        return {k: v for k, v in (("suppressed", suppressed), ("suppressed_all", all_suppressed)) if v}

@@ -9,7 +9,8 @@ the request (:mod:`certs.signer_wire`) rather than with a TLS client certificate
 is an intermediate, a CA key, which has no business as a TLS client leaf, and a signature by that
 key over the new CSR proves possession and binds the request to the key being certified.
 
-Every issuance and refusal is written to the signer's hash-chained audit file (:mod:`certs.signer_audit`).
+Every issuance and refusal is written to the signer's hash-chained audit file (:mod:`certs.signer_audit`);
+an issuance that cannot be recorded (a full disk, a torn last line) is not made (503 ``audit_unavailable``).
 
 It refuses to start if its directory holds the root's private key.
 """
@@ -64,11 +65,11 @@ class _Refusal(Exception):
 async def _refused(request: web.Request, node: str, refusal: _Refusal) -> web.Response:
     """The refusal's answer, after its audit record (throttled per peer: :class:`signer_audit.RefusalThrottle`)."""
     peer = request.remote or ""
-    suppressed = request.app[_THROTTLE].admit(peer, time.monotonic())
-    if suppressed is not None:
+    left_out = request.app[_THROTTLE].admit(peer, time.monotonic())
+    if left_out is not None:
         try:
             await asyncio.to_thread(signer_audit.append, request.app[_PATHS].directory, "refused", node,
-                                    code=refusal.code, peer=peer, suppressed=suppressed or None)
+                                    code=refusal.code, peer=peer, **left_out)
         except (OSError, signer_audit.AuditError):
             log.exception("could not write the signer's audit record of a refusal")
     return _refuse(refusal.status, refusal.code, refusal.message)
@@ -90,6 +91,11 @@ async def issue(request: web.Request) -> web.Response:
         cert = await asyncio.to_thread(_grant, delegation, request.app[_PATHS], ask, public_key, request.remote or "")
     except _Refusal as refusal:
         return await _refused(request, ask.node, refusal)
+    except (OSError, signer_audit.AuditError) as exc:  # nothing issued: the record comes first
+        log.error("refused an intermediate: the audit trail cannot be written: %s", exc, extra={"node": ask.node})
+        hint = " (helpline certs signer audit --repair)" if isinstance(exc, signer_audit.TornTail) else ""
+        return _refuse(503, "audit_unavailable", f"the signer cannot write its audit trail{hint}; nothing was "
+                                                 "issued: try again once its operator has fixed it")
     log.info("issued node intermediate", extra={"node": ask.node, "serial": certificate_serial_hex(cert),
                                                 "until": cert.not_valid_after_utc.isoformat()})
     answer = IntermediateAnswer(chain=pem_chain(node_chain(cert, delegation)).decode())
@@ -177,6 +183,8 @@ async def serve(directory: Path, passphrase: bytes, host: str, port: int) -> Non
     """Run the signer until SIGINT/SIGTERM."""
     paths = SignerPaths(Path(directory))
     delegation = load(paths.directory, passphrase)
+    # Begins the trail on a directory delegated before it existed; refuses one whose trail was removed.
+    signer_audit.begin(paths.directory, "started", host=host, port=port)
     ctx = tls.console_listener_context(paths.signer_pem, paths.signer_key)  # TLS 1.3 only, server-authenticated
     runner = web.AppRunner(build_app(delegation, paths), access_log=None, handle_signals=False)
     await runner.setup()

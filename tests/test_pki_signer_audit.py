@@ -22,7 +22,7 @@ from certs import signer_audit
 from certs.node_link import SignerLink, SignerRefused, renew, signer_context
 from certs.pki import CertificateAuthority, build_csr, certificate_serial_hex, pem_chain
 from certs.signer_wire import PATH, IntermediateRequest, sign_proof
-from tests.procs import helpline
+from tests.procs import free_port, helpline
 from tests.test_pki_delegation import _join, running_signer
 
 
@@ -76,14 +76,14 @@ async def test_every_issuance_refusal_and_allow_list_change_is_chained(tmp_path:
         await renew(pki, link, current=renewed, now=datetime.now(UTC))
 
     assert _events(signer) == [
-        ("node_added", "node-a", ""), ("issued", "node-a", "token"), ("issued", "node-a", "renewal"),
+        ("delegated", "", ""), ("started", "", ""), ("node_added", "node-a", ""), ("issued", "node-a", "token"), ("issued", "node-a", "renewal"),
         ("refused", "node-x", "node_not_allowed"), ("refused", "", "bad_request"), ("refused", "node-a", "bad_csr"),
         ("refused", "node-a", "bad_proof"), ("node_removed", "node-a", ""), ("refused", "node-a", "node_not_allowed")]
     records = list(signer_audit.records(Path(signer["dir"])))
-    assert records[1]["serial"] == certificate_serial_hex(first.certificate)
-    assert records[2]["serial"] == certificate_serial_hex(renewed.certificate)
-    assert records[2]["proven_by"] == certificate_serial_hex(first.certificate)
-    assert records[0]["server_names"] == ["localhost"] and records[3]["peer"] == "127.0.0.1"
+    assert records[3]["serial"] == certificate_serial_hex(first.certificate)
+    assert records[4]["serial"] == certificate_serial_hex(renewed.certificate)
+    assert records[4]["proven_by"] == certificate_serial_hex(first.certificate)
+    assert records[2]["server_names"] == ["localhost"] and records[5]["peer"] == "127.0.0.1"
 
     path = signer_audit.audit_path(Path(signer["dir"]))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -92,19 +92,19 @@ async def test_every_issuance_refusal_and_allow_list_change_is_chained(tmp_path:
         assert secret not in text
 
     shown = helpline("certs", "signer", "audit", "--dir", str(signer["dir"]), "--verify")
-    assert shown.returncode == 0 and "chain intact: 9 records" in shown.stdout, shown.stdout
+    assert shown.returncode == 0 and "chain intact: 11 records" in shown.stdout, shown.stdout
     assert "bad_proof" in shown.stdout and "node-x" in shown.stdout
 
     lines = text.splitlines(keepends=True)
-    changed = json.loads(lines[2])
+    changed = json.loads(lines[4])
     changed["serial"] = "00" * 16  # a record of another certificate slipped in
-    path.write_text("".join([*lines[:2], json.dumps(changed, sort_keys=True, separators=(",", ":")) + "\n",
-                             *lines[3:]]))
+    path.write_text("".join([*lines[:4], json.dumps(changed, sort_keys=True, separators=(",", ":")) + "\n",
+                             *lines[5:]]))
     broken = helpline("certs", "signer", "audit", "--dir", str(signer["dir"]), "--verify", check=False)
-    assert broken.returncode == 1 and "line 3" in broken.stderr and "changed" in broken.stderr, broken.stderr
-    path.write_text("".join([*lines[:4], *lines[5:]]))  # a refusal removed
+    assert broken.returncode == 1 and "line 5" in broken.stderr and "changed" in broken.stderr, broken.stderr
+    path.write_text("".join([*lines[:6], *lines[7:]]))  # a refusal removed
     broken = helpline("certs", "signer", "audit", "--dir", str(signer["dir"]), "--verify", check=False)
-    assert broken.returncode == 1 and "line 5" in broken.stderr, broken.stderr
+    assert broken.returncode == 1 and "line 7" in broken.stderr, broken.stderr
     path.write_text(text)
     assert helpline("certs", "signer", "audit", "--dir", str(signer["dir"]), "--verify").returncode == 0
 
@@ -113,8 +113,61 @@ def test_refusals_are_throttled_per_peer_and_secrets_are_refused() -> None:
     """Past the window's allowance a peer's refusals are counted, not written, and the count rides on its next
     written one; a caller naming a secret field is refused before anything is written."""
     throttle = signer_audit.RefusalThrottle(per_window=2, window_s=60)
-    assert [throttle.admit("p", 0.0) for _ in range(5)] == [0, 0, None, None, None]
-    assert throttle.admit("q", 1.0) == 0
-    assert throttle.admit("p", 61.0) == 3
+    assert [throttle.admit("p", 0.0) for _ in range(5)] == [{}, {}, None, None, None]
+    assert throttle.admit("q", 1.0) == {}
+    assert throttle.admit("p", 61.0) == {"suppressed": 3}
     with pytest.raises(ValueError, match="token"):
         signer_audit.append(Path("/nonexistent"), "node_added", "n", token="secret")
+
+
+def test_many_peers_are_capped_together_and_the_count_rides_on_the_next_record() -> None:
+    """Refusals from many addresses, each under its own allowance, stop being written past the global cap; the
+    number left out is recorded with the next refusal written once the window has passed."""
+    throttle = signer_audit.RefusalThrottle(per_window=2, window_s=60, all_per_window=3)
+    assert [throttle.admit(f"10.0.0.{i}", 0.0) for i in range(6)] == [{}, {}, {}, None, None, None]
+    assert throttle.admit("10.0.0.9", 61.0) == {"suppressed_all": 3}
+    assert throttle.admit("10.0.0.9", 62.0) == {}
+
+
+async def test_a_missing_or_torn_trail_is_refused_and_a_torn_one_repaired(tmp_path: Path,
+                                                                         signer: dict[str, Path | str]) -> None:
+    """A torn last line: the signer issues nothing (503 audit_unavailable, renewals included) and add-node and
+    remove-node change nothing (they recorded after saving before); ``audit --repair`` cuts it off, records
+    ``repaired``, and all works again. A removed trail while nodes are allowed: ``--verify`` and ``serve``
+    refuse it instead of reading "0 records" and starting a fresh chain."""
+    directory = Path(signer["dir"])
+    pki = tmp_path / "srv" / "pki"
+    assert _join(tmp_path, signer, pki).returncode == 0
+    link = SignerLink.load(pki)
+    assert link is not None
+    path = signer_audit.audit_path(directory)
+    whole = path.read_bytes()
+    with path.open("ab") as file:
+        file.write(b'{"seq":99,"ev')  # a write cut short
+
+    with pytest.raises(SignerRefused, match="audit"):
+        await renew(pki, link, current=CertificateAuthority.load(pki), now=datetime.now(UTC))
+    added = helpline("certs", "signer", "add-node", "--dir", str(directory), "--node", "node-b",
+                     "--server-name", "localhost", check=False)
+    assert added.returncode == 1 and "--repair" in added.stderr, added.stderr
+    removed = helpline("certs", "signer", "remove-node", "--dir", str(directory), "--node", "node-a", check=False)
+    assert removed.returncode == 1
+    listed = helpline("certs", "signer", "nodes", "--dir", str(directory)).stdout
+    assert "node-a" in listed and "node-b" not in listed, listed
+
+    repaired = helpline("certs", "signer", "audit", "--dir", str(directory), "--repair")
+    assert "13 bytes" in repaired.stdout, repaired.stdout
+    assert path.read_bytes().startswith(whole) and _events(signer)[-1][0] == "repaired"
+    await renew(pki, link, current=CertificateAuthority.load(pki), now=datetime.now(UTC))
+    head = helpline("certs", "signer", "audit", "--dir", str(directory), "--head").stdout.split()
+    last = list(signer_audit.records(directory))[-1]
+    assert head == [str(last["seq"]), last["hash"]] and last["event"] == "issued", (head, last)
+
+    path.unlink()
+    gone = helpline("certs", "signer", "audit", "--dir", str(directory), "--verify", check=False)
+    assert gone.returncode == 1 and "missing" in gone.stderr, gone.stderr
+    port = free_port()
+    started = helpline("certs", "signer", "serve", "--dir", str(directory), "--host", "127.0.0.1", "--port",
+                       str(port), "--passphrase-file", str(tmp_path / "signer-pass"), check=False, timeout=60)
+    assert started.returncode == 1 and "missing" in started.stderr, started.stderr
+    assert not path.exists()

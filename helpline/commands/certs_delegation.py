@@ -70,10 +70,14 @@ def register(certs_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "audit", help="print the signer's audit trail (issuances, refusals, nodes added and removed)",
         description="Print audit.jsonl, the signer's hash-chained record of every intermediate issued, every request "
         "refused and every node added or removed. With --verify, check the chain too: exit 1 naming the first line "
-        "that was changed or removed. The last hash printed is worth keeping elsewhere: removing the newest lines "
-        "leaves a shorter chain that still links.")
+        "that no longer links (a careless edit; the chain is not keyed, so whoever can write the file can "
+        "recompute it). --head prints only the checked chain's head (sequence and hash): ship it to your SIEM or "
+        "ops log now and then, and compare. --repair cuts off a torn last line (a write cut short, which makes the "
+        "signer refuse every request until repaired) and records that it did.")
     trail.add_argument("--dir", type=Path, required=True)
     trail.add_argument("--verify", action="store_true", help="check the hash chain (exit 1 if broken)")
+    trail.add_argument("--head", action="store_true", help="check the chain, print only its last sequence and hash")
+    trail.add_argument("--repair", action="store_true", help="cut off a torn last line, recording a 'repaired' event")
     trail.set_defaults(handler=_guarded(_audit))
     nodes = signer_sub.add_parser("nodes", help="list the allow-list")
     nodes.add_argument("--dir", type=Path, required=True)
@@ -99,16 +103,20 @@ def _first_line(path: Path) -> str:
 
 
 def _delegate(args: argparse.Namespace) -> int:
+    from certs import signer_audit
     from certs.delegation import create_delegation
     from certs.pki import RootCA
     from helpline.commands.certs import Refused, _passphrase
 
     if not 1 <= args.days <= DELEGATION_DAYS:
         raise Refused(f"--days: a delegation lives 1 to {DELEGATION_DAYS} days")
+    signer_audit.require(args.out)  # a renewal over a directory whose trail was removed: restore it first
     root = RootCA.load(args.root, _passphrase(args, new=False))
     delegation = create_delegation(root, args.out, signer_host=args.signer_name, server_names=args.server_name,
                                    passphrase=_first_line(args.signer_passphrase_file).encode(),
                                    now=datetime.now(UTC), lifetime=timedelta(days=args.days), force=args.force)
+    signer_audit.begin(args.out, "delegated", signer=args.signer_name, server_names=list(args.server_name),
+                       not_after=delegation.not_after.isoformat(), by=_operator())
     print(f"delegation for the signer {args.signer_name} in {args.out}, valid until "
           f"{delegation.not_after:%Y-%m-%d %H:%M} UTC; copy the directory to the signer's host "
           "(never a node) and renew it before then")
@@ -143,6 +151,15 @@ def _audit(args: argparse.Namespace) -> int:
     from helpline.commands.certs import Refused
 
     try:
+        if args.repair:
+            dropped = signer_audit.repair(args.dir, by=_operator())
+            print(f"cut off a torn last line ({dropped} bytes), recorded as 'repaired'" if dropped
+                  else "the last line is a whole record: nothing to repair")
+            return 0
+        if args.head:
+            count, last = signer_audit.verify(args.dir)
+            print(f"{count} {last}")
+            return 0
         for record in signer_audit.records(args.dir):
             when = datetime.fromtimestamp(float(record.get("ts", 0)), UTC).strftime("%Y-%m-%d %H:%M:%S")
             skip = {"seq", "ts", "event", "node", "prev", "hash"}
@@ -166,9 +183,12 @@ def _add_node(args: argparse.Namespace) -> int:
         raise Refused("give the node's --server-name (its intermediate is limited to them)")
     lifetime = (timedelta(seconds=args.lifetime_seconds) if args.lifetime_seconds is not None
                 else timedelta(hours=args.hours))
-    token = allow_node(SignerPaths(args.dir), args.node, args.server_name, lifetime, now=time.time())
-    signer_audit.append(args.dir, "node_added", args.node, server_names=list(args.server_name),
-                        lifetime_s=lifetime.total_seconds(), by=_operator())
+    # Recorded under the allow-list's lock before it is saved, as the signer records an issuance: the trail's
+    # order is the allow-list's, and a change that could not be recorded is not made.
+    token = allow_node(SignerPaths(args.dir), args.node, args.server_name, lifetime, now=time.time(),
+                       record=lambda: signer_audit.append(args.dir, "node_added", args.node,
+                                                          server_names=list(args.server_name),
+                                                          lifetime_s=lifetime.total_seconds(), by=_operator()))
     print(f"node {args.node} allowed ({', '.join(args.server_name)}; intermediates of {lifetime}).")
     print("its one-time enrolment token (24 hours; give it to 'helpline certs join --token-file'):")
     print(token)
@@ -180,9 +200,9 @@ def _remove_node(args: argparse.Namespace) -> int:
     from certs.delegation import SignerPaths, remove_node
     from helpline.commands.certs import Refused
 
-    if not remove_node(SignerPaths(args.dir), args.node):
+    if not remove_node(SignerPaths(args.dir), args.node,
+                       record=lambda: signer_audit.append(args.dir, "node_removed", args.node, by=_operator())):
         raise Refused(f"no node {args.node!r} on the allow-list")
-    signer_audit.append(args.dir, "node_removed", args.node, by=_operator())
     print(f"node {args.node} removed: its renewals are refused; its current intermediate ends by itself")
     return 0
 
