@@ -148,7 +148,8 @@ class Agent:
 
     def __init__(self, sim: Sim, ca: str) -> None:
         self.sim = sim
-        self.ctx = tls.agent_client_context(Path(ca), Path(sim.cert), Path(sim.key))
+        self._ca = ca
+        self._ctx: ssl.SSLContext | None = None
         self.backoff = Backoff()  # the agent's defaults: base 1 s, cap 60 s, reset after 60 s up
         self.next_seq = 1
         self.pending: list[dict[str, Any]] = []  # sent or not, not yet acknowledged
@@ -157,6 +158,14 @@ class Agent:
         self.dropped_by_kill = False  # its channel was on the killed node when it died
         self.slept = 0.0  # seconds of backoff between the kill and its return
         self.returned = -1.0  # seconds from the kill to its return (-1: not back, or not the killed node's)
+
+    @property
+    def ctx(self) -> ssl.SSLContext:
+        """The agent's TLS context, made at its first connection (one for all its connections, as the agent's):
+        ~10 ms of PEM parsing each, so made up front 5,000 of them kept a simulator from connecting for ~50 s."""
+        if self._ctx is None:
+            self._ctx = tls.agent_client_context(Path(self._ca), Path(self.sim.cert), Path(self.sim.key))
+        return self._ctx
 
     async def hello(self, url: str, steps: Steps | None = None,
                     gate: asyncio.Semaphore | None = None) -> ClientConnection:
