@@ -86,8 +86,33 @@ def _has_nodes(directory: Path) -> bool:
 
 
 def _missing(directory: Path) -> AuditError:
-    return AuditError(f"{audit_path(directory)} is missing but nodes.json names nodes: the trail was removed "
-                      "(restore it from a backup; a new one would hide what it held)")
+    return AuditError(f"{audit_path(directory)} is missing but nodes.json names nodes: if this signer predates the "
+                      f"audit trail, run 'helpline certs signer audit --dir {directory} --begin'; if the file was "
+                      "removed, restore it from a backup (a new one would hide what it held)")
+
+
+def begin_upgrade(directory: Path, by: str) -> dict[str, Any]:
+    """Begin the trail of a signer directory made before the trail existed (``audit --begin``): a first ``begun``
+    record naming the nodes already allowed and saying no earlier trail existed. Only where there is no file at
+    all (O_EXCL: AuditError otherwise), so it can never start a second chain beside or over an existing one."""
+    try:
+        nodes = json.loads((Path(directory) / "nodes.json").read_text())
+    except FileNotFoundError:
+        nodes = {}
+    except ValueError as exc:
+        raise AuditError(f"nodes.json is not JSON: {exc}") from exc
+    names = sorted(str(name) for name in nodes) if isinstance(nodes, dict) else []
+    try:
+        fd = os.open(audit_path(directory), os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise AuditError(f"{audit_path(directory)} exists: --begin only starts a trail where there was none "
+                         "(see --verify, or --repair for a torn last line)") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _append_locked(fd, "begun", "", {"nodes": names, "node_count": len(names),
+                                                "earlier_trail": False, "by": by})
+    finally:
+        os.close(fd)
 
 
 def _open(directory: Path, *, create: bool) -> int:

@@ -22,7 +22,7 @@ from certs import signer_audit
 from certs.node_link import SignerLink, SignerRefused, renew, signer_context
 from certs.pki import CertificateAuthority, build_csr, certificate_serial_hex, pem_chain
 from certs.signer_wire import PATH, IntermediateRequest, sign_proof
-from tests.procs import free_port, helpline
+from tests.procs import free_port, helpline, spawn, wait_for_port
 from tests.test_pki_delegation import _join, running_signer
 
 
@@ -171,3 +171,37 @@ async def test_a_missing_or_torn_trail_is_refused_and_a_torn_one_repaired(tmp_pa
                        str(port), "--passphrase-file", str(tmp_path / "signer-pass"), check=False, timeout=60)
     assert started.returncode == 1 and "missing" in started.stderr, started.stderr
     assert not path.exists()
+
+
+async def test_a_signer_made_before_the_trail_is_upgraded_with_audit_begin(tmp_path: Path,
+                                                                         signer: dict[str, Path | str]) -> None:
+    """A signer directory from before the trail (nodes, no audit.jsonl): serve and a delegate renewal refuse
+    naming ``audit --begin``; ``--begin`` records ``begun`` with the nodes already allowed and no earlier trail,
+    after which serve starts and the chain verifies; ``--begin`` refuses where a trail exists."""
+    directory = Path(signer["dir"])
+    assert _join(tmp_path, signer, tmp_path / "srv" / "pki").returncode == 0
+    signer_audit.audit_path(directory).unlink()  # what a directory made before the trail looks like
+
+    port = free_port()
+    started = helpline("certs", "signer", "serve", "--dir", str(directory), "--host", "127.0.0.1", "--port",
+                       str(port), "--passphrase-file", str(tmp_path / "signer-pass"), check=False, timeout=60)
+    assert started.returncode == 1 and "audit --dir" in started.stderr and "--begin" in started.stderr, started.stderr
+    renewed = helpline("certs", "delegate", "--root", str(tmp_path / "root"), "--out", str(directory),
+                       "--signer-name", "127.0.0.1", "--server-name", "localhost", "--days", "30", "--force",
+                       "--passphrase-file", str(tmp_path / "pass"),
+                       "--signer-passphrase-file", str(tmp_path / "signer-pass"), check=False)
+    assert renewed.returncode == 1 and "--begin" in renewed.stderr and "backup" in renewed.stderr, renewed.stderr
+
+    begun = helpline("certs", "signer", "audit", "--dir", str(directory), "--begin")
+    assert "1 node(s)" in begun.stdout, begun.stdout
+    [first] = signer_audit.records(directory)
+    assert (first["event"], first["nodes"], first["earlier_trail"], first["seq"]) == ("begun", ["node-a"], False, 1)
+    again = helpline("certs", "signer", "audit", "--dir", str(directory), "--begin", check=False)
+    assert again.returncode == 1 and "exists" in again.stderr, again.stderr
+    assert list(signer_audit.records(directory)) == [first]
+
+    with spawn("certs", "signer", "serve", "--dir", str(directory), "--host", "127.0.0.1", "--port", str(port),
+               "--passphrase-file", str(tmp_path / "signer-pass"), log=tmp_path / "signer2.log") as proc:
+        wait_for_port(port, proc, timeout=60)
+    assert [r["event"] for r in signer_audit.records(directory)] == ["begun", "started"]
+    assert helpline("certs", "signer", "audit", "--dir", str(directory), "--verify").returncode == 0

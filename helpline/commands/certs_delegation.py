@@ -73,11 +73,15 @@ def register(certs_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "that no longer links (a careless edit; the chain is not keyed, so whoever can write the file can "
         "recompute it). --head prints only the checked chain's head (sequence and hash): ship it to your SIEM or "
         "ops log now and then, and compare. --repair cuts off a torn last line (a write cut short, which makes the "
-        "signer refuse every request until repaired) and records that it did.")
+        "signer refuse every request until repaired) and records that it did. --begin (once, on upgrading a signer "
+        "made before the trail existed) starts the trail where there is no audit.jsonl at all.")
     trail.add_argument("--dir", type=Path, required=True)
     trail.add_argument("--verify", action="store_true", help="check the hash chain (exit 1 if broken)")
     trail.add_argument("--head", action="store_true", help="check the chain, print only its last sequence and hash")
     trail.add_argument("--repair", action="store_true", help="cut off a torn last line, recording a 'repaired' event")
+    trail.add_argument("--begin", action="store_true",
+                       help="upgrade: begin the trail of a signer made before it existed (only where there is no "
+                            "audit.jsonl; records 'begun' with the nodes already allowed)")
     trail.set_defaults(handler=_guarded(_audit))
     nodes = signer_sub.add_parser("nodes", help="list the allow-list")
     nodes.add_argument("--dir", type=Path, required=True)
@@ -151,6 +155,11 @@ def _audit(args: argparse.Namespace) -> int:
     from helpline.commands.certs import Refused
 
     try:
+        if args.begin:
+            first = signer_audit.begin_upgrade(args.dir, by=_operator())
+            print(f"began the audit trail: 'begun' with {first['node_count']} node(s) already allowed and no "
+                  "earlier trail")
+            return 0
         if args.repair:
             dropped = signer_audit.repair(args.dir, by=_operator())
             print(f"cut off a torn last line ({dropped} bytes), recorded as 'repaired'" if dropped
