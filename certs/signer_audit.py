@@ -14,9 +14,10 @@ removing the *newest* lines leaves a shorter chain that still links; so ship the
 (``helpline certs signer audit --head``) to notice either.
 
 The file is begun by ``certs delegate`` and ``signer serve`` (a ``delegated``/``started`` record), the only
-writers allowed to create it: a missing file where ``nodes.json`` names nodes is refused by :func:`verify`,
-:func:`begin` and :func:`append` rather than taken for an empty trail. A torn last line (a crash or a full
-disk mid-write) makes :func:`append` refuse (:class:`TornTail`) until :func:`repair` cuts it off and records
+writers allowed to create it (and ``audit --begin``, once, for a signer made before the trail): a missing or
+emptied file where ``nodes.json`` names nodes, or one whose record 1 is no such beginning, is refused by
+:func:`verify`, :func:`begin` and :func:`append` rather than taken for an empty trail. A torn last line (a crash
+or a full disk mid-write) makes :func:`append` refuse (:class:`TornTail`) until :func:`repair` cuts it off and records
 that it did (``helpline certs signer audit --repair``).
 """
 
@@ -91,6 +92,37 @@ def _missing(directory: Path) -> AuditError:
                       "removed, restore it from a backup (a new one would hide what it held)")
 
 
+#: The events a trail may begin with (the only writers that create the file).
+FIRST_EVENTS = frozenset({"delegated", "started", "begun"})
+
+
+def _check_first(directory: Path, first: dict[str, Any] | None) -> None:
+    """While ``nodes.json`` names nodes the trail must hold records, the first a beginning (:data:`FIRST_EVENTS`):
+    an emptied file, or one cut to start mid-chain, is refused like a removed one rather than begun afresh."""
+    if first is not None and first.get("event") in FIRST_EVENTS and first.get("seq") == 1:
+        return
+    if not _has_nodes(directory):
+        return
+    if first is None:
+        raise AuditError(f"{audit_path(directory)} is empty but nodes.json names nodes: the trail was emptied "
+                         "(restore it from a backup; a new chain would hide what it held)")
+    raise AuditError(f"{audit_path(directory)} does not begin with a 'delegated', 'started' or 'begun' record "
+                     "(record 1 is {!r}): lines were cut from its start; restore it from a backup"
+                     .format(first.get("event")))
+
+
+def _first_record(fd: int) -> dict[str, Any] | None:
+    """Record 1 of the open file (None when empty; a dict without ``event`` when line 1 is no record)."""
+    head = os.pread(fd, _TAIL, 0)
+    if not head:
+        return None
+    try:
+        first = json.loads(head.split(b"\n", 1)[0])
+    except ValueError:
+        return {}
+    return first if isinstance(first, dict) else {}
+
+
 def begin_upgrade(directory: Path, by: str) -> dict[str, Any]:
     """Begin the trail of a signer directory made before the trail existed (``audit --begin``): a first ``begun``
     record naming the nodes already allowed and saying no earlier trail existed. Only where there is no file at
@@ -155,9 +187,17 @@ def append(directory: Path, event: str, node: str, **fields: Any) -> dict[str, A
 
 
 def require(directory: Path) -> None:
-    """AuditError when the file is missing although ``nodes.json`` names nodes (a removed trail)."""
-    if not audit_path(directory).exists() and _has_nodes(directory):
-        raise _missing(directory)
+    """AuditError when the file is missing, empty or cut at its start although ``nodes.json`` names nodes."""
+    try:
+        fd = os.open(audit_path(directory), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if _has_nodes(directory):
+            raise _missing(directory) from None
+        return
+    try:
+        _check_first(directory, _first_record(fd))
+    finally:
+        os.close(fd)
 
 
 def begin(directory: Path, event: str, node: str = "", **fields: Any) -> dict[str, Any]:
@@ -174,6 +214,7 @@ def _append(directory: Path, event: str, node: str, fields: dict[str, Any], *, c
     fd = _open(directory, create=create)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
+        _check_first(directory, _first_record(fd))  # a file just begun is empty only where no node is allowed
         return _append_locked(fd, event, node, fields)
     finally:
         os.close(fd)
@@ -185,6 +226,7 @@ def repair(directory: Path, by: str) -> int:
     fd = _open(directory, create=False)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        _check_first(directory, _first_record(fd))  # repairing an emptied file would begin a new chain
         size = os.fstat(fd).st_size
         start = max(0, size - _TAIL)
         tail = os.pread(fd, size - start, start)
@@ -248,6 +290,8 @@ def verify(directory: Path) -> tuple[int, str]:
     """Check the whole chain: (number of records, last hash). AuditError names the first broken line."""
     prev, count = GENESIS, 0
     for number, record in enumerate(records(directory), 1):
+        if number == 1:
+            _check_first(directory, record)
         if record.get("seq") != number:
             raise AuditError(f"line {number}: sequence {record.get('seq')!r}, expected {number}")
         if record.get("prev") != prev:
@@ -255,6 +299,8 @@ def verify(directory: Path) -> tuple[int, str]:
         if record.get("hash") != record_hash(record):
             raise AuditError(f"line {number}: its hash does not match its content (the line was changed)")
         prev, count = str(record["hash"]), number
+    if count == 0 and audit_path(directory).exists():
+        _check_first(directory, None)
     return count, prev
 
 

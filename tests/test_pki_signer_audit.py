@@ -205,3 +205,43 @@ async def test_a_signer_made_before_the_trail_is_upgraded_with_audit_begin(tmp_p
         wait_for_port(port, proc, timeout=60)
     assert [r["event"] for r in signer_audit.records(directory)] == ["begun", "started"]
     assert helpline("certs", "signer", "audit", "--dir", str(directory), "--verify").returncode == 0
+
+
+async def test_an_emptied_or_headless_trail_is_refused_like_a_removed_one(tmp_path: Path,
+                                                                          signer: dict[str, Path | str]) -> None:
+    """Emptying audit.jsonl (0 bytes) while nodes are allowed: --verify fails, the running signer issues nothing
+    (no fresh chain begun by the next refusal or issuance), add-node and --repair change nothing and serve does not
+    start. A file whose record 1 is no beginning (lines cut from its start, renumbered) fails --verify too."""
+    directory = Path(signer["dir"])
+    pki = tmp_path / "srv" / "pki"
+    assert _join(tmp_path, signer, pki).returncode == 0
+    link = SignerLink.load(pki)
+    assert link is not None
+    path = signer_audit.audit_path(directory)
+    whole = path.read_bytes()
+    path.write_bytes(b"")
+
+    checked = helpline("certs", "signer", "audit", "--dir", str(directory), "--verify", check=False)
+    assert checked.returncode == 1 and "emptied" in checked.stderr, checked.stderr
+    with pytest.raises(SignerRefused, match="audit"):
+        await renew(pki, link, current=CertificateAuthority.load(pki), now=datetime.now(UTC))
+    csr = build_csr(ec.generate_private_key(ec.SECP256R1())).decode()
+    assert await _ask(signer, msgspec.json.encode(IntermediateRequest(node="node-x", csr=csr, token="t"))) == (
+        403, "node_not_allowed")
+    assert helpline("certs", "signer", "add-node", "--dir", str(directory), "--node", "node-b",
+                    "--server-name", "localhost", check=False).returncode == 1
+    assert helpline("certs", "signer", "audit", "--dir", str(directory), "--repair", check=False).returncode == 1
+    started = helpline("certs", "signer", "serve", "--dir", str(directory), "--host", "127.0.0.1", "--port",
+                       str(free_port()), "--passphrase-file", str(tmp_path / "signer-pass"), check=False, timeout=60)
+    assert started.returncode == 1 and "emptied" in started.stderr, started.stderr
+    assert path.read_bytes() == b""
+
+    # Records 1-2 (delegated, started) cut off and the rest re-chained from the genesis (the chain alone cannot tell; its beginning can).
+    records = [json.loads(line) for line in whole.splitlines()[2:]]
+    prev = signer_audit.GENESIS
+    for seq, record in enumerate(records, 1):
+        record.update(seq=seq, prev=prev)
+        record["hash"] = prev = signer_audit.record_hash(record)
+    path.write_text("".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in records))
+    headless = helpline("certs", "signer", "audit", "--dir", str(directory), "--verify", check=False)
+    assert headless.returncode == 1 and "does not begin" in headless.stderr, headless.stderr
