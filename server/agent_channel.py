@@ -40,6 +40,19 @@ WelcomeFields = Callable[["AgentConnection"], Awaitable[dict[str, Any]]]
 
 #: How long one frame to an agent may wait for the agent to take it before the connection is cut.
 SEND_STALL_S = 30.0
+#: How long a close (revoked, superseded, shutting down) waits for the peer before the connection is cut.
+CLOSE_WAIT_S = 2.0
+
+
+async def write_or_cut(conn: AgentConnection, frame: str) -> None:
+    """One frame to ``conn``'s peer within :data:`SEND_STALL_S`, else the connection is aborted and
+    ConnectionResetError raised (agents and support clients alike)."""
+    try:
+        async with asyncio.timeout(SEND_STALL_S):
+            await conn.ws.send_str(frame)
+    except TimeoutError:
+        conn.abort(f"it took no data for {SEND_STALL_S} s")
+        raise ConnectionResetError("the connection stalled and was cut off") from None
 
 
 class AgentConnection:
@@ -58,6 +71,9 @@ class AgentConnection:
         self.channel = ControlChannel("server", now=self.loop.time(), keepalive_s=server.config.keepalive_s)
         self.hello: Hello | None = None
         self._send_lock = asyncio.Lock()
+        #: Keeps one authority update's parts together (server/authority/push.py); this connection's own, so a
+        #: push stuck on a dead connection never delays the device's next one.
+        self.push_lock = asyncio.Lock()
 
     @property
     def certificate_serial(self) -> str:
@@ -72,42 +88,35 @@ class AgentConnection:
     async def flush(self) -> None:
         """Send what the channel queued. An agent that takes no frame for :data:`SEND_STALL_S` (it stopped
         reading, or its link is dead without a reset) is cut off, so a push to it — and everything queued
-        behind its send lock, such as a shutdown's close — ends instead of waiting for ever."""
-        try:
-            async with asyncio.timeout(SEND_STALL_S):
-                await self._send_lock.acquire()
-        except TimeoutError:
-            self.abort("its send lock was held past the stall limit")
-            raise ConnectionResetError("the agent's connection stalled") from None
-        try:
+        behind its send lock — ends instead of waiting for ever. Only a frame's own write is timed: a long
+        update whose frames keep going out is progress, not a stall."""
+        async with self._send_lock:
             for frame in self.channel.data_to_send():
-                try:
-                    async with asyncio.timeout(SEND_STALL_S):
-                        await self.ws.send_str(frame)
-                except TimeoutError:
-                    self.abort("it took no data for the stall limit")
-                    raise ConnectionResetError("the agent's connection stalled") from None
+                await write_or_cut(self, frame)
             request = self.channel.close_request
-        finally:
-            self._send_lock.release()
         if request is not None and not self.ws.closed:
-            try:
-                async with asyncio.timeout(SEND_STALL_S):
-                    await self.ws.close(code=int(request.code), message=request.reason.encode()[:120])
-            except TimeoutError:
-                self.abort("it did not answer the close")
+            await self._close_ws(int(request.code), request.reason)
 
     def abort(self, why: str) -> None:
         """Drop the connection at once (the agent reconnects with its backoff)."""
-        log.warning("cut off a stalled agent connection", extra={"device_id": self.device_id, "reason": why,
-                                                                 "stall_limit_s": SEND_STALL_S})
+        log.warning("cut off an agent connection", extra={"device_id": self.device_id, "reason": why})
         if self.transport is not None:
             self.transport.abort()
 
     async def close(self, code: CloseCode, reason: str) -> None:
+        """Close with ``code`` — a courtesy bounded by :data:`CLOSE_WAIT_S` (a revoked, superseded or stalled
+        peer does not hold its caller: past it the connection is aborted). Not behind the send lock: a
+        push in progress to this connection ends when its transport closes."""
         if not self.ws.closed:
             self.channel.reject(code, reason, self.loop.time())
-            await self.flush()
+            await self._close_ws(int(code), reason)
+
+    async def _close_ws(self, code: int, reason: str) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_WAIT_S):
+                await self.ws.close(code=code, message=reason.encode()[:120])
+        except TimeoutError:
+            self.abort(f"no answer to its close ({code}) within {CLOSE_WAIT_S} s")
 
     async def reply_error(self, code: str, message: str, in_reply_to: str | None) -> None:
         await self.send(Error(code=code, message=message, in_reply_to=in_reply_to))
@@ -240,7 +249,7 @@ async def _accept_hello(server: HelplineServer, conn: AgentConnection, hello: He
         return
     conn.hello = hello
     superseded = server.connections.add(conn)
-    if superseded is not None:
+    if superseded is not None:  # bounded (CLOSE_WAIT_S): the old link is often the dead one
         await superseded.close(CloseCode.SUPERSEDED, "a newer connection from this device replaced this one")
     await devices.mark_online(server.db, conn.device_id, agent_version=hello.agent_version)
     checksums = await server.inventory_checksums(conn.device_id)

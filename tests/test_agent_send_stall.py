@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -107,3 +108,21 @@ async def test_a_stalled_agent_does_not_hold_a_revocation_back_from_the_others(t
                 await wait_until(lambda: store.revocation_sequence > before, timeout=10,
                                  what="the healthy agent took the new revocation list")
                 assert server.connections.get(stalled_state.device_id) is stalled  # still waiting, not yet cut
+
+
+async def test_a_device_reconnecting_past_its_stalled_connection_is_served_at_once(tmp_path: Path) -> None:
+    """The device's old connection is stalled mid-push (default 30 s limit); the device connects again: the old
+    one is closed within CLOSE_WAIT_S (then aborted), and the new one gets its welcome and its authority
+    without waiting for the old connection's writes or locks."""
+    org = make_org()
+    async with running_server(tmp_path / "srv") as server:
+        state = await enroll_agent(server, tmp_path / "agent", group="lab")
+        async with stalled_agent(server, state) as old:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            async with task_agent(server, state, org) as agent:  # waits until it holds the org's authority
+                took = loop.time() - started
+                assert server.connections.get(state.device_id) is not old
+                assert agent.parts.authority.store.unattended_problem(time.time()) == ""
+                assert took < agent_channel.SEND_STALL_S / 2, took
+            assert old.transport is not None and old.transport.is_closing()

@@ -101,20 +101,20 @@ class Pushers:
     """One pusher task per device with a change to take. The event watcher only asks (it dispatches every
     event in order and must not wait on a device), and a device that is slow to take its update — up to
     its channel's stall limit — delays only itself. Changes that come while a device's push runs make one
-    more push of the newest state, not one each. One lock per device keeps a change's parts from
-    interleaving with the connect push's."""
+    more push of the newest state, not one each. The connection's own ``push_lock`` keeps a change's parts
+    from interleaving with the connect push's (a reconnected device has a new lock: a push stuck on its
+    dead connection never delays it)."""
 
     def __init__(self, server: HelplineServer) -> None:
         self._server = server
-        self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._building = asyncio.Semaphore(BUILD_AT_ONCE)
-
-    def lock_of(self, device_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(device_id, asyncio.Lock())
+        self._stopped = False
 
     def request(self, device_id: str) -> None:
+        if self._stopped:
+            return
         task = self._tasks.get(device_id)
         if task is not None and not task.done():
             self._again.add(device_id)
@@ -131,7 +131,7 @@ class Pushers:
                 try:
                     async with self._building:
                         update = await update_for(self._server.db, conn.device_id, conn.group)
-                    await send_update(conn, update, self.lock_of(device_id))
+                    await send_update(conn, update, conn.push_lock)
                 except ConnectionError as exc:  # gone, or stalled and cut off: it gets everything on reconnect
                     log.warning("could not push the authority", extra={"device_id": device_id, "error": str(exc)})
                 except Exception:
@@ -143,10 +143,11 @@ class Pushers:
                 del self._tasks[device_id]
 
     async def run(self) -> None:
-        """Lives with the server: stopping it cancels the pushes still running."""
+        """Lives with the server: stopping it cancels the pushes still running, and no new one starts."""
         try:
             await asyncio.Event().wait()
         finally:
+            self._stopped = True
             for task in list(self._tasks.values()):
                 task.cancel()
 
@@ -155,7 +156,7 @@ def setup(server: HelplineServer) -> None:
     pushers = Pushers(server)
 
     async def on_ready(conn: AgentConnection) -> None:
-        await send_to(server, conn, pushers.lock_of(conn.device_id))
+        await send_to(server, conn, conn.push_lock)
 
     async def on_changed(_subject: str, _payload: dict[str, Any]) -> None:
         for device_id in server.connections.device_ids():

@@ -37,7 +37,7 @@ from protocol.support import (
     SupportWelcome,
 )
 from server import api
-from server.agent_channel import AgentConnection
+from server.agent_channel import AgentConnection, write_or_cut
 from server.errors import ApiError
 from server.sessions import SessionDriver
 
@@ -61,10 +61,12 @@ class SupportConnection(AgentConnection):
     tasks, updates, personal data) ever sends it anything.
     """
 
-    def __init__(self, server: HelplineServer, ws: web.WebSocketResponse, client_id: str, group: str) -> None:
+    def __init__(self, server: HelplineServer, ws: web.WebSocketResponse, client_id: str, group: str,
+                 transport: asyncio.Transport | None = None) -> None:
         # Deliberately not AgentConnection.__init__: there is no certificate and no ControlChannel here.
         self.server = server
         self.ws = ws
+        self.transport = transport
         self.device_id = client_id
         self.group = group
         self.loop = asyncio.get_running_loop()
@@ -83,7 +85,7 @@ class SupportConnection(AgentConnection):
         async with self._send_lock:
             if self.ws.closed:
                 raise ConnectionResetError("the support client is gone")
-            await self.ws.send_str(codec.encode(message))
+            await write_or_cut(self, codec.encode(message))  # one that stopped reading is cut off
         if isinstance(message, SessionOffer):
             self.offered = True
         if isinstance(message, SessionEnd):
@@ -94,7 +96,7 @@ class SupportConnection(AgentConnection):
 
     async def close(self, code: CloseCode, reason: str) -> None:
         if not self.ws.closed:
-            await self.ws.close(code=int(code), message=reason.encode()[:120])
+            await self._close_ws(int(code), reason)
 
 
 def routes(server: HelplineServer, sessions: SessionDriver, redeemer: Redeemer) -> list[api.Route]:
@@ -118,7 +120,7 @@ def routes(server: HelplineServer, sessions: SessionDriver, redeemer: Redeemer) 
             await ws.close(code=CLOSE_RATE_LIMITED if result.outcome == "rate_limited" else CLOSE_REFUSED,
                            message=b"support code refused")
             return ws
-        conn = SupportConnection(server, ws, result.client_id, result.code["group_name"])
+        conn = SupportConnection(server, ws, result.client_id, result.code["group_name"], request.transport)
         server.connections.add(conn)
         wait_s = redeemer.settings.wait_min * 60.0
         try:

@@ -170,10 +170,16 @@ def setup(server: HelplineServer) -> None:
 
     async def on_cancelled(task_id: str, _payload: dict[str, Any]) -> None:
         runs = await repository.runs_of_task(server.db, task_id)
+        sends = []
         for run in runs:
             conn = server.connections.get(run["device_id"])
             if run["status"] in (RunStatus.SENT, RunStatus.WAITING) and conn is not None:
-                await conn.send(TaskCancel(run_id=run["id"], reason=f"task {task_id} cancelled"))
+                sends.append(conn.send(TaskCancel(run_id=run["id"], reason=f"task {task_id} cancelled")))
+        # At once, not device after device: one that takes no data (cut off after the channel's stall
+        # limit) must not hold the others' cancels, nor the event watcher, for long.
+        for failed in await asyncio.gather(*sends, return_exceptions=True):
+            if isinstance(failed, Exception):
+                log.warning("could not send a task cancel", extra={"task_id": task_id, "error": str(failed)})
         log.info("task cancelled", extra={"task_id": task_id, "runs": len(runs)})
 
     server.agent_handlers.register(TaskResult, on_result)
