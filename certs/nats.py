@@ -14,8 +14,10 @@ nothing else trusts it.  ECDSA P-256 throughout, ``now`` passed in (certs/pki.py
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -32,11 +34,10 @@ from certs.pki import (
     as_utc,
     load_certificate,
     load_private_key,
-    write_certificate,
-    write_certificates,
-    write_private_key,
+    pem_chain,
+    private_key_pem,
 )
-from common.files import atomic_write
+from common.files import atomic_write, atomic_write_all
 
 CA_LIFETIME = timedelta(days=3650)
 LEAF_LIFETIME = timedelta(days=365)
@@ -45,6 +46,12 @@ BUCKET = "helpline-artifacts"
 #: A node id as it appears in subjects (server/bus/connection.node_name keeps only these characters).
 _NODE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CA_NAME = "Helpline NATS bus CA"
+#: Where the NATS host keeps the files of ``<dir>/server/`` (the generated config names these paths).
+INSTALL_DIR = Path("/etc/nats/helpline")
+#: The administrator's NATS user: creates the bucket's stream once, so nodes need no STREAM.CREATE/UPDATE.
+ADMIN_UNIT = "helpline-nats-admin"
+ADMIN_USER = f"CN=bucket-admin,OU={ADMIN_UNIT}"
+ADMIN_INBOX = "_INBOX.helpline-admin"
 
 
 def check_node(node: str) -> str:
@@ -66,29 +73,58 @@ def node_inbox(node: str) -> str:
 
 @dataclass(frozen=True)
 class BusPaths:
-    """The files ``helpline certs nats`` writes into one directory."""
+    """The files ``helpline certs nats`` writes into one directory.
+
+    ``ca/`` holds the CA key and the bucket administrator's certificate: it stays on the workstation and
+    the config never names it.  ``server/`` is exactly what goes to the NATS host's install directory;
+    ``nodes/`` one pair per node; ``ca.pem`` (public) what every node trusts.
+    """
 
     directory: Path
 
     @property
+    def ca_dir(self) -> Path:
+        return self.directory / "ca"
+
+    @property
     def ca_pem(self) -> Path:
-        return self.directory / "ca.pem"
+        return self.ca_dir / "ca.pem"
 
     @property
     def ca_key(self) -> Path:
-        return self.directory / "ca.key"
+        return self.ca_dir / "ca.key"
+
+    @property
+    def admin_pem(self) -> Path:
+        return self.ca_dir / "admin.pem"
+
+    @property
+    def admin_key(self) -> Path:
+        return self.ca_dir / "admin.key"
+
+    @property
+    def public_ca(self) -> Path:
+        return self.directory / "ca.pem"
+
+    @property
+    def server_dir(self) -> Path:
+        return self.directory / "server"
+
+    @property
+    def server_ca(self) -> Path:
+        return self.server_dir / "ca.pem"
 
     @property
     def server_pem(self) -> Path:
-        return self.directory / "nats-server.pem"
+        return self.server_dir / "nats-server.pem"
 
     @property
     def server_key(self) -> Path:
-        return self.directory / "nats-server.key"
+        return self.server_dir / "nats-server.key"
 
     @property
     def config(self) -> Path:
-        return self.directory / "nats-server.conf"
+        return self.server_dir / "nats-server.conf"
 
     def node_pem(self, node: str) -> Path:
         return self.directory / "nodes" / f"{check_node(node)}.pem"
@@ -163,6 +199,14 @@ class BusCA:
         return (self._leaf(subject, public_key, ExtendedKeyUsageOID.SERVER_AUTH, now=now, lifetime=lifetime)
                 .add_extension(x509.SubjectAlternativeName(sans), critical=False).sign(self._key, hashes.SHA256()))
 
+    def issue_admin(self, public_key: ec.EllipticCurvePublicKey, *, now: datetime,
+                    lifetime: timedelta = LEAF_LIFETIME) -> x509.Certificate:
+        """The bucket administrator's clientAuth certificate (user :data:`ADMIN_USER`), kept beside the CA key."""
+        subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ADMIN_UNIT),
+                             x509.NameAttribute(NameOID.COMMON_NAME, "bucket-admin")])
+        return (self._leaf(subject, public_key, ExtendedKeyUsageOID.CLIENT_AUTH, now=now, lifetime=lifetime)
+                .sign(self._key, hashes.SHA256()))
+
     def issue_node(self, public_key: ec.EllipticCurvePublicKey, node: str, *, now: datetime,
                    lifetime: timedelta = LEAF_LIFETIME) -> x509.Certificate:
         """A clientAuth certificate for ``node``; its subject is the node's NATS user (:func:`user_of`)."""
@@ -176,60 +220,100 @@ def node_permissions(node: str, *, bucket: str = BUCKET) -> dict[str, object]:
     """What ``node`` may publish and subscribe: Helpline's subjects (server/bus) and the object store's.
 
     Publish: rings (``helpline.events.>``), presence and live questions, routed requests to any node,
-    the join notice, the JetStream API for the one bucket's stream (``OBJ_<bucket>``) and its chunks
-    and metadata (``$O.<bucket>.>``), acks and flow control of its consumers.  Replies to requests it
-    received go through ``allow_responses`` (no blanket ``_INBOX.>``).  Subscribe: the same rings and
-    questions, **its own** routed requests only, and its own inbox (nats-py's ``inbox_prefix``).
+    the join notice, and of JetStream only what the object store uses on the one bucket's stream
+    (``OBJ_<bucket>``): STREAM.INFO, STREAM.MSG.GET (metadata, and chunks one by one:
+    server/storage/jetstream_read.py) and STREAM.PURGE (an object's old chunks when it is replaced or
+    deleted), plus its chunks and metadata (``$O.<bucket>.>``).  No STREAM.CREATE/UPDATE/DELETE (the
+    administrator creates the stream: :func:`create_bucket`), so no node can add another node's subjects
+    to the stream or remove it; no CONSUMER.* and no DIRECT.GET, because nats-server does not check a
+    consumer's delivery subject against its creator's rights and a direct get answers with the raw
+    stored message.  Replies to requests it received go through ``allow_responses`` (no blanket
+    ``_INBOX.>``).  Subscribe: the same rings and questions, **its own** routed requests only, and its
+    own inbox (nats-py's ``inbox_prefix``).
     """
     stream = f"OBJ_{bucket}"
     shared = ["helpline.events.>", "helpline.holder.*", "helpline.live.*", "helpline.nodes.joined"]
     publish = [*shared, "helpline.node.*.session", "helpline.node.*.call",
-               "$JS.API.INFO", "$JS.API.STREAM.NAMES", f"$JS.API.STREAM.*.{stream}", f"$JS.API.STREAM.MSG.*.{stream}",
-               f"$JS.API.CONSUMER.*.{stream}", f"$JS.API.CONSUMER.*.{stream}.>",
-               f"$JS.API.DIRECT.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}.>",
-               f"$O.{bucket}.>", f"$JS.ACK.{stream}.>", f"$JS.FC.{stream}.>"]
+               f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.MSG.GET.{stream}", f"$JS.API.STREAM.PURGE.{stream}",
+               f"$O.{bucket}.>"]
     subscribe = [*shared, f"helpline.node.{node}.session", f"helpline.node.{node}.call", f"{node_inbox(node)}.>"]
     return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe},
             "allow_responses": {"max": 1, "expires": "2m"}}
 
 
-def server_config(paths: BusPaths, nodes: Iterable[str], *, listen: str, store_dir: Path) -> str:
+def admin_permissions(*, bucket: str = BUCKET) -> dict[str, object]:
+    """The bucket administrator: create (and resize) the one stream and read its info, nothing else."""
+    stream = f"OBJ_{bucket}"
+    return {"publish": {"allow": [f"$JS.API.STREAM.CREATE.{stream}", f"$JS.API.STREAM.UPDATE.{stream}",
+                                  f"$JS.API.STREAM.INFO.{stream}"]},
+            "subscribe": {"allow": [f"{ADMIN_INBOX}.>"]}}
+
+
+def spki_pin(cert: x509.Certificate) -> str:
+    """nats-server's ``pinned_certs`` entry: hex SHA-256 of the certificate's DER SubjectPublicKeyInfo."""
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+def _user_block(user: str, perms: dict[str, object], *, responses: bool) -> str:
+    q = json.dumps
+    pub = ", ".join(q(s) for s in perms["publish"]["allow"])  # type: ignore[index]
+    sub = ", ".join(q(s) for s in perms["subscribe"]["allow"])  # type: ignore[index]
+    extra = '        allow_responses: { max: 1, expires: "2m" }\n' if responses else ""
+    return (f"    {{ user: {q(user)}\n"
+            f"      permissions: {{\n"
+            f"        publish: {{ allow: [{pub}] }}\n"
+            f"        subscribe: {{ allow: [{sub}] }}\n"
+            f"{extra}"
+            f"      }} }}")
+
+
+def server_config(nodes: Iterable[str], pins: Iterable[str], *, listen: str, store_dir: Path,
+                  install_dir: Path = INSTALL_DIR) -> str:
     """nats-server's configuration: TLS with client certificates mapped to users, JetStream, per-node users.
 
     No user without a certificate (``verify_and_map`` and no ``no_auth_user``), and nobody but these
-    users; values are written as JSON strings, which nats-server's config parser reads as quoted strings.
+    users; of those, only the certificates whose keys are in ``pins`` (``pinned_certs``): a replaced
+    certificate stops working at nats-server's next reload or restart.  Paths are where the NATS host
+    keeps ``server/`` (``install_dir``), never the CA key's.  Values are JSON strings, which
+    nats-server's config parser reads as quoted strings.
     """
     q = json.dumps
-    users = []
-    for node in nodes:
-        perms = node_permissions(node)
-        pub = ", ".join(q(s) for s in perms["publish"]["allow"])  # type: ignore[index]
-        sub = ", ".join(q(s) for s in perms["subscribe"]["allow"])  # type: ignore[index]
-        users.append(f"    {{ user: {q(user_of(node))}\n"
-                     f"      permissions: {{\n"
-                     f"        publish: {{ allow: [{pub}] }}\n"
-                     f"        subscribe: {{ allow: [{sub}] }}\n"
-                     f"        allow_responses: {{ max: 1, expires: \"2m\" }}\n"
-                     f"      }} }}")
+    users = [_user_block(user_of(node), node_permissions(node), responses=True) for node in nodes]
+    users.append(_user_block(ADMIN_USER, admin_permissions(), responses=False))
+    pinned = ", ".join(q(p) for p in sorted(set(pins)))
     return (f"# Written by 'helpline certs nats': mutual TLS, one user per Helpline node (README, issue 20).\n"
             f"listen: {q(listen)}\n"
             f"jetstream {{ store_dir: {q(str(store_dir))} }}\n"
             f"tls {{\n"
-            f"  cert_file: {q(str(paths.server_pem.resolve()))}\n"
-            f"  key_file: {q(str(paths.server_key.resolve()))}\n"
-            f"  ca_file: {q(str(paths.ca_pem.resolve()))}\n"
+            f"  cert_file: {q(str(install_dir / 'nats-server.pem'))}\n"
+            f"  key_file: {q(str(install_dir / 'nats-server.key'))}\n"
+            f"  ca_file: {q(str(install_dir / 'ca.pem'))}\n"
             f"  verify_and_map: true\n"
+            f"  pinned_certs: [{pinned}]\n"
             f"  timeout: 2\n"
             f"}}\n"
             f"authorization {{\n  users: [\n" + "\n".join(users) + "\n  ]\n}\n")
 
 
+def _migrate_layout(paths: BusPaths) -> None:
+    """A directory from before ``ca/``: move the CA key (and its certificate) in, so no copy of the
+    directory's top level carries it any more."""
+    old_key, old_pem = paths.directory / "ca.key", paths.directory / "ca.pem"
+    if old_key.exists() and not paths.ca_key.exists():
+        atomic_write(paths.ca_pem, old_pem.read_bytes(), 0o644)
+        os.replace(old_key, paths.ca_key)
+
+
 def write_bus(directory: Path, nodes: list[str], server_names: list[str], *, now: datetime, listen: str,
-              store_dir: Path, days: int = LEAF_LIFETIME.days) -> BusPaths:
+              store_dir: Path, days: int = LEAF_LIFETIME.days, install_dir: Path = INSTALL_DIR) -> BusPaths:
     """The bus CA (made once, reused after), a server certificate, one certificate per node, the config.
 
-    Keys 0600 in a 0700 directory; certificates 0644.  Running it again with more ``nodes`` keeps the CA
-    (existing nodes' certificates stay valid) and re-issues the server's and the named nodes' certificates.
+    Keys 0600 in 0700 directories; certificates 0644; each key/certificate pair written together
+    (atomic_write_all: a failed run leaves the old pair, never a key without its certificate).  Running
+    it again keeps the CA and re-keys the server and the named nodes only; the config pins every current
+    node certificate, so a node's replaced certificate is refused once nats-server reloads the config.
     """
     for node in nodes:
         check_node(node)
@@ -238,24 +322,62 @@ def write_bus(directory: Path, nodes: list[str], server_names: list[str], *, now
     if len(set(nodes)) != len(nodes):
         raise ValueError("a node is named twice")
     paths = BusPaths(Path(directory))
-    (paths.directory / "nodes").mkdir(mode=0o700, parents=True, exist_ok=True)
-    paths.directory.chmod(0o700)
-    (paths.directory / "nodes").chmod(0o700)
+    for sub in (paths.directory, paths.ca_dir, paths.server_dir, paths.directory / "nodes"):
+        sub.mkdir(mode=0o700, parents=True, exist_ok=True)
+        sub.chmod(0o700)
+    _migrate_layout(paths)
     if paths.ca_key.exists():
         ca = BusCA.load(paths)
     else:
         ca = BusCA.create(now=now)
-        write_private_key(paths.ca_key, ca._key)
-        write_certificate(paths.ca_pem, ca.certificate)
+        # Certificate renamed first, key last: the key's presence (checked above) implies its certificate.
+        atomic_write_all([(paths.ca_pem, pem_chain([ca.certificate]), 0o644),
+                          (paths.ca_key, private_key_pem(ca._key), 0o600)])
+    ca_pem = pem_chain([ca.certificate])
+    atomic_write(paths.public_ca, ca_pem, 0o644)
+    atomic_write(paths.server_ca, ca_pem, 0o644)
     lifetime = timedelta(days=days)
     server_key = ec.generate_private_key(ec.SECP256R1())
-    write_private_key(paths.server_key, server_key)
-    write_certificates(paths.server_pem, [ca.issue_server(server_key.public_key(), server_names, now=now,
-                                                          lifetime=lifetime)])
+    server_cert = ca.issue_server(server_key.public_key(), server_names, now=now, lifetime=lifetime)
+    atomic_write_all([(paths.server_pem, pem_chain([server_cert]), 0o644),
+                      (paths.server_key, private_key_pem(server_key), 0o600)])
+    if not paths.admin_key.exists():
+        admin_key = ec.generate_private_key(ec.SECP256R1())
+        admin_cert = ca.issue_admin(admin_key.public_key(), now=now, lifetime=lifetime)
+        atomic_write_all([(paths.admin_pem, pem_chain([admin_cert]), 0o644),
+                          (paths.admin_key, private_key_pem(admin_key), 0o600)])
     for node in nodes:
         key = ec.generate_private_key(ec.SECP256R1())
-        write_private_key(paths.node_key(node), key)
-        write_certificates(paths.node_pem(node), [ca.issue_node(key.public_key(), node, now=now, lifetime=lifetime)])
+        cert = ca.issue_node(key.public_key(), node, now=now, lifetime=lifetime)
+        atomic_write_all([(paths.node_pem(node), pem_chain([cert]), 0o644),
+                          (paths.node_key(node), private_key_pem(key), 0o600)])
     known = sorted({p.stem for p in (paths.directory / "nodes").glob("*.pem")})
-    atomic_write(paths.config, server_config(paths, known, listen=listen, store_dir=store_dir), 0o644)
+    pins = [spki_pin(load_certificate(p)) for p in [*map(paths.node_pem, known), paths.admin_pem]]
+    atomic_write(paths.config, server_config(known, pins, listen=listen, store_dir=store_dir,
+                                             install_dir=install_dir), 0o644)
     return paths
+
+
+async def create_bucket(paths: BusPaths, url: str, *, replicas: int = 1, bucket: str = BUCKET) -> str:
+    """Create the object store's bucket as the administrator (once; nodes may not): "created" or "exists"."""
+    import ssl
+
+    import nats
+    from nats.js.api import ObjectStoreConfig
+    from nats.js.errors import BucketNotFoundError
+
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(paths.ca_pem))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(paths.admin_pem), str(paths.admin_key))
+    client = await nats.connect(url, tls=ctx, inbox_prefix=ADMIN_INBOX, allow_reconnect=False, connect_timeout=10)
+    try:
+        js = client.jetstream()
+        try:
+            await js.object_store(bucket)
+            return "exists"
+        except BucketNotFoundError:
+            await js.create_object_store(bucket, ObjectStoreConfig(
+                description="Helpline recordings and task artifacts (sealed)", replicas=replicas))
+            return "created"
+    finally:
+        await client.close()

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import ssl
 import stat
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import nats
@@ -27,6 +30,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from certs.nats import BusCA, BusPaths
+from certs.pki import write_certificate, write_private_key
 from common.config import ConfigError
 from server import devices
 from server.bus import connection
@@ -47,6 +52,11 @@ class SecureNats:
     url: str
     proc: subprocess.Popen[bytes]
     cli_output: str
+    cli_args: list[str]
+
+    def create_bucket(self) -> str:
+        """``helpline certs nats-bucket`` as the administrator (nodes may not create the stream)."""
+        return helpline("certs", "nats-bucket", "--dir", str(self.directory), "--url", self.url).stdout
 
     def node_config(self, node: str, **extra: object) -> dict[str, object]:
         """The [server] keys the CLI printed for ``node``, with this test's paths."""
@@ -62,14 +72,15 @@ def secure_nats(tmp_path: Path) -> Iterator[SecureNats]:
         raise RuntimeError("nats-server is not installed (scripts/setup.sh installs Debian's nats-server)")
     port = free_port()
     bus = tmp_path / "bus"
-    out = helpline("certs", "nats", "--dir", str(bus), *(a for n in NODES for a in ("--node", n)),
-                   "--server-name", "localhost", "--listen", f"127.0.0.1:{port}",
-                   "--store-dir", str(tmp_path / "js")).stdout
+    args = ["certs", "nats", "--dir", str(bus), "--server-name", "localhost", "--listen", f"127.0.0.1:{port}",
+            "--store-dir", str(tmp_path / "js"), "--install-dir", str(bus / "server")]
+    out = helpline(*args, *(a for n in NODES for a in ("--node", n))).stdout
     log = (tmp_path / "nats.log").open("wb")
-    proc = subprocess.Popen([NATS_SERVER, "-c", str(bus / "nats-server.conf")], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([NATS_SERVER, "-c", str(bus / "server" / "nats-server.conf")], stdout=log,
+                            stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, proc, timeout=30)
-        yield SecureNats(bus, f"tls://localhost:{port}", proc, out)
+        yield SecureNats(bus, f"tls://localhost:{port}", proc, out, args)
     finally:
         stop(proc)
         log.close()
@@ -89,18 +100,41 @@ def _client_context(bus: SecureNats, node: str | None) -> ssl.SSLContext:
 def test_the_command_writes_private_keys_client_certificates_and_a_locked_config(tmp_path: Path) -> None:
     """Keys 0600, node certificates clientAuth with the node's NATS user as subject, mTLS and users in the config."""
     with secure_nats(tmp_path) as bus:
-        for key in [bus.directory / "ca.key", bus.directory / "nats-server.key",
+        for key in [bus.directory / "ca" / "ca.key", bus.directory / "ca" / "admin.key",
+                    bus.directory / "server" / "nats-server.key",
                     *(bus.directory / "nodes" / f"{n}.key" for n in NODES)]:
             assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+        assert stat.S_IMODE((bus.directory / "ca").stat().st_mode) == 0o700
         cert = x509.load_pem_x509_certificate((bus.directory / "nodes" / "node-a.pem").read_bytes())
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
         assert cert.subject.rfc4514_string() == "CN=node-a,OU=helpline-nats-node"
-        conf = (bus.directory / "nats-server.conf").read_text()
+        conf = (bus.directory / "server" / "nats-server.conf").read_text()
         assert "verify_and_map: true" in conf and "jetstream" in conf and "no_auth_user" not in conf
         assert '"helpline.node.node-a.session"' in conf and '"_INBOX.node-b.>"' in conf
         assert 'nats_tls_cert = "/etc/helpline/nats/node-b.pem"' in bus.cli_output
         assert 'nats_url = "tls://localhost:' in bus.cli_output
+        # server/ is what goes to the NATS host: the config names only it, never the CA key's ca/.
+        assert sorted(p.name for p in (bus.directory / "server").iterdir()) == [
+            "ca.pem", "nats-server.conf", "nats-server.key", "nats-server.pem"]
+        assert f'cert_file: "{bus.directory / "server" / "nats-server.pem"}"' in conf
+        assert "ca.key" not in conf and f"{bus.directory / 'ca'}/" not in conf
+
+
+def test_the_config_names_the_install_directory_not_the_workstation(tmp_path: Path) -> None:
+    """--install-dir (default /etc/nats/helpline) is what the config's paths say; an old layout's CA moves into ca/."""
+    bus = tmp_path / "bus"
+    bus.mkdir(mode=0o700)
+    old = BusCA.create(now=datetime.now(UTC))  # a directory from before ca/: the CA at its top level
+    write_certificate(bus / "ca.pem", old.certificate)
+    write_private_key(bus / "ca.key", old._key)
+    helpline("certs", "nats", "--dir", str(bus), "--node", "node-a", "--server-name", "nats.internal")
+    conf = (bus / "server" / "nats-server.conf").read_text()
+    assert 'cert_file: "/etc/nats/helpline/nats-server.pem"' in conf
+    assert 'ca_file: "/etc/nats/helpline/ca.pem"' in conf and str(tmp_path) not in conf
+    assert not (bus / "ca.key").exists() and (bus / "ca" / "ca.key").exists()
+    assert (bus / "ca" / "ca.pem").read_bytes() == (bus / "ca.pem").read_bytes()
+    assert BusCA.load(BusPaths(bus)).certificate == old.certificate  # the same CA: old node certs stay valid
 
 
 async def test_two_nodes_on_mutual_tls_carry_a_revocation(tmp_path: Path) -> None:
@@ -184,8 +218,11 @@ async def test_a_node_cannot_publish_or_read_outside_its_subjects(tmp_path: Path
 
 
 async def test_the_object_store_works_within_the_nodes_permissions(tmp_path: Path) -> None:
-    """A recording put by node-a (bucket made on first use) is fetched by node-b, byte for byte."""
+    """The administrator makes the bucket once; a recording put by node-a is fetched by node-b byte for byte
+    (chunk by chunk, no consumer), listed, replaced (old chunks purged) and deleted within the nodes' rights."""
     with secure_nats(tmp_path) as bus:
+        assert "created" in bus.create_bucket()
+        assert "exists" in bus.create_bucket()
         source = tmp_path / "rec.hlrec"
         source.write_bytes(bytes(range(256)) * 4096)
         put, get = JetStreamObjectStore(_node(bus, "node-a")), JetStreamObjectStore(_node(bus, "node-b"))
@@ -193,6 +230,15 @@ async def test_the_object_store_works_within_the_nodes_permissions(tmp_path: Pat
             await put.put("recordings/s1.hlrec", source)
             assert await get.fetch("recordings/s1.hlrec", tmp_path / "out" / "s1.hlrec")
             assert (tmp_path / "out" / "s1.hlrec").read_bytes() == source.read_bytes()
+            source.write_bytes(b"shorter" * 30000)
+            await put.put("recordings/s1.hlrec", source)  # replaces: nats-py purges the old chunks
+            await put.put("artifacts/r1.tar.gz", source)
+            assert await get.fetch("recordings/s1.hlrec", tmp_path / "out" / "again")
+            assert (tmp_path / "out" / "again").read_bytes() == source.read_bytes()
+            assert await get.list() == ["artifacts/r1.tar.gz", "recordings/s1.hlrec"]
+            assert await get.delete("artifacts/r1.tar.gz")
+            assert await put.list("artifacts/") == []
+            assert not await get.fetch("artifacts/r1.tar.gz", tmp_path / "out" / "gone")
         finally:
             await put.close()
             await get.close()
@@ -243,3 +289,89 @@ async def test_a_node_under_another_id_than_its_certificate_refuses_to_start(tmp
         config = ServerConfig(**{**bus.node_config("node-b"), "node_id": "node-a"})  # type: ignore[arg-type]
         with pytest.raises(ConfigError, match='node_id = "node-b"'):
             await connect(config, start_timeout_s=5)
+
+
+async def test_a_node_cannot_change_the_bucket_stream_or_point_a_consumer_at_another_inbox(tmp_path: Path) -> None:
+    """With node-a's certificate: no stream update (adding B's routed and inbox subjects to capture them),
+    no stream delete, no bucket creation, no consumer delivering into node-b's inbox, no direct get —
+    each refused by nats-server, and the stream's subjects unchanged."""
+    from nats.js.api import StreamConfig
+
+    with secure_nats(tmp_path) as bus:
+        bus.create_bucket()
+        a_errors: list[str] = []
+        a, b = await _raw(bus, "node-a", a_errors), await _raw(bus, "node-b", [])
+        try:
+            got: asyncio.Queue[str] = asyncio.Queue()
+
+            async def on_b(msg: Msg) -> None:
+                await got.put(msg.subject)
+
+            await b.subscribe("_INBOX.node-b.>", cb=on_b)
+            await b.flush()
+            js = a.jetstream(timeout=2)
+            stream = "OBJ_helpline-artifacts"
+            info = await js.stream_info(stream)  # allowed: the object store reads it
+            subjects = list(info.config.subjects or [])
+            capture = StreamConfig(name=stream, subjects=[*subjects, "helpline.node.node-b.call", "_INBOX.node-b.>"])
+            attempts = [
+                js.update_stream(capture),
+                js.delete_stream(stream),
+                js.purge_stream("OTHER"),
+                js.add_stream(StreamConfig(name="OBJ_other", subjects=["$O.other.>"])),
+                js.add_consumer(stream, deliver_subject="_INBOX.node-b.stolen"),
+                a.request(f"$JS.API.DIRECT.GET.{stream}", b'{"seq": 1}', timeout=2),
+            ]
+            for attempt in attempts:
+                with pytest.raises(nats.errors.TimeoutError):  # refused: no answer ever comes
+                    await attempt
+            await wait_until(lambda: len(a_errors) >= len(attempts), timeout=10, what="the permission violations")
+            said = " ".join(e.lower() for e in a_errors)
+            for verb in ("stream.update", "stream.delete", "stream.purge.other", "stream.create",
+                         "consumer.create", "direct.get"):
+                assert f'publish to "$js.api.{verb}' in said, a_errors
+            after = await js.stream_info(stream)
+            assert list(after.config.subjects or []) == subjects
+            assert got.empty(), "node-b's inbox received what node-a sent it"
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def _connects(bus: SecureNats, pem: Path, key: Path) -> bool:
+    ctx = ssl.create_default_context(cafile=str(bus.directory / "ca.pem"))
+    ctx.load_cert_chain(str(pem), str(key))
+    try:
+        client = await nats.connect(bus.url, tls=ctx, allow_reconnect=False, connect_timeout=5,
+                                    max_reconnect_attempts=0, inbox_prefix="_INBOX.node-a")
+    except (nats.errors.Error, OSError, TimeoutError, ssl.SSLError):
+        return False
+    try:
+        await client.flush(timeout=5)
+        return True
+    except (nats.errors.Error, OSError, TimeoutError):
+        return False
+    finally:
+        await client.close()
+
+
+async def test_a_reissued_node_certificate_replaces_the_old_one_at_reload(tmp_path: Path) -> None:
+    """Re-running the command for node-a pins its new certificate only: after nats-server reloads, the old
+    one (same subject, same user, still within its dates) is refused, the new one and node-b's still work."""
+    with secure_nats(tmp_path) as bus:
+        nodes = bus.directory / "nodes"
+        old_pem, old_key = tmp_path / "old-a.pem", tmp_path / "old-a.key"
+        old_pem.write_bytes((nodes / "node-a.pem").read_bytes())
+        old_key.write_bytes((nodes / "node-a.key").read_bytes())
+        old_key.chmod(0o600)
+        b_before = (nodes / "node-b.pem").read_bytes()
+        assert await _connects(bus, old_pem, old_key)
+        helpline(*bus.cli_args, "--node", "node-a")
+        assert (nodes / "node-b.pem").read_bytes() == b_before, "node-b was re-keyed without being named"
+        os.kill(bus.proc.pid, signal.SIGHUP)  # nats-server reloads its config (README: --signal reload)
+        deadline = time.monotonic() + 30
+        while await _connects(bus, old_pem, old_key):
+            assert time.monotonic() < deadline, "the replaced certificate still connects after the reload"
+            await asyncio.sleep(0.1)
+        assert await _connects(bus, nodes / "node-a.pem", nodes / "node-a.key")
+        assert await _connects(bus, nodes / "node-b.pem", nodes / "node-b.key")

@@ -3,13 +3,19 @@
 Makes (once) the bus CA, and issues a NATS server certificate, one client certificate per node
 (``--node``, each node's ``node_id``) and a nats-server configuration: TLS required, client
 certificates mapped to one user per node (``verify_and_map``), JetStream on, and each node allowed
-only Helpline's subjects (certs/nats.py). Run it again with every node to add one: the CA is kept.
-Prints the lines each node sets in its ``[server]`` table.
+only Helpline's subjects (certs/nats.py). Run it again to add or re-key nodes: the CA is kept, only the
+nodes named get new keys, and the config pins every node's current certificate (``pinned_certs``), so a
+replaced certificate is refused once nats-server reloads it. ``--dir`` gets ``ca/`` (CA key and the
+bucket administrator's certificate: keep it here, offline), ``server/`` (copy it whole to the NATS
+host's ``--install-dir``, which the config names) and ``nodes/``. Prints the lines each node sets in
+its ``[server]`` table. ``helpline certs nats-bucket`` then creates the object store's bucket once, as
+the administrator (nodes may not create or change streams).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +29,7 @@ def register(certs_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "nats", help="NATS for several nodes: bus CA, server and node certificates, nats-server.conf",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     nats.add_argument("--dir", type=Path, required=True,
-                      help="where the bus CA, certificates and nats-server.conf go (keep ca.key here, offline)")
+                      help="where the bus CA (ca/, stays here), server/ and nodes/ go")
     nats.add_argument("--node", action="append", default=[], metavar="NODE_ID", required=True,
                       help="a node's node_id (repeatable): it gets a client certificate and a NATS user")
     nats.add_argument("--server-name", action="append", default=[], metavar="NAME", required=True,
@@ -31,9 +37,29 @@ def register(certs_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     nats.add_argument("--listen", default="0.0.0.0:4222", help="nats-server's listen address (default 0.0.0.0:4222)")
     nats.add_argument("--store-dir", type=Path, default=Path("/var/lib/nats"),
                       help="JetStream's store_dir on the NATS host (default /var/lib/nats; it adds jetstream/)")
+    nats.add_argument("--install-dir", type=Path, default=Path("/etc/nats/helpline"),
+                      help="where the NATS host keeps the files of server/ (default /etc/nats/helpline)")
     nats.add_argument("--days", type=int, default=LEAF_DAYS,
                       help=f"lifetime of the server's and nodes' certificates (default {LEAF_DAYS})")
     nats.set_defaults(handler=_guarded(_nats))
+    bucket = certs_sub.add_parser(
+        "nats-bucket", help="create the object store's bucket on the secured NATS, as its administrator (once)",
+        description="Connects with ca/admin.pem from 'helpline certs nats' and creates the JetStream object "
+                    "store bucket helpline-artifacts if it is missing; nodes may not create streams.")
+    bucket.add_argument("--dir", type=Path, required=True, help="the --dir given to 'helpline certs nats'")
+    bucket.add_argument("--url", required=True, help="tls://HOST:PORT of nats-server")
+    bucket.add_argument("--replicas", type=int, default=1, help="copies in a NATS cluster (default 1)")
+    bucket.set_defaults(handler=_guarded(_bucket))
+
+
+def _bucket(args: argparse.Namespace) -> int:
+    from certs.nats import BUCKET, BusPaths, create_bucket
+
+    if not 1 <= args.replicas <= 5:
+        raise ValueError("--replicas must be between 1 and 5")
+    said = asyncio.run(create_bucket(BusPaths(args.dir), args.url, replicas=args.replicas))
+    print(f"bucket {BUCKET}: {said}")
+    return 0
 
 
 def _nats(args: argparse.Namespace) -> int:
@@ -42,10 +68,13 @@ def _nats(args: argparse.Namespace) -> int:
     if not 1 <= args.days <= 3650:
         raise ValueError("--days must be between 1 and 3650")
     paths = write_bus(args.dir, list(args.node), list(args.server_name), now=datetime.now(UTC), listen=args.listen,
-                      store_dir=args.store_dir, days=args.days)
+                      store_dir=args.store_dir, days=args.days, install_dir=args.install_dir)
     port = args.listen.rpartition(":")[2] or "4222"
-    print(f"nats-server: nats-server -c {paths.config} (with {paths.server_pem.name}, {paths.server_key.name}, "
-          f"{paths.ca_pem.name}; keep {paths.ca_key.name} off the NATS host)")
+    print(f"nats-server: copy {paths.server_dir}/ to {args.install_dir}/ on the NATS host (key 0600), then "
+          f"nats-server -c {args.install_dir / paths.config.name}; on a re-run, 'nats-server --signal reload' "
+          f"so replaced certificates stop working. {paths.ca_dir}/ (CA key) never leaves this machine.")
+    print(f"bucket: once nats-server runs, helpline certs nats-bucket --dir {args.dir} "
+          f"--url tls://{args.server_name[0]}:{port}")
     for node in args.node:
         print(f"\n# node {node}: copy ca.pem, nodes/{node}.pem and nodes/{node}.key (0600) to it, then in [server]:")
         print(f'node_id = "{node}"')

@@ -180,7 +180,7 @@ class JetStreamObjectStore:
             await _nats_call(store.put(name, source))
 
     async def fetch(self, name: str, dest: Path) -> bool:
-        from nats.js.errors import ObjectNotFoundError
+        from server.storage.jetstream_read import fetch_into
 
         check_name(name)
         store = await self._bucket()
@@ -189,9 +189,9 @@ class JetStreamObjectStore:
         fd, partial = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".fetch")
         try:
             with os.fdopen(fd, "wb") as out:
-                try:
-                    await _nats_call(store.get(name, writeinto=out))  # type: ignore[arg-type]
-                except ObjectNotFoundError:
+                assert self._client is not None and store is not None
+                # Chunk by chunk over STREAM.MSG.GET: nodes may not create consumers (certs/nats.py).
+                if not await _nats_call(fetch_into(self._client.jetstream(), store, self.bucket, name, out)):
                     return False
                 out.flush()
                 os.fsync(out.fileno())
@@ -226,12 +226,15 @@ class JetStreamObjectStore:
     async def list(self, prefix: str = "") -> list[str]:
         from nats.js.errors import NotFoundError
 
-        store = await self._bucket()
-        try:
-            infos = await _nats_call(store.list(ignore_deletes=True))
+        from server.storage.jetstream_read import list_names
+
+        await self._bucket()
+        assert self._client is not None
+        try:  # STREAM.INFO + last metadata per object, no consumer (certs/nats.py)
+            names: list[str] = await _nats_call(list_names(self._client.jetstream(), self.bucket))
         except NotFoundError:
             return []
-        return sorted(i.name for i in infos if i.name and i.name.startswith(prefix) and not i.deleted)
+        return [n for n in names if n.startswith(prefix)]
 
     async def close(self) -> None:
         client, self._client, self._store = self._client, None, None
