@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import ipaddress
 import json
 import math
 import os
@@ -304,35 +305,72 @@ def verify(directory: Path) -> tuple[int, str]:
     return count, prev
 
 
+#: Refusals that may be an attack on a node's identity (a wrong key or unknown intermediate, a node not or no
+#: longer allowed — a stolen intermediate's renewal): never left out by the global cap, and counted per peer apart
+#: from the rest, so junk from the same or other addresses cannot use up their allowance.
+SECURITY_CODES = frozenset({"bad_proof", "node_not_allowed"})
+#: Peers named with their counts when the global cap left refusals out (``suppressed_top``).
+TOP_SUPPRESSED = 5
+_MAX_PEERS = 10_000
+
+
+def peer_key(peer: str) -> str:
+    """The key a peer is throttled under: IPv4 as is, IPv6 by its /64 (what one subscriber holds)."""
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return peer
+
+
 @dataclass
 class RefusalThrottle:
-    """How many refusals each peer, and all peers together, have had written in the current window, and how many
-    were left out (the global cap: many addresses cannot fill the disk either)."""
+    """How many refusals each peer (IPv6 by /64), and all peers together, have had written in the current window,
+    and how many were left out. Each peer may write :data:`REFUSALS_PER_WINDOW` refusals of :data:`SECURITY_CODES`
+    and as many of the rest a window; the global cap (so many addresses cannot fill the disk) holds only the rest:
+    a few addresses' junk cannot keep anyone's security-relevant refusal out of the trail."""
 
     per_window: int = REFUSALS_PER_WINDOW
     window_s: float = REFUSAL_WINDOW_S
     all_per_window: int = REFUSALS_ALL_PER_WINDOW
-    _peers: dict[str, tuple[float, int, int]] = field(default_factory=dict)
+    _peers: dict[tuple[str, bool], tuple[float, int, int]] = field(default_factory=dict)
     _all: tuple[float, int, int] = (-math.inf, 0, 0)
+    _all_left_out: dict[str, int] = field(default_factory=dict)
 
-    def admit(self, peer: str, now: float) -> dict[str, int] | None:
+    def admit(self, peer: str, now: float, code: str = "") -> dict[str, Any] | None:
         """None: leave this refusal out. Else the counts left out before it, to record with it: ``suppressed``
-        (this peer's) and ``suppressed_all`` (left out by the global cap), each only when non-zero."""
-        start, written, suppressed = self._peers.get(peer, (now, 0, 0))
+        (this peer's, of this kind), ``suppressed_all`` (left out by the global cap) and ``suppressed_top`` (the
+        peers the global cap left out most, ``peer=count``), each only when non-zero."""
+        security = code in SECURITY_CODES
+        key = (peer_key(peer), security)
+        start, written, suppressed = self._peers.get(key, (now, 0, 0))
         if now - start >= self.window_s:
             start, written = now, 0
         all_start, all_written, all_suppressed = self._all
         if now - all_start >= self.window_s:
             all_start, all_written = now, 0
         if written >= self.per_window:
-            self._peers[peer] = (start, written, suppressed + 1)
+            self._peers[key] = (start, written, suppressed + 1)
             return None
-        if all_written >= self.all_per_window:
+        if not security and all_written >= self.all_per_window:
             self._all = (all_start, all_written, all_suppressed + 1)
+            if key[0] in self._all_left_out or len(self._all_left_out) < _MAX_PEERS:
+                self._all_left_out[key[0]] = self._all_left_out.get(key[0], 0) + 1
             return None
-        self._peers[peer] = (start, written + 1, 0)
-        self._all = (all_start, all_written + 1, 0)
-        if len(self._peers) > 10_000:  # many peers: forget the oldest windows
-            for old in sorted(self._peers, key=lambda p: self._peers[p][0])[:5_000]:
+        self._peers[key] = (start, written + 1, 0)
+        if len(self._peers) > _MAX_PEERS:  # many peers: forget the oldest windows
+            for old in sorted(self._peers, key=lambda p: self._peers[p][0])[:_MAX_PEERS // 2]:
                 del self._peers[old]
-        return {k: v for k, v in (("suppressed", suppressed), ("suppressed_all", all_suppressed)) if v}
+        counts: dict[str, Any] = {"suppressed": suppressed} if suppressed else {}
+        if security:
+            return counts
+        self._all = (all_start, all_written + 1, 0)
+        if all_suppressed:
+            top = sorted(self._all_left_out.items(), key=lambda item: (-item[1], item[0]))[:TOP_SUPPRESSED]
+            counts.update(suppressed_all=all_suppressed, suppressed_top=[f"{p}={n}" for p, n in top])
+            self._all_left_out.clear()
+        return counts

@@ -63,9 +63,9 @@ class _Refusal(Exception):
 
 
 async def _refused(request: web.Request, node: str, refusal: _Refusal) -> web.Response:
-    """The refusal's answer, after its audit record (throttled per peer: :class:`signer_audit.RefusalThrottle`)."""
+    """The refusal's answer, after its audit record (throttled: :class:`signer_audit.RefusalThrottle`)."""
     peer = request.remote or ""
-    left_out = request.app[_THROTTLE].admit(peer, time.monotonic())
+    left_out = request.app[_THROTTLE].admit(peer, time.monotonic(), refusal.code)
     if left_out is not None:
         try:
             await asyncio.to_thread(signer_audit.append, request.app[_PATHS].directory, "refused", node,

@@ -125,8 +125,29 @@ def test_many_peers_are_capped_together_and_the_count_rides_on_the_next_record()
     number left out is recorded with the next refusal written once the window has passed."""
     throttle = signer_audit.RefusalThrottle(per_window=2, window_s=60, all_per_window=3)
     assert [throttle.admit(f"10.0.0.{i}", 0.0) for i in range(6)] == [{}, {}, {}, None, None, None]
-    assert throttle.admit("10.0.0.9", 61.0) == {"suppressed_all": 3}
+    assert throttle.admit("10.0.0.9", 61.0) == {"suppressed_all": 3,
+                                                "suppressed_top": ["10.0.0.3=1", "10.0.0.4=1", "10.0.0.5=1"]}
     assert throttle.admit("10.0.0.9", 62.0) == {}
+
+
+def test_a_few_addresses_cannot_keep_security_refusals_out() -> None:
+    """Ten addresses filling the global cap with junk (bad_request) leave out only junk: another address's
+    bad_proof and node_not_allowed (a stolen intermediate's renewal) are written; a peer's own junk does not use up
+    its allowance of security refusals; the peers left out most are named; IPv6 is counted by /64."""
+    throttle = signer_audit.RefusalThrottle(per_window=30, window_s=60, all_per_window=300)
+    for i in range(10):
+        assert all(throttle.admit(f"10.0.0.{i}", 0.0, "bad_request") == {} for _ in range(30))
+    assert throttle.admit("10.0.0.0", 1.0, "bad_request") is None  # its own allowance is spent
+    assert throttle.admit("192.0.2.7", 1.0, "bad_csr") is None  # the global cap holds the rest
+    assert throttle.admit("192.0.2.7", 1.0, "bad_proof") == {}
+    assert throttle.admit("192.0.2.8", 1.0, "node_not_allowed") == {}
+    assert throttle.admit("10.0.0.1", 1.0, "bad_proof") == {}  # its junk did not use up this allowance
+    assert [throttle.admit("192.0.2.9", 2.0, "bad_request") for _ in range(2)] == [None, None]
+    written = throttle.admit("198.51.100.1", 61.0, "bad_csr")
+    assert written == {"suppressed_all": 3, "suppressed_top": ["192.0.2.9=2", "192.0.2.7=1"]}, written
+    ipv6 = [throttle.admit(f"2001:db8:1:2::{i:x}", 100.0, "bad_proof") for i in range(31)]
+    assert ipv6[:30] == [{}] * 30 and ipv6[30] is None  # one /64, one allowance
+    assert throttle.admit("2001:db8:1:3::1", 100.0, "bad_proof") == {}
 
 
 async def test_a_missing_or_torn_trail_is_refused_and_a_torn_one_repaired(tmp_path: Path,
