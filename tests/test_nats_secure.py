@@ -375,3 +375,26 @@ async def test_a_reissued_node_certificate_replaces_the_old_one_at_reload(tmp_pa
             await asyncio.sleep(0.1)
         assert await _connects(bus, nodes / "node-a.pem", nodes / "node-a.key")
         assert await _connects(bus, nodes / "node-b.pem", nodes / "node-b.key")
+
+
+def test_advertised_servers_must_pass_the_same_check_as_configured_ones() -> None:
+    """nats-py adds a cluster's connect_urls to its pool with the current URL's scheme: a plaintext loopback
+    node never picks an advertised remote server (even a less-tried one); a tls:// node with the bus CA and
+    its certificate may, since that server is verified like the configured one."""
+    from urllib.parse import urlparse
+
+    from nats.aio.client import Server
+
+    plain = ServerConfig(nats_url="nats://127.0.0.1:4222")
+    pick = connection.server_picker(plain)
+    configured = Server(uri=urlparse("nats://127.0.0.1:4222"), reconnects=7)
+    advertised = Server(uri=urlparse("nats://10.0.0.9:4222"), reconnects=0)
+    for _ in range(3):
+        chosen, _delay = pick([advertised, configured], {})
+        assert chosen is not None and chosen.uri.netloc == "127.0.0.1:4222"
+    secure = ServerConfig(nats_url="tls://nats1.internal:4222", nats_tls_ca=Path("/ca.pem"),
+                          nats_tls_cert=Path("/n.pem"), nats_tls_key=Path("/n.key"))
+    pick = connection.server_picker(secure)
+    chosen, _delay = pick([Server(uri=urlparse("tls://nats1.internal:4222"), reconnects=3),
+                           Server(uri=urlparse("tls://10.0.0.9:4222"), reconnects=0)], {})
+    assert chosen is not None and chosen.uri.netloc == "10.0.0.9:4222"

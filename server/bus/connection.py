@@ -16,12 +16,14 @@ the secure setup is one command, and a switch would be copied into configuration
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import random
 import re
 import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -163,10 +165,46 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
     return ctx
 
 
-def _pick(servers: list[Server], _info: dict[str, Any]) -> tuple[Server | None, float]:
-    """nats-py's reconnect hook: the least-tried server, after a jittered exponential wait."""
-    chosen = min(servers, key=lambda s: s.reconnects)
-    return chosen, backoff_delay(chosen.reconnects)
+def _passes_check(config: ServerConfig, url: str) -> bool:
+    """Whether ``url`` alone would pass :func:`check_secure` under ``config``'s TLS and credentials."""
+    try:
+        check_secure(dataclasses.replace(config, nats_url=url))
+    except ConfigError:
+        return False
+    return True
+
+
+def server_picker(config: ServerConfig) -> Callable[[list[Server], dict[str, Any]], tuple[Server | None, float]]:
+    """nats-py's reconnect hook: the least-tried *acceptable* server, after a jittered exponential wait.
+
+    nats-py adds the servers a cluster advertises (``connect_urls``) to its pool with the scheme of the
+    current URL, so a node configured with plaintext NATS on loopback would follow an advertised remote
+    address in plaintext.  Servers that are not in ``nats_url`` must pass the same :func:`check_secure`
+    as configured ones (tls://, the bus CA, a client certificate), or they are never chosen.  The hook
+    always names a server (nats-py would otherwise take the pool's first, which may be a refused one).
+    """
+    configured = {urlsplit(u.strip() if "://" in u else "nats://" + u.strip()).netloc
+                  for u in config.nats_url.split(",") if u.strip()}
+    verdicts: dict[str, bool] = {}
+
+    def acceptable(server: Server) -> bool:
+        where = server.uri.netloc
+        if where in configured:
+            return True
+        if where not in verdicts:
+            verdicts[where] = _passes_check(config, server.uri.geturl())
+            if not verdicts[where]:
+                log.warning("NATS advertised a server this node will not use (not TLS with the bus CA)",
+                            extra={"nats": redacted(server.uri.geturl())})
+        return verdicts[where]
+
+    def pick(servers: list[Server], _info: dict[str, Any]) -> tuple[Server | None, float]:
+        # The configured servers stay in the pool (max_reconnect_attempts=-1), so usable is never empty.
+        usable = [s for s in servers if acceptable(s)]
+        chosen = min(usable, key=lambda s: s.reconnects)
+        return chosen, backoff_delay(chosen.reconnects)
+
+    return pick
 
 
 async def connect(config: ServerConfig, *, start_timeout_s: float = START_TIMEOUT_S) -> Client | None:
@@ -209,7 +247,7 @@ async def connect(config: ServerConfig, *, start_timeout_s: float = START_TIMEOU
         await asyncio.wait_for(client.connect(
             servers, name=f"helpline-{name}", tls=tls_context(config), inbox_prefix=f"_INBOX.{name}",
             connect_timeout=2, allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=1,
-            reconnect_to_server_handler=_pick, ping_interval=20, max_outstanding_pings=3,
+            reconnect_to_server_handler=server_picker(config), ping_interval=20, max_outstanding_pings=3,
             error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected,
             closed_cb=on_closed), timeout=start_timeout_s)
     except (TimeoutError, OSError, nats.errors.Error) as exc:
