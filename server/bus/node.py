@@ -99,7 +99,7 @@ def _starter(server: HelplineServer) -> Any:
             await audit.append(db, f"user:{row['username']}", "session.start.refused", routed.device_id,
                                {"node": routed.node, "kind": routed.kind, "mode": routed.mode, "reason": refused,
                                 **({"token": routed.token_id} if routed.token_id else {})})
-            raise ApiError(403, "login_ended", f"routed session refused: {refused}")
+            raise calls.login_refusal(refused, "the routed session start")
         principal = dataclasses.replace(
             await users.principal_for(db, row, None if routed.token_id else routed.login_id),
             token_id=routed.token_id)

@@ -226,6 +226,21 @@ async def may_be_elsewhere(db: Database, session_id: str) -> bool:
 READS = frozenset({"get", "people"})
 
 
+#: :func:`login_refused`'s reason when a request names neither a login nor a token: every node since login_id/
+#: token_id were added names one, so it came from a node older than this one (a rolling upgrade).
+NO_LOGIN_NAMED = "no login named"
+
+
+def login_refusal(refused: str, what: str) -> ApiError:
+    """The error for a forwarded call or routed start refused by :func:`login_refused`: an older routing node's
+    request gets its own code, telling the user what to do, rather than a login that "ended"."""
+    if refused == NO_LOGIN_NAMED:
+        return ApiError(409, "routing_node_too_old",
+                        f"{what} came through a node older than this one, which does not name the login behind it: "
+                        "start the session on an upgraded node")
+    return ApiError(403, "login_ended", f"{what} refused: {refused}")
+
+
 async def login_refused(db: Database, user_id: str, login_id: str | None, token_id: str | None) -> str | None:
     """Why the login a forwarded call or routed session start was made under is not live now (None: it is). The
     first node checked it a moment ago; this closes the window in between and refuses a request no live login
@@ -241,7 +256,7 @@ async def login_refused(db: Database, user_id: str, login_id: str | None, token_
             return "token expired"
         return None
     if not login_id:
-        return "no login named"
+        return NO_LOGIN_NAMED
     login = await db.fetchone("SELECT user_id, created_at, revoked_at FROM console_sessions WHERE id = ?",
                               (login_id,))
     if login is None or login["user_id"] != user_id:
@@ -267,7 +282,7 @@ async def run_forwarded(sessions: SessionDriver, db: Database, *, action: str, s
     if refused is not None:
         await audit.append(db, f"user:{user['username']}", "session.call.refused", session_id,
                            {**who, "reason": refused})
-        raise ApiError(403, "login_ended", f"forwarded call refused: {refused}")
+        raise login_refusal(refused, "the forwarded call")
     caller = dataclasses.replace(await users.principal_for(db, user, None if token_id else login_id),
                                  token_id=token_id)
     row = await repository.get(db, session_id)
