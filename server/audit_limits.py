@@ -12,8 +12,10 @@ record. Two limits now apply, both in memory and per server node:
 * :class:`RefusalLimiter` — a peer refused more than ``limit`` times in a window gets 429 (with
   ``Retry-After``) without its request being looked at, until the window slides on.
 
-Peers are counted separately up to :data:`MAX_PEERS`; beyond that, new peers share one bucket
-(``peer`` ``*``), so memory stays bounded under a spoofed-source flood too.
+Peers are counted separately up to :data:`MAX_PEERS` (the limiter counts IPv6 by /64, which one
+subscriber holds); beyond that, new peers share one bucket (``peer`` ``*``), so memory stays bounded
+under a spoofed-source flood too — or, for a limiter with a shared limit behind it
+(``RefusalLimiter.overflow_passes``: recovery's database count), go on untracked to that limit.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 from common.outage import OutageLog
 
 from . import audit
+from .net.limits import address_key
 from .store import Database
 from .store.errors import StoreUnavailable
 
@@ -150,11 +153,19 @@ class RefusalLimiter:
     limit: int = 10
     window_s: float = 60.0
     clock: Callable[[], float] = time.monotonic
+    #: With the table full, a new peer is let through untracked (0, no place taken) for a shared limit behind
+    #: this one to decide (recovery's database count), instead of sharing the ``*`` bucket with every other
+    #: newcomer — where one peer filling the table could lock everyone else out.
+    overflow_passes: bool = False
+    max_peers: int = MAX_PEERS
     _hits: dict[str, deque[float]] = field(default_factory=dict)
 
     def reserve(self, peer: str) -> float:
-        """0 and a place taken when ``peer`` is under the limit; else the seconds until it is."""
-        key = self._key(peer)
+        """0 and a place taken when ``peer`` (IPv6 by its /64) is under the limit; else the seconds until it is.
+        0 and no place taken for a new peer while the table is full, when ``overflow_passes``."""
+        key = self._key(address_key(peer))
+        if key is None:
+            return 0.0
         hits = self._recent(key)
         if len(hits) >= self.limit:
             return max(0.001, self.window_s - (self.clock() - hits[0]))
@@ -164,17 +175,20 @@ class RefusalLimiter:
 
     def release(self, peer: str) -> None:
         """The request succeeded: it was not a refusal."""
-        hits = self._hits.get(self._key(peer))
+        key = address_key(peer)
+        hits = self._hits.get(key if key in self._hits or self.overflow_passes else OTHERS)
         if hits:
             hits.pop()
 
-    def _key(self, peer: str) -> str:
-        if peer in self._hits or len(self._hits) < MAX_PEERS:
+    def _key(self, peer: str) -> str | None:
+        if peer in self._hits or len(self._hits) < self.max_peers:
             return peer
         now = self.clock()
         for idle in [p for p, h in self._hits.items() if not h or now - h[-1] >= self.window_s]:
             del self._hits[idle]
-        return peer if len(self._hits) < MAX_PEERS else OTHERS
+        if len(self._hits) < self.max_peers:
+            return peer
+        return None if self.overflow_passes else OTHERS
 
     def _recent(self, key: str) -> deque[float]:
         hits = self._hits.get(key, deque())

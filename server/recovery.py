@@ -54,6 +54,7 @@ from protocol.recovery import proof_bytes
 from . import devices
 from .audit_limits import RefusalLimiter
 from .errors import ApiError
+from .net.limits import address_key
 from .store import Database, Row, Transaction
 
 #: A nonce counts this long after it is handed out: the agent asks for it right before using it.
@@ -122,7 +123,7 @@ class AttemptBudget:
 
     def __post_init__(self) -> None:
         if self.local is None:
-            self.local = RefusalLimiter(self.limit, self.window_s)
+            self.local = RefusalLimiter(self.limit, self.window_s, overflow_passes=True)  # the database decides
 
     async def take(self, db: Database, peer: str) -> float:
         """0.0 when ``peer`` may go on (a place taken), else the seconds until it may."""
@@ -133,7 +134,7 @@ class AttemptBudget:
         if time.monotonic() - self._pruned_at >= self.window_s:
             self._pruned_at = time.monotonic()
             await prune_attempts(db, window_s=self.window_s)
-        return await take_attempt(db, peer, self.limit, window_s=self.window_s)
+        return await take_attempt(db, address_key(peer), self.limit, window_s=self.window_s)  # IPv6 by /64
 
 
 def refused(code: str, message: str, status: int = 403) -> ApiError:

@@ -70,3 +70,26 @@ async def test_the_nodes_own_gate_answers_before_the_database(tmp_path: Path) ->
     finally:
         await db.close()
     assert 0 < await budget.take(db, "192.0.2.9") <= recovery.ATTEMPT_WINDOW_S
+
+
+async def test_a_full_gate_leaves_new_addresses_to_the_database_and_ipv6_counts_by_64(tmp_path: Path) -> None:
+    """With the node's table of addresses full (one /64 can no longer fill it: its addresses are one peer), each
+    new address still gets its own budget, counted by the shared database instead of one bucket every newcomer
+    shares (before: the first newcomer's requests locked every later one out)."""
+    db = await open_database(f"sqlite:///{tmp_path / 'helpline.db'}")
+    budget = recovery.AttemptBudget(2)
+    assert budget.local is not None
+    budget.local.max_peers = 3
+    try:
+        # One /64: 2 places for all its addresses, and it holds one slot of the table.
+        ipv6 = [await budget.take(db, f"2001:db8:1:2::{i:x}") for i in range(1, 5)]
+        assert ipv6[:2] == [0.0, 0.0] and all(wait > 0 for wait in ipv6[2:]), ipv6
+        assert [await budget.take(db, f"192.0.2.{i}") for i in (1, 2)] == [0.0, 0.0]  # the table is full now
+        for newcomer in ("198.51.100.1", "198.51.100.2", "2001:db8:9::1"):
+            answers = [await budget.take(db, newcomer) for _ in range(3)]
+            assert answers[:2] == [0.0, 0.0] and answers[2] > 0, (newcomer, answers)
+        rows = await db.fetchall("SELECT peer FROM recovery_attempts")
+        assert sorted({r["peer"] for r in rows}) == ["192.0.2.1", "192.0.2.2", "198.51.100.1", "198.51.100.2",
+                                                     "2001:db8:1:2::/64", "2001:db8:9::/64"]
+    finally:
+        await db.close()
