@@ -165,13 +165,33 @@ async def test_two_nodes_on_mutual_tls_carry_a_revocation(tmp_path: Path) -> Non
 
 
 async def test_a_client_without_a_node_certificate_is_refused(tmp_path: Path) -> None:
-    """No certificate, or plaintext: nats-server refuses the connection."""
+    """No certificate: the TLS handshake (verifying the bus CA) succeeds on the client's side, and
+    nats-server refuses the connection for want of a client certificate."""
     with secure_nats(tmp_path) as bus:
-        for url, tls in [(bus.url, _client_context(bus, None)), (bus.url.replace("tls://", "nats://"), None)]:
-            with pytest.raises((nats.errors.Error, OSError, TimeoutError, ssl.SSLError)):
-                client = await nats.connect(url, tls=tls, allow_reconnect=False, connect_timeout=5,
-                                            max_reconnect_attempts=0)
-                await client.close()
+        with pytest.raises((nats.errors.Error, OSError, TimeoutError, ssl.SSLError)):
+            client = await nats.connect(bus.url, tls=_client_context(bus, None), allow_reconnect=False,
+                                        connect_timeout=5, max_reconnect_attempts=0)
+            await client.close()
+
+
+async def test_the_server_refuses_a_plaintext_client(tmp_path: Path) -> None:
+    """The server, not the client, refuses plaintext: a raw socket speaking the NATS protocol without TLS
+    (nats-py would switch to TLS on the INFO's tls_required) gets no PONG and the connection closed."""
+    with secure_nats(tmp_path) as bus:
+        port = int(bus.url.rpartition(":")[2])
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+        try:
+            info = await asyncio.wait_for(reader.readline(), 10)
+            assert info.startswith(b"INFO ") and b'"tls_required":true' in info, info
+            writer.write(b'CONNECT {"verbose":false,"pedantic":false,"tls_required":false}\r\nPING\r\n')
+            await writer.drain()
+            rest = await asyncio.wait_for(reader.read(), 20)  # until nats-server closes the connection
+            assert b"PONG" not in rest, rest
+            assert reader.at_eof()
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
 
 async def _raw(bus: SecureNats, node: str, errors: list[str]) -> Client:
