@@ -399,12 +399,15 @@ async def run(args: argparse.Namespace) -> None:
         pending = 0
         attempts: list[list[Any]] = []
         returns: list[list[float]] = []
+        others: dict[str, int] = {}
         for w in range(args.workers):
             report = json.loads((data / f"acked-{w}.json").read_text())
             acked.update(report["acked"])
             pending += report["pending"]
             attempts.extend(report["attempts"])
             returns.extend(report["returns"])
+            for what, n in report.get("others", {}).items():
+                others[what] = others.get(what, 0) + n
         check = await asyncpg.connect(pg_url)
         rows = await check.fetch(f"SELECT device_id, seq FROM {schema}.health_samples")
         await check.close()
@@ -455,6 +458,8 @@ async def run(args: argparse.Namespace) -> None:
             delta = {k: v - events_before[i].get(k, 0) for k, v in events_after[i].items()}
             print(f"  node {'ab'[i]} connection events: {fmt({k: int(v) for k, v in delta.items() if v})}")
         print(f"  node c connection events before the kill: {fmt({k: int(v) for k, v in events_before[2].items()})}")
+        if others:
+            print(f"  'other' failures (simulators, whole run): {fmt(others)}")
         print(f"health samples         {acked_total} acknowledged by the nodes ({len(acked)} agents), {missing} of them "
               f"missing from PostgreSQL; {pending} still unacknowledged in the outboxes at the end")
     except BaseException:

@@ -114,7 +114,14 @@ def cause(exc: BaseException) -> str:
         return "closed"
     if isinstance(exc, InvalidHandshake):
         return "http"
+    name = f"{type(exc).__name__}: {exc}"[:80]
+    if name in OTHERS or len(OTHERS) < 20:  # kinds, not every message (addresses vary)
+        OTHERS[name] = OTHERS.get(name, 0) + 1
     return "other"
+
+
+#: This process's "other" failures by exception and message, reported to the parent.
+OTHERS: dict[str, int] = {}
 
 
 class _TimedConnection(ClientConnection):
@@ -340,7 +347,7 @@ def worker(sims: list[Sim], ca: str, urls: list[str], counts: Any, causes: Any, 
         pending = sum(len(a.pending) for a in agents)
         returns = [[round(a.returned, 3), round(a.slept, 3)] for a in agents if a.returned >= 0 or a.dropped_by_kill]
         Path(report).write_text(json.dumps({"acked": acked, "pending": pending, "attempts": TRACE.rows,
-                                            "returns": returns}))
+                                            "returns": returns, "others": OTHERS}))
         reported[index] = 1
         await asyncio.gather(*tasks)
 
