@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(handler=_demo)
 
 
-def wait_for_port(port: int, *, deadline_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(port: int, *, deadline_s: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
