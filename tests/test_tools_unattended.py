@@ -23,7 +23,7 @@ from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
 
 async def _streaming(server, org, device_id: str, grant_id: str) -> str:  # type: ignore[no-untyped-def]
     session = await unattended_session(server, org, device_id, grant_id, mode="control")
-    assert session["answered_by"] == "grant", session
+    assert session["answered_by"] == "grant", (session.get("state"), session.get("end_reason"), session)
     session_id = str(session["session_id"])
 
     async def streams() -> bool:

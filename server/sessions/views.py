@@ -11,7 +11,7 @@ from .live import LiveSession
 Json = dict[str, Any]
 
 #: The fields of a stored session that the live machine knows better while the session runs.
-_LIVE_FIELDS = ("state", "mode", "pending_mode", "challenge")
+_LIVE_FIELDS = ("state", "mode", "pending_mode", "challenge", "answered_by")  # the row may lag the machine
 
 
 def _stream_url(session_id: str) -> str:
