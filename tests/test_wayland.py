@@ -30,7 +30,7 @@ from agent.screen.wayland.frames import PipeWireCapture
 from agent.screen.wayland.mutter import MutterSession
 from agent.viewer import Viewer
 from tests.test_screen_support import poll_until, serve_session, tk_app
-from tests.wayland import MutterHandle, start_mutter
+from tests.wayland import MutterHandle, adopted_mutter
 
 TIMEOUT = 30.0
 #: foot's background in the key test: a colour nothing else on the desktop has.
@@ -40,14 +40,8 @@ FOOT_BG = "#2a1b3c"
 @pytest.fixture
 def wayland(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MutterHandle]:
     """A headless Mutter whose session environment this process (the agent under test) adopts."""
-    handle = start_mutter(1920, 1080, log_dir=tmp_path)
-    try:
-        for key, value in handle.env().items():
-            if os.environ.get(key) != value:
-                monkeypatch.setenv(key, value)
+    with adopted_mutter(tmp_path, monkeypatch, 1920, 1080) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @contextlib.asynccontextmanager

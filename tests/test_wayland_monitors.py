@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -28,7 +27,7 @@ from agent.viewer import Viewer
 from tests.test_screen_support import poll_until, serve_session
 from tests.test_wayland import FOOT_BG, colour_box
 from tests.test_wayland_portal import click_until, switched_on, wait_chooser
-from tests.wayland import MutterHandle, start_mutter, start_portal
+from tests.wayland import MutterHandle, adopted_mutter
 
 TIMEOUT = 60.0
 #: The second foot's background (the first one's is FOOT_BG): colours nothing else on the desktop has.
@@ -39,30 +38,15 @@ FIRST, SECOND = (1280, 720), (1024, 768)
 @pytest.fixture
 def two_monitors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MutterHandle]:
     """A headless Mutter with two virtual monitors side by side; this process adopts its session."""
-    handle = start_mutter(*FIRST, log_dir=tmp_path, extra_monitors=(SECOND,))
-    try:
-        for key, value in handle.env().items():
-            if os.environ.get(key) != value:
-                monkeypatch.setenv(key, value)
+    with adopted_mutter(tmp_path, monkeypatch, *FIRST, extra_monitors=(SECOND,)) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture
 def two_monitors_portal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MutterHandle]:
     """The same two monitors with xdg-desktop-portal(-gnome); this process forces the portal path."""
-    handle = start_mutter(*FIRST, log_dir=tmp_path, extra_monitors=(SECOND,))
-    try:
-        env = start_portal(handle, log_dir=tmp_path)
-        for key, value in env.items():
-            if os.environ.get(key) != value:
-                monkeypatch.setenv(key, value)
-        monkeypatch.setenv("HELPLINE_WAYLAND_BACKEND", "portal")
-        monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    with adopted_mutter(tmp_path, monkeypatch, *FIRST, extra_monitors=(SECOND,), portal=True) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @contextlib.asynccontextmanager

@@ -32,7 +32,7 @@ from tests.test_screen_support import poll_until
 from tests.test_session_helpers import api, configure_agent, install_test_auth, viewer_for
 from tests.test_wayland import colour_box
 from tests.test_wayland_portal import BTN_LEFT, onlooker
-from tests.wayland import MutterHandle, start_mutter
+from tests.wayland import MutterHandle, adopted_mutter
 from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
 
 TIMEOUT = 30.0
@@ -45,16 +45,8 @@ DIALOG_BG = "#f6f5f4"
 @pytest.fixture
 def native(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MutterHandle]:
     """Headless Mutter without XWayland, whose session this process (the agent under test) adopts."""
-    handle = start_mutter(1280, 800, log_dir=tmp_path, xwayland=False)
-    try:
-        monkeypatch.delenv("DISPLAY", raising=False)
-        monkeypatch.delenv("XAUTHORITY", raising=False)
-        for key, value in handle.env().items():
-            if os.environ.get(key) != value:
-                monkeypatch.setenv(key, value)
+    with adopted_mutter(tmp_path, monkeypatch, 1280, 800, xwayland=False) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 def buttons(frame: Frame) -> list[tuple[int, int, int]]:

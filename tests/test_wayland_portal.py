@@ -34,7 +34,7 @@ from agent.screen.wayland.tokens import RestoreTokenStore, default_path
 from agent.viewer import Viewer
 from tests.test_screen_support import poll_until, serve_session
 from tests.test_wayland import FOOT_BG, colour_box, settle_equal
-from tests.wayland import MutterHandle, start_mutter, start_portal
+from tests.wayland import MutterHandle, adopted_mutter, start_mutter
 
 TIMEOUT = 60.0
 #: GNOME's suggested-action blue: the chooser's Share button (and the switch once turned on).
@@ -45,17 +45,8 @@ BTN_LEFT = 0x110
 @pytest.fixture
 def portal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MutterHandle]:
     """Headless Mutter + xdg-desktop-portal(-gnome); this process adopts the session and forces the portal path."""
-    handle = start_mutter(1920, 1080, log_dir=tmp_path)
-    try:
-        env = start_portal(handle, log_dir=tmp_path)
-        for key, value in env.items():
-            if os.environ.get(key) != value:
-                monkeypatch.setenv(key, value)
-        monkeypatch.setenv("HELPLINE_WAYLAND_BACKEND", "portal")
-        monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    with adopted_mutter(tmp_path, monkeypatch, 1920, 1080, portal=True) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @contextlib.asynccontextmanager

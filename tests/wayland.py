@@ -258,6 +258,30 @@ def start_portal(handle: MutterHandle, log_dir: Path | None = None) -> dict[str,
     return env
 
 
+@contextlib.contextmanager
+def adopted_mutter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, width: int, height: int, *,
+                   extra_monitors: tuple[tuple[int, int], ...] = (), xwayland: bool = True,
+                   portal: bool = False) -> Iterator[MutterHandle]:
+    """A headless Mutter whose session this process (the agent under test) adopts through ``monkeypatch``;
+    without XWayland no X display is left to it; with ``portal`` xdg-desktop-portal(-gnome) runs too and the
+    portal path is forced. Stopped by PID on the way out."""
+    handle = start_mutter(width, height, log_dir=tmp_path, xwayland=xwayland, extra_monitors=extra_monitors)
+    try:
+        if not xwayland:
+            monkeypatch.delenv("DISPLAY", raising=False)
+            monkeypatch.delenv("XAUTHORITY", raising=False)
+        env = start_portal(handle, log_dir=tmp_path) if portal else handle.env()
+        for key, value in env.items():
+            if os.environ.get(key) != value:
+                monkeypatch.setenv(key, value)
+        if portal:
+            monkeypatch.setenv("HELPLINE_WAYLAND_BACKEND", "portal")
+            monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+        yield handle
+    finally:
+        handle.stop()
+
+
 @pytest.fixture
 def mutter(tmp_path: Path) -> Iterator[MutterHandle]:
     """A 1920x1080 headless Mutter for this test (logs in the test's tmp_path)."""
