@@ -90,7 +90,8 @@ class Mosaic:
         frame = np.zeros((u.h, u.w, 4), dtype=np.uint8)
         for part, r in zip(self._parts, self._readers, strict=True):
             x, y = part.x - u.x, part.y - u.y
-            frame[y: y + part.h, x: x + part.w] = r.grab(1)
+            lend: Callable[[int], Frame] | None = getattr(r, "grab_view", None)  # copied here: no second copy
+            frame[y: y + part.h, x: x + part.w] = lend(1) if lend is not None else r.grab(1)
         return frame
 
     def close(self) -> None:
