@@ -155,6 +155,7 @@ class JetStreamObjectStore:
 
             from server.bus.connection import BusUnavailable, connect
 
+            hint = ""
             try:
                 if self._client is None:
                     self._client = await connect(self._config, start_timeout_s=CONNECT_TIMEOUT_S)
@@ -164,12 +165,15 @@ class JetStreamObjectStore:
                 try:
                     self._store = await js.object_store(self.bucket)
                 except BucketNotFoundError:
+                    # A node on a bus with per-node permissions may not create streams: it times out here.
+                    hint = (f" (bucket {self.bucket} does not exist and this node could not create it; on a bus "
+                            "with per-node permissions the administrator creates it once: helpline certs nats-bucket)")
                     self._store = await js.create_object_store(
                         self.bucket, ObjectStoreConfig(description="Helpline recordings and task artifacts (sealed)",
                                                        replicas=self.replicas))
             except (BusUnavailable, nats.errors.Error, OSError, TimeoutError) as exc:
                 self._retry_at = time.monotonic() + RETRY_AFTER_S
-                raise ObjectStoreError(f"the object store is unavailable: {type(exc).__name__}") from exc
+                raise ObjectStoreError(f"the object store is unavailable: {type(exc).__name__}{hint}") from exc
             log.info("object store ready", extra={"bucket": self.bucket, "replicas": self.replicas})
             return self._store
 
