@@ -77,7 +77,8 @@ async def send_to(server: HelplineServer, conn: AgentConnection, lock: asyncio.L
     device) the parts of one update are not interleaved with another's (the agent joins consecutive parts)."""
     if not speaks_authority(conn):
         return
-    await send_update(conn, await update_for(server.db, conn.device_id, conn.group), lock)
+    async with lock or asyncio.Lock():  # built under the lock too: the newest picture is always the last sent
+        await send_update(conn, await update_for(server.db, conn.device_id, conn.group))
 
 
 async def send_update(conn: AgentConnection, update: AuthorityUpdate, lock: asyncio.Lock | None = None) -> None:
@@ -129,9 +130,10 @@ class Pushers:
                 if conn is None or not speaks_authority(conn):
                     return
                 try:
-                    async with self._building:
-                        update = await update_for(self._server.db, conn.device_id, conn.group)
-                    await send_update(conn, update, conn.push_lock)
+                    async with conn.push_lock:  # as send_to: built and sent in the order of the lock
+                        async with self._building:
+                            update = await update_for(self._server.db, conn.device_id, conn.group)
+                        await send_update(conn, update)
                 except ConnectionError as exc:  # gone, or stalled and cut off: it gets everything on reconnect
                     log.warning("could not push the authority", extra={"device_id": device_id, "error": str(exc)})
                 except Exception:
