@@ -223,6 +223,7 @@ def test_users_match_psutil_sessions() -> None:
 
 
 @pytest.mark.skipif(not Path("/usr/bin/apt-get").exists(), reason="apt only")
+@pytest.mark.serial  # apt-get -s takes ~5 s of CPU here, the collector gives up at 10 s: not beside another worker
 def test_pending_updates_match_apt_simulation() -> None:
     """The pending update count equals the Inst lines of apt-get -s upgrade; a second call is memoised."""
     security.forget_pending_updates()

@@ -83,14 +83,6 @@ class _PgExecutor:
             return [dict(r) for r in await self._conn.fetch(to_pg(sql), *_text_safe(params))]
 
 
-async def _keep_session(_conn: Any) -> None:
-    """Return a connection to the pool without asyncpg's reset query (``pg_advisory_unlock_all(); CLOSE ALL;
-    UNLISTEN *; RESET ALL``): a round trip per release that every statement outside a transaction and every
-    transaction paid, half of the round trips of an agent's connect (issue 20's reconnect herd). Nothing
-    here leaves session state behind: advisory locks are transaction-scoped (``pg_advisory_xact_lock``),
-    no LISTEN, SET or cursor outside a transaction; an open transaction is still rolled back by the pool."""
-
-
 class PostgresDatabase(_PgExecutor):
     def __init__(self, url: str, pool: Any) -> None:
         super().__init__(pool)
@@ -100,7 +92,7 @@ class PostgresDatabase(_PgExecutor):
     @classmethod
     async def connect(cls, url: str) -> PostgresDatabase:
         with _mapped():
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=10, reset=_keep_session)
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=10)
         return cls(url, pool)
 
     @asynccontextmanager
