@@ -9,6 +9,7 @@ screen (mss) and click it (xdotool).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import time
@@ -154,6 +155,46 @@ async def click_colour(display: str, colour: str, timeout: float = 10.0, *, sett
     clicked = time.monotonic()
     await asyncio.to_thread(xdotool, display, "mousemove", "--sync", str(spot[0]), str(spot[1]), "click", "1")
     return clicked
+
+
+def pointer_at(display: str) -> tuple[int, int]:
+    """The X pointer's position on ``display``."""
+    out = xdotool(display, "getmouselocation")
+    x, y = (int(part.split(":")[1]) for part in out.split()[:2])
+    return x, y
+
+
+async def click_canvas_until_pointer_moves(display: str, page: Any, fx: float, fy: float, *,
+                                           timeout: float = 30.0) -> None:
+    """Click the console's screen canvas at the fractions ``fx``, ``fy`` of its size until the device's pointer
+    is there (the canvas is measured again for each click: a refusal's notice can move it on the page)."""
+    size = await page.evaluate("[document.querySelector('#screen').width, document.querySelector('#screen').height]")
+    target = (round(size[0] * fx), round(size[1] * fy))
+
+    async def click() -> None:
+        box = await page.locator("#screen").bounding_box()
+        assert box is not None
+        await page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+
+    await click_until_pointer_moves(display, click, target, timeout=timeout)
+
+
+async def click_until_pointer_moves(display: str, click: Callable[[], Any], target: tuple[int, int], *,
+                                    timeout: float = 30.0) -> None:
+    """Click in the console (``click``) until the device's pointer is at ``target``.
+
+    A click in the moment after the page shows control but before the device can take input (the consent
+    prompt still closing, a hand-over not applied yet) is refused there by design, as a person's would be;
+    the test clicks again, as a person would, rather than failing on the first one."""
+    async def arrived() -> bool:  # xdotool in a thread: the server and agent under test share this loop
+        x, y = await asyncio.to_thread(pointer_at, display)
+        return abs(x - target[0]) <= 3 and abs(y - target[1]) <= 3
+
+    async with asyncio.timeout(timeout):
+        while not await arrived():
+            await click()
+            with contextlib.suppress(AssertionError):
+                await wait_until(arrived, timeout=3, what=f"the click reached the device at {target}")
 
 
 async def wait_window(display: str, title: str, *, present: bool = True, timeout: float = 10.0) -> None:

@@ -35,6 +35,7 @@ from tests.harness import console_url, enroll_agent, running_agent, running_serv
 from tests.test_session_helpers import (
     PRINCIPALS,
     api,
+    click_canvas_until_pointer_moves,
     configure_agent,
     install_test_auth,
     paint_root,
@@ -352,22 +353,9 @@ async def test_people_box_in_the_console(tmp_path: Path, xvfb: XvfbHandle) -> No
             await expect(other.locator("#people-list li[data-name='tia']")).to_contain_text("(controls)",
                                                                                          timeout=10_000)
             await expect(other.locator("#people-status")).to_have_text("tia controls.")
-            box = await other.locator("#screen").bounding_box()
-            assert box is not None
-            target = (round(xvfb.width * 0.5), round(xvfb.height * 0.25))
-
-            def pointer_at_target() -> bool:
-                out = xdotool(xvfb.display, "getmouselocation")
-                x, y = (int(part.split(":")[1]) for part in out.split()[:2])
-                return abs(x - target[0]) <= 3 and abs(y - target[1]) <= 3
-
             # The page says "tia controls." once the server handed over; a click in the moment before the
-            # device applied it is refused there, as a person's would be: click again until one lands.
-            async with asyncio.timeout(30):
-                while not pointer_at_target():
-                    await other.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.25)
-                    with contextlib.suppress(AssertionError):
-                        await wait_until(pointer_at_target, timeout=3, what="tia's click reached the device")
+            # device applied it is refused there: click again until one lands.
+            await click_canvas_until_pointer_moves(xvfb.display, other, 0.5, 0.25)
             await page.click("#people-leave")
             await expect(other.locator("#people-list li")).to_have_count(1, timeout=10_000)
             assert sid in agent.sessions.running and agent.sessions.running[sid].controller == "tia"

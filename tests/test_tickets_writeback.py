@@ -71,7 +71,8 @@ async def add_connector(server: HelplineServer, fake: Fake, kind: str, **extra: 
 async def add_request(server: HelplineServer, device: str, urgency: str = "critical") -> str:
     request_id = "req-" + secrets.token_hex(6)
     now = time.time()
-    number = int(now * 1000) % 1_000_000_000
+    row = await server.db.fetchone("SELECT COALESCE(MAX(number), 0) + 1 AS n FROM support_requests")
+    number = int(row["n"]) if row is not None else 1  # two requests in one millisecond must not share a number
     await server.db.execute(
         "INSERT INTO support_requests (id, number, device_id, local_id, group_name, requester, summary, details,"
         " urgency, state, created_at, updated_at) VALUES (?, ?, ?, ?, 'lab', 'alice', ?, ?, ?, 'waiting', ?, ?)",

@@ -149,6 +149,7 @@ function showProof(s) {
 function setBanner(cls, message) {
   ctx.banner.className = `consent consent-${cls}`;
   ctx.banner.replaceChildren(badge(cls, cls.replace("_", " ")), " ", message);
+  ctx.banner.title = message;  // the bar stays one line (the screen must not move under the mouse): all of it here
 }
 
 /**
@@ -322,7 +323,7 @@ function bindInput(canvas) {
     if (first) requestAnimationFrame(() => { if (pendingMove) send({ type: "input.mouse", action: "move", ...pendingMove }); pendingMove = null; });
   });
   canvas.addEventListener("mousedown", (ev) => {
-    canvas.focus();
+    canvas.focus({ preventScroll: true });  // the screen must not scroll away under the click that focused it
     if (!control()) return;
     ev.preventDefault();
     send({ type: "input.mouse", action: "move", ...point(ev) });
