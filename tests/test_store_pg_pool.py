@@ -1,0 +1,54 @@
+"""The PostgreSQL pool skips asyncpg's reset query after a clean use, and never hands on a connection
+that a cancelled statement left mid-operation (server/store/postgres.py ``_CleanPool``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from server.store.postgres import PostgresDatabase
+
+
+async def _database(pg_url: str, size: int) -> PostgresDatabase:
+    return await PostgresDatabase.connect(pg_url, pool_size=size)
+
+
+async def test_clean_statements_and_server_errors_skip_the_reset_query(pg_url: str) -> None:
+    db = await _database(pg_url, 1)
+    try:
+        pool = db._pool
+        before = pool.resets_skipped
+        for _ in range(5):
+            assert await db.fetchone("SELECT 1 AS one") == {"one": 1}
+        with pytest.raises(asyncpg.PostgresError):  # the server's answer: the connection is idle again
+            await db.execute("SELECT * FROM no_such_table_here")
+        async with db.transaction() as tx:
+            await tx.execute("SELECT 1")
+        assert pool.resets_skipped - before == 7
+    finally:
+        await db.close()
+
+
+async def test_a_cancelled_statement_is_reset_in_full_and_the_next_caller_is_not_harmed(pg_url: str) -> None:
+    """One connection in the pool: a statement cancelled mid-flight, then ordinary statements on the same pool
+    work (a no-op reset handed that connection on: "another operation is in progress")."""
+    db = await _database(pg_url, 1)
+    try:
+        pool = db._pool
+        for _ in range(3):
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await db.fetchone("SELECT pg_sleep(5) AS slept")
+            assert await db.fetchone("SELECT 2 AS two") == {"two": 2}
+            async with db.transaction() as tx:
+                assert await tx.fetchone("SELECT 3 AS three") == {"three": 3}
+        with pytest.raises(TimeoutError):  # cancelled inside a transaction: rolled back, then reset in full
+            async with asyncio.timeout(0.2), db.transaction() as tx:
+                await tx.execute("CREATE TEMP TABLE pool_probe (x int)")
+                await tx.fetchone("SELECT pg_sleep(5) AS slept")
+        assert await db.fetchone("SELECT to_regclass('pg_temp.pool_probe') IS NULL AS gone") == {"gone": True}
+        assert not pool._suspect  # every suspect connection was reset (or closed) on release
+    finally:
+        await db.close()
