@@ -89,7 +89,9 @@ async def test_join_prompt_colleagues_and_indicator_through_the_session_helper(t
                 await wait_until(lambda: f"consent prompt on screen: {JOIN_HEADING}" in helper_log.read_text(),
                                  timeout=30, what="the helper's window names tia as the joiner")
                 assert prompt_uids() == {desk.a.uid}
-                assert find_colour(desk.xa.display, ALLOW_BG) is not None
+                # The helper logs the prompt once Tk has it; X may paint it a moment later.
+                await wait_until(lambda: find_colour(desk.xa.display, ALLOW_BG) is not None, timeout=15,
+                                 what="the join prompt's Allow button painted")
                 assert find_colour(desk.xa.display, COLLEAGUES_BG) is None  # no checkbox on a join question
                 await click_colour(desk.xa.display, ALLOW_BG, timeout=20)
                 status, body = await asyncio.wait_for(joining, 30)
