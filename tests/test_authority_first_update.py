@@ -1,7 +1,7 @@
 """A task run that reaches a freshly connected agent before the connection's first authority.update.
 
 Real server, real agent, real TLS. The race is made deterministic by holding the server's authority push
-back (its ``update_for`` waits on an event) while the scheduler delivers a due run to the new connection:
+back (its ``snapshot.read`` waits on an event) while the scheduler delivers a due run to the new connection:
 the agent, which holds no root yet, must wait for the update and then run what two approvers signed —
 and, when a server withholds the update, refuse with a reason that says so.
 """
@@ -20,7 +20,7 @@ import pytest
 from agent.authority import audit_path
 from agent.authority.audit import DeviceAudit
 from agent.runtime import Agent
-from server.authority import push
+from server.authority import push, snapshot
 from server.tasks.feature import SCHEDULER
 from server.tasks.status import FINAL
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
@@ -33,13 +33,13 @@ HARMLESS = {"targets": ["tmp"], "dry_run": True}
 async def held_back_push(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[asyncio.Event]:
     """The server builds no authority update until the event is set (set on the way out, so nothing hangs)."""
     release = asyncio.Event()
-    real = push.update_for
+    real = snapshot.read  # what every update is built from (the connect's, a change's, an offer's)
 
     async def late(*args: Any, **kwargs: Any) -> Any:
         await release.wait()
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(push, "update_for", late)
+    monkeypatch.setattr(snapshot, "read", late)
     try:
         yield release
     finally:

@@ -30,12 +30,12 @@ from protocol.authority import (
     decode_canonical,
     users_of,
 )
-from protocol.authority_messages import MAX_CERTS, MAX_DOCUMENTS, AuthorityStatus, AuthorityUpdate
+from protocol.authority_messages import MAX_DOCUMENTS, AuthorityStatus, AuthorityUpdate
 from protocol.authority_parts import TooLarge, split_update
 
 from .. import audit
 from ..store import Database, Row
-from . import repository
+from . import repository, snapshot
 
 if TYPE_CHECKING:
     from ..agent_channel import AgentConnection
@@ -53,32 +53,38 @@ def speaks_authority(conn: AgentConnection) -> bool:
 
 async def update_for(db: Database, device_id: str, group: str, *, complete: bool = True,
                      documents: list[SignedDocument] | None = None) -> AuthorityUpdate:
-    """Everything that concerns one device (``documents`` given: just those, as an incremental update)."""
-    chain = await repository.chain(db)
+    """Everything that concerns one device, read now (``documents`` given: just those, as an incremental
+    update)."""
+    return update_from(await snapshot.read(db), device_id, group, complete=complete, documents=documents)
+
+
+def update_from(shared: snapshot.Snapshot, device_id: str, group: str, *, complete: bool = True,
+                documents: list[SignedDocument] | None = None) -> AuthorityUpdate:
+    """One device's update from the org's shared part (``documents`` given: just those)."""
     withdrawn: list[str] = []
     if documents is None:
         documents = []
-        for row in await repository.list_documents(db):
+        for row, signed in shared.documents:
             if not repository.concerns(row, device_id, group):
                 continue
             if row["status"] == "withdrawn":
                 withdrawn.append(row["document_id"])
-            elif repository.approvals_of(row):
-                documents.append(repository.signed_of(row))
-    certs = (await repository.certs(db))[-MAX_CERTS:]
-    return AuthorityUpdate(root=chain.origin, rotations=chain.rotations, certs=certs,
-                           revocations=await repository.latest_revocations(db), documents=documents[:MAX_DOCUMENTS],
-                           withdrawn=withdrawn[:MAX_DOCUMENTS], complete=complete,
-                           handover=await repository.latest_handover(db))
+            elif signed is not None:
+                documents.append(signed)
+    return AuthorityUpdate(root=shared.root, rotations=shared.rotations, certs=shared.certs,
+                           revocations=shared.revocations, documents=documents[:MAX_DOCUMENTS],
+                           withdrawn=withdrawn[:MAX_DOCUMENTS], complete=complete, handover=shared.handover)
 
 
-async def send_to(server: HelplineServer, conn: AgentConnection, lock: asyncio.Lock | None = None) -> None:
+async def send_to(server: HelplineServer, conn: AgentConnection, lock: asyncio.Lock | None = None,
+                  cache: snapshot.SnapshotCache | None = None) -> None:
     """The complete update for ``conn``'s device, in as many parts as its size needs; under ``lock`` (one per
     device) the parts of one update are not interleaved with another's (the agent joins consecutive parts)."""
     if not speaks_authority(conn):
         return
     async with lock or asyncio.Lock():  # built under the lock too: the newest picture is always the last sent
-        await send_update(conn, await update_for(server.db, conn.device_id, conn.group))
+        shared = await cache.get(server.db) if cache is not None else await snapshot.read(server.db)
+        await send_update(conn, update_from(shared, conn.device_id, conn.group))
 
 
 async def send_update(conn: AgentConnection, update: AuthorityUpdate, lock: asyncio.Lock | None = None) -> None:
@@ -106,8 +112,9 @@ class Pushers:
     from interleaving with the connect push's (a reconnected device has a new lock: a push stuck on its
     dead connection never delays it)."""
 
-    def __init__(self, server: HelplineServer) -> None:
+    def __init__(self, server: HelplineServer, cache: snapshot.SnapshotCache) -> None:
         self._server = server
+        self._cache = cache
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._building = asyncio.Semaphore(BUILD_AT_ONCE)
@@ -132,7 +139,8 @@ class Pushers:
                 try:
                     async with conn.push_lock:  # as send_to: built and sent in the order of the lock
                         async with self._building:
-                            update = await update_for(self._server.db, conn.device_id, conn.group)
+                            shared = await self._cache.get(self._server.db)
+                            update = update_from(shared, conn.device_id, conn.group)
                         await send_update(conn, update)
                 except ConnectionError as exc:  # gone, or stalled and cut off: it gets everything on reconnect
                     log.warning("could not push the authority", extra={"device_id": device_id, "error": str(exc)})
@@ -155,12 +163,14 @@ class Pushers:
 
 
 def setup(server: HelplineServer) -> None:
-    pushers = Pushers(server)
+    cache = snapshot.SnapshotCache()
+    pushers = Pushers(server, cache)
 
     async def on_ready(conn: AgentConnection) -> None:
-        await send_to(server, conn, conn.push_lock)
+        await send_to(server, conn, conn.push_lock, cache)
 
     async def on_changed(_subject: str, _payload: dict[str, Any]) -> None:
+        cache.invalidate()  # before any push of this change is built
         for device_id in server.connections.device_ids():
             pushers.request(device_id)
 
