@@ -19,7 +19,7 @@ from cryptography import x509
 
 from certs.pki import certificate_serial_hex, device_id_from_certificate
 from common.version import __version__
-from protocol import limits
+from protocol import limits, screen_backend
 from protocol.control import CloseCode, ControlChannel
 from protocol.errors import UnsupportedVersion
 from protocol.messages import Error, Hello, Message, Welcome
@@ -251,7 +251,8 @@ async def _accept_hello(server: HelplineServer, conn: AgentConnection, hello: He
     superseded = server.connections.add(conn)
     if superseded is not None:  # bounded (CLOSE_WAIT_S): the old link is often the dead one
         await superseded.close(CloseCode.SUPERSEDED, "a newer connection from this device replaced this one")
-    await devices.mark_online(server.db, conn.device_id, agent_version=hello.agent_version)
+    await devices.mark_online(server.db, conn.device_id, agent_version=hello.agent_version, hello=True,
+                              screen_backend=screen_backend.from_capabilities(hello.capabilities))
     checksums = await server.inventory_checksums(conn.device_id)
     extra: dict[str, Any] = {}
     for provider in server.agent_handlers.welcome_fields:

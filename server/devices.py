@@ -41,11 +41,19 @@ def status_of(row: Row) -> str:
     return "online" if row["online"] else "offline"
 
 
-async def mark_online(db: Database, device_id: str, *, agent_version: str) -> None:
-    await db.execute(
-        "UPDATE devices SET online = 1, last_seen = ?, agent_version = ? WHERE id = ?",
-        (time.time(), agent_version, device_id),
-    )
+async def mark_online(db: Database, device_id: str, *, agent_version: str, screen_backend: str | None = None,
+                      hello: bool = False) -> None:
+    """The device is connected: online, seen now, its agent's version. With ``hello``, also what the hello
+    said of its screen backend (None: none named; :mod:`server.cmdb.screen_backend`), in the same write — a
+    connect's statements are what bounds how fast a node takes back a killed node's agents."""
+    now = time.time()
+    if hello:
+        await db.execute("UPDATE devices SET online = 1, last_seen = ?, agent_version = ?, screen_backend = ?,"
+                         " screen_backend_at = ? WHERE id = ?",
+                         (now, agent_version, screen_backend or None, now, device_id))
+        return
+    await db.execute("UPDATE devices SET online = 1, last_seen = ?, agent_version = ? WHERE id = ?",
+                     (now, agent_version, device_id))
 
 
 async def touch(db: Database, device_ids: list[str], now: float | None = None) -> None:

@@ -2,16 +2,17 @@
 
 The hello names it among its capabilities (``screen.backend:…``, :mod:`protocol.screen_backend`);
 an agent whose backend changes while connected (a root service whose session helper started after
-the hello) sends ``device.screen_backend``. Either way the latest word is stored with when it came.
+the hello) sends ``device.screen_backend``. Either way the latest word is stored with when it came:
+the hello's in the connect's own write (``devices.mark_online``), a change's here.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from protocol.screen_backend import ScreenBackendChanged, from_capabilities
+from protocol.screen_backend import ScreenBackendChanged
 
 from ..store import Database
 
@@ -28,19 +29,10 @@ async def store(db: Database, device_id: str, backend: str | None, now: float | 
                      (backend or None, time.time() if now is None else now, device_id))
 
 
-async def on_hello(conn: AgentConnection) -> dict[str, Any]:
-    """What the hello said (nothing: an older agent or no desktop, stored as NULL). A welcome-fields provider
-    adding none: it runs before the welcome goes out, so the row is current once the agent is ready."""
-    said = from_capabilities(conn.hello.capabilities) if conn.hello is not None else None
-    await store(conn.server.db, conn.device_id, said)
-    return {}
-
-
 async def on_changed(conn: AgentConnection, message: ScreenBackendChanged) -> None:
     log.info("screen backend changed", extra={"device_id": conn.device_id, "backend": message.backend})
     await store(conn.server.db, conn.device_id, message.backend)
 
 
 def attach(server: HelplineServer) -> None:
-    server.agent_handlers.welcome_fields.append(on_hello)
     server.agent_handlers.register(ScreenBackendChanged, on_changed)
