@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from protocol import stream
 from protocol.stream import StreamProtocolError
@@ -54,6 +54,13 @@ VIEW_ONLY_ERRORS_PER_S = 1.0
 SUSPENDED_MESSAGE = "a Helpline prompt is on the user's screen: remote input is suspended until the user answers it"
 
 Mode = Literal["view", "control"]
+
+
+class LayoutFollower(Protocol):
+    """A grabber whose monitor list changes during a session (Wayland on Mutter: agent/screen/wayland/hotplug.py)."""
+
+    def watch_layout(self, notify: Callable[[], None]) -> None: ...
+    def apply_layout(self, shown: int) -> int: ...
 
 
 @dataclass
@@ -142,6 +149,9 @@ class _Session:
         self.pipeline = ScreenPipeline(grabber, monitor)
         self.pending_monitor: int | None = monitor
         self.wake = asyncio.Event()
+        #: The grabber's monitor list changed (``layout``): applied by the sender between two frames.
+        self.layout: LayoutFollower | None = None
+        self.layout_pending = False
         self.send_lock = asyncio.Lock()
         self.capture_pool = ThreadPoolExecutor(1, thread_name_prefix="screen-capture")
         self.input_pool = ThreadPoolExecutor(1, thread_name_prefix="screen-input")
@@ -213,6 +223,8 @@ class _Session:
         loop = asyncio.get_running_loop()
         blocked = False
         while True:
+            if self.layout_pending:
+                await self._follow_layout()
             if self.pending_monitor is not None:
                 await self._switch_monitor(self.pending_monitor)
             if not self.flow.can_send():
@@ -247,6 +259,8 @@ class _Session:
     async def _poll_sender(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if self.layout_pending:
+                await self._follow_layout()
             if self.pending_monitor is not None:
                 await self._switch_monitor(self.pending_monitor)
             now = self.clock()
@@ -282,6 +296,20 @@ class _Session:
                     backend=self.stats.backend,
                 )
             )
+
+    def on_layout(self) -> None:
+        """In the event loop: the monitors changed (a hot-plug); the sender applies it before its next frame."""
+        self.layout_pending = True
+        self.wake.set()
+
+    async def _follow_layout(self) -> None:
+        """The new list, and the monitor shown before (or the primary, if it is gone) switched to as a
+        ``monitor.select`` would: a ``monitors`` message, then a full frame."""
+        self.layout_pending = False
+        assert self.layout is not None
+        index = self.layout.apply_layout(self.pipeline.monitor)
+        log.info("screen session: the monitors changed; showing monitor %d (was %d)", index, self.pipeline.monitor)
+        await self._switch_monitor(index)
 
     async def _switch_monitor(self, index: int) -> None:
         self.pending_monitor = None
@@ -484,7 +512,8 @@ async def _run_wayland(tunnel: Tunnel, *, mode: Mode, injector: InputInjector | 
     relay = asyncio.create_task(either())
     try:
         stats = await run_screen_session(
-            tunnel, mode=mode, grabber=wayland.capture, damage=wayland.capture, clock=clock, stop=ended,
+            tunnel, mode=mode, grabber=wayland.capture, damage=wayland.capture, layout=wayland.capture, clock=clock,
+            stop=ended,
             injector=injector if injector is not None or mode != "control" else wayland.injector(),
             settings=settings, monitor=monitor, input_gate=input_gate, backend_name=wayland.name,
             view_only_reason=notice if mode == "view" else "",
@@ -523,6 +552,7 @@ async def run_screen_session(
     backend: Literal["x11", "wayland"] | None = None,
     backend_name: str | None = None,
     view_only_reason: str = "",
+    layout: LayoutFollower | None = None,
 ) -> SessionStats:
     """Stream ``display`` over ``tunnel`` until it closes or ``stop`` is set.
 
@@ -541,6 +571,8 @@ async def run_screen_session(
     grabber and the damage source, input goes through the same session; no separate pointer).
     ``backend_name`` names a given grabber's backend in the stats the viewer gets (default "x11").
     ``view_only_reason`` (with mode "view"): why, sent with each refusal instead of the plain view-only one.
+    ``layout``: the grabber, when its monitor list can change during the session (it says when; the viewer
+    gets the new list and is kept on the same monitor, or moved to the primary when that one is gone).
     """
     if mode not in ("view", "control"):
         raise ValueError(f"mode must be 'view' or 'control', not {mode!r}")
@@ -574,6 +606,14 @@ async def run_screen_session(
     if backend_name:
         session.stats.backend = backend_name
     session.stats.view_only_reason = view_only_reason
+    if layout is not None:
+        layout_loop = asyncio.get_running_loop()
+        session.layout = layout
+
+        def relaid() -> None:  # from whichever thread staged the new list
+            layout_loop.call_soon_threadsafe(session.on_layout)
+
+        layout.watch_layout(relaid)
     if damage is not None:
         loop = asyncio.get_running_loop()
 

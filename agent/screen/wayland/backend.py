@@ -23,7 +23,7 @@ import os
 import threading
 import tomllib
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ from dbus_fast.aio import MessageBus
 
 from .casts import CastSet
 from .frames import PipeWireCapture, PipeWireError
+from .hotplug import follow
 from .injector import MutterInjector
 from .mutter import RD_NAME, MutterError, MutterSession, StreamInfo
 from .portal import KEYBOARD, POINTER, PortalCancelled, PortalError, PortalSession
@@ -237,11 +238,21 @@ class MutterBackend(_StartedSession):
     capture: CastSet
     #: Reported in the session's stats and logs.
     name: str = "wayland-mutter"
+    #: Follows monitors plugged in, removed or resized (hotplug.py) until the session closes.
+    follower: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
     async def open(cls, bus_address: str | None = None) -> MutterBackend:
         session = await MutterSession.open(bus_address)
-        return cls(session, await _reader_for(session))
+        backend = cls(session, await _reader_for(session))
+        backend.follower = asyncio.create_task(follow(session, backend.capture.stage), name="wayland-hotplug")
+        return backend
+
+    async def close(self) -> None:
+        if self.follower is not None:
+            self.follower.cancel()
+            await asyncio.gather(self.follower, return_exceptions=True)
+        await super().close()
 
 
 @dataclass

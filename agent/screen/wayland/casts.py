@@ -15,6 +15,10 @@ notifications come from the readers' threads and go to whichever reader is curre
 over the monitors' bounding box); where it cannot (the portal shares monitors, not areas) its
 entry has node 0 and :class:`Mosaic` reads every monitor's stream at once and pastes the
 newest frame of each at its place in the bounding box (the gaps black, as Mutter paints them).
+
+The list can change during a session (Mutter's API: hotplug.py): the new one is staged (``stage``) from the
+event loop and taken by the screen session between two frames (``apply_layout``), which keeps reading
+the same stream when the monitor shown is still there unchanged.
 """
 
 from __future__ import annotations
@@ -115,6 +119,9 @@ class CastSet:
         #: Buffers received by the readers closed so far (``frames`` adds the current one's).
         self._frames_before = 0
         self.switches = 0
+        #: A new list from hotplug.py, taken between two frames by ``apply_layout``.
+        self._staged: list[StreamInfo] | None = None
+        self._layout_notify: Callable[[], None] = lambda: None
         self._index = selected if 0 <= selected < len(casts) else 1
         self._reader: StreamReader = self._open(self._index)
 
@@ -205,6 +212,39 @@ class CastSet:
         log.info("Wayland monitor switch: monitor %d, PipeWire node %d (was %d), %dx%d at %d,%d", index, new.node_id,
                  old.node_id, new.w, new.h, new.x, new.y)
         return reader
+
+    # --- LayoutFollower (agent/screen/session.py) --------------------------------------------
+
+    def watch_layout(self, notify: Callable[[], None]) -> None:
+        """``notify`` is called when a new list is staged (on the thread that stages it)."""
+        self._layout_notify = notify
+
+    def stage(self, casts: Sequence[StreamInfo]) -> None:
+        """A new list (index 0 all monitors, then each), applied at the session's next ``apply_layout``."""
+        if len(casts) < 2:
+            raise ValueError("a cast set lists all monitors and at least one monitor")
+        with self._lock:
+            self._staged = list(casts)
+        self._layout_notify()
+
+    def apply_layout(self, shown: int) -> int:
+        """Take the staged list (between two grabs); the index in it of the monitor ``shown`` before — 0 stays 0,
+        a monitor is found by its connector —, else the primary's. A stream not in the new list is no longer
+        read after the session's switch to that index."""
+        with self._lock:
+            staged, self._staged = self._staged, None
+        if staged is None:
+            return shown
+        before = self._casts[shown] if 0 <= shown < len(self._casts) else None
+        self._casts = staged
+        index: int | None = 0 if shown == 0 else None
+        if index is None and before is not None and before.name:
+            index = next((i for i in range(1, len(staged)) if staged[i].name == before.name), None)
+        if index is None:
+            index = next((i for i in range(1, len(staged)) if staged[i].primary), 1)
+        # The reader goes on where its stream is the one now at ``index``; else the next grab opens the new one.
+        self._index = index if staged[index].node_id == self._reader.node_id else -1
+        return index
 
     def close(self) -> None:
         with self._lock:

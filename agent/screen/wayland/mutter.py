@@ -16,9 +16,9 @@ counts). All are recorded *before* ``Start``, and a monitor switch reads another
 (only the session stops), so a stream recorded per switch would live on until the session ends,
 and a switch needs no D-Bus round trip. (A ``RecordMonitor`` on a started session is possible: its
 stream starts only on the stream's own ``Start()`` — without it no ``PipeWireStreamAdded`` came,
-with it the node was announced; tried on the headless Mutter 43.8. That is the way to follow a
-monitor plugged in during a session, not done.) A stream nobody reads costs Mutter nothing: it
-paints a cast only while a PipeWire consumer is connected.
+with it the node was announced; tried on the headless Mutter 43.8. That is how a monitor plugged
+in during a session is followed: agent/screen/wayland/hotplug.py, on ``MonitorsChanged``.) A stream
+nobody reads costs Mutter nothing: it paints a cast only while a PipeWire consumer is connected.
 
 Input goes through the same session (``NotifyPointerMotionAbsolute`` in the pixel space of the
 stream of the monitor shown, named by its object path — checked on the headless Mutter: (100, 100)
@@ -80,6 +80,8 @@ class StreamInfo:
     w: int
     h: int
     primary: bool = False
+    #: The monitor's connector (Mutter's API; hot-plug follows monitors by it); "" for all monitors and the portal.
+    name: str = ""
 
     def monitor(self) -> Monitor:
         return Monitor(self.x, self.y, self.w, self.h, self.primary)
@@ -125,6 +127,12 @@ class MutterSession:
         self.monitors = [info for _path, info in self.casts]
         self.stream_path, self.stream = self.casts[1]
         self.closed = asyncio.Event()
+        #: Set on DisplayConfig's ``MonitorsChanged`` (hotplug.py clears it and reads the layout again).
+        self.layout_changed = asyncio.Event()
+        #: Streams recorded with ``RecordMonitor``: they follow their monitor when it moves (areas stay put).
+        self.following = {path for path, info in self.casts if info.name}
+        #: Streams recorded in this session (none can be stopped before the session: hotplug.py bounds them).
+        self.recorded = len({path for path, _info in self.casts})
         bus.add_message_handler(self._on_message)
 
     @classmethod
@@ -159,16 +167,16 @@ class MutterSession:
         else:
             wanted, primaries = list(connectors), {""}
         embedded = {"cursor-mode": Variant("u", CURSOR_EMBEDDED)}
-        recorded: list[tuple[str, tuple[int, int, int, int], bool]] = []
+        recorded: list[tuple[str, tuple[int, int, int, int], bool, str]] = []
         for connector in wanted[:MAX_CAST_MONITORS]:
             (path,) = await _call(bus, SC_NAME, sc_path, SC_SESSION, "RecordMonitor", "sa{sv}", [connector, embedded])
-            recorded.append((path, await _geometry(bus, path), connector in primaries))
+            recorded.append((path, await _geometry(bus, path), connector in primaries, connector or "primary"))
         if len(recorded) > 1:  # all of them: Mutter paints the bounding box (the gaps black) into one stream
-            union = monitor_list([StreamInfo(0, *geometry) for _p, geometry, _primary in recorded])[0]
+            union = monitor_list([StreamInfo(0, *geometry) for _p, geometry, _primary, _c in recorded])[0]
             (area_path,) = await _call(bus, SC_NAME, sc_path, SC_SESSION, "RecordArea", "iiiia{sv}",
                                        [union.x, union.y, union.w, union.h, embedded])
-            recorded.insert(0, (area_path, (union.x, union.y, union.w, union.h), False))
-        paths = [path for path, _g, _p in recorded]
+            recorded.insert(0, (area_path, (union.x, union.y, union.w, union.h), False, ""))
+        paths = [path for path, _g, _p, _c in recorded]
         nodes: dict[str, int] = {}
         all_added = asyncio.get_running_loop().create_future()
 
@@ -184,6 +192,9 @@ class MutterSession:
                         "s", [f"type='signal',sender='{SC_NAME}',path='{path}',interface='{SC_STREAM}'"])
         await _call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch", "s",
                     [f"type='signal',sender='{RD_NAME}',path='{rd_path}',interface='{RD_SESSION}',member='Closed'"])
+        await _call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch", "s",
+                    [f"type='signal',sender='{DC_NAME}',path='{DC_PATH}',interface='{DC_NAME}',"
+                     "member='MonitorsChanged'"])
         bus.add_message_handler(on_added)
         try:
             await _call(bus, RD_NAME, rd_path, RD_SESSION, "Start")
@@ -194,7 +205,8 @@ class MutterSession:
         # nowhere (seen with foot: "   echo" arrived as "cho"); a Shift tap now readies it for the technician.
         for down in (True, False):
             await _call(bus, RD_NAME, rd_path, RD_SESSION, "NotifyKeyboardKeysym", "ub", [SHIFT_L, down])
-        streams = [(path, StreamInfo(nodes[path], *geometry, primary)) for path, geometry, primary in recorded]
+        streams = [(path, StreamInfo(nodes[path], *geometry, primary, connector))
+                   for path, geometry, primary, connector in recorded]
         casts = streams if len(streams) > 1 else [streams[0], streams[0]]
         for index, (path, s) in enumerate(casts):
             log.info("Mutter remote desktop: session %s, monitor %d%s: stream %s, PipeWire node %d, %dx%d at %d,%d",
@@ -203,9 +215,55 @@ class MutterSession:
         return cls(bus, rd_path, sc_path, casts)
 
     def _on_message(self, message: Message) -> None:
-        if message.message_type == MessageType.SIGNAL and message.path == self.rd_path and message.member == "Closed":
+        if message.message_type != MessageType.SIGNAL:
+            return
+        if message.path == self.rd_path and message.member == "Closed":
             log.info("Mutter closed the remote-desktop session %s", self.rd_path)
             self.closed.set()
+        elif message.path == DC_PATH and message.interface == DC_NAME and message.member == "MonitorsChanged":
+            self.layout_changed.set()
+
+    @property
+    def bus(self) -> MessageBus:
+        return self._bus
+
+    def replace_casts(self, casts: Sequence[tuple[str, StreamInfo]]) -> None:
+        """The viewer's list after a layout change (hotplug.py): input goes through these streams from now on."""
+        self.casts = list(casts)
+        self.monitors = [info for _path, info in self.casts]
+        self.stream_path, self.stream = self.casts[1]
+
+    async def record_area(self, x: int, y: int, w: int, h: int) -> tuple[str, int]:
+        """Record the area on the started session and start its stream: (stream path, PipeWire node).
+
+        On a started session a stream starts only on its own ``Start()`` (Mutter 43.8). An area, not
+        ``RecordMonitor``: when a monitor cast by ``RecordMonitor`` goes away Mutter closes the stream and,
+        with it, the whole session (seen on the headless Mutter 43.8); an area stream outlives its monitor.
+        """
+        (path,) = await _call(self._bus, SC_NAME, self.sc_path, SC_SESSION, "RecordArea", "iiiia{sv}",
+                              [x, y, w, h, {"cursor-mode": Variant("u", CURSOR_EMBEDDED)}])
+        self.recorded += 1
+        added: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def on_added(message: Message) -> None:
+            if (message.message_type == MessageType.SIGNAL and message.path == path
+                    and message.member == "PipeWireStreamAdded" and not added.done()):
+                added.set_result(int(message.body[0]))
+
+        await _call(self._bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch",
+                    "s", [f"type='signal',sender='{SC_NAME}',path='{path}',interface='{SC_STREAM}'"])
+        self._bus.add_message_handler(on_added)
+        try:
+            await _call(self._bus, SC_NAME, path, SC_STREAM, "Start")
+            try:
+                node = await asyncio.wait_for(added, STREAM_TIMEOUT_S)
+            except TimeoutError as exc:
+                raise MutterError(f"no PipeWire node for the area stream {path} in time") from exc
+        finally:
+            self._bus.remove_message_handler(on_added)
+        log.info("Mutter remote desktop: session %s, area stream %s, PipeWire node %d, %dx%d at %d,%d",
+                 self.rd_path, path, node, w, h, x, y)
+        return path, node
 
     # --- input (all coordinates in the stream's pixel space) ----------------------------
 

@@ -1,0 +1,147 @@
+"""A monitor plugged in and removed during a live Wayland session on a real headless Mutter (43.8).
+
+The monitor is plugged in the way a real second client does it: an independent ScreenCast session
+calls ``RecordVirtual`` and its consumer (a gst-launch child) negotiates 800x600, upon which Mutter
+adds a virtual monitor to the layout (right of the first) and emits ``MonitorsChanged``; stopping that
+session removes it. The viewer must get the longer list, select the new monitor, see exactly what
+that monitor shows (the virtual stream's own frames are the reference) and put the pointer where it
+points; on removal it must get the shorter list and be moved to a monitor that exists, the session
+going on. A missing compositor fails the test (tests/wayland.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dbus_fast import BusType, Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from agent.screen.capture import Frame
+from agent.screen.wayland.frames import PipeWireCapture
+from agent.screen.wayland.mutter import CURSOR_EMBEDDED, SC_NAME, SC_PATH, SC_SESSION, SC_STREAM, _call
+from agent.viewer import Viewer
+from tests.test_screen_support import serve_session
+from tests.test_wayland import pointer_shape
+from tests.wayland import MutterHandle, adopted_mutter
+
+TIMEOUT = 60.0
+FIRST = (1280, 720)
+PLUGGED = (800, 600)
+
+
+@pytest.fixture
+def one_monitor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MutterHandle]:
+    """A headless Mutter with one 1280x720 monitor; this process adopts its session."""
+    with adopted_mutter(tmp_path, monkeypatch, *FIRST) as handle:
+        yield handle
+
+
+class Plugged:
+    """A virtual monitor another client added; ``capture`` reads what it shows, ``unplug`` removes it."""
+
+    def __init__(self, bus: MessageBus, session_path: str, capture: PipeWireCapture) -> None:
+        self.bus, self.session_path, self.capture = bus, session_path, capture
+
+    async def unplug(self) -> None:
+        if self.bus.connected:
+            with contextlib.suppress(Exception):
+                await _call(self.bus, SC_NAME, self.session_path, SC_SESSION, "Stop")
+            self.bus.disconnect()
+        await asyncio.to_thread(self.capture.close)
+
+
+@contextlib.asynccontextmanager
+async def plugged_monitor(w: int, h: int) -> AsyncIterator[Plugged]:
+    """Plug a w×h monitor in through another client's ``RecordVirtual`` (unplugged on the way out)."""
+    bus = await MessageBus(bus_type=BusType.SESSION).connect()
+    try:
+        (session_path,) = await _call(bus, SC_NAME, SC_PATH, SC_NAME, "CreateSession", "a{sv}", [{}])
+        (stream_path,) = await _call(bus, SC_NAME, session_path, SC_SESSION, "RecordVirtual", "a{sv}",
+                                     [{"cursor-mode": Variant("u", CURSOR_EMBEDDED)}])
+        added: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def on_added(message: Message) -> None:
+            if (message.message_type == MessageType.SIGNAL and message.path == stream_path
+                    and message.member == "PipeWireStreamAdded" and not added.done()):
+                added.set_result(int(message.body[0]))
+
+        bus.add_message_handler(on_added)
+        await _call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch", "s",
+                    [f"type='signal',sender='{SC_NAME}',path='{stream_path}',interface='{SC_STREAM}'"])
+        await _call(bus, SC_NAME, session_path, SC_SESSION, "Start")
+        node = await asyncio.wait_for(added, TIMEOUT)
+        # The consumer's caps pick the virtual monitor's size; Mutter adds the monitor once they are negotiated.
+        capture = PipeWireCapture(node, 0, 0, w, h)
+        capture.start(lambda: None)
+    except BaseException:
+        bus.disconnect()
+        raise
+    plugged = Plugged(bus, session_path, capture)
+    try:
+        yield plugged
+    finally:
+        await plugged.unplug()
+
+
+def near(a: Frame, b: Frame) -> bool:
+    """Equal but for Mutter's rounding: an area cast and the monitor's own cast differ by a level or so."""
+    if a.shape != b.shape:
+        return False
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    return int(diff.max()) <= 3 and float(diff.mean()) < 0.1
+
+
+async def wait_listed(viewer: Viewer, count: int) -> list[tuple[int, int, int, int, bool]]:
+    await viewer.wait_for(lambda v: len(v.monitors) == count, timeout=TIMEOUT)
+    return [(m.x, m.y, m.w, m.h, m.primary) for m in viewer.monitors]
+
+
+async def test_a_monitor_plugged_in_and_removed_during_the_session(one_monitor: MutterHandle) -> None:
+    """Plugged in: the viewer gets [all, first, new], stays on the first, selects the new one and sees its frames
+    with the pointer where the viewer put it; removed: the list shrinks, the viewer is moved to the first monitor
+    and frames keep coming."""
+    pw, ph = PLUGGED
+    async with serve_session("control", "") as served:
+        async with Viewer(served.url) as viewer:
+            await viewer.wait_for(lambda v: v.stats.updates >= 1, timeout=TIMEOUT)
+            assert [(m.w, m.h) for m in viewer.monitors] == [FIRST, FIRST] and viewer.selected == 1
+
+            async with plugged_monitor(pw, ph) as plugged:
+                listed = await wait_listed(viewer, 3)
+                assert listed == [(0, 0, FIRST[0] + pw, FIRST[1], False), (0, 0, *FIRST, True),
+                                  (FIRST[0], 0, pw, ph, False)], listed
+                assert viewer.selected == 1  # the monitor shown is still there: the viewer stays on it
+
+                await viewer.select_monitor(2)
+                await viewer.wait_for(lambda v: v.selected == 2, timeout=TIMEOUT)
+                assert viewer.framebuffer.shape == (ph, pw, 3)
+                # Pointer motion goes through the new monitor's stream: the pointer shows where the viewer put it.
+                x, y = 400, 300
+                deadline = time.monotonic() + TIMEOUT
+                while True:
+                    await viewer.send_mouse(x, y)
+                    reference: Frame = (await asyncio.to_thread(plugged.capture.grab, 1))[:, :, :3]
+                    if pointer_shape(reference, x, y) == "arrow" and near(viewer.framebuffer, reference):
+                        break
+                    assert time.monotonic() < deadline, "the viewer never showed the plugged monitor with the pointer"
+                    await asyncio.sleep(0.2)  # polling interval, not synchronization
+                assert pointer_shape(viewer.framebuffer, x, y) == "arrow"
+
+                await plugged.unplug()
+                listed = await wait_listed(viewer, 2)
+                assert listed == [(0, 0, *FIRST, True), (0, 0, *FIRST, True)], listed
+                await viewer.wait_for(lambda v: v.selected == 1 and v.framebuffer.shape == (FIRST[1], FIRST[0], 3),
+                                      timeout=TIMEOUT)
+                updates = viewer.stats.updates
+                await viewer.send_mouse(100, 100)  # the session goes on: the pointer's move is a new frame
+                await viewer.wait_for(lambda v: v.stats.updates > updates, timeout=TIMEOUT)
+        stats = await served.stats
+    assert stats.backend == "wayland-mutter" and stats.monitor == 1
+    assert "failed" not in stats.end_reason and "compositor closed" not in stats.end_reason, stats.end_reason
+    assert stats.refused_inputs == 0
