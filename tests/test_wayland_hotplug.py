@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +24,13 @@ from dbus_fast.aio import MessageBus
 
 from agent.screen.capture import Frame
 from agent.screen.wayland.frames import PipeWireCapture
-from agent.screen.wayland.mutter import CURSOR_EMBEDDED, SC_NAME, SC_PATH, SC_SESSION, SC_STREAM, _call
+from agent.screen.wayland.layout import current_layout
+from agent.screen.wayland.mutter import CURSOR_EMBEDDED, SC_NAME, SC_PATH, SC_SESSION, SC_STREAM, MutterSession, _call
 from agent.viewer import Viewer
 from tests.test_screen_support import serve_session
 from tests.test_wayland import pointer_shape
+from tests.test_wayland_monitors import ticked
+from tests.test_wayland_portal import chooser, click_until, onlooker, wait_chooser
 from tests.wayland import MutterHandle, adopted_mutter
 
 TIMEOUT = 60.0
@@ -145,3 +148,72 @@ async def test_a_monitor_plugged_in_and_removed_during_the_session(one_monitor: 
     assert stats.backend == "wayland-mutter" and stats.monitor == 1
     assert "failed" not in stats.end_reason and "compositor closed" not in stats.end_reason, stats.end_reason
     assert stats.refused_inputs == 0
+
+
+@pytest.fixture
+def one_monitor_portal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MutterHandle]:
+    """The same one monitor with xdg-desktop-portal(-gnome); this process forces the portal path."""
+    with adopted_mutter(tmp_path, monkeypatch, *FIRST, portal=True) as handle:
+        yield handle
+
+
+async def frames_go_on(viewer: Viewer, hands: MutterSession, at: tuple[int, int]) -> None:
+    """The session still runs: the pointer moved on the first monitor (by the test's own session) is a new frame."""
+    updates = viewer.stats.updates
+    async with asyncio.timeout(TIMEOUT):
+        while viewer.stats.updates <= updates:
+            await hands.pointer_motion(*at)
+            with contextlib.suppress(TimeoutError):
+                await viewer.wait_for(lambda v: v.stats.updates > updates, timeout=1.0)
+
+
+async def test_the_portal_keeps_its_streams_when_another_monitor_comes_and_goes(
+        one_monitor_portal: MutterHandle) -> None:
+    """Through the portal the streams are the ones the person shared: a monitor plugged in and removed again
+    changes neither the viewer's list nor the session, which goes on sending frames."""
+    async with onlooker() as (hands, eyes), serve_session("control", "") as served:
+        async with Viewer(served.url) as viewer:
+            buttons = await wait_chooser(eyes)
+            await click_until(hands, buttons["share"], lambda: chooser(eyes.grab(1)) is None)
+            await viewer.wait_for(lambda v: v.stats.updates >= 1, timeout=TIMEOUT)
+            before = [(m.x, m.y, m.w, m.h) for m in viewer.monitors]
+            assert before == [(0, 0, *FIRST), (0, 0, *FIRST)]
+            async with plugged_monitor(*PLUGGED) as plugged:
+                await poll_async(lambda: layout_size(hands, 2), TIMEOUT)
+                await frames_go_on(viewer, hands, (200, 200))
+                await plugged.unplug()
+                await poll_async(lambda: layout_size(hands, 1), TIMEOUT)
+                await frames_go_on(viewer, hands, (300, 300))
+            assert [(m.x, m.y, m.w, m.h) for m in viewer.monitors] == before and viewer.selected == 1
+        stats = await asyncio.wait_for(served.stats, TIMEOUT)
+    assert stats.backend == "wayland-portal" and "failed" not in stats.end_reason, stats.end_reason
+
+
+async def layout_size(session: MutterSession, count: int) -> bool:
+    return len(await current_layout(session.bus)) == count
+
+
+async def poll_async(check: Callable[[], Awaitable[bool]], timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.1)  # polling interval, not synchronization
+
+
+async def test_the_portal_session_ends_when_a_shared_monitor_is_removed(one_monitor_portal: MutterHandle) -> None:
+    """A monitor the person shared through the portal is removed: the desktop closes the portal's session (GNOME
+    casts each shared monitor with Mutter's RecordMonitor) and the screen session ends, saying so — no hang."""
+    async with onlooker() as (hands, eyes), plugged_monitor(*PLUGGED) as plugged:
+        await poll_async(lambda: layout_size(hands, 2), TIMEOUT)
+        async with serve_session("control", "") as served:
+            async with Viewer(served.url) as viewer:
+                buttons = await wait_chooser(eyes)
+                share_x, share_y = buttons["share"]
+                second_row, second_tick = (share_x - 250, share_y + 168), (share_x - 7, share_y + 168)
+                await click_until(hands, second_row, lambda: ticked(eyes.grab(1), second_tick))
+                buttons = await wait_chooser(eyes)
+                await click_until(hands, buttons["share"], lambda: chooser(eyes.grab(1)) is None)
+                await viewer.wait_for(lambda v: v.stats.updates >= 1 and len(v.monitors) == 3, timeout=TIMEOUT)
+                await plugged.unplug()
+                stats = await asyncio.wait_for(served.stats, TIMEOUT)
+    assert stats.backend == "wayland-portal"
+    assert stats.end_reason.startswith("the compositor closed the remote-desktop session"), stats.end_reason
