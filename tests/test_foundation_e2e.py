@@ -46,8 +46,11 @@ async def test_enrolled_agent_connects_and_goes_online(tmp_path: Path) -> None:
             row = await devices.get(server.db, state.device_id)
             assert row["group_name"] == "lab" and row["last_seen"] is not None
         await wait_until(lambda: server.connections.get(state.device_id) is None, what="connection gone")
-        row = await devices.get(server.db, state.device_id)
-        assert row["online"] == 0
+        # The node forgets the connection first, then writes the device offline (a statement later).
+        async def offline() -> bool:
+            return not await _online(server, state.device_id)
+
+        await wait_until(offline, timeout=10, what="device offline in the database")
 
 
 async def test_token_reuse_expired_wrong_and_bad_csr_are_refused(tmp_path: Path) -> None:
