@@ -150,6 +150,38 @@ async def test_a_monitor_plugged_in_and_removed_during_the_session(one_monitor: 
     assert stats.refused_inputs == 0
 
 
+async def pointer_lands(viewer: Viewer, at: tuple[int, int]) -> None:
+    """The viewer moves the pointer to ``at`` of the monitor shown until its frames show the arrow there."""
+    x, y = at
+    async with asyncio.timeout(TIMEOUT):
+        while pointer_shape(viewer.framebuffer, x, y) != "arrow":
+            await viewer.send_mouse(x, y)
+            await asyncio.sleep(0.2)  # polling interval, not synchronization
+
+
+async def test_a_monitor_there_from_the_start_removed_renews_the_mutter_session(one_monitor: MutterHandle) -> None:
+    """A monitor cast from the session's start (RecordMonitor) is removed while shown: Mutter closes the whole
+    remote-desktop session; the agent starts a new one, the viewer gets the shorter list on the first monitor, and
+    its pointer moves still land where it points (input through the new session, frames from its stream)."""
+    pw, ph = PLUGGED
+    async with plugged_monitor(pw, ph) as plugged, serve_session("control", "") as served:
+        async with Viewer(served.url) as viewer:
+            await viewer.wait_for(lambda v: v.stats.updates >= 1 and len(v.monitors) == 3, timeout=TIMEOUT)
+            await viewer.select_monitor(2)
+            await viewer.wait_for(lambda v: v.selected == 2 and v.framebuffer.shape == (ph, pw, 3), timeout=TIMEOUT)
+            await pointer_lands(viewer, (300, 200))
+            await plugged.unplug()
+            listed = await wait_listed(viewer, 2)
+            assert listed == [(0, 0, *FIRST, True), (0, 0, *FIRST, True)], listed
+            await viewer.wait_for(lambda v: v.selected == 1 and v.framebuffer.shape == (FIRST[1], FIRST[0], 3),
+                                  timeout=TIMEOUT)
+            await pointer_lands(viewer, (640, 360))
+            await pointer_lands(viewer, (200, 500))
+        stats = await served.stats
+    assert stats.backend == "wayland-mutter" and stats.monitor == 1
+    assert "failed" not in stats.end_reason and "compositor closed" not in stats.end_reason, stats.end_reason
+
+
 @pytest.fixture
 def one_monitor_portal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MutterHandle]:
     """The same one monitor with xdg-desktop-portal(-gnome); this process forces the portal path."""

@@ -13,6 +13,12 @@ makes the viewer's list anew (:func:`relayout`):
 - "all monitors" is recorded again over the new bounding box when that changed;
 - a removed monitor leaves the list.
 
+A monitor cast with ``RecordMonitor`` (those there when the session started) that goes away makes Mutter
+close the whole session (seen on Mutter 43.8). Then (:func:`renew_or_close`) a new RemoteDesktop session is
+started on the same bus with every monitor recorded anew, and its list goes to the cast set the same way;
+input goes through the new session (the injector holds the same ``MutterSession``). A ``Closed`` with no
+such monitor gone (the person stopped sharing, the compositor is leaving) ends the screen session.
+
 Mutter 43 cannot stop one stream of a session, so a replaced stream stays recorded and unread until
 the session ends (unread, it costs Mutter nothing: it paints a cast only for a connected consumer);
 :data:`MAX_RECORDED` bounds how many one session records. The new list goes to the cast set
@@ -23,6 +29,7 @@ for the monitor shown, a full frame (agent/screen/session.py ``_follow_layout``)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -38,6 +45,8 @@ SETTLE_S = 0.25
 MAX_DELAY_S = 2.0
 #: Streams one session may record in all (they cannot be stopped before the session ends).
 MAX_RECORDED = 64
+#: New Mutter sessions started in place of one closed by a monitor's removal, at most, per screen session.
+MAX_RENEWALS = 8
 
 
 async def settle(changed: asyncio.Event) -> None:
@@ -99,13 +108,67 @@ async def relayout(session: MutterSession) -> list[StreamInfo] | None:
     return listed
 
 
+async def _either(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+async def renew_or_close(session: MutterSession) -> list[StreamInfo] | None:
+    """Mutter closed the session: renew it when a monitor it cast with ``RecordMonitor`` is gone from the layout
+    (Mutter 43.8 closes the whole session then), else — or if that fails — the session is closed for good."""
+    changed = session.layout_changed
+    with contextlib.suppress(TimeoutError):  # the MonitorsChanged of that removal comes right after the Closed
+        async with asyncio.timeout(SETTLE_S):
+            await changed.wait()
+    if changed.is_set():
+        await settle(changed)
+    try:
+        present = {m.connector for m in await current_layout(session.bus)}
+        cast = {info.name for path, info in session.casts if path in session.following}
+        if not present or cast <= present:
+            log.info("Mutter closed the remote-desktop session, no monitor of it removed: the session ends")
+        elif session.renewals >= MAX_RENEWALS or session.recorded >= MAX_RECORDED:
+            log.warning("Mutter closed the remote-desktop session again (a monitor was removed): the session ends")
+        else:
+            log.info("Mutter closed the remote-desktop session as %s went away: starting a new one",
+                     ", ".join(sorted(cast - present)))
+            await session.renew()
+            return [info for _path, info in session.casts]
+    except (MutterError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+        log.warning("Mutter remote desktop: no new session after a monitor was removed: %s", exc)
+    session.closed.set()
+    return None
+
+
 async def follow(session: MutterSession, stage: Callable[[list[StreamInfo]], None]) -> None:
-    """For the session's lifetime: on each settled layout change, hand the new list to ``stage``."""
+    """For the session's lifetime: on each settled layout change, hand the new list to ``stage``; when Mutter
+    closes the session because a monitor went away, renew it and hand over the new session's list."""
+    session.renewable = True
+    try:
+        await _follow(session, stage)
+    finally:
+        session.renewable = False
+        if session.lost.is_set():  # cancelled while renewing: what was lost is closed
+            session.closed.set()
+
+
+async def _follow(session: MutterSession, stage: Callable[[list[StreamInfo]], None]) -> None:
     while not session.closed.is_set():
-        await session.layout_changed.wait()
-        await settle(session.layout_changed)
+        await _either(session.layout_changed, session.lost, session.closed)
         if session.closed.is_set():
             return
+        if session.lost.is_set():
+            listed = await renew_or_close(session)
+            if listed is not None:
+                stage(listed)
+            continue
+        await settle(session.layout_changed)
+        if session.closed.is_set() or session.lost.is_set():
+            continue
         try:
             listed = await relayout(session)
         except (MutterError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:

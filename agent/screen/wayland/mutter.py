@@ -133,6 +133,12 @@ class MutterSession:
         self.following = {path for path, info in self.casts if info.name}
         #: Streams recorded in this session (none can be stopped before the session: hotplug.py bounds them).
         self.recorded = len({path for path, _info in self.casts})
+        #: With ``renewable`` (hotplug.py follows the layout), Mutter's ``Closed`` sets ``lost``, not ``closed``:
+        #: the follower renews the session when a monitor it cast went away, else sets ``closed``.
+        self.renewable = False
+        self.lost = asyncio.Event()
+        self.renewals = 0
+        self._stopping = False
         bus.add_message_handler(self._on_message)
 
     @classmethod
@@ -156,6 +162,23 @@ class MutterSession:
 
     @classmethod
     async def _create(cls, bus: MessageBus, connectors: Sequence[str] | None) -> MutterSession:
+        return cls(bus, *await cls._start(bus, connectors))
+
+    async def renew(self) -> None:
+        """A new RemoteDesktop + ScreenCast session on the same bus, every monitor recorded anew, in place of
+        the one Mutter closed because a monitor it cast went away (hotplug.py decides when)."""
+        rd_path, sc_path, casts = await asyncio.wait_for(self._start(self._bus, None),
+                                                         STREAM_TIMEOUT_S + 8 * CALL_TIMEOUT_S)
+        self.rd_path, self.sc_path = rd_path, sc_path
+        self.replace_casts(casts)
+        self.following = {path for path, info in self.casts if info.name}
+        self.recorded += len({path for path, _info in self.casts})
+        self.renewals += 1
+        self.lost.clear()
+
+    @staticmethod
+    async def _start(bus: MessageBus, connectors: Sequence[str] | None
+                     ) -> tuple[str, str, list[tuple[str, StreamInfo]]]:
         (rd_path,) = await _call(bus, RD_NAME, RD_PATH, RD_NAME, "CreateSession")
         (session_id,) = await _call(bus, RD_NAME, rd_path, PROPS, "Get", "ss", [RD_SESSION, "SessionId"])
         (sc_path,) = await _call(bus, SC_NAME, SC_PATH, SC_NAME, "CreateSession", "a{sv}",
@@ -212,14 +235,14 @@ class MutterSession:
             log.info("Mutter remote desktop: session %s, monitor %d%s: stream %s, PipeWire node %d, %dx%d at %d,%d",
                      rd_path, index, " (all)" if index == 0 and len(streams) > 1 else "", path, s.node_id, s.w, s.h,
                      s.x, s.y)
-        return cls(bus, rd_path, sc_path, casts)
+        return rd_path, sc_path, casts
 
     def _on_message(self, message: Message) -> None:
         if message.message_type != MessageType.SIGNAL:
             return
         if message.path == self.rd_path and message.member == "Closed":
             log.info("Mutter closed the remote-desktop session %s", self.rd_path)
-            self.closed.set()
+            (self.lost if self.renewable and not self._stopping else self.closed).set()
         elif message.path == DC_PATH and message.interface == DC_NAME and message.member == "MonitorsChanged":
             self.layout_changed.set()
 
@@ -294,6 +317,7 @@ class MutterSession:
 
     async def close(self) -> None:
         """Stop the session (Mutter ends the cast and its PipeWire stream) and disconnect; idempotent."""
+        self._stopping = True
         if self._bus.connected:
             if not self.closed.is_set():
                 with contextlib.suppress(MutterError, TimeoutError):
