@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -159,13 +160,18 @@ async def pointer_lands(viewer: Viewer, at: tuple[int, int]) -> None:
             await asyncio.sleep(0.2)  # polling interval, not synchronization
 
 
-async def test_a_monitor_there_from_the_start_removed_renews_the_mutter_session(one_monitor: MutterHandle) -> None:
+async def test_a_monitor_there_from_the_start_removed_renews_the_mutter_session(one_monitor: MutterHandle,
+                                                                               caplog: pytest.LogCaptureFixture
+                                                                               ) -> None:
     """A monitor cast from the session's start (RecordMonitor) is removed while shown: Mutter closes the whole
     remote-desktop session; the agent starts a new one, the viewer gets the shorter list on the first monitor, and
     its pointer moves still land where it points (input through the new session, frames from its stream)."""
     pw, ph = PLUGGED
-    async with plugged_monitor(pw, ph) as plugged, serve_session("control", "") as served:
-        async with Viewer(served.url) as viewer:
+    caplog.set_level(logging.INFO, logger="agent.screen.wayland.hotplug")
+    async with plugged_monitor(pw, ph) as plugged:
+        # Mutter adds the monitor a moment after the consumer's negotiation: in the layout before the session starts.
+        await poll_async(lambda: layout_size(plugged.bus, 2), TIMEOUT)
+        async with serve_session("control", "") as served, Viewer(served.url) as viewer:
             await viewer.wait_for(lambda v: v.stats.updates >= 1 and len(v.monitors) == 3, timeout=TIMEOUT)
             await viewer.select_monitor(2)
             await viewer.wait_for(lambda v: v.selected == 2 and v.framebuffer.shape == (ph, pw, 3), timeout=TIMEOUT)
@@ -178,6 +184,8 @@ async def test_a_monitor_there_from_the_start_removed_renews_the_mutter_session(
             await pointer_lands(viewer, (640, 360))
             await pointer_lands(viewer, (200, 500))
         stats = await served.stats
+    assert "went away: starting a new one" in caplog.text  # the monitor was cast from the start: renewed
+    assert "the monitor layout changed" not in caplog.text.split("starting a new one")[0]  # no hot-plug before it
     assert stats.backend == "wayland-mutter" and stats.monitor == 1
     assert "failed" not in stats.end_reason and "compositor closed" not in stats.end_reason, stats.end_reason
 
@@ -211,18 +219,18 @@ async def test_the_portal_keeps_its_streams_when_another_monitor_comes_and_goes(
             before = [(m.x, m.y, m.w, m.h) for m in viewer.monitors]
             assert before == [(0, 0, *FIRST), (0, 0, *FIRST)]
             async with plugged_monitor(*PLUGGED) as plugged:
-                await poll_async(lambda: layout_size(hands, 2), TIMEOUT)
+                await poll_async(lambda: layout_size(hands.bus, 2), TIMEOUT)
                 await frames_go_on(viewer, hands, (200, 200))
                 await plugged.unplug()
-                await poll_async(lambda: layout_size(hands, 1), TIMEOUT)
+                await poll_async(lambda: layout_size(hands.bus, 1), TIMEOUT)
                 await frames_go_on(viewer, hands, (300, 300))
             assert [(m.x, m.y, m.w, m.h) for m in viewer.monitors] == before and viewer.selected == 1
         stats = await asyncio.wait_for(served.stats, TIMEOUT)
     assert stats.backend == "wayland-portal" and "failed" not in stats.end_reason, stats.end_reason
 
 
-async def layout_size(session: MutterSession, count: int) -> bool:
-    return len(await current_layout(session.bus)) == count
+async def layout_size(bus: MessageBus, count: int) -> bool:
+    return len(await current_layout(bus)) == count
 
 
 async def poll_async(check: Callable[[], Awaitable[bool]], timeout: float) -> None:
@@ -235,7 +243,7 @@ async def test_the_portal_session_ends_when_a_shared_monitor_is_removed(one_moni
     """A monitor the person shared through the portal is removed: the desktop closes the portal's session (GNOME
     casts each shared monitor with Mutter's RecordMonitor) and the screen session ends, saying so — no hang."""
     async with onlooker() as (hands, eyes), plugged_monitor(*PLUGGED) as plugged:
-        await poll_async(lambda: layout_size(hands, 2), TIMEOUT)
+        await poll_async(lambda: layout_size(hands.bus, 2), TIMEOUT)
         async with serve_session("control", "") as served:
             async with Viewer(served.url) as viewer:
                 buttons = await wait_chooser(eyes)
