@@ -80,6 +80,11 @@ def test_a_new_list_keeps_the_monitor_shown_or_moves_to_the_primary() -> None:
     assert casts.apply_layout(0) == 0
     casts.grab(0)
     assert casts.node_id == 11
+    switches = casts.switches
+    casts.stage([a, a], fresh=True)  # a new Mutter session whose stream got the same node id (PipeWire reuses them)
+    assert casts.apply_layout(0) == 0
+    casts.grab(0)
+    assert casts.node_id == 11 and casts.switches == switches + 1  # read by a new reader all the same
     casts.close()
 
 

@@ -245,7 +245,7 @@ class MutterBackend(_StartedSession):
     async def open(cls, bus_address: str | None = None) -> MutterBackend:
         session = await MutterSession.open(bus_address)
         backend = cls(session, await _reader_for(session))
-        backend.follower = asyncio.create_task(follow(session, backend.capture.stage), name="wayland-hotplug")
+        backend.follower = asyncio.create_task(follow(session, backend.capture), name="wayland-hotplug")
         return backend
 
     async def close(self) -> None:

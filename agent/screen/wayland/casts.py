@@ -121,6 +121,10 @@ class CastSet:
         self.switches = 0
         #: A new list from hotplug.py, taken between two frames by ``apply_layout``.
         self._staged: list[StreamInfo] | None = None
+        #: The staged list is of a new Mutter session: every stream is new, whatever its node id (PipeWire
+        #: reuses the ids of nodes gone), so the next grab opens a reader even on the same id.
+        self._staged_fresh = False
+        self._reopen = False
         self._layout_notify: Callable[[], None] = lambda: None
         self._index = selected if 0 <= selected < len(casts) else 1
         self._reader: StreamReader = self._open(self._index)
@@ -185,7 +189,7 @@ class CastSet:
             raise IndexError(f"monitor {index} does not exist")
         old = self._reader
         new = self._casts[index]
-        if index == self._index or new.node_id == old.node_id:
+        if not self._reopen and (index == self._index or new.node_id == old.node_id):
             self._index = index
             return old
         reader = self._open(index)
@@ -203,6 +207,7 @@ class CastSet:
                         self._reader = old  # still started and not closed: the session goes on showing it
                         raise
                 self._index = index
+                self._reopen = False
                 self._frames_before += old.frames
                 self.switches += 1
         except BaseException:
@@ -219,12 +224,14 @@ class CastSet:
         """``notify`` is called when a new list is staged (on the thread that stages it)."""
         self._layout_notify = notify
 
-    def stage(self, casts: Sequence[StreamInfo]) -> None:
-        """A new list (index 0 all monitors, then each), applied at the session's next ``apply_layout``."""
+    def stage(self, casts: Sequence[StreamInfo], *, fresh: bool = False) -> None:
+        """A new list (index 0 all monitors, then each), applied at the session's next ``apply_layout``;
+        ``fresh``: its streams are all new (a new Mutter session), none is read by the current reader."""
         if len(casts) < 2:
             raise ValueError("a cast set lists all monitors and at least one monitor")
         with self._lock:
             self._staged = list(casts)
+            self._staged_fresh = self._staged_fresh or fresh
         self._layout_notify()
 
     def apply_layout(self, shown: int) -> int:
@@ -233,6 +240,7 @@ class CastSet:
         read after the session's switch to that index."""
         with self._lock:
             staged, self._staged = self._staged, None
+            fresh, self._staged_fresh = self._staged_fresh, False
         if staged is None:
             return shown
         before = self._casts[shown] if 0 <= shown < len(self._casts) else None
@@ -243,7 +251,8 @@ class CastSet:
         if index is None:
             index = next((i for i in range(1, len(staged)) if staged[i].primary), 1)
         # The reader goes on where its stream is the one now at ``index``; else the next grab opens the new one.
-        self._index = index if staged[index].node_id == self._reader.node_id else -1
+        self._index = index if staged[index].node_id == self._reader.node_id and not fresh else -1
+        self._reopen = self._reopen or fresh
         return index
 
     def close(self) -> None:

@@ -31,9 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from dataclasses import replace
 
+from .casts import CastSet
 from .layout import LogicalMonitor, current_layout
 from .mutter import MutterError, MutterSession, StreamInfo, monitor_list
 
@@ -138,25 +138,25 @@ async def renew_or_close(session: MutterSession) -> list[StreamInfo] | None:
                      ", ".join(sorted(cast - present)))
             await session.renew()
             return [info for _path, info in session.casts]
-    except (MutterError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+    except (MutterError, TimeoutError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
         log.warning("Mutter remote desktop: no new session after a monitor was removed: %s", exc)
     session.closed.set()
     return None
 
 
-async def follow(session: MutterSession, stage: Callable[[list[StreamInfo]], None]) -> None:
-    """For the session's lifetime: on each settled layout change, hand the new list to ``stage``; when Mutter
-    closes the session because a monitor went away, renew it and hand over the new session's list."""
+async def follow(session: MutterSession, capture: CastSet) -> None:
+    """For the session's lifetime: on each settled layout change, stage the new list in ``capture``; when Mutter
+    closes the session because a monitor went away, renew it and stage the new session's list."""
     session.renewable = True
     try:
-        await _follow(session, stage)
+        await _follow(session, capture)
     finally:
         session.renewable = False
         if session.lost.is_set():  # cancelled while renewing: what was lost is closed
             session.closed.set()
 
 
-async def _follow(session: MutterSession, stage: Callable[[list[StreamInfo]], None]) -> None:
+async def _follow(session: MutterSession, capture: CastSet) -> None:
     while not session.closed.is_set():
         await _either(session.layout_changed, session.lost, session.closed)
         if session.closed.is_set():
@@ -164,7 +164,7 @@ async def _follow(session: MutterSession, stage: Callable[[list[StreamInfo]], No
         if session.lost.is_set():
             listed = await renew_or_close(session)
             if listed is not None:
-                stage(listed)
+                capture.stage(listed, fresh=True)
             continue
         await settle(session.layout_changed)
         if session.closed.is_set() or session.lost.is_set():
@@ -175,4 +175,4 @@ async def _follow(session: MutterSession, stage: Callable[[list[StreamInfo]], No
             log.warning("Mutter remote desktop: the new monitor layout is not followed: %s", exc)
             continue
         if listed is not None:
-            stage(listed)
+            capture.stage(listed)
