@@ -24,6 +24,7 @@ from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from agent.screen.capture import Frame
+from agent.screen.wayland import hotplug
 from agent.screen.wayland.frames import PipeWireCapture
 from agent.screen.wayland.layout import current_layout
 from agent.screen.wayland.mutter import CURSOR_EMBEDDED, SC_NAME, SC_PATH, SC_SESSION, SC_STREAM, MutterSession, _call
@@ -257,3 +258,15 @@ async def test_the_portal_session_ends_when_a_shared_monitor_is_removed(one_moni
                 stats = await asyncio.wait_for(served.stats, TIMEOUT)
     assert stats.backend == "wayland-portal"
     assert stats.end_reason.startswith("the compositor closed the remote-desktop session"), stats.end_reason
+
+
+async def test_a_close_with_no_cast_monitor_gone_ends_the_session(one_monitor: MutterHandle) -> None:
+    """Mutter's Closed with every monitor the session cast still there (sharing stopped on the desktop, the
+    compositor leaving) is not renewed: the session is closed, as before layouts were followed."""
+    session = await MutterSession.open()
+    try:
+        session.lost.set()  # what Mutter's Closed sets while the layout is followed
+        assert await hotplug.renew_or_close(session) is None
+        assert session.closed.is_set() and session.renewals == 0
+    finally:
+        await session.close()
