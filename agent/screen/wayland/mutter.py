@@ -17,7 +17,8 @@ counts). All are recorded *before* ``Start``, and a monitor switch reads another
 and a switch needs no D-Bus round trip. (A ``RecordMonitor`` on a started session is possible: its
 stream starts only on the stream's own ``Start()`` — without it no ``PipeWireStreamAdded`` came,
 with it the node was announced; tried on the headless Mutter 43.8. That is how a monitor plugged
-in during a session is followed: agent/screen/wayland/hotplug.py, on ``MonitorsChanged``.) A stream
+in during a session is followed — recorded as an area, see agent/screen/wayland/hotplug.py, which also
+renews the session when Mutter closes it over a cast monitor's removal.) A stream
 nobody reads costs Mutter nothing: it paints a cast only while a PipeWire consumer is connected.
 
 Input goes through the same session (``NotifyPointerMotionAbsolute`` in the pixel space of the
