@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from .tiles import Rect
+
+if TYPE_CHECKING:
+    from .xlayout import XLayoutWatch
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +71,20 @@ class MssGrabber:
     """mss (XShmGetImage when MIT-SHM works) on one X display."""
 
     def __init__(self, display: str | None = None) -> None:
-        import mss
-
-        self._mss: Any = mss.MSS(display=display) if display else mss.MSS()
+        self._display = display
+        self._mss: Any = self._open()
         self._lock = threading.Lock()
+        self._layout_watch: XLayoutWatch | None = None
         try:
             status = self._mss.performance_status
             log.info("mss on %s: %s", display or "$DISPLAY", status() if callable(status) else status)
         except AttributeError:
             log.debug("mss has no performance_status")
+
+    def _open(self) -> Any:
+        import mss
+
+        return mss.MSS(display=self._display) if self._display else mss.MSS()
 
     def monitors(self) -> list[Monitor]:
         with self._lock:
@@ -84,6 +93,29 @@ class MssGrabber:
             Monitor(int(m["left"]), int(m["top"]), int(m["width"]), int(m["height"]), bool(m.get("is_primary")))
             for m in found
         ]
+
+    def watch_layout(self, notify: Callable[[], None]) -> None:
+        """Call ``notify`` (from another thread) when the display's monitors change (see agent/screen/xlayout.py)."""
+        from .xlayout import open_layout_watch
+
+        self._layout_watch = open_layout_watch(self._display)
+        if self._layout_watch is not None:
+            self._layout_watch.start(notify)
+
+    def apply_layout(self, shown: int) -> int:
+        """Re-read the monitors (a new mss: it keeps its list, and its XShm segment is sized for the old screen);
+        the index in the new list of monitor ``shown`` — the same rectangle, else the same origin (resized) —,
+        else the primary's. Called by the session between two grabs."""
+        before = self.monitors()
+        fresh = self._open()
+        with self._lock:
+            old, self._mss = self._mss, fresh
+        try:
+            old.close()
+        except BufferError:  # a lent view still alive: the segment goes with the process
+            log.debug("old mss segment still lent out at a layout change")
+        after = self.monitors()
+        return pick_monitor(before, after, shown)
 
     def grab(self, index: int) -> Frame:
         with self._lock:
@@ -132,8 +164,24 @@ class MssGrabber:
         return np.frombuffer(shot.raw, dtype=np.uint8).reshape(shot.height, shot.width, 4)
 
     def close(self) -> None:
+        if self._layout_watch is not None:
+            self._layout_watch.close()
         with self._lock:
             try:
                 self._mss.close()
             except BufferError:  # a lent view still alive: the segment goes with the process
                 log.debug("mss segment still lent out at close")
+
+
+def pick_monitor(before: list[Monitor], after: list[Monitor], shown: int) -> int:
+    """Where the viewer goes after a layout change: 0 (all monitors) stays 0; monitor ``shown`` of ``before``
+    where it is in ``after`` (same rectangle, else same origin); else the primary; else the first monitor."""
+    if shown == 0 or len(after) <= 1:
+        return 0
+    if 0 < shown < len(before):
+        was = before[shown]
+        for key in (lambda m: (m.x, m.y, m.w, m.h), lambda m: (m.x, m.y)):
+            found = next((i for i in range(1, len(after)) if key(after[i]) == key(was)), None)
+            if found is not None:
+                return found
+    return next((i for i in range(1, len(after)) if after[i].primary), 1)

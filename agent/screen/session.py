@@ -587,7 +587,9 @@ async def run_screen_session(
     own_grabber, own_pointer, own_injector, own_shapes = grabber is None, False, False, False
     own_damage = own_watch = False
     if grabber is None:
-        grabber = MssGrabber(display)
+        grabber = mss_grabber = MssGrabber(display)
+        if layout is None:
+            layout = mss_grabber  # RandR monitors followed during the session (agent/screen/xlayout.py)
         if damage is None:
             damage = open_damage_source(display)
             own_damage = damage is not None
