@@ -222,7 +222,13 @@ async def test_a_node_cannot_publish_or_read_outside_its_subjects(tmp_path: Path
             await a.publish("$JS.API.STREAM.DELETE.OTHER", b"")
             await a.publish("helpline.node.node-b.session", b"allowed")
             await a.flush()
-            assert await asyncio.wait_for(got.get(), 10) == "helpline.node.node-b.session"
+            try:
+                first = await asyncio.wait_for(got.get(), 10)
+            except TimeoutError:  # seen twice under a full two-worker pass, never alone: say what the bus said
+                raise AssertionError("node-b got nothing in 10 s; a: " + repr(a_errors) + " connected: "
+                                     + repr((a.is_connected, b.is_connected)) + "; nats-server log:\n"
+                                     + (tmp_path / "nats.log").read_text(errors="replace")[-3000:]) from None
+            assert first == "helpline.node.node-b.session"
             await wait_until(lambda: len(a_errors) >= 3, timeout=10, what="three permission violations")
             said = [e.lower() for e in a_errors]  # nats-py lower-cases the server's -ERR
             assert all("permissions violation" in e for e in said), a_errors

@@ -57,7 +57,8 @@ Mode = Literal["view", "control"]
 
 
 class LayoutFollower(Protocol):
-    """A grabber whose monitor list changes during a session (Wayland on Mutter: agent/screen/wayland/hotplug.py)."""
+    """A grabber whose monitor list can change during a session: X11 (agent/screen/xlayout.py, RandR events
+    and a once-a-second check) and Wayland on Mutter (agent/screen/wayland/hotplug.py)."""
 
     def watch_layout(self, notify: Callable[[], None]) -> None: ...
     def apply_layout(self, shown: int) -> int: ...
