@@ -202,6 +202,15 @@ async def _raw(bus: SecureNats, node: str, errors: list[str]) -> Client:
                               inbox_prefix=f"_INBOX.{node}", allow_reconnect=False, connect_timeout=10)
 
 
+async def _sent(client: Client) -> None:
+    """Everything ``client`` sent so far has reached nats-server. One ``flush()`` is not enough: nats-py writes
+    its PING straight to the socket while SUB/PUB wait in its pending buffer for the flusher task, so the PONG
+    can come back before them (seen in nats-server's trace: node-b's SUBs arrived after node-a's PUB). The
+    first round trip lets the flusher write them; the second PING follows them."""
+    await client.flush()
+    await client.flush()
+
+
 async def test_a_node_cannot_publish_or_read_outside_its_subjects(tmp_path: Path) -> None:
     """node-a may ask node-b's routed subject, but not forge replies into B's inbox, read B's requests or
     call JetStream on another stream; each refusal is a permissions violation from nats-server."""
@@ -216,12 +225,12 @@ async def test_a_node_cannot_publish_or_read_outside_its_subjects(tmp_path: Path
 
             await b.subscribe("helpline.node.node-b.session", cb=on_b)
             await b.subscribe("_INBOX.node-b.>", cb=on_b)
-            await b.flush()
+            await _sent(b)
             spy = await a.subscribe("helpline.node.node-b.session")  # B's routed requests: not A's to read
             await a.publish("_INBOX.node-b.forged", b"a forged reply")
             await a.publish("$JS.API.STREAM.DELETE.OTHER", b"")
             await a.publish("helpline.node.node-b.session", b"allowed")
-            await a.flush()
+            await _sent(a)
             try:
                 first = await asyncio.wait_for(got.get(), 10)
             except TimeoutError:  # seen twice under a full two-worker pass, never alone: say what the bus said
@@ -334,7 +343,7 @@ async def test_a_node_cannot_change_the_bucket_stream_or_point_a_consumer_at_ano
                 await got.put(msg.subject)
 
             await b.subscribe("_INBOX.node-b.>", cb=on_b)
-            await b.flush()
+            await _sent(b)
             js = a.jetstream(timeout=2)
             stream = "OBJ_helpline-artifacts"
             info = await js.stream_info(stream)  # allowed: the object store reads it
