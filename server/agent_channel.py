@@ -251,8 +251,8 @@ async def _accept_hello(server: HelplineServer, conn: AgentConnection, hello: He
     superseded = server.connections.add(conn)
     if superseded is not None:  # bounded (CLOSE_WAIT_S): the old link is often the dead one
         await superseded.close(CloseCode.SUPERSEDED, "a newer connection from this device replaced this one")
-    await devices.mark_online(server.db, conn.device_id, agent_version=hello.agent_version, hello=True,
-                              screen_backend=screen_backend.from_capabilities(hello.capabilities))
+    await devices.mark_hello(server.db, conn.device_id, agent_version=hello.agent_version,
+                             screen_backend=screen_backend.from_capabilities(hello.capabilities))
     checksums = await server.inventory_checksums(conn.device_id)
     extra: dict[str, Any] = {}
     for provider in server.agent_handlers.welcome_fields:

@@ -41,19 +41,21 @@ def status_of(row: Row) -> str:
     return "online" if row["online"] else "offline"
 
 
-async def mark_online(db: Database, device_id: str, *, agent_version: str, screen_backend: str | None = None,
-                      hello: bool = False) -> None:
-    """The device is connected: online, seen now, its agent's version. With ``hello``, also what the hello
-    said of its screen backend (None: none named; :mod:`server.cmdb.screen_backend`), in the same write — a
-    connect's statements are what bounds how fast a node takes back a killed node's agents."""
+async def mark_online(db: Database, device_id: str, *, agent_version: str) -> None:
+    await db.execute(
+        "UPDATE devices SET online = 1, last_seen = ?, agent_version = ? WHERE id = ?",
+        (time.time(), agent_version, device_id),
+    )
+
+
+async def mark_hello(db: Database, device_id: str, *, agent_version: str, screen_backend: str | None) -> None:
+    """After a hello: online, seen now, its agent's version and the screen backend it named (None: none;
+    :mod:`server.cmdb.screen_backend`) in one write — a connect's statements bound how fast a node takes
+    back a killed node's agents."""
     now = time.time()
-    if hello:
-        await db.execute("UPDATE devices SET online = 1, last_seen = ?, agent_version = ?, screen_backend = ?,"
-                         " screen_backend_at = ? WHERE id = ?",
-                         (now, agent_version, screen_backend or None, now, device_id))
-        return
-    await db.execute("UPDATE devices SET online = 1, last_seen = ?, agent_version = ? WHERE id = ?",
-                     (now, agent_version, device_id))
+    await db.execute("UPDATE devices SET online = 1, last_seen = ?, agent_version = ?, screen_backend = ?,"
+                     " screen_backend_at = ? WHERE id = ?",
+                     (now, agent_version, screen_backend or None, now, device_id))
 
 
 async def touch(db: Database, device_ids: list[str], now: float | None = None) -> None:
@@ -71,7 +73,7 @@ async def mark_offline(db: Database, device_id: str, at: float | None = None) ->
     """The channel closed at ``at``; False when nothing was written.
 
     Conditional on last_seen: a write retried after an outage must not undo a newer connection
-    (on another node, whose ``mark_online`` wrote a later last_seen).
+    (on another node, whose ``mark_hello`` wrote a later last_seen).
     """
     at = time.time() if at is None else at
     return await db.execute("UPDATE devices SET online = 0, last_seen = ? WHERE id = ?"

@@ -3,7 +3,7 @@
 The hello names it among its capabilities (``screen.backend:…``, :mod:`protocol.screen_backend`);
 an agent whose backend changes while connected (a root service whose session helper started after
 the hello) sends ``device.screen_backend``. Either way the latest word is stored with when it came:
-the hello's in the connect's own write (``devices.mark_online``), a change's here.
+the hello's in the connect's own write (``devices.mark_hello``), a change's here.
 """
 
 from __future__ import annotations
