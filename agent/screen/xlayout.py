@@ -7,19 +7,19 @@ when a client defines or deletes a monitor (``xrandr --setmonitor``/``--delmonit
 reads the monitor list once every :data:`CHECK_PERIOD_S` seconds: one ``RRGetMonitors`` and one
 ``GetGeometry`` round trip, compared with the last (no pixels are read). A change is reported only
 once the layout has held still for :data:`SETTLE_S` (a dock brings several changes in a row).
-``notify`` is called from the watch's thread; the grabber then re-reads its list between two frames.
+``notify`` is called from the watch's thread (an :class:`~agent.screen.xevents.XEventThread` whose
+``tick`` is the check); the grabber then re-reads its list between two frames.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import select
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from common.outage import reason
+
+from .xevents import XEventThread
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,12 @@ class XLayoutWatch:
         except Exception as exc:  # Xlib's error zoo
             self._dpy.close()
             raise XLayoutUnavailable(f"reading the monitor layout failed: {reason(exc)}") from exc
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        #: A changed layout read once, not yet seen the same ``settle_s`` later (None: steady).
+        self._settling: Layout | None = None
+        # RandR events only wake the thread (they are dropped): the check after every wake-up reads the layout.
+        # A lost connection only stops the watch: the layout is no longer followed, nothing to re-read.
+        self._reader = XEventThread(self._dpy, lambda events: False, "screen-layout", tick=self._check,
+                                    tick_s=period_s, notify_lost=False)
         #: Layout reads done (tests and the cost estimate in the README use it).
         self.checks = 0
 
@@ -82,56 +85,28 @@ class XLayoutWatch:
         return (geometry.width, geometry.height), monitors
 
     def start(self, notify: Callable[[], None]) -> None:
-        self._thread = threading.Thread(target=self._run, args=(notify,), name="screen-layout", daemon=True)
-        self._thread.start()
+        self._reader.start(notify)
 
-    def _wait(self, timeout: float) -> bool:
-        """Sleep until X events, ``timeout`` or close; True when closed. Pending events are read and dropped."""
-        fd = self._dpy.fileno()
-        readable, _, _ = select.select([fd, self._wake_r], [], [], timeout)
-        if self._wake_r in readable:
-            return True
-        for _ in range(self._dpy.pending_events()):  # raises once the server has closed the connection
-            self._dpy.next_event()
-        return False
+    def _check(self) -> tuple[bool, float]:
+        """In the reader thread, after every wake-up: read the layout; (report a change?, seconds to the next read).
 
-    def _run(self, notify: Callable[[], None]) -> None:
-        try:
-            while not self._wait(self._period):
-                self.checks += 1
-                seen = self._read()
-                if seen == self._last:
-                    continue
-                while True:  # debounce: report once it holds still
-                    if self._wait(self._settle):
-                        return
-                    self.checks += 1
-                    again = self._read()
-                    if again == seen:
-                        break
-                    seen = again
-                if seen != self._last:
-                    log.info("monitor layout changed: screen %s, monitors %s", seen[0], list(seen[1]))
-                    self._last = seen
-                    notify()
-        except Exception as exc:  # the connection is unusable from here on: the layout is no longer followed
-            if not self._closed:
-                log.warning("monitor layout watch stopped: %s", reason(exc))
+        A layout that differs from the last reported is read again ``settle_s`` later until two reads agree
+        (a dock brings several changes in a row); only then, if it still differs, is it reported."""
+        self.checks += 1
+        seen = self._read()
+        if seen != (self._last if self._settling is None else self._settling):
+            self._settling = seen
+            return False, self._settle
+        self._settling = None
+        if seen == self._last:
+            return False, self._period
+        log.info("monitor layout changed: screen %s, monitors %s", seen[0], list(seen[1]))
+        self._last = seen
+        return True, self._period
 
     def close(self) -> None:
         """Stop the thread and close the connection; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        os.write(self._wake_w, b"x")
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        try:
-            self._dpy.close()
-        except Exception as exc:  # the server may be gone already
-            log.info("monitor layout watch: closing the X connection: %s", reason(exc))
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._reader.close()
 
 
 def open_layout_watch(display: str | None) -> XLayoutWatch | None:
