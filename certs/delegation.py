@@ -273,7 +273,9 @@ def signer_root_key_files(directory: Path) -> list[Path]:
     from certs.node import root_key_files  # the node's scan; minus the delegation's encrypted key
 
     paths = SignerPaths(Path(directory))
-    return [p for p in root_key_files(paths.directory) if p != paths.delegation_key]
+    # bus-ca.key is encrypted too; certs/bus_renewal.load_bus_ca refuses it if it decrypts to the root's key.
+    expected = {paths.delegation_key, paths.directory / "bus-ca.key"}
+    return [p for p in root_key_files(paths.directory) if p not in expected]
 
 
 # --------------------------------------------------------------------------- the allow-list
@@ -290,6 +292,10 @@ class NodeEntry:
     #: SHA-256 of a one-time enrolment token (a new node, or one whose intermediate expired), and its end.
     token_sha256: str | None = None
     token_expires: float = 0.0
+    #: Its NATS node id and its bus key's SPKI SHA-256 (``certs signer bus-node``): the bus certificate the
+    #: signer renews with the intermediate is for this id and this key only (certs/bus_renewal.py).
+    bus_node: str | None = None
+    bus_spki: str | None = None
 
     def token_matches(self, token: str, now: float) -> bool:
         if self.token_sha256 is None or now >= self.token_expires:
@@ -347,12 +353,31 @@ def allow_node(paths: SignerPaths, node: str, server_names: list[str], lifetime:
         nodes = load_nodes(paths)
         # No serials: a new token is how a node whose key may be stolen is re-enrolled, so no intermediate
         # issued before it proves a renewal any more (the thief's included); the node joins with the token.
+        before = nodes.get(node)  # a new token keeps the bus binding (re-keying the bus is 'certs nats' + bus-node)
         nodes[check_node_name(node)] = NodeEntry(list(server_names), lifetime.total_seconds(), [], digest,
-                                                 now + TOKEN_LIFETIME.total_seconds())
+                                                 now + TOKEN_LIFETIME.total_seconds(),
+                                                 before.bus_node if before else None,
+                                                 before.bus_spki if before else None)
         if record is not None:
             record()
         save_nodes(paths, nodes)
     return token
+
+
+def bind_bus(paths: SignerPaths, node: str, bus_node: str, bus_spki: str,
+             record: Callable[[], object] | None = None) -> bool:
+    """Bind ``node``'s bus identity (NATS node id, key pin) on the allow-list; False if the node is not on it.
+    ``record`` as for :func:`allow_node`."""
+    with nodes_locked(paths):
+        nodes = load_nodes(paths)
+        entry = nodes.get(node)
+        if entry is None:
+            return False
+        entry.bus_node, entry.bus_spki = bus_node, bus_spki
+        if record is not None:
+            record()
+        save_nodes(paths, nodes)
+    return True
 
 
 def remove_node(paths: SignerPaths, node: str, record: Callable[[], object] | None = None) -> bool:
@@ -381,6 +406,6 @@ def chain_of(pem: bytes) -> list[x509.Certificate]:
         raise CertValidationError(f"not a PEM certificate chain: {exc}") from exc
 
 
-__all__ = ["DelegationCA", "NodeEntry", "SignerPaths", "allow_node", "chain_of", "create_delegation",
+__all__ = ["DelegationCA", "NodeEntry", "SignerPaths", "allow_node", "bind_bus", "chain_of", "create_delegation",
            "load_nodes", "node_chain", "nodes_locked", "permits", "remove_node", "save_nodes",
            "signer_root_key_files"]

@@ -27,6 +27,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certs.pki import (
@@ -148,6 +149,11 @@ class BusCA:
         self.certificate = certificate
         self._key = key
 
+    @property
+    def signing_key(self) -> ec.EllipticCurvePrivateKey:
+        """The CA's key (``helpline certs signer bus-ca`` stores it encrypted on the signer)."""
+        return self._key
+
     @classmethod
     def create(cls, *, now: datetime, lifetime: timedelta = CA_LIFETIME) -> BusCA:
         now = as_utc(now)
@@ -251,8 +257,12 @@ def admin_permissions(*, bucket: str = BUCKET) -> dict[str, object]:
 
 def spki_pin(cert: x509.Certificate) -> str:
     """nats-server's ``pinned_certs`` entry: hex SHA-256 of the certificate's DER SubjectPublicKeyInfo."""
-    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
-                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key_pin(cert.public_key())
+
+
+def key_pin(key: PublicKeyTypes) -> str:
+    """Hex SHA-256 of a public key's DER SubjectPublicKeyInfo (:func:`spki_pin` of any certificate for it)."""
+    spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(spki).hexdigest()
 
 

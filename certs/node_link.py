@@ -29,6 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certs import tls
+from certs.bus_renewal import BusFiles, check_bus_answer
 from certs.delegation import permits
 from certs.errors import CertError, CertValidationError
 from certs.pki import (
@@ -61,6 +62,8 @@ class SignerLink:
     url: str
     node: str
     renew_fraction: float = RENEW_FRACTION
+    #: Renew the node's bus certificate with the intermediate (``certs join --bus``; certs/bus_renewal.py).
+    bus: bool = False
 
     @staticmethod
     def path(pki_dir: Path) -> Path:
@@ -99,11 +102,21 @@ async def request_intermediate(link: SignerLink, pki_dir: Path, key: ec.Elliptic
                                current: CertificateAuthority | None = None,
                                token: str | None = None) -> list[x509.Certificate]:
     """Ask the signer to certify ``key``; return the checked chain (intermediate, delegation)."""
+    chain, _ = await request_renewal(link, pki_dir, key, current=current, token=token)
+    return chain
+
+
+async def request_renewal(link: SignerLink, pki_dir: Path, key: ec.EllipticCurvePrivateKey, *,
+                          current: CertificateAuthority | None = None, token: str | None = None,
+                          bus: BusFiles | None = None) -> tuple[list[x509.Certificate], x509.Certificate | None]:
+    """Ask the signer to certify ``key`` (and, with ``bus``, the node's bus key again); return the checked
+    chain (intermediate, delegation) and the checked bus certificate (None without ``bus``)."""
     csr = build_csr(key).decode()
-    ask = IntermediateRequest(node=link.node, csr=csr, token=token)
+    bus_csr = bus.csr() if bus is not None else None
+    ask = IntermediateRequest(node=link.node, csr=csr, token=token, bus_csr=bus_csr)
     if current is not None and token is None:
         ask.current = pem_chain([current.certificate]).decode()
-        ask.signature = sign_proof(current.signing_key, csr)
+        ask.signature = sign_proof(current.signing_key, csr, bus_csr)
     paths = PkiPaths.from_dir(pki_dir)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session, session.post(
@@ -120,8 +133,9 @@ async def request_intermediate(link: SignerLink, pki_dir: Path, key: ec.Elliptic
     except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
         raise CertValidationError(f"the signer's answer is malformed: {exc}") from exc
     names = permitted_names(current.certificate) if current is not None else []
-    check_chain(chain, load_certificate(paths.ca_pem), key.public_key(), now=datetime.now(UTC), names=names)
-    return chain
+    now = datetime.now(UTC)
+    check_chain(chain, load_certificate(paths.ca_pem), key.public_key(), now=now, names=names)
+    return chain, (check_bus_answer(bus, answer.bus_chain, now=now) if bus is not None else None)
 
 
 def _error_text(body: bytes) -> str:
@@ -192,8 +206,12 @@ def install(pki_dir: Path, key: ec.EllipticCurvePrivateKey, chain: list[x509.Cer
 
 
 async def renew(pki_dir: Path, link: SignerLink, *, current: CertificateAuthority | None, token: str | None = None,
-                now: datetime) -> CertificateAuthority:
-    """One renewal: new key here, CSR to the signer, checked answer installed."""
+                now: datetime, bus: BusFiles | None = None) -> CertificateAuthority:
+    """One renewal: new key here, CSR to the signer, checked answer installed; with ``bus``, the node's bus
+    certificate too (written after the intermediate: the key is unchanged, so either file alone is usable)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    chain = await request_intermediate(link, pki_dir, key, current=current, token=token)
-    return await asyncio.to_thread(install, pki_dir, key, chain, now=now)  # fsyncs: not on the event loop
+    chain, bus_cert = await request_renewal(link, pki_dir, key, current=current, token=token, bus=bus)
+    ca = await asyncio.to_thread(install, pki_dir, key, chain, now=now)  # fsyncs: not on the event loop
+    if bus is not None and bus_cert is not None:
+        await asyncio.to_thread(atomic_write, bus.cert, pem_chain([bus_cert]), 0o644)
+    return ca

@@ -12,6 +12,9 @@ key over the new CSR proves possession and binds the request to the key being ce
 Every issuance and refusal is written to the signer's hash-chained audit file (:mod:`certs.signer_audit`);
 an issuance that cannot be recorded (a full disk, a torn last line) is not made (503 ``audit_unavailable``).
 
+With the bus CA in its directory (``certs signer bus-ca``) it also renews nodes' NATS certificates
+with their intermediates, for the key and id bound on the allow-list (:mod:`certs.bus_renewal`).
+
 It refuses to start if its directory holds the root's private key.
 """
 
@@ -28,7 +31,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from certs import signer_audit, tls
+from certs import bus_renewal, signer_audit, tls
 from certs.delegation import (
     DelegationCA,
     SignerPaths,
@@ -39,6 +42,7 @@ from certs.delegation import (
     signer_root_key_files,
 )
 from certs.errors import CertError, CsrError, RootKeyOnServerError
+from certs.nats import BusCA
 from certs.pki import certificate_serial_hex, csr_public_key, pem_chain
 from certs.signer_wire import MAX_REQUEST_BYTES, PATH, IntermediateAnswer, IntermediateRequest, proof_holds
 from common.signals import stop_on_signals
@@ -48,6 +52,7 @@ log = logging.getLogger(__name__)
 _DELEGATION: web.AppKey[DelegationCA] = web.AppKey("delegation", DelegationCA)
 _PATHS: web.AppKey[SignerPaths] = web.AppKey("paths", SignerPaths)
 _THROTTLE: web.AppKey[signer_audit.RefusalThrottle] = web.AppKey("audit_throttle", signer_audit.RefusalThrottle)
+_BUS_CA: web.AppKey[BusCA | None] = web.AppKey("bus_ca")
 
 
 def _refuse(status: int, code: str, message: str) -> web.Response:
@@ -88,7 +93,8 @@ async def issue(request: web.Request) -> web.Response:
         return await _refused(request, ask.node, _Refusal(400, "bad_csr", str(exc)))
     delegation = request.app[_DELEGATION]
     try:  # in a thread: the allow-list's file lock may wait for a 'certs signer add-node/remove-node'
-        cert = await asyncio.to_thread(_grant, delegation, request.app[_PATHS], ask, public_key, request.remote or "")
+        cert, bus_cert = await asyncio.to_thread(_grant, delegation, request.app[_BUS_CA], request.app[_PATHS], ask,
+                                                 public_key, request.remote or "")
     except _Refusal as refusal:
         return await _refused(request, ask.node, refusal)
     except (OSError, signer_audit.AuditError) as exc:  # nothing issued: the record comes first
@@ -98,13 +104,15 @@ async def issue(request: web.Request) -> web.Response:
                                                  "issued: try again once its operator has fixed it")
     log.info("issued node intermediate", extra={"node": ask.node, "serial": certificate_serial_hex(cert),
                                                 "until": cert.not_valid_after_utc.isoformat()})
-    answer = IntermediateAnswer(chain=pem_chain(node_chain(cert, delegation)).decode())
+    answer = IntermediateAnswer(chain=pem_chain(node_chain(cert, delegation)).decode(),
+                                bus_chain=pem_chain([bus_cert]).decode() if bus_cert is not None else None)
     return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
 
 
-def _grant(delegation: DelegationCA, paths: SignerPaths, ask: IntermediateRequest,
-           public_key: ec.EllipticCurvePublicKey, peer: str) -> x509.Certificate:
-    """Check the node against the allow-list and issue, all under the allow-list's lock (``_Refusal`` if not).
+def _grant(delegation: DelegationCA, bus_ca: BusCA | None, paths: SignerPaths, ask: IntermediateRequest,
+           public_key: ec.EllipticCurvePublicKey, peer: str) -> tuple[x509.Certificate, x509.Certificate | None]:
+    """Check the node against the allow-list and issue, all under the allow-list's lock (``_Refusal`` if not):
+    the intermediate, and the bus certificate when the request asks for one (both or neither).
     The issuance is audited (fsynced) before the allow-list records it and before the node gets it: a
     certificate nobody can account for is never handed out."""
     with nodes_locked(paths):  # one read-modify-write of nodes.json at a time, across processes
@@ -122,9 +130,19 @@ def _grant(delegation: DelegationCA, paths: SignerPaths, ask: IntermediateReques
             log.warning("refused an intermediate: no valid proof", extra={"node": ask.node})
             raise _Refusal(403, "bad_proof", "prove the request with the node's current, unexpired intermediate "
                                              "(or a new enrolment token)")
+        lifetime = timedelta(seconds=entry.lifetime_s)
+        bus_cert = None
+        if ask.bus_csr is not None:
+            try:
+                bus_cert = bus_renewal.issue_bus(bus_ca, entry.bus_node, entry.bus_spki, ask.bus_csr, now=now,
+                                                 lifetime=lifetime)
+            except bus_renewal.BusRefused as exc:
+                raise _Refusal(403, "bus_not_allowed", str(exc)) from exc
+            except CsrError as exc:
+                raise _Refusal(400, "bad_bus_csr", str(exc)) from exc
         try:
             cert = delegation.issue_node_intermediate(public_key, ask.node, entry.server_names, now=now,
-                                                      lifetime=timedelta(seconds=entry.lifetime_s))
+                                                      lifetime=lifetime)
         except CertError as exc:
             raise _Refusal(503, "signer_expired", str(exc)) from exc
         # Joined with a token: only the new intermediate proves the next renewal (not one issued before it).
@@ -133,9 +151,11 @@ def _grant(delegation: DelegationCA, paths: SignerPaths, ask: IntermediateReques
         signer_audit.append(paths.directory, "issued", ask.node, serial=certificate_serial_hex(cert),
                             not_after=cert.not_valid_after_utc.isoformat(), peer=peer,
                             via="token" if ask.token is not None else "renewal",
-                            proven_by=None if ask.token is not None else _serial_of(ask.current))
+                            proven_by=None if ask.token is not None else _serial_of(ask.current),
+                            **({} if bus_cert is None else {"bus_serial": certificate_serial_hex(bus_cert),
+                                                            "bus_node": entry.bus_node}))
         save_nodes(paths, nodes)
-    return cert
+    return cert, bus_cert
 
 
 def _serial_of(pem: str | None) -> str | None:
@@ -155,12 +175,13 @@ def _proven(ask: IntermediateRequest, delegation: DelegationCA, serials: list[st
         return False
     return (certificate_serial_hex(current) in serials and delegation.issued(current)
             and current.not_valid_before_utc <= now < current.not_valid_after_utc
-            and proof_holds(current, ask.csr, ask.signature))
+            and proof_holds(current, ask.csr, ask.signature, ask.bus_csr))
 
 
-def build_app(delegation: DelegationCA, paths: SignerPaths) -> web.Application:
+def build_app(delegation: DelegationCA, paths: SignerPaths, bus_ca: BusCA | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[_DELEGATION] = delegation
+    app[_BUS_CA] = bus_ca
     app[_PATHS] = paths
     app[_THROTTLE] = signer_audit.RefusalThrottle()
     app.router.add_post(PATH, issue)
@@ -183,13 +204,15 @@ async def serve(directory: Path, passphrase: bytes, host: str, port: int) -> Non
     """Run the signer until SIGINT/SIGTERM."""
     paths = SignerPaths(Path(directory))
     delegation = load(paths.directory, passphrase)
+    bus_ca = bus_renewal.load_bus_ca(paths.directory, passphrase)
     # Begins the trail on a directory delegated before it existed; refuses one whose trail was removed.
     signer_audit.begin(paths.directory, "started", host=host, port=port)
     ctx = tls.console_listener_context(paths.signer_pem, paths.signer_key)  # TLS 1.3 only, server-authenticated
-    runner = web.AppRunner(build_app(delegation, paths), access_log=None, handle_signals=False)
+    runner = web.AppRunner(build_app(delegation, paths, bus_ca), access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port, ssl_context=ctx).start()
-    log.warning("node signer listening on %s:%d (delegation until %s)", host, port, delegation.not_after.isoformat())
+    log.warning("node signer listening on %s:%d (delegation until %s; %s)", host, port,
+                delegation.not_after.isoformat(), "renews bus certificates too" if bus_ca else "no bus CA")
     print(f"signer listening on {host}:{port}", flush=True)
     try:
         await stop_on_signals().wait()

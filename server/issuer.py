@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from certs import node_link
+from certs import bus_renewal, node_link
+from certs.bus_renewal import BusFiles
 from certs.errors import CertError, IssuerExpiredError
 from certs.node import check_node_pki, expiry_warning
 from certs.pki import CertificateAuthority
 
+from .bus import connection as bus_connection
 from .config import ServerConfig
 
 if TYPE_CHECKING:
@@ -82,11 +84,40 @@ def retry_delay(failures: int, seconds_left: float) -> float:
     return delay * random.uniform(0.8, 1.2)
 
 
+def bus_files(config: ServerConfig, link: node_link.SignerLink) -> BusFiles | None:
+    """The node's bus credential to renew with the intermediate (``certs join --bus``), if the config names it."""
+    if not link.bus:
+        return None
+    if not (config.nats_tls_ca and config.nats_tls_cert and config.nats_tls_key):
+        log.error("signer.json asks to renew the bus certificate, but nats_tls_ca, nats_tls_cert and nats_tls_key "
+                  "are not all configured: renewing the intermediate only")
+        return None
+    return BusFiles(config.nats_tls_ca, config.nats_tls_cert, config.nats_tls_key)
+
+
+def next_renewal(ca: CertificateAuthority, link: node_link.SignerLink, bus: BusFiles | None) -> datetime:
+    """When to renew: the intermediate's renewal point, or the bus certificate's if that comes first; at once
+    when the bus certificate outlives the intermediate (the year-long one 'certs nats' made: a node's disk
+    should hold nothing that outlives its intermediate)."""
+    due = node_link.renew_at(ca.certificate, link.renew_fraction)
+    if bus is not None:
+        try:
+            if bus.not_after() > ca.not_after:
+                return datetime.min.replace(tzinfo=UTC)
+            due = min(due, bus_renewal.renew_at(bus, link.renew_fraction))
+        except (OSError, ValueError) as exc:
+            log.error("cannot read the node's bus certificate (%s): renewing it now", exc)
+            return datetime.min.replace(tzinfo=UTC)
+    return due
+
+
 async def keep_renewed(server: HelplineServer, link: node_link.SignerLink,
                        clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-    """Renew the node's intermediate from the signer at ``link.renew_fraction`` of its life, until it has expired
-    unrenewed: then the signer refuses every proof, so this says once what to do and stops."""
+    """Renew the node's intermediate (and bus certificate, see :func:`bus_files`) from the signer at
+    ``link.renew_fraction`` of its life, until it has expired unrenewed: then the signer refuses every proof, so
+    this says once what to do and stops."""
     failures = 0
+    bus = bus_files(server.config, link)
     while True:
         ca = server.ca
         if clock() >= ca.not_after:
@@ -94,12 +125,12 @@ async def keep_renewed(server: HelplineServer, link: node_link.SignerLink,
                       "(helpline certs signer add-node, then helpline certs join); renewal stopped",
                       ca.not_after.isoformat())
             return
-        wait = (node_link.renew_at(ca.certificate, link.renew_fraction) - clock()).total_seconds()
+        wait = (next_renewal(ca, link, bus) - clock()).total_seconds()
         if wait > 0:
             await asyncio.sleep(wait)
             continue
         try:
-            renewed = await node_link.renew(server.config.pki_path, link, current=ca, now=clock())
+            renewed = await node_link.renew(server.config.pki_path, link, current=ca, now=clock(), bus=bus)
         except (CertError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             failures += 1
             left = (ca.not_after - clock()).total_seconds()
@@ -112,6 +143,10 @@ async def keep_renewed(server: HelplineServer, link: node_link.SignerLink,
             continue
         failures = 0
         swap(server, renewed)
+        if bus is not None:
+            reloaded = bus_connection.reload_client_certificate(server.config)
+            log.info("renewed the node's bus certificate from the signer",
+                     extra={"until": bus.not_after().isoformat(), "contexts": reloaded})
 
 
 def swap(server: HelplineServer, ca: CertificateAuthority) -> None:

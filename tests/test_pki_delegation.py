@@ -14,7 +14,7 @@ import shutil
 import socket
 import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -41,14 +41,18 @@ def signer(tmp_path: Path) -> Iterator[dict[str, Path | str]]:
 
 
 @contextlib.contextmanager
-def running_signer(tmp_path: Path) -> Iterator[dict[str, Path | str]]:
-    """The ``signer`` fixture's work (other test modules make their own fixture of it): ``pid`` is the signer's."""
+def running_signer(tmp_path: Path, before_serve: Callable[[Path], object] | None = None
+                   ) -> Iterator[dict[str, Path | str]]:
+    """The ``signer`` fixture's work (other test modules make their own fixture of it): ``pid`` is the signer's.
+    ``before_serve(signer_dir)`` runs between the delegation and the signer's start (e.g. ``signer bus-ca``)."""
     (tmp_path / "pass").write_text(PASSPHRASE + "\n")
     (tmp_path / "signer-pass").write_text(SIGNER_PASSPHRASE + "\n")
     helpline("certs", "root", "--out", str(tmp_path / "root"), "--passphrase-file", str(tmp_path / "pass"))
     helpline("certs", "delegate", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "signer"),
              "--signer-name", "127.0.0.1", "--server-name", "localhost", "--days", "30",
              "--passphrase-file", str(tmp_path / "pass"), "--signer-passphrase-file", str(tmp_path / "signer-pass"))
+    if before_serve is not None:
+        before_serve(tmp_path / "signer")
     port = free_port()
     with spawn("certs", "signer", "serve", "--dir", str(tmp_path / "signer"), "--host", "127.0.0.1",
                "--port", str(port), "--passphrase-file", str(tmp_path / "signer-pass"),

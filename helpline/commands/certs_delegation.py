@@ -83,6 +83,26 @@ def register(certs_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                        help="upgrade: begin the trail of a signer made before it existed (only where there is no "
                             "audit.jsonl; records 'begun' with the nodes already allowed)")
     trail.set_defaults(handler=_guarded(_audit))
+    bus_ca = signer_sub.add_parser(
+        "bus-ca", help="give the signer the bus CA, so nodes' NATS certificates are renewed with their intermediates",
+        description="Copy the bus CA ('helpline certs nats' directory, ca/) into the signer's directory, its key "
+        "encrypted with the signer's passphrase. Restart the signer. A node whose bus identity is bound (bus-node) "
+        "and that joined with --bus then gets a bus certificate of its intermediate's lifetime with every renewal.")
+    bus_ca.add_argument("--dir", type=Path, required=True, help="the signer's directory")
+    bus_ca.add_argument("--bus-dir", type=Path, required=True, help="the 'helpline certs nats --dir' directory")
+    bus_ca.add_argument("--passphrase-file", type=Path, required=True, help="the signer's passphrase (as serve)")
+    bus_ca.set_defaults(handler=_guarded(_bus_ca))
+    bus_node = signer_sub.add_parser(
+        "bus-node", help="bind a node's NATS identity and key: what its renewed bus certificate may certify",
+        description="Record on the allow-list the node's NATS node id and the SPKI SHA-256 of its bus key (read "
+        "from the certificate 'helpline certs nats --node' made). The signer certifies that key, for that id, "
+        "and nothing else; nats-server's pinned_certs already names the same key.")
+    bus_node.add_argument("--dir", type=Path, required=True)
+    bus_node.add_argument("--node", required=True, help="the node's name on the allow-list")
+    bus_node.add_argument("--bus-node", help="its NATS node id (default: the same name)")
+    bus_node.add_argument("--bus-cert", type=Path, required=True,
+                          help="its current bus certificate (the bus directory's nodes/ID.pem)")
+    bus_node.set_defaults(handler=_guarded(_bus_node))
     nodes = signer_sub.add_parser("nodes", help="list the allow-list")
     nodes.add_argument("--dir", type=Path, required=True)
     nodes.set_defaults(handler=_guarded(_nodes))
@@ -97,6 +117,9 @@ def register(certs_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     join.add_argument("--node", required=True, help="this node's name on the signer's allow-list")
     join.add_argument("--root-cert", type=Path, required=True, help="the org TLS root's certificate (ca.pem)")
     join.add_argument("--token-file", type=Path, required=True, help="file holding the enrolment token")
+    join.add_argument("--bus", action="store_true",
+                      help="renew the node's NATS certificate (nats_tls_cert) with its intermediate (signer bus-ca, "
+                           "bus-node)")
     join.add_argument("--renew-fraction", type=float, default=0.5, help=argparse.SUPPRESS)  # tests
     join.set_defaults(handler=_guarded(_join))
 
@@ -216,12 +239,44 @@ def _remove_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bus_ca(args: argparse.Namespace) -> int:
+    from certs import signer_audit
+    from certs.bus_renewal import import_bus_ca
+    from certs.pki import certificate_fingerprint_sha256
+
+    signer_audit.require(args.dir)
+    cert = import_bus_ca(args.dir, args.bus_dir, _first_line(args.passphrase_file).encode())
+    signer_audit.append(args.dir, "bus_ca_added", "", fingerprint=certificate_fingerprint_sha256(cert),
+                        by=_operator())
+    print(f"bus CA {cert.subject.rfc4514_string()} (until {cert.not_valid_after_utc:%Y-%m-%d}) stored in {args.dir}, "
+          "its key encrypted; restart the signer, then bind each node with 'helpline certs signer bus-node'")
+    return 0
+
+
+def _bus_node(args: argparse.Namespace) -> int:
+    from certs import signer_audit
+    from certs.bus_renewal import key_pin_of
+    from certs.delegation import SignerPaths, bind_bus
+    from certs.nats import check_node
+    from helpline.commands.certs import Refused
+
+    bus_node = check_node(args.bus_node or args.node)
+    pin = key_pin_of(args.bus_cert)
+    if not bind_bus(SignerPaths(args.dir), args.node, bus_node, pin,
+                    record=lambda: signer_audit.append(args.dir, "bus_bound", args.node, bus_node=bus_node,
+                                                       bus_spki=pin, by=_operator())):
+        raise Refused(f"no node {args.node!r} on the allow-list (helpline certs signer add-node first)")
+    print(f"node {args.node}: its bus certificates are for NATS user {bus_node}, key {pin[:16]}…")
+    return 0
+
+
 def _nodes(args: argparse.Namespace) -> int:
     from certs.delegation import SignerPaths, load_nodes
 
     for name, entry in load_nodes(SignerPaths(args.dir)).items():
         token = "token pending" if entry.token_sha256 else "joined" if entry.serials else "no token"
-        print(f"{name:<24} {entry.lifetime_s / 3600:.1f} h  {token:<13} {', '.join(entry.server_names)}")
+        bus = f"  bus {entry.bus_node}" if entry.bus_node else ""
+        print(f"{name:<24} {entry.lifetime_s / 3600:.1f} h  {token:<13} {', '.join(entry.server_names)}{bus}")
     return 0
 
 
@@ -236,7 +291,7 @@ def _join(args: argparse.Namespace) -> int:
     if not paths.ca_pem.exists() or paths.ca_pem.read_bytes() != Path(args.root_cert).read_bytes():
         shutil.copyfile(args.root_cert, paths.ca_pem)
         paths.ca_pem.chmod(0o644)
-    link = SignerLink(args.signer, args.node, args.renew_fraction)
+    link = SignerLink(args.signer, args.node, args.renew_fraction, bus=args.bus)
     ca = asyncio.run(renew(paths.directory, link, current=None, token=_first_line(args.token_file),
                            now=datetime.now(UTC)))
     link.save(paths.directory)

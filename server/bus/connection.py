@@ -23,6 +23,7 @@ import random
 import re
 import socket
 import ssl
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,6 +152,21 @@ def check_node_certificate(config: ServerConfig) -> None:
                           f"{node_name(config)!r}: set node_id = \"{names[0]!s}\" (or use this node's certificate)")
 
 
+#: Every client context made with the node's bus certificate: a renewal loads the new one into each
+#: (:func:`reload_client_certificate`), so nats-py's next (re)connect presents it. Weak: closed clients' go.
+_CLIENT_CONTEXTS: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
+
+
+def reload_client_certificate(config: ServerConfig) -> int:
+    """Load the node's renewed bus certificate into the live client contexts; return how many were reloaded.
+    Open connections keep the certificate they were made with (TLS checks it at the handshake only)."""
+    contexts = list(_CLIENT_CONTEXTS)
+    if config.nats_tls_cert:
+        for ctx in contexts:
+            ctx.load_cert_chain(str(config.nats_tls_cert), str(config.nats_tls_key) if config.nats_tls_key else None)
+    return len(contexts)
+
+
 def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
     """A verifying client context for ``tls://`` URLs (or when a CA/client cert is configured)."""
     wants_tls = any(u.strip().startswith("tls://") for u in config.nats_url.split(","))
@@ -162,6 +178,7 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
     if config.nats_tls_cert:
         ctx.load_cert_chain(str(config.nats_tls_cert),
                             str(config.nats_tls_key) if config.nats_tls_key else None)
+        _CLIENT_CONTEXTS.add(ctx)
     return ctx
 
 
