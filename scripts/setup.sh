@@ -19,6 +19,8 @@ SYSTEM_PACKAGES+=(pciutils smartmontools)
 # Mutter capture backend (agent/screen/wayland, tests/wayland.py); foot is the native Wayland typing probe.
 SYSTEM_PACKAGES+=(mutter pipewire wireplumber gstreamer1.0-pipewire gstreamer1.0-tools gstreamer1.0-plugins-base
                   xwayland foot)
+# The native PipeWire reader (agent/screen/wayland/native/helpline-pwcast.c: damage and cursor metadata), built below.
+SYSTEM_PACKAGES+=(libpipewire-0.3-dev pkg-config gcc)
 # zenity: the native consent prompt and indicator on a Wayland desktop without XWayland (agent/consent/zenity.py).
 SYSTEM_PACKAGES+=(zenity)
 # The xdg-desktop-portal path (agent/screen/wayland/portal.py) on the same headless GNOME: the portal and its GNOME
@@ -67,6 +69,17 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # [test] = helpline[agent,server] + the test tools (a device needs only [agent], a server [server]).
   .venv/bin/python -m pip install -q -e '.[test]'
   touch "$stamp"
+fi
+
+# helpline-pwcast into .venv/bin, rebuilt when its source changed; without libpipewire the agent uses gst-launch.
+pwcast=agent/screen/wayland/native/helpline-pwcast.c
+if [ ! -x .venv/bin/helpline-pwcast ] || [ "$pwcast" -nt .venv/bin/helpline-pwcast ]; then
+  if pkg-config --exists libpipewire-0.3 2>/dev/null; then
+    echo "==> building helpline-pwcast (native PipeWire reader)"
+    agent/screen/wayland/native/build.sh .venv/bin/helpline-pwcast
+  else
+    echo "==> libpipewire-0.3-dev missing: helpline-pwcast not built (Wayland frames go through gst-launch-1.0)"
+  fi
 fi
 
 if [ -x scripts/vendor-console.sh ]; then

@@ -243,27 +243,27 @@ async def test_consent_prompt_is_on_the_wayland_screen_and_answered_with_xdotool
 
 
 async def test_stop_ends_the_cast_within_a_second(wayland: MutterHandle) -> None:
-    """End session (the stop event) closes the tunnel, the Mutter session and the gst-launch child within 1 s."""
+    """End session (the stop event) closes the tunnel, the Mutter session and the reader child within 1 s."""
     stop = asyncio.Event()
     async with serve_session("control", "", stop=stop) as served:
         async with Viewer(served.url) as viewer:
             await viewer.wait_for(lambda v: v.stats.updates >= 1, timeout=TIMEOUT)
-            children = _gst_children()
-            assert children, "no gst-launch-1.0 child while streaming"
+            children = _reader_children()
+            assert children, "no helpline-pwcast or gst-launch-1.0 child while streaming"
             started = time.monotonic()
             stop.set()
             stats = await asyncio.wait_for(served.stats, TIMEOUT)
             elapsed = time.monotonic() - started
     assert stats.end_reason == "stopped" and stats.backend == "wayland-mutter"
     assert elapsed < 1.0, f"session took {elapsed:.2f}s to end"
-    assert not any(os.path.exists(f"/proc/{pid}") for pid in children), "gst-launch-1.0 outlived the session"
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in children), "the reader child outlived the session"
 
 
-def _gst_children() -> list[int]:
-    """PIDs of this process's gst-launch-1.0 children."""
+def _reader_children() -> list[int]:
+    """PIDs of this process's frame readers: helpline-pwcast (native) or gst-launch-1.0."""
     out = subprocess.run(["ps", "-o", "pid=,comm=", "--ppid", str(os.getpid())], capture_output=True, text=True,
                          check=False).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if "gst-launch" in line]
+    return [int(line.split()[0]) for line in out.splitlines() if "gst-launch" in line or "helpline-pwcast" in line]
 
 
 async def test_a_wayland_session_without_mutter_tells_the_viewer(monkeypatch: pytest.MonkeyPatch,

@@ -119,9 +119,10 @@ async def test_the_session_helper_streams_and_controls_the_wayland_desktop(
                                           timeout=TIMEOUT)
                     assert viewer.framebuffer.shape == (1080, 1920, 3)
                     assert viewer.agent_stats is not None and viewer.agent_stats.backend == "wayland-mutter"
-                    # Capture runs in the user's helper (its gst-launch child reads the PipeWire stream).
-                    assert "gst-launch-1.0" in children(helper.pid)
-                    assert "gst-launch-1.0" not in children(os.getpid())
+                    # Capture runs in the user's helper (its reader child, helpline-pwcast or gst-launch, reads the
+                    # PipeWire stream).
+                    assert {"helpline-pwcast", "gst-launch-1.0"} & set(children(helper.pid))
+                    assert not {"helpline-pwcast", "gst-launch-1.0"} & set(children(os.getpid()))
                     # A change on the desktop reaches the viewer; a click from the viewer reaches a window.
                     await app.command("fill #12ab34")
                     await viewer.wait_for(lambda v: colour_box(v.framebuffer, "#12ab34") is not None,

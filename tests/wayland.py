@@ -57,6 +57,10 @@ class MutterHandle:
         """A copy of os.environ for a process in this Wayland session (as the user's session helper sees it)."""
         env = {**os.environ, "XDG_RUNTIME_DIR": str(self.runtime_dir), "DBUS_SESSION_BUS_ADDRESS": self.bus_address,
                "WAYLAND_DISPLAY": self.wayland_display, "DISPLAY": self.display, "XDG_SESSION_TYPE": "wayland"}
+        # The pointer drawn into the frames unless a test asks for cursor metadata (tests/test_wayland_native.py):
+        # on this bare headless Mutter 43.8 a metadata-mode stream sometimes records a cursor-only buffer right after
+        # its first frame and then misses a window's first paint (3 runs in 14; README, Wayland, Cursor).
+        env.setdefault("HELPLINE_WAYLAND_CURSOR", "embedded")
         if not self.display:  # started without XWayland (xwayland=False): no X display at all
             env.pop("DISPLAY")
             env.pop("XAUTHORITY", None)

@@ -515,6 +515,8 @@ async def _run_wayland(tunnel: Tunnel, *, mode: Mode, injector: InputInjector | 
         stats = await run_screen_session(
             tunnel, mode=mode, grabber=wayland.capture, damage=wayland.capture, layout=wayland.capture, clock=clock,
             stop=ended,
+            # The streams' cursor metadata (native reader): position, image and wake-ups, as XFixes/XInput on X11.
+            pointer=wayland.cursor, cursor_shapes=wayland.cursor, pointer_watch=wayland.cursor,
             injector=injector if injector is not None or mode != "control" else wayland.injector(),
             settings=settings, monitor=monitor, input_gate=input_gate, backend_name=wayland.name,
             view_only_reason=notice if mode == "view" else "",
@@ -529,8 +531,8 @@ async def _run_wayland(tunnel: Tunnel, *, mode: Mode, injector: InputInjector | 
         stats.end_reason = "the compositor closed the remote-desktop session"
     if notice:
         stats.end_reason = f"{stats.end_reason}; {INPUT_NOT_GRANTED}: {notice}"
-    log.info("screen session on %s ended: %s (%d PipeWire frames)", wayland.name, stats.end_reason,
-             wayland.capture.frames)
+    log.info("screen session on %s ended: %s (%d PipeWire frames read by %s)", wayland.name, stats.end_reason,
+             wayland.capture.frames, wayland.reader)
     return stats
 
 

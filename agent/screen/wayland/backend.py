@@ -30,12 +30,15 @@ from typing import Any, Literal
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from .casts import CastSet
+from . import mutter, portal
+from .casts import CastSet, StreamReader
 from .frames import PipeWireCapture, PipeWireError
 from .hotplug import follow
 from .injector import MutterInjector
 from .mutter import RD_NAME, MutterError, MutterSession, StreamInfo
+from .native import NativeCapture, NativeChoice, native_reader
 from .portal import KEYBOARD, POINTER, PortalCancelled, PortalError, PortalSession
+from .stream_cursor import StreamCursor
 from .tokens import RestoreTokenStore
 
 log = logging.getLogger(__name__)
@@ -91,6 +94,10 @@ class _StartedSession:
 
     session: MutterSession | PortalSession
     capture: CastSet
+    #: The pointer from the streams' cursor metadata (native reader); None: it is drawn into the frames.
+    cursor: StreamCursor | None = None
+    #: Which program reads the PipeWire frames: "helpline-pwcast" or "gst-launch-1.0".
+    reader: str = "gst-launch-1.0"
 
     @property
     def devices(self) -> int:
@@ -205,23 +212,48 @@ def _fresh_remotes(session: PortalSession) -> Callable[[], int]:
     return fresh
 
 
+def _choose_reader() -> NativeChoice:
+    """The native reader when it is there and runs, else gst-launch; said once per session in the log."""
+    choice = native_reader()
+    if choice.binary:
+        log.info("screen capture: PipeWire frames read by helpline-pwcast (%s): damage rectangles, %s", choice.reason,
+                 "cursor metadata" if choice.cursor_metadata else "the pointer drawn in (HELPLINE_WAYLAND_CURSOR)")
+    else:
+        log.info("screen capture: PipeWire frames read by gst-launch-1.0 pipewiresrc, whole frames with the pointer "
+                 "drawn in: %s", choice.reason)
+    return choice
+
+
+def _reader_name(native: NativeChoice) -> str:
+    return "helpline-pwcast" if native.binary else "gst-launch-1.0"
+
+
 async def _reader_for(session: MutterSession | PortalSession, pipewire_fd: int | None = None,
-                      fresh_remote: Callable[[], int] | None = None) -> CastSet:
+                      fresh_remote: Callable[[], int] | None = None, native: NativeChoice | None = None,
+                      cursor: StreamCursor | None = None) -> CastSet:
     """The reader of the session's monitors (monitor 1, the primary, shown first); the session is closed if it
     cannot start (nothing left half open).
 
     Through the portal the first reader uses the session's own PipeWire remote (``pipewire_fd``) and every
     later one a remote of its own (``fresh_remote``): a remote serves one client — a second gst-launch child on
     the first one's remote, after a monitor switch, got no frame in 10 s (seen in the two-monitor portal test).
+    ``native``: read with helpline-pwcast (its cursor metadata into ``cursor``), else with gst-launch.
     """
     first = [pipewire_fd]
 
-    def reader(s: StreamInfo) -> PipeWireCapture:
+    def reader(s: StreamInfo) -> StreamReader:
         if first:
-            return PipeWireCapture(s.node_id, s.x, s.y, s.w, s.h, pipewire_fd=first.pop())
-        if fresh_remote is None:
-            return PipeWireCapture(s.node_id, s.x, s.y, s.w, s.h)
-        return _OwnRemoteReader(s, fresh_remote())
+            fd, owned = first.pop(), False
+        elif fresh_remote is None:
+            fd, owned = None, False
+        else:
+            fd, owned = fresh_remote(), True
+        if native is not None and native.binary is not None:
+            return NativeCapture(s.node_id, s.x, s.y, s.w, s.h, binary=native.binary, cursor=cursor, pipewire_fd=fd,
+                                 owns_remote=owned, pixels=native.pixels)
+        if owned and fd is not None:
+            return _OwnRemoteReader(s, fd)
+        return PipeWireCapture(s.node_id, s.x, s.y, s.w, s.h, pipewire_fd=fd)
 
     try:
         return CastSet(session.monitors, reader)
@@ -243,8 +275,13 @@ class MutterBackend(_StartedSession):
 
     @classmethod
     async def open(cls, bus_address: str | None = None) -> MutterBackend:
-        session = await MutterSession.open(bus_address)
-        backend = cls(session, await _reader_for(session))
+        """Start the session; with the native reader its streams carry the pointer as metadata, not in the frames."""
+        native = _choose_reader()
+        metadata = bool(native.binary) and native.cursor_metadata
+        session = await MutterSession.open(bus_address, cursor_mode=mutter.CURSOR_METADATA if metadata else None)
+        cursor = StreamCursor() if metadata else None
+        backend = cls(session, await _reader_for(session, native=native, cursor=cursor))
+        backend.cursor, backend.reader = cursor, _reader_name(native)
         backend.follower = asyncio.create_task(follow(session, backend.capture), name="wayland-hotplug")
         return backend
 
@@ -273,8 +310,10 @@ class PortalBackend(_StartedSession):
         """Start the portal session presenting the stored restore token; store what the portal returns."""
         tokens = tokens or RestoreTokenStore()
         presented = tokens.load()
+        native = _choose_reader()
         try:
-            session = await PortalSession.open(bus_address, restore_token=presented)
+            session = await PortalSession.open(bus_address, restore_token=presented, cursor_mode=(
+                portal.CURSOR_METADATA if native.binary and native.cursor_metadata else portal.CURSOR_EMBEDDED))
         except PortalError:
             if presented:  # refused or cancelled with a token: it is spent either way (tokens are single use)
                 tokens.drop()
@@ -283,7 +322,10 @@ class PortalBackend(_StartedSession):
             tokens.replace(session.started.restore_token)
         except OSError as exc:  # the session still works; the next one asks again
             log.warning("portal restore token not stored: %s", exc)
-        return cls(session, await _reader_for(session, session.pipewire_fd, _fresh_remotes(session)))
+        cursor = StreamCursor() if native.binary and session.cursor_mode == portal.CURSOR_METADATA else None
+        backend = cls(session, await _reader_for(session, session.pipewire_fd, _fresh_remotes(session), native, cursor))
+        backend.cursor, backend.reader = cursor, _reader_name(native)
+        return backend
 
 
 def wayland_preference(env: Mapping[str, str] | None = None, config: Path | None = None) -> Preference:

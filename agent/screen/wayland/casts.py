@@ -3,7 +3,8 @@
 Mutter's API (and the portal, for the monitors the person shared) gives one PipeWire stream
 per monitor, recorded when the session starts. :class:`CastSet` lists them to the viewer as
 X11 does (index 0 = all monitors, then each, in the desktop's layout coordinates) and reads
-only the stream of the monitor the viewer shows: a ``gst-launch`` child per shown monitor.
+only the stream of the monitor the viewer shows: a reader child (helpline-pwcast, native.py, or
+``gst-launch``, frames.py) per shown monitor.
 When the viewer picks another monitor the session's next grab asks for its index; the set then
 kills the old child by PID and starts a reader on the other stream (a few hundred ms until its
 first frame on the headless Mutter), and forwards that reader's damage reports from then on.
@@ -32,18 +33,19 @@ import numpy as np
 
 from ..capture import Frame, Monitor
 from ..damage import Damage
+from ..tiles import Rect
 from .frames import PipeWireCapture
 from .mutter import StreamInfo
 
 log = logging.getLogger(__name__)
 
-#: Starts the reader of one stream (PipeWireCapture with the session's PipeWire remote, if any).
-ReaderFactory = Callable[[StreamInfo], PipeWireCapture]
+#: Starts the reader of one stream (NativeCapture or PipeWireCapture, with the session's PipeWire remote, if any).
+ReaderFactory = Callable[[StreamInfo], "StreamReader"]
 #: The node id of "all monitors" where no stream shows them all: read by a :class:`Mosaic`.
 NO_NODE = 0
 
 
-def default_reader(stream: StreamInfo) -> PipeWireCapture:
+def default_reader(stream: StreamInfo) -> StreamReader:
     return PipeWireCapture(stream.node_id, stream.x, stream.y, stream.w, stream.h)
 
 
@@ -68,7 +70,7 @@ class Mosaic:
     def __init__(self, union: StreamInfo, parts: Sequence[StreamInfo], reader: ReaderFactory) -> None:
         self._union = union
         self._parts = list(parts)
-        self._readers: list[PipeWireCapture] = []
+        self._readers: list[StreamReader] = []
         try:
             for part in self._parts:
                 self._readers.append(reader(part))
@@ -182,6 +184,14 @@ class CastSet:
         reader = self._select(index)
         lend: Callable[[int], Frame] | None = getattr(reader, "grab_view", None)
         return lend(index) if lend is not None else reader.grab(index)
+
+    def grab_region(self, index: int, rect: Rect) -> Frame:
+        """Part of the newest frame (the pipeline asks for the damage rectangles the native reader reported)."""
+        reader = self._select(index)
+        part: Callable[[int, Rect], Frame] | None = getattr(reader, "grab_region", None)
+        if part is not None:
+            return part(index, rect)
+        return reader.grab(index)[rect.y: rect.y + rect.h, rect.x: rect.x + rect.w].copy()
 
     def _select(self, index: int) -> StreamReader:
         """The reader of monitor ``index``, switching streams first if another one is read."""

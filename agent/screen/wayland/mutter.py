@@ -5,7 +5,8 @@ This is the API gnome-remote-desktop uses (``org.gnome.Mutter.RemoteDesktop`` an
 process of the user's own session may call it — which the per-user session helper is. The
 order matters and follows gnome-remote-desktop: create the RemoteDesktop session, create a
 ScreenCast session bound to its ``SessionId``, record the monitors (the pointer drawn into the
-frames), then ``Start`` the RemoteDesktop session, which starts the casts; each stream then
+frames for the gst-launch reader; left out and sent as cursor metadata for the native one, native.py),
+then ``Start`` the RemoteDesktop session, which starts the casts; each stream then
 announces its PipeWire node in ``PipeWireStreamAdded``.
 
 **Every monitor.** The monitors are listed by ``org.gnome.Mutter.DisplayConfig.GetCurrentState``
@@ -57,8 +58,11 @@ DC_NAME = "org.gnome.Mutter.DisplayConfig"
 DC_PATH = "/org/gnome/Mutter/DisplayConfig"
 #: Monitors cast at most (the viewer's list holds 16 entries, the first being all of them).
 MAX_CAST_MONITORS = 15
-#: ScreenCast cursor modes: the pointer drawn into the frames (the viewer shows it as it is).
+#: ScreenCast cursor modes: the pointer drawn into the frames (the viewer shows it as it is) — for the gst-launch
+#: reader, which cannot pass cursor metadata on.
 CURSOR_EMBEDDED = 1
+#: The pointer left out of the frames, its position and image sent as SPA_META_Cursor (the native reader's mode).
+CURSOR_METADATA = 2
 #: XK_Shift_L: the harmless key that wakes Mutter's virtual keyboard up at session start.
 SHIFT_L = 0xFFE1
 #: How long Mutter may take to announce the stream's PipeWire node after Start.
@@ -121,8 +125,11 @@ class MutterSession:
     monitors, then each; ``stream_path``/``stream`` are the primary monitor's.
     """
 
-    def __init__(self, bus: MessageBus, rd_path: str, sc_path: str, casts: Sequence[tuple[str, StreamInfo]]) -> None:
+    def __init__(self, bus: MessageBus, rd_path: str, sc_path: str, casts: Sequence[tuple[str, StreamInfo]],
+                 cursor_mode: int | None = None) -> None:
         self._bus = bus
+        #: Every stream of the session (renewals and hot-plugged areas too) is recorded in this cursor mode.
+        self.cursor_mode = CURSOR_EMBEDDED if cursor_mode is None else cursor_mode
         self.rd_path, self.sc_path = rd_path, sc_path
         self.casts = list(casts)
         self.monitors = [info for _path, info in self.casts]
@@ -143,17 +150,20 @@ class MutterSession:
         bus.add_message_handler(self._on_message)
 
     @classmethod
-    async def open(cls, bus_address: str | None = None, connectors: Sequence[str] | None = None) -> MutterSession:
+    async def open(cls, bus_address: str | None = None, connectors: Sequence[str] | None = None,
+                   cursor_mode: int | None = None) -> MutterSession:
         """Connect, create both sessions, record, start them and wait for every stream's PipeWire node.
 
         ``connectors``: the monitors to cast ("" = the primary); None = every monitor of the desktop.
+        ``cursor_mode``: :data:`CURSOR_EMBEDDED` (the default) or :data:`CURSOR_METADATA`.
         """
         try:
             bus = await MessageBus(bus_address=bus_address, bus_type=BusType.SESSION).connect()
         except Exception as exc:
             raise MutterError(f"cannot connect to the session bus: {exc}") from exc
         try:
-            return await asyncio.wait_for(cls._create(bus, connectors), STREAM_TIMEOUT_S + 8 * CALL_TIMEOUT_S)
+            return await asyncio.wait_for(cls._create(bus, connectors, cursor_mode),
+                                          STREAM_TIMEOUT_S + 8 * CALL_TIMEOUT_S)
         except TimeoutError as exc:
             bus.disconnect()
             raise MutterError("Mutter announced no PipeWire stream in time") from exc
@@ -162,13 +172,15 @@ class MutterSession:
             raise
 
     @classmethod
-    async def _create(cls, bus: MessageBus, connectors: Sequence[str] | None) -> MutterSession:
-        return cls(bus, *await cls._start(bus, connectors))
+    async def _create(cls, bus: MessageBus, connectors: Sequence[str] | None, cursor_mode: int | None
+                      ) -> MutterSession:
+        mode = CURSOR_EMBEDDED if cursor_mode is None else cursor_mode
+        return cls(bus, *await cls._start(bus, connectors, mode), cursor_mode=mode)
 
     async def renew(self) -> None:
         """A new RemoteDesktop + ScreenCast session on the same bus, every monitor recorded anew, in place of
         the one Mutter closed because a monitor it cast went away (hotplug.py decides when)."""
-        rd_path, sc_path, casts = await asyncio.wait_for(self._start(self._bus, None),
+        rd_path, sc_path, casts = await asyncio.wait_for(self._start(self._bus, None, self.cursor_mode),
                                                          STREAM_TIMEOUT_S + 8 * CALL_TIMEOUT_S)
         self.rd_path, self.sc_path = rd_path, sc_path
         self.replace_casts(casts)
@@ -178,7 +190,7 @@ class MutterSession:
         self.lost.clear()
 
     @staticmethod
-    async def _start(bus: MessageBus, connectors: Sequence[str] | None
+    async def _start(bus: MessageBus, connectors: Sequence[str] | None, cursor_mode: int
                      ) -> tuple[str, str, list[tuple[str, StreamInfo]]]:
         (rd_path,) = await _call(bus, RD_NAME, RD_PATH, RD_NAME, "CreateSession")
         (session_id,) = await _call(bus, RD_NAME, rd_path, PROPS, "Get", "ss", [RD_SESSION, "SessionId"])
@@ -190,7 +202,7 @@ class MutterSession:
             primaries = {c for c, primary in listed if primary} or {""}
         else:
             wanted, primaries = list(connectors), {""}
-        embedded = {"cursor-mode": Variant("u", CURSOR_EMBEDDED)}
+        embedded = {"cursor-mode": Variant("u", cursor_mode)}
         recorded: list[tuple[str, tuple[int, int, int, int], bool, str]] = []
         for connector in wanted[:MAX_CAST_MONITORS]:
             (path,) = await _call(bus, SC_NAME, sc_path, SC_SESSION, "RecordMonitor", "sa{sv}", [connector, embedded])
@@ -265,7 +277,7 @@ class MutterSession:
         with it, the whole session (seen on the headless Mutter 43.8); an area stream outlives its monitor.
         """
         (path,) = await _call(self._bus, SC_NAME, self.sc_path, SC_SESSION, "RecordArea", "iiiia{sv}",
-                              [x, y, w, h, {"cursor-mode": Variant("u", CURSOR_EMBEDDED)}])
+                              [x, y, w, h, {"cursor-mode": Variant("u", self.cursor_mode)}])
         self.recorded += 1
         added: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 

@@ -54,8 +54,10 @@ KEYBOARD, POINTER = 1, 2
 DEVICES = KEYBOARD | POINTER
 #: SelectSources ``types``: a monitor.
 SOURCE_MONITOR = 1
-#: ``cursor_mode`` 2: embedded in the frames (the viewer shows the pointer as it is).
+#: ``cursor_mode`` 2: embedded in the frames (the viewer shows the pointer as it is; the gst-launch reader).
 CURSOR_EMBEDDED = 2
+#: ``cursor_mode`` 4: left out of the frames, sent as cursor metadata (the native reader, native.py).
+CURSOR_METADATA = 4
 #: ``persist_mode`` 2: the permission lasts until revoked (a restore token comes back where the portal keeps it).
 PERSIST_UNTIL_REVOKED = 2
 #: Upper bound of a call, and of a Response that needs no person (CreateSession, SelectDevices, SelectSources).
@@ -106,15 +108,20 @@ class PortalSession:
         self.stream = started.stream
         #: The viewer's monitor list: index 0 all shared monitors (node 0 when several: no stream shows them all).
         self.monitors = monitor_list(started.all_streams())
-        #: The PipeWire remote for the gst-launch child (``pipewiresrc fd=…``); owned by this session until closed.
+        #: The PipeWire remote for the reader child (``pipewiresrc fd=…``); owned by this session until closed.
         self.pipewire_fd = pipewire_fd
+        #: The cursor mode the portal was asked for (metadata only where it offers it).
+        self.cursor_mode = CURSOR_EMBEDDED
         self.closed = asyncio.Event()
         bus.add_message_handler(self._on_message)
 
     @classmethod
     async def open(cls, bus_address: str | None = None, restore_token: str | None = None,
-                   chooser_timeout_s: float = CHOOSER_TIMEOUT_S) -> PortalSession:
-        """Connect, create and start the session (the portal may ask the person), open its PipeWire remote."""
+                   chooser_timeout_s: float = CHOOSER_TIMEOUT_S, cursor_mode: int = CURSOR_EMBEDDED) -> PortalSession:
+        """Connect, create and start the session (the portal may ask the person), open its PipeWire remote.
+
+        ``cursor_mode`` :data:`CURSOR_METADATA` is asked for only when the portal's ``AvailableCursorModes`` has it
+        (else the pointer stays embedded); the mode used is the session's ``cursor_mode``."""
         try:
             bus = await MessageBus(bus_address=bus_address, bus_type=BusType.SESSION, negotiate_unix_fd=True).connect()
         except Exception as exc:
@@ -134,10 +141,13 @@ class PortalSession:
                 options["restore_token"] = Variant("s", restore_token)
             await _request(bus, RD, "SelectDevices", "oa{sv}",
                            lambda t: [handle, {"handle_token": Variant("s", t), **options}], CALL_TIMEOUT_S)
+            if cursor_mode != CURSOR_EMBEDDED and not await _cursor_mode_available(bus, cursor_mode):
+                log.info("portal: cursor mode %d not offered; the pointer is drawn into the frames", cursor_mode)
+                cursor_mode = CURSOR_EMBEDDED
             await _request(bus, SC, "SelectSources", "oa{sv}",
                            lambda t: [handle, {"handle_token": Variant("s", t), "types": Variant("u", SOURCE_MONITOR),
                                                "multiple": Variant("b", True),
-                                               "cursor_mode": Variant("u", CURSOR_EMBEDDED)}], CALL_TIMEOUT_S)
+                                               "cursor_mode": Variant("u", cursor_mode)}], CALL_TIMEOUT_S)
             log.info("portal: asking the desktop to start remote desktop session %s (its chooser may show)", handle)
             results = (await _request(bus, RD, "Start", "osa{sv}",
                                       lambda t: [handle, "", {"handle_token": Variant("s", t)}],
@@ -157,6 +167,7 @@ class PortalSession:
             log.warning("portal remote desktop: the desktop granted devices %d of the %d asked for (keyboard 1, "
                         "pointer 2): remote input is not allowed in this session", started.devices, DEVICES)
         session = cls(bus, handle, started, fd)
+        session.cursor_mode = cursor_mode
         # As with Mutter's API (the portal drives it on GNOME): the first keys of a fresh virtual keyboard get lost.
         if started.devices & KEYBOARD:
             with contextlib.suppress(PortalError):
@@ -272,6 +283,18 @@ def _parse_start_unchecked(results: dict[str, Variant]) -> PortalStart:
     devices = results["devices"].value if "devices" in results else 0
     token = valid_token(results["restore_token"].value) if "restore_token" in results else None
     return PortalStart(parsed[0], int(devices), token, tuple(parsed))
+
+
+async def _cursor_mode_available(bus: MessageBus, mode: int) -> bool:
+    """Whether the ScreenCast portal's ``AvailableCursorModes`` bitmask has ``mode`` (False when it cannot say)."""
+    try:
+        reply = await _raw_call(bus, Message(destination=PORTAL_NAME, path=PORTAL_PATH,
+                                             interface="org.freedesktop.DBus.Properties", member="Get",
+                                             signature="ss", body=[SC, "AvailableCursorModes"]))
+    except PortalError:
+        return False
+    value = reply.body[0].value if reply.body and isinstance(reply.body[0], Variant) else None
+    return isinstance(value, int) and bool(value & mode)
 
 
 async def _match(bus: MessageBus, rule: str) -> None:
