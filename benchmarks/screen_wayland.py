@@ -14,8 +14,11 @@ for any PipeWire reader. The two never run at once: every open cast costs Mutter
 copy of its own and delays the other cast's buffers (measured: the cast opened second got a
 key's change 30-140 ms before the first one), so each is measured alone.
 
-The agent's CPU includes its ``gst-launch-1.0`` child (the frames' reader is part of the
-agent); the compositor's CPU is reported too. ``--peer gnome-remote-desktop`` plays each
+The agent's CPU includes its reader child — ``helpline-pwcast`` (agent/screen/wayland/native.py), or
+``gst-launch-1.0`` with ``HELPLINE_PWCAST=off`` — (the frames' reader is part of the agent); the
+compositor's CPU is reported too. The agent inherits this process's environment, so
+``HELPLINE_PWCAST_PIXELS=full`` and ``HELPLINE_WAYLAND_CURSOR=metadata`` (the test stack's default is
+embedded, tests/wayland.py) reach it too. ``--peer gnome-remote-desktop`` plays each
 workload a third time on gnome-remote-desktop's RDP server (benchmarks/grd_peer.py), alone too.
 Every process is stopped by PID.
 """
@@ -62,7 +65,7 @@ BARE = "pipewiresrc"
 
 
 class TreeCpuMeter(CpuMeter):
-    """CPU of a process and its children (the agent and its gst-launch reader), as % of one core."""
+    """CPU of a process and its children (the agent and its reader child), as % of one core."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(pid)
