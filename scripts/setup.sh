@@ -76,7 +76,8 @@ pwcast=agent/screen/wayland/native/helpline-pwcast.c
 if [ ! -x .venv/bin/helpline-pwcast ] || [ "$pwcast" -nt .venv/bin/helpline-pwcast ]; then
   if pkg-config --exists libpipewire-0.3 2>/dev/null; then
     echo "==> building helpline-pwcast (native PipeWire reader)"
-    agent/screen/wayland/native/build.sh .venv/bin/helpline-pwcast
+    agent/screen/wayland/native/build.sh .venv/bin/helpline-pwcast ||
+      echo "==> helpline-pwcast did not build (see above): Wayland frames go through gst-launch-1.0"
   else
     echo "==> libpipewire-0.3-dev missing: helpline-pwcast not built (Wayland frames go through gst-launch-1.0)"
   fi

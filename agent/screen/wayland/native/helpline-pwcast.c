@@ -263,7 +263,7 @@ static void on_process(void *data) {
 	size_t stride = 0;
 	struct spa_meta_header *mh = spa_buffer_find_meta_data(b, SPA_META_Header, sizeof(*mh));
 	int corrupted = mh && (mh->flags & SPA_META_HEADER_FLAG_CORRUPTED);
-	if (app->have_format && d->data && d->chunk && d->chunk->size > 0 && !corrupted) {
+	if (app->have_format && d->data && d->chunk && d->chunk->size > 0 && d->maxsize > 0 && !corrupted) {
 		stride = d->chunk->stride > 0 ? (size_t)d->chunk->stride : (size_t)W * 4;
 		size_t offset = d->chunk->offset % d->maxsize;
 		if (stride >= (size_t)W * 4 && offset + stride * (H - 1) + (size_t)W * 4 <= d->maxsize)
