@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.screen.tiles import Rect
 from agent.screen.wayland.frames import PipeWireError
@@ -285,3 +287,30 @@ def test_the_record_header_layout_matches_the_c_struct() -> None:
     assert HEADER.size == 64
     assert header()[:4] == b"HPWC"
     assert struct.unpack_from("<I", header(), 0)[0] == MAGIC
+
+
+i32 = st.integers(-(1 << 31), (1 << 31) - 1)
+u32 = st.one_of(st.integers(0, 600), st.integers(0, (1 << 32) - 1))
+
+
+@settings(max_examples=400, deadline=None)
+@given(flags=st.integers(0, 0xFFFF), size=st.sampled_from([(W, H), (W, H), (W + 1, H), (0, 0)]),
+       n_rects=st.one_of(st.integers(0, 3), st.integers(0, 100)), cursor=st.tuples(i32, i32, i32, i32),
+       shape=st.tuples(u32, u32), version=st.sampled_from([1, 1, 1, 0, 2]),
+       extra=st.lists(st.tuples(u32, u32, u32, u32), max_size=70))
+def test_any_header_is_a_record_or_a_native_stream_error(flags: int, size: tuple[int, int], n_rects: int,
+                                                         cursor: tuple[int, int, int, int], shape: tuple[int, int],
+                                                         version: int,
+                                                         extra: list[tuple[int, int, int, int]]) -> None:
+    """Fuzzed headers (right magic, any flags and numbers) and rectangles: the parser accepts or raises
+    NativeStreamError, nothing else, and what it accepts is bounded (rectangles inside the frame, their pixels
+    at most one frame, images at most 512 a side)."""
+    data = HEADER.pack(MAGIC, version, flags, 0, *size, n_rects, *cursor, *shape)
+    try:
+        record = parse_header(data, W, H)
+        found = parse_rects(rects(*extra)[: record.rects_size], record)
+    except NativeStreamError:
+        return
+    assert record.n_rects <= 64 and record.shape_w <= 512 and record.shape_h <= 512
+    assert all(r.w > 0 and r.h > 0 and r.x + r.w <= W and r.y + r.h <= H for r in found)
+    assert record.pixels_size(found) <= W * H * 4
