@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.screen.tiles import Rect
+from agent.screen.wayland.backend import wayland_cursor_metadata
 from agent.screen.wayland.frames import PipeWireError
 from agent.screen.wayland.native import NativeCapture, native_reader
 from agent.screen.wayland.native_stream import (
@@ -279,7 +280,17 @@ def test_the_native_reader_is_chosen_only_when_it_runs(tmp_path: Path) -> None:
     assert os.access(built, os.X_OK), "scripts/setup.sh builds helpline-pwcast into the virtualenv"
     chosen = native_reader({})
     assert chosen.binary == str(built) and chosen.pixels == "damage" and chosen.cursor_metadata
-    assert native_reader({"HELPLINE_WAYLAND_CURSOR": "embedded"}).cursor_metadata is False
+
+
+def test_the_cursor_mode_is_configurable(tmp_path: Path) -> None:
+    """[screen] wayland_cursor in the agent's config file; HELPLINE_WAYLAND_CURSOR overrides; junk → metadata."""
+    config = tmp_path / "agent.toml"
+    config.write_text('[screen]\nwayland_cursor = "embedded"\n')
+    assert wayland_cursor_metadata({"HELPLINE_AGENT_CONFIG": str(tmp_path / "missing.toml")}) is True
+    assert wayland_cursor_metadata({"HELPLINE_AGENT_CONFIG": str(config)}) is False
+    assert wayland_cursor_metadata({"HELPLINE_AGENT_CONFIG": str(config), "HELPLINE_WAYLAND_CURSOR": "metadata"})
+    config.write_text('[screen]\nwayland_cursor = "sprites"\n')
+    assert wayland_cursor_metadata({"HELPLINE_AGENT_CONFIG": str(config)}) is True
 
 
 def test_the_record_header_layout_matches_the_c_struct() -> None:

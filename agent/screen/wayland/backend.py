@@ -18,6 +18,7 @@ agent's configuration file (``HELPLINE_WAYLAND_BACKEND`` overrides) forces one o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import threading
@@ -214,10 +215,10 @@ def _fresh_remotes(session: PortalSession) -> Callable[[], int]:
 
 def _choose_reader() -> NativeChoice:
     """The native reader when it is there and runs, else gst-launch; said once per session in the log."""
-    choice = native_reader()
+    choice = dataclasses.replace(native_reader(), cursor_metadata=wayland_cursor_metadata())
     if choice.binary:
         log.info("screen capture: PipeWire frames read by helpline-pwcast (%s): damage rectangles, %s", choice.reason,
-                 "cursor metadata" if choice.cursor_metadata else "the pointer drawn in (HELPLINE_WAYLAND_CURSOR)")
+                 "cursor metadata" if choice.cursor_metadata else "the pointer drawn in (wayland_cursor embedded)")
     else:
         log.info("screen capture: PipeWire frames read by gst-launch-1.0 pipewiresrc, whole frames with the pointer "
                  "drawn in: %s", choice.reason)
@@ -328,17 +329,34 @@ class PortalBackend(_StartedSession):
         return backend
 
 
+def _screen_setting(env: Mapping[str, str], key: str, default: str, config: Path | None = None) -> str:
+    """``[screen] key`` of the agent's config file (``HELPLINE_AGENT_CONFIG``, else /etc/helpline/agent.toml)."""
+    path = config or Path(env.get("HELPLINE_AGENT_CONFIG") or DEFAULT_CONFIG)
+    try:
+        table = tomllib.loads(path.read_text()).get("screen", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        table = {}
+    return str(table.get(key, default)).strip().lower() if isinstance(table, dict) else default
+
+
+def wayland_cursor_metadata(env: Mapping[str, str] | None = None, config: Path | None = None) -> bool:
+    """Whether the native reader records the streams with cursor metadata: ``HELPLINE_WAYLAND_CURSOR``, else
+    ``[screen] wayland_cursor`` ("metadata", the default, or "embedded": the pointer drawn into the frames)."""
+    env = os.environ if env is None else env
+    value = env.get("HELPLINE_WAYLAND_CURSOR", "").strip().lower() or _screen_setting(env, "wayland_cursor",
+                                                                                     "metadata", config)
+    if value not in ("metadata", "embedded"):
+        log.warning("screen: wayland_cursor %r is not metadata or embedded; using metadata", value)
+        return True
+    return value == "metadata"
+
+
 def wayland_preference(env: Mapping[str, str] | None = None, config: Path | None = None) -> Preference:
     """``HELPLINE_WAYLAND_BACKEND``, else ``[screen] wayland_backend`` of the agent's config file, else "auto"."""
     env = os.environ if env is None else env
     value = env.get("HELPLINE_WAYLAND_BACKEND", "").strip().lower()
     if not value:
-        path = config or Path(env.get("HELPLINE_AGENT_CONFIG") or DEFAULT_CONFIG)
-        try:
-            table = tomllib.loads(path.read_text()).get("screen", {})
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            table = {}
-        value = str(table.get("wayland_backend", "auto")).strip().lower() if isinstance(table, dict) else "auto"
+        value = _screen_setting(env, "wayland_backend", "auto", config)
     if value not in ("auto", "mutter", "portal"):
         log.warning("screen: wayland_backend %r is not auto, mutter or portal; using auto", value)
         return "auto"

@@ -78,8 +78,8 @@ class NativeChoice:
     reason: str
     #: ``HELPLINE_PWCAST_PIXELS=full`` makes the child write whole frames (for measurements); default damage.
     pixels: Pixels = "damage"
-    #: Streams recorded with cursor metadata (the pointer out of the frames); ``HELPLINE_WAYLAND_CURSOR=embedded``
-    #: draws it in instead (see README, Wayland: the headless Mutter 43.8 can miss a repaint in metadata mode).
+    #: Streams recorded with cursor metadata (the pointer out of the frames); backend.py sets it from
+    #: ``HELPLINE_WAYLAND_CURSOR`` / ``[screen] wayland_cursor`` ("embedded": the pointer drawn in).
     cursor_metadata: bool = True
 
 
@@ -114,8 +114,7 @@ def native_reader(env: Mapping[str, str] | None = None) -> NativeChoice:
     if problem:
         return NativeChoice(None, problem)
     pixels: Pixels = "full" if env.get("HELPLINE_PWCAST_PIXELS", "").strip().lower() == "full" else "damage"
-    metadata = env.get("HELPLINE_WAYLAND_CURSOR", "").strip().lower() != "embedded"
-    return NativeChoice(path, f"{path} runs", pixels, metadata)
+    return NativeChoice(path, f"{path} runs", pixels)
 
 
 def native_command(binary: str, node_id: int, w: int, h: int, fd: int, pipewire_fd: int | None = None,
