@@ -341,13 +341,16 @@ def _screen_setting(env: Mapping[str, str], key: str, default: str, config: Path
 
 def wayland_cursor_metadata(env: Mapping[str, str] | None = None, config: Path | None = None) -> bool:
     """Whether the native reader records the streams with cursor metadata: ``HELPLINE_WAYLAND_CURSOR``, else
-    ``[screen] wayland_cursor`` ("metadata", the default, or "embedded": the pointer drawn into the frames)."""
+    ``[screen] wayland_cursor`` ("embedded", the default: the pointer drawn into the frames, or "metadata").
+
+    Embedded by default: in metadata mode the headless Mutter 43.8 sometimes misses a window's first paint
+    (README, *Cursor under Wayland*), and a viewer showing a stale screen is worse than a pointer in the pixels."""
     env = os.environ if env is None else env
     value = env.get("HELPLINE_WAYLAND_CURSOR", "").strip().lower() or _screen_setting(env, "wayland_cursor",
-                                                                                     "metadata", config)
+                                                                                     "embedded", config)
     if value not in ("metadata", "embedded"):
-        log.warning("screen: wayland_cursor %r is not metadata or embedded; using metadata", value)
-        return True
+        log.warning("screen: wayland_cursor %r is not metadata or embedded; using embedded", value)
+        return False
     return value == "metadata"
 
 
