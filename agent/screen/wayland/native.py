@@ -24,15 +24,12 @@ the rectangles written since it was last filled (``_behind``) and copies just th
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from io import FileIO
@@ -40,10 +37,8 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 
-from ..capture import Frame, Monitor
-from ..damage import Damage, DamageAccumulator
 from ..tiles import Rect
-from .frames import FIRST_FRAME_TIMEOUT_S, MAX_PIXELS, PIPE_SIZE, POOL, PipeWireError
+from .child_reader import POOL, ChildReader, PipeWireError
 from .native_stream import (
     FLAG_CURSOR,
     FLAG_DAMAGE,
@@ -136,7 +131,7 @@ def _read_exact(pipe: FileIO, into: memoryview) -> bool:
     return True
 
 
-class NativeCapture:
+class NativeCapture(ChildReader):
     """The newest frame of one PipeWire node (a monitor at ``x, y`` of size ``w × h``), with its damage and cursor.
 
     ``owns_remote``: ``pipewire_fd`` is this reader's own and is closed with it (a portal remote per reader).
@@ -145,36 +140,20 @@ class NativeCapture:
     def __init__(self, node_id: int, x: int, y: int, w: int, h: int, *, binary: str,
                  cursor: StreamCursor | None = None, env: dict[str, str] | None = None,
                  pipewire_fd: int | None = None, owns_remote: bool = False, pixels: Pixels = "damage") -> None:
-        if not (w > 0 and h > 0 and w * h <= MAX_PIXELS):
+        try:
+            super().__init__(node_id, x, y, w, h, env, pipewire_fd)
+        except PipeWireError:
             if owns_remote and pipewire_fd is not None:
                 os.close(pipewire_fd)
-            raise PipeWireError(f"stream size {w}x{h} out of range")
-        self.node_id = node_id
+            raise
         self._binary = binary
         self._cursor = cursor
-        self._pipewire_fd = pipewire_fd
         self._owns_remote = owns_remote
         self._pixels: Pixels = pixels
-        self._monitor = Monitor(x, y, w, h, True)
-        self._size = w * h * 4
-        self._env = env
-        self._pending = DamageAccumulator()
-        self._lock = threading.Lock()
-        self._pool: list[bytearray] = []
         #: Per buffer: rectangles written into other buffers since it was filled (None: it is behind everywhere).
         self._behind: list[list[Rect] | None] = []
-        self._latest: int | None = None
-        self._lent: int | None = None
-        self._first = threading.Event()
-        self._closed = threading.Event()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._thread: threading.Thread | None = None
-        self._notify: Callable[[], None] = lambda: None
-        self._reason = ""
-        #: Buffers that changed the picture; of them, those that came as rectangles; whole frames sent again.
-        self.frames = 0
+        #: Of the buffers that changed the picture (``frames``), those that came as rectangles.
         self.damage_frames = 0
-        self.identical = 0
         #: Records read (pixels, cursor, or both).
         self.records = 0
 
@@ -182,42 +161,26 @@ class NativeCapture:
 
     def start(self, notify: Callable[[], None]) -> None:
         """Start the child and the reader thread (idempotent: the first call wins); refused after ``close``."""
-        if self._closed.is_set():
-            raise PipeWireError(f"the reader of PipeWire node {self.node_id} is closed")
-        self._notify = notify
-        if self._thread is not None:
+        if not self._begin(notify):
             return
-        self._pool = [bytearray(self._size) for _ in range(POOL)]
         self._behind = [None] * POOL
-        read_fd, write_fd = os.pipe()
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         mon = self._monitor
-        fds = (write_fd,) if self._pipewire_fd is None else (write_fd, self._pipewire_fd)
-        command = native_command(self._binary, self.node_id, mon.w, mon.h, write_fd, self._pipewire_fd, self._pixels)
         trace = (self._env or os.environ).get("HELPLINE_PWCAST_TRACE", "")
+
+        def command(fd: int) -> list[str]:
+            line = native_command(self._binary, self.node_id, mon.w, mon.h, fd, self._pipewire_fd, self._pixels)
+            return [*line, "--verbose"] if trace else line
+
+        # HELPLINE_PWCAST_TRACE=FILE: the child's per-buffer account (--verbose) appended there, for diagnosis.
+        errors: int | BinaryIO = open(trace, "ab") if trace else subprocess.PIPE  # noqa: SIM115 - closed below
         try:
-            # HELPLINE_PWCAST_TRACE=FILE: the child's per-buffer account (--verbose) appended there, for diagnosis.
-            errors: int | BinaryIO = open(trace, "ab") if trace else subprocess.PIPE  # noqa: SIM115 - closed below
-            try:
-                self._proc = subprocess.Popen([*command, "--verbose"] if trace else command, pass_fds=fds,
-                                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
-                                              env=self._env)
-            finally:
-                if not isinstance(errors, int):
-                    errors.close()
-        except OSError as exc:
-            os.close(read_fd)
-            raise PipeWireError(f"cannot run {self._binary}: {exc}") from exc
+            self._spawn(command, self._binary, self._run, "screen-pwcast", stderr=errors)
         finally:
-            os.close(write_fd)
+            if not isinstance(errors, int):
+                errors.close()
+        assert self._proc is not None
         log.info("PipeWire node %d read by %s (pid %d), %dx%d, pixels: %s", self.node_id, BINARY, self._proc.pid,
                  mon.w, mon.h, self._pixels)
-        self._thread = threading.Thread(target=self._run, args=(read_fd,), name="screen-pwcast", daemon=True)
-        self._thread.start()
-
-    def take(self) -> Damage:
-        return self._pending.take()
 
     def _run(self, fd: int) -> None:
         with FileIO(fd, "rb") as pipe:
@@ -270,10 +233,6 @@ class NativeCapture:
                 self._report_cursor(record.flags, record.cursor_x, record.cursor_y,
                                     None if shape is None else (shape, record.shape_w, record.shape_h,
                                                                 record.hot_x, record.hot_y))
-
-    def _free(self) -> int:
-        with self._lock:
-            return next(i for i in range(POOL) if i not in (self._latest, self._lent))
 
     def _read_full(self, pipe: FileIO, damage: list[Rect] | None) -> bool:
         """A whole frame into the free buffer; reported as ``damage`` (None: everything). False at the end."""
@@ -353,74 +312,9 @@ class NativeCapture:
             log.error("screen capture: %s; the stream of PipeWire node %d is ended", reason, self.node_id)
         self._first.set()
 
-    def _ended(self) -> None:
-        if not self._closed.is_set():
-            proc = self._proc
-            detail = ""
-            if proc is not None and proc.stderr is not None:
-                detail = proc.stderr.read(4000).decode(errors="replace").strip()
-            self._reason = f"the PipeWire stream ended{': ' + detail if detail else ''}"
-            log.warning("screen capture: %s", self._reason)
-        self._first.set()
-
-    # --- ScreenGrabber ----------------------------------------------------------------------
-
-    def monitors(self) -> list[Monitor]:
-        mon = self._monitor
-        return [Monitor(mon.x, mon.y, mon.w, mon.h), mon]
-
-    def _wait_first(self) -> None:
-        if not self._first.wait(FIRST_FRAME_TIMEOUT_S):
-            raise PipeWireError(f"no frame from PipeWire node {self.node_id} within {FIRST_FRAME_TIMEOUT_S}s")
-
-    def _newest(self, lend: bool) -> int:
-        """The newest buffer's index (under the lock); the stream's end as a PipeWireError when there is none."""
-        latest = self._latest
-        if latest is None:
-            raise PipeWireError(self._reason or "the PipeWire stream ended")
-        if lend:
-            self._lent = latest
-        return latest
-
-    def grab_view(self, index: int) -> Frame:
-        """The newest frame, lent: read-only and valid until the next ``grab_view`` (the pipeline's path)."""
-        self._wait_first()
-        with self._lock:
-            latest = self._newest(lend=True)
-        frame = np.frombuffer(self._pool[latest], dtype=np.uint8).reshape(self._monitor.h, self._monitor.w, 4)
-        frame.flags.writeable = False
-        return frame
-
-    def grab(self, index: int) -> Frame:
-        """The newest frame in a buffer of its own (a copy), which the caller may keep."""
-        self._wait_first()
-        with self._lock:
-            data = bytearray(self._pool[self._newest(lend=False)])
-        return np.frombuffer(data, dtype=np.uint8).reshape(self._monitor.h, self._monitor.w, 4)
-
-    def grab_region(self, index: int, rect: Rect) -> Frame:
-        """``rect`` (in the monitor's pixels) of the newest frame, copied (damage-driven capture)."""
-        self._wait_first()
-        w, h = self._monitor.w, self._monitor.h
-        with self._lock:
-            frame = np.frombuffer(self._pool[self._newest(lend=False)], dtype=np.uint8).reshape(h, w, 4)
-            return frame[rect.y: rect.y + rect.h, rect.x: rect.x + rect.w].copy()
-
     def close(self) -> None:
         """Kill the child by PID, join the reader, close an own PipeWire remote; idempotent."""
-        self._closed.set()
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        if proc is not None and proc.stderr is not None:
-            proc.stderr.close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        super().close()
         if self._owns_remote and self._pipewire_fd is not None:
             fd, self._pipewire_fd = self._pipewire_fd, None
             with contextlib.suppress(OSError):
