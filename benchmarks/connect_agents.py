@@ -92,6 +92,16 @@ class SimAgent:
         self.ws = ws
         self.backoff.connected(asyncio.get_running_loop().time())
 
+    async def answer_pings(self) -> None:
+        """Answer the server's pings until cancelled (websockets' ``recv`` is safe to cancel)."""
+        assert self.ws is not None
+        n = 0
+        while True:
+            msg = json.loads(await self.ws.recv())
+            if msg["type"] == "ping":
+                n += 1
+                await self.ws.send(json.dumps({"v": 1, "type": "pong", "id": f"a{n}", "in_reply_to": msg["id"]}))
+
     async def keepalive(self, url: str, until: float, interval: float) -> None:
         """Ping when idle and answer pings until ``until``; after a drop, reconnect with the agent's backoff."""
         loop = asyncio.get_running_loop()
@@ -163,11 +173,16 @@ async def run(n: int, hold: float, concurrency: int, keepalive: float) -> None:
         sem = asyncio.Semaphore(concurrency)
         connected = 0
 
+        responders: list[asyncio.Task[None]] = []
+
         async def one(agent: SimAgent) -> None:
             nonlocal connected
             async with sem:
                 await agent.connect(url)
                 connected += 1
+            # Until the hold starts, answer the server's pings as a real agent would: with a keepalive shorter
+            # than the connect phase the server would otherwise drop the first agents for their silence.
+            responders.append(asyncio.create_task(agent.answer_pings()))
 
         print(f"connecting {n} agents (concurrency {concurrency}) …", flush=True)
         t0 = time.perf_counter()
@@ -184,6 +199,9 @@ async def run(n: int, hold: float, concurrency: int, keepalive: float) -> None:
             await asyncio.sleep(0.05)
         all_online_s = time.perf_counter() - t0
         rss_connected = proc.memory_info().rss
+        for task in responders:
+            task.cancel()
+        await asyncio.gather(*responders, return_exceptions=True)
         print(f"holding {connected} connections for {hold:.0f}s with keepalive every {keepalive:.0f}s …", flush=True)
         until = time.monotonic() + hold
         hold_cpu0, hold_t0 = proc.cpu_times(), time.perf_counter()
