@@ -28,6 +28,9 @@ SYSTEM_PACKAGES+=(zenity)
 # gnome-remote-desktop (its RDP server: Debian builds it without VNC) and xfreerdp are the peer of
 # benchmarks/screen.py --backend wayland --peer gnome-remote-desktop.
 NO_RECOMMENDS_PACKAGES=(xdg-desktop-portal xdg-desktop-portal-gnome gnome-remote-desktop freerdp2-x11)
+# The portal's ScreenCast-only (view-only) path on a wlroots desktop (tests/sway.py): a headless sway with
+# xdg-desktop-portal-wlr (ScreenCast only); xhost lets the test's process onto sway's XWayland, grim is its screenshot.
+NO_RECOMMENDS_PACKAGES+=(sway xdg-desktop-portal-wlr grim x11-xserver-utils)
 # More than one node (issue 20): nats-server carries presence, routing and fan-out between server nodes in tests
 # and the demo (server/bus), and JetStream's object store holds shared artifacts and recordings.
 SYSTEM_PACKAGES+=(nats-server)

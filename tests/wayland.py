@@ -231,8 +231,11 @@ def xwayland_colour(display: str, colour: str) -> tuple[int, int] | None:
 PORTAL_BINARIES = ("/usr/libexec/xdg-desktop-portal", "/usr/libexec/xdg-desktop-portal-gnome")
 
 
-def start_portal(handle: MutterHandle, log_dir: Path | None = None) -> dict[str, str]:
+def start_portal(handle: MutterHandle, log_dir: Path | None = None, screencast_only: bool = False) -> dict[str, str]:
     """Start xdg-desktop-portal with its GNOME backend on ``handle``'s bus; returns the clients' environment.
+
+    ``screencast_only``: the portal is told (``XDG_DESKTOP_PORTAL_DIR``, a copy of gnome.portal without
+    RemoteDesktop) that the backend implements ScreenCast alone, as xdg-desktop-portal-wlr does.
 
     Both run as explicit children of this process (killed by ``handle.stop()`` by PID, before the bus),
     not by D-Bus activation, so their logs are kept and nothing outlives the test. The GNOME backend
@@ -243,6 +246,12 @@ def start_portal(handle: MutterHandle, log_dir: Path | None = None) -> dict[str,
         raise MutterError(f"not installed: {', '.join(missing)} (scripts/setup.sh installs xdg-desktop-portal-gnome)")
     env = {**handle.env(), "XDG_CURRENT_DESKTOP": "GNOME", "GSETTINGS_BACKEND": "memory", "NO_AT_BRIDGE": "1",
            "GTK_A11Y": "none"}
+    if screencast_only:
+        portals = handle.runtime_dir / "portals"
+        portals.mkdir(exist_ok=True)
+        spec = Path("/usr/share/xdg-desktop-portal/portals/gnome.portal").read_text()
+        (portals / "gnome.portal").write_text(spec.replace("org.freedesktop.impl.portal.RemoteDesktop;", ""))
+        env["XDG_DESKTOP_PORTAL_DIR"] = str(portals)
     # Anything the portal activates on this bus (the permission store) sees the session's display too.
     subprocess.run(["dbus-update-activation-environment", "WAYLAND_DISPLAY", "DISPLAY", "XDG_CURRENT_DESKTOP",
                     "XDG_SESSION_TYPE", "XDG_RUNTIME_DIR"], env=env, check=False, timeout=30, capture_output=True)

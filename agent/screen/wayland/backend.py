@@ -306,6 +306,13 @@ class PortalBackend(_StartedSession):
         """What the portal's ``Start`` granted: nothing when the person left remote interaction off."""
         return self.session.started.devices
 
+    def input_notice(self) -> str:
+        """On a ScreenCast-only portal (wlroots: no RemoteDesktop) the reason is the desktop's, not the person's."""
+        if not self.session.remote_input:
+            return (f"{portal.NO_REMOTE_INPUT} (xdg-desktop-portal has no RemoteDesktop portal here, as on wlroots "
+                    "desktops such as sway): the screen is shared, the session is view-only")
+        return super().input_notice()
+
     @classmethod
     async def open(cls, bus_address: str | None = None, tokens: RestoreTokenStore | None = None) -> PortalBackend:
         """Start the portal session presenting the stored restore token; store what the portal returns."""

@@ -20,12 +20,20 @@ predictable from our unique name and our ``handle_token``). Input is
 ``NotifyPointerMotionAbsolute`` (pixels of the stream of the monitor shown; on "all monitors",
 which the portal cannot cast as one stream, of the monitor under the point),
 ``NotifyPointerButton`` (evdev), ``NotifyPointerAxisDiscrete`` and ``NotifyKeyboardKeysym``.
+
+Where the portal offers ScreenCast but no RemoteDesktop (wlroots desktops: xdg-desktop-portal-wlr
+implements ScreenCast only), the session is a **view-only** ScreenCast session: the same calls on
+the ScreenCast interface without ``SelectDevices`` (``persist_mode`` and the token go with
+``SelectSources`` there), no input device, and input methods refuse with :data:`NO_REMOTE_INPUT`.
+Which one is decided from what the portal says it offers (:func:`portal_offer`), before any call —
+not from a failed RemoteDesktop call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -66,6 +74,8 @@ CALL_TIMEOUT_S = 10.0
 CHOOSER_TIMEOUT_S = 120.0
 #: A restore token is an opaque string (a UUID in practice); anything longer is not kept.
 MAX_TOKEN_LEN = 512
+#: Why a ScreenCast-only session takes no input: the technician sees it (viewer, console).
+NO_REMOTE_INPUT = "this desktop's portal offers no remote input"
 
 _tokens = itertools.count(1)
 
@@ -76,6 +86,36 @@ class PortalError(RuntimeError):
 
 class PortalCancelled(PortalError):
     """The person pressed Cancel in the portal's chooser (response 1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PortalOffer:
+    """What the desktop's xdg-desktop-portal implements, from its own properties (0: not offered)."""
+
+    #: ``org.freedesktop.portal.RemoteDesktop`` ``version`` (0: the interface is not there: no backend implements it).
+    remote_desktop: int
+    #: ``org.freedesktop.portal.ScreenCast`` ``AvailableSourceTypes`` (bit 1: monitors).
+    source_types: int
+
+    @property
+    def monitors(self) -> bool:
+        return bool(self.source_types & SOURCE_MONITOR)
+
+
+async def portal_offer(bus: MessageBus) -> PortalOffer:
+    """Ask the portal which of RemoteDesktop and ScreenCast it implements (a frontend exports only the interfaces
+    some backend of this desktop implements, so a missing property means a missing portal)."""
+    async def prop(interface: str, name: str) -> int:
+        try:
+            reply = await _raw_call(bus, Message(destination=PORTAL_NAME, path=PORTAL_PATH,
+                                                 interface="org.freedesktop.DBus.Properties", member="Get",
+                                                 signature="ss", body=[interface, name]))
+        except PortalError:
+            return 0
+        value = reply.body[0].value if reply.body and isinstance(reply.body[0], Variant) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+    return PortalOffer(await prop(RD, "version"), await prop(SC, "AvailableSourceTypes"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +152,8 @@ class PortalSession:
         self.pipewire_fd = pipewire_fd
         #: The cursor mode the portal was asked for (metadata only where it offers it).
         self.cursor_mode = CURSOR_EMBEDDED
+        #: False: a ScreenCast-only session (the portal offers no RemoteDesktop): input methods refuse.
+        self.remote_input = True
         self.closed = asyncio.Event()
         bus.add_message_handler(self._on_message)
 
@@ -121,38 +163,52 @@ class PortalSession:
         """Connect, create and start the session (the portal may ask the person), open its PipeWire remote.
 
         ``cursor_mode`` :data:`CURSOR_METADATA` is asked for only when the portal's ``AvailableCursorModes`` has it
-        (else the pointer stays embedded); the mode used is the session's ``cursor_mode``."""
+        (else the pointer stays embedded); the mode used is the session's ``cursor_mode``. Without a RemoteDesktop
+        portal (but with monitor ScreenCast) the session is ScreenCast only, view-only (``remote_input`` False)."""
         try:
             bus = await MessageBus(bus_address=bus_address, bus_type=BusType.SESSION, negotiate_unix_fd=True).connect()
         except Exception as exc:
             raise PortalError(f"cannot connect to the session bus: {exc}") from exc
         handle = ""
         try:
+            offer = await portal_offer(bus)
+            remote_input = offer.remote_desktop > 0
+            if not remote_input and not offer.monitors:
+                raise PortalError("this desktop's portal offers neither RemoteDesktop nor a ScreenCast of monitors")
+            if not remote_input:
+                log.info("portal: ScreenCast only (no RemoteDesktop portal on this desktop): a view-only session")
+            iface = RD if remote_input else SC
             session_token = f"helpline{secrets.token_hex(4)}"
-            created = await _request(bus, RD, "CreateSession", "a{sv}",
+            created = await _request(bus, iface, "CreateSession", "a{sv}",
                                      lambda t: [{"handle_token": Variant("s", t),
                                                  "session_handle_token": Variant("s", session_token)}],
                                      CALL_TIMEOUT_S)
             handle = created.then_get("session_handle")
             await _match(bus, f"type='signal',sender='{PORTAL_NAME}',path='{handle}',interface='{SESSION}'")
-            options: dict[str, Variant] = {"types": Variant("u", DEVICES),
-                                           "persist_mode": Variant("u", PERSIST_UNTIL_REVOKED)}
+            options: dict[str, Variant] = {"persist_mode": Variant("u", PERSIST_UNTIL_REVOKED)}
             if restore_token:
                 options["restore_token"] = Variant("s", restore_token)
-            await _request(bus, RD, "SelectDevices", "oa{sv}",
-                           lambda t: [handle, {"handle_token": Variant("s", t), **options}], CALL_TIMEOUT_S)
+            if remote_input:
+                await _request(bus, RD, "SelectDevices", "oa{sv}",
+                               lambda t: [handle, {"handle_token": Variant("s", t), "types": Variant("u", DEVICES),
+                                                   **options}], CALL_TIMEOUT_S)
             if cursor_mode != CURSOR_EMBEDDED and not await _cursor_mode_available(bus, cursor_mode):
                 log.info("portal: cursor mode %d not offered; the pointer is drawn into the frames", cursor_mode)
                 cursor_mode = CURSOR_EMBEDDED
             await _request(bus, SC, "SelectSources", "oa{sv}",
                            lambda t: [handle, {"handle_token": Variant("s", t), "types": Variant("u", SOURCE_MONITOR),
                                                "multiple": Variant("b", True),
-                                               "cursor_mode": Variant("u", cursor_mode)}], CALL_TIMEOUT_S)
-            log.info("portal: asking the desktop to start remote desktop session %s (its chooser may show)", handle)
-            results = (await _request(bus, RD, "Start", "osa{sv}",
+                                               "cursor_mode": Variant("u", cursor_mode),
+                                               # ScreenCast only: the token and persistence go with the sources.
+                                               **({} if remote_input else options)}], CALL_TIMEOUT_S)
+            log.info("portal: asking the desktop to start %s session %s (its chooser may show)",
+                     "remote desktop" if remote_input else "screen cast", handle)
+            results = (await _request(bus, iface, "Start", "osa{sv}",
                                       lambda t: [handle, "", {"handle_token": Variant("s", t)}],
                                       chooser_timeout_s)).results
             started = _parse_start(results)
+            if not remote_input:
+                started = dataclasses.replace(started, devices=0)  # nothing to grant: no input at all
             fd = await _open_remote(bus, handle)
         except BaseException:
             if handle:
@@ -160,14 +216,15 @@ class PortalSession:
                     await _close_session(bus, handle)
             bus.disconnect()
             raise
-        log.info("portal remote desktop: session %s, PipeWire nodes %s, devices %d, restore token %s", handle,
+        log.info("portal %s: session %s, PipeWire nodes %s, devices %d, restore token %s",
+                 "remote desktop" if remote_input else "screen cast (view-only)", handle,
                  ", ".join(f"{s.node_id} ({s.w}x{s.h} at {s.x},{s.y})" for s in started.all_streams()),
                  started.devices, "returned" if started.restore_token else "not returned")
-        if started.devices & DEVICES != DEVICES:
+        if remote_input and started.devices & DEVICES != DEVICES:
             log.warning("portal remote desktop: the desktop granted devices %d of the %d asked for (keyboard 1, "
                         "pointer 2): remote input is not allowed in this session", started.devices, DEVICES)
         session = cls(bus, handle, started, fd)
-        session.cursor_mode = cursor_mode
+        session.cursor_mode, session.remote_input = cursor_mode, remote_input
         # As with Mutter's API (the portal drives it on GNOME): the first keys of a fresh virtual keyboard get lost.
         if started.devices & KEYBOARD:
             with contextlib.suppress(PortalError):
@@ -219,6 +276,8 @@ class PortalSession:
         return await _open_remote(self._bus, self.handle)
 
     async def _notify(self, member: str, signature: str, args: list[Any]) -> None:
+        if not self.remote_input:
+            raise PortalError(NO_REMOTE_INPUT)
         await _call(self._bus, RD, member, signature, [self.handle, {}, *args])
 
     async def close(self) -> None:
