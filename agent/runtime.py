@@ -136,9 +136,9 @@ def _screen_backend_source(display: str | None) -> Callable[[], Awaitable[list[s
     async def source() -> list[str]:
         if not (display or os.environ.get("WAYLAND_DISPLAY")):
             return []
-        from .screen.wayland.backend import describe_backend
+        from .screen.wayland.backend import describe_backend, screen_capabilities
 
-        return capability(await describe_backend(display))
+        return await screen_capabilities(capability(await describe_backend(display)))
 
     return source
 

@@ -19,6 +19,9 @@ from .messages import Message
 ScreenBackendName = Literal["", "x11", "wayland-mutter", "wayland-portal"]
 NAMES: tuple[str, ...] = ("x11", "wayland-mutter", "wayland-portal")
 PREFIX = "screen.backend:"
+#: Beside ``screen.backend:wayland-portal``: the desktop's portal offers ScreenCast but no RemoteDesktop (wlroots
+#: desktops), so screen sessions there are view-only. Servers that do not know it ignore it.
+VIEW_ONLY = "screen.view-only"
 
 
 def capability(name: str) -> list[str]:

@@ -34,11 +34,12 @@ from agent.consent.tk import TkConsentUI
 from agent.consent.tk_app import ALLOW_BG, PROMPT_TITLE
 from agent.consent.ui import PromptRequest
 from agent.screen.capture import Frame
-from agent.screen.wayland.backend import describe_backend
+from agent.screen.wayland.backend import describe_backend, screen_capabilities
 from agent.screen.wayland.frames import PipeWireCapture
 from agent.screen.wayland.portal import NO_REMOTE_INPUT, portal_offer
 from agent.screen.wayland.tokens import RestoreTokenStore
 from agent.viewer import Viewer
+from protocol.screen_backend import VIEW_ONLY, capability
 from tests.sway import BACKGROUND, adopted_sway, screenshot, spawn_client
 from tests.test_screen_support import poll_until, serve_session
 from tests.test_wayland import FOOT_BG, colour_box, settle_equal
@@ -174,6 +175,8 @@ async def test_a_screencast_only_portal_gives_a_view_only_session(screencast_por
     assert remote_desktop == 0 and sources & 1  # no RemoteDesktop; monitors (and windows, on GNOME)
     assert await describe_backend(None, screencast_portal.env() | {"HELPLINE_WAYLAND_BACKEND": "portal"}) \
         == "wayland-portal"
+    assert VIEW_ONLY in await screen_capabilities(capability("wayland-portal"))
+    assert await screen_capabilities(capability("x11")) == ["screen.backend:x11"]  # only ever beside the portal
     store = RestoreTokenStore()
     assert store.path == tmp_path / "state" / "helpline" / "portal-restore-token.json" and store.load() is None
     foot = subprocess.Popen(["foot", "--override=shell=/bin/sh", f"--override=colors.background={FOOT_BG[1:]}"],
@@ -224,6 +227,8 @@ async def test_wlroots_portal_is_screencast_only_and_the_technician_learns_why_i
     reason; the compositor itself shows a native client (foot) — grim sees it — so what fails is xdpw's cast."""
     assert await _offer(sway.bus_address) == (0, 1)
     assert await describe_backend(None, dict(os.environ)) == "wayland-portal"  # auto: no Mutter on the bus
+    # The hello says so: the backend, and that sessions here are view-only.
+    assert await screen_capabilities(capability("wayland-portal")) == ["screen.backend:wayland-portal", VIEW_ONLY]
     assert colour_box(await asyncio.to_thread(screenshot, sway), BACKGROUND) is not None
     foot = spawn_client(sway, ["foot", f"--override=colors.background={FOOT_BG[1:]}"])
     try:

@@ -416,6 +416,34 @@ async def open_wayland(bus_address: str | None = None,
         raise WaylandUnavailable(f"Wayland screen sharing failed ({name}): {exc}", backend=name) from exc
 
 
+async def portal_view_only(bus_address: str | None = None) -> bool:
+    """Whether the session bus's portal offers a ScreenCast of monitors but no RemoteDesktop (a wlroots desktop):
+    a portal session there is view-only. False when no portal answers (then a session fails with the reason)."""
+    try:
+        bus = await asyncio.wait_for(MessageBus(bus_address=bus_address, bus_type=BusType.SESSION).connect(),
+                                     PROBE_TIMEOUT_S)
+    except Exception:
+        return False
+    try:
+        offer = await asyncio.wait_for(portal.portal_offer(bus), PROBE_TIMEOUT_S)
+    except Exception:
+        return False
+    finally:
+        bus.disconnect()
+    return offer.remote_desktop == 0 and offer.monitors
+
+
+async def screen_capabilities(backend: list[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """The hello's screen capabilities: ``backend`` (``screen.backend:…``), and ``screen.view-only`` when it is the
+    portal and that portal offers no remote input (protocol/screen_backend.py)."""
+    from protocol.screen_backend import PREFIX, VIEW_ONLY
+
+    env = os.environ if env is None else env
+    if PREFIX + "wayland-portal" in backend and await portal_view_only(env.get("DBUS_SESSION_BUS_ADDRESS")):
+        return [*backend, VIEW_ONLY]
+    return backend
+
+
 async def describe_backend(display: str | None = None, env: Mapping[str, str] | None = None) -> str:
     """The screen backend a session here would use: "x11", "wayland-mutter" or "wayland-portal" (capabilities)."""
     env = os.environ if env is None else env
