@@ -31,6 +31,8 @@ NO_RECOMMENDS_PACKAGES=(xdg-desktop-portal xdg-desktop-portal-gnome gnome-remote
 # The portal's ScreenCast-only (view-only) path on a wlroots desktop (tests/sway.py): a headless sway with
 # xdg-desktop-portal-wlr (ScreenCast only); xhost lets the test's process onto sway's XWayland, grim is its screenshot.
 NO_RECOMMENDS_PACKAGES+=(sway xdg-desktop-portal-wlr grim x11-xserver-utils)
+# The portal path on a headless KDE compositor (tests/kde.py): KWin, KDE's portal backend and its Qt Wayland plugin.
+NO_RECOMMENDS_PACKAGES+=(kwin-wayland xdg-desktop-portal-kde qtwayland5)
 # More than one node (issue 20): nats-server carries presence, routing and fan-out between server nodes in tests
 # and the demo (server/bus), and JetStream's object store holds shared artifacts and recordings.
 SYSTEM_PACKAGES+=(nats-server)
