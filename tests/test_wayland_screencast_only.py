@@ -220,16 +220,49 @@ async def test_a_screencast_only_portal_gives_a_view_only_session(screencast_por
         foot.wait(timeout=10)
 
 
+async def consent_on_sway(desktop: MutterHandle, wlr_log: Path) -> None:
+    """Helpline's prompt (Tk on sway's XWayland) is on the output — grim sees its Allow button — while no portal
+    session exists yet (xdpw logged none), and an xdotool click on Allow answers it."""
+    ui = TkConsentUI(display=desktop.display)
+    answer = asyncio.create_task(ui.prompt(PromptRequest(technician="Ann", mode="control", reason="printer",
+                                                         timeout_s=120)))
+    box: tuple[int, int, int, int] | None = None
+
+    def shown() -> bool:
+        nonlocal box
+        box = colour_box(screenshot(desktop), ALLOW_BG)
+        return box is not None
+
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not await asyncio.to_thread(shown):
+            assert time.monotonic() < deadline, "Helpline's prompt never appeared on sway's output"
+            assert not answer.done(), answer
+            await asyncio.sleep(0.2)  # polling interval, not synchronization
+        assert box is not None
+        assert "create session method invoked" not in wlr_log.read_text(errors="replace"), "the portal was asked"
+        env = desktop.env()
+        subprocess.run(["xdotool", "mousemove", "--sync", str(box[0] + box[2] // 2), str(box[1] + box[3] // 2),
+                        "click", "1"], env=env, check=True, timeout=TIMEOUT, capture_output=True)
+        result = await asyncio.wait_for(answer, TIMEOUT)
+    finally:
+        if not answer.done():
+            answer.cancel()
+            await asyncio.gather(answer, return_exceptions=True)
+    assert result.allowed and result.by == "user"
+
+
 async def test_wlroots_portal_is_screencast_only_and_the_technician_learns_why_it_cannot_cast(
         sway: MutterHandle, tmp_path: Path) -> None:
     """Real sway + xdg-desktop-portal-wlr: the offer is read (no RemoteDesktop, monitors), the capability says
-    wayland-portal, a session takes the ScreenCast-only way, and xdpw's refusal reaches the viewer with the
+    wayland-portal + view-only, Helpline's prompt shows on sway's XWayland and is answered first, a session takes the ScreenCast-only way, and xdpw's refusal reaches the viewer with the
     reason; the compositor itself shows a native client (foot) — grim sees it — so what fails is xdpw's cast."""
     assert await _offer(sway.bus_address) == (0, 1)
     assert await describe_backend(None, dict(os.environ)) == "wayland-portal"  # auto: no Mutter on the bus
     # The hello says so: the backend, and that sessions here are view-only.
     assert await screen_capabilities(capability("wayland-portal")) == ["screen.backend:wayland-portal", VIEW_ONLY]
     assert colour_box(await asyncio.to_thread(screenshot, sway), BACKGROUND) is not None
+    await consent_on_sway(sway, tmp_path / "portal-wlr.log")
     foot = spawn_client(sway, ["foot", f"--override=colors.background={FOOT_BG[1:]}"])
     try:
         deadline = time.monotonic() + TIMEOUT
