@@ -82,7 +82,14 @@ class MutterHandle:
         pidfile = self.runtime_dir / "child.pid"  # mutter's placeholder client (exec'd sleep): not our child
         with contextlib.suppress(OSError, ValueError):
             os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
-        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        # A portal's D-Bus-activated document portal mounts FUSE on $XDG_RUNTIME_DIR/doc and unmounts only once it
+        # sees the bus gone: until then the directory cannot go (such runtime dirs were found left behind in /tmp).
+        deadline = time.monotonic() + 10.0
+        while True:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            if not self.runtime_dir.exists() or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)  # polling interval, not synchronization
 
 
 def _missing() -> list[str]:
