@@ -283,3 +283,32 @@ async def test_wlroots_portal_is_screencast_only_and_the_technician_learns_why_i
     finally:
         foot.terminate()
         foot.wait(timeout=10)
+
+
+async def test_a_control_session_on_a_view_only_device_is_refused_at_request_time(
+        screencast_portal: MutterHandle, tmp_path: Path) -> None:
+    """A real server and an in-process agent on the ScreenCast-only portal: the hello says ``screen.view-only``,
+    so ``POST …/sessions`` with mode control is refused 409 ``device_view_only`` before anything is offered
+    (no prompt on the device, no session row), while a view session is offered as usual."""
+    from agent.config import AgentConfig
+    from protocol.screen_backend import VIEW_ONLY
+    from tests.harness import enroll_agent, running_agent, running_server
+    from tests.test_session_helpers import api, install_test_auth
+
+    async with running_server(tmp_path / "srv") as server:
+        install_test_auth(server)
+        state = await enroll_agent(server, tmp_path / "agent")
+        config = AgentConfig(state_dir=state.directory, backoff_cap_s=1.0, display=screencast_portal.display)
+        async with running_agent(state, config) as agent:
+            await asyncio.wait_for(agent.client.ready.wait(), 30)
+            conn = server.connections.get(state.device_id)
+            assert conn is not None and conn.hello is not None and VIEW_ONLY in conn.hello.capabilities
+            status, body = await api(server, "POST", f"/api/v1/devices/{state.device_id}/sessions", "root",
+                                     {"mode": "control", "reason": "fix the printer"})
+            assert status == 409 and body["error"]["code"] == "device_view_only", body
+            assert "no remote input" in body["error"]["message"]
+            rows = await server.db.fetchall("SELECT id FROM sessions WHERE device_id = ?", (state.device_id,))
+            assert rows == []  # nothing recorded, nothing offered
+            status, body = await api(server, "POST", f"/api/v1/devices/{state.device_id}/sessions", "root",
+                                     {"mode": "view", "reason": "look at the printer queue"})
+            assert status == 201, body

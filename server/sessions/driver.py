@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from common.background import Background
-from protocol import toolkit
+from protocol import screen_backend, toolkit
 from protocol.authority import TechnicianProof
 from protocol.authority_messages import SessionChallenge, SessionProof
 from protocol.errors import LocalProtocolError
@@ -69,6 +69,16 @@ PROOF_WAIT_S = 60.0
 PROOF_ANSWER_WAIT_S = 10.0
 
 
+
+def refuse_control_if_view_only(conn: AgentConnection) -> None:
+    """ApiError 409 ``device_view_only`` when the device said its desktop takes no remote input (a wlroots
+    portal: capability ``screen.view-only``): asked for control, it would show the person a prompt and then run
+    view-only, so the technician is told before anyone is disturbed and can ask for a view session."""
+    hello = conn.hello
+    if hello is not None and screen_backend.VIEW_ONLY in hello.capabilities:
+        raise ApiError(409, "device_view_only", "this device's desktop offers no remote input (its screen-sharing "
+                                                "portal has no RemoteDesktop): ask for a view session")
+
 class SessionDriver:
     """The live sessions of this node and everything that moves them from state to state.
 
@@ -113,6 +123,8 @@ class SessionDriver:
         conn = self.connections.get(device_id)
         if conn is None:
             raise ApiError(409, "device_offline", "the device is not connected")
+        if mode == "control":
+            refuse_control_if_view_only(conn)
         now = self._clock()
         session_id = "s-" + secrets.token_hex(10)
         secret, token = TunnelToken.issue(device_id, conn.certificate_serial, now)
@@ -146,6 +158,9 @@ class SessionDriver:
         """Ask the agent to switch view/control; the device user must consent again."""
         if session.machine.state is not SessionState.STREAMING:
             raise ApiError(409, "not_streaming", "the session is not streaming")
+        live_conn = self.connections.get(session.device_id)
+        if mode == "control" and live_conn is not None:
+            refuse_control_if_view_only(live_conn)
         session.machine.request_mode(mode, self._clock())
         await audit.append(self.db, f"user:{user}", "session.mode_requested", session.device_id,
                            {"session_id": session.session_id, "mode": mode})
