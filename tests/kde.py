@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,7 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.wayland import READY_TIMEOUT_S, MutterError, MutterHandle, _bus_has, _wait
+from tests.wayland import (
+    READY_TIMEOUT_S,
+    MutterError,
+    MutterHandle,
+    _bus_has,
+    _wait,
+    child_spawner,
+    start_bus_and_pipewire,
+)
 
 BINARIES = ("dbus-daemon", "pipewire", "wireplumber", "kwin_wayland", "gdbus", "foot")
 PORTALS = ("/usr/libexec/xdg-desktop-portal", "/usr/lib/x86_64-linux-gnu/libexec/xdg-desktop-portal-kde")
@@ -54,24 +61,11 @@ def start_kwin(width: int = 1920, height: int = 1080, log_dir: Path | None = Non
     shutil.copyfile(shutil.which("kwin_wayland") or "kwin_wayland", kwin)
     kwin.chmod(0o755)
 
-    def spawn(name: str, args: list[str], extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        out = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child, closed below
-        try:
-            proc = subprocess.Popen(args, env={**env, **(extra or {})}, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT)
-        finally:
-            out.close()
-        procs.append(proc)
-        handle.pids[name] = proc.pid
-        return proc
+    spawn = child_spawner(handle, logs, env)
 
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        spawn("dbus", ["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address={address}"])
-        _wait("the session bus", bus.exists, procs, deadline)
-        spawn("pipewire", ["pipewire"])
-        _wait("pipewire", (runtime / "pipewire-0").exists, procs, deadline)
-        spawn("wireplumber", ["wireplumber"])
+        start_bus_and_pipewire(spawn, handle, deadline)
         spawn("kwin", [str(kwin), "--virtual", "--width", str(width), "--height", str(height), "--socket", SOCKET,
                        "--no-lockscreen"])
         _wait("KWin's Wayland socket", (runtime / SOCKET).exists, procs, deadline)

@@ -31,7 +31,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.wayland import READY_TIMEOUT_S, MutterError, MutterHandle, _bus_has, _wait
+from tests.wayland import (
+    READY_TIMEOUT_S,
+    MutterError,
+    MutterHandle,
+    _bus_has,
+    _wait,
+    child_spawner,
+    start_bus_and_pipewire,
+)
 
 BINARIES = ("dbus-daemon", "pipewire", "wireplumber", "sway", "Xwayland", "xdpyinfo", "xhost", "gdbus", "grim", "foot")
 PORTALS = ("/usr/libexec/xdg-desktop-portal", "/usr/libexec/xdg-desktop-portal-wlr")
@@ -84,25 +92,15 @@ def start_sway(width: int = 1920, height: int = 1080, log_dir: Path | None = Non
     for path in (config, xdpw_config, bus_config):
         os.chown(path, NOBODY, NOBODY)
 
+    base = child_spawner(handle, logs, env)
+
     def spawn(name: str, args: list[str], extra: dict[str, str] | None = None,
               as_user: bool = True) -> subprocess.Popen[bytes]:
-        out = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child, closed below
-        try:
-            proc = subprocess.Popen(args, env={**env, **(extra or {})}, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, **(ids if as_user else {}))
-        finally:
-            out.close()
-        procs.append(proc)
-        handle.pids[name] = proc.pid
-        return proc
+        return base(name, args, extra, **(ids if as_user else {}))
 
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        spawn("dbus", ["dbus-daemon", f"--config-file={bus_config}", "--nofork", "--nopidfile", f"--address={address}"])
-        _wait("the session bus", bus.exists, procs, deadline)
-        spawn("pipewire", ["pipewire"])
-        _wait("pipewire", (runtime / "pipewire-0").exists, procs, deadline)
-        spawn("wireplumber", ["wireplumber"])
+        start_bus_and_pipewire(spawn, handle, deadline, dbus_args=(f"--config-file={bus_config}",))
         spawn("sway", ["sway", "-c", str(config)], {
             "WLR_BACKENDS": "headless", "WLR_LIBINPUT_NO_DEVICES": "1", "WLR_RENDERER": "pixman",
             "WLR_HEADLESS_OUTPUTS": "1"})

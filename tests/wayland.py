@@ -21,7 +21,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,40 @@ def _bus_has(env: dict[str, str], name: str, ids: dict[str, Any]) -> bool:
     return result.returncode == 0 and "true" in result.stdout
 
 
+
+#: spawn(name, args, extra_env=None, **popen): a child of the test logging to NAME.log, recorded on the handle.
+Spawn = Callable[..., subprocess.Popen[bytes]]
+
+
+def child_spawner(handle: MutterHandle, logs: Path, env: dict[str, str]) -> Spawn:
+    """How every desktop fixture (Mutter here, tests/sway.py, tests/kde.py) starts its children: output to
+    ``logs/NAME.log``, ``env`` plus the call's extra variables, and the pid recorded so ``stop()`` kills it."""
+
+    def spawn(name: str, args: list[str], extra: dict[str, str] | None = None,
+              **popen: Any) -> subprocess.Popen[bytes]:
+        out = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            proc = subprocess.Popen(args, env={**env, **(extra or {})}, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, **popen)
+        finally:
+            out.close()
+        handle._procs.append(proc)
+        handle.pids[name] = proc.pid
+        return proc
+
+    return spawn
+
+
+def start_bus_and_pipewire(spawn: Spawn, handle: MutterHandle, deadline: float,
+                           dbus_args: tuple[str, ...] = ("--session",)) -> None:
+    """The session's own D-Bus daemon (at ``handle.bus_address``), PipeWire and WirePlumber, each waited for."""
+    runtime = handle.runtime_dir
+    spawn("dbus", ["dbus-daemon", *dbus_args, "--nofork", "--nopidfile", f"--address={handle.bus_address}"])
+    _wait("the session bus", (runtime / "bus").exists, handle._procs, deadline)
+    spawn("pipewire", ["pipewire"])
+    _wait("pipewire", (runtime / "pipewire-0").exists, handle._procs, deadline)
+    spawn("wireplumber", ["wireplumber"])
+
 def start_mutter(width: int = 1920, height: int = 1080, log_dir: Path | None = None,
                  user: tuple[int, int] | None = None, mutter_env: dict[str, str] | None = None,
                  xwayland: bool = True, extra_monitors: tuple[tuple[int, int], ...] = ()) -> MutterHandle:
@@ -148,24 +182,14 @@ def start_mutter(width: int = 1920, height: int = 1080, log_dir: Path | None = N
     handle = MutterHandle(runtime, address, "", "", "", width, height)
     procs = handle._procs
 
+    base = child_spawner(handle, logs, env)
+
     def spawn(name: str, args: list[str], extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        out = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child, closed below
-        try:
-            proc = subprocess.Popen(args, env={**env, **(extra or {})}, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, **ids)
-        finally:
-            out.close()
-        procs.append(proc)
-        handle.pids[name] = proc.pid
-        return proc
+        return base(name, args, extra, **ids)
 
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        spawn("dbus", ["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address={address}"])
-        _wait("the session bus", bus.exists, procs, deadline)
-        spawn("pipewire", ["pipewire"])
-        _wait("pipewire", (runtime / "pipewire-0").exists, procs, deadline)
-        spawn("wireplumber", ["wireplumber"])
+        start_bus_and_pipewire(spawn, handle, deadline)
         envfile = runtime / "client.env"
         wl_name = "wayland-helpline"
         spawn("mutter", [
