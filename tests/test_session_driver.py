@@ -45,6 +45,8 @@ class StubAgent:
     certificate: Any = field(default_factory=lambda: SimpleNamespace(serial_number=SERIAL))
     sent: list[Message] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: AgentConnection.hello (the device's capabilities); None: it said nothing that limits a session.
+    hello: Any = None
 
     @property
     def certificate_serial(self) -> str:

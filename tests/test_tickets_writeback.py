@@ -41,6 +41,7 @@ class StubAgent:
     def __init__(self, device_id: str) -> None:
         self.device_id = device_id
         self.certificate_serial = "5e55"
+        self.hello: Any = None  # AgentConnection.hello: what the device said (its capabilities); None = nothing
         self.sent: list[Any] = []
 
     async def send(self, message: Any) -> None:
