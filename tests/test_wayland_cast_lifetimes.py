@@ -32,7 +32,7 @@ from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from agent.screen.wayland import backend
-from agent.screen.wayland.backend import _fresh_remotes, _OwnRemoteReader
+from agent.screen.wayland.backend import _fresh_remotes
 from agent.screen.wayland.casts import NO_NODE, CastSet
 from agent.screen.wayland.frames import PipeWireCapture, PipeWireError
 from agent.screen.wayland.mutter import MutterSession, StreamInfo
@@ -78,7 +78,7 @@ async def wait_until(check: Callable[[], bool], timeout: float, what: str) -> No
         await asyncio.sleep(0.05)  # polling interval, not synchronization
 
 
-class _Reader(_OwnRemoteReader):
+class _Reader(PipeWireCapture):
     """A reader on a PipeWire remote of its own; ``before_close`` runs first when it is closed (a test's hook)."""
 
     before_close: Callable[[], None] | None = None
@@ -102,7 +102,7 @@ async def test_a_switch_racing_close_leaves_no_child_and_no_remote(two_monitors:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(pipewire)
         remotes.append(os.fstat(sock.fileno()).st_ino)
-        readers.append(_Reader(s, sock.detach()))
+        readers.append(_Reader(s.node_id, s.x, s.y, s.w, s.h, pipewire_fd=sock.detach(), owns_remote=True))
         return readers[-1]
 
     session = await MutterSession.open()

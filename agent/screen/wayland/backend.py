@@ -128,26 +128,6 @@ class _StartedSession:
         await self.session.close()
 
 
-class _OwnRemoteReader(PipeWireCapture):
-    """A reader on a PipeWire remote of its own, closed with it."""
-
-    def __init__(self, s: StreamInfo, pipewire_fd: int) -> None:
-        self._own_fd = pipewire_fd
-        try:
-            super().__init__(s.node_id, s.x, s.y, s.w, s.h, pipewire_fd=pipewire_fd)
-        except BaseException:
-            os.close(pipewire_fd)
-            raise
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            fd, self._own_fd = self._own_fd, -1
-            if fd >= 0:
-                os.close(fd)
-
-
 class _RemoteHandoff:
     """One PipeWire remote passed from the loop to a waiting thread, or closed if that thread gave up on it.
 
@@ -252,9 +232,7 @@ async def _reader_for(session: MutterSession | PortalSession, pipewire_fd: int |
         if native is not None and native.binary is not None:
             return NativeCapture(s.node_id, s.x, s.y, s.w, s.h, binary=native.binary, cursor=cursor, pipewire_fd=fd,
                                  owns_remote=owned, pixels=native.pixels)
-        if owned and fd is not None:
-            return _OwnRemoteReader(s, fd)
-        return PipeWireCapture(s.node_id, s.x, s.y, s.w, s.h, pipewire_fd=fd)
+        return PipeWireCapture(s.node_id, s.x, s.y, s.w, s.h, pipewire_fd=fd, owns_remote=owned)
 
     try:
         return CastSet(session.monitors, reader)

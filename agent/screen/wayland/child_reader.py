@@ -50,12 +50,16 @@ class ChildReader:
     """
 
     def __init__(self, node_id: int, x: int, y: int, w: int, h: int, env: dict[str, str] | None = None,
-                 pipewire_fd: int | None = None) -> None:
+                 pipewire_fd: int | None = None, owns_remote: bool = False) -> None:
         if not (w > 0 and h > 0 and w * h <= MAX_PIXELS):
+            if owns_remote and pipewire_fd is not None:
+                os.close(pipewire_fd)
             raise PipeWireError(f"stream size {w}x{h} out of range")
         self.node_id = node_id
-        #: A PipeWire remote the portal opened for this session, inherited by the child.
+        #: A PipeWire remote the portal opened for this session, inherited by the child; with ``owns_remote`` it
+        #: is this reader's own (a portal remote serves one client) and is closed with it.
         self._pipewire_fd = pipewire_fd
+        self._owns_remote = owns_remote
         self._monitor = Monitor(x, y, w, h, True)
         self._size = w * h * 4
         self._env = env
@@ -169,17 +173,23 @@ class ChildReader:
             return frame[rect.y: rect.y + rect.h, rect.x: rect.x + rect.w].copy()
 
     def close(self) -> None:
-        """Kill the child by PID and join the reader; idempotent."""
+        """Kill the child by PID, join the reader, close an own PipeWire remote; idempotent."""
         self._closed.set()
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        if proc is not None and proc.stderr is not None:
-            proc.stderr.close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        try:
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+            if proc is not None and proc.stderr is not None:
+                proc.stderr.close()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+        finally:
+            if self._owns_remote and self._pipewire_fd is not None:
+                fd, self._pipewire_fd = self._pipewire_fd, None
+                with contextlib.suppress(OSError):
+                    os.close(fd)

@@ -23,7 +23,6 @@ the rectangles written since it was last filled (``_behind``) and copies just th
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -38,7 +37,7 @@ from typing import BinaryIO, Literal
 import numpy as np
 
 from ..tiles import Rect
-from .child_reader import POOL, ChildReader, PipeWireError
+from .child_reader import POOL, ChildReader
 from .native_stream import (
     FLAG_CURSOR,
     FLAG_DAMAGE,
@@ -140,15 +139,9 @@ class NativeCapture(ChildReader):
     def __init__(self, node_id: int, x: int, y: int, w: int, h: int, *, binary: str,
                  cursor: StreamCursor | None = None, env: dict[str, str] | None = None,
                  pipewire_fd: int | None = None, owns_remote: bool = False, pixels: Pixels = "damage") -> None:
-        try:
-            super().__init__(node_id, x, y, w, h, env, pipewire_fd)
-        except PipeWireError:
-            if owns_remote and pipewire_fd is not None:
-                os.close(pipewire_fd)
-            raise
+        super().__init__(node_id, x, y, w, h, env, pipewire_fd, owns_remote)
         self._binary = binary
         self._cursor = cursor
-        self._owns_remote = owns_remote
         self._pixels: Pixels = pixels
         #: Per buffer: rectangles written into other buffers since it was filled (None: it is behind everywhere).
         self._behind: list[list[Rect] | None] = []
@@ -311,11 +304,3 @@ class NativeCapture(ChildReader):
             self._reason = reason
             log.error("screen capture: %s; the stream of PipeWire node %d is ended", reason, self.node_id)
         self._first.set()
-
-    def close(self) -> None:
-        """Kill the child by PID, join the reader, close an own PipeWire remote; idempotent."""
-        super().close()
-        if self._owns_remote and self._pipewire_fd is not None:
-            fd, self._pipewire_fd = self._pipewire_fd, None
-            with contextlib.suppress(OSError):
-                os.close(fd)
