@@ -26,9 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certs.errors import CertError, CertValidationError, RootKeyOnServerError
-from certs.nats import BusCA, check_node, key_pin, spki_pin
+from certs.nats import BusCA, key_pin
 from certs.pki import (
-    CLOCK_SKEW,
     as_utc,
     build_csr,
     csr_public_key,
@@ -81,11 +80,6 @@ def load_bus_ca(signer_dir: Path, passphrase: bytes) -> BusCA | None:
         raise CertError(f"{pem} and {key} are not a pair: {exc}") from exc
 
 
-def key_pin_of(cert_pem: Path) -> str:
-    """The SPKI SHA-256 of a node's bus certificate (what nats-server pins, and the allow-list binds)."""
-    return spki_pin(load_certificate(cert_pem))
-
-
 def issue_bus(ca: BusCA | None, bus_node: str | None, bus_spki: str | None, csr_pem: str, *, now: datetime,
               lifetime: timedelta) -> x509.Certificate:
     """The node's bus certificate for the key in ``csr_pem``, or ``BusRefused``: the signer must hold the bus
@@ -122,8 +116,11 @@ class BusFiles:
         """A CSR for the node's existing bus key (the signer certifies the same key again)."""
         return build_csr(self.private_key()).decode()
 
+    def certificate(self) -> x509.Certificate:
+        return load_certificate(self.cert)
+
     def not_after(self) -> datetime:
-        return load_certificate(self.cert).not_valid_after_utc
+        return self.certificate().not_valid_after_utc
 
 
 def check_bus_answer(files: BusFiles, pem: str | None, *, now: datetime) -> x509.Certificate:
@@ -157,12 +154,6 @@ def check_bus_answer(files: BusFiles, pem: str | None, *, now: datetime) -> x509
     return cert
 
 
-def renew_at(files: BusFiles, fraction: float) -> datetime:
-    """When the bus certificate wants renewing: ``fraction`` of its life (as the intermediate's)."""
-    cert = load_certificate(files.cert)
-    start = cert.not_valid_before_utc + CLOCK_SKEW  # backdated at issuance, as the intermediate's
-    return start + (cert.not_valid_after_utc - start) * fraction
 
-
-__all__ = ["BusFiles", "BusRefused", "bus_ca_files", "check_bus_answer", "check_node", "import_bus_ca",
-           "issue_bus", "key_pin_of", "load_bus_ca", "renew_at"]
+__all__ = ["BusFiles", "BusRefused", "bus_ca_files", "check_bus_answer", "import_bus_ca", "issue_bus",
+           "load_bus_ca"]

@@ -41,13 +41,6 @@ def status_of(row: Row) -> str:
     return "online" if row["online"] else "offline"
 
 
-async def mark_online(db: Database, device_id: str, *, agent_version: str) -> None:
-    await db.execute(
-        "UPDATE devices SET online = 1, last_seen = ?, agent_version = ? WHERE id = ?",
-        (time.time(), agent_version, device_id),
-    )
-
-
 async def mark_hello(db: Database, device_id: str, *, agent_version: str, screen_backend: str | None) -> None:
     """After a hello: online, seen now, its agent's version and the screen backend it named (None: none;
     :mod:`server.cmdb.screen_backend`) in one write — a connect's statements bound how fast a node takes

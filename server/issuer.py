@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from certs import bus_renewal, node_link
+from certs import node_link
 from certs.bus_renewal import BusFiles
 from certs.errors import CertError, IssuerExpiredError
 from certs.node import check_node_pki, expiry_warning
@@ -102,9 +102,10 @@ def next_renewal(ca: CertificateAuthority, link: node_link.SignerLink, bus: BusF
     due = node_link.renew_at(ca.certificate, link.renew_fraction)
     if bus is not None:
         try:
-            if bus.not_after() > ca.not_after:
+            certificate = bus.certificate()
+            if certificate.not_valid_after_utc > ca.not_after:
                 return datetime.min.replace(tzinfo=UTC)
-            due = min(due, bus_renewal.renew_at(bus, link.renew_fraction))
+            due = min(due, node_link.renew_at(certificate, link.renew_fraction))
         except (OSError, ValueError) as exc:
             log.error("cannot read the node's bus certificate (%s): renewing it now", exc)
             return datetime.min.replace(tzinfo=UTC)

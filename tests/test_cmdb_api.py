@@ -52,7 +52,7 @@ async def _add(server: HelplineServer, device_id: str, group: str, host: str, ip
         await inventory_store.apply_report(tx, device_id, full=True, sections=inv,
                                            checksums={k: checksum(v) for k, v in inv.items()}, now=time.time())
     if online:
-        await devices.mark_online(server.db, device_id, agent_version="t")
+        await devices.mark_hello(server.db, device_id, agent_version="t", screen_backend=None)
 
 
 @pytest.fixture

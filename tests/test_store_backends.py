@@ -79,7 +79,7 @@ async def test_devices_register_hostname_presence_revoke(db: Database) -> None:
     """Devices: register, hostname, online/offline, revoke (audited) behave the same on both engines."""
     await add_device(db, "d1")
     await devices.set_hostname(db, "d1", "laptop")
-    await devices.mark_online(db, "d1", agent_version="1.0")
+    await devices.mark_hello(db, "d1", agent_version="1.0", screen_backend=None)
     row = await devices.get(db, "d1")
     assert row is not None and row["hostname"] == "laptop" and devices.status_of(row) == "online"
     await devices.mark_offline(db, "d1")
@@ -293,7 +293,7 @@ async def test_offline_and_reboot_and_battery_alerts(db: Database) -> None:
     await alerts.evaluate_fleet(db, now)
     rules = sorted(a["rule"] for a in await alerts.list_alerts(db, status="open"))
     assert rules == ["agent_offline", "battery_degraded", "reboot_pending"]
-    await devices.mark_online(db, dev, agent_version="1")
+    await devices.mark_hello(db, dev, agent_version="1", screen_backend=None)
     fixed = {**INVENTORY, "battery": {"health_percent": 95.0}, "security": {"reboot_required": {"required": False}}}
     await ingest.on_inventory(conn, report(fixed, full=True))
     await alerts.evaluate_fleet(db, time.time())

@@ -255,13 +255,13 @@ def _bus_ca(args: argparse.Namespace) -> int:
 
 def _bus_node(args: argparse.Namespace) -> int:
     from certs import signer_audit
-    from certs.bus_renewal import key_pin_of
     from certs.delegation import SignerPaths, bind_bus
-    from certs.nats import check_node
+    from certs.nats import check_node, spki_pin
+    from certs.pki import load_certificate
     from helpline.commands.certs import Refused
 
     bus_node = check_node(args.bus_node or args.node)
-    pin = key_pin_of(args.bus_cert)
+    pin = spki_pin(load_certificate(args.bus_cert))
     if not bind_bus(SignerPaths(args.dir), args.node, bus_node, pin,
                     record=lambda: signer_audit.append(args.dir, "bus_bound", args.node, bus_node=bus_node,
                                                        bus_spki=pin, by=_operator())):

@@ -69,7 +69,6 @@ PROOF_WAIT_S = 60.0
 PROOF_ANSWER_WAIT_S = 10.0
 
 
-
 def refuse_control_if_view_only(conn: AgentConnection) -> None:
     """ApiError 409 ``device_view_only`` when the device said its desktop takes no remote input (a wlroots
     portal: capability ``screen.view-only``): asked for control, it would show the person a prompt and then run
@@ -78,6 +77,7 @@ def refuse_control_if_view_only(conn: AgentConnection) -> None:
     if hello is not None and screen_backend.VIEW_ONLY in hello.capabilities:
         raise ApiError(409, "device_view_only", "this device's desktop offers no remote input (its screen-sharing "
                                                 "portal has no RemoteDesktop): ask for a view session")
+
 
 class SessionDriver:
     """The live sessions of this node and everything that moves them from state to state.
