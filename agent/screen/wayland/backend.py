@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import tomllib
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -351,22 +351,32 @@ def wayland_preference(env: Mapping[str, str] | None = None, config: Path | None
     return value  # type: ignore[return-value]
 
 
-async def mutter_available(bus_address: str | None = None) -> bool:
-    """Whether Mutter's remote-desktop API is on the session bus (a GNOME session); False when no bus answers."""
+async def _ask_session_bus(bus_address: str | None, ask: Callable[[MessageBus], Awaitable[bool]]) -> bool:
+    """``ask`` on a connection of its own to the session bus, each step within PROBE_TIMEOUT_S; False when no bus
+    answers or the question fails (a probe never raises)."""
     try:
         bus = await asyncio.wait_for(MessageBus(bus_address=bus_address, bus_type=BusType.SESSION).connect(),
                                      PROBE_TIMEOUT_S)
     except Exception:
         return False
     try:
-        reply = await asyncio.wait_for(bus.call(Message(
-            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus", interface="org.freedesktop.DBus",
-            member="NameHasOwner", signature="s", body=[RD_NAME])), PROBE_TIMEOUT_S)
-        return reply is not None and reply.message_type == MessageType.METHOD_RETURN and bool(reply.body[0])
+        return await asyncio.wait_for(ask(bus), PROBE_TIMEOUT_S)
     except Exception:
         return False
     finally:
         bus.disconnect()
+
+
+async def mutter_available(bus_address: str | None = None) -> bool:
+    """Whether Mutter's remote-desktop API is on the session bus (a GNOME session); False when no bus answers."""
+
+    async def owned(bus: MessageBus) -> bool:
+        reply = await bus.call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus", interface="org.freedesktop.DBus",
+            member="NameHasOwner", signature="s", body=[RD_NAME]))
+        return reply is not None and reply.message_type == MessageType.METHOD_RETURN and bool(reply.body[0])
+
+    return await _ask_session_bus(bus_address, owned)
 
 
 async def pick_wayland(bus_address: str | None = None, preference: Preference | None = None) -> WaylandPath:
@@ -397,18 +407,12 @@ async def open_wayland(bus_address: str | None = None,
 async def portal_view_only(bus_address: str | None = None) -> bool:
     """Whether the session bus's portal offers a ScreenCast of monitors but no RemoteDesktop (a wlroots desktop):
     a portal session there is view-only. False when no portal answers (then a session fails with the reason)."""
-    try:
-        bus = await asyncio.wait_for(MessageBus(bus_address=bus_address, bus_type=BusType.SESSION).connect(),
-                                     PROBE_TIMEOUT_S)
-    except Exception:
-        return False
-    try:
-        offer = await asyncio.wait_for(portal.portal_offer(bus), PROBE_TIMEOUT_S)
-    except Exception:
-        return False
-    finally:
-        bus.disconnect()
-    return offer.remote_desktop == 0 and offer.monitors
+
+    async def screencast_only(bus: MessageBus) -> bool:
+        offer = await portal.portal_offer(bus)
+        return offer.remote_desktop == 0 and offer.monitors
+
+    return await _ask_session_bus(bus_address, screencast_only)
 
 
 async def screen_capabilities(backend: list[str], env: Mapping[str, str] | None = None) -> list[str]:
