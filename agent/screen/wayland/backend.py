@@ -257,7 +257,8 @@ class MutterBackend(_StartedSession):
         """Start the session; with the native reader its streams carry the pointer as metadata, not in the frames."""
         native = _choose_reader()
         metadata = bool(native.binary) and native.cursor_metadata
-        session = await MutterSession.open(bus_address, cursor_mode=mutter.CURSOR_METADATA if metadata else None)
+        session = await MutterSession.open(
+            bus_address, cursor_mode=mutter.CURSOR_METADATA if metadata else mutter.CURSOR_EMBEDDED)
         cursor = StreamCursor() if metadata else None
         backend = cls(session, await _reader_for(session, native=native, cursor=cursor))
         backend.cursor, backend.reader = cursor, _reader_name(native)

@@ -126,10 +126,10 @@ class MutterSession:
     """
 
     def __init__(self, bus: MessageBus, rd_path: str, sc_path: str, casts: Sequence[tuple[str, StreamInfo]],
-                 cursor_mode: int | None = None) -> None:
+                 cursor_mode: int = CURSOR_EMBEDDED) -> None:
         self._bus = bus
         #: Every stream of the session (renewals and hot-plugged areas too) is recorded in this cursor mode.
-        self.cursor_mode = CURSOR_EMBEDDED if cursor_mode is None else cursor_mode
+        self.cursor_mode = cursor_mode
         self.rd_path, self.sc_path = rd_path, sc_path
         self.casts = list(casts)
         self.monitors = [info for _path, info in self.casts]
@@ -151,7 +151,7 @@ class MutterSession:
 
     @classmethod
     async def open(cls, bus_address: str | None = None, connectors: Sequence[str] | None = None,
-                   cursor_mode: int | None = None) -> MutterSession:
+                   cursor_mode: int = CURSOR_EMBEDDED) -> MutterSession:
         """Connect, create both sessions, record, start them and wait for every stream's PipeWire node.
 
         ``connectors``: the monitors to cast ("" = the primary); None = every monitor of the desktop.
@@ -172,10 +172,8 @@ class MutterSession:
             raise
 
     @classmethod
-    async def _create(cls, bus: MessageBus, connectors: Sequence[str] | None, cursor_mode: int | None
-                      ) -> MutterSession:
-        mode = CURSOR_EMBEDDED if cursor_mode is None else cursor_mode
-        return cls(bus, *await cls._start(bus, connectors, mode), cursor_mode=mode)
+    async def _create(cls, bus: MessageBus, connectors: Sequence[str] | None, cursor_mode: int) -> MutterSession:
+        return cls(bus, *await cls._start(bus, connectors, cursor_mode), cursor_mode=cursor_mode)
 
     async def renew(self) -> None:
         """A new RemoteDesktop + ScreenCast session on the same bus, every monitor recorded anew, in place of
@@ -202,15 +200,15 @@ class MutterSession:
             primaries = {c for c, primary in listed if primary} or {""}
         else:
             wanted, primaries = list(connectors), {""}
-        embedded = {"cursor-mode": Variant("u", cursor_mode)}
+        recording = {"cursor-mode": Variant("u", cursor_mode)}
         recorded: list[tuple[str, tuple[int, int, int, int], bool, str]] = []
         for connector in wanted[:MAX_CAST_MONITORS]:
-            (path,) = await _call(bus, SC_NAME, sc_path, SC_SESSION, "RecordMonitor", "sa{sv}", [connector, embedded])
+            (path,) = await _call(bus, SC_NAME, sc_path, SC_SESSION, "RecordMonitor", "sa{sv}", [connector, recording])
             recorded.append((path, await _geometry(bus, path), connector in primaries, connector or "primary"))
         if len(recorded) > 1:  # all of them: Mutter paints the bounding box (the gaps black) into one stream
             union = monitor_list([StreamInfo(0, *geometry) for _p, geometry, _primary, _c in recorded])[0]
             (area_path,) = await _call(bus, SC_NAME, sc_path, SC_SESSION, "RecordArea", "iiiia{sv}",
-                                       [union.x, union.y, union.w, union.h, embedded])
+                                       [union.x, union.y, union.w, union.h, recording])
             recorded.insert(0, (area_path, (union.x, union.y, union.w, union.h), False, ""))
         paths = [path for path, _g, _p, _c in recorded]
         nodes: dict[str, int] = {}
