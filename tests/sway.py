@@ -150,11 +150,12 @@ def screenshot(handle: MutterHandle) -> np.ndarray[Any, np.dtype[np.uint8]]:
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
-def spawn_client(handle: MutterHandle, args: list[str]) -> subprocess.Popen[bytes]:
-    """A native Wayland client of the desktop, as its user (the caller stops it by PID)."""
+def spawn_client(handle: MutterHandle, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """A native Wayland client of the desktop, as its user, its output in ``log`` (the caller stops it by PID)."""
     env = {**sway_env(handle), "HOME": str(handle.runtime_dir), "XDG_CONFIG_HOME": str(handle.runtime_dir / "config")}
-    return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, user=NOBODY, group=NOBODY, extra_groups=[])
+    with log.open("wb") as out:
+        return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                user=NOBODY, group=NOBODY, extra_groups=[])
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from agent.screen.wayland.frames import PipeWireCapture
 from agent.screen.wayland.mutter import MutterSession
 from agent.viewer import Viewer
 from tests.test_screen_support import poll_until, serve_session, tk_app
-from tests.wayland import MutterHandle, adopted_mutter
+from tests.wayland import MutterHandle, adopted_mutter, foot_command
 
 TIMEOUT = 30.0
 #: foot's background in the key test: a colour nothing else on the desktop has.
@@ -120,7 +120,7 @@ async def test_viewer_equals_the_wayland_screen_after_a_change(wayland: MutterHa
 async def test_keys_reach_a_native_wayland_window(wayland: MutterHandle, tmp_path: Path) -> None:
     """Text and keys typed in the viewer reach foot (a native Wayland terminal) through the RemoteDesktop session."""
     out = tmp_path / "typed.txt"
-    foot = subprocess.Popen(["foot", "--override=shell=/bin/sh", f"--override=colors.background={FOOT_BG[1:]}"],
+    foot = subprocess.Popen(foot_command(FOOT_BG),
                             env={**wayland.env(), "PS1": "$ "}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async with serve_session("control", "") as served:
@@ -169,7 +169,7 @@ def full_window(box: tuple[int, int, int, int] | None) -> bool:
 async def test_the_pointers_shape_is_in_the_viewers_frames(wayland: MutterHandle) -> None:
     """Under Wayland the pointer is drawn into the cast (cursor-mode embedded): the viewer sees an arrow over
     the desktop and the text I-beam over foot's terminal, at the place the viewer moved it to."""
-    foot = subprocess.Popen(["foot", "--override=shell=/bin/sh", f"--override=colors.background={FOOT_BG[1:]}"],
+    foot = subprocess.Popen(foot_command(FOOT_BG),
                             env=wayland.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async with serve_session("control", "") as served, Viewer(served.url) as viewer:

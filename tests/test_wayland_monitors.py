@@ -27,7 +27,7 @@ from agent.viewer import Viewer
 from tests.test_screen_support import poll_until, serve_session
 from tests.test_wayland import FOOT_BG, colour_box
 from tests.test_wayland_portal import click_until, switched_on, wait_chooser
-from tests.wayland import MutterHandle, adopted_mutter
+from tests.wayland import MutterHandle, adopted_mutter, foot_command
 
 TIMEOUT = 60.0
 #: The second foot's background (the first one's is FOOT_BG): colours nothing else on the desktop has.
@@ -81,7 +81,7 @@ async def equal_to(viewer: Viewer, ref: PipeWireCapture, timeout: float = TIMEOU
 
 def foot(env: dict[str, str], background: str, which: str) -> subprocess.Popen[bytes]:
     """A native Wayland terminal whose shell knows which one it is ($WHICH)."""
-    return subprocess.Popen(["foot", "--override=shell=/bin/sh", f"--override=colors.background={background[1:]}"],
+    return subprocess.Popen(foot_command(background),
                             env={**env, "PS1": "$ ", "WHICH": which}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 

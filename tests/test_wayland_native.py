@@ -26,7 +26,7 @@ from agent.screen.wayland.native import NativeCapture, native_reader
 from agent.viewer import Viewer
 from tests.test_screen_support import poll_until, serve_session
 from tests.test_wayland import FOOT_BG, _reader_children, colour_box, full_window, pointer_shape
-from tests.wayland import MutterHandle, adopted_mutter
+from tests.wayland import MutterHandle, adopted_mutter, foot_command
 
 TIMEOUT = 30.0
 #: BTN_LEFT (evdev).
@@ -41,7 +41,7 @@ def wayland(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MutterH
 
 @contextlib.contextmanager
 def foot(handle: MutterHandle) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(["foot", "--override=shell=/bin/sh", f"--override=colors.background={FOOT_BG[1:]}"],
+    proc = subprocess.Popen(foot_command(FOOT_BG),
                             env={**handle.env(), "PS1": "$ "}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield proc

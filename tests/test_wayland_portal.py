@@ -34,7 +34,7 @@ from agent.screen.wayland.tokens import RestoreTokenStore, default_path
 from agent.viewer import Viewer
 from tests.test_screen_support import poll_until, serve_session
 from tests.test_wayland import FOOT_BG, colour_box, settle_equal
-from tests.wayland import MutterHandle, adopted_mutter, start_mutter
+from tests.wayland import MutterHandle, adopted_mutter, foot_command, start_mutter
 
 TIMEOUT = 60.0
 #: GNOME's suggested-action blue: the chooser's Share button (and the switch once turned on).
@@ -168,7 +168,7 @@ async def test_a_session_through_the_portal_after_consent(portal: MutterHandle, 
     store.replace("0b4a7c3e-earlier-session")
     assert store.load() == "0b4a7c3e-earlier-session"
     out = tmp_path / "typed.txt"
-    foot = subprocess.Popen(["foot", "--override=shell=/bin/sh", f"--override=colors.background={FOOT_BG[1:]}"],
+    foot = subprocess.Popen(foot_command(FOOT_BG),
                             env={**portal.env(), "PS1": "$ "}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async with onlooker() as (hands, eyes):

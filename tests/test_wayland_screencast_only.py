@@ -44,7 +44,7 @@ from tests.sway import BACKGROUND, adopted_sway, screenshot, spawn_client
 from tests.test_screen_support import poll_until, serve_session
 from tests.test_wayland import FOOT_BG, colour_box, settle_equal
 from tests.test_wayland_portal import SHARE_BLUE, click_until, onlooker
-from tests.wayland import MutterHandle, start_mutter, start_portal
+from tests.wayland import MutterHandle, foot_command, start_mutter, start_portal
 
 TIMEOUT = 60.0
 #: The chooser's Cancel button, and its Share button while no monitor is chosen (insensitive).
@@ -179,7 +179,7 @@ async def test_a_screencast_only_portal_gives_a_view_only_session(screencast_por
     assert await screen_capabilities(capability("x11")) == ["screen.backend:x11"]  # only ever beside the portal
     store = RestoreTokenStore()
     assert store.path == tmp_path / "state" / "helpline" / "portal-restore-token.json" and store.load() is None
-    foot = subprocess.Popen(["foot", "--override=shell=/bin/sh", f"--override=colors.background={FOOT_BG[1:]}"],
+    foot = subprocess.Popen(foot_command(FOOT_BG),
                             env=screencast_portal.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async with onlooker() as (hands, eyes):
@@ -263,11 +263,13 @@ async def test_wlroots_portal_is_screencast_only_and_the_technician_learns_why_i
     assert await screen_capabilities(capability("wayland-portal")) == ["screen.backend:wayland-portal", VIEW_ONLY]
     assert colour_box(await asyncio.to_thread(screenshot, sway), BACKGROUND) is not None
     await consent_on_sway(sway, tmp_path / "portal-wlr.log")
-    foot = spawn_client(sway, ["foot", f"--override=colors.background={FOOT_BG[1:]}"])
+    foot_log = tmp_path / "foot.log"
+    foot = spawn_client(sway, foot_command(FOOT_BG), foot_log)
     try:
         deadline = time.monotonic() + TIMEOUT
         while colour_box(await asyncio.to_thread(screenshot, sway), FOOT_BG) is None:  # sway tiles it: full screen
-            assert time.monotonic() < deadline, "foot never appeared on sway's output"
+            assert time.monotonic() < deadline, (
+                f"foot never appeared on sway's output (exit {foot.poll()}): {foot_log.read_text(errors='replace')}")
             await asyncio.sleep(0.2)  # polling interval, not synchronization
         async with serve_session("control", "") as served, Viewer(served.url) as viewer:
             with contextlib.suppress(ConnectionError):

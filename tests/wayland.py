@@ -223,6 +223,13 @@ def start_mutter(width: int = 1920, height: int = 1080, log_dir: Path | None = N
     return handle
 
 
+def foot_command(background: str) -> list[str]:
+    """foot, the native Wayland client the tests type into and find on screen by its background colour; its shell
+    is /bin/sh whatever the account's is (nobody's is nologin, and CI's environment names no $SHELL: foot would
+    start, find no shell, and leave)."""
+    return ["foot", "--override=shell=/bin/sh", f"--override=colors.background={background[1:]}"]
+
+
 def xwayland_colour(display: str, colour: str) -> tuple[int, int] | None:
     """Screen position of a pixel of exactly ``colour`` (#rrggbb) in a top-level XWayland window, or None.
 
