@@ -41,6 +41,8 @@ WANTS = (Path("/etc/systemd/system/multi-user.target.wants/helpline-agent.servic
 PACKAGE_PATHS = (UNIT, USER_UNIT, AUTOSTART, PREFIX, Path("/usr/bin/helpline"),
                  Path("/usr/share/doc/helpline-agent"), *WANTS)
 INSTALLED = [str(PREFIX / "bin" / "helpline")]
+#: The native PipeWire reader (agent/screen/wayland/native.py looks beside the interpreter).
+PWCAST = str(PREFIX / "bin" / "helpline-pwcast")
 
 
 def _installed() -> bool:
@@ -111,6 +113,16 @@ def test_deb_recommends_what_the_wayland_desktop_needs(deb: Path) -> None:
     assert not set(WAYLAND_RECOMMENDS) & set(depends), depends
 
 
+@pytest.mark.timeout(1000)
+def test_deb_carries_the_native_pipewire_reader(deb: Path) -> None:
+    """helpline-pwcast is compiled into the package beside the interpreter, and the package depends on the
+    PipeWire library it links."""
+    listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, timeout=60, check=True)
+    entry = next((line for line in listing.stdout.splitlines() if line.endswith(f".{PWCAST}")), "")
+    assert entry.startswith("-rwxr-xr-x root/root"), listing.stdout[-2000:]
+    assert "libpipewire-0.3-0" in _control_field(deb, "Depends")
+
+
 @pytest.mark.timeout(1500)
 def test_deb_installs_enrolls_connects_and_removes_cleanly(deb: Path, clean_system: None, tmp_path: Path) -> None:
     """dpkg -i; units verify; the service's own command lines enroll from /etc/helpline/agent.toml and connect;
@@ -132,6 +144,10 @@ def test_deb_installs_enrolls_connects_and_removes_cleanly(deb: Path, clean_syst
     verify = subprocess.run(["systemd-analyze", "--user", "verify", str(USER_UNIT)], capture_output=True, text=True,
                             env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)}, timeout=60)
     assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+    # The agent's Wayland reader finds the packaged helpline-pwcast and it runs (it answers --version).
+    found = _run([str(PREFIX / "bin" / "python3"), "-IB", "-c", "from agent.screen.wayland.native import native_reader;"
+                  " choice = native_reader({}); print(choice.binary or choice.reason)"])
+    assert found.stdout.strip() == PWCAST, found.stdout + found.stderr
     # The command the user unit and the autostart entry run exists, and refuses to run as root.
     helper = _run([*INSTALLED, "agent", "session-helper"])
     assert helper.returncode == 1 and "never as root" in helper.stderr, helper.stderr
