@@ -73,6 +73,8 @@ class Hello(DesktopMessage, frozen=True, tag="hello"):
     version: Short = ""
     #: The screen backend a session here would use (protocol.screen_backend), for the device's capabilities.
     screen_backend: ScreenBackendName = ""
+    #: Sessions here would be view-only (the portal offers no RemoteDesktop: protocol.screen_backend.VIEW_ONLY).
+    view_only: bool = False
 
 
 class PromptAnswer(DesktopMessage, frozen=True, tag="prompt.answer"):

@@ -38,7 +38,9 @@ def from_capabilities(capabilities: Iterable[str]) -> str | None:
 
 
 class ScreenBackendChanged(Message, frozen=True, tag="device.screen_backend"):
-    """Agent → server: the screen backend is now ``backend`` ("" none: no session helper, no desktop)."""
+    """Agent → server: the screen backend is now ``backend`` ("" none: no session helper, no desktop), and whether
+    sessions there are view-only (the hello's :data:`VIEW_ONLY`; absent from older agents: False)."""
 
     sender: ClassVar[str] = "agent"
     backend: ScreenBackendName
+    view_only: bool = False

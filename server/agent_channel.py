@@ -70,6 +70,9 @@ class AgentConnection:
         self.loop = asyncio.get_running_loop()
         self.channel = ControlChannel("server", now=self.loop.time(), keepalive_s=server.config.keepalive_s)
         self.hello: Hello | None = None
+        #: View-only as this connection's latest ``device.screen_backend`` said (None: none since the hello, whose
+        #: ``screen.view-only`` then stands): server/cmdb/screen_backend.py, server/sessions/driver.py.
+        self.screen_view_only: bool | None = None
         self._send_lock = asyncio.Lock()
         #: Keeps one authority update's parts together (server/authority/push.py); this connection's own, so a
         #: push stuck on a dead connection never delays the device's next one.
@@ -252,7 +255,8 @@ async def _accept_hello(server: HelplineServer, conn: AgentConnection, hello: He
     if superseded is not None:  # bounded (CLOSE_WAIT_S): the old link is often the dead one
         await superseded.close(CloseCode.SUPERSEDED, "a newer connection from this device replaced this one")
     await devices.mark_hello(server.db, conn.device_id, agent_version=hello.agent_version,
-                             screen_backend=screen_backend.from_capabilities(hello.capabilities))
+                             screen_backend=screen_backend.from_capabilities(hello.capabilities),
+                             screen_view_only=screen_backend.VIEW_ONLY in hello.capabilities)
     checksums = await server.inventory_checksums(conn.device_id)
     extra: dict[str, Any] = {}
     for provider in server.agent_handlers.welcome_fields:

@@ -41,14 +41,15 @@ def status_of(row: Row) -> str:
     return "online" if row["online"] else "offline"
 
 
-async def mark_hello(db: Database, device_id: str, *, agent_version: str, screen_backend: str | None) -> None:
-    """After a hello: online, seen now, its agent's version and the screen backend it named (None: none;
-    :mod:`server.cmdb.screen_backend`) in one write — a connect's statements bound how fast a node takes
-    back a killed node's agents."""
+async def mark_hello(db: Database, device_id: str, *, agent_version: str, screen_backend: str | None,
+                     screen_view_only: bool = False) -> None:
+    """After a hello: online, seen now, its agent's version, the screen backend it named (None: none;
+    :mod:`server.cmdb.screen_backend`) and whether it said view-only, in one write — a connect's statements
+    bound how fast a node takes back a killed node's agents."""
     now = time.time()
     await db.execute("UPDATE devices SET online = 1, last_seen = ?, agent_version = ?, screen_backend = ?,"
-                     " screen_backend_at = ? WHERE id = ?",
-                     (now, agent_version, screen_backend or None, now, device_id))
+                     " screen_backend_at = ?, screen_view_only = ? WHERE id = ?",
+                     (now, agent_version, screen_backend or None, now, int(screen_view_only), device_id))
 
 
 async def touch(db: Database, device_ids: list[str], now: float | None = None) -> None:

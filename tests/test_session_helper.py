@@ -127,8 +127,9 @@ def desk() -> Iterator[Desk]:
 
 @contextlib.contextmanager
 def helper_process(user: LocalUser, session_id: str, display: str, socket: Path, log: Path,
-                   extra_env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """``helpline agent session-helper`` as ``user``; terminated by PID.
+                   extra_env: dict[str, str] | None = None, module: list[str] | None = None
+                   ) -> Iterator[subprocess.Popen[bytes]]:
+    """``helpline agent session-helper`` (or ``python -m`` ``module``: a test's stand-in) as ``user``; terminated by PID.
 
     The checkout may sit where other users cannot reach it (a clone under /root), so the helper
     gets its own mount namespace with the checkout bound read-only at a world-reachable mount
@@ -145,8 +146,8 @@ def helper_process(user: LocalUser, session_id: str, display: str, socket: Path,
     command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                'mount --bind -o ro "$1" "$2" && shift 2 && exec "$@"', "sh", str(REPO), str(checkout),
                "setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--",
-               str(USER_PYTHON), "-m", "helpline", "agent", "session-helper", "--config", "/nonexistent",
-               "--socket", str(socket), "--display", display]
+               str(USER_PYTHON), "-m", *(module or ["helpline", "agent", "session-helper", "--config", "/nonexistent",
+                                                    "--socket", str(socket), "--display", display])]
     with log.open("ab") as out:
         proc = subprocess.Popen(command, env=env, cwd=user.home, stdout=out, stderr=subprocess.STDOUT)
     try:

@@ -183,7 +183,7 @@ class DesktopBroker:
                 await writer.wait_closed()
             return
         link = HelperLink(reader, writer, conn, peer, session, hello.display or session.display)
-        link.screen_backend = hello.screen_backend
+        link.screen_backend, link.screen_view_only = hello.screen_backend, hello.view_only
         link.on_help = self._on_help
         old = self.helpers.get(session.session_id)
         self.helpers[session.session_id] = link

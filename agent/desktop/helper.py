@@ -61,16 +61,20 @@ from .link import READ_CHUNK
 SCREEN_BACKENDS = ("x11", "wayland-mutter", "wayland-portal")
 
 
-async def _screen_backend() -> Literal["", "x11", "wayland-mutter", "wayland-portal"]:
-    """The backend this session's screen would use (agent.screen.wayland.backend), "" when it cannot be told."""
-    from ..screen.wayland.backend import describe_backend
+async def _screen_backend() -> tuple[Literal["", "x11", "wayland-mutter", "wayland-portal"], bool]:
+    """The backend this session's screen would use (agent.screen.wayland.backend), "" when it cannot be told, and
+    whether a session there is view-only — the same check as direct mode's hello (``screen_capabilities``)."""
+    from protocol.screen_backend import VIEW_ONLY, capability
+
+    from ..screen.wayland.backend import describe_backend, screen_capabilities
 
     try:
         name = await describe_backend()
+        view_only = VIEW_ONLY in await screen_capabilities(capability(name))
     except Exception as exc:  # the capability is informative: never let it stop the helper
         log.warning("screen backend unknown: %s", exc)
-        return ""
-    return name if name in SCREEN_BACKENDS else ""  # type: ignore[return-value]
+        return "", False
+    return (name, view_only) if name in SCREEN_BACKENDS else ("", False)  # type: ignore[return-value]
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +196,9 @@ class SessionHelper:
         welcomed = False
         stopping = asyncio.ensure_future(stop.wait())
         try:
+            backend, view_only = await _screen_backend()
             await self.send(Hello(session_id=self.session_id, display=self.display, wayland=self.wayland,
-                                  screen_backend=await _screen_backend()))
+                                  screen_backend=backend, view_only=view_only))
             while True:
                 reading = asyncio.ensure_future(reader.read(READ_CHUNK))
                 await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -87,6 +87,8 @@ class HelperLink:
         self.peer, self.session, self.display = peer, session, display
         #: The screen backend the helper said its session would use ("" unknown): for the device's capabilities.
         self.screen_backend = ""
+        #: It also said sessions there are view-only (a ScreenCast-only portal).
+        self.screen_view_only = False
         self.closed = asyncio.Event()
         self.prompts: dict[str, asyncio.Future[PromptAnswer]] = {}
         self.indicators: dict[str, IndicatorState] = {}

@@ -25,7 +25,7 @@ from server.auth.rights import Right
 from server.errors import ApiError
 from server.store import Row
 
-from . import alerts, health_store, inventory_store, software_search
+from . import alerts, health_store, inventory_store, screen_backend, software_search
 from .openapi import SCHEMAS
 
 MAX_PER_PAGE = 200
@@ -161,11 +161,15 @@ async def _device(request: web.Request) -> Row:
     return row
 
 
-async def _screen_backend(request: web.Request, device_id: str) -> str | None:
+async def _screen_backend(request: web.Request, device_id: str) -> dict[str, Any]:
     """The screen backend the device last named (x11, wayland-mutter, wayland-portal): in its hello or a
-    ``device.screen_backend`` since, as stored for every node (server/cmdb/screen_backend.py); None: never said."""
-    row = await api.db(request).fetchone("SELECT screen_backend FROM devices WHERE id = ?", (device_id,))
-    return row["screen_backend"] if row is not None and row["screen_backend"] else None
+    ``device.screen_backend`` since, as stored for every node (server/cmdb/screen_backend.py); None: never said.
+    With it whether sessions there are view-only (no remote input: the console disables Control)."""
+    row = await api.db(request).fetchone("SELECT screen_backend, screen_view_only FROM devices WHERE id = ?",
+                                         (device_id,))
+    if row is None:
+        return {"screen_backend": None, "screen_view_only": False}
+    return {"screen_backend": row["screen_backend"] or None, "screen_view_only": screen_backend.view_only(row)}
 
 
 async def get_device(request: web.Request) -> web.Response:
@@ -174,7 +178,7 @@ async def get_device(request: web.Request) -> web.Response:
     item = _device_item(row)
     item.update({"agent_version": row["agent_version"], "enrolled_at": row["enrolled_at"],
                  "model": row["model"] or "", "last_inventory": row["last_inventory"],
-                 "screen_backend": await _screen_backend(request, row["id"])})
+                 **await _screen_backend(request, row["id"])})
     open_alerts = await alerts.list_alerts(api.db(request), status="open", device_id=row["id"])
     item["alerts"] = [alerts.describe(a) for a in open_alerts]
     return web.json_response(item)

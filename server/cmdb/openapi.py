@@ -56,6 +56,10 @@ SCHEMAS: dict[str, Any] = {
         "screen_backend": {"type": ["string", "null"],
                            "description": "The screen backend the agent last reported (hello, device.screen_backend): "
                                           "x11, wayland-mutter or wayland-portal (null: never said)."},
+        "screen_view_only": {"type": "boolean",
+                             "description": "The device said its screen sessions are view-only (a wlroots desktop: "
+                                            "its portal offers ScreenCast but no RemoteDesktop); a control session "
+                                            "request is refused 409 device_view_only."},
         "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}}}}]},
     "Inventory": {"type": "object", "required": ["device_id", "sections"], "properties": {
         "device_id": {"type": "string"}, "updated_at": _NULLABLE_NUM,

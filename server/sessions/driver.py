@@ -39,6 +39,7 @@ from server import audit
 from server.auth.rights import Principal, Right
 from server.authority import push as authority_push
 from server.authority import repository as documents
+from server.cmdb import screen_backend as backend_record
 from server.connections import ConnectionRegistry
 from server.errors import ApiError
 from server.store import Database
@@ -69,12 +70,20 @@ PROOF_WAIT_S = 60.0
 PROOF_ANSWER_WAIT_S = 10.0
 
 
-def refuse_control_if_view_only(conn: AgentConnection) -> None:
+async def refuse_control_if_view_only(db: Database, device_id: str, conn: AgentConnection | None) -> None:
     """ApiError 409 ``device_view_only`` when the device said its desktop takes no remote input (a wlroots
     portal: capability ``screen.view-only``): asked for control, it would show the person a prompt and then run
-    view-only, so the technician is told before anyone is disturbed and can ask for a view session."""
-    hello = conn.hello
-    if hello is not None and screen_backend.VIEW_ONLY in hello.capabilities:
+    view-only, so the technician is told before anyone is disturbed and can ask for a view session.
+
+    Either word counts: the live connection's — its hello's ``screen.view-only``, or a later
+    ``device.screen_backend`` (a root service whose session helper came or went) — or the devices row's, where
+    both are written and which every node reads."""
+    live = False
+    if conn is not None and conn.screen_view_only is not None:
+        live = conn.screen_view_only
+    elif conn is not None and conn.hello is not None:
+        live = screen_backend.VIEW_ONLY in conn.hello.capabilities
+    if live or await backend_record.stored_view_only(db, device_id):
         raise ApiError(409, "device_view_only", "this device's desktop offers no remote input (its screen-sharing "
                                                 "portal has no RemoteDesktop): ask for a view session")
 
@@ -124,7 +133,7 @@ class SessionDriver:
         if conn is None:
             raise ApiError(409, "device_offline", "the device is not connected")
         if mode == "control":
-            refuse_control_if_view_only(conn)
+            await refuse_control_if_view_only(self.db, device_id, conn)
         now = self._clock()
         session_id = "s-" + secrets.token_hex(10)
         secret, token = TunnelToken.issue(device_id, conn.certificate_serial, now)
@@ -159,8 +168,8 @@ class SessionDriver:
         if session.machine.state is not SessionState.STREAMING:
             raise ApiError(409, "not_streaming", "the session is not streaming")
         live_conn = self.connections.get(session.device_id)
-        if mode == "control" and live_conn is not None:
-            refuse_control_if_view_only(live_conn)
+        if mode == "control":
+            await refuse_control_if_view_only(self.db, session.device_id, live_conn)
         session.machine.request_mode(mode, self._clock())
         await audit.append(self.db, f"user:{user}", "session.mode_requested", session.device_id,
                            {"session_id": session.session_id, "mode": mode})

@@ -40,6 +40,9 @@ function notesCell(x) {
 }
 
 let device = null;
+/** Why Control is disabled on a view-only device (the server's 409 device_view_only says the same). */
+const VIEW_ONLY_REASON = "View only: this device's desktop offers no remote input (its screen-sharing portal has no "
+  + "RemoteDesktop, as on sway and other wlroots desktops)";
 let inventory = null;
 let panel = null;
 let tabButtons = {};
@@ -62,7 +65,9 @@ export async function show(main, id, tab) {
       "View screen"));
   }
   if (can("remote_control", device.group)) {
-    actions.append(h("button", { type: "button", class: "danger", id: "start-control", onclick: () => start("control") },
+    // A view-only device (a wlroots desktop: its portal has no RemoteDesktop) would refuse control with 409.
+    actions.append(h("button", { type: "button", class: "danger", id: "start-control", onclick: () => start("control"),
+      disabled: device.screen_view_only === true, title: device.screen_view_only === true ? VIEW_ONLY_REASON : null },
       "Control"));
   }
   if (!actions.childElementCount) actions.append(h("span", { class: "muted" }, "You may not open remote sessions here."));
@@ -84,7 +89,9 @@ export async function show(main, id, tab) {
       h("dt", {}, "OS"), h("dd", {}, text(device.os)),
       h("dt", {}, "IP"), h("dd", { class: "mono" }, text(device.ip)),
       h("dt", {}, "Last seen"), h("dd", {}, ago(device.last_seen)),
-      h("dt", {}, "Screen"), h("dd", { id: "screen-backend", class: "mono" }, text(device.screen_backend || "—")),
+      h("dt", {}, "Screen"), h("dd", { id: "screen-backend" }, h("span", { class: "mono" }, text(device.screen_backend || "—")),
+        device.screen_view_only === true ? h("span", { class: "muted", id: "screen-view-only", title: VIEW_ONLY_REASON },
+          " view only") : null),
       h("dt", {}, "Primary user"), primaryUser(device.id)),
     h("div", { class: "reason-form", id: "reason-form", hidden: true }),
     tabs, panel));
