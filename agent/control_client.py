@@ -98,12 +98,15 @@ class AgentClient:
     # --- sending ----------------------------------------------------------------------------
 
     async def send(self, message: Message) -> None:
-        """Send on the live channel; raises ConnectionError when there is none."""
+        """Send on the live channel; raises ConnectionError when there is none or it closes meanwhile."""
         channel, ws = self._channel, self._ws
         if channel is None or ws is None or not self.ready.is_set():
             raise ConnectionError("control channel is not connected")
         channel.send(message, asyncio.get_running_loop().time())
-        await self._flush(channel, ws)
+        try:
+            await self._flush(channel, ws)
+        except ConnectionClosed as exc:  # the websocket's own error, which is no ConnectionError
+            raise ConnectionError(f"control channel closed: {exc}") from exc
 
     async def _flush(self, channel: ControlChannel, ws: ClientConnection) -> None:
         async with self._send_lock:
