@@ -118,10 +118,15 @@ class Router:
     _closing: bool = False
 
     async def listen(self) -> list[Subscription]:
-        return [await self.client.subscribe(HOLDER_PREFIX + "*", cb=self._on_holder_question),
-                await self.client.subscribe(LIVE_PREFIX + "*", cb=self._on_live_question),
-                await self.client.subscribe(f"helpline.node.{self.node}.session", cb=self._on_session),
-                await self.client.subscribe(f"helpline.node.{self.node}.call", cb=self._on_call)]
+        """Subscribe to the questions and calls for this node; on return nats-server has the subscriptions (a
+        flush's round trip), so a request sent from another connection after it reaches them instead of
+        finding no responders."""
+        subscriptions = [await self.client.subscribe(HOLDER_PREFIX + "*", cb=self._on_holder_question),
+                         await self.client.subscribe(LIVE_PREFIX + "*", cb=self._on_live_question),
+                         await self.client.subscribe(f"helpline.node.{self.node}.session", cb=self._on_session),
+                         await self.client.subscribe(f"helpline.node.{self.node}.call", cb=self._on_call)]
+        await self.client.flush()
+        return subscriptions
 
     async def holder(self, device_id: str) -> Holder | None:
         """The node holding the device's channel (None: no node answered in time)."""
