@@ -41,7 +41,12 @@ from certs.pki import (
 from common.files import atomic_write, atomic_write_all
 
 CA_LIFETIME = timedelta(days=3650)
+#: The NATS server's and the bucket administrator's certificates (neither sits on a Helpline node).
 LEAF_LIFETIME = timedelta(days=365)
+#: A node's bus certificate from ``certs nats``: no longer than a hand-made intermediate (60 days, at most 90),
+#: so a node's disk holds nothing long-lived; renewed for the same key with :func:`renew_nodes`.
+NODE_LIFETIME = timedelta(days=60)
+MAX_NODE_LIFETIME = timedelta(days=90)
 #: The object store's bucket (server/storage/objects.BUCKET; repeated so this module needs no server import).
 BUCKET = "helpline-artifacts"
 #: A node id as it appears in subjects (server/bus/connection.node_name keeps only these characters).
@@ -214,7 +219,7 @@ class BusCA:
                 .sign(self._key, hashes.SHA256()))
 
     def issue_node(self, public_key: ec.EllipticCurvePublicKey, node: str, *, now: datetime,
-                   lifetime: timedelta = LEAF_LIFETIME) -> x509.Certificate:
+                   lifetime: timedelta = NODE_LIFETIME) -> x509.Certificate:
         """A clientAuth certificate for ``node``; its subject is the node's NATS user (:func:`user_of`)."""
         subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "helpline-nats-node"),
                              x509.NameAttribute(NameOID.COMMON_NAME, check_node(node))])
@@ -317,8 +322,12 @@ def _migrate_layout(paths: BusPaths) -> None:
 
 
 def write_bus(directory: Path, nodes: list[str], server_names: list[str], *, now: datetime, listen: str,
-              store_dir: Path, days: int = LEAF_LIFETIME.days, install_dir: Path = INSTALL_DIR) -> BusPaths:
+              store_dir: Path, days: int = NODE_LIFETIME.days, server_days: int = LEAF_LIFETIME.days,
+              install_dir: Path = INSTALL_DIR) -> BusPaths:
     """The bus CA (made once, reused after), a server certificate, one certificate per node, the config.
+
+    ``days`` is the nodes' certificates' lifetime, ``server_days`` the NATS server's and the bucket
+    administrator's (neither is on a node).
 
     Keys 0600 in 0700 directories; certificates 0644; each key/certificate pair written together
     (atomic_write_all: a failed run leaves the old pair, never a key without its certificate).  Running
@@ -346,14 +355,14 @@ def write_bus(directory: Path, nodes: list[str], server_names: list[str], *, now
     ca_pem = pem_chain([ca.certificate])
     atomic_write(paths.public_ca, ca_pem, 0o644)
     atomic_write(paths.server_ca, ca_pem, 0o644)
-    lifetime = timedelta(days=days)
+    lifetime, server_lifetime = timedelta(days=days), timedelta(days=server_days)
     server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = ca.issue_server(server_key.public_key(), server_names, now=now, lifetime=lifetime)
+    server_cert = ca.issue_server(server_key.public_key(), server_names, now=now, lifetime=server_lifetime)
     atomic_write_all([(paths.server_pem, pem_chain([server_cert]), 0o644),
                       (paths.server_key, private_key_pem(server_key), 0o600)])
     if not paths.admin_key.exists():
         admin_key = ec.generate_private_key(ec.SECP256R1())
-        admin_cert = ca.issue_admin(admin_key.public_key(), now=now, lifetime=lifetime)
+        admin_cert = ca.issue_admin(admin_key.public_key(), now=now, lifetime=server_lifetime)
         atomic_write_all([(paths.admin_pem, pem_chain([admin_cert]), 0o644),
                           (paths.admin_key, private_key_pem(admin_key), 0o600)])
     for node in nodes:
@@ -366,6 +375,35 @@ def write_bus(directory: Path, nodes: list[str], server_names: list[str], *, now
     atomic_write(paths.config, server_config(known, pins, listen=listen, store_dir=store_dir,
                                              install_dir=install_dir), 0o644)
     return paths
+
+
+def renew_nodes(directory: Path, nodes: list[str], *, now: datetime, days: int = NODE_LIFETIME.days) -> list[Path]:
+    """Re-certify each named node's current key (from its ``nodes/<node>.pem``) for ``days``: the written paths.
+
+    Same key, so the config's ``pinned_certs`` stays valid and nats-server needs no reload; the node's
+    private key is neither needed nor touched.  Every node is checked before anything is written: one
+    that ``certs nats`` never made is refused (``ValueError``).
+    """
+    if not nodes:
+        raise ValueError("name at least one node (--node NODE_ID)")
+    paths = BusPaths(Path(directory))
+    if not paths.ca_key.exists():
+        raise ValueError(f"{paths.ca_key}: no bus CA here (the --dir 'helpline certs nats' wrote)")
+    ca = BusCA.load(paths)
+    keys: list[tuple[str, ec.EllipticCurvePublicKey]] = []
+    for node in dict.fromkeys(nodes):
+        pem = paths.node_pem(node)
+        if not pem.exists():
+            raise ValueError(f"unknown node {node!r}: no {pem} (make its key and certificate with "
+                             f"'helpline certs nats --node {node}' first)")
+        key = load_certificate(pem).public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise ValueError(f"{pem}: not an EC key")
+        keys.append((node, key))
+    lifetime = timedelta(days=days)
+    for node, key in keys:
+        atomic_write(paths.node_pem(node), pem_chain([ca.issue_node(key, node, now=now, lifetime=lifetime)]), 0o644)
+    return [paths.node_pem(node) for node, _ in keys]
 
 
 async def create_bucket(paths: BusPaths, url: str, *, replicas: int = 1, bucket: str = BUCKET) -> str:

@@ -112,7 +112,7 @@ def check_node_pki(directory: Path, *, allow_root_key: bool = False) -> None:
 class CertStatus:
     """One certificate of a PKI directory, for ``helpline certs status`` and the server's log."""
 
-    role: str  # "root", "delegation", "intermediate" or "server"
+    role: str  # "root", "delegation", "intermediate", "server" or "bus" (the node's NATS client certificate)
     subject: str
     not_before: datetime
     not_after: datetime
@@ -157,6 +157,11 @@ def pki_status(directory: Path) -> list[CertStatus]:
     return found
 
 
+def bus_status(path: Path) -> CertStatus:
+    """The node's NATS bus client certificate (``nats_tls_cert``), for ``certs status --bus-cert``."""
+    return _status("bus", load_certificate(path))
+
+
 def expiry_warning(intermediate: x509.Certificate, now: datetime, *, delegated: bool = False) -> str | None:
     """A warning once two-thirds of the intermediate's life has passed at ``now``; None before.
 
@@ -175,3 +180,24 @@ def expiry_warning(intermediate: x509.Certificate, now: datetime, *, delegated: 
                 "(helpline certs intermediate) and restart the server")
     return (f"the issuing intermediate expires at {end.isoformat()} (in {left.days} days {left.seconds // 3600} h): "
             "rotate it with the offline root (helpline certs intermediate) and restart the server")
+
+
+def bus_expiry_warning(certificate: x509.Certificate, now: datetime, path: Path) -> tuple[int, str] | None:
+    """The bus client certificate's (``nats_tls_cert`` at ``path``) counterpart of :func:`expiry_warning`:
+    ``(logging level, message)`` from two-thirds of its life, an error once expired; None before.
+
+    For a node that renews it by hand (``certs nats --renew``, same key, so no pin change); a node that
+    joined with ``--bus`` renews it with its intermediate instead."""
+    if not renewal_due(certificate, now):
+        return None
+    names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    node = str(names[0].value) if names else "NODE_ID"
+    end = certificate.not_valid_after_utc
+    left = end - as_utc(now)
+    remedy = (f"renew it on the administrator's workstation (helpline certs nats --dir NATS_BUS_DIR --renew "
+              f"--node {node}), copy nodes/{node}.pem to {path} and restart the server")
+    if left.total_seconds() <= 0:
+        return logging.ERROR, (f"the NATS bus certificate {path} expired at {end.isoformat()}: nats-server refuses "
+                               f"this node; {remedy}")
+    return logging.WARNING, (f"the NATS bus certificate {path} expires at {end.isoformat()} "
+                             f"(in {left.days} days {left.seconds // 3600} h): {remedy}")

@@ -4,7 +4,9 @@ and, on a delegated node, renewed from the signer without a restart.
 A server holds an intermediate of the offline org TLS root, never the root's key
 (:mod:`certs.node`): a compromised server can issue device certificates until its
 intermediate expires, not a new intermediate. From two-thirds of the intermediate's life the
-server logs a warning at start and every few hours, so it is rotated before agents are locked out.
+server logs a warning at start and every few hours, so it is rotated before agents are locked out;
+the same for the NATS bus certificate (``nats_tls_cert``) of a node that renews it by hand
+(``certs nats --renew``), an error once it has expired.
 
 A delegated node (``signer.json`` in its PKI directory, :mod:`certs.node_link`) holds an
 intermediate of hours to days and renews it itself from half its life: a new key generated here,
@@ -21,6 +23,7 @@ import logging
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -28,8 +31,8 @@ import aiohttp
 from certs import node_link
 from certs.bus_renewal import BusFiles
 from certs.errors import CertError, IssuerExpiredError
-from certs.node import check_node_pki, expiry_warning
-from certs.pki import CertificateAuthority
+from certs.node import bus_expiry_warning, check_node_pki, expiry_warning
+from certs.pki import CertificateAuthority, load_certificate
 
 from .bus import connection as bus_connection
 from .config import ServerConfig
@@ -58,6 +61,7 @@ def load(config: ServerConfig, *, now: datetime | None = None) -> CertificateAut
         raise IssuerExpiredError(f"the issuing intermediate in {config.pki_path} expired at "
                                  f"{ca.not_after.isoformat()}: {remedy}")
     warn_if_due(ca, now, delegated=delegated)
+    warn_bus_if_due(watched_bus_certificate(config), now)
     return ca
 
 
@@ -70,12 +74,40 @@ def warn_if_due(ca: CertificateAuthority, now: datetime, *, delegated: bool = Fa
     return True
 
 
+def watched_bus_certificate(config: ServerConfig) -> Path | None:
+    """``nats_tls_cert`` when this node renews it by hand; None without one, or when the signer renews it
+    with the intermediate (``certs join --bus``: :func:`keep_renewed` watches it)."""
+    if config.nats_tls_cert is None:
+        return None
+    link = node_link.SignerLink.load(config.pki_path)
+    return None if link is not None and link.bus else config.nats_tls_cert
+
+
+def warn_bus_if_due(path: Path | None, now: datetime) -> bool:
+    """Log the bus certificate's expiry warning (an error once expired) if due at ``now``; True if it was."""
+    if path is None:
+        return False
+    try:
+        certificate = load_certificate(path)
+    except (OSError, ValueError) as exc:
+        log.error("cannot read the NATS bus certificate %s (%s)", path, exc)
+        return True
+    found = bus_expiry_warning(certificate, now, path)
+    if found is None:
+        return False
+    level, message = found
+    log.log(level, message, extra={"not_after": certificate.not_valid_after_utc.isoformat()})
+    return True
+
+
 async def watch(ca: Callable[[], CertificateAuthority], clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                interval_s: float = WATCH_INTERVAL_S, *, delegated: bool = False) -> None:
-    """Repeat the warning while the server runs (a server may run for months without a restart)."""
+                interval_s: float = WATCH_INTERVAL_S, *, delegated: bool = False, bus: Path | None = None) -> None:
+    """Repeat the warnings while the server runs (a server may run for months without a restart)."""
     while True:
         await asyncio.sleep(interval_s)
-        warn_if_due(ca(), clock(), delegated=delegated)
+        now = clock()
+        warn_if_due(ca(), now, delegated=delegated)
+        warn_bus_if_due(bus, now)
 
 
 def retry_delay(failures: int, seconds_left: float) -> float:
@@ -160,6 +192,7 @@ def swap(server: HelplineServer, ca: CertificateAuthority) -> None:
 
 def setup(server: HelplineServer) -> None:
     link = node_link.SignerLink.load(server.config.pki_path)
-    server.background.append(lambda: watch(lambda: server.ca, delegated=link is not None))
+    bus = watched_bus_certificate(server.config)
+    server.background.append(lambda: watch(lambda: server.ca, delegated=link is not None, bus=bus))
     if link is not None:
         server.background.append(lambda: keep_renewed(server, link))

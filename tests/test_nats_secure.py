@@ -412,6 +412,21 @@ async def test_a_reissued_node_certificate_replaces_the_old_one_at_reload(tmp_pa
         assert await _connects(bus, nodes / "node-b.pem", nodes / "node-b.key")
 
 
+async def test_a_renewed_node_certificate_connects_without_a_reload(tmp_path: Path) -> None:
+    """--renew re-certifies node-a's key: the running nats-server (not reloaded) accepts the new certificate,
+    its config is unchanged, and node-a's key was not touched."""
+    with secure_nats(tmp_path) as bus:
+        nodes = bus.directory / "nodes"
+        conf, key = (bus.directory / "server" / "nats-server.conf").read_bytes(), (nodes / "node-a.key").read_bytes()
+        before = x509.load_pem_x509_certificate((nodes / "node-a.pem").read_bytes())
+        helpline("certs", "nats", "--dir", str(bus.directory), "--renew", "--node", "node-a", "--days", "30")
+        after = x509.load_pem_x509_certificate((nodes / "node-a.pem").read_bytes())
+        assert after.serial_number != before.serial_number
+        assert (bus.directory / "server" / "nats-server.conf").read_bytes() == conf
+        assert (nodes / "node-a.key").read_bytes() == key
+        assert await _connects(bus, nodes / "node-a.pem", nodes / "node-a.key")
+
+
 def test_advertised_servers_must_pass_the_same_check_as_configured_ones() -> None:
     """nats-py adds a cluster's connect_urls to its pool with the current URL's scheme: a plaintext loopback
     node never picks an advertised remote server (even a less-tried one); a tls:// node with the bus CA and

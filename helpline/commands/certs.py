@@ -76,6 +76,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                   description="Expiry of the certificates in a PKI directory (a node's, a signer's "
                                   "or the root's), root first, and when to rotate (from two-thirds of its life).")
     status.add_argument("--dir", type=Path, required=True)
+    status.add_argument("--bus-cert", type=Path, metavar="PEM",
+                        help="also show the node's NATS bus certificate (its nats_tls_cert)")
     status.set_defaults(handler=_guarded(_status))
 
     show = certs_sub.add_parser("fingerprint", help="print the org TLS root's SHA-256 fingerprint (what agents pin)")
@@ -205,7 +207,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from certs.node import pki_status, root_key_files
+    from certs.node import bus_status, pki_status, root_key_files
     from certs.node_link import SignerLink
     from certs.pki import PkiPaths
 
@@ -213,6 +215,8 @@ def _status(args: argparse.Namespace) -> int:
     rows = pki_status(args.dir)
     if not rows:
         raise Refused(f"no certificates in {args.dir}")
+    if args.bus_cert is not None:
+        rows.append(bus_status(args.bus_cert))
     for row in rows:
         print(f"{row.role:<13} {row.state(now):<13} until {row.not_after:%Y-%m-%d %H:%M} UTC "
               f"({row.days_left(now):.0f} days)  rotate from {row.rotate_from:%Y-%m-%d %H:%M}  {row.subject}")
