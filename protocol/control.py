@@ -67,6 +67,18 @@ _TRANSITIONS: dict[tuple[ChannelState, str | None], ChannelState] = {
 MAX_CONSECUTIVE_ERRORS = 20
 
 
+#: The agent keeps an idle channel alive: it pings after ``keepalive_s`` without traffic (the welcome's figure, the
+#: server's to choose). The server pings only as a backstop, after this many keepalives without traffic, so while
+#: the agent keeps its schedule the server sends no pings of its own. (When both pinged on the same period,
+#: whichever timer fired first pinged, and under load about half the periods carried two round trips — and
+#: keepalives are most of what an idle node's CPU does.)
+SERVER_PING_AFTER = 1.5
+#: The agent's bounds on the welcome's keepalive: a server can neither make it spin nor leave a dead path unnoticed
+#: for long (it closes after three keepalives of silence and reconnects, possibly to another node).
+MIN_AGENT_KEEPALIVE_S = 5.0
+MAX_AGENT_KEEPALIVE_S = 120.0
+
+
 class ControlChannel:
     """Protocol state for one end of a control channel."""
 
@@ -81,6 +93,8 @@ class ControlChannel:
         self.role: Role = role
         self.state = ChannelState.AWAIT_HELLO if role == "server" else ChannelState.AWAIT_WELCOME
         self.keepalive_s = keepalive_s
+        #: Idle this long → ping (the server's backstop is later than the agent's schedule).
+        self._ping_after = keepalive_s * (SERVER_PING_AFTER if role == "server" else 1.0)
         self.max_bytes = max_bytes
         self.close_request: CloseRequest | None = None
         self.peer_hello: Hello | None = None
@@ -106,7 +120,8 @@ class ControlChannel:
     def next_deadline(self) -> float:
         """When :meth:`tick` must run next: the next ping, or the silence limit."""
         if self._ping_outstanding is None:
-            return min(self._last_sent, self._last_received) + self.keepalive_s
+            return min(min(self._last_sent, self._last_received) + self._ping_after,
+                       self._last_received + 3 * self.keepalive_s)
         return self._last_received + 3 * self.keepalive_s
 
     # --- inputs -----------------------------------------------------------------------------
@@ -136,7 +151,7 @@ class ControlChannel:
             self._fail(CloseCode.TIMEOUT, f"no message from peer for {now - self._last_received:.0f}s")
             return
         idle_since = min(self._last_sent, self._last_received)
-        if self._ping_outstanding is None and now - idle_since >= self.keepalive_s:
+        if self._ping_outstanding is None and now - idle_since >= self._ping_after:
             ping = Ping()
             self._ping_outstanding = ping.id
             self._queue(ping, now)
@@ -192,6 +207,8 @@ class ControlChannel:
             self.peer_hello = message
         elif isinstance(message, Welcome):
             self.welcome = message
+            self.keepalive_s = self._ping_after = min(MAX_AGENT_KEEPALIVE_S,
+                                                      max(MIN_AGENT_KEEPALIVE_S, message.keepalive_s))
         self.state = _TRANSITIONS.get((self.state, message.type_name()), self.state)
         self._events.append(message)
 

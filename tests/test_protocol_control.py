@@ -115,6 +115,66 @@ def test_keepalive_ping_then_timeout() -> None:
     assert pair.agent.close_request is not None and pair.agent.close_request.code is CloseCode.TIMEOUT
 
 
+def _types(frames: list[str]) -> list[str]:
+    return [json.loads(frame)["type"] for frame in frames]
+
+
+def test_the_server_sends_no_ping_while_the_agent_keeps_its_schedule() -> None:
+    """The agent pings every keepalive; the server, whose backstop is 1.5 keepalives, only answers — however the
+    delivery delays fall (the old rule, both pinging on one period, made the server ping whenever the agent's
+    ping arrived later than its pong had left)."""
+    pair = Pair()
+    pair.handshake(0)
+    pair.agent.events_received()
+    server_sent: list[str] = []
+    to_server: list[tuple[float, str]] = []
+    to_agent: list[tuple[float, str]] = []
+    step = 0
+    while step * 0.25 <= 200:
+        now = step * 0.25
+        step += 1
+        delay = 0.1 + (step * 7919 % 13) * 0.25  # 0.1–3.1 s each way, varying
+        for channel, queue in ((pair.agent, to_server), (pair.server, to_agent)):
+            channel.tick(now)
+            frames = channel.data_to_send()
+            if channel is pair.server:
+                server_sent += frames
+            queue += [(now + delay, frame) for frame in frames]
+        for queue, channel in ((to_server, pair.server), (to_agent, pair.agent)):
+            for due, frame in [item for item in queue if item[0] <= now]:
+                channel.receive(frame, now)
+            queue[:] = [item for item in queue if item[0] > now]
+    assert pair.agent.close_request is None and pair.server.close_request is None
+    assert "ping" not in _types(server_sent) and _types(server_sent).count("pong") >= 18, _types(server_sent)
+
+
+def test_the_server_pings_as_a_backstop_and_closes_after_three_keepalives() -> None:
+    """An agent that does not ping (an older one, or a dead path): the server pings after 1.5 keepalives of
+    silence and closes after 3."""
+    pair = Pair()
+    pair.handshake(0)
+    assert pair.server.next_deadline() == 15
+    pair.server.tick(14.9)
+    assert pair.server.data_to_send() == []
+    pair.server.tick(15)
+    assert _types(pair.server.data_to_send()) == ["ping"]
+    pair.server.tick(29.9)
+    assert pair.server.close_request is None
+    pair.server.tick(30)
+    assert pair.server.close_request is not None and pair.server.close_request.code is CloseCode.TIMEOUT
+
+
+@pytest.mark.parametrize(("asked", "used"), [(30.0, 30.0), (0.5, 5.0), (3600.0, 120.0)])
+def test_the_agent_keeps_the_welcomes_keepalive_within_bounds(asked: float, used: float) -> None:
+    """The server chooses the fleet's keepalive in its welcome; the agent keeps it between 5 s and 120 s."""
+    agent = ControlChannel("agent", now=0, keepalive_s=20)
+    agent.send(Hello(min_version=1, max_version=1, agent_version="t", device_id="dev1"), 0)
+    agent.receive(codec.encode(Welcome(version=1, server_version="t", keepalive_s=asked)), 0)
+    assert agent.keepalive_s == used and agent.next_deadline() == used
+    agent.tick(used)
+    assert _types(agent.data_to_send())[-1] == "ping"
+
+
 def test_pong_clears_outstanding_ping() -> None:
     """A pong answering our ping keeps the channel alive past the silence limit."""
     pair = Pair()
