@@ -20,7 +20,8 @@ puts the whole fleet behind 127.0.0.1. Printed:
 * node loss: node C killed (SIGKILL, by PID): how many of its agents are back on A/B within 60 s and
   when all are; the connection events the nodes counted (``helpline_connection_events_total``) and
   why the simulated agents' attempts failed;
-* health samples acknowledged by a node and missing from PostgreSQL afterwards (must be 0).
+* health samples acknowledged by a node and missing from PostgreSQL afterwards (must be 0);
+* issue 20's targets, each "met" or "MISSED" with its figure; the exit status is 1 when one is missed.
 """
 
 from __future__ import annotations
@@ -202,7 +203,12 @@ def spread(label: str, figures: list[float]) -> str:
             f"max {max(figures):.1f} ms")
 
 
-async def run(args: argparse.Namespace) -> None:
+#: Issue 20's fan-out target: a revocation issued on node A closes the device's channel on node C within this, p95.
+FANOUT_P95_MS = 50.0
+
+
+async def run(args: argparse.Namespace) -> bool:
+    """The whole benchmark; True when every target it checks is met."""
     pg_url = args.pg_url or os.environ.get("HELPLINE_TEST_PG_URL", "")
     if not pg_url:
         raise SystemExit("needs PostgreSQL: --pg-url or HELPLINE_TEST_PG_URL")
@@ -462,6 +468,18 @@ async def run(args: argparse.Namespace) -> None:
             print(f"  'other' failures (simulators, whole run): {fmt(others)}")
         print(f"health samples         {acked_total} acknowledged by the nodes ({len(acked)} agents), {missing} of them "
               f"missing from PostgreSQL; {pending} still unacknowledged in the outboxes at the end")
+        fanout_p95 = pct(fanout, 0.95) if fanout else float("inf")
+        verdicts = [
+            (f"all {args.agents} agents connected", fleet_size >= args.agents, f"{fleet_size}"),
+            ("node C killed: all its agents back within 60 s", recovered is not None and recovered <= 60,
+             f"{back_in_60} of {lost} within 60 s" + ("" if recovered is None else f", all in {recovered:.1f} s")),
+            ("no acknowledged health sample lost", missing == 0, f"{missing} missing of {acked_total}"),
+            ("fan-out issued -> closed p95 <= 50 ms", fanout_p95 <= FANOUT_P95_MS, f"p95 {fanout_p95:.1f} ms"),
+        ]
+        print("targets (issue 20; cross-node typing: benchmarks/multinode_typing.py)")
+        for what, met, figure in verdicts:
+            print(f"  {what:48} {'met' if met else 'MISSED'} ({figure})")
+        return all(met for _, met, _ in verdicts)
     except BaseException:
         for i in range(NODES):
             log = data / f"node{i}.log"
@@ -578,7 +596,8 @@ def main() -> None:
     parser.add_argument("--pyspy", type=float, default=0.0,
                         help="profile node A and simulator 0 with py-spy for this many seconds after the kill")
     parser.add_argument("--pg-url", default="")
-    asyncio.run(run(parser.parse_args()))
+    if not asyncio.run(run(parser.parse_args())):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
