@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import stat
 import tarfile
 import zipfile
@@ -90,6 +91,30 @@ def test_an_agent_tarball_and_wheel_unpack_into_their_version_directory(tmp_path
     install.unpack(wheel, wheel.name, "2.0.0", tmp_path / "w" / "2.0.0")
     assert (tmp_path / "w" / "2.0.0" / "common" / "version.py").exists()
     assert [p.name for p in (tmp_path / "w").iterdir()] == ["2.0.0"], "no staging directory left"
+
+
+@pytest.mark.parametrize("pep706", [True, False], ids=["data-filter", "without-filters"])
+def test_a_tarball_unpacks_without_the_archives_owners_or_risky_mode_bits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pep706: bool) -> None:
+    """Modes and owners in an agent tarball do not reach the disk: setuid and group/other write bits go, owners are
+    ours — with tarfile's "data" filter, and by hand on an interpreter from before it (Debian 12's python3, the
+    .deb's, is 3.11.2: ``extractall(filter=…)`` would raise TypeError there and no update could install)."""
+    if not pep706:
+        monkeypatch.delattr(tarfile, "data_filter")
+    archive = tmp_path / "a.tar.gz"
+    with tarfile.open(archive, "w:gz") as out:
+        for name, data in AGENT.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.uid, info.gid = len(data), 0o4777, 4242, 4242
+            out.addfile(info, io.BytesIO(data))
+        tool = tarfile.TarInfo("helpline/tool.sh")
+        tool.size, tool.mode = 3, 0o744
+        out.addfile(tool, io.BytesIO(b"#!\n"))
+    into = tmp_path / "versions" / "2.0.0"
+    install.unpack(archive, "a.tar.gz", "2.0.0", into)
+    cli = (into / "helpline" / "cli.py").stat()
+    assert stat.S_IMODE(cli.st_mode) == 0o755 and (cli.st_uid, cli.st_gid) == (os.getuid(), os.getgid())
+    assert stat.S_IMODE((into / "helpline" / "tool.sh").stat().st_mode) == 0o744
 
 
 @pytest.mark.parametrize(("members", "link", "reason"), [

@@ -12,6 +12,8 @@ the version the manifest signed (``common/version.py``).
 
 from __future__ import annotations
 
+import copy
+import os
 import re
 import shutil
 import stat
@@ -66,7 +68,23 @@ def _unpack_tar(archive: Path, into: Path) -> None:
             _member_path(member.name)
             if not (member.isfile() or member.isdir()):
                 raise InstallRefused(f"archive member {member.name[:100]!r} is not a plain file")
-        tarred.extractall(into, filter="data")
+        if hasattr(tarfile, "data_filter"):
+            tarred.extractall(into, filter="data")
+        else:  # an interpreter from before PEP 706's filters (Debian 12's python3 is 3.11.2): the same by hand
+            tarred.extractall(into, members=[_as_data(member) for member in members])  # noqa: S202 - checked above
+
+
+def _as_data(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """What tarfile's "data" filter does to a plain file or directory (both checked already): no owner taken from
+    the archive, no setuid/setgid/sticky or group/other write bits, files readable and writable by their owner."""
+    member = copy.copy(member)
+    member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+    if member.isdir():
+        member.mode = 0o755
+    else:
+        mode = (member.mode | 0o600) & 0o755
+        member.mode = mode if mode & 0o100 else mode & ~0o011
+    return member
 
 
 def declared_version(tree: Path) -> str | None:
