@@ -70,9 +70,6 @@ class AgentConnection:
         self.loop = asyncio.get_running_loop()
         self.channel = ControlChannel("server", now=self.loop.time(), keepalive_s=server.config.keepalive_s)
         self.hello: Hello | None = None
-        #: View-only as this connection's latest ``device.screen_backend`` said (None: none since the hello, whose
-        #: ``screen.view-only`` then stands): server/cmdb/screen_backend.py, server/sessions/driver.py.
-        self.screen_view_only: bool | None = None
         self._send_lock = asyncio.Lock()
         #: Keeps one authority update's parts together (server/authority/push.py); this connection's own, so a
         #: push stuck on a dead connection never delays the device's next one.

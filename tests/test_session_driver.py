@@ -47,8 +47,6 @@ class StubAgent:
     errors: list[str] = field(default_factory=list)
     #: AgentConnection.hello (the device's capabilities); None: it said nothing that limits a session.
     hello: Any = None
-    #: AgentConnection.screen_view_only (a later device.screen_backend's word); None: the hello's stands.
-    screen_view_only: bool | None = None
 
     @property
     def certificate_serial(self) -> str:

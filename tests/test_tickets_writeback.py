@@ -42,7 +42,6 @@ class StubAgent:
         self.device_id = device_id
         self.certificate_serial = "5e55"
         self.hello: Any = None  # AgentConnection.hello: what the device said (its capabilities); None = nothing
-        self.screen_view_only: bool | None = None  # AgentConnection's: a later device.screen_backend's word
         self.sent: list[Any] = []
 
     async def send(self, message: Any) -> None:

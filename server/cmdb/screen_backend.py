@@ -47,7 +47,6 @@ async def stored_view_only(db: Database, device_id: str) -> bool:
 async def on_changed(conn: AgentConnection, message: ScreenBackendChanged) -> None:
     log.info("screen backend changed", extra={"device_id": conn.device_id, "backend": message.backend,
                                               "view_only": message.view_only})
-    conn.screen_view_only = message.view_only  # newer than the hello's word
     await store(conn.server.db, conn.device_id, message.backend, view_only=message.view_only)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from common.background import Background
-from protocol import screen_backend, toolkit
+from protocol import toolkit
 from protocol.authority import TechnicianProof
 from protocol.authority_messages import SessionChallenge, SessionProof
 from protocol.errors import LocalProtocolError
@@ -70,20 +70,15 @@ PROOF_WAIT_S = 60.0
 PROOF_ANSWER_WAIT_S = 10.0
 
 
-async def refuse_control_if_view_only(db: Database, device_id: str, conn: AgentConnection | None) -> None:
+async def refuse_control_if_view_only(db: Database, device_id: str) -> None:
     """ApiError 409 ``device_view_only`` when the device said its desktop takes no remote input (a wlroots
     portal: capability ``screen.view-only``): asked for control, it would show the person a prompt and then run
     view-only, so the technician is told before anyone is disturbed and can ask for a view session.
 
-    Either word counts: the live connection's — its hello's ``screen.view-only``, or a later
-    ``device.screen_backend`` (a root service whose session helper came or went) — or the devices row's, where
-    both are written and which every node reads."""
-    live = False
-    if conn is not None and conn.screen_view_only is not None:
-        live = conn.screen_view_only
-    elif conn is not None and conn.hello is not None:
-        live = screen_backend.VIEW_ONLY in conn.hello.capabilities
-    if live or await backend_record.stored_view_only(db, device_id):
+    The devices row says it: the hello's word is written before the welcome and a later
+    ``device.screen_backend``'s (a root service whose session helper came or went) before the next message is
+    read, and every node reads the same row."""
+    if await backend_record.stored_view_only(db, device_id):
         raise ApiError(409, "device_view_only", "this device's desktop offers no remote input (its screen-sharing "
                                                 "portal has no RemoteDesktop): ask for a view session")
 
@@ -133,7 +128,7 @@ class SessionDriver:
         if conn is None:
             raise ApiError(409, "device_offline", "the device is not connected")
         if mode == "control":
-            await refuse_control_if_view_only(self.db, device_id, conn)
+            await refuse_control_if_view_only(self.db, device_id)
         now = self._clock()
         session_id = "s-" + secrets.token_hex(10)
         secret, token = TunnelToken.issue(device_id, conn.certificate_serial, now)
@@ -167,9 +162,8 @@ class SessionDriver:
         """Ask the agent to switch view/control; the device user must consent again."""
         if session.machine.state is not SessionState.STREAMING:
             raise ApiError(409, "not_streaming", "the session is not streaming")
-        live_conn = self.connections.get(session.device_id)
         if mode == "control":
-            await refuse_control_if_view_only(self.db, session.device_id, live_conn)
+            await refuse_control_if_view_only(self.db, session.device_id)
         session.machine.request_mode(mode, self._clock())
         await audit.append(self.db, f"user:{user}", "session.mode_requested", session.device_id,
                            {"session_id": session.session_id, "mode": mode})
