@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <pipewire/pipewire.h>
@@ -90,18 +91,34 @@ static void quit(struct app *app, int code, const char *why) {
 	pw_main_loop_quit(app->loop);
 }
 
-static int write_all(int fd, const void *data, size_t size) {
-	const uint8_t *p = data;
-	while (size) {
-		ssize_t n = write(fd, p, size);
-		if (n < 0) {
+/* A record's pieces gathered for writev: one system call per BATCH pieces instead of one per pixel row (a
+ * frame of motion is thousands of rows; writing them one by one cost the child more than its comparison and
+ * woke the reader for every row). */
+#define BATCH 1024 /* IOV_MAX on Linux */
+struct batch { int fd, failed, n; struct iovec v[BATCH]; };
+
+static void batch_flush(struct batch *b) {
+	int i = 0;
+	while (!b->failed && i < b->n) {
+		ssize_t done = writev(b->fd, b->v + i, b->n - i);
+		if (done < 0) {
 			if (errno == EINTR) continue;
-			return -1;
+			b->failed = 1;
+			break;
 		}
-		p += n;
-		size -= (size_t)n;
+		while (i < b->n && (size_t)done >= b->v[i].iov_len) done -= (ssize_t)b->v[i++].iov_len;
+		if (i < b->n) { /* a partial write: the rest of this piece next */
+			b->v[i].iov_base = (uint8_t *)b->v[i].iov_base + done;
+			b->v[i].iov_len -= (size_t)done;
+		}
 	}
-	return 0;
+	b->n = 0;
+}
+
+static void batch_add(struct batch *b, const void *data, size_t size) {
+	if (!size || b->failed) return;
+	if (b->n == BATCH) batch_flush(b);
+	b->v[b->n++] = (struct iovec){(void *)data, size};
 }
 
 /* The damage regions of the buffer clipped to the frame; -1 when there is no (usable) damage metadata. */
@@ -299,25 +316,27 @@ static void on_process(void *data) {
 	}
 	memcpy(app->last_cursor, cursor, sizeof(cursor));
 	h.sequence = app->sequence++;
-	int failed = write_all(app->out, &h, sizeof(h));
-	if (!failed && h.n_rects) failed = write_all(app->out, rects, sizeof(struct rect) * h.n_rects);
-	if (!failed && (h.flags & FLAG_SHAPE) && h.shape_w)
-		failed = write_all(app->out, app->shape, (size_t)h.shape_w * h.shape_h * 4);
-	if (!failed && (h.flags & FLAG_FULL)) {
+	static struct batch out; /* one record at a time, from the stream's thread */
+	out.fd = app->out;
+	out.failed = out.n = 0;
+	batch_add(&out, &h, sizeof(h));
+	if (h.n_rects) batch_add(&out, rects, sizeof(struct rect) * h.n_rects);
+	if ((h.flags & FLAG_SHAPE) && h.shape_w) batch_add(&out, app->shape, (size_t)h.shape_w * h.shape_h * 4);
+	if (h.flags & FLAG_FULL) {
 		if (stride == (size_t)W * 4) {
-			failed = write_all(app->out, pixels, (size_t)W * H * 4);
+			batch_add(&out, pixels, (size_t)W * H * 4);
 		} else {
-			for (uint32_t y = 0; y < H && !failed; y++) failed = write_all(app->out, pixels + stride * y, W * 4);
+			for (uint32_t y = 0; y < H; y++) batch_add(&out, pixels + stride * y, (size_t)W * 4);
 		}
 		app->sent_full = 1;
-	} else if (!failed && (h.flags & FLAG_RECTS)) {
-		for (uint32_t i = 0; i < h.n_rects && !failed; i++)
-			for (uint32_t y = 0; y < rects[i].h && !failed; y++)
-				failed = write_all(app->out, pixels + stride * (rects[i].y + y) + (size_t)rects[i].x * 4,
-						   (size_t)rects[i].w * 4);
+	} else if (h.flags & FLAG_RECTS) {
+		for (uint32_t i = 0; i < h.n_rects; i++)
+			for (uint32_t y = 0; y < rects[i].h; y++)
+				batch_add(&out, pixels + stride * (rects[i].y + y) + (size_t)rects[i].x * 4, (size_t)rects[i].w * 4);
 	}
+	batch_flush(&out); /* before the buffer goes back to the compositor */
 	pw_stream_queue_buffer(app->stream, pwb);
-	if (failed) quit(app, 0, app->verbose ? "the reader closed the pipe" : NULL);
+	if (out.failed) quit(app, 0, app->verbose ? "the reader closed the pipe" : NULL);
 }
 
 static void on_param_changed(void *data, uint32_t id, const struct spa_pod *param) {
