@@ -1,7 +1,7 @@
 """Agent footprint: full inventory collection time, delta size when nothing changed, and the
 idle RSS and CPU of a real ``helpline agent run`` subprocess at the default 60 s interval.
 
-Run: ``.venv/bin/python -m benchmarks.agent_footprint [--window 120]`` (targets: collection
+Run: ``.venv/bin/python -m benchmarks.agent_footprint [--window 120] [--entry "helpline agent run"]`` (targets: collection
 < 2 s, delta < 2 KB, RSS ≤ 40 MB, CPU ≤ 1 % of one core).
 
 The idle agent is measured twice: as installed (``python -m helpline agent run``: the CLI
@@ -74,7 +74,8 @@ def bench_collection(runs: int = 3) -> tuple[list[float], int, int]:
     return times, full, size
 
 
-async def bench_idle_agent(window: float, entry: list[str]) -> tuple[float, float]:
+async def bench_idle_agent(window: float, entry: list[str]) -> tuple[list[int], float]:
+    """RSS samples (bytes, one a second) and CPU (% of one core) of an idle agent over ``window`` seconds."""
     from tests.harness import enroll_agent, running_server, wait_until
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,16 +98,26 @@ async def bench_idle_agent(window: float, entry: list[str]) -> tuple[float, floa
                     await asyncio.sleep(1)
                 after = agent.cpu_times()
                 cpu = (after.user + after.system - before.user - before.system) / (time.monotonic() - t0) * 100
-                return max(rss) / 2**20, cpu
+                return rss, cpu
             finally:
                 proc.terminate()
                 proc.wait(10)
+
+
+def rss_drift(samples: list[int]) -> str:
+    """RSS at the start and the end of the window (medians of its first and last tenth): flat, or growing."""
+    tenth = max(1, len(samples) // 10)
+    first, last = statistics.median(samples[:tenth]), statistics.median(samples[-tenth:])
+    return (f"first tenth {first / 2**20:.1f} MB, last tenth {last / 2**20:.1f} MB "
+            f"({(last - first) / 2**10:+.0f} kB over {len(samples)} samples)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--window", type=float, default=120.0, help="idle measurement window in seconds")
     parser.add_argument("--imports", action="store_true", help="also print RSS after each import stage")
+    parser.add_argument("--entry", choices=list(ENTRIES), help="measure only this way of starting the agent "
+                        "(an hour-long --window per entry)")
     args = parser.parse_args()
     if args.imports:
         print(import_breakdown())
@@ -115,9 +126,12 @@ def main() -> None:
           f"({full:,} bytes on the wire)")
     print(f"delta when nothing changed: {delta:,} bytes")
     for label, entry in ENTRIES.items():
+        if args.entry not in (None, label):
+            continue
         rss, cpu = asyncio.run(bench_idle_agent(args.window, entry))
         print(f"idle agent, {label} (real subprocess, 60 s health interval, {args.window:.0f} s window): "
-              f"RSS max {rss:.1f} MB, CPU {cpu:.2f} % of one core")
+              f"RSS max {max(rss) / 2**20:.1f} MB, CPU {cpu:.2f} % of one core")
+        print(f"  RSS drift: {rss_drift(rss)}")
 
 
 if __name__ == "__main__":
