@@ -135,6 +135,36 @@ async def test_typing_in_a_native_window_is_damage_rectangles_and_the_frame_equa
             await settle_same(native, ref)
 
 
+async def test_a_change_of_most_of_the_frame_comes_whole_with_its_damage_and_small_ones_after_it_as_rectangles(
+        wayland: MutterHandle) -> None:
+    """A fullscreen window appearing changes most of the monitor: the child writes that buffer whole (read straight
+    into a frame, no pasting) with the changed tiles as its damage, not ``full``; typing after it comes as
+    rectangles pasted onto that frame, and the native frame equals an independent cast each time."""
+    async with native_cast(mutter.CURSOR_EMBEDDED) as (session, native), gst_cast() as ref:
+        await poll_until(lambda: native.frames >= 1, TIMEOUT)
+        await settle_same(native, ref)
+        native.take()
+        whole = native.whole_damage_frames
+        proc = subprocess.Popen([*foot_command(FOOT_BG), "--fullscreen"], env={**wayland.env(), "PS1": "$ "},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            await poll_until(lambda: native.whole_damage_frames > whole, TIMEOUT)
+            damage = await collect_damage(native, time.monotonic() + 0.5)
+            assert not damage.full, "a whole frame with damage was reported as everything"
+            assert sum(r.w * r.h for r in damage.rects) > 1920 * 1080 // 2, damage.rects
+            await settle_same(native, ref)
+            box = colour_box(native.grab(1), FOOT_BG)
+            assert box is not None and box[2] * box[3] > 1920 * 1080 // 2, box
+            rect_frames = native.damage_frames
+            for key in (ord("a"), ord("s")):
+                await session.tap_keysym(key)
+            await poll_until(lambda: native.damage_frames > rect_frames, TIMEOUT)
+            await settle_same(native, ref)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
 async def test_a_still_pointer_and_a_repaint_of_the_same_picture_cost_no_frame(wayland: MutterHandle) -> None:
     """Moving the pointer over the bare desktop makes this headless Mutter repaint the whole monitor (software
     cursor); in metadata mode the picture is the same, so the child writes no pixels: no frame, no damage."""

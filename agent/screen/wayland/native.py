@@ -145,8 +145,10 @@ class NativeCapture(ChildReader):
         self._pixels: Pixels = pixels
         #: Per buffer: rectangles written into other buffers since it was filled (None: it is behind everywhere).
         self._behind: list[list[Rect] | None] = []
-        #: Of the buffers that changed the picture (``frames``), those that came as rectangles.
+        #: Of the buffers that changed the picture (``frames``), those that came as rectangles ...
         self.damage_frames = 0
+        #: Of those, the whole frames that came with damage rectangles (most of the picture changed).
+        self.whole_damage_frames = 0
         #: Records read (pixels, cursor, or both).
         self.records = 0
 
@@ -235,9 +237,12 @@ class NativeCapture(ChildReader):
             self._ended()
             return False
         latest = self._latest
-        if latest is not None and buf == self._pool[latest]:  # --pixels full: the same picture again
+        # --pixels full: the same picture again (in damage mode the child wrote nothing for it, and a whole frame
+        # comes with most of it changed: an 8 MB comparison for nothing)
+        if self._pixels == "full" and latest is not None and buf == self._pool[latest]:
             self.identical += 1
             return True
+        self.whole_damage_frames += damage is not None
         self._publish(index, damage, None)
         return True
 

@@ -10,6 +10,7 @@
  * last frame and compares each buffer with it in 64-pixel tiles (one memcmp per row first: a still
  * row costs one call), writing the changed tiles as rectangles — or nothing, when Mutter sent the
  * same picture again (it repaints the whole monitor when the pointer moves over the bare desktop).
+ * A buffer whose changed tiles cover more than half the frame is written whole, with them as its damage.
  * --pixels full writes every buffer whole, as the gst-launch reader does (for measurements).
  *
  * --remote: a PipeWire connection the xdg-desktop-portal opened (OpenPipeWireRemote), inherited;
@@ -302,12 +303,18 @@ static void on_process(void *data) {
 		if (n == 0) pixels = NULL; /* the same picture again */
 	}
 	if (pixels) {
+		uint64_t area = 0;
+		for (int i = 0; i < n; i++) area += (uint64_t)rects[i].w * rects[i].h;
 		if (n > 0) {
 			h.flags |= FLAG_DAMAGE;
 			h.n_rects = (uint32_t)n;
 		}
-		h.flags |= (n > 0 && app->damage_pixels && app->sent_full) ? FLAG_RECTS : FLAG_FULL;
-		if (app->damage_pixels) keep(app, pixels, stride, rects, (h.flags & FLAG_RECTS) ? n : -1);
+		/* Most of the frame changed (video): the whole frame, with the rectangles as its damage. The reader
+		 * then reads it straight into a frame of its own, where rectangles are read aside and pasted into a
+		 * frame first brought up to date (two more copies of what changed, the largest cost of a video frame). */
+		int whole = n <= 0 || !app->damage_pixels || !app->sent_full || area * 2 > (uint64_t)W * H;
+		h.flags |= whole ? FLAG_FULL : FLAG_RECTS;
+		if (app->damage_pixels) keep(app, pixels, stride, rects, (h.flags & FLAG_COMPUTED) ? n : -1);
 	}
 	int32_t cursor[3] = {(int32_t)(h.flags & (FLAG_CURSOR | FLAG_HIDDEN)), h.cursor_x, h.cursor_y};
 	if (!(h.flags & (FLAG_FULL | FLAG_RECTS | FLAG_SHAPE)) && !memcmp(cursor, app->last_cursor, sizeof(cursor))) {
