@@ -748,3 +748,40 @@ def test_non_ascii_pin_is_refused_not_raised(world: World) -> None:
     """A mistyped pin (non-ASCII) refuses instead of raising from compare_digest."""
     verdict = world.check(signed(world, "grant", grant_body(world), "alice"), pinned_root_fingerprint="é" * 64)
     assert not verdict.allowed and "installed with" in verdict.reason
+
+
+def test_a_good_signature_is_checked_once_and_anything_else_afresh() -> None:
+    """The device re-walks a held grant's chain every second: a signature found good is remembered (the same key,
+    signature and message give the same answer), while a changed message, another key or a bad signature is
+    verified again every time."""
+    from certs.authority import _ed25519_ok
+    from protocol.authority import b64encode
+
+    private = Ed25519PrivateKey.generate()
+    calls: list[bytes] = []
+
+    class Counting:
+        def __init__(self, key: Ed25519PrivateKey) -> None:
+            self.public = key.public_key()
+
+        def public_bytes_raw(self) -> bytes:
+            return self.public.public_bytes_raw()
+
+        def verify(self, signature: bytes, message: bytes) -> None:
+            calls.append(message)
+            self.public.verify(signature, message)
+
+    message = b"grant body " + secrets.token_bytes(16)
+    signature = b64encode(private.sign(message))
+    key: Any = Counting(private)
+    assert _ed25519_ok(key, signature, message)
+    assert _ed25519_ok(key, signature, message)
+    assert len(calls) == 1
+    for _ in range(2):
+        assert not _ed25519_ok(key, signature, message + b"!")
+    assert len(calls) == 3
+    other: Any = Counting(Ed25519PrivateKey.generate())
+    assert not _ed25519_ok(other, signature, message)
+    forged = b64encode(bytes(64))
+    assert not _ed25519_ok(key, forged, message) and not _ed25519_ok(key, forged, message)
+    assert len(calls) == 6
