@@ -23,6 +23,9 @@ SYSTEM_PACKAGES+=(mutter pipewire wireplumber gstreamer1.0-pipewire gstreamer1.0
 SYSTEM_PACKAGES+=(libpipewire-0.3-dev pkg-config gcc)
 # zenity: the native consent prompt and indicator on a Wayland desktop without XWayland (agent/consent/zenity.py).
 SYSTEM_PACKAGES+=(zenity)
+# wl-clipboard: the native Wayland apps that copy and paste in tests/test_wayland_toolkit.py (the clipboard a
+# technician shares through the Tk indicator on XWayland reaches them through Mutter).
+SYSTEM_PACKAGES+=(wl-clipboard)
 # The xdg-desktop-portal path (agent/screen/wayland/portal.py) on the same headless GNOME: the portal and its GNOME
 # backend, whose chooser tests/test_wayland_portal.py clicks; without recommends (they would pull in GNOME Shell).
 # gnome-remote-desktop (its RDP server: Debian builds it without VNC) and xfreerdp are the peer of

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
@@ -25,6 +26,8 @@ from .portal import KEYBOARD, POINTER, PortalError
 
 log = logging.getLogger(__name__)
 
+#: How long a button waits behind a motion that moved the pointer (a frame at 30 Hz and then some).
+BUTTON_AFTER_MOTION_S = 0.04
 #: MouseEvent.button → linux/input-event-codes.h BTN_LEFT, BTN_MIDDLE, BTN_RIGHT.
 BUTTONS = {0: 0x110, 1: 0x112, 2: 0x111}
 
@@ -64,6 +67,8 @@ class MutterInjector:
         self._lock = threading.Lock()
         self._held_keys: set[int] = set()
         self._held_buttons: set[int] = set()
+        #: Where the last motion put the pointer (stream pixels of that monitor), None before any.
+        self._pointer: tuple[float, float, Monitor] | None = None
 
     def _run(self, coro: Coroutine[Any, Any, None]) -> None:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -103,9 +108,17 @@ class MutterInjector:
         # pointer through the stream of the monitor shown (Mutter maps it into that monitor's place).
         x = min(max(m.x, 0), monitor.w - 1)
         y = min(max(m.y, 0), monitor.h - 1)
+        moved = self._pointer != (x, y, monitor)
+        self._pointer = (x, y, monitor)
         self._run(self._session.pointer_motion(x, y, monitor))
         if m.action == "move":
             return
+        if moved and m.action in ("down", "up"):
+            # Mutter finds the window under the pointer when it paints the next frame, not when the motion
+            # arrives: a button right behind a motion to a new place went to whatever was under the pointer
+            # before (on the headless Mutter, a click on an XWayland window that a viewer sent without a move
+            # first was lost: tests/test_wayland_toolkit.py). One frame's time lets it look again.
+            time.sleep(BUTTON_AFTER_MOTION_S)
         if m.action == "wheel":
             if m.dy:
                 self._run(self._session.pointer_axis_discrete(0, m.dy))
