@@ -111,6 +111,46 @@ async def test_queue_page_live_claim_connect_resolve_reopen(tmp_path: Path) -> N
             assert json.dumps(events)
 
 
+async def test_a_live_update_of_the_open_request_keeps_what_the_technician_typed(tmp_path: Path) -> None:
+    """The request's panel is rebuilt when the request changes (another technician's note here, the session
+    starting in the flow above): the resolution being typed stays, with the caret in its field, and Resolve
+    then resolves — it used to be wiped, and the Resolve that followed sent nothing (a full run's load made the
+    flow above fail that way)."""
+    async with running_server(tmp_path / "srv") as server:
+        root = await make_user(server, "root", "admin")
+        await make_user(server, "tess", "technician", groups={"lab": None})
+        tess = await admin.create_token(server.db, "tess", "t", None, actor="test")
+        state = await enroll_agent(server, tmp_path / "dev", group="lab")
+        async with device_channel(state, server.agent_port) as dev, console_browser(server) as console:
+            page = console.page
+            await console.login(root)
+            await page.goto(console.base + "/#/queue")
+            await page.wait_for_selector("#queue-live.state-online", timeout=15_000)
+            await dev.send(RequestOpen(local_id="b" * 32, summary="vpn drops every hour", urgency="normal",
+                                       requester="ann"))
+            rid = (await dev.status(state="waiting"))["request_id"]
+            row = page.locator("tr.queue-row", has_text="vpn drops")
+            await row.locator(".queue-open").click()
+            await page.fill("#resolve-category", "network")
+            await page.fill("#resolve-notes", "Renewed the lease")
+            await page.click("#resolve-notes")
+            async with client(server, Authorization=f"Bearer {tess.token}") as http:
+                async with http.post(f"/api/v1/requests/{rid}/notes", json={"text": "seen it too"}) as resp:
+                    assert resp.status == 200, await resp.text()
+            # The panel was rebuilt (its history shows the note) ...
+            await page.locator(".queue-events li", has_text="seen it too").wait_for(timeout=10_000)
+            # ... and kept what was typed, and where.
+            assert await page.input_value("#resolve-category") == "network"
+            assert await page.input_value("#resolve-notes") == "Renewed the lease"
+            assert await page.evaluate("document.activeElement && document.activeElement.id") == "resolve-notes"
+            mark = len(dev.received)
+            await page.click("#queue-resolve button[type=submit]")
+            await dev.status(rid, after=mark, state="resolved")
+            stored = await server.db.fetchone("SELECT category FROM support_requests WHERE id = ?", (rid,))
+            assert stored == {"category": "network"}
+            assert not [e for e in console.errors if e.startswith("pageerror")], console.errors
+
+
 async def test_a_real_agents_request_shows_in_the_queue_within_a_second(tmp_path: Path,
                                                                        xvfb: XvfbHandle) -> None:  # noqa: F811
     """The real device side: ``helpline help --send`` (a process, screenshot of a real Xvfb display) → the agent's

@@ -196,6 +196,7 @@ async function renderDetail() {
     return;
   }
   if (!ctx || !ctx.selected || ctx.selected.id !== r.id) return;
+  const restore = keepTyped(panel, r.id);
   clear(panel).append(h("div", {},  // h() flattens lists and drops nulls; Element.append would print them
     h("div", { class: "page-head" }, h("h2", { id: "queue-detail-title" }, `#${full.number} `, text(full.summary)),
       h("button", { type: "button", class: "link", onclick: () => { ctx.selected = null; panel.hidden = true; render(); } },
@@ -222,6 +223,31 @@ async function renderDetail() {
       h("span", { class: "muted" }, fmtTime(e.at)), " ", h("strong", {}, e.kind), " ", text(e.actor),
       e.detail && e.detail.text ? [": ", String(e.detail.text)] : null,
       e.detail && e.detail.category ? [" (", String(e.detail.category), ")"] : null)))));
+  restore();
+}
+
+/** What the technician typed into the panel's forms (and where the caret was), put back once the panel is
+ * rebuilt: a live update of the same request (a note, the session starting) re-renders the panel, and it wiped
+ * a resolution being written — the Resolve that followed then sent nothing (its category was empty again). */
+function keepTyped(panel, id) {
+  const typed = panel.dataset.requestId === id
+    ? [...panel.querySelectorAll("input[id], textarea[id]")].filter((el) => el.value).map((el) => [el.id, el.value])
+    : [];
+  const active = document.activeElement;
+  const focused = active && panel.contains(active) && active.id ? active.id : null;
+  const caret = focused && typeof active.selectionStart === "number" ? [active.selectionStart, active.selectionEnd] : null;
+  return () => {
+    panel.dataset.requestId = id;
+    for (const [elId, value] of typed) {
+      const el = document.getElementById(elId);
+      if (el && panel.contains(el) && !el.value) el.value = value;
+    }
+    const el = focused ? document.getElementById(focused) : null;
+    if (el && panel.contains(el)) {
+      el.focus();
+      if (caret && typeof el.setSelectionRange === "function") el.setSelectionRange(caret[0], caret[1]);
+    }
+  };
 }
 
 /** The CSAT survey of a resolved request: asked, and the person's score and comment (their words: text only). */
