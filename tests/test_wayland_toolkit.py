@@ -152,15 +152,17 @@ root.title("click probe")
 root.geometry("300x200+700+300")
 button = tkinter.Button(root, text="press me", command=lambda: print("pressed", flush=True))
 button.pack(expand=True, fill="both")
+for wheel in ("<Button-4>", "<Button-5>"):  # XWayland turns wheel notches into buttons 4 and 5
+    root.bind_all(wheel, lambda event: print("wheel", event.num, flush=True))
 root.after(300, lambda: print("ready", button.winfo_rootx(), button.winfo_rooty(), button.winfo_width(),
                               button.winfo_height(), flush=True))
 root.mainloop()
 """
 
 
-async def test_a_click_without_a_move_first_lands_on_the_xwayland_window_under_it(
+async def test_a_click_or_a_wheel_without_a_move_first_lands_on_the_xwayland_window_under_it(
         wayland: MutterHandle) -> None:  # noqa: F811
-    """A viewer's press and release at a new place, with no move before them (a tap, a click after the pointer
+    """A viewer's press and release (then a wheel notch) at a new place, with no move before them (a tap, a click after the pointer
     left the viewer): Mutter finds the window under the pointer only when it paints, so the injector lets a frame
     pass between the motion and the button — without it the press went to the desktop (the old target) and the
     X11 app under the pointer saw nothing."""
@@ -183,6 +185,10 @@ async def test_a_click_without_a_move_first_lands_on_the_xwayland_window_under_i
             await asyncio.to_thread(injector.inject, InputMouse(x=x, y=y, action=action), monitor)
         line = await asyncio.wait_for(asyncio.to_thread(probe.stdout.readline), TIMEOUT)
         assert line.strip() == "pressed"
+        # A wheel notch at another place, again with no move first, scrolls what is under it there.
+        await asyncio.to_thread(injector.inject, InputMouse(x=x + 40, y=y + 20, action="wheel", dy=1), monitor)
+        line = await asyncio.wait_for(asyncio.to_thread(probe.stdout.readline), TIMEOUT)
+        assert line.split()[:1] == ["wheel"], line
     finally:
         probe.kill()
         probe.wait(10)

@@ -26,7 +26,7 @@ from .portal import KEYBOARD, POINTER, PortalError
 
 log = logging.getLogger(__name__)
 
-#: How long a button waits behind a motion that moved the pointer (a frame at 30 Hz and then some).
+#: How long a button or wheel event waits behind a motion that moved the pointer (a frame at 30 Hz and some).
 BUTTON_AFTER_MOTION_S = 0.04
 #: MouseEvent.button → linux/input-event-codes.h BTN_LEFT, BTN_MIDDLE, BTN_RIGHT.
 BUTTONS = {0: 0x110, 1: 0x112, 2: 0x111}
@@ -113,11 +113,11 @@ class MutterInjector:
         self._run(self._session.pointer_motion(x, y, monitor))
         if m.action == "move":
             return
-        if moved and m.action in ("down", "up"):
+        if moved:
             # Mutter finds the window under the pointer when it paints the next frame, not when the motion
-            # arrives: a button right behind a motion to a new place went to whatever was under the pointer
-            # before (on the headless Mutter, a click on an XWayland window that a viewer sent without a move
-            # first was lost: tests/test_wayland_toolkit.py). One frame's time lets it look again.
+            # arrives: a button or a wheel notch right behind a motion to a new place went to whatever was under
+            # the pointer before (on the headless Mutter, a click on an XWayland window that a viewer sent without
+            # a move first was lost: tests/test_wayland_toolkit.py). One frame's time lets it look again.
             time.sleep(BUTTON_AFTER_MOTION_S)
         if m.action == "wheel":
             if m.dy:
