@@ -1,4 +1,4 @@
-"""The in-session toolkit in a GNOME/Wayland session (issue 14 with issue 15): chat, and a clipboard native apps share.
+"""XWayland under GNOME/Wayland (issue 14): the in-session toolkit (chat, a clipboard native apps share) and input.
 
 Real parts: a server, the agent on the test's headless Mutter (the session type is Wayland; the Tk prompt and
 indicator are on its XWayland, answered with an xdotool click), the reference viewer as the technician, and
@@ -12,12 +12,17 @@ keyboard"); the technician presses Shift first, as on a real desktop the seat ha
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import IO
+
+import pytest
 
 from agent.config import AgentConfig
 from agent.consent.tk_app import ALLOW_BG, CHAT_TITLE, PROMPT_TITLE
@@ -192,4 +197,78 @@ async def test_a_click_or_a_wheel_without_a_move_first_lands_on_the_xwayland_win
     finally:
         probe.kill()
         probe.wait(10)
+        await session.close()
+
+
+_ENTRY_PROBE = """
+import tkinter
+root = tkinter.Tk()
+root.title("entry probe")
+root.geometry("500x120+700+300")
+text = tkinter.StringVar()
+text.trace_add("write", lambda *_: print("text", repr(text.get()), flush=True))
+entry = tkinter.Entry(root, textvariable=text, width=60)
+entry.pack(expand=True)
+entry.focus_force()
+root.after(300, lambda: print("ready", flush=True))
+root.mainloop()
+"""
+
+
+async def test_text_the_layout_cannot_type_is_refused_with_the_characters_not_lost(
+        wayland: MutterHandle) -> None:  # noqa: F811
+    """Mutter types a keysym only where a key of the layout makes it, and drops the rest in silence: on this US
+    layout ``é`` never arrived. With XWayland's keymap to ask, such text is refused up front, naming the
+    characters, and nothing of it is typed; text the layout has is typed whole."""
+    from agent.input_injector import InputRefused
+    from agent.screen.capture import Monitor
+    from agent.screen.wayland.injector import MutterInjector
+    from agent.screen.wayland.keymap import XKeymap
+    from protocol.stream import InputText
+
+    probe = subprocess.Popen([sys.executable, "-c", _ENTRY_PROBE], env={**os.environ, **wayland.env()},
+                             stdout=subprocess.PIPE, text=True)
+    session = await MutterSession.open()
+    keymap = XKeymap(wayland.display)
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def read(out: IO[str]) -> None:  # one reader of the probe's lines, for the whole test
+        for line in out:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+
+    try:
+        assert probe.stdout is not None
+        threading.Thread(target=read, args=(probe.stdout,), daemon=True).start()
+        assert (await asyncio.wait_for(lines.get(), TIMEOUT)).strip() == "ready"
+        s = session.stream
+        monitor = Monitor(s.x, s.y, s.w, s.h, primary=True)
+        injector = MutterInjector(session, loop, keymap=keymap)
+        shown = ""
+
+        async def typed(text: str) -> None:
+            nonlocal shown
+            await asyncio.to_thread(injector.inject, InputText(text=text), monitor)
+            while not shown.endswith(text):
+                line = await asyncio.wait_for(lines.get(), TIMEOUT)
+                assert line.startswith("text "), line
+                shown = ast.literal_eval(line[5:])
+
+        # The first keys of a new virtual keyboard can be lost while XWayland takes its keymap: warm it up.
+        for _ in range(5):
+            try:
+                await asyncio.wait_for(typed("w"), 3)
+                break
+            except TimeoutError:
+                continue
+        await typed(" Hello, World! (42 + 1) = 43")
+        before = shown
+        with pytest.raises(InputRefused, match="é"):
+            await asyncio.to_thread(injector.inject, InputText(text="café au lait"), monitor)
+        await typed(" done")
+        assert shown == before + " done", shown  # nothing of the refused text reached the entry
+    finally:
+        probe.kill()
+        probe.wait(10)
+        await asyncio.to_thread(keymap.close)
         await session.close()

@@ -36,6 +36,7 @@ from .casts import CastSet, StreamReader
 from .frames import PipeWireCapture, PipeWireError
 from .hotplug import follow
 from .injector import MutterInjector
+from .keymap import XKeymap
 from .mutter import RD_NAME, MutterError, MutterSession, StreamInfo
 from .native import NativeCapture, NativeChoice, native_reader
 from .portal import KEYBOARD, POINTER, PortalCancelled, PortalError, PortalSession
@@ -99,6 +100,8 @@ class _StartedSession:
     cursor: StreamCursor | None = None
     #: Which program reads the PipeWire frames: "helpline-pwcast" or "gst-launch-1.0".
     reader: str = "gst-launch-1.0"
+    #: The layout's keys as XWayland shows them, opened with the first injector (None: no XWayland, or not yet).
+    _keymap: XKeymap | None = None
 
     @property
     def devices(self) -> int:
@@ -120,11 +123,17 @@ class _StartedSession:
                 f"left off in its screen-sharing dialog); the screen is shared, {effect}")
 
     def injector(self) -> MutterInjector:
-        """An injector bound to this session, for the running event loop (refusing the devices not granted)."""
-        return MutterInjector(self.session, asyncio.get_running_loop(), self.devices)
+        """An injector bound to this session, for the running event loop (refusing the devices not granted, and
+        text the layout cannot type where XWayland's ``DISPLAY`` shows the layout: keymap.py)."""
+        display = os.environ.get("DISPLAY", "")
+        if display and self._keymap is None:
+            self._keymap = XKeymap(display)
+        return MutterInjector(self.session, asyncio.get_running_loop(), self.devices, self._keymap)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.capture.close)
+        if self._keymap is not None:
+            await asyncio.to_thread(self._keymap.close)
         await self.session.close()
 
 

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any, Protocol
 
 from protocol.stream import InputKey, InputMessage, InputMouse, InputText
@@ -52,6 +52,12 @@ class RemoteInput(Protocol):
     async def tap_keysym(self, keysym: int) -> None: ...
 
 
+class Keymap(Protocol):
+    """Which of some keysyms the desktop's layout cannot type (keymap.XKeymap)."""
+
+    def missing(self, keysyms: Iterable[int]) -> list[int]: ...
+
+
 class MutterInjector:
     """Pointer and keyboard through ``session`` (thread-safe; calls run on ``loop``).
 
@@ -61,9 +67,11 @@ class MutterInjector:
     """
 
     def __init__(self, session: RemoteInput, loop: asyncio.AbstractEventLoop,
-                 devices: int = KEYBOARD | POINTER) -> None:
+                 devices: int = KEYBOARD | POINTER, keymap: Keymap | None = None) -> None:
         self._session, self._loop = session, loop
         self._devices = devices
+        #: Which characters the layout lacks (keymap.py); None: typed unchecked.
+        self._keymap = keymap
         self._lock = threading.Lock()
         self._held_keys: set[int] = set()
         self._held_buttons: set[int] = set()
@@ -98,8 +106,15 @@ class MutterInjector:
                 self._run(self._session.keysym(keysym, down))
                 (self._held_keys.add if down else self._held_keys.discard)(keysym)
             elif isinstance(message, InputText):
-                for char in message.text:
-                    self._run(self._session.tap_keysym(char_keysym(char)))
+                keysyms = [char_keysym(char) for char in message.text]
+                lacking = self._keymap.missing(keysyms) if self._keymap is not None else []
+                if lacking:
+                    pairs = zip(message.text, keysyms, strict=True)
+                    chars = "".join(dict.fromkeys(c for c, k in pairs if k in lacking))
+                    raise InputRefused(f"the device's keyboard layout has no key for {chars!r} (Wayland types only "
+                                       "what a key of the layout makes): nothing of this text was typed")
+                for keysym in keysyms:
+                    self._run(self._session.tap_keysym(keysym))
             else:
                 raise InputRefused(f"not an input message: {type(message).__name__}")
 
