@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 from playwright.async_api import expect
 
 from agent.config import AgentConfig
-from agent.consent.tk_app import ALLOW_BG, PROMPT_TITLE
-from tests.harness import enroll_agent, running_agent, running_server, wait_until
+from tests.harness import enroll_agent, running_agent, running_server
 from tests.test_accounts_support import make_user
 from tests.test_console_support import console_browser
 from tests.test_session_helpers import configure_agent
 from tests.test_wayland import TIMEOUT, wayland  # noqa: F401 - fixture
-from tests.wayland import MutterHandle, xwayland_colour
+from tests.wayland import MutterHandle, answer_xwayland_prompt
 
 
 async def test_console_status_line_names_the_wayland_backend(tmp_path: Path, wayland: MutterHandle) -> None:  # noqa: F811
@@ -34,20 +32,7 @@ async def test_console_status_line_names_the_wayland_backend(tmp_path: Path, way
                 await page.click("#start-control")
                 await page.fill("#session-reason", "backend check")
                 await page.click("#session-confirm")
-                spot: tuple[int, int] | None = None
-
-                def prompt_shown() -> bool:
-                    nonlocal spot
-                    spot = xwayland_colour(wayland.display, ALLOW_BG)
-                    return spot is not None
-
-                await wait_until(prompt_shown, timeout=TIMEOUT, what="the consent prompt on XWayland")
-                assert spot is not None
-                env = wayland.env()
-                subprocess.run(["xdotool", "search", "--sync", "--name", PROMPT_TITLE, "windowactivate", "--sync"],
-                               env=env, check=False, timeout=TIMEOUT, capture_output=True)
-                subprocess.run(["xdotool", "mousemove", "--sync", str(spot[0]), str(spot[1]), "click", "1"], env=env,
-                               check=True, timeout=TIMEOUT, capture_output=True)
+                await answer_xwayland_prompt(wayland, TIMEOUT)
                 await expect(page.locator("#consent-banner")).to_have_attribute("data-mode", "control",
                                                                                  timeout=30_000)
                 await expect(page.locator("#viewer-stats")).to_contain_text("wayland-mutter", timeout=30_000)

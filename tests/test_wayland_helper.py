@@ -23,14 +23,13 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig
-from agent.consent.tk_app import ALLOW_BG, PROMPT_TITLE
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.logind_standin import FakeSession, LogindStandIn, private_bus
 from tests.test_screen_support import tk_app
 from tests.test_session_helper import LocalUser, helper_process, local_user
 from tests.test_session_helpers import api, install_test_auth, viewer_for
 from tests.test_wayland import TIMEOUT, colour_box
-from tests.wayland import MutterHandle, start_mutter, xwayland_colour
+from tests.wayland import MutterHandle, answer_xwayland_prompt, start_mutter
 
 #: Run alone, after the parallel pass (scripts/test): creates local users (useradd).
 pytestmark = pytest.mark.serial
@@ -65,24 +64,6 @@ def children(pid: int) -> list[str]:
     return out.split()
 
 
-async def answer_prompt(wl: MutterHandle) -> None:
-    """Find the prompt's Allow button in XWayland's windows and click it with xdotool."""
-    env = {**os.environ, "DISPLAY": wl.display, "XAUTHORITY": wl.xauthority}
-    spot: tuple[int, int] | None = None
-
-    def found() -> bool:
-        nonlocal spot
-        spot = xwayland_colour(wl.display, ALLOW_BG)
-        return spot is not None
-
-    await wait_until(found, timeout=TIMEOUT, what="the consent prompt on XWayland")
-    assert spot is not None
-    subprocess.run(["xdotool", "search", "--sync", "--name", PROMPT_TITLE, "windowactivate", "--sync"],
-                   env=env, check=False, timeout=TIMEOUT, capture_output=True)
-    subprocess.run(["xdotool", "mousemove", "--sync", str(spot[0]), str(spot[1]), "click", "1"], env=env,
-                   check=True, timeout=TIMEOUT, capture_output=True)
-
-
 async def test_the_session_helper_streams_and_controls_the_wayland_desktop(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         desk: tuple[LocalUser, MutterHandle, LogindStandIn, str, Path]) -> None:
@@ -114,7 +95,7 @@ async def test_the_session_helper_streams_and_controls_the_wayland_desktop(
                 assert status == 201, body
                 sid = str(body["session_id"])
                 async with viewer_for(server, sid) as viewer:
-                    await answer_prompt(wl)
+                    await answer_xwayland_prompt(wl)
                     await viewer.wait_for(lambda v: v.stats.updates >= 1 and v.agent_stats is not None,
                                           timeout=TIMEOUT)
                     assert viewer.framebuffer.shape == (1080, 1920, 3)

@@ -25,12 +25,12 @@ from typing import IO
 import pytest
 
 from agent.config import AgentConfig
-from agent.consent.tk_app import ALLOW_BG, CHAT_TITLE, PROMPT_TITLE
+from agent.consent.tk_app import CHAT_TITLE
 from agent.screen.wayland.mutter import MutterSession
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.test_session_helpers import api, configure_agent, install_test_auth, viewer_for, wait_window, xdotool
 from tests.test_wayland import TIMEOUT, wayland  # noqa: F401 - fixture
-from tests.wayland import MutterHandle, xwayland_colour
+from tests.wayland import MutterHandle, answer_xwayland_prompt
 
 
 def native_paste(env: dict[str, str]) -> str:
@@ -38,24 +38,6 @@ def native_paste(env: dict[str, str]) -> str:
     done = subprocess.run(["wl-paste", "--no-newline"], env=env, capture_output=True, text=True, timeout=10,
                           check=False)
     return done.stdout if done.returncode == 0 else ""
-
-
-async def answer_prompt(wl: MutterHandle) -> None:
-    """Click Allow on the Tk prompt that the agent shows on the session's XWayland."""
-    spot: tuple[int, int] | None = None
-
-    def shown() -> bool:
-        nonlocal spot
-        spot = xwayland_colour(wl.display, ALLOW_BG)
-        return spot is not None
-
-    await wait_until(shown, timeout=TIMEOUT, what="the consent prompt on XWayland")
-    assert spot is not None
-    env = wl.env()
-    subprocess.run(["xdotool", "search", "--sync", "--name", PROMPT_TITLE, "windowactivate", "--sync"],
-                   env=env, check=False, timeout=TIMEOUT, capture_output=True)
-    subprocess.run(["xdotool", "mousemove", "--sync", str(spot[0]), str(spot[1]), "click", "1"], env=env,
-                   check=True, timeout=TIMEOUT, capture_output=True)
 
 
 #: BTN_LEFT (evdev) and the keysym of Return.
@@ -120,7 +102,7 @@ async def test_chat_and_the_clipboard_work_in_a_wayland_session_and_reach_native
                                      {"mode": "control", "reason": "paste the command"})
             assert status == 201, body
             async with viewer_for(server, str(body["session_id"])) as viewer:
-                await answer_prompt(wayland)
+                await answer_xwayland_prompt(wayland, TIMEOUT)
                 await viewer.wait_for(lambda v: v.caps is not None and v.agent_stats is not None, TIMEOUT)
                 assert viewer.agent_stats is not None and viewer.agent_stats.backend == "wayland-mutter"
                 assert viewer.caps is not None and "clipboard" in viewer.caps.allowed, viewer.caps

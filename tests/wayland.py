@@ -266,6 +266,28 @@ def xwayland_colour(display: str, colour: str) -> tuple[int, int] | None:
         dpy.close()
 
 
+async def answer_xwayland_prompt(handle: MutterHandle, timeout: float = 30.0) -> None:
+    """Click Allow on the agent's Tk consent prompt on the session's XWayland: found in the windows' own pixels
+    (xwayland_colour), raised through the window manager, clicked with xdotool."""
+    from agent.consent.tk_app import ALLOW_BG, PROMPT_TITLE
+    from tests.harness import wait_until
+
+    spot: tuple[int, int] | None = None
+
+    def shown() -> bool:
+        nonlocal spot
+        spot = xwayland_colour(handle.display, ALLOW_BG)
+        return spot is not None
+
+    await wait_until(shown, timeout=timeout, what="the consent prompt on XWayland")
+    assert spot is not None
+    env = {**os.environ, "DISPLAY": handle.display, **({"XAUTHORITY": handle.xauthority} if handle.xauthority else {})}
+    subprocess.run(["xdotool", "search", "--sync", "--name", PROMPT_TITLE, "windowactivate", "--sync"],
+                   env=env, check=False, timeout=timeout, capture_output=True)
+    subprocess.run(["xdotool", "mousemove", "--sync", str(spot[0]), str(spot[1]), "click", "1"], env=env,
+                   check=True, timeout=timeout, capture_output=True)
+
+
 PORTAL_BINARIES = ("/usr/libexec/xdg-desktop-portal", "/usr/libexec/xdg-desktop-portal-gnome")
 
 
