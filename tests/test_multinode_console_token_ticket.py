@@ -92,7 +92,10 @@ async def test_token_ticket_bound_to_the_token_and_the_configured_origin(tmp_pat
                     closed = await asyncio.wait_for(ws.receive(), 30)
                     while closed.type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
                         closed = await asyncio.wait_for(ws.receive(), 30)
-                    assert ws.close_code == CLOSE_AUTH_ENDED, (closed, ws.close_code)
+                    # The server's code is the CLOSE frame's: aiohttp's close_code becomes 1006 when its own
+                    # closing reply finds the socket already shut (seen under a full run's load).
+                    code = closed.data if closed.type == aiohttp.WSMsgType.CLOSE else ws.close_code
+                    assert code == CLOSE_AUTH_ENDED, (closed, ws.close_code)
                 try:
                     async with http.ws_connect(pending["url"], ssl=_ctx(server),
                                                headers={"Origin": pending["origin"]}):
