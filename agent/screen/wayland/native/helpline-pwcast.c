@@ -295,16 +295,14 @@ static void on_process(void *data) {
 			d->chunk ? d->chunk->stride : 0, corrupted ? " corrupted" : "", mh ? "" : " (no header meta)");
 	int n = read_damage(app, b, rects);
 	read_cursor(app, b, &h);
+	uint64_t area = 0; /* of the rectangles, when they may be written alone */
 	if (pixels && app->damage_pixels && app->sent_full) {
 		if (n < 0 && (n = compare_frame(app, pixels, stride, rects)) >= 0) h.flags |= FLAG_COMPUTED;
-		uint64_t area = 0;
 		for (int i = 0; i < n; i++) area += (uint64_t)rects[i].w * rects[i].h;
 		if (area > (uint64_t)W * H) n = -1; /* overlapping compositor rectangles: the whole frame is cheaper */
 		if (n == 0) pixels = NULL; /* the same picture again */
 	}
 	if (pixels) {
-		uint64_t area = 0;
-		for (int i = 0; i < n; i++) area += (uint64_t)rects[i].w * rects[i].h;
 		if (n > 0) {
 			h.flags |= FLAG_DAMAGE;
 			h.n_rects = (uint32_t)n;
