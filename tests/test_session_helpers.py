@@ -58,6 +58,15 @@ async def api(server: HelplineServer, method: str, path: str, user: str, body: A
         return response.status, await response.json(content_type=None)
 
 
+async def start_session(server: HelplineServer, device_id: str, mode: str = "view", reason: str = "support",
+                        user: str = "ann") -> str:
+    """A session asked for through the API (as ``user``, a test principal): its id."""
+    status, body = await api(server, "POST", f"/api/v1/devices/{device_id}/sessions", user,
+                             {"mode": mode, "reason": reason})
+    assert status == 201, body
+    return str(body["session_id"])
+
+
 def viewer_for(server: HelplineServer, session_id: str, user: str = "ann", origin: str | None = None) -> Viewer:
     url = f"wss://localhost:{server.console_port}/api/v1/sessions/{session_id}/stream"
     ctx = tls.agent_client_context(server.pki.ca_pem, None, None)

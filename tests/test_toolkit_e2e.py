@@ -23,6 +23,7 @@ from tests.test_session_helpers import (
     configure_agent,
     find_colour,
     install_test_auth,
+    start_session,
     viewer_for,
     wait_for_audit,
     wait_window,
@@ -47,13 +48,6 @@ def type_in_chat(display: str, text: str) -> None:
     xdotool(display, "key", "Return")
 
 
-async def _session(server, device_id: str, mode: str = "view") -> str:  # type: ignore[no-untyped-def]
-    status, body = await api(server, "POST", f"/api/v1/devices/{device_id}/sessions", "ann",
-                             {"mode": mode, "reason": "send the installer"})
-    assert status == 201, body
-    return str(body["session_id"])
-
-
 async def test_file_to_device_lands_in_downloads_and_hostile_ones_are_refused(
         tmp_path: Path, xvfb: XvfbHandle, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """A file reaches Downloads with its hash; ../../.bashrc, a symlinked target, a lying size and 2 GB write nothing
@@ -73,7 +67,7 @@ async def test_file_to_device_lands_in_downloads_and_hostile_ones_are_refused(
         config = AgentConfig(state_dir=tmp_path / "agent", backoff_cap_s=1.0)
         async with running_agent(state, config, setup=configure_agent(xvfb.display)) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
-            sid = await _session(server, state.device_id)
+            sid = await start_session(server, state.device_id, reason="send the installer")
             async with viewer_for(server, sid) as viewer:
                 await click_colour(xvfb.display, ALLOW_BG)
                 await viewer.wait_for(lambda v: v.caps is not None, 20)
@@ -147,7 +141,7 @@ async def test_local_policy_switches_files_and_chat_off(tmp_path: Path, xvfb: Xv
         config = AgentConfig(state_dir=tmp_path / "agent", backoff_cap_s=1.0, policy_file=policy)
         async with running_agent(state, config, setup=configure_agent(xvfb.display)) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
-            sid = await _session(server, state.device_id)
+            sid = await start_session(server, state.device_id, reason="send the installer")
             async with viewer_for(server, sid) as viewer:
                 await click_colour(xvfb.display, ALLOW_BG)
                 await viewer.wait_for(lambda v: v.caps is not None, 20)
@@ -191,7 +185,7 @@ async def test_clipboard_both_ways_when_switched_on_and_audited_by_hash(
         config = AgentConfig(state_dir=tmp_path / "agent", backoff_cap_s=1.0)
         async with running_agent(state, config, setup=configure_agent(xvfb.display)) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
-            sid = await _session(server, state.device_id)
+            sid = await start_session(server, state.device_id, reason="send the installer")
             async with viewer_for(server, sid) as viewer:
                 await click_colour(xvfb.display, ALLOW_BG)
                 await viewer.wait_for(lambda v: v.caps is not None, 20)
@@ -237,7 +231,7 @@ async def test_attended_fetch_needs_the_user_and_remote_input_cannot_answer(
         config = AgentConfig(state_dir=tmp_path / "agent", backoff_cap_s=1.0)
         async with running_agent(state, config, setup=configure_agent(xvfb.display)) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
-            sid = await _session(server, state.device_id, "control")
+            sid = await start_session(server, state.device_id, "control", "send the installer")
             async with viewer_for(server, sid) as viewer:
                 await click_colour(xvfb.display, ALLOW_BG)
                 await viewer.wait_for(lambda v: v.caps is not None, 20)
@@ -292,7 +286,7 @@ async def test_transfer_resumes_in_a_new_session_after_the_tunnel_drops(
         config = AgentConfig(state_dir=tmp_path / "agent", backoff_cap_s=1.0)
         async with running_agent(state, config, setup=configure_agent(xvfb.display)) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
-            sid = await _session(server, state.device_id)
+            sid = await start_session(server, state.device_id, reason="send the installer")
             async with viewer_for(server, sid) as viewer:
                 await click_colour(xvfb.display, ALLOW_BG)
                 await viewer.wait_for(lambda v: v.caps is not None, 20)
@@ -303,7 +297,7 @@ async def test_transfer_resumes_in_a_new_session_after_the_tunnel_drops(
             await wait_until(lambda: not agent.sessions.running, timeout=20, what="the first session ended")
             assert not (downloads / "big.bin").exists()
 
-            sid2 = await _session(server, state.device_id)
+            sid2 = await start_session(server, state.device_id, reason="send the installer")
             await asyncio.to_thread(xdotool, xvfb.display, "mousemove", "0", "0")  # the prompt's Allow is where we are
             async with viewer_for(server, sid2) as viewer:
                 await click_colour(xvfb.display, ALLOW_BG)
@@ -329,7 +323,7 @@ async def test_server_cap_refuses_a_bigger_file_at_the_relay(tmp_path: Path, xvf
         config = AgentConfig(state_dir=tmp_path / "agent", backoff_cap_s=1.0)
         async with running_agent(state, config, setup=configure_agent(xvfb.display)) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
-            sid = await _session(server, state.device_id)
+            sid = await start_session(server, state.device_id, reason="send the installer")
             async with viewer_for(server, sid) as viewer:
                 await click_colour(xvfb.display, ALLOW_BG)
                 await viewer.wait_for(lambda v: v.caps is not None, 20)

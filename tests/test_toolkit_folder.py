@@ -21,10 +21,10 @@ from agent.consent.tk_app import ALLOW_BG, FOLDER_BG, FOLDER_TITLE
 from protocol import toolkit as tk
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.test_session_helpers import (
-    api,
     click_colour,
     configure_agent,
     install_test_auth,
+    start_session,
     viewer_for,
     wait_window,
     xdotool,
@@ -67,10 +67,8 @@ async def test_user_picks_the_folder_and_the_indicator_lists_every_transfer(
         config = AgentConfig(state_dir=tmp_path / "agent", backoff_cap_s=1.0)
         async with running_agent(state, config, setup=configure_agent(xvfb.display)) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
-            status, body = await api(server, "POST", f"/api/v1/devices/{state.device_id}/sessions", "ann",
-                                     {"mode": "view", "reason": "files"})
-            assert status == 201, body
-            async with viewer_for(server, str(body["session_id"])) as viewer:
+            sid = await start_session(server, state.device_id, reason="files")
+            async with viewer_for(server, sid) as viewer:
                 await click_colour(xvfb.display, ALLOW_BG)
                 await viewer.wait_for(lambda v: v.caps is not None, 20)
                 indicator = next(iter(agent.sessions.running.values())).indicator

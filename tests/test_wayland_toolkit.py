@@ -28,7 +28,14 @@ from agent.config import AgentConfig
 from agent.consent.tk_app import CHAT_TITLE
 from agent.screen.wayland.mutter import MutterSession
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
-from tests.test_session_helpers import api, configure_agent, install_test_auth, viewer_for, wait_window, xdotool
+from tests.test_session_helpers import (
+    configure_agent,
+    install_test_auth,
+    start_session,
+    viewer_for,
+    wait_window,
+    xdotool,
+)
 from tests.test_wayland import TIMEOUT, wayland  # noqa: F401 - fixture
 from tests.wayland import MutterHandle, answer_xwayland_prompt
 
@@ -98,10 +105,8 @@ async def test_chat_and_the_clipboard_work_in_a_wayland_session_and_reach_native
         config = AgentConfig(state_dir=state.directory, backoff_cap_s=1.0)
         async with running_agent(state, config, setup=configure_agent(wayland.display)) as agent:
             await asyncio.wait_for(agent.client.ready.wait(), 10)
-            status, body = await api(server, "POST", f"/api/v1/devices/{state.device_id}/sessions", "ann",
-                                     {"mode": "control", "reason": "paste the command"})
-            assert status == 201, body
-            async with viewer_for(server, str(body["session_id"])) as viewer:
+            sid = await start_session(server, state.device_id, "control", "paste the command")
+            async with viewer_for(server, sid) as viewer:
                 await answer_xwayland_prompt(wayland, TIMEOUT)
                 await viewer.wait_for(lambda v: v.caps is not None and v.agent_stats is not None, TIMEOUT)
                 assert viewer.agent_stats is not None and viewer.agent_stats.backend == "wayland-mutter"
