@@ -56,6 +56,9 @@ async def test_login_device_list_and_device_page_show_the_real_agent(tmp_path: P
                 await page.wait_for_selector("#inv-cpu", timeout=10_000)
                 await page.click("#tab-software")
                 await page.wait_for_selector("#software-list table, #software-list .notice", timeout=10_000)
+                # The health charts draw (uPlot, with the six hours pinned on the time axis) without an error.
+                await page.click("#tab-health")
+                await page.wait_for_selector("figure.chart .chart-plot canvas", timeout=15_000)
                 assert console.csp_violations() == []
                 assert not [e for e in console.errors if e.startswith("pageerror")]
 

@@ -53,23 +53,45 @@ const ROUTES = [
   [/^#\/queue$/, queue, true],
 ];
 
+/** The menu: [heading, [[href, label, visible], ...]]; a heading shows when any of its pages does. */
 const NAV = [
-  ["#/queue", "Queue", () => can("view_inventory")],
-  ["#/devices", "Devices", () => true],
-  ["#/support", "Support codes", () => can("remote_view")],
-  ["#/alerts", "Alerts", () => true],
-  ["#/kpis", "Desk numbers", () => can("view_inventory")],
-  ["#/services", "Services", () => can("view_inventory")],
-  ["#/licences", "Licences", () => can("view_inventory")],
-  ["#/vulnerabilities", "Vulnerabilities", () => can("view_inventory")],
-  ["#/personal-data", "Personal data", () => can("view_inventory")],
-  ["#/tasks", "Tasks", () => can("run_tasks")],
-  ["#/tickets", "Tickets", () => can("remote_view")],
-  ["#/grants", "Documents", () => can("manage_grants") || can("approve_grants")],
-  ["#/approvals", "Approvals", () => can("approve_grants") || can("manage_grants")],
-  ["#/audit", "Audit log", () => session.me && session.me.is_admin],
-  ["#/users", "Users & groups", () => session.me && session.me.is_admin],
+  ["Help desk", [
+    ["#/queue", "Queue", () => can("view_inventory")],
+    ["#/support", "Support codes", () => can("remote_view")],
+    ["#/tickets", "Tickets", () => can("remote_view")],
+    ["#/kpis", "Desk numbers", () => can("view_inventory")],
+  ]],
+  ["Fleet", [
+    ["#/devices", "Devices", () => true],
+    ["#/alerts", "Alerts", () => true],
+    ["#/services", "Services", () => can("view_inventory")],
+    ["#/licences", "Licences", () => can("view_inventory")],
+    ["#/vulnerabilities", "Vulnerabilities", () => can("view_inventory")],
+    ["#/personal-data", "Personal data", () => can("view_inventory")],
+  ]],
+  ["Automation", [
+    ["#/tasks", "Tasks", () => can("run_tasks")],
+    ["#/grants", "Documents", () => can("manage_grants") || can("approve_grants")],
+    ["#/approvals", "Approvals", () => can("approve_grants") || can("manage_grants")],
+  ]],
+  ["Administration", [
+    ["#/audit", "Audit log", () => session.me && session.me.is_admin],
+    ["#/users", "Users & groups", () => session.me && session.me.is_admin],
+  ]],
 ];
+
+/** The menu folded away (the technician's choice, kept in this browser): more room for a device's screen. */
+const FOLDED_KEY = "helpline.menu.folded";
+
+function menuFolded() {
+  try { return localStorage.getItem(FOLDED_KEY) === "1"; } catch { return false; }
+}
+
+function setMenuFolded(folded) {
+  try { localStorage.setItem(FOLDED_KEY, folded ? "1" : "0"); } catch { /* private mode: this page only */ }
+  document.body.classList.toggle("menu-folded", folded);
+  document.getElementById("nav-toggle").setAttribute("aria-expanded", String(!folded));
+}
 
 let current = null;  // the page module showing now (may have leave())
 const main = document.getElementById("main");
@@ -82,12 +104,17 @@ function mustChangePassword() {
 function renderChrome() {
   const top = document.getElementById("topbar");
   top.hidden = !session.me || mustChangePassword();
+  document.getElementById("sidebar").hidden = top.hidden;
   if (top.hidden) return;
+  setMenuFolded(menuFolded());
   const nav = clear(document.getElementById("nav"));
-  for (const [href, label, visible] of NAV) {
-    if (!visible()) continue;
-    const active = location.hash.startsWith(href);
-    nav.append(h("a", { href, class: active ? "active" : "", "aria-current": active ? "page" : undefined }, label));
+  for (const [heading, pages] of NAV) {
+    const links = pages.filter(([, , visible]) => visible()).map(([href, label]) => {
+      const active = location.hash.startsWith(href);
+      return h("a", { href, class: active ? "active" : "", "aria-current": active ? "page" : undefined }, label);
+    });
+    if (links.length) nav.append(h("div", { class: "nav-group", role: "group", "aria-label": heading },
+      h("div", { class: "nav-heading" }, heading), links));
   }
   const who = clear(document.getElementById("whoami"));
   who.append(h("a", { class: "user", href: "#/account", id: "my-account", title: "My account: sessions and API tokens" },
@@ -164,6 +191,7 @@ api.onUnauthorized(() => {
   if (location.hash !== "#/login") location.hash = "#/login";
 });
 
+document.getElementById("nav-toggle").addEventListener("click", () => setMenuFolded(!menuFolded()));
 window.addEventListener("hashchange", route);
 window.addEventListener("helpline:login", () => {
   renderChrome();

@@ -181,7 +181,10 @@ const RENDER = {
     el.append(h("p", { class: "muted" }, "Last 6 hours, 1-minute steps"), grid);
     for (const [prefix, keys] of Object.entries(groups)) {
       const [title, unit] = titles[prefix] || [prefix, ""];
-      grid.append(await lineChart(title, xs, keys.map((k) => [k.replaceAll("_", " "), pick(k)]), { unit }));
+      // The six hours on the time axis however few samples there are; shares from 0 to 100.
+      const shares = unit === "%" ? { yMin: 0, yMax: 100 } : {};
+      grid.append(await lineChart(title, xs, keys.map((k) => [k.replaceAll("_", " "), pick(k)]),
+        { unit, xRange: [from, to], ...shares }));
     }
   },
   alerts: async (el) => {

@@ -72,7 +72,7 @@ async function load(body, csv) {
   }
   clear(body).append(
     tiles(total.total),
-    h("div", { class: "kpi-charts", id: "kpi-charts" }, ...(await charts(daily.buckets))),
+    h("div", { class: "kpi-charts", id: "kpi-charts" }, ...(await charts(daily.buckets, period))),
     ...BREAKDOWNS.map(([by, title], i) => table(by, title, parts[i].buckets)),
     comments(said.comments));
   body.dataset.loaded = "1";
@@ -108,16 +108,18 @@ function tiles(f) {
     tile("requests", "Requests", String(f.requests), f.requests, `${f.resolved} resolved`));
 }
 
-async function charts(buckets) {
+async function charts(buckets, { from, to }) {
+  const axes = { xRange: [from, to], yMin: 0 };
   const xs = buckets.map((b) => epochOf(b.key));
   const minutes = (key, part) => buckets.map((b) => (b.figures[key][part] === null ? null : b.figures[key][part] / 60));
   const rate = (get) => buckets.map((b) => (get(b.figures) === null ? null : get(b.figures) * 100));
   return Promise.all([
     lineChart("Median per day (minutes)", xs, [["MTTA", minutes("mtta", "median")],
       ["Time to connect", minutes("time_to_connect", "median")], ["AHT", minutes("aht", "median")],
-      ["MTTR", minutes("mttr", "median")]], { unit: " min" }),
+      ["MTTR", minutes("mttr", "median")]], { unit: " min", ...axes }),
     lineChart("FCR, CSAT 4–5 and survey responses per day (%)", xs, [["FCR", rate((f) => f.fcr_rate)],
-      ["CSAT 4–5", rate((f) => f.csat_satisfied)], ["Responses", rate((f) => f.response_rate)]], { unit: " %" }),
+      ["CSAT 4–5", rate((f) => f.csat_satisfied)], ["Responses", rate((f) => f.response_rate)]],
+    { unit: " %", ...axes, yMax: 100 }),
   ]);
 }
 

@@ -106,7 +106,7 @@ function render() {
 
 function table(rows, resolved) {
   return h("div", { class: "table-wrap" }, h("table", { class: "grid queue-table" },
-    h("thead", {}, h("tr", {}, ["#", "Urgency", "Request", "Device", "From", resolved ? "Resolved" : "Waiting",
+    h("thead", {}, h("tr", {}, ["#", "Urgency", "Request", "From", resolved ? "Resolved" : "Waiting",
       "State", ""].map((c) => h("th", {}, c)))),
     h("tbody", {}, rows.map((r) => h("tr", {
       class: `queue-row${ctx.selected && ctx.selected.id === r.id ? " selected" : ""}`,
@@ -114,14 +114,17 @@ function table(rows, resolved) {
     },
     h("td", { class: "num" }, `#${r.number}`),
     h("td", {}, badge(urgencyClass(r.urgency), r.urgency)),
-    h("td", {}, h("button", { class: "link queue-open", type: "button", onclick: () => select(r) }, text(r.summary)),
+    h("td", { class: "queue-summary" }, h("button", { class: "link queue-open", type: "button", onclick: () => select(r) },
+      text(r.summary)),
       r.reopened ? h("span", { class: "badge state-reopened queue-reopened", title: `Reopened ${r.reopened_count}×` },
         "reopened") : null,
       r.escalated ? h("span", { class: "badge state-escalated" }, "escalated") : null,
       r.has_screenshot ? h("span", { class: "muted queue-shot-mark", title: "Screenshot attached" }, "screenshot")
         : null),
-    h("td", {}, h("a", { href: `#/devices/${encodeURIComponent(r.device_id)}` }, text(r.hostname || r.device_id))),
-    h("td", {}, text(r.requester)),
+    // Who asked, and on which device (its hostname, or its id until it has one: cut, whole in the title).
+    h("td", { class: "queue-from" }, h("div", {}, text(r.requester)),
+      h("a", { class: "queue-device", href: `#/devices/${encodeURIComponent(r.device_id)}`,
+        title: r.hostname ? `${r.hostname} (${r.device_id})` : r.device_id }, text(r.hostname || r.device_id))),
     h("td", { title: fmtTime(resolved ? r.resolved_at : r.created_at) },
       resolved ? ago(r.resolved_at) : ago(r.created_at).replace(" ago", "")),
     h("td", {}, badge(r.state, r.state === "claimed" ? `claimed by ${r.claimed_by_name || r.claimed_by}` : r.state)),

@@ -32,7 +32,8 @@ export async function show(main, sessionId) {
   const banner = h("div", { class: "consent consent-waiting", id: "consent-banner", role: "status" }, "Loading session…");
   const canvas = h("canvas", { id: "screen", class: "screen fit", tabindex: "0", width: 16, height: 9,
     "aria-label": "Remote screen", dataset: { captureKeys: "0" } });
-  const overlay = h("div", { class: "overlay", id: "viewer-stats" }, "—");
+  // The stream's figures under the screen, not over it: nothing of the device's screen is hidden.
+  const overlay = h("div", { class: "viewer-stats", id: "viewer-stats", "aria-label": "Stream statistics" }, "—");
   const sprite = h("canvas", { class: "remote-cursor", id: "remote-cursor", hidden: true, "aria-hidden": "true" });
   const monitors = h("select", { id: "monitor-select", "aria-label": "Monitor", disabled: true,
     onchange: (ev) => send({ type: "monitor.select", index: Number(ev.target.value) }) });
@@ -57,7 +58,8 @@ export async function show(main, sessionId) {
     h("div", { class: "viewer-bar" }, h("a", { href: "#/devices" }, "← Devices"), banner, monitors, scaleBtn, controlBtn,
       notesBtn, endBtn),
     proofSlot, h("nav", { class: "tabs", "aria-label": "Session tools" }, screenTabBtn, shellTabBtn),
-    h("div", { class: "viewer-main", id: "viewer-main" }, h("div", { class: "screen-wrap" }, canvas, sprite, overlay), tools.box),
+    h("div", { class: "viewer-main", id: "viewer-main" },
+      h("div", { class: "screen-col" }, h("div", { class: "screen-wrap" }, canvas, sprite), overlay), tools.box),
     shell.box, notes.box,
     // The tickets this session writes back to, and how that went (written when the session ends: Refresh).
     ticketStatus(`/api/v1/sessions/${encodeURIComponent(sessionId)}/tickets`, "viewer-tickets")));
