@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import ssl
 from pathlib import Path
 
@@ -271,3 +272,45 @@ async def test_admin_pages_and_a_10k_device_list(tmp_path: Path) -> None:
             await expect(page.locator("#whoami")).to_contain_text("newbie")
             assert console.csp_violations() == []
             assert not [e for e in console.errors if e.startswith("pageerror")]
+
+
+async def test_the_menu_fits_groups_pages_by_rights_and_folds_away(tmp_path: Path) -> None:
+    """Every page an admin may open is in the sidebar, all visible at 1360×860 with the account menu on screen (the
+    old top-bar row wrapped over itself and pushed it off); a viewer gets no Automation or Administration heading;
+    ☰ folds the menu, the page gets the width, and the choice survives a reload."""
+    async with running_server(tmp_path / "srv") as server:
+        admin = await make_user(server, "root", "admin")
+        viewer = await make_user(server, "vera", "viewer", groups={"lab": None})
+        async with console_browser(server) as console:
+            page = console.page
+            await console.login(admin)
+            nav = page.locator("#nav")
+            await expect(nav.locator("a[href='#/users']")).to_be_visible()
+            headings = await nav.locator(".nav-heading").all_text_contents()
+            assert headings == ["Help desk", "Fleet", "Automation", "Administration"]
+            links = nav.locator("a")
+            assert await links.count() == 15
+            boxes = [await links.nth(i).bounding_box() for i in range(await links.count())]
+            assert all(b is not None and b["y"] + b["height"] <= 860 for b in boxes), boxes
+            tops = sorted(b["y"] for b in boxes if b is not None)
+            assert all(b - a >= 20 for a, b in itertools.pairwise(tops)), "menu links overlap"
+            me = await page.locator("#my-account").bounding_box()
+            assert me is not None and me["x"] + me["width"] <= 1360
+            main = page.locator("#main")
+            width_open = (await main.bounding_box() or {"width": 0})["width"]
+            await page.click("#nav-toggle")
+            await expect(page.locator("#sidebar")).to_be_hidden()
+            assert await page.get_attribute("#nav-toggle", "aria-expanded") == "false"
+            assert (await main.bounding_box() or {"width": 0})["width"] > width_open + 150
+            await page.reload()
+            await page.wait_for_selector("#topbar:not([hidden])", timeout=15_000)
+            await expect(page.locator("#sidebar")).to_be_hidden()
+            await page.click("#nav-toggle")
+            await expect(page.locator("#sidebar")).to_be_visible()
+        async with console_browser(server) as console:
+            await console.login(viewer, code=viewer.code(1))
+            nav = console.page.locator("#nav")
+            await expect(nav.locator("a[href='#/devices']")).to_be_visible()
+            assert await nav.locator(".nav-heading").all_text_contents() == ["Help desk", "Fleet"]
+            assert await nav.locator("a[href='#/users'], a[href='#/tasks'], a[href='#/audit']").count() == 0
+        assert console.csp_violations() == []
