@@ -12,9 +12,10 @@ import { processesTab, servicesTab } from "../tools_ui.js";
 
 const TABS = [
   ["overview", "Overview"], ["hardware", "Hardware"], ["software", "Software"], ["changes", "Changes"],
-  ["health", "Health"], ["alerts", "Alerts"], ["relations", "Relations & impact"], ["vulns", "Vulnerabilities"],
-  ["remote", "Sessions & documents"], ["tasks", "Tasks"], ["processes", "Processes"], ["services", "Services"],
-];
+  ["health", "Health"], ["alerts", "Alerts"], ["relations", "Relations", "Relations & impact"],
+  ["vulns", "Vulnerabilities"], ["remote", "Sessions", "Sessions & documents"], ["tasks", "Tasks"],
+  ["processes", "Processes"], ["services", "Services"],
+];  // [key, label, title]: the twelve fit one row of a 1360-pixel screen beside the menu
 
 /** Who agreed to a session, in words (session.answer `by`). */
 function consentBy(x) {
@@ -73,8 +74,9 @@ export async function show(main, id, tab) {
   if (!actions.childElementCount) actions.append(h("span", { class: "muted" }, "You may not open remote sessions here."));
   const tabs = h("div", { class: "tabs", role: "tablist" });
   tabButtons = {};
-  for (const [key, label] of TABS) {
-    tabButtons[key] = h("button", { type: "button", role: "tab", id: `tab-${key}`, onclick: () => openTab(key) }, label);
+  for (const [key, label, title] of TABS) {
+    tabButtons[key] = h("button", { type: "button", role: "tab", id: `tab-${key}`, title: title || undefined,
+      onclick: () => openTab(key) }, label);
     tabs.append(tabButtons[key]);
   }
   panel = h("div", { class: "tab-panel", role: "tabpanel", id: "device-panel" });
