@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 
@@ -47,3 +48,29 @@ async def test_no_url_no_bus_and_unreachable_bus_refuses_to_start(tmp_path: Path
         client = await connect(ServerConfig(nats_url=nats.url))
         assert client is not None and client.is_connected
         await client.close()
+
+
+async def test_a_node_stopped_while_the_bus_is_down_closes_its_client_and_leaves_no_task_behind(tmp_path: Path) -> None:
+    """nats-server goes away, the node's client is reconnecting, the node stops: its client ends closed and nothing
+    of it is left running in the loop. (``drain()`` refuses a reconnecting client; the client was left retrying,
+    and once kept a test's event loop from closing for 78 s, cancellation or not.)"""
+    from tests import pg_store
+    from tests.harness import make_pki, running_server, wait_until
+    from tests.nats_server import stop
+    from tests.test_multinode_bus import _pg_url
+
+    _pg_url()
+    with nats_server(tmp_path / "nats") as nats:
+        async with running_server(tmp_path / "a", node_id="node-a", pki_dir=make_pki(tmp_path / "pki"),
+                                  database_url=pg_store.url_for(tmp_path / "shared"), nats_url=nats.url) as node:
+            assert node.bus is not None
+            client = node.bus.client
+            assert client.is_connected
+            stop(nats.proc)
+            await wait_until(lambda: client.is_reconnecting, timeout=30, what="the node's client reconnecting")
+            stopping_at = asyncio.get_running_loop().time()
+        assert asyncio.get_running_loop().time() - stopping_at < 15
+        assert client.is_closed
+        await asyncio.sleep(0)  # the close's own callbacks run
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+        assert not [t for t in left if "nats" in repr(t.get_coro())], left

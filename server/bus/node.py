@@ -55,6 +55,11 @@ class NodeBus:
         await self.router.close()
         with contextlib.suppress(Exception):
             await self.client.drain()
+        # drain() refuses a client that is reconnecting (the bus is down): close it anyway, or its reconnect
+        # loop runs on after the node stopped.
+        if not self.client.is_closed:
+            with contextlib.suppress(Exception):
+                await self.client.close()
 
 
 async def attach(server: HelplineServer) -> NodeBus | None:
