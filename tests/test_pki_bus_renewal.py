@@ -146,8 +146,6 @@ async def test_the_signer_renews_the_bound_bus_key_only_and_audits_it(tmp_path: 
         assert "bus node-a" in listed
 
 
-# At least the first certificate's 40 s life, ~45 s alone; a full two-worker run once took it past the default 120 s.
-@pytest.mark.timeout(300)
 async def test_a_node_renews_its_bus_certificate_and_reconnects_with_it_after_the_old_one_expired(
         tmp_path: Path) -> None:
     """A real node on a real mutual-TLS nats-server, its first bus certificate living 40 s: the node renews it from
