@@ -25,3 +25,10 @@ class Background:
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+    async def cancel_all(self) -> None:
+        """Cancel the tasks still running and wait until they have ended (a shutdown: none outlives its owner)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

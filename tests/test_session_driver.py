@@ -4,9 +4,11 @@ sends it; the clock is moved forward instead of waiting out the answer and tunne
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -163,3 +165,41 @@ async def test_tunnel_token_rules(db: Database) -> None:
     assert sorted(json.loads(r["details"])["code"] for r in refusals) == [
         "bad_token", "foreign_token", "token_expired", "token_used"]
     await s.driver.finisher.finish(session, EndReason.TECHNICIAN.value, "technician")
+
+
+async def test_a_server_that_stops_leaves_no_session_watcher_running(tmp_path: Path) -> None:
+    """A session offered and not answered when the server stops: its deadline watcher ends with the server (it
+    lived on, waiting out the consent deadline to write to a closed store); the driver's close() alone does the
+    same for a live session."""
+    from server.accounts import admin
+    from server.auth.rights import Right
+    from server.sessions import SESSIONS
+    from tests.harness import enroll_agent, running_server
+    from tests.requests_helpers import device_channel
+    from tests.test_accounts_support import client, make_user
+
+    def watchers() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if not t.done() and "_watch_deadlines" in repr(t.get_coro())]
+
+    async with running_server(tmp_path / "srv") as server:
+        await make_user(server, "tess", "technician", groups={"lab": Right.REMOTE_VIEW | Right.VIEW_INVENTORY})
+        tess = await admin.create_token(server.db, "tess", "t", None, actor="test")
+        state = await enroll_agent(server, tmp_path / "dev", group="lab")
+        async with device_channel(state, server.agent_port) as dev, \
+                client(server, Authorization=f"Bearer {tess.token}") as http:
+            async with http.post(f"/api/v1/devices/{state.device_id}/sessions",
+                                 json={"mode": "view", "reason": "printer"}) as resp:
+                assert resp.status == 201, await resp.text()
+            await dev.wait_for(lambda m: m.get("type") == "session.offer", what="session.offer")
+            assert len(watchers()) == 1 and len(server.console_app[SESSIONS].live) == 1
+    await asyncio.sleep(0)
+    assert watchers() == []
+
+
+async def test_the_drivers_close_ends_its_watchers(db: Database) -> None:
+    device = await add_device(db, "dev-drv")
+    s = _setup(db, device)
+    session, _token = await _offered(s, device)
+    assert session.session_id in s.live
+    await s.driver.close()
+    assert not [t for t in asyncio.all_tasks() if not t.done() and "_watch_deadlines" in repr(t.get_coro())]

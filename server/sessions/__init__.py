@@ -64,7 +64,11 @@ def setup(server: HelplineServer) -> None:
         server.watcher.on(devices.DEVICE_REVOKED, sessions.on_device_revoked)
         AccountFollower(db, live, sessions.finisher, sessions.teamwork).follow(server.watcher)  # disabled, rights
 
+    async def stop_background(_app: web.Application) -> None:
+        await sessions.close()
+
     server.background.append(watch_revocations)
+    server.console_app.on_cleanup.append(stop_background)
     add_routes(server.console_app, console_routes(sessions))
     tickets.install(server)  # a viewer on another node's console opens the stream here with a ticket
     add_schemas(server.console_app, SCHEMAS)

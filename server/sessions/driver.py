@@ -109,6 +109,12 @@ class SessionDriver:
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._background.spawn(coro)
 
+    async def close(self) -> None:
+        """The server stops: its sessions' deadline watchers and other background work end with it."""
+        await self._background.cancel_all()
+        if self.teamwork is not None:
+            await self.teamwork.close()
+
     # --- the technician asks --------------------------------------------------------------
 
     async def request(self, *, device_id: str, group: str, technician: Principal, mode: Mode, reason: str,

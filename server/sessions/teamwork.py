@@ -66,6 +66,10 @@ class Teamwork:
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._background.spawn(coro)
 
+    async def close(self) -> None:
+        """The server stops: nothing spawned here outlives it."""
+        await self._background.cancel_all()
+
     async def _audit(self, session: LiveSession, actor: str, action: str, **details: Any) -> None:
         await audit.append(self.db, actor, action, session.device_id, {"session_id": session.session_id, **details})
 
