@@ -20,8 +20,8 @@ from cryptography import x509
 from certs.pki import certificate_serial_hex, device_id_from_certificate
 from common.version import __version__
 from protocol import limits, screen_backend
-from protocol.control import CloseCode, ControlChannel
-from protocol.errors import UnsupportedVersion
+from protocol.control import ChannelState, CloseCode, ControlChannel
+from protocol.errors import LocalProtocolError, UnsupportedVersion
 from protocol.messages import Error, Hello, Message, Welcome
 from protocol.version import negotiate
 
@@ -232,9 +232,17 @@ async def _dispatch(server: HelplineServer, conn: AgentConnection, message: Mess
         return
     try:
         await handler(conn, message)
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, LocalProtocolError) and conn.channel.state is ChannelState.CLOSED:
+            # The channel closed while the message was handled (superseded by the agent's new connection, a
+            # keepalive timeout, a revocation): what the handler stored stays, its answer has nowhere to go,
+            # and the agent sends again what it was not answered for.
+            log.info("answer not sent: the control channel closed while the message was handled",
+                     extra={"device_id": conn.device_id, "type": message.type_name()})
+            return
         log.exception("handler failed", extra={"device_id": conn.device_id, "type": message.type_name()})
-        await conn.reply_error("internal", "the server could not process this message", message.id)
+        if conn.channel.state is not ChannelState.CLOSED:
+            await conn.reply_error("internal", "the server could not process this message", message.id)
 
 
 async def _accept_hello(server: HelplineServer, conn: AgentConnection, hello: Hello) -> None:
