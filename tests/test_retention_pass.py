@@ -215,3 +215,27 @@ async def test_cli_purge_needs_yes_and_a_revoked_device(tmp_path: Path) -> None:
         assert (await audit.verify_chain(db)).ok
     finally:
         await db.close()
+
+
+class _DownDatabase:
+    """A store in an outage: every call says so, as the backends translate connection failures."""
+
+    def __getattr__(self, name: str) -> object:
+        async def unavailable(*_args: object, **_kwargs: object) -> None:
+            from server.store import StoreUnavailable
+
+            raise StoreUnavailable("the database is unavailable: connection refused")
+
+        return unavailable
+
+
+async def test_a_database_outage_ends_the_pass_once_without_a_traceback_per_step(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """With the store down no step can work: the pass stops at the first and raises StoreUnavailable (the loop logs
+    one warning per outage); it used to log every step's failure with its traceback, five at every pass."""
+    from server.store import StoreUnavailable
+
+    with caplog.at_level("INFO", logger="server.lifecycle"), pytest.raises(StoreUnavailable):
+        await retention.run_pass(_DownDatabase(), _config(tmp_path), NOW, store=None,  # type: ignore[arg-type]
+                                 receiver=None)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from server import audit
 from server.storage.objects import JetStreamObjectStore, ObjectStore, ObjectStoreError, recording_names
-from server.store import Database, Row
+from server.store import Database, Row, StoreUnavailable
 
 if TYPE_CHECKING:
     from server.tasks.artifacts import ArtifactReceiver
@@ -245,6 +245,8 @@ async def run_pass(db: Database, config: Any, now: float, *, store: ObjectStore 
     for name, step in steps:
         try:
             await step()
+        except StoreUnavailable:
+            raise  # no step can work: the pass fails once, logged once per outage by the loop
         except Exception:
             if dry_run:
                 raise
