@@ -210,6 +210,8 @@ async def test_clipboard_both_ways_when_switched_on_and_audited_by_hash(
                 finally:
                     owner.kill()
                     owner.wait(10)
+                    if owner.stdout is not None:
+                        owner.stdout.close()
             record = await wait_for_audit(server, "session.clipboard")
             details = record["details"] if isinstance(record["details"], dict) else json.loads(record["details"])
             assert set(details) == {"session_id", "direction", "length", "sha256"}
