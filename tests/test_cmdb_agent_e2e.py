@@ -203,9 +203,9 @@ def agent_processes() -> Any:
 
 
 def _start_agent(state: AgentState, config_file: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "helpline", "agent", "run", "--state", str(state.directory),
-                             "--config", str(config_file)], cwd=REPO, stdout=log.open("ab"),
-                            stderr=subprocess.STDOUT)
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "helpline", "agent", "run", "--state", str(state.directory),
+                                 "--config", str(config_file)], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
 
 
 def _outbox_state(state: AgentState) -> tuple[int, set[int]]:

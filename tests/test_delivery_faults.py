@@ -440,9 +440,10 @@ async def test_real_agent_delivers_past_bad_samples(tmp_path: Path, agent_proces
         log = tmp_path / "agent.log"
         started = time.monotonic()
         with caplog.at_level(logging.INFO, logger="server.cmdb"):
-            proc = subprocess.Popen([sys.executable, "-m", "helpline", "agent", "run", "--state", str(state.directory),
-                                     "--config", str(config_file)], cwd=REPO, stdout=log.open("ab"),
-                                    stderr=subprocess.STDOUT)
+            with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+                proc = subprocess.Popen([sys.executable, "-m", "helpline", "agent", "run", "--state",
+                                         str(state.directory), "--config", str(config_file)], cwd=REPO, stdout=out,
+                                        stderr=subprocess.STDOUT)
             agent_processes.append(proc)
             expected = set(seqs) - {wrong, broken}
 

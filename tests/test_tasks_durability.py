@@ -28,8 +28,9 @@ def agents():
 
     def start(state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
         env = {**os.environ, "HELPLINE_TRUST_ROOT_SHA256": ORG.root.fingerprint}
-        proc = subprocess.Popen([sys.executable, "-m", "helpline", "agent", "run", "--state", str(state_dir)],
-                                cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env)
+        with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen([sys.executable, "-m", "helpline", "agent", "run", "--state", str(state_dir)],
+                                    cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
         procs.append(proc)
         return proc
 
