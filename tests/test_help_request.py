@@ -211,6 +211,8 @@ def help_window(sock: Path, display: str, *extra: str) -> Iterator[subprocess.Po
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 async def test_the_window_sends_with_the_screenshot_the_user_saw_and_follows_the_request(
