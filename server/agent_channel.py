@@ -266,6 +266,11 @@ async def _accept_hello(server: HelplineServer, conn: AgentConnection, hello: He
     extra: dict[str, Any] = {}
     for provider in server.agent_handlers.welcome_fields:
         extra.update(await provider(conn))
+    if conn.channel.state is ChannelState.CLOSED:
+        # Closed while the hello was handled (a newer connection from the device superseded this one, or it
+        # was cut off): the device is served on the connection that replaced it.
+        log.info("hello not answered: the connection closed meanwhile", extra={"device_id": conn.device_id})
+        return
     conn.channel.send(
         Welcome(version=version, server_version=__version__, keepalive_s=server.config.keepalive_s,
                 inventory_checksums=checksums, **extra),

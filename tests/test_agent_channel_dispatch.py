@@ -3,6 +3,7 @@ ControlChannel, a stub connection around it)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from types import SimpleNamespace
 
@@ -10,8 +11,9 @@ import pytest
 
 from protocol import codec
 from protocol.control import ChannelState, CloseCode, ControlChannel
-from protocol.messages import Error, Ping, Pong
+from protocol.messages import Error, Hello, Ping, Pong
 from server.agent_channel import AgentHandlers, _dispatch
+from server.store import Database
 
 
 class StubConnection:
@@ -64,3 +66,26 @@ async def test_a_handler_that_fails_on_an_open_channel_is_logged_and_answered_in
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == ["handler failed"]
     (sent,) = [codec.decode(frame) for frame in conn.channel.data_to_send()]
     assert isinstance(sent, Error) and sent.code == "internal"
+
+
+async def test_a_hello_whose_connection_closed_meanwhile_is_not_answered_and_raises_nothing(
+        db: Database, caplog: pytest.LogCaptureFixture) -> None:
+    """The device connected again while its first hello was being handled (the newer connection superseded this
+    one): no welcome, no error out of the dispatch (the websocket middleware logged it as an error)."""
+    conn = StubConnection()
+    conn.channel.state = ChannelState.AWAIT_HELLO
+    conn.loop = asyncio.get_running_loop()  # type: ignore[attr-defined]
+
+    async def checksums(_device_id: str) -> dict[str, str]:
+        conn.channel.close(CloseCode.SUPERSEDED, "a newer connection from this device replaced this one")
+        return {}
+
+    ready: list[object] = []
+    server = SimpleNamespace(connections=SimpleNamespace(add=lambda _c: None), db=db, inventory_checksums=checksums,
+                             agent_handlers=AgentHandlers(), config=SimpleNamespace(keepalive_s=30),
+                             on_agent_ready=[lambda c: ready.append(c)])
+    hello = Hello(min_version=1, max_version=1, agent_version="test", device_id=conn.device_id)
+    with caplog.at_level(logging.INFO, logger="server.agent_channel"):
+        await _dispatch(server, conn, hello)  # type: ignore[arg-type]
+    assert conn.channel.data_to_send() == [] and ready == []
+    assert any("hello not answered" in r.getMessage() for r in caplog.records)
