@@ -9,6 +9,7 @@ conversation; application messages are dispatched through a table of small handl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ from certs.pki import certificate_serial_hex, device_id_from_certificate
 from common.version import __version__
 from protocol import limits, screen_backend
 from protocol.control import ChannelState, CloseCode, ControlChannel
-from protocol.errors import LocalProtocolError, UnsupportedVersion
+from protocol.errors import UnsupportedVersion
 from protocol.messages import Error, Hello, Message, Welcome
 from protocol.version import negotiate
 
@@ -55,6 +56,11 @@ async def write_or_cut(conn: AgentConnection, frame: str) -> None:
         raise ConnectionResetError("the connection stalled and was cut off") from None
 
 
+class ChannelNotOpen(ConnectionError):
+    """A message for a channel that is closed or not past its handshake: to the caller, a connection gone (the
+    device is served again when a channel of it is ready — the ``on_agent_ready`` hooks)."""
+
+
 class AgentConnection:
     """One live, authenticated control channel."""
 
@@ -81,7 +87,10 @@ class AgentConnection:
         return certificate_serial_hex(self.certificate)
 
     async def send(self, message: Message) -> None:
-        """Queue a message to the agent and flush it."""
+        """Queue a message to the agent and flush it (:class:`ChannelNotOpen` when the channel cannot take it)."""
+        state = self.channel.state
+        if state is ChannelState.CLOSED or (state is not ChannelState.READY and not isinstance(message, Error)):
+            raise ChannelNotOpen(f"the control channel is {state.name.lower()}: {message.type_name()} not sent")
         self.channel.send(message, self.loop.time())
         await self.flush()
 
@@ -232,16 +241,15 @@ async def _dispatch(server: HelplineServer, conn: AgentConnection, message: Mess
         return
     try:
         await handler(conn, message)
-    except Exception as exc:
-        if isinstance(exc, LocalProtocolError) and conn.channel.state is ChannelState.CLOSED:
-            # The channel closed while the message was handled (superseded by the agent's new connection, a
-            # keepalive timeout, a revocation): what the handler stored stays, its answer has nowhere to go,
-            # and the agent sends again what it was not answered for.
-            log.info("answer not sent: the control channel closed while the message was handled",
-                     extra={"device_id": conn.device_id, "type": message.type_name()})
-            return
+    except ChannelNotOpen:
+        # The channel closed while the message was handled (superseded by the agent's new connection, a
+        # keepalive timeout, a revocation): what the handler stored stays, its answer has nowhere to go,
+        # and the agent sends again what it was not answered for.
+        log.info("answer not sent: the control channel closed while the message was handled",
+                 extra={"device_id": conn.device_id, "type": message.type_name()})
+    except Exception:
         log.exception("handler failed", extra={"device_id": conn.device_id, "type": message.type_name()})
-        if conn.channel.state is not ChannelState.CLOSED:
+        with contextlib.suppress(ChannelNotOpen):
             await conn.reply_error("internal", "the server could not process this message", message.id)
 
 

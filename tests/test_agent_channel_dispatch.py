@@ -12,23 +12,25 @@ import pytest
 from protocol import codec
 from protocol.control import ChannelState, CloseCode, ControlChannel
 from protocol.messages import Error, Hello, Ping, Pong
-from server.agent_channel import AgentHandlers, _dispatch
+from server.agent_channel import AgentConnection, AgentHandlers, _dispatch
 from server.store import Database
 
 
 class StubConnection:
-    """What _dispatch and a handler use of an AgentConnection: the channel, the device id, send, reply_error."""
+    """What _dispatch and a handler use of an AgentConnection: the channel, the device id, and the real
+    AgentConnection.send and reply_error over them (the frames stay queued in the channel: no socket)."""
+
+    send = AgentConnection.send
+    reply_error = AgentConnection.reply_error
 
     def __init__(self) -> None:
         self.channel = ControlChannel("server", now=0.0, keepalive_s=30)
         self.channel.state = ChannelState.READY
         self.device_id = "dev-1"
+        self.loop = asyncio.get_running_loop()
 
-    async def send(self, message: object) -> None:
-        self.channel.send(message, 0.0)  # type: ignore[arg-type]  # raises on a closed channel, as the real one
-
-    async def reply_error(self, code: str, message: str, in_reply_to: str | None) -> None:
-        await self.send(Error(code=code, message=message, in_reply_to=in_reply_to))
+    async def flush(self) -> None:
+        pass
 
 
 def _server(handler: object) -> SimpleNamespace:
@@ -74,7 +76,6 @@ async def test_a_hello_whose_connection_closed_meanwhile_is_not_answered_and_rai
     one): no welcome, no error out of the dispatch (the websocket middleware logged it as an error)."""
     conn = StubConnection()
     conn.channel.state = ChannelState.AWAIT_HELLO
-    conn.loop = asyncio.get_running_loop()  # type: ignore[attr-defined]
 
     async def checksums(_device_id: str) -> dict[str, str]:
         conn.channel.close(CloseCode.SUPERSEDED, "a newer connection from this device replaced this one")
@@ -89,3 +90,16 @@ async def test_a_hello_whose_connection_closed_meanwhile_is_not_answered_and_rai
         await _dispatch(server, conn, hello)  # type: ignore[arg-type]
     assert conn.channel.data_to_send() == [] and ready == []
     assert any("hello not answered" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_message_the_channel_cannot_take_is_a_connection_gone_to_every_caller() -> None:
+    """Callers that push to devices (tasks, tools, accounts, wake, authority, personal data) treat ConnectionError as
+    "gone, served when it is back": a channel still in its handshake or closed raises one, not a protocol error."""
+    conn = StubConnection()
+    conn.channel.state = ChannelState.AWAIT_HELLO
+    with pytest.raises(ConnectionError):
+        await conn.send(Pong(in_reply_to="x"))
+    await conn.send(Error(code="invalid", message="errors may go before the handshake"))
+    conn.channel.close(CloseCode.GOING_AWAY, "bye")
+    with pytest.raises(ConnectionError):
+        await conn.send(Error(code="invalid", message="nor after the close"))

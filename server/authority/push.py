@@ -32,7 +32,6 @@ from protocol.authority import (
 )
 from protocol.authority_messages import MAX_DOCUMENTS, AuthorityStatus, AuthorityUpdate
 from protocol.authority_parts import TooLarge, split_update
-from protocol.errors import LocalProtocolError
 
 from .. import audit
 from ..store import Database, Row
@@ -143,9 +142,9 @@ class Pushers:
                             shared = await self._cache.get(self._server.db)
                             update = update_from(shared, conn.device_id, conn.group)
                         await send_update(conn, update)
-                except (ConnectionError, LocalProtocolError) as exc:
-                    # Gone, stalled and cut off, or its channel closed or not past its handshake yet: it gets
-                    # everything with the first update of its (next) connection.
+                except ConnectionError as exc:
+                    # Gone, stalled and cut off, or its channel closed or not past its handshake yet (ChannelNotOpen):
+                    # it gets everything with the first update of its (next) connection.
                     log.warning("could not push the authority", extra={"device_id": device_id, "error": str(exc)})
                 except Exception:
                     log.exception("could not push the authority", extra={"device_id": device_id})

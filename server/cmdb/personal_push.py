@@ -19,7 +19,6 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from protocol.errors import LocalProtocolError
 from protocol.messages import InventoryRequest
 
 from . import personal
@@ -57,7 +56,7 @@ async def push(server: HelplineServer, subject: str, *, batch: int = PUSH_BATCH,
                 await conn.send(InventoryRequest(reason="personal data policy changed",
                                                  inventory_policy=policies[conn.group]))
                 sent += 1
-            except (ConnectionError, LocalProtocolError) as exc:  # closing, or not past its hello yet
+            except ConnectionError as exc:  # closing, or not past its hello yet (ChannelNotOpen)
                 log.info("personal-data policy not pushed (connection closing)",
                          extra={"device_id": conn.device_id, "reason": str(exc)[:200]})
     if sent:
