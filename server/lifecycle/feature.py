@@ -19,15 +19,14 @@ from typing import TYPE_CHECKING
 import msgspec
 from aiohttp import web
 
-from common.outage import OutageLog
 from server import api
 from server.auth.rights import Right
 from server.errors import ApiError
 from server.sessions import SESSIONS, repository
 from server.sessions.recordings_api import OBJECTS, RECORDINGS_DIR
 from server.storage.objects import JetStreamObjectStore, ObjectStore, ObjectStoreError, check_name
-from server.store.errors import StoreUnavailable
 from server.tasks.feature import ARTIFACTS
+from server.ticker import tick_forever
 
 from . import purge, retention
 
@@ -107,17 +106,11 @@ def setup(server: HelplineServer) -> None:
         server.console_app[SESSIONS].finisher.on_finished.append(_recording_hook(server, store))
 
     async def retention_loop() -> None:
-        outage = OutageLog(log, "retention pass")  # a database outage: one warning at its start, one at its end
-        while True:
-            try:
-                await retention.run_pass(server.db, server.config, time.time(), store=store, receiver=receiver)
-            except StoreUnavailable as exc:
-                outage.failed(exc)
-            except Exception:
-                log.exception("retention pass failed")
-            else:
-                outage.succeeded()
-            await asyncio.sleep(server.config.retention.interval_s)
+        # A database outage: one warning at its start, one at its end; any other failure with its traceback.
+        await tick_forever(
+            lambda: retention.run_pass(server.db, server.config, time.time(), store=store, receiver=receiver),
+            wake=asyncio.Event(), tick_s=lambda: server.config.retention.interval_s, activity="retention pass",
+            logger=log)
 
     async def close_store(_app: web.Application) -> None:
         await store.close()
