@@ -81,7 +81,7 @@ export function shellTab(sessionId, send, sendBinary) {
   const playBtn = h("button", { type: "button", id: "shell-play", onclick: play }, "Play recording");
   const host = h("div", { id: "shell-terminal", class: "shell-terminal" });
   const box = h("section", { id: "shell-tab", class: "shell-tab", hidden: true },
-    h("div", { class: "row shell-bar" }, openBtn, h("label", { class: "check" }, rootBox, "as root (if the device allows it)"),
+    h("div", { class: "inline shell-bar" }, openBtn, h("label", { class: "check" }, rootBox, "as root (if the device allows it)"),
       closeBtn, playBtn),
     status, host);
   const state = { term: null, fit: null, unadopt: null, running: false, observer: null, player: false };

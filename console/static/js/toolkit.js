@@ -93,12 +93,12 @@ export function toolkitPanel(sendText, sendBinary) {
     h("h3", {}, "Toolkit"), caps,
     h("section", { class: "toolkit-chat" }, h("h4", {}, "Chat"), log, h("div", { class: "row" }, input, sendBtn)),
     h("section", { class: "toolkit-files" }, h("h4", {}, "Files"),
-      h("label", { class: "file-pick" }, "Send to the device's Downloads:", fileInput),
+      h("label", { class: "stacked" }, "Send to the device's Downloads:", fileInput),
       h("div", { class: "row" }, fetchPath, fetchBtn), transfers),
     h("section", { class: "toolkit-clip" }, h("h4", {}, "Clipboard"),
       h("div", { class: "row" }, h("label", { class: "check" }, toDevice, "to the device"),
         h("label", { class: "check" }, fromDevice, "from the device")),
-      clipOut, h("div", { class: "row" }, clipBtn), h("label", { class: "file-pick" }, "Device clipboard:", clipIn)));
+      clipOut, h("div", { class: "row" }, clipBtn), h("label", { class: "stacked" }, "Device clipboard:", clipIn)));
 
   let nextTransfer = 1;  // the viewer's transfer numbers are odd
   const outgoing = new Map();  // transfer → {file, buf, acked, row, resolve}

@@ -76,7 +76,7 @@ export async function processesTab(el, device) {
       h("td", { class: "mono" }, String(p.pid)), h("td", {}, text(p.name)), h("td", {}, text(p.user)),
       h("td", { class: "num" }, p.cpu_percent.toFixed(1)), h("td", { class: "num" }, fmtBytes(p.memory_rss)),
       h("td", { class: "mono cmdline", title: p.cmdline }, text(p.cmdline)),
-      mayEnd ? h("td", {}, confirmButton("End", { class: "danger end-process" }, () => change(device,
+      mayEnd ? h("td", {}, confirmButton("End", { class: "small danger end-process" }, () => change(device,
         `/processes/${p.pid}/end`, { started_at: p.started_at }, () => load()))) : null)));
   }
   async function load() {
