@@ -24,6 +24,7 @@ from common.proxy import websocket_proxy
 from common.version import __version__
 from protocol import limits
 from protocol.control import CloseCode, ControlChannel
+from protocol.jpeg_tables import CAPABILITY as LEAN_JPEG
 from protocol.messages import CertRenewRequest, CertRenewResponse, Error, Hello, Message, Welcome
 from protocol.version import MAX_VERSION, MIN_VERSION
 
@@ -44,9 +45,10 @@ Handler = Callable[["AgentClient", Any], Awaitable[None]]
 #: "update": it takes ``update.offer`` and reports ``update.status`` (agent/update/).
 #: "inventory.policy.push": it follows a changed personal-data policy sent with ``inventory.request``.
 #: "survey": it takes ``survey.ask`` (agent/help/survey.py); older agents are not asked.
+#: "stream.jpeg-lean": it reads ``session.offer.jpeg_lean`` and can send JPEGs without their standard tables.
 CAPABILITIES = ["inventory", "health", "health.seq", "session", "tasks", "authority", "health.partial",
                 "inventory.partial", "wake", "update", "inventory.policy", "tools",
-                "inventory.policy.push", "survey"]
+                "inventory.policy.push", "survey", LEAN_JPEG]
 Hook = Callable[["AgentClient"], Awaitable[None]]
 
 

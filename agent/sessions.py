@@ -575,7 +575,8 @@ class AgentSessions:
                 screen = asyncio.ensure_future(self.screen_runner(  # input waits while a prompt shows:
                     offer.session_id, counted, mode=running.mode, display=self.display, stop=inner_stop,
                     input_gate=self.ui.prompts, toolkit=decide_caps(self.policy(), running.grant),
-                    technician=running.technician, indicator=indicator, **self.screen_kwargs))
+                    technician=running.technician, indicator=indicator, lean_jpeg=offer.jpeg_lean is True,
+                    **self.screen_kwargs))
                 waits: set[asyncio.Future[Any]] = {screen, asyncio.ensure_future(running.wake.wait())}
                 if indicator is not None:
                     waits.add(asyncio.ensure_future(indicator.ended.wait()))

@@ -82,7 +82,7 @@ def run(workload: str, seconds: float, quality: int, profile: str | None) -> dic
         stack.callback(damage.close)
         wake = threading.Event()
         damage.start(wake.set)
-        pipeline = ScreenPipeline(grabber, 1)
+        pipeline = ScreenPipeline(grabber, 1, lean_jpeg=True)
         pipeline.step(time.monotonic(), quality, 0, None)
         time.sleep(2.0)  # the player starts; its first frames are not measured
         damage.take()
@@ -181,7 +181,7 @@ def run_frames(workload: str, frames: int, quality: int, psnr: bool = False, pro
     viewer = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
     scores: list[float] = []
     try:
-        pipeline = ScreenPipeline(source, 1)
+        pipeline = ScreenPipeline(source, 1, lean_jpeg=True)  # as sessions with this server's viewers run
         source.next()
         first = pipeline.step(0.0, quality, 0, None)
         if psnr and first.update is not None:

@@ -2,27 +2,43 @@
 
 The technician asks for control on the device page; the consent prompt appears on the
 device's display and is answered there with xdotool; the canvas then shows the device's
-screen, and a click on the canvas moves the device's pointer. The technician writes notes under
+screen (a photographic change arrives as JPEGs without their standard Huffman tables, which the
+console puts back), and a click on the canvas moves the device's pointer. The technician writes notes under
 the canvas while the session runs and after it ends; the device's session history shows them as text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import subprocess
 from pathlib import Path
+from typing import Any
 
-from playwright.async_api import expect
+import mss
+import numpy as np
+from playwright.async_api import WebSocket, expect
 
 from agent.config import AgentConfig
 from agent.consent.tk_app import ALLOW_BG
+from agent.screen.encoder import decode, encode_jpeg
+from protocol.jpeg_tables import strip_standard_tables
+from protocol.stream import HEADER_SIZE, MAGIC_VERSION, Encoding
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.test_accounts_support import make_user
 from tests.test_console_support import console_browser
-from tests.test_session_helpers import click_canvas_until_pointer_moves, click_colour, configure_agent, wait_for_audit
+from tests.test_session_helpers import (
+    click_canvas_until_pointer_moves,
+    click_colour,
+    configure_agent,
+    paint_picture,
+    wait_for_audit,
+)
 from tests.xvfb import XvfbHandle, xvfb, xvfb_factory  # noqa: F401 - fixtures
 
 ROOT_COLOUR = (0x33, 0x66, 0x99)
+#: Where the photographic change is drawn, and how big it is (40 tiles: a large update, sent as JPEG).
+PICTURE_AT, PICTURE_SIZE = (64, 64), (320, 512)
 NOTES = "Printer queue cleared.\nTicket #1234 <script>window.__pwned = 1</script> <b>not bold</b>"
 
 
@@ -38,6 +54,16 @@ async def test_remote_control_session_from_the_console(tmp_path: Path, xvfb: Xvf
             await asyncio.wait_for(agent.client.ready.wait(), 10)
             async with console_browser(server) as console:
                 page = console.page
+                encodings: set[int] = set()  # of the screen updates the console received
+
+                def on_frame(payload: str | bytes) -> None:
+                    if isinstance(payload, bytes) and len(payload) >= HEADER_SIZE and payload[0] == MAGIC_VERSION:
+                        encodings.add(payload[12])
+
+                def on_websocket(ws: WebSocket) -> None:
+                    ws.on("framereceived", on_frame)
+
+                page.on("websocket", on_websocket)
                 await console.login(tech)
                 await page.goto(f"{console.base}/#/devices/{state.device_id}")
                 await page.click("#start-control")
@@ -58,6 +84,7 @@ async def test_remote_control_session_from_the_console(tmp_path: Path, xvfb: Xvf
                     return pixel is not None and all(abs(a - b) <= 12 for a, b in zip(pixel[:3], ROOT_COLOUR))
 
                 await wait_until(canvas_shows_root, timeout=15, what="the device's screen on the canvas")
+                await _lean_jpegs_decode_in_the_console(page)
                 assert await page.evaluate("[document.querySelector('#screen').width,"
                                            " document.querySelector('#screen').height]") == [xvfb.width, xvfb.height]
                 # A click while the consent prompt is still closing is refused on the device (input waits while a
@@ -70,6 +97,17 @@ async def test_remote_control_session_from_the_console(tmp_path: Path, xvfb: Xvf
                 await expect(page.locator("#viewer-stats")).to_contain_text("fps · ")
                 await expect(page.locator("#viewer-stats")).to_contain_text(f"{xvfb.width}×{xvfb.height}")
                 await console.shot("viewer")
+                picture = _picture(*PICTURE_SIZE)
+                await asyncio.to_thread(paint_picture, xvfb.display, *PICTURE_AT, picture)
+                await wait_until(lambda: Encoding.JPEG_LEAN in encodings, timeout=15, what="a lean JPEG streamed")
+
+                async def canvas_shows_picture() -> bool:  # as the screen shows it (a window closing may cover a part)
+                    shown = await _canvas_region(page, *PICTURE_AT, PICTURE_SIZE[1], PICTURE_SIZE[0])
+                    screen = await asyncio.to_thread(_screen_region, xvfb.display, *PICTURE_AT, *PICTURE_SIZE[::-1])
+                    assert float(screen.std()) > 30  # the noise is on screen, not the solid root
+                    return shown is not None and float(np.abs(shown - screen).mean()) < 2
+
+                await wait_until(canvas_shows_picture, timeout=15, what="the picture on the canvas")
                 session_id = page.url.rsplit("/", 1)[1]
                 notes = page.locator("#session-notes")
                 status = page.locator("#notes-status")
@@ -99,3 +137,44 @@ async def test_remote_control_session_from_the_console(tmp_path: Path, xvfb: Xvf
                 assert not [e for e in console.errors if e.startswith("pageerror")]
         record = await wait_for_audit(server, "session.notes.update")
         assert record["actor"] == "tess" and session_id in record["details"]
+
+
+def _picture(h: int, w: int) -> np.ndarray:
+    """BGRX noise in 4-px blocks: detail a JPEG is made for."""
+    rng = np.random.default_rng(42)
+    return np.repeat(np.repeat(rng.integers(0, 256, (h // 4, w // 4, 4), dtype=np.uint8), 4, axis=0), 4, axis=1)
+
+
+def _screen_region(display: str, x: int, y: int, w: int, h: int) -> np.ndarray:
+    """The device screen's RGB pixels of a region."""
+    with mss.MSS(display=display) as grabber:
+        shot = grabber.grab({"left": x, "top": y, "width": w, "height": h})
+    return np.frombuffer(shot.raw, dtype=np.uint8).reshape(h, w, 4)[:, :, 2::-1].astype(int)
+
+
+async def _canvas_region(page: Any, x: int, y: int, w: int, h: int) -> np.ndarray | None:
+    """The screen canvas's RGB pixels of a region (None while the canvas is smaller)."""
+    data = await page.evaluate("""([x, y, w, h]) => { const c = document.querySelector('#screen');
+        if (c.width < x + w || c.height < y + h) return null;
+        return Array.from(c.getContext('2d').getImageData(x, y, w, h).data); }""", [x, y, w, h])
+    return None if data is None else np.array(data, dtype=int).reshape(h, w, 4)[:, :, :3]
+
+
+async def _lean_jpegs_decode_in_the_console(page: Any) -> None:
+    """The console's decoder (screen.js) draws a lean JPEG as Python draws the whole one."""
+    picture = _picture(64, 128)
+    jpeg = encode_jpeg(picture, 75)
+    lean = strip_standard_tables(jpeg)
+    assert lean is not None
+    drawn = await page.evaluate("""async ([b64, w, h]) => {
+        const { drawRect, ENC } = await import('/static/js/screen.js');
+        const payload = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
+        const canvas = document.createElement('canvas');
+        canvas.width = w; canvas.height = h;
+        const g = canvas.getContext('2d');
+        await drawRect(g, { enc: ENC.JPEG_LEAN, payload, x: 0, y: 0, w, h });
+        return Array.from(g.getImageData(0, 0, w, h).data); }""", [base64.b64encode(lean).decode(), 128, 64])
+    shown = np.array(drawn, dtype=int).reshape(64, 128, 4)
+    expected = decode(Encoding.JPEG, jpeg, 128, 64)[:, :, ::-1].astype(int)  # BGR -> RGB
+    assert shown[:, :, 3].min() == 255  # drawn, not skipped as malformed
+    assert float(np.abs(shown[:, :, :3] - expected).mean()) < 1.5

@@ -137,6 +137,27 @@ def xdotool(display: str, *args: str) -> str:
     return result.stdout
 
 
+def paint_picture(display: str, x: int, y: int, bgrx: np.ndarray) -> None:
+    """Draw a BGRX picture straight onto the root window at (x, y): a photographic change the pipeline sends
+    as JPEG (the X server reports it as damage like any drawing)."""
+    from Xlib import X
+
+    from agent.screen.xdisplay import open_display
+
+    dpy = open_display(display)
+    try:
+        screen = dpy.screen()
+        gc = screen.root.create_gc()
+        h, w = bgrx.shape[:2]
+        rows = max(1, 128_000 // (w * 4))  # requests below the core protocol's 256 kB limit
+        for top in range(0, h, rows):
+            band = np.ascontiguousarray(bgrx[top : top + rows])
+            screen.root.put_image(gc, x, y + top, w, band.shape[0], X.ZPixmap, screen.root_depth, 0, band.tobytes())
+        dpy.sync()
+    finally:
+        dpy.close()
+
+
 def paint_root(display: str, colour: str) -> None:
     """Paint the whole root window one colour: a screen change as large as it gets."""
     subprocess.run(["xsetroot", "-solid", colour], env={**os.environ, "DISPLAY": display}, capture_output=True,

@@ -184,6 +184,7 @@ class DesktopBroker:
             return
         link = HelperLink(reader, writer, conn, peer, session, hello.display or session.display)
         link.screen_backend, link.screen_view_only = hello.screen_backend, hello.view_only
+        link.version = hello.version
         link.on_help = self._on_help
         old = self.helpers.get(session.session_id)
         self.helpers[session.session_id] = link
@@ -343,9 +344,10 @@ class DesktopBroker:
                                    fetch_paths=list(caps.fetch_paths), unattended=caps.unattended,
                                    technician=str(kwargs.get("technician", ""))[:256],
                                    shell_idle_s=caps.shell_idle_s)
+        lean = kwargs.get("lean_jpeg") is True and bool(link.version)  # a helper without a version would refuse it
         return await relay_screen(link, tunnel, mode=mode, stop=stop,
                                   monitor=monitor if isinstance(monitor, int) else None, toolkit=rights,
-                                  session_id=session_id)
+                                  session_id=session_id, lean_jpeg=lean)
 
     async def drop_file(self, name: str, data: bytes, remote_session: str = "") -> str:
         """Hand ``data`` to the user (bound helper, else the one in front) to save in their Downloads.

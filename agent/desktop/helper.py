@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Literal
 
+from common.version import __version__
 from protocol.desktop import (
     DesktopConnection,
     DesktopMessage,
@@ -198,7 +199,7 @@ class SessionHelper:
         try:
             backend, view_only = await _screen_backend()
             await self.send(Hello(session_id=self.session_id, display=self.display, wayland=self.wayland,
-                                  screen_backend=backend, view_only=view_only))
+                                  screen_backend=backend, view_only=view_only, version=__version__))
             while True:
                 reading = asyncio.ensure_future(reader.read(READ_CHUNK))
                 await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -359,7 +360,8 @@ class SessionHelper:
                 # The shell runs here too, as this helper's user (never root: root shells are direct mode only).
                 stats = await run_screen_session(shelled, mode=message.mode, display=self.display or None,
                                                  stop=tunnel.stop, input_gate=self.ui.prompts,
-                                                 monitor=message.monitor, **self.screen_kwargs)
+                                                 monitor=message.monitor, lean_jpeg=message.jpeg_lean is True,
+                                                 **self.screen_kwargs)
         except Exception as exc:
             log.exception("screen session failed in the helper")
             await self._reply(ScreenEnded(stream_id=message.stream_id, reason=f"screen failed: {type(exc).__name__}"))

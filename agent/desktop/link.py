@@ -89,6 +89,8 @@ class HelperLink:
         self.screen_backend = ""
         #: It also said sessions there are view-only (a ScreenCast-only portal).
         self.screen_view_only = False
+        #: The helper's agent version from its hello ("" from helpers that predate ``screen.start.jpeg_lean``).
+        self.version = ""
         self.closed = asyncio.Event()
         self.prompts: dict[str, asyncio.Future[PromptAnswer]] = {}
         self.indicators: dict[str, IndicatorState] = {}

@@ -15,6 +15,8 @@ import contextlib
 import logging
 from typing import Any
 
+import msgspec
+
 from protocol.desktop import ScreenEnded, ScreenFrame, ScreenStart, ScreenStop, ToolkitRights
 
 from ..screen.session import SessionStats
@@ -29,14 +31,15 @@ STOP_GRACE_S = 5.0
 
 async def relay_screen(link: HelperLink, tunnel: Tunnel, *, mode: str, stop: asyncio.Event | None,
                        monitor: int | None = None, toolkit: ToolkitRights | None = None,
-                       session_id: str = "") -> SessionStats:
+                       session_id: str = "", lean_jpeg: bool = False) -> SessionStats:
     """Run one screen stream on ``link``'s helper until the tunnel closes, ``stop`` is set or the helper ends it."""
     stream = StreamRelay(new_id("stream"))
     link.streams[stream.stream_id] = stream
     stats = SessionStats()
     try:
         await link.send(ScreenStart(stream_id=stream.stream_id, mode="control" if mode == "control" else "view",
-                                    monitor=monitor, toolkit=toolkit, session_id=session_id[:256]))
+                                    monitor=monitor, toolkit=toolkit, session_id=session_id[:256],
+                                    jpeg_lean=True if lean_jpeg else msgspec.UNSET))
     except ConnectionError:
         link.streams.pop(stream.stream_id, None)
         stats.end_reason = "session helper gone"

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import simplejpeg
 
+from protocol.jpeg_tables import restore_standard_tables
 from protocol.stream import Encoding
 
 Pixels = npt.NDArray[np.uint8]
@@ -152,6 +153,8 @@ def decode(encoding: Encoding, payload: bytes, w: int, h: int) -> Pixels:
     try:
         if encoding is Encoding.JPEG:
             img = simplejpeg.decode_jpeg(payload, colorspace="BGR")
+        elif encoding is Encoding.JPEG_LEAN:
+            img = simplejpeg.decode_jpeg(restore_standard_tables(payload), colorspace="BGR")
         elif encoding is Encoding.FILL:
             if len(payload) != 3:
                 raise DecodeError("fill payload is not one BGR pixel")

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from protocol.jpeg_tables import strip_standard_tables
 from protocol.stream import Encoding, Flags, Kind, pack_update
 
 from .capture import Frame, Monitor, RegionGrabber, ScreenGrabber, ViewGrabber
@@ -146,9 +147,11 @@ class ScreenPipeline:
     """What the viewer has, and how to bring it up to date with the screen."""
 
     def __init__(self, grabber: ScreenGrabber, monitor: int, *, settle_s: float = 0.3,
-                 busy_settle_s: float = BUSY_SETTLE_S, busy_refresh_tiles_per_s: float = BUSY_REFRESH_TILES_PER_S
-                 ) -> None:
+                 busy_settle_s: float = BUSY_SETTLE_S, busy_refresh_tiles_per_s: float = BUSY_REFRESH_TILES_PER_S,
+                 lean_jpeg: bool = False) -> None:
         self.grabber = grabber
+        #: The viewers restore standard Huffman tables (``Encoding.JPEG_LEAN``): JPEGs go without them.
+        self.lean_jpeg = lean_jpeg
         # Protocol isinstance checks walk the protocol's members (tens of us): once, not per step.
         self._regions: RegionGrabber | None = grabber if isinstance(grabber, RegionGrabber) else None
         self._views: ViewGrabber | None = grabber if isinstance(grabber, ViewGrabber) else None
@@ -294,7 +297,7 @@ class ScreenPipeline:
             for band in _bands(rect):
                 region = source[band.y : band.y + band.h, band.x : band.x + band.w]
                 encoding, payload = self._encode_change(region, band, quality, small, not (detailed and whole))
-                lossy = encoding is Encoding.JPEG
+                lossy = encoding is Encoding.JPEG or encoding is Encoding.JPEG_LEAN
                 lossy_any |= lossy
                 self._mark(band, lossy, now, dirty)
                 messages.append((Kind.UPDATE, band, encoding, payload))
@@ -446,10 +449,18 @@ class ScreenPipeline:
             if len(png) <= rect.area * CHEAP_PNG_BYTES_PER_PX + 256:
                 return Encoding.PNG, png
             jpeg = encode_jpeg(region, quality)
-            if len(png) <= len(jpeg) * LOSSLESS_BIAS:
+            if len(png) <= len(jpeg) * LOSSLESS_BIAS:  # the whole file: the choice does not hang on the tables
                 return Encoding.PNG, png
-            return Encoding.JPEG, jpeg
-        return Encoding.JPEG, encode_jpeg(region, quality)
+            return self._as_sent(jpeg)
+        return self._as_sent(encode_jpeg(region, quality))
+
+    def _as_sent(self, jpeg: bytes) -> tuple[Encoding, bytes]:
+        """A JPEG as it goes out: without its standard Huffman tables where the viewers put them back."""
+        if self.lean_jpeg:
+            lean = strip_standard_tables(jpeg)
+            if lean is not None:
+                return Encoding.JPEG_LEAN, lean
+        return Encoding.JPEG, jpeg
 
     def _mark(self, rect: Rect, lossy: bool, now: float | None, dirty: npt.NDArray[np.bool_]) -> None:
         """Record what the tiles under ``rect`` now hold on the viewer.

@@ -19,8 +19,10 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from common.background import Background
-from protocol import toolkit
+from protocol import jpeg_tables, toolkit
 from protocol.authority import TechnicianProof
 from protocol.authority_messages import SessionChallenge, SessionProof
 from protocol.errors import LocalProtocolError
@@ -157,7 +159,7 @@ class SessionDriver:
         await conn.send(SessionOffer(session_id=session_id, technician=technician.username,
                                      technician_user=technician.username, technician_role=technician.role,
                                      mode=mode, reason=reason[:256], tunnel_token=secret,
-                                     document_id=document_id))
+                                     document_id=document_id, jpeg_lean=_lean_jpeg(conn)))
         await repository.save_state(self.db, session, self._clock())
         await audit.append(self.db, "server", "session.offered", device_id,
                            {"session_id": session_id, "mode": mode,
@@ -448,6 +450,14 @@ class SessionDriver:
         for session in list(self.live.values()):
             if session.device_id == device_id:
                 await self.finisher.finish(session, "device revoked", "server")
+
+
+def _lean_jpeg(conn: AgentConnection) -> bool | msgspec.UnsetType:
+    """``session.offer.jpeg_lean`` for this agent: True where it reads the field (this server's console,
+    relay and viewers restore the tables), else left out of the offer."""
+    if conn.hello is not None and jpeg_tables.CAPABILITY in conn.hello.capabilities:
+        return True
+    return msgspec.UNSET
 
 
 def _consented_by(session: LiveSession, by: str) -> str:

@@ -1,12 +1,13 @@
 // Screen-update decoding shared by the live viewer and the recording player.
-// Binary updates: 21-byte big-endian header (protocol/stream.py) + JPEG/PNG/zlib(BGR24)/raw(BGRA)/fill(BGR) payload.
+// Binary updates: 21-byte big-endian header (protocol/stream.py) + JPEG (whole or lean)/PNG/zlib(BGR24)/raw(BGRA)/
+// fill(BGR) payload.
 // The payload is device data: it only ever reaches createImageBitmap/ImageData, never the DOM.
 
 export const HEADER = 21;
 export const MAGIC = 0xa1;
 export const KIND_CURSOR_SHAPE = 3;
 export const FLAG_END_OF_FRAME = 1;
-export const ENC = { RAW: 0, JPEG: 1, PNG: 2, ZLIB: 3, RGBA: 4, FILL: 5 };
+export const ENC = { RAW: 0, JPEG: 1, PNG: 2, ZLIB: 3, RGBA: 4, FILL: 5, JPEG_LEAN: 6 };
 export const MAX_CURSOR_SIDE = 128;
 
 /** Parse one binary update; null when it is not a well-formed Helpline stream message. */
@@ -22,6 +23,39 @@ export function parseUpdate(buf) {
   if (u.len !== buf.byteLength - HEADER) return null;
   u.payload = new Uint8Array(buf, HEADER, u.len);
   return u;
+}
+
+// JPEG_LEAN: a JPEG without the four standard Huffman tables (ITU T.81 Annex K) libjpeg writes into every
+// image; they go back in front of its SOS segment (protocol/jpeg_tables.py, whose constant this must equal).
+export const STANDARD_HUFFMAN_TABLES_HEX =
+  "ffc4001f0000010501010101010100000000000000000102030405060708090a0bffc400b510000201030302040305050404" +
+  "0000017d01020300041105122131410613516107227114328191a1082342b1c11552d1f02433627282090a161718191a2526" +
+  "2728292a3435363738393a434445464748494a535455565758595a636465666768696a737475767778797a83848586878889" +
+  "8a92939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae1e2e3e4" +
+  "e5e6e7e8e9eaf1f2f3f4f5f6f7f8f9faffc4001f0100030101010101010101010000000000000102030405060708090a0bff" +
+  "c400b51100020102040403040705040400010277000102031104052131061241510761711322328108144291a1b1c1092333" +
+  "52f0156272d10a162434e125f11718191a262728292a35363738393a434445464748494a535455565758595a636465666768" +
+  "696a737475767778797a82838485868788898a92939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5" +
+  "c6c7c8c9cad2d3d4d5d6d7d8d9dae2e3e4e5e6e7e8e9eaf2f3f4f5f6f7f8f9fa";
+const STANDARD_HUFFMAN_TABLES = Uint8Array.from(
+  STANDARD_HUFFMAN_TABLES_HEX.match(/../g), (pair) => parseInt(pair, 16));
+
+/** The JPEG a JPEG_LEAN payload came from, as a Blob; null when its header is not well-formed. */
+export function leanJpeg(payload) {
+  if (payload.length < 4 || payload[0] !== 0xff || payload[1] !== 0xd8) return null;
+  const end = Math.min(payload.length, 65536);
+  for (let pos = 2; pos + 4 <= end;) {
+    if (payload[pos] !== 0xff) return null;
+    const marker = payload[pos + 1];
+    if (marker === 0xda) {
+      return new Blob([payload.subarray(0, pos), STANDARD_HUFFMAN_TABLES, payload.subarray(pos)], { type: "image/jpeg" });
+    }
+    if (marker === 0xc4) return null;  // a lean JPEG carries no Huffman table
+    const length = (payload[pos + 2] << 8) | payload[pos + 3];
+    if (length < 2) return null;
+    pos += 2 + length;
+  }
+  return null;
 }
 
 /** Grow the canvas so the rectangle fits (a monitor list usually sets the size first). */
@@ -41,8 +75,11 @@ export async function drawRect(g, u) {
     g.fillRect(x, y, w, h);
     return;
   }
-  if (enc === ENC.JPEG || enc === ENC.PNG) {
-    const bitmap = await createImageBitmap(new Blob([payload], { type: enc === ENC.JPEG ? "image/jpeg" : "image/png" }));
+  if (enc === ENC.JPEG || enc === ENC.PNG || enc === ENC.JPEG_LEAN) {
+    const blob = enc === ENC.JPEG_LEAN ? leanJpeg(payload)
+      : new Blob([payload], { type: enc === ENC.JPEG ? "image/jpeg" : "image/png" });
+    if (blob === null) return;  // malformed: skip the rectangle
+    const bitmap = await createImageBitmap(blob);
     g.drawImage(bitmap, x, y);
     bitmap.close();
     return;

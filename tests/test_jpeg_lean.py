@@ -1,0 +1,163 @@
+"""JPEGs without their standard Huffman tables (``Encoding.JPEG_LEAN``): the cut, the restore, who gets them.
+
+The encoder's file comes back byte for byte; anything else is sent whole or refused with a clear error; the
+console's constant is the protocol's; the pipeline uses it only when told; the server offers it only to agents
+that say they read the offer's field, and the service passes it on only to session helpers that would not
+refuse the unknown field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+import simplejpeg
+
+from agent.desktop.broker import DesktopBroker
+from agent.screen.capture import Monitor
+from agent.screen.encoder import DecodeError, decode, encode_jpeg
+from agent.screen.pipeline import ScreenPipeline
+from protocol import jpeg_tables
+from protocol.desktop import ScreenEnded, ScreenStart
+from protocol.jpeg_tables import STANDARD_HUFFMAN_TABLES, restore_standard_tables, strip_standard_tables
+from protocol.session import SessionOffer
+from protocol.stream import Encoding, unpack_update
+from server.store import Database
+from tests.conftest import add_device
+from tests.test_session_driver import ANN, _setup
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _picture(seed: int, h: int = 64, w: int = 192) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.ascontiguousarray(np.repeat(rng.integers(0, 256, (h, w // 4, 4), dtype=np.uint8), 4, axis=1))
+
+
+@pytest.mark.parametrize("subsampling", ["444", "420"])
+@pytest.mark.parametrize("quality", [5, 45, 95])
+def test_the_cut_gives_the_encoders_file_back_byte_for_byte(subsampling: str, quality: int) -> None:
+    jpeg = simplejpeg.encode_jpeg(_picture(quality), quality=quality, colorspace="BGRX",
+                                  colorsubsampling=subsampling)
+    lean = strip_standard_tables(jpeg)
+    assert lean is not None and len(lean) == len(jpeg) - len(STANDARD_HUFFMAN_TABLES) == len(jpeg) - 432
+    assert b"\xff\xc4" not in lean[: lean.index(b"\xff\xda")]  # no Huffman table left in its header
+    assert restore_standard_tables(lean) == jpeg
+
+
+def test_other_tables_or_a_broken_header_go_whole_and_a_bad_lean_payload_is_refused() -> None:
+    jpeg = encode_jpeg(_picture(1), 75)
+    at = jpeg.index(STANDARD_HUFFMAN_TABLES)
+    other = bytearray(jpeg)
+    other[at + 40] ^= 1  # one code of the AC luminance table changed: not the standard set
+    assert strip_standard_tables(bytes(other)) is None
+    assert strip_standard_tables(b"\xff\xd8\xff\xe0\x00\x01") is None  # a length below 2
+    assert strip_standard_tables(b"not a jpeg") is None
+    with pytest.raises(ValueError, match="Huffman"):
+        restore_standard_tables(jpeg)  # it still has its tables: restoring would give it two sets
+    for bad in (b"", b"\xff\xd8", b"\xff\xd8\x00\x00\x00\x00", b"GIF89a" + jpeg):
+        with pytest.raises(ValueError):
+            restore_standard_tables(bad)
+    with pytest.raises(DecodeError):
+        decode(Encoding.JPEG_LEAN, b"\xff\xd8\xff\xda\x00\x02garbage", 4, 4)
+
+
+def test_the_console_restores_the_same_tables() -> None:
+    js = (ROOT / "console/static/js/screen.js").read_text()
+    block = js[js.index("STANDARD_HUFFMAN_TABLES_HEX =") : js.index("const STANDARD_HUFFMAN_TABLES =")]
+    assert bytes.fromhex("".join(re.findall(r'"([0-9a-f]+)"', block))) == STANDARD_HUFFMAN_TABLES
+    assert re.search(r"JPEG_LEAN: 6\b", js) and Encoding.JPEG_LEAN == 6
+
+
+class _Frames:
+    """A grabber showing one fixed picture."""
+
+    def __init__(self, frame: np.ndarray) -> None:
+        self.frame = frame
+
+    def monitors(self) -> list[Monitor]:
+        h, w = self.frame.shape[:2]
+        return [Monitor(0, 0, w, h), Monitor(0, 0, w, h, True)]
+
+    def grab(self, index: int) -> np.ndarray:
+        return self.frame.copy()
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_pipeline_sends_lean_jpegs_only_when_told_and_they_draw_the_same_picture() -> None:
+    frame = _picture(7, 256, 512)
+    drawn = {}
+    for lean in (False, True):
+        update = ScreenPipeline(_Frames(frame), 1, lean_jpeg=lean).step(0.0, 75, 1).update
+        assert update is not None
+        parts = [unpack_update(m) for m in update.messages]
+        encodings = {u.encoding for u in parts}
+        assert encodings == ({Encoding.JPEG_LEAN} if lean else {Encoding.JPEG}), encodings
+        picture = np.zeros((256, 512, 3), dtype=np.uint8)
+        for u in parts:
+            picture[u.y : u.y + u.h, u.x : u.x + u.w] = decode(u.encoding, u.payload, u.w, u.h)
+        drawn[lean] = (picture, update.nbytes, len(parts))
+    assert np.array_equal(drawn[True][0], drawn[False][0])  # the same JPEGs, drawn the same
+    assert drawn[False][1] - drawn[True][1] == 432 * drawn[True][2]  # 432 bytes fewer per image
+
+
+async def test_the_server_offers_lean_jpegs_only_to_agents_that_read_the_field(db: Database) -> None:
+    for capabilities, expected in ((["session"], msgspec.UNSET), (["session", jpeg_tables.CAPABILITY], True)):
+        device = await add_device(db, f"dev-lean-{len(capabilities)}")
+        s = _setup(db, device)
+        s.agent.hello = SimpleNamespace(capabilities=capabilities)
+        await s.driver.request(device_id=device, group="lab", technician=ANN, mode="view", reason="t")
+        (offer,) = [m for m in s.agent.sent if isinstance(m, SessionOffer)]
+        assert offer.jpeg_lean is expected
+        # An agent without the capability gets an offer without the field (it refuses unknown fields).
+        assert (b'"jpeg_lean"' in msgspec.json.encode(offer)) is (expected is True)
+        await s.driver.close()
+    assert SessionOffer.__struct_config__.forbid_unknown_fields
+
+
+class _HelperLink:
+    """The service's end of a helper connection, as relay_screen uses it; the helper ends the stream at once."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.streams: dict[str, Any] = {}
+        self.closed = asyncio.Event()
+        self.started: list[ScreenStart] = []
+
+    async def send(self, message: Any) -> None:
+        if isinstance(message, ScreenStart):
+            self.started.append(message)
+            stream = self.streams[message.stream_id]
+            stream.ended.set_result(ScreenEnded(stream_id=message.stream_id, reason="done"))
+            stream.frames.put_nowait(None)
+
+
+class _Tunnel:
+    async def send(self, data: str | bytes) -> None:
+        pass
+
+    async def recv(self) -> str:
+        await asyncio.Event().wait()
+        return ""
+
+
+async def test_the_service_passes_lean_jpegs_on_only_to_helpers_that_name_a_version() -> None:
+    broker = DesktopBroker(tracker=None, socket_path=Path("/nonexistent"))  # type: ignore[arg-type]
+    for version, lean, expected in (("", True, msgspec.UNSET), ("1.0.0", False, msgspec.UNSET),
+                                    ("1.0.0", True, True)):
+        link = _HelperLink(version)
+        broker._bound["s-1"] = link  # type: ignore[assignment]
+        stats = await broker.run_screen("s-1", _Tunnel(), mode="view", display=None, stop=asyncio.Event(),
+                                        input_gate=None, lean_jpeg=lean)
+        assert stats.end_reason == "done"
+        (start,) = link.started
+        assert start.jpeg_lean is expected
+        assert (b'"jpeg_lean"' in msgspec.json.encode(start)) is (expected is True)
