@@ -247,7 +247,7 @@ class ScreenStart(DesktopMessage, frozen=True, tag="screen.start"):
     toolkit: ToolkitRights | None = None
     #: The remote session streamed (its indicator is the toolkit's device side).
     session_id: Short = ""
-    #: Send JPEGs without their standard Huffman tables (``session.offer.jpeg_lean``). Only sent to helpers
+    #: Send JPEGs without their standard tables (``session.offer.jpeg_lean``). Only sent to helpers
     #: whose hello names a version (older ones refuse unknown fields); left out of the message otherwise.
     jpeg_lean: bool | msgspec.UnsetType = msgspec.UNSET
 

@@ -1,19 +1,25 @@
-"""JPEGs without their standard Huffman tables: the ``JPEG_LEAN`` stream encoding (sans-I/O).
+"""JPEGs without the parts libjpeg writes the same way every time: the ``JPEG_LEAN`` stream encoding (sans-I/O).
 
-libjpeg (simplejpeg, without Huffman optimisation) writes the same four Huffman tables into every
-image: the typical tables of ITU T.81 Annex K.3, 432 bytes. A video update of twenty JPEGs spends a
-seventh of its bytes on them. A ``JPEG_LEAN`` payload is a JPEG with exactly those four DHT segments
-cut out from in front of its SOS segment; the viewer puts :data:`STANDARD_HUFFMAN_TABLES` back at
-the same place, which gives back the encoder's file byte for byte. An image with any other table is
-sent as a plain JPEG (:func:`strip_standard_tables` returns None).
+libjpeg (simplejpeg, baseline, without Huffman optimisation) starts every image with the same JFIF
+marker (18 bytes), two quantisation tables that depend only on the quality (the tables of ITU T.81
+Annex K.1, scaled as the IJG library scales them: 138 bytes) and, right before the scan, the four
+typical Huffman tables of Annex K.3 (432 bytes). A video update of twenty JPEGs spent a sixth of its
+bytes on them. A ``JPEG_LEAN`` payload is one byte, the libjpeg quality, then the JPEG without those
+segments; the viewer rebuilds them and gets the encoder's file back byte for byte. An image whose
+header holds anything else there is sent as a plain JPEG (:func:`strip_standard_tables` returns None).
 
-The console restores the same constant (``console/static/js/screen.js``; a test keeps them equal).
+The console rebuilds the same bytes (``console/static/js/screen.js``; a test compares them in Chromium).
 """
 
 from __future__ import annotations
 
+import functools
+
 #: An agent's hello capability: it reads ``session.offer.jpeg_lean`` and can send ``JPEG_LEAN``.
 CAPABILITY = "stream.jpeg-lean"
+
+#: libjpeg's JFIF APP0 segment: version 1.01, no density units, aspect 1:1, no thumbnail.
+JFIF_APP0 = bytes.fromhex("ffe000104a46494600010100000100010000")
 
 #: The four DHT segments libjpeg writes, in its order: DC luminance, AC luminance, DC chrominance,
 #: AC chrominance (T.81 Tables K.3, K.5, K.4, K.6).
@@ -30,52 +36,94 @@ STANDARD_HUFFMAN_TABLES = bytes.fromhex(
     "c5c6c7c8c9cad2d3d4d5d6d7d8d9dae2e3e4e5e6e7e8e9eaf2f3f4f5f6f7f8f9fa"
 )
 
+#: T.81 Table K.1 (luminance) and K.2 (chrominance) quantisation tables, in natural (row by row) order.
+LUMINANCE_QUANTISATION = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)
+CHROMINANCE_QUANTISATION = (
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+    47, 66, 99, 99, 99, 99, 99, 99, *([99] * 32),
+)
+#: For each position of a DQT segment (zig-zag order), the natural-order index of the coefficient.
+ZIGZAG = (
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7,
+    14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46,
+    53, 60, 61, 54, 47, 55, 62, 63,
+)
+
 _SOI = b"\xff\xd8"
-_DHT, _SOS = 0xC4, 0xDA
+_APP0, _DQT, _DHT, _SOS = 0xE0, 0xDB, 0xC4, 0xDA
 #: Headers (everything before SOS) are read this far at most: libjpeg's are about 600 bytes.
 _HEADER_LIMIT = 64 * 1024
 
 
-def _header(data: bytes) -> tuple[int, int] | None:
-    """(where the SOS marker starts, where the first DHT segment starts or -1), walking the marker segments
-    after SOI; None when the header is malformed."""
+@functools.cache  # a hundred qualities at most; built once each (37 us), asked for every image
+def quantisation_tables(quality: int) -> bytes:
+    """The two DQT segments libjpeg writes at ``quality`` (1..100): Annex K's tables, IJG-scaled, baseline."""
+    if not 1 <= quality <= 100:
+        raise ValueError(f"libjpeg quality {quality} outside 1..100")
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    out = bytearray()
+    for table_id, table in enumerate((LUMINANCE_QUANTISATION, CHROMINANCE_QUANTISATION)):
+        out += b"\xff\xdb\x00\x43" + bytes([table_id])
+        out += bytes(min(255, max(1, (table[n] * scale + 50) // 100)) for n in ZIGZAG)
+    return bytes(out)
+
+
+def _segments(data: bytes) -> tuple[list[tuple[int, int, int]], int] | None:
+    """The marker segments after SOI up to SOS as (marker, start, end), and where SOS starts; None if malformed."""
     if not data.startswith(_SOI):
         return None
-    pos, end, first_dht = 2, min(len(data), _HEADER_LIMIT), -1
+    found: list[tuple[int, int, int]] = []
+    pos, end = 2, min(len(data), _HEADER_LIMIT)
     while pos + 4 <= end:
         if data[pos] != 0xFF:
             return None
         marker = data[pos + 1]
         if marker == _SOS:
-            return pos, first_dht
-        if marker == _DHT and first_dht < 0:
-            first_dht = pos
+            return found, pos
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
         if length < 2:
             return None
+        found.append((marker, pos, pos + 2 + length))
         pos += 2 + length
     return None
 
 
-def strip_standard_tables(jpeg: bytes) -> bytes | None:
-    """``jpeg`` without the standard Huffman tables in front of its SOS, or None when its header does not end
-    with exactly them and hold no other (other tables, another order, a malformed header): send it whole then."""
-    found = _header(jpeg)
-    if found is None:
+def strip_standard_tables(jpeg: bytes, quality: int) -> bytes | None:
+    """The ``JPEG_LEAN`` payload of a JPEG libjpeg encoded at ``quality``, or None when its header is not
+    JFIF marker, the two tables of that quality, other segments, the four standard Huffman tables (send it whole)."""
+    parsed = _segments(jpeg)
+    if parsed is None or not 1 <= quality <= 100:
         return None
-    sos, first_dht = found
-    start = sos - len(STANDARD_HUFFMAN_TABLES)
-    if first_dht != start or jpeg[start:sos] != STANDARD_HUFFMAN_TABLES:
+    segments, sos = parsed
+    tables = sos - len(STANDARD_HUFFMAN_TABLES)
+    if len(segments) < 8 or segments[0][0] != _APP0 or jpeg[segments[0][1] : segments[0][2]] != JFIF_APP0:
         return None
-    return jpeg[:start] + jpeg[sos:]
+    if segments[1][0] != _DQT or segments[2][0] != _DQT \
+            or jpeg[segments[1][1] : segments[2][2]] != quantisation_tables(quality):
+        return None
+    middle = segments[3:]
+    kept = [s for s in middle if s[1] < tables]
+    if [s[1] for s in middle if s[1] >= tables] != [tables, tables + 33, tables + 216, tables + 249] \
+            or jpeg[tables:sos] != STANDARD_HUFFMAN_TABLES \
+            or any(marker in (_APP0, _DQT, _DHT) for marker, _, _ in kept):
+        return None
+    return bytes([quality]) + _SOI + jpeg[segments[2][2] : tables] + jpeg[sos:]
 
 
 def restore_standard_tables(payload: bytes) -> bytes:
     """The JPEG a ``JPEG_LEAN`` payload came from; ValueError when the payload is not one."""
-    found = _header(payload)
-    if found is None:
+    if not payload or not 1 <= payload[0] <= 100:
+        raise ValueError("a lean JPEG starts with its libjpeg quality (1..100)")
+    body = payload[1:]
+    parsed = _segments(body)
+    if parsed is None:
         raise ValueError("not a JPEG with a well-formed header")
-    sos, first_dht = found
-    if first_dht >= 0:
-        raise ValueError("a lean JPEG carries no Huffman tables")
-    return payload[:sos] + STANDARD_HUFFMAN_TABLES + payload[sos:]
+    segments, sos = parsed
+    if any(marker in (_APP0, _DQT, _DHT) for marker, _, _ in segments):
+        raise ValueError("a lean JPEG carries no JFIF marker, quantisation or Huffman table")
+    return b"".join((_SOI, JFIF_APP0, quantisation_tables(payload[0]), body[2:sos], STANDARD_HUFFMAN_TABLES,
+                     body[sos:]))

@@ -80,7 +80,7 @@ class SessionOffer(Message, frozen=True, tag="session.offer"):
     #: Unattended: the approver-signed grant document it runs under; the agent answers with a
     #: ``session.challenge`` the technician must sign (protocol/authority_messages.py).
     document_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{1,64}$")] | None = None
-    #: Every viewer of this session restores standard Huffman tables: send JPEGs as ``JPEG_LEAN``
+    #: Every viewer of this session rebuilds libjpeg's standard tables: send JPEGs as ``JPEG_LEAN``
     #: (protocol/jpeg_tables.py). Only sent to agents with the "stream.jpeg-lean" capability and omitted
     #: from the wire otherwise, so agents without it still decode the offer.
     jpeg_lean: bool | msgspec.UnsetType = msgspec.UNSET

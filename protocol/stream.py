@@ -14,8 +14,9 @@ rectangle of the screen (or a cursor shape), with a fixed 21-byte big-endian hea
     encoding       u8   Encoding: RAW (BGRA), JPEG, PNG, ZLIB (zlib of BGR24 rows),
                         RGBA (cursor shapes only), FILL (3 bytes B, G, R: the whole
                         rectangle is that colour; a typed caret or a toggled box in 24 bytes),
-                        JPEG_LEAN (a JPEG whose standard Huffman tables were cut out: the viewer
-                        puts them back, :mod:`protocol.jpeg_tables`; only to agents offered it)
+                        JPEG_LEAN (the libjpeg quality, then a JPEG without its JFIF marker,
+                        quantisation and Huffman tables: the viewer rebuilds them,
+                        :mod:`protocol.jpeg_tables`; only from agents offered it)
     sequence       u32  update number; every rectangle of one update shares it
     length         u32  payload length, must equal the bytes that follow
 
@@ -88,7 +89,7 @@ class Encoding(enum.IntEnum):
     ZLIB = 3  # zlib-compressed BGR24 rows
     RGBA = 4  # straight-alpha RGBA, 4 bytes per pixel, rows top-down (cursor shapes only)
     FILL = 5  # one B, G, R pixel: the whole rectangle is that colour
-    JPEG_LEAN = 6  # a JPEG without its standard Huffman tables (protocol.jpeg_tables puts them back)
+    JPEG_LEAN = 6  # quality byte + a JPEG without its standard tables (protocol.jpeg_tables rebuilds them)
 
 
 class Flags(enum.IntFlag):

@@ -17,11 +17,12 @@ from typing import Any
 
 import mss
 import numpy as np
+import simplejpeg
 from playwright.async_api import WebSocket, expect
 
 from agent.config import AgentConfig
 from agent.consent.tk_app import ALLOW_BG
-from agent.screen.encoder import decode, encode_jpeg
+from agent.screen.encoder import decode, encode_jpeg, jpeg_params
 from protocol.jpeg_tables import strip_standard_tables
 from protocol.stream import HEADER_SIZE, MAGIC_VERSION, Encoding
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
@@ -161,10 +162,24 @@ async def _canvas_region(page: Any, x: int, y: int, w: int, h: int) -> np.ndarra
 
 
 async def _lean_jpegs_decode_in_the_console(page: Any) -> None:
-    """The console's decoder (screen.js) draws a lean JPEG as Python draws the whole one."""
+    """The console (screen.js) rebuilds a lean JPEG byte for byte at any quality, and draws it as Python draws
+    the whole one."""
     picture = _picture(64, 128)
+    cases = ((1, "420"), (29, "444"), (45, "444"), (50, "420"), (75, "444"), (100, "444"))
+    files = [simplejpeg.encode_jpeg(picture, quality=q, colorspace="BGRX", colorsubsampling=ss) for q, ss in cases]
+    leans = [strip_standard_tables(jpeg, q) for jpeg, (q, _) in zip(files, cases)]
+    assert all(lean is not None for lean in leans)
+    rebuilt = await page.evaluate("""async (leans) => {
+        const { leanJpeg } = await import('/static/js/screen.js');
+        const out = [];
+        for (const b64 of leans) {
+          const blob = leanJpeg(Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0)));
+          out.push(blob === null ? null : btoa(String.fromCharCode(...new Uint8Array(await blob.arrayBuffer()))));
+        }
+        return out; }""", [base64.b64encode(lean).decode() for lean in leans if lean is not None])
+    assert [base64.b64decode(b) if b else None for b in rebuilt] == files
     jpeg = encode_jpeg(picture, 75)
-    lean = strip_standard_tables(jpeg)
+    lean = strip_standard_tables(jpeg, jpeg_params(75)[0])
     assert lean is not None
     drawn = await page.evaluate("""async ([b64, w, h]) => {
         const { drawRect, ENC } = await import('/static/js/screen.js');

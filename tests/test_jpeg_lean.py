@@ -1,15 +1,15 @@
-"""JPEGs without their standard Huffman tables (``Encoding.JPEG_LEAN``): the cut, the restore, who gets them.
+"""JPEGs without the parts libjpeg writes the same way every time (``Encoding.JPEG_LEAN``): the cut, the
+rebuild, who gets them.
 
-The encoder's file comes back byte for byte; anything else is sent whole or refused with a clear error; the
-console's constant is the protocol's; the pipeline uses it only when told; the server offers it only to agents
-that say they read the offer's field, and the service passes it on only to session helpers that would not
-refuse the unknown field.
+The encoder's file comes back byte for byte at every quality; anything else is sent whole or refused with a clear
+error; the pipeline cuts only when told; the server offers it only to agents that say they read the offer's field,
+and the service passes it on only to session helpers that would not refuse the unknown field. (The console's
+rebuild is compared byte for byte in Chromium: tests/test_console_session.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,11 +21,17 @@ import simplejpeg
 
 from agent.desktop.broker import DesktopBroker
 from agent.screen.capture import Monitor
-from agent.screen.encoder import DecodeError, decode, encode_jpeg
+from agent.screen.encoder import DecodeError, decode, encode_jpeg, jpeg_params
 from agent.screen.pipeline import ScreenPipeline
 from protocol import jpeg_tables
 from protocol.desktop import ScreenEnded, ScreenStart
-from protocol.jpeg_tables import STANDARD_HUFFMAN_TABLES, restore_standard_tables, strip_standard_tables
+from protocol.jpeg_tables import (
+    JFIF_APP0,
+    STANDARD_HUFFMAN_TABLES,
+    quantisation_tables,
+    restore_standard_tables,
+    strip_standard_tables,
+)
 from protocol.session import SessionOffer
 from protocol.stream import Encoding, unpack_update
 from server.store import Database
@@ -33,6 +39,8 @@ from tests.conftest import add_device
 from tests.test_session_driver import ANN, _setup
 
 ROOT = Path(__file__).resolve().parent.parent
+#: What a lean JPEG saves: the JFIF marker, two quantisation and four Huffman tables, less the quality byte.
+SAVED = len(JFIF_APP0) + 2 * 69 + len(STANDARD_HUFFMAN_TABLES) - 1
 
 
 def _picture(seed: int, h: int = 64, w: int = 192) -> np.ndarray:
@@ -41,38 +49,44 @@ def _picture(seed: int, h: int = 64, w: int = 192) -> np.ndarray:
 
 
 @pytest.mark.parametrize("subsampling", ["444", "420"])
-@pytest.mark.parametrize("quality", [5, 45, 95])
-def test_the_cut_gives_the_encoders_file_back_byte_for_byte(subsampling: str, quality: int) -> None:
-    jpeg = simplejpeg.encode_jpeg(_picture(quality), quality=quality, colorspace="BGRX",
-                                  colorsubsampling=subsampling)
-    lean = strip_standard_tables(jpeg)
-    assert lean is not None and len(lean) == len(jpeg) - len(STANDARD_HUFFMAN_TABLES) == len(jpeg) - 432
-    assert b"\xff\xc4" not in lean[: lean.index(b"\xff\xda")]  # no Huffman table left in its header
-    assert restore_standard_tables(lean) == jpeg
+def test_the_cut_gives_the_encoders_file_back_byte_for_byte_at_every_quality(subsampling: str) -> None:
+    picture = _picture(3, 32, 48)
+    for quality in range(1, 101):
+        jpeg = simplejpeg.encode_jpeg(picture, quality=quality, colorspace="BGRX", colorsubsampling=subsampling)
+        lean = strip_standard_tables(jpeg, quality)
+        assert lean is not None and lean[0] == quality and len(lean) == len(jpeg) - SAVED == len(jpeg) - 587
+        header = lean[1 : lean.index(b"\xff\xda")]
+        assert not any(marker in header for marker in (b"\xff\xe0", b"\xff\xdb", b"\xff\xc4"))
+        assert restore_standard_tables(lean) == jpeg
+        assert strip_standard_tables(jpeg, 100 - quality + 1 if quality != 50 else 51) is None  # not its tables
 
 
 def test_other_tables_or_a_broken_header_go_whole_and_a_bad_lean_payload_is_refused() -> None:
     jpeg = encode_jpeg(_picture(1), 75)
+    quality = jpeg_params(75)[0]
     at = jpeg.index(STANDARD_HUFFMAN_TABLES)
     other = bytearray(jpeg)
     other[at + 40] ^= 1  # one code of the AC luminance table changed: not the standard set
-    assert strip_standard_tables(bytes(other)) is None
-    assert strip_standard_tables(b"\xff\xd8\xff\xe0\x00\x01") is None  # a length below 2
-    assert strip_standard_tables(b"not a jpeg") is None
-    with pytest.raises(ValueError, match="Huffman"):
-        restore_standard_tables(jpeg)  # it still has its tables: restoring would give it two sets
-    for bad in (b"", b"\xff\xd8", b"\xff\xd8\x00\x00\x00\x00", b"GIF89a" + jpeg):
+    assert strip_standard_tables(bytes(other), quality) is None
+    quant = bytearray(jpeg)
+    quant[jpeg.index(quantisation_tables(quality)) + 10] ^= 1  # one quantiser changed
+    assert strip_standard_tables(bytes(quant), quality) is None
+    assert strip_standard_tables(jpeg, 0) is None and strip_standard_tables(jpeg, 101) is None
+    assert strip_standard_tables(b"\xff\xd8\xff\xe0\x00\x01", quality) is None  # a length below 2
+    assert strip_standard_tables(b"not a jpeg", quality) is None
+    lean = strip_standard_tables(jpeg, quality)
+    assert lean is not None
+    with pytest.raises(ValueError, match="quality"):
+        restore_standard_tables(b"\x00" + lean[1:])
+    with pytest.raises(ValueError, match="no JFIF"):
+        restore_standard_tables(bytes([quality]) + jpeg)  # it still has its tables: two sets once rebuilt
+    for bad in (b"", b"\x2d", b"\x2d\xff\xd8", b"\x2d\xff\xd8\x00\x00\x00\x00", b"\x2dGIF89a" + jpeg):
         with pytest.raises(ValueError):
             restore_standard_tables(bad)
     with pytest.raises(DecodeError):
-        decode(Encoding.JPEG_LEAN, b"\xff\xd8\xff\xda\x00\x02garbage", 4, 4)
-
-
-def test_the_console_restores_the_same_tables() -> None:
-    js = (ROOT / "console/static/js/screen.js").read_text()
-    block = js[js.index("STANDARD_HUFFMAN_TABLES_HEX =") : js.index("const STANDARD_HUFFMAN_TABLES =")]
-    assert bytes.fromhex("".join(re.findall(r'"([0-9a-f]+)"', block))) == STANDARD_HUFFMAN_TABLES
-    assert re.search(r"JPEG_LEAN: 6\b", js) and Encoding.JPEG_LEAN == 6
+        decode(Encoding.JPEG_LEAN, b"\x2d\xff\xd8\xff\xda\x00\x02garbage", 4, 4)
+    with pytest.raises(ValueError, match="outside"):
+        quantisation_tables(0)
 
 
 class _Frames:
@@ -106,7 +120,7 @@ def test_the_pipeline_sends_lean_jpegs_only_when_told_and_they_draw_the_same_pic
             picture[u.y : u.y + u.h, u.x : u.x + u.w] = decode(u.encoding, u.payload, u.w, u.h)
         drawn[lean] = (picture, update.nbytes, len(parts))
     assert np.array_equal(drawn[True][0], drawn[False][0])  # the same JPEGs, drawn the same
-    assert drawn[False][1] - drawn[True][1] == 432 * drawn[True][2]  # 432 bytes fewer per image
+    assert drawn[False][1] - drawn[True][1] == SAVED * drawn[True][2]  # 587 bytes fewer per image
 
 
 async def test_the_server_offers_lean_jpegs_only_to_agents_that_read_the_field(db: Database) -> None:

@@ -28,7 +28,7 @@ from protocol.jpeg_tables import strip_standard_tables
 from protocol.stream import Encoding, Flags, Kind, pack_update
 
 from .capture import Frame, Monitor, RegionGrabber, ScreenGrabber, ViewGrabber
-from .encoder import encode_jpeg, encode_png, uniform_colour
+from .encoder import encode_jpeg, encode_png, jpeg_params, uniform_colour
 from .tiles import (
     TILE,
     Diff,
@@ -150,7 +150,7 @@ class ScreenPipeline:
                  busy_settle_s: float = BUSY_SETTLE_S, busy_refresh_tiles_per_s: float = BUSY_REFRESH_TILES_PER_S,
                  lean_jpeg: bool = False) -> None:
         self.grabber = grabber
-        #: The viewers restore standard Huffman tables (``Encoding.JPEG_LEAN``): JPEGs go without them.
+        #: The viewers rebuild libjpeg's standard tables (``Encoding.JPEG_LEAN``): JPEGs go without them.
         self.lean_jpeg = lean_jpeg
         # Protocol isinstance checks walk the protocol's members (tens of us): once, not per step.
         self._regions: RegionGrabber | None = grabber if isinstance(grabber, RegionGrabber) else None
@@ -451,13 +451,14 @@ class ScreenPipeline:
             jpeg = encode_jpeg(region, quality)
             if len(png) <= len(jpeg) * LOSSLESS_BIAS:  # the whole file: the choice does not hang on the tables
                 return Encoding.PNG, png
-            return self._as_sent(jpeg)
-        return self._as_sent(encode_jpeg(region, quality))
+            return self._as_sent(jpeg, quality)
+        return self._as_sent(encode_jpeg(region, quality), quality)
 
-    def _as_sent(self, jpeg: bytes) -> tuple[Encoding, bytes]:
-        """A JPEG as it goes out: without its standard Huffman tables where the viewers put them back."""
+    def _as_sent(self, jpeg: bytes, quality: int) -> tuple[Encoding, bytes]:
+        """A JPEG (of ladder step ``quality``) as it goes out: without its standard parts where the viewers
+        rebuild them."""
         if self.lean_jpeg:
-            lean = strip_standard_tables(jpeg)
+            lean = strip_standard_tables(jpeg, jpeg_params(quality)[0])
             if lean is not None:
                 return Encoding.JPEG_LEAN, lean
         return Encoding.JPEG, jpeg

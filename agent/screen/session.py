@@ -578,7 +578,7 @@ async def run_screen_session(
     ``view_only_reason`` (with mode "view"): why, sent with each refusal instead of the plain view-only one.
     ``layout``: the grabber, when its monitor list can change during the session (it says when; the viewer
     gets the new list and is kept on the same monitor, or moved to the primary when that one is gone).
-    ``lean_jpeg``: every viewer restores standard Huffman tables (the offer said so): JPEGs go without them.
+    ``lean_jpeg``: every viewer rebuilds libjpeg's standard tables (the offer said so): JPEGs go without them.
     """
     if mode not in ("view", "control"):
         raise ValueError(f"mode must be 'view' or 'control', not {mode!r}")

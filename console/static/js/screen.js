@@ -25,9 +25,12 @@ export function parseUpdate(buf) {
   return u;
 }
 
-// JPEG_LEAN: a JPEG without the four standard Huffman tables (ITU T.81 Annex K) libjpeg writes into every
-// image; they go back in front of its SOS segment (protocol/jpeg_tables.py, whose constant this must equal).
-export const STANDARD_HUFFMAN_TABLES_HEX =
+// JPEG_LEAN: a JPEG without the parts libjpeg writes the same way every time (protocol/jpeg_tables.py): its JFIF
+// marker, its two quantisation tables (T.81 Annex K.1/K.2 scaled as the IJG library scales them for the quality
+// in the payload's first byte) and its four Huffman tables (Annex K.3). They are rebuilt here byte for byte.
+const SOI = Uint8Array.of(0xff, 0xd8);
+const JFIF_APP0 = hexBytes("ffe000104a46494600010100000100010000");
+const STANDARD_HUFFMAN_TABLES = hexBytes(
   "ffc4001f0000010501010101010100000000000000000102030405060708090a0bffc400b510000201030302040305050404" +
   "0000017d01020300041105122131410613516107227114328191a1082342b1c11552d1f02433627282090a161718191a2526" +
   "2728292a3435363738393a434445464748494a535455565758595a636465666768696a737475767778797a83848586878889" +
@@ -36,22 +39,57 @@ export const STANDARD_HUFFMAN_TABLES_HEX =
   "c400b51100020102040403040705040400010277000102031104052131061241510761711322328108144291a1b1c1092333" +
   "52f0156272d10a162434e125f11718191a262728292a35363738393a434445464748494a535455565758595a636465666768" +
   "696a737475767778797a82838485868788898a92939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5" +
-  "c6c7c8c9cad2d3d4d5d6d7d8d9dae2e3e4e5e6e7e8e9eaf2f3f4f5f6f7f8f9fa";
-const STANDARD_HUFFMAN_TABLES = Uint8Array.from(
-  STANDARD_HUFFMAN_TABLES_HEX.match(/../g), (pair) => parseInt(pair, 16));
+  "c6c7c8c9cad2d3d4d5d6d7d8d9dae2e3e4e5e6e7e8e9eaf2f3f4f5f6f7f8f9fa");
+const LUMINANCE_QUANTISATION = [
+  16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22,
+  29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92, 49, 64, 78, 87, 103,
+  121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99
+];
+const CHROMINANCE_QUANTISATION = [
+  17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99,
+  99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99,
+  99, 99, 99, 99, 99, 99, 99, 99, 99, 99
+];
+// For each position of a DQT segment (zig-zag order), the natural-order index of the coefficient.
+const ZIGZAG = [
+  0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14,
+  21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53,
+  60, 61, 54, 47, 55, 62, 63
+];
 
-/** The JPEG a JPEG_LEAN payload came from, as a Blob; null when its header is not well-formed. */
+function hexBytes(hex) {
+  return Uint8Array.from(hex.match(/../g), (pair) => parseInt(pair, 16));
+}
+
+/** The two DQT segments libjpeg writes at ``quality`` (1..100). */
+function quantisationTables(quality) {
+  const scale = quality < 50 ? Math.floor(5000 / quality) : 200 - 2 * quality;
+  const out = new Uint8Array(2 * 69);
+  [LUMINANCE_QUANTISATION, CHROMINANCE_QUANTISATION].forEach((table, id) => {
+    out.set([0xff, 0xdb, 0x00, 0x43, id], id * 69);
+    ZIGZAG.forEach((n, i) => {
+      out[id * 69 + 5 + i] = Math.min(255, Math.max(1, Math.floor((table[n] * scale + 50) / 100)));
+    });
+  });
+  return out;
+}
+
+/** The JPEG a JPEG_LEAN payload came from, as a Blob; null when it is not one. */
 export function leanJpeg(payload) {
-  if (payload.length < 4 || payload[0] !== 0xff || payload[1] !== 0xd8) return null;
-  const end = Math.min(payload.length, 65536);
+  const quality = payload[0];
+  if (payload.length < 5 || quality < 1 || quality > 100) return null;
+  const body = payload.subarray(1);
+  if (body[0] !== 0xff || body[1] !== 0xd8) return null;
+  const end = Math.min(body.length, 65536);
   for (let pos = 2; pos + 4 <= end;) {
-    if (payload[pos] !== 0xff) return null;
-    const marker = payload[pos + 1];
+    if (body[pos] !== 0xff) return null;
+    const marker = body[pos + 1];
     if (marker === 0xda) {
-      return new Blob([payload.subarray(0, pos), STANDARD_HUFFMAN_TABLES, payload.subarray(pos)], { type: "image/jpeg" });
+      return new Blob([SOI, JFIF_APP0, quantisationTables(quality), body.subarray(2, pos), STANDARD_HUFFMAN_TABLES,
+        body.subarray(pos)], { type: "image/jpeg" });
     }
-    if (marker === 0xc4) return null;  // a lean JPEG carries no Huffman table
-    const length = (payload[pos + 2] << 8) | payload[pos + 3];
+    if (marker === 0xe0 || marker === 0xdb || marker === 0xc4) return null;  // those are what was cut
+    const length = (body[pos + 2] << 8) | body[pos + 3];
     if (length < 2) return null;
     pos += 2 + length;
   }
