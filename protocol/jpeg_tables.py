@@ -54,7 +54,9 @@ ZIGZAG = (
 )
 
 _SOI = b"\xff\xd8"
-_APP0, _DQT, _DHT, _SOS = 0xE0, 0xDB, 0xC4, 0xDA
+_SOS = 0xDA
+#: The segments a lean JPEG leaves out (JFIF APP0, DQT, DHT): none may remain in its header.
+_CUT = frozenset({0xE0, 0xDB, 0xC4})
 #: Headers (everything before SOS) are read this far at most: libjpeg's are about 600 bytes.
 _HEADER_LIMIT = 64 * 1024
 
@@ -93,25 +95,21 @@ def _segments(data: bytes) -> tuple[list[tuple[int, int, int]], int] | None:
 
 
 def strip_standard_tables(jpeg: bytes, quality: int) -> bytes | None:
-    """The ``JPEG_LEAN`` payload of a JPEG libjpeg encoded at ``quality``, or None when its header is not
-    JFIF marker, the two tables of that quality, other segments, the four standard Huffman tables (send it whole)."""
+    """The ``JPEG_LEAN`` payload of a JPEG libjpeg encoded at ``quality``, or None (send it whole) unless its
+    header is: the JFIF marker, the two tables of that quality, other segments, the four standard Huffman tables."""
+    if not 1 <= quality <= 100:
+        return None
+    head = _SOI + JFIF_APP0 + quantisation_tables(quality)
     parsed = _segments(jpeg)
-    if parsed is None or not 1 <= quality <= 100:
+    if parsed is None or not jpeg.startswith(head):
         return None
     segments, sos = parsed
     tables = sos - len(STANDARD_HUFFMAN_TABLES)
-    if len(segments) < 8 or segments[0][0] != _APP0 or jpeg[segments[0][1] : segments[0][2]] != JFIF_APP0:
+    starts = [start for _, start, _ in segments]
+    between = {marker for marker, start, _ in segments if len(head) <= start < tables}
+    if tables not in starts or jpeg[tables:sos] != STANDARD_HUFFMAN_TABLES or between & _CUT:
         return None
-    if segments[1][0] != _DQT or segments[2][0] != _DQT \
-            or jpeg[segments[1][1] : segments[2][2]] != quantisation_tables(quality):
-        return None
-    middle = segments[3:]
-    kept = [s for s in middle if s[1] < tables]
-    if [s[1] for s in middle if s[1] >= tables] != [tables, tables + 33, tables + 216, tables + 249] \
-            or jpeg[tables:sos] != STANDARD_HUFFMAN_TABLES \
-            or any(marker in (_APP0, _DQT, _DHT) for marker, _, _ in kept):
-        return None
-    return bytes([quality]) + _SOI + jpeg[segments[2][2] : tables] + jpeg[sos:]
+    return bytes([quality]) + _SOI + jpeg[len(head) : tables] + jpeg[sos:]
 
 
 def restore_standard_tables(payload: bytes) -> bytes:
@@ -123,7 +121,7 @@ def restore_standard_tables(payload: bytes) -> bytes:
     if parsed is None:
         raise ValueError("not a JPEG with a well-formed header")
     segments, sos = parsed
-    if any(marker in (_APP0, _DQT, _DHT) for marker, _, _ in segments):
+    if any(marker in _CUT for marker, _, _ in segments):
         raise ValueError("a lean JPEG carries no JFIF marker, quantisation or Huffman table")
     return b"".join((_SOI, JFIF_APP0, quantisation_tables(payload[0]), body[2:sos], STANDARD_HUFFMAN_TABLES,
                      body[sos:]))
