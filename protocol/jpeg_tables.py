@@ -94,14 +94,31 @@ def _segments(data: bytes) -> tuple[list[tuple[int, int, int]], int] | None:
     return None
 
 
+def _one_segment_then_tables(jpeg: bytes, pos: int) -> int | None:
+    """Where the standard Huffman tables start when one segment (not a cut one) at ``pos`` is followed by them
+    and then by SOS; else None (the segment walk decides)."""
+    if jpeg[pos : pos + 1] != b"\xff" or len(jpeg) < pos + 4 or jpeg[pos + 1] in _CUT or jpeg[pos + 1] == _SOS:
+        return None
+    tables = pos + 2 + int.from_bytes(jpeg[pos + 2 : pos + 4], "big")
+    sos = tables + len(STANDARD_HUFFMAN_TABLES)
+    if jpeg[tables:sos] != STANDARD_HUFFMAN_TABLES or jpeg[sos : sos + 2] != bytes((0xFF, _SOS)):
+        return None
+    return tables
+
+
 def strip_standard_tables(jpeg: bytes, quality: int) -> bytes | None:
     """The ``JPEG_LEAN`` payload of a JPEG libjpeg encoded at ``quality``, or None (send it whole) unless its
     header is: the JFIF marker, the two tables of that quality, other segments, the four standard Huffman tables."""
     if not 1 <= quality <= 100:
         return None
     head = _SOI + JFIF_APP0 + quantisation_tables(quality)
+    if not jpeg.startswith(head):
+        return None
+    frame = _one_segment_then_tables(jpeg, len(head))
+    if frame is not None:  # what libjpeg writes: the frame header alone between the two
+        return b"".join((bytes([quality]), _SOI, jpeg[len(head) : frame], jpeg[frame + len(STANDARD_HUFFMAN_TABLES) :]))
     parsed = _segments(jpeg)
-    if parsed is None or not jpeg.startswith(head):
+    if parsed is None:
         return None
     segments, sos = parsed
     tables = sos - len(STANDARD_HUFFMAN_TABLES)

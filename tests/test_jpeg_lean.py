@@ -74,6 +74,15 @@ def test_other_tables_or_a_broken_header_go_whole_and_a_bad_lean_payload_is_refu
     assert strip_standard_tables(jpeg, 0) is None and strip_standard_tables(jpeg, 101) is None
     assert strip_standard_tables(b"\xff\xd8\xff\xe0\x00\x01", quality) is None  # a length below 2
     assert strip_standard_tables(b"not a jpeg", quality) is None
+    # Not libjpeg's usual layout: the segment walk decides (a comment kept in place, or the file sent whole).
+    comment = b"\xff\xfe\x00\x07hello"
+    with_comment = jpeg[:at] + comment + jpeg[at:]
+    kept = strip_standard_tables(with_comment, quality)
+    assert kept is not None and comment in kept and restore_standard_tables(kept) == with_comment
+    sos = jpeg.index(b"\xff\xda")
+    assert strip_standard_tables(jpeg[:sos] + comment + jpeg[sos:], quality) is None  # tables not last
+    third = jpeg[:at] + quantisation_tables(quality)[:69] + jpeg[at:]
+    assert strip_standard_tables(third, quality) is None  # a cut segment the rebuild would not put back
     lean = strip_standard_tables(jpeg, quality)
     assert lean is not None
     with pytest.raises(ValueError, match="quality"):

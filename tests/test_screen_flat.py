@@ -184,3 +184,25 @@ def test_rows_not_copied_are_taken_as_they_are_when_no_damage_touched_them() -> 
     assert step(0.2, []) == 0  # no damage since: taken as they are, nothing sent
     assert step(5.0, [])  # the refresh
     assert np.array_equal(viewer, b[:, :, :3])
+
+
+def test_fill_cover_on_random_masks_covers_each_flat_tile_once_in_its_colour() -> None:
+    rng = np.random.default_rng(7)
+    for case in range(400):
+        rows, cols = int(rng.integers(1, 18)), int(rng.integers(1, 31))
+        flat = rng.random((rows, cols)) < rng.random()
+        colours = rng.integers(0, 3, (rows, cols)).astype(np.uint32)
+        wildcard = (rng.random((rows, cols)) < rng.random()) & ~flat if case % 2 else None
+        width, height = cols * TILE - 5, rows * TILE - 7  # a short last column and row
+        covered = np.zeros((rows, cols), dtype=np.int64)
+        for rect, colour in fill_cover(flat, colours, width, height, wildcard):
+            assert rect.x + rect.w <= width and rect.y + rect.h <= height
+            rs = slice(rect.y // TILE, -(-(rect.y + rect.h) // TILE))
+            cs = slice(rect.x // TILE, -(-(rect.x + rect.w) // TILE))
+            under = flat[rs, cs]
+            allowed = under | (wildcard[rs, cs] if wildcard is not None else False)
+            assert allowed.all(), case  # only flat tiles, or tiles drawn over afterwards
+            assert (colours[rs, cs][under] == colour).all(), case  # one colour for every flat tile under it
+            assert under[:, -1].any() and under[-1, :].any(), case  # no wildcard-only last column or row
+            covered[rs, cs] += under
+        assert (covered == flat).all(), case  # every flat tile once, nothing else counted
