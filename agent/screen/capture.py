@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .tiles import Rect
+from .xshm_pair import XShmPair
 
 if TYPE_CHECKING:
     from .xlayout import XLayoutWatch
@@ -67,6 +68,15 @@ class ViewGrabber(ScreenGrabber, Protocol):
         ...
 
 
+@runtime_checkable
+class PairedViewGrabber(ViewGrabber, Protocol):
+    """A view grabber that lends two buffers in turn (:mod:`.xshm_pair`)."""
+
+    def keeps_view(self, view: Frame) -> bool:
+        """True when ``view``, the last :meth:`grab_view`'s, stays intact (and writable) through the next one."""
+        ...
+
+
 class MssGrabber:
     """mss (XShmGetImage when MIT-SHM works) on one X display."""
 
@@ -75,6 +85,9 @@ class MssGrabber:
         self._mss: Any = self._open()
         self._lock = threading.Lock()
         self._layout_watch: XLayoutWatch | None = None
+        #: Two segments of our own for :meth:`grab_view` (made once mss has proven XShm works).
+        self._pair: XShmPair | None = None
+        self._pair_failed = False
         try:
             status = self._mss.performance_status
             log.info("mss on %s: %s", display or "$DISPLAY", status() if callable(status) else status)
@@ -110,6 +123,9 @@ class MssGrabber:
         fresh = self._open()
         with self._lock:
             old, self._mss = self._mss, fresh
+            old_pair, self._pair, self._pair_failed = self._pair, None, False
+        if old_pair is not None:
+            old_pair.close()
         try:
             old.close()
         except BufferError:  # a lent view still alive: the segment goes with the process
@@ -133,8 +149,30 @@ class MssGrabber:
         """
         with self._lock:
             mon = self._mss.monitors[index]
-            view = self._shm_view(mon["left"], mon["top"], mon["width"], mon["height"])
+            pair = self._own_pair()
+            view = pair.grab(mon["left"], mon["top"], mon["width"], mon["height"]) if pair is not None else None
+            if view is None:
+                view = self._shm_view(mon["left"], mon["top"], mon["width"], mon["height"])
         return view if view is not None else self.grab(index)
+
+    def keeps_view(self, view: Frame) -> bool:
+        return self._pair is not None and self._pair.lent(view)
+
+    def _own_pair(self) -> XShmPair | None:
+        """The two segments, made on first use once mss's own XShm grab has worked; None where they cannot be."""
+        if self._pair is not None or self._pair_failed:
+            return self._pair
+        impl: Any = getattr(self._mss, "_impl", None)
+        status = getattr(impl, "shm_status", None)
+        size = getattr(impl, "_bufsize", None)
+        if status is None or status.name != "AVAILABLE" or not isinstance(size, int):
+            return None  # not proven yet (or another backend): mss's segment, copied
+        try:
+            self._pair = XShmPair(impl, size)
+        except Exception as exc:  # memfd, mmap or the server's attach
+            self._pair_failed = True
+            log.info("screen capture: no XShm segments of our own (%s): the last frame is kept as a copy", exc)
+        return self._pair
 
     def _shm_view(self, left: int, top: int, width: int, height: int) -> Frame | None:
         impl: Any = getattr(self._mss, "_impl", None)
@@ -167,6 +205,9 @@ class MssGrabber:
         if self._layout_watch is not None:
             self._layout_watch.close()
         with self._lock:
+            if self._pair is not None:
+                self._pair.close()
+                self._pair = None
             try:
                 self._mss.close()
             except BufferError:  # a lent view still alive: the segment goes with the process

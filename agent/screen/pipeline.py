@@ -27,7 +27,7 @@ import numpy.typing as npt
 from protocol.jpeg_tables import strip_standard_tables
 from protocol.stream import Encoding, Flags, Kind, pack_update
 
-from .capture import Frame, Monitor, RegionGrabber, ScreenGrabber, ViewGrabber
+from .capture import Frame, Monitor, PairedViewGrabber, RegionGrabber, ScreenGrabber, ViewGrabber
 from .encoder import encode_jpeg, encode_png, jpeg_params, uniform_colour
 from .tiles import (
     TILE,
@@ -155,6 +155,7 @@ class ScreenPipeline:
         # Protocol isinstance checks walk the protocol's members (tens of us): once, not per step.
         self._regions: RegionGrabber | None = grabber if isinstance(grabber, RegionGrabber) else None
         self._views: ViewGrabber | None = grabber if isinstance(grabber, ViewGrabber) else None
+        self._paired: PairedViewGrabber | None = grabber if isinstance(grabber, PairedViewGrabber) else None
         self.monitor = monitor
         self.settle_s = settle_s
         self.busy_settle_s = max(busy_settle_s, settle_s)
@@ -331,13 +332,17 @@ class ScreenPipeline:
         """Compare the whole monitor with ``_sent`` and bring ``_sent`` up to it.
 
         A :class:`ViewGrabber` lends its capture buffer: only the changed tile rows are
-        copied out of it (no 8 MB allocation and copy per frame of motion).
+        copied out of it (no 8 MB allocation and copy per frame of motion). A
+        :class:`PairedViewGrabber`'s capture becomes ``_sent`` itself (:meth:`_adopt`).
         """
         views = self._views
         current = views.grab_view(self.monitor) if views is not None else self.grabber.grab(self.monitor)
         h, w = current.shape[:2]
         rows, cols = tile_grid(w, h)
         sent = self._sent
+        kept = self._paired is not None and self._paired.keeps_view(current)
+        if kept and sent is not None and np.may_share_memory(sent, current):
+            sent = None  # the last-sent frame was a view this grab wrote over (a step that failed midway): start over
         if sent is None or sent.shape != current.shape or self._stale is None:
             self._geometry = self.geometry()
             self._sent = np.array(current, copy=True)
@@ -350,6 +355,8 @@ class ScreenPipeline:
         # sampled rows are, for the next check. Rows left stale that way are sent whole (and copied)
         # at the first full grab that finds them not changed everywhere.
         everywhere = rows_changed_everywhere(sent, current)
+        if kept:
+            return self._adopt(current, sent, everywhere | self._stale)
         stale, self._stale = self._stale, everywhere
         if damaged_rows is not None:
             # A stale row no damage touched since the last step still shows what that step sent
@@ -388,6 +395,22 @@ class ScreenPipeline:
                 c = c1 + 1
                 while c < cols and not row[c]:
                     c += 1
+        return _Grabbed(dirty, h * w, None, diff, current)
+
+    def _adopt(self, current: Frame, sent: Frame, whole: npt.NDArray[np.bool_]) -> _Grabbed:
+        """Compare a capture the grabber keeps intact through its next grab, and make it the last-sent frame as
+        it is: no tile row is copied, none is left stale. ``whole``: tile rows sent whole without comparing."""
+        h, w = current.shape[:2]
+        rows, cols = tile_grid(w, h)
+        if whole.all():
+            dirty, diff = np.ones((rows, cols), dtype=np.bool_), None
+        elif whole.any():
+            dirty, diff = compare_rows(sent, current, whole)
+        else:
+            dirty, diff = compare(sent, current)
+        self._sent = current
+        assert self._stale is not None
+        self._stale[:] = False
         return _Grabbed(dirty, h * w, None, diff, current)
 
     def _damaged_tiles(self, damage: list[Rect]) -> npt.NDArray[np.bool_]:
