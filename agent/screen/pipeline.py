@@ -35,8 +35,7 @@ from .tiles import (
     Rect,
     changed_bounds,
     clip,
-    compare,
-    compare_rows,
+    compare_unless_whole,
     dirty_tiles,
     fill_cover,
     fill_rows,
@@ -365,13 +364,7 @@ class ScreenPipeline:
                 y0 = int(r) * TILE
                 sent[y0 : y0 + TILE] = current[y0 : y0 + TILE]
             stale = stale & damaged_rows
-        whole = everywhere | stale
-        if whole.all():
-            dirty, diff = np.ones((rows, cols), dtype=np.bool_), None
-        elif whole.any():
-            dirty, diff = compare_rows(sent, current, whole)
-        else:
-            dirty, diff = compare(sent, current)
+        dirty, diff = compare_unless_whole(sent, current, everywhere | stale)
         # Every dirty tile is sent in this step and every other tile already equals the
         # screen, so after it the viewer's state is this capture.
         # Only the runs of dirty tiles are copied, not the span from a row's first to its last
@@ -401,13 +394,7 @@ class ScreenPipeline:
         """Compare a capture the grabber keeps intact through its next grab, and make it the last-sent frame as
         it is: no tile row is copied, none is left stale. ``whole``: tile rows sent whole without comparing."""
         h, w = current.shape[:2]
-        rows, cols = tile_grid(w, h)
-        if whole.all():
-            dirty, diff = np.ones((rows, cols), dtype=np.bool_), None
-        elif whole.any():
-            dirty, diff = compare_rows(sent, current, whole)
-        else:
-            dirty, diff = compare(sent, current)
+        dirty, diff = compare_unless_whole(sent, current, whole)
         self._sent = current
         assert self._stale is not None
         self._stale[:] = False

@@ -151,6 +151,18 @@ def rows_changed_everywhere(sent: npt.NDArray[np.uint8], current: npt.NDArray[np
     return everywhere
 
 
+def compare_unless_whole(sent: npt.NDArray[np.uint8], current: npt.NDArray[np.uint8], whole: npt.NDArray[np.bool_],
+                         tile: int = TILE) -> tuple[Mask, Diff | None]:
+    """Dirty tiles: those of tile rows flagged in ``whole`` without reading them, the others compared (no
+    per-pixel difference when every row is whole)."""
+    h, w = current.shape[:2]
+    if whole.all():
+        return np.ones(tile_grid(w, h, tile), dtype=np.bool_), None
+    if whole.any():
+        return compare_rows(sent, current, whole, tile)
+    return compare(sent, current, tile)
+
+
 def compare_rows(sent: npt.NDArray[np.uint8], current: npt.NDArray[np.uint8], skip: npt.NDArray[np.bool_],
                  tile: int = TILE) -> tuple[Mask, Diff]:
     """:func:`compare`, except that tile rows flagged in ``skip`` count as changed everywhere unread."""
