@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import os
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -37,6 +36,7 @@ from agent.screen.wayland.casts import NO_NODE, CastSet
 from agent.screen.wayland.frames import PipeWireCapture, PipeWireError
 from agent.screen.wayland.mutter import MutterSession, StreamInfo
 from agent.screen.wayland.portal import PORTAL_NAME, PORTAL_PATH, SC, PortalSession, _parse_start
+from tests.logind_standin import private_bus
 from tests.test_wayland_monitors import two_monitors  # noqa: F401 - the fixture
 from tests.wayland import MutterHandle
 
@@ -193,23 +193,12 @@ class LatePortal:
 @pytest.fixture
 def late_portal() -> Iterator[LatePortal]:
     """A private dbus-daemon with the stand-in portal on it (the daemon killed by PID after)."""
-    with tempfile.TemporaryDirectory(prefix="helpline-late-portal-") as tmp:
-        path = Path(tmp) / "bus"
-        daemon = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address=unix:path={path}"],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with tempfile.TemporaryDirectory(prefix="helpline-late-portal-") as tmp, private_bus(Path(tmp)) as address:
+        portal = LatePortal(address)  # the daemon printed its address: it accepts connections
         try:
-            deadline = time.monotonic() + TIMEOUT
-            while not path.exists():
-                assert daemon.poll() is None and time.monotonic() < deadline, "dbus-daemon did not start"
-                time.sleep(0.02)  # polling for the socket, not synchronization
-            portal = LatePortal(f"unix:path={path}")
-            try:
-                yield portal
-            finally:
-                portal.close()
+            yield portal
         finally:
-            daemon.terminate()
-            daemon.wait(10)
+            portal.close()
 
 
 async def portal_client(address: str) -> PortalSession:
