@@ -29,8 +29,10 @@ class XShmPair:
     def __init__(self, impl: Any, size: int) -> None:
         """``impl``: mss's XShmGetImage backend (its connection, drawable and depth); ``size`` in bytes."""
         from mss.linux import xcb as xcb_module
+        from mss.linux.base import ALL_PLANES
 
         self._xcb: Any = xcb_module  # generated bindings: no declared exports
+        self._planes = ALL_PLANES
         self._impl = impl
         self.size = size
         self._segments: list[tuple[Any, mmap.mmap]] = []
@@ -69,10 +71,8 @@ class XShmPair:
             return None
         segment, buf = self._segments[self._next]
         xcb = self._xcb
-        from mss.linux.base import ALL_PLANES
-
         reply = xcb.shm_get_image(
-            self._impl.conn, self._impl.drawable, left, top, width, height, ALL_PLANES, xcb.ImageFormat.ZPixmap,
+            self._impl.conn, self._impl.drawable, left, top, width, height, self._planes, xcb.ImageFormat.ZPixmap,
             segment, 0,
         )
         if reply.depth != self._impl.drawable_depth:
