@@ -75,8 +75,11 @@ async def _admin_credentials(db: Database) -> tuple[str, str]:
 
 
 def answer_command(display: str) -> str:
-    """The shell line that clicks Allow on the consent prompt of ``display`` (Tab focuses Allow, Space presses it)."""
-    return (f"DISPLAY={display} xdotool search --sync --name {shlex.quote(PROMPT_TITLE)} "
+    """The shell line that clicks Allow on the consent prompt of ``display`` (Tab focuses Allow, Space presses it).
+
+    ``--onlyvisible``: the prompt's window exists, titled and withdrawn, while it is sized and placed
+    (``tk_app._place``); keys sent to it then are lost, and the prompt waits for an answer that already went."""
+    return (f"DISPLAY={display} xdotool search --sync --onlyvisible --name {shlex.quote(PROMPT_TITLE)} "
             "windowfocus --sync key Tab space")
 
 
