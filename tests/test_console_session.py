@@ -2,7 +2,7 @@
 
 The technician asks for control on the device page; the consent prompt appears on the
 device's display and is answered there with xdotool; the canvas then shows the device's
-screen (a photographic change arrives as JPEGs without their standard Huffman tables, which the
+screen (a photographic change arrives as JPEGs without their standard tables, which the
 console puts back), and a click on the canvas moves the device's pointer. The technician writes notes under
 the canvas while the session runs and after it ends; the device's session history shows them as text.
 """

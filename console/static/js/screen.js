@@ -61,8 +61,12 @@ function hexBytes(hex) {
   return Uint8Array.from(hex.match(/../g), (pair) => parseInt(pair, 16));
 }
 
+const quantisationCache = new Map();  // quality -> its two DQT segments: built once, asked for every image
+
 /** The two DQT segments libjpeg writes at ``quality`` (1..100). */
 function quantisationTables(quality) {
+  const cached = quantisationCache.get(quality);
+  if (cached !== undefined) return cached;
   const scale = quality < 50 ? Math.floor(5000 / quality) : 200 - 2 * quality;
   const out = new Uint8Array(2 * 69);
   [LUMINANCE_QUANTISATION, CHROMINANCE_QUANTISATION].forEach((table, id) => {
@@ -71,6 +75,7 @@ function quantisationTables(quality) {
       out[id * 69 + 5 + i] = Math.min(255, Math.max(1, Math.floor((table[n] * scale + 50) / 100)));
     });
   });
+  quantisationCache.set(quality, out);
   return out;
 }
 
