@@ -26,6 +26,7 @@ from protocol import limits
 from protocol.control import CloseCode, ControlChannel
 from protocol.jpeg_tables import CAPABILITY as LEAN_JPEG
 from protocol.messages import CertRenewRequest, CertRenewResponse, Error, Hello, Message, Welcome
+from protocol.stream import BATCH_CAPABILITY
 from protocol.version import MAX_VERSION, MIN_VERSION
 
 from . import recovery
@@ -46,9 +47,10 @@ Handler = Callable[["AgentClient", Any], Awaitable[None]]
 #: "inventory.policy.push": it follows a changed personal-data policy sent with ``inventory.request``.
 #: "survey": it takes ``survey.ask`` (agent/help/survey.py); older agents are not asked.
 #: "stream.jpeg-lean": it reads ``session.offer.jpeg_lean`` and can send JPEGs without their standard tables.
+#: "stream.batched": it reads ``session.offer.batched`` and can send an update's records together.
 CAPABILITIES = ["inventory", "health", "health.seq", "session", "tasks", "authority", "health.partial",
                 "inventory.partial", "wake", "update", "inventory.policy", "tools",
-                "inventory.policy.push", "survey", LEAN_JPEG]
+                "inventory.policy.push", "survey", LEAN_JPEG, BATCH_CAPABILITY]
 Hook = Callable[["AgentClient"], Awaitable[None]]
 
 

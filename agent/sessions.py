@@ -576,6 +576,7 @@ class AgentSessions:
                     offer.session_id, counted, mode=running.mode, display=self.display, stop=inner_stop,
                     input_gate=self.ui.prompts, toolkit=decide_caps(self.policy(), running.grant),
                     technician=running.technician, indicator=indicator, lean_jpeg=offer.jpeg_lean is True,
+                    batched=offer.batched is True,
                     **self.screen_kwargs))
                 waits: set[asyncio.Future[Any]] = {screen, asyncio.ensure_future(running.wake.wait())}
                 if indicator is not None:

@@ -215,34 +215,36 @@ class Viewer:
             await self._on_chunk(data)
             return
         try:
-            update = stream.unpack_update(data)
+            records = stream.unpack_records(data)
         except StreamProtocolError as exc:
             self.stats.bad_messages += 1
             log.warning("viewer: bad update: %s", exc)
             return
-        if update.kind is Kind.CURSOR_SHAPE:  # not part of any update: never acked
-            self.cursor_shape = CursorShape(update.w, update.h, update.x, update.y, update.payload, update.seq)
-            self.stats.cursor_shapes += 1
-            return
         self._frame_bytes += len(data)
-        try:
-            if update.monitor == self.selected:
-                self._draw(update)
-        except DecodeError as exc:
-            self.stats.bad_messages += 1
-            log.warning("viewer: bad update: %s", exc)
-            return
-        self.stats.rects += 1
-        self.stats.refreshes += update.kind is Kind.REFRESH
-        if update.end_of_frame:
-            self.stats.updates += 1
-            self.stats.arrivals.append((now, self._frame_bytes))
-            self._frame_bytes = 0
-            self.last_seq = update.seq
-            if self.auto_ack:
-                await self._ack(update.seq)
-            else:
-                self.pending_acks.append(update.seq)
+        for update in records:
+            if update.kind is Kind.CURSOR_SHAPE:  # not part of any update (always alone): never acked
+                self.cursor_shape = CursorShape(update.w, update.h, update.x, update.y, update.payload, update.seq)
+                self.stats.cursor_shapes += 1
+                self._frame_bytes -= len(data)
+                return
+            try:
+                if update.monitor == self.selected:
+                    self._draw(update)
+            except DecodeError as exc:
+                self.stats.bad_messages += 1
+                log.warning("viewer: bad update: %s", exc)
+                return
+            self.stats.rects += 1
+            self.stats.refreshes += update.kind is Kind.REFRESH
+            if update.end_of_frame:
+                self.stats.updates += 1
+                self.stats.arrivals.append((now, self._frame_bytes))
+                self._frame_bytes = 0
+                self.last_seq = update.seq
+                if self.auto_ack:
+                    await self._ack(update.seq)
+                else:
+                    self.pending_acks.append(update.seq)
 
     def _draw(self, update: stream.Update) -> None:
         fh, fw = self.framebuffer.shape[:2]

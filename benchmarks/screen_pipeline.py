@@ -82,7 +82,7 @@ def run(workload: str, seconds: float, quality: int, profile: str | None) -> dic
         stack.callback(damage.close)
         wake = threading.Event()
         damage.start(wake.set)
-        pipeline = ScreenPipeline(grabber, 1, lean_jpeg=True)
+        pipeline = ScreenPipeline(grabber, 1, lean_jpeg=True, batched=True)
         pipeline.step(time.monotonic(), quality, 0, None)
         time.sleep(2.0)  # the player starts; its first frames are not measured
         damage.take()
@@ -161,8 +161,8 @@ class FileFrames:
 def _apply(viewer: npt.NDArray[np.uint8], messages: list[bytes]) -> None:
     """Draw an update's messages onto the viewer's BGR image, as the console does."""
     for message in messages:
-        u = stream.unpack_update(message)
-        viewer[u.y : u.y + u.h, u.x : u.x + u.w] = decode(u.encoding, u.payload, u.w, u.h)
+        for u in stream.unpack_records(message):
+            viewer[u.y : u.y + u.h, u.x : u.x + u.w] = decode(u.encoding, u.payload, u.w, u.h)
 
 
 def _psnr(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
@@ -181,13 +181,13 @@ def run_frames(workload: str, frames: int, quality: int, psnr: bool = False, pro
     viewer = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
     scores: list[float] = []
     try:
-        pipeline = ScreenPipeline(source, 1, lean_jpeg=True)  # as sessions with this server's viewers run
+        pipeline = ScreenPipeline(source, 1, lean_jpeg=True, batched=True)  # as sessions with this server's viewers run
         source.next()
         first = pipeline.step(0.0, quality, 0, None)
         if psnr and first.update is not None:
             _apply(viewer, first.update.messages)
         cpu = 0.0
-        steps = nbytes = rect_px = messages = 0
+        steps = nbytes = rect_px = messages = records = 0
         profiler = cProfile.Profile() if profile else None
         while source.next():
             t = time.thread_time()
@@ -201,6 +201,7 @@ def run_frames(workload: str, frames: int, quality: int, psnr: bool = False, pro
             if result.update is not None:
                 nbytes += result.update.nbytes
                 messages += len(result.update.messages)
+                records += result.update.rects
                 rect_px += sum(r.area for r in result.dirty_rects)
                 if psnr:
                     _apply(viewer, result.update.messages)
@@ -211,7 +212,8 @@ def run_frames(workload: str, frames: int, quality: int, psnr: bool = False, pro
     finally:
         source.close()
     figures = {"frames": steps, "cpu_ms_per_frame": 1000 * cpu / steps, "bytes_per_frame": nbytes / steps,
-               "sent_kpx_per_frame": rect_px / 1000 / steps, "messages_per_frame": messages / steps}
+               "sent_kpx_per_frame": rect_px / 1000 / steps, "messages_per_frame": messages / steps,
+               "records_per_frame": records / steps}
     if scores:
         figures["psnr_db"] = float(np.mean(scores))
     return figures

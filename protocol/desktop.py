@@ -250,6 +250,9 @@ class ScreenStart(DesktopMessage, frozen=True, tag="screen.start"):
     #: Send JPEGs without their standard tables (``session.offer.jpeg_lean``). Only sent to helpers
     #: whose hello names a version (older ones refuse unknown fields); left out of the message otherwise.
     jpeg_lean: bool | msgspec.UnsetType = msgspec.UNSET
+    #: Send each update's records in batched messages (``session.offer.batched``). Only sent to helpers of
+    #: the service's own version (older ones refuse unknown fields); left out of the message otherwise.
+    batched: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class ScreenStop(DesktopMessage, frozen=True, tag="screen.stop"):

@@ -84,6 +84,9 @@ class SessionOffer(Message, frozen=True, tag="session.offer"):
     #: (protocol/jpeg_tables.py). Only sent to agents with the "stream.jpeg-lean" capability and omitted
     #: from the wire otherwise, so agents without it still decode the offer.
     jpeg_lean: bool | msgspec.UnsetType = msgspec.UNSET
+    #: Every viewer of this session reads batched updates (protocol/stream.py): send each update's records
+    #: together. Only sent to agents with the "stream.batched" capability, omitted otherwise.
+    batched: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class SessionAnswer(Message, frozen=True, tag="session.answer"):

@@ -31,6 +31,16 @@ Every rectangle of one update carries the same sequence number; the viewer acks 
 sequence (``{"type": "ack", "seq": N}``) once it has drawn the rectangle flagged
 ``END_OF_FRAME``. The agent keeps at most a few updates un-acked (flow control).
 
+**Batched updates.** Where the session offer says ``batched`` (every viewer of the session
+reads it: :data:`BATCH_CAPABILITY`), one binary message carries several records of one update
+back to back — each the header above and its payload — instead of one websocket message per
+rectangle (:func:`batch_records`, :func:`unpack_records`). A message holds records of one update
+only (one sequence; UPDATE and REFRESH kinds), END_OF_FRAME only on its last record, and at most
+:data:`MAX_BATCH_BYTES` unless it is one record alone; cursor shapes always travel alone. A
+message of one record is exactly the unbatched format, so a viewer that reads batches reads
+everything. The relay, which never decodes pictures, reads what it needs from the headers alone
+(:func:`scan_records`).
+
 **Text** messages are JSON objects with a ``type`` tag (see the Struct classes below);
 input travels viewer → agent, cursor/monitors/error/stats agent → viewer.
 
@@ -42,6 +52,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -52,6 +63,8 @@ from .errors import RemoteProtocolError
 MAGIC_VERSION = 0xA1
 HEADER = struct.Struct(">BBBBHHHHBII")
 HEADER_SIZE = HEADER.size
+#: Where a record's payload length sits in its header.
+_LENGTH, _LENGTH_AT = struct.Struct(">I"), HEADER_SIZE - 4
 
 #: Largest payload of one binary update (a 4K BGRA rectangle stays well below).
 MAX_PAYLOAD = 8 * 1024 * 1024
@@ -61,6 +74,12 @@ MAX_SIDE = 8192
 MAX_CURSOR_SIDE = 128
 #: Largest coordinate (x+w, y+h) in a monitor's pixel space.
 MAX_COORD = 65535
+#: A batched message holds records up to this many bytes (a larger record travels alone).
+MAX_BATCH_BYTES = 1024 * 1024
+#: Records in one batched message, at most (a screen of 64-pixel tiles at 4K is 2,040 tiles).
+MAX_BATCH_RECORDS = 4096
+#: An agent's hello capability: it reads ``session.offer.batched`` and can send batched updates.
+BATCH_CAPABILITY = "stream.batched"
 #: Largest text message on the tunnel.
 MAX_TEXT_BYTES = 64 * 1024
 #: Monitors listed in one ``monitors`` message.
@@ -183,7 +202,7 @@ def pack_cursor_shape(*, w: int, h: int, hot_x: int, hot_y: int, rgba: bytes, se
     )
 
 
-def unpack_update(data: bytes) -> Update:
+def unpack_update(data: bytes | bytearray | memoryview) -> Update:
     """Parse one binary message from the peer."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise StreamProtocolError(f"binary message expected, got {type(data).__name__}")
@@ -196,6 +215,95 @@ def unpack_update(data: bytes) -> Update:
     if len(data) - HEADER_SIZE != length:
         raise StreamProtocolError(f"payload length {length} but {len(data) - HEADER_SIZE} bytes follow")
     return Update(kind_v, monitor, x, y, w, h, encoding_v, seq, bytes(data[HEADER_SIZE:]), flags_v)
+
+
+def batch_records(records: Sequence[bytes], max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
+    """One update's packed records as few binary messages as fit ``max_bytes`` each, in order."""
+    messages: list[bytes] = []
+    start, size = 0, 0
+    for i, record in enumerate(records):
+        if i > start and size + len(record) > max_bytes:
+            messages.append(records[start] if i - start == 1 else b"".join(records[start:i]))
+            start, size = i, 0
+        size += len(record)
+    if start < len(records):
+        messages.append(records[start] if len(records) - start == 1 else b"".join(records[start:]))
+    return messages
+
+
+def unpack_records(data: bytes) -> list[Update]:
+    """Parse one binary message from the peer: one record, or a batch of one update's records."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise StreamProtocolError(f"binary message expected, got {type(data).__name__}")
+    view = memoryview(data)
+    total = len(view)
+    if total < HEADER_SIZE:
+        raise StreamProtocolError(f"binary message of {total} bytes is shorter than the header")
+    (first_length,) = _LENGTH.unpack_from(view, _LENGTH_AT)
+    if HEADER_SIZE + first_length == total:
+        return [unpack_update(data)]  # the common case, and the only one for cursor shapes
+    if total > MAX_BATCH_BYTES:
+        raise StreamProtocolError(f"a batch of {total} bytes exceeds {MAX_BATCH_BYTES}")
+    records: list[Update] = []
+    at = 0
+    while at < total:
+        if len(records) == MAX_BATCH_RECORDS:
+            raise StreamProtocolError(f"more than {MAX_BATCH_RECORDS} records in one message")
+        if total - at < HEADER_SIZE:
+            raise StreamProtocolError(f"{total - at} bytes after record {len(records)} are not a record")
+        (length,) = _LENGTH.unpack_from(view, at + _LENGTH_AT)
+        end = at + HEADER_SIZE + length
+        if end > total:
+            raise StreamProtocolError(f"record {len(records)} claims {length} bytes; {total - at - HEADER_SIZE} follow")
+        record = unpack_update(view[at:end])
+        if record.kind is Kind.CURSOR_SHAPE:
+            raise StreamProtocolError("a cursor shape travels alone, never in a batch")
+        if records:
+            if record.seq != records[0].seq:
+                raise StreamProtocolError(f"records of updates {records[0].seq} and {record.seq} in one message")
+            if records[-1].end_of_frame:
+                raise StreamProtocolError("a record follows the one flagged END_OF_FRAME")
+        records.append(record)
+        at = end
+    return records
+
+
+@dataclass(frozen=True, slots=True)
+class RecordScan:
+    """What the relay reads of one binary message, from its headers only."""
+
+    #: Pixels of UPDATE records (changes; refinements and cursor shapes count none).
+    changed_px: int
+    #: The update's sequence when the message ends it (its last record flagged END_OF_FRAME), else -1.
+    end_of_frame: int
+    #: The update's sequence (-1: a cursor shape, or not a well-formed stream message).
+    seq: int
+
+
+_NOT_AN_UPDATE = RecordScan(0, -1, -1)
+
+
+def scan_records(data: bytes) -> RecordScan:
+    """The headers of one binary message, without their payloads; never raises.
+
+    A message that is not well-formed scans as no change and no end of frame: the relay forwards it and
+    the viewer, which parses it whole, refuses it.
+    """
+    total = len(data)
+    at = changed = 0
+    seq = eof = -1
+    while at + HEADER_SIZE <= total:
+        magic, kind, flags, _monitor, _x, _y, w, h, _enc, record_seq, length = HEADER.unpack_from(data, at)
+        if magic != MAGIC_VERSION or kind == Kind.CURSOR_SHAPE or (seq >= 0 and record_seq != seq):
+            return _NOT_AN_UPDATE
+        seq = record_seq
+        if kind == Kind.UPDATE:
+            changed += w * h
+        at += HEADER_SIZE + length
+        eof = record_seq if flags & Flags.END_OF_FRAME and at == total else -1
+    if at != total:
+        return _NOT_AN_UPDATE
+    return RecordScan(changed, eof, seq)
 
 
 # --- text messages -----------------------------------------------------------------------

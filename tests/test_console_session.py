@@ -3,7 +3,7 @@
 The technician asks for control on the device page; the consent prompt appears on the
 device's display and is answered there with xdotool; the canvas then shows the device's
 screen (a photographic change arrives as JPEGs without their standard tables, which the
-console puts back), and a click on the canvas moves the device's pointer. The technician writes notes under
+console puts back, in batched messages of several rectangles, which it reads and draws in order), and a click on the canvas moves the device's pointer. The technician writes notes under
 the canvas while the session runs and after it ends; the device's session history shows them as text.
 """
 
@@ -22,9 +22,9 @@ from playwright.async_api import WebSocket, expect
 
 from agent.config import AgentConfig
 from agent.consent.tk_app import ALLOW_BG
-from agent.screen.encoder import decode, encode_jpeg, jpeg_params
+from agent.screen.encoder import decode, encode_jpeg, encode_png, jpeg_params
 from protocol.jpeg_tables import strip_standard_tables
-from protocol.stream import HEADER_SIZE, MAGIC_VERSION, Encoding
+from protocol.stream import HEADER_SIZE, MAGIC_VERSION, Encoding, Flags, Kind, batch_records, pack_update
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.test_accounts_support import make_user
 from tests.test_console_support import console_browser
@@ -86,6 +86,7 @@ async def test_remote_control_session_from_the_console(tmp_path: Path, xvfb: Xvf
 
                 await wait_until(canvas_shows_root, timeout=15, what="the device's screen on the canvas")
                 await _lean_jpegs_decode_in_the_console(page)
+                await _batches_draw_in_the_console(page)
                 assert await page.evaluate("[document.querySelector('#screen').width,"
                                            " document.querySelector('#screen').height]") == [xvfb.width, xvfb.height]
                 # A click while the consent prompt is still closing is refused on the device (input waits while a
@@ -138,6 +139,49 @@ async def test_remote_control_session_from_the_console(tmp_path: Path, xvfb: Xvf
                 assert not [e for e in console.errors if e.startswith("pageerror")]
         record = await wait_for_audit(server, "session.notes.update")
         assert record["actor"] == "tess" and session_id in record["details"]
+
+
+async def _batches_draw_in_the_console(page: Any) -> None:
+    """screen.js reads a batched message (a FILL, a lean JPEG and a PNG of one update) as its records, draws them in
+    order as Python does (the FILL under the later records), and refuses batches that break the rules."""
+    w, h = 128, 64
+    picture = _picture(h, w)
+    jpeg = encode_jpeg(picture[:, :64], 75)
+    lean = strip_standard_tables(jpeg, jpeg_params(75)[0])
+    assert lean is not None
+    png = encode_png(picture[:32, 64:])
+    parts = [(0, 0, w, h, Encoding.FILL, bytes([10, 200, 30])), (0, 0, 64, h, Encoding.JPEG_LEAN, lean),
+             (64, 0, 64, 32, Encoding.PNG, png)]
+    records = [pack_update(kind=Kind.UPDATE, monitor=0, x=x, y=y, w=rw, h=rh, encoding=enc, seq=5, payload=payload,
+                           flags=Flags.END_OF_FRAME if i == len(parts) - 1 else Flags.NONE)
+               for i, (x, y, rw, rh, enc, payload) in enumerate(parts)]
+    (batch,) = batch_records(records)
+    other_update = records[0] + pack_update(kind=Kind.UPDATE, monitor=0, x=0, y=0, w=1, h=1, encoding=Encoding.FILL,
+                                            seq=6, payload=b"abc", flags=Flags.END_OF_FRAME)
+    after_the_end = records[2] + records[0]
+    result = await page.evaluate("""async ([batch, bad, w, h]) => {
+        const { parseRecords, drawRecords, endsUpdate } = await import('/static/js/screen.js');
+        const bytes = (b64) => Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0)).buffer;
+        const records = parseRecords(bytes(batch));
+        const canvas = document.createElement('canvas');
+        canvas.width = w; canvas.height = h;
+        const g = canvas.getContext('2d');
+        await drawRecords(g, records);
+        return { count: records.length, seqs: records.map((r) => r.seq), ends: endsUpdate(bytes(batch)),
+                 refused: bad.map((b) => parseRecords(bytes(b)) === null),
+                 truncated: parseRecords(bytes(batch).slice(0, -1)) === null,
+                 pixels: Array.from(g.getImageData(0, 0, w, h).data) }; }""",
+        [base64.b64encode(batch).decode(), [base64.b64encode(b).decode() for b in (other_update, after_the_end)],
+         w, h])
+    assert result["count"] == 3 and result["seqs"] == [5, 5, 5] and result["ends"] is True
+    assert result["refused"] == [True, True] and result["truncated"] is True
+    shown = np.array(result["pixels"], dtype=int).reshape(h, w, 4)[:, :, :3]
+    expected = np.zeros((h, w, 3), dtype=int)
+    expected[:, :] = (30, 200, 10)  # the FILL (B, G, R on the wire) ...
+    expected[:, :64] = decode(Encoding.JPEG, jpeg, 64, h)[:, :, ::-1]  # ... under the JPEG ...
+    expected[:32, 64:] = picture[:32, 64:, 2::-1]  # ... and the lossless PNG
+    assert np.array_equal(shown[:, 64:], expected[:, 64:])  # FILL and PNG exact
+    assert float(np.abs(shown[:, :64] - expected[:, :64]).mean()) < 1.5
 
 
 def _picture(h: int, w: int) -> np.ndarray:

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from common.version import __version__
 from protocol.desktop import (
     DesktopConnection,
     FileDrop,
@@ -345,9 +346,11 @@ class DesktopBroker:
                                    technician=str(kwargs.get("technician", ""))[:256],
                                    shell_idle_s=caps.shell_idle_s)
         lean = kwargs.get("lean_jpeg") is True and bool(link.version)  # a helper without a version would refuse it
+        # ``screen.start.batched`` is newer than the helper's version field: only a helper of this very build reads it.
+        batched = kwargs.get("batched") is True and link.version == __version__
         return await relay_screen(link, tunnel, mode=mode, stop=stop,
                                   monitor=monitor if isinstance(monitor, int) else None, toolkit=rights,
-                                  session_id=session_id, lean_jpeg=lean)
+                                  session_id=session_id, lean_jpeg=lean, batched=batched)
 
     async def drop_file(self, name: str, data: bytes, remote_session: str = "") -> str:
         """Hand ``data`` to the user (bound helper, else the one in front) to save in their Downloads.

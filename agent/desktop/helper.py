@@ -361,6 +361,7 @@ class SessionHelper:
                 stats = await run_screen_session(shelled, mode=message.mode, display=self.display or None,
                                                  stop=tunnel.stop, input_gate=self.ui.prompts,
                                                  monitor=message.monitor, lean_jpeg=message.jpeg_lean is True,
+                                                 batched=message.batched is True,
                                                  **self.screen_kwargs)
         except Exception as exc:
             log.exception("screen session failed in the helper")

@@ -31,7 +31,7 @@ STOP_GRACE_S = 5.0
 
 async def relay_screen(link: HelperLink, tunnel: Tunnel, *, mode: str, stop: asyncio.Event | None,
                        monitor: int | None = None, toolkit: ToolkitRights | None = None,
-                       session_id: str = "", lean_jpeg: bool = False) -> SessionStats:
+                       session_id: str = "", lean_jpeg: bool = False, batched: bool = False) -> SessionStats:
     """Run one screen stream on ``link``'s helper until the tunnel closes, ``stop`` is set or the helper ends it."""
     stream = StreamRelay(new_id("stream"))
     link.streams[stream.stream_id] = stream
@@ -39,7 +39,8 @@ async def relay_screen(link: HelperLink, tunnel: Tunnel, *, mode: str, stop: asy
     try:
         await link.send(ScreenStart(stream_id=stream.stream_id, mode="control" if mode == "control" else "view",
                                     monitor=monitor, toolkit=toolkit, session_id=session_id[:256],
-                                    jpeg_lean=True if lean_jpeg else msgspec.UNSET))
+                                    jpeg_lean=True if lean_jpeg else msgspec.UNSET,
+                                    batched=True if batched else msgspec.UNSET))
     except ConnectionError:
         link.streams.pop(stream.stream_id, None)
         stats.end_reason = "session helper gone"

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from protocol.jpeg_tables import strip_standard_tables
-from protocol.stream import Encoding, Flags, Kind, pack_update
+from protocol.stream import Encoding, Flags, Kind, batch_records, pack_update
 
 from .capture import Frame, Monitor, PairedViewGrabber, RegionGrabber, ScreenGrabber, ViewGrabber
 from .encoder import encode_jpeg, encode_png, jpeg_params, uniform_colour
@@ -93,11 +93,13 @@ BUSY_REFRESH_PNG_LEVEL = 1
 
 @dataclass
 class EncodedUpdate:
-    """The binary messages of one update (all with ``seq``; the last flagged END_OF_FRAME)."""
+    """The binary messages of one update (all with ``seq``; the last record flagged END_OF_FRAME)."""
 
     seq: int
+    #: One record each, or (``batched``) the records joined into as few messages as fit.
     messages: list[bytes]
     nbytes: int
+    #: Records (rectangles) in the update.
     rects: int
     lossy: bool
     refresh: bool
@@ -147,10 +149,12 @@ class ScreenPipeline:
 
     def __init__(self, grabber: ScreenGrabber, monitor: int, *, settle_s: float = 0.3,
                  busy_settle_s: float = BUSY_SETTLE_S, busy_refresh_tiles_per_s: float = BUSY_REFRESH_TILES_PER_S,
-                 lean_jpeg: bool = False) -> None:
+                 lean_jpeg: bool = False, batched: bool = False) -> None:
         self.grabber = grabber
         #: The viewers rebuild libjpeg's standard tables (``Encoding.JPEG_LEAN``): JPEGs go without them.
         self.lean_jpeg = lean_jpeg
+        #: The viewers read batched updates: an update's records travel together (``stream.batch_records``).
+        self.batched = batched
         # Protocol isinstance checks walk the protocol's members (tens of us): once, not per step.
         self._regions: RegionGrabber | None = grabber if isinstance(grabber, RegionGrabber) else None
         self._views: ViewGrabber | None = grabber if isinstance(grabber, ViewGrabber) else None
@@ -323,7 +327,8 @@ class ScreenPipeline:
         if lossy_any:
             self._last_lossy = now
         update = EncodedUpdate(
-            seq, packed, sum(map(len, packed)), len(packed), lossy_any, refresh=bool(refresh_rects)
+            seq, batch_records(packed) if self.batched else packed, sum(map(len, packed)), len(packed), lossy_any,
+            refresh=bool(refresh_rects),
         )
         return StepResult(update, changed, t1 - t0, time.perf_counter() - t1, rects, grabbed_px, dirty_count)
 

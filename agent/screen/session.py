@@ -127,6 +127,7 @@ class _Session:
         damage: DamageSource | None = None,
         pointer_watch: PointerWatch | None = None,
         lean_jpeg: bool = False,
+        batched: bool = False,
     ) -> None:
         self.tunnel = tunnel
         self.pointer_watch = pointer_watch
@@ -148,7 +149,7 @@ class _Session:
         self.monitors: list[Monitor] = grabber.monitors()
         if monitor is None:
             monitor = 1 if len(self.monitors) > 1 else 0
-        self.pipeline = ScreenPipeline(grabber, monitor, lean_jpeg=lean_jpeg)
+        self.pipeline = ScreenPipeline(grabber, monitor, lean_jpeg=lean_jpeg, batched=batched)
         self.pending_monitor: int | None = monitor
         self.wake = asyncio.Event()
         #: The grabber's monitor list changed (``layout``): applied by the sender between two frames.
@@ -483,7 +484,7 @@ class _PeerMisbehaving(Exception):
 
 async def _run_wayland(tunnel: Tunnel, *, mode: Mode, injector: InputInjector | None, clock: Callable[[], float],
                        stop: asyncio.Event | None, settings: FlowSettings | None, monitor: int | None,
-                       input_gate: InputGate | None, lean_jpeg: bool) -> SessionStats:
+                       input_gate: InputGate | None, lean_jpeg: bool, batched: bool) -> SessionStats:
     """The session on Mutter's remote-desktop API or the portal; it also ends when the compositor closes the cast."""
     from .wayland.backend import INPUT_NOT_GRANTED, WaylandUnavailable, open_wayland
 
@@ -520,7 +521,7 @@ async def _run_wayland(tunnel: Tunnel, *, mode: Mode, injector: InputInjector | 
             pointer=wayland.cursor, cursor_shapes=wayland.cursor, pointer_watch=wayland.cursor,
             injector=injector if injector is not None or mode != "control" else wayland.injector(),
             settings=settings, monitor=monitor, input_gate=input_gate, backend_name=wayland.name,
-            view_only_reason=notice if mode == "view" else "", lean_jpeg=lean_jpeg,
+            view_only_reason=notice if mode == "view" else "", lean_jpeg=lean_jpeg, batched=batched,
         )
     finally:
         relay.cancel()
@@ -558,6 +559,7 @@ async def run_screen_session(
     view_only_reason: str = "",
     layout: LayoutFollower | None = None,
     lean_jpeg: bool = False,
+    batched: bool = False,
 ) -> SessionStats:
     """Stream ``display`` over ``tunnel`` until it closes or ``stop`` is set.
 
@@ -579,6 +581,7 @@ async def run_screen_session(
     ``layout``: the grabber, when its monitor list can change during the session (it says when; the viewer
     gets the new list and is kept on the same monitor, or moved to the primary when that one is gone).
     ``lean_jpeg``: every viewer rebuilds libjpeg's standard tables (the offer said so): JPEGs go without them.
+    ``batched``: every viewer reads batched updates (the offer said so): an update's records go in one message.
     """
     if mode not in ("view", "control"):
         raise ValueError(f"mode must be 'view' or 'control', not {mode!r}")
@@ -590,7 +593,7 @@ async def run_screen_session(
         if chosen == "wayland":
             return await _run_wayland(tunnel, mode=mode, injector=injector, clock=clock, stop=stop,
                                       settings=settings, monitor=monitor, input_gate=input_gate,
-                                      lean_jpeg=lean_jpeg)
+                                      lean_jpeg=lean_jpeg, batched=batched)
     own_grabber, own_pointer, own_injector, own_shapes = grabber is None, False, False, False
     own_damage = own_watch = False
     if grabber is None:
@@ -611,7 +614,7 @@ async def run_screen_session(
     if mode == "control" and injector is None:
         injector, own_injector = PynputInjector(display), True
     session = _Session(tunnel, mode, grabber, injector if mode == "control" else None, pointer, cursor_shapes,
-                       clock, settings, monitor, input_gate, damage, pointer_watch, lean_jpeg)
+                       clock, settings, monitor, input_gate, damage, pointer_watch, lean_jpeg, batched)
     if backend_name:
         session.stats.backend = backend_name
     session.stats.view_only_reason = view_only_reason

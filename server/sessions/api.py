@@ -67,7 +67,9 @@ disabled.
 
 Messages are relayed to and from the device's agent unchanged (see `protocol/stream.py`):
 * server → client **binary**: screen rectangles and cursor shapes, a 21-byte big-endian header
-  (magic 0xA1, kind, flags, monitor, x, y, w, h, encoding, sequence, length) then the payload;
+  (magic 0xA1, kind, flags, monitor, x, y, w, h, encoding, sequence, length) then the payload; from agents that
+  were offered `batched` one message carries several rectangles of one update back to back (each its header and
+  payload; END_OF_FRAME on the last);
 * server → client **text** (JSON with `type`): `cursor`, `monitors`, `stats`, `error`;
 * client → server **text**: `ack {seq}` after drawing an update's END_OF_FRAME rectangle, `input.mouse`,
   `input.key`, `input.text` (refused and audited on view-only sessions), `monitor.select`, `quality`.

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from common.background import Background
-from protocol import jpeg_tables, toolkit
+from protocol import jpeg_tables, stream, toolkit
 from protocol.authority import TechnicianProof
 from protocol.authority_messages import SessionChallenge, SessionProof
 from protocol.errors import LocalProtocolError
@@ -159,7 +159,8 @@ class SessionDriver:
         await conn.send(SessionOffer(session_id=session_id, technician=technician.username,
                                      technician_user=technician.username, technician_role=technician.role,
                                      mode=mode, reason=reason[:256], tunnel_token=secret,
-                                     document_id=document_id, jpeg_lean=_lean_jpeg(conn)))
+                                     document_id=document_id, jpeg_lean=_lean_jpeg(conn),
+                                     batched=_batched(conn)))
         await repository.save_state(self.db, session, self._clock())
         await audit.append(self.db, "server", "session.offered", device_id,
                            {"session_id": session_id, "mode": mode,
@@ -456,6 +457,14 @@ def _lean_jpeg(conn: AgentConnection) -> bool | msgspec.UnsetType:
     """``session.offer.jpeg_lean`` for this agent: True where it reads the field (this server's console,
     relay and viewers restore the tables), else left out of the offer."""
     if conn.hello is not None and jpeg_tables.CAPABILITY in conn.hello.capabilities:
+        return True
+    return msgspec.UNSET
+
+
+def _batched(conn: AgentConnection) -> bool | msgspec.UnsetType:
+    """``session.offer.batched`` for this agent: True where it reads the field (this server's console, relay,
+    recordings and viewers read batched updates), else left out of the offer."""
+    if conn.hello is not None and stream.BATCH_CAPABILITY in conn.hello.capabilities:
         return True
     return msgspec.UNSET
 

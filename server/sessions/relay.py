@@ -52,9 +52,6 @@ Side = Literal["technician", "agent"]
 Item = tuple[bool, str | bytes] | None  # (is_binary, data); None = stop
 #: Recording record header: seconds since start, direction (0 agent→technician, 1 back), binary flag, length.
 RECORD_HEADER = struct.Struct(">dBBI")
-#: The parts of a screen update's header the idle check reads: kind, then w/h, then sequence.
-_KIND_AT, _SIZE, _SEQ = 1, struct.Struct(">HH"), struct.Struct(">I")
-_SIZE_AT, _SEQ_AT = 8, 13
 
 
 class Recorder:
@@ -309,15 +306,13 @@ class Relay:
                 return
             await asyncio.sleep(left)
 
-    def _note_agent_binary(self, data: bytes) -> None:
-        """Count a screen update's changed pixels (header only); enough of them is activity."""
-        if len(data) < stream.HEADER_SIZE or data[_KIND_AT] != stream.Kind.UPDATE:
+    def _note_change(self, scan: stream.RecordScan) -> None:
+        """Count a screen update's changed pixels (headers only); enough of them is activity."""
+        if not scan.changed_px:
             return  # refinements of already-sent regions and cursor shapes are not changes
-        (seq,) = _SEQ.unpack_from(data, _SEQ_AT)
-        w, h = _SIZE.unpack_from(data, _SIZE_AT)
-        if seq != self._update_seq:
-            self._update_seq, self._update_px = seq, 0
-        self._update_px += w * h
+        if scan.seq != self._update_seq:
+            self._update_seq, self._update_px = scan.seq, 0
+        self._update_px += scan.changed_px
         if self._update_px >= self.settings.idle_min_change_px:
             self.last_activity = self.clock()
 
@@ -325,10 +320,14 @@ class Relay:
 
     async def _read_agent(self, ws: web.WebSocketResponse) -> None:
         async for msg in ws:
+            eof = -1
             if msg.type == WSMsgType.BINARY:
                 data: str | bytes = msg.data
                 binary = True
-                self._note_agent_binary(msg.data)
+                if msg.data[:1] == _MAGIC:  # a screen update (one record or a batch) or a cursor shape
+                    scan = stream.scan_records(msg.data)
+                    self._note_change(scan)
+                    eof = scan.end_of_frame
             elif msg.type == WSMsgType.TEXT:
                 data, binary = msg.data, False
                 if self.on_transfer is not None and msg.data.startswith(_TRANSFER_PREFIXES):
@@ -349,13 +348,15 @@ class Relay:
             self.bytes_to_technician += len(data)
             if self.recorder is not None and not shell_output:  # the shell has its own recording (.cast)
                 self.recorder.add(0, binary, data)
-            await self._fan_out(binary, data)
+            await self._fan_out(binary, data, eof)
 
-    async def _fan_out(self, binary: bool, data: str | bytes) -> None:
-        """Screen data to every viewer (droppable per viewer); the rest to the controller, with backpressure."""
+    async def _fan_out(self, binary: bool, data: str | bytes, eof: int = -1) -> None:
+        """Screen data to every viewer (droppable per viewer); the rest to the controller, with backpressure.
+
+        ``eof``: the update this binary message ends (:func:`protocol.stream.scan_records`), else -1.
+        """
         if isinstance(data, bytes):
-            screen = len(data) >= 1 and data[0] == stream.MAGIC_VERSION
-            eof, monitors = _end_of_frame(data), False
+            screen, monitors = data[:1] == _MAGIC, False
         else:
             screen = data.startswith(_SCREEN_TEXT_PREFIXES)
             eof, monitors = -1, data.startswith(_MONITORS_PREFIX)
@@ -647,17 +648,7 @@ _MONITORS_PREFIX = '{"type":"monitors"'
 #: Agent text that belongs to the screen (every viewer gets it; a viewer that lags may lose it).
 _SCREEN_TEXT_PREFIXES = ('{"type":"cursor"', '{"type":"stats"', _MONITORS_PREFIX, '{"type":"error"',
                          '{"type":"chat.message"')
-_FLAGS_AT = 2
-
-
-def _end_of_frame(data: bytes) -> int:
-    """The sequence of an update's last rectangle (header only), else -1 (other rectangles, cursor shapes)."""
-    if len(data) < stream.HEADER_SIZE or data[_KIND_AT] == stream.Kind.CURSOR_SHAPE:
-        return -1
-    if not data[_FLAGS_AT] & stream.Flags.END_OF_FRAME:
-        return -1
-    (seq,) = _SEQ.unpack_from(data, _SEQ_AT)
-    return int(seq)
+_MAGIC = bytes([stream.MAGIC_VERSION])
 
 
 def _ack_text(seq: int) -> str:

@@ -10,19 +10,37 @@ export const FLAG_END_OF_FRAME = 1;
 export const ENC = { RAW: 0, JPEG: 1, PNG: 2, ZLIB: 3, RGBA: 4, FILL: 5, JPEG_LEAN: 6 };
 export const MAX_CURSOR_SIDE = 128;
 
-/** Parse one binary update; null when it is not a well-formed Helpline stream message. */
-export function parseUpdate(buf) {
+/** Parse one binary message: one record, or a batch of one update's records back to back (protocol/stream.py,
+ * "Batched updates"). Null when any record is malformed or the batch breaks its rules: records of one update
+ * only, END_OF_FRAME on the last alone, a cursor shape always alone. */
+export function parseRecords(buf) {
   if (!buf || buf.byteLength < HEADER) return null;
   const v = new DataView(buf);
-  if (v.getUint8(0) !== MAGIC) return null;
-  const u = {
-    kind: v.getUint8(1), flags: v.getUint8(2), monitor: v.getUint8(3),
-    x: v.getUint16(4), y: v.getUint16(6), w: v.getUint16(8), h: v.getUint16(10),
-    enc: v.getUint8(12), seq: v.getUint32(13), len: v.getUint32(17),
-  };
-  if (u.len !== buf.byteLength - HEADER) return null;
-  u.payload = new Uint8Array(buf, HEADER, u.len);
-  return u;
+  const records = [];
+  let at = 0;
+  while (at < buf.byteLength) {
+    if (buf.byteLength - at < HEADER || v.getUint8(at) !== MAGIC) return null;
+    const u = {
+      kind: v.getUint8(at + 1), flags: v.getUint8(at + 2), monitor: v.getUint8(at + 3),
+      x: v.getUint16(at + 4), y: v.getUint16(at + 6), w: v.getUint16(at + 8), h: v.getUint16(at + 10),
+      enc: v.getUint8(at + 12), seq: v.getUint32(at + 13), len: v.getUint32(at + 17),
+    };
+    if (u.len > buf.byteLength - at - HEADER) return null;
+    u.payload = new Uint8Array(buf, at + HEADER, u.len);
+    at += HEADER + u.len;
+    const last = records[records.length - 1];
+    if (u.kind === KIND_CURSOR_SHAPE ? records.length > 0 || at !== buf.byteLength
+      : last && (last.kind === KIND_CURSOR_SHAPE || u.seq !== last.seq || (last.flags & FLAG_END_OF_FRAME))) return null;
+    records.push(u);
+  }
+  return records;
+}
+
+/** Does this binary message end an update (its last record flagged END_OF_FRAME)? */
+export function endsUpdate(buf) {
+  const records = parseRecords(buf);
+  return records !== null && records[0].kind !== KIND_CURSOR_SHAPE
+    && (records[records.length - 1].flags & FLAG_END_OF_FRAME) !== 0;
 }
 
 // JPEG_LEAN: a JPEG without the parts libjpeg writes the same way every time (protocol/jpeg_tables.py): its JFIF
@@ -106,6 +124,32 @@ export function ensureSize(canvas, u) {
   if (canvas.width < u.x + u.w || canvas.height < u.y + u.h) {
     canvas.width = Math.max(canvas.width, u.x + u.w);
     canvas.height = Math.max(canvas.height, u.y + u.h);
+  }
+}
+
+/** The image of a JPEG/PNG record being decoded (null for other encodings, or when it does not decode). */
+function decodeImage(u) {
+  if (u.enc !== ENC.JPEG && u.enc !== ENC.PNG && u.enc !== ENC.JPEG_LEAN) return null;
+  const blob = u.enc === ENC.JPEG_LEAN ? leanJpeg(u.payload)
+    : new Blob([u.payload], { type: u.enc === ENC.JPEG ? "image/jpeg" : "image/png" });
+  return blob === null ? Promise.resolve(null) : createImageBitmap(blob).catch(() => null);
+}
+
+/** Draw an update's records in order; their images decode side by side (createImageBitmap works off the main
+ * thread), so a batch of twenty JPEG bands costs about one decode's wait, not twenty. A record whose image does
+ * not decode is skipped. */
+export async function drawRecords(g, records) {
+  const images = records.map(decodeImage);
+  for (let i = 0; i < records.length; i++) {
+    const u = records[i];
+    if (images[i] === null) {
+      await drawRect(g, u);
+      continue;
+    }
+    const bitmap = await images[i];
+    if (bitmap === null) continue;
+    g.drawImage(bitmap, u.x, u.y);
+    bitmap.close();
   }
 }
 

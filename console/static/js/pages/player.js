@@ -4,7 +4,7 @@
 // length) + payload. Only the agent's side is drawn; the technician's input is not replayed.
 import * as api from "../api.js";
 import { badge, errorBox, fmtBytes, fmtTime, h, text } from "../dom.js";
-import { FLAG_END_OF_FRAME, HEADER, KIND_CURSOR_SHAPE, drawRect, ensureSize, parseUpdate } from "../screen.js";
+import { HEADER, KIND_CURSOR_SHAPE, drawRecords, endsUpdate, ensureSize, parseRecords } from "../screen.js";
 import { duration } from "../tasks_ui.js";
 
 const RECORD_HEADER = 14;
@@ -77,7 +77,7 @@ export async function show(main, sessionId) {
   ctx.records = parseRecording(buf);
   if (!ctx.records.length) { status.textContent = "The recording holds no screen data."; return; }
   // Position 0 = the first complete screen (its END_OF_FRAME rectangle), not a black canvas.
-  const first = ctx.records.find((r) => r.data && (new DataView(r.data).getUint8(2) & FLAG_END_OF_FRAME)) || ctx.records[0];
+  const first = ctx.records.find((r) => r.data && endsUpdate(r.data)) || ctx.records[0];
   ctx.t0 = first.t;
   ctx.length = Math.max(0, ctx.records[ctx.records.length - 1].t - ctx.t0);
   scrub.max = String(ctx.length);
@@ -101,11 +101,11 @@ async function apply(rec) {
     }
     return;
   }
-  const u = parseUpdate(rec.data);
-  if (!u || u.kind === KIND_CURSOR_SHAPE) return;
-  ensureSize(ctx.canvas, u);
-  await drawRect(ctx.g, u);
-  ctx.frames += 1;
+  const records = parseRecords(rec.data);
+  if (!records || records[0].kind === KIND_CURSOR_SHAPE) return;
+  for (const u of records) ensureSize(ctx.canvas, u);
+  await drawRecords(ctx.g, records);
+  ctx.frames += records.length;
   ctx.canvas.dataset.frames = String(ctx.frames);
 }
 

@@ -8,7 +8,7 @@
 // Beside the screen: the toolkit (chat, files, clipboard; ../toolkit.js) within what the device allows.
 import * as api from "../api.js";
 import { badge, fmtTime, h, toast } from "../dom.js";
-import { FLAG_END_OF_FRAME, KIND_CURSOR_SHAPE, cursorShape, defaultArrow, drawRect, ensureSize, parseUpdate } from "../screen.js";
+import { FLAG_END_OF_FRAME, KIND_CURSOR_SHAPE, cursorShape, defaultArrow, drawRecords, ensureSize, parseRecords } from "../screen.js";
 import { can, session } from "../state.js";
 import { panel as proofPanel } from "../prove_ui.js";
 import { toolkitPanel } from "../toolkit.js";
@@ -242,20 +242,22 @@ function resize(w, h2) {
 
 async function onBinary(buf) {
   if (!ctx) return;
-  const u = parseUpdate(buf);
-  if (!u) return;
-  if (u.kind === KIND_CURSOR_SHAPE) {  // not part of an update: never acked
+  const records = parseRecords(buf);
+  if (!records) return;
+  const u = records[0];
+  if (u.kind === KIND_CURSOR_SHAPE) {  // alone, and not part of an update: never acked
     const shape = cursorShape(u);
     if (shape) { ctx.shapes += 1; setShape(shape); }
     return;
   }
   ctx.bytes += buf.byteLength;
-  ensureSize(ctx.canvas, u);
+  for (const r of records) ensureSize(ctx.canvas, r);
   ctx.size = [ctx.canvas.width, ctx.canvas.height];
-  await drawRect(ctx.g, u);
-  if (u.flags & FLAG_END_OF_FRAME) {
+  await drawRecords(ctx.g, records);
+  const last = records[records.length - 1];
+  if (last.flags & FLAG_END_OF_FRAME) {
     ctx.frames.push(performance.now());
-    send({ type: "ack", seq: u.seq });
+    send({ type: "ack", seq: last.seq });
   }
 }
 
