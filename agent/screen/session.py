@@ -134,6 +134,8 @@ class _Session:
         self.pointer_moved = asyncio.Event()
         self.damage = damage
         self.damage_waiting = False
+        #: The damage-driven sender waits for an ack (the window is full): only then does an ack wake it.
+        self.waiting_for_ack = False
         self.next_check = float("-inf")
         self.mode = mode
         self.grabber = grabber
@@ -231,8 +233,11 @@ class _Session:
             if self.pending_monitor is not None:
                 await self._switch_monitor(self.pending_monitor)
             if not self.flow.can_send():
-                blocked = True
-                await self._sleep_until(None)  # an ack (or a monitor switch) wakes us
+                blocked = self.waiting_for_ack = True
+                try:
+                    await self._sleep_until(None)  # an ack (or a monitor switch) wakes us
+                finally:
+                    self.waiting_for_ack = False
                 continue
             now = self.clock()
             full = not self.pipeline.primed or now >= self.next_check
@@ -403,7 +408,10 @@ class _Session:
         assert isinstance(message, stream.Ack)
         if self.flow.on_ack(message.seq, now):
             self.stats.acks += 1
-            self.wake.set()
+            # The polling sender paces on acks; the damage-driven one needs them only while its window is full
+            # (an ack wakes it then, not after every update: one event-loop round a frame fewer).
+            if self.damage is None or self.waiting_for_ack:
+                self.wake.set()
 
     async def _on_input(self, message: stream.StreamMessage, now: float) -> None:
         assert isinstance(message, (stream.InputMouse, stream.InputKey, stream.InputText))
