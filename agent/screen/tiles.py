@@ -310,24 +310,26 @@ def uniform_tiles(frame: npt.NDArray[np.uint8], candidates: Mask, tile: int = TI
     pairs = w % 2 == 0 and tile % 2 == 0
     words = frame.reshape(h, w * 4).view(np.uint64 if pairs else np.uint32)
     per_tile = tile // 2 if pairs else tile
-    for r in np.flatnonzero(maybe.any(axis=1)):
-        y0 = int(r) * tile
-        expected32 = np.repeat(corners[r], tile)[:w]
-        expected = expected32.view(np.uint64) if pairs else expected32
-        spots = np.flatnonzero(maybe[r])
-        c0, c1 = int(spots[0]), int(spots[-1]) + 1  # only the columns still in question are read
-        lo, hi = c0 * per_tile, min(c1 * per_tile, words.shape[1])
-        # A column of the band is the tile's colour throughout when its largest and smallest
-        # word both are: two SIMD reductions without a boolean temporary of the band's size
-        # (a third less than comparing every word with the colour; video: 0.5 ms a frame).
-        band, colour = words[y0 : y0 + tile, lo:hi], expected[lo:hi]
-        column_differs = (band.max(axis=0) != colour) | (band.min(axis=0) != colour)
-        span = min(c1, whole) - c0
-        if span > 0:
-            same = ~np.logical_or.reduce(column_differs[: span * per_tile].reshape(span, per_tile), axis=1)
-            found[r, c0 : c0 + span] = same
-        if c1 > whole:  # the partial last column
-            found[r, whole] = not column_differs[(whole - c0) * per_tile :].any()
+    expected = np.ascontiguousarray(expected_rows)
+    if pairs:
+        expected = expected.view(np.uint64)
+    # Each tile row's columns still in question are read once: their largest and smallest word, two SIMD
+    # reductions into a row of these (no boolean temporary of the band's size), compared after the loop in
+    # one go. A column is the tile's colour throughout when both extremes are (video: 0.5 ms a frame).
+    largest, smallest = np.empty_like(expected), np.empty_like(expected)
+    firsts_at, lasts_at = maybe.argmax(axis=1).tolist(), (cols - maybe[:, ::-1].argmax(axis=1)).tolist()
+    for r, wanted in enumerate(maybe.any(axis=1).tolist()):
+        if not wanted:
+            continue
+        lo, hi = firsts_at[r] * per_tile, min(lasts_at[r] * per_tile, words.shape[1])
+        band = words[r * tile : (r + 1) * tile, lo:hi]
+        np.maximum.reduce(band, axis=0, out=largest[r, lo:hi])
+        np.minimum.reduce(band, axis=0, out=smallest[r, lo:hi])
+    # Columns not read hold whatever np.empty left there: only tiles in ``maybe`` are kept below.
+    differs = (largest != expected) | (smallest != expected)
+    found[:, :whole] = ~np.logical_or.reduce(differs[:, : whole * per_tile].reshape(rows, whole, per_tile), axis=2)
+    if whole < cols:  # the partial last column
+        found[:, whole] = ~differs[:, whole * per_tile :].any(axis=1)
     found &= maybe
     if int(found.sum()) < min_count:
         found[...] = False
