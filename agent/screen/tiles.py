@@ -317,8 +317,10 @@ def uniform_tiles(frame: npt.NDArray[np.uint8], candidates: Mask, tile: int = TI
     # reductions into a row of these (no boolean temporary of the band's size), compared after the loop in
     # one go. A column is the tile's colour throughout when both extremes are (video: 0.5 ms a frame).
     largest, smallest = np.empty_like(expected), np.empty_like(expected)
-    firsts_at, lasts_at = maybe.argmax(axis=1).tolist(), (cols - maybe[:, ::-1].argmax(axis=1)).tolist()
-    for r, wanted in enumerate(maybe.any(axis=1).tolist()):
+    firsts_at: list[int] = maybe.argmax(axis=1).tolist()
+    lasts_at: list[int] = (cols - maybe[:, ::-1].argmax(axis=1)).tolist()
+    wanted_rows: list[bool] = maybe.any(axis=1).tolist()
+    for r, wanted in enumerate(wanted_rows):
         if not wanted:
             continue
         lo, hi = firsts_at[r] * per_tile, min(lasts_at[r] * per_tile, words.shape[1])
