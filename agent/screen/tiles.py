@@ -319,7 +319,7 @@ def uniform_tiles(frame: npt.NDArray[np.uint8], candidates: Mask, tile: int = TI
     largest, smallest = np.empty_like(expected), np.empty_like(expected)
     firsts_at: list[int] = maybe.argmax(axis=1).tolist()
     lasts_at: list[int] = (cols - maybe[:, ::-1].argmax(axis=1)).tolist()
-    wanted_rows: list[bool] = maybe.any(axis=1).tolist()
+    wanted_rows: list[bool] = np.logical_or.reduce(maybe, axis=1).tolist()
     for r, wanted in enumerate(wanted_rows):
         if not wanted:
             continue
