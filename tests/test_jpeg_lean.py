@@ -2,29 +2,22 @@
 rebuild, who gets them.
 
 The encoder's file comes back byte for byte at every quality; anything else is sent whole or refused with a clear
-error; the pipeline cuts only when told; the server offers it only to agents that say they read the offer's field,
-and the service passes it on only to session helpers that would not refuse the unknown field. (The console's
-rebuild is compared byte for byte in Chromium: tests/test_console_session.py.)
+error; the pipeline cuts only when told; the service passes it on only to session helpers that would not refuse the
+unknown field. (The server's offer goes only to agents that say they read the field: tests/test_stream_batch.py.
+The console's rebuild is compared byte for byte in Chromium: tests/test_console_session.py.)
 """
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
-import msgspec
 import numpy as np
 import pytest
 import simplejpeg
 
-from agent.desktop.broker import DesktopBroker
 from agent.screen.capture import Monitor
 from agent.screen.encoder import DecodeError, decode, encode_jpeg, jpeg_params
 from agent.screen.pipeline import ScreenPipeline
-from protocol import jpeg_tables
-from protocol.desktop import ScreenEnded, ScreenStart
 from protocol.jpeg_tables import (
     JFIF_APP0,
     STANDARD_HUFFMAN_TABLES,
@@ -32,11 +25,7 @@ from protocol.jpeg_tables import (
     restore_standard_tables,
     strip_standard_tables,
 )
-from protocol.session import SessionOffer
 from protocol.stream import Encoding, unpack_update
-from server.store import Database
-from tests.conftest import add_device
-from tests.test_session_driver import ANN, _setup
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What a lean JPEG saves: the JFIF marker, two quantisation and four Huffman tables, less the quality byte.
@@ -130,57 +119,3 @@ def test_the_pipeline_sends_lean_jpegs_only_when_told_and_they_draw_the_same_pic
         drawn[lean] = (picture, update.nbytes, len(parts))
     assert np.array_equal(drawn[True][0], drawn[False][0])  # the same JPEGs, drawn the same
     assert drawn[False][1] - drawn[True][1] == SAVED * drawn[True][2]  # 587 bytes fewer per image
-
-
-async def test_the_server_offers_lean_jpegs_only_to_agents_that_read_the_field(db: Database) -> None:
-    for capabilities, expected in ((["session"], msgspec.UNSET), (["session", jpeg_tables.CAPABILITY], True)):
-        device = await add_device(db, f"dev-lean-{len(capabilities)}")
-        s = _setup(db, device)
-        s.agent.hello = SimpleNamespace(capabilities=capabilities)
-        await s.driver.request(device_id=device, group="lab", technician=ANN, mode="view", reason="t")
-        (offer,) = [m for m in s.agent.sent if isinstance(m, SessionOffer)]
-        assert offer.jpeg_lean is expected
-        # An agent without the capability gets an offer without the field (it refuses unknown fields).
-        assert (b'"jpeg_lean"' in msgspec.json.encode(offer)) is (expected is True)
-        await s.driver.close()
-    assert SessionOffer.__struct_config__.forbid_unknown_fields
-
-
-class _HelperLink:
-    """The service's end of a helper connection, as relay_screen uses it; the helper ends the stream at once."""
-
-    def __init__(self, version: str) -> None:
-        self.version = version
-        self.streams: dict[str, Any] = {}
-        self.closed = asyncio.Event()
-        self.started: list[ScreenStart] = []
-
-    async def send(self, message: Any) -> None:
-        if isinstance(message, ScreenStart):
-            self.started.append(message)
-            stream = self.streams[message.stream_id]
-            stream.ended.set_result(ScreenEnded(stream_id=message.stream_id, reason="done"))
-            stream.frames.put_nowait(None)
-
-
-class _Tunnel:
-    async def send(self, data: str | bytes) -> None:
-        pass
-
-    async def recv(self) -> str:
-        await asyncio.Event().wait()
-        return ""
-
-
-async def test_the_service_passes_lean_jpegs_on_only_to_helpers_that_name_a_version() -> None:
-    broker = DesktopBroker(tracker=None, socket_path=Path("/nonexistent"))  # type: ignore[arg-type]
-    for version, lean, expected in (("", True, msgspec.UNSET), ("1.0.0", False, msgspec.UNSET),
-                                    ("1.0.0", True, True)):
-        link = _HelperLink(version)
-        broker._bound["s-1"] = link  # type: ignore[assignment]
-        stats = await broker.run_screen("s-1", _Tunnel(), mode="view", display=None, stop=asyncio.Event(),
-                                        input_gate=None, lean_jpeg=lean)
-        assert stats.end_reason == "done"
-        (start,) = link.started
-        assert start.jpeg_lean is expected
-        assert (b'"jpeg_lean"' in msgspec.json.encode(start)) is (expected is True)

@@ -23,7 +23,8 @@ from aiohttp import WSMsgType
 from agent.desktop.broker import DesktopBroker
 from agent.screen.pipeline import ScreenPipeline
 from common.version import __version__
-from protocol import stream
+from protocol import jpeg_tables, stream
+from protocol.desktop import ScreenEnded, ScreenStart
 from protocol.session import SessionOffer
 from protocol.stream import (
     BATCH_CAPABILITY,
@@ -45,7 +46,7 @@ from server.sessions.settings import SessionSettings
 from server.store import Database
 from tests.conftest import add_device
 from tests.harness import wait_until
-from tests.test_jpeg_lean import _Frames, _HelperLink, _picture, _Tunnel
+from tests.test_jpeg_lean import _Frames, _picture
 from tests.test_relay import started_session
 from tests.test_screen_session import holds_screen, monitor_bgr
 from tests.test_session_driver import ANN, _setup
@@ -172,30 +173,73 @@ def test_the_pipeline_batches_only_when_told_and_sends_the_same_records() -> Non
 
 # --- who gets it ------------------------------------------------------------------------------------------------
 
-async def test_the_server_offers_batches_only_to_agents_that_read_the_field(db: Database) -> None:
-    for capabilities, expected in ((["session"], msgspec.UNSET), (["session", BATCH_CAPABILITY], True)):
-        device = await add_device(db, f"dev-batch-{len(capabilities)}")
+@pytest.mark.parametrize("field, capability", [("jpeg_lean", jpeg_tables.CAPABILITY), ("batched", BATCH_CAPABILITY)])
+async def test_the_server_offers_what_viewers_read_only_to_agents_that_read_the_field(
+        db: Database, field: str, capability: str) -> None:
+    """``session.offer.jpeg_lean`` / ``.batched``: only for agents whose hello names the capability; the others get
+    an offer without the field (they refuse unknown fields)."""
+    for capabilities, expected in ((["session"], msgspec.UNSET), (["session", capability], True)):
+        device = await add_device(db, f"dev-{field}-{len(capabilities)}")
         s = _setup(db, device)
         s.agent.hello = SimpleNamespace(capabilities=capabilities)
         await s.driver.request(device_id=device, group="lab", technician=ANN, mode="view", reason="t")
         (offer,) = [m for m in s.agent.sent if isinstance(m, SessionOffer)]
-        assert offer.batched is expected
-        assert (b'"batched"' in msgspec.json.encode(offer)) is (expected is True)
+        assert getattr(offer, field) is expected
+        assert (f'"{field}"'.encode() in msgspec.json.encode(offer)) is (expected is True)
         await s.driver.close()
+    assert SessionOffer.__struct_config__.forbid_unknown_fields
 
 
-async def test_the_service_passes_batches_on_only_to_helpers_of_its_own_version() -> None:
+class _HelperLink:
+    """The service's end of a helper connection, as relay_screen uses it; the helper ends the stream at once."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.streams: dict[str, Any] = {}
+        self.closed = asyncio.Event()
+        self.started: list[ScreenStart] = []
+
+    async def send(self, message: Any) -> None:
+        if isinstance(message, ScreenStart):
+            self.started.append(message)
+            stream = self.streams[message.stream_id]
+            stream.ended.set_result(ScreenEnded(stream_id=message.stream_id, reason="done"))
+            stream.frames.put_nowait(None)
+
+
+class _Tunnel:
+    async def send(self, data: str | bytes) -> None:
+        pass
+
+    async def recv(self) -> str:
+        await asyncio.Event().wait()
+        return ""
+
+
+
+#: (the run_screen keyword, the screen.start field, [(helper version, asked, passed on)]).
+_HELPER_GATES = [
+    ("lean_jpeg", "jpeg_lean", [("", True, False), ("1.0.0", False, False), ("1.0.0", True, True)]),
+    ("batched", "batched", [("", True, False), ("0.0.1-older", True, False), (__version__, False, False),
+                            (__version__, True, True)]),
+]
+
+
+@pytest.mark.parametrize("keyword, field, cases", _HELPER_GATES, ids=["jpeg_lean", "batched"])
+async def test_the_service_passes_viewer_features_on_only_to_helpers_that_read_them(
+        keyword: str, field: str, cases: list[tuple[str, bool, bool]]) -> None:
+    """Lean JPEGs go to helpers that name a version at all, batches only to helpers of the service's own version
+    (both fields are left out of ``screen.start`` otherwise: older helpers refuse unknown fields)."""
     broker = DesktopBroker(tracker=None, socket_path=Path("/nonexistent"))  # type: ignore[arg-type]
-    for version, batched, expected in (("", True, msgspec.UNSET), ("0.0.1-older", True, msgspec.UNSET),
-                                       (__version__, False, msgspec.UNSET), (__version__, True, True)):
+    for version, asked, passed in cases:
         link = _HelperLink(version)
         broker._bound["s-1"] = link  # type: ignore[assignment]
         stats = await broker.run_screen("s-1", _Tunnel(), mode="view", display=None, stop=asyncio.Event(),
-                                        input_gate=None, batched=batched)
+                                        input_gate=None, **{keyword: asked})
         assert stats.end_reason == "done"
         (start,) = link.started
-        assert start.batched is expected
-        assert (b'"batched"' in msgspec.json.encode(start)) is (expected is True)
+        assert getattr(start, field) is (True if passed else msgspec.UNSET), (version, asked)
+        assert (f'"{field}"'.encode() in msgspec.json.encode(start)) is passed
 
 
 # --- the relay --------------------------------------------------------------------------------------------------
