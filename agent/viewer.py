@@ -15,6 +15,7 @@ import contextlib
 import logging
 import ssl
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,16 @@ class ViewerStats:
     arrivals: list[tuple[float, int]] = field(default_factory=list)
 
 
+def with_batches(url: str) -> str:
+    """``url`` with ``batched=1`` in its query (kept as it is when it already says so)."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if ("batched", "1") in query:
+        return url
+    query = [(k, v) for k, v in query if k != "batched"] + [("batched", "1")]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
 class Viewer:
     """A session-tunnel client with a decoded framebuffer."""
 
@@ -72,7 +83,8 @@ class Viewer:
         auto_ack: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.url = url
+        #: It reads batched updates: the relay may pass an update's records on in one message (``?batched=1``).
+        self.url = with_batches(url)
         self.ssl_context = ssl_context
         self.headers = dict(headers or {})
         self.auto_ack = auto_ack

@@ -279,9 +279,11 @@ class RecordScan:
     end_of_frame: int
     #: The update's sequence (-1: a cursor shape, or not a well-formed stream message).
     seq: int
+    #: Records in the message (0 when it is not a well-formed update).
+    records: int = 1
 
 
-_NOT_AN_UPDATE = RecordScan(0, -1, -1)
+_NOT_AN_UPDATE = RecordScan(0, -1, -1, 0)
 
 
 def scan_records(data: bytes) -> RecordScan:
@@ -291,7 +293,7 @@ def scan_records(data: bytes) -> RecordScan:
     the viewer, which parses it whole, refuses it.
     """
     total = len(data)
-    at = changed = 0
+    at = changed = count = 0
     seq = eof = -1
     while at + HEADER_SIZE <= total:
         magic, kind, flags, _monitor, _x, _y, w, h, _enc, record_seq, length = HEADER.unpack_from(data, at)
@@ -301,10 +303,26 @@ def scan_records(data: bytes) -> RecordScan:
         if kind == Kind.UPDATE:
             changed += w * h
         at += HEADER_SIZE + length
+        count += 1
         eof = record_seq if flags & Flags.END_OF_FRAME and at == total else -1
     if at != total:
         return _NOT_AN_UPDATE
-    return RecordScan(changed, eof, seq)
+    return RecordScan(changed, eof, seq, count)
+
+
+def split_records(data: bytes) -> list[bytes]:
+    """A batched message as one message a record (for viewers that read one record a message); the message
+    itself when it is not a well-formed batch (the viewer refuses it as it is)."""
+    records: list[bytes] = []
+    at, total = 0, len(data)
+    while at + HEADER_SIZE <= total:
+        (length,) = _LENGTH.unpack_from(data, at + _LENGTH_AT)
+        end = at + HEADER_SIZE + length
+        if end > total:
+            return [data]
+        records.append(data[at:end])
+        at = end
+    return records if at == total and records else [data]
 
 
 # --- text messages -----------------------------------------------------------------------

@@ -61,7 +61,10 @@ async def test_remote_control_session_from_the_console(tmp_path: Path, xvfb: Xvf
                     if isinstance(payload, bytes) and len(payload) >= HEADER_SIZE and payload[0] == MAGIC_VERSION:
                         encodings.add(payload[12])
 
+                stream_urls: list[str] = []
+
                 def on_websocket(ws: WebSocket) -> None:
+                    stream_urls.append(ws.url)
                     ws.on("framereceived", on_frame)
 
                 page.on("websocket", on_websocket)
@@ -87,6 +90,8 @@ async def test_remote_control_session_from_the_console(tmp_path: Path, xvfb: Xvf
                 await wait_until(canvas_shows_root, timeout=15, what="the device's screen on the canvas")
                 await _lean_jpegs_decode_in_the_console(page)
                 await _batches_draw_in_the_console(page)
+                # The console says it reads batches (the relay splits them for consoles that do not).
+                assert [u for u in stream_urls if "/stream" in u and u.endswith("batched=1")], stream_urls
                 assert await page.evaluate("[document.querySelector('#screen').width,"
                                            " document.querySelector('#screen').height]") == [xvfb.width, xvfb.height]
                 # A click while the consent prompt is still closing is refused on the device (input waits while a

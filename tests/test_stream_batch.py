@@ -38,6 +38,7 @@ from protocol.stream import (
     pack_cursor_shape,
     pack_update,
     scan_records,
+    split_records,
     unpack_records,
     unpack_update,
 )
@@ -119,14 +120,23 @@ def test_batches_above_the_size_and_count_caps_are_refused() -> None:
 
 def test_the_relay_scan_reads_changes_and_the_end_from_headers_only() -> None:
     update = [_record(4, 0, w=64, h=32), _record(4, 64, kind=Kind.REFRESH, w=128, h=64), _record(4, 192, last=True)]
-    assert scan_records(b"".join(update)) == RecordScan(changed_px=64 * 32 + 64 * 64, end_of_frame=4, seq=4)
-    assert scan_records(b"".join(update[:2])) == RecordScan(changed_px=64 * 32, end_of_frame=-1, seq=4)
-    assert scan_records(update[2]) == RecordScan(changed_px=64 * 64, end_of_frame=4, seq=4)
+    assert scan_records(b"".join(update)) == RecordScan(changed_px=64 * 32 + 64 * 64, end_of_frame=4, seq=4,
+                                                        records=3)
+    assert scan_records(b"".join(update[:2])) == RecordScan(changed_px=64 * 32, end_of_frame=-1, seq=4, records=2)
+    assert scan_records(update[2]) == RecordScan(changed_px=64 * 64, end_of_frame=4, seq=4, records=1)
     shape = pack_cursor_shape(w=2, h=2, hot_x=0, hot_y=0, rgba=bytes(16), seq=9)
-    assert scan_records(shape) == RecordScan(0, -1, -1)
+    assert scan_records(shape) == RecordScan(0, -1, -1, 0)
     for broken in (b"", b"\xa1", b"".join(update)[:-1], b"".join(update) + b"\xa1",
                    b"".join([_record(1), _record(2, last=True)])):
-        assert scan_records(broken) == RecordScan(0, -1, -1), broken
+        assert scan_records(broken) == RecordScan(0, -1, -1, 0), broken
+
+
+def test_a_batch_splits_into_its_records_and_anything_else_stays_whole() -> None:
+    update = _update(6, 5)
+    assert split_records(b"".join(update)) == update
+    assert split_records(update[0]) == [update[0]]
+    for broken in (b"".join(update)[:-1], b"".join(update) + b"\xa1", b"\xa1"):
+        assert split_records(broken) == [broken]
 
 
 def test_mangled_batches_are_refused_or_read_never_anything_else() -> None:
@@ -274,7 +284,8 @@ class _Socket:
         self.incoming.put_nowait(None)
 
 
-async def test_the_relay_passes_a_batch_on_whole_acks_it_once_and_counts_its_changes() -> None:
+async def test_the_relay_passes_a_batch_on_whole_or_split_acks_it_once_and_counts_its_changes() -> None:
+    """Ann's console reads batches and gets the message as it came; Bob's (older) gets one record a message."""
     now = [1000.0]
     ended: list[str] = []
 
@@ -286,7 +297,7 @@ async def test_the_relay_passes_a_batch_on_whole_acks_it_once_and_counts_its_cha
                   clock=lambda: now[0])
     agent, ann, bob = _Socket(), _Socket(), _Socket()
     serving = [asyncio.ensure_future(relay.serve("agent", agent)),  # type: ignore[arg-type]
-               asyncio.ensure_future(relay.serve("technician", ann, "ann")),  # type: ignore[arg-type]
+               asyncio.ensure_future(relay.serve("technician", ann, "ann", reads_batches=True)),  # type: ignore[arg-type]
                asyncio.ensure_future(relay.serve("technician", bob, "bob"))]  # type: ignore[arg-type]
     try:
         agent.incoming.put_nowait(stream.encode_text(stream.Monitors(
@@ -294,10 +305,12 @@ async def test_the_relay_passes_a_batch_on_whole_acks_it_once_and_counts_its_cha
         await wait_until(lambda: relay.selected_monitor == 0, timeout=5, what="the monitors message")
         start = relay.last_activity
         now[0] += 5
-        batch = b"".join(_update(11, 4))  # 4 changed tiles: more than the 3 that count as activity
+        records = _update(11, 4)  # 4 changed tiles: more than the 3 that count as activity
+        batch = b"".join(records)
         agent.incoming.put_nowait(batch)
-        for viewer in (ann, bob):
-            await wait_until(lambda v=viewer: batch in v.sent, timeout=5, what="the batch, whole, at each viewer")
+        await wait_until(lambda: batch in ann.sent, timeout=5, what="the batch, whole, at Ann's")
+        await wait_until(lambda: records[-1] in bob.sent, timeout=5, what="the batch's last record at Bob's")
+        assert [m for m in bob.sent if isinstance(m, bytes)] == records  # one record a message, in order
         assert relay.last_activity == now[0] != start
         assert [sorted(h) for h in relay._holding.values()] == [["ann", "bob"]]  # held until one draws it
         ann.incoming.put_nowait(stream.encode_text(stream.Ack(seq=11)))
@@ -307,7 +320,7 @@ async def test_the_relay_passes_a_batch_on_whole_acks_it_once_and_counts_its_cha
                          what="one ack for the batch at the agent")
         now[0] += 5
         agent.incoming.put_nowait(b"".join(_update(12, 2)))  # 2 tiles: not activity
-        await wait_until(lambda: len(ann.sent) >= 3, timeout=5, what="the second batch")
+        await wait_until(lambda: len(ann.sent) >= 3 and len(bob.sent) >= 7, timeout=5, what="the second batch")
         assert relay.last_activity == now[0] - 5
     finally:
         await relay.close("test over")

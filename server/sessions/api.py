@@ -65,7 +65,9 @@ Only the technician who requested the session may attach, once (409 `busy` if a 
 control mode. The socket is closed at once when the caller's console session is revoked or the account
 disabled.
 
-Messages are relayed to and from the device's agent unchanged (see `protocol/stream.py`):
+A viewer that reads batched updates adds `?batched=1` (`&batched=1` after a ticket); without it a batch the agent sent
+is passed on one rectangle a message. Messages are otherwise relayed to and from the device's agent unchanged (see
+`protocol/stream.py`):
 * server → client **binary**: screen rectangles and cursor shapes, a 21-byte big-endian header
   (magic 0xA1, kind, flags, monitor, x, y, w, h, encoding, sequence, length) then the payload; from agents that
   were offered `batched` one message carries several rectangles of one update back to back (each its header and
@@ -200,7 +202,7 @@ def routes(sessions: SessionDriver) -> list[api.Route]:
         # Registered with the accounts' live-socket registry: disabling the user or revoking their
         # console session closes this stream (and so the session) at once.
         async with live_sockets.track(request, ws):
-            await relay.serve("technician", ws, caller)
+            await relay.serve("technician", ws, caller, reads_batches=request.query.get("batched") == "1")
         return ws
 
     view = Right.REMOTE_VIEW

@@ -84,9 +84,12 @@ class Recorder:
 class _Viewer:
     """One technician's websocket and its own outgoing queue (per-viewer flow control)."""
 
-    def __init__(self, name: str, ws: web.WebSocketResponse, clock: Callable[[], float]) -> None:
+    def __init__(self, name: str, ws: web.WebSocketResponse, clock: Callable[[], float],
+                 reads_batches: bool = False) -> None:
         self.name = name
         self.ws = ws
+        #: It said it reads batched updates (``?batched=1``); others get a batch's records one a message.
+        self.reads_batches = reads_batches
         #: (binary, data, droppable, end-of-frame seq or -1), oldest first.
         self.items: collections.deque[tuple[bool, str | bytes, bool, int]] = collections.deque()
         #: File traffic for this viewer (:func:`.lanes.is_bulk`), sent only when ``items`` is empty.
@@ -209,10 +212,12 @@ class Relay:
 
     # --- serving ------------------------------------------------------------------------------
 
-    async def serve(self, side: Side, ws: web.WebSocketResponse, viewer: str = "technician") -> None:
+    async def serve(self, side: Side, ws: web.WebSocketResponse, viewer: str = "technician", *,
+                    reads_batches: bool = False) -> None:
         """Pipe this side until it (or the session) ends; then close this side's websocket.
 
         The agent's side ending ends the session; a viewer's ends it only when no other viewer is left.
+        ``reads_batches``: this viewer reads batched updates (a console older than them gets one record a message).
         """
         if side == "agent":
             self.agent_ws = ws
@@ -221,7 +226,7 @@ class Relay:
             if self.settings.idle_timeout_s > 0:
                 tasks[asyncio.ensure_future(self._idle_deadline())] = "idle"
         else:
-            state = _Viewer(viewer, ws, self.clock)
+            state = _Viewer(viewer, ws, self.clock, reads_batches)
             self.viewers[viewer] = state
             self._first = self._first or viewer
             self._seen.add(viewer)
@@ -320,14 +325,14 @@ class Relay:
 
     async def _read_agent(self, ws: web.WebSocketResponse) -> None:
         async for msg in ws:
-            eof = -1
+            eof, batch = -1, False
             if msg.type == WSMsgType.BINARY:
                 data: str | bytes = msg.data
                 binary = True
                 if msg.data[:1] == _MAGIC:  # a screen update (one record or a batch) or a cursor shape
                     scan = stream.scan_records(msg.data)
                     self._note_change(scan)
-                    eof = scan.end_of_frame
+                    eof, batch = scan.end_of_frame, scan.records > 1
             elif msg.type == WSMsgType.TEXT:
                 data, binary = msg.data, False
                 if self.on_transfer is not None and msg.data.startswith(_TRANSFER_PREFIXES):
@@ -348,12 +353,13 @@ class Relay:
             self.bytes_to_technician += len(data)
             if self.recorder is not None and not shell_output:  # the shell has its own recording (.cast)
                 self.recorder.add(0, binary, data)
-            await self._fan_out(binary, data, eof)
+            await self._fan_out(binary, data, eof, batch)
 
-    async def _fan_out(self, binary: bool, data: str | bytes, eof: int = -1) -> None:
+    async def _fan_out(self, binary: bool, data: str | bytes, eof: int = -1, batch: bool = False) -> None:
         """Screen data to every viewer (droppable per viewer); the rest to the controller, with backpressure.
 
-        ``eof``: the update this binary message ends (:func:`protocol.stream.scan_records`), else -1.
+        ``eof``: the update this binary message ends (:func:`protocol.stream.scan_records`), else -1. ``batch``: it
+        holds several records, which a viewer that does not read batches gets one a message.
         """
         if isinstance(data, bytes):
             screen, monitors = data[:1] == _MAGIC, False
@@ -375,7 +381,13 @@ class Relay:
             if len(state.items) >= VIEWER_MAX_ITEMS or state.screen_bytes >= VIEWER_MAX_BYTES:
                 self._fell_behind(state)
                 continue
-            state.items.append((binary, data, True, eof))
+            if batch and not state.reads_batches and isinstance(data, bytes):
+                records = stream.split_records(data)
+                for record in records[:-1]:
+                    state.items.append((True, record, True, -1))
+                state.items.append((True, records[-1], True, eof))
+            else:
+                state.items.append((binary, data, True, eof))
             state.screen_bytes += len(data)
             state.wake.set()
             if eof >= 0:

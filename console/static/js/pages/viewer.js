@@ -161,8 +161,11 @@ function setBanner(cls, message) {
  */
 async function streamUrl() {
   const id = encodeURIComponent(ctx.sessionId);
-  if (!ctx.nodeUrl || new URL(ctx.nodeUrl).origin === location.origin) return `wss://${location.host}/api/v1/sessions/${id}/stream`;
-  return (await api.post(`/api/v1/sessions/${id}/stream-ticket`)).url;
+  const url = !ctx.nodeUrl || new URL(ctx.nodeUrl).origin === location.origin
+    ? new URL(`wss://${location.host}/api/v1/sessions/${id}/stream`)
+    : new URL((await api.post(`/api/v1/sessions/${id}/stream-ticket`)).url);
+  url.searchParams.set("batched", "1");  // this page reads batched updates (screen.js parseRecords)
+  return url.href;
 }
 
 async function connect() {
