@@ -42,6 +42,7 @@ from protocol.stream import (
     unpack_records,
     unpack_update,
 )
+from server.sessions import relay as relay_module
 from server.sessions.relay import Relay
 from server.sessions.settings import SessionSettings
 from server.store import Database
@@ -328,6 +329,50 @@ async def test_the_relay_passes_a_batch_on_whole_or_split_acks_it_once_and_count
             task.cancel()
         await asyncio.gather(*serving, return_exceptions=True)
     assert not ended
+
+
+class _StuckSocket(_Socket):
+    """A viewer whose link is stuck: the first frame it is given never leaves."""
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.sent.append(data)
+        self.got.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_viewer_that_lags_falls_behind_after_as_many_records_batched_or_not(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relay's queue bound counts records, not messages: batching must not let a lagging viewer queue thirty
+    times more before it is dropped to the next complete screen."""
+    monkeypatch.setattr(relay_module, "VIEWER_MAX_ITEMS", 8)
+
+    async def on_end(reason: str, by: str) -> None:
+        pass
+
+    relay = Relay("s-lag", SessionSettings(), view_only=lambda: False, on_input_refused=lambda _: None,
+                  on_end=on_end)
+    agent, stuck = _Socket(), _StuckSocket()
+    serving = [asyncio.ensure_future(relay.serve("agent", agent)),  # type: ignore[arg-type]
+               asyncio.ensure_future(relay.serve("technician", stuck, "ann", reads_batches=True))]  # type: ignore[arg-type]
+    try:
+        agent.incoming.put_nowait(stream.encode_text(stream.Monitors(
+            monitors=[stream.MonitorInfo(x=0, y=0, w=1024, h=768, primary=True)], selected=0)))
+        await wait_until(lambda: relay.selected_monitor == 0, timeout=5, what="the monitors message")
+        agent.incoming.put_nowait(b"".join(_update(1, 4)))
+        await wait_until(lambda: len(stuck.sent) == 2, timeout=5, what="the first batch in the stuck send")
+        state = relay.viewers["ann"]
+        for seq in (2, 3):  # 8 records queued in 2 messages
+            agent.incoming.put_nowait(b"".join(_update(seq, 4)))
+        await wait_until(lambda: len(state.items) == 2, timeout=5, what="two batches queued")
+        assert state.resyncs == 0 and len(state.items) + state.extra_records == 8
+        agent.incoming.put_nowait(b"".join(_update(4, 4)))
+        await wait_until(lambda: state.resyncs == 1, timeout=5, what="the lagging viewer dropped to a resync")
+        assert not state.items and state.extra_records == 0
+    finally:
+        await relay.close("test over")
+        for task in serving:
+            task.cancel()
+        await asyncio.gather(*serving, return_exceptions=True)
 
 
 # --- a real session ---------------------------------------------------------------------------------------------

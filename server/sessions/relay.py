@@ -90,8 +90,11 @@ class _Viewer:
         self.ws = ws
         #: It said it reads batched updates (``?batched=1``); others get a batch's records one a message.
         self.reads_batches = reads_batches
-        #: (binary, data, droppable, end-of-frame seq or -1), oldest first.
-        self.items: collections.deque[tuple[bool, str | bytes, bool, int]] = collections.deque()
+        #: (binary, data, droppable, end-of-frame seq or -1, records in it), oldest first.
+        self.items: collections.deque[tuple[bool, str | bytes, bool, int, int]] = collections.deque()
+        #: Screen records queued beyond one a message (batches): the queue's length in records is
+        #: ``len(items) + extra_records``, what ``VIEWER_MAX_ITEMS`` bounds whether updates come batched or not.
+        self.extra_records = 0
         #: File traffic for this viewer (:func:`.lanes.is_bulk`), sent only when ``items`` is empty.
         self.bulk: collections.deque[tuple[bool, str | bytes]] = collections.deque()
         self.wake = asyncio.Event()
@@ -234,7 +237,7 @@ class Relay:
                 if is_bulk(early_binary, early_data):
                     state.bulk.append((early_binary, early_data))
                 else:
-                    state.items.append((early_binary, early_data, False, -1))
+                    state.items.append((early_binary, early_data, False, -1, 1))
                 state.reliable += 1
             if len(self.viewers) > 1:
                 self._marking = True
@@ -325,14 +328,14 @@ class Relay:
 
     async def _read_agent(self, ws: web.WebSocketResponse) -> None:
         async for msg in ws:
-            eof, batch = -1, False
+            eof, records = -1, 1
             if msg.type == WSMsgType.BINARY:
                 data: str | bytes = msg.data
                 binary = True
                 if msg.data[:1] == _MAGIC:  # a screen update (one record or a batch) or a cursor shape
                     scan = stream.scan_records(msg.data)
                     self._note_change(scan)
-                    eof, batch = scan.end_of_frame, scan.records > 1
+                    eof, records = scan.end_of_frame, max(1, scan.records)
             elif msg.type == WSMsgType.TEXT:
                 data, binary = msg.data, False
                 if self.on_transfer is not None and msg.data.startswith(_TRANSFER_PREFIXES):
@@ -353,13 +356,13 @@ class Relay:
             self.bytes_to_technician += len(data)
             if self.recorder is not None and not shell_output:  # the shell has its own recording (.cast)
                 self.recorder.add(0, binary, data)
-            await self._fan_out(binary, data, eof, batch)
+            await self._fan_out(binary, data, eof, records)
 
-    async def _fan_out(self, binary: bool, data: str | bytes, eof: int = -1, batch: bool = False) -> None:
+    async def _fan_out(self, binary: bool, data: str | bytes, eof: int = -1, records: int = 1) -> None:
         """Screen data to every viewer (droppable per viewer); the rest to the controller, with backpressure.
 
-        ``eof``: the update this binary message ends (:func:`protocol.stream.scan_records`), else -1. ``batch``: it
-        holds several records, which a viewer that does not read batches gets one a message.
+        ``eof``: the update this binary message ends (:func:`protocol.stream.scan_records`), else -1. ``records``:
+        the records it holds; a viewer that does not read batches gets them one a message.
         """
         if isinstance(data, bytes):
             screen, monitors = data[:1] == _MAGIC, False
@@ -378,16 +381,17 @@ class Relay:
             elif state.resync:
                 state.dropped += 1
                 continue
-            if len(state.items) >= VIEWER_MAX_ITEMS or state.screen_bytes >= VIEWER_MAX_BYTES:
+            if len(state.items) + state.extra_records >= VIEWER_MAX_ITEMS or state.screen_bytes >= VIEWER_MAX_BYTES:
                 self._fell_behind(state)
                 continue
-            if batch and not state.reads_batches and isinstance(data, bytes):
-                records = stream.split_records(data)
-                for record in records[:-1]:
-                    state.items.append((True, record, True, -1))
-                state.items.append((True, records[-1], True, eof))
+            if records > 1 and not state.reads_batches and isinstance(data, bytes):
+                parts = stream.split_records(data)
+                for part in parts[:-1]:
+                    state.items.append((True, part, True, -1, 1))
+                state.items.append((True, parts[-1], True, eof, 1))
             else:
-                state.items.append((binary, data, True, eof))
+                state.items.append((binary, data, True, eof, records))
+                state.extra_records += records - 1
             state.screen_bytes += len(data)
             state.wake.set()
             if eof >= 0:
@@ -402,7 +406,7 @@ class Relay:
 
     def _fell_behind(self, state: _Viewer) -> None:
         """Throw away the viewer's queued screen data; it waits for the next complete screen."""
-        kept: collections.deque[tuple[bool, str | bytes, bool, int]] = collections.deque()
+        kept: collections.deque[tuple[bool, str | bytes, bool, int, int]] = collections.deque()
         for item in state.items:
             if item[2]:
                 state.dropped += 1
@@ -410,7 +414,7 @@ class Relay:
                     self._release(item[3], state.name)
             else:
                 kept.append(item)
-        state.items, state.screen_bytes = kept, 0
+        state.items, state.screen_bytes, state.extra_records = kept, 0, 0
         state.resync, state.refresh_asked = True, False
         state.resyncs += 1
         state.wake.set()
@@ -454,7 +458,7 @@ class Relay:
         if is_bulk(binary, data):
             state.bulk.append((binary, data))
         else:
-            state.items.append((binary, data, False, -1))
+            state.items.append((binary, data, False, -1, 1))
         state.reliable += 1
         state.wake.set()
 
@@ -470,7 +474,8 @@ class Relay:
                 if state.name not in self.viewers:
                     return
             if state.items:
-                binary, data, droppable, _eof = state.items.popleft()
+                binary, data, droppable, _eof, records = state.items.popleft()
+                state.extra_records -= records - 1
             else:
                 (binary, data), droppable = state.bulk.popleft(), False
             if droppable:
@@ -532,7 +537,7 @@ class Relay:
             error = stream.Error(code="not_controller",
                                  message=f"{state.name} only watches this session: {what} not accepted "
                                          f"(the controlling technician can hand control over)")
-            state.items.append((False, stream.encode_text(error), False, -1))
+            state.items.append((False, stream.encode_text(error), False, -1, 1))
             state.reliable += 1
             state.wake.set()
 
