@@ -131,9 +131,9 @@ class Relay:
 
     Agent → technicians: screen data (binary screen updates and cursor shapes, ``cursor``/``stats``/
     ``monitors``/``error``/``chat.message`` text) goes to every viewer and may be dropped for a viewer that
-    falls behind: past ``VIEWER_MAX_ITEMS`` queued messages or ``VIEWER_MAX_BYTES`` its screen data is
-    thrown away and it waits (``resync``) for a complete screen, which the relay asks the agent for by
-    re-selecting the current monitor (the agent resets its pipeline and sends ``monitors`` and then every
+    falls behind: past ``VIEWER_MAX_ITEMS`` queued messages (a batch counts its records) or ``VIEWER_MAX_BYTES``
+    its screen data is thrown away and it waits (``resync``) for a complete screen, which the relay asks the
+    agent for by re-selecting the current monitor (the agent resets its pipeline and sends ``monitors`` and then every
     tile) once that viewer's queue has drained — at most every ``REFRESH_MIN_INTERVAL_S``. Everything
     else (toolkit, shell) is for the controlling technician only, with backpressure as before.
 
