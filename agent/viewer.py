@@ -242,10 +242,9 @@ class Viewer:
             try:
                 if update.monitor == self.selected:
                     self._draw(update)
-            except DecodeError as exc:
+            except DecodeError as exc:  # that rectangle is lost (its refresh mends it); the update goes on
                 self.stats.bad_messages += 1
                 log.warning("viewer: bad update: %s", exc)
-                return
             self.stats.rects += 1
             self.stats.refreshes += update.kind is Kind.REFRESH
             if update.end_of_frame:

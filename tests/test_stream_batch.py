@@ -22,6 +22,7 @@ from aiohttp import WSMsgType
 
 from agent.desktop.broker import DesktopBroker
 from agent.screen.pipeline import ScreenPipeline
+from agent.viewer import Viewer
 from common.version import __version__
 from protocol import jpeg_tables, stream
 from protocol.desktop import ScreenEnded, ScreenStart
@@ -180,6 +181,19 @@ def test_the_pipeline_batches_only_when_told_and_sends_the_same_records() -> Non
     assert len(batched.messages) == 1 and batched.rects == plain.rects
     assert batched.messages[0] == b"".join(plain.messages)
     assert batched.nbytes == plain.nbytes == len(batched.messages[0])
+
+
+async def test_the_python_viewer_draws_a_batch_skips_a_record_that_does_not_decode_and_acks_the_update() -> None:
+    viewer = Viewer("wss://relay.invalid/api/v1/sessions/s/stream?ticket=t", auto_ack=False)
+    assert viewer.url.endswith("?ticket=t&batched=1")  # it says it reads batches
+    viewer.selected, viewer.framebuffer = 0, np.zeros((64, 192, 3), dtype=np.uint8)
+    broken = pack_update(kind=Kind.UPDATE, monitor=0, x=64, y=0, w=64, h=64, encoding=Encoding.JPEG, seq=8,
+                         payload=b"\xff\xd8 not a jpeg")
+    batch = b"".join([_record(8, 0, payload=b"\x01\x02\x03"), broken, _record(8, 128, last=True)])
+    await viewer._on_binary(batch, 0.0)
+    assert viewer.stats.bad_messages == 1 and viewer.stats.rects == 3 and viewer.stats.updates == 1
+    assert viewer.pending_acks == [8]  # the window does not stall on one bad rectangle
+    assert viewer.framebuffer[0, 0].tolist() == [1, 2, 3] and viewer.framebuffer[0, 130].tolist() == [16, 32, 48]
 
 
 # --- who gets it ------------------------------------------------------------------------------------------------
