@@ -218,12 +218,13 @@ def unpack_update(data: bytes | bytearray | memoryview) -> Update:
     return Update(kind_v, monitor, x, y, w, h, encoding_v, seq, bytes(data[HEADER_SIZE:]), flags_v)
 
 
-def batch_records(records: Sequence[bytes], max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
-    """One update's packed records as few binary messages as fit ``max_bytes`` each, in order."""
+def batch_records(records: Sequence[bytes], max_bytes: int = MAX_BATCH_BYTES,
+                  max_records: int = MAX_BATCH_RECORDS) -> list[bytes]:
+    """One update's packed records as few binary messages as fit ``max_bytes`` and ``max_records`` each, in order."""
     messages: list[bytes] = []
     start, size = 0, 0
     for i, record in enumerate(records):
-        if i > start and size + len(record) > max_bytes:
+        if i > start and (size + len(record) > max_bytes or i - start == max_records):
             messages.append(records[start] if i - start == 1 else b"".join(records[start:i]))
             start, size = i, 0
         size += len(record)

@@ -78,6 +78,9 @@ def test_records_group_in_order_within_the_cap_and_a_large_record_goes_alone() -
                       payload=bytes(64 * 64 * 4))
     grouped = batch_records([records[0], big, records[1]], max_bytes=1000)
     assert grouped == [records[0], big, records[1]]  # the big one alone, its neighbours not joined across it
+    assert batch_records(records, max_records=3) == [b"".join(records[i:i + 3]) for i in (0, 3, 6)] + [records[9]]
+    many = [_record(7, 0) for _ in range(stream.MAX_BATCH_RECORDS + 5)]  # an 8K screen's tiles, say
+    assert [len(unpack_records(m)) for m in batch_records(many)] == [stream.MAX_BATCH_RECORDS, 5]
     assert batch_records([]) == []
     assert batch_records(records[:1]) == [records[0]]  # one record: the unbatched message itself
 
