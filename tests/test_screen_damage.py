@@ -1,0 +1,52 @@
+"""The X DAMAGE source on Xvfb: drawings are reported where they happened, and the server's region is emptied
+every ``SUBTRACT_EVERY`` events (not after each: that request cost a fifth of a video frame's report)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from agent.screen.damage import SUBTRACT_EVERY, XDamageSource
+from tests.harness import wait_until
+from tests.test_session_helpers import paint_picture
+from tests.xvfb import XvfbHandle, xvfb_factory  # noqa: F401 - fixture
+
+
+def _block(value: int, w: int = 32, h: int = 16) -> np.ndarray:
+    return np.full((h, w, 4), value, dtype=np.uint8)
+
+
+async def test_drawings_are_reported_and_the_region_is_emptied_every_few_events(
+        xvfb_factory: Callable[..., XvfbHandle]) -> None:  # noqa: F811
+    xvfb = xvfb_factory(320, 240)
+    source = XDamageSource(xvfb.display)
+    subtracts: list[int] = []
+    real_subtract: Any = source._dpy.damage_subtract
+
+    def counting(*args: Any) -> None:
+        subtracts.append(source.reports)
+        real_subtract(*args)
+
+    source._dpy.damage_subtract = counting
+    woken = threading.Event()
+    source.start(woken.set)
+    try:
+        paint_picture(xvfb.display, 40, 30, _block(200))
+        await wait_until(lambda: source.reports >= 1, timeout=10, what="a damage report for the drawing")
+        assert woken.is_set()
+        taken = source.take()
+        assert not taken.full and taken.reports >= 1
+        assert any(r.x <= 40 and r.y <= 30 and r.x + r.w >= 72 and r.y + r.h >= 46 for r in taken.rects), taken
+        assert not source.take()  # taken once
+        for i in range(3 * SUBTRACT_EVERY):
+            paint_picture(xvfb.display, 8 * (i % 30), 100, _block(i % 250, 8, 8))
+        await wait_until(lambda: source.reports >= 3 * SUBTRACT_EVERY + 1, timeout=10, what="every drawing reported")
+        await wait_until(lambda: len(subtracts) >= 3, timeout=10, what="three subtracts")
+        assert len(subtracts) <= source.reports // SUBTRACT_EVERY  # not after every report
+        assert all(later - earlier >= SUBTRACT_EVERY - 1 for earlier, later in itertools.pairwise(subtracts))
+    finally:
+        source.close()
