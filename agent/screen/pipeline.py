@@ -280,6 +280,7 @@ class ScreenPipeline:
             # tile as JPEG would cost its refresh again (testsrc2's still bars, over and over).
             rects = merge_tiles(fill_rows(pictured) & (pictured | (lossy_map & ~dirty)), w, h)
         small = dirty_count <= SMALL_UPDATE_TILES
+        lossy_cover = np.zeros_like(dirty)  # the tiles JPEG rectangles of this step cover
         # uniform_tiles ran to the end: every pictured tile failed its check, so a rectangle of
         # whole pictured tiles is not one colour either (video: 4 % of a step went on asking again).
         detailed = overdrawn is not None and not filled
@@ -301,10 +302,17 @@ class ScreenPipeline:
             for band in _bands(rect):
                 region = source[band.y : band.y + band.h, band.x : band.x + band.w]
                 encoding, payload = self._encode_change(region, band, quality, small, not (detailed and whole))
-                lossy = encoding is Encoding.JPEG or encoding is Encoding.JPEG_LEAN
-                lossy_any |= lossy
-                self._mark(band, lossy, now, dirty)
+                if encoding is Encoding.JPEG or encoding is Encoding.JPEG_LEAN:
+                    # Marked lossy all at once below (these rectangles cover distinct tiles): a slice a band here.
+                    lossy_any = True
+                    lossy_cover[band.y // TILE : -(-(band.y + band.h) // TILE),
+                                band.x // TILE : -(-(band.x + band.w) // TILE)] = True
+                else:
+                    self._mark(band, False, now, dirty)
                 messages.append((Kind.UPDATE, band, encoding, payload))
+        if lossy_any:  # as _mark does for a lossy rectangle, for all of them (before the refresh marks its own)
+            lossy_map |= lossy_cover
+            changed_at[lossy_cover & dirty] = now
         refresh_rects = merge_tiles(settled, w, h) if settled.any() else []
         busy = lossy_any or now - self._last_lossy < self.settle_s
         for rect in refresh_rects:
