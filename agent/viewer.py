@@ -232,13 +232,13 @@ class Viewer:
             self.stats.bad_messages += 1
             log.warning("viewer: bad update: %s", exc)
             return
+        shape = records[0]
+        if shape.kind is Kind.CURSOR_SHAPE:  # always alone (unpack_records), and part of no update: never acked
+            self.cursor_shape = CursorShape(shape.w, shape.h, shape.x, shape.y, shape.payload, shape.seq)
+            self.stats.cursor_shapes += 1
+            return
         self._frame_bytes += len(data)
         for update in records:
-            if update.kind is Kind.CURSOR_SHAPE:  # not part of any update (always alone): never acked
-                self.cursor_shape = CursorShape(update.w, update.h, update.x, update.y, update.payload, update.seq)
-                self.stats.cursor_shapes += 1
-                self._frame_bytes -= len(data)
-                return
             try:
                 if update.monitor == self.selected:
                     self._draw(update)

@@ -159,8 +159,9 @@ class SessionDriver:
         await conn.send(SessionOffer(session_id=session_id, technician=technician.username,
                                      technician_user=technician.username, technician_role=technician.role,
                                      mode=mode, reason=reason[:256], tunnel_token=secret,
-                                     document_id=document_id, jpeg_lean=_lean_jpeg(conn),
-                                     batched=_batched(conn)))
+                                     document_id=document_id,
+                                     jpeg_lean=_offered(conn, jpeg_tables.CAPABILITY),
+                                     batched=_offered(conn, stream.BATCH_CAPABILITY)))
         await repository.save_state(self.db, session, self._clock())
         await audit.append(self.db, "server", "session.offered", device_id,
                            {"session_id": session_id, "mode": mode,
@@ -453,18 +454,11 @@ class SessionDriver:
                 await self.finisher.finish(session, "device revoked", "server")
 
 
-def _lean_jpeg(conn: AgentConnection) -> bool | msgspec.UnsetType:
-    """``session.offer.jpeg_lean`` for this agent: True where it reads the field (this server's console,
-    relay and viewers restore the tables), else left out of the offer."""
-    if conn.hello is not None and jpeg_tables.CAPABILITY in conn.hello.capabilities:
-        return True
-    return msgspec.UNSET
-
-
-def _batched(conn: AgentConnection) -> bool | msgspec.UnsetType:
-    """``session.offer.batched`` for this agent: True where it reads the field (this server's console, relay,
-    recordings and viewers read batched updates), else left out of the offer."""
-    if conn.hello is not None and stream.BATCH_CAPABILITY in conn.hello.capabilities:
+def _offered(conn: AgentConnection, capability: str) -> bool | msgspec.UnsetType:
+    """A ``session.offer`` flag for what every viewer of this server reads (lean JPEGs, batched updates): True
+    where the agent's hello names ``capability`` (it reads the field), else left out of the offer (agents without
+    it refuse unknown fields)."""
+    if conn.hello is not None and capability in conn.hello.capabilities:
         return True
     return msgspec.UNSET
 

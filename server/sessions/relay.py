@@ -375,6 +375,7 @@ class Relay:
             await self._to_viewer(self.controller(), binary, data)
             return
         holders: set[str] = set()
+        parts: list[bytes] = []
         for state in list(self.viewers.values()):
             if monitors:
                 state.resync, state.refresh_asked = False, False
@@ -385,7 +386,7 @@ class Relay:
                 self._fell_behind(state)
                 continue
             if records > 1 and not state.reads_batches and isinstance(data, bytes):
-                parts = stream.split_records(data)
+                parts = parts or stream.split_records(data)  # once for all the viewers that need it
                 for part in parts[:-1]:
                     state.items.append((True, part, True, -1, 1))
                 state.items.append((True, parts[-1], True, eof, 1))
