@@ -24,7 +24,7 @@ from agent.config import AgentConfig
 from agent.consent.tk_app import ALLOW_BG
 from agent.screen.encoder import decode, encode_jpeg, encode_png, jpeg_params
 from protocol.jpeg_tables import strip_standard_tables
-from protocol.stream import HEADER_SIZE, MAGIC_VERSION, Encoding, Flags, Kind, batch_records, pack_update
+from protocol.stream import HEADER_SIZE, MAGIC_VERSION, Encoding, Flags, Kind, batch_records, pack_update, split_records
 from tests.harness import enroll_agent, running_agent, running_server, wait_until
 from tests.test_accounts_support import make_user
 from tests.test_console_support import console_browser
@@ -57,9 +57,9 @@ async def test_remote_control_session_from_the_console(tmp_path: Path, xvfb: Xvf
                 page = console.page
                 encodings: set[int] = set()  # of the screen updates the console received
 
-                def on_frame(payload: str | bytes) -> None:
+                def on_frame(payload: str | bytes) -> None:  # every record of a batch, not just its first
                     if isinstance(payload, bytes) and len(payload) >= HEADER_SIZE and payload[0] == MAGIC_VERSION:
-                        encodings.add(payload[12])
+                        encodings.update(record[12] for record in split_records(payload))
 
                 stream_urls: list[str] = []
 
