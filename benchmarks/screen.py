@@ -231,7 +231,7 @@ async def idle(connect: Connect, meters: Meters, seconds: float) -> Result:
         meters.start()
         t0 = time.monotonic()
         with contextlib.suppress(TimeoutError):
-            await viewer.wait_for(lambda v: False, timeout=min(seconds, 3))
+            await viewer.wait_for(lambda v: False, timeout=seconds)
         elapsed = time.monotonic() - t0
         return Result("idle", {"bytes": viewer.stats.bytes_received - before, "seconds": elapsed,
                                "updates": viewer.stats.updates - updates, **meters.figures(), **load_figures()})
