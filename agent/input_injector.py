@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from protocol.stream import InputKey, InputMessage, InputMouse, InputText
 
+from .xtest_keys import XTestKeys, XTestUnavailable
+
 if TYPE_CHECKING:  # agent.screen imports this module: avoid the cycle at runtime
     from .screen.capture import Monitor
 
@@ -77,7 +79,12 @@ KEYSYMS: dict[str, int] = _keysyms()
 
 class InputInjector(Protocol):
     def inject(self, message: InputMessage, monitor: Monitor) -> None:
-        """Inject one event; raise :class:`InputRefused` if it cannot be."""
+        """Inject one event; raise :class:`InputRefused` if it cannot be. May block: called in the input thread."""
+        ...
+
+    def inject_now(self, message: InputMessage, monitor: Monitor) -> bool:
+        """Inject one event at once on the caller's thread (the event loop) where that cannot block; False
+        (nothing done) otherwise: the caller then hands it to :meth:`inject` in the input thread."""
         ...
 
     def release_all(self) -> None:
@@ -96,6 +103,14 @@ class PynputInjector:
         from .screen.xenv import pynput_controllers
 
         self._mouse, self._keyboard, keyboard_module = pynput_controllers(display)
+        self._keys: XTestKeys | None = None  # keys without pynput's round trips (None: pynput does them)
+        #: Keys went out on that connection since the server last confirmed it: pynput's next event (another
+        #: connection, which the server may read first) waits for that confirmation.
+        self._keys_unconfirmed = False
+        try:
+            self._keys = XTestKeys(display)
+        except XTestUnavailable as exc:
+            log.info("keys go through pynput only: %s", exc)
         from pynput.mouse import Button
 
         self._key_code_cls: Any = keyboard_module.KeyCode
@@ -106,6 +121,7 @@ class PynputInjector:
 
     def inject(self, message: InputMessage, monitor: Monitor) -> None:
         with self._lock:
+            self._confirm_keys()
             if isinstance(message, InputMouse):
                 self._mouse_event(message, monitor)
             elif isinstance(message, InputKey):
@@ -114,6 +130,28 @@ class PynputInjector:
                 self._keyboard.type(message.text)
             else:
                 raise InputRefused(f"not an input message: {type(message).__name__}")
+
+    def inject_now(self, message: InputMessage, monitor: Monitor) -> bool:
+        """Keys on the server's keyboard map go at once (:mod:`agent.xtest_keys`); the rest, False."""
+        if self._keys is None or not isinstance(message, InputKey):
+            return False
+        keysym = KEYSYMS.get(message.code)
+        if keysym is None:
+            raise InputRefused(f"key code {message.code!r} not supported")
+        down = message.action == "down"
+        with self._lock:
+            if not self._keys.send(keysym, down):
+                return False
+            self._keys_unconfirmed = True
+            (self._held_keys.add if down else self._held_keys.discard)(message.code)
+        return True
+
+    def _confirm_keys(self) -> None:
+        """Before an event on pynput's connections: the keys sent at once are processed (one round trip when
+        the technician goes from typing to the mouse; none while typing)."""
+        if self._keys is not None and self._keys_unconfirmed:
+            self._keys.sync()
+            self._keys_unconfirmed = False
 
     def _mouse_event(self, m: InputMouse, monitor: Monitor) -> None:
         x = monitor.x + min(max(m.x, 0), monitor.w - 1)
@@ -151,9 +189,17 @@ class PynputInjector:
         with self._lock:
             for code in sorted(self._held_keys):
                 try:
-                    self._keyboard.release(self._key_code_cls.from_vk(KEYSYMS[code]))
+                    # On the connection that pressed it where it can (one connection keeps the order).
+                    if self._keys is None or not self._keys.send(KEYSYMS[code], False):
+                        self._keyboard.release(self._key_code_cls.from_vk(KEYSYMS[code]))
+                    else:
+                        self._keys_unconfirmed = True
                 except Exception as exc:  # the display may already be gone at session end
                     log.warning("could not release key %s: %s", code, exc)
+            try:
+                self._confirm_keys()  # released before the buttons, and before the session ends
+            except Exception as exc:
+                log.warning("could not confirm the key releases: %s", exc)
             for number in sorted(self._held_buttons):
                 try:
                     self._mouse.release(self._buttons[number])
@@ -168,3 +214,5 @@ class PynputInjector:
         with self._lock:
             close_controller(self._mouse)
             close_controller(self._keyboard)
+            if self._keys is not None:
+                self._keys.close()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 
 import pytest
 
 from agent.input_injector import KEYSYMS, InputRefused, PynputInjector
 from agent.screen import Monitor
+from agent.screen.xdisplay import open_display
 from agent.viewer import Viewer
+from agent.xtest_keys import XTestKeys
 from protocol import stream
 from tests.test_screen_support import mouse_location, poll_until, serve_session, tk_app
 from tests.xvfb import XvfbHandle, start_xvfb
@@ -94,3 +98,60 @@ def test_injector_offsets_into_the_monitor_and_releases_held_keys(xvfb: XvfbHand
             raise AssertionError("unknown key code was accepted")
     finally:
         injector.close()
+
+
+def _pressed(display: str, keysym: int) -> bool:
+    """Whether the X server holds the key of ``keysym`` down now (asked on a connection of its own)."""
+    dpy = open_display(display)
+    try:
+        keycode = dpy.keysym_to_keycode(keysym)
+        return bool(dpy.query_keymap()[keycode // 8] & (1 << (keycode % 8)))
+    finally:
+        dpy.close()
+
+
+async def test_keys_go_at_once_and_stay_in_order_with_the_mouse(xvfb: XvfbHandle) -> None:
+    """Keys on the map are sent on the loop's thread without a round trip; a mouse event after them waits until
+    the server has them; release_all lets go of a key pressed that way; anything else is left to ``inject``."""
+    injector = PynputInjector(xvfb.display)
+    shift = KEYSYMS["ShiftLeft"]
+    try:
+        monitor = Monitor(0, 0, xvfb.width, xvfb.height)
+        assert injector.inject_now(stream.InputKey(code="ShiftLeft", action="down"), monitor)
+        await poll_until(lambda: _pressed(xvfb.display, shift), timeout=5)
+        assert not injector.inject_now(stream.InputMouse(x=5, y=5), monitor)
+        assert not injector.inject_now(stream.InputText(text="x"), monitor)
+        with pytest.raises(InputRefused):
+            injector.inject_now(stream.InputKey(code="NoSuchKey", action="down"), monitor)
+        injector.inject(stream.InputMouse(x=7, y=9), monitor)
+        assert mouse_location(xvfb.display) == (7, 9)
+        assert injector.inject_now(stream.InputKey(code="KeyQ", action="down"), monitor)
+        injector.release_all()  # confirmed before it returns: no polling here
+        assert not _pressed(xvfb.display, shift) and not _pressed(xvfb.display, KEYSYMS["KeyQ"])
+    finally:
+        injector.close()
+
+
+def test_xtest_keys_decline_instead_of_blocking_when_the_server_stops_reading(xvfb: XvfbHandle) -> None:
+    """With the X server stopped, sends fill the socket, then python-xlib's buffer up to the bound, then are
+    declined (the caller goes the blocking way in its input thread); none blocks. Resumed, all are delivered."""
+    keys = XTestKeys(xvfb.display)
+    keysym = KEYSYMS["KeyZ"]
+    os.kill(xvfb.pid, signal.SIGSTOP)
+    try:
+        accepted, declined = 0, False
+        for i in range(200_000):  # ~7 MB of requests: far beyond any socket buffer
+            if not keys.send(keysym, down=i % 2 == 0):
+                declined = True
+                break
+            accepted += 1
+        assert declined, f"{accepted} key events queued without a decline"
+        assert accepted < 10_000  # what waits unsent stays small (the socket's share, then MAX_BACKLOG bytes)
+    finally:
+        os.kill(xvfb.pid, signal.SIGCONT)
+    keys.sync()  # everything queued reaches the server once it reads again
+    if accepted % 2:  # the last accepted was a press
+        assert keys.send(keysym, down=False)
+        keys.sync()
+    assert not _pressed(xvfb.display, keysym) and keys.errors == 0
+    keys.close()

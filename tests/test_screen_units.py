@@ -280,6 +280,9 @@ class RecordingInjector:
     def inject(self, message: object, monitor: Monitor) -> None:
         self.events.append(message)
 
+    def inject_now(self, message: object, monitor: Monitor) -> bool:
+        return False
+
     def release_all(self) -> None:
         self.events.append("released")
 

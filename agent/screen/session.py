@@ -9,8 +9,9 @@ it changed — a binary CURSOR_SHAPE sent before the next position). The session
 ``stop`` is set, or when the peer keeps sending garbage. The consent layer decides
 ``mode``; in ``"view"`` mode input is refused and counted, never injected. While a Helpline
 prompt is on the user's screen (``input_gate``), every input event is refused and counted too,
-checked again in the input thread right before injection, and keys and buttons still held when
-the prompt appears are released: the technician cannot answer a prompt meant for the user.
+checked again right before injection (in the input thread, or on the event loop for keys, which the
+injector sends without waiting on the X server: :mod:`agent.xtest_keys`), and keys and buttons still held
+when the prompt appears are released: the technician cannot answer a prompt meant for the user.
 """
 
 from __future__ import annotations
@@ -426,7 +427,8 @@ class _Session:
             return
         monitor = self.monitors[self.pipeline.monitor]
         try:
-            await asyncio.get_running_loop().run_in_executor(self.input_pool, self._inject, message, monitor)
+            if not self._inject_now(message, monitor):
+                await asyncio.get_running_loop().run_in_executor(self.input_pool, self._inject, message, monitor)
         except InputSuspended:
             await self._refuse_suspended(now)
             return
@@ -437,6 +439,13 @@ class _Session:
         self.stats.injected_inputs += 1
         self.flow.on_input(self.clock())
         self.wake.set()
+
+    def _inject_now(self, message: stream.InputMessage, monitor: Monitor) -> bool:
+        """On the event loop, where the injector can without blocking (keys): the gate, then the injection."""
+        assert self.injector is not None
+        if self.input_gate is not None and self.input_gate.suspended():
+            raise InputSuspended(SUSPENDED_MESSAGE)
+        return self.injector.inject_now(message, monitor)
 
     def _inject(self, message: stream.InputMessage, monitor: Monitor) -> None:
         """In the input thread: the last check of the gate, then the injection."""

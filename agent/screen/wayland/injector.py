@@ -147,6 +147,10 @@ class MutterInjector:
         self._run(self._session.pointer_button(code, down))
         (self._held_buttons.add if down else self._held_buttons.discard)(code)
 
+    def inject_now(self, message: InputMessage, monitor: Monitor) -> bool:
+        """Never: every event is a D-Bus call, made in the input thread."""
+        return False
+
     def release_all(self) -> None:
         with self._lock:
             for keysym in sorted(self._held_keys):
