@@ -1,6 +1,9 @@
-"""Inject the viewer's input into the X display with pynput (XTest).
+"""Inject the viewer's input into the X display through XTEST.
 
-Keys arrive as browser ``KeyboardEvent.code`` values (physical keys) and are mapped to
+Keys on the server's keyboard map and pointer events are sent at once, from the event loop, on a
+connection of their own (:mod:`agent.xtest_input`: no round trip to the server an event); text, keys
+the map lacks, and everything while the server is not reading go through pynput in the session's input
+thread. Keys arrive as browser ``KeyboardEvent.code`` values (physical keys) and are mapped to
 X keysyms; characters without a code come as ``input.text`` and are typed. Pointer
 coordinates are in the selected monitor's pixel space and are offset into the X
 screen and clamped to the monitor. Every key and button still held when the session
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from protocol.stream import InputKey, InputMessage, InputMouse, InputText
 
-from .xtest_keys import XTestKeys, XTestUnavailable
+from .xtest_input import XTestInput, XTestUnavailable
 
 if TYPE_CHECKING:  # agent.screen imports this module: avoid the cycle at runtime
     from .screen.capture import Monitor
@@ -97,20 +100,20 @@ class InputInjector(Protocol):
 
 
 class PynputInjector:
-    """XTest injection on one display through pynput controllers (thread-safe)."""
+    """XTEST injection on one display: direct where it cannot block, else pynput's controllers (thread-safe)."""
 
     def __init__(self, display: str | None = None) -> None:
         from .screen.xenv import pynput_controllers
 
         self._mouse, self._keyboard, keyboard_module = pynput_controllers(display)
-        self._keys: XTestKeys | None = None  # keys without pynput's round trips (None: pynput does them)
-        #: Keys went out on that connection since the server last confirmed it: pynput's next event (another
-        #: connection, which the server may read first) waits for that confirmation.
-        self._keys_unconfirmed = False
+        self._direct: XTestInput | None = None  # events without pynput's round trips (None: pynput does all)
+        #: Events went out on that connection since the server last confirmed it: pynput's next event (on other
+        #: connections, which the server may read first) waits for that confirmation.
+        self._unconfirmed = False
         try:
-            self._keys = XTestKeys(display)
+            self._direct = XTestInput(display)
         except XTestUnavailable as exc:
-            log.info("keys go through pynput only: %s", exc)
+            log.info("input goes through pynput only: %s", exc)
         from pynput.mouse import Button
 
         self._key_code_cls: Any = keyboard_module.KeyCode
@@ -121,7 +124,7 @@ class PynputInjector:
 
     def inject(self, message: InputMessage, monitor: Monitor) -> None:
         with self._lock:
-            self._confirm_keys()
+            self._confirm_direct()
             if isinstance(message, InputMouse):
                 self._mouse_event(message, monitor)
             elif isinstance(message, InputKey):
@@ -132,31 +135,57 @@ class PynputInjector:
                 raise InputRefused(f"not an input message: {type(message).__name__}")
 
     def inject_now(self, message: InputMessage, monitor: Monitor) -> bool:
-        """Keys on the server's keyboard map go at once (:mod:`agent.xtest_keys`); the rest, False."""
-        if self._keys is None or not isinstance(message, InputKey):
+        """Keys on the server's keyboard map and pointer events go at once (:mod:`agent.xtest_input`); text
+        (pynput types it, borrowing keycodes), False."""
+        direct = self._direct
+        if direct is None or isinstance(message, InputText):
             return False
-        keysym = KEYSYMS.get(message.code)
-        if keysym is None:
-            raise InputRefused(f"key code {message.code!r} not supported")
-        down = message.action == "down"
         with self._lock:
-            if not self._keys.send(keysym, down):
+            if isinstance(message, InputKey):
+                keysym = KEYSYMS.get(message.code)
+                if keysym is None:
+                    raise InputRefused(f"key code {message.code!r} not supported")
+                down = message.action == "down"
+                if not direct.key(keysym, down):
+                    return False
+                (self._held_keys.add if down else self._held_keys.discard)(message.code)
+            elif isinstance(message, InputMouse):
+                if not self._pointer_now(direct, message, monitor):
+                    return False
+            else:
                 return False
-            self._keys_unconfirmed = True
-            (self._held_keys.add if down else self._held_keys.discard)(message.code)
+            self._unconfirmed = True
         return True
 
-    def _confirm_keys(self) -> None:
-        """Before an event on pynput's connections: the keys sent at once are processed (one round trip when
-        the technician goes from typing to the mouse; none while typing)."""
-        if self._keys is not None and self._keys_unconfirmed:
-            self._keys.sync()
-            self._keys_unconfirmed = False
+    def _pointer_now(self, direct: XTestInput, m: InputMouse, monitor: Monitor) -> bool:
+        x, y = self._clamped(m, monitor)
+        if m.action == "move":
+            return direct.move(x, y)
+        if m.action == "wheel":
+            return (not m.dx and not m.dy) or (direct.move(x, y) and direct.wheel(m.dx, m.dy))
+        button = self._buttons.get(m.button)
+        if button is None:
+            raise InputRefused(f"mouse button {m.button} not supported")
+        down = m.action == "down"
+        if not (direct.move(x, y) and direct.button(int(button.value), down)):
+            return False
+        (self._held_buttons.add if down else self._held_buttons.discard)(m.button)
+        return True
+
+    def _confirm_direct(self) -> None:
+        """Before an event on pynput's connections: the events sent at once are processed (one round trip when
+        text follows keys or the mouse; none otherwise)."""
+        if self._direct is not None and self._unconfirmed:
+            self._direct.sync()
+            self._unconfirmed = False
+
+    @staticmethod
+    def _clamped(m: InputMouse, monitor: Monitor) -> tuple[int, int]:
+        """The X screen position of a monitor pixel, kept inside the monitor."""
+        return monitor.x + min(max(m.x, 0), monitor.w - 1), monitor.y + min(max(m.y, 0), monitor.h - 1)
 
     def _mouse_event(self, m: InputMouse, monitor: Monitor) -> None:
-        x = monitor.x + min(max(m.x, 0), monitor.w - 1)
-        y = monitor.y + min(max(m.y, 0), monitor.h - 1)
-        self._mouse.position = (x, y)
+        self._mouse.position = self._clamped(m, monitor)
         if m.action == "move":
             return
         if m.action == "wheel":
@@ -189,22 +218,26 @@ class PynputInjector:
         with self._lock:
             for code in sorted(self._held_keys):
                 try:
-                    # On the connection that pressed it where it can (one connection keeps the order).
-                    if self._keys is None or not self._keys.send(KEYSYMS[code], False):
+                    # On the direct connection where it can (one connection keeps the order).
+                    if self._direct is None or not self._direct.key(KEYSYMS[code], False):
                         self._keyboard.release(self._key_code_cls.from_vk(KEYSYMS[code]))
                     else:
-                        self._keys_unconfirmed = True
+                        self._unconfirmed = True
                 except Exception as exc:  # the display may already be gone at session end
                     log.warning("could not release key %s: %s", code, exc)
-            try:
-                self._confirm_keys()  # released before the buttons, and before the session ends
-            except Exception as exc:
-                log.warning("could not confirm the key releases: %s", exc)
             for number in sorted(self._held_buttons):
                 try:
-                    self._mouse.release(self._buttons[number])
+                    button = self._buttons[number]
+                    if self._direct is None or not self._direct.button(int(button.value), False):
+                        self._mouse.release(button)
+                    else:
+                        self._unconfirmed = True
                 except Exception as exc:
                     log.warning("could not release mouse button %d: %s", number, exc)
+            try:
+                self._confirm_direct()  # released before the session (and perhaps the connection) ends
+            except Exception as exc:
+                log.warning("could not confirm the releases: %s", exc)
             self._held_keys.clear()
             self._held_buttons.clear()
 
@@ -214,5 +247,5 @@ class PynputInjector:
         with self._lock:
             close_controller(self._mouse)
             close_controller(self._keyboard)
-            if self._keys is not None:
-                self._keys.close()
+            if self._direct is not None:
+                self._direct.close()

@@ -2,8 +2,8 @@
 
 Direct mode (default) runs the agent side (``run_screen_session`` behind a plain
 ``websockets.serve``) in a subprocess so its CPU time is measured alone, connects the
-reference viewer, and plays four workloads: idle, typing (10 keys/s flipping a 64x64
-probe), full-screen motion (ffplay testsrc2) and video-like motion (testsrc2 with a
+reference viewer, and plays five workloads: idle, typing (10 keys/s flipping a 64x64
+probe), pointer (60 mouse moves/s over a still screen), full-screen motion (ffplay testsrc2) and video-like motion (testsrc2 with a
 rotating hue).
 
 ``--via-server`` takes the path a real overnight session takes: a real ``helpline server``
@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -277,6 +278,47 @@ async def typing(connect: Connect, meters: Meters, seconds: float, xvfb: XvfbHan
                 **meters.figures(),
                 **load_figures(),
             })
+
+
+#: Pointer moves a second while the technician moves the mouse (a browser sends about one a frame).
+POINTER_RATE = 60
+
+
+def pointer_path(i: int) -> tuple[int, int]:
+    """The i-th point of a slow figure of eight across the middle of the screen."""
+    t = i / POINTER_RATE
+    return (int(WIDTH / 2 + WIDTH / 3 * math.sin(t)), int(HEIGHT / 2 + HEIGHT / 3 * math.sin(2 * t)))
+
+
+async def pointer(connect: Connect, meters: Meters, seconds: float, xvfb: XvfbHandle) -> Result:
+    """The technician moves the mouse, 60 moves a second over a still screen: the injection path's CPU, and
+    that the last move landed where it was sent (xdotool)."""
+    async with connect() as viewer:
+        await settle(viewer)
+        before = viewer.stats.bytes_received
+        n = int(seconds * POINTER_RATE)
+        meters.start()
+        t0 = time.monotonic()
+        for i in range(n):
+            await asyncio.sleep(max(0.0, t0 + i / POINTER_RATE - time.monotonic()))  # pacing
+            await viewer.send_mouse(*pointer_path(i))
+        await asyncio.sleep(max(0.0, t0 + n / POINTER_RATE - time.monotonic()))
+        elapsed = time.monotonic() - t0
+        figures = {"moves": float(n), "bytes_per_s": (viewer.stats.bytes_received - before) / elapsed,
+                   **meters.figures(), **load_figures()}
+        last = pointer_path(n - 1)
+        deadline = time.monotonic() + 5
+        while pointer_at(xvfb) != last and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # polling with a deadline
+        figures["last_move_landed"] = float(pointer_at(xvfb) == last)
+        return Result("pointer", figures)
+
+
+def pointer_at(xvfb: XvfbHandle) -> tuple[int, int]:
+    out = subprocess.run(["xdotool", "getmouselocation", "--shell"], env=xvfb.env(), capture_output=True,
+                         text=True, check=True, timeout=5).stdout
+    values = dict(line.split("=", 1) for line in out.split())
+    return int(values["X"]), int(values["Y"])
 
 
 #: Reference corners per source filter chain (rendered once, shared by Helpline and the peer).
@@ -615,6 +657,8 @@ async def play(name: str, connect: Connect, meters: Meters, seconds: float, xvfb
         return await idle(connect, meters, seconds)
     if name == "typing":
         return await typing(connect, meters, seconds, xvfb)
+    if name == "pointer":
+        return await pointer(connect, meters, seconds, xvfb)
     if name == "motion":
         return await motion(connect, meters, seconds, xvfb, "motion", "testsrc2=size=1920x1080:rate=30")
     if name == "video":
@@ -632,7 +676,7 @@ def relay_added(via: Result, direct: Result) -> Result:
 async def run(args: argparse.Namespace) -> list[Result]:
     xvfb = start_xvfb(WIDTH, HEIGHT)
     results: list[Result] = []
-    wanted = args.only or ["idle", "typing", "motion", "video"]
+    wanted = args.only or ["idle", "typing", "pointer", "motion", "video"]
     try:
         with contextlib.ExitStack() as stack:
             if args.via_server:
@@ -736,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="viewer URL of an already running session (default: start a local agent)")
     parser.add_argument("--agent-pid", type=int, help="PID whose CPU to measure when --url is given")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each workload (max 10)")
-    parser.add_argument("--only", action="append", choices=["idle", "typing", "motion", "video"])
+    parser.add_argument("--only", action="append", choices=["idle", "typing", "pointer", "motion", "video"])
     parser.add_argument("--json", action="store_true", help="print results as JSON at the end")
     parser.add_argument("--backend", choices=["x11", "wayland"], default="x11",
                         help="wayland: a headless Mutter, next to a bare pipewiresrc consumer (benchmarks/screen_wayland.py)")

@@ -12,7 +12,7 @@ from agent.input_injector import KEYSYMS, InputRefused, PynputInjector
 from agent.screen import Monitor
 from agent.screen.xdisplay import open_display
 from agent.viewer import Viewer
-from agent.xtest_keys import XTestKeys
+from agent.xtest_input import XTestInput
 from protocol import stream
 from tests.test_screen_support import mouse_location, poll_until, serve_session, tk_app
 from tests.xvfb import XvfbHandle, start_xvfb
@@ -52,8 +52,13 @@ async def test_keys_and_click_reach_tk_widgets(xvfb: XvfbHandle) -> None:
             await viewer.click(330, 312)  # the Button
             await app.expect(lambda line: line == "clicked", timeout=10)
             await poll_until(lambda: mouse_location(xvfb.display) == (330, 312), timeout=5)
+            start = len(app.lines)
+            await viewer.send(stream.InputMouse(x=400, y=100, action="wheel", dy=2))  # two clicks down
+            await viewer.send(stream.InputMouse(x=400, y=100, action="wheel", dy=-1))  # one up
+            await app.expect(lambda line: line == "wheel up", timeout=10, start=start)
+            assert app.lines[start:] == ["wheel down", "wheel down", "wheel up"]
         stats = await served.stats
-    assert stats.refused_inputs == 0 and stats.injected_inputs >= 12
+    assert stats.refused_inputs == 0 and stats.injected_inputs >= 14
 
 
 async def test_pointer_moves_and_is_clamped_to_the_monitor(xvfb: XvfbHandle) -> None:
@@ -100,6 +105,19 @@ def test_injector_offsets_into_the_monitor_and_releases_held_keys(xvfb: XvfbHand
         injector.close()
 
 
+#: Button 3 (right) in the pointer's state mask.
+X_BUTTON3_MASK = 1 << 10
+
+
+def _buttons(display: str) -> int:
+    """The pointer's button and modifier mask, as the X server holds it now."""
+    dpy = open_display(display)
+    try:
+        return int(dpy.screen().root.query_pointer().mask)
+    finally:
+        dpy.close()
+
+
 def _pressed(display: str, keysym: int) -> bool:
     """Whether the X server holds the key of ``keysym`` down now (asked on a connection of its own)."""
     dpy = open_display(display)
@@ -110,48 +128,57 @@ def _pressed(display: str, keysym: int) -> bool:
         dpy.close()
 
 
-async def test_keys_go_at_once_and_stay_in_order_with_the_mouse(xvfb: XvfbHandle) -> None:
-    """Keys on the map are sent on the loop's thread without a round trip; a mouse event after them waits until
-    the server has them; release_all lets go of a key pressed that way; anything else is left to ``inject``."""
+async def test_keys_and_pointer_go_at_once_and_text_after_them_waits(xvfb: XvfbHandle) -> None:
+    """Keys on the map and pointer events are sent on the caller's thread without a round trip; text (pynput's)
+    after them waits until the server has them; release_all lets go of keys and buttons pressed that way."""
     injector = PynputInjector(xvfb.display)
     shift = KEYSYMS["ShiftLeft"]
     try:
-        monitor = Monitor(0, 0, xvfb.width, xvfb.height)
+        monitor = Monitor(100, 50, 200, 100)
         assert injector.inject_now(stream.InputKey(code="ShiftLeft", action="down"), monitor)
         await poll_until(lambda: _pressed(xvfb.display, shift), timeout=5)
-        assert not injector.inject_now(stream.InputMouse(x=5, y=5), monitor)
+        assert injector.inject_now(stream.InputMouse(x=10, y=20), monitor)
+        await poll_until(lambda: mouse_location(xvfb.display) == (110, 70), timeout=5)
+        assert injector.inject_now(stream.InputMouse(x=5000, y=-3), monitor)  # clamped to the monitor
+        await poll_until(lambda: mouse_location(xvfb.display) == (299, 50), timeout=5)
+        assert injector.inject_now(stream.InputMouse(x=1, y=2, action="down", button=2), monitor)
+        await poll_until(lambda: _buttons(xvfb.display) & X_BUTTON3_MASK, timeout=5)
+        assert injector.inject_now(stream.InputMouse(x=1, y=2, action="wheel", dy=3), monitor)
+        assert not injector.inject_now(stream.InputMouse(x=1, y=2, action="wheel", dy=90), monitor)  # pynput's
         assert not injector.inject_now(stream.InputText(text="x"), monitor)
         with pytest.raises(InputRefused):
             injector.inject_now(stream.InputKey(code="NoSuchKey", action="down"), monitor)
-        injector.inject(stream.InputMouse(x=7, y=9), monitor)
-        assert mouse_location(xvfb.display) == (7, 9)
+        with pytest.raises(InputRefused):
+            injector.inject_now(stream.InputMouse(x=1, y=1, action="down", button=4), monitor)
         assert injector.inject_now(stream.InputKey(code="KeyQ", action="down"), monitor)
         injector.release_all()  # confirmed before it returns: no polling here
         assert not _pressed(xvfb.display, shift) and not _pressed(xvfb.display, KEYSYMS["KeyQ"])
+        assert not _buttons(xvfb.display) & X_BUTTON3_MASK
     finally:
         injector.close()
 
 
-def test_xtest_keys_decline_instead_of_blocking_when_the_server_stops_reading(xvfb: XvfbHandle) -> None:
+def test_xtest_input_declines_instead_of_blocking_when_the_server_stops_reading(xvfb: XvfbHandle) -> None:
     """With the X server stopped, sends fill the socket, then python-xlib's buffer up to the bound, then are
     declined (the caller goes the blocking way in its input thread); none blocks. Resumed, all are delivered."""
-    keys = XTestKeys(xvfb.display)
+    direct = XTestInput(xvfb.display)
     keysym = KEYSYMS["KeyZ"]
     os.kill(xvfb.pid, signal.SIGSTOP)
     try:
         accepted, declined = 0, False
         for i in range(200_000):  # ~7 MB of requests: far beyond any socket buffer
-            if not keys.send(keysym, down=i % 2 == 0):
+            if not direct.key(keysym, down=i % 2 == 0):
                 declined = True
                 break
             accepted += 1
         assert declined, f"{accepted} key events queued without a decline"
         assert accepted < 10_000  # what waits unsent stays small (the socket's share, then MAX_BACKLOG bytes)
+        assert not direct.move(1, 1) and not direct.button(1, True) and not direct.wheel(0, 1)
     finally:
         os.kill(xvfb.pid, signal.SIGCONT)
-    keys.sync()  # everything queued reaches the server once it reads again
+    direct.sync()  # everything queued reaches the server once it reads again
     if accepted % 2:  # the last accepted was a press
-        assert keys.send(keysym, down=False)
-        keys.sync()
-    assert not _pressed(xvfb.display, keysym) and keys.errors == 0
-    keys.close()
+        assert direct.key(keysym, down=False)
+        direct.sync()
+    assert not _pressed(xvfb.display, keysym) and direct.errors == 0
+    direct.close()

@@ -46,6 +46,8 @@ button.place(x=300, y=300)
 def on_key(event):
     root.after_idle(lambda: print("entry", entry.get(), flush=True))
 entry.bind("<KeyRelease>", on_key)
+root.bind_all("<Button-4>", lambda event: print("wheel up", flush=True))
+root.bind_all("<Button-5>", lambda event: print("wheel down", flush=True))
 anim = {"on": False, "n": 0}
 def animate():
     if anim["on"]:

@@ -9,8 +9,8 @@ it changed — a binary CURSOR_SHAPE sent before the next position). The session
 ``stop`` is set, or when the peer keeps sending garbage. The consent layer decides
 ``mode``; in ``"view"`` mode input is refused and counted, never injected. While a Helpline
 prompt is on the user's screen (``input_gate``), every input event is refused and counted too,
-checked again right before injection (in the input thread, or on the event loop for keys, which the
-injector sends without waiting on the X server: :mod:`agent.xtest_keys`), and keys and buttons still held
+checked again right before injection (on the event loop for what the injector sends without waiting on the
+X server — keys and pointer: :mod:`agent.xtest_input` —, else in the input thread), and keys and buttons still held
 when the prompt appears are released: the technician cannot answer a prompt meant for the user.
 """
 
@@ -344,6 +344,10 @@ class _Session:
         ))
         self.stats.cursor_shapes_sent += 1
 
+    def _read_pointer(self, pointer: PointerSource) -> tuple[CursorImage | None, tuple[int, int] | None]:
+        """In the input thread: the cursor image if it changed, and where the pointer is (one hand-off for both)."""
+        return (self.shapes.changed_shape() if self.shapes is not None else None), pointer.position()
+
     async def cursor(self) -> None:
         pointer = self.pointer
         if pointer is None:
@@ -356,12 +360,10 @@ class _Session:
                 last = None
                 if self.last_shape is not None:
                     await self._send_shape(self.last_shape)
-            if self.shapes is not None:
-                shape = await loop.run_in_executor(self.input_pool, self.shapes.changed_shape)
-                if shape is not None:
-                    self.last_shape = shape
-                    await self._send_shape(shape)
-            position = await loop.run_in_executor(self.input_pool, pointer.position)
+            shape, position = await loop.run_in_executor(self.input_pool, self._read_pointer, pointer)
+            if shape is not None:
+                self.last_shape = shape
+                await self._send_shape(shape)
             if position is not None:
                 mon = self.monitors[self.pipeline.monitor]
                 x, y = position[0] - mon.x, position[1] - mon.y
@@ -437,8 +439,9 @@ class _Session:
             await self.send_error("input_refused", str(exc))
             return
         self.stats.injected_inputs += 1
-        self.flow.on_input(self.clock())
-        self.wake.set()
+        if self.damage is None:  # the polling sender captures faster after input; damage wakes the other
+            self.flow.on_input(self.clock())
+            self.wake.set()
 
     def _inject_now(self, message: stream.InputMessage, monitor: Monitor) -> bool:
         """On the event loop, where the injector can without blocking (keys): the gate, then the injection."""
