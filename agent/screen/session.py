@@ -444,7 +444,7 @@ class _Session:
             self.wake.set()
 
     def _inject_now(self, message: stream.InputMessage, monitor: Monitor) -> bool:
-        """On the event loop, where the injector can without blocking (keys): the gate, then the injection."""
+        """On the event loop, where the injector can without blocking (keys, pointer): the gate, then the injection."""
         assert self.injector is not None
         if self.input_gate is not None and self.input_gate.suspended():
             raise InputSuspended(SUSPENDED_MESSAGE)
