@@ -2,9 +2,9 @@
 
 Keys on the server's keyboard map and pointer events are sent at once, from the event loop, on a
 connection of their own (:mod:`agent.xtest_input`: no round trip to the server an event); text, keys
-the map lacks, and everything while the server is not reading go through pynput in the session's input
-thread. Keys arrive as browser ``KeyboardEvent.code`` values (physical keys) and are mapped to
-X keysyms; characters without a code come as ``input.text`` and are typed. Pointer
+the map lacks, and everything while the server is not reading or the input thread is busy with it go
+through pynput in the session's input thread. Keys arrive as browser ``KeyboardEvent.code`` values
+(physical keys) and are mapped to X keysyms; characters without a code come as ``input.text`` and are typed. Pointer
 coordinates are in the selected monitor's pixel space and are offset into the X
 screen and clamped to the monitor. Every key and button still held when the session
 ends is released (``release_all``), so a dropped tunnel never leaves Ctrl stuck down.
@@ -140,7 +140,11 @@ class PynputInjector:
         direct = self._direct
         if direct is None or isinstance(message, InputText):
             return False
-        with self._lock:
+        # The input thread may hold the lock while it waits on the server (pynput, a release, a confirmation):
+        # then this event goes there too, after it, and the event loop never waits on the display.
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
             if isinstance(message, InputKey):
                 keysym = KEYSYMS.get(message.code)
                 if keysym is None:
@@ -155,19 +159,29 @@ class PynputInjector:
             else:
                 return False
             self._unconfirmed = True
-        return True
+            return True
+        finally:
+            self._lock.release()
 
     def _pointer_now(self, direct: XTestInput, m: InputMouse, monitor: Monitor) -> bool:
         x, y = self._clamped(m, monitor)
         if m.action == "move":
             return direct.move(x, y)
         if m.action == "wheel":
-            return (not m.dx and not m.dy) or (direct.move(x, y) and direct.wheel(m.dx, m.dy))
+            if not m.dx and not m.dy:
+                return True
+            if not direct.move(x, y):
+                return False
+            self._unconfirmed = True
+            return direct.wheel(m.dx, m.dy)
         button = self._buttons.get(m.button)
         if button is None:
             raise InputRefused(f"mouse button {m.button} not supported")
         down = m.action == "down"
-        if not (direct.move(x, y) and direct.button(int(button.value), down)):
+        if not direct.move(x, y):
+            return False
+        self._unconfirmed = True  # the move went direct even if the button now goes through pynput
+        if not direct.button(int(button.value), down):
             return False
         (self._held_buttons.add if down else self._held_buttons.discard)(m.button)
         return True

@@ -150,6 +150,9 @@ async def test_keys_and_pointer_go_at_once_and_text_after_them_waits(xvfb: XvfbH
             injector.inject_now(stream.InputKey(code="NoSuchKey", action="down"), monitor)
         with pytest.raises(InputRefused):
             injector.inject_now(stream.InputMouse(x=1, y=1, action="down", button=4), monitor)
+        with injector._lock:  # the input thread is busy with the display: the event goes there, after it
+            assert not injector.inject_now(stream.InputKey(code="KeyW", action="down"), monitor)
+        assert not _pressed(xvfb.display, KEYSYMS["KeyW"])
         assert injector.inject_now(stream.InputKey(code="KeyQ", action="down"), monitor)
         injector.release_all()  # confirmed before it returns: no polling here
         assert not _pressed(xvfb.display, shift) and not _pressed(xvfb.display, KEYSYMS["KeyQ"])
