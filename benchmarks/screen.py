@@ -3,8 +3,8 @@
 Direct mode (default) runs the agent side (``run_screen_session`` behind a plain
 ``websockets.serve``) in a subprocess so its CPU time is measured alone, connects the
 reference viewer, and plays five workloads: idle, typing (10 keys/s flipping a 64x64
-probe), pointer (60 mouse moves/s over a still screen), full-screen motion (ffplay testsrc2) and video-like motion (testsrc2 with a
-rotating hue).
+probe), pointer (60 mouse moves/s over a still screen), full-screen motion (ffplay
+testsrc2) and video-like motion (testsrc2 with a rotating hue).
 
 ``--via-server`` takes the path a real overnight session takes: a real ``helpline server``
 and a real ``helpline agent run`` enrolled with the org root's fingerprint (both subprocesses),
@@ -55,6 +55,7 @@ from agent.viewer import Viewer  # noqa: E402
 from benchmarks.rfb import RfbViewer  # noqa: E402
 from benchmarks.testsrc import FrameTracker, player_source, psnr, psnr_against_source  # noqa: E402
 from certs import tls  # noqa: E402
+from tests.test_screen_support import mouse_location  # noqa: E402
 from tests.xvfb import XvfbHandle, start_xvfb  # noqa: E402
 
 WIDTH, HEIGHT = 1920, 1080
@@ -308,17 +309,10 @@ async def pointer(connect: Connect, meters: Meters, seconds: float, xvfb: XvfbHa
                    **meters.figures(), **load_figures()}
         last = pointer_path(n - 1)
         deadline = time.monotonic() + 5
-        while pointer_at(xvfb) != last and time.monotonic() < deadline:
+        while mouse_location(xvfb.display) != last and time.monotonic() < deadline:
             await asyncio.sleep(0.02)  # polling with a deadline
-        figures["last_move_landed"] = float(pointer_at(xvfb) == last)
+        figures["last_move_landed"] = float(mouse_location(xvfb.display) == last)
         return Result("pointer", figures)
-
-
-def pointer_at(xvfb: XvfbHandle) -> tuple[int, int]:
-    out = subprocess.run(["xdotool", "getmouselocation", "--shell"], env=xvfb.env(), capture_output=True,
-                         text=True, check=True, timeout=5).stdout
-    values = dict(line.split("=", 1) for line in out.split())
-    return int(values["X"]), int(values["Y"])
 
 
 #: Reference corners per source filter chain (rendered once, shared by Helpline and the peer).

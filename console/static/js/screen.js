@@ -140,35 +140,28 @@ function decodeImage(u) {
  * not decode is skipped. */
 export async function drawRecords(g, records) {
   const images = records.map(decodeImage);
-  for (let i = 0; i < records.length; i++) {
-    const u = records[i];
-    if (images[i] === null) {
-      await drawRect(g, u);
-      continue;
-    }
-    const bitmap = await images[i];
-    if (bitmap === null) continue;
-    g.drawImage(bitmap, u.x, u.y);
-    bitmap.close();
-  }
+  for (let i = 0; i < records.length; i++) await drawDecoded(g, records[i], images[i]);
 }
 
-/** Draw one decoded rectangle onto a 2D context. */
+/** Draw one rectangle onto a 2D context. */
 export async function drawRect(g, u) {
+  await drawDecoded(g, u, decodeImage(u));
+}
+
+/** Draw a rectangle whose image (JPEG/PNG) is ``image`` (being decoded), else from its pixels. */
+async function drawDecoded(g, u, image) {
   const { enc, payload, x, y, w, h } = u;
+  if (image !== null) {
+    const bitmap = await image;
+    if (bitmap === null) return;  // malformed: skip the rectangle
+    g.drawImage(bitmap, x, y);
+    bitmap.close();
+    return;
+  }
   if (enc === ENC.FILL) {  // one BGR colour for the whole rectangle
     if (payload.length !== 3) return;
     g.fillStyle = `rgb(${payload[2]}, ${payload[1]}, ${payload[0]})`;
     g.fillRect(x, y, w, h);
-    return;
-  }
-  if (enc === ENC.JPEG || enc === ENC.PNG || enc === ENC.JPEG_LEAN) {
-    const blob = enc === ENC.JPEG_LEAN ? leanJpeg(payload)
-      : new Blob([payload], { type: enc === ENC.JPEG ? "image/jpeg" : "image/png" });
-    if (blob === null) return;  // malformed: skip the rectangle
-    const bitmap = await createImageBitmap(blob);
-    g.drawImage(bitmap, x, y);
-    bitmap.close();
     return;
   }
   let src = payload, stride = 4;
