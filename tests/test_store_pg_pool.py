@@ -8,6 +8,7 @@ import asyncio
 import asyncpg
 import pytest
 
+from server.store import StoreUnavailable
 from server.store.postgres import PostgresDatabase
 
 
@@ -50,5 +51,37 @@ async def test_a_cancelled_statement_is_reset_in_full_and_the_next_caller_is_not
                 await tx.fetchone("SELECT pg_sleep(5) AS slept")
         assert await db.fetchone("SELECT to_regclass('pg_temp.pool_probe') IS NULL AS gone") == {"gone": True}
         assert not pool._suspect  # every suspect connection was reset (or closed) on release
+    finally:
+        await db.close()
+
+
+async def test_a_statement_refused_before_sending_is_tried_once_more_then_the_database_is_going_down(
+        pg_url: str) -> None:
+    """asyncpg refuses to start a statement on a connection holding the server's shutdown notice: the pool tries
+    another connection once; refused there too, the database is going down — StoreUnavailable, not a traceback."""
+    db = await _database(pg_url, 2)
+    refusal = "cannot switch to state 11; another operation (2) is in progress"
+    try:
+        tries = 0
+
+        async def refused_once(conn: asyncpg.Connection) -> int:
+            nonlocal tries
+            tries += 1
+            if tries == 1:
+                raise asyncpg.InternalClientError(refusal)
+            return int(await conn.fetchval("SELECT 4"))
+
+        assert await db._pool.run(refused_once) == 4 and tries == 2
+        tries = 0
+
+        async def always_refused(conn: asyncpg.Connection) -> int:
+            nonlocal tries
+            tries += 1
+            raise asyncpg.InternalClientError(refusal)
+
+        with pytest.raises(StoreUnavailable, match="another operation"):
+            await db._pool.run(always_refused)
+        assert tries == 2
+        assert await db.fetchone("SELECT 5 AS five") == {"five": 5}  # the pool still works
     finally:
         await db.close()

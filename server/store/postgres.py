@@ -137,15 +137,17 @@ class _CleanPool:
 
     async def run(self, op: Callable[[Any], Awaitable[_T]]) -> _T:
         """``op`` on a pooled connection; once more on another when asyncpg refused to start it on the first
-        (nothing was sent: running it again cannot run it twice)."""
+        (nothing was sent: running it again cannot run it twice). Refused there too, every idle connection got
+        the server's shutdown notice: the database is going down (:class:`StoreUnavailable`)."""
         try:
             async with self.acquire() as conn:
                 return await op(conn)
         except Exception as exc:
             if not _refused_before_sending(exc):
                 raise
-        async with self.acquire() as conn:  # the first one was reset in full on release, and so closed
-            return await op(conn)
+        with translated(_refused_before_sending):
+            async with self.acquire() as conn:  # the first one was reset in full on release, and so closed
+                return await op(conn)
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[Any]:
