@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from common.outage import reason
 
-from .xevents import XEventThread
+from .xevents import RawEvents, XEventThread
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,16 @@ class XPointerWatch:
             if dpy.has_extension("XFIXES"):
                 dpy.xfixes_query_version()
                 dpy.xfixes_select_cursor_input(root, xfixes.XFixesDisplayCursorNotifyMask)
-            dpy.flush()
+            # Any event is a reason to look (nothing in it is read): raw, not through python-xlib's parser,
+            # which spent more on an XInput 2 raw motion event than the look itself.
+            raw = RawEvents(dpy)
         except PointerWatchUnavailable:
             dpy.close()
             raise
         except Exception as exc:  # Xlib's error zoo
             dpy.close()
             raise PointerWatchUnavailable(f"selecting pointer events failed: {reason(exc)}") from exc
-        self._reader = XEventThread(dpy, lambda events: True, "screen-pointer")
+        self._reader = XEventThread(dpy, lambda events: True, "screen-pointer", raw=raw)
 
     def start(self, notify: Callable[[], None]) -> None:
         self._reader.start(notify)
