@@ -58,3 +58,38 @@ async def test_drawings_are_reported_and_the_region_is_emptied_every_few_events(
         assert "X error" not in caplog.text
     finally:
         source.close()
+
+
+async def test_an_armed_capture_runs_in_the_reader_thread_once_instead_of_the_wake_up(
+        xvfb_factory: Callable[..., XvfbHandle]) -> None:  # noqa: F811
+    """The session's fast path: an armed job runs in the reader thread with the damage taken, once, and the
+    session is not woken for that report; a job taken back in time never runs and the next report wakes it."""
+    xvfb = xvfb_factory(320, 240)
+    source = XDamageSource(xvfb.display)
+    woken: list[int] = []
+    ran: list[tuple[str, list[tuple[int, int, int, int]]]] = []
+    source.start(lambda: woken.append(source.reports))
+    try:
+        await wait_until(lambda: source.wait_idle(0), timeout=5, what="the reader idle")
+        source.take()
+        woken.clear()
+
+        def job(batch: Any) -> None:
+            ran.append((threading.current_thread().name, [(r.x, r.y, r.w, r.h) for r in batch.rects]))
+
+        source.arm(job)
+        paint_picture(xvfb.display, 40, 30, _block(90))
+        await wait_until(lambda: bool(ran), timeout=10, what="the armed job")
+        assert source.wait_idle(5) and source.jobs_run == 1
+        name, rects = ran[0]
+        assert name == "screen-damage" and any(x <= 40 and y <= 30 and x + w >= 72 and y + h >= 46
+                                               for x, y, w, h in rects), ran
+        assert woken == []  # the job replaced the wake-up
+        assert not source.disarm()  # it ran: nothing to take back
+        source.arm(job)
+        assert source.disarm()  # taken back before any report: it never runs
+        paint_picture(xvfb.display, 100, 100, _block(30))
+        await wait_until(lambda: bool(woken), timeout=10, what="the wake-up for a report nobody armed for")
+        assert source.jobs_run == 1 and len(ran) == 1
+    finally:
+        source.close()

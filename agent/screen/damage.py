@@ -31,7 +31,7 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from common.outage import reason
 
@@ -73,6 +73,30 @@ class DamageSource(Protocol):
     def take(self) -> Damage: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReaderCapture(Protocol):
+    """A damage source whose reader thread can run the session's capture itself (:class:`XDamageSource`).
+
+    The session *arms* a job when it is ready for the next update and would otherwise sleep until damage
+    comes: the reader then runs ``job(take())`` in its own thread as soon as a report arrives, instead of
+    waking the event loop to hand the capture to the capture thread — one thread hand-off a frame where there
+    were three (the wake-up, the hand-over, the result), each a few tens of microseconds and a fight for the
+    GIL. The job posts its own result.
+    """
+
+    def arm(self, job: Callable[[Damage], None]) -> None:
+        """Run ``job`` with the damage taken, in the reader thread, at the next report (once)."""
+        ...
+
+    def disarm(self) -> bool:
+        """Take the job back: True when it had not started (it never will), False when it ran or runs."""
+        ...
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no job is running (True), or ``timeout`` passed (False)."""
+        ...
 
 
 class DamageUnavailable(Exception):
@@ -146,9 +170,17 @@ class XDamageSource:
         self._unsubtracted = 0
         self._reader = XEventThread(self._dpy, self._handle, "screen-damage", self._lost, raw=self._raw)
         self.reports = 0
+        self._notify: Callable[[], None] = lambda: None
+        self._job: Callable[[Damage], None] | None = None
+        self._job_lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
+        #: Jobs run in the reader thread (the session's fast path; tests count them).
+        self.jobs_run = 0
 
     def start(self, notify: Callable[[], None]) -> None:
-        self._reader.start(notify)
+        self._notify = notify
+        self._reader.start(self._fresh)
         # Reports python-xlib read during the setup (the server's first report of the root, usually).
         fresh = False
         for event in self._raw.early:
@@ -162,6 +194,33 @@ class XDamageSource:
 
     def take(self) -> Damage:
         return self._pending.take()
+
+    def arm(self, job: Callable[[Damage], None]) -> None:
+        with self._job_lock:
+            self._job = job
+
+    def disarm(self) -> bool:
+        with self._job_lock:
+            armed, self._job = self._job is not None, None
+        return armed
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self._idle.wait(timeout)
+
+    def _fresh(self) -> None:
+        """In the reader thread, when damage became pending: the armed job runs here, or the session is woken."""
+        with self._job_lock:
+            job, self._job = self._job, None
+            if job is not None:
+                self._idle.clear()
+        if job is None:
+            self._notify()
+            return
+        try:
+            self.jobs_run += 1
+            job(self.take())  # the job reports its own failures
+        finally:
+            self._idle.set()
 
     def _handle(self, events: list[bytes]) -> bool:
         """In the reader thread, with the packets that arrived: True when new damage became pending."""

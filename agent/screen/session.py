@@ -31,7 +31,7 @@ from protocol.stream import StreamProtocolError
 from ..input_injector import InputGate, InputInjector, InputRefused, InputSuspended, PynputInjector
 from .capture import Monitor, MssGrabber, ScreenGrabber
 from .cursor_shape import CursorImage, CursorShapeSource, open_cursor_shapes
-from .damage import DamageSource, open_damage_source
+from .damage import Damage, DamageSource, ReaderCapture, open_damage_source
 from .flow import FlowControl, FlowSettings
 from .pipeline import ScreenPipeline, StepResult
 from .pointer import PointerSource, PynputPointer
@@ -89,6 +89,8 @@ class SessionStats:
     #: Full-screen grabs (first frames, consistency checks, polling) and damage-limited ones.
     full_grabs: int = 0
     damage_grabs: int = 0
+    #: Captures the damage source's reader thread ran as the report came (``ReaderCapture``), of all the grabs.
+    reader_grabs: int = 0
     quality: int = 0
     monitor: int = 0
     end_reason: str = ""
@@ -135,6 +137,10 @@ class _Session:
         self.pointer_moved = asyncio.Event()
         self.damage = damage
         self.damage_waiting = False
+        #: The damage source runs armed captures in its reader thread (``ReaderCapture``), and what the last
+        #: one gave: (capture time, damage taken, the step's result or its exception).
+        self.reader_capture: ReaderCapture | None = damage if isinstance(damage, ReaderCapture) else None
+        self.armed_outcome: tuple[float, Damage, StepResult | BaseException] | None = None
         #: The damage-driven sender waits for an ack (the window is full): only then does an ack wake it.
         self.waiting_for_ack = False
         self.next_check = float("-inf")
@@ -224,46 +230,109 @@ class _Session:
 
         No timer drives captures: a still screen wakes nothing but the slow full-frame
         check (``FlowSettings.check_interval_s``), which catches what a server might not
-        report. Damage that arrives while the viewer lags accumulates into one grab.
+        report. Damage that arrives while the viewer lags accumulates into one grab. Where the
+        damage source can (``ReaderCapture``), the capture waiting for the next report is armed in
+        its reader thread, which runs it as soon as the report comes (:meth:`_armed_capture`).
         """
         loop = asyncio.get_running_loop()
         blocked = False
-        while True:
-            if self.layout_pending:
-                await self._follow_layout()
-            if self.pending_monitor is not None:
-                await self._switch_monitor(self.pending_monitor)
-            if not self.flow.can_send():
-                blocked = self.waiting_for_ack = True
-                try:
-                    await self._sleep_until(None)  # an ack (or a monitor switch) wakes us
-                finally:
-                    self.waiting_for_ack = False
-                continue
-            now = self.clock()
-            full = not self.pipeline.primed or now >= self.next_check
-            if not full and not self.damage_waiting:
-                refresh_at = self.pipeline.refresh_due_at()
-                due = self.next_check if refresh_at is None else min(refresh_at, self.next_check)
-                if due > now:
-                    await self._sleep_until(due)
+        try:
+            while True:
+                if self.layout_pending:
+                    await self._follow_layout()
+                if self.pending_monitor is not None:
+                    await self._switch_monitor(self.pending_monitor)
+                if not self.flow.can_send():
+                    blocked = self.waiting_for_ack = True
+                    try:
+                        await self._sleep_until(None)  # an ack (or a monitor switch) wakes us
+                    finally:
+                        self.waiting_for_ack = False
                     continue
-            self.damage_waiting = False
-            batch = damage.take()
-            if blocked:
-                self.flow.skipped += max(0, batch.reports - 1)
-                blocked = False
-            full = full or batch.full
-            seq = self.flow.next_seq
-            result: StepResult = await loop.run_in_executor(
-                self.capture_pool, self.pipeline.step, now, self.flow.quality, seq, None if full else batch.rects
-            )
-            if full:
-                self.next_check = now + self.flow.settings.check_interval_s
-                self.stats.full_grabs += 1
-            elif result.grabbed_px:
-                self.stats.damage_grabs += 1
-            await self._deliver(seq, result)
+                now = self.clock()
+                full = not self.pipeline.primed or now >= self.next_check
+                if not full and not self.damage_waiting:
+                    refresh_at = self.pipeline.refresh_due_at()
+                    due = self.next_check if refresh_at is None else min(refresh_at, self.next_check)
+                    if due > now:
+                        captured = await self._armed_capture(due) if self.reader_capture is not None else None
+                        if captured is None:
+                            if self.reader_capture is None:
+                                await self._sleep_until(due)
+                            continue
+                        armed_seq, batch, armed = captured
+                        self.stats.reader_grabs += 1
+                        blocked = self._count_skipped(blocked, batch)
+                        if armed.grabbed_px and not batch.full:
+                            self.stats.damage_grabs += 1
+                        await self._deliver(armed_seq, armed)
+                        continue
+                self.damage_waiting = False
+                batch = damage.take()
+                blocked = self._count_skipped(blocked, batch)
+                full = full or batch.full
+                seq = self.flow.next_seq
+                result: StepResult = await loop.run_in_executor(
+                    self.capture_pool, self.pipeline.step, now, self.flow.quality, seq, None if full else batch.rects
+                )
+                if full:
+                    self.next_check = now + self.flow.settings.check_interval_s
+                    self.stats.full_grabs += 1
+                elif result.grabbed_px:
+                    self.stats.damage_grabs += 1
+                await self._deliver(seq, result)
+        finally:
+            if self.reader_capture is not None:
+                self.reader_capture.disarm()
+
+    def _count_skipped(self, blocked: bool, batch: Damage) -> bool:
+        """Reports folded into the first capture after the window was full count as skipped frames."""
+        if blocked:
+            self.flow.skipped += max(0, batch.reports - 1)
+        return False
+
+    async def _armed_capture(self, due: float) -> tuple[int, Damage, StepResult] | None:
+        """Arm the next capture in the damage source's reader thread and sleep until ``due``, or until it ran.
+
+        None: woken before any report came (a deadline, a monitor switch, damage the loop saw first), the job
+        taken back; the sender goes round again. A job that had started is waited for: its result is a frame
+        like any other. A full damage batch (a lost connection, a screen resize) is a full grab, as on the
+        loop's path, and sets the next consistency check.
+        """
+        reader = self.reader_capture
+        assert reader is not None
+        loop = asyncio.get_running_loop()
+        quality, seq = self.flow.quality, self.flow.next_seq
+        self.armed_outcome = None
+
+        def done(outcome: tuple[float, Damage, StepResult | BaseException]) -> None:  # on the loop
+            self.armed_outcome = outcome
+            self.wake.set()
+
+        def job(batch: Damage) -> None:  # in the reader thread
+            now = self.clock()
+            outcome: StepResult | BaseException
+            try:
+                outcome = self.pipeline.step(now, quality, seq, None if batch.full else batch.rects)
+            except BaseException as exc:  # handed to the sender, which fails the session as the executor path would
+                outcome = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed: the session is gone
+                loop.call_soon_threadsafe(done, (now, batch, outcome))
+
+        reader.arm(job)
+        await self._sleep_until(due)
+        if self.armed_outcome is None and reader.disarm():
+            return None
+        while self.armed_outcome is None:  # it runs: the result is on its way
+            await self._sleep_until(None)
+        now, batch, outcome = self.armed_outcome
+        self.armed_outcome = None
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if batch.full:
+            self.next_check = now + self.flow.settings.check_interval_s
+            self.stats.full_grabs += 1
+        return seq, batch, outcome
 
     async def _poll_sender(self) -> None:
         loop = asyncio.get_running_loop()
@@ -492,6 +561,10 @@ class _Session:
             except Exception:
                 log.exception("releasing held keys failed")
         self.capture_pool.shutdown(wait=True, cancel_futures=True)
+        if self.reader_capture is not None:  # a capture the reader thread started must end before the grabber does
+            self.reader_capture.disarm()
+            if not self.reader_capture.wait_idle(30.0):
+                log.warning("screen session: a capture in the damage reader did not end within 30 s")
         self.input_pool.shutdown(wait=True, cancel_futures=True)
         self.stats.max_in_flight = self.flow.max_in_flight_seen
         self.stats.skipped_frames = self.flow.skipped
