@@ -106,12 +106,18 @@ def _one_segment_then_tables(jpeg: bytes, pos: int) -> int | None:
     return tables
 
 
+@functools.cache
+def _standard_head(quality: int) -> bytes:
+    """What every libjpeg image of ``quality`` starts with: SOI, the JFIF marker, the two tables."""
+    return _SOI + JFIF_APP0 + quantisation_tables(quality)
+
+
 def strip_standard_tables(jpeg: bytes, quality: int) -> bytes | None:
     """The ``JPEG_LEAN`` payload of a JPEG libjpeg encoded at ``quality``, or None (send it whole) unless its
     header is: the JFIF marker, the two tables of that quality, other segments, the four standard Huffman tables."""
     if not 1 <= quality <= 100:
         return None
-    head = _SOI + JFIF_APP0 + quantisation_tables(quality)
+    head = _standard_head(quality)
     if not jpeg.startswith(head):
         return None
     frame = _one_segment_then_tables(jpeg, len(head))

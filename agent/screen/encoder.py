@@ -8,6 +8,7 @@ by the reference viewer.
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 
@@ -35,6 +36,7 @@ CHROMA_FULL_FROM = 60
 CHROMA_FULL_OFFSET = 30
 
 
+@functools.cache  # asked for every JPEG of every frame: 20 of the 20..90 steps at most
 def jpeg_params(quality: int) -> tuple[int, str]:
     """(libjpeg quality, chroma subsampling) for a step of the session's quality ladder.
 

@@ -144,6 +144,12 @@ def _bands(rect: Rect) -> list[Rect]:
     return [Rect(rect.x, y, rect.w, min(band, rect.y + rect.h - y)) for y in range(rect.y, rect.y + rect.h, band)]
 
 
+def _overlaps(rows: list[list[bool] | None], rect: Rect) -> bool:
+    """Whether any tile under ``rect`` is flagged in ``rows`` (a mask's rows as lists, None where all clear)."""
+    c0, c1 = rect.x // TILE, -(-(rect.x + rect.w) // TILE)
+    return any(row is not None and True in row[c0:c1] for row in rows[rect.y // TILE : -(-(rect.y + rect.h) // TILE)])
+
+
 class ScreenPipeline:
     """What the viewer has, and how to bring it up to date with the screen."""
 
@@ -284,10 +290,12 @@ class ScreenPipeline:
         # uniform_tiles ran to the end: every pictured tile failed its check, so a rectangle of
         # whole pictured tiles is not one colour either (video: 4 % of a step went on asking again).
         detailed = overdrawn is not None and not filled
+        # Per tile row, the columns of pictured tiles a FILL covered (rows as lists: a slice and .any() per
+        # rectangle cost more than the test).
+        under_fill = [row if True in row else None for row in overdrawn.tolist()] if overdrawn is not None else None
         for rect in rects:
             whole = True
-            if overdrawn is not None and overdrawn[rect.y // TILE : -(-(rect.y + rect.h) // TILE),
-                                                   rect.x // TILE : -(-(rect.x + rect.w) // TILE)].any():
+            if under_fill is not None and _overlaps(under_fill, rect):
                 pass  # whole, over the FILL drawn under it
             elif tight is not None:
                 rect, whole = self._tighten(rect, tight) or rect, False
@@ -325,10 +333,11 @@ class ScreenPipeline:
                     level = BUSY_REFRESH_PNG_LEVEL if busy else min(_png_level(band), REFRESH_PNG_LEVEL)
                     messages.append((Kind.REFRESH, band, Encoding.PNG, encode_png(region, level)))
                 self._mark(band, False, None, dirty)
+        last, monitor = len(messages) - 1, self.monitor
         packed = [
             pack_update(
-                kind=kind, monitor=self.monitor, x=r.x, y=r.y, w=r.w, h=r.h, encoding=enc, seq=seq,
-                payload=payload, flags=Flags.END_OF_FRAME if i == len(messages) - 1 else Flags.NONE,
+                kind=kind, monitor=monitor, x=r.x, y=r.y, w=r.w, h=r.h, encoding=enc, seq=seq,
+                payload=payload, flags=Flags.END_OF_FRAME if i == last else Flags.NONE,
             )
             for i, (kind, r, enc, payload) in enumerate(messages)
         ]

@@ -2,7 +2,8 @@
 
 Three tasks share the tunnel: the *sender* (capture when the display reports damage
 and the viewer's acks leave room — or, where no damage source exists, on
-:class:`FlowControl`'s timer —, run capture+encode in a dedicated thread, send updates), the *receiver* (acks, input,
+:class:`FlowControl`'s timer —, run capture+encode in a dedicated thread or, armed, in the damage
+reader's thread as the report comes, send updates), the *receiver* (acks, input,
 monitor switch, quality hints; peer garbage is answered with an ``error`` message,
 never raised) and the *cursor* poller (position, and the pointer image via XFixes when
 it changed — a binary CURSOR_SHAPE sent before the next position). The session ends when the tunnel closes, when
