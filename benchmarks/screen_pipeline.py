@@ -125,16 +125,22 @@ def run(workload: str, seconds: float, quality: int, profile: str | None) -> dic
 
 
 class FileFrames:
-    """ffmpeg's testsrc2 frames, one per grab: the same pixels for every version measured."""
+    """ffmpeg's testsrc2 frames, one per grab: the same pixels for every version measured.
+
+    Two buffers filled in turn and lent as they are, as the agent's two XShm segments are
+    (:mod:`agent.screen.xshm_pair`): the pipeline adopts each frame as the viewer's without a copy.
+    """
 
     def __init__(self, vf: str, frames: int) -> None:
         self._proc = subprocess.Popen(
             ["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", vf.removesuffix(",format=bgra"), "-frames:v",
              str(frames), "-f", "rawvideo", "-pix_fmt", "bgra", "-"], stdout=subprocess.PIPE)
-        self._buf = np.empty((HEIGHT, WIDTH, 4), dtype=np.uint8)
+        self._pair = [np.empty((HEIGHT, WIDTH, 4), dtype=np.uint8) for _ in range(2)]
+        self._buf = self._pair[0]
 
     def next(self) -> bool:
         out: Any = self._proc.stdout
+        self._buf = self._pair[1] if self._buf is self._pair[0] else self._pair[0]
         view = memoryview(self._buf.reshape(-1).data)
         got = 0
         while got < len(view):
@@ -143,6 +149,9 @@ class FileFrames:
                 return False
             got += n
         return True
+
+    def keeps_view(self, view: npt.NDArray[np.uint8]) -> bool:
+        return any(view is buf for buf in self._pair)
 
     def monitors(self) -> list[Monitor]:
         return [Monitor(0, 0, WIDTH, HEIGHT), Monitor(0, 0, WIDTH, HEIGHT, True)]
