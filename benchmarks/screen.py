@@ -18,6 +18,7 @@ killed by PID at the end.
 
     .venv/bin/python benchmarks/screen.py            # all workloads, direct
     .venv/bin/python benchmarks/screen.py --only typing --seconds 5
+    .venv/bin/python benchmarks/screen.py --via-server --peer x11vnc --only video --rounds 5   # CPU, pair by pair
     .venv/bin/python benchmarks/screen.py --via-server   # through the relay
     .venv/bin/python benchmarks/screen.py --url wss://…/stream --agent-pid N   # an existing session
 """
@@ -91,6 +92,8 @@ class Result:
     notes: list[str] = field(default_factory=list)
     #: Whose figures: "helpline" or the peer ("x11vnc").
     system: str = "helpline"
+    #: Which of ``--rounds`` it came from (0-based).
+    round: int = 0
 
 
 # --- agent subprocess ------------------------------------------------------------------
@@ -692,15 +695,18 @@ async def run(args: argparse.Namespace) -> list[Result]:
             if args.peer == "x11vnc":
                 port, peer_pid = start_x11vnc(stack, xvfb)
                 peer = (peer_connect(port, args.peer_encoding), Meters({"agent": peer_pid, "xserver": xvfb.pid}))
-            for name in wanted:
-                # Each workload runs on Helpline, then on the peer, minutes apart at most: same machine load.
-                results.append(await play(name, connect, meters, args.seconds, xvfb))
-                print(format_result(results[-1]), flush=True)
-                if peer is not None:
-                    peer_result = await play(name, peer[0], peer[1], args.seconds, xvfb)
-                    peer_result.system = args.peer
-                    results.append(peer_result)
-                    print(format_result(peer_result), flush=True)
+            for round_ in range(args.rounds):
+                for name in wanted:
+                    # Each workload runs on Helpline, then on the peer, minutes apart at most: same machine load.
+                    ours = await play(name, connect, meters, args.seconds, xvfb)
+                    ours.round = round_
+                    results.append(ours)
+                    print(format_result(ours), flush=True)
+                    if peer is not None:
+                        peer_result = await play(name, peer[0], peer[1], args.seconds, xvfb)
+                        peer_result.system, peer_result.round = args.peer, round_
+                        results.append(peer_result)
+                        print(format_result(peer_result), flush=True)
             if args.via_server and "typing" in wanted:
                 url, agent_pid = start_direct_agent(stack, xvfb)
                 direct = await typing(direct_connect(url), Meters({"agent": agent_pid}), args.seconds, xvfb,
@@ -722,15 +728,34 @@ def format_result(result: Result) -> str:
 
 
 def side_by_side(results: list[Result], peer: str) -> str:
-    """A markdown table: each workload's figures for Helpline and the peer, same run."""
+    """A markdown table: each workload's figures for Helpline and the peer, same run (the first round)."""
     lines = [f"| workload | figure | Helpline | {peer} |", "|---|---|---|---|"]
-    for ours in (r for r in results if r.system == "helpline"):
-        theirs = next((r for r in results if r.system == peer and r.name == ours.name), None)
+    for ours in (r for r in results if r.system == "helpline" and r.round == 0):
+        theirs = next((r for r in results if r.system == peer and r.name == ours.name and r.round == 0), None)
         if theirs is None:
             continue
         for key, value in ours.figures.items():
             other = theirs.figures.get(key, float("nan"))
             lines.append(f"| {ours.name} | {key} | {value:.1f} | {other:.1f} |")
+    return "\n".join(lines)
+
+
+def cpu_rounds(results: list[Result], peer: str, figure: str = "agent_cpu_pct") -> str:
+    """Per workload, Helpline's ``figure`` minus the peer's in each round (each pair minutes apart on the same
+    machine), their mean, and in how many rounds Helpline was at or below: the CPU targets with the noise shown."""
+    lines = []
+    names = list(dict.fromkeys(r.name for r in results if r.system == "helpline"))
+    for name in names:
+        diffs = []
+        for ours in (r for r in results if r.system == "helpline" and r.name == name):
+            theirs = next((r for r in results if r.system == peer and r.name == name and r.round == ours.round), None)
+            if theirs is not None and figure in ours.figures and figure in theirs.figures:
+                diffs.append(ours.figures[figure] - theirs.figures[figure])
+        if not diffs:
+            continue
+        at_or_below = sum(d <= 0 for d in diffs)
+        lines.append(f"{name:7s} {figure} Helpline - {peer} per round: {' '.join(f'{d:+.1f}' for d in diffs)}; "
+                     f"mean {sum(diffs) / len(diffs):+.2f}; at or below in {at_or_below} of {len(diffs)}")
     return "\n".join(lines)
 
 
@@ -783,7 +808,12 @@ def main(argv: list[str] | None = None) -> int:
                              "x11vnc on X11, gnome-remote-desktop (its RDP server) with --backend wayland")
     parser.add_argument("--peer-encoding", choices=["tight", "zrle"], default="tight",
                         help="RFB encoding the peer's viewer asks for (default tight: JPEG quality 6)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="play the workloads this many times, Helpline and the peer in turn, and print the "
+                             "per-round CPU differences (absolute figures drift on a shared machine)")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.agent:
         asyncio.run(agent_main(args.display, args.mode))
         return 0
@@ -805,8 +835,10 @@ def main(argv: list[str] | None = None) -> int:
     results = asyncio.run(run(args))
     if args.peer:
         print(side_by_side(results, args.peer))
+        print(cpu_rounds(results, args.peer))
     if args.json:
-        print(json.dumps({f"{r.system}:{r.name}": r.figures for r in results}, indent=2))
+        print(json.dumps({f"{r.system}:{r.name}" + (f":{r.round}" if r.round else ""): r.figures for r in results},
+                         indent=2))
     return 0
 
 
