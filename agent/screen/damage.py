@@ -180,15 +180,10 @@ class XDamageSource:
 
     def start(self, notify: Callable[[], None]) -> None:
         self._notify = notify
+        # Reports python-xlib read during the setup (the server's first report of the root, usually), handled
+        # before the reader thread starts: one thread at a time handles and sends.
+        fresh = bool(self._raw.early) and self._handle(self._raw.early)
         self._reader.start(self._fresh)
-        # Reports python-xlib read during the setup (the server's first report of the root, usually).
-        fresh = False
-        for event in self._raw.early:
-            if event.type == self._notify_code:
-                area = event.area
-                fresh |= self._pending.add(Rect(int(area.x), int(area.y), int(area.width), int(area.height)))
-            else:
-                fresh |= self._pending.add(None)
         if fresh:
             notify()
 

@@ -256,49 +256,50 @@ class _Session:
                     refresh_at = self.pipeline.refresh_due_at()
                     due = self.next_check if refresh_at is None else min(refresh_at, self.next_check)
                     if due > now:
-                        captured = await self._armed_capture(due) if self.reader_capture is not None else None
-                        if captured is None:
-                            if self.reader_capture is None:
-                                await self._sleep_until(due)
+                        if self.reader_capture is None:
+                            await self._sleep_until(due)
                             continue
-                        armed_seq, batch, armed = captured
+                        captured = await self._armed_capture(due)
+                        if captured is None:
+                            continue
+                        now, seq, batch, result = captured
                         self.stats.reader_grabs += 1
-                        blocked = self._count_skipped(blocked, batch)
-                        if armed.grabbed_px and not batch.full:
-                            self.stats.damage_grabs += 1
-                        await self._deliver(armed_seq, armed)
+                        self._account(now, batch.full, blocked, batch, result)
+                        blocked = False
+                        await self._deliver(seq, result)
                         continue
                 self.damage_waiting = False
                 batch = damage.take()
-                blocked = self._count_skipped(blocked, batch)
                 full = full or batch.full
                 seq = self.flow.next_seq
-                result: StepResult = await loop.run_in_executor(
+                result = await loop.run_in_executor(
                     self.capture_pool, self.pipeline.step, now, self.flow.quality, seq, None if full else batch.rects
                 )
-                if full:
-                    self.next_check = now + self.flow.settings.check_interval_s
-                    self.stats.full_grabs += 1
-                elif result.grabbed_px:
-                    self.stats.damage_grabs += 1
+                self._account(now, full, blocked, batch, result)
+                blocked = False
                 await self._deliver(seq, result)
         finally:
             if self.reader_capture is not None:
                 self.reader_capture.disarm()
 
-    def _count_skipped(self, blocked: bool, batch: Damage) -> bool:
-        """Reports folded into the first capture after the window was full count as skipped frames."""
+    def _account(self, now: float, full: bool, blocked: bool, batch: Damage, result: StepResult) -> None:
+        """A damage-driven capture's bookkeeping, wherever it ran: reports folded into the first capture after the
+        window was full count as skipped frames; a full grab sets the next consistency check."""
         if blocked:
             self.flow.skipped += max(0, batch.reports - 1)
-        return False
+        if full:
+            self.next_check = now + self.flow.settings.check_interval_s
+            self.stats.full_grabs += 1
+        elif result.grabbed_px:
+            self.stats.damage_grabs += 1
 
-    async def _armed_capture(self, due: float) -> tuple[int, Damage, StepResult] | None:
-        """Arm the next capture in the damage source's reader thread and sleep until ``due``, or until it ran.
+    async def _armed_capture(self, due: float) -> tuple[float, int, Damage, StepResult] | None:
+        """Arm the next capture in the damage source's reader thread and sleep until ``due``, or until it ran:
+        (capture time, seq, the damage taken, the step's result).
 
         None: woken before any report came (a deadline, a monitor switch, damage the loop saw first), the job
         taken back; the sender goes round again. A job that had started is waited for: its result is a frame
-        like any other. A full damage batch (a lost connection, a screen resize) is a full grab, as on the
-        loop's path, and sets the next consistency check.
+        like any other (a full damage batch — a lost connection, a screen resize — was a full grab).
         """
         reader = self.reader_capture
         assert reader is not None
@@ -330,10 +331,7 @@ class _Session:
         self.armed_outcome = None
         if isinstance(outcome, BaseException):
             raise outcome
-        if batch.full:
-            self.next_check = now + self.flow.settings.check_interval_s
-            self.stats.full_grabs += 1
-        return seq, batch, outcome
+        return now, seq, batch, outcome
 
     async def _poll_sender(self) -> None:
         loop = asyncio.get_running_loop()

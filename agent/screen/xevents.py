@@ -67,7 +67,7 @@ class RawEvents:
     Made once the setup requests are done: a round trip (``sync``) brings in every reply python-xlib
     waits for, so what follows on the socket is events (and errors). python-xlib keeps the socket and must
     not read it again; requests the watch still makes go raw, through :meth:`send` (none wait for a reply).
-    ``early``: events python-xlib had already parsed (its objects, not bytes).
+    ``early``: the packets of the events python-xlib had already read, for the handler like any others.
     """
 
     def __init__(self, dpy: Any) -> None:
@@ -77,7 +77,7 @@ class RawEvents:
         self._sock = conn.socket
         self._buffer = bytearray(conn.data_recv or b"")
         conn.data_recv = b""
-        self.early: list[Any] = list(conn.event_queue)
+        self.early: list[bytes] = [bytes(event._binary) for event in conn.event_queue]  # each event keeps its 32 bytes
         conn.event_queue[:] = []
         self.byteorder = "big" if conn.big_endian else "little"
 
