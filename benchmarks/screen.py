@@ -754,8 +754,10 @@ def cpu_rounds(results: list[Result], peer: str, figure: str = "agent_cpu_pct") 
         if not diffs:
             continue
         at_or_below = sum(d <= 0 for d in diffs)
+        # The mean's standard error: a mean within about two of zero is a tie on this machine, not a lead.
+        spread = f" ± {statistics.stdev(diffs) / math.sqrt(len(diffs)):.2f} (standard error)" if len(diffs) > 1 else ""
         lines.append(f"{name:7s} {figure} Helpline - {peer} per round: {' '.join(f'{d:+.1f}' for d in diffs)}; "
-                     f"mean {sum(diffs) / len(diffs):+.2f}; at or below in {at_or_below} of {len(diffs)}")
+                     f"mean {sum(diffs) / len(diffs):+.2f}{spread}; at or below in {at_or_below} of {len(diffs)}")
     return "\n".join(lines)
 
 

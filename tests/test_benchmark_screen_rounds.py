@@ -15,7 +15,7 @@ def test_rounds_are_paired_by_round_and_summarised() -> None:
                *_pair("video", 2, 17.0, 17.0)]
     lines = cpu_rounds(results, "x11vnc").splitlines()
     assert lines[0].startswith("video") and lines[0].endswith(
-        "per round: +1.0 -1.0 +0.0; mean +0.00; at or below in 2 of 3")
+        "per round: +1.0 -1.0 +0.0; mean +0.00 ± 0.58 (standard error); at or below in 2 of 3")
     assert lines[1].startswith("typing") and lines[1].endswith("per round: -0.6; mean -0.60; at or below in 1 of 1")
     table = side_by_side(results, "x11vnc")
     assert "| video | agent_cpu_pct | 16.0 | 15.0 |" in table  # the first round's pair only
