@@ -115,6 +115,25 @@ def test_rows_changed_everywhere_skip_the_comparison_and_agree_with_it() -> None
             assert diff.bounds(rect) == full_diff.bounds(rect), (r, col)
 
 
+def test_rows_changed_everywhere_reads_each_tiles_middle_row_on_any_layout() -> None:
+    """Strided in-place reads where every middle row exists, gathered rows where a short last tile row has none
+    (its last row then), on views cut out of larger frames too: the answer is always the per-tile rule."""
+    rng = np.random.default_rng(5)
+    for h, w in [(1080, 1920), (300, 450), (70, 130), (64, 64), (33, 200), (1030, 700)]:
+        big = rng.integers(0, 256, (h + 9, w + 13, 4), dtype=np.uint8)
+        sent = big[4 : 4 + h, 6 : 6 + w]
+        current = sent.copy()
+        changed = rng.random(h) < 0.5
+        current[changed] ^= 1
+        rows = -(-h // TILE)
+        middles = [min(r * TILE + TILE // 2, h - 1) for r in range(rows)]
+        expected = [bool(changed[y]) for y in middles]  # a changed pixel row changes every tile it crosses
+        assert rows_changed_everywhere(sent, current).tolist() == expected, (h, w)
+        current[middles[0], : min(TILE, w)] = sent[middles[0], : min(TILE, w)]  # the first tile's sample kept
+        expected[0] = False
+        assert rows_changed_everywhere(sent, current).tolist() == expected, (h, w)
+
+
 def test_a_changing_picture_sends_flat_tiles_as_fill_and_the_viewer_matches() -> None:
     frames = [bars(300, 450, s) for s in (0, 5, 9)]
     frames[2][0:64, 0:64, :3] = frames[1][0:64, 0:64, :3]  # one tile unchanged: the full comparison
