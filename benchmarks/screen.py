@@ -742,7 +742,8 @@ def side_by_side(results: list[Result], peer: str) -> str:
 
 def cpu_rounds(results: list[Result], peer: str, figure: str = "agent_cpu_pct") -> str:
     """Per workload, Helpline's ``figure`` minus the peer's in each round (each pair minutes apart on the same
-    machine), their mean, and in how many rounds Helpline was at or below: the CPU targets with the noise shown."""
+    machine), their mean with its standard error, and in how many rounds Helpline was at or below: the CPU targets
+    with the noise shown."""
     lines = []
     names = list(dict.fromkeys(r.name for r in results if r.system == "helpline"))
     for name in names:

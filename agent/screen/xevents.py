@@ -155,8 +155,8 @@ class XEventThread:
                 if self._notify_lost and self._notify is not None:
                     self._notify()
 
-    def close(self, before_close: Callable[[], None] | None = None) -> None:
-        """Stop the thread, run ``before_close`` (e.g. free server resources), close the connection."""
+    def close(self) -> None:
+        """Stop the thread and close the connection (server resources made on it go with it)."""
         if self._closed:
             return
         self._closed = True
@@ -164,8 +164,6 @@ class XEventThread:
         if self._thread is not None:
             self._thread.join(timeout=5)
         try:
-            if before_close is not None:
-                before_close()
             if self.raw is not None:
                 self.raw.close()
             else:
