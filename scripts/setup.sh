@@ -21,6 +21,8 @@ SYSTEM_PACKAGES+=(mutter pipewire wireplumber gstreamer1.0-pipewire gstreamer1.0
                   xwayland foot)
 # The native PipeWire reader (agent/screen/wayland/native/helpline-pwcast.c: damage and cursor metadata), built below.
 SYSTEM_PACKAGES+=(libpipewire-0.3-dev pkg-config gcc)
+# python3-dev: Python's headers for the package's C part (agent/screen/_cut.c, built by pip install; optional there).
+SYSTEM_PACKAGES+=(python3-dev)
 # zenity: the native consent prompt and indicator on a Wayland desktop without XWayland (agent/consent/zenity.py).
 SYSTEM_PACKAGES+=(zenity)
 # wl-clipboard: the native Wayland apps that copy and paste in tests/test_wayland_toolkit.py (the clipboard a
@@ -71,7 +73,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.helpline-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# The package's C part (agent/screen/_cut.c) is compiled by this install: a changed source reinstalls too.
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ agent/screen/_cut.c -nt "$stamp" ]; then
   echo "==> installing Helpline (agent and server extras) and test tools into .venv"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   # [test] = helpline[agent,server] + the test tools (a device needs only [agent], a server [server]).

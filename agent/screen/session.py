@@ -30,6 +30,7 @@ from protocol import stream
 from protocol.stream import StreamProtocolError
 
 from ..input_injector import InputGate, InputInjector, InputRefused, InputSuspended, PynputInjector
+from . import cut
 from .capture import Monitor, MssGrabber, ScreenGrabber
 from .cursor_shape import CursorImage, CursorShapeSource, open_cursor_shapes
 from .damage import Damage, DamageSource, ReaderCapture, open_damage_source
@@ -681,7 +682,8 @@ async def run_screen_session(
         from .wayland.backend import choose_backend
 
         chosen = backend or choose_backend(display=display)
-        log.info("screen session backend: %s", chosen)
+        log.info("screen session backend: %s; pictures over FILLs %s", chosen,
+                 "cut to their differing pixels" if cut.AVAILABLE else "whole (agent.screen._cut not built)")
         if chosen == "wayland":
             return await _run_wayland(tunnel, mode=mode, injector=injector, clock=clock, stop=stop,
                                       settings=settings, monitor=monitor, input_gate=input_gate,
