@@ -9,6 +9,7 @@ time does not count the time other processes hold the core).
 
     .venv/bin/python benchmarks/screen_pipeline.py --workload motion --seconds 8
     .venv/bin/python benchmarks/screen_pipeline.py --workload typing --profile /tmp/typing.prof
+    .venv/bin/python benchmarks/screen_pipeline.py --workload video --frames 60 [--whole-pictures]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 
+from agent.screen import cut  # noqa: E402
 from agent.screen.capture import Monitor, MssGrabber  # noqa: E402
 from agent.screen.damage import XDamageSource  # noqa: E402
 from agent.screen.encoder import decode  # noqa: E402
@@ -196,7 +198,7 @@ def run_frames(workload: str, frames: int, quality: int, psnr: bool = False, pro
         if psnr and first.update is not None:
             _apply(viewer, first.update.messages)
         cpu = 0.0
-        steps = nbytes = rect_px = messages = records = 0
+        steps = nbytes = rect_px = jpeg_px = messages = records = 0
         profiler = cProfile.Profile() if profile else None
         while source.next():
             t = time.thread_time()
@@ -212,6 +214,8 @@ def run_frames(workload: str, frames: int, quality: int, psnr: bool = False, pro
                 messages += len(result.update.messages)
                 records += result.update.rects
                 rect_px += sum(r.area for r in result.dirty_rects)
+                jpeg_px += sum(u.w * u.h for m in result.update.messages for u in stream.unpack_records(m)
+                               if u.encoding in (stream.Encoding.JPEG, stream.Encoding.JPEG_LEAN))
                 if psnr:
                     _apply(viewer, result.update.messages)
             if psnr:
@@ -221,7 +225,8 @@ def run_frames(workload: str, frames: int, quality: int, psnr: bool = False, pro
     finally:
         source.close()
     figures = {"frames": steps, "cpu_ms_per_frame": 1000 * cpu / steps, "bytes_per_frame": nbytes / steps,
-               "sent_kpx_per_frame": rect_px / 1000 / steps, "messages_per_frame": messages / steps,
+               "sent_kpx_per_frame": rect_px / 1000 / steps, "jpeg_kpx_per_frame": jpeg_px / 1000 / steps,
+               "messages_per_frame": messages / steps,
                "records_per_frame": records / steps}
     if scores:
         figures["psnr_db"] = float(np.mean(scores))
@@ -238,7 +243,11 @@ def main() -> None:
                         "(motion, video: load-independent CPU per frame)")
     parser.add_argument("--psnr", action="store_true", help="with --frames: decode the updates and report "
                         "the mean PSNR of the viewer's image against each source frame")
+    parser.add_argument("--whole-pictures", action="store_true", help="send pictures over FILLs whole, as "
+                        "without the C part (agent/screen/_cut.c): the cut's share of the figures")
     args = parser.parse_args()
+    if args.whole_pictures:
+        cut.AVAILABLE = False
     if args.frames:
         figures = run_frames(args.workload, args.frames, args.quality, args.psnr, args.profile)
         print(json.dumps({"workload": args.workload, "quality": args.quality,
