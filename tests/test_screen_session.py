@@ -13,7 +13,9 @@ import mss
 import numpy as np
 import pytest
 
+from agent.screen import cut
 from agent.screen.flow import FlowSettings
+from agent.screen.tiles import Rect
 from agent.viewer import Viewer
 from protocol import stream
 from protocol.stream import Encoding, Kind
@@ -228,6 +230,41 @@ async def test_viewer_equals_screen_after_motion_and_window_move(xvfb: XvfbHandl
     # Most frames were captured in the damage reader's thread (the window had room when the report came),
     # and the viewer still equals the screen after both: the two paths share one pipeline, one at a time.
     assert stats.reader_grabs >= 5, stats
+
+
+async def test_a_video_over_fills_is_cut_to_its_differing_pixels_and_ends_exact(
+        xvfb: XvfbHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ffplay's colour bars with a turning hue fill the screen: the bars go as FILLs, the pictures drawn over them
+    are cut to their pixels that differ from the colours under them (the native part, in the live session), and
+    once the stream ends on its last frame the viewer equals the screen, pixel for pixel."""
+    cuts: list[tuple[Rect, Rect | None]] = []
+    real = cut.differing_box
+
+    def recorded(frame: np.ndarray, under: np.ndarray, rect: Rect) -> Rect | None:
+        box = real(frame, under, rect)
+        cuts.append((rect, box))
+        return box
+
+    monkeypatch.setattr(cut, "differing_box", recorded)
+    area = (0, 0, xvfb.width, xvfb.height)
+    source = f"testsrc2=size={xvfb.width}x{xvfb.height}:rate=30:duration=3,hue=H=2*PI*t/3"
+    player = subprocess.Popen(
+        ["ffplay", "-f", "lavfi", "-i", source, "-an", "-loglevel", "error", "-noborder", "-left", "0", "-top", "0"],
+        env={**xvfb.env(), "SDL_AUDIODRIVER": "dummy"}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        async with serve_session("view", xvfb.display) as served:
+            async with RecordingViewer(served.url) as viewer:
+                await viewer.wait_for(lambda v: sum(e is Encoding.FILL for _, e, *_ in v.drawn) >= 30, timeout=30)
+                # ffplay keeps its last frame on screen when the stream ends: then the viewer is exact.
+                await holds_screen(viewer, xvfb.display, area, timeout=30)
+                drawn = list(viewer.drawn)
+    finally:
+        player.kill()
+        player.wait()
+    assert cut.AVAILABLE
+    assert any(box is not None and box.area < rect.area for rect, box in cuts), cuts[:5]
+    assert any(enc in (Encoding.JPEG, Encoding.JPEG_LEAN) for _, enc, *_ in drawn)
 
 
 async def test_damage_follows_the_selected_monitor() -> None:
