@@ -8,10 +8,13 @@ insert is now the check, and a run starts at most once per agent process.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from agent.tasks.service import TaskService
 from protocol.tasks import TaskResult, TaskRun
@@ -36,14 +39,19 @@ async def _settle(service: TaskService) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_a_run_delivered_twice_concurrently_is_processed_once(tmp_path: Path) -> None:
+async def test_a_run_delivered_twice_concurrently_is_processed_once(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Refused once, one result. A delivery that looks the run up after the first one has finished gets the
+    stored result sent again (a redelivery after a reconnect needs it), the same message, never a second run."""
     client = _Client(tmp_path)
     service = TaskService(client)  # type: ignore[arg-type]
     run = TaskRun(task_id="t_1", run_id="r_1", action="diagnostics", technician="alice")
-    await asyncio.gather(service.on_run(run), service.on_run(run), service.on_run(run))
-    await _settle(service)
+    with caplog.at_level(logging.WARNING, logger="agent.tasks.service"):
+        await asyncio.gather(service.on_run(run), service.on_run(run), service.on_run(run))
+        await _settle(service)
+    assert [r.getMessage() for r in caplog.records].count("task refused") == 1
     results = [m for m in client.sent if isinstance(m, TaskResult)]
-    assert len(results) == 1, results
+    assert results and all(m == results[0] for m in results), results  # copies of the one stored result
     assert results[0].status == "refused" and "approver-signed" in results[0].reason
 
 
