@@ -271,18 +271,14 @@ class ScreenPipeline:
             flat, colours = uniform_tiles(source, dirty, min_count=int(dirty_count * FLAT_MIN_SHARE))
             if flat.any():
                 pictured = dirty & ~flat
-                overdrawn = np.zeros_like(dirty)
-                under = cut.no_fills(dirty.shape) if cut.AVAILABLE else None
+                under = cut.no_fills(dirty.shape)
                 # Messages are drawn in order: a FILL may span pictured tiles that the pictures
                 # after it cover again, cut to the pixels that differ from its colour (whole without ``cut``).
                 for area, bgrx in fill_cover(flat, colours, w, h, pictured):
                     messages.append((Kind.UPDATE, area, Encoding.FILL, bgrx.to_bytes(4, "little")[:3]))
-                    tiles = (slice(area.y // TILE, -(-(area.y + area.h) // TILE)),
-                             slice(area.x // TILE, -(-(area.x + area.w) // TILE)))
-                    overdrawn[tiles] = True
-                    if under is not None:
-                        under[tiles] = bgrx
-                overdrawn &= pictured
+                    under[area.y // TILE : -(-(area.y + area.h) // TILE),
+                          area.x // TILE : -(-(area.x + area.w) // TILE)] = bgrx
+                overdrawn = (under != cut.NO_FILL) & pictured
                 lossy_map[flat] = False  # whole tiles, exact now
                 changed_at[flat] = now
         rects = merge_tiles(pictured, w, h) if changed else []
@@ -304,7 +300,7 @@ class ScreenPipeline:
             if under_fill is not None and _overlaps(under_fill, rect):
                 # Over the FILL drawn under it: the box of the pixels that differ from its colour (else whole),
                 # pictured tiles still, not asked again whether it is one colour.
-                box = cut.differing_box(source, under, rect) if under is not None else None
+                box = cut.differing_box(source, under, rect) if under is not None and cut.AVAILABLE else None
                 if box is not None:
                     rect = box
             elif tight is not None:
